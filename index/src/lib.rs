@@ -1,0 +1,1 @@
+//! `sluice-index`: the LMDB catalogue. See docs/ARCHITECTURE.md.

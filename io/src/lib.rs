@@ -1,0 +1,1 @@
+//! `sluice-io`: the per-core runtime. See docs/ARCHITECTURE.md.
