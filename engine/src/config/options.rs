@@ -1,0 +1,347 @@
+//! The declaration of every configuration option, once: TOML key (section
+//! and name), flag, Rust type, default, kind (how it is read and checked)
+//! and documentation. Everything else (the `Config` structs, the flags, the
+//! checks, `docs/configuration.md`, `docs/sluice.example.toml`) is derived
+//! from this table by `config_options!`.
+//!
+//! Adding an option: add one entry here, then regenerate the docs with
+//! `SLUICE_REGENERATE_DOCS=1 cargo test -p sluice-engine --test it config`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{ConfigError, Origin};
+use super::kinds::{
+    ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind, Kind, ListKind, MapKind,
+    OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue, TransferSyntaxKind,
+};
+use super::values::{
+    AeTitle, Cores, DuplicatePolicy, IoBackend, LogFormat, LogLevel, RemoteAddress, ReportDelivery,
+    SopClassSelection, TransferSyntaxSelection, Uid, UidConflictPolicy,
+};
+use super::{OptionInfo, SectionInfo};
+
+/// Bytes in a KiB, MiB, GiB, TiB.
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+/// The PDU length every DICOM implementation handles; the seed fixes it.
+const PDU_LENGTH_DEFAULT: u32 = 16_384;
+const PDU_LENGTH_MIN: u64 = 4 * KIB;
+const PDU_LENGTH_MAX: u64 = 16 * MIB;
+const _: () = assert!(PDU_LENGTH_MIN <= PDU_LENGTH_DEFAULT as u64);
+const _: () = assert!(PDU_LENGTH_DEFAULT as u64 <= PDU_LENGTH_MAX);
+const _: () = assert!(PDU_LENGTH_MAX <= u32::MAX as u64);
+
+/// Association limits: the per-AE default must fit under the global one
+/// (the same relation `check_relations` enforces on configured values).
+const ASSOCIATIONS_DEFAULT: u32 = 4096;
+const ASSOCIATIONS_PER_CALLING_AE_DEFAULT: u32 = 1024;
+const ASSOCIATIONS_MAX: u32 = 65_536;
+const _: () = assert!(ASSOCIATIONS_PER_CALLING_AE_DEFAULT <= ASSOCIATIONS_DEFAULT);
+const _: () = assert!(ASSOCIATIONS_DEFAULT <= ASSOCIATIONS_MAX);
+
+/// Commitment retry: the cap on the back-off must not be below the first
+/// delay.
+const REPORT_RETRY_DELAY_DEFAULT_S: u64 = 60;
+const REPORT_RETRY_BACKOFF_CAP_DEFAULT_S: u64 = 3600;
+const _: () = assert!(REPORT_RETRY_DELAY_DEFAULT_S <= REPORT_RETRY_BACKOFF_CAP_DEFAULT_S);
+
+/// Limits on list and table options, so a runaway file cannot make Sluice
+/// allocate without bound.
+const AE_LIST_LENGTH_MAX: usize = 4096;
+const UID_LIST_LENGTH_MAX: usize = 1024;
+
+fn ae_title(text: &str) -> AeTitle {
+    text.parse()
+        .expect("built-in AE title default is valid (checked by a unit test)")
+}
+
+config_options! {
+    /// Where Sluice keeps its data, how many cores it uses, and its logs.
+    [server] ServerConfig "Server" {
+        /// The directory where Sluice keeps everything it stores: received
+        /// instances (`objects/`), the quarantine, the index, and files
+        /// still being received (`tmp/`). It is created at start if missing.
+        /// Put it on the disk meant to hold the archive, on one file system:
+        /// files are moved into place by rename.
+        data_directory: PathBuf = PathBuf::from("./sluice-data"),
+            kind PathKind, flag "data-dir";
+
+        /// How many engine threads to run, each on its own CPU core with its
+        /// own associations and I/O. `"auto"` uses every core the process may
+        /// run on, honouring CPU affinity and container CPU limits.
+        cores: Cores = Cores::Auto,
+            kind CoresKind, flag "cores";
+
+        /// The I/O backend of the engine threads: io_uring is the fast path,
+        /// the portable backend the fallback.
+        io_backend: IoBackend = IoBackend::Auto,
+            kind EnumKind::<IoBackend>::new(), flag "io-backend";
+
+        /// How log lines are written to standard error.
+        log_format: LogFormat = LogFormat::Text,
+            kind EnumKind::<LogFormat>::new(), flag "log-format";
+
+        /// The least severe events that are logged.
+        log_level: LogLevel = LogLevel::Info,
+            kind EnumKind::<LogLevel>::new(), flag "log-level";
+    }
+
+    /// Listeners, AE titles, association limits, timeouts and the remote AE
+    /// table.
+    [network] NetworkConfig "Network" {
+        /// The AE title Sluice answers to. Senders must use it as the Called
+        /// AE Title; a request for any other title is rejected (A-ASSOCIATE-RJ
+        /// result 1, source 1, reason 7: called AE title not recognized). This
+        /// AE serves Verification and Storage, and Storage Commitment too
+        /// unless `commitment_ae_title` or `commitment_port` give that its own
+        /// AE.
+        ae_title: AeTitle = ae_title("SLUICE"),
+            kind TextKind::<AeTitle>::new(
+                "AE title (string): 1 to 16 characters of printable ASCII, no backslash",
+                "AE_TITLE",
+            ),
+            flag "ae-title";
+
+        /// The TCP port of the main listener. 11112 is the registered DICOM
+        /// port and needs no privileges; the reference PACS used 104, which on
+        /// Linux needs root or the CAP_NET_BIND_SERVICE capability.
+        port: u16 = 11112,
+            kind IntKind::<u16>::new(1, u16::MAX), flag "port";
+
+        /// The local address the listeners bind to. `"0.0.0.0"` (the default,
+        /// as DCMTK's storescp and Orthanc do) accepts connections on every
+        /// IPv4 interface; `"::"` on every IPv6 interface (and, on most Linux
+        /// systems, IPv4 too); `"127.0.0.1"` only from this machine. Restrict
+        /// who may connect with a firewall and `calling_ae_allow_list`.
+        bind_address: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            kind TextKind::<IpAddr>::new("IP address (string), IPv4 or IPv6", "ADDRESS"),
+            flag "bind";
+
+        /// The AE title of a separate Storage Commitment AE, like the reference
+        /// PACS's SCServer. Unset: Storage Commitment is served by `ae_title`.
+        /// It is also the Calling AE Title of the associations Sluice opens to
+        /// deliver commitment reports.
+        commitment_ae_title: Option<AeTitle> = None,
+            kind OptionalKind(TextKind::<AeTitle>::new(
+                "AE title (string): 1 to 16 characters of printable ASCII, no backslash",
+                "AE_TITLE",
+            )),
+            flag "commitment-ae-title", example "\"SCServer\"";
+
+        /// The TCP port of a separate listener for the Storage Commitment AE
+        /// (the reference PACS used 1104). Unset: the commitment AE is served
+        /// on `port` (one listener serves several AE titles).
+        commitment_port: Option<u16> = None,
+            kind OptionalKind(IntKind::<u16>::new(1, u16::MAX)),
+            flag "commitment-port", example "1104";
+
+        /// The most inbound associations open at once. Past it, a new
+        /// association is rejected as transient (A-ASSOCIATE-RJ result 2,
+        /// source 3, reason 2: local limit exceeded) and the sender retries
+        /// later.
+        max_associations: u32 = ASSOCIATIONS_DEFAULT,
+            kind IntKind::<u32>::new(1, ASSOCIATIONS_MAX), flag "max-associations";
+
+        /// The most associations open at once from one Calling AE Title, so
+        /// one misbehaving sender cannot take all of `max_associations`.
+        /// Rejected the same way. Must not exceed `max_associations`.
+        max_associations_per_calling_ae: u32 = ASSOCIATIONS_PER_CALLING_AE_DEFAULT,
+            kind IntKind::<u32>::new(1, ASSOCIATIONS_MAX),
+            flag "max-associations-per-calling-ae";
+
+        /// The maximum PDU length Sluice offers to receive (the Maximum
+        /// Length sub-item of A-ASSOCIATE). Larger PDUs cost less per byte
+        /// for big images; 16384 is what the reference PACS fixes and what
+        /// every DICOM implementation handles. The default will be set by
+        /// benchmark.
+        max_pdu_length: u32 = PDU_LENGTH_DEFAULT,
+            kind ByteSizeKind::<u32>::new(PDU_LENGTH_MIN, PDU_LENGTH_MAX),
+            flag "max-pdu-length";
+
+        /// The ARTIM timer (PS3.8 9.1.5): how long a new connection may take
+        /// to send its A-ASSOCIATE-RQ, and how long a peer may take to close
+        /// the connection after a release or an abort. On expiry the
+        /// connection is closed.
+        artim_timeout_ms: Duration = Duration::from_secs(30),
+            kind DurationKind::new(TimeUnit::Milliseconds, 100, 600_000),
+            flag "artim-timeout-ms";
+
+        /// How long an open association may stay silent (no PDU arriving)
+        /// before Sluice aborts it (A-ABORT). A data set that was being
+        /// received is discarded; instances already stored on the association
+        /// stay stored.
+        idle_timeout_ms: Duration = Duration::from_secs(60),
+            kind DurationKind::new(TimeUnit::Milliseconds, 1_000, 86_400_000),
+            flag "idle-timeout-ms";
+
+        /// The Calling AE Titles allowed to open associations. Empty (the
+        /// default) allows any, as the reference PACS does. Otherwise any
+        /// other Calling AE Title is rejected (A-ASSOCIATE-RJ result 1,
+        /// source 1, reason 3: calling AE title not recognized). On the
+        /// command line, give the flag once per title.
+        calling_ae_allow_list: Vec<AeTitle> = Vec::new(),
+            kind ListKind::new(
+                TextKind::<AeTitle>::new("AE title (string)", "AE_TITLE"),
+                AE_LIST_LENGTH_MAX,
+            ),
+            flag "allow-calling-ae", example "[\"CT_ROOM_1\", \"MR_ROOM_2\"]";
+
+        /// The remote AE table: where each known remote AE listens, as
+        /// `"host:port"` (host a name or an IP address, IPv6 in brackets).
+        /// Sluice uses it to open associations: to deliver Storage
+        /// Commitment reports once the requester's association has closed,
+        /// and for query/retrieve. In the file, write a
+        /// `[network.remote_aes]` table with one `AE_TITLE = "host:port"`
+        /// line per AE (quote a title that has spaces); on the command line,
+        /// `--remote-ae AE_TITLE=host:port` once per AE.
+        remote_aes: BTreeMap<AeTitle, RemoteAddress> = BTreeMap::new(),
+            kind MapKind::<AeTitle, _>::new(
+                "AE title",
+                TextKind::<RemoteAddress>::new("\"host:port\" (string)", "HOST:PORT"),
+                AE_LIST_LENGTH_MAX,
+                "AE_TITLE=HOST:PORT",
+            ),
+            flag "remote-ae",
+            example "{ CT_ROOM_1 = \"10.1.2.3:104\", CT_ROOM_1_SC = \"10.1.2.3:1104\" }";
+    }
+
+    /// Which SOP classes and transfer syntaxes the Storage SCP accepts.
+    /// Verification and Storage Commitment Push Model are always accepted.
+    [accept] AcceptConfig "Accepted SOP classes and transfer syntaxes" {
+        /// The storage SOP classes senders may store. A presentation context
+        /// for any other SOP class is refused (abstract syntax not
+        /// supported); the association goes on with the others.
+        sop_classes: SopClassSelection = SopClassSelection::Seed,
+            kind EnumKind::<SopClassSelection>::new(), flag "sop-classes";
+
+        /// More SOP classes to accept as storage classes on top of
+        /// `sop_classes`, for example a vendor's private class. UIDs are
+        /// written as the standard writes them (digits and dots). On the
+        /// command line, give the flag once per UID.
+        extra_sop_classes: Vec<Uid> = Vec::new(),
+            kind ListKind::new(TextKind::<Uid>::new("UID (string)", "UID"), UID_LIST_LENGTH_MAX),
+            flag "extra-sop-class", example "[\"1.2.840.113619.4.27\"]";
+
+        /// The transfer syntaxes accepted for storage. Data sets are stored
+        /// exactly as received, never transcoded. With an explicit list, keep
+        /// Implicit VR Little Endian (1.2.840.10008.1.2) in it: it is the
+        /// DICOM default every sender can fall back to. On the command line an
+        /// explicit list is comma-separated.
+        transfer_syntaxes: TransferSyntaxSelection = TransferSyntaxSelection::Seed,
+            kind TransferSyntaxKind, flag "transfer-syntaxes",
+            example "[\"1.2.840.10008.1.2\", \"1.2.840.10008.1.2.1\"]";
+    }
+
+    /// Disk-space protection, duplicates, and how stored instances are made
+    /// durable and indexed.
+    [storage] StorageConfig "Storage" {
+        /// The free space the data directory's file system must keep. An
+        /// instance that would leave less is refused with status A711-A717
+        /// (out of resources) and nothing of it is saved, so the disk never
+        /// fills up under the index. 0 turns the check off.
+        free_space_floor: u64 = GIB,
+            kind ByteSizeKind::<u64>::new(0, 1024 * TIB), flag "free-space-floor";
+
+        /// What to do with an instance whose Study, Series and SOP Instance
+        /// UIDs are all already stored.
+        duplicate_policy: DuplicatePolicy = DuplicatePolicy::Quarantine,
+            kind EnumKind::<DuplicatePolicy>::new(), flag "duplicate-policy";
+
+        /// What to do with an instance whose SOP Instance UID is already
+        /// stored under another Study or Series Instance UID (a UID
+        /// collision, usually a sender's bug).
+        uid_conflict_policy: UidConflictPolicy = UidConflictPolicy::Quarantine,
+            kind EnumKind::<UidConflictPolicy>::new(), flag "uid-conflict-policy";
+
+        /// How long a core waits to gather more received instances into one
+        /// durability batch (one round of fsyncs, one index transaction)
+        /// before making it durable. Longer windows make bigger, cheaper
+        /// batches under load and add at most this much to each C-STORE
+        /// response time. 0 makes whatever is ready durable at once.
+        group_commit_window_us: Duration = Duration::from_micros(500),
+            kind DurationKind::new(TimeUnit::Microseconds, 0, 100_000),
+            flag "group-commit-window-us";
+
+        /// The most instances in one index transaction; a full batch is
+        /// committed without waiting for the window to end.
+        group_commit_max_instances: u32 = 256,
+            kind IntKind::<u32>::new(1, 65_536), flag "group-commit-max-instances";
+
+        /// The most files made durable (fsync) in one batch on a core.
+        fsync_batch_max_files: u32 = 64,
+            kind IntKind::<u32>::new(1, 4096), flag "fsync-batch-max-files";
+
+        /// The largest size the index (an LMDB database) may grow to. This is
+        /// reserved address space, not disk: the file grows only as entries
+        /// are added. When the index is full, storing fails until this is
+        /// raised and Sluice restarted, so size it generously.
+        index_map_size: u64 = 64 * GIB,
+            kind ByteSizeKind::<u64>::new(16 * MIB, 64 * TIB), flag "index-map-size";
+    }
+
+    /// Storage Commitment Push Model: waiting for late instances and
+    /// delivering the reports (N-EVENT-REPORT).
+    [commitment] CommitmentConfig "Storage Commitment" {
+        /// How long a commitment request whose instances have not all
+        /// arrived waits for them. Each arriving instance is checked against
+        /// the waiting requests; once all are there, success is reported.
+        /// When the wait ends, the report lists the missing ones as failed
+        /// (reason 0112: no such object instance). 0 reports at once.
+        instance_wait_s: Duration = Duration::from_secs(3600),
+            kind DurationKind::new(TimeUnit::Seconds, 0, 604_800),
+            flag "commitment-instance-wait-s";
+
+        /// The most commitment requests waiting for instances at once; a
+        /// request beyond it is refused with a failure status.
+        max_pending_requests: u32 = 10_000,
+            kind IntKind::<u32>::new(1, 1_000_000), flag "commitment-max-pending-requests";
+
+        /// How a report reaches the requester.
+        report_delivery: ReportDelivery = ReportDelivery::SameAssociationOrNew,
+            kind EnumKind::<ReportDelivery>::new(), flag "commitment-report-delivery";
+
+        /// How long to wait before retrying a report whose delivery failed
+        /// for a communication reason (peer unreachable, association
+        /// rejected or aborted). Each further retry waits twice as long as
+        /// the one before, up to `report_retry_backoff_cap_s`.
+        report_retry_delay_s: Duration = Duration::from_secs(REPORT_RETRY_DELAY_DEFAULT_S),
+            kind DurationKind::new(TimeUnit::Seconds, 1, 86_400),
+            flag "commitment-retry-delay-s";
+
+        /// How many times a failed delivery is retried before the report is
+        /// given up (and logged). A report the peer answers with a status
+        /// other than 0000 or 0107 is not retried: that is a permanent
+        /// failure.
+        report_retry_count: u32 = 10,
+            kind IntKind::<u32>::new(0, 1000), flag "commitment-retry-count";
+
+        /// The longest wait between two retries, however many came before.
+        /// Must not be below `report_retry_delay_s`.
+        report_retry_backoff_cap_s: Duration = Duration::from_secs(REPORT_RETRY_BACKOFF_CAP_DEFAULT_S),
+            kind DurationKind::new(TimeUnit::Seconds, 1, 604_800),
+            flag "commitment-retry-backoff-cap-s";
+
+        /// Where reports go when they are delivered on a new association:
+        /// requester AE title -> the AE title to send them to instead (the
+        /// reference PACS can send to "a different AE associated with the one
+        /// that made the original request"). Requesters not listed get their
+        /// own reports. Every target needs an address in
+        /// `network.remote_aes`. In the file, a `[commitment.report_ae_map]`
+        /// table; on the command line, `--commitment-report-ae FROM=TO` once
+        /// per entry.
+        report_ae_map: BTreeMap<AeTitle, AeTitle> = BTreeMap::new(),
+            kind MapKind::<AeTitle, _>::new(
+                "requester AE title",
+                TextKind::<AeTitle>::new("AE title (string)", "AE_TITLE"),
+                AE_LIST_LENGTH_MAX,
+                "FROM=TO",
+            ),
+            flag "commitment-report-ae", example "{ CT_ROOM_1 = \"CT_ROOM_1_SC\" }";
+    }
+}

@@ -1,0 +1,556 @@
+//! The typed values that configuration options resolve to: AE titles, UIDs,
+//! remote addresses, core counts, and the closed sets of choices (policies,
+//! backends, selections).
+//!
+//! Each type validates itself when built (`FromStr`), so a value of one of
+//! these types is always well formed, whether it came from the TOML file, a
+//! flag, or an embedder's code.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a text did not make a valid value; the message is written for a PACS
+/// administrator and never includes the option name (the caller adds it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub(crate) String);
+
+impl ValueError {
+    /// The human-readable reason.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maximum length of an AE title (PS3.5 table 6.2-1, VR AE: 16 bytes).
+pub const AE_TITLE_LENGTH_MAX: usize = 16;
+
+/// Maximum length of a UID (PS3.5 9.1: 64 characters).
+pub const UID_LENGTH_MAX: usize = 64;
+
+/// A DICOM Application Entity title: 1 to 16 characters of the default
+/// character repertoire (printable ASCII), no backslash, no control
+/// characters, not all spaces.
+///
+/// Leading and trailing spaces are not significant in DICOM (PS3.5 VR AE),
+/// so they are removed: `" SLUICE "` and `"SLUICE"` are the same title.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AeTitle(String);
+
+impl AeTitle {
+    /// The title without padding.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AeTitle {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        if let Some(bad) = text.chars().find(|c| *c == '\\') {
+            return Err(ValueError(format!(
+                "AE title {text:?} contains {bad:?}, which DICOM forbids in AE titles"
+            )));
+        }
+        if let Some(bad) = text.chars().find(|c| !(' '..='~').contains(c)) {
+            return Err(ValueError(format!(
+                "AE title {text:?} contains {bad:?}; only printable ASCII (the DICOM default character repertoire) is allowed"
+            )));
+        }
+        let trimmed = text.trim_matches(' ');
+        if trimmed.is_empty() {
+            return Err(ValueError(
+                "AE title is empty or all spaces; it needs 1 to 16 characters".to_owned(),
+            ));
+        }
+        if trimmed.len() > AE_TITLE_LENGTH_MAX {
+            return Err(ValueError(format!(
+                "AE title {trimmed:?} is {} characters long; the maximum is {AE_TITLE_LENGTH_MAX}",
+                trimmed.len()
+            )));
+        }
+        Ok(AeTitle(trimmed.to_owned()))
+    }
+}
+
+impl fmt::Display for AeTitle {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// A DICOM UID (PS3.5 9.1): up to 64 characters, numeric components
+/// separated by single dots, no leading zero in a component of more than
+/// one digit.
+///
+/// Checked here because `sluice-net`'s UID tables are the authority on which
+/// UIDs are known, but the syntax check is all configuration needs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uid(String);
+
+impl Uid {
+    /// The UID text, without padding.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Uid {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        if text.is_empty() {
+            return Err(ValueError("UID is empty".to_owned()));
+        }
+        if text.len() > UID_LENGTH_MAX {
+            return Err(ValueError(format!(
+                "UID {text:?} is {} characters long; the maximum is {UID_LENGTH_MAX}",
+                text.len()
+            )));
+        }
+        for component in text.split('.') {
+            if component.is_empty() {
+                return Err(ValueError(format!(
+                    "UID {text:?} has an empty component (two dots in a row, or a dot at an end)"
+                )));
+            }
+            if !component.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ValueError(format!(
+                    "UID {text:?} has the component {component:?}; components are digits only"
+                )));
+            }
+            if component.len() > 1 && component.starts_with('0') {
+                return Err(ValueError(format!(
+                    "UID {text:?} has the component {component:?}; a component of more than one digit must not start with 0"
+                )));
+            }
+        }
+        Ok(Uid(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// Maximum length of a DNS host name (RFC 1035 2.3.4).
+const HOST_NAME_LENGTH_MAX: usize = 253;
+
+/// Where a remote AE listens: `host:port`, the host a DNS name or an IP
+/// address (IPv6 in brackets: `[fd00::5]:104`). Names are resolved when an
+/// association is opened, not at start, so a renumbered host needs no
+/// restart.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteAddress {
+    host: String,
+    port: u16,
+}
+
+impl RemoteAddress {
+    /// The host name or IP address, without brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The TCP port, never 0.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl FromStr for RemoteAddress {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let not_host_port = || {
+            ValueError(format!(
+                "{text:?} is not host:port (for example \"10.0.0.5:104\", \"pacs.example.org:11112\", \"[fd00::5]:104\")"
+            ))
+        };
+        let (host, port_text) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(not_host_port)?;
+            let port_text = after.strip_prefix(':').ok_or_else(not_host_port)?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(ValueError(format!(
+                    "{text:?}: {host:?} in brackets is not an IPv6 address"
+                )));
+            }
+            (host, port_text)
+        } else {
+            let (host, port_text) = text.rsplit_once(':').ok_or_else(not_host_port)?;
+            if host.contains(':') {
+                return Err(ValueError(format!(
+                    "{text:?}: write an IPv6 address in brackets, for example \"[fd00::5]:104\""
+                )));
+            }
+            check_host(text, host)?;
+            (host, port_text)
+        };
+        let port = match port_text.parse::<u16>() {
+            Ok(0) => {
+                return Err(ValueError(format!(
+                    "{text:?}: port 0 is not a port a peer can listen on"
+                )))
+            }
+            Ok(port) => port,
+            Err(_) => {
+                return Err(ValueError(format!(
+                    "{text:?}: the port {port_text:?} is not a number from 1 to 65535"
+                )))
+            }
+        };
+        Ok(RemoteAddress {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// A host is an IPv4 address or a DNS name: labels of letters, digits and
+/// hyphens, separated by dots.
+fn check_host(text: &str, host: &str) -> Result<(), ValueError> {
+    if host.is_empty() {
+        return Err(ValueError(format!("{text:?}: the host is empty")));
+    }
+    if host.len() > HOST_NAME_LENGTH_MAX {
+        return Err(ValueError(format!(
+            "{text:?}: the host name is longer than {HOST_NAME_LENGTH_MAX} characters"
+        )));
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !host.split('.').all(label_ok) {
+        return Err(ValueError(format!(
+            "{text:?}: {host:?} is neither an IP address nor a valid host name"
+        )));
+    }
+    Ok(())
+}
+
+impl fmt::Display for RemoteAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(formatter, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(formatter, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Most cores Sluice will run engine threads on; a bound on per-core state.
+pub const CORES_MAX: u16 = 1024;
+
+/// How many cores (engine threads, one ring each) Sluice uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cores {
+    /// As many as the process may run on (`std::thread::available_parallelism`,
+    /// which honours CPU affinity and cgroup quotas).
+    Auto,
+    /// Exactly this many, 1 to [`CORES_MAX`].
+    Count(u16),
+}
+
+impl Cores {
+    /// The number of engine threads to start: `Auto` asks the OS now (1 if
+    /// it cannot tell), capped at [`CORES_MAX`].
+    pub fn count(self) -> usize {
+        match self {
+            Cores::Count(count) => usize::from(count),
+            Cores::Auto => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(usize::from(CORES_MAX)),
+        }
+    }
+}
+
+/// A closed set of named choices for an option: the names are what the TOML
+/// file and the flags accept, the docs go into the generated reference.
+pub trait ConfigEnum: Copy + PartialEq + fmt::Debug + 'static {
+    /// Every variant: its name in the file and on the command line, and its
+    /// one-paragraph description.
+    const VARIANTS: &'static [(&'static str, Self, &'static str)];
+
+    /// The name of this variant in the file and on the command line.
+    fn name(self) -> &'static str {
+        Self::VARIANTS
+            .iter()
+            .find(|(_, variant, _)| *variant == self)
+            .map_or("?", |(name, _, _)| name)
+    }
+}
+
+/// Declares a `ConfigEnum` with `Display` and `FromStr` from one list.
+macro_rules! config_enum {
+    (
+        $(#[doc = $doc:literal])*
+        pub enum $Enum:ident {
+            $( $(#[doc = $variant_doc:literal])+ $Variant:ident = $name:literal, )+
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $Enum {
+            $( $(#[doc = $variant_doc])+ $Variant, )+
+        }
+
+        impl ConfigEnum for $Enum {
+            const VARIANTS: &'static [(&'static str, Self, &'static str)] = &[
+                $( ($name, $Enum::$Variant, concat!($($variant_doc, "\n"),+)), )+
+            ];
+        }
+
+        impl fmt::Display for $Enum {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $Enum {
+            type Err = ValueError;
+
+            fn from_str(text: &str) -> Result<Self, ValueError> {
+                parse_enum(text)
+            }
+        }
+    };
+}
+
+/// Looks `text` up among `E`'s variant names; the error lists them all.
+pub(crate) fn parse_enum<E: ConfigEnum>(text: &str) -> Result<E, ValueError> {
+    E::VARIANTS
+        .iter()
+        .find(|(name, _, _)| *name == text)
+        .map(|(_, variant, _)| *variant)
+        .ok_or_else(|| {
+            let names: Vec<String> = E::VARIANTS
+                .iter()
+                .map(|(name, _, _)| format!("\"{name}\""))
+                .collect();
+            ValueError(format!("{text:?} is not one of {}", names.join(", ")))
+        })
+}
+
+config_enum! {
+    /// Which I/O backend runs the engine threads.
+    pub enum IoBackend {
+        /// io_uring if the kernel and the container allow it, else the
+        /// portable backend; the choice is logged at start.
+        Auto = "auto",
+        /// io_uring only: start fails if it is unavailable.
+        Uring = "uring",
+        /// epoll and ordinary file calls, for old kernels and containers
+        /// whose seccomp profile blocks io_uring.
+        Portable = "portable",
+    }
+}
+
+config_enum! {
+    /// How log lines are written (to standard error).
+    pub enum LogFormat {
+        /// One human-readable line per event.
+        Text = "text",
+        /// One JSON object per line, for log collectors.
+        Json = "json",
+    }
+}
+
+config_enum! {
+    /// The least severe log events that are written.
+    pub enum LogLevel {
+        /// Only errors.
+        Error = "error",
+        /// Errors and warnings.
+        Warn = "warn",
+        /// Also one line per association and the start-up summary.
+        Info = "info",
+        /// Also per-instance detail; verbose under load.
+        Debug = "debug",
+        /// Everything, including protocol traces; for debugging only.
+        Trace = "trace",
+    }
+}
+
+config_enum! {
+    /// Which SOP classes the Storage SCP accepts.
+    pub enum SopClassSelection {
+        /// The storage SOP classes of the reference conformance statement
+        /// (GE Centricity PACS-IW 5.0, table 2.3.2-1, with the UIDs as the
+        /// DICOM standard spells them) plus GE private 3D Model Storage
+        /// (1.2.840.113619.4.26).
+        Seed = "seed",
+        /// Every storage SOP class of the DICOM standard known to this
+        /// version of Sluice.
+        AllStorage = "all-storage",
+        /// Any SOP class a sender proposes, stored as received without any
+        /// check that it is a storage class.
+        Any = "any",
+    }
+}
+
+config_enum! {
+    /// What happens when an instance arrives whose Study, Series and SOP
+    /// Instance UIDs are all already stored.
+    pub enum DuplicatePolicy {
+        /// The stored instance stays untouched; the newcomer is kept in the
+        /// quarantine area with who sent it and when, for an operator to
+        /// inspect, release or purge. The sender is told success.
+        Quarantine = "quarantine",
+        /// The newcomer is refused with a failure status and not kept.
+        Reject = "reject",
+        /// The newcomer replaces the stored instance; the replaced one is
+        /// moved to quarantine, so nothing is lost.
+        Replace = "replace",
+        /// A byte-identical newcomer is dropped (the sender is told
+        /// success); a different one is quarantined as with `quarantine`.
+        DropIfIdentical = "drop-if-identical",
+    }
+}
+
+config_enum! {
+    /// What happens when an instance arrives whose SOP Instance UID is
+    /// already stored under a different Study or Series Instance UID.
+    pub enum UidConflictPolicy {
+        /// The stored instance stays untouched; the newcomer is kept in
+        /// quarantine for review. The sender is told success.
+        Quarantine = "quarantine",
+        /// The newcomer is refused with a failure status and not kept.
+        Reject = "reject",
+    }
+}
+
+config_enum! {
+    /// How a Storage Commitment result (N-EVENT-REPORT) reaches the
+    /// requester.
+    pub enum ReportDelivery {
+        /// On the association that carried the request while it is still
+        /// open; once it has closed, on a new association to the requester
+        /// (its address from `network.remote_aes`).
+        SameAssociationOrNew = "same-association-or-new",
+        /// Always on a new association, as the reference PACS does.
+        NewAssociation = "new-association",
+    }
+}
+
+/// Which transfer syntaxes the Storage SCP accepts (data sets are stored as
+/// received, never transcoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferSyntaxSelection {
+    /// The transfer syntaxes of the reference conformance statement: Implicit
+    /// VR Little Endian, Explicit VR Little Endian, RLE Lossless, JPEG
+    /// Baseline, JPEG Extended, JPEG Lossless, JPEG Lossless SV1, JPEG 2000
+    /// Lossless and JPEG 2000.
+    Seed,
+    /// Every transfer syntax known to this version of Sluice: the seed ones
+    /// plus Deflated Explicit VR Little Endian, Explicit VR Big Endian,
+    /// JPEG-LS, HTJ2K and the MPEG/HEVC video syntaxes.
+    All,
+    /// Exactly these.
+    List(Vec<Uid>),
+}
+
+impl TransferSyntaxSelection {
+    /// The name used in the file and on the command line for the two named
+    /// selections.
+    pub(crate) const NAMES: [(&'static str, &'static str); 2] = [
+        ("seed", "The transfer syntaxes of the reference conformance statement: Implicit VR Little Endian, Explicit VR Little Endian, RLE Lossless, JPEG Baseline, JPEG Extended, JPEG Lossless, JPEG Lossless SV1, JPEG 2000 Lossless, JPEG 2000."),
+        ("all", "Every transfer syntax known to this version of Sluice: the seed ones plus Deflated Explicit VR Little Endian, Explicit VR Big Endian, JPEG-LS, HTJ2K and the MPEG/HEVC video syntaxes."),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ae_titles() {
+        assert_eq!("SLUICE".parse::<AeTitle>().unwrap().as_str(), "SLUICE");
+        assert_eq!(" PACS 1 ".parse::<AeTitle>().unwrap().as_str(), "PACS 1");
+        assert_eq!(
+            "ABCDEFGHIJKLMNOP".parse::<AeTitle>().unwrap().as_str(),
+            "ABCDEFGHIJKLMNOP"
+        );
+        let too_long = "ABCDEFGHIJKLMNOPQ".parse::<AeTitle>().unwrap_err();
+        assert!(too_long.message().contains("17 characters"), "{too_long}");
+        assert!("    ".parse::<AeTitle>().is_err());
+        assert!("".parse::<AeTitle>().is_err());
+        let backslash = "A\\B".parse::<AeTitle>().unwrap_err();
+        assert!(backslash.message().contains("'\\\\'"), "{backslash}");
+        assert!("A\tB".parse::<AeTitle>().is_err());
+        assert!("CAFÉ".parse::<AeTitle>().is_err());
+    }
+
+    #[test]
+    fn uids() {
+        for good in ["1.2.840.10008.1.2", "0", "1.0.3", "1.2.840.113619.4.26"] {
+            assert!(good.parse::<Uid>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1..2",
+            ".1",
+            "1.",
+            "1.02",
+            "1.2a",
+            "1.2 ",
+            &"1.".repeat(33),
+        ] {
+            assert!(bad.parse::<Uid>().is_err(), "{bad:?}");
+        }
+        let max = format!("1.{}", "2".repeat(62));
+        assert!(max.parse::<Uid>().is_ok());
+    }
+
+    #[test]
+    fn remote_addresses() {
+        let address: RemoteAddress = "10.0.0.5:104".parse().unwrap();
+        assert_eq!((address.host(), address.port()), ("10.0.0.5", 104));
+        let address: RemoteAddress = "pacs-1.example.org:11112".parse().unwrap();
+        assert_eq!(address.host(), "pacs-1.example.org");
+        let address: RemoteAddress = "[fd00::5]:104".parse().unwrap();
+        assert_eq!((address.host(), address.port()), ("fd00::5", 104));
+        assert_eq!(address.to_string(), "[fd00::5]:104");
+        for bad in [
+            "10.0.0.5",
+            "10.0.0.5:0",
+            "10.0.0.5:70000",
+            ":104",
+            "fd00::5:104",
+            "[nothex]:104",
+            "bad_host:104",
+            "-x.org:104",
+            "[fd00::5]104",
+        ] {
+            assert!(bad.parse::<RemoteAddress>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_by_name() {
+        for (name, variant, doc) in DuplicatePolicy::VARIANTS {
+            assert_eq!(name.parse::<DuplicatePolicy>().unwrap(), *variant);
+            assert_eq!(variant.to_string(), *name);
+            assert!(!doc.is_empty());
+        }
+        let error = "keep".parse::<DuplicatePolicy>().unwrap_err();
+        assert_eq!(
+            error.message(),
+            "\"keep\" is not one of \"quarantine\", \"reject\", \"replace\", \"drop-if-identical\""
+        );
+    }
+
+    #[test]
+    fn cores_auto_is_at_least_one() {
+        assert!(Cores::Auto.count() >= 1);
+        assert_eq!(Cores::Count(3).count(), 3);
+    }
+}

@@ -1,0 +1,4 @@
+//! The integration tests of `sluice-engine`, in one binary so the crate's
+//! test build links once.
+
+mod config;
