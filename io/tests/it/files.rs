@@ -1,0 +1,369 @@
+//! File operations: the durable-write sequence (write, sync, rename,
+//! directory sync) and the engine's ingest path (receive buffer slices
+//! written straight into a file).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use sluice_io::{At, BackendChoice, Event, FileId, IoBuf, OpKind, OpenOptions, SyncKind};
+
+use crate::both_backends;
+use crate::support::{
+    config, run_script, shared_lock, start_script, Step, JOIN_WAIT, OUTCOME_WAIT,
+};
+
+/// Steps of the durable-write script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    OpenDir,
+    OpenTemp,
+    WriteFirst,
+    WriteSecond,
+    SyncFile,
+    CloseFile,
+    Rename,
+    SyncDir,
+    OpenAgain,
+    CloseDir,
+}
+
+fn write_sync_rename_dir_sync(backend: BackendChoice) {
+    let _lock = shared_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let first: Vec<Vec<u8>> = vec![b"preamble-".to_vec(), vec![0xab; 70_000], b"-meta".to_vec()];
+    let second = vec![0x5a_u8; 200_000];
+    let first_length: u64 = first.iter().map(|part| part.len() as u64).sum();
+    let mut expected = first.concat();
+    expected.extend_from_slice(&second);
+
+    let mut step = Durable::OpenDir;
+    let mut dir_file: Option<FileId> = None;
+    let mut file: Option<FileId> = None;
+    let first_parts = first.clone();
+    let second_part = second.clone();
+    let outcome = run_script(config(backend, 1), move |core, event| {
+        let failed =
+            |what: &str, event: &Option<Event>| Step::Done(Err(format!("{what}: {event:?}")));
+        match (step, &event) {
+            (Durable::OpenDir, None) => {
+                core.open(At::Cwd, &dir_path, OpenOptions::directory(), 1)
+                    .unwrap();
+            }
+            (Durable::OpenDir, Some(Event::Opened { result: Ok(id), .. })) => {
+                dir_file = Some(*id);
+                step = Durable::OpenTemp;
+                core.open(
+                    At::Dir(*id),
+                    "object.tmp".as_ref(),
+                    OpenOptions::create_new_write().mode(0o640),
+                    2,
+                )
+                .unwrap();
+            }
+            (Durable::OpenTemp, Some(Event::Opened { result: Ok(id), .. })) => {
+                file = Some(*id);
+                step = Durable::WriteFirst;
+                let bufs: Vec<IoBuf> = first_parts.iter().cloned().map(IoBuf::from).collect();
+                core.write_at_and_sync(*id, 0, bufs, SyncKind::Data, 3)
+                    .unwrap();
+            }
+            (
+                Durable::WriteFirst,
+                Some(Event::Written {
+                    tag: 3,
+                    result: Ok(bytes),
+                    ..
+                }),
+            ) => {
+                if *bytes != first_length {
+                    return failed("first write length", &event);
+                }
+                step = Durable::WriteSecond;
+                core.write_at(
+                    file.unwrap(),
+                    first_length,
+                    vec![second_part.clone().into()],
+                    4,
+                )
+                .unwrap();
+            }
+            (
+                Durable::WriteSecond,
+                Some(Event::Written {
+                    tag: 4,
+                    result: Ok(_),
+                    ..
+                }),
+            ) => {
+                step = Durable::SyncFile;
+                core.sync(file.unwrap(), SyncKind::Data, 5).unwrap();
+            }
+            (Durable::SyncFile, Some(Event::Synced { result: Ok(()), .. })) => {
+                step = Durable::CloseFile;
+                core.close_file(file.unwrap(), 6).unwrap();
+            }
+            (Durable::CloseFile, Some(Event::FileClosed { result: Ok(()), .. })) => {
+                step = Durable::Rename;
+                let dir_at = At::Dir(dir_file.unwrap());
+                core.rename(
+                    dir_at,
+                    "object.tmp".as_ref(),
+                    dir_at,
+                    "object.dcm".as_ref(),
+                    7,
+                )
+                .unwrap();
+            }
+            (Durable::Rename, Some(Event::Renamed { result: Ok(()), .. })) => {
+                step = Durable::SyncDir;
+                core.sync(dir_file.unwrap(), SyncKind::All, 8).unwrap();
+            }
+            (Durable::SyncDir, Some(Event::Synced { result: Ok(()), .. })) => {
+                step = Durable::OpenAgain;
+                // The name is taken now: create_new must fail with EEXIST.
+                core.open(
+                    At::Dir(dir_file.unwrap()),
+                    "object.dcm".as_ref(),
+                    OpenOptions::create_new_write(),
+                    9,
+                )
+                .unwrap();
+            }
+            (
+                Durable::OpenAgain,
+                Some(Event::Opened {
+                    result: Err(error), ..
+                }),
+            ) => {
+                if !error.is_already_exists() || error.op != OpKind::Open {
+                    return failed("expected EEXIST", &event);
+                }
+                step = Durable::CloseDir;
+                core.close_file(dir_file.unwrap(), 10).unwrap();
+            }
+            (Durable::CloseDir, Some(Event::FileClosed { result: Ok(()), .. })) => {
+                return Step::Done(Ok(core.stats()));
+            }
+            _ => return failed(&format!("unexpected at {step:?}"), &event),
+        }
+        Step::Continue
+    });
+    let stats = outcome.unwrap();
+    assert_eq!(stats.files, 0, "every file closed");
+    assert_eq!(stats.ops_in_flight, 0);
+    let written = std::fs::read(dir.path().join("object.dcm")).unwrap();
+    assert_eq!(written.len(), expected.len());
+    assert!(written == expected, "file contents differ");
+    assert!(!dir.path().join("object.tmp").exists());
+}
+both_backends!(write_sync_rename_dir_sync);
+
+fn mkdir_unlink_and_remove_dir(backend: BackendChoice) {
+    let _lock = shared_lock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("victim"), b"x").unwrap();
+    let sub = dir.path().join("sub");
+    let victim = dir.path().join("victim");
+    let mut step = 0;
+    let (sub_path, victim_path) = (sub.clone(), victim.clone());
+    let outcome: Result<(), String> = run_script(config(backend, 1), move |core, event| {
+        step += 1;
+        match (step, event) {
+            (1, None) => core.mkdir(At::Cwd, &sub_path, 0o750, 1).unwrap(),
+            (
+                2,
+                Some(Event::DirCreated {
+                    tag: 1,
+                    result: Ok(()),
+                }),
+            ) => core.mkdir(At::Cwd, &sub_path, 0o750, 2).unwrap(),
+            (
+                3,
+                Some(Event::DirCreated {
+                    tag: 2,
+                    result: Err(error),
+                }),
+            ) if error.is_already_exists() => core.unlink(At::Cwd, &victim_path, 3).unwrap(),
+            (
+                4,
+                Some(Event::Unlinked {
+                    tag: 3,
+                    result: Ok(()),
+                }),
+            ) => core.remove_dir(At::Cwd, &sub_path, 4).unwrap(),
+            (
+                5,
+                Some(Event::Unlinked {
+                    tag: 4,
+                    result: Ok(()),
+                }),
+            ) => return Step::Done(Ok(())),
+            (step, event) => return Step::Done(Err(format!("step {step}: {event:?}"))),
+        }
+        Step::Continue
+    });
+    outcome.unwrap();
+    assert!(!sub.exists());
+    assert!(!victim.exists());
+}
+both_backends!(mkdir_unlink_and_remove_dir);
+
+/// The engine's ingest path: receive into pooled buffers, write slices of
+/// them straight into a file (no copy), sync, rename, sync the directory;
+/// every buffer returns to the pool once its writes complete.
+fn received_bytes_written_from_pool_buffers(backend: BackendChoice) {
+    let _lock = shared_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path: PathBuf = dir.path().to_path_buf();
+    let payload: Vec<u8> = (0..3_000_000_u32)
+        .map(|i| (i % 253) as u8 ^ (i >> 13) as u8)
+        .collect();
+
+    struct State {
+        dir: Option<FileId>,
+        file: Option<FileId>,
+        offset: u64,
+        writes_in_flight: usize,
+        ended: bool,
+        syncing: bool,
+        max_writes_in_flight: usize,
+        waiting: Option<sluice_io::ConnId>,
+    }
+    let mut state = State {
+        dir: None,
+        file: None,
+        offset: 0,
+        writes_in_flight: 0,
+        ended: false,
+        syncing: false,
+        max_writes_in_flight: 0,
+        waiting: None,
+    };
+    let config = sluice_io::RuntimeConfig {
+        listen_addrs: vec!["127.0.0.1:0".parse().unwrap()],
+        ..config(backend, 1)
+    };
+    let (runtime, outcome) = start_script(config, move |core, event| {
+        match event {
+            None => core
+                .open(At::Cwd, &dir_path, OpenOptions::directory(), 0)
+                .unwrap(),
+            Some(Event::Opened {
+                tag: 0,
+                result: Ok(dir),
+            }) => {
+                state.dir = Some(dir);
+                core.open(
+                    At::Dir(dir),
+                    "incoming.tmp".as_ref(),
+                    OpenOptions::create_new_write(),
+                    1,
+                )
+                .unwrap();
+            }
+            Some(Event::Opened {
+                tag: 1,
+                result: Ok(file),
+            }) => {
+                state.file = Some(file);
+                if let Some(conn) = state.waiting.take() {
+                    core.resume_recv(conn).unwrap();
+                }
+            }
+            Some(Event::Accepted { conn, .. }) => {
+                // Hold the data back until the file is open.
+                if state.file.is_none() {
+                    core.pause_recv(conn).unwrap();
+                    state.waiting = Some(conn);
+                }
+            }
+            Some(Event::Received { data, .. }) => {
+                let Some(file) = state.file else {
+                    return Step::Done(Err("data before the file was open".to_string()));
+                };
+                // Two slices of the receive buffer, as a decoder would lend
+                // the data part of a PDV: both written without a copy.
+                let middle = data.len() / 2;
+                let bufs = vec![
+                    IoBuf::from(data.slice(..middle).unwrap()),
+                    IoBuf::from(data.slice(middle..).unwrap()),
+                ];
+                core.write_at(file, state.offset, bufs, 2).unwrap();
+                state.offset += data.len() as u64;
+                state.writes_in_flight += 1;
+                state.max_writes_in_flight = state.max_writes_in_flight.max(state.writes_in_flight);
+            }
+            Some(Event::RecvEnded {
+                conn,
+                result: Ok(()),
+            }) => {
+                state.ended = true;
+                core.close_connection(conn);
+            }
+            Some(Event::Written {
+                result: Ok(_),
+                tag: 2,
+                ..
+            }) => state.writes_in_flight -= 1,
+            Some(Event::Synced {
+                tag: 3,
+                result: Ok(()),
+                ..
+            }) => {
+                let dir = At::Dir(state.dir.unwrap());
+                core.close_file(state.file.unwrap(), 4).unwrap();
+                core.rename(
+                    dir,
+                    "incoming.tmp".as_ref(),
+                    dir,
+                    "incoming.dcm".as_ref(),
+                    5,
+                )
+                .unwrap();
+            }
+            Some(Event::FileClosed {
+                tag: 4,
+                result: Ok(()),
+            }) => {}
+            Some(Event::Renamed {
+                tag: 5,
+                result: Ok(()),
+            }) => core.sync(state.dir.unwrap(), SyncKind::All, 6).unwrap(),
+            Some(Event::Synced {
+                tag: 6,
+                result: Ok(()),
+                ..
+            }) => {
+                return Step::Done(Ok((state.offset, core.stats(), state.max_writes_in_flight)));
+            }
+            Some(Event::ConnClosed { .. }) => {}
+            Some(other) => return Step::Done(Err(format!("unexpected {other:?}"))),
+        }
+        if state.ended && state.writes_in_flight == 0 && !state.syncing {
+            // Every write has completed: the sync covers them all.
+            state.syncing = true;
+            core.sync(state.file.unwrap(), SyncKind::Data, 3).unwrap();
+        }
+        Step::Continue
+    });
+    let mut stream = std::net::TcpStream::connect(runtime.listen_addrs()[0]).unwrap();
+    for chunk in payload.chunks(100_000) {
+        stream.write_all(chunk).unwrap();
+    }
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let (length, stats, _max_in_flight) = outcome
+        .recv_timeout(OUTCOME_WAIT)
+        .expect("ingest finishes")
+        .unwrap();
+    runtime.shutdown_and_join(JOIN_WAIT).unwrap();
+    assert_eq!(length, payload.len() as u64);
+    assert_eq!(
+        stats.recv_buffers_free,
+        u32::from(stats.recv_buffers_total),
+        "every buffer back in the pool"
+    );
+    let written = std::fs::read(dir.path().join("incoming.dcm")).unwrap();
+    assert!(written == payload, "file differs from what was sent");
+}
+both_backends!(received_bytes_written_from_pool_buffers);
