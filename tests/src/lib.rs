@@ -5,7 +5,7 @@
 //! A missing peer is a test failure with a message saying how to install it
 //! (`scripts/test` does); nothing here ever skips a test.
 
-
+pub mod acceptor;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -170,6 +170,11 @@ pub fn part10_dataset(file: &[u8]) -> &[u8] {
 
 /// The transfer syntax UID (0002,0010) of a Part 10 file.
 pub fn part10_transfer_syntax(file: &[u8]) -> String {
+    part10_meta_value(file, 0x0002, 0x0010)
+}
+
+/// A text value of the file meta group, padding trimmed.
+pub fn part10_meta_value(file: &[u8], wanted_group: u16, wanted_element: u16) -> String {
     let mut offset = 144;
     let end = 144 + part10_meta_length(file);
     while offset + 8 <= end {
@@ -182,12 +187,12 @@ pub fn part10_transfer_syntax(file: &[u8]) -> String {
             (u16::from_le_bytes([file[offset + 6], file[offset + 7]]) as usize, 8)
         };
         let value = &file[offset + header..offset + header + length];
-        if (group, element) == (0x0002, 0x0010) {
+        if (group, element) == (wanted_group, wanted_element) {
             return String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_owned();
         }
         offset += header + length;
     }
-    panic!("no (0002,0010) in file meta");
+    panic!("no ({wanted_group:04X},{wanted_element:04X}) in file meta");
 }
 
 fn part10_meta_length(file: &[u8]) -> usize {

@@ -87,7 +87,7 @@ pub use negotiate::{
     interpret_associate_ac, negotiate, reject_unparseable, AcceptedAbstractSyntax, AcceptorPolicy,
     AeTitleFilter, AssociationLoad, AssociationProposal, NegotiatedAssociation,
     NegotiatedPresentationContext, NegotiationError, NegotiationOutcome,
-    ProposedPresentationContext,
+    ProposedPresentationContext, TransferSyntaxChoice,
 };
 pub use state::{
     AbortCause, Action, AssocError, AssociateResponse, Association, Indication, Input, InvalidPdu,

@@ -95,6 +95,24 @@ pub struct AcceptorPolicy {
     /// The asynchronous operations window we support; `None` answers no
     /// window sub-item, i.e. synchronous operation (1/1).
     pub asynchronous_operations_window: Option<AsynchronousOperationsWindow>,
+    /// Whose order picks the transfer syntax of a context when the requestor
+    /// proposes several we accept.
+    pub transfer_syntax_choice: TransferSyntaxChoice,
+}
+
+/// Whose order of preference decides a presentation context's transfer
+/// syntax among those both sides support.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransferSyntaxChoice {
+    /// The requestor's: the first proposed transfer syntax we accept. The
+    /// default, because a store that keeps data sets as received should let
+    /// the sender send what it holds: a sender proposing [RLE, Explicit VR
+    /// LE] for an RLE file would otherwise have to decompress (DCMTK
+    /// `storescu` cannot, and fails the C-STORE).
+    #[default]
+    Requestor,
+    /// Ours: the first of the policy's transfer syntaxes that was proposed.
+    Acceptor,
 }
 
 impl AcceptorPolicy {
@@ -114,6 +132,7 @@ impl AcceptorPolicy {
             implementation_class_uid: implementation_class_uid.into(),
             implementation_version_name: None,
             asynchronous_operations_window: None,
+            transfer_syntax_choice: TransferSyntaxChoice::default(),
         }
     }
 
@@ -414,12 +433,17 @@ fn negotiate_context(
     let Some(accepted) = policy.find(&context.abstract_syntax) else {
         return (R::AbstractSyntaxNotSupported, first_proposed, default_roles);
     };
-    let Some(transfer_syntax) = accepted.transfer_syntaxes.iter().find(|ours| {
-        context
+    let chosen = match policy.transfer_syntax_choice {
+        TransferSyntaxChoice::Requestor => context
             .transfer_syntaxes
             .iter()
-            .any(|theirs| theirs == *ours)
-    }) else {
+            .find(|theirs| accepted.transfer_syntaxes.contains(theirs)),
+        TransferSyntaxChoice::Acceptor => accepted
+            .transfer_syntaxes
+            .iter()
+            .find(|ours| context.transfer_syntaxes.contains(ours)),
+    };
+    let Some(transfer_syntax) = chosen else {
         return (
             R::TransferSyntaxesNotSupported,
             first_proposed,

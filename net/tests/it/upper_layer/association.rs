@@ -22,6 +22,8 @@ pub fn policy() -> AcceptorPolicy {
         .abstract_syntaxes
         .push(AcceptedAbstractSyntax::new(CT, [EXPLICIT, IMPLICIT]));
     policy.implementation_version_name = Some("SLUICE_010".into());
+    // These tests pin our own order; the requestor-order default has its own test.
+    policy.transfer_syntax_choice = TransferSyntaxChoice::Acceptor;
     policy
 }
 

@@ -120,6 +120,33 @@ fn unparseable_request_reason_is_1_2_1() {
 }
 
 #[test]
+fn by_default_the_requestors_order_picks_the_transfer_syntax() {
+    let mut policy = policy();
+    policy.transfer_syntax_choice = TransferSyntaxChoice::default();
+    let mut rq = rq();
+    rq.presentation_contexts = vec![
+        PresentationContextProposed {
+            id: 1,
+            abstract_syntax: CT.into(),
+            // JPEG is not ours: skipped; implicit is the requestor's next choice.
+            transfer_syntaxes: vec![JPEG_BASELINE.into(), IMPLICIT.into(), EXPLICIT.into()],
+        },
+        PresentationContextProposed {
+            id: 3,
+            abstract_syntax: CT.into(),
+            transfer_syntaxes: vec![EXPLICIT.into(), IMPLICIT.into()],
+        },
+    ];
+    let (ac, _) = accepted(negotiate(&policy, &rq, AssociationLoad::UNLIMITED));
+    let chosen: Vec<_> = ac
+        .presentation_contexts
+        .iter()
+        .map(|c| (c.id, c.result.code(), c.transfer_syntax.as_str()))
+        .collect();
+    assert_eq!(chosen, [(1, 0, IMPLICIT), (3, 0, EXPLICIT)]);
+}
+
+#[test]
 fn per_context_results_use_our_preference_and_reasons_3_and_4() {
     let mut rq = rq();
     rq.presentation_contexts = vec![
