@@ -8,7 +8,10 @@
 //! `expect` and unchecked indexing are denied below), every allocation
 //! bounded by a negotiated or configured maximum.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod assoc;
 pub mod charset;

@@ -1,0 +1,5 @@
+//! sluice-net integration tests: one binary (see `autotests = false` in Cargo.toml).
+//!
+//! Each module tests one area through the public API only.
+
+mod upper_layer;
