@@ -3,3 +3,4 @@
 //! Each module tests one area through the public API only.
 
 mod upper_layer;
+mod wire_split;
