@@ -1,1 +1,65 @@
-//! `sluice-index`: the LMDB catalogue. See docs/ARCHITECTURE.md.
+//! `sluice-index`: the LMDB catalogue of stored instances.
+//!
+//! It knows LMDB and records, nothing of networking or DICOM parsing: the
+//! engine hands it plain strings and numbers. What it owns:
+//! - the tables and their encoding (`tables`, `keys`, `records`; the on-disk
+//!   format is specified in docs/design/index-format.md);
+//! - the one writer thread that owns every write transaction and decides
+//!   duplicates inside it (`writer`, `apply`, `ops`);
+//! - readers on any thread: lookups, listings, study queries (`read`, `query`);
+//! - stats and a consistency check (`index`, `check`).
+//!
+//! ```no_run
+//! use sluice_index::{Index, IndexOptions, WriteOp, StoreRequest};
+//! # fn instance() -> sluice_index::NewInstance { unimplemented!() }
+//! let index = Index::open("/var/lib/sluice/index", IndexOptions::default())?;
+//! let results = index.writer().execute(vec![WriteOp::Store(StoreRequest::new(instance()))])?;
+//! let found = index.read()?.instance_by_sop("1.2.3")?;
+//! # Ok::<(), sluice_index::IndexError>(())
+//! ```
+
+mod apply;
+mod check;
+mod error;
+mod index;
+mod keys;
+mod ops;
+mod query;
+mod read;
+mod records;
+mod tables;
+mod writer;
+
+pub use check::ConsistencyReport;
+pub use error::{IndexError, InvalidInput, QueryError};
+pub use index::{Index, IndexOptions, IndexStats, TableStats};
+pub use keys::UID_BYTES_MAX;
+pub use ops::{
+    BatchResult, ConflictPolicy, Disposition, DuplicatePolicy, FileRole, ItemResult, Released,
+    SopPresence, StoreOutcome, StoreRequest, WriteOp, WriteOutcome,
+};
+pub use query::{CompiledStudyQuery, StudyQuery};
+pub use read::{CommitmentEntry, InstanceEntry, Listing, ReadTxn, SeriesEntry, StudyMatch};
+pub use records::{
+    Checksum, CommitmentRecord, CommitmentState, FileId, InstanceRecord, NewInstance,
+    QuarantineEntry, QuarantineReason, SeriesAttributes, SeriesRecord, StudyAttributes,
+    StudyRecord, Triplet, AE_TITLE_BYTES_MAX, ATTRIBUTE_BYTES_MAX, COMMITMENT_PAYLOAD_BYTES_MAX,
+};
+pub use tables::SCHEMA_VERSION;
+pub use writer::{Batch, IndexWriter, SubmitError};
+
+#[cfg(test)]
+mod tests {
+    /// The engine shares the index across its cores and moves readers between
+    /// tasks: these must stay thread-safe.
+    #[test]
+    fn handles_are_thread_safe() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<crate::Index>();
+        send_sync::<crate::IndexWriter>();
+        send::<crate::ReadTxn<'static>>();
+        send::<crate::Batch>();
+        send_sync::<crate::IndexError>();
+    }
+}

@@ -84,6 +84,8 @@ mod core;
 pub mod error;
 pub mod event;
 pub mod fault;
+#[cfg(feature = "lmdb")]
+pub mod lmdb;
 mod op;
 mod portable;
 mod probe;

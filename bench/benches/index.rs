@@ -1,0 +1,534 @@
+//! sluice-index: growth to millions of instances, lookups, queries, size.
+//!
+//! One run builds an index of `SLUICE_BENCH_INDEX_N` instances (default
+//! 10,000,000 under `cargo bench`, 2,000 when criterion runs this file as a
+//! smoke test under `cargo test --benches`) in a scratch directory
+//! (`SLUICE_BENCH_DIR`, default the system temp dir; deleted at the end),
+//! printing as it goes:
+//! - batched insert throughput per million instances (target >= 100,000/s
+//!   sustained to 10 M), with batches of `SLUICE_BENCH_INDEX_BATCH` (1,000)
+//!   and up to `SLUICE_BENCH_INDEX_IN_FLIGHT` (8) batches in flight, as the
+//!   engine's cores would submit them;
+//! - bytes of index per instance (target < 1 KiB), per table;
+//! - cold open time (close, reopen);
+//! - p50/p99/p99.9 of lookup by triplet and by SOP Instance UID, of the
+//!   storage-commitment presence check, and of a fresh read transaction plus a
+//!   lookup (target p99 < 20 µs at 10 M); 10,000 presence checks in one
+//!   transaction (target well under 100 ms); study queries.
+//!
+//! Then criterion measures the same lookups and a batch insert on the grown index.
+//!
+//! `SLUICE_BENCH_INDEX_UIDS=random` makes every UID random (as `2.25` and
+//! pydicom-style generators do) instead of modality-style (a root, a
+//! timestamp, counters), which scatters B-tree inserts.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion};
+use hdrhistogram::Histogram;
+use sluice_index::{
+    Batch, BatchResult, Checksum, FileId, Index, IndexOptions, InstanceRecord, NewInstance,
+    SeriesAttributes, StoreRequest, StudyAttributes, StudyQuery, Triplet, WriteOp,
+};
+
+const ROOT: &str = "1.2.826.0.1.3680043.10.1137";
+/// Instances per study, cycling: from a two-view CR to a large CT.
+const STUDY_SIZES: [u64; 5] = [2, 4, 50, 200, 500];
+const CYCLE: u64 = 2 + 4 + 50 + 200 + 500;
+const SAMPLES: u64 = 100_000;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.replace('_', "").parse().ok()
+}
+
+/// splitmix64: a stable hash for reproducible "random" UIDs.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    random_uids: bool,
+}
+
+/// Instance number `n` -> (study number, series number, number in series).
+fn position(n: u64) -> (u64, u64, u64) {
+    let cycle = n / CYCLE;
+    let mut offset = n % CYCLE;
+    let mut study = cycle * STUDY_SIZES.len() as u64;
+    for size in STUDY_SIZES {
+        if offset < size {
+            break;
+        }
+        offset -= size;
+        study += 1;
+    }
+    (study, offset / 100, offset)
+}
+
+impl Shape {
+    fn uid(&self, kind: u64, parts: &[u64]) -> String {
+        if self.random_uids {
+            let mut hash = kind;
+            for part in parts {
+                hash = mix(hash ^ mix(*part));
+            }
+            // pydicom's generate_uid shape: a root and ~30 random digits.
+            format!(
+                "1.2.826.0.1.3680043.8.498.{}{:010}",
+                mix(hash),
+                mix(hash ^ 1) % 10_000_000_000
+            )
+        } else {
+            // Modality style: root, device/kind, acquisition timestamp, counters.
+            let mut uid = format!("{ROOT}.{kind}.{}", 20_240_101_000_000u64 + parts[0] * 7);
+            for part in parts {
+                uid.push('.');
+                uid.push_str(&part.to_string());
+            }
+            uid
+        }
+    }
+
+    fn triplet(&self, n: u64) -> Triplet {
+        let (study, series, instance) = position(n);
+        Triplet::new(
+            self.uid(1, &[study]),
+            self.uid(2, &[study, series]),
+            self.uid(3, &[study, series, instance]),
+        )
+    }
+
+    fn instance(&self, n: u64) -> NewInstance {
+        let (study, series, instance_number) = position(n);
+        let patient = study / 3;
+        NewInstance {
+            triplet: self.triplet(n),
+            record: InstanceRecord {
+                file_id: FileId(u128::from(n) + 1),
+                file_size_bytes: 520_000,
+                dataset_offset_bytes: 348,
+                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                checksum: Checksum([(n % 251) as u8; 32]),
+                received_at_unix_ns: 1_700_000_000_000_000_000 + n * 1_000,
+                calling_ae_title: "CT_SCANNER_01".into(),
+                instance_number: Some(instance_number as i32 + 1),
+            },
+            study: StudyAttributes {
+                patient_name: format!("PATIENT{patient}^GIVEN"),
+                patient_id: format!("PID{patient:08}"),
+                patient_birth_date: format!(
+                    "19{:02}0{}1{}",
+                    patient % 100,
+                    patient % 9 + 1,
+                    patient % 10
+                ),
+                patient_sex: if patient % 2 == 0 {
+                    "F".into()
+                } else {
+                    "M".into()
+                },
+                study_date: format!("202{}{:02}{:02}", study % 5, study % 12 + 1, study % 28 + 1),
+                study_time: format!("{:02}{:02}00", study % 24, study % 60),
+                accession_number: format!("ACC{study:010}"),
+                study_id: format!("{}", study % 10_000),
+                study_description: "CT CHEST WITH CONTRAST".into(),
+                referring_physician_name: "REFERRER^DOCTOR".into(),
+            },
+            series: SeriesAttributes {
+                modality: ["CT", "CT", "SR", "PR"][(series % 4) as usize].into(),
+                series_number: Some(series as i32 + 1),
+                series_description: "AXIAL 2.5MM".into(),
+            },
+        }
+    }
+
+    fn batch(&self, start: u64, count: u64) -> Vec<WriteOp> {
+        (start..start + count)
+            .map(|n| WriteOp::Store(StoreRequest::new(self.instance(n))))
+            .collect()
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+fn report(name: &str, histogram: &Histogram<u64>) {
+    println!(
+        "index: {name:<34} p50 {:>7.2} µs  p99 {:>7.2} µs  p99.9 {:>7.2} µs  max {:>8.2} µs  ({} samples)",
+        histogram.value_at_quantile(0.50) as f64 / 1_000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1_000.0,
+        histogram.value_at_quantile(0.999) as f64 / 1_000.0,
+        histogram.max() as f64 / 1_000.0,
+        histogram.len(),
+    );
+}
+
+fn wait(receiver: Receiver<BatchResult>) {
+    let results = receiver
+        .recv()
+        .expect("writer answers")
+        .expect("batch committed");
+    assert!(results.iter().all(Result::is_ok), "every store succeeds");
+}
+
+/// Grows the index to `total` instances, printing throughput per step. Each
+/// step's instances are generated before its clock starts, so the figure is
+/// the index's (the engine hands over instances it has already parsed).
+fn grow(index: &Index, shape: Shape, total: u64, batch_size: u64, step: u64, in_flight_max: usize) {
+    let writer = index.writer();
+    let mut timed = Duration::ZERO;
+    let mut slowest_step_rate = f64::INFINITY;
+    let mut next = 0u64;
+    while next < total {
+        let step_end = (next + step).min(total);
+        let mut batches: Vec<Vec<WriteOp>> = Vec::new();
+        let mut start = next;
+        while start < step_end {
+            let count = batch_size.min(step_end - start);
+            batches.push(shape.batch(start, count));
+            start += count;
+        }
+        let step_started = Instant::now();
+        let mut in_flight: VecDeque<Receiver<BatchResult>> = VecDeque::new();
+        for ops in batches {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+            let batch = Batch::with_callback(ops, move |result| {
+                let _ = sender.send(result);
+            });
+            writer.submit(batch).expect("submit");
+            in_flight.push_back(receiver);
+            if in_flight.len() >= in_flight_max {
+                if let Some(oldest) = in_flight.pop_front() {
+                    wait(oldest);
+                }
+            }
+        }
+        while let Some(receiver) = in_flight.pop_front() {
+            wait(receiver);
+        }
+        let elapsed = step_started.elapsed();
+        timed += elapsed;
+        let rate = (step_end - next) as f64 / elapsed.as_secs_f64();
+        slowest_step_rate = slowest_step_rate.min(rate);
+        next = step_end;
+        println!(
+            "index: grow {:>11} instances  {:>9.0} instances/s this step  {:>9.0} overall",
+            next,
+            rate,
+            next as f64 / timed.as_secs_f64()
+        );
+    }
+    println!(
+        "index: grew to {total} instances in {:.1} s of index time: {:.0} instances/s overall, slowest step {:.0} instances/s",
+        timed.as_secs_f64(),
+        total as f64 / timed.as_secs_f64(),
+        slowest_step_rate
+    );
+}
+
+fn sample_lookups(index: &Index, shape: Shape, total: u64, samples: u64, pass: &str) {
+    println!("index: lookups, {pass}:");
+    let mut by_triplet = histogram();
+    let mut by_sop = histogram();
+    let mut presence = histogram();
+    let mut fresh_txn = histogram();
+    let mut missing = histogram();
+    let picks: Vec<(Triplet, u64)> = (0..samples)
+        .map(|i| (shape.triplet(mix(i) % total), i))
+        .collect();
+    {
+        let read = index.read().expect("read");
+        for (triplet, _) in &picks {
+            let started = Instant::now();
+            let found = read
+                .instance(
+                    &triplet.study_instance_uid,
+                    &triplet.series_instance_uid,
+                    &triplet.sop_instance_uid,
+                )
+                .expect("lookup");
+            by_triplet.saturating_record(started.elapsed().as_nanos() as u64);
+            assert!(found.is_some());
+        }
+        for (triplet, _) in &picks {
+            let started = Instant::now();
+            let found = read
+                .instance_by_sop(&triplet.sop_instance_uid)
+                .expect("lookup");
+            by_sop.saturating_record(started.elapsed().as_nanos() as u64);
+            assert!(found.is_some());
+        }
+        for (triplet, _) in &picks {
+            let started = Instant::now();
+            let found = read
+                .sop_presence(&triplet.sop_instance_uid, "1.2.840.10008.5.1.4.1.1.2")
+                .expect("presence");
+            presence.saturating_record(started.elapsed().as_nanos() as u64);
+            black_box(found);
+        }
+        for (triplet, _) in &picks {
+            // A duplicate check that finds nothing: a new SOP Instance UID that
+            // sorts right beside a stored one (so the lookup walks to a random
+            // leaf, as a real new instance's would).
+            let absent_sop = format!("{}.9", triplet.sop_instance_uid);
+            let started = Instant::now();
+            let found = read
+                .contains(
+                    &triplet.study_instance_uid,
+                    &triplet.series_instance_uid,
+                    &absent_sop,
+                )
+                .expect("contains");
+            missing.saturating_record(started.elapsed().as_nanos() as u64);
+            assert!(!found);
+        }
+    }
+    for (triplet, _) in picks.iter().take(20_000) {
+        let started = Instant::now();
+        let read = index.read().expect("read");
+        let found = read
+            .contains(
+                &triplet.study_instance_uid,
+                &triplet.series_instance_uid,
+                &triplet.sop_instance_uid,
+            )
+            .expect("contains");
+        drop(read);
+        fresh_txn.saturating_record(started.elapsed().as_nanos() as u64);
+        assert!(found);
+    }
+    report("lookup by triplet (record copied)", &by_triplet);
+    report("lookup by SOP UID (record copied)", &by_sop);
+    report("SOP presence (commitment check)", &presence);
+    report("duplicate check, absent triplet", &missing);
+    report("read txn + duplicate check", &fresh_txn);
+
+    let references: Vec<String> = (0..10_000u64)
+        .map(|i| shape.triplet(mix(i ^ 0xc0_ffee) % total).sop_instance_uid)
+        .collect();
+    let started = Instant::now();
+    let read = index.read().expect("read");
+    let stored = references
+        .iter()
+        .filter(|sop| {
+            read.sop_presence(sop, "1.2.840.10008.5.1.4.1.1.2")
+                .expect("presence")
+                == sluice_index::SopPresence::Stored
+        })
+        .count();
+    drop(read);
+    println!(
+        "index: 10,000 commitment references checked in one transaction: {:.2} ms ({stored} stored)",
+        started.elapsed().as_secs_f64() * 1_000.0
+    );
+}
+
+fn time_queries(index: &Index, shape: Shape, total: u64) {
+    let probe = shape.instance(total / 2);
+    let queries = [
+        (
+            "patient ID (index)",
+            StudyQuery {
+                patient_id: Some(probe.study.patient_id.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "accession (index)",
+            StudyQuery {
+                accession_number: Some(probe.study.accession_number.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "study date range, 1 day (index)",
+            StudyQuery {
+                study_date: Some(format!("{0}-{0}", probe.study.study_date)),
+                ..Default::default()
+            },
+        ),
+        (
+            "patient name wildcard (full scan)",
+            StudyQuery {
+                patient_name: Some("patient12*".into()),
+                modalities_in_study: Some("CT".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, query) in queries {
+        let started = Instant::now();
+        let read = index.read().expect("read");
+        let found = read.query_studies(&query, 1_000).expect("query");
+        println!(
+            "index: study query {name:<34} {:>9.2} ms, {} matches{}",
+            started.elapsed().as_secs_f64() * 1_000.0,
+            found.items.len(),
+            if found.truncated { " (limit)" } else { "" }
+        );
+    }
+}
+
+fn print_sizes(index: &Index, total: u64) {
+    let stats = index.stats().expect("stats");
+    println!(
+        "index: size: {:.1} MiB file, {:.1} MiB used: {:.0} bytes per instance ({:.0} MiB per million)",
+        stats.file_size_bytes as f64 / 1_048_576.0,
+        stats.used_bytes as f64 / 1_048_576.0,
+        stats.used_bytes as f64 / total as f64,
+        stats.used_bytes as f64 / total as f64,
+    );
+    for table in &stats.tables {
+        if table.entries > 0 {
+            println!(
+                "index:   table {:<22} {:>11} entries {:>10.1} MiB {:>6.0} bytes/instance, depth {}",
+                table.name,
+                table.entries,
+                table.bytes as f64 / 1_048_576.0,
+                table.bytes as f64 / total as f64,
+                table.depth
+            );
+        }
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let total = env_u64("SLUICE_BENCH_INDEX_N")
+        .unwrap_or(if full { 10_000_000 } else { 2_000 })
+        .max(1_000);
+    let batch_size = env_u64("SLUICE_BENCH_INDEX_BATCH")
+        .unwrap_or(1_000)
+        .clamp(1, 10_000);
+    let shape = Shape {
+        random_uids: std::env::var("SLUICE_BENCH_INDEX_UIDS").is_ok_and(|v| v == "random"),
+    };
+    let scratch_parent =
+        std::env::var_os("SLUICE_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let scratch = tempfile::Builder::new()
+        .prefix("sluice-bench-index")
+        .tempdir_in(scratch_parent)
+        .expect("scratch dir");
+    let path = scratch.path().join("index");
+    println!(
+        "index: growing to {total} instances ({} UIDs), batches of {batch_size}, in {}",
+        if shape.random_uids {
+            "random"
+        } else {
+            "modality-style"
+        },
+        path.display()
+    );
+
+    let options = IndexOptions::default();
+    let index = Index::open(&path, options).expect("open");
+    let in_flight_max = env_u64("SLUICE_BENCH_INDEX_IN_FLIGHT")
+        .unwrap_or(8)
+        .clamp(1, 1_000) as usize;
+    let step = (total / 40).clamp(1_000, 250_000);
+    grow(&index, shape, total, batch_size, step, in_flight_max);
+    print_sizes(&index, total);
+    index.close();
+
+    let started = Instant::now();
+    let index = Index::open(&path, options).expect("reopen");
+    println!(
+        "index: open of an existing index: {:.2} ms",
+        started.elapsed().as_secs_f64() * 1_000.0
+    );
+    // The first pass maps each page into this process on first touch (a minor
+    // fault per page); the second is the steady state of a running server.
+    sample_lookups(
+        &index,
+        shape,
+        total,
+        SAMPLES.min(total * 10),
+        "first touch after open",
+    );
+    sample_lookups(
+        &index,
+        shape,
+        total,
+        SAMPLES.min(total * 10),
+        "same keys again (warm)",
+    );
+    time_queries(&index, shape, total);
+
+    let mut group = criterion.benchmark_group("index");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut n = 0u64;
+    group.bench_function("lookup_by_triplet", |b| {
+        let read = index.read().expect("read");
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let triplet = shape.triplet(mix(n) % total);
+            black_box(
+                read.instance(
+                    &triplet.study_instance_uid,
+                    &triplet.series_instance_uid,
+                    &triplet.sop_instance_uid,
+                )
+                .expect("lookup"),
+            )
+        })
+    });
+    group.bench_function("lookup_by_sop", |b| {
+        let read = index.read().expect("read");
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let triplet = shape.triplet(mix(n) % total);
+            black_box(
+                read.instance_by_sop(&triplet.sop_instance_uid)
+                    .expect("lookup"),
+            )
+        })
+    });
+    group.bench_function("query_patient_id", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let probe = shape.instance(mix(n) % total);
+            let query = StudyQuery {
+                patient_id: Some(probe.study.patient_id),
+                ..Default::default()
+            };
+            black_box(
+                index
+                    .read()
+                    .expect("read")
+                    .query_studies(&query, 100)
+                    .expect("query"),
+            )
+        })
+    });
+    let writer = index.writer();
+    let mut next = total;
+    group.throughput(criterion::Throughput::Elements(batch_size));
+    group.bench_function("insert_batch", |b| {
+        b.iter_batched(
+            || {
+                let ops = shape.batch(next, batch_size);
+                next += batch_size;
+                ops
+            },
+            |ops| writer.execute(ops).expect("batch"),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    drop(writer);
+    index.close();
+    drop(scratch);
+    criterion.final_summary();
+}

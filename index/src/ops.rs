@@ -1,0 +1,208 @@
+//! The write vocabulary: operations the engine submits and their outcomes.
+//!
+//! Every operation is applied by the single writer thread inside one LMDB
+//! write transaction, so the duplicate decision for a triplet and the write
+//! that follows it are atomic with respect to every other submitter.
+
+use crate::error::{IndexError, InvalidInput};
+use crate::records::{CommitmentRecord, InstanceRecord, NewInstance, QuarantineEntry, Triplet};
+
+/// What to do when the triplet is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DuplicatePolicy {
+    /// Keep the stored instance; hold the new one in quarantine (the seed's behaviour).
+    #[default]
+    Quarantine,
+    /// Keep the stored instance; write nothing (the engine discards the new file).
+    Reject,
+    /// Store the new instance in place of the old one (the engine deletes the old file).
+    Replace,
+    /// Like `Quarantine`, but a byte-identical duplicate (same data set checksum
+    /// and size) is dropped: nothing written, the engine discards the new file.
+    DropIfIdentical,
+}
+
+/// What to do when the SOP Instance UID is stored under another study or series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConflictPolicy {
+    /// Keep the stored instance; hold the new one in quarantine.
+    #[default]
+    Quarantine,
+    /// Keep the stored instance; write nothing.
+    Reject,
+    /// Remove the stored instance (from its study and series) and store the new one.
+    Replace,
+}
+
+/// A request to store one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRequest {
+    /// The instance.
+    pub instance: NewInstance,
+    /// What to do if the triplet is already stored.
+    pub duplicate_policy: DuplicatePolicy,
+    /// What to do if the SOP Instance UID is stored under another triplet.
+    pub conflict_policy: ConflictPolicy,
+}
+
+impl StoreRequest {
+    /// A request with the default policies (quarantine both).
+    pub fn new(instance: NewInstance) -> Self {
+        StoreRequest {
+            instance,
+            duplicate_policy: DuplicatePolicy::default(),
+            conflict_policy: ConflictPolicy::default(),
+        }
+    }
+}
+
+/// One write operation.
+// Stores are nearly every operation: boxing them would add an allocation per
+// instance to make the rare variants smaller.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// Store an instance, deciding duplicates.
+    Store(StoreRequest),
+    /// Remove a stored instance (its study and series counts follow).
+    Remove(Triplet),
+    /// Store a quarantined instance, replacing whatever holds its triplet or
+    /// SOP Instance UID, and delete the quarantine entry.
+    ReleaseQuarantine(u64),
+    /// Delete a quarantine entry.
+    PurgeQuarantine(u64),
+    /// Create or overwrite a storage-commitment record.
+    PutCommitment {
+        /// Transaction UID (0008,1195).
+        transaction_uid: String,
+        /// The record.
+        record: CommitmentRecord,
+    },
+    /// Delete a storage-commitment record.
+    RemoveCommitment {
+        /// Transaction UID (0008,1195).
+        transaction_uid: String,
+    },
+}
+
+/// What became of the new instance when it was not simply stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Held in quarantine under this id; the new file belongs to the entry.
+    Quarantined {
+        /// The quarantine entry.
+        quarantine_id: u64,
+    },
+    /// Nothing written; the new file is referenced by nothing.
+    Rejected,
+    /// Byte-identical: nothing written; the new file is referenced by nothing.
+    Dropped,
+    /// The new instance is stored; `previous` was removed and its file is
+    /// referenced by nothing.
+    Replaced {
+        /// The record that was replaced.
+        previous: InstanceRecord,
+    },
+}
+
+/// The outcome of a [`WriteOp::Store`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreOutcome {
+    /// A new instance, stored and indexed.
+    Stored,
+    /// The triplet was stored, with different bytes.
+    Duplicate(Disposition),
+    /// The triplet was stored with the same data set checksum and size.
+    DuplicateIdentical(Disposition),
+    /// The SOP Instance UID was stored under another study or series.
+    SopInstanceConflict {
+        /// Where the SOP Instance UID is stored (before this operation).
+        stored: Triplet,
+        /// What became of the new instance.
+        disposition: Disposition,
+    },
+}
+
+impl StoreOutcome {
+    /// The disposition of a non-`Stored` outcome.
+    pub fn disposition(&self) -> Option<&Disposition> {
+        match self {
+            StoreOutcome::Stored => None,
+            StoreOutcome::Duplicate(disposition)
+            | StoreOutcome::DuplicateIdentical(disposition) => Some(disposition),
+            StoreOutcome::SopInstanceConflict { disposition, .. } => Some(disposition),
+        }
+    }
+}
+
+/// The outcome of a [`WriteOp::ReleaseQuarantine`] that found its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// The instance now stored (it was the entry's).
+    pub instance: NewInstance,
+    /// The record it replaced (same triplet or same SOP Instance UID); its file
+    /// is referenced by nothing.
+    pub replaced: Option<InstanceRecord>,
+}
+
+/// The outcome of one write operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOutcome {
+    /// For [`WriteOp::Store`].
+    Store(StoreOutcome),
+    /// For [`WriteOp::Remove`]: the removed record, `None` if not stored.
+    Removed(Option<InstanceRecord>),
+    /// For [`WriteOp::ReleaseQuarantine`]: `None` if there is no such entry.
+    Released(Option<Released>),
+    /// For [`WriteOp::PurgeQuarantine`]: the deleted entry, `None` if there is none.
+    Purged(Option<QuarantineEntry>),
+    /// For [`WriteOp::PutCommitment`]: whether a record was overwritten.
+    CommitmentPut {
+        /// A record with this Transaction UID existed.
+        replaced: bool,
+    },
+    /// For [`WriteOp::RemoveCommitment`]: whether a record existed.
+    CommitmentRemoved {
+        /// A record with this Transaction UID existed.
+        existed: bool,
+    },
+}
+
+/// One operation's result: refused input leaves the rest of the batch alone.
+pub type ItemResult = Result<WriteOutcome, InvalidInput>;
+
+/// A batch's result: one item result per operation, in order; or the failure
+/// of the transaction, in which case nothing of the batch was committed.
+pub type BatchResult = Result<Vec<ItemResult>, IndexError>;
+
+/// Which kind of entry references a file id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileRole {
+    /// A stored instance.
+    Instance,
+    /// A quarantine entry.
+    Quarantine,
+}
+
+/// The answer of [`crate::ReadTxn::sop_presence`], in the terms of a
+/// storage-commitment failure reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SopPresence {
+    /// Stored with the expected SOP class: committed.
+    Stored,
+    /// Not stored (failure reason 0112, no such object instance).
+    Absent,
+    /// Stored with another SOP class (failure reason 0119, class/instance conflict).
+    ClassMismatch {
+        /// The class it is stored with.
+        stored_sop_class_uid: String,
+    },
+}

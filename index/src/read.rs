@@ -1,0 +1,570 @@
+//! Readers: lookups, listings and study queries over one read transaction.
+//!
+//! A [`ReadTxn`] is a consistent snapshot; it may be used from any thread (the
+//! environment does not tie readers to threads) and many can be open at once.
+//! Lookups validate the stored value in place and copy out only what they
+//! return; [`ReadTxn::sop_presence`] copies nothing, so checking the 10,000
+//! references of a storage-commitment request is 20,000 B-tree lookups.
+
+use std::ops::Bound;
+
+use heed::{RoTxn, WithoutTls};
+
+use crate::error::IndexError;
+use crate::index::Shared;
+use crate::keys::{
+    check_uid, file_id_key, prefix_of, quarantine_key, series_key, split_key,
+    study_of_secondary_key,
+};
+use crate::ops::{FileRole, SopPresence};
+use crate::query::{QueryPlan, StudyQuery};
+use crate::records::{
+    access, decode, ArchivedInstanceRecord, ArchivedStoredInstance, ArchivedStudyRecord,
+    CommitmentRecord, FileId, InstanceRecord, QuarantineEntry, SeriesRecord, StudyRecord, Triplet,
+};
+use crate::tables::{Table, FILE_ROLE_INSTANCE, FILE_ROLE_QUARANTINE};
+
+/// Results of a bounded listing or query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing<T> {
+    /// The results, in key order.
+    pub items: Vec<T>,
+    /// True if more results exist beyond the limit.
+    pub truncated: bool,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing {
+            items: Vec::new(),
+            truncated: false,
+        }
+    }
+}
+
+/// A study that matched a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyMatch {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Its record.
+    pub record: StudyRecord,
+}
+
+/// A series of a study.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesEntry {
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// Its record.
+    pub record: SeriesRecord,
+}
+
+/// An instance of a study.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceEntry {
+    /// Its identity.
+    pub triplet: Triplet,
+    /// Its record.
+    pub record: InstanceRecord,
+}
+
+/// A commitment record with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitmentEntry {
+    /// Transaction UID.
+    pub transaction_uid: String,
+    /// The record.
+    pub record: CommitmentRecord,
+}
+
+/// Copies an archived record out.
+fn deserialize_record(archived: &ArchivedInstanceRecord) -> Result<InstanceRecord, IndexError> {
+    rkyv::deserialize::<InstanceRecord, rkyv::rancor::Error>(archived).map_err(|error| {
+        IndexError::Corrupt {
+            table: "instances",
+            detail: error.to_string(),
+        }
+    })
+}
+
+/// Checks one study candidate for a query; false once the limit is passed.
+type Consider<'c> =
+    dyn FnMut(&str, &[u8], &mut Listing<StudyMatch>) -> Result<bool, IndexError> + 'c;
+
+/// A read transaction over the index.
+pub struct ReadTxn<'a> {
+    txn: RoTxn<'a, WithoutTls>,
+    shared: &'a Shared,
+}
+
+impl std::fmt::Debug for ReadTxn<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ReadTxn").finish_non_exhaustive()
+    }
+}
+
+impl<'a> ReadTxn<'a> {
+    pub(crate) fn new(txn: RoTxn<'a, WithoutTls>, shared: &'a Shared) -> Self {
+        ReadTxn { txn, shared }
+    }
+
+    fn lmdb(&self, operation: &'static str) -> impl Fn(heed::Error) -> IndexError {
+        let limits = self.shared.limits;
+        move |error| IndexError::from_heed(operation, error, limits)
+    }
+
+    fn get(
+        &self,
+        table: Table,
+        key: &[u8],
+        operation: &'static str,
+    ) -> Result<Option<&[u8]>, IndexError> {
+        table.get(&self.txn, key).map_err(self.lmdb(operation))
+    }
+
+    /// What is stored under a SOP Instance UID, validated, in place.
+    fn stored(&self, sop: &str) -> Result<Option<&ArchivedStoredInstance>, IndexError> {
+        if check_uid("", sop).is_err() {
+            return Ok(None);
+        }
+        match self.get(self.shared.tables.instances, sop.as_bytes(), "get instance")? {
+            None => Ok(None),
+            Some(bytes) => access::<ArchivedStoredInstance>("instances", bytes).map(Some),
+        }
+    }
+
+    /// What is stored under a triplet, in place.
+    fn stored_triplet(
+        &self,
+        study: &str,
+        series: &str,
+        sop: &str,
+    ) -> Result<Option<&ArchivedStoredInstance>, IndexError> {
+        Ok(self.stored(sop)?.filter(|stored| {
+            stored.study_instance_uid == study && stored.series_instance_uid == series
+        }))
+    }
+
+    /// The record stored under a triplet.
+    pub fn instance(
+        &self,
+        study: &str,
+        series: &str,
+        sop: &str,
+    ) -> Result<Option<InstanceRecord>, IndexError> {
+        match self.stored_triplet(study, series, sop)? {
+            None => Ok(None),
+            Some(stored) => deserialize_record(&stored.record).map(Some),
+        }
+    }
+
+    /// Whether a triplet is stored (the duplicate check, outside the writer).
+    pub fn contains(&self, study: &str, series: &str, sop: &str) -> Result<bool, IndexError> {
+        Ok(self.stored_triplet(study, series, sop)?.is_some())
+    }
+
+    /// The triplet that holds a SOP Instance UID.
+    pub fn triplet_of_sop(&self, sop: &str) -> Result<Option<Triplet>, IndexError> {
+        Ok(self.stored(sop)?.map(|stored| {
+            Triplet::new(
+                stored.study_instance_uid.as_str(),
+                stored.series_instance_uid.as_str(),
+                sop,
+            )
+        }))
+    }
+
+    /// An instance found by its SOP Instance UID alone.
+    pub fn instance_by_sop(&self, sop: &str) -> Result<Option<InstanceEntry>, IndexError> {
+        let Some(stored) = self.stored(sop)? else {
+            return Ok(None);
+        };
+        Ok(Some(InstanceEntry {
+            triplet: Triplet::new(
+                stored.study_instance_uid.as_str(),
+                stored.series_instance_uid.as_str(),
+                sop,
+            ),
+            record: deserialize_record(&stored.record)?,
+        }))
+    }
+
+    /// Whether `sop` is stored with SOP class `sop_class` (storage commitment).
+    /// One B-tree lookup, no copy.
+    pub fn sop_presence(&self, sop: &str, sop_class: &str) -> Result<SopPresence, IndexError> {
+        match self.stored(sop)? {
+            None => Ok(SopPresence::Absent),
+            Some(stored) if stored.record.sop_class_uid == sop_class => Ok(SopPresence::Stored),
+            Some(stored) => Ok(SopPresence::ClassMismatch {
+                stored_sop_class_uid: stored.record.sop_class_uid.as_str().to_owned(),
+            }),
+        }
+    }
+
+    /// A study's record.
+    pub fn study(&self, study: &str) -> Result<Option<StudyRecord>, IndexError> {
+        if check_uid("", study).is_err() {
+            return Ok(None);
+        }
+        match self.get(self.shared.tables.studies, study.as_bytes(), "get study")? {
+            None => Ok(None),
+            Some(bytes) => decode::<StudyRecord>("studies", bytes).map(Some),
+        }
+    }
+
+    /// A series' record.
+    pub fn series(&self, study: &str, series: &str) -> Result<Option<SeriesRecord>, IndexError> {
+        if check_uid("", study).is_err() || check_uid("", series).is_err() {
+            return Ok(None);
+        }
+        match self.get(
+            self.shared.tables.series,
+            &series_key(study, series),
+            "get series",
+        )? {
+            None => Ok(None),
+            Some(bytes) => decode::<SeriesRecord>("series", bytes).map(Some),
+        }
+    }
+
+    /// The series of a study, in UID order, at most `limit`.
+    pub fn series_of_study(
+        &self,
+        study: &str,
+        limit: usize,
+    ) -> Result<Listing<SeriesEntry>, IndexError> {
+        let mut listing = Listing::default();
+        if check_uid("", study).is_err() {
+            return Ok(listing);
+        }
+        let prefix = prefix_of(study.as_bytes());
+        let iter = self
+            .shared
+            .tables
+            .series
+            .prefix_iter(&self.txn, &prefix)
+            .map_err(self.lmdb("scan series"))?;
+        for entry in iter {
+            let (key, bytes) = entry.map_err(self.lmdb("scan series"))?;
+            if listing.items.len() == limit {
+                listing.truncated = true;
+                break;
+            }
+            let [_, series] = split_key::<2>(key).ok_or_else(|| IndexError::Corrupt {
+                table: "series",
+                detail: "bad key".into(),
+            })?;
+            listing.items.push(SeriesEntry {
+                series_instance_uid: series.to_owned(),
+                record: decode::<SeriesRecord>("series", bytes)?,
+            });
+        }
+        Ok(listing)
+    }
+
+    /// The instances of a study (or of one of its series), in UID order, at most `limit`.
+    pub fn instances_of_study(
+        &self,
+        study: &str,
+        series: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing<InstanceEntry>, IndexError> {
+        let mut listing = Listing::default();
+        if check_uid("", study).is_err()
+            || series.is_some_and(|series| check_uid("", series).is_err())
+        {
+            return Ok(listing);
+        }
+        let prefix = match series {
+            Some(series) => prefix_of(&series_key(study, series)),
+            None => prefix_of(study.as_bytes()),
+        };
+        let iter = self
+            .shared
+            .tables
+            .series_instances
+            .prefix_iter(&self.txn, &prefix)
+            .map_err(self.lmdb("scan instances"))?;
+        for entry in iter {
+            let (key, _) = entry.map_err(self.lmdb("scan instances"))?;
+            if listing.items.len() == limit {
+                listing.truncated = true;
+                break;
+            }
+            let [study, series, sop] = split_key::<3>(key).ok_or_else(|| IndexError::Corrupt {
+                table: "series_instances",
+                detail: "bad key".into(),
+            })?;
+            let stored =
+                self.stored_triplet(study, series, sop)?
+                    .ok_or_else(|| IndexError::Corrupt {
+                        table: "series_instances",
+                        detail: format!("{sop} is listed but not stored"),
+                    })?;
+            listing.items.push(InstanceEntry {
+                triplet: Triplet::new(study, series, sop),
+                record: deserialize_record(&stored.record)?,
+            });
+        }
+        Ok(listing)
+    }
+
+    /// Studies matching a query, at most `limit`. The order is the order of
+    /// the table the plan scans (study UID, patient ID, accession or date).
+    pub fn query_studies(
+        &self,
+        query: &StudyQuery,
+        limit: usize,
+    ) -> Result<Listing<StudyMatch>, IndexError> {
+        let compiled = query.compile()?;
+        let mut listing = Listing::default();
+        let tables = &self.shared.tables;
+        // Checks one candidate; returns false once the limit is passed.
+        let mut consider = |study: &str,
+                            bytes: &[u8],
+                            listing: &mut Listing<StudyMatch>|
+         -> Result<bool, IndexError> {
+            let archived = access::<ArchivedStudyRecord>("studies", bytes)?;
+            if !compiled.matches(study, archived) {
+                return Ok(true);
+            }
+            if listing.items.len() == limit {
+                listing.truncated = true;
+                return Ok(false);
+            }
+            let record = rkyv::deserialize::<StudyRecord, rkyv::rancor::Error>(archived).map_err(
+                |error| IndexError::Corrupt {
+                    table: "studies",
+                    detail: error.to_string(),
+                },
+            )?;
+            listing.items.push(StudyMatch {
+                study_instance_uid: study.to_owned(),
+                record,
+            });
+            Ok(true)
+        };
+        let secondary = |table: Table,
+                         prefix: &[u8],
+                         listing: &mut Listing<StudyMatch>,
+                         consider: &mut Consider<'_>|
+         -> Result<(), IndexError> {
+            let iter = table
+                .prefix_iter(&self.txn, prefix)
+                .map_err(self.lmdb("scan study index"))?;
+            for entry in iter {
+                let (key, _) = entry.map_err(self.lmdb("scan study index"))?;
+                let study = study_of_secondary_key(key).ok_or_else(|| IndexError::Corrupt {
+                    table: "study index",
+                    detail: "bad key".into(),
+                })?;
+                if let Some(bytes) = self.get(tables.studies, study.as_bytes(), "get study")? {
+                    if !consider(study, bytes, listing)? {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        };
+        match compiled.plan() {
+            QueryPlan::StudyUids(uids) => {
+                for uid in uids {
+                    if let Some(bytes) = self.get(tables.studies, uid.as_bytes(), "get study")? {
+                        if !consider(&uid, bytes, &mut listing)? {
+                            break;
+                        }
+                    }
+                }
+            }
+            QueryPlan::PatientIdPrefix(prefix) => secondary(
+                tables.study_by_patient_id,
+                &prefix,
+                &mut listing,
+                &mut consider,
+            )?,
+            QueryPlan::AccessionPrefix(prefix) => secondary(
+                tables.study_by_accession,
+                &prefix,
+                &mut listing,
+                &mut consider,
+            )?,
+            QueryPlan::StudyDateRange { low, high } => {
+                let low_key = low.map(String::into_bytes);
+                // Keys are `date\0study`: everything of date `high` sorts below `high\x01`.
+                let high_key = high.map(|high| {
+                    let mut key = high.into_bytes();
+                    key.push(0x01);
+                    key
+                });
+                let range: (Bound<&[u8]>, Bound<&[u8]>) = (
+                    low_key.as_deref().map_or(Bound::Unbounded, Bound::Included),
+                    high_key
+                        .as_deref()
+                        .map_or(Bound::Unbounded, Bound::Excluded),
+                );
+                let iter = tables
+                    .study_by_date
+                    .range(&self.txn, &range)
+                    .map_err(self.lmdb("scan study dates"))?;
+                for entry in iter {
+                    let (key, _) = entry.map_err(self.lmdb("scan study dates"))?;
+                    let study = study_of_secondary_key(key).ok_or_else(|| IndexError::Corrupt {
+                        table: "study_by_date",
+                        detail: "bad key".into(),
+                    })?;
+                    if let Some(bytes) = self.get(tables.studies, study.as_bytes(), "get study")? {
+                        if !consider(study, bytes, &mut listing)? {
+                            break;
+                        }
+                    }
+                }
+            }
+            QueryPlan::FullScan => {
+                let iter = tables
+                    .studies
+                    .iter(&self.txn)
+                    .map_err(self.lmdb("scan studies"))?;
+                for entry in iter {
+                    let (key, bytes) = entry.map_err(self.lmdb("scan studies"))?;
+                    let study = std::str::from_utf8(key).map_err(|_| IndexError::Corrupt {
+                        table: "studies",
+                        detail: "key is not UTF-8".into(),
+                    })?;
+                    if !consider(study, bytes, &mut listing)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Quarantine entries with ids above `after` (all if `None`), oldest first, at most `limit`.
+    pub fn quarantine_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Listing<QuarantineEntry>, IndexError> {
+        let mut listing = Listing::default();
+        let start = after.map(|id| quarantine_key(id.saturating_add(1)));
+        if after == Some(u64::MAX) {
+            return Ok(listing);
+        }
+        let range: (Bound<&[u8]>, Bound<&[u8]>) = (
+            start
+                .as_ref()
+                .map_or(Bound::Unbounded, |key| Bound::Included(key.as_slice())),
+            Bound::Unbounded,
+        );
+        let iter = self
+            .shared
+            .tables
+            .quarantine
+            .range(&self.txn, &range)
+            .map_err(self.lmdb("scan quarantine"))?;
+        for entry in iter {
+            let (_, bytes) = entry.map_err(self.lmdb("scan quarantine"))?;
+            if listing.items.len() == limit {
+                listing.truncated = true;
+                break;
+            }
+            listing
+                .items
+                .push(decode::<QuarantineEntry>("quarantine", bytes)?);
+        }
+        Ok(listing)
+    }
+
+    /// One quarantine entry.
+    pub fn quarantine_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {
+        match self.get(
+            self.shared.tables.quarantine,
+            &quarantine_key(id),
+            "get quarantine",
+        )? {
+            None => Ok(None),
+            Some(bytes) => decode::<QuarantineEntry>("quarantine", bytes).map(Some),
+        }
+    }
+
+    /// One storage-commitment record.
+    pub fn commitment(
+        &self,
+        transaction_uid: &str,
+    ) -> Result<Option<CommitmentRecord>, IndexError> {
+        if check_uid("", transaction_uid).is_err() {
+            return Ok(None);
+        }
+        match self.get(
+            self.shared.tables.commitments,
+            transaction_uid.as_bytes(),
+            "get commitment",
+        )? {
+            None => Ok(None),
+            Some(bytes) => decode::<CommitmentRecord>("commitments", bytes).map(Some),
+        }
+    }
+
+    /// Storage-commitment records with Transaction UIDs after `after`, in UID
+    /// order, at most `limit` (page through them at start-up).
+    pub fn commitments(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing<CommitmentEntry>, IndexError> {
+        let mut listing = Listing::default();
+        let range: (Bound<&[u8]>, Bound<&[u8]>) = (
+            after.map_or(Bound::Unbounded, |uid| Bound::Excluded(uid.as_bytes())),
+            Bound::Unbounded,
+        );
+        let iter = self
+            .shared
+            .tables
+            .commitments
+            .range(&self.txn, &range)
+            .map_err(self.lmdb("scan commitments"))?;
+        for entry in iter {
+            let (key, bytes) = entry.map_err(self.lmdb("scan commitments"))?;
+            if listing.items.len() == limit {
+                listing.truncated = true;
+                break;
+            }
+            let transaction_uid = std::str::from_utf8(key).map_err(|_| IndexError::Corrupt {
+                table: "commitments",
+                detail: "key is not UTF-8".into(),
+            })?;
+            listing.items.push(CommitmentEntry {
+                transaction_uid: transaction_uid.to_owned(),
+                record: decode::<CommitmentRecord>("commitments", bytes)?,
+            });
+        }
+        Ok(listing)
+    }
+
+    /// Which entry references a file id (for start-up recovery: a file that no
+    /// entry references was never acknowledged).
+    pub fn file_role(&self, file_id: FileId) -> Result<Option<FileRole>, IndexError> {
+        match self.get(
+            self.shared.tables.file_ids,
+            &file_id_key(file_id),
+            "get file id",
+        )? {
+            None => Ok(None),
+            Some([FILE_ROLE_INSTANCE]) => Ok(Some(FileRole::Instance)),
+            Some([FILE_ROLE_QUARANTINE]) => Ok(Some(FileRole::Quarantine)),
+            Some(_) => Err(IndexError::Corrupt {
+                table: "file_ids",
+                detail: format!("bad role for {:#x}", file_id.0),
+            }),
+        }
+    }
+
+    pub(crate) fn raw_txn(&self) -> &RoTxn<'a, WithoutTls> {
+        &self.txn
+    }
+
+    pub(crate) fn shared(&self) -> &'a Shared {
+        self.shared
+    }
+}

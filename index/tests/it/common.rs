@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests.
+
+use sluice_index::{
+    Checksum, FileId, Index, IndexOptions, InstanceRecord, NewInstance, SeriesAttributes,
+    StoreRequest, StudyAttributes, Triplet, WriteOp,
+};
+
+/// Options for tests: a modest map so many environments fit in address space.
+pub fn options() -> IndexOptions {
+    IndexOptions {
+        map_size_bytes: 256 << 20,
+        ..IndexOptions::default()
+    }
+}
+
+pub fn open(dir: &std::path::Path) -> Index {
+    Index::open(dir, options()).expect("open index")
+}
+
+/// Study attributes derived from the study UID, so every instance of a study agrees.
+pub fn study_attributes(study: &str) -> StudyAttributes {
+    let n: u32 = study.bytes().map(u32::from).sum::<u32>() % 9;
+    StudyAttributes {
+        patient_name: format!("Name{n}^Given"),
+        patient_id: format!("PID{n}"),
+        patient_birth_date: format!("1970010{}", n % 9 + 1),
+        patient_sex: if n % 2 == 0 { "F".into() } else { "M".into() },
+        study_date: format!("2024010{}", n % 9 + 1),
+        study_time: format!("1{n}0000"),
+        accession_number: format!("ACC{n}"),
+        study_id: format!("S{n}"),
+        study_description: format!("Study {n}"),
+        referring_physician_name: "House^Gregory".into(),
+    }
+}
+
+/// Series attributes derived from the series UID.
+pub fn series_attributes(series: &str) -> SeriesAttributes {
+    let n: u32 = series.bytes().map(u32::from).sum::<u32>() % 3;
+    SeriesAttributes {
+        modality: ["CT", "MR", "SR"][n as usize].into(),
+        series_number: Some(n as i32 + 1),
+        series_description: format!("Series {n}"),
+    }
+}
+
+pub fn record(file_id: u128, checksum_seed: u8) -> InstanceRecord {
+    InstanceRecord {
+        file_id: FileId(file_id),
+        file_size_bytes: 2_000,
+        dataset_offset_bytes: 332,
+        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        checksum: Checksum([checksum_seed; 32]),
+        received_at_unix_ns: 1_700_000_000_000_000_000 + file_id as u64,
+        calling_ae_title: "MODALITY1".into(),
+        instance_number: Some((file_id % 1000) as i32),
+    }
+}
+
+pub fn instance(
+    study: &str,
+    series: &str,
+    sop: &str,
+    file_id: u128,
+    checksum_seed: u8,
+) -> NewInstance {
+    NewInstance {
+        triplet: Triplet::new(study, series, sop),
+        record: record(file_id, checksum_seed),
+        study: study_attributes(study),
+        series: series_attributes(series),
+    }
+}
+
+pub fn store(study: &str, series: &str, sop: &str, file_id: u128, checksum_seed: u8) -> WriteOp {
+    WriteOp::Store(StoreRequest::new(instance(
+        study,
+        series,
+        sop,
+        file_id,
+        checksum_seed,
+    )))
+}
+
+/// A deterministic pseudo-random generator (xorshift64*), for seeded tests.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of sluice-index (one binary: see Cargo.toml).
+
+mod basic;
+mod capacity;
+mod common;
+mod crash;
+mod model;
+mod race;
