@@ -1,9 +1,32 @@
 //! `sluice-engine`: the store, the DICOM services and the embedding API.
 //!
-//! Built so far: the server configuration ([`config`]: defaults, TOML file,
-//! flags, the generated `docs/configuration.md`). Not built yet: the Storage
-//! SCP and `sluice serve` itself (issue 5) and the commitment tracker
-//! (issue 6), which land here on top of `sluice-net`, `sluice-io` and
-//! `sluice-index`. Nothing else in this crate claims to work before then.
+//! - [`config`]: the server configuration (defaults, TOML file, flags, the
+//!   generated `docs/configuration.md`).
+//! - [`store`]: the data directory's layout, the Part 10 header, and
+//!   [`store::Store`], the embedding handle (open, subscribe to events, look
+//!   instances up, read their bytes).
+//! - [`scp`]: the Storage SCP on `sluice-io` cores: association handling,
+//!   C-STORE streamed to disk with no copy, the durability order, duplicates
+//!   ([`scp::Server`] starts and stops it). docs/design/ingest.md.
+//! - [`cli`]: the operator commands; [`recovery`]: start-up recovery.
+//!
+//! Not built yet: the commitment tracker (issue 6).
+//!
+//! ```no_run
+//! use sluice_engine::{config::Config, scp::Server, store::{Store, StoreEvent}};
+//! let store = Store::open(Config::from_args(["sluice", "--data-dir", "/tmp/sluice"])?)?;
+//! let events = store.subscribe(1024)?;
+//! let server = Server::start(&store)?;
+//! if let Ok(StoreEvent::Stored { triplet, .. }) = events.receiver().recv() {
+//!     let bytes = store.read_instance(&triplet.sop_instance_uid)?;
+//!     println!("{} bytes", bytes.map_or(0, |b| b.len()));
+//! }
+//! server.shutdown(std::time::Duration::from_secs(10))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+pub mod cli;
 pub mod config;
+pub mod recovery;
+pub mod scp;
+pub mod store;

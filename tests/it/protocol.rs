@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use sluice_net::assoc::AeTitleFilter;
 use sluice_tests::acceptor::{storage_policy, AcceptorSettings, AssociationOutcome, TestAcceptor};
-use sluice_tests::{dcmtk, make_fixtures, part10_dataset, part10_transfer_syntax, python, run, scripts_dir};
+use sluice_tests::{
+    dcmtk, make_fixtures, part10_dataset, part10_transfer_syntax, python, run, scripts_dir,
+};
 
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,7 +25,14 @@ fn acceptor(configure: impl FnOnce(&mut AcceptorSettings)) -> TestAcceptor {
 fn echoscu(port: u16, called: &str, calling: &str) -> std::process::Output {
     run(
         Command::new(dcmtk("echoscu"))
-            .args(["-aec", called, "-aet", calling, "127.0.0.1", &port.to_string()])
+            .args([
+                "-aec",
+                called,
+                "-aet",
+                calling,
+                "127.0.0.1",
+                &port.to_string(),
+            ])
             .env("TCP_NODELAY", "1"),
         PEER_TIMEOUT,
     )
@@ -61,30 +70,54 @@ mod serde_like {
 fn echoscu_is_accepted_and_answered() {
     let acceptor = acceptor(|_| {});
     let output = echoscu(acceptor.port(), AE, "ECHOSCU");
-    assert!(output.status.success(), "echoscu failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "echoscu failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let observed = acceptor.wait_for_outcomes(1, PEER_TIMEOUT);
     assert_eq!(observed.echoes, 1);
     assert_eq!(
         observed.outcomes,
-        vec![AssociationOutcome::Released { calling_ae_title: "ECHOSCU".into() }]
+        vec![AssociationOutcome::Released {
+            calling_ae_title: "ECHOSCU".into()
+        }]
     );
     let negotiated = &observed.accepted[0];
     assert_eq!(negotiated.called_ae_title, AE);
     assert_eq!(negotiated.presentation_contexts.len(), 1);
-    assert_eq!(negotiated.presentation_contexts[0].abstract_syntax, sluice_net::uid::VERIFICATION);
-    let implementation = negotiated.peer_implementation_class_uid.as_deref().unwrap_or("");
-    assert!(implementation.starts_with("1.2.276.0.7230010"), "DCMTK's root, got {implementation}");
+    assert_eq!(
+        negotiated.presentation_contexts[0].abstract_syntax,
+        sluice_net::uid::VERIFICATION
+    );
+    let implementation = negotiated
+        .peer_implementation_class_uid
+        .as_deref()
+        .unwrap_or("");
+    assert!(
+        implementation.starts_with("1.2.276.0.7230010"),
+        "DCMTK's root, got {implementation}"
+    );
 }
 
 #[test]
 fn echoscu_calling_an_unserved_ae_is_rejected_1_1_7() {
     let acceptor = acceptor(|_| {});
     let output = echoscu(acceptor.port(), "NOTSLUICE", "ECHOSCU");
-    assert!(!output.status.success(), "echoscu should fail when rejected");
+    assert!(
+        !output.status.success(),
+        "echoscu should fail when rejected"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Called AE Title Not Recognized"), "echoscu said: {stderr}");
+    assert!(
+        stderr.contains("Called AE Title Not Recognized"),
+        "echoscu said: {stderr}"
+    );
     let observed = acceptor.wait_for_outcomes(1, PEER_TIMEOUT);
-    assert_eq!(observed.outcomes, vec![AssociationOutcome::Rejected { codes: (1, 1, 7) }]);
+    assert_eq!(
+        observed.outcomes,
+        vec![AssociationOutcome::Rejected { codes: (1, 1, 7) }]
+    );
     assert_eq!(observed.echoes, 0);
 }
 
@@ -97,12 +130,18 @@ fn calling_ae_off_the_allow_list_is_rejected_1_1_3() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Calling AE Title Not Recognized"));
     let allowed = echoscu(acceptor.port(), AE, "MODALITY1");
-    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
     let observed = acceptor.wait_for_outcomes(2, PEER_TIMEOUT);
-    assert!(observed.outcomes.contains(&AssociationOutcome::Rejected { codes: (1, 1, 3) }));
     assert!(observed
         .outcomes
-        .contains(&AssociationOutcome::Released { calling_ae_title: "MODALITY1".into() }));
+        .contains(&AssociationOutcome::Rejected { codes: (1, 1, 3) }));
+    assert!(observed.outcomes.contains(&AssociationOutcome::Released {
+        calling_ae_title: "MODALITY1".into()
+    }));
 }
 
 #[test]
@@ -111,9 +150,15 @@ fn association_limit_rejects_transient_2_3_2() {
     let output = echoscu(acceptor.port(), AE, "ECHOSCU");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Rejected Transient") && stderr.contains("Local Limit Exceeded"), "{stderr}");
+    assert!(
+        stderr.contains("Rejected Transient") && stderr.contains("Local Limit Exceeded"),
+        "{stderr}"
+    );
     let observed = acceptor.wait_for_outcomes(1, PEER_TIMEOUT);
-    assert_eq!(observed.outcomes, vec![AssociationOutcome::Rejected { codes: (2, 3, 2) }]);
+    assert_eq!(
+        observed.outcomes,
+        vec![AssociationOutcome::Rejected { codes: (2, 3, 2) }]
+    );
 }
 
 /// Sends every fixture with DCMTK `storescu`, proposing exactly the file's
@@ -124,16 +169,28 @@ fn association_limit_rejects_transient_2_3_2() {
 fn storescu_every_transfer_syntax(pdu_length_max_receive: u32) {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = make_fixtures(dir.path());
-    let acceptor = acceptor(|settings| settings.policy.pdu_length_max_receive = pdu_length_max_receive);
+    let acceptor =
+        acceptor(|settings| settings.policy.pdu_length_max_receive = pdu_length_max_receive);
     for fixture in &fixtures {
         let profile = dir.path().join("storescu.cfg");
-        std::fs::write(&profile, storescu_profile(&fixture.path, &fixture.transfer_syntax_uid)).unwrap();
+        std::fs::write(
+            &profile,
+            storescu_profile(&fixture.path, &fixture.transfer_syntax_uid),
+        )
+        .unwrap();
         let output = run(
             Command::new(dcmtk("storescu"))
                 .arg("-xf")
                 .arg(&profile)
                 .arg("Default")
-                .args(["-aec", AE, "-aet", "STORESCU", "127.0.0.1", &acceptor.port().to_string()])
+                .args([
+                    "-aec",
+                    AE,
+                    "-aet",
+                    "STORESCU",
+                    "127.0.0.1",
+                    &acceptor.port().to_string(),
+                ])
                 .arg(&fixture.path)
                 .env("TCP_NODELAY", "1"),
             PEER_TIMEOUT,
@@ -146,11 +203,21 @@ fn storescu_every_transfer_syntax(pdu_length_max_receive: u32) {
         );
     }
     let observed = acceptor.wait_for_outcomes(fixtures.len(), PEER_TIMEOUT);
-    assert_eq!(observed.instances.len(), fixtures.len(), "{:?}", observed.outcomes);
+    assert_eq!(
+        observed.instances.len(),
+        fixtures.len(),
+        "{:?}",
+        observed.outcomes
+    );
     for (fixture, received) in fixtures.iter().zip(&observed.instances) {
         let file = std::fs::read(&fixture.path).unwrap();
         assert_eq!(part10_transfer_syntax(&file), fixture.transfer_syntax_uid);
-        assert_eq!(received.transfer_syntax_uid, fixture.transfer_syntax_uid, "{}", fixture.path.display());
+        assert_eq!(
+            received.transfer_syntax_uid,
+            fixture.transfer_syntax_uid,
+            "{}",
+            fixture.path.display()
+        );
         assert_eq!(received.calling_ae_title, "STORESCU");
         let sent = part10_dataset(&file);
         // PS3.5 A.5: a deflated bit stream of odd length is padded with one
@@ -193,12 +260,22 @@ fn pynetdicom_echo_and_store_byte_identical() {
     let fixtures = make_fixtures(dir.path());
     let acceptor = acceptor(|_| {});
     let echo = pynetdicom(acceptor.port(), AE, "echo", &[]);
-    assert!(echo.has(r#""associated": true"#) && echo.has(r#""statuses": [0]"#), "{echo:?}");
+    assert!(
+        echo.has(r#""associated": true"#) && echo.has(r#""statuses": [0]"#),
+        "{echo:?}"
+    );
 
     // pynetdicom's default contexts cover the native syntaxes; send those.
     let native: Vec<_> = fixtures
         .iter()
-        .filter(|f| ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5"].contains(&f.transfer_syntax_uid.as_str()))
+        .filter(|f| {
+            [
+                "1.2.840.10008.1.2",
+                "1.2.840.10008.1.2.1",
+                "1.2.840.10008.1.2.5",
+            ]
+            .contains(&f.transfer_syntax_uid.as_str())
+        })
         .collect();
     let paths: Vec<&str> = native.iter().map(|f| f.path.to_str().unwrap()).collect();
     let store = pynetdicom(acceptor.port(), AE, "store", &paths);
@@ -210,7 +287,11 @@ fn pynetdicom_echo_and_store_byte_identical() {
     for (fixture, received) in native.iter().zip(&observed.instances) {
         let file = std::fs::read(&fixture.path).unwrap();
         assert_eq!(received.transfer_syntax_uid, fixture.transfer_syntax_uid);
-        assert!(received.dataset == part10_dataset(&file), "{} differs", fixture.path.display());
+        assert!(
+            received.dataset == part10_dataset(&file),
+            "{} differs",
+            fixture.path.display()
+        );
     }
 }
 
@@ -218,13 +299,28 @@ fn pynetdicom_echo_and_store_byte_identical() {
 fn pynetdicom_rejections_carry_the_policy_codes() {
     let acceptor = acceptor(|_| {});
     let wrong_called = pynetdicom(acceptor.port(), "ELSEWHERE", "echo", &[]);
-    assert!(wrong_called.has(r#""rejected": [1, 1, 7]"#), "{wrong_called:?}");
+    assert!(
+        wrong_called.has(r#""rejected": [1, 1, 7]"#),
+        "{wrong_called:?}"
+    );
     // An abstract syntax nobody serves: no acceptable presentation context.
-    let unknown = pynetdicom(acceptor.port(), AE, "propose", &["1.2.826.0.1.3680043.10.1234.777"]);
-    assert!(unknown.has(r#""associated": false"#) && unknown.has(r#""rejected": [1, 1, 1]"#), "{unknown:?}");
+    let unknown = pynetdicom(
+        acceptor.port(),
+        AE,
+        "propose",
+        &["1.2.826.0.1.3680043.10.1234.777"],
+    );
+    assert!(
+        unknown.has(r#""associated": false"#) && unknown.has(r#""rejected": [1, 1, 1]"#),
+        "{unknown:?}"
+    );
     let observed = acceptor.wait_for_outcomes(2, PEER_TIMEOUT);
-    assert!(observed.outcomes.contains(&AssociationOutcome::Rejected { codes: (1, 1, 7) }));
-    assert!(observed.outcomes.contains(&AssociationOutcome::Rejected { codes: (1, 1, 1) }));
+    assert!(observed
+        .outcomes
+        .contains(&AssociationOutcome::Rejected { codes: (1, 1, 7) }));
+    assert!(observed
+        .outcomes
+        .contains(&AssociationOutcome::Rejected { codes: (1, 1, 1) }));
 }
 
 /// A DCMTK association profile proposing one context: the file's SOP class

@@ -36,8 +36,10 @@ pub fn storage_policy(ae_title: &str) -> AcceptorPolicy {
         AeTitleFilter::Only(vec![ae_title.to_owned()]),
         TEST_IMPLEMENTATION_CLASS_UID,
     );
-    let mut transfer_syntaxes: Vec<String> =
-        vec![uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(), uid::ts::IMPLICIT_VR_LITTLE_ENDIAN.to_owned()];
+    let mut transfer_syntaxes: Vec<String> = vec![
+        uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+        uid::ts::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+    ];
     for ts in uid::transfer_syntaxes() {
         if !transfer_syntaxes.iter().any(|known| known == ts.uid) {
             transfer_syntaxes.push(ts.uid.to_owned());
@@ -45,12 +47,16 @@ pub fn storage_policy(ae_title: &str) -> AcceptorPolicy {
     }
     policy.abstract_syntaxes.push(AcceptedAbstractSyntax::new(
         uid::VERIFICATION,
-        [uid::ts::IMPLICIT_VR_LITTLE_ENDIAN, uid::ts::EXPLICIT_VR_LITTLE_ENDIAN],
+        [
+            uid::ts::IMPLICIT_VR_LITTLE_ENDIAN,
+            uid::ts::EXPLICIT_VR_LITTLE_ENDIAN,
+        ],
     ));
     for class in uid::standard_storage_sop_classes() {
-        policy
-            .abstract_syntaxes
-            .push(AcceptedAbstractSyntax::new(class.uid, transfer_syntaxes.clone()));
+        policy.abstract_syntaxes.push(AcceptedAbstractSyntax::new(
+            class.uid,
+            transfer_syntaxes.clone(),
+        ));
     }
     policy
 }
@@ -98,7 +104,12 @@ pub struct AcceptorSettings {
 
 impl AcceptorSettings {
     pub fn new(policy: AcceptorPolicy) -> Self {
-        Self { policy, association_limit: 64, artim: Duration::from_secs(10), idle: Duration::from_secs(30) }
+        Self {
+            policy,
+            association_limit: 64,
+            artim: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        }
     }
 }
 
@@ -115,7 +126,9 @@ impl TestAcceptor {
     /// Binds 127.0.0.1 on an ephemeral port and starts accepting.
     pub fn start(settings: AcceptorSettings) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("local address");
         let stop = Arc::new(AtomicBool::new(false));
         let observed = Arc::new(Mutex::new(Observed::default()));
@@ -128,10 +141,20 @@ impl TestAcceptor {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let (settings, observed, established, stop) =
-                                (settings.clone(), observed.clone(), established.clone(), stop.clone());
+                            let (settings, observed, established, stop) = (
+                                settings.clone(),
+                                observed.clone(),
+                                established.clone(),
+                                stop.clone(),
+                            );
                             connections.push(std::thread::spawn(move || {
-                                let outcome = serve_connection(stream, &settings, &observed, &established, &stop);
+                                let outcome = serve_connection(
+                                    stream,
+                                    &settings,
+                                    &observed,
+                                    &established,
+                                    &stop,
+                                );
                                 observed.lock().unwrap().outcomes.push(outcome);
                             }));
                         }
@@ -146,7 +169,12 @@ impl TestAcceptor {
                 }
             })
         };
-        Self { addr, stop, observed, listener_thread: Some(listener_thread) }
+        Self {
+            addr,
+            stop,
+            observed,
+            listener_thread: Some(listener_thread),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -264,26 +292,37 @@ impl Connection<'_> {
             let wait = match self.timer {
                 Timer::None => Duration::from_millis(200),
                 _ if self.timer_deadline <= now => {
-                    let input = if self.timer == Timer::Artim { Input::ArtimExpired } else { Input::IdleExpired };
+                    let input = if self.timer == Timer::Artim {
+                        Input::ArtimExpired
+                    } else {
+                        Input::IdleExpired
+                    };
                     self.timer = Timer::None;
                     self.input(input);
                     continue;
                 }
                 _ => (self.timer_deadline - now).min(Duration::from_millis(200)),
             };
-            self.stream.set_read_timeout(Some(wait)).expect("read timeout");
+            self.stream
+                .set_read_timeout(Some(wait))
+                .expect("read timeout");
             match self.stream.read(&mut buffer) {
                 Ok(0) => self.input(Input::TransportClosed),
                 Ok(length) => self.received(&buffer[..length]),
-                Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(error) => {
-                    self.outcome.get_or_insert(AssociationOutcome::Ended { why: error.to_string() });
+                    self.outcome.get_or_insert(AssociationOutcome::Ended {
+                        why: error.to_string(),
+                    });
                     break;
                 }
             }
         }
         let _ = self.stream.shutdown(Shutdown::Both);
-        self.outcome.take().unwrap_or(AssociationOutcome::Ended { why: "transport closed".into() })
+        self.outcome.take().unwrap_or(AssociationOutcome::Ended {
+            why: "transport closed".into(),
+        })
     }
 
     fn received(&mut self, mut bytes: &[u8]) {
@@ -355,16 +394,25 @@ impl Connection<'_> {
         let Some((command_context_id, Command::CStoreRq(rq))) = self.pending_store.take() else {
             panic!("data set without a C-STORE-RQ before it");
         };
-        assert_eq!(command_context_id, presentation_context_id, "data set on another context");
+        assert_eq!(
+            command_context_id, presentation_context_id,
+            "data set on another context"
+        );
         let negotiated = self.association.negotiated().expect("established");
-        let context = negotiated.presentation_context(presentation_context_id).expect("accepted context");
-        self.observed.lock().unwrap().instances.push(ReceivedInstance {
-            calling_ae_title: self.calling_ae_title.clone(),
-            affected_sop_class_uid: rq.affected_sop_class_uid.clone(),
-            affected_sop_instance_uid: rq.affected_sop_instance_uid.clone(),
-            transfer_syntax_uid: context.transfer_syntax.clone(),
-            dataset: std::mem::take(&mut self.dataset),
-        });
+        let context = negotiated
+            .presentation_context(presentation_context_id)
+            .expect("accepted context");
+        self.observed
+            .lock()
+            .unwrap()
+            .instances
+            .push(ReceivedInstance {
+                calling_ae_title: self.calling_ae_title.clone(),
+                affected_sop_class_uid: rq.affected_sop_class_uid.clone(),
+                affected_sop_instance_uid: rq.affected_sop_instance_uid.clone(),
+                transfer_syntax_uid: context.transfer_syntax.clone(),
+                dataset: std::mem::take(&mut self.dataset),
+            });
         let rsp = Command::CStoreRsp(CStoreRsp {
             message_id_being_responded_to: rq.message_id,
             affected_sop_class_uid: Some(rq.affected_sop_class_uid),
@@ -379,22 +427,36 @@ impl Connection<'_> {
         let actions = self.handle(Input::PDataRequest);
         assert!(actions.is_empty(), "P-DATA not allowed now: {actions:?}");
         let bytes = command.encode().expect("encode response");
-        let pdu_length_max_peer = self.association.negotiated().expect("established").pdu_length_max_peer;
+        let pdu_length_max_peer = self
+            .association
+            .negotiated()
+            .expect("established")
+            .pdu_length_max_peer;
         let mut out = Vec::new();
-        encode_message(presentation_context_id, true, &bytes, pdu_length_max_peer, &mut out)
-            .expect("frame response");
+        encode_message(
+            presentation_context_id,
+            true,
+            &bytes,
+            pdu_length_max_peer,
+            &mut out,
+        )
+        .expect("frame response");
         self.write(&out);
     }
 
     fn write(&mut self, bytes: &[u8]) {
         if let Err(error) = self.stream.write_all(bytes) {
-            self.outcome.get_or_insert(AssociationOutcome::Ended { why: format!("write: {error}") });
+            self.outcome.get_or_insert(AssociationOutcome::Ended {
+                why: format!("write: {error}"),
+            });
             self.closed = true;
         }
     }
 
     fn handle(&mut self, input: Input) -> Vec<Action> {
-        self.association.handle(input).expect("state machine refused a local request")
+        self.association
+            .handle(input)
+            .expect("state machine refused a local request")
     }
 
     fn input(&mut self, input: Input) {
@@ -431,11 +493,16 @@ impl Connection<'_> {
                 let outcome = negotiate(&self.settings.policy, &rq, load);
                 match &outcome {
                     NegotiationOutcome::Accept { negotiated, .. } => {
-                        self.decoder.set_pdata_length_max(negotiated.pdu_length_max_local);
+                        self.decoder
+                            .set_pdata_length_max(negotiated.pdu_length_max_local);
                         self.established.fetch_add(1, Ordering::SeqCst);
                         self.counted = true;
                         self.calling_ae_title = negotiated.calling_ae_title.clone();
-                        self.observed.lock().unwrap().accepted.push((**negotiated).clone());
+                        self.observed
+                            .lock()
+                            .unwrap()
+                            .accepted
+                            .push((**negotiated).clone());
                     }
                     NegotiationOutcome::Reject(rj) => {
                         self.outcome = Some(AssociationOutcome::Rejected { codes: rj.codes() });
@@ -444,7 +511,9 @@ impl Connection<'_> {
                 self.input(Input::AssociateResponse(outcome.into()));
             }
             Indication::ReleaseRequest | Indication::ReleaseCollision => {
-                self.outcome = Some(AssociationOutcome::Released { calling_ae_title: self.calling_ae_title.clone() });
+                self.outcome = Some(AssociationOutcome::Released {
+                    calling_ae_title: self.calling_ae_title.clone(),
+                });
                 self.input(Input::ReleaseResponse);
             }
             Indication::Aborted(cause) => {

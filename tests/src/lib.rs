@@ -31,7 +31,9 @@ pub fn dcmtk(tool: &str) -> PathBuf {
 /// The Python interpreter with pynetdicom and pydicom (`PYTHON`, default
 /// `python3`). Fails the test when they cannot be imported.
 pub fn python() -> PathBuf {
-    let python: PathBuf = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()).into();
+    let python: PathBuf = std::env::var_os("PYTHON")
+        .unwrap_or_else(|| "python3".into())
+        .into();
     let status = Command::new(&python)
         .args(["-c", "import pynetdicom, pydicom"])
         .stdout(Stdio::null())
@@ -116,7 +118,10 @@ impl Drop for ChildGuard {
 
 /// Runs a command to completion within `timeout` and returns its output.
 pub fn run(command: &mut Command, timeout: Duration) -> Output {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = command
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
@@ -150,10 +155,16 @@ pub fn make_fixtures(dir: &Path) -> Vec<Fixture> {
         .map(|line| {
             let line = line.expect("utf-8 line");
             let (uid, path) = line.split_once(' ').expect("`uid path` line");
-            Fixture { transfer_syntax_uid: uid.to_owned(), path: path.into() }
+            Fixture {
+                transfer_syntax_uid: uid.to_owned(),
+                path: path.into(),
+            }
         })
         .collect();
-    assert!(fixtures.len() >= 11, "expected a fixture per transfer syntax, got {fixtures:?}");
+    assert!(
+        fixtures.len() >= 11,
+        "expected a fixture per transfer syntax, got {fixtures:?}"
+    );
     fixtures
 }
 
@@ -161,9 +172,16 @@ pub fn make_fixtures(dir: &Path) -> Vec<Fixture> {
 /// `DICM`, and the file meta group (whose length (0002,0000) is read, not
 /// guessed). Panics with a clear message on a file that is not Part 10.
 pub fn part10_dataset(file: &[u8]) -> &[u8] {
-    assert!(file.len() >= 144 && &file[128..132] == b"DICM", "not a DICOM Part 10 file");
+    assert!(
+        file.len() >= 144 && &file[128..132] == b"DICM",
+        "not a DICOM Part 10 file"
+    );
     // (0002,0000) UL, explicit VR LE: tag(4) 'UL' len(2) value(4).
-    assert_eq!(&file[132..138], &[0x02, 0x00, 0x00, 0x00, b'U', b'L'], "no group length first");
+    assert_eq!(
+        &file[132..138],
+        &[0x02, 0x00, 0x00, 0x00, b'U', b'L'],
+        "no group length first"
+    );
     let group_length = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
     &file[144 + group_length..]
 }
@@ -181,14 +199,23 @@ pub fn part10_meta_value(file: &[u8], wanted_group: u16, wanted_element: u16) ->
         let group = u16::from_le_bytes([file[offset], file[offset + 1]]);
         let element = u16::from_le_bytes([file[offset + 2], file[offset + 3]]);
         let vr = &file[offset + 4..offset + 6];
-        let (length, header) = if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR") {
-            (u32::from_le_bytes(file[offset + 8..offset + 12].try_into().unwrap()) as usize, 12)
-        } else {
-            (u16::from_le_bytes([file[offset + 6], file[offset + 7]]) as usize, 8)
-        };
+        let (length, header) =
+            if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR") {
+                (
+                    u32::from_le_bytes(file[offset + 8..offset + 12].try_into().unwrap()) as usize,
+                    12,
+                )
+            } else {
+                (
+                    u16::from_le_bytes([file[offset + 6], file[offset + 7]]) as usize,
+                    8,
+                )
+            };
         let value = &file[offset + header..offset + header + length];
         if (group, element) == (wanted_group, wanted_element) {
-            return String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_owned();
+            return String::from_utf8_lossy(value)
+                .trim_end_matches(['\0', ' '])
+                .to_owned();
         }
         offset += header + length;
     }

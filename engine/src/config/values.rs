@@ -407,8 +407,8 @@ config_enum! {
         Quarantine = "quarantine",
         /// The newcomer is refused with a failure status and not kept.
         Reject = "reject",
-        /// The newcomer replaces the stored instance; the replaced one is
-        /// moved to quarantine, so nothing is lost.
+        /// The newcomer replaces the stored instance; the replaced file is
+        /// moved to `orphans/` (no longer indexed), so nothing is lost.
         Replace = "replace",
         /// A byte-identical newcomer is dropped (the sender is told
         /// success); a different one is quarantined as with `quarantine`.

@@ -2,3 +2,9 @@
 //! test build links once.
 
 mod config;
+mod crash;
+mod embed;
+mod large;
+mod operator;
+mod recovery;
+mod serve;

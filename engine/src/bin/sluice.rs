@@ -1,0 +1,127 @@
+//! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
+//! commands (`ls`, `show`, `quarantine`, `verify`, `stats`,
+//! `export-instance`) inspect and manage a data directory.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice_engine::cli::OperatorCommand;
+use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
+use sluice_engine::scp::Server;
+use sluice_engine::store::Store;
+
+/// How long shutdown waits for the cores to drain.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// Sluice: a DICOM storage engine.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the DICOM Storage SCP (and Verification). With no options it
+    /// stores into ./sluice-data as AE SLUICE on port 11112.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    #[command(flatten)]
+    Operator(OperatorCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => match config.resolve() {
+            Ok(config) => serve(config),
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Operator(command) => {
+            init_logging(LogFormat::Text, LogLevel::Warn);
+            let mut stdout = std::io::stdout().lock();
+            match sluice_engine::cli::run(command, &mut stdout) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    error.exit_code()
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: LogLevel) {
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        _ => builder.try_init(),
+    };
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_logging(config.server.log_format, config.server.log_level);
+    // The signal handler goes in before anything starts, so a SIGINT/SIGTERM
+    // that arrives while the store opens or the cores come up is kept and
+    // acted on as soon as the server exists, never lost to the default
+    // action. ctrlc (with its "termination" feature) turns both signals into
+    // one callback on its own thread, with no unsafe code on our side.
+    let (signal_sender, signal_receiver) = std::sync::mpsc::sync_channel::<()>(1);
+    if let Err(error) = ctrlc::set_handler(move || {
+        let _ = signal_sender.try_send(());
+    }) {
+        tracing::error!(%error, "cannot install the signal handler");
+        return ExitCode::from(1);
+    }
+    let store = match Store::open(config) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "cannot open the store");
+            return ExitCode::from(1);
+        }
+    };
+    let server = match Server::start(&store) {
+        Ok(server) => server,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the storage SCP");
+            return ExitCode::from(1);
+        }
+    };
+    let handle = server.shutdown_handle();
+    std::thread::spawn(move || {
+        if signal_receiver.recv().is_ok() {
+            tracing::info!("signal received: shutting down");
+            handle.shutdown();
+        }
+    });
+    match server.wait(SHUTDOWN_WAIT) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "shutdown incomplete");
+            ExitCode::from(1)
+        }
+    }
+}

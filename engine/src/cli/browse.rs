@@ -1,0 +1,307 @@
+//! The read-only commands: `ls`, `show`, `stats`, `export-instance`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use sluice_index::{InstanceRecord, StudyQuery, Triplet};
+
+use super::format::{bytes, hex, number_or_dash, or_dash, rfc3339_utc, Table};
+use super::walk::disk_usage;
+use super::{CliError, OpenStore};
+use crate::store::layout::{Area, Layout};
+
+/// Writes the "more rows" note of a truncated listing.
+fn truncated_note(output: &mut dyn Write, shown: usize, noun: &str) -> std::io::Result<()> {
+    writeln!(
+        output,
+        "(first {shown} {noun} shown; pass --limit to see more)"
+    )
+}
+
+/// `sluice ls [STUDY [SERIES]]`.
+pub(crate) fn ls(
+    store: &OpenStore,
+    study: Option<&str>,
+    series: Option<&str>,
+    limit: usize,
+    output: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    let txn = store.index.read().map_err(store.index_error())?;
+    match (study, series) {
+        (None, _) => {
+            let listing = txn
+                .query_studies(&StudyQuery::default(), limit)
+                .map_err(store.index_error())?;
+            let mut table = Table::new(&[
+                "STUDY INSTANCE UID",
+                "PATIENT ID",
+                "PATIENT NAME",
+                "DATE",
+                "MODALITIES",
+                "SERIES",
+                "INSTANCES",
+                "ACCESSION",
+                "DESCRIPTION",
+            ]);
+            for study in &listing.items {
+                let attributes = &study.record.attributes;
+                table.push(vec![
+                    study.study_instance_uid.clone(),
+                    or_dash(&attributes.patient_id),
+                    or_dash(&attributes.patient_name),
+                    or_dash(&attributes.study_date),
+                    or_dash(&study.record.modalities_in_study.join("\\")),
+                    study.record.number_of_series.to_string(),
+                    study.record.number_of_instances.to_string(),
+                    or_dash(&attributes.accession_number),
+                    or_dash(&attributes.study_description),
+                ]);
+            }
+            if table.len() == 0 {
+                writeln!(output, "no studies in {}", store.data_dir().display())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            table.write(output)?;
+            if listing.truncated {
+                truncated_note(output, table.len(), "studies")?;
+            }
+        }
+        (Some(study), None) => {
+            if txn.study(study).map_err(store.index_error())?.is_none() {
+                return Err(store.not_found(format!("no study with Study Instance UID {study}")));
+            }
+            let listing = txn
+                .series_of_study(study, limit)
+                .map_err(store.index_error())?;
+            let mut table = Table::new(&[
+                "SERIES INSTANCE UID",
+                "NUMBER",
+                "MODALITY",
+                "INSTANCES",
+                "DESCRIPTION",
+            ]);
+            for series in &listing.items {
+                let attributes = &series.record.attributes;
+                table.push(vec![
+                    series.series_instance_uid.clone(),
+                    number_or_dash(attributes.series_number),
+                    or_dash(&attributes.modality),
+                    series.record.number_of_instances.to_string(),
+                    or_dash(&attributes.series_description),
+                ]);
+            }
+            table.write(output)?;
+            if listing.truncated {
+                truncated_note(output, table.len(), "series")?;
+            }
+        }
+        (Some(study), Some(series)) => {
+            if txn
+                .series(study, series)
+                .map_err(store.index_error())?
+                .is_none()
+            {
+                return Err(store.not_found(format!(
+                    "no series with Series Instance UID {series} in study {study}"
+                )));
+            }
+            let listing = txn
+                .instances_of_study(study, Some(series), limit)
+                .map_err(store.index_error())?;
+            let mut table = Table::new(&[
+                "SOP INSTANCE UID",
+                "NUMBER",
+                "SOP CLASS UID",
+                "TRANSFER SYNTAX UID",
+                "SIZE",
+                "RECEIVED",
+                "CALLING AE",
+            ]);
+            for instance in &listing.items {
+                let record = &instance.record;
+                table.push(vec![
+                    instance.triplet.sop_instance_uid.clone(),
+                    number_or_dash(record.instance_number),
+                    record.sop_class_uid.clone(),
+                    record.transfer_syntax_uid.clone(),
+                    record.file_size_bytes.to_string(),
+                    rfc3339_utc(record.received_at_unix_ns),
+                    or_dash(&record.calling_ae_title),
+                ]);
+            }
+            table.write(output)?;
+            if listing.truncated {
+                truncated_note(output, table.len(), "instances")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the `Key: value` lines of one instance record (shared by `show`
+/// and `quarantine show`).
+pub(crate) fn write_record(
+    output: &mut dyn Write,
+    layout: &Layout,
+    area: Area,
+    triplet: &Triplet,
+    record: &InstanceRecord,
+) -> std::io::Result<()> {
+    let lines: [(&str, String); 13] = [
+        ("SOP Instance UID", triplet.sop_instance_uid.clone()),
+        ("Study Instance UID", triplet.study_instance_uid.clone()),
+        ("Series Instance UID", triplet.series_instance_uid.clone()),
+        ("SOP Class UID", record.sop_class_uid.clone()),
+        ("Transfer Syntax UID", record.transfer_syntax_uid.clone()),
+        ("Instance Number", number_or_dash(record.instance_number)),
+        (
+            "File",
+            layout.area_path(area, record.file_id).display().to_string(),
+        ),
+        ("File id", format!("{:032x}", record.file_id.0)),
+        ("File size", format!("{} bytes", record.file_size_bytes)),
+        (
+            "Data set",
+            format!(
+                "{} bytes at offset {}",
+                record.dataset_size_bytes(),
+                record.dataset_offset_bytes
+            ),
+        ),
+        ("Checksum (BLAKE3)", hex(&record.checksum.0)),
+        ("Received at", rfc3339_utc(record.received_at_unix_ns)),
+        ("Calling AE", or_dash(&record.calling_ae_title)),
+    ];
+    for (key, value) in lines {
+        writeln!(output, "{:<20} {value}", format!("{key}:"))?;
+    }
+    Ok(())
+}
+
+/// `sluice show SOP_INSTANCE_UID`.
+pub(crate) fn show(
+    store: &OpenStore,
+    sop: &str,
+    output: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    let entry = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        txn.instance_by_sop(sop).map_err(store.index_error())?
+    };
+    let Some(entry) = entry else {
+        return Err(store.not_found(format!("no instance with SOP Instance UID {sop}")));
+    };
+    write_record(
+        output,
+        &store.layout,
+        Area::Objects,
+        &entry.triplet,
+        &entry.record,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice stats`.
+pub(crate) fn stats(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let stats = store.index.stats().map_err(store.index_error())?;
+    writeln!(output, "index {}", store.layout.index_dir().display())?;
+    let mut table = Table::new(&["TABLE", "ENTRIES", "BYTES", "DEPTH"]);
+    for entry in &stats.tables {
+        table.push(vec![
+            entry.name.to_owned(),
+            entry.entries.to_string(),
+            entry.bytes.to_string(),
+            entry.depth.to_string(),
+        ]);
+    }
+    table.write(output)?;
+    writeln!(output, "map size:  {}", bytes(stats.map_size_bytes))?;
+    writeln!(output, "used:      {}", bytes(stats.used_bytes))?;
+    writeln!(output, "file size: {}", bytes(stats.file_size_bytes))?;
+    writeln!(
+        output,
+        "readers:   {} of {}",
+        stats.readers_in_use, stats.readers_max
+    )?;
+    writeln!(output)?;
+    writeln!(output, "disk {}", store.data_dir().display())?;
+    let layout = &store.layout;
+    let mut table = Table::new(&["AREA", "FILES", "BYTES"]);
+    for (name, dir) in [
+        ("objects", layout.objects_dir()),
+        ("quarantine", layout.quarantine_dir()),
+        ("tmp", layout.tmp_dir()),
+        ("orphans", layout.orphans_dir()),
+        ("index", layout.index_dir()),
+    ] {
+        let usage = disk_usage(&dir).map_err(CliError::io("read", &dir))?;
+        table.push(vec![
+            name.to_owned(),
+            usage.files.to_string(),
+            bytes(usage.bytes),
+        ]);
+    }
+    table.write(output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice export-instance SOP_INSTANCE_UID PATH [--force]`.
+pub(crate) fn export_instance(
+    store: &OpenStore,
+    sop: &str,
+    destination: &Path,
+    force: bool,
+    output: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    let entry = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        txn.instance_by_sop(sop).map_err(store.index_error())?
+    };
+    let Some(entry) = entry else {
+        return Err(store.not_found(format!("no instance with SOP Instance UID {sop}")));
+    };
+    let source_path = store.layout.object_path(entry.record.file_id);
+    let mut source =
+        std::fs::File::open(&source_path).map_err(CliError::io("open", &source_path))?;
+    // `create_new` makes the refusal atomic: no window in which another
+    // process's file could be truncated between a check and the open.
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut destination_file = match options.open(destination) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CliError::WouldOverwrite {
+                path: destination.to_owned(),
+            })
+        }
+        Err(error) => return Err(CliError::io("create", destination)(error)),
+    };
+    let copied = std::io::copy(&mut source, &mut destination_file)
+        .map_err(CliError::io("copy to", destination))?;
+    destination_file
+        .sync_all()
+        .map_err(CliError::io("sync", destination))?;
+    if copied != entry.record.file_size_bytes {
+        return Err(CliError::Io {
+            operation: "export",
+            path: source_path,
+            source: std::io::Error::other(format!(
+                "the stored file has {copied} bytes, the index records {} (run `sluice verify`)",
+                entry.record.file_size_bytes
+            )),
+        });
+    }
+    writeln!(
+        output,
+        "exported {sop} ({copied} bytes) to {}",
+        destination.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

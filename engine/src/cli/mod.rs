@@ -1,0 +1,349 @@
+//! The operator commands of the `sluice` binary: `ls`, `show`, `quarantine`,
+//! `verify`, `stats`, `export-instance`.
+//!
+//! What this module owns: the clap declaration of those commands
+//! ([`OperatorCommand`]), how a command finds its store (`--data-dir`,
+//! `--config`, the same resolution `sluice serve` uses), their output
+//! formats, and their errors ([`CliError`]). The binary parses the command
+//! line and calls [`run`]; output goes to a `&mut dyn Write` so tests read it.
+//!
+//! Running beside a server: LMDB lets several processes read one index at
+//! once, so every command works while `sluice serve` runs on the same data
+//! directory and sees the last committed state. The only writing commands
+//! (`quarantine release`, `quarantine purge`) go through LMDB's own
+//! inter-process writer lock: their transaction waits until the server's
+//! current group commit has finished (milliseconds), then commits between two
+//! of the server's; nothing is lost on either side. The reading commands
+//! never submit a write, but `sluice-index` has no read-only open yet, so
+//! they open the environment as the server does (it creates nothing in an
+//! existing index); a missing data directory or index is an error, never
+//! created.
+//!
+//! Exit codes: 0 success; 1 when `verify` found problems; an `Err` from
+//! [`run`] is for the binary to print (`error: ...`) and exit non-zero
+//! ([`CliError::exit_code`]).
+
+mod browse;
+mod format;
+mod quarantine;
+mod verify;
+pub(crate) mod walk;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use sluice_index::{Index, IndexError, IndexOptions};
+
+use crate::config::{Config, ConfigError};
+use crate::store::layout::Layout;
+
+pub use quarantine::QuarantineCommand;
+
+/// Where a command finds its store: the same `--config` and `--data-dir` as
+/// `sluice serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// The TOML configuration file of `sluice serve` (its
+    /// `server.data_directory` and `storage.index_map_size` are used; pass
+    /// the server's own file so both processes map the index alike).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// The data directory [default: the configuration's, else ./sluice-data].
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Most lines a listing prints unless `--limit` says otherwise.
+pub const LISTING_LIMIT_DEFAULT: u64 = 1000;
+
+/// A `--limit` as a listing bound.
+fn listing_limit(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// The operator commands. The binary adds them beside `serve`
+/// (`#[command(flatten)]` into its own subcommand enum) and calls [`run`].
+#[derive(Debug, Clone, clap::Subcommand)]
+#[non_exhaustive]
+pub enum OperatorCommand {
+    /// List studies, a study's series, or a series' instances.
+    ///
+    /// With no UID: the studies (patient, date, modalities, counts,
+    /// accession). With a Study Instance UID: its series. With a Series
+    /// Instance UID too: that series' instances.
+    Ls {
+        /// List the series of this study.
+        study_instance_uid: Option<String>,
+        /// List the instances of this series (of the study above).
+        series_instance_uid: Option<String>,
+        /// Most rows to print (at least 1).
+        #[arg(long, default_value_t = LISTING_LIMIT_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show the index record of one stored instance.
+    ///
+    /// Its UIDs, file path and size, transfer syntax, SOP class, BLAKE3
+    /// checksum of the data set, when (RFC 3339, UTC) and from which
+    /// calling AE it was received.
+    Show {
+        /// The SOP Instance UID.
+        sop_instance_uid: String,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Inspect, release or purge quarantined duplicates.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// Re-read every stored file and compare it with the index.
+    ///
+    /// For every stored instance and quarantine entry: the file must exist,
+    /// have the recorded size, and its data set must hash to the recorded
+    /// BLAKE3 checksum. Prints one line per problem and a summary; exits with
+    /// status 1 if any file is missing, of the wrong size, unreadable or
+    /// altered.
+    Verify {
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Index table sizes, and files and bytes in each area on disk.
+    Stats {
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Copy the Part 10 file of a stored instance to PATH, byte for byte.
+    ///
+    /// Refuses to overwrite an existing file unless --force is given.
+    ExportInstance {
+        /// The SOP Instance UID.
+        sop_instance_uid: String,
+        /// Where to write the copy.
+        path: PathBuf,
+        /// Overwrite PATH if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The configuration file named by `--config` could not be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory does not exist.
+    #[error(
+        "data directory {} does not exist (pass --data-dir or --config, or start `sluice serve` once to create it)",
+        data_dir.display()
+    )]
+    NoDataDirectory {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// The data directory exists but holds no index.
+    #[error(
+        "{} is not a Sluice data directory: it has no index/ (start `sluice serve` once to create one)",
+        data_dir.display()
+    )]
+    NoIndex {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// The index could not be opened or read.
+    #[error("index of {}: {source}", data_dir.display())]
+    Index {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The index's error.
+        source: IndexError,
+    },
+    /// A UID or quarantine id that the store does not hold.
+    #[error("{what} in {}", data_dir.display())]
+    NotFound {
+        /// What was looked for, as a sentence start
+        /// (`no instance with SOP Instance UID 1.2.3`).
+        what: String,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// Arguments that cannot work together.
+    #[error("{0}")]
+    BadArgument(String),
+    /// `export-instance` would overwrite a file.
+    #[error("{} exists; refusing to overwrite it (pass --force to replace it)", path.display())]
+    WouldOverwrite {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("cannot {operation} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`read`, `copy`, `move`).
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The index refused a write (a quarantine operation).
+    #[error("the index refused {operation}: {reason}")]
+    IndexRefused {
+        /// The operation.
+        operation: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the command's output failed (a closed pipe).
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit status for this error: 2 for usage problems (bad
+    /// arguments, no store where one was named), 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Config(_)
+            | CliError::BadArgument(_)
+            | CliError::NoDataDirectory { .. }
+            | CliError::NoIndex { .. } => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    }
+
+    pub(crate) fn io(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_owned();
+        move |source| CliError::Io {
+            operation,
+            path,
+            source,
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    /// Only for errors writing the output; file errors carry their path.
+    fn from(error: std::io::Error) -> Self {
+        CliError::Output(error)
+    }
+}
+
+/// An opened store: its layout and its index.
+pub(crate) struct OpenStore {
+    pub(crate) layout: Layout,
+    pub(crate) index: Index,
+}
+
+impl std::fmt::Debug for OpenStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OpenStore")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenStore {
+    pub(crate) fn data_dir(&self) -> &Path {
+        self.layout.root()
+    }
+
+    pub(crate) fn index_error(&self) -> impl Fn(IndexError) -> CliError + '_ {
+        move |source| CliError::Index {
+            data_dir: self.data_dir().to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn not_found(&self, what: String) -> CliError {
+        CliError::NotFound {
+            what,
+            data_dir: self.data_dir().to_owned(),
+        }
+    }
+}
+
+impl StoreArgs {
+    /// The data directory and index options: `--data-dir`, else the
+    /// configuration file's, else the built-in default.
+    pub fn resolve(&self) -> Result<(PathBuf, IndexOptions), CliError> {
+        let config = match &self.config_file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| config.server.data_directory.clone());
+        let map_size_bytes = usize::try_from(config.storage.index_map_size).unwrap_or(usize::MAX);
+        let options = IndexOptions {
+            map_size_bytes,
+            ..IndexOptions::default()
+        };
+        Ok((data_dir, options))
+    }
+
+    /// Opens the store without creating anything: a missing data directory
+    /// or index is an error, never a fresh empty store.
+    pub(crate) fn open(&self) -> Result<OpenStore, CliError> {
+        let (data_dir, options) = self.resolve()?;
+        if !data_dir.is_dir() {
+            return Err(CliError::NoDataDirectory { data_dir });
+        }
+        let layout = Layout::new(data_dir.clone());
+        if !layout.index_dir().join("data.mdb").is_file() {
+            return Err(CliError::NoIndex { data_dir });
+        }
+        let index = Index::open(layout.index_dir(), options)
+            .map_err(|source| CliError::Index { data_dir, source })?;
+        Ok(OpenStore { layout, index })
+    }
+}
+
+/// Runs one operator command, writing its report to `output`.
+///
+/// `Ok(ExitCode::SUCCESS)` when the command did what was asked;
+/// `Ok(ExitCode::from(1))` when `verify` found problems (already printed).
+pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    match command {
+        OperatorCommand::Ls {
+            study_instance_uid,
+            series_instance_uid,
+            limit,
+            store,
+        } => {
+            let store = store.open()?;
+            browse::ls(
+                &store,
+                study_instance_uid.as_deref(),
+                series_instance_uid.as_deref(),
+                listing_limit(limit),
+                output,
+            )
+        }
+        OperatorCommand::Show {
+            sop_instance_uid,
+            store,
+        } => browse::show(&store.open()?, &sop_instance_uid, output),
+        OperatorCommand::Quarantine(command) => quarantine::run(command, output),
+        OperatorCommand::Verify { store } => verify::verify(&store.open()?, output),
+        OperatorCommand::Stats { store } => browse::stats(&store.open()?, output),
+        OperatorCommand::ExportInstance {
+            sop_instance_uid,
+            path,
+            force,
+            store,
+        } => browse::export_instance(&store.open()?, &sop_instance_uid, &path, force, output),
+    }
+}

@@ -1,0 +1,371 @@
+//! `sluice quarantine list|show|release|purge`: the duplicates held aside.
+//!
+//! Release semantics (also in the command's help): the quarantined instance
+//! becomes the stored one (index writer `ReleaseQuarantine`), its file moves
+//! from `quarantine/` to `objects/`, and the instance it replaces — an
+//! acknowledged instance, possibly the only copy of those bytes — is never
+//! deleted: its file moves to `orphans/<id>.dcm`, named by its file id, for
+//! the operator to review and delete by hand. Purge deletes the entry and its
+//! file: that is what the operator asked for, and the command says what it
+//! deleted.
+//!
+//! Crash safety of release: the file is first hard-linked to its new name in
+//! `objects/` (directory synced), then the index commits, then the old
+//! quarantine name is removed and the replaced file moved. A crash at any
+//! point leaves an extra name or a file in `orphans/`, never an index entry
+//! without its file, and recovery never moves a file whose id the index
+//! references.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use sluice_index::{QuarantineEntry, QuarantineReason, Released, WriteOp, WriteOutcome};
+
+use super::browse::write_record;
+use super::format::{or_dash, rfc3339_utc, Table};
+use super::{CliError, OpenStore, StoreArgs, LISTING_LIMIT_DEFAULT};
+use crate::store::layout::Area;
+
+/// The `quarantine` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+#[non_exhaustive]
+pub enum QuarantineCommand {
+    /// List quarantine entries, oldest first.
+    ///
+    /// Id, reason, UIDs, calling AE, receive time and size of each.
+    List {
+        /// Most rows to print (at least 1).
+        #[arg(long, default_value_t = LISTING_LIMIT_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one quarantine entry and how it compares with the stored instance.
+    Show {
+        /// The quarantine entry's id (from `quarantine list`).
+        id: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Store a quarantined instance in place of the stored one.
+    ///
+    /// The quarantined instance replaces the one holding its triplet (or its
+    /// SOP Instance UID), and its file moves from quarantine/ to objects/.
+    /// The replaced instance is NOT deleted: its file is moved to
+    /// orphans/<file id>.dcm for review; delete it by hand once you are sure.
+    /// Safe while `sluice serve` runs: the index write waits for LMDB's
+    /// inter-process writer lock (the server's group commits are short).
+    Release {
+        /// The quarantine entry's id.
+        id: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a quarantine entry and its file.
+    ///
+    /// The stored instance is untouched. Safe while `sluice serve` runs.
+    Purge {
+        /// The quarantine entry's id.
+        id: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub(crate) fn run(
+    command: QuarantineCommand,
+    output: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    match command {
+        QuarantineCommand::List { limit, store } => {
+            list(&store.open()?, super::listing_limit(limit), output)
+        }
+        QuarantineCommand::Show { id, store } => show(&store.open()?, id, output),
+        QuarantineCommand::Release { id, store } => release(&store.open()?, id, output),
+        QuarantineCommand::Purge { id, store } => purge(&store.open()?, id, output),
+    }
+}
+
+fn reason_short(reason: &QuarantineReason) -> &'static str {
+    match reason {
+        QuarantineReason::Duplicate => "duplicate",
+        QuarantineReason::DuplicateIdentical => "identical",
+        QuarantineReason::SopInstanceConflict { .. } => "uid-conflict",
+    }
+}
+
+fn reason_long(reason: &QuarantineReason) -> String {
+    match reason {
+        QuarantineReason::Duplicate => {
+            "duplicate: the triplet was already stored, with a different data set".to_owned()
+        }
+        QuarantineReason::DuplicateIdentical => {
+            "identical duplicate: the triplet was already stored with the same data set".to_owned()
+        }
+        QuarantineReason::SopInstanceConflict { stored } => format!(
+            "SOP Instance UID conflict: the SOP Instance UID is stored in study {} series {}",
+            stored.study_instance_uid, stored.series_instance_uid
+        ),
+    }
+}
+
+fn entry(store: &OpenStore, id: u64) -> Result<QuarantineEntry, CliError> {
+    let txn = store.index.read().map_err(store.index_error())?;
+    txn.quarantine_entry(id)
+        .map_err(store.index_error())?
+        .ok_or_else(|| store.not_found(format!("no quarantine entry with id {id}")))
+}
+
+fn list(store: &OpenStore, limit: usize, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let listing = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        txn.quarantine_entries(None, limit)
+            .map_err(store.index_error())?
+    };
+    if listing.items.is_empty() {
+        writeln!(
+            output,
+            "no quarantine entries in {}",
+            store.data_dir().display()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&[
+        "ID",
+        "REASON",
+        "SOP INSTANCE UID",
+        "STUDY INSTANCE UID",
+        "CALLING AE",
+        "RECEIVED",
+        "SIZE",
+    ]);
+    for entry in &listing.items {
+        let instance = &entry.instance;
+        table.push(vec![
+            entry.id.to_string(),
+            reason_short(&entry.reason).to_owned(),
+            instance.triplet.sop_instance_uid.clone(),
+            instance.triplet.study_instance_uid.clone(),
+            or_dash(&instance.record.calling_ae_title),
+            rfc3339_utc(instance.record.received_at_unix_ns),
+            instance.record.file_size_bytes.to_string(),
+        ]);
+    }
+    table.write(output)?;
+    if listing.truncated {
+        writeln!(
+            output,
+            "(first {} entries shown; pass --limit to see more)",
+            table.len()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let entry = entry(store, id)?;
+    let stored = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        txn.instance_by_sop(&entry.instance.triplet.sop_instance_uid)
+            .map_err(store.index_error())?
+    };
+    writeln!(output, "{:<20} {}", "Quarantine id:", entry.id)?;
+    writeln!(output, "{:<20} {}", "Reason:", reason_long(&entry.reason))?;
+    write_record(
+        output,
+        &store.layout,
+        Area::Quarantine,
+        &entry.instance.triplet,
+        &entry.instance.record,
+    )?;
+    let comparison = match stored {
+        None => "none: no instance holds this SOP Instance UID now".to_owned(),
+        Some(stored) => {
+            let same_data = stored.record.checksum == entry.instance.record.checksum
+                && stored.record.dataset_size_bytes() == entry.instance.record.dataset_size_bytes();
+            format!(
+                "{} (received {} from {}); data set {}",
+                store.layout.object_path(stored.record.file_id).display(),
+                rfc3339_utc(stored.record.received_at_unix_ns),
+                or_dash(&stored.record.calling_ae_title),
+                if same_data { "identical" } else { "differs" },
+            )
+        }
+    };
+    writeln!(output, "{:<20} {comparison}", "Stored instance:")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a directory's entries durable (a rename or link into it).
+fn sync_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(CliError::io("sync directory", dir))
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// The one outcome of a one-operation batch.
+fn single_outcome(
+    store: &OpenStore,
+    operation: &'static str,
+    op: WriteOp,
+) -> Result<WriteOutcome, CliError> {
+    let results = store
+        .index
+        .writer()
+        .execute(vec![op])
+        .map_err(store.index_error())?;
+    match results.into_iter().next() {
+        Some(Ok(outcome)) => Ok(outcome),
+        Some(Err(invalid)) => Err(CliError::IndexRefused {
+            operation,
+            reason: invalid.to_string(),
+        }),
+        None => Err(CliError::IndexRefused {
+            operation,
+            reason: "the index answered nothing".to_owned(),
+        }),
+    }
+}
+
+fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let entry = entry(store, id)?;
+    let layout = &store.layout;
+    let file_id = entry.instance.record.file_id;
+    let quarantine_path = layout.quarantine_path(file_id);
+    let object_path = layout.object_path(file_id);
+    let quarantined_size = std::fs::metadata(&quarantine_path)
+        .map_err(CliError::io("read", &quarantine_path))?
+        .len();
+    if quarantined_size != entry.instance.record.file_size_bytes {
+        return Err(CliError::BadArgument(format!(
+            "quarantined file {} has {quarantined_size} bytes, the index records {}; \
+             not releasing a damaged file (inspect it, or purge the entry)",
+            quarantine_path.display(),
+            entry.instance.record.file_size_bytes
+        )));
+    }
+    let object_dir = parent(&object_path);
+    std::fs::create_dir_all(object_dir).map_err(CliError::io("create", object_dir))?;
+    // Link first: until the index commits, the file is reachable under its
+    // quarantine name; after, under its object name. Never neither.
+    let linked_now = match std::fs::hard_link(&quarantine_path, &object_path) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Left by an interrupted release of this entry: the same id, so
+            // the same file, if the size agrees.
+            let existing = std::fs::metadata(&object_path)
+                .map_err(CliError::io("read", &object_path))?
+                .len();
+            if existing != quarantined_size {
+                return Err(CliError::BadArgument(format!(
+                    "{} exists with {existing} bytes and is not this entry's file; not releasing",
+                    object_path.display()
+                )));
+            }
+            false
+        }
+        Err(error) => return Err(CliError::io("link", &object_path)(error)),
+    };
+    sync_dir(object_dir)?;
+    let outcome = single_outcome(store, "the release", WriteOp::ReleaseQuarantine(id));
+    let released: Released = match outcome {
+        Ok(WriteOutcome::Released(Some(released))) => released,
+        other => {
+            if linked_now {
+                // Nothing references the new name: take it back.
+                let _ = std::fs::remove_file(&object_path);
+            }
+            return match other {
+                Ok(WriteOutcome::Released(None)) => {
+                    Err(store.not_found(format!("no quarantine entry with id {id}")))
+                }
+                Ok(unexpected) => Err(CliError::IndexRefused {
+                    operation: "the release",
+                    reason: format!("unexpected outcome {unexpected:?}"),
+                }),
+                Err(error) => Err(error),
+            };
+        }
+    };
+    std::fs::remove_file(&quarantine_path).map_err(CliError::io("remove", &quarantine_path))?;
+    sync_dir(parent(&quarantine_path))?;
+    let sop = &released.instance.triplet.sop_instance_uid;
+    writeln!(
+        output,
+        "released quarantine entry {id}: SOP Instance UID {sop} is now stored as {}",
+        object_path.display()
+    )?;
+    if let Some(replaced) = released.replaced {
+        let replaced_path = layout.object_path(replaced.file_id);
+        let orphan_path = layout.orphan_path(replaced.file_id);
+        let orphans_dir = layout.orphans_dir();
+        std::fs::create_dir_all(&orphans_dir).map_err(CliError::io("create", &orphans_dir))?;
+        match std::fs::rename(&replaced_path, &orphan_path) {
+            Ok(()) => {
+                sync_dir(&orphans_dir)?;
+                sync_dir(parent(&replaced_path))?;
+                writeln!(
+                    output,
+                    "the instance it replaced (received {} from {}) was moved to {}; \
+                     delete it once reviewed",
+                    rfc3339_utc(replaced.received_at_unix_ns),
+                    or_dash(&replaced.calling_ae_title),
+                    orphan_path.display()
+                )?;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                writeln!(
+                    output,
+                    "the instance it replaced had no file at {} (nothing moved)",
+                    replaced_path.display()
+                )?;
+            }
+            Err(error) => return Err(CliError::io("move", &replaced_path)(error)),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn purge(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let purged = match single_outcome(store, "the purge", WriteOp::PurgeQuarantine(id))? {
+        WriteOutcome::Purged(Some(entry)) => entry,
+        WriteOutcome::Purged(None) => {
+            return Err(store.not_found(format!("no quarantine entry with id {id}")))
+        }
+        unexpected => {
+            return Err(CliError::IndexRefused {
+                operation: "the purge",
+                reason: format!("unexpected outcome {unexpected:?}"),
+            })
+        }
+    };
+    let path = store.layout.quarantine_path(purged.instance.record.file_id);
+    let deleted = match std::fs::remove_file(&path) {
+        Ok(()) => {
+            sync_dir(parent(&path))?;
+            format!("deleted {}", path.display())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            format!("its file {} was already gone", path.display())
+        }
+        Err(error) => return Err(CliError::io("remove", &path)(error)),
+    };
+    writeln!(
+        output,
+        "purged quarantine entry {id} (SOP Instance UID {}, received {} from {}): {deleted}",
+        purged.instance.triplet.sop_instance_uid,
+        rfc3339_utc(purged.instance.record.received_at_unix_ns),
+        or_dash(&purged.instance.record.calling_ae_title),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

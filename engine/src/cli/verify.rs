@@ -1,0 +1,200 @@
+//! `sluice verify`: every indexed file re-read and compared with the index.
+//!
+//! For each stored instance and quarantine entry: the file must exist at the
+//! path its file id gives, have the size the index records, and its data set
+//! (from the recorded offset to the end) must hash to the recorded BLAKE3
+//! checksum. Files are read in bounded chunks, one at a time; problems are
+//! printed as they are found, so memory does not grow with the store.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use sluice_index::{Checksum, IndexError};
+
+use super::format::hex;
+use super::walk::{for_each_indexed_file, IndexedFile};
+use super::{CliError, OpenStore};
+use crate::store::layout::{Area, DatasetHasher};
+
+/// Bytes read from a file at a time.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// What was wrong with one file.
+#[derive(Debug)]
+enum Problem {
+    Missing,
+    WrongSize { actual_bytes: u64 },
+    Checksum { actual: Checksum },
+    Unreadable(std::io::Error),
+}
+
+/// Counts of a verify run.
+#[derive(Debug, Default)]
+struct Tally {
+    stored: u64,
+    quarantined: u64,
+    bytes: u64,
+    missing: u64,
+    wrong_size: u64,
+    checksum: u64,
+    unreadable: u64,
+    /// Entries changed by another process while verify ran (not checked).
+    changed: u64,
+}
+
+impl Tally {
+    fn problems(&self) -> u64 {
+        self.missing + self.wrong_size + self.checksum + self.unreadable
+    }
+}
+
+fn check_file(path: &Path, file: &IndexedFile, buffer: &mut [u8]) -> Option<Problem> {
+    let mut handle = match std::fs::File::open(path) {
+        Ok(handle) => handle,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Some(Problem::Missing)
+        }
+        Err(error) => return Some(Problem::Unreadable(error)),
+    };
+    let actual_bytes = match handle.metadata() {
+        Ok(metadata) => metadata.len(),
+        Err(error) => return Some(Problem::Unreadable(error)),
+    };
+    if actual_bytes != file.record.file_size_bytes {
+        return Some(Problem::WrongSize { actual_bytes });
+    }
+    if let Err(error) = handle.seek(SeekFrom::Start(file.record.dataset_offset_bytes)) {
+        return Some(Problem::Unreadable(error));
+    }
+    let mut hasher = DatasetHasher::new();
+    loop {
+        match handle.read(buffer) {
+            Ok(0) => break,
+            Ok(read) => hasher.update(buffer.get(..read).unwrap_or_default()),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Some(Problem::Unreadable(error)),
+        }
+    }
+    let actual = hasher.finish();
+    (actual != file.record.checksum).then_some(Problem::Checksum { actual })
+}
+
+/// Whether the index still holds `file` as the walk saw it (same entry,
+/// same file id), read in a fresh transaction.
+fn still_indexed(store: &OpenStore, file: &IndexedFile) -> Result<bool, Stop> {
+    let txn = store.index.read()?;
+    let file_id = file.record.file_id;
+    Ok(match file.quarantine_id {
+        Some(id) => txn
+            .quarantine_entry(id)?
+            .is_some_and(|entry| entry.instance.record.file_id == file_id),
+        None => txn
+            .instance_by_sop(&file.triplet.sop_instance_uid)?
+            .is_some_and(|entry| entry.record.file_id == file_id),
+    })
+}
+
+/// Verify's walk error: the index's, or the output's.
+enum Stop {
+    Index(IndexError),
+    Output(std::io::Error),
+}
+
+impl From<IndexError> for Stop {
+    fn from(error: IndexError) -> Self {
+        Stop::Index(error)
+    }
+}
+
+pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let mut tally = Tally::default();
+    let mut buffer = vec![0u8; READ_CHUNK_BYTES];
+    let walked = for_each_indexed_file(&store.index, |file: IndexedFile| {
+        let path = file.path(&store.layout);
+        match file.area {
+            Area::Objects => tally.stored += 1,
+            Area::Quarantine => tally.quarantined += 1,
+        }
+        let what = match file.quarantine_id {
+            Some(id) => format!(
+                "quarantine entry {id}, SOP Instance UID {}",
+                file.triplet.sop_instance_uid
+            ),
+            None => format!("SOP Instance UID {}", file.triplet.sop_instance_uid),
+        };
+        let problem = match check_file(&path, &file, &mut buffer) {
+            None => {
+                tally.bytes += file.record.file_size_bytes;
+                return Ok(());
+            }
+            // A server running beside us may have replaced, released or
+            // purged the entry since the walk read it: not a problem.
+            Some(_) if !still_indexed(store, &file)? => {
+                tally.changed += 1;
+                return Ok(());
+            }
+            Some(problem) => problem,
+        };
+        let line = match problem {
+            Problem::Missing => {
+                tally.missing += 1;
+                format!("MISSING     {} ({what})", path.display())
+            }
+            Problem::WrongSize { actual_bytes } => {
+                tally.wrong_size += 1;
+                format!(
+                    "WRONG SIZE  {} ({what}): {actual_bytes} bytes, the index records {}",
+                    path.display(),
+                    file.record.file_size_bytes
+                )
+            }
+            Problem::Checksum { actual } => {
+                tally.checksum += 1;
+                format!(
+                    "CHECKSUM    {} ({what}): data set BLAKE3 {}, the index records {}",
+                    path.display(),
+                    hex(&actual.0),
+                    hex(&file.record.checksum.0)
+                )
+            }
+            Problem::Unreadable(error) => {
+                tally.unreadable += 1;
+                format!("UNREADABLE  {} ({what}): {error}", path.display())
+            }
+        };
+        writeln!(output, "{line}").map_err(Stop::Output)
+    });
+    match walked {
+        Ok(()) => {}
+        Err(Stop::Index(source)) => return Err(store.index_error()(source)),
+        Err(Stop::Output(error)) => return Err(CliError::Output(error)),
+    }
+    let files = tally.stored + tally.quarantined;
+    writeln!(
+        output,
+        "verified {files} files ({} stored, {} quarantined): \
+         {} missing, {} wrong size, {} checksum mismatch, {} unreadable; {} bytes intact",
+        tally.stored,
+        tally.quarantined,
+        tally.missing,
+        tally.wrong_size,
+        tally.checksum,
+        tally.unreadable,
+        tally.bytes,
+    )?;
+    if tally.changed > 0 {
+        writeln!(
+            output,
+            "({} entries changed by another process during verify were skipped)",
+            tally.changed
+        )?;
+    }
+    if tally.problems() == 0 {
+        writeln!(output, "OK")?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(output, "FAILED: {} problem(s)", tally.problems())?;
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,444 @@
+//! Start-up recovery: what `sluice serve` does to a data directory before it
+//! accepts the first association.
+//!
+//! After a crash the durability contract allows exactly two kinds of debris:
+//! files still being received (`tmp/`), and complete files that were never
+//! acknowledged because the index transaction naming them did not commit.
+//! Recovery removes the first, moves the second to `orphans/` (named by their
+//! file id, so nothing is lost), and checks the other direction: every index
+//! entry (stored instance or quarantine entry) must have its file, of the size
+//! the index records. One case is repaired: the ingest path writes a file
+//! into the area it expects (objects/ or quarantine/) and, in the rare case
+//! the index decides otherwise, moves it after the commit; a crash in between
+//! leaves a referenced file in the other area, and recovery renames it to the
+//! path the index names (same id, same size; nothing else is ever moved into
+//! place). Every other problem cannot be repaired here; it is logged (one
+//! warning each, naming the triplet) and returned in [`RecoveryReport`].
+//!
+//! Cost: the `objects/` and `quarantine/` trees are walked once (a directory
+//! read per fan-out directory, one index point lookup per file, no file
+//! read), then every index entry's file is `stat`ed once. Nothing is held in
+//! memory per file.
+//!
+//! Invariant: recovery never deletes a file whose file id the index
+//! references, nor moves one anywhere but to the exact path the index names
+//! for it (an interrupted quarantine release may leave a referenced file
+//! under both names: both stay); only `tmp/` is ever deleted from.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sluice_index::{Index, IndexError, Triplet};
+
+use crate::cli::walk::{for_each_indexed_file, walk_files, IndexedFile};
+use crate::store::layout::{Area, Layout};
+
+/// Problems of each kind kept in the report (all are counted and logged).
+pub const PROBLEMS_KEPT_MAX: usize = 10_000;
+
+/// Most `.N` suffixes tried when an orphan's name is taken in `orphans/`.
+const ORPHAN_NAME_SUFFIX_MAX: u32 = 1000;
+
+/// An index entry whose file is missing or of the wrong size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedEntry {
+    /// The instance's identity.
+    pub triplet: Triplet,
+    /// The quarantine entry's id, when the entry is a quarantined duplicate.
+    pub quarantine_id: Option<u64>,
+    /// Where its file should be.
+    pub path: PathBuf,
+    /// The size the index records.
+    pub expected_bytes: u64,
+    /// The size found; `None` when the file is missing.
+    pub actual_bytes: Option<u64>,
+    /// For a missing file: a file with its id in the other area, left there
+    /// because its size is not the recorded one.
+    pub other_area_path: Option<PathBuf>,
+}
+
+/// What start-up recovery did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Files removed from `tmp/`.
+    pub temp_files_removed: u64,
+    /// Files of `objects/` and `quarantine/` without an index entry, moved to `orphans/`.
+    pub orphans_moved: u64,
+    /// Indexed files found in the other area (objects/ for a quarantine
+    /// entry, or the reverse) with the recorded size, renamed into place.
+    pub misplaced_moved: u64,
+    /// Index entries checked (stored instances and quarantine entries).
+    pub entries_checked: u64,
+    /// Index entries whose file is missing (at most [`PROBLEMS_KEPT_MAX`]).
+    pub missing_files: Vec<DamagedEntry>,
+    /// All index entries whose file is missing.
+    pub missing_files_total: u64,
+    /// Index entries whose file has another size than recorded (at most
+    /// [`PROBLEMS_KEPT_MAX`]).
+    pub wrong_size: Vec<DamagedEntry>,
+    /// All index entries whose file has the wrong size.
+    pub wrong_size_total: u64,
+    /// How long recovery took.
+    pub elapsed: Duration,
+}
+
+impl RecoveryReport {
+    /// True when every index entry has its file at the recorded size.
+    pub fn index_is_whole(&self) -> bool {
+        self.missing_files_total == 0 && self.wrong_size_total == 0
+    }
+}
+
+impl fmt::Display for RecoveryReport {
+    /// One line for the log:
+    /// `recovery: 2 temporary files removed, 1 unindexed file moved to orphans/,
+    /// 10 index entries checked: 1 file missing, 1 of the wrong size (0.004 s)`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |count: u64, one: &'static str, many: &'static str| {
+            if count == 1 {
+                one
+            } else {
+                many
+            }
+        };
+        write!(
+            formatter,
+            "recovery: {} temporary {} removed, {} unindexed {} moved to orphans/, \
+             {} index {} checked: {} {} missing, {} of the wrong size",
+            self.temp_files_removed,
+            plural(self.temp_files_removed, "file", "files"),
+            self.orphans_moved,
+            plural(self.orphans_moved, "file", "files"),
+            self.entries_checked,
+            plural(self.entries_checked, "entry", "entries"),
+            self.missing_files_total,
+            plural(self.missing_files_total, "file", "files"),
+            self.wrong_size_total,
+        )?;
+        if self.misplaced_moved > 0 {
+            write!(
+                formatter,
+                ", {} misplaced {} moved into place",
+                self.misplaced_moved,
+                plural(self.misplaced_moved, "file", "files"),
+            )?;
+        }
+        write!(formatter, " ({:.3} s)", self.elapsed.as_secs_f64())
+    }
+}
+
+/// Why recovery could not finish; the server must not start on a data
+/// directory it could not check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// The index could not be read.
+    #[error("recovery could not read the index: {0}")]
+    Index(#[from] IndexError),
+    /// A file or directory operation failed.
+    #[error("recovery could not {operation} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError {
+    let path = path.to_owned();
+    move |source| RecoveryError::Io {
+        operation,
+        path,
+        source,
+    }
+}
+
+/// A free name in `orphans/` for `file_name`: the name itself, else
+/// `name.1`, `name.2`, ...
+fn orphan_destination(orphans_dir: &Path, file_name: &str) -> Result<PathBuf, RecoveryError> {
+    let plain = orphans_dir.join(file_name);
+    if !plain.exists() {
+        return Ok(plain);
+    }
+    for suffix in 1..=ORPHAN_NAME_SUFFIX_MAX {
+        let candidate = orphans_dir.join(format!("{file_name}.{suffix}"));
+        if !candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(RecoveryError::Io {
+        operation: "find a free name in",
+        path: orphans_dir.to_owned(),
+        source: std::io::Error::other(format!(
+            "{file_name} and its {ORPHAN_NAME_SUFFIX_MAX} numbered variants all exist"
+        )),
+    })
+}
+
+/// What the other area holds for a missing indexed file.
+enum Misplaced {
+    /// Nothing with its id.
+    Absent,
+    /// A file of the recorded size, now renamed to the indexed path.
+    Moved,
+    /// A file of another size, left where it is.
+    Left(PathBuf),
+}
+
+/// Looks for a missing indexed file in the other area (where the ingest path
+/// put it before the index decided its area) and renames it into place if it
+/// has the recorded size.
+fn move_from_other_area(
+    layout: &Layout,
+    file: &IndexedFile,
+    indexed_path: &Path,
+) -> Result<Misplaced, RecoveryError> {
+    let other_area = match file.area {
+        Area::Objects => Area::Quarantine,
+        Area::Quarantine => Area::Objects,
+    };
+    let other = layout.area_path(other_area, file.record.file_id);
+    let size = match std::fs::metadata(&other) {
+        Ok(metadata) => metadata.len(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Misplaced::Absent),
+        Err(error) => return Err(io_error("read", &other)(error)),
+    };
+    if size != file.record.file_size_bytes {
+        return Ok(Misplaced::Left(other));
+    }
+    let target_dir = layout.fanout_dir(file.area, file.record.file_id);
+    std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
+    std::fs::rename(&other, indexed_path).map_err(io_error("move", &other))?;
+    for dir in [
+        target_dir.as_path(),
+        other.parent().unwrap_or(Path::new(".")),
+    ] {
+        std::fs::File::open(dir)
+            .and_then(|handle| handle.sync_all())
+            .map_err(io_error("sync directory", dir))?;
+    }
+    tracing::debug!(
+        from = %other.display(),
+        to = %indexed_path.display(),
+        sop = %file.triplet.sop_instance_uid,
+        "recovery: indexed file found in the other area, moved into place"
+    );
+    Ok(Misplaced::Moved)
+}
+
+/// Runs start-up recovery on the data directory of `layout`, whose index is
+/// `index`. Call it before accepting associations (nothing may be writing
+/// the data directory meanwhile). Logs one warning per damaged index entry
+/// and one info line with the report's summary.
+pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, RecoveryError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+
+    // 1. Files being received when the process stopped were never
+    //    acknowledged: remove them (the per-core directories stay).
+    let tmp_dir = layout.tmp_dir();
+    let mut temp_files = Vec::new();
+    walk_files(&tmp_dir, |path, _| {
+        temp_files.push(path.to_owned());
+        Ok(())
+    })
+    .map_err(io_error("read", &tmp_dir))?;
+    for path in &temp_files {
+        std::fs::remove_file(path).map_err(io_error("remove", path))?;
+        report.temp_files_removed += 1;
+    }
+
+    // 2. Files in objects/ and quarantine/ that no index entry references.
+    let orphans_dir = layout.orphans_dir();
+    let mut dirs_to_sync = BTreeSet::new();
+    for area in [Area::Objects, Area::Quarantine] {
+        let area_dir = layout.area_dir(area);
+        let mut unreferenced = Vec::new();
+        {
+            let txn = index.read()?;
+            let mut lookup_error = None;
+            walk_files(&area_dir, |path, _| {
+                let referenced = match layout.parse_area_path(path) {
+                    // A name this layout never produces cannot be referenced.
+                    None => false,
+                    Some((_, file_id)) => match txn.file_role(file_id) {
+                        Ok(role) => role.is_some(),
+                        Err(error) => {
+                            lookup_error.get_or_insert(error);
+                            true
+                        }
+                    },
+                };
+                if !referenced {
+                    unreferenced.push(path.to_owned());
+                }
+                Ok(())
+            })
+            .map_err(io_error("read", &area_dir))?;
+            if let Some(error) = lookup_error {
+                return Err(error.into());
+            }
+        }
+        if !unreferenced.is_empty() {
+            std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;
+        }
+        for path in unreferenced {
+            let name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "unnamed".to_owned());
+            let destination = orphan_destination(&orphans_dir, &name)?;
+            std::fs::rename(&path, &destination).map_err(io_error("move", &path))?;
+            // Debug only: the summary line says how many; orphans/ holds them.
+            tracing::debug!(
+                from = %path.display(),
+                to = %destination.display(),
+                "recovery: file without an index entry moved to orphans/"
+            );
+            if let Some(parent) = path.parent() {
+                dirs_to_sync.insert(parent.to_owned());
+            }
+            dirs_to_sync.insert(orphans_dir.clone());
+            report.orphans_moved += 1;
+        }
+    }
+    if report.temp_files_removed > 0 {
+        for path in &temp_files {
+            if let Some(parent) = path.parent() {
+                dirs_to_sync.insert(parent.to_owned());
+            }
+        }
+    }
+    // The moves and removals are made durable before the server starts
+    // writing new files beside them.
+    for dir in &dirs_to_sync {
+        std::fs::File::open(dir)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error("sync directory", dir))?;
+    }
+
+    // 3. Every index entry must have its file, of the recorded size.
+    let mut stat_error = None;
+    for_each_indexed_file(index, |file| {
+        report.entries_checked += 1;
+        let path = file.path(layout);
+        let expected_bytes = file.record.file_size_bytes;
+        let mut other_area_path = None;
+        let actual_bytes = match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.len() == expected_bytes => return Ok(()),
+            Ok(metadata) => Some(metadata.len()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                match move_from_other_area(layout, &file, &path) {
+                    Ok(Misplaced::Moved) => {
+                        report.misplaced_moved += 1;
+                        return Ok(());
+                    }
+                    Ok(Misplaced::Left(other)) => other_area_path = Some(other),
+                    Ok(Misplaced::Absent) => {}
+                    Err(error) => {
+                        stat_error.get_or_insert(error);
+                        return Ok(());
+                    }
+                }
+                None
+            }
+            Err(error) => {
+                stat_error.get_or_insert(io_error("read", &path)(error));
+                return Ok(());
+            }
+        };
+        let triplet = &file.triplet;
+        let entry = DamagedEntry {
+            triplet: file.triplet.clone(),
+            quarantine_id: file.quarantine_id,
+            path: path.clone(),
+            expected_bytes,
+            actual_bytes,
+            other_area_path,
+        };
+        match actual_bytes {
+            None => {
+                tracing::warn!(
+                    study = %triplet.study_instance_uid,
+                    series = %triplet.series_instance_uid,
+                    sop = %triplet.sop_instance_uid,
+                    quarantine_id = ?file.quarantine_id,
+                    path = %path.display(),
+                    "recovery: indexed file is missing"
+                );
+                report.missing_files_total += 1;
+                if report.missing_files.len() < PROBLEMS_KEPT_MAX {
+                    report.missing_files.push(entry);
+                }
+            }
+            Some(actual) => {
+                tracing::warn!(
+                    study = %triplet.study_instance_uid,
+                    series = %triplet.series_instance_uid,
+                    sop = %triplet.sop_instance_uid,
+                    quarantine_id = ?file.quarantine_id,
+                    path = %path.display(),
+                    expected_bytes,
+                    actual_bytes = actual,
+                    "recovery: indexed file has the wrong size"
+                );
+                report.wrong_size_total += 1;
+                if report.wrong_size.len() < PROBLEMS_KEPT_MAX {
+                    report.wrong_size.push(entry);
+                }
+            }
+        }
+        Ok::<(), RecoveryError>(())
+    })?;
+    if let Some(error) = stat_error {
+        return Err(error);
+    }
+    report.elapsed = started.elapsed();
+    if report.index_is_whole() {
+        tracing::info!("{report}");
+    } else {
+        tracing::warn!("{report}");
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphan_names_never_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = orphan_destination(dir.path(), "a.dcm").unwrap();
+        assert_eq!(first, dir.path().join("a.dcm"));
+        std::fs::write(&first, b"1").unwrap();
+        let second = orphan_destination(dir.path(), "a.dcm").unwrap();
+        assert_eq!(second, dir.path().join("a.dcm.1"));
+        std::fs::write(&second, b"2").unwrap();
+        assert_eq!(
+            orphan_destination(dir.path(), "a.dcm").unwrap(),
+            dir.path().join("a.dcm.2")
+        );
+    }
+
+    #[test]
+    fn the_summary_is_one_line_with_plurals() {
+        let report = RecoveryReport {
+            temp_files_removed: 1,
+            orphans_moved: 2,
+            entries_checked: 1,
+            missing_files_total: 1,
+            ..RecoveryReport::default()
+        };
+        assert_eq!(
+            report.to_string(),
+            "recovery: 1 temporary file removed, 2 unindexed files moved to orphans/, \
+             1 index entry checked: 1 file missing, 0 of the wrong size (0.000 s)"
+        );
+    }
+}

@@ -1,0 +1,1814 @@
+//! One core's association handler: an explicit state machine driven by
+//! `sluice-io` completions. It owns, per core, the connections (each with
+//! its `sluice-net` association state machine and stream decoder), the
+//! instances being received and made durable ("jobs"), and the batch of
+//! durable instances waiting for the index writer.
+//!
+//! The durability order of one instance lives in [`CoreHandler`]'s job
+//! steps and nowhere else:
+//!
+//! 1. data PDV slices of the receive buffers are written into
+//!    `tmp/<core>/<id>.dcm` after the Part 10 header (no copy);
+//! 2. on the last fragment the head scanner's verdict is checked; a refused
+//!    data set is unlinked and answered with its status;
+//! 3. every write completed -> `fdatasync` of the file;
+//! 4. rename into `objects/ab/cd/` (or `quarantine/ab/cd/` when the triplet
+//!    is already stored), then `fsync` of that directory;
+//! 5. the instance joins the core's index batch (group commit window /
+//!    maximum batch), submitted to the single index writer;
+//! 6. the writer's answer comes back through the core's mailbox: only then
+//!    is the C-STORE-RSP sent (0000, or a failure with the file removed).
+//!
+//! Any error on the way fails that instance with an A7xx status, never
+//! retried into a success.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_index::{
+    BatchResult, ConflictPolicy, Disposition, DuplicatePolicy, FileId, IndexError, IndexWriter,
+    InstanceRecord, NewInstance, SeriesAttributes, StoreOutcome, StoreRequest, StudyAttributes,
+    SubmitError, Triplet, WriteOp, WriteOutcome,
+};
+use sluice_io::{
+    At, ConnId, Core, CoreSender, Event, Handler, IoBuf, OpenOptions, RecvBuf, SyncKind, TimerId,
+    IOVECS_PER_WRITE_MAX,
+};
+use sluice_net::assoc::{
+    negotiate, Action, Association, AssociationLoad, Indication, Input, InvalidPdu,
+    NegotiationOutcome, Role,
+};
+use sluice_net::dimse::{CEchoRsp, CStoreRq, CStoreRsp, Command, Status, StatusDetail};
+use sluice_net::pdata::{encode_message, StreamDecoder, StreamEvent};
+use sluice_net::pdu::{AssociateRj, DecodeLimits, RejectReason, RejectResult};
+use sluice_net::scan::{check_store, DatasetHead, Field, HeadScanner, StoreCheck};
+use sluice_net::uid::{self, TransferSyntaxFacts};
+
+use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING, INSTANCES_IN_FLIGHT_PER_CORE_MAX};
+use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, UidConflictPolicy};
+use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
+use crate::store::part10::{file_header, FileMeta};
+use crate::store::StoreEvent;
+
+/// The failure status answered when the `reject` duplicate policy refuses
+/// a newcomer: 0111 Duplicate SOP Instance (PS3.7 C.4.2 lists it for
+/// C-STORE-capable services; DCMTK and dcm4chee use it for the same case).
+pub const STATUS_DUPLICATE_REJECTED: Status = Status::DUPLICATE_SOP_INSTANCE;
+
+/// Longest command set accepted (a C-STORE-RQ is ~200 bytes).
+const COMMAND_BYTES_MAX: usize = 64 * 1024;
+/// How long a free-space reading is trusted.
+const FREE_SPACE_CACHE: Duration = Duration::from_millis(100);
+/// How long the index writer's callback may wait for room in a core's mailbox.
+const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(600);
+
+// Tags: the kind in the top byte, a connection serial or job key below.
+const TAG_SEND: u64 = 1 << 56;
+const TAG_CONN_TIMER: u64 = 2 << 56;
+const TAG_OPEN: u64 = 3 << 56;
+const TAG_WRITE: u64 = 4 << 56;
+const TAG_SYNC: u64 = 5 << 56;
+const TAG_RENAME: u64 = 6 << 56;
+const TAG_DIR_OPEN: u64 = 7 << 56;
+const TAG_DIR_SYNC: u64 = 8 << 56;
+const TAG_COMMIT_TIMER: u64 = 9 << 56;
+const TAG_IGNORED: u64 = 10 << 56;
+const TAG_KIND_MASK: u64 = 0xff << 56;
+
+/// Messages from other threads to a core.
+#[derive(Debug)]
+pub(crate) enum CoreMessage {
+    /// The index writer committed (or failed) a batch of this core's jobs.
+    Committed {
+        /// The jobs, in the order of the batch's operations.
+        jobs: Vec<u64>,
+        /// The writer's answer.
+        result: BatchResult,
+    },
+}
+
+/// The C-STORE status for an index failure: the disk-space statuses for a
+/// full map or disk (A711: resources the operator must add), A700 otherwise.
+pub fn status_of_index_error(error: &IndexError) -> Status {
+    match error {
+        IndexError::MapFull { .. } | IndexError::DiskFull { .. } => Status::OUT_OF_DISK_SPACE,
+        _ => Status::OUT_OF_RESOURCES,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    Artim,
+    Idle,
+}
+
+/// What a connection is doing with incoming data PDVs.
+#[derive(Debug)]
+enum Receiving {
+    /// Streaming into the job's file.
+    Job(u64),
+    /// Refused at the command: the data set is read and dropped, then
+    /// answered with this status.
+    Discard(Refusal),
+}
+
+#[derive(Debug, Clone)]
+struct Refusal {
+    context_id: u8,
+    rq: CStoreRq,
+    status: Status,
+    reason: String,
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: ConnId,
+    peer: Option<SocketAddr>,
+    association: Association,
+    decoder: StreamDecoder,
+    timer_kind: Option<TimerKind>,
+    timer_deadline: Instant,
+    timer_armed: Option<TimerId>,
+    deliver_pdata: bool,
+    command_bytes: Vec<u8>,
+    command_context_id: u8,
+    receiving: Option<Receiving>,
+    sends_in_flight: u32,
+    close_when_sent: bool,
+    closing: bool,
+    counted: bool,
+    calling_ae_title: String,
+    called_ae_title: String,
+    contexts_accepted: usize,
+    started: Instant,
+    instances_stored: u64,
+    instances_failed: u64,
+    bytes_received: u64,
+    outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Receiving,
+    Syncing,
+    Renaming,
+    DirOpening,
+    DirSyncing,
+    Indexing,
+}
+
+#[derive(Debug)]
+struct Job {
+    conn_serial: u64,
+    context_id: u8,
+    rq: CStoreRq,
+    calling_ae_title: String,
+    transfer_syntax_uid: String,
+    facts: TransferSyntaxFacts,
+    file_id: FileId,
+    tmp_path: PathBuf,
+    area: Area,
+    final_path: PathBuf,
+    file: Option<sluice_io::FileId>,
+    opened: bool,
+    header_bytes: u64,
+    /// Bytes handed to writes so far (header included).
+    queued_until: u64,
+    pending: Vec<IoBuf>,
+    pending_bytes: u64,
+    writes_in_flight: u32,
+    scanner: Option<HeadScanner>,
+    hasher: DatasetHasher,
+    dataset_bytes: u64,
+    complete: bool,
+    phase: Phase,
+    renamed: bool,
+    failure: Option<(Status, String)>,
+    instance: Option<NewInstance>,
+}
+
+/// One core's handler.
+pub(crate) struct CoreHandler {
+    shared: Arc<ServerShared>,
+    core_index: usize,
+    ids: FileIdGenerator,
+    writer: IndexWriter,
+    sender: Option<CoreSender<CoreMessage>>,
+    next_serial: u64,
+    conns: HashMap<u64, Conn>,
+    serial_of: HashMap<ConnId, u64>,
+    next_job: u64,
+    jobs: HashMap<u64, Job>,
+    ready: Vec<u64>,
+    commit_timer: Option<TimerId>,
+    known_dirs: HashSet<PathBuf>,
+    abandoned_opens: HashMap<u64, PathBuf>,
+    free_space: Option<(Instant, u64)>,
+    durability_failures: u32,
+}
+
+impl std::fmt::Debug for CoreHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreHandler")
+            .field("core_index", &self.core_index)
+            .field("connections", &self.conns.len())
+            .field("jobs", &self.jobs.len())
+            .finish()
+    }
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl CoreHandler {
+    pub(crate) fn new(shared: Arc<ServerShared>, core_index: usize) -> Self {
+        let writer = shared.store.index().writer();
+        CoreHandler {
+            ids: FileIdGenerator::new(u16::try_from(core_index).unwrap_or(u16::MAX)),
+            shared,
+            core_index,
+            writer,
+            sender: None,
+            next_serial: 0,
+            conns: HashMap::new(),
+            serial_of: HashMap::new(),
+            next_job: 0,
+            jobs: HashMap::new(),
+            ready: Vec::new(),
+            commit_timer: None,
+            known_dirs: HashSet::new(),
+            abandoned_opens: HashMap::new(),
+            free_space: None,
+            durability_failures: 0,
+        }
+    }
+
+    fn config(&self) -> &crate::config::Config {
+        self.shared.store.config()
+    }
+
+    // ----- connections -----
+
+    fn accepted(&mut self, core: &mut Core, id: ConnId, peer: Option<SocketAddr>) {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let mut conn = Conn {
+            id,
+            peer,
+            association: Association::new(Role::Acceptor),
+            decoder: StreamDecoder::new(DecodeLimits::default()),
+            timer_kind: None,
+            timer_deadline: Instant::now(),
+            timer_armed: None,
+            deliver_pdata: false,
+            command_bytes: Vec::new(),
+            command_context_id: 0,
+            receiving: None,
+            sends_in_flight: 0,
+            close_when_sent: false,
+            closing: false,
+            counted: false,
+            calling_ae_title: String::new(),
+            called_ae_title: String::new(),
+            contexts_accepted: 0,
+            started: Instant::now(),
+            instances_stored: 0,
+            instances_failed: 0,
+            bytes_received: 0,
+            outcome: None,
+        };
+        self.serial_of.insert(id, serial);
+        tracing::trace!(core = self.core_index, serial, peer = ?peer, "accepted");
+        self.input(core, serial, &mut conn, Input::TransportConnectIndication);
+        self.conns.insert(serial, conn);
+    }
+
+    fn received(&mut self, core: &mut Core, serial: u64, conn: &mut Conn, data: &RecvBuf) {
+        conn.bytes_received += data.len() as u64;
+        tracing::trace!(
+            core = self.core_index,
+            serial,
+            length = data.len(),
+            "received"
+        );
+        let mut offset = 0usize;
+        while offset < data.len() && !conn.closing && !conn.close_when_sent {
+            let Some(input) = data.get(offset..) else {
+                break;
+            };
+            let step = match conn.decoder.next_event(input) {
+                Ok(step) => step,
+                Err(error) => {
+                    tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "malformed PDU; aborting the association");
+                    let pdu_type = conn.decoder.failed_pdu_type();
+                    self.input(
+                        core,
+                        serial,
+                        conn,
+                        Input::InvalidPdu(InvalidPdu::new(pdu_type, &error)),
+                    );
+                    return;
+                }
+            };
+            let start = offset;
+            offset += step.consumed;
+            let _ = start;
+            match step.event {
+                None => break,
+                Some(StreamEvent::Control(pdu)) => {
+                    self.input(core, serial, conn, Input::PduReceived(pdu));
+                }
+                Some(StreamEvent::PDataStart { .. }) => {
+                    let actions = conn
+                        .association
+                        .handle(Input::PDataReceived)
+                        .unwrap_or_default();
+                    conn.deliver_pdata = actions.contains(&Action::Indication(Indication::PData));
+                    self.perform(core, serial, conn, actions);
+                }
+                Some(StreamEvent::PdvFragment(fragment)) => {
+                    if !conn.deliver_pdata {
+                        continue;
+                    }
+                    let message_complete = fragment.is_last && fragment.pdv_complete;
+                    if fragment.is_command {
+                        if conn.command_bytes.len() + fragment.bytes.len() > COMMAND_BYTES_MAX {
+                            self.abort(core, serial, conn, "command set too long");
+                            return;
+                        }
+                        conn.command_bytes.extend_from_slice(fragment.bytes);
+                        conn.command_context_id = fragment.presentation_context_id;
+                        if message_complete {
+                            let bytes = std::mem::take(&mut conn.command_bytes);
+                            self.command(
+                                core,
+                                serial,
+                                conn,
+                                fragment.presentation_context_id,
+                                &bytes,
+                            );
+                        }
+                    } else {
+                        // The fragment borrows `data`: find its range to lend
+                        // the same memory to the file write (no copy).
+                        let begin =
+                            (fragment.bytes.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
+                        let slice = data.slice(begin..begin + fragment.bytes.len());
+                        self.dataset_fragment(
+                            core,
+                            serial,
+                            conn,
+                            fragment.presentation_context_id,
+                            fragment.bytes,
+                            slice,
+                            message_complete,
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(Receiving::Job(key)) = conn.receiving {
+            self.flush_writes(core, key);
+        }
+    }
+
+    fn abort(&mut self, core: &mut Core, serial: u64, conn: &mut Conn, reason: &str) {
+        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, reason, "aborting the association");
+        conn.outcome = Some(format!("aborted by Sluice: {reason}"));
+        self.input(core, serial, conn, Input::AbortRequest);
+        conn.close_when_sent = true;
+        self.maybe_close(core, conn);
+    }
+
+    fn input(&mut self, core: &mut Core, serial: u64, conn: &mut Conn, input: Input) {
+        match conn.association.handle(input) {
+            Ok(actions) => self.perform(core, serial, conn, actions),
+            Err(error) => {
+                tracing::debug!(peer = ?conn.peer, %error, "association state machine refused an input");
+            }
+        }
+    }
+
+    fn perform(&mut self, core: &mut Core, serial: u64, conn: &mut Conn, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::SendPdu(bytes) => self.send(core, serial, conn, bytes),
+                Action::StartArtimTimer => {
+                    let after = self.config().network.artim_timeout_ms;
+                    self.arm_timer(core, serial, conn, TimerKind::Artim, after);
+                }
+                Action::StartIdleTimer => {
+                    let after = self.config().network.idle_timeout_ms;
+                    self.arm_timer(core, serial, conn, TimerKind::Idle, after);
+                }
+                Action::StopArtimTimer | Action::StopIdleTimer => conn.timer_kind = None,
+                Action::CloseTransport => {
+                    conn.close_when_sent = true;
+                    self.maybe_close(core, conn);
+                }
+                Action::ConnectTransport => {}
+                Action::Indication(indication) => self.indication(core, serial, conn, indication),
+            }
+        }
+    }
+
+    fn send(&mut self, core: &mut Core, serial: u64, conn: &mut Conn, bytes: Vec<u8>) {
+        if conn.closing {
+            return;
+        }
+        let length = bytes.len();
+        match core.send(conn.id, bytes, TAG_SEND | serial) {
+            Ok(()) => {
+                conn.sends_in_flight += 1;
+                tracing::trace!(
+                    core = self.core_index,
+                    serial,
+                    length,
+                    in_flight = conn.sends_in_flight,
+                    "send queued"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(peer = ?conn.peer, %error, "cannot queue a send; closing");
+                conn.outcome
+                    .get_or_insert_with(|| format!("send failed: {error}"));
+                conn.close_when_sent = true;
+            }
+        }
+    }
+
+    fn maybe_close(&mut self, core: &mut Core, conn: &mut Conn) {
+        if conn.close_when_sent && conn.sends_in_flight == 0 && !conn.closing {
+            conn.closing = true;
+            core.close_connection(conn.id);
+        }
+    }
+
+    /// One timer per connection: a later deadline only moves the deadline,
+    /// the armed timer re-arms itself when it fires early. This keeps the
+    /// idle timer (restarted on every PDU) at one operation per period.
+    fn arm_timer(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        kind: TimerKind,
+        after: Duration,
+    ) {
+        conn.timer_kind = Some(kind);
+        conn.timer_deadline = Instant::now() + after;
+        if conn.timer_armed.is_none() {
+            match core.timer(after, TAG_CONN_TIMER | serial) {
+                Ok(timer) => conn.timer_armed = Some(timer),
+                Err(error) => tracing::warn!(%error, "cannot arm an association timer"),
+            }
+        }
+    }
+
+    fn timer_fired(&mut self, core: &mut Core, serial: u64, conn: &mut Conn) {
+        conn.timer_armed = None;
+        let Some(kind) = conn.timer_kind else {
+            return;
+        };
+        let now = Instant::now();
+        if now < conn.timer_deadline {
+            let remaining = conn.timer_deadline - now;
+            if let Ok(timer) = core.timer(remaining, TAG_CONN_TIMER | serial) {
+                conn.timer_armed = Some(timer);
+            }
+            return;
+        }
+        conn.timer_kind = None;
+        let (input, what) = match kind {
+            TimerKind::Artim => (Input::ArtimExpired, "ARTIM timeout"),
+            TimerKind::Idle => (Input::IdleExpired, "idle timeout"),
+        };
+        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, "{what}: aborting the association");
+        conn.outcome = Some(what.to_owned());
+        self.input(core, serial, conn, input);
+    }
+
+    fn indication(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        indication: Indication,
+    ) {
+        match indication {
+            Indication::AssociateRequest(rq) => {
+                conn.calling_ae_title = rq.calling_ae_title.trim().to_owned();
+                conn.called_ae_title = rq.called_ae_title.trim().to_owned();
+                let outcome = self.negotiate_limited(&rq);
+                match &outcome {
+                    NegotiationOutcome::Accept { negotiated, .. } => {
+                        conn.decoder
+                            .set_pdata_length_max(negotiated.pdu_length_max_local);
+                        conn.counted = true;
+                        conn.contexts_accepted = negotiated.presentation_contexts.len();
+                    }
+                    NegotiationOutcome::Reject(rj) => {
+                        let (result, source, reason) = rj.codes();
+                        tracing::warn!(
+                            peer = ?conn.peer,
+                            calling_ae = %conn.calling_ae_title,
+                            called_ae = %conn.called_ae_title,
+                            "association rejected: result {result}, source {source}, reason {reason}"
+                        );
+                        conn.outcome = Some(format!("rejected {result}/{source}/{reason}"));
+                    }
+                }
+                self.input(core, serial, conn, Input::AssociateResponse(outcome.into()));
+            }
+            Indication::ReleaseRequest | Indication::ReleaseCollision => {
+                conn.outcome.get_or_insert_with(|| "released".to_owned());
+                self.input(core, serial, conn, Input::ReleaseResponse);
+            }
+            Indication::Aborted(cause) => {
+                conn.outcome
+                    .get_or_insert_with(|| format!("aborted: {cause:?}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Negotiation under the association limits: global and per calling AE,
+    /// counted atomically across cores (increment first, undo on refusal).
+    fn negotiate_limited(&self, rq: &sluice_net::pdu::AssociateRq) -> NegotiationOutcome {
+        let network = &self.config().network;
+        let current = self.shared.established.fetch_add(1, Ordering::SeqCst);
+        let load = AssociationLoad {
+            current,
+            limit: network.max_associations,
+        };
+        let mut outcome = negotiate(&self.shared.policy, rq, load);
+        if matches!(outcome, NegotiationOutcome::Accept { .. }) {
+            let calling = rq.calling_ae_title.trim().to_owned();
+            let over = match self.shared.per_calling_ae.lock() {
+                Ok(mut per_ae) => {
+                    let count = per_ae.entry(calling).or_insert(0);
+                    if *count >= network.max_associations_per_calling_ae {
+                        true
+                    } else {
+                        *count += 1;
+                        false
+                    }
+                }
+                Err(_) => true,
+            };
+            if over {
+                outcome = NegotiationOutcome::Reject(AssociateRj {
+                    result: RejectResult::Transient,
+                    reason: RejectReason::LocalLimitExceeded,
+                });
+            }
+        }
+        if !matches!(outcome, NegotiationOutcome::Accept { .. }) {
+            self.shared.established.fetch_sub(1, Ordering::SeqCst);
+        }
+        outcome
+    }
+
+    fn connection_ended(&mut self, core: &mut Core, serial: u64, mut conn: Conn) {
+        if let Some(Receiving::Job(key)) = conn.receiving.take() {
+            self.abandon_job(core, key);
+        }
+        if conn.counted {
+            self.shared.established.fetch_sub(1, Ordering::SeqCst);
+            if let Ok(mut per_ae) = self.shared.per_calling_ae.lock() {
+                if let Some(count) = per_ae.get_mut(&conn.calling_ae_title) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        per_ae.remove(&conn.calling_ae_title);
+                    }
+                }
+            }
+        }
+        if let Some(timer) = conn.timer_armed.take() {
+            core.cancel_timer(timer);
+        }
+        for (key, job) in self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.conn_serial == serial)
+        {
+            tracing::debug!(
+                job = key,
+                phase = ?job.phase,
+                complete = job.complete,
+                opened = job.opened,
+                writes_in_flight = job.writes_in_flight,
+                pending = job.pending.len(),
+                ready = self.ready.len(),
+                commit_timer = self.commit_timer.is_some(),
+                "instance still in progress when its association ended"
+            );
+        }
+        tracing::info!(
+            peer = %conn.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+            calling_ae = %conn.calling_ae_title,
+            called_ae = %conn.called_ae_title,
+            contexts_accepted = conn.contexts_accepted,
+            instances_stored = conn.instances_stored,
+            instances_failed = conn.instances_failed,
+            bytes = conn.bytes_received,
+            duration_ms = conn.started.elapsed().as_millis() as u64,
+            outcome = %conn.outcome.take().unwrap_or_else(|| "connection closed".to_owned()),
+            "association ended"
+        );
+    }
+
+    // ----- DIMSE -----
+
+    fn command(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        bytes: &[u8],
+    ) {
+        let command = match Command::decode(bytes) {
+            Ok(command) => command,
+            Err(error) => {
+                let reason = format!("undecodable command set: {error}");
+                self.abort(core, serial, conn, &reason);
+                return;
+            }
+        };
+        match command {
+            Command::CEchoRq(rq) => {
+                let rsp = Command::CEchoRsp(CEchoRsp {
+                    message_id_being_responded_to: rq.message_id,
+                    affected_sop_class_uid: Some(rq.affected_sop_class_uid),
+                    status: Status::SUCCESS,
+                    detail: StatusDetail::default(),
+                });
+                self.send_command(core, serial, conn, context_id, &rsp);
+            }
+            Command::CStoreRq(rq) => self.store_requested(core, serial, conn, context_id, rq),
+            other => {
+                let reason = format!("unsupported command {:?}", std::mem::discriminant(&other));
+                self.abort(core, serial, conn, &reason);
+            }
+        }
+    }
+
+    fn send_command(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        command: &Command,
+    ) {
+        let Ok(actions) = conn.association.handle(Input::PDataRequest) else {
+            return;
+        };
+        self.perform(core, serial, conn, actions);
+        let Some(pdu_length_max_peer) =
+            conn.association.negotiated().map(|n| n.pdu_length_max_peer)
+        else {
+            return;
+        };
+        let mut out = Vec::new();
+        let encoded = command.encode().ok().and_then(|bytes| {
+            encode_message(context_id, true, &bytes, pdu_length_max_peer, &mut out).ok()
+        });
+        if encoded.is_some() {
+            self.send(core, serial, conn, out);
+        }
+    }
+
+    fn free_space_bytes(&mut self) -> Option<u64> {
+        if let Some((at, bytes)) = self.free_space {
+            if at.elapsed() < FREE_SPACE_CACHE {
+                return Some(bytes);
+            }
+        }
+        let stats = rustix::fs::statvfs(self.shared.store.layout().root()).ok()?;
+        let bytes = stats.f_bavail.saturating_mul(stats.f_frsize);
+        self.free_space = Some((Instant::now(), bytes));
+        Some(bytes)
+    }
+
+    fn store_requested(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        rq: CStoreRq,
+    ) {
+        let refuse = |status: Status, reason: String| {
+            Receiving::Discard(Refusal {
+                context_id,
+                rq: rq.clone(),
+                status,
+                reason,
+            })
+        };
+        let context = conn
+            .association
+            .negotiated()
+            .and_then(|negotiated| negotiated.presentation_context(context_id))
+            .map(|context| {
+                (
+                    context.abstract_syntax.clone(),
+                    context.transfer_syntax.clone(),
+                )
+            });
+        let Some((abstract_syntax, transfer_syntax_uid)) = context else {
+            self.abort(
+                core,
+                serial,
+                conn,
+                "C-STORE on a presentation context that was not accepted",
+            );
+            return;
+        };
+        if conn.receiving.is_some() {
+            self.abort(
+                core,
+                serial,
+                conn,
+                "C-STORE-RQ before the previous data set ended",
+            );
+            return;
+        }
+        let floor = self.config().storage.free_space_floor;
+        let facts = uid::transfer_syntax(&transfer_syntax_uid).map(|ts| ts.facts);
+        conn.receiving = Some(if abstract_syntax != rq.affected_sop_class_uid {
+            refuse(
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                format!(
+                    "SOP class {} sent on the presentation context of {abstract_syntax}",
+                    rq.affected_sop_class_uid
+                ),
+            )
+        } else if self.shared.store.is_refusing() {
+            refuse(
+                Status::OUT_OF_RESOURCES,
+                "the store refuses after repeated durability failures".into(),
+            )
+        } else if self.jobs.len() >= INSTANCES_IN_FLIGHT_PER_CORE_MAX {
+            refuse(
+                Status::OUT_OF_MEMORY,
+                format!("{INSTANCES_IN_FLIGHT_PER_CORE_MAX} instances in flight on this core"),
+            )
+        } else if floor > 0 && self.free_space_bytes().is_some_and(|free| free < floor) {
+            refuse(
+                Status::OUT_OF_DISK_SPACE,
+                format!("free space below the floor of {floor} bytes"),
+            )
+        } else {
+            match (
+                facts,
+                HeadScanner::for_transfer_syntax(&transfer_syntax_uid),
+            ) {
+                (Some(facts), Ok(scanner)) => match self.start_job(
+                    core,
+                    serial,
+                    conn,
+                    context_id,
+                    &rq,
+                    transfer_syntax_uid,
+                    facts,
+                    scanner,
+                ) {
+                    Ok(key) => Receiving::Job(key),
+                    Err((status, reason)) => refuse(status, reason),
+                },
+                _ => refuse(
+                    Status::CANNOT_UNDERSTAND,
+                    format!("transfer syntax {transfer_syntax_uid} cannot be scanned"),
+                ),
+            }
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_job(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &Conn,
+        context_id: u8,
+        rq: &CStoreRq,
+        transfer_syntax_uid: String,
+        facts: TransferSyntaxFacts,
+        scanner: HeadScanner,
+    ) -> Result<u64, (Status, String)> {
+        let header = file_header(&FileMeta {
+            sop_class_uid: &rq.affected_sop_class_uid,
+            sop_instance_uid: &rq.affected_sop_instance_uid,
+            transfer_syntax_uid: &transfer_syntax_uid,
+            source_ae_title: &conn.calling_ae_title,
+        })
+        .map_err(|error| (Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, error.to_string()))?;
+        let file_id = self.ids.next_id().ok_or((
+            Status::OUT_OF_RESOURCES,
+            "file id counter exhausted".to_owned(),
+        ))?;
+        let layout = self.shared.store.layout();
+        let tmp_path = layout.tmp_path(self.core_index, file_id);
+        self.ensure_dir(&layout.tmp_dir_of_core(self.core_index))
+            .map_err(|error| {
+                (
+                    Status::OUT_OF_RESOURCES,
+                    format!("cannot create the temporary directory: {error}"),
+                )
+            })?;
+        self.next_job += 1;
+        let key = self.next_job;
+        core.open(
+            At::Cwd,
+            &tmp_path,
+            OpenOptions::create_new_write(),
+            TAG_OPEN | key,
+        )
+        .map_err(|error| {
+            (
+                Status::OUT_OF_MEMORY,
+                format!("cannot open a temporary file: {error}"),
+            )
+        })?;
+        let header_bytes = header.len() as u64;
+        let job = Job {
+            conn_serial: serial,
+            context_id,
+            rq: rq.clone(),
+            calling_ae_title: conn.calling_ae_title.clone(),
+            transfer_syntax_uid,
+            facts,
+            file_id,
+            tmp_path,
+            area: Area::Objects,
+            final_path: PathBuf::new(),
+            file: None,
+            opened: false,
+            header_bytes,
+            queued_until: 0,
+            pending: vec![IoBuf::from(header)],
+            pending_bytes: header_bytes,
+            writes_in_flight: 0,
+            scanner: Some(scanner),
+            hasher: DatasetHasher::new(),
+            dataset_bytes: 0,
+            complete: false,
+            phase: Phase::Receiving,
+            renamed: false,
+            failure: None,
+            instance: None,
+        };
+        self.jobs.insert(key, job);
+        Ok(key)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dataset_fragment(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        bytes: &[u8],
+        slice: Option<RecvBuf>,
+        message_complete: bool,
+    ) {
+        match &conn.receiving {
+            None => {
+                self.abort(core, serial, conn, "data set without a C-STORE-RQ");
+            }
+            Some(Receiving::Discard(refusal)) => {
+                if refusal.context_id != context_id {
+                    self.abort(
+                        core,
+                        serial,
+                        conn,
+                        "data set on another presentation context than its command",
+                    );
+                    return;
+                }
+                if message_complete {
+                    let refusal = refusal.clone();
+                    conn.receiving = None;
+                    self.refused(core, serial, conn, refusal);
+                }
+            }
+            Some(Receiving::Job(key)) => {
+                let key = *key;
+                let Some(job) = self.jobs.get_mut(&key) else {
+                    conn.receiving = None;
+                    return;
+                };
+                if job.context_id != context_id {
+                    self.abort(
+                        core,
+                        serial,
+                        conn,
+                        "data set on another presentation context than its command",
+                    );
+                    return;
+                }
+                job.dataset_bytes += bytes.len() as u64;
+                if job.failure.is_none() {
+                    if let Some(scanner) = job.scanner.as_mut() {
+                        // A structure error is kept by the scanner and
+                        // reported by `finish`; the bytes are still written
+                        // (they are unlinked on refusal).
+                        let _ = scanner.feed(bytes);
+                    }
+                    job.hasher.update(bytes);
+                    match slice {
+                        Some(slice) => {
+                            job.pending_bytes += slice.len() as u64;
+                            job.pending.push(IoBuf::from(slice));
+                        }
+                        None => {
+                            job.failure = Some((
+                                Status::OUT_OF_MEMORY,
+                                "receive buffer slice out of range".into(),
+                            ));
+                        }
+                    }
+                    if job.pending.len() >= IOVECS_PER_WRITE_MAX {
+                        self.flush_writes(core, key);
+                    }
+                }
+                if message_complete {
+                    conn.receiving = None;
+                    self.dataset_complete(core, key, conn);
+                }
+            }
+        }
+    }
+
+    fn refused(&mut self, core: &mut Core, serial: u64, conn: &mut Conn, refusal: Refusal) {
+        conn.instances_failed += 1;
+        tracing::warn!(
+            peer = ?conn.peer,
+            calling_ae = %conn.calling_ae_title,
+            sop_instance_uid = %refusal.rq.affected_sop_instance_uid,
+            status = %format!("{:04X}", refusal.status.0),
+            reason = %refusal.reason,
+            "C-STORE refused"
+        );
+        self.shared
+            .store
+            .shared
+            .events
+            .publish(StoreEvent::Rejected {
+                sop_instance_uid: refusal.rq.affected_sop_instance_uid.clone(),
+                calling_ae_title: conn.calling_ae_title.clone(),
+                status: refusal.status.0,
+                reason: refusal.reason.clone(),
+            });
+        let rsp = store_rsp(&refusal.rq, refusal.status);
+        self.send_command(core, serial, conn, refusal.context_id, &rsp);
+    }
+
+    fn dataset_complete(&mut self, core: &mut Core, key: u64, conn: &mut Conn) {
+        self.flush_writes(core, key);
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.complete = true;
+        if job.failure.is_none() {
+            let head = job.scanner.take().map(HeadScanner::finish);
+            let image_class = uid::is_image_sop_class(&job.rq.affected_sop_class_uid);
+            let verdict = match &head {
+                Some(head) => check_store(
+                    head,
+                    &StoreCheck {
+                        affected_sop_class_uid: &job.rq.affected_sop_class_uid,
+                        affected_sop_instance_uid: &job.rq.affected_sop_instance_uid,
+                        transfer_syntax: job.facts,
+                        image_class,
+                    },
+                )
+                .map_err(|rejection| (rejection.status(), rejection.to_string())),
+                None => Err((Status::CANNOT_UNDERSTAND, "no scanner".to_owned())),
+            };
+            match (verdict, head) {
+                (Ok(()), Some(head)) => {
+                    job.instance = Some(new_instance(job, &head));
+                }
+                (Err(failure), _) => job.failure = Some(failure),
+                (Ok(()), None) => job.failure = Some((Status::CANNOT_UNDERSTAND, "no head".into())),
+            }
+        }
+        if job.failure.is_some() {
+            self.fail_job(core, key, Some(conn));
+        } else {
+            self.maybe_sync(core, key);
+        }
+    }
+
+    // ----- the durability order -----
+
+    fn flush_writes(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        let Some(file) = job.file else {
+            return;
+        };
+        if job.failure.is_some() {
+            job.pending.clear();
+            return;
+        }
+        while !job.pending.is_empty() {
+            let take = job.pending.len().min(IOVECS_PER_WRITE_MAX);
+            let bufs: Vec<IoBuf> = job.pending.drain(..take).collect();
+            let length: u64 = bufs.iter().map(|buf| buf.len() as u64).sum();
+            match core.write_at(file, job.queued_until, bufs, TAG_WRITE | key) {
+                Ok(()) => {
+                    job.writes_in_flight += 1;
+                    job.queued_until += length;
+                    job.pending_bytes -= length;
+                }
+                Err(error) => {
+                    job.pending.clear();
+                    job.failure = Some((
+                        Status::OUT_OF_MEMORY,
+                        format!("cannot submit a write: {error}"),
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn maybe_sync(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.phase != Phase::Receiving
+            || !job.complete
+            || job.failure.is_some()
+            || job.writes_in_flight > 0
+            || !job.pending.is_empty()
+        {
+            return;
+        }
+        let Some(file) = job.file else {
+            return;
+        };
+        job.phase = Phase::Syncing;
+        if let Err(error) = core.sync(file, SyncKind::Data, TAG_SYNC | key) {
+            job.failure = Some((
+                Status::OUT_OF_RESOURCES,
+                format!("cannot submit fdatasync: {error}"),
+            ));
+            self.fail_job(core, key, None);
+        }
+    }
+
+    fn synced(&mut self, core: &mut Core, key: u64) {
+        let triplet_stored = {
+            let Some(job) = self.jobs.get(&key) else {
+                return;
+            };
+            let Some(instance) = job.instance.as_ref() else {
+                return;
+            };
+            let triplet = &instance.triplet;
+            // Under `replace` a newcomer always ends in objects/.
+            let replacing = self.shared.store.config().storage.duplicate_policy
+                == ConfigDuplicatePolicy::Replace;
+            !replacing
+                && self
+                    .shared
+                    .store
+                    .index()
+                    .read()
+                    .and_then(|read| {
+                        read.contains(
+                            &triplet.study_instance_uid,
+                            &triplet.series_instance_uid,
+                            &triplet.sop_instance_uid,
+                        )
+                    })
+                    .unwrap_or(false)
+        };
+        let layout = self.shared.store.layout().clone();
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if let Some(file) = job.file.take() {
+            let _ = core.close_file(file, TAG_IGNORED);
+        }
+        // A triplet already stored goes straight to quarantine (the index
+        // confirms or corrects the guess inside its transaction).
+        job.area = if triplet_stored {
+            Area::Quarantine
+        } else {
+            Area::Objects
+        };
+        job.final_path = layout.area_path(job.area, job.file_id);
+        let fanout = layout.fanout_dir(job.area, job.file_id);
+        let tmp_path = job.tmp_path.clone();
+        let final_path = job.final_path.clone();
+        if let Err(error) = self.ensure_dir(&fanout) {
+            self.durability_failed(
+                core,
+                key,
+                format!("cannot create {}: {error}", fanout.display()),
+            );
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.phase = Phase::Renaming;
+        if let Err(error) = core.rename(At::Cwd, &tmp_path, At::Cwd, &final_path, TAG_RENAME | key)
+        {
+            self.durability_failed(core, key, format!("cannot submit rename: {error}"));
+        }
+    }
+
+    fn renamed(&mut self, core: &mut Core, key: u64) {
+        let layout = self.shared.store.layout().clone();
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.renamed = true;
+        job.phase = Phase::DirOpening;
+        let dir = layout.fanout_dir(job.area, job.file_id);
+        if let Err(error) = core.open(At::Cwd, &dir, OpenOptions::directory(), TAG_DIR_OPEN | key) {
+            self.durability_failed(core, key, format!("cannot open the directory: {error}"));
+        }
+    }
+
+    fn dir_synced(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.phase = Phase::Indexing;
+        self.ready.push(key);
+        let storage = &self.shared.store.config().storage;
+        let window = storage.group_commit_window_us;
+        let batch_max = storage.group_commit_max_instances as usize;
+        if window.is_zero() || self.ready.len() >= batch_max {
+            self.submit_index_batch(core);
+        } else if self.commit_timer.is_none() {
+            match core.timer(window, TAG_COMMIT_TIMER) {
+                Ok(timer) => self.commit_timer = Some(timer),
+                Err(_) => self.submit_index_batch(core),
+            }
+        }
+    }
+
+    fn submit_index_batch(&mut self, core: &mut Core) {
+        if let Some(timer) = self.commit_timer.take() {
+            core.cancel_timer(timer);
+        }
+        if self.ready.is_empty() {
+            return;
+        }
+        let storage = &self.shared.store.config().storage;
+        let duplicate_policy = match storage.duplicate_policy {
+            ConfigDuplicatePolicy::Reject => DuplicatePolicy::Reject,
+            ConfigDuplicatePolicy::Replace => DuplicatePolicy::Replace,
+            ConfigDuplicatePolicy::DropIfIdentical => DuplicatePolicy::DropIfIdentical,
+            _ => DuplicatePolicy::Quarantine,
+        };
+        let conflict_policy = match storage.uid_conflict_policy {
+            UidConflictPolicy::Reject => ConflictPolicy::Reject,
+            _ => ConflictPolicy::Quarantine,
+        };
+        let keys: Vec<u64> = std::mem::take(&mut self.ready);
+        let mut ops = Vec::with_capacity(keys.len());
+        for key in &keys {
+            if let Some(instance) = self.jobs.get(key).and_then(|job| job.instance.clone()) {
+                ops.push(WriteOp::Store(StoreRequest {
+                    instance,
+                    duplicate_policy,
+                    conflict_policy,
+                }));
+            }
+        }
+        if self.sender.is_none() {
+            self.sender = self
+                .shared
+                .runtime
+                .get()
+                .and_then(|handle| handle.sender(self.core_index));
+        }
+        let Some(sender) = self.sender.clone() else {
+            for key in keys {
+                self.durability_failed(core, key, "the core's mailbox is not available".into());
+            }
+            return;
+        };
+        let callback_keys = keys.clone();
+        let batch = sluice_index::Batch::with_callback(ops, move |result| {
+            let message = CoreMessage::Committed {
+                jobs: callback_keys,
+                result,
+            };
+            if sender.send_timeout(message, MAILBOX_SEND_WAIT).is_err() {
+                tracing::error!("a core did not take an index result; its senders time out");
+            }
+        });
+        let submitted = match self.writer.try_submit(batch) {
+            Ok(()) => Ok(()),
+            // Backpressure: the writer is behind; wait for room (this core
+            // receives nothing meanwhile, which is the intended effect).
+            Err(SubmitError::Full(batch)) => self.writer.submit(batch),
+            Err(other) => Err(other),
+        };
+        if let Err(error) = submitted {
+            for key in keys {
+                self.durability_failed(core, key, format!("index writer: {error}"));
+            }
+        }
+    }
+
+    fn committed(&mut self, core: &mut Core, keys: Vec<u64>, result: BatchResult) {
+        match result {
+            Err(error) => {
+                let status = status_of_index_error(&error);
+                // One failed transaction is one failure, however many
+                // instances it carried.
+                self.count_durability_failure();
+                for key in keys {
+                    if let Some(job) = self.jobs.get_mut(&key) {
+                        job.failure = Some((status, format!("index commit failed: {error}")));
+                    }
+                    self.fail_job(core, key, None);
+                }
+            }
+            Ok(items) => {
+                self.durability_failures = 0;
+                for (key, item) in keys.into_iter().zip(items) {
+                    match item {
+                        Ok(WriteOutcome::Store(outcome)) => self.store_outcome(core, key, outcome),
+                        Ok(_) => {}
+                        Err(invalid) => {
+                            if let Some(job) = self.jobs.get_mut(&key) {
+                                job.failure = Some((
+                                    Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                                    format!("refused by the index: {invalid}"),
+                                ));
+                            }
+                            self.fail_job(core, key, None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn store_outcome(&mut self, core: &mut Core, key: u64, outcome: StoreOutcome) {
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        let layout = self.shared.store.layout().clone();
+        let Some(instance) = job.instance.clone() else {
+            return;
+        };
+        let disposition = outcome.disposition().cloned();
+        let (status, event) = match disposition {
+            None | Some(Disposition::Replaced { .. }) => {
+                if let Some(Disposition::Replaced { previous }) = &disposition {
+                    // The replaced file is referenced by nothing now, but it
+                    // was acknowledged to a sender once: keep it in orphans/
+                    // for review rather than delete it (as `quarantine
+                    // release` does). Recovery leaves orphans/ alone.
+                    let from = layout.object_path(previous.file_id);
+                    let to = layout.orphan_path(previous.file_id);
+                    if let Err(error) = std::fs::rename(&from, &to) {
+                        tracing::warn!(
+                            from = %from.display(), to = %to.display(), %error,
+                            "could not move a replaced instance's file to orphans/"
+                        );
+                    }
+                }
+                if job.area != Area::Objects {
+                    self.move_between_areas(&job, Area::Objects);
+                }
+                (
+                    Status::SUCCESS,
+                    Some(StoreEvent::Stored {
+                        triplet: instance.triplet.clone(),
+                        record: instance.record.clone(),
+                    }),
+                )
+            }
+            Some(Disposition::Quarantined { quarantine_id }) => {
+                if job.area != Area::Quarantine {
+                    self.move_between_areas(&job, Area::Quarantine);
+                }
+                (
+                    Status::SUCCESS,
+                    Some(StoreEvent::Quarantined {
+                        triplet: instance.triplet.clone(),
+                        quarantine_id,
+                        calling_ae_title: job.calling_ae_title.clone(),
+                    }),
+                )
+            }
+            Some(Disposition::Dropped) => {
+                let _ = core.unlink(At::Cwd, &job.final_path, TAG_IGNORED);
+                (Status::SUCCESS, None)
+            }
+            Some(_) => {
+                let _ = core.unlink(At::Cwd, &job.final_path, TAG_IGNORED);
+                (
+                    STATUS_DUPLICATE_REJECTED,
+                    Some(StoreEvent::Rejected {
+                        sop_instance_uid: job.rq.affected_sop_instance_uid.clone(),
+                        calling_ae_title: job.calling_ae_title.clone(),
+                        status: STATUS_DUPLICATE_REJECTED.0,
+                        reason: "duplicate refused by the reject policy".into(),
+                    }),
+                )
+            }
+        };
+        if let Some(event) = event {
+            self.shared.store.shared.events.publish(event);
+        }
+        self.respond(core, &job, status);
+    }
+
+    /// The rare correction when the index decided otherwise than the
+    /// pre-check guessed (a race with another core): a blocking rename and
+    /// directory syncs on this core, before the response.
+    fn move_between_areas(&mut self, job: &Job, to: Area) {
+        let layout = self.shared.store.layout().clone();
+        let target_dir = layout.fanout_dir(to, job.file_id);
+        let target = layout.area_path(to, job.file_id);
+        let result = self
+            .ensure_dir(&target_dir)
+            .and_then(|()| std::fs::rename(&job.final_path, &target))
+            .and_then(|()| sync_dir(&target_dir))
+            .and_then(|()| sync_dir(job.final_path.parent().unwrap_or(Path::new("."))));
+        if let Err(error) = result {
+            tracing::error!(file = %job.final_path.display(), %error, "cannot move a file to the area the index chose; start-up recovery will find it");
+        }
+    }
+
+    fn respond(&mut self, core: &mut Core, job: &Job, status: Status) {
+        let Some(mut conn) = self.conns.remove(&job.conn_serial) else {
+            tracing::debug!(
+                serial = job.conn_serial,
+                "response dropped: association gone"
+            );
+            return;
+        };
+        tracing::trace!(serial = job.conn_serial, status = status.0, state = ?conn.association.state(), "responding");
+        if status == Status::SUCCESS {
+            conn.instances_stored += 1;
+        } else {
+            conn.instances_failed += 1;
+        }
+        let rsp = store_rsp(&job.rq, status);
+        self.send_command(core, job.conn_serial, &mut conn, job.context_id, &rsp);
+        self.conns.insert(job.conn_serial, conn);
+    }
+
+    fn count_durability_failure(&mut self) {
+        self.durability_failures += 1;
+        if self.durability_failures >= DURABILITY_FAILURES_BEFORE_REFUSING
+            && !self
+                .shared
+                .store
+                .shared
+                .refusing
+                .swap(true, Ordering::SeqCst)
+        {
+            tracing::error!(
+                failures = self.durability_failures,
+                "repeated durability failures: the store now refuses every C-STORE until restart"
+            );
+        }
+    }
+
+    fn durability_failed(&mut self, core: &mut Core, key: u64, reason: String) {
+        if let Some(job) = self.jobs.get_mut(&key) {
+            job.failure = Some((Status::OUT_OF_RESOURCES, reason));
+        }
+        self.count_durability_failure();
+        self.fail_job(core, key, None);
+    }
+
+    /// Ends a failed job: its file is closed and unlinked, its data set (if
+    /// still arriving) is drained, and the sender is told the failure
+    /// status once the whole data set has arrived.
+    fn fail_job(&mut self, core: &mut Core, key: u64, conn: Option<&mut Conn>) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if !job.complete {
+            // Still receiving: keep the job (it drops the rest of the data
+            // set) and answer when the last fragment arrives.
+            if let Some(file) = job.file.take() {
+                let _ = core.close_file(file, TAG_IGNORED);
+                let _ = core.unlink(At::Cwd, &job.tmp_path, TAG_IGNORED);
+                job.opened = false;
+            }
+            return;
+        }
+        if job.writes_in_flight > 0
+            || matches!(
+                job.phase,
+                Phase::Syncing | Phase::Renaming | Phase::DirOpening | Phase::DirSyncing
+            ) && job.failure.is_none()
+        {
+            return;
+        }
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        if let Some(file) = job.file {
+            let _ = core.close_file(file, TAG_IGNORED);
+        }
+        let path = if job.renamed {
+            &job.final_path
+        } else {
+            &job.tmp_path
+        };
+        if job.opened {
+            let _ = core.unlink(At::Cwd, path, TAG_IGNORED);
+        }
+        let (status, reason) = job
+            .failure
+            .clone()
+            .unwrap_or((Status::OUT_OF_RESOURCES, "unknown failure".into()));
+        let refusal = Refusal {
+            context_id: job.context_id,
+            rq: job.rq.clone(),
+            status,
+            reason,
+        };
+        match conn {
+            Some(conn) => self.refused(core, job.conn_serial, conn, refusal),
+            None => {
+                if let Some(mut conn) = self.conns.remove(&job.conn_serial) {
+                    self.refused(core, job.conn_serial, &mut conn, refusal);
+                    self.conns.insert(job.conn_serial, conn);
+                } else {
+                    tracing::warn!(
+                        sop_instance_uid = %job.rq.affected_sop_instance_uid,
+                        calling_ae = %job.calling_ae_title,
+                        status = %format!("{:04X}", refusal.status.0),
+                        reason = %refusal.reason,
+                        "C-STORE failed after its association ended"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The association ended while this job's data set was arriving:
+    /// nothing of it stays (file closed and unlinked, no index entry).
+    /// A job whose data set was complete goes on to be stored.
+    fn abandon_job(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get(&key) else {
+            return;
+        };
+        if job.complete {
+            return;
+        }
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        if let Some(file) = job.file {
+            let _ = core.close_file(file, TAG_IGNORED);
+        }
+        if job.opened {
+            let _ = core.unlink(At::Cwd, &job.tmp_path, TAG_IGNORED);
+        } else if job.failure.is_none() {
+            // The open is still in flight: close and unlink when it completes.
+            self.abandoned_opens.insert(key, job.tmp_path);
+        }
+    }
+
+    fn opened(
+        &mut self,
+        core: &mut Core,
+        key: u64,
+        result: Result<sluice_io::FileId, sluice_io::IoError>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            // Abandoned while opening: remove what the open created.
+            if let Some(path) = self.abandoned_opens.remove(&key) {
+                if let Ok(file) = result {
+                    let _ = core.close_file(file, TAG_IGNORED);
+                    let _ = core.unlink(At::Cwd, &path, TAG_IGNORED);
+                }
+            }
+            return;
+        };
+        match result {
+            Ok(file) => {
+                job.opened = true;
+                if job.failure.is_some() {
+                    let _ = core.close_file(file, TAG_IGNORED);
+                    let _ = core.unlink(At::Cwd, &job.tmp_path, TAG_IGNORED);
+                    job.opened = false;
+                    if job.complete {
+                        self.fail_job(core, key, None);
+                    }
+                    return;
+                }
+                job.file = Some(file);
+                self.flush_writes(core, key);
+                self.maybe_sync(core, key);
+            }
+            Err(error) => {
+                job.failure = Some((
+                    Status::OUT_OF_RESOURCES,
+                    format!("cannot create the temporary file: {error}"),
+                ));
+                self.count_durability_failure();
+                self.fail_job(core, key, None);
+            }
+        }
+    }
+
+    fn written(&mut self, core: &mut Core, key: u64, result: Result<u64, sluice_io::IoError>) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.writes_in_flight = job.writes_in_flight.saturating_sub(1);
+        if let Err(error) = result {
+            if job.failure.is_none() {
+                job.failure = Some((Status::OUT_OF_RESOURCES, format!("write failed: {error}")));
+                self.count_durability_failure();
+            }
+        }
+        let Some(job) = self.jobs.get(&key) else {
+            return;
+        };
+        if job.failure.is_some() {
+            if !job.complete || job.writes_in_flight == 0 {
+                self.fail_job(core, key, None);
+            }
+        } else {
+            self.maybe_sync(core, key);
+        }
+    }
+
+    /// Creates a directory (and its parents) if this core has not seen it,
+    /// and makes the new entries durable. Blocking, but once per directory
+    /// per process run (65536 fan-out directories per area at most).
+    fn ensure_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        if self.known_dirs.contains(dir) {
+            return Ok(());
+        }
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            // The new directory entries must survive a crash before any
+            // file renamed into them is acknowledged.
+            let mut current = dir.parent();
+            let root = self.shared.store.layout().root().to_owned();
+            while let Some(parent) = current {
+                sync_dir(parent)?;
+                if parent == root || parent.as_os_str().is_empty() {
+                    break;
+                }
+                current = parent.parent();
+            }
+        }
+        if self.known_dirs.len() < 2 * 65_536 + 64 {
+            self.known_dirs.insert(dir.to_owned());
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn store_rsp(rq: &CStoreRq, status: Status) -> Command {
+    Command::CStoreRsp(CStoreRsp {
+        message_id_being_responded_to: rq.message_id,
+        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
+        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
+        status,
+        detail: StatusDetail::default(),
+    })
+}
+
+fn text(head: &DatasetHead, field: Field) -> String {
+    head.decoded(field)
+        .map(|value| value.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn integer(head: &DatasetHead, field: Field) -> Option<i32> {
+    head.integer_string(field)
+        .flatten()
+        .and_then(|value| i32::try_from(value).ok())
+}
+
+/// What the index gets for a checked data set.
+fn new_instance(job: &Job, head: &DatasetHead) -> NewInstance {
+    let uid = |value: Option<&str>| {
+        value
+            .map(uid::trim_uid_padding)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    NewInstance {
+        triplet: Triplet::new(
+            uid(head.study_instance_uid()),
+            uid(head.series_instance_uid()),
+            uid(head.sop_instance_uid()),
+        ),
+        record: InstanceRecord {
+            file_id: job.file_id,
+            file_size_bytes: job.header_bytes + job.dataset_bytes,
+            dataset_offset_bytes: job.header_bytes,
+            transfer_syntax_uid: job.transfer_syntax_uid.clone(),
+            sop_class_uid: job.rq.affected_sop_class_uid.clone(),
+            checksum: job.hasher.finish(),
+            received_at_unix_ns: unix_now_ns(),
+            calling_ae_title: job.calling_ae_title.clone(),
+            instance_number: integer(head, Field::InstanceNumber),
+        },
+        study: StudyAttributes {
+            patient_name: text(head, Field::PatientName),
+            patient_id: text(head, Field::PatientId),
+            patient_birth_date: text(head, Field::PatientBirthDate),
+            patient_sex: text(head, Field::PatientSex),
+            study_date: text(head, Field::StudyDate),
+            study_time: text(head, Field::StudyTime),
+            accession_number: text(head, Field::AccessionNumber),
+            study_id: text(head, Field::StudyId),
+            study_description: text(head, Field::StudyDescription),
+            referring_physician_name: text(head, Field::ReferringPhysicianName),
+        },
+        series: SeriesAttributes {
+            modality: text(head, Field::Modality),
+            series_number: integer(head, Field::SeriesNumber),
+            series_description: text(head, Field::SeriesDescription),
+        },
+    }
+}
+
+impl Handler for CoreHandler {
+    type Message = CoreMessage;
+
+    fn on_event(&mut self, core: &mut Core, event: Event) {
+        match event {
+            Event::Accepted { conn, peer, .. } => self.accepted(core, conn, peer),
+            Event::Received { conn, data } => {
+                let Some(&serial) = self.serial_of.get(&conn) else {
+                    return;
+                };
+                if let Some(mut state) = self.conns.remove(&serial) {
+                    self.received(core, serial, &mut state, &data);
+                    self.conns.insert(serial, state);
+                }
+            }
+            Event::RecvEnded { conn, result } => {
+                let Some(&serial) = self.serial_of.get(&conn) else {
+                    return;
+                };
+                if let Some(mut state) = self.conns.remove(&serial) {
+                    if let Err(error) = result {
+                        state
+                            .outcome
+                            .get_or_insert_with(|| format!("receive failed: {error}"));
+                    }
+                    if !state.association.is_closed() {
+                        self.input(core, serial, &mut state, Input::TransportClosed);
+                    }
+                    state.close_when_sent = true;
+                    self.maybe_close(core, &mut state);
+                    self.conns.insert(serial, state);
+                }
+            }
+            Event::Sent { conn, result, .. } => {
+                let Some(&serial) = self.serial_of.get(&conn) else {
+                    return;
+                };
+                if let Some(mut state) = self.conns.remove(&serial) {
+                    state.sends_in_flight = state.sends_in_flight.saturating_sub(1);
+                    tracing::trace!(
+                        core = self.core_index,
+                        serial,
+                        ok = result.is_ok(),
+                        in_flight = state.sends_in_flight,
+                        "send completed"
+                    );
+                    if let Err(error) = result {
+                        state
+                            .outcome
+                            .get_or_insert_with(|| format!("send failed: {error}"));
+                        state.close_when_sent = true;
+                    }
+                    self.maybe_close(core, &mut state);
+                    self.conns.insert(serial, state);
+                }
+            }
+            Event::ConnClosed { conn } => {
+                if let Some(serial) = self.serial_of.remove(&conn) {
+                    if let Some(state) = self.conns.remove(&serial) {
+                        self.connection_ended(core, serial, state);
+                    }
+                }
+            }
+            Event::TimerFired { tag } => {
+                let value = tag & !TAG_KIND_MASK;
+                match tag & TAG_KIND_MASK {
+                    TAG_CONN_TIMER => {
+                        if let Some(mut state) = self.conns.remove(&value) {
+                            self.timer_fired(core, value, &mut state);
+                            self.conns.insert(value, state);
+                        }
+                    }
+                    TAG_COMMIT_TIMER => {
+                        self.commit_timer = None;
+                        self.submit_index_batch(core);
+                    }
+                    _ => {}
+                }
+            }
+            Event::Opened { tag, result } => {
+                let key = tag & !TAG_KIND_MASK;
+                match tag & TAG_KIND_MASK {
+                    TAG_OPEN => self.opened(core, key, result),
+                    TAG_DIR_OPEN => match result {
+                        Ok(dir) => {
+                            let submitted = core.sync(dir, SyncKind::All, TAG_DIR_SYNC | key);
+                            let _ = core.close_file(dir, TAG_IGNORED);
+                            if let Some(job) = self.jobs.get_mut(&key) {
+                                job.phase = Phase::DirSyncing;
+                            }
+                            if let Err(error) = submitted {
+                                self.durability_failed(
+                                    core,
+                                    key,
+                                    format!("cannot submit the directory sync: {error}"),
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            self.durability_failed(
+                                core,
+                                key,
+                                format!("cannot open the directory: {error}"),
+                            );
+                        }
+                    },
+                    _ => {
+                        if let Ok(file) = result {
+                            let _ = core.close_file(file, TAG_IGNORED);
+                        }
+                    }
+                }
+            }
+            Event::Written { tag, result, .. } if tag & TAG_KIND_MASK == TAG_WRITE => {
+                self.written(core, tag & !TAG_KIND_MASK, result);
+            }
+            Event::Synced { tag, result, .. } => {
+                let key = tag & !TAG_KIND_MASK;
+                match (tag & TAG_KIND_MASK, result) {
+                    (TAG_SYNC, Ok(())) => self.synced(core, key),
+                    (TAG_DIR_SYNC, Ok(())) => self.dir_synced(core, key),
+                    (TAG_SYNC | TAG_DIR_SYNC, Err(error)) => {
+                        // Final: an fsync error is never retried into a success.
+                        tracing::error!(%error, "fsync failed; the instance fails");
+                        self.durability_failed(core, key, format!("fsync failed: {error}"));
+                    }
+                    _ => {}
+                }
+            }
+            Event::Renamed { tag, result } if tag & TAG_KIND_MASK == TAG_RENAME => {
+                let key = tag & !TAG_KIND_MASK;
+                match result {
+                    Ok(()) => self.renamed(core, key),
+                    Err(error) => {
+                        self.durability_failed(core, key, format!("rename failed: {error}"))
+                    }
+                }
+            }
+            Event::Unlinked {
+                result: Err(error), ..
+            } => {
+                tracing::warn!(%error, "unlink failed; start-up recovery will find the file");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, core: &mut Core, message: CoreMessage) {
+        match message {
+            CoreMessage::Committed { jobs, result } => self.committed(core, jobs, result),
+        }
+    }
+}

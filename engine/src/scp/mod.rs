@@ -1,0 +1,202 @@
+//! The Storage SCP: `sluice serve`'s network side. Owns the acceptor policy
+//! built from the configuration ([`policy`]), the per-core association
+//! handler that streams C-STORE data sets into files and owns the
+//! durability order ([`handler`]), and the [`Server`] handle that starts and
+//! stops it on the `sluice-io` runtime.
+//!
+//! docs/design/ingest.md explains the path and the status mapping.
+
+mod handler;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sluice_io::{
+    BackendChoice, BackendKind, JoinError, Runtime, RuntimeConfig, RuntimeHandle, StartError,
+};
+use thiserror::Error;
+
+use crate::config::IoBackend;
+use crate::store::Store;
+
+pub use handler::{status_of_index_error, STATUS_DUPLICATE_REJECTED};
+
+use handler::{CoreHandler, CoreMessage};
+
+/// Instances being received or made durable at once on one core; one more
+/// is refused with A710 (the bound that keeps memory and open files finite).
+pub const INSTANCES_IN_FLIGHT_PER_CORE_MAX: usize = 1024;
+
+/// Consecutive durability failures (fsync, rename, directory sync, index
+/// commit) after which the store refuses every C-STORE until restart.
+pub const DURABILITY_FAILURES_BEFORE_REFUSING: u32 = 8;
+
+/// Errors starting or stopping the SCP.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The I/O runtime could not start (bind failed, io_uring unavailable...).
+    #[error("cannot start the I/O runtime: {0}")]
+    Start(#[from] StartError),
+    /// Core threads did not stop in time.
+    #[error("cannot stop the I/O runtime: {0}")]
+    Join(#[from] JoinError),
+    /// The configuration cannot be served, or start-up recovery failed.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A hook that adjusts the I/O runtime's configuration before start.
+pub type RuntimeAdjustment = Box<dyn FnOnce(&mut RuntimeConfig) + Send>;
+
+/// Settings of a server start beyond the configuration: a hook to adjust
+/// the I/O runtime's configuration (tests use it to install a fault plan).
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Called with the runtime configuration just before start.
+    pub adjust_runtime: Option<RuntimeAdjustment>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("adjust_runtime", &self.adjust_runtime.is_some())
+            .finish()
+    }
+}
+
+/// What every core shares (read-mostly; the counters are atomics or a
+/// short mutex held only at association start and end).
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub(crate) store: Store,
+    pub(crate) policy: sluice_net::assoc::AcceptorPolicy,
+    pub(crate) established: AtomicU32,
+    pub(crate) per_calling_ae: Mutex<std::collections::HashMap<String, u32>>,
+    pub(crate) runtime: OnceLock<RuntimeHandle<CoreMessage>>,
+}
+
+/// A running Storage SCP. Stop it with [`Server::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    runtime: Runtime<CoreMessage>,
+    listen_addrs: Vec<SocketAddr>,
+}
+
+/// A cloneable handle that asks a running server to stop.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    runtime: RuntimeHandle<CoreMessage>,
+}
+
+impl ShutdownHandle {
+    /// Asks every core to stop; [`Server::wait`] then returns.
+    pub fn shutdown(&self) {
+        self.runtime.shutdown();
+    }
+}
+
+impl Server {
+    /// Starts the SCP of `store` with its configuration.
+    pub fn start(store: &Store) -> Result<Server, ServeError> {
+        Self::start_with(store, ServeOptions::default())
+    }
+
+    /// Starts the SCP with extra options.
+    pub fn start_with(store: &Store, options: ServeOptions) -> Result<Server, ServeError> {
+        let config = store.config();
+        // Start-up recovery before accepting anything: it logs its own
+        // one-line summary.
+        crate::recovery::recover(store.layout(), store.index())
+            .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        let policy = policy::acceptor_policy(config);
+        let shared = Arc::new(ServerShared {
+            store: store.clone(),
+            policy,
+            established: AtomicU32::new(0),
+            per_calling_ae: Mutex::new(std::collections::HashMap::new()),
+            runtime: OnceLock::new(),
+        });
+        let core_count = config.server.cores.count().max(1);
+        let connections_per_core = (config.network.max_associations as usize)
+            .clamp(16, 16_384)
+            .max(64);
+        let mut runtime_config = RuntimeConfig {
+            core_count,
+            backend: match config.server.io_backend {
+                IoBackend::Uring => BackendChoice::Uring,
+                IoBackend::Portable => BackendChoice::Portable,
+                _ => BackendChoice::Auto,
+            },
+            listen_addrs: vec![SocketAddr::new(
+                config.network.bind_address,
+                config.network.port,
+            )],
+            connections_max_per_core: connections_per_core,
+            quickack_after_recv: true,
+            ..RuntimeConfig::default()
+        };
+        if let Some(adjust) = options.adjust_runtime {
+            adjust(&mut runtime_config);
+        }
+        let factory_shared = shared.clone();
+        let runtime = Runtime::start(runtime_config, move |core_index| {
+            CoreHandler::new(factory_shared.clone(), core_index)
+        })?;
+        // The handlers fetch their CoreSender lazily, after this is set.
+        let _ = shared.runtime.set(runtime.handle());
+        let listen_addrs = runtime.listen_addrs().to_vec();
+        tracing::info!(
+            address = %listen_addrs.first().map(ToString::to_string).unwrap_or_default(),
+            ae_title = config.network.ae_title.as_str(),
+            cores = core_count,
+            backend = %runtime.backend(),
+            backend_reason = runtime.backend_reason(),
+            data_directory = %store.layout().root().display(),
+            "storage SCP listening"
+        );
+        Ok(Server {
+            runtime,
+            listen_addrs,
+        })
+    }
+
+    /// The address the main listener is bound to (the real port when the
+    /// configuration asked for port 0 — not possible from the file, but from
+    /// embedding code adjusting the runtime).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listen_addrs.first().copied()
+    }
+
+    /// The I/O backend that runs.
+    pub fn backend(&self) -> BackendKind {
+        self.runtime.backend()
+    }
+
+    /// A handle to stop the server from another thread (signal handler).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            runtime: self.runtime.handle(),
+        }
+    }
+
+    /// Stops accepting, drops open associations (data sets in flight are
+    /// not acknowledged; their temporary files are cleared at next start),
+    /// and waits at most `wait_max` for the cores to exit.
+    pub fn shutdown(self, wait_max: Duration) -> Result<(), ServeError> {
+        Ok(self.runtime.shutdown_and_join(wait_max)?)
+    }
+
+    /// Waits until a [`ShutdownHandle`] asked the server to stop, then joins
+    /// the cores (waiting at most `wait_max` for them once asked).
+    pub fn wait(self, wait_max: Duration) -> Result<(), ServeError> {
+        let handle = self.runtime.handle();
+        while !handle.is_shutdown_requested() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(self.runtime.join(wait_max)?)
+    }
+}

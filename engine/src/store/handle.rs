@@ -1,0 +1,266 @@
+//! [`Store`]: an opened data directory (layout, index, events) — the
+//! embedding API's entry point, shared by the SCP's cores and by readers.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sluice_index::{Index, IndexError, IndexOptions, InstanceEntry, InstanceRecord, Triplet};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::store::layout::{Area, Layout};
+
+/// Most subscribers at once (each costs a bounded channel).
+pub const SUBSCRIBERS_MAX: usize = 64;
+/// Most events one subscriber's channel holds before newer ones are lost.
+pub const SUBSCRIPTION_CAPACITY_MAX: usize = 1 << 20;
+
+/// Errors of the store handle.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The data directory could not be created or read.
+    #[error("data directory {path}: {source}")]
+    DataDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The index failed.
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+    /// An instance's file could not be read.
+    #[error("reading {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Too many subscribers.
+    #[error("too many event subscribers (at most {SUBSCRIBERS_MAX})")]
+    TooManySubscribers,
+}
+
+/// Something that happened to an instance sent to the Storage SCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreEvent {
+    /// Stored durably and indexed (also a replacement under the `replace`
+    /// duplicate policy); the sender was told success.
+    Stored {
+        /// The instance.
+        triplet: Triplet,
+        /// What the index records for it.
+        record: InstanceRecord,
+    },
+    /// Held in quarantine (a duplicate or a SOP Instance UID conflict).
+    Quarantined {
+        /// The instance.
+        triplet: Triplet,
+        /// The quarantine entry.
+        quarantine_id: u64,
+        /// The sender's AE title.
+        calling_ae_title: String,
+    },
+    /// Refused: the sender was told this failure status and nothing was kept.
+    Rejected {
+        /// Affected SOP Instance UID of the command.
+        sop_instance_uid: String,
+        /// The sender's AE title.
+        calling_ae_title: String,
+        /// The C-STORE-RSP status.
+        status: u16,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    sender: crossbeam_channel::Sender<StoreEvent>,
+    lost: Arc<AtomicU64>,
+}
+
+/// A stream of [`StoreEvent`]s. Bounded: when the subscriber falls behind,
+/// newer events are lost and counted ([`Subscription::lost_count`]); ingest
+/// never waits for a subscriber. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: crossbeam_channel::Receiver<StoreEvent>,
+    lost: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The channel of events (use `recv`, `recv_timeout`, `try_recv`, `select!`).
+    pub fn receiver(&self) -> &crossbeam_channel::Receiver<StoreEvent> {
+        &self.receiver
+    }
+
+    /// How many events were lost because the channel was full.
+    pub fn lost_count(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EventHub {
+    subscriber_count: AtomicUsize,
+    subscribers: Mutex<Vec<Subscriber>>,
+}
+
+impl EventHub {
+    /// Publishes to every live subscriber without blocking. The fast path
+    /// (nobody subscribed) takes no lock.
+    pub(crate) fn publish(&self, event: StoreEvent) {
+        if self.subscriber_count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Ok(mut subscribers) = self.subscribers.lock() else {
+            return;
+        };
+        subscribers.retain(
+            |subscriber| match subscriber.sender.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                    subscriber.lost.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+            },
+        );
+        self.subscriber_count
+            .store(subscribers.len(), Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct StoreShared {
+    pub(crate) config: Config,
+    pub(crate) layout: Layout,
+    pub(crate) index: Index,
+    pub(crate) events: EventHub,
+    /// Set after repeated durability failures: every C-STORE is refused
+    /// until restart (see docs/design/ingest.md).
+    pub(crate) refusing: AtomicBool,
+}
+
+/// An opened data directory: its layout, its index and its event hub. Cheap
+/// to clone (shared); `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<StoreShared>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the data directory of `config` and its index.
+    pub fn open(config: Config) -> Result<Store, StoreError> {
+        let layout = Layout::new(config.server.data_directory.clone());
+        layout
+            .create_dirs()
+            .map_err(|source| StoreError::DataDirectory {
+                path: layout.root().to_owned(),
+                source,
+            })?;
+        let options = IndexOptions {
+            map_size_bytes: usize::try_from(config.storage.index_map_size).unwrap_or(usize::MAX),
+            ..IndexOptions::default()
+        };
+        let index = Index::open(layout.index_dir(), options)?;
+        Ok(Store {
+            shared: Arc::new(StoreShared {
+                config,
+                layout,
+                index,
+                events: EventHub::default(),
+                refusing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The data directory's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.shared.layout
+    }
+
+    /// The index (readers, stats; writes go through its single writer).
+    pub fn index(&self) -> &Index {
+        &self.shared.index
+    }
+
+    /// Whether repeated durability failures have put the store into its
+    /// refusing state (every C-STORE fails with A700 until restart).
+    pub fn is_refusing(&self) -> bool {
+        self.shared.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes to events with a channel of `capacity` events (at least 1,
+    /// at most [`SUBSCRIPTION_CAPACITY_MAX`]).
+    pub fn subscribe(&self, capacity: usize) -> Result<Subscription, StoreError> {
+        let (sender, receiver) =
+            crossbeam_channel::bounded(capacity.clamp(1, SUBSCRIPTION_CAPACITY_MAX));
+        let lost = Arc::new(AtomicU64::new(0));
+        let hub = &self.shared.events;
+        let mut subscribers = hub
+            .subscribers
+            .lock()
+            .map_err(|_| StoreError::TooManySubscribers)?;
+        if subscribers.len() >= SUBSCRIBERS_MAX {
+            return Err(StoreError::TooManySubscribers);
+        }
+        subscribers.push(Subscriber {
+            sender,
+            lost: lost.clone(),
+        });
+        hub.subscriber_count
+            .store(subscribers.len(), Ordering::Relaxed);
+        Ok(Subscription { receiver, lost })
+    }
+
+    /// The stored instance with this SOP Instance UID.
+    pub fn instance_by_sop(
+        &self,
+        sop_instance_uid: &str,
+    ) -> Result<Option<InstanceEntry>, StoreError> {
+        Ok(self
+            .shared
+            .index
+            .read()?
+            .instance_by_sop(sop_instance_uid)?)
+    }
+
+    /// The stored instance with this triplet.
+    pub fn instance(&self, triplet: &Triplet) -> Result<Option<InstanceRecord>, StoreError> {
+        Ok(self.shared.index.read()?.instance(
+            &triplet.study_instance_uid,
+            &triplet.series_instance_uid,
+            &triplet.sop_instance_uid,
+        )?)
+    }
+
+    /// The path of a stored instance's Part 10 file.
+    pub fn instance_path(&self, record: &InstanceRecord) -> PathBuf {
+        self.shared.layout.area_path(Area::Objects, record.file_id)
+    }
+
+    /// The bytes of the Part 10 file of the instance with this SOP Instance
+    /// UID (preamble, file meta group, the data set as received), or `None`
+    /// when no such instance is stored. Reads the whole file: for very large
+    /// instances open [`Store::instance_path`] and stream instead.
+    pub fn read_instance(&self, sop_instance_uid: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(entry) = self.instance_by_sop(sop_instance_uid)? else {
+            return Ok(None);
+        };
+        let path = self.instance_path(&entry.record);
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|source| StoreError::ReadFile { path, source })
+    }
+}

@@ -1,0 +1,367 @@
+//! The on-disk layout of a data directory: which directory holds what, how a
+//! file id becomes a path and back, how file ids are generated, and the
+//! checksum recorded in the index.
+//!
+//! ```text
+//! <data>/objects/ab/cd/<id>.dcm     stored Part 10 files (indexed)
+//! <data>/quarantine/ab/cd/<id>.dcm  duplicates held for review (indexed as quarantine)
+//! <data>/tmp/<core>/<id>.dcm        files being received; removed at start
+//! <data>/orphans/<id>.dcm           files found at start without an index entry
+//! <data>/index/                     the LMDB environment (sluice-index)
+//! ```
+//!
+//! Paths never come from UIDs or AE titles (path traversal, odd characters,
+//! length limits): every name is derived from a generated [`FileId`]. The id is
+//! written as 32 lowercase hex digits; `ab` and `cd` are taken from the *end*
+//! of that text (the counter part, which varies fastest) so files spread over
+//! 65536 directories evenly, whatever the start time. The format is specified
+//! in docs/on-disk-format.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_index::{Checksum, FileId};
+
+/// Directory name of stored instances, under the data directory.
+pub const OBJECTS_DIR: &str = "objects";
+/// Directory name of quarantined duplicates.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Directory name of files being received (one sub-directory per core).
+pub const TMP_DIR: &str = "tmp";
+/// Directory name of files found without an index entry at start.
+pub const ORPHANS_DIR: &str = "orphans";
+/// Directory name of the LMDB index environment.
+pub const INDEX_DIR: &str = "index";
+/// The extension of every Part 10 file Sluice writes.
+pub const FILE_EXTENSION: &str = "dcm";
+
+/// Number of hex digits of a file id in a file name.
+pub const FILE_ID_HEX_DIGITS: usize = 32;
+
+/// Where each part of a data directory lives. Cheap to clone; holds only the
+/// root path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+/// Which area of the data directory a Part 10 file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Area {
+    /// `objects/`: stored, indexed instances.
+    Objects,
+    /// `quarantine/`: duplicates held for review.
+    Quarantine,
+}
+
+impl Area {
+    /// The directory name of the area under the data directory.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Area::Objects => OBJECTS_DIR,
+            Area::Quarantine => QUARANTINE_DIR,
+        }
+    }
+}
+
+impl Layout {
+    /// The layout of the data directory `root` (nothing is touched on disk).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    /// The data directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<data>/objects`.
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join(OBJECTS_DIR)
+    }
+
+    /// `<data>/quarantine`.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join(QUARANTINE_DIR)
+    }
+
+    /// `<data>/tmp`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    /// `<data>/tmp/<core>`: the files core `core` is receiving.
+    pub fn tmp_dir_of_core(&self, core: usize) -> PathBuf {
+        self.tmp_dir().join(core.to_string())
+    }
+
+    /// `<data>/orphans`.
+    pub fn orphans_dir(&self) -> PathBuf {
+        self.root.join(ORPHANS_DIR)
+    }
+
+    /// `<data>/index`.
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join(INDEX_DIR)
+    }
+
+    /// The directory of `area`: `<data>/objects` or `<data>/quarantine`.
+    pub fn area_dir(&self, area: Area) -> PathBuf {
+        self.root.join(area.dir_name())
+    }
+
+    /// The two-level fan-out directory of a file id inside `area`:
+    /// `<data>/<area>/ab/cd`.
+    pub fn fanout_dir(&self, area: Area, file_id: FileId) -> PathBuf {
+        let (first, second) = fanout_components(file_id);
+        self.area_dir(area).join(first).join(second)
+    }
+
+    /// `<data>/objects/ab/cd/<id>.dcm`.
+    pub fn object_path(&self, file_id: FileId) -> PathBuf {
+        self.area_path(Area::Objects, file_id)
+    }
+
+    /// `<data>/quarantine/ab/cd/<id>.dcm`.
+    pub fn quarantine_path(&self, file_id: FileId) -> PathBuf {
+        self.area_path(Area::Quarantine, file_id)
+    }
+
+    /// The path of a file id in `area`.
+    pub fn area_path(&self, area: Area, file_id: FileId) -> PathBuf {
+        self.fanout_dir(area, file_id).join(file_name(file_id))
+    }
+
+    /// `<data>/tmp/<core>/<id>.dcm`.
+    pub fn tmp_path(&self, core: usize, file_id: FileId) -> PathBuf {
+        self.tmp_dir_of_core(core).join(file_name(file_id))
+    }
+
+    /// `<data>/orphans/<id>.dcm`.
+    pub fn orphan_path(&self, file_id: FileId) -> PathBuf {
+        self.orphans_dir().join(file_name(file_id))
+    }
+
+    /// Creates the top-level directories (objects, quarantine, tmp, orphans,
+    /// index) if missing. The fan-out directories are created on demand.
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        for dir in [
+            self.objects_dir(),
+            self.quarantine_dir(),
+            self.tmp_dir(),
+            self.orphans_dir(),
+            self.index_dir(),
+        ] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// The file id and area of a path inside `objects/` or `quarantine/`, if
+    /// the path has exactly the shape this layout produces (fan-out
+    /// directories matching the id). Anything else is `None`: recovery treats
+    /// it as a stranger, never guesses.
+    pub fn parse_area_path(&self, path: &Path) -> Option<(Area, FileId)> {
+        let relative = path.strip_prefix(&self.root).ok()?;
+        let mut components = relative.components();
+        let area_name = components.next()?.as_os_str().to_str()?;
+        let area = match area_name {
+            OBJECTS_DIR => Area::Objects,
+            QUARANTINE_DIR => Area::Quarantine,
+            _ => return None,
+        };
+        let first = components.next()?.as_os_str().to_str()?;
+        let second = components.next()?.as_os_str().to_str()?;
+        let name = components.next()?.as_os_str().to_str()?;
+        if components.next().is_some() {
+            return None;
+        }
+        let file_id = parse_file_name(name)?;
+        let (want_first, want_second) = fanout_components(file_id);
+        (first == want_first && second == want_second).then_some((area, file_id))
+    }
+}
+
+/// `<32 hex digits>.dcm`.
+pub fn file_name(file_id: FileId) -> String {
+    format!("{:032x}.{FILE_EXTENSION}", file_id.0)
+}
+
+/// The file id of a file name `<32 lowercase hex digits>.dcm`; `None` for any
+/// other name.
+pub fn parse_file_name(name: &str) -> Option<FileId> {
+    let hex = name.strip_suffix(FILE_EXTENSION)?.strip_suffix('.')?;
+    if hex.len() != FILE_ID_HEX_DIGITS
+        || !hex
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    {
+        return None;
+    }
+    u128::from_str_radix(hex, 16).ok().map(FileId)
+}
+
+/// The fan-out directory names `ab`, `cd` of a file id: the last four hex
+/// digits of its name (the counter bits, which vary fastest).
+fn fanout_components(file_id: FileId) -> (String, String) {
+    let low = (file_id.0 & 0xffff) as u16;
+    (format!("{:02x}", low >> 8), format!("{:02x}", low & 0xff))
+}
+
+/// Generates file ids unique across cores and restarts.
+///
+/// Layout of the 128 bits: `start time (64 bits, ns since the Unix epoch) |
+/// core (16 bits) | counter (48 bits)`. The start time is read once when the
+/// generator is made (one per core per process run); two runs of the server
+/// never start within the same nanosecond on one machine, and the counter
+/// (2^48 ids per core per run) never wraps in practice — if it would, the
+/// generator refuses ([`FileIdGenerator::next_id`] returns `None`) rather
+/// than reuse an id. Uniqueness within a data directory is what matters; the
+/// index's `file_ids` table and `O_EXCL` creation catch a collision anyway.
+#[derive(Debug)]
+pub struct FileIdGenerator {
+    high_bits: u128,
+    counter: AtomicU64,
+}
+
+/// Largest counter value of a [`FileIdGenerator`] (48 bits).
+pub const FILE_ID_COUNTER_MAX: u64 = (1 << 48) - 1;
+
+impl FileIdGenerator {
+    /// A generator for core `core`, stamped with the current time.
+    pub fn new(core: u16) -> Self {
+        let start_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(0);
+        Self::with_start(start_unix_ns, core)
+    }
+
+    /// A generator with an explicit start stamp (tests, tools).
+    pub fn with_start(start_unix_ns: u64, core: u16) -> Self {
+        FileIdGenerator {
+            high_bits: (u128::from(start_unix_ns) << 64) | (u128::from(core) << 48),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id, or `None` once the 48-bit counter is exhausted.
+    pub fn next_id(&self) -> Option<FileId> {
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        (counter <= FILE_ID_COUNTER_MAX).then(|| FileId(self.high_bits | u128::from(counter)))
+    }
+}
+
+/// The checksum the index records for a data set: BLAKE3 of the data set bytes
+/// as received (not the file meta group).
+///
+/// Why BLAKE3: it is a cryptographic 256-bit hash (so "byte-identical" by
+/// checksum is trustworthy for the drop-if-identical duplicate policy and for
+/// `verify`), it runs at several GB/s per core with SIMD, which keeps it well
+/// off the ingest critical path, and it hashes incrementally, so the engine
+/// feeds it the receive-buffer slices as they arrive with no copy and no
+/// second read of the file.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetHasher {
+    hasher: blake3::Hasher,
+}
+
+impl DatasetHasher {
+    /// A hasher with nothing fed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes of the data set, in order.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+    }
+
+    /// The checksum of everything fed.
+    pub fn finish(&self) -> Checksum {
+        Checksum(*self.hasher.finalize().as_bytes())
+    }
+}
+
+/// The checksum of a whole data set held in memory (tools, `verify`, tests).
+pub fn dataset_checksum(dataset: &[u8]) -> Checksum {
+    let mut hasher = DatasetHasher::new();
+    hasher.update(dataset);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        let layout = Layout::new("/data");
+        let file_id = FileId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let object = layout.object_path(file_id);
+        assert_eq!(
+            object,
+            Path::new("/data/objects/66/77/0123456789abcdef0011223344556677.dcm")
+        );
+        assert_eq!(
+            layout.parse_area_path(&object),
+            Some((Area::Objects, file_id))
+        );
+        let quarantine = layout.quarantine_path(file_id);
+        assert_eq!(
+            layout.parse_area_path(&quarantine),
+            Some((Area::Quarantine, file_id))
+        );
+        assert_eq!(
+            layout.tmp_path(3, file_id),
+            Path::new("/data/tmp/3/0123456789abcdef0011223344556677.dcm")
+        );
+    }
+
+    #[test]
+    fn foreign_paths_are_not_parsed() {
+        let layout = Layout::new("/data");
+        for path in [
+            "/data/objects/00/00/0123456789abcdef0011223344556677.dcm",
+            "/data/objects/66/77/0123456789ABCDEF0011223344556677.dcm",
+            "/data/objects/66/77/x.dcm",
+            "/data/tmp/66/77/0123456789abcdef0011223344556677.dcm",
+            "/other/objects/66/77/0123456789abcdef0011223344556677.dcm",
+            "/data/objects/66/77/0123456789abcdef0011223344556677.dcm/x",
+        ] {
+            assert_eq!(layout.parse_area_path(Path::new(path)), None, "{path}");
+        }
+        assert_eq!(parse_file_name("0123.dcm"), None);
+    }
+
+    #[test]
+    fn ids_are_unique_per_core_and_ordered() {
+        let core0 = FileIdGenerator::with_start(1_000, 0);
+        let core1 = FileIdGenerator::with_start(1_000, 1);
+        let a = core0.next_id().unwrap();
+        let b = core0.next_id().unwrap();
+        let c = core1.next_id().unwrap();
+        assert!(a < b);
+        assert_ne!(a, c);
+        assert_ne!(b, c);
+    }
+
+    #[test]
+    fn exhausted_counter_refuses() {
+        let generator = FileIdGenerator::with_start(1, 0);
+        generator
+            .counter
+            .store(FILE_ID_COUNTER_MAX, Ordering::Relaxed);
+        assert!(generator.next_id().is_some());
+        assert!(generator.next_id().is_none());
+    }
+
+    #[test]
+    fn checksum_is_incremental() {
+        let mut hasher = DatasetHasher::new();
+        hasher.update(b"hello ");
+        hasher.update(b"world");
+        assert_eq!(hasher.finish(), dataset_checksum(b"hello world"));
+    }
+}

@@ -1,0 +1,11 @@
+//! The store: the on-disk layout of a data directory ([`layout`]), the Part 10
+//! file header ([`part10`]), and the embedding handle ([`Store`]) that opens a
+//! data directory with its index and answers lookups.
+
+mod handle;
+pub mod layout;
+pub mod part10;
+
+pub use handle::{
+    Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
+};

@@ -1,0 +1,195 @@
+//! The embedding API in-process: `Store::open`, `Server::start_with`,
+//! events, lookups, reading bytes back; and the io fault seam (EIO on a
+//! file fsync) driving the durability failure path.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use sluice_engine::config::Config;
+use sluice_engine::scp::{ServeOptions, Server};
+use sluice_engine::store::{Store, StoreEvent};
+use sluice_io::{Fault, FaultPlan, OpKind};
+use sluice_tests::{dcmtk, free_port, part10_dataset, part10_meta_value, python, run, scripts_dir};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn config(data: &std::path::Path, port: u16, backend: &str) -> Config {
+    Config::from_args([
+        "sluice",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cores",
+        "1",
+        "--io-backend",
+        backend,
+        "--free-space-floor",
+        "0",
+    ])
+    .unwrap()
+}
+
+fn generated_files(dir: &std::path::Path, count: usize) -> Vec<PathBuf> {
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args(["write", dir.to_str().unwrap(), &count.to_string()]),
+        TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "dcm"))
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), count);
+    paths
+}
+
+fn sop_of(path: &std::path::Path) -> String {
+    part10_meta_value(&std::fs::read(path).unwrap(), 0x0002, 0x0003)
+}
+
+/// What examples/embed.rs does, checked: an in-process server, DCMTK
+/// storescu sends, the subscriber sees Stored, the bytes read back are the
+/// Part 10 file whose data set is the one sent.
+#[test]
+fn embedded_store_events_lookup_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = Store::open(config(&dir.path().join("data"), port, "auto")).unwrap();
+    let events = store.subscribe(16).unwrap();
+    let server = Server::start(&store).unwrap();
+    assert_eq!(server.local_addr().map(|addr| addr.port()), Some(port));
+
+    let sent_dir = tempfile::tempdir().unwrap();
+    let file = generated_files(sent_dir.path(), 1).remove(0);
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args([
+                "-aec",
+                "SLUICE",
+                "-aet",
+                "EMBEDDER",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg(&file)
+            .env("TCP_NODELAY", "1"),
+        TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let event = events.receiver().recv_timeout(TIMEOUT).expect("an event");
+    let sop = sop_of(&file);
+    let StoreEvent::Stored { triplet, record } = event else {
+        panic!("expected Stored, got {event:?}");
+    };
+    assert_eq!(triplet.sop_instance_uid, sop);
+    assert_eq!(record.calling_ae_title, "EMBEDDER");
+    assert_eq!(events.lost_count(), 0);
+
+    let entry = store.instance_by_sop(&sop).unwrap().expect("indexed");
+    assert_eq!(entry.triplet, triplet);
+    assert_eq!(store.instance(&triplet).unwrap(), Some(record.clone()));
+    let bytes = store.read_instance(&sop).unwrap().expect("readable");
+    assert_eq!(bytes.len() as u64, record.file_size_bytes);
+    let sent = std::fs::read(&file).unwrap();
+    assert_eq!(part10_dataset(&bytes), part10_dataset(&sent));
+    assert_eq!(store.read_instance("1.2.3.4.404").unwrap(), None);
+    server.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// EIO on the first file fsync: that instance fails with A700, nothing is
+/// indexed or left on disk for it, and the next one is stored.
+fn eio_on_fsync(backend: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let store = Store::open(config(&data, port, backend)).unwrap();
+    let events = store.subscribe(16).unwrap();
+    let plan = FaultPlan::new().fail_nth(OpKind::Sync, 1, Fault::Errno(libc_eio()));
+    let observed_plan = plan.clone();
+    let server = Server::start_with(
+        &store,
+        ServeOptions {
+            adjust_runtime: Some(Box::new(move |runtime| runtime.fault_plan = Some(plan))),
+        },
+    )
+    .unwrap();
+    let sent_dir = tempfile::tempdir().unwrap();
+    let files = generated_files(sent_dir.path(), 2);
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("pynetdicom_scu.py"))
+            .args([&port.to_string(), "SLUICE", "FAULTY", "store"])
+            .args(&files),
+        TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // 0xA700 = 42752.
+    assert!(
+        stdout.contains("\"statuses\": [42752, 0]"),
+        "{backend}: {stdout}"
+    );
+    assert_eq!(observed_plan.injected().len(), 1);
+
+    let (failed, stored) = (sop_of(&files[0]), sop_of(&files[1]));
+    assert!(store.instance_by_sop(&failed).unwrap().is_none());
+    assert!(store.instance_by_sop(&stored).unwrap().is_some());
+    let first = events.receiver().recv_timeout(TIMEOUT).unwrap();
+    assert!(
+        matches!(&first, StoreEvent::Rejected { sop_instance_uid, status: 0xA700, .. } if *sop_instance_uid == failed),
+        "{first:?}"
+    );
+    let second = events.receiver().recv_timeout(TIMEOUT).unwrap();
+    assert!(matches!(second, StoreEvent::Stored { .. }), "{second:?}");
+    server.shutdown(Duration::from_secs(10)).unwrap();
+    // Only the stored instance's file exists anywhere in the data directory.
+    let mut files_on_disk = Vec::new();
+    let mut stack = vec![
+        data.join("objects"),
+        data.join("tmp"),
+        data.join("quarantine"),
+    ];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files_on_disk.push(path);
+            }
+        }
+    }
+    assert_eq!(files_on_disk.len(), 1, "{files_on_disk:?}");
+    assert_eq!(sop_of(&files_on_disk[0]), stored);
+    assert!(!store.is_refusing());
+}
+
+fn libc_eio() -> i32 {
+    5
+}
+
+#[test]
+fn uring_eio_on_file_fsync_fails_that_instance_only() {
+    eio_on_fsync("uring");
+}
+
+#[test]
+fn portable_eio_on_file_fsync_fails_that_instance_only() {
+    eio_on_fsync("portable");
+}

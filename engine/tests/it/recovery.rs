@@ -1,0 +1,196 @@
+//! Start-up recovery on stores built directly through `sluice-index` and the
+//! layout: temporary files removed, unindexed files moved to `orphans/`,
+//! indexed files left alone, missing and wrong-size files reported.
+
+use sluice_engine::recovery::{recover, RecoveryReport};
+
+use crate::operator::StoreFixture;
+
+#[test]
+fn recovery_cleans_debris_and_reports_damage() {
+    let mut fixture = StoreFixture::new();
+    let kept = fixture.add("1.1", "1.1.1", "1.1.1.1", "Doe");
+    let missing = fixture.add("1.1", "1.1.1", "1.1.1.2", "Doe");
+    let truncated = fixture.add("1.1", "1.1.1", "1.1.1.3", "Doe");
+    let (quarantine_id, quarantined) = fixture.add_duplicate(&kept, "OTHER");
+    let layout = fixture.layout.clone();
+
+    // Debris of a crash: files being received on two cores.
+    for core in [0, 1] {
+        let path = layout.tmp_path(core, fixture.next_file_id());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"half a data set").unwrap();
+    }
+    // A complete file whose index transaction never committed, in each area,
+    // and a file with a name the layout never produces.
+    let unindexed_object_id = fixture.next_file_id();
+    let unindexed_object = layout.object_path(unindexed_object_id);
+    std::fs::create_dir_all(unindexed_object.parent().unwrap()).unwrap();
+    std::fs::write(&unindexed_object, b"never acknowledged").unwrap();
+    let unindexed_quarantine_id = fixture.next_file_id();
+    let unindexed_quarantine = layout.quarantine_path(unindexed_quarantine_id);
+    std::fs::create_dir_all(unindexed_quarantine.parent().unwrap()).unwrap();
+    std::fs::write(&unindexed_quarantine, b"never acknowledged either").unwrap();
+    let stranger = layout.objects_dir().join("notes.txt");
+    std::fs::write(&stranger, b"not ours").unwrap();
+    // Damage: one indexed file gone, one cut short.
+    std::fs::remove_file(&missing.path).unwrap();
+    std::fs::write(&truncated.path, &truncated.bytes[..200]).unwrap();
+
+    let report = recover(&layout, fixture.index()).unwrap();
+
+    assert_eq!(report.temp_files_removed, 2);
+    assert!(
+        layout.tmp_dir_of_core(0).is_dir(),
+        "the core directories stay"
+    );
+    assert_eq!(
+        std::fs::read_dir(layout.tmp_dir_of_core(0))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(report.orphans_moved, 3);
+    assert!(!unindexed_object.exists());
+    assert!(!unindexed_quarantine.exists());
+    assert!(!stranger.exists());
+    assert_eq!(
+        std::fs::read(layout.orphan_path(unindexed_object_id)).unwrap(),
+        b"never acknowledged"
+    );
+    assert_eq!(
+        std::fs::read(layout.orphan_path(unindexed_quarantine_id)).unwrap(),
+        b"never acknowledged either"
+    );
+    assert_eq!(
+        std::fs::read(layout.orphans_dir().join("notes.txt")).unwrap(),
+        b"not ours"
+    );
+
+    // Indexed files are untouched, in both areas.
+    assert_eq!(std::fs::read(&kept.path).unwrap(), kept.bytes);
+    assert_eq!(std::fs::read(&quarantined.path).unwrap(), quarantined.bytes);
+    assert_eq!(
+        std::fs::read(&truncated.path).unwrap(),
+        &truncated.bytes[..200],
+        "a damaged indexed file is reported, not moved"
+    );
+
+    assert_eq!(report.entries_checked, 4);
+    assert_eq!(report.missing_files_total, 1);
+    assert_eq!(report.missing_files.len(), 1);
+    let gone = &report.missing_files[0];
+    assert_eq!(gone.triplet, missing.instance.triplet);
+    assert_eq!(gone.path, missing.path);
+    assert_eq!(gone.actual_bytes, None);
+    assert_eq!(gone.quarantine_id, None);
+    assert_eq!(report.wrong_size_total, 1);
+    let short = &report.wrong_size[0];
+    assert_eq!(short.triplet, truncated.instance.triplet);
+    assert_eq!(short.expected_bytes, truncated.bytes.len() as u64);
+    assert_eq!(short.actual_bytes, Some(200));
+    assert!(!report.index_is_whole());
+
+    let line = report.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.starts_with(
+            "recovery: 2 temporary files removed, 3 unindexed files moved to orphans/, \
+             4 index entries checked: 1 file missing, 1 of the wrong size ("
+        ),
+        "{line}"
+    );
+
+    // A second run finds nothing new to clean, and the same damage.
+    let again = recover(&layout, fixture.index()).unwrap();
+    assert_eq!(again.temp_files_removed, 0);
+    assert_eq!(again.orphans_moved, 0);
+    assert_eq!(again.missing_files_total, 1);
+    assert_eq!(again.wrong_size_total, 1);
+    // The quarantined duplicate is still an entry with its file.
+    let txn = fixture.index().read().unwrap();
+    assert!(txn.quarantine_entry(quarantine_id).unwrap().is_some());
+}
+
+#[test]
+fn recovery_of_a_clean_store_changes_nothing() {
+    let mut fixture = StoreFixture::new();
+    let stored = fixture.add("1.1", "1.1.1", "1.1.1.1", "Doe");
+    let (_, quarantined) = fixture.add_duplicate(&stored, "OTHER");
+    let report = recover(&fixture.layout, fixture.index()).unwrap();
+    assert_eq!(
+        report,
+        RecoveryReport {
+            entries_checked: 2,
+            elapsed: report.elapsed,
+            ..RecoveryReport::default()
+        }
+    );
+    assert!(report.index_is_whole());
+    assert!(report
+        .to_string()
+        .starts_with("recovery: 0 temporary files removed, 0 unindexed files moved to orphans/, 2 index entries checked: 0 files missing, 0 of the wrong size"));
+    assert_eq!(std::fs::read(&stored.path).unwrap(), stored.bytes);
+    assert_eq!(std::fs::read(&quarantined.path).unwrap(), quarantined.bytes);
+}
+
+#[test]
+fn recovery_never_moves_a_referenced_file_found_in_the_other_area() {
+    // An interrupted `quarantine release` links the quarantined file into
+    // objects/ before the index commits: that name holds a referenced id.
+    let mut fixture = StoreFixture::new();
+    let stored = fixture.add("1.1", "1.1.1", "1.1.1.1", "Doe");
+    let (_, quarantined) = fixture.add_duplicate(&stored, "OTHER");
+    let layout = fixture.layout.clone();
+    let linked = layout.object_path(quarantined.file_id);
+    std::fs::create_dir_all(linked.parent().unwrap()).unwrap();
+    std::fs::hard_link(&quarantined.path, &linked).unwrap();
+    let report = recover(&layout, fixture.index()).unwrap();
+    assert_eq!(report.orphans_moved, 0);
+    assert!(linked.exists());
+    assert!(quarantined.path.exists());
+    assert!(report.index_is_whole());
+}
+
+#[test]
+fn recovery_moves_a_file_left_in_the_wrong_area_into_place() {
+    // The ingest path writes into the area it expects and moves the file
+    // after the index decided otherwise; a crash in between leaves a
+    // referenced file in the other area.
+    let mut fixture = StoreFixture::new();
+    let stored = fixture.add("1.1", "1.1.1", "1.1.1.1", "Doe");
+    let (_, quarantined) = fixture.add_duplicate(&stored, "OTHER");
+    let other = fixture.add("1.1", "1.1.1", "1.1.1.2", "Doe");
+    let layout = fixture.layout.clone();
+    let misplaced = layout.object_path(quarantined.file_id);
+    std::fs::create_dir_all(misplaced.parent().unwrap()).unwrap();
+    std::fs::rename(&quarantined.path, &misplaced).unwrap();
+    // A file with the right id in the wrong area, but not the recorded size:
+    // left alone and reported.
+    let damaged = layout.quarantine_path(other.file_id);
+    std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+    std::fs::rename(&other.path, &damaged).unwrap();
+    std::fs::write(&damaged, b"short").unwrap();
+
+    let report = recover(&layout, fixture.index()).unwrap();
+    assert_eq!(
+        report.orphans_moved, 0,
+        "referenced files are never orphans"
+    );
+    assert_eq!(report.misplaced_moved, 1);
+    assert_eq!(std::fs::read(&quarantined.path).unwrap(), quarantined.bytes);
+    assert!(!misplaced.exists());
+    assert_eq!(report.missing_files_total, 1);
+    assert_eq!(report.missing_files[0].triplet, other.instance.triplet);
+    assert_eq!(
+        report.missing_files[0].other_area_path.as_deref(),
+        Some(damaged.as_path())
+    );
+    assert_eq!(std::fs::read(&damaged).unwrap(), b"short");
+    assert!(
+        report
+            .to_string()
+            .contains("1 file missing, 0 of the wrong size, 1 misplaced file moved into place ("),
+        "{report}"
+    );
+}

@@ -1,0 +1,694 @@
+//! `sluice serve` end to end: a real server process on loopback (both io
+//! backends where the I/O path matters), real peers (DCMTK, pynetdicom, and
+//! raw-socket Python peers in tests/fixtures/sluice_peer.py).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::{
+    dcmtk, free_port, make_fixtures, part10_dataset, part10_meta_value, python, run, scripts_dir,
+    ChildGuard,
+};
+
+const AE: &str = "SLUICE";
+const PEER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running `sluice serve` with its own temporary data directory.
+pub struct Served {
+    guard: Option<ChildGuard>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Served {
+    pub fn start(backend: &str, extra: &[&str]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = File::create(dir.path().join("server.log")).unwrap();
+        let data = dir.path().join("data");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--io-backend", backend, "--cores", "2"])
+            .args(if extra.contains(&"--free-space-floor") {
+                &[][..]
+            } else {
+                &["--free-space-floor", "0"][..]
+            })
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice serve");
+        let served = Served {
+            guard: Some(ChildGuard::new(child)),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sluice serve did not listen within 20 s:\n{}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        served
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Every file under `area` of the data directory.
+    pub fn all_files(&self, area: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.data().join(area)];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    /// Every file under `area`, by its SOP Instance UID (from its file meta
+    /// group); fails on two files with one UID in the area.
+    pub fn files(&self, area: &str) -> BTreeMap<String, PathBuf> {
+        let mut found = BTreeMap::new();
+        for path in self.all_files(area) {
+            let bytes = std::fs::read(&path).unwrap();
+            let previous = found.insert(part10_meta_value(&bytes, 0x0002, 0x0003), path);
+            assert!(
+                previous.is_none(),
+                "two files with one SOP Instance UID in {area}"
+            );
+        }
+        found
+    }
+
+    /// Sends SIGTERM-equivalent shutdown: kill and reap (by PID).
+    pub fn stop(mut self) -> String {
+        drop(self.guard.take());
+        self.log()
+    }
+}
+
+fn peer(args: &[&str]) -> serde_like::Json {
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args(args),
+        PEER_TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "sluice_peer.py {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_like::Json(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn pynetdicom_scu(args: &[&str]) -> serde_like::Json {
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("pynetdicom_scu.py"))
+            .args(args),
+        PEER_TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "pynetdicom_scu.py {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_like::Json(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Minimal checks on the peers' one-line JSON without a JSON dependency:
+/// the scripts print compact `json.dumps` output, so substring checks on
+/// normalised text are exact enough and fail loudly.
+mod serde_like {
+    #[derive(Debug)]
+    pub struct Json(pub String);
+
+    impl Json {
+        pub fn has(&self, fragment: &str) -> bool {
+            self.0.contains(fragment)
+        }
+
+        /// The string value of `"key": "value"`.
+        pub fn string(&self, key: &str) -> Option<String> {
+            let start = self.0.find(&format!("\"{key}\": \""))? + key.len() + 5;
+            let rest = &self.0[start..];
+            Some(rest[..rest.find('"')?].to_owned())
+        }
+    }
+}
+
+fn storescu_profile(path: &Path, transfer_syntax_uid: &str) -> String {
+    let file = std::fs::read(path).unwrap();
+    let sop_class_uid = part10_meta_value(&file, 0x0002, 0x0002);
+    format!(
+        "[[TransferSyntaxes]]\n[Only]\nTransferSyntax1 = {transfer_syntax_uid}\n\n\
+         [[PresentationContexts]]\n[Contexts]\nPresentationContext1 = {sop_class_uid}\\Only\n\n\
+         [[Profiles]]\n[Default]\nPresentationContexts = Contexts\n"
+    )
+}
+
+fn storescu(
+    port: u16,
+    file: &Path,
+    transfer_syntax_uid: &str,
+    profile_dir: &Path,
+) -> std::process::Output {
+    let profile = profile_dir.join("storescu.cfg");
+    std::fs::write(&profile, storescu_profile(file, transfer_syntax_uid)).unwrap();
+    run(
+        Command::new(dcmtk("storescu"))
+            .arg("-xf")
+            .arg(&profile)
+            .arg("Default")
+            .args([
+                "-aec",
+                AE,
+                "-aet",
+                "STORESCU",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg(file)
+            .env("TCP_NODELAY", "1"),
+        PEER_TIMEOUT,
+    )
+}
+
+/// C-ECHO, then every fixture transfer syntax (deflate excepted: not
+/// accepted, see docs/design/ingest.md) stored byte-identical and readable
+/// by dcmdump, on one backend.
+fn echo_and_every_transfer_syntax(backend: &str) {
+    let served = Served::start(backend, &["--transfer-syntaxes", "all"]);
+    let echo = run(
+        Command::new(dcmtk("echoscu")).args(["-aec", AE, "127.0.0.1", &served.port.to_string()]),
+        PEER_TIMEOUT,
+    );
+    assert!(
+        echo.status.success(),
+        "echoscu: {}",
+        String::from_utf8_lossy(&echo.stderr)
+    );
+
+    let fixtures_dir = tempfile::tempdir().unwrap();
+    let fixtures: Vec<_> = make_fixtures(fixtures_dir.path())
+        .into_iter()
+        .filter(|fixture| fixture.transfer_syntax_uid != "1.2.840.10008.1.2.1.99")
+        .collect();
+    for fixture in &fixtures {
+        let output = storescu(
+            served.port,
+            &fixture.path,
+            &fixture.transfer_syntax_uid,
+            fixtures_dir.path(),
+        );
+        assert!(
+            output.status.success(),
+            "storescu {}: {}\n{}",
+            fixture.path.display(),
+            String::from_utf8_lossy(&output.stderr),
+            served.log()
+        );
+    }
+    // Some fixtures share their UIDs (converted from one source), so the
+    // later ones are duplicates and land in quarantine: look in both areas.
+    let stored: Vec<PathBuf> = served
+        .all_files("objects")
+        .into_iter()
+        .chain(served.all_files("quarantine"))
+        .collect();
+    assert_eq!(stored.len(), fixtures.len(), "{stored:?}");
+    for fixture in &fixtures {
+        let sent = std::fs::read(&fixture.path).unwrap();
+        let path = stored
+            .iter()
+            .find(|path| {
+                let file = std::fs::read(path).unwrap();
+                part10_meta_value(&file, 0x0002, 0x0010) == fixture.transfer_syntax_uid
+            })
+            .unwrap_or_else(|| panic!("{} not stored", fixture.path.display()));
+        let file = std::fs::read(path).unwrap();
+        assert_eq!(
+            part10_meta_value(&file, 0x0002, 0x0010),
+            fixture.transfer_syntax_uid
+        );
+        assert_eq!(part10_meta_value(&file, 0x0002, 0x0016), "STORESCU");
+        assert!(
+            part10_dataset(&file) == part10_dataset(&sent),
+            "{}: stored data set differs from the sent one",
+            fixture.path.display()
+        );
+        let dump = run(Command::new(dcmtk("dcmdump")).arg(path), PEER_TIMEOUT);
+        assert!(
+            dump.status.success(),
+            "dcmdump {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&dump.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(served.data().join("tmp/0"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    let log = served.stop();
+    assert!(log.contains("association ended"), "{log}");
+}
+
+#[test]
+fn uring_echo_and_every_transfer_syntax_stored_byte_identical() {
+    echo_and_every_transfer_syntax("uring");
+}
+
+#[test]
+fn portable_echo_and_every_transfer_syntax_stored_byte_identical() {
+    echo_and_every_transfer_syntax("portable");
+}
+
+fn concurrent_associations(backend: &str, associations: u32, per_association: u32) {
+    let served = Served::start(backend, &[]);
+    let sent_dir = tempfile::tempdir().unwrap();
+    let out = peer(&[
+        "concurrent",
+        &served.port.to_string(),
+        AE,
+        &associations.to_string(),
+        &per_association.to_string(),
+        sent_dir.path().to_str().unwrap(),
+    ]);
+    let total = associations * per_association;
+    assert!(
+        out.has(&format!("\"statuses\": {{\"0000\": {total}}}")) && out.has("\"failures\": []"),
+        "{out:?}\n{}",
+        served.log()
+    );
+    let stored = served.files("objects");
+    assert_eq!(stored.len() as u32, total);
+    for entry in std::fs::read_dir(sent_dir.path()).unwrap() {
+        let sent_path = entry.unwrap().path();
+        let sent = std::fs::read(&sent_path).unwrap();
+        let sop = part10_meta_value(&sent, 0x0002, 0x0003);
+        let stored_file = std::fs::read(&stored[&sop]).unwrap();
+        assert!(
+            part10_dataset(&stored_file) == part10_dataset(&sent),
+            "{sop} differs"
+        );
+    }
+}
+
+#[test]
+fn uring_fifty_concurrent_pynetdicom_associations_all_stored_identical() {
+    concurrent_associations("uring", 50, 6);
+}
+
+#[test]
+fn portable_concurrent_pynetdicom_associations_all_stored_identical() {
+    concurrent_associations("portable", 16, 4);
+}
+
+#[test]
+fn same_triplet_twice_first_untouched_second_quarantined() {
+    let served = Served::start("auto", &[]);
+    let fixtures_dir = tempfile::tempdir().unwrap();
+    let fixture = make_fixtures(fixtures_dir.path())
+        .into_iter()
+        .find(|fixture| fixture.transfer_syntax_uid == "1.2.840.10008.1.2.1")
+        .unwrap();
+    let first = storescu(
+        served.port,
+        &fixture.path,
+        &fixture.transfer_syntax_uid,
+        fixtures_dir.path(),
+    );
+    assert!(first.status.success());
+    let stored = served.files("objects");
+    assert_eq!(stored.len(), 1);
+    let (sop, path) = stored.iter().next().unwrap();
+    let bytes_before = std::fs::read(path).unwrap();
+    let mtime_before = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+
+    let second = storescu(
+        served.port,
+        &fixture.path,
+        &fixture.transfer_syntax_uid,
+        fixtures_dir.path(),
+    );
+    // The sender is told success: the newcomer is kept (in quarantine).
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(std::fs::read(path).unwrap(), bytes_before);
+    assert_eq!(
+        std::fs::metadata(path).unwrap().modified().unwrap(),
+        mtime_before
+    );
+    assert_eq!(served.files("objects").len(), 1);
+    let quarantined = served.files("quarantine");
+    assert_eq!(quarantined.keys().collect::<Vec<_>>(), vec![sop]);
+    let quarantined_bytes = std::fs::read(&quarantined[sop]).unwrap();
+    assert_eq!(
+        part10_dataset(&quarantined_bytes),
+        part10_dataset(&bytes_before)
+    );
+}
+
+#[test]
+fn association_aborted_mid_data_set_leaves_no_file() {
+    for backend in ["uring", "portable"] {
+        let served = Served::start(backend, &[]);
+        let out = peer(&["abort", &served.port.to_string(), AE]);
+        assert!(out.has("\"associated\": true"), "{out:?}");
+        // The abort is processed asynchronously: wait for its log line.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !served.log().contains("ABORTER") {
+            assert!(
+                Instant::now() < deadline,
+                "no association line:\n{}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let leftover: Vec<PathBuf> = ["tmp", "objects", "quarantine"]
+            .iter()
+            .flat_map(|area| served.all_files(area))
+            .collect();
+        assert!(leftover.is_empty(), "{backend}: files left: {leftover:?}");
+        let log = served.stop();
+        assert!(log.contains("instances_stored=0"), "{log}");
+    }
+}
+
+#[test]
+fn association_rejections() {
+    let served = Served::start(
+        "auto",
+        &[
+            "--allow-calling-ae",
+            "PEER",
+            "--max-associations",
+            "1",
+            "--max-associations-per-calling-ae",
+            "1",
+        ],
+    );
+    let port = served.port.to_string();
+    // Called AE title not served: 1/1/7.
+    let out = pynetdicom_scu(&[&port, "NOT_SLUICE", "PEER", "echo"]);
+    assert!(out.has("\"rejected\": [1, 1, 7]"), "{out:?}");
+    // Calling AE title not in the allow-list: 1/1/3.
+    let out = pynetdicom_scu(&[&port, AE, "STRANGER", "echo"]);
+    assert!(out.has("\"rejected\": [1, 1, 3]"), "{out:?}");
+    // Over the association limit while another is held open: 2/3/2.
+    let mut holder = ChildGuard::new(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args(["hold", &port, AE, "PEER", "30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.child_mut().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("\"held\": true"), "{line}");
+    let out = pynetdicom_scu(&[&port, AE, "PEER", "echo"]);
+    assert!(out.has("\"rejected\": [2, 3, 2]"), "{out:?}");
+    drop(holder);
+    let log = served.stop();
+    assert!(log.contains("result 1, source 1, reason 7"), "{log}");
+    assert!(log.contains("result 2, source 3, reason 2"), "{log}");
+}
+
+#[test]
+fn c_store_statuses_for_bad_data_sets() {
+    let served = Served::start("auto", &[]);
+    let port = served.port.to_string();
+    let crafted_dir = tempfile::tempdir().unwrap();
+    let out = peer(&["crafted", &port, AE, crafted_dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.string("missing_study").as_deref(),
+        Some("A900"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.string("pixel_length").as_deref(),
+        Some("C011"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.string("native_in_jpeg").as_deref(),
+        Some("C012"),
+        "{out:?}"
+    );
+    assert_eq!(out.string("good").as_deref(), Some("0000"), "{out:?}");
+    let out = peer(&["garbled", &port, AE]);
+    assert_eq!(out.string("status").as_deref(), Some("C010"), "{out:?}");
+    // A SOP class other than the context's: 0122 SOP class not supported.
+    let out = peer(&["wrong_class", &port, AE]);
+    assert_eq!(out.string("status").as_deref(), Some("0122"), "{out:?}");
+    // Nothing of the refused ones was kept: only the good one is stored.
+    assert_eq!(served.files("objects").len(), 1);
+    let log = served.stop();
+    assert!(log.contains("C-STORE refused"), "{log}");
+}
+
+#[test]
+fn c_store_refused_under_the_free_space_floor() {
+    // A floor above any real disk's free space provokes the status without
+    // a small filesystem (no loop mount needed).
+    let served = Served::start("auto", &["--free-space-floor", "1000TiB"]);
+    let crafted_dir = tempfile::tempdir().unwrap();
+    let out = peer(&[
+        "crafted",
+        &served.port.to_string(),
+        AE,
+        crafted_dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.string("good").as_deref(), Some("A711"), "{out:?}");
+    assert!(served.files("objects").is_empty());
+}
+
+#[test]
+fn racing_senders_same_triplet_one_stored_rest_quarantined_then_sigterm() {
+    let served = Served::start("auto", &[]);
+    let fixtures_dir = tempfile::tempdir().unwrap();
+    let sent = peer(&["write", fixtures_dir.path().to_str().unwrap(), "1"]);
+    assert!(sent.has("paths"), "{sent:?}");
+    let file = served_first_dcm(fixtures_dir.path());
+    let port = served.port.to_string();
+    let senders: Vec<_> = (0..6)
+        .map(|index| {
+            let (file, port) = (file.clone(), port.clone());
+            std::thread::spawn(move || {
+                run(
+                    Command::new(dcmtk("storescu"))
+                        .args([
+                            "-aec",
+                            AE,
+                            "-aet",
+                            &format!("RACER{index}"),
+                            "127.0.0.1",
+                            &port,
+                        ])
+                        .arg(&file)
+                        .env("TCP_NODELAY", "1"),
+                    PEER_TIMEOUT,
+                )
+            })
+        })
+        .collect();
+    for sender in senders {
+        let output = sender.join().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(served.all_files("objects").len(), 1);
+    assert_eq!(served.all_files("quarantine").len(), 5);
+
+    // SIGTERM: a graceful stop, exit status 0.
+    let mut served = served;
+    let mut guard = served.guard.take().unwrap();
+    let kill = run(
+        Command::new("kill").args(["-TERM", &guard.id().to_string()]),
+        PEER_TIMEOUT,
+    );
+    assert!(kill.status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = guard.child_mut().try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", served.log());
+    assert!(served.log().contains("stopped"), "{}", served.log());
+}
+
+fn served_first_dcm(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "dcm"))
+        .expect("a generated file")
+}
+
+/// A 192 MiB instance streams: stored byte-identical while the server's
+/// peak resident memory stays far below the instance size.
+#[test]
+fn large_instance_streams_with_bounded_server_memory() {
+    let served = Served::start("auto", &[]);
+    let fixtures_dir = tempfile::tempdir().unwrap();
+    let path = fixtures_dir.path().join("big.dcm");
+    peer(&["big", path.to_str().unwrap(), "192"]);
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", AE, "127.0.0.1", &served.port.to_string()])
+            .arg(&path)
+            .env("TCP_NODELAY", "1"),
+        PEER_TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pid = served.guard.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    assert!(
+        peak_kib < 128 * 1024,
+        "server peak RSS {peak_kib} KiB for a 192 MiB instance"
+    );
+    let stored = served.all_files("objects");
+    assert_eq!(stored.len(), 1);
+    let sent = std::fs::read(&path).unwrap();
+    let file = std::fs::read(&stored[0]).unwrap();
+    assert!(part10_dataset(&file) == part10_dataset(&sent));
+}
+
+#[test]
+fn artim_and_idle_timeouts_end_the_connection() {
+    let served = Served::start(
+        "auto",
+        &["--artim-timeout-ms", "300", "--idle-timeout-ms", "1000"],
+    );
+    // ARTIM: a connection that never sends its A-ASSOCIATE-RQ is closed.
+    let mut silent = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buffer = [0u8; 16];
+    let read = std::io::Read::read(&mut silent, &mut buffer);
+    assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
+    // Idle: an association silent for longer than the idle timeout is aborted.
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args(["hold", &served.port.to_string(), AE, "IDLER", "3"]),
+        PEER_TIMEOUT,
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"held\": true"));
+    let log = served.stop();
+    assert!(log.contains("ARTIM timeout"), "{log}");
+    assert!(
+        log.contains("calling_ae=IDLER") && log.contains("outcome=idle timeout"),
+        "{log}"
+    );
+}
+
+#[test]
+fn duplicate_policies_reject_replace_drop_if_identical() {
+    let fixtures_dir = tempfile::tempdir().unwrap();
+    peer(&["write", fixtures_dir.path().to_str().unwrap(), "1"]);
+    let file = served_first_dcm(fixtures_dir.path());
+    let file = file.to_str().unwrap();
+    // (policy, second status as pynetdicom prints it, files in objects, in quarantine)
+    for (policy, second_status, objects, quarantine) in [
+        ("reject", "273", 1, 0),
+        ("replace", "0", 1, 0),
+        ("drop-if-identical", "0", 1, 0),
+        ("quarantine", "0", 1, 1),
+    ] {
+        let served = Served::start("auto", &["--duplicate-policy", policy]);
+        let first_file_before = {
+            let out = pynetdicom_scu(&[&served.port.to_string(), AE, "DUP", "store", file]);
+            assert!(out.has("\"statuses\": [0]"), "{policy}: {out:?}");
+            served.all_files("objects")
+        };
+        let out = pynetdicom_scu(&[&served.port.to_string(), AE, "DUP", "store", file]);
+        assert!(
+            out.has(&format!("\"statuses\": [{second_status}]")),
+            "{policy}: {out:?}\n{}",
+            served.log()
+        );
+        let objects_after = served.all_files("objects");
+        assert_eq!(objects_after.len(), objects, "{policy}");
+        assert_eq!(served.all_files("quarantine").len(), quarantine, "{policy}");
+        // Replace stores the newcomer under a new file id; the others keep
+        // the first file.
+        assert_eq!(
+            objects_after != first_file_before,
+            policy == "replace",
+            "{policy}"
+        );
+        // The replaced file was acknowledged once: it is kept in orphans/.
+        assert_eq!(
+            served.all_files("orphans"),
+            if policy == "replace" {
+                first_file_before.clone()
+            } else {
+                Vec::new()
+            }
+            .iter()
+            .map(|path| served
+                .data()
+                .join("orphans")
+                .join(path.file_name().unwrap()))
+            .collect::<Vec<_>>(),
+            "{policy}"
+        );
+    }
+}
