@@ -273,9 +273,12 @@ config_options! {
         group_commit_max_instances: u32 = 256,
             kind IntKind::<u32>::new(1, 65_536), flag "group-commit-max-instances";
 
-        /// The most files made durable (fsync) in one batch on a core.
-        fsync_batch_max_files: u32 = 64,
-            kind IntKind::<u32>::new(1, 4096), flag "fsync-batch-max-files";
+        /// The most instances one core receives and makes durable at once
+        /// (each holds an open temporary file and its fsync in flight). A
+        /// C-STORE beyond it is refused with A710 (out of resources) rather
+        /// than queued without bound.
+        instances_in_flight_max_per_core: u32 = 1024,
+            kind IntKind::<u32>::new(1, 65_536), flag "instances-in-flight-max-per-core";
 
         /// The largest size the index (an LMDB database) may grow to. This is
         /// reserved address space, not disk: the file grows only as entries

@@ -48,7 +48,7 @@ use sluice_net::pdu::{AssociateRj, DecodeLimits, RejectReason, RejectResult};
 use sluice_net::scan::{check_store, DatasetHead, Field, HeadScanner, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
-use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING, INSTANCES_IN_FLIGHT_PER_CORE_MAX};
+use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING};
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, UidConflictPolicy};
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
@@ -745,6 +745,7 @@ impl CoreHandler {
             return;
         }
         let floor = self.config().storage.free_space_floor;
+        let in_flight_max = self.config().storage.instances_in_flight_max_per_core as usize;
         let facts = uid::transfer_syntax(&transfer_syntax_uid).map(|ts| ts.facts);
         conn.receiving = Some(if abstract_syntax != rq.affected_sop_class_uid {
             refuse(
@@ -759,10 +760,10 @@ impl CoreHandler {
                 Status::OUT_OF_RESOURCES,
                 "the store refuses after repeated durability failures".into(),
             )
-        } else if self.jobs.len() >= INSTANCES_IN_FLIGHT_PER_CORE_MAX {
+        } else if self.jobs.len() >= in_flight_max {
             refuse(
                 Status::OUT_OF_MEMORY,
-                format!("{INSTANCES_IN_FLIGHT_PER_CORE_MAX} instances in flight on this core"),
+                format!("{in_flight_max} instances in flight on this core"),
             )
         } else if floor > 0 && self.free_space_bytes().is_some_and(|free| free < floor) {
             refuse(

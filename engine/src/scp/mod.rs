@@ -26,10 +26,6 @@ pub use handler::{status_of_index_error, STATUS_DUPLICATE_REJECTED};
 
 use handler::{CoreHandler, CoreMessage};
 
-/// Instances being received or made durable at once on one core; one more
-/// is refused with A710 (the bound that keeps memory and open files finite).
-pub const INSTANCES_IN_FLIGHT_PER_CORE_MAX: usize = 1024;
-
 /// Consecutive durability failures (fsync, rename, directory sync, index
 /// commit) after which the store refuses every C-STORE until restart.
 pub const DURABILITY_FAILURES_BEFORE_REFUSING: u32 = 8;

@@ -36,7 +36,12 @@ impl Served {
             .arg("--data-dir")
             .arg(&data)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--io-backend", backend, "--cores", "2"])
+            .args(["--io-backend", backend])
+            .args(if extra.contains(&"--cores") {
+                &[][..]
+            } else {
+                &["--cores", "2"][..]
+            })
             .args(if extra.contains(&"--free-space-floor") {
                 &[][..]
             } else {
@@ -485,6 +490,56 @@ fn c_store_statuses_for_bad_data_sets() {
     assert_eq!(served.files("objects").len(), 1);
     let log = served.stop();
     assert!(log.contains("C-STORE refused"), "{log}");
+}
+
+#[test]
+fn c_store_beyond_the_in_flight_limit_is_refused_a710() {
+    // One core, one instance in flight at most: a peer holds half a data set
+    // open, so the next C-STORE on that core is refused with A710 at once.
+    let served = Served::start(
+        "auto",
+        &["--cores", "1", "--instances-in-flight-max-per-core", "1"],
+    );
+    let port = served.port.to_string();
+    let mut holder = ChildGuard::new(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args(["hold_half", &port, AE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.child_mut().stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("\"holding\": true"), "holder said {line:?}");
+    let fixtures_dir = tempfile::tempdir().unwrap();
+    peer(&["write", fixtures_dir.path().to_str().unwrap(), "1"]);
+    let file = served_first_dcm(fixtures_dir.path());
+    let out = pynetdicom_scu(&[&port, AE, "BUSY", "store", file.to_str().unwrap()]);
+    // 42768 = 0xA710, as pynetdicom prints it.
+    assert!(
+        out.has("\"statuses\": [42768]"),
+        "{out:?}\n{}",
+        served.log()
+    );
+    // Once the holder aborts, its half instance is discarded and the core
+    // takes the next one.
+    drop(holder.child_mut().stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = pynetdicom_scu(&[&port, AE, "LATER", "store", file.to_str().unwrap()]);
+        if out.has("\"statuses\": [0]") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served.files("objects").len(), 1);
+    assert!(served.files("tmp").is_empty());
 }
 
 #[test]
