@@ -110,8 +110,10 @@ fn serve(config: Config) -> ExitCode {
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
         if signal_receiver.recv().is_ok() {
-            tracing::info!("signal received: shutting down");
+            // Shut down first, log second: a log write that fails (stderr
+            // closed by a pipe reader that went away) must not stop it.
             handle.shutdown();
+            tracing::info!("signal received: shutting down");
         }
     });
     match server.wait(SHUTDOWN_WAIT) {
