@@ -10,12 +10,15 @@
 //! - stats and a consistency check (`index`, `check`).
 //!
 //! ```no_run
-//! use sluice_index::{Index, IndexOptions, WriteOp, StoreRequest};
-//! # fn instance() -> sluice_index::NewInstance { unimplemented!() }
-//! let index = Index::open("/var/lib/sluice/index", IndexOptions::default())?;
-//! let results = index.writer().execute(vec![WriteOp::Store(StoreRequest::new(instance()))])?;
-//! let found = index.read()?.instance_by_sop("1.2.3")?;
-//! # Ok::<(), sluice_index::IndexError>(())
+//! use sluice_index::{Index, IndexError, IndexOptions, NewInstance, StoreRequest, WriteOp};
+//!
+//! fn store_and_find(instance: NewInstance) -> Result<(), IndexError> {
+//!     let index = Index::open("/var/lib/sluice/index", IndexOptions::default())?;
+//!     let sop_instance_uid = instance.triplet.sop_instance_uid.clone();
+//!     let _outcomes = index.writer().execute(vec![WriteOp::Store(StoreRequest::new(instance))])?;
+//!     let _found = index.read()?.instance_by_sop(&sop_instance_uid)?;
+//!     Ok(())
+//! }
 //! ```
 
 mod apply;
