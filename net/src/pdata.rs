@@ -55,7 +55,11 @@ pub struct PdvFragment<'a> {
     /// Message control header bit 1 of the PDV: this PDV ends the command or
     /// data set (the message is complete when `is_last && pdv_complete`).
     pub is_last: bool,
-    /// These bytes of the PDV's value.
+    /// These bytes of the PDV's value. They are always the last
+    /// `bytes.len()` bytes consumed by the step that yields the fragment,
+    /// `input[step.consumed - bytes.len()..step.consumed]`, so a caller that
+    /// owns `input` (a refcounted receive buffer) can lend that range onward
+    /// instead of copying it.
     pub bytes: &'a [u8],
     /// Offset of `bytes` within the PDV's value.
     pub value_offset: u32,

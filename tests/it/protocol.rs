@@ -10,7 +10,8 @@ use std::time::Duration;
 use sluice_net::assoc::AeTitleFilter;
 use sluice_tests::acceptor::{storage_policy, AcceptorSettings, AssociationOutcome, TestAcceptor};
 use sluice_tests::{
-    dcmtk, make_fixtures, part10_dataset, part10_transfer_syntax, python, run, scripts_dir,
+    dcmtk, make_fixtures, part10_dataset, part10_transfer_syntax, python_peer, run,
+    storescu_profile, PeerOutput,
 };
 
 const AE: &str = "SLUICE";
@@ -38,32 +39,11 @@ fn echoscu(port: u16, called: &str, calling: &str) -> std::process::Output {
     )
 }
 
-fn pynetdicom(port: u16, called: &str, action: &str, args: &[&str]) -> serde_like::Json {
-    let output = run(
-        Command::new(python())
-            .arg(scripts_dir().join("pynetdicom_scu.py"))
-            .args([&port.to_string(), called, "PYNETDICOM", action])
-            .args(args),
-        PEER_TIMEOUT,
-    );
-    assert!(
-        output.status.success(),
-        "pynetdicom SCU failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_like::Json(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// The pynetdicom script prints one flat JSON object; these tests only need
-/// exact-substring checks on it, which keeps serde out of this crate.
-mod serde_like {
-    #[derive(Debug)]
-    pub struct Json(pub String);
-    impl Json {
-        pub fn has(&self, fragment: &str) -> bool {
-            self.0.contains(fragment)
-        }
-    }
+fn pynetdicom(port: u16, called: &str, action: &str, args: &[&str]) -> PeerOutput {
+    let port = port.to_string();
+    let mut all = vec![port.as_str(), called, "PYNETDICOM", action];
+    all.extend_from_slice(args);
+    python_peer("pynetdicom_scu.py", &all, PEER_TIMEOUT)
 }
 
 #[test]
@@ -321,16 +301,4 @@ fn pynetdicom_rejections_carry_the_policy_codes() {
     assert!(observed
         .outcomes
         .contains(&AssociationOutcome::Rejected { codes: (1, 1, 1) }));
-}
-
-/// A DCMTK association profile proposing one context: the file's SOP class
-/// with the file's transfer syntax.
-fn storescu_profile(path: &std::path::Path, transfer_syntax_uid: &str) -> String {
-    let file = std::fs::read(path).unwrap();
-    let sop_class_uid = sluice_tests::part10_meta_value(&file, 0x0002, 0x0002);
-    format!(
-        "[[TransferSyntaxes]]\n[Only]\nTransferSyntax1 = {transfer_syntax_uid}\n\n\
-         [[PresentationContexts]]\n[Contexts]\nPresentationContext1 = {sop_class_uid}\\Only\n\n\
-         [[Profiles]]\n[Default]\nPresentationContexts = Contexts\n"
-    )
 }

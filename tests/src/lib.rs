@@ -225,3 +225,53 @@ pub fn part10_meta_value(file: &[u8], wanted_group: u16, wanted_element: u16) ->
 fn part10_meta_length(file: &[u8]) -> usize {
     u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize
 }
+
+/// What a Python peer script printed: one JSON object on one line. Tests
+/// check it with exact substrings (the scripts print `json.dumps` output),
+/// which keeps a JSON dependency out of the test crates.
+#[derive(Debug)]
+pub struct PeerOutput(pub String);
+
+impl PeerOutput {
+    /// Whether the output contains `fragment` verbatim.
+    pub fn has(&self, fragment: &str) -> bool {
+        self.0.contains(fragment)
+    }
+
+    /// The string value of `"key": "value"`.
+    pub fn string(&self, key: &str) -> Option<String> {
+        let start = self.0.find(&format!("\"{key}\": \""))? + key.len() + 5;
+        let rest = &self.0[start..];
+        Some(rest[..rest.find('"')?].to_owned())
+    }
+}
+
+/// Runs the Python peer `script` (in [`scripts_dir`]) with `args`; fails the
+/// test if it exits non-zero or takes longer than `timeout`.
+pub fn python_peer(script: &str, args: &[&str], timeout: Duration) -> PeerOutput {
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join(script))
+            .args(args),
+        timeout,
+    );
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PeerOutput(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// A DCMTK `storescu -xf` association profile proposing exactly one
+/// context: the file's SOP class with `transfer_syntax_uid`, so storescu
+/// sends the file as it is (its own flags cannot propose every syntax).
+pub fn storescu_profile(path: &Path, transfer_syntax_uid: &str) -> String {
+    let file = std::fs::read(path).expect("read the file to propose");
+    let sop_class_uid = part10_meta_value(&file, 0x0002, 0x0002);
+    format!(
+        "[[TransferSyntaxes]]\n[Only]\nTransferSyntax1 = {transfer_syntax_uid}\n\n\
+         [[PresentationContexts]]\n[Contexts]\nPresentationContext1 = {sop_class_uid}\\Only\n\n\
+         [[Profiles]]\n[Default]\nPresentationContexts = Contexts\n"
+    )
+}

@@ -318,9 +318,8 @@ impl CoreHandler {
                     return;
                 }
             };
-            let start = offset;
-            offset += step.consumed;
-            let _ = start;
+            let step_end = offset + step.consumed;
+            offset = step_end;
             match step.event {
                 None => break,
                 Some(StreamEvent::Control(pdu)) => {
@@ -357,11 +356,11 @@ impl CoreHandler {
                             );
                         }
                     } else {
-                        // The fragment borrows `data`: find its range to lend
-                        // the same memory to the file write (no copy).
-                        let begin =
-                            (fragment.bytes.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
-                        let slice = data.slice(begin..begin + fragment.bytes.len());
+                        // A fragment is the last bytes its step consumed:
+                        // lend that range of the receive buffer to the file
+                        // write (no copy).
+                        let begin = step_end.saturating_sub(fragment.bytes.len());
+                        let slice = data.slice(begin..step_end);
                         self.dataset_fragment(
                             core,
                             serial,

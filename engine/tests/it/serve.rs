@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_tests::{
-    dcmtk, free_port, make_fixtures, part10_dataset, part10_meta_value, python, run, scripts_dir,
-    ChildGuard,
+    dcmtk, free_port, make_fixtures, part10_dataset, part10_meta_value, python, python_peer, run,
+    scripts_dir, storescu_profile, ChildGuard, PeerOutput,
 };
 
 const AE: &str = "SLUICE";
@@ -120,65 +120,12 @@ impl Served {
     }
 }
 
-fn peer(args: &[&str]) -> serde_like::Json {
-    let output = run(
-        Command::new(python())
-            .arg(scripts_dir().join("sluice_peer.py"))
-            .args(args),
-        PEER_TIMEOUT,
-    );
-    assert!(
-        output.status.success(),
-        "sluice_peer.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_like::Json(String::from_utf8_lossy(&output.stdout).into_owned())
+fn peer(args: &[&str]) -> PeerOutput {
+    python_peer("sluice_peer.py", args, PEER_TIMEOUT)
 }
 
-fn pynetdicom_scu(args: &[&str]) -> serde_like::Json {
-    let output = run(
-        Command::new(python())
-            .arg(scripts_dir().join("pynetdicom_scu.py"))
-            .args(args),
-        PEER_TIMEOUT,
-    );
-    assert!(
-        output.status.success(),
-        "pynetdicom_scu.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_like::Json(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Minimal checks on the peers' one-line JSON without a JSON dependency:
-/// the scripts print compact `json.dumps` output, so substring checks on
-/// normalised text are exact enough and fail loudly.
-mod serde_like {
-    #[derive(Debug)]
-    pub struct Json(pub String);
-
-    impl Json {
-        pub fn has(&self, fragment: &str) -> bool {
-            self.0.contains(fragment)
-        }
-
-        /// The string value of `"key": "value"`.
-        pub fn string(&self, key: &str) -> Option<String> {
-            let start = self.0.find(&format!("\"{key}\": \""))? + key.len() + 5;
-            let rest = &self.0[start..];
-            Some(rest[..rest.find('"')?].to_owned())
-        }
-    }
-}
-
-fn storescu_profile(path: &Path, transfer_syntax_uid: &str) -> String {
-    let file = std::fs::read(path).unwrap();
-    let sop_class_uid = part10_meta_value(&file, 0x0002, 0x0002);
-    format!(
-        "[[TransferSyntaxes]]\n[Only]\nTransferSyntax1 = {transfer_syntax_uid}\n\n\
-         [[PresentationContexts]]\n[Contexts]\nPresentationContext1 = {sop_class_uid}\\Only\n\n\
-         [[Profiles]]\n[Default]\nPresentationContexts = Contexts\n"
-    )
+fn pynetdicom_scu(args: &[&str]) -> PeerOutput {
+    python_peer("pynetdicom_scu.py", args, PEER_TIMEOUT)
 }
 
 fn storescu(

@@ -278,39 +278,14 @@ fn decode_associate_rq(body: &[u8]) -> Result<AssociateRq, DecodeError> {
 
     // 75-xxx Variable items: one application context (10H), one or more
     // presentation contexts (20H), one user information (50H).
-    let mut application_context_name = None;
-    let mut presentation_contexts = Vec::new();
-    let mut user_information = None;
-    while let Some(item) = cursor.item(PARENT)? {
-        match item.item_type {
-            0x10 => {
-                if application_context_name.is_some() {
-                    return Err(duplicate(0x10, PARENT));
-                }
-                application_context_name =
-                    Some(decode_text(item.body, "Application-context-name")?);
-            }
-            0x20 => presentation_contexts.push(decode_presentation_context_rq(item.body)?),
-            0x50 => {
-                if user_information.is_some() {
-                    return Err(duplicate(0x50, PARENT));
-                }
-                user_information = Some(decode_user_information(item.body)?);
-            }
-            other => return Err(unexpected(other, PARENT)),
-        }
-    }
-    let application_context_name = application_context_name.ok_or(DecodeError::MissingItem {
-        item: "Application Context Item",
-    })?;
-    if presentation_contexts.is_empty() {
-        return Err(DecodeError::MissingItem {
-            item: "Presentation Context Item",
-        });
-    }
-    let user_information = user_information.ok_or(DecodeError::MissingItem {
-        item: "User Information Item",
-    })?;
+    let (application_context_name, presentation_contexts, user_information) =
+        decode_associate_items(
+            &mut cursor,
+            PARENT,
+            0x20,
+            decode_presentation_context_rq,
+            true,
+        )?;
     Ok(AssociateRq {
         protocol_version: fixed.protocol_version,
         called_ae_title,
@@ -328,40 +303,76 @@ fn decode_associate_ac(body: &[u8]) -> Result<AssociateAc, DecodeError> {
 
     // 75-xxx Variable items: one application context (10H), presentation
     // context results (21H), one user information (50H).
-    let mut application_context_name = None;
-    let mut presentation_contexts = Vec::new();
-    let mut user_information = None;
-    while let Some(item) = cursor.item(PARENT)? {
-        match item.item_type {
-            0x10 => {
-                if application_context_name.is_some() {
-                    return Err(duplicate(0x10, PARENT));
-                }
-                application_context_name =
-                    Some(decode_text(item.body, "Application-context-name")?);
-            }
-            0x21 => presentation_contexts.push(decode_presentation_context_ac(item.body)?),
-            0x50 => {
-                if user_information.is_some() {
-                    return Err(duplicate(0x50, PARENT));
-                }
-                user_information = Some(decode_user_information(item.body)?);
-            }
-            other => return Err(unexpected(other, PARENT)),
-        }
-    }
+    let (application_context_name, presentation_contexts, user_information) =
+        decode_associate_items(
+            &mut cursor,
+            PARENT,
+            0x21,
+            decode_presentation_context_ac,
+            false,
+        )?;
     Ok(AssociateAc {
         protocol_version: fixed.protocol_version,
         called_ae_title: decode_ae_title_untested(fixed.called),
         calling_ae_title: decode_ae_title_untested(fixed.calling),
-        application_context_name: application_context_name.ok_or(DecodeError::MissingItem {
-            item: "Application Context Item",
-        })?,
+        application_context_name,
         presentation_contexts,
-        user_information: user_information.ok_or(DecodeError::MissingItem {
-            item: "User Information Item",
-        })?,
+        user_information,
     })
+}
+
+/// The variable items shared by A-ASSOCIATE-RQ and -AC (PS3.8 9.3.2, 9.3.3):
+/// exactly one application context (10H) and one user information (50H),
+/// and any number of presentation context items of `context_item_type`
+/// (20H in an RQ, 21H in an AC, where `contexts_required` says whether at
+/// least one must be present), in any order.
+fn decode_associate_items<T>(
+    cursor: &mut Cursor<'_>,
+    parent: &'static str,
+    context_item_type: u8,
+    decode_context: fn(&[u8]) -> Result<T, DecodeError>,
+    contexts_required: bool,
+) -> Result<(String, Vec<T>, UserInformation), DecodeError> {
+    let mut application_context_name = None;
+    let mut presentation_contexts = Vec::new();
+    let mut user_information = None;
+    while let Some(item) = cursor.item(parent)? {
+        match item.item_type {
+            0x10 => {
+                if application_context_name.is_some() {
+                    return Err(duplicate(0x10, parent));
+                }
+                application_context_name =
+                    Some(decode_text(item.body, "Application-context-name")?);
+            }
+            0x50 => {
+                if user_information.is_some() {
+                    return Err(duplicate(0x50, parent));
+                }
+                user_information = Some(decode_user_information(item.body)?);
+            }
+            other if other == context_item_type => {
+                presentation_contexts.push(decode_context(item.body)?);
+            }
+            other => return Err(unexpected(other, parent)),
+        }
+    }
+    let application_context_name = application_context_name.ok_or(DecodeError::MissingItem {
+        item: "Application Context Item",
+    })?;
+    if contexts_required && presentation_contexts.is_empty() {
+        return Err(DecodeError::MissingItem {
+            item: "Presentation Context Item",
+        });
+    }
+    let user_information = user_information.ok_or(DecodeError::MissingItem {
+        item: "User Information Item",
+    })?;
+    Ok((
+        application_context_name,
+        presentation_contexts,
+        user_information,
+    ))
 }
 
 fn duplicate(item_type: u8, parent: &'static str) -> DecodeError {
