@@ -21,8 +21,9 @@
 //!
 //! A deflated transfer syntax cannot be scanned without inflating the stream:
 //! [`DatasetEncoding::from_transfer_syntax`] says so with
-//! [`NotScannable::Deflated`], and the engine decides (store unchecked, or
-//! inflate first).
+//! [`NotScannable::Deflated`]; [`DatasetScanner`] (module `deflated`)
+//! inflates through a small window into a [`HeadScanner`] and is what the
+//! engine uses for every transfer syntax.
 
 use std::borrow::Cow;
 
@@ -289,6 +290,8 @@ pub enum TruncatedIn {
     Sequence,
     /// Inside encapsulated pixel data (no sequence delimiter seen).
     PixelData,
+    /// A deflated data set whose stream did not reach its final block.
+    Deflate,
 }
 
 /// Why a data set cannot be parsed into elements.
@@ -349,6 +352,14 @@ pub enum ScanError {
         offset: u64,
         /// Tag found.
         tag: Tag,
+    },
+    /// A deflated data set whose stream cannot be inflated (corrupt, a
+    /// preset dictionary, bytes after its end, or beyond the inflation
+    /// bound of [`deflated::INFLATED_PER_RECEIVED_MAX`]).
+    #[error("deflated data set cannot be inflated (after {offset} inflated bytes)")]
+    Inflate {
+        /// Inflated bytes produced before the failure.
+        offset: u64,
     },
     /// The data set ended before its last element, sequence or pixel data did.
     #[error("data set truncated at offset {offset} ({inside:?})")]
@@ -1421,6 +1432,9 @@ fn required_us(head: &DatasetHead, field: Field) -> Result<u16, StoreRejection> 
         Some(value) => Ok(value),
     }
 }
+
+pub mod deflated;
+pub use deflated::DatasetScanner;
 
 #[cfg(test)]
 mod tests;

@@ -1331,3 +1331,123 @@ mod differential {
         assert_eq!(check_store(&head, &store_check(ts::JPEG_BASELINE)), Ok(()));
     }
 }
+
+/// A CT image deflated as PS3.5 A.5 says (raw RFC 1951, no zlib header).
+fn deflated_ct_image() -> (Vec<u8>, Vec<u8>) {
+    let (plain, _) = ct_image(DatasetEncoding::ExplicitVrLittleEndian);
+    let deflated = miniz_oxide::deflate::compress_to_vec(&plain, 6);
+    (plain, deflated)
+}
+
+fn scan_deflated_in_chunks(bytes: &[u8], cuts: &[usize]) -> DatasetHead {
+    let mut scanner =
+        DatasetScanner::for_transfer_syntax(ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN).unwrap();
+    assert!(scanner.is_deflated());
+    let mut start = 0;
+    for &cut in cuts {
+        let cut = cut.clamp(start, bytes.len());
+        let _ = scanner.feed(&bytes[start..cut]);
+        start = cut;
+    }
+    let _ = scanner.feed(&bytes[start..]);
+    scanner.finish()
+}
+
+#[test]
+fn deflated_data_set_scans_like_the_inflated_one_across_every_cut() {
+    let (plain, deflated) = deflated_ct_image();
+    let expected = summary(&scan(&plain, DatasetEncoding::ExplicitVrLittleEndian));
+    assert_eq!(expected.4, Ok(()));
+    for cut in 0..=deflated.len() {
+        let head = scan_deflated_in_chunks(&deflated, &[cut]);
+        assert_eq!(summary(&head), expected, "cut at {cut}");
+    }
+    let head = scan_deflated_in_chunks(&deflated, &(1..deflated.len()).collect::<Vec<_>>());
+    assert_eq!(summary(&head), expected, "one byte at a time");
+    assert_eq!(
+        check_store(&head, &store_check(ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)),
+        Ok(())
+    );
+}
+
+#[test]
+fn deflated_data_set_larger_than_the_window_is_inflated_whole() {
+    // A 300 KiB pixel value inflates through the 32 KiB window many times.
+    let mut nodes = ct_head(320, 480);
+    nodes.push(e(
+        0x7FE0,
+        0x0010,
+        b"OW",
+        V::Words((0..320u32 * 480).map(|word| (word % 4096) as u16).collect()),
+    ));
+    let plain = encode(&nodes, DatasetEncoding::ExplicitVrLittleEndian);
+    let deflated = miniz_oxide::deflate::compress_to_vec(&plain, 1);
+    let head = scan_deflated_in_chunks(&deflated, &[deflated.len() / 3, deflated.len() / 2]);
+    assert_eq!(head.end, Ok(()));
+    assert_eq!(head.length, plain.len() as u64);
+    assert_eq!(
+        summary(&head),
+        summary(&scan(&plain, DatasetEncoding::ExplicitVrLittleEndian))
+    );
+}
+
+#[test]
+fn deflated_stream_cut_short_is_truncated() {
+    let (_, deflated) = deflated_ct_image();
+    let head = scan_deflated_in_chunks(&deflated[..deflated.len() - 3], &[]);
+    assert!(
+        matches!(head.end, Err(ScanError::Truncated { .. })),
+        "{:?}",
+        head.end
+    );
+}
+
+#[test]
+fn corrupt_deflated_stream_is_an_inflate_error() {
+    let (_, deflated) = deflated_ct_image();
+    // Block type 3 is reserved (RFC 1951 3.2.3): BFINAL=1, BTYPE=11.
+    let mut corrupt = vec![0b0000_0111];
+    corrupt.extend_from_slice(&deflated);
+    let head = scan_deflated_in_chunks(&corrupt, &[]);
+    assert!(
+        matches!(head.end, Err(ScanError::Inflate { .. })),
+        "{:?}",
+        head.end
+    );
+}
+
+#[test]
+fn one_zero_pad_byte_after_the_stream_is_allowed_more_is_not() {
+    let (plain, deflated) = deflated_ct_image();
+    let mut padded = deflated.clone();
+    padded.push(0);
+    let head = scan_deflated_in_chunks(&padded, &[deflated.len()]);
+    assert_eq!(head.end, Ok(()));
+    assert_eq!(head.length, plain.len() as u64);
+    for trailer in [&[0u8, 0][..], &[7][..]] {
+        let mut extra = deflated.clone();
+        extra.extend_from_slice(trailer);
+        let head = scan_deflated_in_chunks(&extra, &[]);
+        assert!(
+            matches!(head.end, Err(ScanError::Inflate { .. })),
+            "{trailer:?}: {:?}",
+            head.end
+        );
+    }
+}
+
+#[test]
+fn dataset_scanner_passes_plain_syntaxes_through() {
+    let (plain, _) = ct_image(DatasetEncoding::ImplicitVrLittleEndian);
+    let mut scanner = DatasetScanner::for_transfer_syntax(ts::IMPLICIT_VR_LITTLE_ENDIAN).unwrap();
+    assert!(!scanner.is_deflated());
+    scanner.feed(&plain).unwrap();
+    assert_eq!(
+        summary(&scanner.finish()),
+        summary(&scan(&plain, DatasetEncoding::ImplicitVrLittleEndian))
+    );
+    assert_eq!(
+        DatasetScanner::for_transfer_syntax("1.2.3.4").err(),
+        Some(NotScannable::UnknownTransferSyntax)
+    );
+}

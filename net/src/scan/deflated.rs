@@ -1,0 +1,199 @@
+//! Head scanning of Deflated Explicit VR Little Endian data sets (PS3.5
+//! A.5): the received bytes are a raw RFC 1951 stream of an Explicit VR
+//! Little Endian data set. [`DatasetScanner`] inflates them through a fixed
+//! 32 KiB window into the ordinary [`HeadScanner`], so the engine keeps
+//! storing the bytes exactly as received while still getting the UIDs and
+//! the C-STORE checks. Nothing inflated is kept beyond the window.
+//!
+//! The whole stream is inflated (not only its head) because the scanner's
+//! verdict includes "the data set ends on an element boundary". Inflating
+//! costs CPU in proportion to the inflated size, which a peer controls
+//! through the compression ratio; [`INFLATED_PER_RECEIVED_MAX`] bounds that
+//! amplification, and a stream beyond it is refused as malformed.
+
+use miniz_oxide::inflate::stream::{inflate, InflateState};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
+
+use super::{DatasetEncoding, DatasetHead, HeadScanner, NotScannable, ScanError, TruncatedIn};
+use crate::uid;
+
+/// Inflated bytes allowed per received byte, plus [`INFLATED_SLACK_BYTES`].
+/// Real images deflate 2:1 to 10:1 (a blank image far more); 1024:1 is
+/// beyond any real data set and keeps a decompression bomb to a bounded
+/// CPU cost per byte received.
+pub const INFLATED_PER_RECEIVED_MAX: u64 = 1024;
+/// Inflated bytes allowed whatever was received (a small data set of
+/// mostly zeros).
+pub const INFLATED_SLACK_BYTES: u64 = 64 * 1024 * 1024;
+const WINDOW_BYTES: usize = 32 * 1024;
+
+/// A head scanner for any catalogued transfer syntax: plain, or deflated
+/// and inflated on the fly.
+#[derive(Debug)]
+pub struct DatasetScanner {
+    scanner: HeadScanner,
+    inflater: Option<Inflater>,
+}
+
+struct Inflater {
+    state: Box<InflateState>,
+    window: Box<[u8; WINDOW_BYTES]>,
+    received_bytes: u64,
+    inflated_bytes: u64,
+    ended: bool,
+    /// Bytes received after the deflate stream's end.
+    trailing_bytes: u64,
+    error: Option<ScanError>,
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater")
+            .field("received_bytes", &self.received_bytes)
+            .field("inflated_bytes", &self.inflated_bytes)
+            .field("ended", &self.ended)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl DatasetScanner {
+    /// A scanner for the data set of a catalogued transfer syntax; deflated
+    /// syntaxes are inflated as they arrive.
+    pub fn for_transfer_syntax(uid: &str) -> Result<Self, NotScannable> {
+        let syntax = uid::transfer_syntax(uid).ok_or(NotScannable::UnknownTransferSyntax)?;
+        if !syntax.facts.deflated {
+            return Ok(Self {
+                scanner: HeadScanner::for_transfer_syntax(uid)?,
+                inflater: None,
+            });
+        }
+        Ok(Self {
+            scanner: HeadScanner::new(DatasetEncoding::ExplicitVrLittleEndian),
+            inflater: Some(Inflater {
+                state: InflateState::new_boxed(DataFormat::Raw),
+                window: Box::new([0; WINDOW_BYTES]),
+                received_bytes: 0,
+                inflated_bytes: 0,
+                ended: false,
+                trailing_bytes: 0,
+                error: None,
+            }),
+        })
+    }
+
+    /// Whether the data set arrives deflated.
+    pub fn is_deflated(&self) -> bool {
+        self.inflater.is_some()
+    }
+
+    /// Feeds the next received bytes. Returns the first structure or
+    /// inflation error (and again on every later call).
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ScanError> {
+        let Some(inflater) = self.inflater.as_mut() else {
+            return self.scanner.feed(chunk);
+        };
+        if let Some(error) = inflater.error {
+            return Err(error);
+        }
+        inflater.received_bytes += chunk.len() as u64;
+        let mut input = chunk;
+        while !input.is_empty() {
+            if inflater.ended {
+                // PS3.5 A.5 lets a sender pad an odd-length deflated stream
+                // with one zero byte (DCMTK does); anything else is not ours.
+                inflater.trailing_bytes += input.len() as u64;
+                if inflater.trailing_bytes > 1 || input.iter().any(|byte| *byte != 0) {
+                    return Err(inflater.fail(ScanError::Inflate {
+                        offset: inflater.inflated_bytes,
+                    }));
+                }
+                return Ok(());
+            }
+            let result = inflate(
+                &mut inflater.state,
+                input,
+                &mut inflater.window[..],
+                MZFlush::None,
+            );
+            input = input.get(result.bytes_consumed..).unwrap_or_default();
+            inflater.inflated_bytes += result.bytes_written as u64;
+            let budget = inflater
+                .received_bytes
+                .saturating_mul(INFLATED_PER_RECEIVED_MAX)
+                .saturating_add(INFLATED_SLACK_BYTES);
+            if inflater.inflated_bytes > budget {
+                return Err(inflater.fail(ScanError::Inflate {
+                    offset: inflater.inflated_bytes,
+                }));
+            }
+            let inflated = inflater
+                .window
+                .get(..result.bytes_written)
+                .unwrap_or_default();
+            // A structure error is kept by the scanner; inflating goes on
+            // only to keep the byte count honest, so stop here.
+            self.scanner.feed(inflated)?;
+            match result.status {
+                Ok(MZStatus::StreamEnd) => inflater.ended = true,
+                Ok(MZStatus::Ok) => {}
+                // No progress: everything fed is consumed and the window was
+                // not full; more input is needed.
+                Err(MZError::Buf) if result.bytes_consumed == 0 && result.bytes_written == 0 => {
+                    break
+                }
+                Err(MZError::Buf) => {}
+                Ok(MZStatus::NeedDict) | Err(_) => {
+                    return Err(inflater.fail(ScanError::Inflate {
+                        offset: inflater.inflated_bytes,
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the scan. A deflated stream that did not reach its end block is
+    /// a truncated data set; an inflation error is the data set's error.
+    pub fn finish(mut self) -> DatasetHead {
+        let Some(mut inflater) = self.inflater.take() else {
+            return self.scanner.finish();
+        };
+        // Drain what the inflater still holds (its output window was full).
+        while inflater.error.is_none() && !inflater.ended {
+            let result = inflate(
+                &mut inflater.state,
+                &[],
+                &mut inflater.window[..],
+                MZFlush::Finish,
+            );
+            let inflated = inflater
+                .window
+                .get(..result.bytes_written)
+                .unwrap_or_default();
+            let _ = self.scanner.feed(inflated);
+            match result.status {
+                Ok(MZStatus::StreamEnd) => inflater.ended = true,
+                _ if result.bytes_written > 0 => {}
+                _ => break,
+            }
+        }
+        let mut head = self.scanner.finish();
+        if let Some(error) = inflater.error {
+            head.end = Err(error);
+        } else if !inflater.ended && head.end.is_ok() {
+            head.end = Err(ScanError::Truncated {
+                offset: head.length,
+                inside: TruncatedIn::Deflate,
+            });
+        }
+        head
+    }
+}
+
+impl Inflater {
+    fn fail(&mut self, error: ScanError) -> ScanError {
+        self.error = Some(error);
+        error
+    }
+}
