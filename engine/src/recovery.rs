@@ -67,7 +67,8 @@ pub struct RecoveryReport {
     /// Files of `objects/` and `quarantine/` without an index entry, moved to `orphans/`.
     pub orphans_moved: u64,
     /// Indexed files found in the other area (objects/ for a quarantine
-    /// entry, or the reverse) with the recorded size, renamed into place.
+    /// entry, or the reverse) with the recorded size, or outside their
+    /// fan-out directory, renamed into place.
     pub misplaced_moved: u64,
     /// Index entries checked (stored instances and quarantine entries).
     pub entries_checked: u64,
@@ -259,13 +260,31 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
     for area in [Area::Objects, Area::Quarantine] {
         let area_dir = layout.area_dir(area);
         let mut unreferenced = Vec::new();
+        let mut misplaced = Vec::new();
         {
             let txn = index.read()?;
             let mut lookup_error = None;
             walk_files(&area_dir, |path, _| {
                 let referenced = match layout.parse_area_path(path) {
-                    // A name this layout never produces cannot be referenced.
-                    None => false,
+                    // A file id's name in a directory the layout would not
+                    // put it in (an older fan-out, an operator's move): if
+                    // the index references the id, it goes to its place.
+                    None => match path
+                        .file_name()
+                        .and_then(|name| name.to_str())
+                        .and_then(crate::store::layout::parse_file_name)
+                        .map(|file_id| (file_id, txn.file_role(file_id)))
+                    {
+                        Some((file_id, Ok(Some(role)))) => {
+                            misplaced.push((path.to_owned(), file_id, role));
+                            true
+                        }
+                        Some((_, Err(error))) => {
+                            lookup_error.get_or_insert(error);
+                            true
+                        }
+                        Some((_, Ok(None))) | None => false,
+                    },
                     Some((_, file_id)) => match txn.file_role(file_id) {
                         Ok(role) => role.is_some(),
                         Err(error) => {
@@ -283,6 +302,43 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
             if let Some(error) = lookup_error {
                 return Err(error.into());
             }
+        }
+        for (path, file_id, role) in misplaced {
+            let area = match role {
+                sluice_index::FileRole::Quarantine => Area::Quarantine,
+                _ => Area::Objects,
+            };
+            let destination = layout.area_path(area, file_id);
+            if destination.exists() {
+                // Never overwrite: the file in place is the one step 3
+                // checks; this one stays where it is, reported.
+                tracing::warn!(
+                    path = %path.display(),
+                    place = %destination.display(),
+                    "recovery: indexed file id found outside its directory, and its place is taken; left where it is"
+                );
+                continue;
+            }
+            let target_dir = layout.fanout_dir(area, file_id);
+            std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
+            std::fs::rename(&path, &destination).map_err(io_error("move", &path))?;
+            tracing::info!(
+                from = %path.display(),
+                to = %destination.display(),
+                "recovery: indexed file moved into its fan-out directory"
+            );
+            if let Some(parent) = path.parent() {
+                dirs_to_sync.insert(parent.to_owned());
+            }
+            let mut created = Some(target_dir.as_path());
+            while let Some(dir) = created {
+                dirs_to_sync.insert(dir.to_owned());
+                if dir == layout.root() {
+                    break;
+                }
+                created = dir.parent();
+            }
+            report.misplaced_moved += 1;
         }
         if !unreferenced.is_empty() {
             std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;

@@ -82,6 +82,9 @@ mod enabled {
         seeded: Option<Seeded>,
         probe_failure_errno: Option<i32>,
         log: Arc<Mutex<Vec<InjectedFault>>>,
+        /// Operations seen per kind, all cores together (tests read how
+        /// many syncs or opens a workload cost).
+        seen: Arc<[std::sync::atomic::AtomicU64; OpKind::ALL.len()]>,
     }
 
     /// The most faults the log keeps (a bound like everything else).
@@ -148,6 +151,14 @@ mod enabled {
 
         pub(crate) fn probe_failure_errno(&self) -> Option<i32> {
             self.probe_failure_errno
+        }
+
+        /// Operations of `kind` submitted so far on every core running this
+        /// plan, faulted or not.
+        pub fn operations_seen(&self, kind: OpKind) -> u64 {
+            self.seen
+                .get(kind.index())
+                .map_or(0, |count| count.load(std::sync::atomic::Ordering::Relaxed))
         }
 
         /// Faults injected so far, in the order each core injected them.
@@ -222,6 +233,9 @@ mod enabled {
             let counter = self.counters.get_mut(kind.index())?;
             *counter += 1;
             let nth = *counter;
+            if let Some(seen) = plan.seen.get(kind.index()) {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let fault = plan.decide(self.core, kind, nth)?;
             let applies = match fault {
                 Fault::Errno(_) => true,

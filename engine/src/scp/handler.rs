@@ -11,9 +11,14 @@
 //!    `tmp/<core>/<id>.dcm` after the Part 10 header (no copy);
 //! 2. on the last fragment the head scanner's verdict is checked; a refused
 //!    data set is unlinked and answered with its status;
-//! 3. every write completed -> `fdatasync` of the file;
-//! 4. rename into `objects/ab/cd/` (or `quarantine/ab/cd/` when the triplet
-//!    is already stored), then `fsync` of that directory;
+//! 3. every write completed -> rename into `objects/ab/cd/` (or
+//!    `quarantine/ab/cd/` when the triplet is already stored);
+//! 4. then, together: `fdatasync` of the file, and an `fsync` of its
+//!    directory shared by every instance renamed into it since the last one
+//!    began (group commit: one directory fsync per directory per round, not
+//!    per instance). A crash before both complete leaves at most an
+//!    unindexed file, which start-up recovery moves to `orphans/`; nothing
+//!    was acknowledged;
 //! 5. the instance joins the core's index batch (group commit window /
 //!    maximum batch), submitted to the single index writer;
 //! 6. the writer's answer comes back through the core's mailbox: only then
@@ -45,7 +50,7 @@ use sluice_net::assoc::{
 use sluice_net::dimse::{CEchoRsp, CStoreRq, CStoreRsp, Command, Status, StatusDetail};
 use sluice_net::pdata::{encode_message, StreamDecoder, StreamEvent};
 use sluice_net::pdu::{AssociateRj, DecodeLimits, RejectReason, RejectResult};
-use sluice_net::scan::{check_store, DatasetHead, Field, HeadScanner, StoreCheck};
+use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, Field, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING};
@@ -154,11 +159,21 @@ struct Conn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Receiving,
-    Syncing,
     Renaming,
-    DirOpening,
-    DirSyncing,
+    /// Renamed into its area; waiting for its file's fdatasync and its
+    /// directory's shared fsync.
+    Syncing,
     Indexing,
+}
+
+/// The shared directory fsync of one fan-out directory: the round in flight
+/// covers `in_flight` (renamed before it began); instances renamed while it
+/// runs wait for the next round.
+#[derive(Debug, Default)]
+struct DirSyncGroup {
+    round: Option<u64>,
+    in_flight: Vec<u64>,
+    waiting: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -181,12 +196,15 @@ struct Job {
     pending: Vec<IoBuf>,
     pending_bytes: u64,
     writes_in_flight: u32,
-    scanner: Option<HeadScanner>,
+    scanner: Option<DatasetScanner>,
     hasher: DatasetHasher,
     dataset_bytes: u64,
     complete: bool,
     phase: Phase,
     renamed: bool,
+    file_sync_in_flight: bool,
+    file_synced: bool,
+    dir_synced: bool,
     failure: Option<(Status, String)>,
     instance: Option<NewInstance>,
 }
@@ -206,6 +224,9 @@ pub(crate) struct CoreHandler {
     ready: Vec<u64>,
     commit_timer: Option<TimerId>,
     known_dirs: HashSet<PathBuf>,
+    dir_syncs: HashMap<PathBuf, DirSyncGroup>,
+    dir_rounds: HashMap<u64, PathBuf>,
+    next_dir_round: u64,
     abandoned_opens: HashMap<u64, PathBuf>,
     free_space: Option<(Instant, u64)>,
     durability_failures: u32,
@@ -245,6 +266,9 @@ impl CoreHandler {
             ready: Vec::new(),
             commit_timer: None,
             known_dirs: HashSet::new(),
+            dir_syncs: HashMap::new(),
+            dir_rounds: HashMap::new(),
+            next_dir_round: 0,
             abandoned_opens: HashMap::new(),
             free_space: None,
             durability_failures: 0,
@@ -772,7 +796,7 @@ impl CoreHandler {
         } else {
             match (
                 facts,
-                HeadScanner::for_transfer_syntax(&transfer_syntax_uid),
+                DatasetScanner::for_transfer_syntax(&transfer_syntax_uid),
             ) {
                 (Some(facts), Ok(scanner)) => match self.start_job(
                     core,
@@ -805,7 +829,7 @@ impl CoreHandler {
         rq: &CStoreRq,
         transfer_syntax_uid: String,
         facts: TransferSyntaxFacts,
-        scanner: HeadScanner,
+        scanner: DatasetScanner,
     ) -> Result<u64, (Status, String)> {
         let header = file_header(&FileMeta {
             sop_class_uid: &rq.affected_sop_class_uid,
@@ -865,6 +889,9 @@ impl CoreHandler {
             dataset_bytes: 0,
             complete: false,
             phase: Phase::Receiving,
+            file_sync_in_flight: false,
+            file_synced: false,
+            dir_synced: false,
             renamed: false,
             failure: None,
             instance: None,
@@ -983,7 +1010,7 @@ impl CoreHandler {
         };
         job.complete = true;
         if job.failure.is_none() {
-            let head = job.scanner.take().map(HeadScanner::finish);
+            let head = job.scanner.take().map(DatasetScanner::finish);
             let image_class = uid::is_image_sop_class(&job.rq.affected_sop_class_uid);
             let verdict = match &head {
                 Some(head) => check_store(
@@ -1048,8 +1075,9 @@ impl CoreHandler {
         }
     }
 
+    /// Every byte written: the file moves into its area (step 3).
     fn maybe_sync(&mut self, core: &mut Core, key: u64) {
-        let Some(job) = self.jobs.get_mut(&key) else {
+        let Some(job) = self.jobs.get(&key) else {
             return;
         };
         if job.phase != Phase::Receiving
@@ -1057,27 +1085,11 @@ impl CoreHandler {
             || job.failure.is_some()
             || job.writes_in_flight > 0
             || !job.pending.is_empty()
+            || job.file.is_none()
         {
             return;
         }
-        let Some(file) = job.file else {
-            return;
-        };
-        job.phase = Phase::Syncing;
-        if let Err(error) = core.sync(file, SyncKind::Data, TAG_SYNC | key) {
-            job.failure = Some((
-                Status::OUT_OF_RESOURCES,
-                format!("cannot submit fdatasync: {error}"),
-            ));
-            self.fail_job(core, key, None);
-        }
-    }
-
-    fn synced(&mut self, core: &mut Core, key: u64) {
         let triplet_stored = {
-            let Some(job) = self.jobs.get(&key) else {
-                return;
-            };
             let Some(instance) = job.instance.as_ref() else {
                 return;
             };
@@ -1104,9 +1116,6 @@ impl CoreHandler {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        if let Some(file) = job.file.take() {
-            let _ = core.close_file(file, TAG_IGNORED);
-        }
         // A triplet already stored goes straight to quarantine (the index
         // confirms or corrects the guess inside its transaction).
         job.area = if triplet_stored {
@@ -1115,6 +1124,7 @@ impl CoreHandler {
             Area::Objects
         };
         job.final_path = layout.area_path(job.area, job.file_id);
+        job.phase = Phase::Renaming;
         let fanout = layout.fanout_dir(job.area, job.file_id);
         let tmp_path = job.tmp_path.clone();
         let final_path = job.final_path.clone();
@@ -1126,39 +1136,165 @@ impl CoreHandler {
             );
             return;
         }
-        let Some(job) = self.jobs.get_mut(&key) else {
-            return;
-        };
-        job.phase = Phase::Renaming;
         if let Err(error) = core.rename(At::Cwd, &tmp_path, At::Cwd, &final_path, TAG_RENAME | key)
         {
             self.durability_failed(core, key, format!("cannot submit rename: {error}"));
         }
     }
 
+    /// Renamed into its area: the file's fdatasync and the directory's
+    /// shared fsync run together (step 4).
     fn renamed(&mut self, core: &mut Core, key: u64) {
         let layout = self.shared.store.layout().clone();
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
         job.renamed = true;
-        job.phase = Phase::DirOpening;
+        job.phase = Phase::Syncing;
         let dir = layout.fanout_dir(job.area, job.file_id);
-        if let Err(error) = core.open(At::Cwd, &dir, OpenOptions::directory(), TAG_DIR_OPEN | key) {
-            self.durability_failed(core, key, format!("cannot open the directory: {error}"));
+        let Some(file) = job.file else {
+            self.durability_failed(core, key, "the file is not open".into());
+            return;
+        };
+        match core.sync(file, SyncKind::Data, TAG_SYNC | key) {
+            Ok(()) => job.file_sync_in_flight = true,
+            Err(error) => {
+                self.durability_failed(core, key, format!("cannot submit fdatasync: {error}"));
+                return;
+            }
+        }
+        let group = self.dir_syncs.entry(dir.clone()).or_default();
+        if group.round.is_some() {
+            group.waiting.push(key);
+        } else {
+            group.in_flight.push(key);
+            self.start_dir_round(core, dir);
         }
     }
 
-    fn dir_synced(&mut self, core: &mut Core, key: u64) {
+    /// Starts an fsync of `dir` covering its group's `in_flight` instances.
+    fn start_dir_round(&mut self, core: &mut Core, dir: PathBuf) {
+        let round = self.next_dir_round;
+        self.next_dir_round = self.next_dir_round.wrapping_add(1) & !TAG_KIND_MASK;
+        if let Some(group) = self.dir_syncs.get_mut(&dir) {
+            group.round = Some(round);
+        }
+        let submitted = core.open(
+            At::Cwd,
+            &dir,
+            OpenOptions::directory(),
+            TAG_DIR_OPEN | round,
+        );
+        self.dir_rounds.insert(round, dir);
+        if let Err(error) = submitted {
+            self.dir_round_ended(
+                core,
+                round,
+                Err(format!("cannot open the directory: {error}")),
+            );
+        }
+    }
+
+    /// A directory fsync round ended. On success its instances have their
+    /// directory entries durable; on failure they fail, and so do those
+    /// waiting for the next round (after a failed fsync a later success no
+    /// longer proves that earlier renames reached the disk).
+    fn dir_round_ended(&mut self, core: &mut Core, round: u64, result: Result<(), String>) {
+        let Some(dir) = self.dir_rounds.remove(&round) else {
+            return;
+        };
+        let Some(group) = self.dir_syncs.get_mut(&dir) else {
+            return;
+        };
+        group.round = None;
+        let covered = std::mem::take(&mut group.in_flight);
+        match result {
+            Ok(()) => {
+                let next = std::mem::take(&mut group.waiting);
+                if next.is_empty() {
+                    self.dir_syncs.remove(&dir);
+                } else {
+                    group.in_flight = next;
+                    self.start_dir_round(core, dir);
+                }
+                for key in covered {
+                    if let Some(job) = self.jobs.get_mut(&key) {
+                        job.dir_synced = true;
+                    }
+                    self.maybe_index(core, key);
+                }
+            }
+            Err(reason) => {
+                let mut failed = covered;
+                failed.append(&mut group.waiting);
+                self.dir_syncs.remove(&dir);
+                tracing::error!(
+                    dir = %dir.display(),
+                    instances = failed.len(),
+                    %reason,
+                    "directory fsync failed; its instances fail"
+                );
+                // One failed fsync is one failure, however many instances.
+                self.count_durability_failure();
+                for key in failed {
+                    if let Some(job) = self.jobs.get_mut(&key) {
+                        job.failure = Some((Status::OUT_OF_RESOURCES, reason.clone()));
+                    }
+                    self.fail_job(core, key, None);
+                }
+            }
+        }
+    }
+
+    fn file_synced(&mut self, core: &mut Core, key: u64, result: Result<(), String>) {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
+        job.file_sync_in_flight = false;
+        if let Some(file) = job.file.take() {
+            let _ = core.close_file(file, TAG_IGNORED);
+        }
+        match result {
+            // Final: an fsync error is never retried into a success.
+            Err(reason) => self.durability_failed(core, key, reason),
+            Ok(()) if job.failure.is_some() => self.fail_job(core, key, None),
+            Ok(()) => {
+                job.file_synced = true;
+                self.maybe_index(core, key);
+            }
+        }
+    }
+
+    /// File and directory durable: the instance joins the core's index
+    /// batch (step 5).
+    fn maybe_index(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.phase != Phase::Syncing
+            || !job.file_synced
+            || !job.dir_synced
+            || job.failure.is_some()
+        {
+            return;
+        }
         job.phase = Phase::Indexing;
         self.ready.push(key);
         let storage = &self.shared.store.config().storage;
         let window = storage.group_commit_window_us;
         let batch_max = storage.group_commit_max_instances as usize;
-        if window.is_zero() || self.ready.len() >= batch_max {
+        // Waiting for the window only pays when another instance can join
+        // the batch: with none complete and on its way, commit now (a lone
+        // association would otherwise pay the whole window per instance).
+        let another_on_its_way = self.jobs.values().any(|other| {
+            other.complete
+                && other.failure.is_none()
+                && matches!(
+                    other.phase,
+                    Phase::Receiving | Phase::Renaming | Phase::Syncing
+                )
+        });
+        if window.is_zero() || self.ready.len() >= batch_max || !another_on_its_way {
             self.submit_index_batch(core);
         } else if self.commit_timer.is_none() {
             match core.timer(window, TAG_COMMIT_TIMER) {
@@ -1420,10 +1556,8 @@ impl CoreHandler {
             return;
         }
         if job.writes_in_flight > 0
-            || matches!(
-                job.phase,
-                Phase::Syncing | Phase::Renaming | Phase::DirOpening | Phase::DirSyncing
-            ) && job.failure.is_none()
+            || job.file_sync_in_flight
+            || matches!(job.phase, Phase::Syncing | Phase::Renaming) && job.failure.is_none()
         {
             return;
         }
@@ -1746,24 +1880,19 @@ impl Handler for CoreHandler {
                         Ok(dir) => {
                             let submitted = core.sync(dir, SyncKind::All, TAG_DIR_SYNC | key);
                             let _ = core.close_file(dir, TAG_IGNORED);
-                            if let Some(job) = self.jobs.get_mut(&key) {
-                                job.phase = Phase::DirSyncing;
-                            }
                             if let Err(error) = submitted {
-                                self.durability_failed(
+                                self.dir_round_ended(
                                     core,
                                     key,
-                                    format!("cannot submit the directory sync: {error}"),
+                                    Err(format!("cannot submit the directory sync: {error}")),
                                 );
                             }
                         }
-                        Err(error) => {
-                            self.durability_failed(
-                                core,
-                                key,
-                                format!("cannot open the directory: {error}"),
-                            );
-                        }
+                        Err(error) => self.dir_round_ended(
+                            core,
+                            key,
+                            Err(format!("cannot open the directory: {error}")),
+                        ),
                     },
                     _ => {
                         if let Ok(file) = result {
@@ -1778,13 +1907,19 @@ impl Handler for CoreHandler {
             Event::Synced { tag, result, .. } => {
                 let key = tag & !TAG_KIND_MASK;
                 match (tag & TAG_KIND_MASK, result) {
-                    (TAG_SYNC, Ok(())) => self.synced(core, key),
-                    (TAG_DIR_SYNC, Ok(())) => self.dir_synced(core, key),
-                    (TAG_SYNC | TAG_DIR_SYNC, Err(error)) => {
-                        // Final: an fsync error is never retried into a success.
-                        tracing::error!(%error, "fsync failed; the instance fails");
-                        self.durability_failed(core, key, format!("fsync failed: {error}"));
-                    }
+                    (TAG_SYNC, result) => self.file_synced(
+                        core,
+                        key,
+                        result.map_err(|error| {
+                            tracing::error!(%error, "fdatasync failed; the instance fails");
+                            format!("fsync failed: {error}")
+                        }),
+                    ),
+                    (TAG_DIR_SYNC, result) => self.dir_round_ended(
+                        core,
+                        key,
+                        result.map_err(|error| format!("fsync failed: {error}")),
+                    ),
                     _ => {}
                 }
             }

@@ -8,10 +8,9 @@ use crate::config::{Config, SopClassSelection, TransferSyntaxSelection};
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// The transfer syntaxes accepted for storage: the selection, restricted to
-/// those the head scanner can read. Deflated Explicit VR Little Endian is
-/// left out even under `"all"`: its data set cannot be scanned for the UIDs
-/// without inflating it, which this version does not do (a sender then falls
-/// back to another syntax it proposed).
+/// those in the catalogue (whose encoding the head scanner knows; Deflated
+/// Explicit VR Little Endian is inflated on the fly for the scan and stored
+/// as received).
 pub fn storage_transfer_syntaxes(config: &Config) -> Vec<String> {
     let selected: Vec<String> = match &config.accept.transfer_syntaxes {
         TransferSyntaxSelection::Seed => uid::SEED_TRANSFER_SYNTAXES
@@ -28,7 +27,7 @@ pub fn storage_transfer_syntaxes(config: &Config) -> Vec<String> {
     };
     selected
         .into_iter()
-        .filter(|ts| uid::transfer_syntax(ts).is_some_and(|known| !known.facts.deflated))
+        .filter(|ts| uid::transfer_syntax(ts).is_some())
         .collect()
 }
 
@@ -120,10 +119,14 @@ mod tests {
     }
 
     #[test]
-    fn deflate_is_never_accepted() {
+    fn deflate_is_accepted_under_all_but_not_by_default() {
         let config = Config::from_args(["sluice", "--transfer-syntaxes", "all"]).unwrap();
         let accepted = storage_transfer_syntaxes(&config);
-        assert!(!accepted
+        assert!(accepted
+            .iter()
+            .any(|ts| ts == uid::ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN));
+        let seed = storage_transfer_syntaxes(&Config::from_args(["sluice"]).unwrap());
+        assert!(!seed
             .iter()
             .any(|ts| ts == uid::ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN));
         assert!(accepted.len() > uid::SEED_TRANSFER_SYNTAXES.len());

@@ -12,10 +12,12 @@
 //!
 //! Paths never come from UIDs or AE titles (path traversal, odd characters,
 //! length limits): every name is derived from a generated [`FileId`]. The id is
-//! written as 32 lowercase hex digits; `ab` and `cd` are taken from the *end*
-//! of that text (the counter part, which varies fastest) so files spread over
-//! 65536 directories evenly, whatever the start time. The format is specified
-//! in docs/on-disk-format.md.
+//! written as 32 lowercase hex digits; `ab/cd` is a 16-bit mix of the id
+//! *without* its low [`FANOUT_RUN_BITS`] counter bits, so a run of 1024
+//! consecutive ids of one core shares a directory (one directory fsync
+//! covers a whole group-commit batch) while runs spread evenly over 65536
+//! directories whatever the start time and core. The format is specified in
+//! docs/on-disk-format.md.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,11 +204,29 @@ pub fn parse_file_name(name: &str) -> Option<FileId> {
     u128::from_str_radix(hex, 16).ok().map(FileId)
 }
 
-/// The fan-out directory names `ab`, `cd` of a file id: the last four hex
-/// digits of its name (the counter bits, which vary fastest).
+/// How many low counter bits a fan-out directory's run of consecutive ids
+/// spans: 2^10 = 1024 files of one core in a row share a directory.
+///
+/// Why runs and not the fastest-varying bits: the durability contract needs
+/// the directory entry of every renamed file durable before the answer, and
+/// one directory fsync covers every rename into that directory done before
+/// it. Consecutive instances of a core in one directory make that fsync
+/// shared by a whole batch; spreading each file to its own directory would
+/// cost one directory fsync per instance.
+pub const FANOUT_RUN_BITS: u32 = 10;
+
+/// The fan-out directory names `ab`, `cd` of a file id: 16 bits of a
+/// SplitMix64 finaliser over the id without its low [`FANOUT_RUN_BITS`]
+/// bits (start time, core and the counter's run number), so every run lands
+/// in a pseudo-random one of 65536 directories, evenly, for any start time.
 fn fanout_components(file_id: FileId) -> (String, String) {
-    let low = (file_id.0 & 0xffff) as u16;
-    (format!("{:02x}", low >> 8), format!("{:02x}", low & 0xff))
+    let run = file_id.0 >> FANOUT_RUN_BITS;
+    let mut mixed = (run as u64) ^ ((run >> 64) as u64).rotate_left(29);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^= mixed >> 31;
+    let bits = (mixed & 0xffff) as u16;
+    (format!("{:02x}", bits >> 8), format!("{:02x}", bits & 0xff))
 }
 
 /// Generates file ids unique across cores and restarts.
@@ -294,15 +314,20 @@ pub fn dataset_checksum(dataset: &[u8]) -> Checksum {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn paths_round_trip() {
         let layout = Layout::new("/data");
         let file_id = FileId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
         let object = layout.object_path(file_id);
+        let (first, second) = fanout_components(file_id);
         assert_eq!(
             object,
-            Path::new("/data/objects/66/77/0123456789abcdef0011223344556677.dcm")
+            Path::new("/data/objects")
+                .join(first)
+                .join(second)
+                .join("0123456789abcdef0011223344556677.dcm")
         );
         assert_eq!(
             layout.parse_area_path(&object),
@@ -322,15 +347,19 @@ mod tests {
     #[test]
     fn foreign_paths_are_not_parsed() {
         let layout = Layout::new("/data");
+        let file_id = FileId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let (first, second) = fanout_components(file_id);
+        let wrong_first = if first == "00" { "01" } else { "00" };
+        let name = "0123456789abcdef0011223344556677.dcm";
         for path in [
-            "/data/objects/00/00/0123456789abcdef0011223344556677.dcm",
-            "/data/objects/66/77/0123456789ABCDEF0011223344556677.dcm",
-            "/data/objects/66/77/x.dcm",
-            "/data/tmp/66/77/0123456789abcdef0011223344556677.dcm",
-            "/other/objects/66/77/0123456789abcdef0011223344556677.dcm",
-            "/data/objects/66/77/0123456789abcdef0011223344556677.dcm/x",
+            format!("/data/objects/{wrong_first}/{second}/{name}"),
+            format!("/data/objects/{first}/{second}/0123456789ABCDEF0011223344556677.dcm"),
+            format!("/data/objects/{first}/{second}/x.dcm"),
+            format!("/data/tmp/{first}/{second}/{name}"),
+            format!("/other/objects/{first}/{second}/{name}"),
+            format!("/data/objects/{first}/{second}/{name}/x"),
         ] {
-            assert_eq!(layout.parse_area_path(Path::new(path)), None, "{path}");
+            assert_eq!(layout.parse_area_path(Path::new(&path)), None, "{path}");
         }
         assert_eq!(parse_file_name("0123.dcm"), None);
     }
@@ -345,6 +374,56 @@ mod tests {
         assert!(a < b);
         assert_ne!(a, c);
         assert_ne!(b, c);
+    }
+
+    #[test]
+    fn runs_of_consecutive_ids_share_a_directory_and_runs_spread() {
+        let layout = Layout::new("/data");
+        let generator = FileIdGenerator::with_start(1_764_000_000_000_000_000, 1);
+        let ids: Vec<FileId> = (0..4 * 1024)
+            .map(|_| generator.next_id().unwrap())
+            .collect();
+        let dirs: HashSet<PathBuf> = ids
+            .iter()
+            .map(|id| layout.fanout_dir(Area::Objects, *id))
+            .collect();
+        // Four runs of 1024: four directories (a collision of two runs'
+        // 16-bit mixes is possible in principle, not for this fixed input).
+        assert_eq!(dirs.len(), 4);
+        for run in ids.chunks(1024) {
+            let first = layout.fanout_dir(Area::Objects, run[0]);
+            assert!(run
+                .iter()
+                .all(|id| layout.fanout_dir(Area::Objects, *id) == first));
+        }
+        // Many runs (and cores, and start times) cover the directories evenly.
+        let mut counts = vec![0u32; 65_536];
+        for start in 0..16u64 {
+            for core in 0..4u16 {
+                for run in 0..1024u128 {
+                    let id = FileId(
+                        (u128::from(1_764_000_000_000_000_000 + start) << 64)
+                            | (u128::from(core) << 48)
+                            | (run << FANOUT_RUN_BITS),
+                    );
+                    let (first, second) = fanout_components(id);
+                    let bits = u16::from_str_radix(&format!("{first}{second}"), 16).unwrap();
+                    counts[usize::from(bits)] += 1;
+                }
+            }
+        }
+        // As for a uniform random choice: about 1/e of the directories
+        // empty, and no directory with more than a dozen runs.
+        let most = counts.iter().max().copied().unwrap_or(0);
+        let empty = counts.iter().filter(|count| **count == 0).count();
+        assert!(
+            most <= 12,
+            "65536 runs over 65536 directories: at most {most}"
+        );
+        assert!(
+            (23_000..25_300).contains(&empty),
+            "{empty} directories empty"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The embedding API in-process: `Store::open`, `Server::start_with`,
 //! events, lookups, reading bytes back; and the io fault seam (EIO on a
-//! file fsync) driving the durability failure path.
+//! file fsync or a directory fsync) driving the durability failure path,
+//! and counting the directory fsyncs concurrent instances share.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -113,15 +114,17 @@ fn embedded_store_events_lookup_and_read_back() {
     server.shutdown(Duration::from_secs(10)).unwrap();
 }
 
-/// EIO on the first file fsync: that instance fails with A700, nothing is
-/// indexed or left on disk for it, and the next one is stored.
-fn eio_on_fsync(backend: &str) {
+/// EIO on the `nth` sync: that instance fails with A700, nothing is
+/// indexed or left on disk for it, and the next one is stored. The first
+/// sync of an instance is its file's fdatasync (submitted on the rename),
+/// the second its directory's fsync (submitted once the directory opens).
+fn eio_on_fsync(backend: &str, nth: u64) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("data");
     let store = Store::open(config(&data, port, backend)).unwrap();
     let events = store.subscribe(16).unwrap();
-    let plan = FaultPlan::new().fail_nth(OpKind::Sync, 1, Fault::Errno(libc_eio()));
+    let plan = FaultPlan::new().fail_nth(OpKind::Sync, nth, Fault::Errno(libc_eio()));
     let observed_plan = plan.clone();
     let server = Server::start_with(
         &store,
@@ -186,10 +189,70 @@ fn libc_eio() -> i32 {
 
 #[test]
 fn uring_eio_on_file_fsync_fails_that_instance_only() {
-    eio_on_fsync("uring");
+    eio_on_fsync("uring", 1);
 }
 
 #[test]
 fn portable_eio_on_file_fsync_fails_that_instance_only() {
-    eio_on_fsync("portable");
+    eio_on_fsync("portable", 1);
+}
+
+#[test]
+fn uring_eio_on_directory_fsync_fails_that_instance_only() {
+    eio_on_fsync("uring", 2);
+}
+
+#[test]
+fn portable_eio_on_directory_fsync_fails_that_instance_only() {
+    eio_on_fsync("portable", 2);
+}
+
+/// Concurrent instances renamed into one fan-out directory share its
+/// fsync: with 16 associations storing at once, the syncs submitted are
+/// fewer than one file fdatasync plus one directory fsync per instance.
+/// (Every file still gets its own fdatasync.)
+#[test]
+fn concurrent_instances_share_directory_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let store = Store::open(config(&data, port, "uring")).unwrap();
+    let plan = FaultPlan::new();
+    let observed_plan = plan.clone();
+    let server = Server::start_with(
+        &store,
+        ServeOptions {
+            adjust_runtime: Some(Box::new(move |runtime| runtime.fault_plan = Some(plan))),
+        },
+    )
+    .unwrap();
+    let sent_dir = tempfile::tempdir().unwrap();
+    let (associations, per_association) = (16u64, 10u64);
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args([
+                "concurrent",
+                &port.to_string(),
+                "SLUICE",
+                &associations.to_string(),
+                &per_association.to_string(),
+                sent_dir.path().to_str().unwrap(),
+            ]),
+        TIMEOUT,
+    );
+    let instances = associations * per_association;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("\"statuses\": {{\"0000\": {instances}}}")),
+        "{stdout}"
+    );
+    server.shutdown(Duration::from_secs(10)).unwrap();
+    let syncs = observed_plan.operations_seen(OpKind::Sync);
+    let directory_syncs = syncs.saturating_sub(instances);
+    assert!(
+        directory_syncs >= 1 && directory_syncs < instances,
+        "{syncs} syncs for {instances} instances"
+    );
+    eprintln!("{instances} instances: {directory_syncs} directory fsyncs");
 }

@@ -194,3 +194,52 @@ fn recovery_moves_a_file_left_in_the_wrong_area_into_place() {
         "{report}"
     );
 }
+
+#[test]
+fn recovery_moves_an_indexed_file_outside_its_fanout_directory_into_place() {
+    // A store written with another fan-out (the layout before 2026-11-27
+    // used the id's last four hex digits), or a file an operator moved:
+    // the name is a referenced file id, so it goes to its place, never to
+    // orphans/. An unreferenced id in a wrong directory is still an orphan.
+    let mut fixture = StoreFixture::new();
+    let stored = fixture.add("1.1", "1.1.1", "1.1.1.1", "Doe");
+    let (_, quarantined) = fixture.add_duplicate(&stored, "OTHER");
+    let layout = fixture.layout.clone();
+    let mut moved = Vec::new();
+    for (area_dir, entry) in [
+        (layout.objects_dir(), &stored),
+        (layout.quarantine_dir(), &quarantined),
+    ] {
+        let name = entry.path.file_name().unwrap().to_owned();
+        let current_dir = entry.path.parent().unwrap();
+        let elsewhere = ["zz", "00", "ff"]
+            .iter()
+            .map(|first| area_dir.join(first).join("zz"))
+            .find(|dir| dir != current_dir)
+            .unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::rename(&entry.path, elsewhere.join(&name)).unwrap();
+        moved.push(elsewhere.join(&name));
+    }
+    let unreferenced_id = fixture.next_file_id();
+    let unreferenced = layout
+        .objects_dir()
+        .join("zz/zz")
+        .join(sluice_engine::store::layout::file_name(unreferenced_id));
+    std::fs::write(&unreferenced, b"never acknowledged").unwrap();
+
+    let report = recover(&layout, fixture.index()).unwrap();
+
+    assert_eq!(report.misplaced_moved, 2, "{report}");
+    assert_eq!(report.orphans_moved, 1, "{report}");
+    assert!(report.index_is_whole(), "{report}");
+    assert_eq!(std::fs::read(&stored.path).unwrap(), stored.bytes);
+    assert_eq!(std::fs::read(&quarantined.path).unwrap(), quarantined.bytes);
+    for path in moved {
+        assert!(!path.exists(), "{}", path.display());
+    }
+    assert_eq!(
+        std::fs::read(layout.orphan_path(unreferenced_id)).unwrap(),
+        b"never acknowledged"
+    );
+}
