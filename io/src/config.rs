@@ -98,6 +98,13 @@ pub struct RuntimeConfig {
     pub mailbox_capacity: usize,
     /// Portable backend: threads doing blocking file calls, shared by cores.
     pub portable_file_threads: usize,
+    /// io_uring backend: the most kernel workers (io-wq "bounded" workers)
+    /// a core's ring may run blocking file operations on at once. The
+    /// kernel's default is 4 per CPU; each `fsync` holds a worker for the
+    /// whole device flush, so with many instances becoming durable at once
+    /// a small pool queues renames and writes behind flushes and keeps
+    /// fsyncs from being merged into one journal commit.
+    pub uring_file_workers_max: u32,
     /// Re-arm `TCP_QUICKACK` after every receive (the kernel clears it), so
     /// a sender with Nagle on is acknowledged at once.
     pub quickack_after_recv: bool,
@@ -125,7 +132,10 @@ impl Default for RuntimeConfig {
             recv_buffer_count: 1024,
             ring_entries: 1024,
             mailbox_capacity: 4096,
-            portable_file_threads: 4,
+            // Blocking fsyncs hold a thread each for a device flush: enough
+            // threads that concurrent instances flush together.
+            portable_file_threads: 32,
+            uring_file_workers_max: 64,
             quickack_after_recv: false,
             shutdown_drain_max: Duration::from_secs(10),
             #[cfg(feature = "fault-injection")]

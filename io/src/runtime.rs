@@ -406,6 +406,7 @@ impl<M: Send + 'static> Runtime<M> {
             let faults = FaultInjector;
             let buffer_size = config.recv_buffer_size_bytes;
             let buffer_count = config.recv_buffer_count;
+            let file_workers_max = config.uring_file_workers_max;
             let reply_capacity = 2 * (config.ops_in_flight_max + 64);
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-core-{index}"))
@@ -430,6 +431,7 @@ impl<M: Send + 'static> Runtime<M> {
                                 completion_entries,
                                 buffer_size,
                                 buffer_count,
+                                file_workers_max,
                                 wake,
                             )
                             .map(|(backend, pool)| {

@@ -90,9 +90,19 @@ impl UringBackend {
         completion_entries: u32,
         buffer_size_bytes: u32,
         buffer_count: u16,
+        file_workers_max: u32,
         wake: Arc<WakeSignal>,
     ) -> std::io::Result<(UringBackend, Rc<Pool>)> {
         let (ring, setup_description) = build_ring(ring_entries, completion_entries)?;
+        if file_workers_max > 0 {
+            // [bounded (file) workers, unbounded (socket) workers]; 0 keeps
+            // the kernel's limit. Kernels before 5.15 lack the call: the
+            // default pool then applies, which is slower, not wrong.
+            let mut limits = [file_workers_max, 0];
+            if let Err(error) = ring.submitter().register_iowq_max_workers(&mut limits) {
+                tracing::debug!(%error, "io_uring: cannot raise the file worker limit");
+            }
+        }
         let pool = Pool::with_ring(buffer_size_bytes, buffer_count)?;
         let ring_address = pool
             .ring_address()

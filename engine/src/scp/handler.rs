@@ -166,6 +166,46 @@ enum Phase {
     Indexing,
 }
 
+/// When an instance passed each step of the durability order: logged at
+/// debug level with its answer (target `sluice::ingest::timing`), so a
+/// slow tail can be traced to the step that caused it.
+#[derive(Debug, Default, Clone, Copy)]
+struct JobTiming {
+    complete: Option<Instant>,
+    renamed: Option<Instant>,
+    file_synced: Option<Instant>,
+    dir_synced: Option<Instant>,
+    submitted: Option<Instant>,
+}
+
+impl JobTiming {
+    fn micros(from: Option<Instant>, to: Option<Instant>) -> u64 {
+        match (from, to) {
+            (Some(from), Some(to)) => to.saturating_duration_since(from).as_micros() as u64,
+            _ => 0,
+        }
+    }
+
+    fn log(&self, sop_instance_uid: &str, status: Status) {
+        let answered = Some(Instant::now());
+        tracing::debug!(
+            target: "sluice::ingest::timing",
+            sop_instance_uid,
+            status = status.0,
+            rename_us = Self::micros(self.complete, self.renamed),
+            file_sync_us = Self::micros(self.renamed, self.file_synced),
+            dir_sync_us = Self::micros(self.renamed, self.dir_synced),
+            wait_batch_us = Self::micros(
+                self.file_synced.max(self.dir_synced),
+                self.submitted
+            ),
+            index_us = Self::micros(self.submitted, answered),
+            total_us = Self::micros(self.complete, answered),
+            "instance answered"
+        );
+    }
+}
+
 /// The shared directory fsync of one fan-out directory: the round in flight
 /// covers `in_flight` (renamed before it began); instances renamed while it
 /// runs wait for the next round.
@@ -205,6 +245,7 @@ struct Job {
     file_sync_in_flight: bool,
     file_synced: bool,
     dir_synced: bool,
+    timing: JobTiming,
     failure: Option<(Status, String)>,
     instance: Option<NewInstance>,
 }
@@ -892,6 +933,7 @@ impl CoreHandler {
             file_sync_in_flight: false,
             file_synced: false,
             dir_synced: false,
+            timing: JobTiming::default(),
             renamed: false,
             failure: None,
             instance: None,
@@ -1009,6 +1051,7 @@ impl CoreHandler {
             return;
         };
         job.complete = true;
+        job.timing.complete = Some(Instant::now());
         if job.failure.is_none() {
             let head = job.scanner.take().map(DatasetScanner::finish);
             let image_class = uid::is_image_sop_class(&job.rq.affected_sop_class_uid);
@@ -1150,6 +1193,7 @@ impl CoreHandler {
             return;
         };
         job.renamed = true;
+        job.timing.renamed = Some(Instant::now());
         job.phase = Phase::Syncing;
         let dir = layout.fanout_dir(job.area, job.file_id);
         let Some(file) = job.file else {
@@ -1220,6 +1264,7 @@ impl CoreHandler {
                 for key in covered {
                     if let Some(job) = self.jobs.get_mut(&key) {
                         job.dir_synced = true;
+                        job.timing.dir_synced = Some(Instant::now());
                     }
                     self.maybe_index(core, key);
                 }
@@ -1260,6 +1305,7 @@ impl CoreHandler {
             Ok(()) if job.failure.is_some() => self.fail_job(core, key, None),
             Ok(()) => {
                 job.file_synced = true;
+                job.timing.file_synced = Some(Instant::now());
                 self.maybe_index(core, key);
             }
         }
@@ -1324,7 +1370,11 @@ impl CoreHandler {
         };
         let keys: Vec<u64> = std::mem::take(&mut self.ready);
         let mut ops = Vec::with_capacity(keys.len());
+        let now = Instant::now();
         for key in &keys {
+            if let Some(job) = self.jobs.get_mut(key) {
+                job.timing.submitted = Some(now);
+            }
             if let Some(instance) = self.jobs.get(key).and_then(|job| job.instance.clone()) {
                 ops.push(WriteOp::Store(StoreRequest {
                     instance,
@@ -1495,6 +1545,7 @@ impl CoreHandler {
     }
 
     fn respond(&mut self, core: &mut Core, job: &Job, status: Status) {
+        job.timing.log(&job.rq.affected_sop_instance_uid, status);
         let Some(mut conn) = self.conns.remove(&job.conn_serial) else {
             tracing::debug!(
                 serial = job.conn_serial,
