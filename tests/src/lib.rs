@@ -6,6 +6,7 @@
 //! (`scripts/test` does); nothing here ever skips a test.
 
 pub mod acceptor;
+pub mod binaries;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -1,0 +1,126 @@
+//! Checks a receiver's files against a history file: every instance the
+//! loadgen counted as stored must be on disk, and (for receivers that keep
+//! the data set as received, like Sluice) its data set must hash to the
+//! SHA-256 recorded when it was sent.
+//!
+//! Works on any directory of Part 10 files, so it needs no access to the
+//! receiver beyond its storage (Sluice's `objects/`, storescp's output).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// What the check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// History lines with outcome `stored`.
+    pub acknowledged: u64,
+    /// Acknowledged and found with the same data set hash.
+    pub matching: u64,
+    /// Acknowledged and found, but the data set differs (when hashes are compared).
+    pub different: Vec<String>,
+    /// Acknowledged but not found.
+    pub missing: Vec<String>,
+    /// Part 10 files looked at.
+    pub files: u64,
+}
+
+/// Why the check could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A history line is not what `run --history` writes.
+    #[error("{path}:{line}: not a history line")]
+    BadHistory {
+        /// The file.
+        path: PathBuf,
+        /// Line number (1-based).
+        line: usize,
+    },
+}
+
+/// SOP Instance UID -> SHA-256 (hex) of the data set, for every Part 10
+/// file under `dir`.
+pub fn scan_directory(dir: &Path) -> Result<HashMap<String, String>, CheckError> {
+    let mut found = HashMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = std::fs::read_dir(&current).map_err(|source| CheckError::Io {
+            path: current.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|source| CheckError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let Some((uid, dataset)) = crate::workload::part10_uid_and_dataset(&bytes) else {
+                continue;
+            };
+            let digest = Sha256::digest(dataset)
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            found.insert(uid, digest);
+        }
+    }
+    Ok(found)
+}
+
+/// Checks `history` (from `run --history`) against the files under `dir`;
+/// with `compare_hashes`, data sets must also be byte-identical.
+pub fn check(history: &Path, dir: &Path, compare_hashes: bool) -> Result<CheckReport, CheckError> {
+    let text = std::fs::read_to_string(history).map_err(|source| CheckError::Io {
+        path: history.to_path_buf(),
+        source,
+    })?;
+    let found = scan_directory(dir)?;
+    let mut report = CheckReport {
+        files: found.len() as u64,
+        ..CheckReport::default()
+    };
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|_| CheckError::BadHistory {
+                path: history.to_path_buf(),
+                line: index + 1,
+            })?;
+        if value["outcome"].as_str() != Some("stored") {
+            continue;
+        }
+        let (Some(uid), Some(sha256)) =
+            (value["sop_instance_uid"].as_str(), value["sha256"].as_str())
+        else {
+            return Err(CheckError::BadHistory {
+                path: history.to_path_buf(),
+                line: index + 1,
+            });
+        };
+        report.acknowledged += 1;
+        match found.get(uid) {
+            None => report.missing.push(uid.to_string()),
+            Some(digest) if compare_hashes && digest != sha256 => {
+                report.different.push(uid.to_string())
+            }
+            Some(_) => report.matching += 1,
+        }
+    }
+    Ok(report)
+}

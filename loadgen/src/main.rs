@@ -1,0 +1,381 @@
+//! The `sluice-loadgen` command: `run` one load, `sweep` a series of load
+//! levels, `report` result files as HTML and Markdown.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use sluice_io::BackendChoice;
+use sluice_loadgen::driver::{LoadShape, RunPlan};
+use sluice_loadgen::report;
+use sluice_loadgen::run::{run, Execution};
+use sluice_loadgen::stats::RunResult;
+use sluice_loadgen::workload;
+use sluice_net::uid::ts;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-loadgen",
+    version,
+    about = "Drives any DICOM Storage SCP with many associations and reports capacity."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// One run: a load shape against a target; prints a summary, writes a JSON result.
+    Run(RunArgs),
+    /// Several runs at increasing load (associations, or rates with --rate), then a report.
+    Sweep(SweepArgs),
+    /// Renders result files into an HTML report and a Markdown summary.
+    Report(ReportArgs),
+    /// Checks a receiver's directory of Part 10 files against a history file:
+    /// every acknowledged instance present (and byte-identical with --hashes).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The history file written by `run --history`.
+    #[arg(long)]
+    history: PathBuf,
+    /// The receiver's storage directory (e.g. Sluice's <data>/objects).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Also require the data set to hash to the SHA-256 recorded when sent
+    /// (for receivers that store data sets as received, like Sluice).
+    #[arg(long)]
+    hashes: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+struct LoadArgs {
+    /// The SCP, host:port.
+    #[arg(long)]
+    target: String,
+    /// Called AE title.
+    #[arg(long, default_value = "SLUICE")]
+    called_ae: String,
+    /// Calling AE title.
+    #[arg(long, default_value = "LOADGEN")]
+    calling_ae: String,
+    /// What the target is, for the report (e.g. "sluice", "storescp").
+    #[arg(long, default_value = "target")]
+    label: String,
+    /// Closed loop: concurrent associations. Open loop: the most at once.
+    #[arg(long, default_value_t = 1)]
+    associations: usize,
+    /// Open loop: target instances per second (Poisson arrivals).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Run length in seconds (in-flight stores are answered after it).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop after this many instances.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Spread association starts over this many seconds.
+    #[arg(long, default_value_t = 0.0)]
+    ramp_up: f64,
+    /// Release and re-associate after this many instances (0: keep the association).
+    #[arg(long, default_value_t = 0)]
+    instances_per_association: u64,
+    /// Instances per study (one commitment request per study).
+    #[arg(long, default_value_t = 10)]
+    study_size: u64,
+    /// Series per study.
+    #[arg(long, default_value_t = 1)]
+    series_per_study: u64,
+    /// Synthetic workload: profiles and weights, e.g. ct=70,mr=20,cr=5,sr=5 (profiles: ct, mr, cr, mg, sr).
+    #[arg(long, default_value = "ct")]
+    mix: String,
+    /// Send the Part 10 files of this directory (memory-mapped) instead of synthetic data.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// With --dir: give every send new Study/Series/SOP Instance UIDs.
+    #[arg(long)]
+    new_uids: bool,
+    /// Transfer syntax of synthetic data: explicit, implicit, or a UID of those two.
+    #[arg(long, default_value = "explicit")]
+    transfer_syntax: String,
+    /// Maximum PDU length we announce (we send at the peer's maximum).
+    #[arg(long, default_value_t = 16384)]
+    max_pdu: u32,
+    /// Storage commitment (N-ACTION) after each study; report expected on the same association.
+    #[arg(long)]
+    commitment: bool,
+    /// Receive commitment reports on a listener of our own at host:port (the
+    /// SCP must know our calling AE title at that address); each association
+    /// is released after its N-ACTION so the SCP opens a new one.
+    #[arg(long)]
+    commit_listen: Option<String>,
+    /// Seconds to wait for a commitment report.
+    #[arg(long, default_value_t = 30.0)]
+    commit_timeout: f64,
+    /// Abort an association whose answer takes longer than this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    response_timeout: f64,
+    /// Loadgen threads (default: available cores).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// I/O backend: auto, uring, portable.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Write one JSON line per instance sent (UIDs, SHA-256 of the data set, outcome).
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Seed of the random choices (Poisson arrivals, mix) and of the UIDs'
+    /// run id, for reproducible runs; random by default. Two runs with the
+    /// same seed against one SCP send the same UIDs (duplicates).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// No progress bar (it is hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Where to write the JSON result.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Load levels: association counts (closed loop), or rates in inst/s when --rate is given.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    levels: Vec<f64>,
+    /// Directory for the result files and the report.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Latency objective for the capacity answer: p99 C-STORE latency in ms.
+    #[arg(long, default_value_t = 500.0)]
+    slo_p99_ms: f64,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Result files (JSON) of `run` or `sweep`.
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
+    /// Directory for report.html and report.md.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Latency objective for the capacity answer: p99 C-STORE latency in ms.
+    #[arg(long, default_value_t = 500.0)]
+    slo_p99_ms: f64,
+    /// Report title.
+    #[arg(long, default_value = "Sluice capacity report")]
+    title: String,
+}
+
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    target
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve target {target:?} (expected host:port)"))?
+        .next()
+        .with_context(|| format!("target {target:?} resolves to no address"))
+}
+
+fn transfer_syntax(text: &str) -> anyhow::Result<&'static str> {
+    Ok(match text {
+        "explicit" | ts::EXPLICIT_VR_LITTLE_ENDIAN => ts::EXPLICIT_VR_LITTLE_ENDIAN,
+        "implicit" | ts::IMPLICIT_VR_LITTLE_ENDIAN => ts::IMPLICIT_VR_LITTLE_ENDIAN,
+        other => bail!("unsupported transfer syntax {other:?}: synthetic data is explicit or implicit VR little endian"),
+    })
+}
+
+/// The workload, its weights and its label, prepared once for all levels.
+fn prepare(load: &LoadArgs) -> anyhow::Result<(Vec<Arc<workload::Prepared>>, Vec<u32>, String)> {
+    if let Some(dir) = &load.dir {
+        let prepared = workload::load_directory(dir, load.new_uids)?;
+        let label = format!("dir:{} ({} files)", dir.display(), prepared.len());
+        return Ok((
+            prepared.into_iter().map(Arc::new).collect(),
+            Vec::new(),
+            label,
+        ));
+    }
+    let syntax = transfer_syntax(&load.transfer_syntax)?;
+    let mix = workload::parse_mix(&load.mix)?;
+    let mut prepared = Vec::new();
+    let mut weights = Vec::new();
+    for (profile, weight) in &mix {
+        prepared.push(Arc::new(workload::synthetic(profile, syntax)?));
+        weights.push(*weight);
+    }
+    Ok((prepared, weights, load.mix.clone()))
+}
+
+fn plan_and_execution(
+    load: &LoadArgs,
+    prepared: &(Vec<Arc<workload::Prepared>>, Vec<u32>, String),
+    associations: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<(RunPlan, Execution)> {
+    let seconds = |value: f64, name: &str| -> anyhow::Result<Duration> {
+        Duration::try_from_secs_f64(value)
+            .with_context(|| format!("--{name} must be a non-negative number of seconds"))
+    };
+    let plan = RunPlan {
+        address: resolve(&load.target)?,
+        called_ae_title: load.called_ae.clone(),
+        calling_ae_title: load.calling_ae.clone(),
+        shape: match rate {
+            Some(rate_per_s) => LoadShape::Open { rate_per_s },
+            None => LoadShape::Closed,
+        },
+        associations,
+        duration: load
+            .duration
+            .map(|value| seconds(value, "duration"))
+            .transpose()?,
+        count: load.count,
+        ramp_up: seconds(load.ramp_up, "ramp-up")?,
+        instances_per_association: load.instances_per_association,
+        study_size: load.study_size.max(1),
+        series_per_study: load.series_per_study.max(1),
+        workload: prepared.0.clone(),
+        weights: prepared.1.clone(),
+        pdu_length_max_receive: load.max_pdu,
+        commitment: load.commitment || load.commit_listen.is_some(),
+        commit_timeout: seconds(load.commit_timeout, "commit-timeout")?,
+        response_timeout: seconds(load.response_timeout, "response-timeout")?,
+        commit_listen: load.commit_listen.as_deref().map(resolve).transpose()?,
+        history: load.history.clone(),
+        run_id: load
+            .seed
+            .unwrap_or_else(|| fastrand::u64(1_000_000_000_000..u64::MAX)),
+    };
+    let execution = Execution {
+        cores: load
+            .cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        backend: load.backend,
+        label: load.label.clone(),
+        workload_label: prepared.2.clone(),
+        transfer_syntax_uid: transfer_syntax(&load.transfer_syntax)
+            .unwrap_or(ts::EXPLICIT_VR_LITTLE_ENDIAN)
+            .to_string(),
+        progress: !load.quiet,
+    };
+    Ok((plan, execution))
+}
+
+fn write_result(result: &RunResult, path: &std::path::Path) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(result)?;
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Run(args) => {
+            let prepared = prepare(&args.load)?;
+            let (plan, execution) = plan_and_execution(
+                &args.load,
+                &prepared,
+                args.load.associations,
+                args.load.rate,
+            )?;
+            let result = run(plan, &execution)?;
+            print!("{}", result.summary());
+            if let Some(out) = &args.out {
+                write_result(&result, out)?;
+            }
+        }
+        Commands::Sweep(args) => {
+            std::fs::create_dir_all(&args.out_dir)
+                .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+            let prepared = prepare(&args.load)?;
+            let mut results = Vec::new();
+            for (index, level) in args.levels.iter().enumerate() {
+                let (associations, rate) = match args.load.rate {
+                    Some(_) => (args.load.associations, Some(*level)),
+                    None => (level.round().max(1.0) as usize, None),
+                };
+                let mut load = args.load.clone();
+                if let Some(history) = &args.load.history {
+                    let mut name = history.clone().into_os_string();
+                    name.push(format!(".level{index}"));
+                    load.history = Some(name.into());
+                }
+                let (plan, execution) = plan_and_execution(&load, &prepared, associations, rate)?;
+                eprintln!(
+                    "sweep level {}/{}: {} associations{}",
+                    index + 1,
+                    args.levels.len(),
+                    associations,
+                    rate.map(|rate| format!(", {rate} inst/s"))
+                        .unwrap_or_default()
+                );
+                let result = run(plan, &execution)?;
+                print!("{}", result.summary());
+                let path = args.out_dir.join(format!(
+                    "result-{:02}-{}.json",
+                    index,
+                    if rate.is_some() {
+                        format!("rate{level}")
+                    } else {
+                        format!("assoc{associations}")
+                    }
+                ));
+                write_result(&result, &path)?;
+                results.push(result);
+            }
+            let title = format!("Capacity of {} ({})", args.load.label, args.load.target);
+            report::write_report(&results, &args.out_dir, &title, args.slo_p99_ms)?;
+            eprintln!(
+                "report written to {}",
+                args.out_dir.join("report.html").display()
+            );
+        }
+        Commands::Check(args) => {
+            let report = sluice_loadgen::check::check(&args.history, &args.dir, args.hashes)?;
+            println!(
+                "acknowledged {} present {} missing {} different {} (files scanned {})",
+                report.acknowledged,
+                report.matching,
+                report.missing.len(),
+                report.different.len(),
+                report.files
+            );
+            for uid in &report.missing {
+                println!("missing {uid}");
+            }
+            for uid in &report.different {
+                println!("different {uid}");
+            }
+            if !report.missing.is_empty() || !report.different.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Commands::Report(args) => {
+            let mut results = Vec::new();
+            for path in &args.results {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let result: RunResult = serde_json::from_str(&text).with_context(|| {
+                    format!("{} is not a sluice-loadgen result file", path.display())
+                })?;
+                results.push(result);
+            }
+            std::fs::create_dir_all(&args.out_dir)
+                .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+            report::write_report(&results, &args.out_dir, &args.title, args.slo_p99_ms)?;
+            println!("{}", args.out_dir.join("report.html").display());
+        }
+    }
+    Ok(())
+}

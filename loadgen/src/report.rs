@@ -1,0 +1,617 @@
+//! The capacity report: result files in, a self-contained HTML page (charts
+//! as inline SVG) and a Markdown summary out.
+//!
+//! Charts are written by hand as SVG rather than with plotters: four kinds
+//! of line chart are all the report needs, hand-written SVG adds no
+//! dependency (plotters pulls a font stack for text unless trimmed, and
+//! builds are slow on the 2-core target), and the output stays small,
+//! diffable and readable without JavaScript.
+//!
+//! Runs are grouped by target label (so Sluice and another SCP can share one
+//! report) and ordered by load (associations for closed-loop runs, the
+//! target rate for open-loop runs). The saturation knee of a target is the
+//! lowest load that reaches 90% of its best throughput; the capacity answer
+//! is the best throughput among runs whose p99 C-STORE latency meets the
+//! objective, projected to instances/day and TB/day.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::stats::RunResult;
+
+const PALETTE: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend text.
+    pub name: String,
+    /// Points (x, y).
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed.
+    pub dashed: bool,
+    /// Colour index.
+    pub colour: usize,
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn nice_max(value: f64) -> f64 {
+    if value.is_nan() || value <= 0.0 || !value.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(value.log10().floor());
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if value <= step * magnitude {
+            return step * magnitude;
+        }
+    }
+    10.0 * magnitude
+}
+
+fn format_number(value: f64) -> String {
+    if value.abs() >= 100.0 || value == value.round() {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// An SVG line chart with axes, ticks and a legend. The x axis is
+/// logarithmic (base 2) when every x is positive and they span 8x or more.
+pub fn line_chart(
+    id: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> String {
+    let (width, height) = (640.0, 360.0);
+    let (left, right, top, bottom) = (70.0, 170.0, 36.0, 50.0);
+    let plot_width = width - left - right;
+    let plot_height = height - top - bottom;
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .collect();
+    let x_min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let x_max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_x = x_min > 0.0 && x_max / x_min >= 8.0;
+    let (x_low, x_high) = if xs.is_empty() {
+        (0.0, 1.0)
+    } else if log_x {
+        (x_min.log2(), x_max.log2())
+    } else if x_max > x_min {
+        (x_min.min(0.0), x_max)
+    } else {
+        (x_min - 1.0, x_max + 1.0)
+    };
+    let y_high = nice_max(ys.iter().copied().fold(0.0, f64::max));
+    let map_x = |x: f64| {
+        let value = if log_x { x.log2() } else { x };
+        left + (value - x_low) / (x_high - x_low).max(1e-12) * plot_width
+    };
+    let map_y = |y: f64| top + plot_height - (y / y_high) * plot_height;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg id="{id}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        left,
+        escape(title)
+    );
+    let _ = write!(
+        svg,
+        r##"<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" fill="none" stroke="#999"/>"##
+    );
+    for step in 0..=5 {
+        let value = y_high * f64::from(step) / 5.0;
+        let y = map_y(value);
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + plot_width,
+            left - 6.0,
+            y + 4.0,
+            format_number(value)
+        );
+    }
+    let mut x_ticks: Vec<f64> = xs.clone();
+    x_ticks.sort_by(f64::total_cmp);
+    x_ticks.dedup();
+    if x_ticks.len() > 12 {
+        let stride = x_ticks.len().div_ceil(12);
+        x_ticks = x_ticks.into_iter().step_by(stride).collect();
+    }
+    for x in x_ticks {
+        let position = map_x(x);
+        let _ = write!(
+            svg,
+            r#"<text x="{position:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            top + plot_height + 16.0,
+            format_number(x)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}{}</text>"#,
+        left + plot_width / 2.0,
+        height - 10.0,
+        escape(x_label),
+        if log_x { " (log scale)" } else { "" }
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
+        top + plot_height / 2.0,
+        top + plot_height / 2.0,
+        escape(y_label)
+    );
+    for (index, line) in series.iter().enumerate() {
+        let colour = PALETTE[line.colour % PALETTE.len()];
+        let mut points = line.points.clone();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", map_x(x), map_y(y)))
+            .collect();
+        let dash = if line.dashed {
+            r#" stroke-dasharray="5,4""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            svg,
+            r#"<polyline class="series" fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
+            path.join(" ")
+        );
+        for &(x, y) in &points {
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"><title>{}: {} -> {}</title></circle>"#,
+                map_x(x),
+                map_y(y),
+                escape(&line.name),
+                format_number(x),
+                format_number(y)
+            );
+        }
+        let legend_y = top + 14.0 + index as f64 * 16.0;
+        let legend_x = left + plot_width + 12.0;
+        let _ = write!(
+            svg,
+            r#"<line x1="{legend_x}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{:.1}" y="{legend_y:.1}">{}</text>"#,
+            legend_y - 4.0,
+            legend_x + 18.0,
+            legend_y - 4.0,
+            legend_x + 22.0,
+            escape(&line.name)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The load level of a run: associations (closed loop) or target rate (open loop).
+pub fn load_level(result: &RunResult) -> f64 {
+    match result.load.rate_per_s {
+        Some(rate) if result.load.mode == "open" => rate,
+        _ => result.load.associations as f64,
+    }
+}
+
+/// What the report concludes for one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    /// Target label.
+    pub label: String,
+    /// Best throughput seen, inst/s.
+    pub best_instances_per_s: f64,
+    /// Lowest load reaching 90% of the best throughput.
+    pub knee_load: Option<f64>,
+    /// Best run meeting the latency objective: (load, inst/s, MB/s, p99 ms).
+    pub within_objective: Option<(f64, f64, f64, f64)>,
+}
+
+/// Knee and capacity of each target label.
+pub fn capacity(results: &[RunResult], slo_p99_ms: f64) -> Vec<Capacity> {
+    let mut by_label: BTreeMap<String, Vec<&RunResult>> = BTreeMap::new();
+    for result in results {
+        by_label
+            .entry(result.target.label.clone())
+            .or_default()
+            .push(result);
+    }
+    by_label
+        .into_iter()
+        .map(|(label, mut runs)| {
+            runs.sort_by(|a, b| load_level(a).total_cmp(&load_level(b)));
+            let best = runs
+                .iter()
+                .map(|run| run.instances_per_s)
+                .fold(0.0, f64::max);
+            let knee_load = runs
+                .iter()
+                .find(|run| best > 0.0 && run.instances_per_s >= 0.9 * best)
+                .map(|run| load_level(run));
+            let within_objective = runs
+                .iter()
+                .filter(|run| run.totals.instances_ok > 0 && run.latency_ms.store.p99 <= slo_p99_ms)
+                .max_by(|a, b| a.instances_per_s.total_cmp(&b.instances_per_s))
+                .map(|run| {
+                    (
+                        load_level(run),
+                        run.instances_per_s,
+                        run.megabytes_per_s,
+                        run.latency_ms.store.p99,
+                    )
+                });
+            Capacity {
+                label,
+                best_instances_per_s: best,
+                knee_load,
+                within_objective,
+            }
+        })
+        .collect()
+}
+
+fn x_axis_label(results: &[RunResult]) -> &'static str {
+    if results.iter().all(|result| result.load.mode == "open") {
+        "target rate (instances/s)"
+    } else {
+        "concurrent associations"
+    }
+}
+
+fn labels(results: &[RunResult]) -> Vec<String> {
+    let mut labels: Vec<String> = results
+        .iter()
+        .map(|result| result.target.label.clone())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
+fn per_label_series(
+    results: &[RunResult],
+    value: impl Fn(&RunResult) -> f64,
+    suffix: &str,
+    dashed: bool,
+    colour_offset: usize,
+) -> Vec<Series> {
+    labels(results)
+        .into_iter()
+        .enumerate()
+        .map(|(index, label)| Series {
+            name: format!("{label}{suffix}"),
+            points: results
+                .iter()
+                .filter(|result| result.target.label == label)
+                .map(|result| (load_level(result), value(result)))
+                .collect(),
+            dashed,
+            colour: index + colour_offset,
+        })
+        .collect()
+}
+
+fn sorted(results: &[RunResult]) -> Vec<&RunResult> {
+    let mut runs: Vec<&RunResult> = results.iter().collect();
+    runs.sort_by(|a, b| {
+        a.target
+            .label
+            .cmp(&b.target.label)
+            .then(load_level(a).total_cmp(&load_level(b)))
+    });
+    runs
+}
+
+fn capacity_sentences(capacities: &[Capacity], slo_p99_ms: f64, x_label: &str) -> Vec<String> {
+    capacities
+        .iter()
+        .map(|capacity| {
+            let knee = capacity
+                .knee_load
+                .map(|load| format!("throughput saturates at about {} ({x_label}), best {:.1} inst/s", format_number(load), capacity.best_instances_per_s))
+                .unwrap_or_else(|| "no instance was stored".to_string());
+            let objective = match capacity.within_objective {
+                Some((load, instances, megabytes, p99)) => format!(
+                    "at p99 <= {slo_p99_ms} ms it sustains {instances:.1} inst/s ({megabytes:.1} MB/s, p99 {p99:.1} ms at load {}): {:.2} million instances/day, {:.2} TB/day of data sets (disk growth; add file meta and index)",
+                    format_number(load),
+                    instances * 86_400.0 / 1e6,
+                    megabytes * 86_400.0 / 1e6
+                ),
+                None => format!("no run met p99 <= {slo_p99_ms} ms"),
+            };
+            format!("**{}**: {knee}; {objective}.", capacity.label)
+        })
+        .collect()
+}
+
+fn counters(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "-".into();
+    }
+    map.iter()
+        .map(|(key, count)| format!("{key}: {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The HTML report.
+pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> String {
+    let x_label = x_axis_label(results);
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}td.l{{text-align:left}}.charts{{display:flex;flex-wrap:wrap;gap:12px}}</style></head><body>\n<h1>{}</h1>\n",
+        escape(title),
+        escape(title)
+    );
+    let _ = writeln!(
+        html,
+        "<p>{} runs by sluice-loadgen. Latency of a C-STORE is measured from the last byte \
+         of the data set handed to the kernel to the C-STORE-RSP; MB are 10<sup>6</sup> bytes \
+         of data sets acknowledged.</p>",
+        results.len()
+    );
+    html.push_str("<section id=\"capacity\"><h2>Capacity</h2><ul>\n");
+    for sentence in capacity_sentences(&capacity(results, slo_p99_ms), slo_p99_ms, x_label) {
+        let sentence = escape(&sentence);
+        let bolded = sentence.replacen("**", "<b>", 1).replacen("**", "</b>", 1);
+        let _ = writeln!(html, "<li>{bolded}</li>");
+    }
+    html.push_str("</ul><p>Index growth is not visible to the loadgen (it only sees the network); read it from the server's own statistics.</p></section>\n");
+    html.push_str(
+        "<section id=\"throughput-vs-load\"><h2>Throughput vs load</h2><div class=\"charts\">\n",
+    );
+    html.push_str(&line_chart(
+        "chart-instances",
+        "Instances/s vs load",
+        x_label,
+        "instances/s",
+        &per_label_series(results, |r| r.instances_per_s, "", false, 0),
+    ));
+    html.push_str(&line_chart(
+        "chart-megabytes",
+        "MB/s vs load",
+        x_label,
+        "MB/s",
+        &per_label_series(results, |r| r.megabytes_per_s, "", false, 0),
+    ));
+    html.push_str("</div></section>\n<section id=\"latency-vs-load\"><h2>Latency percentiles vs load</h2><div class=\"charts\">\n");
+    let mut latency = per_label_series(results, |r| r.latency_ms.store.p50, " p50", true, 0);
+    latency.extend(per_label_series(
+        results,
+        |r| r.latency_ms.store.p99,
+        " p99",
+        false,
+        0,
+    ));
+    html.push_str(&line_chart(
+        "chart-latency",
+        "C-STORE latency vs load",
+        x_label,
+        "milliseconds",
+        &latency,
+    ));
+    html.push_str(&line_chart(
+        "chart-setup",
+        "Association set-up p50 vs load",
+        x_label,
+        "milliseconds",
+        &per_label_series(
+            results,
+            |r| r.latency_ms.association_setup.p50,
+            "",
+            false,
+            0,
+        ),
+    ));
+    html.push_str("</div></section>\n<section id=\"throughput-over-time\"><h2>Throughput over time</h2><div class=\"charts\">\n");
+    for (index, label) in labels(results).into_iter().enumerate() {
+        let series: Vec<Series> = sorted(results)
+            .into_iter()
+            .filter(|result| result.target.label == label)
+            .enumerate()
+            .map(|(colour, result)| Series {
+                name: format!("load {}", format_number(load_level(result))),
+                points: result
+                    .timeline
+                    .iter()
+                    .map(|point| (point.t_s as f64, point.instances as f64))
+                    .collect(),
+                dashed: false,
+                colour,
+            })
+            .collect();
+        html.push_str(&line_chart(
+            &format!("chart-timeline-{index}"),
+            &format!("{label}: instances per second"),
+            "seconds since start",
+            "instances/s",
+            &series,
+        ));
+    }
+    html.push_str("</div></section>\n<section id=\"runs\"><h2>Runs</h2><table><tr><th>target</th><th>mode</th><th>load</th><th>workload</th><th>s</th><th>stored</th><th>failed</th><th>unanswered</th><th>inst/s</th><th>MB/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>set-up p50 ms</th><th>commit p50 ms</th><th>loadgen CPU s/GB</th><th>loadgen RSS MiB</th></tr>\n");
+    for result in sorted(results) {
+        let store = &result.latency_ms.store;
+        let _ = writeln!(
+            html,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{:.2}</td><td>{:.0}</td></tr>",
+            escape(&result.target.label),
+            escape(&result.load.mode),
+            format_number(load_level(result)),
+            escape(&result.load.workload),
+            result.elapsed_s,
+            result.totals.instances_ok,
+            result.totals.instances_failed,
+            result.totals.instances_unanswered,
+            result.instances_per_s,
+            result.megabytes_per_s,
+            store.p50,
+            store.p90,
+            store.p99,
+            store.p999,
+            store.max,
+            result.latency_ms.association_setup.p50,
+            result.latency_ms.commitment.as_ref().map(|commit| format!("{:.2}", commit.p50)).unwrap_or_else(|| "-".into()),
+            result.loadgen.cpu_s_per_gb,
+            result.loadgen.peak_rss_mib,
+        );
+    }
+    html.push_str("</table></section>\n<section id=\"errors\"><h2>Statuses, rejections, aborts</h2><table><tr><th>target</th><th>load</th><th>C-STORE statuses</th><th>A-ASSOCIATE-RJ (result/source/reason)</th><th>aborts</th><th>commitment errors</th></tr>\n");
+    for result in sorted(results) {
+        let _ = writeln!(
+            html,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            escape(&result.target.label),
+            format_number(load_level(result)),
+            escape(&counters(&result.statuses)),
+            escape(&counters(&result.rejections)),
+            escape(&counters(&result.aborts)),
+            escape(&counters(&result.commit_errors)),
+        );
+    }
+    html.push_str("</table></section>\n</body></html>\n");
+    html
+}
+
+/// The Markdown summary.
+pub fn render_markdown(results: &[RunResult], title: &str, slo_p99_ms: f64) -> String {
+    let x_label = x_axis_label(results);
+    let mut md = format!("# {title}\n\n## Capacity\n\n");
+    for sentence in capacity_sentences(&capacity(results, slo_p99_ms), slo_p99_ms, x_label) {
+        let _ = writeln!(md, "- {sentence}");
+    }
+    md.push_str("\n## Runs\n\n| target | mode | load | inst/s | MB/s | p50 ms | p99 ms | p99.9 ms | failed | unanswered | rejections | aborts | loadgen CPU s/GB | loadgen RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n");
+    for result in sorted(results) {
+        let store = &result.latency_ms.store;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} | {:.0} |",
+            result.target.label,
+            result.load.mode,
+            format_number(load_level(result)),
+            result.instances_per_s,
+            result.megabytes_per_s,
+            store.p50,
+            store.p99,
+            store.p999,
+            result.totals.instances_failed,
+            result.totals.instances_unanswered,
+            counters(&result.rejections),
+            counters(&result.aborts),
+            result.loadgen.cpu_s_per_gb,
+            result.loadgen.peak_rss_mib,
+        );
+    }
+    md
+}
+
+/// Writes `report.html` and `report.md` into `dir`.
+pub fn write_report(
+    results: &[RunResult],
+    dir: &Path,
+    title: &str,
+    slo_p99_ms: f64,
+) -> std::io::Result<()> {
+    std::fs::write(
+        dir.join("report.html"),
+        render_html(results, title, slo_p99_ms),
+    )?;
+    std::fs::write(
+        dir.join("report.md"),
+        render_markdown(results, title, slo_p99_ms),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{LoadConfig, Percentiles, Target};
+
+    fn run(label: &str, associations: u64, instances_per_s: f64, p99: f64) -> RunResult {
+        RunResult {
+            target: Target {
+                label: label.into(),
+                ..Target::default()
+            },
+            load: LoadConfig {
+                mode: "closed".into(),
+                associations,
+                ..LoadConfig::default()
+            },
+            instances_per_s,
+            megabytes_per_s: instances_per_s * 0.5,
+            latency_ms: crate::stats::Latencies {
+                store: Percentiles {
+                    count: 10,
+                    p99,
+                    ..Percentiles::default()
+                },
+                ..Default::default()
+            },
+            totals: crate::stats::Totals {
+                instances_ok: 10,
+                ..Default::default()
+            },
+            ..RunResult::default()
+        }
+    }
+
+    #[test]
+    fn knee_and_capacity_follow_the_definitions() {
+        let results = vec![
+            run("a", 1, 100.0, 5.0),
+            run("a", 4, 380.0, 9.0),
+            run("a", 16, 400.0, 40.0),
+            run("a", 64, 401.0, 900.0),
+        ];
+        let capacity = capacity(&results, 100.0);
+        assert_eq!(capacity.len(), 1);
+        assert_eq!(capacity[0].knee_load, Some(4.0));
+        assert_eq!(capacity[0].within_objective.map(|c| c.0), Some(16.0));
+    }
+
+    #[test]
+    fn chart_has_one_polyline_per_series() {
+        let series = vec![
+            Series {
+                name: "a".into(),
+                points: vec![(1.0, 2.0), (4.0, 3.0)],
+                dashed: false,
+                colour: 0,
+            },
+            Series {
+                name: "b<".into(),
+                points: vec![(1.0, 1.0)],
+                dashed: true,
+                colour: 1,
+            },
+        ];
+        let svg = line_chart("x", "t", "x", "y", &series);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("b&lt;"));
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+    }
+}
