@@ -86,6 +86,7 @@ pub mod event;
 pub mod fault;
 #[cfg(feature = "lmdb")]
 pub mod lmdb;
+pub mod map;
 mod op;
 mod portable;
 mod probe;

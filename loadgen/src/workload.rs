@@ -502,11 +502,13 @@ fn skip_undefined(dataset: &[u8], mut offset: usize, explicit: bool, depth: u32)
     }
 }
 
-/// The most bytes of files a `--dir` workload loads.
+/// The most bytes of files a `--dir` workload maps (address space, kept for
+/// the whole run).
 pub const DIRECTORY_BYTES_MAX: u64 = 4 << 30;
 
-/// Reads every regular file of `dir` (recursively, sorted) that is a Part 10
+/// Maps every regular file of `dir` (recursively, sorted) that is a Part 10
 /// file; with `new_uids`, locates its UID slots so each send gets new ones.
+/// The files must not change during the run (see `sluice_io::map`).
 pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, WorkloadError> {
     let mut paths = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -539,17 +541,18 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
                 limit: DIRECTORY_BYTES_MAX,
             });
         }
-        // Read once into memory: memory-mapping needs `unsafe`, which only
-        // the io crate may contain (see the design note).
-        let contents = std::fs::read(&path).map_err(|source| WorkloadError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let bytes: &[u8] = &contents;
+        // Mapped once for the whole run (sluice-io holds the `unsafe`): the
+        // data set is sent straight from the page cache, never copied.
+        let bytes = std::fs::File::open(&path)
+            .and_then(|file| sluice_io::map::map_for_process(&file))
+            .map_err(|source| WorkloadError::Io {
+                path: path.clone(),
+                source,
+            })?;
         let Ok((dataset_offset, sop_class_uid, transfer_syntax_uid)) = part10_meta(bytes) else {
             continue; // not DICOM (README, DICOMDIR companions...): skipped
         };
-        let dataset: Arc<[u8]> = bytes.get(dataset_offset..).unwrap_or_default().into();
+        let dataset: &'static [u8] = bytes.get(dataset_offset..).unwrap_or_default();
         let explicit = transfer_syntax_uid != ts::IMPLICIT_VR_LITTLE_ENDIAN;
         let all_slots = find_uid_slots(&dataset, explicit);
         let fixed_sop_instance_uid = all_slots
@@ -579,7 +582,7 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
                 .unwrap_or_default(),
             sop_class_uid,
             transfer_syntax_uid,
-            dataset: Bytes::Shared(dataset),
+            dataset: Bytes::Mapped(dataset),
             slots,
             fixed_sop_instance_uid,
         });
