@@ -1,0 +1,192 @@
+//! The speed-of-light receiver: what any DICOM receiver on this machine
+//! could at best do with Sluice's durability, and nothing else.
+//!
+//! `serve`: accepts TCP connections on loopback; each connection sends
+//! frames of `[u64 little-endian length][bytes]`. Every frame becomes a file
+//! written into a temporary name, `fdatasync`ed, renamed into the
+//! connection's directory, and that directory `fsync`ed; only then is one
+//! acknowledgement byte sent back. That is Sluice's durability contract
+//! without DICOM: no PDU framing, no head scan, no checksum, no index.
+//! One thread per connection, std I/O: the simplest code that lets the
+//! kernel overlap everything it can.
+//!
+//! `send`: `connections` threads, each on its own connection, sending
+//! frames of `size` bytes one after the other until `count` frames are
+//! sent in all; prints one JSON line with instances/s, MB/s and the
+//! per-frame latency percentiles (last byte written to acknowledgement).
+//!
+//! ```text
+//! speed_of_light serve <dir> <port>
+//! speed_of_light send <port> <connections> <size bytes> <count>
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest frame accepted (a CR/MG-sized instance is tens of MB).
+const FRAME_BYTES_MAX: u64 = 1 << 30;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("serve") if args.len() == 4 => match args[3].parse() {
+            Ok(port) => serve(Path::new(&args[2]), port),
+            Err(_) => Err(format!("bad port {:?}", args[3])),
+        },
+        Some("send") if args.len() == 6 => parse_send(&args[2..])
+            .and_then(|(port, connections, size, count)| send(port, connections, size, count)),
+        _ => Err(
+            "usage: speed_of_light serve <dir> <port> | send <port> <connections> <size> <count>"
+                .to_owned(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("speed_of_light: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_send(args: &[String]) -> Result<(u16, usize, usize, u64), String> {
+    let number = |index: usize| -> Result<u64, String> {
+        args[index]
+            .parse()
+            .map_err(|_| format!("not a number: {:?}", args[index]))
+    };
+    Ok((
+        u16::try_from(number(0)?).map_err(|_| "port out of range".to_owned())?,
+        usize::try_from(number(1)?.max(1)).map_err(|_| "too many connections".to_owned())?,
+        usize::try_from(number(2)?).map_err(|_| "size too large".to_owned())?,
+        number(3)?,
+    ))
+}
+
+fn serve(dir: &Path, port: u16) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|error| format!("bind 127.0.0.1:{port}: {error}"))?;
+    let next_connection = AtomicU64::new(0);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let connection = next_connection.fetch_add(1, Ordering::Relaxed);
+        let connection_dir = dir.join(format!("c{connection}"));
+        std::thread::spawn(move || {
+            if let Err(error) = receive(stream, &connection_dir) {
+                eprintln!("speed_of_light: connection {connection}: {error}");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn receive(mut stream: TcpStream, dir: &Path) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::File::open(dir.parent().unwrap_or(dir))?.sync_all()?;
+    let directory = std::fs::File::open(dir)?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    for frame in 0u64.. {
+        let mut length = [0u8; 8];
+        match stream.read_exact(&mut length) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(error) => return Err(error),
+        }
+        let mut remaining = u64::from_le_bytes(length);
+        if remaining > FRAME_BYTES_MAX {
+            return Err(std::io::Error::other(format!("frame of {remaining} bytes")));
+        }
+        let temporary = dir.join(format!("{frame}.tmp"));
+        let final_path: PathBuf = dir.join(format!("{frame}.bin"));
+        let mut file = std::fs::File::create(&temporary)?;
+        while remaining > 0 {
+            let want = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
+            let got = stream.read(&mut buffer[..want])?;
+            if got == 0 {
+                std::fs::remove_file(&temporary)?;
+                return Ok(());
+            }
+            file.write_all(&buffer[..got])?;
+            remaining -= got as u64;
+        }
+        file.sync_data()?;
+        drop(file);
+        std::fs::rename(&temporary, &final_path)?;
+        directory.sync_all()?;
+        stream.write_all(&[1])?;
+    }
+    Ok(())
+}
+
+fn send(port: u16, connections: usize, size: usize, count: u64) -> Result<(), String> {
+    let payload: Arc<Vec<u8>> = Arc::new((0..size).map(|index| (index % 251) as u8).collect());
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let payload = Arc::clone(&payload);
+            let next = Arc::clone(&next);
+            std::thread::spawn(move || -> Result<Vec<Duration>, String> {
+                let mut stream = TcpStream::connect(("127.0.0.1", port))
+                    .map_err(|error| format!("connect 127.0.0.1:{port}: {error}"))?;
+                stream
+                    .set_nodelay(true)
+                    .map_err(|error| error.to_string())?;
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let length = (payload.len() as u64).to_le_bytes();
+                    stream
+                        .write_all(&length)
+                        .and_then(|()| stream.write_all(&payload))
+                        .map_err(|error| format!("send: {error}"))?;
+                    let sent = Instant::now();
+                    let mut ack = [0u8; 1];
+                    stream
+                        .read_exact(&mut ack)
+                        .map_err(|error| format!("acknowledgement: {error}"))?;
+                    latencies.push(sent.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        let done = worker
+            .join()
+            .map_err(|_| "a sender thread panicked".to_owned())??;
+        latencies.extend(done);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |fraction: f64| -> f64 {
+        let index = ((latencies.len() as f64 * fraction).ceil() as usize)
+            .saturating_sub(1)
+            .min(latencies.len().saturating_sub(1));
+        latencies
+            .get(index)
+            .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+    };
+    let instances = latencies.len() as f64;
+    println!(
+        "{{\"connections\": {connections}, \"size_bytes\": {size}, \"instances\": {}, \
+         \"seconds\": {seconds:.3}, \"instances_per_s\": {:.1}, \"mb_per_s\": {:.1}, \
+         \"latency_ms_p50\": {:.2}, \"latency_ms_p99\": {:.2}, \"latency_ms_p999\": {:.2}}}",
+        latencies.len(),
+        instances / seconds,
+        instances * size as f64 / seconds / 1e6,
+        percentile(0.5),
+        percentile(0.99),
+        percentile(0.999),
+    );
+    Ok(())
+}
