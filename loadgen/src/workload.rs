@@ -554,7 +554,7 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
         };
         let dataset: &'static [u8] = bytes.get(dataset_offset..).unwrap_or_default();
         let explicit = transfer_syntax_uid != ts::IMPLICIT_VR_LITTLE_ENDIAN;
-        let all_slots = find_uid_slots(&dataset, explicit);
+        let all_slots = find_uid_slots(dataset, explicit);
         let fixed_sop_instance_uid = all_slots
             .iter()
             .find(|slot| slot.kind == UidKind::Instance)
