@@ -8,9 +8,11 @@
 //! - [`scp`]: the Storage SCP on `sluice-io` cores: association handling,
 //!   C-STORE streamed to disk with no copy, the durability order, duplicates
 //!   ([`scp::Server`] starts and stops it). docs/design/ingest.md.
+//! - [`commit`]: the Storage Commitment Push Model SCP's tracker: requests
+//!   recorded in the index before they are accepted, late instances
+//!   matched as they arrive, reports delivered with retries, all resumed
+//!   after a restart. docs/design/commitment.md.
 //! - [`cli`]: the operator commands; [`recovery`]: start-up recovery.
-//!
-//! Not built yet: the commitment tracker (issue 6).
 //!
 //! ```no_run
 //! use sluice_engine::{config::Config, scp::Server, store::{Store, StoreEvent}};
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod recovery;
 pub mod scp;

@@ -205,6 +205,13 @@ pub enum CommitmentState {
     Pending,
     /// The N-EVENT-REPORT is decided and waits to be delivered.
     ReportReady,
+    /// The report was delivered (the peer answered 0000 or 0107); kept for
+    /// the operator view until pruned.
+    Delivered,
+    /// The report could not be delivered (retries exhausted, a permanent
+    /// refusal, or no address for the requester); kept for the operator
+    /// view until pruned.
+    Failed,
 }
 
 /// The value of the `commitments` table, keyed by Transaction UID: what the

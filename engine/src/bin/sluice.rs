@@ -1,5 +1,5 @@
 //! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
-//! commands (`ls`, `show`, `quarantine`, `verify`, `stats`,
+//! commands (`ls`, `show`, `quarantine`, `commitments`, `verify`, `stats`,
 //! `export-instance`) inspect and manage a data directory.
 
 use std::process::ExitCode;
@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the DICOM Storage SCP (and Verification). With no options it
-    /// stores into ./sluice-data as AE SLUICE on port 11112.
+    /// Run the DICOM Storage SCP (with Verification and Storage
+    /// Commitment). With no options it stores into ./sluice-data as AE
+    /// SLUICE on port 11112.
     Serve {
         #[command(flatten)]
         config: ConfigArgs,

@@ -1,5 +1,5 @@
 //! The operator commands of the `sluice` binary: `ls`, `show`, `quarantine`,
-//! `verify`, `stats`, `export-instance`.
+//! `commitments`, `verify`, `stats`, `export-instance`.
 //!
 //! What this module owns: the clap declaration of those commands
 //! ([`OperatorCommand`]), how a command finds its store (`--data-dir`,
@@ -24,6 +24,7 @@
 //! ([`CliError::exit_code`]).
 
 mod browse;
+mod commitments;
 mod format;
 mod quarantine;
 mod verify;
@@ -38,6 +39,7 @@ use sluice_index::{Index, IndexError, IndexOptions};
 use crate::config::{Config, ConfigError};
 use crate::store::layout::Layout;
 
+pub use commitments::CommitmentsCommand;
 pub use quarantine::QuarantineCommand;
 
 /// Where a command finds its store: the same `--config` and `--data-dir` as
@@ -100,6 +102,9 @@ pub enum OperatorCommand {
     /// Inspect, release or purge quarantined duplicates.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// List and inspect Storage Commitment transactions.
+    #[command(subcommand)]
+    Commitments(CommitmentsCommand),
     /// Re-read every stored file and compare it with the index.
     ///
     /// For every stored instance and quarantine entry: the file must exist,
@@ -337,6 +342,7 @@ pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode,
             store,
         } => browse::show(&store.open()?, &sop_instance_uid, output),
         OperatorCommand::Quarantine(command) => quarantine::run(command, output),
+        OperatorCommand::Commitments(command) => commitments::run(command, output),
         OperatorCommand::Verify { store } => verify::verify(&store.open()?, output),
         OperatorCommand::Stats { store } => browse::stats(&store.open()?, output),
         OperatorCommand::ExportInstance {

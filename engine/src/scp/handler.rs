@@ -26,8 +26,16 @@
 //!
 //! Any error on the way fails that instance with an A7xx status, never
 //! retried into a success.
+//!
+//! Storage Commitment: an N-ACTION-RQ's data set is collected, decoded and
+//! handed to the commitment tracker ([`crate::commit`]); its answer comes
+//! back as a [`CoreMessage`] and becomes the N-ACTION-RSP. Reports go out as
+//! N-EVENT-REPORT-RQ on the requester's association, or on an association
+//! this core opens as requestor ([`CoreMessage::OpenReportAssociation`]);
+//! each N-EVENT-REPORT-RSP (or the association's end) goes back to the
+//! tracker as a delivery outcome.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -44,19 +52,28 @@ use sluice_io::{
     IOVECS_PER_WRITE_MAX,
 };
 use sluice_net::assoc::{
-    negotiate, Action, Association, AssociationLoad, Indication, Input, InvalidPdu,
-    NegotiationOutcome, Role,
+    negotiate, Action, Association, AssociationLoad, AssociationProposal, Indication, Input,
+    InvalidPdu, NegotiationOutcome, ProposedPresentationContext, Role,
 };
-use sluice_net::dimse::{CEchoRsp, CStoreRq, CStoreRsp, Command, Status, StatusDetail};
+use sluice_net::dimse::commitment::{
+    CommitmentRequest, CommitmentResult, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
+};
+use sluice_net::dimse::dataset::{DatasetLimits, SmallDatasetEncoding};
+use sluice_net::dimse::{
+    CEchoRsp, CStoreRq, CStoreRsp, Command, NActionRq, NActionRsp, NEventReportRq, Status,
+    StatusDetail,
+};
 use sluice_net::pdata::{encode_message, StreamDecoder, StreamEvent};
 use sluice_net::pdu::{AssociateRj, DecodeLimits, RejectReason, RejectResult};
 use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, Field, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING};
+use crate::commit::tracker::{DeliveryOutcome, ReportAssociation, Request};
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, UidConflictPolicy};
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
+use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::store::StoreEvent;
 
 /// The failure status answered when the `reject` duplicate policy refuses
@@ -82,6 +99,7 @@ const TAG_DIR_OPEN: u64 = 7 << 56;
 const TAG_DIR_SYNC: u64 = 8 << 56;
 const TAG_COMMIT_TIMER: u64 = 9 << 56;
 const TAG_IGNORED: u64 = 10 << 56;
+const TAG_CONNECT: u64 = 11 << 56;
 const TAG_KIND_MASK: u64 = 0xff << 56;
 
 /// Messages from other threads to a core.
@@ -94,6 +112,30 @@ pub(crate) enum CoreMessage {
         /// The writer's answer.
         result: BatchResult,
     },
+    /// The commitment tracker's answer to an N-ACTION: send the N-ACTION-RSP.
+    CommitmentAnswered {
+        /// The requester's association.
+        serial: u64,
+        /// The N-ACTION's presentation context.
+        context_id: u8,
+        /// The N-ACTION-RQ's Message ID.
+        message_id: u16,
+        /// The status to answer.
+        status: Status,
+        /// An Error Comment for a failure.
+        comment: Option<String>,
+    },
+    /// Send this report on the requester's association if it is still open
+    /// (else answer [`DeliveryOutcome::NotOpen`]).
+    DeliverReport {
+        /// The requester's association.
+        serial: u64,
+        /// The event information.
+        report: CommitmentResult,
+    },
+    /// Open an association to the requester (or its mapped AE) and deliver
+    /// these reports on it.
+    OpenReportAssociation(Box<ReportAssociation>),
 }
 
 /// The C-STORE status for an index failure: the disk-space statuses for a
@@ -119,6 +161,16 @@ enum Receiving {
     /// Refused at the command: the data set is read and dropped, then
     /// answered with this status.
     Discard(Refusal),
+    /// The action information of an N-ACTION-RQ, collected (it is small:
+    /// at most [`DatasetLimits`]' length) then decoded.
+    Action {
+        context_id: u8,
+        rq: NActionRq,
+        bytes: Vec<u8>,
+        refusal: Option<(Status, String)>,
+    },
+    /// A data set nobody needs (an N-EVENT-REPORT-RSP's reply): dropped.
+    Ignore,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +206,55 @@ struct Conn {
     instances_failed: u64,
     bytes_received: u64,
     outcome: Option<String>,
+    /// The listener it came through (0: main port); unused when outbound.
+    listener: usize,
+    /// Reports this (outbound) association still has to send.
+    reports_queued: VecDeque<CommitmentResult>,
+    /// N-EVENT-REPORT-RQs sent and not answered: Message ID -> Transaction UID.
+    reports_in_flight: HashMap<u16, String>,
+    next_message_id: u16,
+    /// An association this core opened to deliver reports.
+    outbound: bool,
+}
+
+impl Conn {
+    fn new(id: ConnId, peer: Option<SocketAddr>, role: Role, listener: usize) -> Conn {
+        Conn {
+            id,
+            peer,
+            association: Association::new(role),
+            decoder: StreamDecoder::new(DecodeLimits::default()),
+            timer_kind: None,
+            timer_deadline: Instant::now(),
+            timer_armed: None,
+            deliver_pdata: false,
+            command_bytes: Vec::new(),
+            command_context_id: 0,
+            receiving: None,
+            sends_in_flight: 0,
+            close_when_sent: false,
+            closing: false,
+            counted: false,
+            calling_ae_title: String::new(),
+            called_ae_title: String::new(),
+            contexts_accepted: 0,
+            started: Instant::now(),
+            instances_stored: 0,
+            instances_failed: 0,
+            bytes_received: 0,
+            outcome: None,
+            listener,
+            reports_queued: VecDeque::new(),
+            reports_in_flight: HashMap::new(),
+            next_message_id: 0,
+            outbound: false,
+        }
+    }
+
+    fn message_id(&mut self) -> u16 {
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        self.next_message_id
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,34 +423,10 @@ impl CoreHandler {
 
     // ----- connections -----
 
-    fn accepted(&mut self, core: &mut Core, id: ConnId, peer: Option<SocketAddr>) {
+    fn accepted(&mut self, core: &mut Core, id: ConnId, peer: Option<SocketAddr>, listener: usize) {
         self.next_serial += 1;
         let serial = self.next_serial;
-        let mut conn = Conn {
-            id,
-            peer,
-            association: Association::new(Role::Acceptor),
-            decoder: StreamDecoder::new(DecodeLimits::default()),
-            timer_kind: None,
-            timer_deadline: Instant::now(),
-            timer_armed: None,
-            deliver_pdata: false,
-            command_bytes: Vec::new(),
-            command_context_id: 0,
-            receiving: None,
-            sends_in_flight: 0,
-            close_when_sent: false,
-            closing: false,
-            counted: false,
-            calling_ae_title: String::new(),
-            called_ae_title: String::new(),
-            contexts_accepted: 0,
-            started: Instant::now(),
-            instances_stored: 0,
-            instances_failed: 0,
-            bytes_received: 0,
-            outcome: None,
-        };
+        let mut conn = Conn::new(id, peer, Role::Acceptor, listener);
         self.serial_of.insert(id, serial);
         tracing::trace!(core = self.core_index, serial, peer = ?peer, "accepted");
         self.input(core, serial, &mut conn, Input::TransportConnectIndication);
@@ -571,7 +648,7 @@ impl CoreHandler {
             Indication::AssociateRequest(rq) => {
                 conn.calling_ae_title = rq.calling_ae_title.trim().to_owned();
                 conn.called_ae_title = rq.called_ae_title.trim().to_owned();
-                let outcome = self.negotiate_limited(&rq);
+                let outcome = self.negotiate_limited(&rq, conn.listener);
                 match &outcome {
                     NegotiationOutcome::Accept { negotiated, .. } => {
                         conn.decoder
@@ -599,6 +676,24 @@ impl CoreHandler {
             Indication::Aborted(cause) => {
                 conn.outcome
                     .get_or_insert_with(|| format!("aborted: {cause:?}"));
+                self.fail_reports(conn, &format!("association aborted: {cause:?}"));
+            }
+            Indication::AssociateAccepted(negotiated) => {
+                conn.decoder
+                    .set_pdata_length_max(negotiated.pdu_length_max_local);
+                conn.contexts_accepted = negotiated.presentation_contexts.len();
+                self.send_next_report(core, serial, conn);
+            }
+            Indication::AssociateRejected(rj) => {
+                let (result, source, reason) = rj.codes();
+                let why = format!(
+                    "association rejected: result {result}, source {source}, reason {reason}"
+                );
+                conn.outcome = Some(why.clone());
+                self.fail_reports(conn, &why);
+            }
+            Indication::ReleaseConfirm => {
+                conn.outcome.get_or_insert_with(|| "released".to_owned());
             }
             _ => {}
         }
@@ -606,14 +701,31 @@ impl CoreHandler {
 
     /// Negotiation under the association limits: global and per calling AE,
     /// counted atomically across cores (increment first, undo on refusal).
-    fn negotiate_limited(&self, rq: &sluice_net::pdu::AssociateRq) -> NegotiationOutcome {
+    fn negotiate_limited(
+        &self,
+        rq: &sluice_net::pdu::AssociateRq,
+        listener: usize,
+    ) -> NegotiationOutcome {
         let network = &self.config().network;
+        // The separate commitment AE: on its own port, or on the main port
+        // under its own called AE title.
+        let policy = match &self.shared.commitment_policy {
+            Some(commitment)
+                if Some(listener) == self.shared.commitment_listener
+                    || (self.shared.commitment_listener.is_none()
+                        && rq.called_ae_title.trim()
+                            == self.config().commitment_ae_title().as_str()) =>
+            {
+                commitment
+            }
+            _ => &self.shared.policy,
+        };
         let current = self.shared.established.fetch_add(1, Ordering::SeqCst);
         let load = AssociationLoad {
             current,
             limit: network.max_associations,
         };
-        let mut outcome = negotiate(&self.shared.policy, rq, load);
+        let mut outcome = negotiate(policy, rq, load);
         if matches!(outcome, NegotiationOutcome::Accept { .. }) {
             let calling = rq.calling_ae_title.trim().to_owned();
             let over = match self.shared.per_calling_ae.lock() {
@@ -645,6 +757,14 @@ impl CoreHandler {
         if let Some(Receiving::Job(key)) = conn.receiving.take() {
             self.abandon_job(core, key);
         }
+        let why = conn
+            .outcome
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned());
+        self.fail_reports(
+            &mut conn,
+            &format!("association ended before the report was answered: {why}"),
+        );
         if conn.counted {
             self.shared.established.fetch_sub(1, Ordering::SeqCst);
             if let Ok(mut per_ae) = self.shared.per_calling_ae.lock() {
@@ -719,6 +839,33 @@ impl CoreHandler {
                 self.send_command(core, serial, conn, context_id, &rsp);
             }
             Command::CStoreRq(rq) => self.store_requested(core, serial, conn, context_id, rq),
+            Command::NActionRq(rq) => self.action_requested(core, serial, conn, context_id, rq),
+            Command::NEventReportRsp(rsp) => {
+                if rsp.data_set {
+                    conn.receiving = Some(Receiving::Ignore);
+                }
+                match conn
+                    .reports_in_flight
+                    .remove(&rsp.message_id_being_responded_to)
+                {
+                    Some(transaction_uid) => {
+                        let outcome = if crate::commit::report_accepted(rsp.status) {
+                            DeliveryOutcome::Delivered(rsp.status)
+                        } else {
+                            DeliveryOutcome::Refused(rsp.status)
+                        };
+                        self.shared.tracker.delivery(transaction_uid, outcome);
+                    }
+                    None => tracing::warn!(
+                        peer = ?conn.peer,
+                        message_id = rsp.message_id_being_responded_to,
+                        "N-EVENT-REPORT-RSP to no report sent; ignored"
+                    ),
+                }
+                if conn.outbound && conn.reports_in_flight.is_empty() {
+                    self.send_next_report(core, serial, conn);
+                }
+            }
             other => {
                 let reason = format!("unsupported command {:?}", std::mem::discriminant(&other));
                 self.abort(core, serial, conn, &reason);
@@ -749,6 +896,478 @@ impl CoreHandler {
         });
         if encoded.is_some() {
             self.send(core, serial, conn, out);
+        }
+    }
+
+    // ----- storage commitment -----
+
+    fn action_requested(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        rq: NActionRq,
+    ) {
+        if conn.receiving.is_some() {
+            self.abort(
+                core,
+                serial,
+                conn,
+                "N-ACTION-RQ before the previous data set ended",
+            );
+            return;
+        }
+        let abstract_syntax = conn
+            .association
+            .negotiated()
+            .and_then(|negotiated| negotiated.presentation_context(context_id))
+            .map(|context| context.abstract_syntax.clone());
+        let refusal = if abstract_syntax.as_deref() != Some(uid::STORAGE_COMMITMENT_PUSH_MODEL)
+            || rq.requested_sop_class_uid != uid::STORAGE_COMMITMENT_PUSH_MODEL
+        {
+            Some((
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                format!("N-ACTION for {} is not served", rq.requested_sop_class_uid),
+            ))
+        } else if rq.requested_sop_instance_uid != uid::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE {
+            Some((
+                Status::NO_SUCH_OBJECT_INSTANCE,
+                format!("no SOP instance {}", rq.requested_sop_instance_uid),
+            ))
+        } else if rq.action_type_id != ACTION_TYPE_REQUEST_STORAGE_COMMITMENT {
+            Some((
+                Status::NO_SUCH_ACTION,
+                format!("no action type {}", rq.action_type_id),
+            ))
+        } else if !rq.data_set {
+            Some((
+                Status::MISSING_ATTRIBUTE,
+                "N-ACTION-RQ without action information".into(),
+            ))
+        } else {
+            None
+        };
+        if rq.data_set {
+            conn.receiving = Some(Receiving::Action {
+                context_id,
+                rq,
+                bytes: Vec::new(),
+                refusal,
+            });
+        } else if let Some((status, reason)) = refusal {
+            self.action_refused(core, serial, conn, context_id, &rq, status, reason);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn action_refused(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        rq: &NActionRq,
+        status: Status,
+        reason: String,
+    ) {
+        tracing::warn!(
+            peer = ?conn.peer,
+            calling_ae = %conn.calling_ae_title,
+            status = %format!("{:04X}", status.0),
+            reason = %reason,
+            "commitment request refused"
+        );
+        self.answer_action(
+            core,
+            serial,
+            conn,
+            context_id,
+            rq.message_id,
+            status,
+            Some(reason),
+        );
+    }
+
+    fn action_fragment(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        bytes: &[u8],
+        message_complete: bool,
+    ) {
+        let Some(Receiving::Action {
+            context_id: action_context_id,
+            bytes: collected,
+            refusal,
+            ..
+        }) = &mut conn.receiving
+        else {
+            return;
+        };
+        if *action_context_id != context_id {
+            self.abort(
+                core,
+                serial,
+                conn,
+                "data set on another presentation context than its command",
+            );
+            return;
+        }
+        if refusal.is_none() {
+            if collected.len() + bytes.len() > DatasetLimits::default().length_max {
+                *refusal = Some((
+                    Status::RESOURCE_LIMITATION,
+                    "action information too long".into(),
+                ));
+                *collected = Vec::new();
+            } else {
+                collected.extend_from_slice(bytes);
+            }
+        }
+        if message_complete {
+            if let Some(Receiving::Action {
+                context_id,
+                rq,
+                bytes,
+                refusal,
+            }) = conn.receiving.take()
+            {
+                self.action_complete(core, serial, conn, context_id, rq, &bytes, refusal);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn action_complete(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        rq: NActionRq,
+        bytes: &[u8],
+        refusal: Option<(Status, String)>,
+    ) {
+        if let Some((status, reason)) = refusal {
+            self.action_refused(core, serial, conn, context_id, &rq, status, reason);
+            return;
+        }
+        let encoding = conn
+            .association
+            .negotiated()
+            .and_then(|negotiated| negotiated.presentation_context(context_id))
+            .and_then(|context| {
+                SmallDatasetEncoding::from_transfer_syntax(&context.transfer_syntax)
+            });
+        let Some(encoding) = encoding else {
+            self.action_refused(
+                core,
+                serial,
+                conn,
+                context_id,
+                &rq,
+                Status::PROCESSING_FAILURE,
+                "action information in a transfer syntax that cannot be decoded".into(),
+            );
+            return;
+        };
+        let request = match CommitmentRequest::decode(bytes, encoding, DatasetLimits::default()) {
+            Ok(request) => request,
+            Err(error) => {
+                let status = crate::commit::status_of_commitment_error(&error);
+                self.action_refused(
+                    core,
+                    serial,
+                    conn,
+                    context_id,
+                    &rq,
+                    status,
+                    error.to_string(),
+                );
+                return;
+            }
+        };
+        let request = Request {
+            core: self.core_index,
+            serial,
+            context_id,
+            message_id: rq.message_id,
+            requester_ae_title: conn.calling_ae_title.clone(),
+            request,
+        };
+        if self.shared.tracker.request(request).is_err() {
+            self.action_refused(
+                core,
+                serial,
+                conn,
+                context_id,
+                &rq,
+                Status::RESOURCE_LIMITATION,
+                "the commitment tracker is busy".into(),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_action(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        context_id: u8,
+        message_id: u16,
+        status: Status,
+        comment: Option<String>,
+    ) {
+        let error_comment = comment
+            .filter(|_| status != Status::SUCCESS)
+            .map(|mut text| {
+                // Error Comment is LO: at most 64 characters.
+                if let Some((end, _)) = text.char_indices().nth(64) {
+                    text.truncate(end);
+                }
+                text
+            });
+        let rsp = Command::NActionRsp(NActionRsp {
+            message_id_being_responded_to: message_id,
+            affected_sop_class_uid: Some(uid::STORAGE_COMMITMENT_PUSH_MODEL.to_owned()),
+            affected_sop_instance_uid: Some(uid::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE.to_owned()),
+            action_type_id: Some(ACTION_TYPE_REQUEST_STORAGE_COMMITMENT),
+            status,
+            data_set: false,
+            detail: StatusDetail {
+                error_comment,
+                ..StatusDetail::default()
+            },
+        });
+        self.send_command(core, serial, conn, context_id, &rsp);
+    }
+
+    /// Sends one N-EVENT-REPORT-RQ (command, then event information) on
+    /// the association's commitment context. `Err` with a reason when it
+    /// cannot be sent there.
+    fn send_report(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        conn: &mut Conn,
+        report: &CommitmentResult,
+    ) -> Result<(), String> {
+        if !conn.association.may_send_pdata() || conn.closing || conn.close_when_sent {
+            return Err("association not open".into());
+        }
+        let Some((context_id, transfer_syntax, pdu_length_max_peer)) =
+            conn.association.negotiated().and_then(|negotiated| {
+                negotiated
+                    .presentation_context_for(uid::STORAGE_COMMITMENT_PUSH_MODEL)
+                    .map(|context| {
+                        (
+                            context.id,
+                            context.transfer_syntax.clone(),
+                            negotiated.pdu_length_max_peer,
+                        )
+                    })
+            })
+        else {
+            return Err("no Storage Commitment presentation context accepted".into());
+        };
+        let data = SmallDatasetEncoding::from_transfer_syntax(&transfer_syntax)
+            .ok_or_else(|| format!("transfer syntax {transfer_syntax} not supported"))
+            .and_then(|encoding| report.encode(encoding).map_err(|error| error.to_string()))?;
+        let message_id = conn.message_id();
+        let command = Command::NEventReportRq(NEventReportRq {
+            message_id,
+            affected_sop_class_uid: uid::STORAGE_COMMITMENT_PUSH_MODEL.to_owned(),
+            affected_sop_instance_uid: uid::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE.to_owned(),
+            event_type_id: report.event_type_id(),
+            data_set: true,
+        });
+        let command_bytes = command.encode().map_err(|error| error.to_string())?;
+        let mut out = Vec::new();
+        encode_message(
+            context_id,
+            true,
+            &command_bytes,
+            pdu_length_max_peer,
+            &mut out,
+        )
+        .and_then(|()| encode_message(context_id, false, &data, pdu_length_max_peer, &mut out))
+        .map_err(|error| error.to_string())?;
+        let actions = conn
+            .association
+            .handle(Input::PDataRequest)
+            .map_err(|error| error.to_string())?;
+        self.perform(core, serial, conn, actions);
+        self.send(core, serial, conn, out);
+        conn.reports_in_flight
+            .insert(message_id, report.transaction_uid.clone());
+        tracing::debug!(
+            serial,
+            transaction_uid = %report.transaction_uid,
+            event_type = report.event_type_id(),
+            "N-EVENT-REPORT sent"
+        );
+        Ok(())
+    }
+
+    /// The tracker asks for a report on the requester's association.
+    fn deliver_on_open_association(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        report: CommitmentResult,
+    ) {
+        let transaction_uid = report.transaction_uid.clone();
+        let Some(mut conn) = self.conns.remove(&serial) else {
+            self.shared
+                .tracker
+                .delivery(transaction_uid, DeliveryOutcome::NotOpen);
+            return;
+        };
+        if let Err(reason) = self.send_report(core, serial, &mut conn, &report) {
+            tracing::debug!(serial, transaction_uid = %transaction_uid, reason = %reason, "report not sent on the requester's association");
+            self.shared
+                .tracker
+                .delivery(transaction_uid, DeliveryOutcome::NotOpen);
+        }
+        self.conns.insert(serial, conn);
+    }
+
+    /// Opens an association as requestor to deliver reports: the Storage
+    /// Commitment Push Model context with SCP/SCU role selection asking
+    /// for the SCP role (we send N-EVENT-REPORT).
+    fn open_report_association(&mut self, core: &mut Core, delivery: ReportAssociation) {
+        let fail_all = |this: &Self, reports: Vec<CommitmentResult>, reason: String| {
+            for report in reports {
+                this.shared.tracker.delivery(
+                    report.transaction_uid,
+                    DeliveryOutcome::CommunicationFailure(reason.clone()),
+                );
+            }
+        };
+        let proposal = AssociationProposal {
+            calling_ae_title: delivery.calling_ae_title.clone(),
+            called_ae_title: delivery.called_ae_title.clone(),
+            presentation_contexts: vec![ProposedPresentationContext {
+                abstract_syntax: uid::STORAGE_COMMITMENT_PUSH_MODEL.to_owned(),
+                transfer_syntaxes: vec![
+                    uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+                    uid::ts::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+                ],
+                roles: Some((false, true)),
+            }],
+            pdu_length_max_receive: self.config().network.max_pdu_length,
+            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
+            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_owned()),
+            asynchronous_operations_window: None,
+            user_identity: None,
+        };
+        let rq = match proposal.to_associate_rq() {
+            Ok(rq) => rq,
+            Err(error) => {
+                fail_all(self, delivery.reports, error.to_string());
+                return;
+            }
+        };
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let id = match core.connect(delivery.address, TAG_CONNECT | serial) {
+            Ok(id) => id,
+            Err(error) => {
+                fail_all(self, delivery.reports, format!("cannot connect: {error}"));
+                return;
+            }
+        };
+        let mut conn = Conn::new(id, Some(delivery.address), Role::Requestor, 0);
+        conn.outbound = true;
+        conn.calling_ae_title = delivery.calling_ae_title;
+        conn.called_ae_title = delivery.called_ae_title;
+        conn.reports_queued = delivery.reports.into();
+        self.serial_of.insert(id, serial);
+        // Sta1 -> Sta4: the ConnectTransport action is the connect above.
+        self.input(
+            core,
+            serial,
+            &mut conn,
+            Input::AssociateRequest(Box::new(rq)),
+        );
+        self.conns.insert(serial, conn);
+    }
+
+    fn connected(
+        &mut self,
+        core: &mut Core,
+        id: ConnId,
+        tag: u64,
+        result: Result<(), sluice_io::IoError>,
+    ) {
+        let serial = tag & !TAG_KIND_MASK;
+        let Some(mut conn) = self.conns.remove(&serial) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.input(core, serial, &mut conn, Input::TransportConnectConfirm);
+                self.conns.insert(serial, conn);
+            }
+            Err(error) => {
+                // The id is stale: no ConnClosed follows.
+                self.serial_of.remove(&id);
+                conn.outcome = Some(format!("cannot connect: {error}"));
+                let reason = format!("cannot connect to {}: {error}", conn.called_ae_title);
+                self.fail_reports(&mut conn, &reason);
+                if let Some(timer) = conn.timer_armed.take() {
+                    core.cancel_timer(timer);
+                }
+            }
+        }
+    }
+
+    /// On an outbound association: sends the next queued report, or
+    /// releases when none is left.
+    fn send_next_report(&mut self, core: &mut Core, serial: u64, conn: &mut Conn) {
+        if !conn.outbound {
+            return;
+        }
+        while let Some(report) = conn.reports_queued.pop_front() {
+            match self.send_report(core, serial, conn, &report) {
+                Ok(()) => return,
+                Err(reason) => {
+                    self.shared.tracker.delivery(
+                        report.transaction_uid,
+                        DeliveryOutcome::CommunicationFailure(reason),
+                    );
+                }
+            }
+        }
+        if conn.reports_in_flight.is_empty() && conn.association.may_send_pdata() {
+            self.input(core, serial, conn, Input::ReleaseRequest);
+        }
+    }
+
+    /// Every report this association still owes goes back to the tracker:
+    /// on an association we opened, as a communication failure (retried
+    /// after the delay); on the requester's own association, as "not open"
+    /// (the requester left before answering: a new association at once,
+    /// not counted as an attempt).
+    fn fail_reports(&self, conn: &mut Conn, reason: &str) {
+        for (_, transaction_uid) in conn.reports_in_flight.drain() {
+            let outcome = if conn.outbound {
+                DeliveryOutcome::CommunicationFailure(reason.to_owned())
+            } else {
+                tracing::debug!(transaction_uid = %transaction_uid, reason, "requester's association ended before its report was answered");
+                DeliveryOutcome::NotOpen
+            };
+            self.shared.tracker.delivery(transaction_uid, outcome);
+        }
+        for report in conn.reports_queued.drain(..) {
+            self.shared.tracker.delivery(
+                report.transaction_uid,
+                DeliveryOutcome::CommunicationFailure(reason.to_owned()),
+            );
         }
     }
 
@@ -956,6 +1575,14 @@ impl CoreHandler {
         match &conn.receiving {
             None => {
                 self.abort(core, serial, conn, "data set without a C-STORE-RQ");
+            }
+            Some(Receiving::Ignore) => {
+                if message_complete {
+                    conn.receiving = None;
+                }
+            }
+            Some(Receiving::Action { .. }) => {
+                self.action_fragment(core, serial, conn, context_id, bytes, message_complete);
             }
             Some(Receiving::Discard(refusal)) => {
                 if refusal.context_id != context_id {
@@ -1522,6 +2149,13 @@ impl CoreHandler {
             }
         };
         if let Some(event) = event {
+            if matches!(event, StoreEvent::Stored { .. }) {
+                // Durably stored and indexed: what a commitment waits for.
+                self.shared.tracker.instance_stored(
+                    &instance.triplet.sop_instance_uid,
+                    &instance.record.sop_class_uid,
+                );
+            }
             self.shared.store.shared.events.publish(event);
         }
         self.respond(core, &job, status);
@@ -1849,7 +2483,12 @@ impl Handler for CoreHandler {
 
     fn on_event(&mut self, core: &mut Core, event: Event) {
         match event {
-            Event::Accepted { conn, peer, .. } => self.accepted(core, conn, peer),
+            Event::Accepted {
+                conn,
+                peer,
+                listener,
+            } => self.accepted(core, conn, peer, listener),
+            Event::Connected { conn, tag, result } => self.connected(core, conn, tag, result),
             Event::Received { conn, data } => {
                 let Some(&serial) = self.serial_of.get(&conn) else {
                     return;
@@ -1995,6 +2634,26 @@ impl Handler for CoreHandler {
     fn on_message(&mut self, core: &mut Core, message: CoreMessage) {
         match message {
             CoreMessage::Committed { jobs, result } => self.committed(core, jobs, result),
+            CoreMessage::CommitmentAnswered {
+                serial,
+                context_id,
+                message_id,
+                status,
+                comment,
+            } => {
+                if let Some(mut conn) = self.conns.remove(&serial) {
+                    self.answer_action(
+                        core, serial, &mut conn, context_id, message_id, status, comment,
+                    );
+                    self.conns.insert(serial, conn);
+                }
+            }
+            CoreMessage::DeliverReport { serial, report } => {
+                self.deliver_on_open_association(core, serial, report);
+            }
+            CoreMessage::OpenReportAssociation(delivery) => {
+                self.open_report_association(core, *delivery);
+            }
         }
     }
 }

@@ -2,11 +2,13 @@
 //! built from the configuration ([`policy`]), the per-core association
 //! handler that streams C-STORE data sets into files and owns the
 //! durability order ([`handler`]), and the [`Server`] handle that starts and
-//! stops it on the `sluice-io` runtime.
+//! stops it on the `sluice-io` runtime. Storage Commitment requests are
+//! decoded here and handed to the commitment tracker ([`crate::commit`]),
+//! which answers through the cores' mailboxes.
 //!
 //! docs/design/ingest.md explains the path and the status mapping.
 
-mod handler;
+pub(crate) mod handler;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use sluice_io::{
 };
 use thiserror::Error;
 
+use crate::commit::tracker::TrackerHandle;
 use crate::config::IoBackend;
 use crate::store::Store;
 
@@ -69,7 +72,15 @@ impl std::fmt::Debug for ServeOptions {
 #[derive(Debug)]
 pub(crate) struct ServerShared {
     pub(crate) store: Store,
+    /// The policy of the main AE (storage, and commitment unless split).
     pub(crate) policy: sluice_net::assoc::AcceptorPolicy,
+    /// The policy of a separate commitment AE (`network.commitment_ae_title`
+    /// or `network.commitment_port`), when configured.
+    pub(crate) commitment_policy: Option<sluice_net::assoc::AcceptorPolicy>,
+    /// The listener index of the separate commitment port, if any.
+    pub(crate) commitment_listener: Option<usize>,
+    /// The commitment tracker's inbox.
+    pub(crate) tracker: TrackerHandle,
     pub(crate) established: AtomicU32,
     pub(crate) per_calling_ae: Mutex<std::collections::HashMap<String, u32>>,
     pub(crate) runtime: OnceLock<RuntimeHandle<CoreMessage>>,
@@ -79,6 +90,7 @@ pub(crate) struct ServerShared {
 #[derive(Debug)]
 pub struct Server {
     runtime: Runtime<CoreMessage>,
+    shared: Arc<ServerShared>,
     listen_addrs: Vec<SocketAddr>,
 }
 
@@ -109,9 +121,26 @@ impl Server {
         crate::recovery::recover(store.layout(), store.index())
             .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
         let policy = policy::acceptor_policy(config);
+        let commitment_policy = policy::commitment_policy(config);
+        let mut listen_addrs = vec![SocketAddr::new(
+            config.network.bind_address,
+            config.network.port,
+        )];
+        let commitment_listener = if config.commitment_port() != config.network.port {
+            listen_addrs.push(SocketAddr::new(
+                config.network.bind_address,
+                config.commitment_port(),
+            ));
+            Some(1)
+        } else {
+            None
+        };
         let shared = Arc::new(ServerShared {
             store: store.clone(),
             policy,
+            commitment_policy,
+            commitment_listener,
+            tracker: TrackerHandle::new(),
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             runtime: OnceLock::new(),
@@ -127,11 +156,14 @@ impl Server {
                 IoBackend::Portable => BackendChoice::Portable,
                 _ => BackendChoice::Auto,
             },
-            listen_addrs: vec![SocketAddr::new(
-                config.network.bind_address,
-                config.network.port,
-            )],
+            listen_addrs,
             connections_max_per_core: connections_per_core,
+            // Every association holds one timer (ARTIM or idle) in flight
+            // for its whole life, and may have a send and its instances'
+            // file operations in flight too: size the operation table by
+            // the connections, or a core full of idle associations could
+            // not arm the next one's timer.
+            ops_in_flight_max: 2 * connections_per_core + 4096,
             quickack_after_recv: true,
             ..RuntimeConfig::default()
         };
@@ -144,6 +176,14 @@ impl Server {
         })?;
         // The handlers fetch their CoreSender lazily, after this is set.
         let _ = shared.runtime.set(runtime.handle());
+        // The tracker starts once the cores can be reached; requests that
+        // arrive before wait in its channel.
+        if let Err(error) = TrackerHandle::start(&shared) {
+            runtime.handle().shutdown();
+            return Err(ServeError::Config(format!(
+                "cannot start the commitment tracker: {error}"
+            )));
+        }
         let listen_addrs = runtime.listen_addrs().to_vec();
         tracing::info!(
             address = %listen_addrs.first().map(ToString::to_string).unwrap_or_default(),
@@ -156,6 +196,7 @@ impl Server {
         );
         Ok(Server {
             runtime,
+            shared,
             listen_addrs,
         })
     }
@@ -183,7 +224,15 @@ impl Server {
     /// not acknowledged; their temporary files are cleared at next start),
     /// and waits at most `wait_max` for the cores to exit.
     pub fn shutdown(self, wait_max: Duration) -> Result<(), ServeError> {
-        Ok(self.runtime.shutdown_and_join(wait_max)?)
+        let result = self.runtime.shutdown_and_join(wait_max);
+        self.shared.tracker.stop();
+        Ok(result?)
+    }
+
+    /// The addresses of every listener: the main one, then the separate
+    /// commitment port when configured.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
     }
 
     /// Waits until a [`ShutdownHandle`] asked the server to stop, then joins
@@ -193,6 +242,8 @@ impl Server {
         while !handle.is_shutdown_requested() {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(self.runtime.join(wait_max)?)
+        let result = self.runtime.join(wait_max);
+        self.shared.tracker.stop();
+        Ok(result?)
     }
 }

@@ -1,5 +1,7 @@
 //! The acceptor policy built from the configuration: which AE titles, SOP
-//! classes and transfer syntaxes the Storage SCP accepts (requirements §1).
+//! classes and transfer syntaxes the Storage SCP accepts (requirements §1),
+//! and the Storage Commitment Push Model SOP class on the AE that serves
+//! commitment (the main AE, or a separate one: requirements §3).
 
 use sluice_net::assoc::{AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter};
 use sluice_net::uid;
@@ -52,13 +54,26 @@ pub fn storage_sop_classes(config: &Config) -> Option<Vec<String>> {
     Some(classes)
 }
 
-/// The acceptor policy of the Storage SCP: the called AE title, the
-/// optional calling AE allow-list, Verification, and the storage SOP classes
-/// with the storage transfer syntaxes. The association limits are checked by
-/// the handler (global and per calling AE), not here.
-pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
+/// The Storage Commitment Push Model context: Implicit and Explicit VR
+/// Little Endian, and the requestor may take the SCP role too when it asks
+/// with role selection (some SCUs propose both roles on the association
+/// that carries their N-ACTION, to receive the N-EVENT-REPORT on it).
+fn commitment_abstract_syntax() -> AcceptedAbstractSyntax {
+    AcceptedAbstractSyntax::new(
+        uid::STORAGE_COMMITMENT_PUSH_MODEL,
+        [
+            uid::ts::IMPLICIT_VR_LITTLE_ENDIAN,
+            uid::ts::EXPLICIT_VR_LITTLE_ENDIAN,
+        ],
+    )
+    .with_requestor_scp_role()
+}
+
+/// What every served AE shares: its called AE title, the optional calling
+/// AE allow-list, the PDU limit, Verification.
+fn base_policy(config: &Config, ae_title: &str) -> AcceptorPolicy {
     let mut policy = AcceptorPolicy::new(
-        AeTitleFilter::Only(vec![config.network.ae_title.as_str().to_owned()]),
+        AeTitleFilter::Only(vec![ae_title.to_owned()]),
         IMPLEMENTATION_CLASS_UID,
     );
     policy.implementation_version_name = Some(IMPLEMENTATION_VERSION_NAME.to_owned());
@@ -80,6 +95,22 @@ pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
             uid::ts::EXPLICIT_VR_LITTLE_ENDIAN,
         ],
     ));
+    policy
+}
+
+/// The acceptor policy of the main AE (`network.ae_title`): Verification,
+/// the storage SOP classes with the storage transfer syntaxes, and Storage
+/// Commitment unless a separate commitment AE serves it. The association
+/// limits are checked by the handler (global and per calling AE), not here.
+pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
+    let mut policy = base_policy(config, config.network.ae_title.as_str());
+    let serves_commitment = config
+        .served_aes()
+        .first()
+        .is_some_and(|served| served.commitment);
+    if serves_commitment {
+        policy.abstract_syntaxes.push(commitment_abstract_syntax());
+    }
     let transfer_syntaxes = storage_transfer_syntaxes(config);
     match storage_sop_classes(config) {
         Some(classes) => {
@@ -93,6 +124,20 @@ pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
         None => policy.any_abstract_syntax_transfer_syntaxes = Some(transfer_syntaxes),
     }
     policy
+}
+
+/// The acceptor policy of a separate Storage Commitment AE
+/// (`network.commitment_ae_title` / `network.commitment_port`):
+/// Verification and Storage Commitment only. `None` when the main AE serves
+/// commitment.
+pub fn commitment_policy(config: &Config) -> Option<AcceptorPolicy> {
+    let served = config.served_aes();
+    let commitment_ae = served
+        .iter()
+        .find(|served| served.commitment && !served.storage)?;
+    let mut policy = base_policy(config, commitment_ae.ae_title.as_str());
+    policy.abstract_syntaxes.push(commitment_abstract_syntax());
+    Some(policy)
 }
 
 #[cfg(test)]
@@ -112,6 +157,11 @@ mod tests {
             .iter()
             .any(|a| a.abstract_syntax == uid::CT_IMAGE_STORAGE));
         assert_eq!(policy.calling_ae_titles, AeTitleFilter::Any);
+        assert!(policy
+            .abstract_syntaxes
+            .iter()
+            .any(|a| a.abstract_syntax == uid::STORAGE_COMMITMENT_PUSH_MODEL));
+        assert!(commitment_policy(&config).is_none());
         assert_eq!(
             storage_transfer_syntaxes(&config).len(),
             uid::SEED_TRANSFER_SYNTAXES.len()
@@ -130,5 +180,35 @@ mod tests {
             .iter()
             .any(|ts| ts == uid::ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN));
         assert!(accepted.len() > uid::SEED_TRANSFER_SYNTAXES.len());
+    }
+
+    #[test]
+    fn separate_commitment_ae_has_its_own_policy() {
+        let config = Config::from_args([
+            "sluice",
+            "--commitment-ae-title",
+            "SCSERVER",
+            "--commitment-port",
+            "1104",
+        ])
+        .unwrap();
+        let storage = acceptor_policy(&config);
+        assert!(!storage
+            .abstract_syntaxes
+            .iter()
+            .any(|a| a.abstract_syntax == uid::STORAGE_COMMITMENT_PUSH_MODEL));
+        let commitment = commitment_policy(&config).unwrap();
+        assert_eq!(
+            commitment.called_ae_titles,
+            AeTitleFilter::Only(vec!["SCSERVER".into()])
+        );
+        assert!(commitment
+            .abstract_syntaxes
+            .iter()
+            .any(|a| a.abstract_syntax == uid::STORAGE_COMMITMENT_PUSH_MODEL));
+        assert!(!commitment
+            .abstract_syntaxes
+            .iter()
+            .any(|a| a.abstract_syntax == uid::CT_IMAGE_STORAGE));
     }
 }

@@ -76,6 +76,40 @@ pub enum StoreEvent {
         /// Why, for people.
         reason: String,
     },
+    /// A storage commitment request is decided with every referenced
+    /// instance committed (its N-EVENT-REPORT, event type 1, goes out next).
+    Committed {
+        /// The request's Transaction UID.
+        transaction_uid: String,
+        /// The AE that asked.
+        requester_ae_title: String,
+        /// How many instances it referenced (all committed).
+        instance_count: usize,
+    },
+    /// A storage commitment request is decided with failures (its wait
+    /// ended; event type 2 goes out next).
+    CommitmentFailed {
+        /// The request's Transaction UID.
+        transaction_uid: String,
+        /// The AE that asked.
+        requester_ae_title: String,
+        /// How many referenced instances are committed.
+        committed_count: usize,
+        /// The others: SOP Instance UID and Failure Reason (0x0112 no such
+        /// object instance, 0x0119 class/instance conflict, 0x0110
+        /// processing failure).
+        failed: Vec<(String, u16)>,
+    },
+    /// A commitment report could not be delivered (retries exhausted, or the
+    /// peer refused it): the requester was never told.
+    CommitmentReportUndelivered {
+        /// The request's Transaction UID.
+        transaction_uid: String,
+        /// The AE that asked.
+        requester_ae_title: String,
+        /// The last failure.
+        reason: String,
+    },
 }
 
 #[derive(Debug)]

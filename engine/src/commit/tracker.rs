@@ -1,0 +1,1072 @@
+//! The commitment tracker: one thread that owns every commitment
+//! transaction of a running server (docs/design/commitment.md).
+//!
+//! Inputs come through one bounded channel ([`TrackerMessage`]): requests
+//! decoded by the cores, "this SOP instance is now stored and indexed" from
+//! the cores' index callbacks, and delivery outcomes. Deadlines (the
+//! instance wait, retry times) are the `recv_timeout` of that channel.
+//! Outputs go to the cores' mailboxes ([`CoreMessage`]): the N-ACTION-RSP
+//! status once the request is in the index, a report to send on the
+//! requester's association, or a batch of reports to send on a new one.
+//!
+//! Every state change is written to the index (a `PutCommitment` through the
+//! single index writer) before anything is said to a peer, so a restart
+//! resumes exactly where the index says: pending requests wait again (their
+//! references re-checked), decided reports are delivered.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use sluice_index::{
+    CommitmentRecord, CommitmentState, IndexError, IndexWriter, SopPresence, WriteOp,
+};
+use sluice_net::dimse::commitment::{CommitmentRequest, CommitmentResult};
+use sluice_net::dimse::Status;
+
+use super::payload::Payload;
+use super::report_accepted;
+use crate::config::ReportDelivery;
+use crate::scp::handler::CoreMessage;
+use crate::scp::ServerShared;
+use crate::store::StoreEvent;
+
+/// Messages the tracker's channel holds before senders see `Full`. Arrival
+/// notices that find it full are not lost: a flag makes the tracker re-check
+/// every pending request against the index.
+pub(crate) const TRACKER_CHANNEL_CAPACITY: usize = 65_536;
+/// Most reports sent on one new association.
+pub(crate) const REPORTS_PER_ASSOCIATION_MAX: usize = 64;
+/// A delivery with no outcome after this long counts as a communication
+/// failure (the core or peer went silent in a way no timer caught).
+const DELIVERY_OUTCOME_WAIT: Duration = Duration::from_secs(900);
+/// Delivered and failed records are kept this long for the operator view,
+/// then removed at the next start.
+pub(crate) const FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long posting to a core's mailbox may wait.
+const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(5);
+/// Records read per index page at start.
+const LOAD_PAGE: usize = 1024;
+/// Longest idle wait of the loop (it re-checks the lost-arrivals flag).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// An N-ACTION request decoded by a core.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// The core that owns the requester's association.
+    pub(crate) core: usize,
+    /// The association's serial on that core.
+    pub(crate) serial: u64,
+    /// The presentation context of the N-ACTION.
+    pub(crate) context_id: u8,
+    /// The N-ACTION-RQ's Message ID.
+    pub(crate) message_id: u16,
+    /// The requester's (calling) AE title.
+    pub(crate) requester_ae_title: String,
+    /// The action information.
+    pub(crate) request: CommitmentRequest,
+}
+
+/// What became of one report's delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeliveryOutcome {
+    /// The peer answered this status (0000 or 0107): delivered.
+    Delivered(Status),
+    /// The peer answered another status: a permanent failure.
+    Refused(Status),
+    /// The requester's association is no longer open (not an attempt).
+    NotOpen,
+    /// The association could not be opened, was rejected or broke.
+    CommunicationFailure(String),
+}
+
+/// The tracker's inputs.
+#[derive(Debug)]
+pub(crate) enum TrackerMessage {
+    /// A decoded N-ACTION.
+    Request(Box<Request>),
+    /// An instance was stored and indexed.
+    Stored {
+        sop_instance_uid: String,
+        sop_class_uid: String,
+    },
+    /// A delivery ended.
+    Delivery {
+        transaction_uid: String,
+        outcome: DeliveryOutcome,
+    },
+    /// Stop the thread.
+    Shutdown,
+}
+
+/// Reports for a core to deliver on a new association.
+#[derive(Debug)]
+pub(crate) struct ReportAssociation {
+    /// Our AE title (the Calling AE Title).
+    pub(crate) calling_ae_title: String,
+    /// The AE the reports go to (the Called AE Title).
+    pub(crate) called_ae_title: String,
+    /// Its address.
+    pub(crate) address: SocketAddr,
+    /// The reports, in order.
+    pub(crate) reports: Vec<CommitmentResult>,
+}
+
+/// What the cores hold to reach the tracker.
+#[derive(Debug)]
+pub(crate) struct TrackerHandle {
+    sender: Sender<TrackerMessage>,
+    receiver: Mutex<Option<Receiver<TrackerMessage>>>,
+    /// Requests waiting for instances: when 0, cores skip arrival notices.
+    pending_count: Arc<AtomicUsize>,
+    /// Set when an arrival notice could not be queued.
+    arrivals_lost: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl TrackerHandle {
+    pub(crate) fn new() -> TrackerHandle {
+        let (sender, receiver) = crossbeam_channel::bounded(TRACKER_CHANNEL_CAPACITY);
+        TrackerHandle {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            pending_count: Arc::new(AtomicUsize::new(0)),
+            arrivals_lost: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Starts the thread (once). It reads the index's commitment records
+    /// before the first message.
+    pub(crate) fn start(shared: &Arc<ServerShared>) -> std::io::Result<()> {
+        let handle = &shared.tracker;
+        let Some(receiver) = handle.receiver.lock().ok().and_then(|mut r| r.take()) else {
+            return Ok(());
+        };
+        let tracker = Tracker {
+            shared: shared.clone(),
+            writer: shared.store.index().writer(),
+            pending_count: handle.pending_count.clone(),
+            arrivals_lost: handle.arrivals_lost.clone(),
+            transactions: HashMap::new(),
+            waiting: HashMap::new(),
+            next_core: 0,
+            timers_due_at: Instant::now(),
+            timers_dirty: true,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sluice-commit".into())
+            .spawn(move || tracker.run(&receiver))?;
+        if let Ok(mut slot) = handle.thread.lock() {
+            *slot = Some(thread);
+        }
+        Ok(())
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(&self) {
+        let _ = self
+            .sender
+            .send_timeout(TrackerMessage::Shutdown, Duration::from_secs(5));
+        let thread = self.thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// An instance is durably stored and indexed. Never blocks.
+    pub(crate) fn instance_stored(&self, sop_instance_uid: &str, sop_class_uid: &str) {
+        if self.pending_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let message = TrackerMessage::Stored {
+            sop_instance_uid: sop_instance_uid.to_owned(),
+            sop_class_uid: sop_class_uid.to_owned(),
+        };
+        if self.sender.try_send(message).is_err() {
+            self.arrivals_lost.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Queues a request; gives it back when the tracker is overloaded.
+    pub(crate) fn request(&self, request: Request) -> Result<(), Box<Request>> {
+        match self
+            .sender
+            .try_send(TrackerMessage::Request(Box::new(request)))
+        {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(TrackerMessage::Request(request)))
+            | Err(TrySendError::Disconnected(TrackerMessage::Request(request))) => Err(request),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// A delivery ended. Waits a little for room: an outcome lost would
+    /// only be recovered by [`DELIVERY_OUTCOME_WAIT`].
+    pub(crate) fn delivery(&self, transaction_uid: String, outcome: DeliveryOutcome) {
+        let message = TrackerMessage::Delivery {
+            transaction_uid,
+            outcome,
+        };
+        if self
+            .sender
+            .send_timeout(message, Duration::from_millis(200))
+            .is_err()
+        {
+            tracing::warn!("commitment tracker busy: a delivery outcome waits for its timeout");
+        }
+    }
+}
+
+/// One transaction the tracker holds (pending, or decided and undelivered).
+#[derive(Debug)]
+struct Transaction {
+    record: CommitmentRecord,
+    payload: Payload,
+    /// While pending: which references are stored with their class.
+    present: Vec<bool>,
+    missing: usize,
+    /// The requester's association, while it may still be open.
+    origin: Option<(usize, u64)>,
+    /// A delivery is under way since then.
+    in_flight: Option<Instant>,
+}
+
+struct Tracker {
+    shared: Arc<ServerShared>,
+    writer: IndexWriter,
+    pending_count: Arc<AtomicUsize>,
+    arrivals_lost: Arc<AtomicBool>,
+    transactions: HashMap<String, Transaction>,
+    /// SOP Instance UID -> (Transaction UID, reference index) waiting for it.
+    waiting: HashMap<String, Vec<(String, u32)>>,
+    next_core: usize,
+    /// When the deadline and retry scan runs next.
+    timers_due_at: Instant,
+    /// A transaction changed: scan at the next turn of the loop.
+    timers_dirty: bool,
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Tracker {
+    fn config(&self) -> &crate::config::Config {
+        self.shared.store.config()
+    }
+
+    fn run(mut self, receiver: &Receiver<TrackerMessage>) {
+        if let Err(error) = self.load() {
+            tracing::error!(%error, "cannot read the commitment records; pending requests wait for the next start");
+        }
+        loop {
+            // A server dropped without `shutdown` still ends this thread.
+            if self
+                .shared
+                .runtime
+                .get()
+                .is_some_and(|runtime| runtime.is_shutdown_requested())
+            {
+                break;
+            }
+            if self.arrivals_lost.swap(false, Ordering::SeqCst) {
+                self.recheck_pending();
+            }
+            // Deadlines and retry times are scanned when one is due or
+            // something changed, not per arrival notice (those are O(1)).
+            let now = Instant::now();
+            if self.timers_dirty || now >= self.timers_due_at {
+                self.timers_dirty = false;
+                self.expire_due();
+                self.deliver_due();
+                self.timers_due_at = Instant::now() + self.next_wake().min(IDLE_WAIT);
+            }
+            let wait = self.timers_due_at.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(wait) {
+                Ok(TrackerMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(message) => self.handle(message),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Drain what is queued before the next round of timers.
+            while let Ok(message) = receiver.try_recv() {
+                if matches!(message, TrackerMessage::Shutdown) {
+                    return;
+                }
+                self.handle(message);
+            }
+        }
+    }
+
+    fn handle(&mut self, message: TrackerMessage) {
+        if !matches!(message, TrackerMessage::Stored { .. }) {
+            self.timers_dirty = true;
+        }
+        match message {
+            TrackerMessage::Request(request) => self.requested(*request),
+            TrackerMessage::Stored {
+                sop_instance_uid,
+                sop_class_uid,
+            } => self.stored(&sop_instance_uid, &sop_class_uid),
+            TrackerMessage::Delivery {
+                transaction_uid,
+                outcome,
+            } => self.delivered(&transaction_uid, outcome),
+            TrackerMessage::Shutdown => {}
+        }
+    }
+
+    fn next_wake(&self) -> Duration {
+        let now = unix_now_ns();
+        let mut earliest = u64::MAX;
+        for transaction in self.transactions.values() {
+            let at = match transaction.record.state {
+                CommitmentState::Pending => transaction.record.deadline_unix_ns,
+                CommitmentState::ReportReady if transaction.in_flight.is_none() => {
+                    transaction.record.next_attempt_at_unix_ns
+                }
+                _ => continue,
+            };
+            earliest = earliest.min(at);
+        }
+        Duration::from_nanos(earliest.saturating_sub(now))
+    }
+
+    // ----- index -----
+
+    fn put(&self, transaction_uid: &str, transaction: &Transaction) -> Result<(), String> {
+        let mut record = transaction.record.clone();
+        record.payload = transaction.payload.encode();
+        let ops = vec![WriteOp::PutCommitment {
+            transaction_uid: transaction_uid.to_owned(),
+            record,
+        }];
+        match self.writer.execute(ops) {
+            Ok(items) => match items.into_iter().next() {
+                Some(Err(invalid)) => Err(format!("refused by the index: {invalid}")),
+                _ => Ok(()),
+            },
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn load(&mut self) -> Result<(), IndexError> {
+        let now = unix_now_ns();
+        let retention = duration_ns(FINISHED_RETENTION);
+        let mut expired = Vec::new();
+        let mut after: Option<String> = None;
+        let mut loaded = Vec::new();
+        loop {
+            let read = self.shared.store.index().read()?;
+            let listing = read.commitments(after.as_deref(), LOAD_PAGE)?;
+            for entry in listing.items {
+                after = Some(entry.transaction_uid.clone());
+                let payload = match Payload::decode(&entry.record.payload) {
+                    Ok(payload) => payload,
+                    Err(error) => {
+                        tracing::error!(transaction_uid = %entry.transaction_uid, %error, "commitment record unreadable; left as is");
+                        continue;
+                    }
+                };
+                match entry.record.state {
+                    CommitmentState::Pending | CommitmentState::ReportReady => {
+                        loaded.push((entry.transaction_uid, entry.record, payload));
+                    }
+                    _ => {
+                        if payload.finished_at_unix_ns.saturating_add(retention) < now {
+                            expired.push(entry.transaction_uid);
+                        }
+                    }
+                }
+            }
+            if !listing.truncated {
+                break;
+            }
+        }
+        let (mut pending, mut ready) = (0usize, 0usize);
+        for (transaction_uid, record, payload) in loaded {
+            let present = vec![false; payload.references.len()];
+            let missing = present.len();
+            if record.state == CommitmentState::Pending {
+                pending += 1;
+                self.pending_count.fetch_add(1, Ordering::SeqCst);
+            } else {
+                ready += 1;
+            }
+            self.transactions.insert(
+                transaction_uid,
+                Transaction {
+                    record,
+                    payload,
+                    present,
+                    missing,
+                    origin: None,
+                    in_flight: None,
+                },
+            );
+        }
+        // Pending requests: check every reference again (instances may have
+        // arrived while the server was down or between an index commit and
+        // its arrival notice), then watch the rest.
+        self.recheck_pending();
+        if !expired.is_empty() {
+            let ops = expired
+                .iter()
+                .map(|uid| WriteOp::RemoveCommitment {
+                    transaction_uid: uid.clone(),
+                })
+                .collect();
+            if let Err(error) = self.writer.execute(ops) {
+                tracing::warn!(%error, "cannot prune old commitment records");
+            }
+        }
+        if pending + ready + expired.len() > 0 {
+            tracing::info!(
+                pending,
+                reports_to_deliver = ready,
+                pruned = expired.len(),
+                "commitment tracker resumed from the index"
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks every pending request's missing references against the index
+    /// (one read transaction) and rebuilds the waiting map.
+    fn recheck_pending(&mut self) {
+        let read = match self.shared.store.index().read() {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::error!(%error, "cannot re-check pending commitment requests");
+                return;
+            }
+        };
+        self.waiting.clear();
+        let mut complete = Vec::new();
+        for (transaction_uid, transaction) in &mut self.transactions {
+            if transaction.record.state != CommitmentState::Pending {
+                continue;
+            }
+            for (index, reference) in transaction.payload.references.iter().enumerate() {
+                let Some(present) = transaction.present.get_mut(index) else {
+                    continue;
+                };
+                if *present {
+                    continue;
+                }
+                let presence =
+                    read.sop_presence(&reference.sop_instance_uid, &reference.sop_class_uid);
+                if let Ok(SopPresence::Stored | SopPresence::ClassMismatch { .. }) = presence {
+                    if let Ok(SopPresence::ClassMismatch { .. }) = presence {
+                        transaction
+                            .payload
+                            .failed
+                            .push((index as u32, Status::CLASS_INSTANCE_CONFLICT.0));
+                    }
+                    *present = true;
+                    transaction.missing = transaction.missing.saturating_sub(1);
+                } else {
+                    self.waiting
+                        .entry(reference.sop_instance_uid.clone())
+                        .or_default()
+                        .push((transaction_uid.clone(), index as u32));
+                }
+            }
+            if transaction.missing == 0 {
+                complete.push(transaction_uid.clone());
+            }
+        }
+        drop(read);
+        for transaction_uid in complete {
+            self.decide(&transaction_uid, Vec::new());
+        }
+    }
+
+    // ----- requests -----
+
+    fn answer(&self, request: &Request, status: Status, comment: Option<String>) {
+        let message = CoreMessage::CommitmentAnswered {
+            serial: request.serial,
+            context_id: request.context_id,
+            message_id: request.message_id,
+            status,
+            comment,
+        };
+        self.post(request.core, message);
+    }
+
+    fn post(&self, core: usize, message: CoreMessage) -> bool {
+        let Some(sender) = self
+            .shared
+            .runtime
+            .get()
+            .and_then(|runtime| runtime.sender(core))
+        else {
+            return false;
+        };
+        sender.send_timeout(message, MAILBOX_SEND_WAIT).is_ok()
+    }
+
+    fn requested(&mut self, mut request: Request) {
+        let transaction_uid = request.request.transaction_uid.clone();
+        let config = self.config();
+        let max_pending = config.commitment.max_pending_requests as usize;
+        let wait = config.commitment.instance_wait_s;
+        let same_association =
+            config.commitment.report_delivery == ReportDelivery::SameAssociationOrNew;
+        if let Some(existing) = self.transactions.get_mut(&transaction_uid) {
+            // A Transaction UID already open: the same request sent again
+            // (a requester that lost our N-ACTION-RSP) is accepted once more
+            // and answered by the one report; other references under the
+            // same UID are refused, since one UID names one request.
+            if existing.payload.references == request.request.references {
+                if same_association {
+                    existing.origin = Some((request.core, request.serial));
+                }
+                if existing.record.state == CommitmentState::ReportReady
+                    && existing.in_flight.is_none()
+                {
+                    existing.record.next_attempt_at_unix_ns = 0;
+                }
+                tracing::info!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request repeated; the pending transaction stands");
+                self.answer(&request, Status::SUCCESS, None);
+                return;
+            }
+            tracing::warn!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request refused: its Transaction UID is pending with other references");
+            self.answer(
+                &request,
+                Status::PROCESSING_FAILURE,
+                Some("Transaction UID already pending with other references".into()),
+            );
+            return;
+        }
+        if self.transactions.len() >= max_pending {
+            tracing::warn!(transaction_uid = %transaction_uid, limit = max_pending, "commitment request refused: too many pending requests");
+            self.answer(
+                &request,
+                Status::RESOURCE_LIMITATION,
+                Some(format!("{max_pending} commitment requests pending")),
+            );
+            return;
+        }
+        // Counted before the check, so an instance indexed after the read
+        // transaction began is always notified (and then matched below).
+        self.pending_count.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let references = std::mem::take(&mut request.request.references);
+        let mut present = vec![false; references.len()];
+        // A reference stored under another SOP class fails at once (0119):
+        // waiting cannot change the class an instance is stored with.
+        let mut failed = Vec::new();
+        let check = self.shared.store.index().read().and_then(|read| {
+            for (index, (reference, present)) in
+                references.iter().zip(present.iter_mut()).enumerate()
+            {
+                match read.sop_presence(&reference.sop_instance_uid, &reference.sop_class_uid)? {
+                    SopPresence::Stored => *present = true,
+                    SopPresence::ClassMismatch { .. } => {
+                        *present = true;
+                        failed.push((index as u32, Status::CLASS_INSTANCE_CONFLICT.0));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        });
+        if let Err(error) = check {
+            self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot read the index");
+            self.answer(
+                &request,
+                Status::PROCESSING_FAILURE,
+                Some("index unavailable".into()),
+            );
+            return;
+        }
+        let check_us = started.elapsed().as_micros() as u64;
+        let missing = present.iter().filter(|present| !**present).count();
+        let now = unix_now_ns();
+        let transaction = Transaction {
+            record: CommitmentRecord {
+                state: CommitmentState::Pending,
+                requester_ae_title: request.requester_ae_title.clone(),
+                created_at_unix_ns: now,
+                deadline_unix_ns: now.saturating_add(duration_ns(wait)),
+                delivery_attempts: 0,
+                next_attempt_at_unix_ns: 0,
+                payload: Vec::new(),
+            },
+            payload: Payload {
+                failed,
+                ..Payload::pending(references)
+            },
+            present,
+            missing,
+            origin: same_association.then_some((request.core, request.serial)),
+            in_flight: None,
+        };
+        // Recorded before it is accepted: a crash after the N-ACTION-RSP
+        // finds it in the index.
+        if let Err(error) = self.put(&transaction_uid, &transaction) {
+            self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot record it");
+            self.answer(
+                &request,
+                Status::PROCESSING_FAILURE,
+                Some("cannot record the request".into()),
+            );
+            return;
+        }
+        tracing::info!(
+            transaction_uid = %transaction_uid,
+            requester = %request.requester_ae_title,
+            references = transaction.present.len(),
+            missing,
+            check_us,
+            "commitment request accepted"
+        );
+        self.answer(&request, Status::SUCCESS, None);
+        for (index, (reference, present)) in transaction
+            .payload
+            .references
+            .iter()
+            .zip(&transaction.present)
+            .enumerate()
+        {
+            if !present {
+                self.waiting
+                    .entry(reference.sop_instance_uid.clone())
+                    .or_default()
+                    .push((transaction_uid.clone(), index as u32));
+            }
+        }
+        let decide_now = missing == 0 || wait.is_zero();
+        self.transactions
+            .insert(transaction_uid.clone(), transaction);
+        if missing == 0 {
+            self.decide(&transaction_uid, Vec::new());
+        } else if decide_now {
+            self.expire(&transaction_uid);
+        }
+    }
+
+    fn stored(&mut self, sop_instance_uid: &str, sop_class_uid: &str) {
+        let Some(waiters) = self.waiting.remove(sop_instance_uid) else {
+            return;
+        };
+        let mut complete = Vec::new();
+        for (transaction_uid, index) in waiters {
+            let Some(transaction) = self.transactions.get_mut(&transaction_uid) else {
+                continue;
+            };
+            if transaction.record.state != CommitmentState::Pending {
+                continue;
+            }
+            let matches = transaction
+                .payload
+                .references
+                .get(index as usize)
+                .is_some_and(|reference| reference.sop_class_uid == sop_class_uid);
+            if let Some(present) = transaction.present.get_mut(index as usize) {
+                if !*present {
+                    *present = true;
+                    if !matches {
+                        // Stored under another class: that reference fails.
+                        transaction
+                            .payload
+                            .failed
+                            .push((index, Status::CLASS_INSTANCE_CONFLICT.0));
+                    }
+                    transaction.missing = transaction.missing.saturating_sub(1);
+                    if transaction.missing == 0 {
+                        complete.push(transaction_uid);
+                    }
+                }
+            }
+        }
+        for transaction_uid in complete {
+            self.decide(&transaction_uid, Vec::new());
+        }
+    }
+
+    fn expire_due(&mut self) {
+        let now = unix_now_ns();
+        let due: Vec<String> = self
+            .transactions
+            .iter()
+            .filter(|(_, t)| {
+                t.record.state == CommitmentState::Pending && t.record.deadline_unix_ns <= now
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for transaction_uid in due {
+            self.expire(&transaction_uid);
+        }
+    }
+
+    /// The wait ended: the missing references fail with 0112 (not stored)
+    /// or 0119 (stored with another SOP class); any that did arrive count.
+    fn expire(&mut self, transaction_uid: &str) {
+        let Some(transaction) = self.transactions.get(transaction_uid) else {
+            return;
+        };
+        let mut failed = Vec::new();
+        let read = self.shared.store.index().read();
+        for (index, (reference, present)) in transaction
+            .payload
+            .references
+            .iter()
+            .zip(&transaction.present)
+            .enumerate()
+        {
+            if *present {
+                continue;
+            }
+            let presence = match &read {
+                Ok(read) => {
+                    read.sop_presence(&reference.sop_instance_uid, &reference.sop_class_uid)
+                }
+                Err(error) => Err(error.clone()),
+            };
+            let reason = match presence {
+                Ok(SopPresence::Stored) => continue,
+                Ok(SopPresence::ClassMismatch { .. }) => Status::CLASS_INSTANCE_CONFLICT,
+                Ok(_) => Status::NO_SUCH_OBJECT_INSTANCE,
+                Err(_) => Status::PROCESSING_FAILURE,
+            };
+            failed.push((index as u32, reason.0));
+        }
+        drop(read);
+        self.decide(transaction_uid, failed);
+    }
+
+    /// Decides the report, records it (ReportReady) and starts delivery.
+    fn decide(&mut self, transaction_uid: &str, failed: Vec<(u32, u16)>) {
+        let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
+            return;
+        };
+        if transaction.record.state != CommitmentState::Pending {
+            return;
+        }
+        self.pending_count.fetch_sub(1, Ordering::SeqCst);
+        self.timers_dirty = true;
+        for (reference, present) in transaction
+            .payload
+            .references
+            .iter()
+            .zip(&transaction.present)
+        {
+            if !present {
+                if let Some(waiters) = self.waiting.get_mut(&reference.sop_instance_uid) {
+                    waiters.retain(|(uid, _)| uid != transaction_uid);
+                    if waiters.is_empty() {
+                        self.waiting.remove(&reference.sop_instance_uid);
+                    }
+                }
+            }
+        }
+        transaction.present = Vec::new();
+        transaction.payload.failed.extend(failed);
+        transaction.payload.failed.sort_unstable();
+        transaction.payload.failed.dedup_by_key(|(index, _)| *index);
+        transaction.payload.decided_at_unix_ns = unix_now_ns();
+        transaction.record.state = CommitmentState::ReportReady;
+        transaction.record.next_attempt_at_unix_ns = 0;
+        let references = transaction.payload.references.len();
+        let failed_count = transaction.payload.failed.len();
+        let requester = transaction.record.requester_ae_title.clone();
+        let created_at_unix_ns = transaction.record.created_at_unix_ns;
+        let event = if failed_count == 0 {
+            StoreEvent::Committed {
+                transaction_uid: transaction_uid.to_owned(),
+                requester_ae_title: requester.clone(),
+                instance_count: references,
+            }
+        } else {
+            StoreEvent::CommitmentFailed {
+                transaction_uid: transaction_uid.to_owned(),
+                requester_ae_title: requester.clone(),
+                committed_count: references - failed_count,
+                failed: transaction
+                    .payload
+                    .result(transaction_uid)
+                    .failed
+                    .into_iter()
+                    .map(|failed| (failed.reference.sop_instance_uid, failed.failure_reason.0))
+                    .collect(),
+            }
+        };
+        if let Some(transaction) = self.transactions.get(transaction_uid) {
+            if let Err(error) = self.put(transaction_uid, transaction) {
+                // Kept in memory and delivered; a restart before delivery
+                // would decide it again from the pending record.
+                tracing::error!(transaction_uid, %error, "cannot record a decided commitment report");
+            }
+        }
+        let decided_after_ms = unix_now_ns().saturating_sub(created_at_unix_ns) / 1_000_000;
+        tracing::info!(
+            transaction_uid,
+            requester = %requester,
+            references,
+            failed = failed_count,
+            decided_after_ms,
+            "commitment report decided"
+        );
+        self.shared.store.shared.events.publish(event);
+        self.start_same_association(transaction_uid);
+    }
+
+    // ----- delivery -----
+
+    fn start_same_association(&mut self, transaction_uid: &str) {
+        let retrieve_ae_title = self.config().network.ae_title.as_str().to_owned();
+        let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
+            return;
+        };
+        let Some((core, serial)) = transaction.origin else {
+            return;
+        };
+        let mut report = transaction.payload.result(transaction_uid);
+        report.retrieve_ae_title = Some(retrieve_ae_title);
+        transaction.in_flight = Some(Instant::now());
+        if !self.post(core, CoreMessage::DeliverReport { serial, report }) {
+            if let Some(transaction) = self.transactions.get_mut(transaction_uid) {
+                transaction.in_flight = None;
+                transaction.origin = None;
+            }
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        let now = unix_now_ns();
+        let shared = self.shared.clone();
+        let config = shared.store.config();
+        let mut failures = Vec::new();
+        let mut groups: HashMap<(String, SocketAddr), Vec<String>> = HashMap::new();
+        let mut stale = Vec::new();
+        let mut resolved: HashMap<String, Option<SocketAddr>> = HashMap::new();
+        let mut on_origin = Vec::new();
+        for (transaction_uid, transaction) in &self.transactions {
+            if transaction.record.state != CommitmentState::ReportReady {
+                continue;
+            }
+            if let Some(since) = transaction.in_flight {
+                if since.elapsed() > DELIVERY_OUTCOME_WAIT {
+                    stale.push(transaction_uid.clone());
+                }
+                continue;
+            }
+            if transaction.record.next_attempt_at_unix_ns > now {
+                continue;
+            }
+            if transaction.origin.is_some() {
+                on_origin.push(transaction_uid.clone());
+                continue;
+            }
+            let requester = &transaction.record.requester_ae_title;
+            let target = config
+                .commitment
+                .report_ae_map
+                .iter()
+                .find(|(from, _)| from.as_str() == requester)
+                .map_or(requester.as_str(), |(_, to)| to.as_str())
+                .to_owned();
+            let address = resolved
+                .entry(target.clone())
+                .or_insert_with(|| {
+                    config
+                        .network
+                        .remote_aes
+                        .iter()
+                        .find(|(ae, _)| ae.as_str() == target)
+                        .and_then(|(_, address)| {
+                            (address.host(), address.port())
+                                .to_socket_addrs()
+                                .ok()
+                                .and_then(|mut addresses| addresses.next())
+                        })
+                })
+                .to_owned();
+            match address {
+                Some(address) => {
+                    let group = groups.entry((target, address)).or_default();
+                    if group.len() < REPORTS_PER_ASSOCIATION_MAX {
+                        group.push(transaction_uid.clone());
+                    }
+                }
+                None => failures.push((
+                    transaction_uid.clone(),
+                    format!("no address for AE {target} in network.remote_aes"),
+                )),
+            }
+        }
+        for transaction_uid in on_origin {
+            self.start_same_association(&transaction_uid);
+        }
+        for transaction_uid in stale {
+            self.delivered(
+                &transaction_uid,
+                DeliveryOutcome::CommunicationFailure("no outcome in time".into()),
+            );
+        }
+        for (transaction_uid, reason) in failures {
+            self.delivered(
+                &transaction_uid,
+                DeliveryOutcome::CommunicationFailure(reason),
+            );
+        }
+        let calling_ae_title = config.commitment_ae_title().as_str().to_owned();
+        let retrieve_ae_title = config.network.ae_title.as_str().to_owned();
+        let core_count = self
+            .shared
+            .runtime
+            .get()
+            .map_or(1, |runtime| runtime.core_count())
+            .max(1);
+        for ((called_ae_title, address), transaction_uids) in groups {
+            let mut reports = Vec::with_capacity(transaction_uids.len());
+            for transaction_uid in &transaction_uids {
+                if let Some(transaction) = self.transactions.get_mut(transaction_uid) {
+                    let mut report = transaction.payload.result(transaction_uid);
+                    report.retrieve_ae_title = Some(retrieve_ae_title.clone());
+                    reports.push(report);
+                    transaction.in_flight = Some(Instant::now());
+                }
+            }
+            let core = self.next_core % core_count;
+            self.next_core = self.next_core.wrapping_add(1);
+            tracing::debug!(called_ae = %called_ae_title, %address, reports = reports.len(), "opening an association to deliver commitment reports");
+            let message = CoreMessage::OpenReportAssociation(Box::new(ReportAssociation {
+                calling_ae_title: calling_ae_title.clone(),
+                called_ae_title,
+                address,
+                reports,
+            }));
+            if !self.post(core, message) {
+                for transaction_uid in transaction_uids {
+                    self.delivered(
+                        &transaction_uid,
+                        DeliveryOutcome::CommunicationFailure("no core took the delivery".into()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn delivered(&mut self, transaction_uid: &str, outcome: DeliveryOutcome) {
+        let shared = self.shared.clone();
+        let config = shared.store.config();
+        let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
+            return;
+        };
+        if transaction.record.state != CommitmentState::ReportReady {
+            return;
+        }
+        transaction.in_flight = None;
+        let now = unix_now_ns();
+        let requester = transaction.record.requester_ae_title.clone();
+        let mut finished = None;
+        match outcome {
+            DeliveryOutcome::Delivered(status) if report_accepted(status) => {
+                transaction.payload.last_status = status.0;
+                transaction.record.delivery_attempts += 1;
+                finished = Some(CommitmentState::Delivered);
+                tracing::info!(transaction_uid, requester = %requester, attempts = transaction.record.delivery_attempts, "commitment report delivered");
+            }
+            DeliveryOutcome::Delivered(status) | DeliveryOutcome::Refused(status) => {
+                transaction.payload.last_status = status.0;
+                transaction.payload.last_error =
+                    format!("the peer answered status {:04X}", status.0);
+                transaction.record.delivery_attempts += 1;
+                finished = Some(CommitmentState::Failed);
+                tracing::error!(transaction_uid, requester = %requester, status = %format!("{:04X}", status.0), "commitment report refused by the peer: permanent failure, not retried");
+            }
+            DeliveryOutcome::NotOpen => {
+                // The requester's association has closed: not an attempt;
+                // a new association right away.
+                transaction.origin = None;
+                transaction.record.next_attempt_at_unix_ns = 0;
+                return;
+            }
+            DeliveryOutcome::CommunicationFailure(reason) => {
+                transaction.origin = None;
+                transaction.record.delivery_attempts += 1;
+                transaction.payload.last_error = reason.clone();
+                let attempts = transaction.record.delivery_attempts;
+                let retries_allowed = config.commitment.report_retry_count;
+                if attempts > retries_allowed {
+                    finished = Some(CommitmentState::Failed);
+                    tracing::error!(transaction_uid, requester = %requester, attempts, reason = %reason, "commitment report given up after its retries");
+                } else {
+                    let delay = retry_delay(
+                        config.commitment.report_retry_delay_s,
+                        config.commitment.report_retry_backoff_cap_s,
+                        attempts,
+                    );
+                    transaction.record.next_attempt_at_unix_ns =
+                        now.saturating_add(duration_ns(delay));
+                    tracing::warn!(transaction_uid, requester = %requester, attempts, retry_in_s = delay.as_secs(), reason = %reason, "commitment report delivery failed; will retry");
+                }
+            }
+        }
+        if let Some(state) = finished {
+            transaction.record.state = state;
+            transaction.payload.finished_at_unix_ns = now;
+        }
+        if let Some(transaction) = self.transactions.get(transaction_uid) {
+            if let Err(error) = self.put(transaction_uid, transaction) {
+                tracing::error!(transaction_uid, %error, "cannot record a commitment delivery outcome");
+            }
+        }
+        if let Some(state) = finished {
+            if let Some(transaction) = self.transactions.remove(transaction_uid) {
+                if state == CommitmentState::Failed {
+                    self.shared.store.shared.events.publish(
+                        StoreEvent::CommitmentReportUndelivered {
+                            transaction_uid: transaction_uid.to_owned(),
+                            requester_ae_title: transaction.record.requester_ae_title,
+                            reason: transaction.payload.last_error,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The wait before retry `attempt` (1-based): the delay, doubled per
+/// earlier retry, capped.
+pub(crate) fn retry_delay(delay: Duration, cap: Duration, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(32);
+    delay
+        .checked_mul(1u32 << doublings.min(31))
+        .unwrap_or(cap)
+        .min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let delay = Duration::from_secs(10);
+        let cap = Duration::from_secs(60);
+        assert_eq!(retry_delay(delay, cap, 1), Duration::from_secs(10));
+        assert_eq!(retry_delay(delay, cap, 2), Duration::from_secs(20));
+        assert_eq!(retry_delay(delay, cap, 3), Duration::from_secs(40));
+        assert_eq!(retry_delay(delay, cap, 4), cap);
+        assert_eq!(retry_delay(delay, cap, 1000), cap);
+    }
+}
