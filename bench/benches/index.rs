@@ -116,7 +116,7 @@ impl Shape {
                 dataset_offset_bytes: 348,
                 transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
                 sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-                checksum: Checksum([(n % 251) as u8; 32]),
+                checksum: Checksum([(n % 251) as u8; 16]),
                 received_at_unix_ns: 1_700_000_000_000_000_000 + n * 1_000,
                 calling_ae_title: "CT_SCANNER_01".into(),
                 instance_number: Some(instance_number as i32 + 1),

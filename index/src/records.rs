@@ -26,10 +26,13 @@ use crate::keys::truncate_to_char_boundary;
 pub struct FileId(pub u128);
 
 /// The checksum of the data set bytes as received (not of the file meta
-/// group, so the same data set sent twice compares equal). 32 bytes: a SHA-256,
-/// or a shorter hash zero-padded; the engine chooses and keeps to its choice.
+/// group, so the same data set sent twice compares equal). 16 bytes: the
+/// engine's XXH3-128 digest, its `u128` value in big-endian byte order (most
+/// significant byte first, as the digest is conventionally printed in hex).
+/// The index only stores and compares it; changing the hash or its width is a
+/// new schema version.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Checksum(pub [u8; 32]);
+pub struct Checksum(pub [u8; 16]);
 
 /// An instance's identity: Study, Series and SOP Instance UID.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -446,7 +449,7 @@ mod tests {
             dataset_offset_bytes: 300,
             transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-            checksum: Checksum([7; 32]),
+            checksum: Checksum([7; 16]),
             received_at_unix_ns: 1_700_000_000_000_000_000,
             calling_ae_title: "MODALITY".into(),
             instance_number: Some(-3),

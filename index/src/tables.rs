@@ -14,7 +14,11 @@ use crate::error::{EnvLimits, IndexError};
 
 /// The schema this build reads and writes. An index with another version is
 /// refused at open, never guessed at.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// History (nothing was released before version 2, so no migration exists):
+/// 1. the first layout, with a 32-byte (BLAKE3) data set checksum;
+/// 2. the checksum became 16 bytes (XXH3-128), see `Checksum`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";

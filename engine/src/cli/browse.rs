@@ -170,7 +170,7 @@ pub(crate) fn write_record(
                 record.dataset_offset_bytes
             ),
         ),
-        ("Checksum (BLAKE3)", hex(&record.checksum.0)),
+        ("Checksum (XXH3-128)", hex(&record.checksum.0)),
         ("Received at", rfc3339_utc(record.received_at_unix_ns)),
         ("Calling AE", or_dash(&record.calling_ae_title)),
     ];

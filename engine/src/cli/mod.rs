@@ -89,7 +89,7 @@ pub enum OperatorCommand {
     },
     /// Show the index record of one stored instance.
     ///
-    /// Its UIDs, file path and size, transfer syntax, SOP class, BLAKE3
+    /// Its UIDs, file path and size, transfer syntax, SOP class, XXH3-128
     /// checksum of the data set, when (RFC 3339, UTC) and from which
     /// calling AE it was received.
     Show {
@@ -109,7 +109,7 @@ pub enum OperatorCommand {
     ///
     /// For every stored instance and quarantine entry: the file must exist,
     /// have the recorded size, and its data set must hash to the recorded
-    /// BLAKE3 checksum. Prints one line per problem and a summary; exits with
+    /// XXH3-128 checksum. Prints one line per problem and a summary; exits with
     /// status 1 if any file is missing, of the wrong size, unreadable or
     /// altered.
     Verify {

@@ -2,7 +2,7 @@
 //!
 //! For each stored instance and quarantine entry: the file must exist at the
 //! path its file id gives, have the size the index records, and its data set
-//! (from the recorded offset to the end) must hash to the recorded BLAKE3
+//! (from the recorded offset to the end) must hash to the recorded XXH3-128
 //! checksum. Files are read in bounded chunks, one at a time; problems are
 //! printed as they are found, so memory does not grow with the store.
 
@@ -152,7 +152,7 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
             Problem::Checksum { actual } => {
                 tally.checksum += 1;
                 format!(
-                    "CHECKSUM    {} ({what}): data set BLAKE3 {}, the index records {}",
+                    "CHECKSUM    {} ({what}): data set XXH3-128 {}, the index records {}",
                     path.display(),
                     hex(&actual.0),
                     hex(&file.record.checksum.0)

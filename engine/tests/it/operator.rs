@@ -305,7 +305,7 @@ fn show_prints_the_whole_record() {
         format!("Transfer Syntax UID: {EXPLICIT_LE}"),
         format!("File:                {}", instance.path.display()),
         format!("File size:           {} bytes", instance.bytes.len()),
-        format!("Checksum (BLAKE3):   {checksum}"),
+        format!("Checksum (XXH3-128): {checksum}"),
         "Received at:         2023-11-14T22:13:20.123456Z".to_owned(),
         "Calling AE:          MODALITY".to_owned(),
     ] {
@@ -576,7 +576,7 @@ fn verify_passes_a_clean_store_and_finds_damage() {
     assert_eq!(result.unwrap(), ExitCode::from(1), "{output}");
     assert!(
         output.contains(&format!(
-            "CHECKSUM    {} (SOP Instance UID 1.1.1.2): data set BLAKE3",
+            "CHECKSUM    {} (SOP Instance UID 1.1.1.2): data set XXH3-128",
             second.path.display()
         )),
         "{output}"

@@ -796,8 +796,9 @@ fn writer_handles_answer_every_batch() {
     ));
 }
 
-#[test]
-fn unknown_schema_version_refuses_to_open() {
+/// Rewrites the schema version of a freshly created index to `version`, then
+/// checks that opening it is refused with both versions in the message.
+fn assert_schema_version_refused(version: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     open(dir.path()).close();
     {
@@ -812,7 +813,7 @@ fn unknown_schema_version_refuses_to_open() {
             .expect("meta")
             .unwrap_commit();
         let mut wtxn = env.write_txn().expect("txn");
-        meta.put(&mut wtxn, b"schema_version", &99u32.to_be_bytes())
+        meta.put(&mut wtxn, b"schema_version", &version.to_be_bytes())
             .expect("put");
         wtxn.commit().expect("commit");
     }
@@ -820,20 +821,32 @@ fn unknown_schema_version_refuses_to_open() {
         sluice_index::Index::open(dir.path(), crate::common::options()).expect_err("must refuse");
     match &error {
         IndexError::SchemaVersionMismatch {
-            found: 99,
-            expected,
-            ..
+            found, expected, ..
         } => {
+            assert_eq!(*found, version);
             assert_eq!(*expected, sluice_index::SCHEMA_VERSION)
         }
         other => panic!("expected a schema mismatch, got {other:?}"),
     }
     let message = error.to_string();
     assert!(
-        message.contains("schema version 99")
+        message.contains(&format!("schema version {version}"))
             && message.contains(&format!("schema version {}", sluice_index::SCHEMA_VERSION)),
         "{message}"
     );
+}
+
+#[test]
+fn unknown_schema_version_refuses_to_open() {
+    assert_schema_version_refused(99);
+}
+
+/// Version 1 recorded a 32-byte checksum; read as version 2 its records would
+/// be misread or fail validation, so such an index is refused at open.
+#[test]
+fn schema_version_1_refuses_to_open() {
+    assert_ne!(sluice_index::SCHEMA_VERSION, 1);
+    assert_schema_version_refused(1);
 }
 
 #[test]

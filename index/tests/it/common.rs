@@ -51,7 +51,7 @@ pub fn record(file_id: u128, checksum_seed: u8) -> InstanceRecord {
         dataset_offset_bytes: 332,
         transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-        checksum: Checksum([checksum_seed; 32]),
+        checksum: Checksum([checksum_seed; 16]),
         received_at_unix_ns: 1_700_000_000_000_000_000 + file_id as u64,
         calling_ae_title: "MODALITY1".into(),
         instance_number: Some((file_id % 1000) as i32),
