@@ -276,8 +276,12 @@ config_options! {
         /// The most instances one core receives and makes durable at once
         /// (each holds an open temporary file and its fsync in flight). A
         /// C-STORE beyond it is refused with A710 (out of resources) rather
-        /// than queued without bound.
-        instances_in_flight_max_per_core: u32 = 1024,
+        /// than queued without bound. The default lets every association of
+        /// a 2-core server at its default association limit have one
+        /// instance in flight; memory is bounded by the receive buffers
+        /// anyway (an exhausted pool stops reading), so this bounds open
+        /// files, not bytes.
+        instances_in_flight_max_per_core: u32 = 4096,
             kind IntKind::<u32>::new(1, 65_536), flag "instances-in-flight-max-per-core";
 
         /// The largest size the index (an LMDB database) may grow to. This is

@@ -85,6 +85,11 @@ pub const STATUS_DUPLICATE_REJECTED: Status = Status::DUPLICATE_SOP_INSTANCE;
 const COMMAND_BYTES_MAX: usize = 64 * 1024;
 /// How long a free-space reading is trusted.
 const FREE_SPACE_CACHE: Duration = Duration::from_millis(100);
+/// While the runtime handle is not yet published (the first instant after
+/// start), an index batch waits this long at a time, at most
+/// [`MAILBOX_WAITS_MAX`] times, before its instances fail.
+const MAILBOX_WAIT_STEP: Duration = Duration::from_millis(1);
+const MAILBOX_WAITS_MAX: u32 = 5_000;
 /// How long the index writer's callback may wait for room in a core's mailbox.
 const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(600);
 
@@ -372,6 +377,7 @@ pub(crate) struct CoreHandler {
     abandoned_opens: HashMap<u64, PathBuf>,
     free_space: Option<(Instant, u64)>,
     durability_failures: u32,
+    mailbox_waits: u32,
 }
 
 impl std::fmt::Debug for CoreHandler {
@@ -414,6 +420,7 @@ impl CoreHandler {
             abandoned_opens: HashMap::new(),
             free_space: None,
             durability_failures: 0,
+            mailbox_waits: 0,
         }
     }
 
@@ -1995,7 +2002,7 @@ impl CoreHandler {
             UidConflictPolicy::Reject => ConflictPolicy::Reject,
             _ => ConflictPolicy::Quarantine,
         };
-        let keys: Vec<u64> = std::mem::take(&mut self.ready);
+        let mut keys: Vec<u64> = std::mem::take(&mut self.ready);
         let mut ops = Vec::with_capacity(keys.len());
         let now = Instant::now();
         for key in &keys {
@@ -2018,6 +2025,20 @@ impl CoreHandler {
                 .and_then(|handle| handle.sender(self.core_index));
         }
         let Some(sender) = self.sender.clone() else {
+            // The runtime handle is published right after the cores start;
+            // an instance can become durable before that. Wait for it
+            // (bounded) instead of failing an instance that is safe on disk.
+            self.mailbox_waits += 1;
+            if self.mailbox_waits <= MAILBOX_WAITS_MAX {
+                self.ready = keys;
+                match core.timer(MAILBOX_WAIT_STEP, TAG_COMMIT_TIMER) {
+                    Ok(timer) => {
+                        self.commit_timer = Some(timer);
+                        return;
+                    }
+                    Err(_) => keys = std::mem::take(&mut self.ready),
+                }
+            }
             for key in keys {
                 self.durability_failed(core, key, "the core's mailbox is not available".into());
             }
