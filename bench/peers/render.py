@@ -25,13 +25,41 @@ COLORS = {"sluice-uring": "#1f6feb", "sluice-portable": "#6ea8fe", "orthanc": "#
 
 
 def groups(results):
-    """{workload: {receiver: [runs]}} in plan order."""
+    """{workload: {receiver: [runs]}} in plan order (the idle-associations
+    run has its own section)."""
     table = {}
     for workload in results["workloads"]:
         table[workload["name"]] = {}
     for run in results["runs"]:
+        if run["workload"] == "idle-associations":
+            continue
         table.setdefault(run["workload"], {}).setdefault(run["receiver"], []).append(run)
     return table
+
+
+def scale_section(results):
+    runs = [run for run in results["runs"] if run["workload"] == "idle-associations"]
+    if not runs:
+        return []
+    run = runs[0]
+    return [
+        "## Many associations at once",
+        "",
+        f"Sluice (io_uring) with {run['idle_associations']:,} idle associations open "
+        f"(raw A-ASSOCIATE-RQ from one process, established in {run['idle_connect_s']:.1f} s) "
+        f"while 16 more store 512 KB instances:",
+        "",
+        f"- idle associations accepted: {run['idle_accepted']:,} of "
+        f"{run['idle_associations']:,}; still served at the end (A-RELEASE answered): "
+        f"{run['idle_released']:,}",
+        f"- the 16 storing associations meanwhile: {run['instances_per_s']:.0f} instances/s, "
+        f"p99 {run['latency_ms'].get('p99') or 0:.1f} ms, every instance landed: "
+        f"{'yes' if run['stored_files'] >= run['instances'] else '**no**'}",
+        f"- server resident memory: {run['rss_before_mib']:.0f} MiB before, "
+        f"{run['rss_with_idle_mib']:.0f} MiB with the idle associations: "
+        f"**{run['kib_per_idle_association']:.1f} KiB per idle association** (target: at most 32)",
+        "",
+    ]
 
 
 def summary(runs, key, sub=None):
@@ -125,6 +153,22 @@ def targets(table, results):
     rows.append(line("storescu as shipped, 1 association: Sluice's slowdown vs tuned",
                      None if value is None else f"{value:.2f}x", "<= 2x",
                      value is not None and value <= 2))
+    for peer in ("orthanc", "storescp", "dicom-rs"):
+        value = ratio(median_of(table, "storescu-tuned-1", peer),
+                      median_of(table, "storescu-nagle-1", peer))
+        if value is not None:
+            rows.append(line(f"storescu as shipped, 1 association: {peer}'s slowdown vs tuned",
+                             f"{value:.2f}x", "(the issue expects > 10x)", value > 10))
+    scale = [run for run in results["runs"] if run["workload"] == "idle-associations"]
+    if scale:
+        run = scale[0]
+        served = run["idle_accepted"] == run["idle_associations"] == run["idle_released"]
+        rows.append(line(f"{run['idle_associations']:,} associations at once: all served, "
+                         "memory per idle association",
+                         f"{'all served' if served else 'NOT all served'}, "
+                         f"{run['kib_per_idle_association']:.1f} KiB",
+                         "all served, <= 32 KiB",
+                         served and run["kib_per_idle_association"] <= 32))
     return rows
 
 
@@ -170,7 +214,8 @@ def render(results, markdown_path, assets_dir):
         "",
     ]
     lines += targets(table, results)
-    lines += ["", "## Results", ""]
+    lines += [""] + scale_section(results)
+    lines += ["## Results", ""]
     for workload, by_receiver in table.items():
         if not by_receiver:
             continue

@@ -157,7 +157,7 @@ def count_files(directory, skip=()):
 class Receiver:
     """One receiver process on loopback with its own storage directory."""
 
-    def __init__(self, name, binaries, storage_root, log_dir):
+    def __init__(self, name, binaries, storage_root, log_dir, extra=()):
         self.name = name
         self.port = free_port()
         self.ae = {"orthanc": "ORTHANC", "dicom-rs": "STORE-SCP"}.get(name, "SLUICE")
@@ -171,7 +171,7 @@ class Receiver:
                        "--port", str(self.port), "--bind", "127.0.0.1",
                        "--io-backend", name.split("-", 1)[1], "--free-space-floor", "0",
                        "--max-associations", "12000",
-                       "--max-associations-per-calling-ae", "12000"]
+                       "--max-associations-per-calling-ae", "12000"] + list(extra)
             self.stored_dir, self.skip = os.path.join(self.dir, "objects"), ()
         elif name == "orthanc":
             config = os.path.join(log_dir, "orthanc.json")
@@ -231,6 +231,13 @@ class Receiver:
             wait_children_done(self.process.pid)
         after = tree_cpu_seconds(self.process.pid)
         return after[0] - self.cpu_before[0], after[1] - self.cpu_before[1]
+
+    def rss_kib(self):
+        with open(f"/proc/{self.process.pid}/status") as file:
+            for line in file:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
 
     def peak_rss_kib(self):
         with open(f"/proc/{self.process.pid}/status") as file:
@@ -524,6 +531,53 @@ def measured_run(workload, receiver_name, binaries, args, files, log_dir, storag
     })
 
 
+def scale_run(binaries, args, log_dir, idle_count):
+    """Sluice with `idle_count` idle associations open at once while 16
+    more store: all accepted, all still served (each answers A-RELEASE at
+    the end), and the server's memory per idle association."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from idle_associations import IdleAssociations, _read_pdu
+
+    filesystem = None if args.no_fresh_fs else FreshFilesystem(args.work_dir, args.fs_gib)
+    root = args.work_dir if filesystem is None else filesystem.mount_point
+    try:
+        receiver = Receiver("sluice-uring", binaries, root, log_dir,
+                            extra=["--idle-timeout-ms", "600000"])
+        try:
+            rss_before = receiver.rss_kib()
+            idle = IdleAssociations(receiver.port, receiver.ae, idle_count)
+            time.sleep(1)
+            rss_idle = receiver.rss_kib()
+            out_path = os.path.join(log_dir, "loadgen-scale.json")
+            sent = loadgen(binaries, receiver, {"associations": 16, "mix": "ct"},
+                           args.seconds, out_path)
+            released = 0
+            for sock in idle.sockets:
+                sock.sendall(bytes([5, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+            for sock in idle.sockets:
+                pdu_type, _body = _read_pdu(sock)
+                released += pdu_type == 0x06
+            idle.close()
+            user, system = receiver.cpu_seconds()
+        finally:
+            stored = receiver.stop()
+    finally:
+        if filesystem is not None:
+            filesystem.close()
+    return dict(sent, **{
+        "receiver": "sluice-uring", "workload": "idle-associations",
+        "idle_associations": idle_count, "idle_accepted": idle.accepted,
+        "idle_released": released, "idle_connect_s": idle.seconds,
+        "rss_before_mib": rss_before / 1024, "rss_with_idle_mib": rss_idle / 1024,
+        "kib_per_idle_association": (rss_idle - rss_before) / idle_count,
+        "stored_files": stored,
+        "all_landed": stored >= sent["instances"] and sent["failures"] == 0
+        and idle.accepted == idle_count and released == idle_count,
+        "cpu_user_s": user, "cpu_system_s": system,
+        "cpu_s_per_gb": (user + system) / max(sent["bytes"], 1) * 1e9,
+    })
+
+
 def machine():
     model = "unknown"
     with open("/proc/cpuinfo") as file:
@@ -616,6 +670,11 @@ def main():
                 run["repetition"] = repetition
                 runs.append(run)
                 print(json.dumps(run), flush=True)
+    scale = None
+    if "sluice-uring" in receivers and not args.workloads:
+        scale = scale_run(binaries, args, log_dir, 1000 if args.short else 10000)
+        print(json.dumps(scale), flush=True)
+        runs.append(scale)
     results = {"machine": machine(), "started_unix_s": int(started),
                "elapsed_s": time.time() - started, "repeat": args.repeat,
                "seconds_per_run": args.seconds, "ceilings": ceilings,
