@@ -622,7 +622,8 @@ def main():
                                else os.path.join(REPO, "docs", "benchmarks"))
     markdown = args.markdown or (os.path.join(out_dir, "benchmarks.md") if args.short
                                  else os.path.join(REPO, "docs", "benchmarks.md"))
-    bin_dir = os.path.join(REPO, "target", args.profile)
+    target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    bin_dir = os.path.join(target_dir, args.profile)
     binaries = {"sluice": os.path.join(bin_dir, "sluice"),
                 "loadgen": os.path.join(bin_dir, "sluice-loadgen"),
                 "speed_of_light": os.path.join(bin_dir, "speed_of_light"),
