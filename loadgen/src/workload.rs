@@ -83,7 +83,9 @@ const PROFILES: &[(&str, &str, u16, u16)] = &[
     ("mr", uid::MR_IMAGE_STORAGE, 256, 256),
     ("cr", "1.2.840.10008.5.1.4.1.1.1", 2500, 2048),
     ("mg", "1.2.840.10008.5.1.4.1.1.1.2", 4096, 3064),
-    ("sr", "1.2.840.10008.5.1.4.1.1.88.11", 0, 0),
+    // Enhanced SR rather than Basic Text SR: the seed (and so a default
+    // Sluice) accepts Enhanced SR, and a TEXT item in a CONTAINER is valid in both.
+    ("sr", "1.2.840.10008.5.1.4.1.1.88.22", 0, 0),
 ];
 
 /// The names of the synthetic profiles.
@@ -254,7 +256,7 @@ pub fn synthetic(profile: &str, transfer_syntax_uid: &str) -> Result<Prepared, W
     writer.text(0x0020, 0x0011, b"IS", "1");
     writer.text(0x0020, 0x0013, b"IS", "1");
     if rows == 0 {
-        // Basic Text SR: a content sequence with one text item of ~3 KB.
+        // Enhanced SR: a content sequence with one text item of ~3 KB.
         writer.text(0x0040, 0xA040, b"CS", "CONTAINER");
         writer.text(0x0040, 0xA050, b"CS", "SEPARATE");
         let text: String = "Synthetic report text for load generation. "
