@@ -4,10 +4,8 @@
 //! N-EVENT-REPORT on its association, and can listen for reports on a new
 //! association (accepting the SCP/SCU role selection).
 
-use std::fs::File;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_tests::{dcmtk, free_port, python_peer, run, ChildGuard, PeerOutput};
@@ -34,35 +32,13 @@ impl Server {
             n += 1;
             log = dir.join(format!("server-{n}.log"));
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--io-backend", backend, "--cores", "2"])
-            .args(["--free-space-floor", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start sluice serve");
-        let server = Server {
-            guard: Some(ChildGuard::new(child)),
+        let guard = crate::serve::spawn_serve(&data, port, backend, extra, &log);
+        Server {
+            guard: Some(guard),
             port,
             data,
             log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sluice serve did not listen within 20 s:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     fn log(&self) -> String {

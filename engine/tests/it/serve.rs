@@ -18,6 +18,52 @@ use sluice_tests::{
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Starts `sluice serve` on `data` and `port` (127.0.0.1, two cores and
+/// no free-space floor unless `extra` says otherwise), its log in
+/// `log_path`, and waits until it listens.
+pub fn spawn_serve(
+    data: &Path,
+    port: u16,
+    backend: &str,
+    extra: &[&str],
+    log_path: &Path,
+) -> ChildGuard {
+    let log = File::create(log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--io-backend", backend])
+        .args(if extra.contains(&"--cores") {
+            &[][..]
+        } else {
+            &["--cores", "2"][..]
+        })
+        .args(if extra.contains(&"--free-space-floor") {
+            &[][..]
+        } else {
+            &["--free-space-floor", "0"][..]
+        })
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sluice serve");
+    let guard = ChildGuard::new(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sluice serve did not listen within 20 s:\n{}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard
+}
+
 /// A running `sluice serve` with its own temporary data directory.
 pub struct Served {
     guard: Option<ChildGuard>,
@@ -42,45 +88,13 @@ impl Served {
         extra: &[&str],
     ) -> Served {
         let port = free_port();
-        let log = File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--io-backend", backend])
-            .args(if extra.contains(&"--cores") {
-                &[][..]
-            } else {
-                &["--cores", "2"][..]
-            })
-            .args(if extra.contains(&"--free-space-floor") {
-                &[][..]
-            } else {
-                &["--free-space-floor", "0"][..]
-            })
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sluice serve");
-        let served = Served {
-            guard: Some(ChildGuard::new(child)),
+        let guard = spawn_serve(&data, port, backend, extra, &dir.path().join("server.log"));
+        Served {
+            guard: Some(guard),
             port,
             dir,
             data,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sluice serve did not listen within 20 s:\n{}",
-                served.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        served
     }
 
     pub fn data(&self) -> PathBuf {
