@@ -303,6 +303,21 @@ impl<M: Send + 'static> Runtime<M> {
         H: Handler<Message = M>,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        Self::start_with_mailbox(config, move |index, _| make_handler(index))
+    }
+
+    /// Like [`Runtime::start`], and hands each core's handler the sender
+    /// of its own mailbox when it is made, so a handler can give other
+    /// threads (a writer's completion callback, say) a way back to its core
+    /// from its first event on, before `start` has returned.
+    pub fn start_with_mailbox<H, F>(
+        config: RuntimeConfig,
+        make_handler: F,
+    ) -> Result<Runtime<M>, StartError>
+    where
+        H: Handler<Message = M>,
+        F: Fn(usize, CoreSender<M>) -> H + Send + Sync + 'static,
+    {
         config.validate()?;
         #[cfg(feature = "fault-injection")]
         let simulated_probe_errno = config
@@ -391,6 +406,10 @@ impl<M: Send + 'static> Runtime<M> {
                 std::mem::take(listeners.get_mut(index).unwrap_or(&mut Vec::new()));
             let core_shared = Arc::clone(&shared);
             let make_handler = Arc::clone(&make_handler);
+            let own_mailbox = handle.sender(index).ok_or_else(|| StartError::Core {
+                core: index,
+                source: std::io::Error::other("no mailbox for this core"),
+            })?;
             let ready = ready_sender.clone();
             let exit_sender = exited_sender.clone();
             let limits = limits.clone();
@@ -468,7 +487,7 @@ impl<M: Send + 'static> Runtime<M> {
                             );
                             let _ = ready.send((index, Ok(())));
                             drop(ready);
-                            let handler = make_handler(index);
+                            let handler = make_handler(index, own_mailbox);
                             run_core(core, handler, &mailbox);
                         }
                         Err(error) => {

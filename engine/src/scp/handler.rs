@@ -87,11 +87,6 @@ pub const STATUS_DUPLICATE_REJECTED: Status = Status::DUPLICATE_SOP_INSTANCE;
 const COMMAND_BYTES_MAX: usize = 64 * 1024;
 /// How long a free-space reading is trusted.
 const FREE_SPACE_CACHE: Duration = Duration::from_millis(100);
-/// While the runtime handle is not yet published (the first instant after
-/// start), an index batch waits this long at a time, at most
-/// [`MAILBOX_WAITS_MAX`] times, before its instances fail.
-const MAILBOX_WAIT_STEP: Duration = Duration::from_millis(1);
-const MAILBOX_WAITS_MAX: u32 = 5_000;
 /// How long the index writer's callback may wait for room in a core's mailbox.
 const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(600);
 
@@ -364,7 +359,8 @@ pub(crate) struct CoreHandler {
     core_index: usize,
     ids: FileIdGenerator,
     writer: IndexWriter,
-    sender: Option<CoreSender<CoreMessage>>,
+    /// This core's own mailbox, for the index writer's answers.
+    sender: CoreSender<CoreMessage>,
     next_serial: u64,
     conns: HashMap<u64, Conn>,
     serial_of: HashMap<ConnId, u64>,
@@ -379,7 +375,6 @@ pub(crate) struct CoreHandler {
     abandoned_opens: HashMap<u64, PathBuf>,
     free_space: Option<(Instant, u64)>,
     durability_failures: u32,
-    mailbox_waits: u32,
 }
 
 impl std::fmt::Debug for CoreHandler {
@@ -400,14 +395,18 @@ fn unix_now_ns() -> u64 {
 }
 
 impl CoreHandler {
-    pub(crate) fn new(shared: Arc<ServerShared>, core_index: usize) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ServerShared>,
+        core_index: usize,
+        sender: CoreSender<CoreMessage>,
+    ) -> Self {
         let writer = shared.store.index().writer();
         CoreHandler {
             ids: FileIdGenerator::new(u16::try_from(core_index).unwrap_or(u16::MAX)),
             shared,
             core_index,
             writer,
-            sender: None,
+            sender,
             next_serial: 0,
             conns: HashMap::new(),
             serial_of: HashMap::new(),
@@ -422,7 +421,6 @@ impl CoreHandler {
             abandoned_opens: HashMap::new(),
             free_space: None,
             durability_failures: 0,
-            mailbox_waits: 0,
         }
     }
 
@@ -1243,7 +1241,7 @@ impl CoreHandler {
         if job.failure.is_some() {
             self.fail_job(core, key, Some(conn));
         } else {
-            self.maybe_sync(core, key);
+            self.maybe_rename(core, key);
         }
     }
 
@@ -1283,7 +1281,7 @@ impl CoreHandler {
     }
 
     /// Every byte written: the file moves into its area (step 3).
-    fn maybe_sync(&mut self, core: &mut Core, key: u64) {
+    fn maybe_rename(&mut self, core: &mut Core, key: u64) {
         let Some(job) = self.jobs.get(&key) else {
             return;
         };
@@ -1532,14 +1530,15 @@ impl CoreHandler {
             UidConflictPolicy::Reject => ConflictPolicy::Reject,
             _ => ConflictPolicy::Quarantine,
         };
-        let mut keys: Vec<u64> = std::mem::take(&mut self.ready);
+        let keys: Vec<u64> = std::mem::take(&mut self.ready);
         let mut ops = Vec::with_capacity(keys.len());
         let now = Instant::now();
         for key in &keys {
-            if let Some(job) = self.jobs.get_mut(key) {
-                job.timing.submitted = Some(now);
-            }
-            if let Some(instance) = self.jobs.get(key).and_then(|job| job.instance.clone()) {
+            let Some(job) = self.jobs.get_mut(key) else {
+                continue;
+            };
+            job.timing.submitted = Some(now);
+            if let Some(instance) = job.instance.clone() {
                 ops.push(WriteOp::Store(StoreRequest {
                     instance,
                     duplicate_policy,
@@ -1547,33 +1546,7 @@ impl CoreHandler {
                 }));
             }
         }
-        if self.sender.is_none() {
-            self.sender = self
-                .shared
-                .runtime
-                .get()
-                .and_then(|handle| handle.sender(self.core_index));
-        }
-        let Some(sender) = self.sender.clone() else {
-            // The runtime handle is published right after the cores start;
-            // an instance can become durable before that. Wait for it
-            // (bounded) instead of failing an instance that is safe on disk.
-            self.mailbox_waits += 1;
-            if self.mailbox_waits <= MAILBOX_WAITS_MAX {
-                self.ready = keys;
-                match core.timer(MAILBOX_WAIT_STEP, TAG_COMMIT_TIMER) {
-                    Ok(timer) => {
-                        self.commit_timer = Some(timer);
-                        return;
-                    }
-                    Err(_) => keys = std::mem::take(&mut self.ready),
-                }
-            }
-            for key in keys {
-                self.durability_failed(core, key, "the core's mailbox is not available".into());
-            }
-            return;
-        };
+        let sender = self.sender.clone();
         let callback_keys = keys.clone();
         let batch = sluice_index::Batch::with_callback(ops, move |result| {
             let message = CoreMessage::Committed {
@@ -1894,7 +1867,7 @@ impl CoreHandler {
                 }
                 job.file = Some(file);
                 self.flush_writes(core, key);
-                self.maybe_sync(core, key);
+                self.maybe_rename(core, key);
             }
             Err(error) => {
                 job.failure = Some((
@@ -1926,7 +1899,7 @@ impl CoreHandler {
                 self.fail_job(core, key, None);
             }
         } else {
-            self.maybe_sync(core, key);
+            self.maybe_rename(core, key);
         }
     }
 

@@ -171,10 +171,11 @@ impl Server {
             adjust(&mut runtime_config);
         }
         let factory_shared = shared.clone();
-        let runtime = Runtime::start(runtime_config, move |core_index| {
-            CoreHandler::new(factory_shared.clone(), core_index)
+        let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
+            CoreHandler::new(factory_shared.clone(), core_index, mailbox)
         })?;
-        // The handlers fetch their CoreSender lazily, after this is set.
+        // The tracker and the shutdown path reach the cores through this
+        // handle; each core's handler got its own mailbox when it was made.
         let _ = shared.runtime.set(runtime.handle());
         // The tracker starts once the cores can be reached; requests that
         // arrive before wait in its channel.
