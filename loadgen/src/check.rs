@@ -52,31 +52,21 @@ pub enum CheckError {
 /// file under `dir`.
 pub fn scan_directory(dir: &Path) -> Result<HashMap<String, String>, CheckError> {
     let mut found = HashMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let entries = std::fs::read_dir(&current).map_err(|source| CheckError::Io {
-            path: current.clone(),
+    let paths = crate::workload::files_under(dir)
+        .map_err(|(path, source)| CheckError::Io { path, source })?;
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|source| CheckError::Io {
+            path: path.clone(),
             source,
         })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(|source| CheckError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let Some((uid, dataset)) = crate::workload::part10_uid_and_dataset(&bytes) else {
-                continue;
-            };
-            let digest = Sha256::digest(dataset)
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
-            found.insert(uid, digest);
-        }
+        let Some((uid, dataset)) = crate::workload::part10_uid_and_dataset(&bytes) else {
+            continue;
+        };
+        let digest = Sha256::digest(dataset)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        found.insert(uid, digest);
     }
     Ok(found)
 }

@@ -504,6 +504,25 @@ fn skip_undefined(dataset: &[u8], mut offset: usize, explicit: bool, depth: u32)
     }
 }
 
+/// Every regular file under `dir`, recursively, in no particular order; a
+/// directory that cannot be read is the error (with its path).
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = std::fs::read_dir(&current).map_err(|source| (current.clone(), source))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// The most bytes of files a `--dir` workload maps (address space, kept for
 /// the whole run).
 pub const DIRECTORY_BYTES_MAX: u64 = 4 << 30;
@@ -512,22 +531,8 @@ pub const DIRECTORY_BYTES_MAX: u64 = 4 << 30;
 /// file; with `new_uids`, locates its UID slots so each send gets new ones.
 /// The files must not change during the run (see `sluice_io::map`).
 pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, WorkloadError> {
-    let mut paths = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let entries = std::fs::read_dir(&current).map_err(|source| WorkloadError::Io {
-            path: current.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.is_file() {
-                paths.push(path);
-            }
-        }
-    }
+    let mut paths =
+        files_under(dir).map_err(|(path, source)| WorkloadError::Io { path, source })?;
     paths.sort();
     let mut prepared = Vec::new();
     let mut total_bytes = 0u64;
