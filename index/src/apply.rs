@@ -16,8 +16,8 @@ use heed::{PutFlags, RwTxn};
 
 use crate::error::{EnvLimits, IndexError, InvalidInput};
 use crate::keys::{
-    check_uid, file_id_key, prefix_of, quarantine_key, read_u64, secondary_key, series_key,
-    triplet_key,
+    check_uid, file_id_key, in_doubt_value, prefix_of, quarantine_key, read_u64, secondary_key,
+    series_key, triplet_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE,
 };
 use crate::ops::{
     ConflictPolicy, Disposition, DuplicatePolicy, ItemResult, Released, StoreOutcome, StoreRequest,
@@ -188,7 +188,26 @@ impl<'t, 'e> Apply<'t, 'e> {
     /// Applies one operation.
     pub(crate) fn apply(&mut self, op: &WriteOp) -> Result<ItemResult, IndexError> {
         match op {
-            WriteOp::Store(request) => self.store(request),
+            WriteOp::Store(request) => {
+                let result = self.store(request)?;
+                if request.in_doubt {
+                    self.mark_in_doubt(request, &result)?;
+                }
+                Ok(result)
+            }
+            WriteOp::ClearInDoubt(file_ids) => {
+                let mut cleared = 0;
+                for file_id in file_ids {
+                    if self.delete(
+                        self.tables.in_doubt,
+                        &file_id_key(*file_id),
+                        "clear in doubt",
+                    )? {
+                        cleared += 1;
+                    }
+                }
+                Ok(Ok(WriteOutcome::InDoubtCleared { cleared }))
+            }
             WriteOp::Remove(triplet) => {
                 let valid = check_uid("StudyInstanceUID", &triplet.study_instance_uid)
                     .and(check_uid("SeriesInstanceUID", &triplet.series_instance_uid))
@@ -217,6 +236,30 @@ impl<'t, 'e> Apply<'t, 'e> {
                 Ok(Ok(WriteOutcome::CommitmentRemoved { existed }))
             }
         }
+    }
+
+    /// Records the new file in `in_doubt` when the store made an entry name
+    /// it (stored, or held in quarantine), with that entry.
+    fn mark_in_doubt(
+        &mut self,
+        request: &StoreRequest,
+        result: &ItemResult,
+    ) -> Result<(), IndexError> {
+        let value = match result {
+            Ok(WriteOutcome::Store(outcome)) => match outcome.disposition() {
+                None | Some(Disposition::Replaced { .. }) => in_doubt_value(
+                    IN_DOUBT_INSTANCE,
+                    request.instance.triplet.sop_instance_uid.as_bytes(),
+                ),
+                Some(Disposition::Quarantined { quarantine_id }) => {
+                    in_doubt_value(IN_DOUBT_QUARANTINE, &quarantine_key(*quarantine_id))
+                }
+                Some(_) => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let key = file_id_key(request.instance.record.file_id);
+        self.put(self.tables.in_doubt, &key, &value, "mark in doubt")
     }
 
     /// What is stored under a SOP Instance UID.

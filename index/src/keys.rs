@@ -120,6 +120,21 @@ pub(crate) fn file_id_key(file_id: FileId) -> [u8; 16] {
     file_id.0.to_be_bytes()
 }
 
+/// `in_doubt` value tag: the file belongs to the instance stored under the SOP
+/// Instance UID that follows.
+pub(crate) const IN_DOUBT_INSTANCE: u8 = b'I';
+/// `in_doubt` value tag: the file belongs to the quarantine entry whose
+/// big-endian id follows.
+pub(crate) const IN_DOUBT_QUARANTINE: u8 = b'Q';
+
+/// The `in_doubt` value naming the entry that references the file.
+pub(crate) fn in_doubt_value(tag: u8, subject: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(1 + subject.len());
+    value.push(tag);
+    value.extend_from_slice(subject);
+    value
+}
+
 /// Big-endian quarantine id: the `quarantine` key.
 pub(crate) fn quarantine_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()

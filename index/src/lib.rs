@@ -42,7 +42,10 @@ pub use ops::{
     SopPresence, StoreOutcome, StoreRequest, WriteOp, WriteOutcome,
 };
 pub use query::{CompiledStudyQuery, StudyQuery};
-pub use read::{CommitmentEntry, InstanceEntry, Listing, ReadTxn, SeriesEntry, StudyMatch};
+pub use read::{
+    CommitmentEntry, InDoubt, InDoubtEntry, InstanceEntry, Listing, ReadTxn, SeriesEntry,
+    StudyMatch,
+};
 pub use records::{
     Checksum, CommitmentRecord, CommitmentState, FileId, InstanceRecord, NewInstance,
     QuarantineEntry, QuarantineReason, SeriesAttributes, SeriesRecord, StudyAttributes,

@@ -5,7 +5,9 @@
 //! that follows it are atomic with respect to every other submitter.
 
 use crate::error::{IndexError, InvalidInput};
-use crate::records::{CommitmentRecord, InstanceRecord, NewInstance, QuarantineEntry, Triplet};
+use crate::records::{
+    CommitmentRecord, FileId, InstanceRecord, NewInstance, QuarantineEntry, Triplet,
+};
 
 /// What to do when the triplet is already stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +47,13 @@ pub struct StoreRequest {
     pub duplicate_policy: DuplicatePolicy,
     /// What to do if the SOP Instance UID is stored under another triplet.
     pub conflict_policy: ConflictPolicy,
+    /// The file's data or directory entry may not be durable yet: the engine
+    /// commits while they are being synced. When the store creates an entry
+    /// naming the file (stored or quarantined), the file id is recorded in
+    /// the `in_doubt` table in the same transaction, until a later
+    /// [`WriteOp::ClearInDoubt`]; start-up recovery verifies such files
+    /// (size and checksum) before trusting their entries.
+    pub in_doubt: bool,
 }
 
 impl StoreRequest {
@@ -54,6 +63,7 @@ impl StoreRequest {
             instance,
             duplicate_policy: DuplicatePolicy::default(),
             conflict_policy: ConflictPolicy::default(),
+            in_doubt: false,
         }
     }
 }
@@ -86,6 +96,9 @@ pub enum WriteOp {
         /// Transaction UID (0008,1195).
         transaction_uid: String,
     },
+    /// These files are now durable (data and directory entry): forget that
+    /// their entries were committed in doubt. Ids not in doubt are ignored.
+    ClearInDoubt(Vec<FileId>),
 }
 
 /// What became of the new instance when it was not simply stored.
@@ -171,6 +184,11 @@ pub enum WriteOutcome {
     CommitmentRemoved {
         /// A record with this Transaction UID existed.
         existed: bool,
+    },
+    /// For [`WriteOp::ClearInDoubt`]: how many of the ids were in doubt.
+    InDoubtCleared {
+        /// Ids found in doubt (and now cleared).
+        cleared: u64,
     },
 }
 

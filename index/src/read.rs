@@ -13,8 +13,8 @@ use heed::{RoTxn, WithoutTls};
 use crate::error::IndexError;
 use crate::index::Shared;
 use crate::keys::{
-    check_uid, file_id_key, prefix_of, quarantine_key, series_key, split_key,
-    study_of_secondary_key,
+    check_uid, file_id_key, prefix_of, quarantine_key, read_u64, series_key, split_key,
+    study_of_secondary_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE,
 };
 use crate::ops::{FileRole, SopPresence};
 use crate::query::{QueryPlan, StudyQuery};
@@ -67,6 +67,30 @@ pub struct InstanceEntry {
     pub triplet: Triplet,
     /// Its record.
     pub record: InstanceRecord,
+}
+
+/// A file whose entry committed before the file (its data and its directory
+/// entry) was known durable; see [`crate::StoreRequest::in_doubt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    /// The file.
+    pub file_id: FileId,
+    /// The entry that names it.
+    pub entry: InDoubtEntry,
+}
+
+/// The entry naming an in-doubt file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InDoubtEntry {
+    /// A stored instance (boxed, like the quarantine entry: both are
+    /// large, and the list is short-lived).
+    Instance(Box<InstanceEntry>),
+    /// A quarantine entry.
+    Quarantine(Box<QuarantineEntry>),
+    /// No entry names the file any more (removed, purged or released since):
+    /// the mark is stale and only needs clearing.
+    Unreferenced,
 }
 
 /// A commitment record with its key.
@@ -558,6 +582,49 @@ impl<'a> ReadTxn<'a> {
                 detail: format!("bad role for {:#x}", file_id.0),
             }),
         }
+    }
+
+    /// Every file in doubt, with the entry that names it (for start-up
+    /// recovery, which verifies them). The table holds at most the instances
+    /// in flight when the process stopped, so this is small.
+    pub fn in_doubt(&self) -> Result<Vec<InDoubt>, IndexError> {
+        let corrupt = |detail: &str| IndexError::Corrupt {
+            table: "in_doubt",
+            detail: detail.to_owned(),
+        };
+        let mut found = Vec::new();
+        let iter = self
+            .shared
+            .tables
+            .in_doubt
+            .iter(&self.txn)
+            .map_err(self.lmdb("scan in_doubt"))?;
+        for item in iter {
+            let (key, value) = item.map_err(self.lmdb("scan in_doubt"))?;
+            let file_id = <[u8; 16]>::try_from(key)
+                .map(|bytes| FileId(u128::from_be_bytes(bytes)))
+                .map_err(|_| corrupt("key is not a 16-byte file id"))?;
+            let entry = match value.split_first() {
+                Some((&IN_DOUBT_INSTANCE, sop)) => {
+                    let sop = std::str::from_utf8(sop).map_err(|_| corrupt("SOP UID not UTF-8"))?;
+                    self.instance_by_sop(sop)?
+                        .filter(|entry| entry.record.file_id == file_id)
+                        .map(|entry| InDoubtEntry::Instance(Box::new(entry)))
+                }
+                Some((&IN_DOUBT_QUARANTINE, id)) => {
+                    let id = read_u64(id).ok_or_else(|| corrupt("bad quarantine id"))?;
+                    self.quarantine_entry(id)?
+                        .filter(|entry| entry.instance.record.file_id == file_id)
+                        .map(|entry| InDoubtEntry::Quarantine(Box::new(entry)))
+                }
+                _ => return Err(corrupt("unknown entry tag")),
+            };
+            found.push(InDoubt {
+                file_id,
+                entry: entry.unwrap_or(InDoubtEntry::Unreferenced),
+            });
+        }
+        Ok(found)
     }
 
     pub(crate) fn raw_txn(&self) -> &RoTxn<'a, WithoutTls> {

@@ -17,8 +17,15 @@ use crate::error::{EnvLimits, IndexError};
 ///
 /// History (nothing was released before version 2, so no migration exists):
 /// 1. the first layout, with a 32-byte (BLAKE3) data set checksum;
-/// 2. the checksum became 16 bytes (XXH3-128), see `Checksum`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 2. the checksum became 16 bytes (XXH3-128), see `Checksum`;
+/// 3. the `in_doubt` table: files an entry names whose durability was not yet
+///    confirmed when the entry committed (see `WriteOp::ClearInDoubt`). An
+///    index of version 2 is upgraded in place at open (the table is created
+///    empty, which is exactly its state in version 2).
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The one older version [`open_tables`] upgrades (by creating `in_doubt`).
+const SCHEMA_VERSION_UPGRADABLE: u32 = 2;
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -51,10 +58,11 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "study_by_accession",
     "quarantine",
     "commitments",
+    "in_doubt",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 11;
+pub(crate) const TABLE_COUNT: usize = 12;
 
 /// Handles to every table.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +89,9 @@ pub(crate) struct Tables {
     pub(crate) quarantine: Table,
     /// Transaction UID -> `CommitmentRecord`.
     pub(crate) commitments: Table,
+    /// File id (16 bytes BE) -> the entry naming it (`keys::in_doubt_value`):
+    /// committed before its file and directory entry were known durable.
+    pub(crate) in_doubt: Table,
 }
 
 impl Tables {
@@ -98,6 +109,7 @@ impl Tables {
             self.study_by_accession,
             self.quarantine,
             self.commitments,
+            self.in_doubt,
         ];
         let mut index = 0;
         tables.map(|table| {
@@ -108,7 +120,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_instances, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments] =
+        let [meta, instances, series_instances, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt] =
             tables;
         Tables {
             meta,
@@ -122,6 +134,7 @@ impl Tables {
             study_by_accession,
             quarantine,
             commitments,
+            in_doubt,
         }
     }
 }
@@ -195,7 +208,9 @@ pub(crate) fn open_tables(
                 reason: "its schema version is not a 4-byte number".into(),
             })
         }
-        Some(Ok(Some(Ok(found)))) if found != SCHEMA_VERSION => {
+        Some(Ok(Some(Ok(found))))
+            if found != SCHEMA_VERSION && found != SCHEMA_VERSION_UPGRADABLE =>
+        {
             return Err(IndexError::SchemaVersionMismatch {
                 path: path.to_owned(),
                 found,
@@ -226,9 +241,15 @@ pub(crate) fn open_tables(
                 create(8)?,
                 create(9)?,
                 create(10)?,
+                create(11)?,
             ];
             let meta = created[0];
-            if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
+            let upgrading = meta.get(wtxn, META_SCHEMA_VERSION)?
+                == Some(&SCHEMA_VERSION_UPGRADABLE.to_be_bytes()[..]);
+            if upgrading {
+                // Version 2 -> 3: `in_doubt` was just created, empty.
+                meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+            } else if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
                 meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
                 meta.put(wtxn, META_RECORD_FORMAT, RECORD_FORMAT.as_bytes())?;
             }

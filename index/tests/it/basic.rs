@@ -2,8 +2,8 @@
 
 use sluice_index::{
     Batch, CommitmentRecord, CommitmentState, ConflictPolicy, Disposition, DuplicatePolicy, FileId,
-    FileRole, IndexError, InvalidInput, QuarantineReason, SopPresence, StoreOutcome, StoreRequest,
-    StudyQuery, SubmitError, Triplet, WriteOp, WriteOutcome,
+    FileRole, InDoubtEntry, IndexError, InvalidInput, QuarantineReason, SopPresence, StoreOutcome,
+    StoreRequest, StudyQuery, SubmitError, Triplet, WriteOp, WriteOutcome,
 };
 
 use crate::common::{instance, open, store};
@@ -796,27 +796,30 @@ fn writer_handles_answer_every_batch() {
     ));
 }
 
+/// Writes `version` as the schema version of the (closed) index in `dir`.
+fn set_schema_version(dir: &std::path::Path, version: u32) {
+    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
+    let wtxn = env.write_txn().expect("txn");
+    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| {
+            opener
+                .create_database(wtxn, Some("meta"))
+                .map(heed::CommitOrAbort::<_, ()>::Commit)
+        })
+        .expect("meta")
+        .unwrap_commit();
+    let mut wtxn = env.write_txn().expect("txn");
+    meta.put(&mut wtxn, b"schema_version", &version.to_be_bytes())
+        .expect("put");
+    wtxn.commit().expect("commit");
+}
+
 /// Rewrites the schema version of a freshly created index to `version`, then
 /// checks that opening it is refused with both versions in the message.
 fn assert_schema_version_refused(version: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     open(dir.path()).close();
-    {
-        let env = sluice_io::lmdb::open_lmdb_env(dir.path(), 256 << 20, 16, 32).expect("raw open");
-        let wtxn = env.write_txn().expect("txn");
-        let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-            .create_databases_and_commit(wtxn, |opener, wtxn| {
-                opener
-                    .create_database(wtxn, Some("meta"))
-                    .map(heed::CommitOrAbort::<_, ()>::Commit)
-            })
-            .expect("meta")
-            .unwrap_commit();
-        let mut wtxn = env.write_txn().expect("txn");
-        meta.put(&mut wtxn, b"schema_version", &version.to_be_bytes())
-            .expect("put");
-        wtxn.commit().expect("commit");
-    }
+    set_schema_version(dir.path(), version);
     let error =
         sluice_index::Index::open(dir.path(), crate::common::options()).expect_err("must refuse");
     match &error {
@@ -867,4 +870,123 @@ fn a_foreign_environment_is_not_an_index() {
     let error =
         sluice_index::Index::open(dir.path(), crate::common::options()).expect_err("must refuse");
     assert!(matches!(error, IndexError::NotAnIndex { .. }), "{error:?}");
+}
+
+fn store_in_doubt(study: &str, series: &str, sop: &str, file_id: u128, seed: u8) -> WriteOp {
+    let mut request = StoreRequest::new(instance(study, series, sop, file_id, seed));
+    request.in_doubt = true;
+    WriteOp::Store(request)
+}
+
+fn in_doubt_ids(index: &sluice_index::Index) -> Vec<(u128, &'static str)> {
+    let read = index.read().expect("read");
+    read.in_doubt()
+        .expect("in doubt")
+        .into_iter()
+        .map(|doubt| {
+            let kind = match doubt.entry {
+                InDoubtEntry::Instance(entry) => {
+                    assert_eq!(entry.record.file_id, doubt.file_id);
+                    "instance"
+                }
+                InDoubtEntry::Quarantine(entry) => {
+                    assert_eq!(entry.instance.record.file_id, doubt.file_id);
+                    "quarantine"
+                }
+                _ => "unreferenced",
+            };
+            (doubt.file_id.0, kind)
+        })
+        .collect()
+}
+
+/// A store marked in doubt records its file with the entry that names it
+/// (instance or quarantine entry), in the same transaction; a refused or
+/// dropped newcomer, which no entry names, is not recorded; clearing forgets
+/// exactly the ids given; an entry removed since leaves an unreferenced mark.
+#[test]
+fn in_doubt_files_are_recorded_with_their_entry_until_cleared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let writer = index.writer();
+    let mut dropped = StoreRequest::new(instance("7.1", "7.1.1", "7.1.1.1", 13, 1));
+    dropped.in_doubt = true;
+    dropped.duplicate_policy = DuplicatePolicy::DropIfIdentical;
+    writer
+        .execute(vec![
+            store_in_doubt("7.1", "7.1.1", "7.1.1.1", 11, 1),
+            store_in_doubt("7.1", "7.1.1", "7.1.1.1", 12, 2),
+            WriteOp::Store(dropped),
+            store("7.1", "7.1.1", "7.1.1.2", 14, 3),
+        ])
+        .expect("store");
+    assert_eq!(
+        in_doubt_ids(&index),
+        vec![(11, "instance"), (12, "quarantine")]
+    );
+    let results = writer
+        .execute(vec![WriteOp::ClearInDoubt(vec![
+            FileId(12),
+            FileId(14),
+            FileId(99),
+        ])])
+        .expect("clear");
+    assert_eq!(results[0], Ok(WriteOutcome::InDoubtCleared { cleared: 1 }));
+    assert_eq!(in_doubt_ids(&index), vec![(11, "instance")]);
+    writer
+        .execute(vec![WriteOp::Remove(Triplet::new(
+            "7.1", "7.1.1", "7.1.1.1",
+        ))])
+        .expect("remove");
+    assert_eq!(in_doubt_ids(&index), vec![(11, "unreferenced")]);
+    let read = index.read().expect("read");
+    assert!(read.check_consistency(10).expect("check").is_consistent());
+}
+
+/// An index of schema version 2 (no `in_doubt` table) opens, is upgraded to
+/// the current version in place, and keeps its entries.
+#[test]
+fn schema_version_2_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let index = open(dir.path());
+        index
+            .writer()
+            .execute(vec![store("8.1", "8.1.1", "8.1.1.1", 21, 1)])
+            .expect("store");
+        index.close();
+    }
+    // Version 2 had no `in_doubt` table; the mark is the version number
+    // (the upgrade creates the table, or keeps it if it exists).
+    set_schema_version(dir.path(), 2);
+    let index = open(dir.path());
+    assert!(index
+        .read()
+        .expect("read")
+        .contains("8.1", "8.1.1", "8.1.1.1")
+        .expect("contains"));
+    assert!(in_doubt_ids(&index).is_empty());
+    index.close();
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
+}
+
+/// The schema version recorded in the (closed) index in `dir`.
+fn schema_version(dir: &std::path::Path) -> u32 {
+    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
+    let rtxn = env.read_txn().expect("txn");
+    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+        .open_databases_and_commit(rtxn, |opener, rtxn| {
+            opener
+                .open_database(rtxn, Some("meta"))
+                .map(heed::CommitOrAbort::<_, ()>::Commit)
+        })
+        .expect("meta")
+        .unwrap_commit()
+        .expect("meta exists");
+    let rtxn = env.read_txn().expect("txn");
+    let bytes = meta
+        .get(&rtxn, b"schema_version")
+        .expect("get")
+        .expect("version");
+    u32::from_be_bytes(bytes.try_into().expect("4 bytes"))
 }
