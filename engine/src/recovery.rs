@@ -30,7 +30,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sluice_index::{Index, IndexError, Triplet};
+use sluice_index::{InDoubtEntry, Index, IndexError, Triplet, WriteOp};
 
 use crate::cli::walk::{for_each_indexed_file, walk_files, IndexedFile};
 use crate::store::layout::{Area, Layout};
@@ -66,6 +66,13 @@ pub struct RecoveryReport {
     pub temp_files_removed: u64,
     /// Files of `objects/` and `quarantine/` without an index entry, moved to `orphans/`.
     pub orphans_moved: u64,
+    /// Entries committed in doubt (the process stopped while their file's
+    /// syncs ran) whose file proved complete: kept, moved into place if the
+    /// rename had not reached the disk.
+    pub in_doubt_kept: u64,
+    /// Entries committed in doubt whose file was missing or incomplete:
+    /// never acknowledged, so removed; any partial file went to `orphans/`.
+    pub in_doubt_removed: u64,
     /// Indexed files found in the other area (objects/ for a quarantine
     /// entry, or the reverse) with the recorded size, or outside their
     /// fan-out directory, renamed into place.
@@ -118,6 +125,15 @@ impl fmt::Display for RecoveryReport {
             plural(self.missing_files_total, "file", "files"),
             self.wrong_size_total,
         )?;
+        if self.in_doubt_kept + self.in_doubt_removed > 0 {
+            write!(
+                formatter,
+                ", {} in-doubt {} verified and kept, {} incomplete and removed",
+                self.in_doubt_kept,
+                plural(self.in_doubt_kept, "entry", "entries"),
+                self.in_doubt_removed,
+            )?;
+        }
         if self.misplaced_moved > 0 {
             write!(
                 formatter,
@@ -232,6 +248,126 @@ fn move_from_other_area(
     Ok(Misplaced::Moved)
 }
 
+/// Makes each directory durable (its entries: renames, removals).
+fn sync_dirs<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>) -> Result<(), RecoveryError> {
+    for dir in dirs {
+        std::fs::File::open(dir)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error("sync directory", dir))?;
+    }
+    Ok(())
+}
+
+/// Step 0: every entry committed in doubt is checked against its file. The
+/// ingest path commits an entry while its file's `fdatasync` and its
+/// directory's `fsync` run, and answers only when all three succeeded; so
+/// an entry still in doubt was never acknowledged, and its file may be
+/// complete (kept), incomplete or missing (the entry is removed). The file
+/// is looked for where the entry names it, in the other area, and in
+/// `tmp/<core>/` (a rename that had not reached the disk). Moves are made
+/// durable before the index forgets the doubt, so a crash here only
+/// repeats this step.
+fn settle_in_doubt(
+    layout: &Layout,
+    index: &Index,
+    report: &mut RecoveryReport,
+) -> Result<(), RecoveryError> {
+    let in_doubt = index.read()?.in_doubt()?;
+    if in_doubt.is_empty() {
+        return Ok(());
+    }
+    let mut buffer = vec![0u8; crate::cli::verify::READ_CHUNK_BYTES];
+    let mut ops = Vec::new();
+    let mut cleared = Vec::new();
+    let mut dirs_to_sync = BTreeSet::new();
+    for doubt in in_doubt {
+        let file_id = doubt.file_id;
+        cleared.push(file_id);
+        let (area, record, undo, triplet) = match doubt.entry {
+            InDoubtEntry::Instance(entry) => (
+                Area::Objects,
+                entry.record,
+                WriteOp::Remove(entry.triplet.clone()),
+                entry.triplet,
+            ),
+            InDoubtEntry::Quarantine(entry) => (
+                Area::Quarantine,
+                entry.instance.record,
+                WriteOp::PurgeQuarantine(entry.id),
+                entry.instance.triplet,
+            ),
+            // No entry names the file any more: only the mark goes.
+            _ => continue,
+        };
+        let place = layout.area_path(area, file_id);
+        let other = match area {
+            Area::Objects => Area::Quarantine,
+            _ => Area::Objects,
+        };
+        let core = ((file_id.0 >> 48) & 0xffff) as usize;
+        let candidates = [
+            place.clone(),
+            layout.area_path(other, file_id),
+            layout.tmp_path(core, file_id),
+        ];
+        let found: Vec<&PathBuf> = candidates.iter().filter(|path| path.exists()).collect();
+        let complete = found
+            .iter()
+            .find(|path| crate::cli::verify::check_file(path, &record, &mut buffer).is_none());
+        if let Some(complete) = complete {
+            if **complete != place {
+                let target_dir = layout.fanout_dir(area, file_id);
+                std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
+                std::fs::rename(complete, &place).map_err(io_error("move", complete))?;
+                if let Some(parent) = complete.parent() {
+                    dirs_to_sync.insert(parent.to_owned());
+                }
+                let mut created = Some(target_dir.as_path());
+                while let Some(dir) = created {
+                    dirs_to_sync.insert(dir.to_owned());
+                    if dir == layout.root() {
+                        break;
+                    }
+                    created = dir.parent();
+                }
+            }
+            tracing::info!(
+                sop = %triplet.sop_instance_uid,
+                path = %place.display(),
+                "recovery: entry committed in doubt; its file is complete, kept"
+            );
+            report.in_doubt_kept += 1;
+            continue;
+        }
+        // Never acknowledged and not complete: the entry goes; a partial
+        // file is kept in orphans/ for review, never deleted.
+        let orphans_dir = layout.orphans_dir();
+        for path in found {
+            std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;
+            let name = crate::store::layout::file_name(file_id);
+            let destination = orphan_destination(&orphans_dir, &name)?;
+            std::fs::rename(path, &destination).map_err(io_error("move", path))?;
+            if let Some(parent) = path.parent() {
+                dirs_to_sync.insert(parent.to_owned());
+            }
+            dirs_to_sync.insert(orphans_dir.clone());
+        }
+        tracing::warn!(
+            study = %triplet.study_instance_uid,
+            series = %triplet.series_instance_uid,
+            sop = %triplet.sop_instance_uid,
+            path = %place.display(),
+            "recovery: entry committed in doubt, its file is missing or incomplete (never acknowledged): entry removed"
+        );
+        ops.push(undo);
+        report.in_doubt_removed += 1;
+    }
+    sync_dirs(&dirs_to_sync)?;
+    ops.push(WriteOp::ClearInDoubt(cleared));
+    index.writer().execute(ops)?;
+    Ok(())
+}
+
 /// Runs start-up recovery on the data directory of `layout`, whose index is
 /// `index`. Call it before accepting associations (nothing may be writing
 /// the data directory meanwhile). Logs one warning per damaged index entry
@@ -239,6 +375,10 @@ fn move_from_other_area(
 pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, RecoveryError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
+
+    // 0. Entries committed in doubt: settled first, while their files may
+    //    still be in tmp/.
+    settle_in_doubt(layout, index, &mut report)?;
 
     // 1. Files being received when the process stopped were never
     //    acknowledged: remove them (the per-core directories stay).
@@ -372,11 +512,7 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
     }
     // The moves and removals are made durable before the server starts
     // writing new files beside them.
-    for dir in &dirs_to_sync {
-        std::fs::File::open(dir)
-            .and_then(|file| file.sync_all())
-            .map_err(io_error("sync directory", dir))?;
-    }
+    sync_dirs(&dirs_to_sync)?;
 
     // 3. Every index entry must have its file, of the recorded size.
     let mut stat_error = None;

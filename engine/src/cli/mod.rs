@@ -27,7 +27,7 @@ mod browse;
 mod commitments;
 mod format;
 mod quarantine;
-mod verify;
+pub(crate) mod verify;
 pub(crate) mod walk;
 
 use std::io::Write;

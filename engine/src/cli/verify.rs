@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use sluice_index::{Checksum, IndexError};
+use sluice_index::{Checksum, IndexError, InstanceRecord};
 
 use super::format::hex;
 use super::walk::{for_each_indexed_file, IndexedFile};
@@ -18,11 +18,11 @@ use super::{CliError, OpenStore};
 use crate::store::layout::{Area, DatasetHasher};
 
 /// Bytes read from a file at a time.
-const READ_CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const READ_CHUNK_BYTES: usize = 1 << 20;
 
 /// What was wrong with one file.
 #[derive(Debug)]
-enum Problem {
+pub(crate) enum Problem {
     Missing,
     WrongSize { actual_bytes: u64 },
     Checksum { actual: Checksum },
@@ -49,7 +49,14 @@ impl Tally {
     }
 }
 
-fn check_file(path: &Path, file: &IndexedFile, buffer: &mut [u8]) -> Option<Problem> {
+/// Checks the file at `path` against its index record: its size, then the
+/// checksum of its data set (read in `buffer`-sized pieces). `None` when it
+/// matches. Also used by start-up recovery for files committed in doubt.
+pub(crate) fn check_file(
+    path: &Path,
+    record: &InstanceRecord,
+    buffer: &mut [u8],
+) -> Option<Problem> {
     let mut handle = match std::fs::File::open(path) {
         Ok(handle) => handle,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -61,10 +68,10 @@ fn check_file(path: &Path, file: &IndexedFile, buffer: &mut [u8]) -> Option<Prob
         Ok(metadata) => metadata.len(),
         Err(error) => return Some(Problem::Unreadable(error)),
     };
-    if actual_bytes != file.record.file_size_bytes {
+    if actual_bytes != record.file_size_bytes {
         return Some(Problem::WrongSize { actual_bytes });
     }
-    if let Err(error) = handle.seek(SeekFrom::Start(file.record.dataset_offset_bytes)) {
+    if let Err(error) = handle.seek(SeekFrom::Start(record.dataset_offset_bytes)) {
         return Some(Problem::Unreadable(error));
     }
     let mut hasher = DatasetHasher::new();
@@ -77,7 +84,7 @@ fn check_file(path: &Path, file: &IndexedFile, buffer: &mut [u8]) -> Option<Prob
         }
     }
     let actual = hasher.finish();
-    (actual != file.record.checksum).then_some(Problem::Checksum { actual })
+    (actual != record.checksum).then_some(Problem::Checksum { actual })
 }
 
 /// Whether the index still holds `file` as the walk saw it (same entry,
@@ -123,7 +130,7 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
             ),
             None => format!("SOP Instance UID {}", file.triplet.sop_instance_uid),
         };
-        let problem = match check_file(&path, &file, &mut buffer) {
+        let problem = match check_file(&path, &file.record, &mut buffer) {
             None => {
                 tally.bytes += file.record.file_size_bytes;
                 return Ok(());

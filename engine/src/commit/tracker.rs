@@ -14,7 +14,7 @@
 //! resumes exactly where the index says: pending requests wait again (their
 //! references re-checked), decided reports are delivered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use sluice_index::{
-    CommitmentRecord, CommitmentState, IndexError, IndexWriter, SopPresence, WriteOp,
+    CommitmentRecord, CommitmentState, FileId, IndexError, IndexWriter, ReadTxn, SopPresence,
+    WriteOp,
 };
 use sluice_net::dimse::commitment::{CommitmentRequest, CommitmentResult};
 use sluice_net::dimse::Status;
@@ -452,6 +453,7 @@ impl Tracker {
                 return;
             }
         };
+        let in_doubt = in_doubt_snapshot(&self.shared);
         self.waiting.clear();
         let mut complete = Vec::new();
         for (transaction_uid, transaction) in &mut self.transactions {
@@ -465,8 +467,12 @@ impl Tracker {
                 if *present {
                     continue;
                 }
-                let presence =
-                    read.sop_presence(&reference.sop_instance_uid, &reference.sop_class_uid);
+                let presence = durable_presence(
+                    &read,
+                    &in_doubt,
+                    &reference.sop_instance_uid,
+                    &reference.sop_class_uid,
+                );
                 if let Ok(SopPresence::Stored | SopPresence::ClassMismatch { .. }) = presence {
                     if let Ok(SopPresence::ClassMismatch { .. }) = presence {
                         transaction
@@ -570,10 +576,16 @@ impl Tracker {
         // waiting cannot change the class an instance is stored with.
         let mut failed = Vec::new();
         let check = self.shared.store.index().read().and_then(|read| {
+            let in_doubt = in_doubt_snapshot(&self.shared);
             for (index, (reference, present)) in
                 references.iter().zip(present.iter_mut()).enumerate()
             {
-                match read.sop_presence(&reference.sop_instance_uid, &reference.sop_class_uid)? {
+                match durable_presence(
+                    &read,
+                    &in_doubt,
+                    &reference.sop_instance_uid,
+                    &reference.sop_class_uid,
+                )? {
                     SopPresence::Stored => *present = true,
                     SopPresence::ClassMismatch { .. } => {
                         *present = true;
@@ -723,6 +735,7 @@ impl Tracker {
         };
         let mut failed = Vec::new();
         let read = self.shared.store.index().read();
+        let in_doubt = in_doubt_snapshot(&self.shared);
         for (index, (reference, present)) in transaction
             .payload
             .references
@@ -734,9 +747,12 @@ impl Tracker {
                 continue;
             }
             let presence = match &read {
-                Ok(read) => {
-                    read.sop_presence(&reference.sop_instance_uid, &reference.sop_class_uid)
-                }
+                Ok(read) => durable_presence(
+                    read,
+                    &in_doubt,
+                    &reference.sop_instance_uid,
+                    &reference.sop_class_uid,
+                ),
                 Err(error) => Err(error.clone()),
             };
             let reason = match presence {
@@ -1053,6 +1069,37 @@ pub(crate) fn retry_delay(delay: Duration, cap: Duration, attempt: u32) -> Durat
         .checked_mul(1u32 << doublings.min(31))
         .unwrap_or(cap)
         .min(cap)
+}
+
+/// The files committed in doubt and not yet durable, copied from the cores'
+/// shared set. Take it *after* opening the read transaction it is used with:
+/// a core adds a file before submitting its entry, so every in-doubt entry
+/// that transaction can see is then in the copy (or already durable).
+fn in_doubt_snapshot(shared: &ServerShared) -> HashSet<FileId> {
+    shared
+        .in_doubt
+        .lock()
+        .map(|set| set.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+}
+
+/// [`ReadTxn::sop_presence`] for commitment: an instance whose file is still
+/// in doubt (its entry committed, its data or directory entry not yet
+/// durable) is not stored yet; its core notifies the tracker once it is.
+fn durable_presence(
+    read: &ReadTxn<'_>,
+    in_doubt: &HashSet<FileId>,
+    sop_instance_uid: &str,
+    sop_class_uid: &str,
+) -> Result<SopPresence, IndexError> {
+    let presence = read.sop_presence(sop_instance_uid, sop_class_uid)?;
+    if in_doubt.is_empty() || presence == SopPresence::Absent {
+        return Ok(presence);
+    }
+    match read.instance_by_sop(sop_instance_uid)? {
+        Some(entry) if in_doubt.contains(&entry.record.file_id) => Ok(SopPresence::Absent),
+        _ => Ok(presence),
+    }
 }
 
 #[cfg(test)]

@@ -13,16 +13,30 @@
 //!    data set is unlinked and answered with its status;
 //! 3. every write completed -> rename into `objects/ab/cd/` (or
 //!    `quarantine/ab/cd/` when the triplet is already stored);
-//! 4. then, together: `fdatasync` of the file, and an `fsync` of its
-//!    directory shared by every instance renamed into it since the last one
-//!    began (group commit: one directory fsync per directory per round, not
-//!    per instance). A crash before both complete leaves at most an
-//!    unindexed file, which start-up recovery moves to `orphans/`; nothing
-//!    was acknowledged;
-//! 5. the instance joins the core's index batch (group commit window /
-//!    maximum batch), submitted to the single index writer;
-//! 6. the writer's answer comes back through the core's mailbox: only then
-//!    is the C-STORE-RSP sent (0000, or a failure with the file removed).
+//! 4. then, together:
+//!    - `fdatasync` of the file;
+//!    - an `fsync` of its directory, shared by every instance renamed into
+//!      it since the last one began (one directory fsync per directory per
+//!      round, not per instance);
+//!    - the index commit: the instance joins the core's batch (group-commit
+//!      window / maximum batch) for the single index writer, as a store
+//!      marked *in doubt*: the same transaction records its file id in the
+//!      index's `in_doubt` table;
+//! 5. only when all three succeeded is the C-STORE-RSP sent (0000); the
+//!    file's in-doubt mark is then cleared by a later transaction (the next
+//!    batch's, or its own after [`IN_DOUBT_CLEAR_DELAY`]). Storage
+//!    commitment counts an instance only once it is out of the shared
+//!    in-memory set of in-doubt files ([`ServerShared::in_doubt`]).
+//!
+//! A crash before all three complete leaves either an unindexed file
+//! (moved to `orphans/` at start-up) or an in-doubt entry, which start-up
+//! recovery verifies against the file's size and checksum: kept (and its
+//! file moved into place if the rename was lost) when complete, removed
+//! when not. Nothing was acknowledged in either case. A failed sync after
+//! the commit answered removes the entry again ([`CoreHandler::undo_entry`]).
+//! Under the `replace` duplicate policy the commit waits for both syncs
+//! instead (step 4 then 5 in sequence), because removing a replacing entry
+//! could not give the replaced one back.
 //!
 //! Any error on the way fails that instance with an A7xx status, never
 //! retried into a success.
@@ -102,6 +116,7 @@ const TAG_DIR_SYNC: u64 = 8 << 56;
 const TAG_COMMIT_TIMER: u64 = 9 << 56;
 const TAG_IGNORED: u64 = 10 << 56;
 const TAG_CONNECT: u64 = 11 << 56;
+const TAG_CLEAR_TIMER: u64 = 12 << 56;
 const TAG_KIND_MASK: u64 = 0xff << 56;
 
 /// Messages from other threads to a core.
@@ -279,6 +294,7 @@ struct JobTiming {
     file_synced: Option<Instant>,
     dir_synced: Option<Instant>,
     submitted: Option<Instant>,
+    committed: Option<Instant>,
 }
 
 impl JobTiming {
@@ -298,11 +314,12 @@ impl JobTiming {
             rename_us = Self::micros(self.complete, self.renamed),
             file_sync_us = Self::micros(self.renamed, self.file_synced),
             dir_sync_us = Self::micros(self.renamed, self.dir_synced),
+            // Zero when the entry was submitted before the syncs ended.
             wait_batch_us = Self::micros(
                 self.file_synced.max(self.dir_synced),
                 self.submitted
             ),
-            index_us = Self::micros(self.submitted, answered),
+            index_us = Self::micros(self.submitted, self.committed.or(answered)),
             total_us = Self::micros(self.complete, answered),
             "instance answered"
         );
@@ -351,6 +368,26 @@ struct Job {
     timing: JobTiming,
     failure: Option<(Status, String)>,
     instance: Option<NewInstance>,
+    /// Submitted to the index while its syncs run (the entry is marked in
+    /// doubt until they succeed); false under `replace`, where the store
+    /// waits for durability first.
+    early: bool,
+    index: IndexStep,
+}
+
+/// Where an instance's index entry stands.
+// Held inside a `Job`, which is larger still; boxing the outcome would cost
+// an allocation per instance for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum IndexStep {
+    NotYet,
+    /// In the core's next batch.
+    Queued,
+    /// Submitted; the writer has not answered.
+    InFlight,
+    /// Committed, waiting for the file and directory syncs to end.
+    Answered(StoreOutcome),
 }
 
 /// One core's handler.
@@ -375,6 +412,10 @@ pub(crate) struct CoreHandler {
     abandoned_opens: HashMap<u64, PathBuf>,
     free_space: Option<(Instant, u64)>,
     durability_failures: u32,
+    /// Files of answered early instances whose in-doubt marks are still to
+    /// be cleared in the index (with the next batch, or by `clear_timer`).
+    in_doubt_to_clear: Vec<FileId>,
+    clear_timer: Option<TimerId>,
 }
 
 impl std::fmt::Debug for CoreHandler {
@@ -421,6 +462,8 @@ impl CoreHandler {
             abandoned_opens: HashMap::new(),
             free_space: None,
             durability_failures: 0,
+            in_doubt_to_clear: Vec::new(),
+            clear_timer: None,
         }
     }
 
@@ -1091,6 +1134,8 @@ impl CoreHandler {
             renamed: false,
             failure: None,
             instance: None,
+            early: false,
+            index: IndexStep::NotYet,
         };
         self.jobs.insert(key, job);
         Ok(key)
@@ -1241,7 +1286,26 @@ impl CoreHandler {
         if job.failure.is_some() {
             self.fail_job(core, key, Some(conn));
         } else {
+            self.submit_early(core, key);
             self.maybe_rename(core, key);
+        }
+    }
+
+    /// The data set is whole and acceptable: its index entry is committed
+    /// now, beside the last writes, the rename and the syncs, marked in
+    /// doubt until they all succeed. Not under `replace`: replacing removes
+    /// the stored instance's entry, which an undo could not give back.
+    fn submit_early(&mut self, core: &mut Core, key: u64) {
+        if self.shared.store.config().storage.duplicate_policy == ConfigDuplicatePolicy::Replace {
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.failure.is_none() && matches!(job.index, IndexStep::NotYet) {
+            job.early = true;
+            lock_in_doubt(&self.shared).insert(job.file_id);
+            self.enqueue_for_index(core, key);
         }
     }
 
@@ -1302,6 +1366,7 @@ impl CoreHandler {
             // Under `replace` a newcomer always ends in objects/.
             let replacing = self.shared.store.config().storage.duplicate_policy
                 == ConfigDuplicatePolicy::Replace;
+            // The entry may already be this instance's own (committed early).
             !replacing
                 && self
                     .shared
@@ -1309,12 +1374,13 @@ impl CoreHandler {
                     .index()
                     .read()
                     .and_then(|read| {
-                        read.contains(
+                        read.instance(
                             &triplet.study_instance_uid,
                             &triplet.series_instance_uid,
                             &triplet.sop_instance_uid,
                         )
                     })
+                    .map(|stored| stored.is_some_and(|record| record.file_id != job.file_id))
                     .unwrap_or(false)
         };
         let layout = self.shared.store.layout().clone();
@@ -1473,8 +1539,9 @@ impl CoreHandler {
         }
     }
 
-    /// File and directory durable: the instance joins the core's index
-    /// batch (step 5).
+    /// File and directory durable: an early instance whose commit has
+    /// answered is finished; a late one (`replace`) joins the core's index
+    /// batch now (step 5).
     fn maybe_index(&mut self, core: &mut Core, key: u64) {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
@@ -1487,6 +1554,26 @@ impl CoreHandler {
             return;
         }
         job.phase = Phase::Indexing;
+        if !job.early {
+            self.enqueue_for_index(core, key);
+            return;
+        }
+        if let IndexStep::Answered(_) = job.index {
+            if let IndexStep::Answered(outcome) =
+                std::mem::replace(&mut job.index, IndexStep::NotYet)
+            {
+                self.store_outcome(core, key, outcome);
+            }
+        }
+    }
+
+    /// Puts the instance in the core's next index batch, and submits the
+    /// batch now or when the group-commit window ends.
+    fn enqueue_for_index(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.index = IndexStep::Queued;
         self.ready.push(key);
         let storage = &self.shared.store.config().storage;
         let window = storage.group_commit_window_us;
@@ -1497,6 +1584,7 @@ impl CoreHandler {
         let another_on_its_way = self.jobs.values().any(|other| {
             other.complete
                 && other.failure.is_none()
+                && matches!(other.index, IndexStep::NotYet)
                 && matches!(
                     other.phase,
                     Phase::Receiving | Phase::Renaming | Phase::Syncing
@@ -1530,21 +1618,42 @@ impl CoreHandler {
             UidConflictPolicy::Reject => ConflictPolicy::Reject,
             _ => ConflictPolicy::Quarantine,
         };
-        let keys: Vec<u64> = std::mem::take(&mut self.ready);
-        let mut ops = Vec::with_capacity(keys.len());
+        // Marks of instances answered since the last batch ride along: the
+        // writer coalesces queued batches into one transaction.
+        self.submit_in_doubt_clears(core);
+        let queued: Vec<u64> = std::mem::take(&mut self.ready);
+        let mut keys = Vec::with_capacity(queued.len());
+        let mut ops = Vec::with_capacity(queued.len());
+        let mut failed = Vec::new();
         let now = Instant::now();
-        for key in &keys {
-            let Some(job) = self.jobs.get_mut(key) else {
+        for key in queued {
+            let Some(job) = self.jobs.get_mut(&key) else {
                 continue;
             };
+            let instance = match (&job.failure, &job.instance) {
+                (None, Some(instance)) => instance.clone(),
+                // Failed while queued (a sync error): nothing to index.
+                _ => {
+                    job.index = IndexStep::NotYet;
+                    failed.push(key);
+                    continue;
+                }
+            };
             job.timing.submitted = Some(now);
-            if let Some(instance) = job.instance.clone() {
-                ops.push(WriteOp::Store(StoreRequest {
-                    instance,
-                    duplicate_policy,
-                    conflict_policy,
-                }));
-            }
+            job.index = IndexStep::InFlight;
+            ops.push(WriteOp::Store(StoreRequest {
+                instance,
+                duplicate_policy,
+                conflict_policy,
+                in_doubt: job.early,
+            }));
+            keys.push(key);
+        }
+        for key in failed {
+            self.fail_job(core, key, None);
+        }
+        if keys.is_empty() {
+            return;
         }
         let sender = self.sender.clone();
         let callback_keys = keys.clone();
@@ -1566,9 +1675,112 @@ impl CoreHandler {
         };
         if let Err(error) = submitted {
             for key in keys {
+                if let Some(job) = self.jobs.get_mut(&key) {
+                    job.index = IndexStep::NotYet;
+                }
                 self.durability_failed(core, key, format!("index writer: {error}"));
             }
         }
+    }
+
+    /// Submits the in-doubt marks to clear (files now durable) as their own
+    /// small batch. Only start-up recovery reads the marks, so a failure here
+    /// costs nothing but a recheck of those files at the next start.
+    fn submit_in_doubt_clears(&mut self, core: &mut Core) {
+        if let Some(timer) = self.clear_timer.take() {
+            core.cancel_timer(timer);
+        }
+        if self.in_doubt_to_clear.is_empty() {
+            return;
+        }
+        let file_ids = std::mem::take(&mut self.in_doubt_to_clear);
+        let batch = sluice_index::Batch::with_callback(
+            vec![WriteOp::ClearInDoubt(file_ids)],
+            |result| {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "could not clear in-doubt marks; start-up recovery will check those files");
+                }
+            },
+        );
+        if let Err(error) = self.writer.try_submit(batch) {
+            if let SubmitError::Full(batch) = error {
+                // Keep them for the next batch or the timer.
+                if let Some(WriteOp::ClearInDoubt(file_ids)) = batch.ops().first() {
+                    self.in_doubt_to_clear = file_ids.clone();
+                    self.arm_clear_timer(core);
+                }
+            } else {
+                tracing::warn!(%error, "could not clear in-doubt marks; start-up recovery will check those files");
+            }
+        }
+    }
+
+    /// Clears the marks of instances answered when no batch follows soon.
+    fn arm_clear_timer(&mut self, core: &mut Core) {
+        if self.clear_timer.is_none() && !self.in_doubt_to_clear.is_empty() {
+            if let Ok(timer) = core.timer(IN_DOUBT_CLEAR_DELAY, TAG_CLEAR_TIMER) {
+                self.clear_timer = Some(timer);
+            }
+        }
+    }
+
+    /// Undoes the entry of an early instance that failed after its commit
+    /// (a write, rename or sync error): the sender will be told the failure,
+    /// so the index must not keep it. The failure is answered only once the
+    /// undo committed (its [`CoreMessage::Committed`] comes back here), so a
+    /// sender retrying at once is not held as a duplicate of itself. True
+    /// when an undo is on its way; false when there is nothing to undo or it
+    /// could not be submitted (the entry then stays in doubt, and start-up
+    /// recovery removes it: the file is gone).
+    fn undo_entry(&mut self, key: u64, outcome: &StoreOutcome) -> bool {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return false;
+        };
+        let Some(instance) = job.instance.as_ref() else {
+            return false;
+        };
+        let undo = match outcome.disposition() {
+            None => WriteOp::Remove(instance.triplet.clone()),
+            Some(Disposition::Quarantined { quarantine_id }) => {
+                WriteOp::PurgeQuarantine(*quarantine_id)
+            }
+            Some(Disposition::Replaced { .. }) => {
+                tracing::error!(
+                    sop_instance_uid = %instance.triplet.sop_instance_uid,
+                    "an instance that replaced another failed to become durable; its entry stays in doubt for start-up recovery"
+                );
+                return false;
+            }
+            Some(_) => return false,
+        };
+        tracing::warn!(
+            sop_instance_uid = %instance.triplet.sop_instance_uid,
+            "removing the index entry of an instance that failed to become durable"
+        );
+        let ops = vec![undo, WriteOp::ClearInDoubt(vec![job.file_id])];
+        job.index = IndexStep::InFlight;
+        let sender = self.sender.clone();
+        let batch = sluice_index::Batch::with_callback(ops, move |result| {
+            let message = CoreMessage::Committed {
+                jobs: vec![key],
+                result,
+            };
+            if sender.send_timeout(message, MAILBOX_SEND_WAIT).is_err() {
+                tracing::error!("a core did not take an index result; its senders time out");
+            }
+        });
+        let submitted = match self.writer.try_submit(batch) {
+            Err(SubmitError::Full(batch)) => self.writer.submit(batch),
+            other => other,
+        };
+        if let Err(error) = submitted {
+            tracing::error!(%error, "cannot submit the undo of an index entry; it stays in doubt for start-up recovery");
+            if let Some(job) = self.jobs.get_mut(&key) {
+                job.index = IndexStep::NotYet;
+            }
+            return false;
+        }
+        true
     }
 
     fn committed(&mut self, core: &mut Core, keys: Vec<u64>, result: BatchResult) {
@@ -1580,6 +1792,7 @@ impl CoreHandler {
                 self.count_durability_failure();
                 for key in keys {
                     if let Some(job) = self.jobs.get_mut(&key) {
+                        job.index = IndexStep::NotYet;
                         job.failure = Some((status, format!("index commit failed: {error}")));
                     }
                     self.fail_job(core, key, None);
@@ -1588,9 +1801,15 @@ impl CoreHandler {
             Ok(items) => {
                 self.durability_failures = 0;
                 for (key, item) in keys.into_iter().zip(items) {
+                    if let Some(job) = self.jobs.get_mut(&key) {
+                        job.index = IndexStep::NotYet;
+                    }
                     match item {
-                        Ok(WriteOutcome::Store(outcome)) => self.store_outcome(core, key, outcome),
-                        Ok(_) => {}
+                        Ok(WriteOutcome::Store(outcome)) => {
+                            self.store_committed(core, key, outcome)
+                        }
+                        // An undo (`undo_entry`) committed: answer the failure.
+                        Ok(_) => self.fail_job(core, key, None),
                         Err(invalid) => {
                             if let Some(job) = self.jobs.get_mut(&key) {
                                 job.failure = Some((
@@ -1606,10 +1825,34 @@ impl CoreHandler {
         }
     }
 
+    /// The index answered a store: finish the instance if its syncs are
+    /// done, undo the entry if one failed, or wait for them.
+    fn store_committed(&mut self, core: &mut Core, key: u64, outcome: StoreOutcome) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.timing.committed = Some(Instant::now());
+        if job.failure.is_some() {
+            if !self.undo_entry(key, &outcome) {
+                self.fail_job(core, key, None);
+            }
+        } else if job.file_synced && job.dir_synced {
+            self.store_outcome(core, key, outcome);
+        } else {
+            job.index = IndexStep::Answered(outcome);
+        }
+    }
+
     fn store_outcome(&mut self, core: &mut Core, key: u64, outcome: StoreOutcome) {
         let Some(job) = self.jobs.remove(&key) else {
             return;
         };
+        if job.early {
+            // Durable now: commitment may count it, and the mark can go.
+            lock_in_doubt(&self.shared).remove(&job.file_id);
+            self.in_doubt_to_clear.push(job.file_id);
+            self.arm_clear_timer(core);
+        }
         let layout = self.shared.store.layout().clone();
         let Some(instance) = job.instance.clone() else {
             return;
@@ -1766,13 +2009,27 @@ impl CoreHandler {
         }
         if job.writes_in_flight > 0
             || job.file_sync_in_flight
+            || matches!(job.index, IndexStep::InFlight)
             || matches!(job.phase, Phase::Syncing | Phase::Renaming) && job.failure.is_none()
         {
+            // The index's answer (or the sync's) comes back here.
             return;
+        }
+        if let IndexStep::Answered(_) = job.index {
+            if let IndexStep::Answered(outcome) =
+                std::mem::replace(&mut job.index, IndexStep::NotYet)
+            {
+                if self.undo_entry(key, &outcome) {
+                    return;
+                }
+            }
         }
         let Some(job) = self.jobs.remove(&key) else {
             return;
         };
+        if job.early {
+            lock_in_doubt(&self.shared).remove(&job.file_id);
+        }
         if let Some(file) = job.file {
             let _ = core.close_file(file, TAG_IGNORED);
         }
@@ -1931,6 +2188,19 @@ impl CoreHandler {
     }
 }
 
+/// How long the in-doubt marks of answered instances wait for a batch to
+/// ride along with before they are cleared in a transaction of their own.
+const IN_DOUBT_CLEAR_DELAY: Duration = Duration::from_millis(100);
+
+/// The shared set of files committed in doubt and not yet durable.
+fn lock_in_doubt(shared: &ServerShared) -> std::sync::MutexGuard<'_, HashSet<FileId>> {
+    // A poisoned lock only means a panic elsewhere; the set stays valid.
+    shared
+        .in_doubt
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -2083,6 +2353,10 @@ impl Handler for CoreHandler {
                         self.commit_timer = None;
                         self.submit_index_batch(core);
                     }
+                    TAG_CLEAR_TIMER => {
+                        self.clear_timer = None;
+                        self.submit_in_doubt_clears(core);
+                    }
                     _ => {}
                 }
             }
@@ -2153,6 +2427,13 @@ impl Handler for CoreHandler {
             }
             _ => {}
         }
+    }
+
+    /// The in-doubt marks of instances already answered are cleared before
+    /// the core stops (the index finishes queued batches when it closes), so
+    /// a clean shutdown leaves recovery nothing to re-verify.
+    fn on_shutdown(&mut self, core: &mut Core) {
+        self.submit_in_doubt_clears(core);
     }
 
     fn on_message(&mut self, core: &mut Core, message: CoreMessage) {

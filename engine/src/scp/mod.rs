@@ -84,6 +84,11 @@ pub(crate) struct ServerShared {
     pub(crate) established: AtomicU32,
     pub(crate) per_calling_ae: Mutex<std::collections::HashMap<String, u32>>,
     pub(crate) runtime: OnceLock<RuntimeHandle<CoreMessage>>,
+    /// Files whose index entry committed before their data and directory
+    /// entry were durable (the cores insert at submission and remove once
+    /// both syncs succeeded or the instance failed): storage commitment does
+    /// not count an instance whose file is here.
+    pub(crate) in_doubt: Mutex<std::collections::HashSet<sluice_index::FileId>>,
 }
 
 /// A running Storage SCP. Stop it with [`Server::shutdown`].
@@ -144,6 +149,7 @@ impl Server {
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             runtime: OnceLock::new(),
+            in_doubt: Mutex::new(std::collections::HashSet::new()),
         });
         let core_count = config.server.cores.count().max(1);
         let connections_per_core = (config.network.max_associations as usize)

@@ -57,13 +57,18 @@ struct RecoverySummary {
     entries_checked: u64,
     files_missing: u64,
     files_wrong_size: u64,
+    in_doubt_kept: u64,
+    in_doubt_removed: u64,
 }
 
 /// Parses `recovery: T temporary files removed, O unindexed files moved to
-/// orphans/, C index entries checked: M files missing, W of the wrong size`
+/// orphans/, C index entries checked: M files missing, W of the wrong size[,
+/// K in-doubt entries verified and kept, R incomplete and removed]`
 /// (singular nouns for counts of one).
 fn recovery_summary(log: &str) -> Option<RecoverySummary> {
-    let line = log.lines().find(|line| line.contains("recovery: "))?;
+    let line = log
+        .lines()
+        .find(|line| line.contains("recovery: ") && line.contains("temporary file"))?;
     let text = &line[line.find("recovery: ")?..];
     for fragment in [
         "temporary file",
@@ -80,14 +85,23 @@ fn recovery_summary(log: &str) -> Option<RecoverySummary> {
         .split_whitespace()
         .filter_map(|word| word.trim_end_matches([',', ':']).parse().ok())
         .collect();
+    let in_doubt = text.contains("in-doubt");
     match numbers[..] {
-        [temporary_removed, orphans_moved, entries_checked, files_missing, files_wrong_size, ..] => {
+        [temporary_removed, orphans_moved, entries_checked, files_missing, files_wrong_size, ref rest @ ..] =>
+        {
+            let (in_doubt_kept, in_doubt_removed) = match rest {
+                [kept, removed, ..] if in_doubt => (*kept, *removed),
+                _ if in_doubt => return None,
+                _ => (0, 0),
+            };
             Some(RecoverySummary {
                 temporary_removed,
                 orphans_moved,
                 entries_checked,
                 files_missing,
                 files_wrong_size,
+                in_doubt_kept,
+                in_doubt_removed,
             })
         }
         _ => None,
@@ -194,6 +208,7 @@ struct Totals {
     acknowledged: usize,
     temporary_removed: u64,
     orphans_moved: u64,
+    in_doubt_settled: u64,
 }
 
 fn crash_rounds(backend: &str, rounds: u32) {
@@ -308,24 +323,28 @@ fn crash_rounds(backend: &str, rounds: u32) {
         totals.acknowledged += acknowledged.len();
         totals.temporary_removed += summary.temporary_removed;
         totals.orphans_moved += summary.orphans_moved;
+        totals.in_doubt_settled += summary.in_doubt_kept + summary.in_doubt_removed;
         earlier.extend(acknowledged.into_keys());
         // The sent copies were only needed for this round's comparison.
         std::fs::remove_dir_all(&sent_dir).unwrap();
     }
     println!(
         "crash ({backend}): seed {seed}, {rounds} rounds in {:.1} s: {} instances acknowledged, \
-         all present and identical; recovery removed {} temporary files and moved {} orphans",
+         all present and identical; recovery removed {} temporary files, moved {} orphans \
+         and settled {} entries committed in doubt",
         started.elapsed().as_secs_f64(),
         totals.acknowledged,
         totals.temporary_removed,
-        totals.orphans_moved
+        totals.orphans_moved,
+        totals.in_doubt_settled
     );
     // Kills landed between receiving and indexing (a temporary file being
-    // received, or a file renamed into place whose index batch never
-    // committed) in at least one round: the test exercised a crash inside
+    // received, a file renamed into place whose index batch never
+    // committed, or an entry committed while its file's syncs ran) in at
+    // least one round: the test exercised a crash inside
     // the durability sequence, not only between instances.
     assert!(
-        totals.temporary_removed + totals.orphans_moved > 0,
+        totals.temporary_removed + totals.orphans_moved + totals.in_doubt_settled > 0,
         "backend {backend}, seed {seed}: no kill ever landed inside a transfer"
     );
 }

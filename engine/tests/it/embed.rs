@@ -161,6 +161,16 @@ fn eio_on_fsync(backend: &str, nth: u64) {
     let second = events.receiver().recv_timeout(TIMEOUT).unwrap();
     assert!(matches!(second, StoreEvent::Stored { .. }), "{second:?}");
     server.shutdown(Duration::from_secs(10)).unwrap();
+    // Both entries were committed in doubt while their syncs ran: the failed
+    // one was removed again, the stored one's mark cleared by the shutdown.
+    assert!(store.index().read().unwrap().in_doubt().unwrap().is_empty());
+    assert!(store
+        .index()
+        .read()
+        .unwrap()
+        .check_consistency(10)
+        .unwrap()
+        .is_consistent());
     // Only the stored instance's file exists anywhere in the data directory.
     let mut files_on_disk = Vec::new();
     let mut stack = vec![

@@ -132,11 +132,35 @@ impl StoreFixture {
         }
     }
 
+    /// Like [`StoreFixture::add`], but the entry is committed in doubt, as
+    /// the ingest path does while the file's syncs run.
+    pub(crate) fn add_in_doubt(&mut self, study: &str, series: &str, sop: &str) -> Written {
+        let triplet = Triplet::new(study, series, sop);
+        let (file_id, bytes, record) = self.part10(&triplet, &format!("data set of {sop};"));
+        let path = self.layout.object_path(file_id);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let instance = Self::new_instance(triplet, record, "Doe");
+        let mut request = StoreRequest::new(instance.clone());
+        request.in_doubt = true;
+        assert_eq!(self.store_request(request), StoreOutcome::Stored);
+        Written {
+            file_id,
+            path,
+            bytes,
+            instance,
+        }
+    }
+
     fn store(&self, instance: NewInstance) -> StoreOutcome {
+        self.store_request(StoreRequest::new(instance))
+    }
+
+    fn store_request(&self, request: StoreRequest) -> StoreOutcome {
         let results = self
             .index()
             .writer()
-            .execute(vec![WriteOp::Store(StoreRequest::new(instance))])
+            .execute(vec![WriteOp::Store(request)])
             .unwrap();
         match results.into_iter().next().unwrap().unwrap() {
             WriteOutcome::Store(outcome) => outcome,

@@ -243,3 +243,77 @@ fn recovery_moves_an_indexed_file_outside_its_fanout_directory_into_place() {
         b"never acknowledged"
     );
 }
+
+/// Entries committed in doubt (the ingest path commits while the file's
+/// syncs run): a complete file keeps its entry, moved into place when its
+/// rename was lost (still in `tmp/<core>/`); a cut-short or missing file
+/// loses its entry, and the partial file goes to `orphans/`. The marks are
+/// cleared, the index stays consistent, and a second run changes nothing.
+#[test]
+fn recovery_settles_entries_committed_in_doubt() {
+    let mut fixture = StoreFixture::new();
+    let layout = fixture.layout.clone();
+    let in_place = fixture.add_in_doubt("2.1", "2.1.1", "2.1.1.1");
+    let in_tmp = fixture.add_in_doubt("2.1", "2.1.1", "2.1.1.2");
+    let partial = fixture.add_in_doubt("2.1", "2.1.1", "2.1.1.3");
+    let missing = fixture.add_in_doubt("2.1", "2.1.1", "2.1.1.4");
+    // The ids' core field is 0: tmp/0/ is where their temporary files were.
+    let tmp_path = layout.tmp_path(0, in_tmp.file_id);
+    std::fs::create_dir_all(tmp_path.parent().unwrap()).unwrap();
+    std::fs::rename(&in_tmp.path, &tmp_path).unwrap();
+    std::fs::write(&partial.path, &partial.bytes[..partial.bytes.len() - 10]).unwrap();
+    std::fs::remove_file(&missing.path).unwrap();
+
+    let report = recover(&layout, fixture.index()).unwrap();
+
+    assert_eq!(report.in_doubt_kept, 2, "{report:?}");
+    assert_eq!(report.in_doubt_removed, 2, "{report:?}");
+    assert!(report.index_is_whole(), "{report:?}");
+    assert_eq!(report.temp_files_removed, 0);
+    assert_eq!(report.orphans_moved, 0);
+    assert_eq!(std::fs::read(&in_place.path).unwrap(), in_place.bytes);
+    assert_eq!(std::fs::read(&in_tmp.path).unwrap(), in_tmp.bytes);
+    assert!(!tmp_path.exists());
+    assert!(!partial.path.exists());
+    assert_eq!(
+        std::fs::read(layout.orphan_path(partial.file_id)).unwrap(),
+        &partial.bytes[..partial.bytes.len() - 10]
+    );
+    {
+        let read = fixture.index().read().unwrap();
+        for (written, kept) in [
+            (&in_place, true),
+            (&in_tmp, true),
+            (&partial, false),
+            (&missing, false),
+        ] {
+            let triplet = &written.instance.triplet;
+            let found = read
+                .contains(
+                    &triplet.study_instance_uid,
+                    &triplet.series_instance_uid,
+                    &triplet.sop_instance_uid,
+                )
+                .unwrap();
+            assert_eq!(found, kept, "{}", triplet.sop_instance_uid);
+        }
+        assert!(read.in_doubt().unwrap().is_empty());
+        assert!(read.check_consistency(10).unwrap().is_consistent());
+    }
+    let again = recover(&layout, fixture.index()).unwrap();
+    assert_eq!(
+        (
+            again.in_doubt_kept,
+            again.in_doubt_removed,
+            again.orphans_moved
+        ),
+        (0, 0, 0)
+    );
+    assert!(again.index_is_whole());
+    assert!(
+        report
+            .to_string()
+            .contains("2 in-doubt entries verified and kept, 2 incomplete and removed"),
+        "{report}"
+    );
+}
