@@ -1,10 +1,16 @@
 //! Start-up recovery: what `sluice serve` does to a data directory before it
 //! accepts the first association.
 //!
-//! After a crash the durability contract allows exactly two kinds of debris:
-//! files still being received (`tmp/`), and complete files that were never
-//! acknowledged because the index transaction naming them did not commit.
-//! Recovery removes the first, moves the second to `orphans/` (named by their
+//! After a crash the durability contract allows exactly three kinds of
+//! debris: files still being received (`tmp/`); complete files that were
+//! never acknowledged because the index transaction naming them did not
+//! commit; and entries committed *in doubt* (the ingest path commits while
+//! the file's flushes run, and clears the mark after answering) whose
+//! file may be incomplete, or still in `tmp/` if its rename did not reach
+//! the disk. Recovery first settles the entries in doubt (file checked
+//! against the entry's size and checksum: kept and moved into place, or the
+//! entry removed and a partial file moved to `orphans/`), then removes the
+//! rest of `tmp/`, moves unreferenced files to `orphans/` (named by their
 //! file id, so nothing is lost), and checks the other direction: every index
 //! entry (stored instance or quarantine entry) must have its file, of the size
 //! the index records. One case is repaired: the ingest path writes a file
@@ -15,15 +21,18 @@
 //! place). Every other problem cannot be repaired here; it is logged (one
 //! warning each, naming the triplet) and returned in [`RecoveryReport`].
 //!
-//! Cost: the `objects/` and `quarantine/` trees are walked once (a directory
-//! read per fan-out directory, one index point lookup per file, no file
-//! read), then every index entry's file is `stat`ed once. Nothing is held in
-//! memory per file.
+//! Cost: the entries in doubt (at most the instances in flight at the crash)
+//! have their files read once; the `objects/` and `quarantine/` trees are
+//! walked once (a directory read per fan-out directory, one index point
+//! lookup per file, no file read), then every index entry's file is
+//! `stat`ed once. Nothing is held in memory per file.
 //!
 //! Invariant: recovery never deletes a file whose file id the index
 //! references, nor moves one anywhere but to the exact path the index names
 //! for it (an interrupted quarantine release may leave a referenced file
-//! under both names: both stay); only `tmp/` is ever deleted from.
+//! under both names: both stay), except the incomplete file of an entry in
+//! doubt, which goes to `orphans/` as its entry is removed; only `tmp/` is
+//! ever deleted from.
 
 use std::collections::BTreeSet;
 use std::fmt;
