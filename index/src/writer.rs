@@ -2,10 +2,23 @@
 //!
 //! Cores submit [`Batch`]es over a bounded channel ([`IndexWriter`]); the
 //! writer takes one, coalesces whatever else is already queued (up to a bound),
-//! applies them all in one transaction, commits (one fsync pair for the whole
-//! group: group commit) and only then answers each batch. A write transaction
-//! is opened and committed on this thread only (heed requires it), so no
-//! `RwTxn` ever crosses threads.
+//! applies them all in one transaction and commits (group commit). A write
+//! transaction is opened and committed on this thread only (heed requires
+//! it), so no `RwTxn` ever crosses threads.
+//!
+//! Durability: the environment runs with `MDB_NOMETASYNC` (see
+//! `sluice_io::lmdb::open_lmdb_env`), so a commit flushes its data pages,
+//! then writes the meta page that makes them current *without* flushing it.
+//! LMDB writes that page only after its pages are on disk, so whatever
+//! reaches the disk is a consistent state; but the last commit is not
+//! durable until the data file is flushed once more. A batch is therefore
+//! answered only after such a flush, run by the syncer thread: one
+//! `fdatasync` (begun after the commit returned) for every group handed to it
+//! meanwhile, while the writer goes on with the next commit. A batch marked
+//! [`Batch::answered_at_commit`] is answered at commit instead, for a
+//! submitter that can rebuild what a crash takes (the engine's C-STORE
+//! batches: every file they name is sealed and durable, and start-up recovery
+//! indexes sealed files the index lost).
 //!
 //! Failure isolation: if applying a coalesced group fails (map full, a damaged
 //! record), the transaction is aborted (nothing written) and each batch is
@@ -19,6 +32,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -70,6 +84,7 @@ impl Drop for Reply {
 pub struct Batch {
     ops: Vec<WriteOp>,
     reply: Reply,
+    at_commit: bool,
 }
 
 impl fmt::Debug for Batch {
@@ -89,6 +104,7 @@ impl Batch {
             Batch {
                 ops,
                 reply: Reply(Some(ReplyTo::Channel(sender))),
+                at_commit: false,
             },
             receiver,
         )
@@ -104,7 +120,17 @@ impl Batch {
         Batch {
             ops,
             reply: Reply(Some(ReplyTo::Callback(Box::new(callback)))),
+            at_commit: false,
         }
+    }
+
+    /// Answer this batch as soon as its transaction commits, before the
+    /// flush that makes the commit durable (see the module comment). Only
+    /// for a submitter that can rebuild, after a crash, what the last
+    /// commit held: a crash may lose it although it was answered.
+    pub fn answered_at_commit(mut self) -> Batch {
+        self.at_commit = true;
+        self
     }
 
     /// The operations.
@@ -263,6 +289,7 @@ struct TxnFailure {
 /// The writer thread's body: returns when told to shut down (after draining
 /// the queue) or when every sender is gone.
 pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limits: WriterLimits) {
+    let syncer = Syncer::start(shared.clone());
     let mut stopping = false;
     while !stopping {
         let first = match receiver.recv() {
@@ -288,7 +315,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                 Err(_) => break,
             }
         }
-        commit_group(&shared, group);
+        commit_group(&shared, group, &syncer);
         if stopping {
             // Finish everything already queued before stopping.
             let mut rest = Vec::new();
@@ -298,28 +325,124 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                 }
             }
             for batch in rest {
-                commit_group(&shared, vec![batch]);
+                commit_group(&shared, vec![batch], &syncer);
             }
+        }
+    }
+    syncer.finish();
+}
+
+/// Committed batches' answers, held until a flush makes them durable.
+type Committed = Vec<(Reply, Vec<ItemResult>)>;
+
+/// Answers `committed` after `synced` (the flush that covered them).
+fn answer_synced(committed: Committed, synced: &Result<(), IndexError>) {
+    for (reply, items) in committed {
+        match synced {
+            Ok(()) => reply.send(Ok(items)),
+            Err(error) => reply.send(Err(error.clone())),
         }
     }
 }
 
-fn commit_group(shared: &Shared, group: Vec<Batch>) {
+/// Flushes the data file (carrying the last commit's meta page).
+fn flush(shared: &Shared) -> Result<(), IndexError> {
+    shared.env.force_sync().map_err(|error| {
+        let error = IndexError::from_heed("flush", error, shared.limits);
+        tracing::error!(%error, "index flush failed; the batches it covered fail");
+        error
+    })
+}
+
+/// The syncer thread (see the module comment).
+struct Syncer {
+    sender: Option<Sender<Committed>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(shared: Arc<Shared>) -> Syncer {
+        let (sender, receiver) = crossbeam_channel::unbounded::<Committed>();
+        let spawned = std::thread::Builder::new()
+            .name("sluice-index-sync".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut pending = first;
+                    for more in receiver.try_iter() {
+                        pending.extend(more);
+                    }
+                    answer_synced(pending, &flush(&shared));
+                }
+            });
+        match spawned {
+            Ok(thread) => Syncer {
+                sender: Some(sender),
+                thread: Some(thread),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the index sync thread; the writer flushes itself");
+                Syncer {
+                    sender: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Answers `committed` once a flush made it durable: on the syncer
+    /// thread, or here if there is none.
+    fn answer_when_durable(&self, shared: &Shared, committed: Committed) {
+        if committed.is_empty() {
+            return;
+        }
+        let committed = match &self.sender {
+            Some(sender) => match sender.send(committed) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(committed)) => committed,
+            },
+            None => committed,
+        };
+        answer_synced(committed, &flush(shared));
+    }
+
+    /// Lets the thread flush and answer what it holds, and waits for it.
+    fn finish(mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers a committed batch: at once if it asked to be, else after a flush.
+fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committed) {
+    if batch.at_commit {
+        batch.reply.send(Ok(items));
+    } else {
+        durable.push((batch.reply, items));
+    }
+}
+
+fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
     let results = run_transaction(shared, &group);
+    let mut durable = Vec::new();
     match results {
         Ok(per_batch) => {
-            for (batch, result) in group.into_iter().zip(per_batch) {
-                batch.reply.send(Ok(result));
+            for (batch, items) in group.into_iter().zip(per_batch) {
+                answer_committed(batch, items, &mut durable);
             }
         }
         Err(failure) if !failure.during_commit && group.len() > 1 => {
             tracing::debug!(error = %failure.error, batches = group.len(), "index group failed; re-running batches alone");
             for batch in group {
                 let single = std::slice::from_ref(&batch);
-                let result = run_transaction(shared, single)
-                    .map(|mut per_batch| per_batch.pop().unwrap_or_default())
-                    .map_err(|failure| failure.error);
-                batch.reply.send(result);
+                match run_transaction(shared, single) {
+                    Ok(mut per_batch) => {
+                        let items = per_batch.pop().unwrap_or_default();
+                        answer_committed(batch, items, &mut durable);
+                    }
+                    Err(failure) => batch.reply.send(Err(failure.error)),
+                }
             }
         }
         Err(failure) => {
@@ -328,6 +451,7 @@ fn commit_group(shared: &Shared, group: Vec<Batch>) {
             }
         }
     }
+    syncer.answer_when_durable(shared, durable);
 }
 
 fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
