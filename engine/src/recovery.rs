@@ -39,7 +39,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sluice_index::{InDoubtEntry, Index, IndexError, Triplet, WriteOp};
+use sluice_index::{
+    Disposition, FileId, InDoubtEntry, Index, IndexError, NewInstance, StoreRequest, Triplet,
+    WriteOp, WriteOutcome,
+};
+
+mod reindex;
 
 use crate::cli::walk::{for_each_indexed_file, walk_files, IndexedFile};
 use crate::store::layout::{Area, Layout};
@@ -79,6 +84,9 @@ pub struct RecoveryReport {
     /// syncs ran) whose file proved complete: kept, moved into place if the
     /// rename had not reached the disk.
     pub in_doubt_kept: u64,
+    /// Sealed, complete files found without an entry (the crash took the
+    /// index commit that named them), indexed again.
+    pub reindexed: u64,
     /// Entries committed in doubt whose file was missing or incomplete:
     /// never acknowledged, so removed; any partial file went to `orphans/`.
     pub in_doubt_removed: u64,
@@ -141,6 +149,14 @@ impl fmt::Display for RecoveryReport {
                 self.in_doubt_kept,
                 plural(self.in_doubt_kept, "entry", "entries"),
                 self.in_doubt_removed,
+            )?;
+        }
+        if self.reindexed > 0 {
+            write!(
+                formatter,
+                ", {} sealed {} without an entry indexed again",
+                self.reindexed,
+                plural(self.reindexed, "file", "files"),
             )?;
         }
         if self.misplaced_moved > 0 {
@@ -340,6 +356,14 @@ fn settle_in_doubt(
                     created = dir.parent();
                 }
             }
+            // After a process crash the data may be only in the page cache:
+            // flush it, and its directory below, before the mark goes.
+            std::fs::File::open(&place)
+                .and_then(|file| file.sync_data())
+                .map_err(io_error("flush", &place))?;
+            if let Some(parent) = place.parent() {
+                dirs_to_sync.insert(parent.to_owned());
+            }
             tracing::info!(
                 sop = %triplet.sop_instance_uid,
                 path = %place.display(),
@@ -377,6 +401,87 @@ fn settle_in_doubt(
     Ok(())
 }
 
+/// Step 2's second half: indexes the sealed, complete files found without an
+/// entry, in file id order (the order a core received them), with the
+/// default duplicate policy (a duplicate is held in quarantine, never
+/// dropped), and moves each into the area its entry names, or to `orphans/`
+/// when the index refuses it. Each file and its directory are flushed first
+/// (after a process crash the data may still be only in the page cache), so
+/// an entry never becomes durable before its file.
+fn index_again(
+    layout: &Layout,
+    index: &Index,
+    mut files: Vec<(FileId, PathBuf, Area, NewInstance)>,
+    dirs_to_sync: &mut BTreeSet<PathBuf>,
+    report: &mut RecoveryReport,
+) -> Result<(), RecoveryError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    files.sort_by_key(|(file_id, ..)| *file_id);
+    let mut parents = BTreeSet::new();
+    for (_, path, _, _) in &files {
+        std::fs::File::open(path)
+            .and_then(|file| file.sync_data())
+            .map_err(io_error("flush", path))?;
+        if let Some(parent) = path.parent() {
+            parents.insert(parent.to_owned());
+        }
+    }
+    sync_dirs(&parents)?;
+    let ops = files
+        .iter()
+        .map(|(_, _, _, instance)| WriteOp::Store(StoreRequest::new(instance.clone())))
+        .collect();
+    let results = index.writer().execute(ops)?;
+    let orphans_dir = layout.orphans_dir();
+    for ((file_id, path, area, instance), result) in files.into_iter().zip(results) {
+        let target = match &result {
+            Ok(WriteOutcome::Store(outcome)) => match outcome.disposition() {
+                None => Some(Area::Objects),
+                Some(Disposition::Quarantined { .. }) => Some(Area::Quarantine),
+                Some(_) => None,
+            },
+            _ => None,
+        };
+        let destination = match target {
+            Some(target) => {
+                report.reindexed += 1;
+                tracing::info!(
+                    sop = %instance.triplet.sop_instance_uid,
+                    path = %path.display(),
+                    area = target.dir_name(),
+                    "recovery: sealed file without an entry (its commit lost in the crash) indexed again"
+                );
+                if target == area {
+                    continue;
+                }
+                let target_dir = layout.fanout_dir(target, file_id);
+                std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
+                dirs_to_sync.insert(target_dir);
+                layout.area_path(target, file_id)
+            }
+            None => {
+                tracing::warn!(
+                    sop = %instance.triplet.sop_instance_uid,
+                    path = %path.display(),
+                    ?result,
+                    "recovery: the index refused a sealed file without an entry; moved to orphans/"
+                );
+                std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;
+                dirs_to_sync.insert(orphans_dir.clone());
+                report.orphans_moved += 1;
+                orphan_destination(&orphans_dir, &crate::store::layout::file_name(file_id))?
+            }
+        };
+        std::fs::rename(&path, &destination).map_err(io_error("move", &path))?;
+        if let Some(parent) = path.parent() {
+            dirs_to_sync.insert(parent.to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// Runs start-up recovery on the data directory of `layout`, whose index is
 /// `index`. Call it before accepting associations (nothing may be writing
 /// the data directory meanwhile). Logs one warning per damaged index entry
@@ -403,9 +508,11 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
         report.temp_files_removed += 1;
     }
 
-    // 2. Files in objects/ and quarantine/ that no index entry references.
+    // 2. Files in objects/ and quarantine/ that no index entry references:
+    //    sealed and complete ones are indexed again, the rest go to orphans/.
     let orphans_dir = layout.orphans_dir();
     let mut dirs_to_sync = BTreeSet::new();
+    let mut to_index = Vec::new();
     for area in [Area::Objects, Area::Quarantine] {
         let area_dir = layout.area_dir(area);
         let mut unreferenced = Vec::new();
@@ -489,10 +596,25 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
             }
             report.misplaced_moved += 1;
         }
-        if !unreferenced.is_empty() {
-            std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;
-        }
         for path in unreferenced {
+            // A sealed, complete file whose entry a crash took: indexed
+            // again below. Anything else was never acknowledged.
+            let sealed = layout
+                .parse_area_path(&path)
+                .map(|(area, file_id)| (area, file_id, reindex::instance_of_file(&path, file_id)));
+            match sealed {
+                Some((area, file_id, Ok(instance))) => {
+                    to_index.push((file_id, path, area, instance));
+                    continue;
+                }
+                Some((_, _, Err(reason))) => tracing::debug!(
+                    path = %path.display(),
+                    %reason,
+                    "recovery: unindexed file not indexed again"
+                ),
+                None => {}
+            }
+            std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;
             let name = path
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
@@ -512,6 +634,7 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
             report.orphans_moved += 1;
         }
     }
+    index_again(layout, index, to_index, &mut dirs_to_sync, &mut report)?;
     if report.temp_files_removed > 0 {
         for path in &temp_files {
             if let Some(parent) = path.parent() {

@@ -58,8 +58,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_index::{
     BatchResult, ConflictPolicy, Disposition, DuplicatePolicy, FileId, IndexError, IndexWriter,
-    InstanceRecord, NewInstance, SeriesAttributes, StoreOutcome, StoreRequest, StudyAttributes,
-    SubmitError, Triplet, WriteOp, WriteOutcome,
+    InstanceRecord, NewInstance, StoreOutcome, StoreRequest, SubmitError, WriteOp, WriteOutcome,
 };
 use sluice_io::{
     At, ConnId, Core, CoreSender, Event, Handler, IoBuf, OpenOptions, RecvBuf, SyncKind, TimerId,
@@ -79,14 +78,15 @@ use sluice_net::dimse::{
 };
 use sluice_net::pdata::{encode_message, StreamDecoder, StreamEvent};
 use sluice_net::pdu::{AssociateRj, DecodeLimits, RejectReason, RejectResult};
-use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, Field, StoreCheck};
+use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING};
 use crate::commit::tracker::{DeliveryOutcome, ReportAssociation, Request};
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, UidConflictPolicy};
+use crate::store::instance_from_head;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
-use crate::store::part10::{file_header, FileMeta};
+use crate::store::part10::{file_header, seal, FileMeta, SEAL_BYTES};
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::store::StoreEvent;
 
@@ -372,6 +372,9 @@ struct Job {
     /// doubt until they succeed); false under `replace`, where the store
     /// waits for durability first.
     early: bool,
+    /// The seal (data set length and checksum) to write over the header's
+    /// last bytes, once the data set is whole and the file open.
+    seal: Option<[u8; SEAL_BYTES]>,
     index: IndexStep,
 }
 
@@ -1135,6 +1138,7 @@ impl CoreHandler {
             failure: None,
             instance: None,
             early: false,
+            seal: None,
             index: IndexStep::NotYet,
         };
         self.jobs.insert(key, job);
@@ -1278,6 +1282,7 @@ impl CoreHandler {
             match (verdict, head) {
                 (Ok(()), Some(head)) => {
                     job.instance = Some(new_instance(job, &head));
+                    job.seal = Some(seal(job.dataset_bytes, job.hasher.finish()));
                 }
                 (Err(failure), _) => job.failure = Some(failure),
                 (Ok(()), None) => job.failure = Some((Status::CANNOT_UNDERSTAND, "no head".into())),
@@ -1286,8 +1291,43 @@ impl CoreHandler {
         if job.failure.is_some() {
             self.fail_job(core, key, Some(conn));
         } else {
+            self.write_seal(core, key);
+            if self.jobs.get(&key).is_some_and(|job| job.failure.is_some()) {
+                self.fail_job(core, key, Some(conn));
+                return;
+            }
             self.submit_early(core, key);
             self.maybe_rename(core, key);
+        }
+    }
+
+    /// Writes the seal over the header's last bytes once the file is open
+    /// (a write like the others: the rename and the `fdatasync` wait for it).
+    fn write_seal(&mut self, core: &mut Core, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        let Some(file) = job.file else {
+            // Still opening: `opened` calls this again.
+            return;
+        };
+        let Some(value) = job.seal.take() else {
+            return;
+        };
+        let offset = job.header_bytes - SEAL_BYTES as u64;
+        match core.write_at(
+            file,
+            offset,
+            vec![IoBuf::from(value.to_vec())],
+            TAG_WRITE | key,
+        ) {
+            Ok(()) => job.writes_in_flight += 1,
+            Err(error) => {
+                job.failure = Some((
+                    Status::OUT_OF_MEMORY,
+                    format!("cannot submit the seal's write: {error}"),
+                ));
+            }
         }
     }
 
@@ -1354,6 +1394,7 @@ impl CoreHandler {
             || job.failure.is_some()
             || job.writes_in_flight > 0
             || !job.pending.is_empty()
+            || job.seal.is_some()
             || job.file.is_none()
         {
             return;
@@ -1666,6 +1707,16 @@ impl CoreHandler {
                 tracing::error!("a core did not take an index result; its senders time out");
             }
         });
+        // Answered at commit, before the index's own flush: every file these
+        // entries name is sealed and made durable before its instance is
+        // answered, and start-up recovery indexes a sealed file whose entry a
+        // crash took. Not under `replace`: the entry it removes could not be
+        // rebuilt from the replaced file, which goes to orphans/.
+        let batch = if duplicate_policy == DuplicatePolicy::Replace {
+            batch
+        } else {
+            batch.answered_at_commit()
+        };
         let submitted = match self.writer.try_submit(batch) {
             Ok(()) => Ok(()),
             // Backpressure: the writer is behind; wait for room (this core
@@ -1694,6 +1745,7 @@ impl CoreHandler {
             return;
         }
         let file_ids = std::mem::take(&mut self.in_doubt_to_clear);
+        // Nobody waits for it: a lost clear only costs a recheck at start.
         let batch = sluice_index::Batch::with_callback(
             vec![WriteOp::ClearInDoubt(file_ids)],
             |result| {
@@ -1701,7 +1753,8 @@ impl CoreHandler {
                     tracing::warn!(%error, "could not clear in-doubt marks; start-up recovery will check those files");
                 }
             },
-        );
+        )
+        .answered_at_commit();
         if let Err(error) = self.writer.try_submit(batch) {
             if let SubmitError::Full(batch) = error {
                 // Keep them for the next batch or the timer.
@@ -1768,7 +1821,10 @@ impl CoreHandler {
             if sender.send_timeout(message, MAILBOX_SEND_WAIT).is_err() {
                 tracing::error!("a core did not take an index result; its senders time out");
             }
-        });
+        })
+        // If a crash takes the undo, the entry is still in doubt and its
+        // file gone (or incomplete): start-up recovery removes it.
+        .answered_at_commit();
         let submitted = match self.writer.try_submit(batch) {
             Err(SubmitError::Full(batch)) => self.writer.submit(batch),
             other => other,
@@ -2124,6 +2180,11 @@ impl CoreHandler {
                 }
                 job.file = Some(file);
                 self.flush_writes(core, key);
+                self.write_seal(core, key);
+                if self.jobs.get(&key).is_some_and(|job| job.failure.is_some()) {
+                    self.fail_job(core, key, None);
+                    return;
+                }
                 self.maybe_rename(core, key);
             }
             Err(error) => {
@@ -2215,33 +2276,11 @@ fn store_rsp(rq: &CStoreRq, status: Status) -> Command {
     })
 }
 
-fn text(head: &DatasetHead, field: Field) -> String {
-    head.decoded(field)
-        .map(|value| value.trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn integer(head: &DatasetHead, field: Field) -> Option<i32> {
-    head.integer_string(field)
-        .flatten()
-        .and_then(|value| i32::try_from(value).ok())
-}
-
 /// What the index gets for a checked data set.
 fn new_instance(job: &Job, head: &DatasetHead) -> NewInstance {
-    let uid = |value: Option<&str>| {
-        value
-            .map(uid::trim_uid_padding)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    NewInstance {
-        triplet: Triplet::new(
-            uid(head.study_instance_uid()),
-            uid(head.series_instance_uid()),
-            uid(head.sop_instance_uid()),
-        ),
-        record: InstanceRecord {
+    instance_from_head(
+        head,
+        InstanceRecord {
             file_id: job.file_id,
             file_size_bytes: job.header_bytes + job.dataset_bytes,
             dataset_offset_bytes: job.header_bytes,
@@ -2250,26 +2289,9 @@ fn new_instance(job: &Job, head: &DatasetHead) -> NewInstance {
             checksum: job.hasher.finish(),
             received_at_unix_ns: unix_now_ns(),
             calling_ae_title: job.calling_ae_title.clone(),
-            instance_number: integer(head, Field::InstanceNumber),
+            instance_number: None,
         },
-        study: StudyAttributes {
-            patient_name: text(head, Field::PatientName),
-            patient_id: text(head, Field::PatientId),
-            patient_birth_date: text(head, Field::PatientBirthDate),
-            patient_sex: text(head, Field::PatientSex),
-            study_date: text(head, Field::StudyDate),
-            study_time: text(head, Field::StudyTime),
-            accession_number: text(head, Field::AccessionNumber),
-            study_id: text(head, Field::StudyId),
-            study_description: text(head, Field::StudyDescription),
-            referring_physician_name: text(head, Field::ReferringPhysicianName),
-        },
-        series: SeriesAttributes {
-            modality: text(head, Field::Modality),
-            series_number: integer(head, Field::SeriesNumber),
-            series_description: text(head, Field::SeriesDescription),
-        },
-    }
+    )
 }
 
 impl Handler for CoreHandler {

@@ -3,8 +3,11 @@
 //! data directory with its index and answers lookups.
 
 mod handle;
+mod instance;
 pub mod layout;
 pub mod part10;
+
+pub(crate) use instance::instance_from_head;
 
 pub use handle::{
     Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
