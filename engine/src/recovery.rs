@@ -2,16 +2,19 @@
 //! accepts the first association.
 //!
 //! After a crash the durability contract allows exactly three kinds of
-//! debris: files still being received (`tmp/`); complete files that were
-//! never acknowledged because the index transaction naming them did not
-//! commit; and entries committed *in doubt* (the ingest path commits while
-//! the file's flushes run, and clears the mark after answering) whose
-//! file may be incomplete, or still in `tmp/` if its rename did not reach
-//! the disk. Recovery first settles the entries in doubt (file checked
-//! against the entry's size and checksum: kept and moved into place, or the
-//! entry removed and a partial file moved to `orphans/`), then removes the
-//! rest of `tmp/`, moves unreferenced files to `orphans/` (named by their
-//! file id, so nothing is lost), and checks the other direction: every index
+//! debris: files still being received (`tmp/`); files in `objects/` or
+//! `quarantine/` without an entry (renamed, but the commit naming them was
+//! not made, or was lost: the index answers C-STORE batches at commit,
+//! before the flush that makes it durable); and entries committed *in
+//! doubt* (the ingest path commits while the file's flushes run, and clears
+//! the mark after answering) whose file may be incomplete, or still in
+//! `tmp/` if its rename did not reach the disk. Recovery first settles the
+//! entries in doubt (file checked against the entry's size and checksum:
+//! kept and moved into place, or the entry removed and a partial file moved
+//! to `orphans/`), then removes the rest of `tmp/`, indexes again every
+//! unreferenced file whose seal proves it complete (`reindex`), moves the
+//! other unreferenced files to `orphans/` (named by their file id, so
+//! nothing is lost), and checks the other direction: every index
 //! entry (stored instance or quarantine entry) must have its file, of the size
 //! the index records. One case is repaired: the ingest path writes a file
 //! into the area it expects (objects/ or quarantine/) and, in the rare case
@@ -24,8 +27,9 @@
 //! Cost: the entries in doubt (at most the instances in flight at the crash)
 //! have their files read once; the `objects/` and `quarantine/` trees are
 //! walked once (a directory read per fan-out directory, one index point
-//! lookup per file, no file read), then every index entry's file is
-//! `stat`ed once. Nothing is held in memory per file.
+//! lookup per file; only a file without an entry is read, at most those of
+//! the last commits and the instances in flight), then every index entry's
+//! file is `stat`ed once. Nothing is held in memory per indexed file.
 //!
 //! Invariant: recovery never deletes a file whose file id the index
 //! references, nor moves one anywhere but to the exact path the index names
@@ -402,7 +406,7 @@ fn settle_in_doubt(
 }
 
 /// Step 2's second half: indexes the sealed, complete files found without an
-/// entry, in file id order (the order a core received them), with the
+/// entry, in the order they arrived (their last write), with the
 /// default duplicate policy (a duplicate is held in quarantine, never
 /// dropped), and moves each into the area its entry names, or to `orphans/`
 /// when the index refuses it. Each file and its directory are flushed first
@@ -418,7 +422,9 @@ fn index_again(
     if files.is_empty() {
         return Ok(());
     }
-    files.sort_by_key(|(file_id, ..)| *file_id);
+    // Arrival order (the files' last write, then the id), so that of two
+    // copies of one triplet the one that was stored first is stored again.
+    files.sort_by_key(|(file_id, _, _, instance)| (instance.record.received_at_unix_ns, *file_id));
     let mut parents = BTreeSet::new();
     for (_, path, _, _) in &files {
         std::fs::File::open(path)
