@@ -401,8 +401,29 @@ fn settle_in_doubt(
     }
     sync_dirs(&dirs_to_sync)?;
     ops.push(WriteOp::ClearInDoubt(cleared));
-    index.writer().execute(ops)?;
+    execute_in_batches(index, ops)?;
     Ok(())
+}
+
+/// Operations per batch recovery submits: well under the writer's batch
+/// limit (`IndexOptions::batch_ops_max`, 10,000 by default), however many
+/// files a crash left.
+const RECOVERY_BATCH_OPS: usize = 1000;
+
+/// Runs `ops` in order, in batches of [`RECOVERY_BATCH_OPS`], each answered
+/// once durable; the item results in order.
+fn execute_in_batches(
+    index: &Index,
+    ops: Vec<WriteOp>,
+) -> Result<Vec<sluice_index::ItemResult>, IndexError> {
+    let writer = index.writer();
+    let mut results = Vec::with_capacity(ops.len());
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let batch: Vec<WriteOp> = ops.by_ref().take(RECOVERY_BATCH_OPS).collect();
+        results.extend(writer.execute(batch)?);
+    }
+    Ok(results)
 }
 
 /// Step 2's second half: indexes the sealed, complete files found without an
@@ -439,7 +460,7 @@ fn index_again(
         .iter()
         .map(|(_, _, _, instance)| WriteOp::Store(StoreRequest::new(instance.clone())))
         .collect();
-    let results = index.writer().execute(ops)?;
+    let results = execute_in_batches(index, ops)?;
     let orphans_dir = layout.orphans_dir();
     for ((file_id, path, area, instance), result) in files.into_iter().zip(results) {
         let target = match &result {
