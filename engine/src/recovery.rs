@@ -277,6 +277,35 @@ fn move_from_other_area(
     Ok(Misplaced::Moved)
 }
 
+/// Renames `from` to the path of `file_id` in `area`, creating its fan-out
+/// directory if needed; the directories whose entries changed (the old
+/// parent, and the new directories up to the data directory) are added to
+/// `dirs_to_sync`. Returns the new path.
+fn move_into_area(
+    layout: &Layout,
+    from: &Path,
+    area: Area,
+    file_id: FileId,
+    dirs_to_sync: &mut BTreeSet<PathBuf>,
+) -> Result<PathBuf, RecoveryError> {
+    let target_dir = layout.fanout_dir(area, file_id);
+    let destination = layout.area_path(area, file_id);
+    std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
+    std::fs::rename(from, &destination).map_err(io_error("move", from))?;
+    if let Some(parent) = from.parent() {
+        dirs_to_sync.insert(parent.to_owned());
+    }
+    let mut created = Some(target_dir.as_path());
+    while let Some(dir) = created {
+        dirs_to_sync.insert(dir.to_owned());
+        if dir == layout.root() {
+            break;
+        }
+        created = dir.parent();
+    }
+    Ok(destination)
+}
+
 /// Makes each directory durable (its entries: renames, removals).
 fn sync_dirs<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>) -> Result<(), RecoveryError> {
     for dir in dirs {
@@ -345,20 +374,7 @@ fn settle_in_doubt(
             .find(|path| crate::cli::verify::check_file(path, &record, &mut buffer).is_none());
         if let Some(complete) = complete {
             if **complete != place {
-                let target_dir = layout.fanout_dir(area, file_id);
-                std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
-                std::fs::rename(complete, &place).map_err(io_error("move", complete))?;
-                if let Some(parent) = complete.parent() {
-                    dirs_to_sync.insert(parent.to_owned());
-                }
-                let mut created = Some(target_dir.as_path());
-                while let Some(dir) = created {
-                    dirs_to_sync.insert(dir.to_owned());
-                    if dir == layout.root() {
-                        break;
-                    }
-                    created = dir.parent();
-                }
+                move_into_area(layout, complete, area, file_id, &mut dirs_to_sync)?;
             }
             // After a process crash the data may be only in the page cache:
             // flush it, and its directory below, before the mark goes.
@@ -471,7 +487,7 @@ fn index_again(
             },
             _ => None,
         };
-        let destination = match target {
+        match target {
             Some(target) => {
                 report.reindexed += 1;
                 tracing::info!(
@@ -480,13 +496,9 @@ fn index_again(
                     area = target.dir_name(),
                     "recovery: sealed file without an entry (its commit lost in the crash) indexed again"
                 );
-                if target == area {
-                    continue;
+                if target != area {
+                    move_into_area(layout, &path, target, file_id, dirs_to_sync)?;
                 }
-                let target_dir = layout.fanout_dir(target, file_id);
-                std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
-                dirs_to_sync.insert(target_dir);
-                layout.area_path(target, file_id)
             }
             None => {
                 tracing::warn!(
@@ -496,14 +508,15 @@ fn index_again(
                     "recovery: the index refused a sealed file without an entry; moved to orphans/"
                 );
                 std::fs::create_dir_all(&orphans_dir).map_err(io_error("create", &orphans_dir))?;
+                let destination =
+                    orphan_destination(&orphans_dir, &crate::store::layout::file_name(file_id))?;
+                std::fs::rename(&path, &destination).map_err(io_error("move", &path))?;
                 dirs_to_sync.insert(orphans_dir.clone());
+                if let Some(parent) = path.parent() {
+                    dirs_to_sync.insert(parent.to_owned());
+                }
                 report.orphans_moved += 1;
-                orphan_destination(&orphans_dir, &crate::store::layout::file_name(file_id))?
             }
-        };
-        std::fs::rename(&path, &destination).map_err(io_error("move", &path))?;
-        if let Some(parent) = path.parent() {
-            dirs_to_sync.insert(parent.to_owned());
         }
     }
     Ok(())
@@ -602,25 +615,12 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
                 );
                 continue;
             }
-            let target_dir = layout.fanout_dir(area, file_id);
-            std::fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
-            std::fs::rename(&path, &destination).map_err(io_error("move", &path))?;
+            move_into_area(layout, &path, area, file_id, &mut dirs_to_sync)?;
             tracing::info!(
                 from = %path.display(),
                 to = %destination.display(),
                 "recovery: indexed file moved into its fan-out directory"
             );
-            if let Some(parent) = path.parent() {
-                dirs_to_sync.insert(parent.to_owned());
-            }
-            let mut created = Some(target_dir.as_path());
-            while let Some(dir) = created {
-                dirs_to_sync.insert(dir.to_owned());
-                if dir == layout.root() {
-                    break;
-                }
-                created = dir.parent();
-            }
             report.misplaced_moved += 1;
         }
         for path in unreferenced {
