@@ -183,6 +183,28 @@ impl<'a> ReadTxn<'a> {
         }
     }
 
+    /// The file id of the instance stored under a triplet, read in place
+    /// (no copy of the record): the ingest path's duplicate guess, which
+    /// must tell an instance's own early-committed entry from another's.
+    pub fn stored_file_id(
+        &self,
+        study: &str,
+        series: &str,
+        sop: &str,
+    ) -> Result<Option<FileId>, IndexError> {
+        Ok(self
+            .stored_triplet(study, series, sop)?
+            .map(|stored| FileId(stored.record.file_id.0.to_native())))
+    }
+
+    /// The file id of the instance stored under a SOP Instance UID, read in
+    /// place (storage commitment's check for entries still in doubt).
+    pub fn file_id_of_sop(&self, sop: &str) -> Result<Option<FileId>, IndexError> {
+        Ok(self
+            .stored(sop)?
+            .map(|stored| FileId(stored.record.file_id.0.to_native())))
+    }
+
     /// Whether a triplet is stored (the duplicate check, outside the writer).
     pub fn contains(&self, study: &str, series: &str, sop: &str) -> Result<bool, IndexError> {
         Ok(self.stored_triplet(study, series, sop)?.is_some())

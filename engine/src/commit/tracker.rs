@@ -1096,8 +1096,8 @@ fn durable_presence(
     if in_doubt.is_empty() || presence == SopPresence::Absent {
         return Ok(presence);
     }
-    match read.instance_by_sop(sop_instance_uid)? {
-        Some(entry) if in_doubt.contains(&entry.record.file_id) => Ok(SopPresence::Absent),
+    match read.file_id_of_sop(sop_instance_uid)? {
+        Some(file_id) if in_doubt.contains(&file_id) => Ok(SopPresence::Absent),
         _ => Ok(presence),
     }
 }

@@ -393,6 +393,20 @@ enum IndexStep {
     Answered(StoreOutcome),
 }
 
+impl IndexStep {
+    /// The commit's answer if it came (leaving `NotYet`), else `None`
+    /// (leaving the step as it was).
+    fn take_answer(&mut self) -> Option<StoreOutcome> {
+        match std::mem::replace(self, IndexStep::NotYet) {
+            IndexStep::Answered(outcome) => Some(outcome),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 /// One core's handler.
 pub(crate) struct CoreHandler {
     shared: Arc<ServerShared>,
@@ -1415,13 +1429,13 @@ impl CoreHandler {
                     .index()
                     .read()
                     .and_then(|read| {
-                        read.instance(
+                        read.stored_file_id(
                             &triplet.study_instance_uid,
                             &triplet.series_instance_uid,
                             &triplet.sop_instance_uid,
                         )
                     })
-                    .map(|stored| stored.is_some_and(|record| record.file_id != job.file_id))
+                    .map(|stored| stored.is_some_and(|file_id| file_id != job.file_id))
                     .unwrap_or(false)
         };
         let layout = self.shared.store.layout().clone();
@@ -1599,12 +1613,8 @@ impl CoreHandler {
             self.enqueue_for_index(core, key);
             return;
         }
-        if let IndexStep::Answered(_) = job.index {
-            if let IndexStep::Answered(outcome) =
-                std::mem::replace(&mut job.index, IndexStep::NotYet)
-            {
-                self.store_outcome(core, key, outcome);
-            }
+        if let Some(outcome) = job.index.take_answer() {
+            self.store_outcome(core, key, outcome);
         }
     }
 
@@ -2071,13 +2081,9 @@ impl CoreHandler {
             // The index's answer (or the sync's) comes back here.
             return;
         }
-        if let IndexStep::Answered(_) = job.index {
-            if let IndexStep::Answered(outcome) =
-                std::mem::replace(&mut job.index, IndexStep::NotYet)
-            {
-                if self.undo_entry(key, &outcome) {
-                    return;
-                }
+        if let Some(outcome) = job.index.take_answer() {
+            if self.undo_entry(key, &outcome) {
+                return;
             }
         }
         let Some(job) = self.jobs.remove(&key) else {
