@@ -321,6 +321,21 @@ fn pynetdicom_failure_statuses_and_commitment_are_tallied() {
     assert_eq!(uids_on_disk(&scp.store), stored);
 }
 
+/// An open-loop run accounts for every arrival exactly once: answered
+/// (stored or failed), unanswered, or dropped.
+fn assert_every_arrival_accounted(result: &sluice_loadgen::stats::RunResult) {
+    let totals = &result.totals;
+    assert_eq!(
+        totals.instances_ok
+            + totals.instances_failed
+            + totals.instances_unanswered
+            + totals.arrivals_dropped,
+        totals.arrivals,
+        "{}",
+        result.summary()
+    );
+}
+
 #[test]
 fn open_loop_rate_follows_the_target() {
     let dir = tempfile::tempdir().unwrap();
@@ -353,17 +368,8 @@ fn open_loop_rate_follows_the_target() {
         "offered {offered}: {}",
         result.summary()
     );
-    // Every arrival is accounted for exactly once.
+    assert_every_arrival_accounted(&result);
     let totals = &result.totals;
-    assert_eq!(
-        totals.instances_ok
-            + totals.instances_failed
-            + totals.instances_unanswered
-            + totals.arrivals_dropped,
-        totals.arrivals,
-        "{}",
-        result.summary()
-    );
     // Arrivals drawn before the end are all served (none dropped, none
     // unanswered); refusals by the server are tallied as failures.
     assert_eq!(
@@ -408,16 +414,8 @@ fn portable_backend_and_fewer_associations_than_cores() {
         "offered {offered}: {}",
         result.summary()
     );
+    assert_every_arrival_accounted(&result);
     let totals = &result.totals;
-    assert_eq!(
-        totals.instances_ok
-            + totals.instances_failed
-            + totals.instances_unanswered
-            + totals.arrivals_dropped,
-        totals.arrivals,
-        "{}",
-        result.summary()
-    );
     assert!(totals.instances_ok > 0);
     assert_eq!(totals.associations_established, 1, "{}", result.summary());
     assert_eq!(uids_on_disk(&sluice.store), stored);
