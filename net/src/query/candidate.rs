@@ -80,19 +80,13 @@ impl CharacterSet {
     }
 }
 
-/// The term without leading/trailing padding; "\\ISO 2022 IR 87" keeps its
-/// empty first value.
-fn trim_term(term: &[u8]) -> &[u8] {
-    let end = term
-        .iter()
-        .rposition(|byte| *byte != b' ' && *byte != 0)
-        .map_or(0, |last| last.saturating_add(1));
-    let body = term.get(..end).unwrap_or_default();
-    let start = body
-        .iter()
-        .position(|byte| *byte != b' ')
-        .unwrap_or(body.len());
-    body.get(start..).unwrap_or_default()
+/// The term without its padding (spaces, and NULs some writers use);
+/// "\\ISO 2022 IR 87" keeps its empty first value.
+fn trim_term(mut term: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | 0] = term {
+        term = rest;
+    }
+    term.trim_ascii_start()
 }
 
 /// One attribute of a candidate.

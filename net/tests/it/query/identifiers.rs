@@ -2,9 +2,7 @@
 //! retrieve identifiers, character sets, and the refusals with their status
 //! and reason.
 
-use sluice_net::dimse::dataset::{
-    DatasetError, Element, SmallDataset, SmallDatasetEncoding, Value, Vr,
-};
+use sluice_net::dimse::dataset::{DatasetError, SmallDataset, SmallDatasetEncoding, Vr};
 use sluice_net::dimse::{Status, Tag};
 use sluice_net::query::model::tags;
 use sluice_net::query::{
@@ -12,7 +10,7 @@ use sluice_net::query::{
     Operation, Query, QueryContext, RetrieveNegotiation,
 };
 
-use super::{decode, query, study_root_find, Stored};
+use super::{decode, query, study_root_find, Stored, YAMADA_IR_87};
 
 const IMPLICIT: SmallDatasetEncoding = SmallDatasetEncoding::ImplicitVrLittleEndian;
 const EXPLICIT: SmallDatasetEncoding = SmallDatasetEncoding::ExplicitVrLittleEndian;
@@ -453,9 +451,6 @@ fn decoding_is_bounded() {
     );
 }
 
-/// PS3.5 H.3.1: Yamada^Tarou in ISO 2022 IR 87.
-const YAMADA_IR_87: &[u8] =
-    b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
 /// PS3.5 H.3.2: the same name with its alphabetic group in JIS X 0201
 /// katakana (ISO 2022 IR 13).
 const YAMADA_IR_13_87: &[u8] = b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J";
@@ -471,14 +466,7 @@ fn name_query(term: &str, name: &[u8], encoding: SmallDatasetEncoding) -> Query 
 }
 
 fn stored_name(term: &str, name: &[u8]) -> Stored {
-    let mut dataset = SmallDataset::new();
-    dataset.put_str(tags::SPECIFIC_CHARACTER_SET, None, term);
-    dataset.put(Element {
-        tag: tags::PATIENT_NAME,
-        vr: Vr::PN,
-        value: Value::Bytes(name.to_vec()),
-    });
-    Stored::from_dataset(dataset)
+    Stored::encoded(term, &[(tags::PATIENT_NAME, name)])
 }
 
 #[test]

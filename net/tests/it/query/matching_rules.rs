@@ -5,9 +5,7 @@
 
 use sluice_net::dimse::dataset::Vr;
 use sluice_net::query::model::tags;
-use sluice_net::query::{
-    builder, FindNegotiation, Level, MatchOptions, QueryContext, ValueMatcher,
-};
+use sluice_net::query::{FindNegotiation, Level, MatchOptions, QueryContext, ValueMatcher};
 
 use super::{query, study_root_find, Stored};
 
@@ -255,18 +253,11 @@ fn combined_date_time_ps3_4_c_2_2_2_5() {
 
 #[test]
 fn sequence_matching_ps3_4_c_2_2_2_6() {
-    let code = |value: &str, scheme: &str| {
-        builder::item(&[
-            (tags::CODE_VALUE, value),
-            (tags::CODING_SCHEME_DESIGNATOR, scheme),
-        ])
-    };
-    let mut stored = builder::item(&[(tags::STUDY_INSTANCE_UID, "1.2.3")]);
-    stored.put_sequence(
+    let code = super::code_item;
+    let stored = Stored::new(&[(tags::STUDY_INSTANCE_UID, "1.2.3")]).with_sequence(
         tags::PROCEDURE_CODE_SEQUENCE,
         vec![code("P1-48000", "SRT"), code("RPID16", "RADLEX")],
     );
-    let stored = Stored::from_dataset(stored);
     let context = study_root_find();
     let find = |item: Option<sluice_net::dimse::dataset::SmallDataset>| {
         let bytes = sluice_net::query::IdentifierBuilder::new(Level::Study)

@@ -9,12 +9,17 @@ mod pydicom;
 mod responses;
 mod round_trip;
 
-use sluice_net::dimse::dataset::{SmallDataset, SmallDatasetEncoding};
+use sluice_net::dimse::dataset::{Element, SmallDataset, SmallDatasetEncoding, Value, Vr};
 use sluice_net::dimse::Tag;
+use sluice_net::query::model::{self, tags};
 use sluice_net::query::{
     builder, CharacterSet, DatasetCandidate, IdentifierBuilder, IdentifierError, InformationModel,
     Level, Operation, Query, QueryContext,
 };
+
+/// PS3.5 H.3.1: Yamada^Tarou in ISO 2022 IR 87.
+pub const YAMADA_IR_87: &[u8] =
+    b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
 
 /// A stored entity: attributes with text values (ASCII or UTF-8 with the
 /// given character set).
@@ -28,6 +33,27 @@ impl Stored {
         let dataset = builder::item(values);
         let charset = CharacterSet::of_dataset(&dataset);
         Self { dataset, charset }
+    }
+
+    /// An entity stored in the character set `term`, its values given as
+    /// bytes in that set.
+    pub fn encoded(term: &str, values: &[(Tag, &[u8])]) -> Self {
+        let mut dataset = SmallDataset::new();
+        dataset.put_str(tags::SPECIFIC_CHARACTER_SET, None, term);
+        for (tag, bytes) in values {
+            dataset.put(Element {
+                tag: *tag,
+                vr: model::vr_of(*tag).unwrap_or(Vr::UN),
+                value: Value::Bytes(bytes.to_vec()),
+            });
+        }
+        Self::from_dataset(dataset)
+    }
+
+    /// With a sequence of `items` (in the entity's character set).
+    pub fn with_sequence(mut self, tag: Tag, items: Vec<SmallDataset>) -> Self {
+        self.dataset.put_sequence(tag, items);
+        self
     }
 
     pub fn from_dataset(dataset: SmallDataset) -> Self {
@@ -68,4 +94,12 @@ pub fn decode(
 /// Decodes a Study Root C-FIND identifier that must be valid.
 pub fn query(level: Level, keys: &[(Tag, &str)]) -> Query {
     decode(&study_root_find(), level, keys).expect("valid identifier")
+}
+
+/// A code sequence item: Code Value and Coding Scheme Designator.
+pub fn code_item(value: &str, scheme: &str) -> SmallDataset {
+    builder::item(&[
+        (tags::CODE_VALUE, value),
+        (tags::CODING_SCHEME_DESIGNATOR, scheme),
+    ])
 }

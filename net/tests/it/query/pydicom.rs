@@ -8,14 +8,14 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice_net::dimse::dataset::{Element, SmallDataset, SmallDatasetEncoding, Value, Vr};
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
 use sluice_net::dimse::Tag;
 use sluice_net::query::model::tags;
 use sluice_net::query::{
     build_response, Attribute, Candidate, ComputedAttributes, Query, QueryKey, ResponseContext,
 };
 
-use super::{study_root_find, Stored};
+use super::{code_item, study_root_find, Stored, YAMADA_IR_87};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -148,28 +148,25 @@ fn identifiers_written_by_pydicom_decode_to_their_values() {
     }
     // The Japanese identifier matches a study stored in UTF-8.
     let japanese = read_fixture(&scratch.0, "japanese", "implicit");
-    let mut stored = sluice_net::query::builder::item(&[
-        (tags::PATIENT_NAME, "Yamada^Tarou=山田^太郎=やまだ^たろう"),
-        (tags::STUDY_DATE, "20240115"),
-        (tags::STUDY_INSTANCE_UID, "1.2.840.1.2"),
-        (tags::MODALITIES_IN_STUDY, "MR\\SR"),
-        (tags::STUDY_DESCRIPTION, "胸部CT"),
-    ]);
-    stored.put_str(tags::SPECIFIC_CHARACTER_SET, None, "ISO_IR 192");
-    stored.put_sequence(
+    let stored = Stored::encoded(
+        "ISO_IR 192",
+        &[
+            (
+                tags::PATIENT_NAME,
+                "Yamada^Tarou=山田^太郎=やまだ^たろう".as_bytes(),
+            ),
+            (tags::STUDY_DATE, b"20240115"),
+            (tags::STUDY_INSTANCE_UID, b"1.2.840.1.2"),
+            (tags::MODALITIES_IN_STUDY, b"MR\\SR"),
+            (tags::STUDY_DESCRIPTION, "胸部CT".as_bytes()),
+        ],
+    )
+    .with_sequence(
         tags::PROCEDURE_CODE_SEQUENCE,
-        vec![sluice_net::query::builder::item(&[
-            (tags::CODE_VALUE, "RPID16"),
-            (tags::CODING_SCHEME_DESIGNATOR, "RADLEX"),
-        ])],
+        vec![code_item("RPID16", "RADLEX")],
     );
-    let stored = Stored::from_dataset(stored);
     assert!(japanese.matches(&stored.candidate()));
 }
-
-/// PS3.5 H.3.1.
-const YAMADA_IR_87: &[u8] =
-    b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
 
 /// Index-held Unicode text over a stored data set.
 struct Layered<'a> {
@@ -200,34 +197,21 @@ fn responses_decode_in_pydicom_to_what_sluice_meant() {
     computed.set_values(tags::MODALITIES_IN_STUDY, ["MR", "SR"]);
 
     // Stored in ISO 2022 IR 87: sent as stored.
-    let mut japanese = sluice_net::query::builder::item(&[
-        (tags::STUDY_DATE, "20240115"),
-        (tags::STUDY_INSTANCE_UID, "1.2.840.1.2"),
-        (tags::STUDY_DESCRIPTION, "CT"),
-    ]);
-    japanese.put_str(tags::SPECIFIC_CHARACTER_SET, None, "\\ISO 2022 IR 87");
-    japanese.put(Element {
-        tag: tags::PATIENT_NAME,
-        vr: Vr::PN,
-        value: Value::Bytes(YAMADA_IR_87.to_vec()),
-    });
-    japanese.put_sequence(
+    let japanese = Stored::encoded(
+        "\\ISO 2022 IR 87",
+        &[
+            (tags::STUDY_DATE, b"20240115"),
+            (tags::STUDY_INSTANCE_UID, b"1.2.840.1.2"),
+            (tags::STUDY_DESCRIPTION, b"CT"),
+            (tags::PATIENT_NAME, YAMADA_IR_87),
+        ],
+    )
+    .with_sequence(
         tags::PROCEDURE_CODE_SEQUENCE,
-        vec![sluice_net::query::builder::item(&[
-            (tags::CODE_VALUE, "RPID16"),
-            (tags::CODING_SCHEME_DESIGNATOR, "RADLEX"),
-        ])],
+        vec![code_item("RPID16", "RADLEX")],
     );
-    let japanese = Stored::from_dataset(japanese);
     // Stored in Latin-1, with Unicode text from the index: UTF-8.
-    let mut latin = SmallDataset::new();
-    latin.put_str(tags::SPECIFIC_CHARACTER_SET, None, "ISO_IR 100");
-    latin.put(Element {
-        tag: tags::PATIENT_NAME,
-        vr: Vr::PN,
-        value: Value::Bytes(b"B\xfcrger^Ren\xe9".to_vec()),
-    });
-    let latin = Stored::from_dataset(latin);
+    let latin = Stored::encoded("ISO_IR 100", &[(tags::PATIENT_NAME, b"B\xfcrger^Ren\xe9")]);
 
     let japanese_candidate = japanese.candidate();
     let japanese_entity = computed.over(&japanese_candidate);

@@ -14,7 +14,7 @@ use sluice_net::query::{
     IdentifierBuilder, Level, Query, ResponseContext,
 };
 
-use super::{query, study_root_find, Stored};
+use super::{query, study_root_find, Stored, YAMADA_IR_87};
 
 const CONTEXT: ResponseContext<'static> = ResponseContext {
     retrieve_ae_title: Some("SLUICE"),
@@ -171,10 +171,6 @@ fn what_the_source_cannot_supply_is_empty_and_makes_ff01() {
     assert_eq!(up_front, found);
 }
 
-/// PS3.5 H.3.1.
-const YAMADA_IR_87: &[u8] =
-    b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
-
 #[test]
 fn answers_are_in_the_character_set_of_the_stored_data() {
     let query = query(
@@ -186,14 +182,14 @@ fn answers_are_in_the_character_set_of_the_stored_data() {
         ],
     );
     // One stored set: bytes unchanged, the stored term.
-    let mut dataset = builder::item(&[(tags::PATIENT_ID, "P1"), (tags::STUDY_DESCRIPTION, "CT")]);
-    dataset.put_str(tags::SPECIFIC_CHARACTER_SET, None, "\\ISO 2022 IR 87");
-    dataset.put(Element {
-        tag: tags::PATIENT_NAME,
-        vr: Vr::PN,
-        value: Value::Bytes(YAMADA_IR_87.to_vec()),
-    });
-    let japanese = Stored::from_dataset(dataset);
+    let japanese = Stored::encoded(
+        "\\ISO 2022 IR 87",
+        &[
+            (tags::PATIENT_ID, b"P1"),
+            (tags::STUDY_DESCRIPTION, b"CT"),
+            (tags::PATIENT_NAME, YAMADA_IR_87),
+        ],
+    );
     let response = build_response(&query, &japanese.candidate(), &CONTEXT);
     assert_eq!(
         text(&response.identifier, tags::SPECIFIC_CHARACTER_SET),
@@ -204,14 +200,7 @@ fn answers_are_in_the_character_set_of_the_stored_data() {
         Some(YAMADA_IR_87)
     );
     // Stored Latin-1 beside Unicode text from the index: UTF-8.
-    let mut latin = builder::item(&[]);
-    latin.put_str(tags::SPECIFIC_CHARACTER_SET, None, "ISO_IR 100");
-    latin.put(Element {
-        tag: tags::PATIENT_NAME,
-        vr: Vr::PN,
-        value: Value::Bytes(b"B\xfcrger^Ren\xe9".to_vec()),
-    });
-    let latin = Stored::from_dataset(latin);
+    let latin = Stored::encoded("ISO_IR 100", &[(tags::PATIENT_NAME, b"B\xfcrger^Ren\xe9")]);
     let mut computed = ComputedAttributes::new();
     computed.set_values(tags::STUDY_DESCRIPTION, ["Thorax ü"]);
     let candidate = latin.candidate();
