@@ -18,5 +18,6 @@ pub mod charset;
 pub mod dimse;
 pub mod pdata;
 pub mod pdu;
+pub mod query;
 pub mod scan;
 pub mod uid;
