@@ -27,7 +27,7 @@ use io_uring::types::Timespec;
 use crate::buf::{IoBuf, Pool, RecvBuf};
 use crate::config::{AcceptMode, BackendKind, IOVECS_PER_WRITE_MAX};
 use crate::error::{IoError, OpKind, SubmitError};
-use crate::event::{At, ConnId, Event, FileId, Handler, OpenOptions, SyncKind, TimerId};
+use crate::event::{At, ConnId, Event, FileHandle, Handler, OpenOptions, SyncKind, TimerId};
 use crate::fault::{short_length, Fault, FaultInjector};
 use crate::op::{self, Completion, Prim, CANCEL_USER_DATA};
 use crate::portable::PortableBackend;
@@ -717,7 +717,7 @@ impl Core {
         }
     }
 
-    fn file_fd(&self, file: FileId) -> Result<RawFd, SubmitError> {
+    fn file_fd(&self, file: FileHandle) -> Result<RawFd, SubmitError> {
         let entry = self.files.get(file.0).ok_or(SubmitError::UnknownFile)?;
         if entry.close_requested.is_some() {
             return Err(SubmitError::UnknownFile);
@@ -756,14 +756,14 @@ impl Core {
 
     /// Registers a descriptor opened elsewhere (e.g. a data directory opened
     /// at start); the core owns and closes it.
-    pub fn adopt_file(&mut self, fd: OwnedFd) -> Result<FileId, SubmitError> {
+    pub fn adopt_file(&mut self, fd: OwnedFd) -> Result<FileHandle, SubmitError> {
         self.files
             .insert(FileEntry {
                 fd,
                 ops: 0,
                 close_requested: None,
             })
-            .map(FileId)
+            .map(FileHandle)
             .map_err(|_| SubmitError::TooManyOps {
                 maximum: self.limits.ops_in_flight_max,
             })
@@ -774,7 +774,7 @@ impl Core {
     /// is written; a short write is resubmitted, never reported as success.
     pub fn write_at(
         &mut self,
-        file: FileId,
+        file: FileHandle,
         offset: u64,
         bufs: Vec<IoBuf>,
         tag: u64,
@@ -788,7 +788,7 @@ impl Core {
     /// sync, and the runtime resubmits the remainder with a new sync.
     pub fn write_at_and_sync(
         &mut self,
-        file: FileId,
+        file: FileHandle,
         offset: u64,
         bufs: Vec<IoBuf>,
         kind: SyncKind,
@@ -799,7 +799,7 @@ impl Core {
 
     fn submit_write(
         &mut self,
-        file: FileId,
+        file: FileHandle,
         offset: u64,
         bufs: Vec<IoBuf>,
         sync: Option<SyncKind>,
@@ -845,7 +845,7 @@ impl Core {
     /// Syncs a file or directory. Covers the writes whose [`Event::Written`]
     /// was delivered before this call (io_uring does not order separately
     /// submitted operations). Ends in [`Event::Synced`].
-    pub fn sync(&mut self, file: FileId, kind: SyncKind, tag: u64) -> Result<(), SubmitError> {
+    pub fn sync(&mut self, file: FileHandle, kind: SyncKind, tag: u64) -> Result<(), SubmitError> {
         self.check_submit()?;
         let fd = self.file_fd(file)?;
         self.start_handler_op(OpBody::Sync {
@@ -920,7 +920,7 @@ impl Core {
 
     /// Closes a file once the operations using it have completed. The id is
     /// stale at once. Ends in [`Event::FileClosed`].
-    pub fn close_file(&mut self, file: FileId, tag: u64) -> Result<(), SubmitError> {
+    pub fn close_file(&mut self, file: FileHandle, tag: u64) -> Result<(), SubmitError> {
         if self.shutting_down {
             return Err(SubmitError::ShuttingDown);
         }
@@ -1782,7 +1782,7 @@ impl Core {
                 };
                 let result = Err(IoError::new(op, libc::ECANCELED));
                 return self.push_event(Event::Written {
-                    file: FileId(write.file),
+                    file: FileHandle(write.file),
                     tag: write.tag,
                     result,
                 });
@@ -1799,7 +1799,7 @@ impl Core {
         };
         let result = failure.map_or(Ok(total), Err);
         self.push_event(Event::Written {
-            file: FileId(write.file),
+            file: FileHandle(write.file),
             tag: write.tag,
             result,
         });
@@ -1852,13 +1852,13 @@ impl Core {
                             ops: 0,
                             close_requested: None,
                         })
-                        .map(FileId)
+                        .map(FileHandle)
                         .map_err(|_| IoError::new(OpKind::Open, libc::EMFILE))
                 };
                 Event::Opened { tag, result }
             }
             OpBody::Sync { file, tag, .. } => Event::Synced {
-                file: FileId(file),
+                file: FileHandle(file),
                 tag,
                 result: outcome(OpKind::Sync),
             },

@@ -23,11 +23,21 @@ impl ConnId {
     }
 }
 
-/// An open file or directory on one core.
+/// An open file or directory on one core: a generation-checked handle to a
+/// descriptor in the core's file table, valid from [`Event::Opened`] (or
+/// [`Core::adopt_file`]) until [`Core::close_file`], and meaningless on any
+/// other core or after the close.
+///
+/// Named a *handle*, not an id, so it cannot be mistaken for the store's
+/// `sluice_index::FileId`, the persistent 128-bit name of a stored object
+/// that outlives every process: this one names an open descriptor for as
+/// long as it is open, like a `std::fs::File`, and is never written down.
+/// (`FileSlot` was the other candidate; it describes the table's
+/// implementation rather than what the caller holds.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId(pub(crate) Key);
+pub struct FileHandle(pub(crate) Key);
 
-impl FileId {
+impl FileHandle {
     /// The slot index (dense, stable while the file is open).
     pub fn index(self) -> usize {
         self.0.index as usize
@@ -44,7 +54,7 @@ pub enum At {
     /// Relative to the process's working directory (or an absolute path).
     Cwd,
     /// Relative to an open directory.
-    Dir(FileId),
+    Dir(FileHandle),
 }
 
 /// Whether a sync covers metadata.
@@ -231,14 +241,14 @@ pub enum Event {
         /// The caller's tag.
         tag: u64,
         /// The file, or the error (`EEXIST` for `create_new`).
-        result: Result<FileId, IoError>,
+        result: Result<FileHandle, IoError>,
     },
     /// A write finished: all bytes written (and synced, if a sync was
     /// linked), or an error. Short writes are completed by the runtime and
     /// never reported as success with fewer bytes.
     Written {
         /// The file.
-        file: FileId,
+        file: FileHandle,
         /// The caller's tag.
         tag: u64,
         /// Bytes written (the full length), or the error; an error with
@@ -248,7 +258,7 @@ pub enum Event {
     /// A sync finished.
     Synced {
         /// The file.
-        file: FileId,
+        file: FileHandle,
         /// The caller's tag.
         tag: u64,
         /// Outcome. An error is final: never retry a sync into a success.

@@ -101,7 +101,7 @@ pub use crate::config::{
 };
 pub use crate::core::{Core, CoreStats};
 pub use crate::error::{IoError, JoinError, OpKind, StartError, SubmitError};
-pub use crate::event::{At, ConnId, Event, FileId, Handler, OpenOptions, SyncKind, TimerId};
+pub use crate::event::{At, ConnId, Event, FileHandle, Handler, OpenOptions, SyncKind, TimerId};
 pub use crate::fault::Fault;
 #[cfg(feature = "fault-injection")]
 pub use crate::fault::{FaultPlan, InjectedFault};
