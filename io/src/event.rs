@@ -1,11 +1,11 @@
 //! What a handler sees: the ids of connections, files and timers, the
-//! [`Event`]s the runtime delivers, the [`Handler`] trait, and the small
-//! option types of file operations.
+//! [`Event`]s the runtime delivers, and the small option types of file
+//! operations. (The [`Handler`](crate::Handler) trait itself lives with the
+//! core it is handed.)
 
 use std::net::SocketAddr;
 
 use crate::buf::RecvBuf;
-use crate::core::Core;
 use crate::error::IoError;
 use crate::slab::Key;
 
@@ -25,7 +25,7 @@ impl ConnId {
 
 /// An open file or directory on one core: a generation-checked handle to a
 /// descriptor in the core's file table, valid from [`Event::Opened`] (or
-/// [`Core::adopt_file`]) until [`Core::close_file`], and meaningless on any
+/// `Core::adopt_file`) until `Core::close_file`, and meaningless on any
 /// other core or after the close.
 ///
 /// Named a *handle*, not an id, so it cannot be mistaken for the store's
@@ -297,35 +297,4 @@ pub enum Event {
         /// The caller's tag.
         tag: u64,
     },
-}
-
-/// A core's handler: an explicit state machine driven by completions.
-///
-/// One handler lives on each core thread (made there by the factory passed
-/// to `Runtime::start`, so it need not be `Send`). The runtime calls it with
-/// every event of its core; the handler reacts by submitting operations on
-/// the `Core` it is given, which complete later as further events.
-pub trait Handler: 'static {
-    /// Messages other threads send this core through a `CoreSender`
-    /// (e.g. the index writer handing back a committed batch).
-    type Message: Send + 'static;
-
-    /// The core is up (listeners armed): open directories, start connects.
-    fn on_start(&mut self, core: &mut Core) {
-        let _ = core;
-    }
-
-    /// An event of this core.
-    fn on_event(&mut self, core: &mut Core, event: Event);
-
-    /// A message from another thread.
-    fn on_message(&mut self, core: &mut Core, message: Self::Message) {
-        let _ = (core, message);
-    }
-
-    /// Shutdown began: the runtime will cancel and drain everything next and
-    /// deliver no further events; submissions now fail with `ShuttingDown`.
-    fn on_shutdown(&mut self, core: &mut Core) {
-        let _ = core;
-    }
 }
