@@ -15,7 +15,9 @@ impl Core {
     pub(super) fn discard_buffer(&self, completion: &Completion) {
         if let Some(buffer_id) = completion.buffer_id() {
             let length = u32::try_from(completion.result.max(0)).unwrap_or(0);
-            drop(self.pool.lease(buffer_id, length));
+            let leased = self.pool.lease(buffer_id, length);
+            debug_assert!(leased.is_some(), "completion named a buffer not free");
+            drop(leased);
         }
     }
 
@@ -24,6 +26,11 @@ impl Core {
         if completion.user_data == CANCEL_USER_DATA {
             return;
         }
+        debug_assert_ne!(
+            completion.user_data,
+            op::WAKE_USER_DATA,
+            "the backend passed its wake-up on as a completion"
+        );
         let (key, part) = op::decode_user_data(completion.user_data);
         let Some(entry) = self.ops.get_mut(key) else {
             // Every part of an operation completes exactly once and the
