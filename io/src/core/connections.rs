@@ -35,13 +35,7 @@ impl Core {
         let sends_queued_max = self.limits.sends_queued_max;
         let at_op_limit = self.ops.handler_ops() >= self.limits.ops_in_flight_max;
         let too_many_ops = self.too_many_ops();
-        let slot = self
-            .conns
-            .get_mut(conn.0)
-            .ok_or(SubmitError::UnknownConnection)?;
-        if slot.state == ConnState::Closing {
-            return Err(SubmitError::UnknownConnection);
-        }
+        let slot = self.conns.usable_mut(conn.0)?;
         if slot.send_queue.len() >= sends_queued_max {
             return Err(SubmitError::SendQueueFull {
                 maximum: sends_queued_max,

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
 use crate::buf::{IoBuf, RecvBuf};
-use crate::error::IoError;
+use crate::error::{IoError, SubmitError};
 use crate::slab::{Key, Slab};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +180,14 @@ impl ConnTable {
 
     pub fn get_mut(&mut self, conn: Key) -> Option<&mut ConnSlot> {
         self.slab.get_mut(conn)
+    }
+
+    /// A connection the handler may still use: known and not closing.
+    pub fn usable_mut(&mut self, conn: Key) -> Result<&mut ConnSlot, SubmitError> {
+        match self.slab.get_mut(conn) {
+            Some(slot) if slot.state != ConnState::Closing => Ok(slot),
+            _ => Err(SubmitError::UnknownConnection),
+        }
     }
 
     /// Adds a connection; gives the descriptor back when the table is full.

@@ -45,13 +45,7 @@ impl Core {
 
     /// Resumes receiving: held data is delivered first, in order.
     pub fn resume_recv(&mut self, conn: ConnId) -> Result<(), SubmitError> {
-        let slot = self
-            .conns
-            .get_mut(conn.0)
-            .ok_or(SubmitError::UnknownConnection)?;
-        if slot.state == ConnState::Closing {
-            return Err(SubmitError::UnknownConnection);
-        }
+        let slot = self.conns.usable_mut(conn.0)?;
         slot.recv_wanted = true;
         let held: Vec<RecvBuf> = slot.backlog.drain(..).collect();
         let end = slot.pending_end.take();
