@@ -29,7 +29,8 @@ struct Issuer<'a> {
 }
 
 impl Issuer<'_> {
-    /// Hands part 0 (and, for a write with `linked_sync`, part 1) to the backend.
+    /// Hands the primitive of `part` to the backend (a write's linked sync
+    /// travels with part 0 and completes as part 1).
     fn prim(&mut self, part: u64, prim: Prim) {
         self.backend.issue(self.user_data + part, prim);
     }
