@@ -348,7 +348,7 @@ struct Job {
     tmp_path: PathBuf,
     area: Area,
     final_path: PathBuf,
-    file: Option<sluice_io::FileId>,
+    file: Option<sluice_io::FileHandle>,
     opened: bool,
     header_bytes: u64,
     /// Bytes handed to writes so far (header included).
@@ -2160,7 +2160,7 @@ impl CoreHandler {
         &mut self,
         core: &mut Core,
         key: u64,
-        result: Result<sluice_io::FileId, sluice_io::IoError>,
+        result: Result<sluice_io::FileHandle, sluice_io::IoError>,
     ) {
         let Some(job) = self.jobs.get_mut(&key) else {
             // Abandoned while opening: remove what the open created.
