@@ -1,0 +1,1 @@
+//! One seeded power-loss round of `sluice serve` (to be written).
