@@ -110,6 +110,13 @@ impl Mounted {
         self.shared.lock().arm_cut(mutation, loss);
     }
 
+    /// Makes everything durable (a whole journal commit); see
+    /// [`Model::sync_all`](crate::model::Model::sync_all).
+    pub fn sync_all(&self) {
+        // Only fails after a cut, when there is nothing left to settle.
+        let _ = self.shared.lock().sync_all();
+    }
+
     /// Cuts the power now (or keeps an armed cut that already happened).
     pub fn cut_now(&self, loss: PowerLoss) -> CutSummary {
         let mut model = self.shared.lock();
