@@ -98,6 +98,27 @@ fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+fn reply_attr(reply: ReplyAttr, result: Result<Attr, FsError>) {
+    match result {
+        Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+        Err(error) => reply.error(errno(error)),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
+    match result {
+        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
+        Err(error) => reply.error(errno(error)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(errno(error)),
+    }
+}
+
 impl CrashFs {
     fn follow_ups(&self) -> MutexGuard<'_, HashSet<(u32, u64)>> {
         self.shared
@@ -127,17 +148,11 @@ impl Filesystem for CrashFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.shared.lock().lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_entry(reply, self.shared.lock().lookup(parent.0, name))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.shared.lock().attr(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_attr(reply, self.shared.lock().attr(ino.0))
     }
 
     fn setattr(
@@ -164,10 +179,7 @@ impl Filesystem for CrashFs {
             }
             model.set_owner_mode(ino.0, mode.map(|mode| (mode & 0o7777) as u16), uid, gid)
         });
-        match result {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_attr(reply, result)
     }
 
     fn mkdir(
@@ -180,24 +192,18 @@ impl Filesystem for CrashFs {
         reply: ReplyEntry,
     ) {
         let perm = (mode & !umask & 0o7777) as u16;
-        match self.mutate(|model| model.mkdir(parent.0, name, perm, req.uid(), req.gid())) {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_entry(
+            reply,
+            self.mutate(|model| model.mkdir(parent.0, name, perm, req.uid(), req.gid())),
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.mutate(|model| model.unlink(parent.0, name)) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_empty(reply, self.mutate(|model| model.unlink(parent.0, name)))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.mutate(|model| model.rmdir(parent.0, name)) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_empty(reply, self.mutate(|model| model.rmdir(parent.0, name)))
     }
 
     fn rename(
@@ -216,10 +222,10 @@ impl Filesystem for CrashFs {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.mutate(|model| model.rename(parent.0, name, newparent.0, newname, no_replace)) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_empty(
+            reply,
+            self.mutate(|model| model.rename(parent.0, name, newparent.0, newname, no_replace)),
+        )
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -338,10 +344,7 @@ impl Filesystem for CrashFs {
         }
         // fsync and fdatasync alike: data and size (the model keeps no
         // other metadata durable).
-        match self.mutate(|model| model.sync_file(ino.0)) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_empty(reply, self.mutate(|model| model.sync_file(ino.0)))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -399,10 +402,7 @@ impl Filesystem for CrashFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.mutate(|model| model.sync_dir(ino.0)) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_empty(reply, self.mutate(|model| model.sync_dir(ino.0)))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -444,9 +444,9 @@ impl Filesystem for CrashFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.mutate(|model| model.fallocate(ino.0, offset, length, mode)) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(error)),
-        }
+        reply_empty(
+            reply,
+            self.mutate(|model| model.fallocate(ino.0, offset, length, mode)),
+        )
     }
 }

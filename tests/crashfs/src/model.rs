@@ -621,10 +621,7 @@ impl Model {
     /// The inode named `name` in directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
         self.check_power()?;
-        let ino = *self
-            .dir_entries(parent)?
-            .get(name)
-            .ok_or(FsError::NotFound)?;
+        let ino = self.entry(parent, name)?;
         self.attr(ino)
     }
 
@@ -714,20 +711,7 @@ impl Model {
         gid: u32,
         flags: i32,
     ) -> Result<(Attr, u64), FsError> {
-        Self::check_name(name)?;
-        if self.dir_entries(parent)?.contains_key(name) {
-            return Err(FsError::Exists);
-        }
-        self.begin_mutation()?;
-        let ino = self.new_inode(Node::File(Data::default()), perm, uid, gid);
-        self.dir_entries_mut(parent)?.insert(name.to_owned(), ino);
-        self.touch(parent);
-        self.record(vec![Change {
-            dir: parent,
-            name: name.to_owned(),
-            target: Some(ino),
-        }]);
-        self.stats.creates += 1;
+        let ino = self.add_entry(parent, name, Node::File(Data::default()), perm, uid, gid)?;
         let handle = self.open(ino, flags)?;
         Ok((self.attr(ino)?, handle))
     }
@@ -741,16 +725,31 @@ impl Model {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
+        let ino = self.add_entry(parent, name, Node::Dir(BTreeMap::new()), perm, uid, gid)?;
+        if let Some(inode) = self.inodes.get_mut(&parent) {
+            inode.nlink += 1;
+        }
+        self.attr(ino)
+    }
+
+    /// The mutation shared by create and mkdir: a new inode under a new
+    /// name, pending.
+    fn add_entry(
+        &mut self,
+        parent: Ino,
+        name: &OsStr,
+        node: Node,
+        perm: u16,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Ino, FsError> {
         Self::check_name(name)?;
         if self.dir_entries(parent)?.contains_key(name) {
             return Err(FsError::Exists);
         }
         self.begin_mutation()?;
-        let ino = self.new_inode(Node::Dir(BTreeMap::new()), perm, uid, gid);
+        let ino = self.new_inode(node, perm, uid, gid);
         self.dir_entries_mut(parent)?.insert(name.to_owned(), ino);
-        if let Some(inode) = self.inodes.get_mut(&parent) {
-            inode.nlink += 1;
-        }
         self.touch(parent);
         self.record(vec![Change {
             dir: parent,
@@ -758,7 +757,7 @@ impl Model {
             target: Some(ino),
         }]);
         self.stats.creates += 1;
-        self.attr(ino)
+        Ok(ino)
     }
 
     /// Opens `ino`; the handle's flags are not kept (every write carries the
@@ -1016,39 +1015,46 @@ impl Model {
 
     /// Removes the file `name` from `parent`.
     pub fn unlink(&mut self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
-        let ino = *self
-            .dir_entries(parent)?
-            .get(name)
-            .ok_or(FsError::NotFound)?;
+        let ino = self.entry(parent, name)?;
         if matches!(self.inode(ino)?.node, Node::Dir(_)) {
             return Err(FsError::IsDir);
         }
-        self.begin_mutation()?;
-        self.dir_entries_mut(parent)?.remove(name);
-        self.touch(parent);
-        self.record(vec![Change {
-            dir: parent,
-            name: name.to_owned(),
-            target: None,
-        }]);
+        self.remove_entry(parent, name)?;
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.nlink = inode.nlink.saturating_sub(1);
             inode.ctime = SystemTime::now();
         }
-        self.stats.removes += 1;
         self.maybe_free(ino);
         Ok(())
     }
 
     /// Removes the empty directory `name` from `parent`.
     pub fn rmdir(&mut self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
-        let ino = *self
-            .dir_entries(parent)?
-            .get(name)
-            .ok_or(FsError::NotFound)?;
+        let ino = self.entry(parent, name)?;
         if !self.dir_entries(ino)?.is_empty() {
             return Err(FsError::NotEmpty);
         }
+        self.remove_entry(parent, name)?;
+        if let Some(inode) = self.inodes.get_mut(&parent) {
+            inode.nlink = inode.nlink.saturating_sub(1);
+        }
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.nlink = 0;
+        }
+        self.maybe_free(ino);
+        Ok(())
+    }
+
+    /// The inode `name` names in `parent`.
+    fn entry(&self, parent: Ino, name: &OsStr) -> Result<Ino, FsError> {
+        self.dir_entries(parent)?
+            .get(name)
+            .copied()
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The mutation shared by unlink and rmdir: the name goes, pending.
+    fn remove_entry(&mut self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
         self.begin_mutation()?;
         self.dir_entries_mut(parent)?.remove(name);
         self.touch(parent);
@@ -1057,14 +1063,7 @@ impl Model {
             name: name.to_owned(),
             target: None,
         }]);
-        if let Some(inode) = self.inodes.get_mut(&parent) {
-            inode.nlink = inode.nlink.saturating_sub(1);
-        }
-        if let Some(inode) = self.inodes.get_mut(&ino) {
-            inode.nlink = 0;
-        }
         self.stats.removes += 1;
-        self.maybe_free(ino);
         Ok(())
     }
 
@@ -1093,10 +1092,7 @@ impl Model {
         no_replace: bool,
     ) -> Result<(), FsError> {
         Self::check_name(new_name)?;
-        let ino = *self
-            .dir_entries(parent)?
-            .get(name)
-            .ok_or(FsError::NotFound)?;
+        let ino = self.entry(parent, name)?;
         let replaced = self.dir_entries(new_parent)?.get(new_name).copied();
         if replaced == Some(ino) {
             return Ok(());
