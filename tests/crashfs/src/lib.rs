@@ -10,7 +10,7 @@
 //! are in [`model`] and argued in `docs/design/power-loss-testing.md`.
 //!
 //! - [`model`]: the state and the durability rules, without FUSE;
-//! - [`fuse`](crate::mount) glue: kernel requests to model calls (private);
+//! - `fuse` (private): kernel requests to model calls, replies to errnos;
 //! - [`mount`]: mount, arm or make a power cut, unmount, mount what survived;
 //! - [`power_loss`]: one seeded power-loss round of `sluice serve` under load.
 
