@@ -186,7 +186,8 @@ pub struct Outcome {
     pub recovery: String,
     /// Broken promises (empty: the round passed).
     pub violations: Vec<Violation>,
-    /// Where the round's files are (logs, history, acknowledgements).
+    /// Where the round's files are (logs, history, acknowledgements, and
+    /// `data-at-cut/`: the data directory as the cut left it).
     pub work_dir: PathBuf,
 }
 
@@ -386,7 +387,8 @@ impl Server {
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--io-backend", plan.io_backend, "--cores", "2"])
                 .args(["--free-space-floor", "0"])
-                .env("RUST_LOG", "info")
+                // Recovery says at debug why a file went to orphans/.
+                .env("RUST_LOG", "info,sluice_engine::recovery=debug")
                 .stdout(Stdio::null())
                 .stderr(log_file),
         )?;
@@ -544,6 +546,32 @@ fn check_promises(
     Ok(())
 }
 
+/// Copies the directory tree `from` (if it exists) to `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), HarnessError> {
+    if !from.exists() {
+        return Ok(());
+    }
+    let mut stack = vec![(from.to_owned(), to.to_owned())];
+    while let Some((source, target)) = stack.pop() {
+        std::fs::create_dir_all(&target)
+            .map_err(io_error(format!("create {}", target.display())))?;
+        let entries =
+            std::fs::read_dir(&source).map_err(io_error(format!("read {}", source.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(format!("read {}", source.display())))?;
+            let path = entry.path();
+            let destination = target.join(entry.file_name());
+            if path.is_dir() {
+                stack.push((path, destination));
+            } else {
+                std::fs::copy(&path, &destination)
+                    .map_err(io_error(format!("copy {}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Lines of the acknowledgement file that are whole (ended by a newline).
 fn whole_lines(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -656,8 +684,11 @@ pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessEr
     let commitments = whole_lines(&commit_acks);
     let instances_acknowledged = acknowledged_instances(&history);
 
-    // 3. Power back: mount what survived, restart (recovery runs), stop.
+    // 3. Power back: mount what survived, keep a copy of it as it was
+    // (a failing round is looked at from there), restart (recovery runs),
+    // stop.
     let fs = Mounted::mount(image, &mountpoint, CAPACITY_BYTES_DEFAULT)?;
+    copy_tree(&data, &work.join("data-at-cut"))?;
     let recovery = match Server::start(tools, plan, &data, work.join("serve-2.log"))? {
         Ok(mut server) => {
             let log = server.log();

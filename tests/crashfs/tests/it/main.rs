@@ -4,3 +4,4 @@
 
 mod fs;
 mod power_loss;
+mod seal;
