@@ -5,15 +5,18 @@
 //! file acknowledged without a valid seal is lost to the archive after
 //! such a cut: recovery moves it to `orphans/`.
 //!
-//! Found by the power-loss test (seed 2141, once in about 380 rounds):
-//! when a data set arrives whole before its temporary file's open has
-//! completed (small instances, a loaded machine), the ingest path issues
-//! the header's write and the seal's write together, and the seal lies
-//! inside the header's range. Nothing orders the two (the portable
-//! backend's helper threads; io_uring without linked writes), so the
-//! header, with its zeroed seal, can land last. This test shows it without
-//! any crash, on an ordinary file system: it stores small SR instances
-//! from many associations and reads every file's seal back.
+//! Found by the power-loss test (seed 2141, once in about 380 rounds): the
+//! header is the file's first write and holds the seal's 32 bytes as
+//! zeros; the seal's own write is issued as soon as the data set is whole
+//! (`dataset_complete` -> `write_seal`, or `opened` -> `flush_writes` then
+//! `write_seal` when the data set arrived before the open completed),
+//! while the header's write may still be in flight. Nothing orders two
+//! writes in flight (the portable backend's helper threads; io_uring
+//! without linked writes, which punts writes it cannot complete at once to
+//! worker threads), so the header, with its zeroed seal, can land last.
+//! This test shows it without any crash, on an ordinary file system: it
+//! stores small SR instances from many associations on the portable
+//! backend and reads every file's seal back.
 
 use std::net::TcpStream;
 use std::path::Path;
