@@ -5,7 +5,7 @@
 //! file acknowledged without a valid seal is lost to the archive after
 //! such a cut: recovery moves it to `orphans/`.
 //!
-//! Found by the power-loss test (seed 2141, once in about 380 rounds): the
+//! Found by the power-loss test (seed 2141, once in 751 rounds): the
 //! header is the file's first write and holds the seal's 32 bytes as
 //! zeros; the seal's own write is issued as soon as the data set is whole
 //! (`dataset_complete` -> `write_seal`, or `opened` -> `flush_writes` then
