@@ -5,7 +5,7 @@
 //!
 //! One [`LoadCore`] handler per core owns its share of the workers, a
 //! periodic tick (ramp-up, Poisson arrivals, deadlines, timeouts), the cache
-//! of framed instances and its [`CoreStats`]. Cores share only atomics (the
+//! of framed instances and its [`Measurements`]. Cores share only atomics (the
 //! instance budget, UID serials, live counters for the progress bar) and,
 //! at the very end, a mutex to hand in their stats.
 //!
@@ -42,7 +42,7 @@ use sluice_net::dimse::{
 use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming, SendError, Violation};
 use sluice_net::uid::{self, ts};
 
-use crate::stats::CoreStats;
+use crate::stats::Measurements;
 use crate::uid::UidGenerator;
 use crate::workload::{Framed, Prepared, UidKind};
 
@@ -155,7 +155,7 @@ pub struct Shared {
     /// Commitment requests awaiting a report: transaction UID -> N-ACTION sent.
     pub pending_commits: Mutex<HashMap<String, Instant>>,
     /// Each core's stats, handed in at shutdown.
-    pub results: Mutex<Vec<CoreStats>>,
+    pub results: Mutex<Vec<Measurements>>,
     /// When the last core finished.
     pub finished_at: Mutex<Option<Instant>>,
 }
@@ -195,8 +195,9 @@ impl Shared {
     }
 }
 
+/// Where a worker is in its association's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum WorkerPhase {
     /// No connection; (re)start at this time.
     Waiting { at: Instant },
     /// Open loop: no connection until work arrives.
@@ -217,8 +218,9 @@ enum Phase {
     Done,
 }
 
+/// The C-STORE a worker has in flight: what is sent, how far, and when.
 #[derive(Debug)]
-struct Store {
+struct StoreInFlight {
     framed: Rc<Framed>,
     instance_serial: u64,
     study_serial: u64,
@@ -254,7 +256,7 @@ fn endpoint_config() -> EndpointConfig {
 
 #[derive(Debug)]
 struct Worker {
-    phase: Phase,
+    phase: WorkerPhase,
     conn: Option<ConnId>,
     endpoint: Endpoint,
     connect_started: Instant,
@@ -262,7 +264,7 @@ struct Worker {
     contexts: Vec<Option<u8>>,
     commit_context: Option<u8>,
     on_association: u64,
-    store: Option<Store>,
+    store: Option<StoreInFlight>,
     commit: Option<Commit>,
     study_serial: u64,
     series_serial: u64,
@@ -274,7 +276,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(phase: Phase) -> Worker {
+    fn new(phase: WorkerPhase) -> Worker {
         Worker {
             phase,
             conn: None,
@@ -315,7 +317,7 @@ pub struct LoadCore {
     workers: Vec<Worker>,
     by_conn: HashMap<ConnId, usize>,
     framed: HashMap<(usize, u8, u32), Rc<Framed>>,
-    stats: CoreStats,
+    stats: Measurements,
     rng: fastrand::Rng,
     /// Its own generator, so the arrival sequence of a seed does not depend
     /// on how many mix choices were drawn in between.
@@ -350,11 +352,11 @@ impl LoadCore {
                     let offset = plan
                         .ramp_up
                         .mul_f64(f64::from(global) / plan.associations.max(1) as f64);
-                    Worker::new(Phase::Waiting {
+                    Worker::new(WorkerPhase::Waiting {
                         at: shared.start + offset,
                     })
                 }
-                LoadShape::Open { .. } => Worker::new(Phase::Dormant),
+                LoadShape::Open { .. } => Worker::new(WorkerPhase::Dormant),
             })
             .collect();
         let rate_per_core = match plan.shape {
@@ -382,7 +384,7 @@ impl LoadCore {
             workers,
             by_conn: HashMap::new(),
             framed: HashMap::new(),
-            stats: CoreStats::default(),
+            stats: Measurements::default(),
             stopping: false,
             done: false,
             arrivals: VecDeque::new(),
@@ -410,8 +412,8 @@ impl LoadCore {
 
     fn start_association(&mut self, core: &mut Core, w: usize) {
         let Some(rq) = self.proposal.clone() else {
-            CoreStats::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
-            self.workers[w].phase = Phase::Done;
+            Measurements::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
+            self.workers[w].phase = WorkerPhase::Done;
             return;
         };
         let address = self.plan().address;
@@ -426,26 +428,26 @@ impl LoadCore {
             .request_association(rq, worker.connect_started)
             .is_err()
         {
-            CoreStats::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
-            worker.phase = Phase::Done;
+            Measurements::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
+            worker.phase = WorkerPhase::Done;
             return;
         }
         self.stats.associations_requested += 1;
         match core.connect(address, w as u64) {
             Ok(conn) => {
                 worker.conn = Some(conn);
-                worker.phase = Phase::Associating;
+                worker.phase = WorkerPhase::Associating;
                 self.by_conn.insert(conn, w);
                 self.shared
                     .live_associations
                     .fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                CoreStats::bump(
+                Measurements::bump(
                     &mut self.stats.aborts,
                     format!("connect not submitted: {error}"),
                 );
-                worker.phase = Phase::Waiting {
+                worker.phase = WorkerPhase::Waiting {
                     at: Instant::now() + RETRY_BACKOFF,
                 };
             }
@@ -490,15 +492,15 @@ impl LoadCore {
     fn close(&mut self, core: &mut Core, w: usize) {
         let worker = &mut self.workers[w];
         if let Some(conn) = worker.conn {
-            if worker.phase != Phase::Closing {
-                worker.phase = Phase::Closing;
+            if worker.phase != WorkerPhase::Closing {
+                worker.phase = WorkerPhase::Closing;
                 core.close_connection(conn);
             }
         }
     }
 
     fn abort(&mut self, core: &mut Core, w: usize, why: &str) {
-        CoreStats::bump(&mut self.stats.aborts, why);
+        Measurements::bump(&mut self.stats.aborts, why);
         self.lose_in_flight(w);
         self.workers[w].endpoint.abort(Instant::now());
         let _ = self.transmit(core, w);
@@ -525,7 +527,7 @@ impl LoadCore {
                 if let Ok(mut pending) = self.shared.pending_commits.lock() {
                     pending.remove(&commit.transaction_uid);
                 }
-                CoreStats::bump(
+                Measurements::bump(
                     &mut self.stats.commit_errors,
                     "association ended before the report",
                 );
@@ -537,7 +539,7 @@ impl LoadCore {
         match indication {
             Indication::AssociateAccepted(negotiated) => {
                 let elapsed = self.workers[w].connect_started.elapsed();
-                CoreStats::record(&mut self.stats.setup_latency_us, elapsed.as_micros() as u64);
+                Measurements::record(&mut self.stats.setup_latency_us, elapsed.as_micros() as u64);
                 self.stats.associations_established += 1;
                 let contexts = self
                     .plan()
@@ -560,10 +562,10 @@ impl LoadCore {
                 let worker = &mut self.workers[w];
                 worker.contexts = contexts;
                 worker.commit_context = commit_context;
-                worker.phase = Phase::Ready;
+                worker.phase = WorkerPhase::Ready;
                 if worker.contexts.iter().all(Option::is_none) {
                     // Retrying cannot help: this worker is finished.
-                    CoreStats::bump(
+                    Measurements::bump(
                         &mut self.stats.aborts,
                         "no storage presentation context accepted",
                     );
@@ -575,7 +577,7 @@ impl LoadCore {
             }
             Indication::AssociateRejected(rj) => {
                 let (result, source, reason) = rj.codes();
-                CoreStats::bump(
+                Measurements::bump(
                     &mut self.stats.rejections,
                     format!("{result}/{source}/{reason}"),
                 );
@@ -614,14 +616,14 @@ impl LoadCore {
             AbortCause::InvalidAssociateAc(_) => "invalid A-ASSOCIATE-AC".to_string(),
             other => format!("{other:?}"),
         };
-        CoreStats::bump(&mut self.stats.aborts, kind);
+        Measurements::bump(&mut self.stats.aborts, kind);
         self.lose_in_flight(w);
     }
 
     fn release(&mut self, core: &mut Core, w: usize) {
         let worker = &mut self.workers[w];
         if worker.endpoint.may_send_pdata() {
-            worker.phase = Phase::Releasing;
+            worker.phase = WorkerPhase::Releasing;
             self.idle.retain(|&idle| idle != w);
             if self.workers[w].endpoint.release(Instant::now()).is_err() {
                 self.abort(core, w, "state machine refused an event");
@@ -647,22 +649,22 @@ impl LoadCore {
         }
         let clean = self.stats.associations_released > 0 && worker.endpoint.is_closed();
         worker.phase = if stopping || worker.fatal {
-            Phase::Done
+            WorkerPhase::Done
         } else {
             match shape {
-                LoadShape::Closed => Phase::Waiting {
-                    at: if clean && worker.phase != Phase::Associating {
+                LoadShape::Closed => WorkerPhase::Waiting {
+                    at: if clean && worker.phase != WorkerPhase::Associating {
                         Instant::now()
                     } else {
                         Instant::now() + RETRY_BACKOFF
                     },
                 },
-                LoadShape::Open { .. } => Phase::Dormant,
+                LoadShape::Open { .. } => WorkerPhase::Dormant,
             }
         };
         // A rejected or aborted association backs off before retrying.
         if worker.on_association == 0 && !stopping && !worker.fatal && shape == LoadShape::Closed {
-            worker.phase = Phase::Waiting {
+            worker.phase = WorkerPhase::Waiting {
                 at: Instant::now() + RETRY_BACKOFF,
             };
         }
@@ -708,7 +710,7 @@ impl LoadCore {
                 if let Some(arrival) = self.arrivals.pop_front() {
                     self.start_store(core, w, Some(arrival));
                 } else {
-                    self.workers[w].phase = Phase::Ready;
+                    self.workers[w].phase = WorkerPhase::Ready;
                     if !self.idle.contains(&w) {
                         self.idle.push(w);
                     }
@@ -741,7 +743,7 @@ impl LoadCore {
                 "presentation context not accepted for {}",
                 self.plan().workload[pick].sop_class_uid
             );
-            CoreStats::bump(&mut self.stats.aborts, why);
+            Measurements::bump(&mut self.stats.aborts, why);
             self.release(core, w);
             return;
         };
@@ -803,10 +805,10 @@ impl LoadCore {
             return;
         }
         let worker = &mut self.workers[w];
-        worker.phase = Phase::Storing;
+        worker.phase = WorkerPhase::Storing;
         worker.on_association += 1;
         worker.in_study += 1;
-        worker.store = Some(Store {
+        worker.store = Some(StoreInFlight {
             study_serial: worker.study_serial,
             series_serial: worker.series_serial,
             framed,
@@ -901,17 +903,17 @@ impl LoadCore {
             .store
             .take_if(|store| store.message_id == message_id)
         else {
-            CoreStats::bump(&mut self.stats.aborts, "C-STORE-RSP for an unknown message");
+            Measurements::bump(&mut self.stats.aborts, "C-STORE-RSP for an unknown message");
             return;
         };
         let now = Instant::now();
         let last_byte = store.last_byte_at.unwrap_or(now);
-        CoreStats::record(
+        Measurements::record(
             &mut self.stats.store_latency_us,
             now.saturating_duration_since(last_byte).as_micros() as u64,
         );
         if let Some(arrival) = store.arrival {
-            CoreStats::record(
+            Measurements::record(
                 &mut self.stats.arrival_latency_us,
                 now.saturating_duration_since(arrival).as_micros() as u64,
             );
@@ -984,7 +986,7 @@ impl LoadCore {
                 worker.study_refs.clear();
             }
         }
-        worker.phase = Phase::Ready;
+        worker.phase = WorkerPhase::Ready;
         self.next_work(core, w);
     }
 
@@ -997,7 +999,7 @@ impl LoadCore {
         worker.commit_due = false;
         let references = std::mem::take(&mut worker.study_refs);
         let Some(context) = worker.commit_context else {
-            CoreStats::bump(
+            Measurements::bump(
                 &mut self.stats.commit_errors,
                 "commitment context not accepted",
             );
@@ -1031,7 +1033,7 @@ impl LoadCore {
         if worker.conn.is_none() {
             return;
         }
-        worker.phase = Phase::Committing;
+        worker.phase = WorkerPhase::Committing;
         let sent_at = Instant::now();
         if let Ok(mut pending) = self.shared.pending_commits.lock() {
             if pending.len() < PENDING_COMMITS_MAX {
@@ -1063,9 +1065,9 @@ impl LoadCore {
             .commit
             .as_ref()
             .is_some_and(|commit| commit.rsp_received && (commit.report_received || listener));
-        if finished && worker.phase == Phase::Committing {
+        if finished && worker.phase == WorkerPhase::Committing {
             worker.commit = None;
-            worker.phase = Phase::Ready;
+            worker.phase = WorkerPhase::Ready;
             self.next_work(core, w);
         }
     }
@@ -1096,7 +1098,7 @@ impl LoadCore {
                     if let Ok(mut pending) = self.shared.pending_commits.lock() {
                         pending.remove(&commit.transaction_uid);
                     }
-                    CoreStats::bump(
+                    Measurements::bump(
                         &mut self.stats.commit_errors,
                         format!("N-ACTION-RSP status {:04X}", rsp.status.0),
                     );
@@ -1125,7 +1127,7 @@ impl LoadCore {
                 }
                 self.commit_progress(core, w);
             }
-            _ => CoreStats::bump(&mut self.stats.aborts, "unexpected DIMSE command received"),
+            _ => Measurements::bump(&mut self.stats.aborts, "unexpected DIMSE command received"),
         }
     }
 
@@ -1143,7 +1145,7 @@ impl LoadCore {
             CommitmentResult::decode(bytes, encoding, DatasetLimits::default(), rq.event_type_id)
         });
         let Some(Ok(result)) = result else {
-            CoreStats::bump(&mut self.stats.commit_errors, "unreadable N-EVENT-REPORT");
+            Measurements::bump(&mut self.stats.commit_errors, "unreadable N-EVENT-REPORT");
             return (Status::PROCESSING_FAILURE, None);
         };
         let sent_at = self
@@ -1153,13 +1155,13 @@ impl LoadCore {
             .ok()
             .and_then(|mut pending| pending.remove(&result.transaction_uid));
         let Some(sent_at) = sent_at else {
-            CoreStats::bump(
+            Measurements::bump(
                 &mut self.stats.commit_errors,
                 "report for an unknown transaction",
             );
             return (Status::SUCCESS, Some(result.transaction_uid));
         };
-        CoreStats::record(
+        Measurements::record(
             &mut self.stats.commit_latency_us,
             now.saturating_duration_since(sent_at).as_micros() as u64,
         );
@@ -1268,7 +1270,7 @@ impl LoadCore {
                 }
             }
             Incoming::Indication(Indication::Aborted(_)) => {
-                CoreStats::bump(&mut self.stats.commit_errors, "report association aborted");
+                Measurements::bump(&mut self.stats.commit_errors, "report association aborted");
             }
             Incoming::Command {
                 context_id,
@@ -1291,7 +1293,7 @@ impl LoadCore {
                     send_report_response(&mut inbound.endpoint, &rq, status, context_id);
                 }
             }
-            Incoming::Command { .. } => CoreStats::bump(
+            Incoming::Command { .. } => Measurements::bump(
                 &mut self.stats.commit_errors,
                 "unexpected command on the report listener",
             ),
@@ -1299,7 +1301,7 @@ impl LoadCore {
             // malformed PDU its abort indication follows and is counted.
             Incoming::Violation(Violation::Pdu(_)) => {}
             Incoming::Violation(_) => {
-                CoreStats::bump(&mut self.stats.commit_errors, "report association aborted");
+                Measurements::bump(&mut self.stats.commit_errors, "report association aborted");
             }
             _ => {}
         }
@@ -1310,7 +1312,7 @@ impl LoadCore {
     fn on_received(&mut self, core: &mut Core, w: usize, data: RecvBuf) {
         let now = Instant::now();
         let mut cursor = 0;
-        while self.workers[w].conn.is_some() && self.workers[w].phase != Phase::Closing {
+        while self.workers[w].conn.is_some() && self.workers[w].phase != WorkerPhase::Closing {
             let Some(incoming) = self.workers[w].endpoint.receive(&data, &mut cursor, now) else {
                 break;
             };
@@ -1331,11 +1333,11 @@ impl LoadCore {
             // PDU's abort indication follows and is counted there.
             Incoming::Violation(Violation::Pdu(_)) => {}
             Incoming::Violation(Violation::Command(_)) => {
-                CoreStats::bump(&mut self.stats.aborts, "undecodable DIMSE command received");
+                Measurements::bump(&mut self.stats.aborts, "undecodable DIMSE command received");
                 self.lose_in_flight(w);
             }
             Incoming::Violation(violation) => {
-                CoreStats::bump(&mut self.stats.aborts, violation.to_string());
+                Measurements::bump(&mut self.stats.aborts, violation.to_string());
                 self.lose_in_flight(w);
             }
             // Data sets streamed to us (C-STORE-RQ) are not asked for: the
@@ -1371,9 +1373,9 @@ impl LoadCore {
             let drained = self.arrivals.is_empty();
             for w in 0..self.workers.len() {
                 match self.workers[w].phase {
-                    Phase::Waiting { .. } => self.workers[w].phase = Phase::Done,
-                    Phase::Dormant if drained => self.workers[w].phase = Phase::Done,
-                    Phase::Ready if drained => self.next_work(core, w),
+                    WorkerPhase::Waiting { .. } => self.workers[w].phase = WorkerPhase::Done,
+                    WorkerPhase::Dormant if drained => self.workers[w].phase = WorkerPhase::Done,
+                    WorkerPhase::Ready if drained => self.next_work(core, w),
                     _ => {}
                 }
             }
@@ -1383,7 +1385,7 @@ impl LoadCore {
             }
             for w in 0..self.workers.len() {
                 match self.workers[w].phase {
-                    Phase::Waiting { at } if at <= now => self.start_association(core, w),
+                    WorkerPhase::Waiting { at } if at <= now => self.start_association(core, w),
                     _ => {}
                 }
             }
@@ -1393,7 +1395,7 @@ impl LoadCore {
         let all_done = self
             .workers
             .iter()
-            .all(|worker| worker.phase == Phase::Done);
+            .all(|worker| worker.phase == WorkerPhase::Done);
         // Closed loop: every worker is done (budget spent, or refused);
         // open loop: only once stopping (dormant workers wait for arrivals).
         let mut finished = all_done && (self.stopping || self.rate_per_core <= 0.0);
@@ -1447,7 +1449,7 @@ impl LoadCore {
     fn dispatch_arrivals(&mut self, core: &mut Core) {
         while !self.arrivals.is_empty() {
             if let Some(w) = self.idle.pop() {
-                if self.workers[w].phase == Phase::Ready {
+                if self.workers[w].phase == WorkerPhase::Ready {
                     self.next_work(core, w);
                 }
                 continue;
@@ -1457,7 +1459,7 @@ impl LoadCore {
             let associating = self
                 .workers
                 .iter()
-                .filter(|worker| worker.phase == Phase::Associating)
+                .filter(|worker| worker.phase == WorkerPhase::Associating)
                 .count();
             if associating >= self.arrivals.len() {
                 break;
@@ -1465,7 +1467,7 @@ impl LoadCore {
             let Some(w) = self
                 .workers
                 .iter()
-                .position(|worker| worker.phase == Phase::Dormant)
+                .position(|worker| worker.phase == WorkerPhase::Dormant)
             else {
                 break;
             };
@@ -1479,12 +1481,12 @@ impl LoadCore {
         for w in 0..self.workers.len() {
             let worker = &self.workers[w];
             match worker.phase {
-                Phase::Associating
+                WorkerPhase::Associating
                     if now.saturating_duration_since(worker.connect_started) > response_timeout =>
                 {
                     self.abort(core, w, "association set-up timed out");
                 }
-                Phase::Storing => {
+                WorkerPhase::Storing => {
                     let late = worker.store.as_ref().is_some_and(|store| {
                         now.saturating_duration_since(
                             store.last_byte_at.unwrap_or(store.started_at),
@@ -1494,12 +1496,12 @@ impl LoadCore {
                         self.abort(core, w, "C-STORE response timed out");
                     }
                 }
-                Phase::Committing => {
+                WorkerPhase::Committing => {
                     let late = worker.commit.as_ref().is_some_and(|commit| {
                         now.saturating_duration_since(commit.sent_at) > commit_timeout
                     });
                     if late {
-                        CoreStats::bump(
+                        Measurements::bump(
                             &mut self.stats.commit_errors,
                             "report not received in time",
                         );
@@ -1509,11 +1511,11 @@ impl LoadCore {
                                 pending.remove(&commit.transaction_uid);
                             }
                         }
-                        worker.phase = Phase::Ready;
+                        worker.phase = WorkerPhase::Ready;
                         self.next_work(core, w);
                     }
                 }
-                Phase::Releasing
+                WorkerPhase::Releasing
                     if now.saturating_duration_since(worker.connect_started)
                         > response_timeout * 1000 =>
                 {
@@ -1662,7 +1664,10 @@ impl Handler for LoadCore {
                         self.drive(core, w);
                     }
                     Err(error) => {
-                        CoreStats::bump(&mut self.stats.aborts, format!("connect failed: {error}"));
+                        Measurements::bump(
+                            &mut self.stats.aborts,
+                            format!("connect failed: {error}"),
+                        );
                         self.by_conn.remove(&conn);
                         self.workers[w].conn = None;
                         self.workers[w].endpoint =
@@ -1670,7 +1675,7 @@ impl Handler for LoadCore {
                         self.shared
                             .live_associations
                             .fetch_sub(1, Ordering::Relaxed);
-                        self.workers[w].phase = Phase::Associating;
+                        self.workers[w].phase = WorkerPhase::Associating;
                         self.connection_gone(w);
                     }
                 }
@@ -1690,7 +1695,7 @@ impl Handler for LoadCore {
                 match result {
                     Ok(()) => self.on_sent(core, w, tag),
                     Err(_) => {
-                        if self.workers[w].phase != Phase::Closing {
+                        if self.workers[w].phase != WorkerPhase::Closing {
                             self.transport_closed(w);
                             self.close(core, w);
                         }
