@@ -336,7 +336,7 @@ impl Endpoint {
         now: Instant,
     ) -> Result<(), AssocError> {
         self.handle(Input::AssociateRequest(rq), now)?;
-        debug_assert_eq!(self.state(), State::Sta4AwaitingTransportOpen);
+        assert_eq!(self.state(), State::Sta4AwaitingTransportOpen);
         Ok(())
     }
 
@@ -348,6 +348,11 @@ impl Endpoint {
             Role::Requestor => Input::TransportConnectConfirm,
         };
         self.handle(input, now)?;
+        assert!(matches!(
+            (self.role(), self.state()),
+            (Role::Acceptor, State::Sta2AwaitingAssociateRq)
+                | (Role::Requestor, State::Sta5AwaitingAssociateAcOrRj)
+        ));
         self.transport_seen = true;
         Ok(())
     }
@@ -365,8 +370,12 @@ impl Endpoint {
             AssociateResponse::Reject(_) => None,
         };
         self.handle(Input::AssociateResponse(response), now)?;
-        if let Some(pdata_length_max) = pdata_length_max {
-            self.decoder.set_pdata_length_max(pdata_length_max);
+        match pdata_length_max {
+            Some(pdata_length_max) => {
+                assert_eq!(self.state(), State::Sta6Established);
+                self.decoder.set_pdata_length_max(pdata_length_max);
+            }
+            None => assert_eq!(self.state(), State::Sta13AwaitingTransportClose),
         }
         Ok(())
     }
@@ -405,7 +414,7 @@ impl Endpoint {
             let result = self.handle(Input::TransportClosed, now);
             debug_assert!(result.is_ok(), "TransportClosed refused: {result:?}");
         }
-        debug_assert!(self.is_closed());
+        assert!(self.is_closed());
         self.artim_deadline = None;
         self.idle_deadline = None;
         self.stop_reading();
@@ -597,7 +606,7 @@ impl Endpoint {
             Action::CloseTransport => self.stop_reading(),
             Action::ConnectTransport => {
                 // AE-1: the caller opens the transport after request_association.
-                debug_assert_eq!(self.state(), State::Sta4AwaitingTransportOpen);
+                assert_eq!(self.state(), State::Sta4AwaitingTransportOpen);
             }
             Action::Indication(Indication::PData) => self.deliver_pdata = true,
             Action::Indication(indication) => {
