@@ -308,12 +308,7 @@ impl Reassembly {
                 context_id: command_context_id,
                 command_field,
             } => {
-                if command_context_id != context_id {
-                    return Err(Violation::DataOnOtherContext {
-                        command: command_context_id,
-                        data: context_id,
-                    });
-                }
+                same_context(command_context_id, context_id)?;
                 if !fragment.last {
                     self.assembly = Assembly::Streaming {
                         context_id,
@@ -336,12 +331,7 @@ impl Reassembly {
                 mut bytes,
                 length,
             } => {
-                if command_context_id != context_id {
-                    return Err(Violation::DataOnOtherContext {
-                        command: command_context_id,
-                        data: context_id,
-                    });
-                }
+                same_context(command_context_id, context_id)?;
                 let length = length.saturating_add(fragment.bytes.len() as u64);
                 let within_limit = length <= self.collect_length_max as u64;
                 if within_limit {
@@ -373,5 +363,14 @@ impl Reassembly {
                 }))
             }
         }
+    }
+}
+
+/// A data set PDV on `data` belongs to the command on `command` only if they are one context.
+fn same_context(command: u8, data: u8) -> Result<(), Violation> {
+    if command == data {
+        Ok(())
+    } else {
+        Err(Violation::DataOnOtherContext { command, data })
     }
 }
