@@ -16,6 +16,10 @@
 //! idle established association, else opens one (up to the limit), else
 //! waits in a bounded queue. Its latency counts from the scheduled arrival,
 //! so queueing is measured rather than hidden (no coordinated omission).
+//!
+//! Commitment reports, on a worker's association or on our own listener,
+//! are counted and answered in `reports`, which also owns the listener's
+//! associations.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -28,23 +32,20 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sluice_io::{ConnId, Core, Event, Handler, RecvBuf};
 use sluice_net::assoc::{
-    negotiate, AbortCause, AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter, AssociationLoad,
-    AssociationProposal, Indication, NegotiationOutcome, ProposedPresentationContext, Role,
+    AbortCause, AssociationProposal, Indication, ProposedPresentationContext, Role,
 };
 use sluice_net::dimse::commitment::{
-    CommitmentRequest, CommitmentResult, SopReference, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
+    CommitmentRequest, SopReference, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
 };
-use sluice_net::dimse::dataset::{DatasetLimits, SmallDatasetEncoding};
-use sluice_net::dimse::{
-    CStoreRq, Command, NActionRq, NEventReportRq, NEventReportRsp, Priority, Status,
-    StatusCategory, StatusDetail,
-};
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
+use sluice_net::dimse::{CStoreRq, Command, NActionRq, Priority, Status, StatusCategory};
 use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming, SendError, Violation};
 use sluice_net::uid::{self, ts};
 
 use crate::stats::Measurements;
 use crate::uid::UidGenerator;
 use crate::workload::{Framed, Prepared, UidKind};
+use reports::{record_report, send_report_response, ReportListener};
 
 /// Sends of one data set queued on a connection at once: enough to keep the
 /// socket busy, few enough to bound memory per association.
@@ -58,8 +59,6 @@ const ARRIVAL_QUEUE_MAX: usize = 100_000;
 
 /// Commitment requests awaiting their report, over all cores.
 const PENDING_COMMITS_MAX: usize = 1_000_000;
-/// Inbound associations (commitment reports) per core.
-const INBOUND_MAX: u32 = 4096;
 /// Largest response or report data set buffered (a commitment report for
 /// ~100 000 instances fits).
 const MESSAGE_LENGTH_MAX: usize = 16 * 1024 * 1024;
@@ -124,6 +123,8 @@ pub struct RunPlan {
     /// Random run id in UIDs.
     pub run_id: u64,
 }
+
+mod reports;
 
 /// State shared by the cores of one run.
 #[derive(Debug)]
@@ -302,14 +303,6 @@ impl Worker {
     }
 }
 
-/// An association the SCP opened to deliver commitment reports.
-#[derive(Debug)]
-struct Inbound {
-    endpoint: Endpoint,
-    /// Accepted contexts: (id, data set encoding).
-    encodings: Vec<(u8, SmallDatasetEncoding)>,
-}
-
 /// The handler of one core.
 #[derive(Debug)]
 pub struct LoadCore {
@@ -330,8 +323,8 @@ pub struct LoadCore {
     idle: Vec<usize>,
     history: Option<std::io::BufWriter<std::fs::File>>,
     proposal: Option<Box<sluice_net::pdu::AssociateRq>>,
-    inbound: HashMap<ConnId, Inbound>,
-    policy: Option<AcceptorPolicy>,
+    /// Commitment reports on our own listener (`--commit-listen`).
+    listener: Option<ReportListener>,
     stopped_at: Option<Instant>,
 }
 
@@ -393,8 +386,7 @@ impl LoadCore {
             idle: Vec::new(),
             history,
             proposal,
-            inbound: HashMap::new(),
-            policy: plan.commit_listen.map(|_| listener_policy()),
+            listener: plan.commit_listen.map(|_| ReportListener::new()),
             stopped_at: None,
             shared,
         }
@@ -1109,7 +1101,9 @@ impl LoadCore {
             }
             Command::NEventReportRq(rq) => {
                 // We proposed Implicit VR Little Endian only for commitment.
-                let (status, transaction_uid) = self.record_report(
+                let (status, transaction_uid) = record_report(
+                    &self.shared,
+                    &mut self.stats,
                     &rq,
                     data,
                     SmallDatasetEncoding::ImplicitVrLittleEndian,
@@ -1128,182 +1122,6 @@ impl LoadCore {
                 self.commit_progress(core, w);
             }
             _ => Measurements::bump(&mut self.stats.aborts, "unexpected DIMSE command received"),
-        }
-    }
-
-    /// Counts a commitment report (on either path) and matches it with its
-    /// request; returns the status to answer and the transaction UID.
-    fn record_report(
-        &mut self,
-        rq: &NEventReportRq,
-        data: Option<&[u8]>,
-        encoding: SmallDatasetEncoding,
-        on_listener: bool,
-    ) -> (Status, Option<String>) {
-        let now = Instant::now();
-        let result = data.map(|bytes| {
-            CommitmentResult::decode(bytes, encoding, DatasetLimits::default(), rq.event_type_id)
-        });
-        let Some(Ok(result)) = result else {
-            Measurements::bump(&mut self.stats.commit_errors, "unreadable N-EVENT-REPORT");
-            return (Status::PROCESSING_FAILURE, None);
-        };
-        let sent_at = self
-            .shared
-            .pending_commits
-            .lock()
-            .ok()
-            .and_then(|mut pending| pending.remove(&result.transaction_uid));
-        let Some(sent_at) = sent_at else {
-            Measurements::bump(
-                &mut self.stats.commit_errors,
-                "report for an unknown transaction",
-            );
-            return (Status::SUCCESS, Some(result.transaction_uid));
-        };
-        Measurements::record(
-            &mut self.stats.commit_latency_us,
-            now.saturating_duration_since(sent_at).as_micros() as u64,
-        );
-        self.stats.commit_instances_ok += result.committed.len() as u64;
-        self.stats.commit_instances_failed += result.failed.len() as u64;
-        if on_listener {
-            self.stats.commit_reports_on_listener += 1;
-        } else {
-            self.stats.commit_reports_on_association += 1;
-        }
-        (Status::SUCCESS, Some(result.transaction_uid))
-    }
-
-    // ----- inbound associations: commitment reports on our listener -----
-
-    fn on_accepted(&mut self, core: &mut Core, conn: ConnId) {
-        if self.policy.is_none() || self.inbound.len() >= INBOUND_MAX as usize {
-            core.close_connection(conn);
-            return;
-        }
-        let mut inbound = Inbound {
-            endpoint: Endpoint::new(Role::Acceptor, endpoint_config()),
-            encodings: Vec::new(),
-        };
-        if inbound
-            .endpoint
-            .transport_connected(Instant::now())
-            .is_err()
-        {
-            core.close_connection(conn);
-            return;
-        }
-        self.inbound.insert(conn, inbound);
-        self.drive_inbound(core, conn);
-    }
-
-    /// Sends what an inbound endpoint queued; closes it when it asks.
-    fn drive_inbound(&mut self, core: &mut Core, conn: ConnId) {
-        let Some(inbound) = self.inbound.get_mut(&conn) else {
-            return;
-        };
-        while let Some(bytes) = inbound.endpoint.poll_transmit() {
-            if core.send(conn, bytes, TAG_CONTROL).is_err() {
-                core.close_connection(conn);
-                return;
-            }
-        }
-        if inbound.endpoint.close_requested() {
-            core.close_connection(conn);
-        }
-    }
-
-    fn on_inbound_received(&mut self, core: &mut Core, conn: ConnId, data: RecvBuf) {
-        let now = Instant::now();
-        let mut cursor = 0;
-        loop {
-            let Some(inbound) = self.inbound.get_mut(&conn) else {
-                return;
-            };
-            let Some(incoming) = inbound.endpoint.receive(&data, &mut cursor, now) else {
-                break;
-            };
-            self.on_inbound_incoming(conn, incoming, now);
-            self.drive_inbound(core, conn);
-        }
-        self.drive_inbound(core, conn);
-    }
-
-    fn on_inbound_incoming(&mut self, conn: ConnId, incoming: Incoming, now: Instant) {
-        match incoming {
-            Incoming::Indication(Indication::AssociateRequest(rq)) => {
-                let Some(policy) = self.policy.as_ref() else {
-                    return;
-                };
-                let load = AssociationLoad {
-                    current: self.inbound.len() as u32,
-                    limit: INBOUND_MAX,
-                };
-                let outcome = negotiate(policy, &rq, load);
-                let Some(inbound) = self.inbound.get_mut(&conn) else {
-                    return;
-                };
-                if let NegotiationOutcome::Accept { negotiated, .. } = &outcome {
-                    inbound.encodings = negotiated
-                        .presentation_contexts
-                        .iter()
-                        .filter_map(|context| {
-                            SmallDatasetEncoding::from_transfer_syntax(&context.transfer_syntax)
-                                .map(|encoding| (context.id, encoding))
-                        })
-                        .collect();
-                }
-                if inbound
-                    .endpoint
-                    .answer_association(outcome.into(), now)
-                    .is_err()
-                {
-                    inbound.endpoint.abort(now);
-                }
-            }
-            Incoming::Indication(Indication::ReleaseRequest | Indication::ReleaseCollision) => {
-                if let Some(inbound) = self.inbound.get_mut(&conn) {
-                    if inbound.endpoint.answer_release(now).is_err() {
-                        inbound.endpoint.abort(now);
-                    }
-                }
-            }
-            Incoming::Indication(Indication::Aborted(_)) => {
-                Measurements::bump(&mut self.stats.commit_errors, "report association aborted");
-            }
-            Incoming::Command {
-                context_id,
-                command: Command::NEventReportRq(rq),
-                data_set,
-            } => {
-                let encoding = self
-                    .inbound
-                    .get(&conn)
-                    .and_then(|inbound| {
-                        inbound
-                            .encodings
-                            .iter()
-                            .find(|(id, _)| *id == context_id)
-                            .map(|(_, encoding)| *encoding)
-                    })
-                    .unwrap_or(SmallDatasetEncoding::ImplicitVrLittleEndian);
-                let (status, _) = self.record_report(&rq, collected(&data_set), encoding, true);
-                if let Some(inbound) = self.inbound.get_mut(&conn) {
-                    send_report_response(&mut inbound.endpoint, &rq, status, context_id);
-                }
-            }
-            Incoming::Command { .. } => Measurements::bump(
-                &mut self.stats.commit_errors,
-                "unexpected command on the report listener",
-            ),
-            // The endpoint answered the peer with an A-ABORT: for a
-            // malformed PDU its abort indication follows and is counted.
-            Incoming::Violation(Violation::Pdu(_)) => {}
-            Incoming::Violation(_) => {
-                Measurements::bump(&mut self.stats.commit_errors, "report association aborted");
-            }
-            _ => {}
         }
     }
 
@@ -1399,7 +1217,7 @@ impl LoadCore {
         // Closed loop: every worker is done (budget spent, or refused);
         // open loop: only once stopping (dormant workers wait for arrivals).
         let mut finished = all_done && (self.stopping || self.rate_per_core <= 0.0);
-        if finished && self.policy.is_some() {
+        if finished && self.listener.is_some() {
             // Reports may still arrive on the listener (on any core).
             let stopped_at = *self.stopped_at.get_or_insert(now);
             let outstanding = self
@@ -1551,40 +1369,6 @@ fn send_refusal(error: &SendError, otherwise: &'static str) -> &'static str {
     }
 }
 
-/// Queues the answer to an N-EVENT-REPORT-RQ on `endpoint` (the caller sends it).
-fn send_report_response(
-    endpoint: &mut Endpoint,
-    rq: &NEventReportRq,
-    status: Status,
-    context_id: u8,
-) {
-    let response = Command::NEventReportRsp(NEventReportRsp {
-        message_id_being_responded_to: rq.message_id,
-        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
-        event_type_id: Some(rq.event_type_id),
-        status,
-        data_set: false,
-        detail: StatusDetail::default(),
-    });
-    // A report the association can no longer answer is left unanswered.
-    let _ = endpoint.send_message(context_id, &response, None);
-}
-
-/// What our listener accepts: Storage Commitment, with the SCP role for the
-/// requestor (the SCP sending us its report), any called AE title.
-fn listener_policy() -> AcceptorPolicy {
-    let mut policy = AcceptorPolicy::new(AeTitleFilter::Any, "1.2.826.0.1.3680043.10.1.7");
-    policy.abstract_syntaxes.push(
-        AcceptedAbstractSyntax::new(
-            uid::STORAGE_COMMITMENT_PUSH_MODEL,
-            [ts::IMPLICIT_VR_LITTLE_ENDIAN, ts::EXPLICIT_VR_LITTLE_ENDIAN],
-        )
-        .with_requestor_scp_role(),
-    );
-    policy
-}
-
 /// The A-ASSOCIATE-RQ of every association of a run: one context per
 /// distinct (SOP class, transfer syntax) of the workload, plus Storage
 /// Commitment when asked.
@@ -1680,12 +1464,15 @@ impl Handler for LoadCore {
                     }
                 }
             }
-            Event::Accepted { conn, .. } => self.on_accepted(core, conn),
+            Event::Accepted { conn, .. } => match self.listener.as_mut() {
+                Some(listener) => listener.accepted(core, conn),
+                None => core.close_connection(conn),
+            },
             Event::Received { conn, data } => {
                 if let Some(&w) = self.by_conn.get(&conn) {
                     self.on_received(core, w, data);
-                } else if self.inbound.contains_key(&conn) {
-                    self.on_inbound_received(core, conn, data);
+                } else if let Some(listener) = self.listener.as_mut() {
+                    listener.received(core, conn, &data, &self.shared, &mut self.stats);
                 }
             }
             Event::Sent { conn, tag, result } => {
@@ -1704,7 +1491,11 @@ impl Handler for LoadCore {
             }
             Event::RecvEnded { conn, .. } => {
                 let Some(&w) = self.by_conn.get(&conn) else {
-                    if self.inbound.contains_key(&conn) {
+                    if self
+                        .listener
+                        .as_ref()
+                        .is_some_and(|listener| listener.owns(conn))
+                    {
                         core.close_connection(conn);
                     }
                     return;
@@ -1715,7 +1506,9 @@ impl Handler for LoadCore {
                 self.close(core, w);
             }
             Event::ConnClosed { conn } => {
-                self.inbound.remove(&conn);
+                if let Some(listener) = self.listener.as_mut() {
+                    listener.closed(conn);
+                }
                 if let Some(&w) = self.by_conn.get(&conn) {
                     if !self.workers[w].endpoint.is_closed() {
                         self.transport_closed(w);
