@@ -6,12 +6,13 @@
 //! ([`crate::pdata::StreamDecoder`]), the PS3.8 state machine
 //! ([`crate::assoc::Association`]), DIMSE message reassembly, encoding of
 //! commands and data sets within the peer's maximum PDU length, the ARTIM
-//! and idle deadlines, and Message IDs. The Storage SCP, the load
-//! generator (requestor, and acceptor for commitment reports) and the test
-//! acceptor all drive this one type; Query/Retrieve uses it on both sides
-//! (C-FIND pending responses and C-CANCEL, C-GET sub-operations on the same
-//! association as SCP; C-FIND/C-MOVE responses and C-GET's incoming C-STORE
-//! data sets as SCU).
+//! and idle deadlines, and Message IDs. It is the one type every user of an
+//! association drives: the load generator (requestor, and acceptor for
+//! commitment reports) and the test acceptor do, the Storage SCP's
+//! connection is to; Query/Retrieve needs it on both sides (C-FIND pending
+//! responses and C-CANCEL, C-GET sub-operations on the same association as
+//! SCP; C-FIND/C-MOVE responses and C-GET's incoming C-STORE data sets as
+//! SCU), which its tests exercise.
 //!
 //! # Driving it
 //!
