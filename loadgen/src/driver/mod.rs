@@ -1,10 +1,11 @@
 //! The load itself: many requestor associations per core on `sluice-io`,
 //! each an explicit state machine ([`Worker`]) driven by completions, with
-//! the PS3.8 machine of `sluice-net` deciding what the upper layer does.
+//! `sluice-net`'s association endpoint (decoder, PS3.8 machine, message
+//! reassembly, encoding) deciding what the upper layer does.
 //!
 //! One [`LoadCore`] handler per core owns its share of the workers, a
 //! periodic tick (ramp-up, Poisson arrivals, deadlines, timeouts), the cache
-//! of framed instances and its [`CoreStats`]. Cores share only atomics (the
+//! of framed instances and its [`Measurements`]. Cores share only atomics (the
 //! instance budget, UID serials, live counters for the progress bar) and,
 //! at the very end, a mutex to hand in their stats.
 //!
@@ -15,6 +16,10 @@
 //! idle established association, else opens one (up to the limit), else
 //! waits in a bounded queue. Its latency counts from the scheduled arrival,
 //! so queueing is measured rather than hidden (no coordinated omission).
+//!
+//! Commitment reports, on a worker's association or on our own listener,
+//! are counted and answered in `reports`, which also owns the listener's
+//! associations.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -27,25 +32,20 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sluice_io::{ConnId, Core, Event, Handler, RecvBuf};
 use sluice_net::assoc::{
-    negotiate, AbortCause, AcceptedAbstractSyntax, AcceptorPolicy, Action, AeTitleFilter,
-    Association, AssociationLoad, AssociationProposal, Indication, Input, NegotiationOutcome,
-    ProposedPresentationContext, Role,
+    AbortCause, AssociationProposal, Indication, ProposedPresentationContext, Role,
 };
 use sluice_net::dimse::commitment::{
-    CommitmentRequest, CommitmentResult, SopReference, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
+    CommitmentRequest, SopReference, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
 };
-use sluice_net::dimse::dataset::{DatasetLimits, SmallDatasetEncoding};
-use sluice_net::dimse::{
-    CStoreRq, Command, NActionRq, NEventReportRq, NEventReportRsp, Priority, Status,
-    StatusCategory, StatusDetail,
-};
-use sluice_net::pdata::encode_message;
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
+use sluice_net::dimse::{CStoreRq, Command, NActionRq, Priority, Status, StatusCategory};
+use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming, SendError, Violation};
 use sluice_net::uid::{self, ts};
 
-use crate::inbox::{Inbox, Incoming};
-use crate::stats::CoreStats;
+use crate::stats::Measurements;
 use crate::uid::UidGenerator;
 use crate::workload::{Framed, Prepared, UidKind};
+use reports::{record_report, send_report_response, ReportListener};
 
 /// Sends of one data set queued on a connection at once: enough to keep the
 /// socket busy, few enough to bound memory per association.
@@ -59,8 +59,9 @@ const ARRIVAL_QUEUE_MAX: usize = 100_000;
 
 /// Commitment requests awaiting their report, over all cores.
 const PENDING_COMMITS_MAX: usize = 1_000_000;
-/// Inbound associations (commitment reports) per core.
-const INBOUND_MAX: u32 = 4096;
+/// Largest response or report data set buffered (a commitment report for
+/// ~100 000 instances fits).
+const MESSAGE_LENGTH_MAX: usize = 16 * 1024 * 1024;
 
 const TAG_CONTROL: u64 = 0;
 const TAG_DATA: u64 = 1;
@@ -123,6 +124,8 @@ pub struct RunPlan {
     pub run_id: u64,
 }
 
+mod reports;
+
 /// State shared by the cores of one run.
 #[derive(Debug)]
 pub struct Shared {
@@ -153,7 +156,7 @@ pub struct Shared {
     /// Commitment requests awaiting a report: transaction UID -> N-ACTION sent.
     pub pending_commits: Mutex<HashMap<String, Instant>>,
     /// Each core's stats, handed in at shutdown.
-    pub results: Mutex<Vec<CoreStats>>,
+    pub results: Mutex<Vec<Measurements>>,
     /// When the last core finished.
     pub finished_at: Mutex<Option<Instant>>,
 }
@@ -193,8 +196,9 @@ impl Shared {
     }
 }
 
+/// Where a worker is in its association's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum WorkerPhase {
     /// No connection; (re)start at this time.
     Waiting { at: Instant },
     /// Open loop: no connection until work arrives.
@@ -215,8 +219,9 @@ enum Phase {
     Done,
 }
 
+/// The C-STORE a worker has in flight: what is sent, how far, and when.
 #[derive(Debug)]
-struct Store {
+struct StoreInFlight {
     framed: Rc<Framed>,
     instance_serial: u64,
     study_serial: u64,
@@ -241,20 +246,26 @@ struct Commit {
     report_received: bool,
 }
 
+/// The settings of every association endpoint of the load generator. Its
+/// own tick stands in for the ARTIM and idle timers (set-up, response and
+/// commitment timeouts), so the endpoints' deadlines are never armed.
+fn endpoint_config() -> EndpointConfig {
+    let mut config = EndpointConfig::default();
+    config.collect_length_max = MESSAGE_LENGTH_MAX;
+    config
+}
+
 #[derive(Debug)]
 struct Worker {
-    phase: Phase,
+    phase: WorkerPhase,
     conn: Option<ConnId>,
-    machine: Association,
-    inbox: Inbox,
+    endpoint: Endpoint,
     connect_started: Instant,
     /// Accepted context per workload entry.
     contexts: Vec<Option<u8>>,
     commit_context: Option<u8>,
-    pdu_length_max_peer: u32,
-    message_id: u16,
     on_association: u64,
-    store: Option<Store>,
+    store: Option<StoreInFlight>,
     commit: Option<Commit>,
     study_serial: u64,
     series_serial: u64,
@@ -266,17 +277,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(phase: Phase) -> Worker {
+    fn new(phase: WorkerPhase) -> Worker {
         Worker {
             phase,
             conn: None,
-            machine: Association::new(Role::Requestor),
-            inbox: Inbox::new(),
+            endpoint: Endpoint::new(Role::Requestor, endpoint_config()),
             connect_started: Instant::now(),
             contexts: Vec::new(),
             commit_context: None,
-            pdu_length_max_peer: 0,
-            message_id: 0,
             on_association: 0,
             store: None,
             commit: None,
@@ -289,20 +297,10 @@ impl Worker {
         }
     }
 
-    fn next_message_id(&mut self) -> u16 {
-        self.message_id = self.message_id.wrapping_add(1).max(1);
-        self.message_id
+    /// The peer's maximum PDU length (0 before the association is accepted).
+    fn pdu_length_max_peer(&self) -> u32 {
+        self.endpoint.pdu_length_max_peer().unwrap_or(0)
     }
-}
-
-/// An association the SCP opened to deliver commitment reports.
-#[derive(Debug)]
-struct Inbound {
-    machine: Association,
-    inbox: Inbox,
-    pdu_length_max_peer: u32,
-    /// Accepted contexts: (id, data set encoding).
-    encodings: Vec<(u8, SmallDatasetEncoding)>,
 }
 
 /// The handler of one core.
@@ -312,7 +310,7 @@ pub struct LoadCore {
     workers: Vec<Worker>,
     by_conn: HashMap<ConnId, usize>,
     framed: HashMap<(usize, u8, u32), Rc<Framed>>,
-    stats: CoreStats,
+    stats: Measurements,
     rng: fastrand::Rng,
     /// Its own generator, so the arrival sequence of a seed does not depend
     /// on how many mix choices were drawn in between.
@@ -325,8 +323,8 @@ pub struct LoadCore {
     idle: Vec<usize>,
     history: Option<std::io::BufWriter<std::fs::File>>,
     proposal: Option<Box<sluice_net::pdu::AssociateRq>>,
-    inbound: HashMap<ConnId, Inbound>,
-    policy: Option<AcceptorPolicy>,
+    /// Commitment reports on our own listener (`--commit-listen`).
+    listener: Option<ReportListener>,
     stopped_at: Option<Instant>,
 }
 
@@ -347,11 +345,11 @@ impl LoadCore {
                     let offset = plan
                         .ramp_up
                         .mul_f64(f64::from(global) / plan.associations.max(1) as f64);
-                    Worker::new(Phase::Waiting {
+                    Worker::new(WorkerPhase::Waiting {
                         at: shared.start + offset,
                     })
                 }
-                LoadShape::Open { .. } => Worker::new(Phase::Dormant),
+                LoadShape::Open { .. } => Worker::new(WorkerPhase::Dormant),
             })
             .collect();
         let rate_per_core = match plan.shape {
@@ -379,7 +377,7 @@ impl LoadCore {
             workers,
             by_conn: HashMap::new(),
             framed: HashMap::new(),
-            stats: CoreStats::default(),
+            stats: Measurements::default(),
             stopping: false,
             done: false,
             arrivals: VecDeque::new(),
@@ -388,8 +386,7 @@ impl LoadCore {
             idle: Vec::new(),
             history,
             proposal,
-            inbound: HashMap::new(),
-            policy: plan.commit_listen.map(|_| listener_policy()),
+            listener: plan.commit_listen.map(|_| ReportListener::new()),
             stopped_at: None,
             shared,
         }
@@ -407,92 +404,98 @@ impl LoadCore {
 
     fn start_association(&mut self, core: &mut Core, w: usize) {
         let Some(rq) = self.proposal.clone() else {
-            CoreStats::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
-            self.workers[w].phase = Phase::Done;
+            Measurements::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
+            self.workers[w].phase = WorkerPhase::Done;
             return;
         };
         let address = self.plan().address;
         let worker = &mut self.workers[w];
-        worker.machine = Association::new(Role::Requestor);
-        worker.inbox = Inbox::new();
+        worker.endpoint = Endpoint::new(Role::Requestor, endpoint_config());
         worker.on_association = 0;
         worker.store = None;
         worker.commit = None;
         worker.connect_started = Instant::now();
-        if worker.machine.handle(Input::AssociateRequest(rq)).is_err() {
-            CoreStats::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
-            worker.phase = Phase::Done;
+        if worker
+            .endpoint
+            .request_association(rq, worker.connect_started)
+            .is_err()
+        {
+            Measurements::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
+            worker.phase = WorkerPhase::Done;
             return;
         }
         self.stats.associations_requested += 1;
         match core.connect(address, w as u64) {
             Ok(conn) => {
                 worker.conn = Some(conn);
-                worker.phase = Phase::Associating;
+                worker.phase = WorkerPhase::Associating;
                 self.by_conn.insert(conn, w);
                 self.shared
                     .live_associations
                     .fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                CoreStats::bump(
+                Measurements::bump(
                     &mut self.stats.aborts,
                     format!("connect not submitted: {error}"),
                 );
-                worker.phase = Phase::Waiting {
+                worker.phase = WorkerPhase::Waiting {
                     at: Instant::now() + RETRY_BACKOFF,
                 };
             }
         }
     }
 
-    fn apply(&mut self, core: &mut Core, w: usize, actions: Vec<Action>) {
-        for action in actions {
-            let conn = self.workers[w].conn;
-            match action {
-                Action::SendPdu(bytes) => {
-                    if let Some(conn) = conn {
-                        if core.send(conn, bytes, TAG_CONTROL).is_err() {
-                            self.close(core, w);
-                        }
-                    }
-                }
-                Action::CloseTransport => self.close(core, w),
-                Action::Indication(indication) => self.on_indication(core, w, indication),
-                // Our own timeouts (the tick) stand in for ARTIM and idle.
-                _ => {}
+    /// Hands the worker's endpoint's queued bytes to the runtime, in order.
+    /// `Err` when the runtime refused a send (nothing more is sent).
+    fn transmit(&mut self, core: &mut Core, w: usize) -> Result<(), ()> {
+        let worker = &mut self.workers[w];
+        while let Some(bytes) = worker.endpoint.poll_transmit() {
+            if let Some(conn) = worker.conn {
+                core.send(conn, bytes, TAG_CONTROL).map_err(|_| ())?;
             }
+        }
+        Ok(())
+    }
+
+    /// After any endpoint call: its events, its bytes, its close.
+    fn drive(&mut self, core: &mut Core, w: usize) {
+        while let Some(incoming) = self.workers[w].endpoint.poll_event() {
+            self.on_incoming(core, w, incoming);
+        }
+        if self.transmit(core, w).is_err() || self.workers[w].endpoint.close_requested() {
+            self.close(core, w);
         }
     }
 
-    fn feed(&mut self, core: &mut Core, w: usize, input: Input) {
-        match self.workers[w].machine.handle(input) {
-            Ok(actions) => self.apply(core, w, actions),
-            Err(_) => self.abort(core, w, "state machine refused an event"),
+    /// The transport is gone: the endpoint's last events (an abort
+    /// indication) are handled; nothing more can be sent.
+    fn transport_closed(&mut self, w: usize) {
+        let endpoint = &mut self.workers[w].endpoint;
+        endpoint.transport_closed(Instant::now());
+        endpoint.poll_transmit();
+        while let Some(incoming) = self.workers[w].endpoint.poll_event() {
+            if let Incoming::Indication(Indication::Aborted(cause)) = incoming {
+                self.count_abort(w, cause);
+            }
         }
     }
 
     fn close(&mut self, core: &mut Core, w: usize) {
         let worker = &mut self.workers[w];
         if let Some(conn) = worker.conn {
-            if worker.phase != Phase::Closing {
-                worker.phase = Phase::Closing;
+            if worker.phase != WorkerPhase::Closing {
+                worker.phase = WorkerPhase::Closing;
                 core.close_connection(conn);
             }
         }
     }
 
     fn abort(&mut self, core: &mut Core, w: usize, why: &str) {
-        CoreStats::bump(&mut self.stats.aborts, why);
+        Measurements::bump(&mut self.stats.aborts, why);
         self.lose_in_flight(w);
-        let worker = &mut self.workers[w];
-        if let Ok(actions) = worker.machine.handle(Input::AbortRequest) {
-            for action in actions {
-                if let (Action::SendPdu(bytes), Some(conn)) = (action, worker.conn) {
-                    let _ = core.send(conn, bytes, TAG_CONTROL);
-                }
-            }
-        }
+        self.workers[w].endpoint.abort(Instant::now());
+        let _ = self.transmit(core, w);
         self.close(core, w);
     }
 
@@ -516,7 +519,7 @@ impl LoadCore {
                 if let Ok(mut pending) = self.shared.pending_commits.lock() {
                     pending.remove(&commit.transaction_uid);
                 }
-                CoreStats::bump(
+                Measurements::bump(
                     &mut self.stats.commit_errors,
                     "association ended before the report",
                 );
@@ -528,7 +531,7 @@ impl LoadCore {
         match indication {
             Indication::AssociateAccepted(negotiated) => {
                 let elapsed = self.workers[w].connect_started.elapsed();
-                CoreStats::record(&mut self.stats.setup_latency_us, elapsed.as_micros() as u64);
+                Measurements::record(&mut self.stats.setup_latency_us, elapsed.as_micros() as u64);
                 self.stats.associations_established += 1;
                 let contexts = self
                     .plan()
@@ -551,11 +554,10 @@ impl LoadCore {
                 let worker = &mut self.workers[w];
                 worker.contexts = contexts;
                 worker.commit_context = commit_context;
-                worker.pdu_length_max_peer = negotiated.pdu_length_max_peer;
-                worker.phase = Phase::Ready;
+                worker.phase = WorkerPhase::Ready;
                 if worker.contexts.iter().all(Option::is_none) {
                     // Retrying cannot help: this worker is finished.
-                    CoreStats::bump(
+                    Measurements::bump(
                         &mut self.stats.aborts,
                         "no storage presentation context accepted",
                     );
@@ -567,44 +569,59 @@ impl LoadCore {
             }
             Indication::AssociateRejected(rj) => {
                 let (result, source, reason) = rj.codes();
-                CoreStats::bump(
+                Measurements::bump(
                     &mut self.stats.rejections,
                     format!("{result}/{source}/{reason}"),
                 );
             }
             Indication::ReleaseConfirm => self.stats.associations_released += 1,
             Indication::ReleaseRequest | Indication::ReleaseCollision => {
-                self.feed(core, w, Input::ReleaseResponse);
+                self.answer_release(core, w)
             }
-            Indication::Aborted(cause) => {
-                let kind = match cause {
-                    AbortCause::PeerServiceUser { .. } => {
-                        "A-ABORT from peer (service user)".to_string()
-                    }
-                    AbortCause::PeerServiceProvider { reason } => {
-                        format!("A-ABORT from peer (service provider, {reason:?})")
-                    }
-                    AbortCause::TransportClosed => "connection closed without release".to_string(),
-                    AbortCause::InvalidPdu(_) => "invalid PDU received".to_string(),
-                    AbortCause::UnexpectedPdu { pdu_type, .. } => {
-                        format!("unexpected PDU {pdu_type:?}")
-                    }
-                    AbortCause::InvalidAssociateAc(_) => "invalid A-ASSOCIATE-AC".to_string(),
-                    other => format!("{other:?}"),
-                };
-                CoreStats::bump(&mut self.stats.aborts, kind);
-                self.lose_in_flight(w);
-            }
-            Indication::PData | Indication::AssociateRequest(_) => {}
+            Indication::Aborted(cause) => self.count_abort(w, cause),
+            _ => {}
         }
+    }
+
+    /// The peer asked to release: answered at once (nothing is owed: a
+    /// worker's answer arrives before it sends again).
+    fn answer_release(&mut self, core: &mut Core, w: usize) {
+        if self.workers[w]
+            .endpoint
+            .answer_release(Instant::now())
+            .is_err()
+        {
+            self.abort(core, w, "state machine refused an event");
+        }
+    }
+
+    /// Counts an abort indication by kind; what was in flight is lost.
+    fn count_abort(&mut self, w: usize, cause: AbortCause) {
+        let kind = match cause {
+            AbortCause::PeerServiceUser { .. } => "A-ABORT from peer (service user)".to_string(),
+            AbortCause::PeerServiceProvider { reason } => {
+                format!("A-ABORT from peer (service provider, {reason:?})")
+            }
+            AbortCause::TransportClosed => "connection closed without release".to_string(),
+            AbortCause::InvalidPdu(_) => "invalid PDU received".to_string(),
+            AbortCause::UnexpectedPdu { pdu_type, .. } => format!("unexpected PDU {pdu_type:?}"),
+            AbortCause::InvalidAssociateAc(_) => "invalid A-ASSOCIATE-AC".to_string(),
+            other => format!("{other:?}"),
+        };
+        Measurements::bump(&mut self.stats.aborts, kind);
+        self.lose_in_flight(w);
     }
 
     fn release(&mut self, core: &mut Core, w: usize) {
         let worker = &mut self.workers[w];
-        if worker.machine.may_send_pdata() {
-            worker.phase = Phase::Releasing;
+        if worker.endpoint.may_send_pdata() {
+            worker.phase = WorkerPhase::Releasing;
             self.idle.retain(|&idle| idle != w);
-            self.feed(core, w, Input::ReleaseRequest);
+            if self.workers[w].endpoint.release(Instant::now()).is_err() {
+                self.abort(core, w, "state machine refused an event");
+                return;
+            }
+            self.drive(core, w);
         } else {
             self.close(core, w);
         }
@@ -622,24 +639,24 @@ impl LoadCore {
                 .live_associations
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        let clean = self.stats.associations_released > 0 && worker.machine.is_closed();
+        let clean = self.stats.associations_released > 0 && worker.endpoint.is_closed();
         worker.phase = if stopping || worker.fatal {
-            Phase::Done
+            WorkerPhase::Done
         } else {
             match shape {
-                LoadShape::Closed => Phase::Waiting {
-                    at: if clean && worker.phase != Phase::Associating {
+                LoadShape::Closed => WorkerPhase::Waiting {
+                    at: if clean && worker.phase != WorkerPhase::Associating {
                         Instant::now()
                     } else {
                         Instant::now() + RETRY_BACKOFF
                     },
                 },
-                LoadShape::Open { .. } => Phase::Dormant,
+                LoadShape::Open { .. } => WorkerPhase::Dormant,
             }
         };
         // A rejected or aborted association backs off before retrying.
         if worker.on_association == 0 && !stopping && !worker.fatal && shape == LoadShape::Closed {
-            worker.phase = Phase::Waiting {
+            worker.phase = WorkerPhase::Waiting {
                 at: Instant::now() + RETRY_BACKOFF,
             };
         }
@@ -685,7 +702,7 @@ impl LoadCore {
                 if let Some(arrival) = self.arrivals.pop_front() {
                     self.start_store(core, w, Some(arrival));
                 } else {
-                    self.workers[w].phase = Phase::Ready;
+                    self.workers[w].phase = WorkerPhase::Ready;
                     if !self.idle.contains(&w) {
                         self.idle.push(w);
                     }
@@ -718,11 +735,11 @@ impl LoadCore {
                 "presentation context not accepted for {}",
                 self.plan().workload[pick].sop_class_uid
             );
-            CoreStats::bump(&mut self.stats.aborts, why);
+            Measurements::bump(&mut self.stats.aborts, why);
             self.release(core, w);
             return;
         };
-        let pdu_max = self.workers[w].pdu_length_max_peer;
+        let pdu_max = self.workers[w].pdu_length_max_peer();
         let key = (pick, context, pdu_max);
         let framed = match self.framed.get(&key) {
             Some(framed) => Rc::clone(framed),
@@ -758,7 +775,7 @@ impl LoadCore {
             Some(slot) => uids.to_string(instance_serial, slot.width),
             None => prepared.fixed_sop_instance_uid.clone(),
         };
-        let message_id = worker.next_message_id();
+        let message_id = worker.endpoint.next_message_id();
         let command = Command::CStoreRq(CStoreRq {
             message_id,
             priority: Priority::Medium,
@@ -766,27 +783,24 @@ impl LoadCore {
             affected_sop_instance_uid: sop_instance_uid.clone(),
             move_originator: None,
         });
-        let mut pdus = Vec::new();
-        let encoded = command
-            .encode()
-            .ok()
-            .and_then(|bytes| encode_message(context, true, &bytes, pdu_max, &mut pdus).ok());
-        if encoded.is_none() {
-            self.abort(core, w, "cannot encode C-STORE-RQ");
+        if worker.conn.is_none() {
             return;
         }
-        let Some(conn) = worker.conn else {
-            return;
-        };
-        if self.machine_refuses_pdata(w) {
-            self.abort(core, w, "P-DATA not allowed in this state");
+        // The data set goes out as the cached framed chunks (`pump`), so
+        // the fragmenter the endpoint returns is not needed.
+        let queued =
+            worker
+                .endpoint
+                .send_command_for_data_set(context, &command, framed.dataset_length);
+        if let Err(error) = queued {
+            self.abort(core, w, send_refusal(&error, "cannot encode C-STORE-RQ"));
             return;
         }
         let worker = &mut self.workers[w];
-        worker.phase = Phase::Storing;
+        worker.phase = WorkerPhase::Storing;
         worker.on_association += 1;
         worker.in_study += 1;
-        worker.store = Some(Store {
+        worker.store = Some(StoreInFlight {
             study_serial: worker.study_serial,
             series_serial: worker.series_serial,
             framed,
@@ -801,16 +815,11 @@ impl LoadCore {
             started_at: Instant::now(),
             hasher: self.history.is_some().then(Sha256::new),
         });
-        if core.send(conn, pdus, TAG_CONTROL).is_err() {
+        if self.transmit(core, w).is_err() {
             self.abort(core, w, "send refused by the runtime");
             return;
         }
         self.pump(core, w);
-    }
-
-    fn machine_refuses_pdata(&mut self, w: usize) -> bool {
-        let machine = &mut self.workers[w].machine;
-        !machine.may_send_pdata() || machine.handle(Input::PDataRequest).is_err()
     }
 
     /// Queues data-set sends up to the window.
@@ -886,17 +895,17 @@ impl LoadCore {
             .store
             .take_if(|store| store.message_id == message_id)
         else {
-            CoreStats::bump(&mut self.stats.aborts, "C-STORE-RSP for an unknown message");
+            Measurements::bump(&mut self.stats.aborts, "C-STORE-RSP for an unknown message");
             return;
         };
         let now = Instant::now();
         let last_byte = store.last_byte_at.unwrap_or(now);
-        CoreStats::record(
+        Measurements::record(
             &mut self.stats.store_latency_us,
             now.saturating_duration_since(last_byte).as_micros() as u64,
         );
         if let Some(arrival) = store.arrival {
-            CoreStats::record(
+            Measurements::record(
                 &mut self.stats.arrival_latency_us,
                 now.saturating_duration_since(arrival).as_micros() as u64,
             );
@@ -969,7 +978,7 @@ impl LoadCore {
                 worker.study_refs.clear();
             }
         }
-        worker.phase = Phase::Ready;
+        worker.phase = WorkerPhase::Ready;
         self.next_work(core, w);
     }
 
@@ -982,7 +991,7 @@ impl LoadCore {
         worker.commit_due = false;
         let references = std::mem::take(&mut worker.study_refs);
         let Some(context) = worker.commit_context else {
-            CoreStats::bump(
+            Measurements::bump(
                 &mut self.stats.commit_errors,
                 "commitment context not accepted",
             );
@@ -993,7 +1002,7 @@ impl LoadCore {
             transaction_uid,
             references,
         };
-        let message_id = worker.next_message_id();
+        let message_id = worker.endpoint.next_message_id();
         let command = Command::NActionRq(NActionRq {
             message_id,
             requested_sop_class_uid: uid::STORAGE_COMMITMENT_PUSH_MODEL.to_string(),
@@ -1001,32 +1010,22 @@ impl LoadCore {
             action_type_id: ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
             data_set: true,
         });
-        let pdu_max = worker.pdu_length_max_peer;
-        let mut pdus = Vec::new();
-        let encoded = command.encode().ok().zip(
-            request
-                .encode(SmallDatasetEncoding::ImplicitVrLittleEndian)
-                .ok(),
-        );
-        let Some((command_bytes, data_bytes)) = encoded else {
+        let Ok(data_bytes) = request.encode(SmallDatasetEncoding::ImplicitVrLittleEndian) else {
             self.abort(core, w, "cannot encode N-ACTION-RQ");
             return;
         };
-        if encode_message(context, true, &command_bytes, pdu_max, &mut pdus).is_err()
-            || encode_message(context, false, &data_bytes, pdu_max, &mut pdus).is_err()
+        if let Err(error) = worker
+            .endpoint
+            .send_message(context, &command, Some(&data_bytes))
         {
-            self.abort(core, w, "cannot encode N-ACTION-RQ");
-            return;
-        }
-        if self.machine_refuses_pdata(w) {
-            self.abort(core, w, "P-DATA not allowed in this state");
+            self.abort(core, w, send_refusal(&error, "cannot encode N-ACTION-RQ"));
             return;
         }
         let worker = &mut self.workers[w];
-        let Some(conn) = worker.conn else {
+        if worker.conn.is_none() {
             return;
-        };
-        worker.phase = Phase::Committing;
+        }
+        worker.phase = WorkerPhase::Committing;
         let sent_at = Instant::now();
         if let Ok(mut pending) = self.shared.pending_commits.lock() {
             if pending.len() < PENDING_COMMITS_MAX {
@@ -1042,7 +1041,7 @@ impl LoadCore {
             report_received: false,
         });
         self.stats.commit_requests += 1;
-        if core.send(conn, pdus, TAG_CONTROL).is_err() {
+        if self.transmit(core, w).is_err() {
             self.abort(core, w, "send refused by the runtime");
         }
     }
@@ -1058,18 +1057,21 @@ impl LoadCore {
             .commit
             .as_ref()
             .is_some_and(|commit| commit.rsp_received && (commit.report_received || listener));
-        if finished && worker.phase == Phase::Committing {
+        if finished && worker.phase == WorkerPhase::Committing {
             worker.commit = None;
-            worker.phase = Phase::Ready;
+            worker.phase = WorkerPhase::Ready;
             self.next_work(core, w);
         }
     }
 
-    fn on_message(&mut self, core: &mut Core, w: usize, command: &[u8], data: Option<Vec<u8>>) {
-        let Ok(command) = Command::decode(command) else {
-            self.abort(core, w, "undecodable DIMSE command received");
-            return;
-        };
+    fn on_message(
+        &mut self,
+        core: &mut Core,
+        w: usize,
+        context_id: u8,
+        command: Command,
+        data: Option<&[u8]>,
+    ) {
         match command {
             Command::CStoreRsp(rsp) => {
                 self.on_store_response(core, w, rsp.message_id_being_responded_to, rsp.status)
@@ -1088,7 +1090,7 @@ impl LoadCore {
                     if let Ok(mut pending) = self.shared.pending_commits.lock() {
                         pending.remove(&commit.transaction_uid);
                     }
-                    CoreStats::bump(
+                    Measurements::bump(
                         &mut self.stats.commit_errors,
                         format!("N-ACTION-RSP status {:04X}", rsp.status.0),
                     );
@@ -1099,9 +1101,11 @@ impl LoadCore {
             }
             Command::NEventReportRq(rq) => {
                 // We proposed Implicit VR Little Endian only for commitment.
-                let (status, transaction_uid) = self.record_report(
+                let (status, transaction_uid) = record_report(
+                    &self.shared,
+                    &mut self.stats,
                     &rq,
-                    data.as_deref(),
+                    data,
                     SmallDatasetEncoding::ImplicitVrLittleEndian,
                     false,
                 );
@@ -1111,205 +1115,52 @@ impl LoadCore {
                         commit.report_received = true;
                     }
                 }
-                let context = worker.commit_context.unwrap_or(1);
-                let pdu_max = worker.pdu_length_max_peer;
-                if let Some(conn) = worker.conn {
-                    send_report_response(core, conn, &rq, status, context, pdu_max);
+                send_report_response(&mut worker.endpoint, &rq, status, context_id);
+                if self.transmit(core, w).is_err() {
+                    self.close(core, w);
                 }
                 self.commit_progress(core, w);
             }
-            _ => CoreStats::bump(&mut self.stats.aborts, "unexpected DIMSE command received"),
-        }
-    }
-
-    /// Counts a commitment report (on either path) and matches it with its
-    /// request; returns the status to answer and the transaction UID.
-    fn record_report(
-        &mut self,
-        rq: &NEventReportRq,
-        data: Option<&[u8]>,
-        encoding: SmallDatasetEncoding,
-        on_listener: bool,
-    ) -> (Status, Option<String>) {
-        let now = Instant::now();
-        let result = data.map(|bytes| {
-            CommitmentResult::decode(bytes, encoding, DatasetLimits::default(), rq.event_type_id)
-        });
-        let Some(Ok(result)) = result else {
-            CoreStats::bump(&mut self.stats.commit_errors, "unreadable N-EVENT-REPORT");
-            return (Status::PROCESSING_FAILURE, None);
-        };
-        let sent_at = self
-            .shared
-            .pending_commits
-            .lock()
-            .ok()
-            .and_then(|mut pending| pending.remove(&result.transaction_uid));
-        let Some(sent_at) = sent_at else {
-            CoreStats::bump(
-                &mut self.stats.commit_errors,
-                "report for an unknown transaction",
-            );
-            return (Status::SUCCESS, Some(result.transaction_uid));
-        };
-        CoreStats::record(
-            &mut self.stats.commit_latency_us,
-            now.saturating_duration_since(sent_at).as_micros() as u64,
-        );
-        self.stats.commit_instances_ok += result.committed.len() as u64;
-        self.stats.commit_instances_failed += result.failed.len() as u64;
-        if on_listener {
-            self.stats.commit_reports_on_listener += 1;
-        } else {
-            self.stats.commit_reports_on_association += 1;
-        }
-        (Status::SUCCESS, Some(result.transaction_uid))
-    }
-
-    // ----- inbound associations: commitment reports on our listener -----
-
-    fn on_accepted(&mut self, core: &mut Core, conn: ConnId) {
-        if self.policy.is_none() || self.inbound.len() >= INBOUND_MAX as usize {
-            core.close_connection(conn);
-            return;
-        }
-        let mut inbound = Inbound {
-            machine: Association::new(Role::Acceptor),
-            inbox: Inbox::new(),
-            pdu_length_max_peer: 0,
-            encodings: Vec::new(),
-        };
-        let actions = inbound
-            .machine
-            .handle(Input::TransportConnectIndication)
-            .unwrap_or_default();
-        self.inbound.insert(conn, inbound);
-        self.apply_inbound(core, conn, actions);
-    }
-
-    fn feed_inbound(&mut self, core: &mut Core, conn: ConnId, input: Input) {
-        let Some(inbound) = self.inbound.get_mut(&conn) else {
-            return;
-        };
-        match inbound.machine.handle(input) {
-            Ok(actions) => self.apply_inbound(core, conn, actions),
-            Err(_) => core.close_connection(conn),
-        }
-    }
-
-    fn apply_inbound(&mut self, core: &mut Core, conn: ConnId, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::SendPdu(bytes) => {
-                    let sent = core.send(conn, bytes, TAG_CONTROL);
-                    if sent.is_err() {
-                        core.close_connection(conn);
-                    }
-                }
-                Action::CloseTransport => core.close_connection(conn),
-                Action::Indication(Indication::AssociateRequest(rq)) => {
-                    let Some(policy) = self.policy.as_ref() else {
-                        core.close_connection(conn);
-                        return;
-                    };
-                    let load = AssociationLoad {
-                        current: self.inbound.len() as u32,
-                        limit: INBOUND_MAX,
-                    };
-                    let outcome = negotiate(policy, &rq, load);
-                    if let NegotiationOutcome::Accept { negotiated, .. } = &outcome {
-                        if let Some(inbound) = self.inbound.get_mut(&conn) {
-                            inbound
-                                .inbox
-                                .set_pdata_length_max(negotiated.pdu_length_max_local);
-                            inbound.pdu_length_max_peer = negotiated.pdu_length_max_peer;
-                            inbound.encodings = negotiated
-                                .presentation_contexts
-                                .iter()
-                                .filter_map(|context| {
-                                    SmallDatasetEncoding::from_transfer_syntax(
-                                        &context.transfer_syntax,
-                                    )
-                                    .map(|encoding| (context.id, encoding))
-                                })
-                                .collect();
-                        }
-                    }
-                    self.feed_inbound(core, conn, Input::AssociateResponse(outcome.into()));
-                }
-                Action::Indication(Indication::ReleaseRequest | Indication::ReleaseCollision) => {
-                    self.feed_inbound(core, conn, Input::ReleaseResponse);
-                }
-                Action::Indication(Indication::Aborted(_)) => {
-                    CoreStats::bump(&mut self.stats.commit_errors, "report association aborted");
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn on_inbound_received(&mut self, core: &mut Core, conn: ConnId, data: RecvBuf) {
-        let mut incoming = Vec::new();
-        let Some(inbound) = self.inbound.get_mut(&conn) else {
-            return;
-        };
-        inbound.inbox.take(&data, &mut incoming);
-        for item in incoming {
-            match item {
-                Incoming::Control(pdu) => self.feed_inbound(core, conn, Input::PduReceived(pdu)),
-                Incoming::PDataStart => self.feed_inbound(core, conn, Input::PDataReceived),
-                Incoming::Invalid(invalid) => {
-                    self.feed_inbound(core, conn, Input::InvalidPdu(invalid))
-                }
-                Incoming::Message {
-                    context_id,
-                    command,
-                    data,
-                } => {
-                    let Ok(Command::NEventReportRq(rq)) = Command::decode(&command) else {
-                        CoreStats::bump(
-                            &mut self.stats.commit_errors,
-                            "unexpected command on the report listener",
-                        );
-                        continue;
-                    };
-                    let encoding = self
-                        .inbound
-                        .get(&conn)
-                        .and_then(|inbound| {
-                            inbound
-                                .encodings
-                                .iter()
-                                .find(|(id, _)| *id == context_id)
-                                .map(|(_, encoding)| *encoding)
-                        })
-                        .unwrap_or(SmallDatasetEncoding::ImplicitVrLittleEndian);
-                    let (status, _) = self.record_report(&rq, data.as_deref(), encoding, true);
-                    let pdu_max = self
-                        .inbound
-                        .get(&conn)
-                        .map_or(0, |inbound| inbound.pdu_length_max_peer);
-                    send_report_response(core, conn, &rq, status, context_id, pdu_max);
-                }
-            }
+            _ => Measurements::bump(&mut self.stats.aborts, "unexpected DIMSE command received"),
         }
     }
 
     // ----- receive path -----
 
     fn on_received(&mut self, core: &mut Core, w: usize, data: RecvBuf) {
-        let mut incoming = Vec::new();
-        self.workers[w].inbox.take(&data, &mut incoming);
-        for item in incoming {
-            if self.workers[w].conn.is_none() || self.workers[w].phase == Phase::Closing {
+        let now = Instant::now();
+        let mut cursor = 0;
+        while self.workers[w].conn.is_some() && self.workers[w].phase != WorkerPhase::Closing {
+            let Some(incoming) = self.workers[w].endpoint.receive(&data, &mut cursor, now) else {
                 break;
+            };
+            self.on_incoming(core, w, incoming);
+            self.drive(core, w);
+        }
+    }
+
+    fn on_incoming(&mut self, core: &mut Core, w: usize, incoming: Incoming) {
+        match incoming {
+            Incoming::Indication(indication) => self.on_indication(core, w, indication),
+            Incoming::Command {
+                context_id,
+                command,
+                data_set,
+            } => self.on_message(core, w, context_id, command, collected(&data_set)),
+            // The endpoint answered the peer with an A-ABORT. A malformed
+            // PDU's abort indication follows and is counted there.
+            Incoming::Violation(Violation::Pdu(_)) => {}
+            Incoming::Violation(Violation::Command(_)) => {
+                Measurements::bump(&mut self.stats.aborts, "undecodable DIMSE command received");
+                self.lose_in_flight(w);
             }
-            match item {
-                Incoming::Control(pdu) => self.feed(core, w, Input::PduReceived(pdu)),
-                Incoming::PDataStart => self.feed(core, w, Input::PDataReceived),
-                Incoming::Invalid(invalid) => self.feed(core, w, Input::InvalidPdu(invalid)),
-                Incoming::Message { command, data, .. } => self.on_message(core, w, &command, data),
+            Incoming::Violation(violation) => {
+                Measurements::bump(&mut self.stats.aborts, violation.to_string());
+                self.lose_in_flight(w);
             }
+            // Data sets streamed to us (C-STORE-RQ) are not asked for: the
+            // unexpected command was counted.
+            _ => {}
         }
     }
 
@@ -1340,9 +1191,9 @@ impl LoadCore {
             let drained = self.arrivals.is_empty();
             for w in 0..self.workers.len() {
                 match self.workers[w].phase {
-                    Phase::Waiting { .. } => self.workers[w].phase = Phase::Done,
-                    Phase::Dormant if drained => self.workers[w].phase = Phase::Done,
-                    Phase::Ready if drained => self.next_work(core, w),
+                    WorkerPhase::Waiting { .. } => self.workers[w].phase = WorkerPhase::Done,
+                    WorkerPhase::Dormant if drained => self.workers[w].phase = WorkerPhase::Done,
+                    WorkerPhase::Ready if drained => self.next_work(core, w),
                     _ => {}
                 }
             }
@@ -1352,7 +1203,7 @@ impl LoadCore {
             }
             for w in 0..self.workers.len() {
                 match self.workers[w].phase {
-                    Phase::Waiting { at } if at <= now => self.start_association(core, w),
+                    WorkerPhase::Waiting { at } if at <= now => self.start_association(core, w),
                     _ => {}
                 }
             }
@@ -1362,11 +1213,11 @@ impl LoadCore {
         let all_done = self
             .workers
             .iter()
-            .all(|worker| worker.phase == Phase::Done);
+            .all(|worker| worker.phase == WorkerPhase::Done);
         // Closed loop: every worker is done (budget spent, or refused);
         // open loop: only once stopping (dormant workers wait for arrivals).
         let mut finished = all_done && (self.stopping || self.rate_per_core <= 0.0);
-        if finished && self.policy.is_some() {
+        if finished && self.listener.is_some() {
             // Reports may still arrive on the listener (on any core).
             let stopped_at = *self.stopped_at.get_or_insert(now);
             let outstanding = self
@@ -1416,7 +1267,7 @@ impl LoadCore {
     fn dispatch_arrivals(&mut self, core: &mut Core) {
         while !self.arrivals.is_empty() {
             if let Some(w) = self.idle.pop() {
-                if self.workers[w].phase == Phase::Ready {
+                if self.workers[w].phase == WorkerPhase::Ready {
                     self.next_work(core, w);
                 }
                 continue;
@@ -1426,7 +1277,7 @@ impl LoadCore {
             let associating = self
                 .workers
                 .iter()
-                .filter(|worker| worker.phase == Phase::Associating)
+                .filter(|worker| worker.phase == WorkerPhase::Associating)
                 .count();
             if associating >= self.arrivals.len() {
                 break;
@@ -1434,7 +1285,7 @@ impl LoadCore {
             let Some(w) = self
                 .workers
                 .iter()
-                .position(|worker| worker.phase == Phase::Dormant)
+                .position(|worker| worker.phase == WorkerPhase::Dormant)
             else {
                 break;
             };
@@ -1448,12 +1299,12 @@ impl LoadCore {
         for w in 0..self.workers.len() {
             let worker = &self.workers[w];
             match worker.phase {
-                Phase::Associating
+                WorkerPhase::Associating
                     if now.saturating_duration_since(worker.connect_started) > response_timeout =>
                 {
                     self.abort(core, w, "association set-up timed out");
                 }
-                Phase::Storing => {
+                WorkerPhase::Storing => {
                     let late = worker.store.as_ref().is_some_and(|store| {
                         now.saturating_duration_since(
                             store.last_byte_at.unwrap_or(store.started_at),
@@ -1463,12 +1314,12 @@ impl LoadCore {
                         self.abort(core, w, "C-STORE response timed out");
                     }
                 }
-                Phase::Committing => {
+                WorkerPhase::Committing => {
                     let late = worker.commit.as_ref().is_some_and(|commit| {
                         now.saturating_duration_since(commit.sent_at) > commit_timeout
                     });
                     if late {
-                        CoreStats::bump(
+                        Measurements::bump(
                             &mut self.stats.commit_errors,
                             "report not received in time",
                         );
@@ -1478,11 +1329,11 @@ impl LoadCore {
                                 pending.remove(&commit.transaction_uid);
                             }
                         }
-                        worker.phase = Phase::Ready;
+                        worker.phase = WorkerPhase::Ready;
                         self.next_work(core, w);
                     }
                 }
-                Phase::Releasing
+                WorkerPhase::Releasing
                     if now.saturating_duration_since(worker.connect_started)
                         > response_timeout * 1000 =>
                 {
@@ -1501,44 +1352,21 @@ fn interarrival(rng: &mut fastrand::Rng, rate_per_s: f64) -> Duration {
     Duration::try_from_secs_f64(-uniform.ln() / rate_per_s).unwrap_or(Duration::MAX)
 }
 
-/// Answers an N-EVENT-REPORT-RQ on `conn`.
-fn send_report_response(
-    core: &mut Core,
-    conn: ConnId,
-    rq: &NEventReportRq,
-    status: Status,
-    context_id: u8,
-    pdu_length_max_peer: u32,
-) {
-    let response = Command::NEventReportRsp(NEventReportRsp {
-        message_id_being_responded_to: rq.message_id,
-        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
-        event_type_id: Some(rq.event_type_id),
-        status,
-        data_set: false,
-        detail: StatusDetail::default(),
-    });
-    let mut pdus = Vec::new();
-    if let Ok(bytes) = response.encode() {
-        if encode_message(context_id, true, &bytes, pdu_length_max_peer, &mut pdus).is_ok() {
-            let _ = core.send(conn, pdus, TAG_CONTROL);
-        }
+/// The data set of a message, when it was collected.
+fn collected(data_set: &DataSet) -> Option<&[u8]> {
+    match data_set {
+        DataSet::Collected(bytes) => Some(bytes),
+        _ => None,
     }
 }
 
-/// What our listener accepts: Storage Commitment, with the SCP role for the
-/// requestor (the SCP sending us its report), any called AE title.
-fn listener_policy() -> AcceptorPolicy {
-    let mut policy = AcceptorPolicy::new(AeTitleFilter::Any, "1.2.826.0.1.3680043.10.1.7");
-    policy.abstract_syntaxes.push(
-        AcceptedAbstractSyntax::new(
-            uid::STORAGE_COMMITMENT_PUSH_MODEL,
-            [ts::IMPLICIT_VR_LITTLE_ENDIAN, ts::EXPLICIT_VR_LITTLE_ENDIAN],
-        )
-        .with_requestor_scp_role(),
-    );
-    policy
+/// What to count when the endpoint refuses to queue a request: the state
+/// (no P-DATA now), or `otherwise` (it cannot be encoded).
+fn send_refusal(error: &SendError, otherwise: &'static str) -> &'static str {
+    match error {
+        SendError::NotAllowed(_) => "P-DATA not allowed in this state",
+        _ => otherwise,
+    }
 }
 
 /// The A-ASSOCIATE-RQ of every association of a run: one context per
@@ -1608,26 +1436,43 @@ impl Handler for LoadCore {
                     return;
                 }
                 match result {
-                    Ok(()) => self.feed(core, w, Input::TransportConnectConfirm),
+                    Ok(()) => {
+                        if self.workers[w]
+                            .endpoint
+                            .transport_connected(Instant::now())
+                            .is_err()
+                        {
+                            self.abort(core, w, "state machine refused an event");
+                            return;
+                        }
+                        self.drive(core, w);
+                    }
                     Err(error) => {
-                        CoreStats::bump(&mut self.stats.aborts, format!("connect failed: {error}"));
+                        Measurements::bump(
+                            &mut self.stats.aborts,
+                            format!("connect failed: {error}"),
+                        );
                         self.by_conn.remove(&conn);
                         self.workers[w].conn = None;
-                        self.workers[w].machine = Association::new(Role::Requestor);
+                        self.workers[w].endpoint =
+                            Endpoint::new(Role::Requestor, endpoint_config());
                         self.shared
                             .live_associations
                             .fetch_sub(1, Ordering::Relaxed);
-                        self.workers[w].phase = Phase::Associating;
+                        self.workers[w].phase = WorkerPhase::Associating;
                         self.connection_gone(w);
                     }
                 }
             }
-            Event::Accepted { conn, .. } => self.on_accepted(core, conn),
+            Event::Accepted { conn, .. } => match self.listener.as_mut() {
+                Some(listener) => listener.accepted(core, conn),
+                None => core.close_connection(conn),
+            },
             Event::Received { conn, data } => {
                 if let Some(&w) = self.by_conn.get(&conn) {
                     self.on_received(core, w, data);
-                } else if self.inbound.contains_key(&conn) {
-                    self.on_inbound_received(core, conn, data);
+                } else if let Some(listener) = self.listener.as_mut() {
+                    listener.received(core, conn, &data, &self.shared, &mut self.stats);
                 }
             }
             Event::Sent { conn, tag, result } => {
@@ -1637,8 +1482,8 @@ impl Handler for LoadCore {
                 match result {
                     Ok(()) => self.on_sent(core, w, tag),
                     Err(_) => {
-                        if self.workers[w].phase != Phase::Closing {
-                            self.feed(core, w, Input::TransportClosed);
+                        if self.workers[w].phase != WorkerPhase::Closing {
+                            self.transport_closed(w);
                             self.close(core, w);
                         }
                     }
@@ -1646,21 +1491,27 @@ impl Handler for LoadCore {
             }
             Event::RecvEnded { conn, .. } => {
                 let Some(&w) = self.by_conn.get(&conn) else {
-                    if self.inbound.contains_key(&conn) {
+                    if self
+                        .listener
+                        .as_ref()
+                        .is_some_and(|listener| listener.owns(conn))
+                    {
                         core.close_connection(conn);
                     }
                     return;
                 };
-                if !self.workers[w].machine.is_closed() {
-                    self.feed(core, w, Input::TransportClosed);
+                if !self.workers[w].endpoint.is_closed() {
+                    self.transport_closed(w);
                 }
                 self.close(core, w);
             }
             Event::ConnClosed { conn } => {
-                self.inbound.remove(&conn);
+                if let Some(listener) = self.listener.as_mut() {
+                    listener.closed(conn);
+                }
                 if let Some(&w) = self.by_conn.get(&conn) {
-                    if !self.workers[w].machine.is_closed() {
-                        self.feed(core, w, Input::TransportClosed);
+                    if !self.workers[w].endpoint.is_closed() {
+                        self.transport_closed(w);
                     }
                     self.connection_gone(w);
                 }
