@@ -26,7 +26,7 @@
 //!    file's in-doubt mark is then cleared by a later transaction (the next
 //!    batch's, or its own after [`IN_DOUBT_CLEAR_DELAY`]). Storage
 //!    commitment counts an instance only once it is out of the shared
-//!    in-memory set of in-doubt files ([`ServerShared::in_doubt`]).
+//!    in-memory set of in-doubt files (`crate::store::in_doubt`).
 //!
 //! A crash before all three complete leaves either an unindexed file
 //! (moved to `orphans/` at start-up) or an in-doubt entry, which start-up
@@ -45,7 +45,7 @@
 //! handed to the commitment tracker ([`crate::commit`]); its answer comes
 //! back as a [`CoreMessage`] and becomes the N-ACTION-RSP. Reports go out as
 //! N-EVENT-REPORT-RQ on the requester's association, or on an association
-//! this core opens as requestor ([`CoreMessage::OpenReportAssociation`]);
+//! this core opens as requestor ([`ToCore::OpenReportAssociation`]);
 //! each N-EVENT-REPORT-RSP (or the association's end) goes back to the
 //! tracker as a delivery outcome.
 
@@ -54,7 +54,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sluice_index::{
     BatchResult, ConflictPolicy, Disposition, DuplicatePolicy, FileId, IndexError, IndexWriter,
@@ -82,8 +82,8 @@ use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::{ServerShared, DURABILITY_FAILURES_BEFORE_REFUSING};
-use crate::commit::tracker::{DeliveryOutcome, ReportAssociation, Request};
-use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, UidConflictPolicy};
+use crate::commit::messages::{DeliveryOutcome, ReportAssociation, Request, ToCore};
+use crate::config::DuplicatePolicy as ConfigDuplicatePolicy;
 use crate::store::instance_from_head;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, seal, FileMeta, SEAL_BYTES};
@@ -129,30 +129,8 @@ pub(crate) enum CoreMessage {
         /// The writer's answer.
         result: BatchResult,
     },
-    /// The commitment tracker's answer to an N-ACTION: send the N-ACTION-RSP.
-    CommitmentAnswered {
-        /// The requester's association.
-        serial: u64,
-        /// The N-ACTION's presentation context.
-        context_id: u8,
-        /// The N-ACTION-RQ's Message ID.
-        message_id: u16,
-        /// The status to answer.
-        status: Status,
-        /// An Error Comment for a failure.
-        comment: Option<String>,
-    },
-    /// Send this report on the requester's association if it is still open
-    /// (else answer [`DeliveryOutcome::NotOpen`]).
-    DeliverReport {
-        /// The requester's association.
-        serial: u64,
-        /// The event information.
-        report: CommitmentResult,
-    },
-    /// Open an association to the requester (or its mapped AE) and deliver
-    /// these reports on it.
-    OpenReportAssociation(Box<ReportAssociation>),
+    /// The commitment tracker asks for something.
+    Commitment(ToCore),
 }
 
 /// The C-STORE status for an index failure: the disk-space statuses for a
@@ -443,13 +421,6 @@ impl std::fmt::Debug for CoreHandler {
             .field("jobs", &self.jobs.len())
             .finish()
     }
-}
-
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl CoreHandler {
@@ -1358,7 +1329,7 @@ impl CoreHandler {
         };
         if job.failure.is_none() && matches!(job.index, IndexStep::NotYet) {
             job.early = true;
-            lock_in_doubt(&self.shared).insert(job.file_id);
+            self.shared.in_doubt.insert(job.file_id);
             self.enqueue_for_index(core, key);
         }
     }
@@ -1659,16 +1630,8 @@ impl CoreHandler {
             return;
         }
         let storage = &self.shared.store.config().storage;
-        let duplicate_policy = match storage.duplicate_policy {
-            ConfigDuplicatePolicy::Reject => DuplicatePolicy::Reject,
-            ConfigDuplicatePolicy::Replace => DuplicatePolicy::Replace,
-            ConfigDuplicatePolicy::DropIfIdentical => DuplicatePolicy::DropIfIdentical,
-            _ => DuplicatePolicy::Quarantine,
-        };
-        let conflict_policy = match storage.uid_conflict_policy {
-            UidConflictPolicy::Reject => ConflictPolicy::Reject,
-            _ => ConflictPolicy::Quarantine,
-        };
+        let duplicate_policy: DuplicatePolicy = storage.duplicate_policy.into();
+        let conflict_policy: ConflictPolicy = storage.uid_conflict_policy.into();
         // Marks of instances answered since the last batch ride along: the
         // writer coalesces queued batches into one transaction.
         self.submit_in_doubt_clears(core);
@@ -1915,7 +1878,7 @@ impl CoreHandler {
         };
         if job.early {
             // Durable now: commitment may count it, and the mark can go.
-            lock_in_doubt(&self.shared).remove(&job.file_id);
+            self.shared.in_doubt.remove(job.file_id);
             self.in_doubt_to_clear.push(job.file_id);
             self.arm_clear_timer(core);
         }
@@ -2090,7 +2053,7 @@ impl CoreHandler {
             return;
         };
         if job.early {
-            lock_in_doubt(&self.shared).remove(&job.file_id);
+            self.shared.in_doubt.remove(job.file_id);
         }
         if let Some(file) = job.file {
             let _ = core.close_file(file, TAG_IGNORED);
@@ -2259,15 +2222,6 @@ impl CoreHandler {
 /// ride along with before they are cleared in a transaction of their own.
 const IN_DOUBT_CLEAR_DELAY: Duration = Duration::from_millis(100);
 
-/// The shared set of files committed in doubt and not yet durable.
-fn lock_in_doubt(shared: &ServerShared) -> std::sync::MutexGuard<'_, HashSet<FileId>> {
-    // A poisoned lock only means a panic elsewhere; the set stays valid.
-    shared
-        .in_doubt
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -2293,7 +2247,7 @@ fn new_instance(job: &Job, head: &DatasetHead) -> NewInstance {
             transfer_syntax_uid: job.transfer_syntax_uid.clone(),
             sop_class_uid: job.rq.affected_sop_class_uid.clone(),
             checksum: job.hasher.finish(),
-            received_at_unix_ns: unix_now_ns(),
+            received_at_unix_ns: crate::clock::unix_now_ns(),
             calling_ae_title: job.calling_ae_title.clone(),
             instance_number: None,
         },
@@ -2467,26 +2421,49 @@ impl Handler for CoreHandler {
     fn on_message(&mut self, core: &mut Core, message: CoreMessage) {
         match message {
             CoreMessage::Committed { jobs, result } => self.committed(core, jobs, result),
-            CoreMessage::CommitmentAnswered {
+            CoreMessage::Commitment(ToCore::Answer {
                 serial,
                 context_id,
                 message_id,
-                status,
-                comment,
-            } => {
+                result,
+            }) => {
                 if let Some(mut conn) = self.conns.remove(&serial) {
+                    let (status, comment) = match result {
+                        Ok(()) => (Status::SUCCESS, None),
+                        Err(refusal) => (refusal.status(), Some(refusal.to_string())),
+                    };
                     self.answer_action(
                         core, serial, &mut conn, context_id, message_id, status, comment,
                     );
                     self.conns.insert(serial, conn);
                 }
             }
-            CoreMessage::DeliverReport { serial, report } => {
+            CoreMessage::Commitment(ToCore::DeliverReport { serial, report }) => {
                 self.deliver_on_open_association(core, serial, report);
             }
-            CoreMessage::OpenReportAssociation(delivery) => {
+            CoreMessage::Commitment(ToCore::OpenReportAssociation(delivery)) => {
                 self.open_report_association(core, *delivery);
             }
+        }
+    }
+}
+
+impl From<ConfigDuplicatePolicy> for DuplicatePolicy {
+    fn from(policy: ConfigDuplicatePolicy) -> DuplicatePolicy {
+        match policy {
+            ConfigDuplicatePolicy::Quarantine => DuplicatePolicy::Quarantine,
+            ConfigDuplicatePolicy::Reject => DuplicatePolicy::Reject,
+            ConfigDuplicatePolicy::Replace => DuplicatePolicy::Replace,
+            ConfigDuplicatePolicy::DropIfIdentical => DuplicatePolicy::DropIfIdentical,
+        }
+    }
+}
+
+impl From<crate::config::UidConflictPolicy> for ConflictPolicy {
+    fn from(policy: crate::config::UidConflictPolicy) -> ConflictPolicy {
+        match policy {
+            crate::config::UidConflictPolicy::Quarantine => ConflictPolicy::Quarantine,
+            crate::config::UidConflictPolicy::Reject => ConflictPolicy::Reject,
         }
     }
 }

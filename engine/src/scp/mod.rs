@@ -13,7 +13,7 @@ pub mod policy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_io::{
@@ -21,8 +21,10 @@ use sluice_io::{
 };
 use thiserror::Error;
 
-use crate::commit::tracker::TrackerHandle;
+use crate::commit::messages::{Cores, ToCore};
+use crate::commit::tracker::{TrackerContext, TrackerHandle};
 use crate::config::IoBackend;
+use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
 
 pub use handler::{status_of_index_error, STATUS_DUPLICATE_REJECTED};
@@ -32,6 +34,9 @@ use handler::{CoreHandler, CoreMessage};
 /// Consecutive durability failures (fsync, rename, directory sync, index
 /// commit) after which the store refuses every C-STORE until restart.
 pub const DURABILITY_FAILURES_BEFORE_REFUSING: u32 = 8;
+
+/// How long the commitment tracker may wait for room in a core's mailbox.
+const TRACKER_MAILBOX_SEND_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors starting or stopping the SCP.
 #[derive(Debug, Error)]
@@ -83,12 +88,31 @@ pub(crate) struct ServerShared {
     pub(crate) tracker: TrackerHandle,
     pub(crate) established: AtomicU32,
     pub(crate) per_calling_ae: Mutex<std::collections::HashMap<String, u32>>,
-    pub(crate) runtime: OnceLock<RuntimeHandle<CoreMessage>>,
-    /// Files whose index entry committed before their data and directory
-    /// entry were durable (the cores insert at submission and remove once
-    /// both syncs succeeded or the instance failed): storage commitment does
-    /// not count an instance whose file is here.
-    pub(crate) in_doubt: Mutex<std::collections::HashSet<sluice_index::FileId>>,
+    /// Files committed in doubt and not yet durable (shared with the
+    /// commitment tracker).
+    pub(crate) in_doubt: InDoubtSet,
+}
+
+/// The cores as the commitment tracker reaches them: the runtime's
+/// mailboxes.
+struct RuntimeCores(RuntimeHandle<CoreMessage>);
+
+impl Cores for RuntimeCores {
+    fn post(&self, core: usize, message: ToCore) -> bool {
+        self.0.sender(core).is_some_and(|sender| {
+            sender
+                .send_timeout(CoreMessage::Commitment(message), TRACKER_MAILBOX_SEND_WAIT)
+                .is_ok()
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.0.core_count()
+    }
+
+    fn shutdown_requested(&self) -> bool {
+        self.0.is_shutdown_requested()
+    }
 }
 
 /// A running Storage SCP. Stop it with [`Server::shutdown`].
@@ -148,8 +172,7 @@ impl Server {
             tracker: TrackerHandle::new(),
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
-            runtime: OnceLock::new(),
-            in_doubt: Mutex::new(std::collections::HashSet::new()),
+            in_doubt: InDoubtSet::default(),
         });
         let core_count = config.server.cores.count().max(1);
         let connections_per_core = (config.network.max_associations as usize)
@@ -160,7 +183,7 @@ impl Server {
             backend: match config.server.io_backend {
                 IoBackend::Uring => BackendChoice::Uring,
                 IoBackend::Portable => BackendChoice::Portable,
-                _ => BackendChoice::Auto,
+                IoBackend::Auto => BackendChoice::Auto,
             },
             listen_addrs,
             connections_max_per_core: connections_per_core,
@@ -180,12 +203,15 @@ impl Server {
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
         })?;
-        // The tracker and the shutdown path reach the cores through this
-        // handle; each core's handler got its own mailbox when it was made.
-        let _ = shared.runtime.set(runtime.handle());
-        // The tracker starts once the cores can be reached; requests that
+        // The tracker starts once the cores can be reached (each core's
+        // handler got its own mailbox when it was made); requests that
         // arrive before wait in its channel.
-        if let Err(error) = TrackerHandle::start(&shared) {
+        let context = TrackerContext {
+            store: store.clone(),
+            in_doubt: shared.in_doubt.clone(),
+            cores: Box::new(RuntimeCores(runtime.handle())),
+        };
+        if let Err(error) = shared.tracker.start(context) {
             runtime.handle().shutdown();
             return Err(ServeError::Config(format!(
                 "cannot start the commitment tracker: {error}"
