@@ -1,13 +1,13 @@
 //! Storage Commitment Push Model SCP: the commitment tracker
 //! (requirements §3, docs/design/commitment.md).
 //!
-//! What this module owns: the tracker thread ([`tracker`]) that records every
+//! What this module owns: the tracker thread (`tracker`) that records every
 //! N-ACTION request in the index before it is accepted, watches the
 //! references that have not arrived (an in-memory map SOP Instance UID ->
 //! waiting transactions, fed by the cores when an instance is durably stored
 //! and indexed), decides the report (event type 1, or 2 with the Failed SOP
 //! Sequence when the wait ends), and drives its delivery with retries; the
-//! messages it exchanges with the cores ([`messages`]); the engine's
+//! messages it exchanges with the cores (`messages`); the engine's
 //! encoding of a commitment record's payload ([`payload`]); and the mapping
 //! of a bad request to its N-ACTION-RSP status
 //! ([`status_of_commitment_error`]).
@@ -18,7 +18,7 @@
 //! index write of commitment records.
 //!
 //! Architecture invariant: nothing here imports `crate::scp`. The tracker
-//! reaches the cores only through [`messages::Cores`], which the SCP
+//! reaches the cores only through `messages::Cores`, which the SCP
 //! implements over its runtime's mailboxes.
 
 pub(crate) mod messages;

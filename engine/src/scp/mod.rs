@@ -1,15 +1,34 @@
-//! The Storage SCP: `sluice serve`'s network side. Owns the acceptor policy
-//! built from the configuration ([`policy`]), the per-core association
-//! handler that streams C-STORE data sets into files and owns the
-//! durability order ([`handler`]), and the [`Server`] handle that starts and
-//! stops it on the `sluice-io` runtime. Storage Commitment requests are
-//! decoded here and handed to the commitment tracker ([`crate::commit`]),
-//! which answers through the cores' mailboxes.
+//! The Storage SCP: `sluice serve`'s network side, one handler per
+//! `sluice-io` core, and the [`Server`] handle that starts and stops it.
 //!
-//! docs/design/ingest.md explains the path and the status mapping.
+//! Code map (each module's header says what it owns):
+//! - `handler`: the core's router, from io events, connection bytes and
+//!   other threads' messages to the services below; it holds no service
+//!   state of its own.
+//! - `conn`: one association (state machine, stream decoder, command
+//!   assembly, timer, sends, closing, counters) and the core's table of
+//!   them; `admission`: negotiation under the association limits.
+//! - `ingest`: C-STORE to durable, indexed files. Its `job` module is the
+//!   sans-I/O specification of the durability order; `dir_sync` and
+//!   `batcher` are the directory fsync rounds and the group commit.
+//! - `commitment`: the Storage Commitment DIMSE service (the decisions are
+//!   the tracker's, `crate::commit`).
+//! - `failure`: the one typed `failure::Failure` of a request, with its
+//!   status; `tag`: the io operations' tags; `shared`: what the cores
+//!   share; [`policy`]: the acceptor policy built from the configuration.
+//!
+//! docs/design/ingest.md explains the path and the status mapping;
+//! docs/design/engine-structure.md why the services are laid out this way.
 
-pub(crate) mod handler;
+mod admission;
+mod commitment;
+mod conn;
+mod failure;
+mod handler;
+mod ingest;
 pub mod policy;
+mod shared;
+mod tag;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
@@ -27,13 +46,11 @@ use crate::config::IoBackend;
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
 
-pub use handler::{status_of_index_error, STATUS_DUPLICATE_REJECTED};
+pub use failure::status_of_index_error;
+pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
 
 use handler::{CoreHandler, CoreMessage};
-
-/// Consecutive durability failures (fsync, rename, directory sync, index
-/// commit) after which the store refuses every C-STORE until restart.
-pub const DURABILITY_FAILURES_BEFORE_REFUSING: u32 = 8;
+use shared::ServerShared;
 
 /// How long the commitment tracker may wait for room in a core's mailbox.
 const TRACKER_MAILBOX_SEND_WAIT: Duration = Duration::from_secs(5);
@@ -70,27 +87,6 @@ impl std::fmt::Debug for ServeOptions {
             .field("adjust_runtime", &self.adjust_runtime.is_some())
             .finish()
     }
-}
-
-/// What every core shares (read-mostly; the counters are atomics or a
-/// short mutex held only at association start and end).
-#[derive(Debug)]
-pub(crate) struct ServerShared {
-    pub(crate) store: Store,
-    /// The policy of the main AE (storage, and commitment unless split).
-    pub(crate) policy: sluice_net::assoc::AcceptorPolicy,
-    /// The policy of a separate commitment AE (`network.commitment_ae_title`
-    /// or `network.commitment_port`), when configured.
-    pub(crate) commitment_policy: Option<sluice_net::assoc::AcceptorPolicy>,
-    /// The listener index of the separate commitment port, if any.
-    pub(crate) commitment_listener: Option<usize>,
-    /// The commitment tracker's inbox.
-    pub(crate) tracker: TrackerHandle,
-    pub(crate) established: AtomicU32,
-    pub(crate) per_calling_ae: Mutex<std::collections::HashMap<String, u32>>,
-    /// Files committed in doubt and not yet durable (shared with the
-    /// commitment tracker).
-    pub(crate) in_doubt: InDoubtSet,
 }
 
 /// The cores as the commitment tracker reaches them: the runtime's
