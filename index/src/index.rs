@@ -133,9 +133,17 @@ impl Index {
             map_size_bytes,
             max_readers: options.max_readers,
         };
-        let env =
-            sluice_io::lmdb::open_lmdb_env(&path, map_size_bytes, options.max_readers, MAX_DBS)
-                .map_err(|error| IndexError::from_heed("open environment", error, limits))?;
+        let env = sluice_io::lmdb::open_lmdb_env(
+            &path,
+            map_size_bytes,
+            options.max_readers,
+            MAX_DBS,
+            sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees(
+                "the index directory is Sluice's own; docs/design/index-format.md tells the \
+                 operator not to edit it and not to put it on a network file system",
+            ),
+        )
+        .map_err(|error| IndexError::from_heed("open environment", error, limits))?;
         // A process that died with a read transaction open leaves its slot
         // taken; reclaim them so they neither pin old pages nor fill the table.
         let stale = env

@@ -95,7 +95,7 @@ struct LoadArgs {
     /// Synthetic workload: profiles and weights, e.g. ct=70,mr=20,cr=5,sr=5 (profiles: ct, mr, cr, mg, sr).
     #[arg(long, default_value = "ct")]
     mix: String,
-    /// Send the Part 10 files of this directory (memory-mapped) instead of synthetic data.
+    /// Send the Part 10 files of this directory (memory-mapped: they must not change during the run) instead of synthetic data.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// With --dir: give every send new Study/Series/SOP Instance UIDs.

@@ -441,7 +441,7 @@ impl CoreHandler {
         &mut self,
         core: &mut Core,
         tag: u64,
-        result: Result<sluice_io::FileId, sluice_io::IoError>,
+        result: Result<sluice_io::FileHandle, sluice_io::IoError>,
     ) {
         match split(tag) {
             (Some(TagKind::Open), key) => self.ingest.opened(core, JobKey(key), result),

@@ -8,6 +8,10 @@ use sluice_index::{
 
 use crate::common::{instance, open, store};
 
+/// The raw opens below are of a test's own temporary directory.
+const TEST_DIRECTORY: sluice_io::lmdb::FilesOnlyWrittenByLmdb =
+    sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees("a test's own temporary directory");
+
 fn outcome(result: &sluice_index::ItemResult) -> &StoreOutcome {
     match result {
         Ok(WriteOutcome::Store(outcome)) => outcome,
@@ -798,7 +802,8 @@ fn writer_handles_answer_every_batch() {
 
 /// Writes `version` as the schema version of the (closed) index in `dir`.
 fn set_schema_version(dir: &std::path::Path, version: u32) {
-    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
+    let env =
+        sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32, TEST_DIRECTORY).expect("raw open");
     let wtxn = env.write_txn().expect("txn");
     let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
         .create_databases_and_commit(wtxn, |opener, wtxn| {
@@ -856,7 +861,8 @@ fn schema_version_1_refuses_to_open() {
 fn a_foreign_environment_is_not_an_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let env = sluice_io::lmdb::open_lmdb_env(dir.path(), 256 << 20, 16, 32).expect("raw open");
+        let env = sluice_io::lmdb::open_lmdb_env(dir.path(), 256 << 20, 16, 32, TEST_DIRECTORY)
+            .expect("raw open");
         let wtxn = env.write_txn().expect("txn");
         let _: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
             .create_databases_and_commit(wtxn, |opener, wtxn| {
@@ -972,7 +978,8 @@ fn schema_version_2_is_upgraded_in_place() {
 
 /// The schema version recorded in the (closed) index in `dir`.
 fn schema_version(dir: &std::path::Path) -> u32 {
-    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
+    let env =
+        sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32, TEST_DIRECTORY).expect("raw open");
     let rtxn = env.read_txn().expect("txn");
     let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
         .open_databases_and_commit(rtxn, |opener, rtxn| {

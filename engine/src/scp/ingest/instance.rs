@@ -61,7 +61,7 @@ pub(super) struct Instance {
     pub(super) file_id: FileId,
     pub(super) header_bytes: u64,
     /// The open file (the io runtime's handle).
-    pub(super) file: Option<sluice_io::FileId>,
+    pub(super) file: Option<sluice_io::FileHandle>,
     pub(super) tmp_path: PathBuf,
     pub(super) area: Area,
     /// Set when placed.

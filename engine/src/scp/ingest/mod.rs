@@ -335,7 +335,7 @@ impl Ingest {
         &mut self,
         core: &mut Core,
         key: JobKey,
-        result: Result<sluice_io::FileId, IoError>,
+        result: Result<sluice_io::FileHandle, IoError>,
     ) {
         let Some(record) = self.jobs.get_mut(&key) else {
             // Abandoned while opening: remove what the open created. A job
@@ -430,7 +430,7 @@ impl Ingest {
         &mut self,
         core: &mut Core,
         round: RoundId,
-        result: Result<sluice_io::FileId, IoError>,
+        result: Result<sluice_io::FileHandle, IoError>,
     ) {
         match result {
             Ok(dir) => {
@@ -865,7 +865,7 @@ impl Ingest {
 }
 
 /// The open file of a job that the job says is open.
-fn open_file(record: &Instance, key: JobKey) -> sluice_io::FileId {
+fn open_file(record: &Instance, key: JobKey) -> sluice_io::FileHandle {
     match record.file {
         Some(file) => file,
         None => panic!("job {key:?} asked for its file, which is not open"),

@@ -59,6 +59,9 @@ pub(crate) fn buffer_flags(buffer_id: u16, more: bool) -> u32 {
 const GENERATION_BITS_MASK: u32 = 0x00ff_ffff;
 
 pub(crate) fn user_data(key: Key, part: u8) -> u64 {
+    // The slab never hands out the index reserved for the runtime's own
+    // requests, so no operation can be mistaken for a wake or a cancel.
+    debug_assert_ne!(key.index, u32::MAX, "slot index reserved for WAKE/CANCEL");
     (u64::from(key.index) << 32)
         | (u64::from(key.generation & GENERATION_BITS_MASK) << 8)
         | u64::from(part)
@@ -83,7 +86,7 @@ pub(crate) const CANCEL_USER_DATA: u64 = (u32::MAX as u64) << 32 | 2;
 
 /// A primitive operation. Pointers point into heap memory owned by the
 /// operation's table entry, which lives until the operation's last
-/// completion (see `core.rs`).
+/// completion (see `core/ops.rs`).
 #[derive(Debug)]
 pub(crate) enum Prim {
     /// Multishot accept; each completion is a new descriptor.

@@ -18,8 +18,9 @@ use io_uring::{opcode, squeue, IoUring};
 
 use crate::buf::Pool;
 use crate::event::SyncKind;
-use crate::op::{Completion, Prim, CANCEL_USER_DATA, WAKE_USER_DATA};
-use crate::runtime::WakeSignal;
+use crate::wake::WakeSignal;
+
+use super::op::{Completion, Prim, CANCEL_USER_DATA, WAKE_USER_DATA};
 
 /// Buffer group id of the provided-buffer ring (one group per ring).
 const BUFFER_GROUP: u16 = 0;
@@ -308,7 +309,7 @@ impl UringBackend {
             return false;
         }
         // SAFETY: every pointer in these entries refers to memory owned by
-        // the operation's table entry in `core.rs` (or by this backend, for
+        // the operation's table entry in `core/ops.rs` (or by this backend, for
         // the wake read), which stays allocated and unmoved until the
         // operation's final completion has been reaped; see docs/safety.md.
         let pushed = unsafe {
