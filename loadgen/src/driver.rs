@@ -1,6 +1,7 @@
 //! The load itself: many requestor associations per core on `sluice-io`,
 //! each an explicit state machine ([`Worker`]) driven by completions, with
-//! the PS3.8 machine of `sluice-net` deciding what the upper layer does.
+//! `sluice-net`'s association endpoint (decoder, PS3.8 machine, message
+//! reassembly, encoding) deciding what the upper layer does.
 //!
 //! One [`LoadCore`] handler per core owns its share of the workers, a
 //! periodic tick (ramp-up, Poisson arrivals, deadlines, timeouts), the cache
@@ -27,9 +28,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sluice_io::{ConnId, Core, Event, Handler, RecvBuf};
 use sluice_net::assoc::{
-    negotiate, AbortCause, AcceptedAbstractSyntax, AcceptorPolicy, Action, AeTitleFilter,
-    Association, AssociationLoad, AssociationProposal, Indication, Input, NegotiationOutcome,
-    ProposedPresentationContext, Role,
+    negotiate, AbortCause, AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter, AssociationLoad,
+    AssociationProposal, Indication, NegotiationOutcome, ProposedPresentationContext, Role,
 };
 use sluice_net::dimse::commitment::{
     CommitmentRequest, CommitmentResult, SopReference, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
@@ -39,10 +39,9 @@ use sluice_net::dimse::{
     CStoreRq, Command, NActionRq, NEventReportRq, NEventReportRsp, Priority, Status,
     StatusCategory, StatusDetail,
 };
-use sluice_net::pdata::encode_message;
+use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming, SendError, Violation};
 use sluice_net::uid::{self, ts};
 
-use crate::inbox::{Inbox, Incoming};
 use crate::stats::CoreStats;
 use crate::uid::UidGenerator;
 use crate::workload::{Framed, Prepared, UidKind};
@@ -61,6 +60,9 @@ const ARRIVAL_QUEUE_MAX: usize = 100_000;
 const PENDING_COMMITS_MAX: usize = 1_000_000;
 /// Inbound associations (commitment reports) per core.
 const INBOUND_MAX: u32 = 4096;
+/// Largest response or report data set buffered (a commitment report for
+/// ~100 000 instances fits).
+const MESSAGE_LENGTH_MAX: usize = 16 * 1024 * 1024;
 
 const TAG_CONTROL: u64 = 0;
 const TAG_DATA: u64 = 1;
@@ -241,18 +243,24 @@ struct Commit {
     report_received: bool,
 }
 
+/// The settings of every association endpoint of the load generator. Its
+/// own tick stands in for the ARTIM and idle timers (set-up, response and
+/// commitment timeouts), so the endpoints' deadlines are never armed.
+fn endpoint_config() -> EndpointConfig {
+    let mut config = EndpointConfig::default();
+    config.collect_length_max = MESSAGE_LENGTH_MAX;
+    config
+}
+
 #[derive(Debug)]
 struct Worker {
     phase: Phase,
     conn: Option<ConnId>,
-    machine: Association,
-    inbox: Inbox,
+    endpoint: Endpoint,
     connect_started: Instant,
     /// Accepted context per workload entry.
     contexts: Vec<Option<u8>>,
     commit_context: Option<u8>,
-    pdu_length_max_peer: u32,
-    message_id: u16,
     on_association: u64,
     store: Option<Store>,
     commit: Option<Commit>,
@@ -270,13 +278,10 @@ impl Worker {
         Worker {
             phase,
             conn: None,
-            machine: Association::new(Role::Requestor),
-            inbox: Inbox::new(),
+            endpoint: Endpoint::new(Role::Requestor, endpoint_config()),
             connect_started: Instant::now(),
             contexts: Vec::new(),
             commit_context: None,
-            pdu_length_max_peer: 0,
-            message_id: 0,
             on_association: 0,
             store: None,
             commit: None,
@@ -289,18 +294,16 @@ impl Worker {
         }
     }
 
-    fn next_message_id(&mut self) -> u16 {
-        self.message_id = self.message_id.wrapping_add(1).max(1);
-        self.message_id
+    /// The peer's maximum PDU length (0 before the association is accepted).
+    fn pdu_length_max_peer(&self) -> u32 {
+        self.endpoint.pdu_length_max_peer().unwrap_or(0)
     }
 }
 
 /// An association the SCP opened to deliver commitment reports.
 #[derive(Debug)]
 struct Inbound {
-    machine: Association,
-    inbox: Inbox,
-    pdu_length_max_peer: u32,
+    endpoint: Endpoint,
     /// Accepted contexts: (id, data set encoding).
     encodings: Vec<(u8, SmallDatasetEncoding)>,
 }
@@ -413,13 +416,16 @@ impl LoadCore {
         };
         let address = self.plan().address;
         let worker = &mut self.workers[w];
-        worker.machine = Association::new(Role::Requestor);
-        worker.inbox = Inbox::new();
+        worker.endpoint = Endpoint::new(Role::Requestor, endpoint_config());
         worker.on_association = 0;
         worker.store = None;
         worker.commit = None;
         worker.connect_started = Instant::now();
-        if worker.machine.handle(Input::AssociateRequest(rq)).is_err() {
+        if worker
+            .endpoint
+            .request_association(rq, worker.connect_started)
+            .is_err()
+        {
             CoreStats::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
             worker.phase = Phase::Done;
             return;
@@ -446,29 +452,38 @@ impl LoadCore {
         }
     }
 
-    fn apply(&mut self, core: &mut Core, w: usize, actions: Vec<Action>) {
-        for action in actions {
-            let conn = self.workers[w].conn;
-            match action {
-                Action::SendPdu(bytes) => {
-                    if let Some(conn) = conn {
-                        if core.send(conn, bytes, TAG_CONTROL).is_err() {
-                            self.close(core, w);
-                        }
-                    }
-                }
-                Action::CloseTransport => self.close(core, w),
-                Action::Indication(indication) => self.on_indication(core, w, indication),
-                // Our own timeouts (the tick) stand in for ARTIM and idle.
-                _ => {}
+    /// Hands the worker's endpoint's queued bytes to the runtime, in order.
+    /// `Err` when the runtime refused a send (nothing more is sent).
+    fn transmit(&mut self, core: &mut Core, w: usize) -> Result<(), ()> {
+        let worker = &mut self.workers[w];
+        while let Some(bytes) = worker.endpoint.poll_transmit() {
+            if let Some(conn) = worker.conn {
+                core.send(conn, bytes, TAG_CONTROL).map_err(|_| ())?;
             }
+        }
+        Ok(())
+    }
+
+    /// After any endpoint call: its events, its bytes, its close.
+    fn drive(&mut self, core: &mut Core, w: usize) {
+        while let Some(incoming) = self.workers[w].endpoint.poll_event() {
+            self.on_incoming(core, w, incoming);
+        }
+        if self.transmit(core, w).is_err() || self.workers[w].endpoint.close_requested() {
+            self.close(core, w);
         }
     }
 
-    fn feed(&mut self, core: &mut Core, w: usize, input: Input) {
-        match self.workers[w].machine.handle(input) {
-            Ok(actions) => self.apply(core, w, actions),
-            Err(_) => self.abort(core, w, "state machine refused an event"),
+    /// The transport is gone: the endpoint's last events (an abort
+    /// indication) are handled; nothing more can be sent.
+    fn transport_closed(&mut self, w: usize) {
+        let endpoint = &mut self.workers[w].endpoint;
+        endpoint.transport_closed(Instant::now());
+        endpoint.poll_transmit();
+        while let Some(incoming) = self.workers[w].endpoint.poll_event() {
+            if let Incoming::Indication(Indication::Aborted(cause)) = incoming {
+                self.count_abort(w, cause);
+            }
         }
     }
 
@@ -485,14 +500,8 @@ impl LoadCore {
     fn abort(&mut self, core: &mut Core, w: usize, why: &str) {
         CoreStats::bump(&mut self.stats.aborts, why);
         self.lose_in_flight(w);
-        let worker = &mut self.workers[w];
-        if let Ok(actions) = worker.machine.handle(Input::AbortRequest) {
-            for action in actions {
-                if let (Action::SendPdu(bytes), Some(conn)) = (action, worker.conn) {
-                    let _ = core.send(conn, bytes, TAG_CONTROL);
-                }
-            }
-        }
+        self.workers[w].endpoint.abort(Instant::now());
+        let _ = self.transmit(core, w);
         self.close(core, w);
     }
 
@@ -551,7 +560,6 @@ impl LoadCore {
                 let worker = &mut self.workers[w];
                 worker.contexts = contexts;
                 worker.commit_context = commit_context;
-                worker.pdu_length_max_peer = negotiated.pdu_length_max_peer;
                 worker.phase = Phase::Ready;
                 if worker.contexts.iter().all(Option::is_none) {
                     // Retrying cannot help: this worker is finished.
@@ -574,37 +582,52 @@ impl LoadCore {
             }
             Indication::ReleaseConfirm => self.stats.associations_released += 1,
             Indication::ReleaseRequest | Indication::ReleaseCollision => {
-                self.feed(core, w, Input::ReleaseResponse);
+                self.answer_release(core, w)
             }
-            Indication::Aborted(cause) => {
-                let kind = match cause {
-                    AbortCause::PeerServiceUser { .. } => {
-                        "A-ABORT from peer (service user)".to_string()
-                    }
-                    AbortCause::PeerServiceProvider { reason } => {
-                        format!("A-ABORT from peer (service provider, {reason:?})")
-                    }
-                    AbortCause::TransportClosed => "connection closed without release".to_string(),
-                    AbortCause::InvalidPdu(_) => "invalid PDU received".to_string(),
-                    AbortCause::UnexpectedPdu { pdu_type, .. } => {
-                        format!("unexpected PDU {pdu_type:?}")
-                    }
-                    AbortCause::InvalidAssociateAc(_) => "invalid A-ASSOCIATE-AC".to_string(),
-                    other => format!("{other:?}"),
-                };
-                CoreStats::bump(&mut self.stats.aborts, kind);
-                self.lose_in_flight(w);
-            }
-            Indication::PData | Indication::AssociateRequest(_) => {}
+            Indication::Aborted(cause) => self.count_abort(w, cause),
+            _ => {}
         }
+    }
+
+    /// The peer asked to release: answered at once (nothing is owed: a
+    /// worker's answer arrives before it sends again).
+    fn answer_release(&mut self, core: &mut Core, w: usize) {
+        if self.workers[w]
+            .endpoint
+            .answer_release(Instant::now())
+            .is_err()
+        {
+            self.abort(core, w, "state machine refused an event");
+        }
+    }
+
+    /// Counts an abort indication by kind; what was in flight is lost.
+    fn count_abort(&mut self, w: usize, cause: AbortCause) {
+        let kind = match cause {
+            AbortCause::PeerServiceUser { .. } => "A-ABORT from peer (service user)".to_string(),
+            AbortCause::PeerServiceProvider { reason } => {
+                format!("A-ABORT from peer (service provider, {reason:?})")
+            }
+            AbortCause::TransportClosed => "connection closed without release".to_string(),
+            AbortCause::InvalidPdu(_) => "invalid PDU received".to_string(),
+            AbortCause::UnexpectedPdu { pdu_type, .. } => format!("unexpected PDU {pdu_type:?}"),
+            AbortCause::InvalidAssociateAc(_) => "invalid A-ASSOCIATE-AC".to_string(),
+            other => format!("{other:?}"),
+        };
+        CoreStats::bump(&mut self.stats.aborts, kind);
+        self.lose_in_flight(w);
     }
 
     fn release(&mut self, core: &mut Core, w: usize) {
         let worker = &mut self.workers[w];
-        if worker.machine.may_send_pdata() {
+        if worker.endpoint.may_send_pdata() {
             worker.phase = Phase::Releasing;
             self.idle.retain(|&idle| idle != w);
-            self.feed(core, w, Input::ReleaseRequest);
+            if self.workers[w].endpoint.release(Instant::now()).is_err() {
+                self.abort(core, w, "state machine refused an event");
+                return;
+            }
+            self.drive(core, w);
         } else {
             self.close(core, w);
         }
@@ -622,7 +645,7 @@ impl LoadCore {
                 .live_associations
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        let clean = self.stats.associations_released > 0 && worker.machine.is_closed();
+        let clean = self.stats.associations_released > 0 && worker.endpoint.is_closed();
         worker.phase = if stopping || worker.fatal {
             Phase::Done
         } else {
@@ -722,7 +745,7 @@ impl LoadCore {
             self.release(core, w);
             return;
         };
-        let pdu_max = self.workers[w].pdu_length_max_peer;
+        let pdu_max = self.workers[w].pdu_length_max_peer();
         let key = (pick, context, pdu_max);
         let framed = match self.framed.get(&key) {
             Some(framed) => Rc::clone(framed),
@@ -758,7 +781,7 @@ impl LoadCore {
             Some(slot) => uids.to_string(instance_serial, slot.width),
             None => prepared.fixed_sop_instance_uid.clone(),
         };
-        let message_id = worker.next_message_id();
+        let message_id = worker.endpoint.next_message_id();
         let command = Command::CStoreRq(CStoreRq {
             message_id,
             priority: Priority::Medium,
@@ -766,20 +789,17 @@ impl LoadCore {
             affected_sop_instance_uid: sop_instance_uid.clone(),
             move_originator: None,
         });
-        let mut pdus = Vec::new();
-        let encoded = command
-            .encode()
-            .ok()
-            .and_then(|bytes| encode_message(context, true, &bytes, pdu_max, &mut pdus).ok());
-        if encoded.is_none() {
-            self.abort(core, w, "cannot encode C-STORE-RQ");
+        if worker.conn.is_none() {
             return;
         }
-        let Some(conn) = worker.conn else {
-            return;
-        };
-        if self.machine_refuses_pdata(w) {
-            self.abort(core, w, "P-DATA not allowed in this state");
+        // The data set goes out as the cached framed chunks (`pump`), so
+        // the fragmenter the endpoint returns is not needed.
+        let queued =
+            worker
+                .endpoint
+                .send_command_for_data_set(context, &command, framed.dataset_length);
+        if let Err(error) = queued {
+            self.abort(core, w, send_refusal(&error, "cannot encode C-STORE-RQ"));
             return;
         }
         let worker = &mut self.workers[w];
@@ -801,16 +821,11 @@ impl LoadCore {
             started_at: Instant::now(),
             hasher: self.history.is_some().then(Sha256::new),
         });
-        if core.send(conn, pdus, TAG_CONTROL).is_err() {
+        if self.transmit(core, w).is_err() {
             self.abort(core, w, "send refused by the runtime");
             return;
         }
         self.pump(core, w);
-    }
-
-    fn machine_refuses_pdata(&mut self, w: usize) -> bool {
-        let machine = &mut self.workers[w].machine;
-        !machine.may_send_pdata() || machine.handle(Input::PDataRequest).is_err()
     }
 
     /// Queues data-set sends up to the window.
@@ -993,7 +1008,7 @@ impl LoadCore {
             transaction_uid,
             references,
         };
-        let message_id = worker.next_message_id();
+        let message_id = worker.endpoint.next_message_id();
         let command = Command::NActionRq(NActionRq {
             message_id,
             requested_sop_class_uid: uid::STORAGE_COMMITMENT_PUSH_MODEL.to_string(),
@@ -1001,31 +1016,21 @@ impl LoadCore {
             action_type_id: ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
             data_set: true,
         });
-        let pdu_max = worker.pdu_length_max_peer;
-        let mut pdus = Vec::new();
-        let encoded = command.encode().ok().zip(
-            request
-                .encode(SmallDatasetEncoding::ImplicitVrLittleEndian)
-                .ok(),
-        );
-        let Some((command_bytes, data_bytes)) = encoded else {
+        let Ok(data_bytes) = request.encode(SmallDatasetEncoding::ImplicitVrLittleEndian) else {
             self.abort(core, w, "cannot encode N-ACTION-RQ");
             return;
         };
-        if encode_message(context, true, &command_bytes, pdu_max, &mut pdus).is_err()
-            || encode_message(context, false, &data_bytes, pdu_max, &mut pdus).is_err()
+        if let Err(error) = worker
+            .endpoint
+            .send_message(context, &command, Some(&data_bytes))
         {
-            self.abort(core, w, "cannot encode N-ACTION-RQ");
-            return;
-        }
-        if self.machine_refuses_pdata(w) {
-            self.abort(core, w, "P-DATA not allowed in this state");
+            self.abort(core, w, send_refusal(&error, "cannot encode N-ACTION-RQ"));
             return;
         }
         let worker = &mut self.workers[w];
-        let Some(conn) = worker.conn else {
+        if worker.conn.is_none() {
             return;
-        };
+        }
         worker.phase = Phase::Committing;
         let sent_at = Instant::now();
         if let Ok(mut pending) = self.shared.pending_commits.lock() {
@@ -1042,7 +1047,7 @@ impl LoadCore {
             report_received: false,
         });
         self.stats.commit_requests += 1;
-        if core.send(conn, pdus, TAG_CONTROL).is_err() {
+        if self.transmit(core, w).is_err() {
             self.abort(core, w, "send refused by the runtime");
         }
     }
@@ -1065,11 +1070,14 @@ impl LoadCore {
         }
     }
 
-    fn on_message(&mut self, core: &mut Core, w: usize, command: &[u8], data: Option<Vec<u8>>) {
-        let Ok(command) = Command::decode(command) else {
-            self.abort(core, w, "undecodable DIMSE command received");
-            return;
-        };
+    fn on_message(
+        &mut self,
+        core: &mut Core,
+        w: usize,
+        context_id: u8,
+        command: Command,
+        data: Option<&[u8]>,
+    ) {
         match command {
             Command::CStoreRsp(rsp) => {
                 self.on_store_response(core, w, rsp.message_id_being_responded_to, rsp.status)
@@ -1101,7 +1109,7 @@ impl LoadCore {
                 // We proposed Implicit VR Little Endian only for commitment.
                 let (status, transaction_uid) = self.record_report(
                     &rq,
-                    data.as_deref(),
+                    data,
                     SmallDatasetEncoding::ImplicitVrLittleEndian,
                     false,
                 );
@@ -1111,10 +1119,9 @@ impl LoadCore {
                         commit.report_received = true;
                     }
                 }
-                let context = worker.commit_context.unwrap_or(1);
-                let pdu_max = worker.pdu_length_max_peer;
-                if let Some(conn) = worker.conn {
-                    send_report_response(core, conn, &rq, status, context, pdu_max);
+                send_report_response(&mut worker.endpoint, &rq, status, context_id);
+                if self.transmit(core, w).is_err() {
+                    self.close(core, w);
                 }
                 self.commit_progress(core, w);
             }
@@ -1174,142 +1181,166 @@ impl LoadCore {
             return;
         }
         let mut inbound = Inbound {
-            machine: Association::new(Role::Acceptor),
-            inbox: Inbox::new(),
-            pdu_length_max_peer: 0,
+            endpoint: Endpoint::new(Role::Acceptor, endpoint_config()),
             encodings: Vec::new(),
         };
-        let actions = inbound
-            .machine
-            .handle(Input::TransportConnectIndication)
-            .unwrap_or_default();
+        if inbound
+            .endpoint
+            .transport_connected(Instant::now())
+            .is_err()
+        {
+            core.close_connection(conn);
+            return;
+        }
         self.inbound.insert(conn, inbound);
-        self.apply_inbound(core, conn, actions);
+        self.drive_inbound(core, conn);
     }
 
-    fn feed_inbound(&mut self, core: &mut Core, conn: ConnId, input: Input) {
+    /// Sends what an inbound endpoint queued; closes it when it asks.
+    fn drive_inbound(&mut self, core: &mut Core, conn: ConnId) {
         let Some(inbound) = self.inbound.get_mut(&conn) else {
             return;
         };
-        match inbound.machine.handle(input) {
-            Ok(actions) => self.apply_inbound(core, conn, actions),
-            Err(_) => core.close_connection(conn),
-        }
-    }
-
-    fn apply_inbound(&mut self, core: &mut Core, conn: ConnId, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::SendPdu(bytes) => {
-                    let sent = core.send(conn, bytes, TAG_CONTROL);
-                    if sent.is_err() {
-                        core.close_connection(conn);
-                    }
-                }
-                Action::CloseTransport => core.close_connection(conn),
-                Action::Indication(Indication::AssociateRequest(rq)) => {
-                    let Some(policy) = self.policy.as_ref() else {
-                        core.close_connection(conn);
-                        return;
-                    };
-                    let load = AssociationLoad {
-                        current: self.inbound.len() as u32,
-                        limit: INBOUND_MAX,
-                    };
-                    let outcome = negotiate(policy, &rq, load);
-                    if let NegotiationOutcome::Accept { negotiated, .. } = &outcome {
-                        if let Some(inbound) = self.inbound.get_mut(&conn) {
-                            inbound
-                                .inbox
-                                .set_pdata_length_max(negotiated.pdu_length_max_local);
-                            inbound.pdu_length_max_peer = negotiated.pdu_length_max_peer;
-                            inbound.encodings = negotiated
-                                .presentation_contexts
-                                .iter()
-                                .filter_map(|context| {
-                                    SmallDatasetEncoding::from_transfer_syntax(
-                                        &context.transfer_syntax,
-                                    )
-                                    .map(|encoding| (context.id, encoding))
-                                })
-                                .collect();
-                        }
-                    }
-                    self.feed_inbound(core, conn, Input::AssociateResponse(outcome.into()));
-                }
-                Action::Indication(Indication::ReleaseRequest | Indication::ReleaseCollision) => {
-                    self.feed_inbound(core, conn, Input::ReleaseResponse);
-                }
-                Action::Indication(Indication::Aborted(_)) => {
-                    CoreStats::bump(&mut self.stats.commit_errors, "report association aborted");
-                }
-                _ => {}
+        while let Some(bytes) = inbound.endpoint.poll_transmit() {
+            if core.send(conn, bytes, TAG_CONTROL).is_err() {
+                core.close_connection(conn);
+                return;
             }
+        }
+        if inbound.endpoint.close_requested() {
+            core.close_connection(conn);
         }
     }
 
     fn on_inbound_received(&mut self, core: &mut Core, conn: ConnId, data: RecvBuf) {
-        let mut incoming = Vec::new();
-        let Some(inbound) = self.inbound.get_mut(&conn) else {
-            return;
-        };
-        inbound.inbox.take(&data, &mut incoming);
-        for item in incoming {
-            match item {
-                Incoming::Control(pdu) => self.feed_inbound(core, conn, Input::PduReceived(pdu)),
-                Incoming::PDataStart => self.feed_inbound(core, conn, Input::PDataReceived),
-                Incoming::Invalid(invalid) => {
-                    self.feed_inbound(core, conn, Input::InvalidPdu(invalid))
-                }
-                Incoming::Message {
-                    context_id,
-                    command,
-                    data,
-                } => {
-                    let Ok(Command::NEventReportRq(rq)) = Command::decode(&command) else {
-                        CoreStats::bump(
-                            &mut self.stats.commit_errors,
-                            "unexpected command on the report listener",
-                        );
-                        continue;
-                    };
-                    let encoding = self
-                        .inbound
-                        .get(&conn)
-                        .and_then(|inbound| {
-                            inbound
-                                .encodings
-                                .iter()
-                                .find(|(id, _)| *id == context_id)
-                                .map(|(_, encoding)| *encoding)
+        let now = Instant::now();
+        let mut cursor = 0;
+        loop {
+            let Some(inbound) = self.inbound.get_mut(&conn) else {
+                return;
+            };
+            let Some(incoming) = inbound.endpoint.receive(&data, &mut cursor, now) else {
+                break;
+            };
+            self.on_inbound_incoming(conn, incoming, now);
+            self.drive_inbound(core, conn);
+        }
+        self.drive_inbound(core, conn);
+    }
+
+    fn on_inbound_incoming(&mut self, conn: ConnId, incoming: Incoming, now: Instant) {
+        match incoming {
+            Incoming::Indication(Indication::AssociateRequest(rq)) => {
+                let Some(policy) = self.policy.as_ref() else {
+                    return;
+                };
+                let load = AssociationLoad {
+                    current: self.inbound.len() as u32,
+                    limit: INBOUND_MAX,
+                };
+                let outcome = negotiate(policy, &rq, load);
+                let Some(inbound) = self.inbound.get_mut(&conn) else {
+                    return;
+                };
+                if let NegotiationOutcome::Accept { negotiated, .. } = &outcome {
+                    inbound.encodings = negotiated
+                        .presentation_contexts
+                        .iter()
+                        .filter_map(|context| {
+                            SmallDatasetEncoding::from_transfer_syntax(&context.transfer_syntax)
+                                .map(|encoding| (context.id, encoding))
                         })
-                        .unwrap_or(SmallDatasetEncoding::ImplicitVrLittleEndian);
-                    let (status, _) = self.record_report(&rq, data.as_deref(), encoding, true);
-                    let pdu_max = self
-                        .inbound
-                        .get(&conn)
-                        .map_or(0, |inbound| inbound.pdu_length_max_peer);
-                    send_report_response(core, conn, &rq, status, context_id, pdu_max);
+                        .collect();
+                }
+                if inbound
+                    .endpoint
+                    .answer_association(outcome.into(), now)
+                    .is_err()
+                {
+                    inbound.endpoint.abort(now);
                 }
             }
+            Incoming::Indication(Indication::ReleaseRequest | Indication::ReleaseCollision) => {
+                if let Some(inbound) = self.inbound.get_mut(&conn) {
+                    if inbound.endpoint.answer_release(now).is_err() {
+                        inbound.endpoint.abort(now);
+                    }
+                }
+            }
+            Incoming::Indication(Indication::Aborted(_)) => {
+                CoreStats::bump(&mut self.stats.commit_errors, "report association aborted");
+            }
+            Incoming::Command {
+                context_id,
+                command: Command::NEventReportRq(rq),
+                data_set,
+            } => {
+                let encoding = self
+                    .inbound
+                    .get(&conn)
+                    .and_then(|inbound| {
+                        inbound
+                            .encodings
+                            .iter()
+                            .find(|(id, _)| *id == context_id)
+                            .map(|(_, encoding)| *encoding)
+                    })
+                    .unwrap_or(SmallDatasetEncoding::ImplicitVrLittleEndian);
+                let (status, _) = self.record_report(&rq, collected(&data_set), encoding, true);
+                if let Some(inbound) = self.inbound.get_mut(&conn) {
+                    send_report_response(&mut inbound.endpoint, &rq, status, context_id);
+                }
+            }
+            Incoming::Command { .. } => CoreStats::bump(
+                &mut self.stats.commit_errors,
+                "unexpected command on the report listener",
+            ),
+            // The endpoint answered the peer with an A-ABORT: for a
+            // malformed PDU its abort indication follows and is counted.
+            Incoming::Violation(Violation::Pdu(_)) => {}
+            Incoming::Violation(_) => {
+                CoreStats::bump(&mut self.stats.commit_errors, "report association aborted");
+            }
+            _ => {}
         }
     }
 
     // ----- receive path -----
 
     fn on_received(&mut self, core: &mut Core, w: usize, data: RecvBuf) {
-        let mut incoming = Vec::new();
-        self.workers[w].inbox.take(&data, &mut incoming);
-        for item in incoming {
-            if self.workers[w].conn.is_none() || self.workers[w].phase == Phase::Closing {
+        let now = Instant::now();
+        let mut cursor = 0;
+        while self.workers[w].conn.is_some() && self.workers[w].phase != Phase::Closing {
+            let Some(incoming) = self.workers[w].endpoint.receive(&data, &mut cursor, now) else {
                 break;
+            };
+            self.on_incoming(core, w, incoming);
+            self.drive(core, w);
+        }
+    }
+
+    fn on_incoming(&mut self, core: &mut Core, w: usize, incoming: Incoming) {
+        match incoming {
+            Incoming::Indication(indication) => self.on_indication(core, w, indication),
+            Incoming::Command {
+                context_id,
+                command,
+                data_set,
+            } => self.on_message(core, w, context_id, command, collected(&data_set)),
+            // The endpoint answered the peer with an A-ABORT. A malformed
+            // PDU's abort indication follows and is counted there.
+            Incoming::Violation(Violation::Pdu(_)) => {}
+            Incoming::Violation(Violation::Command(_)) => {
+                CoreStats::bump(&mut self.stats.aborts, "undecodable DIMSE command received");
+                self.lose_in_flight(w);
             }
-            match item {
-                Incoming::Control(pdu) => self.feed(core, w, Input::PduReceived(pdu)),
-                Incoming::PDataStart => self.feed(core, w, Input::PDataReceived),
-                Incoming::Invalid(invalid) => self.feed(core, w, Input::InvalidPdu(invalid)),
-                Incoming::Message { command, data, .. } => self.on_message(core, w, &command, data),
+            Incoming::Violation(violation) => {
+                CoreStats::bump(&mut self.stats.aborts, violation.to_string());
+                self.lose_in_flight(w);
             }
+            // Data sets streamed to us (C-STORE-RQ) are not asked for: the
+            // unexpected command was counted.
+            _ => {}
         }
     }
 
@@ -1501,14 +1532,29 @@ fn interarrival(rng: &mut fastrand::Rng, rate_per_s: f64) -> Duration {
     Duration::try_from_secs_f64(-uniform.ln() / rate_per_s).unwrap_or(Duration::MAX)
 }
 
-/// Answers an N-EVENT-REPORT-RQ on `conn`.
+/// The data set of a message, when it was collected.
+fn collected(data_set: &DataSet) -> Option<&[u8]> {
+    match data_set {
+        DataSet::Collected(bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// What to count when the endpoint refuses to queue a request: the state
+/// (no P-DATA now), or `otherwise` (it cannot be encoded).
+fn send_refusal(error: &SendError, otherwise: &'static str) -> &'static str {
+    match error {
+        SendError::NotAllowed(_) => "P-DATA not allowed in this state",
+        _ => otherwise,
+    }
+}
+
+/// Queues the answer to an N-EVENT-REPORT-RQ on `endpoint` (the caller sends it).
 fn send_report_response(
-    core: &mut Core,
-    conn: ConnId,
+    endpoint: &mut Endpoint,
     rq: &NEventReportRq,
     status: Status,
     context_id: u8,
-    pdu_length_max_peer: u32,
 ) {
     let response = Command::NEventReportRsp(NEventReportRsp {
         message_id_being_responded_to: rq.message_id,
@@ -1519,12 +1565,8 @@ fn send_report_response(
         data_set: false,
         detail: StatusDetail::default(),
     });
-    let mut pdus = Vec::new();
-    if let Ok(bytes) = response.encode() {
-        if encode_message(context_id, true, &bytes, pdu_length_max_peer, &mut pdus).is_ok() {
-            let _ = core.send(conn, pdus, TAG_CONTROL);
-        }
-    }
+    // A report the association can no longer answer is left unanswered.
+    let _ = endpoint.send_message(context_id, &response, None);
 }
 
 /// What our listener accepts: Storage Commitment, with the SCP role for the
@@ -1608,12 +1650,23 @@ impl Handler for LoadCore {
                     return;
                 }
                 match result {
-                    Ok(()) => self.feed(core, w, Input::TransportConnectConfirm),
+                    Ok(()) => {
+                        if self.workers[w]
+                            .endpoint
+                            .transport_connected(Instant::now())
+                            .is_err()
+                        {
+                            self.abort(core, w, "state machine refused an event");
+                            return;
+                        }
+                        self.drive(core, w);
+                    }
                     Err(error) => {
                         CoreStats::bump(&mut self.stats.aborts, format!("connect failed: {error}"));
                         self.by_conn.remove(&conn);
                         self.workers[w].conn = None;
-                        self.workers[w].machine = Association::new(Role::Requestor);
+                        self.workers[w].endpoint =
+                            Endpoint::new(Role::Requestor, endpoint_config());
                         self.shared
                             .live_associations
                             .fetch_sub(1, Ordering::Relaxed);
@@ -1638,7 +1691,7 @@ impl Handler for LoadCore {
                     Ok(()) => self.on_sent(core, w, tag),
                     Err(_) => {
                         if self.workers[w].phase != Phase::Closing {
-                            self.feed(core, w, Input::TransportClosed);
+                            self.transport_closed(w);
                             self.close(core, w);
                         }
                     }
@@ -1651,16 +1704,16 @@ impl Handler for LoadCore {
                     }
                     return;
                 };
-                if !self.workers[w].machine.is_closed() {
-                    self.feed(core, w, Input::TransportClosed);
+                if !self.workers[w].endpoint.is_closed() {
+                    self.transport_closed(w);
                 }
                 self.close(core, w);
             }
             Event::ConnClosed { conn } => {
                 self.inbound.remove(&conn);
                 if let Some(&w) = self.by_conn.get(&conn) {
-                    if !self.workers[w].machine.is_closed() {
-                        self.feed(core, w, Input::TransportClosed);
+                    if !self.workers[w].endpoint.is_closed() {
+                        self.transport_closed(w);
                     }
                     self.connection_gone(w);
                 }

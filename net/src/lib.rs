@@ -16,6 +16,7 @@
 pub mod assoc;
 pub mod charset;
 pub mod dimse;
+pub mod endpoint;
 pub mod pdata;
 pub mod pdu;
 pub mod scan;

@@ -2,5 +2,6 @@
 //!
 //! Each module tests one area through the public API only.
 
+mod endpoint;
 mod upper_layer;
 mod wire_split;
