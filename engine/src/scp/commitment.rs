@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use sluice_io::{ConnId, Core, IoError};
-use sluice_net::assoc::{AssociationProposal, Input, ProposedPresentationContext};
+use sluice_net::assoc::{AssociationProposal, ProposedPresentationContext};
 use sluice_net::dimse::commitment::{
     CommitmentRequest, CommitmentResult, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
 };
@@ -22,10 +22,10 @@ use sluice_net::dimse::dataset::{DatasetLimits, SmallDatasetEncoding};
 use sluice_net::dimse::{
     Command, NActionRq, NActionRsp, NEventReportRq, NEventReportRsp, Status, StatusDetail,
 };
-use sluice_net::pdata::encode_message;
+use sluice_net::endpoint::DataSet;
 use sluice_net::uid;
 
-use super::conn::{ActionCollection, Connection, Connections, Receiving, Timeouts};
+use super::conn::{Connection, Connections, Timeouts};
 use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
@@ -68,19 +68,17 @@ impl Commitment {
 
     // ----- N-ACTION -----
 
-    /// An N-ACTION-RQ: its action information is collected (or it is
-    /// refused at once when it has none).
+    /// An N-ACTION-RQ with its action information (collected whole by the
+    /// endpoint): refused at once, or decoded and handed to the tracker,
+    /// which answers through the core's mailbox ([`Commitment::answer`]).
     pub(crate) fn action_requested(
         &mut self,
         core: &mut Core,
         conn: &mut Connection,
         context_id: u8,
         rq: NActionRq,
+        data_set: DataSet,
     ) {
-        if conn.receiving.is_some() {
-            conn.abort(core, "N-ACTION-RQ before the previous data set ended");
-            return;
-        }
         let abstract_syntax = conn
             .negotiated()
             .and_then(|negotiated| negotiated.presentation_context(context_id))
@@ -99,75 +97,38 @@ impl Commitment {
             Some(Failure::NoSuchAction {
                 action_type_id: rq.action_type_id,
             })
-        } else if !rq.data_set {
-            Some(Failure::NoActionInformation)
         } else {
             None
         };
-        if rq.data_set {
-            conn.receiving = Some(Receiving::Action(ActionCollection {
-                context_id,
-                rq,
-                bytes: Vec::new(),
-                refusal,
-            }));
-        } else if let Some(failure) = refusal {
-            refuse(core, conn, context_id, rq.message_id, failure);
-        }
-    }
-
-    /// A fragment of an N-ACTION-RQ's action information.
-    pub(crate) fn action_fragment(
-        &mut self,
-        core: &mut Core,
-        conn: &mut Connection,
-        context_id: u8,
-        bytes: &[u8],
-        last: bool,
-    ) {
-        let Some(Receiving::Action(collection)) = &mut conn.receiving else {
-            panic!("action information while not receiving an N-ACTION");
-        };
-        if collection.context_id != context_id {
-            conn.abort(
-                core,
-                "data set on another presentation context than its command",
-            );
-            return;
-        }
-        if collection.refusal.is_none() {
-            if collection.bytes.len() + bytes.len() > DatasetLimits::default().length_max {
-                collection.refusal = Some(Failure::ActionInformationTooLong);
-                collection.bytes = Vec::new();
-            } else {
-                collection.bytes.extend_from_slice(bytes);
-            }
-        }
-        if last {
-            if let Some(Receiving::Action(collection)) = conn.receiving.take() {
-                self.action_complete(core, conn, collection);
-            }
-        }
-    }
-
-    /// The action information is whole: decoded and handed to the tracker,
-    /// which answers through the core's mailbox ([`Commitment::answer`]).
-    fn action_complete(
-        &mut self,
-        core: &mut Core,
-        conn: &mut Connection,
-        collection: ActionCollection,
-    ) {
-        let ActionCollection {
-            context_id,
-            rq,
-            bytes,
-            refusal,
-        } = collection;
         if let Some(failure) = refusal {
             refuse(core, conn, context_id, rq.message_id, failure);
             return;
         }
+        let bytes = match data_set {
+            DataSet::Collected(bytes) => bytes,
+            DataSet::TooLong { .. } => {
+                refuse(
+                    core,
+                    conn,
+                    context_id,
+                    rq.message_id,
+                    Failure::ActionInformationTooLong,
+                );
+                return;
+            }
+            // Absent, or a data set the endpoint streams (never an
+            // N-ACTION's).
+            _ => {
+                refuse(
+                    core,
+                    conn,
+                    context_id,
+                    rq.message_id,
+                    Failure::NoActionInformation,
+                );
+                return;
+            }
+        };
         let encoding = conn
             .negotiated()
             .and_then(|negotiated| negotiated.presentation_context(context_id))
@@ -256,19 +217,11 @@ impl Commitment {
         if !conn.may_send_pdata() {
             return Err("association not open".into());
         }
-        let Some((context_id, transfer_syntax, pdu_length_max_peer)) =
-            conn.negotiated().and_then(|negotiated| {
-                negotiated
-                    .presentation_context_for(uid::STORAGE_COMMITMENT_PUSH_MODEL)
-                    .map(|context| {
-                        (
-                            context.id,
-                            context.transfer_syntax.clone(),
-                            negotiated.pdu_length_max_peer,
-                        )
-                    })
-            })
-        else {
+        let Some((context_id, transfer_syntax)) = conn.negotiated().and_then(|negotiated| {
+            negotiated
+                .presentation_context_for(uid::STORAGE_COMMITMENT_PUSH_MODEL)
+                .map(|context| (context.id, context.transfer_syntax.clone()))
+        }) else {
             return Err("no Storage Commitment presentation context accepted".into());
         };
         let data = SmallDatasetEncoding::from_transfer_syntax(&transfer_syntax)
@@ -282,18 +235,7 @@ impl Commitment {
             event_type_id: report.event_type_id(),
             data_set: true,
         });
-        let command_bytes = command.encode().map_err(|error| error.to_string())?;
-        let mut out = Vec::new();
-        encode_message(
-            context_id,
-            true,
-            &command_bytes,
-            pdu_length_max_peer,
-            &mut out,
-        )
-        .and_then(|()| encode_message(context_id, false, &data, pdu_length_max_peer, &mut out))
-        .map_err(|error| error.to_string())?;
-        conn.send_pdata(core, out)
+        conn.send_message(core, context_id, &command, Some(&data))
             .map_err(|error| error.to_string())?;
         self.reports
             .entry(conn.serial)
@@ -317,9 +259,6 @@ impl Commitment {
         conn: &mut Connection,
         rsp: NEventReportRsp,
     ) {
-        if rsp.data_set {
-            conn.receiving = Some(Receiving::Ignore);
-        }
         let sent = self
             .reports
             .get_mut(&conn.serial)
@@ -393,12 +332,13 @@ impl Commitment {
                 return;
             }
         };
-        let mut conn = Connection::outbound(
+        // Sta1 -> Sta4: the transport is the connect above.
+        let conn = Connection::outbound(
             id,
             serial,
             delivery.address,
-            delivery.calling_ae_title,
-            delivery.called_ae_title,
+            (delivery.calling_ae_title, delivery.called_ae_title),
+            rq,
             timeouts,
         );
         self.reports.insert(
@@ -408,8 +348,6 @@ impl Commitment {
                 in_flight: HashMap::new(),
             },
         );
-        // Sta1 -> Sta4: the ConnectTransport action is the connect above.
-        conn.input(core, Input::AssociateRequest(Box::new(rq)));
         conns.insert(conn);
     }
 
@@ -437,7 +375,7 @@ impl Commitment {
                 let Some(conn) = conns.get_mut(serial) else {
                     panic!("connection {serial} connected, but it is not in the table");
                 };
-                conn.input(core, Input::TransportConnectConfirm);
+                conn.connected(core);
             }
             Err(error) => {
                 let Some(mut conn) = conns.remove(serial) else {
@@ -486,7 +424,7 @@ impl Commitment {
             .get(&conn.serial)
             .is_none_or(|reports| reports.in_flight.is_empty());
         if answered_all && conn.is_established() {
-            conn.input(core, Input::ReleaseRequest);
+            conn.release(core);
         }
     }
 

@@ -2,39 +2,34 @@
 //! ([`Connections`]).
 //!
 //! A connection owns what one association needs whatever service it
-//! carries: the `sluice-net` upper-layer state machine and stream decoder,
-//! the reassembly of command sets, the one io timer behind its ARTIM and
-//! idle timers, its sends in flight and the closing that waits for them,
-//! what its data PDVs go to ([`Receiving`]), and the counters of its
-//! "association ended" log line. Bytes come in through
-//! [`Connection::next_incoming`], which yields [`Incoming`] items: the
-//! association's indications, whole command sets, and data-set fragments as
-//! ranges of the receive buffer (never copied). That is the shape of
-//! `sluice_net::endpoint`, which replaces the decoder, state machine and
-//! assembly held here once it lands.
+//! carries: its `sluice_net::endpoint::Endpoint` (the upper-layer state
+//! machine, the stream decoder, DIMSE message reassembly and encoding, the
+//! ARTIM and idle deadlines), the one io timer behind those deadlines, its
+//! sends in flight and the close that waits for them, what its data-set
+//! fragments go to ([`Receiving`]), and the counters of its "association
+//! ended" line. Bytes come in through [`Connection::next_incoming`], which
+//! yields the endpoint's `Incoming` items: indications, decoded commands
+//! (small data sets collected whole), data-set fragments of a C-STORE as
+//! ranges of the receive buffer (never copied), and the peer's violations
+//! (already answered with an A-ABORT). After every call that moves the
+//! endpoint, the connection sends what it queued, re-arms the timer, and
+//! closes the transport when asked.
 //!
 //! The services (ingest, commitment, later Query/Retrieve) and the handler
 //! reach a connection by its serial through [`Connections::get_mut`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use sluice_io::{ConnId, Core, TimerId};
-use sluice_net::assoc::{
-    Action, AssocError, Association, Indication, Input, InvalidPdu, NegotiatedAssociation, Role,
-};
-use sluice_net::dimse::{Command, NActionRq};
-use sluice_net::pdata::{encode_message, StreamDecoder, StreamEvent};
-use sluice_net::pdu::DecodeLimits;
+use sluice_net::assoc::{AssociateResponse, NegotiatedAssociation, Role};
+use sluice_net::dimse::Command;
+use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming, SendError, Timer};
+use sluice_net::pdu::AssociateRq;
 
-use super::failure::Failure;
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
-
-/// Longest command set accepted (a C-STORE-RQ is ~200 bytes).
-const COMMAND_BYTES_MAX: usize = 64 * 1024;
 
 /// The association timers' durations (`network.artim_timeout_ms`,
 /// `network.idle_timeout_ms`).
@@ -44,60 +39,14 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
 }
 
-/// What a connection's incoming data PDVs go to.
+/// What a connection's incoming data-set fragments go to (a C-STORE's:
+/// every other data set is collected whole by the endpoint).
 #[derive(Debug)]
 pub(crate) enum Receiving {
-    /// A C-STORE's data set, streamed into its job's file.
+    /// Streamed into its job's file.
     Store(JobKey),
-    /// A C-STORE refused at its command: read and dropped, then answered.
+    /// Refused at its command: read and dropped, then answered.
     Discard(Refused),
-    /// An N-ACTION-RQ's action information, collected then decoded.
-    Action(ActionCollection),
-    /// A data set nobody needs (an N-EVENT-REPORT-RSP's reply): dropped.
-    Ignore,
-}
-
-/// The action information of an N-ACTION-RQ being collected. It is small:
-/// at most `DatasetLimits`' length.
-#[derive(Debug)]
-pub(crate) struct ActionCollection {
-    /// The N-ACTION's presentation context.
-    pub(crate) context_id: u8,
-    /// The command.
-    pub(crate) rq: NActionRq,
-    /// The bytes so far.
-    pub(crate) bytes: Vec<u8>,
-    /// Refused already (the bytes are then dropped).
-    pub(crate) refusal: Option<Failure>,
-}
-
-/// What arrived on a connection.
-#[derive(Debug)]
-pub(crate) enum Incoming {
-    /// The association layer's news for the service user.
-    Indication(Indication),
-    /// A whole command set.
-    Command {
-        /// Its presentation context.
-        context_id: u8,
-        /// The encoded command set.
-        bytes: Vec<u8>,
-    },
-    /// A fragment of a data set: this range of the receive buffer.
-    Data {
-        /// Its presentation context.
-        context_id: u8,
-        /// Where its bytes are in the receive buffer.
-        range: Range<usize>,
-        /// It ends the data set.
-        last: bool,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimerKind {
-    Artim,
-    Idle,
 }
 
 /// Whether the transport is to be closed.
@@ -138,26 +87,17 @@ pub(crate) struct Connection {
     pub(crate) called_ae_title: String,
     /// Counted in the association limits (released when it ends).
     pub(crate) counted: bool,
-    /// What its data PDVs go to.
+    /// What its data-set fragments go to.
     pub(crate) receiving: Option<Receiving>,
     /// How it ended, for the log line.
     pub(crate) outcome: Option<String>,
     /// Its counters.
     pub(crate) counters: Counters,
-    association: Association,
-    decoder: StreamDecoder,
-    timeouts: Timeouts,
-    /// The P-DATA-TF being read is for the service user.
-    deliver_pdata: bool,
-    command_bytes: Vec<u8>,
-    /// The association's indications not yet handed out.
-    indications: VecDeque<Indication>,
-    timer_kind: Option<TimerKind>,
-    timer_deadline: Instant,
+    endpoint: Endpoint,
+    /// The io timer armed for the endpoint's earliest deadline.
     timer_armed: Option<TimerId>,
     sends_in_flight: u32,
     closing: Closing,
-    next_message_id: u16,
 }
 
 impl Connection {
@@ -169,6 +109,9 @@ impl Connection {
         listener: usize,
         timeouts: Timeouts,
     ) -> Connection {
+        let mut config = EndpointConfig::default();
+        config.artim = timeouts.artim;
+        config.idle = timeouts.idle;
         Connection {
             id,
             serial,
@@ -186,55 +129,67 @@ impl Connection {
                 bytes_received: 0,
                 started: Instant::now(),
             },
-            association: Association::new(role),
-            decoder: StreamDecoder::new(DecodeLimits::default()),
-            timeouts,
-            deliver_pdata: false,
-            command_bytes: Vec::new(),
-            indications: VecDeque::new(),
-            timer_kind: None,
-            timer_deadline: Instant::now(),
+            endpoint: Endpoint::new(role, config),
             timer_armed: None,
             sends_in_flight: 0,
             closing: Closing::Open,
-            next_message_id: 0,
         }
     }
 
-    /// An association a peer opened on `listener`.
+    /// An association a peer opened on `listener`: its ARTIM timer runs.
     pub(crate) fn accepted(
+        core: &mut Core,
         id: ConnId,
         serial: u64,
         peer: Option<SocketAddr>,
         listener: usize,
         timeouts: Timeouts,
     ) -> Connection {
-        Connection::new(id, serial, peer, Role::Acceptor, listener, timeouts)
+        let mut conn = Connection::new(id, serial, peer, Role::Acceptor, listener, timeouts);
+        let connected = conn.endpoint.transport_connected(Instant::now());
+        assert!(connected.is_ok(), "a new endpoint refused its transport");
+        conn.flush(core);
+        conn
     }
 
-    /// An association this core opens (to deliver commitment reports).
+    /// An association this core opens (to deliver commitment reports) with
+    /// `rq`, on a connection whose connect was submitted.
     pub(crate) fn outbound(
         id: ConnId,
         serial: u64,
         peer: SocketAddr,
-        calling_ae_title: String,
-        called_ae_title: String,
+        (calling_ae_title, called_ae_title): (String, String),
+        rq: AssociateRq,
         timeouts: Timeouts,
     ) -> Connection {
         let mut conn = Connection::new(id, serial, Some(peer), Role::Requestor, 0, timeouts);
         conn.calling_ae_title = calling_ae_title;
         conn.called_ae_title = called_ae_title;
+        let requested = conn
+            .endpoint
+            .request_association(Box::new(rq), Instant::now());
+        assert!(
+            requested.is_ok(),
+            "a new endpoint refused an association request"
+        );
         conn
+    }
+
+    /// The outbound connection connected: the A-ASSOCIATE-RQ goes out.
+    pub(crate) fn connected(&mut self, core: &mut Core) {
+        let connected = self.endpoint.transport_connected(Instant::now());
+        assert!(connected.is_ok(), "the endpoint refused its transport");
+        self.flush(core);
     }
 
     /// Opened by this core.
     pub(crate) fn is_outbound(&self) -> bool {
-        self.association.role() == Role::Requestor
+        self.endpoint.role() == Role::Requestor
     }
 
     /// What was negotiated, once established.
     pub(crate) fn negotiated(&self) -> Option<&NegotiatedAssociation> {
-        self.association.negotiated()
+        self.endpoint.negotiated()
     }
 
     /// Established, and not closing: P-DATA may be sent.
@@ -242,168 +197,124 @@ impl Connection {
         self.is_established() && self.closing == Closing::Open
     }
 
-    /// The association state machine is established (Sta6, or Sta8 with a
-    /// release to answer).
+    /// The association is established (Sta6, or Sta8 with a release to
+    /// answer).
     pub(crate) fn is_established(&self) -> bool {
-        self.association.may_send_pdata()
+        self.endpoint.may_send_pdata()
     }
 
     /// A fresh Message ID for a request this side sends.
     pub(crate) fn message_id(&mut self) -> u16 {
-        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
-        self.next_message_id
-    }
-
-    /// The largest P-DATA-TF the peer takes, from now on.
-    pub(crate) fn negotiated_pdu_length(&mut self, negotiated: &NegotiatedAssociation) {
-        self.decoder
-            .set_pdata_length_max(negotiated.pdu_length_max_local);
-        self.counters.contexts_accepted = negotiated.presentation_contexts.len();
+        self.endpoint.next_message_id()
     }
 
     // ----- bytes in -----
 
     /// The next thing that arrived in `data` from `offset` on (advanced past
     /// what is consumed), or `None` when the buffer is used up or the
-    /// connection stopped reading. Indications of the association come out
-    /// first, in order.
+    /// endpoint reads nothing more. What the endpoint queued on the way
+    /// (an A-ABORT for a violation) is sent before.
     pub(crate) fn next_incoming(
         &mut self,
         core: &mut Core,
         data: &[u8],
         offset: &mut usize,
     ) -> Option<Incoming> {
-        loop {
-            if let Some(indication) = self.indications.pop_front() {
-                return Some(Incoming::Indication(indication));
-            }
-            if self.closing != Closing::Open {
-                return None;
-            }
-            let input = data.get(*offset..).filter(|input| !input.is_empty())?;
-            let step = match self.decoder.next_event(input) {
-                Ok(step) => step,
-                Err(error) => {
-                    tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, %error, "malformed PDU; aborting the association");
-                    let pdu_type = self.decoder.failed_pdu_type();
-                    self.input(core, Input::InvalidPdu(InvalidPdu::new(pdu_type, &error)));
-                    // Nothing more of this buffer is read.
-                    *offset = data.len();
-                    continue;
-                }
-            };
-            let step_end = *offset + step.consumed;
-            *offset = step_end;
-            match step.event {
-                None => {
-                    // The decoder keeps what it could not finish.
-                    debug_assert_eq!(
-                        step_end,
-                        data.len(),
-                        "a step consumed less without an event"
-                    );
-                    *offset = data.len();
-                }
-                Some(StreamEvent::Control(pdu)) => self.input(core, Input::PduReceived(pdu)),
-                Some(StreamEvent::PDataStart { .. }) => {
-                    let actions = match self.association.handle(Input::PDataReceived) {
-                        Ok(actions) => actions,
-                        Err(error) => {
-                            // P-DATA in a state with no transport: not possible
-                            // while bytes arrive; nothing to do.
-                            tracing::debug!(peer = ?self.peer, %error, "association state machine refused P-DATA");
-                            Vec::new()
-                        }
-                    };
-                    self.deliver_pdata = actions.contains(&Action::Indication(Indication::PData));
-                    self.perform(core, actions);
-                }
-                Some(StreamEvent::PdvFragment(fragment)) => {
-                    if !self.deliver_pdata {
-                        continue;
-                    }
-                    let last = fragment.is_last && fragment.pdv_complete;
-                    let context_id = fragment.presentation_context_id;
-                    if !fragment.is_command {
-                        // A fragment is the last bytes its step consumed:
-                        // that range of the receive buffer is lent on.
-                        let begin = step_end.saturating_sub(fragment.bytes.len());
-                        return Some(Incoming::Data {
-                            context_id,
-                            range: begin..step_end,
-                            last,
-                        });
-                    }
-                    if self.command_bytes.len() + fragment.bytes.len() > COMMAND_BYTES_MAX {
-                        self.abort(core, "command set too long");
-                        continue;
-                    }
-                    self.command_bytes.extend_from_slice(fragment.bytes);
-                    if last {
-                        return Some(Incoming::Command {
-                            context_id,
-                            bytes: std::mem::take(&mut self.command_bytes),
-                        });
-                    }
-                }
-            }
-        }
+        let incoming = self.endpoint.receive(data, offset, Instant::now());
+        self.flush(core);
+        incoming
     }
 
-    /// The next indication an input outside the receive path produced.
-    pub(crate) fn next_indication(&mut self) -> Option<Indication> {
-        self.indications.pop_front()
+    /// The next event raised outside the receive path (by a timeout, the
+    /// transport's end, or a local request).
+    pub(crate) fn next_event(&mut self) -> Option<Incoming> {
+        self.endpoint.poll_event()
     }
 
-    // ----- the state machine -----
+    // ----- the association -----
 
-    /// Feeds the association state machine and takes its actions; its
-    /// indications wait for [`Connection::next_incoming`] or
-    /// [`Connection::next_indication`].
-    pub(crate) fn input(&mut self, core: &mut Core, input: Input) {
-        match self.association.handle(input) {
-            Ok(actions) => self.perform(core, actions),
-            // A local request the state does not allow any more (the peer
-            // released or aborted meanwhile): nothing to do.
-            Err(error) => {
-                tracing::debug!(peer = ?self.peer, %error, "association state machine refused an input");
-            }
-        }
+    /// Answers the peer's A-ASSOCIATE-RQ.
+    pub(crate) fn answer_association(&mut self, core: &mut Core, response: AssociateResponse) {
+        let answered = self.endpoint.answer_association(response, Instant::now());
+        // The indication was just handed out: the state awaits the answer.
+        assert!(
+            answered.is_ok(),
+            "the endpoint refused the association's answer"
+        );
+        self.flush(core);
     }
 
-    fn perform(&mut self, core: &mut Core, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::SendPdu(bytes) => self.send(core, bytes),
-                Action::StartArtimTimer => {
-                    self.arm_timer(core, TimerKind::Artim, self.timeouts.artim);
-                }
-                Action::StartIdleTimer => {
-                    self.arm_timer(core, TimerKind::Idle, self.timeouts.idle);
-                }
-                Action::StopArtimTimer | Action::StopIdleTimer => self.timer_kind = None,
-                Action::CloseTransport => self.close_when_sent(core),
-                // The connect was submitted with the request.
-                Action::ConnectTransport => {}
-                // Said by `deliver_pdata`.
-                Action::Indication(Indication::PData) => {}
-                Action::Indication(indication) => self.indications.push_back(indication),
-            }
+    /// Answers the peer's release request (or a collision).
+    pub(crate) fn answer_release(&mut self, core: &mut Core) {
+        if let Err(error) = self.endpoint.answer_release(Instant::now()) {
+            // The peer aborted meanwhile: nothing to answer.
+            tracing::debug!(peer = ?self.peer, %error, "association state machine refused the release answer");
         }
+        self.flush(core);
+    }
+
+    /// Asks the peer to release.
+    pub(crate) fn release(&mut self, core: &mut Core) {
+        if let Err(error) = self.endpoint.release(Instant::now()) {
+            // Not established any more: nothing to release.
+            tracing::debug!(peer = ?self.peer, %error, "association state machine refused the release request");
+        }
+        self.flush(core);
     }
 
     /// Aborts the association (A-ABORT) and closes the transport once sent.
     pub(crate) fn abort(&mut self, core: &mut Core, reason: &str) {
         tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, reason, "aborting the association");
         self.outcome = Some(format!("aborted by Sluice: {reason}"));
-        self.input(core, Input::AbortRequest);
-        self.close_when_sent(core);
+        self.endpoint.abort(Instant::now());
+        self.flush(core);
     }
 
     // ----- bytes out -----
 
-    /// Sends encoded PDUs.
-    pub(crate) fn send(&mut self, core: &mut Core, bytes: Vec<u8>) {
+    /// Sends a DIMSE message (command, and its data set when it announces
+    /// one). `Err` when it cannot go out (nothing was sent).
+    pub(crate) fn send_message(
+        &mut self,
+        core: &mut Core,
+        context_id: u8,
+        command: &Command,
+        data_set: Option<&[u8]>,
+    ) -> Result<(), SendError> {
+        let sent = self.endpoint.send_message(context_id, command, data_set);
+        self.flush(core);
+        sent
+    }
+
+    /// Sends a response (no data set) on `context_id`.
+    pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
+        match self.send_message(core, context_id, command, None) {
+            Ok(()) => {}
+            // No longer established (released or aborted while the answer
+            // was on its way): the peer gets no answer.
+            Err(SendError::NotAllowed(_)) => {}
+            // A command that cannot be encoded or framed is not sent
+            // (issue #19: an invalid UID echoed from the request leaves it
+            // unanswered).
+            Err(SendError::Command(_) | SendError::Frame(_)) => {}
+            Err(other) => debug_assert!(false, "a response not sent: {other}"),
+        }
+    }
+
+    /// Sends what the endpoint queued, arms the timer for its next
+    /// deadline, and closes the transport once it asks and the sends
+    /// completed.
+    fn flush(&mut self, core: &mut Core) {
+        if let Some(bytes) = self.endpoint.poll_transmit() {
+            self.send(core, bytes);
+        }
+        self.arm_timer(core);
+        if self.endpoint.close_requested() {
+            self.close_when_sent(core);
+        }
+    }
+
+    fn send(&mut self, core: &mut Core, bytes: Vec<u8>) {
         if self.closing == Closing::Closed {
             // The transport is being closed: nothing reaches the peer.
             return;
@@ -427,37 +338,6 @@ impl Connection {
                     self.closing = Closing::WhenSent;
                 }
             }
-        }
-    }
-
-    /// Sends P-DATA-TF PDUs (already encoded) after the state machine
-    /// allowed it.
-    pub(crate) fn send_pdata(&mut self, core: &mut Core, pdus: Vec<u8>) -> Result<(), AssocError> {
-        let actions = self.association.handle(Input::PDataRequest)?;
-        self.perform(core, actions);
-        self.send(core, pdus);
-        Ok(())
-    }
-
-    /// Sends a command set (no data set) on `context_id`.
-    pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
-        let Ok(actions) = self.association.handle(Input::PDataRequest) else {
-            // No longer established (released or aborted while the answer
-            // was on its way): the peer gets no answer.
-            return;
-        };
-        self.perform(core, actions);
-        let Some(pdu_length_max_peer) = self.negotiated().map(|n| n.pdu_length_max_peer) else {
-            panic!("P-DATA allowed on an association that was not negotiated");
-        };
-        let mut out = Vec::new();
-        let encoded = command.encode().ok().and_then(|bytes| {
-            encode_message(context_id, true, &bytes, pdu_length_max_peer, &mut out).ok()
-        });
-        // A command that cannot be encoded is not sent (issue #19: an
-        // invalid UID echoed from the request leaves it unanswered).
-        if encoded.is_some() {
-            self.send(core, out);
         }
     }
 
@@ -490,9 +370,8 @@ impl Connection {
             self.outcome
                 .get_or_insert_with(|| format!("receive failed: {error}"));
         }
-        if !self.association.is_closed() {
-            self.input(core, Input::TransportClosed);
-        }
+        self.endpoint.transport_closed(Instant::now());
+        self.flush(core);
         self.close_when_sent(core);
     }
 
@@ -512,46 +391,40 @@ impl Connection {
 
     // ----- the timer -----
 
-    /// One timer per connection: a later deadline only moves the deadline,
-    /// the armed timer re-arms itself when it fires early. This keeps the
-    /// idle timer (restarted on every PDU) at one operation per period.
-    fn arm_timer(&mut self, core: &mut Core, kind: TimerKind, after: Duration) {
-        self.timer_kind = Some(kind);
-        self.timer_deadline = Instant::now() + after;
-        if self.timer_armed.is_none() {
-            match core.timer(after, tag(TagKind::ConnTimer, self.serial)) {
-                Ok(timer) => self.timer_armed = Some(timer),
-                Err(error) => tracing::warn!(%error, "cannot arm an association timer"),
-            }
+    /// One io timer per connection, for the endpoint's earliest deadline. A
+    /// deadline that moves later (the idle timer restarts on every PDU)
+    /// costs nothing: the timer fires early and is armed again for the
+    /// rest, one operation per period.
+    fn arm_timer(&mut self, core: &mut Core) {
+        if self.timer_armed.is_some() {
+            return;
+        }
+        let Some(deadline) = self.endpoint.next_deadline() else {
+            return;
+        };
+        let after = deadline.saturating_duration_since(Instant::now());
+        match core.timer(after, tag(TagKind::ConnTimer, self.serial)) {
+            Ok(timer) => self.timer_armed = Some(timer),
+            // Without it the association waits for its peer (or its end).
+            Err(error) => tracing::warn!(%error, "cannot arm an association timer"),
         }
     }
 
-    /// The connection's timer fired: early (re-armed for the rest), stopped
-    /// meanwhile (nothing), or expired (the state machine aborts).
+    /// The connection's timer fired: a deadline that passed fires (ARTIM:
+    /// the transport closes; idle: the association is aborted), else the
+    /// timer is armed again for the next one.
     pub(crate) fn timer_fired(&mut self, core: &mut Core) {
         self.timer_armed = None;
-        let Some(kind) = self.timer_kind else {
-            // Stopped since it was armed.
-            return;
+        let what = match self.endpoint.handle_timeout(Instant::now()) {
+            Some(Timer::Artim) => Some("ARTIM timeout"),
+            Some(Timer::Idle) => Some("idle timeout"),
+            Some(_) | None => None,
         };
-        let now = Instant::now();
-        if now < self.timer_deadline {
-            // Restarted since it was armed: wait for the rest. Without a
-            // timer the association waits for its peer (or its end).
-            let remaining = self.timer_deadline - now;
-            if let Ok(timer) = core.timer(remaining, tag(TagKind::ConnTimer, self.serial)) {
-                self.timer_armed = Some(timer);
-            }
-            return;
+        if let Some(what) = what {
+            tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, "{what}: aborting the association");
+            self.outcome = Some(what.to_owned());
         }
-        self.timer_kind = None;
-        let (input, what) = match kind {
-            TimerKind::Artim => (Input::ArtimExpired, "ARTIM timeout"),
-            TimerKind::Idle => (Input::IdleExpired, "idle timeout"),
-        };
-        tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, "{what}: aborting the association");
-        self.outcome = Some(what.to_owned());
-        self.input(core, input);
+        self.flush(core);
     }
 
     /// Cancels the timer of a connection that ended.

@@ -7,16 +7,17 @@
 //!   core's [`Connections`]), file and directory completions and the
 //!   group-commit timers to the ingest service ([`Ingest`]), an outbound
 //!   connect to the commitment service ([`Commitment`]);
-//! - what arrives on a connection ([`Incoming`]): association indications
-//!   (negotiated here through [`super::admission`]), command sets by their
-//!   DIMSE command (C-ECHO answered here, C-STORE to ingest, N-ACTION and
-//!   N-EVENT-REPORT-RSP to commitment), data-set fragments to what the
-//!   connection is receiving;
+//! - what arrives on a connection (the endpoint's [`Incoming`] items):
+//!   association indications (negotiated here through
+//!   [`super::admission`]), commands by their DIMSE command (C-ECHO answered
+//!   here, C-STORE to the storage service [`super::storage`], which hands
+//!   its data set to ingest, N-ACTION and N-EVENT-REPORT-RSP to commitment),
+//!   C-STORE data-set ranges to the storage service, the peer's protocol
+//!   violations to the log;
 //! - messages from other threads ([`CoreMessage`]): the index writer's
 //!   answers to ingest, the commitment tracker's requests to commitment;
-//! - the services' answers back to connections: C-STORE-RSPs
-//!   ([`StoreAnswer`]), with the per-association counters and the refusal
-//!   log line and event.
+//! - the ingest service's answers back to their connections, through the
+//!   storage service (C-STORE-RSPs).
 //!
 //! A Query/Retrieve service joins as one more field and one more arm per
 //! command; the durability order lives in `ingest::job`, not here.
@@ -26,20 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_io::{ConnId, Core, CoreSender, Event, Handler, RecvBuf};
-use sluice_net::assoc::{Indication, Input, NegotiationOutcome};
-use sluice_net::dimse::{CEchoRsp, CStoreRq, CStoreRsp, Command, Status, StatusDetail};
+use sluice_net::assoc::{Indication, NegotiationOutcome};
+use sluice_net::dimse::{CEchoRsp, Command, Status, StatusDetail};
+use sluice_net::endpoint::{DataSet, Incoming, Violation};
 
 use super::admission;
 use super::commitment::Commitment;
-use super::conn::{Connection, Connections, Incoming, Receiving, Timeouts};
+use super::conn::{Connection, Connections, Receiving, Timeouts};
 use super::failure::Failure;
 use super::ingest::batcher::IndexAnswer;
 use super::ingest::dir_sync::RoundId;
-use super::ingest::{Answered, Ingest, JobKey, Refused, StoreAnswer, StoreStart};
+use super::ingest::{Ingest, JobKey};
 use super::shared::ServerShared;
+use super::storage;
 use super::tag::{split, TagKind};
 use crate::commit::messages::ToCore;
-use crate::store::StoreEvent;
 
 /// How long the index writer's callback may wait for room in a core's mailbox.
 const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(600);
@@ -106,10 +108,9 @@ impl CoreHandler {
     fn accepted(&mut self, core: &mut Core, id: ConnId, peer: Option<SocketAddr>, listener: usize) {
         let serial = self.conns.next_serial();
         tracing::trace!(core = self.core_index, serial, peer = ?peer, "accepted");
-        let mut conn = Connection::accepted(id, serial, peer, listener, self.timeouts);
-        conn.input(core, Input::TransportConnectIndication);
+        let conn = Connection::accepted(core, id, serial, peer, listener, self.timeouts);
         self.conns.insert(conn);
-        self.indications(core, serial);
+        self.events(core, serial);
     }
 
     fn received(&mut self, core: &mut Core, serial: u64, data: &RecvBuf) {
@@ -130,23 +131,7 @@ impl CoreHandler {
             let Some(incoming) = conn.next_incoming(core, data, &mut offset) else {
                 break;
             };
-            match incoming {
-                Incoming::Indication(indication) => self.indication(core, serial, indication),
-                Incoming::Command { context_id, bytes } => {
-                    self.command(core, serial, context_id, &bytes);
-                }
-                Incoming::Data {
-                    context_id,
-                    range,
-                    last,
-                } => {
-                    let bytes = data.get(range.clone()).unwrap_or_default();
-                    // That range of the receive buffer, lent to the file
-                    // write (no copy).
-                    let slice = data.slice(range);
-                    self.data_fragment(core, serial, context_id, bytes, slice, last);
-                }
-            }
+            self.incoming(core, serial, incoming, Some(data));
             self.answer_stores(core);
         }
         if let Some(conn) = self.conns.get_mut(serial) {
@@ -157,14 +142,64 @@ impl CoreHandler {
         }
     }
 
-    /// Hands out the indications an input outside the receive path made.
-    fn indications(&mut self, core: &mut Core, serial: u64) {
-        while let Some(indication) = self
-            .conns
-            .get_mut(serial)
-            .and_then(Connection::next_indication)
-        {
-            self.indication(core, serial, indication);
+    /// Hands out the events a call outside the receive path raised (a
+    /// timeout, the transport's end, a local request).
+    fn events(&mut self, core: &mut Core, serial: u64) {
+        while let Some(event) = self.conns.get_mut(serial).and_then(Connection::next_event) {
+            self.incoming(core, serial, event, None);
+        }
+    }
+
+    /// Routes what arrived on a connection; `data` is the receive buffer
+    /// the data-set ranges index (none outside the receive path).
+    fn incoming(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        incoming: Incoming,
+        data: Option<&RecvBuf>,
+    ) {
+        match incoming {
+            Incoming::Indication(indication) => self.indication(core, serial, indication),
+            Incoming::Command {
+                context_id,
+                command,
+                data_set,
+            } => self.command(core, serial, context_id, command, data_set),
+            Incoming::Data {
+                context_id: _,
+                range,
+                last,
+            } => {
+                let Some(data) = data else {
+                    panic!("a data-set range outside the receive path");
+                };
+                let bytes = data.get(range.clone()).unwrap_or_default();
+                // That range of the receive buffer, lent to the file write
+                // (no copy).
+                let slice = data.slice(range);
+                self.data_fragment(core, serial, bytes, slice, last);
+            }
+            Incoming::Violation(violation) => {
+                let Some(conn) = self.conns.get_mut(serial) else {
+                    panic!("a violation on connection {serial}, which is gone");
+                };
+                // The endpoint has answered it (A-ABORT) and reads nothing
+                // more.
+                match &violation {
+                    Violation::Pdu(error) => {
+                        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "malformed PDU; aborting the association");
+                    }
+                    other => {
+                        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, reason = %other, "aborting the association");
+                        conn.outcome = Some(format!("aborted by Sluice: {other}"));
+                    }
+                }
+            }
+            other => debug_assert!(
+                false,
+                "an endpoint event this handler does not know: {other:?}"
+            ),
         }
     }
 
@@ -179,7 +214,7 @@ impl CoreHandler {
                 let outcome = admission::negotiate_limited(&self.shared, &rq, conn.listener);
                 match &outcome {
                     NegotiationOutcome::Accept { negotiated, .. } => {
-                        conn.negotiated_pdu_length(negotiated);
+                        conn.counters.contexts_accepted = negotiated.presentation_contexts.len();
                         conn.counted = true;
                     }
                     NegotiationOutcome::Reject(rj) => {
@@ -193,11 +228,11 @@ impl CoreHandler {
                         conn.outcome = Some(format!("rejected {result}/{source}/{reason}"));
                     }
                 }
-                conn.input(core, Input::AssociateResponse(outcome.into()));
+                conn.answer_association(core, outcome.into());
             }
             Indication::ReleaseRequest | Indication::ReleaseCollision => {
                 conn.outcome.get_or_insert_with(|| "released".to_owned());
-                conn.input(core, Input::ReleaseResponse);
+                conn.answer_release(core);
             }
             Indication::Aborted(cause) => {
                 conn.outcome
@@ -206,7 +241,7 @@ impl CoreHandler {
                     .fail_reports(conn, &format!("association aborted: {cause:?}"));
             }
             Indication::AssociateAccepted(negotiated) => {
-                conn.negotiated_pdu_length(&negotiated);
+                conn.counters.contexts_accepted = negotiated.presentation_contexts.len();
                 self.commitment.association_accepted(core, conn);
             }
             Indication::AssociateRejected(rj) => {
@@ -220,8 +255,8 @@ impl CoreHandler {
             Indication::ReleaseConfirm => {
                 conn.outcome.get_or_insert_with(|| "released".to_owned());
             }
-            // Said by the connection's P-DATA path; any indication a newer
-            // state machine adds is not for this service user.
+            // The endpoint consumes P-DATA; any indication a newer state
+            // machine adds is not for this service user.
             _ => {}
         }
     }
@@ -248,17 +283,22 @@ impl CoreHandler {
 
     // ----- DIMSE -----
 
-    fn command(&mut self, core: &mut Core, serial: u64, context_id: u8, bytes: &[u8]) {
+    fn command(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        context_id: u8,
+        command: Command,
+        data_set: DataSet,
+    ) {
         let Some(conn) = self.conns.get_mut(serial) else {
             panic!("a command on connection {serial}, which is gone");
         };
-        let command = match Command::decode(bytes) {
-            Ok(command) => command,
-            Err(error) => {
-                conn.abort(core, &format!("undecodable command set: {error}"));
-                return;
-            }
-        };
+        // The endpoint hands out a command only between data sets.
+        assert!(
+            conn.receiving.is_none(),
+            "a command while a data set arrives"
+        );
         match command {
             Command::CEchoRq(rq) => {
                 let rsp = Command::CEchoRsp(CEchoRsp {
@@ -269,8 +309,14 @@ impl CoreHandler {
                 });
                 conn.send_command(core, context_id, &rsp);
             }
-            Command::CStoreRq(rq) => self.store_requested(core, serial, context_id, rq),
-            Command::NActionRq(rq) => self.commitment.action_requested(core, conn, context_id, rq),
+            Command::CStoreRq(rq) => {
+                storage::requested(core, conn, &mut self.ingest, context_id, rq, data_set);
+            }
+            Command::NActionRq(rq) => {
+                self.commitment
+                    .action_requested(core, conn, context_id, rq, data_set);
+            }
+            // Its data set, if any, was collected and is not needed.
             Command::NEventReportRsp(rsp) => self.commitment.report_answered(core, conn, rsp),
             other => {
                 let reason = format!("unsupported command {:?}", std::mem::discriminant(&other));
@@ -279,56 +325,12 @@ impl CoreHandler {
         }
     }
 
-    fn store_requested(&mut self, core: &mut Core, serial: u64, context_id: u8, rq: CStoreRq) {
-        let Some(conn) = self.conns.get_mut(serial) else {
-            panic!("a C-STORE on connection {serial}, which is gone");
-        };
-        let context = conn
-            .negotiated()
-            .and_then(|negotiated| negotiated.presentation_context(context_id))
-            .map(|context| {
-                (
-                    context.abstract_syntax.clone(),
-                    context.transfer_syntax.clone(),
-                )
-            });
-        let Some((abstract_syntax, transfer_syntax_uid)) = context else {
-            conn.abort(
-                core,
-                "C-STORE on a presentation context that was not accepted",
-            );
-            return;
-        };
-        if conn.receiving.is_some() {
-            conn.abort(core, "C-STORE-RQ before the previous data set ended");
-            return;
-        }
-        let started = self.ingest.start(
-            core,
-            StoreStart {
-                serial,
-                context_id,
-                rq: &rq,
-                calling_ae_title: &conn.calling_ae_title,
-                abstract_syntax: &abstract_syntax,
-                transfer_syntax_uid: &transfer_syntax_uid,
-            },
-        );
-        conn.receiving = Some(match started {
-            Ok(key) => Receiving::Store(key),
-            Err(failure) => Receiving::Discard(Refused {
-                context_id,
-                rq,
-                failure,
-            }),
-        });
-    }
-
+    /// A fragment of a C-STORE's data set (the endpoint checked that it
+    /// follows its command, on its context).
     fn data_fragment(
         &mut self,
         core: &mut Core,
         serial: u64,
-        context_id: u8,
         bytes: &[u8],
         slice: Option<RecvBuf>,
         last: bool,
@@ -336,86 +338,22 @@ impl CoreHandler {
         let Some(conn) = self.conns.get_mut(serial) else {
             panic!("a data set on connection {serial}, which is gone");
         };
-        let other_context = "data set on another presentation context than its command";
-        match &conn.receiving {
-            None => conn.abort(core, "data set without a C-STORE-RQ"),
-            Some(Receiving::Ignore) => {
-                if last {
-                    conn.receiving = None;
-                }
-            }
-            Some(Receiving::Action(_)) => {
-                self.commitment
-                    .action_fragment(core, conn, context_id, bytes, last);
-            }
-            Some(Receiving::Discard(refused)) => {
-                if refused.context_id != context_id {
-                    conn.abort(core, other_context);
-                } else if last {
-                    if let Some(Receiving::Discard(refused)) = conn.receiving.take() {
-                        refuse_store(&self.shared, core, conn, refused);
-                    }
-                }
-            }
-            Some(Receiving::Store(key)) => {
-                let key: JobKey = *key;
-                if self.ingest.context_of(key) != context_id {
-                    conn.abort(core, other_context);
-                    return;
-                }
-                self.ingest.fragment(core, key, bytes, slice);
-                if last {
-                    conn.receiving = None;
-                    self.ingest.complete(core, key);
-                }
-            }
-        }
+        storage::fragment(
+            core,
+            conn,
+            &mut self.ingest,
+            &self.shared,
+            bytes,
+            slice,
+            last,
+        );
     }
 
     /// Sends the C-STORE answers the ingest service produced.
     fn answer_stores(&mut self, core: &mut Core) {
-        for answer in self.ingest.take_answers() {
-            let StoreAnswer {
-                serial,
-                context_id,
-                rq,
-                calling_ae_title,
-                outcome,
-            } = answer;
-            let conn = self.conns.get_mut(serial);
-            match (outcome, conn) {
-                (Answered::Stored { status, timing }, conn) => {
-                    timing.log(&rq.affected_sop_instance_uid, status);
-                    let Some(conn) = conn else {
-                        tracing::debug!(serial, "response dropped: association gone");
-                        continue;
-                    };
-                    tracing::trace!(serial, status = status.0, "responding");
-                    if status == Status::SUCCESS {
-                        conn.counters.instances_stored += 1;
-                    } else {
-                        conn.counters.instances_failed += 1;
-                    }
-                    conn.send_command(core, context_id, &store_rsp(&rq, status));
-                }
-                (Answered::Failed(failure), Some(conn)) => {
-                    let refused = Refused {
-                        context_id,
-                        rq,
-                        failure,
-                    };
-                    refuse_store(&self.shared, core, conn, refused);
-                }
-                (Answered::Failed(failure), None) => {
-                    tracing::warn!(
-                        sop_instance_uid = %rq.affected_sop_instance_uid,
-                        calling_ae = %calling_ae_title,
-                        status = %format!("{:04X}", failure.status().0),
-                        reason = %failure,
-                        "C-STORE failed after its association ended"
-                    );
-                }
-            }
+        let answers = self.ingest.take_answers();
+        if !answers.is_empty() {
+            storage::answer(core, &mut self.conns, &self.shared, answers);
         }
     }
 
@@ -429,7 +367,7 @@ impl CoreHandler {
                     panic!("the timer of connection {serial}, which is gone");
                 };
                 conn.timer_fired(core);
-                self.indications(core, serial);
+                self.events(core, serial);
             }
             (Some(TagKind::CommitWindow), _) => self.ingest.window_fired(core),
             (Some(TagKind::ClearTimer), _) => self.ingest.clear_fired(core),
@@ -466,7 +404,7 @@ impl Handler for CoreHandler {
                 assert_eq!(kind, Some(TagKind::Connect));
                 self.commitment
                     .connected(core, &mut self.conns, serial, conn, result);
-                self.indications(core, serial);
+                self.events(core, serial);
             }
             Event::Received { conn, data } => {
                 // Bytes arrive only for a connection in the table (it leaves
@@ -483,7 +421,7 @@ impl Handler for CoreHandler {
                 if let Some(conn) = self.conns.get_mut(serial) {
                     conn.receive_ended(core, result.err().map(|error| error.to_string()));
                 }
-                self.indications(core, serial);
+                self.events(core, serial);
             }
             Event::Sent { conn, result, .. } => {
                 let Some(serial) = self.conns.serial_of(conn) else {
@@ -569,36 +507,4 @@ impl Handler for CoreHandler {
         }
         self.answer_stores(core);
     }
-}
-
-/// Answers a C-STORE with its failure: logged, published as a `Rejected`
-/// event, counted.
-fn refuse_store(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused: Refused) {
-    conn.counters.instances_failed += 1;
-    let status = refused.failure.status();
-    tracing::warn!(
-        peer = ?conn.peer,
-        calling_ae = %conn.calling_ae_title,
-        sop_instance_uid = %refused.rq.affected_sop_instance_uid,
-        status = %format!("{:04X}", status.0),
-        reason = %refused.failure,
-        "C-STORE refused"
-    );
-    shared.store.shared.events.publish(StoreEvent::Rejected {
-        sop_instance_uid: refused.rq.affected_sop_instance_uid.clone(),
-        calling_ae_title: conn.calling_ae_title.clone(),
-        status: status.0,
-        reason: refused.failure.to_string(),
-    });
-    conn.send_command(core, refused.context_id, &store_rsp(&refused.rq, status));
-}
-
-fn store_rsp(rq: &CStoreRq, status: Status) -> Command {
-    Command::CStoreRsp(CStoreRsp {
-        message_id_being_responded_to: rq.message_id,
-        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
-        status,
-        detail: StatusDetail::default(),
-    })
 }

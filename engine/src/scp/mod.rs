@@ -8,7 +8,9 @@
 //! - `conn`: one association (state machine, stream decoder, command
 //!   assembly, timer, sends, closing, counters) and the core's table of
 //!   them; `admission`: negotiation under the association limits.
-//! - `ingest`: C-STORE to durable, indexed files. Its `job` module is the
+//! - `storage`: the Storage service's DIMSE side (C-STORE-RQ to a job or a
+//!   refusal, its data set to the job, C-STORE-RSP back); `ingest`: C-STORE
+//!   to durable, indexed files. Its `job` module is the
 //!   sans-I/O specification of the durability order; `dir_sync` and
 //!   `batcher` are the directory fsync rounds and the group commit.
 //! - `commitment`: the Storage Commitment DIMSE service (the decisions are
@@ -28,6 +30,7 @@ mod handler;
 mod ingest;
 pub mod policy;
 mod shared;
+mod storage;
 mod tag;
 
 use std::net::SocketAddr;

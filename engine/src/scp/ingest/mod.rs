@@ -155,13 +155,6 @@ impl Ingest {
         std::mem::take(&mut self.answers)
     }
 
-    /// The presentation context of a job's command.
-    pub(crate) fn context_of(&self, key: JobKey) -> u8 {
-        let record = self.jobs.get(&key);
-        assert!(record.is_some(), "job {key:?} gone while receiving");
-        record.map_or(0, |record| record.context_id)
-    }
-
     // ----- a C-STORE's data set -----
 
     /// A C-STORE-RQ: refused at once (`Err`), or a job whose file is being
