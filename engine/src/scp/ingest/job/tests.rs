@@ -467,98 +467,21 @@ use Sender::{Complete, Data, End, Flush, Refused};
 /// and how many failures a walk may inject.
 #[test]
 fn every_ordering_and_every_failure_point_keeps_the_durability_order() {
+    #[rustfmt::skip]
     let table: Vec<(&str, CommitOrder, StoreOutcome, &[Sender], u32)> = vec![
-        (
-            "stored",
-            CommitOrder::BesideSyncs,
-            StoreOutcome::Stored,
-            &[Data, Flush, Complete],
-            1,
-        ),
-        (
-            "quarantined",
-            CommitOrder::BesideSyncs,
-            quarantined(),
-            &[Data, Flush, Complete],
-            1,
-        ),
-        (
-            "identical duplicate dropped",
-            CommitOrder::BesideSyncs,
-            dropped(),
-            &[Data, Flush, Complete],
-            1,
-        ),
-        (
-            "stored, whole in one receive",
-            CommitOrder::BesideSyncs,
-            StoreOutcome::Stored,
-            &[Data, Complete],
-            1,
-        ),
-        (
-            "stored, two receives",
-            CommitOrder::BesideSyncs,
-            StoreOutcome::Stored,
-            &[Data, Flush, Data, Flush, Complete],
-            1,
-        ),
-        (
-            "refused by the head scan",
-            CommitOrder::BesideSyncs,
-            StoreOutcome::Stored,
-            &[Data, Flush, Refused],
-            1,
-        ),
-        (
-            "association ended while receiving",
-            CommitOrder::BesideSyncs,
-            StoreOutcome::Stored,
-            &[Data, Flush, End],
-            1,
-        ),
-        (
-            "replace: stored",
-            CommitOrder::AfterSyncs,
-            StoreOutcome::Stored,
-            &[Data, Flush, Complete],
-            1,
-        ),
-        (
-            "replace: replaced",
-            CommitOrder::AfterSyncs,
-            replaced(),
-            &[Data, Flush, Complete],
-            1,
-        ),
-        (
-            "replace: refused",
-            CommitOrder::AfterSyncs,
-            StoreOutcome::Stored,
-            &[Data, Flush, Refused],
-            1,
-        ),
-        (
-            "two failures, stored",
-            CommitOrder::BesideSyncs,
-            StoreOutcome::Stored,
-            &[Data, Complete],
-            2,
-        ),
-        (
-            "two failures, quarantined",
-            CommitOrder::BesideSyncs,
-            quarantined(),
-            &[Data, Complete],
-            2,
-        ),
-        (
-            "two failures, replace",
-            CommitOrder::AfterSyncs,
-            StoreOutcome::Stored,
-            &[Data, Complete],
-            2,
-        ),
+        ("stored", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Complete], 1),
+        ("quarantined", CommitOrder::BesideSyncs, quarantined(), &[Data, Flush, Complete], 1),
+        ("identical duplicate dropped", CommitOrder::BesideSyncs, dropped(), &[Data, Flush, Complete], 1),
+        ("stored, whole in one receive", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Complete], 1),
+        ("stored, two receives", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Data, Flush, Complete], 1),
+        ("refused by the head scan", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Refused], 1),
+        ("association ended while receiving", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, End], 1),
+        ("replace: stored", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Flush, Complete], 1),
+        ("replace: replaced", CommitOrder::AfterSyncs, replaced(), &[Data, Flush, Complete], 1),
+        ("replace: refused", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Flush, Refused], 1),
+        ("two failures, stored", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Complete], 2),
+        ("two failures, quarantined", CommitOrder::BesideSyncs, quarantined(), &[Data, Complete], 2),
+        ("two failures, replace", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Complete], 2),
     ];
     for (name, commit, outcome, script, failures) in table {
         let walked = walk(World::new(commit, outcome, script, failures));
