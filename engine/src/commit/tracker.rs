@@ -539,7 +539,8 @@ impl Tracker {
             Ok(())
         });
         if let Err(error) = check {
-            self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            debug_assert!(previous > 0);
             tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot read the index");
             self.answer(&request, Err(Refusal::IndexUnavailable));
             return;
@@ -569,7 +570,8 @@ impl Tracker {
         // Recorded before it is accepted: a crash after the N-ACTION-RSP
         // finds it in the index.
         if let Err(error) = self.put(&transaction_uid, &transaction) {
-            self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            debug_assert!(previous > 0);
             tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot record it");
             self.answer(&request, Err(Refusal::CannotRecord));
             return;
@@ -665,8 +667,9 @@ impl Tracker {
     /// or 0119 (stored with another SOP class); any that did arrive count.
     fn expire(&mut self, transaction_uid: &str) {
         let Some(transaction) = self.transactions.get(transaction_uid) else {
-            return;
+            panic!("transaction {transaction_uid} expired, but it is not held");
         };
+        assert_eq!(transaction.record.state, CommitmentState::Pending);
         let mut failed = Vec::new();
         let read = self.context.store.index().read();
         let in_doubt = self.context.in_doubt.snapshot();
@@ -703,13 +706,18 @@ impl Tracker {
 
     /// Decides the report, records it (ReportReady) and starts delivery.
     fn decide(&mut self, transaction_uid: &str, failed: Vec<(u32, u16)>) {
+        // Every caller found the transaction pending, and deciding is the
+        // only way out of that state.
         let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
-            return;
+            panic!("transaction {transaction_uid} decided, but it is not held");
         };
-        if transaction.record.state != CommitmentState::Pending {
-            return;
-        }
-        self.pending_count.fetch_sub(1, Ordering::SeqCst);
+        assert_eq!(
+            transaction.record.state,
+            CommitmentState::Pending,
+            "transaction {transaction_uid} decided twice"
+        );
+        let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(previous > 0, "more requests decided than were pending");
         self.timers_dirty = true;
         for (reference, present) in transaction
             .payload
@@ -920,6 +928,9 @@ impl Tracker {
         // transactions change.
         let store = self.context.store.clone();
         let config = store.config();
+        // An outcome for a transaction that is no longer held (finished, or a
+        // stale delivery's late answer), or whose UID was reused by a new
+        // pending request, is not this report's.
         let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
             return;
         };

@@ -55,6 +55,12 @@
 //!   for an abandoned one; [`Step`]s end there ([`Job::is_done`]), and the
 //!   service must feed a finished job nothing more.
 //!
+//! Known defects, kept as they were until issue #19 fixes them test-first:
+//! a failed job is answered without waiting for its open or its rename in
+//! flight (the open's file and descriptor, or the renamed file, are left
+//! behind), and an undo that fails leaves the committed entry in doubt while
+//! the failure is answered.
+//!
 //! What a crash in the middle leaves, and what start-up recovery makes of it
 //! (an unindexed sealed file, an entry still in doubt), is in
 //! docs/design/ingest.md and `crate::recovery`.
