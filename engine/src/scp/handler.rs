@@ -351,10 +351,7 @@ impl CoreHandler {
 
     /// Sends the C-STORE answers the ingest service produced.
     fn answer_stores(&mut self, core: &mut Core) {
-        let answers = self.ingest.take_answers();
-        if !answers.is_empty() {
-            storage::answer(core, &mut self.conns, &self.shared, answers);
-        }
+        storage::answer(core, &mut self.conns, &self.shared, self.ingest.answers());
     }
 
     // ----- io events -----

@@ -98,7 +98,7 @@ pub(crate) fn answer(
     core: &mut Core,
     conns: &mut Connections,
     shared: &ServerShared,
-    answers: Vec<StoreAnswer>,
+    answers: impl Iterator<Item = StoreAnswer>,
 ) {
     for answer in answers {
         let StoreAnswer {

@@ -221,7 +221,7 @@ pub(crate) enum Step {
     Answer(Answer),
 }
 
-/// Steps returned by one input.
+/// The steps of one input.
 pub(crate) type Steps = Vec<Step>;
 
 /// Where the job is.
@@ -376,29 +376,29 @@ impl Job {
         }
     }
 
-    /// Takes one input; returns the steps to take, in order.
-    pub(crate) fn on(&mut self, input: JobInput) -> Steps {
+    /// Takes one input; appends the steps to take, in order, to `steps`
+    /// (the caller's buffer, reused between inputs so that taking an input
+    /// allocates nothing).
+    pub(crate) fn on(&mut self, input: JobInput, steps: &mut Steps) {
         assert!(!self.is_done(), "input {input:?} for a finished job");
-        let mut steps = Steps::new();
         match input {
-            JobInput::Data(buf) => self.data(buf, &mut steps),
-            JobInput::Flush => self.flush(&mut steps),
-            JobInput::Complete(verdict) => self.complete(verdict, &mut steps),
-            JobInput::Opened(result) => self.opened(result, &mut steps),
-            JobInput::Written(result) => self.written(result, &mut steps),
-            JobInput::Placed(result) => self.placed(result, &mut steps),
-            JobInput::DataSynced(result) => self.data_synced(result, &mut steps),
-            JobInput::NameSynced(result) => self.name_synced(result, &mut steps),
-            JobInput::Batched => self.batched(&mut steps),
-            JobInput::Committed(result) => self.committed(result, &mut steps),
-            JobInput::Undone(result) => self.undone(result, &mut steps),
+            JobInput::Data(buf) => self.data(buf, steps),
+            JobInput::Flush => self.flush(steps),
+            JobInput::Complete(verdict) => self.complete(verdict, steps),
+            JobInput::Opened(result) => self.opened(result, steps),
+            JobInput::Written(result) => self.written(result, steps),
+            JobInput::Placed(result) => self.placed(result, steps),
+            JobInput::DataSynced(result) => self.data_synced(result, steps),
+            JobInput::NameSynced(result) => self.name_synced(result, steps),
+            JobInput::Batched => self.batched(steps),
+            JobInput::Committed(result) => self.committed(result, steps),
+            JobInput::Undone(result) => self.undone(result, steps),
             JobInput::Failed(failure) => {
-                self.fail(failure, Supersede::No, &mut steps);
-                self.try_finish(&mut steps);
+                self.fail(failure, Supersede::No, steps);
+                self.try_finish(steps);
             }
-            JobInput::AssociationEnded => self.abandon(&mut steps),
+            JobInput::AssociationEnded => self.abandon(steps),
         }
-        steps
     }
 
     /// Answered or abandoned: the service drops the job.

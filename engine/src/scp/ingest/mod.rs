@@ -102,6 +102,8 @@ pub(crate) struct Ingest {
     next_job: u64,
     jobs: HashMap<JobKey, Instance>,
     inputs: VecDeque<(JobKey, JobInput)>,
+    /// The steps of the input being taken (a buffer reused between inputs).
+    steps: Vec<Step>,
     pumping: bool,
     rounds: DirSyncRounds,
     files: Files,
@@ -137,6 +139,7 @@ impl Ingest {
             next_job: 0,
             jobs: HashMap::new(),
             inputs: VecDeque::new(),
+            steps: Vec::new(),
             pumping: false,
             rounds: DirSyncRounds::default(),
             files,
@@ -150,9 +153,10 @@ impl Ingest {
         self.shared.store.config()
     }
 
-    /// The answers produced since the last call, for the handler to send.
-    pub(crate) fn take_answers(&mut self) -> Vec<StoreAnswer> {
-        std::mem::take(&mut self.answers)
+    /// The answers produced since the last call, for the handler to send
+    /// (drained, so their buffer is reused).
+    pub(crate) fn answers(&mut self) -> std::vec::Drain<'_, StoreAnswer> {
+        self.answers.drain(..)
     }
 
     // ----- a C-STORE's data set -----
@@ -511,10 +515,13 @@ impl Ingest {
                 );
                 continue;
             };
-            let steps = record.job.on(input);
-            for step in steps {
+            let mut steps = std::mem::take(&mut self.steps);
+            record.job.on(input, &mut steps);
+            for step in steps.drain(..) {
                 self.execute(core, key, step);
             }
+            // Kept for the next input (its capacity: no allocation).
+            self.steps = steps;
             self.remove_if_done(key);
         }
         self.pumping = false;
@@ -732,7 +739,9 @@ impl Ingest {
                 // Failed and answered while queued.
                 continue;
             };
-            for step in record.job.on(JobInput::Batched) {
+            let mut steps = std::mem::take(&mut self.steps);
+            record.job.on(JobInput::Batched, &mut steps);
+            for step in steps.drain(..) {
                 match step {
                     Step::Index { in_doubt } => {
                         let Some(record) = self.jobs.get_mut(&key) else {
@@ -749,6 +758,7 @@ impl Ingest {
                     other => self.execute(core, key, other),
                 }
             }
+            self.steps = steps;
             self.remove_if_done(key);
         }
         let count = jobs.len();

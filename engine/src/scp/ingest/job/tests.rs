@@ -223,7 +223,8 @@ impl World {
                 }
             }
         };
-        let steps = self.job.on(input);
+        let mut steps = Vec::new();
+        self.job.on(input, &mut steps);
         for step in steps {
             self.apply(step);
         }
