@@ -1,6 +1,6 @@
 //! One instance's way from its C-STORE-RQ to its answer, as a sans-I/O state
 //! machine: [`Job::on`] takes what happened ([`JobInput`]: data arrived, an
-//! open, write, rename or sync completed, the index committed...) and returns
+//! open, write, rename or sync completed, the index committed...) and appends
 //! the [`Step`]s to take (io requests, index submissions, the answer). It
 //! touches no socket, file, clock or thread: the ingest service (`super`)
 //! turns steps into `sluice-io` operations and index batches, and their
