@@ -22,7 +22,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_index::{Checksum, FileId};
 
@@ -252,11 +251,7 @@ pub const FILE_ID_COUNTER_MAX: u64 = (1 << 48) - 1;
 impl FileIdGenerator {
     /// A generator for core `core`, stamped with the current time.
     pub fn new(core: u16) -> Self {
-        let start_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or(0);
-        Self::with_start(start_unix_ns, core)
+        Self::with_start(crate::clock::unix_now_ns(), core)
     }
 
     /// A generator with an explicit start stamp (tests, tools).

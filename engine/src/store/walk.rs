@@ -1,6 +1,6 @@
 //! Walking everything the index references (stored instances and quarantine
-//! entries) and everything a directory holds, for `verify`, `stats` and
-//! start-up recovery.
+//! entries) and everything a directory holds: used by start-up recovery and
+//! by the operator commands (`verify`, `stats`), neither of which owns it.
 //!
 //! The index walk holds no read transaction while the caller works on a file:
 //! it reads one study (or one page of quarantine entries) per short
