@@ -358,7 +358,15 @@ impl Transcoder {
             return 8;
         }
         match self.header.get(4..6) {
-            Some([v0, v1]) if Vr([*v0, *v1]).has_long_length() => 12,
+            // An invalid VR is reported from the short form, without
+            // waiting for more bytes.
+            Some([v0, v1])
+                if v0.is_ascii_uppercase()
+                    && v1.is_ascii_uppercase()
+                    && Vr([*v0, *v1]).has_long_length() =>
+            {
+                12
+            }
             _ => 8,
         }
     }
