@@ -7,17 +7,41 @@
 //! caller reads and writes the files (the engine's `sluice media export` and
 //! `import`; the Query/Retrieve SCP uses the transcoder).
 //!
+//! | module | owns |
+//! | --- | --- |
+//! | [`transcode`] | the streaming native data-set transcoder |
+//! | [`keys`] | an instance's directory keys, read from its data set's head |
+//! | [`record`] | record types, SOP class to record type, the keys of each |
+//! | [`file_id`] | File IDs: generated, parsed, checked |
+//! | [`profile`] | STD-GEN-* profiles: as stored, transcode, or refuse |
+//! | [`part10`] | the Part 10 header of media files |
+//! | [`dicomdir`] | the DICOMDIR writer and the reader/validator |
+//!
 //! Architecture invariant: no I/O, no panics on file input (`unwrap`,
 //! `expect` and unchecked indexing are denied below), memory bounded by the
-//! directory's structure (patients, studies, series), not by the number or
-//! size of instances; see `docs/design/media.md`.
+//! directory's structure (patients, studies, series) and a UID per instance,
+//! never by the size of instances; see `docs/design/media.md`.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod dicomdir;
+pub mod file_id;
+pub mod keys;
+pub mod part10;
+pub mod profile;
+pub mod record;
 pub mod transcode;
 mod vr;
 
+pub use dicomdir::reader::{read_dicomdir, Directory, DirectoryError, Issue, IssueKind};
+pub use dicomdir::writer::{
+    FileSetEnd, FileSetError, FileSetOptions, FileSetWriter, KeyWarning, Patch, Placement, Refusal,
+};
+pub use file_id::{FileId, FileIdError};
+pub use keys::{read_keys, InstanceKeys, KeyError, KeyReader};
+pub use profile::{Action, Profile, ProfileRefusal};
+pub use record::RecordType;
 pub use transcode::{transcode, TranscodeError, Transcoder};
