@@ -1,1 +1,6 @@
-//! Integration tests of sluice-media.
+//! Integration tests of sluice-media: File-sets against pydicom, DCMTK and
+//! dicom3tools, bad DICOMDIRs, the writer's memory bound, and the
+//! transcoder against dicom-object, pydicom and DCMTK's dcmconv.
+
+mod export;
+mod support;
