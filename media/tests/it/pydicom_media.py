@@ -5,7 +5,7 @@ Subcommands:
                       line per instance (and check each file loads)
   write OUT FILE...   write a File-set with pydicom's FileSet holding FILEs
   make OUT            write instances with non-ASCII patient names in
-                      ISO_IR 100, ISO_IR 192 and ISO 2022 IR 87 (Implicit VR)
+                      ISO_IR 100, ISO_IR 192 and ISO 2022 IR 87 (Explicit VR LE)
   compare A B         compare the data sets of two files element by element
                       (values; VRs of public elements); print differences
 """
@@ -17,7 +17,7 @@ import sys
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -86,7 +86,8 @@ def make(out):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CT
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        # Explicit VR: DCMTK's dcmmkdir takes nothing else under STD-GEN-CD.
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
         ds.save_as(os.path.join(out, f"IM{number}"), enforce_file_format=True)
 

@@ -11,7 +11,8 @@ use std::process::Command;
 
 use sluice_media::part10::{file_header, read_file_meta, FileMeta};
 use sluice_media::{
-    read_keys, Action, FileSetEnd, FileSetOptions, FileSetWriter, Placement, Profile, Refusal,
+    read_keys, Action, FileSetEnd, FileSetOptions, FileSetWriter, InstanceKeys, Placement, Profile,
+    Refusal,
     Transcoder,
 };
 use sluice_net::scan::DatasetEncoding;
@@ -182,4 +183,61 @@ pub fn export(files: &[PathBuf], out: &Path, profile: Profile, chunk: usize) -> 
         refused,
         end,
     }
+}
+
+/// The directory keys of a synthetic CT instance (no file behind it).
+pub fn synthetic_keys(patient: u32, study: u32, series: u32, instance: u32) -> InstanceKeys {
+    use sluice_net::dimse::dataset::{SmallDataset, Vr};
+    use sluice_net::dimse::Tag;
+    let root = "1.2.826.0.1.3680043.10.1234.77";
+    let mut dataset = SmallDataset::new();
+    dataset.put_str(Tag(0x0008, 0x0016), Some(Vr::UI), "1.2.840.10008.5.1.4.1.1.2");
+    dataset.put_str(
+        Tag(0x0008, 0x0018),
+        Some(Vr::UI),
+        &format!("{root}.3.{patient}.{study}.{series}.{instance}"),
+    );
+    dataset.put_str(Tag(0x0008, 0x0020), Some(Vr::DA), "20240102");
+    dataset.put_str(Tag(0x0008, 0x0030), Some(Vr::TM), "101010");
+    dataset.put_str(Tag(0x0008, 0x0050), Some(Vr::SH), &format!("ACC{study}"));
+    dataset.put_str(Tag(0x0008, 0x0060), Some(Vr::CS), "CT");
+    dataset.put_str(Tag(0x0008, 0x1030), Some(Vr::LO), "Chest");
+    dataset.put_str(Tag(0x0010, 0x0010), Some(Vr::PN), &format!("Doe^Patient{patient}"));
+    dataset.put_str(Tag(0x0010, 0x0020), Some(Vr::LO), &format!("PID{patient}"));
+    dataset.put_str(
+        Tag(0x0020, 0x000D),
+        Some(Vr::UI),
+        &format!("{root}.1.{patient}.{study}"),
+    );
+    dataset.put_str(
+        Tag(0x0020, 0x000E),
+        Some(Vr::UI),
+        &format!("{root}.2.{patient}.{study}.{series}"),
+    );
+    dataset.put_str(Tag(0x0020, 0x0010), Some(Vr::SH), &format!("{study}"));
+    dataset.put_str(Tag(0x0020, 0x0011), Some(Vr::IS), &format!("{series}"));
+    dataset.put_str(Tag(0x0020, 0x0013), Some(Vr::IS), &format!("{instance}"));
+    InstanceKeys::from_dataset(dataset).unwrap()
+}
+
+/// A DICOMDIR of synthetic instances, written whole in memory.
+pub fn synthetic_dicomdir(patients: u32, studies: u32, series: u32, instances: u32) -> Vec<u8> {
+    let mut writer = FileSetWriter::new(&options(Profile::GeneralCd)).unwrap();
+    for patient in 1..=patients {
+        for study in 1..=studies {
+            for one in 1..=series {
+                for instance in 1..=instances {
+                    writer
+                        .add(
+                            &synthetic_keys(patient, study, one, instance),
+                            "1.2.840.10008.1.2.1",
+                        )
+                        .unwrap();
+                }
+            }
+        }
+    }
+    let end = writer.finish();
+    assert!(end.patches.is_empty());
+    end.tail
 }
