@@ -7,3 +7,4 @@ mod export;
 mod import;
 mod scale;
 mod support;
+mod transcode;

@@ -103,6 +103,9 @@ def words_le(value, big_endian):
 
 def flatten(ds, prefix="", big_endian=False):
     out = {}
+    # Private values as stored: a private element's VR is lost in Implicit
+    # VR, so its value is compared as bytes.
+    raws = {tag: raw for tag, raw in ds._dict.items() if tag.is_private}
     for element in ds:
         if element.tag.element == 0 or element.tag == 0x00080001:
             continue
@@ -111,10 +114,21 @@ def flatten(ds, prefix="", big_endian=False):
             out[key] = ("SQ", len(element.value))
             for index, item in enumerate(element.value):
                 out.update(flatten(item, f"{key}[{index}].", big_endian))
+        elif element.tag.is_private:
+            raw = raws.get(element.tag)
+            value = raw.value if raw is not None and isinstance(raw.value, bytes) else element.value
+            if value is None:
+                value = b""
+            if isinstance(value, str):
+                value = value.encode("latin-1", errors="replace")
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).rstrip(b" \0")
+            out[key] = ("-", value if isinstance(value, bytes) else str(value))
         else:
             raw = ds.get_item(element.tag)
             value = raw.value if hasattr(raw, "value") else raw
-            vr = element.VR if not element.tag.is_private else "-"
+            # Implicit VR leaves these to the reader's choice.
+            vr = {"OB": "OB/OW", "OW": "OB/OW", "US": "US/SS", "SS": "US/SS"}.get(element.VR, element.VR)
             if isinstance(value, (bytes, bytearray)):
                 value = bytes(value)
                 if element.VR == "OW":
