@@ -8,3 +8,4 @@ mod import;
 mod scale;
 mod support;
 mod transcode;
+mod writer;
