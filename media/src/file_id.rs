@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn generated_ids_are_valid_and_distinct() {
         let id = FileId::generated(1, 2, 3, 999_999).unwrap();
-        assert_eq!(id.to_value(), "DICOM\\PA000001\\ST000002\\SE000003\\IM999999");
+        assert_eq!(
+            id.to_value(),
+            "DICOM\\PA000001\\ST000002\\SE000003\\IM999999"
+        );
         assert_eq!(FileId::parse(&id.to_value()).unwrap(), id);
         assert!(FileId::generated(1, 1, 1, 1_000_000).is_none());
         assert!(FileId::generated(0, 1, 1, 1).is_none());
@@ -157,7 +160,10 @@ mod tests {
         assert_eq!(FileId::parse("  "), Err(FileIdError::Empty));
         assert!(matches!(
             FileId::parse("DICOM\\..\\ETC"),
-            Err(FileIdError::IllegalCharacter { index: 1, character: '.' })
+            Err(FileIdError::IllegalCharacter {
+                index: 1,
+                character: '.'
+            })
         ));
         assert!(matches!(
             FileId::parse("A/B"),
@@ -165,7 +171,10 @@ mod tests {
         ));
         assert!(matches!(
             FileId::parse("A\\\\B"),
-            Err(FileIdError::ComponentLength { index: 1, length: 0 })
+            Err(FileIdError::ComponentLength {
+                index: 1,
+                length: 0
+            })
         ));
         assert!(matches!(
             FileId::parse("ABCDEFGHI"),

@@ -58,8 +58,7 @@ impl KeyReader {
     /// syntax: encapsulated ones are Explicit VR Little Endian up to the
     /// pixel data; a deflated data set must be inflated first).
     pub fn new(encoding: DatasetEncoding) -> Self {
-        let transcoder = match Transcoder::new(encoding, DatasetEncoding::ExplicitVrLittleEndian)
-        {
+        let transcoder = match Transcoder::new(encoding, DatasetEncoding::ExplicitVrLittleEndian) {
             Ok(transcoder) => transcoder,
             // Explicit VR Little Endian output is always supported.
             Err(_) => unreachable!("Explicit VR Little Endian output is supported"),

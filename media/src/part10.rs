@@ -59,7 +59,11 @@ pub fn file_header(meta: &FileMeta<'_>) -> Result<Vec<u8>, FileMetaError> {
     uid("Transfer Syntax UID", meta.transfer_syntax_uid)?;
     uid("Implementation Class UID", meta.implementation_class_uid)?;
     let name = meta.implementation_version_name;
-    if name.len() > 16 || !name.bytes().all(|byte| (0x20..0x7F).contains(&byte) && byte != b'\\') {
+    if name.len() > 16
+        || !name
+            .bytes()
+            .all(|byte| (0x20..0x7F).contains(&byte) && byte != b'\\')
+    {
         return Err(FileMetaError::InvalidValue {
             what: "Implementation Version Name",
             value: name.to_owned(),
@@ -74,7 +78,11 @@ pub fn file_header(meta: &FileMeta<'_>) -> Result<Vec<u8>, FileMetaError> {
     group.put_str(Tag(0x0002, 0x0002), Some(Vr::UI), meta.sop_class_uid);
     group.put_str(Tag(0x0002, 0x0003), Some(Vr::UI), meta.sop_instance_uid);
     group.put_str(Tag(0x0002, 0x0010), Some(Vr::UI), meta.transfer_syntax_uid);
-    group.put_str(Tag(0x0002, 0x0012), Some(Vr::UI), meta.implementation_class_uid);
+    group.put_str(
+        Tag(0x0002, 0x0012),
+        Some(Vr::UI),
+        meta.implementation_class_uid,
+    );
     if !name.is_empty() {
         group.put_str(Tag(0x0002, 0x0013), Some(Vr::SH), name);
     }
@@ -122,10 +130,7 @@ pub fn read_file_meta(file: &[u8]) -> Result<ReadMeta, FileMetaError> {
         return Err(FileMetaError::NoPrefix);
     }
     let mut end = PREAMBLE_AND_PREFIX_BYTES;
-    loop {
-        let Some(header) = file.get(end..end.saturating_add(8)) else {
-            break;
-        };
+    while let Some(header) = file.get(end..end.saturating_add(8)) {
         if header.get(..2) != Some([0x02, 0x00].as_slice()) {
             break;
         }

@@ -208,7 +208,10 @@ mod tests {
         ));
         for profile in Profile::ALL {
             assert_eq!(profile.decide(CT, ts::EXPLICIT_VR_LITTLE_ENDIAN), as_stored);
-            assert_eq!(profile.decide(CT, ts::IMPLICIT_VR_LITTLE_ENDIAN), from_implicit);
+            assert_eq!(
+                profile.decide(CT, ts::IMPLICIT_VR_LITTLE_ENDIAN),
+                from_implicit
+            );
             assert_eq!(profile.decide(CT, ts::EXPLICIT_VR_BIG_ENDIAN), from_big);
             assert!(matches!(
                 profile.decide(CT, ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
@@ -219,20 +222,32 @@ mod tests {
                 Err(ProfileRefusal::TransferSyntaxNotAllowed { .. })
             ));
             assert!(matches!(
-                profile.decide(uid::GE_PRIVATE_3D_MODEL_STORAGE, ts::EXPLICIT_VR_LITTLE_ENDIAN),
+                profile.decide(
+                    uid::GE_PRIVATE_3D_MODEL_STORAGE,
+                    ts::EXPLICIT_VR_LITTLE_ENDIAN
+                ),
                 Err(ProfileRefusal::SopClassNotAllowed(..))
             ));
-            assert_eq!(Profile::from_identifier(profile.identifier()), Some(*profile));
+            assert_eq!(
+                Profile::from_identifier(profile.identifier()),
+                Some(*profile)
+            );
         }
         assert_eq!(GeneralDvdJpeg.decide(CT, ts::JPEG_BASELINE), as_stored);
         assert_eq!(GeneralUsbJpeg.decide(CT, ts::JPEG_LOSSLESS_SV1), as_stored);
         assert_eq!(GeneralDvdJpeg2000.decide(CT, ts::JPEG_2000), as_stored);
-        assert_eq!(GeneralUsbJpeg2000.decide(CT, ts::JPEG_2000_LOSSLESS), as_stored);
+        assert_eq!(
+            GeneralUsbJpeg2000.decide(CT, ts::JPEG_2000_LOSSLESS),
+            as_stored
+        );
         // JPEG Lossless process 14 (.57) is in no general-purpose profile.
         let refusal = GeneralDvdJpeg.decide(CT, ts::JPEG_LOSSLESS).unwrap_err();
         assert!(refusal.to_string().contains("no general-purpose profile"));
         let refusal = GeneralCd.decide(CT, ts::JPEG_BASELINE).unwrap_err();
-        assert!(refusal.to_string().contains("STD-GEN-DVD-JPEG"), "{refusal}");
+        assert!(
+            refusal.to_string().contains("STD-GEN-DVD-JPEG"),
+            "{refusal}"
+        );
         assert!(matches!(
             GeneralCd.decide(CT, "1.2.3.4"),
             Err(ProfileRefusal::UnknownTransferSyntax(_))

@@ -391,12 +391,30 @@ mod tests {
         let cases = [
             ("1.2.840.10008.5.1.4.1.1.2", Some(RecordType::Image)),
             ("1.2.840.10008.5.1.4.1.1.481.1", Some(RecordType::Image)),
-            ("1.2.840.10008.5.1.4.1.1.11.1", Some(RecordType::Presentation)),
-            ("1.2.840.10008.5.1.4.1.1.88.22", Some(RecordType::SrDocument)),
-            ("1.2.840.10008.5.1.4.1.1.88.50", Some(RecordType::SrDocument)),
-            ("1.2.840.10008.5.1.4.1.1.88.59", Some(RecordType::KeyObjectDoc)),
-            ("1.2.840.10008.5.1.4.1.1.66.1", Some(RecordType::Registration)),
-            ("1.2.840.10008.5.1.4.1.1.481.3", Some(RecordType::RtStructureSet)),
+            (
+                "1.2.840.10008.5.1.4.1.1.11.1",
+                Some(RecordType::Presentation),
+            ),
+            (
+                "1.2.840.10008.5.1.4.1.1.88.22",
+                Some(RecordType::SrDocument),
+            ),
+            (
+                "1.2.840.10008.5.1.4.1.1.88.50",
+                Some(RecordType::SrDocument),
+            ),
+            (
+                "1.2.840.10008.5.1.4.1.1.88.59",
+                Some(RecordType::KeyObjectDoc),
+            ),
+            (
+                "1.2.840.10008.5.1.4.1.1.66.1",
+                Some(RecordType::Registration),
+            ),
+            (
+                "1.2.840.10008.5.1.4.1.1.481.3",
+                Some(RecordType::RtStructureSet),
+            ),
             ("1.2.840.10008.5.1.4.1.1.9.1.1", Some(RecordType::Waveform)),
             ("1.2.840.10008.5.1.4.1.1.104.1", Some(RecordType::EncapDoc)),
             // Not a storage class, and the GE private class: no record.
@@ -418,7 +436,10 @@ mod tests {
     #[test]
     fn names_round_trip_and_keys_are_sorted() {
         for record_type in WRITTEN_RECORD_TYPES {
-            assert_eq!(RecordType::from_name(record_type.name()), Some(*record_type));
+            assert_eq!(
+                RecordType::from_name(record_type.name()),
+                Some(*record_type)
+            );
             assert!(RecordType::is_standard_name(record_type.name()));
             let keys = record_type.keys();
             assert!(keys.windows(2).all(|pair| pair[0].tag < pair[1].tag));

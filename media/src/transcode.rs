@@ -580,7 +580,8 @@ impl Transcoder {
             // A sequence whose VR is known (SQ) is transcoded item by item;
             // an unknown one (UN of undefined length) keeps its Implicit VR
             // Little Endian content (PS3.5 §6.2.2).
-            let known = source_vr == Some(Vr::SQ) || dictionary == Some(DictionaryVr::Exact(Vr::SQ));
+            let known =
+                source_vr == Some(Vr::SQ) || dictionary == Some(DictionaryVr::Exact(Vr::SQ));
             let (inner_input, inner_output, out_vr) = if known {
                 (frame.input, frame.output, Vr::SQ)
             } else {
@@ -590,8 +591,8 @@ impl Transcoder {
                     Vr::UN,
                 )
             };
-            let end =
-                (length != UNDEFINED_LENGTH).then(|| self.position.saturating_add(u64::from(length)));
+            let end = (length != UNDEFINED_LENGTH)
+                .then(|| self.position.saturating_add(u64::from(length)));
             self.push(
                 Frame {
                     kind: FrameKind::Sequence,
@@ -626,7 +627,13 @@ impl Transcoder {
                 offset,
             )?;
             if emit {
-                write_header(tag, source_vr.unwrap_or(Vr::OB), UNDEFINED_LENGTH, true, out);
+                write_header(
+                    tag,
+                    source_vr.unwrap_or(Vr::OB),
+                    UNDEFINED_LENGTH,
+                    true,
+                    out,
+                );
             }
             return Ok(());
         }

@@ -113,7 +113,10 @@ mod tests {
             DictionaryVr::Exact(Vr::SQ)
         );
         assert_eq!(dictionary_vr(Tag(0x7FE0, 0x0010)), DictionaryVr::PixelData);
-        assert_eq!(dictionary_vr(Tag(0x6002, 0x3000)), DictionaryVr::OverlayData);
+        assert_eq!(
+            dictionary_vr(Tag(0x6002, 0x3000)),
+            DictionaryVr::OverlayData
+        );
         // A private group that the repeating 60xx group would match.
         assert_eq!(dictionary_vr(Tag(0x6001, 0x3000)), DictionaryVr::Unknown);
         assert_eq!(

@@ -45,7 +45,9 @@ pub enum DirectoryError {
     #[error("not a DICOMDIR: Media Storage SOP Class UID is {0:?}")]
     NotADirectory(String),
     /// A transfer syntax a DICOMDIR is not written in.
-    #[error("DICOMDIR in transfer syntax {0:?}: only Explicit or Implicit VR Little Endian are read")]
+    #[error(
+        "DICOMDIR in transfer syntax {0:?}: only Explicit or Implicit VR Little Endian are read"
+    )]
     TransferSyntax(String),
     /// No Directory Record Sequence.
     #[error("no Directory Record Sequence (0004,1220)")]
@@ -319,7 +321,12 @@ impl Walker<'_> {
             .ok()
             .and_then(|length| header.value.checked_add(length))
             .filter(|end| *end <= self.file.len())
-            .ok_or_else(|| format!("value of {} at {} runs past the end of the file", header.tag, header.value))
+            .ok_or_else(|| {
+                format!(
+                    "value of {} at {} runs past the end of the file",
+                    header.tag, header.value
+                )
+            })
     }
 
     /// The end of the element at `at` (whatever its length form).
@@ -343,14 +350,24 @@ impl Walker<'_> {
                     position = self.skip_items_content(item.value, inner_explicit, depth + 1)?;
                 }
                 (0xFFFE, 0xE000) => position = self.value_end(&item)?,
-                _ => return Err(format!("expected an item at {position}, found {}", item.tag)),
+                _ => {
+                    return Err(format!(
+                        "expected an item at {position}, found {}",
+                        item.tag
+                    ))
+                }
             }
         }
     }
 
     /// Skips an undefined-length item's elements; returns the offset after
     /// its delimiter.
-    fn skip_items_content(&self, mut at: usize, explicit: bool, depth: usize) -> Result<usize, String> {
+    fn skip_items_content(
+        &self,
+        mut at: usize,
+        explicit: bool,
+        depth: usize,
+    ) -> Result<usize, String> {
         loop {
             let header = self.header(at, explicit)?;
             if header.tag == Tag(0xFFFE, 0xE00D) {
@@ -384,7 +401,9 @@ pub fn read_dicomdir(file: &[u8]) -> Result<Directory, DirectoryError> {
         let header = match walker.header(position, explicit) {
             Ok(header) => header,
             Err(what) => {
-                directory.issues.push(issue(position, IssueKind::Malformed(what)));
+                directory
+                    .issues
+                    .push(issue(position, IssueKind::Malformed(what)));
                 break;
             }
         };
@@ -400,11 +419,10 @@ pub fn read_dicomdir(file: &[u8]) -> Result<Directory, DirectoryError> {
             }
             FILE_SET_ID => {
                 if let Ok(end) = walker.value_end(&header) {
-                    directory.file_set_id = String::from_utf8_lossy(
-                        file.get(header.value..end).unwrap_or_default(),
-                    )
-                    .trim()
-                    .to_owned();
+                    directory.file_set_id =
+                        String::from_utf8_lossy(file.get(header.value..end).unwrap_or_default())
+                            .trim()
+                            .to_owned();
                 }
             }
             FIRST_ROOT_RECORD => first_root = walker.u32_at(header.value).unwrap_or(0),
@@ -414,7 +432,9 @@ pub fn read_dicomdir(file: &[u8]) -> Result<Directory, DirectoryError> {
         match walker.skip_element(position, explicit, 0) {
             Ok(end) => position = end,
             Err(what) => {
-                directory.issues.push(issue(position, IssueKind::Malformed(what)));
+                directory
+                    .issues
+                    .push(issue(position, IssueKind::Malformed(what)));
                 break;
             }
         }
@@ -682,12 +702,14 @@ fn place(record: &Record, parent: Parent, directory: &mut Directory) -> Parent {
     };
     for key in record_type.keys() {
         if key.key_type == KeyType::Required
-            && dataset.get(key.tag).is_none_or(|element| match &element.value {
-                sluice_net::dimse::dataset::Value::Bytes(bytes) => {
-                    bytes.iter().all(|byte| *byte == b' ' || *byte == 0)
-                }
-                sluice_net::dimse::dataset::Value::Sequence(_) => false,
-            })
+            && dataset
+                .get(key.tag)
+                .is_none_or(|element| match &element.value {
+                    sluice_net::dimse::dataset::Value::Bytes(bytes) => {
+                        bytes.iter().all(|byte| *byte == b' ' || *byte == 0)
+                    }
+                    sluice_net::dimse::dataset::Value::Sequence(_) => false,
+                })
         {
             directory.issues.push(issue(
                 at,
@@ -762,7 +784,9 @@ fn place(record: &Record, parent: Parent, directory: &mut Directory) -> Parent {
                         transfer_syntax_uid: text(dataset, REFERENCED_TRANSFER_SYNTAX),
                     });
                 }
-                Err(error) => directory.issues.push(issue(at, IssueKind::BadFileId(error))),
+                Err(error) => directory
+                    .issues
+                    .push(issue(at, IssueKind::BadFileId(error))),
             }
             Parent::Skipped
         }

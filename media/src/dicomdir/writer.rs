@@ -82,7 +82,9 @@ pub enum Refusal {
     #[error("SOP Instance UID {0} is already in the File-set")]
     Duplicate(String),
     /// A level already holds [`GENERATED_ORDINAL_MAX`] entries.
-    #[error("more than {GENERATED_ORDINAL_MAX} {0} under one parent: the File ID scheme has no room")]
+    #[error(
+        "more than {GENERATED_ORDINAL_MAX} {0} under one parent: the File ID scheme has no room"
+    )]
     TooMany(&'static str),
     /// A record could not be encoded (a key too long for its VR).
     #[error("directory record cannot be encoded: {0}")]
@@ -201,9 +203,9 @@ impl FileSetWriter {
     pub fn new(options: &FileSetOptions) -> Result<Self, FileSetError> {
         let id = &options.file_set_id;
         if id.len() > 16
-            || !id
-                .bytes()
-                .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || b"_ ".contains(&byte))
+            || !id.bytes().all(|byte| {
+                byte.is_ascii_uppercase() || byte.is_ascii_digit() || b"_ ".contains(&byte)
+            })
         {
             return Err(FileSetError::InvalidFileSetId(id.clone()));
         }
@@ -274,7 +276,10 @@ impl FileSetWriter {
         let patient_key = patient_key(instance.dataset());
         let patient = self.patient_index.get(&patient_key).copied();
         let study = self.study_index.get(instance.study_instance_uid()).copied();
-        let series = self.series_index.get(instance.series_instance_uid()).copied();
+        let series = self
+            .series_index
+            .get(instance.series_instance_uid())
+            .copied();
         let next_ordinal = |nodes: &[Node], index: Option<usize>| {
             index
                 .and_then(|index| nodes.get(index))
@@ -382,9 +387,13 @@ impl FileSetWriter {
             self.studies.get(study).map_or(0, |node| node.ordinal),
             self.series.get(series).map_or(0, |node| node.ordinal),
         );
-        let file_id =
-            FileId::generated(patient_ordinal, study_ordinal, series_ordinal, instance_ordinal)
-                .ok_or(Refusal::TooMany("instances"))?;
+        let file_id = FileId::generated(
+            patient_ordinal,
+            study_ordinal,
+            series_ordinal,
+            instance_ordinal,
+        )
+        .ok_or(Refusal::TooMany("instances"))?;
         let transfer_syntax_uid = match action {
             Action::AsStored => sluice_net::uid::trim_uid_padding(transfer_syntax_uid).to_owned(),
             Action::Transcode { .. } => ts::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
@@ -551,8 +560,7 @@ impl FileSetWriter {
             .map_err(|error| Refusal::Encode(error.to_string()))?;
         let length = u32::try_from(body.len()).map_err(|_| Refusal::Encode("too long".into()))?;
         let offset = self.pending_start + self.pending.len() as u64;
-        self.pending
-            .extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        self.pending.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
         self.pending.extend_from_slice(&length.to_le_bytes());
         self.pending.extend_from_slice(&body);
         debug_assert_eq!(self.read_pending_u32(offset + NEXT_VALUE_AT), Some(0));
@@ -623,8 +631,22 @@ fn needs_charset(element: &Element) -> bool {
         Value::Bytes(bytes) => {
             let text = !matches!(
                 &element.vr.0,
-                b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"UN" | b"US" | b"SS" | b"UL"
-                    | b"SL" | b"FL" | b"FD" | b"AT" | b"SV" | b"UV"
+                b"OB"
+                    | b"OW"
+                    | b"OF"
+                    | b"OD"
+                    | b"OL"
+                    | b"OV"
+                    | b"UN"
+                    | b"US"
+                    | b"SS"
+                    | b"UL"
+                    | b"SL"
+                    | b"FL"
+                    | b"FD"
+                    | b"AT"
+                    | b"SV"
+                    | b"UV"
             );
             text && bytes.iter().any(|byte| *byte >= 0x80 || *byte == 0x1B)
         }

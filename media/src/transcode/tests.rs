@@ -63,7 +63,10 @@ fn implicit_to_explicit_applies_the_rules() {
     )
     .unwrap();
     let dataset = decode_explicit(&out);
-    assert!(dataset.get(Tag(0x0008, 0x0000)).is_none(), "group length dropped");
+    assert!(
+        dataset.get(Tag(0x0008, 0x0000)).is_none(),
+        "group length dropped"
+    );
     assert_eq!(dataset.get(Tag(0x0008, 0x0060)).unwrap().vr, Vr::CS);
     assert_eq!(dataset.get(Tag(0x0010, 0x0010)).unwrap().vr, Vr::PN);
     let items = dataset.sequence(Tag(0x0008, 0x1140)).unwrap();
@@ -192,7 +195,13 @@ fn encapsulated_pixel_data_passes_to_explicit_and_is_refused_for_implicit() {
     let mut bytes = Vec::new();
     write_header(Tag(0x0028, 0x0010), Vr::US, 2, true, &mut bytes);
     bytes.extend_from_slice(&4u16.to_le_bytes());
-    write_header(Tag(0x7FE0, 0x0010), Vr::OB, UNDEFINED_LENGTH, true, &mut bytes);
+    write_header(
+        Tag(0x7FE0, 0x0010),
+        Vr::OB,
+        UNDEFINED_LENGTH,
+        true,
+        &mut bytes,
+    );
     write_tag(ITEM, &mut bytes);
     bytes.extend_from_slice(&0u32.to_le_bytes());
     write_tag(ITEM, &mut bytes);

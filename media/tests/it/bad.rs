@@ -45,10 +45,10 @@ fn broken_offsets_loops_and_bad_records_are_reported_where_they_are() {
     put_u32(&mut bytes, first_root_at, 12_345);
     let directory = read_dicomdir(&bytes).unwrap();
     assert!(directory.instances.is_empty());
-    assert!(directory.issues.iter().any(|issue| matches!(
-        issue.kind,
-        IssueKind::BadOffset { value: 12_345, .. }
-    )));
+    assert!(directory
+        .issues
+        .iter()
+        .any(|issue| matches!(issue.kind, IssueKind::BadOffset { value: 12_345, .. })));
     assert!(directory
         .issues
         .iter()
@@ -61,8 +61,11 @@ fn broken_offsets_loops_and_bad_records_are_reported_where_they_are() {
     let next = field(&bytes, first_record, 0x1400);
     put_u32(&mut bytes, next, first_record as u32);
     let directory = read_dicomdir(&bytes).unwrap();
-    assert!(directory.issues.iter().any(|issue| issue.offset == first_record as u64
-        && matches!(issue.kind, IssueKind::ReachedTwice { .. })));
+    assert!(directory
+        .issues
+        .iter()
+        .any(|issue| issue.offset == first_record as u64
+            && matches!(issue.kind, IssueKind::ReachedTwice { .. })));
     // The first patient's instances are still found.
     assert_eq!(directory.instances.len(), 3);
 
@@ -71,8 +74,11 @@ fn broken_offsets_loops_and_bad_records_are_reported_where_they_are() {
     let lower = field(&bytes, first_record, 0x1420);
     put_u32(&mut bytes, lower, first_record as u32 + 3);
     let directory = read_dicomdir(&bytes).unwrap();
-    assert!(directory.issues.iter().any(|issue| issue.offset == first_record as u64
-        && matches!(issue.kind, IssueKind::BadOffset { .. })));
+    assert!(directory
+        .issues
+        .iter()
+        .any(|issue| issue.offset == first_record as u64
+            && matches!(issue.kind, IssueKind::BadOffset { .. })));
 
     // An unknown record type (same length as PATIENT).
     let mut bytes = good.clone();

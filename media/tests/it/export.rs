@@ -73,7 +73,10 @@ fn std_gen_cd_export_is_read_by_sluice_pydicom_dcmtk_and_dciodvfy() {
         .iter()
         .filter(|(_, placement)| matches!(placement.action, Action::Transcode { .. }))
         .count();
-    assert!(transcoded >= 3, "implicit and big endian files are transcoded: {transcoded}");
+    assert!(
+        transcoded >= 3,
+        "implicit and big endian files are transcoded: {transcoded}"
+    );
 
     // Sluice reads it back: the same instances, File IDs and no issue.
     let directory = read_dicomdir(&std::fs::read(out.join("DICOMDIR")).unwrap()).unwrap();
@@ -91,7 +94,10 @@ fn std_gen_cd_export_is_read_by_sluice_pydicom_dcmtk_and_dciodvfy() {
         .map(|instance| instance.record_type.as_str())
         .collect();
     for expected in ["IMAGE", "RT PLAN", "RT DOSE", "SR DOCUMENT", "WAVEFORM"] {
-        assert!(record_types.contains(expected), "{expected}: {record_types:?}");
+        assert!(
+            record_types.contains(expected),
+            "{expected}: {record_types:?}"
+        );
     }
 
     // pydicom's FileSet: every instance, at the same path, loads; every
@@ -102,7 +108,10 @@ fn std_gen_cd_export_is_read_by_sluice_pydicom_dcmtk_and_dciodvfy() {
         let path = json_field(line, "path");
         let transfer_syntax = json_field(line, "transfer_syntax");
         assert_eq!(transfer_syntax, "1.2.840.10008.1.2.1", "{line}");
-        assert_eq!(json_field(line, "sop_uid"), json_field(line, "loaded_sop_uid"));
+        assert_eq!(
+            json_field(line, "sop_uid"),
+            json_field(line, "loaded_sop_uid")
+        );
         seen.insert(path);
     }
     let expected: BTreeSet<String> = exported
@@ -115,7 +124,10 @@ fn std_gen_cd_export_is_read_by_sluice_pydicom_dcmtk_and_dciodvfy() {
     // DCMTK reads the DICOMDIR without an error or warning.
     let dicomdir = out.join("DICOMDIR");
     let (ok, stdout, stderr) = run("/usr/bin/dcmdump", &[dicomdir.to_str().unwrap()], None);
-    assert!(ok && !stderr.contains("E:") && !stderr.contains("W:"), "{stderr}");
+    assert!(
+        ok && !stderr.contains("E:") && !stderr.contains("W:"),
+        "{stderr}"
+    );
     assert!(stdout.contains("DirectoryRecordType"), "{stdout}");
 
     // dciodvfy finds no error in the Basic Directory IOD.
@@ -133,7 +145,11 @@ fn std_gen_cd_export_is_read_by_sluice_pydicom_dcmtk_and_dciodvfy() {
         for component in placement.file_id.components() {
             copy.push(component);
         }
-        let report = pydicom(&["compare", original.to_str().unwrap(), copy.to_str().unwrap()]);
+        let report = pydicom(&[
+            "compare",
+            original.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ]);
         assert!(
             report.trim_end().ends_with(" 0 differences"),
             "{original:?}:\n{report}"
@@ -156,7 +172,12 @@ fn compressed_profiles_take_their_syntaxes_as_stored() {
         .unwrap();
     assert_eq!(jpeg.1.action, Action::AsStored);
     let scratch = Scratch::new("export-j2k");
-    let exported = export(&files(), scratch.path(), Profile::GeneralUsbJpeg2000, 1 << 20);
+    let exported = export(
+        &files(),
+        scratch.path(),
+        Profile::GeneralUsbJpeg2000,
+        1 << 20,
+    );
     assert!(names(&exported.placed).contains("JPEG2000.dcm"));
     let directory =
         read_dicomdir(&std::fs::read(scratch.path().join("DICOMDIR")).unwrap()).unwrap();
@@ -168,7 +189,10 @@ fn compressed_profiles_take_their_syntaxes_as_stored() {
 /// A string field of a one-line JSON object (the script's output).
 pub fn json_field(line: &str, field: &str) -> String {
     let key = format!("\"{field}\": \"");
-    let start = line.find(&key).unwrap_or_else(|| panic!("{field} in {line}")) + key.len();
+    let start = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("{field} in {line}"))
+        + key.len();
     let end = line[start..].find('"').unwrap() + start;
     line[start..end].to_owned()
 }

@@ -60,7 +60,12 @@ fn pydicom_file_sets_are_read_with_their_character_sets() {
     let output = scratch.path().join("out");
     pydicom(&["make", input.to_str().unwrap()]);
     let files: Vec<String> = (1..=3)
-        .map(|number| input.join(format!("IM{number}")).to_string_lossy().into_owned())
+        .map(|number| {
+            input
+                .join(format!("IM{number}"))
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let mut args = vec!["write", output.to_str().unwrap()];
     args.extend(files.iter().map(String::as_str));

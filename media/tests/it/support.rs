@@ -12,8 +12,7 @@ use std::process::Command;
 use sluice_media::part10::{file_header, read_file_meta, FileMeta};
 use sluice_media::{
     read_keys, Action, FileSetEnd, FileSetOptions, FileSetWriter, InstanceKeys, Placement, Profile,
-    Refusal,
-    Transcoder,
+    Refusal, Transcoder,
 };
 use sluice_net::scan::DatasetEncoding;
 
@@ -177,7 +176,10 @@ pub fn export(files: &[PathBuf], out: &Path, profile: Profile, chunk: usize) -> 
         dicomdir.write_all(&patch.bytes).unwrap();
     }
     dicomdir.sync_all().unwrap();
-    assert_eq!(fs::metadata(out.join("DICOMDIR")).unwrap().len(), end.length);
+    assert_eq!(
+        fs::metadata(out.join("DICOMDIR")).unwrap().len(),
+        end.length
+    );
     Exported {
         placed,
         refused,
@@ -191,7 +193,11 @@ pub fn synthetic_keys(patient: u32, study: u32, series: u32, instance: u32) -> I
     use sluice_net::dimse::Tag;
     let root = "1.2.826.0.1.3680043.10.1234.77";
     let mut dataset = SmallDataset::new();
-    dataset.put_str(Tag(0x0008, 0x0016), Some(Vr::UI), "1.2.840.10008.5.1.4.1.1.2");
+    dataset.put_str(
+        Tag(0x0008, 0x0016),
+        Some(Vr::UI),
+        "1.2.840.10008.5.1.4.1.1.2",
+    );
     dataset.put_str(
         Tag(0x0008, 0x0018),
         Some(Vr::UI),
@@ -202,7 +208,11 @@ pub fn synthetic_keys(patient: u32, study: u32, series: u32, instance: u32) -> I
     dataset.put_str(Tag(0x0008, 0x0050), Some(Vr::SH), &format!("ACC{study}"));
     dataset.put_str(Tag(0x0008, 0x0060), Some(Vr::CS), "CT");
     dataset.put_str(Tag(0x0008, 0x1030), Some(Vr::LO), "Chest");
-    dataset.put_str(Tag(0x0010, 0x0010), Some(Vr::PN), &format!("Doe^Patient{patient}"));
+    dataset.put_str(
+        Tag(0x0010, 0x0010),
+        Some(Vr::PN),
+        &format!("Doe^Patient{patient}"),
+    );
     dataset.put_str(Tag(0x0010, 0x0020), Some(Vr::LO), &format!("PID{patient}"));
     dataset.put_str(
         Tag(0x0020, 0x000D),

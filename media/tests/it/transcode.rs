@@ -28,7 +28,10 @@ fn assert_same(left: &InMemDicomObject, right: &InMemDicomObject, path: &str) {
     let left_elements: Vec<&InMemElement> = left.iter().filter(keep).collect();
     let right_elements: Vec<&InMemElement> = right.iter().filter(keep).collect();
     let tags = |elements: &[&InMemElement]| -> Vec<DicomTag> {
-        elements.iter().map(|element| element.header().tag).collect()
+        elements
+            .iter()
+            .map(|element| element.header().tag)
+            .collect()
     };
     assert_eq!(tags(&left_elements), tags(&right_elements), "{path}");
     for (a, b) in left_elements.iter().zip(&right_elements) {
@@ -97,8 +100,12 @@ fn leaf() -> impl Strategy<Value = Spec> {
         (0u16..2).prop_map(|value| Spec::Short(0x0028, 0x0103, VR::US, value)),
         any::<u16>().prop_map(|value| Spec::Short(0x0028, 0x0106, VR::US, value)),
         "[A-Z ]{1,16}".prop_map(|text| Spec::Text(0x0029, 0x0010, VR::LO, text)),
-        proptest::collection::vec(any::<u8>(), 0..64)
-            .prop_map(|bytes| Spec::Bytes(0x0029, 0x1001, VR::UN, bytes)),
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(|bytes| Spec::Bytes(
+            0x0029,
+            0x1001,
+            VR::UN,
+            bytes
+        )),
         proptest::collection::vec(any::<u8>(), 0..32).prop_map(|mut bytes| {
             bytes.truncate(bytes.len() & !1);
             Spec::Bytes(0x7FE0, 0x0010, VR::OW, bytes)
@@ -255,7 +262,11 @@ fn pydicom_reads_files_transcoded_there_and_back_as_the_originals() {
         ] {
             let path = scratch.path().join(format!("{name}.{suffix}"));
             write_part10(&path, &file, bytes, syntax);
-            let report = pydicom(&["compare", original.to_str().unwrap(), path.to_str().unwrap()]);
+            let report = pydicom(&[
+                "compare",
+                original.to_str().unwrap(),
+                path.to_str().unwrap(),
+            ]);
             assert!(
                 report.trim_end().ends_with(" 0 differences"),
                 "{name} -> {suffix}:\n{report}"

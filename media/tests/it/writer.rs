@@ -78,9 +78,17 @@ fn missing_type_1_keys_are_invented_and_reported() {
     assert_eq!(
         invented,
         vec![
-            (RecordType::Patient, Tag(0x0010, 0x0020), "SLUICE000001".into()),
+            (
+                RecordType::Patient,
+                Tag(0x0010, 0x0020),
+                "SLUICE000001".into()
+            ),
             (RecordType::Study, Tag(0x0008, 0x0020), "19000101".into()),
-            (RecordType::Study, Tag(0x0020, 0x0010), "SLUICE000001".into()),
+            (
+                RecordType::Study,
+                Tag(0x0020, 0x0010),
+                "SLUICE000001".into()
+            ),
             (RecordType::Series, Tag(0x0008, 0x0060), "OT".into()),
             (RecordType::Series, Tag(0x0020, 0x0011), "1".into()),
             (RecordType::Image, Tag(0x0020, 0x0013), "1".into()),
@@ -170,10 +178,7 @@ fn the_key_reader_stops_before_pixel_data() {
     assert_eq!(read.sop_instance_uid(), keys.sop_instance_uid());
     // Bits Allocated is no key: not kept.
     assert!(read.dataset().get(Tag(0x0028, 0x0100)).is_none());
-    assert_eq!(
-        read.dataset().get(Tag(0x0010, 0x0010)).unwrap().vr,
-        Vr::PN
-    );
+    assert_eq!(read.dataset().get(Tag(0x0010, 0x0010)).unwrap().vr, Vr::PN);
     // Without Pixel Data, the whole data set must be fed.
     let mut reader = KeyReader::new(DatasetEncoding::ImplicitVrLittleEndian);
     reader.feed(&head[..head.len() - 1]).unwrap();
