@@ -317,18 +317,7 @@ impl FileSetWriter {
                 index
             }
             None => {
-                let ordinal = self.patients.len() as u32 + 1;
-                let keys = record_keys(RecordType::Patient, instance, ordinal, &mut warnings);
-                let record = self.write_record(RecordType::Patient, None, &keys)?;
-                self.link_root(record);
-                self.patients.push(Node {
-                    record,
-                    last_child: None,
-                    children: 0,
-                    ordinal,
-                    parent: usize::MAX,
-                });
-                let index = self.patients.len() - 1;
+                let index = self.open(Level::Patient, None, instance, &mut warnings)?;
                 self.patient_index.insert(patient_key, index);
                 index
             }
@@ -344,18 +333,7 @@ impl FileSetWriter {
                 index
             }
             None => {
-                let ordinal = next_ordinal(&self.patients, Some(patient));
-                let keys = record_keys(RecordType::Study, instance, ordinal, &mut warnings);
-                let record = self.write_record(RecordType::Study, None, &keys)?;
-                self.link_child(Level::Patient, patient, record);
-                self.studies.push(Node {
-                    record,
-                    last_child: None,
-                    children: 0,
-                    ordinal,
-                    parent: patient,
-                });
-                let index = self.studies.len() - 1;
+                let index = self.open(Level::Study, Some(patient), instance, &mut warnings)?;
                 self.study_index
                     .insert(instance.study_instance_uid().into(), index);
                 index
@@ -364,18 +342,7 @@ impl FileSetWriter {
         let series = match series {
             Some(index) => index,
             None => {
-                let ordinal = next_ordinal(&self.studies, Some(study));
-                let keys = record_keys(RecordType::Series, instance, ordinal, &mut warnings);
-                let record = self.write_record(RecordType::Series, None, &keys)?;
-                self.link_child(Level::Study, study, record);
-                self.series.push(Node {
-                    record,
-                    last_child: None,
-                    children: 0,
-                    ordinal,
-                    parent: study,
-                });
-                let index = self.series.len() - 1;
+                let index = self.open(Level::Series, Some(study), instance, &mut warnings)?;
                 self.series_index
                     .insert(instance.series_instance_uid().into(), index);
                 index
@@ -498,6 +465,61 @@ impl FileSetWriter {
         self.patches.push(Patch { offset: at, bytes });
     }
 
+    /// Writes and links the record of a new patient, study or series under
+    /// `parent` (a patient for a study, a study for a series; none for a
+    /// patient); returns the new node's index.
+    fn open(
+        &mut self,
+        level: Level,
+        parent: Option<usize>,
+        instance: &InstanceKeys,
+        warnings: &mut Vec<KeyWarning>,
+    ) -> Result<usize, Refusal> {
+        let (record_type, parent_level) = match level {
+            Level::Patient => (RecordType::Patient, None),
+            Level::Study => (RecordType::Study, Some(Level::Patient)),
+            Level::Series => (RecordType::Series, Some(Level::Study)),
+        };
+        let ordinal = match (parent_level, parent) {
+            (Some(parent_level), Some(parent)) => self
+                .nodes(parent_level)
+                .get(parent)
+                .map_or(1, |node| node.children.saturating_add(1)),
+            _ => self.patients.len() as u32 + 1,
+        };
+        let keys = record_keys(record_type, instance, ordinal, warnings);
+        let record = self.write_record(record_type, None, &keys)?;
+        match (parent_level, parent) {
+            (Some(parent_level), Some(parent)) => self.link_child(parent_level, parent, record),
+            _ => self.link_root(record),
+        }
+        let nodes = self.nodes_mut(level);
+        nodes.push(Node {
+            record,
+            last_child: None,
+            children: 0,
+            ordinal,
+            parent: parent.unwrap_or(usize::MAX),
+        });
+        Ok(nodes.len() - 1)
+    }
+
+    fn nodes(&self, level: Level) -> &[Node] {
+        match level {
+            Level::Patient => &self.patients,
+            Level::Study => &self.studies,
+            Level::Series => &self.series,
+        }
+    }
+
+    fn nodes_mut(&mut self, level: Level) -> &mut Vec<Node> {
+        match level {
+            Level::Patient => &mut self.patients,
+            Level::Study => &mut self.studies,
+            Level::Series => &mut self.series,
+        }
+    }
+
     fn link_root(&mut self, record: u64) {
         match self.last_patient {
             None => self.set_u32(self.first_root_at, offset_value(record)),
@@ -507,12 +529,7 @@ impl FileSetWriter {
     }
 
     fn link_child(&mut self, level: Level, parent: usize, record: u64) {
-        let nodes = match level {
-            Level::Patient => &mut self.patients,
-            Level::Study => &mut self.studies,
-            Level::Series => &mut self.series,
-        };
-        let Some(node) = nodes.get_mut(parent) else {
+        let Some(node) = self.nodes_mut(level).get_mut(parent) else {
             debug_assert!(false, "parent node {parent} exists");
             return;
         };

@@ -230,22 +230,27 @@ pub fn synthetic_keys(patient: u32, study: u32, series: u32, instance: u32) -> I
     InstanceKeys::from_dataset(dataset).unwrap()
 }
 
+/// Synthetic instances, grouped by patient, study and series in that order.
+pub fn synthetic_instances(
+    patients: u32,
+    studies: u32,
+    series: u32,
+    instances: u32,
+) -> impl Iterator<Item = InstanceKeys> {
+    (1..=patients).flat_map(move |patient| {
+        (1..=studies).flat_map(move |study| {
+            (1..=series).flat_map(move |one| {
+                (1..=instances).map(move |instance| synthetic_keys(patient, study, one, instance))
+            })
+        })
+    })
+}
+
 /// A DICOMDIR of synthetic instances, written whole in memory.
 pub fn synthetic_dicomdir(patients: u32, studies: u32, series: u32, instances: u32) -> Vec<u8> {
     let mut writer = FileSetWriter::new(&options(Profile::GeneralCd)).unwrap();
-    for patient in 1..=patients {
-        for study in 1..=studies {
-            for one in 1..=series {
-                for instance in 1..=instances {
-                    writer
-                        .add(
-                            &synthetic_keys(patient, study, one, instance),
-                            "1.2.840.10008.1.2.1",
-                        )
-                        .unwrap();
-                }
-            }
-        }
+    for keys in synthetic_instances(patients, studies, series, instances) {
+        writer.add(&keys, "1.2.840.10008.1.2.1").unwrap();
     }
     let end = writer.finish();
     assert!(end.patches.is_empty());
