@@ -344,6 +344,10 @@ impl RecordType {
                 "66" => Some(Self::RawData),
                 "66.1" | "66.3" => Some(Self::Registration),
                 "66.2" => Some(Self::Fiducial),
+                // Pixel data of their own, IMAGE records in PS3.3 F.5 (as
+                // DCMTK writes them), though not "image classes" for the
+                // C-STORE checks.
+                "30" | "66.4" => Some(Self::Image),
                 "481.2" => Some(Self::RtDose),
                 "481.3" => Some(Self::RtStructureSet),
                 "481.5" | "481.8" => Some(Self::RtPlan),
@@ -417,6 +421,7 @@ mod tests {
             ),
             ("1.2.840.10008.5.1.4.1.1.9.1.1", Some(RecordType::Waveform)),
             ("1.2.840.10008.5.1.4.1.1.104.1", Some(RecordType::EncapDoc)),
+            ("1.2.840.10008.5.1.4.1.1.66.4", Some(RecordType::Image)),
             // Not a storage class, and the GE private class: no record.
             ("1.2.840.10008.5.1.4.1.1.88.9999", None),
             (sluice_net::uid::GE_PRIVATE_3D_MODEL_STORAGE, None),

@@ -184,6 +184,11 @@ impl Transcoder {
         if output == DatasetEncoding::ExplicitVrBigEndian {
             return Err(TranscodeError::UnsupportedOutput(output));
         }
+        Ok(Self::start(input, output))
+    }
+
+    fn start(input: DatasetEncoding, output: DatasetEncoding) -> Self {
+        debug_assert_ne!(output, DatasetEncoding::ExplicitVrBigEndian);
         let mut frames = Vec::with_capacity(8);
         frames.push(Frame {
             kind: FrameKind::Root,
@@ -193,7 +198,7 @@ impl Transcoder {
             emit: true,
             context: VrContext::default(),
         });
-        Ok(Self {
+        Self {
             position: 0,
             state: State::Header,
             header: [0; 12],
@@ -205,7 +210,13 @@ impl Transcoder {
             capture_length: 0,
             keep_top_level: None,
             last_top_level_tag: None,
-        })
+        }
+    }
+
+    /// A transcoder from `input` to Explicit VR Little Endian (what every
+    /// media profile takes), which cannot fail to start.
+    pub fn to_explicit_little_endian(input: DatasetEncoding) -> Self {
+        Self::start(input, DatasetEncoding::ExplicitVrLittleEndian)
     }
 
     /// Writes only the top-level elements `keep` accepts (and everything

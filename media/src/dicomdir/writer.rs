@@ -104,6 +104,16 @@ pub enum KeyWarning {
         /// The value written.
         value: String,
     },
+    /// The instance's Patient ID is a patient's already in the File-set
+    /// under another Patient's Name: the record keeps the first name.
+    PatientNameDiffers {
+        /// The Patient ID.
+        patient_id: String,
+        /// The name in the PATIENT record.
+        written: String,
+        /// The instance's name.
+        instance: String,
+    },
     /// The instance's study was already under another patient record (or
     /// its series under another study): it is filed under the first.
     ParentMismatch {
@@ -191,6 +201,8 @@ pub struct FileSetWriter {
     last_patient: Option<u64>,
     patients: Vec<Node>,
     patient_index: HashMap<Vec<u8>, usize>,
+    /// The Patient's Name of each PATIENT record, as written.
+    patient_names: Vec<Box<[u8]>>,
     studies: Vec<Node>,
     study_index: HashMap<Box<str>, usize>,
     series: Vec<Node>,
@@ -246,6 +258,7 @@ impl FileSetWriter {
             last_patient: None,
             patients: Vec::new(),
             patient_index: HashMap::new(),
+            patient_names: Vec::new(),
             studies: Vec::new(),
             study_index: HashMap::new(),
             series: Vec::new(),
@@ -306,6 +319,17 @@ impl FileSetWriter {
             return Err(Refusal::TooMany("instances"));
         }
 
+        let name = trimmed(instance.dataset(), Tag(0x0010, 0x0010));
+        if let Some(index) = patient {
+            let written = self.patient_names.get(index).map_or(&[][..], |name| name);
+            if written != name.as_slice() {
+                warnings.push(KeyWarning::PatientNameDiffers {
+                    patient_id: String::from_utf8_lossy(&patient_key).into_owned(),
+                    written: String::from_utf8_lossy(written).into_owned(),
+                    instance: String::from_utf8_lossy(&name).into_owned(),
+                });
+            }
+        }
         let patient = match study_patient {
             Some(index) => {
                 if patient != Some(index) && study.is_some() {
@@ -319,6 +343,8 @@ impl FileSetWriter {
             None => {
                 let index = self.open(Level::Patient, None, instance, &mut warnings)?;
                 self.patient_index.insert(patient_key, index);
+                self.patient_names.push(name.into_boxed_slice());
+                debug_assert_eq!(self.patient_names.len(), self.patients.len());
                 index
             }
         };
@@ -402,7 +428,12 @@ impl FileSetWriter {
     pub fn memory_bytes(&self) -> usize {
         let node = std::mem::size_of::<Node>();
         let entry = std::mem::size_of::<(Box<str>, usize)>() + 8;
-        let patient_keys: usize = self.patient_index.keys().map(Vec::capacity).sum();
+        let patient_keys: usize = self.patient_index.keys().map(Vec::capacity).sum::<usize>()
+            + self
+                .patient_names
+                .iter()
+                .map(|name| name.len() + 16)
+                .sum::<usize>();
         let study_keys: usize = self.study_index.keys().map(|key| key.len()).sum();
         let series_keys: usize = self.series_index.keys().map(|key| key.len()).sum();
         let instance_keys: usize = self.instances.iter().map(|key| key.len()).sum();
@@ -616,20 +647,24 @@ fn ul(tag: Tag, value: u32) -> Element {
     }
 }
 
+/// A value's bytes without trailing padding (spaces, NULs).
+fn trimmed(dataset: &SmallDataset, tag: Tag) -> Vec<u8> {
+    let bytes = dataset.bytes(tag).unwrap_or_default();
+    let end = bytes
+        .iter()
+        .rposition(|byte| *byte != b' ' && *byte != 0)
+        .map_or(0, |last| last + 1);
+    bytes.get(..end).unwrap_or_default().to_vec()
+}
+
 /// Patients are told apart by Patient ID, or by name when the ID is empty.
 fn patient_key(dataset: &SmallDataset) -> Vec<u8> {
-    let value = |tag: Tag| {
-        dataset
-            .bytes(tag)
-            .map(|bytes| bytes.trim_ascii_end().to_vec())
-            .unwrap_or_default()
-    };
-    let id = value(Tag(0x0010, 0x0020));
-    if id.iter().any(|byte| *byte != 0) {
+    let id = trimmed(dataset, Tag(0x0010, 0x0020));
+    if !id.is_empty() {
         return id;
     }
     let mut key = b"\0name:".to_vec();
-    key.extend_from_slice(&value(Tag(0x0010, 0x0010)));
+    key.extend_from_slice(&trimmed(dataset, Tag(0x0010, 0x0010)));
     key
 }
 

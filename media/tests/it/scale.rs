@@ -65,3 +65,65 @@ fn a_hundred_thousand_instances_in_bounded_memory() {
         "1.2.840.10008.1.2.1"
     );
 }
+
+/// Kilobytes of a `/proc/self/status` field (VmHWM, VmRSS).
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+const CHILD: &str = "SLUICE_MEDIA_SCALE_CHILD";
+const RESIDENT_GROWTH_MAX_KB: u64 = 24 * 1024;
+
+/// The same 100,000 instances in a process of their own, the DICOMDIR
+/// streamed to a sink as it comes: the peak resident memory grows by less
+/// than [`RESIDENT_GROWTH_MAX_KB`] over the process's start.
+#[test]
+fn a_hundred_thousand_instances_in_bounded_resident_memory() {
+    if std::env::var_os(CHILD).is_some() {
+        let baseline = status_kb("VmHWM:");
+        let mut writer = FileSetWriter::new(&options(Profile::GeneralCd)).unwrap();
+        let mut written = 0usize;
+        for keys in synthetic_instances(50, 4, 5, 100) {
+            writer.add(&keys, "1.2.840.10008.1.2").unwrap();
+            if writer.pending_bytes() >= 64 * 1024 {
+                written += std::hint::black_box(writer.take_bytes()).len();
+            }
+        }
+        let end = writer.finish();
+        written += end.tail.len();
+        assert_eq!(written as u64, end.length);
+        println!("RESIDENT {baseline} {}", status_kb("VmHWM:"));
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "scale::a_hundred_thousand_instances_in_bounded_resident_memory",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let at = stdout
+        .find("RESIDENT ")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let line = stdout[at + 9..].lines().next().unwrap();
+    let numbers: Vec<u64> = line
+        .split(' ')
+        .map(|number| number.parse().unwrap())
+        .collect();
+    let growth = numbers[1].saturating_sub(numbers[0]);
+    eprintln!(
+        "100,000 instances: peak resident memory {} KiB, {growth} KiB over the start",
+        numbers[1]
+    );
+    assert!(growth < RESIDENT_GROWTH_MAX_KB, "{growth} KiB");
+}

@@ -148,8 +148,7 @@ pub fn export(files: &[PathBuf], out: &Path, profile: Profile, chunk: usize) -> 
                             implementation_version_name: "SLUICE_0_1",
                         })
                         .unwrap();
-                        let mut transcoder =
-                            Transcoder::new(from, DatasetEncoding::ExplicitVrLittleEndian).unwrap();
+                        let mut transcoder = Transcoder::to_explicit_little_endian(from);
                         // In pieces, as a file is read.
                         for piece in dataset.chunks(4096) {
                             transcoder.feed(piece, &mut bytes).unwrap();

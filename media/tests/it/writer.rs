@@ -187,3 +187,29 @@ fn the_key_reader_stops_before_pixel_data() {
     // Keys without the UIDs are refused.
     assert!(InstanceKeys::from_dataset(SmallDataset::new()).is_err());
 }
+
+#[test]
+fn one_patient_id_with_two_names_is_reported() {
+    let mut writer = FileSetWriter::new(&options(Profile::GeneralCd)).unwrap();
+    assert!(writer
+        .add(&synthetic_keys(1, 1, 1, 1), ELE)
+        .unwrap()
+        .warnings
+        .is_empty());
+    let mut dataset = synthetic_keys(1, 1, 1, 2).dataset().clone();
+    dataset.put_str(Tag(0x0010, 0x0010), Some(Vr::PN), "Roe^Richard");
+    let placement = writer
+        .add(&InstanceKeys::from_dataset(dataset).unwrap(), ELE)
+        .unwrap();
+    assert_eq!(
+        placement.warnings,
+        vec![KeyWarning::PatientNameDiffers {
+            patient_id: "PID1".into(),
+            written: "Doe^Patient1".into(),
+            instance: "Roe^Richard".into(),
+        }]
+    );
+    let directory = read_dicomdir(&whole(writer)).unwrap();
+    assert_eq!(directory.patients.len(), 1);
+    assert_eq!(directory.patients[0].patient_name, "Doe^Patient1");
+}
