@@ -18,7 +18,9 @@
 //! 2. *Whole.* The last fragment brings the head scanner's verdict. A
 //!    refused data set is discarded and its refusal answered. An accepted
 //!    one has its seal (the data set's length and checksum) written over the
-//!    header's last bytes and, under [`CommitOrder::BesideSyncs`] (every
+//!    header's last bytes, once every earlier write of the file completed
+//!    (writes in flight are not ordered: the header's zeroed seal bytes
+//!    must not land after the seal), and, under [`CommitOrder::BesideSyncs`] (every
 //!    duplicate policy but `replace`), its index entry is queued at once,
 //!    to be committed *in doubt* beside the steps below.
 //! 3. *Placing.* Every write (the seal's included) completed: the file is
@@ -470,7 +472,14 @@ impl Job {
         }
     }
 
+    /// Writes the seal once every earlier write of the file completed:
+    /// two writes in flight are not ordered (the portable backend's helper
+    /// threads, io_uring's workers), and the header's write, whose seal
+    /// bytes are zeros, must not land after it.
     fn write_seal(&mut self, steps: &mut Steps) {
+        if self.writes.in_flight > 0 || !self.writes.pending.is_empty() {
+            return;
+        }
         if let (File::Open, Seal::Due(seal)) = (self.file, self.seal) {
             steps.push(Step::WriteSeal {
                 offset: self.header_bytes - SEAL_BYTES as u64,
@@ -560,7 +569,10 @@ impl Job {
         }
         match &self.phase {
             Phase::Receiving => {}
-            Phase::Writing => self.maybe_place(steps),
+            Phase::Writing => {
+                self.write_seal(steps);
+                self.maybe_place(steps);
+            }
             Phase::Failed(_) => self.try_finish(steps),
             other => panic!("a write completed in phase {other:?}"),
         }
