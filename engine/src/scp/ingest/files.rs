@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sluice_index::{FileId, Index, Triplet};
+use sluice_io::durable::sync_dir;
 
 use crate::store::layout::{Area, Layout};
 
@@ -61,19 +62,9 @@ impl Files {
         if self.known_dirs.contains(dir) {
             return Ok(());
         }
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)?;
-            // The new directory entries must survive a crash before any
-            // file renamed into them is acknowledged.
-            let mut current = dir.parent();
-            while let Some(parent) = current {
-                sync_dir(parent)?;
-                if parent == self.layout.root() || parent.as_os_str().is_empty() {
-                    break;
-                }
-                current = parent.parent();
-            }
-        }
+        // The new directory entries must survive a crash before any file
+        // renamed into them is acknowledged.
+        sluice_io::durable::create_dir_all(dir)?;
         if self.known_dirs.len() < KNOWN_DIRS_MAX {
             self.known_dirs.insert(dir.to_owned());
         }
@@ -144,6 +135,3 @@ impl Files {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
