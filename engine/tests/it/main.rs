@@ -5,6 +5,7 @@ mod commitment;
 mod config;
 mod crash;
 mod embed;
+mod ingest;
 mod large;
 mod operator;
 mod recovery;

@@ -50,18 +50,23 @@
 //! - Which failure is answered: the latest, except that a write's failure
 //!   or the head's verdict never replaces an earlier one (a failed undo's
 //!   index error replaces the sync failure that caused the undo).
-//! - The association ending while the data set arrives abandons the job: the
-//!   file is discarded and nothing is answered. A job whose data set arrived
-//!   whole goes on; its answer is dropped if the association is gone.
+//! - A failed job's file is closed and discarded (unlinked wherever it is)
+//!   once no operation on it is in flight: its open, its writes, its rename
+//!   (a job that fails while its rename runs, say from the index, waits for
+//!   it, so a renamed, sealed file is never left for recovery to index
+//!   again), its data sync.
+//! - The association ending while the data set arrives abandons the job: it
+//!   fails without an answer (its file discarded as above). A job whose
+//!   data set arrived whole goes on; its answer is dropped if the
+//!   association is gone.
 //! - Exactly one [`Step::Answer`] per job whose data set arrived whole, none
-//!   for an abandoned one; [`Step`]s end there ([`Job::is_done`]), and the
-//!   service must feed a finished job nothing more.
+//!   for an abandoned one; [`Step`]s end there ([`Job::is_done`]). A
+//!   finished job has no operation on its file or its entry in flight: the
+//!   service feeds it nothing more, and only a directory round it joined or
+//!   an entry the batcher holds (its key, nothing of its file) outlives it.
 //!
-//! Known defects, kept as they were until issue #19 fixes them test-first:
-//! a failed job is answered without waiting for its open or its rename in
-//! flight (the open's file and descriptor, or the renamed file, are left
-//! behind), and an undo that fails leaves the committed entry in doubt while
-//! the failure is answered.
+//! Known defect, kept until issue #19 fixes it test-first: an undo that
+//! fails leaves the committed entry in doubt while the failure is answered.
 //!
 //! What a crash in the middle leaves, and what start-up recovery makes of it
 //! (an unindexed sealed file, an entry still in doubt), is in
@@ -216,9 +221,6 @@ pub(crate) enum Step {
         /// Where: placed in its area, or still temporary.
         placed: bool,
     },
-    /// Layout: the open is still in flight; close and discard the file when
-    /// it completes (the job is finished before).
-    DiscardWhenOpened,
     /// Answer the C-STORE.
     Answer(Answer),
 }
@@ -249,7 +251,9 @@ enum Phase {
 
 #[derive(Debug, Clone)]
 struct Failing {
-    failure: Failure,
+    /// What is answered; `None` when the association ended while the data
+    /// set arrived (nothing is answered).
+    failure: Option<Failure>,
     /// The data set arrived whole (else it is still being drained).
     whole: bool,
     /// The data sync, if it was started.
@@ -270,6 +274,9 @@ enum File {
     Opening,
     /// Open, in its temporary place.
     Open,
+    /// Open, its rename into the area in flight (at either name until it
+    /// completes).
+    Placing,
     /// Open, renamed into its area.
     Placed,
     /// Closed after the data sync; it stays where it is.
@@ -396,7 +403,7 @@ impl Job {
             JobInput::Committed(result) => self.committed(result, steps),
             JobInput::Undone(result) => self.undone(result, steps),
             JobInput::Failed(failure) => {
-                self.fail(failure, Supersede::No, steps);
+                self.fail(failure, Supersede::No);
                 self.try_finish(steps);
             }
             JobInput::AssociationEnded => self.abandon(steps),
@@ -508,7 +515,7 @@ impl Job {
                     Verdict::Refused(failure) => {
                         self.writes.pending.clear();
                         self.phase = Phase::Failed(Failing {
-                            failure,
+                            failure: Some(failure),
                             whole: true,
                             data: Progress::NotStarted,
                         });
@@ -540,19 +547,16 @@ impl Job {
                         self.write_seal(steps);
                         self.maybe_place(steps);
                     }
-                    Phase::Failed(_) => {
-                        // Failed while the open was in flight: nothing of the
-                        // instance stays.
-                        self.discard(steps);
-                        self.try_finish(steps);
-                    }
+                    // Failed (or abandoned) while the open was in flight:
+                    // nothing of the instance stays.
+                    Phase::Failed(_) => self.try_finish(steps),
                     other => panic!("an open completed in phase {other:?}"),
                 }
             }
             Err(failure) => {
                 self.file = File::NotOpened;
                 self.writes.pending.clear();
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
         }
@@ -565,7 +569,7 @@ impl Job {
         );
         self.writes.in_flight -= 1;
         if let Err(failure) = result {
-            self.fail(failure, Supersede::No, steps);
+            self.fail(failure, Supersede::No);
         }
         match &self.phase {
             Phase::Receiving => {}
@@ -587,6 +591,7 @@ impl Job {
             && self.writes.pending.is_empty()
         {
             self.phase = Phase::Placing;
+            self.file = File::Placing;
             steps.push(Step::Place);
         }
     }
@@ -594,6 +599,7 @@ impl Job {
     // ----- durable -----
 
     fn placed(&mut self, result: Result<(), Failure>, steps: &mut Steps) {
+        assert_eq!(self.file, File::Placing, "a placement completed twice");
         match (&self.phase, result) {
             (Phase::Placing, Ok(())) => {
                 self.file = File::Placed;
@@ -604,13 +610,19 @@ impl Job {
                 steps.push(Step::SyncData);
                 steps.push(Step::SyncName);
             }
-            (Phase::Placing, Err(failure)) => {
-                self.fail(failure, Supersede::Yes, steps);
+            // Failed while the rename was in flight (the index answered):
+            // the file is discarded where the rename left it, so a renamed,
+            // sealed file is never left for recovery to index again.
+            (Phase::Failed(_), Ok(())) => {
+                self.file = File::Placed;
                 self.try_finish(steps);
             }
-            // A job that failed while placing finishes without waiting for
-            // the rename (issue #19: the renamed file stays unindexed); no
-            // failure can reach it there while its entry is in flight.
+            (Phase::Placing | Phase::Failed(_), Err(failure)) => {
+                // Still at its temporary name.
+                self.file = File::Open;
+                self.fail(failure, Supersede::Yes);
+                self.try_finish(steps);
+            }
             (other, _) => panic!("a placement completed in phase {other:?}"),
         }
     }
@@ -635,7 +647,7 @@ impl Job {
             }
             Err(failure) => {
                 // Final: an fsync error is never retried into a success.
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
         }
@@ -649,14 +661,14 @@ impl Job {
                 self.maybe_durable(steps);
             }
             (Phase::Syncing { .. }, Err(failure)) => {
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
             // Nothing waits for the round of a failed job; a failed round
             // still names the failure it answers.
             (Phase::Failed(_), Ok(())) => {}
             (Phase::Failed(_), Err(failure)) => {
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
             (other, _) => panic!("a name sync ended in phase {other:?}"),
@@ -751,7 +763,7 @@ impl Job {
             // Nothing of the batch was committed.
             Err(failure) => {
                 self.entry = Entry::Absent;
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
         }
@@ -768,63 +780,41 @@ impl Job {
         if let Err(failure) = result {
             // The entry stays in doubt; start-up recovery removes it (its
             // file is unlinked below).
-            self.fail(failure, Supersede::Yes, steps);
+            self.fail(failure, Supersede::Yes);
         }
         self.try_finish(steps);
     }
 
     // ----- failure -----
 
-    /// Records a failure. While receiving, the file is discarded at once
-    /// and the rest of the data set drained; later, the answer waits in
-    /// [`Job::try_finish`] for what is in flight.
-    fn fail(&mut self, failure: Failure, supersede: Supersede, steps: &mut Steps) {
-        match &mut self.phase {
-            Phase::Receiving => {
-                self.writes.pending.clear();
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: false,
-                    data: Progress::NotStarted,
-                });
-                if self.file == File::Open {
-                    self.discard(steps);
-                }
-            }
-            Phase::Writing | Phase::Placing => {
-                self.writes.pending.clear();
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: true,
-                    data: Progress::NotStarted,
-                });
-            }
-            Phase::Indexing => {
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: true,
-                    data: Progress::Done,
-                });
-            }
-            Phase::Syncing { data, .. } => {
-                let data = *data;
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: true,
-                    data,
-                });
-            }
+    /// Records a failure (the rest of the data set is then drained if it
+    /// is still arriving). Every caller then calls [`Job::try_finish`],
+    /// which discards the file and answers once nothing is in flight.
+    fn fail(&mut self, failure: Failure, supersede: Supersede) {
+        let (whole, data) = match &mut self.phase {
+            Phase::Receiving => (false, Progress::NotStarted),
+            Phase::Writing | Phase::Placing => (true, Progress::NotStarted),
+            Phase::Indexing => (true, Progress::Done),
+            Phase::Syncing { data, .. } => (true, *data),
             Phase::Failed(failing) => {
-                if supersede == Supersede::Yes {
-                    failing.failure = failure;
+                // An abandoned job stays unanswered.
+                if supersede == Supersede::Yes && failing.failure.is_some() {
+                    failing.failure = Some(failure);
                 }
+                return;
             }
             Phase::Done => panic!("a failure of a finished job"),
-        }
+        };
+        self.writes.pending.clear();
+        self.phase = Phase::Failed(Failing {
+            failure: Some(failure),
+            whole,
+            data,
+        });
     }
 
-    /// Closes and discards the file of a failed job (while it is open in
-    /// its temporary place, or at the end).
+    /// Closes and discards the file of a failed job, wherever it is; only
+    /// once no operation on it is in flight.
     fn discard(&mut self, steps: &mut Steps) {
         match self.file {
             File::Open | File::Placed => {
@@ -834,18 +824,29 @@ impl Job {
                 });
             }
             File::Closed => steps.push(Step::Discard { placed: true }),
-            File::Opening | File::NotOpened | File::Discarded => return,
+            File::NotOpened | File::Discarded => return,
+            File::Opening | File::Placing => {
+                panic!("discarding a file whose {:?} is in flight", self.file)
+            }
         }
         self.file = File::Discarded;
     }
 
-    /// A failed job whose data set is whole: undo a committed entry, wait
-    /// for what is in flight, then discard the file and answer the failure.
+    /// A failed job: undo a committed entry; once nothing is in flight on
+    /// the file, discard it; once the data set is whole and the entry
+    /// settled too, answer the failure (or nothing, if abandoned).
     fn try_finish(&mut self, steps: &mut Steps) {
         let Phase::Failed(failing) = &self.phase else {
             return;
         };
-        if !failing.whole {
+        let file_busy = matches!(self.file, File::Opening | File::Placing)
+            || self.writes.in_flight > 0
+            || failing.data == Progress::InFlight;
+        let whole = failing.whole;
+        if !file_busy {
+            self.discard(steps);
+        }
+        if !whole || file_busy {
             return;
         }
         if let Entry::Committed(outcome) = &self.entry {
@@ -868,39 +869,41 @@ impl Job {
                 None => self.entry = Entry::Absent,
             }
         }
-        if self.writes.in_flight > 0
-            || failing.data == Progress::InFlight
-            || matches!(self.entry, Entry::InFlight | Entry::Undoing)
-        {
+        if matches!(self.entry, Entry::InFlight | Entry::Undoing) {
             return;
         }
-        // A queued entry is left to the batcher, which skips a finished job.
-        // The open and the rename are not waited for (issue #19: a file
-        // still opening, or being renamed, is left behind).
-        self.discard(steps);
+        // A queued entry is left to the batcher, which skips a finished
+        // job, and a directory round to its directory: neither touches the
+        // file.
         let Phase::Failed(failing) = std::mem::replace(&mut self.phase, Phase::Done) else {
             unreachable!()
         };
-        steps.push(Step::Answer(Answer::Failed(failing.failure)));
+        if let Some(failure) = failing.failure {
+            steps.push(Step::Answer(Answer::Failed(failure)));
+        }
     }
 
     /// The association ended while the data set arrived: nothing of the
-    /// instance stays, nothing is answered.
+    /// instance stays, nothing is answered; the job ends once its open and
+    /// writes in flight completed and its file is discarded.
     fn abandon(&mut self, steps: &mut Steps) {
-        let failed = match &self.phase {
-            Phase::Receiving => false,
-            Phase::Failed(Failing { whole: false, .. }) => true,
+        match &mut self.phase {
+            Phase::Receiving => {
+                self.writes.pending.clear();
+                self.phase = Phase::Failed(Failing {
+                    failure: None,
+                    whole: true,
+                    data: Progress::NotStarted,
+                });
+            }
+            Phase::Failed(failing) if !failing.whole => {
+                failing.failure = None;
+                failing.whole = true;
+            }
             other => panic!("abandoned in phase {other:?}"),
-        };
-        debug_assert!(matches!(self.entry, Entry::Absent));
-        match self.file {
-            File::Open => self.discard(steps),
-            // The open completes later: the service removes what it created
-            // (issue #19: not when the job had already failed).
-            File::Opening if !failed => steps.push(Step::DiscardWhenOpened),
-            _ => {}
         }
-        self.phase = Phase::Done;
+        debug_assert!(matches!(self.entry, Entry::Absent));
+        self.try_finish(steps);
     }
 }
 

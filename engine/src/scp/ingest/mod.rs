@@ -107,9 +107,6 @@ pub(crate) struct Ingest {
     pumping: bool,
     rounds: DirSyncRounds,
     files: Files,
-    /// Jobs abandoned while their open was in flight: what to remove when
-    /// it completes.
-    abandoned_opens: HashMap<JobKey, PathBuf>,
     durability_failures: u32,
     answers: Vec<StoreAnswer>,
 }
@@ -143,7 +140,6 @@ impl Ingest {
             pumping: false,
             rounds: DirSyncRounds::default(),
             files,
-            abandoned_opens: HashMap::new(),
             durability_failures: 0,
             answers: Vec::new(),
         }
@@ -335,16 +331,7 @@ impl Ingest {
         result: Result<sluice_io::FileHandle, IoError>,
     ) {
         let Some(record) = self.jobs.get_mut(&key) else {
-            // Abandoned while opening: remove what the open created. A job
-            // that failed and was answered while its open was in flight is
-            // not there either (issue #19: its file and descriptor stay).
-            if let Some(path) = self.abandoned_opens.remove(&key) {
-                if let Ok(file) = result {
-                    let _ = core.close_file(file, tag(TagKind::Ignored, 0));
-                    let _ = core.unlink(At::Cwd, &path, tag(TagKind::Ignored, 0));
-                }
-            }
-            return;
+            panic!("an open of job {key:?}, which is gone (a job waits for its open)");
         };
         let input = match result {
             Ok(file) => {
@@ -362,8 +349,7 @@ impl Ingest {
     /// A job's write completed.
     pub(crate) fn written(&mut self, core: &mut Core, key: JobKey, result: Result<u64, IoError>) {
         let Some(record) = self.jobs.get(&key) else {
-            // Abandoned while its writes were in flight.
-            return;
+            panic!("a write of job {key:?}, which is gone (a job waits for its writes)");
         };
         let result = match result {
             Ok(_) => Ok(()),
@@ -380,9 +366,7 @@ impl Ingest {
     /// A job's rename into its area completed.
     pub(crate) fn renamed(&mut self, core: &mut Core, key: JobKey, result: Result<(), IoError>) {
         let Some(record) = self.jobs.get_mut(&key) else {
-            // Failed (an index failure) while renaming, and answered at once
-            // (issue #19: the renamed file stays in its area, unindexed).
-            return;
+            panic!("a rename of job {key:?}, which is gone (a job waits for its rename)");
         };
         let result = match result {
             Ok(()) => {
@@ -626,10 +610,6 @@ impl Ingest {
                 // An unlink that fails is logged at its completion; recovery
                 // finds the file at the next start.
                 let _ = core.unlink(At::Cwd, path, tag(TagKind::Ignored, 0));
-            }
-            Step::DiscardWhenOpened => {
-                let path = record.tmp_path.clone();
-                self.abandoned_opens.insert(key, path);
             }
             Step::Answer(Answer::Stored(outcome)) => self.settle(core, key, outcome),
             Step::Answer(Answer::Failed(failure)) => {

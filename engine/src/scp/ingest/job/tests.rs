@@ -77,6 +77,8 @@ struct World {
     failed: bool,
     whole: bool,
     abandoned: bool,
+    /// The open completed: a file exists, to be kept or discarded.
+    opened: bool,
     handle_open: bool,
     placed: bool,
     seal_written: bool,
@@ -102,6 +104,7 @@ impl World {
             failed: false,
             whole: false,
             abandoned: false,
+            opened: false,
             handle_open: false,
             placed: false,
             seal_written: false,
@@ -187,6 +190,7 @@ impl World {
                 match op {
                     Op::Open => {
                         self.handle_open = ok;
+                        self.opened = ok;
                         JobInput::Opened(result)
                     }
                     Op::Write => JobInput::Written(result),
@@ -322,12 +326,6 @@ impl World {
                 self.check(!self.discarded, "discarded twice");
                 self.discarded = true;
             }
-            Step::DiscardWhenOpened => {
-                self.check(
-                    self.abandoned && self.outstanding.contains(&Op::Open),
-                    "discard-when-opened without an abandoned open",
-                );
-            }
             Step::Answer(answer) => {
                 self.check(self.whole, "answered before the data set was whole");
                 self.check(!self.abandoned, "answered an abandoned job");
@@ -357,9 +355,22 @@ impl World {
                         self.check(!self.handle_open, "answered with the file still open");
                         self.check(
                             !self.outstanding.iter().any(|op| {
-                                matches!(op, Op::Write | Op::Seal | Op::SyncData | Op::Commit | Op::Undo)
+                                matches!(
+                                    op,
+                                    Op::Open
+                                        | Op::Write
+                                        | Op::Seal
+                                        | Op::Place
+                                        | Op::SyncData
+                                        | Op::Commit
+                                        | Op::Undo
+                                )
                             }),
-                            "a failure answered while a write, a data sync or a commit was in flight",
+                            "a failure answered while an open, a write, the rename, a data sync or a commit was in flight",
+                        );
+                        self.check(
+                            !self.opened || self.discarded,
+                            "a failure answered with its file kept",
                         );
                         failure.status()
                     }
@@ -382,20 +393,28 @@ impl World {
             self.check(self.answers.len() == 1, "not exactly one answer");
         }
         // What a finished job may leave to the service, which drops the
-        // completions of a job it no longer has.
+        // completions of a job it no longer has: only the schedulers'
+        // bookkeeping (a directory round it joined, an entry the batcher
+        // holds), never an operation on its file or its entry.
         for op in &self.outstanding {
             let allowed = match op {
-                // Abandoned while opening (the service discards it), or
-                // failed while opening (issue #19: left behind).
-                Op::Open => self.abandoned || self.failed,
-                Op::Write | Op::Seal => self.abandoned,
-                // Failed while renaming (issue #19: the renamed file stays),
-                // in a directory round, or with the entry queued.
-                Op::Place | Op::SyncName | Op::Batch => self.failed,
-                Op::SyncData | Op::Commit | Op::Undo => false,
+                Op::SyncName | Op::Batch => self.failed || self.abandoned,
+                Op::Open
+                | Op::Write
+                | Op::Seal
+                | Op::Place
+                | Op::SyncData
+                | Op::Commit
+                | Op::Undo => false,
             };
             self.check(allowed, &format!("finished with {op:?} outstanding"));
         }
+        self.check(!self.handle_open, "finished with its file open");
+        let kept = self.answers.first() == Some(&Status::SUCCESS) && !self.discarded;
+        self.check(
+            !self.opened || kept || self.discarded,
+            "finished without keeping or discarding its file",
+        );
         if self.answers.first() == Some(&Status::SUCCESS) {
             self.check(!self.handle_open, "answered with the file open");
         }
