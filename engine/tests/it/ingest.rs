@@ -184,3 +184,40 @@ fn stores_go_on_after_refusals_under_a_256_descriptor_limit() {
     );
     drop(server);
 }
+
+/// An empty data set is refused by the head checks (A900: no SOP Class
+/// UID, no SOP Instance UID), every time. It used to get A710 when the
+/// temporary file's open completed before the empty fragment came: the
+/// fragment became a write of no bytes, which the io layer refuses.
+fn empty_data_sets_get_a900(backend: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = sluice_tests::free_port();
+    let _server = spawn_serve(
+        &data,
+        port,
+        backend,
+        &["--cores", "1"],
+        &dir.path().join("server.log"),
+    );
+    let count = 200;
+    let out = peer(&["empty", &port.to_string(), AE, &count.to_string()]);
+    assert!(
+        out.0 == format!("{{\"statuses\": {{\"A900\": {count}}}}}"),
+        "{backend}: {out:?}"
+    );
+    assert!(eventually(Duration::from_secs(10), || files_under(
+        &data.join("tmp")
+    )
+    .is_empty()));
+}
+
+#[test]
+fn uring_empty_data_sets_get_a900() {
+    empty_data_sets_get_a900("uring");
+}
+
+#[test]
+fn portable_empty_data_sets_get_a900() {
+    empty_data_sets_get_a900("portable");
+}

