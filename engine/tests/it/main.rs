@@ -4,6 +4,7 @@
 mod commitment;
 mod config;
 mod crash;
+mod disk_full;
 mod embed;
 mod ingest;
 mod large;

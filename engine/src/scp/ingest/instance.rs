@@ -12,6 +12,7 @@ use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::job::{Job, Verdict};
+use super::space::Reservation;
 use super::timing::JobTiming;
 use crate::clock::unix_now_ns;
 use crate::scp::failure::Failure;
@@ -74,6 +75,8 @@ pub(super) struct Instance {
     pub(super) instance: Option<NewInstance>,
     /// In the shared in-doubt set.
     pub(super) in_doubt: bool,
+    /// Its claim on the free space (the floor's accounting).
+    pub(super) reservation: Reservation,
     pub(super) timing: JobTiming,
 }
 

@@ -44,9 +44,15 @@
 //!   writes, the data sync and any index batch of the job in flight have
 //!   completed.
 //! - A failure after the entry committed undoes it ([`Step::Undo`]: the
-//!   entry removed, or its quarantine entry purged) and is answered only when
-//!   the undo committed, so a sender that retries at once is not held as a
-//!   duplicate of itself.
+//!   stored instance's entry removed, or its quarantine entry purged) and is
+//!   answered only when the undo answered, so a sender that retries is not
+//!   held as a duplicate of itself. From the undo's step on, the service
+//!   holds the removal *owed* (`crate::store::in_doubt::InDoubtSet::owe`):
+//!   the file stays in the in-doubt set and every index batch of every core
+//!   removes the entry first (`WriteOp::RemoveInDoubt`, keyed by the file,
+//!   harmless to repeat) until one commits. So when the undo itself fails
+//!   (a full disk), its failure is answered and no later duplicate decision
+//!   can see the entry.
 //! - Which failure is answered: the latest, except that a write's failure
 //!   or the head's verdict never replaces an earlier one (a failed undo's
 //!   index error replaces the sync failure that caused the undo).
@@ -64,9 +70,6 @@
 //!   finished job has no operation on its file or its entry in flight: the
 //!   service feeds it nothing more, and only a directory round it joined or
 //!   an entry the batcher holds (its key, nothing of its file) outlives it.
-//!
-//! Known defect, kept until issue #19 fixes it test-first: an undo that
-//! fails leaves the committed entry in doubt while the failure is answered.
 //!
 //! What a crash in the middle leaves, and what start-up recovery makes of it
 //! (an unindexed sealed file, an entry still in doubt), is in
@@ -163,15 +166,6 @@ pub(crate) enum JobInput {
     AssociationEnded,
 }
 
-/// How an entry that committed is undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Undo {
-    /// Remove the stored instance's entry.
-    Remove,
-    /// Purge the quarantine entry.
-    PurgeQuarantine(u64),
-}
-
 /// The C-STORE's answer.
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -212,8 +206,9 @@ pub(crate) enum Step {
         /// Committed in doubt (its file not yet durable).
         in_doubt: bool,
     },
-    /// Undo the committed entry.
-    Undo(Undo),
+    /// Undo the committed entry (the stored instance's or the quarantine
+    /// entry: the one that names this file).
+    Undo,
     /// Layout: close the file (files: the open handle).
     Close,
     /// Layout: remove what was written (files: unlink it where it is).
@@ -785,8 +780,10 @@ impl Job {
         assert!(self.has_failed(), "an undo of a job that has not failed");
         self.entry = Entry::Absent;
         if let Err(failure) = result {
-            // The entry stays in doubt; start-up recovery removes it (its
-            // file is unlinked below).
+            // The service keeps the removal owed (every later index
+            // transaction carries it until one commits), so a retry is
+            // never matched against the entry; the index's failure is
+            // answered.
             self.fail(failure, Supersede::Yes);
         }
         self.try_finish(steps);
@@ -857,23 +854,19 @@ impl Job {
             return;
         }
         if let Entry::Committed(outcome) = &self.entry {
-            let undo = match outcome.disposition() {
-                None => Some(Undo::Remove),
-                Some(Disposition::Quarantined { quarantine_id }) => {
-                    Some(Undo::PurgeQuarantine(*quarantine_id))
-                }
+            let wrote_an_entry = match outcome.disposition() {
+                None | Some(Disposition::Quarantined { .. }) => true,
                 // Nothing was written.
-                Some(Disposition::Dropped | Disposition::Rejected) => None,
+                Some(Disposition::Dropped | Disposition::Rejected) => false,
                 // Only `replace` replaces, and it commits after the syncs,
                 // when nothing can fail any more.
                 Some(other) => panic!("an undo of disposition {other:?}"),
             };
-            match undo {
-                Some(undo) => {
-                    self.entry = Entry::Undoing;
-                    steps.push(Step::Undo(undo));
-                }
-                None => self.entry = Entry::Absent,
+            if wrote_an_entry {
+                self.entry = Entry::Undoing;
+                steps.push(Step::Undo);
+            } else {
+                self.entry = Entry::Absent;
             }
         }
         if matches!(self.entry, Entry::InFlight | Entry::Undoing) {

@@ -22,6 +22,7 @@ mod files;
 mod index;
 mod instance;
 pub(crate) mod job;
+pub(crate) mod space;
 mod timing;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,7 +37,7 @@ use sluice_net::dimse::{CStoreRq, Status};
 use sluice_net::scan::DatasetScanner;
 use sluice_net::uid;
 
-use self::batcher::IndexAnswer;
+use self::batcher::{BatchKind, IndexAnswer};
 use self::dir_sync::{DirSyncRounds, RoundId, RoundStart};
 use self::files::Files;
 use self::index::IndexSide;
@@ -44,6 +45,7 @@ pub(crate) use self::index::Reply;
 use self::instance::Instance;
 pub(crate) use self::instance::{Answered, StoreAnswer};
 use self::job::{Answer, CommitOrder, Job, JobInput, Step, Verdict};
+use self::space::FreeSpace;
 use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
@@ -107,6 +109,7 @@ pub(crate) struct Ingest {
     pumping: bool,
     rounds: DirSyncRounds,
     files: Files,
+    space: FreeSpace,
     durability_failures: u32,
     answers: Vec<StoreAnswer>,
 }
@@ -126,8 +129,10 @@ impl Ingest {
             shared.store.index().writer(),
             reply,
             &shared.store.config().storage,
+            shared.in_doubt.clone(),
         );
         let files = Files::new(shared.store.layout().clone());
+        let space = FreeSpace::new(shared.store.config().storage.free_space_floor);
         Ingest {
             ids: FileIdGenerator::new(u16::try_from(core_index).unwrap_or(u16::MAX)),
             shared,
@@ -140,6 +145,7 @@ impl Ingest {
             pumping: false,
             rounds: DirSyncRounds::default(),
             files,
+            space,
             durability_failures: 0,
             answers: Vec::new(),
         }
@@ -179,13 +185,9 @@ impl Ingest {
         if self.jobs.len() >= in_flight_max {
             return Err(Failure::InFlightLimit { max: in_flight_max });
         }
-        if floor > 0
-            && self
-                .files
-                .free_space_bytes()
-                .is_some_and(|free| free < floor)
-        {
-            return Err(Failure::BelowFreeSpaceFloor { floor });
+        let owed = self.shared.in_doubt.owed_count();
+        if owed >= batcher::OWED_REMOVALS_MAX {
+            return Err(Failure::RemovalsOwed { owed });
         }
         let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
         let (Some(facts), Ok(scanner)) = (
@@ -209,15 +211,25 @@ impl Ingest {
         self.files
             .ensure_dir(&tmp_dir)
             .map_err(|error| Failure::TemporaryDirectory(Arc::new(error)))?;
+        // Last, so that a refusal above reserves nothing.
+        let files = &self.files;
+        let Some(mut reservation) = self
+            .space
+            .admit(&self.shared.space, || files.read_free_bytes())
+        else {
+            return Err(Failure::BelowFreeSpaceFloor { floor });
+        };
         self.next_job += 1;
         let key = JobKey(self.next_job);
-        core.open(
+        if let Err(error) = core.open(
             At::Cwd,
             &tmp_path,
             OpenOptions::create_new_write(),
             tag(TagKind::Open, key.0),
-        )
-        .map_err(Failure::OpenSubmit)?;
+        ) {
+            self.space.finished(&self.shared.space, reservation, false);
+            return Err(Failure::OpenSubmit(error));
+        }
         // Replacing removes the stored instance's entry, which an undo
         // could not give back: under `replace` the entry waits for the syncs.
         let commit = if self.config().storage.duplicate_policy == ConfigDuplicatePolicy::Replace {
@@ -226,6 +238,8 @@ impl Ingest {
             CommitOrder::BesideSyncs
         };
         let header_bytes = header.len() as u64;
+        self.space
+            .wrote(&self.shared.space, &mut reservation, header_bytes);
         self.jobs.insert(
             key,
             Instance {
@@ -247,6 +261,7 @@ impl Ingest {
                 dataset_bytes: 0,
                 instance: None,
                 in_doubt: false,
+                reservation,
                 timing: JobTiming::default(),
             },
         );
@@ -270,6 +285,11 @@ impl Ingest {
             return;
         }
         record.feed(bytes);
+        self.space.wrote(
+            &self.shared.space,
+            &mut record.reservation,
+            bytes.len() as u64,
+        );
         let input = match slice {
             Some(slice) => JobInput::Data(IoBuf::from(slice)),
             None => {
@@ -339,8 +359,9 @@ impl Ingest {
                 JobInput::Opened(Ok(()))
             }
             Err(error) => {
-                self.count_durability_failure();
-                JobInput::Opened(Err(Failure::Open(error)))
+                let failure = Failure::Open(error);
+                self.count_durability_failure(&failure);
+                JobInput::Opened(Err(failure))
             }
         };
         self.feed(core, key, input);
@@ -354,10 +375,11 @@ impl Ingest {
         let result = match result {
             Ok(_) => Ok(()),
             Err(error) => {
+                let failure = Failure::Write(error);
                 if !record.job.has_failed() {
-                    self.count_durability_failure();
+                    self.count_durability_failure(&failure);
                 }
-                Err(Failure::Write(error))
+                Err(failure)
             }
         };
         self.feed(core, key, JobInput::Written(result));
@@ -374,8 +396,9 @@ impl Ingest {
                 Ok(())
             }
             Err(error) => {
-                self.count_durability_failure();
-                Err(Failure::Rename(error))
+                let failure = Failure::Rename(error);
+                self.count_durability_failure(&failure);
+                Err(failure)
             }
         };
         self.feed(core, key, JobInput::Placed(result));
@@ -399,8 +422,9 @@ impl Ingest {
             }
             Err(error) => {
                 tracing::error!(%error, "fdatasync failed; the instance fails");
-                self.count_durability_failure();
-                Err(Failure::Fsync(error))
+                let failure = Failure::Fsync(error);
+                self.count_durability_failure(&failure);
+                Err(failure)
             }
         };
         self.feed(core, key, JobInput::DataSynced(result));
@@ -448,16 +472,30 @@ impl Ingest {
 
     /// The index writer answered a batch of this core.
     pub(crate) fn indexed(&mut self, core: &mut Core, answer: IndexAnswer) {
-        let (committed, inputs) = index::answer_inputs(answer);
-        if committed {
-            self.durability_failures = 0;
-        } else {
+        let outcome = index::answer_outcome(answer);
+        if outcome.kind == BatchKind::Maintenance {
+            if outcome.failed.is_none() {
+                self.shared.in_doubt.settled(&outcome.owed);
+            }
+            self.index
+                .maintenance_answered(core, outcome.failed.as_ref());
+            return;
+        }
+        match outcome.failed {
+            None => {
+                self.durability_failures = 0;
+                // The owed entries it carried are gone.
+                self.shared.in_doubt.settled(&outcome.owed);
+            }
             // One failed transaction is one failure, however many instances
-            // it carried.
-            self.count_durability_failure();
+            // it carried (a batch the writer did not take answers here too).
+            Some(error) => {
+                self.count_durability_failure(&Failure::IndexCommit(error));
+                self.index.retry_owed_later(core);
+            }
         }
         let now = Instant::now();
-        for (key, input) in inputs {
+        for (key, input) in outcome.inputs {
             if let (JobInput::Committed(Ok(_)), Some(record)) = (&input, self.jobs.get_mut(&key)) {
                 record.timing.committed = Some(now);
             }
@@ -470,7 +508,7 @@ impl Ingest {
     /// cleared (the index finishes queued batches when it closes), so a clean
     /// shutdown leaves recovery nothing to re-verify.
     pub(crate) fn shutdown(&mut self, core: &mut Core) {
-        self.index.submit_clears(core);
+        self.index.submit_clears(core, true);
     }
 
     // ----- jobs -----
@@ -517,7 +555,11 @@ impl Ingest {
             .get(&key)
             .is_some_and(|record| record.job.is_done())
         {
-            self.jobs.remove(&key);
+            if let Some(record) = self.jobs.remove(&key) {
+                let whole = record.instance.is_some();
+                self.space
+                    .finished(&self.shared.space, record.reservation, whole);
+            }
         }
     }
 
@@ -545,16 +587,17 @@ impl Ingest {
             }
             Step::Place => {
                 if let Err(failure) = self.place(core, key) {
-                    self.count_durability_failure();
+                    self.count_durability_failure(&failure);
                     self.inputs.push_back((key, JobInput::Placed(Err(failure))));
                 }
             }
             Step::SyncData => {
                 let file = open_file(record, key);
                 if let Err(error) = core.sync(file, SyncKind::Data, tag(TagKind::SyncData, key.0)) {
-                    self.count_durability_failure();
+                    let failure = Failure::SyncSubmit(error);
+                    self.count_durability_failure(&failure);
                     self.inputs
-                        .push_back((key, JobInput::DataSynced(Err(Failure::SyncSubmit(error)))));
+                        .push_back((key, JobInput::DataSynced(Err(failure))));
                 }
             }
             Step::SyncName => {
@@ -583,7 +626,7 @@ impl Ingest {
                 }
             }
             Step::Index { .. } => panic!("an index step outside a batch"),
-            Step::Undo(undo) => {
+            Step::Undo => {
                 let Some(instance) = record.instance.as_ref() else {
                     panic!("an undo of job {key:?}, which has no entry");
                 };
@@ -591,8 +634,12 @@ impl Ingest {
                     sop_instance_uid = %instance.triplet.sop_instance_uid,
                     "removing the index entry of an instance that failed to become durable"
                 );
-                let ops = batcher::undo_ops(undo, &instance.triplet, record.file_id);
-                self.index.submit_undo(key, ops);
+                // Owed from now on: the set keeps the file in doubt, and
+                // every batch removes the entry first, until one commits.
+                assert!(record.in_doubt, "an undo of an entry not in doubt");
+                self.shared.in_doubt.owe(record.file_id);
+                record.in_doubt = false;
+                self.index.submit_undo(key, record.file_id);
             }
             Step::Close => match record.file.take() {
                 // Nobody waits for a close.
@@ -696,7 +743,7 @@ impl Ingest {
                     "directory fsync failed; its instances fail"
                 );
                 // One failed fsync is one failure, however many instances.
-                self.count_durability_failure();
+                self.count_durability_failure(&failure);
                 for key in end.jobs {
                     self.inputs
                         .push_back((key, JobInput::NameSynced(Err(failure.clone()))));
@@ -741,11 +788,10 @@ impl Ingest {
             self.steps = steps;
             self.remove_if_done(key);
         }
-        let count = jobs.len();
-        if count > 0 && self.index.submit_stores(jobs, ops).is_err() {
-            for _ in 0..count {
-                self.count_durability_failure();
-            }
+        if !jobs.is_empty() {
+            // A batch the writer does not take answers its jobs through the
+            // mailbox (the writer unavailable), counted there, once.
+            self.index.submit_stores(jobs, ops);
         }
     }
 
@@ -829,7 +875,13 @@ impl Ingest {
 
     // ----- failures and directories -----
 
-    fn count_durability_failure(&mut self) {
+    /// Counts a failure towards the refusing state, if it is one of the
+    /// disk or the index ([`Failure::is_durability_failure`]: not the lack
+    /// of space).
+    fn count_durability_failure(&mut self, failure: &Failure) {
+        if !failure.is_durability_failure() {
+            return;
+        }
         self.durability_failures += 1;
         if self.durability_failures >= DURABILITY_FAILURES_BEFORE_REFUSING
             && !self

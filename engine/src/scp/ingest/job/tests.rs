@@ -313,16 +313,12 @@ impl World {
                 );
                 self.outstanding.push(Op::Commit);
             }
-            Step::Undo(undo) => {
+            Step::Undo => {
                 self.check(self.committed && self.failed, "an undo without a reason");
-                let expected = match self.outcome.disposition() {
-                    None => Some(Undo::Remove),
-                    Some(Disposition::Quarantined { quarantine_id }) => {
-                        Some(Undo::PurgeQuarantine(*quarantine_id))
-                    }
-                    _ => None,
-                };
-                self.check(Some(undo) == expected, "the undo matches the disposition");
+                self.check(
+                    self.undo_needed,
+                    "an undo of a disposition that wrote no entry",
+                );
                 self.outstanding.push(Op::Undo);
             }
             Step::Close => {
