@@ -64,7 +64,10 @@ enum Closing {
 #[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) contexts_accepted: usize,
+    /// Answered 0000 and stored (or dropped as a byte-identical duplicate).
     pub(crate) instances_stored: u64,
+    /// Answered 0000 and held in quarantine.
+    pub(crate) instances_quarantined: u64,
     pub(crate) instances_failed: u64,
     pub(crate) bytes_received: u64,
     started: Instant,
@@ -125,6 +128,7 @@ impl Connection {
             counters: Counters {
                 contexts_accepted: 0,
                 instances_stored: 0,
+                instances_quarantined: 0,
                 instances_failed: 0,
                 bytes_received: 0,
                 started: Instant::now(),
@@ -442,6 +446,7 @@ impl Connection {
             called_ae = %self.called_ae_title,
             contexts_accepted = self.counters.contexts_accepted,
             instances_stored = self.counters.instances_stored,
+            instances_quarantined = self.counters.instances_quarantined,
             instances_failed = self.counters.instances_failed,
             bytes = self.counters.bytes_received,
             duration_ms = self.counters.started.elapsed().as_millis() as u64,

@@ -221,3 +221,79 @@ fn uring_empty_data_sets_get_a900() {
 fn portable_empty_data_sets_get_a900() {
     empty_data_sets_get_a900("portable");
 }
+
+/// A duplicate held in quarantine is answered 0000 but is not where `ls`
+/// and `show` look: the server logs it at warn (peer, calling AE, SOP
+/// Instance UID, quarantine id) and counts it apart in the association's
+/// line (it used to count as stored, and log nothing).
+#[test]
+fn a_quarantined_instance_is_logged_and_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = sluice_tests::free_port();
+    let log = dir.path().join("server.log");
+    let server = spawn_serve(&data, port, "auto", &["--cores", "1"], &log);
+    let sent = tempfile::tempdir().unwrap();
+    let files = generated_files(sent.path(), 1);
+    let twice = [files[0].clone(), files[0].clone()];
+    assert!(store(port, &twice).contains("\"statuses\": [0, 0]"));
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let sop = sluice_tests::part10_meta_value(&std::fs::read(&files[0]).unwrap(), 0x0002, 0x0003);
+    let held = log
+        .lines()
+        .find(|line| line.contains("held in quarantine"))
+        .unwrap_or_else(|| panic!("no quarantine line:\n{log}"));
+    assert!(held.contains("WARN"), "{held}");
+    assert!(held.contains("calling_ae=INGEST"), "{held}");
+    assert!(held.contains(&format!("sop_instance_uid={sop}")), "{held}");
+    assert!(held.contains("quarantine_id=1"), "{held}");
+    assert!(held.contains("peer=Some(127.0.0.1:"), "{held}");
+    let ended = log
+        .lines()
+        .find(|line| line.contains("association ended") && line.contains("calling_ae=INGEST"))
+        .unwrap_or_else(|| panic!("no association line:\n{log}"));
+    assert!(
+        ended.contains("instances_stored=1 instances_quarantined=1 instances_failed=0"),
+        "{ended}"
+    );
+}
+
+/// The store's counters, through the embedding API: the duplicate is
+/// counted as quarantined, not as stored.
+#[test]
+fn the_store_counts_quarantined_instances_apart() {
+    use sluice_engine::config::Config;
+    use sluice_engine::scp::Server;
+    use sluice_engine::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_tests::free_port();
+    let config = Config::from_args([
+        "sluice",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cores",
+        "1",
+        "--free-space-floor",
+        "0",
+    ])
+    .unwrap();
+    let opened = Store::open(config).unwrap();
+    let server = Server::start(&opened).unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    let files = generated_files(sent.path(), 1);
+    let twice = [files[0].clone(), files[0].clone()];
+    assert!(store(port, &twice).contains("\"statuses\": [0, 0]"));
+    server.shutdown(Duration::from_secs(10)).unwrap();
+    let counts = opened.counts();
+    assert_eq!(
+        (counts.stored, counts.quarantined, counts.failed),
+        (1, 1, 0),
+        "{counts:?}"
+    );
+}

@@ -19,6 +19,7 @@ use crate::scp::failure::Failure;
 use crate::store::instance_from_head;
 use crate::store::layout::{Area, DatasetHasher};
 use crate::store::part10::seal;
+use crate::store::Counted;
 
 /// A C-STORE answer for the handler to send.
 #[derive(Debug)]
@@ -42,6 +43,10 @@ pub(crate) enum Answered {
     Stored {
         /// The status.
         status: Status,
+        /// What the index did with it (the counter it goes to).
+        counted: Counted,
+        /// Its quarantine entry, when held in quarantine.
+        quarantine_id: Option<u64>,
         /// When the instance passed each step.
         timing: JobTiming,
     },

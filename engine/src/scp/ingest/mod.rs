@@ -52,7 +52,7 @@ use super::tag::{tag, TagKind};
 use crate::config::DuplicatePolicy as ConfigDuplicatePolicy;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
-use crate::store::StoreEvent;
+use crate::store::{Counted, StoreEvent};
 
 pub(crate) use self::job::JobKey;
 pub(crate) use self::timing::JobTiming;
@@ -814,7 +814,7 @@ impl Ingest {
         let Some(instance) = record.instance.as_ref() else {
             panic!("job {key:?} stored without an accepted head");
         };
-        let (status, event) = match outcome.disposition() {
+        let (status, counted, event) = match outcome.disposition() {
             None | Some(Disposition::Replaced { .. }) => {
                 if let Some(Disposition::Replaced { previous }) = outcome.disposition() {
                     self.files.keep_replaced(previous.file_id);
@@ -825,6 +825,7 @@ impl Ingest {
                 }
                 (
                     Status::SUCCESS,
+                    Counted::Stored,
                     Some(StoreEvent::Stored {
                         triplet: instance.triplet.clone(),
                         record: instance.record.clone(),
@@ -838,6 +839,7 @@ impl Ingest {
                 }
                 (
                     Status::SUCCESS,
+                    Counted::Quarantined,
                     Some(StoreEvent::Quarantined {
                         triplet: instance.triplet.clone(),
                         quarantine_id: *quarantine_id,
@@ -846,9 +848,10 @@ impl Ingest {
                 )
             }
             // Its file was discarded (the job's last steps).
-            Some(Disposition::Dropped) => (Status::SUCCESS, None),
+            Some(Disposition::Dropped) => (Status::SUCCESS, Counted::Dropped, None),
             Some(_) => (
                 STATUS_DUPLICATE_REJECTED,
+                Counted::Rejected,
                 Some(StoreEvent::Rejected {
                     sop_instance_uid: record.rq.affected_sop_instance_uid.clone(),
                     calling_ae_title: record.calling_ae_title.clone(),
@@ -867,8 +870,14 @@ impl Ingest {
             }
             self.shared.store.shared.events.publish(event);
         }
+        let quarantine_id = match outcome.disposition() {
+            Some(Disposition::Quarantined { quarantine_id }) => Some(*quarantine_id),
+            _ => None,
+        };
         self.answers.push(record.answer(Answered::Stored {
             status,
+            counted,
+            quarantine_id,
             timing: record.timing,
         }));
     }
