@@ -13,13 +13,14 @@ use sluice_io::{Core, TimerId};
 
 use super::batcher::{self, BatchKind, Batcher, IndexAnswer, Queued, IN_DOUBT_CLEAR_DELAY};
 use super::job::{JobInput, JobKey};
+use super::replies::ReplyQueue;
 use crate::config::StorageConfig;
 use crate::scp::failure::Failure;
 use crate::scp::tag::{tag, TagKind};
 use crate::store::in_doubt::InDoubtSet;
 
-/// Posts a batch's answer to the core's mailbox.
-pub(crate) type Reply = Arc<dyn Fn(IndexAnswer) + Send + Sync>;
+/// Where a batch's answer goes: the core's reply queue.
+pub(crate) type Reply = Arc<ReplyQueue>;
 
 /// One core's side of the index writer.
 pub(super) struct IndexSide {
@@ -70,6 +71,11 @@ impl IndexSide {
         }
     }
 
+    /// The answers the writer posted since the last call.
+    pub(super) fn take_answers(&self) -> std::collections::VecDeque<IndexAnswer> {
+        self.reply.take()
+    }
+
     /// The group-commit window's timer fired.
     pub(super) fn window_fired(&mut self) {
         self.batcher.window_fired();
@@ -102,7 +108,7 @@ impl IndexSide {
         all.extend(ops);
         let reply = self.reply.clone();
         Batch::with_callback(all, move |result| {
-            reply(IndexAnswer {
+            reply.post(IndexAnswer {
                 jobs,
                 kind,
                 owed,

@@ -22,6 +22,7 @@ mod files;
 mod index;
 mod instance;
 pub(crate) mod job;
+pub(crate) mod replies;
 pub(crate) mod space;
 mod timing;
 
@@ -470,8 +471,16 @@ impl Ingest {
         self.index.clear_fired(core);
     }
 
+    /// The index writer answered batches of this core (its reply queue's
+    /// wake-up, or any message: the queue is drained before each).
+    pub(crate) fn index_answers(&mut self, core: &mut Core) {
+        for answer in self.index.take_answers() {
+            self.indexed(core, answer);
+        }
+    }
+
     /// The index writer answered a batch of this core.
-    pub(crate) fn indexed(&mut self, core: &mut Core, answer: IndexAnswer) {
+    fn indexed(&mut self, core: &mut Core, answer: IndexAnswer) {
         let outcome = index::answer_outcome(answer);
         if outcome.kind == BatchKind::Maintenance {
             if outcome.failed.is_none() {
