@@ -297,3 +297,35 @@ fn the_store_counts_quarantined_instances_apart() {
         "{counts:?}"
     );
 }
+
+/// ARTIM runs after the SCP's A-RELEASE-RP (Sta13) while the idle timer
+/// the association armed is still pending: the transport must close at the
+/// ARTIM deadline (1 s here), not at the idle one (30 s). The connection
+/// kept one io timer, armed for the earliest deadline when armed, and did
+/// not re-arm it for an earlier one.
+#[test]
+fn artim_after_a_release_fires_on_time_while_the_idle_timer_is_armed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_tests::free_port();
+    let _server = spawn_serve(
+        &dir.path().join("data"),
+        port,
+        "auto",
+        &["--artim-timeout-ms", "1000", "--idle-timeout-ms", "30000"],
+        &dir.path().join("server.log"),
+    );
+    // Released 2 s after associating: by then the connection's one io
+    // timer has fired for the ARTIM deadline of the association's start
+    // and been armed again for the idle deadline.
+    let out = peer(&["release_and_hold", &port.to_string(), AE, "2", "20"]);
+    let closed_after: f64 = out
+        .0
+        .split("\"closed_after_s\": ")
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches('}').trim().parse().ok())
+        .unwrap_or_else(|| panic!("the SCP did not close the transport within 20 s: {out:?}"));
+    assert!(
+        closed_after < 10.0,
+        "closed {closed_after:.1} s after the release, ARTIM is 1 s"
+    );
+}
