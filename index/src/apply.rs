@@ -392,6 +392,18 @@ impl<'t, 'e> Apply<'t, 'e> {
             } else {
                 QuarantineReason::Duplicate
             };
+            // An entry in doubt is not a promise yet: its instance may still
+            // fail and have it removed, so a newcomer identical to it is not
+            // dropped (it would then be answered success with nothing
+            // holding it) but held in quarantine, as under `Quarantine`.
+            let holder_in_doubt = identical
+                && request.duplicate_policy == DuplicatePolicy::DropIfIdentical
+                && self
+                    .tables
+                    .in_doubt
+                    .get(self.txn, &file_id_key(previous.file_id))
+                    .map_err(self.lmdb("get in doubt"))?
+                    .is_some();
             let disposition = match (request.duplicate_policy, identical) {
                 (DuplicatePolicy::Reject, _) => {
                     self.delete(
@@ -401,7 +413,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                     )?;
                     Disposition::Rejected
                 }
-                (DuplicatePolicy::DropIfIdentical, true) => {
+                (DuplicatePolicy::DropIfIdentical, true) if !holder_in_doubt => {
                     self.delete(
                         self.tables.file_ids,
                         &file_id_key(file_id),
