@@ -1,11 +1,17 @@
 //! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
 //! commands (`ls`, `show`, `quarantine`, `commitments`, `verify`, `stats`,
 //! `export-instance`) inspect and manage a data directory.
+//!
+//! Under systemd (`Type=notify`, packaging/debian/sluice.service) `serve`
+//! reports READY=1 once start-up recovery is done and the listeners are
+//! bound, and STOPPING=1 when a signal starts the shutdown; without a
+//! NOTIFY_SOCKET these are no-ops.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sd_notify::NotifyState;
 use sluice_engine::cli::OperatorCommand;
 use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
 use sluice_engine::scp::Server;
@@ -94,6 +100,9 @@ fn serve(config: Config) -> ExitCode {
         tracing::error!(%error, "cannot install the signal handler");
         return ExitCode::from(1);
     }
+    notify_service_manager(&[NotifyState::Status(
+        "opening the store and running start-up recovery",
+    )]);
     let store = match Store::open(config) {
         Ok(store) => store,
         Err(error) => {
@@ -108,11 +117,28 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Server::start returned: recovery has finished and every listener is
+    // bound, so associations are accepted from now on.
+    let listening: Vec<String> = server
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    notify_service_manager(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!(
+            "accepting associations on {}",
+            listening.join(", ")
+        )),
+    ]);
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
         if signal_receiver.recv().is_ok() {
-            // Shut down first, log second: a log write that fails (stderr
-            // closed by a pipe reader that went away) must not stop it.
+            // STOPPING=1 before the shutdown, so systemd hears it before
+            // the process can exit. Shut down before logging: a log write
+            // that fails (stderr closed by a pipe reader that went away)
+            // must not stop it.
+            notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
             handle.shutdown();
             tracing::info!("signal received: shutting down");
         }
@@ -126,5 +152,15 @@ fn serve(config: Config) -> ExitCode {
             tracing::error!(%error, "shutdown incomplete");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Tells the service manager the server's state (sd_notify(3)). Without a
+/// NOTIFY_SOCKET (not started by systemd with `Type=notify`) it does
+/// nothing; a failure to send is logged and otherwise ignored: systemd then
+/// times the start out or kills the unit, which is the right outcome.
+fn notify_service_manager(states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
 }
