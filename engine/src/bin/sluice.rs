@@ -7,10 +7,11 @@
 //! bound, and STOPPING=1 when a signal starts the shutdown; without a
 //! NOTIFY_SOCKET these are no-ops.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use sd_notify::NotifyState;
 use sluice_engine::cli::OperatorCommand;
 use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
@@ -20,9 +21,12 @@ use sluice_engine::store::Store;
 /// How long shutdown waits for the cores to drain.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// Sluice: a DICOM storage engine.
+/// Sluice, a DICOM storage engine: the Storage SCP (`serve`) and the
+/// operator commands on its data directory.
+// `about` comes from this comment, not from the crate's description (which
+// describes the library): it heads `--help` and the NAME line of sluice(1).
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about)]
+#[command(name = "sluice", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +43,14 @@ enum Command {
     },
     #[command(flatten)]
     Operator(OperatorCommand),
+    /// Writes the manual pages, sluice(1) and one per subcommand, into a
+    /// directory (packaging/build-deb ships them).
+    #[command(hide = true)]
+    GenerateManPages {
+        /// The directory to write into; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +61,16 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)
+            }
+        },
+        Command::GenerateManPages { out_dir } => match write_man_pages(&out_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!(
+                    "error: cannot write the man pages into {}: {error}",
+                    out_dir.display()
+                );
+                ExitCode::from(1)
             }
         },
         Command::Operator(command) => {
@@ -63,6 +85,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// clap_mangen writes one page per visible command (hidden ones, such as
+/// this one, are left out), named `sluice-serve.1`, `sluice-quarantine-list.1`.
+fn write_man_pages(out_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    clap_mangen::generate_to(Cli::command(), out_dir)
 }
 
 fn init_logging(format: LogFormat, level: LogLevel) {
