@@ -299,10 +299,14 @@ pub(crate) fn run(input: &[u8]) {
             break;
         }
     }
+    // A timer that expires is no longer running (the machine may start it
+    // again).
     if acceptor.transport_open && acceptor.artim_running && bits & ARTIM_EXPIRES != 0 {
+        acceptor.artim_running = false;
         acceptor.peer(Input::ArtimExpired);
     }
     if acceptor.transport_open && acceptor.idle_running && bits & IDLE_EXPIRES != 0 {
+        acceptor.idle_running = false;
         acceptor.peer(Input::IdleExpired);
     }
     acceptor.close();
