@@ -48,6 +48,7 @@ use crate::commit::tracker::{TrackerContext, TrackerHandle};
 use crate::config::IoBackend;
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
+use ingest::space::SpaceAccount;
 
 pub use failure::status_of_index_error;
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
@@ -172,6 +173,7 @@ impl Server {
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             in_doubt: InDoubtSet::default(),
+            space: SpaceAccount::default(),
         });
         let core_count = config.server.cores.count().max(1);
         let connections_per_core = (config.network.max_associations as usize)

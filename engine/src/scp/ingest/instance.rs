@@ -12,12 +12,14 @@ use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, StoreCheck};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::job::{Job, Verdict};
+use super::space::Reservation;
 use super::timing::JobTiming;
 use crate::clock::unix_now_ns;
 use crate::scp::failure::Failure;
 use crate::store::instance_from_head;
 use crate::store::layout::{Area, DatasetHasher};
 use crate::store::part10::seal;
+use crate::store::Counted;
 
 /// A C-STORE answer for the handler to send.
 #[derive(Debug)]
@@ -41,6 +43,10 @@ pub(crate) enum Answered {
     Stored {
         /// The status.
         status: Status,
+        /// What the index did with it (the counter it goes to).
+        counted: Counted,
+        /// Its quarantine entry, when held in quarantine.
+        quarantine_id: Option<u64>,
         /// When the instance passed each step.
         timing: JobTiming,
     },
@@ -74,6 +80,8 @@ pub(super) struct Instance {
     pub(super) instance: Option<NewInstance>,
     /// In the shared in-doubt set.
     pub(super) in_doubt: bool,
+    /// Its claim on the free space (the floor's accounting).
+    pub(super) reservation: Reservation,
     pub(super) timing: JobTiming,
 }
 
