@@ -18,8 +18,8 @@ use super::kinds::{
     OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue, TransferSyntaxKind,
 };
 use super::values::{
-    AeTitle, Cores, DuplicatePolicy, IoBackend, LogFormat, LogLevel, RemoteAddress, ReportDelivery,
-    SopClassSelection, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    AeTitle, CheckMode, Cores, DuplicatePolicy, IoBackend, LogFormat, LogLevel, RemoteAddress,
+    ReportDelivery, SopClassSelection, TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -290,6 +290,55 @@ config_options! {
         /// raised and Sluice restarted, so size it generously.
         index_map_size: u64 = 64 * GIB,
             kind ByteSizeKind::<u64>::new(16 * MIB, 64 * TIB), flag "index-map-size";
+    }
+
+    /// What Sluice does when a received instance departs from the standard
+    /// in a way some senders' data does: refuse it (`"strict"`: the
+    /// sender is told the failure status and why, nothing is kept) or keep
+    /// it (`"lenient"`: stored as received, a warning logged). What can
+    /// never be stored
+    /// (a data set that does not parse, no Study or Series Instance UID, a
+    /// malformed UID, UIDs that contradict the command) is always refused.
+    /// The defaults, and why: docs/design/ingest.md, "Validation".
+    [validation] ValidationConfig "Validation of received instances" {
+        /// A UID with a component that starts with a zero
+        /// (`1.2.840.113619.2.55.3.0123`), in the command or the data set:
+        /// not valid DICOM (PS3.5 9.1), but sent by real modalities and read
+        /// by every toolkit. Strict refuses with A900.
+        uid_leading_zero: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-uid-leading-zero";
+
+        /// The data set has no SOP Class UID or SOP Instance UID (or an
+        /// empty one); the C-STORE command carries both, and the file and
+        /// the index take them from it. Strict refuses with A900.
+        sop_uids_missing: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-sop-uids-missing";
+
+        /// An image SOP class lacks what display needs: Rows, Columns, Bits
+        /// Allocated, Samples per Pixel, Photometric Interpretation, a
+        /// positive Number of Frames (A900 when strict), or Pixel Data
+        /// (C010).
+        image_pixel_module: CheckMode = CheckMode::Strict,
+            kind EnumKind::<CheckMode>::new(), flag "validation-image-pixel-module";
+
+        /// Pixel Data encapsulated (fragments) under a native transfer
+        /// syntax, native under a compressed one, or encapsulated without a
+        /// fragment: the pixels cannot be decoded as labelled. Strict
+        /// refuses with C012.
+        pixel_data_encapsulation: CheckMode = CheckMode::Strict,
+            kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-encapsulation";
+
+        /// Native Pixel Data longer than Rows, Columns, Samples per Pixel,
+        /// Bits Allocated and Number of Frames imply: the image is all
+        /// there, followed by extra bytes that viewers ignore. Strict
+        /// refuses with C011.
+        pixel_data_trailing_bytes: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-trailing-bytes";
+
+        /// Native Pixel Data shorter than the image attributes imply: part
+        /// of the image is missing. Strict refuses with C011.
+        pixel_data_short: CheckMode = CheckMode::Strict,
+            kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-short";
     }
 
     /// Storage Commitment Push Model: waiting for late instances and

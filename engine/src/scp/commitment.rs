@@ -32,9 +32,6 @@ use super::tag::{tag, TagKind};
 use crate::commit::messages::{DeliveryOutcome, ReportAssociation, Request};
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
-/// Error Comment (LO) is at most 64 characters.
-const ERROR_COMMENT_CHARS_MAX: usize = 64;
-
 /// The reports of one association.
 #[derive(Debug, Default)]
 struct Reports {
@@ -471,7 +468,7 @@ fn refuse(
     tracing::warn!(
         peer = ?conn.peer,
         calling_ae = %conn.calling_ae_title,
-        status = %format!("{:04X}", failure.status().0),
+        status = %failure.status(),
         reason = %failure,
         "commitment request refused"
     );
@@ -488,13 +485,7 @@ fn send_action_rsp(
     failure: Option<&Failure>,
 ) {
     let status = failure.map_or(Status::SUCCESS, Failure::status);
-    let error_comment = failure.map(|failure| {
-        let mut text = failure.to_string();
-        if let Some((end, _)) = text.char_indices().nth(ERROR_COMMENT_CHARS_MAX) {
-            text.truncate(end);
-        }
-        text
-    });
+    let error_comment = failure.map(Failure::error_comment);
     let rsp = Command::NActionRsp(NActionRsp {
         message_id_being_responded_to: message_id,
         affected_sop_class_uid: Some(uid::STORAGE_COMMITMENT_PUSH_MODEL.to_owned()),

@@ -286,18 +286,29 @@ impl Connection {
         sent
     }
 
-    /// Sends a response (no data set) on `context_id`.
+    /// Sends a response (no data set) on `context_id`. Every request gets
+    /// its answer or, when the answer cannot be encoded (a service echoed a
+    /// value the encoder refuses), the association is aborted and the
+    /// reason logged at error: never a silent drop (issue #19: a response
+    /// that could not be encoded left its sender waiting forever).
     pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
         match self.send_message(core, context_id, command, None) {
             Ok(()) => {}
             // No longer established (released or aborted while the answer
             // was on its way): the peer gets no answer.
-            Err(SendError::NotAllowed(_)) => {}
-            // A command that cannot be encoded or framed is not sent
-            // (issue #19: an invalid UID echoed from the request leaves it
-            // unanswered).
-            Err(SendError::Command(_) | SendError::Frame(_)) => {}
-            Err(other) => debug_assert!(false, "a response not sent: {other}"),
+            Err(SendError::NotAllowed(error)) => {
+                tracing::debug!(peer = ?self.peer, %error, "response not sent: the association has ended");
+            }
+            Err(error) => {
+                tracing::error!(
+                    peer = ?self.peer,
+                    calling_ae = %self.calling_ae_title,
+                    command = ?command.command_field(),
+                    %error,
+                    "a response cannot be sent; aborting the association"
+                );
+                self.abort(core, "a response could not be encoded");
+            }
         }
     }
 

@@ -30,6 +30,7 @@ use sluice_io::{ConnId, Core, CoreSender, Event, Handler, RecvBuf};
 use sluice_net::assoc::{Indication, NegotiationOutcome};
 use sluice_net::dimse::{CEchoRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::{DataSet, Incoming, Violation};
+use sluice_net::uid;
 
 use super::admission;
 use super::commitment::Commitment;
@@ -301,9 +302,17 @@ impl CoreHandler {
         );
         match command {
             Command::CEchoRq(rq) => {
+                // Echoed when it can go on the wire as a UI value, else the
+                // context's (Verification): the answer always encodes.
+                let affected_sop_class_uid =
+                    if uid::check_uid_value(rq.affected_sop_class_uid.as_bytes()).is_ok() {
+                        rq.affected_sop_class_uid
+                    } else {
+                        uid::VERIFICATION.to_owned()
+                    };
                 let rsp = Command::CEchoRsp(CEchoRsp {
                     message_id_being_responded_to: rq.message_id,
-                    affected_sop_class_uid: Some(rq.affected_sop_class_uid),
+                    affected_sop_class_uid: Some(affected_sop_class_uid),
                     status: Status::SUCCESS,
                     detail: StatusDetail::default(),
                 });

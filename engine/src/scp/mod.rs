@@ -168,6 +168,7 @@ impl Server {
             policy,
             commitment_policy,
             commitment_listener,
+            leniency: policy::leniency(config),
             tracker: TrackerHandle::new(),
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),

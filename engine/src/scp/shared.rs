@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 
 use sluice_net::assoc::AcceptorPolicy;
+use sluice_net::scan::Leniency;
 
 use crate::commit::tracker::TrackerHandle;
 use crate::store::in_doubt::InDoubtSet;
@@ -24,6 +25,8 @@ pub(crate) struct ServerShared {
     pub(crate) commitment_policy: Option<AcceptorPolicy>,
     /// The listener index of the separate commitment port, if any.
     pub(crate) commitment_listener: Option<usize>,
+    /// The checks of received instances that only warn (`[validation]`).
+    pub(crate) leniency: Leniency,
     /// The commitment tracker's inbox.
     pub(crate) tracker: TrackerHandle,
     /// Established associations, across cores.

@@ -9,8 +9,11 @@
 use sluice_io::{Core, RecvBuf};
 use sluice_net::dimse::{CStoreRq, CStoreRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::DataSet;
+use sluice_net::scan::StoreRejection;
+use sluice_net::uid;
 
 use super::conn::{Connection, Connections, Receiving};
+use super::failure::Failure;
 use super::ingest::{Answered, Ingest, Refused, StoreAnswer, StoreStart};
 use super::shared::ServerShared;
 use crate::store::StoreEvent;
@@ -109,19 +112,29 @@ pub(crate) fn answer(
             outcome,
         } = answer;
         match (outcome, conns.get_mut(serial)) {
-            (Answered::Stored { status, timing }, conn) => {
+            (
+                Answered::Stored {
+                    status,
+                    timing,
+                    warnings,
+                },
+                conn,
+            ) => {
                 timing.log(&rq.affected_sop_instance_uid, status);
+                if !warnings.is_empty() {
+                    log_warnings(&rq, &calling_ae_title, conn.as_deref(), &warnings);
+                }
                 let Some(conn) = conn else {
                     tracing::debug!(serial, "response dropped: association gone");
                     continue;
                 };
-                tracing::trace!(serial, status = status.0, "responding");
+                tracing::trace!(serial, status = %status, "responding");
                 if status == Status::SUCCESS {
                     conn.counters.instances_stored += 1;
                 } else {
                     conn.counters.instances_failed += 1;
                 }
-                conn.send_command(core, context_id, &store_rsp(&rq, status));
+                conn.send_command(core, context_id, &store_rsp(&rq, status, None));
             }
             (Answered::Failed(failure), Some(conn)) => {
                 let refused = Refused {
@@ -135,7 +148,7 @@ pub(crate) fn answer(
                 tracing::warn!(
                     sop_instance_uid = %rq.affected_sop_instance_uid,
                     calling_ae = %calling_ae_title,
-                    status = %format!("{:04X}", failure.status().0),
+                    status = %failure.status(),
                     reason = %failure,
                     "C-STORE failed after its association ended"
                 );
@@ -153,7 +166,7 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
         peer = ?conn.peer,
         calling_ae = %conn.calling_ae_title,
         sop_instance_uid = %refused.rq.affected_sop_instance_uid,
-        status = %format!("{:04X}", status.0),
+        status = %status,
         reason = %refused.failure,
         "C-STORE refused"
     );
@@ -163,15 +176,48 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
         status: status.0,
         reason: refused.failure.to_string(),
     });
-    conn.send_command(core, refused.context_id, &store_rsp(&refused.rq, status));
+    let rsp = store_rsp(&refused.rq, status, Some(&refused.failure));
+    conn.send_command(core, refused.context_id, &rsp);
 }
 
-fn store_rsp(rq: &CStoreRq, status: Status) -> Command {
+/// An instance stored although lenient checks found something: one line
+/// with every finding.
+fn log_warnings(
+    rq: &CStoreRq,
+    calling_ae_title: &str,
+    conn: Option<&Connection>,
+    warnings: &[StoreRejection],
+) {
+    let findings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        peer = ?conn.and_then(|conn| conn.peer),
+        calling_ae = %calling_ae_title,
+        sop_instance_uid = %rq.affected_sop_instance_uid,
+        warnings = %findings.join("; "),
+        "C-STORE stored with warnings (lenient validation)"
+    );
+}
+
+/// The C-STORE-RSP. The command's UIDs are echoed when they can go on the
+/// wire as UI values (a leading zero, even an empty component, is echoed,
+/// so the sender recognises its instance); a value that cannot (over 64
+/// characters, a foreign character) is left out: both are optional (U) in
+/// a C-STORE-RSP (PS3.7 9.3.1.2). A failure carries its reason as the
+/// Error Comment.
+fn store_rsp(rq: &CStoreRq, status: Status, failure: Option<&Failure>) -> Command {
+    let echo = |value: &str| {
+        uid::check_uid_value(value.as_bytes())
+            .is_ok()
+            .then(|| value.to_owned())
+    };
     Command::CStoreRsp(CStoreRsp {
         message_id_being_responded_to: rq.message_id,
-        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
+        affected_sop_class_uid: echo(&rq.affected_sop_class_uid),
+        affected_sop_instance_uid: echo(&rq.affected_sop_instance_uid),
         status,
-        detail: StatusDetail::default(),
+        detail: StatusDetail {
+            error_comment: failure.map(Failure::error_comment),
+            ..StatusDetail::default()
+        },
     })
 }

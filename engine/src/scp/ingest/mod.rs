@@ -33,7 +33,7 @@ use std::time::Instant;
 use sluice_index::{Disposition, StoreOutcome};
 use sluice_io::{At, Core, IoBuf, IoError, OpenOptions, RecvBuf, SyncKind};
 use sluice_net::dimse::{CStoreRq, Status};
-use sluice_net::scan::DatasetScanner;
+use sluice_net::scan::{check_command, DatasetScanner, StoreCheck};
 use sluice_net::uid;
 
 use self::batcher::IndexAnswer;
@@ -171,6 +171,23 @@ impl Ingest {
         let storage = &self.config().storage;
         let floor = storage.free_space_floor;
         let in_flight_max = storage.instances_in_flight_max_per_core as usize;
+        let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
+        // The command's UIDs follow the data set's rules (A900 when
+        // malformed), before anything else: a malformed UID is never
+        // answered for another reason.
+        let warnings = facts
+            .map(|facts| {
+                check_command(&StoreCheck {
+                    affected_sop_class_uid: &start.rq.affected_sop_class_uid,
+                    affected_sop_instance_uid: &start.rq.affected_sop_instance_uid,
+                    transfer_syntax: facts,
+                    image_class: false,
+                    lenient: self.shared.leniency,
+                })
+            })
+            .transpose()
+            .map_err(Failure::Rejected)?
+            .unwrap_or_default();
         if start.abstract_syntax != start.rq.affected_sop_class_uid {
             return Err(Failure::SopClassNotOnContext {
                 sop_class_uid: start.rq.affected_sop_class_uid.clone(),
@@ -191,7 +208,6 @@ impl Ingest {
         {
             return Err(Failure::BelowFreeSpaceFloor { floor });
         }
-        let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
         let (Some(facts), Ok(scanner)) = (
             facts,
             DatasetScanner::for_transfer_syntax(start.transfer_syntax_uid),
@@ -250,6 +266,7 @@ impl Ingest {
                 hasher: DatasetHasher::new(),
                 dataset_bytes: 0,
                 instance: None,
+                warnings,
                 in_doubt: false,
                 timing: JobTiming::default(),
             },
@@ -299,7 +316,7 @@ impl Ingest {
         let verdict = if record.job.has_failed() {
             Verdict::Unchecked
         } else {
-            record.check()
+            record.check(self.shared.leniency)
         };
         self.feed(core, key, JobInput::Complete(verdict));
     }
@@ -841,9 +858,11 @@ impl Ingest {
             }
             self.shared.store.shared.events.publish(event);
         }
+        let warnings = std::mem::take(&mut record.warnings);
         self.answers.push(record.answer(Answered::Stored {
             status,
             timing: record.timing,
+            warnings,
         }));
     }
 
