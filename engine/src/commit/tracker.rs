@@ -950,11 +950,10 @@ impl Tracker {
             }
             DeliveryOutcome::Delivered(status) | DeliveryOutcome::Refused(status) => {
                 transaction.payload.last_status = status.0;
-                transaction.payload.last_error =
-                    format!("the peer answered status {:04X}", status.0);
+                transaction.payload.last_error = format!("the peer answered status {status}");
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Failed);
-                tracing::error!(transaction_uid, requester = %requester, status = %format!("{:04X}", status.0), "commitment report refused by the peer: permanent failure, not retried");
+                tracing::error!(transaction_uid, requester = %requester, status = %status, "commitment report refused by the peer: permanent failure, not retried");
             }
             DeliveryOutcome::NotOpen => {
                 // The requester's association has closed: not an attempt;

@@ -32,7 +32,7 @@ impl JobTiming {
         tracing::debug!(
             target: "sluice::ingest::timing",
             sop_instance_uid,
-            status = status.0,
+            status = %status,
             rename_us = Self::micros(self.complete, self.renamed),
             file_sync_us = Self::micros(self.renamed, self.file_synced),
             dir_sync_us = Self::micros(self.renamed, self.dir_synced),
