@@ -87,8 +87,16 @@ pub(crate) fn run(
             list(&store.open()?, super::listing_limit(limit), output)
         }
         QuarantineCommand::Show { id, store } => show(&store.open()?, id, output),
-        QuarantineCommand::Release { id, store } => release(&store.open()?, id, output),
-        QuarantineCommand::Purge { id, store } => purge(&store.open()?, id, output),
+        QuarantineCommand::Release { id, store } => release(
+            &store.open_for_writing("sluice quarantine release")?,
+            id,
+            output,
+        ),
+        QuarantineCommand::Purge { id, store } => purge(
+            &store.open_for_writing("sluice quarantine purge")?,
+            id,
+            output,
+        ),
     }
 }
 

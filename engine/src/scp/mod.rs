@@ -46,6 +46,7 @@ use thiserror::Error;
 use crate::commit::messages::{Cores, ToCore};
 use crate::commit::tracker::{TrackerContext, TrackerHandle};
 use crate::config::IoBackend;
+use crate::lock::{probe_port, DataDirectoryLock, LockError, PortLock};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
 
@@ -71,6 +72,9 @@ pub enum ServeError {
     /// The configuration cannot be served, or start-up recovery failed.
     #[error("{0}")]
     Config(String),
+    /// Another process holds the data directory or serves the port.
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 /// A hook that adjusts the I/O runtime's configuration before start.
@@ -120,6 +124,9 @@ pub struct Server {
     runtime: Runtime<CoreMessage>,
     shared: Arc<ServerShared>,
     listen_addrs: Vec<SocketAddr>,
+    /// The data directory's and the ports' locks, held until the server is
+    /// dropped (after its cores stopped).
+    _locks: (DataDirectoryLock, Vec<PortLock>),
 }
 
 /// A cloneable handle that asks a running server to stop.
@@ -144,10 +151,9 @@ impl Server {
     /// Starts the SCP with extra options.
     pub fn start_with(store: &Store, options: ServeOptions) -> Result<Server, ServeError> {
         let config = store.config();
-        // Start-up recovery before accepting anything: it logs its own
-        // one-line summary.
-        crate::recovery::recover(store.layout(), store.index())
-            .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        // One server per data directory: taken before anything is touched
+        // (recovery under a running server would remove its files).
+        let data_lock = DataDirectoryLock::acquire(store.layout().root(), "sluice serve")?;
         let policy = policy::acceptor_policy(config);
         let commitment_policy = policy::commitment_policy(config);
         let mut listen_addrs = vec![SocketAddr::new(
@@ -199,6 +205,21 @@ impl Server {
         if let Some(adjust) = options.adjust_runtime {
             adjust(&mut runtime_config);
         }
+        // One server per port: its lock (held for the server's life; two
+        // servers starting at once cannot both pass), then a probe without
+        // SO_REUSEPORT, which fails while anyone else listens there (the
+        // per-core listeners set SO_REUSEPORT and would silently join them).
+        let mut port_locks = Vec::new();
+        for address in &runtime_config.listen_addrs {
+            if address.port() != 0 {
+                port_locks.push(PortLock::acquire(*address)?);
+                probe_port(*address)?;
+            }
+        }
+        // Start-up recovery before accepting anything: it logs its own
+        // one-line summary.
+        crate::recovery::recover(store.layout(), store.index())
+            .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
         let factory_shared = shared.clone();
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
@@ -231,6 +252,7 @@ impl Server {
             runtime,
             shared,
             listen_addrs,
+            _locks: (data_lock, port_locks),
         })
     }
 

@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod embed;
 mod large;
+mod lock;
 mod operator;
 mod recovery;
 mod serve;
