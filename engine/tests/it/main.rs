@@ -9,5 +9,6 @@ mod embed;
 mod large;
 mod lock;
 mod operator;
+mod process;
 mod recovery;
 mod serve;
