@@ -11,7 +11,7 @@ use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
 use sluice_engine::scp::Server;
 use sluice_engine::store::Store;
 
-/// How long shutdown waits for the cores to drain.
+/// How long shutdown waits for the cores to stop once drained.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Sluice: a DICOM storage engine.
@@ -163,11 +163,17 @@ fn serve(config: Config) -> ExitCode {
     };
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
+        // The first signal drains (server.shutdown_drain_ms), a second one
+        // stops at once. Shut down first, log second: a log write that
+        // fails (stderr closed by a pipe reader that went away) must not
+        // stop it.
         if signal_receiver.recv().is_ok() {
-            // Shut down first, log second: a log write that fails (stderr
-            // closed by a pipe reader that went away) must not stop it.
             handle.shutdown();
-            tracing::info!("signal received: shutting down");
+            tracing::info!("signal received: shutting down (a second signal stops at once)");
+        }
+        if signal_receiver.recv().is_ok() {
+            handle.shutdown_now();
+            tracing::warn!("second signal received: stopping now, without waiting for the drain");
         }
     });
     match server.wait(SHUTDOWN_WAIT) {

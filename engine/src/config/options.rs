@@ -90,6 +90,17 @@ config_options! {
         /// The least severe events that are logged.
         log_level: LogLevel = LogLevel::Info,
             kind EnumKind::<LogLevel>::new(), flag "log-level";
+
+        /// How long a stopping server (SIGTERM, SIGINT) lets the instances
+        /// in flight finish and be answered. It stops taking new
+        /// associations at once (A-ASSOCIATE-RJ, transient, so senders
+        /// retry), refuses new C-STOREs with A700, and ends each
+        /// association with an A-ABORT as soon as everything it sent is
+        /// answered; what is still in flight when this time is up is
+        /// aborted (never answered success, never lost). 0 aborts at once.
+        shutdown_drain_ms: Duration = Duration::from_secs(5),
+            kind DurationKind::new(TimeUnit::Milliseconds, 0, 600_000),
+            flag "shutdown-drain-ms";
     }
 
     /// Listeners, AE titles, association limits, timeouts and the remote AE

@@ -94,6 +94,9 @@ pub(crate) struct Connection {
     /// Its counters.
     pub(crate) counters: Counters,
     endpoint: Endpoint,
+    /// Requests received and not yet answered (C-STORE-RQ, N-ACTION-RQ):
+    /// a stopping server waits for them before it aborts the association.
+    owed: u32,
     /// The io timer armed for the endpoint's earliest deadline.
     timer_armed: Option<TimerId>,
     sends_in_flight: u32,
@@ -130,6 +133,7 @@ impl Connection {
                 started: Instant::now(),
             },
             endpoint: Endpoint::new(role, config),
+            owed: 0,
             timer_armed: None,
             sends_in_flight: 0,
             closing: Closing::Open,
@@ -203,6 +207,23 @@ impl Connection {
         self.endpoint.may_send_pdata()
     }
 
+    /// A request that owes its peer an answer (C-STORE-RQ, N-ACTION-RQ)
+    /// arrived.
+    pub(crate) fn request_received(&mut self) {
+        self.owed += 1;
+    }
+
+    /// Nothing owed and nothing arriving: a stopping server may abort it
+    /// without leaving a request unanswered.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.owed == 0 && self.receiving.is_none()
+    }
+
+    /// The transport is closing (or closed): nothing more to do with it.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing != Closing::Open || self.endpoint.close_requested()
+    }
+
     /// A fresh Message ID for a request this side sends.
     pub(crate) fn message_id(&mut self) -> u16 {
         self.endpoint.next_message_id()
@@ -265,6 +286,12 @@ impl Connection {
     /// Aborts the association (A-ABORT) and closes the transport once sent.
     pub(crate) fn abort(&mut self, core: &mut Core, reason: &str) {
         tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, reason, "aborting the association");
+        self.abort_quietly(core, reason);
+    }
+
+    /// [`Connection::abort`] without its warning: the shutdown's aborts,
+    /// which its "association ended" lines and the drain's summary report.
+    pub(crate) fn abort_quietly(&mut self, core: &mut Core, reason: &str) {
         self.outcome = Some(format!("aborted by Sluice: {reason}"));
         self.endpoint.abort(Instant::now());
         self.flush(core);
@@ -293,7 +320,13 @@ impl Connection {
     /// that could not be encoded left its sender waiting forever).
     pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
         match self.send_message(core, context_id, command, None) {
-            Ok(()) => {}
+            Ok(()) => {
+                if matches!(command, Command::CStoreRsp(_) | Command::NActionRsp(_)) {
+                    // Every C-STORE-RQ and N-ACTION-RQ was counted.
+                    debug_assert!(self.owed > 0, "an answer to a request not counted");
+                    self.owed = self.owed.saturating_sub(1);
+                }
+            }
             // No longer established (released or aborted while the answer
             // was on its way): the peer gets no answer.
             Err(SendError::NotAllowed(error)) => {
@@ -490,6 +523,20 @@ impl Connections {
     /// The serial of the connection with this io id.
     pub(crate) fn serial_of(&self, id: ConnId) -> Option<u64> {
         self.serial_of.get(&id).copied()
+    }
+
+    /// No connection left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_serial.is_empty()
+    }
+
+    /// The serials of the connections for which `keep` holds.
+    pub(crate) fn serials_where(&self, keep: impl Fn(&Connection) -> bool) -> Vec<u64> {
+        self.by_serial
+            .values()
+            .filter(|conn| keep(conn))
+            .map(|conn| conn.serial)
+            .collect()
     }
 
     /// Takes out a connection whose socket is gone (closed, or its connect

@@ -32,6 +32,10 @@ pub(crate) enum Failure {
     /// The store is in its refusing state (A700).
     #[error("the store refuses after repeated durability failures")]
     Refusing,
+    /// The server is stopping: it answers what is in flight and takes
+    /// nothing new (A700; the sender retries later).
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// `storage.instances_in_flight_max_per_core` instances on this core (A710).
     #[error("{max} instances in flight on this core")]
     InFlightLimit {
@@ -180,6 +184,7 @@ impl Failure {
             Failure::Rejected(rejection) => rejection.status(),
             Failure::IndexCommit(error) => status_of_index_error(error),
             Failure::Refusing
+            | Failure::ShuttingDown
             | Failure::FileIdsExhausted
             | Failure::TemporaryDirectory(_)
             | Failure::Open(_)

@@ -36,4 +36,15 @@ pub(crate) struct ServerShared {
     /// Files committed in doubt and not yet durable (shared with the
     /// commitment tracker).
     pub(crate) in_doubt: InDoubtSet,
+    /// Where each core says it has drained, at shutdown (`Server::drain`).
+    pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
+}
+
+/// A core's word that it has drained: no association left, no instance in
+/// progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DrainReport {
+    /// Associations it aborted at the drain's deadline with requests still
+    /// unanswered.
+    pub(crate) aborted_busy: usize,
 }

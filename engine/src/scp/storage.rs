@@ -19,7 +19,8 @@ use super::shared::ServerShared;
 use crate::store::StoreEvent;
 
 /// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
-/// data sets).
+/// data sets). While the server drains (`draining`) it is refused (A700)
+/// once its data set is read.
 pub(crate) fn requested(
     core: &mut Core,
     conn: &mut Connection,
@@ -27,9 +28,19 @@ pub(crate) fn requested(
     context_id: u8,
     rq: CStoreRq,
     data_set: DataSet,
+    draining: bool,
 ) {
     if data_set != DataSet::Streamed {
         conn.abort(core, "C-STORE-RQ without a data set");
+        return;
+    }
+    conn.request_received();
+    if draining {
+        conn.receiving = Some(Receiving::Discard(Refused {
+            context_id,
+            rq,
+            failure: Failure::ShuttingDown,
+        }));
         return;
     }
     let Some((abstract_syntax, transfer_syntax_uid)) = conn

@@ -133,6 +133,27 @@ impl IndexSide {
         self.submit_clears(core);
     }
 
+    /// Submits the in-doubt marks still to clear, waiting for room in the
+    /// writer's queue (the core stops next: a clear kept for later would be
+    /// lost, and the next start would recheck those files).
+    pub(super) fn submit_clears_at_shutdown(&mut self, core: &mut Core) {
+        let (op, timer) = self.batcher.take_clears();
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        let Some(op) = op else {
+            return;
+        };
+        let batch = Batch::with_callback(vec![op], |result| {
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not clear in-doubt marks at shutdown; start-up recovery will check those files");
+            }
+        });
+        if let Err(error) = self.writer.submit(batch) {
+            tracing::warn!(%error, "could not clear in-doubt marks at shutdown; start-up recovery will check those files");
+        }
+    }
+
     /// Submits the in-doubt marks to clear (files now durable) as their own
     /// small batch. Only start-up recovery reads the marks, so a failure here
     /// costs nothing but a recheck of those files at the next start.

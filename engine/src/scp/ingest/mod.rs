@@ -503,7 +503,14 @@ impl Ingest {
     /// cleared (the index finishes queued batches when it closes), so a clean
     /// shutdown leaves recovery nothing to re-verify.
     pub(crate) fn shutdown(&mut self, core: &mut Core) {
-        self.index.submit_clears(core);
+        self.index.submit_clears_at_shutdown(core);
+    }
+
+    /// No instance in progress on this core (none receiving, none on its
+    /// way to durable, no temporary file's open to undo): a draining core
+    /// may stop.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.jobs.is_empty() && self.abandoned_opens.is_empty()
     }
 
     // ----- jobs -----
