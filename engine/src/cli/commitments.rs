@@ -99,7 +99,7 @@ fn list(store: &OpenStore, limit: usize, output: &mut dyn Write) -> Result<ExitC
     for entry in &listing.items {
         let (references, failed) = match Payload::decode(&entry.record.payload) {
             Ok(payload) => (
-                payload.references.len().to_string(),
+                payload.reference_count.to_string(),
                 payload.failed.len().to_string(),
             ),
             Err(_) => ("damaged".to_owned(), "-".to_owned()),
@@ -160,14 +160,14 @@ fn show(
         "Finished:",
         time_or_dash(payload.finished_at_unix_ns),
     )?;
-    line(output, "References:", payload.references.len().to_string())?;
+    line(output, "References:", payload.reference_count.to_string())?;
     line(
         output,
         "Committed:",
         if payload.decided_at_unix_ns == 0 {
             "-".to_owned()
         } else {
-            (payload.references.len() - payload.failed.len()).to_string()
+            payload.committed_count().to_string()
         },
     )?;
     line(output, "Failed:", payload.failed.len().to_string())?;
@@ -198,8 +198,8 @@ fn show(
         for &(index, reason) in &payload.failed {
             if let Some(reference) = payload.references.get(index as usize) {
                 table.push(vec![
-                    reference.sop_instance_uid.clone(),
-                    reference.sop_class_uid.clone(),
+                    reference.sop_instance_uid,
+                    reference.sop_class_uid,
                     format!("{reason:04X}"),
                 ]);
             }

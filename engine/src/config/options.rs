@@ -369,6 +369,15 @@ config_options! {
         max_pending_requests: u32 = 10_000,
             kind IntKind::<u32>::new(1, 1_000_000), flag "commitment-max-pending-requests";
 
+        /// The most memory the commitment requests held (waiting for their
+        /// instances, or for their report to be delivered) may take, their
+        /// references packed (about 65 bytes per referenced instance while
+        /// it is waited for: 50,000 references take about 3 MiB). A request
+        /// that would go past it is refused with 0213 (resource
+        /// limitation) and logged; the requester may send it again later.
+        memory_budget: u64 = 256 * MIB,
+            kind ByteSizeKind::<u64>::new(MIB, TIB), flag "commitment-memory-budget";
+
         /// How a report reaches the requester.
         report_delivery: ReportDelivery = ReportDelivery::SameAssociationOrNew,
             kind EnumKind::<ReportDelivery>::new(), flag "commitment-report-delivery";

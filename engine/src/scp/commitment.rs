@@ -29,7 +29,10 @@ use super::conn::{Connection, Connections, Timeouts};
 use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
-use crate::commit::messages::{DeliveryOutcome, ReportAssociation, Request};
+use crate::commit::messages::{
+    request_bytes, DeliveryOutcome, Refusal, ReportAssociation, Request,
+};
+use crate::commit::references::References;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// The reports of one association.
@@ -142,7 +145,9 @@ impl Commitment {
             );
             return;
         };
-        let request = match CommitmentRequest::decode(&bytes, encoding, DatasetLimits::default()) {
+        let decoded = CommitmentRequest::decode(&bytes, encoding, DatasetLimits::default());
+        drop(bytes);
+        let request = match decoded {
             Ok(request) => request,
             Err(error) => {
                 refuse(
@@ -155,15 +160,46 @@ impl Commitment {
                 return;
             }
         };
+        // Packed at once (the decoded references cost about six times as
+        // much), then counted in the commitment memory budget before the
+        // tracker gets it.
+        let CommitmentRequest {
+            transaction_uid,
+            references,
+        } = request;
+        let packed = References::pack(&references);
+        drop(references);
+        let references = match packed {
+            Ok(packed) => packed,
+            Err(error) => {
+                let failure = Failure::Commitment(Refusal::References(error));
+                refuse(core, conn, context_id, rq.message_id, failure);
+                return;
+            }
+        };
+        let reserved_bytes = request_bytes(&references);
+        if let Err(refusal) = self.shared.tracker.memory().try_reserve(reserved_bytes) {
+            refuse(
+                core,
+                conn,
+                context_id,
+                rq.message_id,
+                Failure::Commitment(refusal),
+            );
+            return;
+        }
         let request = Request {
             core: self.core_index,
             serial: conn.serial,
             context_id,
             message_id: rq.message_id,
             requester_ae_title: conn.calling_ae_title.clone(),
-            request,
+            transaction_uid,
+            references,
+            reserved_bytes,
         };
         if self.shared.tracker.request(request).is_err() {
+            self.shared.tracker.memory().release(reserved_bytes);
             refuse(core, conn, context_id, rq.message_id, Failure::TrackerBusy);
         }
     }

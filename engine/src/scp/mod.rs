@@ -202,7 +202,9 @@ impl Server {
             commitment_policy,
             commitment_listener,
             leniency: policy::leniency(config),
-            tracker: TrackerHandle::new(),
+            tracker: TrackerHandle::new(
+                usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
+            ),
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             in_doubt: InDoubtSet::default(),

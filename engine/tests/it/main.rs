@@ -3,6 +3,7 @@
 
 mod answers;
 mod commitment;
+mod commitment_memory;
 mod config;
 mod crash;
 mod embed;
