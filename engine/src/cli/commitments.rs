@@ -11,6 +11,7 @@ use sluice_index::{CommitmentRecord, CommitmentState};
 use super::format::{rfc3339_utc, Table};
 use super::{CliError, OpenStore, StoreArgs, LISTING_LIMIT_DEFAULT};
 use crate::commit::payload::{Payload, NO_STATUS};
+use crate::escape::Escaped;
 
 /// The `commitments` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -145,7 +146,7 @@ fn show(
         reason: error.to_string(),
     })?;
     let line = |output: &mut dyn Write, label: &str, value: String| {
-        writeln!(output, "{label:<20} {value}")
+        writeln!(output, "{label:<20} {}", Escaped(value))
     };
     line(output, "Transaction UID:", transaction_uid.to_owned())?;
     line(output, "State:", state_name(record.state).to_owned())?;

@@ -40,6 +40,7 @@ use super::payload::Payload;
 use super::report_accepted;
 use crate::clock::unix_now_ns;
 use crate::config::ReportDelivery;
+use crate::escape::Escaped;
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::{Store, StoreEvent};
 
@@ -419,7 +420,7 @@ impl Tracker {
                 let payload = match Payload::decode(&entry.record.payload) {
                     Ok(payload) => payload,
                     Err(error) => {
-                        tracing::error!(transaction_uid = %entry.transaction_uid, %error, "commitment record unreadable; left as is");
+                        tracing::error!(transaction_uid = %Escaped(&entry.transaction_uid), %error, "commitment record unreadable; left as is");
                         continue;
                     }
                 };
@@ -597,17 +598,17 @@ impl Tracker {
                 {
                     existing.record.next_attempt_at_unix_ns = 0;
                 }
-                tracing::info!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request repeated; the pending transaction stands");
+                tracing::info!(transaction_uid = %Escaped(&transaction_uid), requester = %Escaped(&request.requester_ae_title), "commitment request repeated; the pending transaction stands");
                 self.answer(&request, Ok(()));
                 return;
             }
-            tracing::warn!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request refused: its Transaction UID is pending with other references");
+            tracing::warn!(transaction_uid = %Escaped(&transaction_uid), requester = %Escaped(&request.requester_ae_title), "commitment request refused: its Transaction UID is pending with other references");
             self.answer(&request, Err(Refusal::OtherReferencesPending));
             return;
         }
         if self.transactions.len() >= max_pending {
             self.memory.release(reserved_bytes);
-            tracing::warn!(transaction_uid = %transaction_uid, limit = max_pending, "commitment request refused: too many pending requests");
+            tracing::warn!(transaction_uid = %Escaped(&transaction_uid), limit = max_pending, "commitment request refused: too many pending requests");
             self.answer(&request, Err(Refusal::TooManyPending { max_pending }));
             return;
         }
@@ -662,7 +663,7 @@ impl Tracker {
             let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
             debug_assert!(previous > 0);
             self.memory.release(reserved_bytes);
-            tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot read the index");
+            tracing::error!(transaction_uid = %Escaped(&transaction_uid), %error, "commitment request failed: cannot read the index");
             self.answer(&request, Err(Refusal::IndexUnavailable));
             return;
         }
@@ -698,13 +699,13 @@ impl Tracker {
             debug_assert!(previous > 0);
             self.ids.remove(&id);
             self.memory.release(reserved_bytes);
-            tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot record it");
+            tracing::error!(transaction_uid = %Escaped(&transaction_uid), %error, "commitment request failed: cannot record it");
             self.answer(&request, Err(Refusal::CannotRecord));
             return;
         }
         tracing::info!(
-            transaction_uid = %transaction_uid,
-            requester = %request.requester_ae_title,
+            transaction_uid = %Escaped(&transaction_uid),
+            requester = %Escaped(&request.requester_ae_title),
             references = transaction.present.len(),
             missing,
             check_us,
@@ -886,13 +887,13 @@ impl Tracker {
             if let Err(error) = self.put(transaction_uid, transaction) {
                 // Kept in memory and delivered; a restart before delivery
                 // would decide it again from the pending record.
-                tracing::error!(transaction_uid, %error, "cannot record a decided commitment report");
+                tracing::error!(transaction_uid = %Escaped(transaction_uid), %error, "cannot record a decided commitment report");
             }
         }
         let decided_after_ms = unix_now_ns().saturating_sub(created_at_unix_ns) / 1_000_000;
         tracing::info!(
-            transaction_uid,
-            requester = %requester,
+            transaction_uid = %Escaped(transaction_uid),
+            requester = %Escaped(&requester),
             references,
             failed = failed_count,
             decided_after_ms,
@@ -1022,7 +1023,7 @@ impl Tracker {
             }
             let core = self.next_core % core_count;
             self.next_core = self.next_core.wrapping_add(1);
-            tracing::debug!(called_ae = %called_ae_title, %address, reports = reports.len(), "opening an association to deliver commitment reports");
+            tracing::debug!(called_ae = %Escaped(&called_ae_title), %address, reports = reports.len(), "opening an association to deliver commitment reports");
             let message = ToCore::OpenReportAssociation(Box::new(ReportAssociation {
                 calling_ae_title: calling_ae_title.clone(),
                 called_ae_title,
@@ -1063,14 +1064,14 @@ impl Tracker {
                 transaction.payload.last_status = status.0;
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Delivered);
-                tracing::info!(transaction_uid, requester = %requester, attempts = transaction.record.delivery_attempts, "commitment report delivered");
+                tracing::info!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts = transaction.record.delivery_attempts, "commitment report delivered");
             }
             DeliveryOutcome::Delivered(status) | DeliveryOutcome::Refused(status) => {
                 transaction.payload.last_status = status.0;
                 transaction.payload.last_error = format!("the peer answered status {status}");
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Failed);
-                tracing::error!(transaction_uid, requester = %requester, status = %status, "commitment report refused by the peer: permanent failure, not retried");
+                tracing::error!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), status = %status, "commitment report refused by the peer: permanent failure, not retried");
             }
             DeliveryOutcome::NotOpen => {
                 // The requester's association has closed: not an attempt;
@@ -1087,7 +1088,7 @@ impl Tracker {
                 let retries_allowed = config.commitment.report_retry_count;
                 if attempts > retries_allowed {
                     finished = Some(CommitmentState::Failed);
-                    tracing::error!(transaction_uid, requester = %requester, attempts, reason = %reason, "commitment report given up after its retries");
+                    tracing::error!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts, reason = %Escaped(&reason), "commitment report given up after its retries");
                 } else {
                     let delay = retry_delay(
                         config.commitment.report_retry_delay_s,
@@ -1096,7 +1097,7 @@ impl Tracker {
                     );
                     transaction.record.next_attempt_at_unix_ns =
                         now.saturating_add(duration_ns(delay));
-                    tracing::warn!(transaction_uid, requester = %requester, attempts, retry_in_s = delay.as_secs(), reason = %reason, "commitment report delivery failed; will retry");
+                    tracing::warn!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts, retry_in_s = delay.as_secs(), reason = %Escaped(&reason), "commitment report delivery failed; will retry");
                 }
             }
         }
@@ -1109,7 +1110,7 @@ impl Tracker {
         }
         if let Some(transaction) = self.transactions.get(transaction_uid) {
             if let Err(error) = self.put(transaction_uid, transaction) {
-                tracing::error!(transaction_uid, %error, "cannot record a commitment delivery outcome");
+                tracing::error!(transaction_uid = %Escaped(transaction_uid), %error, "cannot record a commitment delivery outcome");
             }
         }
         if let Some(state) = finished {

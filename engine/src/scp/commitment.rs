@@ -33,6 +33,7 @@ use crate::commit::messages::{
     request_bytes, DeliveryOutcome, Refusal, ReportAssociation, Request,
 };
 use crate::commit::references::References;
+use crate::escape::Escaped;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// The reports of one association.
@@ -233,7 +234,7 @@ impl Commitment {
             return;
         };
         if let Err(reason) = self.send_report(core, conn, &report) {
-            tracing::debug!(serial, transaction_uid = %transaction_uid, reason = %reason, "report not sent on the requester's association");
+            tracing::debug!(serial, transaction_uid = %Escaped(&transaction_uid), reason = %Escaped(&reason), "report not sent on the requester's association");
             self.delivery(transaction_uid, DeliveryOutcome::NotOpen);
         }
     }
@@ -277,7 +278,7 @@ impl Commitment {
             .insert(message_id, report.transaction_uid.clone());
         tracing::debug!(
             serial = conn.serial,
-            transaction_uid = %report.transaction_uid,
+            transaction_uid = %Escaped(&report.transaction_uid),
             event_type = report.event_type_id(),
             "N-EVENT-REPORT sent"
         );
@@ -477,7 +478,7 @@ impl Commitment {
             let outcome = if conn.is_outbound() {
                 DeliveryOutcome::CommunicationFailure(reason.to_owned())
             } else {
-                tracing::debug!(transaction_uid = %transaction_uid, reason, "requester's association ended before its report was answered");
+                tracing::debug!(transaction_uid = %Escaped(&transaction_uid), reason, "requester's association ended before its report was answered");
                 DeliveryOutcome::NotOpen
             };
             self.delivery(transaction_uid, outcome);
@@ -503,9 +504,9 @@ fn refuse(
 ) {
     tracing::warn!(
         peer = ?conn.peer,
-        calling_ae = %conn.calling_ae_title,
+        calling_ae = %Escaped(&conn.calling_ae_title),
         status = %failure.status(),
-        reason = %failure,
+        reason = %Escaped(&failure),
         "commitment request refused"
     );
     send_action_rsp(core, conn, context_id, message_id, Some(&failure));

@@ -30,6 +30,7 @@ use sluice_net::pdu::AssociateRq;
 
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
+use crate::escape::Escaped;
 
 /// The association timers' durations (`network.artim_timeout_ms`,
 /// `network.idle_timeout_ms`).
@@ -285,7 +286,7 @@ impl Connection {
 
     /// Aborts the association (A-ABORT) and closes the transport once sent.
     pub(crate) fn abort(&mut self, core: &mut Core, reason: &str) {
-        tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, reason, "aborting the association");
+        tracing::warn!(peer = ?self.peer, calling_ae = %Escaped(&self.calling_ae_title), reason, "aborting the association");
         self.abort_quietly(core, reason);
     }
 
@@ -335,7 +336,7 @@ impl Connection {
             Err(error) => {
                 tracing::error!(
                     peer = ?self.peer,
-                    calling_ae = %self.calling_ae_title,
+                    calling_ae = %Escaped(&self.calling_ae_title),
                     command = ?command.command_field(),
                     %error,
                     "a response cannot be sent; aborting the association"
@@ -465,7 +466,7 @@ impl Connection {
             Some(_) | None => None,
         };
         if let Some(what) = what {
-            tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, "{what}: aborting the association");
+            tracing::warn!(peer = ?self.peer, calling_ae = %Escaped(&self.calling_ae_title), "{what}: aborting the association");
             self.outcome = Some(what.to_owned());
         }
         self.flush(core);
@@ -482,14 +483,14 @@ impl Connection {
     pub(crate) fn log_ended(&mut self) {
         tracing::info!(
             peer = %self.peer.map(|peer| peer.to_string()).unwrap_or_default(),
-            calling_ae = %self.calling_ae_title,
-            called_ae = %self.called_ae_title,
+            calling_ae = %Escaped(&self.calling_ae_title),
+            called_ae = %Escaped(&self.called_ae_title),
             contexts_accepted = self.counters.contexts_accepted,
             instances_stored = self.counters.instances_stored,
             instances_failed = self.counters.instances_failed,
             bytes = self.counters.bytes_received,
             duration_ms = self.counters.started.elapsed().as_millis() as u64,
-            outcome = %self.outcome.take().unwrap_or_else(|| "connection closed".to_owned()),
+            outcome = %Escaped(self.outcome.take().unwrap_or_else(|| "connection closed".to_owned())),
             "association ended"
         );
     }

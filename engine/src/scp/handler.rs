@@ -44,6 +44,7 @@ use super::shared::{DrainReport, ServerShared};
 use super::storage;
 use super::tag::{split, tag, TagKind};
 use crate::commit::messages::ToCore;
+use crate::escape::Escaped;
 
 /// How long the index writer's callback may wait for room in a core's mailbox.
 const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(600);
@@ -224,10 +225,10 @@ impl CoreHandler {
                 // more.
                 match &violation {
                     Violation::Pdu(error) => {
-                        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "malformed PDU; aborting the association");
+                        tracing::warn!(peer = ?conn.peer, calling_ae = %Escaped(&conn.calling_ae_title), %error, "malformed PDU; aborting the association");
                     }
                     other => {
-                        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, reason = %other, "aborting the association");
+                        tracing::warn!(peer = ?conn.peer, calling_ae = %Escaped(&conn.calling_ae_title), reason = %Escaped(&other), "aborting the association");
                         conn.outcome = Some(format!("aborted by Sluice: {other}"));
                     }
                 }
@@ -266,8 +267,8 @@ impl CoreHandler {
                         let (result, source, reason) = rj.codes();
                         tracing::warn!(
                             peer = ?conn.peer,
-                            calling_ae = %conn.calling_ae_title,
-                            called_ae = %conn.called_ae_title,
+                            calling_ae = %Escaped(&conn.calling_ae_title),
+                            called_ae = %Escaped(&conn.called_ae_title),
                             "association rejected: result {result}, source {source}, reason {reason}"
                         );
                         conn.outcome = Some(format!("rejected {result}/{source}/{reason}"));

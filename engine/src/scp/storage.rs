@@ -16,6 +16,7 @@ use super::conn::{Connection, Connections, Receiving};
 use super::failure::Failure;
 use super::ingest::{Answered, Ingest, Refused, StoreAnswer, StoreStart};
 use super::shared::ServerShared;
+use crate::escape::Escaped;
 use crate::store::StoreEvent;
 
 /// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
@@ -157,10 +158,10 @@ pub(crate) fn answer(
             }
             (Answered::Failed(failure), None) => {
                 tracing::warn!(
-                    sop_instance_uid = %rq.affected_sop_instance_uid,
-                    calling_ae = %calling_ae_title,
+                    sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
+                    calling_ae = %Escaped(&calling_ae_title),
                     status = %failure.status(),
-                    reason = %failure,
+                    reason = %Escaped(&failure),
                     "C-STORE failed after its association ended"
                 );
             }
@@ -175,10 +176,10 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
     let status = refused.failure.status();
     tracing::warn!(
         peer = ?conn.peer,
-        calling_ae = %conn.calling_ae_title,
-        sop_instance_uid = %refused.rq.affected_sop_instance_uid,
+        calling_ae = %Escaped(&conn.calling_ae_title),
+        sop_instance_uid = %Escaped(&refused.rq.affected_sop_instance_uid),
         status = %status,
-        reason = %refused.failure,
+        reason = %Escaped(&refused.failure),
         "C-STORE refused"
     );
     shared.store.shared.events.publish(StoreEvent::Rejected {
@@ -202,9 +203,9 @@ fn log_warnings(
     let findings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     tracing::warn!(
         peer = ?conn.and_then(|conn| conn.peer),
-        calling_ae = %calling_ae_title,
-        sop_instance_uid = %rq.affected_sop_instance_uid,
-        warnings = %findings.join("; "),
+        calling_ae = %Escaped(&calling_ae_title),
+        sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
+        warnings = %Escaped(&findings.join("; ")),
         "C-STORE stored with warnings (lenient validation)"
     );
 }

@@ -7,6 +7,7 @@ mod commitment_memory;
 mod config;
 mod crash;
 mod embed;
+mod injection;
 mod large;
 mod lock;
 mod operator;

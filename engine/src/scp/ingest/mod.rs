@@ -48,6 +48,7 @@ use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
 use crate::config::DuplicatePolicy as ConfigDuplicatePolicy;
+use crate::escape::Escaped;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
 use crate::store::StoreEvent;
@@ -628,7 +629,7 @@ impl Ingest {
                     panic!("an undo of job {key:?}, which has no entry");
                 };
                 tracing::warn!(
-                    sop_instance_uid = %instance.triplet.sop_instance_uid,
+                    sop_instance_uid = %Escaped(&instance.triplet.sop_instance_uid),
                     "removing the index entry of an instance that failed to become durable"
                 );
                 let ops = batcher::undo_ops(undo, &instance.triplet, record.file_id);
@@ -736,7 +737,7 @@ impl Ingest {
                 tracing::error!(
                     dir = %end.dir.display(),
                     instances = end.jobs.len(),
-                    reason = %failure,
+                    reason = %Escaped(&failure),
                     "directory fsync failed; its instances fail"
                 );
                 // One failed fsync is one failure, however many instances.
