@@ -193,6 +193,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 if request.in_doubt {
                     self.mark_in_doubt(request, &result)?;
                 }
+                if let Some(flagged) = &request.flagged {
+                    self.mark_flagged(request, &result, flagged)?;
+                }
                 Ok(result)
             }
             WriteOp::ClearInDoubt(file_ids) => {
@@ -260,6 +263,31 @@ impl<'t, 'e> Apply<'t, 'e> {
         };
         let key = file_id_key(request.instance.record.file_id);
         self.put(self.tables.in_doubt, &key, &value, "mark in doubt")
+    }
+
+    /// Records what lenient checks found in the new file when the store made
+    /// an entry name it (stored, or held in quarantine).
+    fn mark_flagged(
+        &mut self,
+        request: &StoreRequest,
+        result: &ItemResult,
+        flagged: &[u8],
+    ) -> Result<(), IndexError> {
+        let named = match result {
+            Ok(WriteOutcome::Store(outcome)) => matches!(
+                outcome.disposition(),
+                None | Some(Disposition::Replaced { .. } | Disposition::Quarantined { .. })
+            ),
+            _ => false,
+        };
+        if !named {
+            return Ok(());
+        }
+        let key = file_id_key(request.instance.record.file_id);
+        let value = flagged
+            .get(..flagged.len().min(crate::records::FLAGGED_PAYLOAD_BYTES_MAX))
+            .unwrap_or_default();
+        self.put(self.tables.flagged, &key, value, "mark flagged")
     }
 
     /// What is stored under a SOP Instance UID.

@@ -80,8 +80,13 @@ impl IndexSide {
     }
 
     /// The operation storing an instance.
-    pub(super) fn store_op(&self, instance: NewInstance, in_doubt: bool) -> WriteOp {
-        self.batcher.store_op(instance, in_doubt)
+    pub(super) fn store_op(
+        &self,
+        instance: NewInstance,
+        in_doubt: bool,
+        flagged: Option<Vec<u8>>,
+    ) -> WriteOp {
+        self.batcher.store_op(instance, in_doubt, flagged)
     }
 
     fn batch(&self, ops: Vec<WriteOp>, jobs: Vec<JobKey>, kind: BatchKind) -> Batch {
