@@ -12,5 +12,6 @@ mod large;
 mod lock;
 mod operator;
 mod process;
+mod real_files;
 mod recovery;
 mod serve;
