@@ -65,7 +65,10 @@ enum Closing {
 #[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) contexts_accepted: usize,
+    /// Answered 0000 and stored (or dropped as a byte-identical duplicate).
     pub(crate) instances_stored: u64,
+    /// Answered 0000 and held in quarantine.
+    pub(crate) instances_quarantined: u64,
     pub(crate) instances_failed: u64,
     pub(crate) bytes_received: u64,
     started: Instant,
@@ -98,8 +101,9 @@ pub(crate) struct Connection {
     /// Requests received and not yet answered (C-STORE-RQ, N-ACTION-RQ):
     /// a stopping server waits for them before it aborts the association.
     owed: u32,
-    /// The io timer armed for the endpoint's earliest deadline.
-    timer_armed: Option<TimerId>,
+    /// The io timer armed for the endpoint's earliest deadline, and the
+    /// deadline it was armed for.
+    timer_armed: Option<(TimerId, Instant)>,
     sends_in_flight: u32,
     closing: Closing,
 }
@@ -129,6 +133,7 @@ impl Connection {
             counters: Counters {
                 contexts_accepted: 0,
                 instances_stored: 0,
+                instances_quarantined: 0,
                 instances_failed: 0,
                 bytes_received: 0,
                 started: Instant::now(),
@@ -439,17 +444,23 @@ impl Connection {
     /// One io timer per connection, for the endpoint's earliest deadline. A
     /// deadline that moves later (the idle timer restarts on every PDU)
     /// costs nothing: the timer fires early and is armed again for the
-    /// rest, one operation per period.
+    /// rest, one operation per period. A deadline earlier than the armed
+    /// one (ARTIM after a release or an abort, while the idle timer's is
+    /// armed) re-arms it: it used to fire only at the idle deadline.
     fn arm_timer(&mut self, core: &mut Core) {
-        if self.timer_armed.is_some() {
-            return;
-        }
         let Some(deadline) = self.endpoint.next_deadline() else {
             return;
         };
+        if let Some((timer, armed_for)) = self.timer_armed {
+            if armed_for <= deadline {
+                return;
+            }
+            core.cancel_timer(timer);
+            self.timer_armed = None;
+        }
         let after = deadline.saturating_duration_since(Instant::now());
         match core.timer(after, tag(TagKind::ConnTimer, self.serial)) {
-            Ok(timer) => self.timer_armed = Some(timer),
+            Ok(timer) => self.timer_armed = Some((timer, deadline)),
             // Without it the association waits for its peer (or its end).
             Err(error) => tracing::warn!(%error, "cannot arm an association timer"),
         }
@@ -474,7 +485,7 @@ impl Connection {
 
     /// Cancels the timer of a connection that ended.
     pub(crate) fn cancel_timer(&mut self, core: &mut Core) {
-        if let Some(timer) = self.timer_armed.take() {
+        if let Some((timer, _)) = self.timer_armed.take() {
             core.cancel_timer(timer);
         }
     }
@@ -487,6 +498,7 @@ impl Connection {
             called_ae = %Escaped(&self.called_ae_title),
             contexts_accepted = self.counters.contexts_accepted,
             instances_stored = self.counters.instances_stored,
+            instances_quarantined = self.counters.instances_quarantined,
             instances_failed = self.counters.instances_failed,
             bytes = self.counters.bytes_received,
             duration_ms = self.counters.started.elapsed().as_millis() as u64,

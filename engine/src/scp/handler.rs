@@ -24,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice_io::{ConnId, Core, CoreSender, Event, Handler, RecvBuf};
 use sluice_net::assoc::{Indication, NegotiationOutcome};
@@ -37,8 +37,8 @@ use super::admission;
 use super::commitment::Commitment;
 use super::conn::{Connection, Connections, Receiving, Timeouts};
 use super::failure::Failure;
-use super::ingest::batcher::IndexAnswer;
 use super::ingest::dir_sync::RoundId;
+use super::ingest::replies::ReplyQueue;
 use super::ingest::{Ingest, JobKey};
 use super::shared::{DrainReport, ServerShared};
 use super::storage;
@@ -46,14 +46,12 @@ use super::tag::{split, tag, TagKind};
 use crate::commit::messages::ToCore;
 use crate::escape::Escaped;
 
-/// How long the index writer's callback may wait for room in a core's mailbox.
-const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(600);
-
 /// Messages from other threads to a core.
 #[derive(Debug)]
 pub(crate) enum CoreMessage {
-    /// The index writer answered a batch of this core.
-    Indexed(IndexAnswer),
+    /// The index writer answered batches of this core: they wait in its
+    /// reply queue (`ingest::replies`), drained before every message.
+    IndexAnswers,
     /// The commitment tracker asks for something.
     Commitment(ToCore),
     /// The server is stopping: drain until `deadline` (see `Server::drain`).
@@ -110,25 +108,12 @@ impl CoreHandler {
             artim: network.artim_timeout_ms,
             idle: network.idle_timeout_ms,
         };
-        let reply = Arc::new(move |answer: IndexAnswer| {
-            match sender.send_timeout(CoreMessage::Indexed(answer), MAILBOX_SEND_WAIT) {
-                Ok(()) => {}
-                // Stopped: its jobs were abandoned (a shutdown past its drain
-                // time); start-up recovery checks their entries.
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                    tracing::warn!(
-                        core = core_index,
-                        "an index result arrived after its core stopped; start-up recovery checks its instances"
-                    );
-                }
-                Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
-                    tracing::error!(
-                        core = core_index,
-                        "a core did not take an index result for 10 minutes; its senders time out"
-                    );
-                }
-            }
-        });
+        // Never waits: a full mailbox already holds messages, before each
+        // of which the core drains its reply queue; a stopped core takes
+        // nothing more.
+        let reply = Arc::new(ReplyQueue::new(move || {
+            let _ = sender.try_send(CoreMessage::IndexAnswers);
+        }));
         CoreHandler {
             ingest: Ingest::new(shared.clone(), core_index, reply),
             commitment: Commitment::new(shared.clone(), core_index),
@@ -619,8 +604,11 @@ impl Handler for CoreHandler {
     }
 
     fn on_message(&mut self, core: &mut Core, message: CoreMessage) {
+        // Whatever the message, the index's answers first: their wake-up
+        // may not have fit in a full mailbox.
+        self.ingest.index_answers(core);
         match message {
-            CoreMessage::Indexed(answer) => self.ingest.indexed(core, answer),
+            CoreMessage::IndexAnswers => {}
             CoreMessage::Commitment(ToCore::Answer {
                 serial,
                 context_id,

@@ -49,6 +49,7 @@ use crate::config::IoBackend;
 use crate::lock::{probe_port, DataDirectoryLock, LockError, PortLock};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
+use ingest::space::SpaceAccount;
 
 pub use failure::status_of_index_error;
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
@@ -208,6 +209,7 @@ impl Server {
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             in_doubt: InDoubtSet::default(),
+            space: SpaceAccount::default(),
             drained: drained_sender,
         });
         let core_count = core_count_of(config);

@@ -1,6 +1,6 @@
 //! What every core of a running Storage SCP shares: the store, the acceptor
-//! policies, the commitment tracker's inbox, the association counters, and
-//! the in-doubt set. Read-mostly: the counters are atomics or a short mutex
+//! policies, the commitment tracker's inbox, the association counters, the
+//! in-doubt set and the free space claimed by instances in flight. Read-mostly: the counters are atomics or a short mutex
 //! held only at association start and end.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use sluice_net::assoc::AcceptorPolicy;
 use sluice_net::scan::Leniency;
 
+use super::ingest::space::SpaceAccount;
 use crate::commit::tracker::TrackerHandle;
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
@@ -36,6 +37,8 @@ pub(crate) struct ServerShared {
     /// Files committed in doubt and not yet durable (shared with the
     /// commitment tracker).
     pub(crate) in_doubt: InDoubtSet,
+    /// The free space the instances in flight still claim, for the floor.
+    pub(crate) space: SpaceAccount,
     /// Where each core says it has drained, at shutdown (`Server::drain`).
     pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
 }

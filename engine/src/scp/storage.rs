@@ -17,7 +17,7 @@ use super::failure::Failure;
 use super::ingest::{Answered, Ingest, Refused, StoreAnswer, StoreStart};
 use super::shared::ServerShared;
 use crate::escape::Escaped;
-use crate::store::StoreEvent;
+use crate::store::{Counted, StoreEvent};
 
 /// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
 /// data sets). While the server drains (`draining`) it is refused (A700)
@@ -127,12 +127,26 @@ pub(crate) fn answer(
             (
                 Answered::Stored {
                     status,
+                    counted,
+                    quarantine_id,
                     timing,
                     warnings,
                 },
                 conn,
             ) => {
                 timing.log(&rq.affected_sop_instance_uid, status);
+                shared.store.shared.counters.count(counted);
+                if let Some(quarantine_id) = quarantine_id {
+                    // Answered 0000 but not where `ls` and `show` look: the
+                    // operator hears of it here and in `quarantine list`.
+                    tracing::warn!(
+                        peer = ?conn.as_ref().and_then(|conn| conn.peer),
+                        calling_ae = %Escaped(&calling_ae_title),
+                        sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
+                        quarantine_id,
+                        "C-STORE held in quarantine (duplicate or SOP Instance UID conflict)"
+                    );
+                }
                 if !warnings.is_empty() {
                     log_warnings(&rq, &calling_ae_title, conn.as_deref(), &warnings);
                 }
@@ -141,10 +155,10 @@ pub(crate) fn answer(
                     continue;
                 };
                 tracing::trace!(serial, status = %status, "responding");
-                if status == Status::SUCCESS {
-                    conn.counters.instances_stored += 1;
-                } else {
-                    conn.counters.instances_failed += 1;
+                match counted {
+                    Counted::Stored | Counted::Dropped => conn.counters.instances_stored += 1,
+                    Counted::Quarantined => conn.counters.instances_quarantined += 1,
+                    Counted::Rejected | Counted::Failed => conn.counters.instances_failed += 1,
                 }
                 conn.send_command(core, context_id, &store_rsp(&rq, status, None));
             }
@@ -157,6 +171,7 @@ pub(crate) fn answer(
                 refuse(shared, core, conn, refused);
             }
             (Answered::Failed(failure), None) => {
+                shared.store.shared.counters.count(Counted::Failed);
                 tracing::warn!(
                     sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
                     calling_ae = %Escaped(&calling_ae_title),
@@ -173,6 +188,7 @@ pub(crate) fn answer(
 /// event, counted.
 fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused: Refused) {
     conn.counters.instances_failed += 1;
+    shared.store.shared.counters.count(Counted::Failed);
     let status = refused.failure.status();
     tracing::warn!(
         peer = ?conn.peer,

@@ -834,6 +834,26 @@ mod tests {
             Err(UidError::InvalidCharacter { .. })
         ));
     }
+    /// Found by fuzzing (fuzz/regressions/dimse_command/): the DIMSE decoder
+    /// tolerates a leading zero or an empty component, so a UID whose first
+    /// flaw is one of those must not hide a foreign character after it.
+    #[test]
+    fn a_foreign_character_is_reported_before_a_tolerated_flaw() {
+        assert_eq!(
+            check_uid(b"1.2.0N0"),
+            Err(UidError::InvalidCharacter {
+                position: 5,
+                byte: b'N'
+            })
+        );
+        assert_eq!(
+            check_uid(b"1..2.x"),
+            Err(UidError::InvalidCharacter {
+                position: 5,
+                byte: b'x'
+            })
+        );
+    }
 
     #[test]
     fn uid_value_and_tolerant_checks() {

@@ -14,6 +14,7 @@ use sluice_net::scan::{
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::job::{Job, Verdict};
+use super::space::Reservation;
 use super::timing::JobTiming;
 use crate::clock::unix_now_ns;
 use crate::flags::FlaggedInstance;
@@ -21,6 +22,7 @@ use crate::scp::failure::Failure;
 use crate::store::instance_from_head;
 use crate::store::layout::{Area, DatasetHasher};
 use crate::store::part10::seal;
+use crate::store::Counted;
 
 /// A C-STORE answer for the handler to send.
 #[derive(Debug)]
@@ -44,6 +46,10 @@ pub(crate) enum Answered {
     Stored {
         /// The status.
         status: Status,
+        /// What the index did with it (the counter it goes to).
+        counted: Counted,
+        /// Its quarantine entry, when held in quarantine.
+        quarantine_id: Option<u64>,
         /// When the instance passed each step.
         timing: JobTiming,
         /// What lenient checks found (each the refusal it would have been
@@ -82,6 +88,8 @@ pub(super) struct Instance {
     pub(super) warnings: StoreWarnings,
     /// In the shared in-doubt set.
     pub(super) in_doubt: bool,
+    /// Its claim on the free space (the floor's accounting).
+    pub(super) reservation: Reservation,
     pub(super) timing: JobTiming,
 }
 
