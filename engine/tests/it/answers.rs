@@ -173,14 +173,7 @@ fn every_c_store_with_a_non_conformant_uid_gets_one_answer() {
     // branch's.)
 
     // Both are flagged for review.
-    let flagged = sluice_tests::run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("flagged")
-            .arg("--data-dir")
-            .arg(served.data()),
-        Duration::from_secs(60),
-    );
-    let flagged = String::from_utf8_lossy(&flagged.stdout).into_owned();
+    let flagged = served.flagged();
     for sop in [leading_zero, "1.2.826.0.1.3680043.10.1234.79.21"] {
         assert!(
             flagged

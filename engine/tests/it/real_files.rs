@@ -9,7 +9,7 @@
 //! "Validation"): change a default there and a row here says so.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -154,22 +154,6 @@ fn pydicom_test_files() -> PathBuf {
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
-/// Every file under `dir`, any depth.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                stack.push(entry.path());
-            } else {
-                found.push(entry.path());
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn pydicom_test_files_are_stored_flagged_or_refused_as_decided() {
     let dir = pydicom_test_files();
@@ -195,9 +179,10 @@ fn pydicom_test_files_are_stored_flagged_or_refused_as_decided() {
     assert_eq!(results.len(), EXPECTED.len());
     // What is stored, by SOP Instance UID: every data set kept under it.
     let mut stored: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    for path in files_under(&served.data().join("objects"))
+    for path in served
+        .all_files("objects")
         .into_iter()
-        .chain(files_under(&served.data().join("quarantine")))
+        .chain(served.all_files("quarantine"))
     {
         let bytes = std::fs::read(&path).unwrap();
         let sop = part10_meta_value(&bytes, 0x0002, 0x0003);
@@ -206,17 +191,7 @@ fn pydicom_test_files_are_stored_flagged_or_refused_as_decided() {
             .or_default()
             .push(sluice_tests::part10_dataset(&bytes).to_vec());
     }
-    let flagged = {
-        let output = run(
-            Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .arg("flagged")
-                .arg("--data-dir")
-                .arg(served.data()),
-            Duration::from_secs(60),
-        );
-        assert!(output.status.success());
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let flagged = served.flagged();
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
     for ((name, expected), result) in EXPECTED.iter().zip(results) {
         assert_eq!(result["name"].as_str(), Some(*name));
