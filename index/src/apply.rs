@@ -348,10 +348,20 @@ impl<'t, 'e> Apply<'t, 'e> {
         };
         self.delete(self.tables.in_doubt, &key, "remove in doubt")?;
         if removed {
-            // A failed instance is not flagged either.
+            // A failed instance is not flagged either (a quarantine entry
+            // taken keeps its row for a release; here it goes).
             self.delete(self.tables.flagged, &key, "remove flagged")?;
         }
         Ok(removed)
+    }
+
+    /// A file no entry references any more: its file id and, if it was
+    /// flagged, its `flagged` row go.
+    fn forget_file(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        let key = file_id_key(file_id);
+        self.delete(self.tables.file_ids, &key, "delete file id")?;
+        self.delete(self.tables.flagged, &key, "delete flagged")?;
+        Ok(())
     }
 
     /// What is stored under a SOP Instance UID.
@@ -448,11 +458,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                         &encoded,
                         "put instance",
                     )?;
-                    self.delete(
-                        self.tables.file_ids,
-                        &file_id_key(previous.file_id),
-                        "delete file id",
-                    )?;
+                    self.forget_file(previous.file_id)?;
                     self.fill_series_and_study(instance)?;
                     Disposition::Replaced { previous }
                 }
@@ -716,11 +722,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             &triplet_key(study, series, sop),
             "delete series listing",
         )?;
-        self.delete(
-            self.tables.file_ids,
-            &file_id_key(record.file_id),
-            "delete file id",
-        )?;
+        self.forget_file(record.file_id)?;
 
         let series_key = series_key(study, series);
         let series_entry = self.series_entry(&series_key)?;
@@ -870,11 +872,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                     triplet.sop_instance_uid.as_bytes(),
                     &stored,
                 )?;
-                self.delete(
-                    self.tables.file_ids,
-                    &file_id_key(existing.record.file_id),
-                    "delete file id",
-                )?;
+                self.forget_file(existing.record.file_id)?;
                 self.put(
                     self.tables.file_ids,
                     &file_id_key(instance.record.file_id),
@@ -899,7 +897,11 @@ impl<'t, 'e> Apply<'t, 'e> {
     }
 
     fn purge(&mut self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {
-        self.take_quarantine_entry(id)
+        let entry = self.take_quarantine_entry(id)?;
+        if let Some(entry) = &entry {
+            self.forget_file(entry.instance.record.file_id)?;
+        }
+        Ok(entry)
     }
 
     fn put_commitment(

@@ -600,8 +600,8 @@ impl<'a> ReadTxn<'a> {
     }
 
     /// Up to `limit` flagged files after `after` (in file id order), each
-    /// with the entry that references it now. A file no entry references
-    /// any more (its instance replaced or removed since) is not listed.
+    /// with the entry that references it now. A row goes with its file's
+    /// last reference; one found without a reference is skipped.
     pub fn flagged(
         &self,
         after: Option<FileId>,

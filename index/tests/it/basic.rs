@@ -1116,6 +1116,31 @@ fn flagged_files_are_recorded_with_their_store_and_listed_while_referenced() {
         ))])
         .expect("remove");
     assert_eq!(flagged(&index).len(), 2);
+    // A file no entry references loses its row with its last reference.
+    let rows = |index: &sluice_index::Index| {
+        index
+            .stats()
+            .expect("stats")
+            .table("flagged")
+            .expect("flagged table")
+            .entries
+    };
+    assert_eq!(rows(&index), 2);
+    let quarantined = index
+        .read()
+        .expect("read")
+        .quarantine_entries(None, 10)
+        .expect("quarantine")
+        .items[0]
+        .id;
+    writer
+        .execute(vec![WriteOp::PurgeQuarantine(quarantined)])
+        .expect("purge");
+    assert_eq!(rows(&index), 1);
+    assert_eq!(
+        flagged(&index),
+        vec![(31, FileRole::Instance, "flagged 31".to_owned())]
+    );
 }
 
 /// An index of schema version 3 (no `flagged` table) is upgraded in place.
