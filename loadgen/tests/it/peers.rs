@@ -134,3 +134,98 @@ pub fn pynetdicom(dir: &Path, extra: &[&str]) -> Peer {
         log,
     }
 }
+
+/// DCMTK `dcmqrscp`, Query/Retrieve SCP (AE `QRSCP`) over a fresh
+/// database under `dir`, configured by this test: it stores what it is
+/// sent and knows the loadgen's calling AE `LOADGEN` as a move destination
+/// at `127.0.0.1:move_port`. Nagle off, as DCMTK otherwise stalls on it.
+pub fn dcmqrscp(dir: &Path, move_port: u16) -> Peer {
+    let port = free_port();
+    let store = dir.join("dcmqrscp");
+    std::fs::create_dir_all(&store).expect("create the dcmqrscp database");
+    let config = dir.join("dcmqrscp.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "NetworkTCPPort  = {port}\n\
+             MaxPDUSize      = 16384\n\
+             MaxAssociations = 16\n\
+             HostTable BEGIN\n\
+             loadgen = (LOADGEN, 127.0.0.1, {move_port})\n\
+             HostTable END\n\
+             VendorTable BEGIN\n\
+             VendorTable END\n\
+             AETable BEGIN\n\
+             QRSCP {} RW (500, 1024mb) ANY\n\
+             AETable END\n",
+            store.display()
+        ),
+    )
+    .expect("write the dcmqrscp configuration");
+    let log = dir.join("dcmqrscp.log");
+    let child = Command::new(dcmtk("dcmqrscp"))
+        .env("TCP_NODELAY", "1")
+        .arg("-c")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("start dcmqrscp");
+    let guard = ChildGuard::new(child);
+    wait_listening(port, "dcmqrscp");
+    Peer {
+        _guard: guard,
+        port,
+        store,
+        log,
+    }
+}
+
+/// Orthanc (DICOM AE `ORTHANC`, HTTP on another free port) over a fresh
+/// storage under `dir`, knowing `LOADGEN` at `127.0.0.1:move_port` as a
+/// modality (C-FIND, C-MOVE to it, C-GET allowed).
+pub fn orthanc(dir: &Path, move_port: u16) -> Peer {
+    let port = free_port();
+    let store = dir.join("orthanc");
+    std::fs::create_dir_all(&store).expect("create the Orthanc storage");
+    let config = dir.join("orthanc.json");
+    let settings = serde_json::json!({
+        "Name": "loadgen-test",
+        "StorageDirectory": store,
+        "IndexDirectory": store,
+        "StorageCompression": false,
+        "HttpServerEnabled": true,
+        "HttpPort": free_port(),
+        "RemoteAccessAllowed": false,
+        "DicomServerEnabled": true,
+        "DicomAet": "ORTHANC",
+        "DicomPort": port,
+        "DicomCheckCalledAet": false,
+        "DicomAlwaysAllowStore": true,
+        "DicomAlwaysAllowFind": true,
+        "DicomAlwaysAllowGet": true,
+        "DicomAlwaysAllowMove": true,
+        "DicomModalities": { "loadgen": ["LOADGEN", "127.0.0.1", move_port] },
+        "Plugins": [],
+        "LuaScripts": [],
+    });
+    std::fs::write(&config, settings.to_string()).expect("write the Orthanc configuration");
+    let log = dir.join("orthanc.log");
+    let child = Command::new("/usr/sbin/Orthanc")
+        .env("TCP_NODELAY", "1")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("start Orthanc");
+    let guard = ChildGuard::new(child);
+    wait_listening(port, "Orthanc");
+    Peer {
+        _guard: guard,
+        port,
+        store,
+        log,
+    }
+}
