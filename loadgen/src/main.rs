@@ -234,7 +234,8 @@ struct SweepArgs {
     /// Directory for the result files and the report.
     #[arg(long)]
     out_dir: PathBuf,
-    /// Latency objective for the capacity answer: p99 C-STORE latency in ms.
+    /// Latency objective for the capacity answer: p99 latency in ms of a
+    /// C-STORE (ingest) or of a retrieval operation.
     #[arg(long, default_value_t = 500.0)]
     slo_p99_ms: f64,
 }
@@ -503,8 +504,15 @@ fn main() -> anyhow::Result<()> {
                     index + 1,
                     args.levels.len(),
                     associations,
-                    rate.map(|rate| format!(", {rate} inst/s"))
-                        .unwrap_or_default()
+                    rate.map(|rate| format!(
+                        ", {rate} {}/s",
+                        if prepared.3.is_some() {
+                            "operations"
+                        } else {
+                            "instances"
+                        }
+                    ))
+                    .unwrap_or_default()
                 );
                 let result = run(plan, &execution)?;
                 print!("{}", result.summary());

@@ -260,6 +260,56 @@ fn dcmqrscp_answers_every_find_move_and_get_of_what_the_loadgen_stored() {
     find_move_get_and_mixed(dir.path(), &peer.target(), "QRSCP", move_port, &|| {
         peer.log_text()
     });
+    // A sweep of C-FIND load levels renders the retrieval section of the report.
+    let out = dir.path().join("sweep");
+    let keys = format!("history:{}", dir.path().join("stored.jsonl").display());
+    let output = run(
+        Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+            .arg("sweep")
+            .args([
+                "--target",
+                &peer.target(),
+                "--called-ae",
+                "QRSCP",
+                "--label",
+                "dcmqrscp",
+            ])
+            .args([
+                "--workload",
+                "find",
+                "--level",
+                "series",
+                "--keys-from",
+                &keys,
+            ])
+            .args([
+                "--levels", "1,2", "--count", "20", "--quiet", "--cores", "2",
+            ])
+            .arg("--out-dir")
+            .arg(&out),
+        Duration::from_secs(120),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(html.contains("<section id=\"retrieval-vs-load\">"));
+    assert!(html.contains("<svg id=\"chart-retrieval-operations\""));
+    assert!(html.contains("<svg id=\"chart-retrieval-latency\""));
+    assert_eq!(
+        markdown
+            .matches("| dcmqrscp | find SERIES | closed |")
+            .count(),
+        2,
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("- **dcmqrscp: find SERIES**: best"),
+        "{markdown}"
+    );
 }
 
 #[test]
