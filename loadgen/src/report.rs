@@ -656,6 +656,18 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
     html
 }
 
+/// A mixed run's ingest beside its retrieval: inst/s and p99 ms ("-" without a store lane).
+fn ingest_cells(result: &RunResult) -> (String, String) {
+    if result.has_store_lane() {
+        (
+            format!("{:.1}", result.instances_per_s),
+            format!("{:.2}", result.latency_ms.store.p99),
+        )
+    } else {
+        ("-".to_string(), "-".to_string())
+    }
+}
+
 /// The retrieval section of the HTML report: operations/s, latency and
 /// instances received against load, the ingest of mixed runs beside them,
 /// and a table of the retrieval runs.
@@ -724,14 +736,7 @@ fn retrieval_html(results: &[RunResult], x_label: &str) -> String {
             .matches_per_query
             .as_ref()
             .map_or_else(|| "-".to_string(), |matches| format!("{:.1}", matches.mean));
-        let (ingest, ingest_p99) = if result.has_store_lane() {
-            (
-                format!("{:.1}", result.instances_per_s),
-                format!("{:.2}", result.latency_ms.store.p99),
-            )
-        } else {
-            ("-".to_string(), "-".to_string())
-        };
+        let (ingest, ingest_p99) = ingest_cells(result);
         let _ = writeln!(
             html,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{first}</td><td>{matches}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} of {}</td><td>{ingest}</td><td>{ingest_p99}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
@@ -779,14 +784,7 @@ pub fn render_markdown(results: &[RunResult], title: &str, slo_p99_ms: f64) -> S
                 continue;
             };
             let operation = &retrieval.latency_ms.operation;
-            let (ingest, ingest_p99) = if result.has_store_lane() {
-                (
-                    format!("{:.1}", result.instances_per_s),
-                    format!("{:.2}", result.latency_ms.store.p99),
-                )
-            } else {
-                ("-".to_string(), "-".to_string())
-            };
+            let (ingest, ingest_p99) = ingest_cells(result);
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {} of {} | {ingest} | {ingest_p99} |",

@@ -74,15 +74,9 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
         ..RuntimeConfig::default()
     };
     let load = LoadConfig {
-        mode: match plan.shape {
-            LoadShape::Closed => "closed".into(),
-            LoadShape::Open { .. } => "open".into(),
-        },
+        mode: plan.shape.mode_name().into(),
         associations: plan.associations as u64,
-        rate_per_s: match plan.shape {
-            LoadShape::Open { rate_per_s } => Some(rate_per_s),
-            LoadShape::Closed => None,
-        },
+        rate_per_s: plan.shape.rate_per_s(),
         duration_s: plan.duration.map(|duration| duration.as_secs_f64()),
         count: plan.count,
         ramp_up_s: plan.ramp_up.as_secs_f64(),
@@ -270,15 +264,9 @@ fn retrieval_config(plan: &RetrievePlan) -> RetrievalConfig {
         level: spec.level.to_string(),
         keys: spec.keys.iter().map(|key| key.name().to_string()).collect(),
         key_source: plan.pool.description.clone(),
-        mode: match plan.shape {
-            LoadShape::Closed => "closed".into(),
-            LoadShape::Open { .. } => "open".into(),
-        },
+        mode: plan.shape.mode_name().into(),
         associations: plan.associations as u64,
-        rate_per_s: match plan.shape {
-            LoadShape::Open { rate_per_s } => Some(rate_per_s),
-            LoadShape::Closed => None,
-        },
+        rate_per_s: plan.shape.rate_per_s(),
         operations_per_association: plan.operations_per_association,
         move_destination: (spec.operation == Operation::Move)
             .then(|| spec.move_destination.clone()),

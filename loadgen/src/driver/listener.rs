@@ -31,20 +31,11 @@ use crate::stats::Measurements;
 /// Inbound associations per core.
 const INBOUND_MAX: u32 = 4096;
 
-/// Transfer syntaxes a move destination accepts (the first the SCP proposes
-/// wins): the data set is drained, never decoded.
-const STORAGE_TRANSFER_SYNTAXES: [&str; 11] = [
-    ts::EXPLICIT_VR_LITTLE_ENDIAN,
-    ts::IMPLICIT_VR_LITTLE_ENDIAN,
+/// Transfer syntaxes a move destination accepts beside the seed's (the
+/// first the SCP proposes wins): the data set is drained, never decoded.
+const MORE_TRANSFER_SYNTAXES: [&str; 2] = [
     ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     ts::EXPLICIT_VR_BIG_ENDIAN,
-    ts::RLE_LOSSLESS,
-    ts::JPEG_BASELINE,
-    ts::JPEG_EXTENDED,
-    ts::JPEG_LOSSLESS,
-    ts::JPEG_LOSSLESS_SV1,
-    ts::JPEG_2000_LOSSLESS,
-    ts::JPEG_2000,
 ];
 
 /// A sub-operation's C-STORE being received.
@@ -87,8 +78,9 @@ impl Listener {
         }
         if plan.receives_moves() {
             policy.any_abstract_syntax_transfer_syntaxes = Some(
-                STORAGE_TRANSFER_SYNTAXES
+                uid::SEED_TRANSFER_SYNTAXES
                     .iter()
+                    .chain(MORE_TRANSFER_SYNTAXES.iter())
                     .map(|syntax| syntax.to_string())
                     .collect(),
             );

@@ -77,6 +77,24 @@ pub enum LoadShape {
     },
 }
 
+impl LoadShape {
+    /// "closed" or "open", as result files name it.
+    pub fn mode_name(self) -> &'static str {
+        match self {
+            LoadShape::Closed => "closed",
+            LoadShape::Open { .. } => "open",
+        }
+    }
+
+    /// The open loop's target rate.
+    pub fn rate_per_s(self) -> Option<f64> {
+        match self {
+            LoadShape::Open { rate_per_s } => Some(rate_per_s),
+            LoadShape::Closed => None,
+        }
+    }
+}
+
 /// The retrieval lane of a run.
 #[derive(Debug, Clone)]
 pub struct RetrievePlan {

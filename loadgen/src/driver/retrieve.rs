@@ -216,24 +216,13 @@ impl LoadCore {
     }
 
     pub(super) fn on_find_response(&mut self, core: &mut Core, w: usize, rsp: &CFindRsp) {
-        let Some(retrieve) = self.answered(w, rsp.message_id_being_responded_to) else {
-            return;
-        };
-        if rsp.status.category() == StatusCategory::Pending {
-            retrieve.pending += 1;
-            self.stats.retrieve.pending_responses += 1;
-            return;
+        if self.is_final(w, rsp.message_id_being_responded_to, rsp.status) {
+            self.finish_retrieve(core, w, rsp.status);
         }
-        self.finish_retrieve(core, w, rsp.status);
     }
 
     pub(super) fn on_retrieve_response(&mut self, core: &mut Core, w: usize, rsp: &CMoveRsp) {
-        let Some(retrieve) = self.answered(w, rsp.message_id_being_responded_to) else {
-            return;
-        };
-        if rsp.status.category() == StatusCategory::Pending {
-            retrieve.pending += 1;
-            self.stats.retrieve.pending_responses += 1;
+        if !self.is_final(w, rsp.message_id_being_responded_to, rsp.status) {
             return;
         }
         let counts = rsp.sub_operations;
@@ -242,6 +231,20 @@ impl LoadCore {
         stats.sub_operations_failed += u64::from(counts.failed.unwrap_or(0));
         stats.sub_operations_warning += u64::from(counts.warning.unwrap_or(0));
         self.finish_retrieve(core, w, rsp.status);
+    }
+
+    /// A response to the retrieval in flight: a pending one is counted
+    /// (false), a final one is for the caller to finish (true).
+    fn is_final(&mut self, w: usize, message_id: u16, status: Status) -> bool {
+        let Some(retrieve) = self.answered(w, message_id) else {
+            return false;
+        };
+        if status.category() == StatusCategory::Pending {
+            retrieve.pending += 1;
+            self.stats.retrieve.pending_responses += 1;
+            return false;
+        }
+        true
     }
 
     /// The final response: timed, classified, checked against the pool's
