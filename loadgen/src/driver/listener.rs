@@ -44,6 +44,8 @@ struct Receiving {
     context_id: u8,
     rq: CStoreRq,
     bytes: u64,
+    /// The C-MOVE of this run it is a sub-operation of.
+    move_id: Option<u16>,
 }
 
 /// An association an SCP opened to us.
@@ -240,12 +242,15 @@ impl Listener {
                 command: Command::CStoreRq(rq),
                 data_set,
             } => {
+                let mut move_id = None;
                 if let Some(originator) = &rq.move_originator {
                     if let Ok(mut moves) = shared.moves.lock() {
                         if let Some(track) = moves.get_mut(&originator.message_id) {
                             track.first_sub_operation_at.get_or_insert(now);
+                            track.last_sub_operation_at = Some(now);
                             track.instances += 1;
                             stats.retrieve.stores_attributed += 1;
+                            move_id = Some(originator.message_id);
                         }
                     }
                 }
@@ -253,6 +258,7 @@ impl Listener {
                     context_id,
                     rq,
                     bytes: 0,
+                    move_id,
                 });
                 if data_set != DataSet::Streamed {
                     Self::stored(inbound, shared, stats, now);
@@ -263,6 +269,13 @@ impl Listener {
                     return;
                 };
                 receiving.bytes += input.get(range).map_or(0, <[u8]>::len) as u64;
+                if let Some(id) = receiving.move_id {
+                    if let Ok(mut moves) = shared.moves.lock() {
+                        if let Some(track) = moves.get_mut(&id) {
+                            track.last_sub_operation_at = Some(now);
+                        }
+                    }
+                }
                 if last {
                     Self::stored(inbound, shared, stats, now);
                 }

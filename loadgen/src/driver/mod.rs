@@ -217,6 +217,9 @@ impl RunPlan {
 pub struct MoveTrack {
     /// When its first sub-operation's C-STORE-RQ reached our listener.
     pub first_sub_operation_at: Option<Instant>,
+    /// When its last sub-operation's message or data reached our listener
+    /// (a move whose SCP sends no pending responses is still alive).
+    pub last_sub_operation_at: Option<Instant>,
     /// Sub-operations received for it.
     pub instances: u64,
 }
@@ -608,7 +611,10 @@ impl LoadCore {
                 WorkerPhase::Storing if worker.store_is_late(now, response_timeout) => {
                     self.abort(core, w, "C-STORE response timed out");
                 }
-                WorkerPhase::Retrieving if worker.retrieve_is_late(now, response_timeout) => {
+                WorkerPhase::Retrieving
+                    if worker.retrieve_is_late(now, response_timeout)
+                        && !self.move_heard_within(w, now, response_timeout) =>
+                {
                     self.abort(core, w, "retrieval response timed out");
                 }
                 WorkerPhase::Committing

@@ -8,7 +8,7 @@
 //! them to the move by its Move Originator Message ID.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_io::Core;
 use sluice_net::assoc::NegotiatedAssociation;
@@ -83,6 +83,24 @@ impl LoadCore {
         context
             .map(|_| ())
             .ok_or("query/retrieve presentation context not accepted")
+    }
+
+    /// Worker `w`'s C-MOVE had a sub-operation reach our listener within
+    /// `timeout` of `now`.
+    pub(super) fn move_heard_within(&self, w: usize, now: Instant, timeout: Duration) -> bool {
+        let Some(retrieve) = self.workers[w]
+            .retrieve
+            .as_ref()
+            .filter(|retrieve| retrieve.operation == Operation::Move)
+        else {
+            return false;
+        };
+        self.shared.moves.lock().is_ok_and(|moves| {
+            moves
+                .get(&retrieve.message_id)
+                .and_then(|track| track.last_sub_operation_at)
+                .is_some_and(|at| now.saturating_duration_since(at) <= timeout)
+        })
     }
 
     /// What was in flight on the retrieval lane is lost.
