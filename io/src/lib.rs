@@ -82,6 +82,7 @@ mod backend;
 pub mod buf;
 pub mod config;
 mod core;
+pub mod durable;
 pub mod error;
 pub mod event;
 pub mod fault;

@@ -36,11 +36,12 @@ pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
     AcceptConfig, CommitmentConfig, Config, NetworkConfig, ServerConfig, StorageConfig,
+    ValidationConfig,
 };
 pub use values::{
-    AeTitle, ConfigEnum, Cores, DuplicatePolicy, IoBackend, LogFormat, LogLevel, RemoteAddress,
-    ReportDelivery, SopClassSelection, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
-    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
+    AeTitle, CheckMode, ConfigEnum, Cores, DuplicatePolicy, IoBackend, LogFormat, LogLevel,
+    RemoteAddress, ReportDelivery, SopClassSelection, TransferSyntaxSelection, Uid,
+    UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};

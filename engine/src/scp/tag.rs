@@ -29,6 +29,8 @@ pub(crate) enum TagKind {
     Connect = 11,
     /// The in-doubt clears' timer.
     ClearTimer = 12,
+    /// The end of the shutdown's drain time.
+    DrainDeadline = 13,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -36,7 +38,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 12] = [
+const KINDS: [TagKind; 13] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -49,6 +51,7 @@ const KINDS: [TagKind; 12] = [
     TagKind::Ignored,
     TagKind::Connect,
     TagKind::ClearTimer,
+    TagKind::DrainDeadline,
 ];
 
 /// The tag of an operation of `kind` for `value`.

@@ -16,6 +16,8 @@ pub(crate) mod walk;
 
 pub(crate) use instance::instance_from_head;
 
+pub(crate) use handle::Counted;
 pub use handle::{
-    Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
+    IngestCounts, Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX,
+    SUBSCRIPTION_CAPACITY_MAX,
 };
