@@ -361,7 +361,12 @@ fn retrieval_sentences(capacities: &[RetrievalCapacity], slo_p99_ms: f64) -> Vec
         .map(|capacity| {
             let objective = match capacity.within_objective {
                 Some((load, operations, instances, p99)) => format!(
-                    "at p99 <= {slo_p99_ms} ms it sustains {operations:.1} operations/s ({instances:.1} instances/s received, p99 {p99:.1} ms at load {})",
+                    "at p99 <= {slo_p99_ms} ms it sustains {operations:.1} operations/s ({}p99 {p99:.1} ms at load {})",
+                    if instances > 0.0 {
+                        format!("{instances:.1} instances/s received, ")
+                    } else {
+                        String::new()
+                    },
                     format_number(load)
                 ),
                 None => format!("no run met p99 <= {slo_p99_ms} ms"),
@@ -536,11 +541,22 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
     }
     // The ingest sections: runs with a store lane (retrieval-only runs
     // have their own section above).
-    let store_runs: &[RunResult] = &results
+    let store_runs: Vec<RunResult> = results
         .iter()
         .filter(|result| result.has_store_lane())
         .cloned()
-        .collect::<Vec<_>>();
+        .collect();
+    if !store_runs.is_empty() {
+        html.push_str(&store_html(&store_runs, x_label));
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// The ingest sections of the HTML report: throughput and latency against
+/// load, throughput over time, the runs and their errors.
+fn store_html(store_runs: &[RunResult], x_label: &str) -> String {
+    let mut html = String::new();
     html.push_str(
         "<section id=\"throughput-vs-load\"><h2>Throughput vs load</h2><div class=\"charts\">\n",
     );
@@ -652,7 +668,7 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
             escape(&counters(&result.commit_errors)),
         );
     }
-    html.push_str("</table></section>\n</body></html>\n");
+    html.push_str("</table></section>\n");
     html
 }
 
@@ -809,6 +825,9 @@ pub fn render_markdown(results: &[RunResult], title: &str, slo_p99_ms: f64) -> S
         .filter(|result| result.has_store_lane())
         .cloned()
         .collect::<Vec<_>>();
+    if store_runs.is_empty() {
+        return md;
+    }
     md.push_str("\n## Runs\n\n| target | mode | load | inst/s | MB/s | p50 ms | p99 ms | p99.9 ms | failed | unanswered | rejections | aborts | loadgen CPU s/GB | loadgen RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n");
     for result in sorted(store_runs) {
         let store = &result.latency_ms.store;
@@ -977,6 +996,12 @@ mod tests {
         // The store table has the one run with a store lane.
         let runs = markdown.split("## Runs").nth(1).unwrap_or_default();
         assert_eq!(runs.matches("| qr | closed |").count(), 1, "{markdown}");
+        // Retrieval alone: no ingest sections.
+        let alone = &results[..2];
+        assert!(!render_markdown(alone, "t", 100.0).contains("## Runs"));
+        let html = render_html(alone, "t", 100.0);
+        assert!(!html.contains("throughput-vs-load") && html.trim_end().ends_with("</html>"));
+        assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
     }
 
     #[test]
