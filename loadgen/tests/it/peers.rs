@@ -80,25 +80,13 @@ pub fn storescp(dir: &Path) -> Peer {
     let port = free_port();
     let store = dir.join("storescp");
     std::fs::create_dir_all(&store).expect("create the storescp directory");
-    let log = dir.join("storescp.log");
-    let child = Command::new(dcmtk("storescp"))
+    let mut command = Command::new(dcmtk("storescp"));
+    command
         .env("TCP_NODELAY", "1")
         .args(["--fork", "-od"])
         .arg(&store)
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create the log"))
-        .spawn()
-        .expect("start storescp");
-    let guard = ChildGuard::new(child);
-    wait_listening(port, "storescp");
-    Peer {
-        _guard: guard,
-        port,
-        store,
-        log,
-    }
+        .arg(port.to_string());
+    start(command, port, store, dir.join("storescp.log"), "storescp")
 }
 
 /// The pynetdicom SCP of tests/fixtures/pynetdicom_scp.py with `extra` flags.
@@ -162,24 +150,9 @@ pub fn dcmqrscp(dir: &Path, move_port: u16) -> Peer {
         ),
     )
     .expect("write the dcmqrscp configuration");
-    let log = dir.join("dcmqrscp.log");
-    let child = Command::new(dcmtk("dcmqrscp"))
-        .env("TCP_NODELAY", "1")
-        .arg("-c")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create the log"))
-        .spawn()
-        .expect("start dcmqrscp");
-    let guard = ChildGuard::new(child);
-    wait_listening(port, "dcmqrscp");
-    Peer {
-        _guard: guard,
-        port,
-        store,
-        log,
-    }
+    let mut command = Command::new(dcmtk("dcmqrscp"));
+    command.env("TCP_NODELAY", "1").arg("-c").arg(&config);
+    start(command, port, store, dir.join("dcmqrscp.log"), "dcmqrscp")
 }
 
 /// Orthanc (DICOM AE `ORTHANC`, HTTP on another free port) over a fresh
@@ -211,17 +184,21 @@ pub fn orthanc(dir: &Path, move_port: u16) -> Peer {
         "LuaScripts": [],
     });
     std::fs::write(&config, settings.to_string()).expect("write the Orthanc configuration");
-    let log = dir.join("orthanc.log");
-    let child = Command::new("/usr/sbin/Orthanc")
-        .env("TCP_NODELAY", "1")
-        .arg(&config)
+    let mut command = Command::new("/usr/sbin/Orthanc");
+    command.env("TCP_NODELAY", "1").arg(&config);
+    start(command, port, store, dir.join("orthanc.log"), "Orthanc")
+}
+
+/// Starts `command` (stderr into `log`) and waits until it listens on `port`.
+fn start(mut command: Command, port: u16, store: PathBuf, log: PathBuf, what: &str) -> Peer {
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("create the log"))
         .spawn()
-        .expect("start Orthanc");
+        .unwrap_or_else(|error| panic!("start {what}: {error}"));
     let guard = ChildGuard::new(child);
-    wait_listening(port, "Orthanc");
+    wait_listening(port, what);
     Peer {
         _guard: guard,
         port,
