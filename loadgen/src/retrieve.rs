@@ -610,6 +610,7 @@ mod tests {
                 patient_name: name.into(),
                 study_date: date.into(),
                 modality: modality.into(),
+                transfer_syntax_uid: String::new(),
             });
         }
         builder.finish("test")

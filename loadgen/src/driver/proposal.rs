@@ -108,13 +108,20 @@ fn retrieve_contexts(plan: &RunPlan) -> Vec<ProposedPresentationContext> {
                 .map(String::as_str)
                 .collect()
         };
+        // Little Endian, then the syntaxes the instances were stored in.
+        let mut syntaxes = little_endian();
+        for syntax in &retrieve.pool.transfer_syntaxes {
+            if !syntaxes.contains(syntax) {
+                syntaxes.push(syntax.clone());
+            }
+        }
         // We are the SCP of the sub-operations' C-STOREs: SCU role no, SCP role yes.
         contexts.extend(
             classes
                 .into_iter()
                 .map(|class| ProposedPresentationContext {
                     abstract_syntax: class.to_string(),
-                    transfer_syntaxes: little_endian(),
+                    transfer_syntaxes: syntaxes.clone(),
                     roles: Some((false, true)),
                 }),
         );
@@ -188,6 +195,7 @@ pub(super) mod tests {
             series_uid: "1.2.3".into(),
             sop_instance_uid: "1.2.3.4".into(),
             sop_class_uid: uid::MR_IMAGE_STORAGE.into(),
+            transfer_syntax_uid: ts::JPEG_2000_LOSSLESS.into(),
             ..InstanceRecord::default()
         });
         let mut plan = plan();
@@ -212,6 +220,8 @@ pub(super) mod tests {
         // MR's context and its SCP/SCU role selection sub-item.
         assert_eq!(text.matches(uid::MR_IMAGE_STORAGE).count(), 2);
         assert_eq!(text.matches(uid::CT_IMAGE_STORAGE).count(), 0);
+        // Offered in the syntax it was stored in, beside Little Endian.
+        assert_eq!(text.matches(ts::JPEG_2000_LOSSLESS).count(), 1);
         // A C-FIND proposes its SOP class alone.
         if let Some(retrieve) = plan.retrieve.as_mut() {
             retrieve.spec.operation = Operation::Find;

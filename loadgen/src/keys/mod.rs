@@ -82,6 +82,10 @@ pub struct KeyPool {
     pub series: Vec<SeriesEntry>,
     /// Distinct SOP Class UIDs seen (the storage contexts a C-GET proposes).
     pub sop_classes: Vec<String>,
+    /// Distinct transfer syntaxes the instances were stored in (a C-GET
+    /// proposes them beside Little Endian, so an archive that keeps data as
+    /// received can send it unconverted).
+    pub transfer_syntaxes: Vec<String>,
     /// Studies per Patient ID.
     studies_of_patient: HashMap<String, u64>,
     /// Where the keys came from and what was left out, for the result file.
@@ -106,6 +110,7 @@ impl KeyPool {
                 patient_name: line.patient_name,
                 study_date: line.study_date,
                 modality: line.modality,
+                transfer_syntax_uid: line.transfer_syntax_uid,
             });
         })?;
         Ok(builder.finish(&format!("history {}", path.display())))
@@ -163,6 +168,8 @@ pub struct InstanceRecord {
     pub study_date: String,
     /// Modality.
     pub modality: String,
+    /// The transfer syntax it was stored in (empty when unknown).
+    pub transfer_syntax_uid: String,
 }
 
 /// Builds a [`KeyPool`] from instances, or from studies and series.
@@ -174,6 +181,7 @@ pub struct PoolBuilder {
     study_index: HashMap<String, usize>,
     series_index: HashMap<String, usize>,
     sop_classes: BTreeSet<String>,
+    transfer_syntaxes: BTreeSet<String>,
     instances_kept: usize,
     /// Instance counts are those of the records added (a complete source,
     /// the history), not reported by the target.
@@ -229,6 +237,9 @@ impl PoolBuilder {
         }
         if !record.sop_class_uid.is_empty() {
             self.sop_classes.insert(record.sop_class_uid);
+        }
+        if !record.transfer_syntax_uid.is_empty() {
+            self.transfer_syntaxes.insert(record.transfer_syntax_uid);
         }
     }
 
@@ -380,6 +391,7 @@ impl PoolBuilder {
             studies: self.studies,
             series: self.series,
             sop_classes: self.sop_classes.into_iter().collect(),
+            transfer_syntaxes: self.transfer_syntaxes.into_iter().collect(),
             studies_of_patient,
             description,
         }
@@ -406,6 +418,7 @@ mod tests {
             patient_name: "DOE^J".into(),
             study_date: "20200101".into(),
             modality: modality.into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
         }
     }
 
@@ -428,6 +441,7 @@ mod tests {
         assert_eq!(pool.studies_of_patient("P1"), 2);
         assert_eq!(pool.studies_of_patient("P2"), 0);
         assert_eq!(pool.sop_classes.len(), 1);
+        assert_eq!(pool.transfer_syntaxes, vec!["1.2.840.10008.1.2.1"]);
         assert!(pool
             .description
             .starts_with("history: 2 studies, 3 series, 4 instance UIDs"));
