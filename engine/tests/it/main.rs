@@ -14,5 +14,7 @@ mod large;
 mod lock;
 mod operator;
 mod process;
+mod protocol;
+mod real_files;
 mod recovery;
 mod serve;

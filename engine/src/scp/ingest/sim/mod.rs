@@ -880,7 +880,7 @@ impl World {
                     Step::Index { in_doubt } => {
                         let record = self.record(core, key);
                         let instance = new_instance(&record.sop, record.file_id, &record.data);
-                        ops.push(self.cores[core].batcher.store_op(instance, in_doubt));
+                        ops.push(self.cores[core].batcher.store_op(instance, in_doubt, None));
                         jobs.push(key);
                     }
                     other => self.execute(core, key, other),

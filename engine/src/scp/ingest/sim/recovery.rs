@@ -126,6 +126,7 @@ pub(super) fn recover(disk: &mut Disk, index: &mut State) -> Report {
             duplicate_policy: DuplicatePolicy::Quarantine,
             conflict_policy: ConflictPolicy::Quarantine,
             in_doubt: false,
+            flagged: None,
         };
         let target = match index.apply(&WriteOp::Store(request)) {
             Ok(WriteOutcome::Store(outcome)) => match outcome.disposition() {
