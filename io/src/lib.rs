@@ -80,6 +80,7 @@
 
 mod backend;
 pub mod buf;
+pub mod chunk;
 pub mod config;
 mod core;
 pub mod error;
@@ -95,6 +96,7 @@ mod sys;
 mod wake;
 
 pub use crate::buf::{IoBuf, RecvBuf};
+pub use crate::chunk::{Chunk, ChunkPool};
 pub use crate::config::{
     AcceptMode, BackendChoice, BackendKind, RuntimeConfig, IOVECS_PER_WRITE_MAX,
 };
