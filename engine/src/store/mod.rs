@@ -4,7 +4,8 @@
 //! walking what the index references and what a directory holds (`walk`),
 //! checking a file against its index record (`check`), and the set of files
 //! committed in doubt that are not yet durable (`in_doubt`), shared by the
-//! ingest path and the commitment tracker.
+//! ingest path and the commitment tracker; and the read API by instance
+//! (`source`: where a data set's bytes are, for every reader).
 
 pub(crate) mod check;
 mod handle;
@@ -12,6 +13,7 @@ pub(crate) mod in_doubt;
 mod instance;
 pub mod layout;
 pub mod part10;
+mod source;
 pub(crate) mod walk;
 
 pub(crate) use instance::instance_from_head;
@@ -19,3 +21,4 @@ pub(crate) use instance::instance_from_head;
 pub use handle::{
     Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
 };
+pub use source::{DatasetLocation, StoredDataset};
