@@ -7,5 +7,6 @@ mod crash;
 mod embed;
 mod large;
 mod operator;
+mod query;
 mod recovery;
 mod serve;
