@@ -355,6 +355,17 @@ fn findscu_queries_every_level_with_every_matching_rule() {
         count_with(&answers, "\"NumberOfSeriesRelatedInstances\": \"3\""),
         1
     );
+    for modality in ["CT", "MR"] {
+        let series: std::collections::BTreeSet<&str> = instances
+            .iter()
+            .filter(|i| &i.study == study_a1 && i.modality == modality)
+            .map(|i| i.series.as_str())
+            .collect();
+        assert_eq!(
+            count_with(&answers, &format!("\"Modality\": \"{modality}\"")),
+            series.len()
+        );
+    }
     let series_ct = &instances
         .iter()
         .find(|i| i.file.ends_with("A1_1_1.dcm"))
@@ -835,6 +846,10 @@ fn destinations_that_refuse_every_context_or_take_only_another_syntax() {
         .iter()
         .filter(|i| i.patient_id == "QR-PAT-B")
         .collect();
+    assert!(
+        study_b1.iter().any(|i| i.syntax == "1.2.840.10008.1.2.2"),
+        "the corpus keeps one Big Endian instance to transcode"
+    );
     let keys = format!(
         r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{}"}}"#,
         study_b1[0].study
