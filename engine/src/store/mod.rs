@@ -5,7 +5,8 @@
 //! checking a file against its index record (`check`), and the set of files
 //! committed in doubt that are not yet durable (`in_doubt`), shared by the
 //! ingest path and the commitment tracker; and the read API by instance
-//! (`source`: where a data set's bytes are, for every reader).
+//! (`source`: where a data set's bytes are, for every reader) and the
+//! query functions the Q/R SCP and embedders share (`query`).
 
 pub(crate) mod check;
 mod handle;
@@ -13,6 +14,7 @@ pub(crate) mod in_doubt;
 mod instance;
 pub mod layout;
 pub mod part10;
+mod query;
 mod source;
 pub(crate) mod walk;
 
@@ -21,4 +23,5 @@ pub(crate) use instance::instance_from_head;
 pub use handle::{
     Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
 };
+pub use query::{FindAnswers, QueryError};
 pub use source::{DatasetLocation, StoredDataset};

@@ -67,7 +67,7 @@ fn corpus(dir: &Path, bulk: usize) -> Vec<Instance> {
 
 /// Stores `instances` into the server on `port`, each in the transfer
 /// syntax it is written in (pynetdicom sends files as they are).
-fn store(port: u16, instances: &[Instance]) {
+fn store_instances(port: u16, instances: &[Instance]) {
     for batch in instances.chunks(200) {
         let mut args = vec![port.to_string(), AE.into(), "LOADER".into(), "store".into()];
         args.extend(batch.iter().map(|i| i.file.to_string_lossy().into_owned()));
@@ -95,7 +95,7 @@ fn served_with_corpus(bulk: usize, extra: &[&str]) -> (Served, Vec<Instance>, te
     let mut flags = vec!["--transfer-syntaxes", "all"];
     flags.extend_from_slice(extra);
     let served = Served::start("uring", &flags);
-    store(served.port, &instances);
+    store_instances(served.port, &instances);
     (served, instances, files)
 }
 
@@ -1053,4 +1053,127 @@ fn orthanc_queries_and_retrieves_from_sluice() {
     );
     let log = served.stop();
     assert!(log.contains("calling_ae=ORTHANC"), "{log}");
+}
+
+/// The embedding API's query functions answer as the SCP does: `find` the
+/// identifiers a C-FIND gets, `datasets_matching` the instances a retrieve
+/// sends, whose bytes the store's read API gives back as stored.
+#[test]
+fn the_embedding_api_finds_and_lists_what_the_scp_serves() {
+    use sluice_engine::config::Config;
+    use sluice_engine::scp::Server;
+    use sluice_engine::store::Store;
+    use sluice_net::query::model::tags;
+    use sluice_net::query::{
+        IdentifierBuilder, InformationModel, Level, Operation, Query, QueryContext,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = Config::from_args([
+        "sluice",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cores",
+        "1",
+        "--free-space-floor",
+        "0",
+        "--transfer-syntaxes",
+        "all",
+    ])
+    .unwrap();
+    let store = Store::open(config).unwrap();
+    let server = Server::start(&store).unwrap();
+    let instances = corpus(&dir.path().join("corpus"), 0);
+    store_instances(port, &instances);
+
+    let query = |level: Level, keys: &[(sluice_net::dimse::Tag, &str)], operation: Operation| {
+        let mut builder = IdentifierBuilder::new(level);
+        for (tag, value) in keys {
+            builder = builder.key(*tag, value);
+        }
+        let encoding = sluice_net::dimse::dataset::SmallDatasetEncoding::ExplicitVrLittleEndian;
+        Query::decode(
+            &builder.encode(encoding).unwrap(),
+            encoding,
+            &QueryContext::new(InformationModel::StudyRoot, operation),
+        )
+        .unwrap()
+    };
+    let found = store
+        .find(
+            &query(
+                Level::Study,
+                &[
+                    (tags::PATIENT_ID, "QR-PAT-A"),
+                    (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, ""),
+                ],
+                Operation::Find,
+            ),
+            10,
+        )
+        .unwrap();
+    assert_eq!(found.answers.len(), 2);
+    assert!(!found.truncated);
+    let counts: Vec<&str> = found
+        .answers
+        .iter()
+        .map(|answer| {
+            answer
+                .identifier
+                .str(tags::NUMBER_OF_STUDY_RELATED_INSTANCES)
+                .unwrap()
+        })
+        .collect();
+    assert!(counts.contains(&"5") && counts.contains(&"2"), "{counts:?}");
+    let limited = store
+        .find(
+            &query(
+                Level::Study,
+                &[(tags::STUDY_INSTANCE_UID, "")],
+                Operation::Find,
+            ),
+            3,
+        )
+        .unwrap();
+    assert!(limited.truncated && limited.answers.len() == 3);
+
+    let a1 = instances
+        .iter()
+        .find(|i| i.file.ends_with("A1_1_1.dcm"))
+        .unwrap();
+    let datasets = store
+        .datasets_matching(
+            &query(
+                Level::Study,
+                &[(tags::STUDY_INSTANCE_UID, &a1.study)],
+                Operation::Move,
+            ),
+            100,
+        )
+        .unwrap();
+    assert_eq!(datasets.len(), 5);
+    for dataset in &datasets {
+        let original = instances
+            .iter()
+            .find(|i| i.sop == dataset.triplet.sop_instance_uid)
+            .unwrap();
+        let bytes = store.read_dataset_head(dataset, u64::MAX).unwrap();
+        assert!(bytes == part10_dataset(&std::fs::read(&original.file).unwrap()));
+    }
+    assert!(store
+        .datasets_matching(
+            &query(
+                Level::Study,
+                &[(tags::STUDY_INSTANCE_UID, &a1.study)],
+                Operation::Move
+            ),
+            4,
+        )
+        .is_err());
+    server.shutdown(Duration::from_secs(10)).unwrap();
 }
