@@ -345,6 +345,26 @@ impl Connection {
         sent
     }
 
+    /// Like [`Connection::send_command_for_data_set`], without sending: the
+    /// caller takes the queued bytes with [`Connection::take_transmit`] to
+    /// send them in one buffer with the data set's first PDUs.
+    pub(crate) fn queue_command_for_data_set(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        data_set_length: u64,
+    ) -> Result<(), SendError> {
+        self.endpoint
+            .send_command_for_data_set(context_id, command, data_set_length)
+            .map(drop)
+    }
+
+    /// The bytes the endpoint queued and nobody sent yet; the caller sends
+    /// them (before anything else on the association).
+    pub(crate) fn take_transmit(&mut self) -> Option<Vec<u8>> {
+        self.endpoint.poll_transmit()
+    }
+
     /// Sends bytes the caller framed (a data set's P-DATA-TF PDUs), after
     /// what the endpoint queued.
     pub(crate) fn send_bytes(&mut self, core: &mut Core, bytes: IoBuf) {

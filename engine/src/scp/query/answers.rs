@@ -65,7 +65,9 @@ pub(super) fn refuse_find(
 
 /// A C-MOVE-RSP or C-GET-RSP: the status, its counts, the Failed SOP
 /// Instance UID List (when not empty, encoded with `encoding`) and the
-/// Error Comment.
+/// Error Comment. Queued; sent now when `flush`, else with the next send
+/// on the association (a pending answer rides with the next C-STORE-RQ of
+/// a C-GET).
 pub(super) fn send_retrieve_rsp(
     core: &mut Core,
     conn: &mut Connection,
@@ -73,6 +75,7 @@ pub(super) fn send_retrieve_rsp(
     (message_id, sop_class_uid): (u16, &str),
     (status, counts, failed, comment): (Status, SubOperationCounts, &[String], Option<&str>),
     encoding: Option<SmallDatasetEncoding>,
+    flush: bool,
 ) {
     let identifier = encoding
         .filter(|_| !failed.is_empty())
@@ -96,8 +99,11 @@ pub(super) fn send_retrieve_rsp(
         QrOperation::Get => Command::CGetRsp(rsp),
         _ => Command::CMoveRsp(rsp),
     };
-    match conn.send_message(core, context_id, &command, identifier.as_deref()) {
+    match conn.queue_message(context_id, &command, identifier.as_deref()) {
         Ok(()) => {}
         Err(error) => tracing::debug!(%error, "a retrieve response was not sent"),
+    }
+    if flush {
+        conn.flush_sends(core);
     }
 }

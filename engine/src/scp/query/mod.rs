@@ -123,6 +123,14 @@ struct Lane {
     origin: u64,
     /// The sub-operation in progress.
     transfer: Option<Transfer>,
+    /// The next one, its file opened while the current one's response is
+    /// awaited.
+    next: Option<Transfer>,
+    /// `next` was given up while its open was in flight: the open's
+    /// completion closes the file and gives the instance back (until then
+    /// the lane starts no other open, so a completion always finds its
+    /// transfer).
+    next_abandoned: bool,
     /// Waiting for a chunk or for its sends to drain.
     waiting: bool,
     /// Its association is established (a C-MOVE lane's AC arrived; a
@@ -137,6 +145,8 @@ impl Lane {
         Lane {
             origin,
             transfer: None,
+            next: None,
+            next_abandoned: false,
             waiting: false,
             accepted,
             released: false,
@@ -394,6 +404,7 @@ impl QueryRetrieve {
                 (message_id, &sop_class_uid),
                 (status, SubOperationCounts::default(), &[], Some(reason)),
                 None,
+                true,
             );
         };
         let (context, encoding) = match self.admit(conn, context_id, &sop_class_uid, operation) {
@@ -499,6 +510,12 @@ impl QueryRetrieve {
             Some(Operation::Retrieve(op)) if op.message_id == message_id => {
                 op.retrieve.cancel();
                 tracing::debug!(serial, "retrieve cancelled");
+                let lanes = op.lanes.clone();
+                for lane in lanes {
+                    if let Some(lane) = self.lanes.get_mut(&lane) {
+                        Self::give_back_next(lane, &mut self.operations, core, false);
+                    }
+                }
                 self.maybe_finish(core, conns, serial);
             }
             // A cancel of an operation already answered, or of none.
@@ -589,25 +606,15 @@ impl QueryRetrieve {
         self.lane_next(core, conns, serial);
     }
 
-    /// Starts a lane's next sub-operation, or releases a C-MOVE lane with
-    /// nothing left to send.
-    fn lane_next(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
-        let Some(lane) = self.lanes.get_mut(&serial) else {
-            return;
-        };
-        debug_assert!(lane.transfer.is_none(), "a lane started two transfers");
-        let origin = lane.origin;
-        let Some(conn) = conns.get_mut(serial) else {
-            return;
-        };
-        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) else {
-            // Its retrieve ended: nothing more to send here.
-            if conn.is_outbound() && !lane.released {
-                lane.released = true;
-                conn.release(core);
-            }
-            return;
-        };
+    /// The next instance of the lane's retrieve that the lane can carry, as
+    /// a transfer whose file is being opened; the instances no accepted
+    /// context fits fail on the way (said so). `None` when none is left.
+    fn next_transfer(
+        op: &mut RetrieveOp,
+        conn: &mut Connection,
+        core: &mut Core,
+        lane: u64,
+    ) -> Option<Transfer> {
         let get = op.kind == RetrieveKind::Get;
         let contexts = conn
             .negotiated()
@@ -645,14 +652,48 @@ impl QueryRetrieve {
                 (command, message_id),
                 pdu_length,
             );
-            match transfer.start(core, serial) {
-                Ok(()) => {
-                    lane.transfer = Some(transfer);
-                    break;
-                }
+            match transfer.start(core, lane) {
+                Ok(()) => return Some(transfer),
                 Err(reason) => op.retrieve.done(&sop, SubOutcome::Failed(reason)),
             }
         }
+        None
+    }
+
+    /// Starts a lane's next sub-operation (the one already opened while the
+    /// previous response was awaited, if any), or releases a C-MOVE lane
+    /// with nothing left to send.
+    fn lane_next(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        debug_assert!(lane.transfer.is_none(), "a lane started two transfers");
+        let origin = lane.origin;
+        let Some(conn) = conns.get_mut(serial) else {
+            return;
+        };
+        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) else {
+            // Its retrieve ended: nothing more to send here.
+            if conn.is_outbound() && !lane.released {
+                lane.released = true;
+                conn.release(core);
+            }
+            return;
+        };
+        lane.transfer = if lane.next_abandoned {
+            // Cancelled or failing: no other open before the abandoned one
+            // completes.
+            None
+        } else {
+            match lane.next.take() {
+                Some(next) => Some(next),
+                None => Self::next_transfer(op, conn, core, serial),
+            }
+        };
+        let ready = lane
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.phase == Phase::Ready);
         if lane.transfer.is_none()
             && conn.is_outbound()
             && !op.retrieve.has_queued()
@@ -661,10 +702,47 @@ impl QueryRetrieve {
             lane.released = true;
             conn.release(core);
         }
+        if ready {
+            self.begin(core, conns, serial);
+        }
         self.maybe_finish(core, conns, origin);
     }
 
-    /// A lane's file opened.
+    /// Opens the lane's next instance while the current one's response is
+    /// awaited, so its open is off the critical path.
+    fn prefetch(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        if lane.next.is_some() || lane.released {
+            return;
+        }
+        let (Some(conn), Some(Operation::Retrieve(op))) =
+            (conns.get_mut(serial), self.operations.get_mut(&lane.origin))
+        else {
+            return;
+        };
+        lane.next = Self::next_transfer(op, conn, core, serial);
+    }
+
+    /// The lane's current transfer's file is open: its command goes out.
+    fn begin(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let (Some(transfer), Some(conn)) = (
+            self.lanes
+                .get_mut(&serial)
+                .and_then(|lane| lane.transfer.as_mut()),
+            conns.get_mut(serial),
+        ) else {
+            return;
+        };
+        match transfer.begin(core, conn) {
+            Ok(()) => self.pump_lane(core, conns, serial),
+            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
+        }
+    }
+
+    /// A lane's file opened: the current transfer's (it begins) or the
+    /// prefetched next one's (it waits).
     pub(crate) fn opened(
         &mut self,
         core: &mut Core,
@@ -672,24 +750,104 @@ impl QueryRetrieve {
         serial: u64,
         result: Result<FileHandle, IoError>,
     ) {
-        let transfer = self
-            .lanes
-            .get_mut(&serial)
-            .and_then(|lane| lane.transfer.as_mut())
-            .filter(|transfer| transfer.phase == Phase::Opening);
-        let (Some(transfer), Some(conn)) = (transfer, conns.get_mut(serial)) else {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
             // The lane ended while the open was in flight.
             if let Ok(file) = result {
                 let _ = core.close_file(file, tag(TagKind::Ignored, 0));
             }
             return;
         };
-        let outcome = result
-            .map_err(|error| format!("cannot open the stored file: {error}"))
-            .and_then(|file| transfer.opened(core, conn, file));
-        match outcome {
-            Ok(()) => self.pump_lane(core, conns, serial),
-            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
+        let opening = |transfer: &Option<Transfer>| {
+            transfer
+                .as_ref()
+                .is_some_and(|transfer| transfer.phase == Phase::Opening)
+        };
+        let is_next = opening(&lane.next);
+        if is_next && lane.next_abandoned {
+            if let Ok(file) = result {
+                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+            }
+            let origin = lane.origin;
+            lane.next_abandoned = false;
+            if let Some(next) = lane.next.take() {
+                if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+                    op.retrieve.give_back(next.dataset);
+                }
+            }
+            self.maybe_finish(core, conns, origin);
+            return;
+        }
+        let target = if is_next {
+            lane.next.as_mut()
+        } else if opening(&lane.transfer) {
+            lane.transfer.as_mut()
+        } else {
+            None
+        };
+        let Some(transfer) = target else {
+            // Its transfer was given up while the open was in flight.
+            if let Ok(file) = result {
+                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+            }
+            return;
+        };
+        match result {
+            Ok(file) => {
+                transfer.opened(file);
+                if !is_next {
+                    self.begin(core, conns, serial);
+                }
+            }
+            Err(error) => {
+                let reason = format!("cannot open the stored file: {error}");
+                if is_next {
+                    // Fails now; the lane goes on with the current one.
+                    if let Some(next) = lane.next.take() {
+                        let origin = lane.origin;
+                        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+                            op.retrieve.done(
+                                &next.dataset.triplet.sop_instance_uid,
+                                SubOutcome::Failed(reason),
+                            );
+                        }
+                    }
+                } else {
+                    self.transfer_failed(core, conns, serial, &reason);
+                }
+            }
+        }
+    }
+
+    /// The lane's prefetched next instance, not started, goes back to its
+    /// retrieve's queue (its file closed): the lane cannot carry it. One
+    /// whose open is in flight on a lane that stays (`removed` false) is
+    /// only marked abandoned: [`QueryRetrieve::opened`] gives it back, so
+    /// that the open's completion is not taken for a later transfer's.
+    fn give_back_next(
+        lane: &mut Lane,
+        operations: &mut HashMap<u64, Operation>,
+        core: &mut Core,
+        removed: bool,
+    ) {
+        let opening = lane
+            .next
+            .as_ref()
+            .is_some_and(|next| next.phase == Phase::Opening);
+        if opening && !removed {
+            lane.next_abandoned = true;
+            return;
+        }
+        lane.next_abandoned = false;
+        let Some(mut next) = lane.next.take() else {
+            return;
+        };
+        debug_assert!(
+            !next.command_sent(),
+            "a prefetched transfer sent its command"
+        );
+        next.close(core);
+        if let Some(Operation::Retrieve(op)) = operations.get_mut(&lane.origin) {
+            op.retrieve.give_back(next.dataset);
         }
     }
 
@@ -730,7 +888,8 @@ impl QueryRetrieve {
             return;
         }
         match transfer.pump(core, conn, &self.chunks, serial) {
-            Pump::Reading | Pump::Sent => {}
+            Pump::Reading => {}
+            Pump::Sent => self.prefetch(core, conns, serial),
             Pump::WaitSends | Pump::WaitChunk => {
                 if !lane.waiting {
                     lane.waiting = true;
@@ -765,8 +924,8 @@ impl QueryRetrieve {
             op.retrieve
                 .done(&sop, SubOutcome::Failed(reason.to_owned()));
         }
-        let command_sent = transfer.phase != Phase::Opening && transfer.phase != Phase::Counting;
-        if command_sent {
+        if transfer.command_sent() {
+            Self::give_back_next(lane, &mut self.operations, core, false);
             if let Some(conn) = conns.get_mut(serial) {
                 conn.abort(
                     core,
@@ -777,6 +936,9 @@ impl QueryRetrieve {
         } else {
             self.send_pending(core, conns, origin);
             self.lane_next(core, conns, serial);
+            if let Some(conn) = conns.get_mut(origin) {
+                conn.flush_sends(core);
+            }
         }
     }
 
@@ -816,6 +978,7 @@ impl QueryRetrieve {
             // cannot go on with the rest of that message.
             transfer.close(core);
             lane.transfer = None;
+            Self::give_back_next(lane, &mut self.operations, core, false);
             if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
                 op.retrieve.done(
                     &transfer.dataset.triplet.sop_instance_uid,
@@ -842,9 +1005,15 @@ impl QueryRetrieve {
         }
         self.send_pending(core, conns, origin);
         self.lane_next(core, conns, serial);
+        // The pending answer went out with the next C-STORE-RQ (C-GET), or
+        // goes now.
+        if let Some(conn) = conns.get_mut(origin) {
+            conn.flush_sends(core);
+        }
     }
 
-    /// A pending C-MOVE-RSP/C-GET-RSP with the counts so far.
+    /// A pending C-MOVE-RSP/C-GET-RSP with the counts so far (queued: the
+    /// caller flushes).
     fn send_pending(&mut self, core: &mut Core, conns: &mut Connections, origin: u64) {
         let Some(Operation::Retrieve(op)) = self.operations.get(&origin) else {
             return;
@@ -867,6 +1036,7 @@ impl QueryRetrieve {
             (op.message_id, &op.sop_class_uid),
             (Status::PENDING, op.retrieve.pending_counts(), &[], None),
             None,
+            false,
         );
     }
 
@@ -897,6 +1067,7 @@ impl QueryRetrieve {
                 (op.message_id, &op.sop_class_uid),
                 (status, counts, &failed, comment.as_deref()),
                 Some(op.encoding),
+                true,
             );
             let (completed, failed_count, warning) = op.retrieve.totals();
             tracing::info!(
@@ -927,7 +1098,7 @@ impl QueryRetrieve {
             };
             // Nothing is in flight once the retrieve is finished.
             debug_assert!(
-                lane.transfer.is_none(),
+                lane.transfer.is_none() && lane.next.is_none(),
                 "a lane busy after its retrieve ended"
             );
             // A lane still being accepted releases itself once it is
@@ -969,6 +1140,7 @@ impl QueryRetrieve {
         let Some(mut lane) = self.lanes.remove(&serial) else {
             return;
         };
+        Self::give_back_next(&mut lane, &mut self.operations, core, true);
         let origin = lane.origin;
         let reason = format!("the association to the destination ended: {why}");
         if let Some(mut transfer) = lane.transfer.take() {
@@ -982,6 +1154,9 @@ impl QueryRetrieve {
         }
         self.send_pending(core, conns, origin);
         self.after_lanes_changed(core, conns, origin, &reason);
+        if let Some(conn) = conns.get_mut(origin) {
+            conn.flush_sends(core);
+        }
     }
 
     // ----- the router's notifications -----
@@ -1029,7 +1204,7 @@ impl QueryRetrieve {
         }
         if let Some(lane) = self.lanes.remove(&serial) {
             // A C-GET's own association.
-            if let Some(mut transfer) = lane.transfer {
+            for mut transfer in [lane.transfer, lane.next].into_iter().flatten() {
                 transfer.close(core);
             }
         }

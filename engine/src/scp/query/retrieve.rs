@@ -77,6 +77,14 @@ impl Retrieve {
         Some(next)
     }
 
+    /// An instance handed out by [`Retrieve::next`] and not started after
+    /// all (its lane ended first, or C-CANCEL came): back to the front.
+    pub(crate) fn give_back(&mut self, dataset: StoredDataset) {
+        assert!(self.in_flight > 0, "given back, not handed out");
+        self.in_flight -= 1;
+        self.queue.push_front(dataset);
+    }
+
     /// Whether instances are waiting for a lane.
     pub(crate) fn has_queued(&self) -> bool {
         !self.cancelled && !self.queue.is_empty()
@@ -279,6 +287,22 @@ mod tests {
         assert_eq!(status, Status::CANCEL);
         assert_eq!((counts.completed, counts.remaining), (Some(1), Some(4)));
         assert!(failed.is_empty());
+    }
+
+    #[test]
+    fn an_instance_given_back_is_handed_out_again_or_counted_remaining() {
+        let mut op = retrieve(2);
+        let a = op.next().unwrap();
+        let b = op.next().unwrap();
+        op.give_back(b.clone());
+        assert_eq!(op.pending_counts().remaining, Some(2));
+        op.done(&a.triplet.sop_instance_uid, SubOutcome::Completed);
+        let again = op.next().unwrap();
+        assert_eq!(again.triplet, b.triplet);
+        op.cancel();
+        op.give_back(again);
+        assert!(op.is_finished());
+        assert_eq!(op.final_answer().1.remaining, Some(1));
     }
 
     #[test]

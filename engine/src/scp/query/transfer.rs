@@ -45,6 +45,11 @@ use crate::store::StoredDataset;
 /// so at most this many chunks per lane are on their way to the kernel).
 pub(crate) const LANE_SENDS_MAX: u32 = 4;
 
+/// The most bytes queued on the association (the C-STORE-RQ, a pending
+/// C-GET-RSP) copied in front of a transfer's first chunk; more are sent
+/// on their own.
+const CHUNK_PREFIX_BYTES_MAX: usize = 16 * 1024;
+
 /// Transcoded output sent at a time (the second pass's send size).
 const TRANSCODED_SEND_BYTES: usize = 256 * 1024;
 
@@ -67,6 +72,10 @@ pub(crate) enum Mode {
 pub(crate) enum Phase {
     /// The file is being opened.
     Opening,
+    /// The file is open; the command waits for the lane to be free (the
+    /// next sub-operation, opened while the previous one's response is
+    /// awaited).
+    Ready,
     /// Transcoding's first pass: reading to count the output.
     Counting,
     /// The command is sent; the data set is going out.
@@ -111,15 +120,17 @@ impl ChunkLayout {
     /// carried to the next chunk. `None` when no fragment is left.
     pub(crate) fn place(
         storage: &mut [u8],
+        start: usize,
         carried: &mut Option<PDataFragment>,
         fragments: &mut PDataFragmenter,
     ) -> Option<ChunkLayout> {
         let mut layout = ChunkLayout {
             ranges: Vec::new(),
             first_value_offset: 0,
-            fill: 0,
+            fill: start,
             value_bytes: 0,
         };
+        let mut placed_any = false;
         while let Some(fragment) = carried.take().or_else(|| fragments.next()) {
             let value_length = fragment.value_length as usize;
             let end = layout.fill + PDATA_HEADERS_LENGTH + value_length;
@@ -129,8 +140,9 @@ impl ChunkLayout {
                 *carried = Some(fragment);
                 break;
             }
-            if layout.ranges.is_empty() && layout.fill == 0 {
+            if !placed_any {
                 layout.first_value_offset = fragment.value_offset;
+                placed_any = true;
             }
             if let Some(header) = storage.get_mut(layout.fill..layout.fill + PDATA_HEADERS_LENGTH) {
                 header.copy_from_slice(&fragment.headers);
@@ -208,6 +220,9 @@ pub(crate) struct Transfer {
     pdu_length: u32,
     /// Data set bytes queued for sending.
     pub(crate) bytes_sent: u64,
+    /// The command is queued on the connection, to go out with the first
+    /// chunk.
+    prefix_pending: bool,
 }
 
 impl Transfer {
@@ -233,6 +248,7 @@ impl Transfer {
             transcoding: None,
             pdu_length,
             bytes_sent: 0,
+            prefix_pending: false,
         }
     }
 
@@ -248,20 +264,25 @@ impl Transfer {
         .map_err(|error| format!("cannot open the stored file: {error}"))
     }
 
-    /// The file is open: as stored, the command goes out now; transcoded,
-    /// the first pass starts.
-    pub(crate) fn opened(
-        &mut self,
-        core: &mut Core,
-        conn: &mut Connection,
-        file: FileHandle,
-    ) -> Result<(), String> {
+    /// The file is open; [`Transfer::begin`] starts sending.
+    pub(crate) fn opened(&mut self, file: FileHandle) {
         debug_assert_eq!(self.phase, Phase::Opening);
         self.file = Some(file);
+        self.phase = Phase::Ready;
+    }
+
+    /// The lane is free: as stored, the command goes out now; transcoded,
+    /// the first pass starts.
+    pub(crate) fn begin(&mut self, core: &mut Core, conn: &mut Connection) -> Result<(), String> {
+        assert_eq!(
+            self.phase,
+            Phase::Ready,
+            "a transfer began before its file opened"
+        );
         match self.mode {
             Mode::AsStored => {
                 let length = self.dataset.length();
-                self.send_command(core, conn, length)?;
+                self.send_command(core, conn, length, true)?;
             }
             Mode::Transcode { from, to } => {
                 let transcoder = Transcoder::new(from, to)
@@ -281,14 +302,22 @@ impl Transfer {
         Ok(())
     }
 
+    /// Sends the command, or (`coalesce`) queues it to go out at the start
+    /// of the first chunk, in the same send.
     fn send_command(
         &mut self,
         core: &mut Core,
         conn: &mut Connection,
         length: u64,
+        coalesce: bool,
     ) -> Result<(), String> {
-        conn.send_command_for_data_set(core, self.context_id, &self.command, length)
-            .map_err(|error| format!("cannot send the C-STORE-RQ: {error}"))?;
+        let sent = if coalesce {
+            self.prefix_pending = true;
+            conn.queue_command_for_data_set(self.context_id, &self.command, length)
+        } else {
+            conn.send_command_for_data_set(core, self.context_id, &self.command, length)
+        };
+        sent.map_err(|error| format!("cannot send the C-STORE-RQ: {error}"))?;
         self.fragmenter = Some(
             PDataFragmenter::new(self.context_id, false, length, self.pdu_length)
                 .map_err(|error| format!("cannot frame the data set: {error}"))?,
@@ -367,7 +396,7 @@ impl Transfer {
         lane: u64,
     ) -> Result<Pump, String> {
         loop {
-            if self.read.is_some() || self.phase == Phase::Opening {
+            if self.read.is_some() || matches!(self.phase, Phase::Opening | Phase::Ready) {
                 return Ok(Pump::Reading);
             }
             if self.phase == Phase::AwaitingResponse {
@@ -377,6 +406,11 @@ impl Transfer {
                 return self.pump_transcoding(core, conn, chunks, lane);
             }
             if self.fragments_done() {
+                // An empty data set: its command, queued to ride with the
+                // first chunk, goes alone.
+                if std::mem::take(&mut self.prefix_pending) {
+                    conn.flush_sends(core);
+                }
                 self.sent_all(core);
                 continue;
             }
@@ -386,11 +420,25 @@ impl Transfer {
             let Some(mut chunk) = chunks.take() else {
                 return Ok(Pump::WaitChunk);
             };
+            // The command (and whatever the association queued before it, a
+            // pending C-GET-RSP) goes out in front of the first PDUs.
+            let mut start = 0;
+            if std::mem::take(&mut self.prefix_pending) {
+                if let Some(prefix) = conn.take_transmit() {
+                    match chunk.storage_mut().get_mut(..prefix.len()) {
+                        Some(head) if prefix.len() <= CHUNK_PREFIX_BYTES_MAX => {
+                            head.copy_from_slice(&prefix);
+                            start = prefix.len();
+                        }
+                        _ => conn.send_bytes(core, prefix.into()),
+                    }
+                }
+            }
             let Some(fragmenter) = self.fragmenter.as_mut() else {
                 return Err("no fragmenter while sending".into());
             };
             let Some(layout) =
-                ChunkLayout::place(chunk.storage_mut(), &mut self.carried, fragmenter)
+                ChunkLayout::place(chunk.storage_mut(), start, &mut self.carried, fragmenter)
             else {
                 self.sent_all(core);
                 continue;
@@ -448,6 +496,12 @@ impl Transfer {
         self.read.is_some()
     }
 
+    /// Whether its command went out (after that the association cannot
+    /// carry another message until its data set ends).
+    pub(crate) fn command_sent(&self) -> bool {
+        matches!(self.phase, Phase::Sending | Phase::AwaitingResponse)
+    }
+
     fn pump_transcoding(
         &mut self,
         core: &mut Core,
@@ -474,7 +528,7 @@ impl Transfer {
                     .map_err(|error| format!("cannot transcode: {error}"))?;
                 transcoding.input_done = 0;
                 let output_length = transcoding.output_length;
-                self.send_command(core, conn, output_length)?;
+                self.send_command(core, conn, output_length, false)?;
                 continue;
             }
             if self.phase == Phase::Sending {
@@ -596,7 +650,8 @@ mod tests {
             let mut storage = vec![0u8; chunk];
             let mut next_value = 0u64;
             let mut chunks = 0;
-            while let Some(layout) = ChunkLayout::place(&mut storage, &mut carried, &mut fragments)
+            while let Some(layout) =
+                ChunkLayout::place(&mut storage, 0, &mut carried, &mut fragments)
             {
                 chunks += 1;
                 assert!(layout.fill <= chunk);
@@ -613,6 +668,42 @@ mod tests {
             }
             assert_eq!(next_value, length);
             assert!(chunks >= (length as usize).div_ceil(chunk));
+        }
+    }
+
+    /// A prefix (the queued command) in front of the first chunk is kept;
+    /// PDUs follow it, and a PDU that no longer fits goes to the next
+    /// chunk whole.
+    #[test]
+    fn a_prefix_is_kept_in_front_of_the_first_pdus() {
+        for (length, pdu, chunk, start) in [
+            (100_000u64, 16_384u32, 65_536usize, 200usize),
+            (10, 16_384, 4096, 4000),
+            (65_536, 16_384, 16_396, 100),
+        ] {
+            let mut fragments = PDataFragmenter::new(3, false, length, pdu).unwrap();
+            let mut carried = None;
+            let mut storage = vec![0xAAu8; chunk];
+            let first = ChunkLayout::place(&mut storage, start, &mut carried, &mut fragments)
+                .expect("the prefix alone is a layout");
+            assert!(storage[..start].iter().all(|byte| *byte == 0xAA));
+            assert!(first.fill >= start && first.fill <= chunk);
+            let mut position = start;
+            for range in &first.ranges {
+                assert_eq!(range.start, position + PDATA_HEADERS_LENGTH);
+                assert_eq!(storage[position], 0x04, "a P-DATA-TF header");
+                position = range.end;
+            }
+            assert_eq!(position, first.fill);
+            let mut next_value = first.first_value_offset + first.value_bytes;
+            assert_eq!(first.first_value_offset, 0);
+            while let Some(layout) =
+                ChunkLayout::place(&mut storage, 0, &mut carried, &mut fragments)
+            {
+                assert_eq!(layout.first_value_offset, next_value);
+                next_value += layout.value_bytes;
+            }
+            assert_eq!(next_value, length);
         }
     }
 
