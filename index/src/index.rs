@@ -115,15 +115,18 @@ fn check_options(options: &IndexOptions) -> Result<(), IndexError> {
 }
 
 impl Index {
-    /// Opens the index in directory `path` (created if missing): opens or
-    /// creates the LMDB environment, clears reader slots left by dead
+    /// Opens the index in directory `path` (created if missing, durably):
+    /// opens or creates the LMDB environment (the directory fsynced after,
+    /// so new environment files survive a power cut), clears reader slots left by dead
     /// processes, checks the schema version (an unknown one is refused with
     /// both versions named), creates missing tables and starts the writer.
     pub fn open(path: impl AsRef<Path>, options: IndexOptions) -> Result<Index, IndexError> {
         check_options(&options)?;
         let path = path.as_ref().to_owned();
         let started = Instant::now();
-        std::fs::create_dir_all(&path).map_err(|source| IndexError::Io {
+        // Created durably: a power cut must not take the directory (or a
+        // data directory created with it) once anything in it is promised.
+        sluice_io::durable::create_dir_all(&path).map_err(|source| IndexError::Io {
             operation: "create index directory",
             source: Arc::new(source),
         })?;
@@ -144,6 +147,13 @@ impl Index {
             ),
         )
         .map_err(|error| IndexError::from_heed("open environment", error, limits))?;
+        // LMDB may just have created data.mdb and lock.mdb, and never syncs
+        // a directory: their names become durable here, before the first
+        // commit is promised to anyone.
+        sluice_io::durable::sync_dir(&path).map_err(|source| IndexError::Io {
+            operation: "sync index directory",
+            source: Arc::new(source),
+        })?;
         // A process that died with a read transaction open leaves its slot
         // taken; reclaim them so they neither pin old pages nor fill the table.
         let stale = env

@@ -83,6 +83,7 @@ pub mod buf;
 pub mod chunk;
 pub mod config;
 mod core;
+pub mod durable;
 pub mod error;
 pub mod event;
 pub mod fault;

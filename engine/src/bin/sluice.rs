@@ -1,22 +1,32 @@
 //! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
 //! commands (`ls`, `show`, `quarantine`, `commitments`, `verify`, `stats`,
 //! `export-instance`) inspect and manage a data directory.
+//!
+//! Under systemd (`Type=notify`, packaging/debian/sluice.service) `serve`
+//! reports READY=1 once start-up recovery is done and the listeners are
+//! bound, and STOPPING=1 when a signal starts the shutdown; without a
+//! NOTIFY_SOCKET these are no-ops.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use sd_notify::NotifyState;
 use sluice_engine::cli::OperatorCommand;
 use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
 use sluice_engine::scp::Server;
 use sluice_engine::store::Store;
 
-/// How long shutdown waits for the cores to drain.
+/// How long shutdown waits for the cores to stop once drained.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// Sluice: a DICOM storage engine.
+/// Sluice, a DICOM storage engine: the Storage SCP (`serve`) and the
+/// operator commands on its data directory.
+// `about` comes from this comment, not from the crate's description (which
+// describes the library): it heads `--help` and the NAME line of sluice(1).
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about)]
+#[command(name = "sluice", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +43,14 @@ enum Command {
     },
     #[command(flatten)]
     Operator(OperatorCommand),
+    /// Writes the manual pages, sluice(1) and one per subcommand, into a
+    /// directory (packaging/build-deb ships them).
+    #[command(hide = true)]
+    GenerateManPages {
+        /// The directory to write into; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +61,16 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)
+            }
+        },
+        Command::GenerateManPages { out_dir } => match write_man_pages(&out_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!(
+                    "error: cannot write the man pages into {}: {error}",
+                    out_dir.display()
+                );
+                ExitCode::from(1)
             }
         },
         Command::Operator(command) => {
@@ -57,6 +85,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// clap_mangen writes one page per visible command (hidden ones, such as
+/// this one, are left out), named `sluice-serve.1`, `sluice-quarantine-list.1`.
+fn write_man_pages(out_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    clap_mangen::generate_to(Cli::command(), out_dir)
 }
 
 fn init_logging(format: LogFormat, level: LogLevel) {
@@ -80,6 +115,58 @@ fn init_logging(format: LogFormat, level: LogLevel) {
     };
 }
 
+/// Descriptors `sluice serve` holds besides those the configuration
+/// scales: LMDB's two files, the lock file and the port locks, each core's
+/// ring, eventfd and listeners, the directory fsyncs in flight, standard
+/// streams; generous (docs/operations.md, "File descriptors").
+const DESCRIPTORS_FIXED: u64 = 256;
+
+/// Raises the soft RLIMIT_NOFILE to the hard one (the default soft limit,
+/// often 1024, is far below what thousands of associations need; only the
+/// hard limit is an administrator's decision) and says so, with a warning
+/// when even the hard limit is below what the configuration may use at
+/// once: one descriptor per association and one per instance in flight.
+fn raise_descriptor_limit(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current;
+    if let (Some(current), Some(hard)) = (limit.current, limit.maximum) {
+        if current < hard {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    tracing::info!(
+                        "descriptor limit (RLIMIT_NOFILE) raised from {current} to {hard}"
+                    );
+                    soft = Some(hard);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot raise the descriptor limit (RLIMIT_NOFILE) from {current} to {hard}");
+                }
+            }
+        }
+    }
+    let cores = config.server.cores.count().max(1) as u64;
+    let needed = u64::from(config.network.max_associations)
+        + cores * u64::from(config.storage.instances_in_flight_max_per_core)
+        + DESCRIPTORS_FIXED;
+    match soft {
+        Some(soft) if soft < needed => tracing::warn!(
+            limit = soft,
+            needed,
+            "the descriptor limit (RLIMIT_NOFILE) is below what the configuration may hold open at once (network.max_associations + cores x storage.instances_in_flight_max_per_core + {DESCRIPTORS_FIXED}): raise the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn) or lower those options, else stores fail with A700 \"Too many open files\" under load"
+        ),
+        _ => tracing::info!(
+            limit = %soft.map_or_else(|| "unlimited".to_owned(), |soft| soft.to_string()),
+            needed,
+            "descriptor limit (RLIMIT_NOFILE)"
+        ),
+    }
+}
+
 fn serve(config: Config) -> ExitCode {
     init_logging(config.server.log_format, config.server.log_level);
     // The signal handler goes in before anything starts, so a SIGINT/SIGTERM
@@ -94,6 +181,10 @@ fn serve(config: Config) -> ExitCode {
         tracing::error!(%error, "cannot install the signal handler");
         return ExitCode::from(1);
     }
+    raise_descriptor_limit(&config);
+    notify_service_manager(&[NotifyState::Status(
+        "opening the store and running start-up recovery",
+    )]);
     let store = match Store::open(config) {
         Ok(store) => store,
         Err(error) => {
@@ -108,13 +199,36 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Server::start returned: recovery has finished and every listener is
+    // bound, so associations are accepted from now on.
+    let listening: Vec<String> = server
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    notify_service_manager(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!(
+            "accepting associations on {}",
+            listening.join(", ")
+        )),
+    ]);
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
+        // The first signal drains (server.shutdown_drain_ms), a second one
+        // stops at once. Shut down first, log second: a log write that
+        // fails (stderr closed by a pipe reader that went away) must not
+        // stop it.
         if signal_receiver.recv().is_ok() {
-            // Shut down first, log second: a log write that fails (stderr
-            // closed by a pipe reader that went away) must not stop it.
+            // STOPPING=1 before the shutdown, so systemd hears it before
+            // the process can exit.
+            notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
             handle.shutdown();
-            tracing::info!("signal received: shutting down");
+            tracing::info!("signal received: shutting down (a second signal stops at once)");
+        }
+        if signal_receiver.recv().is_ok() {
+            handle.shutdown_now();
+            tracing::warn!("second signal received: stopping now, without waiting for the drain");
         }
     });
     match server.wait(SHUTDOWN_WAIT) {
@@ -126,5 +240,15 @@ fn serve(config: Config) -> ExitCode {
             tracing::error!(%error, "shutdown incomplete");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Tells the service manager the server's state (sd_notify(3)). Without a
+/// NOTIFY_SOCKET (not started by systemd with `Type=notify`) it does
+/// nothing; a failure to send is logged and otherwise ignored: systemd then
+/// times the start out or kills the unit, which is the right outcome.
+fn notify_service_manager(states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
 }

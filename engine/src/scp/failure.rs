@@ -32,6 +32,10 @@ pub(crate) enum Failure {
     /// The store is in its refusing state (A700).
     #[error("the store refuses after repeated durability failures")]
     Refusing,
+    /// The server is stopping: it answers what is in flight and takes
+    /// nothing new (A700; the sender retries later).
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// `storage.instances_in_flight_max_per_core` instances on this core (A710).
     #[error("{max} instances in flight on this core")]
     InFlightLimit {
@@ -59,6 +63,13 @@ pub(crate) enum Failure {
     /// The core's temporary directory could not be created (A700).
     #[error("cannot create the temporary directory: {0}")]
     TemporaryDirectory(Arc<std::io::Error>),
+    /// Too many entries of failed instances wait for the index to remove
+    /// them (index transactions failing: A700).
+    #[error("{owed} index entries of failed instances wait to be removed")]
+    RemovalsOwed {
+        /// How many.
+        owed: usize,
+    },
 
     // ----- C-STORE, the data set -----
     /// The head scanner's verdict (A900, C010, C011, C012).
@@ -161,8 +172,62 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Whether the failure is the lack of space of the data directory's
+    /// file system or of the index (ENOSPC, EDQUOT, the index map or its
+    /// disk full, the free-space floor). Not a sign that stored data is at
+    /// risk: answered A711, which senders retry, and never counted towards
+    /// the refusing state, so the store takes instances again by itself
+    /// once space returns.
+    pub(crate) fn is_out_of_space(&self) -> bool {
+        match self {
+            Failure::BelowFreeSpaceFloor { .. } => true,
+            Failure::Open(error)
+            | Failure::Write(error)
+            | Failure::Rename(error)
+            | Failure::Fsync(error)
+            | Failure::OpenDirectory(error) => is_no_space(error.errno),
+            Failure::TemporaryDirectory(source) | Failure::CreateDirectory { source, .. } => {
+                source.raw_os_error().is_some_and(is_no_space)
+            }
+            Failure::IndexCommit(error) => matches!(
+                error,
+                IndexError::MapFull { .. } | IndexError::DiskFull { .. }
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the failure counts towards the refusing state
+    /// ([`crate::scp::ingest::DURABILITY_FAILURES_BEFORE_REFUSING`]): an
+    /// fsync, write, rename, directory or index failure that may mean the
+    /// disk or the index cannot keep what it is given. Not the lack of
+    /// space, nor a busy index (too many readers), nor a submission the io
+    /// runtime's full table refused.
+    pub(crate) fn is_durability_failure(&self) -> bool {
+        if self.is_out_of_space() {
+            return false;
+        }
+        match self {
+            Failure::Open(_)
+            | Failure::Write(_)
+            | Failure::Rename(_)
+            | Failure::RenameSubmit(_)
+            | Failure::SyncSubmit(_)
+            | Failure::Fsync(_)
+            | Failure::CreateDirectory { .. }
+            | Failure::OpenDirectorySubmit(_)
+            | Failure::OpenDirectory(_)
+            | Failure::DirectorySyncSubmit(_) => true,
+            Failure::IndexCommit(error) => !error.is_out_of_resources(),
+            _ => false,
+        }
+    }
+
     /// The C-STORE-RSP or N-ACTION-RSP status.
     pub(crate) fn status(&self) -> Status {
+        if self.is_out_of_space() {
+            return Status::OUT_OF_DISK_SPACE;
+        }
         match self {
             Failure::SopClassNotOnContext { .. } | Failure::ActionNotServed { .. } => {
                 Status::SOP_CLASS_NOT_SUPPORTED
@@ -180,6 +245,8 @@ impl Failure {
             Failure::Rejected(rejection) => rejection.status(),
             Failure::IndexCommit(error) => status_of_index_error(error),
             Failure::Refusing
+            | Failure::RemovalsOwed { .. }
+            | Failure::ShuttingDown
             | Failure::FileIdsExhausted
             | Failure::TemporaryDirectory(_)
             | Failure::Open(_)
@@ -203,6 +270,35 @@ impl Failure {
     }
 }
 
+/// Whether an errno says "no space" (ENOSPC, EDQUOT).
+fn is_no_space(errno: i32) -> bool {
+    matches!(
+        std::io::Error::from_raw_os_error(errno).kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// The longest Error Comment (0000,0902) sent: its VR (LO) allows 64
+/// characters.
+pub(crate) const ERROR_COMMENT_CHARS_MAX: usize = 64;
+
+impl Failure {
+    /// The reason as an Error Comment (0000,0902): the first 64 characters
+    /// of the `Display` text, every character outside printable ASCII (and
+    /// the backslash, LO's value separator) replaced by `?`, so it always
+    /// encodes (a reason may quote a peer's value).
+    pub(crate) fn error_comment(&self) -> String {
+        self.to_string()
+            .chars()
+            .take(ERROR_COMMENT_CHARS_MAX)
+            .map(|character| match character {
+                ' '..='~' if character != '\\' => character,
+                _ => '?',
+            })
+            .collect()
+    }
+}
+
 /// The C-STORE status for an index failure: the disk-space statuses for a
 /// full map or disk (A711: resources the operator must add), A700 otherwise.
 pub fn status_of_index_error(error: &IndexError) -> Status {
@@ -215,6 +311,31 @@ pub fn status_of_index_error(error: &IndexError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_comments_always_encode() {
+        let failure = Failure::SopClassNotOnContext {
+            sop_class_uid: "1.2\n\u{1b}[31m\\é".into(),
+            abstract_syntax: "x".repeat(100),
+        };
+        let comment = failure.error_comment();
+        assert_eq!(comment.chars().count(), ERROR_COMMENT_CHARS_MAX);
+        assert!(
+            comment.starts_with("SOP class 1.2??[31m?? sent"),
+            "{comment}"
+        );
+        let rsp = sluice_net::dimse::Command::CStoreRsp(sluice_net::dimse::CStoreRsp {
+            message_id_being_responded_to: 1,
+            affected_sop_class_uid: None,
+            affected_sop_instance_uid: None,
+            status: failure.status(),
+            detail: sluice_net::dimse::StatusDetail {
+                error_comment: Some(comment),
+                ..Default::default()
+            },
+        });
+        assert!(rsp.encode().is_ok());
+    }
 
     #[test]
     fn statuses_and_reasons_of_store_failures() {
@@ -253,6 +374,30 @@ mod tests {
                 "the commitment tracker is busy",
             ),
             (
+                Failure::Write(IoError {
+                    op: sluice_io::OpKind::Write,
+                    errno: 28,
+                }),
+                0xA711,
+                "write failed",
+            ),
+            (
+                Failure::Fsync(IoError {
+                    op: sluice_io::OpKind::Sync,
+                    errno: 122,
+                }),
+                0xA711,
+                "fsync failed",
+            ),
+            (
+                Failure::Fsync(IoError {
+                    op: sluice_io::OpKind::Sync,
+                    errno: 5,
+                }),
+                0xA700,
+                "fsync failed",
+            ),
+            (
                 Failure::Commitment(Refusal::OtherReferencesPending),
                 0x0110,
                 "Transaction UID already pending with other references",
@@ -261,6 +406,27 @@ mod tests {
         for (failure, status, reason) in cases {
             assert_eq!(failure.status(), Status(status), "{failure}");
             assert!(failure.to_string().starts_with(reason), "{failure}");
+            // Out of space: never a durability failure.
+            if status == 0xA711 {
+                assert!(!failure.is_durability_failure(), "{failure}");
+            }
         }
+    }
+
+    #[test]
+    fn only_failures_of_the_disk_or_the_index_count_towards_refusing() {
+        let io = |errno| IoError {
+            op: sluice_io::OpKind::Sync,
+            errno,
+        };
+        assert!(Failure::Fsync(io(5)).is_durability_failure());
+        assert!(!Failure::Fsync(io(28)).is_durability_failure());
+        assert!(Failure::IndexCommit(IndexError::WriterUnavailable).is_durability_failure());
+        assert!(
+            !Failure::IndexCommit(IndexError::MapFull { map_size_bytes: 1 })
+                .is_durability_failure()
+        );
+        assert!(!Failure::InFlightLimit { max: 1 }.is_durability_failure());
+        assert!(!Failure::BelowFreeSpaceFloor { floor: 1 }.is_durability_failure());
     }
 }

@@ -1,6 +1,6 @@
 //! What every core of a running Storage SCP shares: the store, the acceptor
-//! policies, the commitment tracker's inbox, the association counters, and
-//! the in-doubt set. Read-mostly: the counters are atomics or a short mutex
+//! policies, the commitment tracker's inbox, the association counters, the
+//! in-doubt set and the free space claimed by instances in flight. Read-mostly: the counters are atomics or a short mutex
 //! held only at association start and end.
 
 use std::collections::HashMap;
@@ -9,7 +9,9 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 
 use sluice_net::assoc::AcceptorPolicy;
+use sluice_net::scan::Leniency;
 
+use super::ingest::space::SpaceAccount;
 use crate::commit::tracker::TrackerHandle;
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
@@ -25,6 +27,8 @@ pub(crate) struct ServerShared {
     pub(crate) commitment_policy: Option<AcceptorPolicy>,
     /// The listener index of the separate commitment port, if any.
     pub(crate) commitment_listener: Option<usize>,
+    /// The checks of received instances that only warn (`[validation]`).
+    pub(crate) leniency: Leniency,
     /// The commitment tracker's inbox.
     pub(crate) tracker: TrackerHandle,
     /// Established associations, across cores.
@@ -38,4 +42,17 @@ pub(crate) struct ServerShared {
     /// address, resolved once at start (`None` when it did not resolve), so
     /// a core never waits for a name lookup.
     pub(crate) move_destinations: HashMap<String, Option<SocketAddr>>,
+    /// The free space the instances in flight still claim, for the floor.
+    pub(crate) space: SpaceAccount,
+    /// Where each core says it has drained, at shutdown (`Server::drain`).
+    pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
+}
+
+/// A core's word that it has drained: no association left, no instance in
+/// progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DrainReport {
+    /// Associations it aborted at the drain's deadline with requests still
+    /// unanswered.
+    pub(crate) aborted_busy: usize,
 }

@@ -145,9 +145,13 @@ impl Layout {
         self.orphans_dir().join(file_name(file_id))
     }
 
-    /// Creates the top-level directories (objects, quarantine, tmp, orphans,
-    /// index) if missing. The fan-out directories are created on demand.
+    /// Creates the data directory and its top-level directories (objects,
+    /// quarantine, tmp, orphans, index) if missing, durably: the parent of
+    /// each directory created is fsynced, so a power cut during the first
+    /// run cannot take the data directory or its index with what was
+    /// acknowledged there. The fan-out directories are created on demand.
     pub fn create_dirs(&self) -> std::io::Result<()> {
+        sluice_io::durable::create_dir_all(&self.root)?;
         for dir in [
             self.objects_dir(),
             self.quarantine_dir(),
@@ -155,7 +159,7 @@ impl Layout {
             self.orphans_dir(),
             self.index_dir(),
         ] {
-            std::fs::create_dir_all(dir)?;
+            sluice_io::durable::create_dir_all(&dir)?;
         }
         Ok(())
     }

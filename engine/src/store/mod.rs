@@ -20,8 +20,10 @@ pub(crate) mod walk;
 
 pub(crate) use instance::instance_from_head;
 
+pub(crate) use handle::Counted;
 pub use handle::{
-    Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
+    IngestCounts, Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX,
+    SUBSCRIPTION_CAPACITY_MAX,
 };
 pub use query::{FindAnswers, QueryError};
 pub use source::{DatasetLocation, StoredDataset};

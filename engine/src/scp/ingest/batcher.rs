@@ -10,36 +10,47 @@
 
 use std::time::Duration;
 
-use super::job::{JobKey, Undo};
+use super::job::JobKey;
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, StorageConfig, UidConflictPolicy};
 use sluice_index::{
     BatchResult, ConflictPolicy, DuplicatePolicy, FileId, IndexWriter, NewInstance, StoreRequest,
-    SubmitError, Triplet, WriteOp,
+    SubmitError, WriteOp,
 };
 
 /// How long the in-doubt marks of answered instances wait for a batch to
 /// ride along with before they are cleared in a transaction of their own.
 pub(crate) const IN_DOUBT_CLEAR_DELAY: Duration = Duration::from_millis(100);
 
-/// What a batch was.
+/// What a batch was. Every batch first removes the entries owed a removal
+/// (`IndexAnswer::owed`, one `RemoveInDoubt` each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BatchKind {
-    /// The entries of these jobs, one `Store` each, in order.
+    /// Then the entries of these jobs, one `Store` each, in order.
     Store,
-    /// One job's undo (its first operation's outcome answers it).
+    /// One job's undo (its own removal is among the owed ones).
     Undo,
+    /// Then the in-doubt clears, if any: no job waits for it.
+    Maintenance,
 }
 
 /// The index writer's answer to a batch of this core, posted to its mailbox.
 #[derive(Debug)]
 pub(crate) struct IndexAnswer {
-    /// The jobs, in the order of the batch's operations.
+    /// The jobs, in the order of their operations.
     pub(crate) jobs: Vec<JobKey>,
     /// What the batch was.
     pub(crate) kind: BatchKind,
+    /// The files whose owed removals the batch carried, first.
+    pub(crate) owed: Vec<FileId>,
     /// The writer's answer.
     pub(crate) result: BatchResult,
 }
+
+/// Most entries owed a removal before the store refuses new C-STOREs
+/// (A700): every batch carries all of them, and they are owed only while
+/// index transactions fail (a full disk), so this bounds a batch's extra
+/// operations, never the instances kept.
+pub(crate) const OWED_REMOVALS_MAX: usize = 1024;
 
 /// What to do after an entry was queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -151,6 +162,11 @@ impl<Timer: Copy + std::fmt::Debug> Batcher<Timer> {
         self.clear_timer = None;
     }
 
+    /// The clear timer is not armed.
+    pub(crate) fn clear_timer_idle(&self) -> bool {
+        self.clear_timer.is_none()
+    }
+
     /// The clears to submit now (as their own small batch, which the writer
     /// coalesces with the next queued one), and the clear timer to cancel.
     pub(crate) fn take_clears(&mut self) -> (Option<WriteOp>, Option<Timer>) {
@@ -173,14 +189,12 @@ impl<Timer: Copy + std::fmt::Debug> Batcher<Timer> {
     }
 }
 
-/// The operations undoing a committed entry: the entry, then its file's
-/// in-doubt mark.
-pub(crate) fn undo_ops(undo: Undo, triplet: &Triplet, file_id: FileId) -> Vec<WriteOp> {
-    let op = match undo {
-        Undo::Remove => WriteOp::Remove(triplet.clone()),
-        Undo::PurgeQuarantine(quarantine_id) => WriteOp::PurgeQuarantine(quarantine_id),
-    };
-    vec![op, WriteOp::ClearInDoubt(vec![file_id])]
+/// The operations removing the owed entries (each keyed by its file, so
+/// carrying them again after a commit took them is harmless).
+pub(crate) fn owed_ops(owed: &[FileId]) -> Vec<WriteOp> {
+    owed.iter()
+        .map(|file_id| WriteOp::RemoveInDoubt(*file_id))
+        .collect()
 }
 
 /// Submits a batch to the index writer; when its queue is full, waits for

@@ -1,20 +1,17 @@
 //! The files layout's blocking side of ingest, on one core: the directories
 //! it has created (each once per process run, its parents synced before a
-//! file is renamed into it), the data directory's free space (a cached
-//! `statvfs`), the guess of the area a file is placed in, and the rare
+//! file is renamed into it), the data directory's free space (`statvfs`),
+//! the guess of the area a file is placed in, and the rare
 //! corrections after the index decided (a file moved to the other area, a
 //! replaced file kept in `orphans/`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use sluice_index::{FileId, Index, Triplet};
+use sluice_io::durable::sync_dir;
 
 use crate::store::layout::{Area, Layout};
-
-/// How long a free-space reading is trusted.
-const FREE_SPACE_CACHE: Duration = Duration::from_millis(100);
 
 /// Fan-out directories a core remembers having created (two areas of 65,536,
 /// and their parents).
@@ -25,7 +22,6 @@ const KNOWN_DIRS_MAX: usize = 2 * 65_536 + 64;
 pub(crate) struct Files {
     layout: Layout,
     known_dirs: HashSet<PathBuf>,
-    free_space: Option<(Instant, u64)>,
 }
 
 impl Files {
@@ -33,7 +29,6 @@ impl Files {
         Files {
             layout,
             known_dirs: HashSet::new(),
-            free_space: None,
         }
     }
 
@@ -41,17 +36,11 @@ impl Files {
         &self.layout
     }
 
-    /// Free bytes of the data directory's file system (for the floor).
-    pub(crate) fn free_space_bytes(&mut self) -> Option<u64> {
-        if let Some((at, bytes)) = self.free_space {
-            if at.elapsed() < FREE_SPACE_CACHE {
-                return Some(bytes);
-            }
-        }
+    /// Free bytes of the data directory's file system now (`statvfs`; the
+    /// floor's accounting caches it, `super::space`).
+    pub(crate) fn read_free_bytes(&self) -> Option<u64> {
         let stats = rustix::fs::statvfs(self.layout.root()).ok()?;
-        let bytes = stats.f_bavail.saturating_mul(stats.f_frsize);
-        self.free_space = Some((Instant::now(), bytes));
-        Some(bytes)
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
     }
 
     /// Creates a directory (and its parents) if this core has not seen it,
@@ -61,19 +50,9 @@ impl Files {
         if self.known_dirs.contains(dir) {
             return Ok(());
         }
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)?;
-            // The new directory entries must survive a crash before any
-            // file renamed into them is acknowledged.
-            let mut current = dir.parent();
-            while let Some(parent) = current {
-                sync_dir(parent)?;
-                if parent == self.layout.root() || parent.as_os_str().is_empty() {
-                    break;
-                }
-                current = parent.parent();
-            }
-        }
+        // The new directory entries must survive a crash before any file
+        // renamed into them is acknowledged.
+        sluice_io::durable::create_dir_all(dir)?;
         if self.known_dirs.len() < KNOWN_DIRS_MAX {
             self.known_dirs.insert(dir.to_owned());
         }
@@ -142,8 +121,4 @@ impl Files {
             );
         }
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

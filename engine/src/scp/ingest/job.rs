@@ -18,7 +18,9 @@
 //! 2. *Whole.* The last fragment brings the head scanner's verdict. A
 //!    refused data set is discarded and its refusal answered. An accepted
 //!    one has its seal (the data set's length and checksum) written over the
-//!    header's last bytes and, under [`CommitOrder::BesideSyncs`] (every
+//!    header's last bytes, once every earlier write of the file completed
+//!    (writes in flight are not ordered: the header's zeroed seal bytes
+//!    must not land after the seal), and, under [`CommitOrder::BesideSyncs`] (every
 //!    duplicate policy but `replace`), its index entry is queued at once,
 //!    to be committed *in doubt* beside the steps below.
 //! 3. *Placing.* Every write (the seal's included) completed: the file is
@@ -42,24 +44,32 @@
 //!   writes, the data sync and any index batch of the job in flight have
 //!   completed.
 //! - A failure after the entry committed undoes it ([`Step::Undo`]: the
-//!   entry removed, or its quarantine entry purged) and is answered only when
-//!   the undo committed, so a sender that retries at once is not held as a
-//!   duplicate of itself.
+//!   stored instance's entry removed, or its quarantine entry purged) and is
+//!   answered only when the undo answered, so a sender that retries is not
+//!   held as a duplicate of itself. From the undo's step on, the service
+//!   holds the removal *owed* (`crate::store::in_doubt::InDoubtSet::owe`):
+//!   the file stays in the in-doubt set and every index batch of every core
+//!   removes the entry first (`WriteOp::RemoveInDoubt`, keyed by the file,
+//!   harmless to repeat) until one commits. So when the undo itself fails
+//!   (a full disk), its failure is answered and no later duplicate decision
+//!   can see the entry.
 //! - Which failure is answered: the latest, except that a write's failure
 //!   or the head's verdict never replaces an earlier one (a failed undo's
 //!   index error replaces the sync failure that caused the undo).
-//! - The association ending while the data set arrives abandons the job: the
-//!   file is discarded and nothing is answered. A job whose data set arrived
-//!   whole goes on; its answer is dropped if the association is gone.
+//! - A failed job's file is closed and discarded (unlinked wherever it is)
+//!   once no operation on it is in flight: its open, its writes, its rename
+//!   (a job that fails while its rename runs, say from the index, waits for
+//!   it, so a renamed, sealed file is never left for recovery to index
+//!   again), its data sync.
+//! - The association ending while the data set arrives abandons the job: it
+//!   fails without an answer (its file discarded as above). A job whose
+//!   data set arrived whole goes on; its answer is dropped if the
+//!   association is gone.
 //! - Exactly one [`Step::Answer`] per job whose data set arrived whole, none
-//!   for an abandoned one; [`Step`]s end there ([`Job::is_done`]), and the
-//!   service must feed a finished job nothing more.
-//!
-//! Known defects, kept as they were until issue #19 fixes them test-first:
-//! a failed job is answered without waiting for its open or its rename in
-//! flight (the open's file and descriptor, or the renamed file, are left
-//! behind), and an undo that fails leaves the committed entry in doubt while
-//! the failure is answered.
+//!   for an abandoned one; [`Step`]s end there ([`Job::is_done`]). A
+//!   finished job has no operation on its file or its entry in flight: the
+//!   service feeds it nothing more, and only a directory round it joined or
+//!   an entry the batcher holds (its key, nothing of its file) outlives it.
 //!
 //! What a crash in the middle leaves, and what start-up recovery makes of it
 //! (an unindexed sealed file, an entry still in doubt), is in
@@ -156,15 +166,6 @@ pub(crate) enum JobInput {
     AssociationEnded,
 }
 
-/// How an entry that committed is undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Undo {
-    /// Remove the stored instance's entry.
-    Remove,
-    /// Purge the quarantine entry.
-    PurgeQuarantine(u64),
-}
-
 /// The C-STORE's answer.
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -205,8 +206,9 @@ pub(crate) enum Step {
         /// Committed in doubt (its file not yet durable).
         in_doubt: bool,
     },
-    /// Undo the committed entry.
-    Undo(Undo),
+    /// Undo the committed entry (the stored instance's or the quarantine
+    /// entry: the one that names this file).
+    Undo,
     /// Layout: close the file (files: the open handle).
     Close,
     /// Layout: remove what was written (files: unlink it where it is).
@@ -214,9 +216,6 @@ pub(crate) enum Step {
         /// Where: placed in its area, or still temporary.
         placed: bool,
     },
-    /// Layout: the open is still in flight; close and discard the file when
-    /// it completes (the job is finished before).
-    DiscardWhenOpened,
     /// Answer the C-STORE.
     Answer(Answer),
 }
@@ -247,7 +246,9 @@ enum Phase {
 
 #[derive(Debug, Clone)]
 struct Failing {
-    failure: Failure,
+    /// What is answered; `None` when the association ended while the data
+    /// set arrived (nothing is answered).
+    failure: Option<Failure>,
     /// The data set arrived whole (else it is still being drained).
     whole: bool,
     /// The data sync, if it was started.
@@ -268,6 +269,9 @@ enum File {
     Opening,
     /// Open, in its temporary place.
     Open,
+    /// Open, its rename into the area in flight (at either name until it
+    /// completes).
+    Placing,
     /// Open, renamed into its area.
     Placed,
     /// Closed after the data sync; it stays where it is.
@@ -394,7 +398,7 @@ impl Job {
             JobInput::Committed(result) => self.committed(result, steps),
             JobInput::Undone(result) => self.undone(result, steps),
             JobInput::Failed(failure) => {
-                self.fail(failure, Supersede::No, steps);
+                self.fail(failure, Supersede::No);
                 self.try_finish(steps);
             }
             JobInput::AssociationEnded => self.abandon(steps),
@@ -430,6 +434,9 @@ impl Job {
 
     fn data(&mut self, buf: IoBuf, steps: &mut Steps) {
         match &self.phase {
+            // A fragment of no bytes (an empty data set's last PDV) adds
+            // nothing to write: the io layer refuses a write of no bytes.
+            Phase::Receiving if buf.is_empty() => {}
             Phase::Receiving => {
                 self.writes.pending.push(buf);
                 if self.writes.pending.len() >= IOVECS_PER_WRITE_MAX {
@@ -461,6 +468,10 @@ impl Job {
             let take = self.writes.pending.len().min(IOVECS_PER_WRITE_MAX);
             let bufs: Vec<IoBuf> = self.writes.pending.drain(..take).collect();
             let length: u64 = bufs.iter().map(|buf| buf.len() as u64).sum();
+            debug_assert!(
+                bufs.iter().all(|buf| !buf.is_empty()),
+                "an empty buffer to write"
+            );
             steps.push(Step::Write {
                 offset: self.writes.offset,
                 bufs,
@@ -470,7 +481,14 @@ impl Job {
         }
     }
 
+    /// Writes the seal once every earlier write of the file completed:
+    /// two writes in flight are not ordered (the portable backend's helper
+    /// threads, io_uring's workers), and the header's write, whose seal
+    /// bytes are zeros, must not land after it.
     fn write_seal(&mut self, steps: &mut Steps) {
+        if self.writes.in_flight > 0 || !self.writes.pending.is_empty() {
+            return;
+        }
         if let (File::Open, Seal::Due(seal)) = (self.file, self.seal) {
             steps.push(Step::WriteSeal {
                 offset: self.header_bytes - SEAL_BYTES as u64,
@@ -499,7 +517,7 @@ impl Job {
                     Verdict::Refused(failure) => {
                         self.writes.pending.clear();
                         self.phase = Phase::Failed(Failing {
-                            failure,
+                            failure: Some(failure),
                             whole: true,
                             data: Progress::NotStarted,
                         });
@@ -531,19 +549,16 @@ impl Job {
                         self.write_seal(steps);
                         self.maybe_place(steps);
                     }
-                    Phase::Failed(_) => {
-                        // Failed while the open was in flight: nothing of the
-                        // instance stays.
-                        self.discard(steps);
-                        self.try_finish(steps);
-                    }
+                    // Failed (or abandoned) while the open was in flight:
+                    // nothing of the instance stays.
+                    Phase::Failed(_) => self.try_finish(steps),
                     other => panic!("an open completed in phase {other:?}"),
                 }
             }
             Err(failure) => {
                 self.file = File::NotOpened;
                 self.writes.pending.clear();
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
         }
@@ -556,11 +571,14 @@ impl Job {
         );
         self.writes.in_flight -= 1;
         if let Err(failure) = result {
-            self.fail(failure, Supersede::No, steps);
+            self.fail(failure, Supersede::No);
         }
         match &self.phase {
             Phase::Receiving => {}
-            Phase::Writing => self.maybe_place(steps),
+            Phase::Writing => {
+                self.write_seal(steps);
+                self.maybe_place(steps);
+            }
             Phase::Failed(_) => self.try_finish(steps),
             other => panic!("a write completed in phase {other:?}"),
         }
@@ -575,6 +593,7 @@ impl Job {
             && self.writes.pending.is_empty()
         {
             self.phase = Phase::Placing;
+            self.file = File::Placing;
             steps.push(Step::Place);
         }
     }
@@ -582,6 +601,7 @@ impl Job {
     // ----- durable -----
 
     fn placed(&mut self, result: Result<(), Failure>, steps: &mut Steps) {
+        assert_eq!(self.file, File::Placing, "a placement completed twice");
         match (&self.phase, result) {
             (Phase::Placing, Ok(())) => {
                 self.file = File::Placed;
@@ -592,13 +612,19 @@ impl Job {
                 steps.push(Step::SyncData);
                 steps.push(Step::SyncName);
             }
-            (Phase::Placing, Err(failure)) => {
-                self.fail(failure, Supersede::Yes, steps);
+            // Failed while the rename was in flight (the index answered):
+            // the file is discarded where the rename left it, so a renamed,
+            // sealed file is never left for recovery to index again.
+            (Phase::Failed(_), Ok(())) => {
+                self.file = File::Placed;
                 self.try_finish(steps);
             }
-            // A job that failed while placing finishes without waiting for
-            // the rename (issue #19: the renamed file stays unindexed); no
-            // failure can reach it there while its entry is in flight.
+            (Phase::Placing | Phase::Failed(_), Err(failure)) => {
+                // Still at its temporary name.
+                self.file = File::Open;
+                self.fail(failure, Supersede::Yes);
+                self.try_finish(steps);
+            }
             (other, _) => panic!("a placement completed in phase {other:?}"),
         }
     }
@@ -623,7 +649,7 @@ impl Job {
             }
             Err(failure) => {
                 // Final: an fsync error is never retried into a success.
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
         }
@@ -637,14 +663,14 @@ impl Job {
                 self.maybe_durable(steps);
             }
             (Phase::Syncing { .. }, Err(failure)) => {
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
             // Nothing waits for the round of a failed job; a failed round
             // still names the failure it answers.
             (Phase::Failed(_), Ok(())) => {}
             (Phase::Failed(_), Err(failure)) => {
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
             (other, _) => panic!("a name sync ended in phase {other:?}"),
@@ -739,7 +765,7 @@ impl Job {
             // Nothing of the batch was committed.
             Err(failure) => {
                 self.entry = Entry::Absent;
-                self.fail(failure, Supersede::Yes, steps);
+                self.fail(failure, Supersede::Yes);
                 self.try_finish(steps);
             }
         }
@@ -754,65 +780,45 @@ impl Job {
         assert!(self.has_failed(), "an undo of a job that has not failed");
         self.entry = Entry::Absent;
         if let Err(failure) = result {
-            // The entry stays in doubt; start-up recovery removes it (its
-            // file is unlinked below).
-            self.fail(failure, Supersede::Yes, steps);
+            // The service keeps the removal owed (every later index
+            // transaction carries it until one commits), so a retry is
+            // never matched against the entry; the index's failure is
+            // answered.
+            self.fail(failure, Supersede::Yes);
         }
         self.try_finish(steps);
     }
 
     // ----- failure -----
 
-    /// Records a failure. While receiving, the file is discarded at once
-    /// and the rest of the data set drained; later, the answer waits in
-    /// [`Job::try_finish`] for what is in flight.
-    fn fail(&mut self, failure: Failure, supersede: Supersede, steps: &mut Steps) {
-        match &mut self.phase {
-            Phase::Receiving => {
-                self.writes.pending.clear();
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: false,
-                    data: Progress::NotStarted,
-                });
-                if self.file == File::Open {
-                    self.discard(steps);
-                }
-            }
-            Phase::Writing | Phase::Placing => {
-                self.writes.pending.clear();
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: true,
-                    data: Progress::NotStarted,
-                });
-            }
-            Phase::Indexing => {
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: true,
-                    data: Progress::Done,
-                });
-            }
-            Phase::Syncing { data, .. } => {
-                let data = *data;
-                self.phase = Phase::Failed(Failing {
-                    failure,
-                    whole: true,
-                    data,
-                });
-            }
+    /// Records a failure (the rest of the data set is then drained if it
+    /// is still arriving). Every caller then calls [`Job::try_finish`],
+    /// which discards the file and answers once nothing is in flight.
+    fn fail(&mut self, failure: Failure, supersede: Supersede) {
+        let (whole, data) = match &mut self.phase {
+            Phase::Receiving => (false, Progress::NotStarted),
+            Phase::Writing | Phase::Placing => (true, Progress::NotStarted),
+            Phase::Indexing => (true, Progress::Done),
+            Phase::Syncing { data, .. } => (true, *data),
             Phase::Failed(failing) => {
-                if supersede == Supersede::Yes {
-                    failing.failure = failure;
+                // An abandoned job stays unanswered.
+                if supersede == Supersede::Yes && failing.failure.is_some() {
+                    failing.failure = Some(failure);
                 }
+                return;
             }
             Phase::Done => panic!("a failure of a finished job"),
-        }
+        };
+        self.writes.pending.clear();
+        self.phase = Phase::Failed(Failing {
+            failure: Some(failure),
+            whole,
+            data,
+        });
     }
 
-    /// Closes and discards the file of a failed job (while it is open in
-    /// its temporary place, or at the end).
+    /// Closes and discards the file of a failed job, wherever it is; only
+    /// once no operation on it is in flight.
     fn discard(&mut self, steps: &mut Steps) {
         match self.file {
             File::Open | File::Placed => {
@@ -822,73 +828,82 @@ impl Job {
                 });
             }
             File::Closed => steps.push(Step::Discard { placed: true }),
-            File::Opening | File::NotOpened | File::Discarded => return,
+            File::NotOpened | File::Discarded => return,
+            File::Opening | File::Placing => {
+                panic!("discarding a file whose {:?} is in flight", self.file)
+            }
         }
         self.file = File::Discarded;
     }
 
-    /// A failed job whose data set is whole: undo a committed entry, wait
-    /// for what is in flight, then discard the file and answer the failure.
+    /// A failed job: undo a committed entry; once nothing is in flight on
+    /// the file, discard it; once the data set is whole and the entry
+    /// settled too, answer the failure (or nothing, if abandoned).
     fn try_finish(&mut self, steps: &mut Steps) {
         let Phase::Failed(failing) = &self.phase else {
             return;
         };
-        if !failing.whole {
+        let file_busy = matches!(self.file, File::Opening | File::Placing)
+            || self.writes.in_flight > 0
+            || failing.data == Progress::InFlight;
+        let whole = failing.whole;
+        if !file_busy {
+            self.discard(steps);
+        }
+        if !whole || file_busy {
             return;
         }
         if let Entry::Committed(outcome) = &self.entry {
-            let undo = match outcome.disposition() {
-                None => Some(Undo::Remove),
-                Some(Disposition::Quarantined { quarantine_id }) => {
-                    Some(Undo::PurgeQuarantine(*quarantine_id))
-                }
+            let wrote_an_entry = match outcome.disposition() {
+                None | Some(Disposition::Quarantined { .. }) => true,
                 // Nothing was written.
-                Some(Disposition::Dropped | Disposition::Rejected) => None,
+                Some(Disposition::Dropped | Disposition::Rejected) => false,
                 // Only `replace` replaces, and it commits after the syncs,
                 // when nothing can fail any more.
                 Some(other) => panic!("an undo of disposition {other:?}"),
             };
-            match undo {
-                Some(undo) => {
-                    self.entry = Entry::Undoing;
-                    steps.push(Step::Undo(undo));
-                }
-                None => self.entry = Entry::Absent,
+            if wrote_an_entry {
+                self.entry = Entry::Undoing;
+                steps.push(Step::Undo);
+            } else {
+                self.entry = Entry::Absent;
             }
         }
-        if self.writes.in_flight > 0
-            || failing.data == Progress::InFlight
-            || matches!(self.entry, Entry::InFlight | Entry::Undoing)
-        {
+        if matches!(self.entry, Entry::InFlight | Entry::Undoing) {
             return;
         }
-        // A queued entry is left to the batcher, which skips a finished job.
-        // The open and the rename are not waited for (issue #19: a file
-        // still opening, or being renamed, is left behind).
-        self.discard(steps);
+        // A queued entry is left to the batcher, which skips a finished
+        // job, and a directory round to its directory: neither touches the
+        // file.
         let Phase::Failed(failing) = std::mem::replace(&mut self.phase, Phase::Done) else {
             unreachable!()
         };
-        steps.push(Step::Answer(Answer::Failed(failing.failure)));
+        if let Some(failure) = failing.failure {
+            steps.push(Step::Answer(Answer::Failed(failure)));
+        }
     }
 
     /// The association ended while the data set arrived: nothing of the
-    /// instance stays, nothing is answered.
+    /// instance stays, nothing is answered; the job ends once its open and
+    /// writes in flight completed and its file is discarded.
     fn abandon(&mut self, steps: &mut Steps) {
-        let failed = match &self.phase {
-            Phase::Receiving => false,
-            Phase::Failed(Failing { whole: false, .. }) => true,
+        match &mut self.phase {
+            Phase::Receiving => {
+                self.writes.pending.clear();
+                self.phase = Phase::Failed(Failing {
+                    failure: None,
+                    whole: true,
+                    data: Progress::NotStarted,
+                });
+            }
+            Phase::Failed(failing) if !failing.whole => {
+                failing.failure = None;
+                failing.whole = true;
+            }
             other => panic!("abandoned in phase {other:?}"),
-        };
-        debug_assert!(matches!(self.entry, Entry::Absent));
-        match self.file {
-            File::Open => self.discard(steps),
-            // The open completes later: the service removes what it created
-            // (issue #19: not when the job had already failed).
-            File::Opening if !failed => steps.push(Step::DiscardWhenOpened),
-            _ => {}
         }
-        self.phase = Phase::Done;
+        debug_assert!(matches!(self.entry, Entry::Absent));
+        self.try_finish(steps);
     }
 }
 

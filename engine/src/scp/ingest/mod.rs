@@ -22,6 +22,8 @@ mod files;
 mod index;
 mod instance;
 pub(crate) mod job;
+pub(crate) mod replies;
+pub(crate) mod space;
 mod timing;
 
 use std::collections::{HashMap, VecDeque};
@@ -33,10 +35,10 @@ use std::time::Instant;
 use sluice_index::{Disposition, StoreOutcome};
 use sluice_io::{At, Core, IoBuf, IoError, OpenOptions, RecvBuf, SyncKind};
 use sluice_net::dimse::{CStoreRq, Status};
-use sluice_net::scan::DatasetScanner;
+use sluice_net::scan::{check_command, DatasetScanner, StoreCheck};
 use sluice_net::uid;
 
-use self::batcher::IndexAnswer;
+use self::batcher::{BatchKind, IndexAnswer};
 use self::dir_sync::{DirSyncRounds, RoundId, RoundStart};
 use self::files::Files;
 use self::index::IndexSide;
@@ -44,13 +46,15 @@ pub(crate) use self::index::Reply;
 use self::instance::Instance;
 pub(crate) use self::instance::{Answered, StoreAnswer};
 use self::job::{Answer, CommitOrder, Job, JobInput, Step, Verdict};
+use self::space::FreeSpace;
 use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
 use crate::config::DuplicatePolicy as ConfigDuplicatePolicy;
+use crate::escape::Escaped;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
-use crate::store::StoreEvent;
+use crate::store::{Counted, StoreEvent};
 
 pub(crate) use self::job::JobKey;
 pub(crate) use self::timing::JobTiming;
@@ -107,9 +111,7 @@ pub(crate) struct Ingest {
     pumping: bool,
     rounds: DirSyncRounds,
     files: Files,
-    /// Jobs abandoned while their open was in flight: what to remove when
-    /// it completes.
-    abandoned_opens: HashMap<JobKey, PathBuf>,
+    space: FreeSpace,
     durability_failures: u32,
     answers: Vec<StoreAnswer>,
 }
@@ -129,8 +131,10 @@ impl Ingest {
             shared.store.index().writer(),
             reply,
             &shared.store.config().storage,
+            shared.in_doubt.clone(),
         );
         let files = Files::new(shared.store.layout().clone());
+        let space = FreeSpace::new(shared.store.config().storage.free_space_floor);
         Ingest {
             ids: FileIdGenerator::new(u16::try_from(core_index).unwrap_or(u16::MAX)),
             shared,
@@ -143,7 +147,7 @@ impl Ingest {
             pumping: false,
             rounds: DirSyncRounds::default(),
             files,
-            abandoned_opens: HashMap::new(),
+            space,
             durability_failures: 0,
             answers: Vec::new(),
         }
@@ -171,6 +175,23 @@ impl Ingest {
         let storage = &self.config().storage;
         let floor = storage.free_space_floor;
         let in_flight_max = storage.instances_in_flight_max_per_core as usize;
+        let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
+        // The command's UIDs follow the data set's rules (A900 when
+        // malformed), before anything else: a malformed UID is never
+        // answered for another reason.
+        let warnings = facts
+            .map(|facts| {
+                check_command(&StoreCheck {
+                    affected_sop_class_uid: &start.rq.affected_sop_class_uid,
+                    affected_sop_instance_uid: &start.rq.affected_sop_instance_uid,
+                    transfer_syntax: facts,
+                    image_class: false,
+                    lenient: self.shared.leniency,
+                })
+            })
+            .transpose()
+            .map_err(Failure::Rejected)?
+            .unwrap_or_default();
         if start.abstract_syntax != start.rq.affected_sop_class_uid {
             return Err(Failure::SopClassNotOnContext {
                 sop_class_uid: start.rq.affected_sop_class_uid.clone(),
@@ -183,15 +204,10 @@ impl Ingest {
         if self.jobs.len() >= in_flight_max {
             return Err(Failure::InFlightLimit { max: in_flight_max });
         }
-        if floor > 0
-            && self
-                .files
-                .free_space_bytes()
-                .is_some_and(|free| free < floor)
-        {
-            return Err(Failure::BelowFreeSpaceFloor { floor });
+        let owed = self.shared.in_doubt.owed_count();
+        if owed >= batcher::OWED_REMOVALS_MAX {
+            return Err(Failure::RemovalsOwed { owed });
         }
-        let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
         let (Some(facts), Ok(scanner)) = (
             facts,
             DatasetScanner::for_transfer_syntax(start.transfer_syntax_uid),
@@ -213,15 +229,25 @@ impl Ingest {
         self.files
             .ensure_dir(&tmp_dir)
             .map_err(|error| Failure::TemporaryDirectory(Arc::new(error)))?;
+        // Last, so that a refusal above reserves nothing.
+        let files = &self.files;
+        let Some(mut reservation) = self
+            .space
+            .admit(&self.shared.space, || files.read_free_bytes())
+        else {
+            return Err(Failure::BelowFreeSpaceFloor { floor });
+        };
         self.next_job += 1;
         let key = JobKey(self.next_job);
-        core.open(
+        if let Err(error) = core.open(
             At::Cwd,
             &tmp_path,
             OpenOptions::create_new_write(),
             tag(TagKind::Open, key.0),
-        )
-        .map_err(Failure::OpenSubmit)?;
+        ) {
+            self.space.finished(&self.shared.space, reservation, false);
+            return Err(Failure::OpenSubmit(error));
+        }
         // Replacing removes the stored instance's entry, which an undo
         // could not give back: under `replace` the entry waits for the syncs.
         let commit = if self.config().storage.duplicate_policy == ConfigDuplicatePolicy::Replace {
@@ -230,6 +256,8 @@ impl Ingest {
             CommitOrder::BesideSyncs
         };
         let header_bytes = header.len() as u64;
+        self.space
+            .wrote(&self.shared.space, &mut reservation, header_bytes);
         self.jobs.insert(
             key,
             Instance {
@@ -250,7 +278,9 @@ impl Ingest {
                 hasher: DatasetHasher::new(),
                 dataset_bytes: 0,
                 instance: None,
+                warnings,
                 in_doubt: false,
+                reservation,
                 timing: JobTiming::default(),
             },
         );
@@ -274,6 +304,11 @@ impl Ingest {
             return;
         }
         record.feed(bytes);
+        self.space.wrote(
+            &self.shared.space,
+            &mut record.reservation,
+            bytes.len() as u64,
+        );
         let input = match slice {
             Some(slice) => JobInput::Data(IoBuf::from(slice)),
             None => {
@@ -299,7 +334,7 @@ impl Ingest {
         let verdict = if record.job.has_failed() {
             Verdict::Unchecked
         } else {
-            record.check()
+            record.check(self.shared.leniency)
         };
         self.feed(core, key, JobInput::Complete(verdict));
     }
@@ -335,16 +370,7 @@ impl Ingest {
         result: Result<sluice_io::FileHandle, IoError>,
     ) {
         let Some(record) = self.jobs.get_mut(&key) else {
-            // Abandoned while opening: remove what the open created. A job
-            // that failed and was answered while its open was in flight is
-            // not there either (issue #19: its file and descriptor stay).
-            if let Some(path) = self.abandoned_opens.remove(&key) {
-                if let Ok(file) = result {
-                    let _ = core.close_file(file, tag(TagKind::Ignored, 0));
-                    let _ = core.unlink(At::Cwd, &path, tag(TagKind::Ignored, 0));
-                }
-            }
-            return;
+            panic!("an open of job {key:?}, which is gone (a job waits for its open)");
         };
         let input = match result {
             Ok(file) => {
@@ -352,8 +378,9 @@ impl Ingest {
                 JobInput::Opened(Ok(()))
             }
             Err(error) => {
-                self.count_durability_failure();
-                JobInput::Opened(Err(Failure::Open(error)))
+                let failure = Failure::Open(error);
+                self.count_durability_failure(&failure);
+                JobInput::Opened(Err(failure))
             }
         };
         self.feed(core, key, input);
@@ -362,16 +389,16 @@ impl Ingest {
     /// A job's write completed.
     pub(crate) fn written(&mut self, core: &mut Core, key: JobKey, result: Result<u64, IoError>) {
         let Some(record) = self.jobs.get(&key) else {
-            // Abandoned while its writes were in flight.
-            return;
+            panic!("a write of job {key:?}, which is gone (a job waits for its writes)");
         };
         let result = match result {
             Ok(_) => Ok(()),
             Err(error) => {
+                let failure = Failure::Write(error);
                 if !record.job.has_failed() {
-                    self.count_durability_failure();
+                    self.count_durability_failure(&failure);
                 }
-                Err(Failure::Write(error))
+                Err(failure)
             }
         };
         self.feed(core, key, JobInput::Written(result));
@@ -380,9 +407,7 @@ impl Ingest {
     /// A job's rename into its area completed.
     pub(crate) fn renamed(&mut self, core: &mut Core, key: JobKey, result: Result<(), IoError>) {
         let Some(record) = self.jobs.get_mut(&key) else {
-            // Failed (an index failure) while renaming, and answered at once
-            // (issue #19: the renamed file stays in its area, unindexed).
-            return;
+            panic!("a rename of job {key:?}, which is gone (a job waits for its rename)");
         };
         let result = match result {
             Ok(()) => {
@@ -390,8 +415,9 @@ impl Ingest {
                 Ok(())
             }
             Err(error) => {
-                self.count_durability_failure();
-                Err(Failure::Rename(error))
+                let failure = Failure::Rename(error);
+                self.count_durability_failure(&failure);
+                Err(failure)
             }
         };
         self.feed(core, key, JobInput::Placed(result));
@@ -415,8 +441,9 @@ impl Ingest {
             }
             Err(error) => {
                 tracing::error!(%error, "fdatasync failed; the instance fails");
-                self.count_durability_failure();
-                Err(Failure::Fsync(error))
+                let failure = Failure::Fsync(error);
+                self.count_durability_failure(&failure);
+                Err(failure)
             }
         };
         self.feed(core, key, JobInput::DataSynced(result));
@@ -462,18 +489,40 @@ impl Ingest {
         self.index.clear_fired(core);
     }
 
+    /// The index writer answered batches of this core (its reply queue's
+    /// wake-up, or any message: the queue is drained before each).
+    pub(crate) fn index_answers(&mut self, core: &mut Core) {
+        for answer in self.index.take_answers() {
+            self.indexed(core, answer);
+        }
+    }
+
     /// The index writer answered a batch of this core.
-    pub(crate) fn indexed(&mut self, core: &mut Core, answer: IndexAnswer) {
-        let (committed, inputs) = index::answer_inputs(answer);
-        if committed {
-            self.durability_failures = 0;
-        } else {
+    fn indexed(&mut self, core: &mut Core, answer: IndexAnswer) {
+        let outcome = index::answer_outcome(answer);
+        if outcome.kind == BatchKind::Maintenance {
+            if outcome.failed.is_none() {
+                self.shared.in_doubt.settled(&outcome.owed);
+            }
+            self.index
+                .maintenance_answered(core, outcome.failed.as_ref());
+            return;
+        }
+        match outcome.failed {
+            None => {
+                self.durability_failures = 0;
+                // The owed entries it carried are gone.
+                self.shared.in_doubt.settled(&outcome.owed);
+            }
             // One failed transaction is one failure, however many instances
-            // it carried.
-            self.count_durability_failure();
+            // it carried (a batch the writer did not take answers here too).
+            Some(error) => {
+                self.count_durability_failure(&Failure::IndexCommit(error));
+                self.index.retry_owed_later(core);
+            }
         }
         let now = Instant::now();
-        for (key, input) in inputs {
+        for (key, input) in outcome.inputs {
             if let (JobInput::Committed(Ok(_)), Some(record)) = (&input, self.jobs.get_mut(&key)) {
                 record.timing.committed = Some(now);
             }
@@ -486,7 +535,14 @@ impl Ingest {
     /// cleared (the index finishes queued batches when it closes), so a clean
     /// shutdown leaves recovery nothing to re-verify.
     pub(crate) fn shutdown(&mut self, core: &mut Core) {
-        self.index.submit_clears(core);
+        self.index.submit_clears_at_shutdown(core);
+    }
+
+    /// No instance in progress on this core (none receiving, none on its
+    /// way to durable, none waiting for its operations in flight to discard
+    /// its file): a draining core may stop.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.jobs.is_empty()
     }
 
     // ----- jobs -----
@@ -533,7 +589,11 @@ impl Ingest {
             .get(&key)
             .is_some_and(|record| record.job.is_done())
         {
-            self.jobs.remove(&key);
+            if let Some(record) = self.jobs.remove(&key) {
+                let whole = record.instance.is_some();
+                self.space
+                    .finished(&self.shared.space, record.reservation, whole);
+            }
         }
     }
 
@@ -561,16 +621,17 @@ impl Ingest {
             }
             Step::Place => {
                 if let Err(failure) = self.place(core, key) {
-                    self.count_durability_failure();
+                    self.count_durability_failure(&failure);
                     self.inputs.push_back((key, JobInput::Placed(Err(failure))));
                 }
             }
             Step::SyncData => {
                 let file = open_file(record, key);
                 if let Err(error) = core.sync(file, SyncKind::Data, tag(TagKind::SyncData, key.0)) {
-                    self.count_durability_failure();
+                    let failure = Failure::SyncSubmit(error);
+                    self.count_durability_failure(&failure);
                     self.inputs
-                        .push_back((key, JobInput::DataSynced(Err(Failure::SyncSubmit(error)))));
+                        .push_back((key, JobInput::DataSynced(Err(failure))));
                 }
             }
             Step::SyncName => {
@@ -599,16 +660,20 @@ impl Ingest {
                 }
             }
             Step::Index { .. } => panic!("an index step outside a batch"),
-            Step::Undo(undo) => {
+            Step::Undo => {
                 let Some(instance) = record.instance.as_ref() else {
                     panic!("an undo of job {key:?}, which has no entry");
                 };
                 tracing::warn!(
-                    sop_instance_uid = %instance.triplet.sop_instance_uid,
+                    sop_instance_uid = %Escaped(&instance.triplet.sop_instance_uid),
                     "removing the index entry of an instance that failed to become durable"
                 );
-                let ops = batcher::undo_ops(undo, &instance.triplet, record.file_id);
-                self.index.submit_undo(key, ops);
+                // Owed from now on: the set keeps the file in doubt, and
+                // every batch removes the entry first, until one commits.
+                assert!(record.in_doubt, "an undo of an entry not in doubt");
+                self.shared.in_doubt.owe(record.file_id);
+                record.in_doubt = false;
+                self.index.submit_undo(key, record.file_id);
             }
             Step::Close => match record.file.take() {
                 // Nobody waits for a close.
@@ -626,10 +691,6 @@ impl Ingest {
                 // An unlink that fails is logged at its completion; recovery
                 // finds the file at the next start.
                 let _ = core.unlink(At::Cwd, path, tag(TagKind::Ignored, 0));
-            }
-            Step::DiscardWhenOpened => {
-                let path = record.tmp_path.clone();
-                self.abandoned_opens.insert(key, path);
             }
             Step::Answer(Answer::Stored(outcome)) => self.settle(core, key, outcome),
             Step::Answer(Answer::Failed(failure)) => {
@@ -712,11 +773,11 @@ impl Ingest {
                 tracing::error!(
                     dir = %end.dir.display(),
                     instances = end.jobs.len(),
-                    reason = %failure,
+                    reason = %Escaped(&failure),
                     "directory fsync failed; its instances fail"
                 );
                 // One failed fsync is one failure, however many instances.
-                self.count_durability_failure();
+                self.count_durability_failure(&failure);
                 for key in end.jobs {
                     self.inputs
                         .push_back((key, JobInput::NameSynced(Err(failure.clone()))));
@@ -761,11 +822,10 @@ impl Ingest {
             self.steps = steps;
             self.remove_if_done(key);
         }
-        let count = jobs.len();
-        if count > 0 && self.index.submit_stores(jobs, ops).is_err() {
-            for _ in 0..count {
-                self.count_durability_failure();
-            }
+        if !jobs.is_empty() {
+            // A batch the writer does not take answers its jobs through the
+            // mailbox (the writer unavailable), counted there, once.
+            self.index.submit_stores(jobs, ops);
         }
     }
 
@@ -788,7 +848,7 @@ impl Ingest {
         let Some(instance) = record.instance.as_ref() else {
             panic!("job {key:?} stored without an accepted head");
         };
-        let (status, event) = match outcome.disposition() {
+        let (status, counted, event) = match outcome.disposition() {
             None | Some(Disposition::Replaced { .. }) => {
                 if let Some(Disposition::Replaced { previous }) = outcome.disposition() {
                     self.files.keep_replaced(previous.file_id);
@@ -799,6 +859,7 @@ impl Ingest {
                 }
                 (
                     Status::SUCCESS,
+                    Counted::Stored,
                     Some(StoreEvent::Stored {
                         triplet: instance.triplet.clone(),
                         record: instance.record.clone(),
@@ -812,6 +873,7 @@ impl Ingest {
                 }
                 (
                     Status::SUCCESS,
+                    Counted::Quarantined,
                     Some(StoreEvent::Quarantined {
                         triplet: instance.triplet.clone(),
                         quarantine_id: *quarantine_id,
@@ -820,9 +882,10 @@ impl Ingest {
                 )
             }
             // Its file was discarded (the job's last steps).
-            Some(Disposition::Dropped) => (Status::SUCCESS, None),
+            Some(Disposition::Dropped) => (Status::SUCCESS, Counted::Dropped, None),
             Some(_) => (
                 STATUS_DUPLICATE_REJECTED,
+                Counted::Rejected,
                 Some(StoreEvent::Rejected {
                     sop_instance_uid: record.rq.affected_sop_instance_uid.clone(),
                     calling_ae_title: record.calling_ae_title.clone(),
@@ -841,15 +904,29 @@ impl Ingest {
             }
             self.shared.store.shared.events.publish(event);
         }
+        let quarantine_id = match outcome.disposition() {
+            Some(Disposition::Quarantined { quarantine_id }) => Some(*quarantine_id),
+            _ => None,
+        };
+        let warnings = std::mem::take(&mut record.warnings);
         self.answers.push(record.answer(Answered::Stored {
             status,
+            counted,
+            quarantine_id,
             timing: record.timing,
+            warnings,
         }));
     }
 
     // ----- failures and directories -----
 
-    fn count_durability_failure(&mut self) {
+    /// Counts a failure towards the refusing state, if it is one of the
+    /// disk or the index ([`Failure::is_durability_failure`]: not the lack
+    /// of space).
+    fn count_durability_failure(&mut self, failure: &Failure) {
+        if !failure.is_durability_failure() {
+            return;
+        }
         self.durability_failures += 1;
         if self.durability_failures >= DURABILITY_FAILURES_BEFORE_REFUSING
             && !self

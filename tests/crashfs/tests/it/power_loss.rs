@@ -55,16 +55,13 @@ fn power_loss_ci_sample() {
 }
 
 /// A power cut during the server's first run, in an empty data directory
-/// the operator made: every C-STORE and commitment answered before the cut
-/// must survive. Fails today: the index directory and LMDB's files are
-/// created and never made durable (no fsync of `index/` or of the data
-/// directory after they appear), so a cut before the file system commits
-/// on its own loses the whole index: the instances come back from their
-/// seals, the accepted commitment requests do not. With no data directory
-/// at all, the data directory itself is lost the same way (its parent is
-/// never synced). See docs/design/power-loss-testing.md, "Findings".
+/// the operator made, and with no data directory at all: every C-STORE and
+/// commitment answered before the cut must survive. It failed until the
+/// engine made the directories it creates durable (the index directory
+/// and LMDB's files were never synced, nor the parent of a data directory
+/// `sluice serve` created): the cut lost the whole index, or everything.
+/// See docs/design/power-loss-testing.md, "Findings".
 #[test]
-#[ignore = "fails until the engine makes its data directory and index files durable at first start (docs/design/power-loss-testing.md, Findings)"]
 fn power_loss_on_first_start_keeps_every_promise() {
     // Seed 2 cuts mid-load and keeps only what was synced: the index files'
     // entries were never synced, so it loses them whatever the timing.

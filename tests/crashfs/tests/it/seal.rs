@@ -7,16 +7,17 @@
 //!
 //! Found by the power-loss test (seed 2141, once in 751 rounds): the
 //! header is the file's first write and holds the seal's 32 bytes as
-//! zeros; the seal's own write is issued as soon as the data set is whole
-//! (`dataset_complete` -> `write_seal`, or `opened` -> `flush_writes` then
-//! `write_seal` when the data set arrived before the open completed),
-//! while the header's write may still be in flight. Nothing orders two
-//! writes in flight (the portable backend's helper threads; io_uring
-//! without linked writes, which punts writes it cannot complete at once to
-//! worker threads), so the header, with its zeroed seal, can land last.
-//! This test shows it without any crash, on an ordinary file system: it
-//! stores small SR instances from many associations on the portable
-//! backend and reads every file's seal back.
+//! zeros; the seal's own write was issued as soon as the data set was
+//! whole, while the header's write could still be in flight. Nothing
+//! orders two writes in flight (the portable backend's helper threads;
+//! io_uring without linked writes, which punts writes it cannot complete
+//! at once to worker threads), so the header, with its zeroed seal, could
+//! land last (36 of 4,885 files in one run of this test before the fix).
+//! The ingest job now writes the seal only once every earlier write of the
+//! file completed (`engine/src/scp/ingest/job.rs`). This test shows the
+//! race without any crash, on an ordinary file system: it stores small SR
+//! instances from many associations on the portable backend and reads
+//! every file's seal back.
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -48,7 +49,6 @@ fn unsealed_files(objects: &Path) -> (usize, Vec<String>) {
 }
 
 #[test]
-#[ignore = "fails until the engine orders the seal's write after the header's (docs/design/power-loss-testing.md, Findings 3)"]
 fn every_acknowledged_file_carries_its_seal() {
     let tools = Tools::locate();
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,8 @@ use super::*;
 enum Sender {
     /// A receive buffer's fragment.
     Data,
+    /// A fragment of no bytes (the last PDV of an empty data set).
+    Empty,
     /// The end of that receive buffer.
     Flush,
     /// The last fragment; the head is acceptable.
@@ -77,6 +79,8 @@ struct World {
     failed: bool,
     whole: bool,
     abandoned: bool,
+    /// The open completed: a file exists, to be kept or discarded.
+    opened: bool,
     handle_open: bool,
     placed: bool,
     seal_written: bool,
@@ -102,6 +106,7 @@ impl World {
             failed: false,
             whole: false,
             abandoned: false,
+            opened: false,
             handle_open: false,
             placed: false,
             seal_written: false,
@@ -152,6 +157,7 @@ impl World {
                 self.trace.push(format!("sender: {event:?}"));
                 match event {
                     Sender::Data => JobInput::Data(IoBuf::from(vec![7u8; 64])),
+                    Sender::Empty => JobInput::Data(IoBuf::from(Vec::new())),
                     Sender::Flush => JobInput::Flush,
                     Sender::Complete | Sender::Refused => {
                         self.whole = true;
@@ -187,6 +193,7 @@ impl World {
                 match op {
                     Op::Open => {
                         self.handle_open = ok;
+                        self.opened = ok;
                         JobInput::Opened(result)
                     }
                     Op::Write => JobInput::Written(result),
@@ -238,6 +245,12 @@ impl World {
             Step::Write { bufs, .. } => {
                 self.check(self.handle_open, "a write to a file that is not open");
                 self.check(bufs.len() <= IOVECS_PER_WRITE_MAX, "too many buffers");
+                // The io layer refuses a write of no bytes (it was answered
+                // A710 instead of the head checks' status).
+                self.check(
+                    bufs.iter().all(|buf| !buf.is_empty()),
+                    "an empty buffer written",
+                );
                 self.outstanding.push(Op::Write);
             }
             Step::WriteSeal { offset, .. } => {
@@ -246,6 +259,13 @@ impl World {
                     "the seal written to a file that is not open",
                 );
                 self.check(offset == 132, "the seal is the header's last bytes");
+                // Two writes in flight are not ordered (the portable
+                // backend's helper threads, io_uring's workers): the header,
+                // whose seal bytes are zeros, could land after the seal.
+                self.check(
+                    !self.outstanding.contains(&Op::Write),
+                    "the seal written while an earlier write is in flight",
+                );
                 self.check(
                     !self.outstanding.contains(&Op::Seal) && !self.seal_written,
                     "the seal written twice",
@@ -293,16 +313,12 @@ impl World {
                 );
                 self.outstanding.push(Op::Commit);
             }
-            Step::Undo(undo) => {
+            Step::Undo => {
                 self.check(self.committed && self.failed, "an undo without a reason");
-                let expected = match self.outcome.disposition() {
-                    None => Some(Undo::Remove),
-                    Some(Disposition::Quarantined { quarantine_id }) => {
-                        Some(Undo::PurgeQuarantine(*quarantine_id))
-                    }
-                    _ => None,
-                };
-                self.check(Some(undo) == expected, "the undo matches the disposition");
+                self.check(
+                    self.undo_needed,
+                    "an undo of a disposition that wrote no entry",
+                );
                 self.outstanding.push(Op::Undo);
             }
             Step::Close => {
@@ -314,12 +330,6 @@ impl World {
                 self.check(placed == self.placed, "discarded where the file is not");
                 self.check(!self.discarded, "discarded twice");
                 self.discarded = true;
-            }
-            Step::DiscardWhenOpened => {
-                self.check(
-                    self.abandoned && self.outstanding.contains(&Op::Open),
-                    "discard-when-opened without an abandoned open",
-                );
             }
             Step::Answer(answer) => {
                 self.check(self.whole, "answered before the data set was whole");
@@ -350,9 +360,22 @@ impl World {
                         self.check(!self.handle_open, "answered with the file still open");
                         self.check(
                             !self.outstanding.iter().any(|op| {
-                                matches!(op, Op::Write | Op::Seal | Op::SyncData | Op::Commit | Op::Undo)
+                                matches!(
+                                    op,
+                                    Op::Open
+                                        | Op::Write
+                                        | Op::Seal
+                                        | Op::Place
+                                        | Op::SyncData
+                                        | Op::Commit
+                                        | Op::Undo
+                                )
                             }),
-                            "a failure answered while a write, a data sync or a commit was in flight",
+                            "a failure answered while an open, a write, the rename, a data sync or a commit was in flight",
+                        );
+                        self.check(
+                            !self.opened || self.discarded,
+                            "a failure answered with its file kept",
                         );
                         failure.status()
                     }
@@ -375,20 +398,28 @@ impl World {
             self.check(self.answers.len() == 1, "not exactly one answer");
         }
         // What a finished job may leave to the service, which drops the
-        // completions of a job it no longer has.
+        // completions of a job it no longer has: only the schedulers'
+        // bookkeeping (a directory round it joined, an entry the batcher
+        // holds), never an operation on its file or its entry.
         for op in &self.outstanding {
             let allowed = match op {
-                // Abandoned while opening (the service discards it), or
-                // failed while opening (issue #19: left behind).
-                Op::Open => self.abandoned || self.failed,
-                Op::Write | Op::Seal => self.abandoned,
-                // Failed while renaming (issue #19: the renamed file stays),
-                // in a directory round, or with the entry queued.
-                Op::Place | Op::SyncName | Op::Batch => self.failed,
-                Op::SyncData | Op::Commit | Op::Undo => false,
+                Op::SyncName | Op::Batch => self.failed || self.abandoned,
+                Op::Open
+                | Op::Write
+                | Op::Seal
+                | Op::Place
+                | Op::SyncData
+                | Op::Commit
+                | Op::Undo => false,
             };
             self.check(allowed, &format!("finished with {op:?} outstanding"));
         }
+        self.check(!self.handle_open, "finished with its file open");
+        let kept = self.answers.first() == Some(&Status::SUCCESS) && !self.discarded;
+        self.check(
+            !self.opened || kept || self.discarded,
+            "finished without keeping or discarding its file",
+        );
         if self.answers.first() == Some(&Status::SUCCESS) {
             self.check(!self.handle_open, "answered with the file open");
         }
@@ -462,7 +493,7 @@ fn replaced() -> StoreOutcome {
     })
 }
 
-use Sender::{Complete, Data, End, Flush, Refused};
+use Sender::{Complete, Data, Empty, End, Flush, Refused};
 
 /// Every scenario: commit order, the index's decision, the sender's script,
 /// and how many failures a walk may inject.
@@ -476,6 +507,8 @@ fn every_ordering_and_every_failure_point_keeps_the_durability_order() {
         ("stored, whole in one receive", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Complete], 1),
         ("stored, two receives", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Data, Flush, Complete], 1),
         ("refused by the head scan", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Refused], 1),
+        ("empty fragments", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Empty, Flush, Data, Empty, Complete], 1),
+        ("an empty data set, refused", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Empty, Refused], 1),
         ("association ended while receiving", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, End], 1),
         ("replace: stored", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Flush, Complete], 1),
         ("replace: replaced", CommitOrder::AfterSyncs, replaced(), &[Data, Flush, Complete], 1),
@@ -488,7 +521,7 @@ fn every_ordering_and_every_failure_point_keeps_the_durability_order() {
         let walked = walk(World::new(commit, outcome, script, failures));
         // Each scenario has many orderings; a handful would mean the walk
         // stopped early.
-        assert!(walked > 20, "{name}: only {walked} walks");
+        assert!(walked > 10, "{name}: only {walked} walks");
     }
 }
 
@@ -516,11 +549,11 @@ fn spelled_out_orderings() {
             vec![
                 C(0, true),  // open [] -> write header
                 S(Data),     //
-                S(Complete), // [write, write, seal, batch]
-                C(3, true),  // batch -> [write, write, seal, commit]
-                C(3, true),  // commit
+                S(Complete), // [write, write, batch]: the seal waits for the writes
+                C(2, true),  // batch -> [write, write, commit]
+                C(2, true),  // commit
                 C(0, true),  // write
-                C(0, true),  // write
+                C(0, true),  // write -> [seal]
                 C(0, true),  // seal -> [place]
                 C(0, true),  // place -> [sync data, sync name]
                 C(1, true),  // name
@@ -537,8 +570,8 @@ fn spelled_out_orderings() {
                 C(0, true),
                 S(Data),
                 S(Complete),
-                C(3, true),
-                C(3, true),
+                C(2, true),
+                C(2, true),
                 C(0, true),
                 C(0, true),
                 C(0, true),
@@ -556,9 +589,9 @@ fn spelled_out_orderings() {
             vec![
                 C(0, true),
                 S(Data),
-                S(Complete), // [write, write, seal]
+                S(Complete), // [write, write]
                 C(0, true),
-                C(0, true),
+                C(0, true), // [seal]
                 C(0, true), // [place]
                 C(0, true), // [sync data, sync name]
                 C(0, true),
@@ -577,11 +610,10 @@ fn spelled_out_orderings() {
                 C(0, true),
                 S(Data),
                 S(Complete),
-                C(3, true),
-                C(3, false), // the commit fails
+                C(2, true),
+                C(2, false), // the commit fails
                 C(0, true),
-                C(0, true),
-                C(0, true), // the last write: answered
+                C(0, true), // the last write: answered (no seal after a failure)
             ],
             0xA711,
             false,
