@@ -193,6 +193,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 if request.in_doubt {
                     self.mark_in_doubt(request, &result)?;
                 }
+                if let Some(flagged) = &request.flagged {
+                    self.mark_flagged(request, &result, flagged)?;
+                }
                 Ok(result)
             }
             WriteOp::ClearInDoubt(file_ids) => {
@@ -265,6 +268,31 @@ impl<'t, 'e> Apply<'t, 'e> {
         self.put(self.tables.in_doubt, &key, &value, "mark in doubt")
     }
 
+    /// Records what lenient checks found in the new file when the store made
+    /// an entry name it (stored, or held in quarantine).
+    fn mark_flagged(
+        &mut self,
+        request: &StoreRequest,
+        result: &ItemResult,
+        flagged: &[u8],
+    ) -> Result<(), IndexError> {
+        let named = match result {
+            Ok(WriteOutcome::Store(outcome)) => matches!(
+                outcome.disposition(),
+                None | Some(Disposition::Replaced { .. } | Disposition::Quarantined { .. })
+            ),
+            _ => false,
+        };
+        if !named {
+            return Ok(());
+        }
+        let key = file_id_key(request.instance.record.file_id);
+        let value = flagged
+            .get(..flagged.len().min(crate::records::FLAGGED_PAYLOAD_BYTES_MAX))
+            .unwrap_or_default();
+        self.put(self.tables.flagged, &key, value, "mark flagged")
+    }
+
     /// Removes the entry the in-doubt mark of `file_id` names, if it still
     /// names that file, and the mark; whether an entry was removed.
     fn remove_in_doubt(&mut self, file_id: FileId) -> Result<bool, IndexError> {
@@ -319,7 +347,21 @@ impl<'t, 'e> Apply<'t, 'e> {
             _ => return Err(corrupt("unknown entry tag")),
         };
         self.delete(self.tables.in_doubt, &key, "remove in doubt")?;
+        if removed {
+            // A failed instance is not flagged either (a quarantine entry
+            // taken keeps its row for a release; here it goes).
+            self.delete(self.tables.flagged, &key, "remove flagged")?;
+        }
         Ok(removed)
+    }
+
+    /// A file no entry references any more: its file id and, if it was
+    /// flagged, its `flagged` row go.
+    fn forget_file(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        let key = file_id_key(file_id);
+        self.delete(self.tables.file_ids, &key, "delete file id")?;
+        self.delete(self.tables.flagged, &key, "delete flagged")?;
+        Ok(())
     }
 
     /// What is stored under a SOP Instance UID.
@@ -416,11 +458,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                         &encoded,
                         "put instance",
                     )?;
-                    self.delete(
-                        self.tables.file_ids,
-                        &file_id_key(previous.file_id),
-                        "delete file id",
-                    )?;
+                    self.forget_file(previous.file_id)?;
                     self.fill_series_and_study(instance)?;
                     Disposition::Replaced { previous }
                 }
@@ -684,11 +722,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             &triplet_key(study, series, sop),
             "delete series listing",
         )?;
-        self.delete(
-            self.tables.file_ids,
-            &file_id_key(record.file_id),
-            "delete file id",
-        )?;
+        self.forget_file(record.file_id)?;
 
         let series_key = series_key(study, series);
         let series_entry = self.series_entry(&series_key)?;
@@ -838,11 +872,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                     triplet.sop_instance_uid.as_bytes(),
                     &stored,
                 )?;
-                self.delete(
-                    self.tables.file_ids,
-                    &file_id_key(existing.record.file_id),
-                    "delete file id",
-                )?;
+                self.forget_file(existing.record.file_id)?;
                 self.put(
                     self.tables.file_ids,
                     &file_id_key(instance.record.file_id),
@@ -867,7 +897,11 @@ impl<'t, 'e> Apply<'t, 'e> {
     }
 
     fn purge(&mut self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {
-        self.take_quarantine_entry(id)
+        let entry = self.take_quarantine_entry(id)?;
+        if let Some(entry) = &entry {
+            self.forget_file(entry.instance.record.file_id)?;
+        }
+        Ok(entry)
     }
 
     fn put_commitment(

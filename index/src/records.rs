@@ -242,6 +242,9 @@ pub struct CommitmentRecord {
 /// ~130 bytes each fit about 8 times over).
 pub const COMMITMENT_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// The longest `StoreRequest::flagged` payload kept (longer ones are cut).
+pub const FLAGGED_PAYLOAD_BYTES_MAX: usize = 4096;
+
 /// The longest attribute value kept, in bytes; longer ones are truncated in the
 /// index (the file keeps every byte).
 pub const ATTRIBUTE_BYTES_MAX: usize = 1024;

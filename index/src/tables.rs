@@ -21,11 +21,15 @@ use crate::error::{EnvLimits, IndexError};
 /// 3. the `in_doubt` table: files an entry names whose durability was not yet
 ///    confirmed when the entry committed (see `WriteOp::ClearInDoubt`). An
 ///    index of version 2 is upgraded in place at open (the table is created
-///    empty, which is exactly its state in version 2).
-pub const SCHEMA_VERSION: u32 = 3;
+///    empty, which is exactly its state in version 2);
+/// 4. the `flagged` table: the files of instances stored although a lenient
+///    check found something (see `StoreRequest::flagged`). Versions 2 and 3
+///    are upgraded in place at open (the missing tables are created empty).
+pub const SCHEMA_VERSION: u32 = 4;
 
-/// The one older version [`open_tables`] upgrades (by creating `in_doubt`).
-const SCHEMA_VERSION_UPGRADABLE: u32 = 2;
+/// The oldest version [`open_tables`] upgrades (by creating the tables it
+/// lacks, which an older version never wrote).
+const SCHEMA_VERSION_UPGRADABLE_FROM: u32 = 2;
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -59,10 +63,11 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "quarantine",
     "commitments",
     "in_doubt",
+    "flagged",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 12;
+pub(crate) const TABLE_COUNT: usize = 13;
 
 /// Handles to every table.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,9 @@ pub(crate) struct Tables {
     /// File id (16 bytes BE) -> the entry naming it (`keys::in_doubt_value`):
     /// committed before its file and directory entry were known durable.
     pub(crate) in_doubt: Table,
+    /// File id (16 bytes BE) -> the engine's bytes saying what lenient
+    /// checks found in that instance.
+    pub(crate) flagged: Table,
 }
 
 impl Tables {
@@ -110,6 +118,7 @@ impl Tables {
             self.quarantine,
             self.commitments,
             self.in_doubt,
+            self.flagged,
         ];
         let mut index = 0;
         tables.map(|table| {
@@ -120,7 +129,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_instances, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt] =
+        let [meta, instances, series_instances, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, flagged] =
             tables;
         Tables {
             meta,
@@ -135,6 +144,7 @@ impl Tables {
             quarantine,
             commitments,
             in_doubt,
+            flagged,
         }
     }
 }
@@ -209,7 +219,7 @@ pub(crate) fn open_tables(
             })
         }
         Some(Ok(Some(Ok(found))))
-            if found != SCHEMA_VERSION && found != SCHEMA_VERSION_UPGRADABLE =>
+            if !(SCHEMA_VERSION_UPGRADABLE_FROM..=SCHEMA_VERSION).contains(&found) =>
         {
             return Err(IndexError::SchemaVersionMismatch {
                 path: path.to_owned(),
@@ -242,12 +252,17 @@ pub(crate) fn open_tables(
                 create(9)?,
                 create(10)?,
                 create(11)?,
+                create(12)?,
             ];
             let meta = created[0];
-            let upgrading = meta.get(wtxn, META_SCHEMA_VERSION)?
-                == Some(&SCHEMA_VERSION_UPGRADABLE.to_be_bytes()[..]);
+            let upgrading = meta
+                .get(wtxn, META_SCHEMA_VERSION)?
+                .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+                .map(u32::from_be_bytes)
+                .is_some_and(|found| found < SCHEMA_VERSION);
             if upgrading {
-                // Version 2 -> 3: `in_doubt` was just created, empty.
+                // Version 2 or 3 -> 4: `in_doubt` and `flagged` were just
+                // created (if missing), empty, as those versions had them.
                 meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
             } else if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
                 meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
