@@ -6,7 +6,8 @@
 //!   format is specified in docs/design/index-format.md);
 //! - the one writer thread that owns every write transaction and decides
 //!   duplicates inside it (`writer`, `apply`, `ops`);
-//! - readers on any thread: lookups, listings, study queries (`read`, `query`);
+//! - readers on any thread: lookups, listings, study queries (`read`, `query`),
+//!   and Query/Retrieve's entities of every level in pages (`find`);
 //! - stats and a consistency check (`index`, `check`).
 //!
 //! ```no_run
@@ -24,6 +25,7 @@
 mod apply;
 mod check;
 mod error;
+mod find;
 mod index;
 mod keys;
 mod ops;
@@ -35,6 +37,7 @@ mod writer;
 
 pub use check::ConsistencyReport;
 pub use error::{IndexError, InvalidInput, QueryError};
+pub use find::{index_holds, FindBudget, FindMatch, FindPage, FindResume, PatientSummary};
 pub use index::{Index, IndexOptions, IndexStats, TableStats};
 pub use keys::UID_BYTES_MAX;
 pub use ops::{

@@ -20,12 +20,16 @@ use crate::escape::Escaped;
 
 /// Negotiates `rq`, which arrived on listener `listener`. An accepted
 /// association is counted until [`release`].
+/// Returns the outcome and the SOP Class Extended Negotiation granted (per
+/// Q/R SOP class UID), after narrowing the Q/R contexts to what the
+/// calling AE may use (`query::narrow_association`).
 pub(crate) fn negotiate_limited(
     shared: &ServerShared,
     rq: &AssociateRq,
     listener: usize,
-) -> NegotiationOutcome {
-    let network = &shared.store.config().network;
+) -> (NegotiationOutcome, Vec<(String, Vec<u8>)>) {
+    let config = shared.store.config();
+    let network = &config.network;
     let policy = policy_for(shared, rq, listener);
     let current = shared.established.fetch_add(1, Ordering::SeqCst);
     let load = AssociationLoad {
@@ -33,6 +37,7 @@ pub(crate) fn negotiate_limited(
         limit: network.max_associations,
     };
     let mut outcome = negotiate(policy, rq, load);
+    let grants = super::query::narrow_association(config, rq, &mut outcome);
     if matches!(outcome, NegotiationOutcome::Accept { .. }) {
         let calling = rq.calling_ae_title.trim().to_owned();
         let over = match shared.per_calling_ae.lock() {
@@ -58,7 +63,7 @@ pub(crate) fn negotiate_limited(
     if !matches!(outcome, NegotiationOutcome::Accept { .. }) {
         shared.established.fetch_sub(1, Ordering::SeqCst);
     }
-    outcome
+    (outcome, grants)
 }
 
 /// An accepted association of `calling_ae_title` ended: its slots are free.

@@ -29,6 +29,7 @@ mod failure;
 mod handler;
 mod ingest;
 pub mod policy;
+mod query;
 mod shared;
 mod storage;
 mod tag;
@@ -124,6 +125,33 @@ impl Cores for RuntimeCores {
     }
 }
 
+/// Every AE of `network.remote_aes` with its address, resolved now (a name
+/// that does not resolve is logged and kept as `None`).
+fn resolve_remote_aes(
+    config: &crate::config::Config,
+) -> std::collections::HashMap<String, Option<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    config
+        .network
+        .remote_aes
+        .iter()
+        .map(|(ae, address)| {
+            let resolved = (address.host(), address.port())
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addresses| addresses.next());
+            if resolved.is_none() {
+                tracing::warn!(
+                    ae_title = ae.as_str(),
+                    host = address.host(),
+                    "the address of a remote AE does not resolve; C-MOVE to it will fail (A801)"
+                );
+            }
+            (ae.as_str().to_owned(), resolved)
+        })
+        .collect()
+}
+
 /// A running Storage SCP. Stop it with [`Server::shutdown`] (or a
 /// [`ShutdownHandle`] and [`Server::wait`]): it drains first (see
 /// [`Server::shutdown`]).
@@ -209,6 +237,7 @@ impl Server {
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             in_doubt: InDoubtSet::default(),
+            move_destinations: resolve_remote_aes(config),
             space: SpaceAccount::default(),
             drained: drained_sender,
         });

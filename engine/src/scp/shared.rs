@@ -4,6 +4,7 @@
 //! held only at association start and end.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 
@@ -37,6 +38,10 @@ pub(crate) struct ServerShared {
     /// Files committed in doubt and not yet durable (shared with the
     /// commitment tracker).
     pub(crate) in_doubt: InDoubtSet,
+    /// The C-MOVE destinations: each AE of `network.remote_aes` with its
+    /// address, resolved once at start (`None` when it did not resolve), so
+    /// a core never waits for a name lookup.
+    pub(crate) move_destinations: HashMap<String, Option<SocketAddr>>,
     /// The free space the instances in flight still claim, for the floor.
     pub(crate) space: SpaceAccount,
     /// Where each core says it has drained, at shutdown (`Server::drain`).

@@ -4,5 +4,6 @@ mod basic;
 mod capacity;
 mod common;
 mod crash;
+mod find;
 mod model;
 mod race;
