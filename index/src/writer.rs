@@ -29,17 +29,35 @@
 //! Every batch gets exactly one answer: a batch that is dropped unanswered (the
 //! writer stopping, or a caller dropping a batch it could not submit) answers
 //! [`IndexError::WriterUnavailable`] from its destructor.
+//!
+//! The SOP index (`sop_index`): a transaction that stores instances takes
+//! the next *group* number, logs the candidates it adds in `sop_pending`
+//! under that number, writes them to the LSM tree (into the OS's buffers)
+//! and then commits. The syncer flushes the LSM tree's journal about once a
+//! second ([`SOP_INDEX_FLUSH_INTERVAL`]); a later transaction deletes the
+//! `sop_pending` groups that flush covered.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::apply::Apply;
+use crate::apply::{Apply, SopChanges};
 use crate::error::IndexError;
 use crate::index::Shared;
+use crate::keys::quarantine_key as u64_key;
 use crate::ops::{BatchResult, ItemResult, WriteOp};
+use crate::sop_index::encode_pending;
+use crate::tables::META_NEXT_SOP_GROUP;
+
+/// How often the syncer flushes the SOP index's journal when it has
+/// unflushed groups. Until then their candidates are also in `sop_pending`
+/// (in LMDB), so this bounds only how long those entries live and how much
+/// `open` adds again after a crash.
+pub(crate) const SOP_INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a batch's answer goes.
 enum ReplyTo {
@@ -277,6 +295,21 @@ impl IndexWriter {
 pub(crate) struct WriterLimits {
     /// Stop coalescing once a transaction holds this many operations.
     pub(crate) group_ops_max: usize,
+    /// The number of the first SOP index group (from `sop_index::open_up_to_date`).
+    pub(crate) first_sop_group: u64,
+}
+
+/// The writer's progress through SOP index groups.
+#[derive(Debug)]
+struct GroupState {
+    /// The number the next group takes (never reused once written to the
+    /// LSM tree, even if its LMDB commit failed).
+    next: u64,
+    /// Groups committed to `sop_pending` and not yet deleted, oldest first.
+    pending: VecDeque<u64>,
+    /// When the writer last flushed the SOP index itself (only without a
+    /// syncer thread).
+    fallback_flush_clock: Instant,
 }
 
 /// A failed transaction, and whether the failure came before the commit
@@ -290,6 +323,11 @@ struct TxnFailure {
 /// the queue) or when every sender is gone.
 pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limits: WriterLimits) {
     let syncer = Syncer::start(shared.clone());
+    let mut groups = GroupState {
+        next: limits.first_sop_group,
+        pending: VecDeque::new(),
+        fallback_flush_clock: Instant::now(),
+    };
     let mut stopping = false;
     while !stopping {
         let first = match receiver.recv() {
@@ -315,7 +353,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                 Err(_) => break,
             }
         }
-        commit_group(&shared, group, &syncer);
+        commit_group(&shared, group, &syncer, &mut groups);
         if stopping {
             // Finish everything already queued before stopping.
             let mut rest = Vec::new();
@@ -325,11 +363,11 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                 }
             }
             for batch in rest {
-                commit_group(&shared, vec![batch], &syncer);
+                commit_group(&shared, vec![batch], &syncer, &mut groups);
             }
         }
     }
-    syncer.finish();
+    syncer.finish(&shared);
 }
 
 /// Committed batches' answers, held until a flush makes them durable.
@@ -354,6 +392,22 @@ fn flush(shared: &Shared) -> Result<(), IndexError> {
     })
 }
 
+/// Flushes the SOP index's journal if it holds groups not yet flushed and
+/// the last flush is `SOP_INDEX_FLUSH_INTERVAL` old (or `force`). A failure
+/// is logged here; the LSM tree then refuses every later write, which fails
+/// the writer's transactions with the error.
+fn flush_sop_index_if_due(shared: &Shared, last_flush: &mut Instant, force: bool) {
+    let index = &shared.sop_index;
+    let due = force || last_flush.elapsed() >= SOP_INDEX_FLUSH_INTERVAL;
+    if !due || index.written_group() <= index.durable_group() {
+        return;
+    }
+    *last_flush = Instant::now();
+    if let Err(error) = index.persist() {
+        tracing::error!(%error, "SOP index flush failed; the index refuses writes until reopened");
+    }
+}
+
 /// The syncer thread (see the module comment).
 struct Syncer {
     sender: Option<Sender<Committed>>,
@@ -366,13 +420,22 @@ impl Syncer {
         let spawned = std::thread::Builder::new()
             .name("sluice-index-sync".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut pending = first;
-                    for more in receiver.try_iter() {
-                        pending.extend(more);
+                let mut sop_index_flushed = Instant::now();
+                loop {
+                    match receiver.recv_timeout(SOP_INDEX_FLUSH_INTERVAL) {
+                        Ok(first) => {
+                            let mut pending = first;
+                            for more in receiver.try_iter() {
+                                pending.extend(more);
+                            }
+                            answer_synced(pending, &flush(&shared));
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                     }
-                    answer_synced(pending, &flush(&shared));
+                    flush_sop_index_if_due(&shared, &mut sop_index_flushed, false);
                 }
+                flush_sop_index_if_due(&shared, &mut sop_index_flushed, true);
             });
         match spawned {
             Ok(thread) => Syncer {
@@ -390,26 +453,36 @@ impl Syncer {
     }
 
     /// Answers `committed` once a flush made it durable: on the syncer
-    /// thread, or here if there is none.
-    fn answer_when_durable(&self, shared: &Shared, committed: Committed) {
-        if committed.is_empty() {
-            return;
-        }
+    /// thread, or here if there is none (which then also flushes the SOP
+    /// index when due).
+    fn answer_when_durable(
+        &self,
+        shared: &Shared,
+        committed: Committed,
+        sop_index_flushed: &mut Instant,
+    ) {
         let committed = match &self.sender {
+            Some(_) if committed.is_empty() => return,
             Some(sender) => match sender.send(committed) {
                 Ok(()) => return,
                 Err(crossbeam_channel::SendError(committed)) => committed,
             },
             None => committed,
         };
-        answer_synced(committed, &flush(shared));
+        if !committed.is_empty() {
+            answer_synced(committed, &flush(shared));
+        }
+        flush_sop_index_if_due(shared, sop_index_flushed, false);
     }
 
     /// Lets the thread flush and answer what it holds, and waits for it.
-    fn finish(mut self) {
+    fn finish(mut self, shared: &Shared) {
         self.sender = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.thread.take() {
+            Some(thread) => {
+                let _ = thread.join();
+            }
+            None => flush_sop_index_if_due(shared, &mut Instant::now(), true),
         }
     }
 }
@@ -423,8 +496,8 @@ fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committe
     }
 }
 
-fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
-    let results = run_transaction(shared, &group);
+fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mut GroupState) {
+    let results = run_transaction(shared, &group, groups);
     let mut durable = Vec::new();
     match results {
         Ok(per_batch) => {
@@ -436,7 +509,7 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
             tracing::debug!(error = %failure.error, batches = group.len(), "index group failed; re-running batches alone");
             for batch in group {
                 let single = std::slice::from_ref(&batch);
-                match run_transaction(shared, single) {
+                match run_transaction(shared, single, groups) {
                     Ok(mut per_batch) => {
                         let items = per_batch.pop().unwrap_or_default();
                         answer_committed(batch, items, &mut durable);
@@ -451,10 +524,58 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
             }
         }
     }
-    syncer.answer_when_durable(shared, durable);
+    syncer.answer_when_durable(shared, durable, &mut groups.fallback_flush_clock);
 }
 
-fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
+/// Writes the transaction's SOP index work: logs the candidates it adds in
+/// `sop_pending` under a new group number, deletes the logged groups the
+/// LSM tree has made durable, and writes the candidates to the LSM tree —
+/// last, just before the commit, so nothing is written there for a
+/// transaction that failed earlier. Returns the group logged and how many
+/// of `groups.pending` were deleted.
+fn write_sop_changes(
+    shared: &Shared,
+    txn: &mut heed::RwTxn<'_>,
+    changes: SopChanges,
+    groups: &mut GroupState,
+) -> Result<(Option<u64>, usize), IndexError> {
+    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, shared.limits);
+    let table = shared.tables.sop_pending;
+    let durable = shared.sop_index.durable_group();
+    let deleted = groups
+        .pending
+        .iter()
+        .take_while(|group| **group <= durable)
+        .count();
+    for group in groups.pending.iter().take(deleted) {
+        table
+            .delete(txn, &u64_key(*group))
+            .map_err(lmdb("delete sop_pending"))?;
+    }
+    if changes.additions.is_empty() {
+        debug_assert!(changes.lists.is_empty());
+        return Ok((None, deleted));
+    }
+    let group = groups.next;
+    table
+        .put(txn, &u64_key(group), &encode_pending(&changes.additions))
+        .map_err(lmdb("put sop_pending"))?;
+    shared
+        .tables
+        .meta
+        .put(txn, META_NEXT_SOP_GROUP, &(group + 1).to_be_bytes())
+        .map_err(lmdb("put meta"))?;
+    shared.sop_index.write_group(&changes.lists, group)?;
+    // In the LSM tree now: the number is never used again.
+    groups.next = group + 1;
+    Ok((Some(group), deleted))
+}
+
+fn run_transaction(
+    shared: &Shared,
+    group: &[Batch],
+    groups: &mut GroupState,
+) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
     let before_commit = |error| TxnFailure {
         error,
         during_commit: false,
@@ -463,8 +584,8 @@ fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResul
         before_commit(IndexError::from_heed("begin write", error, shared.limits))
     })?;
     let mut results = Vec::with_capacity(group.len());
-    {
-        let mut apply = Apply::new(&mut txn, shared.tables, shared.limits);
+    let changes = {
+        let mut apply = Apply::new(&mut txn, shared.tables, shared.limits, &shared.sop_index);
         for batch in group {
             let mut items = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
@@ -473,10 +594,15 @@ fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResul
             results.push(items);
         }
         apply.flush().map_err(before_commit)?;
-    }
+        apply.take_sop_changes()
+    };
+    let (logged, deleted) =
+        write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
     txn.commit().map_err(|error| TxnFailure {
         error: IndexError::from_heed("commit", error, shared.limits),
         during_commit: true,
     })?;
+    groups.pending.drain(..deleted);
+    groups.pending.extend(logged);
     Ok(results)
 }

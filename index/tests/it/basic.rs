@@ -108,9 +108,12 @@ fn stores_and_finds_instances() {
     let stats = index.stats().expect("stats");
     assert_eq!(stats.table("instances").map(|table| table.entries), Some(3));
     assert_eq!(
-        stats.table("series_instances").map(|table| table.entries),
-        Some(3)
+        stats.table("series_ids").map(|table| table.entries),
+        Some(2)
     );
+    assert!(stats
+        .table(sluice_index::SOP_INDEX_TABLE_NAME)
+        .is_some_and(|table| table.entries > 0));
     assert!(stats.file_size_bytes > 0 && stats.used_bytes > 0);
 
     // Everything survives a reopen.
@@ -796,30 +799,12 @@ fn writer_handles_answer_every_batch() {
     ));
 }
 
-/// Writes `version` as the schema version of the (closed) index in `dir`.
-fn set_schema_version(dir: &std::path::Path, version: u32) {
-    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
-    let wtxn = env.write_txn().expect("txn");
-    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-        .create_databases_and_commit(wtxn, |opener, wtxn| {
-            opener
-                .create_database(wtxn, Some("meta"))
-                .map(heed::CommitOrAbort::<_, ()>::Commit)
-        })
-        .expect("meta")
-        .unwrap_commit();
-    let mut wtxn = env.write_txn().expect("txn");
-    meta.put(&mut wtxn, b"schema_version", &version.to_be_bytes())
-        .expect("put");
-    wtxn.commit().expect("commit");
-}
-
 /// Rewrites the schema version of a freshly created index to `version`, then
 /// checks that opening it is refused with both versions in the message.
 fn assert_schema_version_refused(version: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     open(dir.path()).close();
-    set_schema_version(dir.path(), version);
+    crate::common::set_schema_version(dir.path(), version);
     let error =
         sluice_index::Index::open(dir.path(), crate::common::options()).expect_err("must refuse");
     match &error {
@@ -941,52 +926,4 @@ fn in_doubt_files_are_recorded_with_their_entry_until_cleared() {
     assert_eq!(in_doubt_ids(&index), vec![(11, "unreferenced")]);
     let read = index.read().expect("read");
     assert!(read.check_consistency(10).expect("check").is_consistent());
-}
-
-/// An index of schema version 2 (no `in_doubt` table) opens, is upgraded to
-/// the current version in place, and keeps its entries.
-#[test]
-fn schema_version_2_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let index = open(dir.path());
-        index
-            .writer()
-            .execute(vec![store("8.1", "8.1.1", "8.1.1.1", 21, 1)])
-            .expect("store");
-        index.close();
-    }
-    // Version 2 had no `in_doubt` table; the mark is the version number
-    // (the upgrade creates the table, or keeps it if it exists).
-    set_schema_version(dir.path(), 2);
-    let index = open(dir.path());
-    assert!(index
-        .read()
-        .expect("read")
-        .contains("8.1", "8.1.1", "8.1.1.1")
-        .expect("contains"));
-    assert!(in_doubt_ids(&index).is_empty());
-    index.close();
-    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
-}
-
-/// The schema version recorded in the (closed) index in `dir`.
-fn schema_version(dir: &std::path::Path) -> u32 {
-    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
-    let rtxn = env.read_txn().expect("txn");
-    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-        .open_databases_and_commit(rtxn, |opener, rtxn| {
-            opener
-                .open_database(rtxn, Some("meta"))
-                .map(heed::CommitOrAbort::<_, ()>::Commit)
-        })
-        .expect("meta")
-        .unwrap_commit()
-        .expect("meta exists");
-    let rtxn = env.read_txn().expect("txn");
-    let bytes = meta
-        .get(&rtxn, b"schema_version")
-        .expect("get")
-        .expect("version");
-    u32::from_be_bytes(bytes.try_into().expect("4 bytes"))
 }

@@ -6,3 +6,4 @@ mod common;
 mod crash;
 mod model;
 mod race;
+mod upgrade;
