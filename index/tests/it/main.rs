@@ -6,4 +6,5 @@ mod common;
 mod crash;
 mod model;
 mod race;
+mod split_stores;
 mod upgrade;
