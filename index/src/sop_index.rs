@@ -326,10 +326,13 @@ impl SopIndex {
 }
 
 /// Adds `additions` to the index in batches (each hash's list read once,
-/// merged, written), then records `group` as applied.
+/// merged, written). The batches before the last record `interim_group` as
+/// applied, the last one `group`: a crash part way leaves the applied group
+/// where it was, so the next open adds everything again.
 fn add_candidates(
     index: &SopIndex,
     additions: impl IntoIterator<Item = (SopHash, u64)>,
+    interim_group: u64,
     group: u64,
 ) -> Result<u64, IndexError> {
     let mut pending: HashMap<SopHash, Vec<u64>> = HashMap::new();
@@ -351,7 +354,7 @@ fn add_candidates(
             added += 1;
         }
         if pending.len() >= REBUILD_BATCH_ENTRIES {
-            index.write_group(&std::mem::take(&mut pending), group)?;
+            index.write_group(&std::mem::take(&mut pending), interim_group)?;
         }
     }
     index.write_group(&pending, group)?;
@@ -444,7 +447,8 @@ pub(crate) fn open_up_to_date(
                             None
                         }
                     });
-                let added = add_candidates(&index, additions, last_group)?;
+                // Not this index's until the hash key is written, below.
+                let added = add_candidates(&index, additions, 0, last_group)?;
                 if let Some(error) = bad_key {
                     return Err(error);
                 }
@@ -473,7 +477,7 @@ pub(crate) fn open_up_to_date(
                     last_group = last_group.max(group);
                     additions.extend(decode_pending(value)?);
                 }
-                add_candidates(&index, additions, last_group)?
+                add_candidates(&index, additions, applied, last_group)?
             }
         }
     };
