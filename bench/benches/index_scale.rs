@@ -36,6 +36,10 @@
 //! `SLUICE_BENCH_INDEX_STOP_BELOW=R` stops the run once a step falls below
 //! R inserts/s (to measure a design up to where it collapses).
 //! `SLUICE_BENCH_KEEP=1` keeps the index directory (it is deleted otherwise).
+//! `SLUICE_BENCH_INDEX_OPEN=<index dir>` grows nothing: it opens that index
+//! (one kept by an earlier run, maybe of an older schema, which the open
+//! then upgrades), prints how long the open took and its tables, and
+//! closes it.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -313,7 +317,29 @@ fn print_tables(index: &Index, inserted: u64) {
     }
 }
 
+/// `SLUICE_BENCH_INDEX_OPEN`: times the open of an existing index.
+fn open_existing(path: &Path) {
+    let started = Instant::now();
+    let index = Index::open(path, IndexOptions::default()).expect("open");
+    println!(
+        "index_scale: opened {} in {:.1} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let instances = index
+        .stats()
+        .expect("stats")
+        .table("instances")
+        .map_or(0, |table| table.entries);
+    print_tables(&index, instances.max(1));
+    index.close();
+}
+
 fn main() {
+    if let Some(path) = std::env::var_os("SLUICE_BENCH_INDEX_OPEN") {
+        open_existing(Path::new(&path));
+        return;
+    }
     let full = std::env::args().any(|arg| arg == "--bench");
     let settings = Settings::from_env(full);
     let shape = Shape::from_env();

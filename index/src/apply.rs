@@ -385,6 +385,16 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
     }
 
+    /// Whether anything is stored under `series_id ++ sop`.
+    fn is_stored(&self, series_id: u64, sop: &str) -> Result<bool, IndexError> {
+        Ok(self
+            .tables
+            .instances
+            .get(self.txn, &instance_key(series_id, sop))
+            .map_err(self.lmdb("get instance"))?
+            .is_some())
+    }
+
     /// The record stored under `series_id ++ sop`, if any.
     fn stored_record(&self, series_id: u64, sop: &str) -> Result<Option<StoredRecord>, IndexError> {
         match self
@@ -534,7 +544,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             if own == Some(candidate) {
                 continue;
             }
-            if self.stored_record(candidate, sop)?.is_some() {
+            if self.is_stored(candidate, sop)? {
                 if let Some(key) = &inserted {
                     self.delete(self.tables.instances, key, "take back instance")?;
                 }

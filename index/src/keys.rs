@@ -178,6 +178,11 @@ pub(crate) fn quarantine_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// Big-endian group number: the `sop_pending` key.
+pub(crate) fn group_key(group: u64) -> [u8; 8] {
+    group.to_be_bytes()
+}
+
 /// Reads a big-endian `u64` key or value.
 pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))

@@ -48,7 +48,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::apply::{Apply, SopChanges};
 use crate::error::IndexError;
 use crate::index::Shared;
-use crate::keys::quarantine_key as u64_key;
+use crate::keys::group_key;
 use crate::ops::{BatchResult, ItemResult, WriteOp};
 use crate::sop_index::encode_pending;
 use crate::tables::META_NEXT_SOP_GROUP;
@@ -307,9 +307,9 @@ struct GroupState {
     next: u64,
     /// Groups committed to `sop_pending` and not yet deleted, oldest first.
     pending: VecDeque<u64>,
-    /// When the writer last flushed the SOP index itself (only without a
-    /// syncer thread).
-    fallback_flush_clock: Instant,
+    /// The writer's own flushes of the SOP index (only without a syncer
+    /// thread).
+    fallback_flushes: SopIndexFlushes,
 }
 
 /// A failed transaction, and whether the failure came before the commit
@@ -326,7 +326,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
     let mut groups = GroupState {
         next: limits.first_sop_group,
         pending: VecDeque::new(),
-        fallback_flush_clock: Instant::now(),
+        fallback_flushes: SopIndexFlushes::new(),
     };
     let mut stopping = false;
     while !stopping {
@@ -367,7 +367,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
             }
         }
     }
-    syncer.finish(&shared);
+    syncer.finish(&shared, &mut groups.fallback_flushes);
 }
 
 /// Committed batches' answers, held until a flush makes them durable.
@@ -392,19 +392,36 @@ fn flush(shared: &Shared) -> Result<(), IndexError> {
     })
 }
 
-/// Flushes the SOP index's journal if it holds groups not yet flushed and
-/// the last flush is `SOP_INDEX_FLUSH_INTERVAL` old (or `force`). A failure
-/// is logged here; the LSM tree then refuses every later write, which fails
-/// the writer's transactions with the error.
-fn flush_sop_index_if_due(shared: &Shared, last_flush: &mut Instant, force: bool) {
-    let index = &shared.sop_index;
-    let due = force || last_flush.elapsed() >= SOP_INDEX_FLUSH_INTERVAL;
-    if !due || index.written_group() <= index.durable_group() {
-        return;
+/// When the SOP index's journal was last flushed, and whether a flush
+/// failed (then it is never tried again: the LSM tree refuses every later
+/// write, which fails the writer's transactions with the error).
+#[derive(Debug)]
+struct SopIndexFlushes {
+    last: Instant,
+    failed: bool,
+}
+
+impl SopIndexFlushes {
+    fn new() -> SopIndexFlushes {
+        SopIndexFlushes {
+            last: Instant::now(),
+            failed: false,
+        }
     }
-    *last_flush = Instant::now();
-    if let Err(error) = index.persist() {
-        tracing::error!(%error, "SOP index flush failed; the index refuses writes until reopened");
+
+    /// Flushes the journal if it holds groups not yet flushed and the last
+    /// flush is `SOP_INDEX_FLUSH_INTERVAL` old (or `force`).
+    fn flush_if_due(&mut self, shared: &Shared, force: bool) {
+        let index = &shared.sop_index;
+        let due = force || self.last.elapsed() >= SOP_INDEX_FLUSH_INTERVAL;
+        if self.failed || !due || index.written_group() <= index.durable_group() {
+            return;
+        }
+        self.last = Instant::now();
+        if let Err(error) = index.persist() {
+            self.failed = true;
+            tracing::error!(%error, "SOP index flush failed; the index refuses writes until reopened");
+        }
     }
 }
 
@@ -420,7 +437,7 @@ impl Syncer {
         let spawned = std::thread::Builder::new()
             .name("sluice-index-sync".into())
             .spawn(move || {
-                let mut sop_index_flushed = Instant::now();
+                let mut sop_index = SopIndexFlushes::new();
                 loop {
                     match receiver.recv_timeout(SOP_INDEX_FLUSH_INTERVAL) {
                         Ok(first) => {
@@ -433,9 +450,9 @@ impl Syncer {
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                     }
-                    flush_sop_index_if_due(&shared, &mut sop_index_flushed, false);
+                    sop_index.flush_if_due(&shared, false);
                 }
-                flush_sop_index_if_due(&shared, &mut sop_index_flushed, true);
+                sop_index.flush_if_due(&shared, true);
             });
         match spawned {
             Ok(thread) => Syncer {
@@ -459,7 +476,7 @@ impl Syncer {
         &self,
         shared: &Shared,
         committed: Committed,
-        sop_index_flushed: &mut Instant,
+        sop_index: &mut SopIndexFlushes,
     ) {
         let committed = match &self.sender {
             Some(_) if committed.is_empty() => return,
@@ -472,17 +489,17 @@ impl Syncer {
         if !committed.is_empty() {
             answer_synced(committed, &flush(shared));
         }
-        flush_sop_index_if_due(shared, sop_index_flushed, false);
+        sop_index.flush_if_due(shared, false);
     }
 
     /// Lets the thread flush and answer what it holds, and waits for it.
-    fn finish(mut self, shared: &Shared) {
+    fn finish(mut self, shared: &Shared, sop_index: &mut SopIndexFlushes) {
         self.sender = None;
         match self.thread.take() {
             Some(thread) => {
                 let _ = thread.join();
             }
-            None => flush_sop_index_if_due(shared, &mut Instant::now(), true),
+            None => sop_index.flush_if_due(shared, true),
         }
     }
 }
@@ -524,7 +541,7 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mu
             }
         }
     }
-    syncer.answer_when_durable(shared, durable, &mut groups.fallback_flush_clock);
+    syncer.answer_when_durable(shared, durable, &mut groups.fallback_flushes);
 }
 
 /// Writes the transaction's SOP index work: logs the candidates it adds in
@@ -549,7 +566,7 @@ fn write_sop_changes(
         .count();
     for group in groups.pending.iter().take(deleted) {
         table
-            .delete(txn, &u64_key(*group))
+            .delete(txn, &group_key(*group))
             .map_err(lmdb("delete sop_pending"))?;
     }
     if changes.additions.is_empty() {
@@ -558,7 +575,7 @@ fn write_sop_changes(
     }
     let group = groups.next;
     table
-        .put(txn, &u64_key(group), &encode_pending(&changes.additions))
+        .put(txn, &group_key(group), &encode_pending(&changes.additions))
         .map_err(lmdb("put sop_pending"))?;
     shared
         .tables
