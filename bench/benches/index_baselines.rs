@@ -16,14 +16,20 @@
 //!   table in LMDB would be (environment opened as the index opens it:
 //!   `MDB_NOMETASYNC`, one commit per transaction);
 //! - `fjall`: one fjall 2 partition configured as the index's SOP index
-//!   (2 MiB memtable, no compression), one atomic batch per transaction.
+//!   (2 MiB memtable, 1 KiB data blocks, 256 MiB cache, no compression),
+//!   one atomic batch per transaction.
 //!
 //! `SLUICE_BENCH_BASELINE_STOP_BELOW=R` stops a store once a step falls below
-//! R inserts/s.
+//! R inserts/s. After the inserts, each store times 100,000 lookups of keys
+//! it holds and 100,000 of keys it does not, warm (a first, untimed pass
+//! brings them in), and prints p50/p99. `SLUICE_BENCH_BASELINE_BLOCK` sets
+//! fjall's data block size, `SLUICE_BENCH_BASELINE_CACHE_MIB` its block
+//! cache (defaults: the index's).
 
 use std::path::Path;
 use std::time::Instant;
 
+use hdrhistogram::Histogram;
 use heed::types::Bytes;
 
 // Only its hash and environment helpers: the stream itself is not used here.
@@ -83,6 +89,36 @@ impl Run {
     }
 }
 
+/// Times `lookup` on 100,000 held and 100,000 absent keys (after an untimed
+/// pass over the same keys), and prints p50/p99 of each.
+fn time_lookups(name: &str, inserted: u64, mut lookup: impl FnMut(u64) -> bool) {
+    const SAMPLES: u64 = 100_000;
+    let held: Vec<u64> = (0..SAMPLES)
+        .map(|i| mix((mix(i ^ 0xabc) % inserted) ^ 0x5eed))
+        .collect();
+    let absent: Vec<u64> = (0..SAMPLES)
+        .map(|i| mix(i ^ 0xdead_beef) | 1 << 63)
+        .collect();
+    for (what, keys, expected) in [("held", &held, true), ("absent", &absent, false)] {
+        for &key in keys {
+            lookup(key);
+        }
+        let mut histogram =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
+        let mut found = 0u64;
+        for &key in keys {
+            let started = Instant::now();
+            found += u64::from(lookup(key) == expected);
+            histogram.saturating_record(started.elapsed().as_nanos() as u64);
+        }
+        println!(
+            "index_baselines: {name:<6} lookup of {what:<6} keys p50 {:>6.2} µs  p99 {:>7.2} µs  ({found} of {SAMPLES} as expected)",
+            histogram.value_at_quantile(0.5) as f64 / 1_000.0,
+            histogram.value_at_quantile(0.99) as f64 / 1_000.0,
+        );
+    }
+}
+
 fn lmdb(run: &Run, dir: &Path) {
     let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 30, 16, 4).expect("open lmdb");
     let wtxn = env.write_txn().expect("txn");
@@ -107,23 +143,26 @@ fn lmdb(run: &Run, dir: &Path) {
         "index_baselines: lmdb   {:.0} bytes per key on disk",
         env.real_disk_size().expect("size") as f64 / run.total as f64
     );
+    time_lookups("lmdb", run.total, |key| {
+        let rtxn = env.read_txn().expect("txn");
+        let found = table.get(&rtxn, &key.to_be_bytes()).expect("get").is_some();
+        found
+    });
 }
 
 fn fjall(run: &Run, dir: &Path) {
     let keyspace = fjall::Config::new(dir)
+        .cache_size(env_u64("SLUICE_BENCH_BASELINE_CACHE_MIB").unwrap_or(256) << 20)
         .flush_workers(1)
         .compaction_workers(1)
         .max_journaling_size(64 << 20)
         .open()
         .expect("open fjall");
-    let partition = keyspace
-        .open_partition(
-            "sop",
-            fjall::PartitionCreateOptions::default()
-                .max_memtable_size(2 << 20)
-                .compression(fjall::CompressionType::None),
-        )
-        .expect("partition");
+    let mut options = fjall::PartitionCreateOptions::default()
+        .max_memtable_size(2 << 20)
+        .compression(fjall::CompressionType::None);
+    options.data_block_size = env_u64("SLUICE_BENCH_BASELINE_BLOCK").unwrap_or(1024) as u32;
+    let partition = keyspace.open_partition("sop", options).expect("partition");
     run.drive(|keys| {
         let mut batch = keyspace.batch();
         for key in keys {
@@ -140,6 +179,9 @@ fn fjall(run: &Run, dir: &Path) {
         "index_baselines: fjall  {:.0} bytes per key on disk",
         keyspace.disk_space() as f64 / run.total as f64
     );
+    time_lookups("fjall", run.total, |key| {
+        partition.get(key.to_be_bytes()).expect("get").is_some()
+    });
 }
 
 fn main() {

@@ -33,9 +33,10 @@ pub struct IndexOptions {
     /// holds this many operations.
     pub group_ops_max: usize,
     /// Block cache of the SOP Instance UID index (the LSM tree beside LMDB),
-    /// in bytes. Its filters and block indexes (about 1.4 bytes per stored
-    /// instance) are held in memory besides; the cache holds the data blocks
-    /// of recently looked-up UIDs.
+    /// in bytes: the decoded blocks of recently looked-up UIDs. Its bloom
+    /// filters (about 1.3 bytes per stored instance) are held in memory
+    /// besides. A lookup of a stored UID whose block is cached takes ~3 µs,
+    /// one that reads its block ~8 µs.
     pub sop_index_cache_bytes: u64,
 }
 
@@ -61,7 +62,7 @@ impl Default for IndexOptions {
             writer_queue_batches: 1024,
             batch_ops_max: 10_000,
             group_ops_max: 20_000,
-            sop_index_cache_bytes: 64 << 20,
+            sop_index_cache_bytes: 256 << 20,
         }
     }
 }

@@ -75,6 +75,13 @@ const _: () = assert!(META_HASH_KEY.len() != 8 && META_APPLIED_GROUP.len() != 8)
 /// made those searches a third of the writer's CPU with random keys).
 const MEMTABLE_BYTES: u32 = 2 << 20;
 
+/// The LSM tree's data block size, bytes (index blocks keep fjall's 4 KiB).
+/// A lookup of a stored UID that misses the block cache reads and decodes
+/// one data block: 1 KiB blocks (~37 entries) made that 2x faster than 4 KiB
+/// ones at 10 M entries (index_baselines: p50 8 against 16 µs, p99 12
+/// against 131 µs, 64 MiB cache), for ~1% more index.
+const DATA_BLOCK_BYTES: u32 = 1024;
+
 /// The most journal fjall keeps before it forces memtables to disk.
 const JOURNAL_BYTES_MAX: u64 = 64 << 20;
 
@@ -164,9 +171,11 @@ fn encode_candidates(candidates: &[u64]) -> Vec<u8> {
 
 fn partition_options() -> fjall::PartitionCreateOptions {
     // Keys and values are random hashes and ids: nothing to compress.
-    fjall::PartitionCreateOptions::default()
+    let mut options = fjall::PartitionCreateOptions::default()
         .max_memtable_size(MEMTABLE_BYTES)
-        .compression(fjall::CompressionType::None)
+        .compression(fjall::CompressionType::None);
+    options.data_block_size = DATA_BLOCK_BYTES;
+    options
 }
 
 impl SopIndex {
