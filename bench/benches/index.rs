@@ -23,17 +23,15 @@
 //! stream is `index_workload`'s, shared with the long-run `index_scale`
 //! bench.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use hdrhistogram::Histogram;
-use sluice_index::{Batch, BatchResult, Index, IndexOptions, StudyQuery, Triplet, WriteOp};
+use sluice_index::{Index, IndexOptions, StudyQuery, Triplet};
 
 mod index_workload;
-use index_workload::{env_u64, mix, Shape, SOP_CLASS_UID};
+use index_workload::{duplicate_check, env_u64, mix, submit_all, Shape, SOP_CLASS_UID};
 
 const SAMPLES: u64 = 100_000;
 
@@ -52,14 +50,6 @@ fn report(name: &str, histogram: &Histogram<u64>) {
     );
 }
 
-fn wait(receiver: Receiver<BatchResult>) {
-    let results = receiver
-        .recv()
-        .expect("writer answers")
-        .expect("batch committed");
-    assert!(results.iter().all(Result::is_ok), "every store succeeds");
-}
-
 /// Grows the index to `total` instances, printing throughput per step. Each
 /// step's instances are generated before its clock starts, so the figure is
 /// the index's (the engine hands over instances it has already parsed).
@@ -70,31 +60,9 @@ fn grow(index: &Index, shape: Shape, total: u64, batch_size: u64, step: u64, in_
     let mut next = 0u64;
     while next < total {
         let step_end = (next + step).min(total);
-        let mut batches: Vec<Vec<WriteOp>> = Vec::new();
-        let mut start = next;
-        while start < step_end {
-            let count = batch_size.min(step_end - start);
-            batches.push(shape.batch(start, count));
-            start += count;
-        }
+        let batches = shape.batches(next, step_end, batch_size);
         let step_started = Instant::now();
-        let mut in_flight: VecDeque<Receiver<BatchResult>> = VecDeque::new();
-        for ops in batches {
-            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-            let batch = Batch::with_callback(ops, move |result| {
-                let _ = sender.send(result);
-            });
-            writer.submit(batch).expect("submit");
-            in_flight.push_back(receiver);
-            if in_flight.len() >= in_flight_max {
-                if let Some(oldest) = in_flight.pop_front() {
-                    wait(oldest);
-                }
-            }
-        }
-        while let Some(receiver) = in_flight.pop_front() {
-            wait(receiver);
-        }
+        submit_all(&writer, batches, in_flight_max, false);
         let elapsed = step_started.elapsed();
         timed += elapsed;
         let rate = (step_end - next) as f64 / elapsed.as_secs_f64();
@@ -174,15 +142,7 @@ fn sample_lookups(index: &Index, shape: Shape, total: u64, samples: u64, pass: &
     }
     for (triplet, _) in picks.iter().take(20_000) {
         let started = Instant::now();
-        let read = index.read().expect("read");
-        let found = read
-            .contains(
-                &triplet.study_instance_uid,
-                &triplet.series_instance_uid,
-                &triplet.sop_instance_uid,
-            )
-            .expect("contains");
-        drop(read);
+        let found = duplicate_check(index, triplet);
         fresh_txn.saturating_record(started.elapsed().as_nanos() as u64);
         assert!(found);
     }

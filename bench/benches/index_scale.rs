@@ -41,16 +41,14 @@
 //! then upgrades), prints how long the open took and its tables, and
 //! closes it.
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use sluice_index::{Batch, BatchResult, Index, IndexOptions, SopPresence, WriteOp};
+use sluice_index::{Index, IndexOptions, SopPresence, Triplet};
 
 mod index_workload;
-use index_workload::{env_u64, mix, Shape, SOP_CLASS_UID};
+use index_workload::{duplicate_check, env_u64, mix, submit_all, Shape, SOP_CLASS_UID};
 
 /// Instances generated at once before their clock starts.
 const CHUNK_INSTANCES: u64 = 20_000;
@@ -219,80 +217,31 @@ fn sample_latencies(index: &Index, shape: Shape, inserted: u64, settings: &Setti
     let triplets: Vec<_> = samples.iter().map(|&n| shape.triplet(n)).collect();
     let absent: Vec<_> = samples.iter().map(|&n| shape.absent_triplet(n)).collect();
     let positions: Vec<u64> = (0..samples.len() as u64).collect();
-    let stored = timed_pass(&positions, |i| {
-        let triplet = &triplets[i as usize];
-        let read = index.read().expect("read");
-        let found = read
-            .contains(
-                &triplet.study_instance_uid,
-                &triplet.series_instance_uid,
-                &triplet.sop_instance_uid,
-            )
-            .expect("contains");
-        assert!(found, "sampled instance is stored");
-    });
-    let new = timed_pass(&positions, |i| {
-        let triplet = &absent[i as usize];
-        let read = index.read().expect("read");
-        let found = read
-            .contains(
-                &triplet.study_instance_uid,
-                &triplet.series_instance_uid,
-                &triplet.sop_instance_uid,
-            )
-            .expect("contains");
-        assert!(!found, "absent instance is not stored");
-    });
-    let by_sop = timed_pass(&positions, |i| {
-        let read = index.read().expect("read");
-        let presence = read
-            .sop_presence(&triplets[i as usize].sop_instance_uid, SOP_CLASS_UID)
-            .expect("presence");
-        assert_eq!(presence, SopPresence::Stored);
-    });
-    let by_sop_absent = timed_pass(&positions, |i| {
-        let read = index.read().expect("read");
-        let presence = read
-            .sop_presence(&absent[i as usize].sop_instance_uid, SOP_CLASS_UID)
-            .expect("presence");
-        assert_eq!(presence, SopPresence::Absent);
-    });
+    // The engine's duplicate check: a read transaction, a lookup by triplet.
+    let duplicate_checks = |triplets: &[Triplet], stored: bool| {
+        timed_pass(&positions, |i| {
+            let triplet = &triplets[i as usize];
+            assert_eq!(duplicate_check(index, triplet), stored, "{triplet:?}");
+        })
+    };
+    // Storage commitment's check: a lookup by SOP Instance UID alone.
+    let presence_check = |triplets: &[Triplet], expected: SopPresence| {
+        timed_pass(&positions, |i| {
+            let read = index.read().expect("read");
+            let presence = read
+                .sop_presence(&triplets[i as usize].sop_instance_uid, SOP_CLASS_UID)
+                .expect("presence");
+            assert_eq!(presence, expected);
+        })
+    };
+    let stored = duplicate_checks(&triplets, true);
+    let new = duplicate_checks(&absent, false);
+    let by_sop = presence_check(&triplets, SopPresence::Stored);
+    let by_sop_absent = presence_check(&absent, SopPresence::Absent);
     report_latency(inserted, "duplicate check, stored instance", &stored);
     report_latency(inserted, "duplicate check, new instance", &new);
     report_latency(inserted, "by SOP UID, stored", &by_sop);
     report_latency(inserted, "by SOP UID, absent", &by_sop_absent);
-}
-
-fn wait(receiver: Receiver<BatchResult>) {
-    let results = receiver
-        .recv()
-        .expect("writer answers")
-        .expect("batch committed");
-    assert!(results.iter().all(Result::is_ok), "every store succeeds");
-}
-
-/// Submits `batches` with at most `in_flight` unanswered; returns when all
-/// are answered.
-fn submit_all(index: &Index, batches: Vec<Vec<WriteOp>>, in_flight: usize) {
-    let writer = index.writer();
-    let mut waiting: VecDeque<Receiver<BatchResult>> = VecDeque::new();
-    for ops in batches {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let batch = Batch::with_callback(ops, move |result| {
-            let _ = sender.send(result);
-        })
-        .answered_at_commit();
-        writer.submit(batch).expect("submit");
-        waiting.push_back(receiver);
-        if waiting.len() >= in_flight {
-            if let Some(oldest) = waiting.pop_front() {
-                wait(oldest);
-            }
-        }
-    }
-    while let Some(receiver) = waiting.pop_front() {
-        wait(receiver);
-    }
 }
 
 fn print_tables(index: &Index, inserted: u64) {
@@ -374,15 +323,9 @@ fn main() {
     let mut slowest_step = f64::INFINITY;
     while inserted < settings.total {
         let chunk_end = (inserted + CHUNK_INSTANCES).min(settings.total);
-        let mut batches = Vec::new();
-        let mut start = inserted;
-        while start < chunk_end {
-            let count = settings.batch.min(chunk_end - start);
-            batches.push(shape.batch(start, count));
-            start += count;
-        }
+        let batches = shape.batches(inserted, chunk_end, settings.batch);
         let started = Instant::now();
-        submit_all(&index, batches, settings.in_flight);
+        submit_all(&index.writer(), batches, settings.in_flight, true);
         index_time += started.elapsed();
         inserted = chunk_end;
 

@@ -360,14 +360,23 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(())
     }
 
-    /// Whether storing `sop` under the series `target` (`None`: a series
-    /// that does not exist yet) would need a candidate past the bound.
-    fn candidates_full(&mut self, sop: &str, target: Option<u64>) -> Result<bool, IndexError> {
-        let (_, candidates) = self.candidates_of(sop)?;
-        Ok(
-            candidates.len() >= CANDIDATES_MAX
-                && !target.is_some_and(|id| candidates.contains(&id)),
-        )
+    /// The series key and id (`None`: no such series yet) a triplet would
+    /// be stored under, or the refusal if storing it there would need a SOP
+    /// index candidate past the bound. Checked before anything is written.
+    #[allow(clippy::type_complexity)]
+    fn own_series_if_room(
+        &mut self,
+        triplet: &Triplet,
+    ) -> Result<Result<(Vec<u8>, Option<u64>), InvalidInput>, IndexError> {
+        let key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
+        let own = self.series_id_of(&key)?;
+        let (_, candidates) = self.candidates_of(&triplet.sop_instance_uid)?;
+        if candidates.len() >= CANDIDATES_MAX && !own.is_some_and(|id| candidates.contains(&id)) {
+            return Ok(Err(InvalidInput::SopInstanceUidOverused {
+                limit: CANDIDATES_MAX,
+            }));
+        }
+        Ok(Ok((key, own)))
     }
 
     /// The SOP index changes of this transaction (call after the last
@@ -500,13 +509,10 @@ impl<'t, 'e> Apply<'t, 'e> {
         let record = normalized_record(&instance.record);
         let triplet = &instance.triplet;
         let sop = &triplet.sop_instance_uid;
-        let own_key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
-        let own = self.series_id_of(&own_key)?;
-        if self.candidates_full(sop, own)? {
-            return Ok(Err(InvalidInput::SopInstanceUidOverused {
-                limit: CANDIDATES_MAX,
-            }));
-        }
+        let (own_key, own) = match self.own_series_if_room(triplet)? {
+            Ok(own) => own,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
         let file_id = record.file_id;
         if !self.claim_file_id(file_id, FILE_ROLE_INSTANCE)? {
             return Ok(Err(InvalidInput::FileIdInUse { file_id: file_id.0 }));
@@ -1036,15 +1042,10 @@ impl<'t, 'e> Apply<'t, 'e> {
         let Some(entry) = self.quarantine_entry(id)? else {
             return Ok(Ok(WriteOutcome::Released(None)));
         };
-        let triplet = &entry.instance.triplet;
-        let sop = &triplet.sop_instance_uid;
-        let own_key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
-        let own = self.series_id_of(&own_key)?;
-        if self.candidates_full(sop, own)? {
-            return Ok(Err(InvalidInput::SopInstanceUidOverused {
-                limit: CANDIDATES_MAX,
-            }));
-        }
+        let (own_key, own) = match self.own_series_if_room(&entry.instance.triplet)? {
+            Ok(own) => own,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
         self.drop_quarantine_entry(&entry)?;
         let instance = entry.instance;
         let triplet = &instance.triplet;

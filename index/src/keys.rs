@@ -86,7 +86,7 @@ pub(crate) fn triplet_key(study: &str, series: &str, sop: &str) -> Vec<u8> {
     key
 }
 
-/// `study ++ 0 ++ series`: the `series` key, and the prefix of a series in `series_instances`.
+/// `study ++ 0 ++ series`: the `series` key (and, in schema 3, the prefix of a series in `series_instances`).
 pub(crate) fn series_key(study: &str, series: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(study.len() + series.len() + 1);
     key.extend_from_slice(study.as_bytes());

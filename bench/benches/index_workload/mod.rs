@@ -13,9 +13,12 @@
 //!   SOP Instance UIDs are all random, so consecutive instances land at
 //!   unrelated places of any table keyed by one of them.
 
+use std::collections::VecDeque;
+use std::sync::mpsc::Receiver;
+
 use sluice_index::{
-    Checksum, FileId, InstanceRecord, NewInstance, SeriesAttributes, StoreRequest, StudyAttributes,
-    Triplet, WriteOp,
+    Batch, BatchResult, Checksum, FileId, Index, IndexWriter, InstanceRecord, NewInstance,
+    SeriesAttributes, StoreRequest, StudyAttributes, Triplet, WriteOp,
 };
 
 const ROOT: &str = "1.2.826.0.1.3680043.10.1137";
@@ -169,5 +172,68 @@ impl Shape {
         (start..start + count)
             .map(|n| WriteOp::Store(StoreRequest::new(self.instance(n))))
             .collect()
+    }
+
+    /// Stores of instances `start..end`, in batches of `batch_size`.
+    pub fn batches(&self, start: u64, end: u64, batch_size: u64) -> Vec<Vec<WriteOp>> {
+        let mut batches = Vec::new();
+        let mut next = start;
+        while next < end {
+            let count = batch_size.min(end - next);
+            batches.push(self.batch(next, count));
+            next += count;
+        }
+        batches
+    }
+}
+
+/// The engine's duplicate check: a fresh read transaction and a lookup by
+/// triplet.
+pub fn duplicate_check(index: &Index, triplet: &Triplet) -> bool {
+    let read = index.read().expect("read");
+    read.contains(
+        &triplet.study_instance_uid,
+        &triplet.series_instance_uid,
+        &triplet.sop_instance_uid,
+    )
+    .expect("contains")
+}
+
+fn wait(receiver: Receiver<BatchResult>) {
+    let results = receiver
+        .recv()
+        .expect("writer answers")
+        .expect("batch committed");
+    assert!(results.iter().all(Result::is_ok), "every store succeeds");
+}
+
+/// Submits `batches` as the engine's cores would, with at most `in_flight`
+/// unanswered (answered at commit if `answered_at_commit`, as C-STORE
+/// batches are, else after the flush), and returns when all are answered.
+pub fn submit_all(
+    writer: &IndexWriter,
+    batches: Vec<Vec<WriteOp>>,
+    in_flight: usize,
+    answered_at_commit: bool,
+) {
+    let mut waiting: VecDeque<Receiver<BatchResult>> = VecDeque::new();
+    for ops in batches {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let mut batch = Batch::with_callback(ops, move |result| {
+            let _ = sender.send(result);
+        });
+        if answered_at_commit {
+            batch = batch.answered_at_commit();
+        }
+        writer.submit(batch).expect("submit");
+        waiting.push_back(receiver);
+        if waiting.len() >= in_flight {
+            if let Some(oldest) = waiting.pop_front() {
+                wait(oldest);
+            }
+        }
+    }
+    while let Some(receiver) = waiting.pop_front() {
+        wait(receiver);
     }
 }

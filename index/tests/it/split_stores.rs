@@ -86,12 +86,10 @@ fn triplet_of(index: &Index, sop: &str) -> Option<(String, String)> {
         .map(|triplet| (triplet.study_instance_uid, triplet.series_instance_uid))
 }
 
-/// The SOP index lost its last group (its journal's tail did not reach the
-/// disk) while LMDB kept the commit: opening adds the group again from
-/// `sop_pending`, so every instance is found by its SOP Instance UID and a
-/// conflict with one of them is still seen.
-#[test]
-fn sop_index_behind_lmdb_is_caught_up_from_sop_pending() {
+/// An index that stored batch A, then batch B, whose SOP index was then put
+/// back as it was before batch B (LMDB keeps batch B's commit, with its
+/// `sop_pending` group).
+fn sop_index_without_batch_b() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let saved = tempfile::tempdir().expect("tempdir");
     let index = open(dir.path());
@@ -109,9 +107,17 @@ fn sop_index_behind_lmdb_is_caught_up_from_sop_pending() {
         ))
     ));
     index.close();
-    // The SOP index as it was before batch B; LMDB keeps batch B.
     restore_dir(saved.path(), &dir.path().join(SOP_INDEX_DIR));
+    dir
+}
 
+/// The SOP index lost its last group (its journal's tail did not reach the
+/// disk) while LMDB kept the commit: opening adds the group again from
+/// `sop_pending`, so every instance is found by its SOP Instance UID and a
+/// conflict with one of them is still seen.
+#[test]
+fn sop_index_behind_lmdb_is_caught_up_from_sop_pending() {
+    let dir = sop_index_without_batch_b();
     let index = open(dir.path());
     assert_eq!(assert_consistent(&index).instances, 10);
     for sop in ["5.3.1.1", "5.3.1.2", "5.3.1.3"] {
@@ -150,16 +156,7 @@ fn sop_index_behind_lmdb_is_caught_up_from_sop_pending() {
 /// (so the test above fails if the catch-up does not happen).
 #[test]
 fn without_sop_pending_the_lost_group_is_caught_by_the_check() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let saved = tempfile::tempdir().expect("tempdir");
-    let index = open(dir.path());
-    assert!(stored(&index.writer().execute(batch_a()).expect("batch A")));
-    index.close();
-    copy_dir(&dir.path().join(SOP_INDEX_DIR), saved.path());
-    let index = open(dir.path());
-    index.writer().execute(batch_b()).expect("batch B");
-    index.close();
-    restore_dir(saved.path(), &dir.path().join(SOP_INDEX_DIR));
+    let dir = sop_index_without_batch_b();
     clear_table(dir.path(), "sop_pending");
 
     let index = open(dir.path());
