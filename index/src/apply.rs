@@ -36,7 +36,7 @@ use crate::records::{
     QuarantineEntry, QuarantineReason, RecordDefaults, SeriesIdentity, SeriesRecord, StoredRecord,
     StoredSeries, StudyRecord, Triplet, AE_TITLE_BYTES_MAX, COMMITMENT_PAYLOAD_BYTES_MAX,
 };
-use crate::sop_index::{SopHash, SopIndex, CANDIDATES_MAX};
+use crate::sop_index::{scan_candidates, SopHash, SopIndex, CANDIDATES_MAX};
 use crate::tables::{
     Table, Tables, FILE_ROLE_INSTANCE, FILE_ROLE_QUARANTINE, META_NEXT_QUARANTINE_ID,
     META_NEXT_SERIES_ID,
@@ -93,6 +93,9 @@ pub(crate) struct SopChanges {
     pub(crate) lists: HashMap<SopHash, Vec<u64>>,
     pub(crate) additions: Vec<(SopHash, u64)>,
 }
+
+/// The `series` key of a triplet and its series' id (`None`: no such series).
+type OwnSeries = (Vec<u8>, Option<u64>);
 
 /// A counter kept in `meta`, read once per transaction, written at flush.
 #[derive(Debug)]
@@ -326,7 +329,10 @@ impl<'t, 'e> Apply<'t, 'e> {
         if let Some(cached) = self.candidates.get(&hash) {
             return Ok((hash, cached.series_ids.clone()));
         }
-        let series_ids = self.sop_index.candidates(hash)?;
+        let series_ids = match self.sop_index.candidates(hash)? {
+            Some(series_ids) => series_ids,
+            None => scan_candidates(&*self.txn, self.tables.instances, sop, self.limits)?,
+        };
         self.candidates.insert(
             hash,
             CachedCandidates {
@@ -363,11 +369,10 @@ impl<'t, 'e> Apply<'t, 'e> {
     /// The series key and id (`None`: no such series yet) a triplet would
     /// be stored under, or the refusal if storing it there would need a SOP
     /// index candidate past the bound. Checked before anything is written.
-    #[allow(clippy::type_complexity)]
     fn own_series_if_room(
         &mut self,
         triplet: &Triplet,
-    ) -> Result<Result<(Vec<u8>, Option<u64>), InvalidInput>, IndexError> {
+    ) -> Result<Result<OwnSeries, InvalidInput>, IndexError> {
         let key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
         let own = self.series_id_of(&key)?;
         let (_, candidates) = self.candidates_of(&triplet.sop_instance_uid)?;

@@ -6,7 +6,7 @@
 //! offline tool, not something to run on the ingest path. It also looks up
 //! every instance's SOP Instance UID in the SOP index: each must name the
 //! instance's series (the property `sop_index` relies on), and no other
-//! series may hold the same UID.
+//! series may hold the same UID (in a process that owns the SOP index).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,6 +93,9 @@ impl ReadTxn<'_> {
             }
         }
 
+        // Without the SOP index (another process owns it) its check is left
+        // out: a scan per instance would make the check quadratic.
+        let check_sop_index = shared.sop_index.is_owned();
         let mut instances_by_series: BTreeMap<u64, u32> = BTreeMap::new();
         for entry in tables
             .instances
@@ -131,6 +134,9 @@ impl ReadTxn<'_> {
                         file_id.0
                     ),
                 );
+            }
+            if !check_sop_index {
+                continue;
             }
             let candidates = self.sop_candidates(sop)?;
             if !candidates.contains(&series_id) {

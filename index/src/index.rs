@@ -11,7 +11,7 @@ use heed::{Env, WithoutTls};
 
 use crate::error::{EnvLimits, IndexError};
 use crate::read::ReadTxn;
-use crate::sop_index::{open_up_to_date, SopIndex, SopIndexOptions, SOP_INDEX_DIR};
+use crate::sop_index::{sop_hash_key, SopIndex, SopIndexOptions};
 use crate::tables::{open_tables, Tables, TABLE_COUNT};
 use crate::writer::{run_writer, IndexWriter, Message, WriterLimits};
 
@@ -160,23 +160,26 @@ impl Index {
             tracing::info!(path = %path.display(), stale, "cleared stale LMDB reader slots");
         }
         let tables = open_tables(&env, &path, limits)?;
-        let (sop_index, catch_up) = open_up_to_date(
-            &path.join(SOP_INDEX_DIR),
-            &env,
-            &tables,
-            limits,
+        let sop_index = SopIndex::new(
+            &path,
+            sop_hash_key(&env, &tables, limits)?,
             SopIndexOptions {
                 cache_bytes: options.sop_index_cache_bytes,
             },
-        )?;
-        if catch_up.rebuilt || catch_up.added > 0 {
-            tracing::info!(
+        );
+        match sop_index.acquire(&env, &tables, limits)? {
+            Some(catch_up) if catch_up.rebuilt || catch_up.added > 0 => tracing::info!(
                 path = %path.display(),
                 rebuilt = catch_up.rebuilt,
                 candidates = catch_up.added,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "SOP index brought up to date with the catalogue"
-            );
+            ),
+            Some(_) => {}
+            None => tracing::warn!(
+                path = %path.display(),
+                "another process owns the SOP Instance UID index (a running server?): lookups by SOP Instance UID alone scan the catalogue until it lets go"
+            ),
         }
         let shared = Arc::new(Shared {
             env,
@@ -187,7 +190,6 @@ impl Index {
         let (sender, receiver) = crossbeam_channel::bounded(options.writer_queue_batches);
         let writer_limits = WriterLimits {
             group_ops_max: options.group_ops_max,
-            first_sop_group: catch_up.next_group,
         };
         let thread_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()

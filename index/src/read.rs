@@ -9,7 +9,8 @@
 //! `series id ++ sop` in `instances`. A lookup by SOP Instance UID
 //! alone asks the SOP index (the LSM tree) for the series ids the UID may be
 //! stored under and believes only the one this transaction's snapshot
-//! confirms in `instances` (`sop_index` explains why that is exact).
+//! confirms in `instances` (`sop_index` explains why that is exact); in a
+//! process that does not own the SOP index, it scans `instances` instead.
 
 use std::ops::Bound;
 
@@ -29,6 +30,7 @@ use crate::records::{
     ArchivedStoredRecord, ArchivedStoredSeries, ArchivedStudyRecord, CommitmentRecord, FileId,
     InstanceRecord, QuarantineEntry, SeriesRecord, StudyRecord, Triplet,
 };
+use crate::sop_index::scan_candidates;
 
 /// Copies an archived series record out.
 fn deserialize_series(archived: &ArchivedSeriesRecord) -> Result<SeriesRecord, IndexError> {
@@ -232,8 +234,7 @@ impl<'a> ReadTxn<'a> {
         if check_uid("", sop).is_err() {
             return Ok(None);
         }
-        let sop_index = &self.shared.sop_index;
-        for series_id in sop_index.candidates(sop_index.hash(sop))? {
+        for series_id in self.sop_candidates(sop)? {
             let Some(record) = self.stored_record(series_id, sop)? else {
                 continue;
             };
@@ -759,10 +760,20 @@ impl<'a> ReadTxn<'a> {
         Ok(found)
     }
 
-    /// The series ids the SOP index names for `sop` (unverified).
+    /// The series ids the SOP index names for `sop` (unverified), or, when
+    /// another process owns the SOP index, those under which this snapshot
+    /// holds it (found by a scan of `instances`).
     pub(crate) fn sop_candidates(&self, sop: &str) -> Result<Vec<u64>, IndexError> {
         let sop_index = &self.shared.sop_index;
-        sop_index.candidates(sop_index.hash(sop))
+        match sop_index.candidates(sop_index.hash(sop))? {
+            Some(series_ids) => Ok(series_ids),
+            None => scan_candidates(
+                &self.txn,
+                self.shared.tables.instances,
+                sop,
+                self.shared.limits,
+            ),
+        }
     }
 
     pub(crate) fn raw_txn(&self) -> &RoTxn<'a, WithoutTls> {

@@ -1,59 +1,73 @@
 //! The SOP Instance UID index: an LSM tree (fjall) beside LMDB.
 //!
 //! LMDB holds every instance under `series id ++ SOP Instance UID`
-//! (`instances`), so the instances of a series are written side by
-//! side, whatever their UIDs. What LMDB cannot answer cheaply is "where is
-//! this SOP Instance UID?" without a table keyed by the UID, and a B-tree
-//! keyed by random UIDs writes one scattered page per insert
-//! (docs/design/index-at-scale.md). This module answers it from an LSM
-//! tree, which turns those inserts into sequential writes:
+//! (`instances`), so the instances of a series are written side by side,
+//! whatever their UIDs. What LMDB cannot answer cheaply is "where is this SOP
+//! Instance UID?" without a table keyed by the UID, and a B-tree keyed by
+//! random UIDs writes one scattered page per insert
+//! (docs/design/index-at-scale.md). This module answers it from an LSM tree,
+//! which turns those inserts into sequential writes:
 //!
 //! One partition, `sop`: `SipHash-1-3(key, SOP Instance UID)` (8 bytes, big
-//! endian) -> the series ids (8 bytes each, big endian) under which that
-//! UID may be stored: its *candidates*. Two more keys, of other lengths, hold
-//! the hash key and the last group written (one partition, because fjall
-//! keeps a journal until every partition with data in it has flushed its
-//! memtable: a second, small partition would pin every journal).
+//! endian) -> the series ids (8 bytes each, big endian) under which that UID
+//! may be stored: its *candidates*. One more key, of another length, holds
+//! the hash key (one partition, because fjall keeps a journal until every
+//! partition with data in it has flushed its memtable: a second, small
+//! partition would pin every journal).
 //!
 //! The index is a **hint that is always verified**: a candidate is believed
 //! only if LMDB holds `candidate ++ SOP Instance UID`, in the reader's own
-//! LMDB snapshot. So a candidate that LMDB does not confirm (a hash
-//! collision, an instance since removed or moved, a commit a crash took) is
-//! harmless, and only one property must hold: *every instance LMDB holds has
-//! its series id among its UID's candidates.* It holds because
+//! LMDB snapshot. So a candidate that LMDB does not confirm (a hash collision,
+//! an instance since removed or moved, a commit a crash took) is harmless, and
+//! only one property must hold: *every instance LMDB holds has its series id
+//! among its UID's candidates.* It holds because
 //! - candidates are only ever added, never removed (a lost removal cannot
 //!   resurrect anything; at most [`CANDIDATES_MAX`] per hash);
 //! - the writer adds a transaction's candidates to the LSM tree *before* it
 //!   commits the LMDB transaction that stores the instances (so a reader's
 //!   LMDB snapshot never holds an instance whose candidate is missing);
 //! - the LSM tree's journal is flushed to disk only now and then, so a crash
-//!   may take candidates whose LMDB commit survived. The writer therefore
-//!   also records each transaction's additions in LMDB itself
-//!   (`sop_pending`, keyed by a transaction *group* number, in the same
-//!   commit), and deletes them only once the LSM tree is known durable past
-//!   that group. At open, [`bring_up_to_date`] adds again every group above
-//!   the one the LSM tree recovered (`applied_group`, written in the same
-//!   atomic batch as the candidates), then flushes both.
+//!   may take candidates whose LMDB commit survived. Every transaction that
+//!   adds candidates therefore also logs them in LMDB itself (`sop_pending`,
+//!   under a *group* number, in the same commit); a group is deleted from the
+//!   log only after a flush of the tree that followed its write. At open,
+//!   [`SopIndex::acquire`] adds every logged group again (adding is
+//!   idempotent), flushes the tree, and empties the log.
 //!
-//! An index directory without this one (a new index, an index upgraded from
-//! schema 3, a directory deleted or unreadable) is rebuilt from LMDB. The
-//! hash key is random per index and kept in LMDB's `meta`; the LSM tree
-//! keeps a copy, so one that belongs to another index is rebuilt too.
+//! **One process owns the tree** (fjall must not be opened by two processes):
+//! the one that holds an exclusive `flock` on `sop-index.lock`. Another
+//! process opening the same index (an operator command beside the running
+//! server: LMDB arbitrates its writes) works without it: it finds a SOP
+//! Instance UID by scanning `instances` (slow at scale, but exact), and logs
+//! the candidates its writes add in `sop_pending` like any writer; the owner
+//! adds such *foreign* groups to the tree at its next transaction (its writer
+//! looks at least once a second). A process without the tree keeps trying to
+//! take it, and owns it once the other lets go.
+//!
+//! An index directory without a tree (a new index, an index upgraded from
+//! schema 3, a tree deleted or unreadable) gets one rebuilt from LMDB. The
+//! hash key is random per index and kept in LMDB's `meta`; the tree keeps a
+//! copy, written last when it is built, so a tree that belongs to another
+//! index, or whose build was interrupted, is rebuilt too.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use heed::{Env, WithoutTls};
+use heed::{Env, RoTxn, WithoutTls};
 use siphasher::sip::SipHasher13;
 
 use crate::error::{EnvLimits, IndexError};
-use crate::keys::{read_u64, split_instance_key};
-use crate::tables::{Tables, META_NEXT_SOP_GROUP, META_SOP_HASH_KEY};
+use crate::keys::{group_key, read_u64, split_instance_key, SERIES_ID_BYTES};
+use crate::tables::{Table, Tables, META_NEXT_SOP_GROUP, META_SOP_HASH_KEY};
 
 /// The LSM tree's directory inside the index directory.
 pub(crate) const SOP_INDEX_DIR: &str = "sop-index";
+
+/// The file whose exclusive `flock` says which process owns the tree.
+pub(crate) const SOP_INDEX_LOCK: &str = "sop-index.lock";
 
 /// Most series ids one hash may name. Ids are added when a UID is stored
 /// under a series it was never stored under (a conflict replaced, a
@@ -64,14 +78,11 @@ pub(crate) const CANDIDATES_MAX: usize = 64;
 const PARTITION_SOP: &str = "sop";
 /// Key of the SipHash key the candidates were hashed with (16 bytes).
 const META_HASH_KEY: &[u8] = b"sluice:sop_hash_key";
-/// Key of the last transaction group whose candidates were written (u64
-/// big endian), written in the same atomic batch as those candidates.
-const META_APPLIED_GROUP: &[u8] = b"sluice:applied_group";
-const _: () = assert!(META_HASH_KEY.len() != 8 && META_APPLIED_GROUP.len() != 8);
+const _: () = assert!(META_HASH_KEY.len() != 8);
 
 /// The LSM tree's memtable, bytes. Small: the writer searches it for every
 /// instance it stores and inserts into it, and a skiplist of a few tens of
-/// thousands of entries stays in the CPU caches (64 MiB, fjall's default,
+/// thousands of entries stays in the CPU caches (64 MiB, fjall 3's default,
 /// made those searches a third of the writer's CPU with random keys).
 const MEMTABLE_BYTES: u32 = 2 << 20;
 
@@ -98,23 +109,35 @@ pub(crate) struct SopIndexOptions {
     pub(crate) cache_bytes: u64,
 }
 
-/// The open LSM tree and the writer's progress through it.
-pub(crate) struct SopIndex {
+/// The tree, open in this process (which holds the lock).
+struct Tree {
+    /// Held for as long as the tree is open: the `flock` lives with it.
+    _lock: File,
     db: fjall::Keyspace,
     sop: fjall::PartitionHandle,
+    /// Batches written (each numbered by this counter, from 1).
+    written: AtomicU64,
+    /// The last batch known durable: written before a flush that returned.
+    durable: AtomicU64,
+}
+
+/// The SOP index of one open index: the hash, and the tree if this process
+/// owns it.
+pub(crate) struct SopIndex {
     hasher: SipHasher13,
-    path: PathBuf,
-    /// The last group written (in the OS's buffers, maybe not on disk).
-    written_group: AtomicU64,
-    /// The last group known durable (its journal flushed).
-    durable_group: AtomicU64,
+    key: [u8; 16],
+    dir: PathBuf,
+    lock_path: PathBuf,
+    options: SopIndexOptions,
+    tree: OnceLock<Tree>,
 }
 
 impl std::fmt::Debug for SopIndex {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("SopIndex")
-            .field("path", &self.path)
+            .field("dir", &self.dir)
+            .field("owned", &self.is_owned())
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +174,13 @@ fn corrupt(detail: String) -> IndexError {
     }
 }
 
+fn io_error(operation: &'static str) -> impl Fn(std::io::Error) -> IndexError {
+    move |source| IndexError::Io {
+        operation,
+        source: Arc::new(source),
+    }
+}
+
 /// The series ids of a stored value.
 pub(crate) fn decode_candidates(bytes: &[u8]) -> Result<Vec<u64>, IndexError> {
     if bytes.is_empty() || bytes.len() % 8 != 0 || bytes.len() / 8 > CANDIDATES_MAX {
@@ -178,12 +208,33 @@ fn partition_options() -> fjall::PartitionCreateOptions {
     options
 }
 
-impl SopIndex {
+/// The series ids under which LMDB holds `sop`, found by reading every key
+/// of `instances` (for a process that does not own the tree).
+pub(crate) fn scan_candidates(
+    txn: &RoTxn<'_, WithoutTls>,
+    instances: Table,
+    sop: &str,
+    limits: EnvLimits,
+) -> Result<Vec<u64>, IndexError> {
+    let lmdb =
+        |error| IndexError::from_heed("scan instances for a SOP Instance UID", error, limits);
+    let mut found = Vec::new();
+    for entry in instances.lazily_decode_data().iter(txn).map_err(lmdb)? {
+        let (key, _) = entry.map_err(lmdb)?;
+        if key.get(SERIES_ID_BYTES..) == Some(sop.as_bytes()) {
+            if let Some((series_id, _)) = split_instance_key(key) {
+                found.push(series_id);
+            }
+        }
+    }
+    Ok(found)
+}
+
+impl Tree {
     fn open_dir(
         path: &Path,
         options: SopIndexOptions,
-        key: &[u8; 16],
-    ) -> Result<SopIndex, fjall::Error> {
+    ) -> Result<(fjall::Keyspace, fjall::PartitionHandle), fjall::Error> {
         // One flush and one compaction thread: the writer's CPU matters
         // more than how soon compaction catches up (fjall slows the writer
         // down if level 0 grows too far).
@@ -194,27 +245,21 @@ impl SopIndex {
             .compaction_workers(1)
             .open()?;
         let sop = db.open_partition(PARTITION_SOP, partition_options())?;
-        Ok(SopIndex {
-            db,
-            sop,
-            hasher: SipHasher13::new_with_key(key),
-            path: path.to_owned(),
-            written_group: AtomicU64::new(0),
-            durable_group: AtomicU64::new(0),
-        })
+        Ok((db, sop))
     }
 
-    /// Opens the LSM tree in `dir` for an index whose hash key is `key`:
-    /// the tree and the group it recovered, or `None` for the group when the
-    /// tree must be rebuilt (new, another index's, or unreadable, in which
-    /// case it is deleted and created anew).
-    pub(crate) fn open(
+    /// Opens the tree in `dir` (this process holds `lock`) for an index
+    /// whose hash key is `key`, and says whether it must be rebuilt (new,
+    /// another index's, its build interrupted, or unreadable, in which case
+    /// it is deleted and created anew).
+    fn open(
         dir: &Path,
         key: &[u8; 16],
         options: SopIndexOptions,
-    ) -> Result<(SopIndex, Option<u64>), IndexError> {
-        let opened = match SopIndex::open_dir(dir, options, key) {
-            Ok(index) => Some(index),
+        lock: File,
+    ) -> Result<(Tree, bool), IndexError> {
+        let opened = match Tree::open_dir(dir, options) {
+            Ok(opened) => Some(opened),
             // Derived data: a tree that cannot be recovered is rebuilt.
             Err(error @ (fjall::Error::Io(_) | fjall::Error::Poisoned)) => {
                 return Err(fjall_error("open SOP index")(error))
@@ -224,53 +269,35 @@ impl SopIndex {
                 None
             }
         };
-        if let Some(index) = opened {
-            let stored_key = index
-                .sop
+        let tree = |(db, sop)| Tree {
+            _lock: lock,
+            db,
+            sop,
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+        };
+        if let Some((db, sop)) = opened {
+            let stored_key = sop
                 .get(META_HASH_KEY)
                 .map_err(fjall_error("read SOP index meta"))?;
-            let applied = index
-                .sop
-                .get(META_APPLIED_GROUP)
-                .map_err(fjall_error("read SOP index meta"))?;
-            match (stored_key, applied) {
-                (Some(stored_key), Some(applied)) if stored_key.as_ref() == key.as_slice() => {
-                    let applied = read_u64(&applied)
-                        .ok_or_else(|| corrupt("applied_group is not 8 bytes".into()))?;
-                    index.written_group.store(applied, Ordering::Release);
-                    index.durable_group.store(applied, Ordering::Release);
-                    return Ok((index, Some(applied)));
+            match stored_key {
+                Some(stored_key) if stored_key.as_ref() == key.as_slice() => {
+                    return Ok((tree((db, sop)), false));
                 }
-                (None, None)
-                    if index
-                        .sop
-                        .is_empty()
-                        .map_err(fjall_error("open SOP index"))? =>
-                {
-                    return Ok((index, None));
+                None if sop.is_empty().map_err(fjall_error("open SOP index"))? => {
+                    return Ok((tree((db, sop)), true));
                 }
                 _ => {
                     tracing::warn!(path = %dir.display(), "the SOP Instance UID index belongs to another catalogue or was never completed; rebuilding it");
                 }
             }
-            drop(index);
         }
-        std::fs::remove_dir_all(dir).map_err(|source| IndexError::Io {
-            operation: "remove the SOP index to rebuild it",
-            source: Arc::new(source),
-        })?;
-        let index =
-            SopIndex::open_dir(dir, options, key).map_err(fjall_error("create SOP index"))?;
-        Ok((index, None))
+        std::fs::remove_dir_all(dir).map_err(io_error("remove the SOP index to rebuild it"))?;
+        let opened = Tree::open_dir(dir, options).map_err(fjall_error("create SOP index"))?;
+        Ok((tree(opened), true))
     }
 
-    /// The key of a SOP Instance UID.
-    pub(crate) fn hash(&self, sop: &str) -> SopHash {
-        self.hasher.hash(sop.as_bytes())
-    }
-
-    /// The series ids a SOP Instance UID's hash names (empty: none).
-    pub(crate) fn candidates(&self, hash: SopHash) -> Result<Vec<u64>, IndexError> {
+    fn candidates(&self, hash: SopHash) -> Result<Vec<u64>, IndexError> {
         match self
             .sop
             .get(hash.to_be_bytes())
@@ -281,104 +308,80 @@ impl SopIndex {
         }
     }
 
-    /// Writes the complete candidate lists of `changed` and `group` as the
-    /// last group written, in one atomic batch (in the OS's buffers: see
-    /// [`SopIndex::persist`]).
-    pub(crate) fn write_group(
-        &self,
-        changed: &HashMap<SopHash, Vec<u64>>,
-        group: u64,
-    ) -> Result<(), IndexError> {
+    /// Writes complete candidate lists in one atomic batch (into the OS's
+    /// buffers); returns the batch's number.
+    fn write(&self, lists: &HashMap<SopHash, Vec<u64>>) -> Result<u64, IndexError> {
         let mut batch = self.db.batch();
-        for (hash, candidates) in changed {
+        for (hash, candidates) in lists {
             debug_assert!(!candidates.is_empty() && candidates.len() <= CANDIDATES_MAX);
             batch.insert(&self.sop, hash.to_be_bytes(), encode_candidates(candidates));
         }
-        batch.insert(&self.sop, META_APPLIED_GROUP, group.to_be_bytes());
+        // Numbered before the commit: a flush that begins after this line
+        // reads a number no larger than this batch's, and so never claims
+        // it before it is written.
+        let number = self.written.fetch_add(1, Ordering::AcqRel) + 1;
         batch.commit().map_err(fjall_error("write SOP index"))?;
-        self.written_group.store(group, Ordering::Release);
-        Ok(())
+        Ok(number)
     }
 
-    /// Flushes the journal to disk: every group written before the call is
-    /// durable when it returns (and [`SopIndex::durable_group`] says so).
-    /// A failure is final (fjall refuses later writes).
-    pub(crate) fn persist(&self) -> Result<(), IndexError> {
-        let written = self.written_group.load(Ordering::Acquire);
+    /// Adds `additions` (merged with what the tree holds), in batches.
+    fn add(&self, additions: impl IntoIterator<Item = (SopHash, u64)>) -> Result<u64, IndexError> {
+        let mut pending: HashMap<SopHash, Vec<u64>> = HashMap::new();
+        let mut added = 0u64;
+        for (hash, series_id) in additions {
+            let list = match pending.entry(hash) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(self.candidates(hash)?)
+                }
+            };
+            if !list.contains(&series_id) {
+                if list.len() == CANDIDATES_MAX {
+                    return Err(corrupt(format!(
+                        "more than {CANDIDATES_MAX} series ids for one SOP Instance UID hash"
+                    )));
+                }
+                list.push(series_id);
+                added += 1;
+            }
+            if pending.len() >= REBUILD_BATCH_ENTRIES {
+                self.write(&std::mem::take(&mut pending))?;
+            }
+        }
+        if !pending.is_empty() {
+            self.write(&pending)?;
+        }
+        Ok(added)
+    }
+
+    fn persist(&self) -> Result<(), IndexError> {
+        let written = self.written.load(Ordering::Acquire);
         self.db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(fjall_error("flush SOP index"))?;
-        self.durable_group.fetch_max(written, Ordering::AcqRel);
+        self.durable.fetch_max(written, Ordering::AcqRel);
         Ok(())
     }
-
-    /// The last group written.
-    pub(crate) fn written_group(&self) -> u64 {
-        self.written_group.load(Ordering::Acquire)
-    }
-
-    /// The last group known durable.
-    pub(crate) fn durable_group(&self) -> u64 {
-        self.durable_group.load(Ordering::Acquire)
-    }
-
-    /// Entries (approximate: an LSM tree counts exactly only by reading
-    /// everything) and bytes on disk.
-    pub(crate) fn size(&self) -> (u64, u64) {
-        (self.sop.approximate_len() as u64, self.db.disk_space())
-    }
-
-    /// Tables (segments) of the tree.
-    pub(crate) fn table_count(&self) -> usize {
-        self.sop.segment_count()
-    }
 }
 
-/// Adds `additions` to the index in batches (each hash's list read once,
-/// merged, written). The batches before the last record `interim_group` as
-/// applied, the last one `group`: a crash part way leaves the applied group
-/// where it was, so the next open adds everything again.
-fn add_candidates(
-    index: &SopIndex,
-    additions: impl IntoIterator<Item = (SopHash, u64)>,
-    interim_group: u64,
-    group: u64,
-) -> Result<u64, IndexError> {
-    let mut pending: HashMap<SopHash, Vec<u64>> = HashMap::new();
-    let mut added = 0u64;
-    for (hash, series_id) in additions {
-        let list = match pending.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(index.candidates(hash)?)
-            }
-        };
-        if !list.contains(&series_id) {
-            if list.len() == CANDIDATES_MAX {
-                return Err(corrupt(format!(
-                    "more than {CANDIDATES_MAX} series ids for one SOP Instance UID hash"
-                )));
-            }
-            list.push(series_id);
-            added += 1;
-        }
-        if pending.len() >= REBUILD_BATCH_ENTRIES {
-            index.write_group(&std::mem::take(&mut pending), interim_group)?;
-        }
-    }
-    index.write_group(&pending, group)?;
-    Ok(added)
+/// What [`SopIndex::acquire`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CatchUp {
+    /// Whether the tree was rebuilt from LMDB.
+    pub(crate) rebuilt: bool,
+    /// Candidates added (rebuilt, or again from `sop_pending`).
+    pub(crate) added: u64,
 }
 
-/// The hash key and next group recorded in LMDB.
-fn lmdb_state(
+/// The hash key recorded in LMDB's `meta`.
+pub(crate) fn sop_hash_key(
     env: &Env<WithoutTls>,
     tables: &Tables,
     limits: EnvLimits,
-) -> Result<([u8; 16], u64), IndexError> {
+) -> Result<[u8; 16], IndexError> {
     let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
     let rtxn = env.read_txn().map_err(lmdb("begin read"))?;
-    let key = tables
+    tables
         .meta
         .get(&rtxn, META_SOP_HASH_KEY)
         .map_err(lmdb("get meta"))?
@@ -386,137 +389,236 @@ fn lmdb_state(
         .ok_or_else(|| IndexError::Corrupt {
             table: "meta",
             detail: "sop_hash_key is missing or not 16 bytes".into(),
-        })?;
-    let next_group = match tables
+        })
+}
+
+/// `meta/next_sop_group`: the number above every group logged so far.
+pub(crate) fn next_group_logged(
+    txn: &RoTxn<'_, WithoutTls>,
+    tables: &Tables,
+    limits: EnvLimits,
+) -> Result<u64, IndexError> {
+    match tables
         .meta
-        .get(&rtxn, META_NEXT_SOP_GROUP)
-        .map_err(lmdb("get meta"))?
+        .get(txn, META_NEXT_SOP_GROUP)
+        .map_err(|error| IndexError::from_heed("get meta", error, limits))?
     {
-        None => 1,
+        None => Ok(1),
         Some(bytes) => read_u64(bytes).ok_or_else(|| IndexError::Corrupt {
             table: "meta",
             detail: "next_sop_group is not 8 bytes".into(),
-        })?,
-    };
-    Ok((key, next_group))
+        }),
+    }
 }
 
-/// What [`bring_up_to_date`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CatchUp {
-    /// The number the writer's next group takes.
-    pub(crate) next_group: u64,
-    /// Whether the tree was rebuilt from LMDB.
-    pub(crate) rebuilt: bool,
-    /// Candidates added again (rebuilt, or from `sop_pending`).
-    pub(crate) added: u64,
-}
-
-/// Opens the SOP index of the LMDB index `env` and makes it hold every
-/// instance LMDB holds: rebuilt from `instances` if it must be, else
-/// the groups of `sop_pending` it lost added again. Then flushes it, empties
-/// `sop_pending` and records the next group number above every group either
-/// store has seen (a group LMDB lost may be in the tree: its number is not
-/// used again). Run at open, before the writer starts.
-pub(crate) fn open_up_to_date(
-    dir: &Path,
-    env: &Env<WithoutTls>,
+/// The additions logged under group `group`, if it is in `sop_pending`.
+fn logged_group(
+    txn: &RoTxn<'_, WithoutTls>,
     tables: &Tables,
+    group: u64,
     limits: EnvLimits,
-    options: SopIndexOptions,
-) -> Result<(SopIndex, CatchUp), IndexError> {
-    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
-    let (key, lmdb_next_group) = lmdb_state(env, tables, limits)?;
-    let (index, applied) = SopIndex::open(dir, &key, options)?;
-    let rebuilt = applied.is_none();
-    let mut last_group = applied.unwrap_or(0).max(lmdb_next_group.saturating_sub(1));
-    let added = {
-        let rtxn = env.read_txn().map_err(lmdb("begin read"))?;
-        match applied {
-            None => {
-                let mut bad_key = None;
-                let additions = tables
-                    .instances
-                    .iter(&rtxn)
-                    .map_err(lmdb("scan instance records"))?
-                    .map_while(|entry| match entry {
-                        Ok((key, _)) => match split_instance_key(key) {
-                            Some((series_id, sop)) => Some((index.hash(sop), series_id)),
-                            None => {
-                                bad_key = Some(corrupt_key(key));
-                                None
-                            }
-                        },
-                        Err(error) => {
-                            bad_key = Some(IndexError::from_heed(
-                                "scan instance records",
-                                error,
-                                limits,
-                            ));
-                            None
-                        }
-                    });
-                // Not this index's until the hash key is written, below.
-                let added = add_candidates(&index, additions, 0, last_group)?;
-                if let Some(error) = bad_key {
-                    return Err(error);
-                }
-                // The tree is complete: only now is it marked as this index's.
-                index
-                    .sop
-                    .insert(META_HASH_KEY, key)
-                    .map_err(fjall_error("write SOP index meta"))?;
-                added
-            }
-            Some(applied) => {
-                let mut additions = Vec::new();
-                for entry in tables
-                    .sop_pending
-                    .iter(&rtxn)
-                    .map_err(lmdb("scan sop_pending"))?
-                {
-                    let (group, value) = entry.map_err(lmdb("scan sop_pending"))?;
-                    let group = read_u64(group).ok_or_else(|| IndexError::Corrupt {
-                        table: "sop_pending",
-                        detail: "key is not 8 bytes".into(),
-                    })?;
-                    if group <= applied {
-                        continue;
-                    }
-                    last_group = last_group.max(group);
-                    additions.extend(decode_pending(value)?);
-                }
-                add_candidates(&index, additions, applied, last_group)?
-            }
-        }
-    };
-    index.persist()?;
-    let next_group = last_group.saturating_add(1);
-    let mut wtxn = env.write_txn().map_err(lmdb("begin write"))?;
+) -> Result<Option<Vec<(SopHash, u64)>>, IndexError> {
     tables
         .sop_pending
-        .clear(&mut wtxn)
-        .map_err(lmdb("clear sop_pending"))?;
-    tables
-        .meta
-        .put(&mut wtxn, META_NEXT_SOP_GROUP, &next_group.to_be_bytes())
-        .map_err(lmdb("put meta"))?;
-    wtxn.commit().map_err(lmdb("commit"))?;
-    env.force_sync().map_err(lmdb("flush"))?;
-    Ok((
-        index,
-        CatchUp {
-            next_group,
-            rebuilt,
-            added,
-        },
-    ))
+        .get(txn, &group_key(group))
+        .map_err(|error| IndexError::from_heed("get sop_pending", error, limits))?
+        .map(decode_pending)
+        .transpose()
 }
 
-fn corrupt_key(key: &[u8]) -> IndexError {
-    IndexError::Corrupt {
-        table: "instances",
-        detail: format!("bad key {key:?}"),
+impl SopIndex {
+    /// The SOP index of the index in `index_dir`, whose hash key is `key`;
+    /// without its tree until [`SopIndex::acquire`].
+    pub(crate) fn new(index_dir: &Path, key: [u8; 16], options: SopIndexOptions) -> SopIndex {
+        SopIndex {
+            hasher: SipHasher13::new_with_key(&key),
+            key,
+            dir: index_dir.join(SOP_INDEX_DIR),
+            lock_path: index_dir.join(SOP_INDEX_LOCK),
+            options,
+            tree: OnceLock::new(),
+        }
+    }
+
+    /// The key of a SOP Instance UID.
+    pub(crate) fn hash(&self, sop: &str) -> SopHash {
+        self.hasher.hash(sop.as_bytes())
+    }
+
+    /// Whether this process owns the tree.
+    pub(crate) fn is_owned(&self) -> bool {
+        self.tree.get().is_some()
+    }
+
+    /// The series ids a SOP Instance UID's hash names (empty: none), or
+    /// `None` when another process owns the tree (the caller then scans:
+    /// [`scan_candidates`]).
+    pub(crate) fn candidates(&self, hash: SopHash) -> Result<Option<Vec<u64>>, IndexError> {
+        self.tree
+            .get()
+            .map(|tree| tree.candidates(hash))
+            .transpose()
+    }
+
+    /// Writes the complete candidate lists `lists` in one atomic batch (into
+    /// the OS's buffers: see [`SopIndex::persist`]); the batch's number, or
+    /// `None` without the tree (nothing written).
+    pub(crate) fn write(
+        &self,
+        lists: &HashMap<SopHash, Vec<u64>>,
+    ) -> Result<Option<u64>, IndexError> {
+        self.tree.get().map(|tree| tree.write(lists)).transpose()
+    }
+
+    /// Flushes the journal: every batch written before the call is durable
+    /// when it returns ([`SopIndex::durable_batch`] says so). A failure is
+    /// final (fjall refuses later writes). Nothing without the tree.
+    pub(crate) fn persist(&self) -> Result<(), IndexError> {
+        self.tree.get().map_or(Ok(()), Tree::persist)
+    }
+
+    /// The number of the last batch written (0: none, or no tree).
+    pub(crate) fn written_batch(&self) -> u64 {
+        self.tree
+            .get()
+            .map_or(0, |tree| tree.written.load(Ordering::Acquire))
+    }
+
+    /// The number of the last batch known durable (0: none, or no tree).
+    pub(crate) fn durable_batch(&self) -> u64 {
+        self.tree
+            .get()
+            .map_or(0, |tree| tree.durable.load(Ordering::Acquire))
+    }
+
+    /// Entries (approximate: an LSM tree counts exactly only by reading
+    /// everything) and bytes on disk; zeros without the tree.
+    pub(crate) fn size(&self) -> (u64, u64) {
+        self.tree.get().map_or((0, 0), |tree| {
+            (tree.sop.approximate_len() as u64, tree.db.disk_space())
+        })
+    }
+
+    /// Tables (segments) of the tree.
+    pub(crate) fn table_count(&self) -> usize {
+        self.tree.get().map_or(0, |tree| tree.sop.segment_count())
+    }
+
+    /// Adds the groups `from..to` another process logged in `sop_pending`
+    /// (the owner's writer, in its transaction, before anything else);
+    /// returns the groups found and the batch that wrote them.
+    pub(crate) fn add_foreign_groups(
+        &self,
+        txn: &RoTxn<'_, WithoutTls>,
+        tables: &Tables,
+        groups: std::ops::Range<u64>,
+        limits: EnvLimits,
+    ) -> Result<Vec<u64>, IndexError> {
+        let Some(tree) = self.tree.get() else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        let mut additions = Vec::new();
+        for group in groups {
+            if let Some(logged) = logged_group(txn, tables, group, limits)? {
+                found.push(group);
+                additions.extend(logged);
+            }
+        }
+        tree.add(additions)?;
+        Ok(found)
+    }
+
+    /// Takes the tree if no other process owns it: locks, opens it, and
+    /// brings it up to date with LMDB — rebuilt from `instances` if it must
+    /// be, else every group of `sop_pending` added again — then flushes it
+    /// and empties `sop_pending`, in one LMDB write transaction (so no other
+    /// process logs a group meanwhile). `None` if another process owns it.
+    /// Call on the thread that runs write transactions (at open, or the
+    /// writer's).
+    pub(crate) fn acquire(
+        &self,
+        env: &Env<WithoutTls>,
+        tables: &Tables,
+        limits: EnvLimits,
+    ) -> Result<Option<CatchUp>, IndexError> {
+        if self.is_owned() {
+            return Ok(None);
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(io_error("open the SOP index lock"))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(errno) => return Err(io_error("lock the SOP index")(errno.into())),
+        }
+        let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
+        let mut wtxn = env.write_txn().map_err(lmdb("begin write"))?;
+        let (tree, rebuild) = Tree::open(&self.dir, &self.key, self.options, lock)?;
+        let added = if rebuild {
+            let mut bad_key = None;
+            let additions = tables
+                .instances
+                .lazily_decode_data()
+                .iter(&wtxn)
+                .map_err(lmdb("scan instances"))?
+                .map_while(|entry| match entry {
+                    Ok((key, _)) => match split_instance_key(key) {
+                        Some((series_id, sop)) => Some((self.hash(sop), series_id)),
+                        None => {
+                            bad_key = Some(IndexError::Corrupt {
+                                table: "instances",
+                                detail: format!("bad key {key:?}"),
+                            });
+                            None
+                        }
+                    },
+                    Err(error) => {
+                        bad_key = Some(IndexError::from_heed("scan instances", error, limits));
+                        None
+                    }
+                });
+            let added = tree.add(additions)?;
+            if let Some(error) = bad_key {
+                return Err(error);
+            }
+            added
+        } else {
+            let mut additions = Vec::new();
+            for entry in tables
+                .sop_pending
+                .iter(&wtxn)
+                .map_err(lmdb("scan sop_pending"))?
+            {
+                let (_, value) = entry.map_err(lmdb("scan sop_pending"))?;
+                additions.extend(decode_pending(value)?);
+            }
+            tree.add(additions)?
+        };
+        if rebuild {
+            // The tree is complete: only now is it marked as this index's.
+            tree.sop
+                .insert(META_HASH_KEY, self.key)
+                .map_err(fjall_error("write SOP index meta"))?;
+        }
+        tree.persist()?;
+        tables
+            .sop_pending
+            .clear(&mut wtxn)
+            .map_err(lmdb("clear sop_pending"))?;
+        wtxn.commit().map_err(lmdb("commit"))?;
+        env.force_sync().map_err(lmdb("flush"))?;
+        if self.tree.set(tree).is_err() {
+            unreachable!("only the thread that runs write transactions acquires the tree");
+        }
+        Ok(Some(CatchUp {
+            rebuilt: rebuild,
+            added,
+        }))
     }
 }
 
@@ -578,8 +680,8 @@ mod tests {
         let options = SopIndexOptions {
             cache_bytes: 1 << 20,
         };
-        let (a, _) = SopIndex::open(&dir.path().join("a"), &[1; 16], options).expect("open");
-        let (b, _) = SopIndex::open(&dir.path().join("b"), &[2; 16], options).expect("open");
+        let a = SopIndex::new(dir.path(), [1; 16], options);
+        let b = SopIndex::new(dir.path(), [2; 16], options);
         assert_eq!(a.hash("1.2.3"), a.hash("1.2.3"));
         assert_ne!(a.hash("1.2.3"), a.hash("1.2.4"));
         assert_ne!(a.hash("1.2.3"), b.hash("1.2.3"));

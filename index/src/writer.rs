@@ -35,7 +35,11 @@
 //! under that number, writes them to the LSM tree (into the OS's buffers)
 //! and then commits. The syncer flushes the LSM tree's journal about once a
 //! second ([`SOP_INDEX_FLUSH_INTERVAL`]); a later transaction deletes the
-//! `sop_pending` groups that flush covered.
+//! `sop_pending` groups that flush covered. Each transaction first adds to
+//! the tree the groups another process logged since the last one (an
+//! operator command beside the server); when idle, the writer does that at
+//! least once a second, and, if another process owns the tree, tries to take
+//! it.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,7 +54,7 @@ use crate::error::IndexError;
 use crate::index::Shared;
 use crate::keys::group_key;
 use crate::ops::{BatchResult, ItemResult, WriteOp};
-use crate::sop_index::encode_pending;
+use crate::sop_index::{encode_pending, next_group_logged};
 use crate::tables::META_NEXT_SOP_GROUP;
 
 /// How often the syncer flushes the SOP index's journal when it has
@@ -295,18 +299,21 @@ impl IndexWriter {
 pub(crate) struct WriterLimits {
     /// Stop coalescing once a transaction holds this many operations.
     pub(crate) group_ops_max: usize,
-    /// The number of the first SOP index group (from `sop_index::open_up_to_date`).
-    pub(crate) first_sop_group: u64,
 }
 
 /// The writer's progress through SOP index groups.
 #[derive(Debug)]
 struct GroupState {
-    /// The number the next group takes (never reused once written to the
-    /// LSM tree, even if its LMDB commit failed).
+    /// At least the number the next group takes (`meta/next_sop_group` is
+    /// read at every transaction, as another process may have logged groups).
     next: u64,
-    /// Groups committed to `sop_pending` and not yet deleted, oldest first.
-    pending: VecDeque<u64>,
+    /// `meta/next_sop_group` as of this writer's last transaction: groups
+    /// from here up to its current value were logged by another process.
+    seen_logged: u64,
+    /// Groups in `sop_pending` that this process wrote to the tree, with the
+    /// number of the tree batch that wrote them, oldest first: deleted once
+    /// a flush covered their batch.
+    pending: VecDeque<(u64, u64)>,
     /// The writer's own flushes of the SOP index (only without a syncer
     /// thread).
     fallback_flushes: SopIndexFlushes,
@@ -324,14 +331,22 @@ struct TxnFailure {
 pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limits: WriterLimits) {
     let syncer = Syncer::start(shared.clone());
     let mut groups = GroupState {
-        next: limits.first_sop_group,
+        next: 0,
+        seen_logged: 0,
         pending: VecDeque::new(),
         fallback_flushes: SopIndexFlushes::new(),
     };
+    if let Err(error) = groups.catch_up_with(&shared) {
+        tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
+    }
     let mut stopping = false;
     while !stopping {
-        let first = match receiver.recv() {
+        let first = match receiver.recv_timeout(SOP_INDEX_FLUSH_INTERVAL) {
             Ok(Message::Batch(batch)) => batch,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                maintain_sop_index(&shared, &syncer, &mut groups);
+                continue;
+            }
             Ok(Message::Shutdown) => {
                 stopping = true;
                 match receiver.try_recv() {
@@ -339,7 +354,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                     _ => break,
                 }
             }
-            Err(_) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         let mut group_ops = first.ops.len();
         let mut group = vec![first];
@@ -368,6 +383,60 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
         }
     }
     syncer.finish(&shared, &mut groups.fallback_flushes);
+}
+
+impl GroupState {
+    /// Starts from `meta/next_sop_group` as it is now (after the SOP index
+    /// was acquired and brought up to date, which empties `sop_pending`).
+    fn catch_up_with(&mut self, shared: &Shared) -> Result<(), IndexError> {
+        let rtxn = shared
+            .env
+            .read_txn()
+            .map_err(|error| IndexError::from_heed("begin read", error, shared.limits))?;
+        let logged = next_group_logged(&rtxn, &shared.tables, shared.limits)?;
+        self.seen_logged = logged;
+        self.next = self.next.max(logged);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The writer's work when idle: take the SOP index if another process let
+/// it go; else add the groups another process logged, and delete the logged
+/// groups a flush covered (one empty transaction does both).
+fn maintain_sop_index(shared: &Shared, syncer: &Syncer, groups: &mut GroupState) {
+    let sop_index = &shared.sop_index;
+    if !sop_index.is_owned() {
+        match sop_index.acquire(&shared.env, &shared.tables, shared.limits) {
+            Ok(Some(catch_up)) => {
+                tracing::info!(
+                    added = catch_up.added,
+                    rebuilt = catch_up.rebuilt,
+                    "this process now owns the SOP Instance UID index"
+                );
+                if let Err(error) = groups.catch_up_with(shared) {
+                    tracing::warn!(%error, "cannot read the SOP index group counter");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot take the SOP Instance UID index"),
+        }
+        return;
+    }
+    let foreign = shared
+        .env
+        .read_txn()
+        .map_err(|error| IndexError::from_heed("begin read", error, shared.limits))
+        .and_then(|rtxn| next_group_logged(&rtxn, &shared.tables, shared.limits))
+        .is_ok_and(|logged| logged > groups.seen_logged);
+    let durable = sop_index.durable_batch();
+    let deletable = groups
+        .pending
+        .front()
+        .is_some_and(|(_, batch)| *batch <= durable);
+    if foreign || deletable {
+        commit_group(shared, Vec::new(), syncer, groups);
+    }
 }
 
 /// Committed batches' answers, held until a flush makes them durable.
@@ -414,7 +483,7 @@ impl SopIndexFlushes {
     fn flush_if_due(&mut self, shared: &Shared, force: bool) {
         let index = &shared.sop_index;
         let due = force || self.last.elapsed() >= SOP_INDEX_FLUSH_INTERVAL;
-        if self.failed || !due || index.written_group() <= index.durable_group() {
+        if self.failed || !due || index.written_batch() <= index.durable_batch() {
             return;
         }
         self.last = Instant::now();
@@ -544,34 +613,40 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mu
     syncer.answer_when_durable(shared, durable, &mut groups.fallback_flushes);
 }
 
-/// Writes the transaction's SOP index work: logs the candidates it adds in
-/// `sop_pending` under a new group number, deletes the logged groups the
-/// LSM tree has made durable, and writes the candidates to the LSM tree —
+/// Writes the transaction's SOP index work: adds to the tree the groups
+/// another process logged since this writer's last transaction (first, so
+/// this transaction's decisions see them); deletes the logged groups the
+/// tree has made durable; logs the candidates this transaction adds in
+/// `sop_pending` under a new group number; and writes them to the tree —
 /// last, just before the commit, so nothing is written there for a
-/// transaction that failed earlier. Returns the group logged and how many
-/// of `groups.pending` were deleted.
+/// transaction that failed earlier. Returns the group logged (with its tree
+/// batch, if this process owns the tree) and how many of `groups.pending`
+/// were deleted.
 fn write_sop_changes(
     shared: &Shared,
     txn: &mut heed::RwTxn<'_>,
     changes: SopChanges,
     groups: &mut GroupState,
-) -> Result<(Option<u64>, usize), IndexError> {
+) -> Result<SopWork, IndexError> {
     let lmdb = |operation| move |error| IndexError::from_heed(operation, error, shared.limits);
     let table = shared.tables.sop_pending;
-    let durable = shared.sop_index.durable_group();
+    let durable = shared.sop_index.durable_batch();
     let deleted = groups
         .pending
         .iter()
-        .take_while(|group| **group <= durable)
+        .take_while(|(_, batch)| *batch <= durable)
         .count();
-    for group in groups.pending.iter().take(deleted) {
+    for (group, _) in groups.pending.iter().take(deleted) {
         table
             .delete(txn, &group_key(*group))
             .map_err(lmdb("delete sop_pending"))?;
     }
     if changes.additions.is_empty() {
         debug_assert!(changes.lists.is_empty());
-        return Ok((None, deleted));
+        return Ok(SopWork {
+            logged: None,
+            deleted,
+        });
     }
     let group = groups.next;
     table
@@ -582,10 +657,52 @@ fn write_sop_changes(
         .meta
         .put(txn, META_NEXT_SOP_GROUP, &(group + 1).to_be_bytes())
         .map_err(lmdb("put meta"))?;
-    shared.sop_index.write_group(&changes.lists, group)?;
-    // In the LSM tree now: the number is never used again.
+    let batch = shared.sop_index.write(&changes.lists)?;
     groups.next = group + 1;
-    Ok((Some(group), deleted))
+    Ok(SopWork {
+        logged: Some((group, batch)),
+        deleted,
+    })
+}
+
+/// What [`write_sop_changes`] did, for the writer to record once the
+/// transaction commits.
+struct SopWork {
+    /// The group logged, and the tree batch that wrote it (`None`: another
+    /// process owns the tree).
+    logged: Option<(u64, Option<u64>)>,
+    /// How many of `GroupState::pending`, from the front, were deleted.
+    deleted: usize,
+}
+
+/// Adds the groups another process logged since this writer's last
+/// transaction to the tree (if this process owns it), inside `txn`, which
+/// holds LMDB's writer lock: no other process logs a group meanwhile.
+fn add_foreign_groups(
+    shared: &Shared,
+    txn: &heed::RwTxn<'_>,
+    groups: &mut GroupState,
+) -> Result<(), IndexError> {
+    let logged = next_group_logged(txn, &shared.tables, shared.limits)?;
+    if logged > groups.seen_logged {
+        let found = shared.sop_index.add_foreign_groups(
+            txn,
+            &shared.tables,
+            groups.seen_logged..logged,
+            shared.limits,
+        )?;
+        let batch = shared.sop_index.written_batch();
+        if shared.sop_index.is_owned() {
+            // Committed by the other process: tracked whatever becomes of
+            // this transaction.
+            groups
+                .pending
+                .extend(found.into_iter().map(|group| (group, batch)));
+        }
+        groups.seen_logged = logged;
+    }
+    groups.next = groups.next.max(logged);
+    Ok(())
 }
 
 fn run_transaction(
@@ -600,6 +717,7 @@ fn run_transaction(
     let mut txn = shared.env.write_txn().map_err(|error| {
         before_commit(IndexError::from_heed("begin write", error, shared.limits))
     })?;
+    add_foreign_groups(shared, &txn, groups).map_err(before_commit)?;
     let mut results = Vec::with_capacity(group.len());
     let changes = {
         let mut apply = Apply::new(&mut txn, shared.tables, shared.limits, &shared.sop_index);
@@ -613,13 +731,17 @@ fn run_transaction(
         apply.flush().map_err(before_commit)?;
         apply.take_sop_changes()
     };
-    let (logged, deleted) =
-        write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
+    let work = write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
     txn.commit().map_err(|error| TxnFailure {
         error: IndexError::from_heed("commit", error, shared.limits),
         during_commit: true,
     })?;
-    groups.pending.drain(..deleted);
-    groups.pending.extend(logged);
+    groups.pending.drain(..work.deleted);
+    if let Some((group, batch)) = work.logged {
+        groups.seen_logged = groups.seen_logged.max(group + 1);
+        if let Some(batch) = batch {
+            groups.pending.push_back((group, batch));
+        }
+    }
     Ok(results)
 }

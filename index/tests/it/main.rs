@@ -7,4 +7,5 @@ mod crash;
 mod model;
 mod race;
 mod split_stores;
+mod two_processes;
 mod upgrade;
