@@ -120,7 +120,16 @@ fn time_lookups(name: &str, inserted: u64, mut lookup: impl FnMut(u64) -> bool) 
 }
 
 fn lmdb(run: &Run, dir: &Path) {
-    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 30, 16, 4).expect("open lmdb");
+    let env = sluice_io::lmdb::open_lmdb_env(
+        dir,
+        256 << 30,
+        16,
+        4,
+        sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees(
+            "the bench's own temporary directory",
+        ),
+    )
+    .expect("open lmdb");
     let wtxn = env.write_txn().expect("txn");
     let table: heed::Database<Bytes, Bytes> = env
         .create_databases_and_commit(wtxn, |creator, wtxn| {

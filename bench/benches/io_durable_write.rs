@@ -35,7 +35,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use sluice_io::{
-    BackendChoice, Core, CoreSender, Event, FileId, Handler, IoBuf, Runtime, RuntimeConfig,
+    BackendChoice, Core, CoreSender, Event, FileHandle, Handler, IoBuf, Runtime, RuntimeConfig,
     SyncKind,
 };
 
@@ -65,7 +65,7 @@ struct Batch {
 /// when all are durable.
 struct DurableWriter {
     paths: Vec<PathBuf>,
-    files: Vec<FileId>,
+    files: Vec<FileHandle>,
     pending: usize,
     syncing: bool,
     current: Option<Batch>,

@@ -18,9 +18,10 @@ import sys
 from html import escape
 
 SLUICE = "sluice-uring"
-ORDER = ["sluice-uring", "sluice-portable", "orthanc", "storescp", "dicom-rs",
-         "speed-of-light"]
-COLORS = {"sluice-uring": "#1f6feb", "sluice-portable": "#6ea8fe", "orthanc": "#d9822b",
+ORDER = ["sluice-uring", "sluice-baseline", "sluice-portable", "orthanc", "storescp",
+         "dicom-rs", "speed-of-light"]
+COLORS = {"sluice-uring": "#1f6feb", "sluice-portable": "#6ea8fe",
+          "sluice-baseline": "#0a3069", "orthanc": "#d9822b",
           "storescp": "#3fa34d", "dicom-rs": "#a371f7", "speed-of-light": "#8b949e"}
 
 

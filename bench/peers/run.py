@@ -46,6 +46,7 @@ DURABLE = {
     "storescp": "no fsync",
     "dicom-rs": "no fsync",
     "speed-of-light": "yes: file and directory fsynced, no index",
+    "sluice-baseline": "yes: as sluice-uring (another build, for before/after runs)",
 }
 ALL_RECEIVERS = ["sluice-uring", "sluice-portable", "orthanc", "storescp", "dicom-rs"]
 
@@ -167,9 +168,13 @@ class Receiver:
         env = dict(os.environ)
         self.forks = False
         if name.startswith("sluice-"):
-            command = [binaries["sluice"], "serve", "--data-dir", self.dir,
+            # sluice-baseline: another build of Sluice (--baseline-sluice),
+            # on io_uring, interleaved with this one for before/after runs.
+            binary, backend = ((binaries["sluice-baseline"], "uring") if name == "sluice-baseline"
+                               else (binaries["sluice"], name.split("-", 1)[1]))
+            command = [binary, "serve", "--data-dir", self.dir,
                        "--port", str(self.port), "--bind", "127.0.0.1",
-                       "--io-backend", name.split("-", 1)[1], "--free-space-floor", "0",
+                       "--io-backend", backend, "--free-space-floor", "0",
                        "--max-associations", "12000",
                        "--max-associations-per-calling-ae", "12000"] + list(extra)
             self.stored_dir, self.skip = os.path.join(self.dir, "objects"), ()
@@ -613,6 +618,10 @@ def main():
                         help="the Markdown file to (re)generate (default: docs/benchmarks.md, "
                              "or <out dir>/benchmarks.md with --short)")
     parser.add_argument("--profile", default="release", help="cargo profile of the binaries")
+    parser.add_argument("--baseline-sluice", default=None, metavar="BIN",
+                        help="another `sluice` binary (say, a build of the previous commit) run "
+                             "as receiver sluice-baseline beside this build, interleaved, for "
+                             "before/after figures from one run")
     parser.add_argument("--dicom-rs", default=os.path.join(
         REPO, "target", "bench-tools", "bin", "dicom-storescp"))
     args = parser.parse_args()
@@ -629,6 +638,9 @@ def main():
                 "speed_of_light": os.path.join(bin_dir, "speed_of_light"),
                 "dicom-rs": args.dicom_rs}
     receivers = [name for name in args.receivers.split(",") if name]
+    if args.baseline_sluice:
+        binaries["sluice-baseline"] = os.path.abspath(args.baseline_sluice)
+        receivers.append("sluice-baseline")
     for name, path in binaries.items():
         if (name != "dicom-rs" or "dicom-rs" in receivers) and not os.path.isfile(path):
             sys.exit(f"{name} binary missing at {path} (bench/peers/run builds it)")

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod cli;
+mod clock;
 pub mod commit;
 pub mod config;
 pub mod recovery;

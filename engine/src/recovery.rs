@@ -50,8 +50,9 @@ use sluice_index::{
 
 mod reindex;
 
-use crate::cli::walk::{for_each_indexed_file, walk_files, IndexedFile};
+use crate::store::check::{check_file, READ_CHUNK_BYTES};
 use crate::store::layout::{Area, Layout};
+use crate::store::walk::{for_each_indexed_file, walk_files, IndexedFile};
 
 /// Problems of each kind kept in the report (all are counted and logged).
 pub const PROBLEMS_KEPT_MAX: usize = 10_000;
@@ -334,7 +335,7 @@ fn settle_in_doubt(
     if in_doubt.is_empty() {
         return Ok(());
     }
-    let mut buffer = vec![0u8; crate::cli::verify::READ_CHUNK_BYTES];
+    let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut ops = Vec::new();
     let mut cleared = Vec::new();
     let mut dirs_to_sync = BTreeSet::new();
@@ -371,7 +372,7 @@ fn settle_in_doubt(
         let found: Vec<&PathBuf> = candidates.iter().filter(|path| path.exists()).collect();
         let complete = found
             .iter()
-            .find(|path| crate::cli::verify::check_file(path, &record, &mut buffer).is_none());
+            .find(|path| check_file(path, &record, &mut buffer).is_none());
         if let Some(complete) = complete {
             if **complete != place {
                 move_into_area(layout, complete, area, file_id, &mut dirs_to_sync)?;

@@ -268,6 +268,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 }
                 Ok(Ok(WriteOutcome::InDoubtCleared { cleared }))
             }
+            WriteOp::RemoveInDoubt(file_id) => Ok(Ok(WriteOutcome::InDoubtRemoved {
+                removed: self.remove_in_doubt(*file_id)?,
+            })),
             WriteOp::Remove(triplet) => {
                 let valid = check_uid("StudyInstanceUID", &triplet.study_instance_uid)
                     .and(check_uid("SeriesInstanceUID", &triplet.series_instance_uid))
@@ -407,6 +410,49 @@ impl<'t, 'e> Apply<'t, 'e> {
             .get(self.txn, &instance_key(series_id, sop))
             .map_err(self.lmdb("get instance"))?
             .is_some())
+    }
+
+    /// Removes the entry the in-doubt mark of `file_id` names, if it still
+    /// names that file, and the mark; whether an entry was removed.
+    fn remove_in_doubt(&mut self, file_id: FileId) -> Result<bool, IndexError> {
+        let corrupt = |detail: &str| IndexError::Corrupt {
+            table: "in_doubt",
+            detail: detail.to_owned(),
+        };
+        let key = file_id_key(file_id);
+        let Some(value) = self
+            .tables
+            .in_doubt
+            .get(self.txn, &key)
+            .map_err(self.lmdb("get in doubt"))?
+            .map(<[u8]>::to_vec)
+        else {
+            return Ok(false);
+        };
+        let removed = match value.split_first() {
+            Some((&IN_DOUBT_INSTANCE, sop)) => {
+                let sop = std::str::from_utf8(sop).map_err(|_| corrupt("SOP UID not UTF-8"))?;
+                match self.find_sop(sop)? {
+                    Some((_, triplet, record)) if record.file_id == file_id => {
+                        self.remove_triplet(&triplet)?.is_some()
+                    }
+                    _ => false,
+                }
+            }
+            Some((&IN_DOUBT_QUARANTINE, id)) => {
+                let id = read_u64(id).ok_or_else(|| corrupt("bad quarantine id"))?;
+                match self.quarantine_entry(id)? {
+                    Some(entry) if entry.instance.record.file_id == file_id => {
+                        self.drop_quarantine_entry(&entry)?;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => return Err(corrupt("unknown entry tag")),
+        };
+        self.delete(self.tables.in_doubt, &key, "remove in doubt")?;
+        Ok(removed)
     }
 
     /// The record stored under `series_id ++ sop`, if any.

@@ -128,8 +128,9 @@ fn check_options(options: &IndexOptions) -> Result<(), IndexError> {
 }
 
 impl Index {
-    /// Opens the index in directory `path` (created if missing): opens or
-    /// creates the LMDB environment, clears reader slots left by dead
+    /// Opens the index in directory `path` (created if missing, durably):
+    /// opens or creates the LMDB environment (the directory fsynced after,
+    /// so new environment files survive a power cut), clears reader slots left by dead
     /// processes, checks the schema version (an unknown one is refused with
     /// both versions named; 2 and 3 are upgraded in place), creates missing
     /// tables, opens the SOP index and brings it up to date with LMDB
@@ -138,7 +139,9 @@ impl Index {
         check_options(&options)?;
         let path = path.as_ref().to_owned();
         let started = Instant::now();
-        std::fs::create_dir_all(&path).map_err(|source| IndexError::Io {
+        // Created durably: a power cut must not take the directory (or a
+        // data directory created with it) once anything in it is promised.
+        sluice_io::durable::create_dir_all(&path).map_err(|source| IndexError::Io {
             operation: "create index directory",
             source: Arc::new(source),
         })?;
@@ -148,9 +151,24 @@ impl Index {
             map_size_bytes,
             max_readers: options.max_readers,
         };
-        let env =
-            sluice_io::lmdb::open_lmdb_env(&path, map_size_bytes, options.max_readers, MAX_DBS)
-                .map_err(|error| IndexError::from_heed("open environment", error, limits))?;
+        let env = sluice_io::lmdb::open_lmdb_env(
+            &path,
+            map_size_bytes,
+            options.max_readers,
+            MAX_DBS,
+            sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees(
+                "the index directory is Sluice's own; docs/design/index-format.md tells the \
+                 operator not to edit it and not to put it on a network file system",
+            ),
+        )
+        .map_err(|error| IndexError::from_heed("open environment", error, limits))?;
+        // LMDB may just have created data.mdb and lock.mdb, and never syncs
+        // a directory: their names become durable here, before the first
+        // commit is promised to anyone.
+        sluice_io::durable::sync_dir(&path).map_err(|source| IndexError::Io {
+            operation: "sync index directory",
+            source: Arc::new(source),
+        })?;
         // A process that died with a read transaction open leaves its slot
         // taken; reclaim them so they neither pin old pages nor fill the table.
         let stale = env

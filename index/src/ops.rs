@@ -99,6 +99,14 @@ pub enum WriteOp {
     /// These files are now durable (data and directory entry): forget that
     /// their entries were committed in doubt. Ids not in doubt are ignored.
     ClearInDoubt(Vec<FileId>),
+    /// This file's instance failed after its entry committed in doubt:
+    /// remove the entry its in-doubt mark names (the stored instance, or
+    /// the quarantine entry) if that entry still names this file, and the
+    /// mark. Keyed by the file id alone, so it never removes another
+    /// file's entry and repeating it is harmless (a file not in doubt is
+    /// ignored): the engine can submit it again with every batch until one
+    /// commits.
+    RemoveInDoubt(FileId),
 }
 
 /// What became of the new instance when it was not simply stored.
@@ -189,6 +197,12 @@ pub enum WriteOutcome {
     InDoubtCleared {
         /// Ids found in doubt (and now cleared).
         cleared: u64,
+    },
+    /// For [`WriteOp::RemoveInDoubt`]: whether an entry naming the file
+    /// was removed.
+    InDoubtRemoved {
+        /// An entry was found and removed.
+        removed: bool,
     },
 }
 

@@ -5,18 +5,23 @@
 //! compiled form matches an archived study record in place. The reader in
 //! `read.rs` picks a table to scan with [`CompiledStudyQuery::plan`].
 //!
-//! Matching follows PS3.4 C.2.2.2: an absent key constrains nothing; an empty
-//! value is universal matching; `*` and `?` are wildcards in string keys; `A-B`,
-//! `-B` and `A-` are inclusive ranges in date and time keys; a
-//! backslash-separated list of UIDs matches any of them. Person names match
-//! case-insensitively (PS3.4 allows it, and users expect it); other keys match
+//! The matching rules are sluice-net's (`sluice_net::query::matching`, PS3.4
+//! C.2.2.2), one implementation for the index and the Q/R SCP: an absent key
+//! constrains nothing; an empty value is universal matching; `*` and `?` are
+//! wildcards in string keys; `A-B`, `-B` and `A-` are inclusive ranges in
+//! date and time keys; a backslash-separated list of UIDs matches any of
+//! them. This API matches person names case-insensitively (users of the CLI
+//! and the embedding API expect it; PS3.4 allows it); other keys match
 //! exactly. A stored empty value matches only universal matching (and `*`).
 //! Modalities in Study takes a backslash list and matches if any query value
 //! matches any of the study's modalities.
 
+use sluice_net::dimse::dataset::Vr;
+use sluice_net::query::{Constraint, MatchOptions, ValueMatcher};
+
 use crate::error::QueryError;
-use crate::keys::{check_uid, INDEXED_VALUE_BYTES_MAX};
-use crate::records::{normalize_person_name, normalize_text, ArchivedStudyRecord};
+use crate::keys::INDEXED_VALUE_BYTES_MAX;
+use crate::records::ArchivedStudyRecord;
 
 /// A study-level query. `None` means the key is absent (no constraint);
 /// `Some("")` is universal matching (the key is requested, anything matches).
@@ -48,40 +53,21 @@ pub struct StudyQuery {
     pub modalities_in_study: Option<String>,
 }
 
-/// A string key's matcher.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TextMatcher {
-    Any,
-    Exact(String),
-    Wildcard(Vec<char>),
-}
-
-/// A date or time key's matcher; values are canonical sortable strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RangeMatcher {
-    Any,
-    Exact(String),
-    Range {
-        low: Option<String>,
-        high: Option<String>,
-    },
-}
-
-/// A compiled, checked study query.
+/// A compiled, checked study query: one matcher per key.
 #[derive(Debug, Clone)]
 pub struct CompiledStudyQuery {
-    patient_name: TextMatcher,
-    patient_id: TextMatcher,
-    patient_birth_date: RangeMatcher,
-    patient_sex: TextMatcher,
-    study_date: RangeMatcher,
-    study_time: RangeMatcher,
-    accession_number: TextMatcher,
-    study_id: TextMatcher,
-    study_instance_uids: Option<Vec<String>>,
-    study_description: TextMatcher,
-    referring_physician_name: TextMatcher,
-    modalities_in_study: Option<Vec<TextMatcher>>,
+    patient_name: ValueMatcher,
+    patient_id: ValueMatcher,
+    patient_birth_date: ValueMatcher,
+    patient_sex: ValueMatcher,
+    study_date: ValueMatcher,
+    study_time: ValueMatcher,
+    accession_number: ValueMatcher,
+    study_id: ValueMatcher,
+    study_instance_uids: ValueMatcher,
+    study_description: ValueMatcher,
+    referring_physician_name: ValueMatcher,
+    modalities_in_study: ValueMatcher,
 }
 
 /// Which table a query reads: the most selective index its keys allow.
@@ -102,302 +88,62 @@ pub(crate) enum QueryPlan {
     FullScan,
 }
 
-fn text_matcher(value: &Option<String>, person_name: bool) -> TextMatcher {
-    let Some(raw) = value else {
-        return TextMatcher::Any;
-    };
-    let value = if person_name {
-        normalize_person_name(raw)
-    } else {
-        normalize_text(raw)
-    };
-    let value = if person_name {
-        value.to_lowercase()
-    } else {
-        value
-    };
-    if value.is_empty() || value.chars().all(|character| character == '*') {
-        TextMatcher::Any
-    } else if value.contains(['*', '?']) {
-        TextMatcher::Wildcard(value.chars().collect())
-    } else {
-        TextMatcher::Exact(value)
-    }
-}
-
-fn check_digits(
-    key: &'static str,
-    raw: &str,
-    value: &str,
-    lengths: &[usize],
-) -> Result<(), QueryError> {
-    if !lengths.contains(&value.len()) || !value.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(QueryError {
-            key,
-            value: raw.to_owned(),
-            reason: "not a valid date (YYYYMMDD)",
-        });
-    }
-    Ok(())
-}
-
-fn date_matcher(key: &'static str, value: &Option<String>) -> Result<RangeMatcher, QueryError> {
-    let Some(raw) = value else {
-        return Ok(RangeMatcher::Any);
-    };
-    let text = normalize_text(raw).replace('.', "");
-    if text.is_empty() {
-        return Ok(RangeMatcher::Any);
-    }
-    match text.split_once('-') {
-        None => {
-            check_digits(key, raw, &text, &[8])?;
-            Ok(RangeMatcher::Exact(text))
-        }
-        Some((low, high)) => {
-            let low = low.trim();
-            let high = high.trim();
-            if low.is_empty() && high.is_empty() {
-                return Err(QueryError {
-                    key,
-                    value: raw.clone(),
-                    reason: "a range needs a bound",
-                });
-            }
-            for bound in [low, high] {
-                if !bound.is_empty() {
-                    check_digits(key, raw, bound, &[8])?;
-                }
-            }
-            Ok(RangeMatcher::Range {
-                low: (!low.is_empty()).then(|| low.to_owned()),
-                high: (!high.is_empty()).then(|| high.to_owned()),
-            })
-        }
-    }
-}
-
-/// A TM value as a fixed-width sortable string `HHMMSS.FFFFFF`, missing digits
-/// filled with `fill` ('0' for a value or low bound, '9' for a high bound, so
-/// that `12` as a high bound includes 12:59:59.999999).
-fn canonical_time(value: &str, fill: char) -> Option<String> {
-    let (whole, fraction) = match value.split_once('.') {
-        Some((whole, fraction)) => (whole, fraction),
-        None => (value, ""),
-    };
-    let digits_only = |text: &str| text.bytes().all(|byte| byte.is_ascii_digit());
-    if !matches!(whole.len(), 2 | 4 | 6)
-        || !digits_only(whole)
-        || fraction.len() > 6
-        || !digits_only(fraction)
-    {
-        return None;
-    }
-    if !fraction.is_empty() && whole.len() != 6 {
-        return None;
-    }
-    let mut canonical = String::with_capacity(13);
-    canonical.push_str(whole);
-    while canonical.len() < 6 {
-        canonical.push(fill);
-    }
-    canonical.push('.');
-    canonical.push_str(fraction);
-    while canonical.len() < 13 {
-        canonical.push(fill);
-    }
-    Some(canonical)
-}
-
-fn time_matcher(value: &Option<String>) -> Result<RangeMatcher, QueryError> {
-    const KEY: &str = "StudyTime";
-    let Some(raw) = value else {
-        return Ok(RangeMatcher::Any);
-    };
-    let text = normalize_text(raw).replace(':', "");
-    if text.is_empty() {
-        return Ok(RangeMatcher::Any);
-    }
-    let invalid = || QueryError {
-        key: KEY,
-        value: raw.clone(),
-        reason: "not a valid time (HHMMSS.FFFFFF)",
-    };
-    match text.split_once('-') {
-        None => Ok(RangeMatcher::Exact(
-            canonical_time(&text, '0').ok_or_else(invalid)?,
-        )),
-        Some((low, high)) => {
-            let low = low.trim();
-            let high = high.trim();
-            if low.is_empty() && high.is_empty() {
-                return Err(QueryError {
-                    key: KEY,
-                    value: raw.clone(),
-                    reason: "a range needs a bound",
-                });
-            }
-            let low = if low.is_empty() {
-                None
-            } else {
-                Some(canonical_time(low, '0').ok_or_else(invalid)?)
-            };
-            let high = if high.is_empty() {
-                None
-            } else {
-                Some(canonical_time(high, '9').ok_or_else(invalid)?)
-            };
-            Ok(RangeMatcher::Range { low, high })
-        }
-    }
-}
-
 impl StudyQuery {
     /// Checks and parses every key.
     pub fn compile(&self) -> Result<CompiledStudyQuery, QueryError> {
-        let study_instance_uids = match &self.study_instance_uid {
-            None => None,
-            Some(raw) => {
-                let uids: Vec<String> = raw
-                    .split('\\')
-                    .map(|uid| uid.trim_matches([' ', '\0']).to_owned())
-                    .filter(|uid| !uid.is_empty())
-                    .collect();
-                for uid in &uids {
-                    if uid.contains(['*', '?']) {
-                        return Err(QueryError {
-                            key: "StudyInstanceUID",
-                            value: raw.clone(),
-                            reason: "wildcards are not allowed in UIDs",
-                        });
-                    }
-                    if check_uid("StudyInstanceUID", uid).is_err() {
-                        return Err(QueryError {
-                            key: "StudyInstanceUID",
-                            value: raw.clone(),
-                            reason: "not a valid UID",
-                        });
-                    }
-                }
-                // An empty list is universal matching.
-                (!uids.is_empty()).then_some(uids)
-            }
+        let options = MatchOptions {
+            person_name_case_insensitive: true,
+            ..MatchOptions::default()
         };
-        let modalities_in_study = match &self.modalities_in_study {
-            None => None,
-            Some(raw) => {
-                let matchers: Vec<TextMatcher> = raw
-                    .split('\\')
-                    .map(|value| text_matcher(&Some(value.to_owned()), false))
-                    .collect();
-                if matchers.contains(&TextMatcher::Any) {
-                    None
-                } else {
-                    Some(matchers)
-                }
-            }
+        let key = |name: &'static str, vr: Vr, value: &Option<String>| match value {
+            None => Ok(ValueMatcher::universal(vr)),
+            Some(raw) => ValueMatcher::parse(vr, raw, &options).map_err(|error| QueryError {
+                key: name,
+                value: raw.clone(),
+                reason: error.reason,
+            }),
         };
         Ok(CompiledStudyQuery {
-            patient_name: text_matcher(&self.patient_name, true),
-            patient_id: text_matcher(&self.patient_id, false),
-            patient_birth_date: date_matcher("PatientBirthDate", &self.patient_birth_date)?,
-            patient_sex: text_matcher(&self.patient_sex, false),
-            study_date: date_matcher("StudyDate", &self.study_date)?,
-            study_time: time_matcher(&self.study_time)?,
-            accession_number: text_matcher(&self.accession_number, false),
-            study_id: text_matcher(&self.study_id, false),
-            study_instance_uids,
-            study_description: text_matcher(&self.study_description, false),
-            referring_physician_name: text_matcher(&self.referring_physician_name, true),
-            modalities_in_study,
+            patient_name: key("PatientName", Vr::PN, &self.patient_name)?,
+            patient_id: key("PatientID", Vr::LO, &self.patient_id)?,
+            patient_birth_date: key("PatientBirthDate", Vr::DA, &self.patient_birth_date)?,
+            patient_sex: key("PatientSex", Vr::CS, &self.patient_sex)?,
+            study_date: key("StudyDate", Vr::DA, &self.study_date)?,
+            study_time: key("StudyTime", Vr::TM, &self.study_time)?,
+            accession_number: key("AccessionNumber", Vr::SH, &self.accession_number)?,
+            study_id: key("StudyID", Vr::SH, &self.study_id)?,
+            study_instance_uids: key("StudyInstanceUID", Vr::UI, &self.study_instance_uid)?,
+            study_description: key("StudyDescription", Vr::LO, &self.study_description)?,
+            referring_physician_name: key(
+                "ReferringPhysicianName",
+                Vr::PN,
+                &self.referring_physician_name,
+            )?,
+            modalities_in_study: key("ModalitiesInStudy", Vr::CS, &self.modalities_in_study)?,
         })
     }
 }
 
-/// Glob matching over characters: `*` any run (also empty), `?` one character.
-fn wildcard_matches(pattern: &[char], candidate: &str) -> bool {
-    let text: Vec<char> = candidate.chars().collect();
-    let (mut p, mut t) = (0usize, 0usize);
-    // Where the last `*` was, and where in the text it currently resumes.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&expected) if expected == '?' || Some(&expected) == text.get(t) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
+/// The index key prefix a text constraint allows, if the index may be used:
+/// an exact value gets the separator, a wildcard's literal head does not.
+fn index_prefix(constraint: Option<Constraint<'_>>) -> Option<(Vec<u8>, bool)> {
+    match constraint? {
+        Constraint::Equals {
+            value,
+            case_insensitive: false,
+        } if value.len() <= INDEXED_VALUE_BYTES_MAX => {
+            let mut prefix = value.as_bytes().to_vec();
+            prefix.push(crate::keys::SEPARATOR);
+            Some((prefix, true))
         }
-    }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|character| *character == '*'))
-}
-
-impl TextMatcher {
-    fn matches(&self, stored: &str, person_name: bool) -> bool {
-        match self {
-            TextMatcher::Any => true,
-            TextMatcher::Exact(value) => {
-                if person_name {
-                    stored.to_lowercase() == *value
-                } else {
-                    stored == value
-                }
-            }
-            TextMatcher::Wildcard(pattern) => {
-                if person_name {
-                    wildcard_matches(pattern, &stored.to_lowercase())
-                } else {
-                    wildcard_matches(pattern, stored)
-                }
-            }
+        Constraint::Prefix {
+            literal,
+            case_insensitive: false,
+        } => {
+            let literal = crate::keys::truncate_to_char_boundary(&literal, INDEXED_VALUE_BYTES_MAX);
+            (!literal.is_empty()).then(|| (literal.as_bytes().to_vec(), false))
         }
-    }
-
-    /// The literal bytes every matching value starts with, if the index may
-    /// be used (`exact`: the whole value, so the prefix gets the separator).
-    fn index_prefix(&self) -> Option<(String, bool)> {
-        match self {
-            TextMatcher::Any => None,
-            TextMatcher::Exact(value) => {
-                (value.len() <= INDEXED_VALUE_BYTES_MAX).then(|| (value.clone(), true))
-            }
-            TextMatcher::Wildcard(pattern) => {
-                let literal: String = pattern
-                    .iter()
-                    .take_while(|c| **c != '*' && **c != '?')
-                    .collect();
-                let literal =
-                    crate::keys::truncate_to_char_boundary(&literal, INDEXED_VALUE_BYTES_MAX);
-                (!literal.is_empty()).then(|| (literal.to_owned(), false))
-            }
-        }
-    }
-}
-
-impl RangeMatcher {
-    fn matches(&self, stored: &str) -> bool {
-        match self {
-            RangeMatcher::Any => true,
-            RangeMatcher::Exact(value) => !stored.is_empty() && stored == value,
-            RangeMatcher::Range { low, high } => {
-                !stored.is_empty()
-                    && low.as_deref().is_none_or(|low| stored >= low)
-                    && high.as_deref().is_none_or(|high| stored <= high)
-            }
-        }
+        _ => None,
     }
 }
 
@@ -405,94 +151,66 @@ impl CompiledStudyQuery {
     /// Whether the study `study_uid` with record `record` matches every key.
     pub(crate) fn matches(&self, study_uid: &str, record: &ArchivedStudyRecord) -> bool {
         let attributes = &record.attributes;
-        if let Some(uids) = &self.study_instance_uids {
-            if !uids.iter().any(|uid| uid == study_uid) {
-                return false;
-            }
-        }
-        let stored_time = if self.study_time == RangeMatcher::Any {
-            None
-        } else {
-            canonical_time(attributes.study_time.as_str(), '0')
-        };
-        let time_matches = match &self.study_time {
-            RangeMatcher::Any => true,
-            matcher => stored_time
-                .as_deref()
-                .is_some_and(|time| matcher.matches(time)),
-        };
-        time_matches
+        self.study_instance_uids.matches_text(study_uid)
             && self
                 .patient_name
-                .matches(attributes.patient_name.as_str(), true)
-            && self
-                .patient_id
-                .matches(attributes.patient_id.as_str(), false)
+                .matches_text(attributes.patient_name.as_str())
+            && self.patient_id.matches_text(attributes.patient_id.as_str())
             && self
                 .patient_birth_date
-                .matches(attributes.patient_birth_date.as_str())
+                .matches_text(attributes.patient_birth_date.as_str())
             && self
                 .patient_sex
-                .matches(attributes.patient_sex.as_str(), false)
-            && self.study_date.matches(attributes.study_date.as_str())
+                .matches_text(attributes.patient_sex.as_str())
+            && self.study_date.matches_text(attributes.study_date.as_str())
+            && self.study_time.matches_text(attributes.study_time.as_str())
             && self
                 .accession_number
-                .matches(attributes.accession_number.as_str(), false)
-            && self.study_id.matches(attributes.study_id.as_str(), false)
+                .matches_text(attributes.accession_number.as_str())
+            && self.study_id.matches_text(attributes.study_id.as_str())
             && self
                 .study_description
-                .matches(attributes.study_description.as_str(), false)
+                .matches_text(attributes.study_description.as_str())
             && self
                 .referring_physician_name
-                .matches(attributes.referring_physician_name.as_str(), true)
-            && self.modalities_in_study.as_ref().is_none_or(|matchers| {
-                matchers.iter().any(|matcher| {
-                    record
-                        .modalities_in_study
-                        .iter()
-                        .any(|modality| matcher.matches(modality.as_str(), false))
-                })
-            })
+                .matches_text(attributes.referring_physician_name.as_str())
+            && (self.modalities_in_study.is_universal()
+                || record
+                    .modalities_in_study
+                    .iter()
+                    .any(|modality| self.modalities_in_study.matches_text(modality.as_str())))
     }
 
     /// The most selective way to find candidates; every candidate is still
     /// checked with [`CompiledStudyQuery::matches`].
     pub(crate) fn plan(&self) -> QueryPlan {
-        if let Some(uids) = &self.study_instance_uids {
-            return QueryPlan::StudyUids(uids.clone());
-        }
-        let as_prefix = |(value, exact): (String, bool)| {
-            let mut prefix = value.into_bytes();
-            if exact {
-                prefix.push(crate::keys::SEPARATOR);
+        match self.study_instance_uids.constraint() {
+            Some(Constraint::Equals { value, .. }) => {
+                return QueryPlan::StudyUids(vec![value.to_owned()])
             }
-            prefix
-        };
-        let patient_id = self.patient_id.index_prefix();
-        let accession = self.accession_number.index_prefix();
+            Some(Constraint::OneOf(uids)) => {
+                return QueryPlan::StudyUids(uids.into_iter().map(str::to_owned).collect())
+            }
+            _ => {}
+        }
+        let patient_id = index_prefix(self.patient_id.constraint());
+        let accession = index_prefix(self.accession_number.constraint());
         // Exact values first, then literal prefixes of wildcards, then dates.
-        if let Some(prefix) = patient_id.clone().filter(|(_, exact)| *exact) {
-            return QueryPlan::PatientIdPrefix(as_prefix(prefix));
+        if let Some((prefix, true)) = &patient_id {
+            return QueryPlan::PatientIdPrefix(prefix.clone());
         }
-        if let Some(prefix) = accession.clone().filter(|(_, exact)| *exact) {
-            return QueryPlan::AccessionPrefix(as_prefix(prefix));
+        if let Some((prefix, true)) = &accession {
+            return QueryPlan::AccessionPrefix(prefix.clone());
         }
-        if let Some(prefix) = patient_id {
-            return QueryPlan::PatientIdPrefix(as_prefix(prefix));
+        if let Some((prefix, _)) = patient_id {
+            return QueryPlan::PatientIdPrefix(prefix);
         }
-        if let Some(prefix) = accession {
-            return QueryPlan::AccessionPrefix(as_prefix(prefix));
+        if let Some((prefix, _)) = accession {
+            return QueryPlan::AccessionPrefix(prefix);
         }
-        match &self.study_date {
-            RangeMatcher::Any => QueryPlan::FullScan,
-            RangeMatcher::Exact(date) => QueryPlan::StudyDateRange {
-                low: Some(date.clone()),
-                high: Some(date.clone()),
-            },
-            RangeMatcher::Range { low, high } => QueryPlan::StudyDateRange {
-                low: low.clone(),
-                high: high.clone(),
-            },
+        match self.study_date.constraint() {
+            Some(Constraint::Range { low, high }) => QueryPlan::StudyDateRange { low, high },
+            _ => QueryPlan::FullScan,
         }
     }
 }
@@ -534,20 +252,6 @@ mod tests {
             },
             &["CT", "SR"],
         )
-    }
-
-    #[test]
-    fn wildcards() {
-        let p = |s: &str| s.chars().collect::<Vec<_>>();
-        assert!(wildcard_matches(&p("d*"), "doe"));
-        assert!(wildcard_matches(&p("*"), ""));
-        assert!(wildcard_matches(&p("d?e"), "doe"));
-        assert!(!wildcard_matches(&p("d?e"), "de"));
-        assert!(wildcard_matches(&p("*o*n"), "doe^john"));
-        assert!(!wildcard_matches(&p("*x*"), "doe^john"));
-        assert!(wildcard_matches(&p("é?"), "éa"));
-        assert!(wildcard_matches(&p("a*b*c"), "aXbYbZc"));
-        assert!(!wildcard_matches(&p("a*b*c"), "aXbYbZ"));
     }
 
     #[test]
@@ -800,17 +504,5 @@ mod tests {
             }),
             QueryPlan::FullScan
         );
-    }
-
-    #[test]
-    fn canonical_times() {
-        assert_eq!(canonical_time("12", '0').as_deref(), Some("120000.000000"));
-        assert_eq!(canonical_time("12", '9').as_deref(), Some("129999.999999"));
-        assert_eq!(
-            canonical_time("123456.5", '0').as_deref(),
-            Some("123456.500000")
-        );
-        assert_eq!(canonical_time("1234.5", '0'), None);
-        assert_eq!(canonical_time("12a4", '0'), None);
     }
 }

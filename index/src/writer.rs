@@ -733,7 +733,10 @@ fn run_transaction(
     };
     let work = write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
     txn.commit().map_err(|error| TxnFailure {
-        error: IndexError::from_heed("commit", error, shared.limits),
+        error: short_write_on_a_full_disk(
+            IndexError::from_heed("commit", error, shared.limits),
+            shared.env.path(),
+        ),
         during_commit: true,
     })?;
     groups.pending.drain(..work.deleted);
@@ -744,4 +747,72 @@ fn run_transaction(
         }
     }
     Ok(results)
+}
+
+/// Below this many free bytes on the index's file system, a commit's EIO
+/// is taken for a full disk.
+const NEARLY_FULL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// LMDB reports a short write of its pages as EIO (`mdb_page_flush`: a
+/// `pwrite` that wrote less than asked gives `EIO`), and a short write is
+/// how ENOSPC shows when the file system fills in the middle of one. A
+/// commit's EIO while the index's file system is nearly full is therefore
+/// [`IndexError::DiskFull`] (nothing of the transaction was committed
+/// either way): the engine answers A711 and does not count it as a failure
+/// of the disk (issue #19: a full disk put the store in its refusing state
+/// until restart). An EIO with room left stays an LMDB failure.
+fn short_write_on_a_full_disk(error: IndexError, path: &std::path::Path) -> IndexError {
+    let IndexError::Lmdb { source, .. } = &error else {
+        return error;
+    };
+    let heed::Error::Io(io) = source.as_ref() else {
+        return error;
+    };
+    // EIO: what LMDB returns for a short write.
+    if io.raw_os_error() != Some(5) {
+        return error;
+    }
+    let nearly_full = rustix::fs::statvfs(path)
+        .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize) < NEARLY_FULL_BYTES)
+        .unwrap_or(false);
+    if !nearly_full {
+        return error;
+    }
+    IndexError::DiskFull {
+        source: Arc::new(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("{io}, with less than {NEARLY_FULL_BYTES} bytes free (a short write)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::EnvLimits;
+
+    const LIMITS: EnvLimits = EnvLimits {
+        map_size_bytes: 1 << 20,
+        max_readers: 1,
+    };
+
+    fn eio() -> IndexError {
+        IndexError::from_heed(
+            "commit",
+            heed::Error::Io(std::io::Error::from_raw_os_error(5)),
+            LIMITS,
+        )
+    }
+
+    #[test]
+    fn an_eio_with_room_left_stays_an_lmdb_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = rustix::fs::statvfs(dir.path()).unwrap();
+        assert!(stats.f_bavail.saturating_mul(stats.f_frsize) > NEARLY_FULL_BYTES);
+        let error = short_write_on_a_full_disk(eio(), dir.path());
+        assert!(matches!(error, IndexError::Lmdb { .. }), "{error:?}");
+        // Other errors are left alone whatever the free space.
+        let error = short_write_on_a_full_disk(IndexError::WriterUnavailable, dir.path());
+        assert!(matches!(error, IndexError::WriterUnavailable));
+    }
 }

@@ -166,6 +166,13 @@ impl Pool {
 
     /// Portable backend: a buffer taken but not filled goes back.
     pub fn untake(&self, buffer_id: u16) {
+        debug_assert_eq!(
+            self.references
+                .get(usize::from(buffer_id))
+                .map_or(0, Cell::get),
+            0,
+            "a leased buffer put back on the free list"
+        );
         if let Provider::List(list) = &self.provider {
             list.borrow_mut().push(buffer_id);
         }
@@ -179,6 +186,10 @@ impl Pool {
             return None;
         }
         references.set(1);
+        debug_assert!(
+            self.free_count.get() > 0,
+            "lease from a pool with none free"
+        );
         self.free_count.set(self.free_count.get().saturating_sub(1));
         Some(RecvBuf {
             pool: Rc::clone(self),
@@ -190,6 +201,8 @@ impl Pool {
 
     fn retain(&self, buffer_id: u16) {
         if let Some(references) = self.references.get(usize::from(buffer_id)) {
+            // Only a live view retains, so the buffer is leased already.
+            debug_assert!(references.get() > 0, "retain of a buffer not leased");
             references.set(references.get() + 1);
         }
     }
@@ -198,17 +211,32 @@ impl Pool {
         let Some(references) = self.references.get(usize::from(buffer_id)) else {
             return;
         };
+        debug_assert!(references.get() > 0, "release of a buffer not leased");
         let remaining = references.get().saturating_sub(1);
         references.set(remaining);
         if remaining == 0 {
             self.provide(buffer_id);
             self.free_count.set(self.free_count.get() + 1);
+            debug_assert!(
+                self.free_count.get() <= u32::from(self.count),
+                "more buffers free than the pool holds"
+            );
             self.released_since_check.set(true);
         }
     }
 
     /// Makes a free buffer available for receiving again.
     fn provide(&self, buffer_id: u16) {
+        // The kernel (or the portable `recv`) writes into what is provided:
+        // a buffer some view still reads must never go back, and no more
+        // buffers than the pool holds can be free.
+        debug_assert_eq!(
+            self.references
+                .get(usize::from(buffer_id))
+                .map_or(0, Cell::get),
+            0,
+            "a leased buffer provided for receiving"
+        );
         match &self.provider {
             Provider::List(list) => list.borrow_mut().push(buffer_id),
             Provider::Ring(ring) => {

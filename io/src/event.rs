@@ -1,11 +1,11 @@
 //! What a handler sees: the ids of connections, files and timers, the
-//! [`Event`]s the runtime delivers, the [`Handler`] trait, and the small
-//! option types of file operations.
+//! [`Event`]s the runtime delivers, and the small option types of file
+//! operations. (The [`Handler`](crate::Handler) trait itself lives with the
+//! core it is handed.)
 
 use std::net::SocketAddr;
 
 use crate::buf::RecvBuf;
-use crate::core::Core;
 use crate::error::IoError;
 use crate::slab::Key;
 
@@ -23,11 +23,21 @@ impl ConnId {
     }
 }
 
-/// An open file or directory on one core.
+/// An open file or directory on one core: a generation-checked handle to a
+/// descriptor in the core's file table, valid from [`Event::Opened`] (or
+/// `Core::adopt_file`) until `Core::close_file`, and meaningless on any
+/// other core or after the close.
+///
+/// Named a *handle*, not an id, so it cannot be mistaken for the store's
+/// `sluice_index::FileId`, the persistent 128-bit name of a stored object
+/// that outlives every process: this one names an open descriptor for as
+/// long as it is open, like a `std::fs::File`, and is never written down.
+/// (`FileSlot` was the other candidate; it describes the table's
+/// implementation rather than what the caller holds.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId(pub(crate) Key);
+pub struct FileHandle(pub(crate) Key);
 
-impl FileId {
+impl FileHandle {
     /// The slot index (dense, stable while the file is open).
     pub fn index(self) -> usize {
         self.0.index as usize
@@ -44,7 +54,7 @@ pub enum At {
     /// Relative to the process's working directory (or an absolute path).
     Cwd,
     /// Relative to an open directory.
-    Dir(FileId),
+    Dir(FileHandle),
 }
 
 /// Whether a sync covers metadata.
@@ -231,14 +241,14 @@ pub enum Event {
         /// The caller's tag.
         tag: u64,
         /// The file, or the error (`EEXIST` for `create_new`).
-        result: Result<FileId, IoError>,
+        result: Result<FileHandle, IoError>,
     },
     /// A write finished: all bytes written (and synced, if a sync was
     /// linked), or an error. Short writes are completed by the runtime and
     /// never reported as success with fewer bytes.
     Written {
         /// The file.
-        file: FileId,
+        file: FileHandle,
         /// The caller's tag.
         tag: u64,
         /// Bytes written (the full length), or the error; an error with
@@ -248,7 +258,7 @@ pub enum Event {
     /// A sync finished.
     Synced {
         /// The file.
-        file: FileId,
+        file: FileHandle,
         /// The caller's tag.
         tag: u64,
         /// Outcome. An error is final: never retry a sync into a success.
@@ -287,35 +297,4 @@ pub enum Event {
         /// The caller's tag.
         tag: u64,
     },
-}
-
-/// A core's handler: an explicit state machine driven by completions.
-///
-/// One handler lives on each core thread (made there by the factory passed
-/// to `Runtime::start`, so it need not be `Send`). The runtime calls it with
-/// every event of its core; the handler reacts by submitting operations on
-/// the `Core` it is given, which complete later as further events.
-pub trait Handler: 'static {
-    /// Messages other threads send this core through a `CoreSender`
-    /// (e.g. the index writer handing back a committed batch).
-    type Message: Send + 'static;
-
-    /// The core is up (listeners armed): open directories, start connects.
-    fn on_start(&mut self, core: &mut Core) {
-        let _ = core;
-    }
-
-    /// An event of this core.
-    fn on_event(&mut self, core: &mut Core, event: Event);
-
-    /// A message from another thread.
-    fn on_message(&mut self, core: &mut Core, message: Self::Message) {
-        let _ = (core, message);
-    }
-
-    /// Shutdown began: the runtime will cancel and drain everything next and
-    /// deliver no further events; submissions now fail with `ShuttingDown`.
-    fn on_shutdown(&mut self, core: &mut Core) {
-        let _ = core;
-    }
 }

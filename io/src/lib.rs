@@ -78,30 +78,31 @@
 //! operations fail with an errno or complete short, reproducibly from a
 //! seed. See the `fault` module.
 
+mod backend;
 pub mod buf;
 pub mod config;
 mod core;
+pub mod durable;
 pub mod error;
 pub mod event;
 pub mod fault;
 #[cfg(feature = "lmdb")]
 pub mod lmdb;
 pub mod map;
-mod op;
-mod portable;
-mod probe;
 mod runtime;
 mod slab;
+mod socket;
 mod sys;
-mod uring;
+mod wake;
 
 pub use crate::buf::{IoBuf, RecvBuf};
 pub use crate::config::{
     AcceptMode, BackendChoice, BackendKind, RuntimeConfig, IOVECS_PER_WRITE_MAX,
 };
+pub use crate::core::handler::Handler;
 pub use crate::core::{Core, CoreStats};
 pub use crate::error::{IoError, JoinError, OpKind, StartError, SubmitError};
-pub use crate::event::{At, ConnId, Event, FileId, Handler, OpenOptions, SyncKind, TimerId};
+pub use crate::event::{At, ConnId, Event, FileHandle, OpenOptions, SyncKind, TimerId};
 pub use crate::fault::Fault;
 #[cfg(feature = "fault-injection")]
 pub use crate::fault::{FaultPlan, InjectedFault};

@@ -4,101 +4,25 @@
 //! bounded join.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::backend::portable::FilePool;
+use crate::backend::{probe, Backend, BackendSetup};
 use crate::config::{AcceptMode, BackendKind, RuntimeConfig};
-use crate::core::{run_core, Backend, Core, CoreLimits, Internal};
+use crate::core::handler::Handler;
+use crate::core::run::run_core;
+use crate::core::shared::{CoreShared, RuntimeShared};
+use crate::core::{Core, CoreLimits};
 use crate::error::{JoinError, StartError};
-use crate::event::Handler;
 use crate::fault::FaultInjector;
-use crate::portable::{FilePool, PortableBackend};
-use crate::probe;
+use crate::socket;
 use crate::sys;
-use crate::uring::UringBackend;
-
-/// Wakes a core from another thread: an eventfd plus a flag so that many
-/// messages between two wake-ups cost one `write(2)`.
-///
-/// Protocol: a sender queues its message, then `signal`s; the core `clear`s
-/// the flag *before* draining its queues. A message queued after the clear
-/// finds the flag down and writes the eventfd; one queued before it is seen
-/// by the drain. Nothing is missed, and a wake is at worst spurious.
-#[derive(Debug)]
-pub(crate) struct WakeSignal {
-    fd: OwnedFd,
-    notified: AtomicBool,
-}
-
-impl WakeSignal {
-    fn new(nonblocking: bool) -> std::io::Result<WakeSignal> {
-        Ok(WakeSignal {
-            fd: sys::eventfd(nonblocking)?,
-            notified: AtomicBool::new(false),
-        })
-    }
-
-    pub fn fd(&self) -> &OwnedFd {
-        &self.fd
-    }
-
-    pub fn signal(&self) {
-        if !self.notified.swap(true, Ordering::SeqCst) {
-            sys::eventfd_signal(self.fd.as_raw_fd());
-        }
-    }
-
-    fn force(&self) {
-        self.notified.store(true, Ordering::SeqCst);
-        sys::eventfd_signal(self.fd.as_raw_fd());
-    }
-
-    pub fn clear(&self) {
-        self.notified.store(false, Ordering::SeqCst);
-    }
-}
-
-/// What every core can see of every other.
-#[derive(Debug)]
-pub(crate) struct CoreShared {
-    pub wake: Arc<WakeSignal>,
-    pub internal: Sender<Internal>,
-    pub connections: AtomicUsize,
-}
-
-#[derive(Debug)]
-pub(crate) struct RuntimeShared {
-    shutdown: AtomicBool,
-    pub cores: Vec<CoreShared>,
-}
-
-impl RuntimeShared {
-    pub fn request_shutdown(&self) {
-        if !self.shutdown.swap(true, Ordering::SeqCst) {
-            for core in &self.cores {
-                core.wake.force();
-            }
-        }
-    }
-
-    pub fn is_shutdown_requested(&self) -> bool {
-        self.shutdown.load(Ordering::SeqCst)
-    }
-
-    /// The core with the fewest connections (single-acceptor mode).
-    pub fn least_loaded_core(&self) -> usize {
-        self.cores
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, core)| core.connections.load(Ordering::Relaxed))
-            .map_or(0, |(index, _)| index)
-    }
-}
+use crate::wake::WakeSignal;
 
 /// Sends messages to one core's handler ([`Handler::on_message`]) from any
 /// thread, e.g. the index writer handing back a committed batch. The queue
@@ -191,7 +115,7 @@ impl<M: Send> RuntimeHandle<M> {
         self.shared
             .cores
             .iter()
-            .map(|core| core.connections.load(Ordering::Relaxed))
+            .map(CoreShared::connections)
             .collect()
     }
 }
@@ -205,29 +129,6 @@ pub struct Runtime<M> {
     file_pool: Option<FilePool>,
     listen_addrs: Vec<SocketAddr>,
     backend_reason: String,
-}
-
-fn create_listener(
-    address: SocketAddr,
-    backlog: i32,
-    nonblocking: bool,
-) -> std::io::Result<socket2::Socket> {
-    let kind = socket2::Type::STREAM.cloexec();
-    let kind = if nonblocking {
-        kind.nonblocking()
-    } else {
-        kind
-    };
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        kind,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(backlog)?;
-    Ok(socket)
 }
 
 /// Tells `Runtime::join` that a core thread ended, also when it unwinds from
@@ -256,7 +157,7 @@ type CoreListeners = Vec<Vec<(usize, OwnedFd)>>;
 
 fn create_listeners(
     config: &RuntimeConfig,
-    nonblocking: bool,
+    backend: BackendKind,
 ) -> Result<(CoreListeners, Vec<SocketAddr>), StartError> {
     let mut per_core: CoreListeners = (0..config.core_count).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -268,7 +169,7 @@ fn create_listeners(
         let mut address = requested;
         for listeners in per_core.iter_mut().take(accepting_cores) {
             let socket =
-                create_listener(address, config.listen_backlog, nonblocking).map_err(|source| {
+                socket::listener(address, config.listen_backlog, backend).map_err(|source| {
                     StartError::Listen {
                         addr: address,
                         source,
@@ -330,8 +231,7 @@ impl<M: Send + 'static> Runtime<M> {
             probe::select_backend(config.backend, || probe::probe_uring(simulated_probe_errno))?;
         tracing::info!(backend = %backend, reason = %backend_reason, "sluice-io backend: {backend} ({backend_reason})");
 
-        let (mut listeners, listen_addrs) =
-            create_listeners(&config, backend == BackendKind::Portable)?;
+        let (mut listeners, listen_addrs) = create_listeners(&config, backend)?;
         let mut cores_shared = Vec::with_capacity(config.core_count);
         let mut internal_receivers = Vec::with_capacity(config.core_count);
         let mut mailboxes = Vec::with_capacity(config.core_count);
@@ -341,21 +241,14 @@ impl<M: Send + 'static> Runtime<M> {
                 .map_err(|source| StartError::Core { core, source })?;
             let (internal, internal_receiver) =
                 crossbeam_channel::bounded(config.connections_max_per_core);
-            cores_shared.push(CoreShared {
-                wake: Arc::new(wake),
-                internal,
-                connections: AtomicUsize::new(0),
-            });
+            cores_shared.push(CoreShared::new(Arc::new(wake), internal));
             internal_receivers.push(internal_receiver);
             let (mailbox, mailbox_receiver) =
                 crossbeam_channel::bounded::<M>(config.mailbox_capacity);
             mailboxes.push(mailbox);
             mailbox_receivers.push(mailbox_receiver);
         }
-        let shared = Arc::new(RuntimeShared {
-            shutdown: AtomicBool::new(false),
-            cores: cores_shared,
-        });
+        let shared = Arc::new(RuntimeShared::new(cores_shared));
         let file_pool = match backend {
             BackendKind::Portable => Some(
                 FilePool::start(
@@ -386,16 +279,23 @@ impl<M: Send + 'static> Runtime<M> {
             drain_max: config.shutdown_drain_max,
             mailbox_batch_max: config.mailbox_capacity,
         };
-        let ring_entries = config.ring_entries;
-        // Room for a completion per connection (multishot receives) and per
-        // operation; beyond it the kernel queues overflow (IORING_FEAT_NODROP).
-        let completion_entries = (config.ring_entries * 4)
-            .max(
-                u32::try_from(config.connections_max_per_core + config.ops_in_flight_max)
-                    .unwrap_or(u32::MAX),
-            )
-            .next_power_of_two()
-            .min(65536);
+        let backend_setup = BackendSetup {
+            ring_entries: config.ring_entries,
+            // Room for a completion per connection (multishot receives) and
+            // per operation; beyond it the kernel queues overflow
+            // (IORING_FEAT_NODROP).
+            completion_entries: (config.ring_entries * 4)
+                .max(
+                    u32::try_from(config.connections_max_per_core + config.ops_in_flight_max)
+                        .unwrap_or(u32::MAX),
+                )
+                .next_power_of_two()
+                .min(65536),
+            buffer_size_bytes: config.recv_buffer_size_bytes,
+            buffer_count: config.recv_buffer_count,
+            file_workers_max: config.uring_file_workers_max,
+            reply_capacity: 2 * (config.ops_in_flight_max + 64),
+        };
         let mailbox_receivers_iter = mailbox_receivers.into_iter();
         for (index, (internal, mailbox)) in internal_receivers
             .into_iter()
@@ -423,10 +323,7 @@ impl<M: Send + 'static> Runtime<M> {
             let faults = FaultInjector::new(index, config.fault_plan.clone());
             #[cfg(not(feature = "fault-injection"))]
             let faults = FaultInjector;
-            let buffer_size = config.recv_buffer_size_bytes;
-            let buffer_count = config.recv_buffer_count;
-            let file_workers_max = config.uring_file_workers_max;
-            let reply_capacity = 2 * (config.ops_in_flight_max + 64);
+            let backend_setup = backend_setup.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-core-{index}"))
                 .spawn(move || {
@@ -444,35 +341,10 @@ impl<M: Send + 'static> Runtime<M> {
                     let wake = shared.cores.get(index).map(|core| Arc::clone(&core.wake));
                     let built = wake
                         .ok_or_else(|| std::io::Error::other("no wake signal"))
-                        .and_then(|wake| match (backend, file_jobs) {
-                            (BackendKind::Uring, _) => UringBackend::new(
-                                ring_entries,
-                                completion_entries,
-                                buffer_size,
-                                buffer_count,
-                                file_workers_max,
-                                wake,
-                            )
-                            .map(|(backend, pool)| {
-                                tracing::debug!(
-                                    core = index,
-                                    setup = backend.setup_description,
-                                    "io_uring ready"
-                                );
-                                (Backend::Uring(backend), pool)
-                            }),
-                            (BackendKind::Portable, Some(jobs)) => PortableBackend::new(
-                                buffer_size,
-                                buffer_count,
-                                wake,
-                                jobs,
-                                reply_capacity,
-                            )
-                            .map(|(backend, pool)| (Backend::Portable(backend), pool)),
-                            (BackendKind::Portable, None) => {
-                                Err(std::io::Error::other("no file helper pool"))
-                            }
-                        });
+                        .and_then(|wake| Backend::new(backend, &backend_setup, wake, file_jobs));
+                    if let Some(setup) = built.as_ref().ok().and_then(|(b, _)| b.uring_setup()) {
+                        tracing::debug!(core = index, setup, "io_uring ready");
+                    }
                     match built {
                         Ok((backend, pool)) => {
                             let core = Core::new(

@@ -68,8 +68,13 @@ impl<T> Slab<T> {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return Err(value);
         };
+        // The free list names only empty slots, and a generation is never 0
+        // (a key of generation 0 could not be told from a zeroed one).
+        debug_assert!(slot.value.is_none(), "free list named an occupied slot");
+        debug_assert_ne!(slot.generation, 0, "slot generation 0");
         slot.value = Some(value);
         self.len += 1;
+        debug_assert!(self.len <= self.capacity_max, "slab beyond its maximum");
         Ok(Key {
             index,
             generation: slot.generation,
@@ -117,7 +122,9 @@ impl<T> Slab<T> {
             return None;
         }
         let value = slot.value.take()?;
+        // A new generation, so every key issued for this value goes stale.
         slot.generation = slot.generation.wrapping_add(1).max(1);
+        debug_assert!(self.len > 0, "slab length underflow");
         self.free.push(key.index);
         self.len -= 1;
         Some(value)

@@ -1,6 +1,6 @@
 //! `sluice-loadgen`: drives any DICOM Storage SCP and reports capacity.
 //!
-//! Depends on `sluice-net` (DICOM bytes, the PS3.8 requestor machine) and
+//! Depends on `sluice-net` (DICOM bytes, the association endpoint) and
 //! `sluice-io` (the thread-per-core runtime) only, never on the engine or
 //! the index, so it measures any PACS the same way it measures Sluice.
 //!
@@ -14,7 +14,6 @@
 
 pub mod check;
 pub mod driver;
-pub mod inbox;
 pub mod report;
 pub mod run;
 pub mod stats;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use sluice_io::BackendChoice;
 use sluice_loadgen::driver::{LoadShape, RunPlan};
 use sluice_loadgen::report;
@@ -38,6 +38,14 @@ enum Commands {
     /// Checks a receiver's directory of Part 10 files against a history file:
     /// every acknowledged instance present (and byte-identical with --hashes).
     Check(CheckArgs),
+    /// Writes the manual pages, sluice-loadgen(1) and one per subcommand,
+    /// into a directory (packaging/build-deb ships them).
+    #[command(hide = true)]
+    GenerateManPages {
+        /// The directory to write into; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -95,7 +103,7 @@ struct LoadArgs {
     /// Synthetic workload: profiles and weights, e.g. ct=70,mr=20,cr=5,sr=5 (profiles: ct, mr, cr, mg, sr).
     #[arg(long, default_value = "ct")]
     mix: String,
-    /// Send the Part 10 files of this directory (memory-mapped) instead of synthetic data.
+    /// Send the Part 10 files of this directory (memory-mapped: they must not change during the run) instead of synthetic data.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// With --dir: give every send new Study/Series/SOP Instance UIDs.
@@ -360,6 +368,15 @@ fn main() -> anyhow::Result<()> {
             if !report.missing.is_empty() || !report.different.is_empty() {
                 std::process::exit(1);
             }
+        }
+        Commands::GenerateManPages { out_dir } => {
+            // clap_mangen writes one page per visible command (this hidden
+            // one is left out): sluice-loadgen.1, sluice-loadgen-run.1, ...
+            std::fs::create_dir_all(&out_dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &out_dir))
+                .with_context(|| {
+                    format!("cannot write the man pages into {}", out_dir.display())
+                })?;
         }
         Commands::Report(args) => {
             let mut results = Vec::new();

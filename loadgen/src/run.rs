@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sluice_io::{BackendChoice, Runtime, RuntimeConfig};
 
 use crate::driver::{build_proposal, LoadCore, LoadShape, RunPlan, Shared};
-use crate::stats::{own_usage, CoreStats, LoadConfig, OwnCost, RunResult, Target};
+use crate::stats::{own_usage, LoadConfig, Measurements, OwnCost, RunResult, Target};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
     let elapsed_s = finished
         .saturating_duration_since(shared.start)
         .as_secs_f64();
-    let mut merged = CoreStats::default();
+    let mut merged = Measurements::default();
     if let Ok(results) = shared.results.lock() {
         for stats in results.iter() {
             merged.merge(stats);

@@ -1,4 +1,4 @@
-//! Measurements: what each core records while it runs ([`CoreStats`],
+//! Measurements: what each core records while it runs ([`Measurements`],
 //! merged at the end) and the result file written per run ([`RunResult`],
 //! the documented JSON schema of docs/design/loadgen.md).
 
@@ -24,9 +24,10 @@ fn unreachable_histogram() -> Histogram<u64> {
     panic!("hdrhistogram rejected constant bounds")
 }
 
-/// What one core measured.
+/// What the load generator measured: one per core during a run, merged
+/// into one at its end.
 #[derive(Debug, Clone)]
-pub struct CoreStats {
+pub struct Measurements {
     /// C-STORE: last byte of the data set handed to the kernel -> C-STORE-RSP.
     pub store_latency_us: Histogram<u64>,
     /// Open loop: scheduled arrival -> C-STORE-RSP (queueing included).
@@ -75,9 +76,9 @@ pub struct CoreStats {
     pub arrivals: u64,
 }
 
-impl Default for CoreStats {
-    fn default() -> CoreStats {
-        CoreStats {
+impl Default for Measurements {
+    fn default() -> Measurements {
+        Measurements {
             store_latency_us: histogram(),
             arrival_latency_us: histogram(),
             setup_latency_us: histogram(),
@@ -108,7 +109,7 @@ impl Default for CoreStats {
 /// The longest run the timeline records (a day, one slot per second).
 const TIMELINE_SECONDS_MAX: usize = 86_400;
 
-impl CoreStats {
+impl Measurements {
     /// Records a latency, saturating at the histogram's bound.
     pub fn record(histogram: &mut Histogram<u64>, micros: u64) {
         histogram.saturating_record(micros.max(1));
@@ -134,7 +135,7 @@ impl CoreStats {
     }
 
     /// Adds `other` into `self`.
-    pub fn merge(&mut self, other: &CoreStats) {
+    pub fn merge(&mut self, other: &Measurements) {
         let _ = self.store_latency_us.add(&other.store_latency_us);
         let _ = self.arrival_latency_us.add(&other.arrival_latency_us);
         let _ = self.setup_latency_us.add(&other.setup_latency_us);
@@ -375,7 +376,7 @@ pub struct RunResult {
 impl RunResult {
     /// Assembles the result from merged core stats.
     pub fn from_stats(
-        stats: &CoreStats,
+        stats: &Measurements,
         target: Target,
         load: LoadConfig,
         elapsed_s: f64,
@@ -554,14 +555,14 @@ mod tests {
 
     #[test]
     fn merge_adds_counters_histograms_and_timelines() {
-        let mut a = CoreStats::default();
-        let mut b = CoreStats::default();
-        CoreStats::record(&mut a.store_latency_us, 1000);
-        CoreStats::record(&mut b.store_latency_us, 3000);
+        let mut a = Measurements::default();
+        let mut b = Measurements::default();
+        Measurements::record(&mut a.store_latency_us, 1000);
+        Measurements::record(&mut b.store_latency_us, 3000);
         a.count_in_timeline(0, 10);
         b.count_in_timeline(2, 20);
         b.statuses.insert(0xA900, 2);
-        CoreStats::bump(&mut b.rejections, "1/1/7");
+        Measurements::bump(&mut b.rejections, "1/1/7");
         a.merge(&b);
         assert_eq!(a.store_latency_us.len(), 2);
         assert_eq!(a.timeline, vec![(1, 10), (0, 0), (1, 20)]);

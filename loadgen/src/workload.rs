@@ -550,12 +550,17 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
         }
         // Mapped once for the whole run (sluice-io holds the `unsafe`): the
         // data set is sent straight from the page cache, never copied.
-        let bytes = std::fs::File::open(&path)
-            .and_then(|file| sluice_io::map::map_for_process(&file))
-            .map_err(|source| WorkloadError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let bytes = sluice_io::map::map_for_process(
+            &path,
+            sluice_io::map::FileUnchangedWhileMapped::caller_guarantees(
+                "the operator's --dir input; `sluice-loadgen --help` and \
+                 docs/design/loadgen.md say the files must not change during a run",
+            ),
+        )
+        .map_err(|source| WorkloadError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let Ok((dataset_offset, sop_class_uid, transfer_syntax_uid)) = part10_meta(bytes) else {
             continue; // not DICOM (README, DICOMDIR companions...): skipped
         };

@@ -16,7 +16,9 @@
 pub mod assoc;
 pub mod charset;
 pub mod dimse;
+pub mod endpoint;
 pub mod pdata;
 pub mod pdu;
+pub mod query;
 pub mod scan;
 pub mod uid;

@@ -1,5 +1,5 @@
 //! A test-only DICOM acceptor: std `TcpListener`, one thread per connection,
-//! driven by `sluice-net`'s association state machine and negotiation policy.
+//! driven by `sluice-net`'s association endpoint and negotiation policy.
 //!
 //! It exists to prove the protocol core against real peers (DCMTK,
 //! pynetdicom) before the engine exists, and it keeps doing so afterwards: it
@@ -15,13 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sluice_net::assoc::{
-    negotiate, AbortCause, AcceptedAbstractSyntax, AcceptorPolicy, Action, AeTitleFilter,
-    Association, AssociationLoad, Indication, Input, InvalidPdu, NegotiatedAssociation,
-    NegotiationOutcome, Role,
+    negotiate, AbortCause, AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter, AssociationLoad,
+    Indication, NegotiatedAssociation, NegotiationOutcome, Role,
 };
-use sluice_net::dimse::{CEchoRsp, CStoreRsp, Command, Status, StatusDetail};
-use sluice_net::pdata::{encode_message, StreamDecoder, StreamEvent};
-use sluice_net::pdu::DecodeLimits;
+use sluice_net::dimse::{CEchoRsp, CStoreRq, CStoreRsp, Command, Status, StatusDetail};
+use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming};
 use sluice_net::uid;
 
 /// Implementation Class UID the test acceptor announces.
@@ -220,28 +218,16 @@ impl Drop for TestAcceptor {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timer {
-    None,
-    Artim,
-    Idle,
-}
-
 struct Connection<'a> {
     stream: TcpStream,
     settings: &'a AcceptorSettings,
     observed: &'a Mutex<Observed>,
     established: &'a AtomicU32,
-    association: Association,
-    decoder: StreamDecoder,
-    timer: Timer,
-    timer_deadline: Instant,
+    endpoint: Endpoint,
     counted: bool,
     closed: bool,
     outcome: Option<AssociationOutcome>,
-    deliver_pdata: bool,
-    command_bytes: Vec<u8>,
-    pending_store: Option<(u8, Command)>,
+    pending_store: Option<(u8, CStoreRq)>,
     dataset: Vec<u8>,
     calling_ae_title: String,
 }
@@ -254,20 +240,18 @@ fn serve_connection(
     stop: &AtomicBool,
 ) -> AssociationOutcome {
     stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut config = EndpointConfig::default();
+    config.artim = settings.artim;
+    config.idle = settings.idle;
     let mut connection = Connection {
         stream,
         settings,
         observed,
         established,
-        association: Association::new(Role::Acceptor),
-        decoder: StreamDecoder::new(DecodeLimits::default()),
-        timer: Timer::None,
-        timer_deadline: Instant::now(),
+        endpoint: Endpoint::new(Role::Acceptor, config),
         counted: false,
         closed: false,
         outcome: None,
-        deliver_pdata: false,
-        command_bytes: Vec::new(),
         pending_store: None,
         dataset: Vec::new(),
         calling_ae_title: String::new(),
@@ -281,33 +265,34 @@ fn serve_connection(
 
 impl Connection<'_> {
     fn run(&mut self, stop: &AtomicBool) -> AssociationOutcome {
-        self.input(Input::TransportConnectIndication);
+        self.endpoint
+            .transport_connected(Instant::now())
+            .expect("a fresh acceptor takes a connection");
         let mut buffer = vec![0u8; 64 * 1024];
-        while !self.closed && !self.association.is_closed() {
+        while !self.closed && !self.endpoint.close_requested() && !self.endpoint.is_closed() {
+            let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
-                self.input(Input::AbortRequest);
+                self.endpoint.abort(now);
+                self.flush();
                 break;
             }
-            let now = Instant::now();
-            let wait = match self.timer {
-                Timer::None => Duration::from_millis(200),
-                _ if self.timer_deadline <= now => {
-                    let input = if self.timer == Timer::Artim {
-                        Input::ArtimExpired
-                    } else {
-                        Input::IdleExpired
-                    };
-                    self.timer = Timer::None;
-                    self.input(input);
+            let wait = match self.endpoint.next_deadline() {
+                None => Duration::from_millis(200),
+                Some(deadline) if deadline <= now => {
+                    self.endpoint.handle_timeout(now);
+                    self.events();
                     continue;
                 }
-                _ => (self.timer_deadline - now).min(Duration::from_millis(200)),
+                Some(deadline) => (deadline - now).min(Duration::from_millis(200)),
             };
             self.stream
                 .set_read_timeout(Some(wait))
                 .expect("read timeout");
             match self.stream.read(&mut buffer) {
-                Ok(0) => self.input(Input::TransportClosed),
+                Ok(0) => {
+                    self.endpoint.transport_closed(Instant::now());
+                    self.events();
+                }
                 Ok(length) => self.received(&buffer[..length]),
                 Err(error)
                     if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -325,52 +310,54 @@ impl Connection<'_> {
         })
     }
 
-    fn received(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() && !self.closed {
-            let step = match self.decoder.next_event(bytes) {
-                Ok(step) => step,
-                Err(error) => {
-                    let pdu_type = self.decoder.failed_pdu_type();
-                    self.input(Input::InvalidPdu(InvalidPdu::new(pdu_type, &error)));
-                    return;
-                }
-            };
-            bytes = &bytes[step.consumed..];
-            match step.event {
-                None => return,
-                Some(StreamEvent::Control(pdu)) => self.input(Input::PduReceived(pdu)),
-                Some(StreamEvent::PDataStart { .. }) => {
-                    let actions = self.handle(Input::PDataReceived);
-                    self.deliver_pdata = actions.contains(&Action::Indication(Indication::PData));
-                    self.perform(actions);
-                }
-                Some(StreamEvent::PdvFragment(fragment)) => {
-                    if !self.deliver_pdata {
-                        continue;
-                    }
-                    let message_complete = fragment.is_last && fragment.pdv_complete;
-                    if fragment.is_command {
-                        self.command_bytes.extend_from_slice(fragment.bytes);
-                        if message_complete {
-                            let command_bytes = std::mem::take(&mut self.command_bytes);
-                            self.command(fragment.presentation_context_id, &command_bytes);
-                        }
-                    } else {
-                        self.dataset.extend_from_slice(fragment.bytes);
-                        if message_complete {
-                            self.dataset_complete(fragment.presentation_context_id);
-                        }
-                    }
+    fn received(&mut self, bytes: &[u8]) {
+        let mut cursor = 0;
+        while let Some(incoming) = self.endpoint.receive(bytes, &mut cursor, Instant::now()) {
+            self.incoming(bytes, incoming);
+            self.flush();
+        }
+        self.flush();
+    }
+
+    /// Handles the events raised outside `receive` (timeouts, closes).
+    fn events(&mut self) {
+        while let Some(incoming) = self.endpoint.poll_event() {
+            self.incoming(&[], incoming);
+        }
+        self.flush();
+    }
+
+    fn incoming(&mut self, input: &[u8], incoming: Incoming) {
+        match incoming {
+            Incoming::Indication(indication) => self.indication(indication),
+            Incoming::Command {
+                context_id,
+                command,
+                ..
+            } => self.command(context_id, command),
+            Incoming::Data {
+                context_id,
+                range,
+                last,
+            } => {
+                self.dataset
+                    .extend_from_slice(input.get(range).expect("a range of the input"));
+                if last {
+                    self.dataset_complete(context_id);
                 }
             }
+            Incoming::Violation(violation) => {
+                // A malformed PDU is followed by the state machine's abort
+                // indication; a DIMSE violation was aborted by the endpoint.
+                self.outcome = Some(AssociationOutcome::Aborted {
+                    cause: format!("violation: {violation}"),
+                });
+            }
+            other => panic!("an event the test acceptor does not know: {other:?}"),
         }
     }
 
-    fn command(&mut self, presentation_context_id: u8, bytes: &[u8]) {
-        let command = match Command::decode(bytes) {
-            Ok(command) => command,
-            Err(error) => panic!("peer sent a command set we cannot decode: {error}"),
-        };
+    fn command(&mut self, context_id: u8, command: Command) {
         match command {
             Command::CEchoRq(rq) => {
                 self.observed.lock().unwrap().echoes += 1;
@@ -380,28 +367,26 @@ impl Connection<'_> {
                     status: Status::SUCCESS,
                     detail: StatusDetail::default(),
                 });
-                self.send_command(presentation_context_id, &rsp);
+                self.send(context_id, &rsp);
             }
-            store @ Command::CStoreRq(_) => {
+            Command::CStoreRq(rq) => {
                 self.dataset.clear();
-                self.pending_store = Some((presentation_context_id, store));
+                self.pending_store = Some((context_id, rq));
             }
             other => panic!("test acceptor got an unexpected command {other:?}"),
         }
     }
 
-    fn dataset_complete(&mut self, presentation_context_id: u8) {
-        let Some((command_context_id, Command::CStoreRq(rq))) = self.pending_store.take() else {
+    fn dataset_complete(&mut self, context_id: u8) {
+        // The endpoint checked that the data set came on its command's context.
+        let Some((_, rq)) = self.pending_store.take() else {
             panic!("data set without a C-STORE-RQ before it");
         };
-        assert_eq!(
-            command_context_id, presentation_context_id,
-            "data set on another context"
-        );
-        let negotiated = self.association.negotiated().expect("established");
-        let context = negotiated
-            .presentation_context(presentation_context_id)
+        let context = self
+            .endpoint
+            .presentation_context(context_id)
             .expect("accepted context");
+        let transfer_syntax_uid = context.transfer_syntax.clone();
         self.observed
             .lock()
             .unwrap()
@@ -410,7 +395,7 @@ impl Connection<'_> {
                 calling_ae_title: self.calling_ae_title.clone(),
                 affected_sop_class_uid: rq.affected_sop_class_uid.clone(),
                 affected_sop_instance_uid: rq.affected_sop_instance_uid.clone(),
-                transfer_syntax_uid: context.transfer_syntax.clone(),
+                transfer_syntax_uid,
                 dataset: std::mem::take(&mut self.dataset),
             });
         let rsp = Command::CStoreRsp(CStoreRsp {
@@ -420,70 +405,29 @@ impl Connection<'_> {
             status: Status::SUCCESS,
             detail: StatusDetail::default(),
         });
-        self.send_command(presentation_context_id, &rsp);
+        self.send(context_id, &rsp);
     }
 
-    fn send_command(&mut self, presentation_context_id: u8, command: &Command) {
-        let actions = self.handle(Input::PDataRequest);
-        assert!(actions.is_empty(), "P-DATA not allowed now: {actions:?}");
-        let bytes = command.encode().expect("encode response");
-        let pdu_length_max_peer = self
-            .association
-            .negotiated()
-            .expect("established")
-            .pdu_length_max_peer;
-        let mut out = Vec::new();
-        encode_message(
-            presentation_context_id,
-            true,
-            &bytes,
-            pdu_length_max_peer,
-            &mut out,
-        )
-        .expect("frame response");
-        self.write(&out);
+    fn send(&mut self, context_id: u8, command: &Command) {
+        self.endpoint
+            .send_message(context_id, command, None)
+            .expect("a response the association allows");
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        if let Err(error) = self.stream.write_all(bytes) {
-            self.outcome.get_or_insert(AssociationOutcome::Ended {
-                why: format!("write: {error}"),
-            });
-            self.closed = true;
-        }
-    }
-
-    fn handle(&mut self, input: Input) -> Vec<Action> {
-        self.association
-            .handle(input)
-            .expect("state machine refused a local request")
-    }
-
-    fn input(&mut self, input: Input) {
-        let actions = self.handle(input);
-        self.perform(actions);
-    }
-
-    fn perform(&mut self, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::SendPdu(bytes) => self.write(&bytes),
-                Action::StartArtimTimer => self.arm(Timer::Artim, self.settings.artim),
-                Action::StartIdleTimer => self.arm(Timer::Idle, self.settings.idle),
-                Action::StopArtimTimer | Action::StopIdleTimer => self.timer = Timer::None,
-                Action::CloseTransport => self.closed = true,
-                Action::ConnectTransport => panic!("an acceptor never connects"),
-                Action::Indication(indication) => self.indication(indication),
+    /// Writes what the endpoint queued.
+    fn flush(&mut self) {
+        while let Some(bytes) = self.endpoint.poll_transmit() {
+            if let Err(error) = self.stream.write_all(&bytes) {
+                self.outcome.get_or_insert(AssociationOutcome::Ended {
+                    why: format!("write: {error}"),
+                });
+                self.closed = true;
             }
         }
     }
 
-    fn arm(&mut self, timer: Timer, after: Duration) {
-        self.timer = timer;
-        self.timer_deadline = Instant::now() + after;
-    }
-
     fn indication(&mut self, indication: Indication) {
+        let now = Instant::now();
         match indication {
             Indication::AssociateRequest(rq) => {
                 let load = AssociationLoad {
@@ -493,8 +437,6 @@ impl Connection<'_> {
                 let outcome = negotiate(&self.settings.policy, &rq, load);
                 match &outcome {
                     NegotiationOutcome::Accept { negotiated, .. } => {
-                        self.decoder
-                            .set_pdata_length_max(negotiated.pdu_length_max_local);
                         self.established.fetch_add(1, Ordering::SeqCst);
                         self.counted = true;
                         self.calling_ae_title = negotiated.calling_ae_title.clone();
@@ -508,13 +450,17 @@ impl Connection<'_> {
                         self.outcome = Some(AssociationOutcome::Rejected { codes: rj.codes() });
                     }
                 }
-                self.input(Input::AssociateResponse(outcome.into()));
+                self.endpoint
+                    .answer_association(outcome.into(), now)
+                    .expect("an A-ASSOCIATE-RQ is awaiting its answer");
             }
             Indication::ReleaseRequest | Indication::ReleaseCollision => {
                 self.outcome = Some(AssociationOutcome::Released {
                     calling_ae_title: self.calling_ae_title.clone(),
                 });
-                self.input(Input::ReleaseResponse);
+                self.endpoint
+                    .answer_release(now)
+                    .expect("a release is awaiting its answer");
             }
             Indication::Aborted(cause) => {
                 let cause = match cause {
@@ -523,7 +469,6 @@ impl Connection<'_> {
                 };
                 self.outcome = Some(AssociationOutcome::Aborted { cause });
             }
-            Indication::PData => {}
             other => panic!("unexpected indication for an acceptor: {other:?}"),
         }
     }

@@ -1,11 +1,18 @@
 //! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
 //! commands (`ls`, `show`, `quarantine`, `commitments`, `verify`, `stats`,
 //! `export-instance`) inspect and manage a data directory.
+//!
+//! Under systemd (`Type=notify`, packaging/debian/sluice.service) `serve`
+//! reports READY=1 once start-up recovery is done and the listeners are
+//! bound, and STOPPING=1 when a signal starts the shutdown; without a
+//! NOTIFY_SOCKET these are no-ops.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use sd_notify::NotifyState;
 use sluice_engine::cli::OperatorCommand;
 use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
 use sluice_engine::scp::Server;
@@ -14,9 +21,12 @@ use sluice_engine::store::Store;
 /// How long shutdown waits for the cores to drain.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// Sluice: a DICOM storage engine.
+/// Sluice, a DICOM storage engine: the Storage SCP (`serve`) and the
+/// operator commands on its data directory.
+// `about` comes from this comment, not from the crate's description (which
+// describes the library): it heads `--help` and the NAME line of sluice(1).
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about)]
+#[command(name = "sluice", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +43,14 @@ enum Command {
     },
     #[command(flatten)]
     Operator(OperatorCommand),
+    /// Writes the manual pages, sluice(1) and one per subcommand, into a
+    /// directory (packaging/build-deb ships them).
+    #[command(hide = true)]
+    GenerateManPages {
+        /// The directory to write into; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +61,16 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)
+            }
+        },
+        Command::GenerateManPages { out_dir } => match write_man_pages(&out_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!(
+                    "error: cannot write the man pages into {}: {error}",
+                    out_dir.display()
+                );
+                ExitCode::from(1)
             }
         },
         Command::Operator(command) => {
@@ -57,6 +85,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// clap_mangen writes one page per visible command (hidden ones, such as
+/// this one, are left out), named `sluice-serve.1`, `sluice-quarantine-list.1`.
+fn write_man_pages(out_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    clap_mangen::generate_to(Cli::command(), out_dir)
 }
 
 fn init_logging(format: LogFormat, level: LogLevel) {
@@ -94,6 +129,9 @@ fn serve(config: Config) -> ExitCode {
         tracing::error!(%error, "cannot install the signal handler");
         return ExitCode::from(1);
     }
+    notify_service_manager(&[NotifyState::Status(
+        "opening the store and running start-up recovery",
+    )]);
     let store = match Store::open(config) {
         Ok(store) => store,
         Err(error) => {
@@ -108,11 +146,28 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Server::start returned: recovery has finished and every listener is
+    // bound, so associations are accepted from now on.
+    let listening: Vec<String> = server
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    notify_service_manager(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!(
+            "accepting associations on {}",
+            listening.join(", ")
+        )),
+    ]);
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
         if signal_receiver.recv().is_ok() {
-            // Shut down first, log second: a log write that fails (stderr
-            // closed by a pipe reader that went away) must not stop it.
+            // STOPPING=1 before the shutdown, so systemd hears it before
+            // the process can exit. Shut down before logging: a log write
+            // that fails (stderr closed by a pipe reader that went away)
+            // must not stop it.
+            notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
             handle.shutdown();
             tracing::info!("signal received: shutting down");
         }
@@ -126,5 +181,15 @@ fn serve(config: Config) -> ExitCode {
             tracing::error!(%error, "shutdown incomplete");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Tells the service manager the server's state (sd_notify(3)). Without a
+/// NOTIFY_SOCKET (not started by systemd with `Type=notify`) it does
+/// nothing; a failure to send is logged and otherwise ignored: systemd then
+/// times the start out or kills the unit, which is the right outcome.
+fn notify_service_manager(states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
 }

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use sluice_index::{InstanceRecord, StudyQuery, Triplet};
 
 use super::format::{bytes, hex, number_or_dash, or_dash, rfc3339_utc, Table};
-use super::walk::disk_usage;
 use super::{CliError, OpenStore};
 use crate::store::layout::{Area, Layout};
+use crate::store::walk::disk_usage;
 
 /// Writes the "more rows" note of a truncated listing.
 fn truncated_note(output: &mut dyn Write, shown: usize, noun: &str) -> std::io::Result<()> {

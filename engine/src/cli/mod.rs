@@ -27,8 +27,7 @@ mod browse;
 mod commitments;
 mod format;
 mod quarantine;
-pub(crate) mod verify;
-pub(crate) mod walk;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,28 +6,16 @@
 //! checksum. Files are read in bounded chunks, one at a time; problems are
 //! printed as they are found, so memory does not grow with the store.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::Write;
 use std::process::ExitCode;
 
-use sluice_index::{Checksum, IndexError, InstanceRecord};
+use sluice_index::IndexError;
 
 use super::format::hex;
-use super::walk::{for_each_indexed_file, IndexedFile};
 use super::{CliError, OpenStore};
-use crate::store::layout::{Area, DatasetHasher};
-
-/// Bytes read from a file at a time.
-pub(crate) const READ_CHUNK_BYTES: usize = 1 << 20;
-
-/// What was wrong with one file.
-#[derive(Debug)]
-pub(crate) enum Problem {
-    Missing,
-    WrongSize { actual_bytes: u64 },
-    Checksum { actual: Checksum },
-    Unreadable(std::io::Error),
-}
+use crate::store::check::{check_file, Problem, READ_CHUNK_BYTES};
+use crate::store::layout::Area;
+use crate::store::walk::{for_each_indexed_file, IndexedFile};
 
 /// Counts of a verify run.
 #[derive(Debug, Default)]
@@ -47,44 +35,6 @@ impl Tally {
     fn problems(&self) -> u64 {
         self.missing + self.wrong_size + self.checksum + self.unreadable
     }
-}
-
-/// Checks the file at `path` against its index record: its size, then the
-/// checksum of its data set (read in `buffer`-sized pieces). `None` when it
-/// matches. Also used by start-up recovery for files committed in doubt.
-pub(crate) fn check_file(
-    path: &Path,
-    record: &InstanceRecord,
-    buffer: &mut [u8],
-) -> Option<Problem> {
-    let mut handle = match std::fs::File::open(path) {
-        Ok(handle) => handle,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Some(Problem::Missing)
-        }
-        Err(error) => return Some(Problem::Unreadable(error)),
-    };
-    let actual_bytes = match handle.metadata() {
-        Ok(metadata) => metadata.len(),
-        Err(error) => return Some(Problem::Unreadable(error)),
-    };
-    if actual_bytes != record.file_size_bytes {
-        return Some(Problem::WrongSize { actual_bytes });
-    }
-    if let Err(error) = handle.seek(SeekFrom::Start(record.dataset_offset_bytes)) {
-        return Some(Problem::Unreadable(error));
-    }
-    let mut hasher = DatasetHasher::new();
-    loop {
-        match handle.read(buffer) {
-            Ok(0) => break,
-            Ok(read) => hasher.update(buffer.get(..read).unwrap_or_default()),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Some(Problem::Unreadable(error)),
-        }
-    }
-    let actual = hasher.finish();
-    (actual != record.checksum).then_some(Problem::Checksum { actual })
 }
 
 /// Whether the index still holds `file` as the walk saw it (same entry,

@@ -1,20 +1,27 @@
 //! Storage Commitment Push Model SCP: the commitment tracker
 //! (requirements §3, docs/design/commitment.md).
 //!
-//! What this module owns: the tracker thread ([`tracker`]) that records every
+//! What this module owns: the tracker thread (`tracker`) that records every
 //! N-ACTION request in the index before it is accepted, watches the
 //! references that have not arrived (an in-memory map SOP Instance UID ->
 //! waiting transactions, fed by the cores when an instance is durably stored
 //! and indexed), decides the report (event type 1, or 2 with the Failed SOP
 //! Sequence when the wait ends), and drives its delivery with retries; the
-//! engine's encoding of a commitment record's payload ([`payload`]); and the
-//! mapping of a bad request to its N-ACTION-RSP status
+//! messages it exchanges with the cores (`messages`); the engine's
+//! encoding of a commitment record's payload ([`payload`]); and the mapping
+//! of a bad request to its N-ACTION-RSP status
 //! ([`status_of_commitment_error`]).
 //!
-//! The cores own the DIMSE side (decoding N-ACTION, sending N-ACTION-RSP and
-//! N-EVENT-REPORT on an open association or on a new one they open); the
-//! tracker owns every decision and every index write of commitment records.
+//! The cores own the DIMSE side (`crate::scp::commitment`: decoding
+//! N-ACTION, sending N-ACTION-RSP and N-EVENT-REPORT on an open association
+//! or on a new one they open); the tracker owns every decision and every
+//! index write of commitment records.
+//!
+//! Architecture invariant: nothing here imports `crate::scp`. The tracker
+//! reaches the cores only through `messages::Cores`, which the SCP
+//! implements over its runtime's mailboxes.
 
+pub(crate) mod messages;
 pub mod payload;
 pub(crate) mod tracker;
 

@@ -5,9 +5,11 @@
 //! decoded by the cores, "this SOP instance is now stored and indexed" from
 //! the cores' index callbacks, and delivery outcomes. Deadlines (the
 //! instance wait, retry times) are the `recv_timeout` of that channel.
-//! Outputs go to the cores' mailboxes ([`CoreMessage`]): the N-ACTION-RSP
-//! status once the request is in the index, a report to send on the
-//! requester's association, or a batch of reports to send on a new one.
+//! Outputs go to the cores' mailboxes ([`ToCore`] through [`Cores`]): the
+//! N-ACTION-RSP status once the request is in the index, a report to send
+//! on the requester's association, or a batch of reports to send on a new
+//! one. The tracker sees only its [`TrackerContext`]: the store (index,
+//! configuration, events), the in-doubt set, and the cores' mailboxes.
 //!
 //! Every state change is written to the index (a `PutCommitment` through the
 //! single index writer) before anything is said to a peer, so a restart
@@ -19,22 +21,22 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use sluice_index::{
     CommitmentRecord, CommitmentState, FileId, IndexError, IndexWriter, ReadTxn, SopPresence,
     WriteOp,
 };
-use sluice_net::dimse::commitment::{CommitmentRequest, CommitmentResult};
 use sluice_net::dimse::Status;
 
+use super::messages::{Cores, DeliveryOutcome, Refusal, ReportAssociation, Request, ToCore};
 use super::payload::Payload;
 use super::report_accepted;
+use crate::clock::unix_now_ns;
 use crate::config::ReportDelivery;
-use crate::scp::handler::CoreMessage;
-use crate::scp::ServerShared;
-use crate::store::StoreEvent;
+use crate::store::in_doubt::InDoubtSet;
+use crate::store::{Store, StoreEvent};
 
 /// Messages the tracker's channel holds before senders see `Full`. Arrival
 /// notices that find it full are not lost: a flag makes the tracker re-check
@@ -48,42 +50,10 @@ const DELIVERY_OUTCOME_WAIT: Duration = Duration::from_secs(900);
 /// Delivered and failed records are kept this long for the operator view,
 /// then removed at the next start.
 pub(crate) const FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long posting to a core's mailbox may wait.
-const MAILBOX_SEND_WAIT: Duration = Duration::from_secs(5);
 /// Records read per index page at start.
 const LOAD_PAGE: usize = 1024;
 /// Longest idle wait of the loop (it re-checks the lost-arrivals flag).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
-
-/// An N-ACTION request decoded by a core.
-#[derive(Debug)]
-pub(crate) struct Request {
-    /// The core that owns the requester's association.
-    pub(crate) core: usize,
-    /// The association's serial on that core.
-    pub(crate) serial: u64,
-    /// The presentation context of the N-ACTION.
-    pub(crate) context_id: u8,
-    /// The N-ACTION-RQ's Message ID.
-    pub(crate) message_id: u16,
-    /// The requester's (calling) AE title.
-    pub(crate) requester_ae_title: String,
-    /// The action information.
-    pub(crate) request: CommitmentRequest,
-}
-
-/// What became of one report's delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DeliveryOutcome {
-    /// The peer answered this status (0000 or 0107): delivered.
-    Delivered(Status),
-    /// The peer answered another status: a permanent failure.
-    Refused(Status),
-    /// The requester's association is no longer open (not an attempt).
-    NotOpen,
-    /// The association could not be opened, was rejected or broke.
-    CommunicationFailure(String),
-}
 
 /// The tracker's inputs.
 #[derive(Debug)]
@@ -102,19 +72,6 @@ pub(crate) enum TrackerMessage {
     },
     /// Stop the thread.
     Shutdown,
-}
-
-/// Reports for a core to deliver on a new association.
-#[derive(Debug)]
-pub(crate) struct ReportAssociation {
-    /// Our AE title (the Calling AE Title).
-    pub(crate) calling_ae_title: String,
-    /// The AE the reports go to (the Called AE Title).
-    pub(crate) called_ae_title: String,
-    /// Its address.
-    pub(crate) address: SocketAddr,
-    /// The reports, in order.
-    pub(crate) reports: Vec<CommitmentResult>,
 }
 
 /// What the cores hold to reach the tracker.
@@ -143,16 +100,15 @@ impl TrackerHandle {
 
     /// Starts the thread (once). It reads the index's commitment records
     /// before the first message.
-    pub(crate) fn start(shared: &Arc<ServerShared>) -> std::io::Result<()> {
-        let handle = &shared.tracker;
-        let Some(receiver) = handle.receiver.lock().ok().and_then(|mut r| r.take()) else {
+    pub(crate) fn start(&self, context: TrackerContext) -> std::io::Result<()> {
+        let Some(receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
             return Ok(());
         };
         let tracker = Tracker {
-            shared: shared.clone(),
-            writer: shared.store.index().writer(),
-            pending_count: handle.pending_count.clone(),
-            arrivals_lost: handle.arrivals_lost.clone(),
+            writer: context.store.index().writer(),
+            context,
+            pending_count: self.pending_count.clone(),
+            arrivals_lost: self.arrivals_lost.clone(),
             transactions: HashMap::new(),
             waiting: HashMap::new(),
             next_core: 0,
@@ -162,7 +118,7 @@ impl TrackerHandle {
         let thread = std::thread::Builder::new()
             .name("sluice-commit".into())
             .spawn(move || tracker.run(&receiver))?;
-        if let Ok(mut slot) = handle.thread.lock() {
+        if let Ok(mut slot) = self.thread.lock() {
             *slot = Some(thread);
         }
         Ok(())
@@ -237,8 +193,27 @@ struct Transaction {
     in_flight: Option<Instant>,
 }
 
+/// What the tracker thread works with, and nothing more.
+pub(crate) struct TrackerContext {
+    /// The index (read transactions, and its writer for commitment
+    /// records), the configuration, and the event hub.
+    pub(crate) store: Store,
+    /// Files committed in doubt and not yet durable: not counted as stored.
+    pub(crate) in_doubt: InDoubtSet,
+    /// The cores' mailboxes.
+    pub(crate) cores: Box<dyn Cores>,
+}
+
+impl std::fmt::Debug for TrackerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerContext")
+            .field("cores", &self.cores.count())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Tracker {
-    shared: Arc<ServerShared>,
+    context: TrackerContext,
     writer: IndexWriter,
     pending_count: Arc<AtomicUsize>,
     arrivals_lost: Arc<AtomicBool>,
@@ -252,20 +227,13 @@ struct Tracker {
     timers_dirty: bool,
 }
 
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Tracker {
     fn config(&self) -> &crate::config::Config {
-        self.shared.store.config()
+        self.context.store.config()
     }
 
     fn run(mut self, receiver: &Receiver<TrackerMessage>) {
@@ -274,12 +242,7 @@ impl Tracker {
         }
         loop {
             // A server dropped without `shutdown` still ends this thread.
-            if self
-                .shared
-                .runtime
-                .get()
-                .is_some_and(|runtime| runtime.is_shutdown_requested())
-            {
+            if self.context.cores.shutdown_requested() {
                 break;
             }
             if self.arrivals_lost.swap(false, Ordering::SeqCst) {
@@ -369,7 +332,7 @@ impl Tracker {
         let mut after: Option<String> = None;
         let mut loaded = Vec::new();
         loop {
-            let read = self.shared.store.index().read()?;
+            let read = self.context.store.index().read()?;
             let listing = read.commitments(after.as_deref(), LOAD_PAGE)?;
             for entry in listing.items {
                 after = Some(entry.transaction_uid.clone());
@@ -446,14 +409,14 @@ impl Tracker {
     /// Checks every pending request's missing references against the index
     /// (one read transaction) and rebuilds the waiting map.
     fn recheck_pending(&mut self) {
-        let read = match self.shared.store.index().read() {
+        let read = match self.context.store.index().read() {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "cannot re-check pending commitment requests");
                 return;
             }
         };
-        let in_doubt = in_doubt_snapshot(&self.shared);
+        let in_doubt = self.context.in_doubt.snapshot();
         self.waiting.clear();
         let mut complete = Vec::new();
         for (transaction_uid, transaction) in &mut self.transactions {
@@ -501,27 +464,14 @@ impl Tracker {
 
     // ----- requests -----
 
-    fn answer(&self, request: &Request, status: Status, comment: Option<String>) {
-        let message = CoreMessage::CommitmentAnswered {
+    fn answer(&self, request: &Request, result: Result<(), Refusal>) {
+        let message = ToCore::Answer {
             serial: request.serial,
             context_id: request.context_id,
             message_id: request.message_id,
-            status,
-            comment,
+            result,
         };
-        self.post(request.core, message);
-    }
-
-    fn post(&self, core: usize, message: CoreMessage) -> bool {
-        let Some(sender) = self
-            .shared
-            .runtime
-            .get()
-            .and_then(|runtime| runtime.sender(core))
-        else {
-            return false;
-        };
-        sender.send_timeout(message, MAILBOX_SEND_WAIT).is_ok()
+        self.context.cores.post(request.core, message);
     }
 
     fn requested(&mut self, mut request: Request) {
@@ -546,24 +496,16 @@ impl Tracker {
                     existing.record.next_attempt_at_unix_ns = 0;
                 }
                 tracing::info!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request repeated; the pending transaction stands");
-                self.answer(&request, Status::SUCCESS, None);
+                self.answer(&request, Ok(()));
                 return;
             }
             tracing::warn!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request refused: its Transaction UID is pending with other references");
-            self.answer(
-                &request,
-                Status::PROCESSING_FAILURE,
-                Some("Transaction UID already pending with other references".into()),
-            );
+            self.answer(&request, Err(Refusal::OtherReferencesPending));
             return;
         }
         if self.transactions.len() >= max_pending {
             tracing::warn!(transaction_uid = %transaction_uid, limit = max_pending, "commitment request refused: too many pending requests");
-            self.answer(
-                &request,
-                Status::RESOURCE_LIMITATION,
-                Some(format!("{max_pending} commitment requests pending")),
-            );
+            self.answer(&request, Err(Refusal::TooManyPending { max_pending }));
             return;
         }
         // Counted before the check, so an instance indexed after the read
@@ -575,8 +517,8 @@ impl Tracker {
         // A reference stored under another SOP class fails at once (0119):
         // waiting cannot change the class an instance is stored with.
         let mut failed = Vec::new();
-        let check = self.shared.store.index().read().and_then(|read| {
-            let in_doubt = in_doubt_snapshot(&self.shared);
+        let check = self.context.store.index().read().and_then(|read| {
+            let in_doubt = self.context.in_doubt.snapshot();
             for (index, (reference, present)) in
                 references.iter().zip(present.iter_mut()).enumerate()
             {
@@ -597,13 +539,10 @@ impl Tracker {
             Ok(())
         });
         if let Err(error) = check {
-            self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            debug_assert!(previous > 0);
             tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot read the index");
-            self.answer(
-                &request,
-                Status::PROCESSING_FAILURE,
-                Some("index unavailable".into()),
-            );
+            self.answer(&request, Err(Refusal::IndexUnavailable));
             return;
         }
         let check_us = started.elapsed().as_micros() as u64;
@@ -631,13 +570,10 @@ impl Tracker {
         // Recorded before it is accepted: a crash after the N-ACTION-RSP
         // finds it in the index.
         if let Err(error) = self.put(&transaction_uid, &transaction) {
-            self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
+            debug_assert!(previous > 0);
             tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot record it");
-            self.answer(
-                &request,
-                Status::PROCESSING_FAILURE,
-                Some("cannot record the request".into()),
-            );
+            self.answer(&request, Err(Refusal::CannotRecord));
             return;
         }
         tracing::info!(
@@ -648,7 +584,7 @@ impl Tracker {
             check_us,
             "commitment request accepted"
         );
-        self.answer(&request, Status::SUCCESS, None);
+        self.answer(&request, Ok(()));
         for (index, (reference, present)) in transaction
             .payload
             .references
@@ -731,11 +667,12 @@ impl Tracker {
     /// or 0119 (stored with another SOP class); any that did arrive count.
     fn expire(&mut self, transaction_uid: &str) {
         let Some(transaction) = self.transactions.get(transaction_uid) else {
-            return;
+            panic!("transaction {transaction_uid} expired, but it is not held");
         };
+        assert_eq!(transaction.record.state, CommitmentState::Pending);
         let mut failed = Vec::new();
-        let read = self.shared.store.index().read();
-        let in_doubt = in_doubt_snapshot(&self.shared);
+        let read = self.context.store.index().read();
+        let in_doubt = self.context.in_doubt.snapshot();
         for (index, (reference, present)) in transaction
             .payload
             .references
@@ -769,13 +706,18 @@ impl Tracker {
 
     /// Decides the report, records it (ReportReady) and starts delivery.
     fn decide(&mut self, transaction_uid: &str, failed: Vec<(u32, u16)>) {
+        // Every caller found the transaction pending, and deciding is the
+        // only way out of that state.
         let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
-            return;
+            panic!("transaction {transaction_uid} decided, but it is not held");
         };
-        if transaction.record.state != CommitmentState::Pending {
-            return;
-        }
-        self.pending_count.fetch_sub(1, Ordering::SeqCst);
+        assert_eq!(
+            transaction.record.state,
+            CommitmentState::Pending,
+            "transaction {transaction_uid} decided twice"
+        );
+        let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(previous > 0, "more requests decided than were pending");
         self.timers_dirty = true;
         for (reference, present) in transaction
             .payload
@@ -839,7 +781,7 @@ impl Tracker {
             decided_after_ms,
             "commitment report decided"
         );
-        self.shared.store.shared.events.publish(event);
+        self.context.store.shared.events.publish(event);
         self.start_same_association(transaction_uid);
     }
 
@@ -856,7 +798,11 @@ impl Tracker {
         let mut report = transaction.payload.result(transaction_uid);
         report.retrieve_ae_title = Some(retrieve_ae_title);
         transaction.in_flight = Some(Instant::now());
-        if !self.post(core, CoreMessage::DeliverReport { serial, report }) {
+        if !self
+            .context
+            .cores
+            .post(core, ToCore::DeliverReport { serial, report })
+        {
             if let Some(transaction) = self.transactions.get_mut(transaction_uid) {
                 transaction.in_flight = None;
                 transaction.origin = None;
@@ -866,8 +812,10 @@ impl Tracker {
 
     fn deliver_due(&mut self) {
         let now = unix_now_ns();
-        let shared = self.shared.clone();
-        let config = shared.store.config();
+        // A clone (one `Arc`) so the configuration can be read while the
+        // transactions change.
+        let store = self.context.store.clone();
+        let config = store.config();
         let mut failures = Vec::new();
         let mut groups: HashMap<(String, SocketAddr), Vec<String>> = HashMap::new();
         let mut stale = Vec::new();
@@ -944,12 +892,7 @@ impl Tracker {
         }
         let calling_ae_title = config.commitment_ae_title().as_str().to_owned();
         let retrieve_ae_title = config.network.ae_title.as_str().to_owned();
-        let core_count = self
-            .shared
-            .runtime
-            .get()
-            .map_or(1, |runtime| runtime.core_count())
-            .max(1);
+        let core_count = self.context.cores.count().max(1);
         for ((called_ae_title, address), transaction_uids) in groups {
             let mut reports = Vec::with_capacity(transaction_uids.len());
             for transaction_uid in &transaction_uids {
@@ -963,13 +906,13 @@ impl Tracker {
             let core = self.next_core % core_count;
             self.next_core = self.next_core.wrapping_add(1);
             tracing::debug!(called_ae = %called_ae_title, %address, reports = reports.len(), "opening an association to deliver commitment reports");
-            let message = CoreMessage::OpenReportAssociation(Box::new(ReportAssociation {
+            let message = ToCore::OpenReportAssociation(Box::new(ReportAssociation {
                 calling_ae_title: calling_ae_title.clone(),
                 called_ae_title,
                 address,
                 reports,
             }));
-            if !self.post(core, message) {
+            if !self.context.cores.post(core, message) {
                 for transaction_uid in transaction_uids {
                     self.delivered(
                         &transaction_uid,
@@ -981,8 +924,13 @@ impl Tracker {
     }
 
     fn delivered(&mut self, transaction_uid: &str, outcome: DeliveryOutcome) {
-        let shared = self.shared.clone();
-        let config = shared.store.config();
+        // A clone (one `Arc`) so the configuration can be read while the
+        // transactions change.
+        let store = self.context.store.clone();
+        let config = store.config();
+        // An outcome for a transaction that is no longer held (finished, or a
+        // stale delivery's late answer), or whose UID was reused by a new
+        // pending request, is not this report's.
         let Some(transaction) = self.transactions.get_mut(transaction_uid) else {
             return;
         };
@@ -1048,7 +996,7 @@ impl Tracker {
         if let Some(state) = finished {
             if let Some(transaction) = self.transactions.remove(transaction_uid) {
                 if state == CommitmentState::Failed {
-                    self.shared.store.shared.events.publish(
+                    self.context.store.shared.events.publish(
                         StoreEvent::CommitmentReportUndelivered {
                             transaction_uid: transaction_uid.to_owned(),
                             requester_ae_title: transaction.record.requester_ae_title,
@@ -1069,18 +1017,6 @@ pub(crate) fn retry_delay(delay: Duration, cap: Duration, attempt: u32) -> Durat
         .checked_mul(1u32 << doublings.min(31))
         .unwrap_or(cap)
         .min(cap)
-}
-
-/// The files committed in doubt and not yet durable, copied from the cores'
-/// shared set. Take it *after* opening the read transaction it is used with:
-/// a core adds a file before submitting its entry, so every in-doubt entry
-/// that transaction can see is then in the copy (or already durable).
-fn in_doubt_snapshot(shared: &ServerShared) -> HashSet<FileId> {
-    shared
-        .in_doubt
-        .lock()
-        .map(|set| set.clone())
-        .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
 }
 
 /// [`ReadTxn::sop_presence`] for commitment: an instance whose file is still

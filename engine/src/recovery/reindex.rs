@@ -14,7 +14,7 @@ use sluice_index::{FileId, InstanceRecord, NewInstance};
 use sluice_net::scan::{check_store, DatasetScanner, StoreCheck};
 use sluice_net::uid;
 
-use crate::cli::verify::READ_CHUNK_BYTES;
+use crate::store::check::READ_CHUNK_BYTES;
 use crate::store::instance_from_head;
 use crate::store::layout::DatasetHasher;
 use crate::store::part10::read_header;

@@ -1,19 +1,41 @@
-//! The Storage SCP: `sluice serve`'s network side. Owns the acceptor policy
-//! built from the configuration ([`policy`]), the per-core association
-//! handler that streams C-STORE data sets into files and owns the
-//! durability order ([`handler`]), and the [`Server`] handle that starts and
-//! stops it on the `sluice-io` runtime. Storage Commitment requests are
-//! decoded here and handed to the commitment tracker ([`crate::commit`]),
-//! which answers through the cores' mailboxes.
+//! The Storage SCP: `sluice serve`'s network side, one handler per
+//! `sluice-io` core, and the [`Server`] handle that starts and stops it.
 //!
-//! docs/design/ingest.md explains the path and the status mapping.
+//! Code map (each module's header says what it owns):
+//! - `handler`: the core's router, from io events, connection bytes and
+//!   other threads' messages to the services below; it holds no service
+//!   state of its own.
+//! - `conn`: one association (state machine, stream decoder, command
+//!   assembly, timer, sends, closing, counters) and the core's table of
+//!   them; `admission`: negotiation under the association limits.
+//! - `storage`: the Storage service's DIMSE side (C-STORE-RQ to a job or a
+//!   refusal, its data set to the job, C-STORE-RSP back); `ingest`: C-STORE
+//!   to durable, indexed files. Its `job` module is the
+//!   sans-I/O specification of the durability order; `dir_sync` and
+//!   `batcher` are the directory fsync rounds and the group commit.
+//! - `commitment`: the Storage Commitment DIMSE service (the decisions are
+//!   the tracker's, `crate::commit`).
+//! - `failure`: the one typed `failure::Failure` of a request, with its
+//!   status; `tag`: the io operations' tags; `shared`: what the cores
+//!   share; [`policy`]: the acceptor policy built from the configuration.
+//!
+//! docs/design/ingest.md explains the path and the status mapping;
+//! docs/design/engine-structure.md why the services are laid out this way.
 
-pub(crate) mod handler;
+mod admission;
+mod commitment;
+mod conn;
+mod failure;
+mod handler;
+mod ingest;
 pub mod policy;
+mod shared;
+mod storage;
+mod tag;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_io::{
@@ -21,17 +43,21 @@ use sluice_io::{
 };
 use thiserror::Error;
 
-use crate::commit::tracker::TrackerHandle;
+use crate::commit::messages::{Cores, ToCore};
+use crate::commit::tracker::{TrackerContext, TrackerHandle};
 use crate::config::IoBackend;
+use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
+use ingest::space::SpaceAccount;
 
-pub use handler::{status_of_index_error, STATUS_DUPLICATE_REJECTED};
+pub use failure::status_of_index_error;
+pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
 
 use handler::{CoreHandler, CoreMessage};
+use shared::ServerShared;
 
-/// Consecutive durability failures (fsync, rename, directory sync, index
-/// commit) after which the store refuses every C-STORE until restart.
-pub const DURABILITY_FAILURES_BEFORE_REFUSING: u32 = 8;
+/// How long the commitment tracker may wait for room in a core's mailbox.
+const TRACKER_MAILBOX_SEND_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors starting or stopping the SCP.
 #[derive(Debug, Error)]
@@ -67,28 +93,26 @@ impl std::fmt::Debug for ServeOptions {
     }
 }
 
-/// What every core shares (read-mostly; the counters are atomics or a
-/// short mutex held only at association start and end).
-#[derive(Debug)]
-pub(crate) struct ServerShared {
-    pub(crate) store: Store,
-    /// The policy of the main AE (storage, and commitment unless split).
-    pub(crate) policy: sluice_net::assoc::AcceptorPolicy,
-    /// The policy of a separate commitment AE (`network.commitment_ae_title`
-    /// or `network.commitment_port`), when configured.
-    pub(crate) commitment_policy: Option<sluice_net::assoc::AcceptorPolicy>,
-    /// The listener index of the separate commitment port, if any.
-    pub(crate) commitment_listener: Option<usize>,
-    /// The commitment tracker's inbox.
-    pub(crate) tracker: TrackerHandle,
-    pub(crate) established: AtomicU32,
-    pub(crate) per_calling_ae: Mutex<std::collections::HashMap<String, u32>>,
-    pub(crate) runtime: OnceLock<RuntimeHandle<CoreMessage>>,
-    /// Files whose index entry committed before their data and directory
-    /// entry were durable (the cores insert at submission and remove once
-    /// both syncs succeeded or the instance failed): storage commitment does
-    /// not count an instance whose file is here.
-    pub(crate) in_doubt: Mutex<std::collections::HashSet<sluice_index::FileId>>,
+/// The cores as the commitment tracker reaches them: the runtime's
+/// mailboxes.
+struct RuntimeCores(RuntimeHandle<CoreMessage>);
+
+impl Cores for RuntimeCores {
+    fn post(&self, core: usize, message: ToCore) -> bool {
+        self.0.sender(core).is_some_and(|sender| {
+            sender
+                .send_timeout(CoreMessage::Commitment(message), TRACKER_MAILBOX_SEND_WAIT)
+                .is_ok()
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.0.core_count()
+    }
+
+    fn shutdown_requested(&self) -> bool {
+        self.0.is_shutdown_requested()
+    }
 }
 
 /// A running Storage SCP. Stop it with [`Server::shutdown`].
@@ -148,8 +172,8 @@ impl Server {
             tracker: TrackerHandle::new(),
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
-            runtime: OnceLock::new(),
-            in_doubt: Mutex::new(std::collections::HashSet::new()),
+            in_doubt: InDoubtSet::default(),
+            space: SpaceAccount::default(),
         });
         let core_count = config.server.cores.count().max(1);
         let connections_per_core = (config.network.max_associations as usize)
@@ -160,7 +184,7 @@ impl Server {
             backend: match config.server.io_backend {
                 IoBackend::Uring => BackendChoice::Uring,
                 IoBackend::Portable => BackendChoice::Portable,
-                _ => BackendChoice::Auto,
+                IoBackend::Auto => BackendChoice::Auto,
             },
             listen_addrs,
             connections_max_per_core: connections_per_core,
@@ -180,12 +204,15 @@ impl Server {
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
         })?;
-        // The tracker and the shutdown path reach the cores through this
-        // handle; each core's handler got its own mailbox when it was made.
-        let _ = shared.runtime.set(runtime.handle());
-        // The tracker starts once the cores can be reached; requests that
+        // The tracker starts once the cores can be reached (each core's
+        // handler got its own mailbox when it was made); requests that
         // arrive before wait in its channel.
-        if let Err(error) = TrackerHandle::start(&shared) {
+        let context = TrackerContext {
+            store: store.clone(),
+            in_doubt: shared.in_doubt.clone(),
+            cores: Box::new(RuntimeCores(runtime.handle())),
+        };
+        if let Err(error) = shared.tracker.start(context) {
             runtime.handle().shutdown();
             return Err(ServeError::Config(format!(
                 "cannot start the commitment tracker: {error}"

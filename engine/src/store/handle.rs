@@ -170,6 +170,67 @@ impl EventHub {
     }
 }
 
+/// What the Storage SCP answered since the store was opened, by outcome
+/// ([`Store::counts`]). A quarantined instance is answered 0000 but is not
+/// stored where `ls` and `show` look: it is counted apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngestCounts {
+    /// Stored and indexed (0000), replacements included.
+    pub stored: u64,
+    /// Held in quarantine (0000): duplicates and SOP Instance UID conflicts.
+    pub quarantined: u64,
+    /// Byte-identical duplicates dropped under `drop-if-identical` (0000).
+    pub dropped: u64,
+    /// Duplicates refused under `reject` (0111).
+    pub rejected: u64,
+    /// Refused or failed (any other status).
+    pub failed: u64,
+}
+
+/// The counters behind [`IngestCounts`].
+#[derive(Debug, Default)]
+pub(crate) struct IngestCounters {
+    stored: AtomicU64,
+    quarantined: AtomicU64,
+    dropped: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Which counter an answer goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Stored,
+    Quarantined,
+    Dropped,
+    Rejected,
+    Failed,
+}
+
+impl IngestCounters {
+    pub(crate) fn count(&self, what: Counted) {
+        let counter = match what {
+            Counted::Stored => &self.stored,
+            Counted::Quarantined => &self.quarantined,
+            Counted::Dropped => &self.dropped,
+            Counted::Rejected => &self.rejected,
+            Counted::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> IngestCounts {
+        IngestCounts {
+            stored: self.stored.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct StoreShared {
     pub(crate) config: Config,
@@ -179,6 +240,8 @@ pub(crate) struct StoreShared {
     /// Set after repeated durability failures: every C-STORE is refused
     /// until restart (see docs/design/ingest.md).
     pub(crate) refusing: AtomicBool,
+    /// What the Storage SCP answered.
+    pub(crate) counters: IngestCounters,
 }
 
 /// An opened data directory: its layout, its index and its event hub. Cheap
@@ -210,6 +273,7 @@ impl Store {
                 index,
                 events: EventHub::default(),
                 refusing: AtomicBool::new(false),
+                counters: IngestCounters::default(),
             }),
         })
     }
@@ -233,6 +297,11 @@ impl Store {
     /// refusing state (every C-STORE fails with A700 until restart).
     pub fn is_refusing(&self) -> bool {
         self.shared.refusing.load(Ordering::Relaxed)
+    }
+
+    /// What the Storage SCP answered since the store was opened.
+    pub fn counts(&self) -> IngestCounts {
+        self.shared.counters.snapshot()
     }
 
     /// Subscribes to events with a channel of `capacity` events (at least 1,

@@ -22,7 +22,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_index::{Checksum, FileId};
 
@@ -146,9 +145,13 @@ impl Layout {
         self.orphans_dir().join(file_name(file_id))
     }
 
-    /// Creates the top-level directories (objects, quarantine, tmp, orphans,
-    /// index) if missing. The fan-out directories are created on demand.
+    /// Creates the data directory and its top-level directories (objects,
+    /// quarantine, tmp, orphans, index) if missing, durably: the parent of
+    /// each directory created is fsynced, so a power cut during the first
+    /// run cannot take the data directory or its index with what was
+    /// acknowledged there. The fan-out directories are created on demand.
     pub fn create_dirs(&self) -> std::io::Result<()> {
+        sluice_io::durable::create_dir_all(&self.root)?;
         for dir in [
             self.objects_dir(),
             self.quarantine_dir(),
@@ -156,7 +159,7 @@ impl Layout {
             self.orphans_dir(),
             self.index_dir(),
         ] {
-            std::fs::create_dir_all(dir)?;
+            sluice_io::durable::create_dir_all(&dir)?;
         }
         Ok(())
     }
@@ -252,11 +255,7 @@ pub const FILE_ID_COUNTER_MAX: u64 = (1 << 48) - 1;
 impl FileIdGenerator {
     /// A generator for core `core`, stamped with the current time.
     pub fn new(core: u16) -> Self {
-        let start_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or(0);
-        Self::with_start(start_unix_ns, core)
+        Self::with_start(crate::clock::unix_now_ns(), core)
     }
 
     /// A generator with an explicit start stamp (tests, tools).

@@ -1,14 +1,23 @@
 //! The store: the on-disk layout of a data directory ([`layout`]), the Part 10
 //! file header ([`part10`]), and the embedding handle ([`Store`]) that opens a
-//! data directory with its index and answers lookups.
+//! data directory with its index and answers lookups. Below every service:
+//! walking what the index references and what a directory holds (`walk`),
+//! checking a file against its index record (`check`), and the set of files
+//! committed in doubt that are not yet durable (`in_doubt`), shared by the
+//! ingest path and the commitment tracker.
 
+pub(crate) mod check;
 mod handle;
+pub(crate) mod in_doubt;
 mod instance;
 pub mod layout;
 pub mod part10;
+pub(crate) mod walk;
 
 pub(crate) use instance::instance_from_head;
 
+pub(crate) use handle::Counted;
 pub use handle::{
-    Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX, SUBSCRIPTION_CAPACITY_MAX,
+    IngestCounts, Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX,
+    SUBSCRIPTION_CAPACITY_MAX,
 };

@@ -4,7 +4,9 @@
 mod commitment;
 mod config;
 mod crash;
+mod disk_full;
 mod embed;
+mod ingest;
 mod large;
 mod operator;
 mod recovery;

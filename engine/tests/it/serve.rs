@@ -534,12 +534,12 @@ fn c_store_beyond_the_in_flight_limit_is_refused_a710() {
 /// A size-limited file system (tmpfs with `size=`) mounted on a temporary
 /// directory for one test, unmounted when dropped. Needs root (CI runs as
 /// root; a test run without the right to mount fails here, saying so).
-struct SmallFilesystem {
+pub struct SmallFilesystem {
     mount_point: tempfile::TempDir,
 }
 
 impl SmallFilesystem {
-    fn mount(size_mib: u64) -> SmallFilesystem {
+    pub fn mount(size_mib: u64) -> SmallFilesystem {
         let mount_point = tempfile::tempdir().unwrap();
         let output = run(
             Command::new("mount")
@@ -561,11 +561,11 @@ impl SmallFilesystem {
         SmallFilesystem { mount_point }
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.mount_point.path()
     }
 
-    fn free_bytes(&self) -> u64 {
+    pub fn free_bytes(&self) -> u64 {
         let output = run(
             Command::new("df")
                 .args(["--output=avail", "-B1"])

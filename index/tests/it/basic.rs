@@ -6,7 +6,7 @@ use sluice_index::{
     StoreRequest, StudyQuery, SubmitError, Triplet, WriteOp, WriteOutcome,
 };
 
-use crate::common::{instance, open, store};
+use crate::common::{instance, open, store, TEST_DIRECTORY};
 
 fn outcome(result: &sluice_index::ItemResult) -> &StoreOutcome {
     match result {
@@ -841,7 +841,8 @@ fn schema_version_1_refuses_to_open() {
 fn a_foreign_environment_is_not_an_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let env = sluice_io::lmdb::open_lmdb_env(dir.path(), 256 << 20, 16, 32).expect("raw open");
+        let env = sluice_io::lmdb::open_lmdb_env(dir.path(), 256 << 20, 16, 32, TEST_DIRECTORY)
+            .expect("raw open");
         let wtxn = env.write_txn().expect("txn");
         let _: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
             .create_databases_and_commit(wtxn, |opener, wtxn| {
@@ -924,6 +925,59 @@ fn in_doubt_files_are_recorded_with_their_entry_until_cleared() {
         ))])
         .expect("remove");
     assert_eq!(in_doubt_ids(&index), vec![(11, "unreferenced")]);
+    let read = index.read().expect("read");
+    assert!(read.check_consistency(10).expect("check").is_consistent());
+}
+
+/// `RemoveInDoubt` removes the entry the file's mark names (stored
+/// instance or quarantine entry) and the mark, once: repeated, it finds
+/// nothing; and it never removes an entry that names another file.
+#[test]
+fn remove_in_doubt_removes_the_entry_of_that_file_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let writer = index.writer();
+    writer
+        .execute(vec![
+            store_in_doubt("9.1", "9.1.1", "9.1.1.1", 31, 1),
+            store_in_doubt("9.1", "9.1.1", "9.1.1.1", 32, 2),
+            store_in_doubt("9.1", "9.1.1", "9.1.1.2", 33, 3),
+        ])
+        .expect("store");
+    assert_eq!(
+        in_doubt_ids(&index),
+        vec![(31, "instance"), (32, "quarantine"), (33, "instance")]
+    );
+    let removed = |file_id| match writer
+        .execute(vec![WriteOp::RemoveInDoubt(FileId(file_id))])
+        .expect("remove")[0]
+    {
+        Ok(WriteOutcome::InDoubtRemoved { removed }) => removed,
+        ref other => panic!("{other:?}"),
+    };
+    assert!(removed(32), "the quarantine entry");
+    assert!(!removed(32), "repeated: nothing left");
+    assert!(removed(31), "the stored instance");
+    assert!(!index
+        .read()
+        .expect("read")
+        .contains("9.1", "9.1.1", "9.1.1.1")
+        .expect("contains"));
+    // The triplet stored again under another file: a stale mark of file 33
+    // after its instance was replaced must not remove file 34's entry.
+    writer
+        .execute(vec![
+            WriteOp::Remove(Triplet::new("9.1", "9.1.1", "9.1.1.2")),
+            store("9.1", "9.1.1", "9.1.1.2", 34, 4),
+        ])
+        .expect("replace");
+    assert!(!removed(33));
+    assert!(index
+        .read()
+        .expect("read")
+        .contains("9.1", "9.1.1", "9.1.1.2")
+        .expect("contains"));
+    assert!(in_doubt_ids(&index).is_empty());
     let read = index.read().expect("read");
     assert!(read.check_consistency(10).expect("check").is_consistent());
 }

@@ -104,6 +104,10 @@ impl Rng {
     }
 }
 
+/// The raw LMDB opens of the tests are of a test's own temporary directory.
+pub const TEST_DIRECTORY: sluice_io::lmdb::FilesOnlyWrittenByLmdb =
+    sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees("a test's own temporary directory");
+
 /// Opens one named table of the (closed) index in `dir` without `Index`,
 /// for tests that edit what a version of Sluice left on disk.
 fn raw_table(
@@ -113,7 +117,8 @@ fn raw_table(
     heed::Env<heed::WithoutTls>,
     heed::Database<'static, heed::types::Bytes, heed::types::Bytes>,
 ) {
-    let env = sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32).expect("raw open");
+    let env =
+        sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32, TEST_DIRECTORY).expect("raw open");
     let wtxn = env.write_txn().expect("txn");
     let table = env
         .create_databases_and_commit(wtxn, |opener, wtxn| {

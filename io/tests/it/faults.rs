@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use sluice_io::{
-    At, BackendChoice, Event, Fault, FaultPlan, FileId, IoBuf, IoError, OpKind, OpenOptions,
+    At, BackendChoice, Event, Fault, FaultPlan, FileHandle, IoBuf, IoError, OpKind, OpenOptions,
     RuntimeConfig, SyncKind,
 };
 
@@ -29,11 +29,11 @@ fn run_writes(
     path: std::path::PathBuf,
     writes: Vec<(Option<SyncKind>, Vec<Vec<u8>>)>,
 ) -> Vec<Result<u64, IoError>> {
-    let mut file: Option<FileId> = None;
+    let mut file: Option<FileHandle> = None;
     let mut results = Vec::new();
     let mut offset = 0_u64;
     let mut next = 0_usize;
-    let mut issue = move |core: &mut sluice_io::Core, file: FileId, offset: &mut u64| -> bool {
+    let mut issue = move |core: &mut sluice_io::Core, file: FileHandle, offset: &mut u64| -> bool {
         let Some((sync, parts)) = writes.get(next).cloned() else {
             return false;
         };

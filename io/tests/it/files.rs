@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use sluice_io::{At, BackendChoice, Event, FileId, IoBuf, OpKind, OpenOptions, SyncKind};
+use sluice_io::{At, BackendChoice, Event, FileHandle, IoBuf, OpKind, OpenOptions, SyncKind};
 
 use crate::both_backends;
 use crate::support::{
@@ -38,8 +38,8 @@ fn write_sync_rename_dir_sync(backend: BackendChoice) {
     expected.extend_from_slice(&second);
 
     let mut step = Durable::OpenDir;
-    let mut dir_file: Option<FileId> = None;
-    let mut file: Option<FileId> = None;
+    let mut dir_file: Option<FileHandle> = None;
+    let mut file: Option<FileHandle> = None;
     let first_parts = first.clone();
     let second_part = second.clone();
     let outcome = run_script(config(backend, 1), move |core, event| {
@@ -221,8 +221,8 @@ fn received_bytes_written_from_pool_buffers(backend: BackendChoice) {
         .collect();
 
     struct State {
-        dir: Option<FileId>,
-        file: Option<FileId>,
+        dir: Option<FileHandle>,
+        file: Option<FileHandle>,
         offset: u64,
         writes_in_flight: usize,
         ended: bool,

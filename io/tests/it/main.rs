@@ -1,5 +1,6 @@
-//! Integration tests of `sluice-io`. Every test runs on both backends
-//! (`both_backends!` makes a `_uring` and a `_portable` test of each).
+//! Integration tests of `sluice-io`. Every runtime test runs on both
+//! backends (`both_backends!` makes a `_uring` and a `_portable` test of
+//! each); `safety_doc` keeps docs/safety.md in step with the code.
 
 mod support;
 
@@ -8,4 +9,5 @@ mod echo;
 mod faults;
 mod files;
 mod probe;
+mod safety_doc;
 mod shutdown;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_io::{
-    At, BackendChoice, Core, Event, FileId, Handler, OpenOptions, Runtime, RuntimeConfig, SyncKind,
+    At, BackendChoice, Core, Event, FileHandle, Handler, OpenOptions, Runtime, RuntimeConfig,
+    SyncKind,
 };
 
 use crate::both_backends;
@@ -21,7 +22,7 @@ struct Busy {
     core: usize,
     dir: PathBuf,
     listen: Option<SocketAddr>,
-    file: Option<FileId>,
+    file: Option<FileHandle>,
     accepted: Arc<AtomicUsize>,
     busy_ops: Arc<AtomicUsize>,
 }

@@ -1,6 +1,7 @@
 //! Tests of the command-set codec.
 
 use super::*;
+use crate::uid::UidError;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
 

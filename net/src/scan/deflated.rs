@@ -131,9 +131,12 @@ impl DatasetScanner {
                 .window
                 .get(..result.bytes_written)
                 .unwrap_or_default();
-            // A structure error is kept by the scanner; inflating goes on
-            // only to keep the byte count honest, so stop here.
-            self.scanner.feed(inflated)?;
+            // A structure error is the data set's verdict: inflate no more
+            // (the rest of this chunk is dropped, so the stream cannot be
+            // resumed) and return it on every later feed.
+            if let Err(error) = self.scanner.feed(inflated) {
+                return Err(inflater.fail(error));
+            }
             match result.status {
                 Ok(MZStatus::StreamEnd) => inflater.ended = true,
                 Ok(MZStatus::Ok) => {}
@@ -195,5 +198,39 @@ impl Inflater {
     fn fail(&mut self, error: ScanError) -> ScanError {
         self.error = Some(error);
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miniz_oxide::deflate::compress_to_vec;
+
+    /// Found by fuzzing (fuzz/regressions/head_scan/): after a structure
+    /// error the deflated scanner dropped the rest of the chunk it was
+    /// inflating, so the next chunk desynchronised the inflater and the
+    /// data set's error became an inflation error; and an empty feed
+    /// answered `Ok`. The error must come back on every later feed and end
+    /// the head, as for a plain data set.
+    #[test]
+    fn a_structure_error_is_returned_on_every_later_feed_and_ends_the_head() {
+        // (0008,0005) with the VR "C_", which is none, then 100 kB that
+        // do not compress, so the error is found inside the first chunk.
+        let mut dataset = vec![0x08, 0x00, 0x05, 0x00, b'C', b'_', 2, 0, b'I', b'S'];
+        let mut state = 0x5111_CE00_u32;
+        dataset.extend((0..100_000).map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 24) as u8
+        }));
+        let deflated = compress_to_vec(&dataset, 6);
+        let (first, second) = deflated.split_at(deflated.len() / 2);
+        let mut scanner =
+            DatasetScanner::for_transfer_syntax(uid::ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+                .unwrap();
+        let error = scanner.feed(first).unwrap_err();
+        assert!(matches!(error, ScanError::InvalidVr { .. }), "{error:?}");
+        assert_eq!(scanner.feed(second), Err(error));
+        assert_eq!(scanner.feed(&[]), Err(error));
+        assert_eq!(scanner.finish().end, Err(error));
     }
 }

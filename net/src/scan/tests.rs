@@ -1,6 +1,11 @@
 //! Tests of the head scanner: hand-built data sets in the three encodings.
 
+use super::scanner::{
+    vr_has_long_length, ITEM, ITEM_DELIMITATION, PIXEL_DATA, SEQUENCE_DELIMITATION,
+    UNDEFINED_LENGTH,
+};
 use super::*;
+use crate::dimse::{Status, Tag};
 use crate::uid::{transfer_syntax, ts};
 
 const ENCODINGS: [DatasetEncoding; 3] = [

@@ -486,6 +486,8 @@ pub enum UidError {
 /// Checks UID syntax: 1..=64 characters of digits and dots, no empty
 /// component, no leading zero in a multi-digit component. Trailing NUL
 /// padding is tolerated (and not counted). Returns the UID without padding.
+/// A foreign character is reported before any empty component or leading
+/// zero, so a caller that tolerates those never accepts it.
 pub fn check_uid(uid: &[u8]) -> Result<&str, UidError> {
     let mut end = uid.len();
     while let Some(end_minus_one) = end.checked_sub(1) {
@@ -500,6 +502,13 @@ pub fn check_uid(uid: &[u8]) -> Result<&str, UidError> {
     }
     if body.len() > UID_LENGTH_MAX {
         return Err(UidError::TooLong { length: body.len() });
+    }
+    if let Some((position, &byte)) = body
+        .iter()
+        .enumerate()
+        .find(|(_, byte)| !matches!(byte, b'0'..=b'9' | b'.'))
+    {
+        return Err(UidError::InvalidCharacter { position, byte });
     }
     let mut component_start = 0usize;
     for (position, &byte) in body.iter().enumerate() {
@@ -746,5 +755,25 @@ mod tests {
             check_uid(b"1.2\0.3"),
             Err(UidError::InvalidCharacter { .. })
         ));
+    }
+    /// Found by fuzzing (fuzz/regressions/dimse_command/): the DIMSE decoder
+    /// tolerates a leading zero or an empty component, so a UID whose first
+    /// flaw is one of those must not hide a foreign character after it.
+    #[test]
+    fn a_foreign_character_is_reported_before_a_tolerated_flaw() {
+        assert_eq!(
+            check_uid(b"1.2.0N0"),
+            Err(UidError::InvalidCharacter {
+                position: 5,
+                byte: b'N'
+            })
+        );
+        assert_eq!(
+            check_uid(b"1..2.x"),
+            Err(UidError::InvalidCharacter {
+                position: 5,
+                byte: b'x'
+            })
+        );
     }
 }

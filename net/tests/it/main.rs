@@ -2,5 +2,7 @@
 //!
 //! Each module tests one area through the public API only.
 
+mod endpoint;
+mod query;
 mod upper_layer;
 mod wire_split;

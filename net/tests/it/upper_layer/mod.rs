@@ -7,4 +7,4 @@ mod malformed;
 mod negotiation;
 mod pdata_framing;
 mod pdu_round_trip;
-mod strategies;
+pub mod strategies;

@@ -1,0 +1,503 @@
+//! One association on a core ([`Connection`]) and the core's table of them
+//! ([`Connections`]).
+//!
+//! A connection owns what one association needs whatever service it
+//! carries: its `sluice_net::endpoint::Endpoint` (the upper-layer state
+//! machine, the stream decoder, DIMSE message reassembly and encoding, the
+//! ARTIM and idle deadlines), the one io timer behind those deadlines, its
+//! sends in flight and the close that waits for them, what its data-set
+//! fragments go to ([`Receiving`]), and the counters of its "association
+//! ended" line. Bytes come in through [`Connection::next_incoming`], which
+//! yields the endpoint's `Incoming` items: indications, decoded commands
+//! (small data sets collected whole), data-set fragments of a C-STORE as
+//! ranges of the receive buffer (never copied), and the peer's violations
+//! (already answered with an A-ABORT). After every call that moves the
+//! endpoint, the connection sends what it queued, re-arms the timer, and
+//! closes the transport when asked.
+//!
+//! The services (ingest, commitment, later Query/Retrieve) and the handler
+//! reach a connection by its serial through [`Connections::get_mut`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice_io::{ConnId, Core, TimerId};
+use sluice_net::assoc::{AssociateResponse, NegotiatedAssociation, Role};
+use sluice_net::dimse::Command;
+use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming, SendError, Timer};
+use sluice_net::pdu::AssociateRq;
+
+use super::ingest::{JobKey, Refused};
+use super::tag::{tag, TagKind};
+
+/// The association timers' durations (`network.artim_timeout_ms`,
+/// `network.idle_timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) artim: Duration,
+    pub(crate) idle: Duration,
+}
+
+/// What a connection's incoming data-set fragments go to (a C-STORE's:
+/// every other data set is collected whole by the endpoint).
+#[derive(Debug)]
+pub(crate) enum Receiving {
+    /// Streamed into its job's file.
+    Store(JobKey),
+    /// Refused at its command: read and dropped, then answered.
+    Discard(Refused),
+}
+
+/// Whether the transport is to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Open: bytes are read and answered.
+    Open,
+    /// Close once the sends in flight completed; nothing more is read.
+    WhenSent,
+    /// The close is submitted.
+    Closed,
+}
+
+/// The counters of the "association ended" line.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) contexts_accepted: usize,
+    /// Answered 0000 and stored (or dropped as a byte-identical duplicate).
+    pub(crate) instances_stored: u64,
+    /// Answered 0000 and held in quarantine.
+    pub(crate) instances_quarantined: u64,
+    pub(crate) instances_failed: u64,
+    pub(crate) bytes_received: u64,
+    started: Instant,
+}
+
+/// One association (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// The io runtime's id of the socket.
+    pub(crate) id: ConnId,
+    /// This core's serial of the association (its tags' value).
+    pub(crate) serial: u64,
+    /// The peer.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The listener it came through (0: main port); 0 when outbound.
+    pub(crate) listener: usize,
+    /// The calling AE title (ours when outbound).
+    pub(crate) calling_ae_title: String,
+    /// The called AE title.
+    pub(crate) called_ae_title: String,
+    /// Counted in the association limits (released when it ends).
+    pub(crate) counted: bool,
+    /// What its data-set fragments go to.
+    pub(crate) receiving: Option<Receiving>,
+    /// How it ended, for the log line.
+    pub(crate) outcome: Option<String>,
+    /// Its counters.
+    pub(crate) counters: Counters,
+    endpoint: Endpoint,
+    /// The io timer armed for the endpoint's earliest deadline, and the
+    /// deadline it was armed for.
+    timer_armed: Option<(TimerId, Instant)>,
+    sends_in_flight: u32,
+    closing: Closing,
+}
+
+impl Connection {
+    fn new(
+        id: ConnId,
+        serial: u64,
+        peer: Option<SocketAddr>,
+        role: Role,
+        listener: usize,
+        timeouts: Timeouts,
+    ) -> Connection {
+        let mut config = EndpointConfig::default();
+        config.artim = timeouts.artim;
+        config.idle = timeouts.idle;
+        Connection {
+            id,
+            serial,
+            peer,
+            listener,
+            calling_ae_title: String::new(),
+            called_ae_title: String::new(),
+            counted: false,
+            receiving: None,
+            outcome: None,
+            counters: Counters {
+                contexts_accepted: 0,
+                instances_stored: 0,
+                instances_quarantined: 0,
+                instances_failed: 0,
+                bytes_received: 0,
+                started: Instant::now(),
+            },
+            endpoint: Endpoint::new(role, config),
+            timer_armed: None,
+            sends_in_flight: 0,
+            closing: Closing::Open,
+        }
+    }
+
+    /// An association a peer opened on `listener`: its ARTIM timer runs.
+    pub(crate) fn accepted(
+        core: &mut Core,
+        id: ConnId,
+        serial: u64,
+        peer: Option<SocketAddr>,
+        listener: usize,
+        timeouts: Timeouts,
+    ) -> Connection {
+        let mut conn = Connection::new(id, serial, peer, Role::Acceptor, listener, timeouts);
+        let connected = conn.endpoint.transport_connected(Instant::now());
+        assert!(connected.is_ok(), "a new endpoint refused its transport");
+        conn.flush(core);
+        conn
+    }
+
+    /// An association this core opens (to deliver commitment reports) with
+    /// `rq`, on a connection whose connect was submitted.
+    pub(crate) fn outbound(
+        id: ConnId,
+        serial: u64,
+        peer: SocketAddr,
+        (calling_ae_title, called_ae_title): (String, String),
+        rq: AssociateRq,
+        timeouts: Timeouts,
+    ) -> Connection {
+        let mut conn = Connection::new(id, serial, Some(peer), Role::Requestor, 0, timeouts);
+        conn.calling_ae_title = calling_ae_title;
+        conn.called_ae_title = called_ae_title;
+        let requested = conn
+            .endpoint
+            .request_association(Box::new(rq), Instant::now());
+        assert!(
+            requested.is_ok(),
+            "a new endpoint refused an association request"
+        );
+        conn
+    }
+
+    /// The outbound connection connected: the A-ASSOCIATE-RQ goes out.
+    pub(crate) fn connected(&mut self, core: &mut Core) {
+        let connected = self.endpoint.transport_connected(Instant::now());
+        assert!(connected.is_ok(), "the endpoint refused its transport");
+        self.flush(core);
+    }
+
+    /// Opened by this core.
+    pub(crate) fn is_outbound(&self) -> bool {
+        self.endpoint.role() == Role::Requestor
+    }
+
+    /// What was negotiated, once established.
+    pub(crate) fn negotiated(&self) -> Option<&NegotiatedAssociation> {
+        self.endpoint.negotiated()
+    }
+
+    /// Established, and not closing: P-DATA may be sent.
+    pub(crate) fn may_send_pdata(&self) -> bool {
+        self.is_established() && self.closing == Closing::Open
+    }
+
+    /// The association is established (Sta6, or Sta8 with a release to
+    /// answer).
+    pub(crate) fn is_established(&self) -> bool {
+        self.endpoint.may_send_pdata()
+    }
+
+    /// A fresh Message ID for a request this side sends.
+    pub(crate) fn message_id(&mut self) -> u16 {
+        self.endpoint.next_message_id()
+    }
+
+    // ----- bytes in -----
+
+    /// The next thing that arrived in `data` from `offset` on (advanced past
+    /// what is consumed), or `None` when the buffer is used up or the
+    /// endpoint reads nothing more. What the endpoint queued on the way
+    /// (an A-ABORT for a violation) is sent before.
+    pub(crate) fn next_incoming(
+        &mut self,
+        core: &mut Core,
+        data: &[u8],
+        offset: &mut usize,
+    ) -> Option<Incoming> {
+        let incoming = self.endpoint.receive(data, offset, Instant::now());
+        self.flush(core);
+        incoming
+    }
+
+    /// The next event raised outside the receive path (by a timeout, the
+    /// transport's end, or a local request).
+    pub(crate) fn next_event(&mut self) -> Option<Incoming> {
+        self.endpoint.poll_event()
+    }
+
+    // ----- the association -----
+
+    /// Answers the peer's A-ASSOCIATE-RQ.
+    pub(crate) fn answer_association(&mut self, core: &mut Core, response: AssociateResponse) {
+        let answered = self.endpoint.answer_association(response, Instant::now());
+        // The indication was just handed out: the state awaits the answer.
+        assert!(
+            answered.is_ok(),
+            "the endpoint refused the association's answer"
+        );
+        self.flush(core);
+    }
+
+    /// Answers the peer's release request (or a collision).
+    pub(crate) fn answer_release(&mut self, core: &mut Core) {
+        if let Err(error) = self.endpoint.answer_release(Instant::now()) {
+            // The peer aborted meanwhile: nothing to answer.
+            tracing::debug!(peer = ?self.peer, %error, "association state machine refused the release answer");
+        }
+        self.flush(core);
+    }
+
+    /// Asks the peer to release.
+    pub(crate) fn release(&mut self, core: &mut Core) {
+        if let Err(error) = self.endpoint.release(Instant::now()) {
+            // Not established any more: nothing to release.
+            tracing::debug!(peer = ?self.peer, %error, "association state machine refused the release request");
+        }
+        self.flush(core);
+    }
+
+    /// Aborts the association (A-ABORT) and closes the transport once sent.
+    pub(crate) fn abort(&mut self, core: &mut Core, reason: &str) {
+        tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, reason, "aborting the association");
+        self.outcome = Some(format!("aborted by Sluice: {reason}"));
+        self.endpoint.abort(Instant::now());
+        self.flush(core);
+    }
+
+    // ----- bytes out -----
+
+    /// Sends a DIMSE message (command, and its data set when it announces
+    /// one). `Err` when it cannot go out (nothing was sent).
+    pub(crate) fn send_message(
+        &mut self,
+        core: &mut Core,
+        context_id: u8,
+        command: &Command,
+        data_set: Option<&[u8]>,
+    ) -> Result<(), SendError> {
+        let sent = self.endpoint.send_message(context_id, command, data_set);
+        self.flush(core);
+        sent
+    }
+
+    /// Sends a response (no data set) on `context_id`.
+    pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
+        match self.send_message(core, context_id, command, None) {
+            Ok(()) => {}
+            // No longer established (released or aborted while the answer
+            // was on its way): the peer gets no answer.
+            Err(SendError::NotAllowed(_)) => {}
+            // A command that cannot be encoded or framed is not sent
+            // (issue #19: an invalid UID echoed from the request leaves it
+            // unanswered).
+            Err(SendError::Command(_) | SendError::Frame(_)) => {}
+            Err(other) => debug_assert!(false, "a response not sent: {other}"),
+        }
+    }
+
+    /// Sends what the endpoint queued, arms the timer for its next
+    /// deadline, and closes the transport once it asks and the sends
+    /// completed.
+    fn flush(&mut self, core: &mut Core) {
+        if let Some(bytes) = self.endpoint.poll_transmit() {
+            self.send(core, bytes);
+        }
+        self.arm_timer(core);
+        if self.endpoint.close_requested() {
+            self.close_when_sent(core);
+        }
+    }
+
+    fn send(&mut self, core: &mut Core, bytes: Vec<u8>) {
+        if self.closing == Closing::Closed {
+            // The transport is being closed: nothing reaches the peer.
+            return;
+        }
+        let length = bytes.len();
+        match core.send(self.id, bytes, tag(TagKind::Send, self.serial)) {
+            Ok(()) => {
+                self.sends_in_flight += 1;
+                tracing::trace!(
+                    serial = self.serial,
+                    length,
+                    in_flight = self.sends_in_flight,
+                    "send queued"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(peer = ?self.peer, %error, "cannot queue a send; closing");
+                self.outcome
+                    .get_or_insert_with(|| format!("send failed: {error}"));
+                if self.closing == Closing::Open {
+                    self.closing = Closing::WhenSent;
+                }
+            }
+        }
+    }
+
+    /// A send completed.
+    pub(crate) fn sent(&mut self, core: &mut Core, result: Result<(), String>) {
+        assert!(
+            self.sends_in_flight > 0,
+            "a send completed that was not in flight"
+        );
+        self.sends_in_flight -= 1;
+        tracing::trace!(
+            serial = self.serial,
+            ok = result.is_ok(),
+            in_flight = self.sends_in_flight,
+            "send completed"
+        );
+        if let Err(error) = result {
+            self.outcome
+                .get_or_insert_with(|| format!("send failed: {error}"));
+            if self.closing == Closing::Open {
+                self.closing = Closing::WhenSent;
+            }
+        }
+        self.maybe_close(core);
+    }
+
+    /// The peer closed its side (or receiving failed).
+    pub(crate) fn receive_ended(&mut self, core: &mut Core, error: Option<String>) {
+        if let Some(error) = error {
+            self.outcome
+                .get_or_insert_with(|| format!("receive failed: {error}"));
+        }
+        self.endpoint.transport_closed(Instant::now());
+        self.flush(core);
+        self.close_when_sent(core);
+    }
+
+    fn close_when_sent(&mut self, core: &mut Core) {
+        if self.closing == Closing::Open {
+            self.closing = Closing::WhenSent;
+        }
+        self.maybe_close(core);
+    }
+
+    fn maybe_close(&mut self, core: &mut Core) {
+        if self.closing == Closing::WhenSent && self.sends_in_flight == 0 {
+            self.closing = Closing::Closed;
+            core.close_connection(self.id);
+        }
+    }
+
+    // ----- the timer -----
+
+    /// One io timer per connection, for the endpoint's earliest deadline. A
+    /// deadline that moves later (the idle timer restarts on every PDU)
+    /// costs nothing: the timer fires early and is armed again for the
+    /// rest, one operation per period. A deadline earlier than the armed
+    /// one (ARTIM after a release or an abort, while the idle timer's is
+    /// armed) re-arms it: it used to fire only at the idle deadline.
+    fn arm_timer(&mut self, core: &mut Core) {
+        let Some(deadline) = self.endpoint.next_deadline() else {
+            return;
+        };
+        if let Some((timer, armed_for)) = self.timer_armed {
+            if armed_for <= deadline {
+                return;
+            }
+            core.cancel_timer(timer);
+            self.timer_armed = None;
+        }
+        let after = deadline.saturating_duration_since(Instant::now());
+        match core.timer(after, tag(TagKind::ConnTimer, self.serial)) {
+            Ok(timer) => self.timer_armed = Some((timer, deadline)),
+            // Without it the association waits for its peer (or its end).
+            Err(error) => tracing::warn!(%error, "cannot arm an association timer"),
+        }
+    }
+
+    /// The connection's timer fired: a deadline that passed fires (ARTIM:
+    /// the transport closes; idle: the association is aborted), else the
+    /// timer is armed again for the next one.
+    pub(crate) fn timer_fired(&mut self, core: &mut Core) {
+        self.timer_armed = None;
+        let what = match self.endpoint.handle_timeout(Instant::now()) {
+            Some(Timer::Artim) => Some("ARTIM timeout"),
+            Some(Timer::Idle) => Some("idle timeout"),
+            Some(_) | None => None,
+        };
+        if let Some(what) = what {
+            tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, "{what}: aborting the association");
+            self.outcome = Some(what.to_owned());
+        }
+        self.flush(core);
+    }
+
+    /// Cancels the timer of a connection that ended.
+    pub(crate) fn cancel_timer(&mut self, core: &mut Core) {
+        if let Some((timer, _)) = self.timer_armed.take() {
+            core.cancel_timer(timer);
+        }
+    }
+
+    /// The "association ended" line.
+    pub(crate) fn log_ended(&mut self) {
+        tracing::info!(
+            peer = %self.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+            calling_ae = %self.calling_ae_title,
+            called_ae = %self.called_ae_title,
+            contexts_accepted = self.counters.contexts_accepted,
+            instances_stored = self.counters.instances_stored,
+            instances_quarantined = self.counters.instances_quarantined,
+            instances_failed = self.counters.instances_failed,
+            bytes = self.counters.bytes_received,
+            duration_ms = self.counters.started.elapsed().as_millis() as u64,
+            outcome = %self.outcome.take().unwrap_or_else(|| "connection closed".to_owned()),
+            "association ended"
+        );
+    }
+}
+
+/// The connections of one core, by serial.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    by_serial: HashMap<u64, Connection>,
+    serial_of: HashMap<ConnId, u64>,
+    last_serial: u64,
+}
+
+impl Connections {
+    /// The serial of the next connection.
+    pub(crate) fn next_serial(&mut self) -> u64 {
+        self.last_serial += 1;
+        self.last_serial
+    }
+
+    pub(crate) fn insert(&mut self, conn: Connection) {
+        let previous = self.serial_of.insert(conn.id, conn.serial);
+        assert!(previous.is_none(), "connection id {:?} in use", conn.id);
+        self.by_serial.insert(conn.serial, conn);
+    }
+
+    pub(crate) fn get_mut(&mut self, serial: u64) -> Option<&mut Connection> {
+        self.by_serial.get_mut(&serial)
+    }
+
+    /// The serial of the connection with this io id.
+    pub(crate) fn serial_of(&self, id: ConnId) -> Option<u64> {
+        self.serial_of.get(&id).copied()
+    }
+
+    /// Takes out a connection whose socket is gone (closed, or its connect
+    /// failed).
+    pub(crate) fn remove(&mut self, serial: u64) -> Option<Connection> {
+        let conn = self.by_serial.remove(&serial)?;
+        self.serial_of.remove(&conn.id);
+        Some(conn)
+    }
+}

@@ -1,0 +1,332 @@
+//! The core's side of the index writer: the group-commit state
+//! ([`Batcher`]) with its two timers, the submission of store, undo and
+//! maintenance (in-doubt clears) batches, each first removing the entries
+//! owed a removal (`crate::store::in_doubt`), and the translation of the
+//! writer's answers into job inputs. Batches answer through the core's
+//! reply queue (`reply`), naming the jobs and the owed removals they
+//! covered.
+
+use std::sync::Arc;
+
+use sluice_index::{Batch, FileId, IndexWriter, NewInstance, SubmitError, WriteOp, WriteOutcome};
+use sluice_io::{Core, TimerId};
+
+use super::batcher::{self, BatchKind, Batcher, IndexAnswer, Queued, IN_DOUBT_CLEAR_DELAY};
+use super::job::{JobInput, JobKey};
+use super::replies::ReplyQueue;
+use crate::config::StorageConfig;
+use crate::scp::failure::Failure;
+use crate::scp::tag::{tag, TagKind};
+use crate::store::in_doubt::InDoubtSet;
+
+/// Where a batch's answer goes: the core's reply queue.
+pub(crate) type Reply = Arc<ReplyQueue>;
+
+/// One core's side of the index writer.
+pub(super) struct IndexSide {
+    writer: IndexWriter,
+    reply: Reply,
+    batcher: Batcher<TimerId>,
+    in_doubt: InDoubtSet,
+}
+
+impl std::fmt::Debug for IndexSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexSide")
+            .field("writer", &self.writer)
+            .field("batcher", &self.batcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IndexSide {
+    pub(super) fn new(
+        writer: IndexWriter,
+        reply: Reply,
+        storage: &StorageConfig,
+        in_doubt: InDoubtSet,
+    ) -> IndexSide {
+        IndexSide {
+            writer,
+            reply,
+            batcher: Batcher::new(storage),
+            in_doubt,
+        }
+    }
+
+    /// A job's entry is queued: true when the batch is to be submitted now
+    /// (else the window's timer runs).
+    pub(super) fn queue(&mut self, core: &mut Core, key: JobKey, another_on_its_way: bool) -> bool {
+        match self.batcher.queue(key, another_on_its_way) {
+            Queued::SubmitNow => true,
+            Queued::ArmWindow(window) => match core.timer(window, tag(TagKind::CommitWindow, 0)) {
+                Ok(timer) => {
+                    self.batcher.window_armed(timer);
+                    false
+                }
+                // No timer: commit now rather than wait for another entry.
+                Err(_) => true,
+            },
+            Queued::Wait => false,
+        }
+    }
+
+    /// The answers the writer posted since the last call.
+    pub(super) fn take_answers(&self) -> std::collections::VecDeque<IndexAnswer> {
+        self.reply.take()
+    }
+
+    /// The group-commit window's timer fired.
+    pub(super) fn window_fired(&mut self) {
+        self.batcher.window_fired();
+    }
+
+    /// The jobs whose entries are submitted now (the window cancelled; the
+    /// in-doubt clears due are submitted first, and the writer coalesces
+    /// queued batches into one transaction).
+    pub(super) fn take_batch(&mut self, core: &mut Core) -> Vec<JobKey> {
+        let (queued, timer) = self.batcher.take_ready();
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        if !queued.is_empty() {
+            // The owed removals ride in the store batch itself.
+            self.submit_clears(core, false);
+        }
+        queued
+    }
+
+    /// The operation storing an instance.
+    pub(super) fn store_op(&self, instance: NewInstance, in_doubt: bool) -> WriteOp {
+        self.batcher.store_op(instance, in_doubt)
+    }
+
+    /// A batch of `ops` after the owed removals, answered to this core.
+    fn batch(&self, ops: Vec<WriteOp>, jobs: Vec<JobKey>, kind: BatchKind) -> Batch {
+        let owed = self.in_doubt.owed();
+        let mut all = batcher::owed_ops(&owed);
+        all.extend(ops);
+        let reply = self.reply.clone();
+        Batch::with_callback(all, move |result| {
+            reply.post(IndexAnswer {
+                jobs,
+                kind,
+                owed,
+                result,
+            });
+        })
+    }
+
+    /// Submits the entries of `jobs`. When the writer does not take the
+    /// batch, it answers its jobs anyway (the writer unavailable).
+    pub(super) fn submit_stores(&self, jobs: Vec<JobKey>, ops: Vec<WriteOp>) {
+        let batch = self.batch(ops, jobs, BatchKind::Store);
+        let batch = if self.batcher.answered_at_commit() {
+            batch.answered_at_commit()
+        } else {
+            batch
+        };
+        if let Err(error) = batcher::submit(&self.writer, batch) {
+            tracing::error!(%error, "cannot submit an index batch; its instances fail");
+        }
+    }
+
+    /// Submits a job's undo: its file's removal, owed already, rides in the
+    /// batch with the others. If a crash takes it, the entry is still in
+    /// doubt and its file gone (or incomplete): start-up recovery removes
+    /// it.
+    pub(super) fn submit_undo(&self, key: JobKey, file_id: FileId) {
+        tracing::debug!(?file_id, "submitting an undo");
+        let batch = self
+            .batch(Vec::new(), vec![key], BatchKind::Undo)
+            .answered_at_commit();
+        if let Err(error) = batcher::submit(&self.writer, batch) {
+            // The batch not taken answers (the writer unavailable): the
+            // job's failure is answered then.
+            tracing::error!(%error, "cannot submit the undo of an index entry; it stays in doubt for start-up recovery");
+        }
+    }
+
+    /// An answered instance's file is durable: its in-doubt mark goes with
+    /// the next batch, or when the clear timer fires.
+    pub(super) fn clear_later(&mut self, core: &mut Core, file_id: FileId) {
+        if self.batcher.clear_later(file_id) {
+            self.arm_clear_timer(core);
+        }
+    }
+
+    /// The clear timer fired.
+    pub(super) fn clear_fired(&mut self, core: &mut Core) {
+        self.batcher.clear_fired();
+        self.submit_clears(core, true);
+    }
+
+    /// Submits the in-doubt marks to clear (files now durable) and the
+    /// owed removals as their own small batch. Only start-up recovery reads
+    /// the marks, so a failed clear costs nothing but a recheck of those
+    /// files at the next start; owed removals stay owed until a batch
+    /// carrying them commits (the timer is armed again while any is).
+    pub(super) fn submit_clears(&mut self, core: &mut Core, owed_alone: bool) {
+        let (op, timer) = self.batcher.take_clears();
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        if op.is_none() && !(owed_alone && self.in_doubt.owed_count() > 0) {
+            // No instance answered since the last clears, nothing owed.
+            return;
+        }
+        let clears = match &op {
+            Some(WriteOp::ClearInDoubt(file_ids)) => file_ids.clone(),
+            _ => Vec::new(),
+        };
+        let batch = self
+            .batch(op.into_iter().collect(), Vec::new(), BatchKind::Maintenance)
+            .answered_at_commit();
+        match self.writer.try_submit(batch) {
+            Ok(()) => {}
+            Err(SubmitError::Full(batch)) => {
+                // Not taken: it answers "writer unavailable" as it drops,
+                // and what it carried is kept for the next batch or the
+                // timer.
+                drop(batch);
+                if self.batcher.clears_back(clears) || self.in_doubt.owed_count() > 0 {
+                    self.arm_clear_timer(core);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not clear in-doubt marks; start-up recovery will check those files");
+            }
+        }
+    }
+
+    /// A maintenance batch answered: a failure is logged (the clears are
+    /// rechecked at the next start), and owed removals left keep the timer
+    /// armed.
+    pub(super) fn maintenance_answered(
+        &mut self,
+        core: &mut Core,
+        failed: Option<&sluice_index::IndexError>,
+    ) {
+        match failed {
+            // A batch the writer's full queue did not take: its clears were
+            // kept.
+            Some(sluice_index::IndexError::WriterUnavailable) => {
+                tracing::debug!("in-doubt clears not taken by the index writer; kept");
+            }
+            Some(error) => {
+                tracing::warn!(%error, "could not clear in-doubt marks; start-up recovery will check those files");
+            }
+            None => {}
+        }
+        self.retry_owed_later(core);
+    }
+
+    /// Arms the clear timer if entries are owed a removal, so they are
+    /// removed even when no instance arrives.
+    pub(super) fn retry_owed_later(&mut self, core: &mut Core) {
+        if self.in_doubt.owed_count() > 0 && self.batcher.clear_timer_idle() {
+            self.arm_clear_timer(core);
+        }
+    }
+
+    fn arm_clear_timer(&mut self, core: &mut Core) {
+        // Without the timer the marks wait for the next batch (or the
+        // shutdown).
+        if let Ok(timer) = core.timer(IN_DOUBT_CLEAR_DELAY, tag(TagKind::ClearTimer, 0)) {
+            self.batcher.clear_armed(timer);
+        }
+    }
+}
+
+/// What a batch's answer means for the core.
+#[derive(Debug)]
+pub(super) struct BatchOutcome {
+    /// What the batch was.
+    pub(super) kind: BatchKind,
+    /// The error of its transaction, if it did not commit.
+    pub(super) failed: Option<sluice_index::IndexError>,
+    /// The owed removals it carried (settled if it committed).
+    pub(super) owed: Vec<FileId>,
+    /// Its jobs' inputs.
+    pub(super) inputs: Vec<(JobKey, JobInput)>,
+}
+
+/// A batch's answer as its jobs' inputs.
+pub(super) fn answer_outcome(answer: IndexAnswer) -> BatchOutcome {
+    let kind = answer.kind;
+    let owed = answer.owed.clone();
+    let (failed, inputs) = answer_inputs(answer);
+    BatchOutcome {
+        kind,
+        failed,
+        owed,
+        inputs,
+    }
+}
+
+/// A batch's answer as its jobs' inputs, and the error of its transaction
+/// if it did not commit.
+fn answer_inputs(
+    answer: IndexAnswer,
+) -> (Option<sluice_index::IndexError>, Vec<(JobKey, JobInput)>) {
+    let IndexAnswer {
+        jobs,
+        kind,
+        owed,
+        result,
+    } = answer;
+    let items = match result {
+        // Nothing of the batch was committed.
+        Err(error) => {
+            let inputs = jobs
+                .into_iter()
+                .map(|key| {
+                    let failure = Failure::IndexCommit(error.clone());
+                    let input = match kind {
+                        BatchKind::Store => JobInput::Committed(Err(failure)),
+                        BatchKind::Undo => JobInput::Undone(Err(failure)),
+                        BatchKind::Maintenance => panic!("a maintenance batch with jobs"),
+                    };
+                    (key, input)
+                })
+                .collect();
+            return (Some(error), inputs);
+        }
+        Ok(mut items) => {
+            // The owed removals' answers first: nothing waits for them (an
+            // entry already gone is fine).
+            assert!(items.len() >= owed.len(), "an answer per owed removal");
+            items.drain(..owed.len());
+            items
+        }
+    };
+    let inputs = match kind {
+        BatchKind::Store => {
+            assert_eq!(items.len(), jobs.len(), "one answer per store");
+            jobs.into_iter()
+                .zip(items)
+                .map(|(key, item)| {
+                    let result = match item {
+                        Ok(WriteOutcome::Store(outcome)) => Ok(outcome),
+                        Ok(other) => panic!("a store answered {other:?}"),
+                        Err(invalid) => Err(Failure::IndexRefused(invalid)),
+                    };
+                    (key, JobInput::Committed(result))
+                })
+                .collect()
+        }
+        BatchKind::Undo => {
+            assert_eq!(jobs.len(), 1, "an undo is one job's");
+            assert!(items.is_empty(), "an undo is its owed removal only");
+            // Its removal committed (a removal cannot be refused).
+            jobs.into_iter()
+                .map(|key| (key, JobInput::Undone(Ok(()))))
+                .collect()
+        }
+        BatchKind::Maintenance => {
+            assert!(jobs.is_empty(), "a maintenance batch with jobs");
+            Vec::new()
+        }
+    };
+    (None, inputs)
+}

@@ -1,0 +1,49 @@
+//! When an instance passed each step of the durability order: logged at
+//! debug level with its answer (target `sluice::ingest::timing`), so a slow
+//! tail can be traced to the step that caused it.
+
+use std::time::Instant;
+
+use sluice_net::dimse::Status;
+
+/// When an instance passed each step (set by the ingest service at the
+/// completions).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JobTiming {
+    pub(super) complete: Option<Instant>,
+    pub(super) renamed: Option<Instant>,
+    pub(super) file_synced: Option<Instant>,
+    pub(super) dir_synced: Option<Instant>,
+    pub(super) submitted: Option<Instant>,
+    pub(super) committed: Option<Instant>,
+}
+
+impl JobTiming {
+    fn micros(from: Option<Instant>, to: Option<Instant>) -> u64 {
+        match (from, to) {
+            (Some(from), Some(to)) => to.saturating_duration_since(from).as_micros() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Logs the steps' durations of an instance answered now.
+    pub(crate) fn log(&self, sop_instance_uid: &str, status: Status) {
+        let answered = Some(Instant::now());
+        tracing::debug!(
+            target: "sluice::ingest::timing",
+            sop_instance_uid,
+            status = status.0,
+            rename_us = Self::micros(self.complete, self.renamed),
+            file_sync_us = Self::micros(self.renamed, self.file_synced),
+            dir_sync_us = Self::micros(self.renamed, self.dir_synced),
+            // Zero when the entry was submitted before the syncs ended.
+            wait_batch_us = Self::micros(
+                self.file_synced.max(self.dir_synced),
+                self.submitted
+            ),
+            index_us = Self::micros(self.submitted, self.committed.or(answered)),
+            total_us = Self::micros(self.complete, answered),
+            "instance answered"
+        );
+    }
+}

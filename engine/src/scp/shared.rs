@@ -1,0 +1,39 @@
+//! What every core of a running Storage SCP shares: the store, the acceptor
+//! policies, the commitment tracker's inbox, the association counters, the
+//! in-doubt set and the free space claimed by instances in flight. Read-mostly: the counters are atomics or a short mutex
+//! held only at association start and end.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::Mutex;
+
+use sluice_net::assoc::AcceptorPolicy;
+
+use super::ingest::space::SpaceAccount;
+use crate::commit::tracker::TrackerHandle;
+use crate::store::in_doubt::InDoubtSet;
+use crate::store::Store;
+
+/// What every core shares.
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub(crate) store: Store,
+    /// The policy of the main AE (storage, and commitment unless split).
+    pub(crate) policy: AcceptorPolicy,
+    /// The policy of a separate commitment AE (`network.commitment_ae_title`
+    /// or `network.commitment_port`), when configured.
+    pub(crate) commitment_policy: Option<AcceptorPolicy>,
+    /// The listener index of the separate commitment port, if any.
+    pub(crate) commitment_listener: Option<usize>,
+    /// The commitment tracker's inbox.
+    pub(crate) tracker: TrackerHandle,
+    /// Established associations, across cores.
+    pub(crate) established: AtomicU32,
+    /// Established associations per calling AE title.
+    pub(crate) per_calling_ae: Mutex<HashMap<String, u32>>,
+    /// Files committed in doubt and not yet durable (shared with the
+    /// commitment tracker).
+    pub(crate) in_doubt: InDoubtSet,
+    /// The free space the instances in flight still claim, for the floor.
+    pub(crate) space: SpaceAccount,
+}

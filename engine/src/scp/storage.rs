@@ -1,0 +1,199 @@
+//! The Storage service's DIMSE side on one core: a C-STORE-RQ becomes an
+//! ingest job (or a refusal whose data set is read and dropped), the data
+//! set's fragments go to it as ranges of the receive buffer, and the answers
+//! the ingest service produces go back as C-STORE-RSPs, with the
+//! association's counters, the refusal log line and the `Rejected` event.
+//! What happens between the command and the answer is the ingest service's
+//! (`super::ingest`).
+
+use sluice_io::{Core, RecvBuf};
+use sluice_net::dimse::{CStoreRq, CStoreRsp, Command, Status, StatusDetail};
+use sluice_net::endpoint::DataSet;
+
+use super::conn::{Connection, Connections, Receiving};
+use super::ingest::{Answered, Ingest, Refused, StoreAnswer, StoreStart};
+use super::shared::ServerShared;
+use crate::store::{Counted, StoreEvent};
+
+/// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
+/// data sets).
+pub(crate) fn requested(
+    core: &mut Core,
+    conn: &mut Connection,
+    ingest: &mut Ingest,
+    context_id: u8,
+    rq: CStoreRq,
+    data_set: DataSet,
+) {
+    if data_set != DataSet::Streamed {
+        conn.abort(core, "C-STORE-RQ without a data set");
+        return;
+    }
+    let Some((abstract_syntax, transfer_syntax_uid)) = conn
+        .negotiated()
+        .and_then(|negotiated| negotiated.presentation_context(context_id))
+        .map(|context| {
+            (
+                context.abstract_syntax.clone(),
+                context.transfer_syntax.clone(),
+            )
+        })
+    else {
+        panic!("a C-STORE on presentation context {context_id}, which was not accepted");
+    };
+    let started = ingest.start(
+        core,
+        StoreStart {
+            serial: conn.serial,
+            context_id,
+            rq: &rq,
+            calling_ae_title: &conn.calling_ae_title,
+            abstract_syntax: &abstract_syntax,
+            transfer_syntax_uid: &transfer_syntax_uid,
+        },
+    );
+    conn.receiving = Some(match started {
+        Ok(key) => Receiving::Store(key),
+        Err(failure) => Receiving::Discard(Refused {
+            context_id,
+            rq,
+            failure,
+        }),
+    });
+}
+
+/// A fragment of the C-STORE data set the connection is receiving:
+/// `bytes`, lent as `slice` (the same range of the receive buffer).
+pub(crate) fn fragment(
+    core: &mut Core,
+    conn: &mut Connection,
+    ingest: &mut Ingest,
+    shared: &ServerShared,
+    bytes: &[u8],
+    slice: Option<RecvBuf>,
+    last: bool,
+) {
+    match &conn.receiving {
+        None => panic!("a data set after no C-STORE-RQ"),
+        Some(Receiving::Discard(_)) => {
+            if last {
+                if let Some(Receiving::Discard(refused)) = conn.receiving.take() {
+                    refuse(shared, core, conn, refused);
+                }
+            }
+        }
+        Some(Receiving::Store(key)) => {
+            let key = *key;
+            ingest.fragment(core, key, bytes, slice);
+            if last {
+                conn.receiving = None;
+                ingest.complete(core, key);
+            }
+        }
+    }
+}
+
+/// Sends the answers of the ingest service on their associations.
+pub(crate) fn answer(
+    core: &mut Core,
+    conns: &mut Connections,
+    shared: &ServerShared,
+    answers: impl Iterator<Item = StoreAnswer>,
+) {
+    for answer in answers {
+        let StoreAnswer {
+            serial,
+            context_id,
+            rq,
+            calling_ae_title,
+            outcome,
+        } = answer;
+        match (outcome, conns.get_mut(serial)) {
+            (
+                Answered::Stored {
+                    status,
+                    counted,
+                    quarantine_id,
+                    timing,
+                },
+                conn,
+            ) => {
+                timing.log(&rq.affected_sop_instance_uid, status);
+                shared.store.shared.counters.count(counted);
+                if let Some(quarantine_id) = quarantine_id {
+                    // Answered 0000 but not where `ls` and `show` look: the
+                    // operator hears of it here and in `quarantine list`.
+                    tracing::warn!(
+                        peer = ?conn.as_ref().and_then(|conn| conn.peer),
+                        calling_ae = %calling_ae_title,
+                        sop_instance_uid = %rq.affected_sop_instance_uid,
+                        quarantine_id,
+                        "C-STORE held in quarantine (duplicate or SOP Instance UID conflict)"
+                    );
+                }
+                let Some(conn) = conn else {
+                    tracing::debug!(serial, "response dropped: association gone");
+                    continue;
+                };
+                tracing::trace!(serial, status = status.0, "responding");
+                match counted {
+                    Counted::Stored | Counted::Dropped => conn.counters.instances_stored += 1,
+                    Counted::Quarantined => conn.counters.instances_quarantined += 1,
+                    Counted::Rejected | Counted::Failed => conn.counters.instances_failed += 1,
+                }
+                conn.send_command(core, context_id, &store_rsp(&rq, status));
+            }
+            (Answered::Failed(failure), Some(conn)) => {
+                let refused = Refused {
+                    context_id,
+                    rq,
+                    failure,
+                };
+                refuse(shared, core, conn, refused);
+            }
+            (Answered::Failed(failure), None) => {
+                shared.store.shared.counters.count(Counted::Failed);
+                tracing::warn!(
+                    sop_instance_uid = %rq.affected_sop_instance_uid,
+                    calling_ae = %calling_ae_title,
+                    status = %format!("{:04X}", failure.status().0),
+                    reason = %failure,
+                    "C-STORE failed after its association ended"
+                );
+            }
+        }
+    }
+}
+
+/// Answers a C-STORE with its failure: logged, published as a `Rejected`
+/// event, counted.
+fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused: Refused) {
+    conn.counters.instances_failed += 1;
+    shared.store.shared.counters.count(Counted::Failed);
+    let status = refused.failure.status();
+    tracing::warn!(
+        peer = ?conn.peer,
+        calling_ae = %conn.calling_ae_title,
+        sop_instance_uid = %refused.rq.affected_sop_instance_uid,
+        status = %format!("{:04X}", status.0),
+        reason = %refused.failure,
+        "C-STORE refused"
+    );
+    shared.store.shared.events.publish(StoreEvent::Rejected {
+        sop_instance_uid: refused.rq.affected_sop_instance_uid.clone(),
+        calling_ae_title: conn.calling_ae_title.clone(),
+        status: status.0,
+        reason: refused.failure.to_string(),
+    });
+    conn.send_command(core, refused.context_id, &store_rsp(&refused.rq, status));
+}
+
+fn store_rsp(rq: &CStoreRq, status: Status) -> Command {
+    Command::CStoreRsp(CStoreRsp {
+        message_id_being_responded_to: rq.message_id,
+        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
+        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
+        status,
+        detail: StatusDetail::default(),
+    })
+}
