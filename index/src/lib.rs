@@ -9,7 +9,8 @@
 //!   docs/design/index-at-scale.md);
 //! - the one writer thread that owns every write transaction and decides
 //!   duplicates inside it (`writer`, `apply`, `ops`);
-//! - readers on any thread: lookups, listings, study queries (`read`, `query`);
+//! - readers on any thread: lookups, listings, study queries (`read`, `query`),
+//!   and Query/Retrieve's entities of every level in pages (`find`);
 //! - stats and a consistency check (`index`, `check`).
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 mod apply;
 mod check;
 mod error;
+mod find;
 mod index;
 mod keys;
 mod migrate;
@@ -40,6 +42,7 @@ mod writer;
 
 pub use check::ConsistencyReport;
 pub use error::{IndexError, InvalidInput, QueryError};
+pub use find::{index_holds, FindBudget, FindMatch, FindPage, FindResume, PatientSummary};
 pub use index::{Index, IndexOptions, IndexStats, TableStats, SOP_INDEX_TABLE_NAME};
 pub use keys::UID_BYTES_MAX;
 pub use ops::{

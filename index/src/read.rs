@@ -440,31 +440,80 @@ impl<'a> ReadTxn<'a> {
                 detail: "bad key".into(),
             })?;
             let stored_series = access::<ArchivedStoredSeries>("series", bytes)?;
-            let series_id = stored_series.id.to_native();
-            let iter = self
-                .shared
-                .tables
-                .instances
-                .prefix_iter(&self.txn, &series_id_key(series_id))
-                .map_err(self.lmdb("scan instances"))?;
-            for entry in iter {
-                let (key, bytes) = entry.map_err(self.lmdb("scan instances"))?;
-                if listing.items.len() == limit {
-                    listing.truncated = true;
-                    break 'series;
-                }
-                let (_, sop) = split_instance_key(key).ok_or_else(|| IndexError::Corrupt {
-                    table: "instances",
-                    detail: "bad key".into(),
-                })?;
-                let record = access::<ArchivedStoredRecord>("instances", bytes)?;
-                listing.items.push(InstanceEntry {
-                    triplet: Triplet::new(study, series, sop),
-                    record: record.expand(&stored_series.defaults),
-                });
+            let room = limit - listing.items.len();
+            let mut entries =
+                self.instances_in_series(study, series, stored_series, None, room + 1)?;
+            if entries.len() > room {
+                entries.truncate(room);
+                listing.items.append(&mut entries);
+                listing.truncated = true;
+                break 'series;
             }
+            listing.items.append(&mut entries);
         }
         Ok(listing)
+    }
+
+    /// At most `limit` instances of one series after SOP Instance UID
+    /// `after` (from its first when `None`), in UID order (Query/Retrieve's
+    /// pages resume there).
+    pub(crate) fn instances_of_series_after(
+        &self,
+        study: &str,
+        series: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceEntry>, IndexError> {
+        match self.stored_series(study, series)? {
+            None => Ok(Vec::new()),
+            Some(stored_series) => {
+                self.instances_in_series(study, series, stored_series, after, limit)
+            }
+        }
+    }
+
+    /// At most `limit` instances of a stored series after `after`: its
+    /// instances lie side by side under its id, in UID order.
+    fn instances_in_series(
+        &self,
+        study: &str,
+        series: &str,
+        stored_series: &ArchivedStoredSeries,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceEntry>, IndexError> {
+        let series_id = stored_series.id.to_native();
+        let first = series_id_key(series_id);
+        // Series ids stay below 2^56, so the next id's key bounds this one's.
+        let end = series_id_key(series_id + 1);
+        let after_key = after.map(|after| instance_key(series_id, after));
+        let start = match &after_key {
+            Some(key) => Bound::Excluded(key.as_slice()),
+            None => Bound::Included(first.as_slice()),
+        };
+        let iter = self
+            .shared
+            .tables
+            .instances
+            .range(&self.txn, &(start, Bound::Excluded(end.as_slice())))
+            .map_err(self.lmdb("scan instances"))?;
+        let mut entries = Vec::new();
+        for entry in iter {
+            if entries.len() == limit {
+                break;
+            }
+            let (key, bytes) = entry.map_err(self.lmdb("scan instances"))?;
+            let (_, sop) = split_instance_key(key).ok_or_else(|| IndexError::Corrupt {
+                table: "instances",
+                detail: "bad key".into(),
+            })?;
+            let record = access::<ArchivedStoredRecord>("instances", bytes)?;
+            entries.push(InstanceEntry {
+                triplet: Triplet::new(study, series, sop),
+                record: record.expand(&stored_series.defaults),
+            });
+        }
+        Ok(entries)
     }
 
     /// Studies matching a query, at most `limit`. The order is the order of

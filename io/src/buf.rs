@@ -385,6 +385,9 @@ pub enum IoBuf {
     Static(&'static [u8]),
     /// A received buffer (or a slice of one): written without a copy.
     Recv(RecvBuf),
+    /// A chunk of a [`ChunkPool`](crate::ChunkPool) (its valid bytes),
+    /// back in its pool once the operation (and every clone) is done with it.
+    Chunk(Rc<crate::chunk::Chunk>),
 }
 
 impl IoBuf {
@@ -395,6 +398,7 @@ impl IoBuf {
             IoBuf::Shared(bytes) => bytes,
             IoBuf::Static(bytes) => bytes,
             IoBuf::Recv(buf) => buf,
+            IoBuf::Chunk(chunk) => chunk.as_slice(),
         }
     }
 
@@ -411,6 +415,7 @@ impl IoBuf {
     pub(crate) fn as_ptr(&self) -> *const u8 {
         match self {
             IoBuf::Recv(buf) => buf.as_ptr(),
+            IoBuf::Chunk(chunk) => chunk.as_ptr(),
             other => other.as_slice().as_ptr(),
         }
     }
@@ -431,6 +436,12 @@ impl From<Arc<[u8]>> for IoBuf {
 impl From<&'static [u8]> for IoBuf {
     fn from(bytes: &'static [u8]) -> IoBuf {
         IoBuf::Static(bytes)
+    }
+}
+
+impl From<crate::chunk::Chunk> for IoBuf {
+    fn from(chunk: crate::chunk::Chunk) -> IoBuf {
+        IoBuf::Chunk(Rc::new(chunk))
     }
 }
 

@@ -34,11 +34,13 @@ pub enum OpKind {
     Close,
     /// A timer.
     Timer,
+    /// `preadv` at an offset.
+    Read,
 }
 
 impl OpKind {
     /// Every kind, in a fixed order (the fault seam's seeded plans use it).
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 13] = [
         OpKind::Accept,
         OpKind::Connect,
         OpKind::Recv,
@@ -51,6 +53,7 @@ impl OpKind {
         OpKind::Unlink,
         OpKind::Close,
         OpKind::Timer,
+        OpKind::Read,
     ];
 
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
@@ -74,6 +77,7 @@ impl fmt::Display for OpKind {
             OpKind::Unlink => "unlink",
             OpKind::Close => "close",
             OpKind::Timer => "timer",
+            OpKind::Read => "read",
         };
         f.write_str(name)
     }
@@ -163,6 +167,10 @@ pub enum SubmitError {
     /// An empty write or send.
     #[error("empty buffer")]
     EmptyBuffer,
+    /// Read ranges that are empty, out of order, overlapping or outside
+    /// the chunk.
+    #[error("read ranges empty, out of order or outside the chunk")]
+    InvalidRanges,
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,

@@ -255,6 +255,19 @@ pub enum Event {
         /// `op == Sync` means the bytes were written but not made durable.
         result: Result<u64, IoError>,
     },
+    /// A read finished ([`Core::read_at`](crate::Core::read_at)): the chunk
+    /// comes back with the bytes read in the ranges asked for.
+    Read {
+        /// The file.
+        file: FileHandle,
+        /// The caller's tag.
+        tag: u64,
+        /// The chunk read into (its length unchanged by the read).
+        chunk: crate::chunk::Chunk,
+        /// Bytes read: every byte of the ranges, or fewer only when the file
+        /// ended first; or the error.
+        result: Result<u64, IoError>,
+    },
     /// A sync finished.
     Synced {
         /// The file.

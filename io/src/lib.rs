@@ -80,6 +80,7 @@
 
 mod backend;
 pub mod buf;
+pub mod chunk;
 pub mod config;
 mod core;
 pub mod durable;
@@ -96,6 +97,7 @@ mod sys;
 mod wake;
 
 pub use crate::buf::{IoBuf, RecvBuf};
+pub use crate::chunk::{Chunk, ChunkPool};
 pub use crate::config::{
     AcceptMode, BackendChoice, BackendKind, RuntimeConfig, IOVECS_PER_WRITE_MAX,
 };

@@ -204,6 +204,23 @@ pub(crate) unsafe fn pwritev(
     check_size(unsafe { libc::pwritev(fd, iovecs, count, offset) })
 }
 
+/// `preadv(2)`.
+///
+/// # Safety
+/// `iovecs` must point at `count` iovecs whose buffers are writable for
+/// their lengths during the call, and not accessed by anything else.
+pub(crate) unsafe fn preadv(
+    fd: RawFd,
+    iovecs: *const libc::iovec,
+    count: usize,
+    offset: u64,
+) -> SysResult<usize> {
+    let count = libc::c_int::try_from(count).map_err(|_| libc::EINVAL)?;
+    let offset = libc::off_t::try_from(offset).map_err(|_| libc::EFBIG)?;
+    // SAFETY: the caller guarantees the iovecs and their buffers.
+    check_size(unsafe { libc::preadv(fd, iovecs, count, offset) })
+}
+
 pub(crate) fn fsync(fd: RawFd, data_only: bool) -> SysResult<()> {
     // SAFETY: plain system calls without pointers.
     check(unsafe {

@@ -18,7 +18,8 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::values::{
-    parse_enum, ConfigEnum, Cores, TransferSyntaxSelection, Uid, ValueError, CORES_MAX,
+    parse_enum, AeSelection, AeTitle, ConfigEnum, Cores, TransferSyntaxSelection, Uid, ValueError,
+    CORES_MAX,
 };
 
 /// A TOML value with its byte span in the file.
@@ -1174,6 +1175,113 @@ impl Kind for TransferSyntaxKind {
             TransferSyntaxSelection::List(uids) => {
                 let uids: Vec<String> = uids.iter().map(|uid| toml_string(uid.as_str())).collect();
                 format!("[{}]", uids.join(", "))
+            }
+        })
+    }
+}
+
+/// Most AE titles in an [`AeSelection`] list.
+const AE_SELECTION_LENGTH_MAX: usize = 4096;
+
+/// An [`AeSelection`]: `"any"`, `"known"`, `"none"` or an array of AE titles
+/// (on the command line, a comma-separated list).
+pub(crate) struct AeSelectionKind;
+
+impl AeSelectionKind {
+    fn named(text: &str) -> Option<AeSelection> {
+        match text {
+            "any" => Some(AeSelection::Any),
+            "known" => Some(AeSelection::Known),
+            "none" => Some(AeSelection::None),
+            _ => None,
+        }
+    }
+
+    fn parse_list<'a>(
+        titles: impl ExactSizeIterator<Item = &'a str>,
+    ) -> Result<AeSelection, String> {
+        if titles.len() > AE_SELECTION_LENGTH_MAX {
+            return Err(format!(
+                "{} AE titles is above the maximum {AE_SELECTION_LENGTH_MAX}",
+                titles.len()
+            ));
+        }
+        titles
+            .map(|title| title.parse::<AeTitle>().map_err(|e| e.message().to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(AeSelection::List)
+    }
+}
+
+impl Kind for AeSelectionKind {
+    type Value = AeSelection;
+
+    fn type_doc(&self) -> String {
+        "`\"any\"`, `\"known\"`, `\"none\"`, or an array of AE titles".into()
+    }
+
+    fn choices(&self) -> Vec<(String, String)> {
+        AeSelection::NAMES
+            .iter()
+            .map(|(name, doc)| ((*name).to_owned(), (*doc).to_owned()))
+            .collect()
+    }
+
+    fn value_name(&self) -> &'static str {
+        "any|known|none|AE,AE,..."
+    }
+
+    fn read_toml(&self, value: &TomlValue<'_>) -> Result<Self::Value, SpannedError> {
+        match value.get_ref() {
+            DeValue::String(text) => Self::named(text).ok_or_else(|| {
+                SpannedError::at(
+                    value,
+                    format!("{text:?} is not \"any\", \"known\" or \"none\"; for AE titles write an array"),
+                )
+            }),
+            DeValue::Array(array) => {
+                let mut titles = Vec::with_capacity(array.len().min(AE_SELECTION_LENGTH_MAX));
+                for element in array.iter() {
+                    titles.push(expect_str(element, "an AE title string")?);
+                }
+                Self::parse_list(titles.into_iter()).map_err(|m| SpannedError::at(value, m))
+            }
+            other => Err(SpannedError::at(
+                value,
+                format!(
+                    "expected \"any\", \"known\", \"none\" or an array of AE titles, found {}",
+                    type_with_article(other)
+                ),
+            )),
+        }
+    }
+
+    fn read_flag(&self, arguments: &[String]) -> Result<Self::Value, String> {
+        let text = single(arguments);
+        match Self::named(text) {
+            Some(selection) => Ok(selection),
+            None => Self::parse_list(text.split(',').collect::<Vec<_>>().into_iter()),
+        }
+    }
+
+    fn check(&self, value: &Self::Value) -> Result<(), String> {
+        match value {
+            AeSelection::List(titles) if titles.len() > AE_SELECTION_LENGTH_MAX => Err(format!(
+                "{} AE titles is above the maximum {AE_SELECTION_LENGTH_MAX}",
+                titles.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn to_toml(&self, value: &Self::Value) -> Option<String> {
+        Some(match value {
+            AeSelection::Any => toml_string("any"),
+            AeSelection::Known => toml_string("known"),
+            AeSelection::None => toml_string("none"),
+            AeSelection::List(titles) => {
+                let titles: Vec<String> = titles.iter().map(|t| toml_string(t.as_str())).collect();
+                format!("[{}]", titles.join(", "))
             }
         })
     }

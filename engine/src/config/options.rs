@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Origin};
 use super::kinds::{
-    ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind, Kind, ListKind, MapKind,
-    OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue, TransferSyntaxKind,
+    AeSelectionKind, ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind, Kind, ListKind,
+    MapKind, OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue,
+    TransferSyntaxKind,
 };
 use super::values::{
-    AeTitle, Cores, DuplicatePolicy, IoBackend, LogFormat, LogLevel, RemoteAddress, ReportDelivery,
-    SopClassSelection, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    AeSelection, AeTitle, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel,
+    PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection, TransferSyntaxSelection,
+    Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -350,5 +352,69 @@ config_options! {
                 "FROM=TO",
             ),
             flag "commitment-report-ae", example "{ CT_ROOM_1 = \"CT_ROOM_1_SC\" }";
+    }
+
+    /// Query/Retrieve SCP (Patient Root and Study Root C-FIND, C-MOVE and
+    /// C-GET on the main AE): who may use it, how it matches, and the
+    /// limits that keep retrieval from starving ingest.
+    [query] QueryConfig "Query/Retrieve" {
+        /// The Calling AE Titles that may query (C-FIND). For any other, the
+        /// C-FIND presentation contexts are refused at association
+        /// (user rejection) and the refusal is logged. `"known"`: the AEs of
+        /// `network.remote_aes`.
+        find_allowed_from: AeSelection = AeSelection::Any,
+            kind AeSelectionKind, flag "query-find-from", example "[\"VIEWER_1\", \"PACS_2\"]";
+
+        /// The Calling AE Titles that may retrieve with C-MOVE; refused like
+        /// `find_allowed_from`.
+        move_allowed_from: AeSelection = AeSelection::Any,
+            kind AeSelectionKind, flag "query-move-from", example "\"known\"";
+
+        /// The Calling AE Titles that may retrieve with C-GET; refused like
+        /// `find_allowed_from`.
+        get_allowed_from: AeSelection = AeSelection::Any,
+            kind AeSelectionKind, flag "query-get-from", example "\"known\"";
+
+        /// The Move Destinations a C-MOVE may name. A destination must in
+        /// any case be in `network.remote_aes` (Sluice needs its address;
+        /// another is answered A801, move destination unknown); this narrows
+        /// it further (a listed AE that is not allowed is answered A801
+        /// too, and logged). `"any"` and `"known"` both mean every AE of
+        /// `network.remote_aes`.
+        move_destinations: AeSelection = AeSelection::Known,
+            kind AeSelectionKind, flag "query-move-destinations", example "[\"WORKSTATION_1\"]";
+
+        /// How person names match.
+        person_name_matching: PersonNameMatching = PersonNameMatching::Exact,
+            kind EnumKind::<PersonNameMatching>::new(), flag "query-person-name-matching";
+
+        /// Where C-FIND takes requested keys the index does not hold.
+        file_keys_on_find: FileKeysOnFind = FileKeysOnFind::Never,
+            kind EnumKind::<FileKeysOnFind>::new(), flag "query-file-keys";
+
+        /// How much of a stored file's data set is read to answer keys from
+        /// it (`file_keys_on_find`); attributes beyond it are answered empty.
+        file_head_bytes_max: u32 = 64 * KIB as u32,
+            kind ByteSizeKind::<u32>::new(4 * KIB, 16 * MIB), flag "query-file-head-bytes-max";
+
+        /// The most matches one C-FIND returns. A query matching more is
+        /// answered with a failure (A700, out of resources, with an Error
+        /// Comment saying the limit) after the first this many, and logged,
+        /// instead of streaming without end: narrow the query.
+        find_results_max: u32 = 100_000,
+            kind IntKind::<u32>::new(1, 100_000_000), flag "query-find-results-max";
+
+        /// The most associations one C-MOVE opens to its destination at once
+        /// to send its instances (sub-operations in parallel, like
+        /// dcm4chee's store associations per move).
+        move_associations_max: u32 = 4,
+            kind IntKind::<u32>::new(1, 64), flag "query-move-associations";
+
+        /// The memory one core lends to retrieval's file reads and sends at
+        /// once (C-MOVE and C-GET sub-operations). Senders wait for a send
+        /// to complete when it is in use, so retrieval never takes memory
+        /// (or the core's time) without bound from ingest.
+        retrieve_buffer_per_core: u64 = 32 * MIB,
+            kind ByteSizeKind::<u64>::new(MIB, 4 * GIB), flag "query-retrieve-buffer-per-core";
     }
 }

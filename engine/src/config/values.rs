@@ -6,6 +6,7 @@
 //! these types is always well formed, whether it came from the TOML file, a
 //! flag, or an embedder's code.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -465,6 +466,64 @@ impl TransferSyntaxSelection {
         ("seed", "The transfer syntaxes of the reference conformance statement: Implicit VR Little Endian, Explicit VR Little Endian, RLE Lossless, JPEG Baseline, JPEG Extended, JPEG Lossless, JPEG Lossless SV1, JPEG 2000 Lossless, JPEG 2000."),
         ("all", "Every transfer syntax known to this version of Sluice: the seed ones plus Deflated Explicit VR Little Endian, Explicit VR Big Endian, JPEG-LS, HTJ2K and the MPEG/HEVC video syntaxes."),
     ];
+}
+
+config_enum! {
+    /// How Query/Retrieve matches person names (Patient's Name, Referring
+    /// Physician's Name).
+    pub enum PersonNameMatching {
+        /// Exactly, case included, as PS3.4 C.2.2.2 says (wildcards `*` and
+        /// `?` still apply).
+        Exact = "exact",
+        /// Ignoring case, as Orthanc does: `doe*` finds `DOE^JOHN`.
+        CaseInsensitive = "case-insensitive",
+    }
+}
+
+config_enum! {
+    /// Where C-FIND takes the requested keys that the index does not hold
+    /// (Orthanc's `StorageAccessOnFind`).
+    pub enum FileKeysOnFind {
+        /// From the index only: such keys come back empty and the answer
+        /// says so (status FF01). No file is read during a C-FIND.
+        Never = "never",
+        /// From the head of each matching instance's stored file (read up
+        /// to `query.file_head_bytes_max`), at IMAGE level only, where one
+        /// file is one answer; matching on them too.
+        Image = "image",
+    }
+}
+
+/// Which AE titles an access rule lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AeSelection {
+    /// Every AE title.
+    Any,
+    /// The AE titles of `network.remote_aes`.
+    Known,
+    /// No AE title.
+    None,
+    /// Exactly these.
+    List(Vec<AeTitle>),
+}
+
+impl AeSelection {
+    /// The names used in the file and on the command line.
+    pub(crate) const NAMES: [(&'static str, &'static str); 3] = [
+        ("any", "Every AE title."),
+        ("known", "The AE titles listed in `network.remote_aes`."),
+        ("none", "No AE title."),
+    ];
+
+    /// Whether `ae_title` passes, given the remote AE table.
+    pub fn allows<V>(&self, ae_title: &str, remote_aes: &BTreeMap<AeTitle, V>) -> bool {
+        match self {
+            AeSelection::Any => true,
+            AeSelection::Known => remote_aes.keys().any(|known| known.as_str() == ae_title),
+            AeSelection::None => false,
+            AeSelection::List(titles) => titles.iter().any(|title| title.as_str() == ae_title),
+        }
+    }
 }
 
 #[cfg(test)]

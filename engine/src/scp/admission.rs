@@ -14,11 +14,14 @@ use super::shared::ServerShared;
 
 /// Negotiates `rq`, which arrived on listener `listener`. An accepted
 /// association is counted until [`release`].
+/// Returns the outcome and the SOP Class Extended Negotiation granted (per
+/// Q/R SOP class UID), after narrowing the Q/R contexts to what the
+/// calling AE may use (`query::narrow_association`).
 pub(crate) fn negotiate_limited(
     shared: &ServerShared,
     rq: &AssociateRq,
     listener: usize,
-) -> NegotiationOutcome {
+) -> (NegotiationOutcome, Vec<(String, Vec<u8>)>) {
     let config = shared.store.config();
     let network = &config.network;
     // The separate commitment AE: on its own port, or on the main port
@@ -39,6 +42,7 @@ pub(crate) fn negotiate_limited(
         limit: network.max_associations,
     };
     let mut outcome = negotiate(policy, rq, load);
+    let grants = super::query::narrow_association(config, rq, &mut outcome);
     if matches!(outcome, NegotiationOutcome::Accept { .. }) {
         let calling = rq.calling_ae_title.trim().to_owned();
         let over = match shared.per_calling_ae.lock() {
@@ -64,7 +68,7 @@ pub(crate) fn negotiate_limited(
     if !matches!(outcome, NegotiationOutcome::Accept { .. }) {
         shared.established.fetch_sub(1, Ordering::SeqCst);
     }
-    outcome
+    (outcome, grants)
 }
 
 /// An accepted association of `calling_ae_title` ended: its slots are free.

@@ -25,7 +25,7 @@ use sluice_net::dimse::{
 use sluice_net::endpoint::DataSet;
 use sluice_net::uid;
 
-use super::conn::{Connection, Connections, Timeouts};
+use super::conn::{Connection, Connections, Purpose, Timeouts};
 use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
@@ -339,7 +339,7 @@ impl Commitment {
             delivery.address,
             (delivery.calling_ae_title, delivery.called_ae_title),
             rq,
-            timeouts,
+            (Purpose::CommitmentReports, timeouts),
         );
         self.reports.insert(
             serial,

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_io::{ConnId, Core, TimerId};
+use sluice_io::{ConnId, Core, IoBuf, TimerId};
 use sluice_net::assoc::{AssociateResponse, NegotiatedAssociation, Role};
 use sluice_net::dimse::Command;
 use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming, SendError, Timer};
@@ -49,6 +49,18 @@ pub(crate) enum Receiving {
     Discard(Refused),
 }
 
+/// Who an association is for: which service its indications and
+/// responses go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A peer opened it (any service, by command).
+    Inbound,
+    /// Opened by this core to deliver commitment reports.
+    CommitmentReports,
+    /// Opened by this core to send a C-MOVE's sub-operations.
+    MoveSubOperations,
+}
+
 /// Whether the transport is to be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closing {
@@ -70,6 +82,8 @@ pub(crate) struct Counters {
     pub(crate) instances_quarantined: u64,
     pub(crate) instances_failed: u64,
     pub(crate) bytes_received: u64,
+    /// C-STORE sub-operations this side sent on it (C-MOVE, C-GET).
+    pub(crate) instances_sent: u64,
     started: Instant,
 }
 
@@ -90,6 +104,11 @@ pub(crate) struct Connection {
     pub(crate) called_ae_title: String,
     /// Counted in the association limits (released when it ends).
     pub(crate) counted: bool,
+    /// Who it is for.
+    pub(crate) purpose: Purpose,
+    /// The SOP Class Extended Negotiation granted, per SOP class UID (the
+    /// service-class-application-information answered; Q/R classes).
+    pub(crate) extended_negotiation: Vec<(String, Vec<u8>)>,
     /// What its data-set fragments go to.
     pub(crate) receiving: Option<Receiving>,
     /// How it ended, for the log line.
@@ -124,6 +143,8 @@ impl Connection {
             calling_ae_title: String::new(),
             called_ae_title: String::new(),
             counted: false,
+            purpose: Purpose::Inbound,
+            extended_negotiation: Vec::new(),
             receiving: None,
             outcome: None,
             counters: Counters {
@@ -132,6 +153,7 @@ impl Connection {
                 instances_quarantined: 0,
                 instances_failed: 0,
                 bytes_received: 0,
+                instances_sent: 0,
                 started: Instant::now(),
             },
             endpoint: Endpoint::new(role, config),
@@ -157,17 +179,19 @@ impl Connection {
         conn
     }
 
-    /// An association this core opens (to deliver commitment reports) with
-    /// `rq`, on a connection whose connect was submitted.
+    /// An association this core opens for `purpose` with `rq`, on a
+    /// connection whose connect was submitted.
     pub(crate) fn outbound(
         id: ConnId,
         serial: u64,
         peer: SocketAddr,
         (calling_ae_title, called_ae_title): (String, String),
         rq: AssociateRq,
-        timeouts: Timeouts,
+        (purpose, timeouts): (Purpose, Timeouts),
     ) -> Connection {
+        debug_assert_ne!(purpose, Purpose::Inbound);
         let mut conn = Connection::new(id, serial, Some(peer), Role::Requestor, 0, timeouts);
+        conn.purpose = purpose;
         conn.calling_ae_title = calling_ae_title;
         conn.called_ae_title = called_ae_title;
         let requested = conn
@@ -291,6 +315,79 @@ impl Connection {
         sent
     }
 
+    /// Queues a DIMSE message without sending it yet: several go out in
+    /// one send at the next [`Connection::flush_sends`] (or any call that
+    /// sends). `Err` when it cannot go out (nothing was queued).
+    pub(crate) fn queue_message(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        data_set: Option<&[u8]>,
+    ) -> Result<(), SendError> {
+        self.endpoint.send_message(context_id, command, data_set)
+    }
+
+    /// Sends what was queued.
+    pub(crate) fn flush_sends(&mut self, core: &mut Core) {
+        self.flush(core);
+    }
+
+    /// Sends `command`, whose data set of `data_set_length` bytes the
+    /// caller sends next with [`Connection::send_bytes`], framed in
+    /// P-DATA-TF PDUs of its own (no other message may come between).
+    pub(crate) fn send_command_for_data_set(
+        &mut self,
+        core: &mut Core,
+        context_id: u8,
+        command: &Command,
+        data_set_length: u64,
+    ) -> Result<(), SendError> {
+        let sent = self
+            .endpoint
+            .send_command_for_data_set(context_id, command, data_set_length)
+            .map(drop);
+        self.flush(core);
+        sent
+    }
+
+    /// Like [`Connection::send_command_for_data_set`], without sending: the
+    /// caller takes the queued bytes with [`Connection::take_transmit`] to
+    /// send them in one buffer with the data set's first PDUs.
+    pub(crate) fn queue_command_for_data_set(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        data_set_length: u64,
+    ) -> Result<(), SendError> {
+        self.endpoint
+            .send_command_for_data_set(context_id, command, data_set_length)
+            .map(drop)
+    }
+
+    /// The bytes the endpoint queued and nobody sent yet; the caller sends
+    /// them (before anything else on the association).
+    pub(crate) fn take_transmit(&mut self) -> Option<Vec<u8>> {
+        self.endpoint.poll_transmit()
+    }
+
+    /// Sends bytes the caller framed (a data set's P-DATA-TF PDUs), after
+    /// what the endpoint queued.
+    pub(crate) fn send_bytes(&mut self, core: &mut Core, bytes: IoBuf) {
+        self.flush(core);
+        self.send(core, bytes);
+    }
+
+    /// Sends in flight on the transport (each `send_bytes`, and each flush
+    /// with something queued, is one).
+    pub(crate) fn sends_in_flight(&self) -> u32 {
+        self.sends_in_flight
+    }
+
+    /// The peer's Maximum Length (0: no limit), once established.
+    pub(crate) fn pdu_length_max_peer(&self) -> Option<u32> {
+        self.endpoint.pdu_length_max_peer()
+    }
+
     /// Sends a response (no data set) on `context_id`.
     pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
         match self.send_message(core, context_id, command, None) {
@@ -319,7 +416,8 @@ impl Connection {
         }
     }
 
-    fn send(&mut self, core: &mut Core, bytes: Vec<u8>) {
+    fn send(&mut self, core: &mut Core, bytes: impl Into<IoBuf>) {
+        let bytes = bytes.into();
         if self.closing == Closing::Closed {
             // The transport is being closed: nothing reaches the peer.
             return;
@@ -455,6 +553,7 @@ impl Connection {
             instances_stored = self.counters.instances_stored,
             instances_quarantined = self.counters.instances_quarantined,
             instances_failed = self.counters.instances_failed,
+            instances_sent = self.counters.instances_sent,
             bytes = self.counters.bytes_received,
             duration_ms = self.counters.started.elapsed().as_millis() as u64,
             outcome = %self.outcome.take().unwrap_or_else(|| "connection closed".to_owned()),

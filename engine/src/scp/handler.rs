@@ -32,11 +32,12 @@ use sluice_net::endpoint::{DataSet, Incoming, Violation};
 
 use super::admission;
 use super::commitment::Commitment;
-use super::conn::{Connection, Connections, Receiving, Timeouts};
+use super::conn::{Connection, Connections, Purpose, Receiving, Timeouts};
 use super::failure::Failure;
 use super::ingest::dir_sync::RoundId;
 use super::ingest::replies::ReplyQueue;
 use super::ingest::{Ingest, JobKey};
+use super::query::QueryRetrieve;
 use super::shared::ServerShared;
 use super::storage;
 use super::tag::{split, TagKind};
@@ -60,6 +61,7 @@ pub(crate) struct CoreHandler {
     conns: Connections,
     ingest: Ingest,
     commitment: Commitment,
+    query: QueryRetrieve,
 }
 
 impl std::fmt::Debug for CoreHandler {
@@ -91,6 +93,7 @@ impl CoreHandler {
         CoreHandler {
             ingest: Ingest::new(shared.clone(), core_index, reply),
             commitment: Commitment::new(shared.clone(), core_index),
+            query: QueryRetrieve::new(shared.clone(), timeouts),
             shared,
             core_index,
             timeouts,
@@ -206,7 +209,9 @@ impl CoreHandler {
             Indication::AssociateRequest(rq) => {
                 conn.calling_ae_title = rq.calling_ae_title.trim().to_owned();
                 conn.called_ae_title = rq.called_ae_title.trim().to_owned();
-                let outcome = admission::negotiate_limited(&self.shared, &rq, conn.listener);
+                let (outcome, grants) =
+                    admission::negotiate_limited(&self.shared, &rq, conn.listener);
+                conn.extended_negotiation = grants;
                 match &outcome {
                     NegotiationOutcome::Accept { negotiated, .. } => {
                         conn.counters.contexts_accepted = negotiated.presentation_contexts.len();
@@ -237,7 +242,12 @@ impl CoreHandler {
             }
             Indication::AssociateAccepted(negotiated) => {
                 conn.counters.contexts_accepted = negotiated.presentation_contexts.len();
-                self.commitment.association_accepted(core, conn);
+                match conn.purpose {
+                    Purpose::MoveSubOperations => {
+                        self.query.lane_accepted(core, &mut self.conns, serial);
+                    }
+                    _ => self.commitment.association_accepted(core, conn),
+                }
             }
             Indication::AssociateRejected(rj) => {
                 let (result, source, reason) = rj.codes();
@@ -268,6 +278,7 @@ impl CoreHandler {
             &mut conn,
             &format!("association ended before the report was answered: {why}"),
         );
+        self.query.association_ended(core, &mut self.conns, &conn);
         if conn.counted {
             admission::release(&self.shared, &conn.calling_ae_title);
         }
@@ -294,6 +305,46 @@ impl CoreHandler {
             conn.receiving.is_none(),
             "a command while a data set arrives"
         );
+        // Query/Retrieve reaches other associations (its lanes) too.
+        let command = match command {
+            Command::CFindRq(rq) => {
+                return self.query.find_requested(
+                    core,
+                    &mut self.conns,
+                    serial,
+                    (context_id, rq),
+                    data_set,
+                );
+            }
+            retrieve @ (Command::CMoveRq(_) | Command::CGetRq(_)) => {
+                return self.query.retrieve_requested(
+                    core,
+                    &mut self.conns,
+                    serial,
+                    context_id,
+                    retrieve,
+                    data_set,
+                );
+            }
+            Command::CCancelRq(rq) => {
+                return self.query.cancel_requested(
+                    core,
+                    &mut self.conns,
+                    serial,
+                    rq.message_id_being_responded_to,
+                );
+            }
+            // Its data set, if any, was collected and is not needed.
+            Command::CStoreRsp(rsp) => {
+                return self
+                    .query
+                    .store_answered(core, &mut self.conns, serial, rsp);
+            }
+            other => other,
+        };
+        let Some(conn) = self.conns.get_mut(serial) else {
+            panic!("a command on connection {serial}, which is gone");
+        };
         match command {
             Command::CEchoRq(rq) => {
                 let rsp = Command::CEchoRsp(CEchoRsp {
@@ -362,6 +413,9 @@ impl CoreHandler {
                 self.events(core, serial);
             }
             (Some(TagKind::CommitWindow), _) => self.ingest.window_fired(core),
+            (Some(TagKind::FindStep), serial) => {
+                self.query.find_step(core, &mut self.conns, serial);
+            }
             (Some(TagKind::ClearTimer), _) => self.ingest.clear_fired(core),
             (kind, value) => panic!("a timer of kind {kind:?} ({value}) that no core arms"),
         }
@@ -376,6 +430,9 @@ impl CoreHandler {
         match split(tag) {
             (Some(TagKind::Open), key) => self.ingest.opened(core, JobKey(key), result),
             (Some(TagKind::DirOpen), round) => self.ingest.dir_opened(core, RoundId(round), result),
+            (Some(TagKind::RetrieveOpen), lane) => {
+                self.query.opened(core, &mut self.conns, lane, result);
+            }
             (kind, value) => panic!("an open of kind {kind:?} ({value}) that no core submits"),
         }
     }
@@ -393,9 +450,16 @@ impl Handler for CoreHandler {
             } => self.accepted(core, conn, peer, listener),
             Event::Connected { conn, tag, result } => {
                 let (kind, serial) = split(tag);
-                assert_eq!(kind, Some(TagKind::Connect));
-                self.commitment
-                    .connected(core, &mut self.conns, serial, conn, result);
+                match kind {
+                    Some(TagKind::Connect) => {
+                        self.commitment
+                            .connected(core, &mut self.conns, serial, conn, result);
+                    }
+                    Some(TagKind::RetrieveConnect) => {
+                        self.query.connected(core, &mut self.conns, serial, result);
+                    }
+                    other => panic!("a connect of kind {other:?} ({serial}) that no core submits"),
+                }
                 self.events(core, serial);
             }
             Event::Received { conn, data } => {
@@ -422,6 +486,7 @@ impl Handler for CoreHandler {
                 if let Some(conn) = self.conns.get_mut(serial) {
                     conn.sent(core, result.map_err(|error| error.to_string()));
                 }
+                self.query.sent(core, &mut self.conns, serial);
             }
             Event::ConnClosed { conn } => {
                 let Some(serial) = self.conns.serial_of(conn) else {
@@ -436,6 +501,14 @@ impl Handler for CoreHandler {
             Event::Written { tag, result, .. } => match split(tag) {
                 (Some(TagKind::Write), key) => self.ingest.written(core, JobKey(key), result),
                 (kind, value) => panic!("a write of kind {kind:?} ({value}) that no core submits"),
+            },
+            Event::Read {
+                tag, chunk, result, ..
+            } => match split(tag) {
+                (Some(TagKind::RetrieveRead), lane) => {
+                    self.query.read(core, &mut self.conns, lane, chunk, result);
+                }
+                (kind, value) => panic!("a read of kind {kind:?} ({value}) that no core submits"),
             },
             Event::Synced { tag, result, .. } => match split(tag) {
                 (Some(TagKind::SyncData), key) => {

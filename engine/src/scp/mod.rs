@@ -29,6 +29,7 @@ mod failure;
 mod handler;
 mod ingest;
 pub mod policy;
+mod query;
 mod shared;
 mod storage;
 mod tag;
@@ -115,6 +116,33 @@ impl Cores for RuntimeCores {
     }
 }
 
+/// Every AE of `network.remote_aes` with its address, resolved now (a name
+/// that does not resolve is logged and kept as `None`).
+fn resolve_remote_aes(
+    config: &crate::config::Config,
+) -> std::collections::HashMap<String, Option<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    config
+        .network
+        .remote_aes
+        .iter()
+        .map(|(ae, address)| {
+            let resolved = (address.host(), address.port())
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addresses| addresses.next());
+            if resolved.is_none() {
+                tracing::warn!(
+                    ae_title = ae.as_str(),
+                    host = address.host(),
+                    "the address of a remote AE does not resolve; C-MOVE to it will fail (A801)"
+                );
+            }
+            (ae.as_str().to_owned(), resolved)
+        })
+        .collect()
+}
+
 /// A running Storage SCP. Stop it with [`Server::shutdown`].
 #[derive(Debug)]
 pub struct Server {
@@ -174,6 +202,7 @@ impl Server {
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             in_doubt: InDoubtSet::default(),
             space: SpaceAccount::default(),
+            move_destinations: resolve_remote_aes(config),
         });
         let core_count = config.server.cores.count().max(1);
         let connections_per_core = (config.network.max_associations as usize)

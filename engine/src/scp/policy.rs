@@ -98,9 +98,35 @@ fn base_policy(config: &Config, ae_title: &str) -> AcceptorPolicy {
     policy
 }
 
+/// The six Query/Retrieve SOP classes (Patient Root and Study Root, FIND,
+/// MOVE and GET), whose identifiers Sluice reads in Implicit and Explicit
+/// VR Little Endian (`query::access` narrows them per calling AE).
+fn query_abstract_syntaxes() -> impl Iterator<Item = AcceptedAbstractSyntax> {
+    [
+        uid::PATIENT_ROOT_QR_FIND,
+        uid::PATIENT_ROOT_QR_MOVE,
+        uid::PATIENT_ROOT_QR_GET,
+        uid::STUDY_ROOT_QR_FIND,
+        uid::STUDY_ROOT_QR_MOVE,
+        uid::STUDY_ROOT_QR_GET,
+    ]
+    .into_iter()
+    .map(|class| {
+        AcceptedAbstractSyntax::new(
+            class,
+            [
+                uid::ts::EXPLICIT_VR_LITTLE_ENDIAN,
+                uid::ts::IMPLICIT_VR_LITTLE_ENDIAN,
+            ],
+        )
+    })
+}
+
 /// The acceptor policy of the main AE (`network.ae_title`): Verification,
-/// the storage SOP classes with the storage transfer syntaxes, and Storage
-/// Commitment unless a separate commitment AE serves it. The association
+/// the storage SOP classes with the storage transfer syntaxes (the
+/// requestor may also take the SCP role through role selection: a C-GET
+/// SCU receives its instances on them), Storage Commitment unless a
+/// separate commitment AE serves it, and Query/Retrieve. The association
 /// limits are checked by the handler (global and per calling AE), not here.
 pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
     let mut policy = base_policy(config, config.network.ae_title.as_str());
@@ -115,14 +141,25 @@ pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
     match storage_sop_classes(config) {
         Some(classes) => {
             for class in classes {
-                policy.abstract_syntaxes.push(AcceptedAbstractSyntax::new(
-                    class,
-                    transfer_syntaxes.clone(),
-                ));
+                policy.abstract_syntaxes.push(
+                    AcceptedAbstractSyntax::new(class, transfer_syntaxes.clone())
+                        .with_requestor_scp_role(),
+                );
             }
         }
-        None => policy.any_abstract_syntax_transfer_syntaxes = Some(transfer_syntaxes),
+        None => {
+            // Any SOP class is stored; the standard's storage classes are
+            // listed too, so a C-GET SCU can take the SCP role on them.
+            for class in uid::standard_storage_sop_classes() {
+                policy.abstract_syntaxes.push(
+                    AcceptedAbstractSyntax::new(class.uid, transfer_syntaxes.clone())
+                        .with_requestor_scp_role(),
+                );
+            }
+            policy.any_abstract_syntax_transfer_syntaxes = Some(transfer_syntaxes);
+        }
     }
+    policy.abstract_syntaxes.extend(query_abstract_syntaxes());
     policy
 }
 

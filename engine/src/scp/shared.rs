@@ -4,6 +4,7 @@
 //! held only at association start and end.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 
@@ -36,4 +37,8 @@ pub(crate) struct ServerShared {
     pub(crate) in_doubt: InDoubtSet,
     /// The free space the instances in flight still claim, for the floor.
     pub(crate) space: SpaceAccount,
+    /// The C-MOVE destinations: each AE of `network.remote_aes` with its
+    /// address, resolved once at start (`None` when it did not resolve), so
+    /// a core never waits for a name lookup.
+    pub(crate) move_destinations: HashMap<String, Option<SocketAddr>>,
 }

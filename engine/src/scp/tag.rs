@@ -29,6 +29,15 @@ pub(crate) enum TagKind {
     Connect = 11,
     /// The in-doubt clears' timer.
     ClearTimer = 12,
+    /// A C-FIND's next page (value: the association's serial).
+    FindStep = 13,
+    /// A Q/R sender's file opened (value: the serial of the association
+    /// that carries its C-STOREs).
+    RetrieveOpen = 14,
+    /// A Q/R sender's file read (value: as `RetrieveOpen`).
+    RetrieveRead = 15,
+    /// A C-MOVE sub-association's connect (value: its serial).
+    RetrieveConnect = 16,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -36,7 +45,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 12] = [
+const KINDS: [TagKind; 16] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -49,6 +58,10 @@ const KINDS: [TagKind; 12] = [
     TagKind::Ignored,
     TagKind::Connect,
     TagKind::ClearTimer,
+    TagKind::FindStep,
+    TagKind::RetrieveOpen,
+    TagKind::RetrieveRead,
+    TagKind::RetrieveConnect,
 ];
 
 /// The tag of an operation of `kind` for `value`.

@@ -4,7 +4,9 @@
 //! walking what the index references and what a directory holds (`walk`),
 //! checking a file against its index record (`check`), and the set of files
 //! committed in doubt that are not yet durable (`in_doubt`), shared by the
-//! ingest path and the commitment tracker.
+//! ingest path and the commitment tracker; and the read API by instance
+//! (`source`: where a data set's bytes are, for every reader) and the
+//! query functions the Q/R SCP and embedders share (`query`).
 
 pub(crate) mod check;
 mod handle;
@@ -12,6 +14,8 @@ pub(crate) mod in_doubt;
 mod instance;
 pub mod layout;
 pub mod part10;
+mod query;
+mod source;
 pub(crate) mod walk;
 
 pub(crate) use instance::instance_from_head;
@@ -21,3 +25,5 @@ pub use handle::{
     IngestCounts, Store, StoreError, StoreEvent, Subscription, SUBSCRIBERS_MAX,
     SUBSCRIPTION_CAPACITY_MAX,
 };
+pub use query::{FindAnswers, QueryError};
+pub use source::{DatasetLocation, StoredDataset};

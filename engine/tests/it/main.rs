@@ -9,5 +9,6 @@ mod embed;
 mod ingest;
 mod large;
 mod operator;
+mod query;
 mod recovery;
 mod serve;

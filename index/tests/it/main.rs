@@ -4,6 +4,7 @@ mod basic;
 mod capacity;
 mod common;
 mod crash;
+mod find;
 mod model;
 mod race;
 mod split_stores;

@@ -126,6 +126,13 @@ pub(crate) enum Prim {
         fd: RawFd,
         kind: SyncKind,
     },
+    /// A vectored read at `offset` into the iovecs' buffers.
+    Read {
+        fd: RawFd,
+        iovecs: *const libc::iovec,
+        count: u32,
+        offset: u64,
+    },
     Rename {
         old_dir: RawFd,
         old: *const libc::c_char,

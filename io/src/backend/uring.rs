@@ -219,6 +219,18 @@ impl UringBackend {
                 }
             }
             Prim::Sync { fd, kind } => (sync_entry(fd, kind).user_data(user_data), None),
+            Prim::Read {
+                fd,
+                iovecs,
+                count,
+                offset,
+            } => (
+                opcode::Readv::new(Fd(fd), iovecs, count)
+                    .offset(offset)
+                    .build()
+                    .user_data(user_data),
+                None,
+            ),
             Prim::Rename {
                 old_dir,
                 old,

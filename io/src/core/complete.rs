@@ -59,6 +59,7 @@ impl Core {
             Send,
             Connect,
             Write,
+            Read,
             Timer,
             File,
         }
@@ -69,6 +70,7 @@ impl Core {
                 }
                 Next::Write
             }
+            OpBody::Read(_) => Next::Read,
             OpBody::Send { .. } => Next::Send,
             OpBody::Connect { .. } => Next::Connect,
             OpBody::Timer { .. } => Next::Timer,
@@ -84,6 +86,7 @@ impl Core {
             Next::Send => self.on_send(key, completion.result),
             Next::Connect => self.on_connect(key, completion.result),
             Next::Write => self.on_write(key),
+            Next::Read => self.on_read(key, completion.result),
             Next::Timer => self.on_timer(key, completion.result),
             Next::File => self.on_file_op(key, completion.result),
         }
@@ -142,6 +145,37 @@ impl Core {
         self.push_event(Event::Written {
             file: FileHandle(write.file),
             tag: write.tag,
+            result,
+        });
+    }
+
+    fn on_read(&mut self, key: Key, result: i32) {
+        let shutting_down = self.shutting_down;
+        let Some(OpBody::Read(read)) = self.ops.get_mut(key).map(|entry| &mut entry.body) else {
+            return;
+        };
+        let failure = if result < 0 {
+            Some(IoError::new(OpKind::Read, -result))
+        } else {
+            None
+        };
+        if failure.is_none() && result > 0 {
+            read.advance(result as u64);
+            // A short read (not the end of the file: that reads 0) goes
+            // on from where it stopped, unless the core is stopping.
+            if !read.bytes_done() && !shutting_down {
+                return self.issue(key);
+            }
+        }
+        let Some(OpBody::Read(read)) = self.finish(key) else {
+            return;
+        };
+        let read = *read;
+        let result = failure.map_or(Ok(read.read), Err);
+        self.push_event(Event::Read {
+            file: FileHandle(read.file),
+            tag: read.tag,
+            chunk: read.chunk,
             result,
         });
     }

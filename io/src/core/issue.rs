@@ -109,6 +109,18 @@ fn issue_body(
     }
     let prim = match body {
         OpBody::Write(write) => return issue_write(write, fault, sync_fault, out),
+        OpBody::Read(read) => {
+            if let Some(errno) = errno_fault {
+                return fail(out, errno);
+            }
+            let remaining = read.iovecs.get(read.first..).unwrap_or_default();
+            Prim::Read {
+                fd: read.fd,
+                iovecs: remaining.as_ptr(),
+                count: u32::try_from(remaining.len()).unwrap_or(u32::MAX),
+                offset: read.offset + read.read,
+            }
+        }
         OpBody::Accept { listener } => match listeners.get(*listener) {
             Some(listener) => Prim::AcceptMulti { fd: listener.fd() },
             None => return fail(out, libc::EBADF),

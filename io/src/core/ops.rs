@@ -3,7 +3,8 @@
 //!
 //! The invariant that makes the backends' `unsafe` sound lives here: every
 //! pointer in a [`Prim`](crate::backend::op::Prim) points into heap memory an
-//! [`OpBody`] owns (a `Box`, `Vec`, `CString` or an [`IoBuf`]), never into the
+//! [`OpBody`] owns (a `Box`, `Vec`, `CString`, an [`IoBuf`] or a read's
+//! [`Chunk`]), never into the
 //! entry itself (the slab's `Vec` may move), and an entry leaves the table
 //! only once every completion it expects (`parts`) is in. A cancelled
 //! operation therefore keeps its buffers until the kernel is done with them.
@@ -17,6 +18,7 @@ use io_uring::types::Timespec;
 
 use crate::backend::op;
 use crate::buf::IoBuf;
+use crate::chunk::Chunk;
 use crate::error::OpKind;
 use crate::event::SyncKind;
 use crate::slab::{Key, Slab};
@@ -54,35 +56,76 @@ pub(super) struct WriteOp {
 
 impl WriteOp {
     /// Moves past `bytes` newly written bytes.
-    pub fn advance(&mut self, mut bytes: u64) {
+    pub fn advance(&mut self, bytes: u64) {
         debug_assert!(
             self.written + bytes <= self.total,
             "the kernel reported more bytes than the write asked for"
         );
         self.written += bytes;
-        while bytes > 0 {
-            let Some(iovec) = self.iovecs.get_mut(self.first) else {
-                return;
-            };
-            let length = iovec.iov_len as u64;
-            if bytes >= length {
-                bytes -= length;
-                self.first += 1;
-            } else {
-                iovec.iov_base = iovec
-                    .iov_base
-                    .cast::<u8>()
-                    .wrapping_add(bytes as usize)
-                    .cast();
-                iovec.iov_len -= bytes as usize;
-                bytes = 0;
-            }
-        }
+        advance_iovecs(&mut self.iovecs, &mut self.first, bytes);
     }
 
     /// Every byte is written: only the (cancelled) linked sync is left.
     pub fn bytes_done(&self) -> bool {
         self.written >= self.total
+    }
+}
+
+/// A vectored read at an offset into a chunk, resubmitted after a short
+/// read until every byte is read or the file ends.
+pub(super) struct ReadOp {
+    pub file: Key,
+    pub fd: RawFd,
+    pub offset: u64,
+    /// Owned by the operation until its final completion: the kernel
+    /// writes into it (its heap memory does not move with the box).
+    pub chunk: Chunk,
+    /// Point into `chunk`'s buffer, at the ranges the caller asked for.
+    pub iovecs: Vec<libc::iovec>,
+    /// First iovec not completely read.
+    pub first: usize,
+    pub read: u64,
+    pub total: u64,
+    pub tag: u64,
+}
+
+impl ReadOp {
+    /// Moves past `bytes` newly read bytes.
+    pub fn advance(&mut self, bytes: u64) {
+        debug_assert!(
+            self.read + bytes <= self.total,
+            "the kernel reported more bytes than the read asked for"
+        );
+        self.read += bytes;
+        advance_iovecs(&mut self.iovecs, &mut self.first, bytes);
+    }
+
+    /// Every byte asked for is read.
+    pub fn bytes_done(&self) -> bool {
+        self.read >= self.total
+    }
+}
+
+/// Moves `iovecs` (from `first` on) past `bytes` transferred bytes: whole
+/// iovecs are skipped, a partly transferred one is shortened from its start.
+fn advance_iovecs(iovecs: &mut [libc::iovec], first: &mut usize, mut bytes: u64) {
+    while bytes > 0 {
+        let Some(iovec) = iovecs.get_mut(*first) else {
+            return;
+        };
+        let length = iovec.iov_len as u64;
+        if bytes >= length {
+            bytes -= length;
+            *first += 1;
+        } else {
+            iovec.iov_base = iovec
+                .iov_base
+                .cast::<u8>()
+                .wrapping_add(bytes as usize)
+                .cast();
+            iovec.iov_len -= bytes as usize;
+            bytes = 0;
+        }
     }
 }
 
@@ -114,6 +157,7 @@ pub(super) enum OpBody {
         tag: u64,
     },
     Write(Box<WriteOp>),
+    Read(Box<ReadOp>),
     Sync {
         file: Key,
         fd: RawFd,
@@ -163,6 +207,7 @@ impl OpBody {
                 [*dir, None]
             }
             OpBody::Write(write) => [Some(write.file), None],
+            OpBody::Read(read) => [Some(read.file), None],
             OpBody::Sync { file, .. } => [Some(*file), None],
             OpBody::Rename { dirs, .. } => *dirs,
             _ => [None, None],
@@ -179,6 +224,7 @@ impl OpBody {
             OpBody::Open { .. } => (Some(OpKind::Open), false),
             OpBody::Write(write) if write.bytes_done() => (Some(OpKind::Sync), false),
             OpBody::Write(write) => (Some(OpKind::Write), write.sync.is_some()),
+            OpBody::Read(_) => (Some(OpKind::Read), false),
             OpBody::Sync { .. } => (Some(OpKind::Sync), false),
             OpBody::Rename { .. } => (Some(OpKind::Rename), false),
             OpBody::MkDir { .. } => (Some(OpKind::MkDir), false),

@@ -2,6 +2,7 @@
 //! references an operation holds), and the handler's file and timer API.
 
 use std::ffi::CString;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -9,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::Timespec;
 
-use super::ops::{OpBody, TimerPurpose, WriteOp};
+use super::ops::{OpBody, ReadOp, TimerPurpose, WriteOp};
 use super::Core;
 use crate::backend::op::{self, Prim, CANCEL_USER_DATA};
 use crate::buf::IoBuf;
+use crate::chunk::Chunk;
 use crate::config::IOVECS_PER_WRITE_MAX;
 use crate::error::{IoError, OpKind, SubmitError};
 use crate::event::{At, Event, FileHandle, OpenOptions, SyncKind, TimerId};
@@ -170,6 +172,61 @@ impl Core {
             results: [None, None],
         };
         self.start_handler_op(OpBody::Write(Box::new(write)))
+    }
+
+    /// Reads the file from `offset` into `ranges` of `chunk`'s buffer, in
+    /// order (a scatter read: the gaps between ranges are left for the
+    /// caller's headers). The chunk is the operation's until
+    /// [`Event::Read`] hands it back; a short read is resubmitted, so the
+    /// result is every byte asked for, or fewer only at the end of the file.
+    /// Ranges must be non-empty, in order, non-overlapping and inside the
+    /// chunk ([`SubmitError::InvalidRanges`]); at most
+    /// `IOVECS_PER_WRITE_MAX` of them. On a submit error the chunk is
+    /// dropped (back in its pool).
+    pub fn read_at(
+        &mut self,
+        file: FileHandle,
+        offset: u64,
+        mut chunk: Chunk,
+        ranges: &[Range<usize>],
+        tag: u64,
+    ) -> Result<(), SubmitError> {
+        self.check_submit()?;
+        let fd = self.files.fd(file)?;
+        if ranges.len() > IOVECS_PER_WRITE_MAX {
+            return Err(SubmitError::TooManyBuffers {
+                count: ranges.len(),
+                maximum: IOVECS_PER_WRITE_MAX,
+            });
+        }
+        if ranges.is_empty() || !chunk.ranges_valid(ranges) {
+            return Err(SubmitError::InvalidRanges);
+        }
+        let base = chunk.as_mut_ptr();
+        let iovecs: Vec<libc::iovec> = ranges
+            .iter()
+            .map(|range| libc::iovec {
+                // In bounds: checked by `ranges_valid` above.
+                iov_base: base.wrapping_add(range.start).cast(),
+                iov_len: range.end - range.start,
+            })
+            .collect();
+        let total = ranges
+            .iter()
+            .map(|range| (range.end - range.start) as u64)
+            .sum();
+        let read = ReadOp {
+            file: file.0,
+            fd,
+            offset,
+            chunk,
+            iovecs,
+            first: 0,
+            read: 0,
+            total,
+            tag,
+        };
+        self.start_handler_op(OpBody::Read(Box::new(read)))
     }
 
     /// Syncs a file or directory. Covers the writes whose [`Event::Written`]

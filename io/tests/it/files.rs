@@ -367,3 +367,125 @@ fn received_bytes_written_from_pool_buffers(backend: BackendChoice) {
     assert!(written == payload, "file differs from what was sent");
 }
 both_backends!(received_bytes_written_from_pool_buffers);
+
+/// Steps of the chunk-read script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkRead {
+    Open,
+    Scatter,
+    PastTheEnd,
+    Closed,
+}
+
+/// A stored file read into a send chunk: a scatter read leaves the gaps
+/// between ranges (a sender's PDU headers) untouched, a read across the end
+/// of the file stops there, and every chunk goes back to its pool.
+fn chunks_read_from_a_file(backend: BackendChoice) {
+    use sluice_io::ChunkPool;
+    let _lock = shared_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stored.dcm");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let ranges = vec![12..65_548, 65_560..131_096, 131_108..200_000];
+    let expected_scatter: Vec<u8> = content[1_000..1_000 + 65_536 + 65_536 + 68_892].to_vec();
+    let script_ranges = ranges.clone();
+    let (runtime, outcome) = crate::support::start_script_with(config(backend, 1), move || {
+        let pool = ChunkPool::new(200_000, 2);
+        let mut step = ChunkRead::Open;
+        let mut file: Option<FileHandle> = None;
+        move |core: &mut sluice_io::Core, event: Option<Event>| -> Step<Result<(), String>> {
+            match (step, event) {
+                (ChunkRead::Open, None) => {
+                    core.open(At::Cwd, &path, OpenOptions::new(), 1).unwrap();
+                }
+                (ChunkRead::Open, Some(Event::Opened { result: Ok(id), .. })) => {
+                    file = Some(id);
+                    let mut chunk = pool.take().unwrap();
+                    chunk.storage_mut()[..12].copy_from_slice(b"HEADER-BYTES");
+                    step = ChunkRead::Scatter;
+                    core.read_at(id, 1_000, chunk, &script_ranges, 2).unwrap();
+                }
+                (
+                    ChunkRead::Scatter,
+                    Some(Event::Read {
+                        tag: 2,
+                        chunk,
+                        result,
+                        ..
+                    }),
+                ) => {
+                    if result != Ok(200_000 - 36) {
+                        return Step::Done(Err(format!("scatter read: {result:?}")));
+                    }
+                    let mut chunk = chunk;
+                    let storage = chunk.storage_mut();
+                    if &storage[..12] != b"HEADER-BYTES" {
+                        return Step::Done(Err("the header gap was written".into()));
+                    }
+                    let read: Vec<u8> = script_ranges
+                        .iter()
+                        .flat_map(|range| storage[range.clone()].to_vec())
+                        .collect();
+                    if read != expected_scatter {
+                        return Step::Done(Err("scatter read bytes differ".into()));
+                    }
+                    drop(chunk);
+                    if pool.lent() != 0 {
+                        return Step::Done(Err("the chunk did not go back".into()));
+                    }
+                    step = ChunkRead::PastTheEnd;
+                    let chunk = pool.take().unwrap();
+                    core.read_at(
+                        file.unwrap(),
+                        250_000,
+                        chunk,
+                        std::slice::from_ref(&(0..100_000)),
+                        3,
+                    )
+                    .unwrap();
+                }
+                (
+                    ChunkRead::PastTheEnd,
+                    Some(Event::Read {
+                        tag: 3,
+                        chunk,
+                        result,
+                        ..
+                    }),
+                ) => {
+                    if result != Ok(50_000) {
+                        return Step::Done(Err(format!("read past the end: {result:?}")));
+                    }
+                    let mut chunk = chunk;
+                    if chunk.storage_mut()[..50_000] != content[250_000..] {
+                        return Step::Done(Err("tail bytes differ".into()));
+                    }
+                    let bad = pool.take().unwrap();
+                    let reversed = std::ops::Range { start: 10, end: 5 };
+                    if core
+                        .read_at(file.unwrap(), 0, bad, &[reversed, 20..30], 4)
+                        .is_ok()
+                    {
+                        return Step::Done(Err("reversed range accepted".into()));
+                    }
+                    step = ChunkRead::Closed;
+                    core.close_file(file.unwrap(), 5).unwrap();
+                }
+                (ChunkRead::Closed, Some(Event::FileClosed { result: Ok(()), .. })) => {
+                    return Step::Done(if pool.lent() == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!("{} chunks lent at the end", pool.lent()))
+                    });
+                }
+                (_, other) => return Step::Done(Err(format!("unexpected {other:?}"))),
+            }
+            Step::Continue
+        }
+    });
+    let result = outcome.recv_timeout(OUTCOME_WAIT).expect("script finishes");
+    runtime.shutdown_and_join(JOIN_WAIT).unwrap();
+    result.unwrap();
+}
+both_backends!(chunks_read_from_a_file);

@@ -184,6 +184,18 @@ fn execute_file_job(user_data: u64, prim: &Prim) -> [Option<Completion>; 2] {
             });
             [Some(Completion::new(user_data, write_result, 0)), sync]
         }
+        Prim::Read {
+            fd,
+            iovecs,
+            count,
+            offset,
+        } => {
+            // SAFETY: `iovecs` points at `count` iovecs in the read's table
+            // entry, each naming a part of the chunk the entry holds, which
+            // nothing else reads or writes until this completion is in.
+            let read = unsafe { sys::preadv(fd, iovecs, count as usize, offset) };
+            done(read.map_or_else(negative, |bytes| i32::try_from(bytes).unwrap_or(i32::MAX)))
+        }
         Prim::Sync { fd, kind } => done(result_of(sys::fsync(fd, kind == SyncKind::Data))),
         Prim::Rename {
             old_dir,

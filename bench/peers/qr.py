@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Query/Retrieve side by side: Sluice, Orthanc and DCMTK dcmqrscp as Q/R
+SCPs, in one run on one machine, with the machine's sender ceiling.
+
+Usage (from the repository root; `bench/peers/qr` builds first, then calls
+this):
+
+    python3 bench/peers/qr.py [--short] [--repeat 3] [--find-instances 100000]
+        [--index-instances 1000000,10000000] [--queries 200]
+        [--peers sluice,orthanc,dcmqrscp] [--work-dir DIR] [--out-dir docs/benchmarks]
+
+Three parts, each interleaved (every peer once per repetition, in rotating
+order) so drift on a shared machine spreads evenly:
+
+1. C-FIND latency. The same archive (bench/src/bin/qr_load.rs: 100
+   instances per study, 2 studies per patient, 1,000 surnames) is written
+   as Part 10 files and stored by C-STORE (DCMTK storescu) into every peer;
+   then bench's qr_client sends `--queries` C-FINDs of each kind (study
+   level by Patient ID, by name wildcard, by a one-week date range; series
+   and image level by Patient ID, relational; series level under a Study
+   Instance UID, hierarchical) on one association and reports p50/p90/p99.
+   Sluice alone is also measured on larger archives whose index qr_load
+   writes directly (`--index-instances`; every entry a hard link to one
+   file, see qr_load.rs), because C-STORE cannot load 10 M instances into
+   each peer within a session.
+2. C-MOVE and C-GET throughput: a study of 512 KB CT instances and one of
+   40 KB instances, stored into Sluice and Orthanc, moved to DCMTK storescp
+   and to a second Sluice, and fetched with C-GET by qr_client (which only
+   counts the bytes); beside them the sender's speed of light: the same
+   files read and written to a loopback socket that discards them
+   (qr_client read-send / sink).
+3. Ingest beside retrieval: sluice-loadgen storing 512 KB CT instances
+   into Sluice alone, then while qr_client fetches the 512 KB study with
+   C-GET in a loop from the same Sluice; the ingest rate with retrieval
+   over the rate alone.
+
+Results: JSON (every run) and a Markdown section of docs/benchmarks.md
+between the markers `<!-- qr:begin -->` and `<!-- qr:end -->`.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import REPO, free_port, machine, tool, tree_cpu_seconds  # noqa: E402
+
+QUERY_KINDS = [
+    ("study-pid", "STUDY by Patient ID", False),
+    ("study-name", "STUDY by name wildcard (Surname*)", False),
+    ("study-date", "STUDY by one-week date range", False),
+    ("series-study", "SERIES under a Study UID", False),
+    ("series-pid", "SERIES by Patient ID (relational)", True),
+    ("image-pid", "IMAGE by Patient ID (relational)", True),
+]
+
+
+def run_json(command, timeout=3600, env=None):
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            timeout=timeout, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Peer:
+    """One Q/R SCP (or destination) process on loopback."""
+
+    def __init__(self, kind, work_dir, binaries, ae=None, remote_aes=None, data_dir=None,
+                 keep=False):
+        self.kind = kind
+        self.ae = ae or {"orthanc": "ORTHANC", "dcmqrscp": "QRSCP", "storescp": "STORESCP"}.get(
+            kind, "SLUICE")
+        self.port = free_port()
+        self.dir = data_dir or os.path.join(work_dir, f"peer-{kind}-{self.ae}")
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir, exist_ok=True)
+        remote_aes = remote_aes or {}
+        env = dict(os.environ, TCP_NODELAY="1")
+        log_path = os.path.join(work_dir, f"{kind}-{self.ae}.log")
+        if kind == "sluice":
+            command = [binaries["sluice"], "serve", "--data-dir", self.dir, "--port",
+                       str(self.port), "--bind", "127.0.0.1", "--free-space-floor", "0",
+                       "--ae-title", self.ae, "--index-map-size", "256GiB",
+                       "--query-find-results-max", "10000000",
+                       "--max-associations", "1000", "--max-associations-per-calling-ae", "1000"]
+            for name, port in remote_aes.items():
+                command += ["--remote-ae", f"{name}=127.0.0.1:{port}"]
+        elif kind == "orthanc":
+            config = os.path.join(work_dir, f"orthanc-{self.ae}.json")
+            with open(config, "w") as file:
+                json.dump({
+                    "Name": "qr-bench", "StorageDirectory": self.dir, "IndexDirectory": self.dir,
+                    "StorageCompression": False, "HttpServerEnabled": True,
+                    "HttpPort": free_port(), "RemoteAccessAllowed": False,
+                    "DicomServerEnabled": True, "DicomAet": self.ae, "DicomPort": self.port,
+                    "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+                    "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True,
+                    "DicomAlwaysAllowGet": True, "DicomThreadsCount": os.cpu_count(),
+                    "LimitFindResults": 0, "LimitFindInstances": 0,
+                    "DicomModalities": {name.lower(): [name, "127.0.0.1", port]
+                                        for name, port in remote_aes.items()},
+                    "Plugins": [], "LuaScripts": [],
+                }, file)
+            command = ["/usr/sbin/Orthanc", config]
+        elif kind == "dcmqrscp":
+            config = os.path.join(work_dir, "dcmqrscp.cfg")
+            with open(config, "w") as file:
+                file.write(f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\n"
+                           "MaxAssociations = 16\n\nHostTable BEGIN\nHostTable END\n\n"
+                           "VendorTable BEGIN\nVendorTable END\n\nAETable BEGIN\n"
+                           f"{self.ae} {self.dir} RW (100000, 1000000mb) ANY\nAETable END\n")
+            command = [tool("dcmqrscp"), "-c", config, "--disable-host-lookup"]
+        elif kind == "storescp":
+            command = [tool("storescp"), "-aet", self.ae, "-od", self.dir, str(self.port)]
+        else:
+            raise ValueError(kind)
+        self.log = open(log_path, "a")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{kind} exited at start (log: {log_path})")
+            if subprocess.run([tool("echoscu"), "-aec", self.ae, "127.0.0.1", str(self.port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{kind} did not answer C-ECHO")
+        self.cpu_before = tree_cpu_seconds(self.process.pid)
+
+    def cpu_seconds(self):
+        after = tree_cpu_seconds(self.process.pid)
+        return sum(after) - sum(self.cpu_before)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def store_files(peer, directory):
+    """Stores every file of `directory` into `peer` with DCMTK storescu."""
+    started = time.time()
+    result = subprocess.run(
+        [tool("storescu"), "-aec", peer.ae, "+sd", "+r", "127.0.0.1", str(peer.port), directory],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TCP_NODELAY="1"), timeout=24 * 3600)
+    if result.returncode != 0:
+        raise RuntimeError(f"storescu into {peer.kind} failed: {result.stderr[-1000:]}")
+    return time.time() - started
+
+
+def queries_file(binaries, work_dir, instances, kind, count):
+    path = os.path.join(work_dir, f"queries-{instances}-{kind}.txt")
+    with open(path, "w") as file:
+        subprocess.run([binaries["qr_load"], "queries", str(instances), kind, str(count)],
+                       stdout=file, check=True)
+    return path
+
+
+def find_latency(binaries, peer, queries, count, relational):
+    command = [binaries["qr_client"], "find", str(peer.port), peer.ae, "study", queries,
+               str(count)]
+    if relational:
+        command.append("--relational")
+    try:
+        return run_json(command, timeout=3600)
+    except RuntimeError as error:
+        return {"error": str(error)[-300:]}
+
+
+def retrieve(binaries, peer, operation, study_uid, destination=None):
+    keys = f"QueryRetrieveLevel=STUDY;StudyInstanceUID={study_uid}"
+    command = [binaries["qr_client"], operation, str(peer.port), peer.ae, "study", keys]
+    if destination:
+        command.append(destination)
+    return run_json(command, timeout=3600)
+
+
+def study_uid(files_dir):
+    """The Study Instance UID of the first file of `files_dir` (every file
+    of a retrieve set is in one study)."""
+    first = sorted(os.listdir(files_dir))[0]
+    output = subprocess.run([tool("dcmdump"), "+P", "0020,000d", os.path.join(files_dir, first)],
+                            stdout=subprocess.PIPE, text=True, check=True).stdout
+    return output.split("[", 1)[1].split("]", 1)[0]
+
+
+def median(values):
+    values = [value for value in values if value is not None]
+    return statistics.median(values) if values else None
+
+
+# ----- part 1: C-FIND latency -----
+
+def find_part(args, binaries, work_dir):
+    results = []
+    files_dir = os.path.join(work_dir, f"find-files-{args.find_instances}")
+    if not os.path.isdir(files_dir) or len(os.listdir(files_dir)) != args.find_instances:
+        shutil.rmtree(files_dir, ignore_errors=True)
+        subprocess.run([binaries["qr_load"], "files", files_dir, str(args.find_instances), "128"],
+                       check=True, stdout=subprocess.DEVNULL)
+    queries = {kind: queries_file(binaries, work_dir, args.find_instances, kind, args.queries)
+               for kind, _, _ in QUERY_KINDS}
+    peers = {}
+    loads = {}
+    for kind in args.peers:
+        peer = Peer(kind, work_dir, binaries)
+        seconds = store_files(peer, files_dir)
+        loads[kind] = {"instances": args.find_instances, "seconds": seconds,
+                       "instances_per_s": args.find_instances / seconds}
+        print(json.dumps({"load": kind, **loads[kind]}), flush=True)
+        peers[kind] = peer
+    try:
+        for repetition in range(args.repeat):
+            order = args.peers[repetition % len(args.peers):] + args.peers[:repetition % len(args.peers)]
+            for query_kind, _, relational in QUERY_KINDS:
+                for kind in order:
+                    result = find_latency(binaries, peers[kind], queries[query_kind],
+                                          args.queries, relational)
+                    result.update(peer=kind, query=query_kind, instances=args.find_instances,
+                                  repetition=repetition, loaded="C-STORE")
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
+    finally:
+        for peer in peers.values():
+            peer.stop()
+    for instances in args.index_instances:
+        data_dir = os.path.join(work_dir, f"sluice-index-{instances}")
+        template = os.path.join(work_dir, "template.dcm")
+        subprocess.run([binaries["qr_load"], "files", os.path.join(work_dir, "template"), "1",
+                        "128"], check=True, stdout=subprocess.DEVNULL)
+        shutil.copy(os.path.join(work_dir, "template", "00000000.dcm"), template)
+        marker = os.path.join(data_dir, "qr-loaded")
+        load = None
+        if not os.path.exists(marker):
+            shutil.rmtree(data_dir, ignore_errors=True)
+            load = run_json([binaries["qr_load"], "index", data_dir, str(instances), template],
+                            timeout=24 * 3600)
+            with open(marker, "w") as file:
+                json.dump(load, file)
+        else:
+            with open(marker) as file:
+                load = json.load(file)
+        loads[f"sluice-index-{instances}"] = load
+        started = time.time()
+        peer = Peer("sluice", work_dir, binaries, data_dir=data_dir, keep=True)
+        start_s = time.time() - started
+        try:
+            for repetition in range(args.repeat):
+                for query_kind, _, relational in QUERY_KINDS:
+                    path = queries_file(binaries, work_dir, instances, query_kind, args.queries)
+                    result = find_latency(binaries, peer, path, args.queries, relational)
+                    result.update(peer="sluice", query=query_kind, instances=instances,
+                                  repetition=repetition, loaded="index written directly",
+                                  start_s=start_s)
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
+        finally:
+            peer.stop()
+    return results, loads
+
+
+# ----- part 2: C-MOVE / C-GET throughput -----
+
+def retrieve_part(args, binaries, work_dir):
+    sets = [("ct-512k", 524_288, args.retrieve_ct), ("small-40k", 40_960, args.retrieve_small)]
+    results, ceilings = [], {}
+    for name, pixel_bytes, count in sets:
+        files_dir = os.path.join(work_dir, f"retrieve-{name}-{count}")
+        if not os.path.isdir(files_dir) or len(os.listdir(files_dir)) != count:
+            shutil.rmtree(files_dir, ignore_errors=True)
+            # One study of `count` instances.
+            subprocess.run([binaries["qr_load"], "files", files_dir, str(count), str(pixel_bytes),
+                            str(count)], check=True, stdout=subprocess.DEVNULL)
+        files = sorted(os.path.join(files_dir, name) for name in os.listdir(files_dir))
+        total_bytes = sum(os.path.getsize(path) for path in files)
+        uid = study_uid(files_dir)
+        destination = Peer("storescp", work_dir, binaries, ae="STORESCP")
+        second = Peer("sluice", work_dir, binaries, ae="SECOND")
+        remote = {"STORESCP": destination.port, "SECOND": second.port, "QRBENCH": free_port()}
+        sources = {kind: Peer(kind, work_dir, binaries, remote_aes=remote)
+                   for kind in args.retrieve_peers}
+        for source in sources.values():
+            store_files(source, files_dir)
+        list_path = os.path.join(work_dir, f"files-{name}.txt")
+        with open(list_path, "w") as file:
+            file.write("\n".join(files))
+        sink_port = free_port()
+        sink = subprocess.Popen([binaries["qr_client"], "sink", str(sink_port)],
+                                stdout=subprocess.PIPE, text=True)
+        sink.stdout.readline()
+        try:
+            for repetition in range(args.repeat):
+                order = list(sources)
+                order = order[repetition % len(order):] + order[:repetition % len(order)]
+                speed = run_json([binaries["qr_client"], "read-send", str(sink_port), list_path])
+                speed.update(set=name, kind="speed-of-light", repetition=repetition)
+                results.append(speed)
+                print(json.dumps(speed), flush=True)
+                for kind in order:
+                    for operation, target in [("move", "STORESCP"), ("move", "SECOND"),
+                                              ("get", None)]:
+                        outcome = retrieve(binaries, sources[kind], operation, uid, target)
+                        seconds = max(outcome["seconds"], 1e-9)
+                        outcome.update(set=name, peer=kind, operation=operation,
+                                       destination=target or "qr_client", repetition=repetition,
+                                       instances=count, bytes=total_bytes,
+                                       mb_s=total_bytes / seconds / 1e6,
+                                       instances_s=outcome.get("completed", 0) / seconds)
+                        results.append(outcome)
+                        print(json.dumps(outcome), flush=True)
+        finally:
+            sink.kill()
+            sink.wait()
+            for peer in [destination, second, *sources.values()]:
+                peer.stop()
+    return results
+
+
+# ----- part 3: ingest beside retrieval -----
+
+def ingest_part(args, binaries, work_dir):
+    files_dir = os.path.join(work_dir, f"retrieve-ct-512k-{args.retrieve_ct}")
+    uid = study_uid(files_dir)
+    results = []
+    for repetition in range(args.repeat):
+        for beside in ([False, True] if repetition % 2 == 0 else [True, False]):
+            peer = Peer("sluice", work_dir, binaries)
+            store_files(peer, files_dir)
+            stop = threading.Event()
+            retrieved = {"bytes": 0, "runs": 0}
+
+            def retrieve_loop():
+                while not stop.is_set():
+                    outcome = retrieve(binaries, peer, "get", uid)
+                    retrieved["bytes"] += outcome.get("received_bytes", 0)
+                    retrieved["runs"] += 1
+
+            thread = threading.Thread(target=retrieve_loop)
+            out_path = os.path.join(work_dir, f"ingest-{repetition}-{beside}.json")
+            started = time.time()
+            if beside:
+                thread.start()
+            subprocess.run([binaries["loadgen"], "run", "--quiet", "--target",
+                            f"127.0.0.1:{peer.port}", "--called-ae", peer.ae, "--calling-ae",
+                            "INGEST", "--associations", "16", "--duration",
+                            str(args.ingest_seconds), "--mix", "ct", "--out", out_path],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elapsed = time.time() - started
+            stop.set()
+            if beside:
+                thread.join()
+            peer.stop()
+            with open(out_path) as file:
+                data = json.load(file)
+            result = {"repetition": repetition, "retrieval_beside": beside,
+                      "ingest_instances_s": data["instances_per_s"],
+                      "ingest_mb_s": data["megabytes_per_s"],
+                      "retrieved_mb_s": retrieved["bytes"] / elapsed / 1e6,
+                      "retrieves": retrieved["runs"]}
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    return results
+
+
+# ----- Markdown -----
+
+def markdown(results):
+    lines = ["<!-- qr:begin -->", "## Query/Retrieve", "",
+             f"Measured by `bench/peers/qr` on {results['machine']}, "
+             f"{time.strftime('%Y-%m-%d', time.gmtime(results['started_unix_s']))}; "
+             f"{results['repeat']} interleaved repetition(s), medians shown. "
+             "What was loaded how is in the *loaded* column: `C-STORE` is DCMTK storescu into "
+             "each peer; `index written directly` is `qr_load index` (Sluice only, every entry a "
+             "hard link to one file; see bench/src/bin/qr_load.rs).", ""]
+    finds = results["find"]
+    lines += ["### C-FIND latency (ms, one association, queries one after the other)", "",
+              "| instances | loaded | query | peer | p50 | p99 | matches/query |",
+              "| ---: | --- | --- | --- | ---: | ---: | ---: |"]
+    keys = sorted({(r["instances"], r["loaded"], r["query"], r["peer"]) for r in finds},
+                  key=lambda key: (key[0], key[1], [k for k, _, _ in QUERY_KINDS].index(key[2]),
+                                   key[3]))
+    titles = {kind: title for kind, title, _ in QUERY_KINDS}
+    for instances, loaded, query, peer in keys:
+        runs = [r for r in finds if (r["instances"], r["loaded"], r["query"], r["peer"])
+                == (instances, loaded, query, peer)]
+        errors = [r for r in runs if "error" in r]
+        refused = [r for r in runs if "error" not in r and r.get("failures", 0) >= r["queries"]]
+        if refused:
+            lines.append(f"| {instances:,} | {loaded} | {titles[query]} | {peer} | refused "
+                         f"({refused[0].get('last_failure', '')}) | | |")
+            continue
+        if errors:
+            lines.append(f"| {instances:,} | {loaded} | {titles[query]} | {peer} | refused | "
+                         f"| {errors[0]['error'][-60:].replace('|', '/')} |")
+            continue
+        lines.append(f"| {instances:,} | {loaded} | {titles[query]} | {peer} | "
+                     f"{median([r['p50_ms'] for r in runs]):.2f} | "
+                     f"{median([r['p99_ms'] for r in runs]):.2f} | "
+                     f"{median([r['matches_per_query'] for r in runs]):.1f} |")
+    lines += ["", "Loading: " + "; ".join(
+        f"{name}: {load.get('instances', '?'):,} instances in {load.get('seconds', 0):.0f} s"
+        for name, load in results["loads"].items()), ""]
+    retrieves = results["retrieve"]
+    if retrieves:
+        lines += ["### C-MOVE and C-GET throughput (one study, request to final response)", "",
+                  "| set | source | operation | destination | MB/s | instances/s |",
+                  "| --- | --- | --- | --- | ---: | ---: |"]
+        combos = sorted({(r["set"], r.get("peer", ""), r.get("operation", ""),
+                          r.get("destination", "")) for r in retrieves if "peer" in r})
+        for combo in combos:
+            runs = [r for r in retrieves if "peer" in r and (r["set"], r["peer"], r["operation"],
+                                                             r["destination"]) == combo]
+            lines.append(f"| {combo[0]} | {combo[1]} | C-{combo[2].upper()} | {combo[3]} | "
+                         f"{median([r['mb_s'] for r in runs]):.1f} | "
+                         f"{median([r['instances_s'] for r in runs]):.0f} |")
+        for name in sorted({r["set"] for r in retrieves}):
+            speed = [r for r in retrieves if r["set"] == name and r.get("kind") == "speed-of-light"]
+            if speed:
+                lines.append(f"| {name} | speed of light (file read + loopback socket write, "
+                             f"no DICOM) | | | {median([r['mb_s'] for r in speed]):.1f} | "
+                             f"{median([r['instances_s'] for r in speed]):.0f} |")
+        lines.append("")
+    ingest = results["ingest"]
+    if ingest:
+        alone = median([r["ingest_instances_s"] for r in ingest if not r["retrieval_beside"]])
+        beside = median([r["ingest_instances_s"] for r in ingest if r["retrieval_beside"]])
+        retrieved = median([r["retrieved_mb_s"] for r in ingest if r["retrieval_beside"]])
+        lines += ["### Ingest beside retrieval", "",
+                  "| ingest alone (instances/s) | ingest with C-GET running (instances/s) | "
+                  "ratio | retrieval meanwhile (MB/s) |", "| ---: | ---: | ---: | ---: |",
+                  f"| {alone:.0f} | {beside:.0f} | {beside / alone:.0%} | {retrieved:.1f} |", ""]
+    lines.append("<!-- qr:end -->")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--short", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--find-instances", type=int, default=100_000)
+    parser.add_argument("--index-instances", default="1000000,10000000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--peers", default="sluice,orthanc,dcmqrscp")
+    parser.add_argument("--retrieve-peers", default="sluice,orthanc")
+    parser.add_argument("--retrieve-ct", type=int, default=100)
+    parser.add_argument("--retrieve-small", type=int, default=1000)
+    parser.add_argument("--ingest-seconds", type=float, default=10.0)
+    parser.add_argument("--parts", default="find,retrieve,ingest")
+    parser.add_argument("--work-dir", default=os.path.join(REPO, "target", "bench-qr"))
+    parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--profile", default="release")
+    args = parser.parse_args()
+    if args.short:
+        args.repeat, args.find_instances, args.index_instances = 1, 1000, ""
+        args.queries, args.retrieve_ct, args.retrieve_small, args.ingest_seconds = 20, 20, 100, 2.0
+    args.peers = [peer for peer in args.peers.split(",") if peer]
+    args.retrieve_peers = [peer for peer in args.retrieve_peers.split(",") if peer]
+    args.index_instances = [int(n) for n in str(args.index_instances).split(",") if n]
+    parts = set(args.parts.split(","))
+    out_dir = args.out_dir or (os.path.join(args.work_dir, "out") if args.short
+                               else os.path.join(REPO, "docs", "benchmarks"))
+    target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    bin_dir = os.path.join(target_dir, args.profile)
+    binaries = {name: os.path.join(bin_dir, file) for name, file in
+                [("sluice", "sluice"), ("loadgen", "sluice-loadgen"), ("qr_client", "qr_client"),
+                 ("qr_load", "qr_load")]}
+    for name, path in binaries.items():
+        if not os.path.isfile(path):
+            sys.exit(f"{name} binary missing at {path} (bench/peers/qr builds it)")
+    os.makedirs(args.work_dir, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.time()
+    print(f"# {machine()}; work dir {args.work_dir}", flush=True)
+    finds, loads = find_part(args, binaries, args.work_dir) if "find" in parts else ([], {})
+    retrieves = retrieve_part(args, binaries, args.work_dir) if "retrieve" in parts else []
+    ingest = ingest_part(args, binaries, args.work_dir) if "ingest" in parts else []
+    results = {"machine": machine(), "started_unix_s": int(started),
+               "elapsed_s": time.time() - started, "repeat": args.repeat, "find": finds,
+               "loads": loads, "retrieve": retrieves, "ingest": ingest}
+    with open(os.path.join(out_dir, "qr-results.json"), "w") as file:
+        json.dump(results, file, indent=1)
+    section = markdown(results)
+    target = (os.path.join(out_dir, "benchmarks.md") if args.short
+              else os.path.join(REPO, "docs", "benchmarks.md"))
+    text = open(target).read() if os.path.exists(target) else ""
+    if "<!-- qr:begin -->" in text:
+        text = text[:text.index("<!-- qr:begin -->")] + section + \
+            text[text.index("<!-- qr:end -->") + len("<!-- qr:end -->\n"):]
+    else:
+        text = text + ("\n" if text else "") + section
+    with open(target, "w") as file:
+        file.write(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

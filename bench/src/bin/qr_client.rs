@@ -1,0 +1,466 @@
+//! The Query/Retrieve benchmark client: one association to any Q/R SCP
+//! (Sluice, Orthanc, DCMTK dcmqrscp), driven by sluice-net's association
+//! endpoint over a blocking socket, so what it measures is the SCP, not a
+//! slow SCU.
+//!
+//! ```text
+//! qr_client find  <port> <called AE> <study|patient> <queries file> <count> [--relational]
+//! qr_client move  <port> <called AE> <study|patient> <keys> <destination AE>
+//! qr_client get   <port> <called AE> <study|patient> <keys>
+//! qr_client sink  <port>
+//! qr_client read-send <port> <files list>
+//! ```
+//!
+//! `find` sends `count` C-FIND requests one after the other, the identifiers
+//! taken round-robin from the queries file (one per line: `KEY=VALUE;...`,
+//! keywords of the standard dictionary, the level as QueryRetrieveLevel),
+//! and prints the latency percentiles (request written to final response
+//! read) and the matches per query as one JSON line. `move` and `get` time
+//! one retrieve (request to final response) and print the counts, and for
+//! `get` the bytes received. `sink` and `read-send` are the sender's speed
+//! of light: `read-send` reads each listed file whole and writes it to a
+//! loopback socket that `sink` drains,
+//! printing MB/s: the file read + socket write ceiling of this machine.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sluice_net::assoc::{AssociationProposal, Indication, ProposedPresentationContext};
+use sluice_net::dimse::dataset::{Element, SmallDataset, SmallDatasetEncoding, Value};
+use sluice_net::dimse::{
+    CFindRq, CGetRq, CMoveRq, CStoreRsp, Command, Priority, Status, StatusDetail,
+};
+use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming};
+use sluice_net::pdu::SopClassExtendedNegotiation;
+use sluice_net::query::{model, InformationModel, Operation};
+use sluice_net::uid;
+
+const READ_BUFFER_BYTES: usize = 1 << 20;
+const PDU_LENGTH_MAX: u32 = 1 << 20;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("find") if args.len() >= 6 => find(&args[1..]),
+        Some("move") if args.len() == 6 => retrieve(&args[1..], Operation::Move),
+        Some("get") if args.len() == 5 => retrieve(&args[1..], Operation::Get),
+        Some("sink") if args.len() == 2 => sink(&args[1]),
+        Some("read-send") if args.len() == 3 => read_send(&args[1], &args[2]),
+        _ => Err("usage: see the module documentation of bench/src/bin/qr_client.rs".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("qr_client: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn model_of(name: &str) -> Result<InformationModel, String> {
+    match name {
+        "study" => Ok(InformationModel::StudyRoot),
+        "patient" => Ok(InformationModel::PatientRoot),
+        other => Err(format!("model {other:?} is not study or patient")),
+    }
+}
+
+/// An identifier from `KEY=VALUE;KEY=VALUE` (values may be empty).
+fn identifier(spec: &str) -> Result<Vec<u8>, String> {
+    let mut dataset = SmallDataset::new();
+    for pair in spec.split(';').filter(|pair| !pair.is_empty()) {
+        let (keyword, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let tag = keyword_tag(keyword).ok_or_else(|| format!("unknown keyword {keyword:?}"))?;
+        dataset.put(Element {
+            tag,
+            vr: model::vr_of(tag).unwrap_or(sluice_net::dimse::dataset::Vr::UN),
+            value: Value::Bytes(value.as_bytes().to_vec()),
+        });
+    }
+    dataset
+        .encode(SmallDatasetEncoding::ExplicitVrLittleEndian)
+        .map_err(|error| error.to_string())
+}
+
+fn keyword_tag(keyword: &str) -> Option<sluice_net::dimse::Tag> {
+    model::key_definitions()
+        .iter()
+        .find(|key| key.keyword == keyword)
+        .map(|key| key.tag)
+        .or(match keyword {
+            "QueryRetrieveLevel" => Some(model::tags::QUERY_RETRIEVE_LEVEL),
+            _ => None,
+        })
+}
+
+/// One association as requestor over a blocking socket.
+struct Association {
+    stream: TcpStream,
+    endpoint: Endpoint,
+    buffer: Vec<u8>,
+    filled: usize,
+    cursor: usize,
+}
+
+impl Association {
+    fn open(
+        port: u16,
+        called: &str,
+        contexts: Vec<ProposedPresentationContext>,
+        extended: Vec<SopClassExtendedNegotiation>,
+    ) -> Result<Association, String> {
+        let proposal = AssociationProposal {
+            calling_ae_title: "QRBENCH".into(),
+            called_ae_title: called.into(),
+            presentation_contexts: contexts,
+            pdu_length_max_receive: PDU_LENGTH_MAX,
+            implementation_class_uid: "1.2.826.0.1.3680043.10.1234.99".into(),
+            implementation_version_name: Some("QRBENCH".into()),
+            asynchronous_operations_window: None,
+            user_identity: None,
+        };
+        let mut rq = proposal.to_associate_rq().map_err(|e| e.to_string())?;
+        rq.user_information.sop_class_extended_negotiations = extended;
+        let stream =
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut config = EndpointConfig::default();
+        config.idle = Duration::from_secs(3600);
+        let mut endpoint = Endpoint::new(sluice_net::assoc::Role::Requestor, config);
+        let now = Instant::now();
+        endpoint
+            .request_association(Box::new(rq), now)
+            .map_err(|e| e.to_string())?;
+        endpoint
+            .transport_connected(now)
+            .map_err(|e| e.to_string())?;
+        let mut association = Association {
+            stream,
+            endpoint,
+            buffer: vec![0; READ_BUFFER_BYTES],
+            filled: 0,
+            cursor: 0,
+        };
+        association.flush()?;
+        match association.next()? {
+            Incoming::Indication(Indication::AssociateAccepted(_)) => Ok(association),
+            Incoming::Indication(other) => Err(format!("not accepted: {other:?}")),
+            other => Err(format!("unexpected before the AC: {other:?}")),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        while let Some(bytes) = self.endpoint.poll_transmit() {
+            self.stream
+                .write_all(&bytes)
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The next event; data-set ranges index `self.buffer`.
+    fn next(&mut self) -> Result<Incoming, String> {
+        loop {
+            if self.cursor < self.filled {
+                let filled = self.filled;
+                if let Some(incoming) =
+                    self.endpoint
+                        .receive(&self.buffer[..filled], &mut self.cursor, Instant::now())
+                {
+                    self.flush()?;
+                    return Ok(incoming);
+                }
+                self.flush()?;
+            }
+            if self.endpoint.is_closed() {
+                return Err("the association closed".into());
+            }
+            self.cursor = 0;
+            self.filled = self
+                .stream
+                .read(&mut self.buffer)
+                .map_err(|e| format!("read: {e}"))?;
+            if self.filled == 0 {
+                self.endpoint.transport_closed(Instant::now());
+                return Err("the peer closed the connection".into());
+            }
+        }
+    }
+
+    fn context_id(&self, abstract_syntax: &str) -> Result<u8, String> {
+        self.endpoint
+            .negotiated()
+            .and_then(|negotiated| negotiated.presentation_context_for(abstract_syntax))
+            .map(|context| context.id)
+            .ok_or_else(|| format!("{abstract_syntax} was not accepted"))
+    }
+
+    fn release(mut self) {
+        let _ = self.endpoint.release(Instant::now());
+        let _ = self.flush();
+        let _ = self.next();
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn find(args: &[String]) -> Result<(), String> {
+    let port: u16 = args[0].parse().map_err(|_| "bad port")?;
+    let called = &args[1];
+    let model = model_of(&args[2])?;
+    let queries: Vec<String> = std::fs::read_to_string(&args[3])
+        .map_err(|e| format!("{}: {e}", args[3]))?
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let count: usize = args[4].parse().map_err(|_| "bad count")?;
+    let relational = args.iter().any(|arg| arg == "--relational");
+    if queries.is_empty() {
+        return Err("no queries".into());
+    }
+    let sop_class = model.sop_class(Operation::Find);
+    let extended = if relational {
+        vec![SopClassExtendedNegotiation {
+            sop_class_uid: sop_class.into(),
+            service_class_application_information: vec![1],
+        }]
+    } else {
+        Vec::new()
+    };
+    let mut association = Association::open(
+        port,
+        called,
+        vec![ProposedPresentationContext {
+            abstract_syntax: sop_class.into(),
+            transfer_syntaxes: vec![uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.into()],
+            roles: None,
+        }],
+        extended,
+    )?;
+    let context_id = association.context_id(sop_class)?;
+    let identifiers: Vec<Vec<u8>> = queries
+        .iter()
+        .map(|query| identifier(query))
+        .collect::<Result<_, _>>()?;
+    let mut latencies = Vec::with_capacity(count);
+    let mut matches_total = 0u64;
+    let mut failures = 0u64;
+    let mut last_failure = String::new();
+    for round in 0..count {
+        let identifier = &identifiers[round % identifiers.len()];
+        let message_id = association.endpoint.next_message_id();
+        let started = Instant::now();
+        let rq = Command::CFindRq(CFindRq {
+            message_id,
+            priority: Priority::Medium,
+            affected_sop_class_uid: sop_class.into(),
+        });
+        association
+            .endpoint
+            .send_message(context_id, &rq, Some(identifier))
+            .map_err(|e| e.to_string())?;
+        association.flush()?;
+        loop {
+            match association.next()? {
+                Incoming::Command {
+                    command: Command::CFindRsp(rsp),
+                    ..
+                } => {
+                    if rsp.status.is_pending() {
+                        matches_total += 1;
+                        continue;
+                    }
+                    if rsp.status != Status::SUCCESS {
+                        failures += 1;
+                        last_failure = format!("{:04X}", rsp.status.0);
+                    }
+                    break;
+                }
+                other => return Err(format!("unexpected during C-FIND: {other:?}")),
+            }
+        }
+        latencies.push(started.elapsed());
+    }
+    association.release();
+    latencies.sort();
+    println!(
+        "{{\"queries\": {count}, \"p50_ms\": {:.3}, \"p90_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}, \"matches_per_query\": {:.1}, \"failures\": {failures}, \"last_failure\": \"{last_failure}\"}}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        matches_total as f64 / count.max(1) as f64,
+    );
+    Ok(())
+}
+
+fn retrieve(args: &[String], operation: Operation) -> Result<(), String> {
+    let port: u16 = args[0].parse().map_err(|_| "bad port")?;
+    let called = &args[1];
+    let model = model_of(&args[2])?;
+    let identifier = identifier(&args[3])?;
+    let sop_class = model.sop_class(operation);
+    let mut contexts = vec![ProposedPresentationContext {
+        abstract_syntax: sop_class.into(),
+        transfer_syntaxes: vec![uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.into()],
+        roles: None,
+    }];
+    if operation == Operation::Get {
+        for class in [uid::CT_IMAGE_STORAGE, uid::MR_IMAGE_STORAGE] {
+            contexts.push(ProposedPresentationContext {
+                abstract_syntax: class.into(),
+                transfer_syntaxes: vec![
+                    uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+                    uid::ts::IMPLICIT_VR_LITTLE_ENDIAN.into(),
+                ],
+                roles: Some((false, true)),
+            });
+        }
+    }
+    let mut association = Association::open(port, called, contexts, Vec::new())?;
+    let context_id = association.context_id(sop_class)?;
+    let message_id = association.endpoint.next_message_id();
+    let rq = match operation {
+        Operation::Move => Command::CMoveRq(CMoveRq {
+            message_id,
+            priority: Priority::Medium,
+            affected_sop_class_uid: sop_class.into(),
+            move_destination: args[4].clone(),
+        }),
+        _ => Command::CGetRq(CGetRq {
+            message_id,
+            priority: Priority::Medium,
+            affected_sop_class_uid: sop_class.into(),
+        }),
+    };
+    let started = Instant::now();
+    association
+        .endpoint
+        .send_message(context_id, &rq, Some(&identifier))
+        .map_err(|e| e.to_string())?;
+    association.flush()?;
+    let mut bytes = 0u64;
+    let mut stored = 0u64;
+    let mut store: Option<(u8, u16, String, String)> = None;
+    let (final_status, counts) = loop {
+        match association.next()? {
+            Incoming::Command {
+                command: Command::CMoveRsp(rsp) | Command::CGetRsp(rsp),
+                ..
+            } => {
+                if rsp.status.is_pending() {
+                    continue;
+                }
+                break (
+                    rsp.status,
+                    (
+                        rsp.sub_operations.completed.unwrap_or(0),
+                        rsp.sub_operations.failed.unwrap_or(0),
+                        rsp.sub_operations.warning.unwrap_or(0),
+                    ),
+                );
+            }
+            Incoming::Command {
+                context_id,
+                command: Command::CStoreRq(rq),
+                data_set: DataSet::Streamed,
+            } => {
+                store = Some((
+                    context_id,
+                    rq.message_id,
+                    rq.affected_sop_class_uid,
+                    rq.affected_sop_instance_uid,
+                ));
+            }
+            Incoming::Data { range, last, .. } => {
+                bytes += range.len() as u64;
+                if last {
+                    let (context_id, message_id, class, instance) =
+                        store.take().ok_or("data without a C-STORE-RQ")?;
+                    stored += 1;
+                    let rsp = Command::CStoreRsp(CStoreRsp {
+                        message_id_being_responded_to: message_id,
+                        affected_sop_class_uid: Some(class),
+                        affected_sop_instance_uid: Some(instance),
+                        status: Status::SUCCESS,
+                        detail: StatusDetail::default(),
+                    });
+                    association
+                        .endpoint
+                        .send_message(context_id, &rsp, None)
+                        .map_err(|e| e.to_string())?;
+                    association.flush()?;
+                }
+            }
+            other => return Err(format!("unexpected during the retrieve: {other:?}")),
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    association.release();
+    println!(
+        "{{\"status\": \"{:04X}\", \"completed\": {}, \"failed\": {}, \"warning\": {}, \"seconds\": {seconds:.4}, \"received_instances\": {stored}, \"received_bytes\": {bytes}}}",
+        final_status.0, counts.0, counts.1, counts.2
+    );
+    Ok(())
+}
+
+fn sink(port: &str) -> Result<(), String> {
+    let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().map_err(|_| "bad port")?))
+        .map_err(|e| e.to_string())?;
+    println!("listening {port}");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; READ_BUFFER_BYTES];
+            while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
+        });
+    }
+    Ok(())
+}
+
+/// Reads every listed file and writes it to the sink, on one connection:
+/// the sender's ceiling (no framing, no index, no per-instance round trip).
+fn read_send(port: &str, list: &str) -> Result<(), String> {
+    let files: Vec<String> = std::fs::read_to_string(list)
+        .map_err(|e| format!("{list}: {e}"))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port.parse::<u16>().map_err(|_| "bad port")?))
+            .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for path in &files {
+        let mut file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+        loop {
+            let read = file.read(&mut buffer).map_err(|e| e.to_string())?;
+            if read == 0 {
+                break;
+            }
+            stream
+                .write_all(&buffer[..read])
+                .map_err(|e| e.to_string())?;
+            bytes += read as u64;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"files\": {}, \"bytes\": {bytes}, \"seconds\": {seconds:.4}, \"mb_s\": {:.1}, \"instances_s\": {:.1}}}",
+        files.len(),
+        bytes as f64 / seconds / 1e6,
+        files.len() as f64 / seconds
+    );
+    Ok(())
+}

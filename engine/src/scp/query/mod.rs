@@ -1,0 +1,1240 @@
+//! The Query/Retrieve service of one core: Patient Root and Study Root
+//! C-FIND, C-MOVE and C-GET over the store (issue 14; the design is argued
+//! in docs/design/query-retrieve.md).
+//!
+//! What it owns, per core:
+//! - the operation of each association that asked for one ([`Operation`]:
+//!   a C-FIND, `find::FindOp`, or a C-MOVE/C-GET, [`RetrieveOp`] around the
+//!   sans-I/O bookkeeping of `retrieve::Retrieve`), at most one at a time
+//!   (Sluice grants no asynchronous operations window);
+//! - the *lanes*: associations that carry a retrieve's C-STORE
+//!   sub-operations (the C-MOVE's own associations to its destination, or
+//!   the C-GET's association itself), each sending one instance at a time
+//!   (`transfer::Transfer`);
+//! - the core's send chunks (a `ChunkPool` of `query.retrieve_buffer_per_core`)
+//!   and the lanes waiting for one.
+//!
+//! The router (`scp/handler.rs`) hands it the Q/R commands, the C-STORE-RSPs
+//! of its lanes, the io completions tagged for it (`FindStep`,
+//! `RetrieveOpen`, `RetrieveRead`, `RetrieveConnect`), every completed send
+//! (a chunk came back; an association's queue drained), and the end of
+//! every association. Identifiers are decoded and matched by
+//! `sluice_net::query`, entities found by `sluice_index::ReadTxn::find`, who
+//! may do what decided at association time (`access`).
+
+mod access;
+mod answers;
+mod contexts;
+mod find;
+mod head;
+mod resolve;
+mod retrieve;
+mod transfer;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_io::{Chunk, ChunkPool, ConnId, Core, FileHandle, IoError};
+use sluice_net::assoc::{AssociationProposal, ProposedPresentationContext};
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
+use sluice_net::dimse::{
+    CFindRq, CGetRq, CMoveRq, CStoreRq, CStoreRsp, Command, MoveOriginator, Priority, Status,
+    StatusCategory, SubOperationCounts,
+};
+use sluice_net::endpoint::DataSet;
+use sluice_net::query::{
+    FindNegotiation, InformationModel, Operation as QrOperation, QueryContext, RetrieveNegotiation,
+};
+
+use super::conn::{Connection, Connections, Purpose, Timeouts};
+use super::shared::ServerShared;
+use super::tag::{tag, TagKind};
+use crate::config::PersonNameMatching;
+use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+
+pub(crate) use access::apply as narrow_association;
+use answers::{decode, refuse_find, send_retrieve_rsp};
+use contexts::{choose_context, move_proposal};
+use find::{FindOp, Progress};
+use retrieve::{Retrieve, SubOutcome};
+use transfer::{pdu_length_for, Phase, Pump, Transfer};
+
+/// Error Comment (LO) is at most 64 characters.
+const ERROR_COMMENT_CHARS_MAX: usize = 64;
+
+/// Failure "unable to process" (PS3.4 C.4.1.1.4: Cxxx), for an index that
+/// cannot be read.
+pub(crate) const STATUS_UNABLE_TO_PROCESS: Status = Status(0xC001);
+
+/// Size of one send chunk: a few PDUs of the common 16 KiB maximum, one
+/// file read and one send each.
+const CHUNK_SIZE: usize = 256 * 1024;
+
+/// A C-FIND waits for its association's sends to drain beyond this many.
+const FIND_SENDS_MAX: u32 = 8;
+
+/// Cuts a text to an Error Comment.
+pub(crate) fn error_comment(text: &str) -> String {
+    match text.char_indices().nth(ERROR_COMMENT_CHARS_MAX) {
+        Some((end, _)) => text.get(..end).unwrap_or(text).to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// The operation of one association.
+#[derive(Debug)]
+enum Operation {
+    Find(Box<FindOp>),
+    Retrieve(Box<RetrieveOp>),
+}
+
+/// Where a retrieve's instances go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RetrieveKind {
+    /// To this AE, on associations Sluice opens.
+    Move { destination: String },
+    /// Back to the requester, on its own association.
+    Get,
+}
+
+/// A C-MOVE or C-GET in progress.
+#[derive(Debug)]
+struct RetrieveOp {
+    kind: RetrieveKind,
+    context_id: u8,
+    message_id: u16,
+    sop_class_uid: String,
+    encoding: SmallDatasetEncoding,
+    retrieve: Retrieve,
+    /// The lanes carrying its C-STOREs.
+    lanes: Vec<u64>,
+    /// The requester's AE title (Move Originator).
+    originator_ae_title: String,
+    started: Instant,
+    bytes_sent: u64,
+}
+
+/// An association carrying a retrieve's C-STOREs.
+#[derive(Debug)]
+struct Lane {
+    /// The serial of the retrieve's association.
+    origin: u64,
+    /// The sub-operation in progress.
+    transfer: Option<Transfer>,
+    /// The next one, its file opened while the current one's response is
+    /// awaited.
+    next: Option<Transfer>,
+    /// `next` was given up while its open was in flight: the open's
+    /// completion closes the file and gives the instance back (until then
+    /// the lane starts no other open, so a completion always finds its
+    /// transfer).
+    next_abandoned: bool,
+    /// Waiting for a chunk or for its sends to drain.
+    waiting: bool,
+    /// Its association is established (a C-MOVE lane's AC arrived; a
+    /// C-GET's own association always is).
+    accepted: bool,
+    /// Its release was asked for (nothing more goes on it).
+    released: bool,
+}
+
+impl Lane {
+    fn new(origin: u64, accepted: bool) -> Lane {
+        Lane {
+            origin,
+            transfer: None,
+            next: None,
+            next_abandoned: false,
+            waiting: false,
+            accepted,
+            released: false,
+        }
+    }
+}
+
+/// The Query/Retrieve service of one core (see the module documentation).
+pub(crate) struct QueryRetrieve {
+    shared: Arc<ServerShared>,
+    timeouts: Timeouts,
+    chunks: ChunkPool,
+    operations: HashMap<u64, Operation>,
+    lanes: HashMap<u64, Lane>,
+    /// Lanes waiting for a chunk or for sends, in the order they asked.
+    waiting: VecDeque<u64>,
+}
+
+impl std::fmt::Debug for QueryRetrieve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRetrieve")
+            .field("operations", &self.operations.len())
+            .field("lanes", &self.lanes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The encoding of a presentation context's identifiers.
+fn context_encoding(conn: &Connection, context_id: u8) -> Option<(String, SmallDatasetEncoding)> {
+    let context = conn.negotiated()?.presentation_context(context_id)?;
+    let encoding = SmallDatasetEncoding::from_transfer_syntax(&context.transfer_syntax)?;
+    Some((context.abstract_syntax.clone(), encoding))
+}
+
+/// The outcome of a C-STORE-RSP's status.
+fn sub_outcome(rsp: &CStoreRsp) -> SubOutcome {
+    match rsp.status.category() {
+        StatusCategory::Success => SubOutcome::Completed,
+        StatusCategory::Warning => SubOutcome::Warning,
+        _ => SubOutcome::Failed(format!(
+            "the destination answered {:04X}{}",
+            rsp.status.0,
+            rsp.detail
+                .error_comment
+                .as_deref()
+                .map(|comment| format!(": {comment}"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+impl QueryRetrieve {
+    pub(crate) fn new(shared: Arc<ServerShared>, timeouts: Timeouts) -> QueryRetrieve {
+        let budget = usize::try_from(shared.store.config().query.retrieve_buffer_per_core)
+            .unwrap_or(usize::MAX);
+        let chunk_count = (budget / CHUNK_SIZE).max(2);
+        QueryRetrieve {
+            shared,
+            timeouts,
+            chunks: ChunkPool::new(CHUNK_SIZE, chunk_count),
+            operations: HashMap::new(),
+            lanes: HashMap::new(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    // ----- requests -----
+
+    /// The checks every Q/R request passes before its identifier is read:
+    /// the context is the request's SOP class, the association has no
+    /// other operation, the caller may use it. `Err` is the refusal.
+    fn admit(
+        &self,
+        conn: &Connection,
+        context_id: u8,
+        sop_class_uid: &str,
+        operation: QrOperation,
+    ) -> Result<(QueryContext, SmallDatasetEncoding), (Status, String)> {
+        let Some((abstract_syntax, encoding)) = context_encoding(conn, context_id) else {
+            return Err((
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                "presentation context not accepted or not Implicit/Explicit VR Little Endian"
+                    .into(),
+            ));
+        };
+        let expected = InformationModel::from_sop_class(&abstract_syntax);
+        let requested = InformationModel::from_sop_class(sop_class_uid);
+        let Some((model, context_operation)) =
+            expected.filter(|expected| Some(*expected) == requested)
+        else {
+            return Err((
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                format!("{sop_class_uid} is not the SOP class of its presentation context"),
+            ));
+        };
+        if context_operation != operation {
+            return Err((
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                format!("{sop_class_uid} is not a {operation:?} SOP class"),
+            ));
+        }
+        if self.operations.contains_key(&conn.serial) {
+            return Err((
+                Status::RESOURCE_LIMITATION,
+                "another operation is in progress on this association".into(),
+            ));
+        }
+        let config = self.shared.store.config();
+        if !access::allowed(config, &conn.calling_ae_title, operation) {
+            return Err((
+                Status::NOT_AUTHORIZED,
+                "not authorized (query.*_allowed_from)".into(),
+            ));
+        }
+        let granted = conn
+            .extended_negotiation
+            .iter()
+            .find(|(class, _)| class == &abstract_syntax)
+            .map(|(_, granted)| granted.as_slice())
+            .unwrap_or_default();
+        let mut context = QueryContext::new(model, operation);
+        context = match operation {
+            QrOperation::Find => context.with_find_negotiation(&FindNegotiation::parse(granted)),
+            QrOperation::Move | QrOperation::Get => {
+                context.with_retrieve_negotiation(&RetrieveNegotiation::parse(granted))
+            }
+        };
+        context.options.person_name_case_insensitive =
+            config.query.person_name_matching == PersonNameMatching::CaseInsensitive;
+        Ok((context, encoding))
+    }
+
+    /// A C-FIND-RQ: refused at once, or answered page by page.
+    pub(crate) fn find_requested(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        (context_id, rq): (u8, CFindRq),
+        data_set: DataSet,
+    ) {
+        let Some(conn) = conns.get_mut(serial) else {
+            panic!("a C-FIND on connection {serial}, which is gone");
+        };
+        let decoded = self
+            .admit(
+                conn,
+                context_id,
+                &rq.affected_sop_class_uid,
+                QrOperation::Find,
+            )
+            .and_then(|(context, encoding)| {
+                decode(&data_set, encoding, &context).map(|query| (query, encoding))
+            });
+        let (query, encoding) = match decoded {
+            Ok(decoded) => decoded,
+            Err((status, reason)) => {
+                refuse_find(core, conn, context_id, &rq, status, &reason);
+                return;
+            }
+        };
+        let op = FindOp::new(
+            (context_id, rq.message_id),
+            rq.affected_sop_class_uid,
+            query,
+            encoding,
+        );
+        self.operations
+            .insert(serial, Operation::Find(Box::new(op)));
+        self.find_step(core, conns, serial);
+    }
+
+    /// The next page of a C-FIND (its timer fired, or its sends drained).
+    pub(crate) fn find_step(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(Operation::Find(op)) = self.operations.get_mut(&serial) else {
+            // Answered, or its association ended, since the step was armed.
+            return;
+        };
+        let Some(conn) = conns.get_mut(serial).filter(|conn| conn.may_send_pdata()) else {
+            self.operations.remove(&serial);
+            return;
+        };
+        op.waiting_for_sends = false;
+        let progress = op.step(&self.shared, conn);
+        conn.flush_sends(core);
+        match progress {
+            Progress::Done => {
+                self.operations.remove(&serial);
+            }
+            Progress::More if conn.sends_in_flight() > FIND_SENDS_MAX => {
+                op.waiting_for_sends = true;
+            }
+            Progress::More => {
+                // Yield to the core's other events, then go on.
+                if let Err(error) = core.timer(Duration::ZERO, tag(TagKind::FindStep, serial)) {
+                    tracing::warn!(%error, "cannot arm a C-FIND step; it waits for a send instead");
+                    op.waiting_for_sends = true;
+                }
+            }
+        }
+    }
+
+    /// A C-MOVE-RQ or C-GET-RQ: refused at once, or its instances found
+    /// and their sub-operations started.
+    pub(crate) fn retrieve_requested(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        context_id: u8,
+        command: Command,
+        data_set: DataSet,
+    ) {
+        let Some(conn) = conns.get_mut(serial) else {
+            panic!("a retrieve on connection {serial}, which is gone");
+        };
+        let (message_id, sop_class_uid, kind, operation) = match command {
+            Command::CMoveRq(CMoveRq {
+                message_id,
+                affected_sop_class_uid,
+                move_destination,
+                ..
+            }) => (
+                message_id,
+                affected_sop_class_uid,
+                RetrieveKind::Move {
+                    destination: move_destination.trim().to_owned(),
+                },
+                QrOperation::Move,
+            ),
+            Command::CGetRq(CGetRq {
+                message_id,
+                affected_sop_class_uid,
+                ..
+            }) => (
+                message_id,
+                affected_sop_class_uid,
+                RetrieveKind::Get,
+                QrOperation::Get,
+            ),
+            other => panic!("not a retrieve: {other:?}"),
+        };
+        let answer = |core: &mut Core, conn: &mut Connection, status: Status, reason: &str| {
+            tracing::warn!(
+                peer = ?conn.peer,
+                calling_ae = %conn.calling_ae_title,
+                status = %format!("{status:04X}", status = status.0),
+                reason,
+                "{operation:?} refused"
+            );
+            send_retrieve_rsp(
+                core,
+                conn,
+                (context_id, operation),
+                (message_id, &sop_class_uid),
+                (status, SubOperationCounts::default(), &[], Some(reason)),
+                None,
+                true,
+            );
+        };
+        let (context, encoding) = match self.admit(conn, context_id, &sop_class_uid, operation) {
+            Ok(admitted) => admitted,
+            Err((status, reason)) => return answer(core, conn, status, &reason),
+        };
+        let destination = match &kind {
+            RetrieveKind::Move { destination } => match self.destination(destination) {
+                Ok(address) => Some(address),
+                Err(reason) => {
+                    return answer(core, conn, Status::MOVE_DESTINATION_UNKNOWN, &reason);
+                }
+            },
+            RetrieveKind::Get => None,
+        };
+        let query = match decode(&data_set, encoding, &context) {
+            Ok(query) => query,
+            Err((status, reason)) => return answer(core, conn, status, &reason),
+        };
+        let datasets = match resolve::resolve(&self.shared.store, &query) {
+            Ok(datasets) => datasets,
+            Err((status, reason)) => return answer(core, conn, status, &reason),
+        };
+        let originator_ae_title = conn.calling_ae_title.clone();
+        let proposal = match &kind {
+            RetrieveKind::Move { .. } => move_proposal(&datasets),
+            RetrieveKind::Get => Vec::new(),
+        };
+        let total = datasets.len();
+        let op = RetrieveOp {
+            kind: kind.clone(),
+            context_id,
+            message_id,
+            sop_class_uid,
+            encoding,
+            retrieve: Retrieve::new(datasets),
+            lanes: Vec::new(),
+            originator_ae_title,
+            started: Instant::now(),
+            bytes_sent: 0,
+        };
+        tracing::debug!(serial, total, ?kind, "retrieve started");
+        self.operations
+            .insert(serial, Operation::Retrieve(Box::new(op)));
+        match (kind, destination) {
+            (RetrieveKind::Move { destination }, Some(address)) => {
+                let lanes =
+                    total.min(self.shared.store.config().query.move_associations_max as usize);
+                for _ in 0..lanes {
+                    if let Err(reason) =
+                        self.open_lane(core, conns, serial, (&destination, address), &proposal)
+                    {
+                        tracing::warn!(destination = %destination, reason = %reason, "cannot open a C-MOVE association");
+                    }
+                }
+                self.after_lanes_changed(core, conns, serial, "cannot connect to the destination");
+            }
+            _ => {
+                self.lanes.insert(serial, Lane::new(serial, true));
+                if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&serial) {
+                    op.lanes.push(serial);
+                }
+                self.lane_next(core, conns, serial);
+            }
+        }
+    }
+
+    /// The address of a Move Destination, if it is known and allowed.
+    fn destination(&self, destination: &str) -> Result<SocketAddr, String> {
+        let config = self.shared.store.config();
+        let known = self.shared.move_destinations.get(destination);
+        let allowed = config
+            .query
+            .move_destinations
+            .allows(destination, &config.network.remote_aes);
+        match known {
+            Some(Some(address)) if allowed => Ok(*address),
+            Some(Some(_)) => Err(format!(
+                "move destination {destination} is not allowed (query.move_destinations)"
+            )),
+            Some(None) => Err(format!(
+                "move destination {destination}: its address in network.remote_aes does not resolve"
+            )),
+            None => Err(format!(
+                "move destination {destination} is unknown (not in network.remote_aes)"
+            )),
+        }
+    }
+
+    /// A C-CANCEL-RQ: the operation it names stops (FE00).
+    pub(crate) fn cancel_requested(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        message_id: u16,
+    ) {
+        match self.operations.get_mut(&serial) {
+            Some(Operation::Find(op)) if op.message_id == message_id => {
+                op.cancelled = true;
+                tracing::debug!(serial, "C-FIND cancelled");
+            }
+            Some(Operation::Retrieve(op)) if op.message_id == message_id => {
+                op.retrieve.cancel();
+                tracing::debug!(serial, "retrieve cancelled");
+                let lanes = op.lanes.clone();
+                for lane in lanes {
+                    if let Some(lane) = self.lanes.get_mut(&lane) {
+                        Self::give_back_next(lane, &mut self.operations, core, false);
+                    }
+                }
+                self.maybe_finish(core, conns, serial);
+            }
+            // A cancel of an operation already answered, or of none.
+            _ => tracing::debug!(serial, message_id, "C-CANCEL of no operation in progress"),
+        }
+    }
+
+    // ----- lanes -----
+
+    /// Opens one association to a C-MOVE's destination.
+    fn open_lane(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        origin: u64,
+        (destination, address): (&str, SocketAddr),
+        contexts: &[ProposedPresentationContext],
+    ) -> Result<(), String> {
+        let config = self.shared.store.config();
+        let calling = config.network.ae_title.as_str().to_owned();
+        let proposal = AssociationProposal {
+            calling_ae_title: calling.clone(),
+            called_ae_title: destination.to_owned(),
+            presentation_contexts: contexts.to_vec(),
+            pdu_length_max_receive: config.network.max_pdu_length,
+            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
+            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_owned()),
+            asynchronous_operations_window: None,
+            user_identity: None,
+        };
+        let rq = proposal
+            .to_associate_rq()
+            .map_err(|error| error.to_string())?;
+        let serial = conns.next_serial();
+        let id: ConnId = core
+            .connect(address, tag(TagKind::RetrieveConnect, serial))
+            .map_err(|error| format!("cannot connect to {address}: {error}"))?;
+        let conn = Connection::outbound(
+            id,
+            serial,
+            address,
+            (calling, destination.to_owned()),
+            rq,
+            (Purpose::MoveSubOperations, self.timeouts),
+        );
+        conns.insert(conn);
+        self.lanes.insert(serial, Lane::new(origin, false));
+        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+            op.lanes.push(serial);
+        }
+        Ok(())
+    }
+
+    /// A lane's connect completed (or failed: its id is stale, it leaves
+    /// the table here).
+    pub(crate) fn connected(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        result: Result<(), IoError>,
+    ) {
+        match result {
+            Ok(()) => {
+                let Some(conn) = conns.get_mut(serial) else {
+                    panic!("lane {serial} connected, but it is not in the table");
+                };
+                conn.connected(core);
+            }
+            Err(error) => {
+                let Some(mut conn) = conns.remove(serial) else {
+                    panic!("lane {serial} failed to connect, but it is not in the table");
+                };
+                conn.outcome = Some(format!("cannot connect: {error}"));
+                conn.cancel_timer(core);
+                let reason = format!("cannot connect to {}: {error}", conn.called_ae_title);
+                self.lane_ended(core, conns, serial, &reason);
+                conn.log_ended();
+            }
+        }
+    }
+
+    /// A lane's association was accepted: its first instance goes out.
+    pub(crate) fn lane_accepted(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        if let Some(lane) = self.lanes.get_mut(&serial) {
+            lane.accepted = true;
+        }
+        self.lane_next(core, conns, serial);
+    }
+
+    /// The next instance of the lane's retrieve that the lane can carry, as
+    /// a transfer whose file is being opened; the instances no accepted
+    /// context fits fail on the way (said so). `None` when none is left.
+    fn next_transfer(
+        op: &mut RetrieveOp,
+        conn: &mut Connection,
+        core: &mut Core,
+        lane: u64,
+    ) -> Option<Transfer> {
+        let get = op.kind == RetrieveKind::Get;
+        let contexts = conn
+            .negotiated()
+            .map(|negotiated| negotiated.presentation_contexts.clone())
+            .unwrap_or_default();
+        let pdu_length = pdu_length_for(conn.pdu_length_max_peer().unwrap_or(0), CHUNK_SIZE);
+        while let Some(dataset) = op.retrieve.next() {
+            let sop = dataset.triplet.sop_instance_uid.clone();
+            let Some((context_id, mode)) = choose_context(&contexts, &dataset, get) else {
+                let reason = format!(
+                    "the destination accepts no transfer syntax Sluice can send for SOP class {} stored as {}",
+                    dataset.sop_class_uid, dataset.transfer_syntax_uid
+                );
+                tracing::warn!(peer = ?conn.peer, called_ae = %conn.called_ae_title, sop_instance_uid = %sop, "{reason}");
+                op.retrieve.done(&sop, SubOutcome::Failed(reason));
+                continue;
+            };
+            let message_id = conn.message_id();
+            let command = Command::CStoreRq(CStoreRq {
+                message_id,
+                priority: Priority::Medium,
+                affected_sop_class_uid: dataset.sop_class_uid.clone(),
+                affected_sop_instance_uid: sop.clone(),
+                move_originator: match op.kind {
+                    RetrieveKind::Move { .. } => Some(MoveOriginator {
+                        ae_title: op.originator_ae_title.clone(),
+                        message_id: op.message_id,
+                    }),
+                    RetrieveKind::Get => None,
+                },
+            });
+            let mut transfer = Transfer::new(
+                dataset,
+                (context_id, mode),
+                (command, message_id),
+                pdu_length,
+            );
+            match transfer.start(core, lane) {
+                Ok(()) => return Some(transfer),
+                Err(reason) => op.retrieve.done(&sop, SubOutcome::Failed(reason)),
+            }
+        }
+        None
+    }
+
+    /// Starts a lane's next sub-operation (the one already opened while the
+    /// previous response was awaited, if any), or releases a C-MOVE lane
+    /// with nothing left to send.
+    fn lane_next(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        debug_assert!(lane.transfer.is_none(), "a lane started two transfers");
+        let origin = lane.origin;
+        let Some(conn) = conns.get_mut(serial) else {
+            return;
+        };
+        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) else {
+            // Its retrieve ended: nothing more to send here.
+            if conn.is_outbound() && !lane.released {
+                lane.released = true;
+                conn.release(core);
+            }
+            return;
+        };
+        lane.transfer = if lane.next_abandoned {
+            // Cancelled or failing: no other open before the abandoned one
+            // completes.
+            None
+        } else {
+            match lane.next.take() {
+                Some(next) => Some(next),
+                None => Self::next_transfer(op, conn, core, serial),
+            }
+        };
+        let ready = lane
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.phase == Phase::Ready);
+        if lane.transfer.is_none()
+            && conn.is_outbound()
+            && !op.retrieve.has_queued()
+            && !lane.released
+        {
+            lane.released = true;
+            conn.release(core);
+        }
+        if ready {
+            self.begin(core, conns, serial);
+        }
+        self.maybe_finish(core, conns, origin);
+    }
+
+    /// Opens the lane's next instance while the current one's response is
+    /// awaited, so its open is off the critical path.
+    fn prefetch(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        if lane.next.is_some() || lane.released {
+            return;
+        }
+        let (Some(conn), Some(Operation::Retrieve(op))) =
+            (conns.get_mut(serial), self.operations.get_mut(&lane.origin))
+        else {
+            return;
+        };
+        lane.next = Self::next_transfer(op, conn, core, serial);
+    }
+
+    /// The lane's current transfer's file is open: its command goes out.
+    fn begin(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let (Some(transfer), Some(conn)) = (
+            self.lanes
+                .get_mut(&serial)
+                .and_then(|lane| lane.transfer.as_mut()),
+            conns.get_mut(serial),
+        ) else {
+            return;
+        };
+        match transfer.begin(core, conn) {
+            Ok(()) => self.pump_lane(core, conns, serial),
+            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
+        }
+    }
+
+    /// A lane's file opened: the current transfer's (it begins) or the
+    /// prefetched next one's (it waits).
+    pub(crate) fn opened(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        result: Result<FileHandle, IoError>,
+    ) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            // The lane ended while the open was in flight.
+            if let Ok(file) = result {
+                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+            }
+            return;
+        };
+        let opening = |transfer: &Option<Transfer>| {
+            transfer
+                .as_ref()
+                .is_some_and(|transfer| transfer.phase == Phase::Opening)
+        };
+        let is_next = opening(&lane.next);
+        if is_next && lane.next_abandoned {
+            if let Ok(file) = result {
+                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+            }
+            let origin = lane.origin;
+            lane.next_abandoned = false;
+            if let Some(next) = lane.next.take() {
+                if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+                    op.retrieve.give_back(next.dataset);
+                }
+            }
+            self.maybe_finish(core, conns, origin);
+            return;
+        }
+        let target = if is_next {
+            lane.next.as_mut()
+        } else if opening(&lane.transfer) {
+            lane.transfer.as_mut()
+        } else {
+            None
+        };
+        let Some(transfer) = target else {
+            // Its transfer was given up while the open was in flight.
+            if let Ok(file) = result {
+                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+            }
+            return;
+        };
+        match result {
+            Ok(file) => {
+                transfer.opened(file);
+                if !is_next {
+                    self.begin(core, conns, serial);
+                }
+            }
+            Err(error) => {
+                let reason = format!("cannot open the stored file: {error}");
+                if is_next {
+                    // Fails now; the lane goes on with the current one.
+                    if let Some(next) = lane.next.take() {
+                        let origin = lane.origin;
+                        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+                            op.retrieve.done(
+                                &next.dataset.triplet.sop_instance_uid,
+                                SubOutcome::Failed(reason),
+                            );
+                        }
+                    }
+                } else {
+                    self.transfer_failed(core, conns, serial, &reason);
+                }
+            }
+        }
+    }
+
+    /// The lane's prefetched next instance, not started, goes back to its
+    /// retrieve's queue (its file closed): the lane cannot carry it. One
+    /// whose open is in flight on a lane that stays (`removed` false) is
+    /// only marked abandoned: [`QueryRetrieve::opened`] gives it back, so
+    /// that the open's completion is not taken for a later transfer's.
+    fn give_back_next(
+        lane: &mut Lane,
+        operations: &mut HashMap<u64, Operation>,
+        core: &mut Core,
+        removed: bool,
+    ) {
+        let opening = lane
+            .next
+            .as_ref()
+            .is_some_and(|next| next.phase == Phase::Opening);
+        if opening && !removed {
+            lane.next_abandoned = true;
+            return;
+        }
+        lane.next_abandoned = false;
+        let Some(mut next) = lane.next.take() else {
+            return;
+        };
+        debug_assert!(
+            !next.command_sent(),
+            "a prefetched transfer sent its command"
+        );
+        next.close(core);
+        if let Some(Operation::Retrieve(op)) = operations.get_mut(&lane.origin) {
+            op.retrieve.give_back(next.dataset);
+        }
+    }
+
+    /// A lane's read completed.
+    pub(crate) fn read(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        chunk: Chunk,
+        result: Result<u64, IoError>,
+    ) {
+        let transfer = self
+            .lanes
+            .get_mut(&serial)
+            .and_then(|lane| lane.transfer.as_mut())
+            .filter(|transfer| transfer.reading());
+        let (Some(transfer), Some(conn)) = (transfer, conns.get_mut(serial)) else {
+            // Its lane or transfer ended while the read was in flight: the
+            // chunk goes back to the pool.
+            return;
+        };
+        match transfer.read_done(core, conn, chunk, result) {
+            Ok(()) => self.pump_lane(core, conns, serial),
+            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
+        }
+    }
+
+    /// Moves a lane's transfer on as far as it goes now.
+    fn pump_lane(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        let (Some(transfer), Some(conn)) = (lane.transfer.as_mut(), conns.get_mut(serial)) else {
+            return;
+        };
+        if !conn.may_send_pdata() {
+            return;
+        }
+        match transfer.pump(core, conn, &self.chunks, serial) {
+            Pump::Reading => {}
+            Pump::Sent => self.prefetch(core, conns, serial),
+            Pump::WaitSends | Pump::WaitChunk => {
+                if !lane.waiting {
+                    lane.waiting = true;
+                    self.waiting.push_back(serial);
+                }
+            }
+            Pump::Failed(reason) => self.transfer_failed(core, conns, serial, &reason),
+        }
+    }
+
+    /// A transfer cannot go on. Before its command went out, only that
+    /// instance fails; after, the association cannot carry another message
+    /// (a data set cannot be cut short), so it is aborted.
+    fn transfer_failed(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        reason: &str,
+    ) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        let Some(mut transfer) = lane.transfer.take() else {
+            return;
+        };
+        transfer.close(core);
+        let origin = lane.origin;
+        let sop = transfer.dataset.triplet.sop_instance_uid.clone();
+        tracing::warn!(sop_instance_uid = %sop, reason, "a retrieve sub-operation failed");
+        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+            op.retrieve
+                .done(&sop, SubOutcome::Failed(reason.to_owned()));
+        }
+        if transfer.command_sent() {
+            Self::give_back_next(lane, &mut self.operations, core, false);
+            if let Some(conn) = conns.get_mut(serial) {
+                conn.abort(
+                    core,
+                    &format!("a C-STORE sub-operation cannot be completed: {reason}"),
+                );
+            }
+            self.maybe_finish(core, conns, origin);
+        } else {
+            self.send_pending(core, conns, origin);
+            self.lane_next(core, conns, serial);
+            if let Some(conn) = conns.get_mut(origin) {
+                conn.flush_sends(core);
+            }
+        }
+    }
+
+    /// A C-STORE-RSP on a lane: the sub-operation's outcome.
+    pub(crate) fn store_answered(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        rsp: CStoreRsp,
+    ) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            tracing::warn!(
+                serial,
+                "C-STORE-RSP on an association that sent no C-STORE; ignored"
+            );
+            return;
+        };
+        let answers = lane
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.message_id == rsp.message_id_being_responded_to);
+        if !answers {
+            tracing::warn!(
+                serial,
+                message_id = rsp.message_id_being_responded_to,
+                "C-STORE-RSP to no C-STORE in flight; ignored"
+            );
+            return;
+        }
+        let Some(mut transfer) = lane.transfer.take() else {
+            return;
+        };
+        let origin = lane.origin;
+        if transfer.phase != Phase::AwaitingResponse {
+            // Answered before its data set was complete: the association
+            // cannot go on with the rest of that message.
+            transfer.close(core);
+            lane.transfer = None;
+            Self::give_back_next(lane, &mut self.operations, core, false);
+            if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+                op.retrieve.done(
+                    &transfer.dataset.triplet.sop_instance_uid,
+                    SubOutcome::Failed(format!(
+                        "the destination answered {:04X} before the data set ended",
+                        rsp.status.0
+                    )),
+                );
+            }
+            if let Some(conn) = conns.get_mut(serial) {
+                conn.abort(core, "C-STORE-RSP before the end of its data set");
+            }
+            self.maybe_finish(core, conns, origin);
+            return;
+        }
+        let outcome = sub_outcome(&rsp);
+        if let SubOutcome::Failed(reason) = &outcome {
+            tracing::warn!(sop_instance_uid = %transfer.dataset.triplet.sop_instance_uid, reason = %reason, "a retrieve sub-operation failed");
+        }
+        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+            op.bytes_sent += transfer.bytes_sent;
+            op.retrieve
+                .done(&transfer.dataset.triplet.sop_instance_uid, outcome);
+        }
+        self.send_pending(core, conns, origin);
+        self.lane_next(core, conns, serial);
+        // The pending answer went out with the next C-STORE-RQ (C-GET), or
+        // goes now.
+        if let Some(conn) = conns.get_mut(origin) {
+            conn.flush_sends(core);
+        }
+    }
+
+    /// A pending C-MOVE-RSP/C-GET-RSP with the counts so far (queued: the
+    /// caller flushes).
+    fn send_pending(&mut self, core: &mut Core, conns: &mut Connections, origin: u64) {
+        let Some(Operation::Retrieve(op)) = self.operations.get(&origin) else {
+            return;
+        };
+        if op.retrieve.is_finished() {
+            // The final answer follows instead.
+            return;
+        }
+        let Some(conn) = conns.get_mut(origin).filter(|conn| conn.may_send_pdata()) else {
+            return;
+        };
+        let operation = match op.kind {
+            RetrieveKind::Move { .. } => QrOperation::Move,
+            RetrieveKind::Get => QrOperation::Get,
+        };
+        send_retrieve_rsp(
+            core,
+            conn,
+            (op.context_id, operation),
+            (op.message_id, &op.sop_class_uid),
+            (Status::PENDING, op.retrieve.pending_counts(), &[], None),
+            None,
+            false,
+        );
+    }
+
+    /// Once nothing is in flight and nothing is left to start, the final
+    /// answer goes out, the operation ends and its C-MOVE lanes are
+    /// released.
+    fn maybe_finish(&mut self, core: &mut Core, conns: &mut Connections, origin: u64) {
+        let Some(Operation::Retrieve(op)) = self.operations.get(&origin) else {
+            return;
+        };
+        if !op.retrieve.is_finished() {
+            return;
+        }
+        let Some(Operation::Retrieve(op)) = self.operations.remove(&origin) else {
+            return;
+        };
+        let (status, counts, failed, comment) = op.retrieve.final_answer();
+        let operation = match op.kind {
+            RetrieveKind::Move { .. } => QrOperation::Move,
+            RetrieveKind::Get => QrOperation::Get,
+        };
+        let elapsed = op.started.elapsed();
+        if let Some(conn) = conns.get_mut(origin).filter(|conn| conn.may_send_pdata()) {
+            send_retrieve_rsp(
+                core,
+                conn,
+                (op.context_id, operation),
+                (op.message_id, &op.sop_class_uid),
+                (status, counts, &failed, comment.as_deref()),
+                Some(op.encoding),
+                true,
+            );
+            let (completed, failed_count, warning) = op.retrieve.totals();
+            tracing::info!(
+                peer = %conn.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+                calling_ae = %conn.calling_ae_title,
+                operation = ?operation,
+                destination = %match &op.kind { RetrieveKind::Move { destination } => destination.as_str(), RetrieveKind::Get => "" },
+                completed,
+                failed = failed_count,
+                warning,
+                status = %format!("{:04X}", status.0),
+                bytes = op.bytes_sent,
+                duration_ms = elapsed.as_millis() as u64,
+                reason = %comment.unwrap_or_default(),
+                "retrieve answered"
+            );
+        }
+        for lane_serial in op.lanes {
+            if lane_serial == origin {
+                // A C-GET's own association: it goes on serving.
+                self.lanes.remove(&lane_serial);
+                continue;
+            }
+            let (Some(lane), Some(conn)) =
+                (self.lanes.get_mut(&lane_serial), conns.get_mut(lane_serial))
+            else {
+                continue;
+            };
+            // Nothing is in flight once the retrieve is finished.
+            debug_assert!(
+                lane.transfer.is_none() && lane.next.is_none(),
+                "a lane busy after its retrieve ended"
+            );
+            // A lane still being accepted releases itself once it is
+            // (`lane_next` finds its retrieve gone).
+            if lane.accepted && !lane.released {
+                lane.released = true;
+                conn.release(core);
+            }
+        }
+    }
+
+    /// Whether a retrieve has no lane left to carry what it has queued;
+    /// then its queue fails with `reason`.
+    fn after_lanes_changed(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        origin: u64,
+        reason: &str,
+    ) {
+        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) else {
+            return;
+        };
+        let lanes = &self.lanes;
+        op.lanes.retain(|serial| lanes.contains_key(serial));
+        if op.lanes.is_empty() && op.retrieve.has_queued() {
+            tracing::warn!(
+                reason,
+                "a retrieve has no association left to its destination"
+            );
+            op.retrieve.fail_queued(reason);
+        }
+        self.maybe_finish(core, conns, origin);
+    }
+
+    /// A lane's association ended: its sub-operation in flight fails, and
+    /// what is queued goes to the other lanes (or fails, when none is left).
+    fn lane_ended(&mut self, core: &mut Core, conns: &mut Connections, serial: u64, why: &str) {
+        let Some(mut lane) = self.lanes.remove(&serial) else {
+            return;
+        };
+        Self::give_back_next(&mut lane, &mut self.operations, core, true);
+        let origin = lane.origin;
+        let reason = format!("the association to the destination ended: {why}");
+        if let Some(mut transfer) = lane.transfer.take() {
+            transfer.close(core);
+            if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+                op.retrieve.done(
+                    &transfer.dataset.triplet.sop_instance_uid,
+                    SubOutcome::Failed(reason.clone()),
+                );
+            }
+        }
+        self.send_pending(core, conns, origin);
+        self.after_lanes_changed(core, conns, origin, &reason);
+        if let Some(conn) = conns.get_mut(origin) {
+            conn.flush_sends(core);
+        }
+    }
+
+    // ----- the router's notifications -----
+
+    /// A send completed on `serial`: a C-FIND waiting for its sends goes
+    /// on; lanes waiting for a chunk or for sends are tried again.
+    pub(crate) fn sent(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        if let Some(Operation::Find(op)) = self.operations.get(&serial) {
+            if op.waiting_for_sends
+                && conns
+                    .get_mut(serial)
+                    .is_some_and(|conn| conn.sends_in_flight() <= FIND_SENDS_MAX / 2)
+            {
+                self.find_step(core, conns, serial);
+            }
+        }
+        if self.waiting.is_empty() {
+            return;
+        }
+        let waiting: Vec<u64> = self.waiting.drain(..).collect();
+        for lane in waiting {
+            if let Some(state) = self.lanes.get_mut(&lane) {
+                state.waiting = false;
+                self.pump_lane(core, conns, lane);
+            }
+        }
+    }
+
+    /// An association ended: its operation stops (a C-MOVE's lanes are
+    /// aborted), or, for a lane, its sub-operation fails.
+    pub(crate) fn association_ended(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        conn: &Connection,
+    ) {
+        let serial = conn.serial;
+        if conn.purpose == Purpose::MoveSubOperations {
+            let why = conn
+                .outcome
+                .clone()
+                .unwrap_or_else(|| "connection closed".to_owned());
+            self.lane_ended(core, conns, serial, &why);
+            return;
+        }
+        if let Some(lane) = self.lanes.remove(&serial) {
+            // A C-GET's own association.
+            for mut transfer in [lane.transfer, lane.next].into_iter().flatten() {
+                transfer.close(core);
+            }
+        }
+        match self.operations.remove(&serial) {
+            Some(Operation::Retrieve(op)) => {
+                tracing::warn!(
+                    peer = ?conn.peer,
+                    calling_ae = %conn.calling_ae_title,
+                    "the association of a retrieve ended before its answer; its sub-operations stop"
+                );
+                for lane in op.lanes {
+                    if lane != serial {
+                        if let Some(lane_conn) = conns.get_mut(lane) {
+                            lane_conn.abort(core, "its C-MOVE's requester left");
+                        }
+                    }
+                }
+            }
+            Some(Operation::Find(_)) | None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_comments_are_cut_to_64_characters() {
+        assert_eq!(error_comment(&"é".repeat(100)).chars().count(), 64);
+        assert_eq!(error_comment("short"), "short");
+    }
+}

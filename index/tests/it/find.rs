@@ -1,0 +1,280 @@
+//! Query/Retrieve's `ReadTxn::find`: entities of every level, matched by
+//! net's rules over the records, and the same set whether read in one page
+//! or in pages of any size (never a duplicate, never a gap).
+
+use std::collections::BTreeSet;
+
+use sluice_index::{FindBudget, FindMatch, ReadTxn};
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
+use sluice_net::query::model::tags;
+use sluice_net::query::{
+    IdentifierBuilder, InformationModel, Level, Operation, Query, QueryContext,
+};
+
+use crate::common::{open, series_attributes, store, study_attributes};
+
+const STUDIES: u32 = 12;
+const SERIES_PER_STUDY: u32 = 3;
+const INSTANCES_PER_SERIES: u32 = 4;
+
+fn query(model: InformationModel, relational: bool, builder: IdentifierBuilder) -> Query {
+    let mut context = QueryContext::new(model, Operation::Find);
+    context.relational = relational;
+    let bytes = builder
+        .encode(SmallDatasetEncoding::ExplicitVrLittleEndian)
+        .expect("encode");
+    Query::decode(
+        &bytes,
+        SmallDatasetEncoding::ExplicitVrLittleEndian,
+        &context,
+    )
+    .expect("decode")
+}
+
+/// The entity a match names, as one string.
+fn name(found: &FindMatch) -> String {
+    match found.level {
+        Level::Patient => found.patient.as_ref().expect("patient").patient_id.clone(),
+        Level::Study => found.study_instance_uid().expect("study").to_owned(),
+        Level::Series => found.series_instance_uid().expect("series").to_owned(),
+        Level::Image => found
+            .instance
+            .as_ref()
+            .expect("instance")
+            .triplet
+            .sop_instance_uid
+            .clone(),
+    }
+}
+
+/// Every match, collected over pages of `budget`.
+fn all_pages(read: &ReadTxn<'_>, query: &Query, budget: FindBudget) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut resume = None;
+    for _ in 0..10_000 {
+        let page = read.find(query, resume.as_ref(), budget).expect("find");
+        assert!(page.matches.len() <= budget.matches_max);
+        names.extend(page.matches.iter().map(name));
+        match page.resume {
+            Some(next) => resume = Some(next),
+            None => return names,
+        }
+    }
+    panic!("the pages never ended");
+}
+
+/// The matches of `query`, checked to be the same in one page and in pages
+/// of several sizes, without duplicates.
+fn run(read: &ReadTxn<'_>, query: &Query) -> BTreeSet<String> {
+    let whole = all_pages(
+        read,
+        query,
+        FindBudget {
+            matches_max: 1_000_000,
+            scanned_max: 1_000_000,
+        },
+    );
+    let set: BTreeSet<String> = whole.iter().cloned().collect();
+    assert_eq!(set.len(), whole.len(), "a duplicate in one page");
+    for (matches_max, scanned_max) in [(1, 1), (1, 1000), (1000, 1), (3, 7), (5, 2)] {
+        let paged = all_pages(
+            read,
+            query,
+            FindBudget {
+                matches_max,
+                scanned_max,
+            },
+        );
+        assert_eq!(paged, whole, "pages of {matches_max}/{scanned_max}");
+    }
+    set
+}
+
+struct Stored {
+    study: String,
+    series: String,
+    sop: String,
+}
+
+fn stored() -> Vec<Stored> {
+    let mut all = Vec::new();
+    for study in 0..STUDIES {
+        for series in 0..SERIES_PER_STUDY {
+            for instance in 0..INSTANCES_PER_SERIES {
+                all.push(Stored {
+                    study: format!("7.{study}"),
+                    series: format!("7.{study}.{series}"),
+                    sop: format!("7.{study}.{series}.{instance}"),
+                });
+            }
+        }
+    }
+    all
+}
+
+fn expected(filter: impl Fn(&Stored) -> Option<String>) -> BTreeSet<String> {
+    stored().iter().filter_map(filter).collect()
+}
+
+#[test]
+fn every_level_matches_and_pages_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let ops = stored()
+        .iter()
+        .enumerate()
+        .map(|(n, s)| store(&s.study, &s.series, &s.sop, n as u128 + 1, 1))
+        .collect();
+    index.writer().execute(ops).expect("store");
+    let read = index.read().expect("read");
+    let study = |s: &Stored| study_attributes(&s.study);
+    let builder = IdentifierBuilder::new;
+
+    // STUDY level by exact Patient ID (a secondary table), by a name
+    // wildcard (every study), by a date range, by a UID list.
+    let pid = study_attributes("7.4").patient_id;
+    let q = query(
+        InformationModel::StudyRoot,
+        false,
+        builder(Level::Study).key(tags::PATIENT_ID, &pid),
+    );
+    assert_eq!(
+        run(&read, &q),
+        expected(|s| (study(s).patient_id == pid).then(|| s.study.clone()))
+    );
+    let q = query(
+        InformationModel::StudyRoot,
+        false,
+        builder(Level::Study)
+            .key(tags::PATIENT_NAME, "Name1*")
+            .key(tags::PATIENT_ID, "PID*"),
+    );
+    let by_name = run(&read, &q);
+    assert!(!by_name.is_empty());
+    assert_eq!(
+        by_name,
+        expected(|s| study(s)
+            .patient_name
+            .starts_with("Name1")
+            .then(|| s.study.clone()))
+    );
+    let q = query(
+        InformationModel::StudyRoot,
+        false,
+        builder(Level::Study).key(tags::STUDY_DATE, "20240102-20240104"),
+    );
+    assert_eq!(
+        run(&read, &q),
+        expected(|s| ("20240102".."20240105")
+            .contains(&study(s).study_date.as_str())
+            .then(|| s.study.clone()))
+    );
+    let q = query(
+        InformationModel::StudyRoot,
+        false,
+        builder(Level::Study).key(tags::STUDY_INSTANCE_UID, "7.3\\7.99\\7.1"),
+    );
+    assert_eq!(
+        run(&read, &q),
+        ["7.1", "7.3"].iter().map(|uid| uid.to_string()).collect()
+    );
+
+    // SERIES level: hierarchical under one study, and relational by
+    // modality across every study.
+    let q = query(
+        InformationModel::StudyRoot,
+        false,
+        builder(Level::Series)
+            .key(tags::STUDY_INSTANCE_UID, "7.5")
+            .key(tags::MODALITY, "CT"),
+    );
+    assert_eq!(
+        run(&read, &q),
+        expected(
+            |s| (s.study == "7.5" && series_attributes(&s.series).modality == "CT")
+                .then(|| s.series.clone())
+        )
+    );
+    let q = query(
+        InformationModel::StudyRoot,
+        true,
+        builder(Level::Series).key(tags::MODALITY, "MR"),
+    );
+    let mr = run(&read, &q);
+    assert!(mr.len() > 1);
+    assert_eq!(
+        mr,
+        expected(|s| (series_attributes(&s.series).modality == "MR").then(|| s.series.clone()))
+    );
+
+    // IMAGE level: hierarchical, relational by SOP Instance UIDs alone, and
+    // relational by a study key only.
+    let q = query(
+        InformationModel::StudyRoot,
+        false,
+        builder(Level::Image)
+            .key(tags::STUDY_INSTANCE_UID, "7.2")
+            .key(tags::SERIES_INSTANCE_UID, "7.2.1")
+            .key(tags::SOP_INSTANCE_UID, ""),
+    );
+    assert_eq!(
+        run(&read, &q),
+        expected(|s| (s.series == "7.2.1").then(|| s.sop.clone()))
+    );
+    let q = query(
+        InformationModel::StudyRoot,
+        true,
+        builder(Level::Image).key(tags::SOP_INSTANCE_UID, "7.9.2.3\\7.0.0.0\\9.9"),
+    );
+    assert_eq!(
+        run(&read, &q),
+        ["7.0.0.0", "7.9.2.3"]
+            .iter()
+            .map(|uid| uid.to_string())
+            .collect()
+    );
+    let q = query(
+        InformationModel::StudyRoot,
+        true,
+        builder(Level::Image).key(
+            tags::ACCESSION_NUMBER,
+            &study_attributes("7.8").accession_number,
+        ),
+    );
+    let accession = study_attributes("7.8").accession_number;
+    assert_eq!(
+        run(&read, &q),
+        expected(|s| (study(s).accession_number == accession).then(|| s.sop.clone()))
+    );
+
+    // PATIENT level (Patient Root): one entity per Patient ID, with counts.
+    let q = query(
+        InformationModel::PatientRoot,
+        false,
+        builder(Level::Patient)
+            .key(tags::PATIENT_ID, "")
+            .key(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES, ""),
+    );
+    let patients = run(&read, &q);
+    assert_eq!(patients, expected(|s| Some(study(s).patient_id)));
+    let page = read
+        .find(
+            &q,
+            None,
+            FindBudget {
+                matches_max: 100,
+                scanned_max: 100,
+            },
+        )
+        .expect("find");
+    for found in &page.matches {
+        let patient = found.patient.as_ref().expect("patient");
+        let studies: BTreeSet<String> =
+            expected(|s| (study(s).patient_id == patient.patient_id).then(|| s.study.clone()));
+        assert_eq!(patient.studies, studies.len() as u64);
+        assert_eq!(
+            patient.instances,
+            studies.len() as u64 * u64::from(SERIES_PER_STUDY * INSTANCES_PER_SERIES)
+        );
+    }
+}
