@@ -441,8 +441,13 @@ impl<'a> ReadTxn<'a> {
             })?;
             let stored_series = access::<ArchivedStoredSeries>("series", bytes)?;
             let room = limit - listing.items.len();
-            let mut entries =
-                self.instances_in_series(study, series, stored_series, None, room + 1)?;
+            let mut entries = self.instances_in_series(
+                study,
+                series,
+                stored_series,
+                None,
+                room.saturating_add(1),
+            )?;
             if entries.len() > room {
                 entries.truncate(room);
                 listing.items.append(&mut entries);

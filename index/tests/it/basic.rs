@@ -86,6 +86,14 @@ fn stores_and_finds_instances() {
     assert!(limited.truncated && limited.items.len() == 1);
     let instances = read.instances_of_study("1.1", None, 10).expect("instances");
     assert_eq!(instances.items.len(), 3);
+    // No limit at all (what the operator commands' walks ask for), and a
+    // limit reached at the end of the first series with more to come.
+    let unlimited = read
+        .instances_of_study("1.1", None, usize::MAX)
+        .expect("instances");
+    assert!(!unlimited.truncated && unlimited.items.len() == 3);
+    let limited = read.instances_of_study("1.1", None, 2).expect("instances");
+    assert!(limited.truncated && limited.items.len() == 2);
     let of_series = read
         .instances_of_study("1.1", Some("1.1.1"), 10)
         .expect("instances");
