@@ -175,3 +175,15 @@ pub fn fixture_copy(name: &str) -> tempfile::TempDir {
     }
     dir
 }
+
+/// Checks the index's consistency (the SOP index's property included) and
+/// returns the report.
+pub fn assert_consistent(index: &sluice_index::Index) -> sluice_index::ConsistencyReport {
+    let report = index
+        .read()
+        .expect("read")
+        .check_consistency(20)
+        .expect("check");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    report
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use sluice_index::{ConflictPolicy, Index, StoreOutcome, StoreRequest, WriteOp, WriteOutcome};
 
-use crate::common::{clear_table, instance, open, store};
+use crate::common::{assert_consistent, clear_table, instance, open, store};
 
 const SOP_INDEX_DIR: &str = "sop-index";
 
@@ -65,16 +65,6 @@ fn batch_b() -> Vec<WriteOp> {
     moved.conflict_policy = ConflictPolicy::Replace;
     ops.push(WriteOp::Store(moved));
     ops
-}
-
-fn assert_consistent(index: &Index) -> sluice_index::ConsistencyReport {
-    let report = index
-        .read()
-        .expect("read")
-        .check_consistency(20)
-        .expect("check");
-    assert!(report.is_consistent(), "{:?}", report.problems);
-    report
 }
 
 fn triplet_of(index: &Index, sop: &str) -> Option<(String, String)> {

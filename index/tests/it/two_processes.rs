@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sluice_index::{Index, StoreOutcome, Triplet, WriteOutcome, SOP_INDEX_TABLE_NAME};
 
-use crate::common::{open, store};
+use crate::common::{assert_consistent, open, store};
 
 const OWNER_DIR_VAR: &str = "SLUICE_INDEX_OWNER_CHILD_DIR";
 
@@ -72,14 +72,7 @@ fn run_owner(dir: &Path, mut next_line: impl FnMut() -> String, mut say: impl Fn
     say("ready");
     assert_eq!(next_line(), "check");
     wait_for(&index, "7.5.1.1", "7.5");
-    let results = index
-        .writer()
-        .execute(vec![store("7.8", "7.8.1", "7.5.1.1", 78, 1)])
-        .expect("store");
-    assert!(
-        matches!(outcome(&results), StoreOutcome::SopInstanceConflict { stored, .. } if stored.study_instance_uid == "7.5"),
-        "{results:?}"
-    );
+    assert_conflict_with(&index, store("7.8", "7.8.1", "7.5.1.1", 78, 1), "7.5");
     say("checked");
     assert_eq!(next_line(), "close");
     index.close();
@@ -161,14 +154,7 @@ fn a_second_process_works_without_the_sop_index_and_takes_it_when_freed() {
         .execute(vec![store("7.5", "7.5.1", "7.5.1.1", 75, 1)])
         .expect("store");
     assert_eq!(*outcome(&results), StoreOutcome::Stored);
-    let results = index
-        .writer()
-        .execute(vec![store("7.9", "7.9.1", "7.1.1.1", 79, 1)])
-        .expect("store");
-    assert!(
-        matches!(outcome(&results), StoreOutcome::SopInstanceConflict { stored, .. } if stored.study_instance_uid == "7.1"),
-        "{results:?}"
-    );
+    assert_conflict_with(&index, store("7.9", "7.9.1", "7.1.1.1", 79, 1), "7.1");
     assert_eq!(
         triplet_of(&index, "7.5.1.1"),
         Some(Triplet::new("7.5", "7.5.1", "7.5.1.1"))
@@ -199,22 +185,22 @@ fn a_second_process_works_without_the_sop_index_and_takes_it_when_freed() {
     for (sop, study) in [("7.1.1.1", "7.1"), ("7.5.1.1", "7.5")] {
         wait_for(&index, sop, study);
     }
-    let report = index
-        .read()
-        .expect("read")
-        .check_consistency(20)
-        .expect("check");
-    assert!(report.is_consistent(), "{:?}", report.problems);
+    let report = assert_consistent(&index);
     assert_eq!(report.instances, 2);
     assert_eq!(report.quarantine_entries, 2);
     index.close();
 
     let index = open(dir.path());
-    let report = index
-        .read()
-        .expect("read")
-        .check_consistency(20)
-        .expect("check");
-    assert!(report.is_consistent(), "{:?}", report.problems);
+    let report = assert_consistent(&index);
     assert_eq!(report.instances, 2);
+}
+
+/// Stores `op` and checks that it is refused as a conflict with the SOP
+/// Instance UID stored in `study`.
+fn assert_conflict_with(index: &Index, op: sluice_index::WriteOp, study: &str) {
+    let results = index.writer().execute(vec![op]).expect("store");
+    assert!(
+        matches!(outcome(&results), StoreOutcome::SopInstanceConflict { stored, .. } if stored.study_instance_uid == study),
+        "{results:?}"
+    );
 }
