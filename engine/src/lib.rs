@@ -12,7 +12,9 @@
 //!   recorded in the index before they are accepted, late instances
 //!   matched as they arrive, reports delivered with retries, all resumed
 //!   after a restart. docs/design/commitment.md.
-//! - [`cli`]: the operator commands; [`recovery`]: start-up recovery.
+//! - [`cli`]: the operator commands; [`recovery`]: start-up recovery;
+//!   [`lock`]: one writer per data directory, one server per port;
+//!   [`escape`]: how values a sender controls are shown in logs and output.
 //!
 //! ```no_run
 //! use sluice_engine::{config::Config, scp::Server, store::{Store, StoreEvent}};
@@ -31,6 +33,8 @@ pub mod cli;
 mod clock;
 pub mod commit;
 pub mod config;
+pub mod escape;
+pub mod lock;
 pub mod recovery;
 pub mod scp;
 pub mod store;

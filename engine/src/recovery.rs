@@ -50,6 +50,7 @@ use sluice_index::{
 
 mod reindex;
 
+use crate::escape::Escaped;
 use crate::store::check::{check_file, READ_CHUNK_BYTES};
 use crate::store::layout::{Area, Layout};
 use crate::store::walk::{for_each_indexed_file, walk_files, IndexedFile};
@@ -272,7 +273,7 @@ fn move_from_other_area(
     tracing::debug!(
         from = %other.display(),
         to = %indexed_path.display(),
-        sop = %file.triplet.sop_instance_uid,
+        sop = %Escaped(&file.triplet.sop_instance_uid),
         "recovery: indexed file found in the other area, moved into place"
     );
     Ok(Misplaced::Moved)
@@ -386,7 +387,7 @@ fn settle_in_doubt(
                 dirs_to_sync.insert(parent.to_owned());
             }
             tracing::info!(
-                sop = %triplet.sop_instance_uid,
+                sop = %Escaped(&triplet.sop_instance_uid),
                 path = %place.display(),
                 "recovery: entry committed in doubt; its file is complete, kept"
             );
@@ -407,9 +408,9 @@ fn settle_in_doubt(
             dirs_to_sync.insert(orphans_dir.clone());
         }
         tracing::warn!(
-            study = %triplet.study_instance_uid,
-            series = %triplet.series_instance_uid,
-            sop = %triplet.sop_instance_uid,
+            study = %Escaped(&triplet.study_instance_uid),
+            series = %Escaped(&triplet.series_instance_uid),
+            sop = %Escaped(&triplet.sop_instance_uid),
             path = %place.display(),
             "recovery: entry committed in doubt, its file is missing or incomplete (never acknowledged): entry removed"
         );
@@ -492,7 +493,7 @@ fn index_again(
             Some(target) => {
                 report.reindexed += 1;
                 tracing::info!(
-                    sop = %instance.triplet.sop_instance_uid,
+                    sop = %Escaped(&instance.triplet.sop_instance_uid),
                     path = %path.display(),
                     area = target.dir_name(),
                     "recovery: sealed file without an entry (its commit lost in the crash) indexed again"
@@ -503,7 +504,7 @@ fn index_again(
             }
             None => {
                 tracing::warn!(
-                    sop = %instance.triplet.sop_instance_uid,
+                    sop = %Escaped(&instance.triplet.sop_instance_uid),
                     path = %path.display(),
                     ?result,
                     "recovery: the index refused a sealed file without an entry; moved to orphans/"
@@ -716,9 +717,9 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
         match actual_bytes {
             None => {
                 tracing::warn!(
-                    study = %triplet.study_instance_uid,
-                    series = %triplet.series_instance_uid,
-                    sop = %triplet.sop_instance_uid,
+                    study = %Escaped(&triplet.study_instance_uid),
+                    series = %Escaped(&triplet.series_instance_uid),
+                    sop = %Escaped(&triplet.sop_instance_uid),
                     quarantine_id = ?file.quarantine_id,
                     path = %path.display(),
                     "recovery: indexed file is missing"
@@ -730,9 +731,9 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
             }
             Some(actual) => {
                 tracing::warn!(
-                    study = %triplet.study_instance_uid,
-                    series = %triplet.series_instance_uid,
-                    sop = %triplet.sop_instance_uid,
+                    study = %Escaped(&triplet.study_instance_uid),
+                    series = %Escaped(&triplet.series_instance_uid),
+                    sop = %Escaped(&triplet.sop_instance_uid),
                     quarantine_id = ?file.quarantine_id,
                     path = %path.display(),
                     expected_bytes,

@@ -18,7 +18,7 @@ use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
 use sluice_engine::scp::Server;
 use sluice_engine::store::Store;
 
-/// How long shutdown waits for the cores to drain.
+/// How long shutdown waits for the cores to stop once drained.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Sluice, a DICOM storage engine: the Storage SCP (`serve`) and the
@@ -115,6 +115,58 @@ fn init_logging(format: LogFormat, level: LogLevel) {
     };
 }
 
+/// Descriptors `sluice serve` holds besides those the configuration
+/// scales: LMDB's two files, the lock file and the port locks, each core's
+/// ring, eventfd and listeners, the directory fsyncs in flight, standard
+/// streams; generous (docs/operations.md, "File descriptors").
+const DESCRIPTORS_FIXED: u64 = 256;
+
+/// Raises the soft RLIMIT_NOFILE to the hard one (the default soft limit,
+/// often 1024, is far below what thousands of associations need; only the
+/// hard limit is an administrator's decision) and says so, with a warning
+/// when even the hard limit is below what the configuration may use at
+/// once: one descriptor per association and one per instance in flight.
+fn raise_descriptor_limit(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current;
+    if let (Some(current), Some(hard)) = (limit.current, limit.maximum) {
+        if current < hard {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    tracing::info!(
+                        "descriptor limit (RLIMIT_NOFILE) raised from {current} to {hard}"
+                    );
+                    soft = Some(hard);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot raise the descriptor limit (RLIMIT_NOFILE) from {current} to {hard}");
+                }
+            }
+        }
+    }
+    let cores = config.server.cores.count().max(1) as u64;
+    let needed = u64::from(config.network.max_associations)
+        + cores * u64::from(config.storage.instances_in_flight_max_per_core)
+        + DESCRIPTORS_FIXED;
+    match soft {
+        Some(soft) if soft < needed => tracing::warn!(
+            limit = soft,
+            needed,
+            "the descriptor limit (RLIMIT_NOFILE) is below what the configuration may hold open at once (network.max_associations + cores x storage.instances_in_flight_max_per_core + {DESCRIPTORS_FIXED}): raise the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn) or lower those options, else stores fail with A700 \"Too many open files\" under load"
+        ),
+        _ => tracing::info!(
+            limit = %soft.map_or_else(|| "unlimited".to_owned(), |soft| soft.to_string()),
+            needed,
+            "descriptor limit (RLIMIT_NOFILE)"
+        ),
+    }
+}
+
 fn serve(config: Config) -> ExitCode {
     init_logging(config.server.log_format, config.server.log_level);
     // The signal handler goes in before anything starts, so a SIGINT/SIGTERM
@@ -129,6 +181,7 @@ fn serve(config: Config) -> ExitCode {
         tracing::error!(%error, "cannot install the signal handler");
         return ExitCode::from(1);
     }
+    raise_descriptor_limit(&config);
     notify_service_manager(&[NotifyState::Status(
         "opening the store and running start-up recovery",
     )]);
@@ -162,14 +215,20 @@ fn serve(config: Config) -> ExitCode {
     ]);
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
+        // The first signal drains (server.shutdown_drain_ms), a second one
+        // stops at once. Shut down first, log second: a log write that
+        // fails (stderr closed by a pipe reader that went away) must not
+        // stop it.
         if signal_receiver.recv().is_ok() {
             // STOPPING=1 before the shutdown, so systemd hears it before
-            // the process can exit. Shut down before logging: a log write
-            // that fails (stderr closed by a pipe reader that went away)
-            // must not stop it.
+            // the process can exit.
             notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
             handle.shutdown();
-            tracing::info!("signal received: shutting down");
+            tracing::info!("signal received: shutting down (a second signal stops at once)");
+        }
+        if signal_receiver.recv().is_ok() {
+            handle.shutdown_now();
+            tracing::warn!("second signal received: stopping now, without waiting for the drain");
         }
     });
     match server.wait(SHUTDOWN_WAIT) {

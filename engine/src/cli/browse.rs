@@ -9,6 +9,7 @@ use sluice_index::{InstanceRecord, StudyQuery, Triplet};
 
 use super::format::{bytes, hex, number_or_dash, or_dash, rfc3339_utc, Table};
 use super::{CliError, OpenStore};
+use crate::escape::Escaped;
 use crate::store::layout::{Area, Layout};
 use crate::store::walk::disk_usage;
 
@@ -175,7 +176,7 @@ pub(crate) fn write_record(
         ("Calling AE", or_dash(&record.calling_ae_title)),
     ];
     for (key, value) in lines {
-        writeln!(output, "{:<20} {value}", format!("{key}:"))?;
+        writeln!(output, "{:<20} {}", format!("{key}:"), Escaped(value))?;
     }
     Ok(())
 }
@@ -300,7 +301,8 @@ pub(crate) fn export_instance(
     }
     writeln!(
         output,
-        "exported {sop} ({copied} bytes) to {}",
+        "exported {} ({copied} bytes) to {}",
+        Escaped(sop),
         destination.display()
     )?;
     Ok(ExitCode::SUCCESS)

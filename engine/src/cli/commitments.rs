@@ -11,6 +11,7 @@ use sluice_index::{CommitmentRecord, CommitmentState};
 use super::format::{rfc3339_utc, Table};
 use super::{CliError, OpenStore, StoreArgs, LISTING_LIMIT_DEFAULT};
 use crate::commit::payload::{Payload, NO_STATUS};
+use crate::escape::Escaped;
 
 /// The `commitments` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -99,7 +100,7 @@ fn list(store: &OpenStore, limit: usize, output: &mut dyn Write) -> Result<ExitC
     for entry in &listing.items {
         let (references, failed) = match Payload::decode(&entry.record.payload) {
             Ok(payload) => (
-                payload.references.len().to_string(),
+                payload.reference_count.to_string(),
                 payload.failed.len().to_string(),
             ),
             Err(_) => ("damaged".to_owned(), "-".to_owned()),
@@ -145,7 +146,7 @@ fn show(
         reason: error.to_string(),
     })?;
     let line = |output: &mut dyn Write, label: &str, value: String| {
-        writeln!(output, "{label:<20} {value}")
+        writeln!(output, "{label:<20} {}", Escaped(value))
     };
     line(output, "Transaction UID:", transaction_uid.to_owned())?;
     line(output, "State:", state_name(record.state).to_owned())?;
@@ -160,14 +161,14 @@ fn show(
         "Finished:",
         time_or_dash(payload.finished_at_unix_ns),
     )?;
-    line(output, "References:", payload.references.len().to_string())?;
+    line(output, "References:", payload.reference_count.to_string())?;
     line(
         output,
         "Committed:",
         if payload.decided_at_unix_ns == 0 {
             "-".to_owned()
         } else {
-            (payload.references.len() - payload.failed.len()).to_string()
+            payload.committed_count().to_string()
         },
     )?;
     line(output, "Failed:", payload.failed.len().to_string())?;
@@ -198,8 +199,8 @@ fn show(
         for &(index, reason) in &payload.failed {
             if let Some(reference) = payload.references.get(index as usize) {
                 table.push(vec![
-                    reference.sop_instance_uid.clone(),
-                    reference.sop_class_uid.clone(),
+                    reference.sop_instance_uid,
+                    reference.sop_class_uid,
                     format!("{reason:04X}"),
                 ]);
             }

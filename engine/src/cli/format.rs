@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::escape::Escaped;
+
 /// A text table: a header row and rows, columns padded to their widest cell,
-/// separated by two spaces. Cells are shown as given (no truncation: UIDs must
-/// stay copyable).
+/// separated by two spaces. Cells are shown escaped ([`Escaped`]: the values
+/// are a sender's) and never truncated (UIDs must stay copyable).
 #[derive(Debug)]
 pub(crate) struct Table {
     rows: Vec<Vec<String>>,
@@ -21,7 +23,11 @@ impl Table {
     }
 
     pub(crate) fn push(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows.push(
+            row.into_iter()
+                .map(|cell| Escaped(cell).to_string())
+                .collect(),
+        );
     }
 
     /// Rows below the header.
@@ -127,6 +133,18 @@ mod tests {
             "A          LONGER\nwide cell  x\n"
         );
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn table_cells_are_escaped() {
+        let mut table = Table::new(&["NAME"]);
+        table.push(vec!["Doe^\u{1b}[31mJohn\nnext".into()]);
+        let mut output = Vec::new();
+        table.write(&mut output).unwrap();
+        assert_eq!(
+            String::from_utf8(output).unwrap(),
+            "NAME\nDoe^\\x1b[31mJohn\\nnext\n"
+        );
     }
 
     #[test]

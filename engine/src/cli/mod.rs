@@ -8,16 +8,17 @@
 //! line and calls [`run`]; output goes to a `&mut dyn Write` so tests read it.
 //!
 //! Running beside a server: LMDB lets several processes read one index at
-//! once, so every command works while `sluice serve` runs on the same data
-//! directory and sees the last committed state. The only writing commands
-//! (`quarantine release`, `quarantine purge`) go through LMDB's own
-//! inter-process writer lock: their transaction waits until the server's
-//! current group commit has finished (milliseconds), then commits between two
-//! of the server's; nothing is lost on either side. The reading commands
-//! never submit a write, but `sluice-index` has no read-only open yet, so
-//! they open the environment as the server does (it creates nothing in an
-//! existing index); a missing data directory or index is an error, never
-//! created.
+//! once, so every reading command works while `sluice serve` runs on the
+//! same data directory and sees the last committed state. The writing
+//! commands (`quarantine release`, `quarantine purge`) take the data
+//! directory's lock (`crate::lock`), as `sluice serve` does: while a server
+//! runs they are refused with its process id, and a server does not start
+//! while one of them runs. (They move files the server's ingest and
+//! recovery also decide about; one writer at a time keeps those decisions
+//! whole.) The reading commands never submit a write, but `sluice-index`
+//! has no read-only open yet, so they open the environment as the server
+//! does (it creates nothing in an existing index); a missing data directory
+//! or index is an error, never created.
 //!
 //! Exit codes: 0 success; 1 when `verify` found problems; an `Err` from
 //! [`run`] is for the binary to print (`error: ...`) and exit non-zero
@@ -36,6 +37,7 @@ use std::process::ExitCode;
 use sluice_index::{Index, IndexError, IndexOptions};
 
 use crate::config::{Config, ConfigError};
+use crate::lock::{DataDirectoryLock, LockError};
 use crate::store::layout::Layout;
 
 pub use commitments::CommitmentsCommand;
@@ -208,6 +210,9 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// Another process (a running server) holds the data directory.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// Writing the command's output failed (a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
@@ -243,10 +248,12 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-/// An opened store: its layout and its index.
+/// An opened store: its layout and its index (and, for a command that
+/// writes, the data directory's lock).
 pub(crate) struct OpenStore {
     pub(crate) layout: Layout,
     pub(crate) index: Index,
+    _lock: Option<DataDirectoryLock>,
 }
 
 impl std::fmt::Debug for OpenStore {
@@ -301,6 +308,17 @@ impl StoreArgs {
     /// Opens the store without creating anything: a missing data directory
     /// or index is an error, never a fresh empty store.
     pub(crate) fn open(&self) -> Result<OpenStore, CliError> {
+        self.open_locked(None)
+    }
+
+    /// Opens the store for a command that writes (`what`, as the lock file
+    /// names it): the data directory's lock first, refused while a server
+    /// or another writing command holds it.
+    pub(crate) fn open_for_writing(&self, what: &str) -> Result<OpenStore, CliError> {
+        self.open_locked(Some(what))
+    }
+
+    fn open_locked(&self, writer: Option<&str>) -> Result<OpenStore, CliError> {
         let (data_dir, options) = self.resolve()?;
         if !data_dir.is_dir() {
             return Err(CliError::NoDataDirectory { data_dir });
@@ -309,9 +327,16 @@ impl StoreArgs {
         if !layout.index_dir().join("data.mdb").is_file() {
             return Err(CliError::NoIndex { data_dir });
         }
+        let lock = writer
+            .map(|what| DataDirectoryLock::acquire(&data_dir, what))
+            .transpose()?;
         let index = Index::open(layout.index_dir(), options)
             .map_err(|source| CliError::Index { data_dir, source })?;
-        Ok(OpenStore { layout, index })
+        Ok(OpenStore {
+            layout,
+            index,
+            _lock: lock,
+        })
     }
 }
 

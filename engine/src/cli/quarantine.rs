@@ -25,6 +25,7 @@ use sluice_index::{QuarantineEntry, QuarantineReason, Released, WriteOp, WriteOu
 use super::browse::write_record;
 use super::format::{or_dash, rfc3339_utc, Table};
 use super::{CliError, OpenStore, StoreArgs, LISTING_LIMIT_DEFAULT};
+use crate::escape::Escaped;
 use crate::store::layout::Area;
 
 /// The `quarantine` subcommands.
@@ -87,8 +88,16 @@ pub(crate) fn run(
             list(&store.open()?, super::listing_limit(limit), output)
         }
         QuarantineCommand::Show { id, store } => show(&store.open()?, id, output),
-        QuarantineCommand::Release { id, store } => release(&store.open()?, id, output),
-        QuarantineCommand::Purge { id, store } => purge(&store.open()?, id, output),
+        QuarantineCommand::Release { id, store } => release(
+            &store.open_for_writing("sluice quarantine release")?,
+            id,
+            output,
+        ),
+        QuarantineCommand::Purge { id, store } => purge(
+            &store.open_for_writing("sluice quarantine purge")?,
+            id,
+            output,
+        ),
     }
 }
 
@@ -198,7 +207,7 @@ fn show(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, 
             )
         }
     };
-    writeln!(output, "{:<20} {comparison}", "Stored instance:")?;
+    writeln!(output, "{:<20} {}", "Stored instance:", Escaped(comparison))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -299,7 +308,7 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
     };
     std::fs::remove_file(&quarantine_path).map_err(CliError::io("remove", &quarantine_path))?;
     sync_dir(parent(&quarantine_path))?;
-    let sop = &released.instance.triplet.sop_instance_uid;
+    let sop = Escaped(&released.instance.triplet.sop_instance_uid);
     writeln!(
         output,
         "released quarantine entry {id}: SOP Instance UID {sop} is now stored as {}",
@@ -319,7 +328,7 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
                     "the instance it replaced (received {} from {}) was moved to {}; \
                      delete it once reviewed",
                     rfc3339_utc(replaced.received_at_unix_ns),
-                    or_dash(&replaced.calling_ae_title),
+                    Escaped(or_dash(&replaced.calling_ae_title)),
                     orphan_path.display()
                 )?;
             }
@@ -363,9 +372,9 @@ fn purge(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode,
     writeln!(
         output,
         "purged quarantine entry {id} (SOP Instance UID {}, received {} from {}): {deleted}",
-        purged.instance.triplet.sop_instance_uid,
+        Escaped(&purged.instance.triplet.sop_instance_uid),
         rfc3339_utc(purged.instance.record.received_at_unix_ns),
-        or_dash(&purged.instance.record.calling_ae_title),
+        Escaped(or_dash(&purged.instance.record.calling_ae_title)),
     )?;
     Ok(ExitCode::SUCCESS)
 }

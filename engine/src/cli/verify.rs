@@ -13,6 +13,7 @@ use sluice_index::IndexError;
 
 use super::format::hex;
 use super::{CliError, OpenStore};
+use crate::escape::Escaped;
 use crate::store::check::{check_file, Problem, READ_CHUNK_BYTES};
 use crate::store::layout::Area;
 use crate::store::walk::{for_each_indexed_file, IndexedFile};
@@ -120,7 +121,7 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
                 format!("UNREADABLE  {} ({what}): {error}", path.display())
             }
         };
-        writeln!(output, "{line}").map_err(Stop::Output)
+        writeln!(output, "{}", Escaped(line)).map_err(Stop::Output)
     });
     match walked {
         Ok(()) => {}

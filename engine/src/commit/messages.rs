@@ -11,9 +11,84 @@
 //!   association to deliver reports ([`ReportAssociation`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sluice_net::dimse::commitment::{CommitmentRequest, CommitmentResult};
+use sluice_net::dimse::commitment::CommitmentResult;
 use sluice_net::dimse::Status;
+
+use super::references::References;
+
+/// What an N-ACTION request may cost in memory while it waits, besides its
+/// packed references: the tracker's map entry of each reference not yet
+/// stored (a hash and two indices, with the table's slack).
+pub(crate) const WAITING_BYTES_PER_REFERENCE: usize = 32;
+
+/// The bytes the commitment requests held in memory may take
+/// (`commitment.memory_budget`): reserved by a core before it hands a
+/// request to the tracker (a request over it is refused with 0213),
+/// released by the tracker when it drops the request (refused, or its
+/// report finished). Counts the requests queued for the tracker as well as
+/// those it holds.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    used: AtomicUsize,
+    budget: usize,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(budget: usize) -> MemoryBudget {
+        MemoryBudget {
+            used: AtomicUsize::new(0),
+            budget,
+        }
+    }
+
+    /// Reserves `bytes`, or says why not.
+    pub(crate) fn try_reserve(&self, bytes: usize) -> Result<(), Refusal> {
+        let mut used = self.used.load(Ordering::SeqCst);
+        loop {
+            let wanted = used.saturating_add(bytes);
+            if wanted > self.budget {
+                return Err(Refusal::MemoryBudget {
+                    budget_bytes: self.budget,
+                    used_bytes: used,
+                    request_bytes: bytes,
+                });
+            }
+            match self
+                .used
+                .compare_exchange(used, wanted, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Reserves `bytes` whatever the budget (requests read back from the
+    /// index at start were accepted once: they are kept).
+    pub(crate) fn force_reserve(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Releases `bytes` reserved before.
+    pub(crate) fn release(&self, bytes: usize) {
+        let previous = self.used.fetch_sub(bytes, Ordering::SeqCst);
+        debug_assert!(previous >= bytes, "released more than was reserved");
+    }
+
+    /// The bytes reserved now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+/// The bytes to reserve for a request of `references`.
+pub(crate) fn request_bytes(references: &References) -> usize {
+    references
+        .heap_bytes()
+        .saturating_add(references.len().saturating_mul(WAITING_BYTES_PER_REFERENCE))
+}
 
 /// An N-ACTION request decoded by a core.
 #[derive(Debug)]
@@ -28,8 +103,12 @@ pub(crate) struct Request {
     pub(crate) message_id: u16,
     /// The requester's (calling) AE title.
     pub(crate) requester_ae_title: String,
-    /// The action information.
-    pub(crate) request: CommitmentRequest,
+    /// The Transaction UID.
+    pub(crate) transaction_uid: String,
+    /// The referenced instances, packed.
+    pub(crate) references: References,
+    /// What the core reserved for it in the [`MemoryBudget`].
+    pub(crate) reserved_bytes: usize,
 }
 
 /// What became of one report's delivery.
@@ -77,16 +156,33 @@ pub(crate) enum Refusal {
     /// The request could not be written to the index.
     #[error("cannot record the request")]
     CannotRecord,
+    /// The requests held would take more than `commitment.memory_budget`.
+    #[error("commitment memory budget of {budget_bytes} bytes exceeded ({used_bytes} in use, {request_bytes} asked)")]
+    MemoryBudget {
+        /// The budget.
+        budget_bytes: usize,
+        /// What the held requests take.
+        used_bytes: usize,
+        /// What this one would take.
+        request_bytes: usize,
+    },
+    /// The references cannot be kept (too many classes, an instance UID
+    /// too long).
+    #[error("{0}")]
+    References(#[from] super::references::ReferencesError),
 }
 
 impl Refusal {
     /// The N-ACTION-RSP status.
     pub(crate) fn status(&self) -> Status {
         match self {
-            Refusal::TooManyPending { .. } => Status::RESOURCE_LIMITATION,
-            Refusal::OtherReferencesPending | Refusal::IndexUnavailable | Refusal::CannotRecord => {
-                Status::PROCESSING_FAILURE
+            Refusal::TooManyPending { .. } | Refusal::MemoryBudget { .. } => {
+                Status::RESOURCE_LIMITATION
             }
+            Refusal::OtherReferencesPending
+            | Refusal::IndexUnavailable
+            | Refusal::CannotRecord
+            | Refusal::References(_) => Status::PROCESSING_FAILURE,
         }
     }
 }

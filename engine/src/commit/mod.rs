@@ -23,12 +23,14 @@
 
 pub(crate) mod messages;
 pub mod payload;
+pub mod references;
 pub(crate) mod tracker;
 
 use sluice_net::dimse::commitment::CommitmentError;
 use sluice_net::dimse::Status;
 
 pub use payload::{Payload, PayloadError};
+pub use references::{References, ReferencesError};
 
 /// The N-ACTION-RSP status of a request that cannot be accepted as sent:
 /// 0120 for a missing Type 1 attribute, 0121 for a Type 1 attribute (or

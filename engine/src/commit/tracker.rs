@@ -16,7 +16,9 @@
 //! resumes exactly where the index says: pending requests wait again (their
 //! references re-checked), decided reports are delivered.
 
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,11 +32,15 @@ use sluice_index::{
 };
 use sluice_net::dimse::Status;
 
-use super::messages::{Cores, DeliveryOutcome, Refusal, ReportAssociation, Request, ToCore};
+use super::messages::{
+    request_bytes, Cores, DeliveryOutcome, MemoryBudget, Refusal, ReportAssociation, Request,
+    ToCore,
+};
 use super::payload::Payload;
 use super::report_accepted;
 use crate::clock::unix_now_ns;
 use crate::config::ReportDelivery;
+use crate::escape::Escaped;
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::{Store, StoreEvent};
 
@@ -83,19 +89,29 @@ pub(crate) struct TrackerHandle {
     pending_count: Arc<AtomicUsize>,
     /// Set when an arrival notice could not be queued.
     arrivals_lost: Arc<AtomicBool>,
+    /// The bytes the requests held may take (`commitment.memory_budget`).
+    memory: Arc<MemoryBudget>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl TrackerHandle {
-    pub(crate) fn new() -> TrackerHandle {
+    /// A tracker whose requests may hold `memory_budget_bytes` in memory.
+    pub(crate) fn new(memory_budget_bytes: usize) -> TrackerHandle {
         let (sender, receiver) = crossbeam_channel::bounded(TRACKER_CHANNEL_CAPACITY);
         TrackerHandle {
             sender,
             receiver: Mutex::new(Some(receiver)),
             pending_count: Arc::new(AtomicUsize::new(0)),
             arrivals_lost: Arc::new(AtomicBool::new(false)),
+            memory: Arc::new(MemoryBudget::new(memory_budget_bytes)),
             thread: Mutex::new(None),
         }
+    }
+
+    /// The commitment memory budget, which a core reserves from before it
+    /// hands a request over.
+    pub(crate) fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// Starts the thread (once). It reads the index's commitment records
@@ -109,8 +125,12 @@ impl TrackerHandle {
             context,
             pending_count: self.pending_count.clone(),
             arrivals_lost: self.arrivals_lost.clone(),
+            memory: self.memory.clone(),
             transactions: HashMap::new(),
-            waiting: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+            waiting: Waiting::default(),
+            scratch: String::new(),
             next_core: 0,
             timers_due_at: Instant::now(),
             timers_dirty: true,
@@ -182,6 +202,10 @@ impl TrackerHandle {
 /// One transaction the tracker holds (pending, or decided and undelivered).
 #[derive(Debug)]
 struct Transaction {
+    /// Its number in the waiting map.
+    id: u32,
+    /// What it holds of the memory budget.
+    reserved_bytes: usize,
     record: CommitmentRecord,
     payload: Payload,
     /// While pending: which references are stored with their class.
@@ -212,14 +236,71 @@ impl std::fmt::Debug for TrackerContext {
     }
 }
 
+/// The references not yet stored of the pending transactions, for an
+/// arrival to find its waiters in O(1): by a 64-bit hash of the SOP Instance
+/// UID (with a random key), each entry (transaction number, reference
+/// index); a match is confirmed against the packed reference, so a hash
+/// collision costs a comparison, never a wrong match. One instance waited
+/// for by several transactions (or two UIDs of one hash) overflow into a
+/// second map, so the common entry is 16 bytes, not a `Vec`.
+#[derive(Debug, Default)]
+struct Waiting {
+    hasher: RandomState,
+    first: HashMap<u64, (u32, u32)>,
+    more: HashMap<u64, Vec<(u32, u32)>>,
+}
+
+impl Waiting {
+    fn key(&self, sop_instance_uid: &str) -> u64 {
+        self.hasher.hash_one(sop_instance_uid)
+    }
+
+    fn insert(&mut self, key: u64, waiter: (u32, u32)) {
+        match self.first.entry(key) {
+            Entry::Vacant(entry) => {
+                entry.insert(waiter);
+            }
+            Entry::Occupied(_) => self.more.entry(key).or_default().push(waiter),
+        }
+    }
+
+    /// Takes every waiter under `key`.
+    fn take(&mut self, key: u64) -> Vec<(u32, u32)> {
+        let mut waiters: Vec<(u32, u32)> = self.first.remove(&key).into_iter().collect();
+        waiters.extend(self.more.remove(&key).unwrap_or_default());
+        waiters
+    }
+
+    /// Removes transaction `id`'s waiters under `key`.
+    fn remove(&mut self, key: u64, id: u32) {
+        let waiters = self.take(key);
+        for waiter in waiters.into_iter().filter(|(other, _)| *other != id) {
+            self.insert(key, waiter);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first.clear();
+        self.more.clear();
+        self.first.shrink_to_fit();
+        self.more.shrink_to_fit();
+    }
+}
+
 struct Tracker {
     context: TrackerContext,
     writer: IndexWriter,
     pending_count: Arc<AtomicUsize>,
     arrivals_lost: Arc<AtomicBool>,
+    memory: Arc<MemoryBudget>,
     transactions: HashMap<String, Transaction>,
-    /// SOP Instance UID -> (Transaction UID, reference index) waiting for it.
-    waiting: HashMap<String, Vec<(String, u32)>>,
+    /// Transaction number -> Transaction UID.
+    ids: HashMap<u32, String>,
+    next_id: u32,
+    /// The references waited for.
+    waiting: Waiting,
+    /// A SOP Instance UID unpacked (reused).
+    scratch: String,
     next_core: usize,
     /// When the deadline and retry scan runs next.
     timers_due_at: Instant,
@@ -339,7 +420,7 @@ impl Tracker {
                 let payload = match Payload::decode(&entry.record.payload) {
                     Ok(payload) => payload,
                     Err(error) => {
-                        tracing::error!(transaction_uid = %entry.transaction_uid, %error, "commitment record unreadable; left as is");
+                        tracing::error!(transaction_uid = %Escaped(&entry.transaction_uid), %error, "commitment record unreadable; left as is");
                         continue;
                     }
                 };
@@ -368,9 +449,15 @@ impl Tracker {
             } else {
                 ready += 1;
             }
+            // Accepted before the restart: kept whatever the budget.
+            let reserved_bytes = request_bytes(&payload.references);
+            self.memory.force_reserve(reserved_bytes);
+            let id = self.new_id(&transaction_uid);
             self.transactions.insert(
                 transaction_uid,
                 Transaction {
+                    id,
+                    reserved_bytes,
                     record,
                     payload,
                     present,
@@ -419,23 +506,18 @@ impl Tracker {
         let in_doubt = self.context.in_doubt.snapshot();
         self.waiting.clear();
         let mut complete = Vec::new();
+        let uid = &mut self.scratch;
         for (transaction_uid, transaction) in &mut self.transactions {
             if transaction.record.state != CommitmentState::Pending {
                 continue;
             }
-            for (index, reference) in transaction.payload.references.iter().enumerate() {
-                let Some(present) = transaction.present.get_mut(index) else {
-                    continue;
-                };
-                if *present {
+            let references = &transaction.payload.references;
+            for (index, present) in transaction.present.iter_mut().enumerate() {
+                if *present || !references.instance_uid_into(index, uid) {
                     continue;
                 }
-                let presence = durable_presence(
-                    &read,
-                    &in_doubt,
-                    &reference.sop_instance_uid,
-                    &reference.sop_class_uid,
-                );
+                let class = references.class_uid(index).unwrap_or_default();
+                let presence = durable_presence(&read, &in_doubt, uid, class);
                 if let Ok(SopPresence::Stored | SopPresence::ClassMismatch { .. }) = presence {
                     if let Ok(SopPresence::ClassMismatch { .. }) = presence {
                         transaction
@@ -446,10 +528,8 @@ impl Tracker {
                     *present = true;
                     transaction.missing = transaction.missing.saturating_sub(1);
                 } else {
-                    self.waiting
-                        .entry(reference.sop_instance_uid.clone())
-                        .or_default()
-                        .push((transaction_uid.clone(), index as u32));
+                    let key = self.waiting.key(uid);
+                    self.waiting.insert(key, (transaction.id, index as u32));
                 }
             }
             if transaction.missing == 0 {
@@ -460,6 +540,25 @@ impl Tracker {
         for transaction_uid in complete {
             self.decide(&transaction_uid, Vec::new());
         }
+    }
+
+    /// A number for a new transaction, in the waiting map.
+    fn new_id(&mut self, transaction_uid: &str) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if let Entry::Vacant(entry) = self.ids.entry(self.next_id) {
+                entry.insert(transaction_uid.to_owned());
+                return self.next_id;
+            }
+        }
+    }
+
+    /// Drops a transaction from memory (its record stays in the index).
+    fn forget(&mut self, transaction_uid: &str) -> Option<Transaction> {
+        let transaction = self.transactions.remove(transaction_uid)?;
+        self.ids.remove(&transaction.id);
+        self.memory.release(transaction.reserved_bytes);
+        Some(transaction)
     }
 
     // ----- requests -----
@@ -474,19 +573,23 @@ impl Tracker {
         self.context.cores.post(request.core, message);
     }
 
-    fn requested(&mut self, mut request: Request) {
-        let transaction_uid = request.request.transaction_uid.clone();
+    fn requested(&mut self, request: Request) {
+        let transaction_uid = request.transaction_uid.clone();
         let config = self.config();
         let max_pending = config.commitment.max_pending_requests as usize;
         let wait = config.commitment.instance_wait_s;
         let same_association =
             config.commitment.report_delivery == ReportDelivery::SameAssociationOrNew;
+        // Whatever happens below, the request's own reservation goes: an
+        // accepted transaction takes it over, a refused one gives it back.
+        let reserved_bytes = request.reserved_bytes;
         if let Some(existing) = self.transactions.get_mut(&transaction_uid) {
             // A Transaction UID already open: the same request sent again
             // (a requester that lost our N-ACTION-RSP) is accepted once more
             // and answered by the one report; other references under the
             // same UID are refused, since one UID names one request.
-            if existing.payload.references == request.request.references {
+            self.memory.release(reserved_bytes);
+            if existing.payload.references == request.references {
                 if same_association {
                     existing.origin = Some((request.core, request.serial));
                 }
@@ -495,16 +598,17 @@ impl Tracker {
                 {
                     existing.record.next_attempt_at_unix_ns = 0;
                 }
-                tracing::info!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request repeated; the pending transaction stands");
+                tracing::info!(transaction_uid = %Escaped(&transaction_uid), requester = %Escaped(&request.requester_ae_title), "commitment request repeated; the pending transaction stands");
                 self.answer(&request, Ok(()));
                 return;
             }
-            tracing::warn!(transaction_uid = %transaction_uid, requester = %request.requester_ae_title, "commitment request refused: its Transaction UID is pending with other references");
+            tracing::warn!(transaction_uid = %Escaped(&transaction_uid), requester = %Escaped(&request.requester_ae_title), "commitment request refused: its Transaction UID is pending with other references");
             self.answer(&request, Err(Refusal::OtherReferencesPending));
             return;
         }
         if self.transactions.len() >= max_pending {
-            tracing::warn!(transaction_uid = %transaction_uid, limit = max_pending, "commitment request refused: too many pending requests");
+            self.memory.release(reserved_bytes);
+            tracing::warn!(transaction_uid = %Escaped(&transaction_uid), limit = max_pending, "commitment request refused: too many pending requests");
             self.answer(&request, Err(Refusal::TooManyPending { max_pending }));
             return;
         }
@@ -512,22 +616,28 @@ impl Tracker {
         // transaction began is always notified (and then matched below).
         self.pending_count.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
-        let references = std::mem::take(&mut request.request.references);
+        let Request {
+            core,
+            serial,
+            context_id,
+            message_id,
+            requester_ae_title,
+            references,
+            ..
+        } = request;
         let mut present = vec![false; references.len()];
         // A reference stored under another SOP class fails at once (0119):
         // waiting cannot change the class an instance is stored with.
         let mut failed = Vec::new();
+        let uid = &mut self.scratch;
         let check = self.context.store.index().read().and_then(|read| {
             let in_doubt = self.context.in_doubt.snapshot();
-            for (index, (reference, present)) in
-                references.iter().zip(present.iter_mut()).enumerate()
-            {
-                match durable_presence(
-                    &read,
-                    &in_doubt,
-                    &reference.sop_instance_uid,
-                    &reference.sop_class_uid,
-                )? {
+            for (index, present) in present.iter_mut().enumerate() {
+                if !references.instance_uid_into(index, uid) {
+                    continue;
+                }
+                let class = references.class_uid(index).unwrap_or_default();
+                match durable_presence(&read, &in_doubt, uid, class)? {
                     SopPresence::Stored => *present = true,
                     SopPresence::ClassMismatch { .. } => {
                         *present = true;
@@ -538,17 +648,32 @@ impl Tracker {
             }
             Ok(())
         });
+        // What the answers need of the request.
+        let request = Request {
+            core,
+            serial,
+            context_id,
+            message_id,
+            requester_ae_title,
+            transaction_uid: transaction_uid.clone(),
+            references: Default::default(),
+            reserved_bytes,
+        };
         if let Err(error) = check {
             let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
             debug_assert!(previous > 0);
-            tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot read the index");
+            self.memory.release(reserved_bytes);
+            tracing::error!(transaction_uid = %Escaped(&transaction_uid), %error, "commitment request failed: cannot read the index");
             self.answer(&request, Err(Refusal::IndexUnavailable));
             return;
         }
         let check_us = started.elapsed().as_micros() as u64;
         let missing = present.iter().filter(|present| !**present).count();
         let now = unix_now_ns();
+        let id = self.new_id(&transaction_uid);
         let transaction = Transaction {
+            id,
+            reserved_bytes,
             record: CommitmentRecord {
                 state: CommitmentState::Pending,
                 requester_ae_title: request.requester_ae_title.clone(),
@@ -572,31 +697,28 @@ impl Tracker {
         if let Err(error) = self.put(&transaction_uid, &transaction) {
             let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
             debug_assert!(previous > 0);
-            tracing::error!(transaction_uid = %transaction_uid, %error, "commitment request failed: cannot record it");
+            self.ids.remove(&id);
+            self.memory.release(reserved_bytes);
+            tracing::error!(transaction_uid = %Escaped(&transaction_uid), %error, "commitment request failed: cannot record it");
             self.answer(&request, Err(Refusal::CannotRecord));
             return;
         }
         tracing::info!(
-            transaction_uid = %transaction_uid,
-            requester = %request.requester_ae_title,
+            transaction_uid = %Escaped(&transaction_uid),
+            requester = %Escaped(&request.requester_ae_title),
             references = transaction.present.len(),
             missing,
             check_us,
+            memory_bytes = reserved_bytes,
+            memory_in_use_bytes = self.memory.used(),
             "commitment request accepted"
         );
         self.answer(&request, Ok(()));
-        for (index, (reference, present)) in transaction
-            .payload
-            .references
-            .iter()
-            .zip(&transaction.present)
-            .enumerate()
-        {
-            if !present {
-                self.waiting
-                    .entry(reference.sop_instance_uid.clone())
-                    .or_default()
-                    .push((transaction_uid.clone(), index as u32));
+        let uid = &mut self.scratch;
+        for (index, present) in transaction.present.iter().enumerate() {
+            if !present && transaction.payload.references.instance_uid_into(index, uid) {
+                let key = self.waiting.key(uid);
+                self.waiting.insert(key, (id, index as u32));
             }
         }
         let decide_now = missing == 0 || wait.is_zero();
@@ -610,22 +732,31 @@ impl Tracker {
     }
 
     fn stored(&mut self, sop_instance_uid: &str, sop_class_uid: &str) {
-        let Some(waiters) = self.waiting.remove(sop_instance_uid) else {
+        let key = self.waiting.key(sop_instance_uid);
+        let waiters = self.waiting.take(key);
+        if waiters.is_empty() {
             return;
-        };
+        }
         let mut complete = Vec::new();
-        for (transaction_uid, index) in waiters {
-            let Some(transaction) = self.transactions.get_mut(&transaction_uid) else {
+        for (id, index) in waiters {
+            let transaction = self
+                .ids
+                .get(&id)
+                .and_then(|transaction_uid| self.transactions.get_mut(transaction_uid));
+            let Some(transaction) = transaction else {
                 continue;
             };
-            if transaction.record.state != CommitmentState::Pending {
+            let references = &transaction.payload.references;
+            if transaction.record.state != CommitmentState::Pending
+                || !references.instance_uid_is(index as usize, sop_instance_uid)
+            {
+                // Another UID of the same hash: it still waits.
+                if transaction.record.state == CommitmentState::Pending {
+                    self.waiting.insert(key, (id, index));
+                }
                 continue;
             }
-            let matches = transaction
-                .payload
-                .references
-                .get(index as usize)
-                .is_some_and(|reference| reference.sop_class_uid == sop_class_uid);
+            let matches = references.class_uid(index as usize) == Some(sop_class_uid);
             if let Some(present) = transaction.present.get_mut(index as usize) {
                 if !*present {
                     *present = true;
@@ -638,7 +769,9 @@ impl Tracker {
                     }
                     transaction.missing = transaction.missing.saturating_sub(1);
                     if transaction.missing == 0 {
-                        complete.push(transaction_uid);
+                        if let Some(transaction_uid) = self.ids.get(&id) {
+                            complete.push(transaction_uid.clone());
+                        }
                     }
                 }
             }
@@ -673,23 +806,15 @@ impl Tracker {
         let mut failed = Vec::new();
         let read = self.context.store.index().read();
         let in_doubt = self.context.in_doubt.snapshot();
-        for (index, (reference, present)) in transaction
-            .payload
-            .references
-            .iter()
-            .zip(&transaction.present)
-            .enumerate()
-        {
-            if *present {
+        let references = &transaction.payload.references;
+        let uid = &mut self.scratch;
+        for (index, present) in transaction.present.iter().enumerate() {
+            if *present || !references.instance_uid_into(index, uid) {
                 continue;
             }
+            let class = references.class_uid(index).unwrap_or_default();
             let presence = match &read {
-                Ok(read) => durable_presence(
-                    read,
-                    &in_doubt,
-                    &reference.sop_instance_uid,
-                    &reference.sop_class_uid,
-                ),
+                Ok(read) => durable_presence(read, &in_doubt, uid, class),
                 Err(error) => Err(error.clone()),
             };
             let reason = match presence {
@@ -719,19 +844,12 @@ impl Tracker {
         let previous = self.pending_count.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(previous > 0, "more requests decided than were pending");
         self.timers_dirty = true;
-        for (reference, present) in transaction
-            .payload
-            .references
-            .iter()
-            .zip(&transaction.present)
-        {
-            if !present {
-                if let Some(waiters) = self.waiting.get_mut(&reference.sop_instance_uid) {
-                    waiters.retain(|(uid, _)| uid != transaction_uid);
-                    if waiters.is_empty() {
-                        self.waiting.remove(&reference.sop_instance_uid);
-                    }
-                }
+        let references = &transaction.payload.references;
+        let uid = &mut self.scratch;
+        for (index, present) in transaction.present.iter().enumerate() {
+            if !present && references.instance_uid_into(index, uid) {
+                let key = self.waiting.key(uid);
+                self.waiting.remove(key, transaction.id);
             }
         }
         transaction.present = Vec::new();
@@ -741,7 +859,7 @@ impl Tracker {
         transaction.payload.decided_at_unix_ns = unix_now_ns();
         transaction.record.state = CommitmentState::ReportReady;
         transaction.record.next_attempt_at_unix_ns = 0;
-        let references = transaction.payload.references.len();
+        let references = transaction.payload.reference_count as usize;
         let failed_count = transaction.payload.failed.len();
         let requester = transaction.record.requester_ae_title.clone();
         let created_at_unix_ns = transaction.record.created_at_unix_ns;
@@ -769,13 +887,13 @@ impl Tracker {
             if let Err(error) = self.put(transaction_uid, transaction) {
                 // Kept in memory and delivered; a restart before delivery
                 // would decide it again from the pending record.
-                tracing::error!(transaction_uid, %error, "cannot record a decided commitment report");
+                tracing::error!(transaction_uid = %Escaped(transaction_uid), %error, "cannot record a decided commitment report");
             }
         }
         let decided_after_ms = unix_now_ns().saturating_sub(created_at_unix_ns) / 1_000_000;
         tracing::info!(
-            transaction_uid,
-            requester = %requester,
+            transaction_uid = %Escaped(transaction_uid),
+            requester = %Escaped(&requester),
             references,
             failed = failed_count,
             decided_after_ms,
@@ -905,7 +1023,7 @@ impl Tracker {
             }
             let core = self.next_core % core_count;
             self.next_core = self.next_core.wrapping_add(1);
-            tracing::debug!(called_ae = %called_ae_title, %address, reports = reports.len(), "opening an association to deliver commitment reports");
+            tracing::debug!(called_ae = %Escaped(&called_ae_title), %address, reports = reports.len(), "opening an association to deliver commitment reports");
             let message = ToCore::OpenReportAssociation(Box::new(ReportAssociation {
                 calling_ae_title: calling_ae_title.clone(),
                 called_ae_title,
@@ -946,15 +1064,14 @@ impl Tracker {
                 transaction.payload.last_status = status.0;
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Delivered);
-                tracing::info!(transaction_uid, requester = %requester, attempts = transaction.record.delivery_attempts, "commitment report delivered");
+                tracing::info!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts = transaction.record.delivery_attempts, "commitment report delivered");
             }
             DeliveryOutcome::Delivered(status) | DeliveryOutcome::Refused(status) => {
                 transaction.payload.last_status = status.0;
-                transaction.payload.last_error =
-                    format!("the peer answered status {:04X}", status.0);
+                transaction.payload.last_error = format!("the peer answered status {status}");
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Failed);
-                tracing::error!(transaction_uid, requester = %requester, status = %format!("{:04X}", status.0), "commitment report refused by the peer: permanent failure, not retried");
+                tracing::error!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), status = %status, "commitment report refused by the peer: permanent failure, not retried");
             }
             DeliveryOutcome::NotOpen => {
                 // The requester's association has closed: not an attempt;
@@ -971,7 +1088,7 @@ impl Tracker {
                 let retries_allowed = config.commitment.report_retry_count;
                 if attempts > retries_allowed {
                     finished = Some(CommitmentState::Failed);
-                    tracing::error!(transaction_uid, requester = %requester, attempts, reason = %reason, "commitment report given up after its retries");
+                    tracing::error!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts, reason = %Escaped(&reason), "commitment report given up after its retries");
                 } else {
                     let delay = retry_delay(
                         config.commitment.report_retry_delay_s,
@@ -980,21 +1097,24 @@ impl Tracker {
                     );
                     transaction.record.next_attempt_at_unix_ns =
                         now.saturating_add(duration_ns(delay));
-                    tracing::warn!(transaction_uid, requester = %requester, attempts, retry_in_s = delay.as_secs(), reason = %reason, "commitment report delivery failed; will retry");
+                    tracing::warn!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts, retry_in_s = delay.as_secs(), reason = %Escaped(&reason), "commitment report delivery failed; will retry");
                 }
             }
         }
         if let Some(state) = finished {
             transaction.record.state = state;
             transaction.payload.finished_at_unix_ns = now;
+            // Kept 7 days for the operator view: the failures and the
+            // counts, not every committed reference.
+            transaction.payload.prune();
         }
         if let Some(transaction) = self.transactions.get(transaction_uid) {
             if let Err(error) = self.put(transaction_uid, transaction) {
-                tracing::error!(transaction_uid, %error, "cannot record a commitment delivery outcome");
+                tracing::error!(transaction_uid = %Escaped(transaction_uid), %error, "cannot record a commitment delivery outcome");
             }
         }
         if let Some(state) = finished {
-            if let Some(transaction) = self.transactions.remove(transaction_uid) {
+            if let Some(transaction) = self.forget(transaction_uid) {
                 if state == CommitmentState::Failed {
                     self.context.store.shared.events.publish(
                         StoreEvent::CommitmentReportUndelivered {
@@ -1041,6 +1161,25 @@ fn durable_presence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_keeps_every_waiter_of_a_key_and_removes_one_transaction() {
+        let mut waiting = Waiting::default();
+        let key = waiting.key("1.2.3");
+        assert_eq!(key, waiting.key("1.2.3"));
+        // Three transactions wait for the same instance (or a collision).
+        waiting.insert(key, (1, 10));
+        waiting.insert(key, (2, 20));
+        waiting.insert(key, (3, 30));
+        waiting.remove(key, 1);
+        let mut left = waiting.take(key);
+        left.sort_unstable();
+        assert_eq!(left, vec![(2, 20), (3, 30)]);
+        assert!(waiting.take(key).is_empty());
+        waiting.insert(key, (4, 40));
+        waiting.remove(key, 4);
+        assert!(waiting.first.is_empty() && waiting.more.is_empty());
+    }
 
     #[test]
     fn retry_delay_doubles_up_to_the_cap() {

@@ -35,11 +35,12 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
-    AcceptConfig, CommitmentConfig, Config, NetworkConfig, QueryConfig, ServerConfig, StorageConfig,
+    AcceptConfig, CommitmentConfig, Config, NetworkConfig, QueryConfig, ServerConfig,
+    StorageConfig, ValidationConfig,
 };
 pub use values::{
-    AeSelection, AeTitle, ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat,
-    LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
+    AeSelection, AeTitle, CheckMode, ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
+    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
     TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX,
     UID_LENGTH_MAX,
 };

@@ -19,9 +19,9 @@ use super::kinds::{
     TransferSyntaxKind,
 };
 use super::values::{
-    AeSelection, AeTitle, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel,
-    PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection, TransferSyntaxSelection,
-    Uid, UidConflictPolicy,
+    AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat,
+    LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
+    TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -92,6 +92,17 @@ config_options! {
         /// The least severe events that are logged.
         log_level: LogLevel = LogLevel::Info,
             kind EnumKind::<LogLevel>::new(), flag "log-level";
+
+        /// How long a stopping server (SIGTERM, SIGINT) lets the instances
+        /// in flight finish and be answered. It stops taking new
+        /// associations at once (A-ASSOCIATE-RJ, transient, so senders
+        /// retry), refuses new C-STOREs with A700, and ends each
+        /// association with an A-ABORT as soon as everything it sent is
+        /// answered; what is still in flight when this time is up is
+        /// aborted (never answered success, never lost). 0 aborts at once.
+        shutdown_drain_ms: Duration = Duration::from_secs(5),
+            kind DurationKind::new(TimeUnit::Milliseconds, 0, 600_000),
+            flag "shutdown-drain-ms";
     }
 
     /// Listeners, AE titles, association limits, timeouts and the remote AE
@@ -294,6 +305,55 @@ config_options! {
             kind ByteSizeKind::<u64>::new(16 * MIB, 64 * TIB), flag "index-map-size";
     }
 
+    /// What Sluice does when a received instance departs from the standard
+    /// in a way some senders' data does: refuse it (`"strict"`: the
+    /// sender is told the failure status and why, nothing is kept) or keep
+    /// it (`"lenient"`: stored as received, a warning logged). What can
+    /// never be stored
+    /// (a data set that does not parse, no Study or Series Instance UID, a
+    /// malformed UID, UIDs that contradict the command) is always refused.
+    /// The defaults, and why: docs/design/ingest.md, "Validation".
+    [validation] ValidationConfig "Validation of received instances" {
+        /// A UID with a component that starts with a zero
+        /// (`1.2.840.113619.2.55.3.0123`), in the command or the data set:
+        /// not valid DICOM (PS3.5 9.1), but sent by real modalities and read
+        /// by every toolkit. Strict refuses with A900.
+        uid_leading_zero: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-uid-leading-zero";
+
+        /// The data set has no SOP Class UID or SOP Instance UID (or an
+        /// empty one); the C-STORE command carries both, and the file and
+        /// the index take them from it. Strict refuses with A900.
+        sop_uids_missing: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-sop-uids-missing";
+
+        /// An image SOP class lacks what display needs: Rows, Columns, Bits
+        /// Allocated, Samples per Pixel, Photometric Interpretation, a
+        /// positive Number of Frames (A900 when strict), or Pixel Data
+        /// (C010).
+        image_pixel_module: CheckMode = CheckMode::Strict,
+            kind EnumKind::<CheckMode>::new(), flag "validation-image-pixel-module";
+
+        /// Pixel Data encapsulated (fragments) under a native transfer
+        /// syntax, native under a compressed one, or encapsulated without a
+        /// fragment: the pixels cannot be decoded as labelled. Strict
+        /// refuses with C012.
+        pixel_data_encapsulation: CheckMode = CheckMode::Strict,
+            kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-encapsulation";
+
+        /// Native Pixel Data longer than Rows, Columns, Samples per Pixel,
+        /// Bits Allocated and Number of Frames imply: the image is all
+        /// there, followed by extra bytes that viewers ignore. Strict
+        /// refuses with C011.
+        pixel_data_trailing_bytes: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-trailing-bytes";
+
+        /// Native Pixel Data shorter than the image attributes imply: part
+        /// of the image is missing. Strict refuses with C011.
+        pixel_data_short: CheckMode = CheckMode::Strict,
+            kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-short";
+    }
+
     /// Storage Commitment Push Model: waiting for late instances and
     /// delivering the reports (N-EVENT-REPORT).
     [commitment] CommitmentConfig "Storage Commitment" {
@@ -310,6 +370,15 @@ config_options! {
         /// request beyond it is refused with a failure status.
         max_pending_requests: u32 = 10_000,
             kind IntKind::<u32>::new(1, 1_000_000), flag "commitment-max-pending-requests";
+
+        /// The most memory the commitment requests held (waiting for their
+        /// instances, or for their report to be delivered) may take, their
+        /// references packed (about 65 bytes per referenced instance while
+        /// it is waited for: 50,000 references take about 3 MiB). A request
+        /// that would go past it is refused with 0213 (resource
+        /// limitation) and logged; the requester may send it again later.
+        memory_budget: u64 = 256 * MIB,
+            kind ByteSizeKind::<u64>::new(MIB, TIB), flag "commitment-memory-budget";
 
         /// How a report reaches the requester.
         report_delivery: ReportDelivery = ReportDelivery::SameAssociationOrNew,

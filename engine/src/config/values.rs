@@ -418,6 +418,19 @@ config_enum! {
 }
 
 config_enum! {
+    /// What a check of received instances does when it finds something
+    /// (the validation table of docs/design/ingest.md).
+    pub enum CheckMode {
+        /// Refuse the instance with the check's failure status; nothing is
+        /// kept, the sender is told why.
+        Strict = "strict",
+        /// Store the instance as received and log a warning; the sender is
+        /// told success.
+        Lenient = "lenient",
+    }
+}
+
+config_enum! {
     /// What happens when an instance arrives whose SOP Instance UID is
     /// already stored under a different Study or Series Instance UID.
     pub enum UidConflictPolicy {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use sluice_index::{FileId, InstanceRecord, NewInstance};
-use sluice_net::scan::{check_store, DatasetScanner, StoreCheck};
+use sluice_net::scan::{check_store, DatasetScanner, Leniency, StoreCheck};
 use sluice_net::uid;
 
 use crate::store::check::READ_CHUNK_BYTES;
@@ -78,6 +78,9 @@ pub(crate) fn instance_of_file(path: &Path, file_id: FileId) -> Result<NewInstan
             affected_sop_instance_uid: &header.sop_instance_uid,
             transfer_syntax: facts,
             image_class: uid::is_image_sop_class(&header.sop_class_uid),
+            // Accepted at ingest under the setting of the day: only what
+            // always refuses refuses here.
+            lenient: Leniency::ALL,
         },
     )
     .map_err(|rejection| format!("refused as at ingest: {rejection}"))?;
@@ -89,6 +92,7 @@ pub(crate) fn instance_of_file(path: &Path, file_id: FileId) -> Result<NewInstan
         .unwrap_or(0);
     Ok(instance_from_head(
         &head,
+        &header.sop_instance_uid,
         InstanceRecord {
             file_id,
             file_size_bytes: file_bytes,

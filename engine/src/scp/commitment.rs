@@ -29,11 +29,12 @@ use super::conn::{Connection, Connections, Purpose, Timeouts};
 use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
-use crate::commit::messages::{DeliveryOutcome, ReportAssociation, Request};
+use crate::commit::messages::{
+    request_bytes, DeliveryOutcome, Refusal, ReportAssociation, Request,
+};
+use crate::commit::references::References;
+use crate::escape::Escaped;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
-
-/// Error Comment (LO) is at most 64 characters.
-const ERROR_COMMENT_CHARS_MAX: usize = 64;
 
 /// The reports of one association.
 #[derive(Debug, Default)]
@@ -145,7 +146,9 @@ impl Commitment {
             );
             return;
         };
-        let request = match CommitmentRequest::decode(&bytes, encoding, DatasetLimits::default()) {
+        let decoded = CommitmentRequest::decode(&bytes, encoding, DatasetLimits::default());
+        drop(bytes);
+        let request = match decoded {
             Ok(request) => request,
             Err(error) => {
                 refuse(
@@ -158,15 +161,46 @@ impl Commitment {
                 return;
             }
         };
+        // Packed at once (the decoded references cost about six times as
+        // much), then counted in the commitment memory budget before the
+        // tracker gets it.
+        let CommitmentRequest {
+            transaction_uid,
+            references,
+        } = request;
+        let packed = References::pack(&references);
+        drop(references);
+        let references = match packed {
+            Ok(packed) => packed,
+            Err(error) => {
+                let failure = Failure::Commitment(Refusal::References(error));
+                refuse(core, conn, context_id, rq.message_id, failure);
+                return;
+            }
+        };
+        let reserved_bytes = request_bytes(&references);
+        if let Err(refusal) = self.shared.tracker.memory().try_reserve(reserved_bytes) {
+            refuse(
+                core,
+                conn,
+                context_id,
+                rq.message_id,
+                Failure::Commitment(refusal),
+            );
+            return;
+        }
         let request = Request {
             core: self.core_index,
             serial: conn.serial,
             context_id,
             message_id: rq.message_id,
             requester_ae_title: conn.calling_ae_title.clone(),
-            request,
+            transaction_uid,
+            references,
+            reserved_bytes,
         };
         if self.shared.tracker.request(request).is_err() {
+            self.shared.tracker.memory().release(reserved_bytes);
             refuse(core, conn, context_id, rq.message_id, Failure::TrackerBusy);
         }
     }
@@ -200,7 +234,7 @@ impl Commitment {
             return;
         };
         if let Err(reason) = self.send_report(core, conn, &report) {
-            tracing::debug!(serial, transaction_uid = %transaction_uid, reason = %reason, "report not sent on the requester's association");
+            tracing::debug!(serial, transaction_uid = %Escaped(&transaction_uid), reason = %Escaped(&reason), "report not sent on the requester's association");
             self.delivery(transaction_uid, DeliveryOutcome::NotOpen);
         }
     }
@@ -244,7 +278,7 @@ impl Commitment {
             .insert(message_id, report.transaction_uid.clone());
         tracing::debug!(
             serial = conn.serial,
-            transaction_uid = %report.transaction_uid,
+            transaction_uid = %Escaped(&report.transaction_uid),
             event_type = report.event_type_id(),
             "N-EVENT-REPORT sent"
         );
@@ -444,7 +478,7 @@ impl Commitment {
             let outcome = if conn.is_outbound() {
                 DeliveryOutcome::CommunicationFailure(reason.to_owned())
             } else {
-                tracing::debug!(transaction_uid = %transaction_uid, reason, "requester's association ended before its report was answered");
+                tracing::debug!(transaction_uid = %Escaped(&transaction_uid), reason, "requester's association ended before its report was answered");
                 DeliveryOutcome::NotOpen
             };
             self.delivery(transaction_uid, outcome);
@@ -470,9 +504,9 @@ fn refuse(
 ) {
     tracing::warn!(
         peer = ?conn.peer,
-        calling_ae = %conn.calling_ae_title,
-        status = %format!("{:04X}", failure.status().0),
-        reason = %failure,
+        calling_ae = %Escaped(&conn.calling_ae_title),
+        status = %failure.status(),
+        reason = %Escaped(&failure),
         "commitment request refused"
     );
     send_action_rsp(core, conn, context_id, message_id, Some(&failure));
@@ -488,13 +522,7 @@ fn send_action_rsp(
     failure: Option<&Failure>,
 ) {
     let status = failure.map_or(Status::SUCCESS, Failure::status);
-    let error_comment = failure.map(|failure| {
-        let mut text = failure.to_string();
-        if let Some((end, _)) = text.char_indices().nth(ERROR_COMMENT_CHARS_MAX) {
-            text.truncate(end);
-        }
-        text
-    });
+    let error_comment = failure.map(Failure::error_comment);
     let rsp = Command::NActionRsp(NActionRsp {
         message_id_being_responded_to: message_id,
         affected_sop_class_uid: Some(uid::STORAGE_COMMITMENT_PUSH_MODEL.to_owned()),

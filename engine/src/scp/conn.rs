@@ -30,6 +30,7 @@ use sluice_net::pdu::AssociateRq;
 
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
+use crate::escape::Escaped;
 
 /// The association timers' durations (`network.artim_timeout_ms`,
 /// `network.idle_timeout_ms`).
@@ -116,6 +117,9 @@ pub(crate) struct Connection {
     /// Its counters.
     pub(crate) counters: Counters,
     endpoint: Endpoint,
+    /// Requests received and not yet answered (C-STORE-RQ, N-ACTION-RQ):
+    /// a stopping server waits for them before it aborts the association.
+    owed: u32,
     /// The io timer armed for the endpoint's earliest deadline, and the
     /// deadline it was armed for.
     timer_armed: Option<(TimerId, Instant)>,
@@ -157,6 +161,7 @@ impl Connection {
                 started: Instant::now(),
             },
             endpoint: Endpoint::new(role, config),
+            owed: 0,
             timer_armed: None,
             sends_in_flight: 0,
             closing: Closing::Open,
@@ -232,6 +237,23 @@ impl Connection {
         self.endpoint.may_send_pdata()
     }
 
+    /// A request that owes its peer an answer (C-STORE-RQ, N-ACTION-RQ,
+    /// C-FIND-RQ, C-MOVE-RQ, C-GET-RQ) arrived.
+    pub(crate) fn request_received(&mut self) {
+        self.owed += 1;
+    }
+
+    /// Nothing owed and nothing arriving: a stopping server may abort it
+    /// without leaving a request unanswered.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.owed == 0 && self.receiving.is_none()
+    }
+
+    /// The transport is closing (or closed): nothing more to do with it.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing != Closing::Open || self.endpoint.close_requested()
+    }
+
     /// A fresh Message ID for a request this side sends.
     pub(crate) fn message_id(&mut self) -> u16 {
         self.endpoint.next_message_id()
@@ -293,7 +315,13 @@ impl Connection {
 
     /// Aborts the association (A-ABORT) and closes the transport once sent.
     pub(crate) fn abort(&mut self, core: &mut Core, reason: &str) {
-        tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, reason, "aborting the association");
+        tracing::warn!(peer = ?self.peer, calling_ae = %Escaped(&self.calling_ae_title), reason, "aborting the association");
+        self.abort_quietly(core, reason);
+    }
+
+    /// [`Connection::abort`] without its warning: the shutdown's aborts,
+    /// which its "association ended" lines and the drain's summary report.
+    pub(crate) fn abort_quietly(&mut self, core: &mut Core, reason: &str) {
         self.outcome = Some(format!("aborted by Sluice: {reason}"));
         self.endpoint.abort(Instant::now());
         self.flush(core);
@@ -311,8 +339,28 @@ impl Connection {
         data_set: Option<&[u8]>,
     ) -> Result<(), SendError> {
         let sent = self.endpoint.send_message(context_id, command, data_set);
+        if sent.is_ok() {
+            self.answered(command);
+        }
         self.flush(core);
         sent
+    }
+
+    /// A message went out: a final answer to a counted request (C-STORE,
+    /// N-ACTION, C-FIND, C-MOVE, C-GET; a pending answer is not final)
+    /// settles it.
+    fn answered(&mut self, command: &Command) {
+        let settles = match command {
+            Command::CStoreRsp(_) | Command::NActionRsp(_) => true,
+            Command::CFindRsp(rsp) => !rsp.status.is_pending(),
+            Command::CMoveRsp(rsp) | Command::CGetRsp(rsp) => !rsp.status.is_pending(),
+            _ => false,
+        };
+        if settles {
+            // Every request answered was counted by `request_received`.
+            debug_assert!(self.owed > 0, "an answer to a request not counted");
+            self.owed = self.owed.saturating_sub(1);
+        }
     }
 
     /// Queues a DIMSE message without sending it yet: several go out in
@@ -324,7 +372,11 @@ impl Connection {
         command: &Command,
         data_set: Option<&[u8]>,
     ) -> Result<(), SendError> {
-        self.endpoint.send_message(context_id, command, data_set)
+        let sent = self.endpoint.send_message(context_id, command, data_set);
+        if sent.is_ok() {
+            self.answered(command);
+        }
+        sent
     }
 
     /// Sends what was queued.
@@ -388,18 +440,30 @@ impl Connection {
         self.endpoint.pdu_length_max_peer()
     }
 
-    /// Sends a response (no data set) on `context_id`.
+    /// Sends a response (no data set) on `context_id`. Every request gets
+    /// its answer or, when the answer cannot be encoded (a service echoed a
+    /// value the encoder refuses), the association is aborted and the
+    /// reason logged at error: never a silent drop (issue #19: a response
+    /// that could not be encoded left its sender waiting forever).
     pub(crate) fn send_command(&mut self, core: &mut Core, context_id: u8, command: &Command) {
         match self.send_message(core, context_id, command, None) {
+            // Counted as answered by `send_message`.
             Ok(()) => {}
             // No longer established (released or aborted while the answer
             // was on its way): the peer gets no answer.
-            Err(SendError::NotAllowed(_)) => {}
-            // A command that cannot be encoded or framed is not sent
-            // (issue #19: an invalid UID echoed from the request leaves it
-            // unanswered).
-            Err(SendError::Command(_) | SendError::Frame(_)) => {}
-            Err(other) => debug_assert!(false, "a response not sent: {other}"),
+            Err(SendError::NotAllowed(error)) => {
+                tracing::debug!(peer = ?self.peer, %error, "response not sent: the association has ended");
+            }
+            Err(error) => {
+                tracing::error!(
+                    peer = ?self.peer,
+                    calling_ae = %Escaped(&self.calling_ae_title),
+                    command = ?command.command_field(),
+                    %error,
+                    "a response cannot be sent; aborting the association"
+                );
+                self.abort(core, "a response could not be encoded");
+            }
         }
     }
 
@@ -530,7 +594,7 @@ impl Connection {
             Some(_) | None => None,
         };
         if let Some(what) = what {
-            tracing::warn!(peer = ?self.peer, calling_ae = %self.calling_ae_title, "{what}: aborting the association");
+            tracing::warn!(peer = ?self.peer, calling_ae = %Escaped(&self.calling_ae_title), "{what}: aborting the association");
             self.outcome = Some(what.to_owned());
         }
         self.flush(core);
@@ -547,8 +611,8 @@ impl Connection {
     pub(crate) fn log_ended(&mut self) {
         tracing::info!(
             peer = %self.peer.map(|peer| peer.to_string()).unwrap_or_default(),
-            calling_ae = %self.calling_ae_title,
-            called_ae = %self.called_ae_title,
+            calling_ae = %Escaped(&self.calling_ae_title),
+            called_ae = %Escaped(&self.called_ae_title),
             contexts_accepted = self.counters.contexts_accepted,
             instances_stored = self.counters.instances_stored,
             instances_quarantined = self.counters.instances_quarantined,
@@ -556,7 +620,7 @@ impl Connection {
             instances_sent = self.counters.instances_sent,
             bytes = self.counters.bytes_received,
             duration_ms = self.counters.started.elapsed().as_millis() as u64,
-            outcome = %self.outcome.take().unwrap_or_else(|| "connection closed".to_owned()),
+            outcome = %Escaped(self.outcome.take().unwrap_or_else(|| "connection closed".to_owned())),
             "association ended"
         );
     }
@@ -590,6 +654,20 @@ impl Connections {
     /// The serial of the connection with this io id.
     pub(crate) fn serial_of(&self, id: ConnId) -> Option<u64> {
         self.serial_of.get(&id).copied()
+    }
+
+    /// No connection left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_serial.is_empty()
+    }
+
+    /// The serials of the connections for which `keep` holds.
+    pub(crate) fn serials_where(&self, keep: impl Fn(&Connection) -> bool) -> Vec<u64> {
+        self.by_serial
+            .values()
+            .filter(|conn| keep(conn))
+            .map(|conn| conn.serial)
+            .collect()
     }
 
     /// Takes out a connection whose socket is gone (closed, or its connect

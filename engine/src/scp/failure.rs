@@ -32,6 +32,10 @@ pub(crate) enum Failure {
     /// The store is in its refusing state (A700).
     #[error("the store refuses after repeated durability failures")]
     Refusing,
+    /// The server is stopping: it answers what is in flight and takes
+    /// nothing new (A700; the sender retries later).
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// `storage.instances_in_flight_max_per_core` instances on this core (A710).
     #[error("{max} instances in flight on this core")]
     InFlightLimit {
@@ -242,6 +246,7 @@ impl Failure {
             Failure::IndexCommit(error) => status_of_index_error(error),
             Failure::Refusing
             | Failure::RemovalsOwed { .. }
+            | Failure::ShuttingDown
             | Failure::FileIdsExhausted
             | Failure::TemporaryDirectory(_)
             | Failure::Open(_)
@@ -273,6 +278,27 @@ fn is_no_space(errno: i32) -> bool {
     )
 }
 
+/// The longest Error Comment (0000,0902) sent: its VR (LO) allows 64
+/// characters.
+pub(crate) const ERROR_COMMENT_CHARS_MAX: usize = 64;
+
+impl Failure {
+    /// The reason as an Error Comment (0000,0902): the first 64 characters
+    /// of the `Display` text, every character outside printable ASCII (and
+    /// the backslash, LO's value separator) replaced by `?`, so it always
+    /// encodes (a reason may quote a peer's value).
+    pub(crate) fn error_comment(&self) -> String {
+        self.to_string()
+            .chars()
+            .take(ERROR_COMMENT_CHARS_MAX)
+            .map(|character| match character {
+                ' '..='~' if character != '\\' => character,
+                _ => '?',
+            })
+            .collect()
+    }
+}
+
 /// The C-STORE status for an index failure: the disk-space statuses for a
 /// full map or disk (A711: resources the operator must add), A700 otherwise.
 pub fn status_of_index_error(error: &IndexError) -> Status {
@@ -285,6 +311,31 @@ pub fn status_of_index_error(error: &IndexError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_comments_always_encode() {
+        let failure = Failure::SopClassNotOnContext {
+            sop_class_uid: "1.2\n\u{1b}[31m\\é".into(),
+            abstract_syntax: "x".repeat(100),
+        };
+        let comment = failure.error_comment();
+        assert_eq!(comment.chars().count(), ERROR_COMMENT_CHARS_MAX);
+        assert!(
+            comment.starts_with("SOP class 1.2??[31m?? sent"),
+            "{comment}"
+        );
+        let rsp = sluice_net::dimse::Command::CStoreRsp(sluice_net::dimse::CStoreRsp {
+            message_id_being_responded_to: 1,
+            affected_sop_class_uid: None,
+            affected_sop_instance_uid: None,
+            status: failure.status(),
+            detail: sluice_net::dimse::StatusDetail {
+                error_comment: Some(comment),
+                ..Default::default()
+            },
+        });
+        assert!(rsp.encode().is_ok());
+    }
 
     #[test]
     fn statuses_and_reasons_of_store_failures() {

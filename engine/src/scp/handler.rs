@@ -24,11 +24,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_io::{ConnId, Core, CoreSender, Event, Handler, RecvBuf};
 use sluice_net::assoc::{Indication, NegotiationOutcome};
 use sluice_net::dimse::{CEchoRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::{DataSet, Incoming, Violation};
+use sluice_net::pdu::{AssociateRj, RejectReason, RejectResult};
+use sluice_net::uid;
 
 use super::admission;
 use super::commitment::Commitment;
@@ -38,10 +41,11 @@ use super::ingest::dir_sync::RoundId;
 use super::ingest::replies::ReplyQueue;
 use super::ingest::{Ingest, JobKey};
 use super::query::QueryRetrieve;
-use super::shared::ServerShared;
+use super::shared::{DrainReport, ServerShared};
 use super::storage;
-use super::tag::{split, TagKind};
+use super::tag::{split, tag, TagKind};
 use crate::commit::messages::ToCore;
+use crate::escape::Escaped;
 
 /// Messages from other threads to a core.
 #[derive(Debug)]
@@ -51,6 +55,26 @@ pub(crate) enum CoreMessage {
     IndexAnswers,
     /// The commitment tracker asks for something.
     Commitment(ToCore),
+    /// The server is stopping: drain until `deadline` (see `Server::drain`).
+    Drain {
+        /// When whatever is still in flight is aborted.
+        deadline: Instant,
+    },
+}
+
+/// A core's part of a graceful shutdown: no new association or C-STORE is
+/// taken; each association is aborted as soon as it owes nothing (every
+/// request it sent answered, no data set arriving); at the deadline the
+/// rest are aborted; once no association and no instance is left the core
+/// tells the server.
+#[derive(Debug)]
+struct Drain {
+    /// Associations aborted at the deadline with requests unanswered.
+    aborted_busy: usize,
+    /// The deadline passed.
+    overdue: bool,
+    /// The server was told this core drained.
+    reported: bool,
 }
 
 /// One core's handler (see the module documentation).
@@ -62,6 +86,8 @@ pub(crate) struct CoreHandler {
     ingest: Ingest,
     commitment: Commitment,
     query: QueryRetrieve,
+    /// Set once the server asked the core to drain.
+    draining: Option<Drain>,
 }
 
 impl std::fmt::Debug for CoreHandler {
@@ -98,6 +124,7 @@ impl CoreHandler {
             core_index,
             timeouts,
             conns: Connections::default(),
+            draining: None,
         }
     }
 
@@ -186,10 +213,10 @@ impl CoreHandler {
                 // more.
                 match &violation {
                     Violation::Pdu(error) => {
-                        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "malformed PDU; aborting the association");
+                        tracing::warn!(peer = ?conn.peer, calling_ae = %Escaped(&conn.calling_ae_title), %error, "malformed PDU; aborting the association");
                     }
                     other => {
-                        tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, reason = %other, "aborting the association");
+                        tracing::warn!(peer = ?conn.peer, calling_ae = %Escaped(&conn.calling_ae_title), reason = %Escaped(&other), "aborting the association");
                         conn.outcome = Some(format!("aborted by Sluice: {other}"));
                     }
                 }
@@ -209,8 +236,19 @@ impl CoreHandler {
             Indication::AssociateRequest(rq) => {
                 conn.calling_ae_title = rq.calling_ae_title.trim().to_owned();
                 conn.called_ae_title = rq.called_ae_title.trim().to_owned();
-                let (outcome, grants) =
-                    admission::negotiate_limited(&self.shared, &rq, conn.listener);
+                let (outcome, grants) = if self.draining.is_some() {
+                    // Transient: the sender retries, on this server once it
+                    // is back or on another.
+                    (
+                        NegotiationOutcome::Reject(AssociateRj {
+                            result: RejectResult::Transient,
+                            reason: RejectReason::TemporaryCongestion,
+                        }),
+                        Default::default(),
+                    )
+                } else {
+                    admission::negotiate_limited(&self.shared, &rq, conn.listener)
+                };
                 conn.extended_negotiation = grants;
                 match &outcome {
                     NegotiationOutcome::Accept { negotiated, .. } => {
@@ -221,8 +259,8 @@ impl CoreHandler {
                         let (result, source, reason) = rj.codes();
                         tracing::warn!(
                             peer = ?conn.peer,
-                            calling_ae = %conn.calling_ae_title,
-                            called_ae = %conn.called_ae_title,
+                            calling_ae = %Escaped(&conn.calling_ae_title),
+                            called_ae = %Escaped(&conn.called_ae_title),
                             "association rejected: result {result}, source {source}, reason {reason}"
                         );
                         conn.outcome = Some(format!("rejected {result}/{source}/{reason}"));
@@ -306,6 +344,13 @@ impl CoreHandler {
             "a command while a data set arrives"
         );
         // Query/Retrieve reaches other associations (its lanes) too.
+        if matches!(
+            command,
+            Command::CFindRq(_) | Command::CMoveRq(_) | Command::CGetRq(_)
+        ) {
+            // Owed its final answer: a draining server waits for it.
+            conn.request_received();
+        }
         let command = match command {
             Command::CFindRq(rq) => {
                 return self.query.find_requested(
@@ -347,18 +392,36 @@ impl CoreHandler {
         };
         match command {
             Command::CEchoRq(rq) => {
+                // Echoed when it can go on the wire as a UI value, else the
+                // context's (Verification): the answer always encodes.
+                let affected_sop_class_uid =
+                    if uid::check_uid_value(rq.affected_sop_class_uid.as_bytes()).is_ok() {
+                        rq.affected_sop_class_uid
+                    } else {
+                        uid::VERIFICATION.to_owned()
+                    };
                 let rsp = Command::CEchoRsp(CEchoRsp {
                     message_id_being_responded_to: rq.message_id,
-                    affected_sop_class_uid: Some(rq.affected_sop_class_uid),
+                    affected_sop_class_uid: Some(affected_sop_class_uid),
                     status: Status::SUCCESS,
                     detail: StatusDetail::default(),
                 });
                 conn.send_command(core, context_id, &rsp);
             }
             Command::CStoreRq(rq) => {
-                storage::requested(core, conn, &mut self.ingest, context_id, rq, data_set);
+                let draining = self.draining.is_some();
+                storage::requested(
+                    core,
+                    conn,
+                    &mut self.ingest,
+                    context_id,
+                    rq,
+                    data_set,
+                    draining,
+                );
             }
             Command::NActionRq(rq) => {
+                conn.request_received();
                 self.commitment
                     .action_requested(core, conn, context_id, rq, data_set);
             }
@@ -400,6 +463,69 @@ impl CoreHandler {
         storage::answer(core, &mut self.conns, &self.shared, self.ingest.answers());
     }
 
+    // ----- shutdown -----
+
+    /// The server asked this core to drain until `deadline`.
+    fn drain(&mut self, core: &mut Core, deadline: Instant) {
+        if self.draining.is_some() {
+            return;
+        }
+        self.draining = Some(Drain {
+            aborted_busy: 0,
+            overdue: false,
+            reported: false,
+        });
+        let after = deadline.saturating_duration_since(Instant::now());
+        if after.is_zero() || core.timer(after, tag(TagKind::DrainDeadline, 0)).is_err() {
+            // No time, or no timer to keep it: the deadline is now.
+            self.drain_deadline(core);
+        }
+        self.drain_step(core);
+    }
+
+    /// While draining: aborts every inbound association that owes nothing,
+    /// and tells the server once the core has nothing left.
+    fn drain_step(&mut self, core: &mut Core) {
+        let Some(drain) = &self.draining else {
+            return;
+        };
+        let overdue = drain.overdue;
+        let idle = self.conns.serials_where(|conn| {
+            !conn.is_closing() && (overdue || (!conn.is_outbound() && conn.is_idle()))
+        });
+        for serial in idle {
+            if let Some(conn) = self.conns.get_mut(serial) {
+                conn.abort_quietly(core, "the server is shutting down");
+            }
+        }
+        let Some(drain) = &mut self.draining else {
+            return;
+        };
+        if !drain.reported && self.conns.is_empty() && self.ingest.is_idle() {
+            drain.reported = true;
+            let report = DrainReport {
+                aborted_busy: drain.aborted_busy,
+            };
+            // The server waits on the other end (or gave up waiting).
+            let _ = self.shared.drained.try_send(report);
+        }
+    }
+
+    /// The drain time is over: every association left is aborted, those
+    /// with requests unanswered counted (their data sets in progress are
+    /// abandoned; an instance already whole goes on to be stored).
+    fn drain_deadline(&mut self, core: &mut Core) {
+        let Some(drain) = &mut self.draining else {
+            panic!("a drain deadline on a core that is not draining");
+        };
+        drain.overdue = true;
+        drain.aborted_busy = self
+            .conns
+            .serials_where(|conn| !conn.is_closing() && !conn.is_idle())
+            .len();
+        self.drain_step(core);
+    }
+
     // ----- io events -----
 
     fn timer_fired(&mut self, core: &mut Core, tag: u64) {
@@ -417,6 +543,7 @@ impl CoreHandler {
                 self.query.find_step(core, &mut self.conns, serial);
             }
             (Some(TagKind::ClearTimer), _) => self.ingest.clear_fired(core),
+            (Some(TagKind::DrainDeadline), _) => self.drain_deadline(core),
             (kind, value) => panic!("a timer of kind {kind:?} ({value}) that no core arms"),
         }
     }
@@ -532,6 +659,7 @@ impl Handler for CoreHandler {
             _ => {}
         }
         self.answer_stores(core);
+        self.drain_step(core);
     }
 
     /// The in-doubt marks of instances already answered are cleared before
@@ -572,7 +700,9 @@ impl Handler for CoreHandler {
                     self.timeouts,
                 );
             }
+            CoreMessage::Drain { deadline } => self.drain(core, deadline),
         }
         self.answer_stores(core);
+        self.drain_step(core);
     }
 }

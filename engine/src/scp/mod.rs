@@ -35,9 +35,9 @@ mod storage;
 mod tag;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_io::{
     BackendChoice, BackendKind, JoinError, Runtime, RuntimeConfig, RuntimeHandle, StartError,
@@ -47,6 +47,7 @@ use thiserror::Error;
 use crate::commit::messages::{Cores, ToCore};
 use crate::commit::tracker::{TrackerContext, TrackerHandle};
 use crate::config::IoBackend;
+use crate::lock::{probe_port, DataDirectoryLock, LockError, PortLock};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
 use ingest::space::SpaceAccount;
@@ -55,7 +56,7 @@ pub use failure::status_of_index_error;
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
 
 use handler::{CoreHandler, CoreMessage};
-use shared::ServerShared;
+use shared::{DrainReport, ServerShared};
 
 /// How long the commitment tracker may wait for room in a core's mailbox.
 const TRACKER_MAILBOX_SEND_WAIT: Duration = Duration::from_secs(5);
@@ -73,6 +74,9 @@ pub enum ServeError {
     /// The configuration cannot be served, or start-up recovery failed.
     #[error("{0}")]
     Config(String),
+    /// Another process holds the data directory or serves the port.
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 /// A hook that adjusts the I/O runtime's configuration before start.
@@ -92,6 +96,11 @@ impl std::fmt::Debug for ServeOptions {
             .field("adjust_runtime", &self.adjust_runtime.is_some())
             .finish()
     }
+}
+
+/// The number of cores the configuration asks for.
+fn core_count_of(config: &crate::config::Config) -> usize {
+    config.server.cores.count().max(1)
 }
 
 /// The cores as the commitment tracker reaches them: the runtime's
@@ -143,26 +152,50 @@ fn resolve_remote_aes(
         .collect()
 }
 
-/// A running Storage SCP. Stop it with [`Server::shutdown`].
+/// A running Storage SCP. Stop it with [`Server::shutdown`] (or a
+/// [`ShutdownHandle`] and [`Server::wait`]): it drains first (see
+/// [`Server::shutdown`]).
 #[derive(Debug)]
 pub struct Server {
     runtime: Runtime<CoreMessage>,
     shared: Arc<ServerShared>,
     listen_addrs: Vec<SocketAddr>,
+    /// Set by a [`ShutdownHandle`]: [`Server::wait`] drains and stops.
+    stop_requested: Arc<AtomicBool>,
+    /// The cores' drain reports.
+    drained: crossbeam_channel::Receiver<DrainReport>,
+    /// The data directory's and the ports' locks, held until the server is
+    /// dropped (after its cores stopped).
+    _locks: (DataDirectoryLock, Vec<PortLock>),
 }
 
 /// A cloneable handle that asks a running server to stop.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     runtime: RuntimeHandle<CoreMessage>,
+    stop_requested: Arc<AtomicBool>,
 }
 
 impl ShutdownHandle {
-    /// Asks every core to stop; [`Server::wait`] then returns.
+    /// Asks the server to stop gracefully: [`Server::wait`] drains it (in
+    /// flight answered, then every association aborted, within
+    /// `server.shutdown_drain_ms`) and stops the cores.
     pub fn shutdown(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the cores now, without a drain: associations are closed
+    /// under their peers and instances in flight go unanswered (start-up
+    /// recovery checks them). For a second SIGTERM.
+    pub fn shutdown_now(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
         self.runtime.shutdown();
     }
 }
+
+/// How long [`Server::drain`] waits past the deadline for instances whose
+/// data sets were whole to finish their fsyncs and index commit.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 impl Server {
     /// Starts the SCP of `store` with its configuration.
@@ -173,10 +206,9 @@ impl Server {
     /// Starts the SCP with extra options.
     pub fn start_with(store: &Store, options: ServeOptions) -> Result<Server, ServeError> {
         let config = store.config();
-        // Start-up recovery before accepting anything: it logs its own
-        // one-line summary.
-        crate::recovery::recover(store.layout(), store.index())
-            .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        // One server per data directory: taken before anything is touched
+        // (recovery under a running server would remove its files).
+        let data_lock = DataDirectoryLock::acquire(store.layout().root(), "sluice serve")?;
         let policy = policy::acceptor_policy(config);
         let commitment_policy = policy::commitment_policy(config);
         let mut listen_addrs = vec![SocketAddr::new(
@@ -192,19 +224,24 @@ impl Server {
         } else {
             None
         };
+        let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
         let shared = Arc::new(ServerShared {
             store: store.clone(),
             policy,
             commitment_policy,
             commitment_listener,
-            tracker: TrackerHandle::new(),
+            leniency: policy::leniency(config),
+            tracker: TrackerHandle::new(
+                usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
+            ),
             established: AtomicU32::new(0),
             per_calling_ae: Mutex::new(std::collections::HashMap::new()),
             in_doubt: InDoubtSet::default(),
-            space: SpaceAccount::default(),
             move_destinations: resolve_remote_aes(config),
+            space: SpaceAccount::default(),
+            drained: drained_sender,
         });
-        let core_count = config.server.cores.count().max(1);
+        let core_count = core_count_of(config);
         let connections_per_core = (config.network.max_associations as usize)
             .clamp(16, 16_384)
             .max(64);
@@ -229,6 +266,21 @@ impl Server {
         if let Some(adjust) = options.adjust_runtime {
             adjust(&mut runtime_config);
         }
+        // One server per port: its lock (held for the server's life; two
+        // servers starting at once cannot both pass), then a probe without
+        // SO_REUSEPORT, which fails while anyone else listens there (the
+        // per-core listeners set SO_REUSEPORT and would silently join them).
+        let mut port_locks = Vec::new();
+        for address in &runtime_config.listen_addrs {
+            if address.port() != 0 {
+                port_locks.push(PortLock::acquire(*address)?);
+                probe_port(*address)?;
+            }
+        }
+        // Start-up recovery before accepting anything: it logs its own
+        // one-line summary.
+        crate::recovery::recover(store.layout(), store.index())
+            .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
         let factory_shared = shared.clone();
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
@@ -261,6 +313,9 @@ impl Server {
             runtime,
             shared,
             listen_addrs,
+            stop_requested: Arc::new(AtomicBool::new(false)),
+            drained,
+            _locks: (data_lock, port_locks),
         })
     }
 
@@ -280,14 +335,88 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             runtime: self.runtime.handle(),
+            stop_requested: self.stop_requested.clone(),
         }
     }
 
-    /// Stops accepting, drops open associations (data sets in flight are
-    /// not acknowledged; their temporary files are cleared at next start),
-    /// and waits at most `wait_max` for the cores to exit.
+    /// Stops gracefully: drains ([`Server::drain`]), stops the cores
+    /// (waiting at most `wait_max` for them), waits for the index to have
+    /// committed and flushed what they left (the in-doubt marks of answered
+    /// instances cleared), and stops the commitment tracker. What it leaves
+    /// passes `sluice verify` without a restart.
     pub fn shutdown(self, wait_max: Duration) -> Result<(), ServeError> {
+        self.drain();
+        self.stop(wait_max)
+    }
+
+    /// The graceful part of a stop, within `server.shutdown_drain_ms`: new
+    /// associations are refused (A-ASSOCIATE-RJ, transient) and new
+    /// C-STOREs answered A700; each association is aborted (A-ABORT) as soon
+    /// as everything it asked is answered; at the deadline the rest are
+    /// aborted. Returns once every core has no association and no instance
+    /// left, or the deadline and a grace for the instances already whole
+    /// passed.
+    pub fn drain(&self) {
+        let drain_max = self.shared.store.config().server.shutdown_drain_ms;
+        let started = Instant::now();
+        let deadline = started + drain_max;
+        let handle = self.runtime.handle();
+        let cores = handle.core_count();
+        let mut asked = 0;
+        for core in 0..cores {
+            let posted = handle.sender(core).is_some_and(|sender| {
+                sender
+                    .send_timeout(CoreMessage::Drain { deadline }, TRACKER_MAILBOX_SEND_WAIT)
+                    .is_ok()
+            });
+            if posted {
+                asked += 1;
+            }
+        }
+        tracing::info!(
+            drain_ms = drain_max.as_millis() as u64,
+            "shutting down: new associations refused, draining those open"
+        );
+        let mut drained = 0;
+        let mut aborted_busy = 0;
+        while drained < asked {
+            let Some(left) = (deadline + DRAIN_GRACE).checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.drained.recv_timeout(left) {
+                Ok(report) => {
+                    drained += 1;
+                    aborted_busy += report.aborted_busy;
+                }
+                Err(_) => break,
+            }
+        }
+        let took_ms = started.elapsed().as_millis() as u64;
+        if drained == cores && aborted_busy == 0 {
+            tracing::info!(
+                took_ms,
+                "drained: every request answered, every association ended"
+            );
+        } else {
+            tracing::warn!(
+                took_ms,
+                cores_drained = drained,
+                cores,
+                associations_aborted_with_requests_in_flight = aborted_busy,
+                "drain time over: associations with requests in flight were aborted (their senders retry; nothing unanswered was kept as stored)"
+            );
+        }
+    }
+
+    /// Stops the cores, settles the index, stops the tracker.
+    fn stop(self, wait_max: Duration) -> Result<(), ServeError> {
         let result = self.runtime.shutdown_and_join(wait_max);
+        // The cores submitted their last in-doubt clears as they stopped:
+        // an empty batch behind them returns once they are committed and
+        // flushed (the writer keeps order).
+        if let Err(error) = self.shared.store.index().writer().execute(Vec::new()) {
+            tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
+        }
         self.shared.tracker.stop();
         Ok(result?)
     }
@@ -298,15 +427,18 @@ impl Server {
         &self.listen_addrs
     }
 
-    /// Waits until a [`ShutdownHandle`] asked the server to stop, then joins
-    /// the cores (waiting at most `wait_max` for them once asked).
+    /// Waits until a [`ShutdownHandle`] asked the server to stop, then
+    /// stops it as [`Server::shutdown`] does (a drain first, unless
+    /// [`ShutdownHandle::shutdown_now`] asked, or a core failed, in which
+    /// case the cores are already stopping).
     pub fn wait(self, wait_max: Duration) -> Result<(), ServeError> {
         let handle = self.runtime.handle();
-        while !handle.is_shutdown_requested() {
+        while !self.stop_requested.load(Ordering::SeqCst) && !handle.is_shutdown_requested() {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let result = self.runtime.join(wait_max);
-        self.shared.tracker.stop();
-        Ok(result?)
+        if !handle.is_shutdown_requested() {
+            self.drain();
+        }
+        self.stop(wait_max)
     }
 }

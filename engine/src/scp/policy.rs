@@ -4,9 +4,10 @@
 //! commitment (the main AE, or a separate one: requirements §3).
 
 use sluice_net::assoc::{AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter};
+use sluice_net::scan::{Leniency, LenientCheck};
 use sluice_net::uid;
 
-use crate::config::{Config, SopClassSelection, TransferSyntaxSelection};
+use crate::config::{CheckMode, Config, SopClassSelection, TransferSyntaxSelection};
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// The transfer syntaxes accepted for storage: the selection, restricted to
@@ -31,6 +32,33 @@ pub fn storage_transfer_syntaxes(config: &Config) -> Vec<String> {
         .into_iter()
         .filter(|ts| uid::transfer_syntax(ts).is_some())
         .collect()
+}
+
+/// The checks of received instances that only warn (`[validation]`).
+pub fn leniency(config: &Config) -> Leniency {
+    let validation = &config.validation;
+    [
+        (LenientCheck::UidLeadingZero, validation.uid_leading_zero),
+        (LenientCheck::SopUidsMissing, validation.sop_uids_missing),
+        (
+            LenientCheck::ImagePixelModule,
+            validation.image_pixel_module,
+        ),
+        (
+            LenientCheck::PixelDataEncapsulation,
+            validation.pixel_data_encapsulation,
+        ),
+        (
+            LenientCheck::PixelDataTrailingBytes,
+            validation.pixel_data_trailing_bytes,
+        ),
+        (LenientCheck::PixelDataShort, validation.pixel_data_short),
+    ]
+    .into_iter()
+    .filter(|(_, mode)| *mode == CheckMode::Lenient)
+    .fold(Leniency::STRICT, |leniency, (check, _)| {
+        leniency.with(check)
+    })
 }
 
 /// The storage SOP classes accepted (`None` for "any").

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 
 use sluice_net::assoc::AcceptorPolicy;
+use sluice_net::scan::Leniency;
 
 use super::ingest::space::SpaceAccount;
 use crate::commit::tracker::TrackerHandle;
@@ -26,6 +27,8 @@ pub(crate) struct ServerShared {
     pub(crate) commitment_policy: Option<AcceptorPolicy>,
     /// The listener index of the separate commitment port, if any.
     pub(crate) commitment_listener: Option<usize>,
+    /// The checks of received instances that only warn (`[validation]`).
+    pub(crate) leniency: Leniency,
     /// The commitment tracker's inbox.
     pub(crate) tracker: TrackerHandle,
     /// Established associations, across cores.
@@ -35,10 +38,21 @@ pub(crate) struct ServerShared {
     /// Files committed in doubt and not yet durable (shared with the
     /// commitment tracker).
     pub(crate) in_doubt: InDoubtSet,
-    /// The free space the instances in flight still claim, for the floor.
-    pub(crate) space: SpaceAccount,
     /// The C-MOVE destinations: each AE of `network.remote_aes` with its
     /// address, resolved once at start (`None` when it did not resolve), so
     /// a core never waits for a name lookup.
     pub(crate) move_destinations: HashMap<String, Option<SocketAddr>>,
+    /// The free space the instances in flight still claim, for the floor.
+    pub(crate) space: SpaceAccount,
+    /// Where each core says it has drained, at shutdown (`Server::drain`).
+    pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
+}
+
+/// A core's word that it has drained: no association left, no instance in
+/// progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DrainReport {
+    /// Associations it aborted at the drain's deadline with requests still
+    /// unanswered.
+    pub(crate) aborted_busy: usize,
 }

@@ -9,14 +9,19 @@
 use sluice_io::{Core, RecvBuf};
 use sluice_net::dimse::{CStoreRq, CStoreRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::DataSet;
+use sluice_net::scan::StoreRejection;
+use sluice_net::uid;
 
 use super::conn::{Connection, Connections, Receiving};
+use super::failure::Failure;
 use super::ingest::{Answered, Ingest, Refused, StoreAnswer, StoreStart};
 use super::shared::ServerShared;
+use crate::escape::Escaped;
 use crate::store::{Counted, StoreEvent};
 
 /// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
-/// data sets).
+/// data sets). While the server drains (`draining`) it is refused (A700)
+/// once its data set is read.
 pub(crate) fn requested(
     core: &mut Core,
     conn: &mut Connection,
@@ -24,9 +29,19 @@ pub(crate) fn requested(
     context_id: u8,
     rq: CStoreRq,
     data_set: DataSet,
+    draining: bool,
 ) {
     if data_set != DataSet::Streamed {
         conn.abort(core, "C-STORE-RQ without a data set");
+        return;
+    }
+    conn.request_received();
+    if draining {
+        conn.receiving = Some(Receiving::Discard(Refused {
+            context_id,
+            rq,
+            failure: Failure::ShuttingDown,
+        }));
         return;
     }
     let Some((abstract_syntax, transfer_syntax_uid)) = conn
@@ -115,6 +130,7 @@ pub(crate) fn answer(
                     counted,
                     quarantine_id,
                     timing,
+                    warnings,
                 },
                 conn,
             ) => {
@@ -125,23 +141,26 @@ pub(crate) fn answer(
                     // operator hears of it here and in `quarantine list`.
                     tracing::warn!(
                         peer = ?conn.as_ref().and_then(|conn| conn.peer),
-                        calling_ae = %calling_ae_title,
-                        sop_instance_uid = %rq.affected_sop_instance_uid,
+                        calling_ae = %Escaped(&calling_ae_title),
+                        sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
                         quarantine_id,
                         "C-STORE held in quarantine (duplicate or SOP Instance UID conflict)"
                     );
+                }
+                if !warnings.is_empty() {
+                    log_warnings(&rq, &calling_ae_title, conn.as_deref(), &warnings);
                 }
                 let Some(conn) = conn else {
                     tracing::debug!(serial, "response dropped: association gone");
                     continue;
                 };
-                tracing::trace!(serial, status = status.0, "responding");
+                tracing::trace!(serial, status = %status, "responding");
                 match counted {
                     Counted::Stored | Counted::Dropped => conn.counters.instances_stored += 1,
                     Counted::Quarantined => conn.counters.instances_quarantined += 1,
                     Counted::Rejected | Counted::Failed => conn.counters.instances_failed += 1,
                 }
-                conn.send_command(core, context_id, &store_rsp(&rq, status));
+                conn.send_command(core, context_id, &store_rsp(&rq, status, None));
             }
             (Answered::Failed(failure), Some(conn)) => {
                 let refused = Refused {
@@ -154,10 +173,10 @@ pub(crate) fn answer(
             (Answered::Failed(failure), None) => {
                 shared.store.shared.counters.count(Counted::Failed);
                 tracing::warn!(
-                    sop_instance_uid = %rq.affected_sop_instance_uid,
-                    calling_ae = %calling_ae_title,
-                    status = %format!("{:04X}", failure.status().0),
-                    reason = %failure,
+                    sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
+                    calling_ae = %Escaped(&calling_ae_title),
+                    status = %failure.status(),
+                    reason = %Escaped(&failure),
                     "C-STORE failed after its association ended"
                 );
             }
@@ -173,10 +192,10 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
     let status = refused.failure.status();
     tracing::warn!(
         peer = ?conn.peer,
-        calling_ae = %conn.calling_ae_title,
-        sop_instance_uid = %refused.rq.affected_sop_instance_uid,
-        status = %format!("{:04X}", status.0),
-        reason = %refused.failure,
+        calling_ae = %Escaped(&conn.calling_ae_title),
+        sop_instance_uid = %Escaped(&refused.rq.affected_sop_instance_uid),
+        status = %status,
+        reason = %Escaped(&refused.failure),
         "C-STORE refused"
     );
     shared.store.shared.events.publish(StoreEvent::Rejected {
@@ -185,15 +204,48 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
         status: status.0,
         reason: refused.failure.to_string(),
     });
-    conn.send_command(core, refused.context_id, &store_rsp(&refused.rq, status));
+    let rsp = store_rsp(&refused.rq, status, Some(&refused.failure));
+    conn.send_command(core, refused.context_id, &rsp);
 }
 
-fn store_rsp(rq: &CStoreRq, status: Status) -> Command {
+/// An instance stored although lenient checks found something: one line
+/// with every finding.
+fn log_warnings(
+    rq: &CStoreRq,
+    calling_ae_title: &str,
+    conn: Option<&Connection>,
+    warnings: &[StoreRejection],
+) {
+    let findings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        peer = ?conn.and_then(|conn| conn.peer),
+        calling_ae = %Escaped(&calling_ae_title),
+        sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
+        warnings = %Escaped(&findings.join("; ")),
+        "C-STORE stored with warnings (lenient validation)"
+    );
+}
+
+/// The C-STORE-RSP. The command's UIDs are echoed when they can go on the
+/// wire as UI values (a leading zero, even an empty component, is echoed,
+/// so the sender recognises its instance); a value that cannot (over 64
+/// characters, a foreign character) is left out: both are optional (U) in
+/// a C-STORE-RSP (PS3.7 9.3.1.2). A failure carries its reason as the
+/// Error Comment.
+fn store_rsp(rq: &CStoreRq, status: Status, failure: Option<&Failure>) -> Command {
+    let echo = |value: &str| {
+        uid::check_uid_value(value.as_bytes())
+            .is_ok()
+            .then(|| value.to_owned())
+    };
     Command::CStoreRsp(CStoreRsp {
         message_id_being_responded_to: rq.message_id,
-        affected_sop_class_uid: Some(rq.affected_sop_class_uid.clone()),
-        affected_sop_instance_uid: Some(rq.affected_sop_instance_uid.clone()),
+        affected_sop_class_uid: echo(&rq.affected_sop_class_uid),
+        affected_sop_instance_uid: echo(&rq.affected_sop_instance_uid),
         status,
-        detail: StatusDetail::default(),
+        detail: StatusDetail {
+            error_comment: failure.map(Failure::error_comment),
+            ..StatusDetail::default()
+        },
     })
 }

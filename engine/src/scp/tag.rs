@@ -29,15 +29,17 @@ pub(crate) enum TagKind {
     Connect = 11,
     /// The in-doubt clears' timer.
     ClearTimer = 12,
+    /// The end of the shutdown's drain time.
+    DrainDeadline = 13,
     /// A C-FIND's next page (value: the association's serial).
-    FindStep = 13,
+    FindStep = 14,
     /// A Q/R sender's file opened (value: the serial of the association
     /// that carries its C-STOREs).
-    RetrieveOpen = 14,
+    RetrieveOpen = 15,
     /// A Q/R sender's file read (value: as `RetrieveOpen`).
-    RetrieveRead = 15,
+    RetrieveRead = 16,
     /// A C-MOVE sub-association's connect (value: its serial).
-    RetrieveConnect = 16,
+    RetrieveConnect = 17,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -45,7 +47,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 16] = [
+const KINDS: [TagKind; 17] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -58,6 +60,7 @@ const KINDS: [TagKind; 16] = [
     TagKind::Ignored,
     TagKind::Connect,
     TagKind::ClearTimer,
+    TagKind::DrainDeadline,
     TagKind::FindStep,
     TagKind::RetrieveOpen,
     TagKind::RetrieveRead,

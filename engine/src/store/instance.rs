@@ -20,8 +20,14 @@ fn integer(head: &DatasetHead, field: Field) -> Option<i32> {
 }
 
 /// The index's view of a data set whose head is `head`, stored as `record`
-/// (whose `instance_number` is taken from the head).
-pub(crate) fn instance_from_head(head: &DatasetHead, record: InstanceRecord) -> NewInstance {
+/// (whose `instance_number` is taken from the head) under the command's
+/// `sop_instance_uid` (equal to the data set's when it has one; the data
+/// set may lack it under a lenient `validation.sop_uids_missing`).
+pub(crate) fn instance_from_head(
+    head: &DatasetHead,
+    sop_instance_uid: &str,
+    record: InstanceRecord,
+) -> NewInstance {
     let uid = |value: Option<&str>| {
         value
             .map(uid::trim_uid_padding)
@@ -32,7 +38,7 @@ pub(crate) fn instance_from_head(head: &DatasetHead, record: InstanceRecord) -> 
         triplet: Triplet::new(
             uid(head.study_instance_uid()),
             uid(head.series_instance_uid()),
-            uid(head.sop_instance_uid()),
+            uid(Some(sop_instance_uid)),
         ),
         record: InstanceRecord {
             instance_number: integer(head, Field::InstanceNumber),

@@ -592,7 +592,7 @@ fn unknown_keys_are_rejected_on_their_line_with_a_hint() {
         ),
         (
             "[tls]\ncertificate = \"x.pem\"",
-            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [commitment], [query]",
+            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query]",
         ),
     ];
     for (text, expected) in cases {

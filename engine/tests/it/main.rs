@@ -1,14 +1,19 @@
 //! The integration tests of `sluice-engine`, in one binary so the crate's
 //! test build links once.
 
+mod answers;
 mod commitment;
+mod commitment_memory;
 mod config;
 mod crash;
 mod disk_full;
 mod embed;
 mod ingest;
+mod injection;
 mod large;
+mod lock;
 mod operator;
+mod process;
 mod query;
 mod recovery;
 mod serve;

@@ -101,6 +101,11 @@ impl Served {
         self.data.clone()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.as_ref().map_or(0, ChildGuard::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }

@@ -13,7 +13,8 @@
 
 use miniz_oxide::deflate::compress_to_vec;
 use sluice_net::scan::{
-    check_store, DatasetHead, DatasetScanner, Field, ScanError, StoreCheck, StoreRejection,
+    check_store, DatasetHead, DatasetScanner, Field, Leniency, ScanError, StoreCheck,
+    StoreRejection,
 };
 use sluice_net::uid::{self, TransferSyntax};
 
@@ -50,15 +51,28 @@ fn scan<'a>(transfer_syntax: &str, pieces: impl IntoIterator<Item = &'a [u8]>) -
 
 fn verdict(head: &DatasetHead, transfer_syntax: &TransferSyntax) -> Result<(), StoreRejection> {
     let sop_class = head.sop_class_uid().unwrap_or(uid::CT_IMAGE_STORAGE);
-    check_store(
-        head,
-        &StoreCheck {
-            affected_sop_class_uid: sop_class,
-            affected_sop_instance_uid: head.sop_instance_uid().unwrap_or(FALLBACK_UID),
-            transfer_syntax: transfer_syntax.facts,
-            image_class: uid::is_image_sop_class(sop_class),
-        },
-    )
+    let check = |lenient| {
+        check_store(
+            head,
+            &StoreCheck {
+                affected_sop_class_uid: sop_class,
+                affected_sop_instance_uid: head.sop_instance_uid().unwrap_or(FALLBACK_UID),
+                transfer_syntax: transfer_syntax.facts,
+                image_class: uid::is_image_sop_class(sop_class),
+                lenient,
+            },
+        )
+    };
+    let strict = check(Leniency::STRICT).map(|_warnings| ());
+    // Leniency only relaxes: what the strict checks take, the lenient ones
+    // take too.
+    if strict.is_ok() {
+        assert!(
+            check(Leniency::ALL).is_ok(),
+            "accepted strictly, refused leniently"
+        );
+    }
+    strict
 }
 
 fn assert_same_head(expected: &DatasetHead, actual: &DatasetHead, what: &str) {

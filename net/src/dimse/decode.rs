@@ -2,7 +2,6 @@
 //! length, no duplicates, bounded count), then typed by command field.
 
 use super::*;
-use crate::uid::{check_uid, UidError};
 
 impl Command {
     /// Decodes a command set. The bytes must be exactly one command set (the
@@ -149,30 +148,19 @@ impl Fields<'_> {
         })
     }
 
-    /// A UID element. Leading zeros and empty components are tolerated (old
-    /// devices emit them and refusing them gains nothing); emptiness, length
-    /// and characters are checked. Trailing NUL or space padding is removed.
+    /// A UID element, as received: trailing NUL or space padding removed,
+    /// nothing else checked (bounded by the command set's length). Whether
+    /// the value is a valid UID is the service's question
+    /// ([`crate::uid::check_uid`]), because its answer is a status, not an
+    /// abort: a C-STORE whose Affected SOP Instance UID is malformed is
+    /// refused A900 with the reason, like the same UID in its data set,
+    /// and the association goes on (issue #19).
     fn opt_uid(&self, tag: Tag) -> Result<Option<String>, DimseError> {
         let Some(value) = self.elements.get(tag) else {
             return Ok(None);
         };
         let trimmed = trim_end(value, |byte| byte == 0 || byte == b' ');
-        match check_uid(trimmed) {
-            Ok(uid) => Ok(Some(uid.to_owned())),
-            Err(UidError::LeadingZero { .. } | UidError::EmptyComponent { .. }) => {
-                Ok(Some(String::from_utf8_lossy(trimmed).into_owned()))
-            }
-            Err(UidError::TooLong { .. }) => Err(DimseError::BadElementLength {
-                tag,
-                command_field: self.cf(),
-                length: value.len(),
-            }),
-            Err(error) => Err(DimseError::InvalidUid {
-                tag,
-                command_field: self.cf(),
-                error,
-            }),
-        }
+        Ok(Some(String::from_utf8_lossy(trimmed).into_owned()))
     }
 
     fn string(&self, tag: Tag, length_max: usize) -> Result<Option<String>, DimseError> {

@@ -2,7 +2,7 @@
 //! tag order, the Command Group Length patched in last.
 
 use super::*;
-use crate::uid::{check_uid, UID_LENGTH_MAX};
+use crate::uid::{check_uid_value, UID_LENGTH_MAX};
 
 impl Command {
     /// Encodes the command set (Implicit VR Little Endian, group length first).
@@ -257,8 +257,12 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A UID element: the value must be one the UI VR allows (1 to 64
+    /// digits and dots), not necessarily a well-formed UID, so a response
+    /// can echo the UID a request carried (a component with a leading zero,
+    /// an empty component) and the requester recognises its instance.
     fn uid(&mut self, tag: Tag, value: &str) -> Result<(), DimseError> {
-        check_uid(value.as_bytes()).map_err(|error| DimseError::InvalidUid {
+        check_uid_value(value.as_bytes()).map_err(|error| DimseError::InvalidUid {
             tag,
             command_field: self.command_field,
             error,

@@ -38,7 +38,9 @@ mod field;
 mod head;
 mod scanner;
 
-pub use check::{check_store, StoreCheck, StoreRejection};
+pub use check::{
+    check_command, check_store, Leniency, LenientCheck, StoreCheck, StoreRejection, StoreWarnings,
+};
 pub use deflated::DatasetScanner;
 pub use error::{ScanError, TruncatedIn};
 pub use field::Field;

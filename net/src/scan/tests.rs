@@ -6,7 +6,7 @@ use super::scanner::{
 };
 use super::*;
 use crate::dimse::{Status, Tag};
-use crate::uid::{transfer_syntax, ts};
+use crate::uid::{transfer_syntax, ts, UidError};
 
 const ENCODINGS: [DatasetEncoding; 3] = [
     DatasetEncoding::ImplicitVrLittleEndian,
@@ -280,6 +280,7 @@ fn store_check(syntax: &str) -> StoreCheck<'static> {
         affected_sop_instance_uid: INSTANCE,
         transfer_syntax: transfer_syntax(syntax).unwrap().facts,
         image_class: true,
+        lenient: Leniency::STRICT,
     }
 }
 
@@ -420,7 +421,7 @@ fn ct_image_in_every_encoding() {
         }
         assert_eq!(
             check_store(&head, &store_check(syntax_of(encoding))),
-            Ok(())
+            Ok(vec![])
         );
     }
 }
@@ -540,7 +541,7 @@ fn encapsulated_pixel_data() {
         assert_eq!(pixel_data.items, 3);
         assert_eq!(pixel_data.end_offset, Some((bytes.len() - 16) as u64));
         let jpeg = store_check(ts::JPEG_BASELINE);
-        assert_eq!(check_store(&head, &jpeg), Ok(()));
+        assert_eq!(check_store(&head, &jpeg), Ok(vec![]));
         // Native transfer syntax with encapsulated pixel data: C012.
         let native = store_check(syntax_of(encoding));
         let rejection = check_store(&head, &native).unwrap_err();
@@ -776,7 +777,7 @@ fn store_checks_give_the_seed_statuses() {
             nodes.push(node.clone());
         }
     };
-    assert_eq!(with(&|_| {}), Ok(()));
+    assert_eq!(with(&|_| {}), Ok(vec![]));
     for (group, element) in [
         (0x0008, 0x0016),
         (0x0008, 0x0018),
@@ -925,8 +926,8 @@ fn pixel_length_rules() {
         check_store(&scan(&bytes, encoding), &check)
     };
     // 3x3 8-bit: 9 bytes, padded to 10 is fine, 9 (odd, tolerated) too, 11 is not.
-    assert_eq!(image(3, 3, 8, 1, "MONOCHROME2", 10), Ok(()));
-    assert_eq!(image(3, 3, 8, 1, "MONOCHROME2", 9), Ok(()));
+    assert_eq!(image(3, 3, 8, 1, "MONOCHROME2", 10), Ok(vec![]));
+    assert_eq!(image(3, 3, 8, 1, "MONOCHROME2", 9), Ok(vec![]));
     assert_eq!(
         image(3, 3, 8, 1, "MONOCHROME2", 12),
         Err(StoreRejection::PixelDataLengthMismatch {
@@ -935,12 +936,12 @@ fn pixel_length_rules() {
         })
     );
     // RGB.
-    assert_eq!(image(2, 2, 8, 3, "RGB", 12), Ok(()));
+    assert_eq!(image(2, 2, 8, 3, "RGB", 12), Ok(vec![]));
     // YBR_FULL_422: two samples' worth per pixel.
-    assert_eq!(image(2, 2, 8, 3, "YBR_FULL_422", 8), Ok(()));
+    assert_eq!(image(2, 2, 8, 3, "YBR_FULL_422", 8), Ok(vec![]));
     assert!(image(2, 2, 8, 3, "YBR_FULL_422", 12).is_err());
     // 1-bit: 3x5 = 15 bits = 2 bytes.
-    assert_eq!(image(3, 5, 1, 1, "MONOCHROME2", 2), Ok(()));
+    assert_eq!(image(3, 5, 1, 1, "MONOCHROME2", 2), Ok(vec![]));
     // 65535 x 65535 x 16 bits does not overflow.
     assert!(matches!(
         image(65535, 65535, 16, 3, "RGB", 2),
@@ -969,8 +970,9 @@ fn non_image_classes_skip_the_image_checks() {
             .unwrap()
             .facts,
         image_class: crate::uid::is_image_sop_class(sr),
+        lenient: Leniency::STRICT,
     };
-    assert_eq!(check_store(&head, &check), Ok(()));
+    assert_eq!(check_store(&head, &check), Ok(vec![]));
     // The same data set claimed as an image class: Rows missing.
     let check = StoreCheck {
         image_class: true,
@@ -1314,7 +1316,7 @@ mod differential {
             };
             assert_eq!(second, 1);
             assert_eq!(pixel_data.value_offset + 24, bytes.len() as u64);
-            assert_eq!(check_store(&head, &store_check(uid)), Ok(()));
+            assert_eq!(check_store(&head, &store_check(uid)), Ok(vec![]));
             // Split in PDV-sized pieces: the same head.
             let cuts: Vec<usize> = (1..bytes.len()).step_by(7).collect();
             assert_eq!(
@@ -1333,7 +1335,10 @@ mod differential {
         assert_eq!(pixel_data.length, PixelDataLength::Undefined);
         assert_eq!(pixel_data.items, 2);
         assert_eq!(pixel_data.end_offset, Some(bytes.len() as u64));
-        assert_eq!(check_store(&head, &store_check(ts::JPEG_BASELINE)), Ok(()));
+        assert_eq!(
+            check_store(&head, &store_check(ts::JPEG_BASELINE)),
+            Ok(vec![])
+        );
     }
 }
 
@@ -1371,7 +1376,7 @@ fn deflated_data_set_scans_like_the_inflated_one_across_every_cut() {
     assert_eq!(summary(&head), expected, "one byte at a time");
     assert_eq!(
         check_store(&head, &store_check(ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)),
-        Ok(())
+        Ok(vec![])
     );
 }
 
@@ -1455,4 +1460,181 @@ fn dataset_scanner_passes_plain_syntaxes_through() {
         DatasetScanner::for_transfer_syntax("1.2.3.4").err(),
         Some(NotScannable::UnknownTransferSyntax)
     );
+}
+
+/// A CT head with `replace` applied to its elements (by tag; `None` drops
+/// the element) and `pixel_words` words of Pixel Data (4 x 3 expects 12).
+fn ct_with(replace: &[((u16, u16), Option<&'static str>)], pixel_words: u16) -> DatasetHead {
+    let encoding = DatasetEncoding::ExplicitVrLittleEndian;
+    let mut nodes: Vec<N> = ct_head(4, 3)
+        .into_iter()
+        .filter_map(|node| {
+            let N::E(group, element, vr, value) = node else {
+                return Some(node);
+            };
+            match replace.iter().find(|(tag, _)| *tag == (group, element)) {
+                Some((_, None)) => None,
+                Some((_, Some(text))) => Some(N::E(group, element, vr, V::S(text))),
+                None => Some(N::E(group, element, vr, value)),
+            }
+        })
+        .collect();
+    nodes.push(e(
+        0x7FE0,
+        0x0010,
+        b"OW",
+        V::Words((0..pixel_words).collect()),
+    ));
+    scan(&encode(&nodes, encoding), encoding)
+}
+
+#[test]
+fn uids_malformed_always_refuse_and_leading_zeros_follow_the_leniency() {
+    let strict = store_check(ts::EXPLICIT_VR_LITTLE_ENDIAN);
+    let lenient = StoreCheck {
+        lenient: Leniency::STRICT.with(LenientCheck::UidLeadingZero),
+        ..strict
+    };
+    let study = Field::StudyInstanceUid.tag();
+    // Malformed: refused whatever the leniency.
+    for (uid, error) in [
+        ("1.2..3", UidError::EmptyComponent { position: 4 }),
+        (".1.2", UidError::EmptyComponent { position: 0 }),
+        ("1.2.", UidError::EmptyComponent { position: 4 }),
+        (
+            "1.2a",
+            UidError::InvalidCharacter {
+                position: 3,
+                byte: b'a',
+            },
+        ),
+    ] {
+        let head = ct_with(&[((0x0020, 0x000D), Some(uid))], 12);
+        for check in [&strict, &lenient] {
+            assert_eq!(
+                check_store(&head, check),
+                Err(StoreRejection::InvalidUid { tag: study, error }),
+                "{uid}"
+            );
+        }
+    }
+    let long = "1.2.3456789012345678901234567890123456789012345678901234567890123";
+    assert_eq!(long.len(), 65);
+    let head = ct_with(&[((0x0020, 0x000E), Some(long))], 12);
+    assert!(matches!(
+        check_store(&head, &lenient),
+        Err(StoreRejection::InvalidUid {
+            error: UidError::TooLong { length: 65 },
+            ..
+        })
+    ));
+    // A leading zero: A900 when strict, a warning when lenient.
+    let head = ct_with(&[((0x0020, 0x000D), Some("1.2.03"))], 12);
+    let finding = StoreRejection::UidLeadingZero {
+        tag: study,
+        position: 4,
+    };
+    assert_eq!(check_store(&head, &strict), Err(finding.clone()));
+    assert_eq!(finding.status(), Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS);
+    assert_eq!(check_store(&head, &lenient), Ok(vec![finding]));
+    // The command's own UIDs, under the same rules.
+    let command = |instance: &'static str, check: &StoreCheck<'static>| {
+        check_command(&StoreCheck {
+            affected_sop_instance_uid: instance,
+            ..*check
+        })
+    };
+    assert_eq!(command(INSTANCE, &strict), Ok(vec![]));
+    assert_eq!(
+        command("1.2..3\0", &lenient),
+        Err(StoreRejection::InvalidUid {
+            tag: crate::dimse::tags::AFFECTED_SOP_INSTANCE_UID,
+            error: UidError::EmptyComponent { position: 4 }
+        })
+    );
+    let leading = StoreRejection::UidLeadingZero {
+        tag: crate::dimse::tags::AFFECTED_SOP_INSTANCE_UID,
+        position: 2,
+    };
+    assert_eq!(command("1.02", &strict), Err(leading.clone()));
+    assert_eq!(command("1.02", &lenient), Ok(vec![leading]));
+}
+
+#[test]
+fn each_lenient_check_turns_its_refusal_into_a_warning() {
+    let strict = store_check(ts::EXPLICIT_VR_LITTLE_ENDIAN);
+    let only = |check: LenientCheck| StoreCheck {
+        lenient: Leniency::STRICT.with(check),
+        ..strict
+    };
+    let cases: [(&str, DatasetHead, LenientCheck, u16); 5] = [
+        (
+            "no SOP Class UID",
+            ct_with(&[((0x0008, 0x0016), None)], 12),
+            LenientCheck::SopUidsMissing,
+            0xA900,
+        ),
+        (
+            "empty SOP Instance UID",
+            ct_with(&[((0x0008, 0x0018), Some(""))], 12),
+            LenientCheck::SopUidsMissing,
+            0xA900,
+        ),
+        (
+            "no Rows",
+            ct_with(&[((0x0028, 0x0010), None)], 12),
+            LenientCheck::ImagePixelModule,
+            0xA900,
+        ),
+        (
+            "trailing bytes",
+            ct_with(&[], 12 + 64),
+            LenientCheck::PixelDataTrailingBytes,
+            0xC011,
+        ),
+        (
+            "short",
+            ct_with(&[], 6),
+            LenientCheck::PixelDataShort,
+            0xC011,
+        ),
+    ];
+    for (name, head, check, status) in cases {
+        let refusal = check_store(&head, &strict).unwrap_err();
+        assert_eq!(refusal.status(), Status(status), "{name}");
+        assert_eq!(refusal.check(), Some(check), "{name}");
+        assert_eq!(
+            check_store(&head, &only(check)),
+            Ok(vec![refusal]),
+            "{name}"
+        );
+        // Another check's leniency does not help.
+        for other in LenientCheck::ALL
+            .into_iter()
+            .filter(|other| *other != check)
+        {
+            assert!(
+                check_store(&head, &only(other)).is_err(),
+                "{name} {other:?}"
+            );
+        }
+    }
+    // What always refuses: Study/Series missing, a mismatch with the command.
+    let all = StoreCheck {
+        lenient: LenientCheck::ALL
+            .into_iter()
+            .fold(Leniency::STRICT, Leniency::with),
+        ..strict
+    };
+    for (name, head) in [
+        ("no Study", ct_with(&[((0x0020, 0x000D), None)], 12)),
+        ("no Series", ct_with(&[((0x0020, 0x000E), Some(""))], 12)),
+        (
+            "other instance",
+            ct_with(&[((0x0008, 0x0018), Some("1.2.3"))], 12),
+        ),
+    ] {
+        let refusal = check_store(&head, &all).unwrap_err();
+        assert_eq!(refusal.check(), None, "{name}");
+    }
 }

@@ -483,12 +483,12 @@ pub enum UidError {
     },
 }
 
-/// Checks UID syntax: 1..=64 characters of digits and dots, no empty
-/// component, no leading zero in a multi-digit component. Trailing NUL
-/// padding is tolerated (and not counted). Returns the UID without padding.
-/// A foreign character is reported before any empty component or leading
-/// zero, so a caller that tolerates those never accepts it.
-pub fn check_uid(uid: &[u8]) -> Result<&str, UidError> {
+/// Checks a UID value against its VR (PS3.5 §6.2, UI): 1..=64 characters,
+/// digits and dots only. Trailing NUL padding is tolerated (and not
+/// counted). Returns the value without padding. This is what may go on the
+/// wire in a UI element; whether the components are well formed is
+/// [`check_uid`]'s question.
+pub fn check_uid_value(uid: &[u8]) -> Result<&str, UidError> {
     let mut end = uid.len();
     while let Some(end_minus_one) = end.checked_sub(1) {
         if uid.get(end_minus_one) != Some(&0) {
@@ -510,36 +510,68 @@ pub fn check_uid(uid: &[u8]) -> Result<&str, UidError> {
     {
         return Err(UidError::InvalidCharacter { position, byte });
     }
+    // Only ASCII digits and dots remain: this conversion cannot fail.
+    std::str::from_utf8(body).map_err(|_| UidError::Empty)
+}
+
+/// A UID that passed [`check_uid_tolerant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TolerantUid<'a> {
+    /// The UID, padding removed.
+    pub uid: &'a str,
+    /// The position of the first component with a leading zero, if any:
+    /// the one departure from PS3.5 §9.1 this check lets through.
+    pub leading_zero: Option<usize>,
+}
+
+/// Checks UID syntax like [`check_uid`], but lets components with a leading
+/// zero through (reporting the first): real modalities emit them
+/// (`1.2.840.113619.2.55.3.0123`), every parser reads them, and archives
+/// (Orthanc, dcm4chee) store them with a warning. Everything else is an
+/// error: empty components, foreign characters, more than 64 characters.
+pub fn check_uid_tolerant(uid: &[u8]) -> Result<TolerantUid<'_>, UidError> {
+    let body = check_uid_value(uid)?;
+    let bytes = body.as_bytes();
+    let mut leading_zero = None;
     let mut component_start = 0usize;
-    for (position, &byte) in body.iter().enumerate() {
-        match byte {
-            b'.' => {
-                if position == component_start {
-                    return Err(UidError::EmptyComponent { position });
-                }
-                component_start = position.saturating_add(1);
+    for (position, &byte) in bytes.iter().enumerate() {
+        if byte == b'.' {
+            if position == component_start {
+                return Err(UidError::EmptyComponent { position });
             }
-            b'0' => {
-                // A zero that starts a component must be the whole component.
-                if position == component_start
-                    && body
-                        .get(position.saturating_add(1))
-                        .is_some_and(|next| *next != b'.')
-                {
-                    return Err(UidError::LeadingZero { position });
-                }
-            }
-            b'1'..=b'9' => {}
-            _ => return Err(UidError::InvalidCharacter { position, byte }),
+            component_start = position.saturating_add(1);
+        } else if byte == b'0'
+            && position == component_start
+            && bytes
+                .get(position.saturating_add(1))
+                .is_some_and(|next| *next != b'.')
+        {
+            // A zero that starts a component must be the whole component.
+            leading_zero.get_or_insert(position);
         }
     }
-    if component_start == body.len() {
+    if component_start == bytes.len() {
         return Err(UidError::EmptyComponent {
             position: component_start,
         });
     }
-    // Only ASCII digits and dots remain: this conversion cannot fail.
-    std::str::from_utf8(body).map_err(|_| UidError::Empty)
+    Ok(TolerantUid {
+        uid: body,
+        leading_zero,
+    })
+}
+
+/// Checks UID syntax: 1..=64 characters of digits and dots, no empty
+/// component, no leading zero in a multi-digit component. Trailing NUL
+/// padding is tolerated (and not counted). Returns the UID without padding.
+/// Every other flaw is reported before a leading zero, so a caller that
+/// tolerates leading zeros ([`check_uid_tolerant`]) never accepts another.
+pub fn check_uid(uid: &[u8]) -> Result<&str, UidError> {
+    let checked = check_uid_tolerant(uid)?;
+    match checked.leading_zero {
+        Some(position) => Err(UidError::LeadingZero { position }),
+        None => Ok(checked.uid),
+    }
 }
 
 #[cfg(test)]
@@ -774,6 +806,57 @@ mod tests {
                 position: 5,
                 byte: b'x'
             })
+        );
+    }
+
+    #[test]
+    fn uid_value_and_tolerant_checks() {
+        // The VR check: length and characters only.
+        assert_eq!(check_uid_value(b"1.2..3\0"), Ok("1.2..3"));
+        assert_eq!(check_uid_value(b".1.02."), Ok(".1.02."));
+        assert_eq!(check_uid_value(b""), Err(UidError::Empty));
+        assert!(matches!(
+            check_uid_value(b"1.2.3\n"),
+            Err(UidError::InvalidCharacter { position: 5, .. })
+        ));
+        let sixty_five = "1.".repeat(32) + "1";
+        assert_eq!(
+            check_uid_value(sixty_five.as_bytes()),
+            Err(UidError::TooLong { length: 65 })
+        );
+        // The tolerant check lets leading zeros through, and nothing else.
+        assert_eq!(
+            check_uid_tolerant(b"1.2.840.113619.2.55.3.0123"),
+            Ok(TolerantUid {
+                uid: "1.2.840.113619.2.55.3.0123",
+                leading_zero: Some(22)
+            })
+        );
+        assert_eq!(
+            check_uid_tolerant(b"1.0.3"),
+            Ok(TolerantUid {
+                uid: "1.0.3",
+                leading_zero: None
+            })
+        );
+        for (uid, error) in [
+            (&b"1.02..3"[..], UidError::EmptyComponent { position: 5 }),
+            (b".1.2.3", UidError::EmptyComponent { position: 0 }),
+            (b"1.2.3.", UidError::EmptyComponent { position: 6 }),
+            (
+                b"1.02.x",
+                UidError::InvalidCharacter {
+                    position: 5,
+                    byte: b'x',
+                },
+            ),
+        ] {
+            assert_eq!(check_uid_tolerant(uid), Err(error), "{uid:?}");
+            assert_eq!(check_uid(uid), Err(error), "{uid:?}");
+        }
+        assert_eq!(
+            check_uid(b"1.2.03"),
+            Err(UidError::LeadingZero { position: 4 })
         );
     }
 }

@@ -161,6 +161,31 @@ impl IndexSide {
         self.submit_clears(core, true);
     }
 
+    /// Submits the in-doubt marks still to clear and the removals still
+    /// owed, waiting for room in the writer's queue (the core stops next: a
+    /// clear kept for later would be lost, and the next start would recheck
+    /// those files; an owed removal is redone by start-up recovery, which
+    /// removes in-doubt entries whose files are gone).
+    pub(super) fn submit_clears_at_shutdown(&mut self, core: &mut Core) {
+        let (op, timer) = self.batcher.take_clears();
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        let mut ops = batcher::owed_ops(&self.in_doubt.owed());
+        ops.extend(op);
+        if ops.is_empty() {
+            return;
+        }
+        let batch = Batch::with_callback(ops, |result| {
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not clear in-doubt marks at shutdown; start-up recovery will check those files");
+            }
+        });
+        if let Err(error) = self.writer.submit(batch) {
+            tracing::warn!(%error, "could not clear in-doubt marks at shutdown; start-up recovery will check those files");
+        }
+    }
+
     /// Submits the in-doubt marks to clear (files now durable) and the
     /// owed removals as their own small batch. Only start-up recovery reads
     /// the marks, so a failed clear costs nothing but a recheck of those

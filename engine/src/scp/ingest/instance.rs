@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use sluice_index::{FileId, InstanceRecord, NewInstance};
 use sluice_net::dimse::{CStoreRq, Status};
-use sluice_net::scan::{check_store, DatasetHead, DatasetScanner, StoreCheck};
+use sluice_net::scan::{
+    check_store, DatasetHead, DatasetScanner, Leniency, StoreCheck, StoreWarnings,
+};
 use sluice_net::uid::{self, TransferSyntaxFacts};
 
 use super::job::{Job, Verdict};
@@ -49,6 +51,9 @@ pub(crate) enum Answered {
         quarantine_id: Option<u64>,
         /// When the instance passed each step.
         timing: JobTiming,
+        /// What lenient checks found (each the refusal it would have been
+        /// under a strict setting): logged and flagged.
+        warnings: StoreWarnings,
     },
     /// Failed: nothing is kept.
     Failed(Failure),
@@ -78,6 +83,8 @@ pub(super) struct Instance {
     pub(super) dataset_bytes: u64,
     /// What the index gets, once the head is accepted.
     pub(super) instance: Option<NewInstance>,
+    /// What lenient checks found, of the command and then of the data set.
+    pub(super) warnings: StoreWarnings,
     /// In the shared in-doubt set.
     pub(super) in_doubt: bool,
     /// Its claim on the free space (the floor's accounting).
@@ -99,9 +106,9 @@ impl Instance {
         self.hasher.update(bytes);
     }
 
-    /// The data set is whole: the head's verdict (the index entry kept when
-    /// it is acceptable).
-    pub(super) fn check(&mut self) -> Verdict {
+    /// The data set is whole: the head's verdict under `lenient` (the index
+    /// entry and the warnings kept when it is acceptable).
+    pub(super) fn check(&mut self, lenient: Leniency) -> Verdict {
         let Some(scanner) = self.scanner.take() else {
             panic!("a data set checked twice");
         };
@@ -113,10 +120,12 @@ impl Instance {
                 affected_sop_instance_uid: &self.rq.affected_sop_instance_uid,
                 transfer_syntax: self.facts,
                 image_class: uid::is_image_sop_class(&self.rq.affected_sop_class_uid),
+                lenient,
             },
         );
         match checked {
-            Ok(()) => {
+            Ok(warnings) => {
+                self.warnings.extend(warnings);
                 self.instance = Some(self.new_instance(&head));
                 Verdict::Accepted {
                     seal: seal(self.dataset_bytes, self.hasher.finish()),
@@ -130,6 +139,7 @@ impl Instance {
     fn new_instance(&self, head: &DatasetHead) -> NewInstance {
         instance_from_head(
             head,
+            &self.rq.affected_sop_instance_uid,
             InstanceRecord {
                 file_id: self.file_id,
                 file_size_bytes: self.header_bytes + self.dataset_bytes,

@@ -35,7 +35,7 @@ use std::time::Instant;
 use sluice_index::{Disposition, StoreOutcome};
 use sluice_io::{At, Core, IoBuf, IoError, OpenOptions, RecvBuf, SyncKind};
 use sluice_net::dimse::{CStoreRq, Status};
-use sluice_net::scan::DatasetScanner;
+use sluice_net::scan::{check_command, DatasetScanner, StoreCheck};
 use sluice_net::uid;
 
 use self::batcher::{BatchKind, IndexAnswer};
@@ -51,6 +51,7 @@ use super::failure::Failure;
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
 use crate::config::DuplicatePolicy as ConfigDuplicatePolicy;
+use crate::escape::Escaped;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
 use crate::store::{Counted, StoreEvent};
@@ -174,6 +175,23 @@ impl Ingest {
         let storage = &self.config().storage;
         let floor = storage.free_space_floor;
         let in_flight_max = storage.instances_in_flight_max_per_core as usize;
+        let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
+        // The command's UIDs follow the data set's rules (A900 when
+        // malformed), before anything else: a malformed UID is never
+        // answered for another reason.
+        let warnings = facts
+            .map(|facts| {
+                check_command(&StoreCheck {
+                    affected_sop_class_uid: &start.rq.affected_sop_class_uid,
+                    affected_sop_instance_uid: &start.rq.affected_sop_instance_uid,
+                    transfer_syntax: facts,
+                    image_class: false,
+                    lenient: self.shared.leniency,
+                })
+            })
+            .transpose()
+            .map_err(Failure::Rejected)?
+            .unwrap_or_default();
         if start.abstract_syntax != start.rq.affected_sop_class_uid {
             return Err(Failure::SopClassNotOnContext {
                 sop_class_uid: start.rq.affected_sop_class_uid.clone(),
@@ -190,7 +208,6 @@ impl Ingest {
         if owed >= batcher::OWED_REMOVALS_MAX {
             return Err(Failure::RemovalsOwed { owed });
         }
-        let facts = uid::transfer_syntax(start.transfer_syntax_uid).map(|ts| ts.facts);
         let (Some(facts), Ok(scanner)) = (
             facts,
             DatasetScanner::for_transfer_syntax(start.transfer_syntax_uid),
@@ -261,6 +278,7 @@ impl Ingest {
                 hasher: DatasetHasher::new(),
                 dataset_bytes: 0,
                 instance: None,
+                warnings,
                 in_doubt: false,
                 reservation,
                 timing: JobTiming::default(),
@@ -316,7 +334,7 @@ impl Ingest {
         let verdict = if record.job.has_failed() {
             Verdict::Unchecked
         } else {
-            record.check()
+            record.check(self.shared.leniency)
         };
         self.feed(core, key, JobInput::Complete(verdict));
     }
@@ -517,7 +535,14 @@ impl Ingest {
     /// cleared (the index finishes queued batches when it closes), so a clean
     /// shutdown leaves recovery nothing to re-verify.
     pub(crate) fn shutdown(&mut self, core: &mut Core) {
-        self.index.submit_clears(core, true);
+        self.index.submit_clears_at_shutdown(core);
+    }
+
+    /// No instance in progress on this core (none receiving, none on its
+    /// way to durable, none waiting for its operations in flight to discard
+    /// its file): a draining core may stop.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.jobs.is_empty()
     }
 
     // ----- jobs -----
@@ -640,7 +665,7 @@ impl Ingest {
                     panic!("an undo of job {key:?}, which has no entry");
                 };
                 tracing::warn!(
-                    sop_instance_uid = %instance.triplet.sop_instance_uid,
+                    sop_instance_uid = %Escaped(&instance.triplet.sop_instance_uid),
                     "removing the index entry of an instance that failed to become durable"
                 );
                 // Owed from now on: the set keeps the file in doubt, and
@@ -748,7 +773,7 @@ impl Ingest {
                 tracing::error!(
                     dir = %end.dir.display(),
                     instances = end.jobs.len(),
-                    reason = %failure,
+                    reason = %Escaped(&failure),
                     "directory fsync failed; its instances fail"
                 );
                 // One failed fsync is one failure, however many instances.
@@ -883,11 +908,13 @@ impl Ingest {
             Some(Disposition::Quarantined { quarantine_id }) => Some(*quarantine_id),
             _ => None,
         };
+        let warnings = std::mem::take(&mut record.warnings);
         self.answers.push(record.answer(Answered::Stored {
             status,
             counted,
             quarantine_id,
             timing: record.timing,
+            warnings,
         }));
     }
 

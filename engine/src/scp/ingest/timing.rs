@@ -2,6 +2,7 @@
 //! debug level with its answer (target `sluice::ingest::timing`), so a slow
 //! tail can be traced to the step that caused it.
 
+use crate::escape::Escaped;
 use std::time::Instant;
 
 use sluice_net::dimse::Status;
@@ -31,8 +32,8 @@ impl JobTiming {
         let answered = Some(Instant::now());
         tracing::debug!(
             target: "sluice::ingest::timing",
-            sop_instance_uid,
-            status = status.0,
+            sop_instance_uid = %Escaped(sop_instance_uid),
+            status = %status,
             rename_us = Self::micros(self.complete, self.renamed),
             file_sync_us = Self::micros(self.renamed, self.file_synced),
             dir_sync_us = Self::micros(self.renamed, self.dir_synced),
