@@ -227,7 +227,8 @@ def find_part(args, binaries, work_dir):
         peers[kind] = peer
     try:
         for repetition in range(args.repeat):
-            order = args.peers[repetition % len(args.peers):] + args.peers[:repetition % len(args.peers)]
+            shift = repetition % max(len(args.peers), 1)
+            order = args.peers[shift:] + args.peers[:shift]
             for query_kind, _, relational in QUERY_KINDS:
                 for kind in order:
                     result = find_latency(binaries, peers[kind], queries[query_kind],

@@ -14,7 +14,8 @@
 //!   after a restart. docs/design/commitment.md.
 //! - [`cli`]: the operator commands; [`recovery`]: start-up recovery;
 //!   [`lock`]: one writer per data directory, one server per port;
-//!   [`escape`]: how values a sender controls are shown in logs and output.
+//!   [`escape`]: how values a sender controls are shown in logs and output;
+//!   [`flags`]: what is recorded of an instance stored with warnings.
 //!
 //! ```no_run
 //! use sluice_engine::{config::Config, scp::Server, store::{Store, StoreEvent}};
@@ -34,6 +35,7 @@ mod clock;
 pub mod commit;
 pub mod config;
 pub mod escape;
+pub mod flags;
 pub mod lock;
 pub mod recovery;
 pub mod scp;

@@ -116,6 +116,18 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
+    /// True when recovery removed, moved or indexed again any file or entry:
+    /// the previous run did not end cleanly, which the operator should see
+    /// (the summary is then logged at warn, not info).
+    pub fn repaired_anything(&self) -> bool {
+        self.temp_files_removed
+            + self.orphans_moved
+            + self.in_doubt_removed
+            + self.reindexed
+            + self.misplaced_moved
+            > 0
+    }
+
     /// True when every index entry has its file at the recorded size.
     pub fn index_is_whole(&self) -> bool {
         self.missing_files_total == 0 && self.wrong_size_total == 0
@@ -752,7 +764,7 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
         return Err(error);
     }
     report.elapsed = started.elapsed();
-    if report.index_is_whole() {
+    if report.index_is_whole() && !report.repaired_anything() {
         tracing::info!("{report}");
     } else {
         tracing::warn!("{report}");

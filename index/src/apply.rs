@@ -253,6 +253,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 if request.in_doubt {
                     self.mark_in_doubt(request, &result)?;
                 }
+                if let Some(flagged) = &request.flagged {
+                    self.mark_flagged(request, &result, flagged)?;
+                }
                 Ok(result)
             }
             WriteOp::ClearInDoubt(file_ids) => {
@@ -412,6 +415,39 @@ impl<'t, 'e> Apply<'t, 'e> {
             .is_some())
     }
 
+    /// Records what lenient checks found in the new file when the store made
+    /// an entry name it (stored, or held in quarantine).
+    fn mark_flagged(
+        &mut self,
+        request: &StoreRequest,
+        result: &ItemResult,
+        flagged: &[u8],
+    ) -> Result<(), IndexError> {
+        let named = match result {
+            Ok(WriteOutcome::Store(outcome)) => matches!(
+                outcome.disposition(),
+                None | Some(Disposition::Replaced { .. } | Disposition::Quarantined { .. })
+            ),
+            _ => false,
+        };
+        if !named {
+            return Ok(());
+        }
+        let key = file_id_key(request.instance.record.file_id);
+        let value = flagged
+            .get(..flagged.len().min(crate::records::FLAGGED_PAYLOAD_BYTES_MAX))
+            .unwrap_or_default();
+        self.put(self.tables.flagged, &key, value, "mark flagged")
+    }
+
+    /// A file no entry references any more: its file id and, if it was
+    /// flagged, its `flagged` row go.
+    fn forget_file(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        self.release_file_id(file_id)?;
+        self.delete(self.tables.flagged, &file_id_key(file_id), "delete flagged")?;
+        Ok(())
+    }
+
     /// Removes the entry the in-doubt mark of `file_id` names, if it still
     /// names that file, and the mark; whether an entry was removed.
     fn remove_in_doubt(&mut self, file_id: FileId) -> Result<bool, IndexError> {
@@ -452,6 +488,11 @@ impl<'t, 'e> Apply<'t, 'e> {
             _ => return Err(corrupt("unknown entry tag")),
         };
         self.delete(self.tables.in_doubt, &key, "remove in doubt")?;
+        if removed {
+            // A failed instance is not flagged either (a quarantine entry
+            // taken keeps its row for a release; here it goes).
+            self.delete(self.tables.flagged, &key, "remove flagged")?;
+        }
         Ok(removed)
     }
 
@@ -658,7 +699,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                     &key,
                     &StoredRecord::compact(&record, defaults),
                 )?;
-                self.release_file_id(previous.file_id)?;
+                self.forget_file(previous.file_id)?;
                 self.fill_series_and_study(instance)?;
                 Disposition::Replaced { previous }
             }
@@ -978,7 +1019,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             &instance_key(series_id, sop),
             "delete instance",
         )?;
-        self.release_file_id(record.file_id)?;
+        self.forget_file(record.file_id)?;
 
         let series_entry = self.series_entry(&series_key)?;
         series_entry.dirty = true;
@@ -1114,7 +1155,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                     &instance_key(series_id, &triplet.sop_instance_uid),
                     &stored,
                 )?;
-                self.release_file_id(previous.file_id)?;
+                self.forget_file(previous.file_id)?;
                 self.put(
                     self.tables.file_ids,
                     &file_id_key(instance.record.file_id),
@@ -1141,6 +1182,11 @@ impl<'t, 'e> Apply<'t, 'e> {
             return Ok(None);
         };
         self.drop_quarantine_entry(&entry)?;
+        self.delete(
+            self.tables.flagged,
+            &file_id_key(entry.instance.record.file_id),
+            "delete flagged",
+        )?;
         Ok(Some(entry))
     }
 

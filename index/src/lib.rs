@@ -51,13 +51,14 @@ pub use ops::{
 };
 pub use query::{CompiledStudyQuery, StudyQuery};
 pub use read::{
-    CommitmentEntry, InDoubt, InDoubtEntry, InstanceEntry, Listing, ReadTxn, SeriesEntry,
+    CommitmentEntry, Flagged, InDoubt, InDoubtEntry, InstanceEntry, Listing, ReadTxn, SeriesEntry,
     StudyMatch,
 };
 pub use records::{
     Checksum, CommitmentRecord, CommitmentState, FileId, InstanceRecord, NewInstance,
     QuarantineEntry, QuarantineReason, SeriesAttributes, SeriesRecord, StudyAttributes,
     StudyRecord, Triplet, AE_TITLE_BYTES_MAX, ATTRIBUTE_BYTES_MAX, COMMITMENT_PAYLOAD_BYTES_MAX,
+    FLAGGED_PAYLOAD_BYTES_MAX,
 };
 pub use tables::SCHEMA_VERSION;
 pub use writer::{Batch, IndexWriter, SubmitError};

@@ -1,8 +1,8 @@
-//! Upgrading an index of schema 2 or 3 to schema 4, in place, at open.
+//! Upgrading an index of schema 2, 3 or 4 to schema 5, in place, at open.
 //!
 //! Schema 3 kept each instance under its SOP Instance UID (`instances`:
 //! `sop` -> study UID, series UID, record) with a listing key per instance
-//! (`series_instances`: `study ∅ series ∅ sop`). Schema 4 gives every
+//! (`series_instances`: `study ∅ series ∅ sop`). Schema 5 gives every
 //! series an id and keeps each instance under `series id ++ sop`, in the
 //! same `instances` table, its record without the values its series holds
 //! once (`RecordDefaults`); the SOP Instance UID lookup moves to the LSM
@@ -13,7 +13,7 @@
 //! One LMDB write transaction does it all, so a crash leaves either the old
 //! index, whole, or the new one. Old and new keys live side by side in
 //! `instances` meanwhile: a schema 3 key is a UID, whose first byte is never
-//! 0x00, and a schema 4 key starts with a series id below 2^56, whose first
+//! 0x00, and a schema 5 key starts with a series id below 2^56, whose first
 //! byte is 0x00. Series are taken one at a time in key order (memory: one
 //! series' instances), each gets the next id, its instances are written
 //! under it; then every key from 0x01 on (the old ones) is deleted, after
@@ -46,7 +46,7 @@ pub(crate) struct StoredInstanceV3 {
     pub(crate) record: InstanceRecord,
 }
 
-/// Upgrades the index in `env` from schema `from` (2 or 3) to
+/// Upgrades the index in `env` from schema `from` (2, 3 or 4) to
 /// [`SCHEMA_VERSION`], in one transaction, flushed before it returns.
 pub(crate) fn upgrade(
     env: &Env<WithoutTls>,

@@ -54,6 +54,12 @@ pub struct StoreRequest {
     /// [`WriteOp::ClearInDoubt`]; start-up recovery verifies such files
     /// (size and checksum) before trusting their entries.
     pub in_doubt: bool,
+    /// What lenient checks found in the instance, as the engine words it
+    /// (at most [`crate::FLAGGED_PAYLOAD_BYTES_MAX`] bytes): when the store
+    /// makes an entry name the file (stored, or held in quarantine), it is
+    /// recorded in the `flagged` table in the same transaction, for
+    /// [`crate::ReadTxn::flagged`]. `None`: nothing was found.
+    pub flagged: Option<Vec<u8>>,
 }
 
 impl StoreRequest {
@@ -64,6 +70,7 @@ impl StoreRequest {
             duplicate_policy: DuplicatePolicy::default(),
             conflict_policy: ConflictPolicy::default(),
             in_doubt: false,
+            flagged: None,
         }
     }
 }

@@ -98,6 +98,17 @@ pub struct InDoubt {
     pub entry: InDoubtEntry,
 }
 
+/// A file whose instance lenient checks flagged ([`ReadTxn::flagged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flagged {
+    /// The file.
+    pub file_id: FileId,
+    /// Who references it now.
+    pub role: FileRole,
+    /// The engine's bytes recorded with it (`StoreRequest::flagged`).
+    pub payload: Vec<u8>,
+}
+
 /// The entry naming an in-doubt file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -748,6 +759,53 @@ impl<'a> ReadTxn<'a> {
             listing.items.push(CommitmentEntry {
                 transaction_uid: transaction_uid.to_owned(),
                 record: decode::<CommitmentRecord>("commitments", bytes)?,
+            });
+        }
+        Ok(listing)
+    }
+
+    /// Up to `limit` flagged files after `after` (in file id order), each
+    /// with the entry that references it now. A row goes with its file's
+    /// last reference; one found without a reference is skipped.
+    pub fn flagged(
+        &self,
+        after: Option<FileId>,
+        limit: usize,
+    ) -> Result<Listing<Flagged>, IndexError> {
+        let mut listing = Listing::default();
+        let after_key = after.map(file_id_key);
+        let range: (Bound<&[u8]>, Bound<&[u8]>) = (
+            after_key
+                .as_ref()
+                .map_or(Bound::Unbounded, |key| Bound::Excluded(&key[..])),
+            Bound::Unbounded,
+        );
+        let iter = self
+            .shared
+            .tables
+            .flagged
+            .range(&self.txn, &range)
+            .map_err(self.lmdb("scan flagged"))?;
+        for entry in iter {
+            let (key, payload) = entry.map_err(self.lmdb("scan flagged"))?;
+            let Ok(bytes) = <[u8; 16]>::try_from(key) else {
+                return Err(IndexError::Corrupt {
+                    table: "flagged",
+                    detail: format!("key of {} bytes, not a file id", key.len()),
+                });
+            };
+            let file_id = FileId(u128::from_be_bytes(bytes));
+            let Some(role) = self.file_role(file_id)? else {
+                continue;
+            };
+            if listing.items.len() == limit {
+                listing.truncated = true;
+                break;
+            }
+            listing.items.push(Flagged {
+                file_id,
+                role,
+                payload: payload.to_vec(),
             });
         }
         Ok(listing)

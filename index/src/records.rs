@@ -174,7 +174,7 @@ impl RecordDefaults {
     }
 }
 
-/// The value of the `series` table (schema 4): the series' id, its record
+/// The value of the `series` table (schema 5): the series' id, its record
 /// defaults and its record.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredSeries {
@@ -405,6 +405,9 @@ pub struct CommitmentRecord {
 /// The largest commitment payload accepted, in bytes (10,000 references of
 /// ~130 bytes each fit about 8 times over).
 pub const COMMITMENT_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The longest `StoreRequest::flagged` payload kept (longer ones are cut).
+pub const FLAGGED_PAYLOAD_BYTES_MAX: usize = 4096;
 
 /// The longest attribute value kept, in bytes; longer ones are truncated in the
 /// index (the file keeps every byte).

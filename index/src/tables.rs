@@ -21,16 +21,19 @@ use crate::error::{EnvLimits, IndexError};
 /// 2. the checksum became 16 bytes (XXH3-128), see `Checksum`;
 /// 3. the `in_doubt` table: files an entry names whose durability was not yet
 ///    confirmed when the entry committed (see `WriteOp::ClearInDoubt`);
-/// 4. instances keyed by series id and SOP Instance UID (`instances`,
+/// 4. the `flagged` table: the files of instances stored although a lenient
+///    check found something (see `StoreRequest::flagged`);
+/// 5. instances keyed by series id and SOP Instance UID (`instances`,
 ///    `series_ids`; `series_instances` is gone), the SOP Instance UID lookup
 ///    in an LSM tree beside LMDB with its `sop_pending` log
 ///    (docs/design/index-at-scale.md).
 ///
-/// An index of version 2 or 3 is upgraded in place at open (`migrate`).
-pub const SCHEMA_VERSION: u32 = 4;
+/// An index of version 2, 3 or 4 is upgraded in place at open (`migrate`;
+/// the tables an older version lacks are created empty, as it had them).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 2] = [2, 3];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 3] = [2, 3, 4];
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -73,12 +76,13 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "commitments",
     "in_doubt",
     "sop_pending",
+    "flagged",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 13;
+pub(crate) const TABLE_COUNT: usize = 14;
 
-/// The table of schema 3 that schema 4 replaced; opened only to upgrade
+/// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
 /// (and left empty by it: LMDB through heed cannot drop a named table).
 pub(crate) const LEGACY_TABLE_NAME: &str = "series_instances";
 
@@ -118,6 +122,9 @@ pub(crate) struct Tables {
     /// Group number (8 bytes BE) -> the (SOP hash, series id) pairs that
     /// group added to the SOP index, until the SOP index is durable past it.
     pub(crate) sop_pending: Table,
+    /// File id (16 bytes BE) -> the engine's bytes saying what lenient
+    /// checks found in that instance.
+    pub(crate) flagged: Table,
 }
 
 impl Tables {
@@ -137,6 +144,7 @@ impl Tables {
             self.commitments,
             self.in_doubt,
             self.sop_pending,
+            self.flagged,
         ];
         let mut index = 0;
         tables.map(|table| {
@@ -147,7 +155,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending, flagged] =
             tables;
         Tables {
             meta,
@@ -163,6 +171,7 @@ impl Tables {
             commitments,
             in_doubt,
             sop_pending,
+            flagged,
         }
     }
 }

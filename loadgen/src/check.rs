@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::history::{HistoryError, Outcome};
+
 /// What the check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -38,14 +40,9 @@ pub enum CheckError {
         /// The error.
         source: std::io::Error,
     },
-    /// A history line is not what `run --history` writes.
-    #[error("{path}:{line}: not a history line")]
-    BadHistory {
-        /// The file.
-        path: PathBuf,
-        /// Line number (1-based).
-        line: usize,
-    },
+    /// The history file could not be read.
+    #[error(transparent)]
+    History(#[from] HistoryError),
 }
 
 /// SOP Instance UID -> SHA-256 (hex) of the data set, for every Part 10
@@ -74,43 +71,23 @@ pub fn scan_directory(dir: &Path) -> Result<HashMap<String, String>, CheckError>
 /// Checks `history` (from `run --history`) against the files under `dir`;
 /// with `compare_hashes`, data sets must also be byte-identical.
 pub fn check(history: &Path, dir: &Path, compare_hashes: bool) -> Result<CheckReport, CheckError> {
-    let text = std::fs::read_to_string(history).map_err(|source| CheckError::Io {
-        path: history.to_path_buf(),
-        source,
-    })?;
     let found = scan_directory(dir)?;
     let mut report = CheckReport {
         files: found.len() as u64,
         ..CheckReport::default()
     };
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    crate::history::read(history, |line| {
+        if line.outcome != Outcome::Stored {
+            return;
         }
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|_| CheckError::BadHistory {
-                path: history.to_path_buf(),
-                line: index + 1,
-            })?;
-        if value["outcome"].as_str() != Some("stored") {
-            continue;
-        }
-        let (Some(uid), Some(sha256)) =
-            (value["sop_instance_uid"].as_str(), value["sha256"].as_str())
-        else {
-            return Err(CheckError::BadHistory {
-                path: history.to_path_buf(),
-                line: index + 1,
-            });
-        };
         report.acknowledged += 1;
-        match found.get(uid) {
-            None => report.missing.push(uid.to_string()),
-            Some(digest) if compare_hashes && digest != sha256 => {
-                report.different.push(uid.to_string())
+        match found.get(&line.sop_instance_uid) {
+            None => report.missing.push(line.sop_instance_uid),
+            Some(digest) if compare_hashes && *digest != line.sha256 => {
+                report.different.push(line.sop_instance_uid)
             }
             Some(_) => report.matching += 1,
         }
-    }
+    })?;
     Ok(report)
 }

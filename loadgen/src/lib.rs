@@ -14,8 +14,12 @@
 
 pub mod check;
 pub mod driver;
+pub mod history;
+pub mod keys;
 pub mod report;
+pub mod retrieve;
 pub mod run;
 pub mod stats;
+pub mod study;
 pub mod uid;
 pub mod workload;

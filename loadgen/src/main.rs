@@ -9,18 +9,22 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use sluice_io::BackendChoice;
-use sluice_loadgen::driver::{LoadShape, RunPlan};
+use sluice_loadgen::driver::{LoadShape, RetrievePlan, RunPlan};
+use sluice_loadgen::keys::discover::{discover, DiscoverTarget};
+use sluice_loadgen::keys::{KeyPool, PoolLimits};
 use sluice_loadgen::report;
+use sluice_loadgen::retrieve::{parse_keys, RetrieveSpec};
 use sluice_loadgen::run::{run, Execution};
 use sluice_loadgen::stats::RunResult;
 use sluice_loadgen::workload;
+use sluice_net::query::{InformationModel, Level, Operation};
 use sluice_net::uid::ts;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-loadgen",
     version,
-    about = "Drives any DICOM Storage SCP with many associations and reports capacity."
+    about = "Drives any DICOM Storage or Query/Retrieve SCP with many associations and reports capacity."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -146,6 +150,69 @@ struct LoadArgs {
     /// No progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
+    /// Synthetic data: consecutive studies of one patient (Patient ID,
+    /// Patient's Name), so queries by patient select a few studies.
+    #[arg(long, default_value_t = 1)]
+    studies_per_patient: u64,
+    #[command(flatten)]
+    retrieval: RetrievalArgs,
+}
+
+/// What is measured: ingest, or a retrieval operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WorkloadKind {
+    /// C-STORE (the default).
+    Store,
+    /// C-FIND.
+    Find,
+    /// C-MOVE, to our own storage SCP (--move-listen).
+    Move,
+    /// C-GET, the instances coming back on the association.
+    Get,
+}
+
+#[derive(Debug, Args, Clone)]
+struct RetrievalArgs {
+    /// The load: store (C-STORE), or find, move, get (retrieval). With a
+    /// retrieval workload --associations, --rate, --count and the sweep's
+    /// levels apply to the retrieval operations; --store-associations adds
+    /// ingest beside them (a mixed run).
+    #[arg(long, value_enum, default_value = "store")]
+    workload: WorkloadKind,
+    /// Query/Retrieve information model: study (Study Root) or patient (Patient Root).
+    #[arg(long, default_value = "study")]
+    model: String,
+    /// Query/Retrieve level: patient, study, series, image (move and get: study or series).
+    #[arg(long, default_value = "study")]
+    level: String,
+    /// C-FIND matching keys, comma-separated: patient-id, patient-name,
+    /// study-date, study-uid, series-uid, sop-uid, modality (none: the
+    /// level's universal query under one drawn parent).
+    #[arg(long, default_value = "")]
+    keys: String,
+    /// Study Date ranges (key study-date) span this many days.
+    #[arg(long, default_value_t = 7)]
+    date_window_days: u32,
+    /// Where queried and retrieved values come from: history:FILE (a
+    /// history written by an earlier `run --history` against the target)
+    /// or query (a universal C-FIND of the target's studies and series first).
+    #[arg(long)]
+    keys_from: Option<String>,
+    /// C-MOVE: the Move Destination AE title (the target must know it at --move-listen).
+    #[arg(long)]
+    move_dest: Option<String>,
+    /// C-MOVE: our storage SCP listens here, host:port (the move destination).
+    #[arg(long)]
+    move_listen: Option<String>,
+    /// Release and re-associate after this many retrieval operations (0: never).
+    #[arg(long, default_value_t = 0)]
+    operations_per_association: u64,
+    /// Mixed run: store-lane associations beside the retrieval load.
+    #[arg(long, default_value_t = 0)]
+    store_associations: usize,
+    /// Mixed run: the store lane's open-loop rate, instances/s (default: closed loop).
+    #[arg(long)]
+    store_rate: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -167,7 +234,8 @@ struct SweepArgs {
     /// Directory for the result files and the report.
     #[arg(long)]
     out_dir: PathBuf,
-    /// Latency objective for the capacity answer: p99 C-STORE latency in ms.
+    /// Latency objective for the capacity answer: p99 latency in ms of a
+    /// C-STORE (ingest) or of a retrieval operation.
     #[arg(long, default_value_t = 500.0)]
     slo_p99_ms: f64,
 }
@@ -204,8 +272,100 @@ fn transfer_syntax(text: &str) -> anyhow::Result<&'static str> {
     })
 }
 
-/// The workload, its weights and its label, prepared once for all levels.
-fn prepare(load: &LoadArgs) -> anyhow::Result<(Vec<Arc<workload::Prepared>>, Vec<u32>, String)> {
+/// The workload, its weights, its label and the retrieval key pool,
+/// prepared once for all levels.
+type Prepared = (
+    Vec<Arc<workload::Prepared>>,
+    Vec<u32>,
+    String,
+    Option<Arc<KeyPool>>,
+);
+
+/// The store workload, its weights and its label, and the key pool of a
+/// retrieval workload, prepared once for all levels.
+fn prepare(load: &LoadArgs) -> anyhow::Result<Prepared> {
+    let pool = match load.retrieval.workload {
+        WorkloadKind::Store => None,
+        _ => Some(Arc::new(key_pool(load)?)),
+    };
+    let label = match load.retrieval.workload {
+        WorkloadKind::Store => String::new(),
+        _ => retrieve_spec(load)?.describe(),
+    };
+    let (store, weights, store_label) = prepare_store(load)?;
+    let label = match (label.is_empty(), load.retrieval.store_associations) {
+        (true, _) => store_label,
+        (false, 0) => label,
+        (false, _) => format!("{label} + store {store_label}"),
+    };
+    Ok((store, weights, label, pool))
+}
+
+/// The retrieval specification of the command line.
+fn retrieve_spec(load: &LoadArgs) -> anyhow::Result<RetrieveSpec> {
+    let retrieval = &load.retrieval;
+    let operation = match retrieval.workload {
+        WorkloadKind::Find | WorkloadKind::Store => Operation::Find,
+        WorkloadKind::Move => Operation::Move,
+        WorkloadKind::Get => Operation::Get,
+    };
+    let model = match retrieval.model.to_ascii_lowercase().as_str() {
+        "study" => InformationModel::StudyRoot,
+        "patient" => InformationModel::PatientRoot,
+        other => bail!("unknown --model {other:?}: study or patient"),
+    };
+    let level = Level::parse(&retrieval.level.to_ascii_uppercase()).with_context(|| {
+        format!(
+            "unknown --level {:?}: patient, study, series, image",
+            retrieval.level
+        )
+    })?;
+    let spec = RetrieveSpec {
+        operation,
+        model,
+        level,
+        keys: parse_keys(&retrieval.keys)?,
+        date_window_days: retrieval.date_window_days,
+        move_destination: retrieval
+            .move_dest
+            .clone()
+            .unwrap_or_else(|| load.calling_ae.clone()),
+    };
+    spec.check()?;
+    Ok(spec)
+}
+
+/// The key pool of `--keys-from`.
+fn key_pool(load: &LoadArgs) -> anyhow::Result<KeyPool> {
+    let source = load
+        .retrieval
+        .keys_from
+        .as_deref()
+        .context("a retrieval workload needs --keys-from history:FILE or --keys-from query")?;
+    if let Some(path) = source.strip_prefix("history:") {
+        return Ok(KeyPool::from_history(
+            std::path::Path::new(path),
+            PoolLimits::default(),
+        )?);
+    }
+    if source == "query" {
+        let target = DiscoverTarget {
+            address: resolve(&load.target)?,
+            called_ae_title: load.called_ae.clone(),
+            calling_ae_title: load.calling_ae.clone(),
+            timeout: Duration::try_from_secs_f64(load.response_timeout)
+                .context("--response-timeout must be a non-negative number of seconds")?,
+        };
+        let spec = retrieve_spec(load)?;
+        return Ok(discover(&target, spec.needs(), PoolLimits::default())?);
+    }
+    bail!("unknown --keys-from {source:?}: history:FILE or query")
+}
+
+/// The store workload, its weights and its label.
+fn prepare_store(
+    load: &LoadArgs,
+) -> anyhow::Result<(Vec<Arc<workload::Prepared>>, Vec<u32>, String)> {
     if let Some(dir) = &load.dir {
         let prepared = workload::load_directory(dir, load.new_uids)?;
         let label = format!("dir:{} ({} files)", dir.display(), prepared.len());
@@ -228,7 +388,7 @@ fn prepare(load: &LoadArgs) -> anyhow::Result<(Vec<Arc<workload::Prepared>>, Vec
 
 fn plan_and_execution(
     load: &LoadArgs,
-    prepared: &(Vec<Arc<workload::Prepared>>, Vec<u32>, String),
+    prepared: &Prepared,
     associations: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<(RunPlan, Execution)> {
@@ -236,15 +396,32 @@ fn plan_and_execution(
         Duration::try_from_secs_f64(value)
             .with_context(|| format!("--{name} must be a non-negative number of seconds"))
     };
+    let shape_of = |rate: Option<f64>| match rate {
+        Some(rate_per_s) => LoadShape::Open { rate_per_s },
+        None => LoadShape::Closed,
+    };
+    let retrieval = &load.retrieval;
+    let (retrieve, store_shape, store_associations) = match (&prepared.3, retrieval.workload) {
+        (Some(pool), WorkloadKind::Find | WorkloadKind::Move | WorkloadKind::Get) => (
+            Some(RetrievePlan {
+                spec: retrieve_spec(load)?,
+                pool: Arc::clone(pool),
+                shape: shape_of(rate),
+                associations,
+                operations_per_association: retrieval.operations_per_association,
+                move_listen: retrieval.move_listen.as_deref().map(resolve).transpose()?,
+            }),
+            shape_of(retrieval.store_rate),
+            retrieval.store_associations,
+        ),
+        _ => (None, shape_of(rate), associations),
+    };
     let plan = RunPlan {
         address: resolve(&load.target)?,
         called_ae_title: load.called_ae.clone(),
         calling_ae_title: load.calling_ae.clone(),
-        shape: match rate {
-            Some(rate_per_s) => LoadShape::Open { rate_per_s },
-            None => LoadShape::Closed,
-        },
-        associations,
+        shape: store_shape,
+        associations: store_associations,
         duration: load
             .duration
             .map(|value| seconds(value, "duration"))
@@ -262,6 +439,8 @@ fn plan_and_execution(
         response_timeout: seconds(load.response_timeout, "response-timeout")?,
         commit_listen: load.commit_listen.as_deref().map(resolve).transpose()?,
         history: load.history.clone(),
+        studies_per_patient: load.studies_per_patient.max(1),
+        retrieve,
         run_id: load
             .seed
             .unwrap_or_else(|| fastrand::u64(1_000_000_000_000..u64::MAX)),
@@ -325,8 +504,15 @@ fn main() -> anyhow::Result<()> {
                     index + 1,
                     args.levels.len(),
                     associations,
-                    rate.map(|rate| format!(", {rate} inst/s"))
-                        .unwrap_or_default()
+                    rate.map(|rate| format!(
+                        ", {rate} {}/s",
+                        if prepared.3.is_some() {
+                            "operations"
+                        } else {
+                            "instances"
+                        }
+                    ))
+                    .unwrap_or_default()
                 );
                 let result = run(plan, &execution)?;
                 print!("{}", result.summary());

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::stats::RunResult;
+use crate::stats::{RetrievalResult, RunResult};
 
 const PALETTE: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -209,12 +209,40 @@ pub fn line_chart(
     svg
 }
 
-/// The load level of a run: associations (closed loop) or target rate (open loop).
+/// The load level of a run: associations (closed loop) or target rate
+/// (open loop) of the lane the load was varied on - the retrieval lane
+/// when the run has one (a sweep's levels apply to it, the store lane of a
+/// mixed run is held constant), else the store lane.
 pub fn load_level(result: &RunResult) -> f64 {
+    if let Some(retrieval) = &result.retrieval {
+        return match retrieval.config.rate_per_s {
+            Some(rate) if retrieval.config.mode == "open" => rate,
+            _ => retrieval.config.associations as f64,
+        };
+    }
     match result.load.rate_per_s {
         Some(rate) if result.load.mode == "open" => rate,
         _ => result.load.associations as f64,
     }
+}
+
+/// "open" or "closed", of the lane [`load_level`] reads.
+fn load_mode(result: &RunResult) -> &str {
+    match &result.retrieval {
+        Some(retrieval) => &retrieval.config.mode,
+        None => &result.load.mode,
+    }
+}
+
+/// What the retrieval lane of a run did, in a few words: `find STUDY by patient-id`.
+fn retrieval_label(retrieval: &RetrievalResult) -> String {
+    let config = &retrieval.config;
+    let mut text = format!("{} {}", config.operation, config.level);
+    if !config.keys.is_empty() {
+        text.push_str(" by ");
+        text.push_str(&config.keys.join(","));
+    }
+    text
 }
 
 /// What the report concludes for one target.
@@ -230,10 +258,10 @@ pub struct Capacity {
     pub within_objective: Option<(f64, f64, f64, f64)>,
 }
 
-/// Knee and capacity of each target label.
+/// Knee and capacity of each target label, from its runs with a store lane.
 pub fn capacity(results: &[RunResult], slo_p99_ms: f64) -> Vec<Capacity> {
     let mut by_label: BTreeMap<String, Vec<&RunResult>> = BTreeMap::new();
-    for result in results {
+    for result in results.iter().filter(|result| result.has_store_lane()) {
         by_label
             .entry(result.target.label.clone())
             .or_default()
@@ -273,12 +301,134 @@ pub fn capacity(results: &[RunResult], slo_p99_ms: f64) -> Vec<Capacity> {
         .collect()
 }
 
-fn x_axis_label(results: &[RunResult]) -> &'static str {
-    if results.iter().all(|result| result.load.mode == "open") {
-        "target rate (instances/s)"
-    } else {
-        "concurrent associations"
+/// The retrieval lane's answer for one target and operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalCapacity {
+    /// Target label and operation (`orthanc: find STUDY by patient-id`).
+    pub label: String,
+    /// Best rate seen, operations/s.
+    pub best_operations_per_s: f64,
+    /// Best run meeting the latency objective on the operation's p99:
+    /// (load, operations/s, instances/s received, p99 ms).
+    pub within_objective: Option<(f64, f64, f64, f64)>,
+}
+
+/// The retrieval capacity of each (target, operation) of the runs.
+pub fn retrieval_capacity(results: &[RunResult], slo_p99_ms: f64) -> Vec<RetrievalCapacity> {
+    let mut by_label: BTreeMap<String, Vec<(&RunResult, &RetrievalResult)>> = BTreeMap::new();
+    for result in results {
+        if let Some(retrieval) = &result.retrieval {
+            by_label
+                .entry(format!(
+                    "{}: {}",
+                    result.target.label,
+                    retrieval_label(retrieval)
+                ))
+                .or_default()
+                .push((result, retrieval));
+        }
     }
+    by_label
+        .into_iter()
+        .map(|(label, runs)| RetrievalCapacity {
+            label,
+            best_operations_per_s: runs
+                .iter()
+                .map(|(_, retrieval)| retrieval.operations_per_s)
+                .fold(0.0, f64::max),
+            within_objective: runs
+                .iter()
+                .filter(|(_, retrieval)| {
+                    retrieval.totals.operations_ok > 0
+                        && retrieval.latency_ms.operation.p99 <= slo_p99_ms
+                })
+                .max_by(|a, b| a.1.operations_per_s.total_cmp(&b.1.operations_per_s))
+                .map(|(result, retrieval)| {
+                    (
+                        load_level(result),
+                        retrieval.operations_per_s,
+                        retrieval.instances_per_s,
+                        retrieval.latency_ms.operation.p99,
+                    )
+                }),
+        })
+        .collect()
+}
+
+fn retrieval_sentences(capacities: &[RetrievalCapacity], slo_p99_ms: f64) -> Vec<String> {
+    capacities
+        .iter()
+        .map(|capacity| {
+            let objective = match capacity.within_objective {
+                Some((load, operations, instances, p99)) => format!(
+                    "at p99 <= {slo_p99_ms} ms it sustains {operations:.1} operations/s ({}p99 {p99:.1} ms at load {})",
+                    if instances > 0.0 {
+                        format!("{instances:.1} instances/s received, ")
+                    } else {
+                        String::new()
+                    },
+                    format_number(load)
+                ),
+                None => format!("no run met p99 <= {slo_p99_ms} ms"),
+            };
+            format!(
+                "**{}**: best {:.1} operations/s; {objective}.",
+                capacity.label, capacity.best_operations_per_s
+            )
+        })
+        .collect()
+}
+
+fn x_axis_label(results: &[RunResult]) -> &'static str {
+    let retrieval = results.iter().any(|result| result.retrieval.is_some());
+    match (
+        results.iter().all(|result| load_mode(result) == "open"),
+        retrieval,
+    ) {
+        (true, false) => "target rate (instances/s)",
+        (true, true) => "target rate (operations/s)",
+        (false, _) => "concurrent associations",
+    }
+}
+
+/// One series per (target, retrieval operation) of the runs that have a
+/// retrieval lane.
+fn retrieval_series(
+    results: &[RunResult],
+    value: impl Fn(&RunResult, &RetrievalResult) -> f64,
+    suffix: &str,
+    dashed: bool,
+) -> Vec<Series> {
+    let mut names: Vec<String> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    for result in sorted(results) {
+        let Some(retrieval) = &result.retrieval else {
+            continue;
+        };
+        let name = format!(
+            "{} {}{suffix}",
+            result.target.label,
+            retrieval_label(retrieval)
+        );
+        let index = match names.iter().position(|known| *known == name) {
+            Some(index) => index,
+            None => {
+                names.push(name.clone());
+                series.push(Series {
+                    name,
+                    points: Vec::new(),
+                    dashed,
+                    colour: names.len() - 1,
+                });
+                names.len() - 1
+            }
+        };
+        if let Some(line) = series.get_mut(index) {
+            line.points
+                .push((load_level(result), value(result, retrieval)));
+        }
+    }
+    series
 }
 
 fn labels(results: &[RunResult]) -> Vec<String> {
@@ -380,7 +530,33 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
         let bolded = sentence.replacen("**", "<b>", 1).replacen("**", "</b>", 1);
         let _ = writeln!(html, "<li>{bolded}</li>");
     }
+    for sentence in retrieval_sentences(&retrieval_capacity(results, slo_p99_ms), slo_p99_ms) {
+        let sentence = escape(&sentence);
+        let bolded = sentence.replacen("**", "<b>", 1).replacen("**", "</b>", 1);
+        let _ = writeln!(html, "<li>{bolded}</li>");
+    }
     html.push_str("</ul><p>Index growth is not visible to the loadgen (it only sees the network); read it from the server's own statistics.</p></section>\n");
+    if results.iter().any(|result| result.retrieval.is_some()) {
+        html.push_str(&retrieval_html(results, x_label));
+    }
+    // The ingest sections: runs with a store lane (retrieval-only runs
+    // have their own section above).
+    let store_runs: Vec<RunResult> = results
+        .iter()
+        .filter(|result| result.has_store_lane())
+        .cloned()
+        .collect();
+    if !store_runs.is_empty() {
+        html.push_str(&store_html(&store_runs, x_label));
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// The ingest sections of the HTML report: throughput and latency against
+/// load, throughput over time, the runs and their errors.
+fn store_html(store_runs: &[RunResult], x_label: &str) -> String {
+    let mut html = String::new();
     html.push_str(
         "<section id=\"throughput-vs-load\"><h2>Throughput vs load</h2><div class=\"charts\">\n",
     );
@@ -389,19 +565,19 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
         "Instances/s vs load",
         x_label,
         "instances/s",
-        &per_label_series(results, |r| r.instances_per_s, "", false, 0),
+        &per_label_series(store_runs, |r| r.instances_per_s, "", false, 0),
     ));
     html.push_str(&line_chart(
         "chart-megabytes",
         "MB/s vs load",
         x_label,
         "MB/s",
-        &per_label_series(results, |r| r.megabytes_per_s, "", false, 0),
+        &per_label_series(store_runs, |r| r.megabytes_per_s, "", false, 0),
     ));
     html.push_str("</div></section>\n<section id=\"latency-vs-load\"><h2>Latency percentiles vs load</h2><div class=\"charts\">\n");
-    let mut latency = per_label_series(results, |r| r.latency_ms.store.p50, " p50", true, 0);
+    let mut latency = per_label_series(store_runs, |r| r.latency_ms.store.p50, " p50", true, 0);
     latency.extend(per_label_series(
-        results,
+        store_runs,
         |r| r.latency_ms.store.p99,
         " p99",
         false,
@@ -420,7 +596,7 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
         x_label,
         "milliseconds",
         &per_label_series(
-            results,
+            store_runs,
             |r| r.latency_ms.association_setup.p50,
             "",
             false,
@@ -428,8 +604,8 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
         ),
     ));
     html.push_str("</div></section>\n<section id=\"throughput-over-time\"><h2>Throughput over time</h2><div class=\"charts\">\n");
-    for (index, label) in labels(results).into_iter().enumerate() {
-        let series: Vec<Series> = sorted(results)
+    for (index, label) in labels(store_runs).into_iter().enumerate() {
+        let series: Vec<Series> = sorted(store_runs)
             .into_iter()
             .filter(|result| result.target.label == label)
             .enumerate()
@@ -453,7 +629,7 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
         ));
     }
     html.push_str("</div></section>\n<section id=\"runs\"><h2>Runs</h2><table><tr><th>target</th><th>mode</th><th>load</th><th>workload</th><th>s</th><th>stored</th><th>failed</th><th>unanswered</th><th>inst/s</th><th>MB/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>set-up p50 ms</th><th>commit p50 ms</th><th>loadgen CPU s/GB</th><th>loadgen RSS MiB</th></tr>\n");
-    for result in sorted(results) {
+    for result in sorted(store_runs) {
         let store = &result.latency_ms.store;
         let _ = writeln!(
             html,
@@ -480,7 +656,7 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
         );
     }
     html.push_str("</table></section>\n<section id=\"errors\"><h2>Statuses, rejections, aborts</h2><table><tr><th>target</th><th>load</th><th>C-STORE statuses</th><th>A-ASSOCIATE-RJ (result/source/reason)</th><th>aborts</th><th>commitment errors</th></tr>\n");
-    for result in sorted(results) {
+    for result in sorted(store_runs) {
         let _ = writeln!(
             html,
             "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
@@ -492,7 +668,118 @@ pub fn render_html(results: &[RunResult], title: &str, slo_p99_ms: f64) -> Strin
             escape(&counters(&result.commit_errors)),
         );
     }
-    html.push_str("</table></section>\n</body></html>\n");
+    html.push_str("</table></section>\n");
+    html
+}
+
+/// A mixed run's ingest beside its retrieval: inst/s and p99 ms ("-" without a store lane).
+fn ingest_cells(result: &RunResult) -> (String, String) {
+    if result.has_store_lane() {
+        (
+            format!("{:.1}", result.instances_per_s),
+            format!("{:.2}", result.latency_ms.store.p99),
+        )
+    } else {
+        ("-".to_string(), "-".to_string())
+    }
+}
+
+/// The retrieval section of the HTML report: operations/s, latency and
+/// instances received against load, the ingest of mixed runs beside them,
+/// and a table of the retrieval runs.
+fn retrieval_html(results: &[RunResult], x_label: &str) -> String {
+    let mut html = String::from(
+        "<section id=\"retrieval-vs-load\"><h2>Retrieval vs load</h2><p>Latency of a retrieval is measured from its request handed to the kernel to its final response; a C-MOVE's instances are those our own storage SCP received for it, a C-GET's those received on its association. In mixed runs the ingest beside the retrieval load is drawn dashed.</p><div class=\"charts\">\n",
+    );
+    let mut throughput = retrieval_series(results, |_, r| r.operations_per_s, "", false);
+    throughput.extend(
+        retrieval_series(
+            results,
+            |result, _| result.instances_per_s,
+            " ingest inst/s",
+            true,
+        )
+        .into_iter()
+        .filter(|line| line.points.iter().any(|point| point.1 > 0.0)),
+    );
+    html.push_str(&line_chart(
+        "chart-retrieval-operations",
+        "Retrieval operations/s vs load",
+        x_label,
+        "operations/s (ingest: instances/s)",
+        &throughput,
+    ));
+    let mut latency = retrieval_series(results, |_, r| r.latency_ms.operation.p50, " p50", true);
+    latency.extend(retrieval_series(
+        results,
+        |_, r| r.latency_ms.operation.p99,
+        " p99",
+        false,
+    ));
+    html.push_str(&line_chart(
+        "chart-retrieval-latency",
+        "Retrieval latency vs load",
+        x_label,
+        "milliseconds",
+        &latency,
+    ));
+    let received = retrieval_series(results, |_, r| r.instances_per_s, "", false);
+    if received
+        .iter()
+        .any(|line| line.points.iter().any(|point| point.1 > 0.0))
+    {
+        html.push_str(&line_chart(
+            "chart-retrieval-instances",
+            "Instances received/s vs load (C-MOVE, C-GET)",
+            x_label,
+            "instances/s",
+            &received,
+        ));
+    }
+    html.push_str("</div><table><tr><th>target</th><th>operation</th><th>mode</th><th>load</th><th>s</th><th>ok</th><th>warning</th><th>failed</th><th>unanswered</th><th>ops/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>first response / sub-op p50 ms</th><th>matches/query</th><th>instances received</th><th>inst/s</th><th>MB/s</th><th>expectations differed</th><th>ingest inst/s</th><th>ingest p99 ms</th><th>statuses</th><th>aborts</th></tr>\n");
+    for result in sorted(results) {
+        let Some(retrieval) = &result.retrieval else {
+            continue;
+        };
+        let totals = &retrieval.totals;
+        let latency = &retrieval.latency_ms;
+        let first = latency
+            .first_response
+            .as_ref()
+            .or(latency.first_sub_operation.as_ref())
+            .map_or_else(|| "-".to_string(), |first| format!("{:.2}", first.p50));
+        let matches = retrieval
+            .matches_per_query
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |matches| format!("{:.1}", matches.mean));
+        let (ingest, ingest_p99) = ingest_cells(result);
+        let _ = writeln!(
+            html,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{first}</td><td>{matches}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} of {}</td><td>{ingest}</td><td>{ingest_p99}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            escape(&result.target.label),
+            escape(&retrieval_label(retrieval)),
+            escape(&retrieval.config.mode),
+            format_number(load_level(result)),
+            result.elapsed_s,
+            totals.operations_ok,
+            totals.operations_warning,
+            totals.operations_failed,
+            totals.operations_unanswered,
+            retrieval.operations_per_s,
+            latency.operation.p50,
+            latency.operation.p90,
+            latency.operation.p99,
+            latency.operation.max,
+            totals.instances_received,
+            retrieval.instances_per_s,
+            retrieval.megabytes_per_s,
+            totals.expectations_differed,
+            totals.expectations_checked,
+            escape(&counters(&retrieval.statuses)),
+            escape(&counters(&retrieval.aborts)),
+        );
+    }
+    html.push_str("</table></section>\n");
     html
 }
 
@@ -503,8 +790,46 @@ pub fn render_markdown(results: &[RunResult], title: &str, slo_p99_ms: f64) -> S
     for sentence in capacity_sentences(&capacity(results, slo_p99_ms), slo_p99_ms, x_label) {
         let _ = writeln!(md, "- {sentence}");
     }
+    for sentence in retrieval_sentences(&retrieval_capacity(results, slo_p99_ms), slo_p99_ms) {
+        let _ = writeln!(md, "- {sentence}");
+    }
+    if results.iter().any(|result| result.retrieval.is_some()) {
+        md.push_str("\n## Retrieval\n\n| target | operation | mode | load | ops/s | p50 ms | p99 ms | failed | unanswered | instances received/s | MB/s | expectations differed | ingest inst/s | ingest p99 ms |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for result in sorted(results) {
+            let Some(retrieval) = &result.retrieval else {
+                continue;
+            };
+            let operation = &retrieval.latency_ms.operation;
+            let (ingest, ingest_p99) = ingest_cells(result);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {} of {} | {ingest} | {ingest_p99} |",
+                result.target.label,
+                retrieval_label(retrieval),
+                retrieval.config.mode,
+                format_number(load_level(result)),
+                retrieval.operations_per_s,
+                operation.p50,
+                operation.p99,
+                retrieval.totals.operations_failed,
+                retrieval.totals.operations_unanswered,
+                retrieval.instances_per_s,
+                retrieval.megabytes_per_s,
+                retrieval.totals.expectations_differed,
+                retrieval.totals.expectations_checked,
+            );
+        }
+    }
+    let store_runs: &[RunResult] = &results
+        .iter()
+        .filter(|result| result.has_store_lane())
+        .cloned()
+        .collect::<Vec<_>>();
+    if store_runs.is_empty() {
+        return md;
+    }
     md.push_str("\n## Runs\n\n| target | mode | load | inst/s | MB/s | p50 ms | p99 ms | p99.9 ms | failed | unanswered | rejections | aborts | loadgen CPU s/GB | loadgen RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n");
-    for result in sorted(results) {
+    for result in sorted(store_runs) {
         let store = &result.latency_ms.store;
         let _ = writeln!(
             md,
@@ -591,6 +916,92 @@ mod tests {
         assert_eq!(capacity.len(), 1);
         assert_eq!(capacity[0].knee_load, Some(4.0));
         assert_eq!(capacity[0].within_objective.map(|c| c.0), Some(16.0));
+    }
+
+    fn find_run(
+        label: &str,
+        associations: u64,
+        operations_per_s: f64,
+        p99: f64,
+        mixed: bool,
+    ) -> RunResult {
+        let mut result = run(
+            label,
+            if mixed { 2 } else { 0 },
+            if mixed { 50.0 } else { 0.0 },
+            10.0,
+        );
+        result.retrieval = Some(RetrievalResult {
+            config: crate::stats::RetrievalConfig {
+                operation: "find".into(),
+                level: "STUDY".into(),
+                keys: vec!["patient-id".into()],
+                mode: "closed".into(),
+                associations,
+                ..Default::default()
+            },
+            totals: crate::stats::RetrievalTotals {
+                operations_ok: 10,
+                ..Default::default()
+            },
+            operations_per_s,
+            latency_ms: crate::stats::RetrievalLatencies {
+                operation: Percentiles {
+                    count: 10,
+                    p99,
+                    ..Percentiles::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        result
+    }
+
+    #[test]
+    fn retrieval_runs_are_charted_against_their_own_load_beside_ingest() {
+        let results = vec![
+            find_run("qr", 1, 100.0, 5.0, false),
+            find_run("qr", 8, 700.0, 20.0, false),
+            find_run("qr", 32, 750.0, 300.0, true),
+        ];
+        assert_eq!(load_level(&results[2]), 32.0);
+        let capacity = retrieval_capacity(&results, 100.0);
+        assert_eq!(capacity.len(), 1);
+        assert_eq!(capacity[0].label, "qr: find STUDY by patient-id");
+        assert_eq!(capacity[0].best_operations_per_s, 750.0);
+        assert_eq!(
+            capacity[0].within_objective.map(|c| (c.0, c.1)),
+            Some((8.0, 700.0))
+        );
+        let html = render_html(&results, "t", 100.0);
+        assert!(
+            html.contains("chart-retrieval-operations") && html.contains("chart-retrieval-latency")
+        );
+        // Only the mixed run is an ingest run: its ingest is drawn beside.
+        assert!(html.contains("qr find STUDY by patient-id ingest inst/s"));
+        let markdown = render_markdown(&results, "t", 100.0);
+        assert!(markdown.contains("## Retrieval"), "{markdown}");
+        assert_eq!(
+            markdown
+                .matches("| qr | find STUDY by patient-id |")
+                .count(),
+            3,
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("sustains 700.0 operations/s"),
+            "{markdown}"
+        );
+        // The store table has the one run with a store lane.
+        let runs = markdown.split("## Runs").nth(1).unwrap_or_default();
+        assert_eq!(runs.matches("| qr | closed |").count(), 1, "{markdown}");
+        // Retrieval alone: no ingest sections.
+        let alone = &results[..2];
+        assert!(!render_markdown(alone, "t", 100.0).contains("## Runs"));
+        let html = render_html(alone, "t", 100.0);
+        assert!(!html.contains("throughput-vs-load") && html.trim_end().ends_with("</html>"));
+        assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
     }
 
     #[test]

@@ -9,8 +9,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_io::{BackendChoice, Runtime, RuntimeConfig};
 
-use crate::driver::{build_proposal, LoadCore, LoadShape, RunPlan, Shared};
-use crate::stats::{own_usage, LoadConfig, Measurements, OwnCost, RunResult, Target};
+use sluice_net::query::Operation;
+
+use crate::driver::{build_proposal, LoadCore, LoadShape, RetrievePlan, RunPlan, Shared};
+use crate::retrieve::{model_name, operation_name};
+use crate::stats::{
+    own_usage, Lane, LoadConfig, Measurements, OwnCost, RetrievalConfig, RunResult, Target,
+};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -51,25 +56,12 @@ pub struct Execution {
 
 /// Runs `plan` to completion and returns its result.
 pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> {
-    if plan.workload.is_empty() {
-        return Err(RunError::InvalidPlan("no workload".into()));
-    }
-    if plan.duration.is_none() && plan.count.is_none() {
-        return Err(RunError::InvalidPlan("give a duration or a count".into()));
-    }
-    if plan.associations == 0 {
-        return Err(RunError::InvalidPlan("at least one association".into()));
-    }
-    if let LoadShape::Open { rate_per_s } = plan.shape {
-        if !(rate_per_s > 0.0 && rate_per_s.is_finite()) {
-            return Err(RunError::InvalidPlan("the rate must be positive".into()));
-        }
-    }
-    build_proposal(&plan).map_err(RunError::InvalidPlan)?;
+    check_plan(&plan)?;
     let cores = execution.cores.clamp(1, 64);
-    let per_core = plan.associations.div_ceil(cores);
+    let per_core = (plan.lane_associations(Lane::Store) + plan.lane_associations(Lane::Retrieve))
+        .div_ceil(cores);
     let config = RuntimeConfig {
-        listen_addrs: plan.commit_listen.into_iter().collect(),
+        listen_addrs: plan.listen_addresses(),
         core_count: cores,
         backend: execution.backend,
         // The machine is shared with the server under test: no pinning.
@@ -82,15 +74,9 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
         ..RuntimeConfig::default()
     };
     let load = LoadConfig {
-        mode: match plan.shape {
-            LoadShape::Closed => "closed".into(),
-            LoadShape::Open { .. } => "open".into(),
-        },
+        mode: plan.shape.mode_name().into(),
         associations: plan.associations as u64,
-        rate_per_s: match plan.shape {
-            LoadShape::Open { rate_per_s } => Some(rate_per_s),
-            LoadShape::Closed => None,
-        },
+        rate_per_s: plan.shape.rate_per_s(),
         duration_s: plan.duration.map(|duration| duration.as_secs_f64()),
         count: plan.count,
         ramp_up_s: plan.ramp_up.as_secs_f64(),
@@ -102,6 +88,7 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
         commitment: plan.commitment,
         cores: cores as u64,
     };
+    let retrieval = plan.retrieve.as_ref().map(retrieval_config);
     let target = Target {
         address: plan.address.to_string(),
         called_ae_title: plan.called_ae_title.clone(),
@@ -152,11 +139,16 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
             let seconds = shared.start.elapsed().as_secs_f64().max(1e-3);
             let instances = shared.live_instances_ok.load(Ordering::Relaxed);
             let bytes = shared.live_bytes_ok.load(Ordering::Relaxed);
+            let operations = shared.live_operations.load(Ordering::Relaxed);
+            let received = shared.live_bytes_received.load(Ordering::Relaxed);
             bar.set_message(format!(
-                "{} stored ({:.0}/s, {:.1} MB/s), {} failed, {} associations open",
+                "{} stored ({:.0}/s, {:.1} MB/s), {} retrievals ({:.0}/s, {:.1} MB/s received), {} failed, {} associations open",
                 instances,
                 instances as f64 / seconds,
                 bytes as f64 / 1e6 / seconds,
+                operations,
+                operations as f64 / seconds,
+                received as f64 / 1e6 / seconds,
                 shared.live_failures.load(Ordering::Relaxed),
                 shared.live_associations.load(Ordering::Relaxed),
             ));
@@ -196,7 +188,7 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
     let (user_after, system_after, peak_rss_mib) = own_usage();
     let cpu_user_s = (user_after - user_before).max(0.0);
     let cpu_system_s = (system_after - system_before).max(0.0);
-    let gigabytes = merged.bytes_ok as f64 / 1e9;
+    let gigabytes = (merged.bytes_ok + merged.retrieve.bytes_received) as f64 / 1e9;
     let own = OwnCost {
         cpu_user_s,
         cpu_system_s,
@@ -218,7 +210,68 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
         elapsed_s,
         started_unix_s,
         own,
+        retrieval,
     ))
+}
+
+/// Refuses a plan that cannot run.
+fn check_plan(plan: &RunPlan) -> Result<(), RunError> {
+    let invalid = |why: &str| Err(RunError::InvalidPlan(why.to_string()));
+    if plan.duration.is_none() && plan.count.is_none() {
+        return invalid("give a duration or a count");
+    }
+    if plan.associations == 0 && plan.retrieve.is_none() {
+        return invalid("at least one association");
+    }
+    if plan.associations > 0 && plan.workload.is_empty() {
+        return invalid("no workload");
+    }
+    for lane in Lane::ALL {
+        if plan.lane_associations(lane) == 0 {
+            continue;
+        }
+        if let LoadShape::Open { rate_per_s } = plan.lane_shape(lane) {
+            if !(rate_per_s > 0.0 && rate_per_s.is_finite()) {
+                return invalid("the rate must be positive");
+            }
+        }
+        build_proposal(plan, lane).map_err(RunError::InvalidPlan)?;
+    }
+    if let Some(retrieve) = &plan.retrieve {
+        if retrieve.associations == 0 {
+            return invalid("the retrieval lane needs at least one association");
+        }
+        retrieve
+            .spec
+            .check()
+            .and_then(|()| retrieve.spec.check_pool(&retrieve.pool))
+            .map_err(|error| RunError::InvalidPlan(error.to_string()))?;
+        if retrieve.spec.operation == Operation::Move && retrieve.move_listen.is_none() {
+            return invalid(
+                "a C-MOVE workload needs --move-listen (our storage SCP, the destination)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The result file's description of the retrieval lane.
+fn retrieval_config(plan: &RetrievePlan) -> RetrievalConfig {
+    let spec = &plan.spec;
+    RetrievalConfig {
+        operation: operation_name(spec.operation).to_string(),
+        model: model_name(spec.model).to_string(),
+        level: spec.level.to_string(),
+        keys: spec.keys.iter().map(|key| key.name().to_string()).collect(),
+        key_source: plan.pool.description.clone(),
+        mode: plan.shape.mode_name().into(),
+        associations: plan.associations as u64,
+        rate_per_s: plan.shape.rate_per_s(),
+        operations_per_association: plan.operations_per_association,
+        move_destination: (spec.operation == Operation::Move)
+            .then(|| spec.move_destination.clone()),
+        move_listen: plan.move_listen.map(|address| address.to_string()),
+    }
 }
 
 /// Concatenates the per-core history files into `path` and removes them.

@@ -1,13 +1,15 @@
-//! What is sent: prepared data sets with the positions of their UIDs, built
-//! once per run, and their P-DATA framing for a peer's maximum PDU length.
+//! What is sent: prepared data sets with the positions of the values that
+//! change per send, built once per run, and their P-DATA framing for a
+//! peer's maximum PDU length.
 //!
 //! A [`Prepared`] instance is a data set (synthetic, generated here for a
-//! profile, or a real Part 10 file mapped from disk) plus its [`UidSlot`]s:
-//! the byte ranges of the Study, Series and SOP Instance UID values. A
-//! [`Framed`] instance is the same bytes cut into P-DATA-TF PDUs, as
-//! [`Chunk`]s that are sent as they are (shared, zero-copy) except the few
-//! that hold a UID slot, which are copied and patched per send. Nothing is
-//! re-encoded per send.
+//! profile, or a real Part 10 file mapped from disk) plus its [`Slot`]s:
+//! the byte ranges of the Study, Series and SOP Instance UID values and,
+//! in synthetic data, of the per-study Patient ID, Patient's Name and Study
+//! Date ([`crate::study`]). A [`Framed`] instance is the same bytes cut into
+//! P-DATA-TF PDUs, as [`Chunk`]s that are sent as they are (shared,
+//! zero-copy) except the few that hold a slot, which are copied and patched
+//! per send. Nothing is re-encoded per send.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,28 +18,50 @@ use sluice_io::IoBuf;
 use sluice_net::pdata::PDataFragmenter;
 use sluice_net::uid::{self, ts};
 
+use crate::study::{PATIENT_ID_WIDTH, PATIENT_NAME_WIDTH, STUDY_DATE_WIDTH};
 use crate::uid::SYNTHETIC_UID_WIDTH;
 
-/// Which UID a slot holds.
+/// Which value a slot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UidKind {
+pub enum SlotKind {
     /// Study Instance UID (0020,000D): one per study.
     Study,
     /// Series Instance UID (0020,000E): one per series.
     Series,
     /// SOP Instance UID (0008,0018): one per send.
     Instance,
+    /// Patient ID (0010,0020): one per patient (synthetic data only).
+    PatientId,
+    /// Patient's Name (0010,0010): one per patient (synthetic data only).
+    PatientName,
+    /// Study Date (0008,0020): one per study (synthetic data only).
+    StudyDate,
 }
 
-/// The value bytes of one UID element within a data set.
+/// The value bytes of one element that changes per send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UidSlot {
-    /// Which UID.
-    pub kind: UidKind,
+pub struct Slot {
+    /// Which value.
+    pub kind: SlotKind,
     /// Offset of the value in the data set.
     pub offset: usize,
-    /// Value length (including a trailing NUL pad).
+    /// Value length (including a trailing pad).
     pub width: usize,
+}
+
+/// The query keys of a prepared instance as it is stored (a file's own
+/// values; for synthetic data the modality, the rest comes from slots).
+/// The history file records them, so retrieval workloads can query by them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceKeys {
+    /// Patient ID (0010,0020).
+    pub patient_id: String,
+    /// Patient's Name (0010,0010), as text (decoded with the file's character set).
+    pub patient_name: String,
+    /// Study Date (0008,0020).
+    pub study_date: String,
+    /// Modality (0008,0060).
+    pub modality: String,
 }
 
 /// Bytes that outlive every send: shared heap bytes or a mapped file.
@@ -71,8 +95,11 @@ pub struct Prepared {
     pub transfer_syntax_uid: String,
     /// The data set (no preamble, no file meta).
     pub dataset: Bytes,
-    /// Where its UIDs are (empty: sent unchanged, e.g. real files without `--new-uids`).
-    pub slots: Vec<UidSlot>,
+    /// Where its varying values are (empty: sent unchanged, e.g. real
+    /// files without `--new-uids`).
+    pub slots: Vec<Slot>,
+    /// Its query keys where no slot replaces them.
+    pub keys: InstanceKeys,
     /// The SOP Instance UID as stored, used when the slots are empty.
     pub fixed_sop_instance_uid: String,
 }
@@ -170,7 +197,7 @@ pub fn parse_mix(text: &str) -> Result<Vec<(String, u32)>, WorkloadError> {
 struct Writer {
     explicit: bool,
     out: Vec<u8>,
-    slots: Vec<UidSlot>,
+    slots: Vec<Slot>,
 }
 
 impl Writer {
@@ -201,15 +228,22 @@ impl Writer {
         }
     }
 
-    fn uid_slot(&mut self, group: u16, element: u16, kind: UidKind) {
-        self.header(group, element, b"UI", SYNTHETIC_UID_WIDTH as u32);
-        self.slots.push(UidSlot {
-            kind,
-            offset: self.out.len(),
-            width: SYNTHETIC_UID_WIDTH,
-        });
+    fn uid_slot(&mut self, group: u16, element: u16, kind: SlotKind) {
         // A valid placeholder, overwritten on every send.
         let placeholder = format!("{:0<width$}", "2.25.1", width = SYNTHETIC_UID_WIDTH);
+        self.slot(group, element, b"UI", kind, &placeholder);
+    }
+
+    /// An element whose value (`placeholder`, of the slot's fixed even
+    /// width) is replaced on every send.
+    fn slot(&mut self, group: u16, element: u16, vr: &[u8; 2], kind: SlotKind, placeholder: &str) {
+        debug_assert_eq!(placeholder.len() % 2, 0, "a slot has an even width");
+        self.header(group, element, vr, placeholder.len() as u32);
+        self.slots.push(Slot {
+            kind,
+            offset: self.out.len(),
+            width: placeholder.len(),
+        });
         self.out.extend_from_slice(placeholder.as_bytes());
     }
 
@@ -244,15 +278,33 @@ pub fn synthetic(profile: &str, transfer_syntax_uid: &str) -> Result<Prepared, W
         _ => "SR",
     };
     writer.text(0x0008, 0x0016, b"UI", sop_class_uid);
-    writer.uid_slot(0x0008, 0x0018, UidKind::Instance);
-    writer.text(0x0008, 0x0020, b"DA", "20260101");
+    writer.uid_slot(0x0008, 0x0018, SlotKind::Instance);
+    writer.slot(
+        0x0008,
+        0x0020,
+        b"DA",
+        SlotKind::StudyDate,
+        &"2".repeat(STUDY_DATE_WIDTH),
+    );
     writer.text(0x0008, 0x0030, b"TM", "120000");
     writer.text(0x0008, 0x0060, b"CS", modality);
     writer.text(0x0008, 0x0070, b"LO", "SLUICE LOADGEN");
-    writer.text(0x0010, 0x0010, b"PN", "LOAD^TEST");
-    writer.text(0x0010, 0x0020, b"LO", "LOADGEN-0001");
-    writer.uid_slot(0x0020, 0x000D, UidKind::Study);
-    writer.uid_slot(0x0020, 0x000E, UidKind::Series);
+    writer.slot(
+        0x0010,
+        0x0010,
+        b"PN",
+        SlotKind::PatientName,
+        &"P".repeat(PATIENT_NAME_WIDTH),
+    );
+    writer.slot(
+        0x0010,
+        0x0020,
+        b"LO",
+        SlotKind::PatientId,
+        &"0".repeat(PATIENT_ID_WIDTH),
+    );
+    writer.uid_slot(0x0020, 0x000D, SlotKind::Study);
+    writer.uid_slot(0x0020, 0x000E, SlotKind::Series);
     writer.text(0x0020, 0x0011, b"IS", "1");
     writer.text(0x0020, 0x0013, b"IS", "1");
     if rows == 0 {
@@ -305,6 +357,10 @@ pub fn synthetic(profile: &str, transfer_syntax_uid: &str) -> Result<Prepared, W
         transfer_syntax_uid: transfer_syntax_uid.to_string(),
         dataset: Bytes::Shared(writer.out.into()),
         slots: writer.slots,
+        keys: InstanceKeys {
+            modality: modality.to_string(),
+            ..InstanceKeys::default()
+        },
         fixed_sop_instance_uid: String::new(),
     })
 }
@@ -380,7 +436,7 @@ pub fn part10_uid_and_dataset(file: &[u8]) -> Option<(String, &[u8])> {
     let explicit = transfer_syntax_uid != ts::IMPLICIT_VR_LITTLE_ENDIAN;
     let slot = find_uid_slots(dataset, explicit)
         .into_iter()
-        .find(|slot| slot.kind == UidKind::Instance)?;
+        .find(|slot| slot.kind == SlotKind::Instance)?;
     let uid = dataset
         .get(slot.offset..slot.offset + slot.width)
         .map(trimmed_text)?;
@@ -390,7 +446,7 @@ pub fn part10_uid_and_dataset(file: &[u8]) -> Option<(String, &[u8])> {
 /// Finds the Study, Series and SOP Instance UID values among the top-level
 /// elements of a Little Endian data set, stopping at Pixel Data. Sequences
 /// are skipped (defined length) or walked to their delimiter (undefined).
-pub fn find_uid_slots(dataset: &[u8], explicit: bool) -> Vec<UidSlot> {
+pub fn find_uid_slots(dataset: &[u8], explicit: bool) -> Vec<Slot> {
     let mut slots = Vec::new();
     let mut offset = 0usize;
     let mut sop_instance_uid_seen = false;
@@ -434,14 +490,14 @@ pub fn find_uid_slots(dataset: &[u8], explicit: bool) -> Vec<UidSlot> {
             continue;
         }
         let kind = match (group, element) {
-            (0x0008, 0x0018) => Some(UidKind::Instance),
-            (0x0020, 0x000D) => Some(UidKind::Study),
-            (0x0020, 0x000E) => Some(UidKind::Series),
+            (0x0008, 0x0018) => Some(SlotKind::Instance),
+            (0x0020, 0x000D) => Some(SlotKind::Study),
+            (0x0020, 0x000E) => Some(SlotKind::Series),
             _ => None,
         };
         if let Some(kind) = kind {
-            sop_instance_uid_seen |= kind == UidKind::Instance;
-            slots.push(UidSlot {
+            sop_instance_uid_seen |= kind == SlotKind::Instance;
+            slots.push(Slot {
                 kind,
                 offset: value_offset,
                 width: length as usize,
@@ -569,7 +625,7 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
         let all_slots = find_uid_slots(dataset, explicit);
         let fixed_sop_instance_uid = all_slots
             .iter()
-            .find(|slot| slot.kind == UidKind::Instance)
+            .find(|slot| slot.kind == SlotKind::Instance)
             .and_then(|slot| dataset.get(slot.offset..slot.offset + slot.width))
             .map(trimmed_text)
             .unwrap_or_default();
@@ -587,6 +643,7 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
         } else {
             Vec::new()
         };
+        let keys = file_keys(dataset, &transfer_syntax_uid);
         prepared.push(Prepared {
             name: path
                 .file_name()
@@ -596,6 +653,7 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
             transfer_syntax_uid,
             dataset: Bytes::Mapped(dataset),
             slots,
+            keys,
             fixed_sop_instance_uid,
         });
     }
@@ -605,13 +663,35 @@ pub fn load_directory(dir: &Path, new_uids: bool) -> Result<Vec<Prepared>, Workl
     Ok(prepared)
 }
 
-/// Part of a UID value to write into a chunk: the UID of `kind`, bytes
+/// The query keys of a file's data set, read by net's head scanner (it
+/// stops before Pixel Data); empty where the data set cannot be scanned
+/// (deflated) or lacks the attribute.
+fn file_keys(dataset: &[u8], transfer_syntax_uid: &str) -> InstanceKeys {
+    use sluice_net::scan::{DatasetEncoding, Field};
+    let Ok(encoding) = DatasetEncoding::from_transfer_syntax(transfer_syntax_uid) else {
+        return InstanceKeys::default();
+    };
+    let head = sluice_net::scan::scan(dataset, encoding);
+    let text = |field: Field| {
+        head.decoded(field)
+            .map(|value| value.trim_matches([' ', '\0']).to_string())
+            .unwrap_or_default()
+    };
+    InstanceKeys {
+        patient_id: text(Field::PatientId),
+        patient_name: text(Field::PatientName),
+        study_date: text(Field::StudyDate),
+        modality: text(Field::Modality),
+    }
+}
+
+/// Part of a slot's value to write into a chunk: the UID of `kind`, bytes
 /// `value_range` of it, at `chunk_offset`.
 #[derive(Debug, Clone, Copy)]
 pub struct Patch {
-    /// Which UID.
-    pub kind: UidKind,
-    /// Full width of the UID slot.
+    /// Which value.
+    pub kind: SlotKind,
+    /// Full width of the slot.
     pub width: usize,
     /// The part of the value this chunk holds.
     pub value_start: usize,
@@ -649,8 +729,8 @@ pub struct Framed {
     pub dataset_length: u64,
 }
 
-/// A UID-filling function: writes the UID of `kind` into a slot of the given width.
-pub type UidSource<'a> = &'a dyn Fn(UidKind, &mut [u8]);
+/// A slot-filling function: writes the value of `kind` into a slot of the given width.
+pub type SlotSource<'a> = &'a dyn Fn(SlotKind, &mut [u8]);
 
 impl Framed {
     /// Frames `prepared` into PDUs of at most `pdu_length_max` bytes
@@ -749,9 +829,9 @@ impl Framed {
 }
 
 impl Chunk {
-    /// The wire buffer of this chunk, with `uids` written into its slots.
+    /// The wire buffer of this chunk, with `fill`'s values written into its slots.
     /// Shared and unpatched chunks are not copied.
-    pub fn to_io_buf(&self, uids: UidSource<'_>) -> IoBuf {
+    pub fn to_io_buf(&self, fill: SlotSource<'_>) -> IoBuf {
         if self.patches.is_empty() {
             return match &self.bytes {
                 Bytes::Shared(bytes) if self.range == (0..bytes.len()) => {
@@ -775,12 +855,12 @@ impl Chunk {
             .get(self.range.clone())
             .unwrap_or_default()
             .to_vec();
-        let mut uid = [0u8; 64];
+        let mut scratch = [0u8; 64];
         for patch in &self.patches {
-            let Some(value) = uid.get_mut(..patch.width) else {
+            let Some(value) = scratch.get_mut(..patch.width) else {
                 continue;
             };
-            uids(patch.kind, value);
+            fill(patch.kind, value);
             let part = value.get(patch.value_start..patch.value_start + patch.value_length);
             let target = owned.get_mut(patch.chunk_offset..patch.chunk_offset + patch.value_length);
             if let (Some(part), Some(target)) = (part, target) {
@@ -795,7 +875,7 @@ impl Chunk {
 mod tests {
     use super::*;
 
-    fn reassemble(framed: &Framed, uids: UidSource<'_>) -> Vec<u8> {
+    fn reassemble(framed: &Framed, uids: SlotSource<'_>) -> Vec<u8> {
         let mut wire = Vec::new();
         for chunk in &framed.chunks {
             if let Some(headers) = chunk.headers {
@@ -816,21 +896,35 @@ mod tests {
     }
 
     #[test]
-    fn synthetic_ct_has_expected_size_and_three_uid_slots() {
+    fn synthetic_ct_has_expected_size_three_uid_slots_and_three_study_slots() {
         let ct = synthetic("ct", ts::EXPLICIT_VR_LITTLE_ENDIAN).unwrap();
         let length = ct.dataset.as_slice().len();
         assert!((524_288..530_000).contains(&length), "{length}");
-        assert_eq!(ct.slots.len(), 3);
-        // The walker finds the same slots the generator recorded.
-        assert_eq!(find_uid_slots(ct.dataset.as_slice(), true), ct.slots);
+        assert_eq!(ct.slots.len(), 6);
+        let uid_slots = |prepared: &Prepared| -> Vec<Slot> {
+            prepared
+                .slots
+                .iter()
+                .copied()
+                .filter(|slot| {
+                    matches!(
+                        slot.kind,
+                        SlotKind::Study | SlotKind::Series | SlotKind::Instance
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(uid_slots(&ct).len(), 3);
+        // The walker finds the same UID slots the generator recorded.
+        assert_eq!(find_uid_slots(ct.dataset.as_slice(), true), uid_slots(&ct));
         let implicit = synthetic("mr", ts::IMPLICIT_VR_LITTLE_ENDIAN).unwrap();
         assert_eq!(
             find_uid_slots(implicit.dataset.as_slice(), false),
-            implicit.slots
+            uid_slots(&implicit)
         );
         let sr = synthetic("sr", ts::EXPLICIT_VR_LITTLE_ENDIAN).unwrap();
         assert!(sr.dataset.as_slice().len() < 8192);
-        assert_eq!(find_uid_slots(sr.dataset.as_slice(), true), sr.slots);
+        assert_eq!(find_uid_slots(sr.dataset.as_slice(), true), uid_slots(&sr));
     }
 
     #[test]
@@ -851,11 +945,14 @@ mod tests {
         let prepared = Arc::new(synthetic("sr", ts::EXPLICIT_VR_LITTLE_ENDIAN).unwrap());
         // A tiny PDU so slots straddle PDUs.
         let framed = Framed::new(Arc::clone(&prepared), 3, 40).unwrap();
-        let fill = |kind: UidKind, slot: &mut [u8]| {
+        let fill = |kind: SlotKind, slot: &mut [u8]| {
             let byte = match kind {
-                UidKind::Study => b'1',
-                UidKind::Series => b'2',
-                UidKind::Instance => b'3',
+                SlotKind::Study => b'1',
+                SlotKind::Series => b'2',
+                SlotKind::Instance => b'3',
+                SlotKind::PatientId => b'4',
+                SlotKind::PatientName => b'5',
+                SlotKind::StudyDate => b'6',
             };
             slot.fill(byte);
         };
@@ -889,7 +986,7 @@ mod tests {
         });
         let framed = Framed::new(Arc::clone(&prepared), 1, 16384).unwrap();
         assert!(framed.chunks.iter().all(|chunk| chunk.headers.is_some()));
-        let keep = |_: UidKind, _: &mut [u8]| {};
+        let keep = |_: SlotKind, _: &mut [u8]| {};
         assert!(matches!(
             framed.chunks[3].to_io_buf(&keep),
             IoBuf::Static(_)

@@ -18,7 +18,8 @@
 //! instances): it opens the data directory's LMDB index as `sluice serve`
 //! does and stores each instance's entry as ingest would, and gives every
 //! entry a file: a hard link to `template.dcm` at the entry's path under
-//! `objects/` (start-up recovery checks that every indexed file exists and
+//! `objects/` (a copy of the template per 50,000 entries, under the file
+//! system's link limit; start-up recovery checks that every indexed file exists and
 //! has its size). The entries' attributes are the generated ones; the files
 //! all hold the template's bytes, so this data serves C-FIND, not
 //! retrieval.
@@ -294,6 +295,26 @@ fn files(dir: &Path, count: u64, pixel_bytes: u64, per_study: u64) -> Result<(),
     Ok(())
 }
 
+/// Hard links one inode may have, kept under ext4's limit (65,000).
+const LINKS_PER_SOURCE: u64 = 50_000;
+
+/// The file entry `number` is a hard link to: the template for the first
+/// [`LINKS_PER_SOURCE`] entries, then a copy of it beside it per as many
+/// more (`template.dcm.1`, ...), made when first needed.
+fn link_source(template: &Path, number: u64) -> Result<std::path::PathBuf, String> {
+    let copy = number / LINKS_PER_SOURCE;
+    if copy == 0 {
+        return Ok(template.to_path_buf());
+    }
+    let mut name = template.as_os_str().to_owned();
+    name.push(format!(".{copy}"));
+    let source = std::path::PathBuf::from(name);
+    if !source.exists() {
+        std::fs::copy(template, &source).map_err(|e| format!("{}: {e}", source.display()))?;
+    }
+    Ok(source)
+}
+
 fn index(data: &Path, count: u64, template: &Path) -> Result<(), String> {
     let template_bytes =
         std::fs::read(template).map_err(|e| format!("{}: {e}", template.display()))?;
@@ -320,7 +341,8 @@ fn index(data: &Path, count: u64, template: &Path) -> Result<(), String> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             }
-            match std::fs::hard_link(template, &path) {
+            let source = link_source(template, number)?;
+            match std::fs::hard_link(&source, &path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(error) => return Err(format!("{}: {error}", path.display())),

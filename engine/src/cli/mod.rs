@@ -1,5 +1,5 @@
 //! The operator commands of the `sluice` binary: `ls`, `show`, `quarantine`,
-//! `commitments`, `verify`, `stats`, `export-instance`.
+//! `flagged`, `commitments`, `verify`, `stats`, `export-instance`.
 //!
 //! What this module owns: the clap declaration of those commands
 //! ([`OperatorCommand`]), how a command finds its store (`--data-dir`,
@@ -26,6 +26,7 @@
 
 mod browse;
 mod commitments;
+mod flagged;
 mod format;
 mod quarantine;
 mod verify;
@@ -103,6 +104,20 @@ pub enum OperatorCommand {
     /// Inspect, release or purge quarantined duplicates.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// List the instances stored although a lenient check found something.
+    ///
+    /// Each with its SOP and Study Instance UIDs, where its file is
+    /// (objects or quarantine), its sender and when it arrived, and what the
+    /// checks of `[validation]` set to "lenient" found in it.
+    Flagged {
+        /// Most rows to print (at least 1).
+        #[arg(long, default_value_t = LISTING_LIMIT_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// List and inspect Storage Commitment transactions.
     #[command(subcommand)]
     Commitments(CommitmentsCommand),
@@ -366,6 +381,9 @@ pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode,
             store,
         } => browse::show(&store.open()?, &sop_instance_uid, output),
         OperatorCommand::Quarantine(command) => quarantine::run(command, output),
+        OperatorCommand::Flagged { limit, store } => {
+            flagged::list(&store.open()?, listing_limit(limit), output)
+        }
         OperatorCommand::Commitments(command) => commitments::run(command, output),
         OperatorCommand::Verify { store } => verify::verify(&store.open()?, output),
         OperatorCommand::Stats { store } => browse::stats(&store.open()?, output),

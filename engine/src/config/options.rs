@@ -308,8 +308,8 @@ config_options! {
     /// What Sluice does when a received instance departs from the standard
     /// in a way some senders' data does: refuse it (`"strict"`: the
     /// sender is told the failure status and why, nothing is kept) or keep
-    /// it (`"lenient"`: stored as received, a warning logged). What can
-    /// never be stored
+    /// it (`"lenient"`: stored as received, a warning logged, the instance
+    /// flagged for `sluice flagged`). What can never be stored
     /// (a data set that does not parse, no Study or Series Instance UID, a
     /// malformed UID, UIDs that contradict the command) is always refused.
     /// The defaults, and why: docs/design/ingest.md, "Validation".
@@ -352,6 +352,14 @@ config_options! {
         /// of the image is missing. Strict refuses with C011.
         pixel_data_short: CheckMode = CheckMode::Strict,
             kind EnumKind::<CheckMode>::new(), flag "validation-pixel-data-short";
+
+        /// Bytes after the end of a deflated data set's compressed stream
+        /// (Deflated Explicit VR Little Endian), other than the one pad byte
+        /// PS3.5 allows or a gzip trailer, which are always accepted. They
+        /// are not part of the data set; DCMTK and pydicom ignore them.
+        /// Strict refuses with C010.
+        deflate_trailing_bytes: CheckMode = CheckMode::Lenient,
+            kind EnumKind::<CheckMode>::new(), flag "validation-deflate-trailing-bytes";
     }
 
     /// Storage Commitment Push Model: waiting for late instances and

@@ -424,8 +424,8 @@ config_enum! {
         /// Refuse the instance with the check's failure status; nothing is
         /// kept, the sender is told why.
         Strict = "strict",
-        /// Store the instance as received and log a warning; the sender is
-        /// told success.
+        /// Store the instance as received, log a warning and flag it for
+        /// `sluice flagged`; the sender is told success.
         Lenient = "lenient",
     }
 }

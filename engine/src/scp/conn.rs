@@ -338,10 +338,7 @@ impl Connection {
         command: &Command,
         data_set: Option<&[u8]>,
     ) -> Result<(), SendError> {
-        let sent = self.endpoint.send_message(context_id, command, data_set);
-        if sent.is_ok() {
-            self.answered(command);
-        }
+        let sent = self.queue_message(context_id, command, data_set);
         self.flush(core);
         sent
     }

@@ -254,14 +254,30 @@ impl CoreHandler {
                     NegotiationOutcome::Accept { negotiated, .. } => {
                         conn.counters.contexts_accepted = negotiated.presentation_contexts.len();
                         conn.counted = true;
+                        if let Some(refused) =
+                            admission::refused_contexts_accepted(&self.shared, &rq, conn.listener)
+                        {
+                            tracing::info!(
+                                peer = ?conn.peer,
+                                calling_ae = %Escaped(&conn.calling_ae_title),
+                                "association accepted, presentation contexts refused: {refused}"
+                            );
+                        }
                     }
                     NegotiationOutcome::Reject(rj) => {
                         let (result, source, reason) = rj.codes();
+                        let why = admission::rejection_reason(
+                            &self.shared,
+                            &rq,
+                            conn.listener,
+                            rj,
+                            self.draining.is_some(),
+                        );
                         tracing::warn!(
                             peer = ?conn.peer,
                             calling_ae = %Escaped(&conn.calling_ae_title),
                             called_ae = %Escaped(&conn.called_ae_title),
-                            "association rejected: result {result}, source {source}, reason {reason}"
+                            "association rejected: result {result}, source {source}, reason {reason}: {why}"
                         );
                         conn.outcome = Some(format!("rejected {result}/{source}/{reason}"));
                     }

@@ -53,6 +53,10 @@ pub fn leniency(config: &Config) -> Leniency {
             validation.pixel_data_trailing_bytes,
         ),
         (LenientCheck::PixelDataShort, validation.pixel_data_short),
+        (
+            LenientCheck::DeflateTrailingBytes,
+            validation.deflate_trailing_bytes,
+        ),
     ]
     .into_iter()
     .filter(|(_, mode)| *mode == CheckMode::Lenient)
@@ -230,6 +234,41 @@ mod tests {
         assert_eq!(
             storage_transfer_syntaxes(&config).len(),
             uid::SEED_TRANSFER_SYNTAXES.len()
+        );
+    }
+
+    #[test]
+    fn every_relaxable_check_has_its_option() {
+        let mut args = vec!["sluice".to_owned()];
+        for option in [
+            "uid-leading-zero",
+            "sop-uids-missing",
+            "image-pixel-module",
+            "pixel-data-encapsulation",
+            "pixel-data-trailing-bytes",
+            "pixel-data-short",
+            "deflate-trailing-bytes",
+        ] {
+            args.push(format!("--validation-{option}"));
+            args.push("lenient".to_owned());
+        }
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(leniency(&config), Leniency::ALL);
+        // The defaults: lenient where the data is intact, strict where it
+        // is incomplete or contradicts itself (docs/design/ingest.md).
+        let defaults = leniency(&Config::from_args(["sluice"]).unwrap());
+        let lenient: Vec<LenientCheck> = LenientCheck::ALL
+            .into_iter()
+            .filter(|check| defaults.is_lenient(*check))
+            .collect();
+        assert_eq!(
+            lenient,
+            [
+                LenientCheck::UidLeadingZero,
+                LenientCheck::SopUidsMissing,
+                LenientCheck::PixelDataTrailingBytes,
+                LenientCheck::DeflateTrailingBytes,
+            ]
         );
     }
 

@@ -14,15 +14,29 @@
 use sluice_index::Checksum;
 use thiserror::Error;
 
-/// Sluice's Implementation Class UID (0002,0012).
-///
-/// Under the 1.2.826.0.1.3680043.10 root that the team's test acceptor
-/// also uses; to be replaced by a registered root before release.
-pub const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1234.1";
+/// Sluice's UID root: `2.25.` and the decimal form of a UUID (ISO/IEC
+/// 9834-8, PS3.5 B.2: `7a0953aa-5d4a-47c8-8785-3765225af25b`, a random
+/// version 4 UUID generated once for Sluice and fixed here). A UUID-derived
+/// root needs no registration and collides with no organisation's.
+macro_rules! uid_root {
+    () => {
+        "2.25.162214243095143185867674759057077105243"
+    };
+}
 
-/// The Private Information Creator UID (0002,0100) of Sluice's seal, under
-/// the same placeholder root as [`IMPLEMENTATION_CLASS_UID`].
-pub const SEAL_CREATOR_UID: &str = "1.2.826.0.1.3680043.10.1234.2";
+/// Sluice's Implementation Class UID (0002,0012), also sent in every
+/// A-ASSOCIATE-RQ/AC: `<root>.1`. It names the implementation, not a
+/// version (PS3.7 D.3.3.2); [`IMPLEMENTATION_VERSION_NAME`] tells versions apart.
+pub const IMPLEMENTATION_CLASS_UID: &str = concat!(uid_root!(), ".1");
+
+/// The Private Information Creator UID (0002,0100) of Sluice's seal:
+/// `<root>.2`.
+pub const SEAL_CREATOR_UID: &str = concat!(uid_root!(), ".2");
+
+/// The seal's creator UID in files written before Sluice had its own root
+/// (the placeholder `1.2.826.0.1.3680043.10.1234.2`): still read, so that
+/// start-up recovery recognises those files' seals; never written.
+const SEAL_CREATOR_UID_BEFORE: &str = "1.2.826.0.1.3680043.10.1234.2";
 
 /// Length of the seal's value, (0002,0102); it is the header's last bytes.
 pub const SEAL_BYTES: usize = 32;
@@ -30,8 +44,12 @@ pub const SEAL_BYTES: usize = 32;
 /// The seal's first 8 bytes: what it is, and its layout's version.
 const SEAL_MAGIC: &[u8; 8] = b"SLUICE\x01\x00";
 
-/// Sluice's Implementation Version Name (0002,0013), at most 16 characters.
-pub const IMPLEMENTATION_VERSION_NAME: &str = "SLUICE_0_1";
+/// Sluice's Implementation Version Name (0002,0013), also sent in every
+/// A-ASSOCIATE-RQ/AC: `SLUICE_` and the crate's version (at most 16
+/// characters, an SH value).
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("SLUICE_", env!("CARGO_PKG_VERSION"));
+
+const _: () = assert!(IMPLEMENTATION_VERSION_NAME.len() <= 16);
 
 /// Preamble (128 bytes) plus the "DICM" prefix.
 pub const PREAMBLE_AND_PREFIX_BYTES: usize = 132;
@@ -253,7 +271,7 @@ pub fn read_header(bytes: &[u8]) -> Result<ReadHeader, String> {
             0x0016 => header.source_ae_title = text(),
             0x0100 => creator = text(),
             0x0102
-                if creator == SEAL_CREATOR_UID
+                if (creator == SEAL_CREATOR_UID || creator == SEAL_CREATOR_UID_BEFORE)
                     && value.len() == SEAL_BYTES
                     && value[..8] == *SEAL_MAGIC =>
             {
@@ -316,6 +334,8 @@ mod tests {
         assert!(text.contains("1.2.3.4.5\0"), "odd UID padded with NUL");
         assert!(text.contains("STORESCU"));
         assert!(text.contains(IMPLEMENTATION_CLASS_UID));
+        assert!(sluice_net::uid::check_uid(IMPLEMENTATION_CLASS_UID.as_bytes()).is_ok());
+        assert!(sluice_net::uid::check_uid(SEAL_CREATOR_UID.as_bytes()).is_ok());
         // The seal is the last element, zeros until filled.
         assert!(header[header.len() - SEAL_BYTES..].iter().all(|b| *b == 0));
         let read = read_header(&header).unwrap();
@@ -343,6 +363,22 @@ mod tests {
         assert_eq!(read.header_bytes as usize, at + SEAL_BYTES);
         assert_eq!(read.transfer_syntax_uid, "1.2.840.10008.1.2.1");
         assert!(read_header(&header[..at]).is_err(), "cut inside the group");
+
+        // A file written under the placeholder root: its seal still counts.
+        let creator = header
+            .windows(SEAL_CREATOR_UID.len())
+            .position(|window| window == SEAL_CREATOR_UID.as_bytes())
+            .unwrap();
+        let mut before = SEAL_CREATOR_UID_BEFORE.as_bytes().to_vec();
+        before.resize(SEAL_CREATOR_UID.len(), 0);
+        header[creator..creator + before.len()].copy_from_slice(&before);
+        assert_eq!(read_header(&header).unwrap().seal, read.seal);
+        header[creator] = b'9';
+        assert_eq!(
+            read_header(&header).unwrap().seal,
+            None,
+            "another creator's"
+        );
     }
 
     #[test]

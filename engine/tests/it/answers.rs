@@ -172,6 +172,17 @@ fn every_c_store_with_a_non_conformant_uid_gets_one_answer() {
     // (What refused data sets leave in tmp/ is issue #19 item 3, another
     // branch's.)
 
+    // Both are flagged for review.
+    let flagged = served.flagged();
+    for sop in [leading_zero, "1.2.826.0.1.3680043.10.1234.79.21"] {
+        assert!(
+            flagged
+                .lines()
+                .any(|line| line.starts_with(sop) && line.contains("leading zero")),
+            "{flagged}"
+        );
+    }
+
     let log = served.stop();
     // The leading zeros are logged at warn, once per instance.
     assert_eq!(
@@ -215,4 +226,50 @@ fn leading_zeros_are_refused_a900_when_the_check_is_strict() {
         assert!(comment.contains("leading zero"), "{answer:?}");
     }
     assert!(served.files("objects").is_empty());
+}
+
+#[test]
+fn sop_uids_only_in_the_command_are_stored_and_flagged_unless_strict() {
+    // The data set has no SOP Class UID nor SOP Instance UID; the command
+    // carries both (issue #19 item 10: UN_sequence.dcm, priv_SQ.dcm).
+    let sop = "1.2.826.0.1.3680043.10.1234.79.40";
+    let store = ct_store("no_sop_uids", sop, json!({"class": null, "sop": null}));
+
+    let served = Served::start("auto", &[]);
+    let out = raw_scu(served.port, &json!({"stores": [store.clone()]}));
+    let lenient = answers(&out);
+    assert_eq!(lenient.len(), 1, "{out}");
+    assert_eq!(lenient[0].status.as_deref(), Some("0000"), "{out}");
+    // Filed under the command's UID (the file meta group takes it).
+    assert!(served.files("objects").contains_key(sop));
+    let flagged = served.flagged();
+    let row = flagged
+        .lines()
+        .find(|line| line.starts_with(sop))
+        .unwrap_or_else(|| panic!("{sop} not flagged:\n{flagged}"));
+    assert!(
+        row.contains("(0008,0016)") && row.contains("(0008,0018)"),
+        "{row}"
+    );
+    let log = served.stop();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("WARN") && line.contains("stored with warnings")),
+        "{log}"
+    );
+
+    let served = Served::start("auto", &["--validation-sop-uids-missing", "strict"]);
+    let out = raw_scu(served.port, &json!({"stores": [store]}));
+    let strict = answers(&out);
+    assert_eq!(strict[0].status.as_deref(), Some("A900"), "{out}");
+    assert!(
+        strict[0]
+            .error_comment
+            .as_deref()
+            .is_some_and(|comment| comment.contains("(0008,0016)")),
+        "{out}"
+    );
+    assert!(served.files("objects").is_empty());
+    assert!(served.flagged().starts_with("no flagged instances"));
+    served.stop();
 }

@@ -14,6 +14,8 @@ mod large;
 mod lock;
 mod operator;
 mod process;
+mod protocol;
 mod query;
+mod real_files;
 mod recovery;
 mod serve;

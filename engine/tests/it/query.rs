@@ -1177,3 +1177,66 @@ fn the_embedding_api_finds_and_lists_what_the_scp_serves() {
         .is_err());
     server.shutdown(Duration::from_secs(10)).unwrap();
 }
+
+/// SIGTERM during a C-MOVE: the drain waits for the retrieve's final
+/// answer (every sub-operation completed, 0000) before it ends the
+/// requester's association, as it does for a C-STORE.
+#[test]
+fn sigterm_during_a_move_answers_it_before_the_server_stops() {
+    let dest_dir = tempfile::tempdir().unwrap();
+    let (_dest, dest_port) = qr_dest(dest_dir.path(), &["--delay", "0.05"]);
+    let (served, instances, _files) = served_with_corpus(
+        40,
+        &[
+            "--remote-ae",
+            &format!("SLOW=127.0.0.1:{dest_port}"),
+            "--query-move-associations",
+            "1",
+            "--shutdown-drain-ms",
+            "120000",
+        ],
+    );
+    let bulk = instances
+        .iter()
+        .find(|i| i.patient_id == "QR-PAT-BULK")
+        .unwrap();
+    let in_study = instances.iter().filter(|i| i.study == bulk.study).count();
+    let keys = format!(
+        r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{}"}}"#,
+        bulk.study
+    );
+    let port = served.port.to_string();
+    let mover =
+        std::thread::spawn(move || qr_scu(&["move", &port, AE, "MOVER", "study", &keys, "SLOW"]));
+    // Some sub-operations done, most still to come.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(dest_dir.path()).map_or(0, Iterator::count) < 3 {
+        assert!(Instant::now() < deadline, "the move did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &served.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let result = mover.join().unwrap();
+    assert_eq!(
+        result.string("status_hex").as_deref(),
+        Some("0000"),
+        "{result:?}\n{}",
+        served.log()
+    );
+    assert_eq!(
+        std::fs::read_dir(dest_dir.path()).unwrap().count(),
+        in_study,
+        "every instance moved"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !served
+        .log()
+        .contains("drained: every request answered, every association ended")
+    {
+        assert!(Instant::now() < deadline, "no drain: {}", served.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

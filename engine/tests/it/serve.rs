@@ -130,6 +130,19 @@ impl Served {
         found
     }
 
+    /// What `sluice flagged` prints for the data directory (it must succeed).
+    pub fn flagged(&self) -> String {
+        let output = sluice_tests::run(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .arg("flagged")
+                .arg("--data-dir")
+                .arg(self.data()),
+            Duration::from_secs(60),
+        );
+        assert!(output.status.success(), "sluice flagged: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// Every file under `area`, by its SOP Instance UID (from its file meta
     /// group); fails on two files with one UID in the area.
     pub fn files(&self, area: &str) -> BTreeMap<String, PathBuf> {

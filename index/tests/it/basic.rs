@@ -989,3 +989,95 @@ fn remove_in_doubt_removes_the_entry_of_that_file_only() {
     let read = index.read().expect("read");
     assert!(read.check_consistency(10).expect("check").is_consistent());
 }
+
+fn store_flagged(study: &str, series: &str, sop: &str, file_id: u128, seed: u8) -> WriteOp {
+    let mut request = StoreRequest::new(instance(study, series, sop, file_id, seed));
+    request.flagged = Some(format!("flagged {file_id}").into_bytes());
+    WriteOp::Store(request)
+}
+
+fn flagged(index: &sluice_index::Index) -> Vec<(u128, FileRole, String)> {
+    let read = index.read().expect("read");
+    read.flagged(None, 100)
+        .expect("flagged")
+        .items
+        .into_iter()
+        .map(|item| {
+            (
+                item.file_id.0,
+                item.role,
+                String::from_utf8(item.payload).expect("text"),
+            )
+        })
+        .collect()
+}
+
+/// A flagged store records its payload with the file when an entry names
+/// it (stored or quarantined), in the same transaction; a dropped newcomer
+/// is not recorded; a file no entry references any more is not listed; the
+/// listing pages by file id.
+#[test]
+fn flagged_files_are_recorded_with_their_store_and_listed_while_referenced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let writer = index.writer();
+    let mut dropped = StoreRequest::new(instance("9.1", "9.1.1", "9.1.1.1", 33, 1));
+    dropped.flagged = Some(b"never".to_vec());
+    dropped.duplicate_policy = DuplicatePolicy::DropIfIdentical;
+    writer
+        .execute(vec![
+            store_flagged("9.1", "9.1.1", "9.1.1.1", 31, 1),
+            store_flagged("9.1", "9.1.1", "9.1.1.1", 32, 2),
+            WriteOp::Store(dropped),
+            store("9.1", "9.1.1", "9.1.1.2", 34, 3),
+            store_flagged("9.1", "9.1.1", "9.1.1.3", 35, 4),
+        ])
+        .expect("store");
+    assert_eq!(
+        flagged(&index),
+        vec![
+            (31, FileRole::Instance, "flagged 31".to_owned()),
+            (32, FileRole::Quarantine, "flagged 32".to_owned()),
+            (35, FileRole::Instance, "flagged 35".to_owned()),
+        ]
+    );
+    let page = index
+        .read()
+        .expect("read")
+        .flagged(Some(FileId(31)), 1)
+        .expect("page");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].file_id, FileId(32));
+    assert!(page.truncated);
+    writer
+        .execute(vec![WriteOp::Remove(Triplet::new(
+            "9.1", "9.1.1", "9.1.1.3",
+        ))])
+        .expect("remove");
+    assert_eq!(flagged(&index).len(), 2);
+    // A file no entry references loses its row with its last reference.
+    let rows = |index: &sluice_index::Index| {
+        index
+            .stats()
+            .expect("stats")
+            .table("flagged")
+            .expect("flagged table")
+            .entries
+    };
+    assert_eq!(rows(&index), 2);
+    let quarantined = index
+        .read()
+        .expect("read")
+        .quarantine_entries(None, 10)
+        .expect("quarantine")
+        .items[0]
+        .id;
+    writer
+        .execute(vec![WriteOp::PurgeQuarantine(quarantined)])
+        .expect("purge");
+    assert_eq!(rows(&index), 1);
+    assert_eq!(
+        flagged(&index),
+        vec![(31, FileRole::Instance, "flagged 31".to_owned())]
+    );
+}

@@ -187,3 +187,12 @@ pub fn assert_consistent(index: &sluice_index::Index) -> sluice_index::Consisten
     assert!(report.is_consistent(), "{:?}", report.problems);
     report
 }
+
+/// Puts `key` -> `value` into the table `name` of the (closed) index in
+/// `dir`, as an older version of Sluice would have written it.
+pub fn put_raw(dir: &std::path::Path, name: &str, key: &[u8], value: &[u8]) {
+    let (env, table) = raw_table(dir, name);
+    let mut wtxn = env.write_txn().expect("txn");
+    table.put(&mut wtxn, key, value).expect("put");
+    wtxn.commit().expect("commit");
+}

@@ -8,7 +8,7 @@ use sluice_index::{
 };
 
 use crate::common::{
-    clear_table, fixture_copy, open, record, schema_version, set_schema_version, store,
+    clear_table, fixture_copy, open, put_raw, record, schema_version, set_schema_version, store,
 };
 
 /// The instances the fixture stores: (study, series, sop, file id, checksum seed).
@@ -165,6 +165,29 @@ fn schema_version_2_is_upgraded_in_place() {
         .in_doubt()
         .expect("in doubt")
         .is_empty());
+    assert_writable(&index);
+    index.close();
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
+}
+
+/// Version 4 is version 3 with the `flagged` table: the fixture with version
+/// 4 written and a flagged row for one of its files keeps that row.
+#[test]
+fn schema_version_4_is_upgraded_in_place() {
+    let dir = fixture_copy("schema-v3");
+    set_schema_version(dir.path(), 4);
+    put_raw(dir.path(), "flagged", &23u128.to_be_bytes(), b"flagged 23");
+    let index = open(dir.path());
+    assert_fixture_content(&index);
+    let flagged = index
+        .read()
+        .expect("read")
+        .flagged(None, 10)
+        .expect("flagged")
+        .items;
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(flagged[0].file_id, FileId(23));
+    assert_eq!(flagged[0].payload, b"flagged 23");
     assert_writable(&index);
     index.close();
     assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);

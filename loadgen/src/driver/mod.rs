@@ -1,62 +1,61 @@
 //! The load itself: many requestor associations per core on `sluice-io`,
-//! each an explicit state machine ([`Worker`]) driven by completions, with
+//! each an explicit state machine ([`worker`]) driven by completions, with
 //! `sluice-net`'s association endpoint (decoder, PS3.8 machine, message
 //! reassembly, encoding) deciding what the upper layer does.
 //!
-//! One [`LoadCore`] handler per core owns its share of the workers, a
-//! periodic tick (ramp-up, Poisson arrivals, deadlines, timeouts), the cache
-//! of framed instances and its [`Measurements`]. Cores share only atomics (the
-//! instance budget, UID serials, live counters for the progress bar) and,
-//! at the very end, a mutex to hand in their stats.
+//! A run has up to two lanes ([`Lane`]), each with its own associations
+//! and load shape: the store lane sends C-STOREs (and commitment requests,
+//! [`store`]), the retrieval lane C-FINDs, C-MOVEs or C-GETs
+//! ([`retrieve`]). One [`LoadCore`] handler per core owns its share of both
+//! lanes' workers, a periodic tick (ramp-up, Poisson arrivals per lane,
+//! deadlines, timeouts), the cache of framed instances, its listener
+//! ([`listener`]: commitment reports and C-MOVE sub-operations) and its
+//! [`Measurements`]. Cores share only atomics (the budget, UID serials,
+//! live counters), two tables behind mutexes (commitment requests awaiting
+//! their report, C-MOVEs awaiting their sub-operations) and, at the very
+//! end, a mutex to hand in their stats.
 //!
-//! Closed loop: worker `g` of `N` starts at `ramp_up * g / N`, then sends
-//! instances back to back (the next C-STORE as soon as the previous answer
-//! arrives), re-associating every `instances_per_association`. Open loop:
-//! each core draws Poisson arrivals at `rate / cores`; an arrival goes to an
-//! idle established association, else opens one (up to the limit), else
-//! waits in a bounded queue. Its latency counts from the scheduled arrival,
-//! so queueing is measured rather than hidden (no coordinated omission).
-//!
-//! Commitment reports, on a worker's association or on our own listener,
-//! are counted and answered in `reports`, which also owns the listener's
-//! associations.
+//! Closed loop: worker `g` of a lane's `N` starts at `ramp_up * g / N`,
+//! then runs operations back to back (the next as soon as the previous
+//! answer arrives), re-associating every `instances_per_association`
+//! (store) or `operations_per_association` (retrieval). Open loop: each
+//! core draws Poisson arrivals per lane at its share of the lane's rate;
+//! an arrival goes to an idle established association of the lane, else
+//! opens one (up to the limit), else waits in a bounded queue. Its latency
+//! counts from the scheduled arrival, so queueing is measured rather than
+//! hidden (no coordinated omission).
+
+mod listener;
+mod proposal;
+mod reports;
+mod retrieve;
+mod store;
+mod worker;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use sluice_io::{ConnId, Core, Event, Handler, RecvBuf};
-use sluice_net::assoc::{
-    AbortCause, AssociationProposal, Indication, ProposedPresentationContext, Role,
-};
-use sluice_net::dimse::commitment::{
-    CommitmentRequest, SopReference, ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
-};
-use sluice_net::dimse::dataset::SmallDatasetEncoding;
-use sluice_net::dimse::{CStoreRq, Command, NActionRq, Priority, Status, StatusCategory};
-use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming, SendError, Violation};
-use sluice_net::uid::{self, ts};
+use sluice_io::{Core, Event, Handler};
 
-use crate::stats::Measurements;
+use crate::keys::KeyPool;
+use crate::retrieve::RetrieveSpec;
+use crate::stats::{Lane, Measurements};
 use crate::uid::UidGenerator;
-use crate::workload::{Framed, Prepared, UidKind};
-use reports::{record_report, send_report_response, ReportListener};
+use crate::workload::{Framed, Prepared};
+use listener::Listener;
+pub use proposal::build_proposal;
+use worker::{Worker, WorkerPhase};
 
-/// Sends of one data set queued on a connection at once: enough to keep the
-/// socket busy, few enough to bound memory per association.
-const SEND_WINDOW: usize = 8;
 /// Tick of the periodic timer (arrivals, ramp-up, deadlines).
 const TICK: Duration = Duration::from_millis(2);
 /// A worker whose association was rejected or aborted waits this long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
-/// Open loop: arrivals waiting for an association, per core.
+/// Open loop: arrivals waiting for an association, per core and lane.
 const ARRIVAL_QUEUE_MAX: usize = 100_000;
-
 /// Commitment requests awaiting their report, over all cores.
 const PENDING_COMMITS_MAX: usize = 1_000_000;
 /// Largest response or report data set buffered (a commitment report for
@@ -69,13 +68,49 @@ const TAG_DATA: u64 = 1;
 /// Closed or open loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LoadShape {
-    /// `associations` associations sending back to back.
+    /// `associations` associations running operations back to back.
     Closed,
-    /// Poisson arrivals at this many instances per second overall.
+    /// Poisson arrivals at this many operations per second overall.
     Open {
-        /// Target rate, instances/s.
+        /// Target rate, operations (instances, queries, retrieves) per second.
         rate_per_s: f64,
     },
+}
+
+impl LoadShape {
+    /// "closed" or "open", as result files name it.
+    pub fn mode_name(self) -> &'static str {
+        match self {
+            LoadShape::Closed => "closed",
+            LoadShape::Open { .. } => "open",
+        }
+    }
+
+    /// The open loop's target rate.
+    pub fn rate_per_s(self) -> Option<f64> {
+        match self {
+            LoadShape::Open { rate_per_s } => Some(rate_per_s),
+            LoadShape::Closed => None,
+        }
+    }
+}
+
+/// The retrieval lane of a run.
+#[derive(Debug, Clone)]
+pub struct RetrievePlan {
+    /// What each operation asks.
+    pub spec: RetrieveSpec,
+    /// What operations are drawn from.
+    pub pool: Arc<KeyPool>,
+    /// Closed or open loop.
+    pub shape: LoadShape,
+    /// Closed loop: associations; open loop: the most at once.
+    pub associations: usize,
+    /// Re-associate after this many operations (0: never).
+    pub operations_per_association: u64,
+    /// C-MOVE: our storage SCP listens here (the destination AE's address
+    /// in the target's table).
+    pub move_listen: Option<SocketAddr>,
 }
 
 /// Everything a run needs, validated.
@@ -87,13 +122,15 @@ pub struct RunPlan {
     pub called_ae_title: String,
     /// Calling AE title.
     pub calling_ae_title: String,
-    /// Closed or open loop.
+    /// The store lane's shape.
     pub shape: LoadShape,
-    /// Closed loop: associations; open loop: the most at once.
+    /// Store lane: closed loop associations; open loop: the most at once.
+    /// 0: the run has no store lane.
     pub associations: usize,
-    /// Stop after this long (plus draining in-flight stores).
+    /// Stop after this long (plus draining what is in flight).
     pub duration: Option<Duration>,
-    /// Stop after this many instances.
+    /// Stop after this many instances (store lane) or, in a retrieval-only
+    /// run, operations.
     pub count: Option<u64>,
     /// Spread association starts over this long.
     pub ramp_up: Duration,
@@ -103,6 +140,8 @@ pub struct RunPlan {
     pub study_size: u64,
     /// Series per study.
     pub series_per_study: u64,
+    /// Synthetic data: consecutive studies of one patient.
+    pub studies_per_patient: u64,
     /// The data sets and their weights (empty weights: round robin).
     pub workload: Vec<Arc<Prepared>>,
     /// Weights parallel to `workload` (empty: round robin over it).
@@ -120,11 +159,70 @@ pub struct RunPlan {
     pub commit_listen: Option<SocketAddr>,
     /// Write one history line per instance (`<path>.coreN`, merged later).
     pub history: Option<std::path::PathBuf>,
-    /// Random run id in UIDs.
+    /// Random run id in UIDs and Patient IDs.
     pub run_id: u64,
+    /// The retrieval lane, if the run queries or retrieves.
+    pub retrieve: Option<RetrievePlan>,
 }
 
-mod reports;
+impl RunPlan {
+    /// The associations of `lane` (closed loop), or the most at once (open).
+    pub fn lane_associations(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Store => self.associations,
+            Lane::Retrieve => self.retrieve.as_ref().map_or(0, |plan| plan.associations),
+        }
+    }
+
+    /// The shape of `lane`.
+    pub fn lane_shape(&self, lane: Lane) -> LoadShape {
+        match (lane, &self.retrieve) {
+            (Lane::Retrieve, Some(plan)) => plan.shape,
+            _ => self.shape,
+        }
+    }
+
+    /// The lane `count` bounds: the store lane when the run has one.
+    pub fn primary_lane(&self) -> Lane {
+        if self.associations > 0 {
+            Lane::Store
+        } else {
+            Lane::Retrieve
+        }
+    }
+
+    /// The addresses our listener binds: commitment reports, C-MOVE
+    /// sub-operations (one listener when they are the same).
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+        let mut addresses: Vec<SocketAddr> = self.commit_listen.into_iter().collect();
+        let move_listen = self.retrieve.as_ref().and_then(|plan| plan.move_listen);
+        if let Some(address) = move_listen.filter(|address| !addresses.contains(address)) {
+            addresses.push(address);
+        }
+        addresses
+    }
+
+    /// The C-MOVE destination is our own listener.
+    pub fn receives_moves(&self) -> bool {
+        self.retrieve
+            .as_ref()
+            .is_some_and(|plan| plan.move_listen.is_some())
+    }
+}
+
+/// A C-MOVE of this run waiting for its sub-operations, keyed in
+/// [`Shared::moves`] by its Message ID (unique among the run's moves in
+/// flight), which the SCP repeats as Move Originator Message ID.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoveTrack {
+    /// When its first sub-operation's C-STORE-RQ reached our listener.
+    pub first_sub_operation_at: Option<Instant>,
+    /// When its last sub-operation's message or data reached our listener
+    /// (a move whose SCP sends no pending responses is still alive).
+    pub last_sub_operation_at: Option<Instant>,
+    /// Sub-operations received for it.
+    pub instances: u64,
+}
 
 /// State shared by the cores of one run.
 #[derive(Debug)]
@@ -133,7 +231,9 @@ pub struct Shared {
     pub plan: RunPlan,
     /// UID serials.
     pub uids: UidGenerator,
-    /// Instances left to start when count-bounded.
+    /// Studies started (synthetic patient and date values per study).
+    pub studies: AtomicU64,
+    /// Operations of the primary lane left to start when count-bounded.
     pub budget: Option<AtomicU64>,
     /// Round-robin cursor over the workload.
     pub cursor: AtomicUsize,
@@ -145,16 +245,24 @@ pub struct Shared {
     pub cores_done: AtomicUsize,
     /// Core count.
     pub core_count: usize,
-    /// Live counters for the progress bar.
+    /// Live counters for the progress bar: instances stored.
     pub live_instances_ok: AtomicU64,
-    /// Live bytes.
+    /// Live bytes stored.
     pub live_bytes_ok: AtomicU64,
-    /// Live failures.
+    /// Live failures (either lane).
     pub live_failures: AtomicU64,
-    /// Live open associations.
+    /// Live open associations (either lane).
     pub live_associations: AtomicU64,
+    /// Live retrieval operations answered.
+    pub live_operations: AtomicU64,
+    /// Live bytes received by retrieval.
+    pub live_bytes_received: AtomicU64,
     /// Commitment requests awaiting a report: transaction UID -> N-ACTION sent.
     pub pending_commits: Mutex<HashMap<String, Instant>>,
+    /// C-MOVEs in flight, by Message ID.
+    pub moves: Mutex<HashMap<u16, MoveTrack>>,
+    /// The last C-MOVE Message ID handed out.
+    move_message_id: AtomicU32,
     /// Each core's stats, handed in at shutdown.
     pub results: Mutex<Vec<Measurements>>,
     /// When the last core finished.
@@ -166,6 +274,7 @@ impl Shared {
     pub fn new(plan: RunPlan, core_count: usize) -> Shared {
         Shared {
             uids: UidGenerator::new(plan.run_id),
+            studies: AtomicU64::new(0),
             budget: plan.count.map(AtomicU64::new),
             cursor: AtomicUsize::new(0),
             start: Instant::now(),
@@ -176,15 +285,24 @@ impl Shared {
             live_bytes_ok: AtomicU64::new(0),
             live_failures: AtomicU64::new(0),
             live_associations: AtomicU64::new(0),
+            live_operations: AtomicU64::new(0),
+            live_bytes_received: AtomicU64::new(0),
             pending_commits: Mutex::new(HashMap::new()),
+            moves: Mutex::new(HashMap::new()),
+            move_message_id: AtomicU32::new(0),
             results: Mutex::new(Vec::new()),
             finished_at: Mutex::new(None),
             plan,
         }
     }
 
-    /// Claims one instance of the budget; false when it is spent.
-    fn claim(&self) -> bool {
+    /// Claims one operation of `lane`; false when the budget is spent. A
+    /// lane that is not the primary one has no budget: it runs until the
+    /// run stops.
+    fn claim(&self, lane: Lane) -> bool {
+        if lane != self.plan.primary_lane() {
+            return true;
+        }
         match &self.budget {
             None => true,
             Some(budget) => budget
@@ -194,113 +312,40 @@ impl Shared {
                 .is_ok(),
         }
     }
-}
 
-/// Where a worker is in its association's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerPhase {
-    /// No connection; (re)start at this time.
-    Waiting { at: Instant },
-    /// Open loop: no connection until work arrives.
-    Dormant,
-    /// TCP connect and A-ASSOCIATE in progress.
-    Associating,
-    /// Established, nothing to do (open loop).
-    Ready,
-    /// A C-STORE in flight.
-    Storing,
-    /// N-ACTION sent; waiting for its response and the report.
-    Committing,
-    /// A-RELEASE-RQ sent.
-    Releasing,
-    /// Transport being closed.
-    Closing,
-    /// Finished for the run.
-    Done,
-}
-
-/// The C-STORE a worker has in flight: what is sent, how far, and when.
-#[derive(Debug)]
-struct StoreInFlight {
-    framed: Rc<Framed>,
-    instance_serial: u64,
-    study_serial: u64,
-    series_serial: u64,
-    sop_instance_uid: String,
-    message_id: u16,
-    next_chunk: usize,
-    sends_in_flight: usize,
-    all_queued: bool,
-    last_byte_at: Option<Instant>,
-    arrival: Option<Instant>,
-    started_at: Instant,
-    hasher: Option<Sha256>,
-}
-
-#[derive(Debug)]
-struct Commit {
-    transaction_uid: String,
-    sent_at: Instant,
-    message_id: u16,
-    rsp_received: bool,
-    report_received: bool,
-}
-
-/// The settings of every association endpoint of the load generator. Its
-/// own tick stands in for the ARTIM and idle timers (set-up, response and
-/// commitment timeouts), so the endpoints' deadlines are never armed.
-fn endpoint_config() -> EndpointConfig {
-    let mut config = EndpointConfig::default();
-    config.collect_length_max = MESSAGE_LENGTH_MAX;
-    config
-}
-
-#[derive(Debug)]
-struct Worker {
-    phase: WorkerPhase,
-    conn: Option<ConnId>,
-    endpoint: Endpoint,
-    connect_started: Instant,
-    /// Accepted context per workload entry.
-    contexts: Vec<Option<u8>>,
-    commit_context: Option<u8>,
-    on_association: u64,
-    store: Option<StoreInFlight>,
-    commit: Option<Commit>,
-    study_serial: u64,
-    series_serial: u64,
-    in_study: u64,
-    study_refs: Vec<SopReference>,
-    commit_due: bool,
-    /// The target refuses what this worker sends: do not re-associate.
-    fatal: bool,
-}
-
-impl Worker {
-    fn new(phase: WorkerPhase) -> Worker {
-        Worker {
-            phase,
-            conn: None,
-            endpoint: Endpoint::new(Role::Requestor, endpoint_config()),
-            connect_started: Instant::now(),
-            contexts: Vec::new(),
-            commit_context: None,
-            on_association: 0,
-            store: None,
-            commit: None,
-            study_serial: 0,
-            series_serial: 0,
-            in_study: 0,
-            study_refs: Vec::new(),
-            commit_due: false,
-            fatal: false,
+    /// Registers a new C-MOVE and returns its Message ID: one not used by
+    /// another move in flight (the SCP's sub-operations name it as Move
+    /// Originator Message ID). `None` when 65 535 moves are in flight.
+    fn register_move(&self) -> Option<u16> {
+        let mut moves = self.moves.lock().ok()?;
+        for _ in 0..=u16::MAX {
+            let next = self.move_message_id.fetch_add(1, Ordering::Relaxed);
+            let id = (next % u32::from(u16::MAX)) as u16 + 1;
+            if let std::collections::hash_map::Entry::Vacant(slot) = moves.entry(id) {
+                slot.insert(MoveTrack::default());
+                return Some(id);
+            }
         }
+        None
     }
+}
 
-    /// The peer's maximum PDU length (0 before the association is accepted).
-    fn pdu_length_max_peer(&self) -> u32 {
-        self.endpoint.pdu_length_max_peer().unwrap_or(0)
-    }
+/// One lane's share of a core: its arrivals, idle associations, proposal.
+#[derive(Debug)]
+struct LaneState {
+    /// Open loop: arrivals waiting for an association.
+    arrivals: VecDeque<Instant>,
+    /// The next arrival's time.
+    next_arrival: Option<Instant>,
+    /// This core's share of the lane's rate (0: no arrivals).
+    rate_per_core: f64,
+    /// Its own generator, so a seed's arrival sequence does not depend on
+    /// how many other random choices were drawn in between.
+    arrival_rng: fastrand::Rng,
+    /// Established associations with nothing to do (open loop).
+    idle: Vec<usize>,
+    /// The A-ASSOCIATE-RQ of the lane's associations.
+    proposal: Option<Box<sluice_net::pdu::AssociateRq>>,
 }
 
 /// The handler of one core.
@@ -308,23 +353,16 @@ impl Worker {
 pub struct LoadCore {
     shared: Arc<Shared>,
     workers: Vec<Worker>,
-    by_conn: HashMap<ConnId, usize>,
+    by_conn: HashMap<sluice_io::ConnId, usize>,
     framed: HashMap<(usize, u8, u32), Rc<Framed>>,
     stats: Measurements,
     rng: fastrand::Rng,
-    /// Its own generator, so the arrival sequence of a seed does not depend
-    /// on how many mix choices were drawn in between.
-    arrival_rng: fastrand::Rng,
     stopping: bool,
     done: bool,
-    arrivals: VecDeque<Instant>,
-    next_arrival: Option<Instant>,
-    rate_per_core: f64,
-    idle: Vec<usize>,
+    lanes: [LaneState; 2],
     history: Option<std::io::BufWriter<std::fs::File>>,
-    proposal: Option<Box<sluice_net::pdu::AssociateRq>>,
-    /// Commitment reports on our own listener (`--commit-listen`).
-    listener: Option<ReportListener>,
+    /// Commitment reports and C-MOVE sub-operations on our own listener.
+    listener: Option<Listener>,
     stopped_at: Option<Instant>,
 }
 
@@ -333,33 +371,50 @@ impl LoadCore {
     pub fn new(shared: Arc<Shared>, index: usize) -> LoadCore {
         let plan = &shared.plan;
         let cores = shared.core_count.max(1);
-        // This core's share of the associations, and their global numbers
-        // (for the ramp-up schedule).
-        let share = plan.associations / cores + usize::from(index < plan.associations % cores);
-        let first_global =
-            index * (plan.associations / cores) + index.min(plan.associations % cores);
-        let workers = (0..share)
-            .map(|local| match plan.shape {
+        let mut workers = Vec::new();
+        let lanes = Lane::ALL.map(|lane| {
+            let associations = plan.lane_associations(lane);
+            // This core's share of the lane's associations, and their
+            // global numbers (for the ramp-up schedule).
+            let share = associations / cores + usize::from(index < associations % cores);
+            let first_global = index * (associations / cores) + index.min(associations % cores);
+            let shape = plan.lane_shape(lane);
+            workers.extend((0..share).map(|local| match shape {
                 LoadShape::Closed => {
                     let global = (first_global + local) as u32;
                     let offset = plan
                         .ramp_up
-                        .mul_f64(f64::from(global) / plan.associations.max(1) as f64);
-                    Worker::new(WorkerPhase::Waiting {
-                        at: shared.start + offset,
-                    })
+                        .mul_f64(f64::from(global) / associations.max(1) as f64);
+                    Worker::new(
+                        lane,
+                        WorkerPhase::Waiting {
+                            at: shared.start + offset,
+                        },
+                    )
                 }
-                LoadShape::Open { .. } => Worker::new(WorkerPhase::Dormant),
-            })
-            .collect();
-        let rate_per_core = match plan.shape {
-            // Arrivals in proportion to this core's associations, so a core
-            // without any (fewer associations than cores) gets none.
-            LoadShape::Open { rate_per_s } => {
-                rate_per_s * share as f64 / plan.associations.max(1) as f64
+                LoadShape::Open { .. } => Worker::new(lane, WorkerPhase::Dormant),
+            }));
+            LaneState {
+                arrivals: VecDeque::new(),
+                next_arrival: None,
+                // Arrivals in proportion to this core's associations, so a
+                // core without any (fewer associations than cores) gets none.
+                rate_per_core: match shape {
+                    LoadShape::Open { rate_per_s } if share > 0 => {
+                        rate_per_s * share as f64 / associations.max(1) as f64
+                    }
+                    _ => 0.0,
+                },
+                arrival_rng: fastrand::Rng::with_seed(
+                    plan.run_id.rotate_left(17 + 7 * lane.index() as u32)
+                        ^ (index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+                ),
+                idle: Vec::new(),
+                proposal: (share > 0)
+                    .then(|| build_proposal(plan, lane).ok().map(Box::new))
+                    .flatten(),
             }
-            LoadShape::Closed => 0.0,
-        };
+        });
         let history = plan.history.as_ref().and_then(|path| {
             let mut name = path.clone().into_os_string();
             name.push(format!(".core{index}"));
@@ -367,26 +422,17 @@ impl LoadCore {
                 .ok()
                 .map(|file| std::io::BufWriter::with_capacity(256 * 1024, file))
         });
-        let proposal = build_proposal(plan).ok().map(Box::new);
         LoadCore {
             rng: fastrand::Rng::with_seed(plan.run_id ^ (index as u64).wrapping_mul(0x9E37_79B9)),
-            arrival_rng: fastrand::Rng::with_seed(
-                plan.run_id.rotate_left(17)
-                    ^ (index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
-            ),
             workers,
             by_conn: HashMap::new(),
             framed: HashMap::new(),
             stats: Measurements::default(),
             stopping: false,
             done: false,
-            arrivals: VecDeque::new(),
-            next_arrival: None,
-            rate_per_core,
-            idle: Vec::new(),
+            lanes,
             history,
-            proposal,
-            listener: plan.commit_listen.map(|_| ReportListener::new()),
+            listener: (!plan.listen_addresses().is_empty()).then(|| Listener::new(plan)),
             stopped_at: None,
             shared,
         }
@@ -396,772 +442,12 @@ impl LoadCore {
         &self.shared.plan
     }
 
+    fn lane_state(&mut self, lane: Lane) -> &mut LaneState {
+        &mut self.lanes[lane.index()]
+    }
+
     fn since_start_us(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.shared.start).as_micros() as u64
-    }
-
-    // ----- association lifecycle -----
-
-    fn start_association(&mut self, core: &mut Core, w: usize) {
-        let Some(rq) = self.proposal.clone() else {
-            Measurements::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
-            self.workers[w].phase = WorkerPhase::Done;
-            return;
-        };
-        let address = self.plan().address;
-        let worker = &mut self.workers[w];
-        worker.endpoint = Endpoint::new(Role::Requestor, endpoint_config());
-        worker.on_association = 0;
-        worker.store = None;
-        worker.commit = None;
-        worker.connect_started = Instant::now();
-        if worker
-            .endpoint
-            .request_association(rq, worker.connect_started)
-            .is_err()
-        {
-            Measurements::bump(&mut self.stats.aborts, "cannot build A-ASSOCIATE-RQ");
-            worker.phase = WorkerPhase::Done;
-            return;
-        }
-        self.stats.associations_requested += 1;
-        match core.connect(address, w as u64) {
-            Ok(conn) => {
-                worker.conn = Some(conn);
-                worker.phase = WorkerPhase::Associating;
-                self.by_conn.insert(conn, w);
-                self.shared
-                    .live_associations
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => {
-                Measurements::bump(
-                    &mut self.stats.aborts,
-                    format!("connect not submitted: {error}"),
-                );
-                worker.phase = WorkerPhase::Waiting {
-                    at: Instant::now() + RETRY_BACKOFF,
-                };
-            }
-        }
-    }
-
-    /// Hands the worker's endpoint's queued bytes to the runtime, in order.
-    /// `Err` when the runtime refused a send (nothing more is sent).
-    fn transmit(&mut self, core: &mut Core, w: usize) -> Result<(), ()> {
-        let worker = &mut self.workers[w];
-        while let Some(bytes) = worker.endpoint.poll_transmit() {
-            if let Some(conn) = worker.conn {
-                core.send(conn, bytes, TAG_CONTROL).map_err(|_| ())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// After any endpoint call: its events, its bytes, its close.
-    fn drive(&mut self, core: &mut Core, w: usize) {
-        while let Some(incoming) = self.workers[w].endpoint.poll_event() {
-            self.on_incoming(core, w, incoming);
-        }
-        if self.transmit(core, w).is_err() || self.workers[w].endpoint.close_requested() {
-            self.close(core, w);
-        }
-    }
-
-    /// The transport is gone: the endpoint's last events (an abort
-    /// indication) are handled; nothing more can be sent.
-    fn transport_closed(&mut self, w: usize) {
-        let endpoint = &mut self.workers[w].endpoint;
-        endpoint.transport_closed(Instant::now());
-        endpoint.poll_transmit();
-        while let Some(incoming) = self.workers[w].endpoint.poll_event() {
-            if let Incoming::Indication(Indication::Aborted(cause)) = incoming {
-                self.count_abort(w, cause);
-            }
-        }
-    }
-
-    fn close(&mut self, core: &mut Core, w: usize) {
-        let worker = &mut self.workers[w];
-        if let Some(conn) = worker.conn {
-            if worker.phase != WorkerPhase::Closing {
-                worker.phase = WorkerPhase::Closing;
-                core.close_connection(conn);
-            }
-        }
-    }
-
-    fn abort(&mut self, core: &mut Core, w: usize, why: &str) {
-        Measurements::bump(&mut self.stats.aborts, why);
-        self.lose_in_flight(w);
-        self.workers[w].endpoint.abort(Instant::now());
-        let _ = self.transmit(core, w);
-        self.close(core, w);
-    }
-
-    fn lose_in_flight(&mut self, w: usize) {
-        let worker = &mut self.workers[w];
-        if let Some(store) = worker.store.take() {
-            self.stats.instances_unanswered += 1;
-            self.shared.live_failures.fetch_add(1, Ordering::Relaxed);
-            if let Some(history) = &mut self.history {
-                let _ = writeln!(
-                    history,
-                    "{{\"sop_instance_uid\":\"{}\",\"outcome\":\"unanswered\"}}",
-                    store.sop_instance_uid
-                );
-            }
-        }
-        if let Some(commit) = worker.commit.take() {
-            // With a listener the report may still come there; otherwise
-            // it is lost with the association.
-            if self.shared.plan.commit_listen.is_none() {
-                if let Ok(mut pending) = self.shared.pending_commits.lock() {
-                    pending.remove(&commit.transaction_uid);
-                }
-                Measurements::bump(
-                    &mut self.stats.commit_errors,
-                    "association ended before the report",
-                );
-            }
-        }
-    }
-
-    fn on_indication(&mut self, core: &mut Core, w: usize, indication: Indication) {
-        match indication {
-            Indication::AssociateAccepted(negotiated) => {
-                let elapsed = self.workers[w].connect_started.elapsed();
-                Measurements::record(&mut self.stats.setup_latency_us, elapsed.as_micros() as u64);
-                self.stats.associations_established += 1;
-                let contexts = self
-                    .plan()
-                    .workload
-                    .iter()
-                    .map(|prepared| {
-                        negotiated
-                            .presentation_contexts
-                            .iter()
-                            .find(|context| {
-                                context.abstract_syntax == prepared.sop_class_uid
-                                    && context.transfer_syntax == prepared.transfer_syntax_uid
-                            })
-                            .map(|context| context.id)
-                    })
-                    .collect();
-                let commit_context = negotiated
-                    .presentation_context_for(uid::STORAGE_COMMITMENT_PUSH_MODEL)
-                    .map(|context| context.id);
-                let worker = &mut self.workers[w];
-                worker.contexts = contexts;
-                worker.commit_context = commit_context;
-                worker.phase = WorkerPhase::Ready;
-                if worker.contexts.iter().all(Option::is_none) {
-                    // Retrying cannot help: this worker is finished.
-                    Measurements::bump(
-                        &mut self.stats.aborts,
-                        "no storage presentation context accepted",
-                    );
-                    worker.fatal = true;
-                    self.release(core, w);
-                    return;
-                }
-                self.next_work(core, w);
-            }
-            Indication::AssociateRejected(rj) => {
-                let (result, source, reason) = rj.codes();
-                Measurements::bump(
-                    &mut self.stats.rejections,
-                    format!("{result}/{source}/{reason}"),
-                );
-            }
-            Indication::ReleaseConfirm => self.stats.associations_released += 1,
-            Indication::ReleaseRequest | Indication::ReleaseCollision => {
-                self.answer_release(core, w)
-            }
-            Indication::Aborted(cause) => self.count_abort(w, cause),
-            _ => {}
-        }
-    }
-
-    /// The peer asked to release: answered at once (nothing is owed: a
-    /// worker's answer arrives before it sends again).
-    fn answer_release(&mut self, core: &mut Core, w: usize) {
-        if self.workers[w]
-            .endpoint
-            .answer_release(Instant::now())
-            .is_err()
-        {
-            self.abort(core, w, "state machine refused an event");
-        }
-    }
-
-    /// Counts an abort indication by kind; what was in flight is lost.
-    fn count_abort(&mut self, w: usize, cause: AbortCause) {
-        let kind = match cause {
-            AbortCause::PeerServiceUser { .. } => "A-ABORT from peer (service user)".to_string(),
-            AbortCause::PeerServiceProvider { reason } => {
-                format!("A-ABORT from peer (service provider, {reason:?})")
-            }
-            AbortCause::TransportClosed => "connection closed without release".to_string(),
-            AbortCause::InvalidPdu(_) => "invalid PDU received".to_string(),
-            AbortCause::UnexpectedPdu { pdu_type, .. } => format!("unexpected PDU {pdu_type:?}"),
-            AbortCause::InvalidAssociateAc(_) => "invalid A-ASSOCIATE-AC".to_string(),
-            other => format!("{other:?}"),
-        };
-        Measurements::bump(&mut self.stats.aborts, kind);
-        self.lose_in_flight(w);
-    }
-
-    fn release(&mut self, core: &mut Core, w: usize) {
-        let worker = &mut self.workers[w];
-        if worker.endpoint.may_send_pdata() {
-            worker.phase = WorkerPhase::Releasing;
-            self.idle.retain(|&idle| idle != w);
-            if self.workers[w].endpoint.release(Instant::now()).is_err() {
-                self.abort(core, w, "state machine refused an event");
-                return;
-            }
-            self.drive(core, w);
-        } else {
-            self.close(core, w);
-        }
-    }
-
-    fn connection_gone(&mut self, w: usize) {
-        self.lose_in_flight(w);
-        self.idle.retain(|&idle| idle != w);
-        let stopping = self.stopping;
-        let shape = self.plan().shape;
-        let worker = &mut self.workers[w];
-        if let Some(conn) = worker.conn.take() {
-            self.by_conn.remove(&conn);
-            self.shared
-                .live_associations
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        let clean = self.stats.associations_released > 0 && worker.endpoint.is_closed();
-        worker.phase = if stopping || worker.fatal {
-            WorkerPhase::Done
-        } else {
-            match shape {
-                LoadShape::Closed => WorkerPhase::Waiting {
-                    at: if clean && worker.phase != WorkerPhase::Associating {
-                        Instant::now()
-                    } else {
-                        Instant::now() + RETRY_BACKOFF
-                    },
-                },
-                LoadShape::Open { .. } => WorkerPhase::Dormant,
-            }
-        };
-        // A rejected or aborted association backs off before retrying.
-        if worker.on_association == 0 && !stopping && !worker.fatal && shape == LoadShape::Closed {
-            worker.phase = WorkerPhase::Waiting {
-                at: Instant::now() + RETRY_BACKOFF,
-            };
-        }
-    }
-
-    // ----- work -----
-
-    fn next_work(&mut self, core: &mut Core, w: usize) {
-        let per_association = self.plan().instances_per_association;
-        let commitment = self.plan().commitment;
-        if commitment && self.workers[w].commit_due {
-            self.start_commit(core, w);
-            return;
-        }
-        let limit_reached =
-            per_association > 0 && self.workers[w].on_association >= per_association;
-        let more = !limit_reached
-            && match self.plan().shape {
-                LoadShape::Closed => {
-                    let claimed = !self.stopping && self.shared.claim();
-                    if !claimed {
-                        self.shared.stop.store(true, Ordering::Relaxed);
-                        self.stopping = true;
-                    }
-                    claimed
-                }
-                // After the end, only arrivals already drawn are served.
-                LoadShape::Open { .. } => !self.stopping || !self.arrivals.is_empty(),
-            };
-        if !more {
-            // A study cut short by the end of the run or of the association
-            // is committed before the association is released.
-            if commitment && !self.workers[w].study_refs.is_empty() {
-                self.start_commit(core, w);
-            } else {
-                self.release(core, w);
-            }
-            return;
-        }
-        match self.plan().shape {
-            LoadShape::Closed => self.start_store(core, w, None),
-            LoadShape::Open { .. } => {
-                if let Some(arrival) = self.arrivals.pop_front() {
-                    self.start_store(core, w, Some(arrival));
-                } else {
-                    self.workers[w].phase = WorkerPhase::Ready;
-                    if !self.idle.contains(&w) {
-                        self.idle.push(w);
-                    }
-                }
-            }
-        }
-    }
-
-    fn pick(&mut self) -> usize {
-        let plan = &self.shared.plan;
-        if plan.weights.is_empty() {
-            return self.shared.cursor.fetch_add(1, Ordering::Relaxed) % plan.workload.len().max(1);
-        }
-        let total: u64 = plan.weights.iter().map(|&weight| u64::from(weight)).sum();
-        let mut ticket = self.rng.u64(0..total.max(1));
-        for (index, &weight) in plan.weights.iter().enumerate() {
-            if ticket < u64::from(weight) {
-                return index;
-            }
-            ticket -= u64::from(weight);
-        }
-        0
-    }
-
-    fn start_store(&mut self, core: &mut Core, w: usize, arrival: Option<Instant>) {
-        let pick = self.pick();
-        let Some(context) = self.workers[w].contexts.get(pick).copied().flatten() else {
-            self.stats.instances_failed += 1;
-            let why = format!(
-                "presentation context not accepted for {}",
-                self.plan().workload[pick].sop_class_uid
-            );
-            Measurements::bump(&mut self.stats.aborts, why);
-            self.release(core, w);
-            return;
-        };
-        let pdu_max = self.workers[w].pdu_length_max_peer();
-        let key = (pick, context, pdu_max);
-        let framed = match self.framed.get(&key) {
-            Some(framed) => Rc::clone(framed),
-            None => match Framed::new(Arc::clone(&self.plan().workload[pick]), context, pdu_max) {
-                Ok(framed) => {
-                    let framed = Rc::new(framed);
-                    self.framed.insert(key, Rc::clone(&framed));
-                    framed
-                }
-                Err(_) => {
-                    self.abort(core, w, "peer maximum PDU length too small");
-                    return;
-                }
-            },
-        };
-        let study_size = self.plan().study_size.max(1);
-        let series_size = (study_size / self.plan().series_per_study.max(1)).max(1);
-        let uids = &self.shared.uids;
-        let worker = &mut self.workers[w];
-        if worker.in_study == 0 || worker.study_serial == 0 {
-            worker.study_serial = uids.next_serial();
-            worker.series_serial = uids.next_serial();
-        } else if worker.in_study % series_size == 0 {
-            worker.series_serial = uids.next_serial();
-        }
-        let instance_serial = uids.next_serial();
-        let prepared = &framed.prepared;
-        let sop_instance_uid = match prepared
-            .slots
-            .iter()
-            .find(|slot| slot.kind == UidKind::Instance)
-        {
-            Some(slot) => uids.to_string(instance_serial, slot.width),
-            None => prepared.fixed_sop_instance_uid.clone(),
-        };
-        let message_id = worker.endpoint.next_message_id();
-        let command = Command::CStoreRq(CStoreRq {
-            message_id,
-            priority: Priority::Medium,
-            affected_sop_class_uid: prepared.sop_class_uid.clone(),
-            affected_sop_instance_uid: sop_instance_uid.clone(),
-            move_originator: None,
-        });
-        if worker.conn.is_none() {
-            return;
-        }
-        // The data set goes out as the cached framed chunks (`pump`), so
-        // the fragmenter the endpoint returns is not needed.
-        let queued =
-            worker
-                .endpoint
-                .send_command_for_data_set(context, &command, framed.dataset_length);
-        if let Err(error) = queued {
-            self.abort(core, w, send_refusal(&error, "cannot encode C-STORE-RQ"));
-            return;
-        }
-        let worker = &mut self.workers[w];
-        worker.phase = WorkerPhase::Storing;
-        worker.on_association += 1;
-        worker.in_study += 1;
-        worker.store = Some(StoreInFlight {
-            study_serial: worker.study_serial,
-            series_serial: worker.series_serial,
-            framed,
-            instance_serial,
-            sop_instance_uid,
-            message_id,
-            next_chunk: 0,
-            sends_in_flight: 0,
-            all_queued: false,
-            last_byte_at: None,
-            arrival,
-            started_at: Instant::now(),
-            hasher: self.history.is_some().then(Sha256::new),
-        });
-        if self.transmit(core, w).is_err() {
-            self.abort(core, w, "send refused by the runtime");
-            return;
-        }
-        self.pump(core, w);
-    }
-
-    /// Queues data-set sends up to the window.
-    fn pump(&mut self, core: &mut Core, w: usize) {
-        let uids = &self.shared.uids;
-        let worker = &mut self.workers[w];
-        let (Some(conn), Some(store)) = (worker.conn, worker.store.as_mut()) else {
-            return;
-        };
-        let mut failed = false;
-        while store.sends_in_flight < SEND_WINDOW && store.next_chunk < store.framed.chunks.len() {
-            let Some(chunk) = store.framed.chunks.get(store.next_chunk) else {
-                break;
-            };
-            let (study, series, instance) = (
-                store.study_serial,
-                store.series_serial,
-                store.instance_serial,
-            );
-            let fill = |kind: UidKind, slot: &mut [u8]| {
-                let serial = match kind {
-                    UidKind::Study => study,
-                    UidKind::Series => series,
-                    UidKind::Instance => instance,
-                };
-                uids.write(serial, slot);
-            };
-            let buf = chunk.to_io_buf(&fill);
-            if let Some(hasher) = store.hasher.as_mut() {
-                hasher.update(buf.as_slice().get(chunk.value_skip..).unwrap_or_default());
-            }
-            if let Some(headers) = chunk.headers {
-                if core.send(conn, headers.to_vec(), TAG_DATA).is_err() {
-                    failed = true;
-                    break;
-                }
-                store.sends_in_flight += 1;
-            }
-            if core.send(conn, buf, TAG_DATA).is_err() {
-                failed = true;
-                break;
-            }
-            store.sends_in_flight += 1;
-            store.next_chunk += 1;
-        }
-        if store.next_chunk >= store.framed.chunks.len() {
-            store.all_queued = true;
-        }
-        if failed {
-            self.abort(core, w, "send refused by the runtime");
-        }
-    }
-
-    fn on_sent(&mut self, core: &mut Core, w: usize, tag: u64) {
-        if tag != TAG_DATA {
-            return;
-        }
-        let Some(store) = self.workers[w].store.as_mut() else {
-            return;
-        };
-        store.sends_in_flight = store.sends_in_flight.saturating_sub(1);
-        if store.all_queued {
-            if store.sends_in_flight == 0 && store.last_byte_at.is_none() {
-                store.last_byte_at = Some(Instant::now());
-            }
-        } else {
-            self.pump(core, w);
-        }
-    }
-
-    fn on_store_response(&mut self, core: &mut Core, w: usize, message_id: u16, status: Status) {
-        let Some(store) = self.workers[w]
-            .store
-            .take_if(|store| store.message_id == message_id)
-        else {
-            Measurements::bump(&mut self.stats.aborts, "C-STORE-RSP for an unknown message");
-            return;
-        };
-        let now = Instant::now();
-        let last_byte = store.last_byte_at.unwrap_or(now);
-        Measurements::record(
-            &mut self.stats.store_latency_us,
-            now.saturating_duration_since(last_byte).as_micros() as u64,
-        );
-        if let Some(arrival) = store.arrival {
-            Measurements::record(
-                &mut self.stats.arrival_latency_us,
-                now.saturating_duration_since(arrival).as_micros() as u64,
-            );
-        }
-        let _ = store.started_at;
-        *self.stats.statuses.entry(status.0).or_insert(0) += 1;
-        let ok = matches!(
-            status.category(),
-            StatusCategory::Success | StatusCategory::Warning
-        );
-        if ok {
-            let bytes = store.framed.dataset_length;
-            self.stats.instances_ok += 1;
-            self.stats.bytes_ok += bytes;
-            let second = (self.since_start_us(now) / 1_000_000) as usize;
-            self.stats.count_in_timeline(second, bytes);
-            self.shared
-                .live_instances_ok
-                .fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .live_bytes_ok
-                .fetch_add(bytes, Ordering::Relaxed);
-            self.workers[w].study_refs.push(SopReference {
-                sop_class_uid: store.framed.prepared.sop_class_uid.clone(),
-                sop_instance_uid: store.sop_instance_uid.clone(),
-            });
-        } else {
-            self.stats.instances_failed += 1;
-            self.shared.live_failures.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(history) = &mut self.history {
-            let digest = store
-                .hasher
-                .map(|hasher| {
-                    hasher
-                        .finalize()
-                        .iter()
-                        .map(|byte| format!("{byte:02x}"))
-                        .collect::<String>()
-                })
-                .unwrap_or_default();
-            let prepared = &store.framed.prepared;
-            let uid_of = |kind: UidKind, serial: u64| {
-                prepared
-                    .slots
-                    .iter()
-                    .find(|slot| slot.kind == kind)
-                    .map(|slot| self.shared.uids.to_string(serial, slot.width))
-                    .unwrap_or_default()
-            };
-            let _ = writeln!(
-                history,
-                "{{\"sop_class_uid\":\"{}\",\"sop_instance_uid\":\"{}\",\"study_instance_uid\":\"{}\",\"series_instance_uid\":\"{}\",\"sha256\":\"{}\",\"status\":\"{:04X}\",\"outcome\":\"{}\"}}",
-                prepared.sop_class_uid,
-                store.sop_instance_uid,
-                uid_of(UidKind::Study, store.study_serial),
-                uid_of(UidKind::Series, store.series_serial),
-                digest,
-                status.0,
-                if ok { "stored" } else { "failed" }
-            );
-        }
-        let study_size = self.plan().study_size.max(1);
-        let worker = &mut self.workers[w];
-        if worker.in_study >= study_size {
-            worker.in_study = 0;
-            worker.study_serial = 0;
-            worker.commit_due = self.shared.plan.commitment && !worker.study_refs.is_empty();
-            if !worker.commit_due {
-                worker.study_refs.clear();
-            }
-        }
-        worker.phase = WorkerPhase::Ready;
-        self.next_work(core, w);
-    }
-
-    // ----- storage commitment (report on the same association) -----
-
-    fn start_commit(&mut self, core: &mut Core, w: usize) {
-        let transaction_serial = self.shared.uids.next_serial();
-        let transaction_uid = self.shared.uids.to_string(transaction_serial, 44);
-        let worker = &mut self.workers[w];
-        worker.commit_due = false;
-        let references = std::mem::take(&mut worker.study_refs);
-        let Some(context) = worker.commit_context else {
-            Measurements::bump(
-                &mut self.stats.commit_errors,
-                "commitment context not accepted",
-            );
-            self.next_work(core, w);
-            return;
-        };
-        let request = CommitmentRequest {
-            transaction_uid,
-            references,
-        };
-        let message_id = worker.endpoint.next_message_id();
-        let command = Command::NActionRq(NActionRq {
-            message_id,
-            requested_sop_class_uid: uid::STORAGE_COMMITMENT_PUSH_MODEL.to_string(),
-            requested_sop_instance_uid: uid::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE.to_string(),
-            action_type_id: ACTION_TYPE_REQUEST_STORAGE_COMMITMENT,
-            data_set: true,
-        });
-        let Ok(data_bytes) = request.encode(SmallDatasetEncoding::ImplicitVrLittleEndian) else {
-            self.abort(core, w, "cannot encode N-ACTION-RQ");
-            return;
-        };
-        if let Err(error) = worker
-            .endpoint
-            .send_message(context, &command, Some(&data_bytes))
-        {
-            self.abort(core, w, send_refusal(&error, "cannot encode N-ACTION-RQ"));
-            return;
-        }
-        let worker = &mut self.workers[w];
-        if worker.conn.is_none() {
-            return;
-        }
-        worker.phase = WorkerPhase::Committing;
-        let sent_at = Instant::now();
-        if let Ok(mut pending) = self.shared.pending_commits.lock() {
-            if pending.len() < PENDING_COMMITS_MAX {
-                pending.insert(request.transaction_uid.clone(), sent_at);
-            }
-        }
-        let worker = &mut self.workers[w];
-        worker.commit = Some(Commit {
-            transaction_uid: request.transaction_uid.clone(),
-            sent_at,
-            message_id,
-            rsp_received: false,
-            report_received: false,
-        });
-        self.stats.commit_requests += 1;
-        if self.transmit(core, w).is_err() {
-            self.abort(core, w, "send refused by the runtime");
-        }
-    }
-
-    fn commit_progress(&mut self, core: &mut Core, w: usize) {
-        // With a listener of our own the report may come on a new
-        // association from the SCP (or still on this one): the worker goes
-        // on once the N-ACTION is answered. Releasing here instead would race
-        // with an SCP that is sending the report on this association.
-        let listener = self.shared.plan.commit_listen.is_some();
-        let worker = &mut self.workers[w];
-        let finished = worker
-            .commit
-            .as_ref()
-            .is_some_and(|commit| commit.rsp_received && (commit.report_received || listener));
-        if finished && worker.phase == WorkerPhase::Committing {
-            worker.commit = None;
-            worker.phase = WorkerPhase::Ready;
-            self.next_work(core, w);
-        }
-    }
-
-    fn on_message(
-        &mut self,
-        core: &mut Core,
-        w: usize,
-        context_id: u8,
-        command: Command,
-        data: Option<&[u8]>,
-    ) {
-        match command {
-            Command::CStoreRsp(rsp) => {
-                self.on_store_response(core, w, rsp.message_id_being_responded_to, rsp.status)
-            }
-            Command::NActionRsp(rsp) => {
-                let worker = &mut self.workers[w];
-                let Some(commit) = worker
-                    .commit
-                    .as_mut()
-                    .filter(|commit| commit.message_id == rsp.message_id_being_responded_to)
-                else {
-                    return;
-                };
-                commit.rsp_received = true;
-                if !rsp.status.is_success() {
-                    if let Ok(mut pending) = self.shared.pending_commits.lock() {
-                        pending.remove(&commit.transaction_uid);
-                    }
-                    Measurements::bump(
-                        &mut self.stats.commit_errors,
-                        format!("N-ACTION-RSP status {:04X}", rsp.status.0),
-                    );
-                    // No report will come for a refused request.
-                    commit.report_received = true;
-                }
-                self.commit_progress(core, w);
-            }
-            Command::NEventReportRq(rq) => {
-                // We proposed Implicit VR Little Endian only for commitment.
-                let (status, transaction_uid) = record_report(
-                    &self.shared,
-                    &mut self.stats,
-                    &rq,
-                    data,
-                    SmallDatasetEncoding::ImplicitVrLittleEndian,
-                    false,
-                );
-                let worker = &mut self.workers[w];
-                if let Some(commit) = worker.commit.as_mut() {
-                    if transaction_uid.as_deref() == Some(commit.transaction_uid.as_str()) {
-                        commit.report_received = true;
-                    }
-                }
-                send_report_response(&mut worker.endpoint, &rq, status, context_id);
-                if self.transmit(core, w).is_err() {
-                    self.close(core, w);
-                }
-                self.commit_progress(core, w);
-            }
-            _ => Measurements::bump(&mut self.stats.aborts, "unexpected DIMSE command received"),
-        }
-    }
-
-    // ----- receive path -----
-
-    fn on_received(&mut self, core: &mut Core, w: usize, data: RecvBuf) {
-        let now = Instant::now();
-        let mut cursor = 0;
-        while self.workers[w].conn.is_some() && self.workers[w].phase != WorkerPhase::Closing {
-            let Some(incoming) = self.workers[w].endpoint.receive(&data, &mut cursor, now) else {
-                break;
-            };
-            self.on_incoming(core, w, incoming);
-            self.drive(core, w);
-        }
-    }
-
-    fn on_incoming(&mut self, core: &mut Core, w: usize, incoming: Incoming) {
-        match incoming {
-            Incoming::Indication(indication) => self.on_indication(core, w, indication),
-            Incoming::Command {
-                context_id,
-                command,
-                data_set,
-            } => self.on_message(core, w, context_id, command, collected(&data_set)),
-            // The endpoint answered the peer with an A-ABORT. A malformed
-            // PDU's abort indication follows and is counted there.
-            Incoming::Violation(Violation::Pdu(_)) => {}
-            Incoming::Violation(Violation::Command(_)) => {
-                Measurements::bump(&mut self.stats.aborts, "undecodable DIMSE command received");
-                self.lose_in_flight(w);
-            }
-            Incoming::Violation(violation) => {
-                Measurements::bump(&mut self.stats.aborts, violation.to_string());
-                self.lose_in_flight(w);
-            }
-            // Data sets streamed to us (C-STORE-RQ) are not asked for: the
-            // unexpected command was counted.
-            _ => {}
-        }
     }
 
     // ----- the tick -----
@@ -1176,8 +462,8 @@ impl LoadCore {
             if let Some(deadline) = deadline.filter(|&deadline| now >= deadline) {
                 // Arrivals due before the deadline still count, however
                 // late this tick came (a busy or descheduled core).
-                if self.rate_per_core > 0.0 {
-                    self.generate_arrivals(deadline);
+                for lane in Lane::ALL {
+                    self.generate_arrivals(lane, deadline);
                 }
                 self.stopping = true;
                 self.shared.stop.store(true, Ordering::Relaxed);
@@ -1187,9 +473,9 @@ impl LoadCore {
         }
         if self.stopping {
             // Open loop: arrivals already drawn are still served; workers
-            // end once the queue is empty.
-            let drained = self.arrivals.is_empty();
+            // end once their lane's queue is empty.
             for w in 0..self.workers.len() {
+                let drained = self.lanes[self.workers[w].lane.index()].arrivals.is_empty();
                 match self.workers[w].phase {
                     WorkerPhase::Waiting { .. } => self.workers[w].phase = WorkerPhase::Done,
                     WorkerPhase::Dormant if drained => self.workers[w].phase = WorkerPhase::Done,
@@ -1198,8 +484,8 @@ impl LoadCore {
                 }
             }
         } else {
-            if self.rate_per_core > 0.0 {
-                self.generate_arrivals(now);
+            for lane in Lane::ALL {
+                self.generate_arrivals(lane, now);
             }
             for w in 0..self.workers.len() {
                 match self.workers[w].phase {
@@ -1208,7 +494,9 @@ impl LoadCore {
                 }
             }
         }
-        self.dispatch_arrivals(core);
+        for lane in Lane::ALL {
+            self.dispatch_arrivals(core, lane);
+        }
         self.check_timeouts(core, now);
         let all_done = self
             .workers
@@ -1216,8 +504,9 @@ impl LoadCore {
             .all(|worker| worker.phase == WorkerPhase::Done);
         // Closed loop: every worker is done (budget spent, or refused);
         // open loop: only once stopping (dormant workers wait for arrivals).
-        let mut finished = all_done && (self.stopping || self.rate_per_core <= 0.0);
-        if finished && self.listener.is_some() {
+        let open = self.lanes.iter().any(|lane| lane.rate_per_core > 0.0);
+        let mut finished = all_done && (self.stopping || !open);
+        if finished && self.plan().commit_listen.is_some() {
             // Reports may still arrive on the listener (on any core).
             let stopped_at = *self.stopped_at.get_or_insert(now);
             let outstanding = self
@@ -1245,28 +534,43 @@ impl LoadCore {
         }
     }
 
-    fn generate_arrivals(&mut self, now: Instant) {
-        let rate = self.rate_per_core;
-        let mut next = self.next_arrival.unwrap_or(self.shared.start);
+    fn generate_arrivals(&mut self, lane: Lane, now: Instant) {
+        let start = self.shared.start;
+        let state = &mut self.lanes[lane.index()];
+        let rate = state.rate_per_core;
+        if rate <= 0.0 {
+            return;
+        }
+        let mut next = state.next_arrival.unwrap_or(start);
+        let (mut drawn, mut dropped) = (0, 0);
         while next <= now {
-            if !self.shared.claim() {
+            if !self.shared.claim(lane) {
                 self.shared.stop.store(true, Ordering::Relaxed);
                 break;
             }
-            self.stats.arrivals += 1;
-            if self.arrivals.len() < ARRIVAL_QUEUE_MAX {
-                self.arrivals.push_back(next);
+            drawn += 1;
+            if state.arrivals.len() < ARRIVAL_QUEUE_MAX {
+                state.arrivals.push_back(next);
             } else {
-                self.stats.arrivals_dropped += 1;
+                dropped += 1;
             }
-            next += interarrival(&mut self.arrival_rng, rate);
+            next += interarrival(&mut state.arrival_rng, rate);
         }
-        self.next_arrival = Some(next);
+        state.next_arrival = Some(next);
+        let (arrivals, arrivals_dropped) = match lane {
+            Lane::Store => (&mut self.stats.arrivals, &mut self.stats.arrivals_dropped),
+            Lane::Retrieve => (
+                &mut self.stats.retrieve.arrivals,
+                &mut self.stats.retrieve.arrivals_dropped,
+            ),
+        };
+        *arrivals += drawn;
+        *arrivals_dropped += dropped;
     }
 
-    fn dispatch_arrivals(&mut self, core: &mut Core) {
-        while !self.arrivals.is_empty() {
-            if let Some(w) = self.idle.pop() {
+    fn dispatch_arrivals(&mut self, core: &mut Core, lane: Lane) {
+        while !self.lanes[lane.index()].arrivals.is_empty() {
+            if let Some(w) = self.lane_state(lane).idle.pop() {
                 if self.workers[w].phase == WorkerPhase::Ready {
                     self.next_work(core, w);
                 }
@@ -1277,15 +581,15 @@ impl LoadCore {
             let associating = self
                 .workers
                 .iter()
-                .filter(|worker| worker.phase == WorkerPhase::Associating)
+                .filter(|worker| worker.lane == lane && worker.phase == WorkerPhase::Associating)
                 .count();
-            if associating >= self.arrivals.len() {
+            if associating >= self.lanes[lane.index()].arrivals.len() {
                 break;
             }
             let Some(w) = self
                 .workers
                 .iter()
-                .position(|worker| worker.phase == WorkerPhase::Dormant)
+                .position(|worker| worker.lane == lane && worker.phase == WorkerPhase::Dormant)
             else {
                 break;
             };
@@ -1304,34 +608,21 @@ impl LoadCore {
                 {
                     self.abort(core, w, "association set-up timed out");
                 }
-                WorkerPhase::Storing => {
-                    let late = worker.store.as_ref().is_some_and(|store| {
-                        now.saturating_duration_since(
-                            store.last_byte_at.unwrap_or(store.started_at),
-                        ) > response_timeout
-                    });
-                    if late {
-                        self.abort(core, w, "C-STORE response timed out");
-                    }
+                WorkerPhase::Storing if worker.store_is_late(now, response_timeout) => {
+                    self.abort(core, w, "C-STORE response timed out");
                 }
-                WorkerPhase::Committing => {
-                    let late = worker.commit.as_ref().is_some_and(|commit| {
+                WorkerPhase::Retrieving
+                    if worker.retrieve_is_late(now, response_timeout)
+                        && !self.move_heard_within(w, now, response_timeout) =>
+                {
+                    self.abort(core, w, "retrieval response timed out");
+                }
+                WorkerPhase::Committing
+                    if worker.commit.as_ref().is_some_and(|commit| {
                         now.saturating_duration_since(commit.sent_at) > commit_timeout
-                    });
-                    if late {
-                        Measurements::bump(
-                            &mut self.stats.commit_errors,
-                            "report not received in time",
-                        );
-                        let worker = &mut self.workers[w];
-                        if let Some(commit) = worker.commit.take() {
-                            if let Ok(mut pending) = self.shared.pending_commits.lock() {
-                                pending.remove(&commit.transaction_uid);
-                            }
-                        }
-                        worker.phase = WorkerPhase::Ready;
-                        self.next_work(core, w);
-                    }
+                    }) =>
+                {
+                    self.commit_timed_out(core, w);
                 }
                 WorkerPhase::Releasing
                     if now.saturating_duration_since(worker.connect_started)
@@ -1352,69 +643,6 @@ fn interarrival(rng: &mut fastrand::Rng, rate_per_s: f64) -> Duration {
     Duration::try_from_secs_f64(-uniform.ln() / rate_per_s).unwrap_or(Duration::MAX)
 }
 
-/// The data set of a message, when it was collected.
-fn collected(data_set: &DataSet) -> Option<&[u8]> {
-    match data_set {
-        DataSet::Collected(bytes) => Some(bytes),
-        _ => None,
-    }
-}
-
-/// What to count when the endpoint refuses to queue a request: the state
-/// (no P-DATA now), or `otherwise` (it cannot be encoded).
-fn send_refusal(error: &SendError, otherwise: &'static str) -> &'static str {
-    match error {
-        SendError::NotAllowed(_) => "P-DATA not allowed in this state",
-        _ => otherwise,
-    }
-}
-
-/// The A-ASSOCIATE-RQ of every association of a run: one context per
-/// distinct (SOP class, transfer syntax) of the workload, plus Storage
-/// Commitment when asked.
-pub fn build_proposal(plan: &RunPlan) -> Result<sluice_net::pdu::AssociateRq, String> {
-    let mut contexts: Vec<ProposedPresentationContext> = Vec::new();
-    for prepared in &plan.workload {
-        let exists = contexts.iter().any(|context| {
-            context.abstract_syntax == prepared.sop_class_uid
-                && context.transfer_syntaxes.first() == Some(&prepared.transfer_syntax_uid)
-        });
-        if !exists {
-            contexts.push(ProposedPresentationContext {
-                abstract_syntax: prepared.sop_class_uid.clone(),
-                transfer_syntaxes: vec![prepared.transfer_syntax_uid.clone()],
-                roles: None,
-            });
-        }
-    }
-    if plan.commitment {
-        contexts.push(ProposedPresentationContext {
-            abstract_syntax: uid::STORAGE_COMMITMENT_PUSH_MODEL.to_string(),
-            transfer_syntaxes: vec![ts::IMPLICIT_VR_LITTLE_ENDIAN.to_string()],
-            roles: None,
-        });
-    }
-    if contexts.len() > 128 {
-        return Err(format!(
-            "the workload needs {} presentation contexts; an association carries at most 128",
-            contexts.len()
-        ));
-    }
-    let proposal = AssociationProposal {
-        calling_ae_title: plan.calling_ae_title.clone(),
-        called_ae_title: plan.called_ae_title.clone(),
-        presentation_contexts: contexts,
-        pdu_length_max_receive: plan.pdu_length_max_receive,
-        implementation_class_uid: "1.2.826.0.1.3680043.10.1.7".to_string(),
-        implementation_version_name: Some("SLUICE_LOADGEN".to_string()),
-        asynchronous_operations_window: None,
-        user_identity: None,
-    };
-    proposal
-        .to_associate_rq()
-        .map_err(|error| error.to_string())
-}
-
 impl Handler for LoadCore {
     type Message = ();
 
@@ -1432,36 +660,8 @@ impl Handler for LoadCore {
             Event::TimerFired { .. } => self.tick(core),
             Event::Connected { conn, tag, result } => {
                 let w = tag as usize;
-                if w >= self.workers.len() {
-                    return;
-                }
-                match result {
-                    Ok(()) => {
-                        if self.workers[w]
-                            .endpoint
-                            .transport_connected(Instant::now())
-                            .is_err()
-                        {
-                            self.abort(core, w, "state machine refused an event");
-                            return;
-                        }
-                        self.drive(core, w);
-                    }
-                    Err(error) => {
-                        Measurements::bump(
-                            &mut self.stats.aborts,
-                            format!("connect failed: {error}"),
-                        );
-                        self.by_conn.remove(&conn);
-                        self.workers[w].conn = None;
-                        self.workers[w].endpoint =
-                            Endpoint::new(Role::Requestor, endpoint_config());
-                        self.shared
-                            .live_associations
-                            .fetch_sub(1, Ordering::Relaxed);
-                        self.workers[w].phase = WorkerPhase::Associating;
-                        self.connection_gone(w);
-                    }
+                if w < self.workers.len() {
+                    self.connected(core, w, conn, result);
                 }
             }
             Event::Accepted { conn, .. } => match self.listener.as_mut() {
@@ -1491,12 +691,8 @@ impl Handler for LoadCore {
             }
             Event::RecvEnded { conn, .. } => {
                 let Some(&w) = self.by_conn.get(&conn) else {
-                    if self
-                        .listener
-                        .as_ref()
-                        .is_some_and(|listener| listener.owns(conn))
-                    {
-                        core.close_connection(conn);
+                    if let Some(listener) = self.listener.as_mut() {
+                        listener.ended(core, conn, &mut self.stats);
                     }
                     return;
                 };
@@ -1525,10 +721,15 @@ impl Handler for LoadCore {
             self.lose_in_flight(w);
         }
         // Arrivals never served (the run was cut off) count as dropped.
-        self.stats.arrivals_dropped += self.arrivals.len() as u64;
-        self.arrivals.clear();
+        for lane in Lane::ALL {
+            let left = std::mem::take(&mut self.lane_state(lane).arrivals).len() as u64;
+            match lane {
+                Lane::Store => self.stats.arrivals_dropped += left,
+                Lane::Retrieve => self.stats.retrieve.arrivals_dropped += left,
+            }
+        }
         if let Some(history) = self.history.as_mut() {
-            let _ = history.flush();
+            let _ = std::io::Write::flush(history);
         }
         let stats = std::mem::take(&mut self.stats);
         if let Ok(mut results) = self.shared.results.lock() {
@@ -1558,39 +759,20 @@ mod tests {
     }
 
     #[test]
-    fn proposal_has_one_context_per_class_and_syntax_plus_commitment() {
-        let ct = Arc::new(crate::workload::synthetic("ct", ts::EXPLICIT_VR_LITTLE_ENDIAN).unwrap());
-        let mr = Arc::new(crate::workload::synthetic("mr", ts::EXPLICIT_VR_LITTLE_ENDIAN).unwrap());
-        let plan = RunPlan {
-            address: "127.0.0.1:104".parse().unwrap(),
-            called_ae_title: "SLUICE".into(),
-            calling_ae_title: "LOADGEN".into(),
-            shape: LoadShape::Closed,
-            associations: 1,
-            duration: None,
-            count: Some(1),
-            ramp_up: Duration::ZERO,
-            instances_per_association: 0,
-            study_size: 1,
-            series_per_study: 1,
-            workload: vec![Arc::clone(&ct), mr, ct],
-            weights: vec![1, 1, 1],
-            pdu_length_max_receive: 16384,
-            commitment: true,
-            commit_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-            commit_listen: None,
-            history: None,
-            run_id: 1,
-        };
-        let rq = build_proposal(&plan).unwrap();
-        let bytes = sluice_net::pdu::Pdu::AssociateRq(Box::new(rq))
-            .to_bytes()
-            .unwrap();
-        // Three contexts: CT, MR, Storage Commitment (the duplicate CT entry shares one).
-        let text = String::from_utf8_lossy(&bytes);
-        assert_eq!(text.matches(uid::CT_IMAGE_STORAGE).count(), 1);
-        assert_eq!(text.matches(uid::MR_IMAGE_STORAGE).count(), 1);
-        assert_eq!(text.matches(uid::STORAGE_COMMITMENT_PUSH_MODEL).count(), 1);
+    fn move_message_ids_are_unique_among_moves_in_flight() {
+        let shared = Shared::new(proposal::tests::plan(), 1);
+        let first = shared.register_move().unwrap();
+        // Wrap around: the id still in flight is skipped.
+        shared
+            .move_message_id
+            .store(u32::from(u16::MAX) - 1, Ordering::Relaxed);
+        let mut seen = std::collections::BTreeSet::from([first]);
+        for _ in 0..5 {
+            let id = shared.register_move().unwrap();
+            assert_ne!(id, 0);
+            assert!(seen.insert(id), "{id} handed out twice");
+        }
+        assert!(!seen.contains(&0));
+        assert_eq!(shared.moves.lock().unwrap().len(), 6);
     }
 }

@@ -5,6 +5,7 @@
 
 mod peers;
 mod report;
+mod retrieval;
 mod scp;
 
 use std::collections::BTreeSet;
@@ -18,8 +19,18 @@ use sluice_tests::run;
 /// Runs `sluice-loadgen run` with `args` (plus --quiet, --out, --history)
 /// and returns its result and the SOP Instance UIDs it counted as stored.
 pub fn loadgen(dir: &Path, args: &[&str]) -> (RunResult, BTreeSet<String>) {
-    let out = dir.join("result.json");
-    let history = dir.join("history.jsonl");
+    loadgen_named(dir, "result.json", "history.jsonl", args)
+}
+
+/// [`loadgen`] writing its result and history into `dir` under these names.
+pub fn loadgen_named(
+    dir: &Path,
+    result_name: &str,
+    history_name: &str,
+    args: &[&str],
+) -> (RunResult, BTreeSet<String>) {
+    let out = dir.join(result_name);
+    let history = dir.join(history_name);
     let output = run(
         Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
             .arg("run")

@@ -80,25 +80,13 @@ pub fn storescp(dir: &Path) -> Peer {
     let port = free_port();
     let store = dir.join("storescp");
     std::fs::create_dir_all(&store).expect("create the storescp directory");
-    let log = dir.join("storescp.log");
-    let child = Command::new(dcmtk("storescp"))
+    let mut command = Command::new(dcmtk("storescp"));
+    command
         .env("TCP_NODELAY", "1")
         .args(["--fork", "-od"])
         .arg(&store)
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create the log"))
-        .spawn()
-        .expect("start storescp");
-    let guard = ChildGuard::new(child);
-    wait_listening(port, "storescp");
-    Peer {
-        _guard: guard,
-        port,
-        store,
-        log,
-    }
+        .arg(port.to_string());
+    start(command, port, store, dir.join("storescp.log"), "storescp")
 }
 
 /// The pynetdicom SCP of tests/fixtures/pynetdicom_scp.py with `extra` flags.
@@ -127,6 +115,90 @@ pub fn pynetdicom(dir: &Path, extra: &[&str]) -> Peer {
         "pynetdicom SCP did not start: {line:?}\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    Peer {
+        _guard: guard,
+        port,
+        store,
+        log,
+    }
+}
+
+/// DCMTK `dcmqrscp`, Query/Retrieve SCP (AE `QRSCP`) over a fresh
+/// database under `dir`, configured by this test: it stores what it is
+/// sent and knows the loadgen's calling AE `LOADGEN` as a move destination
+/// at `127.0.0.1:move_port`. Nagle off, as DCMTK otherwise stalls on it.
+pub fn dcmqrscp(dir: &Path, move_port: u16) -> Peer {
+    let port = free_port();
+    let store = dir.join("dcmqrscp");
+    std::fs::create_dir_all(&store).expect("create the dcmqrscp database");
+    let config = dir.join("dcmqrscp.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "NetworkTCPPort  = {port}\n\
+             MaxPDUSize      = 16384\n\
+             MaxAssociations = 16\n\
+             HostTable BEGIN\n\
+             loadgen = (LOADGEN, 127.0.0.1, {move_port})\n\
+             HostTable END\n\
+             VendorTable BEGIN\n\
+             VendorTable END\n\
+             AETable BEGIN\n\
+             QRSCP {} RW (500, 1024mb) ANY\n\
+             AETable END\n",
+            store.display()
+        ),
+    )
+    .expect("write the dcmqrscp configuration");
+    let mut command = Command::new(dcmtk("dcmqrscp"));
+    command.env("TCP_NODELAY", "1").arg("-c").arg(&config);
+    start(command, port, store, dir.join("dcmqrscp.log"), "dcmqrscp")
+}
+
+/// Orthanc (DICOM AE `ORTHANC`, HTTP on another free port) over a fresh
+/// storage under `dir`, knowing `LOADGEN` at `127.0.0.1:move_port` as a
+/// modality (C-FIND, C-MOVE to it, C-GET allowed).
+pub fn orthanc(dir: &Path, move_port: u16) -> Peer {
+    let port = free_port();
+    let store = dir.join("orthanc");
+    std::fs::create_dir_all(&store).expect("create the Orthanc storage");
+    let config = dir.join("orthanc.json");
+    let settings = serde_json::json!({
+        "Name": "loadgen-test",
+        "StorageDirectory": store,
+        "IndexDirectory": store,
+        "StorageCompression": false,
+        "HttpServerEnabled": true,
+        "HttpPort": free_port(),
+        "RemoteAccessAllowed": false,
+        "DicomServerEnabled": true,
+        "DicomAet": "ORTHANC",
+        "DicomPort": port,
+        "DicomCheckCalledAet": false,
+        "DicomAlwaysAllowStore": true,
+        "DicomAlwaysAllowFind": true,
+        "DicomAlwaysAllowGet": true,
+        "DicomAlwaysAllowMove": true,
+        "DicomModalities": { "loadgen": ["LOADGEN", "127.0.0.1", move_port] },
+        "Plugins": [],
+        "LuaScripts": [],
+    });
+    std::fs::write(&config, settings.to_string()).expect("write the Orthanc configuration");
+    let mut command = Command::new("/usr/sbin/Orthanc");
+    command.env("TCP_NODELAY", "1").arg(&config);
+    start(command, port, store, dir.join("orthanc.log"), "Orthanc")
+}
+
+/// Starts `command` (stderr into `log`) and waits until it listens on `port`.
+fn start(mut command: Command, port: u16, store: PathBuf, log: PathBuf, what: &str) -> Peer {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {what}: {error}"));
+    let guard = ChildGuard::new(child);
+    wait_listening(port, what);
     Peer {
         _guard: guard,
         port,

@@ -84,10 +84,10 @@ mod negotiate;
 mod state;
 
 pub use negotiate::{
-    interpret_associate_ac, negotiate, reject_unparseable, AcceptedAbstractSyntax, AcceptorPolicy,
-    AeTitleFilter, AssociationLoad, AssociationProposal, NegotiatedAssociation,
-    NegotiatedPresentationContext, NegotiationError, NegotiationOutcome,
-    ProposedPresentationContext, TransferSyntaxChoice,
+    interpret_associate_ac, negotiate, refused_contexts, reject_unparseable,
+    AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter, AssociationLoad, AssociationProposal,
+    NegotiatedAssociation, NegotiatedPresentationContext, NegotiationError, NegotiationOutcome,
+    ProposedPresentationContext, RefusedContext, TransferSyntaxChoice,
 };
 pub use state::{
     AbortCause, Action, AssocError, AssociateResponse, Association, Indication, Input, InvalidPdu,

@@ -297,19 +297,10 @@ pub fn negotiate(
         );
     }
 
-    let proposed_roles = &rq.user_information.role_selections;
     let mut results = Vec::with_capacity(rq.presentation_contexts.len());
     let mut accepted = Vec::new();
     let mut role_replies: Vec<RoleSelection> = Vec::new();
-    let mut seen_ids = [false; 256];
-    for context in &rq.presentation_contexts {
-        let seen = seen_ids.get_mut(usize::from(context.id));
-        let duplicate = match seen {
-            Some(seen) => std::mem::replace(seen, true),
-            None => true,
-        };
-        let (result, transfer_syntax, roles) =
-            negotiate_context(policy, context, duplicate, proposed_roles);
+    for (context, (result, transfer_syntax, roles)) in negotiate_contexts(policy, rq) {
         if result == PresentationContextResultReason::Acceptance {
             if let Some(reply) = roles.reply {
                 if !role_replies
@@ -390,6 +381,55 @@ pub fn negotiate(
         ac: Box::new(ac),
         negotiated: Box::new(negotiated),
     }
+}
+
+/// Each proposed presentation context with what [`negotiate`] answers it.
+fn negotiate_contexts<'r>(
+    policy: &'r AcceptorPolicy,
+    rq: &'r AssociateRq,
+) -> impl Iterator<
+    Item = (
+        &'r PresentationContextProposed,
+        (PresentationContextResultReason, String, ContextRoles),
+    ),
+> + 'r {
+    let mut seen_ids = [false; 256];
+    rq.presentation_contexts.iter().map(move |context| {
+        let duplicate = match seen_ids.get_mut(usize::from(context.id)) {
+            Some(seen) => std::mem::replace(seen, true),
+            None => true,
+        };
+        let answer = negotiate_context(
+            policy,
+            context,
+            duplicate,
+            &rq.user_information.role_selections,
+        );
+        (context, answer)
+    })
+}
+
+/// A presentation context [`negotiate`] refuses, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedContext<'r> {
+    /// The context as proposed.
+    pub context: &'r PresentationContextProposed,
+    /// The result [`negotiate`] gives it (never acceptance).
+    pub reason: PresentationContextResultReason,
+}
+
+/// The presentation contexts of `rq` that `policy` refuses, in the order
+/// proposed: what an acceptor logs to say why an association was rejected
+/// (no acceptable context) or accepted without some of them. The same
+/// decision as [`negotiate`]'s, context by context.
+pub fn refused_contexts<'r>(
+    policy: &'r AcceptorPolicy,
+    rq: &'r AssociateRq,
+) -> Vec<RefusedContext<'r>> {
+    negotiate_contexts(policy, rq)
+        .filter(|(_, (result, _, _))| *result != PresentationContextResultReason::Acceptance)
+        .map(|(context, (reason, _, _))| RefusedContext { context, reason })
+        .collect()
 }
 
 /// Minimum of two window sizes where 0 means unlimited.

@@ -38,20 +38,24 @@ pub enum LenientCheck {
     PixelDataTrailingBytes,
     /// Native Pixel Data shorter than the image attributes imply (C011).
     PixelDataShort,
+    /// Bytes after the end of a deflated data set's stream, other than a
+    /// pad byte or a gzip trailer (C010).
+    DeflateTrailingBytes,
 }
 
 // `Leniency::ALL` sets one bit per check: the checks are numbered 0..N.
-const _: () = assert!(LenientCheck::PixelDataShort as usize == LenientCheck::ALL.len() - 1);
+const _: () = assert!(LenientCheck::DeflateTrailingBytes as usize == LenientCheck::ALL.len() - 1);
 
 impl LenientCheck {
     /// Every check, in the order of the validation table.
-    pub const ALL: [LenientCheck; 6] = [
+    pub const ALL: [LenientCheck; 7] = [
         LenientCheck::UidLeadingZero,
         LenientCheck::SopUidsMissing,
         LenientCheck::ImagePixelModule,
         LenientCheck::PixelDataEncapsulation,
         LenientCheck::PixelDataTrailingBytes,
         LenientCheck::PixelDataShort,
+        LenientCheck::DeflateTrailingBytes,
     ];
 
     const fn bit(self) -> u16 {
@@ -173,6 +177,13 @@ pub enum StoreRejection {
     /// Offset Table.
     #[error("encapsulated pixel data has no fragments")]
     NoPixelDataFragments,
+    /// C010 under a strict [`LenientCheck::DeflateTrailingBytes`]: bytes
+    /// after the end of a deflated data set's stream.
+    #[error("{bytes} bytes follow the end of the deflated data set")]
+    DeflateTrailingBytes {
+        /// How many.
+        bytes: u64,
+    },
     /// C011: native pixel data whose length differs from what Rows, Columns,
     /// Samples per Pixel, Bits Allocated and Number of Frames imply.
     #[error("pixel data is {actual} bytes, the image attributes imply {expected}")]
@@ -188,7 +199,9 @@ impl StoreRejection {
     /// The C-STORE-RSP status of this rejection (seed table 2.3.2-7).
     pub const fn status(&self) -> Status {
         match self {
-            Self::Unparseable(_) | Self::NoPixelData => Status::CANNOT_PARSE,
+            Self::Unparseable(_) | Self::NoPixelData | Self::DeflateTrailingBytes { .. } => {
+                Status::CANNOT_PARSE
+            }
             Self::MissingAttribute(_)
             | Self::EmptyAttribute(_)
             | Self::InvalidUid { .. }
@@ -229,6 +242,7 @@ impl StoreRejection {
                 Some(LenientCheck::PixelDataTrailingBytes)
             }
             Self::PixelDataLengthMismatch { .. } => Some(LenientCheck::PixelDataShort),
+            Self::DeflateTrailingBytes { .. } => Some(LenientCheck::DeflateTrailingBytes),
             Self::Unparseable(_)
             | Self::InvalidUid { .. }
             | Self::InvalidAttribute { .. }
@@ -325,6 +339,11 @@ pub fn check_store(
         });
     }
     let mut findings = Findings::new(check.lenient);
+    if head.trailing_bytes > 0 {
+        findings.found(StoreRejection::DeflateTrailingBytes {
+            bytes: head.trailing_bytes,
+        })?;
+    }
     for (field, command) in [
         (Field::SopClassUid, check.affected_sop_class_uid),
         (Field::SopInstanceUid, check.affected_sop_instance_uid),

@@ -10,6 +10,16 @@
 //! costs CPU in proportion to the inflated size, which a peer controls
 //! through the compression ratio; [`INFLATED_PER_RECEIVED_MAX`] bounds that
 //! amplification, and a stream beyond it is refused as malformed.
+//!
+//! Bytes after the deflate stream's end block are not the data set's: one
+//! zero pad byte (PS3.5 A.5 lets an odd-length stream be padded), and an
+//! 8-byte gzip member trailer (CRC-32 and the inflated size modulo 2^32: a
+//! stream written with gzip's tools, as David Clunie's `image_dfl` sample
+//! in pydicom's test files is) are expected and ignored; anything else is
+//! counted ([`DatasetHead::trailing_bytes`]) for the C-STORE check to judge
+//! (`LenientCheck::DeflateTrailingBytes`). Both DCMTK and pydicom ignore
+//! such bytes. (Refusing every byte past the pad answered C010 "cannot be
+//! inflated" to that sample: issue #19.)
 
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
@@ -43,8 +53,15 @@ struct Inflater {
     ended: bool,
     /// Bytes received after the deflate stream's end.
     trailing_bytes: u64,
+    /// The first of them (a gzip trailer is 8).
+    trailing_head: [u8; GZIP_TRAILER_BYTES],
+    /// Whether they are all zero (a pad).
+    trailing_zero: bool,
     error: Option<ScanError>,
 }
+
+/// A gzip member trailer: CRC-32, then the inflated size modulo 2^32.
+const GZIP_TRAILER_BYTES: usize = 8;
 
 impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +94,8 @@ impl DatasetScanner {
                 inflated_bytes: 0,
                 ended: false,
                 trailing_bytes: 0,
+                trailing_head: [0; GZIP_TRAILER_BYTES],
+                trailing_zero: true,
                 error: None,
             }),
         })
@@ -100,14 +119,8 @@ impl DatasetScanner {
         let mut input = chunk;
         while !input.is_empty() {
             if inflater.ended {
-                // PS3.5 A.5 lets a sender pad an odd-length deflated stream
-                // with one zero byte (DCMTK does); anything else is not ours.
-                inflater.trailing_bytes += input.len() as u64;
-                if inflater.trailing_bytes > 1 || input.iter().any(|byte| *byte != 0) {
-                    return Err(inflater.fail(ScanError::Inflate {
-                        offset: inflater.inflated_bytes,
-                    }));
-                }
+                // Not the data set's: kept aside for `finish` to judge.
+                inflater.note_trailing(input);
                 return Ok(());
             }
             let result = inflate(
@@ -182,6 +195,7 @@ impl DatasetScanner {
             }
         }
         let mut head = self.scanner.finish();
+        head.trailing_bytes = inflater.unexpected_trailing_bytes();
         if let Some(error) = inflater.error {
             head.end = Err(error);
         } else if !inflater.ended && head.end.is_ok() {
@@ -195,6 +209,34 @@ impl DatasetScanner {
 }
 
 impl Inflater {
+    fn note_trailing(&mut self, bytes: &[u8]) {
+        for (offset, byte) in bytes.iter().enumerate() {
+            let position = self.trailing_bytes.saturating_add(offset as u64);
+            if let Some(slot) = usize::try_from(position)
+                .ok()
+                .and_then(|position| self.trailing_head.get_mut(position))
+            {
+                *slot = *byte;
+            }
+        }
+        self.trailing_zero &= bytes.iter().all(|byte| *byte == 0);
+        self.trailing_bytes = self.trailing_bytes.saturating_add(bytes.len() as u64);
+    }
+
+    /// The bytes after the stream that are neither the PS3.5 pad nor a
+    /// gzip trailer whose size matches what was inflated.
+    fn unexpected_trailing_bytes(&self) -> u64 {
+        let pad = self.trailing_bytes == 1 && self.trailing_zero;
+        let [_, _, _, _, s0, s1, s2, s3] = self.trailing_head;
+        let gzip = self.trailing_bytes == GZIP_TRAILER_BYTES as u64
+            && u64::from(u32::from_le_bytes([s0, s1, s2, s3])) == self.inflated_bytes % (1 << 32);
+        if pad || gzip {
+            0
+        } else {
+            self.trailing_bytes
+        }
+    }
+
     fn fail(&mut self, error: ScanError) -> ScanError {
         self.error = Some(error);
         error

@@ -56,6 +56,11 @@ pub struct DatasetHead {
     /// `Ok` when the data set ended cleanly on an element boundary, else the
     /// structure error or the truncation.
     pub end: Result<(), ScanError>,
+    /// Deflated data sets only: bytes received after the end of the deflate
+    /// stream, other than PS3.5 A.5's one zero pad byte or a gzip trailer
+    /// (see [`super::deflated`]). Not part of the data set; stored as
+    /// received.
+    pub trailing_bytes: u64,
 }
 
 impl DatasetHead {

@@ -657,6 +657,7 @@ impl HeadScanner {
             pixel_data: self.pixel_data,
             length: self.position,
             end,
+            trailing_bytes: 0,
         }
     }
 }

@@ -1427,22 +1427,38 @@ fn corrupt_deflated_stream_is_an_inflate_error() {
 }
 
 #[test]
-fn one_zero_pad_byte_after_the_stream_is_allowed_more_is_not() {
+fn bytes_after_the_stream_are_counted_unless_a_pad_or_a_gzip_trailer() {
     let (plain, deflated) = deflated_ct_image();
+    // A zero pad byte (PS3.5 A.5), even arriving in its own chunk.
     let mut padded = deflated.clone();
     padded.push(0);
     let head = scan_deflated_in_chunks(&padded, &[deflated.len()]);
     assert_eq!(head.end, Ok(()));
     assert_eq!(head.length, plain.len() as u64);
-    for trailer in [&[0u8, 0][..], &[7][..]] {
+    assert_eq!(head.trailing_bytes, 0);
+    // A gzip member trailer: CRC-32 (not checked) and the inflated size
+    // modulo 2^32, as in pydicom's image_dfl.dcm, split across chunks.
+    let mut gzip = deflated.clone();
+    gzip.extend_from_slice(&[0x4e, 0xd0, 0x58, 0x45]);
+    gzip.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    let head = scan_deflated_in_chunks(&gzip, &[deflated.len() + 3]);
+    assert_eq!((head.end, head.trailing_bytes), (Ok(()), 0));
+    // Anything else is counted, for the C-STORE check to judge; the data
+    // set itself is fine.
+    for trailer in [&[0u8, 0][..], &[7][..], &[1, 2, 3, 4, 0, 0, 0, 0][..]] {
         let mut extra = deflated.clone();
         extra.extend_from_slice(trailer);
         let head = scan_deflated_in_chunks(&extra, &[]);
-        assert!(
-            matches!(head.end, Err(ScanError::Inflate { .. })),
-            "{trailer:?}: {:?}",
-            head.end
-        );
+        assert_eq!(head.end, Ok(()), "{trailer:?}");
+        assert_eq!(head.trailing_bytes, trailer.len() as u64, "{trailer:?}");
+        let check = store_check(ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN);
+        let refusal = check_store(&head, &check).unwrap_err();
+        assert_eq!(refusal.status(), Status::CANNOT_PARSE);
+        let lenient = StoreCheck {
+            lenient: Leniency::STRICT.with(LenientCheck::DeflateTrailingBytes),
+            ..check
+        };
+        assert_eq!(check_store(&head, &lenient), Ok(vec![refusal]));
     }
 }
 

@@ -202,6 +202,37 @@ pub fn is_seed_storage_sop_class(uid: &str) -> bool {
     SEED_STORAGE_SOP_CLASSES.contains(&uid)
 }
 
+/// The storage SOP class `uid` most likely misprints, when `uid` is none: a
+/// class whose UID is `uid` with one component more (the seed's table
+/// 2.3.2-1 drops a ".1" from several: CT as 1.2.840.10008.5.1.4.1.2, CR as
+/// 1.2.840.10008.5.1.4.1.1). The seed's classes are tried first, then the
+/// standard's in UID order. For logs: "did you mean ...".
+pub fn storage_sop_class_misprinted_as(uid: &str) -> Option<&'static StorageSopClass> {
+    let uid = trim_uid_padding(uid);
+    if uid.is_empty() || storage_sop_class(uid).is_some() {
+        return None;
+    }
+    let ours: Vec<&str> = uid.split('.').collect();
+    let one_component_more = |class: &&str| {
+        let theirs: Vec<&str> = class.split('.').collect();
+        theirs.len() == ours.len() + 1
+            && (0..theirs.len()).any(|skipped| {
+                theirs
+                    .iter()
+                    .enumerate()
+                    .filter(|(at, _)| *at != skipped)
+                    .map(|(_, component)| component)
+                    .eq(ours.iter())
+            })
+    };
+    SEED_STORAGE_SOP_CLASSES
+        .iter()
+        .copied()
+        .chain(STANDARD_STORAGE_SOP_CLASSES.iter().map(|class| class.uid))
+        .find(one_component_more)
+        .and_then(storage_sop_class)
+}
+
 /// Byte order of a transfer syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ByteOrder {
@@ -674,6 +705,21 @@ mod tests {
         assert!(storage_sop_class(STORAGE_COMMITMENT_PUSH_MODEL).is_none());
         assert!(is_image_sop_class(CT_IMAGE_STORAGE));
         assert!(!is_image_sop_class("1.2.3"));
+    }
+
+    #[test]
+    fn the_seeds_misprinted_class_uids_name_the_class_meant() {
+        let meant = |uid| storage_sop_class_misprinted_as(uid).map(|class| class.name);
+        assert_eq!(meant("1.2.840.10008.5.1.4.1.2"), Some("CT Image Storage"));
+        assert_eq!(
+            meant("1.2.840.10008.5.1.4.1.1"),
+            Some("Computed Radiography Image Storage")
+        );
+        assert_eq!(meant("1.2.840.10008.5.1.4.1.4\0"), Some("MR Image Storage"));
+        // A class is no misprint; nothing near is nothing.
+        assert_eq!(meant(CT_IMAGE_STORAGE), None);
+        assert_eq!(meant("1.2.3"), None);
+        assert_eq!(meant(""), None);
     }
 
     #[test]

@@ -125,13 +125,20 @@ impl<Timer: Copy + std::fmt::Debug> Batcher<Timer> {
         (std::mem::take(&mut self.ready), self.window_timer.take())
     }
 
-    /// The operation storing an instance.
-    pub(crate) fn store_op(&self, instance: NewInstance, in_doubt: bool) -> WriteOp {
+    /// The operation storing an instance (with what lenient checks found
+    /// in it, when they found something).
+    pub(crate) fn store_op(
+        &self,
+        instance: NewInstance,
+        in_doubt: bool,
+        flagged: Option<Vec<u8>>,
+    ) -> WriteOp {
         WriteOp::Store(StoreRequest {
             instance,
             duplicate_policy: self.duplicate_policy,
             conflict_policy: self.conflict_policy,
             in_doubt,
+            flagged,
         })
     }
 

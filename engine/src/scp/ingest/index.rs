@@ -97,8 +97,13 @@ impl IndexSide {
     }
 
     /// The operation storing an instance.
-    pub(super) fn store_op(&self, instance: NewInstance, in_doubt: bool) -> WriteOp {
-        self.batcher.store_op(instance, in_doubt)
+    pub(super) fn store_op(
+        &self,
+        instance: NewInstance,
+        in_doubt: bool,
+        flagged: Option<Vec<u8>>,
+    ) -> WriteOp {
+        self.batcher.store_op(instance, in_doubt, flagged)
     }
 
     /// A batch of `ops` after the owed removals, answered to this core.

@@ -17,6 +17,7 @@ use super::job::{Job, Verdict};
 use super::space::Reservation;
 use super::timing::JobTiming;
 use crate::clock::unix_now_ns;
+use crate::flags::FlaggedInstance;
 use crate::scp::failure::Failure;
 use crate::store::instance_from_head;
 use crate::store::layout::{Area, DatasetHasher};
@@ -152,6 +153,22 @@ impl Instance {
                 instance_number: None,
             },
         )
+    }
+
+    /// What the index records of an instance lenient checks found something
+    /// in (`sluice flagged`); `None` when they found nothing.
+    pub(super) fn flagged(&self) -> Option<Vec<u8>> {
+        if self.warnings.is_empty() {
+            return None;
+        }
+        let triplet = &self.instance.as_ref()?.triplet;
+        let flagged = FlaggedInstance {
+            sop_instance_uid: triplet.sop_instance_uid.clone(),
+            study_instance_uid: triplet.study_instance_uid.clone(),
+            calling_ae_title: self.calling_ae_title.clone(),
+            findings: self.warnings.iter().map(ToString::to_string).collect(),
+        };
+        Some(flagged.encode())
     }
 
     /// The C-STORE's answer.

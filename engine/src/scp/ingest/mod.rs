@@ -812,7 +812,8 @@ impl Ingest {
                             panic!("job {key:?} indexed without an accepted head");
                         };
                         record.timing.submitted = Some(now);
-                        ops.push(self.index.store_op(instance, in_doubt));
+                        let flagged = record.flagged();
+                        ops.push(self.index.store_op(instance, in_doubt, flagged));
                         jobs.push(key);
                     }
                     // A job that failed while queued finishes.

@@ -185,7 +185,14 @@ fn per_context_results_use_our_preference_and_reasons_3_and_4() {
             transfer_syntaxes: vec![IMPLICIT.into()],
         },
     ];
-    let (ac, negotiated) = accepted(negotiate(&policy(), &rq, AssociationLoad::UNLIMITED));
+    let policy = policy();
+    // What an acceptor logs: the refused ones, with the same reasons.
+    let refused: Vec<_> = refused_contexts(&policy, &rq)
+        .iter()
+        .map(|refused| (refused.context.id, refused.reason.code()))
+        .collect();
+    assert_eq!(refused, [(3, 3), (5, 4), (6, 2), (1, 2)]);
+    let (ac, negotiated) = accepted(negotiate(&policy, &rq, AssociationLoad::UNLIMITED));
     let results: Vec<_> = ac
         .presentation_contexts
         .iter()
@@ -223,7 +230,7 @@ fn per_context_results_use_our_preference_and_reasons_3_and_4() {
     );
     assert_eq!(
         ac.user_information.maximum_length,
-        Some(policy().pdu_length_max_receive)
+        Some(policy.pdu_length_max_receive)
     );
     assert_eq!(
         ac.user_information.implementation_class_uid.as_deref(),
