@@ -18,144 +18,22 @@
 //!
 //! Then criterion measures the same lookups and a batch insert on the grown index.
 //!
-//! `SLUICE_BENCH_INDEX_UIDS=random` makes every UID random (as `2.25` and
-//! pydicom-style generators do) instead of modality-style (a root, a
-//! timestamp, counters), which scatters B-tree inserts.
+//! `SLUICE_BENCH_INDEX_UIDS=random` makes every UID random (`2.25.<128-bit
+//! decimal>`) instead of modality-style (a root, a timestamp, counters); the
+//! stream is `index_workload`'s, shared with the long-run `index_scale`
+//! bench.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use hdrhistogram::Histogram;
-use sluice_index::{
-    Batch, BatchResult, Checksum, FileId, Index, IndexOptions, InstanceRecord, NewInstance,
-    SeriesAttributes, StoreRequest, StudyAttributes, StudyQuery, Triplet, WriteOp,
-};
+use sluice_index::{Index, IndexOptions, StudyQuery, Triplet};
 
-const ROOT: &str = "1.2.826.0.1.3680043.10.1137";
-/// Instances per study, cycling: from a two-view CR to a large CT.
-const STUDY_SIZES: [u64; 5] = [2, 4, 50, 200, 500];
-const CYCLE: u64 = 2 + 4 + 50 + 200 + 500;
+mod index_workload;
+use index_workload::{duplicate_check, env_u64, mix, submit_all, Shape, SOP_CLASS_UID};
+
 const SAMPLES: u64 = 100_000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.replace('_', "").parse().ok()
-}
-
-/// splitmix64: a stable hash for reproducible "random" UIDs.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-#[derive(Clone, Copy)]
-struct Shape {
-    random_uids: bool,
-}
-
-/// Instance number `n` -> (study number, series number, number in series).
-fn position(n: u64) -> (u64, u64, u64) {
-    let cycle = n / CYCLE;
-    let mut offset = n % CYCLE;
-    let mut study = cycle * STUDY_SIZES.len() as u64;
-    for size in STUDY_SIZES {
-        if offset < size {
-            break;
-        }
-        offset -= size;
-        study += 1;
-    }
-    (study, offset / 100, offset)
-}
-
-impl Shape {
-    fn uid(&self, kind: u64, parts: &[u64]) -> String {
-        if self.random_uids {
-            let mut hash = kind;
-            for part in parts {
-                hash = mix(hash ^ mix(*part));
-            }
-            // pydicom's generate_uid shape: a root and ~30 random digits.
-            format!(
-                "1.2.826.0.1.3680043.8.498.{}{:010}",
-                mix(hash),
-                mix(hash ^ 1) % 10_000_000_000
-            )
-        } else {
-            // Modality style: root, device/kind, acquisition timestamp, counters.
-            let mut uid = format!("{ROOT}.{kind}.{}", 20_240_101_000_000u64 + parts[0] * 7);
-            for part in parts {
-                uid.push('.');
-                uid.push_str(&part.to_string());
-            }
-            uid
-        }
-    }
-
-    fn triplet(&self, n: u64) -> Triplet {
-        let (study, series, instance) = position(n);
-        Triplet::new(
-            self.uid(1, &[study]),
-            self.uid(2, &[study, series]),
-            self.uid(3, &[study, series, instance]),
-        )
-    }
-
-    fn instance(&self, n: u64) -> NewInstance {
-        let (study, series, instance_number) = position(n);
-        let patient = study / 3;
-        NewInstance {
-            triplet: self.triplet(n),
-            record: InstanceRecord {
-                file_id: FileId(u128::from(n) + 1),
-                file_size_bytes: 520_000,
-                dataset_offset_bytes: 348,
-                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-                checksum: Checksum([(n % 251) as u8; 16]),
-                received_at_unix_ns: 1_700_000_000_000_000_000 + n * 1_000,
-                calling_ae_title: "CT_SCANNER_01".into(),
-                instance_number: Some(instance_number as i32 + 1),
-            },
-            study: StudyAttributes {
-                patient_name: format!("PATIENT{patient}^GIVEN"),
-                patient_id: format!("PID{patient:08}"),
-                patient_birth_date: format!(
-                    "19{:02}0{}1{}",
-                    patient % 100,
-                    patient % 9 + 1,
-                    patient % 10
-                ),
-                patient_sex: if patient % 2 == 0 {
-                    "F".into()
-                } else {
-                    "M".into()
-                },
-                study_date: format!("202{}{:02}{:02}", study % 5, study % 12 + 1, study % 28 + 1),
-                study_time: format!("{:02}{:02}00", study % 24, study % 60),
-                accession_number: format!("ACC{study:010}"),
-                study_id: format!("{}", study % 10_000),
-                study_description: "CT CHEST WITH CONTRAST".into(),
-                referring_physician_name: "REFERRER^DOCTOR".into(),
-            },
-            series: SeriesAttributes {
-                modality: ["CT", "CT", "SR", "PR"][(series % 4) as usize].into(),
-                series_number: Some(series as i32 + 1),
-                series_description: "AXIAL 2.5MM".into(),
-            },
-        }
-    }
-
-    fn batch(&self, start: u64, count: u64) -> Vec<WriteOp> {
-        (start..start + count)
-            .map(|n| WriteOp::Store(StoreRequest::new(self.instance(n))))
-            .collect()
-    }
-}
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
@@ -172,14 +50,6 @@ fn report(name: &str, histogram: &Histogram<u64>) {
     );
 }
 
-fn wait(receiver: Receiver<BatchResult>) {
-    let results = receiver
-        .recv()
-        .expect("writer answers")
-        .expect("batch committed");
-    assert!(results.iter().all(Result::is_ok), "every store succeeds");
-}
-
 /// Grows the index to `total` instances, printing throughput per step. Each
 /// step's instances are generated before its clock starts, so the figure is
 /// the index's (the engine hands over instances it has already parsed).
@@ -190,31 +60,9 @@ fn grow(index: &Index, shape: Shape, total: u64, batch_size: u64, step: u64, in_
     let mut next = 0u64;
     while next < total {
         let step_end = (next + step).min(total);
-        let mut batches: Vec<Vec<WriteOp>> = Vec::new();
-        let mut start = next;
-        while start < step_end {
-            let count = batch_size.min(step_end - start);
-            batches.push(shape.batch(start, count));
-            start += count;
-        }
+        let batches = shape.batches(next, step_end, batch_size);
         let step_started = Instant::now();
-        let mut in_flight: VecDeque<Receiver<BatchResult>> = VecDeque::new();
-        for ops in batches {
-            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-            let batch = Batch::with_callback(ops, move |result| {
-                let _ = sender.send(result);
-            });
-            writer.submit(batch).expect("submit");
-            in_flight.push_back(receiver);
-            if in_flight.len() >= in_flight_max {
-                if let Some(oldest) = in_flight.pop_front() {
-                    wait(oldest);
-                }
-            }
-        }
-        while let Some(receiver) = in_flight.pop_front() {
-            wait(receiver);
-        }
+        submit_all(&writer, batches, in_flight_max, false);
         let elapsed = step_started.elapsed();
         timed += elapsed;
         let rate = (step_end - next) as f64 / elapsed.as_secs_f64();
@@ -270,22 +118,22 @@ fn sample_lookups(index: &Index, shape: Shape, total: u64, samples: u64, pass: &
         for (triplet, _) in &picks {
             let started = Instant::now();
             let found = read
-                .sop_presence(&triplet.sop_instance_uid, "1.2.840.10008.5.1.4.1.1.2")
+                .sop_presence(&triplet.sop_instance_uid, SOP_CLASS_UID)
                 .expect("presence");
             presence.saturating_record(started.elapsed().as_nanos() as u64);
             black_box(found);
         }
-        for (triplet, _) in &picks {
-            // A duplicate check that finds nothing: a new SOP Instance UID that
-            // sorts right beside a stored one (so the lookup walks to a random
-            // leaf, as a real new instance's would).
-            let absent_sop = format!("{}.9", triplet.sop_instance_uid);
+        for (_, i) in &picks {
+            // A duplicate check that finds nothing: a new SOP Instance UID in
+            // a stored series (so the lookup walks to where a real new
+            // instance's would).
+            let absent = shape.absent_triplet(mix(*i) % total);
             let started = Instant::now();
             let found = read
                 .contains(
-                    &triplet.study_instance_uid,
-                    &triplet.series_instance_uid,
-                    &absent_sop,
+                    &absent.study_instance_uid,
+                    &absent.series_instance_uid,
+                    &absent.sop_instance_uid,
                 )
                 .expect("contains");
             missing.saturating_record(started.elapsed().as_nanos() as u64);
@@ -294,15 +142,7 @@ fn sample_lookups(index: &Index, shape: Shape, total: u64, samples: u64, pass: &
     }
     for (triplet, _) in picks.iter().take(20_000) {
         let started = Instant::now();
-        let read = index.read().expect("read");
-        let found = read
-            .contains(
-                &triplet.study_instance_uid,
-                &triplet.series_instance_uid,
-                &triplet.sop_instance_uid,
-            )
-            .expect("contains");
-        drop(read);
+        let found = duplicate_check(index, triplet);
         fresh_txn.saturating_record(started.elapsed().as_nanos() as u64);
         assert!(found);
     }
@@ -320,8 +160,7 @@ fn sample_lookups(index: &Index, shape: Shape, total: u64, samples: u64, pass: &
     let stored = references
         .iter()
         .filter(|sop| {
-            read.sop_presence(sop, "1.2.840.10008.5.1.4.1.1.2")
-                .expect("presence")
+            read.sop_presence(sop, SOP_CLASS_UID).expect("presence")
                 == sluice_index::SopPresence::Stored
         })
         .count();
@@ -410,9 +249,7 @@ fn main() {
     let batch_size = env_u64("SLUICE_BENCH_INDEX_BATCH")
         .unwrap_or(1_000)
         .clamp(1, 10_000);
-    let shape = Shape {
-        random_uids: std::env::var("SLUICE_BENCH_INDEX_UIDS").is_ok_and(|v| v == "random"),
-    };
+    let shape = Shape::from_env();
     let scratch_parent =
         std::env::var_os("SLUICE_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let scratch = tempfile::Builder::new()
@@ -422,11 +259,7 @@ fn main() {
     let path = scratch.path().join("index");
     println!(
         "index: growing to {total} instances ({} UIDs), batches of {batch_size}, in {}",
-        if shape.random_uids {
-            "random"
-        } else {
-            "modality-style"
-        },
+        shape.name(),
         path.display()
     );
 

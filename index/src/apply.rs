@@ -9,6 +9,13 @@
 //! [`Apply::flush`]: a batch of a thousand instances of one series then
 //! rewrites its study and series records once, not a thousand times. Anything
 //! that scans the `series` table flushes the series cache first.
+//!
+//! An instance is stored under its series' id (`instances`); where a
+//! SOP Instance UID is stored is asked of the SOP index (`sop_index`), whose
+//! candidates are verified here against the transaction's own view of
+//! `instances`. The candidates this transaction adds are kept in an
+//! overlay (the SOP index is only written at commit) and handed to the
+//! writer by [`Apply::take_sop_changes`].
 
 use std::collections::HashMap;
 
@@ -16,8 +23,9 @@ use heed::{PutFlags, RwTxn};
 
 use crate::error::{EnvLimits, IndexError, InvalidInput};
 use crate::keys::{
-    check_uid, file_id_key, in_doubt_value, prefix_of, quarantine_key, read_u64, secondary_key,
-    series_key, triplet_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE,
+    check_uid, file_id_key, in_doubt_value, instance_key, prefix_of, quarantine_key, read_u64,
+    secondary_key, series_id_key, series_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE,
+    SERIES_ID_MAX,
 };
 use crate::ops::{
     ConflictPolicy, Disposition, DuplicatePolicy, ItemResult, Released, StoreOutcome, StoreRequest,
@@ -25,11 +33,13 @@ use crate::ops::{
 };
 use crate::records::{
     decode, encode_into, normalize_text, CommitmentRecord, FileId, InstanceRecord, NewInstance,
-    QuarantineEntry, QuarantineReason, SeriesRecord, StoredInstance, StudyRecord, Triplet,
-    AE_TITLE_BYTES_MAX, COMMITMENT_PAYLOAD_BYTES_MAX,
+    QuarantineEntry, QuarantineReason, RecordDefaults, SeriesIdentity, SeriesRecord, StoredRecord,
+    StoredSeries, StudyRecord, Triplet, AE_TITLE_BYTES_MAX, COMMITMENT_PAYLOAD_BYTES_MAX,
 };
+use crate::sop_index::{scan_candidates, SopHash, SopIndex, CANDIDATES_MAX};
 use crate::tables::{
     Table, Tables, FILE_ROLE_INSTANCE, FILE_ROLE_QUARANTINE, META_NEXT_QUARANTINE_ID,
+    META_NEXT_SERIES_ID,
 };
 
 /// The study attributes that have secondary-index entries, as they are in LMDB.
@@ -62,8 +72,47 @@ struct CachedStudy {
 
 #[derive(Debug)]
 struct CachedSeries {
-    current: Option<SeriesRecord>,
+    /// The series as stored, or as this transaction left it (`None`: it
+    /// holds no instance).
+    current: Option<StoredSeries>,
     dirty: bool,
+}
+
+/// A SOP hash's candidates as this transaction sees them.
+#[derive(Debug)]
+struct CachedCandidates {
+    series_ids: Vec<u64>,
+    changed: bool,
+}
+
+/// What a transaction adds to the SOP index: the complete candidate lists
+/// it changed (written to the LSM tree just before the LMDB commit), and
+/// the additions themselves (logged in `sop_pending` in the commit).
+#[derive(Debug, Default)]
+pub(crate) struct SopChanges {
+    pub(crate) lists: HashMap<SopHash, Vec<u64>>,
+    pub(crate) additions: Vec<(SopHash, u64)>,
+}
+
+/// The `series` key of a triplet and its series' id (`None`: no such series).
+type OwnSeries = (Vec<u8>, Option<u64>);
+
+/// A counter kept in `meta`, read once per transaction, written at flush.
+#[derive(Debug)]
+struct Counter {
+    key: &'static [u8],
+    next: Option<u64>,
+    dirty: bool,
+}
+
+impl Counter {
+    fn new(key: &'static [u8]) -> Counter {
+        Counter {
+            key,
+            next: None,
+            dirty: false,
+        }
+    }
 }
 
 /// The state of one write transaction.
@@ -71,10 +120,13 @@ pub(crate) struct Apply<'t, 'e> {
     txn: &'t mut RwTxn<'e>,
     tables: Tables,
     limits: EnvLimits,
+    sop_index: &'t SopIndex,
     studies: HashMap<String, CachedStudy>,
     series: HashMap<Vec<u8>, CachedSeries>,
-    next_quarantine_id: Option<u64>,
-    next_quarantine_id_dirty: bool,
+    candidates: HashMap<SopHash, CachedCandidates>,
+    additions: Vec<(SopHash, u64)>,
+    next_quarantine_id: Counter,
+    next_series_id: Counter,
     buffer: Vec<u8>,
 }
 
@@ -122,15 +174,23 @@ fn normalized_instance(instance: &NewInstance) -> NewInstance {
 }
 
 impl<'t, 'e> Apply<'t, 'e> {
-    pub(crate) fn new(txn: &'t mut RwTxn<'e>, tables: Tables, limits: EnvLimits) -> Self {
+    pub(crate) fn new(
+        txn: &'t mut RwTxn<'e>,
+        tables: Tables,
+        limits: EnvLimits,
+        sop_index: &'t SopIndex,
+    ) -> Self {
         Apply {
             txn,
             tables,
             limits,
+            sop_index,
             studies: HashMap::new(),
             series: HashMap::new(),
-            next_quarantine_id: None,
-            next_quarantine_id_dirty: false,
+            candidates: HashMap::new(),
+            additions: Vec::new(),
+            next_quarantine_id: Counter::new(META_NEXT_QUARANTINE_ID),
+            next_series_id: Counter::new(META_NEXT_SERIES_ID),
             buffer: Vec::with_capacity(1024),
         }
     }
@@ -224,7 +284,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                 }
                 Ok(Ok(WriteOutcome::Removed(self.remove_triplet(triplet)?)))
             }
-            WriteOp::ReleaseQuarantine(id) => Ok(Ok(WriteOutcome::Released(self.release(*id)?))),
+            WriteOp::ReleaseQuarantine(id) => self.release(*id),
             WriteOp::PurgeQuarantine(id) => Ok(Ok(WriteOutcome::Purged(self.purge(*id)?))),
             WriteOp::PutCommitment {
                 transaction_uid,
@@ -268,6 +328,93 @@ impl<'t, 'e> Apply<'t, 'e> {
         self.put(self.tables.in_doubt, &key, &value, "mark in doubt")
     }
 
+    /// The candidates of a SOP Instance UID: the series ids it may be
+    /// stored under, as this transaction sees them.
+    fn candidates_of(&mut self, sop: &str) -> Result<(SopHash, Vec<u64>), IndexError> {
+        let hash = self.sop_index.hash(sop);
+        if let Some(cached) = self.candidates.get(&hash) {
+            return Ok((hash, cached.series_ids.clone()));
+        }
+        let series_ids = match self.sop_index.candidates(hash)? {
+            Some(series_ids) => series_ids,
+            None => scan_candidates(&*self.txn, self.tables.instances, sop, self.limits)?,
+        };
+        self.candidates.insert(
+            hash,
+            CachedCandidates {
+                series_ids: series_ids.clone(),
+                changed: false,
+            },
+        );
+        Ok((hash, series_ids))
+    }
+
+    /// Records that `sop` is stored under `series_id` (a no-op if that is
+    /// already a candidate). The caller checked the bound beforehand.
+    fn add_candidate(&mut self, sop: &str, series_id: u64) -> Result<(), IndexError> {
+        let (hash, _) = self.candidates_of(sop)?;
+        let cached = self
+            .candidates
+            .get_mut(&hash)
+            .ok_or_else(|| IndexError::Corrupt {
+                table: "sop_index",
+                detail: "candidate cache".into(),
+            })?;
+        if !cached.series_ids.contains(&series_id) {
+            assert!(
+                cached.series_ids.len() < CANDIDATES_MAX,
+                "the candidate bound is checked before any write"
+            );
+            cached.series_ids.push(series_id);
+            cached.changed = true;
+            self.additions.push((hash, series_id));
+        }
+        Ok(())
+    }
+
+    /// The series key and id (`None`: no such series yet) a triplet would
+    /// be stored under, or the refusal if storing it there would need a SOP
+    /// index candidate past the bound. Checked before anything is written.
+    fn own_series_if_room(
+        &mut self,
+        triplet: &Triplet,
+    ) -> Result<Result<OwnSeries, InvalidInput>, IndexError> {
+        let key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
+        let own = self.series_id_of(&key)?;
+        let (_, candidates) = self.candidates_of(&triplet.sop_instance_uid)?;
+        if candidates.len() >= CANDIDATES_MAX && !own.is_some_and(|id| candidates.contains(&id)) {
+            return Ok(Err(InvalidInput::SopInstanceUidOverused {
+                limit: CANDIDATES_MAX,
+            }));
+        }
+        Ok(Ok((key, own)))
+    }
+
+    /// The SOP index changes of this transaction (call after the last
+    /// operation).
+    pub(crate) fn take_sop_changes(&mut self) -> SopChanges {
+        let lists = self
+            .candidates
+            .drain()
+            .filter(|(_, cached)| cached.changed)
+            .map(|(hash, cached)| (hash, cached.series_ids))
+            .collect();
+        SopChanges {
+            lists,
+            additions: std::mem::take(&mut self.additions),
+        }
+    }
+
+    /// Whether anything is stored under `series_id ++ sop`.
+    fn is_stored(&self, series_id: u64, sop: &str) -> Result<bool, IndexError> {
+        Ok(self
+            .tables
+            .instances
+            .get(self.txn, &instance_key(series_id, sop))
+            .map_err(self.lmdb("get instance"))?
+            .is_some())
+    }
+
     /// Records what lenient checks found in the new file when the store made
     /// an entry name it (stored, or held in quarantine).
     fn mark_flagged(
@@ -293,6 +440,14 @@ impl<'t, 'e> Apply<'t, 'e> {
         self.put(self.tables.flagged, &key, value, "mark flagged")
     }
 
+    /// A file no entry references any more: its file id and, if it was
+    /// flagged, its `flagged` row go.
+    fn forget_file(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        self.release_file_id(file_id)?;
+        self.delete(self.tables.flagged, &file_id_key(file_id), "delete flagged")?;
+        Ok(())
+    }
+
     /// Removes the entry the in-doubt mark of `file_id` names, if it still
     /// names that file, and the mark; whether an entry was removed.
     fn remove_in_doubt(&mut self, file_id: FileId) -> Result<bool, IndexError> {
@@ -313,13 +468,8 @@ impl<'t, 'e> Apply<'t, 'e> {
         let removed = match value.split_first() {
             Some((&IN_DOUBT_INSTANCE, sop)) => {
                 let sop = std::str::from_utf8(sop).map_err(|_| corrupt("SOP UID not UTF-8"))?;
-                match self.get_stored(sop)? {
-                    Some(stored) if stored.record.file_id == file_id => {
-                        let triplet = Triplet::new(
-                            stored.study_instance_uid,
-                            stored.series_instance_uid,
-                            sop.to_owned(),
-                        );
+                match self.find_sop(sop)? {
+                    Some((_, triplet, record)) if record.file_id == file_id => {
                         self.remove_triplet(&triplet)?.is_some()
                     }
                     _ => false,
@@ -327,22 +477,13 @@ impl<'t, 'e> Apply<'t, 'e> {
             }
             Some((&IN_DOUBT_QUARANTINE, id)) => {
                 let id = read_u64(id).ok_or_else(|| corrupt("bad quarantine id"))?;
-                let names_file = match self
-                    .tables
-                    .quarantine
-                    .get(self.txn, &quarantine_key(id))
-                    .map_err(self.lmdb("get quarantine"))?
-                {
-                    None => false,
-                    Some(bytes) => {
-                        decode::<QuarantineEntry>("quarantine", bytes)?
-                            .instance
-                            .record
-                            .file_id
-                            == file_id
+                match self.quarantine_entry(id)? {
+                    Some(entry) if entry.instance.record.file_id == file_id => {
+                        self.drop_quarantine_entry(&entry)?;
+                        true
                     }
-                };
-                names_file && self.take_quarantine_entry(id)?.is_some()
+                    _ => false,
+                }
             }
             _ => return Err(corrupt("unknown entry tag")),
         };
@@ -355,26 +496,77 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(removed)
     }
 
-    /// A file no entry references any more: its file id and, if it was
-    /// flagged, its `flagged` row go.
-    fn forget_file(&mut self, file_id: FileId) -> Result<(), IndexError> {
-        let key = file_id_key(file_id);
-        self.delete(self.tables.file_ids, &key, "delete file id")?;
-        self.delete(self.tables.flagged, &key, "delete flagged")?;
-        Ok(())
-    }
-
-    /// What is stored under a SOP Instance UID.
-    fn get_stored(&self, sop: &str) -> Result<Option<StoredInstance>, IndexError> {
+    /// The record stored under `series_id ++ sop`, if any.
+    fn stored_record(&self, series_id: u64, sop: &str) -> Result<Option<StoredRecord>, IndexError> {
         match self
             .tables
             .instances
-            .get(self.txn, sop.as_bytes())
+            .get(self.txn, &instance_key(series_id, sop))
             .map_err(self.lmdb("get instance"))?
         {
             None => Ok(None),
-            Some(bytes) => decode::<StoredInstance>("instances", bytes).map(Some),
+            Some(bytes) => decode::<StoredRecord>("instances", bytes).map(Some),
         }
+    }
+
+    /// The stored series' id (`None`: no such series).
+    fn series_id_of(&mut self, key: &[u8]) -> Result<Option<u64>, IndexError> {
+        Ok(self
+            .series_entry(key)?
+            .current
+            .as_ref()
+            .map(|series| series.id))
+    }
+
+    /// The record defaults of a series that exists.
+    fn series_defaults(&self, key: &[u8]) -> Result<&RecordDefaults, IndexError> {
+        self.series
+            .get(key)
+            .and_then(|cached| cached.current.as_ref())
+            .map(|series| &series.defaults)
+            .ok_or_else(|| IndexError::Corrupt {
+                table: "series",
+                detail: "defaults of a series that is not cached".into(),
+            })
+    }
+
+    /// The study and series a series id names.
+    fn identity(&self, series_id: u64) -> Result<SeriesIdentity, IndexError> {
+        let bytes = self
+            .tables
+            .series_ids
+            .get(self.txn, &series_id_key(series_id))
+            .map_err(self.lmdb("get series id"))?
+            .ok_or_else(|| IndexError::Corrupt {
+                table: "series_ids",
+                detail: format!("series id {series_id} holds instances but names no series"),
+            })?;
+        decode::<SeriesIdentity>("series_ids", bytes)
+    }
+
+    /// Where a SOP Instance UID is stored: its series id, the series, and
+    /// its record (the candidates verified against `instances`).
+    fn find_sop(
+        &mut self,
+        sop: &str,
+    ) -> Result<Option<(u64, Triplet, InstanceRecord)>, IndexError> {
+        let (_, candidates) = self.candidates_of(sop)?;
+        for series_id in candidates {
+            if let Some(record) = self.stored_record(series_id, sop)? {
+                let identity = self.identity(series_id)?;
+                let triplet = Triplet::new(
+                    identity.study_instance_uid,
+                    identity.series_instance_uid,
+                    sop,
+                );
+                return Ok(Some((
+                    series_id,
+                    triplet,
+                    record.expand(&identity.defaults),
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Records `file_id` with `role` unless it is already referenced (one
@@ -392,143 +584,189 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
     }
 
+    fn release_file_id(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        self.delete(
+            self.tables.file_ids,
+            &file_id_key(file_id),
+            "release file id",
+        )
+        .map(|_| ())
+    }
+
     fn store(&mut self, request: &StoreRequest) -> Result<ItemResult, IndexError> {
         let instance = &request.instance;
         if let Err(invalid) = validate(instance) {
             return Ok(Err(invalid));
         }
         let record = normalized_record(&instance.record);
+        let triplet = &instance.triplet;
+        let sop = &triplet.sop_instance_uid;
+        let (own_key, own) = match self.own_series_if_room(triplet)? {
+            Ok(own) => own,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
         let file_id = record.file_id;
         if !self.claim_file_id(file_id, FILE_ROLE_INSTANCE)? {
             return Ok(Err(InvalidInput::FileIdInUse { file_id: file_id.0 }));
         }
-        let triplet = &instance.triplet;
-        let stored = StoredInstance {
-            study_instance_uid: triplet.study_instance_uid.clone(),
-            series_instance_uid: triplet.series_instance_uid.clone(),
-            record,
-        };
-        let encoded = encode_into("instances", &stored, std::mem::take(&mut self.buffer))?;
-        // One descent decides: absent (and now inserted), or what holds the SOP.
-        let existing = self
-            .tables
-            .instances
-            .get_or_put(self.txn, triplet.sop_instance_uid.as_bytes(), &encoded)
-            .map_err(self.lmdb("put instance"))?
-            .map(<[u8]>::to_vec);
-        let Some(existing) = existing else {
-            self.buffer = encoded;
-            self.add_to_series_and_study(instance, true)?;
-            return Ok(Ok(WriteOutcome::Store(StoreOutcome::Stored)));
-        };
-        let existing = decode::<StoredInstance>("instances", &existing)?;
-        let StoredInstance { record, .. } = stored;
-        if existing.study_instance_uid == triplet.study_instance_uid
-            && existing.series_instance_uid == triplet.series_instance_uid
-        {
-            let previous = existing.record;
-            let identical = previous.checksum == record.checksum
-                && previous.dataset_size_bytes() == record.dataset_size_bytes();
-            let reason = if identical {
-                QuarantineReason::DuplicateIdentical
-            } else {
-                QuarantineReason::Duplicate
-            };
-            // An entry in doubt is not a promise yet: its instance may still
-            // fail and have it removed, so a newcomer identical to it is not
-            // dropped (it would then be answered success with nothing
-            // holding it) but held in quarantine, as under `Quarantine`.
-            let holder_in_doubt = identical
-                && request.duplicate_policy == DuplicatePolicy::DropIfIdentical
-                && self
+        // In a series that exists, one descent writes the instance, or finds
+        // the triplet stored: a duplicate.
+        let inserted = match own {
+            Some(own_id) => {
+                let stored = StoredRecord::compact(&record, self.series_defaults(&own_key)?);
+                let encoded = encode_into("instances", &stored, std::mem::take(&mut self.buffer))?;
+                let key = instance_key(own_id, sop);
+                let existing = self
                     .tables
-                    .in_doubt
-                    .get(self.txn, &file_id_key(previous.file_id))
-                    .map_err(self.lmdb("get in doubt"))?
-                    .is_some();
-            let disposition = match (request.duplicate_policy, identical) {
-                (DuplicatePolicy::Reject, _) => {
-                    self.delete(
-                        self.tables.file_ids,
-                        &file_id_key(file_id),
-                        "release file id",
-                    )?;
-                    Disposition::Rejected
+                    .instances
+                    .get_or_put(self.txn, &key, &encoded)
+                    .map_err(self.lmdb("put instance"))?
+                    .map(<[u8]>::to_vec);
+                self.buffer = encoded;
+                if let Some(existing) = existing {
+                    let defaults = self.series_defaults(&own_key)?.clone();
+                    let previous =
+                        decode::<StoredRecord>("instances", &existing)?.expand(&defaults);
+                    return self
+                        .duplicate(request, record, own_id, &defaults, previous)
+                        .map(Ok);
                 }
-                (DuplicatePolicy::DropIfIdentical, true) if !holder_in_doubt => {
-                    self.delete(
-                        self.tables.file_ids,
-                        &file_id_key(file_id),
-                        "release file id",
-                    )?;
-                    Disposition::Dropped
+                Some(key)
+            }
+            None => None,
+        };
+        // The SOP Instance UID stored under another series: a conflict (the
+        // instance just written, if any, is taken back).
+        let (_, candidates) = self.candidates_of(sop)?;
+        for candidate in candidates {
+            if own == Some(candidate) {
+                continue;
+            }
+            if self.is_stored(candidate, sop)? {
+                if let Some(key) = &inserted {
+                    self.delete(self.tables.instances, key, "take back instance")?;
                 }
-                (DuplicatePolicy::Replace, _) => {
-                    self.put(
-                        self.tables.instances,
-                        triplet.sop_instance_uid.as_bytes(),
-                        &encoded,
-                        "put instance",
-                    )?;
-                    self.forget_file(previous.file_id)?;
-                    self.fill_series_and_study(instance)?;
-                    Disposition::Replaced { previous }
-                }
-                (DuplicatePolicy::Quarantine | DuplicatePolicy::DropIfIdentical, _) => {
-                    Disposition::Quarantined {
-                        quarantine_id: self.quarantine(normalized_instance(instance), reason)?,
-                    }
-                }
-            };
-            self.buffer = encoded;
-            let outcome = if identical {
-                StoreOutcome::DuplicateIdentical(disposition)
-            } else {
-                StoreOutcome::Duplicate(disposition)
-            };
-            return Ok(Ok(WriteOutcome::Store(outcome)));
+                let identity = self.identity(candidate)?;
+                let stored = Triplet::new(
+                    identity.study_instance_uid,
+                    identity.series_instance_uid,
+                    sop.as_str(),
+                );
+                return self.conflict(request, stored).map(Ok);
+            }
         }
-        self.buffer = encoded;
-        let stored_triplet = Triplet::new(
-            existing.study_instance_uid.clone(),
-            existing.series_instance_uid.clone(),
-            triplet.sop_instance_uid.clone(),
-        );
+        match own {
+            Some(own_id) => {
+                self.add_candidate(sop, own_id)?;
+                self.count_in_series_and_study(instance, true)?;
+            }
+            None => self.insert_new(instance, &record, true)?,
+        }
+        Ok(Ok(WriteOutcome::Store(StoreOutcome::Stored)))
+    }
+
+    /// The store of a triplet already stored (`previous`), by policy.
+    fn duplicate(
+        &mut self,
+        request: &StoreRequest,
+        record: InstanceRecord,
+        series_id: u64,
+        defaults: &RecordDefaults,
+        previous: InstanceRecord,
+    ) -> Result<WriteOutcome, IndexError> {
+        let instance = &request.instance;
+        let identical = previous.checksum == record.checksum
+            && previous.dataset_size_bytes() == record.dataset_size_bytes();
+        let reason = if identical {
+            QuarantineReason::DuplicateIdentical
+        } else {
+            QuarantineReason::Duplicate
+        };
+        // An entry in doubt is not a promise yet: its instance may still
+        // fail and have it removed, so a newcomer identical to it is not
+        // dropped (it would then be answered success with nothing holding
+        // it) but held in quarantine, as under `Quarantine`.
+        let holder_in_doubt = identical
+            && request.duplicate_policy == DuplicatePolicy::DropIfIdentical
+            && self
+                .tables
+                .in_doubt
+                .get(self.txn, &file_id_key(previous.file_id))
+                .map_err(self.lmdb("get in doubt"))?
+                .is_some();
+        let disposition = match (request.duplicate_policy, identical) {
+            (DuplicatePolicy::Reject, _) => {
+                self.release_file_id(record.file_id)?;
+                Disposition::Rejected
+            }
+            (DuplicatePolicy::DropIfIdentical, true) if !holder_in_doubt => {
+                self.release_file_id(record.file_id)?;
+                Disposition::Dropped
+            }
+            (DuplicatePolicy::Replace, _) => {
+                let key = instance_key(series_id, &instance.triplet.sop_instance_uid);
+                self.put_record(
+                    self.tables.instances,
+                    "instances",
+                    &key,
+                    &StoredRecord::compact(&record, defaults),
+                )?;
+                self.forget_file(previous.file_id)?;
+                self.fill_series_and_study(instance)?;
+                Disposition::Replaced { previous }
+            }
+            (DuplicatePolicy::Quarantine | DuplicatePolicy::DropIfIdentical, _) => {
+                Disposition::Quarantined {
+                    quarantine_id: self.quarantine(normalized_instance(instance), reason)?,
+                }
+            }
+        };
+        Ok(WriteOutcome::Store(if identical {
+            StoreOutcome::DuplicateIdentical(disposition)
+        } else {
+            StoreOutcome::Duplicate(disposition)
+        }))
+    }
+
+    /// The store of a SOP Instance UID held by another triplet (`stored`), by policy.
+    fn conflict(
+        &mut self,
+        request: &StoreRequest,
+        stored: Triplet,
+    ) -> Result<WriteOutcome, IndexError> {
+        let instance = &request.instance;
         let disposition = match request.conflict_policy {
             ConflictPolicy::Reject => {
-                self.delete(
-                    self.tables.file_ids,
-                    &file_id_key(file_id),
-                    "release file id",
-                )?;
+                self.release_file_id(instance.record.file_id)?;
                 Disposition::Rejected
             }
             ConflictPolicy::Replace => {
                 let previous =
-                    self.remove_triplet(&stored_triplet)?
+                    self.remove_triplet(&stored)?
                         .ok_or_else(|| IndexError::Corrupt {
                             table: "instances",
                             detail: format!(
                                 "{} vanished during a replace",
-                                stored_triplet.sop_instance_uid
+                                stored.sop_instance_uid
                             ),
                         })?;
-                self.insert_new(&normalized_instance(instance))?;
+                let normalized = normalized_instance(instance);
+                self.insert_new(&normalized, &normalized.record, false)?;
                 Disposition::Replaced { previous }
             }
             ConflictPolicy::Quarantine => Disposition::Quarantined {
                 quarantine_id: self.quarantine(
                     normalized_instance(instance),
                     QuarantineReason::SopInstanceConflict {
-                        stored: stored_triplet.clone(),
+                        stored: stored.clone(),
                     },
                 )?,
             },
         };
-        Ok(Ok(WriteOutcome::Store(StoreOutcome::SopInstanceConflict {
-            stored: stored_triplet,
+        Ok(WriteOutcome::Store(StoreOutcome::SopInstanceConflict {
+            stored,
             disposition,
-        })))
+        }))
     }
 
     fn study_entry(&mut self, study: &str) -> Result<&mut CachedStudy, IndexError> {
@@ -569,7 +807,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                 .map_err(self.lmdb("get series"))?
             {
                 None => None,
-                Some(bytes) => Some(decode::<SeriesRecord>("series", bytes)?),
+                Some(bytes) => Some(decode::<StoredSeries>("series", bytes)?),
             };
             self.series.insert(
                 key.to_owned(),
@@ -585,55 +823,107 @@ impl<'t, 'e> Apply<'t, 'e> {
         })
     }
 
-    /// Writes a new instance (already normalised) and counts it.
-    fn insert_new(&mut self, instance: &NewInstance) -> Result<(), IndexError> {
-        let triplet = &instance.triplet;
-        let stored = StoredInstance {
-            study_instance_uid: triplet.study_instance_uid.clone(),
-            series_instance_uid: triplet.series_instance_uid.clone(),
-            record: instance.record.clone(),
+    /// The next value of a `meta` counter (ids start at 1).
+    fn next_of(&mut self, which: fn(&mut Self) -> &mut Counter) -> Result<u64, IndexError> {
+        let key = which(self).key;
+        let id = match which(self).next {
+            Some(id) => id,
+            None => match self
+                .tables
+                .meta
+                .get(self.txn, key)
+                .map_err(self.lmdb("get meta"))?
+            {
+                None => 1,
+                Some(bytes) => read_u64(bytes).ok_or_else(|| IndexError::Corrupt {
+                    table: "meta",
+                    detail: format!("{} is not 8 bytes", String::from_utf8_lossy(key)),
+                })?,
+            },
         };
+        let counter = which(self);
+        counter.next = Some(id.saturating_add(1));
+        counter.dirty = true;
+        Ok(id)
+    }
+
+    /// Writes a new instance (`record` normalised; the instance's attributes
+    /// normalised unless `raw`), under its series (created, with a new id,
+    /// if it has no instance), and counts it.
+    fn insert_new(
+        &mut self,
+        instance: &NewInstance,
+        record: &InstanceRecord,
+        raw: bool,
+    ) -> Result<(), IndexError> {
+        let triplet = &instance.triplet;
+        let key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
+        let series_id = match self.series_id_of(&key)? {
+            Some(existing) => existing,
+            None => {
+                let series_id = self.next_of(|apply| &mut apply.next_series_id)?;
+                // 2^56 series: never reached; asserted because instance keys
+                // rely on it (`keys::SERIES_ID_MAX`).
+                assert!(series_id <= SERIES_ID_MAX, "series ids exhausted");
+                let defaults = RecordDefaults::of(record);
+                let attributes = if raw {
+                    instance.series.normalized()
+                } else {
+                    instance.series.clone()
+                };
+                // Written at once (not at flush): a later store of this
+                // transaction may meet the id as a candidate.
+                self.put_record(
+                    self.tables.series_ids,
+                    "series_ids",
+                    &series_id_key(series_id),
+                    &SeriesIdentity {
+                        study_instance_uid: triplet.study_instance_uid.clone(),
+                        series_instance_uid: triplet.series_instance_uid.clone(),
+                        defaults: defaults.clone(),
+                    },
+                )?;
+                let entry = self.series_entry(&key)?;
+                entry.current = Some(StoredSeries {
+                    id: series_id,
+                    defaults,
+                    record: SeriesRecord {
+                        attributes,
+                        number_of_instances: 0,
+                    },
+                });
+                entry.dirty = true;
+                series_id
+            }
+        };
+        let stored = StoredRecord::compact(record, self.series_defaults(&key)?);
         self.put_record(
             self.tables.instances,
             "instances",
-            triplet.sop_instance_uid.as_bytes(),
+            &instance_key(series_id, &triplet.sop_instance_uid),
             &stored,
         )?;
         self.put(
             self.tables.file_ids,
-            &file_id_key(instance.record.file_id),
+            &file_id_key(record.file_id),
             &[FILE_ROLE_INSTANCE],
             "put file id",
         )?;
-        self.add_to_series_and_study(instance, false)
+        self.add_candidate(&triplet.sop_instance_uid, series_id)?;
+        self.count_in_series_and_study(instance, raw)
     }
 
-    /// Adds the listing entry and counts a new instance in its series and
-    /// study. Attributes are normalised only when they are used: for a new
-    /// series or study, or to fill an empty attribute.
-    fn add_to_series_and_study(
+    /// Counts a new instance in its series (which exists) and study.
+    /// Attributes are normalised only when they are used: for a new study,
+    /// or to fill an empty attribute.
+    fn count_in_series_and_study(
         &mut self,
         instance: &NewInstance,
         raw: bool,
     ) -> Result<(), IndexError> {
         let triplet = &instance.triplet;
-        let (study, series, sop) = (
-            &triplet.study_instance_uid,
-            &triplet.series_instance_uid,
-            &triplet.sop_instance_uid,
-        );
-        let series_key = series_key(study, series);
-        let mut listing_key = Vec::with_capacity(series_key.len() + 1 + sop.len());
-        listing_key.extend_from_slice(&series_key);
-        listing_key.push(crate::keys::SEPARATOR);
-        listing_key.extend_from_slice(sop.as_bytes());
-        self.put(
-            self.tables.series_instances,
-            &listing_key,
-            &[],
-            "put series listing",
-        )?;
-
+        let study = &triplet.study_instance_uid;
+        let key = series_key(study, &triplet.series_instance_uid);
         let normalize_series = |attributes: &crate::records::SeriesAttributes| {
             if raw {
                 attributes.normalized()
@@ -641,13 +931,17 @@ impl<'t, 'e> Apply<'t, 'e> {
                 attributes.clone()
             }
         };
-        let series_entry = self.series_entry(&series_key)?;
+        let series_entry = self.series_entry(&key)?;
         series_entry.dirty = true;
-        let new_series = series_entry.current.is_none();
-        let series_record = series_entry.current.get_or_insert_with(|| SeriesRecord {
-            attributes: normalize_series(&instance.series),
-            number_of_instances: 0,
-        });
+        let series_record = &mut series_entry
+            .current
+            .as_mut()
+            .ok_or_else(|| IndexError::Corrupt {
+                table: "series",
+                detail: "an instance counted in a series that does not exist".into(),
+            })?
+            .record;
+        let new_series = series_record.number_of_instances == 0;
         series_record.number_of_instances = series_record.number_of_instances.saturating_add(1);
         if !new_series && series_record.attributes.has_empty() {
             series_record
@@ -696,9 +990,10 @@ impl<'t, 'e> Apply<'t, 'e> {
             &triplet.study_instance_uid,
             &triplet.series_instance_uid,
         ))?;
-        if let Some(record) = series_entry.current.as_mut() {
-            if record.attributes.has_empty() {
-                series_entry.dirty |= record
+        if let Some(series) = series_entry.current.as_mut() {
+            if series.record.attributes.has_empty() {
+                series_entry.dirty |= series
+                    .record
                     .attributes
                     .fill_empty_from(&instance.series.normalized());
             }
@@ -715,39 +1010,47 @@ impl<'t, 'e> Apply<'t, 'e> {
     }
 
     /// Removes a stored instance and uncounts it; `None` if it is not stored.
+    /// Its SOP index candidate stays (candidates are never removed: a
+    /// reader verifies them).
     fn remove_triplet(&mut self, triplet: &Triplet) -> Result<Option<InstanceRecord>, IndexError> {
         let (study, series, sop) = (
             &triplet.study_instance_uid,
             &triplet.series_instance_uid,
             &triplet.sop_instance_uid,
         );
-        let Some(stored) = self.get_stored(sop)? else {
+        let series_key = series_key(study, series);
+        let Some(series_id) = self.series_id_of(&series_key)? else {
             return Ok(None);
         };
-        if stored.study_instance_uid != *study || stored.series_instance_uid != *series {
+        let Some(stored) = self.stored_record(series_id, sop)? else {
             return Ok(None);
-        }
-        let record = stored.record;
-        self.delete(self.tables.instances, sop.as_bytes(), "delete instance")?;
+        };
+        let record = stored.expand(self.series_defaults(&series_key)?);
         self.delete(
-            self.tables.series_instances,
-            &triplet_key(study, series, sop),
-            "delete series listing",
+            self.tables.instances,
+            &instance_key(series_id, sop),
+            "delete instance",
         )?;
         self.forget_file(record.file_id)?;
 
-        let series_key = series_key(study, series);
         let series_entry = self.series_entry(&series_key)?;
         series_entry.dirty = true;
         let mut series_gone = false;
-        if let Some(series_record) = series_entry.current.as_mut() {
-            series_record.number_of_instances = series_record.number_of_instances.saturating_sub(1);
-            if series_record.number_of_instances == 0 {
+        if let Some(stored_series) = series_entry.current.as_mut() {
+            let count = &mut stored_series.record.number_of_instances;
+            *count = count.saturating_sub(1);
+            if *count == 0 {
                 series_entry.current = None;
                 series_gone = true;
             }
         }
         let modalities = if series_gone {
+            // The id is never used again; instances it named are gone.
+            self.delete(
+                self.tables.series_ids,
+                &series_id_key(series_id),
+                "delete series id",
+            )?;
             Some(self.modalities_of_study(study)?)
         } else {
             None
@@ -779,9 +1082,9 @@ impl<'t, 'e> Apply<'t, 'e> {
             .map_err(self.lmdb("scan series"))?;
         for entry in iter {
             let (_, bytes) = entry.map_err(self.lmdb("scan series"))?;
-            let record =
-                crate::records::access::<crate::records::ArchivedSeriesRecord>("series", bytes)?;
-            let modality = record.attributes.modality.as_str();
+            let series =
+                crate::records::access::<crate::records::ArchivedStoredSeries>("series", bytes)?;
+            let modality = series.record.attributes.modality.as_str();
             if !modality.is_empty() && !modalities.iter().any(|known| known == modality) {
                 modalities.push(modality.to_owned());
             }
@@ -790,33 +1093,12 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(modalities)
     }
 
-    fn next_quarantine_id(&mut self) -> Result<u64, IndexError> {
-        let id = match self.next_quarantine_id {
-            Some(id) => id,
-            None => match self
-                .tables
-                .meta
-                .get(self.txn, META_NEXT_QUARANTINE_ID)
-                .map_err(self.lmdb("get meta"))?
-            {
-                None => 1,
-                Some(bytes) => read_u64(bytes).ok_or_else(|| IndexError::Corrupt {
-                    table: "meta",
-                    detail: "next_quarantine_id is not 8 bytes".into(),
-                })?,
-            },
-        };
-        self.next_quarantine_id = Some(id.saturating_add(1));
-        self.next_quarantine_id_dirty = true;
-        Ok(id)
-    }
-
     fn quarantine(
         &mut self,
         instance: NewInstance,
         reason: QuarantineReason,
     ) -> Result<u64, IndexError> {
-        let id = self.next_quarantine_id()?;
+        let id = self.next_of(|apply| &mut apply.next_quarantine_id)?;
         let file_id = instance.record.file_id;
         let entry = QuarantineEntry {
             id,
@@ -838,53 +1120,54 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(id)
     }
 
-    fn take_quarantine_entry(&mut self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {
-        let key = quarantine_key(id);
-        let entry = match self
+    fn quarantine_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {
+        match self
             .tables
             .quarantine
-            .get(self.txn, &key)
+            .get(self.txn, &quarantine_key(id))
             .map_err(self.lmdb("get quarantine"))?
         {
-            None => return Ok(None),
-            Some(bytes) => decode::<QuarantineEntry>("quarantine", bytes)?,
-        };
-        self.delete(self.tables.quarantine, &key, "delete quarantine")?;
-        self.delete(
-            self.tables.file_ids,
-            &file_id_key(entry.instance.record.file_id),
-            "delete file id",
-        )?;
-        Ok(Some(entry))
+            None => Ok(None),
+            Some(bytes) => decode::<QuarantineEntry>("quarantine", bytes).map(Some),
+        }
     }
 
-    fn release(&mut self, id: u64) -> Result<Option<Released>, IndexError> {
-        let Some(entry) = self.take_quarantine_entry(id)? else {
-            return Ok(None);
+    /// Deletes a quarantine entry (and its file id).
+    fn drop_quarantine_entry(&mut self, entry: &QuarantineEntry) -> Result<(), IndexError> {
+        self.delete(
+            self.tables.quarantine,
+            &quarantine_key(entry.id),
+            "delete quarantine",
+        )?;
+        self.release_file_id(entry.instance.record.file_id)
+    }
+
+    fn release(&mut self, id: u64) -> Result<ItemResult, IndexError> {
+        let Some(entry) = self.quarantine_entry(id)? else {
+            return Ok(Ok(WriteOutcome::Released(None)));
         };
+        let (own_key, own) = match self.own_series_if_room(&entry.instance.triplet)? {
+            Ok(own) => own,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
+        self.drop_quarantine_entry(&entry)?;
         let instance = entry.instance;
         let triplet = &instance.triplet;
-        let replaced = match self.get_stored(&triplet.sop_instance_uid)? {
+        let replaced = match self.find_sop(&triplet.sop_instance_uid)? {
             None => {
-                self.insert_new(&instance)?;
+                self.insert_new(&instance, &instance.record, false)?;
                 None
             }
-            Some(existing)
-                if existing.study_instance_uid == triplet.study_instance_uid
-                    && existing.series_instance_uid == triplet.series_instance_uid =>
-            {
-                let stored = StoredInstance {
-                    study_instance_uid: existing.study_instance_uid,
-                    series_instance_uid: existing.series_instance_uid,
-                    record: instance.record.clone(),
-                };
+            Some((series_id, _, previous)) if own == Some(series_id) => {
+                let stored =
+                    StoredRecord::compact(&instance.record, self.series_defaults(&own_key)?);
                 self.put_record(
                     self.tables.instances,
                     "instances",
-                    triplet.sop_instance_uid.as_bytes(),
+                    &instance_key(series_id, &triplet.sop_instance_uid),
                     &stored,
                 )?;
-                self.forget_file(existing.record.file_id)?;
+                self.forget_file(previous.file_id)?;
                 self.put(
                     self.tables.file_ids,
                     &file_id_key(instance.record.file_id),
@@ -892,28 +1175,31 @@ impl<'t, 'e> Apply<'t, 'e> {
                     "put file id",
                 )?;
                 self.fill_series_and_study(&instance)?;
-                Some(existing.record)
+                Some(previous)
             }
-            Some(existing) => {
-                let other = Triplet::new(
-                    existing.study_instance_uid,
-                    existing.series_instance_uid,
-                    triplet.sop_instance_uid.clone(),
-                );
+            Some((_, other, _)) => {
                 let previous = self.remove_triplet(&other)?;
-                self.insert_new(&instance)?;
+                self.insert_new(&instance, &instance.record, false)?;
                 previous
             }
         };
-        Ok(Some(Released { instance, replaced }))
+        Ok(Ok(WriteOutcome::Released(Some(Released {
+            instance,
+            replaced,
+        }))))
     }
 
     fn purge(&mut self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {
-        let entry = self.take_quarantine_entry(id)?;
-        if let Some(entry) = &entry {
-            self.forget_file(entry.instance.record.file_id)?;
-        }
-        Ok(entry)
+        let Some(entry) = self.quarantine_entry(id)? else {
+            return Ok(None);
+        };
+        self.drop_quarantine_entry(&entry)?;
+        self.delete(
+            self.tables.flagged,
+            &file_id_key(entry.instance.record.file_id),
+            "delete flagged",
+        )?;
+        Ok(Some(entry))
     }
 
     fn put_commitment(
@@ -953,7 +1239,7 @@ impl<'t, 'e> Apply<'t, 'e> {
     }
 
     fn flush_series(&mut self) -> Result<(), IndexError> {
-        let dirty: Vec<(Vec<u8>, Option<SeriesRecord>)> = self
+        let dirty: Vec<(Vec<u8>, Option<StoredSeries>)> = self
             .series
             .iter_mut()
             .filter(|(_, cached)| cached.dirty)
@@ -962,9 +1248,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 (key.clone(), cached.current.clone())
             })
             .collect();
-        for (key, record) in dirty {
-            match record {
-                Some(record) => self.put_record(self.tables.series, "series", &key, &record)?,
+        for (key, series) in dirty {
+            match series {
+                Some(series) => self.put_record(self.tables.series, "series", &key, &series)?,
                 None => {
                     self.delete(self.tables.series, &key, "delete series")?;
                 }
@@ -1016,16 +1302,15 @@ impl<'t, 'e> Apply<'t, 'e> {
                 }
             }
         }
-        if self.next_quarantine_id_dirty {
-            if let Some(id) = self.next_quarantine_id {
-                self.put(
-                    self.tables.meta,
-                    META_NEXT_QUARANTINE_ID,
-                    &id.to_be_bytes(),
-                    "put meta",
-                )?;
+        for counter in [&mut self.next_quarantine_id, &mut self.next_series_id] {
+            if let (true, Some(next)) = (counter.dirty, counter.next) {
+                let key = counter.key;
+                counter.dirty = false;
+                self.tables
+                    .meta
+                    .put(self.txn, key, &next.to_be_bytes())
+                    .map_err(|error| IndexError::from_heed("put meta", error, self.limits))?;
             }
-            self.next_quarantine_id_dirty = false;
         }
         Ok(())
     }

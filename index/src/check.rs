@@ -3,15 +3,22 @@
 //! Used by the crash tests after each recovery and meant for a `sluice check`
 //! command. It reads the whole index in one transaction and keeps a count per
 //! series and per study in memory (tens of bytes per series), so it is an
-//! offline tool, not something to run on the ingest path.
+//! offline tool, not something to run on the ingest path. It also looks up
+//! every instance's SOP Instance UID in the SOP index: each must name the
+//! instance's series (the property `sop_index` relies on), and no other
+//! series may hold the same UID (in a process that owns the SOP index).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::IndexError;
-use crate::keys::{check_uid, file_id_key, read_u64, secondary_key, split_key, triplet_key};
+use crate::keys::{
+    check_uid, file_id_key, instance_key, read_u64, secondary_key, series_key, split_instance_key,
+    split_key,
+};
 use crate::read::ReadTxn;
 use crate::records::{
-    decode, CommitmentRecord, QuarantineEntry, SeriesRecord, StoredInstance, StudyRecord,
+    decode, CommitmentRecord, QuarantineEntry, SeriesIdentity, StoredRecord, StoredSeries,
+    StudyRecord,
 };
 use crate::tables::{Table, FILE_ROLE_INSTANCE, FILE_ROLE_QUARANTINE, META_NEXT_QUARANTINE_ID};
 
@@ -65,9 +72,31 @@ impl ReadTxn<'_> {
         let lmdb = |operation| move |error| IndexError::from_heed(operation, error, shared.limits);
         let get = |table: Table, key: &[u8]| table.get(txn, key).map_err(lmdb("check: get"));
         let mut report = ConsistencyReport::default();
-        let mut series_counts: BTreeMap<(String, String), u32> = BTreeMap::new();
         let mut file_ids_expected = 0u64;
 
+        let mut identities: BTreeMap<u64, SeriesIdentity> = BTreeMap::new();
+        for entry in tables
+            .series_ids
+            .iter(txn)
+            .map_err(lmdb("check: scan series ids"))?
+        {
+            let (key, bytes) = entry.map_err(lmdb("check: scan series ids"))?;
+            let Some(id) = read_u64(key) else {
+                report.problem(problems_max, format!("series_ids: bad key {key:?}"));
+                continue;
+            };
+            match decode::<SeriesIdentity>("series_ids", bytes) {
+                Ok(identity) => {
+                    identities.insert(id, identity);
+                }
+                Err(error) => report.problem(problems_max, format!("series id {id}: {error}")),
+            }
+        }
+
+        // Without the SOP index (another process owns it) its check is left
+        // out: a scan per instance would make the check quadratic.
+        let check_sop_index = shared.sop_index.is_owned();
+        let mut instances_by_series: BTreeMap<u64, u32> = BTreeMap::new();
         for entry in tables
             .instances
             .iter(txn)
@@ -75,36 +104,28 @@ impl ReadTxn<'_> {
         {
             let (key, bytes) = entry.map_err(lmdb("check: scan instances"))?;
             report.instances += 1;
-            let Some(sop) = std::str::from_utf8(key)
-                .ok()
-                .filter(|sop| check_uid("", sop).is_ok())
+            let Some((series_id, sop)) =
+                split_instance_key(key).filter(|(_, sop)| check_uid("", sop).is_ok())
             else {
                 report.problem(problems_max, format!("instances: bad key {key:?}"));
                 continue;
             };
-            let stored = match decode::<StoredInstance>("instances", bytes) {
-                Ok(stored) => stored,
+            let record = match decode::<StoredRecord>("instances", bytes) {
+                Ok(record) => record,
                 Err(error) => {
-                    report.problem(problems_max, format!("instances: {sop}: {error}"));
+                    report.problem(problems_max, format!("instance {series_id}/{sop}: {error}"));
                     continue;
                 }
             };
-            let (study, series) = (&stored.study_instance_uid, &stored.series_instance_uid);
-            if check_uid("", study).is_err() || check_uid("", series).is_err() {
+            if !identities.contains_key(&series_id) {
                 report.problem(
                     problems_max,
-                    format!("instances: {sop}: invalid study or series UID"),
-                );
-                continue;
-            }
-            if get(tables.series_instances, &triplet_key(study, series, sop))?.is_none() {
-                report.problem(
-                    problems_max,
-                    format!("series_instances: {study}/{series}/{sop} is not listed"),
+                    format!("instance {sop}: series id {series_id} names no series"),
                 );
             }
+            *instances_by_series.entry(series_id).or_default() += 1;
             file_ids_expected += 1;
-            let file_id = stored.record.file_id;
+            let file_id = record.file_id;
             if get(tables.file_ids, &file_id_key(file_id))? != Some(&[FILE_ROLE_INSTANCE][..]) {
                 report.problem(
                     problems_max,
@@ -114,25 +135,28 @@ impl ReadTxn<'_> {
                     ),
                 );
             }
-            *series_counts
-                .entry((study.clone(), series.clone()))
-                .or_default() += 1;
-        }
-        let listed = tables
-            .series_instances
-            .len(txn)
-            .map_err(lmdb("check: count listing"))?;
-        if listed != report.instances {
-            report.problem(
-                problems_max,
-                format!(
-                    "series_instances has {listed} entries for {} instances",
-                    report.instances
-                ),
-            );
+            if !check_sop_index {
+                continue;
+            }
+            let candidates = self.sop_candidates(sop)?;
+            if !candidates.contains(&series_id) {
+                report.problem(
+                    problems_max,
+                    format!("sop_index: {sop} does not name its series id {series_id}"),
+                );
+            }
+            for other in candidates.into_iter().filter(|other| *other != series_id) {
+                if get(tables.instances, &instance_key(other, sop))?.is_some() {
+                    report.problem(
+                        problems_max,
+                        format!("{sop} is stored under series ids {series_id} and {other}"),
+                    );
+                }
+            }
         }
 
         let mut study_counts: BTreeMap<String, StudyCount> = BTreeMap::new();
+        let mut series_ids_seen = 0u64;
         for entry in tables
             .series
             .iter(txn)
@@ -144,17 +168,32 @@ impl ReadTxn<'_> {
                 report.problem(problems_max, format!("series: bad key {key:?}"));
                 continue;
             };
-            let record = match decode::<SeriesRecord>("series", bytes) {
-                Ok(record) => record,
+            let stored = match decode::<StoredSeries>("series", bytes) {
+                Ok(stored) => stored,
                 Err(error) => {
                     report.problem(problems_max, format!("series {study}/{series}: {error}"));
                     continue;
                 }
             };
-            let counted = series_counts
-                .remove(&(study.to_owned(), series.to_owned()))
-                .unwrap_or(0);
-            if counted != record.number_of_instances {
+            let record = &stored.record;
+            match identities.get(&stored.id) {
+                Some(identity)
+                    if identity.study_instance_uid == study
+                        && identity.series_instance_uid == series
+                        && identity.defaults == stored.defaults =>
+                {
+                    series_ids_seen += 1;
+                }
+                _ => report.problem(
+                    problems_max,
+                    format!(
+                        "series {study}/{series}: series_ids does not name it under id {}",
+                        stored.id
+                    ),
+                ),
+            }
+            let counted = instances_by_series.remove(&stored.id).unwrap_or(0);
+            if counted != record.number_of_instances || counted == 0 {
                 report.problem(
                     problems_max,
                     format!(
@@ -172,13 +211,30 @@ impl ReadTxn<'_> {
                     .insert(record.attributes.modality.clone());
             }
         }
-        for ((study, series), counted) in series_counts {
+        for (series_id, counted) in instances_by_series {
+            let name = identities.get(&series_id).map(|identity| {
+                String::from_utf8_lossy(&series_key(
+                    &identity.study_instance_uid,
+                    &identity.series_instance_uid,
+                ))
+                .replace('\0', "/")
+            });
             report.problem(
                 problems_max,
-                format!("series {study}/{series}: {counted} instances but no series record"),
+                format!(
+                    "series id {series_id} ({name:?}): {counted} instances but no series record"
+                ),
             );
         }
-
+        if series_ids_seen != identities.len() as u64 {
+            report.problem(
+                problems_max,
+                format!(
+                    "series_ids has {} entries for {series_ids_seen} series",
+                    identities.len()
+                ),
+            );
+        }
         let mut secondary_expected = [0u64; 3];
         for entry in tables
             .studies

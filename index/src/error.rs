@@ -78,6 +78,16 @@ pub enum IndexError {
         /// heed's error.
         source: Arc<heed::Error>,
     },
+    /// A failure of the SOP Instance UID index (the LSM tree beside LMDB,
+    /// docs/design/index-at-scale.md). A failed flush of it is final: it
+    /// refuses every later write until the index is opened again.
+    #[error("SOP index error during {operation}: {source}")]
+    SopIndex {
+        /// What the index was doing.
+        operation: &'static str,
+        /// fjall's error.
+        source: Arc<fjall::Error>,
+    },
     /// A filesystem error outside LMDB (creating the index directory).
     #[error("I/O error during {operation}: {source}")]
     Io {
@@ -188,6 +198,14 @@ pub enum InvalidInput {
     FileIdInUse {
         /// The offending id.
         file_id: u128,
+    },
+    /// The SOP Instance UID was already stored under this many different
+    /// series (each conflict replaced or quarantine entry released under
+    /// another series adds one): the index keeps at most that many.
+    #[error("SOP Instance UID already stored under {limit} different series")]
+    SopInstanceUidOverused {
+        /// The limit.
+        limit: usize,
     },
     /// The record's offsets are inconsistent (data set offset past the end).
     #[error("data set offset {dataset_offset_bytes} is past the file size {file_size_bytes}")]

@@ -38,11 +38,11 @@ use sluice_net::query::{Attribute, Candidate, Constraint, Level, Query};
 
 use crate::error::IndexError;
 use crate::keys::{
-    check_uid, prefix_of, series_key, split_key, study_of_secondary_key, triplet_key,
-    INDEXED_VALUE_BYTES_MAX, SEPARATOR,
+    check_uid, prefix_of, series_key, split_key, study_of_secondary_key, INDEXED_VALUE_BYTES_MAX,
+    SEPARATOR,
 };
 use crate::read::{InstanceEntry, ReadTxn};
-use crate::records::{access, ArchivedStudyRecord, SeriesRecord, StudyRecord};
+use crate::records::{access, ArchivedStudyRecord, SeriesRecord, StudyRecord, Triplet};
 use crate::tables::Table;
 
 /// How much one page may do.
@@ -766,17 +766,21 @@ impl ReadTxn<'_> {
                     uids.dedup();
                     let mut entries = Vec::new();
                     for uid in uids {
-                        if let Some(entry) = self.instance_by_sop(uid)? {
-                            if entry.triplet.study_instance_uid == study
-                                && entry.triplet.series_instance_uid == series_uid
-                            {
-                                entries.push(entry);
-                            }
+                        if let Some(record) = self.instance(study, series_uid, uid)? {
+                            entries.push(InstanceEntry {
+                                triplet: Triplet::new(study, series_uid, uid.as_str()),
+                                record,
+                            });
                         }
                     }
                     entries
                 }
-                None => self.instances_page(study, series_uid, after.as_deref(), INSTANCE_BATCH)?,
+                None => self.instances_of_series_after(
+                    study,
+                    series_uid,
+                    after.as_deref(),
+                    INSTANCE_BATCH,
+                )?,
             };
             let last_batch = listed.is_some() || batch.len() < INSTANCE_BATCH;
             for entry in batch {
@@ -834,45 +838,6 @@ impl ReadTxn<'_> {
             uids.push(series.to_owned());
         }
         Ok(uids)
-    }
-
-    /// At most `limit` instances of a series after SOP Instance UID `after`,
-    /// in UID order.
-    fn instances_page(
-        &self,
-        study: &str,
-        series: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<InstanceEntry>, IndexError> {
-        let prefix = prefix_of(&series_key(study, series));
-        let start_key = after.map(|after| triplet_key(study, series, after));
-        let start = match &start_key {
-            Some(key) => Bound::Excluded(key.as_slice()),
-            None => Bound::Included(prefix.as_slice()),
-        };
-        let end = prefix_end(&prefix);
-        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let iter = self
-            .shared()
-            .tables
-            .series_instances
-            .range(self.raw_txn(), &(start, end))
-            .map_err(self.lmdb_error("scan instances"))?;
-        let mut entries = Vec::new();
-        for entry in iter {
-            if entries.len() == limit {
-                break;
-            }
-            let (key, _) = entry.map_err(self.lmdb_error("scan instances"))?;
-            let [_, _, sop] =
-                split_key::<3>(key).ok_or_else(|| corrupt("series_instances", "bad key"))?;
-            let entry = self
-                .instance_by_sop(sop)?
-                .ok_or_else(|| corrupt("series_instances", "listed but not stored"))?;
-            entries.push(entry);
-        }
-        Ok(entries)
     }
 
     /// IMAGE level by SOP Instance UIDs alone (relational): point lookups.

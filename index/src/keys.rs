@@ -9,6 +9,10 @@
 //! - Numbers are fixed-width big endian, so byte order is numeric order.
 //! - Secondary study keys are `value ++ 0x00 ++ study_uid`; values have their
 //!   NULs removed at normalisation, so the same argument holds.
+//! - An instance's key is its series id (8 bytes, big endian) followed by its
+//!   SOP Instance UID: a series' instances are one contiguous run in UID
+//!   order, and series ids are allocated in increasing order, so a new
+//!   series' instances are written at the end of the table.
 
 use crate::error::InvalidInput;
 use crate::records::FileId;
@@ -31,6 +35,17 @@ const _: () = assert!(
     INDEXED_VALUE_BYTES_MAX + 1 + UID_BYTES_MAX <= LMDB_KEY_BYTES_MAX,
     "secondary keys must fit LMDB"
 );
+const _: () = assert!(
+    SERIES_ID_BYTES + UID_BYTES_MAX <= LMDB_KEY_BYTES_MAX,
+    "instance keys must fit LMDB"
+);
+
+/// Bytes of a series id in keys.
+pub(crate) const SERIES_ID_BYTES: usize = 8;
+
+/// The largest series id: below 2^56, so the first byte of an instance key
+/// is 0x00, which no schema 3 key (a UID: no NUL) starts with.
+pub(crate) const SERIES_ID_MAX: u64 = (1 << 56) - 1;
 
 /// Separator between key components.
 pub(crate) const SEPARATOR: u8 = 0x00;
@@ -58,7 +73,9 @@ pub(crate) fn check_uid(field: &'static str, uid: &str) -> Result<(), InvalidInp
     Ok(())
 }
 
-/// `study ++ 0 ++ series ++ 0 ++ sop`: the `series_instances` key.
+/// `study ++ 0 ++ series ++ 0 ++ sop`: schema 3's `series_instances` key
+/// (read by the upgrade, which splits it with [`split_key`]).
+#[cfg(test)]
 pub(crate) fn triplet_key(study: &str, series: &str, sop: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(study.len() + series.len() + sop.len() + 2);
     key.extend_from_slice(study.as_bytes());
@@ -69,7 +86,7 @@ pub(crate) fn triplet_key(study: &str, series: &str, sop: &str) -> Vec<u8> {
     key
 }
 
-/// `study ++ 0 ++ series`: the `series` key, and the prefix of a series in `series_instances`.
+/// `study ++ 0 ++ series`: the `series` key (and, in schema 3, the prefix of a series in `series_instances`).
 pub(crate) fn series_key(study: &str, series: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(study.len() + series.len() + 1);
     key.extend_from_slice(study.as_bytes());
@@ -115,6 +132,27 @@ pub(crate) fn study_of_secondary_key(key: &[u8]) -> Option<&str> {
     std::str::from_utf8(key.get(position + 1..)?).ok()
 }
 
+/// A series id's key: the `series_ids` key, and the prefix of the series'
+/// `instances` keys.
+pub(crate) fn series_id_key(series_id: u64) -> [u8; SERIES_ID_BYTES] {
+    series_id.to_be_bytes()
+}
+
+/// `series id ++ sop`: the `instances` key.
+pub(crate) fn instance_key(series_id: u64, sop: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(SERIES_ID_BYTES + sop.len());
+    key.extend_from_slice(&series_id.to_be_bytes());
+    key.extend_from_slice(sop.as_bytes());
+    key
+}
+
+/// The series id and SOP Instance UID of an `instances` key.
+pub(crate) fn split_instance_key(key: &[u8]) -> Option<(u64, &str)> {
+    let series_id = read_u64(key.get(..SERIES_ID_BYTES)?)?;
+    let sop = std::str::from_utf8(key.get(SERIES_ID_BYTES..)?).ok()?;
+    (!sop.is_empty()).then_some((series_id, sop))
+}
+
 /// Big-endian file id: the `file_ids` key.
 pub(crate) fn file_id_key(file_id: FileId) -> [u8; 16] {
     file_id.0.to_be_bytes()
@@ -138,6 +176,11 @@ pub(crate) fn in_doubt_value(tag: u8, subject: &[u8]) -> Vec<u8> {
 /// Big-endian quarantine id: the `quarantine` key.
 pub(crate) fn quarantine_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
+}
+
+/// Big-endian group number: the `sop_pending` key.
+pub(crate) fn group_key(group: u64) -> [u8; 8] {
+    group.to_be_bytes()
 }
 
 /// Reads a big-endian `u64` key or value.
@@ -198,6 +241,17 @@ mod tests {
         assert!(key.len() <= INDEXED_VALUE_BYTES_MAX + 1 + 3);
         assert_eq!(study_of_secondary_key(&key), Some("1.2"));
         assert!(std::str::from_utf8(&key[..key.len() - 4]).is_ok());
+    }
+
+    #[test]
+    fn instance_keys_group_a_series_and_split_back() {
+        let a = instance_key(1, "9.9");
+        let b = instance_key(2, "1.1");
+        assert!(a < b, "series first");
+        assert!(a.starts_with(&series_id_key(1)));
+        assert_eq!(split_instance_key(&b), Some((2, "1.1")));
+        assert_eq!(split_instance_key(&series_id_key(2)), None);
+        assert_eq!(split_instance_key(b"short"), None);
     }
 
     #[test]

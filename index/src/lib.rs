@@ -3,7 +3,10 @@
 //! It knows LMDB and records, nothing of networking or DICOM parsing: the
 //! engine hands it plain strings and numbers. What it owns:
 //! - the tables and their encoding (`tables`, `keys`, `records`; the on-disk
-//!   format is specified in docs/design/index-format.md);
+//!   format is specified in docs/design/index-format.md), and the upgrade of
+//!   an older schema (`migrate`);
+//! - the SOP Instance UID index, an LSM tree beside LMDB (`sop_index`;
+//!   docs/design/index-at-scale.md);
 //! - the one writer thread that owns every write transaction and decides
 //!   duplicates inside it (`writer`, `apply`, `ops`);
 //! - readers on any thread: lookups, listings, study queries (`read`, `query`),
@@ -28,17 +31,19 @@ mod error;
 mod find;
 mod index;
 mod keys;
+mod migrate;
 mod ops;
 mod query;
 mod read;
 mod records;
+mod sop_index;
 mod tables;
 mod writer;
 
 pub use check::ConsistencyReport;
 pub use error::{IndexError, InvalidInput, QueryError};
 pub use find::{index_holds, FindBudget, FindMatch, FindPage, FindResume, PatientSummary};
-pub use index::{Index, IndexOptions, IndexStats, TableStats};
+pub use index::{Index, IndexOptions, IndexStats, TableStats, SOP_INDEX_TABLE_NAME};
 pub use keys::UID_BYTES_MAX;
 pub use ops::{
     BatchResult, ConflictPolicy, Disposition, DuplicatePolicy, FileRole, ItemResult, Released,

@@ -3,8 +3,14 @@
 //! A [`ReadTxn`] is a consistent snapshot; it may be used from any thread (the
 //! environment does not tie readers to threads) and many can be open at once.
 //! Lookups validate the stored value in place and copy out only what they
-//! return; [`ReadTxn::sop_presence`] copies nothing, so checking the 10,000
-//! references of a storage-commitment request is 20,000 B-tree lookups.
+//! return; [`ReadTxn::sop_presence`] copies nothing.
+//!
+//! A lookup by triplet reads LMDB alone: the series' id from `series`, then
+//! `series id ++ sop` in `instances`. A lookup by SOP Instance UID
+//! alone asks the SOP index (the LSM tree) for the series ids the UID may be
+//! stored under and believes only the one this transaction's snapshot
+//! confirms in `instances` (`sop_index` explains why that is exact); in a
+//! process that does not own the SOP index, it scans `instances` instead.
 
 use std::ops::Bound;
 
@@ -13,15 +19,28 @@ use heed::{RoTxn, WithoutTls};
 use crate::error::IndexError;
 use crate::index::Shared;
 use crate::keys::{
-    check_uid, file_id_key, prefix_of, quarantine_key, read_u64, series_key, split_key,
-    study_of_secondary_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE,
+    check_uid, file_id_key, instance_key, prefix_of, quarantine_key, read_u64, series_id_key,
+    series_key, split_instance_key, split_key, study_of_secondary_key, IN_DOUBT_INSTANCE,
+    IN_DOUBT_QUARANTINE, SEPARATOR,
 };
 use crate::ops::{FileRole, SopPresence};
 use crate::query::{QueryPlan, StudyQuery};
 use crate::records::{
-    access, decode, ArchivedInstanceRecord, ArchivedStoredInstance, ArchivedStudyRecord,
-    CommitmentRecord, FileId, InstanceRecord, QuarantineEntry, SeriesRecord, StudyRecord, Triplet,
+    access, decode, ArchivedRecordDefaults, ArchivedSeriesIdentity, ArchivedSeriesRecord,
+    ArchivedStoredRecord, ArchivedStoredSeries, ArchivedStudyRecord, CommitmentRecord, FileId,
+    InstanceRecord, QuarantineEntry, SeriesRecord, StudyRecord, Triplet,
 };
+use crate::sop_index::scan_candidates;
+
+/// Copies an archived series record out.
+fn deserialize_series(archived: &ArchivedSeriesRecord) -> Result<SeriesRecord, IndexError> {
+    rkyv::deserialize::<SeriesRecord, rkyv::rancor::Error>(archived).map_err(|error| {
+        IndexError::Corrupt {
+            table: "series",
+            detail: error.to_string(),
+        }
+    })
+}
 use crate::tables::{Table, FILE_ROLE_INSTANCE, FILE_ROLE_QUARANTINE};
 
 /// Results of a bounded listing or query.
@@ -113,14 +132,17 @@ pub struct CommitmentEntry {
     pub record: CommitmentRecord,
 }
 
-/// Copies an archived record out.
-fn deserialize_record(archived: &ArchivedInstanceRecord) -> Result<InstanceRecord, IndexError> {
-    rkyv::deserialize::<InstanceRecord, rkyv::rancor::Error>(archived).map_err(|error| {
-        IndexError::Corrupt {
-            table: "instances",
-            detail: error.to_string(),
-        }
-    })
+/// An instance found in `instances`, read in place, with the series
+/// values its record leaves out.
+struct Found<'t> {
+    record: &'t ArchivedStoredRecord,
+    defaults: &'t ArchivedRecordDefaults,
+}
+
+impl Found<'_> {
+    fn record(&self) -> InstanceRecord {
+        self.record.expand(self.defaults)
+    }
 }
 
 /// Checks one study candidate for a query; false once the limit is passed.
@@ -158,14 +180,38 @@ impl<'a> ReadTxn<'a> {
         table.get(&self.txn, key).map_err(self.lmdb(operation))
     }
 
-    /// What is stored under a SOP Instance UID, validated, in place.
-    fn stored(&self, sop: &str) -> Result<Option<&ArchivedStoredInstance>, IndexError> {
-        if check_uid("", sop).is_err() {
+    /// A series' stored value, validated, in place.
+    fn stored_series(
+        &self,
+        study: &str,
+        series: &str,
+    ) -> Result<Option<&ArchivedStoredSeries>, IndexError> {
+        if check_uid("", study).is_err() || check_uid("", series).is_err() {
             return Ok(None);
         }
-        match self.get(self.shared.tables.instances, sop.as_bytes(), "get instance")? {
+        match self.get(
+            self.shared.tables.series,
+            &series_key(study, series),
+            "get series",
+        )? {
             None => Ok(None),
-            Some(bytes) => access::<ArchivedStoredInstance>("instances", bytes).map(Some),
+            Some(bytes) => access::<ArchivedStoredSeries>("series", bytes).map(Some),
+        }
+    }
+
+    /// The record under `series_id ++ sop`, in place.
+    fn stored_record(
+        &self,
+        series_id: u64,
+        sop: &str,
+    ) -> Result<Option<&ArchivedStoredRecord>, IndexError> {
+        match self.get(
+            self.shared.tables.instances,
+            &instance_key(series_id, sop),
+            "get instance",
+        )? {
+            None => Ok(None),
+            Some(bytes) => access::<ArchivedStoredRecord>("instances", bytes).map(Some),
         }
     }
 
@@ -175,10 +221,54 @@ impl<'a> ReadTxn<'a> {
         study: &str,
         series: &str,
         sop: &str,
-    ) -> Result<Option<&ArchivedStoredInstance>, IndexError> {
-        Ok(self.stored(sop)?.filter(|stored| {
-            stored.study_instance_uid == study && stored.series_instance_uid == series
-        }))
+    ) -> Result<Option<Found<'_>>, IndexError> {
+        if check_uid("", sop).is_err() {
+            return Ok(None);
+        }
+        let Some(stored_series) = self.stored_series(study, series)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .stored_record(stored_series.id.to_native(), sop)?
+            .map(|record| Found {
+                record,
+                defaults: &stored_series.defaults,
+            }))
+    }
+
+    /// What is stored under a SOP Instance UID, in place, with the series
+    /// that holds it: the SOP index's candidates, verified.
+    fn stored(
+        &self,
+        sop: &str,
+    ) -> Result<Option<(Found<'_>, &ArchivedSeriesIdentity)>, IndexError> {
+        if check_uid("", sop).is_err() {
+            return Ok(None);
+        }
+        for series_id in self.sop_candidates(sop)? {
+            let Some(record) = self.stored_record(series_id, sop)? else {
+                continue;
+            };
+            let bytes = self
+                .get(
+                    self.shared.tables.series_ids,
+                    &series_id_key(series_id),
+                    "get series id",
+                )?
+                .ok_or_else(|| IndexError::Corrupt {
+                    table: "series_ids",
+                    detail: format!("series id {series_id} holds {sop} but names no series"),
+                })?;
+            let identity = access::<ArchivedSeriesIdentity>("series_ids", bytes)?;
+            return Ok(Some((
+                Found {
+                    record,
+                    defaults: &identity.defaults,
+                },
+                identity,
+            )));
+        }
+        Ok(None)
     }
 
     /// The record stored under a triplet.
@@ -188,10 +278,9 @@ impl<'a> ReadTxn<'a> {
         series: &str,
         sop: &str,
     ) -> Result<Option<InstanceRecord>, IndexError> {
-        match self.stored_triplet(study, series, sop)? {
-            None => Ok(None),
-            Some(stored) => deserialize_record(&stored.record).map(Some),
-        }
+        Ok(self
+            .stored_triplet(study, series, sop)?
+            .map(|found| found.record()))
     }
 
     /// The file id of the instance stored under a triplet, read in place
@@ -205,15 +294,13 @@ impl<'a> ReadTxn<'a> {
     ) -> Result<Option<FileId>, IndexError> {
         Ok(self
             .stored_triplet(study, series, sop)?
-            .map(|stored| FileId(stored.record.file_id.0.to_native())))
+            .map(|found| found.record.file_id()))
     }
 
     /// The file id of the instance stored under a SOP Instance UID, read in
     /// place (storage commitment's check for entries still in doubt).
     pub fn file_id_of_sop(&self, sop: &str) -> Result<Option<FileId>, IndexError> {
-        Ok(self
-            .stored(sop)?
-            .map(|stored| FileId(stored.record.file_id.0.to_native())))
+        Ok(self.stored(sop)?.map(|(found, _)| found.record.file_id()))
     }
 
     /// Whether a triplet is stored (the duplicate check, outside the writer).
@@ -223,10 +310,10 @@ impl<'a> ReadTxn<'a> {
 
     /// The triplet that holds a SOP Instance UID.
     pub fn triplet_of_sop(&self, sop: &str) -> Result<Option<Triplet>, IndexError> {
-        Ok(self.stored(sop)?.map(|stored| {
+        Ok(self.stored(sop)?.map(|(_, identity)| {
             Triplet::new(
-                stored.study_instance_uid.as_str(),
-                stored.series_instance_uid.as_str(),
+                identity.study_instance_uid.as_str(),
+                identity.series_instance_uid.as_str(),
                 sop,
             )
         }))
@@ -234,28 +321,34 @@ impl<'a> ReadTxn<'a> {
 
     /// An instance found by its SOP Instance UID alone.
     pub fn instance_by_sop(&self, sop: &str) -> Result<Option<InstanceEntry>, IndexError> {
-        let Some(stored) = self.stored(sop)? else {
+        let Some((found, identity)) = self.stored(sop)? else {
             return Ok(None);
         };
         Ok(Some(InstanceEntry {
             triplet: Triplet::new(
-                stored.study_instance_uid.as_str(),
-                stored.series_instance_uid.as_str(),
+                identity.study_instance_uid.as_str(),
+                identity.series_instance_uid.as_str(),
                 sop,
             ),
-            record: deserialize_record(&stored.record)?,
+            record: found.record(),
         }))
     }
 
     /// Whether `sop` is stored with SOP class `sop_class` (storage commitment).
-    /// One B-tree lookup, no copy.
+    /// No copy.
     pub fn sop_presence(&self, sop: &str, sop_class: &str) -> Result<SopPresence, IndexError> {
         match self.stored(sop)? {
             None => Ok(SopPresence::Absent),
-            Some(stored) if stored.record.sop_class_uid == sop_class => Ok(SopPresence::Stored),
-            Some(stored) => Ok(SopPresence::ClassMismatch {
-                stored_sop_class_uid: stored.record.sop_class_uid.as_str().to_owned(),
-            }),
+            Some((found, _)) => {
+                let stored_class = found.record.sop_class_uid(found.defaults);
+                if stored_class == sop_class {
+                    Ok(SopPresence::Stored)
+                } else {
+                    Ok(SopPresence::ClassMismatch {
+                        stored_sop_class_uid: stored_class.to_owned(),
+                    })
+                }
+            }
         }
     }
 
@@ -272,17 +365,9 @@ impl<'a> ReadTxn<'a> {
 
     /// A series' record.
     pub fn series(&self, study: &str, series: &str) -> Result<Option<SeriesRecord>, IndexError> {
-        if check_uid("", study).is_err() || check_uid("", series).is_err() {
-            return Ok(None);
-        }
-        match self.get(
-            self.shared.tables.series,
-            &series_key(study, series),
-            "get series",
-        )? {
-            None => Ok(None),
-            Some(bytes) => decode::<SeriesRecord>("series", bytes).map(Some),
-        }
+        self.stored_series(study, series)?
+            .map(|stored| deserialize_series(&stored.record))
+            .transpose()
     }
 
     /// The series of a study, in UID order, at most `limit`.
@@ -312,9 +397,10 @@ impl<'a> ReadTxn<'a> {
                 table: "series",
                 detail: "bad key".into(),
             })?;
+            let stored = access::<ArchivedStoredSeries>("series", bytes)?;
             listing.items.push(SeriesEntry {
                 series_instance_uid: series.to_owned(),
-                record: decode::<SeriesRecord>("series", bytes)?,
+                record: deserialize_series(&stored.record)?,
             });
         }
         Ok(listing)
@@ -333,38 +419,117 @@ impl<'a> ReadTxn<'a> {
         {
             return Ok(listing);
         }
-        let prefix = match series {
-            Some(series) => prefix_of(&series_key(study, series)),
-            None => prefix_of(study.as_bytes()),
+        // The series: one exactly, or every key `study ∅ …`, which sort
+        // from `study ∅` to just below `study 0x01`.
+        let (low, high) = match series {
+            Some(series) => {
+                let key = series_key(study, series);
+                (key.clone(), Bound::Included(key))
+            }
+            None => {
+                let mut high = prefix_of(study.as_bytes());
+                if let Some(last) = high.last_mut() {
+                    *last = SEPARATOR + 1;
+                }
+                (prefix_of(study.as_bytes()), Bound::Excluded(high))
+            }
+        };
+        let range: (Bound<&[u8]>, Bound<&[u8]>) = (
+            Bound::Included(low.as_slice()),
+            high.as_ref().map(Vec::as_slice),
+        );
+        let series_iter = self
+            .shared
+            .tables
+            .series
+            .range(&self.txn, &range)
+            .map_err(self.lmdb("scan series"))?;
+        'series: for entry in series_iter {
+            let (key, bytes) = entry.map_err(self.lmdb("scan series"))?;
+            let [study, series] = split_key::<2>(key).ok_or_else(|| IndexError::Corrupt {
+                table: "series",
+                detail: "bad key".into(),
+            })?;
+            let stored_series = access::<ArchivedStoredSeries>("series", bytes)?;
+            let room = limit - listing.items.len();
+            let mut entries = self.instances_in_series(
+                study,
+                series,
+                stored_series,
+                None,
+                room.saturating_add(1),
+            )?;
+            if entries.len() > room {
+                entries.truncate(room);
+                listing.items.append(&mut entries);
+                listing.truncated = true;
+                break 'series;
+            }
+            listing.items.append(&mut entries);
+        }
+        Ok(listing)
+    }
+
+    /// At most `limit` instances of one series after SOP Instance UID
+    /// `after` (from its first when `None`), in UID order (Query/Retrieve's
+    /// pages resume there).
+    pub(crate) fn instances_of_series_after(
+        &self,
+        study: &str,
+        series: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceEntry>, IndexError> {
+        match self.stored_series(study, series)? {
+            None => Ok(Vec::new()),
+            Some(stored_series) => {
+                self.instances_in_series(study, series, stored_series, after, limit)
+            }
+        }
+    }
+
+    /// At most `limit` instances of a stored series after `after`: its
+    /// instances lie side by side under its id, in UID order.
+    fn instances_in_series(
+        &self,
+        study: &str,
+        series: &str,
+        stored_series: &ArchivedStoredSeries,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceEntry>, IndexError> {
+        let series_id = stored_series.id.to_native();
+        let first = series_id_key(series_id);
+        // Series ids stay below 2^56, so the next id's key bounds this one's.
+        let end = series_id_key(series_id + 1);
+        let after_key = after.map(|after| instance_key(series_id, after));
+        let start = match &after_key {
+            Some(key) => Bound::Excluded(key.as_slice()),
+            None => Bound::Included(first.as_slice()),
         };
         let iter = self
             .shared
             .tables
-            .series_instances
-            .prefix_iter(&self.txn, &prefix)
+            .instances
+            .range(&self.txn, &(start, Bound::Excluded(end.as_slice())))
             .map_err(self.lmdb("scan instances"))?;
+        let mut entries = Vec::new();
         for entry in iter {
-            let (key, _) = entry.map_err(self.lmdb("scan instances"))?;
-            if listing.items.len() == limit {
-                listing.truncated = true;
+            if entries.len() == limit {
                 break;
             }
-            let [study, series, sop] = split_key::<3>(key).ok_or_else(|| IndexError::Corrupt {
-                table: "series_instances",
+            let (key, bytes) = entry.map_err(self.lmdb("scan instances"))?;
+            let (_, sop) = split_instance_key(key).ok_or_else(|| IndexError::Corrupt {
+                table: "instances",
                 detail: "bad key".into(),
             })?;
-            let stored =
-                self.stored_triplet(study, series, sop)?
-                    .ok_or_else(|| IndexError::Corrupt {
-                        table: "series_instances",
-                        detail: format!("{sop} is listed but not stored"),
-                    })?;
-            listing.items.push(InstanceEntry {
+            let record = access::<ArchivedStoredRecord>("instances", bytes)?;
+            entries.push(InstanceEntry {
                 triplet: Triplet::new(study, series, sop),
-                record: deserialize_record(&stored.record)?,
+                record: record.expand(&stored_series.defaults),
             });
         }
-        Ok(listing)
+        Ok(entries)
     }
 
     /// Studies matching a query, at most `limit`. The order is the order of
@@ -705,6 +870,22 @@ impl<'a> ReadTxn<'a> {
             });
         }
         Ok(found)
+    }
+
+    /// The series ids the SOP index names for `sop` (unverified), or, when
+    /// another process owns the SOP index, those under which this snapshot
+    /// holds it (found by a scan of `instances`).
+    pub(crate) fn sop_candidates(&self, sop: &str) -> Result<Vec<u64>, IndexError> {
+        let sop_index = &self.shared.sop_index;
+        match sop_index.candidates(sop_index.hash(sop))? {
+            Some(series_ids) => Ok(series_ids),
+            None => scan_candidates(
+                &self.txn,
+                self.shared.tables.instances,
+                sop,
+                self.shared.limits,
+            ),
+        }
     }
 
     pub(crate) fn raw_txn(&self) -> &RoTxn<'a, WithoutTls> {

@@ -152,14 +152,178 @@ pub struct SeriesRecord {
     pub number_of_instances: u32,
 }
 
-/// The value of the `instances` table, keyed by SOP Instance UID: the record
-/// and the study and series it is stored under (a SOP Instance UID is stored
-/// under one triplet at most, so this is the triplet's record too).
+/// The values most instances of a series share: kept once, in the series'
+/// records (`series`, `series_ids`), and left out of each instance's
+/// [`StoredRecord`] that has them. Taken from the series' first instance and
+/// never changed while the series id lives.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RecordDefaults {
+    pub(crate) transfer_syntax_uid: String,
+    pub(crate) sop_class_uid: String,
+    pub(crate) calling_ae_title: String,
+}
+
+impl RecordDefaults {
+    /// The defaults a series takes from its first instance.
+    pub(crate) fn of(record: &InstanceRecord) -> RecordDefaults {
+        RecordDefaults {
+            transfer_syntax_uid: record.transfer_syntax_uid.clone(),
+            sop_class_uid: record.sop_class_uid.clone(),
+            calling_ae_title: record.calling_ae_title.clone(),
+        }
+    }
+}
+
+/// The value of the `series` table (schema 5): the series' id, its record
+/// defaults and its record.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredInstance {
+pub(crate) struct StoredSeries {
+    /// The series id: the first 8 bytes (big endian) of its instances' keys.
+    pub(crate) id: u64,
+    pub(crate) defaults: RecordDefaults,
+    pub(crate) record: SeriesRecord,
+}
+
+/// The value of the `series_ids` table, keyed by series id: which series
+/// the id names (for lookups that start from a SOP Instance UID) and its
+/// record defaults.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SeriesIdentity {
     pub(crate) study_instance_uid: String,
     pub(crate) series_instance_uid: String,
-    pub(crate) record: InstanceRecord,
+    pub(crate) defaults: RecordDefaults,
+}
+
+/// The value of the `instances` table, keyed by series id and SOP
+/// Instance UID: an [`InstanceRecord`] without the values its series'
+/// [`RecordDefaults`] hold. Most instances have their series' values, so
+/// the differing ones are kept apart, behind one pointer (5 bytes when
+/// there are none, against 27 for three empty optional strings).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredRecord {
+    pub(crate) file_id: FileId,
+    pub(crate) file_size_bytes: u64,
+    pub(crate) dataset_offset_bytes: u64,
+    pub(crate) checksum: Checksum,
+    pub(crate) received_at_unix_ns: u64,
+    pub(crate) instance_number: Option<i32>,
+    pub(crate) overrides: Option<Box<RecordOverrides>>,
+}
+
+/// The values of an instance that differ from its series' defaults
+/// (`None`: the series' value).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RecordOverrides {
+    pub(crate) transfer_syntax_uid: Option<String>,
+    pub(crate) sop_class_uid: Option<String>,
+    pub(crate) calling_ae_title: Option<String>,
+}
+
+/// `value` unless it equals the series' `default`.
+fn unless_default(value: &str, default: &str) -> Option<String> {
+    (value != default).then(|| value.to_owned())
+}
+
+/// The value an archived override stands for.
+fn or_default<'a>(
+    value: Option<&'a rkyv::option::ArchivedOption<rkyv::string::ArchivedString>>,
+    default: &'a rkyv::string::ArchivedString,
+) -> &'a str {
+    match value.and_then(|value| value.as_ref()) {
+        Some(value) => value.as_str(),
+        None => default.as_str(),
+    }
+}
+
+impl StoredRecord {
+    /// `record` as stored in a series with `defaults`.
+    pub(crate) fn compact(record: &InstanceRecord, defaults: &RecordDefaults) -> StoredRecord {
+        let overrides = RecordOverrides {
+            transfer_syntax_uid: unless_default(
+                &record.transfer_syntax_uid,
+                &defaults.transfer_syntax_uid,
+            ),
+            sop_class_uid: unless_default(&record.sop_class_uid, &defaults.sop_class_uid),
+            calling_ae_title: unless_default(&record.calling_ae_title, &defaults.calling_ae_title),
+        };
+        StoredRecord {
+            file_id: record.file_id,
+            file_size_bytes: record.file_size_bytes,
+            dataset_offset_bytes: record.dataset_offset_bytes,
+            checksum: record.checksum,
+            received_at_unix_ns: record.received_at_unix_ns,
+            instance_number: record.instance_number,
+            overrides: (overrides != RecordOverrides::default()).then(|| Box::new(overrides)),
+        }
+    }
+
+    /// The whole record, with the series' `defaults` filled in.
+    pub(crate) fn expand(self, defaults: &RecordDefaults) -> InstanceRecord {
+        let overrides = self.overrides.map(|boxed| *boxed).unwrap_or_default();
+        InstanceRecord {
+            file_id: self.file_id,
+            file_size_bytes: self.file_size_bytes,
+            dataset_offset_bytes: self.dataset_offset_bytes,
+            transfer_syntax_uid: overrides
+                .transfer_syntax_uid
+                .unwrap_or_else(|| defaults.transfer_syntax_uid.clone()),
+            sop_class_uid: overrides
+                .sop_class_uid
+                .unwrap_or_else(|| defaults.sop_class_uid.clone()),
+            checksum: self.checksum,
+            received_at_unix_ns: self.received_at_unix_ns,
+            calling_ae_title: overrides
+                .calling_ae_title
+                .unwrap_or_else(|| defaults.calling_ae_title.clone()),
+            instance_number: self.instance_number,
+        }
+    }
+}
+
+impl ArchivedStoredRecord {
+    /// The file id, read in place.
+    pub(crate) fn file_id(&self) -> FileId {
+        FileId(self.file_id.0.to_native())
+    }
+
+    fn overrides(&self) -> Option<&ArchivedRecordOverrides> {
+        self.overrides.as_ref().map(|boxed| boxed.get())
+    }
+
+    /// The SOP Class UID, read in place.
+    pub(crate) fn sop_class_uid<'a>(&'a self, defaults: &'a ArchivedRecordDefaults) -> &'a str {
+        or_default(
+            self.overrides().map(|overrides| &overrides.sop_class_uid),
+            &defaults.sop_class_uid,
+        )
+    }
+
+    /// The whole record, with the series' `defaults` filled in.
+    pub(crate) fn expand(&self, defaults: &ArchivedRecordDefaults) -> InstanceRecord {
+        let overrides = self.overrides();
+        InstanceRecord {
+            file_id: self.file_id(),
+            file_size_bytes: self.file_size_bytes.to_native(),
+            dataset_offset_bytes: self.dataset_offset_bytes.to_native(),
+            transfer_syntax_uid: or_default(
+                overrides.map(|overrides| &overrides.transfer_syntax_uid),
+                &defaults.transfer_syntax_uid,
+            )
+            .to_owned(),
+            sop_class_uid: self.sop_class_uid(defaults).to_owned(),
+            checksum: Checksum(self.checksum.0),
+            received_at_unix_ns: self.received_at_unix_ns.to_native(),
+            calling_ae_title: or_default(
+                overrides.map(|overrides| &overrides.calling_ae_title),
+                &defaults.calling_ae_title,
+            )
+            .to_owned(),
+            instance_number: self
+                .instance_number
+                .as_ref()
+                .map(|number| number.to_native()),
+        }
+    }
 }
 
 /// Everything the engine hands over to store one instance; also what a
@@ -468,6 +632,33 @@ mod tests {
         let decoded: InstanceRecord = decode("instances", &shifted[1..]).expect("decode");
         assert_eq!(decoded, sample());
         assert_eq!(decoded.dataset_size_bytes(), 700);
+    }
+
+    #[test]
+    fn stored_records_leave_out_the_series_values_and_expand_back() {
+        let defaults = RecordDefaults::of(&sample());
+        let same = StoredRecord::compact(&sample(), &defaults);
+        assert_eq!(same.overrides, None);
+        let other = InstanceRecord {
+            transfer_syntax_uid: "1.2.840.10008.1.2.4.50".into(),
+            calling_ae_title: String::new(),
+            ..sample()
+        };
+        let differs = StoredRecord::compact(&other, &defaults);
+        assert!(differs.overrides.is_some());
+        for (stored, expected) in [(same, sample()), (differs, other)] {
+            let bytes = encode_into("instances", &stored, Vec::new()).expect("encode");
+            let archived = access::<ArchivedStoredRecord>("instances", &bytes).expect("access");
+            let archived_defaults = encode_into("series", &defaults, Vec::new()).expect("encode");
+            let archived_defaults =
+                access::<ArchivedRecordDefaults>("series", &archived_defaults).expect("access");
+            assert_eq!(archived.expand(archived_defaults), expected);
+            assert_eq!(
+                archived.sop_class_uid(archived_defaults),
+                expected.sop_class_uid
+            );
+            assert_eq!(stored.expand(&defaults), expected);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! either needs a new [`SCHEMA_VERSION`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, WithoutTls};
@@ -15,21 +16,24 @@ use crate::error::{EnvLimits, IndexError};
 /// The schema this build reads and writes. An index with another version is
 /// refused at open, never guessed at.
 ///
-/// History (nothing was released before version 2, so no migration exists):
+/// History (nothing was released before version 2):
 /// 1. the first layout, with a 32-byte (BLAKE3) data set checksum;
 /// 2. the checksum became 16 bytes (XXH3-128), see `Checksum`;
 /// 3. the `in_doubt` table: files an entry names whose durability was not yet
-///    confirmed when the entry committed (see `WriteOp::ClearInDoubt`). An
-///    index of version 2 is upgraded in place at open (the table is created
-///    empty, which is exactly its state in version 2);
+///    confirmed when the entry committed (see `WriteOp::ClearInDoubt`);
 /// 4. the `flagged` table: the files of instances stored although a lenient
-///    check found something (see `StoreRequest::flagged`). Versions 2 and 3
-///    are upgraded in place at open (the missing tables are created empty).
-pub const SCHEMA_VERSION: u32 = 4;
+///    check found something (see `StoreRequest::flagged`);
+/// 5. instances keyed by series id and SOP Instance UID (`instances`,
+///    `series_ids`; `series_instances` is gone), the SOP Instance UID lookup
+///    in an LSM tree beside LMDB with its `sop_pending` log
+///    (docs/design/index-at-scale.md).
+///
+/// An index of version 2, 3 or 4 is upgraded in place at open (`migrate`;
+/// the tables an older version lacks are created empty, as it had them).
+pub const SCHEMA_VERSION: u32 = 5;
 
-/// The oldest version [`open_tables`] upgrades (by creating the tables it
-/// lacks, which an older version never wrote).
-const SCHEMA_VERSION_UPGRADABLE_FROM: u32 = 2;
+/// The older versions [`open_tables`] upgrades.
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 3] = [2, 3, 4];
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -40,6 +44,14 @@ pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_RECORD_FORMAT: &[u8] = b"record_format";
 /// `meta` key: the next quarantine id, big-endian u64.
 pub(crate) const META_NEXT_QUARANTINE_ID: &[u8] = b"next_quarantine_id";
+/// `meta` key: the next series id, big-endian u64 (ids are never reused).
+pub(crate) const META_NEXT_SERIES_ID: &[u8] = b"next_series_id";
+/// `meta` key: the SipHash key of the SOP index (16 random bytes, made
+/// when the index is created or upgraded).
+pub(crate) const META_SOP_HASH_KEY: &[u8] = b"sop_hash_key";
+/// `meta` key: the number of the writer's next transaction group that adds
+/// SOP index candidates, big-endian u64 (see `sop_index`).
+pub(crate) const META_NEXT_SOP_GROUP: &[u8] = b"next_sop_group";
 
 /// A table handle.
 pub(crate) type Table = Database<'static, Bytes, Bytes>;
@@ -53,7 +65,7 @@ pub(crate) const FILE_ROLE_QUARANTINE: u8 = 2;
 pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "meta",
     "instances",
-    "series_instances",
+    "series_ids",
     "file_ids",
     "studies",
     "series",
@@ -63,26 +75,36 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "quarantine",
     "commitments",
     "in_doubt",
+    "sop_pending",
     "flagged",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 13;
+pub(crate) const TABLE_COUNT: usize = 14;
+
+/// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
+/// (and left empty by it: LMDB through heed cannot drop a named table).
+pub(crate) const LEGACY_TABLE_NAME: &str = "series_instances";
 
 /// Handles to every table.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tables {
-    /// Schema version, record format, counters.
+    /// Schema version, record format, counters, the SOP index's hash key.
     pub(crate) meta: Table,
-    /// `sop` -> `StoredInstance` (study and series UIDs, `InstanceRecord`).
+    /// `series id (8 bytes BE) ++ sop` -> `StoredRecord`: every stored
+    /// instance, a series' instances side by side in SOP Instance UID order.
+    /// (Schema 3 keyed it by the SOP Instance UID alone; such keys never
+    /// start with 0x00, and series ids are below 2^56, so each key says
+    /// which schema wrote it: the upgrade relies on that.)
     pub(crate) instances: Table,
-    /// `study\0series\0sop` -> empty: the listing order of a study's instances.
-    pub(crate) series_instances: Table,
+    /// Series id (8 bytes BE) -> `SeriesIdentity` (study and series UIDs,
+    /// record defaults).
+    pub(crate) series_ids: Table,
     /// File id (16 bytes BE) -> role byte (instance or quarantine).
     pub(crate) file_ids: Table,
     /// `study` -> `StudyRecord`.
     pub(crate) studies: Table,
-    /// `study\0series` -> `SeriesRecord`.
+    /// `study\0series` -> `StoredSeries` (id, record defaults, `SeriesRecord`).
     pub(crate) series: Table,
     /// `patient_id\0study` -> empty.
     pub(crate) study_by_patient_id: Table,
@@ -97,6 +119,9 @@ pub(crate) struct Tables {
     /// File id (16 bytes BE) -> the entry naming it (`keys::in_doubt_value`):
     /// committed before its file and directory entry were known durable.
     pub(crate) in_doubt: Table,
+    /// Group number (8 bytes BE) -> the (SOP hash, series id) pairs that
+    /// group added to the SOP index, until the SOP index is durable past it.
+    pub(crate) sop_pending: Table,
     /// File id (16 bytes BE) -> the engine's bytes saying what lenient
     /// checks found in that instance.
     pub(crate) flagged: Table,
@@ -108,7 +133,7 @@ impl Tables {
         let tables = [
             self.meta,
             self.instances,
-            self.series_instances,
+            self.series_ids,
             self.file_ids,
             self.studies,
             self.series,
@@ -118,6 +143,7 @@ impl Tables {
             self.quarantine,
             self.commitments,
             self.in_doubt,
+            self.sop_pending,
             self.flagged,
         ];
         let mut index = 0;
@@ -129,12 +155,12 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_instances, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, flagged] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending, flagged] =
             tables;
         Tables {
             meta,
             instances,
-            series_instances,
+            series_ids,
             file_ids,
             studies,
             series,
@@ -144,9 +170,20 @@ impl Tables {
             quarantine,
             commitments,
             in_doubt,
+            sop_pending,
             flagged,
         }
     }
+}
+
+/// A new random SOP index hash key.
+pub(crate) fn new_sop_hash_key() -> Result<[u8; 16], IndexError> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|error| IndexError::Io {
+        operation: "random SOP index key",
+        source: Arc::new(std::io::Error::other(error.to_string())),
+    })?;
+    Ok(key)
 }
 
 /// Checks the schema of an opened environment and creates the tables of a new
@@ -219,7 +256,7 @@ pub(crate) fn open_tables(
             })
         }
         Some(Ok(Some(Ok(found))))
-            if !(SCHEMA_VERSION_UPGRADABLE_FROM..=SCHEMA_VERSION).contains(&found) =>
+            if found != SCHEMA_VERSION && !SCHEMA_VERSIONS_UPGRADABLE.contains(&found) =>
         {
             return Err(IndexError::SchemaVersionMismatch {
                 path: path.to_owned(),
@@ -230,47 +267,43 @@ pub(crate) fn open_tables(
         Some(Ok(Some(Ok(_)))) => {}
     }
 
+    let upgrading_from = match existing {
+        Some(Ok(Some(Ok(found)))) if found != SCHEMA_VERSION => Some(found),
+        _ => None,
+    };
+
     // 2. Create what is missing (everything for a new index) in one transaction.
+    let sop_hash_key = new_sop_hash_key()?;
     let wtxn = env
         .write_txn()
         .map_err(heed_error("open: write transaction"))?;
-    let tables = env
+    let (tables, legacy) = env
         .create_databases_and_commit(wtxn, |creator, wtxn| -> heed::Result<_> {
-            let mut create = |position: usize| {
-                creator.create_database::<Bytes, Bytes>(wtxn, Some(TABLE_NAMES[position]))
+            let meta = creator.create_database::<Bytes, Bytes>(wtxn, Some(TABLE_NAMES[0]))?;
+            let mut created = [meta; TABLE_COUNT];
+            for (slot, name) in created.iter_mut().zip(TABLE_NAMES).skip(1) {
+                *slot = creator.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
+            }
+            let legacy = match upgrading_from {
+                Some(_) => {
+                    Some(creator.create_database::<Bytes, Bytes>(wtxn, Some(LEGACY_TABLE_NAME))?)
+                }
+                None => None,
             };
-            let created = [
-                create(0)?,
-                create(1)?,
-                create(2)?,
-                create(3)?,
-                create(4)?,
-                create(5)?,
-                create(6)?,
-                create(7)?,
-                create(8)?,
-                create(9)?,
-                create(10)?,
-                create(11)?,
-                create(12)?,
-            ];
-            let meta = created[0];
-            let upgrading = meta
-                .get(wtxn, META_SCHEMA_VERSION)?
-                .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
-                .map(u32::from_be_bytes)
-                .is_some_and(|found| found < SCHEMA_VERSION);
-            if upgrading {
-                // Version 2 or 3 -> 4: `in_doubt` and `flagged` were just
-                // created (if missing), empty, as those versions had them.
-                meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
-            } else if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
+            if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
                 meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
                 meta.put(wtxn, META_RECORD_FORMAT, RECORD_FORMAT.as_bytes())?;
+                meta.put(wtxn, META_SOP_HASH_KEY, &sop_hash_key)?;
             }
-            Ok(CommitOrAbort::<_, ()>::Commit(created))
+            Ok(CommitOrAbort::<_, ()>::Commit((created, legacy)))
         })
         .map_err(heed_error("open: create tables"))?
         .unwrap_commit();
-    Ok(Tables::from_array(tables))
+    let tables = Tables::from_array(tables);
+
+    // 3. An older schema is upgraded, in one transaction of its own.
+    if let (Some(from), Some(series_instances)) = (upgrading_from, legacy) {
+        crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
+    }
+    Ok(tables)
 }

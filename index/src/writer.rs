@@ -29,17 +29,39 @@
 //! Every batch gets exactly one answer: a batch that is dropped unanswered (the
 //! writer stopping, or a caller dropping a batch it could not submit) answers
 //! [`IndexError::WriterUnavailable`] from its destructor.
+//!
+//! The SOP index (`sop_index`): a transaction that stores instances takes
+//! the next *group* number, logs the candidates it adds in `sop_pending`
+//! under that number, writes them to the LSM tree (into the OS's buffers)
+//! and then commits. The syncer flushes the LSM tree's journal about once a
+//! second ([`SOP_INDEX_FLUSH_INTERVAL`]); a later transaction deletes the
+//! `sop_pending` groups that flush covered. Each transaction first adds to
+//! the tree the groups another process logged since the last one (an
+//! operator command beside the server); when idle, the writer does that at
+//! least once a second, and, if another process owns the tree, tries to take
+//! it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::apply::Apply;
+use crate::apply::{Apply, SopChanges};
 use crate::error::IndexError;
 use crate::index::Shared;
+use crate::keys::group_key;
 use crate::ops::{BatchResult, ItemResult, WriteOp};
+use crate::sop_index::{encode_pending, next_group_logged};
+use crate::tables::META_NEXT_SOP_GROUP;
+
+/// How often the syncer flushes the SOP index's journal when it has
+/// unflushed groups. Until then their candidates are also in `sop_pending`
+/// (in LMDB), so this bounds only how long those entries live and how much
+/// `open` adds again after a crash.
+pub(crate) const SOP_INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a batch's answer goes.
 enum ReplyTo {
@@ -279,6 +301,24 @@ pub(crate) struct WriterLimits {
     pub(crate) group_ops_max: usize,
 }
 
+/// The writer's progress through SOP index groups.
+#[derive(Debug)]
+struct GroupState {
+    /// At least the number the next group takes (`meta/next_sop_group` is
+    /// read at every transaction, as another process may have logged groups).
+    next: u64,
+    /// `meta/next_sop_group` as of this writer's last transaction: groups
+    /// from here up to its current value were logged by another process.
+    seen_logged: u64,
+    /// Groups in `sop_pending` that this process wrote to the tree, with the
+    /// number of the tree batch that wrote them, oldest first: deleted once
+    /// a flush covered their batch.
+    pending: VecDeque<(u64, u64)>,
+    /// The writer's own flushes of the SOP index (only without a syncer
+    /// thread).
+    fallback_flushes: SopIndexFlushes,
+}
+
 /// A failed transaction, and whether the failure came before the commit
 /// (nothing written: safe to re-run) or from the commit itself (final).
 struct TxnFailure {
@@ -290,10 +330,23 @@ struct TxnFailure {
 /// the queue) or when every sender is gone.
 pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limits: WriterLimits) {
     let syncer = Syncer::start(shared.clone());
+    let mut groups = GroupState {
+        next: 0,
+        seen_logged: 0,
+        pending: VecDeque::new(),
+        fallback_flushes: SopIndexFlushes::new(),
+    };
+    if let Err(error) = groups.catch_up_with(&shared) {
+        tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
+    }
     let mut stopping = false;
     while !stopping {
-        let first = match receiver.recv() {
+        let first = match receiver.recv_timeout(SOP_INDEX_FLUSH_INTERVAL) {
             Ok(Message::Batch(batch)) => batch,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                maintain_sop_index(&shared, &syncer, &mut groups);
+                continue;
+            }
             Ok(Message::Shutdown) => {
                 stopping = true;
                 match receiver.try_recv() {
@@ -301,7 +354,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                     _ => break,
                 }
             }
-            Err(_) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         let mut group_ops = first.ops.len();
         let mut group = vec![first];
@@ -315,7 +368,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                 Err(_) => break,
             }
         }
-        commit_group(&shared, group, &syncer);
+        commit_group(&shared, group, &syncer, &mut groups);
         if stopping {
             // Finish everything already queued before stopping.
             let mut rest = Vec::new();
@@ -325,11 +378,65 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
                 }
             }
             for batch in rest {
-                commit_group(&shared, vec![batch], &syncer);
+                commit_group(&shared, vec![batch], &syncer, &mut groups);
             }
         }
     }
-    syncer.finish();
+    syncer.finish(&shared, &mut groups.fallback_flushes);
+}
+
+impl GroupState {
+    /// Starts from `meta/next_sop_group` as it is now (after the SOP index
+    /// was acquired and brought up to date, which empties `sop_pending`).
+    fn catch_up_with(&mut self, shared: &Shared) -> Result<(), IndexError> {
+        let rtxn = shared
+            .env
+            .read_txn()
+            .map_err(|error| IndexError::from_heed("begin read", error, shared.limits))?;
+        let logged = next_group_logged(&rtxn, &shared.tables, shared.limits)?;
+        self.seen_logged = logged;
+        self.next = self.next.max(logged);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The writer's work when idle: take the SOP index if another process let
+/// it go; else add the groups another process logged, and delete the logged
+/// groups a flush covered (one empty transaction does both).
+fn maintain_sop_index(shared: &Shared, syncer: &Syncer, groups: &mut GroupState) {
+    let sop_index = &shared.sop_index;
+    if !sop_index.is_owned() {
+        match sop_index.acquire(&shared.env, &shared.tables, shared.limits) {
+            Ok(Some(catch_up)) => {
+                tracing::info!(
+                    added = catch_up.added,
+                    rebuilt = catch_up.rebuilt,
+                    "this process now owns the SOP Instance UID index"
+                );
+                if let Err(error) = groups.catch_up_with(shared) {
+                    tracing::warn!(%error, "cannot read the SOP index group counter");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot take the SOP Instance UID index"),
+        }
+        return;
+    }
+    let foreign = shared
+        .env
+        .read_txn()
+        .map_err(|error| IndexError::from_heed("begin read", error, shared.limits))
+        .and_then(|rtxn| next_group_logged(&rtxn, &shared.tables, shared.limits))
+        .is_ok_and(|logged| logged > groups.seen_logged);
+    let durable = sop_index.durable_batch();
+    let deletable = groups
+        .pending
+        .front()
+        .is_some_and(|(_, batch)| *batch <= durable);
+    if foreign || deletable {
+        commit_group(shared, Vec::new(), syncer, groups);
+    }
 }
 
 /// Committed batches' answers, held until a flush makes them durable.
@@ -354,6 +461,39 @@ fn flush(shared: &Shared) -> Result<(), IndexError> {
     })
 }
 
+/// When the SOP index's journal was last flushed, and whether a flush
+/// failed (then it is never tried again: the LSM tree refuses every later
+/// write, which fails the writer's transactions with the error).
+#[derive(Debug)]
+struct SopIndexFlushes {
+    last: Instant,
+    failed: bool,
+}
+
+impl SopIndexFlushes {
+    fn new() -> SopIndexFlushes {
+        SopIndexFlushes {
+            last: Instant::now(),
+            failed: false,
+        }
+    }
+
+    /// Flushes the journal if it holds groups not yet flushed and the last
+    /// flush is `SOP_INDEX_FLUSH_INTERVAL` old (or `force`).
+    fn flush_if_due(&mut self, shared: &Shared, force: bool) {
+        let index = &shared.sop_index;
+        let due = force || self.last.elapsed() >= SOP_INDEX_FLUSH_INTERVAL;
+        if self.failed || !due || index.written_batch() <= index.durable_batch() {
+            return;
+        }
+        self.last = Instant::now();
+        if let Err(error) = index.persist() {
+            self.failed = true;
+            tracing::error!(%error, "SOP index flush failed; the index refuses writes until reopened");
+        }
+    }
+}
+
 /// The syncer thread (see the module comment).
 struct Syncer {
     sender: Option<Sender<Committed>>,
@@ -366,13 +506,22 @@ impl Syncer {
         let spawned = std::thread::Builder::new()
             .name("sluice-index-sync".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut pending = first;
-                    for more in receiver.try_iter() {
-                        pending.extend(more);
+                let mut sop_index = SopIndexFlushes::new();
+                loop {
+                    match receiver.recv_timeout(SOP_INDEX_FLUSH_INTERVAL) {
+                        Ok(first) => {
+                            let mut pending = first;
+                            for more in receiver.try_iter() {
+                                pending.extend(more);
+                            }
+                            answer_synced(pending, &flush(&shared));
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                     }
-                    answer_synced(pending, &flush(&shared));
+                    sop_index.flush_if_due(&shared, false);
                 }
+                sop_index.flush_if_due(&shared, true);
             });
         match spawned {
             Ok(thread) => Syncer {
@@ -390,26 +539,36 @@ impl Syncer {
     }
 
     /// Answers `committed` once a flush made it durable: on the syncer
-    /// thread, or here if there is none.
-    fn answer_when_durable(&self, shared: &Shared, committed: Committed) {
-        if committed.is_empty() {
-            return;
-        }
+    /// thread, or here if there is none (which then also flushes the SOP
+    /// index when due).
+    fn answer_when_durable(
+        &self,
+        shared: &Shared,
+        committed: Committed,
+        sop_index: &mut SopIndexFlushes,
+    ) {
         let committed = match &self.sender {
+            Some(_) if committed.is_empty() => return,
             Some(sender) => match sender.send(committed) {
                 Ok(()) => return,
                 Err(crossbeam_channel::SendError(committed)) => committed,
             },
             None => committed,
         };
-        answer_synced(committed, &flush(shared));
+        if !committed.is_empty() {
+            answer_synced(committed, &flush(shared));
+        }
+        sop_index.flush_if_due(shared, false);
     }
 
     /// Lets the thread flush and answer what it holds, and waits for it.
-    fn finish(mut self) {
+    fn finish(mut self, shared: &Shared, sop_index: &mut SopIndexFlushes) {
         self.sender = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.thread.take() {
+            Some(thread) => {
+                let _ = thread.join();
+            }
+            None => sop_index.flush_if_due(shared, true),
         }
     }
 }
@@ -423,8 +582,8 @@ fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committe
     }
 }
 
-fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
-    let results = run_transaction(shared, &group);
+fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mut GroupState) {
+    let results = run_transaction(shared, &group, groups);
     let mut durable = Vec::new();
     match results {
         Ok(per_batch) => {
@@ -436,7 +595,7 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
             tracing::debug!(error = %failure.error, batches = group.len(), "index group failed; re-running batches alone");
             for batch in group {
                 let single = std::slice::from_ref(&batch);
-                match run_transaction(shared, single) {
+                match run_transaction(shared, single, groups) {
                     Ok(mut per_batch) => {
                         let items = per_batch.pop().unwrap_or_default();
                         answer_committed(batch, items, &mut durable);
@@ -451,10 +610,106 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer) {
             }
         }
     }
-    syncer.answer_when_durable(shared, durable);
+    syncer.answer_when_durable(shared, durable, &mut groups.fallback_flushes);
 }
 
-fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
+/// Writes the transaction's SOP index work: adds to the tree the groups
+/// another process logged since this writer's last transaction (first, so
+/// this transaction's decisions see them); deletes the logged groups the
+/// tree has made durable; logs the candidates this transaction adds in
+/// `sop_pending` under a new group number; and writes them to the tree —
+/// last, just before the commit, so nothing is written there for a
+/// transaction that failed earlier. Returns the group logged (with its tree
+/// batch, if this process owns the tree) and how many of `groups.pending`
+/// were deleted.
+fn write_sop_changes(
+    shared: &Shared,
+    txn: &mut heed::RwTxn<'_>,
+    changes: SopChanges,
+    groups: &mut GroupState,
+) -> Result<SopWork, IndexError> {
+    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, shared.limits);
+    let table = shared.tables.sop_pending;
+    let durable = shared.sop_index.durable_batch();
+    let deleted = groups
+        .pending
+        .iter()
+        .take_while(|(_, batch)| *batch <= durable)
+        .count();
+    for (group, _) in groups.pending.iter().take(deleted) {
+        table
+            .delete(txn, &group_key(*group))
+            .map_err(lmdb("delete sop_pending"))?;
+    }
+    if changes.additions.is_empty() {
+        debug_assert!(changes.lists.is_empty());
+        return Ok(SopWork {
+            logged: None,
+            deleted,
+        });
+    }
+    let group = groups.next;
+    table
+        .put(txn, &group_key(group), &encode_pending(&changes.additions))
+        .map_err(lmdb("put sop_pending"))?;
+    shared
+        .tables
+        .meta
+        .put(txn, META_NEXT_SOP_GROUP, &(group + 1).to_be_bytes())
+        .map_err(lmdb("put meta"))?;
+    let batch = shared.sop_index.write(&changes.lists)?;
+    groups.next = group + 1;
+    Ok(SopWork {
+        logged: Some((group, batch)),
+        deleted,
+    })
+}
+
+/// What [`write_sop_changes`] did, for the writer to record once the
+/// transaction commits.
+struct SopWork {
+    /// The group logged, and the tree batch that wrote it (`None`: another
+    /// process owns the tree).
+    logged: Option<(u64, Option<u64>)>,
+    /// How many of `GroupState::pending`, from the front, were deleted.
+    deleted: usize,
+}
+
+/// Adds the groups another process logged since this writer's last
+/// transaction to the tree (if this process owns it), inside `txn`, which
+/// holds LMDB's writer lock: no other process logs a group meanwhile.
+fn add_foreign_groups(
+    shared: &Shared,
+    txn: &heed::RwTxn<'_>,
+    groups: &mut GroupState,
+) -> Result<(), IndexError> {
+    let logged = next_group_logged(txn, &shared.tables, shared.limits)?;
+    if logged > groups.seen_logged {
+        let found = shared.sop_index.add_foreign_groups(
+            txn,
+            &shared.tables,
+            groups.seen_logged..logged,
+            shared.limits,
+        )?;
+        let batch = shared.sop_index.written_batch();
+        if shared.sop_index.is_owned() {
+            // Committed by the other process: tracked whatever becomes of
+            // this transaction.
+            groups
+                .pending
+                .extend(found.into_iter().map(|group| (group, batch)));
+        }
+        groups.seen_logged = logged;
+    }
+    groups.next = groups.next.max(logged);
+    Ok(())
+}
+
+fn run_transaction(
+    shared: &Shared,
+    group: &[Batch],
+    groups: &mut GroupState,
+) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
     let before_commit = |error| TxnFailure {
         error,
         during_commit: false,
@@ -462,9 +717,10 @@ fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResul
     let mut txn = shared.env.write_txn().map_err(|error| {
         before_commit(IndexError::from_heed("begin write", error, shared.limits))
     })?;
+    add_foreign_groups(shared, &txn, groups).map_err(before_commit)?;
     let mut results = Vec::with_capacity(group.len());
-    {
-        let mut apply = Apply::new(&mut txn, shared.tables, shared.limits);
+    let changes = {
+        let mut apply = Apply::new(&mut txn, shared.tables, shared.limits, &shared.sop_index);
         for batch in group {
             let mut items = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
@@ -473,7 +729,9 @@ fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResul
             results.push(items);
         }
         apply.flush().map_err(before_commit)?;
-    }
+        apply.take_sop_changes()
+    };
+    let work = write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
     txn.commit().map_err(|error| TxnFailure {
         error: short_write_on_a_full_disk(
             IndexError::from_heed("commit", error, shared.limits),
@@ -481,6 +739,13 @@ fn run_transaction(shared: &Shared, group: &[Batch]) -> Result<Vec<Vec<ItemResul
         ),
         during_commit: true,
     })?;
+    groups.pending.drain(..work.deleted);
+    if let Some((group, batch)) = work.logged {
+        groups.seen_logged = groups.seen_logged.max(group + 1);
+        if let Some(batch) = batch {
+            groups.pending.push_back((group, batch));
+        }
+    }
     Ok(results)
 }
 

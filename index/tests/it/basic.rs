@@ -6,11 +6,7 @@ use sluice_index::{
     StoreRequest, StudyQuery, SubmitError, Triplet, WriteOp, WriteOutcome,
 };
 
-use crate::common::{instance, open, store};
-
-/// The raw opens below are of a test's own temporary directory.
-const TEST_DIRECTORY: sluice_io::lmdb::FilesOnlyWrittenByLmdb =
-    sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees("a test's own temporary directory");
+use crate::common::{instance, open, store, TEST_DIRECTORY};
 
 fn outcome(result: &sluice_index::ItemResult) -> &StoreOutcome {
     match result {
@@ -90,6 +86,14 @@ fn stores_and_finds_instances() {
     assert!(limited.truncated && limited.items.len() == 1);
     let instances = read.instances_of_study("1.1", None, 10).expect("instances");
     assert_eq!(instances.items.len(), 3);
+    // No limit at all (what the operator commands' walks ask for), and a
+    // limit reached at the end of the first series with more to come.
+    let unlimited = read
+        .instances_of_study("1.1", None, usize::MAX)
+        .expect("instances");
+    assert!(!unlimited.truncated && unlimited.items.len() == 3);
+    let limited = read.instances_of_study("1.1", None, 2).expect("instances");
+    assert!(limited.truncated && limited.items.len() == 2);
     let of_series = read
         .instances_of_study("1.1", Some("1.1.1"), 10)
         .expect("instances");
@@ -112,9 +116,12 @@ fn stores_and_finds_instances() {
     let stats = index.stats().expect("stats");
     assert_eq!(stats.table("instances").map(|table| table.entries), Some(3));
     assert_eq!(
-        stats.table("series_instances").map(|table| table.entries),
-        Some(3)
+        stats.table("series_ids").map(|table| table.entries),
+        Some(2)
     );
+    assert!(stats
+        .table(sluice_index::SOP_INDEX_TABLE_NAME)
+        .is_some_and(|table| table.entries > 0));
     assert!(stats.file_size_bytes > 0 && stats.used_bytes > 0);
 
     // Everything survives a reopen.
@@ -800,31 +807,12 @@ fn writer_handles_answer_every_batch() {
     ));
 }
 
-/// Writes `version` as the schema version of the (closed) index in `dir`.
-fn set_schema_version(dir: &std::path::Path, version: u32) {
-    let env =
-        sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32, TEST_DIRECTORY).expect("raw open");
-    let wtxn = env.write_txn().expect("txn");
-    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-        .create_databases_and_commit(wtxn, |opener, wtxn| {
-            opener
-                .create_database(wtxn, Some("meta"))
-                .map(heed::CommitOrAbort::<_, ()>::Commit)
-        })
-        .expect("meta")
-        .unwrap_commit();
-    let mut wtxn = env.write_txn().expect("txn");
-    meta.put(&mut wtxn, b"schema_version", &version.to_be_bytes())
-        .expect("put");
-    wtxn.commit().expect("commit");
-}
-
 /// Rewrites the schema version of a freshly created index to `version`, then
 /// checks that opening it is refused with both versions in the message.
 fn assert_schema_version_refused(version: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     open(dir.path()).close();
-    set_schema_version(dir.path(), version);
+    crate::common::set_schema_version(dir.path(), version);
     let error =
         sluice_index::Index::open(dir.path(), crate::common::options()).expect_err("must refuse");
     match &error {
@@ -1048,55 +1036,6 @@ fn remove_in_doubt_removes_the_entry_of_that_file_only() {
     assert!(read.check_consistency(10).expect("check").is_consistent());
 }
 
-/// An index of schema version 2 (no `in_doubt` table) opens, is upgraded to
-/// the current version in place, and keeps its entries.
-#[test]
-fn schema_version_2_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let index = open(dir.path());
-        index
-            .writer()
-            .execute(vec![store("8.1", "8.1.1", "8.1.1.1", 21, 1)])
-            .expect("store");
-        index.close();
-    }
-    // Version 2 had no `in_doubt` table; the mark is the version number
-    // (the upgrade creates the table, or keeps it if it exists).
-    set_schema_version(dir.path(), 2);
-    let index = open(dir.path());
-    assert!(index
-        .read()
-        .expect("read")
-        .contains("8.1", "8.1.1", "8.1.1.1")
-        .expect("contains"));
-    assert!(in_doubt_ids(&index).is_empty());
-    index.close();
-    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
-}
-
-/// The schema version recorded in the (closed) index in `dir`.
-fn schema_version(dir: &std::path::Path) -> u32 {
-    let env =
-        sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32, TEST_DIRECTORY).expect("raw open");
-    let rtxn = env.read_txn().expect("txn");
-    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-        .open_databases_and_commit(rtxn, |opener, rtxn| {
-            opener
-                .open_database(rtxn, Some("meta"))
-                .map(heed::CommitOrAbort::<_, ()>::Commit)
-        })
-        .expect("meta")
-        .unwrap_commit()
-        .expect("meta exists");
-    let rtxn = env.read_txn().expect("txn");
-    let bytes = meta
-        .get(&rtxn, b"schema_version")
-        .expect("get")
-        .expect("version");
-    u32::from_be_bytes(bytes.try_into().expect("4 bytes"))
-}
-
 fn store_flagged(study: &str, series: &str, sop: &str, file_id: u128, seed: u8) -> WriteOp {
     let mut request = StoreRequest::new(instance(study, series, sop, file_id, seed));
     request.flagged = Some(format!("flagged {file_id}").into_bytes());
@@ -1187,28 +1126,4 @@ fn flagged_files_are_recorded_with_their_store_and_listed_while_referenced() {
         flagged(&index),
         vec![(31, FileRole::Instance, "flagged 31".to_owned())]
     );
-}
-
-/// An index of schema version 3 (no `flagged` table) is upgraded in place.
-#[test]
-fn schema_version_3_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let index = open(dir.path());
-        index
-            .writer()
-            .execute(vec![store("8.2", "8.2.1", "8.2.1.1", 22, 1)])
-            .expect("store");
-        index.close();
-    }
-    set_schema_version(dir.path(), 3);
-    let index = open(dir.path());
-    assert!(flagged(&index).is_empty());
-    assert!(index
-        .read()
-        .expect("read")
-        .contains("8.2", "8.2.1", "8.2.1.1")
-        .expect("contains"));
-    index.close();
-    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
 }

@@ -103,3 +103,96 @@ impl Rng {
         self.next_u64() % bound
     }
 }
+
+/// The raw LMDB opens of the tests are of a test's own temporary directory.
+pub const TEST_DIRECTORY: sluice_io::lmdb::FilesOnlyWrittenByLmdb =
+    sluice_io::lmdb::FilesOnlyWrittenByLmdb::caller_guarantees("a test's own temporary directory");
+
+/// Opens one named table of the (closed) index in `dir` without `Index`,
+/// for tests that edit what a version of Sluice left on disk.
+fn raw_table(
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    heed::Env<heed::WithoutTls>,
+    heed::Database<'static, heed::types::Bytes, heed::types::Bytes>,
+) {
+    let env =
+        sluice_io::lmdb::open_lmdb_env(dir, 256 << 20, 16, 32, TEST_DIRECTORY).expect("raw open");
+    let wtxn = env.write_txn().expect("txn");
+    let table = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| {
+            opener
+                .create_database(wtxn, Some(name))
+                .map(heed::CommitOrAbort::<_, ()>::Commit)
+        })
+        .expect("table")
+        .unwrap_commit();
+    (env, table)
+}
+
+/// Writes `version` as the schema version of the (closed) index in `dir`.
+pub fn set_schema_version(dir: &std::path::Path, version: u32) {
+    let (env, meta) = raw_table(dir, "meta");
+    let mut wtxn = env.write_txn().expect("txn");
+    meta.put(&mut wtxn, b"schema_version", &version.to_be_bytes())
+        .expect("put");
+    wtxn.commit().expect("commit");
+}
+
+/// The schema version recorded in the (closed) index in `dir`.
+pub fn schema_version(dir: &std::path::Path) -> u32 {
+    let (env, meta) = raw_table(dir, "meta");
+    let rtxn = env.read_txn().expect("txn");
+    let bytes = meta
+        .get(&rtxn, b"schema_version")
+        .expect("get")
+        .expect("version");
+    u32::from_be_bytes(bytes.try_into().expect("4 bytes"))
+}
+
+/// Empties the table `name` of the (closed) index in `dir`.
+pub fn clear_table(dir: &std::path::Path, name: &str) {
+    let (env, table) = raw_table(dir, name);
+    let mut wtxn = env.write_txn().expect("txn");
+    table.clear(&mut wtxn).expect("clear");
+    wtxn.commit().expect("commit");
+}
+
+/// A copy of the index fixture `name` (under `tests/fixtures/`) in a new
+/// temporary directory: an index another version of Sluice wrote.
+pub fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&source).expect("fixture") {
+        let entry = entry.expect("entry");
+        if entry.file_name() == "README.md" {
+            continue;
+        }
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+/// Checks the index's consistency (the SOP index's property included) and
+/// returns the report.
+pub fn assert_consistent(index: &sluice_index::Index) -> sluice_index::ConsistencyReport {
+    let report = index
+        .read()
+        .expect("read")
+        .check_consistency(20)
+        .expect("check");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    report
+}
+
+/// Puts `key` -> `value` into the table `name` of the (closed) index in
+/// `dir`, as an older version of Sluice would have written it.
+pub fn put_raw(dir: &std::path::Path, name: &str, key: &[u8], value: &[u8]) {
+    let (env, table) = raw_table(dir, name);
+    let mut wtxn = env.write_txn().expect("txn");
+    table.put(&mut wtxn, key, value).expect("put");
+    wtxn.commit().expect("commit");
+}

@@ -7,3 +7,6 @@ mod crash;
 mod find;
 mod model;
 mod race;
+mod split_stores;
+mod two_processes;
+mod upgrade;
