@@ -682,12 +682,24 @@ impl<'t, 'e> Apply<'t, 'e> {
         } else {
             QuarantineReason::Duplicate
         };
+        // An entry in doubt is not a promise yet: its instance may still
+        // fail and have it removed, so a newcomer identical to it is not
+        // dropped (it would then be answered success with nothing holding
+        // it) but held in quarantine, as under `Quarantine`.
+        let holder_in_doubt = identical
+            && request.duplicate_policy == DuplicatePolicy::DropIfIdentical
+            && self
+                .tables
+                .in_doubt
+                .get(self.txn, &file_id_key(previous.file_id))
+                .map_err(self.lmdb("get in doubt"))?
+                .is_some();
         let disposition = match (request.duplicate_policy, identical) {
             (DuplicatePolicy::Reject, _) => {
                 self.release_file_id(record.file_id)?;
                 Disposition::Rejected
             }
-            (DuplicatePolicy::DropIfIdentical, true) => {
+            (DuplicatePolicy::DropIfIdentical, true) if !holder_in_doubt => {
                 self.release_file_id(record.file_id)?;
                 Disposition::Dropped
             }

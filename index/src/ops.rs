@@ -22,6 +22,8 @@ pub enum DuplicatePolicy {
     Replace,
     /// Like `Quarantine`, but a byte-identical duplicate (same data set checksum
     /// and size) is dropped: nothing written, the engine discards the new file.
+    /// Not while the stored entry is in doubt (its instance may still fail and
+    /// have it removed): the newcomer is then quarantined.
     DropIfIdentical,
 }
 

@@ -413,6 +413,8 @@ config_enum! {
         Replace = "replace",
         /// A byte-identical newcomer is dropped (the sender is told
         /// success); a different one is quarantined as with `quarantine`.
+        /// So is an identical one while the stored copy is not yet known
+        /// durable (its own store still in progress, or just answered).
         DropIfIdentical = "drop-if-identical",
     }
 }

@@ -168,6 +168,16 @@ fn full_then_freed_then_retried(policy: &str) {
             .join("\n")
     );
 
+    // The defect's precondition happened: instances failed after their
+    // entry committed (their last writes, or the index itself, out of
+    // space), so their entries were undone while the disk was full (16
+    // undos and 4 failed index commits in a run of this test).
+    assert!(
+        server_log().contains("removing the index entry of an instance that failed to become durable"),
+        "{policy}: no instance failed after its entry committed: the test no longer reproduces item 1\n{}",
+        server_log()
+    );
+
     resize(filesystem.path(), 512);
     // The free-space reading is cached for 100 ms per core.
     std::thread::sleep(Duration::from_millis(300));

@@ -903,15 +903,15 @@ fn in_doubt_files_are_recorded_with_their_entry_until_cleared() {
     let dir = tempfile::tempdir().expect("tempdir");
     let index = open(dir.path());
     let writer = index.writer();
-    let mut dropped = StoreRequest::new(instance("7.1", "7.1.1", "7.1.1.1", 13, 1));
+    let mut dropped = StoreRequest::new(instance("7.1", "7.1.1", "7.1.1.2", 13, 3));
     dropped.in_doubt = true;
     dropped.duplicate_policy = DuplicatePolicy::DropIfIdentical;
     writer
         .execute(vec![
             store_in_doubt("7.1", "7.1.1", "7.1.1.1", 11, 1),
             store_in_doubt("7.1", "7.1.1", "7.1.1.1", 12, 2),
-            WriteOp::Store(dropped),
             store("7.1", "7.1.1", "7.1.1.2", 14, 3),
+            WriteOp::Store(dropped),
         ])
         .expect("store");
     assert_eq!(
@@ -933,6 +933,52 @@ fn in_doubt_files_are_recorded_with_their_entry_until_cleared() {
         ))])
         .expect("remove");
     assert_eq!(in_doubt_ids(&index), vec![(11, "unreferenced")]);
+    let read = index.read().expect("read");
+    assert!(read.check_consistency(10).expect("check").is_consistent());
+}
+
+/// Under `DropIfIdentical` a newcomer identical to an entry in doubt is
+/// quarantined, not dropped: the entry's instance may still fail and have it
+/// removed (`RemoveInDoubt`), and the newcomer, answered success, must then
+/// still be held. Once the mark is cleared the next one is dropped.
+#[test]
+fn an_identical_duplicate_of_an_entry_in_doubt_is_not_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let writer = index.writer();
+    let drop_if_identical = |file_id| {
+        let mut request = StoreRequest::new(instance("8.1", "8.1.1", "8.1.1.1", file_id, 1));
+        request.in_doubt = true;
+        request.duplicate_policy = DuplicatePolicy::DropIfIdentical;
+        WriteOp::Store(request)
+    };
+    let results = writer
+        .execute(vec![
+            store_in_doubt("8.1", "8.1.1", "8.1.1.1", 21, 1),
+            drop_if_identical(22),
+        ])
+        .expect("store");
+    assert_eq!(
+        *outcome(&results[1]),
+        StoreOutcome::DuplicateIdentical(Disposition::Quarantined { quarantine_id: 1 })
+    );
+    // The holder fails: its entry goes, the newcomer is still held.
+    writer
+        .execute(vec![WriteOp::RemoveInDoubt(FileId(21))])
+        .expect("undo");
+    assert_eq!(in_doubt_ids(&index), vec![(22, "quarantine")]);
+    // A durable holder (mark cleared): an identical newcomer is dropped.
+    writer
+        .execute(vec![
+            store_in_doubt("8.1", "8.1.1", "8.1.1.1", 23, 1),
+            WriteOp::ClearInDoubt(vec![FileId(23)]),
+        ])
+        .expect("store");
+    let results = writer.execute(vec![drop_if_identical(24)]).expect("store");
+    assert_eq!(
+        *outcome(&results[0]),
+        StoreOutcome::DuplicateIdentical(Disposition::Dropped)
+    );
     let read = index.read().expect("read");
     assert!(read.check_consistency(10).expect("check").is_consistent());
 }

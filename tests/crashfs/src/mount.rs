@@ -15,6 +15,10 @@ use crate::model::{CutSummary, Image, Model, PowerLoss, Stats};
 /// statvfs never stands in the way unless a test asks for a small disk.
 pub const CAPACITY_BYTES_DEFAULT: u64 = 64 << 30;
 
+/// How long [`Mounted::unmount`] retries a mount the kernel still holds
+/// busy after its last user exited.
+pub const UNMOUNT_BUSY_WAIT: Duration = Duration::from_secs(10);
+
 /// A mounted crash file system. Dropping it unmounts (lazily, so a process
 /// still holding a file there cannot make the drop fail).
 #[derive(Debug)]
@@ -150,13 +154,40 @@ impl Mounted {
     /// Unmounts; after a cut, returns what survived it. Every process that
     /// had files open here must have exited (the test kills the server
     /// first), else the kernel keeps the mount busy and this fails.
+    ///
+    /// The kernel may keep the mount busy for a moment after the last such
+    /// process was reaped (io_uring releases a dead ring's files from a
+    /// kernel worker): as root, a busy mount is retried for up to
+    /// [`UNMOUNT_BUSY_WAIT`] (without it, one round of a long run on a
+    /// loaded machine failed "busy").
     pub fn unmount(mut self) -> Result<Option<(Image, CutSummary)>, MountError> {
+        let error = |source| MountError {
+            operation: "unmount",
+            mountpoint: self.mountpoint.clone(),
+            source,
+        };
         if let Some(session) = self.session.take() {
-            session.umount_and_join().map_err(|source| MountError {
-                operation: "unmount",
-                mountpoint: self.mountpoint.clone(),
-                source,
-            })?;
+            let started = Instant::now();
+            loop {
+                match rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
+                {
+                    // Unmounted: the session's thread ends (fuser's own
+                    // unmount, when the session drops, finds nothing to do).
+                    Ok(()) => {
+                        session.join().map_err(error)?;
+                        break;
+                    }
+                    Err(rustix::io::Errno::BUSY) if started.elapsed() < UNMOUNT_BUSY_WAIT => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    // Not root: fusermount3 unmounts.
+                    Err(rustix::io::Errno::PERM) => {
+                        session.umount_and_join().map_err(error)?;
+                        break;
+                    }
+                    Err(errno) => return Err(error(errno.into())),
+                }
+            }
         }
         Ok(self.shared.lock().cut_result().cloned())
     }

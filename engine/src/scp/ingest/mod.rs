@@ -23,6 +23,8 @@ mod index;
 mod instance;
 pub(crate) mod job;
 pub(crate) mod replies;
+#[cfg(test)]
+mod sim;
 pub(crate) mod space;
 mod timing;
 
