@@ -347,6 +347,23 @@ fn portable_concurrent_pynetdicom_associations_all_stored_identical() {
     concurrent_associations("portable", 16, 4);
 }
 
+/// The pynetdicom peers carry a fix for a race in pynetdicom's association
+/// reactor that lost a response now and then (the concurrent tests above
+/// failed on it, the association idle until Sluice's timeout):
+/// `tests/fixtures/pynetdicom_reactor.py`. Here the race's window is held
+/// open; without the fix an answer is lost within the first few C-STOREs.
+#[test]
+fn pynetdicom_peers_lose_no_answer_with_the_reactor_window_held_open() {
+    let served = Served::start("auto", &[]);
+    let out = peer(&["widened", &served.port.to_string(), AE, "20"]);
+    assert!(
+        out.has("\"statuses\": {\"0000\": 20}"),
+        "{out:?}\n{}",
+        served.log()
+    );
+    assert_eq!(served.files("objects").len(), 20);
+}
+
 #[test]
 fn same_triplet_twice_first_untouched_second_quarantined() {
     let served = Served::start("auto", &[]);
