@@ -15,6 +15,7 @@
 
 pub mod assoc;
 pub mod charset;
+pub mod client;
 pub mod dimse;
 pub mod endpoint;
 pub mod pdata;

@@ -16,6 +16,7 @@ mod operator;
 mod process;
 mod protocol;
 mod query;
+mod qrscu;
 mod real_files;
 mod recovery;
 mod serve;
