@@ -42,7 +42,9 @@ pub enum ClientError {
     #[error("no answer from the peer within {} s: association aborted (A-ABORT)", .0.as_secs_f64())]
     Timeout(Duration),
     /// The peer rejected the association.
-    #[error("association rejected (result {result}, source {reject_source}, reason {reason}): {text}")]
+    #[error(
+        "association rejected (result {result}, source {reject_source}, reason {reason}): {text}"
+    )]
     Rejected {
         /// Result (1 permanent, 2 transient).
         result: u8,

@@ -316,7 +316,8 @@ fn write_table(
     rows: &[qr::Match],
     output: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let mut columns: Vec<sluice_net::dimse::Tag> = request.keys.iter().map(|(tag, _)| *tag).collect();
+    let mut columns: Vec<sluice_net::dimse::Tag> =
+        request.keys.iter().map(|(tag, _)| *tag).collect();
     for row in rows {
         for (tag, _) in &row.values {
             if !columns.contains(tag) {
@@ -329,10 +330,7 @@ fn write_table(
         .map(|row| {
             columns
                 .iter()
-                .map(|tag| {
-                    crate::escape::Escaped(row.value(*tag).unwrap_or(""))
-                        .to_string()
-                })
+                .map(|tag| crate::escape::Escaped(row.value(*tag).unwrap_or("")).to_string())
                 .collect()
         })
         .collect();
@@ -408,7 +406,9 @@ impl Embedded {
             ))),
         })?;
         let address = server.local_addr().ok_or_else(|| {
-            CliError::Qr(QrError::Local("the embedded Storage SCP has no listener".into()))
+            CliError::Qr(QrError::Local(
+                "the embedded Storage SCP has no listener".into(),
+            ))
         })?;
         Ok(Embedded {
             server,
@@ -509,7 +509,13 @@ fn prefetch(
     let outcome = if get {
         let embedded = Embedded::start(config)?;
         let fetch = Fetch::Get(embedded.target.clone());
-        let outcome = qr::prefetch(&remote, &filter, embedded.store.index(), &fetch, &mut progress);
+        let outcome = qr::prefetch(
+            &remote,
+            &filter,
+            embedded.store.index(),
+            &fetch,
+            &mut progress,
+        );
         embedded.stop()?;
         outcome?
     } else {
@@ -526,7 +532,10 @@ fn prefetch(
         match &study.verdict {
             PrefetchVerdict::Skipped { local_instances } => {
                 skipped += 1;
-                writeln!(output, "skipped {uid}: held here ({local_instances} instances)")?;
+                writeln!(
+                    output,
+                    "skipped {uid}: held here ({local_instances} instances)"
+                )?;
             }
             PrefetchVerdict::Fetched(retrieved) => {
                 let whole = retrieved.failed == 0 && retrieved.failed_sop_instance_uids.is_empty();

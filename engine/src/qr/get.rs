@@ -26,8 +26,8 @@ use sluice_net::query::{Level, Operation};
 use sluice_net::uid::{self, ts};
 
 use super::{
-    accepted_context, finish, qr_context, retrieve_response, Progress, QrError,
-    QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest, IMPLEMENTATION_CLASS_UID,
+    accepted_context, finish, qr_context, retrieve_response, Progress, QrError, QueryRequest,
+    RemoteArchive, RetrieveOutcome, RetrieveRequest, IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
 };
 
@@ -191,14 +191,19 @@ impl Relay {
         let rq = proposal
             .to_associate_rq()
             .map_err(|error| QrError::Local(error.to_string()))?;
-        Client::connect(self.target.address, rq, EndpointConfig::default(), self.timeout)
-            .map(|(client, _)| client)
-            .map_err(|error| {
-                QrError::Local(format!(
-                    "cannot reach the local Storage SCP {} at {}: {error}",
-                    self.target.ae_title, self.target.address
-                ))
-            })
+        Client::connect(
+            self.target.address,
+            rq,
+            EndpointConfig::default(),
+            self.timeout,
+        )
+        .map(|(client, _)| client)
+        .map_err(|error| {
+            QrError::Local(format!(
+                "cannot reach the local Storage SCP {} at {}: {error}",
+                self.target.ae_title, self.target.address
+            ))
+        })
     }
 
     fn close(mut self) {
@@ -249,13 +254,15 @@ pub fn get(
     }
     classes.truncate(CONTEXTS_MAX - 1);
     let mut contexts = vec![qr_context(request.model, Operation::Get)];
-    contexts.extend(classes.into_iter().map(|class| ProposedPresentationContext {
-        abstract_syntax: class,
-        transfer_syntaxes: STORAGE_TRANSFER_SYNTAXES
-            .iter()
-            .map(|syntax| (*syntax).to_owned())
-            .collect(),
-        roles: Some((false, true)),
+    contexts.extend(classes.into_iter().map(|class| {
+        ProposedPresentationContext {
+            abstract_syntax: class,
+            transfer_syntaxes: STORAGE_TRANSFER_SYNTAXES
+                .iter()
+                .map(|syntax| (*syntax).to_owned())
+                .collect(),
+            roles: Some((false, true)),
+        }
     }));
     let (mut client, negotiated) = remote.connect(contexts)?;
     let (context, encoding) =
@@ -273,7 +280,15 @@ pub fn get(
         pairs: Vec::new(),
         client: None,
     };
-    let result = get_on(&mut client, &mut relay, remote, request, context, encoding, progress);
+    let result = get_on(
+        &mut client,
+        &mut relay,
+        remote,
+        request,
+        context,
+        encoding,
+        progress,
+    );
     relay.close();
     finish(client, remote, result)
 }
@@ -308,9 +323,9 @@ fn get_on(
                 data_set,
                 ..
             } => {
-                if let Some(mut outcome) =
-                    retrieve_response(remote, "C-GET", message_id, &rsp, data_set, encoding, progress)?
-                {
+                if let Some(mut outcome) = retrieve_response(
+                    remote, "C-GET", message_id, &rsp, data_set, encoding, progress,
+                )? {
                     for uid in local_failures {
                         if !outcome.failed_sop_instance_uids.contains(&uid) {
                             outcome.failed_sop_instance_uids.push(uid);
@@ -395,9 +410,9 @@ fn collect(client: &mut Client, remote: &RemoteArchive) -> Result<Option<Vec<u8>
                 }
             }
             other => {
-                return Err(remote.protocol(format!(
-                    "a C-STORE data set was interrupted by {other:?}"
-                )))
+                return Err(
+                    remote.protocol(format!("a C-STORE data set was interrupted by {other:?}"))
+                )
             }
         }
     }

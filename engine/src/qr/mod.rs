@@ -61,7 +61,9 @@ use sluice_net::uid::ts;
 use crate::config::Config;
 
 pub use get::{get, GetTarget};
-pub use prefetch::{prefetch, Fetch, PrefetchFilter, PrefetchOutcome, PrefetchStudy, PrefetchVerdict};
+pub use prefetch::{
+    prefetch, Fetch, PrefetchFilter, PrefetchOutcome, PrefetchStudy, PrefetchVerdict,
+};
 
 /// How long the remote may stay silent before the association is aborted.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -228,7 +230,10 @@ impl RemoteArchive {
 
 /// The presentation context of a Q/R SOP class: Explicit then Implicit VR
 /// Little Endian.
-pub(crate) fn qr_context(model: InformationModel, operation: Operation) -> ProposedPresentationContext {
+pub(crate) fn qr_context(
+    model: InformationModel,
+    operation: Operation,
+) -> ProposedPresentationContext {
     ProposedPresentationContext {
         abstract_syntax: model.sop_class(operation).to_owned(),
         transfer_syntaxes: vec![
@@ -464,19 +469,24 @@ pub fn find(
     }
     let (mut client, negotiated) =
         remote.connect(vec![qr_context(request.model, Operation::Find)])?;
-    let (context, encoding) = match accepted_context(remote, &negotiated, request.model, Operation::Find) {
-        Ok(context) => context,
-        Err(error) => {
-            let _ = client.release();
-            return Err(error);
-        }
-    };
+    let (context, encoding) =
+        match accepted_context(remote, &negotiated, request.model, Operation::Find) {
+            Ok(context) => context,
+            Err(error) => {
+                let _ = client.release();
+                return Err(error);
+            }
+        };
     let result = find_on(&mut client, remote, request, context, encoding, on_match);
     finish(client, remote, result)
 }
 
 /// Releases after a final response; aborts after a broken exchange.
-pub(crate) fn finish<T>(client: Client, remote: &RemoteArchive, result: Result<T, QrError>) -> Result<T, QrError> {
+pub(crate) fn finish<T>(
+    client: Client,
+    remote: &RemoteArchive,
+    result: Result<T, QrError>,
+) -> Result<T, QrError> {
     match result {
         Ok(value) => {
             client.release().map_err(|source| remote.error(source))?;
@@ -709,18 +719,18 @@ pub fn move_to(
 ) -> Result<RetrieveOutcome, QrError> {
     let (mut client, negotiated) =
         remote.connect(vec![qr_context(request.model, Operation::Move)])?;
-    let (context, encoding) = match accepted_context(remote, &negotiated, request.model, Operation::Move) {
-        Ok(context) => context,
-        Err(error) => {
-            let _ = client.release();
-            return Err(error);
-        }
-    };
+    let (context, encoding) =
+        match accepted_context(remote, &negotiated, request.model, Operation::Move) {
+            Ok(context) => context,
+            Err(error) => {
+                let _ = client.release();
+                return Err(error);
+            }
+        };
     let result = (|| {
-        let identifier = request
-            .identifier()
-            .encode(encoding)
-            .map_err(|error| QrError::BadRequest(format!("cannot encode the identifier: {error}")))?;
+        let identifier = request.identifier().encode(encoding).map_err(|error| {
+            QrError::BadRequest(format!("cannot encode the identifier: {error}"))
+        })?;
         let message_id = client.endpoint().next_message_id();
         let command = Command::CMoveRq(CMoveRq {
             message_id,
@@ -738,9 +748,9 @@ pub fn move_to(
                     data_set,
                     ..
                 } => {
-                    if let Some(outcome) =
-                        retrieve_response(remote, "C-MOVE", message_id, &rsp, data_set, encoding, progress)?
-                    {
+                    if let Some(outcome) = retrieve_response(
+                        remote, "C-MOVE", message_id, &rsp, data_set, encoding, progress,
+                    )? {
                         return Ok(outcome);
                     }
                 }
@@ -776,17 +786,19 @@ pub(crate) fn retrieve_response(
         return Ok(None);
     }
     let failed_sop_instance_uids = match data_set {
-        DataSet::Collected(bytes) => SmallDataset::decode(&bytes, encoding, DatasetLimits::default())
-            .ok()
-            .and_then(|dataset| {
-                dataset.str(FAILED_SOP_INSTANCE_UID_LIST).map(|list| {
-                    list.split('\\')
-                        .map(|uid| uid.trim_matches([' ', '\0']).to_owned())
-                        .filter(|uid| !uid.is_empty())
-                        .collect()
+        DataSet::Collected(bytes) => {
+            SmallDataset::decode(&bytes, encoding, DatasetLimits::default())
+                .ok()
+                .and_then(|dataset| {
+                    dataset.str(FAILED_SOP_INSTANCE_UID_LIST).map(|list| {
+                        list.split('\\')
+                            .map(|uid| uid.trim_matches([' ', '\0']).to_owned())
+                            .filter(|uid| !uid.is_empty())
+                            .collect()
+                    })
                 })
-            })
-            .unwrap_or_default(),
+                .unwrap_or_default()
+        }
         _ => Vec::new(),
     };
     let outcome = RetrieveOutcome {

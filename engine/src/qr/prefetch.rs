@@ -12,8 +12,8 @@ use sluice_net::query::model::tags;
 use sluice_net::query::{InformationModel, Level};
 
 use super::{
-    find, get, move_to, GetTarget, Progress, QrError, QueryRequest, RemoteArchive,
-    RetrieveOutcome, RetrieveRequest,
+    find, get, move_to, GetTarget, Progress, QrError, QueryRequest, RemoteArchive, RetrieveOutcome,
+    RetrieveRequest,
 };
 
 /// Which of the patient's studies to consider.
@@ -125,10 +125,12 @@ pub fn prefetch(
         } else {
             let retrieve = RetrieveRequest::study(uid);
             let result = match fetch {
-                Fetch::Move(destination) => {
-                    move_to(remote, destination, &retrieve, &mut |step| progress(uid, step))
+                Fetch::Move(destination) => move_to(remote, destination, &retrieve, &mut |step| {
+                    progress(uid, step)
+                }),
+                Fetch::Get(target) => {
+                    get(remote, &retrieve, target, &mut |step| progress(uid, step))
                 }
-                Fetch::Get(target) => get(remote, &retrieve, target, &mut |step| progress(uid, step)),
             };
             match result {
                 Ok(retrieved) => PrefetchVerdict::Fetched(retrieved),

@@ -158,7 +158,10 @@ fn load(archive: &Archive, instances: &[Instance]) {
 fn config_file(dir: &Path, archives: &[&Archive]) -> PathBuf {
     let mut text = String::from("[network]\nae_title = \"SLUICE\"\n[network.remote_aes]\n");
     for archive in archives {
-        text.push_str(&format!("{} = \"127.0.0.1:{}\"\n", archive.ae, archive.port));
+        text.push_str(&format!(
+            "{} = \"127.0.0.1:{}\"\n",
+            archive.ae, archive.port
+        ));
     }
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).unwrap();
@@ -234,10 +237,11 @@ fn assert_landed(served_files: &BTreeMap<String, PathBuf>, instances: &[Instance
     }
 }
 
-/// The objects area of a data directory, by SOP Instance UID.
-fn objects(data: &Path) -> BTreeMap<String, PathBuf> {
+/// The Part 10 files under `root` (recursively), by SOP Instance UID;
+/// other files (an archive's own database) are left out.
+fn part10_files(root: &Path) -> BTreeMap<String, PathBuf> {
     let mut found = BTreeMap::new();
-    let mut stack = vec![data.join("objects")];
+    let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -246,13 +250,23 @@ fn objects(data: &Path) -> BTreeMap<String, PathBuf> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                found.insert(sluice_tests::part10_meta_value(&bytes, 0x0002, 0x0003), path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes.len() >= 144 && &bytes[128..132] == b"DICM" {
+                found.insert(
+                    sluice_tests::part10_meta_value(&bytes, 0x0002, 0x0003),
+                    path,
+                );
             }
         }
     }
     found
+}
+
+/// The objects area of a data directory, by SOP Instance UID.
+fn objects(data: &Path) -> BTreeMap<String, PathBuf> {
+    part10_files(&data.join("objects"))
 }
 
 /// Little Endian instances only: what every archive here keeps as sent.
@@ -277,17 +291,32 @@ fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
 
     // Single value: the two studies of QR-PAT-A, with their UIDs.
     let lines = json_lines(&sluice(
-        &["query", "QRSCP", "--json", "PatientID=QR-PAT-A", "StudyDate="],
+        &[
+            "query",
+            "QRSCP",
+            "--json",
+            "PatientID=QR-PAT-A",
+            "StudyDate=",
+        ],
         &config,
         &data,
     ));
-    assert_eq!(values(&lines, "StudyInstanceUID"), studies_of(&instances, "QR-PAT-A"));
+    assert_eq!(
+        values(&lines, "StudyInstanceUID"),
+        studies_of(&instances, "QR-PAT-A")
+    );
     // Universal matching returns the value.
     assert_eq!(values(&lines, "StudyDate"), ["20240110", "20240220"]);
 
     // Wildcard on the name, date range.
     let lines = json_lines(&sluice(
-        &["query", "QRSCP", "--json", "PatientName=Doe*", "StudyDate=20240101-20240131"],
+        &[
+            "query",
+            "QRSCP",
+            "--json",
+            "PatientName=Doe*",
+            "StudyDate=20240101-20240131",
+        ],
         &config,
         &data,
     ));
@@ -297,7 +326,13 @@ fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
     // SERIES level of one study; the table output aligned with a header.
     let study = studies_of(&instances, "QR-PAT-B")[0].clone();
     let output = sluice(
-        &["query", "QRSCP", "--level", "series", &format!("StudyInstanceUID={study}")],
+        &[
+            "query",
+            "QRSCP",
+            "--level",
+            "series",
+            &format!("StudyInstanceUID={study}"),
+        ],
         &config,
         &data,
     );
@@ -309,46 +344,101 @@ fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
 
     // Patient Root at the PATIENT level.
     let lines = json_lines(&sluice(
-        &["query", "QRSCP", "--json", "--model", "patient", "--level", "patient", "PatientID=QR-PAT-*"],
+        &[
+            "query",
+            "QRSCP",
+            "--json",
+            "--model",
+            "patient",
+            "--level",
+            "patient",
+            "PatientID=QR-PAT-*",
+        ],
         &config,
         &data,
     ));
     let patients = values(&lines, "PatientID");
-    assert!(patients.contains(&"QR-PAT-A".to_owned()) && patients.contains(&"QR-PAT-B".to_owned()), "{patients:?}");
+    assert!(
+        patients.contains(&"QR-PAT-A".to_owned()) && patients.contains(&"QR-PAT-B".to_owned()),
+        "{patients:?}"
+    );
 }
 
 #[test]
 fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
     let dir = tempfile::tempdir().unwrap();
     let instances = little_endian(corpus(&dir.path().join("corpus")));
-    let served = Served::start("uring", &["--transfer-syntaxes", "all", "--ae-title", "SLUICE"]);
+    let served = Served::start(
+        "uring",
+        &["--transfer-syntaxes", "all", "--ae-title", "SLUICE"],
+    );
     let archive = dcmqrscp(dir.path(), served.port);
     load(&archive, &instances);
     let config = config_file(dir.path(), &[&archive]);
     let study = studies_of(&instances, "QR-PAT-A")[0].clone();
     let count = instances.iter().filter(|i| i.study == study).count();
 
-    let output = sluice(&["retrieve", "QRSCP", "--study", &study], &config, &served.data());
+    let output = sluice(
+        &["retrieve", "QRSCP", "--study", &study],
+        &config,
+        &served.data(),
+    );
     assert!(output.status.success(), "{output:?}\n{}", served.log());
     let text = stdout(&output);
     assert!(
-        text.contains(&format!("status 0000 (success): {count} completed, 0 failed")),
+        text.contains(&format!(
+            "status 0000 (success): {count} completed, 0 failed"
+        )),
         "{text}"
     );
-    assert!(stderr(&output).contains("completed"), "progress: {output:?}");
-    assert_landed(&served.files("objects"), &instances, &study);
+    assert!(
+        stderr(&output).contains("completed"),
+        "progress: {output:?}"
+    );
+    // Byte for byte what dcmqrscp holds (storescu may have converted a
+    // file to the transfer syntax dcmqrscp chose when it was loaded).
+    let held = part10_files(&dir.path().join("dcmqrscp"));
+    let landed = served.files("objects");
+    for instance in instances.iter().filter(|i| i.study == study) {
+        let remote = std::fs::read(&held[&instance.sop]).unwrap();
+        let here = std::fs::read(&landed[&instance.sop]).unwrap();
+        assert!(
+            part10_dataset(&remote) == part10_dataset(&here),
+            "{} differs from dcmqrscp's file",
+            instance.sop
+        );
+        assert_eq!(
+            sluice_tests::part10_transfer_syntax(&remote),
+            sluice_tests::part10_transfer_syntax(&here)
+        );
+    }
+    assert_eq!(landed.len(), count, "only the study landed");
 
-    // Again: the duplicates are decided by the ingest path (identical
-    // bytes: success, nothing quarantined).
-    let output = sluice(&["retrieve", "QRSCP", "--study", &study], &config, &served.data());
+    // Again: the duplicates are decided by the ingest path as for any
+    // sender (the default policy quarantines them; the stored files stay).
+    let output = sluice(
+        &["retrieve", "QRSCP", "--study", &study],
+        &config,
+        &served.data(),
+    );
     assert!(output.status.success(), "{output:?}");
-    assert!(served.all_files("quarantine").is_empty());
+    assert_eq!(served.all_files("quarantine").len(), count);
+    assert_eq!(served.files("objects"), landed);
+    let listed = sluice(&["quarantine", "list"], &config, &served.data());
+    assert!(stdout(&listed).contains("identical"), "{listed:?}");
 
     // C-GET while the server holds the data directory: refused at once.
     let started = Instant::now();
-    let output = sluice(&["retrieve", "QRSCP", "--study", &study, "--get"], &config, &served.data());
+    let output = sluice(
+        &["retrieve", "QRSCP", "--study", &study, "--get"],
+        &config,
+        &served.data(),
+    );
     assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert!(stderr(&output).contains("Retrieve with C-MOVE instead"), "{output:?}");
+    assert!(
+        stderr(&output).contains("Retrieve with C-MOVE instead"),
+        "{output:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
@@ -363,7 +453,11 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     let study = studies_of(&instances, "QR-PAT-A")[1].clone();
     let count = instances.iter().filter(|i| i.study == study).count();
 
-    let output = sluice(&["retrieve", "ORTHANC", "--study", &study, "--get"], &config, &data);
+    let output = sluice(
+        &["retrieve", "ORTHANC", "--study", &study, "--get"],
+        &config,
+        &data,
+    );
     assert!(output.status.success(), "{output:?}");
     assert!(
         stdout(&output).contains(&format!("{count} completed, 0 failed")),
@@ -379,7 +473,10 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
 fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let instances = little_endian(corpus(&dir.path().join("corpus")));
-    let served = Served::start("uring", &["--transfer-syntaxes", "all", "--ae-title", "SLUICE"]);
+    let served = Served::start(
+        "uring",
+        &["--transfer-syntaxes", "all", "--ae-title", "SLUICE"],
+    );
     let archive = orthanc(dir.path(), served.port);
     load(&archive, &instances);
     let config = config_file(dir.path(), &[&archive]);
@@ -387,7 +484,11 @@ fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
     assert_eq!(studies.len(), 2);
 
     // One study already here.
-    let output = sluice(&["retrieve", "ORTHANC", "--study", &studies[0]], &config, &served.data());
+    let output = sluice(
+        &["retrieve", "ORTHANC", "--study", &studies[0]],
+        &config,
+        &served.data(),
+    );
     assert!(output.status.success(), "{output:?}");
 
     let output = sluice(
@@ -399,7 +500,10 @@ fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
     let text = stdout(&output);
     assert!(text.contains(&format!("skipped {}", studies[0])), "{text}");
     assert!(text.contains(&format!("fetched {}", studies[1])), "{text}");
-    assert!(text.contains("2 studies: 1 fetched, 1 skipped, 0 failed"), "{text}");
+    assert!(
+        text.contains("2 studies: 1 fetched, 1 skipped, 0 failed"),
+        "{text}"
+    );
     let files = served.files("objects");
     assert_landed(&files, &instances, &studies[0]);
     assert_landed(&files, &instances, &studies[1]);
@@ -411,7 +515,14 @@ fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
 
     // With a date window that excludes both: nothing to do.
     let output = sluice(
-        &["prefetch", "ORTHANC", "--patient-id", "QR-PAT-A", "--since", "20250101"],
+        &[
+            "prefetch",
+            "ORTHANC",
+            "--patient-id",
+            "QR-PAT-A",
+            "--since",
+            "20250101",
+        ],
         &config,
         &served.data(),
     );
@@ -430,13 +541,23 @@ fn failures_are_clear_unknown_remote_rejection_timeout_and_bad_value() {
     // Not in network.remote_aes.
     let output = sluice(&["query", "NOSUCHAE", "PatientID=X"], &config, &data);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
-    assert!(stderr(&output).contains("unknown remote AE \"NOSUCHAE\""), "{output:?}");
+    assert!(
+        stderr(&output).contains("unknown remote AE \"NOSUCHAE\""),
+        "{output:?}"
+    );
 
     // dcmqrscp rejects a called AE title it does not serve.
     let address = format!("127.0.0.1:{}", archive.port);
-    let output = sluice(&["query", "WRONGAE", "--address", &address, "PatientID=X"], &config, &data);
+    let output = sluice(
+        &["query", "WRONGAE", "--address", &address, "PatientID=X"],
+        &config,
+        &data,
+    );
     assert_eq!(output.status.code(), Some(1), "{output:?}");
-    assert!(stderr(&output).contains("association rejected"), "{output:?}");
+    assert!(
+        stderr(&output).contains("association rejected"),
+        "{output:?}"
+    );
 
     // A remote that accepts the connection and never answers: A-ABORT
     // after the timeout.
@@ -444,12 +565,23 @@ fn failures_are_clear_unknown_remote_rejection_timeout_and_bad_value() {
     let silent_address = silent.local_addr().unwrap().to_string();
     let started = Instant::now();
     let output = sluice(
-        &["query", "SILENT", "--address", &silent_address, "--timeout", "2", "PatientID=X"],
+        &[
+            "query",
+            "SILENT",
+            "--address",
+            &silent_address,
+            "--timeout",
+            "2",
+            "PatientID=X",
+        ],
         &config,
         &data,
     );
     assert_eq!(output.status.code(), Some(1), "{output:?}");
-    assert!(stderr(&output).contains("no answer from the peer within 2 s"), "{output:?}");
+    assert!(
+        stderr(&output).contains("no answer from the peer within 2 s"),
+        "{output:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     // The A-ABORT reached the socket: the peer reads its 10 bytes (type 07).
     let (mut accepted, _) = silent.accept().unwrap();
@@ -478,10 +610,16 @@ fn failures_are_clear_unknown_remote_rejection_timeout_and_bad_value() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let message = stderr(&output);
     assert!(message.contains("C-FIND failed: status A9"), "{message}");
-    assert!(message.contains("StudyDate") || message.contains("0008,0020"), "{message}");
+    assert!(
+        message.contains("StudyDate") || message.contains("0008,0020"),
+        "{message}"
+    );
 
     // An unknown key name is a usage error, before any association.
     let output = sluice(&["query", "QRSCP", "Nonsense=1"], &config, &data);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert!(stderr(&output).contains("unknown key \"Nonsense\""), "{output:?}");
+    assert!(
+        stderr(&output).contains("unknown key \"Nonsense\""),
+        "{output:?}"
+    );
 }
