@@ -65,6 +65,8 @@ struct Archive {
     _guard: ChildGuard,
     ae: &'static str,
     port: u16,
+    /// Where it keeps its Part 10 files.
+    storage: PathBuf,
 }
 
 /// DCMTK `dcmqrscp` as AE `QRSCP`, knowing `SLUICE` at `sluice_port`.
@@ -99,6 +101,7 @@ fn dcmqrscp(dir: &Path, sluice_port: u16) -> Archive {
         _guard: guard,
         ae: "QRSCP",
         port,
+        storage: db,
     }
 }
 
@@ -138,6 +141,7 @@ fn orthanc(dir: &Path, sluice_port: u16) -> Archive {
         _guard: guard,
         ae: "ORTHANC",
         port,
+        storage,
     }
 }
 
@@ -218,21 +222,34 @@ fn studies_of(instances: &[Instance], patient: &str) -> Vec<String> {
     studies
 }
 
-/// Every instance of `study` is in `served`'s objects with the corpus
-/// file's data set, byte for byte.
-fn assert_landed(served_files: &BTreeMap<String, PathBuf>, instances: &[Instance], study: &str) {
+/// Every instance of `study` is in `landed` (a data directory's objects)
+/// with the data set and transfer syntax of the file `archive` holds, byte
+/// for byte (storescu may have converted a corpus file to the transfer
+/// syntax the archive chose when it was loaded), and nothing else is.
+fn assert_landed(
+    landed: &BTreeMap<String, PathBuf>,
+    archive: &Archive,
+    instances: &[Instance],
+    study: &str,
+) {
+    let held = part10_files(&archive.storage);
     let wanted: Vec<&Instance> = instances.iter().filter(|i| i.study == study).collect();
     assert!(!wanted.is_empty());
     for instance in wanted {
-        let path = served_files
+        let path = landed
             .get(&instance.sop)
             .unwrap_or_else(|| panic!("{} not stored", instance.sop));
-        let stored = std::fs::read(path).unwrap();
-        let sent = std::fs::read(&instance.file).unwrap();
+        let here = std::fs::read(path).unwrap();
+        let remote = std::fs::read(&held[&instance.sop]).unwrap();
         assert!(
-            part10_dataset(&stored) == part10_dataset(&sent),
-            "{} differs from the corpus file",
-            instance.sop
+            part10_dataset(&here) == part10_dataset(&remote),
+            "{} differs from {}'s file",
+            instance.sop,
+            archive.ae
+        );
+        assert_eq!(
+            sluice_tests::part10_transfer_syntax(&remote),
+            sluice_tests::part10_transfer_syntax(&here)
         );
     }
 }
@@ -283,21 +300,28 @@ fn little_endian(instances: Vec<Instance>) -> Vec<Instance> {
 #[test]
 fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
     let dir = tempfile::tempdir().unwrap();
-    let instances = little_endian(corpus(&dir.path().join("corpus")));
     let archive = dcmqrscp(dir.path(), free_port());
-    load(&archive, &instances);
-    let config = config_file(dir.path(), &[&archive]);
-    let data = dir.path().join("data");
+    queries(dir.path(), &archive);
+}
+
+#[test]
+fn query_orthanc_single_wildcard_range_universal_and_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = orthanc(dir.path(), free_port());
+    queries(dir.path(), &archive);
+}
+
+/// The corpus loaded into `archive`, queried every way.
+fn queries(dir: &Path, archive: &Archive) {
+    let instances = little_endian(corpus(&dir.join("corpus")));
+    load(archive, &instances);
+    let config = config_file(dir, &[archive]);
+    let data = dir.join("data");
+    let ae = archive.ae;
 
     // Single value: the two studies of QR-PAT-A, with their UIDs.
     let lines = json_lines(&sluice(
-        &[
-            "query",
-            "QRSCP",
-            "--json",
-            "PatientID=QR-PAT-A",
-            "StudyDate=",
-        ],
+        &["query", ae, "--json", "PatientID=QR-PAT-A", "StudyDate="],
         &config,
         &data,
     ));
@@ -312,7 +336,7 @@ fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
     let lines = json_lines(&sluice(
         &[
             "query",
-            "QRSCP",
+            ae,
             "--json",
             "PatientName=Doe*",
             "StudyDate=20240101-20240131",
@@ -328,7 +352,7 @@ fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
     let output = sluice(
         &[
             "query",
-            "QRSCP",
+            ae,
             "--level",
             "series",
             &format!("StudyInstanceUID={study}"),
@@ -346,7 +370,7 @@ fn query_dcmqrscp_single_wildcard_range_universal_and_levels() {
     let lines = json_lines(&sluice(
         &[
             "query",
-            "QRSCP",
+            ae,
             "--json",
             "--model",
             "patient",
@@ -395,23 +419,8 @@ fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
         stderr(&output).contains("completed"),
         "progress: {output:?}"
     );
-    // Byte for byte what dcmqrscp holds (storescu may have converted a
-    // file to the transfer syntax dcmqrscp chose when it was loaded).
-    let held = part10_files(&dir.path().join("dcmqrscp"));
     let landed = served.files("objects");
-    for instance in instances.iter().filter(|i| i.study == study) {
-        let remote = std::fs::read(&held[&instance.sop]).unwrap();
-        let here = std::fs::read(&landed[&instance.sop]).unwrap();
-        assert!(
-            part10_dataset(&remote) == part10_dataset(&here),
-            "{} differs from dcmqrscp's file",
-            instance.sop
-        );
-        assert_eq!(
-            sluice_tests::part10_transfer_syntax(&remote),
-            sluice_tests::part10_transfer_syntax(&here)
-        );
-    }
+    assert_landed(&landed, &archive, &instances, &study);
     assert_eq!(landed.len(), count, "only the study landed");
 
     // Again: the duplicates are decided by the ingest path as for any
@@ -463,7 +472,7 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
         stdout(&output).contains(&format!("{count} completed, 0 failed")),
         "{output:?}"
     );
-    assert_landed(&objects(&data), &instances, &study);
+    assert_landed(&objects(&data), &archive, &instances, &study);
     // The catalogue has them: `sluice ls` lists the study.
     let listed = sluice(&["ls"], &config, &data);
     assert!(stdout(&listed).contains(&study), "{listed:?}");
@@ -472,27 +481,45 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
 #[test]
 fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
     let dir = tempfile::tempdir().unwrap();
-    let instances = little_endian(corpus(&dir.path().join("corpus")));
     let served = Served::start(
         "uring",
         &["--transfer-syntaxes", "all", "--ae-title", "SLUICE"],
     );
     let archive = orthanc(dir.path(), served.port);
-    load(&archive, &instances);
-    let config = config_file(dir.path(), &[&archive]);
+    prefetches(dir.path(), &archive, &served);
+}
+
+#[test]
+fn prefetch_from_dcmqrscp_fetches_what_is_missing_and_skips_what_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        "uring",
+        &["--transfer-syntaxes", "all", "--ae-title", "SLUICE"],
+    );
+    let archive = dcmqrscp(dir.path(), served.port);
+    prefetches(dir.path(), &archive, &served);
+}
+
+/// The corpus in `archive`; one of QR-PAT-A's studies retrieved first,
+/// then the patient prefetched into `served`.
+fn prefetches(dir: &Path, archive: &Archive, served: &Served) {
+    let instances = little_endian(corpus(&dir.join("corpus")));
+    load(archive, &instances);
+    let config = config_file(dir, &[archive]);
+    let ae = archive.ae;
     let studies = studies_of(&instances, "QR-PAT-A");
     assert_eq!(studies.len(), 2);
 
     // One study already here.
     let output = sluice(
-        &["retrieve", "ORTHANC", "--study", &studies[0]],
+        &["retrieve", ae, "--study", &studies[0]],
         &config,
         &served.data(),
     );
     assert!(output.status.success(), "{output:?}");
 
     let output = sluice(
-        &["prefetch", "ORTHANC", "--patient-id", "QR-PAT-A"],
+        &["prefetch", ae, "--patient-id", "QR-PAT-A"],
         &config,
         &served.data(),
     );
@@ -505,8 +532,8 @@ fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
         "{text}"
     );
     let files = served.files("objects");
-    assert_landed(&files, &instances, &studies[0]);
-    assert_landed(&files, &instances, &studies[1]);
+    assert_landed(&files, archive, &instances, &studies[0]);
+    assert_landed(&files, archive, &instances, &studies[1]);
     // Nothing of the other patients came.
     assert!(instances
         .iter()
@@ -517,7 +544,7 @@ fn prefetch_from_orthanc_fetches_what_is_missing_and_skips_what_is_held() {
     let output = sluice(
         &[
             "prefetch",
-            "ORTHANC",
+            ae,
             "--patient-id",
             "QR-PAT-A",
             "--since",
@@ -622,4 +649,86 @@ fn failures_are_clear_unknown_remote_rejection_timeout_and_bad_value() {
         stderr(&output).contains("unknown key \"Nonsense\""),
         "{output:?}"
     );
+}
+
+/// The embedding API: `qr::find` and `qr::get` from dcmqrscp into an
+/// in-process `Server`, its events heard, the bytes read back.
+#[test]
+fn embedding_api_finds_and_gets_from_dcmqrscp_into_a_running_server() {
+    use sluice_engine::config::Config;
+    use sluice_engine::qr::{self, GetTarget, QueryRequest, RemoteArchive, RetrieveRequest};
+    use sluice_engine::scp::Server;
+    use sluice_engine::store::{Store, StoreEvent};
+    use sluice_net::query::model::tags;
+    use sluice_net::query::{InformationModel, Level};
+
+    let dir = tempfile::tempdir().unwrap();
+    let instances = little_endian(corpus(&dir.path().join("corpus")));
+    let archive = dcmqrscp(dir.path(), free_port());
+    load(&archive, &instances);
+    let data = dir.path().join("data");
+    let config = Config::from_args([
+        "sluice",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--port",
+        &free_port().to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cores",
+        "1",
+        "--free-space-floor",
+        "0",
+        "--transfer-syntaxes",
+        "all",
+        "--remote-ae",
+        &format!("QRSCP=127.0.0.1:{}", archive.port),
+    ])
+    .unwrap();
+    let store = Store::open(config).unwrap();
+    let events = store.subscribe(1024).unwrap();
+    let server = Server::start(&store).unwrap();
+
+    let remote = RemoteArchive::from_config(store.config(), "QRSCP", None).unwrap();
+    let mut request = QueryRequest::new(InformationModel::StudyRoot, Level::Study);
+    request.add_key("PatientID=QR-PAT-B").unwrap();
+    let mut found = Vec::new();
+    let summary = qr::find(&remote, &request, &mut |study| found.push(study.clone())).unwrap();
+    assert_eq!(summary.matches, 1);
+    assert_eq!(summary.status, 0);
+    let study = found[0].value(tags::STUDY_INSTANCE_UID).unwrap().to_owned();
+    assert_eq!(vec![study.clone()], studies_of(&instances, "QR-PAT-B"));
+    let count = instances.iter().filter(|i| i.study == study).count();
+
+    let target = GetTarget {
+        address: server.local_addr().unwrap(),
+        ae_title: "SLUICE".into(),
+    };
+    let mut pending = 0;
+    let outcome = qr::get(
+        &remote,
+        &RetrieveRequest::study(&study),
+        &target,
+        &mut |_| pending += 1,
+    )
+    .unwrap();
+    assert_eq!(outcome.status, 0, "{outcome:?}");
+    assert_eq!(outcome.completed as usize, count, "{outcome:?}");
+    assert_eq!(outcome.failed, 0);
+    let mut stored = Vec::new();
+    while stored.len() < count {
+        match events.receiver().recv_timeout(Duration::from_secs(30)) {
+            Ok(StoreEvent::Stored { triplet, .. }) => stored.push(triplet.sop_instance_uid),
+            Ok(_) => {}
+            Err(error) => panic!("no Stored event: {error} (got {stored:?})"),
+        }
+    }
+    let held = part10_files(&archive.storage);
+    for instance in instances.iter().filter(|i| i.study == study) {
+        assert!(stored.contains(&instance.sop));
+        let bytes = store.read_instance(&instance.sop).unwrap().unwrap();
+        let remote_file = std::fs::read(&held[&instance.sop]).unwrap();
+        assert!(part10_dataset(&bytes) == part10_dataset(&remote_file));
+    }
+    server.shutdown(Duration::from_secs(10)).unwrap();
 }
