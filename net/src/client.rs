@@ -4,7 +4,7 @@
 //! discovery, relaying a C-GET's sub-operations to a local Storage SCP).
 //!
 //! One call sends, one call waits for the peer's next event
-//! ([`Client::next`]); streamed data sets (C-STORE-RQs a C-GET brings) come
+//! ([`Client::receive`]); streamed data sets (C-STORE-RQs a C-GET brings) come
 //! out as owned chunks ([`Received::Data`]), since the receive buffer is
 //! reused. Every wait is bounded by the timeout given at connect: when the
 //! peer says nothing for that long the association is aborted (A-ABORT)
@@ -130,27 +130,23 @@ impl Client {
             .request_association(Box::new(rq), now)
             .map_err(refused)?;
         client.endpoint.transport_connected(now).map_err(refused)?;
-        loop {
-            match client.next_step()? {
-                Step::Association(Incoming::Indication(Indication::AssociateAccepted(
-                    negotiated,
-                ))) => return Ok((client, negotiated)),
-                Step::Association(Incoming::Indication(Indication::AssociateRejected(rj))) => {
-                    let (result, source, reason) = rj.codes();
-                    return Err(ClientError::Rejected {
-                        result,
-                        reject_source: source,
-                        reason,
-                        text: reject_text(source, reason).to_string(),
-                    });
-                }
-                Step::Association(other) => return Err(ClientError::Ended(describe(&other))),
-                Step::Received(_) => {
-                    return Err(ClientError::Ended(
-                        "a message before the association was accepted".into(),
-                    ))
-                }
+        match client.next_step()? {
+            Step::Association(Incoming::Indication(Indication::AssociateAccepted(negotiated))) => {
+                Ok((client, negotiated))
             }
+            Step::Association(Incoming::Indication(Indication::AssociateRejected(rj))) => {
+                let (result, source, reason) = rj.codes();
+                Err(ClientError::Rejected {
+                    result,
+                    reject_source: source,
+                    reason,
+                    text: reject_text(source, reason).to_string(),
+                })
+            }
+            Step::Association(other) => Err(ClientError::Ended(describe(&other))),
+            Step::Received(_) => Err(ClientError::Ended(
+                "a message before the association was accepted".into(),
+            )),
         }
     }
 
@@ -174,7 +170,7 @@ impl Client {
     /// closed connection or a protocol violation is an error
     /// ([`ClientError::Ended`]), silence for the timeout too
     /// ([`ClientError::Timeout`], after our A-ABORT).
-    pub fn next(&mut self) -> Result<Received, ClientError> {
+    pub fn receive(&mut self) -> Result<Received, ClientError> {
         match self.next_step()? {
             Step::Received(received) => Ok(received),
             Step::Association(other) => Err(ClientError::Ended(describe(&other))),
@@ -197,7 +193,7 @@ impl Client {
             .map_err(|error| ClientError::Ended(error.to_string()))?;
         self.flush()?;
         loop {
-            match self.next() {
+            match self.receive() {
                 Ok(Received::Released) => return Ok(()),
                 Ok(_) => {}
                 // The peer closing right after its A-RELEASE-RP is a release.

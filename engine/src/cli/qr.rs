@@ -413,7 +413,7 @@ impl Embedded {
         Ok(Embedded {
             server,
             target: GetTarget { address, ae_title },
-            store: store,
+            store,
         })
     }
 

@@ -151,7 +151,7 @@ impl Relay {
         let result = client
             .send(context, &command, Some(data_set))
             .map_err(|error| local(error.to_string()))
-            .and_then(|()| match client.next() {
+            .and_then(|()| match client.receive() {
                 Ok(Received::Command {
                     command: Command::CStoreRsp(rsp),
                     ..
@@ -317,7 +317,7 @@ fn get_on(
         .map_err(|source| remote.error(source))?;
     let mut local_failures: Vec<String> = Vec::new();
     loop {
-        match client.next().map_err(|source| remote.error(source))? {
+        match client.receive().map_err(|source| remote.error(source))? {
             Received::Command {
                 command: Command::CGetRsp(rsp),
                 data_set,
@@ -397,7 +397,7 @@ fn collect(client: &mut Client, remote: &RemoteArchive) -> Result<Option<Vec<u8>
     let mut collected = Vec::new();
     let mut too_long = false;
     loop {
-        match client.next().map_err(|source| remote.error(source))? {
+        match client.receive().map_err(|source| remote.error(source))? {
             Received::Data { bytes, last } => {
                 if collected.len().saturating_add(bytes.len()) > INSTANCE_BYTES_MAX {
                     too_long = true;

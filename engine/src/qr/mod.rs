@@ -526,7 +526,7 @@ fn find_on(
         .map_err(|source| remote.error(source))?;
     let mut matches = 0u64;
     loop {
-        let (rsp, data_set) = match client.next().map_err(|source| remote.error(source))? {
+        let (rsp, data_set) = match client.receive().map_err(|source| remote.error(source))? {
             Received::Command {
                 command: Command::CFindRsp(rsp),
                 data_set,
@@ -742,7 +742,7 @@ pub fn move_to(
             .send(context, &command, Some(&identifier))
             .map_err(|source| remote.error(source))?;
         loop {
-            match client.next().map_err(|source| remote.error(source))? {
+            match client.receive().map_err(|source| remote.error(source))? {
                 Received::Command {
                     command: Command::CMoveRsp(rsp),
                     data_set,

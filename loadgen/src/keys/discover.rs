@@ -126,7 +126,7 @@ impl Session {
         self.client.send(context, &command, Some(&bytes))?;
         let mut matches = Vec::new();
         loop {
-            match self.client.next()? {
+            match self.client.receive()? {
                 Received::Command {
                     command: Command::CFindRsp(rsp),
                     data_set,
