@@ -275,38 +275,20 @@ fn query(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One match as a JSON object, keys by keyword.
+/// One match as a JSON object, keys by keyword, in the match's order.
 fn json_line(found: &qr::Match) -> String {
-    let mut line = String::from("{");
-    for (position, (tag, value)) in found.values.iter().enumerate() {
-        if position > 0 {
-            line.push_str(", ");
-        }
-        line.push_str(&json_string(&key_name(*tag)));
-        line.push_str(": ");
-        line.push_str(&json_string(value));
-    }
-    line.push('}');
-    line
-}
-
-/// A JSON string literal (RFC 8259 escapes).
-fn json_string(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            '\t' => quoted.push_str("\\t"),
-            c if u32::from(c) < 0x20 => quoted.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
+    let members: Vec<String> = found
+        .values
+        .iter()
+        .map(|(tag, value)| {
+            format!(
+                "{}: {}",
+                serde_json::Value::String(key_name(*tag)),
+                serde_json::Value::String(value.clone())
+            )
+        })
+        .collect();
+    format!("{{{}}}", members.join(", "))
 }
 
 /// The matches as an aligned table: one column per requested key, then

@@ -26,8 +26,8 @@ use sluice_net::query::{Level, Operation};
 use sluice_net::uid::{self, ts};
 
 use super::{
-    accepted_context, finish, qr_context, retrieve_response, Progress, QrError, QueryRequest,
-    RemoteArchive, RetrieveOutcome, RetrieveRequest, IMPLEMENTATION_CLASS_UID,
+    accepted_context, finish, qr_context, retrieve_response, send_request, Progress, QrError,
+    QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest, IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
 };
 
@@ -302,19 +302,20 @@ fn get_on(
     encoding: sluice_net::dimse::dataset::SmallDatasetEncoding,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RetrieveOutcome, QrError> {
-    let identifier = request
-        .identifier()
-        .encode(encoding)
-        .map_err(|error| QrError::BadRequest(format!("cannot encode the identifier: {error}")))?;
-    let message_id = client.endpoint().next_message_id();
-    let command = Command::CGetRq(CGetRq {
-        message_id,
-        priority: Priority::Medium,
-        affected_sop_class_uid: request.model.sop_class(Operation::Get).to_owned(),
-    });
-    client
-        .send(context, &command, Some(&identifier))
-        .map_err(|source| remote.error(source))?;
+    let message_id = send_request(
+        client,
+        remote,
+        context,
+        encoding,
+        &request.identifier(),
+        |message_id| {
+            Command::CGetRq(CGetRq {
+                message_id,
+                priority: Priority::Medium,
+                affected_sop_class_uid: request.model.sop_class(Operation::Get).to_owned(),
+            })
+        },
+    )?;
     let mut local_failures: Vec<String> = Vec::new();
     loop {
         match client.receive().map_err(|source| remote.error(source))? {

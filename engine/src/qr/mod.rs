@@ -503,6 +503,26 @@ pub(crate) fn finish<T>(
     }
 }
 
+/// Sends a request with `identifier` on `context`: `command` builds it
+/// from its new Message ID, which is returned.
+pub(crate) fn send_request(
+    client: &mut Client,
+    remote: &RemoteArchive,
+    context: u8,
+    encoding: SmallDatasetEncoding,
+    identifier: &IdentifierBuilder,
+    command: impl FnOnce(u16) -> Command,
+) -> Result<u16, QrError> {
+    let identifier = identifier
+        .encode(encoding)
+        .map_err(|error| QrError::BadRequest(format!("cannot encode the identifier: {error}")))?;
+    let message_id = client.endpoint().next_message_id();
+    client
+        .send(context, &command(message_id), Some(&identifier))
+        .map_err(|source| remote.error(source))?;
+    Ok(message_id)
+}
+
 fn find_on(
     client: &mut Client,
     remote: &RemoteArchive,
@@ -511,19 +531,20 @@ fn find_on(
     encoding: SmallDatasetEncoding,
     on_match: &mut dyn FnMut(&Match),
 ) -> Result<FindSummary, QrError> {
-    let identifier = request
-        .identifier()
-        .encode(encoding)
-        .map_err(|error| QrError::BadRequest(format!("cannot encode the identifier: {error}")))?;
-    let message_id = client.endpoint().next_message_id();
-    let command = Command::CFindRq(CFindRq {
-        message_id,
-        priority: Priority::Medium,
-        affected_sop_class_uid: request.model.sop_class(Operation::Find).to_owned(),
-    });
-    client
-        .send(context, &command, Some(&identifier))
-        .map_err(|source| remote.error(source))?;
+    let message_id = send_request(
+        client,
+        remote,
+        context,
+        encoding,
+        &request.identifier(),
+        |message_id| {
+            Command::CFindRq(CFindRq {
+                message_id,
+                priority: Priority::Medium,
+                affected_sop_class_uid: request.model.sop_class(Operation::Find).to_owned(),
+            })
+        },
+    )?;
     let mut matches = 0u64;
     loop {
         let (rsp, data_set) = match client.receive().map_err(|source| remote.error(source))? {
@@ -728,19 +749,21 @@ pub fn move_to(
             }
         };
     let result = (|| {
-        let identifier = request.identifier().encode(encoding).map_err(|error| {
-            QrError::BadRequest(format!("cannot encode the identifier: {error}"))
-        })?;
-        let message_id = client.endpoint().next_message_id();
-        let command = Command::CMoveRq(CMoveRq {
-            message_id,
-            priority: Priority::Medium,
-            affected_sop_class_uid: request.model.sop_class(Operation::Move).to_owned(),
-            move_destination: destination.to_owned(),
-        });
-        client
-            .send(context, &command, Some(&identifier))
-            .map_err(|source| remote.error(source))?;
+        let message_id = send_request(
+            &mut client,
+            remote,
+            context,
+            encoding,
+            &request.identifier(),
+            |message_id| {
+                Command::CMoveRq(CMoveRq {
+                    message_id,
+                    priority: Priority::Medium,
+                    affected_sop_class_uid: request.model.sop_class(Operation::Move).to_owned(),
+                    move_destination: destination.to_owned(),
+                })
+            },
+        )?;
         loop {
             match client.receive().map_err(|source| remote.error(source))? {
                 Received::Command {

@@ -13,43 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{dcmtk, free_port, part10_dataset, python, run, scripts_dir, ChildGuard};
+use sluice_tests::{dcmtk, free_port, part10_dataset, run, ChildGuard};
 
+use crate::ingest::files_under;
+use crate::query::Instance;
 use crate::serve::Served;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One corpus instance (qr_corpus.py --lines).
-#[derive(Debug, Clone)]
-struct Instance {
-    sop: String,
-    study: String,
-    patient_id: String,
-    file: PathBuf,
-}
-
+/// The Q/R corpus (tests/fixtures/qr_corpus.py), no bulk study.
 fn corpus(dir: &Path) -> Vec<Instance> {
-    let output = run(
-        Command::new(python())
-            .arg(scripts_dir().join("qr_corpus.py"))
-            .arg(dir)
-            .args(["--bulk", "0", "--lines"]),
-        TIMEOUT,
-    );
-    assert!(output.status.success(), "qr_corpus.py: {output:?}");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            assert_eq!(fields.len(), 7, "corpus line {line:?}");
-            Instance {
-                sop: fields[0].into(),
-                study: fields[1].into(),
-                patient_id: fields[3].into(),
-                file: fields[6].into(),
-            }
-        })
-        .collect()
+    crate::query::corpus(dir, 0)
 }
 
 fn wait_listening(port: u16, what: &str) {
@@ -257,28 +231,18 @@ fn assert_landed(
 /// The Part 10 files under `root` (recursively), by SOP Instance UID;
 /// other files (an archive's own database) are left out.
 fn part10_files(root: &Path) -> BTreeMap<String, PathBuf> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
+    files_under(root)
+        .into_iter()
+        .filter_map(|path| {
             let bytes = std::fs::read(&path).unwrap();
-            if bytes.len() >= 144 && &bytes[128..132] == b"DICM" {
-                found.insert(
+            (bytes.len() >= 144 && &bytes[128..132] == b"DICM").then(|| {
+                (
                     sluice_tests::part10_meta_value(&bytes, 0x0002, 0x0003),
                     path,
-                );
-            }
-        }
-    }
-    found
+                )
+            })
+        })
+        .collect()
 }
 
 /// The objects area of a data directory, by SOP Instance UID.
@@ -640,6 +604,28 @@ fn failures_are_clear_unknown_remote_rejection_timeout_and_bad_value() {
     assert!(
         message.contains("StudyDate") || message.contains("0008,0020"),
         "{message}"
+    );
+
+    // A C-MOVE to a destination dcmqrscp does not know: A801, shown with
+    // its meaning.
+    let stranger = dir.path().join("stranger.toml");
+    std::fs::write(
+        &stranger,
+        format!(
+            "[network]\nae_title = \"STRANGER\"\n[network.remote_aes]\nQRSCP = \"127.0.0.1:{}\"\n",
+            archive.port
+        ),
+    )
+    .unwrap();
+    let output = sluice(
+        &["retrieve", "QRSCP", "--study", &instances[0].study],
+        &stranger,
+        &data,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("C-MOVE failed: status A801 (refused: move destination unknown)"),
+        "{output:?}"
     );
 
     // An unknown key name is a usage error, before any association.
