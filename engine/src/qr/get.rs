@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 
-use sluice_net::assoc::{AssociationProposal, ProposedPresentationContext};
+use sluice_net::assoc::ProposedPresentationContext;
 use sluice_net::client::{Client, Received};
 use sluice_net::dimse::{
     CGetRq, CStoreRq, CStoreRsp, Command, Priority, Status, StatusCategory, StatusDetail,
@@ -26,9 +26,8 @@ use sluice_net::query::{Level, Operation};
 use sluice_net::uid::{self, ts};
 
 use super::{
-    accepted_context, finish, qr_context, retrieve_response, send_request, Progress, QrError,
-    QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest, IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION,
+    accepted_context, associate_rq, finish, qr_context, retrieve_response, send_request, Progress,
+    QrError, QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest,
 };
 
 /// Largest sub-operation data set relayed (held in memory meanwhile).
@@ -170,27 +169,17 @@ impl Relay {
     }
 
     fn open(&self) -> Result<Client, QrError> {
-        let proposal = AssociationProposal {
-            calling_ae_title: self.calling_ae_title.clone(),
-            called_ae_title: self.target.ae_title.clone(),
-            presentation_contexts: self
-                .pairs
-                .iter()
-                .map(|(class, syntax)| ProposedPresentationContext {
-                    abstract_syntax: class.clone(),
-                    transfer_syntaxes: vec![syntax.clone()],
-                    roles: None,
-                })
-                .collect(),
-            pdu_length_max_receive: 65536,
-            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
-            implementation_version_name: Some(IMPLEMENTATION_VERSION.to_owned()),
-            asynchronous_operations_window: None,
-            user_identity: None,
-        };
-        let rq = proposal
-            .to_associate_rq()
-            .map_err(|error| QrError::Local(error.to_string()))?;
+        let contexts = self
+            .pairs
+            .iter()
+            .map(|(class, syntax)| ProposedPresentationContext {
+                abstract_syntax: class.clone(),
+                transfer_syntaxes: vec![syntax.clone()],
+                roles: None,
+            })
+            .collect();
+        let rq = associate_rq(&self.calling_ae_title, &self.target.ae_title, contexts)
+            .map_err(QrError::Local)?;
         Client::connect(
             self.target.address,
             rq,
@@ -348,14 +337,16 @@ fn get_on(
                 let bytes = match data_set {
                     DataSet::Collected(bytes) => Some(bytes),
                     DataSet::Streamed => collect(client, remote)?,
-                    _ => Some(Vec::new()),
+                    // Absent (a C-STORE-RQ must carry one) or over the
+                    // endpoint's bound: nothing to store.
+                    _ => None,
                 };
                 let (status, detail) = match bytes {
                     None => (
                         Status(0xA700),
                         StatusDetail {
                             error_comment: Some(format!(
-                                "data set over {INSTANCE_BYTES_MAX} bytes: not relayed"
+                                "data set absent or over {INSTANCE_BYTES_MAX} bytes: not stored"
                             )),
                             ..StatusDetail::default()
                         },

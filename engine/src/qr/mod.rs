@@ -68,8 +68,8 @@ pub use prefetch::{
 /// How long the remote may stay silent before the association is aborted.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Our Implementation Class UID and version name on SCU associations.
-pub(crate) const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1.1";
-pub(crate) const IMPLEMENTATION_VERSION: &str = "SLUICE_QRSCU";
+const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1.1";
+const IMPLEMENTATION_VERSION: &str = "SLUICE_QRSCU";
 /// Largest response identifier collected.
 const IDENTIFIER_LENGTH_MAX: usize = 1024 * 1024;
 /// Failed SOP Instance UID List (0008,0058).
@@ -192,19 +192,8 @@ impl RemoteArchive {
         &self,
         contexts: Vec<ProposedPresentationContext>,
     ) -> Result<(Client, Box<NegotiatedAssociation>), QrError> {
-        let proposal = AssociationProposal {
-            calling_ae_title: self.calling_ae_title.clone(),
-            called_ae_title: self.ae_title.clone(),
-            presentation_contexts: contexts,
-            pdu_length_max_receive: 65536,
-            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
-            implementation_version_name: Some(IMPLEMENTATION_VERSION.to_owned()),
-            asynchronous_operations_window: None,
-            user_identity: None,
-        };
-        let rq = proposal
-            .to_associate_rq()
-            .map_err(|error| QrError::BadRequest(error.to_string()))?;
+        let rq = associate_rq(&self.calling_ae_title, &self.ae_title, contexts)
+            .map_err(QrError::BadRequest)?;
         let mut config = EndpointConfig::default();
         config.collect_length_max = IDENTIFIER_LENGTH_MAX;
         // Our own timer is the socket's; the endpoint's idle timer is longer.
@@ -226,6 +215,26 @@ impl RemoteArchive {
             reason: reason.into(),
         }
     }
+}
+
+/// Our A-ASSOCIATE-RQ from `calling` to `called` proposing `contexts`.
+pub(crate) fn associate_rq(
+    calling: &str,
+    called: &str,
+    contexts: Vec<ProposedPresentationContext>,
+) -> Result<sluice_net::pdu::AssociateRq, String> {
+    AssociationProposal {
+        calling_ae_title: calling.to_owned(),
+        called_ae_title: called.to_owned(),
+        presentation_contexts: contexts,
+        pdu_length_max_receive: 65536,
+        implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
+        implementation_version_name: Some(IMPLEMENTATION_VERSION.to_owned()),
+        asynchronous_operations_window: None,
+        user_identity: None,
+    }
+    .to_associate_rq()
+    .map_err(|error| error.to_string())
 }
 
 /// The presentation context of a Q/R SOP class: Explicit then Implicit VR
