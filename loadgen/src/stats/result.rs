@@ -550,6 +550,34 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Why the run measured nothing, when no association of either lane was
+    /// established (every one rejected, aborted or refused a connection):
+    /// the caller exits non-zero rather than reporting zeros as a capacity.
+    pub fn nothing_measured(&self) -> Option<String> {
+        let established = self.totals.associations_established
+            + self
+                .retrieval
+                .as_ref()
+                .map_or(0, |retrieval| retrieval.totals.associations_established);
+        if established > 0 {
+            return None;
+        }
+        let mut rejections = self.rejections.clone();
+        let mut aborts = self.aborts.clone();
+        if let Some(retrieval) = &self.retrieval {
+            for (code, count) in &retrieval.rejections {
+                *rejections.entry(code.clone()).or_insert(0) += count;
+            }
+            for (kind, count) in &retrieval.aborts {
+                *aborts.entry(kind.clone()).or_insert(0) += count;
+            }
+        }
+        Some(format!(
+            "no association with {} ({}) was established; rejections {rejections:?}, aborts {aborts:?}",
+            self.target.address, self.target.called_ae_title
+        ))
+    }
+
     /// Assembles the result from merged core stats.
     pub fn from_stats(
         stats: &Measurements,
