@@ -1,6 +1,7 @@
 //! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
 //! commands (`ls`, `show`, `quarantine`, `commitments`, `verify`, `stats`,
-//! `export-instance`) inspect and manage a data directory.
+//! `export-instance`) inspect and manage a data directory; `query`,
+//! `retrieve` and `prefetch` are the Query/Retrieve SCU (`cli::qr`).
 //!
 //! Under systemd (`Type=notify`, packaging/debian/sluice.service) `serve`
 //! reports READY=1 once start-up recovery is done and the listeners are
