@@ -317,6 +317,28 @@ fn gauge(
     ConstGauge::new(value).encode(metric)
 }
 
+/// One family of counters or gauges with one label: a series per row
+/// (label value, value).
+fn family<'a>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, metric_type): (&str, &str, MetricType),
+    label: &str,
+    rows: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (value_of_label, value) in rows {
+        let labels = [(label, Escaped(value_of_label))];
+        let labels = labels.as_slice();
+        let series = family.encode_family(&labels)?;
+        if matches!(metric_type, MetricType::Counter) {
+            ConstCounter::new(value).encode(series)?;
+        } else {
+            ConstGauge::new(to_i64(value)).encode(series)?;
+        }
+    }
+    Ok(())
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -330,28 +352,32 @@ impl Collector for Scrape {
         // ----- C-STORE -----
         let calling_aes = metrics.calling_aes();
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_store_instances_received",
-                "C-STORE requests received, per calling AE title (whatever their answer)",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_store_instances_received",
+                    "C-STORE requests received, per calling AE title (whatever their answer)",
+                    MetricType::Counter,
+                ),
+                "calling_ae",
+                calling_aes
+                    .iter()
+                    .map(|(title, instances, _)| (title.as_str(), *instances)),
             )?;
-            for (title, instances, _) in &calling_aes {
-                let labels = [("calling_ae", Escaped(title))];
-                ConstCounter::new(*instances).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_store_bytes_received",
-                "C-STORE data-set bytes received, per calling AE title",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_store_bytes_received",
+                    "C-STORE data-set bytes received, per calling AE title",
+                    MetricType::Counter,
+                ),
+                "calling_ae",
+                calling_aes
+                    .iter()
+                    .map(|(title, _, bytes)| (title.as_str(), *bytes)),
             )?;
-            for (title, _, bytes) in &calling_aes {
-                let labels = [("calling_ae", Escaped(title))];
-                ConstCounter::new(*bytes).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         {
             let mut by_status = std::collections::BTreeMap::<Option<u16>, u64>::new();
@@ -360,17 +386,26 @@ impl Collector for Scrape {
                     *by_status.entry(code).or_default() += count;
                 });
             }
-            let mut family = encoder.encode_descriptor(
-                "sluice_store_answers",
-                "C-STORE-RSPs sent, per status (hexadecimal, as PS3.7 writes it)",
-                None,
-                MetricType::Counter,
+            let statuses: Vec<(String, u64)> = by_status
+                .into_iter()
+                .map(|(code, count)| {
+                    let status =
+                        code.map_or_else(|| "other".to_owned(), |code| format!("{code:04X}"));
+                    (status, count)
+                })
+                .collect();
+            family(
+                &mut encoder,
+                (
+                    "sluice_store_answers",
+                    "C-STORE-RSPs sent, per status (hexadecimal, as PS3.7 writes it)",
+                    MetricType::Counter,
+                ),
+                "status",
+                statuses
+                    .iter()
+                    .map(|(status, count)| (status.as_str(), *count)),
             )?;
-            for (code, count) in by_status {
-                let status = code.map_or_else(|| "other".to_owned(), |code| format!("{code:04X}"));
-                let labels = [("status", status)];
-                ConstCounter::new(count).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         let histograms: [(&str, &str, LatencyOf); 4] = [
             (
@@ -418,22 +453,22 @@ impl Collector for Scrape {
         )?;
         let counts = source.store.counts();
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_store_outcomes",
-                "C-STOREs by what became of the instance",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_store_outcomes",
+                    "C-STOREs by what became of the instance",
+                    MetricType::Counter,
+                ),
+                "outcome",
+                [
+                    ("stored", counts.stored),
+                    ("quarantined", counts.quarantined),
+                    ("dropped_identical", counts.dropped),
+                    ("rejected_duplicate", counts.rejected),
+                    ("failed", counts.failed),
+                ],
             )?;
-            for (outcome, count) in [
-                ("stored", counts.stored),
-                ("quarantined", counts.quarantined),
-                ("dropped_identical", counts.dropped),
-                ("rejected_duplicate", counts.rejected),
-                ("failed", counts.failed),
-            ] {
-                let labels = [("outcome", outcome)];
-                ConstCounter::new(count).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         gauge(
             &mut encoder,
@@ -459,68 +494,82 @@ impl Collector for Scrape {
                 .sum::<u64>(),
         )?;
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_associations_rejected",
-                "Inbound associations rejected (A-ASSOCIATE-RJ), per reason",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_associations_rejected",
+                    "Inbound associations rejected (A-ASSOCIATE-RJ), per reason",
+                    MetricType::Counter,
+                ),
+                "reason",
+                RejectedBecause::ALL.map(|because| {
+                    (
+                        because.label(),
+                        cores
+                            .iter()
+                            .map(|core| core.associations_rejected(because))
+                            .sum(),
+                    )
+                }),
             )?;
-            for because in RejectedBecause::ALL {
-                let count: u64 = cores
-                    .iter()
-                    .map(|core| core.associations_rejected(because))
-                    .sum();
-                let labels = [("reason", because.label())];
-                ConstCounter::new(count).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_dimse_requests",
-                "DIMSE requests received, per command",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_dimse_requests",
+                    "DIMSE requests received, per command",
+                    MetricType::Counter,
+                ),
+                "command",
+                Request::ALL.map(|request| {
+                    (
+                        request.label(),
+                        cores.iter().map(|core| core.requests(request)).sum(),
+                    )
+                }),
             )?;
-            for request in Request::ALL {
-                let count: u64 = cores.iter().map(|core| core.requests(request)).sum();
-                let labels = [("command", request.label())];
-                ConstCounter::new(count).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_retrieve_sub_operations",
-                "C-MOVE and C-GET sub-operations finished, per outcome",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_retrieve_sub_operations",
+                    "C-MOVE and C-GET sub-operations finished, per outcome",
+                    MetricType::Counter,
+                ),
+                "outcome",
+                SubOperation::ALL.map(|outcome| {
+                    (
+                        outcome.label(),
+                        cores
+                            .iter()
+                            .map(|core| core.sub_operation_count(outcome))
+                            .sum(),
+                    )
+                }),
             )?;
-            for outcome in SubOperation::ALL {
-                let count: u64 = cores
-                    .iter()
-                    .map(|core| core.sub_operation_count(outcome))
-                    .sum();
-                let labels = [("outcome", outcome.label())];
-                ConstCounter::new(count).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
 
         // ----- queues -----
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_queue_depth",
-                "Messages waiting in the server's internal queues",
-                None,
-                MetricType::Gauge,
+            family(
+                &mut encoder,
+                (
+                    "sluice_queue_depth",
+                    "Messages waiting in the server's internal queues",
+                    MetricType::Gauge,
+                ),
+                "queue",
+                [
+                    (
+                        "index_writer",
+                        source.store.index().writer().queued() as u64,
+                    ),
+                    ("commitment_tracker", source.tracker.queued() as u64),
+                    ("removals_owed", source.in_doubt.owed_count() as u64),
+                ],
             )?;
-            for (queue, depth) in [
-                ("index_writer", source.store.index().writer().queued()),
-                ("commitment_tracker", source.tracker.queued()),
-                ("removals_owed", source.in_doubt.owed_count()),
-            ] {
-                let labels = [("queue", queue)];
-                ConstGauge::new(to_i64(depth as u64))
-                    .encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
 
         // ----- the machine -----
@@ -558,19 +607,16 @@ impl Collector for Scrape {
         // ----- index -----
         match source.store.index().stats() {
             Ok(stats) => {
-                {
-                    let mut family = encoder.encode_descriptor(
+                family(
+                    &mut encoder,
+                    (
                         "sluice_index_entries",
                         "Entries per index table (instances: `instances`; quarantined: `quarantine`)",
-                        None,
                         MetricType::Gauge,
-                    )?;
-                    for table in &stats.tables {
-                        let labels = [("table", Escaped(table.name))];
-                        ConstGauge::new(to_i64(table.entries))
-                            .encode(family.encode_family(&labels.as_slice())?)?;
-                    }
-                }
+                    ),
+                    "table",
+                    stats.tables.iter().map(|table| (table.name, table.entries)),
+                )?;
                 gauge(
                     &mut encoder,
                     "sluice_index_file_bytes",
@@ -617,21 +663,21 @@ impl Collector for Scrape {
             load(&stats.requests_accepted),
         )?;
         {
-            let mut family = encoder.encode_descriptor(
-                "sluice_commitment_report_deliveries",
-                "Storage Commitment report deliveries (N-EVENT-REPORT), per outcome",
-                None,
-                MetricType::Counter,
+            family(
+                &mut encoder,
+                (
+                    "sluice_commitment_report_deliveries",
+                    "Storage Commitment report deliveries (N-EVENT-REPORT), per outcome",
+                    MetricType::Counter,
+                ),
+                "outcome",
+                [
+                    ("delivered", load(&stats.reports_delivered)),
+                    ("refused", load(&stats.reports_refused)),
+                    ("retry", load(&stats.deliveries_retried)),
+                    ("given_up", load(&stats.reports_given_up)),
+                ],
             )?;
-            for (outcome, count) in [
-                ("delivered", load(&stats.reports_delivered)),
-                ("refused", load(&stats.reports_refused)),
-                ("retry", load(&stats.deliveries_retried)),
-                ("given_up", load(&stats.reports_given_up)),
-            ] {
-                let labels = [("outcome", outcome)];
-                ConstCounter::new(count).encode(family.encode_family(&labels.as_slice())?)?;
-            }
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use sluice_tests::{dcmtk, free_port, part10_meta_length, part10_meta_value, run, ChildGuard};
 
 use crate::disk_full::resize;
+use crate::ingest::generated_files;
 use crate::process::signal;
 use crate::serve::{Served, SmallFilesystem};
 
@@ -116,36 +117,21 @@ fn get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// `count` generated CT files in a new directory `name` under `dir`.
-fn instances(dir: &Path, name: &str, count: u64) -> PathBuf {
+fn instances(dir: &Path, name: &str, count: usize) -> (PathBuf, Vec<PathBuf>) {
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
-    let output = run(
-        Command::new(sluice_tests::python())
-            .arg(sluice_tests::scripts_dir().join("sluice_peer.py"))
-            .args(["write", out.to_str().unwrap(), &count.to_string(), "128"]),
-        TIMEOUT,
-    );
-    assert!(output.status.success(), "{output:?}");
-    out
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    files
+    let files = generated_files(&out, count);
+    (out, files)
 }
 
 #[test]
 fn metrics_count_what_storescu_and_loadgen_sent_while_they_send() {
-    const FROM_STORESCU: u64 = 12;
-    const FROM_LOADGEN: u64 = 40;
+    const FROM_STORESCU: usize = 12;
+    const FROM_LOADGEN: usize = 40;
     let metrics_port = free_port();
     let served = Served::start("auto", &["--metrics-port", &metrics_port.to_string()]);
-    let storescu_files = instances(served.dir.path(), "storescu", FROM_STORESCU);
-    let loadgen_files = instances(served.dir.path(), "loadgen", FROM_LOADGEN);
+    let (_, storescu_files) = instances(served.dir.path(), "storescu", FROM_STORESCU);
+    let (loadgen_files, _) = instances(served.dir.path(), "loadgen", FROM_LOADGEN);
 
     // Nothing sent yet: the endpoint answers, every counter at zero.
     let before = scrape(metrics_port);
@@ -186,7 +172,7 @@ fn metrics_count_what_storescu_and_loadgen_sent_while_they_send() {
         })
     };
     let storescu = {
-        let files = files_in(&storescu_files);
+        let files = storescu_files;
         let sending = sending.clone();
         std::thread::spawn(move || {
             let output = run(
