@@ -227,8 +227,24 @@ fn answer(mut stream: TcpStream, shared: &Arc<ServerShared>) -> std::io::Result<
     if !head_only {
         stream.write_all(body.as_bytes())?;
     }
-    stream.flush()
+    stream.flush()?;
+    // A lingering close: bytes the client sent past what was read (an
+    // oversized head, a body) would make the close a reset, which may
+    // destroy the answer before the client reads it. Read a bounded amount
+    // more once the answer is out.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut discarded = 0;
+    while discarded < LINGER_READ_MAX {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => discarded += read,
+        }
+    }
+    Ok(())
 }
+
+/// The most bytes read and discarded after an answer (a lingering close).
+const LINGER_READ_MAX: usize = 64 * 1024;
 
 /// Why the server would not accept a C-STORE now, or `None` when it would.
 fn not_ready_because(shared: &ServerShared) -> Option<String> {
