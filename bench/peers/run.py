@@ -47,6 +47,7 @@ DURABLE = {
     "dicom-rs": "no fsync",
     "speed-of-light": "yes: file and directory fsynced, no index",
     "sluice-baseline": "yes: as sluice-uring (another build, for before/after runs)",
+    "sluice-metrics": "yes: as sluice-uring, with [metrics] on and /metrics scraped every second",
 }
 ALL_RECEIVERS = ["sluice-uring", "sluice-portable", "orthanc", "storescp", "dicom-rs"]
 
@@ -170,8 +171,15 @@ class Receiver:
         if name.startswith("sluice-"):
             # sluice-baseline: another build of Sluice (--baseline-sluice),
             # on io_uring, interleaved with this one for before/after runs.
+            # sluice-metrics: this build with the metrics endpoint on and
+            # scraped every second (Prometheus scrapes every 15 s by
+            # default), beside sluice-uring (off) for its cost.
             binary, backend = ((binaries["sluice-baseline"], "uring") if name == "sluice-baseline"
+                               else (binaries["sluice"], "uring") if name == "sluice-metrics"
                                else (binaries["sluice"], name.split("-", 1)[1]))
+            self.metrics_port = free_port() if name == "sluice-metrics" else None
+            if self.metrics_port:
+                extra = list(extra) + ["--metrics-port", str(self.metrics_port)]
             command = [binary, "serve", "--data-dir", self.dir,
                        "--port", str(self.port), "--bind", "127.0.0.1",
                        "--io-backend", backend, "--free-space-floor", "0",
@@ -251,8 +259,32 @@ class Receiver:
                     return int(line.split()[1])
         return 0
 
+    def start_scraping(self):
+        """Sluice with [metrics]: GETs /metrics every second until stopped."""
+        self.scrapes = 0
+        if not getattr(self, "metrics_port", None):
+            return
+        import threading
+        import urllib.request
+        self.scraping = threading.Event()
+
+        def scrape():
+            while not self.scraping.wait(1.0):
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as answer:
+                        answer.read()
+                    self.scrapes += 1
+                except OSError:
+                    pass
+        self.scraper = threading.Thread(target=scrape, daemon=True)
+        self.scraper.start()
+
     def stop(self):
         """Stops the receiver by its PID; returns how many files it stored."""
+        if getattr(self, "scraper", None):
+            self.scraping.set()
+            self.scraper.join()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=60)
@@ -507,6 +539,7 @@ def measured_run(workload, receiver_name, binaries, args, files, log_dir, storag
         receiver = SpeedOfLight(binaries, storage_root, log_dir)
     else:
         receiver = Receiver(receiver_name, binaries, storage_root, log_dir)
+    receiver.start_scraping()
     try:
         if receiver_name == "speed-of-light":
             connections, size = workload["sol"]
@@ -533,6 +566,7 @@ def measured_run(workload, receiver_name, binaries, args, files, log_dir, storag
         "cpu_s_per_gb": (user + system) / gigabytes,
         "peak_rss_mib": peak_rss_kib / 1024,
         "load_average_1min": os.getloadavg()[0],
+        "metrics_scrapes": getattr(receiver, "scrapes", 0),
     })
 
 

@@ -37,6 +37,7 @@ pub mod config;
 pub mod escape;
 pub mod flags;
 pub mod lock;
+mod metrics;
 pub mod qr;
 pub mod recovery;
 pub mod scp;

@@ -223,7 +223,8 @@ pub fn part10_meta_value(file: &[u8], wanted_group: u16, wanted_element: u16) ->
     panic!("no ({wanted_group:04X},{wanted_element:04X}) in file meta");
 }
 
-fn part10_meta_length(file: &[u8]) -> usize {
+/// The length of a Part 10 file's meta group (its group length value): the data set starts 144 bytes past it.
+pub fn part10_meta_length(file: &[u8]) -> usize {
     u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize
 }
 

@@ -5,11 +5,15 @@
 //!
 //! Under systemd (`Type=notify`, packaging/debian/sluice.service) `serve`
 //! reports READY=1 once start-up recovery is done and the listeners are
-//! bound, and STOPPING=1 when a signal starts the shutdown; without a
-//! NOTIFY_SOCKET these are no-ops.
+//! bound, STOPPING=1 when a signal starts the shutdown, and, when systemd
+//! set WATCHDOG_USEC (`WatchdogSec=`), WATCHDOG=1 every half interval as
+//! long as every core still turns its event loop ([`Server::liveness`]);
+//! without a NOTIFY_SOCKET these are no-ops.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -227,6 +231,10 @@ fn serve(config: Config) -> ExitCode {
             listening.join(", ")
         )),
     ]);
+    let stopping = Arc::new(AtomicBool::new(false));
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        start_watchdog(&server, interval, stopping.clone());
+    }
     let handle = server.shutdown_handle();
     std::thread::spawn(move || {
         // The first signal drains (server.shutdown_drain_ms), a second one
@@ -234,6 +242,7 @@ fn serve(config: Config) -> ExitCode {
         // fails (stderr closed by a pipe reader that went away) must not
         // stop it.
         if signal_receiver.recv().is_ok() {
+            stopping.store(true, Ordering::SeqCst);
             // STOPPING=1 before the shutdown, so systemd hears it before
             // the process can exit.
             notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
@@ -254,6 +263,48 @@ fn serve(config: Config) -> ExitCode {
             tracing::error!(%error, "shutdown incomplete");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Sends WATCHDOG=1 every half `interval` while every core turns its event
+/// loop: a core stuck in a call or a loop stops the keep-alives, and
+/// systemd restarts the service after `interval` (`WatchdogSec=`). Ends at
+/// shutdown (systemd stops watching once STOPPING=1 is sent).
+fn start_watchdog(server: &Server, interval: Duration, stopping: Arc<AtomicBool>) {
+    let mut liveness = server.liveness();
+    let period = (interval / 2).max(Duration::from_millis(10));
+    tracing::info!(
+        interval_ms = interval.as_millis() as u64,
+        "systemd watchdog: keep-alives while every core turns its loop"
+    );
+    let spawned = std::thread::Builder::new()
+        .name("sluice-watchdog".into())
+        .spawn(move || {
+            let mut was_stuck = false;
+            while !stopping.load(Ordering::SeqCst) {
+                match liveness.check() {
+                    Ok(()) => {
+                        if was_stuck {
+                            tracing::info!("systemd watchdog: every core turns again");
+                            was_stuck = false;
+                        }
+                        notify_service_manager(&[NotifyState::Watchdog]);
+                    }
+                    Err(stuck) => {
+                        if !was_stuck {
+                            tracing::error!(
+                                cores = ?stuck,
+                                "systemd watchdog: cores stopped turning their event loop; keep-alives withheld"
+                            );
+                            was_stuck = true;
+                        }
+                    }
+                }
+                std::thread::sleep(period);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the systemd watchdog thread; systemd will restart the service");
     }
 }
 

@@ -20,7 +20,7 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,7 +91,25 @@ pub(crate) struct TrackerHandle {
     arrivals_lost: Arc<AtomicBool>,
     /// The bytes the requests held may take (`commitment.memory_budget`).
     memory: Arc<MemoryBudget>,
+    /// What the tracker did, for the metrics.
+    stats: Arc<CommitmentStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the tracker counts for the metrics endpoint: requests taken and
+/// report deliveries by outcome (written by the tracker's thread only).
+#[derive(Debug, Default)]
+pub(crate) struct CommitmentStats {
+    /// Requests accepted (N-ACTION answered 0000).
+    pub(crate) requests_accepted: AtomicU64,
+    /// Reports the requester accepted.
+    pub(crate) reports_delivered: AtomicU64,
+    /// Reports the requester refused (a permanent failure).
+    pub(crate) reports_refused: AtomicU64,
+    /// Deliveries that failed and will be retried.
+    pub(crate) deliveries_retried: AtomicU64,
+    /// Reports given up after their retries.
+    pub(crate) reports_given_up: AtomicU64,
 }
 
 impl TrackerHandle {
@@ -104,6 +122,7 @@ impl TrackerHandle {
             pending_count: Arc::new(AtomicUsize::new(0)),
             arrivals_lost: Arc::new(AtomicBool::new(false)),
             memory: Arc::new(MemoryBudget::new(memory_budget_bytes)),
+            stats: Arc::default(),
             thread: Mutex::new(None),
         }
     }
@@ -112,6 +131,21 @@ impl TrackerHandle {
     /// hands a request over.
     pub(crate) fn memory(&self) -> &MemoryBudget {
         &self.memory
+    }
+
+    /// What the tracker counted.
+    pub(crate) fn stats(&self) -> &CommitmentStats {
+        &self.stats
+    }
+
+    /// Requests waiting for their instances.
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending_count.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued for the tracker.
+    pub(crate) fn queued(&self) -> usize {
+        self.sender.len()
     }
 
     /// Starts the thread (once). It reads the index's commitment records
@@ -126,6 +160,7 @@ impl TrackerHandle {
             pending_count: self.pending_count.clone(),
             arrivals_lost: self.arrivals_lost.clone(),
             memory: self.memory.clone(),
+            stats: self.stats.clone(),
             transactions: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
@@ -293,6 +328,7 @@ struct Tracker {
     pending_count: Arc<AtomicUsize>,
     arrivals_lost: Arc<AtomicBool>,
     memory: Arc<MemoryBudget>,
+    stats: Arc<CommitmentStats>,
     transactions: HashMap<String, Transaction>,
     /// Transaction number -> Transaction UID.
     ids: HashMap<u32, String>,
@@ -713,6 +749,7 @@ impl Tracker {
             memory_in_use_bytes = self.memory.used(),
             "commitment request accepted"
         );
+        self.stats.requests_accepted.fetch_add(1, Ordering::Relaxed);
         self.answer(&request, Ok(()));
         let uid = &mut self.scratch;
         for (index, present) in transaction.present.iter().enumerate() {
@@ -1064,6 +1101,7 @@ impl Tracker {
                 transaction.payload.last_status = status.0;
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Delivered);
+                self.stats.reports_delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts = transaction.record.delivery_attempts, "commitment report delivered");
             }
             DeliveryOutcome::Delivered(status) | DeliveryOutcome::Refused(status) => {
@@ -1071,6 +1109,7 @@ impl Tracker {
                 transaction.payload.last_error = format!("the peer answered status {status}");
                 transaction.record.delivery_attempts += 1;
                 finished = Some(CommitmentState::Failed);
+                self.stats.reports_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), status = %status, "commitment report refused by the peer: permanent failure, not retried");
             }
             DeliveryOutcome::NotOpen => {
@@ -1088,6 +1127,7 @@ impl Tracker {
                 let retries_allowed = config.commitment.report_retry_count;
                 if attempts > retries_allowed {
                     finished = Some(CommitmentState::Failed);
+                    self.stats.reports_given_up.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts, reason = %Escaped(&reason), "commitment report given up after its retries");
                 } else {
                     let delay = retry_delay(
@@ -1097,6 +1137,9 @@ impl Tracker {
                     );
                     transaction.record.next_attempt_at_unix_ns =
                         now.saturating_add(duration_ns(delay));
+                    self.stats
+                        .deliveries_retried
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(transaction_uid = %Escaped(transaction_uid), requester = %Escaped(&requester), attempts, retry_in_s = delay.as_secs(), reason = %Escaped(&reason), "commitment report delivery failed; will retry");
                 }
             }

@@ -35,8 +35,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
-    AcceptConfig, CommitmentConfig, Config, NetworkConfig, QueryConfig, ServerConfig,
-    StorageConfig, ValidationConfig,
+    AcceptConfig, CommitmentConfig, Config, MetricsConfig, NetworkConfig, QueryConfig,
+    ServerConfig, StorageConfig, ValidationConfig,
 };
 pub use values::{
     AeSelection, AeTitle, CheckMode, ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,

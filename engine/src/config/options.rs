@@ -494,4 +494,25 @@ config_options! {
         retrieve_buffer_per_core: u64 = 32 * MIB,
             kind ByteSizeKind::<u64>::new(MIB, 4 * GIB), flag "query-retrieve-buffer-per-core";
     }
+
+    /// The monitoring endpoint: Prometheus metrics (`/metrics`) and health
+    /// probes (`/healthz`, `/readyz`) over plain HTTP. What it serves and
+    /// how to scrape it: docs/operations.md, "Metrics and health".
+    [metrics] MetricsConfig "Metrics and health" {
+        /// The TCP port of the metrics and health endpoint. Unset (the
+        /// default): no endpoint is opened. 9104 is free of the common
+        /// exporters' ports.
+        metrics_port: Option<u16> = None,
+            kind OptionalKind(IntKind::<u16>::new(1, u16::MAX)),
+            flag "metrics-port", example "9104";
+
+        /// The local address the metrics endpoint binds to. The default
+        /// serves only this machine (a Prometheus agent or a load balancer
+        /// probe beside it): the endpoint has no authentication, and the
+        /// metrics name the calling AE titles. Widen it (`"0.0.0.0"`) only
+        /// behind a firewall.
+        metrics_bind_address: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST),
+            kind TextKind::<IpAddr>::new("IP address (string), IPv4 or IPv6", "ADDRESS"),
+            flag "metrics-bind";
+    }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_io::{ConnId, Core, IoBuf, TimerId};
@@ -31,6 +32,7 @@ use sluice_net::pdu::AssociateRq;
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
 use crate::escape::Escaped;
+use crate::metrics::AeCounters;
 
 /// The association timers' durations (`network.artim_timeout_ms`,
 /// `network.idle_timeout_ms`).
@@ -116,6 +118,8 @@ pub(crate) struct Connection {
     pub(crate) outcome: Option<String>,
     /// Its counters.
     pub(crate) counters: Counters,
+    /// Its calling AE's metrics, from its acceptance (when counting).
+    pub(crate) ae_metrics: Option<Arc<AeCounters>>,
     endpoint: Endpoint,
     /// Requests received and not yet answered (C-STORE-RQ, N-ACTION-RQ):
     /// a stopping server waits for them before it aborts the association.
@@ -147,6 +151,7 @@ impl Connection {
             calling_ae_title: String::new(),
             called_ae_title: String::new(),
             counted: false,
+            ae_metrics: None,
             purpose: Purpose::Inbound,
             extended_negotiation: Vec::new(),
             receiving: None,

@@ -46,6 +46,7 @@ use super::storage;
 use super::tag::{split, tag, TagKind};
 use crate::commit::messages::ToCore;
 use crate::escape::Escaped;
+use crate::metrics::{RejectedBecause, Request};
 
 /// Messages from other threads to a core.
 #[derive(Debug)]
@@ -60,6 +61,9 @@ pub(crate) enum CoreMessage {
         /// When whatever is still in flight is aborted.
         deadline: Instant,
     },
+    /// The watchdog asks the core to turn its loop once (an idle core has
+    /// no other event): `Server::liveness` then sees its turn count move.
+    Heartbeat,
 }
 
 /// A core's part of a graceful shutdown: no new association, C-STORE or
@@ -254,6 +258,10 @@ impl CoreHandler {
                     NegotiationOutcome::Accept { negotiated, .. } => {
                         conn.counters.contexts_accepted = negotiated.presentation_contexts.len();
                         conn.counted = true;
+                        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+                            metrics.association_accepted();
+                        }
+                        conn.ae_metrics = self.shared.metrics.calling_ae(&conn.calling_ae_title);
                         if let Some(refused) =
                             admission::refused_contexts_accepted(&self.shared, &rq, conn.listener)
                         {
@@ -265,6 +273,9 @@ impl CoreHandler {
                         }
                     }
                     NegotiationOutcome::Reject(rj) => {
+                        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+                            metrics.association_rejected(RejectedBecause::of(rj.reason));
+                        }
                         let (result, source, reason) = rj.codes();
                         let why = admission::rejection_reason(
                             &self.shared,
@@ -359,6 +370,21 @@ impl CoreHandler {
             conn.receiving.is_none(),
             "a command while a data set arrives"
         );
+        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+            let request = match &command {
+                Command::CEchoRq(_) => Some(Request::Echo),
+                Command::CStoreRq(_) => Some(Request::Store),
+                Command::CFindRq(_) => Some(Request::Find),
+                Command::CMoveRq(_) => Some(Request::Move),
+                Command::CGetRq(_) => Some(Request::Get),
+                Command::CCancelRq(_) => Some(Request::Cancel),
+                Command::NActionRq(_) => Some(Request::Action),
+                _ => None,
+            };
+            if let Some(request) = request {
+                metrics.request(request);
+            }
+        }
         // Query/Retrieve reaches other associations (its lanes) too.
         if matches!(
             command,
@@ -586,6 +612,7 @@ impl Handler for CoreHandler {
     type Message = CoreMessage;
 
     fn on_event(&mut self, core: &mut Core, event: Event) {
+        self.shared.metrics.turned(self.core_index);
         match event {
             Event::Accepted {
                 conn,
@@ -687,6 +714,7 @@ impl Handler for CoreHandler {
     }
 
     fn on_message(&mut self, core: &mut Core, message: CoreMessage) {
+        self.shared.metrics.turned(self.core_index);
         // Whatever the message, the index's answers first: their wake-up
         // may not have fit in a full mailbox.
         self.ingest.index_answers(core);
@@ -718,6 +746,8 @@ impl Handler for CoreHandler {
                 );
             }
             CoreMessage::Drain { deadline } => self.drain(core, deadline),
+            // The turn counted above is all it asks for.
+            CoreMessage::Heartbeat => {}
         }
         self.answer_stores(core);
         self.drain_step(core);

@@ -28,6 +28,7 @@ mod conn;
 mod failure;
 mod handler;
 mod ingest;
+mod monitor;
 pub mod policy;
 mod query;
 mod shared;
@@ -55,7 +56,9 @@ use ingest::space::SpaceAccount;
 pub use failure::status_of_index_error;
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
 
+use crate::metrics::{Metrics, Phase};
 use handler::{CoreHandler, CoreMessage};
+use monitor::Monitor;
 use shared::{DrainReport, ServerShared};
 
 /// How long the commitment tracker may wait for room in a core's mailbox.
@@ -164,6 +167,9 @@ pub struct Server {
     stop_requested: Arc<AtomicBool>,
     /// The cores' drain reports.
     drained: crossbeam_channel::Receiver<DrainReport>,
+    /// The metrics and health endpoint (`[metrics]`), stopped when the
+    /// server is dropped.
+    monitor: Option<Monitor>,
     /// The data directory's and the ports' locks, held until the server is
     /// dropped (after its cores stopped).
     _locks: (DataDirectoryLock, Vec<PortLock>),
@@ -239,6 +245,7 @@ impl Server {
             in_doubt: InDoubtSet::default(),
             move_destinations: resolve_remote_aes(config),
             space: SpaceAccount::default(),
+            metrics: Metrics::new(core_count_of(config), config.metrics.metrics_port.is_some()),
             drained: drained_sender,
         });
         let core_count = core_count_of(config);
@@ -277,6 +284,19 @@ impl Server {
                 probe_port(*address)?;
             }
         }
+        // The monitoring endpoint before recovery: /readyz answers 503 (and
+        // /healthz 200) while it runs, which can take minutes.
+        let monitor = match config.metrics.metrics_port {
+            Some(port) => {
+                let address = SocketAddr::new(config.metrics.metrics_bind_address, port);
+                Some(Monitor::start(shared.clone(), address).map_err(|error| {
+                    ServeError::Config(format!(
+                        "cannot listen on {address} for the metrics endpoint ([metrics]): {error}"
+                    ))
+                })?)
+            }
+            None => None,
+        };
         // Start-up recovery before accepting anything: it logs its own
         // one-line summary.
         crate::recovery::recover(store.layout(), store.index())
@@ -300,6 +320,8 @@ impl Server {
             )));
         }
         let listen_addrs = runtime.listen_addrs().to_vec();
+        let _ = shared.metrics.backend.set(runtime.backend().to_string());
+        shared.metrics.set_phase(Phase::Serving);
         tracing::info!(
             address = %listen_addrs.first().map(ToString::to_string).unwrap_or_default(),
             ae_title = config.network.ae_title.as_str(),
@@ -315,8 +337,25 @@ impl Server {
             listen_addrs,
             stop_requested: Arc::new(AtomicBool::new(false)),
             drained,
+            monitor,
             _locks: (data_lock, port_locks),
         })
+    }
+
+    /// The address of the metrics and health endpoint, when `[metrics]`
+    /// opened one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().map(Monitor::local_addr)
+    }
+
+    /// A probe of the cores' liveness, for a watchdog (systemd's
+    /// `WatchdogSec=`): see [`Liveness`].
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            runtime: self.runtime.handle(),
+            shared: self.shared.clone(),
+            last_turns: Vec::new(),
+        }
     }
 
     /// The address the main listener is bound to (the real port when the
@@ -358,6 +397,7 @@ impl Server {
     /// passed.
     pub fn drain(&self) {
         let drain_max = self.shared.store.config().server.shutdown_drain_ms;
+        self.shared.metrics.set_phase(Phase::Draining);
         let started = Instant::now();
         let deadline = started + drain_max;
         let handle = self.runtime.handle();
@@ -440,5 +480,58 @@ impl Server {
             self.drain();
         }
         self.stop(wait_max)
+    }
+}
+
+/// Whether every core still turns its event loop, for a watchdog: each
+/// [`Liveness::check`] asks every core for one turn (a message through its
+/// mailbox, so an idle core turns too) and says whether every core turned
+/// since the previous check. A core stuck in a system call or a loop stops
+/// turning, and the check fails until it turns again.
+#[derive(Debug)]
+pub struct Liveness {
+    runtime: RuntimeHandle<CoreMessage>,
+    shared: Arc<ServerShared>,
+    /// Each core's turn count at the previous check (empty before the first).
+    last_turns: Vec<u64>,
+}
+
+impl Liveness {
+    /// Whether every core turned since the previous call: `Err` with the
+    /// cores that did not (the first call: `Ok`, and it asks for the turns
+    /// the next one looks for). Call it at intervals well above a core's
+    /// worst turn, such as half the watchdog interval.
+    pub fn check(&mut self) -> Result<(), Vec<usize>> {
+        let turns: Vec<u64> = self
+            .shared
+            .metrics
+            .cores()
+            .iter()
+            .map(crate::metrics::CoreMetrics::loop_turns)
+            .collect();
+        let stuck: Vec<usize> = if self.last_turns.is_empty() {
+            Vec::new()
+        } else {
+            turns
+                .iter()
+                .zip(&self.last_turns)
+                .enumerate()
+                .filter(|(_, (now, before))| now == before)
+                .map(|(core, _)| core)
+                .collect()
+        };
+        self.last_turns = turns;
+        for core in 0..self.runtime.core_count() {
+            if let Some(sender) = self.runtime.sender(core) {
+                // A full mailbox holds messages already: the core turns for
+                // them.
+                let _ = sender.try_send(CoreMessage::Heartbeat);
+            }
+        }
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(stuck)
+        }
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct ServerShared {
     pub(crate) move_destinations: HashMap<String, Option<SocketAddr>>,
     /// The free space the instances in flight still claim, for the floor.
     pub(crate) space: SpaceAccount,
+    /// The metrics the cores count (`[metrics]`; counted whether or not
+    /// the endpoint is open: a few relaxed stores per C-STORE).
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Where each core says it has drained, at shutdown (`Server::drain`).
     pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
 }

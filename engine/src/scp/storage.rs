@@ -36,6 +36,9 @@ pub(crate) fn requested(
         return;
     }
     conn.request_received();
+    if let Some(ae_metrics) = &conn.ae_metrics {
+        ae_metrics.instance();
+    }
     if draining {
         conn.receiving = Some(Receiving::Discard(Refused {
             context_id,
@@ -88,6 +91,9 @@ pub(crate) fn fragment(
     slice: Option<RecvBuf>,
     last: bool,
 ) {
+    if let Some(ae_metrics) = &conn.ae_metrics {
+        ae_metrics.bytes(bytes.len() as u64);
+    }
     match &conn.receiving {
         None => panic!("a data set after no C-STORE-RQ"),
         Some(Receiving::Discard(_)) => {
@@ -135,6 +141,10 @@ pub(crate) fn answer(
                 conn,
             ) => {
                 timing.log(&rq.affected_sop_instance_uid, status);
+                if let Some(metrics) = shared.metrics.core(core.index()) {
+                    metrics.store_statuses.count(status.0);
+                    timing.observe(&metrics.store_latency);
+                }
                 shared.store.shared.counters.count(counted);
                 if let Some(quarantine_id) = quarantine_id {
                     // Answered 0000 but not where `ls` and `show` look: the
@@ -172,6 +182,9 @@ pub(crate) fn answer(
             }
             (Answered::Failed(failure), None) => {
                 shared.store.shared.counters.count(Counted::Failed);
+                if let Some(metrics) = shared.metrics.core(core.index()) {
+                    metrics.store_statuses.count(failure.status().0);
+                }
                 tracing::warn!(
                     sop_instance_uid = %Escaped(&rq.affected_sop_instance_uid),
                     calling_ae = %Escaped(&calling_ae_title),
@@ -190,6 +203,9 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
     conn.counters.instances_failed += 1;
     shared.store.shared.counters.count(Counted::Failed);
     let status = refused.failure.status();
+    if let Some(metrics) = shared.metrics.core(core.index()) {
+        metrics.store_statuses.count(status.0);
+    }
     tracing::warn!(
         peer = ?conn.peer,
         calling_ae = %Escaped(&conn.calling_ae_title),

@@ -32,7 +32,7 @@ fn loadgen() -> PathBuf {
 
 /// Grows (or shrinks) the tmpfs at `path` to `size_mib`: space freed or
 /// taken without touching a file.
-fn resize(path: &Path, size_mib: u64) {
+pub(crate) fn resize(path: &Path, size_mib: u64) {
     let output = run(
         Command::new("mount")
             .args(["-o", &format!("remount,size={size_mib}m")])

@@ -61,7 +61,7 @@ fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
 }
 
 /// `count` generated CT files in `dir`.
-fn generated_files(dir: &Path, count: usize) -> Vec<PathBuf> {
+pub(crate) fn generated_files(dir: &Path, count: usize) -> Vec<PathBuf> {
     let output = run(
         Command::new(python())
             .arg(scripts_dir().join("sluice_peer.py"))

@@ -94,7 +94,7 @@ fn files_under(dir: &Path) -> usize {
 }
 
 /// Sends `signal` to `pid` (by PID, through kill(1)).
-fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()

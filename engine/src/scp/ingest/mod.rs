@@ -283,9 +283,15 @@ impl Ingest {
                 warnings,
                 in_doubt: false,
                 reservation,
-                timing: JobTiming::default(),
+                timing: JobTiming {
+                    received: Some(Instant::now()),
+                    ..JobTiming::default()
+                },
             },
         );
+        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+            metrics.set_instances_in_flight(self.jobs.len());
+        }
         Ok(key)
     }
 
@@ -595,6 +601,9 @@ impl Ingest {
                 let whole = record.instance.is_some();
                 self.space
                     .finished(&self.shared.space, record.reservation, whole);
+                if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+                    metrics.set_instances_in_flight(self.jobs.len());
+                }
             }
         }
     }

@@ -7,10 +7,14 @@ use std::time::Instant;
 
 use sluice_net::dimse::Status;
 
+use crate::metrics::StoreLatency;
+
 /// When an instance passed each step (set by the ingest service at the
 /// completions).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct JobTiming {
+    /// The C-STORE-RQ's arrival.
+    pub(super) received: Option<Instant>,
     pub(super) complete: Option<Instant>,
     pub(super) renamed: Option<Instant>,
     pub(super) file_synced: Option<Instant>,
@@ -24,6 +28,28 @@ impl JobTiming {
         match (from, to) {
             (Some(from), Some(to)) => to.saturating_duration_since(from).as_micros() as u64,
             _ => 0,
+        }
+    }
+
+    /// Records the steps' durations of an instance answered now in the
+    /// latency histograms.
+    pub(crate) fn observe(&self, latency: &StoreLatency) {
+        let answered = Instant::now();
+        let between = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+            (Some(from), Some(to)) => Some(to.saturating_duration_since(from)),
+            _ => None,
+        };
+        if let Some(elapsed) = between(self.received, Some(answered)) {
+            latency.answered.observe(elapsed);
+        }
+        if let Some(elapsed) = between(self.renamed, self.file_synced) {
+            latency.file_sync.observe(elapsed);
+        }
+        if let Some(elapsed) = between(self.renamed, self.dir_synced) {
+            latency.dir_sync.observe(elapsed);
+        }
+        if let Some(elapsed) = between(self.submitted, self.committed) {
+            latency.index_commit.observe(elapsed);
         }
     }
 

@@ -52,6 +52,7 @@ use super::conn::{Connection, Connections, Purpose, Timeouts};
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
 use crate::config::PersonNameMatching;
+use crate::metrics::SubOperation;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 pub(crate) use access::apply as narrow_association;
@@ -1074,6 +1075,12 @@ impl QueryRetrieve {
             return;
         };
         let (status, counts, failed, comment) = op.retrieve.final_answer();
+        if let Some(metrics) = self.shared.metrics.core(core.index()) {
+            let (completed, failed, warning) = op.retrieve.totals();
+            metrics.sub_operations(SubOperation::Completed, completed as u64);
+            metrics.sub_operations(SubOperation::Failed, failed as u64);
+            metrics.sub_operations(SubOperation::Warning, warning as u64);
+        }
         let operation = match op.kind {
             RetrieveKind::Move { .. } => QrOperation::Move,
             RetrieveKind::Get => QrOperation::Get,
