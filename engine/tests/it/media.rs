@@ -471,7 +471,8 @@ fn bad_file_sets_are_refused_whole_and_say_where() {
         .unwrap()
         + 8;
 
-    let cases: [(&str, &dyn Fn(&Path), &[&str]); 3] = [
+    type BreakIt<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, BreakIt<'_>, &[&str]); 3] = [
         (
             "missing",
             &|set: &Path| std::fs::remove_file(set.join("IM2")).unwrap(),

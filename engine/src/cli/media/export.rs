@@ -21,10 +21,7 @@ use std::process::ExitCode;
 
 use sluice_index::{InstanceEntry, StudyQuery};
 use sluice_media::part10::{file_header, FileMeta};
-use sluice_media::{
-    Action, FileSetOptions, FileSetWriter, InstanceKeys, KeyReader, KeyWarning, Profile, Refusal,
-    Transcoder,
-};
+use sluice_media::{Action, FileSetOptions, FileSetWriter, KeyWarning, Profile, Transcoder};
 use sluice_net::scan::DatasetEncoding;
 
 use super::super::{CliError, OpenStore};
@@ -302,7 +299,9 @@ fn export_one(
     };
     let path = store.layout.object_path(record.file_id);
     let mut file = File::open(&path).map_err(CliError::io("open", &path))?;
-    let keys = match read_keys_from(&mut file, record.dataset_offset_bytes, encoding, &path)? {
+    let keys = match super::read_keys_at(&mut file, record.dataset_offset_bytes, encoding)
+        .map_err(CliError::io("read", &path))?
+    {
         Ok(keys) => keys,
         Err(reason) => return Ok(Outcome::Refused(reason)),
     };
@@ -315,7 +314,6 @@ fn export_one(
     }
     let placement = match writer.add(&keys, syntax) {
         Ok(placement) => placement,
-        Err(Refusal::Profile(refusal)) => return Ok(Outcome::Refused(refusal.to_string())),
         Err(refusal) => return Ok(Outcome::Refused(refusal.to_string())),
     };
     let mut target = request.out.clone();
@@ -404,34 +402,6 @@ fn transcode_failed(
             "{error} (the stored data set is not what its transfer syntax says; run `sluice verify`)"
         )),
     })
-}
-
-/// Reads the directory keys from the head of a stored data set.
-fn read_keys_from(
-    file: &mut File,
-    offset: u64,
-    encoding: DatasetEncoding,
-    path: &Path,
-) -> Result<Result<InstanceKeys, String>, CliError> {
-    file.seek(SeekFrom::Start(offset))
-        .map_err(CliError::io("read", path))?;
-    let mut reader = KeyReader::new(encoding);
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let read = file.read(&mut chunk).map_err(CliError::io("read", path))?;
-        if read == 0 {
-            break;
-        }
-        if let Err(error) = reader.feed(chunk.get(..read).unwrap_or_default()) {
-            return Ok(Err(format!("its keys cannot be read: {error}")));
-        }
-        if reader.is_complete() {
-            break;
-        }
-    }
-    Ok(reader
-        .finish()
-        .map_err(|error| format!("its keys cannot be read: {error}")))
 }
 
 /// Syncs every directory under `root` (the File IDs' directories), so the

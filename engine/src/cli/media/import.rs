@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sluice_media::part10::{read_file_meta, ReadMeta};
-use sluice_media::{read_dicomdir, Directory, IssueKind, KeyReader};
+use sluice_media::{read_dicomdir, Directory, IssueKind};
 use sluice_net::dimse::Tag;
 use sluice_net::scan::DatasetEncoding;
 
@@ -520,27 +520,8 @@ fn keys_of(item: &Item) -> Result<(String, String), String> {
     let encoding = DatasetEncoding::from_transfer_syntax(&item.transfer_syntax_uid)
         .map_err(|error| format!("its keys cannot be read ({error})"))?;
     let mut file = File::open(&item.path).map_err(|error| format!("cannot open: {error}"))?;
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(item.dataset_offset))
-        .map_err(|error| format!("cannot read: {error}"))?;
-    let mut reader = KeyReader::new(encoding);
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let read = file
-            .read(&mut chunk)
-            .map_err(|error| format!("cannot read: {error}"))?;
-        if read == 0 {
-            break;
-        }
-        reader
-            .feed(chunk.get(..read).unwrap_or_default())
-            .map_err(|error| format!("its keys cannot be read: {error}"))?;
-        if reader.is_complete() {
-            break;
-        }
-    }
-    let keys = reader
-        .finish()
-        .map_err(|error| format!("its keys cannot be read: {error}"))?;
+    let keys = super::read_keys_at(&mut file, item.dataset_offset, encoding)
+        .map_err(|error| format!("cannot read: {error}"))??;
     let patient = keys
         .dataset()
         .str(Tag(0x0010, 0x0020))

@@ -9,11 +9,13 @@ mod export;
 mod import;
 mod send;
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sluice_media::Profile;
+use sluice_media::{InstanceKeys, KeyReader, Profile};
+use sluice_net::scan::DatasetEncoding;
 
 use super::{CliError, StoreArgs};
 
@@ -124,4 +126,33 @@ pub(crate) fn run(command: MediaCommand, output: &mut dyn Write) -> Result<ExitC
             output,
         ),
     }
+}
+
+/// An instance's directory keys, read from its data set at `offset` of
+/// `file` a chunk at a time until the reader has them (the data set's head,
+/// whatever its length). The outer error is the file's; the inner one says
+/// why the data set does not give its keys.
+fn read_keys_at(
+    file: &mut File,
+    offset: u64,
+    encoding: DatasetEncoding,
+) -> std::io::Result<Result<InstanceKeys, String>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = KeyReader::new(encoding);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = file.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        if let Err(error) = reader.feed(chunk.get(..read).unwrap_or_default()) {
+            return Ok(Err(format!("its keys cannot be read: {error}")));
+        }
+        if reader.is_complete() {
+            break;
+        }
+    }
+    Ok(reader
+        .finish()
+        .map_err(|error| format!("its keys cannot be read: {error}")))
 }

@@ -171,9 +171,10 @@ impl Association {
         }
     }
 
-    /// One C-STORE of the data set at `offset..offset+length` of `path`.
-    /// `Ok(Err(reason))` when the file could not be read to the end (the
-    /// association is aborted then: a data set cannot be cut short).
+    /// One C-STORE of the data set at `offset..offset+length` of `path`,
+    /// and its answer. A file that cannot be read to the end (changed since
+    /// it was validated) aborts the association: a data set whose length
+    /// was announced cannot be cut short.
     pub(crate) fn store(
         &mut self,
         context_id: u8,
@@ -218,14 +219,12 @@ impl Association {
                 value_left -= want as u64;
             }
         }
-        loop {
-            match self.next()? {
-                Incoming::Command {
-                    command: Command::CStoreRsp(rsp),
-                    ..
-                } if rsp.message_id_being_responded_to == message_id => return Ok(rsp),
-                other => return Err(unexpected(&other)),
-            }
+        match self.next()? {
+            Incoming::Command {
+                command: Command::CStoreRsp(rsp),
+                ..
+            } if rsp.message_id_being_responded_to == message_id => Ok(rsp),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -234,13 +233,11 @@ impl Association {
         self.endpoint
             .release(Instant::now())
             .map_err(|error| SendError::Association(error.to_string()))?;
-        loop {
-            match self.next() {
-                Ok(Incoming::Indication(Indication::ReleaseConfirm)) => return Ok(()),
-                Ok(other) => return Err(unexpected(&other)),
-                Err(_) if self.endpoint.is_closed() => return Ok(()),
-                Err(error) => return Err(error),
-            }
+        match self.next() {
+            Ok(Incoming::Indication(Indication::ReleaseConfirm)) => Ok(()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(_) if self.endpoint.is_closed() => Ok(()),
+            Err(error) => Err(error),
         }
     }
 }
