@@ -30,6 +30,7 @@ mod commitments;
 mod flagged;
 mod format;
 mod media;
+pub mod qr;
 mod quarantine;
 mod verify;
 
@@ -255,6 +256,10 @@ pub enum CliError {
         /// Who holds it.
         holder: String,
     },
+    /// A Query/Retrieve SCU operation failed (the remote, the association,
+    /// or the local store behind a C-GET).
+    #[error(transparent)]
+    Qr(crate::qr::QrError),
     /// Writing the command's output failed (a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
