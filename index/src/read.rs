@@ -472,8 +472,8 @@ impl<'a> ReadTxn<'a> {
 
     /// At most `limit` instances of one series after SOP Instance UID
     /// `after` (from its first when `None`), in UID order (Query/Retrieve's
-    /// pages resume there).
-    pub(crate) fn instances_of_series_after(
+    /// pages resume there; `sluice media export` walks a series by them).
+    pub fn instances_of_series_after(
         &self,
         study: &str,
         series: &str,

@@ -22,6 +22,8 @@ use crate::pdu::AssociateRq;
 
 /// Size of the receive buffer.
 const RECEIVE_BUFFER: usize = 64 * 1024;
+/// Bytes read from a streamed data set's source at a time.
+const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Why a client association failed.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +166,39 @@ impl Client {
     ) -> Result<(), ClientError> {
         self.endpoint.send_message(context_id, command, data_set)?;
         self.flush()
+    }
+
+    /// Sends `command` and then its data set of `length` bytes read from
+    /// `source` as it goes (a large data set from a file, never held whole).
+    /// A source that ends early, or fails, aborts the association: a data
+    /// set whose length was announced cannot be cut short.
+    pub fn send_streamed(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        length: u64,
+        source: &mut dyn Read,
+    ) -> Result<(), ClientError> {
+        let fragmenter = self
+            .endpoint
+            .send_command_for_data_set(context_id, command, length)?;
+        self.flush()?;
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+        for fragment in fragmenter {
+            self.stream.write_all(&fragment.headers)?;
+            let mut left = u64::from(fragment.value_length);
+            while left > 0 {
+                let want = usize::try_from(left.min(STREAM_CHUNK as u64)).unwrap_or(STREAM_CHUNK);
+                chunk.resize(want, 0);
+                if let Err(error) = source.read_exact(&mut chunk) {
+                    self.abort_now();
+                    return Err(ClientError::Io(error));
+                }
+                self.stream.write_all(&chunk)?;
+                left -= want as u64;
+            }
+        }
+        Ok(())
     }
 
     /// The peer's next command, data chunk or release event. An abort, a

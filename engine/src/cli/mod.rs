@@ -1,5 +1,6 @@
 //! The operator commands of the `sluice` binary: `ls`, `show`, `quarantine`,
-//! `flagged`, `commitments`, `verify`, `stats`, `export-instance`.
+//! `flagged`, `commitments`, `verify`, `stats`, `export-instance`, and
+//! `media export` / `media import` (`media`).
 //!
 //! What this module owns: the clap declaration of those commands
 //! ([`OperatorCommand`]), how a command finds its store (`--data-dir`,
@@ -28,6 +29,7 @@ mod browse;
 mod commitments;
 mod flagged;
 mod format;
+mod media;
 pub mod qr;
 mod quarantine;
 mod verify;
@@ -43,6 +45,7 @@ use crate::lock::{DataDirectoryLock, LockError};
 use crate::store::layout::Layout;
 
 pub use commitments::CommitmentsCommand;
+pub use media::MediaCommand;
 pub use quarantine::QuarantineCommand;
 
 /// Where a command finds its store: the same `--config` and `--data-dir` as
@@ -155,6 +158,10 @@ pub enum OperatorCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// DICOM media: export stored studies as a File-set with a DICOMDIR,
+    /// import a File-set or a directory of Part 10 files.
+    #[command(subcommand)]
+    Media(MediaCommand),
 }
 
 /// Why an operator command failed.
@@ -229,6 +236,26 @@ pub enum CliError {
     /// Another process (a running server) holds the data directory.
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// `media import` found problems in the File-set (listed before): it
+    /// imported nothing.
+    #[error("{problems} problems in {} (listed above); nothing was imported", dir.display())]
+    MediaInvalid {
+        /// The File-set's directory.
+        dir: PathBuf,
+        /// How many problems.
+        problems: usize,
+    },
+    /// `media import` embeds the engine, which a running server excludes.
+    #[error(
+        "data directory {} is in use by {holder}: `sluice media import` embeds the engine and needs the data directory to itself; stop the server and run the import again, or send the files to the running server with a Storage SCU (e.g. `storescu +sd +r`). Nothing was imported",
+        path.display()
+    )]
+    ServerRunning {
+        /// The data directory.
+        path: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
     /// A Query/Retrieve SCU operation failed (the remote, the association,
     /// or the local store behind a C-GET).
     #[error(transparent)]
@@ -398,5 +425,6 @@ pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode,
             force,
             store,
         } => browse::export_instance(&store.open()?, &sop_instance_uid, &path, force, output),
+        OperatorCommand::Media(command) => media::run(command, output),
     }
 }

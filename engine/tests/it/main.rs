@@ -12,6 +12,7 @@ mod ingest;
 mod injection;
 mod large;
 mod lock;
+mod media;
 mod monitoring;
 mod operator;
 mod process;
