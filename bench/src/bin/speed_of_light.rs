@@ -106,6 +106,22 @@ fn serve(dir: &Path, port: u16) -> Result<(), String> {
     Ok(())
 }
 
+/// The next frame's length; `None` when the sender closed the connection
+/// between frames.
+fn read_frame_length(stream: &mut TcpStream) -> std::io::Result<Option<u64>> {
+    let mut length = [0u8; 8];
+    match stream.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    let length = u64::from_le_bytes(length);
+    if length > FRAME_BYTES_MAX {
+        return Err(std::io::Error::other(format!("frame of {length} bytes")));
+    }
+    Ok(Some(length))
+}
+
 fn receive(mut stream: TcpStream, dir: &Path) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     std::fs::create_dir_all(dir)?;
@@ -113,16 +129,9 @@ fn receive(mut stream: TcpStream, dir: &Path) -> std::io::Result<()> {
     let directory = std::fs::File::open(dir)?;
     let mut buffer = vec![0u8; 256 * 1024];
     for frame in 0u64.. {
-        let mut length = [0u8; 8];
-        match stream.read_exact(&mut length) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(error) => return Err(error),
-        }
-        let mut remaining = u64::from_le_bytes(length);
-        if remaining > FRAME_BYTES_MAX {
-            return Err(std::io::Error::other(format!("frame of {remaining} bytes")));
-        }
+        let Some(mut remaining) = read_frame_length(&mut stream)? else {
+            return Ok(());
+        };
         let temporary = dir.join(format!("{frame}.tmp"));
         let final_path: PathBuf = dir.join(format!("{frame}.bin"));
         let mut file = std::fs::File::create(&temporary)?;
@@ -301,16 +310,9 @@ fn receive_segments(
     stream.set_nodelay(true)?;
     let mut frame_bytes = Vec::new();
     for frame in 0u64.. {
-        let mut length = [0u8; 8];
-        match stream.read_exact(&mut length) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(error) => return Err(error),
-        }
-        let length = u64::from_le_bytes(length);
-        if length > FRAME_BYTES_MAX {
-            return Err(std::io::Error::other(format!("frame of {length} bytes")));
-        }
+        let Some(length) = read_frame_length(&mut stream)? else {
+            return Ok(());
+        };
         frame_bytes.resize(length as usize, 0);
         stream.read_exact(&mut frame_bytes)?;
         // The copy into an aligned buffer a record needs (Sluice's ingest

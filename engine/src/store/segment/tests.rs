@@ -26,6 +26,22 @@ fn writer(dir: &Path) -> SegmentWriter {
     SegmentWriter::create(&dir.join("0.seg"), SIZE).unwrap()
 }
 
+/// Appends the record of instance `n` with a payload of `len` bytes; its
+/// offset.
+fn append(segment: &mut SegmentWriter, epoch: u64, n: u32, len: usize) -> u64 {
+    segment
+        .append(&encode_record(epoch, &uids(n), &payload(n, len)).unwrap())
+        .unwrap()
+}
+
+/// The segment opened to damage it as a crash would.
+fn for_damage(dir: &Path) -> File {
+    OpenOptions::new()
+        .write(true)
+        .open(dir.join("0.seg"))
+        .unwrap()
+}
+
 fn reader(dir: &Path) -> File {
     File::open(dir.join("0.seg")).unwrap()
 }
@@ -63,21 +79,12 @@ fn records_read_back_byte_exact_and_scan_finds_them_in_order() {
 fn a_torn_payload_ends_the_scan_at_its_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut segment = writer(dir.path());
-    let first = segment
-        .append(&encode_record(1, &uids(1), &payload(1, 9000)).unwrap())
-        .unwrap();
-    let second = segment
-        .append(&encode_record(1, &uids(2), &payload(2, 9000)).unwrap())
-        .unwrap();
-    segment
-        .append(&encode_record(1, &uids(3), &payload(3, 100)).unwrap())
-        .unwrap();
+    let first = append(&mut segment, 1, 1, 9000);
+    let second = append(&mut segment, 1, 2, 9000);
+    append(&mut segment, 1, 3, 100);
     drop(segment);
     // The second record's last block never reached the disk.
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("0.seg"))
-        .unwrap();
+    let file = for_damage(dir.path());
     file.write_all_at(&[0u8; 4096], second + 8192).unwrap();
     let scan = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
     assert_eq!(scan.records.len(), 1);
@@ -92,17 +99,10 @@ fn a_torn_payload_ends_the_scan_at_its_record() {
 fn a_torn_header_ends_the_scan() {
     let dir = tempfile::tempdir().unwrap();
     let mut segment = writer(dir.path());
-    segment
-        .append(&encode_record(1, &uids(1), &payload(1, 10)).unwrap())
-        .unwrap();
-    let second = segment
-        .append(&encode_record(1, &uids(2), &payload(2, 10)).unwrap())
-        .unwrap();
+    append(&mut segment, 1, 1, 10);
+    let second = append(&mut segment, 1, 2, 10);
     drop(segment);
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("0.seg"))
-        .unwrap();
+    let file = for_damage(dir.path());
     // A UID byte of the second header changed.
     file.write_all_at(b"9", second + 64).unwrap();
     let scan = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
@@ -123,10 +123,7 @@ fn a_record_claiming_more_than_the_segment_is_short_not_a_panic() {
         segment.append(&record).unwrap_err().kind(),
         io::ErrorKind::StorageFull
     );
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("0.seg"))
-        .unwrap();
+    let file = for_damage(dir.path());
     file.write_all_at(&record.as_slice()[..4096], SIZE - 4096)
         .unwrap();
     let scan = scan(&reader(dir.path()), SIZE - 4096, SIZE, 0).unwrap();
@@ -143,24 +140,15 @@ fn a_stale_record_after_a_cut_is_not_taken_for_a_new_one() {
     // ends the scan there.
     let dir = tempfile::tempdir().unwrap();
     let mut segment = writer(dir.path());
-    let a = segment
-        .append(&encode_record(1, &uids(1), &payload(1, 5000)).unwrap())
-        .unwrap();
-    segment
-        .append(&encode_record(1, &uids(2), &payload(2, 5000)).unwrap())
-        .unwrap();
+    let a = append(&mut segment, 1, 1, 5000);
+    append(&mut segment, 1, 2, 5000);
     drop(segment);
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("0.seg"))
-        .unwrap();
+    let file = for_damage(dir.path());
     file.write_all_at(&[0xff; 16], a + 4096).unwrap();
     let cut = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
     assert_eq!(cut.end, a);
     let mut segment = SegmentWriter::open(&dir.path().join("0.seg"), cut.end).unwrap();
-    segment
-        .append(&encode_record(2, &uids(3), &payload(3, 5000)).unwrap())
-        .unwrap();
+    append(&mut segment, 2, 3, 5000);
     segment.sync().unwrap();
     let scan = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
     assert_eq!(scan.records.len(), 1);
@@ -201,9 +189,7 @@ fn segments_work_where_the_file_system_may_refuse_o_direct() {
     // then falls back to buffered writes), taken since.
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let mut segment = writer(dir.path());
-    let offset = segment
-        .append(&encode_record(1, &uids(1), &payload(1, 777)).unwrap())
-        .unwrap();
+    let offset = append(&mut segment, 1, 1, 777);
     segment.sync().unwrap();
     let (_, bytes) = read_record(&reader(dir.path()), offset, SIZE).unwrap();
     assert_eq!(bytes, payload(1, 777));
