@@ -41,8 +41,8 @@ pub use options::{
 pub use values::{
     AeSelection, AeTitle, CheckMode, ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
     LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
-    TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX,
-    UID_LENGTH_MAX,
+    StorageLayout, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
+    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};

@@ -20,7 +20,7 @@ use super::kinds::{
 };
 use super::values::{
     AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat,
-    LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
+    LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout,
     TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
@@ -260,6 +260,22 @@ config_options! {
         /// fills up under the index. 0 turns the check off.
         free_space_floor: u64 = GIB,
             kind ByteSizeKind::<u64>::new(0, 1024 * TIB), flag "free-space-floor";
+
+        /// How instances are laid out on disk: `"files"`, one Part 10 file
+        /// per instance, or `"segments"`, records appended to per-core
+        /// preallocated segment files (fewer files, one flush per batch).
+        /// A data directory keeps the layout it was written in.
+        /// `"segments"` is not served yet: `sluice serve` refuses to start
+        /// with it (docs/design/segments.md).
+        layout: StorageLayout = StorageLayout::Files,
+            kind EnumKind::<StorageLayout>::new(), flag "storage-layout";
+
+        /// The size of each segment file (layout `"segments"`), in MiB,
+        /// allocated when the segment is created; an instance larger than a
+        /// segment is refused (A711). A full segment is sealed: flushed and
+        /// never written again.
+        segment_size_mib: u32 = 1024,
+            kind IntKind::<u32>::new(1, 1 << 20), flag "segment-size-mib";
 
         /// What to do with an instance whose Study, Series and SOP Instance
         /// UIDs are all already stored.

@@ -399,6 +399,20 @@ config_enum! {
 }
 
 config_enum! {
+    /// How stored instances are laid out in the data directory
+    /// (docs/on-disk-format.md; the segment design and its state:
+    /// docs/design/segments.md).
+    pub enum StorageLayout {
+        /// One Part 10 file per instance under `objects/` and `quarantine/`.
+        Files = "files",
+        /// Records appended to per-core preallocated segment files under
+        /// `segments/`. Not yet served: a server configured with it refuses
+        /// to start (docs/design/segments.md, "State").
+        Segments = "segments",
+    }
+}
+
+config_enum! {
     /// What happens when an instance arrives whose Study, Series and SOP
     /// Instance UIDs are all already stored.
     pub enum DuplicatePolicy {

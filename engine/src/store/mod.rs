@@ -15,6 +15,7 @@ mod instance;
 pub mod layout;
 pub mod part10;
 mod query;
+pub mod segment;
 mod source;
 pub(crate) mod walk;
 

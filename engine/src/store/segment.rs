@@ -1,0 +1,575 @@
+//! Segment files: the on-disk unit of the `segments` storage layout
+//! (docs/design/segments.md has the design and its rejected alternatives,
+//! docs/on-disk-format.md the format, "Segments").
+//!
+//! A segment is a preallocated file that one core appends records to; a
+//! record is a small header (magic, format version, lengths, the run's
+//! epoch, checksums, the instance's UIDs) and the instance's complete Part 10
+//! file, exactly as the files layout stores it, padded to
+//! [`RECORD_ALIGN`]. A segment can be read, verified and re-indexed on its
+//! own: [`scan`] walks it from an offset and stops at the first record that
+//! is not whole and valid (a torn tail), which recovery cuts.
+//!
+//! Everything here is blocking file I/O on `std::fs::File` (start-up
+//! recovery, the operator commands, and the segment writer's own calls);
+//! nothing here panics on what a file contains: every length read from disk
+//! is checked against the segment before it is used.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FallocateFlags, Mode, OFlags};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Every record starts at a multiple of this and its length is padded to
+/// it. 4096 is a multiple of every logical block size in use (512 and 4096
+/// bytes), which is what `O_DIRECT` requires of offsets, lengths and buffer
+/// addresses; a fixed value keeps a segment readable on any device it is
+/// copied to.
+pub const RECORD_ALIGN: u64 = 4096;
+
+/// The record header's first bytes.
+pub const RECORD_MAGIC: [u8; 8] = *b"SLUICERC";
+
+/// The record format's version (docs/on-disk-format.md, "Segments").
+pub const RECORD_FORMAT_VERSION: u16 = 1;
+
+/// The header's fixed part; the three UIDs follow it.
+const HEADER_FIXED_BYTES: usize = 64;
+
+/// The longest UID (PS3.5 9.1).
+const UID_BYTES_MAX: usize = 64;
+
+/// The longest header: the fixed part and three UIDs.
+pub const HEADER_BYTES_MAX: usize = HEADER_FIXED_BYTES + 3 * UID_BYTES_MAX;
+
+const _: () = assert!(HEADER_BYTES_MAX as u64 <= RECORD_ALIGN);
+
+/// The smallest segment size accepted (one record of a small instance
+/// needs a few blocks; a segment of fewer would seal at once).
+pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+
+/// Why a record is not whole and valid. At the tail of an open segment
+/// this is a torn write (recovery cuts there); anywhere else, corruption.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The bytes at the offset do not start with [`RECORD_MAGIC`]: the end
+    /// of the records written (zeros of the preallocation, or stale bytes).
+    #[error("no record header (magic absent)")]
+    NoRecord,
+    /// A header of a format this build does not read.
+    #[error("record format version {0}, this build reads {RECORD_FORMAT_VERSION}")]
+    Version(u16),
+    /// The header's own checksum does not match: torn or damaged header.
+    #[error("record header checksum mismatch")]
+    HeaderChecksum,
+    /// A length in the header is impossible (longer than the segment, a UID
+    /// longer than 64 bytes, a header longer than its maximum).
+    #[error("record header length out of range: {0}")]
+    Length(&'static str),
+    /// The record runs past the end of the segment (or of what was read).
+    #[error("record of {needed} bytes at {offset} runs past the segment's {size} bytes")]
+    Short {
+        /// The record's offset.
+        offset: u64,
+        /// Its padded length.
+        needed: u64,
+        /// The segment's size.
+        size: u64,
+    },
+    /// The Part 10 bytes do not match the header's checksum: a torn write.
+    #[error("record payload checksum mismatch")]
+    PayloadChecksum,
+    /// Written by an earlier run than the record before it: stale bytes past
+    /// a cut tail, never part of the segment's records.
+    #[error("record of epoch {found} after one of epoch {previous}")]
+    Epoch {
+        /// The previous record's epoch.
+        previous: u64,
+        /// This one's.
+        found: u64,
+    },
+}
+
+/// The instance a record holds, as its header names it (enough to index it
+/// again and to find its index entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordUids {
+    /// Study Instance UID.
+    pub study: String,
+    /// Series Instance UID.
+    pub series: String,
+    /// SOP Instance UID.
+    pub sop: String,
+}
+
+/// A record's header, decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHead {
+    /// The header's length: the Part 10 bytes start here in the record.
+    pub header_bytes: u64,
+    /// The Part 10 file's length.
+    pub payload_bytes: u64,
+    /// XXH3-64 of the Part 10 bytes.
+    pub payload_checksum: u64,
+    /// The writing run's epoch (its start, ns since the Unix epoch).
+    pub epoch: u64,
+    /// Whose record it is.
+    pub uids: RecordUids,
+}
+
+impl RecordHead {
+    /// The record's whole length on disk, padding included.
+    pub fn record_bytes(&self) -> u64 {
+        padded(self.header_bytes.saturating_add(self.payload_bytes))
+    }
+}
+
+/// `bytes` rounded up to [`RECORD_ALIGN`] (saturating: a length that large
+/// never fits a segment, and the caller's bound check refuses it).
+pub fn padded(bytes: u64) -> u64 {
+    bytes
+        .checked_next_multiple_of(RECORD_ALIGN)
+        .unwrap_or(u64::MAX)
+}
+
+/// A buffer whose bytes start at a [`RECORD_ALIGN`]-aligned address, as
+/// `O_DIRECT` needs; its length is always a multiple of [`RECORD_ALIGN`].
+/// Safe code: a `Vec` over-allocated by one alignment unit, used from its
+/// first aligned byte.
+pub struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl AlignedBuf {
+    /// Zeroed, `len` rounded up to [`RECORD_ALIGN`].
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let align = RECORD_ALIGN as usize;
+        let len = len.div_ceil(align) * align;
+        let storage = vec![0u8; len + align];
+        let start = storage.as_ptr().align_offset(align);
+        assert!(start < align, "an aligned byte within one unit");
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// The aligned bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    /// The aligned bytes, to fill.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// Encodes a record (header, `payload`, zero padding) into an aligned
+/// buffer ready for an `O_DIRECT` write. Fails only for UIDs over 64 bytes
+/// (the ingest path refuses those with A900 before a record is made).
+pub fn encode_record(
+    epoch: u64,
+    uids: &RecordUids,
+    payload: &[u8],
+) -> Result<AlignedBuf, RecordError> {
+    let uid_fields = [&uids.study, &uids.series, &uids.sop];
+    if uid_fields.iter().any(|uid| uid.len() > UID_BYTES_MAX) {
+        return Err(RecordError::Length("UID over 64 bytes"));
+    }
+    let uid_bytes: usize = uid_fields.iter().map(|uid| uid.len()).sum();
+    let header_bytes = HEADER_FIXED_BYTES + uid_bytes;
+    let mut buf = AlignedBuf::zeroed(header_bytes + payload.len());
+    let out = buf.as_mut_slice();
+    out[0..8].copy_from_slice(&RECORD_MAGIC);
+    out[8..10].copy_from_slice(&RECORD_FORMAT_VERSION.to_le_bytes());
+    // Bounded by HEADER_BYTES_MAX (256).
+    out[10..12].copy_from_slice(&(header_bytes as u16).to_le_bytes());
+    out[16..24].copy_from_slice(&epoch.to_le_bytes());
+    out[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    out[32..40].copy_from_slice(&xxh3_64(payload).to_le_bytes());
+    for (at, uid) in uid_fields.iter().enumerate() {
+        // Bounded by UID_BYTES_MAX above.
+        out[40 + at] = uid.len() as u8;
+    }
+    let mut at = HEADER_FIXED_BYTES;
+    for uid in uid_fields {
+        out[at..at + uid.len()].copy_from_slice(uid.as_bytes());
+        at += uid.len();
+    }
+    let checksum = header_checksum(&out[..header_bytes]);
+    out[56..64].copy_from_slice(&checksum.to_le_bytes());
+    out[header_bytes..header_bytes + payload.len()].copy_from_slice(payload);
+    Ok(buf)
+}
+
+/// XXH3-64 of a header with its checksum field (bytes 56..64) taken as
+/// zero.
+fn header_checksum(header: &[u8]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(header.get(..56).unwrap_or(header));
+    hasher.update(&[0u8; 8]);
+    hasher.update(header.get(HEADER_FIXED_BYTES..).unwrap_or(&[]));
+    hasher.digest()
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(slice) = bytes.get(at..at + 8) {
+        word.copy_from_slice(slice);
+    }
+    u64::from_le_bytes(word)
+}
+
+fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    let mut word = [0u8; 2];
+    if let Some(slice) = bytes.get(at..at + 2) {
+        word.copy_from_slice(slice);
+    }
+    u16::from_le_bytes(word)
+}
+
+/// Decodes and checks the header at the start of `bytes` (at least the
+/// header's bytes; more is ignored). Checks the header, not the payload.
+pub fn decode_head(bytes: &[u8]) -> Result<RecordHead, RecordError> {
+    if bytes.get(0..8) != Some(&RECORD_MAGIC[..]) {
+        return Err(RecordError::NoRecord);
+    }
+    if bytes.len() < HEADER_FIXED_BYTES {
+        return Err(RecordError::Length("header cut short"));
+    }
+    let version = le_u16(bytes, 8);
+    if version != RECORD_FORMAT_VERSION {
+        return Err(RecordError::Version(version));
+    }
+    let header_bytes = usize::from(le_u16(bytes, 10));
+    let uid_lengths = [bytes[40], bytes[41], bytes[42]].map(usize::from);
+    if uid_lengths.iter().any(|&len| len > UID_BYTES_MAX)
+        || header_bytes != HEADER_FIXED_BYTES + uid_lengths.iter().sum::<usize>()
+    {
+        return Err(RecordError::Length("header and UID lengths disagree"));
+    }
+    let header = bytes
+        .get(..header_bytes)
+        .ok_or(RecordError::Length("header cut short"))?;
+    if header_checksum(header) != le_u64(header, 56) {
+        return Err(RecordError::HeaderChecksum);
+    }
+    let mut at = HEADER_FIXED_BYTES;
+    let mut uid = |len: usize| {
+        let text = String::from_utf8_lossy(&header[at..at + len]).into_owned();
+        at += len;
+        text
+    };
+    let uids = RecordUids {
+        study: uid(uid_lengths[0]),
+        series: uid(uid_lengths[1]),
+        sop: uid(uid_lengths[2]),
+    };
+    Ok(RecordHead {
+        header_bytes: header_bytes as u64,
+        payload_bytes: le_u64(header, 24),
+        payload_checksum: le_u64(header, 32),
+        epoch: le_u64(header, 16),
+        uids,
+    })
+}
+
+/// Reads and checks the record at `offset` of a segment of `size` bytes:
+/// its header and its Part 10 bytes (returned).
+pub fn read_record(file: &File, offset: u64, size: u64) -> io::Result<(RecordHead, Vec<u8>)> {
+    let head = read_head(file, offset, size)?.map_err(invalid)?;
+    let payload = read_payload(file, offset, &head)?;
+    if xxh3_64(&payload) != head.payload_checksum {
+        return Err(invalid(RecordError::PayloadChecksum));
+    }
+    Ok((head, payload))
+}
+
+fn invalid(error: RecordError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+/// The header at `offset`, checked against the segment's `size`: `Ok(Err)`
+/// when the bytes there are not a valid record's header.
+fn read_head(file: &File, offset: u64, size: u64) -> io::Result<Result<RecordHead, RecordError>> {
+    let available = size.saturating_sub(offset).min(HEADER_BYTES_MAX as u64) as usize;
+    let mut bytes = vec![0u8; available];
+    let read = read_full(file, &mut bytes, offset)?;
+    bytes.truncate(read);
+    let head = match decode_head(&bytes) {
+        Ok(head) => head,
+        Err(error) => return Ok(Err(error)),
+    };
+    let needed = head.record_bytes();
+    if offset.checked_add(needed).is_none_or(|end| end > size) {
+        return Ok(Err(RecordError::Short {
+            offset,
+            needed,
+            size,
+        }));
+    }
+    Ok(Ok(head))
+}
+
+/// The Part 10 bytes of a record whose header was checked against the
+/// segment's size by [`read_head`] (so its length fits the segment).
+fn read_payload(file: &File, offset: u64, head: &RecordHead) -> io::Result<Vec<u8>> {
+    let length = usize::try_from(head.payload_bytes)
+        .map_err(|_| invalid(RecordError::Length("payload larger than memory")))?;
+    let mut payload = vec![0u8; length];
+    let read = read_full(file, &mut payload, offset + head.header_bytes)?;
+    if read != length {
+        return Err(invalid(RecordError::Short {
+            offset,
+            needed: head.record_bytes(),
+            size: offset + head.header_bytes + read as u64,
+        }));
+    }
+    Ok(payload)
+}
+
+/// `pread` until `buf` is full or the file ends; the bytes read.
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(read) => done += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(done)
+}
+
+/// One valid record found by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedRecord {
+    /// Where it starts in the segment.
+    pub offset: u64,
+    /// Its header.
+    pub head: RecordHead,
+}
+
+/// What [`scan`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// The valid records, in order.
+    pub records: Vec<ScannedRecord>,
+    /// Where the valid records end: the append position.
+    pub end: u64,
+    /// Why the scan stopped at `end` (`None`: at the segment's end).
+    /// [`RecordError::NoRecord`] is the normal end of an open segment;
+    /// anything else is a torn (or damaged) record, cut by recovery.
+    pub stopped: Option<RecordError>,
+}
+
+/// Walks the records of a segment of `size` bytes from `from` (a record
+/// boundary), checking each one's header and payload checksum, until the
+/// first that is not valid. `epoch_before` is the epoch of the record
+/// before `from` (0 at the start): a record of an earlier epoch than the
+/// one before it is stale (written before a cut) and ends the scan.
+pub fn scan(file: &File, from: u64, size: u64, epoch_before: u64) -> io::Result<Scan> {
+    debug_assert_eq!(from % RECORD_ALIGN, 0, "scan from a record boundary");
+    let mut records = Vec::new();
+    let mut offset = from;
+    let mut previous = epoch_before;
+    let stopped = loop {
+        if offset >= size {
+            break None;
+        }
+        let head = match read_head(file, offset, size)? {
+            Ok(head) => head,
+            Err(error) => break Some(error),
+        };
+        if head.epoch < previous {
+            break Some(RecordError::Epoch {
+                previous,
+                found: head.epoch,
+            });
+        }
+        let payload = read_payload(file, offset, &head)?;
+        if xxh3_64(&payload) != head.payload_checksum {
+            break Some(RecordError::PayloadChecksum);
+        }
+        previous = head.epoch;
+        let next = offset + head.record_bytes();
+        records.push(ScannedRecord { offset, head });
+        offset = next;
+    };
+    Ok(Scan {
+        records,
+        end: offset,
+        stopped,
+    })
+}
+
+/// An open segment a core appends to.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    append: u64,
+    direct: bool,
+}
+
+impl SegmentWriter {
+    /// Creates a segment of `size` bytes (a multiple of [`RECORD_ALIGN`],
+    /// at least [`SEGMENT_BYTES_MIN`]), its blocks allocated (`fallocate`),
+    /// opened for `O_DIRECT` writes where the file system takes them. The
+    /// caller makes its name durable (fsyncs the directory) before the
+    /// first record in it is promised.
+    pub fn create(path: &Path, size: u64) -> io::Result<SegmentWriter> {
+        assert!(
+            size >= SEGMENT_BYTES_MIN && size % RECORD_ALIGN == 0,
+            "segment size {size} checked by the configuration"
+        );
+        let (fd, direct) = open_direct(path, OFlags::CREATE | OFlags::EXCL)?;
+        let file = File::from(fd);
+        rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, size)?;
+        file.sync_all()?;
+        Ok(SegmentWriter {
+            path: path.to_owned(),
+            file,
+            size,
+            append: 0,
+            direct,
+        })
+    }
+
+    /// Opens an existing segment to append at `append` (what recovery's
+    /// [`scan`] found).
+    pub fn open(path: &Path, append: u64) -> io::Result<SegmentWriter> {
+        let (fd, direct) = open_direct(path, OFlags::empty())?;
+        let file = File::from(fd);
+        let size = file.metadata()?.len();
+        if append % RECORD_ALIGN != 0 || append > size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("append position {append} in a segment of {size} bytes"),
+            ));
+        }
+        Ok(SegmentWriter {
+            path: path.to_owned(),
+            file,
+            size,
+            append,
+            direct,
+        })
+    }
+
+    /// Where the next record goes.
+    pub fn append_position(&self) -> u64 {
+        self.append
+    }
+
+    /// The segment's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether writes bypass the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a record of `record_bytes` (padded) still fits.
+    pub fn fits(&self, record_bytes: u64) -> bool {
+        self.append
+            .checked_add(record_bytes)
+            .is_some_and(|end| end <= self.size)
+    }
+
+    /// Reserves `record_bytes` (padded) at the append position and moves it
+    /// on; returns the record's offset, or `None` when the record does not
+    /// fit (the segment is then sealed and a new one created). Writers that
+    /// write records concurrently reserve one by one and write at their
+    /// offsets with [`Self::write_at`].
+    pub fn reserve(&mut self, record_bytes: u64) -> Option<u64> {
+        debug_assert_eq!(record_bytes % RECORD_ALIGN, 0, "records are padded");
+        if !self.fits(record_bytes) {
+            return None;
+        }
+        let offset = self.append;
+        self.append += record_bytes;
+        Some(offset)
+    }
+
+    /// Writes an encoded record at a reserved offset. Not durable until
+    /// [`Self::sync`].
+    pub fn write_at(&self, record: &AlignedBuf, offset: u64) -> io::Result<()> {
+        debug_assert!(offset + record.as_slice().len() as u64 <= self.append);
+        self.file.write_all_at(record.as_slice(), offset)
+    }
+
+    /// Writes an encoded record at the append position and moves it on;
+    /// returns the record's offset. Not durable until [`Self::sync`].
+    pub fn append(&mut self, record: &AlignedBuf) -> io::Result<u64> {
+        let offset = self
+            .reserve(record.as_slice().len() as u64)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "record does not fit the segment",
+                )
+            })?;
+        self.write_at(record, offset)?;
+        Ok(offset)
+    }
+
+    /// The segment's file (another handle on it: writes at reserved
+    /// offsets from other threads, with the same `O_DIRECT` flag).
+    pub fn try_clone_file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Makes every record appended so far durable (`fdatasync`: the blocks
+    /// were allocated at creation, so no metadata needs a journal commit).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Opens `path` read-write with `O_DIRECT`, or without it (logged once per
+/// file) where the file system refuses it (`EINVAL`: tmpfs before Linux 6.6,
+/// some FUSE file systems).
+fn open_direct(path: &Path, extra: OFlags) -> io::Result<(std::os::fd::OwnedFd, bool)> {
+    let flags = OFlags::RDWR | OFlags::CLOEXEC | extra;
+    let mode = Mode::from_raw_mode(0o644);
+    match rustix::fs::open(path, flags | OFlags::DIRECT, mode) {
+        Ok(fd) => Ok((fd, true)),
+        Err(rustix::io::Errno::INVAL) => {
+            tracing::warn!(
+                segment = %crate::escape::Escaped(path.display()),
+                "the file system refuses O_DIRECT: segment writes go through the page cache (still fdatasynced)"
+            );
+            let fd = rustix::fs::open(path, flags, mode)?;
+            Ok((fd, false))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const SIZE: u64 = SEGMENT_BYTES_MIN;
+
+fn uids(n: u32) -> RecordUids {
+    RecordUids {
+        study: "1.2.3".into(),
+        series: "1.2.3.4".into(),
+        sop: format!("1.2.3.4.{n}"),
+    }
+}
+
+/// A Part 10-like payload of `len` bytes whose content depends on `n`.
+fn payload(n: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32 ^ n.wrapping_mul(31)) as u8)
+        .collect()
+}
+
+fn writer(dir: &Path) -> SegmentWriter {
+    SegmentWriter::create(&dir.join("0.seg"), SIZE).unwrap()
+}
+
+/// Appends the record of instance `n` with a payload of `len` bytes; its
+/// offset.
+fn append(segment: &mut SegmentWriter, epoch: u64, n: u32, len: usize) -> u64 {
+    segment
+        .append(&encode_record(epoch, &uids(n), &payload(n, len)).unwrap())
+        .unwrap()
+}
+
+/// The segment opened to damage it as a crash would.
+fn for_damage(dir: &Path) -> File {
+    OpenOptions::new()
+        .write(true)
+        .open(dir.join("0.seg"))
+        .unwrap()
+}
+
+fn reader(dir: &Path) -> File {
+    File::open(dir.join("0.seg")).unwrap()
+}
+
+#[test]
+fn records_read_back_byte_exact_and_scan_finds_them_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = writer(dir.path());
+    assert_eq!(std::fs::metadata(segment.path()).unwrap().len(), SIZE);
+    let sizes = [1usize, 4095, 4096, 40_000, 0];
+    let mut offsets = Vec::new();
+    for (n, len) in sizes.iter().enumerate() {
+        let record = encode_record(7, &uids(n as u32), &payload(n as u32, *len)).unwrap();
+        offsets.push(segment.append(&record).unwrap());
+    }
+    segment.sync().unwrap();
+    let file = reader(dir.path());
+    for (n, (len, offset)) in sizes.iter().zip(&offsets).enumerate() {
+        assert_eq!(offset % RECORD_ALIGN, 0);
+        let (head, bytes) = read_record(&file, *offset, SIZE).unwrap();
+        assert_eq!(bytes, payload(n as u32, *len));
+        assert_eq!(head.uids, uids(n as u32));
+        assert_eq!(head.epoch, 7);
+    }
+    let scan = scan(&file, 0, SIZE, 0).unwrap();
+    assert_eq!(
+        scan.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        offsets
+    );
+    assert_eq!(scan.end, segment.append_position());
+    assert_eq!(scan.stopped, Some(RecordError::NoRecord));
+}
+
+#[test]
+fn a_torn_payload_ends_the_scan_at_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = writer(dir.path());
+    let first = append(&mut segment, 1, 1, 9000);
+    let second = append(&mut segment, 1, 2, 9000);
+    append(&mut segment, 1, 3, 100);
+    drop(segment);
+    // The second record's last block never reached the disk.
+    let file = for_damage(dir.path());
+    file.write_all_at(&[0u8; 4096], second + 8192).unwrap();
+    let scan = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
+    assert_eq!(scan.records.len(), 1);
+    assert_eq!(scan.records[0].offset, first);
+    assert_eq!(scan.end, second, "cut at the torn record");
+    assert_eq!(scan.stopped, Some(RecordError::PayloadChecksum));
+    let error = read_record(&reader(dir.path()), second, SIZE).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn a_torn_header_ends_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = writer(dir.path());
+    append(&mut segment, 1, 1, 10);
+    let second = append(&mut segment, 1, 2, 10);
+    drop(segment);
+    let file = for_damage(dir.path());
+    // A UID byte of the second header changed.
+    file.write_all_at(b"9", second + 64).unwrap();
+    let scan = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
+    assert_eq!(scan.records.len(), 1);
+    assert_eq!(scan.end, second);
+    assert_eq!(scan.stopped, Some(RecordError::HeaderChecksum));
+}
+
+#[test]
+fn a_record_claiming_more_than_the_segment_is_short_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = writer(dir.path());
+    let record = encode_record(1, &uids(1), &payload(1, 3 * 4096)).unwrap();
+    // Placed so that it runs past the end of the segment.
+    segment.append = SIZE - 4096;
+    assert!(!segment.fits(record.as_slice().len() as u64));
+    assert_eq!(
+        segment.append(&record).unwrap_err().kind(),
+        io::ErrorKind::StorageFull
+    );
+    let file = for_damage(dir.path());
+    file.write_all_at(&record.as_slice()[..4096], SIZE - 4096)
+        .unwrap();
+    let scan = scan(&reader(dir.path()), SIZE - 4096, SIZE, 0).unwrap();
+    assert!(scan.records.is_empty());
+    assert!(matches!(scan.stopped, Some(RecordError::Short { .. })));
+    assert_eq!(scan.end, SIZE - 4096);
+}
+
+#[test]
+fn a_stale_record_after_a_cut_is_not_taken_for_a_new_one() {
+    // Run 1 wrote A (torn) then B (whole, never acknowledged: its batch's
+    // flush had not ended). Recovery cut at A; run 2 wrote C exactly where
+    // A was, as long as A. B now follows C and is whole: the epoch rule
+    // ends the scan there.
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = writer(dir.path());
+    let a = append(&mut segment, 1, 1, 5000);
+    append(&mut segment, 1, 2, 5000);
+    drop(segment);
+    let file = for_damage(dir.path());
+    file.write_all_at(&[0xff; 16], a + 4096).unwrap();
+    let cut = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
+    assert_eq!(cut.end, a);
+    let mut segment = SegmentWriter::open(&dir.path().join("0.seg"), cut.end).unwrap();
+    append(&mut segment, 2, 3, 5000);
+    segment.sync().unwrap();
+    let scan = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
+    assert_eq!(scan.records.len(), 1);
+    assert_eq!(scan.records[0].head.uids, uids(3));
+    assert_eq!(
+        scan.stopped,
+        Some(RecordError::Epoch {
+            previous: 2,
+            found: 1
+        })
+    );
+}
+
+#[test]
+fn opening_at_a_position_outside_the_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(writer(dir.path()));
+    let path = dir.path().join("0.seg");
+    assert!(SegmentWriter::open(&path, 100).is_err());
+    assert!(SegmentWriter::open(&path, SIZE + RECORD_ALIGN).is_err());
+    assert_eq!(
+        SegmentWriter::open(&path, SIZE).unwrap().append_position(),
+        SIZE
+    );
+}
+
+#[test]
+fn creating_over_an_existing_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(writer(dir.path()));
+    let error = SegmentWriter::create(&dir.path().join("0.seg"), SIZE).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+}
+
+#[test]
+fn segments_work_where_the_file_system_may_refuse_o_direct() {
+    // /dev/shm is tmpfs: O_DIRECT is refused before Linux 6.6 (the writer
+    // then falls back to buffered writes), taken since.
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let mut segment = writer(dir.path());
+    let offset = append(&mut segment, 1, 1, 777);
+    segment.sync().unwrap();
+    let (_, bytes) = read_record(&reader(dir.path()), offset, SIZE).unwrap();
+    assert_eq!(bytes, payload(1, 777));
+}
+
+#[test]
+fn ext4_takes_o_direct() {
+    // The data directory's usual file system (the workspace is on ext4 here): writes bypass the page cache.
+    let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap();
+    assert!(writer(dir.path()).is_direct());
+}
+
+#[test]
+fn uids_over_64_bytes_are_refused() {
+    let mut long = uids(1);
+    long.sop = "1".repeat(65);
+    assert!(matches!(
+        encode_record(1, &long, b"x"),
+        Err(RecordError::Length(_))
+    ));
+}
+
+#[test]
+fn aligned_buffers_are_aligned_and_padded() {
+    for len in [0, 1, 4096, 4097] {
+        let buf = AlignedBuf::zeroed(len);
+        assert_eq!(buf.as_slice().as_ptr() as usize % RECORD_ALIGN as usize, 0);
+        assert_eq!(buf.as_slice().len() % RECORD_ALIGN as usize, 0);
+        assert!(buf.as_slice().len() >= len);
+    }
+}
+
+proptest! {
+    #[test]
+    fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = decode_head(&bytes);
+        let mut with_magic = RECORD_MAGIC.to_vec();
+        with_magic.extend_from_slice(&bytes);
+        let _ = decode_head(&with_magic);
+    }
+
+    #[test]
+    fn a_changed_header_byte_is_detected(at in 0usize..85, bit in 0u8..8) {
+        let record = encode_record(3, &uids(9), b"payload").unwrap();
+        let mut bytes = record.as_slice().to_vec();
+        bytes[at] ^= 1 << bit;
+        prop_assert!(decode_head(&bytes).is_err());
+    }
+}
