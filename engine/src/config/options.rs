@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Origin};
 use super::kinds::{
-    AeSelectionKind, ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind, Kind, ListKind,
-    MapKind, OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue,
+    AccessRuleKind, AeSelectionKind, ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind,
+    Kind, ListKind, MapKind, OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue,
     TransferSyntaxKind,
 };
 use super::values::{
-    AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat,
-    LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
+    AccessRule, AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
+    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
     TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
@@ -57,6 +57,7 @@ const _: () = assert!(REPORT_RETRY_DELAY_DEFAULT_S <= REPORT_RETRY_BACKOFF_CAP_D
 /// allocate without bound.
 const AE_LIST_LENGTH_MAX: usize = 4096;
 const UID_LIST_LENGTH_MAX: usize = 1024;
+const ACCESS_RULES_MAX: usize = 4096;
 
 fn ae_title(text: &str) -> AeTitle {
     text.parse()
@@ -493,5 +494,33 @@ config_options! {
         /// (or the core's time) without bound from ingest.
         retrieve_buffer_per_core: u64 = 32 * MIB,
             kind ByteSizeKind::<u64>::new(MIB, 4 * GIB), flag "query-retrieve-buffer-per-core";
+    }
+
+    /// Access control per remote AE: which Calling AE Titles, from which
+    /// addresses, may use which services. With no rule (the default) every
+    /// AE that passes `network.calling_ae_allow_list` may use every
+    /// service. With rules, an association is admitted by the first rule
+    /// that names its Calling AE Title (or `*`) and lists the address it
+    /// comes from (or lists none); when none does it is rejected
+    /// (A-ASSOCIATE-RJ result 1, source 1, reason 3: calling AE title not
+    /// recognized). An admitted AE may always use Verification; a C-STORE,
+    /// Storage Commitment request, C-FIND, C-MOVE or C-GET of a service its
+    /// rule does not grant is refused with status 0124 (refused: not
+    /// authorized). Every refusal is logged with the peer and the rule.
+    /// `query.*_allowed_from` and `network.calling_ae_allow_list` still
+    /// apply on top. docs/operations.md, "Access control", has examples.
+    [access] AccessConfig "Access control" {
+        /// The rules, in order (the first that names the Calling AE Title
+        /// and the peer's address decides). In the file, one
+        /// `[[access.rule]]` table per rule with `calling_ae` (an AE title,
+        /// or `"*"` for any), `addresses` (optional: IP addresses or CIDR
+        /// networks, IPv4 peers on an IPv6 listener matched as IPv4) and
+        /// `services` (any of `"store"`, `"commitment"`, `"query"`,
+        /// `"retrieve"`; empty: Verification only). On the command line,
+        /// `--access-rule AE_TITLE[@ADDRESS,...]=SERVICE,...` once per rule.
+        rule: Vec<AccessRule> = Vec::new(),
+            kind ListKind::new(AccessRuleKind, ACCESS_RULES_MAX),
+            flag "access-rule",
+            example "[{ calling_ae = \"CT_ROOM_1\", addresses = [\"10.1.2.0/24\"], services = [\"store\", \"commitment\"] }, { calling_ae = \"VIEWER_1\", services = [\"query\", \"retrieve\"] }]";
     }
 }

@@ -33,6 +33,7 @@ use crate::commit::messages::{
     request_bytes, DeliveryOutcome, Refusal, ReportAssociation, Request,
 };
 use crate::commit::references::References;
+use crate::config::AccessService;
 use crate::escape::Escaped;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -99,7 +100,13 @@ impl Commitment {
                 action_type_id: rq.action_type_id,
             })
         } else {
-            None
+            conn.access
+                .check(
+                    &self.shared.store.config().access.rule,
+                    AccessService::Commitment,
+                )
+                .err()
+                .map(Failure::NotAuthorized)
         };
         if let Some(failure) = refusal {
             refuse(core, conn, context_id, rq.message_id, failure);

@@ -105,6 +105,8 @@ pub(crate) struct Connection {
     pub(crate) called_ae_title: String,
     /// Counted in the association limits (released when it ends).
     pub(crate) counted: bool,
+    /// What its access rule grants (everything when Sluice opened it).
+    pub(crate) access: super::access::Grant,
     /// Who it is for.
     pub(crate) purpose: Purpose,
     /// The SOP Class Extended Negotiation granted, per SOP class UID (the
@@ -147,6 +149,7 @@ impl Connection {
             calling_ae_title: String::new(),
             called_ae_title: String::new(),
             counted: false,
+            access: super::access::Grant::OPEN,
             purpose: Purpose::Inbound,
             extended_negotiation: Vec::new(),
             receiving: None,

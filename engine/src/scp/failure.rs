@@ -29,6 +29,9 @@ pub(crate) enum Failure {
         /// The context's abstract syntax.
         abstract_syntax: String,
     },
+    /// The association's access rule does not grant the service (0124).
+    #[error("{0}")]
+    NotAuthorized(super::access::NotAuthorized),
     /// The store is in its refusing state (A700).
     #[error("the store refuses after repeated durability failures")]
     Refusing,
@@ -259,6 +262,7 @@ impl Failure {
             | Failure::OpenDirectorySubmit(_)
             | Failure::OpenDirectory(_)
             | Failure::DirectorySyncSubmit(_) => Status::OUT_OF_RESOURCES,
+            Failure::NotAuthorized(_) => Status::NOT_AUTHORIZED,
             Failure::NoSuchCommitmentInstance { .. } => Status::NO_SUCH_OBJECT_INSTANCE,
             Failure::NoSuchAction { .. } => Status::NO_SUCH_ACTION,
             Failure::NoActionInformation => Status::MISSING_ATTRIBUTE,

@@ -33,6 +33,7 @@ use sluice_net::endpoint::{DataSet, Incoming, Violation};
 use sluice_net::pdu::{AssociateRj, RejectReason, RejectResult};
 use sluice_net::uid;
 
+use super::access;
 use super::admission;
 use super::commitment::Commitment;
 use super::conn::{Connection, Connections, Purpose, Receiving, Timeouts};
@@ -45,6 +46,7 @@ use super::shared::{DrainReport, ServerShared};
 use super::storage;
 use super::tag::{split, tag, TagKind};
 use crate::commit::messages::ToCore;
+use crate::config::AccessService;
 use crate::escape::Escaped;
 
 /// Messages from other threads to a core.
@@ -236,6 +238,7 @@ impl CoreHandler {
             Indication::AssociateRequest(rq) => {
                 conn.calling_ae_title = rq.calling_ae_title.trim().to_owned();
                 conn.called_ae_title = rq.called_ae_title.trim().to_owned();
+                let mut refused_by_access = None;
                 let (outcome, grants) = if self.draining.is_some() {
                     // Transient: the sender retries, on this server once it
                     // is back or on another.
@@ -247,7 +250,26 @@ impl CoreHandler {
                         Default::default(),
                     )
                 } else {
-                    admission::negotiate_limited(&self.shared, &rq, conn.listener)
+                    match access::admit(
+                        &self.shared.store.config().access.rule,
+                        &conn.calling_ae_title,
+                        conn.peer.map(|peer| peer.ip()),
+                    ) {
+                        Ok(grant) => {
+                            conn.access = grant;
+                            admission::negotiate_limited(&self.shared, &rq, conn.listener)
+                        }
+                        Err(why) => {
+                            refused_by_access = Some(why);
+                            (
+                                NegotiationOutcome::Reject(AssociateRj {
+                                    result: RejectResult::Permanent,
+                                    reason: RejectReason::CallingAeTitleNotRecognized,
+                                }),
+                                Default::default(),
+                            )
+                        }
+                    }
                 };
                 conn.extended_negotiation = grants;
                 match &outcome {
@@ -266,13 +288,15 @@ impl CoreHandler {
                     }
                     NegotiationOutcome::Reject(rj) => {
                         let (result, source, reason) = rj.codes();
-                        let why = admission::rejection_reason(
-                            &self.shared,
-                            &rq,
-                            conn.listener,
-                            rj,
-                            self.draining.is_some(),
-                        );
+                        let why = refused_by_access.unwrap_or_else(|| {
+                            admission::rejection_reason(
+                                &self.shared,
+                                &rq,
+                                conn.listener,
+                                rj,
+                                self.draining.is_some(),
+                            )
+                        });
                         tracing::warn!(
                             peer = ?conn.peer,
                             calling_ae = %Escaped(&conn.calling_ae_title),
@@ -425,7 +449,17 @@ impl CoreHandler {
                 conn.send_command(core, context_id, &rsp);
             }
             Command::CStoreRq(rq) => {
-                let draining = self.draining.is_some();
+                let refusal = if self.draining.is_some() {
+                    Some(Failure::ShuttingDown)
+                } else {
+                    conn.access
+                        .check(
+                            &self.shared.store.config().access.rule,
+                            AccessService::Store,
+                        )
+                        .err()
+                        .map(Failure::NotAuthorized)
+                };
                 storage::requested(
                     core,
                     conn,
@@ -433,7 +467,7 @@ impl CoreHandler {
                     context_id,
                     rq,
                     data_set,
-                    draining,
+                    refusal,
                 );
             }
             Command::NActionRq(rq) => {

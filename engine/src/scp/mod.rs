@@ -7,7 +7,8 @@
 //!   state of its own.
 //! - `conn`: one association (state machine, stream decoder, command
 //!   assembly, timer, sends, closing, counters) and the core's table of
-//!   them; `admission`: negotiation under the association limits.
+//!   them; `admission`: negotiation under the association limits;
+//!   `access`: the access rules (`access.rule`) of an association.
 //! - `storage`: the Storage service's DIMSE side (C-STORE-RQ to a job or a
 //!   refusal, its data set to the job, C-STORE-RSP back); `ingest`: C-STORE
 //!   to durable, indexed files. Its `job` module is the
@@ -22,6 +23,7 @@
 //! docs/design/ingest.md explains the path and the status mapping;
 //! docs/design/engine-structure.md why the services are laid out this way.
 
+mod access;
 mod admission;
 mod commitment;
 mod conn;

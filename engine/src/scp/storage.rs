@@ -20,8 +20,9 @@ use crate::escape::Escaped;
 use crate::store::{Counted, StoreEvent};
 
 /// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
-/// data sets). While the server drains (`draining`) it is refused (A700)
-/// once its data set is read.
+/// data sets). With a `refusal` (the server drains: A700; the association's
+/// access rule does not grant storing: 0124) it is refused once its data
+/// set is read.
 pub(crate) fn requested(
     core: &mut Core,
     conn: &mut Connection,
@@ -29,18 +30,18 @@ pub(crate) fn requested(
     context_id: u8,
     rq: CStoreRq,
     data_set: DataSet,
-    draining: bool,
+    refusal: Option<Failure>,
 ) {
     if data_set != DataSet::Streamed {
         conn.abort(core, "C-STORE-RQ without a data set");
         return;
     }
     conn.request_received();
-    if draining {
+    if let Some(failure) = refusal {
         conn.receiving = Some(Receiving::Discard(Refused {
             context_id,
             rq,
-            failure: Failure::ShuttingDown,
+            failure,
         }));
         return;
     }

@@ -51,7 +51,7 @@ use sluice_net::query::{
 use super::conn::{Connection, Connections, Purpose, Timeouts};
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
-use crate::config::PersonNameMatching;
+use crate::config::{AccessService, PersonNameMatching};
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 pub(crate) use access::apply as narrow_association;
@@ -260,6 +260,13 @@ impl QueryRetrieve {
                 Status::NOT_AUTHORIZED,
                 "not authorized (query.*_allowed_from)".into(),
             ));
+        }
+        let service = match operation {
+            QrOperation::Find => AccessService::Query,
+            QrOperation::Move | QrOperation::Get => AccessService::Retrieve,
+        };
+        if let Err(refused) = conn.access.check(&config.access.rule, service) {
+            return Err((Status::NOT_AUTHORIZED, refused.to_string()));
         }
         let granted = conn
             .extended_negotiation
