@@ -222,6 +222,7 @@ fn check_relations(config: &Config, origins: &Origins) -> Result<(), ConfigError
             },
         );
     }
+    check_tls(config, origins)?;
     let commitment = &config.commitment;
     if commitment.report_retry_backoff_cap_s < commitment.report_retry_delay_s {
         let delay_s = commitment.report_retry_delay_s.as_secs();
@@ -261,6 +262,64 @@ fn check_relations(config: &Config, origins: &Origins) -> Result<(), ConfigError
                     origins.remote_aes
                 ),
             });
+        }
+    }
+    Ok(())
+}
+
+/// A TLS port needs a certificate and its key, and is a port of its own;
+/// TLS files without a port are a mistake worth saying.
+fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    let network = &config.network;
+    let invalid = |origin: &Origin, option: &'static str, message: String| ConfigError::Invalid {
+        origin: origin.clone(),
+        option,
+        message,
+    };
+    match network.tls_port {
+        Some(port) => {
+            if network.tls_certificate.is_none() || network.tls_private_key.is_none() {
+                return Err(invalid(
+                    &origins.tls_port,
+                    "network.tls_port",
+                    format!("{port} needs network.tls_certificate and network.tls_private_key"),
+                ));
+            }
+            if port == network.port || Some(port) == network.commitment_port {
+                return Err(invalid(
+                    &origins.tls_port,
+                    "network.tls_port",
+                    format!("{port} is already the plain port of network.port or network.commitment_port"),
+                ));
+            }
+        }
+        None => {
+            for (set, origin, option) in [
+                (
+                    network.tls_certificate.is_some(),
+                    &origins.tls_certificate,
+                    "network.tls_certificate",
+                ),
+                (
+                    network.tls_private_key.is_some(),
+                    &origins.tls_private_key,
+                    "network.tls_private_key",
+                ),
+                (
+                    network.tls_client_ca.is_some(),
+                    &origins.tls_client_ca,
+                    "network.tls_client_ca",
+                ),
+            ] {
+                if set {
+                    return Err(invalid(
+                        origin,
+                        option,
+                        "is set but network.tls_port is not: no TLS listener would use it"
+                            .to_owned(),
+                    ));
+                }
+            }
         }
     }
     Ok(())

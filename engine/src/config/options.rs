@@ -169,6 +169,35 @@ config_options! {
             kind IntKind::<u32>::new(1, ASSOCIATIONS_MAX),
             flag "max-associations-per-calling-ae";
 
+        /// The TCP port of a DICOM TLS listener (PS3.15 BCP 195
+        /// non-downgrading profile: TLS 1.2 or 1.3) beside the plain one on
+        /// `port`, for the same AEs; 2762 is the registered DICOM TLS port.
+        /// Unset: no TLS. Needs `tls_certificate` and `tls_private_key`.
+        tls_port: Option<u16> = None,
+            kind OptionalKind(IntKind::<u16>::new(1, u16::MAX)),
+            flag "tls-port", example "2762";
+
+        /// The server's certificate chain for TLS: a PEM file, the server's
+        /// certificate first, then any intermediates.
+        tls_certificate: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-certificate", example "\"/etc/sluice/tls/server.pem\"";
+
+        /// The private key of `tls_certificate`: a PEM file (PKCS #8, PKCS #1
+        /// RSA or SEC1 EC), readable by the server only.
+        tls_private_key: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-private-key", example "\"/etc/sluice/tls/server.key\"";
+
+        /// The CA certificates (a PEM file) that TLS clients' certificates
+        /// must chain to. Set: every TLS client must present a valid, unexpired
+        /// certificate issued under one of them (mutual TLS, as the DICOM
+        /// secure transport profiles expect); one that does not is refused in
+        /// the handshake and logged. Unset: clients are not asked for one.
+        tls_client_ca: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-client-ca", example "\"/etc/sluice/tls/clients-ca.pem\"";
+
         /// The maximum PDU length Sluice offers to receive (the Maximum
         /// Length sub-item of A-ASSOCIATE). Larger PDUs cost less per byte
         /// for big images; 16384 is what the reference PACS fixes and what

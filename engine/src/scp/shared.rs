@@ -27,6 +27,8 @@ pub(crate) struct ServerShared {
     pub(crate) commitment_policy: Option<AcceptorPolicy>,
     /// The listener index of the separate commitment port, if any.
     pub(crate) commitment_listener: Option<usize>,
+    /// The TLS listener's index and its configuration (`network.tls_port`).
+    pub(crate) tls: Option<(usize, std::sync::Arc<rustls::ServerConfig>)>,
     /// The checks of received instances that only warn (`[validation]`).
     pub(crate) leniency: Leniency,
     /// The commitment tracker's inbox.

@@ -6,7 +6,7 @@
 //! What happens between the command and the answer is the ingest service's
 //! (`super::ingest`).
 
-use sluice_io::{Core, RecvBuf};
+use sluice_io::{Core, IoBuf};
 use sluice_net::dimse::{CStoreRq, CStoreRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::DataSet;
 use sluice_net::scan::StoreRejection;
@@ -86,7 +86,7 @@ pub(crate) fn fragment(
     ingest: &mut Ingest,
     shared: &ServerShared,
     bytes: &[u8],
-    slice: Option<RecvBuf>,
+    slice: Option<IoBuf>,
     last: bool,
 ) {
     match &conn.receiving {

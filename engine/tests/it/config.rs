@@ -195,7 +195,7 @@ fn the_examples_in_the_example_file_are_valid() {
             _ => lines.push(line.to_owned()),
         }
     }
-    assert_eq!(switched_on, 12);
+    assert_eq!(switched_on, 16);
     let text = lines.join("\n");
     let config = Config::from_toml_str(&text, Path::new("examples.toml")).unwrap();
     assert_eq!(config.network.commitment_ae_title, Some(ae("SCServer")));
@@ -976,4 +976,28 @@ fn access_rules_load_from_array_of_tables_and_flags_with_errors_on_their_line() 
         error.to_string().contains("flag `--access-rule`"),
         "{error}"
     );
+}
+
+#[test]
+fn a_tls_port_needs_its_files_and_files_need_the_port() {
+    assert_eq!(
+        file_error("[network]\ntls_port = 2762\n"),
+        "sluice.toml:2: option `network.tls_port`: 2762 needs network.tls_certificate and network.tls_private_key"
+    );
+    assert_eq!(
+        file_error("[network]\ntls_certificate = \"server.pem\"\n"),
+        "sluice.toml:2: option `network.tls_certificate`: is set but network.tls_port is not: no TLS listener would use it"
+    );
+    assert_eq!(
+        file_error(
+            "[network]\nport = 2762\ntls_port = 2762\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n"
+        ),
+        "sluice.toml:3: option `network.tls_port`: 2762 is already the plain port of network.port or network.commitment_port"
+    );
+    let config = load(
+        "[network]\ntls_port = 2762\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.network.tls_port, Some(2762));
+    assert!(config.network.tls_client_ca.is_none());
 }

@@ -20,3 +20,4 @@ mod query;
 mod real_files;
 mod recovery;
 mod serve;
+mod tls;
