@@ -276,6 +276,25 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
         option,
         message,
     };
+    let remote_tls = network.remote_aes.values().any(RemoteAddress::tls);
+    if remote_tls && network.tls_remote_ca.is_none() {
+        return Err(invalid(
+            &origins.remote_aes,
+            "network.remote_aes",
+            "a remote AE reached over TLS (tls://) needs network.tls_remote_ca to verify it"
+                .to_owned(),
+        ));
+    }
+    if network.tls_certificate.is_some() != network.tls_private_key.is_some() {
+        return Err(invalid(
+            &origins.tls_certificate,
+            "network.tls_certificate",
+            "network.tls_certificate and network.tls_private_key go together".to_owned(),
+        ));
+    }
+    // Without a TLS listener, the certificate is still what Sluice
+    // presents to remote AEs reached over TLS.
+    let presented = remote_tls;
     match network.tls_port {
         Some(port) => {
             if network.tls_certificate.is_none() || network.tls_private_key.is_none() {
@@ -296,12 +315,12 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
         None => {
             for (set, origin, option) in [
                 (
-                    network.tls_certificate.is_some(),
+                    network.tls_certificate.is_some() && !presented,
                     &origins.tls_certificate,
                     "network.tls_certificate",
                 ),
                 (
-                    network.tls_private_key.is_some(),
+                    network.tls_private_key.is_some() && !presented,
                     &origins.tls_private_key,
                     "network.tls_private_key",
                 ),

@@ -198,6 +198,15 @@ config_options! {
             kind OptionalKind(PathKind),
             flag "tls-client-ca", example "\"/etc/sluice/tls/clients-ca.pem\"";
 
+        /// The CA certificates (a PEM file) that the certificates of remote
+        /// AEs reached over TLS (`tls://` in `remote_aes`) must chain to;
+        /// their host name (or IP address) must be in the certificate.
+        /// Sluice presents `tls_certificate` to them when set. Needed when a
+        /// remote AE uses TLS.
+        tls_remote_ca: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-remote-ca", example "\"/etc/sluice/tls/remotes-ca.pem\"";
+
         /// The maximum PDU length Sluice offers to receive (the Maximum
         /// Length sub-item of A-ASSOCIATE). Larger PDUs cost less per byte
         /// for big images; 16384 is what the reference PACS fixes and what
@@ -239,7 +248,8 @@ config_options! {
         /// `"host:port"` (host a name or an IP address, IPv6 in brackets).
         /// Sluice uses it to open associations: to deliver Storage
         /// Commitment reports once the requester's association has closed,
-        /// and for query/retrieve. In the file, write a
+        /// and for query/retrieve. `"tls://host:port"` reaches it over DICOM
+        /// TLS (verified against `tls_remote_ca`). In the file, write a
         /// `[network.remote_aes]` table with one `AE_TITLE = "host:port"`
         /// line per AE (quote a title that has spaces); on the command line,
         /// `--remote-ae AE_TITLE=host:port` once per AE.

@@ -148,9 +148,15 @@ const HOST_NAME_LENGTH_MAX: usize = 253;
 pub struct RemoteAddress {
     host: String,
     port: u16,
+    tls: bool,
 }
 
 impl RemoteAddress {
+    /// Whether associations to it use DICOM TLS (written `tls://host:port`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
     /// The host name or IP address, without brackets.
     pub fn host(&self) -> &str {
         &self.host
@@ -165,7 +171,11 @@ impl RemoteAddress {
 impl FromStr for RemoteAddress {
     type Err = ValueError;
 
-    fn from_str(text: &str) -> Result<Self, ValueError> {
+    fn from_str(full_text: &str) -> Result<Self, ValueError> {
+        let (tls, text) = match full_text.strip_prefix("tls://") {
+            Some(rest) => (true, rest),
+            None => (false, full_text),
+        };
         let not_host_port = || {
             ValueError(format!(
                 "{text:?} is not host:port (for example \"10.0.0.5:104\", \"pacs.example.org:11112\", \"[fd00::5]:104\")"
@@ -206,6 +216,7 @@ impl FromStr for RemoteAddress {
         Ok(RemoteAddress {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
@@ -240,6 +251,9 @@ fn check_host(text: &str, host: &str) -> Result<(), ValueError> {
 
 impl fmt::Display for RemoteAddress {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            formatter.write_str("tls://")?;
+        }
         if self.host.contains(':') {
             write!(formatter, "[{}]:{}", self.host, self.port)
         } else {

@@ -365,6 +365,13 @@ impl Commitment {
                 return;
             }
         };
+        let tls = match super::tls::outbound_session(&self.shared, &delivery.called_ae_title) {
+            Ok(tls) => tls,
+            Err(error) => {
+                self.fail_all(delivery.reports, &format!("cannot start TLS: {error}"));
+                return;
+            }
+        };
         let serial = conns.next_serial();
         let id = match core.connect(delivery.address, tag(TagKind::Connect, serial)) {
             Ok(id) => id,
@@ -374,7 +381,7 @@ impl Commitment {
             }
         };
         // Sta1 -> Sta4: the transport is the connect above.
-        let conn = Connection::outbound(
+        let mut conn = Connection::outbound(
             id,
             serial,
             delivery.address,
@@ -382,6 +389,7 @@ impl Commitment {
             rq,
             (Purpose::CommitmentReports, timeouts),
         );
+        conn.tls = tls;
         self.reports.insert(
             serial,
             Reports {

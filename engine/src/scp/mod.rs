@@ -249,6 +249,20 @@ impl Server {
             // `check_tls` refuses a port without its files.
             _ => None,
         };
+        let network = &config.network;
+        let tls_client = match &network.tls_remote_ca {
+            Some(remote_ca) if network.remote_aes.values().any(|remote| remote.tls()) => {
+                let identity = network
+                    .tls_certificate
+                    .as_deref()
+                    .zip(network.tls_private_key.as_deref());
+                Some(
+                    tls::client_config(remote_ca, identity)
+                        .map_err(|error| ServeError::Config(format!("DICOM TLS: {error}")))?,
+                )
+            }
+            _ => None,
+        };
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
         let shared = Arc::new(ServerShared {
             store: store.clone(),
@@ -256,6 +270,7 @@ impl Server {
             commitment_policy,
             commitment_listener,
             tls,
+            tls_client,
             leniency: policy::leniency(config),
             tracker: TrackerHandle::new(
                 usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),

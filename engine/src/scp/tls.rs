@@ -21,9 +21,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
+
+use super::shared::ServerShared;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+};
 
 /// Why the TLS configuration cannot be built (at start).
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +95,10 @@ pub(crate) fn server_config(
         .map_err(|error| TlsConfigError::Rustls(error.to_string()))?;
     let builder = match client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in certificates(ca)? {
-                roots
-                    .add(certificate)
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
+                    .build()
                     .map_err(|error| file_error(ca, error))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|error| file_error(ca, error))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -109,10 +109,46 @@ pub(crate) fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The CA certificates of a PEM file as a root store.
+fn roots(path: &Path) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates(path)? {
+        roots
+            .add(certificate)
+            .map_err(|error| file_error(path, error))?;
+    }
+    Ok(roots)
+}
+
+/// The client side's configuration (associations Sluice opens to remote
+/// AEs of `network.remote_aes` written `tls://`), built at start: the
+/// remote's certificate verified against `remote_ca` and its host name,
+/// Sluice's own certificate presented when configured.
+pub(crate) fn client_config(
+    remote_ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| TlsConfigError::Rustls(error.to_string()))?
+        .with_root_certificates(roots(remote_ca)?);
+    let config = match identity {
+        Some((certificate, private_key)) => {
+            let key = PrivateKeyDer::from_pem_file(private_key)
+                .map_err(|error| file_error(private_key, error))?;
+            builder
+                .with_client_auth_cert(certificates(certificate)?, key)
+                .map_err(|error| TlsConfigError::Rustls(format!("certificate and key: {error}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 /// One association's TLS connection.
 #[derive(Debug)]
 pub(crate) struct TlsSession {
-    connection: ServerConnection,
+    connection: Connection,
     /// A record or handshake failed: nothing more is read.
     failed: bool,
 }
@@ -135,15 +171,32 @@ pub(crate) enum TlsSessionError {
 impl TlsSession {
     /// A new server-side session.
     pub(crate) fn server(config: &Arc<ServerConfig>) -> Result<TlsSession, TlsSessionError> {
-        let mut connection = ServerConnection::new(Arc::clone(config))?;
+        Ok(Self::new(Connection::Server(ServerConnection::new(
+            Arc::clone(config),
+        )?)))
+    }
+
+    /// A new client-side session to `host` (a name or an IP address, which
+    /// the remote's certificate must hold).
+    pub(crate) fn client(config: &Arc<ClientConfig>, host: &str) -> Result<TlsSession, String> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|error| format!("{host:?} cannot be a TLS server name: {error}"))?;
+        let connection =
+            ClientConnection::new(Arc::clone(config), name).map_err(|error| error.to_string())?;
+        Ok(Self::new(Connection::Client(connection)))
+    }
+
+    fn new(mut connection: Connection) -> TlsSession {
         // What the endpoint transmits is encrypted and taken at once
         // (`send`), so rustls's own send buffer never holds more than one
-        // transmit: its limit would only turn a large one into an error.
+        // transmit (before the handshake completes, the A-ASSOCIATE-RQ of
+        // an association Sluice opens): its limit would only turn a large
+        // one into an error.
         connection.set_buffer_limit(None);
-        Ok(TlsSession {
+        TlsSession {
             connection,
             failed: false,
-        })
+        }
     }
 
     /// Whether a failure ended it.
@@ -223,4 +276,31 @@ impl TlsSession {
         }
         Ok(())
     }
+}
+
+/// The TLS session of an association Sluice opens to `called_ae_title`,
+/// when its entry of `network.remote_aes` is written `tls://` (`Ok(None)`:
+/// plain). Its ClientHello goes out with the association's first send.
+pub(crate) fn outbound_session(
+    shared: &ServerShared,
+    called_ae_title: &str,
+) -> Result<Option<Box<TlsSession>>, String> {
+    let remote = shared
+        .store
+        .config()
+        .network
+        .remote_aes
+        .iter()
+        .find(|(title, _)| title.as_str() == called_ae_title)
+        .map(|(_, address)| address);
+    let Some(remote) = remote.filter(|remote| remote.tls()) else {
+        return Ok(None);
+    };
+    let Some(config) = shared.tls_client.as_ref() else {
+        // `check_tls` requires the CA whenever a remote uses TLS, and the
+        // server builds the client configuration from it at start.
+        debug_assert!(false, "a TLS remote AE without a client configuration");
+        return Err("no TLS client configuration (network.tls_remote_ca)".to_owned());
+    };
+    TlsSession::client(config, remote.host()).map(|session| Some(Box::new(session)))
 }

@@ -195,7 +195,7 @@ fn the_examples_in_the_example_file_are_valid() {
             _ => lines.push(line.to_owned()),
         }
     }
-    assert_eq!(switched_on, 16);
+    assert_eq!(switched_on, 17);
     let text = lines.join("\n");
     let config = Config::from_toml_str(&text, Path::new("examples.toml")).unwrap();
     assert_eq!(config.network.commitment_ae_title, Some(ae("SCServer")));
@@ -986,6 +986,10 @@ fn a_tls_port_needs_its_files_and_files_need_the_port() {
     );
     assert_eq!(
         file_error("[network]\ntls_certificate = \"server.pem\"\n"),
+        "sluice.toml:2: option `network.tls_certificate`: network.tls_certificate and network.tls_private_key go together"
+    );
+    assert_eq!(
+        file_error("[network]\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n"),
         "sluice.toml:2: option `network.tls_certificate`: is set but network.tls_port is not: no TLS listener would use it"
     );
     assert_eq!(
@@ -1000,4 +1004,21 @@ fn a_tls_port_needs_its_files_and_files_need_the_port() {
     .unwrap();
     assert_eq!(config.network.tls_port, Some(2762));
     assert!(config.network.tls_client_ca.is_none());
+}
+
+#[test]
+fn a_remote_ae_over_tls_needs_the_remote_ca() {
+    assert_eq!(
+        file_error("[network.remote_aes]\nWS = \"tls://ws.example.org:2762\"\n"),
+        "sluice.toml:1: option `network.remote_aes`: a remote AE reached over TLS (tls://) needs network.tls_remote_ca to verify it"
+    );
+    let config = load(
+        "[network]\ntls_remote_ca = \"ca.pem\"\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n\
+         [network.remote_aes]\nWS = \"tls://ws.example.org:2762\"\nCT = \"10.1.2.3:104\"\n",
+    )
+    .unwrap();
+    let ws = &config.network.remote_aes[&ae("WS")];
+    assert!(ws.tls() && ws.host() == "ws.example.org" && ws.port() == 2762);
+    assert_eq!(ws.to_string(), "tls://ws.example.org:2762");
+    assert!(!config.network.remote_aes[&ae("CT")].tls());
 }

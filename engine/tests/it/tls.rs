@@ -4,13 +4,17 @@
 //! `storescu +tls`, built with OpenSSL) and pynetdicom (an
 //! `ssl.SSLContext`) as the peers. A client certificate from another CA,
 //! an expired one, and a plain client on the TLS port are each refused
-//! with a log line, and nothing of theirs is stored.
+//! with a log line, and nothing of theirs is stored. A C-MOVE to a remote
+//! AE written `tls://` sends its sub-operations over TLS (to DCMTK
+//! storescp +tls, which requires Sluice's certificate).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sluice_tests::{dcmtk, free_port, make_fixtures, python, run, scripts_dir, PeerOutput};
+use sluice_tests::{
+    dcmtk, free_port, make_fixtures, python, python_peer, run, scripts_dir, ChildGuard, PeerOutput,
+};
 
 use crate::serve::Served;
 
@@ -100,6 +104,26 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
     };
     let explicit = file("1.2.840.10008.1.2.1");
     let implicit = file("1.2.840.10008.1.2");
+    // A C-MOVE destination reached over TLS: DCMTK storescp, requiring
+    // Sluice's certificate (storescp's default, -rc).
+    let destination_dir = dir.path().join("destination");
+    std::fs::create_dir(&destination_dir).unwrap();
+    let destination_port = free_port();
+    let _destination = ChildGuard::new(
+        Command::new(dcmtk("storescp"))
+            .args(["+tls"])
+            .arg(certs.join("server.key"))
+            .arg(certs.join("server.pem"))
+            .arg("+cf")
+            .arg(certs.join("ca.pem"))
+            .args(["-aet", "DEST", "-od"])
+            .arg(&destination_dir)
+            .arg(destination_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp"),
+    );
     let tls_port = free_port();
     let served = Served::start(
         "uring",
@@ -112,6 +136,10 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
             certs.join("server.key").to_str().unwrap(),
             "--tls-client-ca",
             certs.join("ca.pem").to_str().unwrap(),
+            "--tls-remote-ca",
+            certs.join("ca.pem").to_str().unwrap(),
+            "--remote-ae",
+            &format!("DEST=tls://127.0.0.1:{destination_port}"),
         ],
     );
 
@@ -136,6 +164,32 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
         PEER_TIMEOUT,
     );
     assert!(output.status.success(), "{}", text(&output));
+
+    // C-MOVE of what was stored to DEST: the sub-operations go over TLS.
+    let keys = r#"{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": null}"#;
+    let port = served.port.to_string();
+    let found = python_peer(
+        "qr_scu.py",
+        &["find", &port, AE, "VIEWER", "study", keys],
+        PEER_TIMEOUT,
+    );
+    let studies = found.string("uids").unwrap_or_default();
+    assert!(!studies.is_empty(), "{found:?}");
+    for study in studies.split('|') {
+        let keys = format!(r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{study}"}}"#);
+        let moved = python_peer(
+            "qr_scu.py",
+            &["move", &port, AE, "VIEWER", "study", &keys, "DEST"],
+            PEER_TIMEOUT,
+        );
+        assert_eq!(
+            moved.string("status_hex").as_deref(),
+            Some("0000"),
+            "{moved:?}"
+        );
+    }
+    let arrived = std::fs::read_dir(&destination_dir).unwrap().count();
+    assert_eq!(arrived, 2, "both instances moved over TLS");
 
     // Refused: a certificate from another CA, an expired one, none, and a
     // plain client on the TLS port. Nothing of theirs is stored.

@@ -556,11 +556,13 @@ impl QueryRetrieve {
         let rq = proposal
             .to_associate_rq()
             .map_err(|error| error.to_string())?;
+        let tls = super::tls::outbound_session(&self.shared, destination)
+            .map_err(|error| format!("cannot start TLS to {destination}: {error}"))?;
         let serial = conns.next_serial();
         let id: ConnId = core
             .connect(address, tag(TagKind::RetrieveConnect, serial))
             .map_err(|error| format!("cannot connect to {address}: {error}"))?;
-        let conn = Connection::outbound(
+        let mut conn = Connection::outbound(
             id,
             serial,
             address,
@@ -568,6 +570,7 @@ impl QueryRetrieve {
             rq,
             (Purpose::MoveSubOperations, self.timeouts),
         );
+        conn.tls = tls;
         conns.insert(conn);
         self.lanes.insert(serial, Lane::new(origin, false));
         if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
