@@ -481,6 +481,10 @@ fn main() -> anyhow::Result<()> {
             if let Some(out) = &args.out {
                 write_result(&result, out)?;
             }
+            if let Some(why) = result.nothing_measured() {
+                eprintln!("sluice-loadgen: {why}");
+                std::process::exit(1);
+            }
         }
         Commands::Sweep(args) => {
             std::fs::create_dir_all(&args.out_dir)

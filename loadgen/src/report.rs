@@ -339,7 +339,7 @@ pub fn retrieval_capacity(results: &[RunResult], slo_p99_ms: f64) -> Vec<Retriev
             within_objective: runs
                 .iter()
                 .filter(|(_, retrieval)| {
-                    retrieval.totals.operations_ok > 0
+                    retrieval.totals.counts.operations_ok > 0
                         && retrieval.latency_ms.operation.p99 <= slo_p99_ms
                 })
                 .max_by(|a, b| a.1.operations_per_s.total_cmp(&b.1.operations_per_s))
@@ -761,20 +761,20 @@ fn retrieval_html(results: &[RunResult], x_label: &str) -> String {
             escape(&retrieval.config.mode),
             format_number(load_level(result)),
             result.elapsed_s,
-            totals.operations_ok,
-            totals.operations_warning,
-            totals.operations_failed,
-            totals.operations_unanswered,
+            totals.counts.operations_ok,
+            totals.counts.operations_warning,
+            totals.counts.operations_failed,
+            totals.counts.operations_unanswered,
             retrieval.operations_per_s,
             latency.operation.p50,
             latency.operation.p90,
             latency.operation.p99,
             latency.operation.max,
-            totals.instances_received,
+            totals.counts.instances_received,
             retrieval.instances_per_s,
             retrieval.megabytes_per_s,
-            totals.expectations_differed,
-            totals.expectations_checked,
+            totals.counts.expectations_differed,
+            totals.counts.expectations_checked,
             escape(&counters(&retrieval.statuses)),
             escape(&counters(&retrieval.aborts)),
         );
@@ -811,12 +811,12 @@ pub fn render_markdown(results: &[RunResult], title: &str, slo_p99_ms: f64) -> S
                 retrieval.operations_per_s,
                 operation.p50,
                 operation.p99,
-                retrieval.totals.operations_failed,
-                retrieval.totals.operations_unanswered,
+                retrieval.totals.counts.operations_failed,
+                retrieval.totals.counts.operations_unanswered,
                 retrieval.instances_per_s,
                 retrieval.megabytes_per_s,
-                retrieval.totals.expectations_differed,
-                retrieval.totals.expectations_checked,
+                retrieval.totals.counts.expectations_differed,
+                retrieval.totals.counts.expectations_checked,
             );
         }
     }
@@ -941,7 +941,10 @@ mod tests {
                 ..Default::default()
             },
             totals: crate::stats::RetrievalTotals {
-                operations_ok: 10,
+                counts: crate::stats::RetrievalCounts {
+                    operations_ok: 10,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             operations_per_s,

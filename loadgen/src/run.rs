@@ -188,7 +188,7 @@ pub fn run(plan: RunPlan, execution: &Execution) -> Result<RunResult, RunError> 
     let (user_after, system_after, peak_rss_mib) = own_usage();
     let cpu_user_s = (user_after - user_before).max(0.0);
     let cpu_system_s = (system_after - system_before).max(0.0);
-    let gigabytes = (merged.bytes_ok + merged.retrieve.bytes_received) as f64 / 1e9;
+    let gigabytes = (merged.bytes_ok + merged.retrieve.counts.bytes_received) as f64 / 1e9;
     let own = OwnCost {
         cpu_user_s,
         cpu_system_s,

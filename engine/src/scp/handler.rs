@@ -65,10 +65,10 @@ pub(crate) enum CoreMessage {
     },
 }
 
-/// A core's part of a graceful shutdown: no new association or C-STORE is
-/// taken; each association is aborted as soon as it owes nothing (every
-/// request it sent answered, no data set arriving); at the deadline the
-/// rest are aborted; once no association and no instance is left the core
+/// A core's part of a graceful shutdown: no new association, C-STORE or
+/// Query/Retrieve request is taken; each association is aborted as soon as
+/// it owes nothing (every request it sent answered, no data set arriving);
+/// at the deadline the rest are aborted; once no association and no instance is left the core
 /// tells the server.
 #[derive(Debug)]
 struct Drain {
@@ -557,6 +557,7 @@ impl CoreHandler {
             overdue: false,
             reported: false,
         });
+        self.query.stop_taking();
         let after = deadline.saturating_duration_since(Instant::now());
         if after.is_zero() || core.timer(after, tag(TagKind::DrainDeadline, 0)).is_err() {
             // No time, or no timer to keep it: the deadline is now.

@@ -2,12 +2,13 @@
 //! and its shutdown on SIGTERM (item 6).
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{free_port, ChildGuard};
+use sluice_tests::{free_port, python, scripts_dir, ChildGuard};
 
 /// The soft and hard "Max open files" of a process.
 fn descriptor_limits(pid: u32) -> (u64, u64) {
@@ -213,4 +214,67 @@ fn sigterm_under_load_answers_in_flight_stores_and_leaves_a_verified_store() {
         .unwrap_or_else(|| panic!("{stats}"));
     assert_eq!(in_doubt.split_whitespace().nth(1), Some("0"), "{stats}");
     eprintln!("stored {stored} instances; stopped {stopped_after:?} after SIGTERM");
+}
+
+/// A Query/Retrieve request that arrives after SIGTERM, on an association
+/// kept open by a C-STORE in flight, is refused (A700 for a C-FIND) instead
+/// of served: a retrieval started then would hold the drain up. The C-STORE
+/// begun before is finished and answered success; then the association is
+/// aborted.
+#[test]
+fn sigterm_refuses_a_query_that_arrives_during_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    // One core: once a probe association is refused (transient), that
+    // core has begun its drain.
+    let mut server = crate::serve::spawn_serve(&data, port, "auto", &["--cores", "1"], &log);
+    let mut peer = ChildGuard::new(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args(["drain_pipeline", &port.to_string(), "SLUICE"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(peer.child_mut().stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"holding\": true"), "peer said {line:?}");
+    signal(server.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = sluice_tests::python_peer(
+            "sluice_peer.py",
+            &["hold", &port.to_string(), "SLUICE", "PROBE", "0"],
+            Duration::from_secs(30),
+        );
+        if probe.has("\"held\": false") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no drain began: {probe:?}");
+    }
+    // The rest of the data set, and the C-FIND right behind it.
+    writeln!(peer.child_mut().stdin.as_mut().unwrap()).unwrap();
+    let mut output = String::new();
+    stdout.read_to_string(&mut output).unwrap();
+    let status = server.child_mut().wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}\n{log_text}");
+    // C-FIND-RSP (8020) refused A700; C-STORE-RSP (8001) success; A-ABORT.
+    assert!(
+        output.contains("[\"8020\", \"A700\"]")
+            && output.contains("[\"8001\", \"0000\"]")
+            && output.contains("\"aborted\": true"),
+        "{output}\n{log_text}"
+    );
+    assert!(
+        log_text.lines().any(|line| line.contains("C-FIND refused")
+            && line.contains("status=A700")
+            && line.contains("the server is shutting down")),
+        "{log_text}"
+    );
 }

@@ -249,7 +249,7 @@ impl Listener {
                             track.first_sub_operation_at.get_or_insert(now);
                             track.last_sub_operation_at = Some(now);
                             track.instances += 1;
-                            stats.retrieve.stores_attributed += 1;
+                            stats.retrieve.counts.stores_attributed += 1;
                             move_id = Some(originator.message_id);
                         }
                     }

@@ -560,8 +560,8 @@ impl LoadCore {
         let (arrivals, arrivals_dropped) = match lane {
             Lane::Store => (&mut self.stats.arrivals, &mut self.stats.arrivals_dropped),
             Lane::Retrieve => (
-                &mut self.stats.retrieve.arrivals,
-                &mut self.stats.retrieve.arrivals_dropped,
+                &mut self.stats.retrieve.counts.arrivals,
+                &mut self.stats.retrieve.counts.arrivals_dropped,
             ),
         };
         *arrivals += drawn;
@@ -725,7 +725,7 @@ impl Handler for LoadCore {
             let left = std::mem::take(&mut self.lane_state(lane).arrivals).len() as u64;
             match lane {
                 Lane::Store => self.stats.arrivals_dropped += left,
-                Lane::Retrieve => self.stats.retrieve.arrivals_dropped += left,
+                Lane::Retrieve => self.stats.retrieve.counts.arrivals_dropped += left,
             }
         }
         if let Some(history) = self.history.as_mut() {

@@ -106,7 +106,7 @@ impl LoadCore {
     /// What was in flight on the retrieval lane is lost.
     pub(super) fn lose_retrieve(&mut self, w: usize) {
         if let Some(retrieve) = self.workers[w].retrieve.take() {
-            self.stats.retrieve.operations_unanswered += 1;
+            self.stats.retrieve.counts.operations_unanswered += 1;
             self.shared.live_failures.fetch_add(1, Ordering::Relaxed);
             if retrieve.operation == Operation::Move {
                 if let Ok(mut moves) = self.shared.moves.lock() {
@@ -245,9 +245,9 @@ impl LoadCore {
         }
         let counts = rsp.sub_operations;
         let stats = &mut self.stats.retrieve;
-        stats.sub_operations_completed += u64::from(counts.completed.unwrap_or(0));
-        stats.sub_operations_failed += u64::from(counts.failed.unwrap_or(0));
-        stats.sub_operations_warning += u64::from(counts.warning.unwrap_or(0));
+        stats.counts.sub_operations_completed += u64::from(counts.completed.unwrap_or(0));
+        stats.counts.sub_operations_failed += u64::from(counts.failed.unwrap_or(0));
+        stats.counts.sub_operations_warning += u64::from(counts.warning.unwrap_or(0));
         self.finish_retrieve(core, w, rsp.status);
     }
 
@@ -259,7 +259,7 @@ impl LoadCore {
         };
         if status.category() == StatusCategory::Pending {
             retrieve.pending += 1;
-            self.stats.retrieve.pending_responses += 1;
+            self.stats.retrieve.counts.pending_responses += 1;
             return false;
         }
         true
@@ -297,15 +297,15 @@ impl LoadCore {
         *stats.statuses.entry(status.0).or_insert(0) += 1;
         let answered_ok = match status.category() {
             StatusCategory::Success => {
-                stats.operations_ok += 1;
+                stats.counts.operations_ok += 1;
                 true
             }
             StatusCategory::Warning => {
-                stats.operations_warning += 1;
+                stats.counts.operations_warning += 1;
                 true
             }
             _ => {
-                stats.operations_failed += 1;
+                stats.counts.operations_failed += 1;
                 self.shared.live_failures.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -317,7 +317,7 @@ impl LoadCore {
                 }
                 RetrieveMeasurements::record_count(&mut stats.matches, retrieve.pending);
                 if retrieve.pending == 0 && answered_ok {
-                    stats.empty_results += 1;
+                    stats.counts.empty_results += 1;
                 }
                 retrieve.pending
             }
@@ -332,9 +332,9 @@ impl LoadCore {
             }
         };
         if let Some(expected) = retrieve.expected.filter(|_| answered_ok) {
-            stats.expectations_checked += 1;
+            stats.counts.expectations_checked += 1;
             if expected != outcome {
-                stats.expectations_differed += 1;
+                stats.counts.expectations_differed += 1;
             }
         }
         let second = (self.since_start_us(now) / 1_000_000) as usize;
@@ -435,8 +435,8 @@ impl LoadCore {
 
 /// Counts one received instance of `bytes` in `stats` at `second`.
 pub(super) fn count_received(stats: &mut RetrieveMeasurements, second: usize, bytes: u64) {
-    stats.instances_received += 1;
-    stats.bytes_received += bytes;
+    stats.counts.instances_received += 1;
+    stats.counts.bytes_received += bytes;
     if let Some(slot) = stats.second(second) {
         slot.instances += 1;
         slot.bytes += bytes;

@@ -12,6 +12,7 @@ use sluice_net::dimse::commitment::SopReference;
 use sluice_net::dimse::dataset::SmallDatasetEncoding;
 use sluice_net::dimse::Command;
 use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming, SendError, Violation};
+use sluice_net::pdu::RejectResult;
 use sluice_net::uid;
 
 use super::retrieve::RetrieveInFlight;
@@ -340,6 +341,14 @@ impl LoadCore {
                     &mut self.stats.lane(lane).rejections,
                     format!("{result}/{source}/{reason}"),
                 );
+                // A permanent rejection (an unknown AE title, no context
+                // acceptable...) is the same on every retry: this worker is
+                // finished, and a count-bounded run ends instead of asking
+                // forever. A transient one (the target is busy) is retried
+                // after the backoff.
+                if rj.result == RejectResult::Permanent {
+                    self.workers[w].fatal = true;
+                }
             }
             Indication::ReleaseConfirm => self.stats.lane(lane).associations_released += 1,
             Indication::ReleaseRequest | Indication::ReleaseCollision => {

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 pub use result::{
-    Latencies, LoadConfig, OwnCost, Percentiles, RetrievalConfig, RetrievalLatencies,
-    RetrievalResult, RetrievalTimelinePoint, RetrievalTotals, RunResult, Target, TimelinePoint,
-    Totals, RESULT_SCHEMA_VERSION,
+    Latencies, LoadConfig, OwnCost, Percentiles, RetrievalConfig, RetrievalCounts,
+    RetrievalLatencies, RetrievalResult, RetrievalTimelinePoint, RetrievalTotals, RunResult,
+    Target, TimelinePoint, Totals, RESULT_SCHEMA_VERSION,
 };
 
 /// Which load an association carries.
@@ -209,41 +209,11 @@ pub struct RetrieveMeasurements {
     pub arrival_latency_us: Histogram<u64>,
     /// C-FIND: matches (pending responses) per query.
     pub matches: Histogram<u64>,
-    /// Final status success.
-    pub operations_ok: u64,
-    /// Final status warning (B000: some sub-operations failed; FF01 ends as 0000).
-    pub operations_warning: u64,
-    /// Final status failure or cancel.
-    pub operations_failed: u64,
-    /// Operations without a final response (abort, closed connection, end of run).
-    pub operations_unanswered: u64,
+    /// Its counts (operations by outcome, sub-operations, instances,
+    /// expectations, arrivals).
+    pub counts: RetrievalCounts,
     /// Every final status, by code.
     pub statuses: BTreeMap<u16, u64>,
-    /// Pending responses received (C-FIND matches, C-MOVE/C-GET progress).
-    pub pending_responses: u64,
-    /// C-FIND queries that matched nothing.
-    pub empty_results: u64,
-    /// Completed sub-operations, from the final responses.
-    pub sub_operations_completed: u64,
-    /// Failed sub-operations, from the final responses.
-    pub sub_operations_failed: u64,
-    /// Sub-operations completed with a warning, from the final responses.
-    pub sub_operations_warning: u64,
-    /// Instances received (and answered 0000 after draining their data set).
-    pub instances_received: u64,
-    /// Their data set bytes.
-    pub bytes_received: u64,
-    /// C-STORE-RQs on our listener matched with a C-MOVE of this run by
-    /// their Move Originator Message ID.
-    pub stores_attributed: u64,
-    /// Operations whose outcome the key source could predict (matches or instances).
-    pub expectations_checked: u64,
-    /// ... and whose outcome differed from it.
-    pub expectations_differed: u64,
-    /// Open loop: arrivals drawn.
-    pub arrivals: u64,
-    /// Open loop: arrivals dropped (queue full, or still queued at the end).
-    pub arrivals_dropped: u64,
     /// Per second since the start.
     pub timeline: Vec<RetrieveSecond>,
 }
@@ -257,23 +227,8 @@ impl Default for RetrieveMeasurements {
             first_sub_operation_latency_us: histogram(),
             arrival_latency_us: histogram(),
             matches: bounded_histogram(COUNT_MAX),
-            operations_ok: 0,
-            operations_warning: 0,
-            operations_failed: 0,
-            operations_unanswered: 0,
+            counts: RetrievalCounts::default(),
             statuses: BTreeMap::new(),
-            pending_responses: 0,
-            empty_results: 0,
-            sub_operations_completed: 0,
-            sub_operations_failed: 0,
-            sub_operations_warning: 0,
-            instances_received: 0,
-            bytes_received: 0,
-            stores_attributed: 0,
-            expectations_checked: 0,
-            expectations_differed: 0,
-            arrivals: 0,
-            arrivals_dropped: 0,
             timeline: Vec::new(),
         }
     }
@@ -313,32 +268,7 @@ impl RetrieveMeasurements {
         ] {
             let _ = mine.add(theirs);
         }
-        for (mine, theirs) in [
-            (&mut self.operations_ok, other.operations_ok),
-            (&mut self.operations_warning, other.operations_warning),
-            (&mut self.operations_failed, other.operations_failed),
-            (&mut self.operations_unanswered, other.operations_unanswered),
-            (&mut self.pending_responses, other.pending_responses),
-            (&mut self.empty_results, other.empty_results),
-            (
-                &mut self.sub_operations_completed,
-                other.sub_operations_completed,
-            ),
-            (&mut self.sub_operations_failed, other.sub_operations_failed),
-            (
-                &mut self.sub_operations_warning,
-                other.sub_operations_warning,
-            ),
-            (&mut self.instances_received, other.instances_received),
-            (&mut self.bytes_received, other.bytes_received),
-            (&mut self.stores_attributed, other.stores_attributed),
-            (&mut self.expectations_checked, other.expectations_checked),
-            (&mut self.expectations_differed, other.expectations_differed),
-            (&mut self.arrivals, other.arrivals),
-            (&mut self.arrivals_dropped, other.arrivals_dropped),
-        ] {
-            *mine += theirs;
-        }
+        self.counts.add(&other.counts);
         for (status, count) in &other.statuses {
             *self.statuses.entry(*status).or_insert(0) += count;
         }
@@ -466,7 +396,7 @@ mod tests {
         RetrieveMeasurements::record_count(&mut a.retrieve.matches, 0);
         RetrieveMeasurements::record_count(&mut b.retrieve.matches, 5);
         b.retrieve.second(3).unwrap().instances += 2;
-        b.retrieve.operations_ok = 4;
+        b.retrieve.counts.operations_ok = 4;
         a.merge(&b);
         assert_eq!(a.store_latency_us.len(), 2);
         assert_eq!(a.timeline, vec![(1, 10), (0, 0), (1, 20)]);
@@ -478,7 +408,7 @@ mod tests {
         assert_eq!(a.retrieve.matches.min(), 0);
         assert_eq!(a.retrieve.timeline.len(), 4);
         assert_eq!(a.retrieve.timeline[3].instances, 2);
-        assert_eq!(a.retrieve.operations_ok, 4);
+        assert_eq!(a.retrieve.counts.operations_ok, 4);
         assert!(a.retrieve.second(TIMELINE_SECONDS_MAX).is_none());
     }
 

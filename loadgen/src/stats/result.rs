@@ -214,21 +214,21 @@ pub struct RetrievalConfig {
     pub move_listen: Option<String>,
 }
 
-/// Totals of the retrieval lane.
+/// The retrieval lane's counts: summed while it runs
+/// ([`super::RetrieveMeasurements`]) and reported as they are
+/// ([`RetrievalTotals`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RetrievalTotals {
+pub struct RetrievalCounts {
     /// Final status success.
     pub operations_ok: u64,
-    /// Final status warning.
+    /// Final status warning (B000: some sub-operations failed; FF01 ends as 0000).
     pub operations_warning: u64,
     /// Final status failure (or cancel).
     pub operations_failed: u64,
     /// No final response (abort, closed connection, end of the run).
     pub operations_unanswered: u64,
-    /// Pending responses received.
+    /// Pending responses received (C-FIND matches, C-MOVE/C-GET progress).
     pub pending_responses: u64,
-    /// C-FIND: matches received.
-    pub matches: u64,
     /// C-FIND: queries that matched nothing.
     pub empty_results: u64,
     /// Sub-operations completed, failed, with warning (final responses).
@@ -241,7 +241,8 @@ pub struct RetrievalTotals {
     pub instances_received: u64,
     /// Their data set bytes.
     pub bytes_received: u64,
-    /// C-STORE-RQs on the listener matched with one of our C-MOVEs.
+    /// C-STORE-RQs on our listener matched with a C-MOVE of this run by
+    /// their Move Originator Message ID.
     pub stores_attributed: u64,
     /// Operations whose outcome the key source predicted.
     pub expectations_checked: u64,
@@ -249,8 +250,40 @@ pub struct RetrievalTotals {
     pub expectations_differed: u64,
     /// Open loop: arrivals drawn.
     pub arrivals: u64,
-    /// Open loop: arrivals dropped.
+    /// Open loop: arrivals dropped (queue full, or still queued at the end).
     pub arrivals_dropped: u64,
+}
+
+impl RetrievalCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RetrievalCounts) {
+        self.operations_ok += other.operations_ok;
+        self.operations_warning += other.operations_warning;
+        self.operations_failed += other.operations_failed;
+        self.operations_unanswered += other.operations_unanswered;
+        self.pending_responses += other.pending_responses;
+        self.empty_results += other.empty_results;
+        self.sub_operations_completed += other.sub_operations_completed;
+        self.sub_operations_failed += other.sub_operations_failed;
+        self.sub_operations_warning += other.sub_operations_warning;
+        self.instances_received += other.instances_received;
+        self.bytes_received += other.bytes_received;
+        self.stores_attributed += other.stores_attributed;
+        self.expectations_checked += other.expectations_checked;
+        self.expectations_differed += other.expectations_differed;
+        self.arrivals += other.arrivals;
+        self.arrivals_dropped += other.arrivals_dropped;
+    }
+}
+
+/// Totals of the retrieval lane.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalTotals {
+    /// The lane's counts (flat in the JSON result).
+    #[serde(flatten)]
+    pub counts: RetrievalCounts,
+    /// C-FIND: matches received.
+    pub matches: u64,
     /// Associations requested.
     pub associations_requested: u64,
     /// Associations accepted.
@@ -322,34 +355,25 @@ impl RetrievalResult {
         elapsed_s: f64,
     ) -> RetrievalResult {
         let elapsed = elapsed_s.max(1e-9);
-        let answered = stats.operations_ok + stats.operations_warning + stats.operations_failed;
+        let answered = stats.counts.operations_ok
+            + stats.counts.operations_warning
+            + stats.counts.operations_failed;
         let find = config.operation == "find";
         RetrievalResult {
             totals: RetrievalTotals {
-                operations_ok: stats.operations_ok,
-                operations_warning: stats.operations_warning,
-                operations_failed: stats.operations_failed,
-                operations_unanswered: stats.operations_unanswered,
-                pending_responses: stats.pending_responses,
-                matches: if find { stats.pending_responses } else { 0 },
-                empty_results: stats.empty_results,
-                sub_operations_completed: stats.sub_operations_completed,
-                sub_operations_failed: stats.sub_operations_failed,
-                sub_operations_warning: stats.sub_operations_warning,
-                instances_received: stats.instances_received,
-                bytes_received: stats.bytes_received,
-                stores_attributed: stats.stores_attributed,
-                expectations_checked: stats.expectations_checked,
-                expectations_differed: stats.expectations_differed,
-                arrivals: stats.arrivals,
-                arrivals_dropped: stats.arrivals_dropped,
+                counts: stats.counts.clone(),
+                matches: if find {
+                    stats.counts.pending_responses
+                } else {
+                    0
+                },
                 associations_requested: stats.lane.associations_requested,
                 associations_established: stats.lane.associations_established,
                 associations_released: stats.lane.associations_released,
             },
             operations_per_s: answered as f64 / elapsed,
-            instances_per_s: stats.instances_received as f64 / elapsed,
-            megabytes_per_s: stats.bytes_received as f64 / 1e6 / elapsed,
+            instances_per_s: stats.counts.instances_received as f64 / elapsed,
+            megabytes_per_s: stats.counts.bytes_received as f64 / 1e6 / elapsed,
             latency_ms: RetrievalLatencies {
                 operation: Percentiles::from_histogram(&stats.operation_latency_us),
                 first_response: if find {
@@ -409,10 +433,10 @@ impl RetrievalResult {
                 .map(|rate| format!(" rate {rate:.1}/s"))
                 .unwrap_or_default(),
             config.key_source,
-            totals.operations_ok,
-            totals.operations_warning,
-            totals.operations_failed,
-            totals.operations_unanswered,
+            totals.counts.operations_ok,
+            totals.counts.operations_warning,
+            totals.counts.operations_failed,
+            totals.counts.operations_unanswered,
             self.operations_per_s,
             operation.p50,
             operation.p90,
@@ -425,20 +449,20 @@ impl RetrievalResult {
         {
             text.push_str(&format!(
                 "first response ms: p50 {:.2} p99 {:.2}; matches {} ({:.1} per query, max {}), empty results {}\n",
-                first.p50, first.p99, totals.matches, matches.mean, matches.max, totals.empty_results
+                first.p50, first.p99, totals.matches, matches.mean, matches.max, totals.counts.empty_results
             ));
         }
         if config.operation != "find" {
             text.push_str(&format!(
                 "received {} instances ({:.1}/s, {:.1} MB/s); sub-operations completed {} failed {} warning {}{}\n",
-                totals.instances_received,
+                totals.counts.instances_received,
                 self.instances_per_s,
                 self.megabytes_per_s,
-                totals.sub_operations_completed,
-                totals.sub_operations_failed,
-                totals.sub_operations_warning,
+                totals.counts.sub_operations_completed,
+                totals.counts.sub_operations_failed,
+                totals.counts.sub_operations_warning,
                 if config.operation == "move" {
-                    format!("; {} attributed to their C-MOVE", totals.stores_attributed)
+                    format!("; {} attributed to their C-MOVE", totals.counts.stores_attributed)
                 } else {
                     String::new()
                 },
@@ -453,13 +477,13 @@ impl RetrievalResult {
         if let Some(arrival) = &self.latency_ms.arrival_to_response {
             text.push_str(&format!(
                 "arrival->response ms: p50 {:.2} p99 {:.2}; arrivals {}, dropped {}\n",
-                arrival.p50, arrival.p99, totals.arrivals, totals.arrivals_dropped
+                arrival.p50, arrival.p99, totals.counts.arrivals, totals.counts.arrivals_dropped
             ));
         }
         text.push_str(&format!(
             "expectations checked {} differed {}; association set-up ms: p50 {:.2}; requested {} established {} released {}\n",
-            totals.expectations_checked,
-            totals.expectations_differed,
+            totals.counts.expectations_checked,
+            totals.counts.expectations_differed,
             self.latency_ms.association_setup.p50,
             totals.associations_requested,
             totals.associations_established,
@@ -526,6 +550,34 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Why the run measured nothing, when no association of either lane was
+    /// established (every one rejected, aborted or refused a connection):
+    /// the caller exits non-zero rather than reporting zeros as a capacity.
+    pub fn nothing_measured(&self) -> Option<String> {
+        let established = self.totals.associations_established
+            + self
+                .retrieval
+                .as_ref()
+                .map_or(0, |retrieval| retrieval.totals.associations_established);
+        if established > 0 {
+            return None;
+        }
+        let mut rejections = self.rejections.clone();
+        let mut aborts = self.aborts.clone();
+        if let Some(retrieval) = &self.retrieval {
+            for (code, count) in &retrieval.rejections {
+                *rejections.entry(code.clone()).or_insert(0) += count;
+            }
+            for (kind, count) in &retrieval.aborts {
+                *aborts.entry(kind.clone()).or_insert(0) += count;
+            }
+        }
+        Some(format!(
+            "no association with {} ({}) was established; rejections {rejections:?}, aborts {aborts:?}",
+            self.target.address, self.target.called_ae_title
+        ))
+    }
+
     /// Assembles the result from merged core stats.
     pub fn from_stats(
         stats: &Measurements,
@@ -702,8 +754,8 @@ mod tests {
         Measurements::record(&mut retrieve.operation_latency_us, 2000);
         Measurements::record(&mut retrieve.first_response_latency_us, 500);
         RetrieveMeasurements::record_count(&mut retrieve.matches, 3);
-        retrieve.operations_ok = 1;
-        retrieve.pending_responses = 3;
+        retrieve.counts.operations_ok = 1;
+        retrieve.counts.pending_responses = 3;
         retrieve.statuses.insert(0x0000, 1);
         let load = LoadConfig {
             associations: 2,

@@ -29,29 +29,14 @@ pub fn loadgen_named(
     history_name: &str,
     args: &[&str],
 ) -> (RunResult, BTreeSet<String>) {
-    let out = dir.join(result_name);
-    let history = dir.join(history_name);
-    let output = run(
-        Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
-            .arg("run")
-            .args(args)
-            .args(["--quiet", "--cores", "2", "--response-timeout", "30"])
-            .arg("--out")
-            .arg(&out)
-            .arg("--history")
-            .arg(&history),
-        Duration::from_secs(120),
-    );
+    let (output, result) = loadgen_exit(dir, result_name, history_name, args);
     assert!(
         output.status.success(),
         "sluice-loadgen {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let result: RunResult =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("result file written"))
-            .expect("result file parses");
-    let stored = std::fs::read_to_string(&history)
+    let stored = std::fs::read_to_string(dir.join(history_name))
         .expect("history file written")
         .lines()
         .filter(|line| line.contains("\"outcome\":\"stored\""))
@@ -63,6 +48,49 @@ pub fn loadgen_named(
         })
         .collect();
     (result, stored)
+}
+
+/// A run that measures nothing (no association established): it still
+/// writes its result, and exits non-zero with the reason on stderr, which
+/// is returned.
+pub fn loadgen_measuring_nothing(dir: &Path, args: &[&str]) -> (RunResult, String) {
+    let (output, result) = loadgen_exit(dir, "result.json", "history.jsonl", args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no association with"), "{stderr}");
+    (result, stderr)
+}
+
+/// Runs `sluice-loadgen run` (plus --quiet, --out, --history) whatever its
+/// exit status, and parses the result file it wrote.
+fn loadgen_exit(
+    dir: &Path,
+    result_name: &str,
+    history_name: &str,
+    args: &[&str],
+) -> (std::process::Output, RunResult) {
+    let out = dir.join(result_name);
+    let output = run(
+        Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+            .arg("run")
+            .args(args)
+            .args(["--quiet", "--cores", "2", "--response-timeout", "30"])
+            .arg("--out")
+            .arg(&out)
+            .arg("--history")
+            .arg(dir.join(history_name)),
+        Duration::from_secs(120),
+    );
+    let result: RunResult =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_else(|error| {
+            panic!(
+                "sluice-loadgen {args:?} wrote no result ({error}):\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        }))
+        .expect("result file parses");
+    (output, result)
 }
 
 /// The SOP Instance UIDs of every Part 10 file under `dir` (recursively).

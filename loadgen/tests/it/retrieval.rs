@@ -36,9 +36,14 @@ fn as_refs(owned: &[String]) -> Vec<&str> {
 fn all_ok(name: &str, result: &RunResult, retrieval: &RetrievalResult, operations: u64) {
     let totals = &retrieval.totals;
     let summary = result.summary();
-    assert_eq!(totals.operations_ok, operations, "{name}:\n{summary}");
     assert_eq!(
-        totals.operations_failed + totals.operations_warning + totals.operations_unanswered,
+        totals.counts.operations_ok, operations,
+        "{name}:\n{summary}"
+    );
+    assert_eq!(
+        totals.counts.operations_failed
+            + totals.counts.operations_warning
+            + totals.counts.operations_unanswered,
         0,
         "{name}:\n{summary}"
     );
@@ -53,10 +58,10 @@ fn all_ok(name: &str, result: &RunResult, retrieval: &RetrievalResult, operation
     assert!(summary.contains("operation latency ms: p50"), "{summary}");
     // Every operation's outcome was predicted by the key source and matched.
     assert_eq!(
-        totals.expectations_checked, operations,
+        totals.counts.expectations_checked, operations,
         "{name}:\n{summary}"
     );
-    assert_eq!(totals.expectations_differed, 0, "{name}:\n{summary}");
+    assert_eq!(totals.counts.expectations_differed, 0, "{name}:\n{summary}");
 }
 
 /// Fills the archive at `target` (AE `ae`) with the loadgen, then queries
@@ -160,7 +165,7 @@ fn find_move_get_and_mixed(
     let (result, by_uid) = retrieval(dir, "find-image", &as_refs(&find));
     all_ok("find by SOP Instance UID", &result, &by_uid, 30);
     assert_eq!(by_uid.totals.matches, 30, "{}", result.summary());
-    assert_eq!(by_uid.totals.empty_results, 0);
+    assert_eq!(by_uid.totals.counts.empty_results, 0);
 
     // C-MOVE SERIES to our own listener: two instances per series.
     let listen = format!("127.0.0.1:{move_port}");
@@ -180,16 +185,25 @@ fn find_move_get_and_mixed(
     all_ok("move", &result, &moved, 12);
     let totals = &moved.totals;
     assert_eq!(
-        totals.instances_received,
+        totals.counts.instances_received,
         24,
         "{}\n{}",
         result.summary(),
         log()
     );
-    assert_eq!(totals.stores_attributed, 24, "{}", result.summary());
-    assert_eq!(totals.sub_operations_completed, 24, "{}", result.summary());
-    assert_eq!(totals.sub_operations_failed, 0);
-    assert!(totals.bytes_received > 24 * 500_000, "{}", result.summary());
+    assert_eq!(totals.counts.stores_attributed, 24, "{}", result.summary());
+    assert_eq!(
+        totals.counts.sub_operations_completed,
+        24,
+        "{}",
+        result.summary()
+    );
+    assert_eq!(totals.counts.sub_operations_failed, 0);
+    assert!(
+        totals.counts.bytes_received > 24 * 500_000,
+        "{}",
+        result.summary()
+    );
     assert!(moved.latency_ms.first_sub_operation.is_some());
     assert!(moved.instances_per_s > 0.0 && moved.megabytes_per_s > 0.0);
 
@@ -198,14 +212,14 @@ fn find_move_get_and_mixed(
     let (result, got) = retrieval(dir, "get", &as_refs(&get));
     all_ok("get", &result, &got, 6);
     assert_eq!(
-        got.totals.instances_received,
+        got.totals.counts.instances_received,
         24,
         "{}\n{}",
         result.summary(),
         log()
     );
     assert_eq!(
-        got.totals.sub_operations_completed,
+        got.totals.counts.sub_operations_completed,
         24,
         "{}",
         result.summary()
@@ -237,13 +251,17 @@ fn find_move_get_and_mixed(
         result.totals.instances_failed + result.totals.instances_unanswered,
         0
     );
-    assert!(found.totals.operations_ok > 0, "{}", result.summary());
+    assert!(
+        found.totals.counts.operations_ok > 0,
+        "{}",
+        result.summary()
+    );
     assert_eq!(
-        found.totals.operations_failed + found.totals.operations_unanswered,
+        found.totals.counts.operations_failed + found.totals.counts.operations_unanswered,
         0
     );
     assert_eq!(
-        found.totals.expectations_differed,
+        found.totals.counts.expectations_differed,
         0,
         "{}",
         result.summary()

@@ -3,7 +3,7 @@
 //! rate follows its target.
 
 use crate::peers;
-use crate::{check, loadgen, uids_on_disk};
+use crate::{check, loadgen, loadgen_measuring_nothing, uids_on_disk};
 
 #[test]
 fn sluice_holds_every_instance_counted_stored() {
@@ -98,7 +98,9 @@ fn find_file(dir: &std::path::Path, uid: &str) -> std::path::PathBuf {
 fn sluice_rejection_of_a_wrong_called_ae_is_tallied() {
     let dir = tempfile::tempdir().unwrap();
     let sluice = peers::sluice(dir.path());
-    let (result, stored) = loadgen(
+    // Count-bounded: a permanent rejection ends the run (it used to retry
+    // for ever), non-zero, the codes on stderr.
+    let (result, stderr) = loadgen_measuring_nothing(
         dir.path(),
         &[
             "--target",
@@ -107,24 +109,30 @@ fn sluice_rejection_of_a_wrong_called_ae_is_tallied() {
             "NOT-SLUICE",
             "--associations",
             "2",
-            "--duration",
-            "1",
+            "--count",
+            "20",
         ],
     );
     assert_eq!(result.totals.instances_ok, 0);
     assert_eq!(result.totals.associations_established, 0);
-    // Result 1 (permanent), source 1 (service user), reason 7 (called AE).
-    let rejections = result.rejections.get("1/1/7").copied().unwrap_or(0);
-    assert!(rejections >= 2, "{:?}", result.rejections);
-    assert_eq!(rejections, result.totals.associations_requested);
-    assert!(stored.is_empty());
+    // Result 1 (permanent), source 1 (service user), reason 7 (called AE):
+    // once per worker, never retried.
+    assert_eq!(
+        result.rejections.get("1/1/7"),
+        Some(&2),
+        "{:?}",
+        result.rejections
+    );
+    assert_eq!(result.totals.associations_requested, 2);
+    assert!(stderr.contains("1/1/7"), "{stderr}");
+    assert!(uids_on_disk(&sluice.store).is_empty());
 }
 
 #[test]
 fn unreachable_target_counts_connect_failures() {
     let dir = tempfile::tempdir().unwrap();
     let port = sluice_tests::free_port();
-    let (result, _) = loadgen(
+    let (result, _) = loadgen_measuring_nothing(
         dir.path(),
         &[
             "--target",

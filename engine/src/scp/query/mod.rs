@@ -163,6 +163,9 @@ pub(crate) struct QueryRetrieve {
     lanes: HashMap<u64, Lane>,
     /// Lanes waiting for a chunk or for sends, in the order they asked.
     waiting: VecDeque<u64>,
+    /// The server is stopping: new requests are refused (those running
+    /// go on until the drain's deadline).
+    draining: bool,
 }
 
 impl std::fmt::Debug for QueryRetrieve {
@@ -210,7 +213,15 @@ impl QueryRetrieve {
             operations: HashMap::new(),
             lanes: HashMap::new(),
             waiting: VecDeque::new(),
+            draining: false,
         }
+    }
+
+    /// The server is stopping: every new C-FIND, C-MOVE and C-GET is
+    /// refused from now on (A700, A701), so the drain is not held up by a
+    /// retrieval that started after it.
+    pub(crate) fn stop_taking(&mut self) {
+        self.draining = true;
     }
 
     // ----- requests -----
@@ -253,6 +264,15 @@ impl QueryRetrieve {
                 Status::RESOURCE_LIMITATION,
                 "another operation is in progress on this association".into(),
             ));
+        }
+        if self.draining {
+            // Out of resources for now: the requester tries again, here
+            // once the server is back or on another node.
+            let status = match operation {
+                QrOperation::Find => Status::OUT_OF_RESOURCES,
+                QrOperation::Move | QrOperation::Get => Status::OUT_OF_RESOURCES_MATCHES,
+            };
+            return Err((status, "the server is shutting down".into()));
         }
         let config = self.shared.store.config();
         if !access::allowed(config, &conn.calling_ae_title, operation) {
