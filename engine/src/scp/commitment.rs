@@ -100,13 +100,11 @@ impl Commitment {
                 action_type_id: rq.action_type_id,
             })
         } else {
-            conn.access
-                .check(
-                    &self.shared.store.config().access.rule,
-                    AccessService::Commitment,
-                )
-                .err()
-                .map(Failure::NotAuthorized)
+            Failure::unauthorized(
+                conn.access,
+                &self.shared.store.config().access.rule,
+                AccessService::Commitment,
+            )
         };
         if let Some(failure) = refusal {
             refuse(core, conn, context_id, rq.message_id, failure);

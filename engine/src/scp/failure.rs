@@ -226,6 +226,19 @@ impl Failure {
         }
     }
 
+    /// The refusal of `service` by the association's access rule
+    /// (`grant`, from `rules`), if its rule does not grant it.
+    pub(crate) fn unauthorized(
+        grant: super::access::Grant,
+        rules: &[crate::config::AccessRule],
+        service: crate::config::AccessService,
+    ) -> Option<Failure> {
+        grant
+            .check(rules, service)
+            .err()
+            .map(Failure::NotAuthorized)
+    }
+
     /// The C-STORE-RSP or N-ACTION-RSP status.
     pub(crate) fn status(&self) -> Status {
         if self.is_out_of_space() {

@@ -484,13 +484,11 @@ impl CoreHandler {
                 let refusal = if self.draining.is_some() {
                     Some(Failure::ShuttingDown)
                 } else {
-                    conn.access
-                        .check(
-                            &self.shared.store.config().access.rule,
-                            AccessService::Store,
-                        )
-                        .err()
-                        .map(Failure::NotAuthorized)
+                    Failure::unauthorized(
+                        conn.access,
+                        &self.shared.store.config().access.rule,
+                        AccessService::Store,
+                    )
                 };
                 storage::requested(
                     core,

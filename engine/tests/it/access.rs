@@ -145,12 +145,28 @@ fn access_rules_admit_refuse_and_log_with_dcmtk_and_pynetdicom() {
         "{output:?}"
     );
 
+    // Storage Commitment: MODALITY's rule grants it (the request is
+    // recorded: 0000), VIEWER's does not (0124).
+    for (calling, expected) in [("MODALITY", "0000"), ("VIEWER", "0124")] {
+        let output = python_peer(
+            "commit_scu.py",
+            &[&port.to_string(), AE, calling, "--instances", "1"],
+            PEER_TIMEOUT,
+        );
+        assert_eq!(
+            output.string("action_status").as_deref(),
+            Some(expected),
+            "{calling}: {output:?}"
+        );
+    }
+
     let log = served.stop();
     for expected in [
         "association rejected: result 1, source 1, reason 3: calling AE title STRANGER matches no access rule",
         "calling AE title FAR from 127.0.0.1 is not admitted by access rule 3 (FAR@10.9.9.0/24=store): the address is not listed",
         "not authorized: access rule 2 (VIEWER=query) grants query, not store",
         "not authorized: access rule 1 (MODALITY@127.0.0.0/8=store,commitment) grants store, commitment, not query",
+        "not authorized: access rule 2 (VIEWER=query) grants query, not commitment",
     ] {
         assert!(log.contains(expected), "{expected:?} in the log:\n{log}");
     }
