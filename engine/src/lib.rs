@@ -37,6 +37,7 @@ pub mod config;
 pub mod escape;
 pub mod flags;
 pub mod lock;
+pub mod qr;
 pub mod recovery;
 pub mod scp;
 pub mod store;

@@ -6,7 +6,11 @@
 //!
 //! Architecture invariant: no I/O, no panics on peer input (`unwrap`,
 //! `expect` and unchecked indexing are denied below), every allocation
-//! bounded by a negotiated or configured maximum.
+//! bounded by a negotiated or configured maximum. The one exception is
+//! opt-in: the `client` feature adds [`client`], a blocking requestor on a
+//! `std` socket over [`endpoint`], for the one-off SCU work of the engine's
+//! Q/R SCU and the load generator's key discovery; the sans-I/O core never
+//! uses it.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
     test,
@@ -15,6 +19,8 @@
 
 pub mod assoc;
 pub mod charset;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod dimse;
 pub mod endpoint;
 pub mod pdata;

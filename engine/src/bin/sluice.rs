@@ -1,6 +1,7 @@
 //! The `sluice` binary: `sluice serve` runs the Storage SCP; the operator
 //! commands (`ls`, `show`, `quarantine`, `commitments`, `verify`, `stats`,
-//! `export-instance`) inspect and manage a data directory.
+//! `export-instance`) inspect and manage a data directory; `query`,
+//! `retrieve` and `prefetch` are the Query/Retrieve SCU (`cli::qr`).
 //!
 //! Under systemd (`Type=notify`, packaging/debian/sluice.service) `serve`
 //! reports READY=1 once start-up recovery is done and the listeners are
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use sd_notify::NotifyState;
+use sluice_engine::cli::qr::QrCommand;
 use sluice_engine::cli::OperatorCommand;
 use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
 use sluice_engine::scp::Server;
@@ -43,6 +45,8 @@ enum Command {
     },
     #[command(flatten)]
     Operator(OperatorCommand),
+    #[command(flatten)]
+    Qr(QrCommand),
     /// Writes the manual pages, sluice(1) and one per subcommand, into a
     /// directory (packaging/build-deb ships them).
     #[command(hide = true)]
@@ -76,13 +80,23 @@ fn main() -> ExitCode {
         Command::Operator(command) => {
             init_logging(LogFormat::Text, LogLevel::Warn);
             let mut stdout = std::io::stdout().lock();
-            match sluice_engine::cli::run(command, &mut stdout) {
-                Ok(code) => code,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    error.exit_code()
-                }
-            }
+            report(sluice_engine::cli::run(command, &mut stdout))
+        }
+        Command::Qr(command) => {
+            init_logging(LogFormat::Text, LogLevel::Warn);
+            let mut stdout = std::io::stdout().lock();
+            report(sluice_engine::cli::qr::run(command, &mut stdout))
+        }
+    }
+}
+
+/// A command's exit status; its error printed.
+fn report(result: Result<ExitCode, sluice_engine::cli::CliError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit_code()
         }
     }
 }

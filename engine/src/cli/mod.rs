@@ -28,6 +28,7 @@ mod browse;
 mod commitments;
 mod flagged;
 mod format;
+pub mod qr;
 mod quarantine;
 mod verify;
 
@@ -228,6 +229,10 @@ pub enum CliError {
     /// Another process (a running server) holds the data directory.
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// A Query/Retrieve SCU operation failed (the remote, the association,
+    /// or the local store behind a C-GET).
+    #[error(transparent)]
+    Qr(crate::qr::QrError),
     /// Writing the command's output failed (a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),

@@ -16,6 +16,7 @@ mod lock;
 mod operator;
 mod process;
 mod protocol;
+mod qrscu;
 mod query;
 mod real_files;
 mod recovery;

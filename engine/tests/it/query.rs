@@ -23,18 +23,18 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// One instance of the corpus.
 #[derive(Debug, Clone)]
-struct Instance {
-    sop: String,
-    study: String,
-    series: String,
-    patient_id: String,
-    modality: String,
-    syntax: String,
-    file: PathBuf,
+pub(crate) struct Instance {
+    pub(crate) sop: String,
+    pub(crate) study: String,
+    pub(crate) series: String,
+    pub(crate) patient_id: String,
+    pub(crate) modality: String,
+    pub(crate) syntax: String,
+    pub(crate) file: PathBuf,
 }
 
 /// Writes the corpus (with `bulk` more instances of one study) into `dir`.
-fn corpus(dir: &Path, bulk: usize) -> Vec<Instance> {
+pub(crate) fn corpus(dir: &Path, bulk: usize) -> Vec<Instance> {
     let output = run(
         Command::new(python())
             .arg(scripts_dir().join("qr_corpus.py"))

@@ -5,18 +5,18 @@
 //! series, a SERIES query per study and, when it queries images by UID, an
 //! IMAGE query per series - each bounded by the pool's limits.
 //!
-//! Blocking, on a `std` socket, with net's sans-I/O endpoint: it runs once
+//! Blocking, on `sluice_net::client` (a `std` socket driving net's sans-I/O
+//! endpoint): it runs once
 //! before the measured run, where the `sluice-io` runtime brings nothing.
 
-use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use sluice_net::assoc::{AssociationProposal, Indication, ProposedPresentationContext, Role};
+use sluice_net::assoc::{AssociationProposal, ProposedPresentationContext};
+use sluice_net::client::{Client, ClientError, Received};
 use sluice_net::dimse::dataset::{DatasetLimits, SmallDataset, SmallDatasetEncoding, Vr};
 use sluice_net::dimse::{CFindRq, Command, Priority, StatusCategory, Tag};
-use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming};
+use sluice_net::endpoint::{DataSet, EndpointConfig};
 use sluice_net::query::model::tags;
 use sluice_net::query::{CharacterSet, IdentifierBuilder, Level};
 use sluice_net::uid::{self, ts};
@@ -44,9 +44,9 @@ pub struct DiscoverTarget {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoverError {
-    /// The connection failed or broke.
+    /// The connection failed, broke, timed out, or was rejected or aborted.
     #[error("key discovery: {0}")]
-    Io(#[from] std::io::Error),
+    Client(#[from] ClientError),
     /// The association was rejected, aborted, or refused Study Root C-FIND.
     #[error("key discovery: {0}")]
     Association(String),
@@ -62,27 +62,14 @@ pub enum DiscoverError {
 
 /// One association to the target, C-FINDs in turn.
 struct Session {
-    stream: TcpStream,
-    endpoint: Endpoint,
+    client: Client,
     context: (u8, SmallDatasetEncoding),
-    buffer: Vec<u8>,
-    queued: VecDeque<Incoming>,
 }
 
 impl Session {
     fn open(target: &DiscoverTarget) -> Result<Session, DiscoverError> {
-        let stream = TcpStream::connect_timeout(&target.address, target.timeout)?;
-        stream.set_read_timeout(Some(target.timeout))?;
-        stream.set_nodelay(true)?;
         let mut config = EndpointConfig::default();
         config.collect_length_max = IDENTIFIER_LENGTH_MAX;
-        let mut session = Session {
-            stream,
-            endpoint: Endpoint::new(Role::Requestor, config),
-            context: (0, SmallDatasetEncoding::ImplicitVrLittleEndian),
-            buffer: vec![0; 64 * 1024],
-            queued: VecDeque::new(),
-        };
         let proposal = AssociationProposal {
             calling_ae_title: target.calling_ae_title.clone(),
             called_ae_title: target.called_ae_title.clone(),
@@ -103,69 +90,15 @@ impl Session {
         let rq = proposal
             .to_associate_rq()
             .map_err(|error| DiscoverError::Association(error.to_string()))?;
-        let now = Instant::now();
-        let refused = |_| DiscoverError::Association("state machine refused the request".into());
-        session
-            .endpoint
-            .request_association(Box::new(rq), now)
-            .map_err(refused)?;
-        session.endpoint.transport_connected(now).map_err(refused)?;
-        match session.next()? {
-            Incoming::Indication(Indication::AssociateAccepted(negotiated)) => {
-                session.context = negotiated
-                    .presentation_context_for(uid::STUDY_ROOT_QR_FIND)
-                    .and_then(|context| {
-                        SmallDatasetEncoding::from_transfer_syntax(&context.transfer_syntax)
-                            .map(|encoding| (context.id, encoding))
-                    })
-                    .ok_or_else(|| {
-                        DiscoverError::Association("Study Root C-FIND not accepted".into())
-                    })?;
-                Ok(session)
-            }
-            Incoming::Indication(Indication::AssociateRejected(rj)) => {
-                let (result, source, reason) = rj.codes();
-                Err(DiscoverError::Association(format!(
-                    "association rejected {result}/{source}/{reason}"
-                )))
-            }
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    /// Sends what the endpoint queued.
-    fn flush(&mut self) -> Result<(), DiscoverError> {
-        while let Some(bytes) = self.endpoint.poll_transmit() {
-            self.stream.write_all(&bytes)?;
-        }
-        Ok(())
-    }
-
-    /// The next thing the peer did.
-    fn next(&mut self) -> Result<Incoming, DiscoverError> {
-        loop {
-            self.flush()?;
-            if let Some(incoming) = self.queued.pop_front() {
-                return Ok(incoming);
-            }
-            if let Some(incoming) = self.endpoint.poll_event() {
-                return Ok(incoming);
-            }
-            if self.endpoint.is_closed() {
-                return Err(DiscoverError::Association("association closed".into()));
-            }
-            let read = self.stream.read(&mut self.buffer)?;
-            let now = Instant::now();
-            if read == 0 {
-                self.endpoint.transport_closed(now);
-                continue;
-            }
-            let input = self.buffer.get(..read).unwrap_or_default();
-            let mut cursor = 0;
-            while let Some(incoming) = self.endpoint.receive(input, &mut cursor, now) {
-                self.queued.push_back(incoming);
-            }
-        }
+        let (client, negotiated) = Client::connect(target.address, rq, config, target.timeout)?;
+        let context = negotiated
+            .presentation_context_for(uid::STUDY_ROOT_QR_FIND)
+            .and_then(|context| {
+                SmallDatasetEncoding::from_transfer_syntax(&context.transfer_syntax)
+                    .map(|encoding| (context.id, encoding))
+            })
+            .ok_or_else(|| DiscoverError::Association("Study Root C-FIND not accepted".into()))?;
+        Ok(Session { client, context })
     }
 
     /// One C-FIND: the identifiers of its matches, in order, up to `max`
@@ -184,19 +117,17 @@ impl Session {
         let bytes = identifier
             .encode(encoding)
             .map_err(|error| DiscoverError::Association(error.to_string()))?;
-        let message_id = self.endpoint.next_message_id();
+        let message_id = self.client.endpoint().next_message_id();
         let command = Command::CFindRq(CFindRq {
             message_id,
             priority: Priority::Medium,
             affected_sop_class_uid: uid::STUDY_ROOT_QR_FIND.to_string(),
         });
-        self.endpoint
-            .send_message(context, &command, Some(&bytes))
-            .map_err(|error| DiscoverError::Association(error.to_string()))?;
+        self.client.send(context, &command, Some(&bytes))?;
         let mut matches = Vec::new();
         loop {
-            match self.next()? {
-                Incoming::Command {
+            match self.client.receive()? {
+                Received::Command {
                     command: Command::CFindRsp(rsp),
                     data_set,
                     ..
@@ -223,29 +154,19 @@ impl Session {
                         }
                     }
                 }
-                Incoming::Indication(Indication::Aborted(cause)) => {
-                    return Err(DiscoverError::Association(format!("aborted: {cause:?}")))
+                other => {
+                    return Err(DiscoverError::Association(format!(
+                        "unexpected answer: {other:?}"
+                    )))
                 }
-                other => return Err(unexpected(&other)),
             }
         }
     }
 
     /// Releases the association (best effort: the keys are already read).
-    fn release(mut self) {
-        if self.endpoint.release(Instant::now()).is_ok() && self.flush().is_ok() {
-            for _ in 0..4 {
-                match self.next() {
-                    Ok(Incoming::Indication(Indication::ReleaseConfirm)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        }
+    fn release(self) {
+        let _ = self.client.release();
     }
-}
-
-fn unexpected(incoming: &Incoming) -> DiscoverError {
-    DiscoverError::Association(format!("unexpected answer: {incoming:?}"))
 }
 
 /// Text of `tag` in a response, padding trimmed; person names decoded in
