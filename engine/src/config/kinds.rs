@@ -18,8 +18,8 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::values::{
-    parse_enum, AeSelection, AeTitle, ConfigEnum, Cores, TransferSyntaxSelection, Uid, ValueError,
-    CORES_MAX,
+    parse_enum, AccessRule, AccessService, AccessServices, AeSelection, AeTitle, ConfigEnum, Cores,
+    TransferSyntaxSelection, Uid, ValueError, ACCESS_RULE_ADDRESSES_MAX, CORES_MAX,
 };
 
 /// A TOML value with its byte span in the file.
@@ -1284,6 +1284,169 @@ impl Kind for AeSelectionKind {
                 format!("[{}]", titles.join(", "))
             }
         })
+    }
+}
+
+/// One rule of the access table: in the file a table
+/// `{ calling_ae = "CT_ROOM_1", addresses = ["10.1.2.0/24"], services =
+/// ["store", "commitment"] }` (one `[[access.rule]]` block each); on the
+/// command line `CT_ROOM_1@10.1.2.0/24=store,commitment`.
+#[derive(Debug)]
+pub(crate) struct AccessRuleKind;
+
+impl AccessRuleKind {
+    fn strings<'a>(
+        value: &'a TomlValue<'_>,
+        what: &str,
+        length_max: usize,
+    ) -> Result<Vec<(&'a TomlValue<'a>, &'a str)>, SpannedError> {
+        let DeValue::Array(array) = value.get_ref() else {
+            return Err(SpannedError::at(
+                value,
+                format!(
+                    "expected an array of {what}, found {}",
+                    type_with_article(value.get_ref())
+                ),
+            ));
+        };
+        if array.len() > length_max {
+            return Err(SpannedError::at(
+                value,
+                format!("{} elements is above the maximum {length_max}", array.len()),
+            ));
+        }
+        array
+            .iter()
+            .map(|element| expect_str(element, what).map(|text| (element, text)))
+            .collect()
+    }
+}
+
+impl Kind for AccessRuleKind {
+    type Value = AccessRule;
+
+    fn type_doc(&self) -> String {
+        "table: `calling_ae` (AE title, or `\"*\"` for any), `addresses` (optional array of \
+         IP addresses or CIDR networks; absent: any), `services` (array of `\"store\"`, \
+         `\"commitment\"`, `\"query\"`, `\"retrieve\"`)"
+            .into()
+    }
+
+    fn value_name(&self) -> &'static str {
+        "AE_TITLE[@ADDRESS,...]=SERVICE,..."
+    }
+
+    fn read_toml(&self, value: &TomlValue<'_>) -> Result<Self::Value, SpannedError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(SpannedError::at(
+                value,
+                format!(
+                    "expected a table (calling_ae, addresses, services), found {}",
+                    type_with_article(value.get_ref())
+                ),
+            ));
+        };
+        let mut calling_ae_title = None;
+        let mut addresses = Vec::new();
+        let mut services = None;
+        for (key, entry) in table.iter() {
+            match key.get_ref().as_ref() {
+                "calling_ae" => {
+                    let text = expect_str(entry, "an AE title string, or \"*\"")?;
+                    calling_ae_title = Some(
+                        AccessRule::parse_calling_ae(text)
+                            .map_err(|error| SpannedError::at(entry, error.message()))?,
+                    );
+                }
+                "addresses" => {
+                    for (element, text) in Self::strings(
+                        entry,
+                        "IP address or network strings",
+                        ACCESS_RULE_ADDRESSES_MAX,
+                    )? {
+                        addresses.push(
+                            AccessRule::parse_address(text)
+                                .map_err(|error| SpannedError::at(element, error.message()))?,
+                        );
+                    }
+                }
+                "services" => {
+                    let mut set = AccessServices::default();
+                    for (element, text) in
+                        Self::strings(entry, "service strings", AccessService::ALL.len())?
+                    {
+                        set = set.with(
+                            text.parse()
+                                .map_err(|error: ValueError| SpannedError::at(element, error.message()))?,
+                        );
+                    }
+                    services = Some(set);
+                }
+                other => {
+                    return Err(SpannedError {
+                        span: key.span(),
+                        message: format!(
+                            "unknown key {other:?} in an access rule; the keys are calling_ae, addresses, services"
+                        ),
+                    })
+                }
+            }
+        }
+        let Some(calling_ae_title) = calling_ae_title else {
+            return Err(SpannedError::at(
+                value,
+                "the rule has no calling_ae (an AE title, or \"*\" for any)",
+            ));
+        };
+        let Some(services) = services else {
+            return Err(SpannedError::at(
+                value,
+                "the rule has no services (an array; empty grants Verification only)",
+            ));
+        };
+        Ok(AccessRule {
+            calling_ae_title,
+            addresses,
+            services,
+        })
+    }
+
+    fn read_flag(&self, arguments: &[String]) -> Result<Self::Value, String> {
+        single(arguments)
+            .parse()
+            .map_err(|error: ValueError| error.message().to_owned())
+    }
+
+    fn check(&self, value: &Self::Value) -> Result<(), String> {
+        if value.addresses.len() > ACCESS_RULE_ADDRESSES_MAX {
+            return Err(format!(
+                "{} addresses is above the maximum {ACCESS_RULE_ADDRESSES_MAX}",
+                value.addresses.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn to_toml(&self, value: &Self::Value) -> Option<String> {
+        let mut fields = vec![format!(
+            "calling_ae = {}",
+            toml_string(value.calling_ae_text())
+        )];
+        if !value.addresses.is_empty() {
+            let addresses: Vec<String> = value
+                .addresses
+                .iter()
+                .map(|net| toml_string(&net.to_string()))
+                .collect();
+            fields.push(format!("addresses = [{}]", addresses.join(", ")));
+        }
+        let services: Vec<String> = value
+            .services
+            .iter()
+            .map(|service| toml_string(service.name()))
+            .collect();
+        fields.push(format!("services = [{}]", services.join(", ")));
+        Some(format!("{{ {} }}", fields.join(", ")))
     }
 }
 

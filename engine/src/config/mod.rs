@@ -35,14 +35,14 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
-    AcceptConfig, CommitmentConfig, Config, MetricsConfig, NetworkConfig, QueryConfig,
-    ServerConfig, StorageConfig, ValidationConfig,
+    AcceptConfig, AccessConfig, CommitmentConfig, Config, MetricsConfig, NetworkConfig,
+    QueryConfig, ServerConfig, StorageConfig, ValidationConfig,
 };
 pub use values::{
-    AeSelection, AeTitle, CheckMode, ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
-    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
-    StorageLayout, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
-    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
+    AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CheckMode, ConfigEnum, Cores,
+    DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel, PersonNameMatching,
+    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, TransferSyntaxSelection, Uid,
+    UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};
@@ -222,6 +222,7 @@ fn check_relations(config: &Config, origins: &Origins) -> Result<(), ConfigError
             },
         );
     }
+    check_tls(config, origins)?;
     let commitment = &config.commitment;
     if commitment.report_retry_backoff_cap_s < commitment.report_retry_delay_s {
         let delay_s = commitment.report_retry_delay_s.as_secs();
@@ -261,6 +262,83 @@ fn check_relations(config: &Config, origins: &Origins) -> Result<(), ConfigError
                     origins.remote_aes
                 ),
             });
+        }
+    }
+    Ok(())
+}
+
+/// A TLS port needs a certificate and its key, and is a port of its own;
+/// TLS files without a port are a mistake worth saying.
+fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    let network = &config.network;
+    let invalid = |origin: &Origin, option: &'static str, message: String| ConfigError::Invalid {
+        origin: origin.clone(),
+        option,
+        message,
+    };
+    let remote_tls = network.remote_aes.values().any(RemoteAddress::tls);
+    if remote_tls && network.tls_remote_ca.is_none() {
+        return Err(invalid(
+            &origins.remote_aes,
+            "network.remote_aes",
+            "a remote AE reached over TLS (tls://) needs network.tls_remote_ca to verify it"
+                .to_owned(),
+        ));
+    }
+    if network.tls_certificate.is_some() != network.tls_private_key.is_some() {
+        return Err(invalid(
+            &origins.tls_certificate,
+            "network.tls_certificate",
+            "network.tls_certificate and network.tls_private_key go together".to_owned(),
+        ));
+    }
+    // Without a TLS listener, the certificate is still what Sluice
+    // presents to remote AEs reached over TLS.
+    let presented = remote_tls;
+    match network.tls_port {
+        Some(port) => {
+            if network.tls_certificate.is_none() || network.tls_private_key.is_none() {
+                return Err(invalid(
+                    &origins.tls_port,
+                    "network.tls_port",
+                    format!("{port} needs network.tls_certificate and network.tls_private_key"),
+                ));
+            }
+            if port == network.port || Some(port) == network.commitment_port {
+                return Err(invalid(
+                    &origins.tls_port,
+                    "network.tls_port",
+                    format!("{port} is already the plain port of network.port or network.commitment_port"),
+                ));
+            }
+        }
+        None => {
+            for (set, origin, option) in [
+                (
+                    network.tls_certificate.is_some() && !presented,
+                    &origins.tls_certificate,
+                    "network.tls_certificate",
+                ),
+                (
+                    network.tls_private_key.is_some() && !presented,
+                    &origins.tls_private_key,
+                    "network.tls_private_key",
+                ),
+                (
+                    network.tls_client_ca.is_some(),
+                    &origins.tls_client_ca,
+                    "network.tls_client_ca",
+                ),
+            ] {
+                if set {
+                    return Err(invalid(
+                        origin,
+                        option,
+                        "is set but network.tls_port is not: no TLS listener would use it"
+                            .to_owned(),
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Origin};
 use super::kinds::{
-    AeSelectionKind, ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind, Kind, ListKind,
-    MapKind, OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue,
+    AccessRuleKind, AeSelectionKind, ByteSizeKind, CoresKind, DurationKind, EnumKind, IntKind,
+    Kind, ListKind, MapKind, OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue,
     TransferSyntaxKind,
 };
 use super::values::{
-    AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat,
-    LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout,
-    TransferSyntaxSelection, Uid, UidConflictPolicy,
+    AccessRule, AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
+    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
+    StorageLayout, TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -57,6 +57,7 @@ const _: () = assert!(REPORT_RETRY_DELAY_DEFAULT_S <= REPORT_RETRY_BACKOFF_CAP_D
 /// allocate without bound.
 const AE_LIST_LENGTH_MAX: usize = 4096;
 const UID_LIST_LENGTH_MAX: usize = 1024;
+const ACCESS_RULES_MAX: usize = 4096;
 
 fn ae_title(text: &str) -> AeTitle {
     text.parse()
@@ -168,6 +169,44 @@ config_options! {
             kind IntKind::<u32>::new(1, ASSOCIATIONS_MAX),
             flag "max-associations-per-calling-ae";
 
+        /// The TCP port of a DICOM TLS listener (PS3.15 BCP 195
+        /// non-downgrading profile: TLS 1.2 or 1.3) beside the plain one on
+        /// `port`, for the same AEs; 2762 is the registered DICOM TLS port.
+        /// Unset: no TLS. Needs `tls_certificate` and `tls_private_key`.
+        tls_port: Option<u16> = None,
+            kind OptionalKind(IntKind::<u16>::new(1, u16::MAX)),
+            flag "tls-port", example "2762";
+
+        /// The server's certificate chain for TLS: a PEM file, the server's
+        /// certificate first, then any intermediates.
+        tls_certificate: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-certificate", example "\"/etc/sluice/tls/server.pem\"";
+
+        /// The private key of `tls_certificate`: a PEM file (PKCS #8, PKCS #1
+        /// RSA or SEC1 EC), readable by the server only.
+        tls_private_key: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-private-key", example "\"/etc/sluice/tls/server.key\"";
+
+        /// The CA certificates (a PEM file) that TLS clients' certificates
+        /// must chain to. Set: every TLS client must present a valid, unexpired
+        /// certificate issued under one of them (mutual TLS, as the DICOM
+        /// secure transport profiles expect); one that does not is refused in
+        /// the handshake and logged. Unset: clients are not asked for one.
+        tls_client_ca: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-client-ca", example "\"/etc/sluice/tls/clients-ca.pem\"";
+
+        /// The CA certificates (a PEM file) that the certificates of remote
+        /// AEs reached over TLS (`tls://` in `remote_aes`) must chain to;
+        /// their host name (or IP address) must be in the certificate.
+        /// Sluice presents `tls_certificate` to them when set. Needed when a
+        /// remote AE uses TLS.
+        tls_remote_ca: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "tls-remote-ca", example "\"/etc/sluice/tls/remotes-ca.pem\"";
+
         /// The maximum PDU length Sluice offers to receive (the Maximum
         /// Length sub-item of A-ASSOCIATE). Larger PDUs cost less per byte
         /// for big images; 16384 is what the reference PACS fixes and what
@@ -209,7 +248,8 @@ config_options! {
         /// `"host:port"` (host a name or an IP address, IPv6 in brackets).
         /// Sluice uses it to open associations: to deliver Storage
         /// Commitment reports once the requester's association has closed,
-        /// and for query/retrieve. In the file, write a
+        /// and for query/retrieve. `"tls://host:port"` reaches it over DICOM
+        /// TLS (verified against `tls_remote_ca`). In the file, write a
         /// `[network.remote_aes]` table with one `AE_TITLE = "host:port"`
         /// line per AE (quote a title that has spaces); on the command line,
         /// `--remote-ae AE_TITLE=host:port` once per AE.
@@ -530,5 +570,33 @@ config_options! {
         metrics_bind_address: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST),
             kind TextKind::<IpAddr>::new("IP address (string), IPv4 or IPv6", "ADDRESS"),
             flag "metrics-bind";
+    }
+
+    /// Access control per remote AE: which Calling AE Titles, from which
+    /// addresses, may use which services. With no rule (the default) every
+    /// AE that passes `network.calling_ae_allow_list` may use every
+    /// service. With rules, an association is admitted by the first rule
+    /// that names its Calling AE Title (or `*`) and lists the address it
+    /// comes from (or lists none); when none does it is rejected
+    /// (A-ASSOCIATE-RJ result 1, source 1, reason 3: calling AE title not
+    /// recognized). An admitted AE may always use Verification; a C-STORE,
+    /// Storage Commitment request, C-FIND, C-MOVE or C-GET of a service its
+    /// rule does not grant is refused with status 0124 (refused: not
+    /// authorized). Every refusal is logged with the peer and the rule.
+    /// `query.*_allowed_from` and `network.calling_ae_allow_list` still
+    /// apply on top. docs/operations.md, "Access control", has examples.
+    [access] AccessConfig "Access control" {
+        /// The rules, in order (the first that names the Calling AE Title
+        /// and the peer's address decides). In the file, one
+        /// `[[access.rule]]` table per rule with `calling_ae` (an AE title,
+        /// or `"*"` for any), `addresses` (optional: IP addresses or CIDR
+        /// networks, IPv4 peers on an IPv6 listener matched as IPv4) and
+        /// `services` (any of `"store"`, `"commitment"`, `"query"`,
+        /// `"retrieve"`; empty: Verification only). On the command line,
+        /// `--access-rule AE_TITLE[@ADDRESS,...]=SERVICE,...` once per rule.
+        rule: Vec<AccessRule> = Vec::new(),
+            kind ListKind::new(AccessRuleKind, ACCESS_RULES_MAX),
+            flag "access-rule",
+            example "[{ calling_ae = \"CT_ROOM_1\", addresses = [\"10.1.2.0/24\"], services = [\"store\", \"commitment\"] }, { calling_ae = \"VIEWER_1\", services = [\"query\", \"retrieve\"] }]";
     }
 }

@@ -148,9 +148,15 @@ const HOST_NAME_LENGTH_MAX: usize = 253;
 pub struct RemoteAddress {
     host: String,
     port: u16,
+    tls: bool,
 }
 
 impl RemoteAddress {
+    /// Whether associations to it use DICOM TLS (written `tls://host:port`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
     /// The host name or IP address, without brackets.
     pub fn host(&self) -> &str {
         &self.host
@@ -165,7 +171,11 @@ impl RemoteAddress {
 impl FromStr for RemoteAddress {
     type Err = ValueError;
 
-    fn from_str(text: &str) -> Result<Self, ValueError> {
+    fn from_str(full_text: &str) -> Result<Self, ValueError> {
+        let (tls, text) = match full_text.strip_prefix("tls://") {
+            Some(rest) => (true, rest),
+            None => (false, full_text),
+        };
         let not_host_port = || {
             ValueError(format!(
                 "{text:?} is not host:port (for example \"10.0.0.5:104\", \"pacs.example.org:11112\", \"[fd00::5]:104\")"
@@ -206,6 +216,7 @@ impl FromStr for RemoteAddress {
         Ok(RemoteAddress {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
@@ -240,6 +251,9 @@ fn check_host(text: &str, host: &str) -> Result<(), ValueError> {
 
 impl fmt::Display for RemoteAddress {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            formatter.write_str("tls://")?;
+        }
         if self.host.contains(':') {
             write!(formatter, "[{}]:{}", self.host, self.port)
         } else {
@@ -555,6 +569,215 @@ impl AeSelection {
     }
 }
 
+/// A service an access rule (`access.rule`) grants a calling AE.
+/// Verification is granted to every admitted AE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccessService {
+    /// C-STORE.
+    Store,
+    /// Storage Commitment (N-ACTION).
+    Commitment,
+    /// C-FIND.
+    Query,
+    /// C-MOVE and C-GET.
+    Retrieve,
+}
+
+impl AccessService {
+    /// Every service, with its name in the file and on the command line.
+    pub const ALL: [(AccessService, &'static str); 4] = [
+        (AccessService::Store, "store"),
+        (AccessService::Commitment, "commitment"),
+        (AccessService::Query, "query"),
+        (AccessService::Retrieve, "retrieve"),
+    ];
+
+    /// The name in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessService::Store => "store",
+            AccessService::Commitment => "commitment",
+            AccessService::Query => "query",
+            AccessService::Retrieve => "retrieve",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl FromStr for AccessService {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        AccessService::ALL
+            .iter()
+            .find(|(_, name)| *name == text.trim())
+            .map(|(service, _)| *service)
+            .ok_or_else(|| {
+                ValueError(format!(
+                    "{text:?} is not a service; the services are store, commitment, query, retrieve"
+                ))
+            })
+    }
+}
+
+/// A set of [`AccessService`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AccessServices(u8);
+
+impl AccessServices {
+    /// Every service: what an AE gets when no access rule is configured.
+    pub const ALL: AccessServices = AccessServices(0b1111);
+
+    /// Whether `service` is in the set.
+    pub fn contains(self, service: AccessService) -> bool {
+        self.0 & service.bit() != 0
+    }
+
+    /// The set with `service` added.
+    #[must_use]
+    pub fn with(self, service: AccessService) -> AccessServices {
+        AccessServices(self.0 | service.bit())
+    }
+
+    /// The services, in the order of [`AccessService::ALL`].
+    pub fn iter(self) -> impl Iterator<Item = AccessService> {
+        AccessService::ALL
+            .into_iter()
+            .map(|(service, _)| service)
+            .filter(move |service| self.contains(*service))
+    }
+}
+
+impl fmt::Display for AccessServices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(AccessService::name).collect();
+        if names.is_empty() {
+            f.write_str("verification only")
+        } else {
+            f.write_str(&names.join(", "))
+        }
+    }
+}
+
+/// The most addresses one access rule may list.
+pub const ACCESS_RULE_ADDRESSES_MAX: usize = 256;
+
+/// One rule of the access table (`access.rule`): a calling AE title (or
+/// `*`, any), optionally the addresses it may connect from (IP addresses
+/// or CIDR networks; none: any address), and the services it may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRule {
+    /// `None`: any calling AE title (written `*`).
+    pub calling_ae_title: Option<AeTitle>,
+    /// The networks it may connect from; empty: any.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// What it may use besides Verification.
+    pub services: AccessServices,
+}
+
+impl AccessRule {
+    /// Whether the rule is about `calling_ae_title`.
+    pub fn names(&self, calling_ae_title: &str) -> bool {
+        self.calling_ae_title
+            .as_ref()
+            .is_none_or(|title| title.as_str() == calling_ae_title)
+    }
+
+    /// Whether `address` is one the rule admits. An IPv4 peer reached
+    /// through an IPv6 socket (`::ffff:a.b.c.d`) is matched as IPv4.
+    pub fn admits_address(&self, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.addresses.is_empty() || self.addresses.iter().any(|net| net.contains(&address))
+    }
+
+    /// The calling AE title as written (`*` for any).
+    pub fn calling_ae_text(&self) -> &str {
+        self.calling_ae_title.as_ref().map_or("*", AeTitle::as_str)
+    }
+
+    /// Parses one address of a rule: a CIDR network, or one IP address.
+    pub fn parse_address(text: &str) -> Result<ipnet::IpNet, ValueError> {
+        let text = text.trim();
+        if let Ok(address) = text.parse::<std::net::IpAddr>() {
+            return Ok(ipnet::IpNet::from(address));
+        }
+        text.parse::<ipnet::IpNet>()
+            .map(|net| net.trunc())
+            .map_err(|_| {
+                ValueError(format!(
+                    "{text:?} is not an IP address or a network (for example \"10.1.2.3\", \"10.1.2.0/24\", \"fd00::/8\")"
+                ))
+            })
+    }
+
+    /// Parses the calling AE of a rule: an AE title, or `*` for any.
+    pub fn parse_calling_ae(text: &str) -> Result<Option<AeTitle>, ValueError> {
+        if text.trim() == "*" {
+            Ok(None)
+        } else {
+            text.parse().map(Some)
+        }
+    }
+}
+
+impl fmt::Display for AccessRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.calling_ae_text())?;
+        if !self.addresses.is_empty() {
+            let addresses: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+            write!(f, "@{}", addresses.join(","))?;
+        }
+        let services: Vec<&str> = self.services.iter().map(AccessService::name).collect();
+        write!(f, "={}", services.join(","))
+    }
+}
+
+/// The command-line form: `AE_TITLE[@ADDRESS,...]=SERVICE,...`, for
+/// example `CT_ROOM_1@10.1.2.0/24=store,commitment` (`*` for any AE
+/// title; an empty service list grants Verification only).
+impl FromStr for AccessRule {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let (who, services_text) = text.rsplit_once('=').ok_or_else(|| {
+            ValueError(format!(
+                "{text:?} is not AE_TITLE[@ADDRESS,...]=SERVICE,... (for example \"CT_ROOM_1@10.1.2.0/24=store,commitment\")"
+            ))
+        })?;
+        let (title_text, addresses_text) = match who.rsplit_once('@') {
+            Some((title, addresses)) => (title, Some(addresses)),
+            None => (who, None),
+        };
+        let calling_ae_title = AccessRule::parse_calling_ae(title_text)?;
+        let mut addresses = Vec::new();
+        if let Some(addresses_text) = addresses_text {
+            for address in addresses_text.split(',') {
+                if addresses.len() == ACCESS_RULE_ADDRESSES_MAX {
+                    return Err(ValueError(format!(
+                        "more than {ACCESS_RULE_ADDRESSES_MAX} addresses in one rule"
+                    )));
+                }
+                addresses.push(AccessRule::parse_address(address)?);
+            }
+        }
+        let mut services = AccessServices::default();
+        for name in services_text
+            .split(',')
+            .filter(|name| !name.trim().is_empty())
+        {
+            services = services.with(name.parse()?);
+        }
+        Ok(AccessRule {
+            calling_ae_title,
+            addresses,
+            services,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,6 +798,36 @@ mod tests {
         assert!(backslash.message().contains("'\\\\'"), "{backslash}");
         assert!("A\tB".parse::<AeTitle>().is_err());
         assert!("CAFÉ".parse::<AeTitle>().is_err());
+    }
+
+    #[test]
+    fn access_rules_parse_and_match() {
+        let rule: AccessRule = "CT_ROOM_1@10.1.2.0/24,192.168.7.9=store,commitment"
+            .parse()
+            .unwrap();
+        assert_eq!(rule.calling_ae_text(), "CT_ROOM_1");
+        assert!(rule.names("CT_ROOM_1") && !rule.names("CT_ROOM_2"));
+        assert!(rule.admits_address("10.1.2.200".parse().unwrap()));
+        assert!(rule.admits_address("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(rule.admits_address("192.168.7.9".parse().unwrap()));
+        assert!(!rule.admits_address("192.168.7.10".parse().unwrap()));
+        assert!(rule.services.contains(AccessService::Store));
+        assert!(rule.services.contains(AccessService::Commitment));
+        assert!(!rule.services.contains(AccessService::Query));
+        assert_eq!(
+            rule.to_string(),
+            "CT_ROOM_1@10.1.2.0/24,192.168.7.9/32=store,commitment"
+        );
+        assert_eq!(rule.to_string().parse::<AccessRule>().unwrap(), rule);
+        let any: AccessRule = "*=".parse().unwrap();
+        assert!(any.names("WHOEVER") && any.admits_address("fd00::1".parse().unwrap()));
+        assert_eq!(any.services.to_string(), "verification only");
+        // A host address with a prefix is narrowed to its network.
+        let host_bits: AccessRule = "A@10.1.2.3/24=query".parse().unwrap();
+        assert_eq!(host_bits.addresses[0].to_string(), "10.1.2.0/24");
+        assert!("CT_ROOM_1=store,delete".parse::<AccessRule>().is_err());
+        assert!("CT_ROOM_1@10.1.2=store".parse::<AccessRule>().is_err());
+        assert!("CT_ROOM_1".parse::<AccessRule>().is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::commit::messages::{
     request_bytes, DeliveryOutcome, Refusal, ReportAssociation, Request,
 };
 use crate::commit::references::References;
+use crate::config::AccessService;
 use crate::escape::Escaped;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -99,7 +100,11 @@ impl Commitment {
                 action_type_id: rq.action_type_id,
             })
         } else {
-            None
+            Failure::unauthorized(
+                conn.access,
+                &self.shared.store.config().access.rule,
+                AccessService::Commitment,
+            )
         };
         if let Some(failure) = refusal {
             refuse(core, conn, context_id, rq.message_id, failure);
@@ -358,6 +363,13 @@ impl Commitment {
                 return;
             }
         };
+        let tls = match super::tls::outbound_session(&self.shared, &delivery.called_ae_title) {
+            Ok(tls) => tls,
+            Err(error) => {
+                self.fail_all(delivery.reports, &format!("cannot start TLS: {error}"));
+                return;
+            }
+        };
         let serial = conns.next_serial();
         let id = match core.connect(delivery.address, tag(TagKind::Connect, serial)) {
             Ok(id) => id,
@@ -367,7 +379,7 @@ impl Commitment {
             }
         };
         // Sta1 -> Sta4: the transport is the connect above.
-        let conn = Connection::outbound(
+        let mut conn = Connection::outbound(
             id,
             serial,
             delivery.address,
@@ -375,6 +387,7 @@ impl Commitment {
             rq,
             (Purpose::CommitmentReports, timeouts),
         );
+        conn.tls = tls;
         self.reports.insert(
             serial,
             Reports {

@@ -31,8 +31,13 @@ use sluice_net::pdu::AssociateRq;
 
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
+use super::tls::TlsSession;
 use crate::escape::Escaped;
 use crate::metrics::AeCounters;
+
+/// Room for a TLS record's header, tag and padding per send, so that the
+/// encrypted copy of a small send is allocated once.
+const TLS_RECORD_OVERHEAD: usize = 64;
 
 /// The association timers' durations (`network.artim_timeout_ms`,
 /// `network.idle_timeout_ms`).
@@ -107,6 +112,12 @@ pub(crate) struct Connection {
     pub(crate) called_ae_title: String,
     /// Counted in the association limits (released when it ends).
     pub(crate) counted: bool,
+    /// What its access rule grants (everything when Sluice opened it).
+    pub(crate) access: super::access::Grant,
+    /// Its TLS session, when it came in on the TLS listener: what arrives
+    /// is decrypted before the endpoint reads it ([`Connection::decrypt`]),
+    /// what the endpoint transmits encrypted before it is sent.
+    pub(crate) tls: Option<Box<TlsSession>>,
     /// Who it is for.
     pub(crate) purpose: Purpose,
     /// The SOP Class Extended Negotiation granted, per SOP class UID (the
@@ -152,6 +163,8 @@ impl Connection {
             called_ae_title: String::new(),
             counted: false,
             ae_metrics: None,
+            access: super::access::Grant::OPEN,
+            tls: None,
             purpose: Purpose::Inbound,
             extended_negotiation: Vec::new(),
             receiving: None,
@@ -482,8 +495,62 @@ impl Connection {
         }
     }
 
+    /// Sends `bytes` of the association: as they are, or encrypted on a
+    /// TLS association.
     fn send(&mut self, core: &mut Core, bytes: impl Into<IoBuf>) {
         let bytes = bytes.into();
+        let Some(tls) = self.tls.as_mut() else {
+            self.send_transport(core, bytes);
+            return;
+        };
+        let mut records = Vec::with_capacity(bytes.len().saturating_add(TLS_RECORD_OVERHEAD));
+        let encrypted = tls.send(bytes.as_slice(), &mut records);
+        if let Err(error) = encrypted {
+            tracing::warn!(peer = ?self.peer, %error, "cannot encrypt a send; closing");
+            self.outcome
+                .get_or_insert_with(|| format!("TLS send failed: {error}"));
+            self.close_when_sent(core);
+            return;
+        }
+        if !records.is_empty() {
+            self.send_transport(core, IoBuf::from(records));
+        }
+    }
+
+    /// Received bytes of a TLS association, decrypted: the plaintext they
+    /// hold (empty during the handshake, or after a failure); `None` on a
+    /// plain association, whose bytes are the plaintext. What the session
+    /// has to send (its handshake, an alert) is sent. A failure (a
+    /// certificate refused, a plain client on the TLS port, a bad record)
+    /// is logged and ends the connection as if the peer had closed it.
+    pub(crate) fn decrypt(&mut self, core: &mut Core, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        let tls = self.tls.as_mut()?;
+        if tls.has_failed() {
+            return Some(Vec::new());
+        }
+        let mut plaintext = Vec::new();
+        let mut to_send = Vec::new();
+        let result = tls.receive(ciphertext, &mut plaintext, &mut to_send);
+        if !to_send.is_empty() {
+            self.send_transport(core, IoBuf::from(to_send));
+        }
+        if let Err(error) = result {
+            tracing::warn!(
+                peer = ?self.peer,
+                listener = self.listener,
+                %error,
+                "TLS refused: closing the connection"
+            );
+            self.outcome
+                .get_or_insert_with(|| format!("TLS refused: {error}"));
+            self.receive_ended(core, None);
+            return Some(Vec::new());
+        }
+        Some(plaintext)
+    }
+
+    /// Sends `bytes` on the transport as they are.
+    fn send_transport(&mut self, core: &mut Core, bytes: IoBuf) {
         if self.closing == Closing::Closed {
             // The transport is being closed: nothing reaches the peer.
             return;
@@ -546,6 +613,15 @@ impl Connection {
 
     fn close_when_sent(&mut self, core: &mut Core) {
         if self.closing == Closing::Open {
+            // A TLS association says it is closing (close_notify), so the
+            // peer can tell the end from a truncation.
+            if let Some(tls) = self.tls.as_mut().filter(|tls| !tls.has_failed()) {
+                let mut alert = Vec::new();
+                tls.close(&mut alert);
+                if !alert.is_empty() {
+                    self.send_transport(core, IoBuf::from(alert));
+                }
+            }
             self.closing = Closing::WhenSent;
         }
         self.maybe_close(core);

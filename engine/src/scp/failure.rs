@@ -29,6 +29,9 @@ pub(crate) enum Failure {
         /// The context's abstract syntax.
         abstract_syntax: String,
     },
+    /// The association's access rule does not grant the service (0124).
+    #[error("{0}")]
+    NotAuthorized(super::access::NotAuthorized),
     /// The store is in its refusing state (A700).
     #[error("the store refuses after repeated durability failures")]
     Refusing,
@@ -223,6 +226,19 @@ impl Failure {
         }
     }
 
+    /// The refusal of `service` by the association's access rule
+    /// (`grant`, from `rules`), if its rule does not grant it.
+    pub(crate) fn unauthorized(
+        grant: super::access::Grant,
+        rules: &[crate::config::AccessRule],
+        service: crate::config::AccessService,
+    ) -> Option<Failure> {
+        grant
+            .check(rules, service)
+            .err()
+            .map(Failure::NotAuthorized)
+    }
+
     /// The C-STORE-RSP or N-ACTION-RSP status.
     pub(crate) fn status(&self) -> Status {
         if self.is_out_of_space() {
@@ -259,6 +275,7 @@ impl Failure {
             | Failure::OpenDirectorySubmit(_)
             | Failure::OpenDirectory(_)
             | Failure::DirectorySyncSubmit(_) => Status::OUT_OF_RESOURCES,
+            Failure::NotAuthorized(_) => Status::NOT_AUTHORIZED,
             Failure::NoSuchCommitmentInstance { .. } => Status::NO_SUCH_OBJECT_INSTANCE,
             Failure::NoSuchAction { .. } => Status::NO_SUCH_ACTION,
             Failure::NoActionInformation => Status::MISSING_ATTRIBUTE,

@@ -26,13 +26,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_io::{ConnId, Core, CoreSender, Event, Handler, RecvBuf};
+use sluice_io::{ConnId, Core, CoreSender, Event, Handler, IoBuf, RecvBuf};
 use sluice_net::assoc::{Indication, NegotiationOutcome};
 use sluice_net::dimse::{CEchoRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::{DataSet, Incoming, Violation};
 use sluice_net::pdu::{AssociateRj, RejectReason, RejectResult};
 use sluice_net::uid;
 
+use super::access;
 use super::admission;
 use super::commitment::Commitment;
 use super::conn::{Connection, Connections, Purpose, Receiving, Timeouts};
@@ -44,7 +45,9 @@ use super::query::QueryRetrieve;
 use super::shared::{DrainReport, ServerShared};
 use super::storage;
 use super::tag::{split, tag, TagKind};
+use super::tls::TlsSession;
 use crate::commit::messages::ToCore;
+use crate::config::AccessService;
 use crate::escape::Escaped;
 use crate::metrics::{RejectedBecause, Request};
 
@@ -137,7 +140,24 @@ impl CoreHandler {
     fn accepted(&mut self, core: &mut Core, id: ConnId, peer: Option<SocketAddr>, listener: usize) {
         let serial = self.conns.next_serial();
         tracing::trace!(core = self.core_index, serial, peer = ?peer, "accepted");
-        let conn = Connection::accepted(core, id, serial, peer, listener, self.timeouts);
+        let mut conn = Connection::accepted(core, id, serial, peer, listener, self.timeouts);
+        if let Some((_, config)) = self.shared.tls.as_ref().filter(|(tls, _)| *tls == listener) {
+            match TlsSession::server(config) {
+                Ok(session) => conn.tls = Some(Box::new(session)),
+                Err(error) => {
+                    // Only a configuration rustls itself refuses; the
+                    // connection is closed rather than served in plain.
+                    tracing::error!(peer = ?peer, %error, "cannot start a TLS session; closing");
+                    conn.outcome = Some(format!("TLS session not started: {error}"));
+                    self.conns.insert(conn);
+                    if let Some(conn) = self.conns.get_mut(serial) {
+                        conn.receive_ended(core, None);
+                    }
+                    self.events(core, serial);
+                    return;
+                }
+            }
+        }
         self.conns.insert(conn);
         self.events(core, serial);
     }
@@ -149,15 +169,31 @@ impl CoreHandler {
             length = data.len(),
             "received"
         );
-        if let Some(conn) = self.conns.get_mut(serial) {
+        let decrypted = self.conns.get_mut(serial).and_then(|conn| {
             conn.counters.bytes_received += data.len() as u64;
+            conn.decrypt(core, data)
+        });
+        match decrypted {
+            None => self.received_plaintext(core, serial, Received::Pooled(data)),
+            Some(plaintext) => {
+                if !plaintext.is_empty() {
+                    self.received_plaintext(core, serial, Received::Decrypted(&plaintext));
+                }
+                // A TLS failure ended the transport.
+                self.events(core, serial);
+            }
         }
+    }
+
+    /// Feeds the plaintext that arrived to the connection's endpoint and
+    /// routes what it yields.
+    fn received_plaintext(&mut self, core: &mut Core, serial: u64, data: Received<'_>) {
         let mut offset = 0usize;
         loop {
             let Some(conn) = self.conns.get_mut(serial) else {
                 panic!("bytes for connection {serial}, which is gone");
             };
-            let Some(incoming) = conn.next_incoming(core, data, &mut offset) else {
+            let Some(incoming) = conn.next_incoming(core, data.bytes(), &mut offset) else {
                 break;
             };
             self.incoming(core, serial, incoming, Some(data));
@@ -186,7 +222,7 @@ impl CoreHandler {
         core: &mut Core,
         serial: u64,
         incoming: Incoming,
-        data: Option<&RecvBuf>,
+        data: Option<Received<'_>>,
     ) {
         match incoming {
             Incoming::Indication(indication) => self.indication(core, serial, indication),
@@ -203,11 +239,9 @@ impl CoreHandler {
                 let Some(data) = data else {
                     panic!("a data-set range outside the receive path");
                 };
-                let bytes = data.get(range.clone()).unwrap_or_default();
-                // That range of the receive buffer, lent to the file write
-                // (no copy).
-                let slice = data.slice(range);
-                self.data_fragment(core, serial, bytes, slice, last);
+                let bytes = data.bytes().get(range.clone()).unwrap_or_default();
+                let lent = data.lend(range);
+                self.data_fragment(core, serial, bytes, lent, last);
             }
             Incoming::Violation(violation) => {
                 let Some(conn) = self.conns.get_mut(serial) else {
@@ -240,6 +274,7 @@ impl CoreHandler {
             Indication::AssociateRequest(rq) => {
                 conn.calling_ae_title = rq.calling_ae_title.trim().to_owned();
                 conn.called_ae_title = rq.called_ae_title.trim().to_owned();
+                let mut refused_by_access = None;
                 let (outcome, grants) = if self.draining.is_some() {
                     // Transient: the sender retries, on this server once it
                     // is back or on another.
@@ -251,7 +286,26 @@ impl CoreHandler {
                         Default::default(),
                     )
                 } else {
-                    admission::negotiate_limited(&self.shared, &rq, conn.listener)
+                    match access::admit(
+                        &self.shared.store.config().access.rule,
+                        &conn.calling_ae_title,
+                        conn.peer.map(|peer| peer.ip()),
+                    ) {
+                        Ok(grant) => {
+                            conn.access = grant;
+                            admission::negotiate_limited(&self.shared, &rq, conn.listener)
+                        }
+                        Err(why) => {
+                            refused_by_access = Some(why);
+                            (
+                                NegotiationOutcome::Reject(AssociateRj {
+                                    result: RejectResult::Permanent,
+                                    reason: RejectReason::CallingAeTitleNotRecognized,
+                                }),
+                                Default::default(),
+                            )
+                        }
+                    }
                 };
                 conn.extended_negotiation = grants;
                 match &outcome {
@@ -277,13 +331,15 @@ impl CoreHandler {
                             metrics.association_rejected(RejectedBecause::of(rj.reason));
                         }
                         let (result, source, reason) = rj.codes();
-                        let why = admission::rejection_reason(
-                            &self.shared,
-                            &rq,
-                            conn.listener,
-                            rj,
-                            self.draining.is_some(),
-                        );
+                        let why = refused_by_access.unwrap_or_else(|| {
+                            admission::rejection_reason(
+                                &self.shared,
+                                &rq,
+                                conn.listener,
+                                rj,
+                                self.draining.is_some(),
+                            )
+                        });
                         tracing::warn!(
                             peer = ?conn.peer,
                             calling_ae = %Escaped(&conn.calling_ae_title),
@@ -451,7 +507,15 @@ impl CoreHandler {
                 conn.send_command(core, context_id, &rsp);
             }
             Command::CStoreRq(rq) => {
-                let draining = self.draining.is_some();
+                let refusal = if self.draining.is_some() {
+                    Some(Failure::ShuttingDown)
+                } else {
+                    Failure::unauthorized(
+                        conn.access,
+                        &self.shared.store.config().access.rule,
+                        AccessService::Store,
+                    )
+                };
                 storage::requested(
                     core,
                     conn,
@@ -459,7 +523,7 @@ impl CoreHandler {
                     context_id,
                     rq,
                     data_set,
-                    draining,
+                    refusal,
                 );
             }
             Command::NActionRq(rq) => {
@@ -483,7 +547,7 @@ impl CoreHandler {
         core: &mut Core,
         serial: u64,
         bytes: &[u8],
-        slice: Option<RecvBuf>,
+        slice: Option<IoBuf>,
         last: bool,
     ) {
         let Some(conn) = self.conns.get_mut(serial) else {
@@ -604,6 +668,34 @@ impl CoreHandler {
                 self.query.opened(core, &mut self.conns, lane, result);
             }
             (kind, value) => panic!("an open of kind {kind:?} ({value}) that no core submits"),
+        }
+    }
+}
+
+/// Plaintext that arrived on a connection, which the endpoint's data-set
+/// ranges index.
+#[derive(Debug, Clone, Copy)]
+enum Received<'a> {
+    /// A plain association's receive buffer: its ranges are lent to the
+    /// file writes without a copy.
+    Pooled(&'a RecvBuf),
+    /// A TLS association's decrypted bytes: a range is copied to be lent.
+    Decrypted(&'a [u8]),
+}
+
+impl Received<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Received::Pooled(buffer) => buffer,
+            Received::Decrypted(bytes) => bytes,
+        }
+    }
+
+    /// `range` as a buffer a write can hold; `None` when out of range.
+    fn lend(&self, range: std::ops::Range<usize>) -> Option<IoBuf> {
+        match self {
+            Received::Pooled(buffer) => buffer.slice(range).map(IoBuf::from),
+            Received::Decrypted(bytes) => bytes.get(range).map(|bytes| IoBuf::from(bytes.to_vec())),
         }
     }
 }

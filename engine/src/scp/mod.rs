@@ -7,7 +7,8 @@
 //!   state of its own.
 //! - `conn`: one association (state machine, stream decoder, command
 //!   assembly, timer, sends, closing, counters) and the core's table of
-//!   them; `admission`: negotiation under the association limits.
+//!   them; `admission`: negotiation under the association limits;
+//!   `access`: the access rules (`access.rule`) of an association.
 //! - `storage`: the Storage service's DIMSE side (C-STORE-RQ to a job or a
 //!   refusal, its data set to the job, C-STORE-RSP back); `ingest`: C-STORE
 //!   to durable, indexed files. Its `job` module is the
@@ -17,11 +18,13 @@
 //!   the tracker's, `crate::commit`).
 //! - `failure`: the one typed `failure::Failure` of a request, with its
 //!   status; `tag`: the io operations' tags; `shared`: what the cores
-//!   share; [`policy`]: the acceptor policy built from the configuration.
+//!   share; [`policy`]: the acceptor policy built from the configuration;
+//!   `tls`: DICOM TLS between the io layer and a connection's endpoint.
 //!
 //! docs/design/ingest.md explains the path and the status mapping;
 //! docs/design/engine-structure.md why the services are laid out this way.
 
+mod access;
 mod admission;
 mod commitment;
 mod conn;
@@ -34,6 +37,7 @@ mod query;
 mod shared;
 mod storage;
 mod tag;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -55,6 +59,7 @@ use ingest::space::SpaceAccount;
 
 pub use failure::status_of_index_error;
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
+pub use tls::TlsConfigError;
 
 use crate::metrics::{Metrics, Phase};
 use handler::{CoreHandler, CoreMessage};
@@ -238,12 +243,48 @@ impl Server {
         } else {
             None
         };
+        // The TLS listener, its configuration read from the PEM files now:
+        // a bad file stops the start with its path, not the first handshake.
+        let tls = match (
+            config.network.tls_port,
+            &config.network.tls_certificate,
+            &config.network.tls_private_key,
+        ) {
+            (Some(port), Some(certificate), Some(private_key)) => {
+                let server_config = tls::server_config(
+                    certificate,
+                    private_key,
+                    config.network.tls_client_ca.as_deref(),
+                )
+                .map_err(|error| ServeError::Config(format!("DICOM TLS: {error}")))?;
+                listen_addrs.push(SocketAddr::new(config.network.bind_address, port));
+                Some((listen_addrs.len() - 1, server_config))
+            }
+            // `check_tls` refuses a port without its files.
+            _ => None,
+        };
+        let network = &config.network;
+        let tls_client = match &network.tls_remote_ca {
+            Some(remote_ca) if network.remote_aes.values().any(|remote| remote.tls()) => {
+                let identity = network
+                    .tls_certificate
+                    .as_deref()
+                    .zip(network.tls_private_key.as_deref());
+                Some(
+                    tls::client_config(remote_ca, identity)
+                        .map_err(|error| ServeError::Config(format!("DICOM TLS: {error}")))?,
+                )
+            }
+            _ => None,
+        };
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
         let shared = Arc::new(ServerShared {
             store: store.clone(),
             policy,
             commitment_policy,
             commitment_listener,
+            tls,
+            tls_client,
             leniency: policy::leniency(config),
             tracker: TrackerHandle::new(
                 usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
@@ -339,6 +380,17 @@ impl Server {
             data_directory = %store.layout().root().display(),
             "storage SCP listening"
         );
+        if let Some((index, _)) = &shared.tls {
+            tracing::info!(
+                address = %listen_addrs.get(*index).map(ToString::to_string).unwrap_or_default(),
+                client_certificates = if config.network.tls_client_ca.is_some() {
+                    "required"
+                } else {
+                    "not asked"
+                },
+                "DICOM TLS listening (TLS 1.2 and 1.3)"
+            );
+        }
         Ok(Server {
             runtime,
             shared,

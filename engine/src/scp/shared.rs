@@ -27,6 +27,11 @@ pub(crate) struct ServerShared {
     pub(crate) commitment_policy: Option<AcceptorPolicy>,
     /// The listener index of the separate commitment port, if any.
     pub(crate) commitment_listener: Option<usize>,
+    /// The TLS listener's index and its configuration (`network.tls_port`).
+    pub(crate) tls: Option<(usize, std::sync::Arc<rustls::ServerConfig>)>,
+    /// The TLS configuration of associations to remote AEs written
+    /// `tls://` in `network.remote_aes` (built when one is).
+    pub(crate) tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The checks of received instances that only warn (`[validation]`).
     pub(crate) leniency: Leniency,
     /// The commitment tracker's inbox.

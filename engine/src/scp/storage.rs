@@ -6,7 +6,7 @@
 //! What happens between the command and the answer is the ingest service's
 //! (`super::ingest`).
 
-use sluice_io::{Core, RecvBuf};
+use sluice_io::{Core, IoBuf};
 use sluice_net::dimse::{CStoreRq, CStoreRsp, Command, Status, StatusDetail};
 use sluice_net::endpoint::DataSet;
 use sluice_net::scan::StoreRejection;
@@ -20,8 +20,9 @@ use crate::escape::Escaped;
 use crate::store::{Counted, StoreEvent};
 
 /// A C-STORE-RQ (the endpoint hands it out on an accepted context, between
-/// data sets). While the server drains (`draining`) it is refused (A700)
-/// once its data set is read.
+/// data sets). With a `refusal` (the server drains: A700; the association's
+/// access rule does not grant storing: 0124) it is refused once its data
+/// set is read.
 pub(crate) fn requested(
     core: &mut Core,
     conn: &mut Connection,
@@ -29,7 +30,7 @@ pub(crate) fn requested(
     context_id: u8,
     rq: CStoreRq,
     data_set: DataSet,
-    draining: bool,
+    refusal: Option<Failure>,
 ) {
     if data_set != DataSet::Streamed {
         conn.abort(core, "C-STORE-RQ without a data set");
@@ -39,11 +40,11 @@ pub(crate) fn requested(
     if let Some(ae_metrics) = &conn.ae_metrics {
         ae_metrics.instance();
     }
-    if draining {
+    if let Some(failure) = refusal {
         conn.receiving = Some(Receiving::Discard(Refused {
             context_id,
             rq,
-            failure: Failure::ShuttingDown,
+            failure,
         }));
         return;
     }
@@ -88,7 +89,7 @@ pub(crate) fn fragment(
     ingest: &mut Ingest,
     shared: &ServerShared,
     bytes: &[u8],
-    slice: Option<RecvBuf>,
+    slice: Option<IoBuf>,
     last: bool,
 ) {
     if let Some(ae_metrics) = &conn.ae_metrics {

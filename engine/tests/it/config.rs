@@ -195,13 +195,25 @@ fn the_examples_in_the_example_file_are_valid() {
             _ => lines.push(line.to_owned()),
         }
     }
-    assert_eq!(switched_on, 12);
+    assert_eq!(switched_on, 18);
     let text = lines.join("\n");
     let config = Config::from_toml_str(&text, Path::new("examples.toml")).unwrap();
     assert_eq!(config.network.commitment_ae_title, Some(ae("SCServer")));
     assert_eq!(config.network.commitment_port, Some(1104));
     assert_eq!(config.network.calling_ae_allow_list.len(), 2);
     assert_eq!(config.network.remote_aes.len(), 2);
+    assert_eq!(
+        config
+            .access
+            .rule
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "CT_ROOM_1@10.1.2.0/24=store,commitment",
+            "VIEWER_1=query,retrieve"
+        ]
+    );
     assert_eq!(
         config.commitment.report_ae_map[&ae("CT_ROOM_1")],
         ae("CT_ROOM_1_SC")
@@ -592,7 +604,7 @@ fn unknown_keys_are_rejected_on_their_line_with_a_hint() {
         ),
         (
             "[tls]\ncertificate = \"x.pem\"",
-            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query], [metrics]",
+            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query], [metrics], [access]",
         ),
     ];
     for (text, expected) in cases {
@@ -909,4 +921,104 @@ proptest! {
             (file, flag) => prop_assert!(false, "file {file:?} and flag {flag:?} disagree"),
         }
     }
+}
+
+#[test]
+fn access_rules_load_from_array_of_tables_and_flags_with_errors_on_their_line() {
+    let config = load(
+        "[[access.rule]]\n\
+         calling_ae = \"CT_ROOM_1\"\n\
+         addresses = [\"10.1.2.0/24\", \"fd00::7\"]\n\
+         services = [\"store\", \"commitment\"]\n\
+         \n\
+         [[access.rule]]\n\
+         calling_ae = \"*\"\n\
+         services = []\n",
+    )
+    .unwrap();
+    let rules: Vec<String> = config.access.rule.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rules,
+        ["CT_ROOM_1@10.1.2.0/24,fd00::7/128=store,commitment", "*="]
+    );
+    assert_eq!(
+        file_error("[[access.rule]]\ncalling_ae = \"A\"\nservices = [\"store\", \"delete\"]\n"),
+        "sluice.toml:3: option `access.rule`: \"delete\" is not a service; the services are store, commitment, query, retrieve"
+    );
+    assert_eq!(
+        file_error("[[access.rule]]\ncalling_ae = \"A\"\naddresses = [\"10.1.2\"]\nservices = []\n"),
+        "sluice.toml:3: option `access.rule`: \"10.1.2\" is not an IP address or a network (for example \"10.1.2.3\", \"10.1.2.0/24\", \"fd00::/8\")"
+    );
+    assert!(
+        file_error("[[access.rule]]\ncalling_ae = \"A\"\n").contains("the rule has no services"),
+        "a rule must say its services"
+    );
+    assert!(
+        file_error("[[access.rule]]\ncalling_ae = \"A\"\nservice = []\n")
+            .contains("unknown key \"service\""),
+        "a misspelt key is an error"
+    );
+    let flags = Config::from_args([
+        "sluice-serve",
+        "--access-rule",
+        "VIEWER@192.168.0.0/16=query,retrieve",
+        "--access-rule",
+        "*=",
+    ])
+    .unwrap();
+    assert_eq!(flags.access.rule.len(), 2);
+    assert_eq!(
+        flags.access.rule[0].to_string(),
+        "VIEWER@192.168.0.0/16=query,retrieve"
+    );
+    let error = Config::from_args(["sluice-serve", "--access-rule", "VIEWER=read"]).unwrap_err();
+    assert!(
+        error.to_string().contains("flag `--access-rule`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_tls_port_needs_its_files_and_files_need_the_port() {
+    assert_eq!(
+        file_error("[network]\ntls_port = 2762\n"),
+        "sluice.toml:2: option `network.tls_port`: 2762 needs network.tls_certificate and network.tls_private_key"
+    );
+    assert_eq!(
+        file_error("[network]\ntls_certificate = \"server.pem\"\n"),
+        "sluice.toml:2: option `network.tls_certificate`: network.tls_certificate and network.tls_private_key go together"
+    );
+    assert_eq!(
+        file_error("[network]\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n"),
+        "sluice.toml:2: option `network.tls_certificate`: is set but network.tls_port is not: no TLS listener would use it"
+    );
+    assert_eq!(
+        file_error(
+            "[network]\nport = 2762\ntls_port = 2762\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n"
+        ),
+        "sluice.toml:3: option `network.tls_port`: 2762 is already the plain port of network.port or network.commitment_port"
+    );
+    let config = load(
+        "[network]\ntls_port = 2762\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.network.tls_port, Some(2762));
+    assert!(config.network.tls_client_ca.is_none());
+}
+
+#[test]
+fn a_remote_ae_over_tls_needs_the_remote_ca() {
+    assert_eq!(
+        file_error("[network.remote_aes]\nWS = \"tls://ws.example.org:2762\"\n"),
+        "sluice.toml:1: option `network.remote_aes`: a remote AE reached over TLS (tls://) needs network.tls_remote_ca to verify it"
+    );
+    let config = load(
+        "[network]\ntls_remote_ca = \"ca.pem\"\ntls_certificate = \"s.pem\"\ntls_private_key = \"s.key\"\n\
+         [network.remote_aes]\nWS = \"tls://ws.example.org:2762\"\nCT = \"10.1.2.3:104\"\n",
+    )
+    .unwrap();
+    let ws = &config.network.remote_aes[&ae("WS")];
+    assert!(ws.tls() && ws.host() == "ws.example.org" && ws.port() == 2762);
+    assert_eq!(ws.to_string(), "tls://ws.example.org:2762");
+    assert!(!config.network.remote_aes[&ae("CT")].tls());
 }

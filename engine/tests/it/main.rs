@@ -1,6 +1,7 @@
 //! The integration tests of `sluice-engine`, in one binary so the crate's
 //! test build links once.
 
+mod access;
 mod answers;
 mod commitment;
 mod commitment_memory;
@@ -22,3 +23,4 @@ mod query;
 mod real_files;
 mod recovery;
 mod serve;
+mod tls;

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_index::{Disposition, StoreOutcome};
-use sluice_io::{At, Core, IoBuf, IoError, OpenOptions, RecvBuf, SyncKind};
+use sluice_io::{At, Core, IoBuf, IoError, OpenOptions, SyncKind};
 use sluice_net::dimse::{CStoreRq, Status};
 use sluice_net::scan::{check_command, DatasetScanner, StoreCheck};
 use sluice_net::uid;
@@ -302,7 +302,7 @@ impl Ingest {
         core: &mut Core,
         key: JobKey,
         bytes: &[u8],
-        slice: Option<RecvBuf>,
+        slice: Option<IoBuf>,
     ) {
         let Some(record) = self.jobs.get_mut(&key) else {
             panic!("job {key:?} gone while receiving");
@@ -318,7 +318,7 @@ impl Ingest {
             bytes.len() as u64,
         );
         let input = match slice {
-            Some(slice) => JobInput::Data(IoBuf::from(slice)),
+            Some(slice) => JobInput::Data(slice),
             None => {
                 debug_assert!(false, "the decoder gave a range outside the receive buffer");
                 JobInput::Failed(Failure::ReceiveSliceOutOfRange)

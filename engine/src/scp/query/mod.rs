@@ -51,7 +51,7 @@ use sluice_net::query::{
 use super::conn::{Connection, Connections, Purpose, Timeouts};
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
-use crate::config::PersonNameMatching;
+use crate::config::{AccessService, PersonNameMatching};
 use crate::metrics::SubOperation;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -281,6 +281,13 @@ impl QueryRetrieve {
                 Status::NOT_AUTHORIZED,
                 "not authorized (query.*_allowed_from)".into(),
             ));
+        }
+        let service = match operation {
+            QrOperation::Find => AccessService::Query,
+            QrOperation::Move | QrOperation::Get => AccessService::Retrieve,
+        };
+        if let Err(refused) = conn.access.check(&config.access.rule, service) {
+            return Err((Status::NOT_AUTHORIZED, refused.to_string()));
         }
         let granted = conn
             .extended_negotiation
@@ -570,11 +577,13 @@ impl QueryRetrieve {
         let rq = proposal
             .to_associate_rq()
             .map_err(|error| error.to_string())?;
+        let tls = super::tls::outbound_session(&self.shared, destination)
+            .map_err(|error| format!("cannot start TLS to {destination}: {error}"))?;
         let serial = conns.next_serial();
         let id: ConnId = core
             .connect(address, tag(TagKind::RetrieveConnect, serial))
             .map_err(|error| format!("cannot connect to {address}: {error}"))?;
-        let conn = Connection::outbound(
+        let mut conn = Connection::outbound(
             id,
             serial,
             address,
@@ -582,6 +591,7 @@ impl QueryRetrieve {
             rq,
             (Purpose::MoveSubOperations, self.timeouts),
         );
+        conn.tls = tls;
         conns.insert(conn);
         self.lanes.insert(serial, Lane::new(origin, false));
         if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {

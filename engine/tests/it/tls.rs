@@ -1,0 +1,232 @@
+//! DICOM TLS end to end: a real `sluice serve` with a TLS listener
+//! (`network.tls_port`) beside its plain one, mutual TLS against a CA made
+//! fresh by tests/fixtures/make_tls_certs.py, and DCMTK (`echoscu +tls`,
+//! `storescu +tls`, built with OpenSSL) and pynetdicom (an
+//! `ssl.SSLContext`) as the peers. A client certificate from another CA,
+//! an expired one, and a plain client on the TLS port are each refused
+//! with a log line, and nothing of theirs is stored. A C-MOVE to a remote
+//! AE written `tls://` sends its sub-operations over TLS (to DCMTK
+//! storescp +tls, which requires Sluice's certificate).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use sluice_tests::{
+    dcmtk, free_port, make_fixtures, python, python_peer, run, scripts_dir, ChildGuard, PeerOutput,
+};
+
+use crate::serve::Served;
+
+const AE: &str = "SLUICE";
+const PEER_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The certificates, made in `dir`.
+fn certificates(dir: &Path) -> PathBuf {
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("make_tls_certs.py"))
+            .arg(dir),
+        PEER_TIMEOUT,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    dir.to_owned()
+}
+
+/// A DCMTK tool over TLS with `identity` (its .key and .pem), trusting
+/// the test CA.
+fn dcmtk_tls(tool: &str, certs: &Path, identity: &str, port: u16, files: &[&Path]) -> Output {
+    run(
+        Command::new(dcmtk(tool))
+            .args(["-v", "+tls"])
+            .arg(certs.join(format!("{identity}.key")))
+            .arg(certs.join(format!("{identity}.pem")))
+            .arg("+cf")
+            .arg(certs.join("ca.pem"))
+            .args([
+                "-aec",
+                AE,
+                "-aet",
+                "MODALITY",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .args(files),
+        PEER_TIMEOUT,
+    )
+}
+
+/// pynetdicom over TLS (`identity`: its certificate and key, or none).
+fn pynetdicom_tls(certs: &Path, identity: Option<&str>, port: u16, args: &[&str]) -> PeerOutput {
+    let ca = certs.join("ca.pem");
+    let mut tls = ca.to_string_lossy().into_owned();
+    if let Some(identity) = identity {
+        for extension in ["pem", "key"] {
+            tls.push(':');
+            tls.push_str(
+                &certs
+                    .join(format!("{identity}.{extension}"))
+                    .to_string_lossy(),
+            );
+        }
+    }
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("pynetdicom_scu.py"))
+            .args([&port.to_string(), AE, "MODALITY"])
+            .args(args)
+            .env("SLUICE_TLS", tls),
+        PEER_TIMEOUT,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    PeerOutput(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[test]
+fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"));
+    let fixtures = make_fixtures(&dir.path().join("fixtures"));
+    let file = |syntax: &str| {
+        fixtures
+            .iter()
+            .find(|fixture| fixture.transfer_syntax_uid == syntax)
+            .map(|fixture| fixture.path.clone())
+            .expect("a fixture of that syntax")
+    };
+    let explicit = file("1.2.840.10008.1.2.1");
+    let implicit = file("1.2.840.10008.1.2");
+    // A C-MOVE destination reached over TLS: DCMTK storescp, requiring
+    // Sluice's certificate (storescp's default, -rc).
+    let destination_dir = dir.path().join("destination");
+    std::fs::create_dir(&destination_dir).unwrap();
+    let destination_port = free_port();
+    let _destination = ChildGuard::new(
+        Command::new(dcmtk("storescp"))
+            .args(["+tls"])
+            .arg(certs.join("server.key"))
+            .arg(certs.join("server.pem"))
+            .arg("+cf")
+            .arg(certs.join("ca.pem"))
+            .args(["-aet", "DEST", "-od"])
+            .arg(&destination_dir)
+            .arg(destination_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp"),
+    );
+    let tls_port = free_port();
+    let served = Served::start(
+        "uring",
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-certificate",
+            certs.join("server.pem").to_str().unwrap(),
+            "--tls-private-key",
+            certs.join("server.key").to_str().unwrap(),
+            "--tls-client-ca",
+            certs.join("ca.pem").to_str().unwrap(),
+            "--tls-remote-ca",
+            certs.join("ca.pem").to_str().unwrap(),
+            "--remote-ae",
+            &format!("DEST=tls://127.0.0.1:{destination_port}"),
+        ],
+    );
+
+    // DCMTK: C-ECHO and C-STORE over TLS.
+    let output = dcmtk_tls("echoscu", &certs, "client", tls_port, &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = dcmtk_tls("storescu", &certs, "client", tls_port, &[&explicit]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("Success"), "{}", text(&output));
+    // pynetdicom with an SSLContext.
+    let output = pynetdicom_tls(
+        &certs,
+        Some("client"),
+        tls_port,
+        &["store", implicit.to_str().unwrap()],
+    );
+    assert!(output.has("\"statuses\": [0]"), "{output:?}");
+    assert_eq!(served.files("objects").len(), 2, "both stored over TLS");
+    // The plain listener serves beside it.
+    let output = run(
+        Command::new(dcmtk("echoscu")).args(["-aec", AE, "127.0.0.1", &served.port.to_string()]),
+        PEER_TIMEOUT,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+
+    // C-MOVE of what was stored to DEST: the sub-operations go over TLS.
+    let keys = r#"{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": null}"#;
+    let port = served.port.to_string();
+    let found = python_peer(
+        "qr_scu.py",
+        &["find", &port, AE, "VIEWER", "study", keys],
+        PEER_TIMEOUT,
+    );
+    let studies = found.string("uids").unwrap_or_default();
+    assert!(!studies.is_empty(), "{found:?}");
+    for study in studies.split('|') {
+        let keys = format!(r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{study}"}}"#);
+        let moved = python_peer(
+            "qr_scu.py",
+            &["move", &port, AE, "VIEWER", "study", &keys, "DEST"],
+            PEER_TIMEOUT,
+        );
+        assert_eq!(
+            moved.string("status_hex").as_deref(),
+            Some("0000"),
+            "{moved:?}"
+        );
+    }
+    let arrived = std::fs::read_dir(&destination_dir).unwrap().count();
+    assert_eq!(arrived, 2, "both instances moved over TLS");
+
+    // Refused: a certificate from another CA, an expired one, none, and a
+    // plain client on the TLS port. Nothing of theirs is stored.
+    let output = dcmtk_tls("storescu", &certs, "stranger", tls_port, &[&explicit]);
+    assert!(!output.status.success(), "{}", text(&output));
+    let output = pynetdicom_tls(&certs, Some("expired"), tls_port, &["echo"]);
+    assert!(output.has("\"associated\": false"), "{output:?}");
+    let output = pynetdicom_tls(&certs, None, tls_port, &["echo"]);
+    assert!(output.has("\"associated\": false"), "{output:?}");
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", AE, "127.0.0.1", &tls_port.to_string()])
+            .arg(&explicit),
+        PEER_TIMEOUT,
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_eq!(served.files("objects").len(), 2, "nothing more stored");
+
+    let log = served.stop();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("TLS refused: closing the connection"))
+        .collect();
+    assert_eq!(refusals.len(), 4, "one line per refused peer:\n{log}");
+    for line in &refusals {
+        assert!(line.contains("peer=Some(127.0.0.1:"), "{line}");
+    }
+    for cause in [
+        "invalid peer certificate: UnknownIssuer",
+        "invalid peer certificate: certificate expired",
+        "peer sent no certificates",
+        "received corrupt message",
+    ] {
+        assert!(
+            refusals.iter().any(|line| line.contains(cause)),
+            "{cause:?} among the refusals:\n{}",
+            refusals.join("\n")
+        );
+    }
+}
