@@ -228,8 +228,15 @@ fn sigterm_refuses_a_query_that_arrives_during_the_drain() {
     let log = dir.path().join("server.log");
     let port = free_port();
     // One core: once a probe association is refused (transient), that
-    // core has begun its drain.
-    let mut server = crate::serve::spawn_serve(&data, port, "auto", &["--cores", "1"], &log);
+    // core has begun its drain. A drain time far beyond the probes' (its
+    // deadline would abort the association, the C-STORE unanswered).
+    let mut server = crate::serve::spawn_serve(
+        &data,
+        port,
+        "auto",
+        &["--cores", "1", "--shutdown-drain-ms", "120000"],
+        &log,
+    );
     let mut peer = ChildGuard::new(
         Command::new(python())
             .arg(scripts_dir().join("sluice_peer.py"))
