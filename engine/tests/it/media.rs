@@ -14,6 +14,7 @@ use sluice_engine::store::Store;
 use sluice_index::{Index, IndexOptions, StudyQuery};
 use sluice_tests::{dcmtk, python, run, scripts_dir};
 
+use crate::qrscu::sluice;
 use crate::serve::Served;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,18 +34,6 @@ fn accept_all(dir: &Path) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-fn sluice(args: &[&str], config: &Path, data: &Path) -> Output {
-    run(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data),
-        TIMEOUT,
-    )
 }
 
 fn text(output: &Output) -> String {

@@ -146,8 +146,9 @@ fn config_file(dir: &Path, archives: &[&Archive]) -> PathBuf {
     path
 }
 
-/// Runs `sluice ARGS --config CONFIG --data-dir DATA`.
-fn sluice(args: &[&str], config: &Path, data: &Path) -> Output {
+/// Runs `sluice ARGS --config CONFIG --data-dir DATA` (the media tests'
+/// commands too), for at most 300 s.
+pub(crate) fn sluice(args: &[&str], config: &Path, data: &Path) -> Output {
     run(
         Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
@@ -155,7 +156,7 @@ fn sluice(args: &[&str], config: &Path, data: &Path) -> Output {
             .arg(config)
             .arg("--data-dir")
             .arg(data),
-        TIMEOUT,
+        Duration::from_secs(300),
     )
 }
 
