@@ -197,8 +197,10 @@ fn segments_work_where_the_file_system_may_refuse_o_direct() {
 
 #[test]
 fn ext4_takes_o_direct() {
-    // The data directory's usual file system (the workspace is on ext4 here): writes bypass the page cache.
-    let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap();
+    // The data directory's usual file system (the checkout is on ext4 here,
+    // where `./sluice-data` would be): writes bypass the page cache. Not
+    // under `target/`, which a CARGO_TARGET_DIR elsewhere leaves absent.
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
     assert!(writer(dir.path()).is_direct());
 }
 
