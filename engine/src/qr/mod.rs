@@ -59,6 +59,7 @@ use sluice_net::query::{CharacterSet, IdentifierBuilder, InformationModel, Level
 use sluice_net::uid::ts;
 
 use crate::config::Config;
+use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 pub use get::{get, GetTarget};
 pub use prefetch::{
@@ -67,9 +68,6 @@ pub use prefetch::{
 
 /// How long the remote may stay silent before the association is aborted.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
-/// Our Implementation Class UID and version name on SCU associations.
-const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1.1";
-const IMPLEMENTATION_VERSION: &str = "SLUICE_QRSCU";
 /// Largest response identifier collected.
 const IDENTIFIER_LENGTH_MAX: usize = 1024 * 1024;
 /// Failed SOP Instance UID List (0008,0058).
@@ -217,7 +215,8 @@ impl RemoteArchive {
     }
 }
 
-/// Our A-ASSOCIATE-RQ from `calling` to `called` proposing `contexts`.
+/// Our A-ASSOCIATE-RQ from `calling` to `called` proposing `contexts`
+/// (Sluice's Implementation Class UID and version name, 64 KiB PDUs).
 pub(crate) fn associate_rq(
     calling: &str,
     called: &str,
@@ -229,7 +228,7 @@ pub(crate) fn associate_rq(
         presentation_contexts: contexts,
         pdu_length_max_receive: 65536,
         implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
-        implementation_version_name: Some(IMPLEMENTATION_VERSION.to_owned()),
+        implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_owned()),
         asynchronous_operations_window: None,
         user_identity: None,
     }

@@ -10,17 +10,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice_net::assoc::{AssociationProposal, ProposedPresentationContext};
+use sluice_net::assoc::ProposedPresentationContext;
 use sluice_net::client::{Client, ClientError, Received};
 use sluice_net::dimse::{CStoreRq, CStoreRsp, Command, Priority};
 use sluice_net::endpoint::EndpointConfig;
 
-use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
-
 /// Presentation contexts proposed per association (PS3.8 allows 128 odd IDs).
 pub(crate) const CONTEXTS_PER_ASSOCIATION_MAX: usize = 127;
-/// Largest PDU received (responses are small).
-const PDU_RECEIVE_MAX: u32 = 64 * 1024;
 
 /// Why the association failed (not one instance: the whole rest of the run).
 #[derive(Debug, thiserror::Error)]
@@ -52,26 +48,16 @@ impl Association {
         timeout: Duration,
     ) -> Result<Association, SendError> {
         debug_assert!(contexts.len() <= CONTEXTS_PER_ASSOCIATION_MAX);
-        let proposal = AssociationProposal {
-            calling_ae_title: calling_ae_title.to_owned(),
-            called_ae_title: called_ae_title.to_owned(),
-            presentation_contexts: contexts
-                .iter()
-                .map(|(class, syntax)| ProposedPresentationContext {
-                    abstract_syntax: class.clone(),
-                    transfer_syntaxes: vec![syntax.clone()],
-                    roles: None,
-                })
-                .collect(),
-            pdu_length_max_receive: PDU_RECEIVE_MAX,
-            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
-            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_owned()),
-            asynchronous_operations_window: None,
-            user_identity: None,
-        };
-        let rq = proposal
-            .to_associate_rq()
-            .map_err(|error| SendError::Unexpected(error.to_string()))?;
+        let proposed = contexts
+            .iter()
+            .map(|(class, syntax)| ProposedPresentationContext {
+                abstract_syntax: class.clone(),
+                transfer_syntaxes: vec![syntax.clone()],
+                roles: None,
+            })
+            .collect();
+        let rq = crate::qr::associate_rq(calling_ae_title, called_ae_title, proposed)
+            .map_err(SendError::Unexpected)?;
         let (client, negotiated) =
             Client::connect(address, rq, EndpointConfig::default(), timeout)?;
         let mut accepted = Vec::new();
