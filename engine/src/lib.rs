@@ -32,6 +32,7 @@
 
 pub mod cli;
 mod clock;
+pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod escape;

@@ -6,7 +6,8 @@
 
 use crate::error::{IndexError, InvalidInput};
 use crate::records::{
-    CommitmentRecord, FileId, InstanceRecord, NewInstance, QuarantineEntry, Triplet,
+    CommitmentRecord, FileId, InstanceRecord, NewInstance, QuarantineEntry, QuarantineReason,
+    Triplet,
 };
 
 /// What to do when the triplet is already stored.
@@ -116,6 +117,18 @@ pub enum WriteOp {
     /// ignored): the engine can submit it again with every batch until one
     /// commits.
     RemoveInDoubt(FileId),
+    /// Cluster mode: this stored instance lost the cluster-wide decision on
+    /// its SOP Instance UID (another node published it first). Its entry
+    /// moves into quarantine with `reason`, if the stored entry of its
+    /// SOP Instance UID still names `instance.record.file_id`; an in-doubt
+    /// mark on the file then names the quarantine entry instead. The file
+    /// itself is the engine's to move (`objects/` to `quarantine/`).
+    Demote {
+        /// The instance as it was stored (its file id decides).
+        instance: NewInstance,
+        /// Why it is held.
+        reason: QuarantineReason,
+    },
 }
 
 /// What became of the new instance when it was not simply stored.
@@ -213,6 +226,10 @@ pub enum WriteOutcome {
         /// An entry was found and removed.
         removed: bool,
     },
+    /// For [`WriteOp::Demote`]: the quarantine entry now holding the
+    /// instance, `None` if its SOP Instance UID no longer names its file
+    /// (removed or replaced meanwhile: nothing done).
+    Demoted(Option<u64>),
 }
 
 /// One operation's result: refused input leaves the rest of the batch alone.

@@ -19,9 +19,10 @@ use super::kinds::{
     TransferSyntaxKind,
 };
 use super::values::{
-    AccessRule, AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
-    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
-    StorageLayout, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    AccessRule, AeSelection, AeTitle, CatalogueAddress, CheckMode, Cores, DuplicatePolicy,
+    FileKeysOnFind, IoBackend, LogFormat, LogLevel, NodeName, PersonNameMatching, PublishMode,
+    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, TransferSyntaxSelection, Uid,
+    UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -598,5 +599,58 @@ config_options! {
             kind ListKind::new(AccessRuleKind, ACCESS_RULES_MAX),
             flag "access-rule",
             example "[{ calling_ae = \"CT_ROOM_1\", addresses = [\"10.1.2.0/24\"], services = [\"store\", \"commitment\"] }, { calling_ae = \"VIEWER_1\", services = [\"query\", \"retrieve\"] }]";
+    }
+
+    /// Cluster mode (partial: docs/design/scale-out.md says what is built):
+    /// several nodes behind a TCP load balancer, each ingesting into its own
+    /// data directory as on one box, and publishing what it committed to a
+    /// shared PostgreSQL catalogue, where the SOP Instance UID is unique
+    /// cluster-wide. Off unless `catalogue` is set.
+    [cluster] ClusterConfig "Cluster" {
+        /// The shared catalogue: a PostgreSQL connection string (URL or
+        /// `key=value` pairs). Unset (the default): cluster mode is off.
+        /// The tables are created at start if missing.
+        catalogue: Option<CatalogueAddress> = None,
+            kind OptionalKind(TextKind::<CatalogueAddress>::new(
+                "PostgreSQL connection string (string)",
+                "CONNINFO",
+            )),
+            flag "cluster-catalogue", example "\"postgresql://sluice@db.example:5432/sluice\"";
+
+        /// This node's name in the catalogue: where each instance it
+        /// published lives. Required with `catalogue`; unique in the
+        /// cluster, and kept across restarts (the catalogue's rows name it).
+        node_name: Option<NodeName> = None,
+            kind OptionalKind(TextKind::<NodeName>::new("node name (string)", "NAME")),
+            flag "cluster-node", example "\"sluice-1\"";
+
+        /// When entries are published: after the C-STORE response (the
+        /// default: the answer never waits for the network) or before it.
+        publish: PublishMode = PublishMode::AfterAnswer,
+            kind EnumKind::<PublishMode>::new(), flag "cluster-publish";
+
+        /// After the answer: the longest an entry waits to be published
+        /// with others (the catalogue's lag while PostgreSQL is reachable).
+        publish_interval_ms: Duration = Duration::from_millis(100),
+            kind DurationKind::new(TimeUnit::Milliseconds, 1, 60_000),
+            flag "cluster-publish-interval";
+
+        /// Before the answer: the longest a batch's answer waits for the
+        /// catalogue. Past it the batch is answered as stored locally and
+        /// published later (as after the answer), and the node reports the
+        /// catalogue unreachable.
+        publish_timeout_ms: Duration = Duration::from_secs(2),
+            kind DurationKind::new(TimeUnit::Milliseconds, 10, 60_000),
+            flag "cluster-publish-timeout";
+
+        /// The most entries published in one catalogue transaction.
+        publish_batch_max: u32 = 1_000,
+            kind IntKind::<u32>::new(1, 100_000), flag "cluster-publish-batch-max";
+
+        /// How long to wait before trying PostgreSQL again after it failed.
+        /// Meanwhile ingest goes on locally and `/readyz` says so.
+        retry_interval_ms: Duration = Duration::from_secs(1),
+            kind DurationKind::new(TimeUnit::Milliseconds, 10, 600_000),
+            flag "cluster-retry-interval";
     }
 }

@@ -895,3 +895,99 @@ mod tests {
         assert_eq!(Cores::Count(3).count(), 3);
     }
 }
+
+/// The longest cluster node name.
+pub const NODE_NAME_LENGTH_MAX: usize = 63;
+
+/// A cluster node's name (`cluster.node_name`): 1 to 63 ASCII letters,
+/// digits, `.`, `_` or `-`, the form of a host name label, so that it
+/// reads the same in logs, the catalogue and `sluice cluster status`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(String);
+
+impl NodeName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        if text.is_empty() || text.len() > NODE_NAME_LENGTH_MAX {
+            return Err(ValueError(format!(
+                "node name {text:?} is {} characters long; it needs 1 to {NODE_NAME_LENGTH_MAX}",
+                text.len()
+            )));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(ValueError(format!(
+                "node name {text:?} contains {bad:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+            )));
+        }
+        Ok(NodeName(text.to_owned()))
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// Where the shared PostgreSQL catalogue is (`cluster.catalogue`): a
+/// libpq connection string, as a URL (`postgresql://user@host:port/db`) or
+/// as `key=value` pairs, checked by the client's own parser. A password is
+/// better kept out of it (PostgreSQL's `~/.pgpass` or `PGPASSWORD` are not
+/// read by this client; use `password=` in a file only root can read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogueAddress(String);
+
+impl CatalogueAddress {
+    /// The connection string as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for CatalogueAddress {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        match text.parse::<postgres::Config>() {
+            Ok(_) => Ok(CatalogueAddress(text.to_owned())),
+            Err(error) => Err(ValueError(format!(
+                "{text:?} is not a PostgreSQL connection string: {error}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for CatalogueAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+config_enum! {
+    /// When a node publishes its committed entries to the cluster
+    /// catalogue, relative to the C-STORE response (docs/design/scale-out.md
+    /// argues the choice).
+    pub enum PublishMode {
+        /// After the answer: the response waits for the local commit only;
+        /// the catalogue follows within `cluster.publish_interval_ms`, and
+        /// a SOP Instance UID another node published first is moved into
+        /// quarantine afterwards.
+        AfterAnswer = "after-answer",
+        /// Before the answer: the response also waits for the batch's
+        /// catalogue commit (one round trip per batch, bounded by
+        /// `cluster.publish_timeout_ms`), so a loser is answered as a
+        /// quarantined duplicate, as on one node.
+        BeforeAnswer = "before-answer",
+    }
+}

@@ -277,6 +277,8 @@ impl Server {
             }
             _ => None,
         };
+        let cluster = crate::cluster::Cluster::open(config)
+            .map_err(|error| ServeError::Config(error.to_string()))?;
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
         let shared = Arc::new(ServerShared {
             store: store.clone(),
@@ -295,6 +297,7 @@ impl Server {
             move_destinations: resolve_remote_aes(config),
             space: SpaceAccount::default(),
             metrics: Metrics::new(core_count_of(config), config.metrics.metrics_port.is_some()),
+            cluster,
             drained: drained_sender,
         });
         let core_count = core_count_of(config);
@@ -350,6 +353,13 @@ impl Server {
         // one-line summary.
         crate::recovery::recover(store.layout(), store.index())
             .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        if let Some(cluster) = &shared.cluster {
+            cluster
+                .start(store.clone(), shared.in_doubt.clone())
+                .map_err(|error| {
+                    ServeError::Config(format!("cannot start the cluster publisher: {error}"))
+                })?;
+        }
         let factory_shared = shared.clone();
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
@@ -518,6 +528,9 @@ impl Server {
             tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
         }
         self.shared.tracker.stop();
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop();
+        }
         Ok(result?)
     }
 

@@ -186,7 +186,16 @@ fn answer(mut stream: TcpStream, shared: &Arc<ServerShared>) -> std::io::Result<
         },
         Route::Health => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_owned()),
         Route::Ready => match not_ready_because(shared) {
-            None => ("200 OK", "text/plain; charset=utf-8", "ready\n".to_owned()),
+            // Cluster mode without its catalogue still takes stores (into
+            // the local store): ready, and saying so.
+            None => match shared.cluster.as_ref().and_then(|c| c.local_only_because()) {
+                None => ("200 OK", "text/plain; charset=utf-8", "ready\n".to_owned()),
+                Some(note) => (
+                    "200 OK",
+                    "text/plain; charset=utf-8",
+                    format!("ready ({note})\n"),
+                ),
+            },
             Some(reason) => (
                 "503 Service Unavailable",
                 "text/plain; charset=utf-8",
@@ -484,6 +493,33 @@ impl Collector for Scrape {
                     ("rejected_duplicate", counts.rejected),
                     ("failed", counts.failed),
                 ],
+            )?;
+        }
+        if let Some(cluster) = &source.cluster {
+            let state = cluster.state();
+            gauge(
+                &mut encoder,
+                "sluice_cluster_catalogue_reachable",
+                "1 while the cluster catalogue (PostgreSQL) answers; 0: local-only ingest",
+                i64::from(state.reachable.load(Ordering::Relaxed)),
+            )?;
+            gauge(
+                &mut encoder,
+                "sluice_cluster_backlog_bytes",
+                "outbox bytes of committed entries not yet published to the catalogue",
+                i64::try_from(state.backlog_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            )?;
+            counter(
+                &mut encoder,
+                "sluice_cluster_published_entries",
+                "entries published to the catalogue by this process",
+                state.published.load(Ordering::Relaxed),
+            )?;
+            counter(
+                &mut encoder,
+                "sluice_cluster_quarantined_instances",
+                "instances quarantined because another node held their SOP Instance UID",
+                state.demoted.load(Ordering::Relaxed),
             )?;
         }
         gauge(

@@ -290,6 +290,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 }
                 Ok(Ok(WriteOutcome::Removed(self.remove_triplet(triplet)?)))
             }
+            WriteOp::Demote { instance, reason } => Ok(Ok(WriteOutcome::Demoted(
+                self.demote(instance, reason.clone())?,
+            ))),
             WriteOp::ReleaseQuarantine(id) => self.release(*id),
             WriteOp::PurgeQuarantine(id) => Ok(Ok(WriteOutcome::Purged(self.purge(*id)?))),
             WriteOp::PutCommitment {

@@ -28,6 +28,7 @@ pub(super) struct IndexSide {
     reply: Reply,
     batcher: Batcher<TimerId>,
     in_doubt: InDoubtSet,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for IndexSide {
@@ -45,12 +46,14 @@ impl IndexSide {
         reply: Reply,
         storage: &StorageConfig,
         in_doubt: InDoubtSet,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> IndexSide {
         IndexSide {
             writer,
             reply,
             batcher: Batcher::new(storage),
             in_doubt,
+            cluster,
         }
     }
 
@@ -110,16 +113,21 @@ impl IndexSide {
     fn batch(&self, ops: Vec<WriteOp>, jobs: Vec<JobKey>, kind: BatchKind) -> Batch {
         let owed = self.in_doubt.owed();
         let mut all = batcher::owed_ops(&owed);
-        all.extend(ops);
         let reply = self.reply.clone();
-        Batch::with_callback(all, move |result| {
+        // Cluster mode: the committed entries go to the catalogue's outbox
+        // before the answer (and, publishing before the answer, the answer
+        // waits for the catalogue).
+        let cluster = self.cluster.as_ref().filter(|_| kind == BatchKind::Store);
+        let answer = crate::cluster::hook(cluster, &ops, move |result| {
             reply.post(IndexAnswer {
                 jobs,
                 kind,
                 owed,
                 result,
             });
-        })
+        });
+        all.extend(ops);
+        Batch::with_callback(all, answer)
     }
 
     /// Submits the entries of `jobs`. When the writer does not take the

@@ -134,6 +134,7 @@ impl Ingest {
             reply,
             &shared.store.config().storage,
             shared.in_doubt.clone(),
+            shared.cluster.clone(),
         );
         let files = Files::new(shared.store.layout().clone());
         let space = FreeSpace::new(shared.store.config().storage.free_space_floor);

@@ -1,0 +1,269 @@
+//! The shared catalogue in PostgreSQL: its schema, and the group commit
+//! of a batch of entries, in which the primary key on the SOP Instance UID
+//! decides, race-free across nodes, which node holds each instance.
+
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use super::outbox::Entry;
+
+/// The schema, created at connect if missing. Serialized by an advisory
+/// lock: nodes starting together would otherwise race on
+/// `CREATE TABLE IF NOT EXISTS` (a unique violation in `pg_type`).
+const SCHEMA: &str = "
+SELECT pg_advisory_xact_lock(7215361045);
+CREATE TABLE IF NOT EXISTS sluice_nodes (
+    node text PRIMARY KEY,
+    published_entries bigint NOT NULL DEFAULT 0,
+    backlog_entries bigint NOT NULL DEFAULT 0,
+    last_publish_at timestamptz,
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS sluice_instances (
+    sop_instance_uid text PRIMARY KEY,
+    study_instance_uid text NOT NULL,
+    series_instance_uid text NOT NULL,
+    sop_class_uid text NOT NULL,
+    transfer_syntax_uid text NOT NULL,
+    instance_number integer,
+    checksum text NOT NULL,
+    file_size_bytes bigint NOT NULL,
+    dataset_offset_bytes bigint NOT NULL,
+    received_at_unix_ns bigint NOT NULL,
+    calling_ae_title text NOT NULL,
+    patient_name text NOT NULL,
+    patient_id text NOT NULL,
+    patient_birth_date text NOT NULL,
+    patient_sex text NOT NULL,
+    study_date text NOT NULL,
+    study_time text NOT NULL,
+    accession_number text NOT NULL,
+    study_id text NOT NULL,
+    study_description text NOT NULL,
+    referring_physician_name text NOT NULL,
+    modality text NOT NULL,
+    series_number integer,
+    series_description text NOT NULL,
+    node text NOT NULL,
+    location text NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sluice_instances_study ON sluice_instances (study_instance_uid);
+CREATE INDEX IF NOT EXISTS sluice_instances_patient ON sluice_instances (patient_id);
+";
+
+/// The insert of a batch: one statement, one array per column.
+const INSERT: &str = "
+INSERT INTO sluice_instances (
+    sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid,
+    transfer_syntax_uid, instance_number, checksum, file_size_bytes, dataset_offset_bytes,
+    received_at_unix_ns, calling_ae_title, patient_name, patient_id, patient_birth_date,
+    patient_sex, study_date, study_time, accession_number, study_id, study_description,
+    referring_physician_name, modality, series_number, series_description, node, location)
+SELECT sop, study, series, class, syntax, number, checksum, size, offset_bytes, received,
+    calling, patient_name, patient_id, birth, sex, study_date, study_time, accession, study_id,
+    study_description, referring, modality, series_number, series_description, $25::text,
+    location
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[],
+    $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::text[], $14::text[],
+    $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+    $22::text[], $23::int4[], $24::text[], $26::text[]
+) AS u(sop, study, series, class, syntax, number, checksum, size, offset_bytes, received,
+       calling, patient_name, patient_id, birth, sex, study_date, study_time, accession,
+       study_id, study_description, referring, modality, series_number, series_description,
+       location)
+ON CONFLICT (sop_instance_uid) DO NOTHING
+RETURNING sop_instance_uid";
+
+/// Errors talking to the catalogue (all of them mean: not published now).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogueError {
+    /// PostgreSQL refused or dropped the connection, or a statement failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+}
+
+/// Who already holds a SOP Instance UID this node tried to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub(crate) node: String,
+    pub(crate) study_instance_uid: String,
+    pub(crate) series_instance_uid: String,
+    pub(crate) checksum: String,
+    pub(crate) file_size_bytes: u64,
+}
+
+/// What became of a published batch: for each entry (in order) `None`
+/// when it is this node's in the catalogue, or the other node holding it.
+pub(crate) type Published = Vec<Option<Holder>>;
+
+/// A connection to the catalogue.
+pub(crate) struct Catalogue {
+    client: Client,
+    node: String,
+}
+
+impl std::fmt::Debug for Catalogue {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Catalogue")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalogue {
+    /// Connects (bounded by `timeout`, also as the TCP user timeout, so a
+    /// server that stops answering fails a statement instead of hanging
+    /// the publisher), creates the schema if missing and registers the node.
+    pub(crate) fn connect(
+        address: &str,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<Catalogue, CatalogueError> {
+        let mut config: postgres::Config = address.parse()?;
+        config
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("sluice");
+        let mut client = config.connect(NoTls)?;
+        let mut transaction = client.transaction()?;
+        transaction.batch_execute(SCHEMA)?;
+        transaction.execute(
+            "INSERT INTO sluice_nodes (node) VALUES ($1)
+             ON CONFLICT (node) DO UPDATE SET seen_at = now()",
+            &[&node],
+        )?;
+        transaction.commit()?;
+        Ok(Catalogue {
+            client,
+            node: node.to_owned(),
+        })
+    }
+
+    /// Publishes `entries` in one transaction (group commit). An entry
+    /// whose SOP Instance UID is this node's already (published before a
+    /// restart, or stored again here) takes its new location; one held by
+    /// another node is answered with that node.
+    pub(crate) fn publish(
+        &mut self,
+        entries: &[Entry],
+        backlog_entries: u64,
+    ) -> Result<Published, CatalogueError> {
+        let column = |get: fn(&Entry) -> String| entries.iter().map(get).collect::<Vec<_>>();
+        let sops = column(|e| e.sop_instance_uid.clone());
+        let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        let mut transaction = self.client.transaction()?;
+        let inserted: std::collections::HashSet<String> = transaction
+            .query(
+                INSERT,
+                &[
+                    &sops,
+                    &column(|e| e.study_instance_uid.clone()),
+                    &column(|e| e.series_instance_uid.clone()),
+                    &column(|e| e.sop_class_uid.clone()),
+                    &column(|e| e.transfer_syntax_uid.clone()),
+                    &entries
+                        .iter()
+                        .map(|e| e.instance_number)
+                        .collect::<Vec<_>>(),
+                    &column(|e| e.checksum.clone()),
+                    &entries
+                        .iter()
+                        .map(|e| to_i64(e.file_size_bytes))
+                        .collect::<Vec<_>>(),
+                    &entries
+                        .iter()
+                        .map(|e| to_i64(e.dataset_offset_bytes))
+                        .collect::<Vec<_>>(),
+                    &entries
+                        .iter()
+                        .map(|e| to_i64(e.received_at_unix_ns))
+                        .collect::<Vec<_>>(),
+                    &column(|e| e.calling_ae_title.clone()),
+                    &column(|e| e.patient_name.clone()),
+                    &column(|e| e.patient_id.clone()),
+                    &column(|e| e.patient_birth_date.clone()),
+                    &column(|e| e.patient_sex.clone()),
+                    &column(|e| e.study_date.clone()),
+                    &column(|e| e.study_time.clone()),
+                    &column(|e| e.accession_number.clone()),
+                    &column(|e| e.study_id.clone()),
+                    &column(|e| e.study_description.clone()),
+                    &column(|e| e.referring_physician_name.clone()),
+                    &column(|e| e.modality.clone()),
+                    &entries.iter().map(|e| e.series_number).collect::<Vec<_>>(),
+                    &column(|e| e.series_description.clone()),
+                    &self.node,
+                    &column(|e| e.file_id.clone()),
+                ],
+            )?
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect();
+        let mut published = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if inserted.contains(&entry.sop_instance_uid) {
+                published.push(None);
+                continue;
+            }
+            // Held already: by this node (a republish, or a new location)
+            // or by another. The row is locked until commit, so the
+            // decision stands.
+            let row = transaction.query_one(
+                "SELECT node, study_instance_uid, series_instance_uid, checksum, file_size_bytes
+                 FROM sluice_instances WHERE sop_instance_uid = $1 FOR UPDATE",
+                &[&entry.sop_instance_uid],
+            )?;
+            let node: String = row.get(0);
+            if node == self.node {
+                transaction.execute(
+                    "UPDATE sluice_instances SET location = $2, checksum = $3,
+                         file_size_bytes = $4, published_at = now()
+                     WHERE sop_instance_uid = $1 AND location <> $2",
+                    &[
+                        &entry.sop_instance_uid,
+                        &entry.file_id,
+                        &entry.checksum,
+                        &to_i64(entry.file_size_bytes),
+                    ],
+                )?;
+                published.push(None);
+            } else {
+                published.push(Some(Holder {
+                    node,
+                    study_instance_uid: row.get(1),
+                    series_instance_uid: row.get(2),
+                    checksum: row.get(3),
+                    file_size_bytes: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+                }));
+            }
+        }
+        let ours = published.iter().filter(|holder| holder.is_none()).count();
+        transaction.execute(
+            "UPDATE sluice_nodes SET published_entries = published_entries + $2,
+                 backlog_entries = $3, last_publish_at = now(), seen_at = now()
+             WHERE node = $1",
+            &[&self.node, &to_i64(ours as u64), &to_i64(backlog_entries)],
+        )?;
+        transaction.commit()?;
+        Ok(published)
+    }
+
+    /// Says the node is alive and how much it has still to publish.
+    pub(crate) fn heartbeat(&mut self, backlog_entries: u64) -> Result<(), CatalogueError> {
+        self.client.execute(
+            "UPDATE sluice_nodes SET backlog_entries = $2, seen_at = now() WHERE node = $1",
+            &[
+                &self.node,
+                &i64::try_from(backlog_entries).unwrap_or(i64::MAX),
+            ],
+        )?;
+        Ok(())
+    }
+}

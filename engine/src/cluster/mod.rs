@@ -1,0 +1,344 @@
+//! Cluster mode, the part that does not depend on segments
+//! (docs/design/scale-out.md): each node publishes its committed index
+//! entries to a shared PostgreSQL catalogue, where the SOP Instance UID is
+//! unique cluster-wide, and quarantines the instances another node
+//! published first.
+//!
+//! - [`hook`] is the one call in the ingest path: the index writer's answer
+//!   to a store batch passes through it. It appends the batch's stored
+//!   entries to the [`outbox`] (after the LMDB commit, before any
+//!   C-STORE response they cover), then answers the batch at once
+//!   (`publish = "after-answer"`) or leaves the answer to the publisher
+//!   (`"before-answer"`).
+//! - [`publisher`] is one std thread: it reads the outbox from its cursor,
+//!   publishes in batches ([`catalogue`], one transaction each), moves the
+//!   losers into quarantine, and advances the cursor. While PostgreSQL is
+//!   unreachable ingest goes on locally; the outbox keeps the backlog, and
+//!   `/readyz` and the metrics say so.
+//!
+//! Architecture invariant: nothing here is on the acknowledgement path in
+//! `after-answer` mode but one buffered `write` per index batch; and an
+//! entry is published only while the local index still holds it.
+
+mod catalogue;
+mod outbox;
+mod publisher;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use sluice_index::{BatchResult, Disposition, NewInstance, StoreOutcome, WriteOp, WriteOutcome};
+
+pub use catalogue::CatalogueError;
+use outbox::{Entry, Outbox};
+
+use crate::config::{Config, ConfigEnum, PublishMode};
+use crate::store::in_doubt::InDoubtSet;
+use crate::store::Store;
+
+/// The cluster directory under the data directory (the outbox).
+pub const CLUSTER_DIR: &str = "cluster";
+
+/// How many batches may wait for the publisher before the next is
+/// answered without waiting (before-answer mode).
+const WAITING_BATCHES_MAX: usize = 4096;
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// `cluster.catalogue` is set without `cluster.node_name`.
+    #[error("cluster.catalogue is set but cluster.node_name is not: each node needs its own name")]
+    NodeNameMissing,
+    /// The outbox could not be opened.
+    #[error("cannot open the cluster outbox in {path}: {source}")]
+    Outbox {
+        /// The cluster directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What the publisher reports, read by `/readyz` and the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The catalogue answered the last attempt.
+    pub(crate) reachable: AtomicBool,
+    /// Since when it does not (Unix seconds; 0 while reachable).
+    pub(crate) unreachable_since_unix_s: AtomicU64,
+    /// Outbox bytes not yet published.
+    pub(crate) backlog_bytes: AtomicU64,
+    /// Receive time of the oldest entry not yet published (0: none).
+    pub(crate) oldest_unpublished_unix_ns: AtomicU64,
+    /// Entries published by this process.
+    pub(crate) published: AtomicU64,
+    /// Instances moved into quarantine because another node held them.
+    pub(crate) demoted: AtomicU64,
+    /// The last catalogue error, for `/readyz`.
+    pub(crate) last_error: Mutex<String>,
+}
+
+/// A batch answer the publisher holds until its entries are published
+/// (before-answer mode).
+pub(crate) struct Waiting {
+    /// The outbox offset just past this batch's entries.
+    pub(crate) end_offset: u64,
+    /// For each published entry, its item's index in `result`.
+    pub(crate) items: Vec<(usize, sluice_index::FileId)>,
+    pub(crate) result: BatchResult,
+    pub(crate) post: Box<dyn FnOnce(BatchResult) + Send>,
+    pub(crate) deadline: Instant,
+}
+
+/// This node's side of the cluster (cloned into every core's ingest).
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Cluster")
+            .field("node", &self.inner.settings.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings the publisher runs with (from `[cluster]`).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) address: String,
+    pub(crate) node: String,
+    pub(crate) mode: PublishMode,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) batch_max: usize,
+    pub(crate) retry: Duration,
+}
+
+struct Inner {
+    settings: Settings,
+    outbox: Outbox,
+    state: Arc<State>,
+    /// Before-answer: the batches waiting for publication.
+    wake: Sender<Waiting>,
+    wake_receiver: Mutex<Option<Receiver<Waiting>>>,
+    publisher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Cluster {
+    /// Cluster mode as configured: `None` when `cluster.catalogue` is
+    /// unset. Opens the outbox; the publisher starts with [`Cluster::start`].
+    pub fn open(config: &Config) -> Result<Option<Cluster>, ClusterError> {
+        let cluster = &config.cluster;
+        let Some(address) = &cluster.catalogue else {
+            return Ok(None);
+        };
+        let node = cluster
+            .node_name
+            .as_ref()
+            .ok_or(ClusterError::NodeNameMissing)?;
+        let directory = config.server.data_directory.join(CLUSTER_DIR);
+        let outbox = Outbox::open(&directory).map_err(|source| ClusterError::Outbox {
+            path: directory.clone(),
+            source,
+        })?;
+        let (wake, wake_receiver) = crossbeam_channel::bounded(WAITING_BATCHES_MAX);
+        Ok(Some(Cluster {
+            inner: Arc::new(Inner {
+                settings: Settings {
+                    address: address.as_str().to_owned(),
+                    node: node.as_str().to_owned(),
+                    mode: cluster.publish,
+                    interval: cluster.publish_interval_ms,
+                    timeout: cluster.publish_timeout_ms,
+                    batch_max: usize::try_from(cluster.publish_batch_max).unwrap_or(1),
+                    retry: cluster.retry_interval_ms,
+                },
+                outbox,
+                state: Arc::default(),
+                wake,
+                wake_receiver: Mutex::new(Some(wake_receiver)),
+                publisher: Mutex::new(None),
+            }),
+        }))
+    }
+
+    /// Starts the publisher (after start-up recovery: it reads the index).
+    pub(crate) fn start(&self, store: Store, in_doubt: InDoubtSet) -> std::io::Result<()> {
+        let receiver = self
+            .inner
+            .wake_receiver
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        let Some(receiver) = receiver else {
+            panic!("the cluster publisher started twice");
+        };
+        let (stop, stop_receiver) = crossbeam_channel::bounded(1);
+        let publisher = publisher::Publisher {
+            settings: self.inner.settings.clone(),
+            state: self.inner.state.clone(),
+            cluster: self.clone(),
+            store,
+            in_doubt,
+        };
+        let handle = std::thread::Builder::new()
+            .name("cluster-publish".to_owned())
+            .spawn(move || publisher.run(&receiver, &stop_receiver))?;
+        *self
+            .inner
+            .publisher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some((stop, handle));
+        tracing::info!(
+            node = %self.inner.settings.node,
+            publish = self.inner.settings.mode.name(),
+            "cluster mode: publishing committed entries to the shared catalogue"
+        );
+        Ok(())
+    }
+
+    /// Stops the publisher after one last attempt to publish the backlog.
+    pub(crate) fn stop(&self) {
+        let publisher = self
+            .inner
+            .publisher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some((stop, handle)) = publisher {
+            let _ = stop.send(());
+            if handle.join().is_err() {
+                tracing::error!("the cluster publisher panicked");
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.inner.state
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// What `/readyz` adds: `None` while the catalogue is reachable.
+    pub(crate) fn local_only_because(&self) -> Option<String> {
+        let state = &self.inner.state;
+        if state.reachable.load(Ordering::Relaxed) {
+            return None;
+        }
+        let error = state
+            .last_error
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        Some(format!(
+            "local-only ingest: the cluster catalogue is unreachable ({error}); {} bytes of entries wait to be published",
+            state.backlog_bytes.load(Ordering::Relaxed)
+        ))
+    }
+
+    /// The writer's answer to a store batch (see [`hook`]).
+    fn committed(
+        &self,
+        instances: Vec<NewInstance>,
+        mut result: BatchResult,
+        post: Box<dyn FnOnce(BatchResult) + Send>,
+    ) {
+        let Ok(items) = &mut result else {
+            return post(result);
+        };
+        assert!(items.len() >= instances.len(), "an answer per store");
+        let skip = items.len() - instances.len();
+        let mut entries = Vec::new();
+        let mut waiting_items = Vec::new();
+        for (position, (item, instance)) in items.iter().skip(skip).zip(&instances).enumerate() {
+            let stored = matches!(
+                item,
+                Ok(WriteOutcome::Store(outcome))
+                    if matches!(outcome.disposition(), None | Some(Disposition::Replaced { .. }))
+            );
+            if stored {
+                entries.push(Entry::of(instance));
+                waiting_items.push((skip + position, instance.record.file_id));
+            }
+        }
+        if entries.is_empty() {
+            return post(result);
+        }
+        let end_offset = match self.inner.outbox.append(&entries) {
+            Ok(end_offset) => end_offset,
+            Err(error) => {
+                // Not in the outbox: these entries reach the catalogue only
+                // by a republish. Ingest is not failed for it (the local
+                // store has them).
+                tracing::error!(%error, entries = entries.len(), "cannot append to the cluster outbox; these entries are not published");
+                return post(result);
+            }
+        };
+        let reachable = self.inner.state.reachable.load(Ordering::Relaxed);
+        if self.inner.settings.mode == PublishMode::BeforeAnswer && reachable {
+            let waiting = Waiting {
+                end_offset,
+                items: waiting_items,
+                result,
+                post,
+                deadline: Instant::now() + self.inner.settings.timeout,
+            };
+            match self.inner.wake.try_send(waiting) {
+                Ok(()) => {}
+                Err(TrySendError::Full(waiting) | TrySendError::Disconnected(waiting)) => {
+                    (waiting.post)(waiting.result);
+                }
+            }
+        } else {
+            // The publisher finds the entries on its next round (within
+            // `cluster.publish_interval_ms`): rounds gather the entries of
+            // many batches into one catalogue transaction.
+            post(result);
+        }
+    }
+}
+
+/// The one call of the ingest path (the index batch of store operations
+/// `ops`, answered by `post`): without cluster mode, `post` itself; with
+/// it, a callback that records the batch's stored entries for the
+/// catalogue first (see the module documentation).
+pub(crate) fn hook(
+    cluster: Option<&Cluster>,
+    ops: &[WriteOp],
+    post: impl FnOnce(BatchResult) + Send + 'static,
+) -> Box<dyn FnOnce(BatchResult) + Send> {
+    let Some(cluster) = cluster else {
+        return Box::new(post);
+    };
+    let instances: Vec<NewInstance> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Store(request) => Some(request.instance.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        instances.len(),
+        ops.len(),
+        "a store batch holds stores only"
+    );
+    let cluster = cluster.clone();
+    Box::new(move |result| cluster.committed(instances, result, Box::new(post)))
+}
+
+/// The outcome a batch's item is answered with when its instance lost to
+/// another node before the answer: held in quarantine.
+pub(crate) fn quarantined(quarantine_id: u64) -> WriteOutcome {
+    WriteOutcome::Store(StoreOutcome::Duplicate(Disposition::Quarantined {
+        quarantine_id,
+    }))
+}

@@ -1,0 +1,380 @@
+//! The publisher thread: outbox -> catalogue, in batches, and the losers of
+//! the cluster-wide decision into quarantine.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver};
+use sluice_index::{FileId, QuarantineReason, Triplet, WriteOp, WriteOutcome};
+
+use super::catalogue::{Catalogue, CatalogueError, Holder};
+use super::outbox::Entry;
+use super::{quarantined, Cluster, Settings, State, Waiting};
+use crate::store::in_doubt::InDoubtSet;
+use crate::store::Store;
+
+pub(crate) struct Publisher {
+    pub(crate) settings: Settings,
+    pub(crate) state: Arc<State>,
+    pub(crate) cluster: Cluster,
+    pub(crate) store: Store,
+    pub(crate) in_doubt: InDoubtSet,
+}
+
+/// Why a publishing round stopped short.
+enum Stopped {
+    /// The catalogue failed: try again after the retry interval.
+    Catalogue(CatalogueError),
+    /// The outbox could not be read or its cursor written.
+    Outbox(std::io::Error),
+}
+
+impl Publisher {
+    pub(crate) fn run(self, wake: &Receiver<Waiting>, stop: &Receiver<()>) {
+        let outbox = self.cluster.outbox();
+        let mut cursor = match outbox.cursor() {
+            Ok(cursor) => cursor,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the cluster outbox's cursor; publishing from its start (republishing is harmless)");
+                0
+            }
+        };
+        let mut catalogue: Option<Catalogue> = None;
+        let mut next_attempt = Instant::now();
+        let mut waiting: Vec<Waiting> = Vec::new();
+        // Before-answer: the quarantine ids of demoted files whose batch
+        // still waits for its answer.
+        let mut demoted: HashMap<FileId, u64> = HashMap::new();
+        let mut stopping = false;
+        let mut ever_connected = false;
+        // The first round runs at once: the backlog a restart left.
+        let mut first = true;
+        loop {
+            let timeout = if waiting.is_empty() && !first {
+                self.settings.interval
+            } else {
+                Duration::ZERO
+            };
+            first = false;
+            select! {
+                recv(wake) -> message => match message {
+                    Ok(batch) => waiting.push(batch),
+                    Err(_) => stopping = true,
+                },
+                recv(stop) -> _ => stopping = true,
+                default(timeout) => {}
+            }
+            while let Ok(batch) = wake.try_recv() {
+                waiting.push(batch);
+            }
+            if catalogue.is_none() && (Instant::now() >= next_attempt || stopping) {
+                match Catalogue::connect(
+                    &self.settings.address,
+                    &self.settings.node,
+                    self.settings.timeout,
+                ) {
+                    Ok(connected) => {
+                        if ever_connected {
+                            tracing::info!(
+                                backlog_bytes = outbox.backlog_bytes(cursor),
+                                "the cluster catalogue is reachable again; publishing the backlog"
+                            );
+                        } else {
+                            tracing::info!("connected to the cluster catalogue");
+                        }
+                        ever_connected = true;
+                        self.state.reachable.store(true, Ordering::Relaxed);
+                        self.state
+                            .unreachable_since_unix_s
+                            .store(0, Ordering::Relaxed);
+                        catalogue = Some(connected);
+                    }
+                    Err(error) => {
+                        self.unreachable(&error);
+                        next_attempt = Instant::now() + self.settings.retry;
+                    }
+                }
+            }
+            if let Some(connected) = catalogue.as_mut() {
+                let covered: HashSet<FileId> = waiting
+                    .iter()
+                    .flat_map(|batch| batch.items.iter().map(|(_, file_id)| *file_id))
+                    .collect();
+                match self.publish_backlog(connected, &mut cursor, &covered, &mut demoted) {
+                    Ok(()) => {}
+                    Err(Stopped::Catalogue(error)) => {
+                        self.unreachable(&error);
+                        catalogue = None;
+                        next_attempt = Instant::now() + self.settings.retry;
+                    }
+                    Err(Stopped::Outbox(error)) => {
+                        tracing::error!(%error, "the cluster outbox failed; publishing stops until it is readable again");
+                        next_attempt = Instant::now() + self.settings.retry;
+                    }
+                }
+            }
+            // Answer the waiting batches that are published, or that can
+            // wait no longer (their entries are published later).
+            let published_through = outbox.logical(cursor);
+            let now = Instant::now();
+            for batch in std::mem::take(&mut waiting) {
+                if batch.end_offset <= published_through {
+                    answer(batch, &mut demoted);
+                } else if catalogue.is_none() || now >= batch.deadline || stopping {
+                    (batch.post)(batch.result);
+                } else {
+                    waiting.push(batch);
+                }
+            }
+            if waiting.is_empty() {
+                debug_assert!(demoted.is_empty(), "a demotion without its batch");
+                demoted.clear();
+                match outbox.compact(cursor) {
+                    Ok(compacted) => cursor = compacted,
+                    Err(error) => tracing::warn!(%error, "cannot cut back the cluster outbox"),
+                }
+            }
+            self.state
+                .backlog_bytes
+                .store(outbox.backlog_bytes(cursor), Ordering::Relaxed);
+            if let Some(connected) = catalogue.as_mut() {
+                if connected.heartbeat(outbox.backlog_bytes(cursor)).is_err() {
+                    catalogue = None;
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Notes the catalogue unreachable (logged once per outage).
+    fn unreachable(&self, error: &CatalogueError) {
+        let was = self.state.reachable.swap(false, Ordering::Relaxed);
+        let first = self.state.unreachable_since_unix_s.load(Ordering::Relaxed) == 0;
+        if was || first {
+            tracing::error!(%error, "the cluster catalogue is unreachable: ingest goes on local-only, entries wait in the outbox to be published");
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |since| since.as_secs().max(1));
+            self.state
+                .unreachable_since_unix_s
+                .store(now, Ordering::Relaxed);
+        }
+        *self
+            .state
+            .last_error
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = error.to_string();
+    }
+
+    /// Publishes from `cursor` until the outbox is empty or an entry must
+    /// wait (in doubt, and no batch waits for it).
+    fn publish_backlog(
+        &self,
+        catalogue: &mut Catalogue,
+        cursor: &mut u64,
+        covered: &HashSet<FileId>,
+        demoted: &mut HashMap<FileId, u64>,
+    ) -> Result<(), Stopped> {
+        let outbox = self.cluster.outbox();
+        loop {
+            let read = outbox
+                .read_from(*cursor, self.settings.batch_max)
+                .map_err(Stopped::Outbox)?;
+            if read.damaged_lines > 0 {
+                tracing::error!(
+                    lines = read.damaged_lines,
+                    "damaged lines in the cluster outbox were skipped"
+                );
+            }
+            if read.entries.is_empty() {
+                if read.end_offset != *cursor {
+                    *cursor = read.end_offset;
+                    outbox.advance(*cursor).map_err(Stopped::Outbox)?;
+                }
+                self.state
+                    .oldest_unpublished_unix_ns
+                    .store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            if let Some(first) = read.entries.first() {
+                self.state
+                    .oldest_unpublished_unix_ns
+                    .store(first.received_at_unix_ns, Ordering::Relaxed);
+            }
+            let in_doubt = self.in_doubt.snapshot();
+            // An entry in doubt may still fail (and be removed): it waits,
+            // unless its batch waits for it (before-answer). The rest of
+            // the read waits with it, to keep the cursor a single offset.
+            let ready = read
+                .entries
+                .iter()
+                .position(|entry| {
+                    entry
+                        .file_id()
+                        .is_some_and(|id| in_doubt.contains(&id) && !covered.contains(&id))
+                })
+                .unwrap_or(read.entries.len());
+            if ready == 0 {
+                return Ok(());
+            }
+            let complete = ready == read.entries.len();
+            let entries = read.entries.get(..ready).unwrap_or_default();
+            let held = self.held_locally(entries);
+            let to_publish: Vec<Entry> = entries
+                .iter()
+                .zip(&held)
+                .filter(|(_, held)| **held)
+                .map(|(entry, _)| entry.clone())
+                .collect();
+            if !to_publish.is_empty() {
+                let backlog = outbox.backlog_bytes(*cursor);
+                let published = catalogue
+                    .publish(&to_publish, backlog)
+                    .map_err(Stopped::Catalogue)?;
+                self.state
+                    .published
+                    .fetch_add(to_publish.len() as u64, Ordering::Relaxed);
+                for (entry, holder) in to_publish.iter().zip(published) {
+                    if let Some(holder) = holder {
+                        self.demote(entry, &holder, covered, demoted);
+                    }
+                }
+            }
+            if !complete {
+                // Up to the first entry that waits: the offset of an entry
+                // is not kept, so read again from the cursor next round
+                // (publishing again is harmless: the catalogue knows them).
+                return Ok(());
+            }
+            *cursor = read.end_offset;
+            outbox.advance(*cursor).map_err(Stopped::Outbox)?;
+        }
+    }
+
+    /// For each entry, whether the local index still holds it (stored
+    /// under its file): one removed, replaced or demoted since is not
+    /// published.
+    fn held_locally(&self, entries: &[Entry]) -> Vec<bool> {
+        let read = match self.store.index().read() {
+            Ok(read) => read,
+            Err(error) => {
+                // Publishing an entry is safe to repeat, so publish them all.
+                tracing::warn!(%error, "cannot read the index to check the entries before publishing them");
+                return vec![true; entries.len()];
+            }
+        };
+        entries
+            .iter()
+            .map(
+                |entry| match read.instance_by_sop(&entry.sop_instance_uid) {
+                    Ok(Some(found)) => Some(found.record.file_id) == entry.file_id(),
+                    Ok(None) => false,
+                    Err(_) => true,
+                },
+            )
+            .collect()
+    }
+
+    /// This node's entry lost to `holder`: its instance moves into
+    /// quarantine (in the index now; its file by the job, when its batch
+    /// waits for the answer, else here).
+    fn demote(
+        &self,
+        entry: &Entry,
+        holder: &Holder,
+        covered: &HashSet<FileId>,
+        demoted: &mut HashMap<FileId, u64>,
+    ) {
+        let Some(instance) = entry.instance() else {
+            tracing::error!(sop = %entry.sop_instance_uid, "a damaged outbox entry lost in the catalogue; not quarantined");
+            return;
+        };
+        let file_id = instance.record.file_id;
+        let same_triplet = holder.study_instance_uid == entry.study_instance_uid
+            && holder.series_instance_uid == entry.series_instance_uid;
+        let reason = if !same_triplet {
+            QuarantineReason::SopInstanceConflict {
+                stored: Triplet::new(
+                    &holder.study_instance_uid,
+                    &holder.series_instance_uid,
+                    &entry.sop_instance_uid,
+                ),
+            }
+        } else if holder.checksum == entry.checksum
+            && holder.file_size_bytes == entry.file_size_bytes
+        {
+            QuarantineReason::DuplicateIdentical
+        } else {
+            QuarantineReason::Duplicate
+        };
+        let writer = self.store.index().writer();
+        let quarantine_id = match writer.execute(vec![WriteOp::Demote { instance, reason }]) {
+            Ok(items) => match items.into_iter().next() {
+                Some(Ok(WriteOutcome::Demoted(id))) => id,
+                other => panic!("a demotion answered {other:?}"),
+            },
+            Err(error) => {
+                tracing::error!(%error, sop = %entry.sop_instance_uid, node = %holder.node, "cannot quarantine an instance another node holds; it stays stored here too");
+                return;
+            }
+        };
+        let Some(quarantine_id) = quarantine_id else {
+            // Removed or replaced here meanwhile: nothing to hold.
+            return;
+        };
+        self.state.demoted.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            sop = %entry.sop_instance_uid,
+            node = %holder.node,
+            quarantine_id,
+            "the SOP Instance UID is held by another node in the cluster catalogue; this node's copy is quarantined"
+        );
+        if covered.contains(&file_id) {
+            demoted.insert(file_id, quarantine_id);
+        } else {
+            self.move_to_quarantine(file_id);
+        }
+    }
+
+    /// Moves an answered instance's file from `objects/` to `quarantine/`.
+    fn move_to_quarantine(&self, file_id: FileId) {
+        let layout = self.store.layout();
+        let from = layout.object_path(file_id);
+        let to = layout.quarantine_path(file_id);
+        let moved = to
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(&from, &to))
+            .and_then(|()| sync_parent(&to))
+            .and_then(|()| sync_parent(&from));
+        if let Err(error) = moved {
+            tracing::error!(%error, from = %from.display(), to = %to.display(), "cannot move a quarantined file; start-up recovery will find it in the wrong area");
+        }
+    }
+}
+
+/// Flushes the directory holding `path` (the rename's entries).
+fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Answers a batch whose entries are published, its losers as quarantined.
+fn answer(mut batch: Waiting, demoted: &mut HashMap<FileId, u64>) {
+    if let Ok(items) = &mut batch.result {
+        for (position, file_id) in &batch.items {
+            if let Some(quarantine_id) = demoted.remove(file_id) {
+                if let Some(item) = items.get_mut(*position) {
+                    *item = Ok(quarantined(quarantine_id));
+                }
+            }
+        }
+    }
+    (batch.post)(batch.result);
+}
