@@ -118,16 +118,19 @@ pub enum WriteOp {
     /// commits.
     RemoveInDoubt(FileId),
     /// Cluster mode: this stored instance lost the cluster-wide decision on
-    /// its SOP Instance UID (another node published it first). Its entry
-    /// moves into quarantine with `reason`, if the stored entry of its
-    /// SOP Instance UID still names `instance.record.file_id`; an in-doubt
-    /// mark on the file then names the quarantine entry instead. The file
-    /// itself is the engine's to move (`objects/` to `quarantine/`).
+    /// its SOP Instance UID (another node published it first). If the
+    /// stored entry of its SOP Instance UID still names
+    /// `instance.record.file_id`, the entry is removed and, with a
+    /// `hold` reason, moved into quarantine (an in-doubt mark on the file
+    /// then names the quarantine entry); without one (the duplicate
+    /// policies that keep nothing), the file's in-doubt mark goes too and
+    /// the file is referenced by nothing. The file itself is the engine's
+    /// to move or discard.
     Demote {
         /// The instance as it was stored (its file id decides).
         instance: NewInstance,
-        /// Why it is held.
-        reason: QuarantineReason,
+        /// Why it is held in quarantine; `None`: it is not kept.
+        hold: Option<QuarantineReason>,
     },
 }
 
@@ -226,10 +229,15 @@ pub enum WriteOutcome {
         /// An entry was found and removed.
         removed: bool,
     },
-    /// For [`WriteOp::Demote`]: the quarantine entry now holding the
-    /// instance, `None` if its SOP Instance UID no longer names its file
-    /// (removed or replaced meanwhile: nothing done).
-    Demoted(Option<u64>),
+    /// For [`WriteOp::Demote`].
+    Demoted {
+        /// The stored entry was removed; false if its SOP Instance UID no
+        /// longer named the file (removed or replaced meanwhile: nothing
+        /// done).
+        removed: bool,
+        /// The quarantine entry now holding the instance, when held.
+        quarantine_id: Option<u64>,
+    },
 }
 
 /// One operation's result: refused input leaves the rest of the batch alone.

@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use sluice_index::{BatchResult, Disposition, NewInstance, StoreOutcome, WriteOp, WriteOutcome};
+use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome};
 
 pub use catalogue::CatalogueError;
 use outbox::{Entry, Outbox};
@@ -333,12 +333,4 @@ pub(crate) fn hook(
     );
     let cluster = cluster.clone();
     Box::new(move |result| cluster.committed(instances, result, Box::new(post)))
-}
-
-/// The outcome a batch's item is answered with when its instance lost to
-/// another node before the answer: held in quarantine.
-pub(crate) fn quarantined(quarantine_id: u64) -> WriteOutcome {
-    WriteOutcome::Store(StoreOutcome::Duplicate(Disposition::Quarantined {
-        quarantine_id,
-    }))
 }

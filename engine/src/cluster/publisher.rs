@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
-use sluice_index::{FileId, QuarantineReason, Triplet, WriteOp, WriteOutcome};
+use sluice_index::{
+    Disposition, FileId, QuarantineReason, StoreOutcome, Triplet, WriteOp, WriteOutcome,
+};
 
 use super::catalogue::{Catalogue, CatalogueError, Holder};
 use super::outbox::Entry;
-use super::{quarantined, Cluster, Settings, State, Waiting};
+use super::{Cluster, Settings, State, Waiting};
+use crate::config::{DuplicatePolicy, UidConflictPolicy};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
 
@@ -46,7 +49,7 @@ impl Publisher {
         let mut waiting: Vec<Waiting> = Vec::new();
         // Before-answer: the quarantine ids of demoted files whose batch
         // still waits for its answer.
-        let mut demoted: HashMap<FileId, u64> = HashMap::new();
+        let mut demoted: HashMap<FileId, WriteOutcome> = HashMap::new();
         let mut stopping = false;
         let mut ever_connected = false;
         // The first round runs at once: the backlog a restart left.
@@ -177,7 +180,7 @@ impl Publisher {
         catalogue: &mut Catalogue,
         cursor: &mut u64,
         covered: &HashSet<FileId>,
-        demoted: &mut HashMap<FileId, u64>,
+        demoted: &mut HashMap<FileId, WriteOutcome>,
     ) -> Result<(), Stopped> {
         let outbox = self.cluster.outbox();
         loop {
@@ -279,64 +282,78 @@ impl Publisher {
             .collect()
     }
 
-    /// This node's entry lost to `holder`: its instance moves into
-    /// quarantine (in the index now; its file by the job, when its batch
-    /// waits for the answer, else here).
+    /// This node's entry lost to `holder`: the duplicate policies decide
+    /// as on one node ([`verdict`]); the index entry goes now, the file by
+    /// the job when its batch waits for the answer, else here.
     fn demote(
         &self,
         entry: &Entry,
         holder: &Holder,
         covered: &HashSet<FileId>,
-        demoted: &mut HashMap<FileId, u64>,
+        demoted: &mut HashMap<FileId, WriteOutcome>,
     ) {
         let Some(instance) = entry.instance() else {
             tracing::error!(sop = %entry.sop_instance_uid, "a damaged outbox entry lost in the catalogue; not quarantined");
             return;
         };
         let file_id = instance.record.file_id;
-        let same_triplet = holder.study_instance_uid == entry.study_instance_uid
-            && holder.series_instance_uid == entry.series_instance_uid;
-        let reason = if !same_triplet {
-            QuarantineReason::SopInstanceConflict {
-                stored: Triplet::new(
-                    &holder.study_instance_uid,
-                    &holder.series_instance_uid,
-                    &entry.sop_instance_uid,
-                ),
-            }
-        } else if holder.checksum == entry.checksum
-            && holder.file_size_bytes == entry.file_size_bytes
-        {
-            QuarantineReason::DuplicateIdentical
-        } else {
-            QuarantineReason::Duplicate
-        };
+        let waiting = covered.contains(&file_id);
+        let storage = &self.store.config().storage;
+        let (hold, disposition) = verdict(
+            entry,
+            holder,
+            storage.duplicate_policy,
+            storage.uid_conflict_policy,
+            waiting,
+        );
         let writer = self.store.index().writer();
-        let quarantine_id = match writer.execute(vec![WriteOp::Demote { instance, reason }]) {
+        let quarantine_id = match writer.execute(vec![WriteOp::Demote {
+            instance,
+            hold: hold.clone(),
+        }]) {
             Ok(items) => match items.into_iter().next() {
-                Some(Ok(WriteOutcome::Demoted(id))) => id,
+                Some(Ok(WriteOutcome::Demoted {
+                    removed: true,
+                    quarantine_id,
+                })) => quarantine_id,
+                // Removed or replaced here meanwhile: nothing to do.
+                Some(Ok(WriteOutcome::Demoted { removed: false, .. })) => return,
                 other => panic!("a demotion answered {other:?}"),
             },
             Err(error) => {
-                tracing::error!(%error, sop = %entry.sop_instance_uid, node = %holder.node, "cannot quarantine an instance another node holds; it stays stored here too");
+                tracing::error!(%error, sop = %entry.sop_instance_uid, node = %holder.node, "cannot take back an instance another node holds; it stays stored here too");
                 return;
             }
-        };
-        let Some(quarantine_id) = quarantine_id else {
-            // Removed or replaced here meanwhile: nothing to hold.
-            return;
         };
         self.state.demoted.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             sop = %entry.sop_instance_uid,
             node = %holder.node,
-            quarantine_id,
-            "the SOP Instance UID is held by another node in the cluster catalogue; this node's copy is quarantined"
+            ?quarantine_id,
+            "the SOP Instance UID is held by another node in the cluster catalogue; this node's copy is {}",
+            if quarantine_id.is_some() { "quarantined" } else { "not kept (duplicate policy)" }
         );
-        if covered.contains(&file_id) {
-            demoted.insert(file_id, quarantine_id);
-        } else {
+        let outcome = match (quarantine_id, disposition) {
+            (Some(quarantine_id), _) => {
+                outcome_with(&hold, Disposition::Quarantined { quarantine_id })
+            }
+            (None, disposition) => outcome_with(&hold, disposition),
+        };
+        if waiting {
+            demoted.insert(file_id, outcome);
+        } else if quarantine_id.is_some() {
             self.move_to_quarantine(file_id);
+        } else {
+            self.discard(file_id);
+        }
+    }
+
+    /// Deletes an answered instance's file that nothing references now
+    /// (dropped as a byte-identical duplicate).
+    fn discard(&self, file_id: FileId) {
+        let path = self.store.layout().object_path(file_id);
+        if let Err(error) = std::fs::remove_file(&path).and_then(|()| sync_parent(&path)) {
+            tracing::error!(%error, path = %path.display(), "cannot delete a dropped duplicate's file; start-up recovery will find it unreferenced");
         }
     }
 
@@ -365,16 +382,221 @@ fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
-/// Answers a batch whose entries are published, its losers as quarantined.
-fn answer(mut batch: Waiting, demoted: &mut HashMap<FileId, u64>) {
+/// What the duplicate policies make of an entry that lost to `holder`:
+/// the quarantine reason when it is held (else it is not kept), and the
+/// disposition its answer names when not held. Rejecting needs the answer
+/// still to come (`waiting`): an instance already answered success is held
+/// instead, never deleted. `replace` would need the holder to give way,
+/// which is not built: held too (docs/design/scale-out.md).
+pub(crate) fn verdict(
+    entry: &Entry,
+    holder: &Holder,
+    duplicate_policy: DuplicatePolicy,
+    conflict_policy: UidConflictPolicy,
+    waiting: bool,
+) -> (Option<QuarantineReason>, Disposition) {
+    let same_triplet = holder.study_instance_uid == entry.study_instance_uid
+        && holder.series_instance_uid == entry.series_instance_uid;
+    if !same_triplet {
+        let reason = QuarantineReason::SopInstanceConflict {
+            stored: Triplet::new(
+                &holder.study_instance_uid,
+                &holder.series_instance_uid,
+                &entry.sop_instance_uid,
+            ),
+        };
+        return match conflict_policy {
+            UidConflictPolicy::Reject if waiting => (None, Disposition::Rejected),
+            _ => (Some(reason), Disposition::Rejected),
+        };
+    }
+    let identical =
+        holder.checksum == entry.checksum && holder.file_size_bytes == entry.file_size_bytes;
+    match duplicate_policy {
+        DuplicatePolicy::DropIfIdentical if identical => (None, Disposition::Dropped),
+        DuplicatePolicy::Reject if waiting => (None, Disposition::Rejected),
+        _ if identical => (
+            Some(QuarantineReason::DuplicateIdentical),
+            Disposition::Rejected,
+        ),
+        _ => (Some(QuarantineReason::Duplicate), Disposition::Rejected),
+    }
+}
+
+/// The store outcome an answer names for a demoted instance.
+fn outcome_with(hold: &Option<QuarantineReason>, disposition: Disposition) -> WriteOutcome {
+    let outcome = match hold {
+        Some(QuarantineReason::SopInstanceConflict { stored }) => {
+            StoreOutcome::SopInstanceConflict {
+                stored: stored.clone(),
+                disposition,
+            }
+        }
+        Some(QuarantineReason::DuplicateIdentical) => StoreOutcome::DuplicateIdentical(disposition),
+        Some(_) => StoreOutcome::Duplicate(disposition),
+        None => match disposition {
+            Disposition::Dropped => StoreOutcome::DuplicateIdentical(disposition),
+            _ => StoreOutcome::Duplicate(disposition),
+        },
+    };
+    WriteOutcome::Store(outcome)
+}
+
+/// Answers a batch whose entries are published, its losers as what the
+/// policies made of them.
+fn answer(mut batch: Waiting, demoted: &mut HashMap<FileId, WriteOutcome>) {
     if let Ok(items) = &mut batch.result {
         for (position, file_id) in &batch.items {
-            if let Some(quarantine_id) = demoted.remove(file_id) {
+            if let Some(outcome) = demoted.remove(file_id) {
                 if let Some(item) = items.get_mut(*position) {
-                    *item = Ok(quarantined(quarantine_id));
+                    *item = Ok(outcome);
                 }
             }
         }
     }
     (batch.post)(batch.result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(study: &str, checksum: &str) -> Entry {
+        let instance = sluice_index::NewInstance {
+            triplet: Triplet::new(study, "1.2.3", "1.2.3.4"),
+            record: sluice_index::InstanceRecord {
+                file_id: FileId(9),
+                file_size_bytes: 100,
+                dataset_offset_bytes: 0,
+                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
+                checksum: sluice_index::Checksum([0; 16]),
+                received_at_unix_ns: 1,
+                calling_ae_title: "A".into(),
+                instance_number: None,
+            },
+            study: sluice_index::StudyAttributes::default(),
+            series: sluice_index::SeriesAttributes::default(),
+        };
+        let mut entry = Entry::of(&instance);
+        entry.checksum = checksum.to_owned();
+        assert_eq!(entry.instance().map(|i| i.triplet), Some(instance.triplet));
+        entry
+    }
+
+    fn holder(study: &str, checksum: &str) -> Holder {
+        Holder {
+            node: "other".into(),
+            study_instance_uid: study.into(),
+            series_instance_uid: "1.2.3".into(),
+            checksum: checksum.into(),
+            file_size_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn the_duplicate_policies_decide_as_on_one_node_but_never_delete_what_was_answered() {
+        use DuplicatePolicy as D;
+        use UidConflictPolicy as C;
+        let same = holder("1.2", "aa");
+        let other_bytes = holder("1.2", "bb");
+        let other_study = holder("1.9", "aa");
+        let ours = entry("1.2", "aa");
+        let conflict = QuarantineReason::SopInstanceConflict {
+            stored: Triplet::new("1.9", "1.2.3", "1.2.3.4"),
+        };
+        // (holder, duplicate policy, conflict policy, waiting) -> hold, disposition
+        let table = [
+            (
+                &same,
+                D::Quarantine,
+                C::Quarantine,
+                true,
+                Some(QuarantineReason::DuplicateIdentical),
+                Disposition::Rejected,
+            ),
+            (
+                &other_bytes,
+                D::Quarantine,
+                C::Quarantine,
+                false,
+                Some(QuarantineReason::Duplicate),
+                Disposition::Rejected,
+            ),
+            (
+                &same,
+                D::DropIfIdentical,
+                C::Quarantine,
+                false,
+                None,
+                Disposition::Dropped,
+            ),
+            (
+                &other_bytes,
+                D::DropIfIdentical,
+                C::Quarantine,
+                true,
+                Some(QuarantineReason::Duplicate),
+                Disposition::Rejected,
+            ),
+            (
+                &other_bytes,
+                D::Reject,
+                C::Quarantine,
+                true,
+                None,
+                Disposition::Rejected,
+            ),
+            // Answered success already: held, not deleted.
+            (
+                &other_bytes,
+                D::Reject,
+                C::Quarantine,
+                false,
+                Some(QuarantineReason::Duplicate),
+                Disposition::Rejected,
+            ),
+            (
+                &other_bytes,
+                D::Replace,
+                C::Quarantine,
+                true,
+                Some(QuarantineReason::Duplicate),
+                Disposition::Rejected,
+            ),
+            (
+                &other_study,
+                D::Quarantine,
+                C::Quarantine,
+                true,
+                Some(conflict.clone()),
+                Disposition::Rejected,
+            ),
+            (
+                &other_study,
+                D::Quarantine,
+                C::Reject,
+                true,
+                None,
+                Disposition::Rejected,
+            ),
+            (
+                &other_study,
+                D::Quarantine,
+                C::Reject,
+                false,
+                Some(conflict),
+                Disposition::Rejected,
+            ),
+        ];
+        for (row, (holder, duplicate, conflict, waiting, hold, disposition)) in
+            table.into_iter().enumerate()
+        {
+            assert_eq!(
+                verdict(&ours, holder, duplicate, conflict, waiting),
+                (hold, disposition),
+                "row {row}"
+            );
+        }
+    }
 }

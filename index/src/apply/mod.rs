@@ -290,9 +290,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                 }
                 Ok(Ok(WriteOutcome::Removed(self.remove_triplet(triplet)?)))
             }
-            WriteOp::Demote { instance, reason } => Ok(Ok(WriteOutcome::Demoted(
-                self.demote(instance, reason.clone())?,
-            ))),
+            WriteOp::Demote { instance, hold } => self.demote(instance, hold.clone()),
             WriteOp::ReleaseQuarantine(id) => self.release(*id),
             WriteOp::PurgeQuarantine(id) => Ok(Ok(WriteOutcome::Purged(self.purge(*id)?))),
             WriteOp::PutCommitment {

@@ -30,20 +30,25 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(id)
     }
 
-    /// Moves a stored instance into quarantine ([`WriteOp::Demote`]).
+    /// Removes a stored instance that lost in the cluster, holding it in
+    /// quarantine or not ([`WriteOp::Demote`]).
     pub(super) fn demote(
         &mut self,
         instance: &NewInstance,
-        reason: QuarantineReason,
-    ) -> Result<Option<u64>, IndexError> {
+        hold: Option<QuarantineReason>,
+    ) -> Result<ItemResult, IndexError> {
         let file_id = instance.record.file_id;
         let triplet = match self.find_sop(&instance.triplet.sop_instance_uid)? {
             Some((_, triplet, stored)) if stored.file_id == file_id => triplet,
-            _ => return Ok(None),
+            _ => {
+                return Ok(Ok(WriteOutcome::Demoted {
+                    removed: false,
+                    quarantine_id: None,
+                }))
+            }
         };
         let removed = self.remove_triplet(&triplet)?;
         assert!(removed.is_some(), "the stored entry just found is gone");
-        let id = self.quarantine(instance.clone(), reason)?;
         let key = file_id_key(file_id);
         let in_doubt = self
             .tables
@@ -51,11 +56,26 @@ impl<'t, 'e> Apply<'t, 'e> {
             .get(self.txn, &key)
             .map_err(self.lmdb("get in doubt"))?
             .is_some();
-        if in_doubt {
-            let value = in_doubt_value(IN_DOUBT_QUARANTINE, &quarantine_key(id));
-            self.put(self.tables.in_doubt, &key, &value, "mark in doubt")?;
-        }
-        Ok(Some(id))
+        let quarantine_id = match hold {
+            Some(reason) => {
+                let id = self.quarantine(instance.clone(), reason)?;
+                if in_doubt {
+                    let value = in_doubt_value(IN_DOUBT_QUARANTINE, &quarantine_key(id));
+                    self.put(self.tables.in_doubt, &key, &value, "mark in doubt")?;
+                }
+                Some(id)
+            }
+            None => {
+                if in_doubt {
+                    self.delete(self.tables.in_doubt, &key, "clear in doubt")?;
+                }
+                None
+            }
+        };
+        Ok(Ok(WriteOutcome::Demoted {
+            removed: true,
+            quarantine_id,
+        }))
     }
 
     pub(super) fn quarantine_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, IndexError> {

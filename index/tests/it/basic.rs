@@ -1127,3 +1127,83 @@ fn flagged_files_are_recorded_with_their_store_and_listed_while_referenced() {
         vec![(31, FileRole::Instance, "flagged 31".to_owned())]
     );
 }
+
+#[test]
+fn demote_moves_a_stored_instance_into_quarantine_or_removes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let writer = index.writer();
+    let kept = instance("7.1", "7.1.1", "7.1.1.1", 71, 1);
+    let dropped = instance("7.1", "7.1.1", "7.1.1.2", 72, 1);
+    let mut in_doubt = StoreRequest::new(kept.clone());
+    in_doubt.in_doubt = true;
+    writer
+        .execute(vec![
+            WriteOp::Store(in_doubt),
+            WriteOp::Store(StoreRequest::new(dropped.clone())),
+        ])
+        .expect("store");
+    // A file the SOP Instance UID no longer names: nothing done.
+    let mut stale = kept.clone();
+    stale.record.file_id = FileId(99);
+    let results = writer
+        .execute(vec![
+            WriteOp::Demote {
+                instance: stale,
+                hold: Some(QuarantineReason::Duplicate),
+            },
+            WriteOp::Demote {
+                instance: kept.clone(),
+                hold: Some(QuarantineReason::Duplicate),
+            },
+            WriteOp::Demote {
+                instance: dropped.clone(),
+                hold: None,
+            },
+        ])
+        .expect("demote");
+    assert_eq!(
+        results[0],
+        Ok(WriteOutcome::Demoted {
+            removed: false,
+            quarantine_id: None
+        })
+    );
+    let Ok(WriteOutcome::Demoted {
+        removed: true,
+        quarantine_id: Some(id),
+    }) = results[1]
+    else {
+        panic!("expected a demotion into quarantine, got {:?}", results[1]);
+    };
+    assert_eq!(
+        results[2],
+        Ok(WriteOutcome::Demoted {
+            removed: true,
+            quarantine_id: None
+        })
+    );
+    let read = index.read().expect("read");
+    assert!(read.instance_by_sop("7.1.1.1").expect("get").is_none());
+    assert!(read.instance_by_sop("7.1.1.2").expect("get").is_none());
+    assert!(
+        read.study("7.1").expect("study").is_none(),
+        "the study emptied"
+    );
+    let entry = read.quarantine_entry(id).expect("get").expect("held");
+    assert_eq!(entry.instance, kept);
+    assert_eq!(entry.reason, QuarantineReason::Duplicate);
+    // The in-doubt mark follows the entry into quarantine.
+    let marks = read.in_doubt().expect("in doubt");
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].file_id, FileId(71));
+    assert!(
+        matches!(&marks[0].entry, InDoubtEntry::Quarantine(held) if held.id == id),
+        "{marks:?}"
+    );
+    assert_eq!(
+        read.file_role(FileId(71)).expect("role"),
+        Some(FileRole::Quarantine)
+    );
+    assert_eq!(read.file_role(FileId(72)).expect("role"), None);
+}
