@@ -26,6 +26,7 @@
 //! ([`CliError::exit_code`]).
 
 mod browse;
+mod cluster;
 mod commitments;
 mod flagged;
 mod format;
@@ -39,6 +40,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use sluice_index::{Index, IndexError, IndexOptions};
+
+pub use cluster::ClusterCommand;
 
 use crate::config::{Config, ConfigError};
 use crate::lock::{DataDirectoryLock, LockError};
@@ -162,6 +165,9 @@ pub enum OperatorCommand {
     /// import a File-set or a directory of Part 10 files.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Cluster mode: the nodes as the shared catalogue sees them.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// Why an operator command failed.
@@ -426,5 +432,6 @@ pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode,
             store,
         } => browse::export_instance(&store.open()?, &sop_instance_uid, &path, force, output),
         OperatorCommand::Media(command) => media::run(command, output),
+        OperatorCommand::Cluster(command) => cluster::run(command, output),
     }
 }

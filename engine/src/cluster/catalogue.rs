@@ -16,7 +16,8 @@ SELECT pg_advisory_xact_lock(7215361045);
 CREATE TABLE IF NOT EXISTS sluice_nodes (
     node text PRIMARY KEY,
     published_entries bigint NOT NULL DEFAULT 0,
-    backlog_entries bigint NOT NULL DEFAULT 0,
+    backlog_bytes bigint NOT NULL DEFAULT 0,
+    lag_seconds double precision NOT NULL DEFAULT 0,
     last_publish_at timestamptz,
     seen_at timestamptz NOT NULL DEFAULT now()
 );
@@ -150,11 +151,7 @@ impl Catalogue {
     /// whose SOP Instance UID is this node's already (published before a
     /// restart, or stored again here) takes its new location; one held by
     /// another node is answered with that node.
-    pub(crate) fn publish(
-        &mut self,
-        entries: &[Entry],
-        backlog_entries: u64,
-    ) -> Result<Published, CatalogueError> {
+    pub(crate) fn publish(&mut self, entries: &[Entry]) -> Result<Published, CatalogueError> {
         let column = |get: fn(&Entry) -> String| entries.iter().map(get).collect::<Vec<_>>();
         let sops = column(|e| e.sop_instance_uid.clone());
         let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
@@ -247,23 +244,79 @@ impl Catalogue {
         let ours = published.iter().filter(|holder| holder.is_none()).count();
         transaction.execute(
             "UPDATE sluice_nodes SET published_entries = published_entries + $2,
-                 backlog_entries = $3, last_publish_at = now(), seen_at = now()
+                 last_publish_at = now(), seen_at = now()
              WHERE node = $1",
-            &[&self.node, &to_i64(ours as u64), &to_i64(backlog_entries)],
+            &[&self.node, &to_i64(ours as u64)],
         )?;
         transaction.commit()?;
         Ok(published)
     }
 
-    /// Says the node is alive and how much it has still to publish.
-    pub(crate) fn heartbeat(&mut self, backlog_entries: u64) -> Result<(), CatalogueError> {
+    /// Says the node is alive, how much it has still to publish and how
+    /// old the oldest of it is.
+    pub(crate) fn heartbeat(
+        &mut self,
+        backlog_bytes: u64,
+        lag: Duration,
+    ) -> Result<(), CatalogueError> {
         self.client.execute(
-            "UPDATE sluice_nodes SET backlog_entries = $2, seen_at = now() WHERE node = $1",
+            "UPDATE sluice_nodes SET backlog_bytes = $2, lag_seconds = $3, seen_at = now()
+             WHERE node = $1",
             &[
                 &self.node,
-                &i64::try_from(backlog_entries).unwrap_or(i64::MAX),
+                &i64::try_from(backlog_bytes).unwrap_or(i64::MAX),
+                &lag.as_secs_f64(),
             ],
         )?;
         Ok(())
     }
+}
+
+/// One node as the catalogue knows it (`sluice cluster status`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    /// `cluster.node_name`.
+    pub node: String,
+    /// Catalogue rows naming the node.
+    pub instances: u64,
+    /// Outbox bytes it had not published at its last word.
+    pub backlog_bytes: u64,
+    /// Age of its oldest unpublished entry at its last word.
+    pub lag_seconds: f64,
+    /// Seconds since its last word (its publisher reports each round).
+    pub seen_seconds_ago: f64,
+}
+
+/// The catalogue's view of the cluster, for `sluice cluster status`.
+pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, CatalogueError> {
+    let mut config: postgres::Config = address.parse()?;
+    config
+        .connect_timeout(timeout)
+        .tcp_user_timeout(timeout)
+        .application_name("sluice cluster status");
+    let mut client = config.connect(NoTls)?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('sluice_nodes') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client.query(
+        "SELECT n.node,
+                (SELECT count(*) FROM sluice_instances i WHERE i.node = n.node),
+                n.backlog_bytes, n.lag_seconds,
+                extract(epoch FROM now() - n.seen_at)::float8
+         FROM sluice_nodes n ORDER BY n.node",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|row| NodeStatus {
+            node: row.get(0),
+            instances: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            backlog_bytes: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+            lag_seconds: row.get(3),
+            seen_seconds_ago: row.get(4),
+        })
+        .collect())
 }

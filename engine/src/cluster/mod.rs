@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome};
 
-pub use catalogue::CatalogueError;
+pub use catalogue::{status, CatalogueError, NodeStatus};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};

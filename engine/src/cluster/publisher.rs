@@ -143,14 +143,33 @@ impl Publisher {
                 .backlog_bytes
                 .store(outbox.backlog_bytes(cursor), Ordering::Relaxed);
             if let Some(connected) = catalogue.as_mut() {
-                if connected.heartbeat(outbox.backlog_bytes(cursor)).is_err() {
+                if let Err(error) = connected.heartbeat(outbox.backlog_bytes(cursor), self.lag()) {
+                    self.unreachable(&error);
                     catalogue = None;
+                    next_attempt = Instant::now() + self.settings.retry;
                 }
             }
             if stopping {
                 return;
             }
         }
+    }
+
+    /// How old the oldest unpublished entry is (zero when none waits).
+    fn lag(&self) -> Duration {
+        let oldest = self
+            .state
+            .oldest_unpublished_unix_ns
+            .load(Ordering::Relaxed);
+        if oldest == 0 {
+            return Duration::ZERO;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
+        Duration::from_nanos(now.saturating_sub(oldest))
     }
 
     /// Notes the catalogue unreachable (logged once per outage).
@@ -234,10 +253,7 @@ impl Publisher {
                 .map(|(entry, _)| entry.clone())
                 .collect();
             if !to_publish.is_empty() {
-                let backlog = outbox.backlog_bytes(*cursor);
-                let published = catalogue
-                    .publish(&to_publish, backlog)
-                    .map_err(Stopped::Catalogue)?;
+                let published = catalogue.publish(&to_publish).map_err(Stopped::Catalogue)?;
                 self.state
                     .published
                     .fetch_add(to_publish.len() as u64, Ordering::Relaxed);

@@ -481,6 +481,42 @@ fn through_haproxy_every_acknowledged_instance_is_published_once_even_across_a_k
         let (status, body) = node.get("/readyz");
         assert_eq!((status, body.as_str()), (200, "ready\n"), "{}", node.name);
     }
+    // `sluice cluster status` lists the three nodes with their rows (read
+    // again: a store in flight when the sender was killed may land late).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let per_node_now: BTreeMap<String, usize> =
+            postgres
+                .rows()
+                .into_values()
+                .fold(BTreeMap::new(), |mut map, node| {
+                    *map.entry(node).or_default() += 1;
+                    map
+                });
+        let status = cluster_status(&postgres);
+        assert!(status.status.success(), "{status:?}");
+        let text = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(
+            text.starts_with("catalogue: reachable, 3 nodes\n"),
+            "{text}"
+        );
+        let listed: BTreeMap<String, usize> = text
+            .lines()
+            .skip(2)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                Some((fields.first()?.to_string(), fields.get(1)?.parse().ok()?))
+            })
+            .collect();
+        if listed == per_node_now {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status {listed:?} against the catalogue's {per_node_now:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     eprintln!(
         "cluster through HAProxy: {} acknowledged, catalogue rows per node {per_node:?}",
         acknowledged.len()
@@ -564,6 +600,14 @@ fn one_sop_instance_uid_sent_to_two_nodes_at_once_ends_stored_once_and_quarantin
     assert_eq!(count(winner.data.join("quarantine")), 0);
 }
 
+/// `sluice cluster status` against the test's catalogue.
+fn cluster_status(postgres: &Postgres) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "status", "--catalogue", &postgres.conninfo()])
+        .output()
+        .unwrap()
+}
+
 /// Files under `dir`, recursively.
 fn walk(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -602,6 +646,12 @@ fn postgres_stopped_mid_run_degrades_to_local_ingest_and_catches_up() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("local-only"), "{body}");
     assert_eq!(nodes[0].metric("sluice_cluster_catalogue_reachable"), 0);
+    let status = cluster_status(&postgres);
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).starts_with("catalogue: unreachable"),
+        "{status:?}"
+    );
     assert!(
         nodes[0].log().contains("cluster catalogue is unreachable"),
         "{}",
