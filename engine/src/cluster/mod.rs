@@ -248,21 +248,22 @@ impl Cluster {
     /// The writer's answer to a store batch (see [`hook`]).
     fn committed(
         &self,
-        instances: Vec<NewInstance>,
+        ops_count: usize,
+        instances: Vec<(usize, NewInstance)>,
         mut result: BatchResult,
         post: Box<dyn FnOnce(BatchResult) + Send>,
     ) {
         let Ok(items) = &mut result else {
             return post(result);
         };
-        assert!(items.len() >= instances.len(), "an answer per store");
-        let skip = items.len() - instances.len();
+        assert!(items.len() >= ops_count, "an answer per operation");
+        let skip = items.len() - ops_count;
         let mut entries = Vec::new();
         let mut waiting_items = Vec::new();
-        for (position, (item, instance)) in items.iter().skip(skip).zip(&instances).enumerate() {
+        for (position, instance) in &instances {
             let stored = matches!(
-                item,
-                Ok(WriteOutcome::Store(outcome))
+                items.get(skip + position),
+                Some(Ok(WriteOutcome::Store(outcome)))
                     if matches!(outcome.disposition(), None | Some(Disposition::Replaced { .. }))
             );
             if stored {
@@ -319,18 +320,17 @@ pub(crate) fn hook(
     let Some(cluster) = cluster else {
         return Box::new(post);
     };
-    let instances: Vec<NewInstance> = ops
+    // Each store with its position among `ops` (the answer has one item
+    // per operation, after those of the removals put in front of them).
+    let instances: Vec<(usize, NewInstance)> = ops
         .iter()
-        .filter_map(|op| match op {
-            WriteOp::Store(request) => Some(request.instance.clone()),
+        .enumerate()
+        .filter_map(|(position, op)| match op {
+            WriteOp::Store(request) => Some((position, request.instance.clone())),
             _ => None,
         })
         .collect();
-    assert_eq!(
-        instances.len(),
-        ops.len(),
-        "a store batch holds stores only"
-    );
+    let ops_count = ops.len();
     let cluster = cluster.clone();
-    Box::new(move |result| cluster.committed(instances, result, Box::new(post)))
+    Box::new(move |result| cluster.committed(ops_count, instances, result, Box::new(post)))
 }
