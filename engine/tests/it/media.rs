@@ -551,3 +551,44 @@ fn a_plain_directory_imports_its_part10_files_and_skips_the_rest() {
         text(&import)
     );
 }
+
+/// An export that fails part way (a stored file gone) says which file and
+/// leaves no DICOMDIR, neither the final one nor its `DICOMDIR.tmp`.
+#[test]
+fn an_export_that_fails_part_way_leaves_no_dicomdir() {
+    let work = tempfile::tempdir().unwrap();
+    let config = accept_all(work.path());
+    let files = peer_files(&work.path().join("peer"), 3);
+    let data = fresh_store(work.path());
+    let import = sluice(
+        &[
+            "media",
+            "import",
+            work.path().join("peer").to_str().unwrap(),
+        ],
+        &config,
+        &data,
+    );
+    assert!(import.status.success(), "{}", text(&import));
+    assert_eq!(stored(&data).len(), files.len());
+    let objects = crate::ingest::files_under(&data.join("objects"));
+    let gone = objects.last().expect("stored files");
+    std::fs::remove_file(gone).unwrap();
+
+    let out = work.path().join("cd");
+    let studies: BTreeSet<String> = values(&files, "StudyInstanceUID").into_iter().collect();
+    let mut args = vec!["media", "export", "--out", out.to_str().unwrap()];
+    for study in &studies {
+        args.extend(["--study", study.as_str()]);
+    }
+    let export = sluice(&args, &config, &data);
+    assert_eq!(export.status.code(), Some(1), "{}", text(&export));
+    assert!(
+        text(&export).contains(&gone.display().to_string()),
+        "{}",
+        text(&export)
+    );
+    assert!(out.exists(), "the export started");
+    assert!(!out.join("DICOMDIR").exists());
+    assert!(!out.join("DICOMDIR.tmp").exists(), "{}", text(&export));
+}
