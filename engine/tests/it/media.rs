@@ -592,3 +592,46 @@ fn an_export_that_fails_part_way_leaves_no_dicomdir() {
     assert!(!out.join("DICOMDIR").exists());
     assert!(!out.join("DICOMDIR.tmp").exists(), "{}", text(&export));
 }
+
+/// The embedded engine of an import admits the import's own association
+/// only, whatever the site's configuration admits: an allow list and
+/// access rules naming other AEs do not refuse it, and the served
+/// configuration's metrics port (taken here by another listener) is not
+/// opened.
+#[test]
+fn an_import_under_a_site_configuration_serves_only_itself() {
+    let work = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_port = taken.local_addr().unwrap().port();
+    let config = work.path().join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\ncalling_ae_allow_list = [\"CT1\"]\n\
+             [accept]\nsop_classes = \"all-storage\"\ntransfer_syntaxes = \"all\"\n\
+             [storage]\nfree_space_floor = \"0\"\n\
+             [metrics]\nmetrics_port = {metrics_port}\n\
+             [[access.rule]]\ncalling_ae = \"CT1\"\nservices = [\"store\"]\n"
+        ),
+    )
+    .unwrap();
+    let files = peer_files(&work.path().join("peer"), 2);
+    let data = fresh_store(work.path());
+    let import = sluice(
+        &[
+            "media",
+            "import",
+            work.path().join("peer").to_str().unwrap(),
+        ],
+        &config,
+        &data,
+    );
+    assert!(import.status.success(), "{}", text(&import));
+    assert!(
+        stdout(&import).contains("imported 2 of 2 instances"),
+        "{}",
+        text(&import)
+    );
+    let back: BTreeSet<String> = stored(&data).into_iter().map(|(sop, _)| sop).collect();
+    assert_eq!(back, sops(&files));
+}
