@@ -305,6 +305,9 @@ fn get_on(
             })
         },
     )?;
+    client
+        .set_receive_timeout(remote.retrieve_timeout)
+        .map_err(|source| remote.error(source))?;
     let mut local_failures: Vec<String> = Vec::new();
     loop {
         match client.receive().map_err(|source| remote.error(source))? {

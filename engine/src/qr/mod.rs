@@ -68,6 +68,11 @@ pub use prefetch::{
 
 /// How long the remote may stay silent before the association is aborted.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// How long a C-MOVE or C-GET may wait for the remote's next message once
+/// its request is sent: an hour, since a C-MOVE SCP need send no pending
+/// response while its sub-operations run (PS3.4 C.4.2.1.4; DCMTK's
+/// `movescu` waits without limit by default).
+pub const RETRIEVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
 /// Largest response identifier collected.
 const IDENTIFIER_LENGTH_MAX: usize = 1024 * 1024;
 /// Failed SOP Instance UID List (0008,0058).
@@ -149,6 +154,10 @@ pub struct RemoteArchive {
     pub calling_ae_title: String,
     /// How long it may stay silent before we abort.
     pub timeout: Duration,
+    /// How long a C-MOVE or C-GET may wait for its next message once the
+    /// request is sent (`None`: as long as the association lives); see
+    /// [`RETRIEVE_TIMEOUT_DEFAULT`].
+    pub retrieve_timeout: Option<Duration>,
 }
 
 impl RemoteArchive {
@@ -182,6 +191,7 @@ impl RemoteArchive {
             address,
             calling_ae_title: config.network.ae_title.as_str().to_owned(),
             timeout: TIMEOUT_DEFAULT,
+            retrieve_timeout: Some(RETRIEVE_TIMEOUT_DEFAULT),
         })
     }
 
@@ -772,6 +782,9 @@ pub fn move_to(
                 })
             },
         )?;
+        client
+            .set_receive_timeout(remote.retrieve_timeout)
+            .map_err(|source| remote.error(source))?;
         loop {
             match client.receive().map_err(|source| remote.error(source))? {
                 Received::Command {

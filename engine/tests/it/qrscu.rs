@@ -719,3 +719,67 @@ fn embedding_api_finds_and_gets_from_dcmqrscp_into_a_running_server() {
     }
     server.shutdown(Duration::from_secs(10)).unwrap();
 }
+
+/// A C-MOVE whose SCP sends no pending response outlives `--timeout` (the
+/// per-read bound of queries and association set-up) and ends with the
+/// remote's final status; `--retrieve-timeout` bounds it instead, with an
+/// A-ABORT and a message naming the wait.
+#[test]
+fn a_move_without_pending_responses_waits_past_the_read_timeout_until_the_retrieve_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(sluice_tests::python())
+        .arg(sluice_tests::scripts_dir().join("slow_move_scp.py"))
+        .arg(port.to_string())
+        .arg("4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start slow_move_scp.py");
+    let _guard = ChildGuard::new(child);
+    wait_listening(port, "slow_move_scp.py");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[network]\nae_title = \"SLUICE\"\n[network.remote_aes]\nSLOWMOVE = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    let started = Instant::now();
+    let output = sluice(
+        &[
+            "retrieve",
+            "SLOWMOVE",
+            "--timeout",
+            "2",
+            "--study",
+            "1.2.3.4",
+        ],
+        &config,
+        &data,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(stdout(&output).contains("status 0000"), "{output:?}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "{output:?}");
+
+    let output = sluice(
+        &[
+            "retrieve",
+            "SLOWMOVE",
+            "--timeout",
+            "2",
+            "--retrieve-timeout",
+            "1",
+            "--study",
+            "1.2.3.4",
+        ],
+        &config,
+        &data,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("no answer from the peer within 1 s"),
+        "{output:?}"
+    );
+}

@@ -8,7 +8,7 @@
 //! file is written as stored or transcoded, streamed. The DICOMDIR goes to
 //! `DICOMDIR.tmp` as the writer hands it out and is renamed last, after
 //! every file and the DICOMDIR itself are synced: an interrupted export
-//! leaves no DICOMDIR. Memory: the writer's state (about 72 bytes per
+//! leaves no DICOMDIR (and one that fails removes its `DICOMDIR.tmp`). Memory: the writer's state (about 72 bytes per
 //! instance, docs/design/media.md), a page of index entries, and one
 //! chunk of file.
 
@@ -54,6 +54,19 @@ struct Refused {
     reason: String,
 }
 
+/// Removes the partial `DICOMDIR.tmp` of an export that ends in an error
+/// before its rename (forgotten once renamed), so a failed export leaves
+/// the files it copied and no DICOMDIR of either name.
+struct Unfinished<'a>(&'a Path);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(self.0) {
+            tracing::warn!(path = %self.0.display(), %error, "could not remove the unfinished DICOMDIR");
+        }
+    }
+}
+
 /// `sluice media export`.
 pub(crate) fn export(
     store: &OpenStore,
@@ -73,6 +86,7 @@ pub(crate) fn export(
     .map_err(|error| CliError::BadArgument(error.to_string()))?;
     let tmp_path = request.out.join("DICOMDIR.tmp");
     let mut dicomdir = File::create(&tmp_path).map_err(CliError::io("create", &tmp_path))?;
+    let unfinished = Unfinished(&tmp_path);
     let mut refused = Vec::new();
     let mut written = 0u64;
     let mut written_bytes = 0u64;
@@ -156,6 +170,7 @@ pub(crate) fn export(
     sync_tree(&request.out)?;
     let final_path = request.out.join("DICOMDIR");
     std::fs::rename(&tmp_path, &final_path).map_err(CliError::io("rename", &tmp_path))?;
+    std::mem::forget(unfinished);
     File::open(&request.out)
         .and_then(|dir| dir.sync_all())
         .map_err(CliError::io("sync", &request.out))?;
