@@ -465,19 +465,41 @@ fn prefetch_from_dcmqrscp_fetches_what_is_missing_and_skips_what_is_held() {
     prefetches(dir.path(), &archive, &served);
 }
 
-/// The corpus in `archive`; one of QR-PAT-A's studies retrieved first,
-/// then the patient prefetched into `served`.
+/// The corpus in `archive`; one series of QR-PAT-A's two-series study
+/// retrieved first, then the patient prefetched into `served`: the rest
+/// of that study comes instance by instance (nothing held is sent again,
+/// so nothing is quarantined), the other study whole; prefetched again,
+/// both are skipped.
 fn prefetches(dir: &Path, archive: &Archive, served: &Served) {
     let instances = little_endian(corpus(&dir.join("corpus")));
     load(archive, &instances);
     let config = config_file(dir, &[archive]);
     let ae = archive.ae;
-    let studies = studies_of(&instances, "QR-PAT-A");
+    let mut studies = studies_of(&instances, "QR-PAT-A");
     assert_eq!(studies.len(), 2);
+    let series_of = |study: &str| -> BTreeMap<String, usize> {
+        let mut series = BTreeMap::new();
+        for instance in instances.iter().filter(|i| i.study == study) {
+            *series.entry(instance.series.clone()).or_insert(0) += 1;
+        }
+        series
+    };
+    studies.sort_by_key(|study| std::cmp::Reverse(series_of(study).len()));
+    let partial = series_of(&studies[0]);
+    assert_eq!(partial.len(), 2, "the corpus's study A1 has two series");
+    let (held_series, held_count) = partial.iter().next().unwrap();
+    let missing_count = partial.values().sum::<usize>() - held_count;
 
-    // One study already here.
+    // One series of the first study already here.
     let output = sluice(
-        &["retrieve", ae, "--study", &studies[0]],
+        &[
+            "retrieve",
+            ae,
+            "--study",
+            &studies[0],
+            "--series",
+            held_series,
+        ],
         &config,
         &served.data(),
     );
@@ -490,11 +512,32 @@ fn prefetches(dir: &Path, archive: &Archive, served: &Served) {
     );
     assert!(output.status.success(), "{output:?}\n{}", served.log());
     let text = stdout(&output);
-    assert!(text.contains(&format!("skipped {}", studies[0])), "{text}");
+    assert!(
+        text.contains(&format!(
+            "fetched {}: {missing_count} completed, 0 failed",
+            studies[0]
+        )),
+        "{text}"
+    );
     assert!(text.contains(&format!("fetched {}", studies[1])), "{text}");
     assert!(
-        text.contains("2 studies: 1 fetched, 1 skipped, 0 failed"),
+        text.contains("2 studies: 2 fetched, 0 skipped, 0 failed"),
         "{text}"
+    );
+    assert!(
+        served.files("quarantine").is_empty(),
+        "nothing held was sent again: {:?}",
+        served.files("quarantine")
+    );
+    let output = sluice(
+        &["prefetch", ae, "--patient-id", "QR-PAT-A"],
+        &config,
+        &served.data(),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output).contains("2 studies: 0 fetched, 2 skipped, 0 failed"),
+        "{output:?}"
     );
     let files = served.files("objects");
     assert_landed(&files, archive, &instances, &studies[0]);
