@@ -416,10 +416,39 @@ fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
+/// The C-GET relay passes instances on as they arrive: the corpus's study
+/// and one of a single 40 MB instance (about 640 receive chunks), each
+/// stored here byte for byte.
 #[test]
 fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let instances = little_endian(corpus(&dir.path().join("corpus")));
+    let mut instances = little_endian(corpus(&dir.path().join("corpus")));
+    let output = run(
+        Command::new(sluice_tests::python())
+            .arg(sluice_tests::scripts_dir().join("qr_corpus.py"))
+            .arg(dir.path().join("bulk"))
+            .args(["--bulk", "1", "--bulk-bytes", "40000000", "--lines"]),
+        TIMEOUT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let bulk: Vec<Instance> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.len() == 7 && fields[3] == "QR-PAT-BULK").then(|| Instance {
+                sop: fields[0].into(),
+                study: fields[1].into(),
+                series: fields[2].into(),
+                patient_id: fields[3].into(),
+                modality: fields[4].into(),
+                syntax: fields[5].into(),
+                file: fields[6].into(),
+            })
+        })
+        .collect();
+    assert_eq!(bulk.len(), 1);
+    assert!(std::fs::metadata(&bulk[0].file).unwrap().len() > 39_000_000);
+    instances.extend(bulk.iter().cloned());
     let archive = orthanc(dir.path(), free_port());
     load(&archive, &instances);
     let config = config_file(dir.path(), &[&archive]);
@@ -441,6 +470,18 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     // The catalogue has them: `sluice ls` lists the study.
     let listed = sluice(&["ls"], &config, &data);
     assert!(stdout(&listed).contains(&study), "{listed:?}");
+
+    let output = sluice(
+        &["retrieve", "ORTHANC", "--study", &bulk[0].study, "--get"],
+        &config,
+        &data,
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output).contains("1 completed, 0 failed"),
+        "{output:?}"
+    );
+    assert_landed(&objects(&data), &archive, &instances, &bulk[0].study);
 }
 
 #[test]
