@@ -169,6 +169,32 @@ impl Client {
         self.flush()
     }
 
+    /// Sends `command`, whose data set follows in parts
+    /// ([`Client::send_data_set_part`]) as the caller gets them: for
+    /// relaying a data set whose length is known only at its end, holding
+    /// one part at a time. No other message may be sent before the last part.
+    pub fn send_command_before_parts(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+    ) -> Result<(), ClientError> {
+        self.endpoint
+            .send_command_before_parts(context_id, command)?;
+        self.flush()
+    }
+
+    /// Sends one part of the data set announced by
+    /// [`Client::send_command_before_parts`]; `last` ends it.
+    pub fn send_data_set_part(
+        &mut self,
+        context_id: u8,
+        part: &[u8],
+        last: bool,
+    ) -> Result<(), ClientError> {
+        self.endpoint.send_data_set_part(context_id, part, last)?;
+        self.flush()
+    }
+
     /// Sends `command` and then its data set of `length` bytes read from
     /// `source` as it goes (a large data set from a file, never held whole).
     /// A source that ends early, or fails, aborts the association: a data

@@ -660,7 +660,8 @@ fn to_match(dataset: &SmallDataset, request: &QueryRequest, status: Status) -> M
     }
 }
 
-/// What a C-MOVE or C-GET retrieves: a study, or series of it.
+/// What a C-MOVE or C-GET retrieves: a study, series of it, or instances
+/// of one series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrieveRequest {
     /// Study Root or Patient Root.
@@ -671,6 +672,9 @@ pub struct RetrieveRequest {
     pub study_instance_uid: String,
     /// Series of the study; empty: the whole study.
     pub series_instance_uids: Vec<String>,
+    /// Instances of the one series named (IMAGE level); empty: the series
+    /// whole.
+    pub sop_instance_uids: Vec<String>,
 }
 
 impl RetrieveRequest {
@@ -681,11 +685,31 @@ impl RetrieveRequest {
             patient_id: None,
             study_instance_uid: study_instance_uid.to_owned(),
             series_instance_uids: Vec::new(),
+            sop_instance_uids: Vec::new(),
+        }
+    }
+
+    /// These instances of one series of a study, Study Root.
+    pub fn instances(
+        study_instance_uid: &str,
+        series_instance_uid: &str,
+        sop_instance_uids: Vec<String>,
+    ) -> RetrieveRequest {
+        RetrieveRequest {
+            series_instance_uids: vec![series_instance_uid.to_owned()],
+            sop_instance_uids,
+            ..RetrieveRequest::study(study_instance_uid)
         }
     }
 
     pub(crate) fn identifier(&self) -> IdentifierBuilder {
-        let level = if self.series_instance_uids.is_empty() {
+        debug_assert!(
+            self.sop_instance_uids.is_empty() || self.series_instance_uids.len() == 1,
+            "an IMAGE-level retrieval names exactly one series"
+        );
+        let level = if !self.sop_instance_uids.is_empty() {
+            Level::Image
+        } else if self.series_instance_uids.is_empty() {
             Level::Study
         } else {
             Level::Series
@@ -701,6 +725,9 @@ impl RetrieveRequest {
                 tags::SERIES_INSTANCE_UID,
                 &self.series_instance_uids.join("\\"),
             );
+        }
+        if !self.sop_instance_uids.is_empty() {
+            builder = builder.key(tags::SOP_INSTANCE_UID, &self.sop_instance_uids.join("\\"));
         }
         builder
     }

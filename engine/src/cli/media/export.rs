@@ -54,6 +54,34 @@ struct Refused {
     reason: String,
 }
 
+/// The export's warnings, one line per distinct warning however many
+/// instances share it (a key missing from a patient's every instance is
+/// one line, not one per instance), in the order first seen.
+#[derive(Default)]
+struct Warned {
+    /// Each warning, how many instances had it, and the first of them.
+    distinct: Vec<(String, u64, String)>,
+    /// Where each warning is in `distinct`.
+    seen: std::collections::HashMap<String, usize>,
+}
+
+impl Warned {
+    fn add(&mut self, warning: String, sop_instance_uid: &str) {
+        match self.seen.get(&warning) {
+            Some(&at) => {
+                if let Some((_, count, _)) = self.distinct.get_mut(at) {
+                    *count += 1;
+                }
+            }
+            None => {
+                self.seen.insert(warning.clone(), self.distinct.len());
+                self.distinct
+                    .push((warning, 1, sop_instance_uid.to_owned()));
+            }
+        }
+    }
+}
+
 /// Removes the partial `DICOMDIR.tmp` of an export that ends in an error
 /// before its rename (forgotten once renamed), so a failed export leaves
 /// the files it copied and no DICOMDIR of either name.
@@ -92,6 +120,7 @@ pub(crate) fn export(
     let mut written_bytes = 0u64;
     let mut transcoded = 0u64;
     let mut warnings = 0u64;
+    let mut warned = Warned::default();
     for study in &studies {
         let series = {
             let txn = store.index.read().map_err(store.index_error())?;
@@ -126,12 +155,10 @@ pub(crate) fn export(
                             transcoded += u64::from(was_transcoded);
                             for warning in instance_warnings {
                                 warnings += 1;
-                                writeln!(
-                                    output,
-                                    "warning: {}: {}",
-                                    Escaped(&entry.triplet.sop_instance_uid),
-                                    describe_warning(&warning)
-                                )?;
+                                warned.add(
+                                    describe_warning(&warning),
+                                    &entry.triplet.sop_instance_uid,
+                                );
                             }
                         }
                         Outcome::Refused(reason) => refused.push(Refused {
@@ -181,6 +208,14 @@ pub(crate) fn export(
             "refused: {}: {}",
             Escaped(&refusal.sop_instance_uid),
             refusal.reason
+        )?;
+    }
+    for (warning, count, first) in &warned.distinct {
+        let instances = if *count == 1 { "instance" } else { "instances" };
+        writeln!(
+            output,
+            "warning: {warning} ({count} {instances}, the first {})",
+            Escaped(first)
         )?;
     }
     let [patients, studies_written, series_written, _] = end.records;
