@@ -5,6 +5,7 @@
 //! that follows it are atomic with respect to every other submitter.
 
 use crate::error::{IndexError, InvalidInput};
+use crate::location::Location;
 use crate::records::{
     CommitmentRecord, FileId, InstanceRecord, NewInstance, QuarantineEntry, QuarantineReason,
     Triplet,
@@ -63,6 +64,11 @@ pub struct StoreRequest {
     /// recorded in the `flagged` table in the same transaction, for
     /// [`crate::ReadTxn::flagged`]. `None`: nothing was found.
     pub flagged: Option<Vec<u8>>,
+    /// Where the instance's bytes are: when the store makes an entry name
+    /// the file id (stored, or held in quarantine) and this is a record,
+    /// the record's place goes in the `locations` table and its segment's
+    /// state follows (see [`crate::SegmentState`]).
+    pub location: Location,
 }
 
 impl StoreRequest {
@@ -74,6 +80,7 @@ impl StoreRequest {
             conflict_policy: ConflictPolicy::default(),
             in_doubt: false,
             flagged: None,
+            location: Location::File,
         }
     }
 }
@@ -132,6 +139,9 @@ pub enum WriteOp {
         /// Why it is held in quarantine; `None`: it is not kept.
         hold: Option<QuarantineReason>,
     },
+    /// This segment is sealed (full, or a write or flush in it failed):
+    /// recovery no longer scans it. Idempotent.
+    SealSegment(u64),
 }
 
 /// What became of the new instance when it was not simply stored.
@@ -238,6 +248,8 @@ pub enum WriteOutcome {
         /// The quarantine entry now holding the instance, when held.
         quarantine_id: Option<u64>,
     },
+    /// For [`WriteOp::SealSegment`].
+    SegmentSealed,
 }
 
 /// One operation's result: refused input leaves the rest of the batch alone.
