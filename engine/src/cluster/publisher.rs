@@ -322,6 +322,15 @@ impl Publisher {
             storage.uid_conflict_policy,
             waiting,
         );
+        // Where its bytes are, before the demotion forgets a dropped
+        // record's place: only a file of the files layout moves or goes.
+        let is_record = matches!(
+            self.store
+                .index()
+                .read()
+                .and_then(|read| read.location(file_id)),
+            Ok(sluice_index::Location::Record(_))
+        );
         let writer = self.store.index().writer();
         let quarantine_id = match writer.execute(vec![WriteOp::Demote {
             instance,
@@ -355,12 +364,15 @@ impl Publisher {
             }
             (None, disposition) => outcome_with(&hold, disposition),
         };
-        if waiting {
-            demoted.insert(file_id, outcome);
-        } else if quarantine_id.is_some() {
-            self.move_to_quarantine(file_id);
-        } else {
-            self.discard(file_id);
+        match (waiting, is_record, quarantine_id) {
+            (true, _, _) => {
+                demoted.insert(file_id, outcome);
+            }
+            // A record in a segment stays where it is (its place follows
+            // the entry; a dropped one is dead bytes for compaction).
+            (false, true, _) => {}
+            (false, false, Some(_)) => self.move_to_quarantine(file_id),
+            (false, false, None) => self.discard(file_id),
         }
     }
 

@@ -47,6 +47,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 }))
             }
         };
+        // Removing the entry forgets its record's place; a quarantine entry
+        // made below names the same bytes.
+        let record = self.record_of(file_id)?;
         let removed = self.remove_triplet(&triplet)?;
         assert!(removed.is_some(), "the stored entry just found is gone");
         let key = file_id_key(file_id);
@@ -59,6 +62,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         let quarantine_id = match hold {
             Some(reason) => {
                 let id = self.quarantine(instance.clone(), reason)?;
+                self.replace_record(file_id, record)?;
                 if in_doubt {
                     let value = in_doubt_value(IN_DOUBT_QUARANTINE, &quarantine_key(id));
                     self.put(self.tables.in_doubt, &key, &value, "mark in doubt")?;

@@ -193,3 +193,47 @@ fn a_quarantined_record_keeps_its_place_through_release_and_loses_it_at_purge() 
     assert_eq!(outcome[0], WriteOutcome::Store(StoreOutcome::Stored));
     assert_eq!(segment(&index, 3), live(4, 2));
 }
+
+#[test]
+fn a_demoted_record_keeps_its_place_when_held_and_is_dead_when_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let held = store_record("1.2.3.4.1", 1, 1, place(7, 0));
+    let dropped = store_record("1.2.3.4.2", 2, 2, place(7, 1));
+    let (held_instance, dropped_instance) = (held.instance.clone(), dropped.instance.clone());
+    run(&index, vec![WriteOp::Store(held), WriteOp::Store(dropped)]);
+    assert_eq!(segment(&index, 7), live(2, 2));
+    let outcomes = run(
+        &index,
+        vec![
+            WriteOp::Demote {
+                instance: held_instance,
+                hold: Some(sluice_index::QuarantineReason::Duplicate),
+            },
+            WriteOp::Demote {
+                instance: dropped_instance,
+                hold: None,
+            },
+        ],
+    );
+    assert!(
+        matches!(
+            outcomes[..],
+            [
+                WriteOutcome::Demoted {
+                    removed: true,
+                    quarantine_id: Some(_)
+                },
+                WriteOutcome::Demoted {
+                    removed: true,
+                    quarantine_id: None
+                }
+            ]
+        ),
+        "{outcomes:?}"
+    );
+    // Held in quarantine: the same bytes, still live; not kept: dead.
+    assert_eq!(location(&index, 1), Location::Record(place(7, 0)));
+    assert_eq!(location(&index, 2), Location::File);
+    assert_eq!(segment(&index, 7), live(2, 1));
+}
