@@ -35,14 +35,15 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
-    AcceptConfig, AccessConfig, CommitmentConfig, Config, MetricsConfig, NetworkConfig,
-    QueryConfig, ServerConfig, StorageConfig, ValidationConfig,
+    AcceptConfig, AccessConfig, AuditConfig, CommitmentConfig, Config, MetricsConfig,
+    NetworkConfig, QueryConfig, ServerConfig, StorageConfig, ValidationConfig,
 };
 pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CheckMode, ConfigEnum, Cores,
     DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel, PersonNameMatching,
-    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, TransferSyntaxSelection, Uid,
-    UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
+    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
+    SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
+    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};

@@ -21,7 +21,7 @@ use super::kinds::{
 use super::values::{
     AccessRule, AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
     LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
-    StorageLayout, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -598,5 +598,42 @@ config_options! {
             kind ListKind::new(AccessRuleKind, ACCESS_RULES_MAX),
             flag "access-rule",
             example "[{ calling_ae = \"CT_ROOM_1\", addresses = [\"10.1.2.0/24\"], services = [\"store\", \"commitment\"] }, { calling_ae = \"VIEWER_1\", services = [\"query\", \"retrieve\"] }]";
+    }
+
+    /// The audit trail: DICOM audit messages (PS3.15 A.5, the XML of its
+    /// audit message schema) for application start and stop, associations
+    /// (logins, logouts, refusals), instances stored and sent, queries and
+    /// security alerts (a refused TLS certificate, an AE refused by the
+    /// access rules), to a JSON-lines file, a syslog collector, or both.
+    /// Off unless one is set. They are written by a thread of their own
+    /// from a bounded queue: a slow or unreachable collector never slows
+    /// ingest; what does not fit in the queue is dropped and counted
+    /// (`sluice_audit_messages_dropped_total`, and a `warn` line at most
+    /// every 10 s). docs/operations.md, "Audit trail", lists the messages.
+    [audit] AuditConfig "Audit trail" {
+        /// A file the audit messages are appended to, one JSON object per
+        /// line (`time`, `event`, `outcome`, and `message`: the
+        /// `<AuditMessage>` XML). Created if missing; unset: no file.
+        audit_file: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "audit-file", example "\"/var/log/sluice/audit.jsonl\"";
+
+        /// A syslog collector (an audit record repository) the audit
+        /// messages are sent to as RFC 5424 messages (facility authpriv,
+        /// MSGID `IHE+RFC-3881`, the XML as the message):
+        /// `"udp://host:port"` (one datagram each) or `"tcp://host:port"`
+        /// (RFC 6587 octet counting; reconnected after a failure). Unset:
+        /// no syslog.
+        audit_syslog: Option<SyslogAddress> = None,
+            kind OptionalKind(TextKind::<SyslogAddress>::new(
+                "\"udp://host:port\" or \"tcp://host:port\" (string)",
+                "ADDRESS",
+            )),
+            flag "audit-syslog", example "\"udp://127.0.0.1:514\"";
+
+        /// How many events may wait for the audit thread; beyond it they
+        /// are dropped and counted.
+        audit_queue_length: u32 = 16_384,
+            kind IntKind::<u32>::new(16, 1_048_576), flag "audit-queue-length";
     }
 }

@@ -175,6 +175,8 @@ pub struct Server {
     /// The metrics and health endpoint (`[metrics]`), stopped when the
     /// server is dropped.
     monitor: Option<Monitor>,
+    /// The audit trail's thread (`[audit]`), stopped after the cores.
+    audit_thread: Option<crate::audit::AuditThread>,
     /// The data directory's and the ports' locks, held until the server is
     /// dropped (after its cores stopped).
     _locks: (DataDirectoryLock, Vec<PortLock>),
@@ -277,6 +279,8 @@ impl Server {
             }
             _ => None,
         };
+        let (audit, audit_thread) = crate::audit::Audit::start(config, store)
+            .map_err(|error| ServeError::Config(format!("audit trail: {error}")))?;
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
         let shared = Arc::new(ServerShared {
             store: store.clone(),
@@ -295,6 +299,7 @@ impl Server {
             move_destinations: resolve_remote_aes(config),
             space: SpaceAccount::default(),
             metrics: Metrics::new(core_count_of(config), config.metrics.metrics_port.is_some()),
+            audit,
             drained: drained_sender,
         });
         let core_count = core_count_of(config);
@@ -371,6 +376,7 @@ impl Server {
         let listen_addrs = runtime.listen_addrs().to_vec();
         let _ = shared.metrics.backend.set(runtime.backend().to_string());
         shared.metrics.set_phase(Phase::Serving);
+        shared.audit.application(true);
         tracing::info!(
             address = %listen_addrs.first().map(ToString::to_string).unwrap_or_default(),
             ae_title = config.network.ae_title.as_str(),
@@ -398,6 +404,7 @@ impl Server {
             stop_requested: Arc::new(AtomicBool::new(false)),
             drained,
             monitor,
+            audit_thread,
             _locks: (data_lock, port_locks),
         })
     }
@@ -518,6 +525,10 @@ impl Server {
             tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
         }
         self.shared.tracker.stop();
+        self.shared.audit.application(false);
+        if let Some(audit_thread) = self.audit_thread {
+            audit_thread.stop();
+        }
         Ok(result?)
     }
 
