@@ -355,6 +355,9 @@ impl Server {
         // one-line summary.
         crate::recovery::recover(store.layout(), store.index())
             .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        // Application Start before the listeners open, so it comes before
+        // any association's messages.
+        shared.audit.application(true);
         let factory_shared = shared.clone();
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
@@ -376,7 +379,6 @@ impl Server {
         let listen_addrs = runtime.listen_addrs().to_vec();
         let _ = shared.metrics.backend.set(runtime.backend().to_string());
         shared.metrics.set_phase(Phase::Serving);
-        shared.audit.application(true);
         tracing::info!(
             address = %listen_addrs.first().map(ToString::to_string).unwrap_or_default(),
             ae_title = config.network.ae_title.as_str(),

@@ -30,7 +30,7 @@ fn text(output: &Output) -> String {
 }
 
 /// The certificates, made in `dir`.
-fn certificates(dir: &Path) -> PathBuf {
+pub(crate) fn certificates(dir: &Path) -> PathBuf {
     let output = run(
         Command::new(python())
             .arg(scripts_dir().join("make_tls_certs.py"))
@@ -43,7 +43,13 @@ fn certificates(dir: &Path) -> PathBuf {
 
 /// A DCMTK tool over TLS with `identity` (its .key and .pem), trusting
 /// the test CA.
-fn dcmtk_tls(tool: &str, certs: &Path, identity: &str, port: u16, files: &[&Path]) -> Output {
+pub(crate) fn dcmtk_tls(
+    tool: &str,
+    certs: &Path,
+    identity: &str,
+    port: u16,
+    files: &[&Path],
+) -> Output {
     run(
         Command::new(dcmtk(tool))
             .args(["-v", "+tls"])
