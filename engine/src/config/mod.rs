@@ -41,7 +41,7 @@ pub use options::{
 pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CheckMode, ConfigEnum, Cores,
     DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel, PersonNameMatching,
-    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
+    PlainListener, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
     SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
     AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
@@ -292,6 +292,22 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
             "network.tls_certificate",
             "network.tls_certificate and network.tls_private_key go together".to_owned(),
         ));
+    }
+    if network.plain_listener == PlainListener::Off {
+        if network.tls_port.is_none() {
+            return Err(invalid(
+                &origins.plain_listener,
+                "network.plain_listener",
+                "\"off\" needs network.tls_port: no listener would be left".to_owned(),
+            ));
+        }
+        if network.commitment_port.is_some() {
+            return Err(invalid(
+                &origins.plain_listener,
+                "network.plain_listener",
+                "\"off\" with network.commitment_port, which is a plain listener: unset it (commitment is then served on the TLS port)".to_owned(),
+            ));
+        }
     }
     // Without a TLS listener, the certificate is still what Sluice
     // presents to remote AEs reached over TLS.

@@ -20,8 +20,9 @@ use super::kinds::{
 };
 use super::values::{
     AccessRule, AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
-    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
-    StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    LogFormat, LogLevel, PersonNameMatching, PlainListener, RemoteAddress, ReportDelivery,
+    SopClassSelection, StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid,
+    UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -176,6 +177,14 @@ config_options! {
         tls_port: Option<u16> = None,
             kind OptionalKind(IntKind::<u16>::new(1, u16::MAX)),
             flag "tls-port", example "2762";
+
+        /// Whether the plain DICOM listener on `port` runs. `"off"`: only
+        /// the TLS listener on `tls_port` serves (TLS-only mode, for
+        /// networks where nothing may travel unencrypted); it needs
+        /// `tls_port`, and `commitment_port` (a plain listener) must be
+        /// unset. `port` is then not bound.
+        plain_listener: PlainListener = PlainListener::On,
+            kind EnumKind::<PlainListener>::new(), flag "plain-listener";
 
         /// The server's certificate chain for TLS: a PEM file, the server's
         /// certificate first, then any intermediates.

@@ -440,6 +440,17 @@ config_enum! {
 }
 
 config_enum! {
+    /// Whether the plain (unencrypted) DICOM listener on `network.port`
+    /// runs.
+    pub enum PlainListener {
+        /// It runs (beside the TLS one, when `network.tls_port` is set).
+        On = "on",
+        /// Only the TLS listener runs (TLS-only mode).
+        Off = "off",
+    }
+}
+
+config_enum! {
     /// How log lines are written (to standard error).
     pub enum LogFormat {
         /// One human-readable line per event.

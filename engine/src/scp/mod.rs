@@ -232,11 +232,17 @@ impl Server {
         let data_lock = DataDirectoryLock::acquire(store.layout().root(), "sluice serve")?;
         let policy = policy::acceptor_policy(config);
         let commitment_policy = policy::commitment_policy(config);
-        let mut listen_addrs = vec![SocketAddr::new(
-            config.network.bind_address,
-            config.network.port,
-        )];
-        let commitment_listener = if config.commitment_port() != config.network.port {
+        // The plain listener first (index 0), unless TLS-only
+        // (`network.plain_listener = "off"`: then the TLS one is first).
+        let plain = config.network.plain_listener == crate::config::PlainListener::On;
+        let mut listen_addrs = Vec::new();
+        if plain {
+            listen_addrs.push(SocketAddr::new(
+                config.network.bind_address,
+                config.network.port,
+            ));
+        }
+        let commitment_listener = if plain && config.commitment_port() != config.network.port {
             listen_addrs.push(SocketAddr::new(
                 config.network.bind_address,
                 config.commitment_port(),
@@ -534,8 +540,9 @@ impl Server {
         Ok(result?)
     }
 
-    /// The addresses of every listener: the main one, then the separate
-    /// commitment port when configured.
+    /// The addresses of every listener: the plain one (absent when
+    /// TLS-only), then the separate commitment port when configured, then
+    /// the TLS one.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen_addrs
     }

@@ -6,7 +6,11 @@
 //! an expired one, and a plain client on the TLS port are each refused
 //! with a log line, and nothing of theirs is stored. A C-MOVE to a remote
 //! AE written `tls://` sends its sub-operations over TLS (to DCMTK
-//! storescp +tls, which requires Sluice's certificate).
+//! storescp +tls, which requires Sluice's certificate). TLS-only mode
+//! (`network.plain_listener = "off"`) binds no plain port. Storage
+//! Commitment reports to a remote AE written `tls://` go over TLS to a
+//! pynetdicom listener with an SSL context (tests/fixtures/commit_scu.py
+//! `--listen-tls`), and not to one whose certificate Sluice does not trust.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -235,4 +239,229 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
             refusals.join("\n")
         );
     }
+}
+
+/// The server's TLS flags: its certificate and key, clients verified
+/// against the test CA, remotes reached over TLS verified against it too.
+fn tls_flags(certs: &Path, tls_port: u16) -> Vec<String> {
+    let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    vec![
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-certificate".into(),
+        path("server.pem"),
+        "--tls-private-key".into(),
+        path("server.key"),
+        "--tls-client-ca".into(),
+        path("ca.pem"),
+        "--tls-remote-ca".into(),
+        path("ca.pem"),
+    ]
+}
+
+/// TLS-only (`network.plain_listener = "off"`): the TLS listener serves
+/// DCMTK and pynetdicom, the plain port is not bound, and a plain client
+/// on the TLS port is refused.
+#[test]
+fn tls_only_serves_on_the_tls_port_and_binds_no_plain_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"));
+    let fixtures = make_fixtures(&dir.path().join("fixtures"));
+    let explicit = fixtures
+        .iter()
+        .find(|fixture| fixture.transfer_syntax_uid == "1.2.840.10008.1.2.1")
+        .map(|fixture| fixture.path.clone())
+        .unwrap();
+    let plain_port = free_port();
+    let tls_port = free_port();
+    let log = dir.path().join("server.log");
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--data-dir".into(),
+        dir.path().join("data").to_string_lossy().into_owned(),
+        "--port".into(),
+        plain_port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--cores".into(),
+        "2".into(),
+        "--free-space-floor".into(),
+        "0".into(),
+        "--plain-listener".into(),
+        "off".into(),
+    ];
+    args.extend(tls_flags(&certs, tls_port));
+    let _server = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TLS listener within 20 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", plain_port)).is_err(),
+        "the plain port is bound in TLS-only mode"
+    );
+    let output = dcmtk_tls("echoscu", &certs, "client", tls_port, &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = dcmtk_tls("storescu", &certs, "client", tls_port, &[&explicit]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = pynetdicom_tls(&certs, Some("client"), tls_port, &["echo"]);
+    assert!(output.has("\"associated\": true"), "{output:?}");
+    let output = run(
+        Command::new(dcmtk("echoscu")).args(["-aec", AE, "127.0.0.1", &tls_port.to_string()]),
+        PEER_TIMEOUT,
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("DICOM TLS listening"), "{log_text}");
+    assert!(
+        log_text.contains(&format!("address=127.0.0.1:{tls_port}")),
+        "the TLS listener is the first: {log_text}"
+    );
+
+    // Off without a TLS port: refused at start (exit 2), naming the option.
+    let output = run(
+        Command::new(env!("CARGO_BIN_EXE_sluice")).args([
+            "serve",
+            "--data-dir",
+            dir.path().join("other").to_str().unwrap(),
+            "--plain-listener",
+            "off",
+        ]),
+        PEER_TIMEOUT,
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("`--plain-listener`: \"off\" needs network.tls_port"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// Storage Commitment reports to a remote AE written `tls://`: the
+/// N-EVENT-REPORT goes on a new association over TLS to a pynetdicom
+/// listener with an SSL context that requires Sluice's certificate.
+#[test]
+fn commitment_reports_reach_a_tls_remote_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"));
+    let listen_port = free_port();
+    let mut args = tls_flags(&certs, free_port());
+    args.extend([
+        "--remote-ae".to_owned(),
+        format!("COMMITSCU=tls://localhost:{listen_port}"),
+        "--commitment-report-delivery".to_owned(),
+        "new-association".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let served = Served::start("uring", &args);
+    let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let listen_tls = format!(
+        "{}:{}:{}",
+        path("ca.pem"),
+        path("server.pem"),
+        path("server.key")
+    );
+    let out = python_peer(
+        "commit_scu.py",
+        &[
+            &served.port.to_string(),
+            AE,
+            "COMMITSCU",
+            "--instances",
+            "2",
+            "--store-before",
+            "all",
+            "--listen",
+            &listen_port.to_string(),
+            "--listen-tls",
+            &listen_tls,
+            "--listen-wait",
+            "60",
+        ],
+        PEER_TIMEOUT,
+    );
+    assert!(
+        out.has("\"action_status\": \"0000\""),
+        "{out:?}\n{}",
+        served.log()
+    );
+    assert!(
+        out.has("\"via\": \"new\", \"event_type\": 1"),
+        "{out:?}\n{}",
+        served.log()
+    );
+    assert!(out.has("\"committed\": 2, \"failed\": []"), "{out:?}");
+    let log = served.stop();
+    assert!(log.contains("commitment report delivered"), "{log}");
+}
+
+/// The same remote with a certificate Sluice does not trust: the report
+/// is not delivered (it is retried, as for an unreachable requester).
+#[test]
+fn a_commitment_report_is_not_sent_to_an_untrusted_tls_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"));
+    let listen_port = free_port();
+    let mut args = tls_flags(&certs, free_port());
+    args.extend([
+        "--remote-ae".to_owned(),
+        format!("COMMITSCU=tls://localhost:{listen_port}"),
+        "--commitment-report-delivery".to_owned(),
+        "new-association".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let served = Served::start("portable", &args);
+    let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    // The listener presents "stranger" (another CA).
+    let listen_tls = format!(
+        "{}:{}:{}",
+        path("ca.pem"),
+        path("stranger.pem"),
+        path("stranger.key")
+    );
+    let out = python_peer(
+        "commit_scu.py",
+        &[
+            &served.port.to_string(),
+            AE,
+            "COMMITSCU",
+            "--instances",
+            "1",
+            "--store-before",
+            "all",
+            "--listen",
+            &listen_port.to_string(),
+            "--listen-tls",
+            &listen_tls,
+            "--listen-wait",
+            "5",
+        ],
+        PEER_TIMEOUT,
+    );
+    assert!(out.has("\"action_status\": \"0000\""), "{out:?}");
+    assert!(out.has("\"report_count\": 0"), "{out:?}");
+    let log = served.stop();
+    // (Its certificate is refused: another CA, and a client-only one.)
+    assert!(
+        log.contains("TLS refused: invalid peer certificate"),
+        "{log}"
+    );
+    assert!(
+        log.contains("commitment report delivery failed; will retry"),
+        "{log}"
+    );
+    assert!(!log.contains("commitment report delivered"), "{log}");
 }
