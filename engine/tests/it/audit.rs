@@ -16,10 +16,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use sluice_tests::{dcmtk, free_port, make_fixtures, python_peer, run, scripts_dir, ChildGuard};
+use sluice_tests::{dcmtk, free_port, run, scripts_dir, ChildGuard};
 
 use crate::serve::spawn_serve;
-use crate::tls::{certificates, dcmtk_tls};
+use crate::tls::{certificates_and_files, dcmtk_tls, move_study, study_uids};
 
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -215,17 +215,7 @@ fn instances(xml: &str) -> u64 {
 fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_and_through_rsyslog_over_tcp(
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(&dir.path().join("certs"));
-    let fixtures = make_fixtures(&dir.path().join("fixtures"));
-    let file = |syntax: &str| {
-        fixtures
-            .iter()
-            .find(|fixture| fixture.transfer_syntax_uid == syntax)
-            .map(|fixture| fixture.path.clone())
-            .expect("a fixture of that syntax")
-    };
-    let explicit = file("1.2.840.10008.1.2.1");
-    let implicit = file("1.2.840.10008.1.2");
+    let (certs, explicit, implicit) = certificates_and_files(dir.path());
     let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"));
     // The C-MOVE destination: DCMTK storescp.
     let destination_dir = dir.path().join("destination");
@@ -306,15 +296,7 @@ fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_an
         ],
     );
     assert!(output.status.success(), "{}", text(&output));
-    let keys = r#"{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": null}"#;
-    let found = python_peer(
-        "qr_scu.py",
-        &["find", &port_text, AE, "VIEWER", "study", keys],
-        PEER_TIMEOUT,
-    );
-    let studies = found.string("uids").unwrap_or_default();
-    let studies: Vec<&str> = studies.split('|').filter(|uid| !uid.is_empty()).collect();
-    assert!(!studies.is_empty(), "{found:?}");
+    let studies = study_uids(&port_text);
     // Instances sent: DCMTK getscu (C-GET) and pynetdicom's C-MOVE to DEST.
     let got_dir = dir.path().join("got");
     std::fs::create_dir(&got_dir).unwrap();
@@ -333,17 +315,7 @@ fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_an
             ],
         );
         assert!(output.status.success(), "{}", text(&output));
-        let keys = format!(r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{study}"}}"#);
-        let moved = python_peer(
-            "qr_scu.py",
-            &["move", &port_text, AE, "VIEWER", "study", &keys, "DEST"],
-            PEER_TIMEOUT,
-        );
-        assert_eq!(
-            moved.string("status_hex").as_deref(),
-            Some("0000"),
-            "{moved:?}"
-        );
+        move_study(&port_text, study, "DEST");
     }
     assert_eq!(std::fs::read_dir(&got_dir).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(&destination_dir).unwrap().count(), 2);

@@ -100,11 +100,11 @@ fn pynetdicom_tls(certs: &Path, identity: Option<&str>, port: u16, args: &[&str]
     PeerOutput(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-#[test]
-fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(&dir.path().join("certs"));
-    let fixtures = make_fixtures(&dir.path().join("fixtures"));
+/// The certificates (in `dir/certs`) and two fixtures: Explicit and
+/// Implicit VR Little Endian.
+pub(crate) fn certificates_and_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let certs = certificates(&dir.join("certs"));
+    let fixtures = make_fixtures(&dir.join("fixtures"));
     let file = |syntax: &str| {
         fixtures
             .iter()
@@ -112,8 +112,52 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
             .map(|fixture| fixture.path.clone())
             .expect("a fixture of that syntax")
     };
-    let explicit = file("1.2.840.10008.1.2.1");
-    let implicit = file("1.2.840.10008.1.2");
+    (
+        certs,
+        file("1.2.840.10008.1.2.1"),
+        file("1.2.840.10008.1.2"),
+    )
+}
+
+/// The Study Instance UIDs stored (a C-FIND by pynetdicom as VIEWER).
+pub(crate) fn study_uids(port: &str) -> Vec<String> {
+    let keys = r#"{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": null}"#;
+    let found = python_peer(
+        "qr_scu.py",
+        &["find", port, AE, "VIEWER", "study", keys],
+        PEER_TIMEOUT,
+    );
+    let studies: Vec<String> = found
+        .string("uids")
+        .unwrap_or_default()
+        .split('|')
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(!studies.is_empty(), "{found:?}");
+    studies
+}
+
+/// A C-MOVE of `study` to `destination` by pynetdicom as VIEWER, answered
+/// success.
+pub(crate) fn move_study(port: &str, study: &str, destination: &str) {
+    let keys = format!(r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{study}"}}"#);
+    let moved = python_peer(
+        "qr_scu.py",
+        &["move", port, AE, "VIEWER", "study", &keys, destination],
+        PEER_TIMEOUT,
+    );
+    assert_eq!(
+        moved.string("status_hex").as_deref(),
+        Some("0000"),
+        "{moved:?}"
+    );
+}
+
+#[test]
+fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, explicit, implicit) = certificates_and_files(dir.path());
     // A C-MOVE destination reached over TLS: DCMTK storescp, requiring
     // Sluice's certificate (storescp's default, -rc).
     let destination_dir = dir.path().join("destination");
@@ -176,27 +220,9 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
     assert!(output.status.success(), "{}", text(&output));
 
     // C-MOVE of what was stored to DEST: the sub-operations go over TLS.
-    let keys = r#"{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": null}"#;
     let port = served.port.to_string();
-    let found = python_peer(
-        "qr_scu.py",
-        &["find", &port, AE, "VIEWER", "study", keys],
-        PEER_TIMEOUT,
-    );
-    let studies = found.string("uids").unwrap_or_default();
-    assert!(!studies.is_empty(), "{found:?}");
-    for study in studies.split('|') {
-        let keys = format!(r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{study}"}}"#);
-        let moved = python_peer(
-            "qr_scu.py",
-            &["move", &port, AE, "VIEWER", "study", &keys, "DEST"],
-            PEER_TIMEOUT,
-        );
-        assert_eq!(
-            moved.string("status_hex").as_deref(),
-            Some("0000"),
-            "{moved:?}"
-        );
+    for study in study_uids(&port) {
+        move_study(&port, &study, "DEST");
     }
     let arrived = std::fs::read_dir(&destination_dir).unwrap().count();
     assert_eq!(arrived, 2, "both instances moved over TLS");
@@ -265,13 +291,7 @@ fn tls_flags(certs: &Path, tls_port: u16) -> Vec<String> {
 #[test]
 fn tls_only_serves_on_the_tls_port_and_binds_no_plain_one() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(&dir.path().join("certs"));
-    let fixtures = make_fixtures(&dir.path().join("fixtures"));
-    let explicit = fixtures
-        .iter()
-        .find(|fixture| fixture.transfer_syntax_uid == "1.2.840.10008.1.2.1")
-        .map(|fixture| fixture.path.clone())
-        .unwrap();
+    let (certs, explicit, _) = certificates_and_files(dir.path());
     let plain_port = free_port();
     let tls_port = free_port();
     let log = dir.path().join("server.log");
@@ -350,11 +370,16 @@ fn tls_only_serves_on_the_tls_port_and_binds_no_plain_one() {
     );
 }
 
-/// Storage Commitment reports to a remote AE written `tls://`: the
-/// N-EVENT-REPORT goes on a new association over TLS to a pynetdicom
-/// listener with an SSL context that requires Sluice's certificate.
-#[test]
-fn commitment_reports_reach_a_tls_remote_over_tls() {
+/// A Storage Commitment request of `instances` instances (all stored
+/// first) from commit_scu.py, whose report listener speaks TLS with
+/// `identity`'s certificate and waits `wait_s` for the report; Sluice
+/// reaches it as `tls://localhost`. Its output and the server's log.
+fn commitment_to_a_tls_listener(
+    backend: &str,
+    identity: &str,
+    instances: usize,
+    wait_s: u32,
+) -> (PeerOutput, String) {
     let dir = tempfile::tempdir().unwrap();
     let certs = certificates(&dir.path().join("certs"));
     let listen_port = free_port();
@@ -366,13 +391,13 @@ fn commitment_reports_reach_a_tls_remote_over_tls() {
         "new-association".to_owned(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let served = Served::start("uring", &args);
+    let served = Served::start(backend, &args);
     let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
     let listen_tls = format!(
         "{}:{}:{}",
         path("ca.pem"),
-        path("server.pem"),
-        path("server.key")
+        path(&format!("{identity}.pem")),
+        path(&format!("{identity}.key"))
     );
     let out = python_peer(
         "commit_scu.py",
@@ -381,7 +406,7 @@ fn commitment_reports_reach_a_tls_remote_over_tls() {
             AE,
             "COMMITSCU",
             "--instances",
-            "2",
+            &instances.to_string(),
             "--store-before",
             "all",
             "--listen",
@@ -389,22 +414,25 @@ fn commitment_reports_reach_a_tls_remote_over_tls() {
             "--listen-tls",
             &listen_tls,
             "--listen-wait",
-            "60",
+            &wait_s.to_string(),
         ],
         PEER_TIMEOUT,
     );
-    assert!(
-        out.has("\"action_status\": \"0000\""),
-        "{out:?}\n{}",
-        served.log()
-    );
+    (out, served.stop())
+}
+
+/// Storage Commitment reports to a remote AE written `tls://`: the
+/// N-EVENT-REPORT goes on a new association over TLS to a pynetdicom
+/// listener with an SSL context that requires Sluice's certificate.
+#[test]
+fn commitment_reports_reach_a_tls_remote_over_tls() {
+    let (out, log) = commitment_to_a_tls_listener("uring", "server", 2, 60);
+    assert!(out.has("\"action_status\": \"0000\""), "{out:?}\n{log}");
     assert!(
         out.has("\"via\": \"new\", \"event_type\": 1"),
-        "{out:?}\n{}",
-        served.log()
+        "{out:?}\n{log}"
     );
     assert!(out.has("\"committed\": 2, \"failed\": []"), "{out:?}");
-    let log = served.stop();
     assert!(log.contains("commitment report delivered"), "{log}");
 }
 
@@ -412,49 +440,10 @@ fn commitment_reports_reach_a_tls_remote_over_tls() {
 /// is not delivered (it is retried, as for an unreachable requester).
 #[test]
 fn a_commitment_report_is_not_sent_to_an_untrusted_tls_remote() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(&dir.path().join("certs"));
-    let listen_port = free_port();
-    let mut args = tls_flags(&certs, free_port());
-    args.extend([
-        "--remote-ae".to_owned(),
-        format!("COMMITSCU=tls://localhost:{listen_port}"),
-        "--commitment-report-delivery".to_owned(),
-        "new-association".to_owned(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let served = Served::start("portable", &args);
-    let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
-    // The listener presents "stranger" (another CA).
-    let listen_tls = format!(
-        "{}:{}:{}",
-        path("ca.pem"),
-        path("stranger.pem"),
-        path("stranger.key")
-    );
-    let out = python_peer(
-        "commit_scu.py",
-        &[
-            &served.port.to_string(),
-            AE,
-            "COMMITSCU",
-            "--instances",
-            "1",
-            "--store-before",
-            "all",
-            "--listen",
-            &listen_port.to_string(),
-            "--listen-tls",
-            &listen_tls,
-            "--listen-wait",
-            "5",
-        ],
-        PEER_TIMEOUT,
-    );
+    // The listener presents "stranger" (another CA, a client certificate).
+    let (out, log) = commitment_to_a_tls_listener("portable", "stranger", 1, 5);
     assert!(out.has("\"action_status\": \"0000\""), "{out:?}");
     assert!(out.has("\"report_count\": 0"), "{out:?}");
-    let log = served.stop();
-    // (Its certificate is refused: another CA, and a client-only one.)
     assert!(
         log.contains("TLS refused: invalid peer certificate"),
         "{log}"
