@@ -19,7 +19,7 @@ use base64::Engine as _;
 use sluice_tests::{dcmtk, free_port, run, scripts_dir, ChildGuard};
 
 use crate::serve::spawn_serve;
-use crate::tls::{certificates_and_files, dcmtk_tls, move_study, study_uids};
+use crate::tls::{certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids};
 
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -219,18 +219,7 @@ fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_an
     let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"));
     // The C-MOVE destination: DCMTK storescp.
     let destination_dir = dir.path().join("destination");
-    std::fs::create_dir(&destination_dir).unwrap();
-    let destination_port = free_port();
-    let _destination = ChildGuard::new(
-        Command::new(dcmtk("storescp"))
-            .args(["-aet", "DEST", "-od"])
-            .arg(&destination_dir)
-            .arg(destination_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start storescp"),
-    );
+    let (_destination, destination_port) = storescp_destination(&destination_dir, &[]);
     let port = free_port();
     let tls_port = free_port();
     let audit_path = dir.path().join("audit.jsonl");

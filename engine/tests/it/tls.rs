@@ -119,6 +119,25 @@ pub(crate) fn certificates_and_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) 
     )
 }
 
+/// DCMTK storescp as the C-MOVE destination DEST on a free port (with
+/// `extra` arguments, such as its TLS ones), storing into `dir` (created).
+pub(crate) fn storescp_destination(dir: &Path, extra: &[std::ffi::OsString]) -> (ChildGuard, u16) {
+    std::fs::create_dir(dir).unwrap();
+    let port = free_port();
+    let guard = ChildGuard::new(
+        Command::new(dcmtk("storescp"))
+            .args(extra)
+            .args(["-aet", "DEST", "-od"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp"),
+    );
+    (guard, port)
+}
+
 /// The Study Instance UIDs stored (a C-FIND by pynetdicom as VIEWER).
 pub(crate) fn study_uids(port: &str) -> Vec<String> {
     let keys = r#"{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": null}"#;
@@ -161,23 +180,14 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
     // A C-MOVE destination reached over TLS: DCMTK storescp, requiring
     // Sluice's certificate (storescp's default, -rc).
     let destination_dir = dir.path().join("destination");
-    std::fs::create_dir(&destination_dir).unwrap();
-    let destination_port = free_port();
-    let _destination = ChildGuard::new(
-        Command::new(dcmtk("storescp"))
-            .args(["+tls"])
-            .arg(certs.join("server.key"))
-            .arg(certs.join("server.pem"))
-            .arg("+cf")
-            .arg(certs.join("ca.pem"))
-            .args(["-aet", "DEST", "-od"])
-            .arg(&destination_dir)
-            .arg(destination_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start storescp"),
-    );
+    let tls_args = [
+        "+tls".into(),
+        certs.join("server.key").into_os_string(),
+        certs.join("server.pem").into_os_string(),
+        "+cf".into(),
+        certs.join("ca.pem").into_os_string(),
+    ];
+    let (_destination, destination_port) = storescp_destination(&destination_dir, &tls_args);
     let tls_port = free_port();
     let served = Served::start(
         "uring",
