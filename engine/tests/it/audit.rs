@@ -19,7 +19,9 @@ use base64::Engine as _;
 use sluice_tests::{dcmtk, free_port, run, scripts_dir, ChildGuard};
 
 use crate::serve::spawn_serve;
-use crate::tls::{certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids};
+use crate::tls::{
+    certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids, tls_flags,
+};
 
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -224,32 +226,24 @@ fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_an
     let tls_port = free_port();
     let audit_path = dir.path().join("audit.jsonl");
     let log = dir.path().join("server.log");
-    let server = spawn_serve(
-        &dir.path().join("data"),
-        port,
-        "uring",
-        &[
+    let mut args = tls_flags(&certs, tls_port);
+    args.extend(
+        [
             "--audit-file",
             audit_path.to_str().unwrap(),
             "--audit-syslog",
             &format!("tcp://127.0.0.1:{}", rsyslog.tcp_port),
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-certificate",
-            certs.join("server.pem").to_str().unwrap(),
-            "--tls-private-key",
-            certs.join("server.key").to_str().unwrap(),
-            "--tls-client-ca",
-            certs.join("ca.pem").to_str().unwrap(),
             "--access-rule",
             "MODALITY=store",
             "--access-rule",
             "VIEWER=query,retrieve",
             "--remote-ae",
             &format!("DEST=127.0.0.1:{destination_port}"),
-        ],
-        &log,
+        ]
+        .map(str::to_owned),
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = spawn_serve(&dir.path().join("data"), port, "uring", &args, &log);
     let port_text = port.to_string();
     let dcmtk_tool = |tool: &str, calling: &str, args: &[&str]| {
         run(

@@ -189,23 +189,13 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
     ];
     let (_destination, destination_port) = storescp_destination(&destination_dir, &tls_args);
     let tls_port = free_port();
-    let served = Served::start(
-        "uring",
-        &[
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-certificate",
-            certs.join("server.pem").to_str().unwrap(),
-            "--tls-private-key",
-            certs.join("server.key").to_str().unwrap(),
-            "--tls-client-ca",
-            certs.join("ca.pem").to_str().unwrap(),
-            "--tls-remote-ca",
-            certs.join("ca.pem").to_str().unwrap(),
-            "--remote-ae",
-            &format!("DEST=tls://127.0.0.1:{destination_port}"),
-        ],
-    );
+    let mut args = tls_flags(&certs, tls_port);
+    args.extend([
+        "--remote-ae".to_owned(),
+        format!("DEST=tls://127.0.0.1:{destination_port}"),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let served = Served::start("uring", &args);
 
     // DCMTK: C-ECHO and C-STORE over TLS.
     let output = dcmtk_tls("echoscu", &certs, "client", tls_port, &[]);
@@ -279,7 +269,7 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
 
 /// The server's TLS flags: its certificate and key, clients verified
 /// against the test CA, remotes reached over TLS verified against it too.
-fn tls_flags(certs: &Path, tls_port: u16) -> Vec<String> {
+pub(crate) fn tls_flags(certs: &Path, tls_port: u16) -> Vec<String> {
     let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
     vec![
         "--tls-port".into(),
