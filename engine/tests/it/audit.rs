@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -20,19 +20,12 @@ use sluice_tests::{dcmtk, free_port, run, scripts_dir, ChildGuard};
 
 use crate::serve::spawn_serve;
 use crate::tls::{
-    certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids, tls_flags,
+    certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids, text,
+    tls_flags,
 };
 
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// A real rsyslogd on two free loopback ports (UDP and TCP), writing each
 /// message it parsed as `VERSION FACILITY SEVERITY APP-NAME PROCID MSGID

@@ -25,7 +25,7 @@ use crate::serve::Served;
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
