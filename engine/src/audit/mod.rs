@@ -145,10 +145,28 @@ impl Audit {
             None => None,
         };
         let syslog = match &audit.audit_syslog {
-            Some(address) => Some(
-                sink::Syslog::open(address, &hostname)
-                    .map_err(|error| format!("audit.audit_syslog {address}: {error}"))?,
-            ),
+            Some(address) => {
+                // RFC 5425: the collector verified against its CA, Sluice's
+                // certificate presented when it has one.
+                let tls = match &audit.audit_syslog_ca {
+                    Some(ca) => Some(
+                        crate::scp::tls::client_config(
+                            ca,
+                            config
+                                .network
+                                .tls_certificate
+                                .as_deref()
+                                .zip(config.network.tls_private_key.as_deref()),
+                        )
+                        .map_err(|error| format!("audit.audit_syslog_ca: {error}"))?,
+                    ),
+                    None => None,
+                };
+                Some(
+                    sink::Syslog::open(address, &hostname, tls)
+                        .map_err(|error| format!("audit.audit_syslog {address}: {error}"))?,
+                )
+            }
             None => None,
         };
         let (sender, receiver) = crossbeam_channel::bounded(audit.audit_queue_length as usize);

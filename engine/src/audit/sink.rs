@@ -1,5 +1,6 @@
 //! Where audit messages go: a JSON-lines file and an RFC 5424 syslog
-//! collector over UDP (RFC 5426) or TCP (RFC 6587 octet counting). Only
+//! collector over UDP (RFC 5426), TCP (RFC 6587 octet counting) or TLS
+//! (RFC 5425, rustls's blocking stream). Only
 //! the audit thread calls these, so a slow disk or collector blocks it,
 //! never a core.
 
@@ -7,6 +8,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{SyslogAddress, SyslogTransport};
@@ -79,17 +84,47 @@ pub(crate) struct Syslog {
 #[derive(Debug)]
 enum Link {
     Udp(UdpSocket, SocketAddr),
+    /// TCP, or TLS over it with `tls`.
     Tcp {
-        stream: Option<TcpStream>,
+        tls: Option<Arc<ClientConfig>>,
+        stream: Option<Stream>,
         /// No connection attempt before this time.
         retry_at: Option<Instant>,
     },
 }
 
+/// A connection to the collector.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.write_all(bytes),
+            Stream::Tls(stream) => {
+                stream.write_all(bytes)?;
+                stream.flush()
+            }
+        }
+    }
+}
+
 impl Syslog {
     /// Resolves the collector now (a name that does not resolve stops the
     /// start); TCP connects on the first message.
-    pub(crate) fn open(address: &SyslogAddress, hostname: &str) -> io::Result<Syslog> {
+    pub(crate) fn open(
+        address: &SyslogAddress,
+        hostname: &str,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> io::Result<Syslog> {
+        debug_assert_eq!(
+            tls.is_some(),
+            address.transport() == SyslogTransport::Tls,
+            "the configuration check pairs tls:// with its CA"
+        );
         let link = match address.transport() {
             SyslogTransport::Udp => {
                 let target = resolve(address)?;
@@ -100,9 +135,10 @@ impl Syslog {
                 };
                 Link::Udp(UdpSocket::bind(local)?, target)
             }
-            SyslogTransport::Tcp => {
+            SyslogTransport::Tcp | SyslogTransport::Tls => {
                 resolve(address)?;
                 Link::Tcp {
+                    tls,
                     stream: None,
                     retry_at: None,
                 }
@@ -130,7 +166,11 @@ impl Syslog {
                 socket.send_to(&message, *target)?;
                 Ok(())
             }
-            Link::Tcp { stream, retry_at } => {
+            Link::Tcp {
+                tls,
+                stream,
+                retry_at,
+            } => {
                 if stream.is_none() {
                     if retry_at.is_some_and(|at| Instant::now() < at) {
                         return Err(io::Error::new(
@@ -138,7 +178,7 @@ impl Syslog {
                             "the collector is unreachable; retrying later",
                         ));
                     }
-                    match connect(&self.address) {
+                    match connect(&self.address, tls.as_ref()) {
                         Ok(connected) => *stream = Some(connected),
                         Err(error) => {
                             *retry_at = Some(Instant::now() + TCP_RECONNECT_AFTER);
@@ -175,12 +215,25 @@ fn resolve(address: &SyslogAddress) -> io::Result<SocketAddr> {
         })
 }
 
-fn connect(address: &SyslogAddress) -> io::Result<TcpStream> {
+fn connect(address: &SyslogAddress, tls: Option<&Arc<ClientConfig>>) -> io::Result<Stream> {
     let target = resolve(address)?;
     let stream = TcpStream::connect_timeout(&target, TCP_TIMEOUT)?;
     stream.set_write_timeout(Some(TCP_TIMEOUT))?;
+    stream.set_read_timeout(Some(TCP_TIMEOUT))?;
     stream.set_nodelay(true)?;
-    Ok(stream)
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(stream));
+    };
+    let name = ServerName::try_from(address.host().to_owned())
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let connection = ClientConnection::new(tls.clone(), name).map_err(io::Error::other)?;
+    let mut stream = StreamOwned::new(connection, stream);
+    // The handshake now, so a refused certificate is this connection's
+    // error, not the first write's.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// The host name as RFC 5424's HOSTNAME field takes it: printable ASCII,

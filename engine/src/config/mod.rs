@@ -293,6 +293,18 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
             "network.tls_certificate and network.tls_private_key go together".to_owned(),
         ));
     }
+    let audit = &config.audit;
+    let syslog_tls = audit
+        .audit_syslog
+        .as_ref()
+        .is_some_and(|address| address.transport() == SyslogTransport::Tls);
+    if syslog_tls != audit.audit_syslog_ca.is_some() {
+        return Err(invalid(
+            &origins.audit_syslog_ca,
+            "audit.audit_syslog_ca",
+            "audit.audit_syslog_ca goes with a collector reached over TLS (audit.audit_syslog = \"tls://host:port\") and only with one".to_owned(),
+        ));
+    }
     if network.plain_listener == PlainListener::Off {
         if network.tls_port.is_none() {
             return Err(invalid(

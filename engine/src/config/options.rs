@@ -630,15 +630,23 @@ config_options! {
         /// A syslog collector (an audit record repository) the audit
         /// messages are sent to as RFC 5424 messages (facility authpriv,
         /// MSGID `IHE+RFC-3881`, the XML as the message):
-        /// `"udp://host:port"` (one datagram each) or `"tcp://host:port"`
-        /// (RFC 6587 octet counting; reconnected after a failure). Unset:
-        /// no syslog.
+        /// `"udp://host:port"` (one datagram each), `"tcp://host:port"`
+        /// (RFC 6587 octet counting; reconnected after a failure) or
+        /// `"tls://host:port"` (RFC 5425: the same over TLS 1.2 or 1.3, the
+        /// collector verified against `audit_syslog_ca` and its host name,
+        /// `network.tls_certificate` presented when set). Unset: no syslog.
         audit_syslog: Option<SyslogAddress> = None,
             kind OptionalKind(TextKind::<SyslogAddress>::new(
-                "\"udp://host:port\" or \"tcp://host:port\" (string)",
+                "\"udp://host:port\", \"tcp://host:port\" or \"tls://host:port\" (string)",
                 "ADDRESS",
             )),
-            flag "audit-syslog", example "\"udp://127.0.0.1:514\"";
+            flag "audit-syslog", example "\"tls://audit.example.org:6514\"";
+
+        /// The CA certificates (a PEM file) a syslog collector reached over
+        /// TLS (`audit_syslog = "tls://..."`) must chain to. Needed then.
+        audit_syslog_ca: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "audit-syslog-ca", example "\"/etc/sluice/tls/audit-ca.pem\"";
 
         /// How many events may wait for the audit thread; beyond it they
         /// are dropped and counted.

@@ -222,17 +222,20 @@ impl FromStr for RemoteAddress {
 }
 
 /// How audit messages reach a syslog collector (`audit.audit_syslog`):
-/// RFC 5424 messages over UDP (RFC 5426, one datagram each) or TCP (RFC 6587
-/// octet counting).
+/// RFC 5424 messages over UDP (RFC 5426, one datagram each), TCP (RFC 6587
+/// octet counting) or TLS (RFC 5425, octet counting too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SyslogTransport {
     /// `udp://host:port`.
     Udp,
     /// `tcp://host:port`.
     Tcp,
+    /// `tls://host:port`.
+    Tls,
 }
 
-/// A syslog collector's address: `udp://host:port` or `tcp://host:port`.
+/// A syslog collector's address: `udp://host:port`, `tcp://host:port` or
+/// `tls://host:port`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SyslogAddress {
     transport: SyslogTransport,
@@ -264,15 +267,15 @@ impl FromStr for SyslogAddress {
             (SyslogTransport::Udp, rest)
         } else if let Some(rest) = text.strip_prefix("tcp://") {
             (SyslogTransport::Tcp, rest)
+        } else if let Some(rest) = text.strip_prefix("tls://") {
+            (SyslogTransport::Tls, rest)
         } else {
             return Err(ValueError(format!(
-                "{text:?} is not udp://host:port or tcp://host:port (for example \"udp://127.0.0.1:514\")"
+                "{text:?} is not udp://host:port, tcp://host:port or tls://host:port (for example \"udp://127.0.0.1:514\")"
             )));
         };
-        if rest.starts_with("tls://") {
-            return Err(ValueError(format!(
-                "{text:?}: write udp:// or tcp:// alone"
-            )));
+        if rest.contains("://") {
+            return Err(ValueError(format!("{text:?}: write one scheme")));
         }
         Ok(SyslogAddress {
             transport,
@@ -286,6 +289,7 @@ impl fmt::Display for SyslogAddress {
         let scheme = match self.transport {
             SyslogTransport::Udp => "udp",
             SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Tls => "tls",
         };
         write!(formatter, "{scheme}://{}", self.address)
     }

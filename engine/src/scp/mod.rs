@@ -37,7 +37,7 @@ mod query;
 mod shared;
 mod storage;
 mod tag;
-mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

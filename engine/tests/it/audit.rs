@@ -20,16 +20,17 @@ use sluice_tests::{dcmtk, free_port, run, scripts_dir, ChildGuard};
 
 use crate::serve::spawn_serve;
 use crate::tls::{
-    certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids, text,
-    tls_flags,
+    certificates, certificates_and_files, dcmtk_tls, move_study, storescp_destination, study_uids,
+    text, tls_flags,
 };
 
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A real rsyslogd on two free loopback ports (UDP and TCP), writing each
-/// message it parsed as `VERSION FACILITY SEVERITY APP-NAME PROCID MSGID
-/// MSG`, one a line.
+/// A real rsyslogd on two free loopback ports (UDP and TCP; with `tls`,
+/// the certificates directory, TCP is TLS with the test CA's server
+/// certificate, RFC 5425), writing each message it parsed as `VERSION
+/// FACILITY SEVERITY APP-NAME PROCID MSGID MSG`, one a line.
 struct Rsyslog {
     _daemon: ChildGuard,
     udp_port: u16,
@@ -38,18 +39,30 @@ struct Rsyslog {
 }
 
 impl Rsyslog {
-    fn start(dir: &Path) -> Rsyslog {
+    fn start(dir: &Path, tls: Option<&Path>) -> Rsyslog {
         std::fs::create_dir_all(dir).unwrap();
         let udp_port = free_port();
         let tcp_port = free_port();
         let out = dir.join("received.log");
         let conf = dir.join("rsyslog.conf");
+        let (global_tls, imtcp) = match tls {
+            Some(certs) => (
+                format!(
+                    r#" defaultNetstreamDriverCAFile="{}" defaultNetstreamDriverCertFile="{}" defaultNetstreamDriverKeyFile="{}""#,
+                    certs.join("ca.pem").display(),
+                    certs.join("server.pem").display(),
+                    certs.join("server.key").display()
+                ),
+                r#"module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")"#,
+            ),
+            None => (String::new(), r#"module(load="imtcp")"#),
+        };
         std::fs::write(
             &conf,
             format!(
-                r#"global(workDirectory="{dir}" maxMessageSize="64k")
+                r#"global(workDirectory="{dir}" maxMessageSize="64k"{global_tls})
 module(load="imudp")
-module(load="imtcp")
+{imtcp}
 input(type="imudp" address="127.0.0.1" port="{udp_port}")
 input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
 template(name="audit" type="string" string="%protocol-version% %syslogfacility% %syslogseverity% %app-name% %procid% %msgid% %msg%\n")
@@ -211,7 +224,7 @@ fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_an
 ) {
     let dir = tempfile::tempdir().unwrap();
     let (certs, explicit, implicit) = certificates_and_files(dir.path());
-    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"));
+    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), None);
     // The C-MOVE destination: DCMTK storescp.
     let destination_dir = dir.path().join("destination");
     let (_destination, destination_port) = storescp_destination(&destination_dir, &[]);
@@ -438,22 +451,13 @@ fn every_audited_event_of_real_peers_validates_against_the_schema_in_the_file_an
     validate(&from_syslog, &dir.path().join("validated-syslog"));
 }
 
-#[test]
-fn audit_messages_reach_rsyslog_over_udp() {
-    let dir = tempfile::tempdir().unwrap();
-    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"));
+/// A short run (start, one C-ECHO, stop: Application Start, Login,
+/// Logout, Application Stop) whose messages `rsyslog` receives, checked
+/// and validated; `extra` says how they are sent.
+fn four_messages_through(rsyslog: &Rsyslog, dir: &Path, extra: &[&str]) {
     let port = free_port();
-    let log = dir.path().join("server.log");
-    let server = spawn_serve(
-        &dir.path().join("data"),
-        port,
-        "portable",
-        &[
-            "--audit-syslog",
-            &format!("udp://127.0.0.1:{}", rsyslog.udp_port),
-        ],
-        &log,
-    );
+    let log = dir.join("server.log");
+    let server = spawn_serve(&dir.join("data"), port, "portable", extra, &log);
     let output = run(
         Command::new(dcmtk("echoscu")).args([
             "-aec",
@@ -467,9 +471,13 @@ fn audit_messages_reach_rsyslog_over_udp() {
     );
     assert!(output.status.success(), "{}", text(&output));
     stop_gracefully(server, &log);
-    // Application Start, Login, Logout, Application Stop.
     let received = rsyslog.received(4);
-    assert_eq!(received.len(), 4, "{received:#?}");
+    assert_eq!(
+        received.len(),
+        4,
+        "{received:#?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let messages: Vec<String> = received
         .iter()
         .map(|line| {
@@ -489,5 +497,63 @@ fn audit_messages_reach_rsyslog_over_udp() {
         );
     }
     assert!(messages[1].contains(r#"UserID="PROBE""#));
-    validate(&messages, &dir.path().join("validated"));
+    validate(&messages, &dir.join("validated"));
+}
+
+#[test]
+fn audit_messages_reach_rsyslog_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), None);
+    let target = format!("udp://127.0.0.1:{}", rsyslog.udp_port);
+    four_messages_through(&rsyslog, dir.path(), &["--audit-syslog", &target]);
+}
+
+/// RFC 5425: syslog over TLS to rsyslog's OpenSSL driver, its certificate
+/// verified against the test CA (and a collector whose CA is another is
+/// not sent to).
+#[test]
+fn audit_messages_reach_rsyslog_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"));
+    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), Some(&certs));
+    let target = format!("tls://localhost:{}", rsyslog.tcp_port);
+    let ca = certs.join("ca.pem");
+    four_messages_through(
+        &rsyslog,
+        dir.path(),
+        &[
+            "--audit-syslog",
+            &target,
+            "--audit-syslog-ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    // Trusting another CA: nothing reaches the collector, the loss is
+    // logged once.
+    let other = dir.path().join("other");
+    let port = free_port();
+    let log = other.join("server.log");
+    std::fs::create_dir(&other).unwrap();
+    let stranger_ca = certs.join("stranger_ca.pem");
+    let server = spawn_serve(
+        &other.join("data"),
+        port,
+        "portable",
+        &[
+            "--audit-syslog",
+            &target,
+            "--audit-syslog-ca",
+            stranger_ca.to_str().unwrap(),
+        ],
+        &log,
+    );
+    stop_gracefully(server, &log);
+    assert_eq!(rsyslog.received(5).len(), 4, "nothing more received");
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log_text.matches("an audit message was not written").count(),
+        1,
+        "{log_text}"
+    );
+    assert!(log_text.contains("UnknownIssuer"), "{log_text}");
 }
