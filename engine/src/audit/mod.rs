@@ -49,6 +49,9 @@ pub(crate) type AssociationKey = (usize, u64);
 pub(crate) enum Alert {
     /// The TLS handshake refused the peer (its certificate, or no TLS).
     TlsRefused,
+    /// The TLS handshake of an association Sluice opened refused the
+    /// remote's certificate.
+    TlsRefusedOutbound,
     /// No access rule admits the Calling AE Title from this address.
     AccessTableRefused,
     /// The association's access rule does not grant the service (0124).
@@ -323,6 +326,9 @@ impl Audit {
         });
     }
 
+    /// A security alert about `peer`, whose AE title is `calling_ae` (the
+    /// Called AE Title when Sluice opened the association; empty when not
+    /// known yet, as in a TLS handshake).
     pub(crate) fn security_alert(
         &self,
         alert: Alert,
@@ -764,13 +770,17 @@ impl Writer {
     ) -> AuditMessage {
         let mut message = self.message(codes::SECURITY_ALERT, "E", time, Outcome::MinorFailure);
         message.event_types = vec![match alert {
-            Alert::TlsRefused | Alert::AccessTableRefused => codes::NODE_AUTHENTICATION,
+            Alert::TlsRefused | Alert::TlsRefusedOutbound | Alert::AccessTableRefused => {
+                codes::NODE_AUTHENTICATION
+            }
             Alert::ServiceNotGranted => codes::USE_OF_RESTRICTED_FUNCTION,
         }];
         message.description = Some(description.clone());
+        // Who asked: the remote, unless Sluice opened the association.
+        let sluice_asked = alert == Alert::TlsRefusedOutbound;
         message.participants = vec![
-            self.sluice(false, Some(codes::APPLICATION)),
-            Self::remote(&calling_ae, peer, true, None),
+            self.sluice(sluice_asked, Some(codes::APPLICATION)),
+            Self::remote(&calling_ae, peer, !sluice_asked, None),
         ];
         let node = peer.map(|peer| peer.to_string()).unwrap_or_default();
         message.objects = vec![Object {

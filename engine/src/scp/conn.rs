@@ -546,10 +546,19 @@ impl Connection {
                 %error,
                 "TLS refused: closing the connection"
             );
+            // Inbound, the peer's AE is not known yet (the handshake
+            // comes first); outbound, it is the remote Sluice called.
+            let (alert, remote_ae) = match self.purpose {
+                Purpose::Inbound => (crate::audit::Alert::TlsRefused, ""),
+                Purpose::CommitmentReports | Purpose::MoveSubOperations => (
+                    crate::audit::Alert::TlsRefusedOutbound,
+                    self.called_ae_title.as_str(),
+                ),
+            };
             audit.security_alert(
-                crate::audit::Alert::TlsRefused,
+                alert,
                 self.peer,
-                "",
+                remote_ae,
                 &format!("TLS refused: {error}"),
             );
             self.outcome
