@@ -1,4 +1,8 @@
-//! Upgrading an index of schema 2, 3 or 4 to schema 5, in place, at open.
+//! Upgrading an index of schema 2 to 5 to the current schema, in place, at
+//! open. From 5 to 6 only tables are added (`locations`, `segments`,
+//! created empty: every instance of 5 is a file): [`add_tables`]. From 2, 3
+//! or 4, [`upgrade`] rewrites as follows.
+//!
 //!
 //! Schema 3 kept each instance under its SOP Instance UID (`instances`:
 //! `sop` -> study UID, series UID, record) with a listing key per instance
@@ -198,6 +202,37 @@ pub(crate) fn upgrade(
         series = next_series_id - 1,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index upgraded in place"
+    );
+    Ok(())
+}
+
+/// Upgrades the index in `env` from a schema (5) whose tables and records
+/// the current one keeps: the new tables were created empty by
+/// `open_tables`; only the version changes, flushed before it returns.
+pub(crate) fn add_tables(
+    env: &Env<WithoutTls>,
+    tables: &Tables,
+    from: u32,
+    path: &std::path::Path,
+    limits: EnvLimits,
+) -> Result<(), IndexError> {
+    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
+    let mut wtxn = env.write_txn().map_err(lmdb("upgrade: begin"))?;
+    tables
+        .meta
+        .put(
+            &mut wtxn,
+            META_SCHEMA_VERSION,
+            &SCHEMA_VERSION.to_be_bytes(),
+        )
+        .map_err(lmdb("upgrade: put meta"))?;
+    wtxn.commit().map_err(lmdb("upgrade: commit"))?;
+    env.force_sync().map_err(lmdb("upgrade: flush"))?;
+    tracing::info!(
+        path = %path.display(),
+        from,
+        to = SCHEMA_VERSION,
+        "index upgraded in place (tables added)"
     );
     Ok(())
 }

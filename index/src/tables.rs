@@ -26,14 +26,22 @@ use crate::error::{EnvLimits, IndexError};
 /// 5. instances keyed by series id and SOP Instance UID (`instances`,
 ///    `series_ids`; `series_instances` is gone), the SOP Instance UID lookup
 ///    in an LSM tree beside LMDB with its `sop_pending` log
-///    (docs/design/index-at-scale.md).
+///    (docs/design/index-at-scale.md);
+/// 6. the `locations` and `segments` tables: instances stored as records in
+///    segment files (docs/design/segments.md); a file id without a
+///    `locations` row is a file, as every instance of version 5 is.
 ///
-/// An index of version 2, 3 or 4 is upgraded in place at open (`migrate`;
-/// the tables an older version lacks are created empty, as it had them).
-pub const SCHEMA_VERSION: u32 = 5;
+/// An index of version 2 to 5 is upgraded in place at open (`migrate`;
+/// the tables an older version lacks are created empty, as it had them;
+/// from 5 nothing else changes).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 3] = [2, 3, 4];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 4] = [2, 3, 4, 5];
+
+/// The last version whose tables and records [`crate::migrate::upgrade`]
+/// rewrites; from it on, an upgrade only adds empty tables.
+const SCHEMA_VERSION_LAST_REWRITTEN: u32 = 4;
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -77,10 +85,12 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "in_doubt",
     "sop_pending",
     "flagged",
+    "locations",
+    "segments",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 14;
+pub(crate) const TABLE_COUNT: usize = 16;
 
 /// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
 /// (and left empty by it: LMDB through heed cannot drop a named table).
@@ -125,6 +135,11 @@ pub(crate) struct Tables {
     /// File id (16 bytes BE) -> the engine's bytes saying what lenient
     /// checks found in that instance.
     pub(crate) flagged: Table,
+    /// File id (16 bytes BE) -> `RecordPlace` (24 bytes): the instance's
+    /// bytes are a record in a segment; absent: its own file.
+    pub(crate) locations: Table,
+    /// Segment id (8 bytes BE) -> `SegmentState` (25 bytes).
+    pub(crate) segments: Table,
 }
 
 impl Tables {
@@ -145,6 +160,8 @@ impl Tables {
             self.in_doubt,
             self.sop_pending,
             self.flagged,
+            self.locations,
+            self.segments,
         ];
         let mut index = 0;
         tables.map(|table| {
@@ -155,7 +172,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending, flagged] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending, flagged, locations, segments] =
             tables;
         Tables {
             meta,
@@ -172,6 +189,8 @@ impl Tables {
             in_doubt,
             sop_pending,
             flagged,
+            locations,
+            segments,
         }
     }
 }
@@ -285,10 +304,10 @@ pub(crate) fn open_tables(
                 *slot = creator.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
             }
             let legacy = match upgrading_from {
-                Some(_) => {
+                Some(from) if from <= SCHEMA_VERSION_LAST_REWRITTEN => {
                     Some(creator.create_database::<Bytes, Bytes>(wtxn, Some(LEGACY_TABLE_NAME))?)
                 }
-                None => None,
+                _ => None,
             };
             if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
                 meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
@@ -302,8 +321,12 @@ pub(crate) fn open_tables(
     let tables = Tables::from_array(tables);
 
     // 3. An older schema is upgraded, in one transaction of its own.
-    if let (Some(from), Some(series_instances)) = (upgrading_from, legacy) {
-        crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
+    match (upgrading_from, legacy) {
+        (Some(from), Some(series_instances)) => {
+            crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
+        }
+        (Some(from), None) => crate::migrate::add_tables(env, &tables, from, path, limits)?,
+        (None, _) => {}
     }
     Ok(tables)
 }

@@ -3,12 +3,13 @@
 //! opened, checked whole, and written to.
 
 use sluice_index::{
-    Disposition, FileId, InDoubtEntry, QuarantineReason, StoreOutcome, Triplet, WriteOp,
-    WriteOutcome,
+    Disposition, FileId, InDoubtEntry, Location, QuarantineReason, RecordPlace, StoreOutcome,
+    StoreRequest, Triplet, WriteOp, WriteOutcome,
 };
 
 use crate::common::{
-    clear_table, fixture_copy, open, put_raw, record, schema_version, set_schema_version, store,
+    clear_table, fixture_copy, instance, open, put_raw, record, schema_version, set_schema_version,
+    store,
 };
 
 /// The instances the fixture stores: (study, series, sop, file id, checksum seed).
@@ -189,6 +190,51 @@ fn schema_version_4_is_upgraded_in_place() {
     assert_eq!(flagged[0].file_id, FileId(23));
     assert_eq!(flagged[0].payload, b"flagged 23");
     assert_writable(&index);
+    index.close();
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
+}
+
+/// Version 5 is version 6 without the `locations` and `segments` tables:
+/// every instance is a file. The fixture upgraded to the current version,
+/// then marked 5 (its new tables empty, as 5 left them absent), opens with
+/// every instance a file and no segment, and takes records after.
+#[test]
+fn schema_version_5_is_upgraded_in_place() {
+    let dir = fixture_copy("schema-v3");
+    open(dir.path()).close();
+    set_schema_version(dir.path(), 5);
+    let index = open(dir.path());
+    assert_fixture_content(&index);
+    {
+        let read = index.read().expect("read");
+        for (.., file_id, _) in STORED {
+            assert_eq!(
+                read.location(FileId(file_id)).expect("location"),
+                Location::File
+            );
+        }
+        assert!(read.segments().expect("segments").is_empty());
+    }
+    assert_writable(&index);
+    let place = RecordPlace {
+        segment: 1,
+        offset: 0,
+        length: 8192,
+    };
+    let mut request = StoreRequest::new(instance("1.2.3.1", "1.2.3.1.1", "1.2.3.1.1.9", 91, 1));
+    request.location = Location::Record(place);
+    let results = index
+        .writer()
+        .execute(vec![WriteOp::Store(request)])
+        .expect("batch");
+    assert_eq!(results[0], Ok(WriteOutcome::Store(StoreOutcome::Stored)));
+    let read = index.read().expect("read");
+    assert_eq!(
+        read.location(FileId(91)).expect("location"),
+        Location::Record(place)
+    );
+    assert!(read.check_consistency(20).expect("check").is_consistent());
+    drop(read);
     index.close();
     assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
 }
