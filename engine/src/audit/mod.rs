@@ -866,3 +866,37 @@ fn patient(patient_id: String, patient_name: String) -> Object {
         study_description: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full queue drops and counts, and never waits: the cores' side
+    /// against a real bounded channel nobody reads.
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (sender, receiver) = crossbeam_channel::bounded(2);
+        let audit = Audit {
+            sender: Some(sender),
+            dropped: Arc::new(AtomicU64::new(0)),
+            dropped_logged_at: AtomicU64::new(0),
+        };
+        for _ in 0..5 {
+            audit.association_ended((0, 1));
+        }
+        assert_eq!(receiver.len(), 2);
+        assert_eq!(audit.dropped(), 3);
+        // The first drop logged and noted when; the next ones within the
+        // interval did not move it.
+        assert_ne!(audit.dropped_logged_at.load(Ordering::Relaxed), 0);
+    }
+
+    /// Off: nothing is made, nothing counted.
+    #[test]
+    fn off_is_a_no_op() {
+        let audit = Audit::default();
+        audit.application(true);
+        audit.security_alert(Alert::TlsRefused, None, "", "x");
+        assert_eq!(audit.dropped(), 0);
+    }
+}

@@ -535,6 +535,7 @@ fn audit_messages_reach_rsyslog_over_tls() {
     let log = other.join("server.log");
     std::fs::create_dir(&other).unwrap();
     let stranger_ca = certs.join("stranger_ca.pem");
+    let metrics_port = free_port();
     let server = spawn_serve(
         &other.join("data"),
         port,
@@ -544,9 +545,22 @@ fn audit_messages_reach_rsyslog_over_tls() {
             &target,
             "--audit-syslog-ca",
             stranger_ca.to_str().unwrap(),
+            "--metrics-port",
+            &metrics_port.to_string(),
         ],
         &log,
     );
+    // Application Start was not written: counted as dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = crate::monitoring::get(metrics_port, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        if body.contains("sluice_audit_messages_dropped_total 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no drop counted:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop_gracefully(server, &log);
     assert_eq!(rsyslog.received(5).len(), 4, "nothing more received");
     let log_text = std::fs::read_to_string(&log).unwrap();
