@@ -46,6 +46,10 @@ pub struct SegmentState {
     /// The end of the furthest record an entry ever named (where recovery
     /// scans from): records past it were never indexed.
     pub indexed_end: u64,
+    /// Where that furthest record starts (0 when none): recovery reads its
+    /// header for the epoch that the records after it must not precede
+    /// (an earlier one marks stale bytes past a cut tail).
+    pub indexed_last: u64,
     /// The bytes of the records entries name now (stored or quarantined).
     pub live_bytes: u64,
     /// How many records entries name now.
@@ -53,7 +57,7 @@ pub struct SegmentState {
 }
 
 pub(crate) const PLACE_BYTES: usize = 24;
-pub(crate) const SEGMENT_STATE_BYTES: usize = 25;
+pub(crate) const SEGMENT_STATE_BYTES: usize = 33;
 
 pub(crate) fn segment_key(segment: u64) -> [u8; 8] {
     segment.to_be_bytes()
@@ -96,6 +100,7 @@ impl SegmentState {
         out[1..9].copy_from_slice(&self.indexed_end.to_be_bytes());
         out[9..17].copy_from_slice(&self.live_bytes.to_be_bytes());
         out[17..25].copy_from_slice(&self.live_records.to_be_bytes());
+        out[25..33].copy_from_slice(&self.indexed_last.to_be_bytes());
         out
     }
 
@@ -111,6 +116,7 @@ impl SegmentState {
             indexed_end: u64_at(bytes, 1),
             live_bytes: u64_at(bytes, 9),
             live_records: u64_at(bytes, 17),
+            indexed_last: u64_at(bytes, 25),
         })
     }
 }
@@ -131,6 +137,7 @@ mod tests {
         let state = SegmentState {
             sealed: true,
             indexed_end: 12288,
+            indexed_last: 4096,
             live_bytes: 8192,
             live_records: 1,
         };

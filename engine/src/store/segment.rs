@@ -135,49 +135,11 @@ pub fn padded(bytes: u64) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// A buffer whose bytes start at a [`RECORD_ALIGN`]-aligned address, as
-/// `O_DIRECT` needs; its length is always a multiple of [`RECORD_ALIGN`].
-/// Safe code: a `Vec` over-allocated by one alignment unit, used from its
-/// first aligned byte.
-pub struct AlignedBuf {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
+/// The buffers records are encoded into (aligned for `O_DIRECT`, written
+/// through the io core as `IoBuf::Aligned`).
+pub use sluice_io::AlignedBuf;
 
-impl std::fmt::Debug for AlignedBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl AlignedBuf {
-    /// Zeroed, `len` rounded up to [`RECORD_ALIGN`].
-    pub fn zeroed(len: usize) -> AlignedBuf {
-        let align = RECORD_ALIGN as usize;
-        let len = len.div_ceil(align) * align;
-        let storage = vec![0u8; len + align];
-        let start = storage.as_ptr().align_offset(align);
-        assert!(start < align, "an aligned byte within one unit");
-        AlignedBuf {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    /// The aligned bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    /// The aligned bytes, to fill.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-}
+const _: () = assert!(sluice_io::DIRECT_IO_ALIGN as u64 == RECORD_ALIGN);
 
 /// Encodes a record (header, `payload`, zero padding) into an aligned
 /// buffer ready for an `O_DIRECT` write. Fails only for UIDs over 64 bytes

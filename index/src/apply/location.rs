@@ -47,7 +47,10 @@ impl<'t, 'e> Apply<'t, 'e> {
             "put location",
         )?;
         let mut state = self.segment_state(place.segment)?;
-        state.indexed_end = state.indexed_end.max(place.end());
+        if place.end() > state.indexed_end {
+            state.indexed_end = place.end();
+            state.indexed_last = place.offset;
+        }
         state.live_bytes = state.live_bytes.saturating_add(place.length);
         state.live_records += 1;
         self.put_segment_state(place.segment, &state)

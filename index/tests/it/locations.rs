@@ -51,10 +51,13 @@ fn segment(index: &Index, id: u64) -> SegmentState {
     read.segment(id).expect("segment").expect("known")
 }
 
-fn live(indexed_end: u64, records: u64) -> SegmentState {
+/// A segment indexed to the end of its `last`th record (counting from 1),
+/// with `records` live.
+fn live(last: u64, records: u64) -> SegmentState {
     SegmentState {
         sealed: false,
-        indexed_end,
+        indexed_end: last * RECORD,
+        indexed_last: (last - 1) * RECORD,
         live_bytes: records * RECORD,
         live_records: records,
     }
@@ -82,10 +85,10 @@ fn a_stored_record_is_placed_and_counted_and_a_file_is_not() {
     assert_eq!(location(&index, 1), Location::Record(place(7, 0)));
     assert_eq!(location(&index, 2), Location::Record(place(7, 1)));
     assert_eq!(location(&index, 3), Location::File);
-    assert_eq!(segment(&index, 7), live(2 * RECORD, 2));
+    assert_eq!(segment(&index, 7), live(2, 2));
     assert_eq!(
         index.read().expect("read").segments().expect("segments"),
-        vec![(7, live(2 * RECORD, 2))]
+        vec![(7, live(2, 2))]
     );
 
     run(
@@ -128,7 +131,7 @@ fn removal_replacement_and_rejection_leave_dead_records() {
     assert_eq!(location(&index, 1), Location::File);
     assert_eq!(location(&index, 11), Location::Record(place(1, 2)));
     assert_eq!(location(&index, 12), Location::File);
-    assert_eq!(segment(&index, 1), live(3 * RECORD, 2));
+    assert_eq!(segment(&index, 1), live(3, 2));
 
     let removed = run(
         &index,
@@ -140,7 +143,7 @@ fn removal_replacement_and_rejection_leave_dead_records() {
     );
     assert!(matches!(&removed[0], WriteOutcome::Removed(Some(_))));
     assert_eq!(location(&index, 2), Location::File);
-    assert_eq!(segment(&index, 1), live(3 * RECORD, 1));
+    assert_eq!(segment(&index, 1), live(3, 1));
 }
 
 #[test]
@@ -156,7 +159,7 @@ fn a_quarantined_record_keeps_its_place_through_release_and_loses_it_at_purge() 
         ],
     );
     assert_eq!(location(&index, 2), Location::Record(place(3, 1)));
-    assert_eq!(segment(&index, 3), live(3 * RECORD, 3));
+    assert_eq!(segment(&index, 3), live(3, 3));
     let entries = index
         .read()
         .expect("read")
@@ -177,16 +180,16 @@ fn a_quarantined_record_keeps_its_place_through_release_and_loses_it_at_purge() 
     assert!(matches!(&released[0], WriteOutcome::Released(Some(_))));
     assert_eq!(location(&index, 2), Location::Record(place(3, 1)));
     assert_eq!(location(&index, 1), Location::File);
-    assert_eq!(segment(&index, 3), live(3 * RECORD, 2));
+    assert_eq!(segment(&index, 3), live(3, 2));
 
     // Purged: file 3's record is dead.
     run(&index, vec![WriteOp::PurgeQuarantine(ids[1].0)]);
     assert_eq!(location(&index, 3), Location::File);
-    assert_eq!(segment(&index, 3), live(3 * RECORD, 1));
+    assert_eq!(segment(&index, 3), live(3, 1));
     let outcome = run(
         &index,
         vec![WriteOp::Store(store_record("1.2.3.4.9", 9, 9, place(3, 3)))],
     );
     assert_eq!(outcome[0], WriteOutcome::Store(StoreOutcome::Stored));
-    assert_eq!(segment(&index, 3), live(4 * RECORD, 2));
+    assert_eq!(segment(&index, 3), live(4, 2));
 }

@@ -214,16 +214,6 @@ fn uids_over_64_bytes_are_refused() {
     ));
 }
 
-#[test]
-fn aligned_buffers_are_aligned_and_padded() {
-    for len in [0, 1, 4096, 4097] {
-        let buf = AlignedBuf::zeroed(len);
-        assert_eq!(buf.as_slice().as_ptr() as usize % RECORD_ALIGN as usize, 0);
-        assert_eq!(buf.as_slice().len() % RECORD_ALIGN as usize, 0);
-        assert!(buf.as_slice().len() >= len);
-    }
-}
-
 proptest! {
     #[test]
     fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
