@@ -54,6 +54,8 @@ pub(crate) struct ServerShared {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Cluster mode (`[cluster]`): the catalogue's publisher.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// The audit trail's queue (`[audit]`; a no-op when off).
+    pub(crate) audit: crate::audit::Audit,
     /// Where each core says it has drained, at shutdown (`Server::drain`).
     pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod answers;
+mod audit;
 mod cluster;
 mod commitment;
 mod commitment_memory;
