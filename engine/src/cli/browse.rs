@@ -369,7 +369,14 @@ pub(crate) fn export_instance(
         inner: &mut destination_file,
         hasher: Xxh3::new(),
     };
-    let copied = std::io::copy(&mut source.take(length), &mut hashing)
+    // A file is copied to its end (a size other than the index's is refused
+    // below); a record's bytes end at its payload's length.
+    let limit = if record_check.is_some() {
+        length
+    } else {
+        u64::MAX
+    };
+    let copied = std::io::copy(&mut source.take(limit), &mut hashing)
         .map_err(CliError::io("copy to", destination))?;
     let payload_checksum = hashing.hasher.digest();
     if let Some((segment, offset, head)) = record_check {

@@ -33,6 +33,18 @@ pub(crate) enum Problem {
     Record(RecordError),
 }
 
+/// The file at `path`, opened, and its size; missing or unreadable is the
+/// problem.
+fn open_sized(path: &Path) -> Result<(std::fs::File, u64), Problem> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(Problem::Missing),
+        Err(error) => return Err(Problem::Unreadable(error)),
+    };
+    let size = file.metadata().map_err(Problem::Unreadable)?.len();
+    Ok((file, size))
+}
+
 /// Checks the file at `path` against its index record: its size, then the
 /// checksum of its data set (read in `buffer`-sized pieces). `None` when it
 /// matches.
@@ -41,16 +53,9 @@ pub(crate) fn check_file(
     record: &InstanceRecord,
     buffer: &mut [u8],
 ) -> Option<Problem> {
-    let mut handle = match std::fs::File::open(path) {
-        Ok(handle) => handle,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Some(Problem::Missing)
-        }
-        Err(error) => return Some(Problem::Unreadable(error)),
-    };
-    let actual_bytes = match handle.metadata() {
-        Ok(metadata) => metadata.len(),
-        Err(error) => return Some(Problem::Unreadable(error)),
+    let (mut handle, actual_bytes) = match open_sized(path) {
+        Ok(opened) => opened,
+        Err(problem) => return Some(problem),
     };
     if actual_bytes != record.file_size_bytes {
         return Some(Problem::WrongSize { actual_bytes });
@@ -83,16 +88,9 @@ pub(crate) fn check_record(
     record: &InstanceRecord,
     buffer: &mut [u8],
 ) -> Option<Problem> {
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Some(Problem::Missing)
-        }
-        Err(error) => return Some(Problem::Unreadable(error)),
-    };
-    let size = match file.metadata() {
-        Ok(metadata) => metadata.len(),
-        Err(error) => return Some(Problem::Unreadable(error)),
+    let (file, size) = match open_sized(path) {
+        Ok(opened) => opened,
+        Err(problem) => return Some(problem),
     };
     let head = match segment::read_head(&file, offset, size) {
         Ok(Ok(head)) => head,
