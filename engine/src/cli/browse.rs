@@ -1,17 +1,21 @@
 //! The read-only commands: `ls`, `show`, `stats`, `export-instance`.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use sluice_index::{InstanceRecord, StudyQuery, Triplet};
 
+use xxhash_rust::xxh3::Xxh3;
+
 use super::format::{bytes, hex, number_or_dash, or_dash, rfc3339_utc, Table};
 use super::{CliError, OpenStore};
 use crate::escape::Escaped;
 use crate::store::layout::{Area, Layout};
+use crate::store::segment::{RecordError, RecordHead};
 use crate::store::walk::disk_usage;
+use crate::store::DatasetLocation;
 
 /// Writes the "more rows" note of a truncated listing.
 fn truncated_note(output: &mut dyn Write, shown: usize, noun: &str) -> std::io::Result<()> {
@@ -248,6 +252,61 @@ pub(crate) fn stats(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// A writer that hashes what goes through it (XXH3-64, the record
+/// payload's checksum).
+struct HashingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    hasher: Xxh3,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(bytes.get(..written).unwrap_or_default());
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The error of a record that is not whole and valid.
+fn damaged_record(path: &Path, segment: u64, offset: u64, error: RecordError) -> CliError {
+    CliError::Io {
+        operation: "export from",
+        path: path.to_owned(),
+        source: std::io::Error::other(format!(
+            "the record of segment {segment:016x} at offset {offset} is damaged: {error} \
+             (run `sluice verify`); nothing exported"
+        )),
+    }
+}
+
+/// The checked header of the record at `offset` of a segment, whose Part 10
+/// bytes the index says are `part10_bytes` long.
+fn record_head(
+    path: &Path,
+    segment: u64,
+    offset: u64,
+    part10_bytes: u64,
+) -> Result<RecordHead, CliError> {
+    let file = std::fs::File::open(path).map_err(CliError::io("open", path))?;
+    let size = file.metadata().map_err(CliError::io("read", path))?.len();
+    let head = crate::store::segment::read_head(&file, offset, size)
+        .map_err(CliError::io("read", path))?
+        .map_err(|error| damaged_record(path, segment, offset, error))?;
+    if head.payload_bytes != part10_bytes {
+        return Err(damaged_record(
+            path,
+            segment,
+            offset,
+            RecordError::Length("the payload length differs from the index's file size"),
+        ));
+    }
+    Ok(head)
+}
+
 /// `sluice export-instance SOP_INSTANCE_UID PATH [--force]`.
 pub(crate) fn export_instance(
     store: &OpenStore,
@@ -256,16 +315,38 @@ pub(crate) fn export_instance(
     force: bool,
     output: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
-    let entry = {
+    let found = {
         let txn = store.index.read().map_err(store.index_error())?;
-        txn.instance_by_sop(sop).map_err(store.index_error())?
+        match txn.instance_by_sop(sop).map_err(store.index_error())? {
+            None => None,
+            Some(entry) => Some((store.locate(&txn, Area::Objects, &entry)?, entry)),
+        }
     };
-    let Some(entry) = entry else {
+    let Some((dataset, entry)) = found else {
         return Err(store.not_found(format!("no instance with SOP Instance UID {sop}")));
     };
-    let source_path = store.layout.object_path(entry.record.file_id);
-    let mut source =
-        std::fs::File::open(&source_path).map_err(CliError::io("open", &source_path))?;
+    let (source_path, start, length) = dataset.part10_range();
+    // A record's header says how long its Part 10 bytes are and what they
+    // hash to: checked against the index and against the bytes copied, so a
+    // damaged record is refused, not exported (a file has only the index's
+    // checksum of its data set, which `sluice verify` checks).
+    let record_check = match &dataset {
+        DatasetLocation::File { .. } => None,
+        DatasetLocation::Record {
+            segment,
+            record_offset,
+            ..
+        } => Some((
+            *segment,
+            *record_offset,
+            record_head(source_path, *segment, *record_offset, length)?,
+        )),
+    };
+    let mut source = std::fs::File::open(source_path).map_err(CliError::io("open", source_path))?;
+    source
+        .seek(SeekFrom::Start(start))
+        .map_err(CliError::io("read", source_path))?;
+    let source_path = source_path.to_owned();
     // `create_new` makes the refusal atomic: no window in which another
     // process's file could be truncated between a check and the open.
     let mut options = OpenOptions::new();
@@ -284,8 +365,33 @@ pub(crate) fn export_instance(
         }
         Err(error) => return Err(CliError::io("create", destination)(error)),
     };
-    let copied = std::io::copy(&mut source, &mut destination_file)
+    let mut hashing = HashingWriter {
+        inner: &mut destination_file,
+        hasher: Xxh3::new(),
+    };
+    // A file is copied to its end (a size other than the index's is refused
+    // below); a record's bytes end at its payload's length.
+    let limit = if record_check.is_some() {
+        length
+    } else {
+        u64::MAX
+    };
+    let copied = std::io::copy(&mut source.take(limit), &mut hashing)
         .map_err(CliError::io("copy to", destination))?;
+    let payload_checksum = hashing.hasher.digest();
+    if let Some((segment, offset, head)) = record_check {
+        if payload_checksum != head.payload_checksum {
+            drop(destination_file);
+            // Ours: created (or truncated) above, and holding bad bytes.
+            let _ = std::fs::remove_file(destination);
+            return Err(damaged_record(
+                &source_path,
+                segment,
+                offset,
+                RecordError::PayloadChecksum,
+            ));
+        }
+    }
     destination_file
         .sync_all()
         .map_err(CliError::io("sync", destination))?;

@@ -330,6 +330,26 @@ impl OpenStore {
         }
     }
 
+    /// Where the bytes of an instance's entry in `area` are (its file, or
+    /// its segment record), its location read in `txn`.
+    pub(crate) fn locate(
+        &self,
+        txn: &sluice_index::ReadTxn<'_>,
+        area: crate::store::layout::Area,
+        entry: &sluice_index::InstanceEntry,
+    ) -> Result<crate::store::DatasetLocation, CliError> {
+        let location = txn
+            .location(entry.record.file_id)
+            .map_err(self.index_error())?;
+        crate::store::locate(&self.layout, area, &entry.triplet, &entry.record, location).map_err(
+            |error| CliError::Io {
+                operation: "locate an instance in",
+                path: self.data_dir().to_owned(),
+                source: std::io::Error::other(error.to_string()),
+            },
+        )
+    }
+
     pub(crate) fn not_found(&self, what: String) -> CliError {
         CliError::NotFound {
             what,

@@ -1,20 +1,24 @@
-//! `sluice verify`: every indexed file re-read and compared with the index.
+//! `sluice verify`: every indexed file and segment record re-read and
+//! compared with the index.
 //!
 //! For each stored instance and quarantine entry: the file must exist at the
 //! path its file id gives, have the size the index records, and its data set
 //! (from the recorded offset to the end) must hash to the recorded XXH3-128
-//! checksum. Files are read in bounded chunks, one at a time; problems are
+//! checksum. An instance the index places in a segment record is checked in
+//! its record: the header (its checksum, the instance it names), the
+//! payload's length and XXH3-64, then the data set's XXH3-128; a damaged
+//! record is reported by segment and offset. Files are read in bounded chunks, one at a time; problems are
 //! printed as they are found, so memory does not grow with the store.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use sluice_index::IndexError;
+use sluice_index::{IndexError, Location};
 
 use super::format::hex;
 use super::{CliError, OpenStore};
 use crate::escape::Escaped;
-use crate::store::check::{check_file, Problem, READ_CHUNK_BYTES};
+use crate::store::check::{check_file, check_record, Problem, READ_CHUNK_BYTES};
 use crate::store::layout::Area;
 use crate::store::walk::{for_each_indexed_file, IndexedFile};
 
@@ -28,13 +32,14 @@ struct Tally {
     wrong_size: u64,
     checksum: u64,
     unreadable: u64,
+    damaged: u64,
     /// Entries changed by another process while verify ran (not checked).
     changed: u64,
 }
 
 impl Tally {
     fn problems(&self) -> u64 {
-        self.missing + self.wrong_size + self.checksum + self.unreadable
+        self.missing + self.wrong_size + self.checksum + self.unreadable + self.damaged
     }
 }
 
@@ -69,7 +74,22 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
     let mut tally = Tally::default();
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let walked = for_each_indexed_file(&store.index, |file: IndexedFile| {
-        let path = file.path(&store.layout);
+        let location = store.index.read()?.location(file.record.file_id)?;
+        let (path, record_offset) = match location {
+            Location::File => (file.path(&store.layout), None),
+            Location::Record(place) => (
+                store.layout.segment_path(place.segment),
+                Some((place.segment, place.offset)),
+            ),
+        };
+        // Where the bytes are, as the problem lines name it.
+        let place = match record_offset {
+            None => path.display().to_string(),
+            Some((segment, offset)) => format!(
+                "{} (segment {segment:016x}, record at offset {offset})",
+                path.display()
+            ),
+        };
         match file.area {
             Area::Objects => tally.stored += 1,
             Area::Quarantine => tally.quarantined += 1,
@@ -81,7 +101,13 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
             ),
             None => format!("SOP Instance UID {}", file.triplet.sop_instance_uid),
         };
-        let problem = match check_file(&path, &file.record, &mut buffer) {
+        let checked = match record_offset {
+            None => check_file(&path, &file.record, &mut buffer),
+            Some((_, offset)) => {
+                check_record(&path, offset, &file.triplet, &file.record, &mut buffer)
+            }
+        };
+        let problem = match checked {
             None => {
                 tally.bytes += file.record.file_size_bytes;
                 return Ok(());
@@ -97,28 +123,30 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
         let line = match problem {
             Problem::Missing => {
                 tally.missing += 1;
-                format!("MISSING     {} ({what})", path.display())
+                format!("MISSING     {place} ({what})")
             }
             Problem::WrongSize { actual_bytes } => {
                 tally.wrong_size += 1;
                 format!(
-                    "WRONG SIZE  {} ({what}): {actual_bytes} bytes, the index records {}",
-                    path.display(),
+                    "WRONG SIZE  {place} ({what}): {actual_bytes} bytes, the index records {}",
                     file.record.file_size_bytes
                 )
             }
             Problem::Checksum { actual } => {
                 tally.checksum += 1;
                 format!(
-                    "CHECKSUM    {} ({what}): data set XXH3-128 {}, the index records {}",
-                    path.display(),
+                    "CHECKSUM    {place} ({what}): data set XXH3-128 {}, the index records {}",
                     hex(&actual.0),
                     hex(&file.record.checksum.0)
                 )
             }
             Problem::Unreadable(error) => {
                 tally.unreadable += 1;
-                format!("UNREADABLE  {} ({what}): {error}", path.display())
+                format!("UNREADABLE  {place} ({what}): {error}")
+            }
+            Problem::Record(error) => {
+                tally.damaged += 1;
+                format!("DAMAGED     {place} ({what}): {error}")
             }
         };
         writeln!(output, "{}", Escaped(line)).map_err(Stop::Output)
@@ -132,13 +160,15 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
     writeln!(
         output,
         "verified {files} files ({} stored, {} quarantined): \
-         {} missing, {} wrong size, {} checksum mismatch, {} unreadable; {} bytes intact",
+         {} missing, {} wrong size, {} checksum mismatch, {} unreadable, {} damaged records; \
+         {} bytes intact",
         tally.stored,
         tally.quarantined,
         tally.missing,
         tally.wrong_size,
         tally.checksum,
         tally.unreadable,
+        tally.damaged,
         tally.bytes,
     )?;
     if tally.changed > 0 {

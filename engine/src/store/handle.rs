@@ -39,6 +39,17 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// The index places an instance in a record too short for the Part 10
+    /// bytes its entry records (the index disagrees with itself).
+    #[error("the record at offset {offset} of segment {segment:016x}: {detail}")]
+    BadRecordPlace {
+        /// The segment's id.
+        segment: u64,
+        /// Where the record starts in it.
+        offset: u64,
+        /// What does not fit.
+        detail: String,
+    },
     /// Too many subscribers.
     #[error("too many event subscribers (at most {SUBSCRIBERS_MAX})")]
     TooManySubscribers,
@@ -348,22 +359,27 @@ impl Store {
         )?)
     }
 
-    /// The path of a stored instance's Part 10 file.
+    /// The path of a stored instance's Part 10 file in the files layout (an
+    /// instance stored as a segment record has none: see
+    /// [`Store::dataset_of`], whose [`DatasetLocation::part10_range`] names
+    /// the file and range for either).
+    ///
+    /// [`DatasetLocation::part10_range`]: crate::store::source::DatasetLocation::part10_range
     pub fn instance_path(&self, record: &InstanceRecord) -> PathBuf {
         self.shared.layout.area_path(Area::Objects, record.file_id)
     }
 
     /// The bytes of the Part 10 file of the instance with this SOP Instance
     /// UID (preamble, file meta group, the data set as received), or `None`
-    /// when no such instance is stored. Reads the whole file: for very large
-    /// instances open [`Store::instance_path`] and stream instead.
+    /// when no such instance is stored; from its file or its segment record
+    /// alike. Reads the whole file: for very large instances read ranges of
+    /// [`Store::dataset_of`]'s location instead.
     pub fn read_instance(&self, sop_instance_uid: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(entry) = self.instance_by_sop(sop_instance_uid)? else {
             return Ok(None);
         };
-        let path = self.instance_path(&entry.record);
-        std::fs::read(&path)
-            .map(Some)
-            .map_err(|source| StoreError::ReadFile { path, source })
+        let dataset = self.dataset_of(&entry)?;
+        let (path, offset, length) = dataset.location.part10_range();
+        crate::store::read_range(path, offset, length).map(Some)
     }
 }

@@ -7,6 +7,7 @@
 //! <data>/quarantine/ab/cd/<id>.dcm  duplicates held for review (indexed as quarantine)
 //! <data>/tmp/<core>/<id>.dcm        files being received; removed at start
 //! <data>/orphans/<id>.dcm           files found at start without an index entry
+//! <data>/segments/<id>.seg           segment files (layout `segments`, docs/design/segments.md)
 //! <data>/index/                     the LMDB environment (sluice-index)
 //! ```
 //!
@@ -35,6 +36,8 @@ pub const TMP_DIR: &str = "tmp";
 pub const ORPHANS_DIR: &str = "orphans";
 /// Directory name of the LMDB index environment.
 pub const INDEX_DIR: &str = "index";
+/// The directory of the segment files (layout `segments`).
+pub const SEGMENTS_DIR: &str = "segments";
 /// The extension of every Part 10 file Sluice writes.
 pub const FILE_EXTENSION: &str = "dcm";
 
@@ -101,6 +104,17 @@ impl Layout {
     /// `<data>/orphans`.
     pub fn orphans_dir(&self) -> PathBuf {
         self.root.join(ORPHANS_DIR)
+    }
+
+    /// `<data>/segments`: the segment files of the `segments` layout.
+    pub fn segments_dir(&self) -> PathBuf {
+        self.root.join(SEGMENTS_DIR)
+    }
+
+    /// `<data>/segments/<id>.seg`: the file of the segment the index names
+    /// `segment` (16 lowercase hex digits; never from peer data).
+    pub fn segment_path(&self, segment: u64) -> PathBuf {
+        self.segments_dir().join(format!("{segment:016x}.seg"))
     }
 
     /// `<data>/index`.

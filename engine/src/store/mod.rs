@@ -27,4 +27,5 @@ pub use handle::{
     SUBSCRIPTION_CAPACITY_MAX,
 };
 pub use query::{FindAnswers, QueryError};
+pub(crate) use source::{locate, read_range};
 pub use source::{DatasetLocation, StoredDataset};

@@ -24,6 +24,10 @@ pub enum QueryError {
     /// The index failed.
     #[error("index: {0}")]
     Index(#[from] IndexError),
+    /// An instance's place could not be resolved (its location in the
+    /// index does not fit its entry).
+    #[error("{0}")]
+    Location(#[from] super::handle::StoreError),
     /// More instances than the caller's limit.
     #[error("more than {limit} instances")]
     TooManyInstances {
@@ -96,7 +100,7 @@ impl Store {
             if datasets.len() >= limit {
                 return Err(QueryError::TooManyInstances { limit });
             }
-            datasets.push(self.dataset_of(entry));
+            datasets.push(self.dataset_in(&read, entry)?);
             Ok(())
         };
         let mut resume: Option<FindResume> = None;

@@ -153,8 +153,8 @@ pub fn encode_record(
     if uid_fields.iter().any(|uid| uid.len() > UID_BYTES_MAX) {
         return Err(RecordError::Length("UID over 64 bytes"));
     }
-    let uid_bytes: usize = uid_fields.iter().map(|uid| uid.len()).sum();
-    let header_bytes = HEADER_FIXED_BYTES + uid_bytes;
+    // At most HEADER_BYTES_MAX (the UIDs' lengths were checked above).
+    let header_bytes = header_bytes_of(&uids.study, &uids.series, &uids.sop) as usize;
     let mut buf = AlignedBuf::zeroed(header_bytes + payload.len());
     let out = buf.as_mut_slice();
     out[0..8].copy_from_slice(&RECORD_MAGIC);
@@ -177,6 +177,14 @@ pub fn encode_record(
     out[56..64].copy_from_slice(&checksum.to_le_bytes());
     out[header_bytes..header_bytes + payload.len()].copy_from_slice(payload);
     Ok(buf)
+}
+
+/// The length of the header of a record holding these UIDs: where the
+/// Part 10 bytes start in the record (readers that know the instance's
+/// triplet and the record's place find its data set without reading the
+/// header).
+pub fn header_bytes_of(study: &str, series: &str, sop: &str) -> u64 {
+    (HEADER_FIXED_BYTES + study.len() + series.len() + sop.len()) as u64
 }
 
 /// XXH3-64 of a header with its checksum field (bytes 56..64) taken as
@@ -268,7 +276,11 @@ fn invalid(error: RecordError) -> io::Error {
 
 /// The header at `offset`, checked against the segment's `size`: `Ok(Err)`
 /// when the bytes there are not a valid record's header.
-fn read_head(file: &File, offset: u64, size: u64) -> io::Result<Result<RecordHead, RecordError>> {
+pub fn read_head(
+    file: &File,
+    offset: u64,
+    size: u64,
+) -> io::Result<Result<RecordHead, RecordError>> {
     let available = size.saturating_sub(offset).min(HEADER_BYTES_MAX as u64) as usize;
     let mut bytes = vec![0u8; available];
     let read = read_full(file, &mut bytes, offset)?;
@@ -306,7 +318,7 @@ fn read_payload(file: &File, offset: u64, head: &RecordHead) -> io::Result<Vec<u
 }
 
 /// `pread` until `buf` is full or the file ends; the bytes read.
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

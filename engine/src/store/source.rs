@@ -7,19 +7,22 @@
 //!
 //! Both layouts fit one shape: the files layout keeps each instance as a
 //! Part 10 file, its data set after the file meta group; the segments
-//! layout (designed, not built) keeps each instance as a record at an offset
-//! of a segment file, the same Part 10 bytes inside. Either way a sender
-//! needs a path, the offset of the data set and its length, so
-//! [`DatasetLocation`] has one variant per layout and every reader handles
-//! it by path and range.
+//! layout keeps each instance as a record at an offset of a segment file,
+//! the same Part 10 bytes inside (docs/on-disk-format.md, "Segments"). The
+//! index says which (`sluice_index::Location`, by file id). Either way a
+//! reader needs a path, the offset of the data set and its length, so
+//! [`DatasetLocation`] has one variant per place and every reader handles
+//! it by path and range ([`DatasetLocation::file_range`] for the data set,
+//! [`DatasetLocation::part10_range`] for the whole Part 10 file).
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use sluice_index::{InstanceEntry, Triplet};
+use sluice_index::{InstanceEntry, InstanceRecord, Location, ReadTxn, RecordPlace, Triplet};
 
 use super::handle::{Store, StoreError};
-use super::layout::Area;
+use super::layout::{Area, Layout};
+use super::segment;
 
 /// Where the bytes of an instance's data set are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,19 +38,113 @@ pub enum DatasetLocation {
         /// How long it is.
         length: u64,
     },
+    /// A record in a segment file: the Part 10 bytes start at
+    /// `part10_offset` of the segment (after the record's header), the data
+    /// set at `offset` (after the file meta group) and runs `length` bytes.
+    Record {
+        /// The segment file.
+        path: PathBuf,
+        /// The segment's id (the index's name of it).
+        segment: u64,
+        /// Where the record starts in the segment.
+        record_offset: u64,
+        /// Where the record's Part 10 bytes start in the segment.
+        part10_offset: u64,
+        /// Where the data set starts in the segment.
+        offset: u64,
+        /// How long it is.
+        length: u64,
+    },
 }
 
 impl DatasetLocation {
     /// The file to open, the data set's offset in it, and its length.
-    pub fn file_range(&self) -> (&std::path::Path, u64, u64) {
+    pub fn file_range(&self) -> (&Path, u64, u64) {
         match self {
             DatasetLocation::File {
                 path,
                 offset,
                 length,
+            }
+            | DatasetLocation::Record {
+                path,
+                offset,
+                length,
+                ..
             } => (path, *offset, *length),
         }
     }
+
+    /// The file to open, where the whole Part 10 file (preamble, file meta
+    /// group, data set) starts in it, and its length.
+    pub fn part10_range(&self) -> (&Path, u64, u64) {
+        let (path, offset, length) = self.file_range();
+        let start = match self {
+            DatasetLocation::File { .. } => 0,
+            DatasetLocation::Record { part10_offset, .. } => *part10_offset,
+        };
+        debug_assert!(start <= offset, "the data set is inside the Part 10 bytes");
+        (path, start, offset - start + length)
+    }
+}
+
+/// Where the bytes of an indexed instance are, from its index record, the
+/// index's location of its file id, and the area its entry is in (a file's
+/// directory; a record is in its segment whatever the area). A record place
+/// too short for the Part 10 bytes the entry records is refused (the index
+/// disagrees with itself), never read past.
+pub(crate) fn locate(
+    layout: &Layout,
+    area: Area,
+    triplet: &Triplet,
+    record: &InstanceRecord,
+    location: Location,
+) -> Result<DatasetLocation, StoreError> {
+    let place = match location {
+        Location::File => {
+            return Ok(DatasetLocation::File {
+                path: layout.area_path(area, record.file_id),
+                offset: record.dataset_offset_bytes,
+                length: record.dataset_size_bytes(),
+            })
+        }
+        Location::Record(place) => place,
+    };
+    let header = segment::header_bytes_of(
+        &triplet.study_instance_uid,
+        &triplet.series_instance_uid,
+        &triplet.sop_instance_uid,
+    );
+    let bad = |detail: String| StoreError::BadRecordPlace {
+        segment: place.segment,
+        offset: place.offset,
+        detail,
+    };
+    let part10_end = header
+        .checked_add(record.file_size_bytes)
+        .filter(|&end| end <= place.length && record.dataset_offset_bytes <= record.file_size_bytes)
+        .ok_or_else(|| {
+            bad(format!(
+                "a record of {} bytes cannot hold a header of {header} and a Part 10 file of {} \
+                 (data set at {})",
+                place.length, record.file_size_bytes, record.dataset_offset_bytes
+            ))
+        })?;
+    let RecordPlace {
+        segment, offset, ..
+    } = place;
+    // Every offset below is at most the Part 10 bytes' end.
+    offset
+        .checked_add(part10_end)
+        .ok_or_else(|| bad("the record ends past 2^64".to_owned()))?;
+    Ok(DatasetLocation::Record {
+        path: layout.segment_path(segment),
+        segment,
+        record_offset: offset,
+        part10_offset: offset + header,
+        offset: offset + header + record.dataset_offset_bytes,
+        length: record.dataset_size_bytes(),
+    })
 }
 
 /// A stored instance as a sender needs it.
@@ -71,18 +168,32 @@ impl StoredDataset {
 }
 
 impl Store {
-    /// Where the data set of an indexed instance lives.
-    pub fn dataset_of(&self, entry: &InstanceEntry) -> StoredDataset {
-        StoredDataset {
+    /// Where the data set of an indexed instance lives (its location read
+    /// in a read transaction of its own).
+    pub fn dataset_of(&self, entry: &InstanceEntry) -> Result<StoredDataset, StoreError> {
+        self.dataset_in(&self.index().read()?, entry)
+    }
+
+    /// Where the data set of an indexed instance lives, its location read
+    /// in `read` (the transaction that found the entry).
+    pub fn dataset_in(
+        &self,
+        read: &ReadTxn<'_>,
+        entry: &InstanceEntry,
+    ) -> Result<StoredDataset, StoreError> {
+        let location = read.location(entry.record.file_id)?;
+        Ok(StoredDataset {
             triplet: entry.triplet.clone(),
             sop_class_uid: entry.record.sop_class_uid.clone(),
             transfer_syntax_uid: entry.record.transfer_syntax_uid.clone(),
-            location: DatasetLocation::File {
-                path: self.layout().area_path(Area::Objects, entry.record.file_id),
-                offset: entry.record.dataset_offset_bytes,
-                length: entry.record.dataset_size_bytes(),
-            },
-        }
+            location: locate(
+                self.layout(),
+                Area::Objects,
+                &entry.triplet,
+                &entry.record,
+                location,
+            )?,
+        })
     }
 
     /// Reads at most `length_max` bytes of a stored data set from its start
@@ -95,18 +206,7 @@ impl Store {
         length_max: u64,
     ) -> Result<Vec<u8>, StoreError> {
         let (path, offset, length) = dataset.location.file_range();
-        let wanted = length.min(length_max);
-        let read = || -> std::io::Result<Vec<u8>> {
-            let mut file = std::fs::File::open(path)?;
-            file.seek(SeekFrom::Start(offset))?;
-            let mut bytes = Vec::with_capacity(usize::try_from(wanted).unwrap_or(0));
-            file.take(wanted).read_to_end(&mut bytes)?;
-            Ok(bytes)
-        };
-        read().map_err(|source| StoreError::ReadFile {
-            path: path.to_owned(),
-            source,
-        })
+        read_range(path, offset, length.min(length_max))
     }
 
     /// The whole data set of the instance with this SOP Instance UID (the
@@ -116,7 +216,107 @@ impl Store {
         let Some(entry) = self.instance_by_sop(sop_instance_uid)? else {
             return Ok(None);
         };
-        let dataset = self.dataset_of(&entry);
+        let dataset = self.dataset_of(&entry)?;
         self.read_dataset_head(&dataset, u64::MAX).map(Some)
+    }
+}
+
+/// Reads `length` bytes of `path` from `offset` (fewer only where the file
+/// ends first), blocking.
+pub(crate) fn read_range(path: &Path, offset: u64, length: u64) -> Result<Vec<u8>, StoreError> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        file.take(length).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    read().map_err(|source| StoreError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_index::{Checksum, FileId};
+
+    use super::*;
+
+    fn record(file_size_bytes: u64, dataset_offset_bytes: u64) -> InstanceRecord {
+        InstanceRecord {
+            file_id: FileId(0xab),
+            file_size_bytes,
+            dataset_offset_bytes,
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            checksum: Checksum([0; 16]),
+            received_at_unix_ns: 0,
+            calling_ae_title: String::new(),
+            instance_number: None,
+        }
+    }
+
+    #[test]
+    fn a_record_place_is_resolved_to_its_ranges_and_a_short_one_refused() {
+        let layout = Layout::new("/data");
+        let triplet = Triplet::new("1.2", "1.2.3", "1.2.3.4");
+        // 64 bytes of header and the three UIDs' 3 + 5 + 7.
+        let header = 64 + 15;
+        let place = |offset, length| {
+            Location::Record(RecordPlace {
+                segment: 9,
+                offset,
+                length,
+            })
+        };
+        let located = locate(
+            &layout,
+            Area::Quarantine,
+            &triplet,
+            &record(1000, 300),
+            place(8192, 4096),
+        )
+        .unwrap();
+        assert_eq!(
+            located,
+            DatasetLocation::Record {
+                path: layout.segment_path(9),
+                segment: 9,
+                record_offset: 8192,
+                part10_offset: 8192 + header,
+                offset: 8192 + header + 300,
+                length: 700,
+            }
+        );
+        assert_eq!(
+            located.part10_range(),
+            (layout.segment_path(9).as_path(), 8192 + header, 1000)
+        );
+        // A file is in its area's directory, read from its start.
+        let file = locate(
+            &layout,
+            Area::Quarantine,
+            &triplet,
+            &record(1000, 300),
+            Location::File,
+        )
+        .unwrap();
+        let path = layout.area_path(Area::Quarantine, FileId(0xab));
+        assert_eq!(file.part10_range(), (path.as_path(), 0, 1000));
+        assert_eq!(file.file_range(), (path.as_path(), 300, 700));
+        // The Part 10 bytes end one byte past the record: refused.
+        let short = 4096 - header + 1;
+        for (record, place) in [
+            (record(short, 300), place(0, 4096)),
+            (record(1000, 1001), place(0, 4096)),
+            (record(u64::MAX, 0), place(0, 4096)),
+            (record(1000, 300), place(u64::MAX - 100, 4096)),
+        ] {
+            assert!(matches!(
+                locate(&layout, Area::Objects, &triplet, &record, place),
+                Err(StoreError::BadRecordPlace { segment: 9, .. })
+            ));
+        }
     }
 }

@@ -24,5 +24,6 @@ mod qrscu;
 mod query;
 mod real_files;
 mod recovery;
+mod segment_reads;
 mod serve;
 mod tls;

@@ -112,7 +112,11 @@ impl StoreFixture {
         (file_id, bytes, record)
     }
 
-    fn new_instance(triplet: Triplet, record: InstanceRecord, patient: &str) -> NewInstance {
+    pub(crate) fn new_instance(
+        triplet: Triplet,
+        record: InstanceRecord,
+        patient: &str,
+    ) -> NewInstance {
         NewInstance {
             triplet,
             record,
@@ -156,7 +160,7 @@ impl StoreFixture {
         self.store_request(StoreRequest::new(instance))
     }
 
-    fn store_request(&self, request: StoreRequest) -> StoreOutcome {
+    pub(crate) fn store_request(&self, request: StoreRequest) -> StoreOutcome {
         let results = self
             .index()
             .writer()
@@ -229,7 +233,7 @@ pub(crate) fn sluice(args: &[&str]) -> (Result<ExitCode, CliError>, String) {
 }
 
 /// Runs a command that must succeed; returns its output.
-fn sluice_ok(args: &[&str]) -> String {
+pub(crate) fn sluice_ok(args: &[&str]) -> String {
     let (result, output) = sluice(args);
     match result {
         Ok(code) => assert_eq!(code, ExitCode::SUCCESS, "{args:?}:\n{output}"),

@@ -26,6 +26,7 @@ use sluice_net::scan::DatasetEncoding;
 
 use super::super::{CliError, OpenStore};
 use crate::escape::Escaped;
+use crate::store::layout::Area;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// Instances read from the index per read transaction.
@@ -347,9 +348,15 @@ fn export_one(
             )))
         }
     };
-    let path = store.layout.object_path(record.file_id);
+    // Its file, or its segment record: the data set is a range either way.
+    let dataset = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        store.locate(&txn, Area::Objects, entry)?
+    };
+    let (path, dataset_offset, dataset_length) = dataset.file_range();
+    let path = path.to_owned();
     let mut file = File::open(&path).map_err(CliError::io("open", &path))?;
-    let keys = match super::read_keys_at(&mut file, record.dataset_offset_bytes, encoding)
+    let keys = match super::read_keys_at(&mut file, dataset_offset, dataset_length, encoding)
         .map_err(CliError::io("read", &path))?
     {
         Ok(keys) => keys,
@@ -392,9 +399,9 @@ fn export_one(
         .map_err(CliError::io("create", &target))?;
     out.write_all(&header)
         .map_err(CliError::io("write", &target))?;
-    file.seek(SeekFrom::Start(record.dataset_offset_bytes))
+    file.seek(SeekFrom::Start(dataset_offset))
         .map_err(CliError::io("read", &path))?;
-    let mut remaining = record.dataset_size_bytes();
+    let mut remaining = dataset_length;
     let mut transcoder = match placement.action {
         Action::AsStored => None,
         Action::Transcode { from } => Some(Transcoder::to_explicit_little_endian(from)),

@@ -531,8 +531,13 @@ fn keys_of(item: &Item) -> Result<(String, String), String> {
     let encoding = DatasetEncoding::from_transfer_syntax(&item.transfer_syntax_uid)
         .map_err(|error| format!("its keys cannot be read ({error})"))?;
     let mut file = File::open(&item.path).map_err(|error| format!("cannot open: {error}"))?;
-    let keys = super::read_keys_at(&mut file, item.dataset_offset, encoding)
-        .map_err(|error| format!("cannot read: {error}"))??;
+    let keys = super::read_keys_at(
+        &mut file,
+        item.dataset_offset,
+        item.dataset_length,
+        encoding,
+    )
+    .map_err(|error| format!("cannot read: {error}"))??;
     let patient = keys
         .dataset()
         .str(Tag(0x0010, 0x0020))

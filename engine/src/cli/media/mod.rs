@@ -128,20 +128,24 @@ pub(crate) fn run(command: MediaCommand, output: &mut dyn Write) -> Result<ExitC
     }
 }
 
-/// An instance's directory keys, read from its data set at `offset` of
-/// `file` a chunk at a time until the reader has them (the data set's head,
-/// whatever its length). The outer error is the file's; the inner one says
+/// An instance's directory keys, read from its data set (`length` bytes at
+/// `offset` of `file`) a chunk at a time until the reader has them (the
+/// data set's head, whatever its length). The outer error is the file's; the inner one says
 /// why the data set does not give its keys.
 fn read_keys_at(
     file: &mut File,
     offset: u64,
+    length: u64,
     encoding: DatasetEncoding,
 ) -> std::io::Result<Result<InstanceKeys, String>> {
     file.seek(SeekFrom::Start(offset))?;
+    // Never past the data set (a segment record's padding and the next
+    // record follow it).
+    let mut dataset = file.take(length);
     let mut reader = KeyReader::new(encoding);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let read = file.read(&mut chunk)?;
+        let read = dataset.read(&mut chunk)?;
         if read == 0 {
             break;
         }

@@ -260,10 +260,13 @@ fn file_head(
     found: &FindMatch,
 ) -> Option<sluice_net::dimse::dataset::SmallDataset> {
     let entry = found.instance.as_ref()?;
-    let dataset = shared.store.dataset_of(entry);
     let length_max = u64::from(shared.store.config().query.file_head_bytes_max);
-    match shared.store.read_dataset_head(&dataset, length_max) {
-        Ok(bytes) => head::decode_head(&bytes, &dataset.transfer_syntax_uid),
+    let dataset = shared.store.dataset_of(entry);
+    match dataset.and_then(|dataset| {
+        let head = shared.store.read_dataset_head(&dataset, length_max)?;
+        Ok((dataset, head))
+    }) {
+        Ok((dataset, bytes)) => head::decode_head(&bytes, &dataset.transfer_syntax_uid),
         Err(error) => {
             tracing::warn!(%error, sop_instance_uid = %entry.triplet.sop_instance_uid, "C-FIND cannot read a file head");
             None
