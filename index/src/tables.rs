@@ -26,14 +26,18 @@ use crate::error::{EnvLimits, IndexError};
 /// 5. instances keyed by series id and SOP Instance UID (`instances`,
 ///    `series_ids`; `series_instances` is gone), the SOP Instance UID lookup
 ///    in an LSM tree beside LMDB with its `sop_pending` log
-///    (docs/design/index-at-scale.md).
+///    (docs/design/index-at-scale.md);
+/// 6. (s-seg's record locations; not in this branch);
+/// 7. the `study_by_patient_name` table: studies by the component groups of
+///    their Patient's Name, for C-FIND by name (docs/design/query.md).
 ///
-/// An index of version 2, 3 or 4 is upgraded in place at open (`migrate`;
-/// the tables an older version lacks are created empty, as it had them).
-pub const SCHEMA_VERSION: u32 = 5;
+/// An index of version 2, 3, 4 or 5 is upgraded in place at open (`migrate`;
+/// the tables an older version lacks are created empty, as it had them, and
+/// filled by the steps that introduced them).
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 3] = [2, 3, 4];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 4] = [2, 3, 4, 5];
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -72,6 +76,7 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "study_by_patient_id",
     "study_by_date",
     "study_by_accession",
+    "study_by_patient_name",
     "quarantine",
     "commitments",
     "in_doubt",
@@ -80,7 +85,7 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 14;
+pub(crate) const TABLE_COUNT: usize = 15;
 
 /// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
 /// (and left empty by it: LMDB through heed cannot drop a named table).
@@ -112,6 +117,10 @@ pub(crate) struct Tables {
     pub(crate) study_by_date: Table,
     /// `accession_number\0study` -> empty.
     pub(crate) study_by_accession: Table,
+    /// `name group\0study` -> empty: one entry per distinct non-empty
+    /// component group of the study's Patient's Name
+    /// (`sluice_net::query::person_name_groups`), as stored (not folded).
+    pub(crate) study_by_patient_name: Table,
     /// Quarantine id (8 bytes BE) -> `QuarantineEntry`.
     pub(crate) quarantine: Table,
     /// Transaction UID -> `CommitmentRecord`.
@@ -140,6 +149,7 @@ impl Tables {
             self.study_by_patient_id,
             self.study_by_date,
             self.study_by_accession,
+            self.study_by_patient_name,
             self.quarantine,
             self.commitments,
             self.in_doubt,
@@ -155,7 +165,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending, flagged] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, study_by_patient_name, quarantine, commitments, in_doubt, sop_pending, flagged] =
             tables;
         Tables {
             meta,
@@ -167,6 +177,7 @@ impl Tables {
             study_by_patient_id,
             study_by_date,
             study_by_accession,
+            study_by_patient_name,
             quarantine,
             commitments,
             in_doubt,
@@ -285,10 +296,10 @@ pub(crate) fn open_tables(
                 *slot = creator.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
             }
             let legacy = match upgrading_from {
-                Some(_) => {
+                Some(from) if from < crate::migrate::SERIES_ID_SCHEMA => {
                     Some(creator.create_database::<Bytes, Bytes>(wtxn, Some(LEGACY_TABLE_NAME))?)
                 }
-                None => None,
+                _ => None,
             };
             if meta.get(wtxn, META_SCHEMA_VERSION)?.is_none() {
                 meta.put(wtxn, META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
@@ -301,9 +312,13 @@ pub(crate) fn open_tables(
         .unwrap_commit();
     let tables = Tables::from_array(tables);
 
-    // 3. An older schema is upgraded, in one transaction of its own.
-    if let (Some(from), Some(series_instances)) = (upgrading_from, legacy) {
-        crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
+    // 3. An older schema is upgraded, step by step, each step in one
+    //    transaction of its own that also records the version it reached.
+    if let Some(from) = upgrading_from {
+        if let Some(series_instances) = legacy {
+            crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
+        }
+        crate::migrate::add_patient_name_keys(env, &tables, from, path, limits)?;
     }
     Ok(tables)
 }
