@@ -68,8 +68,9 @@ impl Share {
 
     /// Retrieval's credit for one epoch beside `ingest` bytes.
     fn allowance(&self, ingest: u64) -> i64 {
+        debug_assert!(self.percent < 100, "no allowance without a share");
         let ingest = i64::try_from(ingest).unwrap_or(i64::MAX);
-        (ingest.saturating_mul(self.percent) / (100 - self.percent)).max(FLOOR_PER_EPOCH)
+        (ingest.saturating_mul(self.percent) / (100 - self.percent).max(1)).max(FLOOR_PER_EPOCH)
     }
 
     fn roll(&mut self, now: Instant) {
@@ -96,6 +97,9 @@ impl Share {
 
     /// The core's associations received `bytes` of C-STORE data sets.
     pub(crate) fn ingest_received(&mut self, bytes: usize, now: Instant) {
+        if self.percent >= 100 {
+            return;
+        }
         self.roll(now);
         self.ingest_this_epoch = self.ingest_this_epoch.saturating_add(bytes as u64);
     }
@@ -208,7 +212,10 @@ mod tests {
     fn a_share_of_100_never_defers() {
         let start = Instant::now();
         let mut share = Share::new(100, start);
-        share.ingest_received(1 << 30, start);
-        assert!((0..1000).all(|_| share.admit(CHUNK, start)));
+        for epoch in 0..5 {
+            let now = start + epoch * EPOCH;
+            share.ingest_received(1 << 30, now);
+            assert!((0..1000).all(|_| share.admit(CHUNK, now)));
+        }
     }
 }
