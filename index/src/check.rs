@@ -15,6 +15,7 @@ use crate::keys::{
     check_uid, file_id_key, instance_key, patient_name_values, read_u64, secondary_key, series_key,
     split_instance_key, split_key,
 };
+use crate::location::RecordPlace;
 use crate::read::ReadTxn;
 use crate::records::{
     decode, CommitmentRecord, QuarantineEntry, SeriesIdentity, StoredRecord, StoredSeries,
@@ -389,6 +390,49 @@ impl ReadTxn<'_> {
             report.problem(
                 problems_max,
                 format!("file_ids has {file_entries} entries, {file_ids_expected} expected"),
+            );
+        }
+
+        // Every record place belongs to a referenced file id, and each
+        // segment's live count is the sum of the places in it.
+        let mut live: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for entry in tables
+            .locations
+            .iter(txn)
+            .map_err(lmdb("check: scan locations"))?
+        {
+            let (key, value) = entry.map_err(lmdb("check: scan locations"))?;
+            if get(tables.file_ids, key)?.is_none() {
+                report.problem(
+                    problems_max,
+                    format!("locations: {key:02x?} names a file id no entry references"),
+                );
+            }
+            match RecordPlace::decode(value) {
+                Ok(place) => {
+                    let sum = live.entry(place.segment).or_default();
+                    sum.0 += place.length;
+                    sum.1 += 1;
+                }
+                Err(error) => report.problem(problems_max, format!("locations: {error}")),
+            }
+        }
+        for (segment, state) in self.segments()? {
+            let (bytes, records) = live.remove(&segment).unwrap_or_default();
+            if (state.live_bytes, state.live_records) != (bytes, records) {
+                report.problem(
+                    problems_max,
+                    format!(
+                        "segment {segment}: {} live bytes in {} records counted, {bytes} in {records} placed",
+                        state.live_bytes, state.live_records
+                    ),
+                );
+            }
+        }
+        for segment in live.keys() {
+            report.problem(
+                problems_max,
+                format!("segment {segment} holds placed records but has no state"),
             );
         }
 

@@ -5,6 +5,7 @@
 //! that follows it are atomic with respect to every other submitter.
 
 use crate::error::{IndexError, InvalidInput};
+use crate::location::Location;
 use crate::records::{
     CommitmentRecord, FileId, InstanceRecord, NewInstance, QuarantineEntry, Triplet,
 };
@@ -62,6 +63,11 @@ pub struct StoreRequest {
     /// recorded in the `flagged` table in the same transaction, for
     /// [`crate::ReadTxn::flagged`]. `None`: nothing was found.
     pub flagged: Option<Vec<u8>>,
+    /// Where the instance's bytes are: when the store makes an entry name
+    /// the file id (stored, or held in quarantine) and this is a record,
+    /// the record's place goes in the `locations` table and its segment's
+    /// state follows (see [`crate::SegmentState`]).
+    pub location: Location,
 }
 
 impl StoreRequest {
@@ -73,6 +79,7 @@ impl StoreRequest {
             conflict_policy: ConflictPolicy::default(),
             in_doubt: false,
             flagged: None,
+            location: Location::File,
         }
     }
 }
@@ -116,6 +123,9 @@ pub enum WriteOp {
     /// ignored): the engine can submit it again with every batch until one
     /// commits.
     RemoveInDoubt(FileId),
+    /// This segment is sealed (full, or a write or flush in it failed):
+    /// recovery no longer scans it. Idempotent.
+    SealSegment(u64),
 }
 
 /// What became of the new instance when it was not simply stored.
@@ -213,6 +223,8 @@ pub enum WriteOutcome {
         /// An entry was found and removed.
         removed: bool,
     },
+    /// For [`WriteOp::SealSegment`].
+    SegmentSealed,
 }
 
 /// One operation's result: refused input leaves the rest of the batch alone.

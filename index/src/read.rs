@@ -23,6 +23,7 @@ use crate::keys::{
     series_key, split_instance_key, split_key, study_of_secondary_key, IN_DOUBT_INSTANCE,
     IN_DOUBT_QUARANTINE, SEPARATOR,
 };
+use crate::location::{segment_key, Location, RecordPlace, SegmentState};
 use crate::ops::{FileRole, SopPresence};
 use crate::query::{QueryPlan, StudyQuery};
 use crate::records::{
@@ -827,6 +828,54 @@ impl<'a> ReadTxn<'a> {
                 detail: format!("bad role for {:#x}", file_id.0),
             }),
         }
+    }
+
+    /// Where the bytes named by `file_id` are: a record in a segment, or
+    /// (no `locations` row, as for every instance of the files layout) the
+    /// file the id names.
+    pub fn location(&self, file_id: FileId) -> Result<Location, IndexError> {
+        match self.get(
+            self.shared.tables.locations,
+            &file_id_key(file_id),
+            "get location",
+        )? {
+            None => Ok(Location::File),
+            Some(bytes) => RecordPlace::decode(bytes).map(Location::Record),
+        }
+    }
+
+    /// The index's state of one segment; `None` if no entry ever named a
+    /// record in it and it was not sealed.
+    pub fn segment(&self, segment: u64) -> Result<Option<SegmentState>, IndexError> {
+        self.get(
+            self.shared.tables.segments,
+            &segment_key(segment),
+            "get segment",
+        )?
+        .map(SegmentState::decode)
+        .transpose()
+    }
+
+    /// Every segment the index knows, in id order (one row per segment file:
+    /// thousands per terabyte, so listed whole).
+    pub fn segments(&self) -> Result<Vec<(u64, SegmentState)>, IndexError> {
+        let corrupt = |key: &[u8]| IndexError::Corrupt {
+            table: "segments",
+            detail: format!("bad key {key:02x?}"),
+        };
+        let mut all = Vec::new();
+        for entry in self
+            .shared
+            .tables
+            .segments
+            .iter(&self.txn)
+            .map_err(self.lmdb("scan segments"))?
+        {
+            let (key, value) = entry.map_err(self.lmdb("scan segments"))?;
+            let id = read_u64(key).ok_or_else(|| corrupt(key))?;
+            all.push((id, SegmentState::decode(value)?));
+        }
+        Ok(all)
     }
 
     /// Every file in doubt, with the entry that names it (for start-up

@@ -27,17 +27,24 @@ use crate::error::{EnvLimits, IndexError};
 ///    `series_ids`; `series_instances` is gone), the SOP Instance UID lookup
 ///    in an LSM tree beside LMDB with its `sop_pending` log
 ///    (docs/design/index-at-scale.md);
-/// 6. (s-seg's record locations; not in this branch);
+/// 6. the `locations` and `segments` tables: instances stored as records in
+///    segment files (docs/design/segments.md); a file id without a
+///    `locations` row is a file, as every instance of version 5 is;
 /// 7. the `study_by_patient_name` table: studies by the component groups of
-///    their Patient's Name, for C-FIND by name (docs/design/query.md).
+///    their Patient's Name, for C-FIND by name (docs/design/query-retrieve.md).
 ///
-/// An index of version 2, 3, 4 or 5 is upgraded in place at open (`migrate`;
+/// An index of version 2 to 6 is upgraded in place at open (`migrate`;
 /// the tables an older version lacks are created empty, as it had them, and
-/// filled by the steps that introduced them).
+/// `study_by_patient_name` is filled from the study records).
 pub const SCHEMA_VERSION: u32 = 7;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 4] = [2, 3, 4, 5];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 5] = [2, 3, 4, 5, 6];
+
+/// The last version whose tables and records [`crate::migrate::upgrade`]
+/// rewrites; from it on, an upgrade only adds tables (and fills the name
+/// table).
+const SCHEMA_VERSION_LAST_REWRITTEN: u32 = 4;
 
 /// The record format, recorded beside the version for humans and tools.
 pub(crate) const RECORD_FORMAT: &str = "rkyv-0.8 little-endian pointer-width-32 unaligned";
@@ -82,10 +89,12 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "in_doubt",
     "sop_pending",
     "flagged",
+    "locations",
+    "segments",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 15;
+pub(crate) const TABLE_COUNT: usize = 17;
 
 /// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
 /// (and left empty by it: LMDB through heed cannot drop a named table).
@@ -134,6 +143,11 @@ pub(crate) struct Tables {
     /// File id (16 bytes BE) -> the engine's bytes saying what lenient
     /// checks found in that instance.
     pub(crate) flagged: Table,
+    /// File id (16 bytes BE) -> `RecordPlace` (24 bytes): the instance's
+    /// bytes are a record in a segment; absent: its own file.
+    pub(crate) locations: Table,
+    /// Segment id (8 bytes BE) -> `SegmentState` (25 bytes).
+    pub(crate) segments: Table,
 }
 
 impl Tables {
@@ -155,6 +169,8 @@ impl Tables {
             self.in_doubt,
             self.sop_pending,
             self.flagged,
+            self.locations,
+            self.segments,
         ];
         let mut index = 0;
         tables.map(|table| {
@@ -165,7 +181,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, study_by_patient_name, quarantine, commitments, in_doubt, sop_pending, flagged] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, study_by_patient_name, quarantine, commitments, in_doubt, sop_pending, flagged, locations, segments] =
             tables;
         Tables {
             meta,
@@ -183,6 +199,8 @@ impl Tables {
             in_doubt,
             sop_pending,
             flagged,
+            locations,
+            segments,
         }
     }
 }
@@ -296,7 +314,7 @@ pub(crate) fn open_tables(
                 *slot = creator.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
             }
             let legacy = match upgrading_from {
-                Some(from) if from < crate::migrate::SERIES_ID_SCHEMA => {
+                Some(from) if from <= SCHEMA_VERSION_LAST_REWRITTEN => {
                     Some(creator.create_database::<Bytes, Bytes>(wtxn, Some(LEGACY_TABLE_NAME))?)
                 }
                 _ => None,
@@ -313,7 +331,9 @@ pub(crate) fn open_tables(
     let tables = Tables::from_array(tables);
 
     // 3. An older schema is upgraded, step by step, each step in one
-    //    transaction of its own that also records the version it reached.
+    //    transaction of its own that also records the version it reached:
+    //    2 to 4 are rewritten (to 5), then the name table is filled (to 7;
+    //    6's tables were created empty above, as 5 had none of them).
     if let Some(from) = upgrading_from {
         if let Some(series_instances) = legacy {
             crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;

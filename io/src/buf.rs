@@ -388,6 +388,9 @@ pub enum IoBuf {
     /// A chunk of a [`ChunkPool`](crate::ChunkPool) (its valid bytes),
     /// back in its pool once the operation (and every clone) is done with it.
     Chunk(Rc<crate::chunk::Chunk>),
+    /// Bytes at an aligned address, a multiple of the alignment long: what
+    /// an `O_DIRECT` write needs (shared by clones, never copied).
+    Aligned(Rc<crate::aligned::AlignedBuf>),
 }
 
 impl IoBuf {
@@ -399,6 +402,7 @@ impl IoBuf {
             IoBuf::Static(bytes) => bytes,
             IoBuf::Recv(buf) => buf,
             IoBuf::Chunk(chunk) => chunk.as_slice(),
+            IoBuf::Aligned(buf) => buf.as_slice(),
         }
     }
 
@@ -442,6 +446,12 @@ impl From<&'static [u8]> for IoBuf {
 impl From<crate::chunk::Chunk> for IoBuf {
     fn from(chunk: crate::chunk::Chunk) -> IoBuf {
         IoBuf::Chunk(Rc::new(chunk))
+    }
+}
+
+impl From<crate::aligned::AlignedBuf> for IoBuf {
+    fn from(buf: crate::aligned::AlignedBuf) -> IoBuf {
+        IoBuf::Aligned(Rc::new(buf))
     }
 }
 

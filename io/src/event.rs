@@ -75,6 +75,7 @@ pub struct OpenOptions {
     create_new: bool,
     truncate: bool,
     directory: bool,
+    direct: bool,
     mode: u32,
 }
 
@@ -94,6 +95,7 @@ impl OpenOptions {
             create_new: false,
             truncate: false,
             directory: false,
+            direct: false,
             mode: 0o644,
         }
     }
@@ -146,6 +148,16 @@ impl OpenOptions {
         self
     }
 
+    /// Bypass the page cache (`O_DIRECT`): every write's buffer address,
+    /// offset and length must then be aligned to the device's logical
+    /// block size ([`AlignedBuf`](crate::AlignedBuf) buffers are), or it
+    /// fails with `EINVAL`; a file system that refuses the flag fails the
+    /// open with `EINVAL`.
+    pub const fn direct(mut self, direct: bool) -> OpenOptions {
+        self.direct = direct;
+        self
+    }
+
     /// Permission bits for a created file.
     pub const fn mode(mut self, mode: u32) -> OpenOptions {
         self.mode = mode;
@@ -169,6 +181,9 @@ impl OpenOptions {
         }
         if self.directory {
             flags |= libc::O_DIRECTORY;
+        }
+        if self.direct {
+            flags |= libc::O_DIRECT;
         }
         flags
     }

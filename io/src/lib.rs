@@ -78,6 +78,7 @@
 //! operations fail with an errno or complete short, reproducibly from a
 //! seed. See the `fault` module.
 
+pub mod aligned;
 mod backend;
 pub mod buf;
 pub mod chunk;
@@ -96,6 +97,7 @@ mod socket;
 mod sys;
 mod wake;
 
+pub use crate::aligned::{AlignedBuf, DIRECT_IO_ALIGN};
 pub use crate::buf::{IoBuf, RecvBuf};
 pub use crate::chunk::{Chunk, ChunkPool};
 pub use crate::config::{

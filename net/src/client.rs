@@ -6,9 +6,10 @@
 //! One call sends, one call waits for the peer's next event
 //! ([`Client::receive`]); streamed data sets (C-STORE-RQs a C-GET brings) come
 //! out as owned chunks ([`Received::Data`]), since the receive buffer is
-//! reused. Every wait is bounded by the timeout given at connect: when the
-//! peer says nothing for that long the association is aborted (A-ABORT)
-//! and [`ClientError::Timeout`] returned.
+//! reused. Every wait is bounded by the timeout given at connect (or set
+//! later by [`Client::set_receive_timeout`]): when the peer says nothing for
+//! that long the association is aborted (A-ABORT) and
+//! [`ClientError::Timeout`] returned.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -168,6 +169,32 @@ impl Client {
         self.flush()
     }
 
+    /// Sends `command`, whose data set follows in parts
+    /// ([`Client::send_data_set_part`]) as the caller gets them: for
+    /// relaying a data set whose length is known only at its end, holding
+    /// one part at a time. No other message may be sent before the last part.
+    pub fn send_command_before_parts(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+    ) -> Result<(), ClientError> {
+        self.endpoint
+            .send_command_before_parts(context_id, command)?;
+        self.flush()
+    }
+
+    /// Sends one part of the data set announced by
+    /// [`Client::send_command_before_parts`]; `last` ends it.
+    pub fn send_data_set_part(
+        &mut self,
+        context_id: u8,
+        part: &[u8],
+        last: bool,
+    ) -> Result<(), ClientError> {
+        self.endpoint.send_data_set_part(context_id, part, last)?;
+        self.flush()
+    }
+
     /// Sends `command` and then its data set of `length` bytes read from
     /// `source` as it goes (a large data set from a file, never held whole).
     /// A source that ends early, or fails, aborts the association: a data
@@ -210,6 +237,20 @@ impl Client {
             Step::Received(received) => Ok(received),
             Step::Association(other) => Err(ClientError::Ended(describe(&other))),
         }
+    }
+
+    /// How long each wait for the peer may last from now on: `Some` bounds
+    /// every read as the connect timeout did (and [`ClientError::Timeout`]
+    /// then names it), `None` waits as long as the connection lives. For an
+    /// operation whose answer may take long without anything in between,
+    /// such as a C-MOVE whose SCP sends no pending responses while its
+    /// sub-operations run (they are optional, PS3.4 C.4.2.1.4).
+    pub fn set_receive_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(timeout)?;
+        if let Some(timeout) = timeout {
+            self.timeout = timeout;
+        }
+        Ok(())
     }
 
     /// Answers the peer's release request.

@@ -590,9 +590,29 @@ pub struct PDataFragmenter {
     offset: u64,
     fragment_length_max: u32,
     finished: bool,
+    /// Whether the message ends with these bytes: the last fragment is then
+    /// flagged last. False for a part of a data set that more parts follow
+    /// ([`PDataFragmenter::part`]).
+    ends_message: bool,
 }
 
 impl PDataFragmenter {
+    /// Fragments `length` bytes of a data set sent in parts (its whole
+    /// length unknown when it starts, as when relaying one as it arrives):
+    /// as [`PDataFragmenter::new`], except that the last fragment is
+    /// flagged last only when `last` (this part ends the data set).
+    pub fn part(
+        presentation_context_id: u8,
+        length: u64,
+        pdu_length_max_peer: u32,
+        last: bool,
+    ) -> Result<Self, EncodeError> {
+        let mut fragmenter =
+            Self::new(presentation_context_id, false, length, pdu_length_max_peer)?;
+        fragmenter.ends_message = last;
+        Ok(fragmenter)
+    }
+
     /// Fragments a message of `message_length` bytes for a peer whose
     /// Maximum Length is `pdu_length_max_peer` (0 = no limit: then
     /// [`PDATA_LENGTH_WHEN_PEER_UNLIMITED`]). Errors when the maximum leaves
@@ -621,6 +641,7 @@ impl PDataFragmenter {
             offset: 0,
             fragment_length_max,
             finished: false,
+            ends_message: true,
         })
     }
 
@@ -646,7 +667,7 @@ impl Iterator for PDataFragmenter {
         let headers = pdata_headers(
             self.presentation_context_id,
             self.is_command,
-            is_last,
+            is_last && self.ends_message,
             value_length,
         );
         let fragment = PDataFragment {

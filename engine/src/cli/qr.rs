@@ -42,6 +42,11 @@ pub struct RemoteArgs {
     /// Seconds the remote may stay silent before the association is aborted.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// Seconds a C-MOVE or C-GET may wait for the remote's next response
+    /// once requested (pending responses are optional, so a long move may
+    /// send none until it ends); 0 waits as long as the association lives.
+    #[arg(long, value_name = "SECONDS", default_value_t = qr::RETRIEVE_TIMEOUT_DEFAULT.as_secs())]
+    pub retrieve_timeout: u64,
     /// The configuration (`network.ae_title`, `network.remote_aes`) and data directory.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -169,6 +174,8 @@ impl RemoteArgs {
         let mut remote =
             RemoteArchive::from_config(&config, &self.remote_ae, self.address.as_deref())?;
         remote.timeout = Duration::from_secs(self.timeout);
+        remote.retrieve_timeout =
+            Some(Duration::from_secs(self.retrieve_timeout)).filter(|timeout| !timeout.is_zero());
         Ok((config, remote))
     }
 }

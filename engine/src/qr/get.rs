@@ -9,9 +9,10 @@
 //!
 //! The SOP classes proposed with the SCP role: the ones an IMAGE-level
 //! C-FIND of the study names (on the same association), then common
-//! storage classes, up to 127 contexts. A sub-operation's data set is held
-//! in memory until relayed (up to [`INSTANCE_BYTES_MAX`]; a larger one is
-//! answered A700 and counted failed).
+//! storage classes, up to 127 contexts. A sub-operation's data set is
+//! relayed as it arrives, a chunk at a time (the local C-STORE is sent in
+//! parts: `Client::send_command_before_parts`), so an instance of any size
+//! passes with one receive chunk held, never the instance.
 
 use std::net::SocketAddr;
 
@@ -30,8 +31,6 @@ use super::{
     QrError, QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest,
 };
 
-/// Largest sub-operation data set relayed (held in memory meanwhile).
-pub const INSTANCE_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Most presentation contexts of one association (PS3.8: odd IDs 1-255).
 const CONTEXTS_MAX: usize = 128;
 
@@ -96,13 +95,15 @@ struct Relay {
 }
 
 impl Relay {
-    /// Stores one instance locally; the local SCP's status.
+    /// Stores one instance locally, its data set `data` (whole, or still
+    /// arriving from the remote); the local SCP's status. A data set the
+    /// local store has no context for is still read to its end.
     fn store(
         &mut self,
         sop_class: &str,
         sop_instance: &str,
         transfer_syntax: &str,
-        data_set: &[u8],
+        data: Data<'_>,
     ) -> Result<(Status, StatusDetail), QrError> {
         let pair = (sop_class.to_owned(), transfer_syntax.to_owned());
         if !self.pairs.contains(&pair) {
@@ -129,6 +130,9 @@ impl Relay {
             })
             .map(|context| context.id);
         let Some(context) = context else {
+            if let Data::Arriving { remote, archive } = data {
+                drain(remote, archive)?;
+            }
             return Ok((
                 Status(0x0122), // SOP class not supported (locally)
                 StatusDetail {
@@ -147,19 +151,22 @@ impl Relay {
             affected_sop_instance_uid: sop_instance.to_owned(),
             move_originator: None,
         });
-        let result = client
-            .send(context, &command, Some(data_set))
-            .map_err(|error| local(error.to_string()))
-            .and_then(|()| match client.receive() {
-                Ok(Received::Command {
-                    command: Command::CStoreRsp(rsp),
-                    ..
-                }) if rsp.message_id_being_responded_to == message_id => {
-                    Ok((rsp.status, rsp.detail))
-                }
-                Ok(other) => Err(local(format!("unexpected answer {other:?}"))),
-                Err(error) => Err(local(error.to_string())),
-            });
+        let sent = match data {
+            Data::Whole(bytes) => client
+                .send(context, &command, Some(bytes))
+                .map_err(|error| local(error.to_string())),
+            Data::Arriving { remote, archive } => {
+                relay_parts(client, context, &command, remote, archive)
+            }
+        };
+        let result = sent.and_then(|()| match client.receive() {
+            Ok(Received::Command {
+                command: Command::CStoreRsp(rsp),
+                ..
+            }) if rsp.message_id_being_responded_to == message_id => Ok((rsp.status, rsp.detail)),
+            Ok(other) => Err(local(format!("unexpected answer {other:?}"))),
+            Err(error) => Err(local(error.to_string())),
+        });
         if result.is_err() {
             if let Some(client) = self.client.take() {
                 client.abort();
@@ -282,6 +289,87 @@ pub fn get(
     finish(client, remote, result)
 }
 
+/// A sub-operation's data set, as the relay gets it.
+enum Data<'a> {
+    /// Collected by the endpoint (small).
+    Whole(&'a [u8]),
+    /// Streamed: still arriving on the remote's association.
+    Arriving {
+        remote: &'a mut Client,
+        archive: &'a RemoteArchive,
+    },
+}
+
+/// Sends `command` to the local SCP and the data set after it as it comes
+/// from the remote, chunk by chunk. One chunk is held back so that the
+/// remote's last one, which may be empty, can be flagged last on the bytes
+/// before it. A remote that fails ends the C-GET (`Err`); so does a local
+/// send that fails, once the local association is aborted by the caller.
+fn relay_parts(
+    client: &mut Client,
+    context: u8,
+    command: &Command,
+    remote: &mut Client,
+    archive: &RemoteArchive,
+) -> Result<(), QrError> {
+    let local = |error: sluice_net::client::ClientError| {
+        QrError::Local(format!("local Storage SCP: {error}"))
+    };
+    client
+        .send_command_before_parts(context, command)
+        .map_err(local)?;
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        match remote.receive().map_err(|source| archive.error(source))? {
+            Received::Data { bytes, last: false } => {
+                if bytes.is_empty() {
+                    continue;
+                }
+                if let Some(before) = held.replace(bytes) {
+                    client
+                        .send_data_set_part(context, &before, false)
+                        .map_err(local)?;
+                }
+            }
+            Received::Data { bytes, last: true } => {
+                let final_part = if bytes.is_empty() {
+                    held.take().unwrap_or_default()
+                } else {
+                    if let Some(before) = held.take() {
+                        client
+                            .send_data_set_part(context, &before, false)
+                            .map_err(local)?;
+                    }
+                    bytes
+                };
+                return client
+                    .send_data_set_part(context, &final_part, true)
+                    .map_err(local);
+            }
+            other => {
+                return Err(
+                    archive.protocol(format!("a C-STORE data set was interrupted by {other:?}"))
+                )
+            }
+        }
+    }
+}
+
+/// Reads a streamed sub-operation data set to its end, dropping it.
+fn drain(remote: &mut Client, archive: &RemoteArchive) -> Result<(), QrError> {
+    loop {
+        match remote.receive().map_err(|source| archive.error(source))? {
+            Received::Data { last: true, .. } => return Ok(()),
+            Received::Data { .. } => {}
+            other => {
+                return Err(
+                    archive.protocol(format!("a C-STORE data set was interrupted by {other:?}"))
+                )
+            }
+        }
+    }
+}
+
 fn get_on(
     client: &mut Client,
     relay: &mut Relay,
@@ -305,6 +393,9 @@ fn get_on(
             })
         },
     )?;
+    client
+        .set_receive_timeout(remote.retrieve_timeout)
+        .map_err(|source| remote.error(source))?;
     let mut local_failures: Vec<String> = Vec::new();
     loop {
         match client.receive().map_err(|source| remote.error(source))? {
@@ -334,28 +425,29 @@ fn get_on(
                     .presentation_context(context_id)
                     .map(|context| context.transfer_syntax.clone())
                     .unwrap_or_default();
-                let bytes = match data_set {
-                    DataSet::Collected(bytes) => Some(bytes),
-                    DataSet::Streamed => collect(client, remote)?,
-                    // Absent (a C-STORE-RQ must carry one) or over the
-                    // endpoint's bound: nothing to store.
+                let data = match &data_set {
+                    DataSet::Collected(bytes) => Some(Data::Whole(bytes)),
+                    DataSet::Streamed => Some(Data::Arriving {
+                        remote: client,
+                        archive: remote,
+                    }),
+                    // Absent: a C-STORE-RQ must carry one.
                     _ => None,
                 };
-                let (status, detail) = match bytes {
+                let (status, detail) = match data {
                     None => (
-                        Status(0xA700),
+                        // Cannot understand: no data set to store.
+                        Status(0xC000),
                         StatusDetail {
-                            error_comment: Some(format!(
-                                "data set absent or over {INSTANCE_BYTES_MAX} bytes: not stored"
-                            )),
+                            error_comment: Some("the C-STORE-RQ carries no data set".into()),
                             ..StatusDetail::default()
                         },
                     ),
-                    Some(bytes) => relay.store(
+                    Some(data) => relay.store(
                         &rq.affected_sop_class_uid,
                         &rq.affected_sop_instance_uid,
                         &transfer_syntax,
-                        &bytes,
+                        data,
                     )?,
                 };
                 if status.category() == StatusCategory::Failure {
@@ -379,33 +471,6 @@ fn get_on(
                     .map_err(|source| remote.error(source))?;
             }
             other => return Err(remote.protocol(format!("unexpected during C-GET: {other:?}"))),
-        }
-    }
-}
-
-/// A streamed sub-operation data set, whole; `None` when it exceeds
-/// [`INSTANCE_BYTES_MAX`] (read to its end and dropped).
-fn collect(client: &mut Client, remote: &RemoteArchive) -> Result<Option<Vec<u8>>, QrError> {
-    let mut collected = Vec::new();
-    let mut too_long = false;
-    loop {
-        match client.receive().map_err(|source| remote.error(source))? {
-            Received::Data { bytes, last } => {
-                if collected.len().saturating_add(bytes.len()) > INSTANCE_BYTES_MAX {
-                    too_long = true;
-                    collected = Vec::new();
-                } else if !too_long {
-                    collected.extend_from_slice(&bytes);
-                }
-                if last {
-                    return Ok((!too_long).then_some(collected));
-                }
-            }
-            other => {
-                return Err(
-                    remote.protocol(format!("a C-STORE data set was interrupted by {other:?}"))
-                )
-            }
         }
     }
 }

@@ -68,6 +68,11 @@ pub use prefetch::{
 
 /// How long the remote may stay silent before the association is aborted.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// How long a C-MOVE or C-GET may wait for the remote's next message once
+/// its request is sent: an hour, since a C-MOVE SCP need send no pending
+/// response while its sub-operations run (PS3.4 C.4.2.1.4; DCMTK's
+/// `movescu` waits without limit by default).
+pub const RETRIEVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
 /// Largest response identifier collected.
 const IDENTIFIER_LENGTH_MAX: usize = 1024 * 1024;
 /// Failed SOP Instance UID List (0008,0058).
@@ -149,6 +154,10 @@ pub struct RemoteArchive {
     pub calling_ae_title: String,
     /// How long it may stay silent before we abort.
     pub timeout: Duration,
+    /// How long a C-MOVE or C-GET may wait for its next message once the
+    /// request is sent (`None`: as long as the association lives); see
+    /// [`RETRIEVE_TIMEOUT_DEFAULT`].
+    pub retrieve_timeout: Option<Duration>,
 }
 
 impl RemoteArchive {
@@ -182,6 +191,7 @@ impl RemoteArchive {
             address,
             calling_ae_title: config.network.ae_title.as_str().to_owned(),
             timeout: TIMEOUT_DEFAULT,
+            retrieve_timeout: Some(RETRIEVE_TIMEOUT_DEFAULT),
         })
     }
 
@@ -650,7 +660,8 @@ fn to_match(dataset: &SmallDataset, request: &QueryRequest, status: Status) -> M
     }
 }
 
-/// What a C-MOVE or C-GET retrieves: a study, or series of it.
+/// What a C-MOVE or C-GET retrieves: a study, series of it, or instances
+/// of one series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrieveRequest {
     /// Study Root or Patient Root.
@@ -661,6 +672,9 @@ pub struct RetrieveRequest {
     pub study_instance_uid: String,
     /// Series of the study; empty: the whole study.
     pub series_instance_uids: Vec<String>,
+    /// Instances of the one series named (IMAGE level); empty: the series
+    /// whole.
+    pub sop_instance_uids: Vec<String>,
 }
 
 impl RetrieveRequest {
@@ -671,11 +685,31 @@ impl RetrieveRequest {
             patient_id: None,
             study_instance_uid: study_instance_uid.to_owned(),
             series_instance_uids: Vec::new(),
+            sop_instance_uids: Vec::new(),
+        }
+    }
+
+    /// These instances of one series of a study, Study Root.
+    pub fn instances(
+        study_instance_uid: &str,
+        series_instance_uid: &str,
+        sop_instance_uids: Vec<String>,
+    ) -> RetrieveRequest {
+        RetrieveRequest {
+            series_instance_uids: vec![series_instance_uid.to_owned()],
+            sop_instance_uids,
+            ..RetrieveRequest::study(study_instance_uid)
         }
     }
 
     pub(crate) fn identifier(&self) -> IdentifierBuilder {
-        let level = if self.series_instance_uids.is_empty() {
+        debug_assert!(
+            self.sop_instance_uids.is_empty() || self.series_instance_uids.len() == 1,
+            "an IMAGE-level retrieval names exactly one series"
+        );
+        let level = if !self.sop_instance_uids.is_empty() {
+            Level::Image
+        } else if self.series_instance_uids.is_empty() {
             Level::Study
         } else {
             Level::Series
@@ -691,6 +725,9 @@ impl RetrieveRequest {
                 tags::SERIES_INSTANCE_UID,
                 &self.series_instance_uids.join("\\"),
             );
+        }
+        if !self.sop_instance_uids.is_empty() {
+            builder = builder.key(tags::SOP_INSTANCE_UID, &self.sop_instance_uids.join("\\"));
         }
         builder
     }
@@ -772,6 +809,9 @@ pub fn move_to(
                 })
             },
         )?;
+        client
+            .set_receive_timeout(remote.retrieve_timeout)
+            .map_err(|source| remote.error(source))?;
         loop {
             match client.receive().map_err(|source| remote.error(source))? {
                 Received::Command {

@@ -14,24 +14,14 @@
 use sluice_index::Checksum;
 use thiserror::Error;
 
-/// Sluice's UID root: `2.25.` and the decimal form of a UUID (ISO/IEC
-/// 9834-8, PS3.5 B.2: `7a0953aa-5d4a-47c8-8785-3765225af25b`, a random
-/// version 4 UUID generated once for Sluice and fixed here). A UUID-derived
-/// root needs no registration and collides with no organisation's.
-macro_rules! uid_root {
-    () => {
-        "2.25.162214243095143185867674759057077105243"
-    };
-}
-
 /// Sluice's Implementation Class UID (0002,0012), also sent in every
 /// A-ASSOCIATE-RQ/AC: `<root>.1`. It names the implementation, not a
 /// version (PS3.7 D.3.3.2); [`IMPLEMENTATION_VERSION_NAME`] tells versions apart.
-pub const IMPLEMENTATION_CLASS_UID: &str = concat!(uid_root!(), ".1");
+pub const IMPLEMENTATION_CLASS_UID: &str = concat!(sluice_net::sluice_uid_root!(), ".1");
 
 /// The Private Information Creator UID (0002,0100) of Sluice's seal:
 /// `<root>.2`.
-pub const SEAL_CREATOR_UID: &str = concat!(uid_root!(), ".2");
+pub const SEAL_CREATOR_UID: &str = concat!(sluice_net::sluice_uid_root!(), ".2");
 
 /// The seal's creator UID in files written before Sluice had its own root
 /// (the placeholder `1.2.826.0.1.3680043.10.1234.2`): still read, so that

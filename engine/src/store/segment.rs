@@ -135,49 +135,11 @@ pub fn padded(bytes: u64) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// A buffer whose bytes start at a [`RECORD_ALIGN`]-aligned address, as
-/// `O_DIRECT` needs; its length is always a multiple of [`RECORD_ALIGN`].
-/// Safe code: a `Vec` over-allocated by one alignment unit, used from its
-/// first aligned byte.
-pub struct AlignedBuf {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
+/// The buffers records are encoded into (aligned for `O_DIRECT`, written
+/// through the io core as `IoBuf::Aligned`).
+pub use sluice_io::AlignedBuf;
 
-impl std::fmt::Debug for AlignedBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl AlignedBuf {
-    /// Zeroed, `len` rounded up to [`RECORD_ALIGN`].
-    pub fn zeroed(len: usize) -> AlignedBuf {
-        let align = RECORD_ALIGN as usize;
-        let len = len.div_ceil(align) * align;
-        let storage = vec![0u8; len + align];
-        let start = storage.as_ptr().align_offset(align);
-        assert!(start < align, "an aligned byte within one unit");
-        AlignedBuf {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    /// The aligned bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    /// The aligned bytes, to fill.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-}
+const _: () = assert!(sluice_io::DIRECT_IO_ALIGN as u64 == RECORD_ALIGN);
 
 /// Encodes a record (header, `payload`, zero padding) into an aligned
 /// buffer ready for an `O_DIRECT` write. Fails only for UIDs over 64 bytes
@@ -427,6 +389,10 @@ pub struct SegmentWriter {
     size: u64,
     append: u64,
     direct: bool,
+    /// Set by [`Self::seal`] and by a failed write: nothing is reserved in
+    /// the segment again (a failed write may leave a hole at its reserved
+    /// place, and a hole is only ever the last thing in a sealed segment).
+    sealed: bool,
 }
 
 impl SegmentWriter {
@@ -450,6 +416,7 @@ impl SegmentWriter {
             size,
             append: 0,
             direct,
+            sealed: false,
         })
     }
 
@@ -471,6 +438,7 @@ impl SegmentWriter {
             size,
             append,
             direct,
+            sealed: false,
         })
     }
 
@@ -494,18 +462,34 @@ impl SegmentWriter {
         &self.path
     }
 
-    /// Whether a record of `record_bytes` (padded) still fits.
+    /// Whether a record of `record_bytes` (padded) still fits (never, once
+    /// sealed).
     pub fn fits(&self, record_bytes: u64) -> bool {
-        self.append
-            .checked_add(record_bytes)
-            .is_some_and(|end| end <= self.size)
+        !self.sealed
+            && self
+                .append
+                .checked_add(record_bytes)
+                .is_some_and(|end| end <= self.size)
+    }
+
+    /// Whether the segment is sealed: nothing more is reserved in it.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Seals the segment: no record is reserved in it again. The owner
+    /// seals a full segment, and one where a write at a reserved place
+    /// failed (that place may be a hole, which may only end a segment);
+    /// [`Self::write_at`] and [`Self::append`] seal on their own failures.
+    pub fn seal(&mut self) {
+        self.sealed = true;
     }
 
     /// Reserves `record_bytes` (padded) at the append position and moves it
     /// on; returns the record's offset, or `None` when the record does not
-    /// fit (the segment is then sealed and a new one created). Writers that
-    /// write records concurrently reserve one by one and write at their
-    /// offsets with [`Self::write_at`].
+    /// fit or the segment is sealed (a new one is then created). Writers
+    /// that write records concurrently reserve one by one and write at their
+    /// offsets; the owner seals the segment when any such write fails.
     pub fn reserve(&mut self, record_bytes: u64) -> Option<u64> {
         debug_assert_eq!(record_bytes % RECORD_ALIGN, 0, "records are padded");
         if !self.fits(record_bytes) {
@@ -517,21 +501,32 @@ impl SegmentWriter {
     }
 
     /// Writes an encoded record at a reserved offset. Not durable until
-    /// [`Self::sync`].
-    pub fn write_at(&self, record: &AlignedBuf, offset: u64) -> io::Result<()> {
-        debug_assert!(offset + record.as_slice().len() as u64 <= self.append);
-        self.file.write_all_at(record.as_slice(), offset)
+    /// [`Self::sync`]. A failed write seals the segment: its place may hold
+    /// part of the record, and no record may follow a hole.
+    pub fn write_at(&mut self, record: &AlignedBuf, offset: u64) -> io::Result<()> {
+        assert!(
+            offset + record.as_slice().len() as u64 <= self.append,
+            "a write within what was reserved"
+        );
+        let written = self.file.write_all_at(record.as_slice(), offset);
+        if written.is_err() {
+            self.sealed = true;
+        }
+        written
     }
 
     /// Writes an encoded record at the append position and moves it on;
-    /// returns the record's offset. Not durable until [`Self::sync`].
+    /// returns the record's offset. Not durable until [`Self::sync`]. The
+    /// position moves on before the write (the place is reserved); a failed
+    /// write seals the segment, so the writer is never used again past a
+    /// place that may be a hole.
     pub fn append(&mut self, record: &AlignedBuf) -> io::Result<u64> {
         let offset = self
             .reserve(record.as_slice().len() as u64)
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::StorageFull,
-                    "record does not fit the segment",
+                    "record does not fit the segment (full or sealed)",
                 )
             })?;
         self.write_at(record, offset)?;

@@ -238,10 +238,19 @@ fn export_while_serving_is_read_by_dcmtk_pydicom_and_dciodvfy_and_imports_back()
         "{report}"
     );
     assert!(report.contains("5 transcoded"), "{report}");
+    // One line per distinct warning, with how many instances had it.
+    let missing_id: Vec<&str> = report
+        .lines()
+        .filter(|line| {
+            line.starts_with(
+                "warning: PATIENT record: (0010,0020) is missing in the instance, written as \"SLUICE000001\" (",
+            )
+        })
+        .collect();
+    assert_eq!(missing_id.len(), 1, "{report}");
     assert!(
-        report.contains(
-            "PATIENT record: (0010,0020) is missing in the instance, written as \"SLUICE000001\""
-        ),
+        missing_id[0].contains("instance, the first ")
+            || missing_id[0].contains("instances, the first "),
         "{report}"
     );
     let exported = files.len() - 1;
@@ -550,4 +559,88 @@ fn a_plain_directory_imports_its_part10_files_and_skips_the_rest() {
         "{}",
         text(&import)
     );
+}
+
+/// An export that fails part way (a stored file gone) says which file and
+/// leaves no DICOMDIR, neither the final one nor its `DICOMDIR.tmp`.
+#[test]
+fn an_export_that_fails_part_way_leaves_no_dicomdir() {
+    let work = tempfile::tempdir().unwrap();
+    let config = accept_all(work.path());
+    let files = peer_files(&work.path().join("peer"), 3);
+    let data = fresh_store(work.path());
+    let import = sluice(
+        &[
+            "media",
+            "import",
+            work.path().join("peer").to_str().unwrap(),
+        ],
+        &config,
+        &data,
+    );
+    assert!(import.status.success(), "{}", text(&import));
+    assert_eq!(stored(&data).len(), files.len());
+    let objects = crate::ingest::files_under(&data.join("objects"));
+    let gone = objects.last().expect("stored files");
+    std::fs::remove_file(gone).unwrap();
+
+    let out = work.path().join("cd");
+    let studies: BTreeSet<String> = values(&files, "StudyInstanceUID").into_iter().collect();
+    let mut args = vec!["media", "export", "--out", out.to_str().unwrap()];
+    for study in &studies {
+        args.extend(["--study", study.as_str()]);
+    }
+    let export = sluice(&args, &config, &data);
+    assert_eq!(export.status.code(), Some(1), "{}", text(&export));
+    assert!(
+        text(&export).contains(&gone.display().to_string()),
+        "{}",
+        text(&export)
+    );
+    assert!(out.exists(), "the export started");
+    assert!(!out.join("DICOMDIR").exists());
+    assert!(!out.join("DICOMDIR.tmp").exists(), "{}", text(&export));
+}
+
+/// The embedded engine of an import admits the import's own association
+/// only, whatever the site's configuration admits: an allow list and
+/// access rules naming other AEs do not refuse it, and the served
+/// configuration's metrics port (taken here by another listener) is not
+/// opened.
+#[test]
+fn an_import_under_a_site_configuration_serves_only_itself() {
+    let work = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_port = taken.local_addr().unwrap().port();
+    let config = work.path().join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\ncalling_ae_allow_list = [\"CT1\"]\n\
+             [accept]\nsop_classes = \"all-storage\"\ntransfer_syntaxes = \"all\"\n\
+             [storage]\nfree_space_floor = \"0\"\n\
+             [metrics]\nmetrics_port = {metrics_port}\n\
+             [[access.rule]]\ncalling_ae = \"CT1\"\nservices = [\"store\"]\n"
+        ),
+    )
+    .unwrap();
+    let files = peer_files(&work.path().join("peer"), 2);
+    let data = fresh_store(work.path());
+    let import = sluice(
+        &[
+            "media",
+            "import",
+            work.path().join("peer").to_str().unwrap(),
+        ],
+        &config,
+        &data,
+    );
+    assert!(import.status.success(), "{}", text(&import));
+    assert!(
+        stdout(&import).contains("imported 2 of 2 instances"),
+        "{}",
+        text(&import)
+    );
+    let back: BTreeSet<String> = stored(&data).into_iter().map(|(sop, _)| sop).collect();
+    assert_eq!(back, sops(&files));
 }

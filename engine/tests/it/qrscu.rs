@@ -416,10 +416,39 @@ fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
+/// The C-GET relay passes instances on as they arrive: the corpus's study
+/// and one of a single 40 MB instance (about 640 receive chunks), each
+/// stored here byte for byte.
 #[test]
 fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let instances = little_endian(corpus(&dir.path().join("corpus")));
+    let mut instances = little_endian(corpus(&dir.path().join("corpus")));
+    let output = run(
+        Command::new(sluice_tests::python())
+            .arg(sluice_tests::scripts_dir().join("qr_corpus.py"))
+            .arg(dir.path().join("bulk"))
+            .args(["--bulk", "1", "--bulk-bytes", "40000000", "--lines"]),
+        TIMEOUT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let bulk: Vec<Instance> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.len() == 7 && fields[3] == "QR-PAT-BULK").then(|| Instance {
+                sop: fields[0].into(),
+                study: fields[1].into(),
+                series: fields[2].into(),
+                patient_id: fields[3].into(),
+                modality: fields[4].into(),
+                syntax: fields[5].into(),
+                file: fields[6].into(),
+            })
+        })
+        .collect();
+    assert_eq!(bulk.len(), 1);
+    assert!(std::fs::metadata(&bulk[0].file).unwrap().len() > 39_000_000);
+    instances.extend(bulk.iter().cloned());
     let archive = orthanc(dir.path(), free_port());
     load(&archive, &instances);
     let config = config_file(dir.path(), &[&archive]);
@@ -441,6 +470,18 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     // The catalogue has them: `sluice ls` lists the study.
     let listed = sluice(&["ls"], &config, &data);
     assert!(stdout(&listed).contains(&study), "{listed:?}");
+
+    let output = sluice(
+        &["retrieve", "ORTHANC", "--study", &bulk[0].study, "--get"],
+        &config,
+        &data,
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output).contains("1 completed, 0 failed"),
+        "{output:?}"
+    );
+    assert_landed(&objects(&data), &archive, &instances, &bulk[0].study);
 }
 
 #[test]
@@ -465,19 +506,41 @@ fn prefetch_from_dcmqrscp_fetches_what_is_missing_and_skips_what_is_held() {
     prefetches(dir.path(), &archive, &served);
 }
 
-/// The corpus in `archive`; one of QR-PAT-A's studies retrieved first,
-/// then the patient prefetched into `served`.
+/// The corpus in `archive`; one series of QR-PAT-A's two-series study
+/// retrieved first, then the patient prefetched into `served`: the rest
+/// of that study comes instance by instance (nothing held is sent again,
+/// so nothing is quarantined), the other study whole; prefetched again,
+/// both are skipped.
 fn prefetches(dir: &Path, archive: &Archive, served: &Served) {
     let instances = little_endian(corpus(&dir.join("corpus")));
     load(archive, &instances);
     let config = config_file(dir, &[archive]);
     let ae = archive.ae;
-    let studies = studies_of(&instances, "QR-PAT-A");
+    let mut studies = studies_of(&instances, "QR-PAT-A");
     assert_eq!(studies.len(), 2);
+    let series_of = |study: &str| -> BTreeMap<String, usize> {
+        let mut series = BTreeMap::new();
+        for instance in instances.iter().filter(|i| i.study == study) {
+            *series.entry(instance.series.clone()).or_insert(0) += 1;
+        }
+        series
+    };
+    studies.sort_by_key(|study| std::cmp::Reverse(series_of(study).len()));
+    let partial = series_of(&studies[0]);
+    assert_eq!(partial.len(), 2, "the corpus's study A1 has two series");
+    let (held_series, held_count) = partial.iter().next().unwrap();
+    let missing_count = partial.values().sum::<usize>() - held_count;
 
-    // One study already here.
+    // One series of the first study already here.
     let output = sluice(
-        &["retrieve", ae, "--study", &studies[0]],
+        &[
+            "retrieve",
+            ae,
+            "--study",
+            &studies[0],
+            "--series",
+            held_series,
+        ],
         &config,
         &served.data(),
     );
@@ -490,11 +553,32 @@ fn prefetches(dir: &Path, archive: &Archive, served: &Served) {
     );
     assert!(output.status.success(), "{output:?}\n{}", served.log());
     let text = stdout(&output);
-    assert!(text.contains(&format!("skipped {}", studies[0])), "{text}");
+    assert!(
+        text.contains(&format!(
+            "fetched {}: {missing_count} completed, 0 failed",
+            studies[0]
+        )),
+        "{text}"
+    );
     assert!(text.contains(&format!("fetched {}", studies[1])), "{text}");
     assert!(
-        text.contains("2 studies: 1 fetched, 1 skipped, 0 failed"),
+        text.contains("2 studies: 2 fetched, 0 skipped, 0 failed"),
         "{text}"
+    );
+    assert!(
+        served.files("quarantine").is_empty(),
+        "nothing held was sent again: {:?}",
+        served.files("quarantine")
+    );
+    let output = sluice(
+        &["prefetch", ae, "--patient-id", "QR-PAT-A"],
+        &config,
+        &served.data(),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output).contains("2 studies: 0 fetched, 2 skipped, 0 failed"),
+        "{output:?}"
     );
     let files = served.files("objects");
     assert_landed(&files, archive, &instances, &studies[0]);
@@ -718,4 +802,68 @@ fn embedding_api_finds_and_gets_from_dcmqrscp_into_a_running_server() {
         assert!(part10_dataset(&bytes) == part10_dataset(&remote_file));
     }
     server.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// A C-MOVE whose SCP sends no pending response outlives `--timeout` (the
+/// per-read bound of queries and association set-up) and ends with the
+/// remote's final status; `--retrieve-timeout` bounds it instead, with an
+/// A-ABORT and a message naming the wait.
+#[test]
+fn a_move_without_pending_responses_waits_past_the_read_timeout_until_the_retrieve_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(sluice_tests::python())
+        .arg(sluice_tests::scripts_dir().join("slow_move_scp.py"))
+        .arg(port.to_string())
+        .arg("4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start slow_move_scp.py");
+    let _guard = ChildGuard::new(child);
+    wait_listening(port, "slow_move_scp.py");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[network]\nae_title = \"SLUICE\"\n[network.remote_aes]\nSLOWMOVE = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    let started = Instant::now();
+    let output = sluice(
+        &[
+            "retrieve",
+            "SLOWMOVE",
+            "--timeout",
+            "2",
+            "--study",
+            "1.2.3.4",
+        ],
+        &config,
+        &data,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(stdout(&output).contains("status 0000"), "{output:?}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "{output:?}");
+
+    let output = sluice(
+        &[
+            "retrieve",
+            "SLOWMOVE",
+            "--timeout",
+            "2",
+            "--retrieve-timeout",
+            "1",
+            "--study",
+            "1.2.3.4",
+        ],
+        &config,
+        &data,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("no answer from the peer within 1 s"),
+        "{output:?}"
+    );
 }

@@ -36,14 +36,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         result: &ItemResult,
         flagged: &[u8],
     ) -> Result<(), IndexError> {
-        let named = match result {
-            Ok(WriteOutcome::Store(outcome)) => matches!(
-                outcome.disposition(),
-                None | Some(Disposition::Replaced { .. } | Disposition::Quarantined { .. })
-            ),
-            _ => false,
-        };
-        if !named {
+        if !super::location::names_new_file(result) {
             return Ok(());
         }
         let key = file_id_key(request.instance.record.file_id);
@@ -124,7 +117,10 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
     }
 
+    /// No entry references `file_id` any more: its `file_ids` row goes, and
+    /// its record's place if its bytes are one.
     pub(super) fn release_file_id(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        self.forget_record(file_id)?;
         self.delete(
             self.tables.file_ids,
             &file_id_key(file_id),

@@ -18,6 +18,7 @@
 //! writer by [`Apply::take_sop_changes`].
 
 mod hierarchy;
+mod location;
 mod marks;
 mod quarantine;
 mod sop;
@@ -268,6 +269,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                 if let Some(flagged) = &request.flagged {
                     self.mark_flagged(request, &result, flagged)?;
                 }
+                self.place_record(request, &result)?;
                 Ok(result)
             }
             WriteOp::ClearInDoubt(file_ids) => {
@@ -297,6 +299,10 @@ impl<'t, 'e> Apply<'t, 'e> {
                 Ok(Ok(WriteOutcome::Removed(self.remove_triplet(triplet)?)))
             }
             WriteOp::ReleaseQuarantine(id) => self.release(*id),
+            WriteOp::SealSegment(segment) => {
+                self.seal_segment(*segment)?;
+                Ok(Ok(WriteOutcome::SegmentSealed))
+            }
             WriteOp::PurgeQuarantine(id) => Ok(Ok(WriteOutcome::Purged(self.purge(*id)?))),
             WriteOp::PutCommitment {
                 transaction_uid,

@@ -63,6 +63,9 @@ impl<'t, 'e> Apply<'t, 'e> {
             Ok(own) => own,
             Err(invalid) => return Ok(Err(invalid)),
         };
+        // Dropping the entry forgets its record's place; the instance entry
+        // made below names the same bytes.
+        let record = self.record_of(entry.instance.record.file_id)?;
         self.drop_quarantine_entry(&entry)?;
         let instance = entry.instance;
         let triplet = &instance.triplet;
@@ -96,6 +99,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                 previous
             }
         };
+        self.replace_record(instance.record.file_id, record)?;
         Ok(Ok(WriteOutcome::Released(Some(Released {
             instance,
             replaced,

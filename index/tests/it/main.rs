@@ -5,6 +5,7 @@ mod capacity;
 mod common;
 mod crash;
 mod find;
+mod locations;
 mod model;
 mod race;
 mod split_stores;

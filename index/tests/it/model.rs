@@ -3,16 +3,20 @@
 //!
 //! The model restates the duplicate, conflict, quarantine, release and purge
 //! rules in the plainest form; the index must agree on every item's outcome and
-//! on every lookup, listing and query afterwards.
+//! on every lookup, listing and query afterwards. Instances with an even
+//! file id are stored as records in segments (schema 6): each referenced one
+//! keeps its place, every other reads as a file, and each segment counts
+//! exactly the referenced records in it live.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use sluice_index::{
-    Batch, CommitmentRecord, CommitmentState, ConflictPolicy, Disposition, DuplicatePolicy,
-    InstanceRecord, InvalidInput, ItemResult, NewInstance, QuarantineEntry, QuarantineReason,
-    Released, SopPresence, StoreOutcome, StoreRequest, StudyQuery, Triplet, WriteOp, WriteOutcome,
+    Batch, CommitmentRecord, CommitmentState, ConflictPolicy, Disposition, DuplicatePolicy, FileId,
+    InstanceRecord, InvalidInput, ItemResult, Location, NewInstance, QuarantineEntry,
+    QuarantineReason, RecordPlace, Released, SopPresence, StoreOutcome, StoreRequest, StudyQuery,
+    Triplet, WriteOp, WriteOutcome,
 };
 
 use crate::common::{instance, open, series_attributes, study_attributes};
@@ -73,6 +77,19 @@ struct Model {
     commitments: BTreeMap<String, CommitmentRecord>,
     files: BTreeSet<u128>,
     next_file_id: u128,
+}
+
+/// Where the bytes of `file_id` are: a record for even ids (in one of three
+/// segments, one place per id), a file for odd ones.
+fn location_of(file_id: u128) -> Location {
+    if file_id % 2 == 1 {
+        return Location::File;
+    }
+    Location::Record(RecordPlace {
+        segment: (file_id % 3) as u64,
+        offset: file_id as u64 * 4096,
+        length: 4096 * (1 + (file_id % 4) as u64),
+    })
 }
 
 fn key_of(triplet: &Triplet) -> (String, String, String) {
@@ -248,6 +265,7 @@ impl Model {
                 let (study, series, sop) = uids(study, series, sop);
                 let mut request =
                     StoreRequest::new(instance(&study, &series, &sop, file_id, checksum));
+                request.location = location_of(file_id);
                 request.duplicate_policy = [
                     DuplicatePolicy::Quarantine,
                     DuplicatePolicy::Reject,
@@ -469,6 +487,25 @@ fn check_case(ops: &[Op], batch_sizes: &[usize]) -> Result<(), TestCaseError> {
         .map(|(study, _)| study.clone())
         .collect();
     prop_assert_eq!(found, expected);
+    let mut live: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for file_id in 1..=model.next_file_id {
+        let expected = if model.files.contains(&file_id) {
+            location_of(file_id)
+        } else {
+            Location::File
+        };
+        prop_assert_eq!(read.location(FileId(file_id)).expect("location"), expected);
+        if let Location::Record(place) = expected {
+            let counted = live.entry(place.segment).or_default();
+            counted.0 += place.length;
+            counted.1 += 1;
+        }
+    }
+    for (segment, state) in read.segments().expect("segments") {
+        let (bytes, records) = live.remove(&segment).unwrap_or_default();
+        prop_assert_eq!((state.live_bytes, state.live_records), (bytes, records));
+    }
+    prop_assert!(live.is_empty(), "segments without state: {:?}", live);
     let report = read.check_consistency(20).expect("check");
     prop_assert!(report.is_consistent(), "{:?}", report.problems);
     prop_assert_eq!(report.instances as usize, model.instances.len());

@@ -3,12 +3,13 @@
 //! opened, checked whole, and written to.
 
 use sluice_index::{
-    Disposition, FileId, InDoubtEntry, QuarantineReason, StoreOutcome, Triplet, WriteOp,
-    WriteOutcome,
+    Disposition, FileId, InDoubtEntry, Location, QuarantineReason, RecordPlace, StoreOutcome,
+    StoreRequest, Triplet, WriteOp, WriteOutcome,
 };
 
 use crate::common::{
-    clear_table, fixture_copy, open, put_raw, record, schema_version, set_schema_version, store,
+    clear_table, fixture_copy, instance, open, put_raw, record, schema_version, set_schema_version,
+    store,
 };
 
 /// The instances the fixture stores: (study, series, sop, file id, checksum seed).
@@ -193,16 +194,67 @@ fn schema_version_4_is_upgraded_in_place() {
     assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
 }
 
-/// Schema 5 had no `study_by_patient_name`: the upgrade fills it from the
-/// study records (the check counts its entries against them) and a name
-/// query finds through it.
+/// Version 5 is version 6 without the `locations` and `segments` tables:
+/// every instance is a file. The fixture upgraded to the current version,
+/// then marked 5 (its new tables empty, as 5 left them absent), opens with
+/// every instance a file and no segment, and takes records after.
 #[test]
-fn schema_version_5_gets_its_patient_name_table() {
+fn schema_version_5_is_upgraded_in_place() {
+    let dir = fixture_copy("schema-v3");
+    open(dir.path()).close();
+    set_schema_version(dir.path(), 5);
+    let index = open(dir.path());
+    assert_fixture_content(&index);
+    {
+        let read = index.read().expect("read");
+        for (.., file_id, _) in STORED {
+            assert_eq!(
+                read.location(FileId(file_id)).expect("location"),
+                Location::File
+            );
+        }
+        assert!(read.segments().expect("segments").is_empty());
+    }
+    assert_writable(&index);
+    let place = RecordPlace {
+        segment: 1,
+        offset: 0,
+        length: 8192,
+    };
+    let mut request = StoreRequest::new(instance("1.2.3.1", "1.2.3.1.1", "1.2.3.1.1.9", 91, 1));
+    request.location = Location::Record(place);
+    let results = index
+        .writer()
+        .execute(vec![WriteOp::Store(request)])
+        .expect("batch");
+    assert_eq!(results[0], Ok(WriteOutcome::Store(StoreOutcome::Stored)));
+    let read = index.read().expect("read");
+    assert_eq!(
+        read.location(FileId(91)).expect("location"),
+        Location::Record(place)
+    );
+    assert!(read.check_consistency(20).expect("check").is_consistent());
+    drop(read);
+    index.close();
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
+}
+
+/// Schemas 5 and 6 had no `study_by_patient_name`: the upgrade fills it
+/// from the study records (the check counts its entries against them) and a
+/// name query finds through it.
+#[test]
+fn schema_versions_5_and_6_get_their_patient_name_table() {
+    for version in [5, 6] {
+        patient_name_table_filled_from(version);
+    }
+}
+
+fn patient_name_table_filled_from(version: u32) {
     let dir = fixture_copy("schema-v3");
     let index = open(dir.path());
     index.close();
     clear_table(dir.path(), "study_by_patient_name");
-    set_schema_version(dir.path(), 5);
+    set_schema_version(dir.path(), version);
     let index = open(dir.path());
     assert_fixture_content(&index);
     let read = index.read().expect("read");

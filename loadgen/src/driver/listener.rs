@@ -68,7 +68,10 @@ impl Listener {
     /// The listener of `plan`: commitment reports when it listens for
     /// them, storage when it is a C-MOVE's destination.
     pub fn new(plan: &RunPlan) -> Listener {
-        let mut policy = AcceptorPolicy::new(AeTitleFilter::Any, "1.2.826.0.1.3680043.10.1.7");
+        let mut policy =
+            AcceptorPolicy::new(AeTitleFilter::Any, uid::LOADGEN_IMPLEMENTATION_CLASS_UID);
+        policy.implementation_version_name =
+            Some(uid::LOADGEN_IMPLEMENTATION_VERSION_NAME.to_owned());
         if plan.commit_listen.is_some() {
             policy.abstract_syntaxes.push(
                 AcceptedAbstractSyntax::new(

@@ -46,8 +46,8 @@ pub fn build_proposal(plan: &RunPlan, lane: Lane) -> Result<sluice_net::pdu::Ass
         called_ae_title: plan.called_ae_title.clone(),
         presentation_contexts: contexts,
         pdu_length_max_receive: plan.pdu_length_max_receive,
-        implementation_class_uid: "1.2.826.0.1.3680043.10.1.7".to_string(),
-        implementation_version_name: Some("SLUICE_LOADGEN".to_string()),
+        implementation_class_uid: uid::LOADGEN_IMPLEMENTATION_CLASS_UID.to_string(),
+        implementation_version_name: Some(uid::LOADGEN_IMPLEMENTATION_VERSION_NAME.to_string()),
         asynchronous_operations_window: None,
         user_identity: None,
     };

@@ -82,8 +82,8 @@ impl Session {
                 roles: None,
             }],
             pdu_length_max_receive: 65536,
-            implementation_class_uid: "1.2.826.0.1.3680043.10.1.7".to_string(),
-            implementation_version_name: Some("SLUICE_LOADGEN".to_string()),
+            implementation_class_uid: uid::LOADGEN_IMPLEMENTATION_CLASS_UID.to_string(),
+            implementation_version_name: Some(uid::LOADGEN_IMPLEMENTATION_VERSION_NAME.to_string()),
             asynchronous_operations_window: None,
             user_identity: None,
         };

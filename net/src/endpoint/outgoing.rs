@@ -107,6 +107,54 @@ impl Endpoint {
         Ok(fragmenter)
     }
 
+    /// Queues `command`, which announces a data set whose length is not
+    /// known yet: its bytes follow as parts ([`Endpoint::send_data_set_part`])
+    /// as the caller gets them, the last part flagged. No other message may
+    /// be sent before that part (PS3.8 Annex E: messages do not interleave).
+    pub fn send_command_before_parts(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+    ) -> Result<(), SendError> {
+        if !command.data_set_present() {
+            return Err(SendError::DataSetMismatch {
+                command_field: command.command_field(),
+                announced: false,
+            });
+        }
+        let pdu_length_max_peer = self.prepare_send(context_id)?;
+        let start = self.transmit.len();
+        let result = self.queue_command(context_id, command, pdu_length_max_peer);
+        if result.is_err() {
+            self.transmit.truncate(start);
+        }
+        result
+    }
+
+    /// Queues one part of the data set announced by
+    /// [`Endpoint::send_command_before_parts`], framed at the peer's
+    /// Maximum Length; `last` flags its final fragment as the data set's
+    /// last (an empty last part is one empty fragment).
+    pub fn send_data_set_part(
+        &mut self,
+        context_id: u8,
+        part: &[u8],
+        last: bool,
+    ) -> Result<(), SendError> {
+        let pdu_length_max_peer = self.prepare_send(context_id)?;
+        let fragmenter =
+            PDataFragmenter::part(context_id, part.len() as u64, pdu_length_max_peer, last)?;
+        for fragment in fragmenter {
+            self.transmit.extend_from_slice(&fragment.headers);
+            let value = fragment
+                .value_range()
+                .and_then(|range| part.get(range))
+                .unwrap_or_default();
+            self.transmit.extend_from_slice(value);
+        }
+        Ok(())
+    }
+
     /// A P-DATA request (Evt9): `Ok` when the state allows sending P-DATA.
     fn pdata_request(&mut self) -> Result<(), AssocError> {
         self.actions.clear();

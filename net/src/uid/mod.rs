@@ -12,6 +12,29 @@ mod storage_classes;
 
 use storage_classes::STANDARD_STORAGE_SOP_CLASSES;
 
+/// Sluice's UID root: `2.25.` and the decimal form of a UUID (ISO/IEC
+/// 9834-8, PS3.5 B.2: `7a0953aa-5d4a-47c8-8785-3765225af25b`, a random
+/// version 4 UUID generated once for Sluice and fixed here). A UUID-derived
+/// root needs no registration and collides with no organisation's. Every
+/// UID Sluice's programs name themselves by is `<root>.<n>`:
+/// `.1` the engine's Implementation Class UID, `.2` its seal's creator
+/// (both in `sluice-engine`'s `store::part10`), `.3` sluice-loadgen's
+/// Implementation Class UID ([`LOADGEN_IMPLEMENTATION_CLASS_UID`]).
+#[macro_export]
+macro_rules! sluice_uid_root {
+    () => {
+        "2.25.162214243095143185867674759057077105243"
+    };
+}
+
+/// sluice-loadgen's Implementation Class UID, sent in its A-ASSOCIATE-RQ
+/// and A-ASSOCIATE-AC: `<root>.3` (see [`sluice_uid_root`]). Loadgen is an
+/// implementation of its own, so it does not borrow the engine's `.1`.
+pub const LOADGEN_IMPLEMENTATION_CLASS_UID: &str = concat!(sluice_uid_root!(), ".3");
+
+/// sluice-loadgen's Implementation Version Name (at most 16 characters).
+pub const LOADGEN_IMPLEMENTATION_VERSION_NAME: &str = "SLUICE_LOADGEN";
+
 /// The DICOM Application Context Name (PS3.7 Annex A.2.1).
 pub const DICOM_APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
 /// Verification SOP Class (C-ECHO).
@@ -608,6 +631,16 @@ pub fn check_uid(uid: &[u8]) -> Result<&str, UidError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loadgen_names_itself_under_sluices_root_with_valid_values() {
+        assert!(LOADGEN_IMPLEMENTATION_CLASS_UID.starts_with(concat!(sluice_uid_root!(), ".")));
+        assert_eq!(
+            check_uid(LOADGEN_IMPLEMENTATION_CLASS_UID.as_bytes()),
+            Ok(LOADGEN_IMPLEMENTATION_CLASS_UID)
+        );
+        assert!(LOADGEN_IMPLEMENTATION_VERSION_NAME.len() <= 16);
+    }
 
     #[test]
     fn catalogue_is_sorted_and_unique() {

@@ -8,7 +8,7 @@
 //! file is written as stored or transcoded, streamed. The DICOMDIR goes to
 //! `DICOMDIR.tmp` as the writer hands it out and is renamed last, after
 //! every file and the DICOMDIR itself are synced: an interrupted export
-//! leaves no DICOMDIR. Memory: the writer's state (about 72 bytes per
+//! leaves no DICOMDIR (and one that fails removes its `DICOMDIR.tmp`). Memory: the writer's state (about 72 bytes per
 //! instance, docs/design/media.md), a page of index entries, and one
 //! chunk of file.
 
@@ -54,6 +54,47 @@ struct Refused {
     reason: String,
 }
 
+/// The export's warnings, one line per distinct warning however many
+/// instances share it (a key missing from a patient's every instance is
+/// one line, not one per instance), in the order first seen.
+#[derive(Default)]
+struct Warned {
+    /// Each warning, how many instances had it, and the first of them.
+    distinct: Vec<(String, u64, String)>,
+    /// Where each warning is in `distinct`.
+    seen: std::collections::HashMap<String, usize>,
+}
+
+impl Warned {
+    fn add(&mut self, warning: String, sop_instance_uid: &str) {
+        match self.seen.get(&warning) {
+            Some(&at) => {
+                if let Some((_, count, _)) = self.distinct.get_mut(at) {
+                    *count += 1;
+                }
+            }
+            None => {
+                self.seen.insert(warning.clone(), self.distinct.len());
+                self.distinct
+                    .push((warning, 1, sop_instance_uid.to_owned()));
+            }
+        }
+    }
+}
+
+/// Removes the partial `DICOMDIR.tmp` of an export that ends in an error
+/// before its rename (forgotten once renamed), so a failed export leaves
+/// the files it copied and no DICOMDIR of either name.
+struct Unfinished<'a>(&'a Path);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(self.0) {
+            tracing::warn!(path = %self.0.display(), %error, "could not remove the unfinished DICOMDIR");
+        }
+    }
+}
+
 /// `sluice media export`.
 pub(crate) fn export(
     store: &OpenStore,
@@ -73,11 +114,13 @@ pub(crate) fn export(
     .map_err(|error| CliError::BadArgument(error.to_string()))?;
     let tmp_path = request.out.join("DICOMDIR.tmp");
     let mut dicomdir = File::create(&tmp_path).map_err(CliError::io("create", &tmp_path))?;
+    let unfinished = Unfinished(&tmp_path);
     let mut refused = Vec::new();
     let mut written = 0u64;
     let mut written_bytes = 0u64;
     let mut transcoded = 0u64;
     let mut warnings = 0u64;
+    let mut warned = Warned::default();
     for study in &studies {
         let series = {
             let txn = store.index.read().map_err(store.index_error())?;
@@ -112,12 +155,10 @@ pub(crate) fn export(
                             transcoded += u64::from(was_transcoded);
                             for warning in instance_warnings {
                                 warnings += 1;
-                                writeln!(
-                                    output,
-                                    "warning: {}: {}",
-                                    Escaped(&entry.triplet.sop_instance_uid),
-                                    describe_warning(&warning)
-                                )?;
+                                warned.add(
+                                    describe_warning(&warning),
+                                    &entry.triplet.sop_instance_uid,
+                                );
                             }
                         }
                         Outcome::Refused(reason) => refused.push(Refused {
@@ -156,6 +197,7 @@ pub(crate) fn export(
     sync_tree(&request.out)?;
     let final_path = request.out.join("DICOMDIR");
     std::fs::rename(&tmp_path, &final_path).map_err(CliError::io("rename", &tmp_path))?;
+    std::mem::forget(unfinished);
     File::open(&request.out)
         .and_then(|dir| dir.sync_all())
         .map_err(CliError::io("sync", &request.out))?;
@@ -166,6 +208,14 @@ pub(crate) fn export(
             "refused: {}: {}",
             Escaped(&refusal.sop_instance_uid),
             refusal.reason
+        )?;
+    }
+    for (warning, count, first) in &warned.distinct {
+        let instances = if *count == 1 { "instance" } else { "instances" };
+        writeln!(
+            output,
+            "warning: {warning} ({count} {instances}, the first {})",
+            Escaped(first)
         )?;
     }
     let [patients, studies_written, series_written, _] = end.records;

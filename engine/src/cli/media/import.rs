@@ -143,9 +143,19 @@ pub(crate) fn import(
     // The engine, embedded: refused while a server holds the directory.
     let mut config = store_args.config()?;
     config.server.data_directory = data_dir.clone();
-    // The import's own association is the only one expected: the embedded
-    // SCP accepts its calling AE whatever the served allow list says.
-    config.network.calling_ae_allow_list = Vec::new();
+    // The embedded SCP serves the import's own association and nothing
+    // else: one loopback listener on a port of its own (set below), none of
+    // the served configuration's TLS, commitment or metrics listeners, and
+    // only the import's Calling AE Title admitted (the site's allow list
+    // and access rules name its remotes, which have no business here).
+    let import_ae = CALLING_AE_TITLE
+        .parse()
+        .map_err(|error| CliError::BadArgument(format!("{CALLING_AE_TITLE}: {error}")))?;
+    config.network.calling_ae_allow_list = vec![import_ae];
+    config.access.rule = Vec::new();
+    config.network.commitment_port = None;
+    config.network.tls_port = None;
+    config.metrics.metrics_port = None;
     let called_ae_title = config.network.ae_title.as_str().to_owned();
     let store = Store::open(config).map_err(|error| CliError::Io {
         operation: "open the store",

@@ -13,8 +13,8 @@ use std::time::Duration;
 use super::job::JobKey;
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, StorageConfig, UidConflictPolicy};
 use sluice_index::{
-    BatchResult, ConflictPolicy, DuplicatePolicy, FileId, IndexWriter, NewInstance, StoreRequest,
-    SubmitError, WriteOp,
+    BatchResult, ConflictPolicy, DuplicatePolicy, FileId, IndexWriter, Location, NewInstance,
+    StoreRequest, SubmitError, WriteOp,
 };
 
 /// How long the in-doubt marks of answered instances wait for a batch to
@@ -139,6 +139,7 @@ impl<Timer: Copy + std::fmt::Debug> Batcher<Timer> {
             conflict_policy: self.conflict_policy,
             in_doubt,
             flagged,
+            location: Location::File,
         })
     }
 

@@ -1,47 +1,56 @@
-//! Directory fsync rounds: one `fsync` of a fan-out directory makes durable
-//! the names of every instance renamed into it before the fsync began.
+//! Sync rounds: one `fsync` of a fan-out directory makes durable the names
+//! of every instance renamed into it before the fsync began; one
+//! `fdatasync` of a segment makes durable every record whose write
+//! completed before it began (docs/design/segments.md, "Group commit").
+//! Both are the same structure over a different target: [`DirSyncRounds`]
+//! keys it by the directory; the segments layout's flush rounds will key it
+//! by the segment id (not wired yet: docs/design/segments.md, "State").
 //!
-//! A directory has at most one round in flight. A job renamed into a
-//! directory joins the round about to start (none in flight: it starts now)
-//! or waits for the next one (a round in flight may have begun before its
-//! rename). When a round succeeds, its jobs' names are durable and the
-//! waiting jobs' round starts; when it fails, its jobs and the waiting ones
-//! all fail, since after a failed fsync a later success no longer proves
-//! that the earlier renames reached the disk.
+//! A target has at most one round in flight. A job that joins (renamed into
+//! the directory, its record written to the segment) joins the round about
+//! to start (none in flight: it starts now) or waits for the next one (a
+//! round in flight may have begun before its rename or write). When a round
+//! succeeds, its jobs' names or records are durable and the waiting jobs'
+//! round starts; when it fails, its jobs and the waiting ones all fail,
+//! since after a failed fsync a later success no longer proves that the
+//! earlier renames or writes reached the disk (a segment whose flush failed
+//! is also sealed by the service: nothing more is written to it).
 //!
-//! Sans-I/O: [`DirSyncRounds`] says which rounds to start and which jobs a
-//! round covered; the ingest service opens and syncs the directories. It
+//! Sans-I/O: [`SyncRounds`] says which rounds to start and which jobs a
+//! round covered; the ingest service opens and syncs the targets. It
 //! knows no connection and no job's state.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::path::PathBuf;
 
 use super::job::JobKey;
 use crate::scp::tag;
 
-/// One directory fsync round (its io tags' value).
+/// One sync round (its io tags' value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct RoundId(pub(crate) u64);
 
-/// A round to start: open `dir` and fsync it.
+/// A round to start: sync `target` (a directory: open it and fsync it).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RoundStart {
+pub(crate) struct RoundStart<K = PathBuf> {
     /// The round.
     pub(crate) round: RoundId,
-    /// The directory to sync.
-    pub(crate) dir: PathBuf,
+    /// What to sync.
+    pub(crate) target: K,
 }
 
 /// What a round that ended decided.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RoundEnd {
-    /// The directory.
-    pub(crate) dir: PathBuf,
-    /// On success, the jobs whose names are now durable; on failure, every
-    /// job of the directory (the round's and the next round's), all failed.
+pub(crate) struct RoundEnd<K = PathBuf> {
+    /// What was synced.
+    pub(crate) target: K,
+    /// On success, the jobs whose names or records are now durable; on
+    /// failure, every job of the target (the round's and the next round's),
+    /// all failed.
     pub(crate) jobs: Vec<JobKey>,
-    /// The next round of the directory, to start now.
-    pub(crate) next: Option<RoundStart>,
+    /// The next round of the target, to start now.
+    pub(crate) next: Option<RoundStart<K>>,
 }
 
 #[derive(Debug, Default)]
@@ -53,18 +62,32 @@ struct Group {
     waiting: Vec<JobKey>,
 }
 
-/// The directory fsync rounds of one core.
-#[derive(Debug, Default)]
-pub(crate) struct DirSyncRounds {
-    groups: HashMap<PathBuf, Group>,
-    rounds: HashMap<RoundId, PathBuf>,
+/// The sync rounds of one core over targets named by `K`.
+#[derive(Debug)]
+pub(crate) struct SyncRounds<K> {
+    groups: HashMap<K, Group>,
+    rounds: HashMap<RoundId, K>,
     next_round: u64,
 }
 
-impl DirSyncRounds {
-    /// Job `job`'s file was renamed into `dir`: the round to start, when
+/// The directory fsync rounds of one core.
+pub(crate) type DirSyncRounds = SyncRounds<PathBuf>;
+
+impl<K> Default for SyncRounds<K> {
+    fn default() -> Self {
+        SyncRounds {
+            groups: HashMap::new(),
+            rounds: HashMap::new(),
+            next_round: 0,
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash + std::fmt::Debug> SyncRounds<K> {
+    /// Job `job` joins `dir` (its file renamed into the directory, its
+    /// record's write completed in the segment): the round to start, when
     /// `dir` has none in flight.
-    pub(crate) fn join(&mut self, dir: PathBuf, job: JobKey) -> Option<RoundStart> {
+    pub(crate) fn join(&mut self, dir: K, job: JobKey) -> Option<RoundStart<K>> {
         let group = self.groups.entry(dir.clone()).or_default();
         if group.round.is_some() {
             group.waiting.push(job);
@@ -75,7 +98,7 @@ impl DirSyncRounds {
         Some(self.start(dir))
     }
 
-    fn start(&mut self, dir: PathBuf) -> RoundStart {
+    fn start(&mut self, dir: K) -> RoundStart<K> {
         let round = RoundId(self.next_round);
         self.next_round = self.next_round.wrapping_add(1) & tag::VALUE_MAX;
         let group = self.groups.get_mut(&dir);
@@ -85,12 +108,12 @@ impl DirSyncRounds {
         }
         let previous = self.rounds.insert(round, dir.clone());
         assert!(previous.is_none(), "round {round:?} started twice");
-        RoundStart { round, dir }
+        RoundStart { round, target: dir }
     }
 
-    /// Round `round` ended (its directory's open or fsync failed, or the
-    /// fsync succeeded).
-    pub(crate) fn ended(&mut self, round: RoundId, succeeded: bool) -> RoundEnd {
+    /// Round `round` ended (its directory's open or its sync failed, or the
+    /// sync succeeded).
+    pub(crate) fn ended(&mut self, round: RoundId, succeeded: bool) -> RoundEnd<K> {
         // Every round ends exactly once: a failed open, a failed submission
         // of the sync, or the sync's completion.
         let dir = self.rounds.remove(&round);
@@ -107,7 +130,7 @@ impl DirSyncRounds {
             jobs.append(&mut group.waiting);
             self.groups.remove(&dir);
             return RoundEnd {
-                dir,
+                target: dir,
                 jobs,
                 next: None,
             };
@@ -120,7 +143,11 @@ impl DirSyncRounds {
             group.in_flight = next;
             Some(self.start(dir.clone()))
         };
-        RoundEnd { dir, jobs, next }
+        RoundEnd {
+            target: dir,
+            jobs,
+            next,
+        }
     }
 
     /// Rounds in flight (one per directory at most).
@@ -152,7 +179,7 @@ mod tests {
         let end = rounds.ended(first.round, true);
         assert_eq!(end.jobs, vec![JobKey(1)]);
         let next = end.next.expect("the waiting jobs' round starts");
-        assert_eq!(next.dir, dir("a"));
+        assert_eq!(next.target, dir("a"));
         assert_eq!(rounds.join(dir("a"), JobKey(5)), None);
 
         let end = rounds.ended(next.round, true);
@@ -177,6 +204,27 @@ mod tests {
         // The next rename into the directory starts a new round.
         let again = rounds.join(dir("a"), JobKey(3)).expect("a new round");
         assert_ne!(again.round, first.round);
+    }
+
+    /// Segment flush rounds: the same rounds keyed by segment id; a record
+    /// written while its segment's flush runs waits for the next flush.
+    #[test]
+    fn segment_flush_rounds_cover_the_records_written_before_they_began() {
+        let mut rounds = SyncRounds::<u64>::default();
+        let first = rounds.join(7, JobKey(1)).expect("a flush starts");
+        assert_eq!(rounds.join(7, JobKey(2)), None);
+        let other = rounds.join(8, JobKey(3)).expect("segment 8's flush");
+        let end = rounds.ended(first.round, true);
+        assert_eq!((end.target, end.jobs), (7, vec![JobKey(1)]));
+        let next = end.next.expect("job 2's flush");
+        assert_eq!(next.target, 7);
+        // A failed flush fails its records and those waiting for the next.
+        assert_eq!(rounds.join(7, JobKey(4)), None);
+        let failed = rounds.ended(next.round, false);
+        assert_eq!(failed.jobs, vec![JobKey(2), JobKey(4)]);
+        assert_eq!(failed.next, None);
+        assert_eq!(rounds.ended(other.round, true).jobs, vec![JobKey(3)]);
+        assert_eq!(rounds.rounds_in_flight(), 0);
     }
 
     #[test]

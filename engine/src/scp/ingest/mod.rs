@@ -757,7 +757,7 @@ impl Ingest {
     fn start_round(&mut self, core: &mut Core, start: RoundStart) {
         if let Err(error) = core.open(
             At::Cwd,
-            &start.dir,
+            &start.target,
             OpenOptions::directory(),
             tag(TagKind::DirOpen, start.round.0),
         ) {
@@ -782,7 +782,7 @@ impl Ingest {
             }
             Err(failure) => {
                 tracing::error!(
-                    dir = %end.dir.display(),
+                    dir = %end.target.display(),
                     instances = end.jobs.len(),
                     reason = %Escaped(&failure),
                     "directory fsync failed; its instances fail"

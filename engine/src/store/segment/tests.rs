@@ -214,16 +214,6 @@ fn uids_over_64_bytes_are_refused() {
     ));
 }
 
-#[test]
-fn aligned_buffers_are_aligned_and_padded() {
-    for len in [0, 1, 4096, 4097] {
-        let buf = AlignedBuf::zeroed(len);
-        assert_eq!(buf.as_slice().as_ptr() as usize % RECORD_ALIGN as usize, 0);
-        assert_eq!(buf.as_slice().len() % RECORD_ALIGN as usize, 0);
-        assert!(buf.as_slice().len() >= len);
-    }
-}
-
 proptest! {
     #[test]
     fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
@@ -240,4 +230,60 @@ proptest! {
         bytes[at] ^= 1 << bit;
         prop_assert!(decode_head(&bytes).is_err());
     }
+}
+
+/// A writer over the segment at `dir` whose file refuses writes (opened
+/// read-only), so every write fails as a device error would.
+fn failing_writer(dir: &Path) -> SegmentWriter {
+    drop(writer(dir));
+    let path = dir.join("0.seg");
+    SegmentWriter {
+        file: File::open(&path).unwrap(),
+        path,
+        size: SIZE,
+        append: 0,
+        direct: false,
+        sealed: false,
+    }
+}
+
+#[test]
+fn a_failed_append_seals_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = failing_writer(dir.path());
+    let record = encode_record(1, &uids(1), &payload(1, 100)).unwrap();
+    assert!(segment.append(&record).is_err());
+    assert!(segment.is_sealed());
+    // The failed record's place stays reserved (it may hold part of it) and
+    // nothing is reserved after it.
+    assert_eq!(segment.append_position(), RECORD_ALIGN);
+    assert!(!segment.fits(RECORD_ALIGN));
+    assert_eq!(segment.reserve(RECORD_ALIGN), None);
+    let again = segment.append(&record).unwrap_err();
+    assert_eq!(again.kind(), io::ErrorKind::StorageFull);
+}
+
+#[test]
+fn a_failed_write_at_a_reserved_place_seals_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = failing_writer(dir.path());
+    let record = encode_record(1, &uids(1), &payload(1, 100)).unwrap();
+    let offset = segment.reserve(RECORD_ALIGN).unwrap();
+    assert!(!segment.is_sealed());
+    assert!(segment.write_at(&record, offset).is_err());
+    assert!(segment.is_sealed());
+    assert_eq!(segment.reserve(RECORD_ALIGN), None);
+    assert_eq!(segment.append_position(), RECORD_ALIGN);
+}
+
+#[test]
+fn a_sealed_segment_reserves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = writer(dir.path());
+    append(&mut segment, 1, 1, 100);
+    segment.seal();
+    assert!(segment.is_sealed());
+    assert_eq!(segment.reserve(RECORD_ALIGN), None);
+    let file = reader(dir.path());
+    assert_eq!(scan(&file, 0, SIZE, 0).unwrap().records.len(), 1);
 }

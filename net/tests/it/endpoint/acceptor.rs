@@ -62,6 +62,63 @@ fn echo_is_answered() {
     );
 }
 
+/// A data set sent in parts of unknown total length (a relay): each part
+/// framed within the peer's maximum, only the last part's final fragment
+/// flagged last, an empty last part included; the SCP gets the bytes whole
+/// and in order, and the data set ends exactly once.
+#[test]
+fn a_data_set_sent_in_parts_arrives_whole_with_one_last_fragment() {
+    for (parts, empty_last) in [
+        (vec![7_000usize, 1, 9_000], false),
+        (vec![5_000, 3_000], true),
+    ] {
+        let mut pair = Pair::established(16384, 4096);
+        let data = data_set(parts.iter().sum());
+        pair.scu
+            .send_command_before_parts(CT_CONTEXT, &store_rq(1))
+            .unwrap();
+        let mut offset = 0;
+        for (index, length) in parts.iter().enumerate() {
+            let last = !empty_last && index + 1 == parts.len();
+            pair.scu
+                .send_data_set_part(CT_CONTEXT, &data[offset..offset + length], last)
+                .unwrap();
+            offset += length;
+        }
+        if empty_last {
+            pair.scu.send_data_set_part(CT_CONTEXT, &[], true).unwrap();
+        }
+        let mut wire = Vec::new();
+        while let Some(bytes) = pair.scu.poll_transmit() {
+            wire.extend_from_slice(&bytes);
+        }
+        let mut cursor = 0;
+        let now = pair.now;
+        let Some(Incoming::Command {
+            data_set: DataSet::Streamed,
+            ..
+        }) = pair.scp.receive(&wire, &mut cursor, now)
+        else {
+            panic!("the C-STORE-RQ first")
+        };
+        let mut received = Vec::new();
+        let mut lasts = 0;
+        let mut last_seen_at_end = false;
+        while let Some(incoming) = pair.scp.receive(&wire, &mut cursor, now) {
+            let Incoming::Data { range, last, .. } = incoming else {
+                panic!("only data follows, got {incoming:?}")
+            };
+            received.extend_from_slice(&wire[range]);
+            lasts += usize::from(last);
+            last_seen_at_end = last;
+        }
+        assert_eq!(received, data, "{parts:?}");
+        assert_eq!(lasts, 1, "{parts:?}");
+        assert!(last_seen_at_end, "{parts:?}");
+        assert_eq!(cursor, wire.len());
+    }
+}
+
 /// The SCU frames a C-STORE data set itself (headers from the endpoint's
 /// fragmenter, value bytes from its own buffer); the SCP gets it as ranges
 /// of the very slice it was given.

@@ -5,3 +5,4 @@
 mod fs;
 mod power_loss;
 mod seal;
+mod segments;

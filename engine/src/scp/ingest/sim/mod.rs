@@ -653,7 +653,7 @@ impl World {
         self.io.push(Io::DirSync(
             core,
             start.round,
-            DirKey::from_path(&start.dir),
+            DirKey::from_path(&start.target),
         ));
     }
 

@@ -9,7 +9,8 @@
 //! and seal are not a Part 10 file's): [`complete`] and [`sealed`].
 
 use sluice_index::{
-    ConflictPolicy, Disposition, DuplicatePolicy, FileId, StoreRequest, WriteOp, WriteOutcome,
+    ConflictPolicy, Disposition, DuplicatePolicy, FileId, Location, StoreRequest, WriteOp,
+    WriteOutcome,
 };
 
 use super::disk::{Disk, Place};
@@ -127,6 +128,7 @@ pub(super) fn recover(disk: &mut Disk, index: &mut State) -> Report {
             conflict_policy: ConflictPolicy::Quarantine,
             in_doubt: false,
             flagged: None,
+            location: Location::File,
         };
         let target = match index.apply(&WriteOp::Store(request)) {
             Ok(WriteOutcome::Store(outcome)) => match outcome.disposition() {

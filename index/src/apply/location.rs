@@ -1,0 +1,126 @@
+//! Record locations (schema 6): the place of a record an entry names, and
+//! the state of its segment (indexed end, live bytes), kept in the same
+//! transaction as the entry.
+
+use super::*;
+use crate::location::{segment_key, Location, RecordPlace, SegmentState};
+
+impl<'t, 'e> Apply<'t, 'e> {
+    fn segment_state(&self, segment: u64) -> Result<SegmentState, IndexError> {
+        match self
+            .tables
+            .segments
+            .get(self.txn, &segment_key(segment))
+            .map_err(self.lmdb("get segment"))?
+        {
+            None => Ok(SegmentState::default()),
+            Some(bytes) => SegmentState::decode(bytes),
+        }
+    }
+
+    fn put_segment_state(&mut self, segment: u64, state: &SegmentState) -> Result<(), IndexError> {
+        self.put(
+            self.tables.segments,
+            &segment_key(segment),
+            &state.encode(),
+            "put segment",
+        )
+    }
+
+    /// Records where the new instance's bytes are when the store made an
+    /// entry name its file id, and counts the record live in its segment.
+    pub(super) fn place_record(
+        &mut self,
+        request: &StoreRequest,
+        result: &ItemResult,
+    ) -> Result<(), IndexError> {
+        let Location::Record(place) = request.location else {
+            return Ok(());
+        };
+        if !names_new_file(result) {
+            return Ok(());
+        }
+        self.put(
+            self.tables.locations,
+            &file_id_key(request.instance.record.file_id),
+            &place.encode(),
+            "put location",
+        )?;
+        let mut state = self.segment_state(place.segment)?;
+        if place.end() > state.indexed_end {
+            state.indexed_end = place.end();
+            state.indexed_last = place.offset;
+        }
+        state.live_bytes = state.live_bytes.saturating_add(place.length);
+        state.live_records += 1;
+        self.put_segment_state(place.segment, &state)
+    }
+
+    /// The record `file_id` names, if its bytes are one.
+    pub(super) fn record_of(&self, file_id: FileId) -> Result<Option<RecordPlace>, IndexError> {
+        self.tables
+            .locations
+            .get(self.txn, &file_id_key(file_id))
+            .map_err(self.lmdb("get location"))?
+            .map(RecordPlace::decode)
+            .transpose()
+    }
+
+    /// Puts back the place of a record whose entry was dropped and made
+    /// again in this transaction (a quarantined instance released).
+    pub(super) fn replace_record(
+        &mut self,
+        file_id: FileId,
+        place: Option<RecordPlace>,
+    ) -> Result<(), IndexError> {
+        let Some(place) = place else {
+            return Ok(());
+        };
+        self.put(
+            self.tables.locations,
+            &file_id_key(file_id),
+            &place.encode(),
+            "put location",
+        )?;
+        let mut state = self.segment_state(place.segment)?;
+        state.live_bytes = state.live_bytes.saturating_add(place.length);
+        state.live_records += 1;
+        self.put_segment_state(place.segment, &state)
+    }
+
+    /// No entry names `file_id` any more: if its bytes are a record, the
+    /// place goes and the record is dead in its segment.
+    pub(super) fn forget_record(&mut self, file_id: FileId) -> Result<(), IndexError> {
+        let Some(place) = self.record_of(file_id)? else {
+            return Ok(());
+        };
+        self.delete(
+            self.tables.locations,
+            &file_id_key(file_id),
+            "delete location",
+        )?;
+        let mut state = self.segment_state(place.segment)?;
+        debug_assert!(state.live_records > 0 && state.live_bytes >= place.length);
+        state.live_bytes = state.live_bytes.saturating_sub(place.length);
+        state.live_records = state.live_records.saturating_sub(1);
+        self.put_segment_state(place.segment, &state)
+    }
+
+    pub(super) fn seal_segment(&mut self, segment: u64) -> Result<(), IndexError> {
+        let mut state = self.segment_state(segment)?;
+        state.sealed = true;
+        self.put_segment_state(segment, &state)
+    }
+}
+
+/// Whether the store made an entry name the new file (stored, replacing,
+/// or held in quarantine).
+pub(super) fn names_new_file(result: &ItemResult) -> bool {
+    match result {
+        Ok(WriteOutcome::Store(outcome)) => matches!(
+            outcome.disposition(),
+            None | Some(Disposition::Replaced { .. } | Disposition::Quarantined { .. })
+        ),
+        _ => false,
+    }
+}

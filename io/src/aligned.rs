@@ -1,0 +1,87 @@
+//! Buffers for `O_DIRECT` writes: their bytes start at a
+//! [`DIRECT_IO_ALIGN`]-aligned address and their length is a multiple of
+//! it, as direct I/O requires of buffers, offsets and lengths. Written
+//! through a [`Core`](crate::Core) as [`IoBuf::Aligned`](crate::IoBuf::Aligned)
+//! (the segments layout's records, docs/design/segments.md).
+//!
+//! Safe code: a `Vec` over-allocated by one alignment unit, used from its
+//! first aligned byte. Its heap bytes never move while the buffer lives
+//! (the `Vec` is never grown), so the address a write was given stays
+//! aligned and valid however the buffer itself is moved.
+
+/// The alignment of an [`AlignedBuf`]: a multiple of every logical block
+/// size in use (512 and 4096 bytes).
+pub const DIRECT_IO_ALIGN: usize = 4096;
+
+/// Zero-initialised bytes at an aligned address, a multiple of
+/// [`DIRECT_IO_ALIGN`] long. Not `Clone`: a copy would lose the alignment
+/// (an [`IoBuf`](crate::IoBuf) shares it instead).
+pub struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl AlignedBuf {
+    /// Zeroed, `len` rounded up to [`DIRECT_IO_ALIGN`].
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let len = len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
+        let storage = vec![0u8; len + DIRECT_IO_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_IO_ALIGN);
+        assert!(start < DIRECT_IO_ALIGN, "an aligned byte within one unit");
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// The aligned bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    /// The aligned bytes, to fill.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+
+    /// Length in bytes (a multiple of [`DIRECT_IO_ALIGN`]).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether empty (made with length 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned_zeroed_and_padded() {
+        for len in [0usize, 1, 4095, 4096, 4097, 100_000] {
+            let mut buf = AlignedBuf::zeroed(len);
+            assert_eq!(buf.as_slice().as_ptr() as usize % DIRECT_IO_ALIGN, 0);
+            assert_eq!(buf.len() % DIRECT_IO_ALIGN, 0);
+            assert!(buf.len() >= len && buf.len() < len + DIRECT_IO_ALIGN);
+            assert!(buf.as_slice().iter().all(|&byte| byte == 0));
+            buf.as_mut_slice().fill(7);
+            // Moved, the bytes stay where they were.
+            let address = buf.as_slice().as_ptr();
+            let moved = Box::new(buf);
+            assert_eq!(moved.as_slice().as_ptr(), address);
+        }
+    }
+}
