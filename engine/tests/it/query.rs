@@ -1354,12 +1354,12 @@ fn retrieval_keeps_to_its_share_while_ingest_waits() {
                     "--cores",
                     "1",
                 ])
-                .args(["--mix", "ct", "--duration", "6"]),
+                .args(["--mix", "ct", "--duration", "20"]),
             PEER_TIMEOUT,
         )
     });
     let started = Instant::now();
-    while answered() < (RETRIEVED + 20) as f64 {
+    while answered() <= RETRIEVED as f64 {
         assert!(
             started.elapsed() < PEER_TIMEOUT && !loadgen.is_finished(),
             "ingest never got going:\n{}",
@@ -1367,14 +1367,22 @@ fn retrieval_keeps_to_its_share_while_ingest_waits() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // C-GETs until two ran whole while ingest went on (C-STOREs answered
+    // during each, loadgen still sending after it).
     let mut retrieves = 0;
-    while !loadgen.is_finished() {
+    let mut beside = 0;
+    while beside < 2 {
+        assert!(
+            !loadgen.is_finished(),
+            "ingest ended before two C-GETs ran beside it"
+        );
         let before = answered();
         let out = files.path().join(format!("beside-{retrieves}"));
         assert_eq!(getscu_patient(served.port, &out), RETRIEVED);
         let after = answered();
         if !loadgen.is_finished() {
             assert!(after > before, "no C-STORE answered during a C-GET");
+            beside += 1;
         }
         std::fs::remove_dir_all(&out).unwrap();
         retrieves += 1;
