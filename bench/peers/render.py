@@ -18,8 +18,8 @@ import sys
 from html import escape
 
 SLUICE = "sluice-uring"
-ORDER = ["sluice-uring", "sluice-baseline", "sluice-portable", "orthanc", "storescp",
-         "dicom-rs", "speed-of-light"]
+ORDER = ["sluice-uring", "sluice-baseline", "sluice-portable", "sluice-metrics",
+         "sluice-audit", "orthanc", "storescp", "dicom-rs", "speed-of-light"]
 COLORS = {"sluice-uring": "#1f6feb", "sluice-portable": "#6ea8fe",
           "sluice-baseline": "#0a3069", "orthanc": "#d9822b",
           "storescp": "#3fa34d", "dicom-rs": "#a371f7", "speed-of-light": "#8b949e"}
@@ -232,7 +232,11 @@ def render(results, markdown_path, assets_dir):
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
         sluice = median_of(table, workload, SLUICE)
         chart_rows = []
-        for receiver in ORDER:
+        # The known receivers in their usual order, then any other this run
+        # measured (sluice-metrics, sluice-audit, ...) in name order: a
+        # receiver missing from ORDER must not vanish from the table.
+        others = sorted(name for name in by_receiver if name not in ORDER)
+        for receiver in ORDER + others:
             runs = by_receiver.get(receiver)
             if not runs:
                 continue

@@ -48,6 +48,7 @@ DURABLE = {
     "speed-of-light": "yes: file and directory fsynced, no index",
     "sluice-baseline": "yes: as sluice-uring (another build, for before/after runs)",
     "sluice-metrics": "yes: as sluice-uring, with [metrics] on and /metrics scraped every second",
+    "sluice-audit": "yes: as sluice-uring, with [audit] writing its JSON-lines file",
 }
 ALL_RECEIVERS = ["sluice-uring", "sluice-portable", "orthanc", "storescp", "dicom-rs"]
 
@@ -174,9 +175,14 @@ class Receiver:
             # sluice-metrics: this build with the metrics endpoint on and
             # scraped every second (Prometheus scrapes every 15 s by
             # default), beside sluice-uring (off) for its cost.
+            # sluice-audit: this build with the audit trail on, written to
+            # a JSON-lines file beside the store, for its cost likewise.
             binary, backend = ((binaries["sluice-baseline"], "uring") if name == "sluice-baseline"
-                               else (binaries["sluice"], "uring") if name == "sluice-metrics"
+                               else (binaries["sluice"], "uring")
+                               if name in ("sluice-metrics", "sluice-audit")
                                else (binaries["sluice"], name.split("-", 1)[1]))
+            if name == "sluice-audit":
+                extra = list(extra) + ["--audit-file", os.path.join(log_dir, "audit.jsonl")]
             self.metrics_port = free_port() if name == "sluice-metrics" else None
             if self.metrics_port:
                 extra = list(extra) + ["--metrics-port", str(self.metrics_port)]

@@ -378,6 +378,11 @@ impl Embedded {
         config.network.bind_address = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         config.network.port = 0;
         config.network.commitment_port = None;
+        // Its one listener is the plain loopback one the C-GET is relayed
+        // to (a site that serves TLS only, or on a TLS port, has no
+        // business opening those here).
+        config.network.plain_listener = crate::config::PlainListener::On;
+        config.network.tls_port = None;
         let ae_title = config.network.ae_title.as_str().to_owned();
         let store = Store::open(config).map_err(|error| {
             CliError::Qr(QrError::Local(format!(

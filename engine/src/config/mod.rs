@@ -35,14 +35,15 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
-    AcceptConfig, AccessConfig, CommitmentConfig, Config, MetricsConfig, NetworkConfig,
-    QueryConfig, ServerConfig, StorageConfig, ValidationConfig,
+    AcceptConfig, AccessConfig, AuditConfig, CommitmentConfig, Config, MetricsConfig,
+    NetworkConfig, QueryConfig, ServerConfig, StorageConfig, ValidationConfig,
 };
 pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CheckMode, ConfigEnum, Cores,
     DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel, PersonNameMatching,
-    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, TransferSyntaxSelection, Uid,
-    UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
+    PlainListener, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
+    SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
+    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};
@@ -291,6 +292,34 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
             "network.tls_certificate",
             "network.tls_certificate and network.tls_private_key go together".to_owned(),
         ));
+    }
+    let audit = &config.audit;
+    let syslog_tls = audit
+        .audit_syslog
+        .as_ref()
+        .is_some_and(|address| address.transport() == SyslogTransport::Tls);
+    if syslog_tls != audit.audit_syslog_ca.is_some() {
+        return Err(invalid(
+            &origins.audit_syslog_ca,
+            "audit.audit_syslog_ca",
+            "audit.audit_syslog_ca goes with a collector reached over TLS (audit.audit_syslog = \"tls://host:port\") and only with one".to_owned(),
+        ));
+    }
+    if network.plain_listener == PlainListener::Off {
+        if network.tls_port.is_none() {
+            return Err(invalid(
+                &origins.plain_listener,
+                "network.plain_listener",
+                "\"off\" needs network.tls_port: no listener would be left".to_owned(),
+            ));
+        }
+        if network.commitment_port.is_some() {
+            return Err(invalid(
+                &origins.plain_listener,
+                "network.plain_listener",
+                "\"off\" with network.commitment_port, which is a plain listener: unset it (commitment is then served on the TLS port)".to_owned(),
+            ));
+        }
     }
     // Without a TLS listener, the certificate is still what Sluice
     // presents to remote AEs reached over TLS.

@@ -20,8 +20,9 @@ use super::kinds::{
 };
 use super::values::{
     AccessRule, AeSelection, AeTitle, CheckMode, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend,
-    LogFormat, LogLevel, PersonNameMatching, RemoteAddress, ReportDelivery, SopClassSelection,
-    StorageLayout, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    LogFormat, LogLevel, PersonNameMatching, PlainListener, RemoteAddress, ReportDelivery,
+    SopClassSelection, StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid,
+    UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -176,6 +177,14 @@ config_options! {
         tls_port: Option<u16> = None,
             kind OptionalKind(IntKind::<u16>::new(1, u16::MAX)),
             flag "tls-port", example "2762";
+
+        /// Whether the plain DICOM listener on `port` runs. `"off"`: only
+        /// the TLS listener on `tls_port` serves (TLS-only mode, for
+        /// networks where nothing may travel unencrypted); it needs
+        /// `tls_port`, and `commitment_port` (a plain listener) must be
+        /// unset. `port` is then not bound.
+        plain_listener: PlainListener = PlainListener::On,
+            kind EnumKind::<PlainListener>::new(), flag "plain-listener";
 
         /// The server's certificate chain for TLS: a PEM file, the server's
         /// certificate first, then any intermediates.
@@ -609,5 +618,50 @@ config_options! {
             kind ListKind::new(AccessRuleKind, ACCESS_RULES_MAX),
             flag "access-rule",
             example "[{ calling_ae = \"CT_ROOM_1\", addresses = [\"10.1.2.0/24\"], services = [\"store\", \"commitment\"] }, { calling_ae = \"VIEWER_1\", services = [\"query\", \"retrieve\"] }]";
+    }
+
+    /// The audit trail: DICOM audit messages (PS3.15 A.5, the XML of its
+    /// audit message schema) for application start and stop, associations
+    /// (logins, logouts, refusals), instances stored and sent, queries and
+    /// security alerts (a refused TLS certificate, an AE refused by the
+    /// access rules), to a JSON-lines file, a syslog collector, or both.
+    /// Off unless one is set. They are written by a thread of their own
+    /// from a bounded queue: a slow or unreachable collector never slows
+    /// ingest; what does not fit in the queue is dropped and counted
+    /// (`sluice_audit_messages_dropped_total`, and a `warn` line at most
+    /// every 10 s). docs/operations.md, "Audit trail", lists the messages.
+    [audit] AuditConfig "Audit trail" {
+        /// A file the audit messages are appended to, one JSON object per
+        /// line (`time`, `event`, `outcome`, and `message`: the
+        /// `<AuditMessage>` XML). Created if missing; unset: no file.
+        audit_file: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "audit-file", example "\"/var/log/sluice/audit.jsonl\"";
+
+        /// A syslog collector (an audit record repository) the audit
+        /// messages are sent to as RFC 5424 messages (facility authpriv,
+        /// MSGID `IHE+RFC-3881`, the XML as the message):
+        /// `"udp://host:port"` (one datagram each), `"tcp://host:port"`
+        /// (RFC 6587 octet counting; reconnected after a failure) or
+        /// `"tls://host:port"` (RFC 5425: the same over TLS 1.2 or 1.3, the
+        /// collector verified against `audit_syslog_ca` and its host name,
+        /// `network.tls_certificate` presented when set). Unset: no syslog.
+        audit_syslog: Option<SyslogAddress> = None,
+            kind OptionalKind(TextKind::<SyslogAddress>::new(
+                "\"udp://host:port\", \"tcp://host:port\" or \"tls://host:port\" (string)",
+                "ADDRESS",
+            )),
+            flag "audit-syslog", example "\"tls://audit.example.org:6514\"";
+
+        /// The CA certificates (a PEM file) a syslog collector reached over
+        /// TLS (`audit_syslog = "tls://..."`) must chain to. Needed then.
+        audit_syslog_ca: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "audit-syslog-ca", example "\"/etc/sluice/tls/audit-ca.pem\"";
+
+        /// How many events may wait for the audit thread; beyond it they
+        /// are dropped and counted.
+        audit_queue_length: u32 = 16_384,
+            kind IntKind::<u32>::new(16, 1_048_576), flag "audit-queue-length";
     }
 }

@@ -221,6 +221,80 @@ impl FromStr for RemoteAddress {
     }
 }
 
+/// How audit messages reach a syslog collector (`audit.audit_syslog`):
+/// RFC 5424 messages over UDP (RFC 5426, one datagram each), TCP (RFC 6587
+/// octet counting) or TLS (RFC 5425, octet counting too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyslogTransport {
+    /// `udp://host:port`.
+    Udp,
+    /// `tcp://host:port`.
+    Tcp,
+    /// `tls://host:port`.
+    Tls,
+}
+
+/// A syslog collector's address: `udp://host:port`, `tcp://host:port` or
+/// `tls://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SyslogAddress {
+    transport: SyslogTransport,
+    address: RemoteAddress,
+}
+
+impl SyslogAddress {
+    /// UDP or TCP.
+    pub fn transport(&self) -> SyslogTransport {
+        self.transport
+    }
+
+    /// The host name or IP address, without brackets.
+    pub fn host(&self) -> &str {
+        self.address.host()
+    }
+
+    /// The port, never 0.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+}
+
+impl FromStr for SyslogAddress {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let (transport, rest) = if let Some(rest) = text.strip_prefix("udp://") {
+            (SyslogTransport::Udp, rest)
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
+            (SyslogTransport::Tcp, rest)
+        } else if let Some(rest) = text.strip_prefix("tls://") {
+            (SyslogTransport::Tls, rest)
+        } else {
+            return Err(ValueError(format!(
+                "{text:?} is not udp://host:port, tcp://host:port or tls://host:port (for example \"udp://127.0.0.1:514\")"
+            )));
+        };
+        if rest.contains("://") {
+            return Err(ValueError(format!("{text:?}: write one scheme")));
+        }
+        Ok(SyslogAddress {
+            transport,
+            address: rest.parse()?,
+        })
+    }
+}
+
+impl fmt::Display for SyslogAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.transport {
+            SyslogTransport::Udp => "udp",
+            SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Tls => "tls",
+        };
+        write!(formatter, "{scheme}://{}", self.address)
+    }
+}
+
 /// A host is an IPv4 address or a DNS name: labels of letters, digits and
 /// hyphens, separated by dots.
 fn check_host(text: &str, host: &str) -> Result<(), ValueError> {
@@ -366,6 +440,17 @@ config_enum! {
         /// epoll and ordinary file calls, for old kernels and containers
         /// whose seccomp profile blocks io_uring.
         Portable = "portable",
+    }
+}
+
+config_enum! {
+    /// Whether the plain (unencrypted) DICOM listener on `network.port`
+    /// runs.
+    pub enum PlainListener {
+        /// It runs (beside the TLS one, when `network.tls_port` is set).
+        On = "on",
+        /// Only the TLS listener runs (TLS-only mode).
+        Off = "off",
     }
 }
 

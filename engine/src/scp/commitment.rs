@@ -107,6 +107,14 @@ impl Commitment {
             )
         };
         if let Some(failure) = refusal {
+            if let Failure::NotAuthorized(why) = &failure {
+                self.shared.audit.security_alert(
+                    crate::audit::Alert::ServiceNotGranted,
+                    conn.peer,
+                    &conn.calling_ae_title,
+                    &why.to_string(),
+                );
+            }
             refuse(core, conn, context_id, rq.message_id, failure);
             return;
         }

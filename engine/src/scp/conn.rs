@@ -523,7 +523,12 @@ impl Connection {
     /// has to send (its handshake, an alert) is sent. A failure (a
     /// certificate refused, a plain client on the TLS port, a bad record)
     /// is logged and ends the connection as if the peer had closed it.
-    pub(crate) fn decrypt(&mut self, core: &mut Core, ciphertext: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn decrypt(
+        &mut self,
+        core: &mut Core,
+        ciphertext: &[u8],
+        audit: &crate::audit::Audit,
+    ) -> Option<Vec<u8>> {
         let tls = self.tls.as_mut()?;
         if tls.has_failed() {
             return Some(Vec::new());
@@ -540,6 +545,21 @@ impl Connection {
                 listener = self.listener,
                 %error,
                 "TLS refused: closing the connection"
+            );
+            // Inbound, the peer's AE is not known yet (the handshake
+            // comes first); outbound, it is the remote Sluice called.
+            let (alert, remote_ae) = match self.purpose {
+                Purpose::Inbound => (crate::audit::Alert::TlsRefused, ""),
+                Purpose::CommitmentReports | Purpose::MoveSubOperations => (
+                    crate::audit::Alert::TlsRefusedOutbound,
+                    self.called_ae_title.as_str(),
+                ),
+            };
+            audit.security_alert(
+                alert,
+                self.peer,
+                remote_ae,
+                &format!("TLS refused: {error}"),
             );
             self.outcome
                 .get_or_insert_with(|| format!("TLS refused: {error}"));

@@ -169,9 +169,10 @@ impl CoreHandler {
             length = data.len(),
             "received"
         );
+        let audit = &self.shared.audit;
         let decrypted = self.conns.get_mut(serial).and_then(|conn| {
             conn.counters.bytes_received += data.len() as u64;
-            conn.decrypt(core, data)
+            conn.decrypt(core, data, audit)
         });
         match decrypted {
             None => self.received_plaintext(core, serial, Received::Pooled(data)),
@@ -316,6 +317,11 @@ impl CoreHandler {
                             metrics.association_accepted();
                         }
                         conn.ae_metrics = self.shared.metrics.calling_ae(&conn.calling_ae_title);
+                        self.shared.audit.association_accepted(
+                            (self.core_index, conn.serial),
+                            conn.peer,
+                            &conn.calling_ae_title,
+                        );
                         if let Some(refused) =
                             admission::refused_contexts_accepted(&self.shared, &rq, conn.listener)
                         {
@@ -331,6 +337,14 @@ impl CoreHandler {
                             metrics.association_rejected(RejectedBecause::of(rj.reason));
                         }
                         let (result, source, reason) = rj.codes();
+                        if let Some(why) = &refused_by_access {
+                            self.shared.audit.security_alert(
+                                crate::audit::Alert::AccessTableRefused,
+                                conn.peer,
+                                &conn.calling_ae_title,
+                                why,
+                            );
+                        }
                         let why = refused_by_access.unwrap_or_else(|| {
                             admission::rejection_reason(
                                 &self.shared,
@@ -345,6 +359,11 @@ impl CoreHandler {
                             calling_ae = %Escaped(&conn.calling_ae_title),
                             called_ae = %Escaped(&conn.called_ae_title),
                             "association rejected: result {result}, source {source}, reason {reason}: {why}"
+                        );
+                        self.shared.audit.association_rejected(
+                            conn.peer,
+                            &conn.calling_ae_title,
+                            &format!("A-ASSOCIATE-RJ {result}/{source}/{reason}: {why}"),
                         );
                         conn.outcome = Some(format!("rejected {result}/{source}/{reason}"));
                     }
@@ -404,6 +423,9 @@ impl CoreHandler {
             admission::release(&self.shared, &conn.calling_ae_title);
         }
         conn.cancel_timer(core);
+        self.shared
+            .audit
+            .association_ended((self.core_index, conn.serial));
         self.ingest.log_in_progress(conn.serial);
         conn.log_ended();
     }

@@ -37,7 +37,7 @@ mod query;
 mod shared;
 mod storage;
 mod tag;
-mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -175,6 +175,8 @@ pub struct Server {
     /// The metrics and health endpoint (`[metrics]`), stopped when the
     /// server is dropped.
     monitor: Option<Monitor>,
+    /// The audit trail's thread (`[audit]`), stopped after the cores.
+    audit_thread: Option<crate::audit::AuditThread>,
     /// The data directory's and the ports' locks, held until the server is
     /// dropped (after its cores stopped).
     _locks: (DataDirectoryLock, Vec<PortLock>),
@@ -230,11 +232,17 @@ impl Server {
         let data_lock = DataDirectoryLock::acquire(store.layout().root(), "sluice serve")?;
         let policy = policy::acceptor_policy(config);
         let commitment_policy = policy::commitment_policy(config);
-        let mut listen_addrs = vec![SocketAddr::new(
-            config.network.bind_address,
-            config.network.port,
-        )];
-        let commitment_listener = if config.commitment_port() != config.network.port {
+        // The plain listener first (index 0), unless TLS-only
+        // (`network.plain_listener = "off"`: then the TLS one is first).
+        let plain = config.network.plain_listener == crate::config::PlainListener::On;
+        let mut listen_addrs = Vec::new();
+        if plain {
+            listen_addrs.push(SocketAddr::new(
+                config.network.bind_address,
+                config.network.port,
+            ));
+        }
+        let commitment_listener = if plain && config.commitment_port() != config.network.port {
             listen_addrs.push(SocketAddr::new(
                 config.network.bind_address,
                 config.commitment_port(),
@@ -277,6 +285,8 @@ impl Server {
             }
             _ => None,
         };
+        let (audit, audit_thread) = crate::audit::Audit::start(config, store)
+            .map_err(|error| ServeError::Config(format!("audit trail: {error}")))?;
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
         let shared = Arc::new(ServerShared {
             store: store.clone(),
@@ -295,6 +305,7 @@ impl Server {
             move_destinations: resolve_remote_aes(config),
             space: SpaceAccount::default(),
             metrics: Metrics::new(core_count_of(config), config.metrics.metrics_port.is_some()),
+            audit,
             drained: drained_sender,
         });
         let core_count = core_count_of(config);
@@ -350,6 +361,9 @@ impl Server {
         // one-line summary.
         crate::recovery::recover(store.layout(), store.index())
             .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        // Application Start before the listeners open, so it comes before
+        // any association's messages.
+        shared.audit.application(true);
         let factory_shared = shared.clone();
         let runtime = Runtime::start_with_mailbox(runtime_config, move |core_index, mailbox| {
             CoreHandler::new(factory_shared.clone(), core_index, mailbox)
@@ -398,6 +412,7 @@ impl Server {
             stop_requested: Arc::new(AtomicBool::new(false)),
             drained,
             monitor,
+            audit_thread,
             _locks: (data_lock, port_locks),
         })
     }
@@ -518,11 +533,16 @@ impl Server {
             tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
         }
         self.shared.tracker.stop();
+        self.shared.audit.application(false);
+        if let Some(audit_thread) = self.audit_thread {
+            audit_thread.stop();
+        }
         Ok(result?)
     }
 
-    /// The addresses of every listener: the main one, then the separate
-    /// commitment port when configured.
+    /// The addresses of every listener: the plain one (absent when
+    /// TLS-only), then the separate commitment port when configured, then
+    /// the TLS one.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen_addrs
     }

@@ -623,6 +623,12 @@ impl Collector for Scrape {
             "storage.free_space_floor: C-STOREs are refused (A711) below it",
             to_i64(floor),
         )?;
+        counter(
+            &mut encoder,
+            "sluice_audit_messages_dropped",
+            "Audit events dropped ([audit]): the audit queue was full, or a message could not be written",
+            source.audit.dropped(),
+        )?;
         gauge(
             &mut encoder,
             "sluice_ready",

@@ -52,6 +52,8 @@ pub(crate) struct ServerShared {
     /// The metrics the cores count (`[metrics]`; counted whether or not
     /// the endpoint is open: a few relaxed stores per C-STORE).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The audit trail's queue (`[audit]`; a no-op when off).
+    pub(crate) audit: crate::audit::Audit,
     /// Where each core says it has drained, at shutdown (`Server::drain`).
     pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
 }

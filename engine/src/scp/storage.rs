@@ -207,6 +207,14 @@ fn refuse(shared: &ServerShared, core: &mut Core, conn: &mut Connection, refused
     if let Some(metrics) = shared.metrics.core(core.index()) {
         metrics.store_statuses.count(status.0);
     }
+    if let Failure::NotAuthorized(why) = &refused.failure {
+        shared.audit.security_alert(
+            crate::audit::Alert::ServiceNotGranted,
+            conn.peer,
+            &conn.calling_ae_title,
+            &why.to_string(),
+        );
+    }
     tracing::warn!(
         peer = ?conn.peer,
         calling_ae = %Escaped(&conn.calling_ae_title),

@@ -195,7 +195,7 @@ fn the_examples_in_the_example_file_are_valid() {
             _ => lines.push(line.to_owned()),
         }
     }
-    assert_eq!(switched_on, 18);
+    assert_eq!(switched_on, 21);
     let text = lines.join("\n");
     let config = Config::from_toml_str(&text, Path::new("examples.toml")).unwrap();
     assert_eq!(config.network.commitment_ae_title, Some(ae("SCServer")));
@@ -604,7 +604,7 @@ fn unknown_keys_are_rejected_on_their_line_with_a_hint() {
         ),
         (
             "[tls]\ncertificate = \"x.pem\"",
-            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query], [metrics], [access]",
+            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query], [metrics], [access], [audit]",
         ),
     ];
     for (text, expected) in cases {

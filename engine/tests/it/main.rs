@@ -3,6 +3,7 @@
 
 mod access;
 mod answers;
+mod audit;
 mod commitment;
 mod commitment_memory;
 mod config;

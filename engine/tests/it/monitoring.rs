@@ -109,7 +109,7 @@ fn http(port: u16, request: &[u8]) -> (u16, String) {
     (status, body)
 }
 
-fn get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn get(port: u16, path: &str) -> (u16, String) {
     http(
         port,
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),

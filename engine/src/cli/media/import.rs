@@ -155,6 +155,7 @@ pub(crate) fn import(
     config.access.rule = Vec::new();
     config.network.commitment_port = None;
     config.network.tls_port = None;
+    config.network.plain_listener = crate::config::PlainListener::On;
     config.metrics.metrics_port = None;
     let called_ae_title = config.network.ae_title.as_str().to_owned();
     let store = Store::open(config).map_err(|error| CliError::Io {

@@ -906,6 +906,11 @@ impl Ingest {
                 }),
             ),
         };
+        if counted == Counted::Stored || counted == Counted::Quarantined {
+            self.shared
+                .audit
+                .instance_stored((self.core_index, record.serial), instance);
+        }
         if let Some(event) = event {
             if matches!(event, StoreEvent::Stored { .. }) {
                 // Durably stored and indexed: what a commitment waits for.

@@ -296,7 +296,14 @@ impl QueryRetrieve {
             QrOperation::Move | QrOperation::Get => AccessService::Retrieve,
         };
         if let Err(refused) = conn.access.check(&config.access.rule, service) {
-            return Err((Status::NOT_AUTHORIZED, refused.to_string()));
+            let why = refused.to_string();
+            self.shared.audit.security_alert(
+                crate::audit::Alert::ServiceNotGranted,
+                conn.peer,
+                &conn.calling_ae_title,
+                &why,
+            );
+            return Err((Status::NOT_AUTHORIZED, why));
         }
         let granted = conn
             .extended_negotiation
@@ -345,6 +352,19 @@ impl QueryRetrieve {
                 return;
             }
         };
+        if let DataSet::Collected(identifier) = &data_set {
+            let transfer_syntax_uid = conn
+                .negotiated()
+                .and_then(|negotiated| negotiated.presentation_context(context_id))
+                .map(|context| context.transfer_syntax.as_str())
+                .unwrap_or_default();
+            self.shared.audit.query(
+                (core.index(), serial),
+                &rq.affected_sop_class_uid,
+                transfer_syntax_uid,
+                identifier,
+            );
+        }
         let op = FindOp::new(
             (context_id, rq.message_id),
             rq.affected_sop_class_uid,
@@ -1056,6 +1076,18 @@ impl QueryRetrieve {
         let outcome = sub_outcome(&rsp);
         if let SubOutcome::Failed(reason) = &outcome {
             tracing::warn!(sop_instance_uid = %transfer.dataset.triplet.sop_instance_uid, reason = %reason, "a retrieve sub-operation failed");
+        } else if let Some(lane_conn) = conns.get_mut(serial) {
+            // The destination: the Move Destination's association, or
+            // (C-GET) the requester's own.
+            let destination_ae = match lane_conn.purpose {
+                Purpose::MoveSubOperations => &lane_conn.called_ae_title,
+                _ => &lane_conn.calling_ae_title,
+            };
+            self.shared.audit.instance_sent(
+                (core.index(), origin),
+                (destination_ae, lane_conn.peer),
+                &transfer.dataset,
+            );
         }
         if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
             op.bytes_sent += transfer.bytes_sent;
