@@ -73,7 +73,7 @@ class Peer:
     """One Q/R SCP (or destination) process on loopback."""
 
     def __init__(self, kind, work_dir, binaries, ae=None, remote_aes=None, data_dir=None,
-                 keep=False):
+                 keep=False, extra=()):
         self.kind = kind
         self.ae = ae or {"orthanc": "ORTHANC", "dcmqrscp": "QRSCP", "storescp": "STORESCP"}.get(
             kind, "SLUICE")
@@ -93,6 +93,7 @@ class Peer:
                        "--max-associations", "1000", "--max-associations-per-calling-ae", "1000"]
             for name, port in remote_aes.items():
                 command += ["--remote-ae", f"{name}=127.0.0.1:{port}"]
+            command += list(extra)
         elif kind == "orthanc":
             config = os.path.join(work_dir, f"orthanc-{self.ae}.json")
             with open(config, "w") as file:
@@ -339,9 +340,14 @@ def ingest_part(args, binaries, work_dir):
     files_dir = os.path.join(work_dir, f"retrieve-ct-512k-{args.retrieve_ct}")
     uid = study_uid(files_dir)
     results = []
+    # Ingest alone, then beside a C-GET loop once per retrieval share
+    # (query.retrieve_share_under_ingest; 100 is no share: the server as it
+    # was before it had one), interleaved, order reversed every repetition.
+    runs = [(False, None)] + [(True, share) for share in args.ingest_shares]
     for repetition in range(args.repeat):
-        for beside in ([False, True] if repetition % 2 == 0 else [True, False]):
-            peer = Peer("sluice", work_dir, binaries)
+        for beside, share in (runs if repetition % 2 == 0 else runs[::-1]):
+            extra = [] if share is None else ["--query-retrieve-share-under-ingest", str(share)]
+            peer = Peer("sluice", work_dir, binaries, extra=extra)
             store_files(peer, files_dir)
             stop = threading.Event()
             retrieved = {"bytes": 0, "runs": 0}
@@ -353,7 +359,8 @@ def ingest_part(args, binaries, work_dir):
                     retrieved["runs"] += 1
 
             thread = threading.Thread(target=retrieve_loop)
-            out_path = os.path.join(work_dir, f"ingest-{repetition}-{beside}.json")
+            out_path = os.path.join(work_dir, f"ingest-{repetition}-{beside}-{share}.json")
+            load_before = os.getloadavg()[0]
             started = time.time()
             if beside:
                 thread.start()
@@ -369,7 +376,8 @@ def ingest_part(args, binaries, work_dir):
             peer.stop()
             with open(out_path) as file:
                 data = json.load(file)
-            result = {"repetition": repetition, "retrieval_beside": beside,
+            result = {"repetition": repetition, "retrieval_beside": beside, "share": share,
+                      "load_average_1m": [load_before, os.getloadavg()[0]],
                       "ingest_instances_s": data["instances_per_s"],
                       "ingest_mb_s": data["megabytes_per_s"],
                       "retrieved_mb_s": retrieved["bytes"] / elapsed / 1e6,
@@ -439,13 +447,26 @@ def markdown(results):
         lines.append("")
     ingest = results["ingest"]
     if ingest:
-        alone = median([r["ingest_instances_s"] for r in ingest if not r["retrieval_beside"]])
-        beside = median([r["ingest_instances_s"] for r in ingest if r["retrieval_beside"]])
-        retrieved = median([r["retrieved_mb_s"] for r in ingest if r["retrieval_beside"]])
+        alone_runs = [r for r in ingest if not r["retrieval_beside"]]
+        alone = median([r["ingest_instances_s"] for r in alone_runs])
+        loads = [value for r in alone_runs for value in r.get("load_average_1m", [])]
         lines += ["### Ingest beside retrieval", "",
-                  "| ingest alone (instances/s) | ingest with C-GET running (instances/s) | "
-                  "ratio | retrieval meanwhile (MB/s) |", "| ---: | ---: | ---: | ---: |",
-                  f"| {alone:.0f} | {beside:.0f} | {beside / alone:.0%} | {retrieved:.1f} |", ""]
+                  "| retrieval share under ingest | ingest alone (instances/s) | "
+                  "ingest with C-GET running (instances/s) | ratio | "
+                  "retrieval meanwhile (MB/s) | load average (1 min, before/after) |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |",
+                  f"| (ingest alone) | {alone:.0f} | | | | "
+                  f"{', '.join(f'{value:.1f}' for value in loads)} |"]
+        for share in sorted({r.get("share") for r in ingest if r["retrieval_beside"]},
+                            key=lambda share: -(share or 0)):
+            runs = [r for r in ingest if r["retrieval_beside"] and r.get("share") == share]
+            beside = median([r["ingest_instances_s"] for r in runs])
+            retrieved = median([r["retrieved_mb_s"] for r in runs])
+            loads = [value for r in runs for value in r.get("load_average_1m", [])]
+            label = "100% (none: the server before the share)" if share == 100 else f"{share}%"
+            lines.append(f"| {label} | {alone:.0f} | {beside:.0f} | {beside / alone:.0%} | "
+                         f"{retrieved:.1f} | {', '.join(f'{value:.1f}' for value in loads)} |")
+        lines.append("")
     lines.append("<!-- qr:end -->")
     return "\n".join(lines) + "\n"
 
@@ -462,6 +483,9 @@ def main():
     parser.add_argument("--retrieve-ct", type=int, default=100)
     parser.add_argument("--retrieve-small", type=int, default=1000)
     parser.add_argument("--ingest-seconds", type=float, default=10.0)
+    parser.add_argument("--ingest-shares", default="100,25",
+                        help="query.retrieve_share_under_ingest values to run ingest beside "
+                             "retrieval with (100: no share, the baseline)")
     parser.add_argument("--parts", default="find,retrieve,ingest")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "target", "bench-qr"))
     parser.add_argument("--out-dir", default=None)
@@ -473,6 +497,7 @@ def main():
     args.peers = [peer for peer in args.peers.split(",") if peer]
     args.retrieve_peers = [peer for peer in args.retrieve_peers.split(",") if peer]
     args.index_instances = [int(n) for n in str(args.index_instances).split(",") if n]
+    args.ingest_shares = [int(n) for n in str(args.ingest_shares).split(",") if n]
     parts = set(args.parts.split(","))
     out_dir = args.out_dir or (os.path.join(args.work_dir, "out") if args.short
                                else os.path.join(REPO, "docs", "benchmarks"))

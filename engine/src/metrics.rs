@@ -296,6 +296,8 @@ pub(crate) struct CoreMetrics {
     instances_in_flight: AtomicU64,
     /// Turns of the core's event loop (events and messages handled).
     loop_turns: AtomicU64,
+    /// Retrieve chunks held back for ingest (`scp::query::share`).
+    retrieve_chunks_deferred: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -323,6 +325,10 @@ impl CoreMetrics {
         if let Some(counter) = self.sub_operations.get(outcome as usize) {
             add_single_writer(counter, count);
         }
+    }
+
+    pub(crate) fn retrieve_chunk_deferred(&self) {
+        add_single_writer(&self.retrieve_chunks_deferred, 1);
     }
 
     pub(crate) fn set_instances_in_flight(&self, count: usize) {
@@ -366,6 +372,10 @@ impl CoreMetrics {
 
     pub(crate) fn loop_turns(&self) -> u64 {
         self.loop_turns.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn retrieve_chunks_deferred(&self) -> u64 {
+        self.retrieve_chunks_deferred.load(Ordering::Relaxed)
     }
 }
 

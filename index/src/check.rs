@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::IndexError;
 use crate::keys::{
-    check_uid, file_id_key, instance_key, read_u64, secondary_key, series_key, split_instance_key,
-    split_key,
+    check_uid, file_id_key, instance_key, patient_name_values, read_u64, secondary_key, series_key,
+    split_instance_key, split_key,
 };
 use crate::location::RecordPlace;
 use crate::read::ReadTxn;
@@ -236,7 +236,7 @@ impl ReadTxn<'_> {
                 ),
             );
         }
-        let mut secondary_expected = [0u64; 3];
+        let mut secondary_expected = [0u64; 4];
         for entry in tables
             .studies
             .iter(txn)
@@ -308,6 +308,16 @@ impl ReadTxn<'_> {
                     report.problem(problems_max, format!("{name}: no entry for study {study}"));
                 }
             }
+            for value in patient_name_values(&record.attributes.patient_name) {
+                secondary_expected[3] += 1;
+                let key = secondary_key(value, &study);
+                if get(tables.study_by_patient_name, &key)?.is_none() {
+                    report.problem(
+                        problems_max,
+                        format!("study_by_patient_name: no entry {value:?} for study {study}"),
+                    );
+                }
+            }
         }
         for (study, _) in study_counts {
             report.problem(
@@ -319,6 +329,7 @@ impl ReadTxn<'_> {
             (tables.study_by_patient_id, "study_by_patient_id"),
             (tables.study_by_date, "study_by_date"),
             (tables.study_by_accession, "study_by_accession"),
+            (tables.study_by_patient_name, "study_by_patient_name"),
         ]
         .into_iter()
         .enumerate()

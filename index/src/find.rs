@@ -38,8 +38,8 @@ use sluice_net::query::{Attribute, Candidate, Constraint, Level, Query};
 
 use crate::error::IndexError;
 use crate::keys::{
-    check_uid, prefix_of, series_key, split_key, study_of_secondary_key, INDEXED_VALUE_BYTES_MAX,
-    SEPARATOR,
+    check_uid, patient_name_values, prefix_of, secondary_key, series_key, split_key,
+    study_of_secondary_key, INDEXED_VALUE_BYTES_MAX, SEPARATOR,
 };
 use crate::read::{InstanceEntry, ReadTxn};
 use crate::records::{access, ArchivedStudyRecord, SeriesRecord, StudyRecord, Triplet};
@@ -355,7 +355,16 @@ enum SecondaryTable {
     PatientId,
     Accession,
     Date,
+    /// `study_by_patient_name`: a study is there once per component group
+    /// of its Patient's Name, so the walk visits it only at its first key
+    /// within the scanned range (see `first_name_key_in`).
+    PatientName,
 }
+
+/// Literal heads of a Patient's Name wildcard shorter than this leave a
+/// Study Date range to narrow the scan instead (`A*` is about one name in
+/// twenty; a week of dates one study in five hundred).
+const NAME_PREFIX_PREFERRED_MIN: usize = 3;
 
 /// The key prefix an exact value or a wildcard's literal head allows in a
 /// secondary table (`None`: the table cannot narrow this key).
@@ -433,7 +442,20 @@ fn plan_studies(query: &Query) -> StudyScan {
         (_, Some(bounds)) => return pick(SecondaryTable::Accession, bounds),
         (None, None) => {}
     }
-    match constraint(query, tags::STUDY_DATE) {
+    let date = constraint(query, tags::STUDY_DATE);
+    // A case-insensitive name constraint cannot use the table, whose keys
+    // are the names as stored.
+    if let Some((low, high, exact)) = secondary_bounds(constraint(query, tags::PATIENT_NAME)) {
+        let literal_chars = std::str::from_utf8(&low).map_or(0, |low| low.chars().count());
+        if exact || date.is_none() || literal_chars >= NAME_PREFIX_PREFERRED_MIN {
+            return StudyScan::Secondary {
+                table: SecondaryTable::PatientName,
+                low,
+                high,
+            };
+        }
+    }
+    match date {
         Some(Constraint::Range { low, high }) => StudyScan::Secondary {
             table: SecondaryTable::Date,
             low: low.map(String::into_bytes).unwrap_or_default(),
@@ -494,6 +516,7 @@ impl ReadTxn<'_> {
             SecondaryTable::PatientId => tables.study_by_patient_id,
             SecondaryTable::Accession => tables.study_by_accession,
             SecondaryTable::Date => tables.study_by_date,
+            SecondaryTable::PatientName => tables.study_by_patient_name,
         }
     }
 
@@ -598,6 +621,12 @@ impl ReadTxn<'_> {
                     let (key, _) = entry.map_err(self.lmdb_error("scan study index"))?;
                     let study = study_of_secondary_key(key)
                         .ok_or_else(|| corrupt("study index", "bad key"))?;
+                    if table == SecondaryTable::PatientName
+                        && !self.first_name_key_in(key, study, (&low, high.as_deref()))?
+                    {
+                        // The study comes (or came) at another of its names.
+                        continue;
+                    }
                     if visit(key.to_vec(), study, page)? == Flow::Stop {
                         return Ok(());
                     }
@@ -626,6 +655,32 @@ impl ReadTxn<'_> {
         }
         page.out.resume = None;
         Ok(())
+    }
+
+    /// Whether `key`, an entry of `study_by_patient_name` for `study`, is
+    /// the lowest of that study's name keys within `[low, high)` (a study
+    /// whose several name groups match is visited once, at that key,
+    /// whichever page the walk is on). A study gone since is "first": the
+    /// visit skips it.
+    fn first_name_key_in(
+        &self,
+        key: &[u8],
+        study: &str,
+        (low, high): (&[u8], Option<&[u8]>),
+    ) -> Result<bool, IndexError> {
+        let tables = self.shared().tables;
+        let Some(bytes) = self.raw_get(tables.studies, study.as_bytes(), "get study")? else {
+            return Ok(true);
+        };
+        let record = access::<ArchivedStudyRecord>("studies", bytes)?;
+        let first = patient_name_values(&record.attributes.patient_name)
+            .into_iter()
+            .map(|value| secondary_key(value, study))
+            .filter(|candidate| {
+                candidate.as_slice() >= low && high.is_none_or(|high| candidate.as_slice() < high)
+            })
+            .min();
+        Ok(first.is_none_or(|first| first == key))
     }
 
     fn raw_get(

@@ -126,6 +126,20 @@ pub(crate) fn secondary_key(value: &str, study: &str) -> Vec<u8> {
     key
 }
 
+/// The values a study's Patient's Name is indexed under in
+/// `study_by_patient_name`: its distinct non-empty component groups, as
+/// stored (a PN key without `=` matches when one of them does), each cut to
+/// the indexed length as [`secondary_key`] cuts it.
+pub(crate) fn patient_name_values(name: &str) -> Vec<&str> {
+    let mut values: Vec<&str> = sluice_net::query::person_name_groups(name)
+        .filter(|group| !group.is_empty())
+        .map(|group| truncate_to_char_boundary(group, INDEXED_VALUE_BYTES_MAX))
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
 /// The study UID at the end of a secondary key.
 pub(crate) fn study_of_secondary_key(key: &[u8]) -> Option<&str> {
     let position = key.iter().rposition(|byte| *byte == SEPARATOR)?;

@@ -29,18 +29,21 @@ use crate::error::{EnvLimits, IndexError};
 ///    (docs/design/index-at-scale.md);
 /// 6. the `locations` and `segments` tables: instances stored as records in
 ///    segment files (docs/design/segments.md); a file id without a
-///    `locations` row is a file, as every instance of version 5 is.
+///    `locations` row is a file, as every instance of version 5 is;
+/// 7. the `study_by_patient_name` table: studies by the component groups of
+///    their Patient's Name, for C-FIND by name (docs/design/query-retrieve.md).
 ///
-/// An index of version 2 to 5 is upgraded in place at open (`migrate`;
-/// the tables an older version lacks are created empty, as it had them;
-/// from 5 nothing else changes).
-pub const SCHEMA_VERSION: u32 = 6;
+/// An index of version 2 to 6 is upgraded in place at open (`migrate`;
+/// the tables an older version lacks are created empty, as it had them, and
+/// `study_by_patient_name` is filled from the study records).
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 4] = [2, 3, 4, 5];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 5] = [2, 3, 4, 5, 6];
 
 /// The last version whose tables and records [`crate::migrate::upgrade`]
-/// rewrites; from it on, an upgrade only adds empty tables.
+/// rewrites; from it on, an upgrade only adds tables (and fills the name
+/// table).
 const SCHEMA_VERSION_LAST_REWRITTEN: u32 = 4;
 
 /// The record format, recorded beside the version for humans and tools.
@@ -80,6 +83,7 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "study_by_patient_id",
     "study_by_date",
     "study_by_accession",
+    "study_by_patient_name",
     "quarantine",
     "commitments",
     "in_doubt",
@@ -90,7 +94,7 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 16;
+pub(crate) const TABLE_COUNT: usize = 17;
 
 /// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
 /// (and left empty by it: LMDB through heed cannot drop a named table).
@@ -122,6 +126,10 @@ pub(crate) struct Tables {
     pub(crate) study_by_date: Table,
     /// `accession_number\0study` -> empty.
     pub(crate) study_by_accession: Table,
+    /// `name group\0study` -> empty: one entry per distinct non-empty
+    /// component group of the study's Patient's Name
+    /// (`sluice_net::query::person_name_groups`), as stored (not folded).
+    pub(crate) study_by_patient_name: Table,
     /// Quarantine id (8 bytes BE) -> `QuarantineEntry`.
     pub(crate) quarantine: Table,
     /// Transaction UID -> `CommitmentRecord`.
@@ -155,6 +163,7 @@ impl Tables {
             self.study_by_patient_id,
             self.study_by_date,
             self.study_by_accession,
+            self.study_by_patient_name,
             self.quarantine,
             self.commitments,
             self.in_doubt,
@@ -172,7 +181,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, quarantine, commitments, in_doubt, sop_pending, flagged, locations, segments] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, study_by_patient_name, quarantine, commitments, in_doubt, sop_pending, flagged, locations, segments] =
             tables;
         Tables {
             meta,
@@ -184,6 +193,7 @@ impl Tables {
             study_by_patient_id,
             study_by_date,
             study_by_accession,
+            study_by_patient_name,
             quarantine,
             commitments,
             in_doubt,
@@ -320,13 +330,15 @@ pub(crate) fn open_tables(
         .unwrap_commit();
     let tables = Tables::from_array(tables);
 
-    // 3. An older schema is upgraded, in one transaction of its own.
-    match (upgrading_from, legacy) {
-        (Some(from), Some(series_instances)) => {
+    // 3. An older schema is upgraded, step by step, each step in one
+    //    transaction of its own that also records the version it reached:
+    //    2 to 4 are rewritten (to 5), then the name table is filled (to 7;
+    //    6's tables were created empty above, as 5 had none of them).
+    if let Some(from) = upgrading_from {
+        if let Some(series_instances) = legacy {
             crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
         }
-        (Some(from), None) => crate::migrate::add_tables(env, &tables, from, path, limits)?,
-        (None, _) => {}
+        crate::migrate::add_patient_name_keys(env, &tables, from, path, limits)?;
     }
     Ok(tables)
 }

@@ -558,6 +558,17 @@ config_options! {
         /// (or the core's time) without bound from ingest.
         retrieve_buffer_per_core: u64 = 32 * MIB,
             kind ByteSizeKind::<u64>::new(MIB, 4 * GIB), flag "query-retrieve-buffer-per-core";
+
+        /// Retrieval's share, in percent, of the bytes a core moves while
+        /// ingest is waiting on it (C-STORE data sets arrived in the last
+        /// 10 to 20 ms): a retrieve's file reads and sends (256 KiB chunks)
+        /// beyond it wait for the next 10 ms epoch, retrieval keeping a
+        /// floor of 3.2 MB/s per core. With no ingest, retrieval is not
+        /// limited. 100 turns the limit off. The argument and the
+        /// measurement: docs/design/query-retrieve.md, "Retrieval beside
+        /// ingest".
+        retrieve_share_under_ingest: u32 = 25,
+            kind IntKind::<u32>::new(1, 100), flag "query-retrieve-share-under-ingest";
     }
 
     /// The monitoring endpoint: Prometheus metrics (`/metrics`) and health

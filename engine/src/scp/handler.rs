@@ -575,6 +575,7 @@ impl CoreHandler {
         let Some(conn) = self.conns.get_mut(serial) else {
             panic!("a data set on connection {serial}, which is gone");
         };
+        self.query.ingest_received(bytes.len());
         storage::fragment(
             core,
             conn,
@@ -671,6 +672,7 @@ impl CoreHandler {
             (Some(TagKind::FindStep), serial) => {
                 self.query.find_step(core, &mut self.conns, serial);
             }
+            (Some(TagKind::RetrieveShare), _) => self.query.share_fired(core, &mut self.conns),
             (Some(TagKind::ClearTimer), _) => self.ingest.clear_fired(core),
             (Some(TagKind::DrainDeadline), _) => self.drain_deadline(core),
             (kind, value) => panic!("a timer of kind {kind:?} ({value}) that no core arms"),

@@ -603,6 +603,16 @@ impl Collector for Scrape {
             )?;
         }
 
+        counter(
+            &mut encoder,
+            "sluice_retrieve_chunks_deferred",
+            "C-MOVE/C-GET send chunks held back to the next 10 ms because ingest was waiting and retrieval had used its share (query.retrieve_share_under_ingest)",
+            cores
+                .iter()
+                .map(|core| core.retrieve_chunks_deferred())
+                .sum::<u64>(),
+        )?;
+
         // ----- queues -----
         {
             family(

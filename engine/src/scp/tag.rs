@@ -40,6 +40,8 @@ pub(crate) enum TagKind {
     RetrieveRead = 16,
     /// A C-MOVE sub-association's connect (value: its serial).
     RetrieveConnect = 17,
+    /// The next epoch of retrieval's share of the core (value: 0).
+    RetrieveShare = 18,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -47,7 +49,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 17] = [
+const KINDS: [TagKind; 18] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -65,6 +67,7 @@ const KINDS: [TagKind; 17] = [
     TagKind::RetrieveOpen,
     TagKind::RetrieveRead,
     TagKind::RetrieveConnect,
+    TagKind::RetrieveShare,
 ];
 
 /// The tag of an operation of `kind` for `value`.

@@ -34,11 +34,11 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 const MIB: u64 = 1024 * 1024;
 
 /// One sample: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
+pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
 
 /// `/metrics` of the endpoint at `port`, parsed by prometheus_client's
 /// OpenMetrics parser (which fails on a malformed exposition).
-fn scrape(port: u16) -> Vec<Sample> {
+pub(crate) fn scrape(port: u16) -> Vec<Sample> {
     let output = run(
         Command::new(sluice_tests::python())
             .arg(sluice_tests::scripts_dir().join("metrics_read.py"))
@@ -73,7 +73,7 @@ fn scrape(port: u16) -> Vec<Sample> {
 
 /// The value of the sample `name` whose labels include `labels` (0 when
 /// there is none).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<f64> = samples
         .iter()
         .filter(|(sample, sample_labels, _)| {

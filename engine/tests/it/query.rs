@@ -1249,3 +1249,151 @@ fn sigterm_during_a_move_answers_it_before_the_server_stops() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One DCMTK getscu of every instance of patient `PEER1` (Patient Root),
+/// into `out`: the number of completed sub-operations it reports.
+fn getscu_patient(port: u16, out: &Path) -> usize {
+    std::fs::create_dir_all(out).unwrap();
+    let output = run(
+        Command::new(dcmtk("getscu"))
+            .env("TCP_NODELAY", "1")
+            .args(["-v", "-P", "-aec", AE, "-od"])
+            .arg(out)
+            .args(["-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=PEER1"])
+            .args(["127.0.0.1", &port.to_string()]),
+        PEER_TIMEOUT,
+    );
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    log.lines()
+        .find_map(|line| {
+            line.split_once("Number of Completed Suboperations : ")
+                .and_then(|(_, count)| count.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("getscu reported no completed count: {log}"))
+}
+
+/// Retrieval beside ingest on one core (`query.retrieve_share_under_ingest`,
+/// here 5%): a C-GET alone is never held back; while sluice-loadgen stores
+/// on the same core, the C-GET's chunks are held back (the metric counts
+/// them), the C-GET still completes every sub-operation, and C-STORE
+/// answers keep coming while it runs.
+#[test]
+fn retrieval_keeps_to_its_share_while_ingest_waits() {
+    use crate::monitoring::{scrape, value};
+    const RETRIEVED: usize = 24;
+    let metrics_port = free_port();
+    let served = Served::start(
+        "uring",
+        &[
+            "--cores",
+            "1",
+            "--metrics-port",
+            &metrics_port.to_string(),
+            "--query-retrieve-share-under-ingest",
+            "5",
+        ],
+    );
+    let files = tempfile::tempdir().unwrap();
+    let study = files.path().join("study");
+    std::fs::create_dir_all(&study).unwrap();
+    // 512 x 512 pixels of 16 bits: 512 KiB each.
+    let output = run(
+        Command::new(python())
+            .arg(scripts_dir().join("sluice_peer.py"))
+            .args([
+                "write",
+                study.to_str().unwrap(),
+                &RETRIEVED.to_string(),
+                "512",
+            ]),
+        PEER_TIMEOUT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let stored = run(
+        Command::new(dcmtk("storescu"))
+            .env("TCP_NODELAY", "1")
+            .args(["-aec", AE, "+sd", "127.0.0.1", &served.port.to_string()])
+            .arg(&study),
+        PEER_TIMEOUT,
+    );
+    assert!(stored.status.success(), "{stored:?}");
+    let deferred = || {
+        value(
+            &scrape(metrics_port),
+            "sluice_retrieve_chunks_deferred_total",
+            &[],
+        )
+    };
+    let answered = || {
+        value(
+            &scrape(metrics_port),
+            "sluice_store_answers_total",
+            &[("status", "0000")],
+        )
+    };
+
+    // Alone: every chunk goes at once.
+    assert_eq!(
+        getscu_patient(served.port, &files.path().join("alone")),
+        RETRIEVED
+    );
+    assert_eq!(deferred(), 0.0, "a retrieve alone was held back");
+
+    // Beside ingest.
+    let port = served.port;
+    let loadgen = sluice_tests::binaries::workspace_binary("sluice-loadgen", "sluice-loadgen");
+    let loadgen = std::thread::spawn(move || {
+        run(
+            Command::new(loadgen)
+                .args(["run", "--target", &format!("127.0.0.1:{port}"), "--quiet"])
+                .args([
+                    "--calling-ae",
+                    "INGEST",
+                    "--associations",
+                    "4",
+                    "--cores",
+                    "1",
+                ])
+                .args(["--mix", "ct", "--duration", "20"]),
+            PEER_TIMEOUT,
+        )
+    });
+    let started = Instant::now();
+    while answered() <= RETRIEVED as f64 {
+        assert!(
+            started.elapsed() < PEER_TIMEOUT && !loadgen.is_finished(),
+            "ingest never got going:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // C-GETs until two ran whole while ingest went on (C-STOREs answered
+    // during each, loadgen still sending after it).
+    let mut retrieves = 0;
+    let mut beside = 0;
+    while beside < 2 {
+        assert!(
+            !loadgen.is_finished(),
+            "ingest ended before two C-GETs ran beside it"
+        );
+        let before = answered();
+        let out = files.path().join(format!("beside-{retrieves}"));
+        assert_eq!(getscu_patient(served.port, &out), RETRIEVED);
+        let after = answered();
+        if !loadgen.is_finished() {
+            assert!(after > before, "no C-STORE answered during a C-GET");
+            beside += 1;
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+        retrieves += 1;
+    }
+    let loadgen = loadgen.join().unwrap();
+    assert!(loadgen.status.success(), "loadgen: {loadgen:?}");
+    assert!(retrieves > 0);
+    assert!(
+        deferred() > 0.0,
+        "ingest was waiting, yet no retrieve chunk was held back:\n{}",
+        served.log()
+    );
+    served.stop();
+}

@@ -30,9 +30,9 @@ use heed::{PutFlags, RwTxn};
 
 use crate::error::{EnvLimits, IndexError, InvalidInput};
 use crate::keys::{
-    check_uid, file_id_key, in_doubt_value, instance_key, prefix_of, quarantine_key, read_u64,
-    secondary_key, series_id_key, series_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE,
-    SERIES_ID_MAX,
+    check_uid, file_id_key, in_doubt_value, instance_key, patient_name_values, prefix_of,
+    quarantine_key, read_u64, secondary_key, series_id_key, series_key, IN_DOUBT_INSTANCE,
+    IN_DOUBT_QUARANTINE, SERIES_ID_MAX,
 };
 use crate::ops::{
     ConflictPolicy, Disposition, DuplicatePolicy, ItemResult, Released, StoreOutcome, StoreRequest,
@@ -55,6 +55,8 @@ struct IndexedValues {
     patient_id: String,
     study_date: String,
     accession_number: String,
+    /// `keys::patient_name_values` of the Patient's Name.
+    patient_names: Vec<String>,
 }
 
 impl IndexedValues {
@@ -65,6 +67,10 @@ impl IndexedValues {
                 patient_id: record.attributes.patient_id.clone(),
                 study_date: record.attributes.study_date.clone(),
                 accession_number: record.attributes.accession_number.clone(),
+                patient_names: patient_name_values(&record.attributes.patient_name)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             },
         }
     }
@@ -350,6 +356,16 @@ impl<'t, 'e> Apply<'t, 'e> {
                 if old != new && !new.is_empty() {
                     self.put(table, &secondary_key(new, &study), &[], "put secondary key")?;
                 }
+            }
+            let (old_names, new_names) =
+                (&cached.indexed.patient_names, &new_indexed.patient_names);
+            for old in old_names.iter().filter(|old| !new_names.contains(old)) {
+                let key = secondary_key(old, &study);
+                self.delete(self.tables.study_by_patient_name, &key, "delete name key")?;
+            }
+            for new in new_names.iter().filter(|new| !old_names.contains(new)) {
+                let key = secondary_key(new, &study);
+                self.put(self.tables.study_by_patient_name, &key, &[], "put name key")?;
             }
             match &cached.current {
                 Some(record) => {

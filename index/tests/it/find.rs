@@ -278,3 +278,97 @@ fn every_level_matches_and_pages_alike() {
         );
     }
 }
+
+/// Stores one instance of `study` whose Patient's Name is `name`.
+fn store_named(study: &str, sop_suffix: u32, name: &str, file_id: u128) -> sluice_index::WriteOp {
+    let mut new = crate::common::instance(
+        study,
+        &format!("{study}.1"),
+        &format!("{study}.1.{sop_suffix}"),
+        file_id,
+        1,
+    );
+    new.study.patient_name = name.to_owned();
+    new.study.patient_id = String::new();
+    sluice_index::WriteOp::Store(sluice_index::StoreRequest::new(new))
+}
+
+fn by_name(pattern: &str) -> Query {
+    query(
+        InformationModel::StudyRoot,
+        false,
+        IdentifierBuilder::new(Level::Study)
+            .character_set("ISO_IR 192")
+            .key(tags::PATIENT_NAME, pattern),
+    )
+}
+
+/// STUDY level by Patient's Name goes through `study_by_patient_name`: it
+/// looks at the studies whose name can match, not at every study, and finds
+/// a study whose several component groups match once, on every page size;
+/// the table follows a name filled in later and a study removed.
+#[test]
+fn patient_name_table_narrows_and_answers_each_study_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let names = [
+        ("8.1", "Abc^X=Abd^Y"),
+        ("8.2", "Abe^Ken=Abe^Ken"),
+        ("8.3", "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+        ("8.4", "abx^lower"),
+        ("8.5", "Zed^Abc"),
+        ("8.6", ""),
+    ];
+    let mut ops: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(n, (study, name))| store_named(study, 1, name, n as u128 + 1))
+        .collect();
+    // Filler studies no name query here matches.
+    ops.extend((0..40).map(|n| store_named(&format!("8.9.{n}"), 1, "Other^Name", 100 + n)));
+    index.writer().execute(ops).expect("store");
+    let total_studies = names.len() + 40;
+    {
+        let read = index.read().expect("read");
+        let set = |uids: &[&str]| uids.iter().map(|uid| uid.to_string()).collect();
+        assert_eq!(run(&read, &by_name("Ab*")), set(&["8.1", "8.2"]));
+        assert_eq!(run(&read, &by_name("Abd^Y")), set(&["8.1"]));
+        assert_eq!(run(&read, &by_name("山田*")), set(&["8.3"]));
+        assert_eq!(run(&read, &by_name("やまだ^たろう")), set(&["8.3"]));
+        assert_eq!(run(&read, &by_name("ab*")), set(&["8.4"]));
+        assert_eq!(run(&read, &by_name("Zed*")), set(&["8.5"]));
+        let page = read
+            .find(
+                &by_name("Ab*"),
+                None,
+                FindBudget {
+                    matches_max: 1000,
+                    scanned_max: 1000,
+                },
+            )
+            .expect("find");
+        assert_eq!(
+            page.scanned, 2,
+            "the name table narrowed the scan (of {total_studies} studies)"
+        );
+    }
+    // A name filled in by a later instance, and a removed study.
+    index
+        .writer()
+        .execute(vec![
+            store_named("8.6", 2, "Late^Comer", 60),
+            sluice_index::WriteOp::Remove(sluice_index::Triplet::new("8.2", "8.2.1", "8.2.1.1")),
+        ])
+        .expect("update");
+    let read = index.read().expect("read");
+    assert_eq!(
+        run(&read, &by_name("Late*")),
+        ["8.6".to_string()].into_iter().collect()
+    );
+    assert_eq!(
+        run(&read, &by_name("Ab*")),
+        ["8.1".to_string()].into_iter().collect()
+    );
+    drop(read);
+    crate::common::assert_consistent(&index);
+}

@@ -238,3 +238,63 @@ fn schema_version_5_is_upgraded_in_place() {
     index.close();
     assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
 }
+
+/// Schemas 5 and 6 had no `study_by_patient_name`: the upgrade fills it
+/// from the study records (the check counts its entries against them) and a
+/// name query finds through it.
+#[test]
+fn schema_versions_5_and_6_get_their_patient_name_table() {
+    for version in [5, 6] {
+        patient_name_table_filled_from(version);
+    }
+}
+
+fn patient_name_table_filled_from(version: u32) {
+    let dir = fixture_copy("schema-v3");
+    let index = open(dir.path());
+    index.close();
+    clear_table(dir.path(), "study_by_patient_name");
+    set_schema_version(dir.path(), version);
+    let index = open(dir.path());
+    assert_fixture_content(&index);
+    let read = index.read().expect("read");
+    let name = read
+        .study("1.2.3.1")
+        .expect("study")
+        .expect("present")
+        .attributes
+        .patient_name;
+    assert!(!name.is_empty(), "the fixture's study has a name");
+    let mut context = sluice_net::query::QueryContext::new(
+        sluice_net::query::InformationModel::StudyRoot,
+        sluice_net::query::Operation::Find,
+    );
+    context.relational = false;
+    let bytes = sluice_net::query::IdentifierBuilder::new(sluice_net::query::Level::Study)
+        .key(sluice_net::query::model::tags::PATIENT_NAME, &name)
+        .encode(sluice_net::dimse::dataset::SmallDatasetEncoding::ExplicitVrLittleEndian)
+        .expect("encode");
+    let query = sluice_net::query::Query::decode(
+        &bytes,
+        sluice_net::dimse::dataset::SmallDatasetEncoding::ExplicitVrLittleEndian,
+        &context,
+    )
+    .expect("decode");
+    let page = read
+        .find(
+            &query,
+            None,
+            sluice_index::FindBudget {
+                matches_max: 10,
+                scanned_max: 10,
+            },
+        )
+        .expect("find");
+    assert!(page
+        .matches
+        .iter()
+        .any(|found| found.study_instance_uid() == Some("1.2.3.1")));
+    drop(read);
+    index.close();
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
+}

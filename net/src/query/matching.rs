@@ -242,9 +242,11 @@ pub struct PersonNamePattern {
     case_insensitive: bool,
 }
 
-/// The component groups of a person name, each without trailing `^` and
-/// spaces, empty trailing groups dropped.
-fn person_name_groups(value: &str) -> impl Iterator<Item = &str> {
+/// The component groups of a person name (alphabetic, ideographic,
+/// phonetic), each without trailing `^` and spaces and leading spaces, as
+/// matching compares them (an index keyed by them narrows a PN match: a key
+/// without `=` matches when one of these groups does).
+pub fn person_name_groups(value: &str) -> impl Iterator<Item = &str> {
     value
         .split('=')
         .take(3)

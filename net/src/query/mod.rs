@@ -36,7 +36,9 @@ pub use candidate::{
 pub use identifier::{
     IdentifierError, Ignored, Query, QueryContext, QueryKey, UniqueKeys, SEQUENCE_DEPTH_MAX,
 };
-pub use matching::{Constraint, MatchOptions, PersonNamePattern, ValueError, ValueMatcher};
+pub use matching::{
+    person_name_groups, Constraint, MatchOptions, PersonNamePattern, ValueError, ValueMatcher,
+};
 pub use model::{InformationModel, KeyDefinition, KeyType, Level, Operation};
 pub use negotiation::{FindNegotiation, RetrieveNegotiation};
 pub use response::{build_response, Response, ResponseContext};

@@ -12,7 +12,9 @@
 //!   the C-GET's association itself), each sending one instance at a time
 //!   (`transfer::Transfer`);
 //! - the core's send chunks (a `ChunkPool` of `query.retrieve_buffer_per_core`)
-//!   and the lanes waiting for one.
+//!   and the lanes waiting for one;
+//! - retrieval's share of the core while ingest waits (`share`: chunks are
+//!   given within `query.retrieve_share_under_ingest`).
 //!
 //! The router (`scp/handler.rs`) hands it the Q/R commands, the C-STORE-RSPs
 //! of its lanes, the io completions tagged for it (`FindStep`,
@@ -29,6 +31,7 @@ mod find;
 mod head;
 mod resolve;
 mod retrieve;
+mod share;
 mod transfer;
 
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +63,7 @@ use answers::{decode, refuse_find, send_retrieve_rsp};
 use contexts::{choose_context, move_proposal};
 use find::{FindOp, Progress};
 use retrieve::{Retrieve, SubOutcome};
+use share::{Sending, Share};
 use transfer::{pdu_length_for, Phase, Pump, Transfer};
 
 /// Error Comment (LO) is at most 64 characters.
@@ -160,6 +164,7 @@ pub(crate) struct QueryRetrieve {
     shared: Arc<ServerShared>,
     timeouts: Timeouts,
     chunks: ChunkPool,
+    share: Share,
     operations: HashMap<u64, Operation>,
     lanes: HashMap<u64, Lane>,
     /// Lanes waiting for a chunk or for sends, in the order they asked.
@@ -208,13 +213,17 @@ impl QueryRetrieve {
             .unwrap_or(usize::MAX);
         let chunk_count = (budget / CHUNK_SIZE).max(2);
         QueryRetrieve {
-            shared,
             timeouts,
             chunks: ChunkPool::new(CHUNK_SIZE, chunk_count),
+            share: Share::new(
+                shared.store.config().query.retrieve_share_under_ingest,
+                Instant::now(),
+            ),
             operations: HashMap::new(),
             lanes: HashMap::new(),
             waiting: VecDeque::new(),
             draining: false,
+            shared,
         }
     }
 
@@ -938,13 +947,32 @@ impl QueryRetrieve {
         if !conn.may_send_pdata() {
             return;
         }
-        match transfer.pump(core, conn, &self.chunks, serial) {
+        let mut sending = Sending {
+            pool: &self.chunks,
+            share: &mut self.share,
+        };
+        match transfer.pump(core, conn, &mut sending, serial) {
             Pump::Reading => {}
             Pump::Sent => self.prefetch(core, conns, serial),
-            Pump::WaitSends | Pump::WaitChunk => {
+            wait @ (Pump::WaitSends | Pump::WaitChunk | Pump::WaitShare) => {
                 if !lane.waiting {
                     lane.waiting = true;
                     self.waiting.push_back(serial);
+                }
+                if wait == Pump::WaitShare {
+                    if let Some(metrics) = self.shared.metrics.core(core.index()) {
+                        metrics.retrieve_chunk_deferred();
+                    }
+                    if !self.share.timer_armed {
+                        let after = self.share.next_epoch_in(Instant::now());
+                        match core.timer(after, tag(TagKind::RetrieveShare, 0)) {
+                            Ok(_) => self.share.timer_armed = true,
+                            // The lane waits for a send to complete instead.
+                            Err(error) => {
+                                tracing::warn!(%error, "cannot arm the retrieve share's timer");
+                            }
+                        }
+                    }
                 }
             }
             Pump::Failed(reason) => self.transfer_failed(core, conns, serial, &reason),
@@ -1242,6 +1270,23 @@ impl QueryRetrieve {
                 self.find_step(core, conns, serial);
             }
         }
+        self.wake_waiting(core, conns);
+    }
+
+    /// A new share epoch began: the lanes it held back are tried again.
+    pub(crate) fn share_fired(&mut self, core: &mut Core, conns: &mut Connections) {
+        self.share.timer_armed = false;
+        self.wake_waiting(core, conns);
+    }
+
+    /// The core's associations received `bytes` of C-STORE data sets (ingest
+    /// is waiting: retrieval keeps to its share).
+    pub(crate) fn ingest_received(&mut self, bytes: usize) {
+        self.share.ingest_received(bytes, Instant::now());
+    }
+
+    /// Tries every waiting lane again.
+    fn wake_waiting(&mut self, core: &mut Core, conns: &mut Connections) {
         if self.waiting.is_empty() {
             return;
         }

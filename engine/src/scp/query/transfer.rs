@@ -29,7 +29,7 @@
 
 use std::ops::Range;
 
-use sluice_io::{At, Chunk, ChunkPool, Core, FileHandle, IoError, OpenOptions};
+use sluice_io::{At, Chunk, Core, FileHandle, IoError, OpenOptions};
 use sluice_media::transcode::Transcoder;
 use sluice_net::dimse::Command;
 use sluice_net::pdata::{
@@ -39,6 +39,7 @@ use sluice_net::scan::DatasetEncoding;
 
 use super::super::conn::Connection;
 use super::super::tag::{tag, TagKind};
+use super::share::Sending;
 use crate::store::StoredDataset;
 
 /// Sends in flight on one lane before its transfer waits (a chunk each,
@@ -93,6 +94,9 @@ pub(crate) enum Pump {
     WaitSends,
     /// No chunk is free.
     WaitChunk,
+    /// Ingest is waiting and retrieval used its share of this epoch
+    /// (`share`).
+    WaitShare,
     /// Every byte is queued.
     Sent,
     /// It cannot go on (the reason).
@@ -379,7 +383,7 @@ impl Transfer {
         &mut self,
         core: &mut Core,
         conn: &mut Connection,
-        chunks: &ChunkPool,
+        chunks: &mut Sending<'_>,
         lane: u64,
     ) -> Pump {
         match self.pump_inner(core, conn, chunks, lane) {
@@ -392,7 +396,7 @@ impl Transfer {
         &mut self,
         core: &mut Core,
         conn: &mut Connection,
-        chunks: &ChunkPool,
+        chunks: &mut Sending<'_>,
         lane: u64,
     ) -> Result<Pump, String> {
         loop {
@@ -417,8 +421,9 @@ impl Transfer {
             if conn.sends_in_flight() >= LANE_SENDS_MAX {
                 return Ok(Pump::WaitSends);
             }
-            let Some(mut chunk) = chunks.take() else {
-                return Ok(Pump::WaitChunk);
+            let mut chunk = match chunks.take() {
+                Ok(chunk) => chunk,
+                Err(wait) => return Ok(wait),
             };
             // The command (and whatever the association queued before it, a
             // pending C-GET-RSP) goes out in front of the first PDUs.
@@ -506,7 +511,7 @@ impl Transfer {
         &mut self,
         core: &mut Core,
         conn: &mut Connection,
-        chunks: &ChunkPool,
+        chunks: &mut Sending<'_>,
         lane: u64,
     ) -> Result<Pump, String> {
         let length = self.dataset.length();
@@ -554,8 +559,9 @@ impl Transfer {
                     .map_err(|error| format!("cannot transcode: {error}"))?;
                 continue;
             }
-            let Some(chunk) = chunks.take() else {
-                return Ok(Pump::WaitChunk);
+            let chunk = match chunks.take() {
+                Ok(chunk) => chunk,
+                Err(wait) => return Ok(wait),
             };
             let wanted = (length - transcoding.input_done).min(chunk.capacity() as u64);
             let (_, offset, _) = self.dataset.location.file_range();
