@@ -561,23 +561,26 @@ fn a_plain_directory_imports_its_part10_files_and_skips_the_rest() {
     );
 }
 
+/// `count` peer files written under `work/peer` and `sluice media import`ed
+/// with `config` into a fresh store: the files, the store, the command's output.
+fn import_peer_files(work: &Path, config: &Path, count: usize) -> (Vec<PathBuf>, PathBuf, Output) {
+    let files = peer_files(&work.join("peer"), count);
+    let data = fresh_store(work);
+    let import = sluice(
+        &["media", "import", work.join("peer").to_str().unwrap()],
+        config,
+        &data,
+    );
+    (files, data, import)
+}
+
 /// An export that fails part way (a stored file gone) says which file and
 /// leaves no DICOMDIR, neither the final one nor its `DICOMDIR.tmp`.
 #[test]
 fn an_export_that_fails_part_way_leaves_no_dicomdir() {
     let work = tempfile::tempdir().unwrap();
     let config = accept_all(work.path());
-    let files = peer_files(&work.path().join("peer"), 3);
-    let data = fresh_store(work.path());
-    let import = sluice(
-        &[
-            "media",
-            "import",
-            work.path().join("peer").to_str().unwrap(),
-        ],
-        &config,
-        &data,
-    );
+    let (files, data, import) = import_peer_files(work.path(), &config, 3);
     assert!(import.status.success(), "{}", text(&import));
     assert_eq!(stored(&data).len(), files.len());
     let objects = crate::ingest::files_under(&data.join("objects"));
@@ -624,17 +627,7 @@ fn an_import_under_a_site_configuration_serves_only_itself() {
         ),
     )
     .unwrap();
-    let files = peer_files(&work.path().join("peer"), 2);
-    let data = fresh_store(work.path());
-    let import = sluice(
-        &[
-            "media",
-            "import",
-            work.path().join("peer").to_str().unwrap(),
-        ],
-        &config,
-        &data,
-    );
+    let (files, data, import) = import_peer_files(work.path(), &config, 2);
     assert!(import.status.success(), "{}", text(&import));
     assert!(
         stdout(&import).contains("imported 2 of 2 instances"),

@@ -423,29 +423,11 @@ fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
 fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     let dir = tempfile::tempdir().unwrap();
     let mut instances = little_endian(corpus(&dir.path().join("corpus")));
-    let output = run(
-        Command::new(sluice_tests::python())
-            .arg(sluice_tests::scripts_dir().join("qr_corpus.py"))
-            .arg(dir.path().join("bulk"))
-            .args(["--bulk", "1", "--bulk-bytes", "40000000", "--lines"]),
-        TIMEOUT,
-    );
-    assert!(output.status.success(), "{output:?}");
-    let bulk: Vec<Instance> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            (fields.len() == 7 && fields[3] == "QR-PAT-BULK").then(|| Instance {
-                sop: fields[0].into(),
-                study: fields[1].into(),
-                series: fields[2].into(),
-                patient_id: fields[3].into(),
-                modality: fields[4].into(),
-                syntax: fields[5].into(),
-                file: fields[6].into(),
-            })
-        })
-        .collect();
+    let bulk: Vec<Instance> =
+        crate::query::corpus_with(&dir.path().join("bulk"), 1, Some(40_000_000))
+            .into_iter()
+            .filter(|instance| instance.patient_id == "QR-PAT-BULK")
+            .collect();
     assert_eq!(bulk.len(), 1);
     assert!(std::fs::metadata(&bulk[0].file).unwrap().len() > 39_000_000);
     instances.extend(bulk.iter().cloned());

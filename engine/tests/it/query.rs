@@ -35,13 +35,21 @@ pub(crate) struct Instance {
 
 /// Writes the corpus (with `bulk` more instances of one study) into `dir`.
 pub(crate) fn corpus(dir: &Path, bulk: usize) -> Vec<Instance> {
-    let output = run(
-        Command::new(python())
-            .arg(scripts_dir().join("qr_corpus.py"))
-            .arg(dir)
-            .args(["--bulk", &bulk.to_string(), "--lines"]),
-        PEER_TIMEOUT,
-    );
+    corpus_with(dir, bulk, None)
+}
+
+/// The corpus with `bulk` more instances of `bulk_bytes` each (the
+/// script's default size when `None`).
+pub(crate) fn corpus_with(dir: &Path, bulk: usize, bulk_bytes: Option<usize>) -> Vec<Instance> {
+    let mut command = Command::new(python());
+    command
+        .arg(scripts_dir().join("qr_corpus.py"))
+        .arg(dir)
+        .args(["--bulk", &bulk.to_string(), "--lines"]);
+    if let Some(bytes) = bulk_bytes {
+        command.args(["--bulk-bytes", &bytes.to_string()]);
+    }
+    let output = run(&mut command, PEER_TIMEOUT);
     assert!(
         output.status.success(),
         "qr_corpus.py failed: {}",
