@@ -44,3 +44,4 @@ pub mod qr;
 pub mod recovery;
 pub mod scp;
 pub mod store;
+mod tls;

@@ -153,7 +153,7 @@ impl Audit {
                 // certificate presented when it has one.
                 let tls = match &audit.audit_syslog_ca {
                     Some(ca) => Some(
-                        crate::scp::tls::client_config(
+                        crate::tls::client_config(
                             ca,
                             config
                                 .network

@@ -57,9 +57,9 @@ use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
 use ingest::space::SpaceAccount;
 
+pub use crate::tls::TlsConfigError;
 pub use failure::status_of_index_error;
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
-pub use tls::TlsConfigError;
 
 use crate::metrics::{Metrics, Phase};
 use handler::{CoreHandler, CoreMessage};
@@ -259,7 +259,7 @@ impl Server {
             &config.network.tls_private_key,
         ) {
             (Some(port), Some(certificate), Some(private_key)) => {
-                let server_config = tls::server_config(
+                let server_config = crate::tls::server_config(
                     certificate,
                     private_key,
                     config.network.tls_client_ca.as_deref(),
@@ -279,7 +279,7 @@ impl Server {
                     .as_deref()
                     .zip(network.tls_private_key.as_deref());
                 Some(
-                    tls::client_config(remote_ca, identity)
+                    crate::tls::client_config(remote_ca, identity)
                         .map_err(|error| ServeError::Config(format!("DICOM TLS: {error}")))?,
                 )
             }

@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use sluice_io::{Chunk, ChunkPool};
 
-use super::transfer::Pump;
-
 /// The length of one accounting epoch.
 pub(crate) const EPOCH: Duration = Duration::from_millis(10);
 
@@ -146,18 +144,26 @@ pub(crate) struct Sending<'a> {
     pub(crate) share: &'a mut Share,
 }
 
+/// Why [`Sending::take`] gave no chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoChunk {
+    /// Ingest is waiting and retrieval used its share of this epoch.
+    Share,
+    /// The pool is lent out.
+    Pool,
+}
+
 impl Sending<'_> {
-    /// A chunk, or why there is none now (`Pump::WaitShare`: the share of
-    /// this epoch is used; `Pump::WaitChunk`: the pool is lent out).
-    pub(crate) fn take(&mut self) -> Result<Chunk, Pump> {
+    /// A chunk, or why there is none now.
+    pub(crate) fn take(&mut self) -> Result<Chunk, NoChunk> {
         let now = Instant::now();
         let bytes = self.pool.chunk_size();
         if !self.share.admit(bytes, now) {
-            return Err(Pump::WaitShare);
+            return Err(NoChunk::Share);
         }
         self.pool.take().ok_or_else(|| {
             self.share.refund(bytes);
-            Pump::WaitChunk
+            NoChunk::Pool
         })
     }
 }

@@ -39,7 +39,7 @@ use sluice_net::scan::DatasetEncoding;
 
 use super::super::conn::Connection;
 use super::super::tag::{tag, TagKind};
-use super::share::Sending;
+use super::share::{NoChunk, Sending};
 use crate::store::StoredDataset;
 
 /// Sends in flight on one lane before its transfer waits (a chunk each,
@@ -101,6 +101,16 @@ pub(crate) enum Pump {
     Sent,
     /// It cannot go on (the reason).
     Failed(String),
+}
+
+impl Pump {
+    /// What a transfer waits for when no chunk was given.
+    fn waiting_for(none: NoChunk) -> Pump {
+        match none {
+            NoChunk::Share => Pump::WaitShare,
+            NoChunk::Pool => Pump::WaitChunk,
+        }
+    }
 }
 
 /// The PDUs placed in one chunk: where the file's bytes go, and how much
@@ -423,7 +433,7 @@ impl Transfer {
             }
             let mut chunk = match chunks.take() {
                 Ok(chunk) => chunk,
-                Err(wait) => return Ok(wait),
+                Err(none) => return Ok(Pump::waiting_for(none)),
             };
             // The command (and whatever the association queued before it, a
             // pending C-GET-RSP) goes out in front of the first PDUs.
@@ -561,7 +571,7 @@ impl Transfer {
             }
             let chunk = match chunks.take() {
                 Ok(chunk) => chunk,
-                Err(wait) => return Ok(wait),
+                Err(none) => return Ok(Pump::waiting_for(none)),
             };
             let wanted = (length - transcoding.input_done).min(chunk.capacity() as u64);
             let (_, offset, _) = self.dataset.location.file_range();
