@@ -132,8 +132,26 @@ fn check(history: &Path, data: &Path) -> (bool, String) {
 }
 
 /// Filled, refused, freed, retried without a restart; then a restart and
-/// every acknowledged instance (of both runs) present byte for byte.
+/// every acknowledged instance (of both runs) present byte for byte. The
+/// defect this reproduces needs instances to fail after their entry
+/// committed, a timing window the fill usually opens (16 undos in a run)
+/// but a loaded machine once did not: a fill that did not open it is
+/// tried again on a fresh file system, up to three times.
 fn full_then_freed_then_retried(policy: &str) {
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        if full_then_freed_then_retried_once(policy, attempt) {
+            return;
+        }
+    }
+    panic!(
+        "{policy}: in {ATTEMPTS} fills no instance failed after its entry committed: the test no longer reproduces item 1"
+    );
+}
+
+/// One attempt of [`full_then_freed_then_retried`]: false when the fill
+/// opened no window (nothing else checked then).
+fn full_then_freed_then_retried_once(policy: &str, attempt: u32) -> bool {
     let filesystem = SmallFilesystem::mount(40);
     let dir = tempfile::tempdir().unwrap();
     let data = filesystem.path().join("data");
@@ -172,11 +190,14 @@ fn full_then_freed_then_retried(policy: &str) {
     // entry committed (their last writes, or the index itself, out of
     // space), so their entries were undone while the disk was full (16
     // undos and 4 failed index commits in a run of this test).
-    assert!(
-        server_log().contains("removing the index entry of an instance that failed to become durable"),
-        "{policy}: no instance failed after its entry committed: the test no longer reproduces item 1\n{}",
-        server_log()
-    );
+    if !server_log()
+        .contains("removing the index entry of an instance that failed to become durable")
+    {
+        eprintln!(
+            "{policy}: fill {attempt}: no instance failed after its entry committed; again on a fresh file system"
+        );
+        return false;
+    }
 
     resize(filesystem.path(), 512);
     // The free-space reading is cached for 100 ms per core.
@@ -204,6 +225,7 @@ fn full_then_freed_then_retried(policy: &str) {
             std::fs::read_to_string(&restart_log).unwrap_or_default()
         );
     }
+    true
 }
 
 #[test]
