@@ -3,8 +3,8 @@
 //! in docs/design/query-retrieve.md).
 //!
 //! What it owns, per core:
-//! - the operation of each association that asked for one ([`Operation`]:
-//!   a C-FIND, `find::FindOp`, or a C-MOVE/C-GET, [`RetrieveOp`] around the
+//! - the operation of each association that asked for one (`state::Operation`:
+//!   a C-FIND, `find::FindOp`, or a C-MOVE/C-GET, `state::RetrieveOp` around the
 //!   sans-I/O bookkeeping of `retrieve::Retrieve`), at most one at a time
 //!   (Sluice grants no asynchronous operations window);
 //! - the *lanes*: associations that carry a retrieve's C-STORE
@@ -32,6 +32,7 @@ mod head;
 mod resolve;
 mod retrieve;
 mod share;
+mod state;
 mod transfer;
 
 use std::collections::{HashMap, VecDeque};
@@ -64,6 +65,7 @@ use contexts::{choose_context, move_proposal};
 use find::{FindOp, Progress};
 use retrieve::{Retrieve, SubOutcome};
 use share::{Sending, Share};
+use state::{Lane, Operation, RetrieveKind, RetrieveOp};
 use transfer::{pdu_length_for, Phase, Pump, Transfer};
 
 /// Error Comment (LO) is at most 64 characters.
@@ -85,77 +87,6 @@ pub(crate) fn error_comment(text: &str) -> String {
     match text.char_indices().nth(ERROR_COMMENT_CHARS_MAX) {
         Some((end, _)) => text.get(..end).unwrap_or(text).to_owned(),
         None => text.to_owned(),
-    }
-}
-
-/// The operation of one association.
-#[derive(Debug)]
-enum Operation {
-    Find(Box<FindOp>),
-    Retrieve(Box<RetrieveOp>),
-}
-
-/// Where a retrieve's instances go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RetrieveKind {
-    /// To this AE, on associations Sluice opens.
-    Move { destination: String },
-    /// Back to the requester, on its own association.
-    Get,
-}
-
-/// A C-MOVE or C-GET in progress.
-#[derive(Debug)]
-struct RetrieveOp {
-    kind: RetrieveKind,
-    context_id: u8,
-    message_id: u16,
-    sop_class_uid: String,
-    encoding: SmallDatasetEncoding,
-    retrieve: Retrieve,
-    /// The lanes carrying its C-STOREs.
-    lanes: Vec<u64>,
-    /// The requester's AE title (Move Originator).
-    originator_ae_title: String,
-    started: Instant,
-    bytes_sent: u64,
-}
-
-/// An association carrying a retrieve's C-STOREs.
-#[derive(Debug)]
-struct Lane {
-    /// The serial of the retrieve's association.
-    origin: u64,
-    /// The sub-operation in progress.
-    transfer: Option<Transfer>,
-    /// The next one, its file opened while the current one's response is
-    /// awaited.
-    next: Option<Transfer>,
-    /// `next` was given up while its open was in flight: the open's
-    /// completion closes the file and gives the instance back (until then
-    /// the lane starts no other open, so a completion always finds its
-    /// transfer).
-    next_abandoned: bool,
-    /// Waiting for a chunk or for its sends to drain.
-    waiting: bool,
-    /// Its association is established (a C-MOVE lane's AC arrived; a
-    /// C-GET's own association always is).
-    accepted: bool,
-    /// Its release was asked for (nothing more goes on it).
-    released: bool,
-}
-
-impl Lane {
-    fn new(origin: u64, accepted: bool) -> Lane {
-        Lane {
-            origin,
-            transfer: None,
-            next: None,
-            next_abandoned: false,
-            waiting: false,
-            accepted,
-            released: false,
-        }
     }
 }
 

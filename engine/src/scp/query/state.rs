@@ -1,0 +1,84 @@
+//! What the Q/R service keeps per association: its operation (a C-FIND,
+//! or a C-MOVE/C-GET and its bookkeeping) and, per lane, the association
+//! carrying a retrieve's C-STOREs with the instance it sends and the next.
+//! The service (`super::QueryRetrieve`) keeps them keyed by serial and
+//! drives them; these are the states, and how a lane starts.
+
+use std::time::Instant;
+
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
+
+use super::find::FindOp;
+use super::retrieve::Retrieve;
+use super::transfer::Transfer;
+
+/// The operation of one association.
+#[derive(Debug)]
+pub(super) enum Operation {
+    Find(Box<FindOp>),
+    Retrieve(Box<RetrieveOp>),
+}
+
+/// Where a retrieve's instances go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RetrieveKind {
+    /// To this AE, on associations Sluice opens.
+    Move { destination: String },
+    /// Back to the requester, on its own association.
+    Get,
+}
+
+/// A C-MOVE or C-GET in progress.
+#[derive(Debug)]
+pub(super) struct RetrieveOp {
+    pub(super) kind: RetrieveKind,
+    pub(super) context_id: u8,
+    pub(super) message_id: u16,
+    pub(super) sop_class_uid: String,
+    pub(super) encoding: SmallDatasetEncoding,
+    pub(super) retrieve: Retrieve,
+    /// The lanes carrying its C-STOREs.
+    pub(super) lanes: Vec<u64>,
+    /// The requester's AE title (Move Originator).
+    pub(super) originator_ae_title: String,
+    pub(super) started: Instant,
+    pub(super) bytes_sent: u64,
+}
+
+/// An association carrying a retrieve's C-STOREs.
+#[derive(Debug)]
+pub(super) struct Lane {
+    /// The serial of the retrieve's association.
+    pub(super) origin: u64,
+    /// The sub-operation in progress.
+    pub(super) transfer: Option<Transfer>,
+    /// The next one, its file opened while the current one's response is
+    /// awaited.
+    pub(super) next: Option<Transfer>,
+    /// `next` was given up while its open was in flight: the open's
+    /// completion closes the file and gives the instance back (until then
+    /// the lane starts no other open, so a completion always finds its
+    /// transfer).
+    pub(super) next_abandoned: bool,
+    /// Waiting for a chunk or for its sends to drain.
+    pub(super) waiting: bool,
+    /// Its association is established (a C-MOVE lane's AC arrived; a
+    /// C-GET's own association always is).
+    pub(super) accepted: bool,
+    /// Its release was asked for (nothing more goes on it).
+    pub(super) released: bool,
+}
+
+impl Lane {
+    pub(super) fn new(origin: u64, accepted: bool) -> Lane {
+        Lane {
+            origin,
+            transfer: None,
+            next: None,
+            next_abandoned: false,
+            waiting: false,
+            accepted,
+            released: false,
+        }
+    }
+}
