@@ -631,6 +631,7 @@ impl Ingest {
                         .push_back((key, JobInput::Written(Err(Failure::SealSubmit(error)))));
                 }
             }
+            Step::WriteRecord { .. } => panic!("a record step: no record job is made yet"),
             Step::Place => {
                 if let Err(failure) = self.place(core, key) {
                     self.count_durability_failure(&failure);
