@@ -257,3 +257,83 @@ fn instances_above_the_record_bound_are_files() {
     }
     served.stop();
 }
+
+/// EIO injected on the core's first `kind` operation (the first record's
+/// write, or its segment's flush): that instance is answered A700 and not
+/// indexed, its segment is sealed in the index, and the next instance is
+/// stored as a record in a new segment.
+fn eio_fails_the_record_and_seals_its_segment(backend: &str, kind: sluice_io::OpKind) {
+    use sluice_engine::scp::{ServeOptions, Server};
+    use sluice_io::{Fault, FaultPlan};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = sluice_tests::free_port();
+    let config = Config::from_args([
+        "sluice",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--io-backend",
+        backend,
+        "--free-space-floor",
+        "0",
+        "--storage-layout",
+        "segments",
+        "--segment-size-mib",
+        "1",
+        "--cores",
+        "1",
+    ])
+    .unwrap();
+    let store = Store::open(config).unwrap();
+    let plan = FaultPlan::new().fail_nth(kind, 1, Fault::Errno(5));
+    let observed = plan.clone();
+    let server = Server::start_with(
+        &store,
+        ServeOptions {
+            adjust_runtime: Some(Box::new(move |runtime| runtime.fault_plan = Some(plan))),
+        },
+    )
+    .unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    let files = generated_files(sent.path(), 2);
+    let out = pynetdicom_store(port, &files);
+    // 0xA700 = 42752.
+    assert!(out.contains("\"statuses\": [42752, 0]"), "{kind:?}: {out}");
+    assert_eq!(observed.injected().len(), 1);
+    server.shutdown(Duration::from_secs(10)).unwrap();
+
+    assert!(store.instance_by_sop(&sop_of(&files[0])).unwrap().is_none());
+    let segments = assert_records(&store, &files[1..]);
+    let states = store.index().read().unwrap().segments().unwrap();
+    let failed: Vec<u64> = states
+        .iter()
+        .filter(|(id, state)| state.sealed && !segments.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(failed.len(), 1, "the failed segment sealed: {states:?}");
+    assert!(
+        failed[0] < segments[0],
+        "the next record went to a new segment: {states:?}"
+    );
+    assert!(store.index().read().unwrap().in_doubt().unwrap().is_empty());
+}
+
+#[test]
+fn uring_a_failed_record_write_is_a700_and_seals_the_segment() {
+    eio_fails_the_record_and_seals_its_segment("uring", sluice_io::OpKind::Write);
+}
+
+#[test]
+fn uring_a_failed_segment_flush_is_a700_and_seals_the_segment() {
+    eio_fails_the_record_and_seals_its_segment("uring", sluice_io::OpKind::Sync);
+}
+
+#[test]
+fn portable_a_failed_segment_flush_is_a700_and_seals_the_segment() {
+    eio_fails_the_record_and_seals_its_segment("portable", sluice_io::OpKind::Sync);
+}
