@@ -337,3 +337,94 @@ fn uring_a_failed_segment_flush_is_a700_and_seals_the_segment() {
 fn portable_a_failed_segment_flush_is_a700_and_seals_the_segment() {
     eio_fails_the_record_and_seals_its_segment("portable", sluice_io::OpKind::Sync);
 }
+
+/// Query/Retrieve reads records back: the Q/R corpus stored on segments
+/// (no file in `objects/`), found by DCMTK findscu, a study moved by
+/// movescu to DCMTK storescp and a series fetched by getscu, each data set
+/// byte for byte as sent.
+#[test]
+fn find_move_and_get_read_records_byte_exact() {
+    use crate::query::{
+        assert_same_data_sets, corpus, findscu, received, storescp, store_instances,
+        wait_received, Instance,
+    };
+
+    let files = tempfile::tempdir().unwrap();
+    let instances = corpus(&files.path().join("corpus"), 0);
+    let destination = tempfile::tempdir().unwrap();
+    let (_storescp, storescp_port) = storescp("STORESCP", destination.path());
+    let remote = format!("STORESCP=127.0.0.1:{storescp_port}");
+    let mut args = SEGMENTS.to_vec();
+    args.extend(["--transfer-syntaxes", "all", "--remote-ae", &remote]);
+    let served = Served::start("uring", &args);
+    store_instances(served.port, &instances);
+    assert!(
+        served.all_files("objects").is_empty(),
+        "every instance is a record"
+    );
+
+    let study_a1: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| i.file.to_string_lossy().contains("/A1_"))
+        .collect();
+    assert_eq!(study_a1.len(), 5);
+    let output = run(
+        Command::new(dcmtk("movescu"))
+            .args(["-v", "-S", "-aec", "SLUICE", "-aem", "STORESCP"])
+            .args(["-k", "QueryRetrieveLevel=STUDY"])
+            .args(["-k", &format!("StudyInstanceUID={}", study_a1[0].study)])
+            .args(["127.0.0.1", &served.port.to_string()]),
+        TIMEOUT,
+    );
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(log.contains("Final Move Response (Success)"), "{log}");
+    let arrived = wait_received(destination.path(), study_a1.len());
+    assert_eq!(arrived.len(), study_a1.len());
+    assert_same_data_sets(&study_a1, &arrived);
+
+    let series: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| i.file.to_string_lossy().contains("/A1_1_"))
+        .collect();
+    let (answers, log) = findscu(
+        served.port,
+        &[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &format!("StudyInstanceUID={}", series[0].study),
+            "-k",
+            &format!("SeriesInstanceUID={}", series[0].series),
+            "-k",
+            "SOPInstanceUID",
+        ],
+    );
+    assert_eq!(answers.len(), series.len(), "{log}");
+    for instance in &series {
+        assert_eq!(
+            answers.iter().filter(|a| a.contains(&instance.sop)).count(),
+            1,
+            "{log}"
+        );
+    }
+    let out = files.path().join("getscu");
+    std::fs::create_dir_all(&out).unwrap();
+    let output = run(
+        Command::new(dcmtk("getscu"))
+            .args(["-v", "-S", "-aec", "SLUICE", "-od"])
+            .arg(&out)
+            .args(["-k", "QueryRetrieveLevel=SERIES"])
+            .args(["-k", &format!("StudyInstanceUID={}", series[0].study)])
+            .args(["-k", &format!("SeriesInstanceUID={}", series[0].series)])
+            .args(["127.0.0.1", &served.port.to_string()]),
+        TIMEOUT,
+    );
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        log.contains(&format!("Number of Completed Suboperations : {}", series.len())),
+        "{log}"
+    );
+    assert_same_data_sets(&series, &received(&out));
+    served.stop();
+}
