@@ -1134,7 +1134,8 @@ impl Ingest {
         let (status, counted, event) = match outcome.disposition() {
             None | Some(Disposition::Replaced { .. }) => {
                 if let Some(Disposition::Replaced { previous }) = outcome.disposition() {
-                    self.files.keep_replaced(previous.file_id);
+                    self.files
+                        .keep_replaced(previous.file_id, self.segments.is_some());
                 }
                 // A record stays where it is (the index places it by file id).
                 if record.area != Area::Objects && record.place.is_none() {
