@@ -28,6 +28,19 @@ const SEGMENTS: [&str; 6] = [
     "1",
 ];
 
+/// A data directory that outlives the servers started on it.
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let shared = tempfile::tempdir().unwrap();
+    let data = shared.path().join("data");
+    (shared, data)
+}
+
+/// `sluice serve` (io_uring) on `data` with `args` (its log in a
+/// directory of its own).
+fn serve_on(data: &Path, args: &[&str]) -> Served {
+    Served::start_in(tempfile::tempdir().unwrap(), data.to_owned(), "uring", args)
+}
+
 fn storescu(port: u16, files: &[PathBuf]) {
     let output = run(
         Command::new(dcmtk("storescu"))
@@ -139,14 +152,8 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
     let sent = tempfile::tempdir().unwrap();
     let files = generated_files(sent.path(), 60);
     let (first, second) = files.split_at(40);
-    let shared = tempfile::tempdir().unwrap();
-    let data = shared.path().join("data");
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let (_shared, data) = data_dir();
+    let served = serve_on(&data, &SEGMENTS);
     storescu(served.port, first);
     let log = terminate(served);
     assert!(!log.contains("ERROR"), "{log}");
@@ -171,12 +178,7 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
     );
     drop(store);
 
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let served = serve_on(&data, &SEGMENTS);
     let out = pynetdicom_store(served.port, second);
     assert!(
         out.contains(&format!(
@@ -209,14 +211,8 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
 fn duplicates_held_in_quarantine_are_files() {
     let sent = tempfile::tempdir().unwrap();
     let files = generated_files(sent.path(), 1);
-    let shared = tempfile::tempdir().unwrap();
-    let data = shared.path().join("data");
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let (_shared, data) = data_dir();
+    let served = serve_on(&data, &SEGMENTS);
     let twice = [files[0].clone(), files[0].clone()];
     let out = pynetdicom_store(served.port, &twice);
     assert!(out.contains("\"statuses\": [0, 0]"), "{out}");
@@ -438,14 +434,8 @@ fn find_move_and_get_read_records_byte_exact() {
 /// association; nothing of them is a file.
 #[test]
 fn storage_commitment_commits_records() {
-    let shared = tempfile::tempdir().unwrap();
-    let data = shared.path().join("data");
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let (_shared, data) = data_dir();
+    let served = serve_on(&data, &SEGMENTS);
     let port = served.port.to_string();
     let out = sluice_tests::python_peer(
         "commit_scu.py",
@@ -500,11 +490,10 @@ fn every_duplicate_policy_on_records() {
         ("drop-if-identical", "0", 0),
         ("quarantine", "0", 1),
     ] {
-        let shared = tempfile::tempdir().unwrap();
-        let data = shared.path().join("data");
+        let (_shared, data) = data_dir();
         let mut args = SEGMENTS.to_vec();
         args.extend(["--duplicate-policy", policy]);
-        let served = Served::start_in(tempfile::tempdir().unwrap(), data.clone(), "uring", &args);
+        let served = serve_on(&data, &args);
         let out = pynetdicom_store(served.port, &files);
         assert!(out.contains("\"statuses\": [0]"), "{policy}: {out}");
         // Past the in-doubt clear of the first (drop-if-identical drops
