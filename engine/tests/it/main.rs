@@ -25,5 +25,6 @@ mod query;
 mod real_files;
 mod recovery;
 mod segment_reads;
+mod segment_recovery;
 mod serve;
 mod tls;
