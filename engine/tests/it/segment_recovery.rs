@@ -19,11 +19,11 @@ use sluice_index::{
 use crate::operator::{sluice_ok, StoreFixture, CT, EXPLICIT_LE, RECEIVED_AT_UNIX_NS};
 
 /// The segment's id in the index (its file is named from it).
-const SEGMENT: u64 = 0x0002_0000_0000_0007;
+pub(crate) const SEGMENT: u64 = 0x0002_0000_0000_0007;
 /// The writing run's epoch.
-const EPOCH: u64 = 1_700_000_000_000_000_000;
+pub(crate) const EPOCH: u64 = 1_700_000_000_000_000_000;
 /// A segment's size in these tests (the smallest the writer takes).
-const SEGMENT_BYTES: u64 = 1 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 1 << 20;
 
 /// One element of an explicit VR little endian data set, its value padded
 /// to an even length (UIDs with a NUL, text with a space).
@@ -46,15 +46,20 @@ fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u
 
 /// One instance as the ingest path stores it in a record.
 #[derive(Debug, Clone)]
-struct Instance {
-    triplet: Triplet,
+pub(crate) struct Instance {
+    pub(crate) triplet: Triplet,
     /// The sealed Part 10 file (what the record holds and export writes).
-    part10: Vec<u8>,
-    record: InstanceRecord,
+    pub(crate) part10: Vec<u8>,
+    pub(crate) record: InstanceRecord,
 }
 
 /// A sealed Part 10 file of a CT instance whose data set carries `text`.
-fn instance(fixture: &mut StoreFixture, series: &str, sop: &str, text: &str) -> Instance {
+pub(crate) fn instance(
+    fixture: &mut StoreFixture,
+    series: &str,
+    sop: &str,
+    text: &str,
+) -> Instance {
     let triplet = Triplet::new("1.7", series, sop);
     let mut dataset = Vec::new();
     element(&mut dataset, 0x0008, 0x0016, b"UI", CT.as_bytes());
@@ -110,7 +115,7 @@ fn uids(triplet: &Triplet) -> RecordUids {
 }
 
 /// Appends `instance` as a record of `epoch`; its place.
-fn append(
+pub(crate) fn append(
     writer: &mut SegmentWriter,
     segment: u64,
     epoch: u64,
@@ -127,7 +132,12 @@ fn append(
 
 /// Indexes `instance` at `place`, as the ingest path does once its record
 /// is written (`in_doubt`: while its flush runs).
-fn index_record(fixture: &StoreFixture, instance: &Instance, place: RecordPlace, in_doubt: bool) {
+pub(crate) fn index_record(
+    fixture: &StoreFixture,
+    instance: &Instance,
+    place: RecordPlace,
+    in_doubt: bool,
+) {
     let mut request = StoreRequest::new(StoreFixture::new_instance(
         instance.triplet.clone(),
         instance.record.clone(),
@@ -138,11 +148,11 @@ fn index_record(fixture: &StoreFixture, instance: &Instance, place: RecordPlace,
     assert_eq!(fixture.store_request(request), StoreOutcome::Stored);
 }
 
-fn segment_state(fixture: &StoreFixture, segment: u64) -> Option<SegmentState> {
+pub(crate) fn segment_state(fixture: &StoreFixture, segment: u64) -> Option<SegmentState> {
     fixture.index().read().unwrap().segment(segment).unwrap()
 }
 
-fn location_of(fixture: &StoreFixture, sop: &str) -> Option<Location> {
+pub(crate) fn location_of(fixture: &StoreFixture, sop: &str) -> Option<Location> {
     let txn = fixture.index().read().unwrap();
     let entry = txn.instance_by_sop(sop).unwrap()?;
     Some(txn.location(entry.record.file_id).unwrap())
