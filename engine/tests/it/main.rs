@@ -25,6 +25,8 @@ mod query;
 mod real_files;
 mod recovery;
 mod segment_ingest;
+mod segment_operator;
 mod segment_reads;
+mod segment_recovery;
 mod serve;
 mod tls;
