@@ -817,6 +817,13 @@ impl Ingest {
                 }
             }
             Step::QueueForIndex => {
+                if let (Some(place), Some(segments), CommitOrder::BesideSyncs) = (
+                    record.place,
+                    self.segments.as_mut(),
+                    record.job.commit_order(),
+                ) {
+                    segments.queued(place);
+                }
                 if record.job.commit_order() == CommitOrder::BesideSyncs {
                     // Before the entry can be seen by any read transaction:
                     // commitment does not count it until it is durable.

@@ -174,6 +174,8 @@ struct OpenSegment {
     jobs: u32,
     /// A flush failed: every later record of it fails with this.
     failed: Option<Failure>,
+    /// The end of the last record whose entry was queued in doubt.
+    queued_end: u64,
 }
 
 /// The segments of one core (see the module documentation).
@@ -281,10 +283,33 @@ impl Segments {
                 handle,
                 jobs: 0,
                 failed: None,
+                queued_end: 0,
             },
         );
         self.current = Some(id);
         Ok(id)
+    }
+
+    /// A record's entry is queued, to commit beside its flush: entries
+    /// queue in the order their places were reserved (both happen at the
+    /// data set's completion), and the batcher and the index writer keep
+    /// that order, so the indexed end of a segment never passes a record
+    /// whose committed entry a crash could take while a later one's stayed
+    /// (recovery scans only past the indexed end: docs/design/segments.md,
+    /// "Recovery at start"). Asserted here.
+    pub(super) fn queued(&mut self, place: RecordPlace) {
+        let segment = self
+            .open
+            .get_mut(&place.segment)
+            .expect("a queued record's segment is open");
+        assert!(
+            place.offset >= segment.queued_end,
+            "record at {} of segment {} queued after one ending at {}",
+            place.offset,
+            place.segment,
+            segment.queued_end
+        );
+        segment.queued_end = place.end();
     }
 
     /// The core's descriptor of a segment a job has a record in.
