@@ -252,6 +252,32 @@ impl Catalogue {
         Ok(published)
     }
 
+    /// This node's name.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Node and location of each SOP Instance UID of `sops` the catalogue
+    /// holds.
+    pub(crate) fn locations(
+        &mut self,
+        sops: &[String],
+    ) -> Result<std::collections::HashMap<String, (String, String)>, CatalogueError> {
+        if sops.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        Ok(self
+            .client
+            .query(
+                "SELECT sop_instance_uid, node, location FROM sluice_instances
+                 WHERE sop_instance_uid = ANY($1)",
+                &[&sops],
+            )?
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect())
+    }
+
     /// Says the node is alive, how much it has still to publish and how
     /// old the oldest of it is.
     pub(crate) fn heartbeat(

@@ -23,6 +23,7 @@
 mod catalogue;
 mod outbox;
 mod publisher;
+mod reconcile;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,6 +125,8 @@ pub(crate) struct Settings {
 struct Inner {
     settings: Settings,
     outbox: Outbox,
+    /// The last run did not stop cleanly: reconcile before publishing.
+    reconcile: bool,
     state: Arc<State>,
     /// Before-answer: the batches waiting for publication.
     wake: Sender<Waiting>,
@@ -148,6 +151,12 @@ impl Cluster {
             path: directory.clone(),
             source,
         })?;
+        let clean = outbox
+            .take_clean_stop()
+            .map_err(|source| ClusterError::Outbox {
+                path: directory.clone(),
+                source,
+            })?;
         let (wake, wake_receiver) = crossbeam_channel::bounded(WAITING_BATCHES_MAX);
         Ok(Some(Cluster {
             inner: Arc::new(Inner {
@@ -161,6 +170,7 @@ impl Cluster {
                     retry: cluster.retry_interval_ms,
                 },
                 outbox,
+                reconcile: !clean,
                 state: Arc::default(),
                 wake,
                 wake_receiver: Mutex::new(Some(wake_receiver)),
@@ -187,6 +197,7 @@ impl Cluster {
             cluster: self.clone(),
             store,
             in_doubt,
+            reconcile: self.inner.reconcile,
         };
         let handle = std::thread::Builder::new()
             .name("cluster-publish".to_owned())
@@ -216,6 +227,12 @@ impl Cluster {
             let _ = stop.send(());
             if handle.join().is_err() {
                 tracing::error!("the cluster publisher panicked");
+                return;
+            }
+            // Everything appended is flushed: the next start needs no
+            // reconciliation.
+            if let Err(error) = self.inner.outbox.mark_clean_stop() {
+                tracing::error!(%error, "cannot flush the cluster outbox at stop; the next start reconciles the index with the catalogue");
             }
         }
     }

@@ -667,3 +667,51 @@ fn postgres_stopped_mid_run_degrades_to_local_ingest_and_catches_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A power loss takes the outbox's unflushed tail while LMDB (flushed
+/// before the answer) keeps the entries. Simulated here, without the crash
+/// file system (it would need PostgreSQL beside it): the node killed
+/// (kill -9) with a backlog, then its outbox cut back to the published
+/// cursor, which is what the lost write leaves. The start without a clean
+/// stop reconciles the index with the catalogue: every acknowledged
+/// instance is published all the same.
+#[test]
+fn entries_a_power_loss_took_from_the_outbox_are_published_after_reconciliation() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut nodes = vec![Node::new(
+        work.path(),
+        "node-p",
+        postgres.conninfo(),
+        "after-answer",
+    )];
+    nodes[0].start();
+    let sender = Sender::start(work.path(), nodes[0].port, 2);
+    sender.wait_for_acks(20);
+    postgres.down();
+    let acknowledged_at_stop = sender.acknowledged().len();
+    sender.wait_for_acks(acknowledged_at_stop + 40);
+    let (acknowledged, _) = sender.stop();
+    nodes[0].kill();
+    let cluster = nodes[0].data.join("cluster");
+    let cursor: u64 = std::fs::read_to_string(cluster.join("outbox.cursor"))
+        .map(|text| text.trim().parse().unwrap())
+        .unwrap_or(0);
+    let outbox = File::options()
+        .write(true)
+        .open(cluster.join("outbox.jsonl"))
+        .unwrap();
+    let length = outbox.metadata().unwrap().len();
+    assert!(length > cursor, "a backlog of entries to lose");
+    outbox.set_len(cursor).unwrap();
+    drop(outbox);
+    postgres.up();
+    nodes[0].start();
+    let rows = caught_up(&postgres, &acknowledged, &nodes);
+    assert!(rows.len() >= acknowledged.len());
+    let log = nodes[0].log();
+    assert!(
+        log.contains("the local index was reconciled with the cluster catalogue"),
+        "{log}"
+    );
+}
