@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS sluice_instances (
 );
 CREATE INDEX IF NOT EXISTS sluice_instances_study ON sluice_instances (study_instance_uid);
 CREATE INDEX IF NOT EXISTS sluice_instances_patient ON sluice_instances (patient_id);
+CREATE INDEX IF NOT EXISTS sluice_instances_series ON sluice_instances (series_instance_uid);
+CREATE INDEX IF NOT EXISTS sluice_instances_accession ON sluice_instances (accession_number);
 ";
 
 /// The insert of a batch: one statement, one array per column.

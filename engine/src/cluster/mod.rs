@@ -21,6 +21,7 @@
 //! entry is published only while the local index still holds it.
 
 mod catalogue;
+mod find;
 mod outbox;
 mod publisher;
 mod reconcile;
@@ -34,6 +35,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome};
 
 pub use catalogue::{status, CatalogueError, NodeStatus};
+pub(crate) use find::{FindStream, Polled};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};
@@ -120,6 +122,7 @@ pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) batch_max: usize,
     pub(crate) retry: Duration,
+    pub(crate) find: crate::config::FindScope,
 }
 
 struct Inner {
@@ -168,6 +171,7 @@ impl Cluster {
                     timeout: cluster.publish_timeout_ms,
                     batch_max: usize::try_from(cluster.publish_batch_max).unwrap_or(1),
                     retry: cluster.retry_interval_ms,
+                    find: cluster.find,
                 },
                 outbox,
                 reconcile: !clean,
@@ -243,6 +247,11 @@ impl Cluster {
 
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.inner.outbox
+    }
+
+    /// Whether the publisher's last attempt reached the catalogue.
+    pub(crate) fn catalogue_reachable(&self) -> bool {
+        self.inner.state.reachable.load(Ordering::Relaxed)
     }
 
     /// What `/readyz` adds: `None` while the catalogue is reachable.

@@ -111,9 +111,11 @@ pub(super) fn run(
         let missing: Vec<Entry> = local
             .into_iter()
             .filter(|entry| {
-                known.get(&entry.sop_instance_uid).is_none_or(|(node, location)| {
-                    node != catalogue.node() || location != &entry.file_id
-                })
+                known
+                    .get(&entry.sop_instance_uid)
+                    .is_none_or(|(node, location)| {
+                        node != catalogue.node() || location != &entry.file_id
+                    })
             })
             .collect();
         if !missing.is_empty() {

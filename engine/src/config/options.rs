@@ -20,9 +20,9 @@ use super::kinds::{
 };
 use super::values::{
     AccessRule, AeSelection, AeTitle, CatalogueAddress, CheckMode, Cores, DuplicatePolicy,
-    FileKeysOnFind, IoBackend, LogFormat, LogLevel, NodeName, PersonNameMatching, PlainListener,
-    PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
-    TransferSyntaxSelection, Uid, UidConflictPolicy,
+    FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel, NodeName, PersonNameMatching,
+    PlainListener, PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout,
+    SyslogAddress, TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -716,5 +716,11 @@ config_options! {
         retry_interval_ms: Duration = Duration::from_secs(1),
             kind DurationKind::new(TimeUnit::Milliseconds, 10, 600_000),
             flag "cluster-retry-interval";
+
+        /// What a C-FIND on this node answers for: the whole cluster, from
+        /// the catalogue (the default; the local index when the catalogue
+        /// cannot be reached), or this node's local index only.
+        find: FindScope = FindScope::Cluster,
+            kind EnumKind::<FindScope>::new(), flag "cluster-find";
     }
 }

@@ -79,6 +79,9 @@ pub(crate) const STATUS_UNABLE_TO_PROCESS: Status = Status(0xC001);
 /// file read and one send each.
 const CHUNK_SIZE: usize = 256 * 1024;
 
+/// How often a cluster C-FIND looks for the catalogue's next page.
+const CLUSTER_POLL: Duration = Duration::from_millis(2);
+
 /// A C-FIND waits for its association's sends to drain beyond this many.
 const FIND_SENDS_MAX: u32 = 8;
 
@@ -301,6 +304,7 @@ impl QueryRetrieve {
             rq.affected_sop_class_uid,
             query,
             encoding,
+            self.shared.cluster.as_ref(),
         );
         self.operations
             .insert(serial, Operation::Find(Box::new(op)));
@@ -323,6 +327,13 @@ impl QueryRetrieve {
         match progress {
             Progress::Done => {
                 self.operations.remove(&serial);
+            }
+            Progress::Wait => {
+                // The catalogue's next page is not there yet.
+                if let Err(error) = core.timer(CLUSTER_POLL, tag(TagKind::FindStep, serial)) {
+                    tracing::warn!(%error, "cannot arm a C-FIND step; it waits for a send instead");
+                    op.waiting_for_sends = true;
+                }
             }
             Progress::More if conn.sends_in_flight() > FIND_SENDS_MAX => {
                 op.waiting_for_sends = true;

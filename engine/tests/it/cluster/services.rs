@@ -1,0 +1,300 @@
+//! Cluster-wide services: any node answers for the whole cluster. Instances
+//! sent through HAProxy land on several nodes; then each node is asked
+//! directly by DCMTK.
+
+use super::*;
+
+/// One catalogue row.
+#[derive(Debug, Clone)]
+struct Placed {
+    sop: String,
+    study: String,
+    series: String,
+    node: String,
+}
+
+/// Three nodes behind HAProxy with instances spread over them.
+struct Spread {
+    postgres: Postgres,
+    _work: tempfile::TempDir,
+    nodes: Vec<Node>,
+    _haproxy: Haproxy,
+    rows: Vec<Placed>,
+    sent: PathBuf,
+}
+
+impl Spread {
+    fn start() -> Spread {
+        let postgres = Postgres::start();
+        let work = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
+            .iter()
+            .map(|name| Node::new(work.path(), name, postgres.conninfo(), "after-answer"))
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        let haproxy = Haproxy::start(work.path(), &nodes);
+        let sender = Sender::start(work.path(), haproxy.port, 6);
+        sender.wait_for_acks(90);
+        let (acknowledged, sent) = sender.stop();
+        caught_up(&postgres, &acknowledged, &nodes);
+        // A store in flight when the sender stopped may land a moment later.
+        std::thread::sleep(Duration::from_millis(500));
+        let rows: Vec<Placed> = postgres
+            .client()
+            .query(
+                "SELECT sop_instance_uid, study_instance_uid, series_instance_uid, node
+                 FROM sluice_instances",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| Placed {
+                sop: row.get(0),
+                study: row.get(1),
+                series: row.get(2),
+                node: row.get(3),
+            })
+            .collect();
+        let holders: BTreeSet<&str> = rows.iter().map(|row| row.node.as_str()).collect();
+        assert!(
+            holders.len() >= 2,
+            "instances on several nodes: {holders:?}"
+        );
+        Spread {
+            postgres,
+            _work: work,
+            nodes,
+            _haproxy: haproxy,
+            rows,
+            sent,
+        }
+    }
+
+    fn studies(&self) -> BTreeMap<String, usize> {
+        self.rows.iter().fold(BTreeMap::new(), |mut map, row| {
+            *map.entry(row.study.clone()).or_default() += 1;
+            map
+        })
+    }
+
+    fn series(&self) -> BTreeMap<(String, String), usize> {
+        self.rows.iter().fold(BTreeMap::new(), |mut map, row| {
+            *map.entry((row.study.clone(), row.series.clone()))
+                .or_default() += 1;
+            map
+        })
+    }
+}
+
+/// One answer: tag (`gggg,eeee`, lower case) -> value.
+type Answer = BTreeMap<String, String>;
+
+/// The answers of a DCMTK `findscu` run against `port` (each response
+/// identifier extracted with `-X` and read back with `dcmdump`), and its log.
+fn findscu(port: u16, args: &[&str]) -> (Vec<Answer>, String) {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(dcmtk("findscu"))
+        .current_dir(out.path())
+        .args(["-v", "-aec", AE, "-X"])
+        .args(args)
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let answers = files
+        .iter()
+        .map(|file| {
+            let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
+            assert!(dumped.status.success(), "dcmdump {}", file.display());
+            String::from_utf8_lossy(&dumped.stdout)
+                .lines()
+                .filter_map(|line| {
+                    let tag = line.get(1..10)?.to_owned();
+                    let value = line
+                        .split_once('[')
+                        .and_then(|(_, rest)| rest.split_once(']'))
+                        .map_or("", |(value, _)| value);
+                    Some((tag, value.to_owned()))
+                })
+                .collect()
+        })
+        .collect();
+    (answers, log)
+}
+
+fn values(answers: &[Answer], tag: &str) -> BTreeMap<String, String> {
+    answers
+        .iter()
+        .map(|answer| {
+            (
+                answer.get(tag).cloned().unwrap_or_default(),
+                answer
+                    .get("0020,1208")
+                    .or(answer.get("0020,1209"))
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
+    let spread = Spread::start();
+    let studies = spread.studies();
+    let series = spread.series();
+    let study_list: Vec<&String> = studies.keys().collect();
+    for node in &spread.nodes {
+        // PATIENT (Patient Root): the sender's one patient, counted over
+        // every node.
+        let (answers, log) = findscu(
+            node.port,
+            &[
+                "-P",
+                "-k",
+                "QueryRetrieveLevel=PATIENT",
+                "-k",
+                "PatientID",
+                "-k",
+                "NumberOfPatientRelatedInstances",
+                "-k",
+                "NumberOfPatientRelatedStudies",
+            ],
+        );
+        assert_eq!(answers.len(), 1, "{}: {log}", node.name);
+        assert_eq!(
+            answers[0].get("0010,0020").map(String::as_str),
+            Some("CRASH1")
+        );
+        assert_eq!(
+            answers[0].get("0020,1204"),
+            Some(&spread.rows.len().to_string()),
+            "{}: {answers:?}",
+            node.name
+        );
+        assert_eq!(
+            answers[0].get("0020,1200"),
+            Some(&studies.len().to_string())
+        );
+        // STUDY (Study Root): every study, its instances counted.
+        let (answers, log) = findscu(
+            node.port,
+            &[
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-k",
+                "PatientName=Crash*",
+                "-k",
+                "NumberOfStudyRelatedInstances",
+            ],
+        );
+        let found = values(&answers, "0020,000d");
+        let expected: BTreeMap<String, String> = studies
+            .iter()
+            .map(|(study, count)| (study.clone(), count.to_string()))
+            .collect();
+        assert_eq!(found, expected, "{}: {log}", node.name);
+        // SERIES: each study's series, counted (hierarchical: one study
+        // at a time).
+        let mut found = BTreeMap::new();
+        for study in &study_list {
+            let (answers, log) = findscu(
+                node.port,
+                &[
+                    "-S",
+                    "-k",
+                    "QueryRetrieveLevel=SERIES",
+                    "-k",
+                    &format!("StudyInstanceUID={study}"),
+                    "-k",
+                    "SeriesInstanceUID",
+                    "-k",
+                    "Modality=CT",
+                    "-k",
+                    "NumberOfSeriesRelatedInstances",
+                ],
+            );
+            assert!(!answers.is_empty(), "{}: {log}", node.name);
+            found.extend(values(&answers, "0020,000e"));
+        }
+        let expected: BTreeMap<String, String> = series
+            .iter()
+            .map(|((_, series), count)| (series.clone(), count.to_string()))
+            .collect();
+        assert_eq!(found, expected, "{}", node.name);
+        // IMAGE: each series' instances, whichever node holds them.
+        for (study, series_uid) in series.keys() {
+            let (answers, log) = findscu(
+                node.port,
+                &[
+                    "-S",
+                    "-k",
+                    "QueryRetrieveLevel=IMAGE",
+                    "-k",
+                    &format!("StudyInstanceUID={study}"),
+                    "-k",
+                    &format!("SeriesInstanceUID={series_uid}"),
+                    "-k",
+                    "SOPInstanceUID",
+                ],
+            );
+            let found: BTreeSet<String> = answers
+                .iter()
+                .filter_map(|answer| answer.get("0008,0018").cloned())
+                .collect();
+            let expected: BTreeSet<String> = spread
+                .rows
+                .iter()
+                .filter(|row| &row.series == series_uid)
+                .map(|row| row.sop.clone())
+                .collect();
+            assert_eq!(found, expected, "{}: {log}", node.name);
+        }
+    }
+    // The catalogue gone: a node answers from its own index, and says so.
+    spread.postgres.down();
+    let node = &spread.nodes[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.metric("sluice_cluster_catalogue_reachable") != 0 {
+        assert!(Instant::now() < deadline, "{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (answers, log) = findscu(
+        node.port,
+        &[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+        ],
+    );
+    let found: BTreeSet<String> = values(&answers, "0020,000d").into_keys().collect();
+    let local: BTreeSet<String> = spread
+        .rows
+        .iter()
+        .filter(|row| row.node == node.name)
+        .map(|row| row.study.clone())
+        .collect();
+    assert_eq!(found, local, "{log}");
+    assert!(
+        node.log().contains("answers from the local index only"),
+        "{}",
+        node.log()
+    );
+    let _ = &spread.sent;
+}
