@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS sluice_instances (
 );
 CREATE INDEX IF NOT EXISTS sluice_instances_study ON sluice_instances (study_instance_uid);
 CREATE INDEX IF NOT EXISTS sluice_instances_patient ON sluice_instances (patient_id);
+ALTER TABLE sluice_nodes ADD COLUMN IF NOT EXISTS dicom_address text;
+ALTER TABLE sluice_nodes ADD COLUMN IF NOT EXISTS ae_title text;
 CREATE INDEX IF NOT EXISTS sluice_instances_series ON sluice_instances (series_instance_uid);
 CREATE INDEX IF NOT EXISTS sluice_instances_accession ON sluice_instances (accession_number);
 ";
@@ -124,7 +126,7 @@ impl Catalogue {
     /// the publisher), creates the schema if missing and registers the node.
     pub(crate) fn connect(
         address: &str,
-        node: &str,
+        (node, dicom_address, ae_title): (&str, Option<&str>, &str),
         timeout: Duration,
     ) -> Result<Catalogue, CatalogueError> {
         let mut config: postgres::Config = address.parse()?;
@@ -138,9 +140,10 @@ impl Catalogue {
         let mut transaction = client.transaction()?;
         transaction.batch_execute(SCHEMA)?;
         transaction.execute(
-            "INSERT INTO sluice_nodes (node) VALUES ($1)
-             ON CONFLICT (node) DO UPDATE SET seen_at = now()",
-            &[&node],
+            "INSERT INTO sluice_nodes (node, dicom_address, ae_title) VALUES ($1, $2, $3)
+             ON CONFLICT (node) DO UPDATE SET seen_at = now(),
+                 dicom_address = EXCLUDED.dicom_address, ae_title = EXCLUDED.ae_title",
+            &[&node, &dicom_address, &ae_title],
         )?;
         transaction.commit()?;
         Ok(Catalogue {

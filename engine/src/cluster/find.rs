@@ -71,7 +71,7 @@ pub(crate) enum Polled {
 }
 
 /// A message of the thread.
-enum Message {
+pub(super) enum Message {
     Matches(Vec<FindMatch>),
     Done,
     Failed(String),
@@ -150,7 +150,7 @@ impl Cluster {
 
 /// Why the thread stopped.
 #[derive(Debug, thiserror::Error)]
-enum FindError {
+pub(super) enum FindError {
     #[error("{0}")]
     Catalogue(#[from] CatalogueError),
     #[error("the catalogue holds a bad value in {0}")]
@@ -164,7 +164,7 @@ impl From<postgres::Error> for FindError {
 }
 
 /// The thread's work: `Ok` also when the core stopped listening.
-fn run(
+pub(super) fn run(
     address: &str,
     timeout: Duration,
     query: &Query,

@@ -22,6 +22,7 @@
 
 mod catalogue;
 mod find;
+mod forward;
 mod outbox;
 mod publisher;
 mod reconcile;
@@ -36,6 +37,7 @@ use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome}
 
 pub use catalogue::{status, CatalogueError, NodeStatus};
 pub(crate) use find::{FindStream, Polled};
+pub(crate) use forward::{Forward, Forwarded};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};
@@ -123,6 +125,10 @@ pub(crate) struct Settings {
     pub(crate) batch_max: usize,
     pub(crate) retry: Duration,
     pub(crate) find: crate::config::FindScope,
+    /// This node's AE title (`network.ae_title`).
+    pub(crate) ae_title: String,
+    /// This node's DICOM address as the others reach it (`host:port`).
+    pub(crate) dicom_address: Option<String>,
 }
 
 struct Inner {
@@ -172,6 +178,17 @@ impl Cluster {
                     batch_max: usize::try_from(cluster.publish_batch_max).unwrap_or(1),
                     retry: cluster.retry_interval_ms,
                     find: cluster.find,
+                    ae_title: config.network.ae_title.as_str().to_owned(),
+                    dicom_address: cluster
+                        .dicom_address
+                        .as_ref()
+                        .map(|address| format!("{}:{}", address.host(), address.port()))
+                        .or_else(|| {
+                            let bind = config.network.bind_address;
+                            (!bind.is_unspecified()).then(|| {
+                                std::net::SocketAddr::new(bind, config.network.port).to_string()
+                            })
+                        }),
                 },
                 outbox,
                 reconcile: !clean,

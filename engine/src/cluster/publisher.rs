@@ -80,7 +80,11 @@ impl Publisher {
             if catalogue.is_none() && (Instant::now() >= next_attempt || stopping) {
                 match Catalogue::connect(
                     &self.settings.address,
-                    &self.settings.node,
+                    (
+                        &self.settings.node,
+                        self.settings.dicom_address.as_deref(),
+                        &self.settings.ae_title,
+                    ),
                     self.settings.timeout,
                 ) {
                     Ok(connected) => {

@@ -722,5 +722,15 @@ config_options! {
         /// cannot be reached), or this node's local index only.
         find: FindScope = FindScope::Cluster,
             kind EnumKind::<FindScope>::new(), flag "cluster-find";
+
+        /// Where the other nodes reach this node's DICOM port, published in
+        /// the catalogue: a C-MOVE on another node asks this node to move
+        /// the instances it holds. Unset: `network.bind_address` and
+        /// `network.port` when the bind address is a specific one; with
+        /// `0.0.0.0` or `::` nothing is published and the other nodes
+        /// cannot move this node's instances.
+        dicom_address: Option<RemoteAddress> = None,
+            kind OptionalKind(TextKind::<RemoteAddress>::new("\"host:port\" (string)", "HOST:PORT")),
+            flag "cluster-dicom-address", example "\"sluice-1.example:11112\"";
     }
 }

@@ -26,6 +26,7 @@
 
 mod access;
 mod answers;
+mod cluster;
 mod contexts;
 mod find;
 mod head;
@@ -78,9 +79,6 @@ pub(crate) const STATUS_UNABLE_TO_PROCESS: Status = Status(0xC001);
 /// Size of one send chunk: a few PDUs of the common 16 KiB maximum, one
 /// file read and one send each.
 const CHUNK_SIZE: usize = 256 * 1024;
-
-/// How often a cluster C-FIND looks for the catalogue's next page.
-const CLUSTER_POLL: Duration = Duration::from_millis(2);
 
 /// A C-FIND waits for its association's sends to drain beyond this many.
 const FIND_SENDS_MAX: u32 = 8;
@@ -313,6 +311,9 @@ impl QueryRetrieve {
 
     /// The next page of a C-FIND (its timer fired, or its sends drained).
     pub(crate) fn find_step(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        if let Some(Operation::Retrieve(_)) = self.operations.get(&serial) {
+            return self.forward_poll(core, conns, serial);
+        }
         let Some(Operation::Find(op)) = self.operations.get_mut(&serial) else {
             // Answered, or its association ended, since the step was armed.
             return;
@@ -328,13 +329,7 @@ impl QueryRetrieve {
             Progress::Done => {
                 self.operations.remove(&serial);
             }
-            Progress::Wait => {
-                // The catalogue's next page is not there yet.
-                if let Err(error) = core.timer(CLUSTER_POLL, tag(TagKind::FindStep, serial)) {
-                    tracing::warn!(%error, "cannot arm a C-FIND step; it waits for a send instead");
-                    op.waiting_for_sends = true;
-                }
-            }
+            Progress::Wait => cluster::find_wait(core, serial, &mut op.waiting_for_sends),
             Progress::More if conn.sends_in_flight() > FIND_SENDS_MAX => {
                 op.waiting_for_sends = true;
             }
@@ -433,7 +428,8 @@ impl QueryRetrieve {
             RetrieveKind::Get => Vec::new(),
         };
         let total = datasets.len();
-        let op = RetrieveOp {
+        let forward = cluster::forward(&self.shared, &kind, query, &datasets);
+        let mut op = RetrieveOp {
             kind: kind.clone(),
             context_id,
             message_id,
@@ -444,10 +440,16 @@ impl QueryRetrieve {
             originator_ae_title,
             started: Instant::now(),
             bytes_sent: 0,
+            forward: None,
         };
+        if let Some(forward) = forward {
+            op.retrieve.expect_remote();
+            op.forward = Some(forward);
+        }
         tracing::debug!(serial, total, ?kind, "retrieve started");
         self.operations
             .insert(serial, Operation::Retrieve(Box::new(op)));
+        self.forward_poll(core, conns, serial);
         match (kind, destination) {
             (RetrieveKind::Move { destination }, Some(address)) => {
                 let lanes =

@@ -43,6 +43,8 @@ pub(super) struct RetrieveOp {
     pub(super) originator_ae_title: String,
     pub(super) started: Instant,
     pub(super) bytes_sent: u64,
+    /// Cluster mode: the instances other nodes hold, moved by them.
+    pub(super) forward: Option<crate::cluster::Forward>,
 }
 
 /// An association carrying a retrieve's C-STOREs.

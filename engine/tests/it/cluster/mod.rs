@@ -182,6 +182,8 @@ struct Node {
     metrics_port: u16,
     catalogue: String,
     publish: &'static str,
+    /// More `sluice serve` flags.
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -195,6 +197,7 @@ impl Node {
             metrics_port: free_port(),
             catalogue,
             publish,
+            extra: Vec::new(),
         }
     }
 
@@ -215,6 +218,7 @@ impl Node {
             .args(["--cluster-node", &self.name])
             .args(["--cluster-publish", self.publish])
             .args(["--cluster-retry-interval", "200"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -24,7 +24,8 @@ struct Spread {
 }
 
 impl Spread {
-    fn start() -> Spread {
+    /// The nodes started with `extra` flags.
+    fn start_with(extra: &[String]) -> Spread {
         let postgres = Postgres::start();
         let work = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
@@ -32,6 +33,7 @@ impl Spread {
             .map(|name| Node::new(work.path(), name, postgres.conninfo(), "after-answer"))
             .collect();
         for node in &mut nodes {
+            node.extra = extra.to_vec();
             node.start();
         }
         let haproxy = Haproxy::start(work.path(), &nodes);
@@ -70,6 +72,10 @@ impl Spread {
             rows,
             sent,
         }
+    }
+
+    fn start() -> Spread {
+        Spread::start_with(&[])
     }
 
     fn studies(&self) -> BTreeMap<String, usize> {
@@ -296,5 +302,141 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         "{}",
         node.log()
     );
-    let _ = &spread.sent;
+}
+
+/// The data set of a Part 10 file (after the file meta group).
+fn dataset(bytes: &[u8]) -> &[u8] {
+    assert_eq!(bytes.get(128..132), Some(&b"DICM"[..]), "not Part 10");
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    &bytes[144 + group_length..]
+}
+
+/// The Part 10 files under `dir` by SOP Instance UID (`storescp` names
+/// them `MODALITY.SOP-INSTANCE-UID`).
+fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let (_, sop) = name.split_once('.')?;
+            Some((sop.to_owned(), std::fs::read(&path).ok()?))
+        })
+        .collect()
+}
+
+fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = received(dir);
+        if found.len() >= count || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// DCMTK `movescu` of `studies` through `port` to `STORESCP`; its log.
+fn movescu(port: u16, studies: &[&String]) -> String {
+    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
+    let output = Command::new(dcmtk("movescu"))
+        .args(["-v", "-S", "-aec", AE, "-aem", "STORESCP"])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+#[test]
+fn every_node_moves_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
+    let destination = tempfile::tempdir().unwrap();
+    let storescp_port = free_port();
+    let _storescp = ChildGuard::new(
+        Command::new(dcmtk("storescp"))
+            .args(["-aet", "STORESCP", "-od"])
+            .arg(destination.path())
+            .arg(storescp_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp"),
+    );
+    let mut spread = Spread::start_with(&[
+        "--remote-ae".to_owned(),
+        format!("STORESCP=127.0.0.1:{storescp_port}"),
+    ]);
+    let studies = spread.studies();
+    let study_list: Vec<&String> = studies.keys().collect();
+    let sent = |sop: &str| std::fs::read(spread.sent.join(format!("{sop}.dcm"))).unwrap();
+    for node in &spread.nodes {
+        for file in std::fs::read_dir(destination.path()).unwrap() {
+            std::fs::remove_file(file.unwrap().path()).unwrap();
+        }
+        let log = movescu(node.port, &study_list);
+        assert!(
+            log.contains("Final Move Response (Success)"),
+            "{}: {log}\n{}",
+            node.name,
+            node.log()
+        );
+        let arrived = wait_received(destination.path(), spread.rows.len());
+        assert_eq!(arrived.len(), spread.rows.len(), "{}: {log}", node.name);
+        for row in &spread.rows {
+            let bytes = arrived
+                .get(&row.sop)
+                .unwrap_or_else(|| panic!("{} did not arrive", row.sop));
+            assert!(
+                dataset(bytes) == dataset(&sent(&row.sop)),
+                "{} arrived changed",
+                row.sop
+            );
+        }
+    }
+    // A holder killed (kill -9): its instances fail, counted and listed;
+    // the others arrive.
+    let dead = spread
+        .nodes
+        .iter()
+        .position(|node| {
+            node.name != "node-1" && spread.rows.iter().any(|row| row.node == node.name)
+        })
+        .expect("a holder besides node-1");
+    spread.nodes[dead].kill();
+    let dead_name = spread.nodes[dead].name.clone();
+    let lost: BTreeSet<String> = spread
+        .rows
+        .iter()
+        .filter(|row| row.node == dead_name)
+        .map(|row| row.sop.clone())
+        .collect();
+    for file in std::fs::read_dir(destination.path()).unwrap() {
+        std::fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    let log = movescu(spread.nodes[0].port, &study_list);
+    assert!(
+        log.contains("Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)"),
+        "{log}"
+    );
+    // The counts of the final answer, as node-1 logged them.
+    let node_log = spread.nodes[0].log();
+    let answered = node_log
+        .lines()
+        .rfind(|line| line.contains("retrieve answered"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        answered.contains(&format!("completed={}", spread.rows.len() - lost.len()))
+            && answered.contains(&format!("failed={}", lost.len())),
+        "{answered}"
+    );
+    let arrived = wait_received(destination.path(), spread.rows.len() - lost.len());
+    let expected: BTreeSet<String> = spread
+        .rows
+        .iter()
+        .filter(|row| row.node != dead_name)
+        .map(|row| row.sop.clone())
+        .collect();
+    assert_eq!(arrived.keys().cloned().collect::<BTreeSet<_>>(), expected);
 }
