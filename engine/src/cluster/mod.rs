@@ -141,6 +141,8 @@ struct Inner {
     wake: Sender<Waiting>,
     wake_receiver: Mutex<Option<Receiver<Waiting>>>,
     publisher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// The commitment tracker's connection to the catalogue (lazily made).
+    lookup: Mutex<Option<postgres::Client>>,
 }
 
 impl Cluster {
@@ -196,6 +198,7 @@ impl Cluster {
                 wake,
                 wake_receiver: Mutex::new(Some(wake_receiver)),
                 publisher: Mutex::new(None),
+                lookup: Mutex::new(None),
             }),
         }))
     }
@@ -264,6 +267,54 @@ impl Cluster {
 
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.inner.outbox
+    }
+
+    /// The SOP Class UID under which another node published `sop` (so
+    /// acknowledged it, durably): Storage Commitment on any node commits
+    /// instances any node received. `None` when no other node did, or the
+    /// catalogue cannot say now (unreachable: the request waits, and is
+    /// checked again on the tracker's next round).
+    pub(crate) fn published_elsewhere(&self, sop: &str) -> Option<String> {
+        if !self.catalogue_reachable() {
+            return None;
+        }
+        let mut lookup = self
+            .inner
+            .lookup
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if lookup.is_none() {
+            let settings = &self.inner.settings;
+            let connected = settings
+                .address
+                .parse::<postgres::Config>()
+                .and_then(|mut config| {
+                    config
+                        .connect_timeout(settings.timeout)
+                        .tcp_user_timeout(settings.timeout)
+                        .application_name("sluice commitment")
+                        .connect(postgres::NoTls)
+                });
+            match connected {
+                Ok(client) => *lookup = Some(client),
+                Err(error) => {
+                    tracing::debug!(%error, "commitment cannot reach the cluster catalogue");
+                    return None;
+                }
+            }
+        }
+        let client = lookup.as_mut()?;
+        match client.query_opt(
+            "SELECT sop_class_uid FROM sluice_instances WHERE sop_instance_uid = $1 AND node <> $2",
+            &[&sop, &self.inner.settings.node],
+        ) {
+            Ok(row) => row.map(|row| row.get(0)),
+            Err(error) => {
+                tracing::debug!(%error, "commitment cannot read the cluster catalogue");
+                *lookup = None;
+                None
+            }
+        }
     }
 
     /// Whether the publisher's last attempt reached the catalogue.

@@ -440,3 +440,45 @@ fn every_node_moves_every_instance_whichever_node_holds_it_and_counts_a_dead_hol
         .collect();
     assert_eq!(arrived.keys().cloned().collect::<BTreeSet<_>>(), expected);
 }
+
+/// Storage Commitment on node-1 for instances received by every node:
+/// committed, those of the other nodes from the catalogue. Then a
+/// reference to an instance no node holds fails (0112), the rest commit.
+#[test]
+fn commitment_on_one_node_commits_instances_received_by_the_others() {
+    let spread = Spread::start();
+    let node = &spread.nodes[0];
+    assert!(
+        spread.rows.iter().any(|row| row.node != node.name),
+        "instances on other nodes"
+    );
+    let refs = spread._work.path().join("refs");
+    std::fs::create_dir_all(&refs).unwrap();
+    for row in &spread.rows {
+        std::fs::copy(
+            spread.sent.join(format!("{}.dcm", row.sop)),
+            refs.join(format!("{}.dcm", row.sop)),
+        )
+        .unwrap();
+    }
+    let port = node.port.to_string();
+    let refs_arg = refs.to_string_lossy().into_owned();
+    let args = [
+        port.as_str(),
+        AE,
+        "COMMITSCU",
+        "--refs-from",
+        &refs_arg,
+        "--wait-report",
+        "60",
+    ];
+    let output = sluice_tests::python_peer("commit_scu.py", &args, Duration::from_secs(120));
+    assert!(output.has("\"action_status\": \"0000\""), "{}", output.0);
+    assert!(
+        output.has(&format!("\"committed\": {}", spread.rows.len())),
+        "{}\n{}",
+        output.0,
+        node.log()
+    );
+    assert!(output.has("\"failed\": []"), "{}", output.0);
+}
