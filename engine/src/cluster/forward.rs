@@ -82,12 +82,14 @@ struct Remote {
 impl Cluster {
     /// Starts moving the instances `query` names that other nodes hold and
     /// this node does not (`local`) to `destination` (see the module
-    /// documentation).
+    /// documentation). Without a destination (C-GET: the instances must
+    /// come on the requester's association, which is not built across
+    /// nodes) they are counted failed, named, with the reason.
     pub(crate) fn forward(
         &self,
         query: Query,
         local: HashSet<String>,
-        destination: String,
+        destination: Option<String>,
     ) -> Forward {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let settings = self.inner.settings.clone();
@@ -95,7 +97,10 @@ impl Cluster {
             .name("cluster-move".to_owned())
             .spawn(move || {
                 let outcome = match remote_instances(&settings, &query, &local) {
-                    Ok(remote) => move_from_holders(&settings, remote, &destination),
+                    Ok(remote) => match &destination {
+                        Some(destination) => move_from_holders(&settings, remote, destination),
+                        None => not_here(remote),
+                    },
                     Err(error) => {
                         // Nothing is known of other nodes: the C-MOVE is
                         // answered for this node's instances.
@@ -170,6 +175,20 @@ fn remote_instances(
         })
         .filter(|remote| !local.contains(&remote.sop))
         .collect())
+}
+
+/// C-GET: the instances other nodes hold fail, named.
+fn not_here(remote: Vec<Remote>) -> Forwarded {
+    let mut done = Forwarded::default();
+    if let Some(first) = remote.first() {
+        done.reason = Some(format!(
+            "held by node {}: C-GET across nodes is not built (C-MOVE is)",
+            first.node
+        ));
+    }
+    done.failed = remote.len();
+    done.failed_uids = remote.into_iter().map(|instance| instance.sop).collect();
+    done
 }
 
 /// One C-MOVE per holder and series; the holders' outcome.

@@ -25,11 +25,11 @@ const FIND_POLL: Duration = Duration::from_millis(2);
 /// sub-operations take at least milliseconds each).
 const FORWARD_POLL: Duration = Duration::from_millis(20);
 
-/// Cluster mode, a C-MOVE: the instances of `query` other nodes hold (and
-/// this one does not, `local`) are moved by them to the same destination.
-/// `None` without cluster mode, and for C-GET (its instances must come on
-/// the requester's association: not built across nodes; it answers for
-/// this node's instances).
+/// Cluster mode: the instances of `query` other nodes hold (and this one
+/// does not, `local`) are moved by them to the same destination (C-MOVE),
+/// or counted failed and named (C-GET: its instances must come on the
+/// requester's association, which is not built across nodes). `None`
+/// without cluster mode.
 pub(super) fn forward(
     shared: &ServerShared,
     kind: &RetrieveKind,
@@ -37,14 +37,15 @@ pub(super) fn forward(
     local: &[StoredDataset],
 ) -> Option<Forward> {
     let cluster = shared.cluster.as_ref()?;
-    let RetrieveKind::Move { destination } = kind else {
-        return None;
+    let destination = match kind {
+        RetrieveKind::Move { destination } => Some(destination.clone()),
+        RetrieveKind::Get => None,
     };
     let local: HashSet<String> = local
         .iter()
         .map(|dataset| dataset.triplet.sop_instance_uid.clone())
         .collect();
-    Some(cluster.forward(query, local, destination.clone()))
+    Some(cluster.forward(query, local, destination))
 }
 
 /// A cluster C-FIND whose next page is not there yet: its step again

@@ -302,6 +302,13 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         "{}",
         node.log()
     );
+    for line in node
+        .log()
+        .lines()
+        .filter(|line| line.contains("C-FIND answered"))
+    {
+        eprintln!("{line}");
+    }
 }
 
 /// The data set of a Part 10 file (after the file meta group).
