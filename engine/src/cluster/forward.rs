@@ -13,13 +13,21 @@
 //! response. A holder that cannot be reached (no DICOM address published,
 //! refused, killed) fails its instances, named in the list.
 //!
+//! C-GET's instances must come back on the requester's association: the
+//! thread fetches the other nodes' instances from their holders (C-GET
+//! through the Q/R SCU, each data set written to a file of a staging
+//! directory as it arrives), and the node sends them from there like its
+//! own; the directory goes when the retrieve ends.
+//!
 //! Each node publishes its DICOM address (`cluster.dicom_address`) in
 //! `sluice_nodes`; the Move Destination must be known on every node (the
 //! same `network.remote_aes` everywhere), and each node must accept C-MOVE
-//! from the others' AE title (docs/operations.md's cluster section).
+//! and C-GET from the others' AE title (README, "Run a (partial) cluster").
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -29,9 +37,13 @@ use sluice_net::query::{InformationModel, Level, Query};
 use super::find::{run as find_run, Message};
 use super::Cluster;
 use crate::qr::{self, RemoteArchive, RetrieveRequest};
+use crate::store::{DatasetLocation, StoredDataset};
+
+/// Under the cluster directory: C-GET's staging directories.
+pub(crate) const STAGING_DIR: &str = "staging";
 
 /// What the holders did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Forwarded {
     /// Sub-operations the holders completed.
     pub(crate) completed: usize,
@@ -43,6 +55,24 @@ pub(crate) struct Forwarded {
     pub(crate) failed_uids: Vec<String>,
     /// The first failure's reason.
     pub(crate) reason: Option<String>,
+    /// C-GET: the instances fetched from their holders, to send on the
+    /// requester's association (files under `staging`).
+    pub(crate) staged: Vec<StoredDataset>,
+    /// The directory of `staged`, removed when dropped.
+    pub(crate) staging: Option<StagingDir>,
+}
+
+/// A staging directory, removed with what it holds when dropped (the
+/// retrieve that sends from it ended).
+#[derive(Debug)]
+pub(crate) struct StagingDir(PathBuf);
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(%error, path = %self.0.display(), "cannot remove a C-GET staging directory; the next start does");
+        }
+    }
 }
 
 /// The core's end of a forwarded C-MOVE.
@@ -93,13 +123,14 @@ impl Cluster {
     ) -> Forward {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let settings = self.inner.settings.clone();
+        let staging = self.inner.staging.clone();
         let spawned = std::thread::Builder::new()
             .name("cluster-move".to_owned())
             .spawn(move || {
                 let outcome = match remote_instances(&settings, &query, &local) {
                     Ok(remote) => match &destination {
                         Some(destination) => move_from_holders(&settings, remote, destination),
-                        None => not_here(remote),
+                        None => fetch_from_holders(&settings, remote, &staging),
                     },
                     Err(error) => {
                         // Nothing is known of other nodes: the C-MOVE is
@@ -177,17 +208,124 @@ fn remote_instances(
         .collect())
 }
 
-/// C-GET: the instances other nodes hold fail, named.
-fn not_here(remote: Vec<Remote>) -> Forwarded {
-    let mut done = Forwarded::default();
-    if let Some(first) = remote.first() {
-        done.reason = Some(format!(
-            "held by node {}: C-GET across nodes is not built (C-MOVE is)",
-            first.node
-        ));
+/// Staging directories made by this process.
+static STAGED: AtomicU64 = AtomicU64::new(0);
+
+/// The instances of `remote` grouped by holder and series.
+fn groups_of(remote: Vec<Remote>) -> Groups {
+    let mut groups = Groups::new();
+    for instance in remote {
+        let group = groups
+            .entry((instance.node, instance.study, instance.series))
+            .or_insert((instance.address, instance.ae_title, Vec::new()));
+        group.2.push(instance.sop);
     }
-    done.failed = remote.len();
-    done.failed_uids = remote.into_iter().map(|instance| instance.sop).collect();
+    groups
+}
+
+/// A holder's address and how to call it; `Err` is why it cannot be.
+fn holder(
+    settings: &super::Settings,
+    node: &str,
+    address: Option<String>,
+    ae_title: Option<String>,
+) -> Result<RemoteArchive, String> {
+    let address = address
+        .and_then(|address| {
+            address
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut found| found.next())
+        })
+        .ok_or_else(|| format!("node {node} publishes no reachable DICOM address"))?;
+    Ok(RemoteArchive {
+        ae_title: ae_title.unwrap_or_else(|| settings.ae_title.clone()),
+        address,
+        calling_ae_title: settings.ae_title.clone(),
+        timeout: settings.timeout.max(Duration::from_secs(5)),
+        retrieve_timeout: Some(qr::RETRIEVE_TIMEOUT_DEFAULT),
+    })
+}
+
+impl Forwarded {
+    /// `sops` failed for `reason` (logged).
+    fn fail(&mut self, node: &str, sops: Vec<String>, reason: String) {
+        tracing::warn!(node = %node, instances = sops.len(), reason = %reason, "instances held by another node cannot be retrieved");
+        self.failed += sops.len();
+        self.failed_uids.extend(sops);
+        self.reason.get_or_insert(reason);
+    }
+}
+
+/// C-GET: the instances other nodes hold fetched from them (C-GET, one per
+/// holder and series) into a staging directory, to be sent on the
+/// requester's association like local ones; those that cannot be fail.
+fn fetch_from_holders(
+    settings: &super::Settings,
+    remote: Vec<Remote>,
+    staging: &std::path::Path,
+) -> Forwarded {
+    let mut done = Forwarded::default();
+    if remote.is_empty() {
+        return done;
+    }
+    let directory = staging.join(format!(
+        "{}-{}",
+        std::process::id(),
+        STAGED.fetch_add(1, Ordering::Relaxed)
+    ));
+    if let Err(error) = std::fs::create_dir_all(&directory) {
+        let sops = remote.into_iter().map(|instance| instance.sop).collect();
+        done.fail(
+            "-",
+            sops,
+            format!("cannot make a staging directory: {error}"),
+        );
+        return done;
+    }
+    done.staging = Some(StagingDir(directory.clone()));
+    for ((node, study, series), (address, ae_title, sops)) in groups_of(remote) {
+        let remote = match holder(settings, &node, address, ae_title) {
+            Ok(remote) => remote,
+            Err(reason) => {
+                done.fail(&node, sops, reason);
+                continue;
+            }
+        };
+        let request = RetrieveRequest::instances(&study, &series, sops.clone());
+        match qr::get_staged(&remote, &request, &directory) {
+            Ok((_, staged)) => {
+                let arrived: HashSet<&str> = staged
+                    .iter()
+                    .map(|staged| staged.sop_instance_uid.as_str())
+                    .collect();
+                let missing: Vec<String> = sops
+                    .iter()
+                    .filter(|sop| !arrived.contains(sop.as_str()))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    done.fail(&node, missing, format!("node {node} did not send them"));
+                }
+                done.staged
+                    .extend(staged.into_iter().map(|staged| StoredDataset {
+                        triplet: sluice_index::Triplet::new(
+                            &study,
+                            &series,
+                            &staged.sop_instance_uid,
+                        ),
+                        sop_class_uid: staged.sop_class_uid,
+                        transfer_syntax_uid: staged.transfer_syntax_uid,
+                        location: DatasetLocation::File {
+                            path: staged.path,
+                            offset: 0,
+                            length: staged.length,
+                        },
+                    }));
+            }
+            Err(error) => done.fail(&node, sops, format!("node {node}: {error}")),
+        }
+    }
     done
 }
 
@@ -197,40 +335,14 @@ fn move_from_holders(
     remote: Vec<Remote>,
     destination: &str,
 ) -> Forwarded {
-    let mut groups = Groups::new();
-    for instance in remote {
-        let group = groups
-            .entry((instance.node, instance.study, instance.series))
-            .or_insert((instance.address, instance.ae_title, Vec::new()));
-        group.2.push(instance.sop);
-    }
     let mut done = Forwarded::default();
-    for ((node, study, series), (address, ae_title, sops)) in groups {
-        let fail = |done: &mut Forwarded, sops: Vec<String>, reason: String| {
-            tracing::warn!(node = %node, instances = sops.len(), reason = %reason, "C-MOVE: instances held by another node cannot be moved");
-            done.failed += sops.len();
-            done.failed_uids.extend(sops);
-            done.reason.get_or_insert(reason);
-        };
-        let Some(address) = address.and_then(|address| {
-            address
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut found| found.next())
-        }) else {
-            fail(
-                &mut done,
-                sops,
-                format!("node {node} publishes no reachable DICOM address"),
-            );
-            continue;
-        };
-        let remote = RemoteArchive {
-            ae_title: ae_title.unwrap_or_else(|| settings.ae_title.clone()),
-            address,
-            calling_ae_title: settings.ae_title.clone(),
-            timeout: settings.timeout.max(Duration::from_secs(5)),
-            retrieve_timeout: Some(qr::RETRIEVE_TIMEOUT_DEFAULT),
+    for ((node, study, series), (address, ae_title, sops)) in groups_of(remote) {
+        let remote = match holder(settings, &node, address, ae_title) {
+            Ok(remote) => remote,
+            Err(reason) => {
+                done.fail(&node, sops, reason);
+                continue;
+            }
         };
         let mut request = RetrieveRequest::instances(&study, &series, sops.clone());
         request.model = InformationModel::StudyRoot;
@@ -251,7 +363,7 @@ fn move_from_holders(
                     });
                 }
             }
-            Err(error) => fail(&mut done, sops, format!("node {node}: {error}")),
+            Err(error) => done.fail(&node, sops, format!("node {node}: {error}")),
         }
     }
     done

@@ -37,7 +37,7 @@ use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome}
 
 pub use catalogue::{status, CatalogueError, NodeStatus};
 pub(crate) use find::{FindStream, Polled};
-pub(crate) use forward::{Forward, Forwarded};
+pub(crate) use forward::{Forward, Forwarded, StagingDir};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};
@@ -141,6 +141,8 @@ struct Inner {
     wake: Sender<Waiting>,
     wake_receiver: Mutex<Option<Receiver<Waiting>>>,
     publisher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// C-GET's staging directories (`<data>/cluster/staging`).
+    staging: std::path::PathBuf,
     /// The commitment tracker's connection to the catalogue (lazily made).
     lookup: Mutex<Option<postgres::Client>>,
 }
@@ -168,6 +170,13 @@ impl Cluster {
                 path: directory.clone(),
                 source,
             })?;
+        // What a C-GET staged before a stop or crash is of no use now.
+        let staging = directory.join(forward::STAGING_DIR);
+        if let Err(error) = std::fs::remove_dir_all(&staging) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, path = %staging.display(), "cannot remove old C-GET staging files");
+            }
+        }
         let (wake, wake_receiver) = crossbeam_channel::bounded(WAITING_BATCHES_MAX);
         Ok(Some(Cluster {
             inner: Arc::new(Inner {
@@ -198,6 +207,7 @@ impl Cluster {
                 wake,
                 wake_receiver: Mutex::new(Some(wake_receiver)),
                 publisher: Mutex::new(None),
+                staging,
                 lookup: Mutex::new(None),
             }),
         }))

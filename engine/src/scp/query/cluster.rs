@@ -27,9 +27,8 @@ const FORWARD_POLL: Duration = Duration::from_millis(20);
 
 /// Cluster mode: the instances of `query` other nodes hold (and this one
 /// does not, `local`) are moved by them to the same destination (C-MOVE),
-/// or counted failed and named (C-GET: its instances must come on the
-/// requester's association, which is not built across nodes). `None`
-/// without cluster mode.
+/// or fetched from them to be sent from here on the requester's
+/// association (C-GET). `None` without cluster mode.
 pub(super) fn forward(
     shared: &ServerShared,
     kind: &RetrieveKind,
@@ -68,10 +67,21 @@ impl QueryRetrieve {
             return;
         };
         match forward.poll() {
-            Some(done) => {
+            Some(mut done) => {
                 op.forward = None;
+                op.staging = done.staging.take();
                 op.retrieve.remote_done(done);
-                self.maybe_finish(core, conns, serial);
+                // A C-GET's association idle while the others' instances
+                // were fetched sends them now.
+                let idle = self
+                    .lanes
+                    .get(&serial)
+                    .is_some_and(|lane| lane.transfer.is_none() && lane.next.is_none());
+                if idle {
+                    self.lane_next(core, conns, serial);
+                } else {
+                    self.maybe_finish(core, conns, serial);
+                }
             }
             None => {
                 if let Err(error) = core.timer(FORWARD_POLL, tag(TagKind::FindStep, serial)) {

@@ -441,6 +441,7 @@ impl QueryRetrieve {
             started: Instant::now(),
             bytes_sent: 0,
             forward: None,
+            staging: None,
         };
         if let Some(forward) = forward {
             op.retrieve.expect_remote();

@@ -77,10 +77,12 @@ impl Retrieve {
         self.remote_waiting = true;
     }
 
-    /// The other nodes' outcome, added to this node's counts.
+    /// The other nodes' outcome, added to this node's counts; the
+    /// instances they staged (C-GET) are queued to be sent from here.
     pub(crate) fn remote_done(&mut self, remote: crate::cluster::Forwarded) {
         assert!(self.remote_waiting, "a remote outcome nobody waited for");
         self.remote_waiting = false;
+        self.queue.extend(remote.staged);
         self.completed += remote.completed;
         self.warning += remote.warning;
         self.failed += remote.failed;
@@ -243,6 +245,7 @@ mod tests {
             failed: 2,
             failed_uids: vec!["9.1".into(), "9.2".into()],
             reason: Some("node-3: connection refused".into()),
+            ..crate::cluster::Forwarded::default()
         });
         assert!(op.is_finished());
         let (status, counts, failed, comment) = op.final_answer();

@@ -343,6 +343,21 @@ fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
     }
 }
 
+/// DCMTK `getscu` of `studies` through `port`, the instances stored under
+/// `dir`; its log.
+fn getscu(port: u16, studies: &[&String], dir: &Path) -> String {
+    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
+    let output = Command::new(dcmtk("getscu"))
+        .args(["-v", "-S", "-aec", AE, "-od"])
+        .arg(dir)
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
 /// DCMTK `movescu` of `studies` through `port` to `STORESCP`; its log.
 fn movescu(port: u16, studies: &[&String]) -> String {
     let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
@@ -357,7 +372,7 @@ fn movescu(port: u16, studies: &[&String]) -> String {
 }
 
 #[test]
-fn every_node_moves_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
+fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
     let destination = tempfile::tempdir().unwrap();
     let storescp_port = free_port();
     let _storescp = ChildGuard::new(
@@ -389,6 +404,30 @@ fn every_node_moves_every_instance_whichever_node_holds_it_and_counts_a_dead_hol
             node.log()
         );
         let arrived = wait_received(destination.path(), spread.rows.len());
+        assert_eq!(arrived.len(), spread.rows.len(), "{}: {log}", node.name);
+        for row in &spread.rows {
+            let bytes = arrived
+                .get(&row.sop)
+                .unwrap_or_else(|| panic!("{} did not arrive", row.sop));
+            assert!(
+                dataset(bytes) == dataset(&sent(&row.sop)),
+                "{} arrived changed",
+                row.sop
+            );
+        }
+    }
+    // C-GET on every node: every instance comes back on the requester's
+    // association, byte-exact, whichever node holds it.
+    for node in &spread.nodes {
+        let got = tempfile::tempdir().unwrap();
+        let log = getscu(node.port, &study_list, got.path());
+        assert!(
+            log.contains("Received C-GET Response (Success)"),
+            "{}: {log}\n{}",
+            node.name,
+            node.log()
+        );
+        let arrived = received(got.path());
         assert_eq!(arrived.len(), spread.rows.len(), "{}: {log}", node.name);
         for row in &spread.rows {
             let bytes = arrived
@@ -446,6 +485,29 @@ fn every_node_moves_every_instance_whichever_node_holds_it_and_counts_a_dead_hol
         .map(|row| row.sop.clone())
         .collect();
     assert_eq!(arrived.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    // The same with C-GET.
+    let got = tempfile::tempdir().unwrap();
+    let log = getscu(spread.nodes[0].port, &study_list, got.path());
+    assert!(
+        log.contains("SubOperationsCompleteOneOrMoreFailures"),
+        "{log}"
+    );
+    let answered = spread.nodes[0]
+        .log()
+        .lines()
+        .rfind(|line| line.contains("retrieve answered"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        answered.contains("operation=Get")
+            && answered.contains(&format!("completed={}", expected.len()))
+            && answered.contains(&format!("failed={}", lost.len())),
+        "{answered}"
+    );
+    assert_eq!(
+        received(got.path()).into_keys().collect::<BTreeSet<_>>(),
+        expected
+    );
 }
 
 /// Storage Commitment on node-1 for instances received by every node:
