@@ -1,8 +1,9 @@
 //! The Q/R service's hooks into cluster mode (`crate::cluster`), kept here
-//! so the local path stays readable: a C-MOVE's instances held by other
-//! nodes are moved by them ([`forward`]), and the service polls for their
-//! outcome ([`QueryRetrieve::forward_poll`]) on the C-FIND step's timer.
-//! C-FIND's cluster source is in `find` (`Source::Cluster`).
+//! so the local path stays readable: a C-MOVE's or C-GET's instances held
+//! by other nodes are moved by them or fetched from them ([`forward`]), and
+//! the service polls for the outcome ([`QueryRetrieve::forward_poll`]) on
+//! the C-FIND step's timer. C-FIND's cluster source is in `find`
+//! (`Source::Cluster`).
 
 use std::collections::HashSet;
 use std::time::Duration;
