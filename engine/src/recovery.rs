@@ -44,14 +44,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sluice_index::{
-    Disposition, FileId, InDoubtEntry, Index, IndexError, NewInstance, StoreRequest, Triplet,
-    WriteOp, WriteOutcome,
+    Disposition, FileId, InDoubtEntry, Index, IndexError, Location, NewInstance, RecordPlace,
+    StoreRequest, Triplet, WriteOp, WriteOutcome,
 };
 
 mod reindex;
+mod segments;
 
 use crate::escape::Escaped;
-use crate::store::check::{check_file, READ_CHUNK_BYTES};
+use crate::store::check::{check_file, check_record, READ_CHUNK_BYTES};
 use crate::store::layout::{Area, Layout};
 use crate::store::walk::{for_each_indexed_file, walk_files, IndexedFile};
 
@@ -68,9 +69,10 @@ pub struct DamagedEntry {
     pub triplet: Triplet,
     /// The quarantine entry's id, when the entry is a quarantined duplicate.
     pub quarantine_id: Option<u64>,
-    /// Where its file should be.
+    /// Where its file should be (for a segment record: its segment's file).
     pub path: PathBuf,
-    /// The size the index records.
+    /// The size the index records (for a segment record: the end of the
+    /// record, which the segment must reach).
     pub expected_bytes: u64,
     /// The size found; `None` when the file is missing.
     pub actual_bytes: Option<u64>,
@@ -111,6 +113,15 @@ pub struct RecoveryReport {
     pub wrong_size: Vec<DamagedEntry>,
     /// All index entries whose file has the wrong size.
     pub wrong_size_total: u64,
+    /// Open segments (file not sealed in the index, or with no row)
+    /// scanned, cut and sealed (`recovery/segments.rs`).
+    pub segments_recovered: u64,
+    /// Valid records found past an open segment's indexed end (their commit
+    /// lost in the crash), indexed again.
+    pub segment_records_reindexed: u64,
+    /// Bytes truncated off open segments (torn or stale records, and the
+    /// unused preallocation).
+    pub segment_bytes_cut: u64,
     /// How long recovery took.
     pub elapsed: Duration,
 }
@@ -125,6 +136,7 @@ impl RecoveryReport {
             + self.in_doubt_removed
             + self.reindexed
             + self.misplaced_moved
+            + self.segment_records_reindexed
             > 0
     }
 
@@ -183,6 +195,17 @@ impl fmt::Display for RecoveryReport {
                 ", {} misplaced {} moved into place",
                 self.misplaced_moved,
                 plural(self.misplaced_moved, "file", "files"),
+            )?;
+        }
+        if self.segments_recovered > 0 {
+            write!(
+                formatter,
+                ", {} open {} sealed: {} {} indexed again, {} bytes cut",
+                self.segments_recovered,
+                plural(self.segments_recovered, "segment", "segments"),
+                self.segment_records_reindexed,
+                plural(self.segment_records_reindexed, "record", "records"),
+                self.segment_bytes_cut,
             )?;
         }
         write!(formatter, " ({:.3} s)", self.elapsed.as_secs_f64())
@@ -371,6 +394,16 @@ fn settle_in_doubt(
             // No entry names the file any more: only the mark goes.
             _ => continue,
         };
+        if let Location::Record(record_place) = index.read()?.location(file_id)? {
+            let kept = settle_record(layout, record_place, &triplet, &record, &mut buffer)?;
+            if kept {
+                report.in_doubt_kept += 1;
+            } else {
+                ops.push(undo);
+                report.in_doubt_removed += 1;
+            }
+            continue;
+        }
         let place = layout.area_path(area, file_id);
         let other = match area {
             Area::Objects => Area::Quarantine,
@@ -433,6 +466,48 @@ fn settle_in_doubt(
     ops.push(WriteOp::ClearInDoubt(cleared));
     execute_in_batches(index, ops)?;
     Ok(())
+}
+
+/// An entry committed in doubt whose file id is a segment record: kept when
+/// the record is whole and valid and holds the entry's instance (its flush
+/// may have happened; it is flushed again here, as the process may have
+/// stopped before its round), else its entry is to be removed (`false`):
+/// never acknowledged, and the record's place becomes dead bytes (nothing
+/// is moved: the segment is the record's only home).
+fn settle_record(
+    layout: &Layout,
+    place: RecordPlace,
+    triplet: &Triplet,
+    record: &sluice_index::InstanceRecord,
+    buffer: &mut [u8],
+) -> Result<bool, RecoveryError> {
+    let path = layout.segment_path(place.segment);
+    match check_record(&path, place.offset, triplet, record, buffer) {
+        None => {
+            std::fs::File::open(&path)
+                .and_then(|file| file.sync_data())
+                .map_err(io_error("flush", &path))?;
+            tracing::info!(
+                sop = %Escaped(&triplet.sop_instance_uid),
+                path = %path.display(),
+                offset = place.offset,
+                "recovery: entry committed in doubt; its record is whole and valid, kept"
+            );
+            Ok(true)
+        }
+        Some(problem) => {
+            tracing::warn!(
+                study = %Escaped(&triplet.study_instance_uid),
+                series = %Escaped(&triplet.series_instance_uid),
+                sop = %Escaped(&triplet.sop_instance_uid),
+                path = %path.display(),
+                offset = place.offset,
+                ?problem,
+                "recovery: entry committed in doubt, its record is missing or not whole (never acknowledged): entry removed"
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// Operations per batch recovery submits: well under the writer's batch
@@ -547,6 +622,10 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
     // 0. Entries committed in doubt: settled first, while their files may
     //    still be in tmp/.
     settle_in_doubt(layout, index, &mut report)?;
+
+    // 0b. Open segments: records past the indexed end indexed again, the
+    //     torn tail cut, every segment sealed (ingest never reopens one).
+    segments::recover_segments(layout, index, &mut report)?;
 
     // 1. Files being received when the process stopped were never
     //    acknowledged: remove them (the per-core directories stay).
@@ -688,33 +767,60 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
     sync_dirs(&dirs_to_sync)?;
 
     // 3. Every index entry must have its file, of the recorded size.
+    //    A record's segment must reach past the record's end (verify reads
+    //    the records themselves); its place is looked up only when the
+    //    index knows any segment.
+    let has_segments = !index.read()?.segments()?.is_empty();
     let mut stat_error = None;
     for_each_indexed_file(index, |file| {
         report.entries_checked += 1;
-        let path = file.path(layout);
-        let expected_bytes = file.record.file_size_bytes;
-        let mut other_area_path = None;
-        let actual_bytes = match std::fs::metadata(&path) {
-            Ok(metadata) if metadata.len() == expected_bytes => return Ok(()),
-            Ok(metadata) => Some(metadata.len()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                match move_from_other_area(layout, &file, &path) {
-                    Ok(Misplaced::Moved) => {
-                        report.misplaced_moved += 1;
-                        return Ok(());
-                    }
-                    Ok(Misplaced::Left(other)) => other_area_path = Some(other),
-                    Ok(Misplaced::Absent) => {}
+        let location = if has_segments {
+            index.read()?.location(file.record.file_id)?
+        } else {
+            Location::File
+        };
+        let (path, expected_bytes, actual_bytes, other_area_path) = match location {
+            Location::Record(place) => {
+                let path = layout.segment_path(place.segment);
+                let actual_bytes = match std::fs::metadata(&path) {
+                    Ok(metadata) if metadata.len() >= place.end() => return Ok(()),
+                    Ok(metadata) => Some(metadata.len()),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
                     Err(error) => {
-                        stat_error.get_or_insert(error);
+                        stat_error.get_or_insert(io_error("read", &path)(error));
                         return Ok(());
                     }
-                }
-                None
+                };
+                (path, place.end(), actual_bytes, None)
             }
-            Err(error) => {
-                stat_error.get_or_insert(io_error("read", &path)(error));
-                return Ok(());
+            Location::File => {
+                let path = file.path(layout);
+                let expected_bytes = file.record.file_size_bytes;
+                let mut other_area_path = None;
+                let actual_bytes = match std::fs::metadata(&path) {
+                    Ok(metadata) if metadata.len() == expected_bytes => return Ok(()),
+                    Ok(metadata) => Some(metadata.len()),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                        match move_from_other_area(layout, &file, &path) {
+                            Ok(Misplaced::Moved) => {
+                                report.misplaced_moved += 1;
+                                return Ok(());
+                            }
+                            Ok(Misplaced::Left(other)) => other_area_path = Some(other),
+                            Ok(Misplaced::Absent) => {}
+                            Err(error) => {
+                                stat_error.get_or_insert(error);
+                                return Ok(());
+                            }
+                        }
+                        None
+                    }
+                    Err(error) => {
+                        stat_error.get_or_insert(io_error("read", &path)(error));
+                        return Ok(());
+                    }
+                };
+                (path, expected_bytes, actual_bytes, other_area_path)
             }
         };
         let triplet = &file.triplet;

@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use sluice_index::{InstanceRecord, StudyQuery, Triplet};
+use sluice_index::{FileId, InstanceRecord, Location, StudyQuery, Triplet};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -145,14 +145,32 @@ pub(crate) fn ls(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where the bytes of `file_id` are, as the commands print it: its file's
+/// path, or for a segment record the segment's path, the segment's id, the
+/// record's offset and length.
+pub(crate) fn place_of(layout: &Layout, area: Area, file_id: FileId, location: Location) -> String {
+    match location {
+        Location::File => layout.area_path(area, file_id).display().to_string(),
+        Location::Record(place) => format!(
+            "{} (segment {:016x}, record at offset {}, {} bytes)",
+            layout.segment_path(place.segment).display(),
+            place.segment,
+            place.offset,
+            place.length
+        ),
+    }
+}
+
 /// Writes the `Key: value` lines of one instance record (shared by `show`
-/// and `quarantine show`).
+/// and `quarantine show`); `location` is where its bytes are (a file of
+/// `area`, or a segment record).
 pub(crate) fn write_record(
     output: &mut dyn Write,
     layout: &Layout,
     area: Area,
     triplet: &Triplet,
     record: &InstanceRecord,
+    location: Location,
 ) -> std::io::Result<()> {
     let lines: [(&str, String); 13] = [
         ("SOP Instance UID", triplet.sop_instance_uid.clone()),
@@ -162,8 +180,11 @@ pub(crate) fn write_record(
         ("Transfer Syntax UID", record.transfer_syntax_uid.clone()),
         ("Instance Number", number_or_dash(record.instance_number)),
         (
-            "File",
-            layout.area_path(area, record.file_id).display().to_string(),
+            match location {
+                Location::File => "File",
+                Location::Record(_) => "Record",
+            },
+            place_of(layout, area, record.file_id, location),
         ),
         ("File id", format!("{:032x}", record.file_id.0)),
         ("File size", format!("{} bytes", record.file_size_bytes)),
@@ -191,12 +212,15 @@ pub(crate) fn show(
     sop: &str,
     output: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
-    let entry = {
+    let (entry, location) = {
         let txn = store.index.read().map_err(store.index_error())?;
-        txn.instance_by_sop(sop).map_err(store.index_error())?
-    };
-    let Some(entry) = entry else {
-        return Err(store.not_found(format!("no instance with SOP Instance UID {sop}")));
+        let Some(entry) = txn.instance_by_sop(sop).map_err(store.index_error())? else {
+            return Err(store.not_found(format!("no instance with SOP Instance UID {sop}")));
+        };
+        let location = txn
+            .location(entry.record.file_id)
+            .map_err(store.index_error())?;
+        (entry, location)
     };
     write_record(
         output,
@@ -204,6 +228,7 @@ pub(crate) fn show(
         Area::Objects,
         &entry.triplet,
         &entry.record,
+        location,
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -239,6 +264,7 @@ pub(crate) fn stats(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCod
         ("quarantine", layout.quarantine_dir()),
         ("tmp", layout.tmp_dir()),
         ("orphans", layout.orphans_dir()),
+        ("segments", layout.segments_dir()),
         ("index", layout.index_dir()),
     ] {
         let usage = disk_usage(&dir).map_err(CliError::io("read", &dir))?;
@@ -249,7 +275,57 @@ pub(crate) fn stats(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCod
         ]);
     }
     table.write(output)?;
+    segment_stats(store, output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice stats`' segment table (the segments layout): every segment the
+/// index knows, from its `SegmentState`, with its file's size. Dead bytes
+/// are what no entry names: below the indexed end of an open segment (its
+/// tail is still being appended to), anywhere in a sealed one (replaced,
+/// purged or never-indexed records, a failed write's place, the unused
+/// end), which compaction (not built) is to reclaim.
+fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliError> {
+    let segments = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        txn.segments().map_err(store.index_error())?
+    };
+    if segments.is_empty() {
+        return Ok(());
+    }
+    writeln!(output)?;
+    writeln!(output, "segments {}", store.layout.segments_dir().display())?;
+    let mut table = Table::new(&[
+        "SEGMENT",
+        "STATE",
+        "SIZE",
+        "LIVE BYTES",
+        "LIVE RECORDS",
+        "DEAD BYTES",
+    ]);
+    for (segment, state) in segments {
+        let path = store.layout.segment_path(segment);
+        let size = match std::fs::metadata(&path) {
+            Ok(metadata) => Some(metadata.len()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(CliError::io("read", &path)(error)),
+        };
+        let used = if state.sealed {
+            size.unwrap_or(state.indexed_end)
+        } else {
+            state.indexed_end
+        };
+        table.push(vec![
+            format!("{segment:016x}"),
+            if state.sealed { "sealed" } else { "open" }.to_owned(),
+            size.map_or_else(|| "missing".to_owned(), |size| size.to_string()),
+            state.live_bytes.to_string(),
+            state.live_records.to_string(),
+            used.saturating_sub(state.live_bytes).to_string(),
+        ]);
+    }
+    table.write(output)?;
+    Ok(())
 }
 
 /// A writer that hashes what goes through it (XXH3-64, the record

@@ -7,7 +7,11 @@
 //! deleted: its file moves to `orphans/<id>.dcm`, named by its file id, for
 //! the operator to review and delete by hand. Purge deletes the entry and its
 //! file: that is what the operator asked for, and the command says what it
-//! deleted.
+//! deleted. A segment record (docs/design/segments.md) moves nowhere: a
+//! quarantined record is checked (`check_record`) and released where it is
+//! (the index keeps its place), a replaced or purged record becomes dead
+//! bytes of its segment (the index drops it from the segment's live bytes
+//! and records); nothing in a segment is ever unlinked.
 //!
 //! Crash safety of release: the file is first hard-linked to its new name in
 //! `objects/` (directory synced), then the index commits, then the old
@@ -20,12 +24,15 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use sluice_index::{QuarantineEntry, QuarantineReason, Released, WriteOp, WriteOutcome};
+use sluice_index::{
+    FileId, Location, QuarantineEntry, QuarantineReason, Released, WriteOp, WriteOutcome,
+};
 
-use super::browse::write_record;
+use super::browse::{place_of, write_record};
 use super::format::{or_dash, rfc3339_utc, Table};
 use super::{CliError, OpenStore, StoreArgs, LISTING_LIMIT_DEFAULT};
 use crate::escape::Escaped;
+use crate::store::check::{check_record, READ_CHUNK_BYTES};
 use crate::store::layout::Area;
 
 /// The `quarantine` subcommands.
@@ -131,6 +138,12 @@ fn entry(store: &OpenStore, id: u64) -> Result<QuarantineEntry, CliError> {
         .ok_or_else(|| store.not_found(format!("no quarantine entry with id {id}")))
 }
 
+/// Where the bytes of `file_id` are: a file, or a segment record.
+fn location_of(store: &OpenStore, file_id: FileId) -> Result<Location, CliError> {
+    let txn = store.index.read().map_err(store.index_error())?;
+    txn.location(file_id).map_err(store.index_error())
+}
+
 fn list(store: &OpenStore, limit: usize, output: &mut dyn Write) -> Result<ExitCode, CliError> {
     let listing = {
         let txn = store.index.read().map_err(store.index_error())?;
@@ -179,10 +192,24 @@ fn list(store: &OpenStore, limit: usize, output: &mut dyn Write) -> Result<ExitC
 
 fn show(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
     let entry = entry(store, id)?;
-    let stored = {
+    let (location, stored) = {
         let txn = store.index.read().map_err(store.index_error())?;
-        txn.instance_by_sop(&entry.instance.triplet.sop_instance_uid)
+        let location = txn
+            .location(entry.instance.record.file_id)
+            .map_err(store.index_error())?;
+        let stored = match txn
+            .instance_by_sop(&entry.instance.triplet.sop_instance_uid)
             .map_err(store.index_error())?
+        {
+            Some(stored) => {
+                let at = txn
+                    .location(stored.record.file_id)
+                    .map_err(store.index_error())?;
+                Some((stored, at))
+            }
+            None => None,
+        };
+        (location, stored)
     };
     writeln!(output, "{:<20} {}", "Quarantine id:", entry.id)?;
     writeln!(output, "{:<20} {}", "Reason:", reason_long(&entry.reason))?;
@@ -192,15 +219,16 @@ fn show(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, 
         Area::Quarantine,
         &entry.instance.triplet,
         &entry.instance.record,
+        location,
     )?;
     let comparison = match stored {
         None => "none: no instance holds this SOP Instance UID now".to_owned(),
-        Some(stored) => {
+        Some((stored, at)) => {
             let same_data = stored.record.checksum == entry.instance.record.checksum
                 && stored.record.dataset_size_bytes() == entry.instance.record.dataset_size_bytes();
             format!(
                 "{} (received {} from {}); data set {}",
-                store.layout.object_path(stored.record.file_id).display(),
+                place_of(&store.layout, Area::Objects, stored.record.file_id, at),
                 rfc3339_utc(stored.record.received_at_unix_ns),
                 or_dash(&stored.record.calling_ae_title),
                 if same_data { "identical" } else { "differs" },
@@ -246,8 +274,11 @@ fn single_outcome(
     }
 }
 
-fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
-    let entry = entry(store, id)?;
+/// Links a quarantined file to its object name before the release commits
+/// (until the index commits, the file is reachable under its quarantine
+/// name; after, under its object name; never neither); whether the link was
+/// made now (not left by an interrupted release).
+fn link_for_release(store: &OpenStore, entry: &QuarantineEntry) -> Result<bool, CliError> {
     let layout = &store.layout;
     let file_id = entry.instance.record.file_id;
     let quarantine_path = layout.quarantine_path(file_id);
@@ -265,8 +296,6 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
     }
     let object_dir = parent(&object_path);
     std::fs::create_dir_all(object_dir).map_err(CliError::io("create", object_dir))?;
-    // Link first: until the index commits, the file is reachable under its
-    // quarantine name; after, under its object name. Never neither.
     let linked_now = match std::fs::hard_link(&quarantine_path, &object_path) {
         Ok(()) => true,
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -286,6 +315,65 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
         Err(error) => return Err(CliError::io("link", &object_path)(error)),
     };
     sync_dir(object_dir)?;
+    Ok(linked_now)
+}
+
+/// A quarantined record is released where it is (the index keeps its place
+/// through the release): it is checked first, so a damaged record is never
+/// made the stored instance.
+fn check_record_for_release(
+    store: &OpenStore,
+    entry: &QuarantineEntry,
+    place: sluice_index::RecordPlace,
+) -> Result<(), CliError> {
+    let path = store.layout.segment_path(place.segment);
+    let mut buffer = vec![0u8; READ_CHUNK_BYTES];
+    match check_record(
+        &path,
+        place.offset,
+        &entry.instance.triplet,
+        &entry.instance.record,
+        &mut buffer,
+    ) {
+        None => Ok(()),
+        Some(problem) => Err(CliError::BadArgument(format!(
+            "quarantined record at offset {} of segment {:016x} ({}) is not whole and valid \
+             ({problem:?}); not releasing a damaged record (inspect it, or purge the entry)",
+            place.offset,
+            place.segment,
+            path.display()
+        ))),
+    }
+}
+
+fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let entry = entry(store, id)?;
+    let layout = &store.layout;
+    let file_id = entry.instance.record.file_id;
+    let quarantine_path = layout.quarantine_path(file_id);
+    let object_path = layout.object_path(file_id);
+    // Where the entry's bytes are, and the stored instance's (a record the
+    // release replaces becomes dead bytes, nothing to move): read before
+    // the release, which forgets a replaced record's place.
+    let (location, stored) = {
+        let txn = store.index.read().map_err(store.index_error())?;
+        let location = txn.location(file_id).map_err(store.index_error())?;
+        let stored = match txn
+            .file_id_of_sop(&entry.instance.triplet.sop_instance_uid)
+            .map_err(store.index_error())?
+        {
+            Some(stored) => Some((stored, txn.location(stored).map_err(store.index_error())?)),
+            None => None,
+        };
+        (location, stored)
+    };
+    let linked_now = match location {
+        Location::File => link_for_release(store, &entry)?,
+        Location::Record(place) => {
+            check_record_for_release(store, &entry, place)?;
+            false
+        }
+    };
     let outcome = single_outcome(store, "the release", WriteOp::ReleaseQuarantine(id));
     let released: Released = match outcome {
         Ok(WriteOutcome::Released(Some(released))) => released,
@@ -306,15 +394,36 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
             };
         }
     };
-    std::fs::remove_file(&quarantine_path).map_err(CliError::io("remove", &quarantine_path))?;
-    sync_dir(parent(&quarantine_path))?;
+    if location == Location::File {
+        std::fs::remove_file(&quarantine_path).map_err(CliError::io("remove", &quarantine_path))?;
+        sync_dir(parent(&quarantine_path))?;
+    }
     let sop = Escaped(&released.instance.triplet.sop_instance_uid);
     writeln!(
         output,
         "released quarantine entry {id}: SOP Instance UID {sop} is now stored as {}",
-        object_path.display()
+        place_of(layout, Area::Objects, file_id, location)
     )?;
     if let Some(replaced) = released.replaced {
+        let replaced_location = stored
+            .filter(|(stored, _)| *stored == replaced.file_id)
+            .map_or(Location::File, |(_, at)| at);
+        if let Location::Record(place) = replaced_location {
+            writeln!(
+                output,
+                "the instance it replaced (received {} from {}) is dead bytes of its record \
+                 at {}; nothing to delete (compaction reclaims segment space)",
+                rfc3339_utc(replaced.received_at_unix_ns),
+                Escaped(or_dash(&replaced.calling_ae_title)),
+                place_of(
+                    layout,
+                    Area::Objects,
+                    replaced.file_id,
+                    Location::Record(place)
+                )
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let replaced_path = layout.object_path(replaced.file_id);
         let orphan_path = layout.orphan_path(replaced.file_id);
         let orphans_dir = layout.orphans_dir();
@@ -346,6 +455,8 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
 }
 
 fn purge(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    // Read before the purge, which forgets a record's place.
+    let location = location_of(store, entry(store, id)?.instance.record.file_id)?;
     let purged = match single_outcome(store, "the purge", WriteOp::PurgeQuarantine(id))? {
         WriteOutcome::Purged(Some(entry)) => entry,
         WriteOutcome::Purged(None) => {
@@ -358,16 +469,28 @@ fn purge(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode,
             })
         }
     };
-    let path = store.layout.quarantine_path(purged.instance.record.file_id);
-    let deleted = match std::fs::remove_file(&path) {
-        Ok(()) => {
-            sync_dir(parent(&path))?;
-            format!("deleted {}", path.display())
+    let file_id = purged.instance.record.file_id;
+    let deleted = match location {
+        // A record in a segment is never unlinked: its bytes are dead until
+        // compaction copies the live records out (the purge dropped them
+        // from the segment's live bytes and records).
+        Location::Record(_) => format!(
+            "its record {} is now dead bytes (compaction reclaims segment space)",
+            place_of(&store.layout, Area::Quarantine, file_id, location)
+        ),
+        Location::File => {
+            let path = store.layout.quarantine_path(file_id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    sync_dir(parent(&path))?;
+                    format!("deleted {}", path.display())
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    format!("its file {} was already gone", path.display())
+                }
+                Err(error) => return Err(CliError::io("remove", &path)(error)),
+            }
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            format!("its file {} was already gone", path.display())
-        }
-        Err(error) => return Err(CliError::io("remove", &path)(error)),
     };
     writeln!(
         output,

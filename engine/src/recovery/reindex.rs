@@ -4,9 +4,10 @@
 //! its next flush, so a crash can take entries of answered instances. Their
 //! files say what the entry said: the seal (length and checksum) proves the
 //! file complete, and the same head scan and checks as at ingest give the
-//! entry (`crate::store::instance_from_head`).
+//! entry (`crate::store::instance_from_head`). A segment record's Part 10
+//! bytes are read back the same way (`recovery/segments.rs`).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
@@ -28,14 +29,33 @@ const HEADER_READ_BYTES_MAX: u64 = 64 * 1024;
 /// ingest path would have refused.
 pub(crate) fn instance_of_file(path: &Path, file_id: FileId) -> Result<NewInstance, String> {
     let io = |what: &'static str| move |error: std::io::Error| format!("cannot {what}: {error}");
-    let mut file = std::fs::File::open(path).map_err(io("open it"))?;
+    let file = std::fs::File::open(path).map_err(io("open it"))?;
     let metadata = file.metadata().map_err(io("read its metadata"))?;
-    let file_bytes = metadata.len();
+    let received_at_unix_ns = metadata
+        .modified()
+        .ok()
+        .and_then(|modified| modified.duration_since(UNIX_EPOCH).ok())
+        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    instance_of_part10(file, metadata.len(), file_id, received_at_unix_ns)
+}
+
+/// The entry the ingest path made for the sealed Part 10 file of
+/// `file_bytes` bytes that `source` reads from its start (a file, or a
+/// segment record's payload), named `file_id` and received at
+/// `received_at_unix_ns`; `Err` with the reason as for
+/// [`instance_of_file`].
+pub(crate) fn instance_of_part10(
+    mut source: impl Read,
+    file_bytes: u64,
+    file_id: FileId,
+    received_at_unix_ns: u64,
+) -> Result<NewInstance, String> {
     let mut head = Vec::new();
-    (&mut file)
+    (&mut source)
         .take(HEADER_READ_BYTES_MAX.min(file_bytes))
         .read_to_end(&mut head)
-        .map_err(io("read its header"))?;
+        .map_err(|error| format!("cannot read its header: {error}"))?;
     let header = read_header(&head)?;
     let seal = header
         .seal
@@ -52,20 +72,26 @@ pub(crate) fn instance_of_file(path: &Path, file_id: FileId) -> Result<NewInstan
     let mut scanner = DatasetScanner::for_transfer_syntax(&header.transfer_syntax_uid)
         .map_err(|error| format!("transfer syntax {}: {error}", header.transfer_syntax_uid))?;
     let mut hasher = DatasetHasher::new();
-    file.seek(SeekFrom::Start(header.header_bytes))
-        .map_err(io("seek to its data set"))?;
+    // The data set's first bytes came with the header's read.
+    let mut feed = |chunk: &[u8]| {
+        hasher.update(chunk);
+        // A structure error is kept by the scanner; `check_store` reports it.
+        let _ = scanner.feed(chunk);
+    };
+    let first = usize::try_from(header.header_bytes)
+        .ok()
+        .and_then(|start| head.get(start..))
+        .ok_or("the header runs past the bytes read")?;
+    feed(first);
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     loop {
-        let read = match file.read(&mut buffer) {
+        let read = match source.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(format!("cannot read its data set: {error}")),
         };
-        let chunk = buffer.get(..read).unwrap_or_default();
-        hasher.update(chunk);
-        // A structure error is kept by the scanner; `check_store` reports it.
-        let _ = scanner.feed(chunk);
+        feed(buffer.get(..read).unwrap_or_default());
     }
     if hasher.finish() != seal.checksum {
         return Err("incomplete: its data set does not match its seal".into());
@@ -84,12 +110,6 @@ pub(crate) fn instance_of_file(path: &Path, file_id: FileId) -> Result<NewInstan
         },
     )
     .map_err(|rejection| format!("refused as at ingest: {rejection}"))?;
-    let received_at_unix_ns = metadata
-        .modified()
-        .ok()
-        .and_then(|modified| modified.duration_since(UNIX_EPOCH).ok())
-        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
     Ok(instance_from_head(
         &head,
         &header.sop_instance_uid,

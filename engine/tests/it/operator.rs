@@ -689,7 +689,7 @@ fn export_instance_copies_exactly_and_refuses_to_overwrite() {
 }
 
 /// Runs the real `sluice` binary; returns (exit status, stdout, stderr).
-fn sluice_binary(args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) fn sluice_binary(args: &[&str]) -> (Option<i32>, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .env("RUST_LOG", "off")
