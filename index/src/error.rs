@@ -221,6 +221,13 @@ pub enum InvalidInput {
         /// The segment.
         segment: u64,
     },
+    /// A relocation's file id is referenced by no entry, or its location is
+    /// not the one the relocation moves it from (changed meanwhile).
+    #[error("file id {file_id:#x} is not referenced at the location the relocation expects")]
+    LocationChanged {
+        /// The file id.
+        file_id: u128,
+    },
     /// The record's offsets are inconsistent (data set offset past the end).
     #[error("data set offset {dataset_offset_bytes} is past the file size {file_size_bytes}")]
     BadOffsets {

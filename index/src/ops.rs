@@ -139,6 +139,23 @@ pub enum WriteOp {
         /// Why it is held in quarantine; `None`: it is not kept.
         hold: Option<QuarantineReason>,
     },
+    /// The bytes of the entry naming `file_id` moved (`sluice migrate`
+    /// between layouts): its location becomes `to`. Refused
+    /// ([`InvalidInput::LocationChanged`]) unless an entry (stored or
+    /// quarantined) names the file id and its location is `from`, so an
+    /// entry replaced, purged or moved since the caller read it is never
+    /// pointed at bytes it does not own. A record left (`from`) becomes dead
+    /// bytes in its segment, a record taken (`to`) becomes live in its
+    /// segment (as a store naming it would). Repeating it once applied is
+    /// refused the same way (the location is no longer `from`).
+    Relocate {
+        /// The file id whose bytes moved.
+        file_id: FileId,
+        /// Where the caller read them to be.
+        from: Location,
+        /// Where they are now (already durable there).
+        to: Location,
+    },
     /// This segment is sealed (full, or a write or flush in it failed):
     /// recovery no longer scans it. Idempotent.
     SealSegment(u64),
@@ -262,6 +279,8 @@ pub enum WriteOutcome {
         /// The quarantine entry now holding the instance, when held.
         quarantine_id: Option<u64>,
     },
+    /// For [`WriteOp::Relocate`]: the location now recorded.
+    Relocated(Location),
     /// For [`WriteOp::SealSegment`].
     SegmentSealed,
     /// For [`WriteOp::SegmentUploaded`] and [`WriteOp::SegmentEvicted`]:

@@ -108,6 +108,50 @@ impl<'t, 'e> Apply<'t, 'e> {
         self.put_segment_state(place.segment, &state)
     }
 
+    /// Moves the location of the bytes `file_id` names from `from` to `to`
+    /// ([`WriteOp::Relocate`]).
+    pub(super) fn relocate(
+        &mut self,
+        file_id: FileId,
+        from: Location,
+        to: Location,
+    ) -> Result<ItemResult, IndexError> {
+        let referenced = self
+            .tables
+            .file_ids
+            .get(self.txn, &file_id_key(file_id))
+            .map_err(self.lmdb("get file id"))?
+            .is_some();
+        let current = match self.record_of(file_id)? {
+            None => Location::File,
+            Some(place) => Location::Record(place),
+        };
+        if !referenced || current != from {
+            return Ok(Err(InvalidInput::LocationChanged { file_id: file_id.0 }));
+        }
+        if from == to {
+            return Ok(Ok(WriteOutcome::Relocated(to)));
+        }
+        self.forget_record(file_id)?;
+        if let Location::Record(place) = to {
+            self.put(
+                self.tables.locations,
+                &file_id_key(file_id),
+                &place.encode(),
+                "put location",
+            )?;
+            let mut state = self.segment_state(place.segment)?;
+            if place.end() > state.indexed_end {
+                state.indexed_end = place.end();
+                state.indexed_last = place.offset;
+            }
+            state.live_bytes = state.live_bytes.saturating_add(place.length);
+            state.live_records += 1;
+            self.put_segment_state(place.segment, &state)?;
+        }
+        Ok(Ok(WriteOutcome::Relocated(to)))
+    }
+
     fn segment_object(&self, segment: u64) -> Result<Option<SegmentObject>, IndexError> {
         self.tables
             .segment_objects

@@ -300,6 +300,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             }
             WriteOp::Demote { instance, hold } => self.demote(instance, hold.clone()),
             WriteOp::ReleaseQuarantine(id) => self.release(*id),
+            WriteOp::Relocate { file_id, from, to } => self.relocate(*file_id, *from, *to),
             WriteOp::SealSegment(segment) => {
                 self.seal_segment(*segment)?;
                 Ok(Ok(WriteOutcome::SegmentSealed))

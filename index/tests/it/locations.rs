@@ -300,3 +300,69 @@ fn a_sealed_segment_is_recorded_uploaded_then_evicted() {
     // The record's place is untouched by its segment's eviction.
     assert_eq!(location(&index, 1), Location::Record(place(3, 0)));
 }
+
+#[test]
+fn a_relocation_moves_the_place_and_counts_and_refuses_a_changed_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    run(
+        &index,
+        vec![WriteOp::Store(StoreRequest::new(instance(
+            "1.2.3",
+            "1.2.3.4",
+            "1.2.3.4.1",
+            1,
+            1,
+        )))],
+    );
+    // File to record: the place is recorded and counted live.
+    let to = Location::Record(place(9, 0));
+    let moved = run(
+        &index,
+        vec![WriteOp::Relocate {
+            file_id: FileId(1),
+            from: Location::File,
+            to,
+        }],
+    );
+    assert_eq!(moved, vec![WriteOutcome::Relocated(to)]);
+    assert_eq!(location(&index, 1), to);
+    assert_eq!(segment(&index, 9), live(1, 1));
+    // Repeated (the caller's view is stale): refused, nothing changes.
+    let again = index
+        .writer()
+        .execute(vec![WriteOp::Relocate {
+            file_id: FileId(1),
+            from: Location::File,
+            to: Location::Record(place(9, 1)),
+        }])
+        .expect("batch");
+    assert!(matches!(
+        again[0],
+        Err(sluice_index::InvalidInput::LocationChanged { file_id: 1 })
+    ));
+    assert_eq!(location(&index, 1), to);
+    // A file id no entry names: refused.
+    let unknown = index
+        .writer()
+        .execute(vec![WriteOp::Relocate {
+            file_id: FileId(77),
+            from: Location::File,
+            to,
+        }])
+        .expect("batch");
+    assert!(unknown[0].is_err());
+    // Record back to file: the place goes, the record is dead.
+    run(
+        &index,
+        vec![WriteOp::Relocate {
+            file_id: FileId(1),
+            from: to,
+            to: Location::File,
+        }],
+    );
+    assert_eq!(location(&index, 1), Location::File);
+    let state = segment(&index, 9);
+    assert_eq!((state.live_records, state.live_bytes), (0, 0));
+    assert_eq!(state.indexed_end, RECORD);
+}
