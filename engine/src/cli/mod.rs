@@ -31,6 +31,7 @@ mod commitments;
 mod flagged;
 mod format;
 mod media;
+mod migrate;
 pub mod qr;
 mod quarantine;
 mod verify;
@@ -49,6 +50,7 @@ use crate::store::layout::Layout;
 
 pub use commitments::CommitmentsCommand;
 pub use media::MediaCommand;
+pub use migrate::Target as MigrateTarget;
 pub use quarantine::QuarantineCommand;
 
 /// Where a command finds its store: the same `--config` and `--data-dir` as
@@ -61,7 +63,7 @@ pub struct StoreArgs {
     #[arg(long = "config", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
     /// The data directory [default: the configuration's, else ./sluice-data].
-    #[arg(long = "data-dir", value_name = "DIR")]
+    #[arg(long = "data-dir", visible_alias = "data", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -165,6 +167,28 @@ pub enum OperatorCommand {
     /// import a File-set or a directory of Part 10 files.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Convert the store between the storage layouts, offline.
+    ///
+    /// Takes the data directory's lock (refused while `sluice serve`
+    /// runs). Every stored instance not in the target layout is read,
+    /// checked against the index (a damaged one is reported and left as it
+    /// is), written in the target layout and flushed, then the index
+    /// switched batch by batch, then the old copy removed. Quarantine stays
+    /// files in the segments layout. Interrupted, it is run again to
+    /// finish. Exits 0 only when everything was migrated; the
+    /// configuration's `storage.layout` is the operator's to change.
+    Migrate {
+        /// The layout to convert to.
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+        /// Instances switched in the index per transaction (at least 1).
+        #[arg(long, default_value_t = migrate::BATCH_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Cluster mode: the nodes as the shared catalogue sees them.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -465,5 +489,18 @@ pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode,
         } => browse::export_instance(&store.open()?, &sop_instance_uid, &path, force, output),
         OperatorCommand::Media(command) => media::run(command, output),
         OperatorCommand::Cluster(command) => cluster::run(command, output),
+        OperatorCommand::Migrate { to, batch, store } => {
+            let config = match &store.config_file {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            let settings = migrate::Settings {
+                target: to,
+                batch: listing_limit(batch),
+                segment_bytes: u64::from(config.storage.segment_size_mib) << 20,
+                record_max: config.storage.segment_record_max,
+            };
+            migrate::migrate(&store.open_for_writing("sluice migrate")?, settings, output)
+        }
     }
 }

@@ -240,7 +240,7 @@ fn show(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, 
 }
 
 /// Makes a directory's entries durable (a rename or link into it).
-fn sync_dir(dir: &Path) -> Result<(), CliError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), CliError> {
     std::fs::File::open(dir)
         .and_then(|file| file.sync_all())
         .map_err(CliError::io("sync directory", dir))

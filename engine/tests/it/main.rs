@@ -16,6 +16,7 @@ mod injection;
 mod large;
 mod lock;
 mod media;
+mod migrate;
 mod monitoring;
 mod objects;
 mod operator;

@@ -29,7 +29,7 @@ const SEGMENTS: [&str; 6] = [
 ];
 
 /// A data directory that outlives the servers started on it.
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let shared = tempfile::tempdir().unwrap();
     let data = shared.path().join("data");
     (shared, data)
@@ -37,11 +37,11 @@ fn data_dir() -> (tempfile::TempDir, PathBuf) {
 
 /// `sluice serve` (io_uring) on `data` with `args` (its log in a
 /// directory of its own).
-fn serve_on(data: &Path, args: &[&str]) -> Served {
+pub(crate) fn serve_on(data: &Path, args: &[&str]) -> Served {
     Served::start_in(tempfile::tempdir().unwrap(), data.to_owned(), "uring", args)
 }
 
-fn storescu(port: u16, files: &[PathBuf]) {
+pub(crate) fn storescu(port: u16, files: &[PathBuf]) {
     let output = run(
         Command::new(dcmtk("storescu"))
             .args([
@@ -59,7 +59,7 @@ fn storescu(port: u16, files: &[PathBuf]) {
 }
 
 /// Stores `files` on one pynetdicom association; its output.
-fn pynetdicom_store(port: u16, files: &[PathBuf]) -> String {
+pub(crate) fn pynetdicom_store(port: u16, files: &[PathBuf]) -> String {
     let output = run(
         Command::new(python())
             .arg(scripts_dir().join("pynetdicom_scu.py"))
@@ -72,7 +72,7 @@ fn pynetdicom_store(port: u16, files: &[PathBuf]) -> String {
 
 /// Stops the server as an operator does (SIGTERM: it drains and clears
 /// its in-doubt marks), waits for it to exit, and returns its log.
-fn terminate(served: Served) -> String {
+pub(crate) fn terminate(served: Served) -> String {
     let pid = served.pid().to_string();
     let output = run(Command::new("kill").args(["-TERM", &pid]), TIMEOUT);
     assert!(output.status.success(), "kill: {output:?}");
@@ -104,7 +104,7 @@ fn store_of(data: &Path) -> Store {
     Store::open(config).unwrap()
 }
 
-fn sop_of(file: &Path) -> String {
+pub(crate) fn sop_of(file: &Path) -> String {
     part10_meta_value(&std::fs::read(file).unwrap(), 0x0002, 0x0003)
 }
 
