@@ -1,6 +1,7 @@
 //! The operator commands of the `sluice` binary: `ls`, `show`, `quarantine`,
-//! `flagged`, `commitments`, `verify`, `stats`, `export-instance`, and
-//! `media export` / `media import` (`media`).
+//! `flagged`, `commitments`, `verify`, `stats`, `export-instance`,
+//! `migrate` (between the storage layouts, offline), and `media export` /
+//! `media import` (`media`).
 //!
 //! What this module owns: the clap declaration of those commands
 //! ([`OperatorCommand`]), how a command finds its store (`--data-dir`,
@@ -11,7 +12,7 @@
 //! Running beside a server: LMDB lets several processes read one index at
 //! once, so every reading command works while `sluice serve` runs on the
 //! same data directory and sees the last committed state. The writing
-//! commands (`quarantine release`, `quarantine purge`) take the data
+//! commands (`quarantine release`, `quarantine purge`, `migrate`) take the data
 //! directory's lock (`crate::lock`), as `sluice serve` does: while a server
 //! runs they are refused with its process id, and a server does not start
 //! while one of them runs. (They move files the server's ingest and
