@@ -177,7 +177,7 @@ fn a_store_migrates_to_segments_and_back_byte_exact() {
     let (code, stdout, _) = migrate(&data, "segments", "7");
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
-        stdout.contains(&format!("migrated 0 of 0 instances to segments")),
+        stdout.contains("migrated 0 of 0 instances to segments"),
         "{stdout}"
     );
     assert!(
