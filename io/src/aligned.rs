@@ -59,6 +59,14 @@ impl AlignedBuf {
         self.len
     }
 
+    /// Shortens the buffer to `len` rounded up to [`DIRECT_IO_ALIGN`] (never
+    /// longer than it is): a buffer filled to less than its length is
+    /// written as its padded part only.
+    pub fn truncate(&mut self, len: usize) {
+        let len = len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
+        self.len = self.len.min(len);
+    }
+
     /// Whether empty (made with length 0).
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -80,7 +88,13 @@ mod tests {
             buf.as_mut_slice().fill(7);
             // Moved, the bytes stay where they were.
             let address = buf.as_slice().as_ptr();
-            let moved = Box::new(buf);
+            let mut moved = Box::new(buf);
+            assert_eq!(moved.as_slice().as_ptr(), address);
+            moved.truncate(len / 2);
+            assert_eq!(
+                moved.len(),
+                (len / 2).div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN
+            );
             assert_eq!(moved.as_slice().as_ptr(), address);
         }
     }

@@ -313,9 +313,10 @@ config_options! {
         /// How instances are laid out on disk: `"files"`, one Part 10 file
         /// per instance, or `"segments"`, records appended to per-core
         /// preallocated segment files (fewer files, one flush per batch).
-        /// A data directory keeps the layout it was written in.
-        /// `"segments"` is not served yet: `sluice serve` refuses to start
-        /// with it (docs/design/segments.md).
+        /// A data directory keeps the layout it was written in. On
+        /// `"segments"`, duplicates held in quarantine and instances above
+        /// `segment_record_max` are still stored as files
+        /// (docs/design/segments.md).
         layout: StorageLayout = StorageLayout::Files,
             kind EnumKind::<StorageLayout>::new(), flag "storage-layout";
 
@@ -325,6 +326,15 @@ config_options! {
         /// never written again.
         segment_size_mib: u32 = 1024,
             kind IntKind::<u32>::new(1, 1 << 20), flag "segment-size-mib";
+
+        /// The largest instance stored as a record (layout `"segments"`):
+        /// an instance is held in memory until it is whole, then written
+        /// in one write; one whose Part 10 bytes pass this bound while
+        /// arriving is written to a file instead (what it held so far
+        /// first), so memory stays bounded by the instances in flight times
+        /// this bound. Never more than a segment holds.
+        segment_record_max: u64 = 64 * MIB,
+            kind ByteSizeKind::<u64>::new(0, TIB), flag "segment-record-max";
 
         /// What to do with an instance whose Study, Series and SOP Instance
         /// UIDs are all already stored.

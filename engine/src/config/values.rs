@@ -505,8 +505,8 @@ config_enum! {
         /// One Part 10 file per instance under `objects/` and `quarantine/`.
         Files = "files",
         /// Records appended to per-core preallocated segment files under
-        /// `segments/`. Not yet served: a server configured with it refuses
-        /// to start (docs/design/segments.md, "State").
+        /// `segments/` (quarantined duplicates and instances above
+        /// `segment_record_max` stay files; docs/design/segments.md).
         Segments = "segments",
     }
 }

@@ -110,6 +110,10 @@ pub(crate) enum Failure {
         /// Why.
         source: Arc<std::io::Error>,
     },
+    /// The core's segment could not be created (layout `segments`: A700,
+    /// A711 when the disk is full).
+    #[error("cannot create a segment: {0}")]
+    Segment(Arc<std::io::Error>),
     /// The rename into the area could not be submitted (A700).
     #[error("cannot submit rename: {0}")]
     RenameSubmit(SubmitError),
@@ -189,9 +193,9 @@ impl Failure {
             | Failure::Rename(error)
             | Failure::Fsync(error)
             | Failure::OpenDirectory(error) => is_no_space(error.errno),
-            Failure::TemporaryDirectory(source) | Failure::CreateDirectory { source, .. } => {
-                source.raw_os_error().is_some_and(is_no_space)
-            }
+            Failure::TemporaryDirectory(source)
+            | Failure::CreateDirectory { source, .. }
+            | Failure::Segment(source) => source.raw_os_error().is_some_and(is_no_space),
             Failure::IndexCommit(error) => matches!(
                 error,
                 IndexError::MapFull { .. } | IndexError::DiskFull { .. }
@@ -218,6 +222,7 @@ impl Failure {
             | Failure::SyncSubmit(_)
             | Failure::Fsync(_)
             | Failure::CreateDirectory { .. }
+            | Failure::Segment(_)
             | Failure::OpenDirectorySubmit(_)
             | Failure::OpenDirectory(_)
             | Failure::DirectorySyncSubmit(_) => true,
@@ -268,6 +273,7 @@ impl Failure {
             | Failure::Open(_)
             | Failure::Write(_)
             | Failure::CreateDirectory { .. }
+            | Failure::Segment(_)
             | Failure::RenameSubmit(_)
             | Failure::Rename(_)
             | Failure::SyncSubmit(_)

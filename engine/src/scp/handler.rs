@@ -804,6 +804,9 @@ impl Handler for CoreHandler {
                 (Some(TagKind::DirSync), round) => {
                     self.ingest.dir_synced(core, RoundId(round), result);
                 }
+                (Some(TagKind::SegmentSync), round) => {
+                    self.ingest.segment_synced(core, RoundId(round), result);
+                }
                 (kind, value) => panic!("a sync of kind {kind:?} ({value}) that no core submits"),
             },
             Event::Renamed { tag, result } => match split(tag) {

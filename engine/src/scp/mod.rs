@@ -219,14 +219,6 @@ impl Server {
     /// Starts the SCP with extra options.
     pub fn start_with(store: &Store, options: ServeOptions) -> Result<Server, ServeError> {
         let config = store.config();
-        if config.storage.layout == crate::config::StorageLayout::Segments {
-            // The segment format, its writer and its recovery scan exist
-            // (`store::segment`); the ingest path, the readers and start-up
-            // recovery do not use them yet (docs/design/segments.md, "State").
-            return Err(ServeError::Config(
-                "storage.layout = \"segments\" is not served yet (docs/design/segments.md, \"State\"); use \"files\"".into(),
-            ));
-        }
         // One server per data directory: taken before anything is touched
         // (recovery under a running server would remove its files).
         let data_lock = DataDirectoryLock::acquire(store.layout().root(), "sluice serve")?;
@@ -290,6 +282,15 @@ impl Server {
         let (audit, audit_thread) = crate::audit::Audit::start(config, store)
             .map_err(|error| ServeError::Config(format!("audit trail: {error}")))?;
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
+        // After start-up recovery (which sealed the previous run's open
+        // segments): every run starts new segments, past every id known.
+        let segment_ids = if config.storage.layout == crate::config::StorageLayout::Segments {
+            let ids = ingest::segments::SegmentIds::at_start(store)
+                .map_err(|error| ServeError::Config(format!("segments: {error}")))?;
+            Some(Arc::new(ids))
+        } else {
+            None
+        };
         let shared = Arc::new(ServerShared {
             store: store.clone(),
             policy,
@@ -298,6 +299,7 @@ impl Server {
             tls,
             tls_client,
             leniency: policy::leniency(config),
+            segment_ids,
             tracker: TrackerHandle::new(
                 usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
             ),

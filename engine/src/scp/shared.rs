@@ -56,6 +56,9 @@ pub(crate) struct ServerShared {
     pub(crate) cluster: Option<crate::cluster::Cluster>,
     /// The audit trail's queue (`[audit]`; a no-op when off).
     pub(crate) audit: crate::audit::Audit,
+    /// The segments layout's segment ids and epoch, shared by the cores
+    /// (`None` on the files layout).
+    pub(crate) segment_ids: Option<std::sync::Arc<super::ingest::segments::SegmentIds>>,
     /// Where each core says it has drained, at shutdown (`Server::drain`).
     pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
 }

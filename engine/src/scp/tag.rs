@@ -42,6 +42,8 @@ pub(crate) enum TagKind {
     RetrieveConnect = 17,
     /// The next epoch of retrieval's share of the core (value: 0).
     RetrieveShare = 18,
+    /// A segment's flush round (value: the round).
+    SegmentSync = 19,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -49,7 +51,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 18] = [
+const KINDS: [TagKind; 19] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -68,6 +70,7 @@ const KINDS: [TagKind; 18] = [
     TagKind::RetrieveRead,
     TagKind::RetrieveConnect,
     TagKind::RetrieveShare,
+    TagKind::SegmentSync,
 ];
 
 /// The tag of an operation of `kind` for `value`.

@@ -149,23 +149,79 @@ pub fn encode_record(
     uids: &RecordUids,
     payload: &[u8],
 ) -> Result<AlignedBuf, RecordError> {
-    let uid_fields = [&uids.study, &uids.series, &uids.sop];
-    if uid_fields.iter().any(|uid| uid.len() > UID_BYTES_MAX) {
+    let header_bytes = checked_header_bytes(uids)?;
+    let mut buf = AlignedBuf::zeroed(header_bytes + payload.len());
+    let out = buf.as_mut_slice();
+    out[header_bytes..header_bytes + payload.len()].copy_from_slice(payload);
+    write_header(out, header_bytes, epoch, uids, payload.len());
+    Ok(buf)
+}
+
+/// Where the ingest path puts an instance's Part 10 bytes in its buffer
+/// while they arrive: the header's room before them, as long as the
+/// longest header ([`encode_in_place`] moves them to their place).
+pub const PAYLOAD_ROOM: usize = HEADER_BYTES_MAX;
+
+/// Encodes a record in the buffer that holds its `payload_bytes` Part 10
+/// bytes at [`PAYLOAD_ROOM`]: they move to just after the header (one
+/// `memmove` within the buffer), the header is written before them, the
+/// padding zeroed, and the buffer shortened to the record's padded length.
+/// Fails only for UIDs over 64 bytes.
+pub fn encode_in_place(
+    buf: &mut AlignedBuf,
+    payload_bytes: usize,
+    epoch: u64,
+    uids: &RecordUids,
+) -> Result<u64, RecordError> {
+    let header_bytes = checked_header_bytes(uids)?;
+    let record_bytes = padded((header_bytes + payload_bytes) as u64);
+    assert!(
+        PAYLOAD_ROOM + payload_bytes <= buf.len(),
+        "the payload lies within the buffer"
+    );
+    let out = buf.as_mut_slice();
+    out.copy_within(PAYLOAD_ROOM..PAYLOAD_ROOM + payload_bytes, header_bytes);
+    // Within the buffer: header_bytes <= PAYLOAD_ROOM.
+    let end = (record_bytes as usize).min(out.len());
+    out[header_bytes + payload_bytes..end].fill(0);
+    write_header(out, header_bytes, epoch, uids, payload_bytes);
+    buf.truncate(record_bytes as usize);
+    Ok(record_bytes)
+}
+
+/// The header length of a record of these UIDs, refused over 64 bytes.
+fn checked_header_bytes(uids: &RecordUids) -> Result<usize, RecordError> {
+    if [&uids.study, &uids.series, &uids.sop]
+        .iter()
+        .any(|uid| uid.len() > UID_BYTES_MAX)
+    {
         return Err(RecordError::Length("UID over 64 bytes"));
     }
     // At most HEADER_BYTES_MAX (the UIDs' lengths were checked above).
-    let header_bytes = header_bytes_of(&uids.study, &uids.series, &uids.sop) as usize;
-    let mut buf = AlignedBuf::zeroed(header_bytes + payload.len());
-    let out = buf.as_mut_slice();
+    Ok(header_bytes_of(&uids.study, &uids.series, &uids.sop) as usize)
+}
+
+/// Writes the header of the record whose `payload_bytes` Part 10 bytes
+/// follow it in `out` (UIDs checked by [`checked_header_bytes`]).
+fn write_header(
+    out: &mut [u8],
+    header_bytes: usize,
+    epoch: u64,
+    uids: &RecordUids,
+    payload_bytes: usize,
+) {
+    let payload_checksum = xxh3_64(&out[header_bytes..header_bytes + payload_bytes]);
+    out[..HEADER_FIXED_BYTES].fill(0);
     out[0..8].copy_from_slice(&RECORD_MAGIC);
     out[8..10].copy_from_slice(&RECORD_FORMAT_VERSION.to_le_bytes());
     // Bounded by HEADER_BYTES_MAX (256).
     out[10..12].copy_from_slice(&(header_bytes as u16).to_le_bytes());
     out[16..24].copy_from_slice(&epoch.to_le_bytes());
-    out[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    out[32..40].copy_from_slice(&xxh3_64(payload).to_le_bytes());
+    out[24..32].copy_from_slice(&(payload_bytes as u64).to_le_bytes());
+    out[32..40].copy_from_slice(&payload_checksum.to_le_bytes());
+    let uid_fields = [&uids.study, &uids.series, &uids.sop];
     for (at, uid) in uid_fields.iter().enumerate() {
-        // Bounded by UID_BYTES_MAX above.
+        // Bounded by UID_BYTES_MAX.
         out[40 + at] = uid.len() as u8;
     }
     let mut at = HEADER_FIXED_BYTES;
@@ -175,8 +231,6 @@ pub fn encode_record(
     }
     let checksum = header_checksum(&out[..header_bytes]);
     out[56..64].copy_from_slice(&checksum.to_le_bytes());
-    out[header_bytes..header_bytes + payload.len()].copy_from_slice(payload);
-    Ok(buf)
 }
 
 /// The length of the header of a record holding these UIDs: where the

@@ -351,27 +351,3 @@ fn answered_instances_whose_commit_was_lost_are_indexed_again_from_their_seals()
     assert_eq!(orphans, 0, "nothing goes to orphans/");
     server.shutdown(Duration::from_secs(10)).unwrap();
 }
-
-/// `storage.layout = "segments"` is accepted by the configuration but not
-/// served yet (docs/design/segments.md, "State"): the server refuses to
-/// start with an error that says so, and nothing is written for it.
-#[test]
-fn the_segments_layout_is_refused_at_start_until_it_is_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut config = config(&data, free_port(), "auto");
-    assert_eq!(
-        config.storage.layout,
-        sluice_engine::config::StorageLayout::Files,
-        "files stays the default"
-    );
-    config.storage.layout = sluice_engine::config::StorageLayout::Segments;
-    let store = Store::open(config).unwrap();
-    let Err(error) = Server::start(&store) else {
-        panic!("a server started on the segments layout")
-    };
-    let message = error.to_string();
-    assert!(message.contains("storage.layout"), "{message}");
-    assert!(message.contains("segments.md"), "{message}");
-    assert!(!data.join("segments").exists());
-}

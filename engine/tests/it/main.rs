@@ -24,6 +24,7 @@ mod qrscu;
 mod query;
 mod real_files;
 mod recovery;
+mod segment_ingest;
 mod segment_operator;
 mod segment_reads;
 mod segment_recovery;

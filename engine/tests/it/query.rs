@@ -76,7 +76,7 @@ pub(crate) fn corpus_with(dir: &Path, bulk: usize, bulk_bytes: Option<usize>) ->
 /// Stores `instances` into the server on `port`, each in the transfer
 /// syntax it is written in (pynetdicom sends files as they are), and
 /// checks every one was answered success.
-fn store_instances(port: u16, instances: &[Instance]) {
+pub(crate) fn store_instances(port: u16, instances: &[Instance]) {
     for batch in instances.chunks(200) {
         let mut args = vec![port.to_string(), AE.into(), "LOADER".into(), "store".into()];
         args.extend(batch.iter().map(|i| i.file.to_string_lossy().into_owned()));
@@ -122,7 +122,7 @@ fn qr_scu(args: &[&str]) -> PeerOutput {
 
 /// Every response identifier of a DCMTK `findscu` run (as JSON text, one
 /// object per answer), and its log.
-fn findscu(port: u16, args: &[&str]) -> (Vec<String>, String) {
+pub(crate) fn findscu(port: u16, args: &[&str]) -> (Vec<String>, String) {
     let out = tempfile::tempdir().unwrap();
     let output = run(
         Command::new(dcmtk("findscu"))
@@ -169,7 +169,7 @@ fn count_with(answers: &[String], fragment: &str) -> usize {
 }
 
 /// A DCMTK storescp on a free port, storing under `dir`.
-fn storescp(ae: &str, dir: &Path) -> (ChildGuard, u16) {
+pub(crate) fn storescp(ae: &str, dir: &Path) -> (ChildGuard, u16) {
     let port = free_port();
     let child = Command::new(dcmtk("storescp"))
         .env("TCP_NODELAY", "1")
@@ -209,7 +209,7 @@ fn wait_listening(port: u16) {
 }
 
 /// Every Part 10 file under `dir`, by SOP Instance UID.
-fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut found = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -231,7 +231,7 @@ fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Waits until `dir` holds `count` Part 10 files.
-fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let found = received(dir);
@@ -244,7 +244,7 @@ fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
 
 /// Asserts that each of `instances` arrived with its data set byte for
 /// byte as stored.
-fn assert_same_data_sets(instances: &[&Instance], arrived: &BTreeMap<String, Vec<u8>>) {
+pub(crate) fn assert_same_data_sets(instances: &[&Instance], arrived: &BTreeMap<String, Vec<u8>>) {
     for instance in instances {
         let bytes = arrived
             .get(&instance.sop)

@@ -3,8 +3,8 @@
 //! `fdatasync` of a segment makes durable every record whose write
 //! completed before it began (docs/design/segments.md, "Group commit").
 //! Both are the same structure over a different target: [`DirSyncRounds`]
-//! keys it by the directory; the segments layout's flush rounds will key it
-//! by the segment id (not wired yet: docs/design/segments.md, "State").
+//! keys it by the directory; the segments layout's flush rounds key it by
+//! the segment id (`super::segments`).
 //!
 //! A target has at most one round in flight. A job that joins (renamed into
 //! the directory, its record written to the segment) joins the round about

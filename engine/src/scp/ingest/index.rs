@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use sluice_index::{Batch, FileId, IndexWriter, NewInstance, SubmitError, WriteOp, WriteOutcome};
+use sluice_index::{
+    Batch, FileId, IndexWriter, Location, NewInstance, SubmitError, WriteOp, WriteOutcome,
+};
 use sluice_io::{Core, TimerId};
 
 use super::batcher::{self, BatchKind, Batcher, IndexAnswer, Queued, IN_DOUBT_CLEAR_DELAY};
@@ -99,14 +101,34 @@ impl IndexSide {
         queued
     }
 
-    /// The operation storing an instance.
+    /// The operation storing an instance whose bytes are at `location`.
     pub(super) fn store_op(
         &self,
         instance: NewInstance,
         in_doubt: bool,
         flagged: Option<Vec<u8>>,
+        location: Location,
     ) -> WriteOp {
-        self.batcher.store_op(instance, in_doubt, flagged)
+        let mut op = self.batcher.store_op(instance, in_doubt, flagged);
+        if let WriteOp::Store(request) = &mut op {
+            request.location = location;
+        }
+        op
+    }
+
+    /// A segment is sealed (full, or a write or flush in it failed) and no
+    /// job has a record in it any more: the index is told, so recovery no
+    /// longer scans it. A seal that does not commit costs a scan of the
+    /// segment at the next start, which finds its records indexed.
+    pub(super) fn submit_seal(&self, segment: u64) {
+        let batch = Batch::with_callback(vec![WriteOp::SealSegment(segment)], move |result| {
+            if let Err(error) = result {
+                tracing::warn!(segment, %error, "could not record a segment as sealed; start-up recovery will scan it");
+            }
+        });
+        if let Err(error) = self.writer.submit(batch) {
+            tracing::warn!(segment, %error, "could not record a segment as sealed; start-up recovery will scan it");
+        }
     }
 
     /// A batch of `ops` after the owed removals, answered to this core.

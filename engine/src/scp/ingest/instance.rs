@@ -88,6 +88,11 @@ pub(super) struct Instance {
     pub(super) warnings: StoreWarnings,
     /// In the shared in-doubt set.
     pub(super) in_doubt: bool,
+    /// Record mode: the Part 10 bytes so far (until the record is
+    /// written, or spilled to a file).
+    pub(super) record_buf: Option<super::segments::RecordBuf>,
+    /// Record mode: the record's place, once reserved.
+    pub(super) place: Option<sluice_index::RecordPlace>,
     /// Its claim on the free space (the floor's accounting).
     pub(super) reservation: Reservation,
     pub(super) timing: JobTiming,

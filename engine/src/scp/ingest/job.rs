@@ -94,6 +94,29 @@
 //! layout's two syncs complete and fail independently, and the spec must
 //! say what happens for each order.
 //!
+//! # Record mode (the segments layout)
+//!
+//! A job made by [`Job::new_record`] stores its instance as a record in the
+//! core's open segment (docs/design/segments.md). It differs in three
+//! places and keeps the rest of the order:
+//!
+//! - *Receiving*: the service copies each data fragment into the instance's
+//!   aligned buffer; the job takes no [`JobInput::Data`], issues no write
+//!   and holds no receive buffer. When the buffer would pass
+//!   `storage.segment_record_max`, or when the instance is bound for
+//!   quarantine (which stays files), the service writes what the buffer
+//!   holds to a temporary file ([`JobInput::Spill`]) and the job goes on as
+//!   a files-layout job from there.
+//! - *Whole and accepted*: one [`Step::WriteRecord`] (the seal applied in
+//!   the buffer, the record encoded and written with one `O_DIRECT` write
+//!   at the place the service reserved), and the entry queued beside it as
+//!   for a file. There is no [`Step::Place`] and no [`Step::SyncName`]: a
+//!   record is placed from the start and its name is the segment's, made
+//!   durable when the segment was created. Once the write completed,
+//!   [`Step::SyncData`] joins the segment's flush round.
+//! - *Failure*: a record has nothing to close and nothing to discard (its
+//!   place is dead bytes; an entry that committed is undone as for a file).
+//!
 //! The job does not count durability failures, log, or touch the in-doubt
 //! set: those are the service's, at the io completion that reports them.
 
@@ -136,16 +159,22 @@ pub(crate) enum Verdict {
 /// What happened to a job.
 #[derive(Debug)]
 pub(crate) enum JobInput {
-    /// A data-set fragment arrived: bytes to write next.
+    /// A data-set fragment arrived: bytes to write next (files only: a
+    /// record's bytes are copied by the service).
     Data(IoBuf),
+    /// Record mode, receiving: the bytes so far (the Part 10 header and the
+    /// data set's start) go to a temporary file whose open was just
+    /// submitted; the job goes on as a files-layout job, these bytes its
+    /// first write.
+    Spill(IoBuf),
     /// The receive buffer is consumed: write what is pending.
     Flush,
     /// The last fragment arrived.
     Complete(Verdict),
     /// The temporary file's open completed.
     Opened(Result<(), Failure>),
-    /// A [`Step::Write`] or [`Step::WriteSeal`] completed (or could not be
-    /// submitted).
+    /// A [`Step::Write`], [`Step::WriteSeal`] or [`Step::WriteRecord`]
+    /// completed (or could not be submitted).
     Written(Result<(), Failure>),
     /// [`Step::Place`] completed.
     Placed(Result<(), Failure>),
@@ -192,9 +221,17 @@ pub(crate) enum Step {
         /// The data set's length and checksum.
         seal: [u8; SEAL_BYTES],
     },
+    /// Record mode: apply the seal to the header in the instance's buffer,
+    /// encode the record and write it, in one write, at its reserved place
+    /// (completes as [`JobInput::Written`]).
+    WriteRecord {
+        /// The data set's length and checksum.
+        seal: [u8; SEAL_BYTES],
+    },
     /// Layout: move the written file into its area (files: the rename).
     Place,
-    /// Layout: make the data durable (files: `fdatasync`).
+    /// Layout: make the data durable (files: `fdatasync`; records: join
+    /// the segment's flush round).
     SyncData,
     /// Layout: make the name durable (files: join the directory's fsync
     /// round).
@@ -280,6 +317,10 @@ enum File {
     NotOpened,
     /// Closed and discarded after a failure.
     Discarded,
+    /// A record in the core's open segment: placed from the start, its
+    /// name durable with the segment's; nothing to close, and discarding it
+    /// is nothing on disk (its place is dead bytes).
+    Record,
 }
 
 /// The seal's write.
@@ -380,6 +421,29 @@ impl Job {
         }
     }
 
+    /// A record-mode job (the segments layout): its Part 10 header, of
+    /// `header_bytes` ending with the seal's placeholder, is the start of
+    /// the instance's buffer, which the service fills while receiving.
+    pub(crate) fn new_record(header_bytes: u64, commit: CommitOrder) -> Job {
+        assert!(
+            header_bytes >= SEAL_BYTES as u64,
+            "the header holds the seal"
+        );
+        Job {
+            phase: Phase::Receiving,
+            file: File::Record,
+            writes: Writes {
+                pending: Vec::new(),
+                offset: 0,
+                in_flight: 0,
+            },
+            seal: Seal::Unknown,
+            entry: Entry::Absent,
+            commit,
+            header_bytes,
+        }
+    }
+
     /// Takes one input; appends the steps to take, in order, to `steps`
     /// (the caller's buffer, reused between inputs so that taking an input
     /// allocates nothing).
@@ -387,6 +451,7 @@ impl Job {
         assert!(!self.is_done(), "input {input:?} for a finished job");
         match input {
             JobInput::Data(buf) => self.data(buf, steps),
+            JobInput::Spill(buf) => self.spill(buf),
             JobInput::Flush => self.flush(steps),
             JobInput::Complete(verdict) => self.complete(verdict, steps),
             JobInput::Opened(result) => self.opened(result, steps),
@@ -425,6 +490,12 @@ impl Job {
         ) && matches!(self.entry, Entry::Absent)
     }
 
+    /// Record mode: the instance's bytes are the service's buffer, to be
+    /// written as one record.
+    pub(crate) fn is_record(&self) -> bool {
+        self.file == File::Record
+    }
+
     /// Whether the entry is committed in doubt, beside the syncs.
     pub(crate) fn commit_order(&self) -> CommitOrder {
         self.commit
@@ -433,6 +504,11 @@ impl Job {
     // ----- receiving -----
 
     fn data(&mut self, buf: IoBuf, steps: &mut Steps) {
+        assert_ne!(
+            self.file,
+            File::Record,
+            "a record's bytes are copied by the service, never lent"
+        );
         match &self.phase {
             // A fragment of no bytes (an empty data set's last PDV) adds
             // nothing to write: the io layer refuses a write of no bytes.
@@ -446,6 +522,19 @@ impl Job {
             // Failed while receiving: the rest of the data set is dropped.
             Phase::Failed(Failing { whole: false, .. }) => {}
             other => panic!("data-set bytes in phase {other:?}"),
+        }
+    }
+
+    /// Record mode, receiving: the buffer went to a temporary file (its
+    /// open submitted); from here on a files-layout job.
+    fn spill(&mut self, buf: IoBuf) {
+        assert!(
+            matches!(self.phase, Phase::Receiving) && self.file == File::Record,
+            "a spill of a job not receiving a record: {self:?}"
+        );
+        self.file = File::Opening;
+        if !buf.is_empty() {
+            self.writes.pending.push(buf);
         }
     }
 
@@ -504,6 +593,19 @@ impl Job {
             Phase::Receiving => {
                 self.issue_writes(steps);
                 match verdict {
+                    Verdict::Accepted { seal } if self.file == File::Record => {
+                        // The record's one write, then the entry beside it
+                        // (after: the write's step is where the service
+                        // knows the record's place, which the entry names).
+                        self.phase = Phase::Writing;
+                        self.seal = Seal::Submitted;
+                        self.writes.in_flight += 1;
+                        steps.push(Step::WriteRecord { seal });
+                        if self.commit == CommitOrder::BesideSyncs {
+                            self.entry = Entry::Queued;
+                            steps.push(Step::QueueForIndex);
+                        }
+                    }
                     Verdict::Accepted { seal } => {
                         self.phase = Phase::Writing;
                         self.seal = Seal::Due(seal);
@@ -575,6 +677,16 @@ impl Job {
         }
         match &self.phase {
             Phase::Receiving => {}
+            // The record's one write: written, it joins the segment's flush;
+            // its name is the segment's, durable already.
+            Phase::Writing if self.file == File::Record => {
+                debug_assert_eq!(self.writes.in_flight, 0, "a record is one write");
+                self.phase = Phase::Syncing {
+                    data: Progress::InFlight,
+                    name: Progress::Done,
+                };
+                steps.push(Step::SyncData);
+            }
             Phase::Writing => {
                 self.write_seal(steps);
                 self.maybe_place(steps);
@@ -631,10 +743,16 @@ impl Job {
 
     fn data_synced(&mut self, result: Result<(), Failure>, steps: &mut Steps) {
         // The file is closed whatever the sync's outcome: it stays where it
-        // is until the answer (and is unlinked if the instance fails).
-        assert_eq!(self.file, File::Placed, "a data sync of a file not placed");
-        steps.push(Step::Close);
-        self.file = File::Closed;
+        // is until the answer (and is unlinked if the instance fails). A
+        // record has nothing to close.
+        match self.file {
+            File::Placed => {
+                steps.push(Step::Close);
+                self.file = File::Closed;
+            }
+            File::Record => {}
+            other => panic!("a data sync of a file {other:?}"),
+        }
         let data = match &mut self.phase {
             Phase::Syncing { data, .. } => data,
             Phase::Failed(failing) => &mut failing.data,
@@ -708,11 +826,13 @@ impl Job {
 
     fn succeed(&mut self, outcome: StoreOutcome, steps: &mut Steps) {
         debug_assert!(matches!(self.phase, Phase::Indexing));
-        debug_assert_eq!(self.file, File::Closed);
-        if matches!(
-            outcome.disposition(),
-            Some(Disposition::Dropped | Disposition::Rejected)
-        ) {
+        debug_assert!(matches!(self.file, File::Closed | File::Record));
+        if self.file == File::Closed
+            && matches!(
+                outcome.disposition(),
+                Some(Disposition::Dropped | Disposition::Rejected)
+            )
+        {
             // The index wrote nothing: the file is referenced by nothing.
             steps.push(Step::Discard { placed: true });
         }
@@ -829,6 +949,9 @@ impl Job {
             }
             File::Closed => steps.push(Step::Discard { placed: true }),
             File::NotOpened | File::Discarded => return,
+            // Nothing on disk to remove: its place (if it was written) is
+            // dead bytes in the segment.
+            File::Record => return,
             File::Opening | File::Placing => {
                 panic!("discarding a file whose {:?} is in flight", self.file)
             }

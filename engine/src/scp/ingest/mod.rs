@@ -23,6 +23,7 @@ mod index;
 mod instance;
 pub(crate) mod job;
 pub(crate) mod replies;
+pub(crate) mod segments;
 #[cfg(test)]
 mod sim;
 pub(crate) mod space;
@@ -48,6 +49,7 @@ pub(crate) use self::index::Reply;
 use self::instance::Instance;
 pub(crate) use self::instance::{Answered, StoreAnswer};
 use self::job::{Answer, CommitOrder, Job, JobInput, Step, Verdict};
+use self::segments::{RecordBuf, Segments};
 use self::space::FreeSpace;
 use super::failure::Failure;
 use super::shared::ServerShared;
@@ -114,6 +116,10 @@ pub(crate) struct Ingest {
     rounds: DirSyncRounds,
     files: Files,
     space: FreeSpace,
+    /// The segments layout's segments (`None` on the files layout).
+    segments: Option<Segments>,
+    /// The largest record (Part 10 bytes): a larger instance is a file.
+    record_max: u64,
     durability_failures: u32,
     answers: Vec<StoreAnswer>,
 }
@@ -138,7 +144,20 @@ impl Ingest {
         );
         let files = Files::new(shared.store.layout().clone());
         let space = FreeSpace::new(shared.store.config().storage.free_space_floor);
+        let storage = &shared.store.config().storage;
+        let segments = shared
+            .segment_ids
+            .clone()
+            .map(|ids| Segments::new(ids, shared.store.layout().clone(), storage.segment_size_mib));
+        // Bounded by what a segment holds (a record carries its header too).
+        let record_max = segments.as_ref().map_or(0, |segments| {
+            storage
+                .segment_record_max
+                .min(segments.record_bytes_max() - crate::store::segment::HEADER_BYTES_MAX as u64)
+        });
         Ingest {
+            segments,
+            record_max,
             ids: FileIdGenerator::new(u16::try_from(core_index).unwrap_or(u16::MAX)),
             shared,
             core_index,
@@ -242,14 +261,19 @@ impl Ingest {
         };
         self.next_job += 1;
         let key = JobKey(self.next_job);
-        if let Err(error) = core.open(
-            At::Cwd,
-            &tmp_path,
-            OpenOptions::create_new_write(),
-            tag(TagKind::Open, key.0),
-        ) {
-            self.space.finished(&self.shared.space, reservation, false);
-            return Err(Failure::OpenSubmit(error));
+        // The segments layout holds the bytes until the record is whole;
+        // the files layout opens the temporary file now.
+        let record = self.segments.is_some() && header.len() as u64 <= self.record_max;
+        if !record {
+            if let Err(error) = core.open(
+                At::Cwd,
+                &tmp_path,
+                OpenOptions::create_new_write(),
+                tag(TagKind::Open, key.0),
+            ) {
+                self.space.finished(&self.shared.space, reservation, false);
+                return Err(Failure::OpenSubmit(error));
+            }
         }
         // Replacing removes the stored instance's entry, which an undo
         // could not give back: under `replace` the entry waits for the syncs.
@@ -261,10 +285,18 @@ impl Ingest {
         let header_bytes = header.len() as u64;
         self.space
             .wrote(&self.shared.space, &mut reservation, header_bytes);
+        let (job, record_buf) = if record {
+            let buf = RecordBuf::new(&header);
+            (Job::new_record(header_bytes, commit), Some(buf))
+        } else {
+            (Job::new(header, commit), None)
+        };
         self.jobs.insert(
             key,
             Instance {
-                job: Job::new(header, commit),
+                job,
+                record_buf,
+                place: None,
                 serial: start.serial,
                 context_id: start.context_id,
                 rq: start.rq.clone(),
@@ -318,6 +350,21 @@ impl Ingest {
             &mut record.reservation,
             bytes.len() as u64,
         );
+        if let Some(buf) = record.record_buf.as_mut() {
+            if (buf.len() + bytes.len()) as u64 <= self.record_max {
+                // Copied: the receive buffer is not held.
+                buf.push(bytes);
+                return;
+            }
+            // Past the bound: a file from here on, what it held first.
+            self.spill(core, key);
+        }
+        let Some(record) = self.jobs.get_mut(&key) else {
+            panic!("job {key:?} gone while receiving");
+        };
+        if record.job.has_failed() {
+            return;
+        }
         let input = match slice {
             Some(slice) => JobInput::Data(slice),
             None => {
@@ -345,7 +392,82 @@ impl Ingest {
         } else {
             record.check(self.shared.leniency)
         };
+        if record.record_buf.is_some() && matches!(verdict, Verdict::Accepted { .. }) {
+            if let Err(failure) = self.reserve_record(core, key) {
+                self.count_durability_failure(&failure);
+                self.inputs.push_back((key, JobInput::Failed(failure)));
+                self.feed(core, key, JobInput::Complete(Verdict::Unchecked));
+                return;
+            }
+        }
         self.feed(core, key, JobInput::Complete(verdict));
+    }
+
+    /// A record job's data set is whole and accepted: a duplicate bound for
+    /// quarantine goes to a file (quarantine stays files,
+    /// docs/design/segments.md); else its place is reserved in the core's
+    /// segment.
+    fn reserve_record(&mut self, core: &mut Core, key: JobKey) -> Result<(), Failure> {
+        let Some(record) = self.jobs.get_mut(&key) else {
+            panic!("job {key:?} gone while completing");
+        };
+        let Some(instance) = record.instance.as_ref() else {
+            panic!("job {key:?} accepted without an entry");
+        };
+        let replacing = record.job.commit_order() == CommitOrder::AfterSyncs;
+        let area = Files::area_guess(
+            self.shared.store.index(),
+            &instance.triplet,
+            record.file_id,
+            replacing,
+        );
+        if area == Area::Quarantine {
+            self.spill(core, key);
+            return Ok(());
+        }
+        let triplet = &instance.triplet;
+        let uids = crate::store::segment::RecordUids {
+            study: triplet.study_instance_uid.clone(),
+            series: triplet.series_instance_uid.clone(),
+            sop: triplet.sop_instance_uid.clone(),
+        };
+        let Some(buf) = record.record_buf.as_ref() else {
+            panic!("a record job without its buffer");
+        };
+        let record_bytes = buf.record_bytes(&uids);
+        let Some(segments) = self.segments.as_mut() else {
+            panic!("a record job on the files layout");
+        };
+        let (place, retired) = segments.reserve(core, record_bytes)?;
+        record.place = Some(place);
+        for id in retired {
+            self.index.submit_seal(id);
+        }
+        Ok(())
+    }
+
+    /// A record job goes on as a files-layout job: its temporary file is
+    /// opened and what its buffer holds becomes the file's first write.
+    fn spill(&mut self, core: &mut Core, key: JobKey) {
+        let Some(record) = self.jobs.get_mut(&key) else {
+            panic!("job {key:?} gone while spilling");
+        };
+        let Some(buf) = record.record_buf.take() else {
+            panic!("a spill of job {key:?}, which holds no record");
+        };
+        let bytes = buf.to_vec();
+        drop(buf);
+        let input = match core.open(
+            At::Cwd,
+            &record.tmp_path,
+            OpenOptions::create_new_write(),
+            tag(TagKind::Open, key.0),
+        ) {
+            Ok(()) => JobInput::Spill(IoBuf::from(bytes)),
+            // Still a record job, failed: nothing was written.
+            Err(error) => JobInput::Failed(Failure::OpenSubmit(error)),
+        };
+        self.feed(core, key, input);
     }
 
     /// The association ended while this job's data set was arriving.
@@ -400,12 +522,18 @@ impl Ingest {
         let Some(record) = self.jobs.get(&key) else {
             panic!("a write of job {key:?}, which is gone (a job waits for its writes)");
         };
+        let had_failed = record.job.has_failed();
+        let record_place = record.place.filter(|_| record.job.is_record());
         let result = match result {
             Ok(_) => Ok(()),
             Err(error) => {
                 let failure = Failure::Write(error);
-                if !record.job.has_failed() {
+                if !had_failed {
                     self.count_durability_failure(&failure);
+                }
+                if let (Some(place), Some(segments)) = (record_place, self.segments.as_mut()) {
+                    tracing::error!(segment = place.segment, offset = place.offset, %error, "record write failed; the segment is sealed");
+                    segments.write_failed(place.segment);
                 }
                 Err(failure)
             }
@@ -587,18 +715,23 @@ impl Ingest {
             }
             // Kept for the next input (its capacity: no allocation).
             self.steps = steps;
-            self.remove_if_done(key);
+            self.remove_if_done(core, key);
         }
         self.pumping = false;
     }
 
-    fn remove_if_done(&mut self, key: JobKey) {
+    fn remove_if_done(&mut self, core: &mut Core, key: JobKey) {
         if self
             .jobs
             .get(&key)
             .is_some_and(|record| record.job.is_done())
         {
             if let Some(record) = self.jobs.remove(&key) {
+                if let (Some(place), Some(segments)) = (record.place, self.segments.as_mut()) {
+                    if let Some(sealed) = segments.job_finished(core, place.segment) {
+                        self.index.submit_seal(sealed);
+                    }
+                }
                 let whole = record.instance.is_some();
                 self.space
                     .finished(&self.shared.space, record.reservation, whole);
@@ -631,10 +764,37 @@ impl Ingest {
                         .push_back((key, JobInput::Written(Err(Failure::SealSubmit(error)))));
                 }
             }
+            Step::WriteRecord { seal } => {
+                if let Err(failure) = self.write_record(core, key, seal) {
+                    if let (Some(segments), Some(place)) =
+                        (self.segments.as_mut(), record_place(&self.jobs, key))
+                    {
+                        segments.write_failed(place.segment);
+                    }
+                    self.inputs
+                        .push_back((key, JobInput::Written(Err(failure))));
+                }
+            }
             Step::Place => {
                 if let Err(failure) = self.place(core, key) {
                     self.count_durability_failure(&failure);
                     self.inputs.push_back((key, JobInput::Placed(Err(failure))));
+                }
+            }
+            Step::SyncData if record.job.is_record() => {
+                let Some(place) = record.place else {
+                    panic!("a flush of job {key:?}, which has no record");
+                };
+                let Some(segments) = self.segments.as_mut() else {
+                    panic!("a record job on the files layout");
+                };
+                match segments.join(place.segment, key) {
+                    Ok(Some(start)) => self.start_flush(core, start),
+                    Ok(None) => {}
+                    // An earlier flush of the segment failed.
+                    Err(failure) => self
+                        .inputs
+                        .push_back((key, JobInput::DataSynced(Err(failure)))),
                 }
             }
             Step::SyncData => {
@@ -713,6 +873,112 @@ impl Ingest {
                 self.answers.push(record.answer(Answered::Failed(failure)));
             }
         }
+    }
+
+    /// A record job's one write: the seal applied in its buffer, the record
+    /// encoded in place, written at its reserved place on the core's ring
+    /// (`O_DIRECT` where the file system takes it).
+    fn write_record(
+        &mut self,
+        core: &mut Core,
+        key: JobKey,
+        seal: [u8; crate::store::part10::SEAL_BYTES],
+    ) -> Result<(), Failure> {
+        let Some(record) = self.jobs.get_mut(&key) else {
+            panic!("a record write of job {key:?}, which is gone");
+        };
+        let (Some(mut buf), Some(place), Some(instance)) = (
+            record.record_buf.take(),
+            record.place,
+            record.instance.as_ref(),
+        ) else {
+            panic!("a record write of job {key:?} without its buffer, place or entry");
+        };
+        let Some(segments) = self.segments.as_ref() else {
+            panic!("a record job on the files layout");
+        };
+        let seal_at = record.header_bytes as usize - seal.len();
+        buf.overwrite(seal_at, &seal);
+        let triplet = &instance.triplet;
+        let uids = crate::store::segment::RecordUids {
+            study: triplet.study_instance_uid.clone(),
+            series: triplet.series_instance_uid.clone(),
+            sop: triplet.sop_instance_uid.clone(),
+        };
+        let encoded = buf
+            .encode(segments.epoch(), &uids)
+            .map_err(|error| Failure::Segment(Arc::new(std::io::Error::other(error))))?;
+        debug_assert_eq!(encoded.len() as u64, place.length, "the reserved length");
+        let handle = segments.handle(place.segment);
+        core.write_at(
+            handle,
+            place.offset,
+            vec![IoBuf::from(encoded)],
+            tag(TagKind::Write, key.0),
+        )
+        .map_err(Failure::WriteSubmit)
+    }
+
+    /// Starts a segment's flush round.
+    fn start_flush(&mut self, core: &mut Core, start: RoundStart<u64>) {
+        let Some(segments) = self.segments.as_ref() else {
+            panic!("a flush round on the files layout");
+        };
+        let handle = segments.handle(start.target);
+        if let Err(error) = core.sync(
+            handle,
+            SyncKind::Data,
+            tag(TagKind::SegmentSync, start.round.0),
+        ) {
+            self.flush_ended(core, start.round, Err(Failure::SyncSubmit(error)));
+        }
+    }
+
+    /// A segment's flush completed.
+    pub(crate) fn segment_synced(
+        &mut self,
+        core: &mut Core,
+        round: RoundId,
+        result: Result<(), IoError>,
+    ) {
+        self.flush_ended(core, round, result.map_err(Failure::Fsync));
+    }
+
+    /// A segment's flush round ended: its records are durable, or they and
+    /// the next round's all fail and the segment is sealed.
+    fn flush_ended(&mut self, core: &mut Core, round: RoundId, result: Result<(), Failure>) {
+        let Some(segments) = self.segments.as_mut() else {
+            panic!("a flush round on the files layout");
+        };
+        let end = segments.round_ended(round, &result);
+        if let Some(next) = end.next {
+            self.start_flush(core, next);
+        }
+        match result {
+            Ok(()) => {
+                let now = Instant::now();
+                for key in end.jobs {
+                    if let Some(record) = self.jobs.get_mut(&key) {
+                        record.timing.file_synced = Some(now);
+                    }
+                    self.inputs.push_back((key, JobInput::DataSynced(Ok(()))));
+                }
+            }
+            Err(failure) => {
+                tracing::error!(
+                    segment = end.target,
+                    instances = end.jobs.len(),
+                    reason = %Escaped(&failure),
+                    "segment flush failed; its instances fail and the segment is sealed"
+                );
+                self.count_durability_failure(&failure);
+                for key in end.jobs {
+                    self.inputs
+                        .push_back((key, JobInput::DataSynced(Err(failure.clone()))));
+                }
+            }
+        }
+        self.pump(core);
     }
 
     /// Every byte written: the file moves into its area (the guess of
@@ -825,7 +1091,11 @@ impl Ingest {
                         };
                         record.timing.submitted = Some(now);
                         let flagged = record.flagged();
-                        ops.push(self.index.store_op(instance, in_doubt, flagged));
+                        let location = match record.place {
+                            Some(place) => sluice_index::Location::Record(place),
+                            None => sluice_index::Location::File,
+                        };
+                        ops.push(self.index.store_op(instance, in_doubt, flagged, location));
                         jobs.push(key);
                     }
                     // A job that failed while queued finishes.
@@ -833,7 +1103,7 @@ impl Ingest {
                 }
             }
             self.steps = steps;
-            self.remove_if_done(key);
+            self.remove_if_done(core, key);
         }
         if !jobs.is_empty() {
             // A batch the writer does not take answers its jobs through the
@@ -866,7 +1136,8 @@ impl Ingest {
                 if let Some(Disposition::Replaced { previous }) = outcome.disposition() {
                     self.files.keep_replaced(previous.file_id);
                 }
-                if record.area != Area::Objects {
+                // A record stays where it is (the index places it by file id).
+                if record.area != Area::Objects && record.place.is_none() {
                     self.files
                         .move_between_areas(file_id, &record.final_path, Area::Objects);
                 }
@@ -880,7 +1151,9 @@ impl Ingest {
                 )
             }
             Some(Disposition::Quarantined { quarantine_id }) => {
-                if record.area != Area::Quarantine {
+                // A record held in quarantine by a race stays in its segment
+                // (docs/design/segments.md, "Quarantine stays files").
+                if record.area != Area::Quarantine && record.place.is_none() {
                     self.files
                         .move_between_areas(file_id, &record.final_path, Area::Quarantine);
                 }
@@ -960,6 +1233,14 @@ impl Ingest {
             );
         }
     }
+}
+
+/// The record place of a job, if it has one.
+fn record_place(
+    jobs: &HashMap<JobKey, Instance>,
+    key: JobKey,
+) -> Option<sluice_index::RecordPlace> {
+    jobs.get(&key).and_then(|record| record.place)
 }
 
 /// The open file of a job that the job says is open.

@@ -287,3 +287,27 @@ fn a_sealed_segment_reserves_nothing() {
     let file = reader(dir.path());
     assert_eq!(scan(&file, 0, SIZE, 0).unwrap().records.len(), 1);
 }
+
+/// The ingest path's encoding in its receive buffer gives the same bytes as
+/// `encode_record`, whatever the payload's length and the buffer's spare
+/// room (stale bytes past the payload included).
+#[test]
+fn encoding_in_place_equals_encoding_a_copy() {
+    for len in [0usize, 1, 100, 4096 - 300, 4096, 10_000, 70_000] {
+        let uids = uids(len as u32);
+        let payload = payload(len as u32, len);
+        let expected = encode_record(42, &uids, &payload).unwrap();
+        let mut buf = AlignedBuf::zeroed(PAYLOAD_ROOM + len + 3 * 4096);
+        buf.as_mut_slice().fill(0xEE);
+        buf.as_mut_slice()[PAYLOAD_ROOM..PAYLOAD_ROOM + len].copy_from_slice(&payload);
+        let record_bytes = encode_in_place(&mut buf, len, 42, &uids).unwrap();
+        assert_eq!(record_bytes, expected.len() as u64, "length {len}");
+        assert_eq!(buf.as_slice(), expected.as_slice(), "length {len}");
+    }
+    let mut buf = AlignedBuf::zeroed(PAYLOAD_ROOM + 10);
+    let long = RecordUids {
+        sop: "1".repeat(65),
+        ..uids(0)
+    };
+    assert!(encode_in_place(&mut buf, 10, 1, &long).is_err());
+}

@@ -29,6 +29,10 @@ enum Sender {
     Refused,
     /// The association ends.
     End,
+    /// Record mode: the buffer goes to a temporary file (past
+    /// `segment_record_max`, or bound for quarantine); a files-layout job
+    /// from here on.
+    Spill,
 }
 
 /// An operation the job started and the world has not completed.
@@ -37,6 +41,8 @@ enum Op {
     Open,
     Write,
     Seal,
+    /// A record's one write.
+    Record,
     Place,
     SyncData,
     SyncName,
@@ -55,7 +61,7 @@ impl Op {
         let io = |op| IoError { op, errno: 5 };
         match self {
             Op::Open => Failure::Open(io(OpKind::Open)),
-            Op::Write | Op::Seal => Failure::Write(io(OpKind::Write)),
+            Op::Write | Op::Seal | Op::Record => Failure::Write(io(OpKind::Write)),
             Op::Place => Failure::Rename(io(OpKind::Rename)),
             Op::SyncData | Op::SyncName => Failure::Fsync(io(OpKind::Sync)),
             Op::Batch | Op::Commit | Op::Undo => {
@@ -91,6 +97,9 @@ struct World {
     undone: bool,
     discarded: bool,
     answers: Vec<Status>,
+    /// Record mode (until a spill).
+    record: bool,
+    record_written: bool,
 }
 
 impl World {
@@ -117,7 +126,27 @@ impl World {
             undone: false,
             discarded: false,
             answers: Vec::new(),
+            record: false,
+            record_written: false,
         }
+    }
+
+    /// A record-mode job: no open, placed from the start, its name the
+    /// segment's (durable).
+    fn new_record(
+        commit: CommitOrder,
+        outcome: StoreOutcome,
+        script: &[Sender],
+        failures: u32,
+    ) -> World {
+        let mut world = World::new(commit, outcome, script, failures);
+        world.job = Job::new_record(132 + SEAL_BYTES as u64, commit);
+        world.outstanding.clear();
+        world.trace = vec!["record job".into()];
+        world.record = true;
+        world.placed = true;
+        world.name_durable = true;
+        world
     }
 
     fn fail_walk(&self, rule: &str) -> ! {
@@ -156,8 +185,21 @@ impl World {
                 self.script.pop_front();
                 self.trace.push(format!("sender: {event:?}"));
                 match event {
+                    // The service copies a record's bytes into its buffer:
+                    // the job sees nothing of them.
+                    Sender::Data | Sender::Empty if self.record => return,
                     Sender::Data => JobInput::Data(IoBuf::from(vec![7u8; 64])),
                     Sender::Empty => JobInput::Data(IoBuf::from(Vec::new())),
+                    // The service spills only a job that has not failed (a
+                    // failed one drops the rest of its data set).
+                    Sender::Spill if !self.record || self.job.has_failed() => return,
+                    Sender::Spill => {
+                        self.record = false;
+                        self.placed = false;
+                        self.name_durable = false;
+                        self.outstanding.push(Op::Open);
+                        JobInput::Spill(IoBuf::from(vec![7u8; 200]))
+                    }
                     Sender::Flush => JobInput::Flush,
                     Sender::Complete | Sender::Refused => {
                         self.whole = true;
@@ -197,6 +239,10 @@ impl World {
                         JobInput::Opened(result)
                     }
                     Op::Write => JobInput::Written(result),
+                    Op::Record => {
+                        self.record_written = ok;
+                        JobInput::Written(result)
+                    }
                     Op::Seal => {
                         self.seal_written = ok;
                         JobInput::Written(result)
@@ -272,6 +318,18 @@ impl World {
                 );
                 self.outstanding.push(Op::Seal);
             }
+            Step::WriteRecord { .. } => {
+                self.check(self.record, "a record written by a files-layout job");
+                self.check(
+                    self.whole && !self.failed,
+                    "a record written before the data set was whole and accepted",
+                );
+                self.check(
+                    !self.record_written && !self.outstanding.contains(&Op::Record),
+                    "a record written twice",
+                );
+                self.outstanding.push(Op::Record);
+            }
             Step::Place => {
                 self.check(
                     self.seal_written
@@ -287,10 +345,15 @@ impl World {
             }
             Step::SyncData => {
                 self.check(self.placed, "data synced before the placement");
+                self.check(
+                    !self.record || self.record_written,
+                    "a record's flush joined before its write completed",
+                );
                 self.outstanding.push(Op::SyncData);
             }
             Step::SyncName => {
                 self.check(self.placed, "name synced before the placement");
+                self.check(!self.record, "a record's name synced (it is the segment's)");
                 self.outstanding.push(Op::SyncName);
             }
             Step::QueueForIndex => {
@@ -326,6 +389,7 @@ impl World {
                 self.handle_open = false;
             }
             Step::Discard { placed } => {
+                self.check(!self.record, "a record discarded on disk");
                 self.check(!self.handle_open, "discarded a file still open");
                 self.check(placed == self.placed, "discarded where the file is not");
                 self.check(!self.discarded, "discarded twice");
@@ -365,6 +429,7 @@ impl World {
                                     Op::Open
                                         | Op::Write
                                         | Op::Seal
+                                        | Op::Record
                                         | Op::Place
                                         | Op::SyncData
                                         | Op::Commit
@@ -407,6 +472,7 @@ impl World {
                 Op::Open
                 | Op::Write
                 | Op::Seal
+                | Op::Record
                 | Op::Place
                 | Op::SyncData
                 | Op::Commit
@@ -493,7 +559,7 @@ fn replaced() -> StoreOutcome {
     })
 }
 
-use Sender::{Complete, Data, Empty, End, Flush, Refused};
+use Sender::{Complete, Data, Empty, End, Flush, Refused, Spill};
 
 /// Every scenario: commit order, the index's decision, the sender's script,
 /// and how many failures a walk may inject.
@@ -523,6 +589,71 @@ fn every_ordering_and_every_failure_point_keeps_the_durability_order() {
         // stopped early.
         assert!(walked > 10, "{name}: only {walked} walks");
     }
+}
+
+/// The same walks for record-mode jobs (the segments layout): the record's
+/// one write, its flush, the entry, every failure point (the write, the
+/// flush, the commit, the undo), and the spill to a file mid-stream.
+#[test]
+fn record_jobs_keep_the_durability_order_at_every_ordering_and_failure_point() {
+    #[rustfmt::skip]
+    let table: Vec<(&str, CommitOrder, StoreOutcome, &[Sender], u32)> = vec![
+        ("stored", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Complete], 1),
+        ("quarantined by the index (a race)", CommitOrder::BesideSyncs, quarantined(), &[Data, Flush, Complete], 1),
+        ("identical duplicate dropped", CommitOrder::BesideSyncs, dropped(), &[Data, Flush, Complete], 1),
+        ("refused by the head scan", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, Refused], 1),
+        ("an empty data set, refused", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Empty, Refused], 1),
+        ("association ended while receiving", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Flush, End], 1),
+        ("replace: stored", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Flush, Complete], 1),
+        ("replace: replaced", CommitOrder::AfterSyncs, replaced(), &[Data, Flush, Complete], 1),
+        ("two failures, stored", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Complete], 2),
+        ("two failures, replace", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Complete], 2),
+        ("spilled mid-stream, stored", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Spill, Data, Flush, Complete], 1),
+        ("spilled at the end (quarantine)", CommitOrder::BesideSyncs, quarantined(), &[Data, Flush, Spill, Complete], 1),
+        ("spilled, then ended", CommitOrder::BesideSyncs, StoreOutcome::Stored, &[Data, Spill, Data, End], 1),
+        ("spilled, replace", CommitOrder::AfterSyncs, StoreOutcome::Stored, &[Data, Spill, Complete], 1),
+    ];
+    for (name, commit, outcome, script, failures) in table {
+        let walked = walk(World::new_record(commit, outcome, script, failures));
+        // A record refused or abandoned before any write has one walk;
+        // the others, many.
+        let minimum = if script.contains(&Refused) || script.contains(&End) {
+            1
+        } else {
+            4
+        };
+        assert!(walked >= minimum, "{name}: only {walked} walks");
+    }
+}
+
+/// A record job written out: one write, its flush, the entry; no open,
+/// no rename, no name sync, no close; a failed flush after the early commit
+/// is undone and leaves nothing to discard.
+#[test]
+fn a_record_is_one_write_then_the_segment_flush() {
+    let mut world = World::new_record(
+        CommitOrder::BesideSyncs,
+        StoreOutcome::Stored,
+        &[Data, Complete],
+        1,
+    );
+    world.take(Choice::Sender(Data));
+    world.check(world.outstanding.is_empty(), "a write while receiving");
+    world.take(Choice::Sender(Complete));
+    world.check(
+        world.outstanding == vec![Op::Record, Op::Batch],
+        "the record's write, then the entry",
+    );
+    world.take(Choice::Complete(1, true)); // batched -> [record, commit]
+    world.take(Choice::Complete(1, true)); // committed
+    world.take(Choice::Complete(0, true)); // written -> [flush]
+    world.check(world.outstanding == vec![Op::SyncData], "the flush");
+    world.take(Choice::Complete(0, false)); // the flush fails -> [undo]
+    world.check(world.outstanding == vec![Op::Undo], "the undo");
+    world.take(Choice::Complete(0, true));
+    world.check(world.answers == vec![Status(0xA700)], "the flush's failure");
+    world.check(!world.discarded && !world.handle_open, "nothing on disk");
+    world.check_end();
 }
 
 /// One walk written out, and what it must end in.

@@ -708,6 +708,9 @@ impl World {
             Step::WriteSeal { offset, seal } => {
                 self.io.push(Io::Write(core, key, offset, seal.to_vec()));
             }
+            // The simulation runs the files layout (records: the job's
+            // table tests and engine/tests/it/segment_ingest.rs).
+            Step::WriteRecord { .. } => panic!("a record step in the files layout"),
             Step::Place => {
                 // `Files::area_guess`: the quarantine if another file holds
                 // the SOP Instance UID in the committed index.

@@ -1,0 +1,378 @@
+//! The segments layout's side of ingest on one core (docs/design/segments.md):
+//! the instance's record buffer while it arrives ([`RecordBuf`]), the
+//! core's open segment and the segments it still has records in flight in
+//! ([`Segments`]), the places reserved in them, and their flush rounds
+//! ([`SyncRounds<u64>`]: one `fdatasync` per batch per segment).
+//!
+//! A core owns its open segment: only its thread reserves places in it, so
+//! reserving takes no lock. Segment ids are unique across cores and runs
+//! ([`SegmentIds`], one counter shared by the cores, started past every id
+//! the index or the `segments/` directory knows). Ingest never reopens an
+//! existing segment: start-up recovery scans and seals the open ones of the
+//! previous run before the cores start (`crate::recovery`), and every run
+//! starts new ones.
+//!
+//! A segment is sealed when a record does not fit it, when a write at a
+//! reserved place failed (the place may be a hole, which may only end a
+//! segment) and when its flush failed (a later flush would prove nothing
+//! of the earlier writes); its `WriteOp::SealSegment` goes to the index
+//! once no job with a record in it is left (so no entry naming one of its
+//! records can commit after the seal: recovery does not scan a sealed
+//! segment), and its descriptor is closed then.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sluice_index::RecordPlace;
+use sluice_io::{Core, FileHandle};
+
+use super::dir_sync::{RoundEnd, RoundId, RoundStart, SyncRounds};
+use super::job::JobKey;
+use crate::scp::failure::Failure;
+use crate::store::layout::Layout;
+use crate::store::segment::{self, AlignedBuf, SegmentWriter, PAYLOAD_ROOM, RECORD_ALIGN};
+
+/// The first capacity of a record buffer (it doubles as bytes arrive).
+const RECORD_BUF_START: usize = 128 * 1024;
+
+/// Segment ids for every core of a run, and the run's epoch (written in
+/// each record's header).
+#[derive(Debug)]
+pub(crate) struct SegmentIds {
+    next: AtomicU64,
+    epoch: u64,
+}
+
+impl SegmentIds {
+    /// Ids from 1 + the largest id the index's segments table or the
+    /// `segments/` directory (`<16 hex digits>.seg`) knows.
+    pub(crate) fn at_start(store: &crate::store::Store) -> std::io::Result<SegmentIds> {
+        let indexed = store
+            .index()
+            .read()
+            .and_then(|read| read.segments())
+            .map_err(std::io::Error::other)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .max()
+            .unwrap_or(0);
+        let on_disk = largest_segment_file(&store.layout().segments_dir())?;
+        Ok(SegmentIds {
+            next: AtomicU64::new(indexed.max(on_disk) + 1),
+            epoch: crate::clock::unix_now_ns(),
+        })
+    }
+
+    fn take(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// The largest id of a `segments/<16 hex digits>.seg` file (0: none, or no
+/// directory).
+fn largest_segment_file(dir: &Path) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    let mut largest = 0;
+    for entry in entries {
+        let name = entry?.file_name();
+        let id = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(".seg"))
+            .filter(|hex| hex.len() == 16)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        if let Some(id) = id {
+            largest = largest.max(id);
+        }
+    }
+    Ok(largest)
+}
+
+/// An instance's Part 10 bytes while they arrive, at [`PAYLOAD_ROOM`] of an
+/// aligned buffer (the room before them takes the record's header once
+/// the record is encoded in place).
+#[derive(Debug)]
+pub(super) struct RecordBuf {
+    buf: AlignedBuf,
+    filled: usize,
+}
+
+impl RecordBuf {
+    /// A buffer holding the Part 10 header.
+    pub(super) fn new(header: &[u8]) -> RecordBuf {
+        let mut record = RecordBuf {
+            buf: AlignedBuf::zeroed(RECORD_BUF_START),
+            filled: 0,
+        };
+        record.push(header);
+        record
+    }
+
+    /// The Part 10 bytes so far.
+    pub(super) fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// Appends bytes (the buffer doubles when they do not fit: one copy of
+    /// what it holds, amortised).
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        let end = PAYLOAD_ROOM + self.filled + bytes.len();
+        if end > self.buf.len() {
+            let mut grown = AlignedBuf::zeroed(end.max(self.buf.len() * 2));
+            grown.as_mut_slice()[..PAYLOAD_ROOM + self.filled]
+                .copy_from_slice(&self.buf.as_slice()[..PAYLOAD_ROOM + self.filled]);
+            self.buf = grown;
+        }
+        self.buf.as_mut_slice()[PAYLOAD_ROOM + self.filled..end].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    /// Writes `bytes` over the Part 10 bytes at `offset` (the seal).
+    pub(super) fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.filled, "within the bytes");
+        let at = PAYLOAD_ROOM + offset;
+        self.buf.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// The Part 10 bytes, copied (a spill to a file: rare, bounded).
+    pub(super) fn to_vec(&self) -> Vec<u8> {
+        self.buf.as_slice()[PAYLOAD_ROOM..PAYLOAD_ROOM + self.filled].to_vec()
+    }
+
+    /// The record's padded length for these UIDs.
+    pub(super) fn record_bytes(&self, uids: &segment::RecordUids) -> u64 {
+        segment::padded(
+            segment::header_bytes_of(&uids.study, &uids.series, &uids.sop)
+                .saturating_add(self.filled as u64),
+        )
+    }
+
+    /// The record, encoded in place, ready for its `O_DIRECT` write.
+    pub(super) fn encode(
+        mut self,
+        epoch: u64,
+        uids: &segment::RecordUids,
+    ) -> Result<AlignedBuf, segment::RecordError> {
+        segment::encode_in_place(&mut self.buf, self.filled, epoch, uids)?;
+        Ok(self.buf)
+    }
+}
+
+/// A segment this core has written to and not yet closed.
+#[derive(Debug)]
+struct OpenSegment {
+    writer: SegmentWriter,
+    /// The core's descriptor of it (writes and flushes go through the ring).
+    handle: FileHandle,
+    /// Jobs with a record reserved in it that are not finished.
+    jobs: u32,
+    /// A flush failed: every later record of it fails with this.
+    failed: Option<Failure>,
+}
+
+/// The segments of one core (see the module documentation).
+#[derive(Debug)]
+pub(super) struct Segments {
+    ids: Arc<SegmentIds>,
+    layout: Layout,
+    segment_bytes: u64,
+    /// The current segment (records are reserved here).
+    current: Option<u64>,
+    open: HashMap<u64, OpenSegment>,
+    rounds: SyncRounds<u64>,
+    dir_ready: bool,
+}
+
+impl Segments {
+    pub(super) fn new(ids: Arc<SegmentIds>, layout: Layout, segment_size_mib: u32) -> Segments {
+        Segments {
+            ids,
+            layout,
+            segment_bytes: u64::from(segment_size_mib) << 20,
+            current: None,
+            open: HashMap::new(),
+            rounds: SyncRounds::default(),
+            dir_ready: false,
+        }
+    }
+
+    /// The run's epoch.
+    pub(super) fn epoch(&self) -> u64 {
+        self.ids.epoch
+    }
+
+    /// The largest record a segment takes (a larger instance is a file).
+    pub(super) fn record_bytes_max(&self) -> u64 {
+        self.segment_bytes - RECORD_ALIGN
+    }
+
+    /// Reserves a place for a record of `record_bytes` (padded, at most
+    /// [`Self::record_bytes_max`]) in the current segment, or, when it
+    /// does not fit (or the current one is sealed), in a new one (the full
+    /// one sealed). Returns the segments that may now be closed and sealed
+    /// in the index beside the place.
+    pub(super) fn reserve(
+        &mut self,
+        core: &mut Core,
+        record_bytes: u64,
+    ) -> Result<(RecordPlace, Vec<u64>), Failure> {
+        debug_assert!(record_bytes <= self.record_bytes_max());
+        let mut retired = Vec::new();
+        if let Some(id) = self.current {
+            let segment = self.open.get_mut(&id).expect("the current segment is open");
+            if let Some(offset) = segment.writer.reserve(record_bytes) {
+                segment.jobs += 1;
+                return Ok((place(id, offset, record_bytes), retired));
+            }
+            // Full (or sealed after a failure): the next record goes to a
+            // new one.
+            segment.writer.seal();
+            self.current = None;
+            retired.extend(self.retire_if_idle(core, id));
+        }
+        let id = self.create(core)?;
+        let segment = self.open.get_mut(&id).expect("just created");
+        let Some(offset) = segment.writer.reserve(record_bytes) else {
+            panic!("a record of {record_bytes} bytes does not fit a new segment");
+        };
+        segment.jobs += 1;
+        Ok((place(id, offset, record_bytes), retired))
+    }
+
+    /// Creates the core's next segment (blocking, once per segment: the
+    /// file's creation and allocation, its sync and its directory's), so its
+    /// name is durable before any record in it is promised.
+    fn create(&mut self, core: &mut Core) -> Result<u64, Failure> {
+        let dir = self.layout.segments_dir();
+        let failure = |error: std::io::Error| Failure::Segment(Arc::new(error));
+        if !self.dir_ready {
+            sluice_io::durable::create_dir_all(&dir).map_err(failure)?;
+            self.dir_ready = true;
+        }
+        let id = self.ids.take();
+        let path = self.layout.segment_path(id);
+        let writer = SegmentWriter::create(&path, self.segment_bytes).map_err(failure)?;
+        let created = sluice_io::durable::sync_dir(&dir)
+            .and_then(|()| writer.try_clone_file())
+            .map_err(failure)
+            .and_then(|file| {
+                core.adopt_file(OwnedFd::from(file))
+                    .map_err(Failure::WriteSubmit)
+            });
+        let handle = match created {
+            Ok(handle) => handle,
+            Err(failure) => {
+                // Empty: nothing names it; recovery finds no record in it.
+                let _ = std::fs::remove_file(&path);
+                return Err(failure);
+            }
+        };
+        tracing::debug!(segment = id, direct = writer.is_direct(), "segment created");
+        self.open.insert(
+            id,
+            OpenSegment {
+                writer,
+                handle,
+                jobs: 0,
+                failed: None,
+            },
+        );
+        self.current = Some(id);
+        Ok(id)
+    }
+
+    /// The core's descriptor of a segment a job has a record in.
+    pub(super) fn handle(&self, id: u64) -> FileHandle {
+        match self.open.get(&id) {
+            Some(segment) => segment.handle,
+            None => panic!("segment {id} is closed while a job has a record in it"),
+        }
+    }
+
+    /// A write at a reserved place failed (or was not submitted): the
+    /// segment is sealed (the place may be a hole).
+    pub(super) fn write_failed(&mut self, id: u64) {
+        if let Some(segment) = self.open.get_mut(&id) {
+            segment.writer.seal();
+        }
+        if self.current == Some(id) {
+            self.current = None;
+        }
+    }
+
+    /// A job's record is written: it joins the segment's flush round (the
+    /// round to start, when none is in flight), or fails at once when an
+    /// earlier flush of the segment failed.
+    pub(super) fn join(
+        &mut self,
+        id: u64,
+        job: JobKey,
+    ) -> Result<Option<RoundStart<u64>>, Failure> {
+        if let Some(failure) = self
+            .open
+            .get(&id)
+            .and_then(|segment| segment.failed.clone())
+        {
+            return Err(failure);
+        }
+        Ok(self.rounds.join(id, job))
+    }
+
+    /// A flush round ended: on failure the segment is sealed and marked
+    /// failed (its jobs, this round's and the next's, fail).
+    pub(super) fn round_ended(
+        &mut self,
+        round: RoundId,
+        result: &Result<(), Failure>,
+    ) -> RoundEnd<u64> {
+        let end = self.rounds.ended(round, result.is_ok());
+        if let Err(failure) = result {
+            if let Some(segment) = self.open.get_mut(&end.target) {
+                segment.writer.seal();
+                segment.failed = Some(failure.clone());
+            }
+            if self.current == Some(end.target) {
+                self.current = None;
+            }
+        }
+        end
+    }
+
+    /// A job with a record in segment `id` finished: the segment, if sealed
+    /// and left without jobs, is closed; its id is returned to be sealed in
+    /// the index.
+    pub(super) fn job_finished(&mut self, core: &mut Core, id: u64) -> Option<u64> {
+        let segment = self.open.get_mut(&id).expect("a job's segment is open");
+        assert!(segment.jobs > 0, "a job finished twice in segment {id}");
+        segment.jobs -= 1;
+        self.retire_if_idle(core, id)
+    }
+
+    fn retire_if_idle(&mut self, core: &mut Core, id: u64) -> Option<u64> {
+        let segment = self.open.get(&id)?;
+        if self.current == Some(id) || !segment.writer.is_sealed() || segment.jobs > 0 {
+            return None;
+        }
+        let segment = self.open.remove(&id)?;
+        // Nobody waits for a close.
+        let _ = core.close_file(
+            segment.handle,
+            crate::scp::tag::tag(crate::scp::tag::TagKind::Ignored, 0),
+        );
+        Some(id)
+    }
+}
+
+fn place(segment: u64, offset: u64, length: u64) -> RecordPlace {
+    RecordPlace {
+        segment,
+        offset,
+        length,
+    }
+}
