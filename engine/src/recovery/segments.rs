@@ -78,6 +78,10 @@ pub(super) struct SegmentRecovered {
     /// Bytes truncated off the file's end (a torn record, stale bytes, the
     /// unused preallocation).
     pub(super) bytes_cut: u64,
+    /// Whether the scan ended at a record that is not whole and valid (a
+    /// torn write, or stale bytes of an earlier run), not at the end of the
+    /// records written.
+    pub(super) torn: bool,
 }
 
 /// Recovers every open segment of the data directory (see the module's
@@ -113,11 +117,13 @@ pub(super) fn recover_segments(
             records_scanned = recovered.scanned,
             reindexed = recovered.reindexed,
             bytes_cut = recovered.bytes_cut,
+            torn = recovered.torn,
             "recovery: open segment scanned past its indexed end, cut and sealed"
         );
         report.segments_recovered += 1;
         report.segment_records_reindexed += recovered.reindexed;
         report.segment_bytes_cut += recovered.bytes_cut;
+        report.segment_torn_tails += u64::from(recovered.torn);
     }
     Ok(())
 }
@@ -211,12 +217,15 @@ fn recover_one(
     }
     match &scan.stopped {
         None | Some(RecordError::NoRecord) => {}
-        Some(error) => tracing::warn!(
+        Some(error) => {
+            recovered.torn = true;
+            tracing::warn!(
             path = %path.display(),
             offset = scan.end,
             %error,
             "recovery: open segment cut at a record that is not whole and valid (never acknowledged)"
-        ),
+            );
+        }
     }
     debug_assert!(scan.end >= from, "never cut below an indexed record");
     if scan.end < size {

@@ -345,8 +345,8 @@ fn portable_a_failed_segment_flush_is_a700_and_seals_the_segment() {
 #[test]
 fn find_move_and_get_read_records_byte_exact() {
     use crate::query::{
-        assert_same_data_sets, corpus, findscu, received, storescp, store_instances,
-        wait_received, Instance,
+        assert_same_data_sets, corpus, findscu, received, store_instances, storescp, wait_received,
+        Instance,
     };
 
     let files = tempfile::tempdir().unwrap();
@@ -422,7 +422,10 @@ fn find_move_and_get_read_records_byte_exact() {
     );
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
-        log.contains(&format!("Number of Completed Suboperations : {}", series.len())),
+        log.contains(&format!(
+            "Number of Completed Suboperations : {}",
+            series.len()
+        )),
         "{log}"
     );
     assert_same_data_sets(&series, &received(&out));
