@@ -87,17 +87,17 @@ fn power_loss_on_first_start_keeps_every_promise() {
 /// "Recovery at start"): acknowledged instances are records, recovery
 /// indexes again the valid records whose entry the cut took, cuts the torn
 /// tails and seals every open segment, and every promise holds after
-/// recovery and after a second cut. Seeds 1 (torn) and 2 (synced only).
+/// recovery and after a second cut. One seed (1: a torn cut mid-load; a
+/// round on segments costs minutes on a loaded machine, its check exports
+/// every acknowledged instance with its own process); the long run
+/// (`sluice-power-loss --layout segments`) covers the others.
 #[test]
 fn power_loss_on_segments_keeps_every_promise() {
-    let plans: Vec<Plan> = [1, 2]
-        .into_iter()
-        .map(|seed| Plan {
-            layout: Layout::Segments,
-            ..Plan::from_seed(seed)
-        })
-        .collect();
-    assert!(plans[0].loss.tear && !plans[1].loss.tear);
+    let plans = [Plan {
+        layout: Layout::Segments,
+        ..Plan::from_seed(1)
+    }];
+    assert!(plans[0].loss.tear);
     let failures = run_and_report(&plans);
     assert!(
         failures.is_empty(),
