@@ -40,8 +40,8 @@ pub use options::{
 };
 pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CatalogueAddress, CheckMode,
-    ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel, NodeName,
-    PersonNameMatching, PlainListener, PublishMode, RemoteAddress, ReportDelivery,
+    ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel,
+    NodeName, PersonNameMatching, PlainListener, PublishMode, RemoteAddress, ReportDelivery,
     SopClassSelection, StorageLayout, SyslogAddress, SyslogTransport, TransferSyntaxSelection, Uid,
     UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
