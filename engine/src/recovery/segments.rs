@@ -30,13 +30,13 @@
 //! re-indexed records moved the indexed end past themselves, a truncated
 //! file scans to its end, and sealing is idempotent.
 //!
-//! Not found by the scan: a record below the indexed end whose entry was in
-//! the index commit a crash took, while a later record's entry committed
-//! before it (records commit out of offset order). The scan cannot tell such
-//! a record from a dead one (replaced, purged, or undone after a failed
-//! flush) without a record of dead places; the ingest path closes the
-//! window by never committing an entry past one of its segment still
-//! uncommitted (docs/design/segments.md says who owns it).
+//! What the scan relies on: the indexed end is a prefix of committed
+//! records. A record below it without an entry is dead (replaced, purged,
+//! or undone after a failed flush), never one whose entry a crash took,
+//! because the ingest path queues a segment's entries in reservation order
+//! and the index commits them in it (docs/design/segments.md, "Recovery at
+//! start"); taking records below the indexed end back would resurrect dead
+//! ones.
 
 use std::collections::BTreeMap;
 use std::fs::File;
