@@ -40,6 +40,7 @@ pub mod escape;
 pub mod flags;
 pub mod lock;
 mod metrics;
+pub mod objects;
 pub mod qr;
 pub mod recovery;
 pub mod scp;

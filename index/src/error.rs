@@ -207,6 +207,20 @@ pub enum InvalidInput {
         /// The limit.
         limit: usize,
     },
+    /// A segment that is not sealed cannot be recorded as uploaded (its
+    /// bytes may still change).
+    #[error("segment {segment:016x} is not sealed")]
+    SegmentNotSealed {
+        /// The segment.
+        segment: u64,
+    },
+    /// A segment not recorded as uploaded (or an object recorded as
+    /// evicted before it was uploaded) cannot be evicted.
+    #[error("segment {segment:016x} is not recorded as uploaded")]
+    SegmentNotUploaded {
+        /// The segment.
+        segment: u64,
+    },
     /// The record's offsets are inconsistent (data set offset past the end).
     #[error("data set offset {dataset_offset_bytes} is past the file size {file_size_bytes}")]
     BadOffsets {

@@ -46,7 +46,7 @@ pub use error::{IndexError, InvalidInput, QueryError};
 pub use find::{index_holds, FindBudget, FindMatch, FindPage, FindResume, PatientSummary};
 pub use index::{Index, IndexOptions, IndexStats, TableStats, SOP_INDEX_TABLE_NAME};
 pub use keys::UID_BYTES_MAX;
-pub use location::{Location, RecordPlace, SegmentState};
+pub use location::{Location, RecordPlace, SegmentObject, SegmentState, OBJECT_KEY_BYTES_MAX};
 pub use ops::{
     BatchResult, ConflictPolicy, Disposition, DuplicatePolicy, FileRole, ItemResult, Released,
     SopPresence, StoreOutcome, StoreRequest, WriteOp, WriteOutcome,

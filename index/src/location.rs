@@ -4,6 +4,10 @@
 //! segment. Schema 6 (`locations`, `segments`); a file id without a
 //! `locations` row is a file, so an index of schema 5 reads unchanged.
 //!
+//! Schema 8 adds `segment_objects`: per sealed segment, the object it was
+//! uploaded to (verified) and whether the local file was evicted since
+//! ([`SegmentObject`], docs/design/scale-out.md, "Object store").
+//!
 //! Both values are fixed-width big-endian fields, not rkyv records: they are
 //! small, read on every retrieval, and never grow optional fields.
 
@@ -55,6 +59,23 @@ pub struct SegmentState {
     /// How many records entries name now.
     pub live_records: u64,
 }
+
+/// A sealed segment's copy in the object store: uploaded and verified (its
+/// size and checksum checked by the store and by a HEAD), then perhaps
+/// evicted (the local file deleted: its records are read from the object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentObject {
+    /// The object's key in the bucket (the engine's, from the node and the
+    /// segment id).
+    pub key: String,
+    /// The object's size: the segment file's, checked after the upload.
+    pub size_bytes: u64,
+    /// The local file was deleted; reads go to the object.
+    pub evicted: bool,
+}
+
+/// The longest object key [`SegmentObject`] keeps (S3's limit).
+pub const OBJECT_KEY_BYTES_MAX: usize = 1024;
 
 pub(crate) const PLACE_BYTES: usize = 24;
 pub(crate) const SEGMENT_STATE_BYTES: usize = 33;
@@ -121,6 +142,37 @@ impl SegmentState {
     }
 }
 
+impl SegmentObject {
+    /// `evicted` (1 byte), `size_bytes` (8 bytes BE), then the key (UTF-8).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + self.key.len());
+        out.push(u8::from(self.evicted));
+        out.extend_from_slice(&self.size_bytes.to_be_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentObject, IndexError> {
+        let corrupt = || IndexError::Corrupt {
+            table: "segment_objects",
+            detail: format!("a value of {} bytes: {bytes:02x?}", bytes.len()),
+        };
+        let (&evicted, rest) = bytes.split_first().ok_or_else(corrupt)?;
+        if evicted > 1 || rest.len() < 9 {
+            return Err(corrupt());
+        }
+        let key = std::str::from_utf8(&rest[8..]).map_err(|_| corrupt())?;
+        if key.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(SegmentObject {
+            key: key.to_owned(),
+            size_bytes: u64_at(rest, 0),
+            evicted: evicted == 1,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +198,25 @@ mod tests {
         bad[0] = 2;
         assert!(SegmentState::decode(&bad).is_err());
         assert!(SegmentState::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn segment_objects_round_trip_and_bad_values_are_corrupt() {
+        let object = SegmentObject {
+            key: "sluice/node-1/segments/000000000000002a.seg".into(),
+            size_bytes: 1 << 30,
+            evicted: true,
+        };
+        assert_eq!(SegmentObject::decode(&object.encode()).unwrap(), object);
+        let mut bad = object.encode();
+        bad[0] = 2;
+        assert!(SegmentObject::decode(&bad).is_err());
+        // No key, a short size, nothing at all, a key that is not UTF-8.
+        assert!(SegmentObject::decode(&object.encode()[..9]).is_err());
+        assert!(SegmentObject::decode(&object.encode()[..5]).is_err());
+        assert!(SegmentObject::decode(&[]).is_err());
+        let mut not_utf8 = object.encode();
+        not_utf8[9] = 0xff;
+        assert!(SegmentObject::decode(&not_utf8).is_err());
     }
 }

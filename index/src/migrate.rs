@@ -6,7 +6,9 @@
 //! - 5 or 6 to 7 ([`add_patient_name_keys`]): the tables 6 added
 //!   (`locations`, `segments`) are created empty by the caller (every
 //!   instance of 5 is a file), and `study_by_patient_name` is filled from
-//!   `studies` (one read of every study record: 34 ms for 10,000 studies).
+//!   `studies` (one read of every study record: 34 ms for 10,000 studies);
+//! - 7 to 8 ([`record_version`]): `segment_objects` is created empty by the
+//!   caller (nothing was uploaded before 8); only the version is written.
 //!
 //! Schema 2, 3 or 4 to 5:
 //!
@@ -53,6 +55,9 @@ use crate::tables::{
 
 /// The schema [`upgrade`] reaches: series ids.
 pub(crate) const SERIES_ID_SCHEMA: u32 = 5;
+
+/// The schema [`add_patient_name_keys`] reaches: studies by patient name.
+pub(crate) const PATIENT_NAME_SCHEMA: u32 = 7;
 
 /// The value of schema 3's `instances` table (field order is its layout).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -219,7 +224,7 @@ pub(crate) fn upgrade(
 }
 
 /// Upgrades the index in `env` (of schema `from`, 2 to 6, its instances
-/// already keyed by series id) to [`SCHEMA_VERSION`]: every study's Patient's
+/// already keyed by series id) to [`PATIENT_NAME_SCHEMA`]: every study's Patient's
 /// Name groups into `study_by_patient_name` (created by the caller), in
 /// one transaction, flushed before it returns.
 pub(crate) fn add_patient_name_keys(
@@ -269,6 +274,40 @@ pub(crate) fn add_patient_name_keys(
         .put(
             &mut wtxn,
             META_SCHEMA_VERSION,
+            &PATIENT_NAME_SCHEMA.to_be_bytes(),
+        )
+        .map_err(lmdb("upgrade: put meta"))?;
+    wtxn.commit().map_err(lmdb("upgrade: commit"))?;
+    env.force_sync().map_err(lmdb("upgrade: flush"))?;
+    tracing::info!(
+        path = %path.display(),
+        from,
+        to = PATIENT_NAME_SCHEMA,
+        studies,
+        name_keys = keys.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index upgraded in place: studies by patient name"
+    );
+    Ok(())
+}
+
+/// Records [`SCHEMA_VERSION`] in an index of schema `from` (7, or an older
+/// one the steps above just brought to 7) whose newer tables the caller
+/// created empty: the upgrades from 7 on only add tables.
+pub(crate) fn record_version(
+    env: &Env<WithoutTls>,
+    tables: &Tables,
+    from: u32,
+    path: &std::path::Path,
+    limits: EnvLimits,
+) -> Result<(), IndexError> {
+    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
+    let mut wtxn = env.write_txn().map_err(lmdb("upgrade: begin"))?;
+    tables
+        .meta
+        .put(
+            &mut wtxn,
+            META_SCHEMA_VERSION,
             &SCHEMA_VERSION.to_be_bytes(),
         )
         .map_err(lmdb("upgrade: put meta"))?;
@@ -278,10 +317,7 @@ pub(crate) fn add_patient_name_keys(
         path = %path.display(),
         from,
         to = SCHEMA_VERSION,
-        studies,
-        name_keys = keys.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "index upgraded in place: studies by patient name"
+        "index upgraded in place: segment objects"
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! that follows it are atomic with respect to every other submitter.
 
 use crate::error::{IndexError, InvalidInput};
-use crate::location::Location;
+use crate::location::{Location, SegmentObject};
 use crate::records::{
     CommitmentRecord, FileId, InstanceRecord, NewInstance, QuarantineEntry, QuarantineReason,
     Triplet,
@@ -142,6 +142,20 @@ pub enum WriteOp {
     /// This segment is sealed (full, or a write or flush in it failed):
     /// recovery no longer scans it. Idempotent.
     SealSegment(u64),
+    /// This sealed segment was uploaded to the object store and verified
+    /// there: `object` (not evicted) is recorded. Refused for a segment
+    /// that is not sealed (its bytes may still change). Idempotent; a
+    /// segment already recorded keeps its eviction.
+    SegmentUploaded {
+        /// The segment.
+        segment: u64,
+        /// Its object (key and size; `evicted` must be false).
+        object: SegmentObject,
+    },
+    /// The uploaded segment's local file is (about to be) deleted: its
+    /// records are read from the object from this commit on. Refused for a
+    /// segment not recorded as uploaded. Idempotent.
+    SegmentEvicted(u64),
 }
 
 /// What became of the new instance when it was not simply stored.
@@ -250,6 +264,9 @@ pub enum WriteOutcome {
     },
     /// For [`WriteOp::SealSegment`].
     SegmentSealed,
+    /// For [`WriteOp::SegmentUploaded`] and [`WriteOp::SegmentEvicted`]:
+    /// the segment's object as recorded now.
+    SegmentObject(SegmentObject),
 }
 
 /// One operation's result: refused input leaves the rest of the batch alone.

@@ -23,7 +23,7 @@ use crate::keys::{
     series_key, split_instance_key, split_key, study_of_secondary_key, IN_DOUBT_INSTANCE,
     IN_DOUBT_QUARANTINE, SEPARATOR,
 };
-use crate::location::{segment_key, Location, RecordPlace, SegmentState};
+use crate::location::{segment_key, Location, RecordPlace, SegmentObject, SegmentState};
 use crate::ops::{FileRole, SopPresence};
 use crate::query::{QueryPlan, StudyQuery};
 use crate::records::{
@@ -874,6 +874,37 @@ impl<'a> ReadTxn<'a> {
             let (key, value) = entry.map_err(self.lmdb("scan segments"))?;
             let id = read_u64(key).ok_or_else(|| corrupt(key))?;
             all.push((id, SegmentState::decode(value)?));
+        }
+        Ok(all)
+    }
+
+    /// The object a sealed segment was uploaded to, if it was (schema 8).
+    pub fn segment_object(&self, segment: u64) -> Result<Option<SegmentObject>, IndexError> {
+        self.get(
+            self.shared.tables.segment_objects,
+            &segment_key(segment),
+            "get segment object",
+        )?
+        .map(SegmentObject::decode)
+        .transpose()
+    }
+
+    /// Every uploaded segment with its object, in id order.
+    pub fn segment_objects(&self) -> Result<Vec<(u64, SegmentObject)>, IndexError> {
+        let mut all = Vec::new();
+        for entry in self
+            .shared
+            .tables
+            .segment_objects
+            .iter(&self.txn)
+            .map_err(self.lmdb("scan segment objects"))?
+        {
+            let (key, value) = entry.map_err(self.lmdb("scan segment objects"))?;
+            let id = read_u64(key).ok_or_else(|| IndexError::Corrupt {
+                table: "segment_objects",
+                detail: format!("bad key {key:02x?}"),
+            })?;
+            all.push((id, SegmentObject::decode(value)?));
         }
         Ok(all)
     }

@@ -31,15 +31,17 @@ use crate::error::{EnvLimits, IndexError};
 ///    segment files (docs/design/segments.md); a file id without a
 ///    `locations` row is a file, as every instance of version 5 is;
 /// 7. the `study_by_patient_name` table: studies by the component groups of
-///    their Patient's Name, for C-FIND by name (docs/design/query-retrieve.md).
+///    their Patient's Name, for C-FIND by name (docs/design/query-retrieve.md);
+/// 8. the `segment_objects` table: sealed segments uploaded to the object
+///    store, and whether the local file was evicted (docs/design/scale-out.md).
 ///
-/// An index of version 2 to 6 is upgraded in place at open (`migrate`;
+/// An index of version 2 to 7 is upgraded in place at open (`migrate`;
 /// the tables an older version lacks are created empty, as it had them, and
 /// `study_by_patient_name` is filled from the study records).
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 5] = [2, 3, 4, 5, 6];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 6] = [2, 3, 4, 5, 6, 7];
 
 /// The last version whose tables and records [`crate::migrate::upgrade`]
 /// rewrites; from it on, an upgrade only adds tables (and fills the name
@@ -91,10 +93,11 @@ pub(crate) const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "flagged",
     "locations",
     "segments",
+    "segment_objects",
 ];
 
 /// How many tables the schema has.
-pub(crate) const TABLE_COUNT: usize = 17;
+pub(crate) const TABLE_COUNT: usize = 18;
 
 /// The table of schemas 2 to 4 that schema 5 replaced; opened only to upgrade
 /// (and left empty by it: LMDB through heed cannot drop a named table).
@@ -146,8 +149,11 @@ pub(crate) struct Tables {
     /// File id (16 bytes BE) -> `RecordPlace` (24 bytes): the instance's
     /// bytes are a record in a segment; absent: its own file.
     pub(crate) locations: Table,
-    /// Segment id (8 bytes BE) -> `SegmentState` (25 bytes).
+    /// Segment id (8 bytes BE) -> `SegmentState` (33 bytes).
     pub(crate) segments: Table,
+    /// Segment id (8 bytes BE) -> `SegmentObject` (evicted, size, key):
+    /// the segment is uploaded and verified (schema 8).
+    pub(crate) segment_objects: Table,
 }
 
 impl Tables {
@@ -171,6 +177,7 @@ impl Tables {
             self.flagged,
             self.locations,
             self.segments,
+            self.segment_objects,
         ];
         let mut index = 0;
         tables.map(|table| {
@@ -181,7 +188,7 @@ impl Tables {
     }
 
     fn from_array(tables: [Table; TABLE_COUNT]) -> Tables {
-        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, study_by_patient_name, quarantine, commitments, in_doubt, sop_pending, flagged, locations, segments] =
+        let [meta, instances, series_ids, file_ids, studies, series, study_by_patient_id, study_by_date, study_by_accession, study_by_patient_name, quarantine, commitments, in_doubt, sop_pending, flagged, locations, segments, segment_objects] =
             tables;
         Tables {
             meta,
@@ -201,6 +208,7 @@ impl Tables {
             flagged,
             locations,
             segments,
+            segment_objects,
         }
     }
 }
@@ -333,12 +341,18 @@ pub(crate) fn open_tables(
     // 3. An older schema is upgraded, step by step, each step in one
     //    transaction of its own that also records the version it reached:
     //    2 to 4 are rewritten (to 5), then the name table is filled (to 7;
-    //    6's tables were created empty above, as 5 had none of them).
+    //    6's tables were created empty above, as 5 had none of them), then
+    //    8 (its table created empty above) is recorded.
     if let Some(from) = upgrading_from {
         if let Some(series_instances) = legacy {
             crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
         }
-        crate::migrate::add_patient_name_keys(env, &tables, from, path, limits)?;
+        if from < crate::migrate::PATIENT_NAME_SCHEMA {
+            crate::migrate::add_patient_name_keys(env, &tables, from, path, limits)?;
+        }
+        // 8 added `segment_objects`, created empty above (no older index
+        // uploaded anything): only the version is left to record.
+        crate::migrate::record_version(env, &tables, from, path, limits)?;
     }
     Ok(tables)
 }

@@ -306,6 +306,9 @@ impl From<std::io::Error> for CliError {
 pub(crate) struct OpenStore {
     pub(crate) layout: Layout,
     pub(crate) index: Index,
+    /// The object store (`[objects]` of the configuration file), for the
+    /// records of evicted segments.
+    pub(crate) objects: Option<std::sync::Arc<crate::objects::Objects>>,
     _lock: Option<DataDirectoryLock>,
 }
 
@@ -338,10 +341,7 @@ impl OpenStore {
         area: crate::store::layout::Area,
         entry: &sluice_index::InstanceEntry,
     ) -> Result<crate::store::DatasetLocation, CliError> {
-        let location = txn
-            .location(entry.record.file_id)
-            .map_err(self.index_error())?;
-        crate::store::locate(&self.layout, area, &entry.triplet, &entry.record, location).map_err(
+        crate::store::readable(&self.layout, self.objects.as_ref(), txn, area, entry).map_err(
             |error| CliError::Io {
                 operation: "locate an instance in",
                 path: self.data_dir().to_owned(),
@@ -405,9 +405,21 @@ impl StoreArgs {
             .transpose()?;
         let index = Index::open(layout.index_dir(), options)
             .map_err(|source| CliError::Index { data_dir, source })?;
+        let config = match &self.config_file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let objects = crate::objects::Objects::open(&config)
+            .map_err(|error| CliError::Io {
+                operation: "set up the object store ([objects]) of",
+                path: layout.root().to_owned(),
+                source: std::io::Error::other(error.to_string()),
+            })?
+            .map(std::sync::Arc::new);
         Ok(OpenStore {
             layout,
             index,
+            objects,
             _lock: lock,
         })
     }

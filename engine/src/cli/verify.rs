@@ -74,14 +74,31 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
     let mut tally = Tally::default();
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let walked = for_each_indexed_file(&store.index, |file: IndexedFile| {
-        let location = store.index.read()?.location(file.record.file_id)?;
-        let (path, record_offset) = match location {
-            Location::File => (file.path(&store.layout), None),
-            Location::Record(place) => (
-                store.layout.segment_path(place.segment),
-                Some((place.segment, place.offset)),
-            ),
+        let read = store.index.read()?;
+        let location = read.location(file.record.file_id)?;
+        // A record of an evicted segment is checked in its copy fetched
+        // from the object store (`local_offset` 0 of the cached file).
+        let mut fetched = None;
+        let (path, record_offset, local_offset) = match location {
+            Location::File => (file.path(&store.layout), None, 0),
+            Location::Record(place) => {
+                let (path, local_offset) = match crate::store::record_file(
+                    &store.layout,
+                    store.objects.as_ref(),
+                    &read,
+                    &place,
+                    &file.triplet,
+                ) {
+                    Ok(local) => local,
+                    Err(error) => {
+                        fetched = Some(error);
+                        (store.layout.segment_path(place.segment), place.offset)
+                    }
+                };
+                (path, Some((place.segment, place.offset)), local_offset)
+            }
         };
+        drop(read);
         // Where the bytes are, as the problem lines name it.
         let place = match record_offset {
             None => path.display().to_string(),
@@ -101,11 +118,18 @@ pub(crate) fn verify(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCo
             ),
             None => format!("SOP Instance UID {}", file.triplet.sop_instance_uid),
         };
-        let checked = match record_offset {
-            None => check_file(&path, &file.record, &mut buffer),
-            Some((_, offset)) => {
-                check_record(&path, offset, &file.triplet, &file.record, &mut buffer)
-            }
+        let checked = match (record_offset, fetched) {
+            (_, Some(error)) => Some(Problem::Unreadable(std::io::Error::other(
+                error.to_string(),
+            ))),
+            (None, None) => check_file(&path, &file.record, &mut buffer),
+            (Some(_), None) => check_record(
+                &path,
+                local_offset,
+                &file.triplet,
+                &file.record,
+                &mut buffer,
+            ),
         };
         let problem = match checked {
             None => {

@@ -36,14 +36,16 @@ pub use docs::{example_toml, markdown_reference, REGENERATE_COMMAND};
 pub use error::{ConfigError, Origin};
 pub use options::{
     AcceptConfig, AccessConfig, AuditConfig, ClusterConfig, CommitmentConfig, Config,
-    MetricsConfig, NetworkConfig, QueryConfig, ServerConfig, StorageConfig, ValidationConfig,
+    MetricsConfig, NetworkConfig, ObjectsConfig, QueryConfig, ServerConfig, StorageConfig,
+    ValidationConfig,
 };
 pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CatalogueAddress, CheckMode,
-    ConfigEnum, Cores, DuplicatePolicy, FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel,
-    NodeName, PersonNameMatching, PlainListener, PublishMode, RemoteAddress, ReportDelivery,
-    SopClassSelection, StorageLayout, SyslogAddress, SyslogTransport, TransferSyntaxSelection, Uid,
-    UidConflictPolicy, ValueError, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
+    ConfigEnum, Cores, DuplicatePolicy, EvictPolicy, FileKeysOnFind, FindScope, IoBackend,
+    LogFormat, LogLevel, NodeName, ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener,
+    PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
+    SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
+    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};

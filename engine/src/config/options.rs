@@ -20,9 +20,10 @@ use super::kinds::{
 };
 use super::values::{
     AccessRule, AeSelection, AeTitle, CatalogueAddress, CheckMode, Cores, DuplicatePolicy,
-    FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel, NodeName, PersonNameMatching,
-    PlainListener, PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout,
-    SyslogAddress, TransferSyntaxSelection, Uid, UidConflictPolicy,
+    EvictPolicy, FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel, NodeName,
+    ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener, PublishMode, RemoteAddress,
+    ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid,
+    UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -59,6 +60,11 @@ const _: () = assert!(REPORT_RETRY_DELAY_DEFAULT_S <= REPORT_RETRY_BACKOFF_CAP_D
 const AE_LIST_LENGTH_MAX: usize = 4096;
 const UID_LIST_LENGTH_MAX: usize = 1024;
 const ACCESS_RULES_MAX: usize = 4096;
+
+fn object_name(text: &str) -> ObjectName {
+    text.parse()
+        .expect("built-in object store name default is valid (checked by a unit test)")
+}
 
 fn ae_title(text: &str) -> AeTitle {
     text.parse()
@@ -742,5 +748,102 @@ config_options! {
         dicom_address: Option<RemoteAddress> = None,
             kind OptionalKind(TextKind::<RemoteAddress>::new("\"host:port\" (string)", "HOST:PORT")),
             flag "cluster-dicom-address", example "\"sluice-1.example:11112\"";
+    }
+
+    /// The object store (docs/design/scale-out.md, "Object store"): sealed
+    /// segments uploaded to an S3-compatible store (Garage in the tests),
+    /// verified there, then the local file evicted under `evict`; records
+    /// of an evicted segment are read back with one ranged GET each into a
+    /// read-through cache (`<data>/cache/`). Off unless `endpoint` is set.
+    /// Only segments are uploaded: the files layout has none.
+    [objects] ObjectsConfig "Object store" {
+        /// The store's S3 endpoint (`http://` or `https://`, path-style
+        /// requests). Unset (the default): nothing is uploaded.
+        endpoint: Option<ObjectEndpoint> = None,
+            kind OptionalKind(TextKind::<ObjectEndpoint>::new("http or https URL (string)", "URL")),
+            flag "objects-endpoint", example "\"https://s3.example.org\"";
+
+        /// The region requests are signed for (Garage's `s3_region`).
+        region: ObjectName = object_name("garage"),
+            kind TextKind::<ObjectName>::new("region (string)", "REGION"), flag "objects-region";
+
+        /// The bucket segments are uploaded to. Required with `endpoint`.
+        bucket: Option<ObjectName> = None,
+            kind OptionalKind(TextKind::<ObjectName>::new("bucket name (string)", "BUCKET")),
+            flag "objects-bucket", example "\"sluice-segments\"";
+
+        /// The access key id. Required with `endpoint`.
+        key_id: Option<ObjectName> = None,
+            kind OptionalKind(TextKind::<ObjectName>::new("access key id (string)", "KEY_ID")),
+            flag "objects-key-id", example "\"GK31c2f218a2e44f485b94239e\"";
+
+        /// A file holding the secret access key (its first line), read at
+        /// start, so the secret is in no configuration file or command line.
+        /// Required with `endpoint`.
+        secret_file: Option<PathBuf> = None,
+            kind OptionalKind(PathKind),
+            flag "objects-secret-file", example "\"/etc/sluice/s3-secret\"";
+
+        /// The start of every object key: a segment is uploaded as
+        /// `<key_prefix>/<node>/<segment id, 16 hex digits>.seg`, where
+        /// `<node>` is `cluster.node_name` (or `local` without one), so
+        /// nodes sharing a bucket never collide.
+        key_prefix: ObjectName = object_name("sluice"),
+            kind TextKind::<ObjectName>::new("key prefix (string)", "PREFIX"),
+            flag "objects-key-prefix";
+
+        /// When an uploaded and verified segment's local file is deleted:
+        /// `never`, `after-upload`, or `when-disk-above` (while the data
+        /// directory's file system is fuller than `evict_disk_above_percent`,
+        /// oldest segment first). A segment not sealed, or not verified in
+        /// the store, is never evicted.
+        evict: EvictPolicy = EvictPolicy::WhenDiskAbove,
+            kind EnumKind::<EvictPolicy>::new(), flag "objects-evict";
+
+        /// With `evict = "when-disk-above"`: the fill (percent of the file
+        /// system's blocks in use) above which segments are evicted.
+        evict_disk_above_percent: u32 = 80,
+            kind IntKind::<u32>::new(1, 99), flag "objects-evict-disk-above-percent";
+
+        /// How long an evicted segment's local file stays after the index
+        /// records the eviction: a retrieve that located its records before
+        /// (C-MOVE and C-GET list their instances at the start) still finds
+        /// the file.
+        evict_grace_ms: Duration = Duration::from_secs(600),
+            kind DurationKind::new(TimeUnit::Milliseconds, 0, 86_400_000),
+            flag "objects-evict-grace";
+
+        /// The size of each part of a segment's multipart upload (the
+        /// uploader holds one part in memory); S3 takes parts of 5 MiB and
+        /// more (the last one may be smaller).
+        part_size_mib: u32 = 16,
+            kind IntKind::<u32>::new(5, 5120), flag "objects-part-size-mib";
+
+        /// The most bytes per second the uploader sends, in MiB (0: no
+        /// limit), so uploads leave the disk and the network to ingest.
+        upload_rate_mib: u32 = 0,
+            kind IntKind::<u32>::new(0, 1 << 20), flag "objects-upload-rate-mib";
+
+        /// How often the uploader looks for sealed segments not uploaded.
+        upload_interval_ms: Duration = Duration::from_secs(5),
+            kind DurationKind::new(TimeUnit::Milliseconds, 10, 3_600_000),
+            flag "objects-upload-interval";
+
+        /// How long to wait before trying the store again after a failure
+        /// (logged once per outage; ingest never waits for the store).
+        upload_retry_interval_ms: Duration = Duration::from_secs(10),
+            kind DurationKind::new(TimeUnit::Milliseconds, 10, 3_600_000),
+            flag "objects-retry-interval";
+
+        /// The longest one request to the store may take (a part, a ranged
+        /// GET) before it fails.
+        request_timeout_ms: Duration = Duration::from_secs(120),
+            kind DurationKind::new(TimeUnit::Milliseconds, 100, 3_600_000),
+            flag "objects-request-timeout";
+
+        /// The read-through cache of records fetched from evicted segments
+        /// (`<data>/cache/`): past this size its oldest files are deleted.
+        cache_size_mib: u32 = 1024,
+            kind IntKind::<u32>::new(1, 1 << 24), flag "objects-cache-size-mib";
     }
 }

@@ -1088,3 +1088,92 @@ config_enum! {
         BeforeAnswer = "before-answer",
     }
 }
+
+/// The longest object store name (`objects.bucket`, `region`, `key_id`,
+/// `key_prefix`).
+pub const OBJECT_NAME_LENGTH_MAX: usize = 255;
+
+/// A name the object store is given (a bucket, a region, an access key id,
+/// a key prefix): 1 to 255 printable ASCII characters without spaces, so
+/// it is signed and sent exactly as written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectName(String);
+
+impl ObjectName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ObjectName {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        if text.is_empty() || text.len() > OBJECT_NAME_LENGTH_MAX {
+            return Err(ValueError(format!(
+                "{text:?} is {} characters long; it needs 1 to {OBJECT_NAME_LENGTH_MAX}",
+                text.len()
+            )));
+        }
+        if let Some(bad) = text.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(ValueError(format!(
+                "{text:?} contains {bad:?}; only printable ASCII without spaces is allowed"
+            )));
+        }
+        Ok(ObjectName(text.to_owned()))
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// The object store's S3 endpoint (`objects.endpoint`): an `http` or
+/// `https` URL with a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectEndpoint(url::Url);
+
+impl ObjectEndpoint {
+    /// The URL.
+    pub fn url(&self) -> &url::Url {
+        &self.0
+    }
+}
+
+impl FromStr for ObjectEndpoint {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let url = url::Url::parse(text)
+            .map_err(|error| ValueError(format!("{text:?} is not a URL: {error}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ValueError(format!(
+                "{text:?} is not an http:// or https:// URL with a host"
+            )));
+        }
+        Ok(ObjectEndpoint(url))
+    }
+}
+
+impl fmt::Display for ObjectEndpoint {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.0.as_str())
+    }
+}
+
+config_enum! {
+    /// When an uploaded and verified segment's local file is deleted
+    /// (`objects.evict`).
+    pub enum EvictPolicy {
+        /// Never: the object is a copy (a backup); reads stay local.
+        Never = "never",
+        /// As soon as the upload is verified.
+        AfterUpload = "after-upload",
+        /// While the data directory's file system is fuller than
+        /// `objects.evict_disk_above_percent`, oldest segment first.
+        WhenDiskAbove = "when-disk-above",
+    }
+}

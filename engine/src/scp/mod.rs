@@ -177,6 +177,8 @@ pub struct Server {
     monitor: Option<Monitor>,
     /// The audit trail's thread (`[audit]`), stopped after the cores.
     audit_thread: Option<crate::audit::AuditThread>,
+    /// The object store's uploader (`[objects]`), stopped after the cores.
+    uploader: Option<crate::objects::UploaderThread>,
     /// The data directory's and the ports' locks, held until the server is
     /// dropped (after its cores stopped).
     _locks: (DataDirectoryLock, Vec<PortLock>),
@@ -373,6 +375,9 @@ impl Server {
                     ServeError::Config(format!("cannot start the cluster publisher: {error}"))
                 })?;
         }
+        let uploader = crate::objects::Uploader::start(store).map_err(|error| {
+            ServeError::Config(format!("cannot start the object store uploader: {error}"))
+        })?;
         // Application Start before the listeners open, so it comes before
         // any association's messages.
         shared.audit.application(true);
@@ -426,6 +431,7 @@ impl Server {
             drained,
             monitor,
             audit_thread,
+            uploader,
             _locks: (data_lock, port_locks),
         })
     }
@@ -548,6 +554,9 @@ impl Server {
         self.shared.tracker.stop();
         if let Some(cluster) = &self.shared.cluster {
             cluster.stop();
+        }
+        if let Some(uploader) = self.uploader {
+            uploader.stop();
         }
         self.shared.audit.application(false);
         if let Some(audit_thread) = self.audit_thread {

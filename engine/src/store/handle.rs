@@ -53,6 +53,22 @@ pub enum StoreError {
     /// Too many subscribers.
     #[error("too many event subscribers (at most {SUBSCRIBERS_MAX})")]
     TooManySubscribers,
+    /// The object store (`[objects]`) could not be set up, or a record of
+    /// an evicted segment could not be fetched from it.
+    #[error("{0}")]
+    Objects(#[from] crate::objects::ObjectsError),
+    /// A record of an evicted segment is read without an object store
+    /// configured.
+    #[error(
+        "segment {segment:016x} is evicted to the object store (object {key}), \
+         and no [objects] endpoint is configured to read it from"
+    )]
+    Evicted {
+        /// The segment.
+        segment: u64,
+        /// Its object.
+        key: String,
+    },
 }
 
 /// Something that happened to an instance sent to the Storage SCP.
@@ -253,6 +269,9 @@ pub(crate) struct StoreShared {
     pub(crate) refusing: AtomicBool,
     /// What the Storage SCP answered.
     pub(crate) counters: IngestCounters,
+    /// The object store (`[objects]`): reads of evicted segments, the
+    /// uploader.
+    pub(crate) objects: Option<Arc<crate::objects::Objects>>,
 }
 
 /// An opened data directory: its layout, its index and its event hub. Cheap
@@ -277,6 +296,7 @@ impl Store {
             ..IndexOptions::default()
         };
         let index = Index::open(layout.index_dir(), options)?;
+        let objects = crate::objects::Objects::open(&config)?.map(Arc::new);
         Ok(Store {
             shared: Arc::new(StoreShared {
                 config,
@@ -285,6 +305,7 @@ impl Store {
                 events: EventHub::default(),
                 refusing: AtomicBool::new(false),
                 counters: IngestCounters::default(),
+                objects,
             }),
         })
     }

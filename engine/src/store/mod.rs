@@ -27,5 +27,5 @@ pub use handle::{
     SUBSCRIPTION_CAPACITY_MAX,
 };
 pub use query::{FindAnswers, QueryError};
-pub(crate) use source::{locate, read_range};
+pub(crate) use source::{read_range, readable, record_file};
 pub use source::{DatasetLocation, StoredDataset};

@@ -14,9 +14,21 @@
 //! [`DatasetLocation`] has one variant per place and every reader handles
 //! it by path and range ([`DatasetLocation::file_range`] for the data set,
 //! [`DatasetLocation::part10_range`] for the whole Part 10 file).
+//!
+//! A record of a segment evicted to the object store (`[objects]`, index
+//! schema 8) is read the same way from a local copy: [`readable`] fetches
+//! the record with one ranged GET into the read-through cache
+//! (`crate::objects`, checked against its header) and names that file,
+//! whose record starts at offset 0. The C-MOVE/C-GET sender, export,
+//! verify, the embedding API and C-FIND's file heads therefore read
+//! evicted records unchanged. The fetch blocks the caller: on an io core
+//! (a retrieve's list, a C-FIND file head) that is the core's time, a
+//! cost paid once per record while it stays cached.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
 
 use sluice_index::{InstanceEntry, InstanceRecord, Location, ReadTxn, RecordPlace, Triplet};
 
@@ -147,6 +159,70 @@ pub(crate) fn locate(
     })
 }
 
+/// The local file holding the record at `place`, and where the record
+/// starts in it: its segment, or for an evicted segment its copy in the
+/// read-through cache (fetched now if missing), which starts at 0.
+pub(crate) fn record_file(
+    layout: &Layout,
+    objects: Option<&Arc<crate::objects::Objects>>,
+    read: &ReadTxn<'_>,
+    place: &RecordPlace,
+    triplet: &Triplet,
+) -> Result<(PathBuf, u64), StoreError> {
+    match read.segment_object(place.segment)? {
+        Some(object) if object.evicted => {
+            let Some(objects) = objects else {
+                return Err(StoreError::Evicted {
+                    segment: place.segment,
+                    key: object.key,
+                });
+            };
+            let path = crate::objects::cached_record(objects, layout, &object, place, triplet)?;
+            Ok((path, 0))
+        }
+        _ => Ok((layout.segment_path(place.segment), place.offset)),
+    }
+}
+
+/// [`locate`], then for a record of an evicted segment, its copy in the
+/// read-through cache (fetched now if missing): a location every reader
+/// can open.
+pub(crate) fn readable(
+    layout: &Layout,
+    objects: Option<&Arc<crate::objects::Objects>>,
+    read: &ReadTxn<'_>,
+    area: Area,
+    entry: &InstanceEntry,
+) -> Result<DatasetLocation, StoreError> {
+    let location = read.location(entry.record.file_id)?;
+    let located = locate(layout, area, &entry.triplet, &entry.record, location)?;
+    let Location::Record(place) = location else {
+        return Ok(located);
+    };
+    let (path, record_offset) = record_file(layout, objects, read, &place, &entry.triplet)?;
+    Ok(match located {
+        DatasetLocation::Record {
+            segment,
+            record_offset: old,
+            part10_offset,
+            offset,
+            length,
+            ..
+        } => DatasetLocation::Record {
+            path,
+            segment,
+            record_offset,
+            // `locate` made both at least the record's offset.
+            part10_offset: part10_offset - old + record_offset,
+            offset: offset - old + record_offset,
+            length,
+        },
+        file @ DatasetLocation::File { .. } => {
+            unreachable!("a record place located as a file: {file:?}")
+        }
+    })
+}
+
 /// A stored instance as a sender needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDataset {
@@ -181,17 +257,16 @@ impl Store {
         read: &ReadTxn<'_>,
         entry: &InstanceEntry,
     ) -> Result<StoredDataset, StoreError> {
-        let location = read.location(entry.record.file_id)?;
         Ok(StoredDataset {
             triplet: entry.triplet.clone(),
             sop_class_uid: entry.record.sop_class_uid.clone(),
             transfer_syntax_uid: entry.record.transfer_syntax_uid.clone(),
-            location: locate(
+            location: readable(
                 self.layout(),
+                self.shared.objects.as_ref(),
+                read,
                 Area::Objects,
-                &entry.triplet,
-                &entry.record,
-                location,
+                entry,
             )?,
         })
     }

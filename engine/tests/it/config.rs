@@ -195,9 +195,13 @@ fn the_examples_in_the_example_file_are_valid() {
             _ => lines.push(line.to_owned()),
         }
     }
-    assert_eq!(switched_on, 24);
+    assert_eq!(switched_on, 28);
     let text = lines.join("\n");
     let config = Config::from_toml_str(&text, Path::new("examples.toml")).unwrap();
+    assert_eq!(
+        config.objects.bucket.as_ref().map(|b| b.as_str()),
+        Some("sluice-segments")
+    );
     assert_eq!(config.network.commitment_ae_title, Some(ae("SCServer")));
     assert_eq!(config.network.commitment_port, Some(1104));
     assert_eq!(config.network.calling_ae_allow_list.len(), 2);
@@ -604,7 +608,7 @@ fn unknown_keys_are_rejected_on_their_line_with_a_hint() {
         ),
         (
             "[tls]\ncertificate = \"x.pem\"",
-            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query], [metrics], [access], [audit], [cluster]",
+            "sluice.toml:1: unknown option `tls`; the sections are [server], [network], [accept], [storage], [validation], [commitment], [query], [metrics], [access], [audit], [cluster], [objects]",
         ),
     ];
     for (text, expected) in cases {

@@ -17,6 +17,7 @@ mod large;
 mod lock;
 mod media;
 mod monitoring;
+mod objects;
 mod operator;
 mod process;
 mod protocol;

@@ -3,7 +3,9 @@
 //! transaction as the entry.
 
 use super::*;
-use crate::location::{segment_key, Location, RecordPlace, SegmentState};
+use crate::location::{
+    segment_key, Location, RecordPlace, SegmentObject, SegmentState, OBJECT_KEY_BYTES_MAX,
+};
 
 impl<'t, 'e> Apply<'t, 'e> {
     fn segment_state(&self, segment: u64) -> Result<SegmentState, IndexError> {
@@ -104,6 +106,68 @@ impl<'t, 'e> Apply<'t, 'e> {
         state.live_bytes = state.live_bytes.saturating_sub(place.length);
         state.live_records = state.live_records.saturating_sub(1);
         self.put_segment_state(place.segment, &state)
+    }
+
+    fn segment_object(&self, segment: u64) -> Result<Option<SegmentObject>, IndexError> {
+        self.tables
+            .segment_objects
+            .get(self.txn, &segment_key(segment))
+            .map_err(self.lmdb("get segment object"))?
+            .map(SegmentObject::decode)
+            .transpose()
+    }
+
+    /// Records a sealed segment's verified object (schema 8).
+    pub(super) fn segment_uploaded(
+        &mut self,
+        segment: u64,
+        object: &SegmentObject,
+    ) -> Result<ItemResult, IndexError> {
+        debug_assert!(!object.evicted, "an upload is recorded before its eviction");
+        if object.key.is_empty() || object.key.len() > OBJECT_KEY_BYTES_MAX {
+            return Ok(Err(InvalidInput::TooLong {
+                field: "object key",
+                length_bytes: object.key.len(),
+                limit_bytes: OBJECT_KEY_BYTES_MAX,
+            }));
+        }
+        if !self.segment_state(segment)?.sealed {
+            return Ok(Err(InvalidInput::SegmentNotSealed { segment }));
+        }
+        let recorded = match self.segment_object(segment)? {
+            // Uploaded again (a restart between the upload and its record):
+            // an eviction already recorded stays.
+            Some(existing) => SegmentObject {
+                evicted: existing.evicted,
+                ..object.clone()
+            },
+            None => SegmentObject {
+                evicted: false,
+                ..object.clone()
+            },
+        };
+        self.put(
+            self.tables.segment_objects,
+            &segment_key(segment),
+            &recorded.encode(),
+            "put segment object",
+        )?;
+        Ok(Ok(WriteOutcome::SegmentObject(recorded)))
+    }
+
+    /// Records that an uploaded segment's local file is evicted.
+    pub(super) fn segment_evicted(&mut self, segment: u64) -> Result<ItemResult, IndexError> {
+        let Some(mut object) = self.segment_object(segment)? else {
+            return Ok(Err(InvalidInput::SegmentNotUploaded { segment }));
+        };
+        object.evicted = true;
+        self.put(
+            self.tables.segment_objects,
+            &segment_key(segment),
+            &object.encode(),
+            "put segment object",
+        )?;
+        Ok(Ok(WriteOutcome::SegmentObject(object)))
     }
 
     pub(super) fn seal_segment(&mut self, segment: u64) -> Result<(), IndexError> {

@@ -304,6 +304,8 @@ impl<'t, 'e> Apply<'t, 'e> {
                 self.seal_segment(*segment)?;
                 Ok(Ok(WriteOutcome::SegmentSealed))
             }
+            WriteOp::SegmentUploaded { segment, object } => self.segment_uploaded(*segment, object),
+            WriteOp::SegmentEvicted(segment) => self.segment_evicted(*segment),
             WriteOp::PurgeQuarantine(id) => Ok(Ok(WriteOutcome::Purged(self.purge(*id)?))),
             WriteOp::PutCommitment {
                 transaction_uid,

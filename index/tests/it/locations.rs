@@ -237,3 +237,66 @@ fn a_demoted_record_keeps_its_place_when_held_and_is_dead_when_not() {
     assert_eq!(location(&index, 2), Location::File);
     assert_eq!(segment(&index, 7), live(2, 1));
 }
+
+/// Schema 8: a sealed segment is recorded as uploaded (its object), then
+/// evicted; a segment not sealed cannot be uploaded, one not uploaded
+/// cannot be evicted; a second upload record keeps the eviction.
+#[test]
+fn a_sealed_segment_is_recorded_uploaded_then_evicted() {
+    use sluice_index::{InvalidInput, SegmentObject};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    run(
+        &index,
+        vec![WriteOp::Store(store_record("1.2.3.4.1", 1, 1, place(3, 0)))],
+    );
+    let object = SegmentObject {
+        key: "sluice/node-1/segments/0000000000000003.seg".into(),
+        size_bytes: 1 << 20,
+        evicted: false,
+    };
+    let uploaded = WriteOp::SegmentUploaded {
+        segment: 3,
+        object: object.clone(),
+    };
+    let refused = index
+        .writer()
+        .execute(vec![uploaded.clone(), WriteOp::SegmentEvicted(3)])
+        .expect("batch");
+    assert_eq!(
+        refused,
+        vec![
+            Err(InvalidInput::SegmentNotSealed { segment: 3 }),
+            Err(InvalidInput::SegmentNotUploaded { segment: 3 }),
+        ]
+    );
+    assert_eq!(index.read().unwrap().segment_object(3).unwrap(), None);
+    let evicted = SegmentObject {
+        evicted: true,
+        ..object.clone()
+    };
+    assert_eq!(
+        run(
+            &index,
+            vec![
+                WriteOp::SealSegment(3),
+                uploaded.clone(),
+                WriteOp::SegmentEvicted(3),
+                uploaded,
+            ]
+        ),
+        vec![
+            WriteOutcome::SegmentSealed,
+            WriteOutcome::SegmentObject(object),
+            WriteOutcome::SegmentObject(evicted.clone()),
+            WriteOutcome::SegmentObject(evicted.clone()),
+        ]
+    );
+    index.close();
+    let index = open(dir.path());
+    let read = index.read().expect("read");
+    assert_eq!(read.segment_object(3).unwrap(), Some(evicted.clone()));
+    assert_eq!(read.segment_objects().unwrap(), vec![(3, evicted)]);
+    // The record's place is untouched by its segment's eviction.
+    assert_eq!(location(&index, 1), Location::Record(place(3, 0)));
+}

@@ -298,3 +298,52 @@ fn patient_name_table_filled_from(version: u32) {
     index.close();
     assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
 }
+
+/// Schema 7 had no `segment_objects`: the upgrade creates it empty, keeps
+/// the records' places and segment states, and the new operations work.
+#[test]
+fn schema_version_7_is_upgraded_in_place() {
+    let dir = fixture_copy("schema-v3");
+    let index = open(dir.path());
+    let place = RecordPlace {
+        segment: 5,
+        offset: 0,
+        length: 8192,
+    };
+    let mut request = StoreRequest::new(instance("1.2.3.9", "1.2.3.9.1", "1.2.3.9.1.1", 91, 1));
+    request.location = Location::Record(place);
+    index
+        .writer()
+        .execute(vec![WriteOp::Store(request), WriteOp::SealSegment(5)])
+        .expect("batch");
+    index.close();
+    clear_table(dir.path(), "segment_objects");
+    set_schema_version(dir.path(), 7);
+    let index = open(dir.path());
+    crate::common::assert_consistent(&index);
+    {
+        let read = index.read().expect("read");
+        assert_eq!(read.location(FileId(91)).unwrap(), Location::Record(place));
+        assert!(read.segment(5).unwrap().expect("known").sealed);
+        assert_eq!(read.segment_objects().unwrap(), vec![]);
+    }
+    let object = sluice_index::SegmentObject {
+        key: "node/0000000000000005.seg".into(),
+        size_bytes: 8192,
+        evicted: false,
+    };
+    let outcomes = index
+        .writer()
+        .execute(vec![
+            WriteOp::SegmentUploaded {
+                segment: 5,
+                object: object.clone(),
+            },
+            WriteOp::SegmentEvicted(5),
+        ])
+        .expect("batch");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    index.close();
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
+    assert_eq!(sluice_index::SCHEMA_VERSION, 8);
+}

@@ -1,0 +1,695 @@
+//! The object store (`[objects]`, docs/design/scale-out.md, "Object
+//! store") against a real 3-node Garage cluster on loopback ports: sealed
+//! segments (written with the segment writer and indexed with their record
+//! places, as the ingest path will) uploaded, verified, evicted, and their
+//! records read back with ranged GETs through the embedding API,
+//! `export-instance`, `verify`, and a C-GET (DCMTK getscu) through `sluice
+//! serve`; one Garage node killed during reads; the store unreachable.
+//!
+//! Garage is `garage` 2.5.0 (`cargo install garage`, which `scripts/test`
+//! does when it is missing): `$SLUICE_GARAGE`, else `~/.cargo/bin/garage`,
+//! else `garage` on PATH. A missing binary fails the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_engine::config::Config;
+use sluice_engine::objects::Uploader;
+use sluice_engine::store::segment::{encode_record, RecordUids, SegmentWriter};
+use sluice_engine::store::Store;
+use sluice_index::{Location, RecordPlace, StoreOutcome, StoreRequest, Triplet, WriteOp};
+use sluice_tests::{dcmtk, free_port, run, ChildGuard};
+
+use crate::operator::{sluice, sluice_ok, StoreFixture, CT};
+
+/// How long Garage may take to start and settle its layout.
+const GARAGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The segments the tests seal (and upload) and leave open.
+const SEALED: u64 = 0x0002_0000_0000_0001;
+const OPEN: u64 = 0x0002_0000_0000_0002;
+const EPOCH: u64 = 1_700_000_000_000_000_000;
+const BUCKET: &str = "sluice-test";
+
+/// The garage binary.
+fn garage_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_GARAGE") {
+        return PathBuf::from(path);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let installed = Path::new(&home).join(".cargo/bin/garage");
+        if installed.is_file() {
+            return installed;
+        }
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("garage"))
+        .find(|path| path.is_file());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "garage is not installed: scripts/test installs it \
+             (cargo install garage --locked --version 2.5.0 --debug --no-default-features --features lmdb), \
+             or set SLUICE_GARAGE"
+        )
+    })
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut buffer))
+        .unwrap();
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One Garage node: its configuration, its process.
+struct GarageNode {
+    config: PathBuf,
+    log: PathBuf,
+    s3_port: u16,
+    guard: Option<ChildGuard>,
+}
+
+impl GarageNode {
+    fn command(&self) -> Command {
+        let mut command = Command::new(garage_binary());
+        command.arg("-c").arg(&self.config);
+        command
+    }
+
+    /// Runs a CLI command against this node; its stdout.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = run(self.command().args(args), Duration::from_secs(60));
+        assert!(
+            output.status.success(),
+            "garage {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// SIGKILL by PID, and reap.
+    fn kill(&mut self) {
+        let mut guard = self.guard.take().expect("a running garage node");
+        guard.child_mut().kill().unwrap();
+        guard.child_mut().wait().unwrap();
+    }
+}
+
+/// A 3-node Garage cluster on loopback ports (replication factor 3, one
+/// zone per node), a key and a bucket; the nodes are stopped by PID when
+/// it is dropped (`ChildGuard`).
+struct Garage {
+    _dir: tempfile::TempDir,
+    nodes: Vec<GarageNode>,
+    key_id: String,
+    secret_file: PathBuf,
+}
+
+impl Garage {
+    fn start() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let rpc_secret = random_hex(32);
+        let mut nodes = Vec::new();
+        for n in 0..3 {
+            let root = dir.path().join(format!("garage-{n}"));
+            std::fs::create_dir_all(&root).unwrap();
+            let (rpc_port, s3_port) = (free_port(), free_port());
+            let config = root.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "metadata_dir = \"{root}/meta\"\n\
+                     data_dir = \"{root}/data\"\n\
+                     db_engine = \"lmdb\"\n\
+                     replication_factor = 3\n\
+                     rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+                     rpc_public_addr = \"127.0.0.1:{rpc_port}\"\n\
+                     rpc_secret = \"{rpc_secret}\"\n\
+                     [s3_api]\n\
+                     s3_region = \"garage\"\n\
+                     api_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+                     root_domain = \".s3.garage.localhost\"\n",
+                    root = root.display()
+                ),
+            )
+            .unwrap();
+            let log = root.join("garage.log");
+            let child = Command::new(garage_binary())
+                .arg("-c")
+                .arg(&config)
+                .arg("server")
+                .env("RUST_LOG", "garage=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start garage server");
+            nodes.push(GarageNode {
+                config,
+                log,
+                s3_port,
+                guard: Some(ChildGuard::new(child)),
+            });
+        }
+        // Each node answers over RPC as itself (`status` connects to its
+        // own address with its own key: a port another process took fails
+        // here, not later), then its id (`<public key>@<address>`).
+        let deadline = Instant::now() + GARAGE_TIMEOUT;
+        let mut ids = Vec::new();
+        for node in &nodes {
+            loop {
+                let status = run(node.command().arg("status"), GARAGE_TIMEOUT);
+                if status.status.success() {
+                    ids.push(node.cli(&["node", "id", "-q"]).trim().to_owned());
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "garage did not start:\n{}",
+                    std::fs::read_to_string(&node.log).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        for id in &ids[1..] {
+            nodes[0].cli(&["node", "connect", id]);
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let short = id.split('@').next().unwrap();
+            nodes[0].cli(&[
+                "layout",
+                "assign",
+                short,
+                "-z",
+                &format!("zone-{n}"),
+                "-c",
+                "1G",
+            ]);
+        }
+        nodes[0].cli(&["layout", "apply", "--version", "1"]);
+        let key_id = format!("GK{}", random_hex(12));
+        let secret = random_hex(32);
+        nodes[0].cli(&["key", "import", &key_id, &secret, "-n", "sluice", "--yes"]);
+        nodes[0].cli(&["bucket", "create", BUCKET]);
+        nodes[0].cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", &key_id,
+        ]);
+        let secret_file = dir.path().join("s3-secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        Garage {
+            _dir: dir,
+            nodes,
+            key_id,
+            secret_file,
+        }
+    }
+
+    /// The `[objects]` section for a store uploading to this cluster
+    /// (through node 0's S3 endpoint).
+    fn objects_toml(&self, evict: &str) -> String {
+        format!(
+            "[objects]\n\
+             endpoint = \"http://127.0.0.1:{port}\"\n\
+             region = \"garage\"\n\
+             bucket = \"{BUCKET}\"\n\
+             key_id = \"{key_id}\"\n\
+             secret_file = \"{secret}\"\n\
+             evict = \"{evict}\"\n\
+             evict_grace_ms = 0\n\
+             part_size_mib = 5\n\
+             upload_interval_ms = 100\n\
+             upload_retry_interval_ms = 200\n\
+             request_timeout_ms = 20000\n",
+            port = self.nodes[0].s3_port,
+            key_id = self.key_id,
+            secret = self.secret_file.display(),
+        )
+    }
+}
+
+/// A minimal valid data set (Explicit VR Little Endian) of `triplet`, with
+/// `filler` bytes of private OB data so records span more than a page;
+/// elements in tag order, as DCMTK writes what it receives.
+fn dataset(triplet: &Triplet, filler: usize) -> Vec<u8> {
+    fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
+        let mut value = value.to_vec();
+        if value.len() % 2 == 1 {
+            value.push(if vr == b"UI" { 0 } else { b' ' });
+        }
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OB" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&value);
+    }
+    let mut out = Vec::new();
+    element(&mut out, 0x0008, 0x0016, b"UI", CT.as_bytes());
+    element(
+        &mut out,
+        0x0008,
+        0x0018,
+        b"UI",
+        triplet.sop_instance_uid.as_bytes(),
+    );
+    element(&mut out, 0x0008, 0x0060, b"CS", b"CT");
+    // A private block (creator, then its OB element), in tag order.
+    element(&mut out, 0x0009, 0x0010, b"LO", b"SLUICE TEST");
+    let filler: Vec<u8> = (0..filler).map(|i| (i * 7 % 251) as u8).collect();
+    element(&mut out, 0x0009, 0x1010, b"OB", &filler);
+    element(&mut out, 0x0010, 0x0010, b"PN", b"Objects^Jane");
+    element(&mut out, 0x0010, 0x0020, b"LO", b"PID-Objects");
+    element(
+        &mut out,
+        0x0020,
+        0x000d,
+        b"UI",
+        triplet.study_instance_uid.as_bytes(),
+    );
+    element(
+        &mut out,
+        0x0020,
+        0x000e,
+        b"UI",
+        triplet.series_instance_uid.as_bytes(),
+    );
+    out
+}
+
+/// One instance stored as a record.
+struct Stored {
+    triplet: Triplet,
+    part10: Vec<u8>,
+    dataset: Vec<u8>,
+}
+
+/// A store with three instances as records of segment `SEALED` (sealed in
+/// the index) and one of `OPEN` (not sealed), and a configuration file
+/// with `[objects]`.
+fn record_store(garage: &Garage, evict: &str) -> (StoreFixture, Vec<Stored>, PathBuf) {
+    let mut fixture = StoreFixture::new();
+    std::fs::create_dir_all(fixture.layout.segments_dir()).unwrap();
+    let mut stored = Vec::new();
+    for (segment, instances) in [
+        (
+            SEALED,
+            &[
+                ("1.7.1", "1.7.1.1", 9000),
+                ("1.7.1", "1.7.1.2", 100),
+                ("1.7.2", "1.7.2.1", 20_000),
+            ][..],
+        ),
+        (OPEN, &[("1.7.2", "1.7.2.2", 3000)][..]),
+    ] {
+        let mut writer =
+            SegmentWriter::create(&fixture.layout.segment_path(segment), 1 << 20).unwrap();
+        for &(series, sop, filler) in instances {
+            let triplet = Triplet::new("1.7", series, sop);
+            let (_, mut part10, mut record) = fixture.part10(&triplet, "x");
+            let data = dataset(&triplet, filler);
+            part10.truncate(record.dataset_offset_bytes as usize);
+            part10.extend_from_slice(&data);
+            record.file_size_bytes = part10.len() as u64;
+            record.checksum = sluice_engine::store::layout::dataset_checksum(&data);
+            let uids = RecordUids {
+                study: triplet.study_instance_uid.clone(),
+                series: triplet.series_instance_uid.clone(),
+                sop: triplet.sop_instance_uid.clone(),
+            };
+            let encoded = encode_record(EPOCH, &uids, &part10).unwrap();
+            let offset = writer.append(&encoded).unwrap();
+            let mut request =
+                StoreRequest::new(StoreFixture::new_instance(triplet.clone(), record, "Obj"));
+            request.location = Location::Record(RecordPlace {
+                segment,
+                offset,
+                length: encoded.as_slice().len() as u64,
+            });
+            assert_eq!(fixture.store_request(request), StoreOutcome::Stored);
+            stored.push(Stored {
+                triplet,
+                part10,
+                dataset: data,
+            });
+        }
+        writer.sync().unwrap();
+    }
+    fixture
+        .index()
+        .writer()
+        .execute(vec![WriteOp::SealSegment(SEALED)])
+        .unwrap();
+    fixture.close();
+    let config = fixture.data_dir().parent().unwrap().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_directory = \"{}\"\n[storage]\nfree_space_floor = 0\n{}",
+            fixture.data_dir().display(),
+            garage.objects_toml(evict)
+        ),
+    )
+    .unwrap();
+    (fixture, stored, config)
+}
+
+fn open_store(config: &Path) -> Store {
+    Store::open(Config::from_file(config).unwrap()).unwrap()
+}
+
+/// Runs upload rounds until one succeeds (Garage settles its new layout
+/// for a few seconds after it is applied).
+fn upload(store: &Store) -> sluice_engine::objects::Round {
+    let mut uploader = Uploader::new(store).expect("[objects] is configured");
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    loop {
+        match uploader.run_once() {
+            Ok(round) => return round,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("upload round failed (retrying): {error}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => panic!("no upload round succeeded: {error}"),
+        }
+    }
+}
+
+/// The sealed segment is uploaded, verified and evicted (the open one is
+/// left alone), and its records read back byte-exact through the embedding
+/// API, `export-instance` and `verify` from the object store, also with one
+/// Garage node killed; a second round has nothing to do; with the store
+/// down, a round fails as an outage and the local data is untouched.
+#[test]
+fn sealed_segments_are_uploaded_evicted_and_read_back_with_ranged_gets() {
+    let mut garage = Garage::start();
+    let (fixture, stored, config) = record_store(&garage, "after-upload");
+    let sealed_path = fixture.layout.segment_path(SEALED);
+    let sealed_bytes = std::fs::metadata(&sealed_path).unwrap().len();
+    let store = open_store(&config);
+    let round = upload(&store);
+    assert_eq!(
+        (
+            round.uploaded,
+            round.uploaded_bytes,
+            round.evicted,
+            round.deleted,
+            round.backlog
+        ),
+        (1, sealed_bytes, 1, 1, 0),
+        "{round:?}"
+    );
+    assert!(
+        !sealed_path.exists(),
+        "the evicted segment's file is still there"
+    );
+    assert!(fixture.layout.segment_path(OPEN).exists());
+    {
+        let read = store.index().read().unwrap();
+        let object = read.segment_object(SEALED).unwrap().expect("recorded");
+        assert!(object.evicted);
+        assert_eq!(object.size_bytes, sealed_bytes);
+        assert_eq!(object.key, format!("sluice/local/{SEALED:016x}.seg"));
+        assert_eq!(read.segment_object(OPEN).unwrap(), None);
+    }
+
+    // The embedding API: every instance, evicted or not, byte-exact.
+    for instance in &stored {
+        let sop = &instance.triplet.sop_instance_uid;
+        assert!(
+            store.read_instance(sop).unwrap().unwrap() == instance.part10,
+            "{sop}"
+        );
+        assert!(
+            store.read_dataset(sop).unwrap().unwrap() == instance.dataset,
+            "{sop}"
+        );
+    }
+    let cache = fixture.data_dir().join("cache");
+    assert_eq!(files_under(&cache), 3, "one cached file per evicted record");
+
+    // Nothing left to do; a new uploader (a restart) agrees.
+    let round = upload(&store);
+    assert_eq!((round.uploaded, round.evicted, round.deleted), (0, 0, 0));
+    drop(store);
+
+    // One Garage node killed (not the one the endpoint names): reads still
+    // served from the other two (replication factor 3, quorum 2).
+    garage.nodes[2].kill();
+    std::fs::remove_dir_all(&cache).unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let out = tempfile::tempdir().unwrap();
+    for (n, instance) in stored.iter().enumerate() {
+        let path = out.path().join(format!("{n}.dcm"));
+        let output = sluice_ok(&[
+            "export-instance",
+            "--config",
+            &config_arg,
+            &instance.triplet.sop_instance_uid,
+            path.to_str().unwrap(),
+        ]);
+        assert!(output.contains("exported"), "{output}");
+        assert!(std::fs::read(&path).unwrap() == instance.part10);
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+    let output = sluice_ok(&["verify", "--config", &config_arg]);
+    assert!(
+        output.contains("verified 4 files (4 stored, 0 quarantined): 0 missing")
+            && output.contains("0 damaged records"),
+        "{output}"
+    );
+
+    // Without [objects], an evicted record is refused with the reason.
+    let (result, output) = sluice(&[
+        "export-instance",
+        "--data-dir",
+        fixture.data_dir().to_str().unwrap(),
+        &stored[0].triplet.sop_instance_uid,
+        out.path().join("refused.dcm").to_str().unwrap(),
+    ]);
+    let error = result.unwrap_err().to_string();
+    assert!(
+        error.contains("evicted to the object store") && error.contains("[objects]"),
+        "{error}\n{output}"
+    );
+
+    // The store down: the open segment sealed now cannot be uploaded; the
+    // round fails as an outage, nothing is recorded or evicted.
+    garage.nodes[0].kill();
+    garage.nodes[1].kill();
+    let store = open_store(&config);
+    store
+        .index()
+        .writer()
+        .execute(vec![WriteOp::SealSegment(OPEN)])
+        .unwrap();
+    let error = Uploader::new(&store)
+        .unwrap()
+        .run_once()
+        .expect_err("the store is down");
+    assert!(error.is_store_outage(), "{error}");
+    assert!(fixture.layout.segment_path(OPEN).exists());
+    assert_eq!(
+        store.index().read().unwrap().segment_object(OPEN).unwrap(),
+        None
+    );
+}
+
+/// How many files are under `dir` (recursively).
+fn files_under(dir: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// A C-GET (DCMTK getscu) through `sluice serve` retrieves instances whose
+/// segment was evicted, byte-exact, fetched from Garage by ranged GETs.
+#[test]
+fn getscu_retrieves_evicted_instances_through_sluice_serve() {
+    let garage = Garage::start();
+    let (fixture, stored, config) = record_store(&garage, "after-upload");
+    let store = open_store(&config);
+    let round = upload(&store);
+    assert_eq!((round.uploaded, round.evicted), (1, 1), "{round:?}");
+    drop(store);
+    assert!(!fixture.layout.segment_path(SEALED).exists());
+
+    let port = free_port();
+    let log_path = fixture.data_dir().parent().unwrap().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cores", "1", "--free-space-floor", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start sluice serve");
+    let mut guard = ChildGuard::new(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = guard.child_mut().try_wait().unwrap() {
+            panic!(
+                "sluice serve exited ({status}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "sluice serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let output = run(
+        Command::new(dcmtk("getscu"))
+            .args(["-v", "-S", "-aec", "SLUICE", "-od"])
+            .arg(out.path())
+            .args(["-k", "QueryRetrieveLevel=SERIES"])
+            .args(["-k", "StudyInstanceUID=1.7"])
+            .args(["-k", "SeriesInstanceUID=1.7.1"])
+            .args(["127.0.0.1", &port.to_string()]),
+        Duration::from_secs(120),
+    );
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        log.contains("Number of Completed Suboperations : 2"),
+        "{log}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let mut arrived = 0;
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let instance = stored
+            .iter()
+            .find(|i| bytes.ends_with(&i.dataset))
+            .unwrap_or_else(|| {
+                let tail = &bytes[bytes.len().saturating_sub(200)..];
+                panic!(
+                    "a received file of {} bytes ends with no stored data set; its tail: {tail:02x?}\nstored tails: {:02x?}",
+                    bytes.len(),
+                    stored.iter().map(|i| &i.dataset[..i.dataset.len().min(200)]).collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(instance.triplet.series_instance_uid, "1.7.1");
+        arrived += 1;
+    }
+    assert_eq!(arrived, 2);
+    drop(guard);
+}
+
+/// End to end: `sluice serve` on the segments layout with `[objects]`
+/// stores what DCMTK storescu sends into 1 MiB segments; the ones it seals
+/// are uploaded and evicted by its uploader thread while it runs; after it
+/// stops, every instance reads back byte-exact (the evicted ones from
+/// Garage) and `verify` finds every record intact.
+#[test]
+fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
+    let garage = Garage::start();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("objects.toml");
+    std::fs::write(&config, garage.objects_toml("after-upload")).unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    // Small instances: each record takes at least 4 KiB (its padding), so
+    // 600 of them fill two 1 MiB segments.
+    let files = crate::ingest::generated_files(sent.path(), 600);
+    let total: u64 = files
+        .iter()
+        .map(|file| std::fs::metadata(file).unwrap().len().div_ceil(4096) * 4096)
+        .sum();
+    assert!(
+        total > 2 << 20,
+        "{total} bytes of records fill no 1 MiB segment"
+    );
+    let data = work.path().join("data");
+    let served = crate::serve::Served::start_in(
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        "uring",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--storage-layout",
+            "segments",
+            "--segment-size-mib",
+            "1",
+            "--cores",
+            "1",
+        ],
+    );
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
+            .args(&files),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "storescu: {output:?}");
+    // The uploader works beside ingest: wait for its evictions.
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    while !served.log().contains("segment evicted") {
+        assert!(
+            Instant::now() < deadline,
+            "no segment evicted:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = served.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+
+    let mut config_all = Config::from_file(&config).unwrap();
+    config_all.server.data_directory = data.clone();
+    let store = Store::open(config_all).unwrap();
+    let evicted: Vec<u64> = store
+        .index()
+        .read()
+        .unwrap()
+        .segment_objects()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, object)| object.evicted)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!evicted.is_empty());
+    for segment in &evicted {
+        assert!(!store.layout().segment_path(*segment).exists());
+    }
+    for file in &files {
+        let original = std::fs::read(file).unwrap();
+        let sop = sluice_tests::part10_meta_value(&original, 0x0002, 0x0003);
+        let stored = store.read_instance(&sop).unwrap().expect("stored");
+        assert_eq!(
+            sluice_tests::part10_dataset(&stored),
+            sluice_tests::part10_dataset(&original),
+            "{sop}"
+        );
+    }
+    drop(store);
+    let output = sluice_ok(&[
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        output.contains("verified 600 files") && output.contains("0 damaged records"),
+        "{output}"
+    );
+}
