@@ -214,7 +214,7 @@ fn a_torn_tail_is_cut_and_a_record_without_entry_indexed_again() {
     assert!(
         report
             .to_string()
-            .contains("1 open segment sealed: 1 record indexed again"),
+            .contains("1 open segment sealed: 1 record indexed again, 1 torn tail cut"),
         "{report}"
     );
 
@@ -309,6 +309,7 @@ fn a_segment_without_an_index_row_is_recovered() {
     let report = recover(&fixture.layout, fixture.index()).unwrap();
     assert_eq!(report.segments_recovered, 1);
     assert_eq!(report.segment_records_reindexed, 2);
+    assert_eq!(report.segment_torn_tails, 0, "the records end at the zeros");
     assert_eq!(report.entries_checked, 2);
     assert!(report.index_is_whole(), "{report:?}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), two_place.end());
@@ -355,6 +356,7 @@ fn a_stale_record_of_an_earlier_epoch_is_not_taken() {
     let report = recover(&fixture.layout, fixture.index()).unwrap();
     assert_eq!(report.segments_recovered, 1);
     assert_eq!(report.segment_records_reindexed, 0);
+    assert_eq!(report.segment_torn_tails, 1, "stale bytes end the records");
     assert_eq!(location_of(&fixture, "1.7.1.2"), None);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), indexed_place.end());
     assert!(segment_state(&fixture, SEGMENT).unwrap().sealed);
