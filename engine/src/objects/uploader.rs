@@ -20,6 +20,7 @@
 //! outage is logged once when it starts and once when it ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,10 @@ impl Uploader {
             (pending, objects)
         };
         round.backlog = pending.len() as u64;
+        self.objects
+            .counters
+            .backlog_segments
+            .store(round.backlog, Ordering::Relaxed);
         for segment in pending {
             let path = layout.segment_path(segment);
             let size_bytes = match std::fs::metadata(&path) {
@@ -124,6 +129,14 @@ impl Uploader {
                 "segment uploaded to the object store and verified"
             );
             uploaded.insert(segment, object);
+            let counters = &self.objects.counters;
+            counters.uploaded_segments.fetch_add(1, Ordering::Relaxed);
+            counters
+                .uploaded_bytes
+                .fetch_add(size_bytes, Ordering::Relaxed);
+            counters
+                .backlog_segments
+                .store(round.backlog - 1, Ordering::Relaxed);
             round.uploaded += 1;
             round.uploaded_bytes += size_bytes;
             round.backlog -= 1;
@@ -158,6 +171,10 @@ impl Uploader {
                 object.evicted = true;
                 freeing += object.size_bytes;
             }
+            self.objects
+                .counters
+                .evicted_segments
+                .fetch_add(1, Ordering::Relaxed);
             round.evicted += 1;
         }
         round.deleted += self.delete_evicted(&uploaded)?;
@@ -232,7 +249,16 @@ impl Uploader {
     fn run(&mut self, stop: &crossbeam_channel::Receiver<()>) {
         let mut failing = false;
         loop {
-            let wait = match self.run_once() {
+            let result = self.run_once();
+            let counters = &self.objects.counters;
+            counters.reachable.store(
+                !matches!(&result, Err(error) if error.is_store_outage()),
+                Ordering::Relaxed,
+            );
+            if result.is_err() {
+                counters.failed_rounds.fetch_add(1, Ordering::Relaxed);
+            }
+            let wait = match result {
                 Ok(round) => {
                     if failing {
                         tracing::info!("the object store works again; uploads go on");

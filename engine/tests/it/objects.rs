@@ -26,7 +26,7 @@ use crate::operator::{sluice, sluice_ok, StoreFixture, CT};
 /// How long Garage may take to start and settle its layout.
 const GARAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The segments the tests seal (and upload) and leave open.
-const SEALED: u64 = 0x0002_0000_0000_0001;
+pub(crate) const SEALED: u64 = 0x0002_0000_0000_0001;
 const OPEN: u64 = 0x0002_0000_0000_0002;
 const EPOCH: u64 = 1_700_000_000_000_000_000;
 const BUCKET: &str = "sluice-test";
@@ -102,7 +102,7 @@ impl GarageNode {
 /// A 3-node Garage cluster on loopback ports (replication factor 3, one
 /// zone per node), a key and a bucket; the nodes are stopped by PID when
 /// it is dropped (`ChildGuard`).
-struct Garage {
+pub(crate) struct Garage {
     _dir: tempfile::TempDir,
     nodes: Vec<GarageNode>,
     key_id: String,
@@ -110,7 +110,14 @@ struct Garage {
 }
 
 impl Garage {
-    fn start() -> Garage {
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.guard.as_ref().map(ChildGuard::id))
+            .collect()
+    }
+
+    pub(crate) fn start() -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let rpc_secret = random_hex(32);
         let mut nodes = Vec::new();
@@ -210,7 +217,7 @@ impl Garage {
 
     /// The `[objects]` section for a store uploading to this cluster
     /// (through node 0's S3 endpoint).
-    fn objects_toml(&self, evict: &str) -> String {
+    pub(crate) fn objects_toml(&self, evict: &str) -> String {
         format!(
             "[objects]\n\
              endpoint = \"http://127.0.0.1:{port}\"\n\
@@ -618,11 +625,14 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         "{total} bytes of records fill no 1 MiB segment"
     );
     let data = work.path().join("data");
+    let metrics_port = free_port().to_string();
     let served = crate::serve::Served::start_in(
         tempfile::tempdir().unwrap(),
         data.clone(),
         "uring",
         &[
+            "--metrics-port",
+            &metrics_port,
             "--config",
             config.to_str().unwrap(),
             "--storage-layout",
@@ -650,6 +660,29 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let metrics = metrics_text(&metrics_port);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        value("sluice_objects_uploaded_segments_total") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        value("sluice_objects_uploaded_bytes_total") >= 1 << 20,
+        "{metrics}"
+    );
+    assert!(
+        value("sluice_objects_evicted_segments_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(value("sluice_objects_store_reachable"), 1, "{metrics}");
     let log = served.stop();
     assert!(!log.contains("ERROR"), "{log}");
 
@@ -692,4 +725,18 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         output.contains("verified 600 files") && output.contains("0 damaged records"),
         "{output}"
     );
+}
+
+/// The metrics endpoint's text.
+fn metrics_text(port: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
