@@ -473,6 +473,25 @@ fn sealed_segments_are_uploaded_evicted_and_read_back_with_ranged_gets() {
         "{output}"
     );
 
+    // `sluice stats` names the evicted segment (its size the object's) and
+    // the open one.
+    let stats = sluice_ok(&["stats", "--config", &config_arg]);
+    let row = |id: u64| {
+        stats
+            .lines()
+            .find(|line| line.starts_with(&format!("{id:016x}")))
+            .unwrap_or_else(|| panic!("no segment {id:016x} in\n{stats}"))
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row(SEALED), format!("{SEALED:016x} evicted {sealed_bytes}"));
+    assert!(
+        row(OPEN).starts_with(&format!("{OPEN:016x} open ")),
+        "{stats}"
+    );
+
     // Without [objects], an evicted record is refused with the reason.
     let (result, output) = sluice(&[
         "export-instance",
