@@ -22,6 +22,7 @@ use sluice_index::{Location, RecordPlace, StoreOutcome, StoreRequest, Triplet, W
 use sluice_tests::{dcmtk, free_port, run, ChildGuard};
 
 use crate::operator::{sluice, sluice_ok, StoreFixture, CT};
+use crate::segment_recovery::element;
 
 /// How long Garage may take to start and settle its layout.
 const GARAGE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -242,22 +243,6 @@ impl Garage {
 /// `filler` bytes of private OB data so records span more than a page;
 /// elements in tag order, as DCMTK writes what it receives.
 fn dataset(triplet: &Triplet, filler: usize) -> Vec<u8> {
-    fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
-        let mut value = value.to_vec();
-        if value.len() % 2 == 1 {
-            value.push(if vr == b"UI" { 0 } else { b' ' });
-        }
-        out.extend_from_slice(&group.to_le_bytes());
-        out.extend_from_slice(&element.to_le_bytes());
-        out.extend_from_slice(vr);
-        if vr == b"OB" {
-            out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        } else {
-            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        }
-        out.extend_from_slice(&value);
-    }
     let mut out = Vec::new();
     element(&mut out, 0x0008, 0x0016, b"UI", CT.as_bytes());
     element(
