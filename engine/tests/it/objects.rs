@@ -66,11 +66,11 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// One Garage node: its configuration, its process.
-struct GarageNode {
+pub(crate) struct GarageNode {
     config: PathBuf,
     log: PathBuf,
     s3_port: u16,
-    guard: Option<ChildGuard>,
+    pub(crate) guard: Option<ChildGuard>,
 }
 
 impl GarageNode {
@@ -105,19 +105,12 @@ impl GarageNode {
 /// it is dropped (`ChildGuard`).
 pub(crate) struct Garage {
     _dir: tempfile::TempDir,
-    nodes: Vec<GarageNode>,
+    pub(crate) nodes: Vec<GarageNode>,
     key_id: String,
     secret_file: PathBuf,
 }
 
 impl Garage {
-    pub(crate) fn pids(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.guard.as_ref().map(ChildGuard::id))
-            .collect()
-    }
-
     pub(crate) fn start() -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let rpc_secret = random_hex(32);
