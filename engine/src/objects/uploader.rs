@@ -54,6 +54,8 @@ pub struct Uploader {
     /// When this process first saw each evicted segment whose file is
     /// still there.
     evicted_seen: HashMap<u64, Instant>,
+    /// Sealed segments whose file is missing, already logged.
+    missing_warned: std::collections::HashSet<u64>,
 }
 
 impl Uploader {
@@ -65,6 +67,7 @@ impl Uploader {
             store: store.clone(),
             objects,
             evicted_seen: HashMap::new(),
+            missing_warned: std::collections::HashSet::new(),
         })
     }
 
@@ -95,6 +98,15 @@ impl Uploader {
             let path = layout.segment_path(segment);
             let size_bytes = match std::fs::metadata(&path) {
                 Ok(meta) => meta.len(),
+                // A sealed segment without its file (lost, or sealed
+                // before any record reached it) cannot be uploaded: said
+                // once, skipped, the others go on.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if self.missing_warned.insert(segment) {
+                        tracing::warn!(segment = %format!("{segment:016x}"), path = %path.display(), "a sealed segment's file is missing: it cannot be uploaded");
+                    }
+                    continue;
+                }
                 Err(source) => {
                     return Err(ObjectsError::Io {
                         operation: "stat the sealed segment",
