@@ -18,7 +18,7 @@ import sys
 from html import escape
 
 SLUICE = "sluice-uring"
-ORDER = ["sluice-uring", "sluice-baseline", "sluice-portable", "sluice-metrics",
+ORDER = ["sluice-uring", "sluice-segments", "sluice-baseline", "sluice-portable", "sluice-metrics",
          "sluice-audit", "orthanc", "storescp", "dicom-rs", "speed-of-light"]
 COLORS = {"sluice-uring": "#1f6feb", "sluice-portable": "#6ea8fe",
           "sluice-baseline": "#0a3069", "orthanc": "#d9822b",

@@ -6,7 +6,7 @@ Usage (from the repository root; `bench/peers/run` installs what is missing
 and builds first, then calls this):
 
     python3 bench/peers/run.py [--short] [--repeat 3] [--seconds 6]
-        [--receivers sluice-uring,sluice-portable,orthanc,storescp,dicom-rs]
+        [--receivers sluice-uring,sluice-segments,sluice-portable,orthanc,storescp,dicom-rs]
         [--workloads ...] [--work-dir DIR] [--out-dir docs/benchmarks]
 
 What one run is: a fresh storage directory on the work disk, the receiver
@@ -42,6 +42,7 @@ ROOT = "1.2.826.0.1.3680043.10.1234.82."
 DURABLE = {
     "sluice-uring": "yes: file and directory fsynced, index committed",
     "sluice-portable": "yes: file and directory fsynced, index committed",
+    "sluice-segments": "yes: record written O_DIRECT, segment fdatasynced (one per batch), index committed",
     "orthanc": "file fsynced (SyncStorageArea), SQLite index",
     "storescp": "no fsync",
     "dicom-rs": "no fsync",
@@ -50,7 +51,8 @@ DURABLE = {
     "sluice-metrics": "yes: as sluice-uring, with [metrics] on and /metrics scraped every second",
     "sluice-audit": "yes: as sluice-uring, with [audit] writing its JSON-lines file",
 }
-ALL_RECEIVERS = ["sluice-uring", "sluice-portable", "orthanc", "storescp", "dicom-rs"]
+ALL_RECEIVERS = ["sluice-uring", "sluice-segments", "sluice-portable", "orthanc", "storescp",
+                 "dicom-rs"]
 
 
 def tool(name):
@@ -155,6 +157,18 @@ def count_files(directory, skip=()):
                for name in files if name not in skip)
 
 
+def indexed_instances(binary, data_dir):
+    """The stored instances of a Sluice data directory, from its index
+    (`sluice stats`: the instances table's entries): records are not files."""
+    output = subprocess.run([binary, "stats", "--data-dir", data_dir], capture_output=True,
+                            text=True, check=True).stdout
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "instances":
+            return int(fields[1])
+    raise RuntimeError(f"no instances row in sluice stats:\n{output}")
+
+
 # ----- receivers -----
 
 class Receiver:
@@ -177,10 +191,15 @@ class Receiver:
             # default), beside sluice-uring (off) for its cost.
             # sluice-audit: this build with the audit trail on, written to
             # a JSON-lines file beside the store, for its cost likewise.
+            # sluice-segments: this build on io_uring storing records in
+            # per-core segments (storage.layout = "segments").
             binary, backend = ((binaries["sluice-baseline"], "uring") if name == "sluice-baseline"
                                else (binaries["sluice"], "uring")
-                               if name in ("sluice-metrics", "sluice-audit")
+                               if name in ("sluice-metrics", "sluice-audit", "sluice-segments")
                                else (binaries["sluice"], name.split("-", 1)[1]))
+            if name == "sluice-segments":
+                extra = list(extra) + ["--storage-layout", "segments"]
+            self.binary = binary
             if name == "sluice-audit":
                 extra = list(extra) + ["--audit-file", os.path.join(log_dir, "audit.jsonl")]
             self.metrics_port = free_port() if name == "sluice-metrics" else None
@@ -298,7 +317,10 @@ class Receiver:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        stored = count_files(self.stored_dir, self.skip)
+        if self.name == "sluice-segments":
+            stored = indexed_instances(self.binary, self.dir)
+        else:
+            stored = count_files(self.stored_dir, self.skip)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.sync()
         return stored

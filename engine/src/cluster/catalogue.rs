@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS sluice_instances (
 );
 CREATE INDEX IF NOT EXISTS sluice_instances_study ON sluice_instances (study_instance_uid);
 CREATE INDEX IF NOT EXISTS sluice_instances_patient ON sluice_instances (patient_id);
+ALTER TABLE sluice_nodes ADD COLUMN IF NOT EXISTS dicom_address text;
+ALTER TABLE sluice_nodes ADD COLUMN IF NOT EXISTS ae_title text;
+CREATE INDEX IF NOT EXISTS sluice_instances_series ON sluice_instances (series_instance_uid);
+CREATE INDEX IF NOT EXISTS sluice_instances_accession ON sluice_instances (accession_number);
 ";
 
 /// The insert of a batch: one statement, one array per column.
@@ -122,7 +126,7 @@ impl Catalogue {
     /// the publisher), creates the schema if missing and registers the node.
     pub(crate) fn connect(
         address: &str,
-        node: &str,
+        (node, dicom_address, ae_title): (&str, Option<&str>, &str),
         timeout: Duration,
     ) -> Result<Catalogue, CatalogueError> {
         let mut config: postgres::Config = address.parse()?;
@@ -136,9 +140,10 @@ impl Catalogue {
         let mut transaction = client.transaction()?;
         transaction.batch_execute(SCHEMA)?;
         transaction.execute(
-            "INSERT INTO sluice_nodes (node) VALUES ($1)
-             ON CONFLICT (node) DO UPDATE SET seen_at = now()",
-            &[&node],
+            "INSERT INTO sluice_nodes (node, dicom_address, ae_title) VALUES ($1, $2, $3)
+             ON CONFLICT (node) DO UPDATE SET seen_at = now(),
+                 dicom_address = EXCLUDED.dicom_address, ae_title = EXCLUDED.ae_title",
+            &[&node, &dicom_address, &ae_title],
         )?;
         transaction.commit()?;
         Ok(Catalogue {
@@ -250,6 +255,32 @@ impl Catalogue {
         )?;
         transaction.commit()?;
         Ok(published)
+    }
+
+    /// This node's name.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Node and location of each SOP Instance UID of `sops` the catalogue
+    /// holds.
+    pub(crate) fn locations(
+        &mut self,
+        sops: &[String],
+    ) -> Result<std::collections::HashMap<String, (String, String)>, CatalogueError> {
+        if sops.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        Ok(self
+            .client
+            .query(
+                "SELECT sop_instance_uid, node, location FROM sluice_instances
+                 WHERE sop_instance_uid = ANY($1)",
+                &[&sops],
+            )?
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect())
     }
 
     /// Says the node is alive, how much it has still to publish and how

@@ -21,8 +21,11 @@
 //! entry is published only while the local index still holds it.
 
 mod catalogue;
+mod find;
+mod forward;
 mod outbox;
 mod publisher;
+mod reconcile;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome};
 
 pub use catalogue::{status, CatalogueError, NodeStatus};
+pub(crate) use find::{FindStream, Polled};
+pub(crate) use forward::{Forward, Forwarded, StagingDir};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};
@@ -119,16 +124,27 @@ pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) batch_max: usize,
     pub(crate) retry: Duration,
+    pub(crate) find: crate::config::FindScope,
+    /// This node's AE title (`network.ae_title`).
+    pub(crate) ae_title: String,
+    /// This node's DICOM address as the others reach it (`host:port`).
+    pub(crate) dicom_address: Option<String>,
 }
 
 struct Inner {
     settings: Settings,
     outbox: Outbox,
+    /// The last run did not stop cleanly: reconcile before publishing.
+    reconcile: bool,
     state: Arc<State>,
     /// Before-answer: the batches waiting for publication.
     wake: Sender<Waiting>,
     wake_receiver: Mutex<Option<Receiver<Waiting>>>,
     publisher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// C-GET's staging directories (`<data>/cluster/staging`).
+    staging: std::path::PathBuf,
+    /// The commitment tracker's connection to the catalogue (lazily made).
+    lookup: Mutex<Option<postgres::Client>>,
 }
 
 impl Cluster {
@@ -148,6 +164,19 @@ impl Cluster {
             path: directory.clone(),
             source,
         })?;
+        let clean = outbox
+            .take_clean_stop()
+            .map_err(|source| ClusterError::Outbox {
+                path: directory.clone(),
+                source,
+            })?;
+        // What a C-GET staged before a stop or crash is of no use now.
+        let staging = directory.join(forward::STAGING_DIR);
+        if let Err(error) = std::fs::remove_dir_all(&staging) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, path = %staging.display(), "cannot remove old C-GET staging files");
+            }
+        }
         let (wake, wake_receiver) = crossbeam_channel::bounded(WAITING_BATCHES_MAX);
         Ok(Some(Cluster {
             inner: Arc::new(Inner {
@@ -159,12 +188,27 @@ impl Cluster {
                     timeout: cluster.publish_timeout_ms,
                     batch_max: usize::try_from(cluster.publish_batch_max).unwrap_or(1),
                     retry: cluster.retry_interval_ms,
+                    find: cluster.find,
+                    ae_title: config.network.ae_title.as_str().to_owned(),
+                    dicom_address: cluster
+                        .dicom_address
+                        .as_ref()
+                        .map(|address| format!("{}:{}", address.host(), address.port()))
+                        .or_else(|| {
+                            let bind = config.network.bind_address;
+                            (!bind.is_unspecified()).then(|| {
+                                std::net::SocketAddr::new(bind, config.network.port).to_string()
+                            })
+                        }),
                 },
                 outbox,
+                reconcile: !clean,
                 state: Arc::default(),
                 wake,
                 wake_receiver: Mutex::new(Some(wake_receiver)),
                 publisher: Mutex::new(None),
+                staging,
+                lookup: Mutex::new(None),
             }),
         }))
     }
@@ -187,6 +231,7 @@ impl Cluster {
             cluster: self.clone(),
             store,
             in_doubt,
+            reconcile: self.inner.reconcile,
         };
         let handle = std::thread::Builder::new()
             .name("cluster-publish".to_owned())
@@ -216,6 +261,12 @@ impl Cluster {
             let _ = stop.send(());
             if handle.join().is_err() {
                 tracing::error!("the cluster publisher panicked");
+                return;
+            }
+            // Everything appended is flushed: the next start needs no
+            // reconciliation.
+            if let Err(error) = self.inner.outbox.mark_clean_stop() {
+                tracing::error!(%error, "cannot flush the cluster outbox at stop; the next start reconciles the index with the catalogue");
             }
         }
     }
@@ -226,6 +277,59 @@ impl Cluster {
 
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.inner.outbox
+    }
+
+    /// The SOP Class UID under which another node published `sop` (so
+    /// acknowledged it, durably): Storage Commitment on any node commits
+    /// instances any node received. `None` when no other node did, or the
+    /// catalogue cannot say now (unreachable: the request waits, and is
+    /// checked again on the tracker's next round).
+    pub(crate) fn published_elsewhere(&self, sop: &str) -> Option<String> {
+        if !self.catalogue_reachable() {
+            return None;
+        }
+        let mut lookup = self
+            .inner
+            .lookup
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if lookup.is_none() {
+            let settings = &self.inner.settings;
+            let connected = settings
+                .address
+                .parse::<postgres::Config>()
+                .and_then(|mut config| {
+                    config
+                        .connect_timeout(settings.timeout)
+                        .tcp_user_timeout(settings.timeout)
+                        .application_name("sluice commitment")
+                        .connect(postgres::NoTls)
+                });
+            match connected {
+                Ok(client) => *lookup = Some(client),
+                Err(error) => {
+                    tracing::debug!(%error, "commitment cannot reach the cluster catalogue");
+                    return None;
+                }
+            }
+        }
+        let client = lookup.as_mut()?;
+        match client.query_opt(
+            "SELECT sop_class_uid FROM sluice_instances WHERE sop_instance_uid = $1 AND node <> $2",
+            &[&sop, &self.inner.settings.node],
+        ) {
+            Ok(row) => row.map(|row| row.get(0)),
+            Err(error) => {
+                tracing::debug!(%error, "commitment cannot read the cluster catalogue");
+                *lookup = None;
+                None
+            }
+        }
+    }
+
+    /// Whether the publisher's last attempt reached the catalogue.
+    pub(crate) fn catalogue_reachable(&self) -> bool {
+        self.inner.state.reachable.load(Ordering::Relaxed)
     }
 
     /// What `/readyz` adds: `None` while the catalogue is reachable.

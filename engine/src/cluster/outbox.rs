@@ -5,11 +5,14 @@
 //! An entry is appended by the index writer's answer callback, after the
 //! LMDB commit and before the batch is answered to its core, so before any
 //! C-STORE response it covers: a process killed after the answer finds it
-//! again at start (the append is a `write` into the page cache; not
-//! flushed, so a power loss can take the last ones: docs/design/scale-out.md,
-//! "What is not built"). A torn last line (a kill mid-append) is skipped up
-//! to the next newline. When everything is published the file is cut back
-//! to empty, so it holds only the backlog.
+//! again at start. The append is a `write` into the page cache, not
+//! flushed: a power loss can take the last entries while LMDB (flushed)
+//! keeps them. A clean stop flushes the outbox and leaves a marker
+//! (`clean-stop`); a start without it reconciles the local index with the
+//! catalogue (`super::reconcile`), which finds what the outbox lost
+//! (docs/design/scale-out.md, "Failure"). A torn last line (a kill
+//! mid-append) is skipped up to the next newline. When everything is
+//! published the file is cut back to empty, so it holds only the backlog.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -23,6 +26,8 @@ use sluice_index::NewInstance;
 const OUTBOX_FILE: &str = "outbox.jsonl";
 /// The file name of the cursor, in the cluster directory.
 const CURSOR_FILE: &str = "outbox.cursor";
+/// The marker of a clean stop: the outbox was flushed after the last entry.
+const CLEAN_STOP_FILE: &str = "clean-stop";
 /// The longest line read back (an entry is a triplet, a few dozen short
 /// attributes: well under this; a longer line is damage and skipped).
 const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -175,6 +180,31 @@ impl Outbox {
             directory: directory.to_owned(),
             append: Mutex::new((append, 0)),
         })
+    }
+
+    /// Whether the last run stopped cleanly (the outbox flushed after its
+    /// last entry); the marker is removed, durably, so that a power loss
+    /// during this run is seen at the next start.
+    pub(crate) fn take_clean_stop(&self) -> std::io::Result<bool> {
+        match std::fs::remove_file(self.directory.join(CLEAN_STOP_FILE)) {
+            Ok(()) => {
+                File::open(&self.directory)?.sync_all()?;
+                Ok(true)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A clean stop: the outbox and its cursor flushed, then the marker.
+    pub(crate) fn mark_clean_stop(&self) -> std::io::Result<()> {
+        self.append
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .0
+            .sync_data()?;
+        File::create(self.directory.join(CLEAN_STOP_FILE))?.sync_all()?;
+        File::open(&self.directory)?.sync_all()
     }
 
     /// Appends entries in one write; the logical offset just past them.

@@ -24,6 +24,8 @@ pub(crate) struct Publisher {
     pub(crate) cluster: Cluster,
     pub(crate) store: Store,
     pub(crate) in_doubt: InDoubtSet,
+    /// The last run stopped uncleanly: reconcile at the first connect.
+    pub(crate) reconcile: bool,
 }
 
 /// Why a publishing round stopped short.
@@ -37,8 +39,11 @@ enum Stopped {
 impl Publisher {
     pub(crate) fn run(self, wake: &Receiver<Waiting>, stop: &Receiver<()>) {
         let outbox = self.cluster.outbox();
+        let mut reconcile = self.reconcile;
         let mut cursor = match outbox.cursor() {
-            Ok(cursor) => cursor,
+            // A cursor renamed into place while the outbox's tail was lost
+            // (a power loss) points past the end: new entries go there.
+            Ok(cursor) => cursor.min(outbox.backlog_bytes(0)),
             Err(error) => {
                 tracing::error!(%error, "cannot read the cluster outbox's cursor; publishing from its start (republishing is harmless)");
                 0
@@ -75,7 +80,11 @@ impl Publisher {
             if catalogue.is_none() && (Instant::now() >= next_attempt || stopping) {
                 match Catalogue::connect(
                     &self.settings.address,
-                    &self.settings.node,
+                    (
+                        &self.settings.node,
+                        self.settings.dicom_address.as_deref(),
+                        &self.settings.ae_title,
+                    ),
                     self.settings.timeout,
                 ) {
                     Ok(connected) => {
@@ -97,6 +106,18 @@ impl Publisher {
                     Err(error) => {
                         self.unreachable(&error);
                         next_attempt = Instant::now() + self.settings.retry;
+                    }
+                }
+            }
+            if reconcile {
+                if let Some(connected) = catalogue.as_mut() {
+                    match self.reconcile(connected) {
+                        Ok(()) => reconcile = false,
+                        Err(error) => {
+                            self.unreachable(&error);
+                            catalogue = None;
+                            next_attempt = Instant::now() + self.settings.retry;
+                        }
                     }
                 }
             }
@@ -151,6 +172,29 @@ impl Publisher {
             }
             if stopping {
                 return;
+            }
+        }
+    }
+
+    /// The reconciliation pass after an unclean stop (`super::reconcile`);
+    /// `Err` only for a catalogue error (the pass runs again at the next
+    /// connect). Other failures are logged and end the pass.
+    fn reconcile(&self, catalogue: &mut Catalogue) -> Result<(), CatalogueError> {
+        let started = Instant::now();
+        match super::reconcile::run(&self.store, catalogue, self.cluster.outbox()) {
+            Ok(done) => {
+                tracing::info!(
+                    scanned = done.scanned,
+                    appended = done.appended,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "the last run did not stop cleanly: the local index was reconciled with the cluster catalogue"
+                );
+                Ok(())
+            }
+            Err(super::reconcile::ReconcileError::Catalogue(error)) => Err(error),
+            Err(error) => {
+                tracing::error!(%error, "the reconciliation of the local index with the cluster catalogue failed; entries the outbox lost stay unpublished");
+                Ok(())
             }
         }
     }

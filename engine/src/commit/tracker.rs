@@ -60,6 +60,9 @@ pub(crate) const FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 360
 const LOAD_PAGE: usize = 1024;
 /// Longest idle wait of the loop (it re-checks the lost-arrivals flag).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Cluster mode: how often pending requests are checked against the
+/// catalogue for instances other nodes received.
+const CLUSTER_RECHECK: Duration = Duration::from_millis(500);
 
 /// The tracker's inputs.
 #[derive(Debug)]
@@ -169,6 +172,7 @@ impl TrackerHandle {
             next_core: 0,
             timers_due_at: Instant::now(),
             timers_dirty: true,
+            cluster_recheck_at: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("sluice-commit".into())
@@ -261,6 +265,9 @@ pub(crate) struct TrackerContext {
     pub(crate) in_doubt: InDoubtSet,
     /// The cores' mailboxes.
     pub(crate) cores: Box<dyn Cores>,
+    /// Cluster mode: instances other nodes received and published commit
+    /// too (docs/design/scale-out.md, "Storage Commitment on any node").
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for TrackerContext {
@@ -342,6 +349,9 @@ struct Tracker {
     timers_due_at: Instant,
     /// A transaction changed: scan at the next turn of the loop.
     timers_dirty: bool,
+    /// Cluster mode: when the pending requests are checked against the
+    /// catalogue next (instances other nodes receive send no arrival notice).
+    cluster_recheck_at: Instant,
 }
 
 fn duration_ns(duration: Duration) -> u64 {
@@ -362,7 +372,16 @@ impl Tracker {
             if self.context.cores.shutdown_requested() {
                 break;
             }
-            if self.arrivals_lost.swap(false, Ordering::SeqCst) {
+            let cluster_due = self.context.cluster.is_some()
+                && Instant::now() >= self.cluster_recheck_at
+                && self
+                    .transactions
+                    .values()
+                    .any(|transaction| transaction.record.state == CommitmentState::Pending);
+            if cluster_due {
+                self.cluster_recheck_at = Instant::now() + CLUSTER_RECHECK;
+            }
+            if self.arrivals_lost.swap(false, Ordering::SeqCst) || cluster_due {
                 self.recheck_pending();
             }
             // Deadlines and retry times are scanned when one is due or
@@ -374,7 +393,10 @@ impl Tracker {
                 self.deliver_due();
                 self.timers_due_at = Instant::now() + self.next_wake().min(IDLE_WAIT);
             }
-            let wait = self.timers_due_at.saturating_duration_since(Instant::now());
+            let mut wait = self.timers_due_at.saturating_duration_since(Instant::now());
+            if self.context.cluster.is_some() {
+                wait = wait.min(CLUSTER_RECHECK);
+            }
             match receiver.recv_timeout(wait) {
                 Ok(TrackerMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(message) => self.handle(message),
@@ -543,6 +565,7 @@ impl Tracker {
         self.waiting.clear();
         let mut complete = Vec::new();
         let uid = &mut self.scratch;
+        let cluster = self.context.cluster.as_ref();
         for (transaction_uid, transaction) in &mut self.transactions {
             if transaction.record.state != CommitmentState::Pending {
                 continue;
@@ -553,7 +576,7 @@ impl Tracker {
                     continue;
                 }
                 let class = references.class_uid(index).unwrap_or_default();
-                let presence = durable_presence(&read, &in_doubt, uid, class);
+                let presence = durable_presence(&read, &in_doubt, uid, class, cluster);
                 if let Ok(SopPresence::Stored | SopPresence::ClassMismatch { .. }) = presence {
                     if let Ok(SopPresence::ClassMismatch { .. }) = presence {
                         transaction
@@ -666,6 +689,7 @@ impl Tracker {
         // waiting cannot change the class an instance is stored with.
         let mut failed = Vec::new();
         let uid = &mut self.scratch;
+        let cluster = self.context.cluster.as_ref();
         let check = self.context.store.index().read().and_then(|read| {
             let in_doubt = self.context.in_doubt.snapshot();
             for (index, present) in present.iter_mut().enumerate() {
@@ -673,7 +697,7 @@ impl Tracker {
                     continue;
                 }
                 let class = references.class_uid(index).unwrap_or_default();
-                match durable_presence(&read, &in_doubt, uid, class)? {
+                match durable_presence(&read, &in_doubt, uid, class, cluster)? {
                     SopPresence::Stored => *present = true,
                     SopPresence::ClassMismatch { .. } => {
                         *present = true;
@@ -845,13 +869,14 @@ impl Tracker {
         let in_doubt = self.context.in_doubt.snapshot();
         let references = &transaction.payload.references;
         let uid = &mut self.scratch;
+        let cluster = self.context.cluster.as_ref();
         for (index, present) in transaction.present.iter().enumerate() {
             if *present || !references.instance_uid_into(index, uid) {
                 continue;
             }
             let class = references.class_uid(index).unwrap_or_default();
             let presence = match &read {
-                Ok(read) => durable_presence(read, &in_doubt, uid, class),
+                Ok(read) => durable_presence(read, &in_doubt, uid, class, cluster),
                 Err(error) => Err(error.clone()),
             };
             let reason = match presence {
@@ -1185,13 +1210,27 @@ pub(crate) fn retry_delay(delay: Duration, cap: Duration, attempt: u32) -> Durat
 /// [`ReadTxn::sop_presence`] for commitment: an instance whose file is still
 /// in doubt (its entry committed, its data or directory entry not yet
 /// durable) is not stored yet; its core notifies the tracker once it is.
+/// In cluster mode an instance not stored here is stored when another node
+/// published it (the catalogue names only acknowledged, durable instances).
 fn durable_presence(
     read: &ReadTxn<'_>,
     in_doubt: &HashSet<FileId>,
     sop_instance_uid: &str,
     sop_class_uid: &str,
+    cluster: Option<&crate::cluster::Cluster>,
 ) -> Result<SopPresence, IndexError> {
     let presence = read.sop_presence(sop_instance_uid, sop_class_uid)?;
+    if presence == SopPresence::Absent {
+        return Ok(
+            match cluster.and_then(|cluster| cluster.published_elsewhere(sop_instance_uid)) {
+                Some(stored) if stored == sop_class_uid => SopPresence::Stored,
+                Some(stored_sop_class_uid) => SopPresence::ClassMismatch {
+                    stored_sop_class_uid,
+                },
+                None => SopPresence::Absent,
+            },
+        );
+    }
     if in_doubt.is_empty() || presence == SopPresence::Absent {
         return Ok(presence);
     }

@@ -41,9 +41,9 @@ pub use options::{
 };
 pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CatalogueAddress, CheckMode,
-    ConfigEnum, Cores, DuplicatePolicy, EvictPolicy, FileKeysOnFind, IoBackend, LogFormat,
-    LogLevel, NodeName, ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener, PublishMode,
-    RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
+    ConfigEnum, Cores, DuplicatePolicy, EvictPolicy, FileKeysOnFind, FindScope, IoBackend,
+    LogFormat, LogLevel, NodeName, ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener,
+    PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
     SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
     AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };

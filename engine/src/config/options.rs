@@ -20,9 +20,9 @@ use super::kinds::{
 };
 use super::values::{
     AccessRule, AeSelection, AeTitle, CatalogueAddress, CheckMode, Cores, DuplicatePolicy,
-    EvictPolicy, FileKeysOnFind, IoBackend, LogFormat, LogLevel, NodeName, ObjectEndpoint,
-    ObjectName, PersonNameMatching, PlainListener, PublishMode, RemoteAddress, ReportDelivery,
-    SopClassSelection, StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid,
+    EvictPolicy, FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel, NodeName,
+    ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener, PublishMode, RemoteAddress,
+    ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid,
     UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
@@ -732,6 +732,22 @@ config_options! {
         retry_interval_ms: Duration = Duration::from_secs(1),
             kind DurationKind::new(TimeUnit::Milliseconds, 10, 600_000),
             flag "cluster-retry-interval";
+
+        /// What a C-FIND on this node answers for: the whole cluster, from
+        /// the catalogue (the default; the local index when the catalogue
+        /// cannot be reached), or this node's local index only.
+        find: FindScope = FindScope::Cluster,
+            kind EnumKind::<FindScope>::new(), flag "cluster-find";
+
+        /// Where the other nodes reach this node's DICOM port, published in
+        /// the catalogue: a C-MOVE on another node asks this node to move
+        /// the instances it holds. Unset: `network.bind_address` and
+        /// `network.port` when the bind address is a specific one; with
+        /// `0.0.0.0` or `::` nothing is published and the other nodes
+        /// cannot move this node's instances.
+        dicom_address: Option<RemoteAddress> = None,
+            kind OptionalKind(TextKind::<RemoteAddress>::new("\"host:port\" (string)", "HOST:PORT")),
+            flag "cluster-dicom-address", example "\"sluice-1.example:11112\"";
     }
 
     /// The object store (docs/design/scale-out.md, "Object store"): sealed

@@ -1060,6 +1060,18 @@ impl fmt::Display for CatalogueAddress {
 }
 
 config_enum! {
+    /// What a C-FIND answers for in cluster mode (docs/design/scale-out.md,
+    /// "Cluster-wide C-FIND").
+    pub enum FindScope {
+        /// The whole cluster, from the catalogue; this node's index when
+        /// the catalogue cannot be reached (logged).
+        Cluster = "cluster",
+        /// This node's index only, as without cluster mode.
+        Local = "local",
+    }
+}
+
+config_enum! {
     /// When a node publishes its committed entries to the cluster
     /// catalogue, relative to the C-STORE response (docs/design/scale-out.md
     /// argues the choice).

@@ -218,6 +218,135 @@ pub fn get(
     target: &GetTarget,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RetrieveOutcome, QrError> {
+    let mut relay = Relay {
+        target: target.clone(),
+        calling_ae_title: remote.ae_title.clone(),
+        timeout: remote.timeout,
+        pairs: Vec::new(),
+        client: None,
+    };
+    let result = get_into(remote, request, &mut relay, progress);
+    relay.close();
+    result
+}
+
+/// An instance a C-GET staged as a file of its data set alone
+/// ([`get_staged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Staged {
+    pub(crate) sop_instance_uid: String,
+    pub(crate) sop_class_uid: String,
+    pub(crate) transfer_syntax_uid: String,
+    /// The file: the data set, from offset 0.
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) length: u64,
+}
+
+/// C-GET of `request` from `remote`, each instance's data set written as
+/// it arrives to a file of its own under `directory` (cluster mode: a
+/// C-GET on one node of instances another node holds; the files are sent
+/// on and deleted by the caller). What was staged, with the outcome.
+pub(crate) fn get_staged(
+    remote: &RemoteArchive,
+    request: &RetrieveRequest,
+    directory: &std::path::Path,
+) -> Result<(RetrieveOutcome, Vec<Staged>), QrError> {
+    let mut sink = Stage {
+        directory: directory.to_owned(),
+        staged: Vec::new(),
+    };
+    let outcome = get_into(remote, request, &mut sink, &mut |_| {})?;
+    Ok((outcome, sink.staged))
+}
+
+/// Where a C-GET's sub-operations go.
+trait Sink {
+    /// Takes one instance, its data set `data`; the status to answer.
+    fn store(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+        data: Data<'_>,
+    ) -> Result<(Status, StatusDetail), QrError>;
+}
+
+impl Sink for Relay {
+    fn store(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+        data: Data<'_>,
+    ) -> Result<(Status, StatusDetail), QrError> {
+        Relay::store(self, sop_class, sop_instance, transfer_syntax, data)
+    }
+}
+
+/// The staging sink of [`get_staged`].
+struct Stage {
+    directory: std::path::PathBuf,
+    staged: Vec<Staged>,
+}
+
+impl Sink for Stage {
+    fn store(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+        data: Data<'_>,
+    ) -> Result<(Status, StatusDetail), QrError> {
+        use std::io::Write;
+        // Unique in the process: several C-GETs may stage into one directory.
+        static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let number = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.directory.join(format!("{number}.ds"));
+        let local =
+            |error: std::io::Error| QrError::Local(format!("staging {}: {error}", path.display()));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(local)?);
+        let mut length = 0u64;
+        match data {
+            Data::Whole(bytes) => {
+                file.write_all(bytes).map_err(local)?;
+                length = bytes.len() as u64;
+            }
+            Data::Arriving { remote, archive } => loop {
+                match remote.receive().map_err(|source| archive.error(source))? {
+                    Received::Data { bytes, last } => {
+                        file.write_all(&bytes).map_err(local)?;
+                        length += bytes.len() as u64;
+                        if last {
+                            break;
+                        }
+                    }
+                    other => {
+                        return Err(archive
+                            .protocol(format!("a C-STORE data set was interrupted by {other:?}")))
+                    }
+                }
+            },
+        }
+        file.flush().map_err(local)?;
+        self.staged.push(Staged {
+            sop_instance_uid: sop_instance.to_owned(),
+            sop_class_uid: sop_class.to_owned(),
+            transfer_syntax_uid: transfer_syntax.to_owned(),
+            path: path.clone(),
+            length,
+        });
+        Ok((Status::SUCCESS, StatusDetail::default()))
+    }
+}
+
+/// C-GET of `request` from `remote`, each sub-operation's instance given
+/// to `sink`.
+fn get_into(
+    remote: &RemoteArchive,
+    request: &RetrieveRequest,
+    sink: &mut dyn Sink,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RetrieveOutcome, QrError> {
     // The classes to offer: what an IMAGE-level C-FIND names, then common ones.
     let mut classes: Vec<String> = Vec::new();
     let mut query = QueryRequest::new(request.model, Level::Image);
@@ -269,23 +398,15 @@ pub fn get(
                 return Err(error);
             }
         };
-    let mut relay = Relay {
-        target: target.clone(),
-        calling_ae_title: remote.ae_title.clone(),
-        timeout: remote.timeout,
-        pairs: Vec::new(),
-        client: None,
-    };
     let result = get_on(
         &mut client,
-        &mut relay,
+        sink,
         remote,
         request,
         context,
         encoding,
         progress,
     );
-    relay.close();
     finish(client, remote, result)
 }
 
@@ -372,7 +493,7 @@ fn drain(remote: &mut Client, archive: &RemoteArchive) -> Result<(), QrError> {
 
 fn get_on(
     client: &mut Client,
-    relay: &mut Relay,
+    relay: &mut dyn Sink,
     remote: &RemoteArchive,
     request: &RetrieveRequest,
     context: u8,

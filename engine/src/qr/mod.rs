@@ -61,6 +61,7 @@ use sluice_net::uid::ts;
 use crate::config::Config;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
+pub(crate) use get::get_staged;
 pub use get::{get, GetTarget};
 pub use prefetch::{
     prefetch, Fetch, PrefetchFilter, PrefetchOutcome, PrefetchStudy, PrefetchVerdict,

@@ -392,6 +392,7 @@ impl Server {
             store: store.clone(),
             in_doubt: shared.in_doubt.clone(),
             cores: Box::new(RuntimeCores(runtime.handle())),
+            cluster: shared.cluster.clone(),
         };
         if let Err(error) = shared.tracker.start(context) {
             runtime.handle().shutdown();

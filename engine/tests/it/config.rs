@@ -195,7 +195,7 @@ fn the_examples_in_the_example_file_are_valid() {
             _ => lines.push(line.to_owned()),
         }
     }
-    assert_eq!(switched_on, 27);
+    assert_eq!(switched_on, 28);
     let text = lines.join("\n");
     let config = Config::from_toml_str(&text, Path::new("examples.toml")).unwrap();
     assert_eq!(

@@ -4,6 +4,9 @@
 //! data set is byte-identical to what was sent; no index entry lacks its file
 //! (start-up recovery's summary and `sluice verify`).
 //!
+//! Both storage layouts: files, and records in segments (64 MiB segments,
+//! so a run fills some; every restart recovers and seals the open ones).
+//!
 //! The sender (tests/fixtures/crash_sender.py) records each 0000 it receives
 //! with one O_APPEND write, so the acknowledgement file is exactly the set of
 //! promises the server made. A failing round prints its seed and round; set
@@ -117,7 +120,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(backend: &str, data: &Path, log_path: PathBuf, context: &str) -> Server {
+    fn start(backend: &str, layout: &str, data: &Path, log_path: PathBuf, context: &str) -> Server {
         let port = free_port();
         let log = File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -127,6 +130,7 @@ impl Server {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--io-backend", backend, "--cores", "2"])
             .args(["--free-space-floor", "0"])
+            .args(["--storage-layout", layout, "--segment-size-mib", "64"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -213,7 +217,7 @@ struct Totals {
     reindexed: u64,
 }
 
-fn crash_rounds(backend: &str, rounds: u32) {
+fn crash_rounds(backend: &str, layout: &str, rounds: u32) {
     let seed = std::env::var("SLUICE_CRASH_SEED")
         .ok()
         .and_then(|text| text.parse().ok())
@@ -228,7 +232,7 @@ fn crash_rounds(backend: &str, rounds: u32) {
     let mut earlier: Vec<String> = Vec::new();
 
     for round in 0..rounds {
-        let context = format!("backend {backend}, seed {seed}, round {round}");
+        let context = format!("backend {backend}, layout {layout}, seed {seed}, round {round}");
         let kill_delay = Duration::from_millis(rng.between(KILL_DELAY_MS_MIN, KILL_DELAY_MS_MAX));
         let sender_seed = rng.next() % 1_000_000_007;
         let round_dir = work.path().join(format!("round-{round}"));
@@ -236,7 +240,13 @@ fn crash_rounds(backend: &str, rounds: u32) {
         std::fs::create_dir_all(&sent_dir).unwrap();
         let ack_path = round_dir.join("acks");
 
-        let server = Server::start(backend, &data, round_dir.join("serve.log"), &context);
+        let server = Server::start(
+            backend,
+            layout,
+            &data,
+            round_dir.join("serve.log"),
+            &context,
+        );
         let mut sender = ChildGuard::new(
             Command::new(&python)
                 .arg(scripts_dir().join("crash_sender.py"))
@@ -279,7 +289,13 @@ fn crash_rounds(backend: &str, rounds: u32) {
         );
 
         // Restart on the same data directory: recovery runs at start.
-        let restarted = Server::start(backend, &data, round_dir.join("restart.log"), &context);
+        let restarted = Server::start(
+            backend,
+            layout,
+            &data,
+            round_dir.join("restart.log"),
+            &context,
+        );
         let log = restarted.log();
         let summary = recovery_summary(&log)
             .unwrap_or_else(|| panic!("{context}: no recovery summary line:\n{log}"));
@@ -307,7 +323,7 @@ fn crash_rounds(backend: &str, rounds: u32) {
             "{context}: quarantine/ not empty"
         );
 
-        check_acknowledged(&data, &acknowledged, &earlier, &sent_dir, &context);
+        check_acknowledged(&data, layout, &acknowledged, &earlier, &sent_dir, &context);
         let verify = run(
             Command::new(env!("CARGO_BIN_EXE_sluice"))
                 .arg("verify")
@@ -332,7 +348,7 @@ fn crash_rounds(backend: &str, rounds: u32) {
         std::fs::remove_dir_all(&sent_dir).unwrap();
     }
     println!(
-        "crash ({backend}): seed {seed}, {rounds} rounds in {:.1} s: {} instances acknowledged, \
+        "crash ({backend}, {layout}): seed {seed}, {rounds} rounds in {:.1} s: {} instances acknowledged, \
          all present and identical; recovery removed {} temporary files, moved {} orphans, \
          settled {} entries committed in doubt and indexed {} sealed files again",
         started.elapsed().as_secs_f64(),
@@ -362,21 +378,31 @@ fn crash_rounds(backend: &str, rounds: u32) {
 /// every instance acknowledged earlier is still indexed.
 fn check_acknowledged(
     data: &Path,
+    layout: &str,
     acknowledged: &BTreeMap<String, u64>,
     earlier: &[String],
     sent_dir: &Path,
     context: &str,
 ) {
-    let config = Config::from_args(["sluice".as_ref(), "--data-dir".as_ref(), data.as_os_str()])
-        .expect("config");
+    let config = Config::from_args([
+        "sluice".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--storage-layout".as_ref(),
+        layout.as_ref(),
+    ])
+    .expect("config");
     let store = Store::open(config).expect("open the store");
     for (uid, length) in acknowledged {
         let entry = store
             .instance_by_sop(uid)
             .unwrap()
             .unwrap_or_else(|| panic!("{context}: acknowledged {uid} is not indexed"));
-        let stored = std::fs::read(store.instance_path(&entry.record))
-            .unwrap_or_else(|error| panic!("{context}: file of acknowledged {uid}: {error}"));
+        // A file or a record: the embedding API reads either.
+        let stored = store
+            .read_instance(uid)
+            .unwrap_or_else(|error| panic!("{context}: bytes of acknowledged {uid}: {error}"))
+            .unwrap_or_else(|| panic!("{context}: acknowledged {uid} is not readable"));
         let sent = std::fs::read(sent_dir.join(format!("{uid}.dcm"))).unwrap();
         let stored_dataset = part10_dataset(&stored);
         assert_eq!(
@@ -409,10 +435,15 @@ fn check_acknowledged(
 
 #[test]
 fn uring_sigkill_during_ingest_loses_no_acknowledged_instance() {
-    crash_rounds("uring", 20);
+    crash_rounds("uring", "files", 20);
 }
 
 #[test]
 fn portable_sigkill_during_ingest_loses_no_acknowledged_instance() {
-    crash_rounds("portable", 5);
+    crash_rounds("portable", "files", 5);
+}
+
+#[test]
+fn uring_sigkill_during_ingest_on_segments_loses_no_acknowledged_instance() {
+    crash_rounds("uring", "segments", 10);
 }

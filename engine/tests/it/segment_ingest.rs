@@ -28,6 +28,19 @@ const SEGMENTS: [&str; 6] = [
     "1",
 ];
 
+/// A data directory that outlives the servers started on it.
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let shared = tempfile::tempdir().unwrap();
+    let data = shared.path().join("data");
+    (shared, data)
+}
+
+/// `sluice serve` (io_uring) on `data` with `args` (its log in a
+/// directory of its own).
+fn serve_on(data: &Path, args: &[&str]) -> Served {
+    Served::start_in(tempfile::tempdir().unwrap(), data.to_owned(), "uring", args)
+}
+
 fn storescu(port: u16, files: &[PathBuf]) {
     let output = run(
         Command::new(dcmtk("storescu"))
@@ -139,14 +152,8 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
     let sent = tempfile::tempdir().unwrap();
     let files = generated_files(sent.path(), 60);
     let (first, second) = files.split_at(40);
-    let shared = tempfile::tempdir().unwrap();
-    let data = shared.path().join("data");
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let (_shared, data) = data_dir();
+    let served = serve_on(&data, &SEGMENTS);
     storescu(served.port, first);
     let log = terminate(served);
     assert!(!log.contains("ERROR"), "{log}");
@@ -171,12 +178,7 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
     );
     drop(store);
 
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let served = serve_on(&data, &SEGMENTS);
     let out = pynetdicom_store(served.port, second);
     assert!(
         out.contains(&format!(
@@ -209,14 +211,8 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
 fn duplicates_held_in_quarantine_are_files() {
     let sent = tempfile::tempdir().unwrap();
     let files = generated_files(sent.path(), 1);
-    let shared = tempfile::tempdir().unwrap();
-    let data = shared.path().join("data");
-    let served = Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &SEGMENTS,
-    );
+    let (_shared, data) = data_dir();
+    let served = serve_on(&data, &SEGMENTS);
     let twice = [files[0].clone(), files[0].clone()];
     let out = pynetdicom_store(served.port, &twice);
     assert!(out.contains("\"statuses\": [0, 0]"), "{out}");
@@ -430,4 +426,103 @@ fn find_move_and_get_read_records_byte_exact() {
     );
     assert_same_data_sets(&series, &received(&out));
     served.stop();
+}
+
+/// Storage Commitment on records: pynetdicom's commitment SCU stores three
+/// instances (records, whose entries commit in doubt beside their segment's
+/// flush) and asks for their commitment: all committed, on the same
+/// association; nothing of them is a file.
+#[test]
+fn storage_commitment_commits_records() {
+    let (_shared, data) = data_dir();
+    let served = serve_on(&data, &SEGMENTS);
+    let port = served.port.to_string();
+    let out = sluice_tests::python_peer(
+        "commit_scu.py",
+        &[
+            &port,
+            "SLUICE",
+            "COMMITSCU",
+            "--instances",
+            "3",
+            "--store-before",
+            "all",
+            "--wait-report",
+            "60",
+        ],
+        TIMEOUT,
+    );
+    for fragment in [
+        "\"action_status\": \"0000\"",
+        "\"stored\": {\"0000\": 3}",
+        "\"via\": \"same\", \"event_type\": 1",
+        "\"committed\": 3, \"failed\": []",
+    ] {
+        assert!(
+            out.has(fragment),
+            "{fragment} not in {}\n{}",
+            out.0,
+            served.log()
+        );
+    }
+    assert!(served.all_files("objects").is_empty());
+    terminate(served);
+    let store = store_of(&data);
+    let read = store.index().read().unwrap();
+    let segments = read.segments().unwrap();
+    let records: u64 = segments.iter().map(|(_, state)| state.live_records).sum();
+    assert_eq!(records, 3, "{segments:?}");
+}
+
+/// Every duplicate policy on records: the same instance sent twice (two
+/// associations). The first is a record; the second is answered as the
+/// policy says, and what the policy keeps of it is a file in quarantine
+/// (quarantine) or a record (replace: the newcomer replaces the stored
+/// record, which becomes dead bytes); `sluice verify` is clean.
+#[test]
+fn every_duplicate_policy_on_records() {
+    let sent = tempfile::tempdir().unwrap();
+    let files = generated_files(sent.path(), 1);
+    // (policy, second status as pynetdicom prints it, files in quarantine)
+    for (policy, second_status, quarantined) in [
+        ("reject", "273", 0),
+        ("replace", "0", 0),
+        ("drop-if-identical", "0", 0),
+        ("quarantine", "0", 1),
+    ] {
+        let (_shared, data) = data_dir();
+        let mut args = SEGMENTS.to_vec();
+        args.extend(["--duplicate-policy", policy]);
+        let served = serve_on(&data, &args);
+        let out = pynetdicom_store(served.port, &files);
+        assert!(out.contains("\"statuses\": [0]"), "{policy}: {out}");
+        // Past the in-doubt clear of the first (drop-if-identical drops
+        // only a duplicate of a copy known durable).
+        std::thread::sleep(Duration::from_millis(300));
+        let out = pynetdicom_store(served.port, &files);
+        assert!(
+            out.contains(&format!("\"statuses\": [{second_status}]")),
+            "{policy}: {out}\n{}",
+            served.log()
+        );
+        assert_eq!(
+            served.all_files("quarantine").len(),
+            quarantined,
+            "{policy}"
+        );
+        assert!(served.all_files("objects").is_empty(), "{policy}");
+        assert!(served.all_files("orphans").is_empty(), "{policy}");
+        let log = terminate(served);
+        assert!(
+            !log.contains("WARN sluice_engine::scp::ingest"),
+            "{policy}: {log}"
+        );
+        let store = store_of(&data);
+        assert_records(&store, &files);
+        let segments = store.index().read().unwrap().segments().unwrap();
+        let live: u64 = segments.iter().map(|(_, state)| state.live_records).sum();
+        assert_eq!(live, 1, "{policy}: {segments:?}");
+        drop(store);
+        sluice_ok(&["verify", "--data-dir", data.to_str().unwrap()]);
+    }
 }

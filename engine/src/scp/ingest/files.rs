@@ -110,11 +110,20 @@ impl Files {
     /// A replaced instance's file is referenced by nothing now, but it was
     /// acknowledged to a sender once: it is kept in `orphans/` for review
     /// rather than deleted (as `quarantine release` does). Recovery leaves
-    /// `orphans/` alone.
-    pub(crate) fn keep_replaced(&self, file_id: FileId) {
+    /// `orphans/` alone. On the segments layout the replaced instance is
+    /// usually a record, whose bytes stay in its segment as dead bytes
+    /// (`records`: no file there is not worth a warning).
+    pub(crate) fn keep_replaced(&self, file_id: FileId, records: bool) {
         let from = self.layout.object_path(file_id);
         let to = self.layout.orphan_path(file_id);
         if let Err(error) = std::fs::rename(&from, &to) {
+            if records && error.kind() == std::io::ErrorKind::NotFound {
+                tracing::debug!(
+                    file_id = file_id.0,
+                    "a replaced record stays in its segment as dead bytes"
+                );
+                return;
+            }
             tracing::warn!(
                 from = %from.display(), to = %to.display(), %error,
                 "could not move a replaced instance's file to orphans/"

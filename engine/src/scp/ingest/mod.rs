@@ -120,6 +120,8 @@ pub(crate) struct Ingest {
     segments: Option<Segments>,
     /// The largest record (Part 10 bytes): a larger instance is a file.
     record_max: u64,
+    /// The Part 10 bytes of the core's last record: the next buffer's size.
+    record_hint: usize,
     durability_failures: u32,
     answers: Vec<StoreAnswer>,
 }
@@ -158,6 +160,7 @@ impl Ingest {
         Ingest {
             segments,
             record_max,
+            record_hint: 0,
             ids: FileIdGenerator::new(u16::try_from(core_index).unwrap_or(u16::MAX)),
             shared,
             core_index,
@@ -286,7 +289,7 @@ impl Ingest {
         self.space
             .wrote(&self.shared.space, &mut reservation, header_bytes);
         let (job, record_buf) = if record {
-            let buf = RecordBuf::new(&header);
+            let buf = RecordBuf::new(&header, self.record_hint);
             (Job::new_record(header_bytes, commit), Some(buf))
         } else {
             (Job::new(header, commit), None)
@@ -817,6 +820,13 @@ impl Ingest {
                 }
             }
             Step::QueueForIndex => {
+                if let (Some(place), Some(segments), CommitOrder::BesideSyncs) = (
+                    record.place,
+                    self.segments.as_mut(),
+                    record.job.commit_order(),
+                ) {
+                    segments.queued(place);
+                }
                 if record.job.commit_order() == CommitOrder::BesideSyncs {
                     // Before the entry can be seen by any read transaction:
                     // commitment does not count it until it is durable.
@@ -899,6 +909,7 @@ impl Ingest {
         };
         let seal_at = record.header_bytes as usize - seal.len();
         buf.overwrite(seal_at, &seal);
+        self.record_hint = buf.len();
         let triplet = &instance.triplet;
         let uids = crate::store::segment::RecordUids {
             study: triplet.study_instance_uid.clone(),
@@ -1134,7 +1145,8 @@ impl Ingest {
         let (status, counted, event) = match outcome.disposition() {
             None | Some(Disposition::Replaced { .. }) => {
                 if let Some(Disposition::Replaced { previous }) = outcome.disposition() {
-                    self.files.keep_replaced(previous.file_id);
+                    self.files
+                        .keep_replaced(previous.file_id, self.segments.is_some());
                 }
                 // A record stays where it is (the index places it by file id).
                 if record.area != Area::Objects && record.place.is_none() {

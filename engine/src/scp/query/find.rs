@@ -27,6 +27,7 @@ use super::super::conn::Connection;
 use super::super::shared::ServerShared;
 use super::head;
 use super::{error_comment, STATUS_UNABLE_TO_PROCESS};
+use crate::cluster::{Cluster, FindStream, Polled};
 use crate::config::FileKeysOnFind;
 
 /// Matches answered per step.
@@ -41,6 +42,8 @@ const PAGE_SCANNED: usize = 2048;
 pub(crate) enum Progress {
     /// Another step is due.
     More,
+    /// The cluster catalogue has no page ready yet: step again shortly.
+    Wait,
     /// The final response was sent (or cannot be: the association closed).
     Done,
 }
@@ -61,6 +64,16 @@ impl Candidate for Layered<'_> {
     }
 }
 
+/// Where the matches come from.
+#[derive(Debug)]
+enum Source {
+    /// This node's index, page by page from `resume`.
+    Local { resume: Option<FindResume> },
+    /// The whole cluster, from the catalogue (`crate::cluster`'s find,
+    /// docs/design/scale-out.md): pages polled as they come.
+    Cluster(FindStream),
+}
+
 /// One C-FIND in progress (see the module documentation).
 #[derive(Debug)]
 pub(crate) struct FindOp {
@@ -69,7 +82,9 @@ pub(crate) struct FindOp {
     sop_class_uid: String,
     query: Query,
     encoding: SmallDatasetEncoding,
-    resume: Option<FindResume>,
+    source: Source,
+    /// Cluster mode answered from the local index (catalogue unreachable).
+    local_only: bool,
     pub(crate) answered: u64,
     pub(crate) cancelled: bool,
     /// Waiting for the association's sends to drain (not for a timer).
@@ -78,19 +93,34 @@ pub(crate) struct FindOp {
 }
 
 impl FindOp {
+    /// A C-FIND over the local index, or over the cluster's catalogue when
+    /// `cluster` is given and configured to answer cluster-wide.
     pub(crate) fn new(
         (context_id, message_id): (u8, u16),
         sop_class_uid: String,
         query: Query,
         encoding: SmallDatasetEncoding,
+        cluster: Option<&Cluster>,
     ) -> FindOp {
+        let cluster = cluster.filter(|cluster| cluster.finds_cluster_wide());
+        let (source, local_only) = match cluster {
+            Some(cluster) if cluster.catalogue_reachable() => {
+                (Source::Cluster(cluster.find(query.clone())), false)
+            }
+            Some(_) => {
+                tracing::warn!(level = %query.level(), "the cluster catalogue is unreachable: this C-FIND answers from the local index only");
+                (Source::Local { resume: None }, true)
+            }
+            None => (Source::Local { resume: None }, false),
+        };
         FindOp {
             context_id,
             message_id,
             sop_class_uid,
             query,
             encoding,
-            resume: None,
+            source,
+            local_only,
             answered: 0,
             cancelled: false,
             waiting_for_sends: false,
@@ -105,8 +135,11 @@ impl FindOp {
             return Progress::Done;
         }
         let config = shared.store.config();
+        // Files are read on this node only: cluster answers are the
+        // catalogue's keys.
         let file_keys = config.query.file_keys_on_find == FileKeysOnFind::Image
-            && self.query.level() == Level::Image;
+            && self.query.level() == Level::Image
+            && matches!(self.source, Source::Local { .. });
         let limit = u64::from(config.query.find_results_max);
         let matches_max = if file_keys {
             PAGE_MATCHES_WITH_FILES
@@ -119,29 +152,60 @@ impl FindOp {
             matches_max: matches_max.min(left),
             scanned_max: PAGE_SCANNED,
         };
-        let page = match shared
-            .store
-            .index()
-            .read()
-            .and_then(|read| read.find(&self.query, self.resume.as_ref(), budget))
-        {
-            Ok(page) => page,
-            Err(error) => {
-                tracing::error!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "C-FIND failed reading the index");
-                self.finish(
-                    conn,
-                    STATUS_UNABLE_TO_PROCESS,
-                    Some(format!("index: {error}")),
-                );
-                return Progress::Done;
+        let (matches, resume) = match &mut self.source {
+            Source::Local { resume } => {
+                match shared
+                    .store
+                    .index()
+                    .read()
+                    .and_then(|read| read.find(&self.query, resume.as_ref(), budget))
+                {
+                    Ok(page) => (page.matches, page.resume.map(Some)),
+                    Err(error) => {
+                        tracing::error!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "C-FIND failed reading the index");
+                        self.finish(
+                            conn,
+                            STATUS_UNABLE_TO_PROCESS,
+                            Some(format!("index: {error}")),
+                        );
+                        return Progress::Done;
+                    }
+                }
             }
+            Source::Cluster(stream) => match stream.poll() {
+                Polled::Pending => return Progress::Wait,
+                // More may follow: `Some(None)` asks for another step.
+                Polled::Matches(matches) => (matches, Some(None)),
+                Polled::Done => (Vec::new(), None),
+                Polled::Failed {
+                    error,
+                    after_matches: false,
+                } => {
+                    tracing::warn!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "the cluster catalogue cannot answer this C-FIND: it answers from the local index only");
+                    self.source = Source::Local { resume: None };
+                    self.local_only = true;
+                    return Progress::More;
+                }
+                Polled::Failed {
+                    error,
+                    after_matches: true,
+                } => {
+                    tracing::error!(peer = ?conn.peer, calling_ae = %conn.calling_ae_title, %error, "the cluster catalogue failed in the middle of a C-FIND");
+                    self.finish(
+                        conn,
+                        STATUS_UNABLE_TO_PROCESS,
+                        Some(format!("cluster catalogue: {error}")),
+                    );
+                    return Progress::Done;
+                }
+            },
         };
         let retrieve_ae_title = config.network.ae_title.as_str();
         let context = ResponseContext {
             retrieve_ae_title: Some(retrieve_ae_title),
             instance_availability: Some("ONLINE"),
         };
-        for found in &page.matches {
+        for found in &matches {
             let head = if file_keys {
                 file_head(shared, found)
             } else {
@@ -215,9 +279,11 @@ impl FindOp {
             }
             self.answered += 1;
         }
-        match page.resume {
-            Some(resume) => {
-                self.resume = Some(resume);
+        match resume {
+            Some(next) => {
+                if let (Source::Local { resume }, Some(next)) = (&mut self.source, next) {
+                    *resume = Some(next);
+                }
                 Progress::More
             }
             None => {
@@ -246,6 +312,11 @@ impl FindOp {
             calling_ae = %conn.calling_ae_title,
             level = %self.query.level(),
             matches = self.answered,
+            scope = match (&self.source, self.local_only) {
+                (Source::Cluster(_), _) => "cluster",
+                (Source::Local { .. }, true) => "local (cluster catalogue unreachable)",
+                (Source::Local { .. }, false) => "local",
+            },
             status = %format!("{:04X}", status.0),
             duration_ms = self.started.elapsed().as_millis() as u64,
             "C-FIND answered"

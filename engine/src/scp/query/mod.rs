@@ -26,6 +26,7 @@
 
 mod access;
 mod answers;
+mod cluster;
 mod contexts;
 mod find;
 mod head;
@@ -301,6 +302,7 @@ impl QueryRetrieve {
             rq.affected_sop_class_uid,
             query,
             encoding,
+            self.shared.cluster.as_ref(),
         );
         self.operations
             .insert(serial, Operation::Find(Box::new(op)));
@@ -309,6 +311,9 @@ impl QueryRetrieve {
 
     /// The next page of a C-FIND (its timer fired, or its sends drained).
     pub(crate) fn find_step(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        if let Some(Operation::Retrieve(_)) = self.operations.get(&serial) {
+            return self.forward_poll(core, conns, serial);
+        }
         let Some(Operation::Find(op)) = self.operations.get_mut(&serial) else {
             // Answered, or its association ended, since the step was armed.
             return;
@@ -324,6 +329,7 @@ impl QueryRetrieve {
             Progress::Done => {
                 self.operations.remove(&serial);
             }
+            Progress::Wait => cluster::find_wait(core, serial, &mut op.waiting_for_sends),
             Progress::More if conn.sends_in_flight() > FIND_SENDS_MAX => {
                 op.waiting_for_sends = true;
             }
@@ -422,7 +428,8 @@ impl QueryRetrieve {
             RetrieveKind::Get => Vec::new(),
         };
         let total = datasets.len();
-        let op = RetrieveOp {
+        let forward = cluster::forward(&self.shared, &kind, query, &datasets);
+        let mut op = RetrieveOp {
             kind: kind.clone(),
             context_id,
             message_id,
@@ -433,10 +440,17 @@ impl QueryRetrieve {
             originator_ae_title,
             started: Instant::now(),
             bytes_sent: 0,
+            forward: None,
+            staging: None,
         };
+        if let Some(forward) = forward {
+            op.retrieve.expect_remote();
+            op.forward = Some(forward);
+        }
         tracing::debug!(serial, total, ?kind, "retrieve started");
         self.operations
             .insert(serial, Operation::Retrieve(Box::new(op)));
+        self.forward_poll(core, conns, serial);
         match (kind, destination) {
             (RetrieveKind::Move { destination }, Some(address)) => {
                 let lanes =

@@ -45,6 +45,9 @@ pub(crate) struct Retrieve {
     failed_uids: Vec<String>,
     cancelled: bool,
     first_failure: Option<String>,
+    /// Other nodes of the cluster move part of it: the final answer waits
+    /// for their outcome ([`Retrieve::remote_done`]).
+    remote_waiting: bool,
 }
 
 /// Counts above u16 are sent as u16::MAX (the command's field is a US).
@@ -64,6 +67,28 @@ impl Retrieve {
             failed_uids: Vec::new(),
             cancelled: false,
             first_failure: None,
+            remote_waiting: false,
+        }
+    }
+
+    /// Other nodes move part of this retrieve (cluster mode): the final
+    /// answer waits for their outcome.
+    pub(crate) fn expect_remote(&mut self) {
+        self.remote_waiting = true;
+    }
+
+    /// The other nodes' outcome, added to this node's counts; the
+    /// instances they staged (C-GET) are queued to be sent from here.
+    pub(crate) fn remote_done(&mut self, remote: crate::cluster::Forwarded) {
+        assert!(self.remote_waiting, "a remote outcome nobody waited for");
+        self.remote_waiting = false;
+        self.queue.extend(remote.staged);
+        self.completed += remote.completed;
+        self.warning += remote.warning;
+        self.failed += remote.failed;
+        self.failed_uids.extend(remote.failed_uids);
+        if let Some(reason) = remote.reason {
+            self.first_failure.get_or_insert(reason);
         }
     }
 
@@ -131,7 +156,7 @@ impl Retrieve {
     /// Whether the final response is due: nothing in flight, and nothing
     /// left to start.
     pub(crate) fn is_finished(&self) -> bool {
-        self.in_flight == 0 && !self.has_queued()
+        self.in_flight == 0 && !self.has_queued() && !self.remote_waiting
     }
 
     /// The counts of a pending response.
@@ -205,6 +230,29 @@ mod tests {
 
     fn retrieve(count: u32) -> Retrieve {
         Retrieve::new((0..count).map(dataset).collect())
+    }
+
+    #[test]
+    fn the_other_nodes_outcome_is_awaited_and_added_to_the_counts_and_the_list() {
+        let mut op = retrieve(1);
+        op.expect_remote();
+        let a = op.next().unwrap();
+        op.done(&a.triplet.sop_instance_uid, SubOutcome::Completed);
+        assert!(!op.is_finished(), "the other nodes have not answered");
+        op.remote_done(crate::cluster::Forwarded {
+            completed: 3,
+            warning: 0,
+            failed: 2,
+            failed_uids: vec!["9.1".into(), "9.2".into()],
+            reason: Some("node-3: connection refused".into()),
+            ..crate::cluster::Forwarded::default()
+        });
+        assert!(op.is_finished());
+        let (status, counts, failed, comment) = op.final_answer();
+        assert_eq!(status, Status::SUB_OPERATIONS_COMPLETE_WITH_FAILURES);
+        assert_eq!((counts.completed, counts.failed), (Some(4), Some(2)));
+        assert_eq!(failed, ["9.1", "9.2"]);
+        assert_eq!(comment.as_deref(), Some("node-3: connection refused"));
     }
 
     #[test]

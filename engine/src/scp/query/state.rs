@@ -43,6 +43,12 @@ pub(super) struct RetrieveOp {
     pub(super) originator_ae_title: String,
     pub(super) started: Instant,
     pub(super) bytes_sent: u64,
+    /// Cluster mode: the instances other nodes hold, moved by them
+    /// (C-MOVE) or fetched from them (C-GET).
+    pub(super) forward: Option<crate::cluster::Forward>,
+    /// C-GET: where the fetched instances wait to be sent (removed with
+    /// the operation).
+    pub(super) staging: Option<crate::cluster::StagingDir>,
 }
 
 /// An association carrying a retrieve's C-STOREs.

@@ -1,0 +1,130 @@
+//! Reconciliation after an unclean stop: the local index compared with the
+//! catalogue, and every entry the catalogue does not hold at this node and
+//! this location appended to the outbox again.
+//!
+//! Why: the outbox append is a `write` into the page cache, not flushed
+//! (docs/design/scale-out.md, "Failure"). A power loss can take its last
+//! entries while LMDB, flushed before the answer, keeps them: the instances
+//! were acknowledged, and without this pass the catalogue would never learn
+//! of them. A clean stop flushes the outbox and leaves a marker; a start
+//! without the marker (a power loss, a kill, a crash) runs this pass once,
+//! in the publisher thread, before its first round.
+//!
+//! Cost: one walk of the local index (pages of [`PAGE`] instances, one read
+//! transaction each) and one primary-key lookup per page in the catalogue.
+//! Entries appended again are published as usual (the publisher's checks
+//! and the catalogue's decision apply; a republish is harmless).
+
+use std::collections::HashMap;
+
+use sluice_index::{FindBudget, FindMatch, IndexError, NewInstance};
+use sluice_net::dimse::dataset::SmallDatasetEncoding;
+use sluice_net::query::model::tags;
+use sluice_net::query::{
+    FindNegotiation, IdentifierBuilder, InformationModel, Level, Operation, Query, QueryContext,
+};
+
+use super::catalogue::{Catalogue, CatalogueError};
+use super::outbox::{Entry, Outbox};
+use crate::store::Store;
+
+/// Instances looked at (and looked up in the catalogue) per page.
+const PAGE: usize = 2048;
+
+/// Why a reconciliation stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReconcileError {
+    /// The catalogue failed: the pass runs again after the next connect.
+    #[error("{0}")]
+    Catalogue(#[from] CatalogueError),
+    /// The index could not be read.
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+    /// The outbox could not be appended to.
+    #[error("outbox: {0}")]
+    Outbox(#[from] std::io::Error),
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reconciled {
+    /// Local instances looked at.
+    pub(super) scanned: u64,
+    /// Of them, appended to the outbox again (the catalogue lacked them).
+    pub(super) appended: u64,
+}
+
+/// Every stored instance, as a relational IMAGE-level query without keys.
+fn every_instance() -> Query {
+    let encoding = SmallDatasetEncoding::ExplicitVrLittleEndian;
+    let bytes = IdentifierBuilder::new(Level::Image)
+        .key(tags::SOP_INSTANCE_UID, "")
+        .encode(encoding)
+        .unwrap_or_else(|error| panic!("a constant identifier encodes: {error}"));
+    let context = QueryContext::new(InformationModel::StudyRoot, Operation::Find)
+        .with_find_negotiation(&FindNegotiation {
+            relational_queries: true,
+            ..FindNegotiation::default()
+        });
+    Query::decode(&bytes, encoding, &context)
+        .unwrap_or_else(|error| panic!("a constant identifier decodes: {error}"))
+}
+
+/// The outbox entry of an IMAGE-level match (`None` at other levels).
+fn entry_of(found: &FindMatch) -> Option<Entry> {
+    let instance = found.instance.as_ref()?;
+    let (_, study) = found.study.as_ref()?;
+    let (_, series) = found.series.as_ref()?;
+    Some(Entry::of(&NewInstance {
+        triplet: instance.triplet.clone(),
+        record: instance.record.clone(),
+        study: study.attributes.clone(),
+        series: series.attributes.clone(),
+    }))
+}
+
+/// One pass (see the module documentation).
+pub(super) fn run(
+    store: &Store,
+    catalogue: &mut Catalogue,
+    outbox: &Outbox,
+) -> Result<Reconciled, ReconcileError> {
+    let query = every_instance();
+    let budget = FindBudget {
+        matches_max: PAGE,
+        scanned_max: PAGE,
+    };
+    let mut resume = None;
+    let mut done = Reconciled::default();
+    loop {
+        let page = store
+            .index()
+            .read()
+            .and_then(|read| read.find(&query, resume.as_ref(), budget))?;
+        let local: Vec<Entry> = page.matches.iter().filter_map(entry_of).collect();
+        done.scanned += local.len() as u64;
+        let sops: Vec<String> = local
+            .iter()
+            .map(|entry| entry.sop_instance_uid.clone())
+            .collect();
+        let known: HashMap<String, (String, String)> = catalogue.locations(&sops)?;
+        let missing: Vec<Entry> = local
+            .into_iter()
+            .filter(|entry| {
+                known
+                    .get(&entry.sop_instance_uid)
+                    .is_none_or(|(node, location)| {
+                        node != catalogue.node() || location != &entry.file_id
+                    })
+            })
+            .collect();
+        if !missing.is_empty() {
+            outbox.append(&missing)?;
+            done.appended += missing.len() as u64;
+        }
+        match page.resume {
+            Some(next) => resume = Some(next),
+            None => return Ok(done),
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! Cluster-wide services: any node answers for the whole cluster. Instances
+//! sent through HAProxy land on several nodes; then each node is asked
+//! directly by DCMTK.
+
+use super::*;
+
+/// One catalogue row.
+#[derive(Debug, Clone)]
+struct Placed {
+    sop: String,
+    study: String,
+    series: String,
+    node: String,
+}
+
+/// Three nodes behind HAProxy with instances spread over them.
+struct Spread {
+    postgres: Postgres,
+    _work: tempfile::TempDir,
+    nodes: Vec<Node>,
+    _haproxy: Haproxy,
+    rows: Vec<Placed>,
+    sent: PathBuf,
+}
+
+impl Spread {
+    /// The nodes started with `extra` flags.
+    fn start_with(extra: &[String]) -> Spread {
+        let postgres = Postgres::start();
+        let work = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
+            .iter()
+            .map(|name| Node::new(work.path(), name, postgres.conninfo(), "after-answer"))
+            .collect();
+        for node in &mut nodes {
+            node.extra = extra.to_vec();
+            node.start();
+        }
+        let haproxy = Haproxy::start(work.path(), &nodes);
+        let sender = Sender::start(work.path(), haproxy.port, 6);
+        sender.wait_for_acks(90);
+        let (acknowledged, sent) = sender.stop();
+        caught_up(&postgres, &acknowledged, &nodes);
+        // A store in flight when the sender stopped may land a moment later.
+        std::thread::sleep(Duration::from_millis(500));
+        let rows: Vec<Placed> = postgres
+            .client()
+            .query(
+                "SELECT sop_instance_uid, study_instance_uid, series_instance_uid, node
+                 FROM sluice_instances",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| Placed {
+                sop: row.get(0),
+                study: row.get(1),
+                series: row.get(2),
+                node: row.get(3),
+            })
+            .collect();
+        let holders: BTreeSet<&str> = rows.iter().map(|row| row.node.as_str()).collect();
+        assert!(
+            holders.len() >= 2,
+            "instances on several nodes: {holders:?}"
+        );
+        Spread {
+            postgres,
+            _work: work,
+            nodes,
+            _haproxy: haproxy,
+            rows,
+            sent,
+        }
+    }
+
+    fn start() -> Spread {
+        Spread::start_with(&[])
+    }
+
+    fn studies(&self) -> BTreeMap<String, usize> {
+        self.rows.iter().fold(BTreeMap::new(), |mut map, row| {
+            *map.entry(row.study.clone()).or_default() += 1;
+            map
+        })
+    }
+
+    fn series(&self) -> BTreeMap<(String, String), usize> {
+        self.rows.iter().fold(BTreeMap::new(), |mut map, row| {
+            *map.entry((row.study.clone(), row.series.clone()))
+                .or_default() += 1;
+            map
+        })
+    }
+}
+
+/// One answer: tag (`gggg,eeee`, lower case) -> value.
+type Answer = BTreeMap<String, String>;
+
+/// The answers of a DCMTK `findscu` run against `port` (each response
+/// identifier extracted with `-X` and read back with `dcmdump`), and its log.
+fn findscu(port: u16, args: &[&str]) -> (Vec<Answer>, String) {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(dcmtk("findscu"))
+        .current_dir(out.path())
+        .args(["-v", "-aec", AE, "-X"])
+        .args(args)
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let answers = files
+        .iter()
+        .map(|file| {
+            let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
+            assert!(dumped.status.success(), "dcmdump {}", file.display());
+            String::from_utf8_lossy(&dumped.stdout)
+                .lines()
+                .filter_map(|line| {
+                    let tag = line.get(1..10)?.to_owned();
+                    let value = line
+                        .split_once('[')
+                        .and_then(|(_, rest)| rest.split_once(']'))
+                        .map_or("", |(value, _)| value);
+                    Some((tag, value.to_owned()))
+                })
+                .collect()
+        })
+        .collect();
+    (answers, log)
+}
+
+fn values(answers: &[Answer], tag: &str) -> BTreeMap<String, String> {
+    answers
+        .iter()
+        .map(|answer| {
+            (
+                answer.get(tag).cloned().unwrap_or_default(),
+                answer
+                    .get("0020,1208")
+                    .or(answer.get("0020,1209"))
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
+    let spread = Spread::start();
+    let studies = spread.studies();
+    let series = spread.series();
+    let study_list: Vec<&String> = studies.keys().collect();
+    for node in &spread.nodes {
+        // PATIENT (Patient Root): the sender's one patient, counted over
+        // every node.
+        let (answers, log) = findscu(
+            node.port,
+            &[
+                "-P",
+                "-k",
+                "QueryRetrieveLevel=PATIENT",
+                "-k",
+                "PatientID",
+                "-k",
+                "NumberOfPatientRelatedInstances",
+                "-k",
+                "NumberOfPatientRelatedStudies",
+            ],
+        );
+        assert_eq!(answers.len(), 1, "{}: {log}", node.name);
+        assert_eq!(
+            answers[0].get("0010,0020").map(String::as_str),
+            Some("CRASH1")
+        );
+        assert_eq!(
+            answers[0].get("0020,1204"),
+            Some(&spread.rows.len().to_string()),
+            "{}: {answers:?}",
+            node.name
+        );
+        assert_eq!(
+            answers[0].get("0020,1200"),
+            Some(&studies.len().to_string())
+        );
+        // STUDY (Study Root): every study, its instances counted.
+        let (answers, log) = findscu(
+            node.port,
+            &[
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-k",
+                "PatientName=Crash*",
+                "-k",
+                "NumberOfStudyRelatedInstances",
+            ],
+        );
+        let found = values(&answers, "0020,000d");
+        let expected: BTreeMap<String, String> = studies
+            .iter()
+            .map(|(study, count)| (study.clone(), count.to_string()))
+            .collect();
+        assert_eq!(found, expected, "{}: {log}", node.name);
+        // SERIES: each study's series, counted (hierarchical: one study
+        // at a time).
+        let mut found = BTreeMap::new();
+        for study in &study_list {
+            let (answers, log) = findscu(
+                node.port,
+                &[
+                    "-S",
+                    "-k",
+                    "QueryRetrieveLevel=SERIES",
+                    "-k",
+                    &format!("StudyInstanceUID={study}"),
+                    "-k",
+                    "SeriesInstanceUID",
+                    "-k",
+                    "Modality=CT",
+                    "-k",
+                    "NumberOfSeriesRelatedInstances",
+                ],
+            );
+            assert!(!answers.is_empty(), "{}: {log}", node.name);
+            found.extend(values(&answers, "0020,000e"));
+        }
+        let expected: BTreeMap<String, String> = series
+            .iter()
+            .map(|((_, series), count)| (series.clone(), count.to_string()))
+            .collect();
+        assert_eq!(found, expected, "{}", node.name);
+        // IMAGE: each series' instances, whichever node holds them.
+        for (study, series_uid) in series.keys() {
+            let (answers, log) = findscu(
+                node.port,
+                &[
+                    "-S",
+                    "-k",
+                    "QueryRetrieveLevel=IMAGE",
+                    "-k",
+                    &format!("StudyInstanceUID={study}"),
+                    "-k",
+                    &format!("SeriesInstanceUID={series_uid}"),
+                    "-k",
+                    "SOPInstanceUID",
+                ],
+            );
+            let found: BTreeSet<String> = answers
+                .iter()
+                .filter_map(|answer| answer.get("0008,0018").cloned())
+                .collect();
+            let expected: BTreeSet<String> = spread
+                .rows
+                .iter()
+                .filter(|row| &row.series == series_uid)
+                .map(|row| row.sop.clone())
+                .collect();
+            assert_eq!(found, expected, "{}: {log}", node.name);
+        }
+    }
+    // The catalogue gone: a node answers from its own index, and says so.
+    spread.postgres.down();
+    let node = &spread.nodes[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.metric("sluice_cluster_catalogue_reachable") != 0 {
+        assert!(Instant::now() < deadline, "{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (answers, log) = findscu(
+        node.port,
+        &[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+        ],
+    );
+    let found: BTreeSet<String> = values(&answers, "0020,000d").into_keys().collect();
+    let local: BTreeSet<String> = spread
+        .rows
+        .iter()
+        .filter(|row| row.node == node.name)
+        .map(|row| row.study.clone())
+        .collect();
+    assert_eq!(found, local, "{log}");
+    assert!(
+        node.log().contains("answers from the local index only"),
+        "{}",
+        node.log()
+    );
+    for line in node
+        .log()
+        .lines()
+        .filter(|line| line.contains("C-FIND answered"))
+    {
+        eprintln!("{line}");
+    }
+}
+
+/// The data set of a Part 10 file (after the file meta group).
+fn dataset(bytes: &[u8]) -> &[u8] {
+    assert_eq!(bytes.get(128..132), Some(&b"DICM"[..]), "not Part 10");
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    &bytes[144 + group_length..]
+}
+
+/// The Part 10 files under `dir` by SOP Instance UID (`storescp` names
+/// them `MODALITY.SOP-INSTANCE-UID`).
+fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let (_, sop) = name.split_once('.')?;
+            Some((sop.to_owned(), std::fs::read(&path).ok()?))
+        })
+        .collect()
+}
+
+fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = received(dir);
+        if found.len() >= count || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// DCMTK `getscu` of `studies` through `port`, the instances stored under
+/// `dir`; its log.
+fn getscu(port: u16, studies: &[&String], dir: &Path) -> String {
+    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
+    let output = Command::new(dcmtk("getscu"))
+        .args(["-v", "-S", "-aec", AE, "-od"])
+        .arg(dir)
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+/// DCMTK `movescu` of `studies` through `port` to `STORESCP`; its log.
+fn movescu(port: u16, studies: &[&String]) -> String {
+    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
+    let output = Command::new(dcmtk("movescu"))
+        .args(["-v", "-S", "-aec", AE, "-aem", "STORESCP"])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+#[test]
+fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
+    let destination = tempfile::tempdir().unwrap();
+    let storescp_port = free_port();
+    let _storescp = ChildGuard::new(
+        Command::new(dcmtk("storescp"))
+            .args(["-aet", "STORESCP", "-od"])
+            .arg(destination.path())
+            .arg(storescp_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp"),
+    );
+    let mut spread = Spread::start_with(&[
+        "--remote-ae".to_owned(),
+        format!("STORESCP=127.0.0.1:{storescp_port}"),
+    ]);
+    let studies = spread.studies();
+    let study_list: Vec<&String> = studies.keys().collect();
+    let sent = |sop: &str| std::fs::read(spread.sent.join(format!("{sop}.dcm"))).unwrap();
+    for node in &spread.nodes {
+        for file in std::fs::read_dir(destination.path()).unwrap() {
+            std::fs::remove_file(file.unwrap().path()).unwrap();
+        }
+        let log = movescu(node.port, &study_list);
+        assert!(
+            log.contains("Final Move Response (Success)"),
+            "{}: {log}\n{}",
+            node.name,
+            node.log()
+        );
+        let arrived = wait_received(destination.path(), spread.rows.len());
+        assert_eq!(arrived.len(), spread.rows.len(), "{}: {log}", node.name);
+        for row in &spread.rows {
+            let bytes = arrived
+                .get(&row.sop)
+                .unwrap_or_else(|| panic!("{} did not arrive", row.sop));
+            assert!(
+                dataset(bytes) == dataset(&sent(&row.sop)),
+                "{} arrived changed",
+                row.sop
+            );
+        }
+    }
+    // C-GET on every node: every instance comes back on the requester's
+    // association, byte-exact, whichever node holds it.
+    for node in &spread.nodes {
+        let got = tempfile::tempdir().unwrap();
+        let log = getscu(node.port, &study_list, got.path());
+        assert!(
+            log.contains("Received C-GET Response (Success)"),
+            "{}: {log}\n{}",
+            node.name,
+            node.log()
+        );
+        let arrived = received(got.path());
+        assert_eq!(arrived.len(), spread.rows.len(), "{}: {log}", node.name);
+        for row in &spread.rows {
+            let bytes = arrived
+                .get(&row.sop)
+                .unwrap_or_else(|| panic!("{} did not arrive", row.sop));
+            assert!(
+                dataset(bytes) == dataset(&sent(&row.sop)),
+                "{} arrived changed",
+                row.sop
+            );
+        }
+    }
+    // A holder killed (kill -9): its instances fail, counted and listed;
+    // the others arrive.
+    let dead = spread
+        .nodes
+        .iter()
+        .position(|node| {
+            node.name != "node-1" && spread.rows.iter().any(|row| row.node == node.name)
+        })
+        .expect("a holder besides node-1");
+    spread.nodes[dead].kill();
+    let dead_name = spread.nodes[dead].name.clone();
+    let lost: BTreeSet<String> = spread
+        .rows
+        .iter()
+        .filter(|row| row.node == dead_name)
+        .map(|row| row.sop.clone())
+        .collect();
+    for file in std::fs::read_dir(destination.path()).unwrap() {
+        std::fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    let log = movescu(spread.nodes[0].port, &study_list);
+    assert!(
+        log.contains("Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)"),
+        "{log}"
+    );
+    // The counts of the final answer, as node-1 logged them.
+    let node_log = spread.nodes[0].log();
+    let answered = node_log
+        .lines()
+        .rfind(|line| line.contains("retrieve answered"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        answered.contains(&format!("completed={}", spread.rows.len() - lost.len()))
+            && answered.contains(&format!("failed={}", lost.len())),
+        "{answered}"
+    );
+    let arrived = wait_received(destination.path(), spread.rows.len() - lost.len());
+    let expected: BTreeSet<String> = spread
+        .rows
+        .iter()
+        .filter(|row| row.node != dead_name)
+        .map(|row| row.sop.clone())
+        .collect();
+    assert_eq!(arrived.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    // The same with C-GET.
+    let got = tempfile::tempdir().unwrap();
+    let log = getscu(spread.nodes[0].port, &study_list, got.path());
+    assert!(
+        log.contains("SubOperationsCompleteOneOrMoreFailures"),
+        "{log}"
+    );
+    let answered = spread.nodes[0]
+        .log()
+        .lines()
+        .rfind(|line| line.contains("retrieve answered"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        answered.contains("operation=Get")
+            && answered.contains(&format!("completed={}", expected.len()))
+            && answered.contains(&format!("failed={}", lost.len())),
+        "{answered}"
+    );
+    assert_eq!(
+        received(got.path()).into_keys().collect::<BTreeSet<_>>(),
+        expected
+    );
+}
+
+/// Storage Commitment on node-1 for instances received by every node:
+/// committed, those of the other nodes from the catalogue. Then a
+/// reference to an instance no node holds fails (0112), the rest commit.
+#[test]
+fn commitment_on_one_node_commits_instances_received_by_the_others() {
+    let spread = Spread::start();
+    let node = &spread.nodes[0];
+    assert!(
+        spread.rows.iter().any(|row| row.node != node.name),
+        "instances on other nodes"
+    );
+    let refs = spread._work.path().join("refs");
+    std::fs::create_dir_all(&refs).unwrap();
+    for row in &spread.rows {
+        std::fs::copy(
+            spread.sent.join(format!("{}.dcm", row.sop)),
+            refs.join(format!("{}.dcm", row.sop)),
+        )
+        .unwrap();
+    }
+    let port = node.port.to_string();
+    let refs_arg = refs.to_string_lossy().into_owned();
+    let args = [
+        port.as_str(),
+        AE,
+        "COMMITSCU",
+        "--refs-from",
+        &refs_arg,
+        "--wait-report",
+        "60",
+    ];
+    let output = sluice_tests::python_peer("commit_scu.py", &args, Duration::from_secs(120));
+    assert!(output.has("\"action_status\": \"0000\""), "{}", output.0);
+    assert!(
+        output.has(&format!("\"committed\": {}", spread.rows.len())),
+        "{}\n{}",
+        output.0,
+        node.log()
+    );
+    assert!(output.has("\"failed\": []"), "{}", output.0);
+}
