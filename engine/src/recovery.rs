@@ -122,6 +122,9 @@ pub struct RecoveryReport {
     /// Bytes truncated off open segments (torn or stale records, and the
     /// unused preallocation).
     pub segment_bytes_cut: u64,
+    /// Open segments whose records ended at one that is not whole and valid
+    /// (a torn write, or stale bytes of an earlier run), cut there.
+    pub segment_torn_tails: u64,
     /// How long recovery took.
     pub elapsed: Duration,
 }
@@ -200,11 +203,13 @@ impl fmt::Display for RecoveryReport {
         if self.segments_recovered > 0 {
             write!(
                 formatter,
-                ", {} open {} sealed: {} {} indexed again, {} bytes cut",
+                ", {} open {} sealed: {} {} indexed again, {} torn {} cut, {} bytes cut",
                 self.segments_recovered,
                 plural(self.segments_recovered, "segment", "segments"),
                 self.segment_records_reindexed,
                 plural(self.segment_records_reindexed, "record", "records"),
+                self.segment_torn_tails,
+                plural(self.segment_torn_tails, "tail", "tails"),
                 self.segment_bytes_cut,
             )?;
         }

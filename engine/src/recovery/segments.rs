@@ -30,13 +30,13 @@
 //! re-indexed records moved the indexed end past themselves, a truncated
 //! file scans to its end, and sealing is idempotent.
 //!
-//! Not found by the scan: a record below the indexed end whose entry was in
-//! the index commit a crash took, while a later record's entry committed
-//! before it (records commit out of offset order). The scan cannot tell such
-//! a record from a dead one (replaced, purged, or undone after a failed
-//! flush) without a record of dead places; the ingest path closes the
-//! window by never committing an entry past one of its segment still
-//! uncommitted (docs/design/segments.md says who owns it).
+//! What the scan relies on: the indexed end is a prefix of committed
+//! records. A record below it without an entry is dead (replaced, purged,
+//! or undone after a failed flush), never one whose entry a crash took,
+//! because the ingest path queues a segment's entries in reservation order
+//! and the index commits them in it (docs/design/segments.md, "Recovery at
+//! start"); taking records below the indexed end back would resurrect dead
+//! ones.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -78,6 +78,10 @@ pub(super) struct SegmentRecovered {
     /// Bytes truncated off the file's end (a torn record, stale bytes, the
     /// unused preallocation).
     pub(super) bytes_cut: u64,
+    /// Whether the scan ended at a record that is not whole and valid (a
+    /// torn write, or stale bytes of an earlier run), not at the end of the
+    /// records written.
+    pub(super) torn: bool,
 }
 
 /// Recovers every open segment of the data directory (see the module's
@@ -113,11 +117,13 @@ pub(super) fn recover_segments(
             records_scanned = recovered.scanned,
             reindexed = recovered.reindexed,
             bytes_cut = recovered.bytes_cut,
+            torn = recovered.torn,
             "recovery: open segment scanned past its indexed end, cut and sealed"
         );
         report.segments_recovered += 1;
         report.segment_records_reindexed += recovered.reindexed;
         report.segment_bytes_cut += recovered.bytes_cut;
+        report.segment_torn_tails += u64::from(recovered.torn);
     }
     Ok(())
 }
@@ -211,12 +217,15 @@ fn recover_one(
     }
     match &scan.stopped {
         None | Some(RecordError::NoRecord) => {}
-        Some(error) => tracing::warn!(
+        Some(error) => {
+            recovered.torn = true;
+            tracing::warn!(
             path = %path.display(),
             offset = scan.end,
             %error,
             "recovery: open segment cut at a record that is not whole and valid (never acknowledged)"
-        ),
+            );
+        }
     }
     debug_assert!(scan.end >= from, "never cut below an indexed record");
     if scan.end < size {

@@ -26,8 +26,9 @@ pub(crate) const EPOCH: u64 = 1_700_000_000_000_000_000;
 pub(crate) const SEGMENT_BYTES: u64 = 1 << 20;
 
 /// One element of an explicit VR little endian data set, its value padded
-/// to an even length (UIDs with a NUL, text with a space).
-fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
+/// to an even length (UIDs with a NUL, text with a space); UT and OB take
+/// the long form.
+pub(crate) fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
     let mut value = value.to_vec();
     if value.len() % 2 == 1 {
         value.push(if vr == b"UI" { 0 } else { b' ' });
@@ -35,7 +36,7 @@ fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u
     out.extend_from_slice(&group.to_le_bytes());
     out.extend_from_slice(&element.to_le_bytes());
     out.extend_from_slice(vr);
-    if vr == b"UT" {
+    if vr == b"UT" || vr == b"OB" {
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     } else {
@@ -214,7 +215,7 @@ fn a_torn_tail_is_cut_and_a_record_without_entry_indexed_again() {
     assert!(
         report
             .to_string()
-            .contains("1 open segment sealed: 1 record indexed again"),
+            .contains("1 open segment sealed: 1 record indexed again, 1 torn tail cut"),
         "{report}"
     );
 
@@ -309,6 +310,7 @@ fn a_segment_without_an_index_row_is_recovered() {
     let report = recover(&fixture.layout, fixture.index()).unwrap();
     assert_eq!(report.segments_recovered, 1);
     assert_eq!(report.segment_records_reindexed, 2);
+    assert_eq!(report.segment_torn_tails, 0, "the records end at the zeros");
     assert_eq!(report.entries_checked, 2);
     assert!(report.index_is_whole(), "{report:?}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), two_place.end());
@@ -355,6 +357,7 @@ fn a_stale_record_of_an_earlier_epoch_is_not_taken() {
     let report = recover(&fixture.layout, fixture.index()).unwrap();
     assert_eq!(report.segments_recovered, 1);
     assert_eq!(report.segment_records_reindexed, 0);
+    assert_eq!(report.segment_torn_tails, 1, "stale bytes end the records");
     assert_eq!(location_of(&fixture, "1.7.1.2"), None);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), indexed_place.end());
     assert!(segment_state(&fixture, SEGMENT).unwrap().sealed);

@@ -7,7 +7,9 @@
 //! start-up recovery runs), then the promises checked:
 //!
 //! - every instance the load generator saw acknowledged (0000) is in
-//!   `objects/`, its data set byte for byte (`sluice-loadgen check --hashes`);
+//!   `objects/`, its data set byte for byte (`sluice-loadgen check --hashes`;
+//!   on the segments layout, [`Layout::Segments`], on each instance exported
+//!   through the index with `sluice export-instance`);
 //! - `sluice verify` passes (every index entry has its complete file);
 //! - every commitment request answered 0000 is in `sluice commitments list`.
 //!
@@ -88,6 +90,57 @@ pub struct Plan {
     pub load_seconds: u64,
     /// What the disk holds when the server starts.
     pub start: Start,
+    /// The storage layout `sluice serve` writes (`storage.layout` in its
+    /// configuration file).
+    pub layout: Layout,
+}
+
+/// The storage layout of a round (`storage.layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One Part 10 file per instance (the default).
+    Files,
+    /// Records in per-core segment files (docs/design/segments.md): the
+    /// acknowledged instances are then checked through the index, each
+    /// exported with `sluice export-instance`, not read from `objects/`.
+    Segments,
+}
+
+impl Layout {
+    /// The name on the command line and in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Files => "files",
+            Layout::Segments => "segments",
+        }
+    }
+
+    /// The configuration file `sluice serve` runs with: `None` for the
+    /// default layout; for segments, the layout and a segment size the
+    /// crash file system's memory holds (two cores, a few segments a round).
+    pub fn config_toml(self) -> Option<String> {
+        match self {
+            Layout::Files => None,
+            Layout::Segments => Some(format!(
+                "[storage]\nlayout = \"{}\"\nsegment_size_mib = {SEGMENT_SIZE_MIB}\n",
+                self.name()
+            )),
+        }
+    }
+}
+
+/// `storage.segment_size_mib` of a round on segments.
+pub const SEGMENT_SIZE_MIB: u64 = 16;
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Layout, String> {
+        [Layout::Files, Layout::Segments]
+            .into_iter()
+            .find(|layout| layout.name() == text)
+            .ok_or_else(|| format!("{text:?}: expected files or segments"))
+    }
 }
 
 /// What the disk holds when the loaded server starts.
@@ -154,6 +207,9 @@ impl Plan {
             associations: rng.random_range(2..=6),
             load_seconds: 2,
             start: Start::Settled,
+            // Not drawn from the seed: a seed replays the same cut on
+            // either layout.
+            layout: Layout::Files,
         }
     }
 }
@@ -378,10 +434,18 @@ impl Server {
     ) -> Result<Result<Server, String>, HarnessError> {
         let port = sluice_tests::free_port();
         let log_file = File::create(&log).map_err(io_error("create the server log"))?;
+        let mut command = Command::new(&tools.sluice);
+        command.arg("serve");
+        if let Some(toml) = plan.layout.config_toml() {
+            // Beside the log, off the crash file system: the configuration
+            // is not what the round tests.
+            let config = log.with_file_name("sluice.toml");
+            std::fs::write(&config, toml).map_err(io_error("write the server configuration"))?;
+            command.arg("--config").arg(config);
+        }
         let mut process = Process::spawn(
             "sluice serve",
-            Command::new(&tools.sluice)
-                .arg("serve")
+            command
                 .arg("--data-dir")
                 .arg(data)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -471,21 +535,84 @@ fn run_checked(command: &mut Command, name: &str) -> Result<(bool, String), Harn
     Ok((output.status.success(), text))
 }
 
-/// The promises, checked on the data directory `data` as it is now.
+/// The SOP Instance UIDs a load generator history records as acknowledged
+/// (0000), in order.
+fn acknowledged_sops(history: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(history).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["outcome"] == "stored")
+        .filter_map(|line| line["sop_instance_uid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// On segments the instances are records, not files in `objects/`: each
+/// acknowledged one is exported through the index (`sluice export-instance`,
+/// which checks the record's checksums) into a directory beside the data
+/// directory, for `sluice-loadgen check` to compare. One that cannot be
+/// exported is a violation (the check then also reports it missing).
+fn export_acknowledged(
+    tools: &Tools,
+    data: &Path,
+    history: &Path,
+    stage: &'static str,
+    violations: &mut Vec<Violation>,
+) -> Result<PathBuf, HarnessError> {
+    let work = history.parent().unwrap_or(Path::new("."));
+    let out = work.join(format!("exported-{}", stage.replace(' ', "-")));
+    if out.exists() {
+        std::fs::remove_dir_all(&out).map_err(io_error(format!("clear {}", out.display())))?;
+    }
+    std::fs::create_dir_all(&out).map_err(io_error(format!("create {}", out.display())))?;
+    let mut failed = Vec::new();
+    for (n, sop) in acknowledged_sops(history).iter().enumerate() {
+        let (ok, text) = run_checked(
+            Command::new(&tools.sluice)
+                .arg("export-instance")
+                .arg("--data-dir")
+                .arg(data)
+                .arg(sop)
+                .arg(out.join(format!("{n}.dcm"))),
+            "sluice export-instance",
+        )?;
+        if !ok {
+            failed.push(format!("{sop}: {}", text.trim()));
+        }
+    }
+    if !failed.is_empty() {
+        violations.push(Violation {
+            stage,
+            detail: format!(
+                "{} acknowledged instances could not be exported: {}",
+                failed.len(),
+                head(&failed.join("\n"), 4)
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// The promises, checked on the data directory `data` (of `layout`) as it
+/// is now.
 fn check_promises(
     tools: &Tools,
+    layout: Layout,
     data: &Path,
     history: &Path,
     commitments: &[String],
     stage: &'static str,
     violations: &mut Vec<Violation>,
 ) -> Result<(), HarnessError> {
+    let instances_dir = match layout {
+        Layout::Files => data.join("objects"),
+        Layout::Segments => export_acknowledged(tools, data, history, stage, violations)?,
+    };
     let (ok, text) = run_checked(
         Command::new(&tools.loadgen)
             .args(["check", "--hashes", "--history"])
             .arg(history)
             .arg("--dir")
-            .arg(data.join("objects")),
+            .arg(&instances_dir),
         "sluice-loadgen check",
     )?;
     if !ok {
@@ -714,6 +841,7 @@ pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessEr
     };
     check_promises(
         tools,
+        plan.layout,
         &data,
         &history,
         &commitments,
@@ -732,6 +860,7 @@ pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessEr
     let fs = Mounted::mount(image, &mountpoint, CAPACITY_BYTES_DEFAULT)?;
     check_promises(
         tools,
+        plan.layout,
         &data,
         &history,
         &commitments,

@@ -5,6 +5,7 @@
 //! cargo build -p sluice-engine -p sluice-loadgen -p sluice-crashfs
 //! target/debug/sluice-power-loss --seeds 1000 [--first-seed 1] [--stop-on-violation]
 //! target/debug/sluice-power-loss --seed 1234      # replay one
+//! target/debug/sluice-power-loss --layout segments --seeds 10
 //! ```
 //!
 //! One line per round; a round that breaks a promise keeps its directory
@@ -14,7 +15,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_crashfs::power_loss::{self, Plan, Start, Tools};
+use sluice_crashfs::power_loss::{self, Layout, Plan, Start, Tools};
 
 #[derive(Debug, Parser)]
 #[command(about = "Seeded power-loss rounds of sluice serve on the crash file system")]
@@ -36,6 +37,10 @@ struct Args {
     /// no-data-dir (sluice serve creates it).
     #[arg(long, default_value = "settled")]
     start: Start,
+    /// The storage layout of `sluice serve` (`storage.layout` in the
+    /// configuration file the round writes): files or segments.
+    #[arg(long, default_value = "files")]
+    layout: Layout,
     /// Keep every round's directory (logs, history), not only failed ones.
     #[arg(long)]
     keep: bool,
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
     for (done, &seed) in seeds.iter().enumerate() {
         let plan = Plan {
             start: args.start,
+            layout: args.layout,
             ..Plan::from_seed(seed)
         };
         match power_loss::run_in_temp_dir(&plan, &tools, args.keep) {
