@@ -14,17 +14,11 @@ use sluice_tests::{dcmtk, part10_dataset, run};
 
 use crate::ingest::generated_files;
 use crate::operator::{sluice_binary, sluice_ok};
-use crate::segment_ingest::{data_dir, pynetdicom_store, serve_on, sop_of, storescu, terminate};
+use crate::segment_ingest::{
+    data_dir, pynetdicom_store, serve_on, sop_of, storescu, terminate, SEGMENTS,
+};
 
 const FILES: [&str; 2] = ["--cores", "1"];
-const SEGMENTS: [&str; 6] = [
-    "--storage-layout",
-    "segments",
-    "--segment-size-mib",
-    "1",
-    "--cores",
-    "1",
-];
 
 /// A configuration file with 1 MiB segments (so a migration fills and
 /// seals several), beside the data directory.

@@ -19,7 +19,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The segments layout, one core, 1 MiB segments (small, so a run fills
 /// and seals some).
-const SEGMENTS: [&str; 6] = [
+pub(crate) const SEGMENTS: [&str; 6] = [
     "--storage-layout",
     "segments",
     "--segment-size-mib",

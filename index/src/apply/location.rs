@@ -42,9 +42,15 @@ impl<'t, 'e> Apply<'t, 'e> {
         if !names_new_file(result) {
             return Ok(());
         }
+        self.name_record(request.instance.record.file_id, place)
+    }
+
+    /// Records that `file_id`'s bytes are the record at `place`, counted
+    /// live in its segment (whose indexed end follows).
+    fn name_record(&mut self, file_id: FileId, place: RecordPlace) -> Result<(), IndexError> {
         self.put(
             self.tables.locations,
-            &file_id_key(request.instance.record.file_id),
+            &file_id_key(file_id),
             &place.encode(),
             "put location",
         )?;
@@ -134,20 +140,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
         self.forget_record(file_id)?;
         if let Location::Record(place) = to {
-            self.put(
-                self.tables.locations,
-                &file_id_key(file_id),
-                &place.encode(),
-                "put location",
-            )?;
-            let mut state = self.segment_state(place.segment)?;
-            if place.end() > state.indexed_end {
-                state.indexed_end = place.end();
-                state.indexed_last = place.offset;
-            }
-            state.live_bytes = state.live_bytes.saturating_add(place.length);
-            state.live_records += 1;
-            self.put_segment_state(place.segment, &state)?;
+            self.name_record(file_id, place)?;
         }
         Ok(Ok(WriteOutcome::Relocated(to)))
     }
