@@ -412,6 +412,31 @@ impl Cluster {
     }
 }
 
+/// A writing command's change to the stored instances of `data_dir`
+/// (`sluice quarantine release`: `instance` is now stored), for the
+/// catalogue: appended to the outbox and flushed, when the data directory
+/// has one (cluster mode), and published by the server's next start. A
+/// writing command runs while no server holds the data directory, so the
+/// append races with no publisher. `Ok(false)`: not in cluster mode.
+pub(crate) fn record_offline(
+    data_dir: &std::path::Path,
+    instance: &NewInstance,
+) -> std::io::Result<bool> {
+    let directory = data_dir.join(CLUSTER_DIR);
+    if !directory.is_dir() {
+        return Ok(false);
+    }
+    let outbox = Outbox::open(&directory)?;
+    let appended = outbox
+        .append(&[Entry::of(instance)])
+        .and_then(|_| outbox.flush());
+    if appended.is_err() {
+        // The next start reconciles the index with the catalogue instead.
+        let _ = outbox.take_clean_stop();
+    }
+    appended.map(|()| true)
+}
+
 /// The one call of the ingest path (the index batch of store operations
 /// `ops`, answered by `post`): without cluster mode, `post` itself; with
 /// it, a callback that records the batch's stored entries for the
