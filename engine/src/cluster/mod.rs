@@ -279,14 +279,17 @@ impl Cluster {
         &self.inner.outbox
     }
 
-    /// The SOP Class UID under which another node published `sop` (so
-    /// acknowledged it, durably): Storage Commitment on any node commits
-    /// instances any node received. `None` when no other node did, or the
-    /// catalogue cannot say now (unreachable: the request waits, and is
-    /// checked again on the tracker's next round).
-    pub(crate) fn published_elsewhere(&self, sop: &str) -> Option<String> {
-        if !self.catalogue_reachable() {
-            return None;
+    /// The SOP Class UIDs under which other nodes published those of
+    /// `sops` they hold (so acknowledged them, durably), in one query:
+    /// Storage Commitment on any node commits instances any node received.
+    /// Empty when the catalogue cannot say now (unreachable: the request
+    /// waits, and is checked again on the tracker's next round).
+    pub(crate) fn published_elsewhere(
+        &self,
+        sops: &[String],
+    ) -> std::collections::HashMap<String, String> {
+        if sops.is_empty() || !self.catalogue_reachable() {
+            return std::collections::HashMap::new();
         }
         let mut lookup = self
             .inner
@@ -309,20 +312,23 @@ impl Cluster {
                 Ok(client) => *lookup = Some(client),
                 Err(error) => {
                     tracing::debug!(%error, "commitment cannot reach the cluster catalogue");
-                    return None;
+                    return std::collections::HashMap::new();
                 }
             }
         }
-        let client = lookup.as_mut()?;
-        match client.query_opt(
-            "SELECT sop_class_uid FROM sluice_instances WHERE sop_instance_uid = $1 AND node <> $2",
-            &[&sop, &self.inner.settings.node],
+        let Some(client) = lookup.as_mut() else {
+            return std::collections::HashMap::new();
+        };
+        match client.query(
+            "SELECT sop_instance_uid, sop_class_uid FROM sluice_instances
+             WHERE sop_instance_uid = ANY($1) AND node <> $2",
+            &[&sops, &self.inner.settings.node],
         ) {
-            Ok(row) => row.map(|row| row.get(0)),
+            Ok(rows) => rows.iter().map(|row| (row.get(0), row.get(1))).collect(),
             Err(error) => {
                 tracing::debug!(%error, "commitment cannot read the cluster catalogue");
                 *lookup = None;
-                None
+                std::collections::HashMap::new()
             }
         }
     }
