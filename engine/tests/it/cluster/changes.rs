@@ -10,6 +10,11 @@ const SOP: &str = "1.2.826.0.1.3680043.8.498.77.1.1.1";
 
 /// One version of the instance, its Patient's Name `name`.
 fn version(dir: &Path, name: &str) -> PathBuf {
+    instance(dir, name, (STUDY, SERIES, SOP))
+}
+
+/// An instance of `uids` (study, series, SOP), its Patient's Name `name`.
+fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
     let path = dir.join(format!("{name}.dcm"));
     let script = "
 import sys
@@ -43,7 +48,7 @@ ds.save_as(path, enforce_file_format=True)
     let output = Command::new(python())
         .args(["-c", script])
         .arg(&path)
-        .args([STUDY, SERIES, SOP, name])
+        .args([uids.0, uids.1, uids.2, name])
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -69,12 +74,17 @@ fn store(node: &Node, file: &Path) -> bool {
 /// The Patient's Name node `node` answers for the study (`None`: no
 /// answer), from a STUDY-level C-FIND.
 fn patient_name(node: &Node) -> Option<String> {
+    patient_name_of(node, STUDY)
+}
+
+/// The Patient's Name node `node` answers for study `study`.
+fn patient_name_of(node: &Node, study: &str) -> Option<String> {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(dcmtk("findscu"))
         .current_dir(out.path())
         .args(["-S", "-aec", AE, "-X"])
         .args(["-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={STUDY}")])
+        .args(["-k", &format!("StudyInstanceUID={study}")])
         .args(["-k", "PatientName", "-k", "NumberOfStudyRelatedInstances"])
         .args(["127.0.0.1", &node.port.to_string()])
         .output()
@@ -160,4 +170,49 @@ fn a_replacement_and_a_quarantine_release_reach_every_nodes_c_find() {
     let rows = postgres.rows();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows.get(SOP).map(String::as_str), Some("node-1"));
+}
+
+#[test]
+fn cluster_find_local_answers_the_local_index_only() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut one = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
+    let mut two = Node::new(work.path(), "node-2", postgres.conninfo(), "after-answer");
+    two.extra = vec!["--cluster-find".into(), "local".into()];
+    one.start();
+    two.start();
+    let other = "1.2.826.0.1.3680043.8.498.77.2";
+    assert!(store(&one, &version(work.path(), "ALPHA")));
+    assert!(store(
+        &two,
+        &instance(
+            work.path(),
+            "LOCAL",
+            (other, &format!("{other}.1"), &format!("{other}.1.1"))
+        )
+    ));
+    // Both published: node-1 (cluster) finds both studies.
+    wait_name(&one, "ALPHA");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while patient_name_of(&one, other).as_deref() != Some("LOCAL") {
+        assert!(
+            Instant::now() < deadline,
+            "node-1 never found node-2's study"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(postgres.rows().len(), 2);
+    // node-2 (local) finds its own, not node-1's, and never said it asked
+    // the catalogue (nor fell back from it).
+    assert_eq!(patient_name_of(&two, other).as_deref(), Some("LOCAL"));
+    assert_eq!(patient_name(&two), None);
+    // With the catalogue gone, the same answers and no fallback warning.
+    postgres.down();
+    assert_eq!(patient_name_of(&two, other).as_deref(), Some("LOCAL"));
+    assert_eq!(patient_name(&two), None);
+    let log = two.log();
+    assert!(
+        !log.contains("answers from the local index only"),
+        "node-2 went to the catalogue:\n{log}"
+    );
 }
