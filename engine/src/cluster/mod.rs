@@ -125,6 +125,8 @@ pub(crate) struct Settings {
     pub(crate) batch_max: usize,
     pub(crate) retry: Duration,
     pub(crate) find: crate::config::FindScope,
+    /// `cluster.find_connections`.
+    pub(crate) find_connections: usize,
     /// This node's AE title (`network.ae_title`).
     pub(crate) ae_title: String,
     /// This node's DICOM address as the others reach it (`host:port`).
@@ -145,6 +147,8 @@ struct Inner {
     staging: std::path::PathBuf,
     /// The commitment tracker's connection to the catalogue (lazily made).
     lookup: Mutex<Option<postgres::Client>>,
+    /// C-FIND's catalogue connections.
+    finds: find::Pool,
 }
 
 impl Cluster {
@@ -189,6 +193,7 @@ impl Cluster {
                     batch_max: usize::try_from(cluster.publish_batch_max).unwrap_or(1),
                     retry: cluster.retry_interval_ms,
                     find: cluster.find,
+                    find_connections: usize::try_from(cluster.find_connections).unwrap_or(1),
                     ae_title: config.network.ae_title.as_str().to_owned(),
                     dicom_address: cluster
                         .dicom_address
@@ -209,6 +214,7 @@ impl Cluster {
                 publisher: Mutex::new(None),
                 staging,
                 lookup: Mutex::new(None),
+                finds: find::Pool::default(),
             }),
         }))
     }

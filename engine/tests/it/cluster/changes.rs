@@ -216,3 +216,49 @@ fn cluster_find_local_answers_the_local_index_only() {
         "node-2 went to the catalogue:\n{log}"
     );
 }
+
+#[test]
+fn more_concurrent_c_finds_than_catalogue_connections_are_all_answered_from_the_catalogue() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut one = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
+    let mut two = Node::new(work.path(), "node-2", postgres.conninfo(), "after-answer");
+    two.extra = vec!["--cluster-find-connections".into(), "2".into()];
+    one.start();
+    two.start();
+    assert!(store(&one, &version(work.path(), "ALPHA")));
+    wait_name(&two, "ALPHA");
+    // 12 C-FINDs at once on node-2, which may use 2 connections: each is
+    // answered from the catalogue (node-2 holds nothing itself).
+    let answers: Vec<Option<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| scope.spawn(|| patient_name(&two)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.as_deref() == Some("ALPHA")),
+        "{answers:?}\n{}",
+        two.log()
+    );
+    let log = two.log();
+    assert!(
+        !log.contains("answers from the local index only"),
+        "a C-FIND fell back:\n{log}"
+    );
+    // The connections are kept and reused: never more than the cap.
+    let open: i64 = postgres
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluice find'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!((1..=2).contains(&open), "{open} C-FIND connections open");
+}
