@@ -269,16 +269,7 @@ pub(crate) fn add_patient_name_keys(
             .put_with_flags(&mut wtxn, PutFlags::APPEND, key, &[])
             .map_err(lmdb("upgrade: put patient name key"))?;
     }
-    tables
-        .meta
-        .put(
-            &mut wtxn,
-            META_SCHEMA_VERSION,
-            &PATIENT_NAME_SCHEMA.to_be_bytes(),
-        )
-        .map_err(lmdb("upgrade: put meta"))?;
-    wtxn.commit().map_err(lmdb("upgrade: commit"))?;
-    env.force_sync().map_err(lmdb("upgrade: flush"))?;
+    commit_version(env, tables, wtxn, PATIENT_NAME_SCHEMA, limits)?;
     tracing::info!(
         path = %path.display(),
         from,
@@ -301,23 +292,34 @@ pub(crate) fn record_version(
     path: &std::path::Path,
     limits: EnvLimits,
 ) -> Result<(), IndexError> {
-    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
-    let mut wtxn = env.write_txn().map_err(lmdb("upgrade: begin"))?;
-    tables
-        .meta
-        .put(
-            &mut wtxn,
-            META_SCHEMA_VERSION,
-            &SCHEMA_VERSION.to_be_bytes(),
-        )
-        .map_err(lmdb("upgrade: put meta"))?;
-    wtxn.commit().map_err(lmdb("upgrade: commit"))?;
-    env.force_sync().map_err(lmdb("upgrade: flush"))?;
+    let wtxn = env
+        .write_txn()
+        .map_err(|error| IndexError::from_heed("upgrade: begin", error, limits))?;
+    commit_version(env, tables, wtxn, SCHEMA_VERSION, limits)?;
     tracing::info!(
         path = %path.display(),
         from,
         to = SCHEMA_VERSION,
         "index upgraded in place: segment objects"
     );
+    Ok(())
+}
+
+/// Records `version` in `wtxn`, commits it and flushes the environment:
+/// the end of every upgrade step.
+fn commit_version(
+    env: &Env<WithoutTls>,
+    tables: &Tables,
+    mut wtxn: heed::RwTxn<'_>,
+    version: u32,
+    limits: EnvLimits,
+) -> Result<(), IndexError> {
+    let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
+    tables
+        .meta
+        .put(&mut wtxn, META_SCHEMA_VERSION, &version.to_be_bytes())
+        .map_err(lmdb("upgrade: put meta"))?;
+    wtxn.commit().map_err(lmdb("upgrade: commit"))?;
+    env.force_sync().map_err(lmdb("upgrade: flush"))?;
     Ok(())
 }

@@ -284,11 +284,18 @@ pub(crate) fn stats(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCod
 /// are what no entry names: below the indexed end of an open segment (its
 /// tail is still being appended to), anywhere in a sealed one (replaced,
 /// purged or never-indexed records, a failed write's place, the unused
-/// end), which compaction (not built) is to reclaim.
+/// end), which compaction (not built) is to reclaim. A sealed segment in
+/// the object store (`[objects]`) is `uploaded` (its file still here) or
+/// `evicted` (its size the object's); `sealed` is one still to upload.
 fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliError> {
-    let segments = {
+    let (segments, objects) = {
         let txn = store.index.read().map_err(store.index_error())?;
-        txn.segments().map_err(store.index_error())?
+        let objects: std::collections::HashMap<u64, sluice_index::SegmentObject> = txn
+            .segment_objects()
+            .map_err(store.index_error())?
+            .into_iter()
+            .collect();
+        (txn.segments().map_err(store.index_error())?, objects)
     };
     if segments.is_empty() {
         return Ok(());
@@ -305,10 +312,19 @@ fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliErr
     ]);
     for (segment, state) in segments {
         let path = store.layout.segment_path(segment);
+        let object = objects.get(&segment);
         let size = match std::fs::metadata(&path) {
             Ok(metadata) => Some(metadata.len()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => object
+                .filter(|object| object.evicted)
+                .map(|object| object.size_bytes),
             Err(error) => return Err(CliError::io("read", &path)(error)),
+        };
+        let state_name = match (state.sealed, object) {
+            (false, _) => "open",
+            (true, None) => "sealed",
+            (true, Some(object)) if object.evicted => "evicted",
+            (true, Some(_)) => "uploaded",
         };
         let used = if state.sealed {
             size.unwrap_or(state.indexed_end)
@@ -317,7 +333,7 @@ fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliErr
         };
         table.push(vec![
             format!("{segment:016x}"),
-            if state.sealed { "sealed" } else { "open" }.to_owned(),
+            state_name.to_owned(),
             size.map_or_else(|| "missing".to_owned(), |size| size.to_string()),
             state.live_bytes.to_string(),
             state.live_records.to_string(),

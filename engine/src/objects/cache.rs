@@ -99,6 +99,10 @@ pub(crate) fn cached_record(
             source,
         });
     }
+    objects
+        .counters
+        .fetched_records
+        .fetch_add(1, Ordering::Relaxed);
     objects.cache_scanned.call_once(|| {
         objects
             .cache_bytes()

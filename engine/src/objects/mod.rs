@@ -130,6 +130,23 @@ pub(crate) struct Objects {
     /// a scan at the first fetch, then per fetch and trim).
     cache_bytes: AtomicU64,
     cache_scanned: std::sync::Once,
+    /// What the uploader and the cache did, for the metrics endpoint.
+    pub(crate) counters: Counters,
+}
+
+/// The object store's counters (`/metrics`: `sluice_objects_*`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) uploaded_segments: AtomicU64,
+    pub(crate) uploaded_bytes: AtomicU64,
+    pub(crate) evicted_segments: AtomicU64,
+    pub(crate) failed_rounds: AtomicU64,
+    /// Sealed segments not uploaded, as the last round left them.
+    pub(crate) backlog_segments: AtomicU64,
+    /// Records fetched from evicted segments into the cache.
+    pub(crate) fetched_records: AtomicU64,
+    /// 1 while the last round succeeded (0 during an outage).
+    pub(crate) reachable: std::sync::atomic::AtomicBool,
 }
 
 impl Objects {
@@ -158,6 +175,10 @@ impl Objects {
             cache_bytes_max: u64::from(objects.cache_size_mib) << 20,
             cache_bytes: AtomicU64::new(0),
             cache_scanned: std::sync::Once::new(),
+            counters: Counters {
+                reachable: std::sync::atomic::AtomicBool::new(true),
+                ..Counters::default()
+            },
         }))
     }
 

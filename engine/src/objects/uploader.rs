@@ -20,6 +20,7 @@
 //! outage is logged once when it starts and once when it ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ pub struct Uploader {
     /// When this process first saw each evicted segment whose file is
     /// still there.
     evicted_seen: HashMap<u64, Instant>,
+    /// Sealed segments whose file is missing, already logged.
+    missing_warned: std::collections::HashSet<u64>,
 }
 
 impl Uploader {
@@ -64,6 +67,7 @@ impl Uploader {
             store: store.clone(),
             objects,
             evicted_seen: HashMap::new(),
+            missing_warned: std::collections::HashSet::new(),
         })
     }
 
@@ -86,10 +90,23 @@ impl Uploader {
             (pending, objects)
         };
         round.backlog = pending.len() as u64;
+        self.objects
+            .counters
+            .backlog_segments
+            .store(round.backlog, Ordering::Relaxed);
         for segment in pending {
             let path = layout.segment_path(segment);
             let size_bytes = match std::fs::metadata(&path) {
                 Ok(meta) => meta.len(),
+                // A sealed segment without its file (lost, or sealed
+                // before any record reached it) cannot be uploaded: said
+                // once, skipped, the others go on.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if self.missing_warned.insert(segment) {
+                        tracing::warn!(segment = %format!("{segment:016x}"), path = %path.display(), "a sealed segment's file is missing: it cannot be uploaded");
+                    }
+                    continue;
+                }
                 Err(source) => {
                     return Err(ObjectsError::Io {
                         operation: "stat the sealed segment",
@@ -124,6 +141,14 @@ impl Uploader {
                 "segment uploaded to the object store and verified"
             );
             uploaded.insert(segment, object);
+            let counters = &self.objects.counters;
+            counters.uploaded_segments.fetch_add(1, Ordering::Relaxed);
+            counters
+                .uploaded_bytes
+                .fetch_add(size_bytes, Ordering::Relaxed);
+            counters
+                .backlog_segments
+                .store(round.backlog - 1, Ordering::Relaxed);
             round.uploaded += 1;
             round.uploaded_bytes += size_bytes;
             round.backlog -= 1;
@@ -158,6 +183,10 @@ impl Uploader {
                 object.evicted = true;
                 freeing += object.size_bytes;
             }
+            self.objects
+                .counters
+                .evicted_segments
+                .fetch_add(1, Ordering::Relaxed);
             round.evicted += 1;
         }
         round.deleted += self.delete_evicted(&uploaded)?;
@@ -232,7 +261,16 @@ impl Uploader {
     fn run(&mut self, stop: &crossbeam_channel::Receiver<()>) {
         let mut failing = false;
         loop {
-            let wait = match self.run_once() {
+            let result = self.run_once();
+            let counters = &self.objects.counters;
+            counters.reachable.store(
+                !matches!(&result, Err(error) if error.is_store_outage()),
+                Ordering::Relaxed,
+            );
+            if result.is_err() {
+                counters.failed_rounds.fetch_add(1, Ordering::Relaxed);
+            }
+            let wait = match result {
                 Ok(round) => {
                     if failing {
                         tracing::info!("the object store works again; uploads go on");

@@ -522,6 +522,51 @@ impl Collector for Scrape {
                 state.demoted.load(Ordering::Relaxed),
             )?;
         }
+        if let Some(objects) = &source.store.shared.objects {
+            let counters = &objects.counters;
+            let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            gauge(
+                &mut encoder,
+                "sluice_objects_store_reachable",
+                "1 while the object store's last round succeeded; 0: sealed segments stay local",
+                i64::from(counters.reachable.load(Ordering::Relaxed)),
+            )?;
+            gauge(
+                &mut encoder,
+                "sluice_objects_backlog_segments",
+                "sealed segments not yet uploaded to the object store",
+                i64::try_from(load(&counters.backlog_segments)).unwrap_or(i64::MAX),
+            )?;
+            for (name, help, value) in [
+                (
+                    "sluice_objects_uploaded_segments",
+                    "segments uploaded to the object store and verified",
+                    load(&counters.uploaded_segments),
+                ),
+                (
+                    "sluice_objects_uploaded_bytes",
+                    "bytes of segments uploaded to the object store and verified",
+                    load(&counters.uploaded_bytes),
+                ),
+                (
+                    "sluice_objects_evicted_segments",
+                    "uploaded segments whose local file was evicted",
+                    load(&counters.evicted_segments),
+                ),
+                (
+                    "sluice_objects_failed_rounds",
+                    "upload rounds that failed (retried)",
+                    load(&counters.failed_rounds),
+                ),
+                (
+                    "sluice_objects_fetched_records",
+                    "records of evicted segments fetched from the object store",
+                    load(&counters.fetched_records),
+                ),
+            ] {
+                counter(&mut encoder, name, help, value)?;
+            }
+        }
         gauge(
             &mut encoder,
             "sluice_store_refusing",

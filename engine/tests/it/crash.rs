@@ -63,13 +63,14 @@ struct RecoverySummary {
     in_doubt_kept: u64,
     in_doubt_removed: u64,
     reindexed: u64,
+    records_reindexed: u64,
 }
 
 /// Parses `recovery: T temporary files removed, O unindexed files moved to
 /// orphans/, C index entries checked: M files missing, W of the wrong size[,
 /// K in-doubt entries verified and kept, R incomplete and removed][, S sealed
 /// files without an entry indexed again][, P misplaced files moved into
-/// place] (0.004 s)`: each count is the number that opens its clause.
+/// place][, G open segments sealed: R records indexed again, ...] (0.004 s)`: each count is the number that opens its clause.
 fn recovery_summary(log: &str) -> Option<RecoverySummary> {
     let line = log
         .lines()
@@ -100,6 +101,8 @@ fn recovery_summary(log: &str) -> Option<RecoverySummary> {
             &mut summary.in_doubt_kept
         } else if clause.contains("incomplete and removed") {
             &mut summary.in_doubt_removed
+        } else if clause.contains("record") && clause.contains("indexed again") {
+            &mut summary.records_reindexed
         } else if clause.contains("indexed again") {
             &mut summary.reindexed
         } else {
@@ -215,6 +218,7 @@ struct Totals {
     orphans_moved: u64,
     in_doubt_settled: u64,
     reindexed: u64,
+    records_reindexed: u64,
 }
 
 fn crash_rounds(backend: &str, layout: &str, rounds: u32) {
@@ -343,6 +347,7 @@ fn crash_rounds(backend: &str, layout: &str, rounds: u32) {
         totals.orphans_moved += summary.orphans_moved;
         totals.in_doubt_settled += summary.in_doubt_kept + summary.in_doubt_removed;
         totals.reindexed += summary.reindexed;
+        totals.records_reindexed += summary.records_reindexed;
         earlier.extend(acknowledged.into_keys());
         // The sent copies were only needed for this round's comparison.
         std::fs::remove_dir_all(&sent_dir).unwrap();
@@ -350,13 +355,14 @@ fn crash_rounds(backend: &str, layout: &str, rounds: u32) {
     println!(
         "crash ({backend}, {layout}): seed {seed}, {rounds} rounds in {:.1} s: {} instances acknowledged, \
          all present and identical; recovery removed {} temporary files, moved {} orphans, \
-         settled {} entries committed in doubt and indexed {} sealed files again",
+         settled {} entries committed in doubt and indexed {} sealed files and {} records again",
         started.elapsed().as_secs_f64(),
         totals.acknowledged,
         totals.temporary_removed,
         totals.orphans_moved,
         totals.in_doubt_settled,
-        totals.reindexed
+        totals.reindexed,
+        totals.records_reindexed
     );
     // Kills landed between receiving and indexing (a temporary file being
     // received, a file renamed into place whose index batch never
@@ -368,6 +374,7 @@ fn crash_rounds(backend: &str, layout: &str, rounds: u32) {
             + totals.orphans_moved
             + totals.in_doubt_settled
             + totals.reindexed
+            + totals.records_reindexed
             > 0,
         "backend {backend}, seed {seed}: no kill ever landed inside a transfer"
     );

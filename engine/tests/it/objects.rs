@@ -22,11 +22,12 @@ use sluice_index::{Location, RecordPlace, StoreOutcome, StoreRequest, Triplet, W
 use sluice_tests::{dcmtk, free_port, run, ChildGuard};
 
 use crate::operator::{sluice, sluice_ok, StoreFixture, CT};
+use crate::segment_recovery::element;
 
 /// How long Garage may take to start and settle its layout.
 const GARAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The segments the tests seal (and upload) and leave open.
-const SEALED: u64 = 0x0002_0000_0000_0001;
+pub(crate) const SEALED: u64 = 0x0002_0000_0000_0001;
 const OPEN: u64 = 0x0002_0000_0000_0002;
 const EPOCH: u64 = 1_700_000_000_000_000_000;
 const BUCKET: &str = "sluice-test";
@@ -65,11 +66,11 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// One Garage node: its configuration, its process.
-struct GarageNode {
+pub(crate) struct GarageNode {
     config: PathBuf,
     log: PathBuf,
     s3_port: u16,
-    guard: Option<ChildGuard>,
+    pub(crate) guard: Option<ChildGuard>,
 }
 
 impl GarageNode {
@@ -102,15 +103,15 @@ impl GarageNode {
 /// A 3-node Garage cluster on loopback ports (replication factor 3, one
 /// zone per node), a key and a bucket; the nodes are stopped by PID when
 /// it is dropped (`ChildGuard`).
-struct Garage {
+pub(crate) struct Garage {
     _dir: tempfile::TempDir,
-    nodes: Vec<GarageNode>,
+    pub(crate) nodes: Vec<GarageNode>,
     key_id: String,
     secret_file: PathBuf,
 }
 
 impl Garage {
-    fn start() -> Garage {
+    pub(crate) fn start() -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let rpc_secret = random_hex(32);
         let mut nodes = Vec::new();
@@ -210,7 +211,7 @@ impl Garage {
 
     /// The `[objects]` section for a store uploading to this cluster
     /// (through node 0's S3 endpoint).
-    fn objects_toml(&self, evict: &str) -> String {
+    pub(crate) fn objects_toml(&self, evict: &str) -> String {
         format!(
             "[objects]\n\
              endpoint = \"http://127.0.0.1:{port}\"\n\
@@ -235,22 +236,6 @@ impl Garage {
 /// `filler` bytes of private OB data so records span more than a page;
 /// elements in tag order, as DCMTK writes what it receives.
 fn dataset(triplet: &Triplet, filler: usize) -> Vec<u8> {
-    fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
-        let mut value = value.to_vec();
-        if value.len() % 2 == 1 {
-            value.push(if vr == b"UI" { 0 } else { b' ' });
-        }
-        out.extend_from_slice(&group.to_le_bytes());
-        out.extend_from_slice(&element.to_le_bytes());
-        out.extend_from_slice(vr);
-        if vr == b"OB" {
-            out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        } else {
-            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        }
-        out.extend_from_slice(&value);
-    }
     let mut out = Vec::new();
     element(&mut out, 0x0008, 0x0016, b"UI", CT.as_bytes());
     element(
@@ -394,6 +379,14 @@ fn sealed_segments_are_uploaded_evicted_and_read_back_with_ranged_gets() {
     let sealed_path = fixture.layout.segment_path(SEALED);
     let sealed_bytes = std::fs::metadata(&sealed_path).unwrap().len();
     let store = open_store(&config);
+    // A sealed segment whose file is missing is skipped (said once), not a
+    // failed round: it stays in the backlog.
+    let missing = SEALED + 0x100;
+    store
+        .index()
+        .writer()
+        .execute(vec![WriteOp::SealSegment(missing)])
+        .unwrap();
     let round = upload(&store);
     assert_eq!(
         (
@@ -403,7 +396,7 @@ fn sealed_segments_are_uploaded_evicted_and_read_back_with_ranged_gets() {
             round.deleted,
             round.backlog
         ),
-        (1, sealed_bytes, 1, 1, 0),
+        (1, sealed_bytes, 1, 1, 1),
         "{round:?}"
     );
     assert!(
@@ -464,6 +457,25 @@ fn sealed_segments_are_uploaded_evicted_and_read_back_with_ranged_gets() {
         output.contains("verified 4 files (4 stored, 0 quarantined): 0 missing")
             && output.contains("0 damaged records"),
         "{output}"
+    );
+
+    // `sluice stats` names the evicted segment (its size the object's) and
+    // the open one.
+    let stats = sluice_ok(&["stats", "--config", &config_arg]);
+    let row = |id: u64| {
+        stats
+            .lines()
+            .find(|line| line.starts_with(&format!("{id:016x}")))
+            .unwrap_or_else(|| panic!("no segment {id:016x} in\n{stats}"))
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row(SEALED), format!("{SEALED:016x} evicted {sealed_bytes}"));
+    assert!(
+        row(OPEN).starts_with(&format!("{OPEN:016x} open ")),
+        "{stats}"
     );
 
     // Without [objects], an evicted record is refused with the reason.
@@ -618,11 +630,14 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         "{total} bytes of records fill no 1 MiB segment"
     );
     let data = work.path().join("data");
+    let metrics_port = free_port().to_string();
     let served = crate::serve::Served::start_in(
         tempfile::tempdir().unwrap(),
         data.clone(),
         "uring",
         &[
+            "--metrics-port",
+            &metrics_port,
             "--config",
             config.to_str().unwrap(),
             "--storage-layout",
@@ -650,6 +665,29 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let metrics = metrics_text(&metrics_port);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        value("sluice_objects_uploaded_segments_total") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        value("sluice_objects_uploaded_bytes_total") >= 1 << 20,
+        "{metrics}"
+    );
+    assert!(
+        value("sluice_objects_evicted_segments_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(value("sluice_objects_store_reachable"), 1, "{metrics}");
     let log = served.stop();
     assert!(!log.contains("ERROR"), "{log}");
 
@@ -692,4 +730,18 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         output.contains("verified 600 files") && output.contains("0 damaged records"),
         "{output}"
     );
+}
+
+/// The metrics endpoint's text.
+fn metrics_text(port: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }

@@ -26,8 +26,9 @@ pub(crate) const EPOCH: u64 = 1_700_000_000_000_000_000;
 pub(crate) const SEGMENT_BYTES: u64 = 1 << 20;
 
 /// One element of an explicit VR little endian data set, its value padded
-/// to an even length (UIDs with a NUL, text with a space).
-fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
+/// to an even length (UIDs with a NUL, text with a space); UT and OB take
+/// the long form.
+pub(crate) fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
     let mut value = value.to_vec();
     if value.len() % 2 == 1 {
         value.push(if vr == b"UI" { 0 } else { b' ' });
@@ -35,7 +36,7 @@ fn element(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u
     out.extend_from_slice(&group.to_le_bytes());
     out.extend_from_slice(&element.to_le_bytes());
     out.extend_from_slice(vr);
-    if vr == b"UT" {
+    if vr == b"UT" || vr == b"OB" {
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     } else {
