@@ -704,13 +704,12 @@ impl Tracker {
         let cluster = self.context.cluster.as_ref();
         let check = self.context.store.index().read().and_then(|read| {
             let in_doubt = self.context.in_doubt.snapshot();
-            let missing = (0..present.len())
-                .filter_map(|index| {
-                    references
-                        .instance_uid_into(index, uid)
-                        .then(|| uid.clone())
-                })
-                .collect();
+            let mut missing = Vec::new();
+            for index in 0..present.len() {
+                if references.instance_uid_into(index, uid) {
+                    missing.push(uid.clone());
+                }
+            }
             let elsewhere = published_elsewhere(&read, cluster, missing);
             for (index, present) in present.iter_mut().enumerate() {
                 if !references.instance_uid_into(index, uid) {
@@ -891,13 +890,12 @@ impl Tracker {
         let uid = &mut self.scratch;
         let elsewhere = match &read {
             Ok(read) => {
-                let missing = (0..transaction.present.len())
-                    .filter_map(|index| {
-                        (!transaction.present.get(index).copied().unwrap_or(true)
-                            && references.instance_uid_into(index, uid))
-                        .then(|| uid.clone())
-                    })
-                    .collect();
+                let mut missing = Vec::new();
+                for (index, present) in transaction.present.iter().enumerate() {
+                    if !*present && references.instance_uid_into(index, uid) {
+                        missing.push(uid.clone());
+                    }
+                }
                 published_elsewhere(read, self.context.cluster.as_ref(), missing)
             }
             Err(_) => HashMap::new(),
