@@ -394,6 +394,18 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
             };
         }
     };
+    // Cluster mode: the catalogue learns of it at the server's next start
+    // (its row, or this node's row of the instance it replaces, takes the
+    // released version; another node's row decides as for any store).
+    // The release stands either way (the index committed it).
+    if let Err(error) = crate::cluster::record_offline(store.data_dir(), &released.instance) {
+        writeln!(
+            output,
+            "warning: cannot append the release to the cluster outbox in {} ({error}); \
+             the catalogue learns of it at the next reconciliation",
+            store.data_dir().join(crate::cluster::CLUSTER_DIR).display()
+        )?;
+    }
     if location == Location::File {
         std::fs::remove_file(&quarantine_path).map_err(CliError::io("remove", &quarantine_path))?;
         sync_dir(parent(&quarantine_path))?;

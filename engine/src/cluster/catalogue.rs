@@ -79,8 +79,45 @@ FROM unnest(
        calling, patient_name, patient_id, birth, sex, study_date, study_time, accession,
        study_id, study_description, referring, modality, series_number, series_description,
        location)
-ON CONFLICT (sop_instance_uid) DO NOTHING
+ON CONFLICT (sop_instance_uid) DO UPDATE SET
+    study_instance_uid = EXCLUDED.study_instance_uid,
+    series_instance_uid = EXCLUDED.series_instance_uid,
+    sop_class_uid = EXCLUDED.sop_class_uid,
+    transfer_syntax_uid = EXCLUDED.transfer_syntax_uid,
+    instance_number = EXCLUDED.instance_number,
+    checksum = EXCLUDED.checksum,
+    file_size_bytes = EXCLUDED.file_size_bytes,
+    dataset_offset_bytes = EXCLUDED.dataset_offset_bytes,
+    received_at_unix_ns = EXCLUDED.received_at_unix_ns,
+    calling_ae_title = EXCLUDED.calling_ae_title,
+    patient_name = EXCLUDED.patient_name,
+    patient_id = EXCLUDED.patient_id,
+    patient_birth_date = EXCLUDED.patient_birth_date,
+    patient_sex = EXCLUDED.patient_sex,
+    study_date = EXCLUDED.study_date,
+    study_time = EXCLUDED.study_time,
+    accession_number = EXCLUDED.accession_number,
+    study_id = EXCLUDED.study_id,
+    study_description = EXCLUDED.study_description,
+    referring_physician_name = EXCLUDED.referring_physician_name,
+    modality = EXCLUDED.modality,
+    series_number = EXCLUDED.series_number,
+    series_description = EXCLUDED.series_description,
+    location = EXCLUDED.location,
+    published_at = now()
+  -- Only this node's own row takes the new version (a replacement here, or
+  -- a new file of the same instance); another node's row is never touched.
+  WHERE sluice_instances.node = EXCLUDED.node
+    AND sluice_instances.location <> EXCLUDED.location
 RETURNING sop_instance_uid";
+
+/// The removal of a batch: this node's rows that still name the removed
+/// files (a row since replaced by a newer file of this node, or held by
+/// another node, stays).
+const DELETE: &str = "
+DELETE FROM sluice_instances AS i
+USING unnest($1::text[], $2::text[]) AS u(sop, location)
+WHERE i.sop_instance_uid = u.sop AND i.location = u.location AND i.node = $3";
 
 /// Errors talking to the catalogue (all of them mean: not published now).
 #[derive(Debug, thiserror::Error)]
@@ -156,11 +193,37 @@ impl Catalogue {
     /// whose SOP Instance UID is this node's already (published before a
     /// restart, or stored again here) takes its new location; one held by
     /// another node is answered with that node.
-    pub(crate) fn publish(&mut self, entries: &[Entry]) -> Result<Published, CatalogueError> {
-        let column = |get: fn(&Entry) -> String| entries.iter().map(get).collect::<Vec<_>>();
+    ///
+    /// Removals (`Entry::removed`) delete this node's row if it still names
+    /// the removed file; their answer is `None`. Each SOP Instance UID is
+    /// expected once among the stored entries (`ON CONFLICT DO UPDATE`
+    /// refuses to touch a row twice in one statement): the caller keeps
+    /// the last of each.
+    pub(crate) fn publish(&mut self, all: &[Entry]) -> Result<Published, CatalogueError> {
+        let entries: Vec<&Entry> = all.iter().filter(|entry| !entry.removed).collect();
+        let removals: Vec<&Entry> = all.iter().filter(|entry| entry.removed).collect();
+        let column = |get: fn(&Entry) -> String| entries.iter().map(|e| get(e)).collect::<Vec<_>>();
         let sops = column(|e| e.sop_instance_uid.clone());
         let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         let mut transaction = self.client.transaction()?;
+        // Removals first: a removal names the file it removes, so its order
+        // against a store of the same instance (a new file) does not matter.
+        if !removals.is_empty() {
+            transaction.execute(
+                DELETE,
+                &[
+                    &removals
+                        .iter()
+                        .map(|e| e.sop_instance_uid.clone())
+                        .collect::<Vec<_>>(),
+                    &removals
+                        .iter()
+                        .map(|e| e.file_id.clone())
+                        .collect::<Vec<_>>(),
+                    &self.node,
+                ],
+            )?;
+        }
         let inserted: std::collections::HashSet<String> = transaction
             .query(
                 INSERT,
@@ -208,9 +271,9 @@ impl Catalogue {
             .iter()
             .map(|row| row.get::<_, String>(0))
             .collect();
-        let mut published = Vec::with_capacity(entries.len());
-        for entry in entries {
-            if inserted.contains(&entry.sop_instance_uid) {
+        let mut published = Vec::with_capacity(all.len());
+        for entry in all {
+            if entry.removed || inserted.contains(&entry.sop_instance_uid) {
                 published.push(None);
                 continue;
             }
@@ -224,17 +287,7 @@ impl Catalogue {
             )?;
             let node: String = row.get(0);
             if node == self.node {
-                transaction.execute(
-                    "UPDATE sluice_instances SET location = $2, checksum = $3,
-                         file_size_bytes = $4, published_at = now()
-                     WHERE sop_instance_uid = $1 AND location <> $2",
-                    &[
-                        &entry.sop_instance_uid,
-                        &entry.file_id,
-                        &entry.checksum,
-                        &to_i64(entry.file_size_bytes),
-                    ],
-                )?;
+                // This node's row naming this file already (a republish).
                 published.push(None);
             } else {
                 published.push(Some(Holder {
@@ -246,7 +299,7 @@ impl Catalogue {
                 }));
             }
         }
-        let ours = published.iter().filter(|holder| holder.is_none()).count();
+        let ours = entries.len() - published.iter().filter(|holder| holder.is_some()).count();
         transaction.execute(
             "UPDATE sluice_nodes SET published_entries = published_entries + $2,
                  last_publish_at = now(), seen_at = now()
@@ -280,6 +333,31 @@ impl Catalogue {
             )?
             .iter()
             .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect())
+    }
+
+    /// Up to `limit` of this node's rows (SOP Instance UID, location)
+    /// after SOP Instance UID `after`, in its order: a walk of what the
+    /// catalogue says this node holds, one primary-key range per page.
+    pub(crate) fn own_rows_after(
+        &mut self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, CatalogueError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT sop_instance_uid, location FROM sluice_instances
+                 WHERE node = $1 AND sop_instance_uid > $2
+                 ORDER BY sop_instance_uid LIMIT $3",
+                &[
+                    &self.node,
+                    &after,
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
             .collect())
     }
 

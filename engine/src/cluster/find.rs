@@ -3,7 +3,10 @@
 //! C-FIND").
 //!
 //! A C-FIND in cluster mode starts one thread ([`Cluster::find`]) that
-//! connects to PostgreSQL, runs one statement for the query's level and
+//! takes one of at most `cluster.find_connections` PostgreSQL connections
+//! (an idle one of the [`Pool`], else a new one; beyond the cap it waits up
+//! to `cluster.publish_timeout_ms`, then fails, and the C-FIND answers from
+//! the local index as in an outage), runs one statement for the query's level and
 //! reads its rows through a portal (256 at a time, so a large answer is
 //! never held whole), builds each entity as the index does (a
 //! [`FindMatch`]: the same records, so the same `Candidate` answers), checks
@@ -116,6 +119,72 @@ impl FindStream {
     }
 }
 
+/// C-FIND's catalogue connections: at most `cap` in use, the idle ones
+/// kept for the next C-FIND.
+#[derive(Default)]
+pub(super) struct Pool {
+    /// Connections in use, and the idle ones.
+    state: std::sync::Mutex<(usize, Vec<Client>)>,
+    freed: std::sync::Condvar,
+}
+
+/// A connection taken from the [`Pool`]; given back by [`Pool::give_back`]
+/// (healthy) or dropped (after an error).
+struct Lease<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut state = self
+            .pool
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        assert!(state.0 > 0, "a lease given back twice");
+        state.0 -= 1;
+        if let Some(client) = self.client.take() {
+            state.1.push(client);
+        }
+        drop(state);
+        self.pool.freed.notify_one();
+    }
+}
+
+impl Pool {
+    /// A connection, waiting up to `wait` while `cap` are in use; `None`
+    /// when none freed in time. The client is `None` when none is idle
+    /// (the caller connects).
+    fn take(&self, cap: usize, wait: Duration) -> Option<(Lease<'_>, Option<Client>)> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        while state.0 >= cap {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poison| poison.into_inner())
+                .0;
+        }
+        state.0 += 1;
+        let idle = state.1.pop();
+        Some((
+            Lease {
+                pool: self,
+                client: None,
+            },
+            idle,
+        ))
+    }
+}
+
 impl Cluster {
     /// Whether C-FIND answers for the whole cluster (`cluster.find`).
     pub(crate) fn finds_cluster_wide(&self) -> bool {
@@ -125,15 +194,39 @@ impl Cluster {
     /// Starts a cluster-wide C-FIND of `query` (see the module documentation).
     pub(crate) fn find(&self, query: Query) -> FindStream {
         let (sender, receiver) = crossbeam_channel::bounded(PAGES_QUEUED);
-        let address = self.inner.settings.address.clone();
-        let timeout = self.inner.settings.timeout;
+        let cluster = self.clone();
         let failed = sender.clone();
         let spawned = std::thread::Builder::new()
             .name("cluster-find".to_owned())
             .spawn(move || {
-                if let Err(error) = run(&address, timeout, &query, &sender) {
-                    // The core may have gone (cancelled): nobody to tell.
-                    let _ = sender.send(Message::Failed(error.to_string()));
+                let settings = &cluster.inner.settings;
+                let Some((mut lease, idle)) = cluster
+                    .inner
+                    .finds
+                    .take(settings.find_connections, settings.timeout)
+                else {
+                    let _ = sender.send(Message::Failed(format!(
+                        "all {} catalogue connections of C-FIND stayed busy for {} ms",
+                        settings.find_connections,
+                        settings.timeout.as_millis()
+                    )));
+                    return;
+                };
+                let client = match idle {
+                    Some(client) if !client.is_closed() => Ok(client),
+                    _ => connect(&settings.address, settings.timeout),
+                };
+                let ran = client.and_then(|mut client| {
+                    run(&mut client, &query, &sender)?;
+                    Ok(client)
+                });
+                match ran {
+                    Ok(client) => lease.client = Some(client),
+                    Err(error) => {
+                        // The connection is dropped, not reused. The core
+                        // may have gone (cancelled): nobody to tell.
+                        let _ = sender.send(Message::Failed(error.to_string()));
+                    }
                 }
             });
         if let Err(error) = spawned {
@@ -163,19 +256,22 @@ impl From<postgres::Error> for FindError {
     }
 }
 
-/// The thread's work: `Ok` also when the core stopped listening.
-pub(super) fn run(
-    address: &str,
-    timeout: Duration,
-    query: &Query,
-    sender: &Sender<Message>,
-) -> Result<(), FindError> {
+/// A new connection for C-FIND.
+pub(super) fn connect(address: &str, timeout: Duration) -> Result<Client, FindError> {
     let mut config: postgres::Config = address.parse()?;
     config
         .connect_timeout(timeout)
         .tcp_user_timeout(timeout)
         .application_name("sluice find");
-    let mut client: Client = config.connect(NoTls)?;
+    Ok(config.connect(NoTls)?)
+}
+
+/// The thread's work: `Ok` also when the core stopped listening.
+pub(super) fn run(
+    client: &mut Client,
+    query: &Query,
+    sender: &Sender<Message>,
+) -> Result<(), FindError> {
     let statement = statement(query);
     let params: Vec<&(dyn ToSql + Sync)> = statement
         .params

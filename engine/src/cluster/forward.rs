@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use postgres::NoTls;
 use sluice_net::query::{InformationModel, Level, Query};
 
-use super::find::{run as find_run, Message};
+use super::find::{connect as find_connect, run as find_run, Message};
 use super::Cluster;
 use crate::qr::{self, RemoteArchive, RetrieveRequest};
 use crate::store::{DatasetLocation, StoredDataset};
@@ -155,7 +155,9 @@ fn remote_instances(
     local: &HashSet<String>,
 ) -> Result<Vec<Remote>, String> {
     let (sender, receiver) = crossbeam_channel::unbounded();
-    find_run(&settings.address, settings.timeout, query, &sender).map_err(|e| e.to_string())?;
+    let mut client =
+        find_connect(&settings.address, settings.timeout).map_err(|e| e.to_string())?;
+    find_run(&mut client, query, &sender).map_err(|e| e.to_string())?;
     drop(sender);
     let (mut studies, mut series, mut sops) = (Vec::new(), Vec::new(), Vec::new());
     for message in receiver.iter() {

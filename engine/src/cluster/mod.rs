@@ -125,6 +125,8 @@ pub(crate) struct Settings {
     pub(crate) batch_max: usize,
     pub(crate) retry: Duration,
     pub(crate) find: crate::config::FindScope,
+    /// `cluster.find_connections`.
+    pub(crate) find_connections: usize,
     /// This node's AE title (`network.ae_title`).
     pub(crate) ae_title: String,
     /// This node's DICOM address as the others reach it (`host:port`).
@@ -145,6 +147,8 @@ struct Inner {
     staging: std::path::PathBuf,
     /// The commitment tracker's connection to the catalogue (lazily made).
     lookup: Mutex<Option<postgres::Client>>,
+    /// C-FIND's catalogue connections.
+    finds: find::Pool,
 }
 
 impl Cluster {
@@ -189,6 +193,7 @@ impl Cluster {
                     batch_max: usize::try_from(cluster.publish_batch_max).unwrap_or(1),
                     retry: cluster.retry_interval_ms,
                     find: cluster.find,
+                    find_connections: usize::try_from(cluster.find_connections).unwrap_or(1),
                     ae_title: config.network.ae_title.as_str().to_owned(),
                     dicom_address: cluster
                         .dicom_address
@@ -209,6 +214,7 @@ impl Cluster {
                 publisher: Mutex::new(None),
                 staging,
                 lookup: Mutex::new(None),
+                finds: find::Pool::default(),
             }),
         }))
     }
@@ -279,14 +285,17 @@ impl Cluster {
         &self.inner.outbox
     }
 
-    /// The SOP Class UID under which another node published `sop` (so
-    /// acknowledged it, durably): Storage Commitment on any node commits
-    /// instances any node received. `None` when no other node did, or the
-    /// catalogue cannot say now (unreachable: the request waits, and is
-    /// checked again on the tracker's next round).
-    pub(crate) fn published_elsewhere(&self, sop: &str) -> Option<String> {
-        if !self.catalogue_reachable() {
-            return None;
+    /// The SOP Class UIDs under which other nodes published those of
+    /// `sops` they hold (so acknowledged them, durably), in one query:
+    /// Storage Commitment on any node commits instances any node received.
+    /// Empty when the catalogue cannot say now (unreachable: the request
+    /// waits, and is checked again on the tracker's next round).
+    pub(crate) fn published_elsewhere(
+        &self,
+        sops: &[String],
+    ) -> std::collections::HashMap<String, String> {
+        if sops.is_empty() || !self.catalogue_reachable() {
+            return std::collections::HashMap::new();
         }
         let mut lookup = self
             .inner
@@ -309,20 +318,23 @@ impl Cluster {
                 Ok(client) => *lookup = Some(client),
                 Err(error) => {
                     tracing::debug!(%error, "commitment cannot reach the cluster catalogue");
-                    return None;
+                    return std::collections::HashMap::new();
                 }
             }
         }
-        let client = lookup.as_mut()?;
-        match client.query_opt(
-            "SELECT sop_class_uid FROM sluice_instances WHERE sop_instance_uid = $1 AND node <> $2",
-            &[&sop, &self.inner.settings.node],
+        let Some(client) = lookup.as_mut() else {
+            return std::collections::HashMap::new();
+        };
+        match client.query(
+            "SELECT sop_instance_uid, sop_class_uid FROM sluice_instances
+             WHERE sop_instance_uid = ANY($1) AND node <> $2",
+            &[&sops, &self.inner.settings.node],
         ) {
-            Ok(row) => row.map(|row| row.get(0)),
+            Ok(rows) => rows.iter().map(|row| (row.get(0), row.get(1))).collect(),
             Err(error) => {
                 tracing::debug!(%error, "commitment cannot read the cluster catalogue");
                 *lookup = None;
-                None
+                std::collections::HashMap::new()
             }
         }
     }
@@ -410,6 +422,31 @@ impl Cluster {
             post(result);
         }
     }
+}
+
+/// A writing command's change to the stored instances of `data_dir`
+/// (`sluice quarantine release`: `instance` is now stored), for the
+/// catalogue: appended to the outbox and flushed, when the data directory
+/// has one (cluster mode), and published by the server's next start. A
+/// writing command runs while no server holds the data directory, so the
+/// append races with no publisher. `Ok(false)`: not in cluster mode.
+pub(crate) fn record_offline(
+    data_dir: &std::path::Path,
+    instance: &NewInstance,
+) -> std::io::Result<bool> {
+    let directory = data_dir.join(CLUSTER_DIR);
+    if !directory.is_dir() {
+        return Ok(false);
+    }
+    let outbox = Outbox::open(&directory)?;
+    let appended = outbox
+        .append(&[Entry::of(instance)])
+        .and_then(|_| outbox.flush());
+    if appended.is_err() {
+        // The next start reconciles the index with the catalogue instead.
+        let _ = outbox.take_clean_stop();
+    }
+    appended.map(|()| true)
 }
 
 /// The one call of the ingest path (the index batch of store operations

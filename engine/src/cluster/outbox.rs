@@ -35,7 +35,7 @@ const LINE_BYTES_MAX: usize = 64 * 1024;
 const TRUNCATE_AT_BYTES: u64 = 1 << 20;
 
 /// One committed entry, as the catalogue records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) study_instance_uid: String,
     pub(crate) series_instance_uid: String,
@@ -64,6 +64,12 @@ pub(crate) struct Entry {
     pub(crate) modality: String,
     pub(crate) series_number: Option<i32>,
     pub(crate) series_description: String,
+    /// A removal: this node no longer stores the instance under `file_id`
+    /// (its catalogue row goes if it still names this node and file). Only
+    /// the triplet and the file id are meaningful then. Absent in lines of
+    /// stored entries (and in outboxes written before removals existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) removed: bool,
 }
 
 impl Entry {
@@ -95,6 +101,18 @@ impl Entry {
             modality: instance.series.modality.clone(),
             series_number: instance.series.series_number,
             series_description: instance.series.series_description.clone(),
+            removed: false,
+        }
+    }
+
+    /// The removal of SOP Instance UID `sop`, stored under `file_id` (32
+    /// hex digits, the catalogue's location), from this node.
+    pub(crate) fn removal(sop: &str, file_id: &str) -> Entry {
+        Entry {
+            sop_instance_uid: sop.to_owned(),
+            file_id: file_id.to_owned(),
+            removed: true,
+            ..Entry::default()
         }
     }
 
@@ -198,13 +216,19 @@ impl Outbox {
 
     /// A clean stop: the outbox and its cursor flushed, then the marker.
     pub(crate) fn mark_clean_stop(&self) -> std::io::Result<()> {
+        self.flush()?;
+        File::create(self.directory.join(CLEAN_STOP_FILE))?.sync_all()?;
+        File::open(&self.directory)?.sync_all()
+    }
+
+    /// Flushes what was appended (a writing command's append, made while
+    /// the clean-stop marker says no reconciliation is needed).
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
         self.append
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .0
-            .sync_data()?;
-        File::create(self.directory.join(CLEAN_STOP_FILE))?.sync_all()?;
-        File::open(&self.directory)?.sync_all()
+            .sync_data()
     }
 
     /// Appends entries in one write; the logical offset just past them.
@@ -358,6 +382,7 @@ mod tests {
             modality: "OT".into(),
             series_number: None,
             series_description: String::new(),
+            removed: false,
         }
     }
 

@@ -186,6 +186,8 @@ impl Publisher {
                 tracing::info!(
                     scanned = done.scanned,
                     appended = done.appended,
+                    catalogued = done.catalogued,
+                    removed = done.removed,
                     duration_ms = started.elapsed().as_millis() as u64,
                     "the last run did not stop cleanly: the local index was reconciled with the cluster catalogue"
                 );
@@ -279,9 +281,10 @@ impl Publisher {
                 .entries
                 .iter()
                 .position(|entry| {
-                    entry
-                        .file_id()
-                        .is_some_and(|id| in_doubt.contains(&id) && !covered.contains(&id))
+                    !entry.removed
+                        && entry
+                            .file_id()
+                            .is_some_and(|id| in_doubt.contains(&id) && !covered.contains(&id))
                 })
                 .unwrap_or(read.entries.len());
             if ready == 0 {
@@ -290,12 +293,21 @@ impl Publisher {
             let complete = ready == read.entries.len();
             let entries = read.entries.get(..ready).unwrap_or_default();
             let held = self.held_locally(entries);
-            let to_publish: Vec<Entry> = entries
+            // A store the index still holds (the last line of each SOP
+            // Instance UID: a republish after reconciliation may repeat
+            // one), and every removal (the catalogue keeps a row that
+            // names another file).
+            let mut seen = HashSet::new();
+            let mut to_publish: Vec<Entry> = entries
                 .iter()
                 .zip(&held)
-                .filter(|(_, held)| **held)
+                .rev()
+                .filter(|(entry, held)| {
+                    entry.removed || (**held && seen.insert(entry.sop_instance_uid.as_str()))
+                })
                 .map(|(entry, _)| entry.clone())
                 .collect();
+            to_publish.reverse();
             if !to_publish.is_empty() {
                 let published = catalogue.publish(&to_publish).map_err(Stopped::Catalogue)?;
                 self.state
@@ -332,13 +344,14 @@ impl Publisher {
         };
         entries
             .iter()
-            .map(
-                |entry| match read.instance_by_sop(&entry.sop_instance_uid) {
-                    Ok(Some(found)) => Some(found.record.file_id) == entry.file_id(),
-                    Ok(None) => false,
-                    Err(_) => true,
-                },
-            )
+            .map(|entry| {
+                entry.removed
+                    || match read.instance_by_sop(&entry.sop_instance_uid) {
+                        Ok(Some(found)) => Some(found.record.file_id) == entry.file_id(),
+                        Ok(None) => false,
+                        Err(_) => true,
+                    }
+            })
             .collect()
     }
 

@@ -10,8 +10,14 @@
 //! without the marker (a power loss, a kill, a crash) runs this pass once,
 //! in the publisher thread, before its first round.
 //!
+//! The other way round, this node's catalogue rows that the local index no
+//! longer holds under their file get a removal entry (a change the outbox
+//! lost: a replacement or removal as well as an entry).
+//!
 //! Cost: one walk of the local index (pages of [`PAGE`] instances, one read
-//! transaction each) and one primary-key lookup per page in the catalogue.
+//! transaction each) and one primary-key lookup per page in the catalogue;
+//! then one walk of this node's catalogue rows (a primary-key range per
+//! page, filtered by node) with one local lookup per row.
 //! Entries appended again are published as usual (the publisher's checks
 //! and the catalogue's decision apply; a republish is harmless).
 
@@ -52,6 +58,10 @@ pub(super) struct Reconciled {
     pub(super) scanned: u64,
     /// Of them, appended to the outbox again (the catalogue lacked them).
     pub(super) appended: u64,
+    /// This node's catalogue rows looked at.
+    pub(super) catalogued: u64,
+    /// Of them, removals appended (the local index does not hold them).
+    pub(super) removed: u64,
 }
 
 /// Every stored instance, as a relational IMAGE-level query without keys.
@@ -124,7 +134,34 @@ pub(super) fn run(
         }
         match page.resume {
             Some(next) => resume = Some(next),
-            None => return Ok(done),
+            None => break,
+        }
+    }
+    // The other way: rows naming this node that the local index does not
+    // hold under their file (removed, replaced or demoted while the outbox
+    // lost the change, or never published because of it) are removed.
+    let mut after = String::new();
+    loop {
+        let rows = catalogue.own_rows_after(&after, PAGE)?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(done);
+        };
+        after = last.clone();
+        done.catalogued += rows.len() as u64;
+        let read = store.index().read()?;
+        let mut stale = Vec::new();
+        for (sop, location) in &rows {
+            let held = read
+                .instance_by_sop(sop)?
+                .is_some_and(|found| format!("{:032x}", found.record.file_id.0) == *location);
+            if !held {
+                stale.push(Entry::removal(sop, location));
+            }
+        }
+        drop(read);
+        if !stale.is_empty() {
+            outbox.append(&stale)?;
+            done.removed += stale.len() as u64;
         }
     }
 }

@@ -565,7 +565,19 @@ impl Tracker {
         self.waiting.clear();
         let mut complete = Vec::new();
         let uid = &mut self.scratch;
-        let cluster = self.context.cluster.as_ref();
+        let mut missing = Vec::new();
+        for transaction in self.transactions.values() {
+            if transaction.record.state != CommitmentState::Pending {
+                continue;
+            }
+            let references = &transaction.payload.references;
+            for (index, present) in transaction.present.iter().enumerate() {
+                if !*present && references.instance_uid_into(index, uid) {
+                    missing.push(uid.clone());
+                }
+            }
+        }
+        let elsewhere = published_elsewhere(&read, self.context.cluster.as_ref(), missing);
         for (transaction_uid, transaction) in &mut self.transactions {
             if transaction.record.state != CommitmentState::Pending {
                 continue;
@@ -576,7 +588,7 @@ impl Tracker {
                     continue;
                 }
                 let class = references.class_uid(index).unwrap_or_default();
-                let presence = durable_presence(&read, &in_doubt, uid, class, cluster);
+                let presence = durable_presence(&read, &in_doubt, uid, class, &elsewhere);
                 if let Ok(SopPresence::Stored | SopPresence::ClassMismatch { .. }) = presence {
                     if let Ok(SopPresence::ClassMismatch { .. }) = presence {
                         transaction
@@ -692,12 +704,19 @@ impl Tracker {
         let cluster = self.context.cluster.as_ref();
         let check = self.context.store.index().read().and_then(|read| {
             let in_doubt = self.context.in_doubt.snapshot();
+            let mut missing = Vec::new();
+            for index in 0..present.len() {
+                if references.instance_uid_into(index, uid) {
+                    missing.push(uid.clone());
+                }
+            }
+            let elsewhere = published_elsewhere(&read, cluster, missing);
             for (index, present) in present.iter_mut().enumerate() {
                 if !references.instance_uid_into(index, uid) {
                     continue;
                 }
                 let class = references.class_uid(index).unwrap_or_default();
-                match durable_presence(&read, &in_doubt, uid, class, cluster)? {
+                match durable_presence(&read, &in_doubt, uid, class, &elsewhere)? {
                     SopPresence::Stored => *present = true,
                     SopPresence::ClassMismatch { .. } => {
                         *present = true;
@@ -869,14 +888,25 @@ impl Tracker {
         let in_doubt = self.context.in_doubt.snapshot();
         let references = &transaction.payload.references;
         let uid = &mut self.scratch;
-        let cluster = self.context.cluster.as_ref();
+        let elsewhere = match &read {
+            Ok(read) => {
+                let mut missing = Vec::new();
+                for (index, present) in transaction.present.iter().enumerate() {
+                    if !*present && references.instance_uid_into(index, uid) {
+                        missing.push(uid.clone());
+                    }
+                }
+                published_elsewhere(read, self.context.cluster.as_ref(), missing)
+            }
+            Err(_) => HashMap::new(),
+        };
         for (index, present) in transaction.present.iter().enumerate() {
             if *present || !references.instance_uid_into(index, uid) {
                 continue;
             }
             let class = references.class_uid(index).unwrap_or_default();
             let presence = match &read {
-                Ok(read) => durable_presence(read, &in_doubt, uid, class, cluster),
+                Ok(read) => durable_presence(read, &in_doubt, uid, class, &elsewhere),
                 Err(error) => Err(error.clone()),
             };
             let reason = match presence {
@@ -1207,29 +1237,47 @@ pub(crate) fn retry_delay(delay: Duration, cap: Duration, attempt: u32) -> Durat
         .min(cap)
 }
 
+/// The SOP Class UIDs under which other nodes published those of `uids`
+/// this node does not store, in one catalogue query per round (empty
+/// without cluster mode, when none is missing here, or when the catalogue
+/// cannot say now: those wait for the next round).
+fn published_elsewhere(
+    read: &ReadTxn<'_>,
+    cluster: Option<&crate::cluster::Cluster>,
+    uids: Vec<String>,
+) -> HashMap<String, String> {
+    let Some(cluster) = cluster else {
+        return HashMap::new();
+    };
+    let missing: Vec<String> = uids
+        .into_iter()
+        .filter(|uid| matches!(read.file_id_of_sop(uid), Ok(None)))
+        .collect();
+    cluster.published_elsewhere(&missing)
+}
+
 /// [`ReadTxn::sop_presence`] for commitment: an instance whose file is still
 /// in doubt (its entry committed, its data or directory entry not yet
 /// durable) is not stored yet; its core notifies the tracker once it is.
 /// In cluster mode an instance not stored here is stored when another node
 /// published it (the catalogue names only acknowledged, durable instances).
+/// `elsewhere`: what [`published_elsewhere`] found for this round.
 fn durable_presence(
     read: &ReadTxn<'_>,
     in_doubt: &HashSet<FileId>,
     sop_instance_uid: &str,
     sop_class_uid: &str,
-    cluster: Option<&crate::cluster::Cluster>,
+    elsewhere: &HashMap<String, String>,
 ) -> Result<SopPresence, IndexError> {
     let presence = read.sop_presence(sop_instance_uid, sop_class_uid)?;
     if presence == SopPresence::Absent {
-        return Ok(
-            match cluster.and_then(|cluster| cluster.published_elsewhere(sop_instance_uid)) {
-                Some(stored) if stored == sop_class_uid => SopPresence::Stored,
-                Some(stored_sop_class_uid) => SopPresence::ClassMismatch {
-                    stored_sop_class_uid,
-                },
-                None => SopPresence::Absent,
+        return Ok(match elsewhere.get(sop_instance_uid).cloned() {
+            Some(stored) if stored == sop_class_uid => SopPresence::Stored,
+            Some(stored_sop_class_uid) => SopPresence::ClassMismatch {
+                stored_sop_class_uid,
             },
-        );
+            None => SopPresence::Absent,
+        });
     }
     if in_doubt.is_empty() || presence == SopPresence::Absent {
         return Ok(presence);

@@ -739,6 +739,13 @@ config_options! {
         find: FindScope = FindScope::Cluster,
             kind EnumKind::<FindScope>::new(), flag "cluster-find";
 
+        /// The most catalogue connections this node's cluster-wide C-FINDs
+        /// use at once (kept open and reused). A C-FIND beyond them waits
+        /// for one up to `publish_timeout_ms`, then answers from the local
+        /// index, as when the catalogue is unreachable.
+        find_connections: u32 = 4,
+            kind IntKind::<u32>::new(1, 1_000), flag "cluster-find-connections";
+
         /// Where the other nodes reach this node's DICOM port, published in
         /// the catalogue: a C-MOVE on another node asks this node to move
         /// the instances it holds. Unset: `network.bind_address` and

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
+mod changes;
 mod publish;
 mod services;
 
@@ -246,6 +247,19 @@ impl Node {
         let mut guard = self.guard.take().expect("a running node");
         guard.child_mut().kill().unwrap();
         guard.child_mut().wait().unwrap();
+    }
+
+    /// A clean stop: SIGTERM by PID, and reap.
+    fn stop(&mut self) {
+        let mut guard = self.guard.take().expect("a running node");
+        let pid = guard.child_mut().id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = guard.child_mut().wait().unwrap();
+        assert!(status.success(), "{} stopped with {status}", self.name);
     }
 
     fn log(&self) -> String {

@@ -1,0 +1,264 @@
+//! Changes to what a node stores after it published it: a replacement at
+//! ingest and a quarantine release reach the catalogue, so every node's
+//! C-FIND answers the new version.
+
+use super::*;
+
+const STUDY: &str = "1.2.826.0.1.3680043.8.498.77.1";
+const SERIES: &str = "1.2.826.0.1.3680043.8.498.77.1.1";
+const SOP: &str = "1.2.826.0.1.3680043.8.498.77.1.1.1";
+
+/// One version of the instance, its Patient's Name `name`.
+fn version(dir: &Path, name: &str) -> PathBuf {
+    instance(dir, name, (STUDY, SERIES, SOP))
+}
+
+/// An instance of `uids` (study, series, SOP), its Patient's Name `name`.
+fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
+    let path = dir.join(format!("{name}.dcm"));
+    let script = "
+import sys
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+path, study, series, sop, name = sys.argv[1:6]
+meta = FileMetaDataset()
+meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+meta.MediaStorageSOPInstanceUID = sop
+meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds = Dataset()
+ds.file_meta = meta
+ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+ds.SOPInstanceUID = sop
+ds.StudyInstanceUID = study
+ds.SeriesInstanceUID = series
+ds.PatientName = name
+ds.PatientID = 'CHANGES'
+ds.Modality = 'CT'
+ds.Rows = 2
+ds.Columns = 2
+ds.SamplesPerPixel = 1
+ds.PhotometricInterpretation = 'MONOCHROME2'
+ds.BitsAllocated = 16
+ds.BitsStored = 12
+ds.HighBit = 11
+ds.PixelRepresentation = 0
+ds.PixelData = bytes(8)
+ds.save_as(path, enforce_file_format=True)
+";
+    let output = Command::new(python())
+        .args(["-c", script])
+        .arg(&path)
+        .args([uids.0, uids.1, uids.2, name])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    path
+}
+
+/// Stores `file` on `node`; whether the C-STORE succeeded.
+fn store(node: &Node, file: &Path) -> bool {
+    let output = Command::new(dcmtk("storescu"))
+        .args(["-v", "-aec", AE, "127.0.0.1", &node.port.to_string()])
+        .arg(file)
+        .output()
+        .unwrap();
+    eprintln!(
+        "storescu {}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.status.success()
+}
+
+/// The Patient's Name node `node` answers for the study (`None`: no
+/// answer), from a STUDY-level C-FIND.
+fn patient_name(node: &Node) -> Option<String> {
+    patient_name_of(node, STUDY)
+}
+
+/// The Patient's Name node `node` answers for study `study`.
+fn patient_name_of(node: &Node, study: &str) -> Option<String> {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(dcmtk("findscu"))
+        .current_dir(out.path())
+        .args(["-S", "-aec", AE, "-X"])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={study}")])
+        .args(["-k", "PatientName", "-k", "NumberOfStudyRelatedInstances"])
+        .args(["127.0.0.1", &node.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "findscu: {output:?}");
+    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(files.len() <= 1, "one study: {files:?}");
+    let file = files.first()?;
+    let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
+    let text = String::from_utf8_lossy(&dumped.stdout).into_owned();
+    let value = |tag: &str| {
+        text.lines()
+            .find(|line| line.starts_with(tag))
+            .and_then(|line| line.split_once('[')?.1.split_once(']'))
+            .map(|(value, _)| value.to_owned())
+    };
+    assert_eq!(
+        value("(0020,1208)").as_deref(),
+        Some("1"),
+        "one instance: {text}"
+    );
+    value("(0010,0010)")
+}
+
+/// Waits until `node` answers `name`.
+fn wait_name(node: &Node, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = patient_name(node);
+        if answered.as_deref() == Some(name) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} answers {answered:?}, not {name}:\n{}",
+            node.name,
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_replacement_and_a_quarantine_release_reach_every_nodes_c_find() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut one = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
+    let mut two = Node::new(work.path(), "node-2", postgres.conninfo(), "after-answer");
+    one.start();
+    two.start();
+
+    assert!(store(&one, &version(work.path(), "ALPHA")));
+    wait_name(&two, "ALPHA");
+
+    // A second version on the same node, quarantined (the default policy),
+    // then released by the operator while the node is stopped: the release
+    // reaches the catalogue at the next start.
+    // Answered with a warning (quarantined): not asserted on.
+    store(&one, &version(work.path(), "BRAVO"));
+    one.stop();
+    let data = one.data.to_str().unwrap().to_owned();
+    let list = crate::operator::sluice_ok(&["quarantine", "list", "--data-dir", &data]);
+    let id = list
+        .lines()
+        .find(|line| line.contains(SOP))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a quarantine entry: {list}"))
+        .to_owned();
+    crate::operator::sluice_ok(&["quarantine", "release", &id, "--data-dir", &data]);
+    one.start();
+    wait_name(&two, "BRAVO");
+    wait_name(&one, "BRAVO");
+
+    // A replacement at ingest (`duplicate_policy = "replace"`).
+    one.stop();
+    one.extra = vec!["--duplicate-policy".into(), "replace".into()];
+    one.start();
+    assert!(store(&one, &version(work.path(), "CHARLIE")));
+    wait_name(&two, "CHARLIE");
+    let rows = postgres.rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows.get(SOP).map(String::as_str), Some("node-1"));
+}
+
+#[test]
+fn cluster_find_local_answers_the_local_index_only() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut one = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
+    let mut two = Node::new(work.path(), "node-2", postgres.conninfo(), "after-answer");
+    two.extra = vec!["--cluster-find".into(), "local".into()];
+    one.start();
+    two.start();
+    let other = "1.2.826.0.1.3680043.8.498.77.2";
+    assert!(store(&one, &version(work.path(), "ALPHA")));
+    assert!(store(
+        &two,
+        &instance(
+            work.path(),
+            "LOCAL",
+            (other, &format!("{other}.1"), &format!("{other}.1.1"))
+        )
+    ));
+    // Both published: node-1 (cluster) finds both studies.
+    wait_name(&one, "ALPHA");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while patient_name_of(&one, other).as_deref() != Some("LOCAL") {
+        assert!(
+            Instant::now() < deadline,
+            "node-1 never found node-2's study"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(postgres.rows().len(), 2);
+    // node-2 (local) finds its own, not node-1's, and never said it asked
+    // the catalogue (nor fell back from it).
+    assert_eq!(patient_name_of(&two, other).as_deref(), Some("LOCAL"));
+    assert_eq!(patient_name(&two), None);
+    // With the catalogue gone, the same answers and no fallback warning.
+    postgres.down();
+    assert_eq!(patient_name_of(&two, other).as_deref(), Some("LOCAL"));
+    assert_eq!(patient_name(&two), None);
+    let log = two.log();
+    assert!(
+        !log.contains("answers from the local index only"),
+        "node-2 went to the catalogue:\n{log}"
+    );
+}
+
+#[test]
+fn more_concurrent_c_finds_than_catalogue_connections_are_all_answered_from_the_catalogue() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut one = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
+    let mut two = Node::new(work.path(), "node-2", postgres.conninfo(), "after-answer");
+    two.extra = vec!["--cluster-find-connections".into(), "2".into()];
+    one.start();
+    two.start();
+    assert!(store(&one, &version(work.path(), "ALPHA")));
+    wait_name(&two, "ALPHA");
+    // 12 C-FINDs at once on node-2, which may use 2 connections: each is
+    // answered from the catalogue (node-2 holds nothing itself).
+    let answers: Vec<Option<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| scope.spawn(|| patient_name(&two)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.as_deref() == Some("ALPHA")),
+        "{answers:?}\n{}",
+        two.log()
+    );
+    let log = two.log();
+    assert!(
+        !log.contains("answers from the local index only"),
+        "a C-FIND fell back:\n{log}"
+    );
+    // The connections are kept and reused: never more than the cap.
+    let open: i64 = postgres
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluice find'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!((1..=2).contains(&open), "{open} C-FIND connections open");
+}
