@@ -17,8 +17,9 @@
 //!   `/readyz` and the metrics say so.
 //!
 //! Architecture invariant: nothing here is on the acknowledgement path in
-//! `after-answer` mode but one buffered `write` per index batch; and an
-//! entry is published only while the local index still holds it.
+//! `after-answer` mode but one buffered `write` per index batch; a stored
+//! entry is published only while the local index still holds it, and a
+//! removal line only ever deletes this node's own row naming its file.
 
 mod catalogue;
 mod find;
