@@ -23,6 +23,7 @@
 
 pub(crate) mod messages;
 pub mod payload;
+mod presence;
 pub mod references;
 pub(crate) mod tracker;
 
