@@ -125,13 +125,13 @@ fn one_sop_instance_uid_sent_to_two_nodes_at_once_ends_stored_once_and_quarantin
     std::fs::create_dir_all(&sender_dir).unwrap();
     let sender = Sender::start(&sender_dir, nodes[0].port, 1);
     sender.wait_for_acks(1);
-    let (_, sent) = sender.stop();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&sent)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    let file = files.first().expect("a sent instance").clone();
+    let (acknowledged, sent) = sender.stop();
+    // An acknowledged instance's file: the sender is killed, and the file it
+    // was writing at that moment may be cut short.
+    let file = sent.join(format!(
+        "{}.dcm",
+        acknowledged.first().expect("an acknowledged instance")
+    ));
     // A fresh SOP Instance UID (the sender's first copy went to node-a):
     // rewrite the file with a new one, with pydicom.
     let twin = work.path().join("twin.dcm");
