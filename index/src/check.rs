@@ -310,7 +310,7 @@ impl ReadTxn<'_> {
             }
             for value in patient_name_values(&record.attributes.patient_name) {
                 secondary_expected[3] += 1;
-                let key = secondary_key(value, &study);
+                let key = secondary_key(&value, &study);
                 if get(tables.study_by_patient_name, &key)?.is_none() {
                     report.problem(
                         problems_max,

@@ -34,7 +34,7 @@ use std::ops::Bound;
 
 use sluice_net::dimse::Tag;
 use sluice_net::query::model::tags;
-use sluice_net::query::{Attribute, Candidate, Constraint, Level, Query};
+use sluice_net::query::{fold_person_name, Attribute, Candidate, Constraint, Level, Query};
 
 use crate::error::IndexError;
 use crate::keys::{
@@ -397,6 +397,30 @@ fn secondary_bounds(
     }
 }
 
+/// The range of `study_by_patient_name` a Patient's Name key allows, and
+/// whether it is one exact value: the table's keys are folded
+/// (`fold_person_name`), so the key's value or literal head is folded too,
+/// whichever the matching mode; in exact mode the range also holds the
+/// name's case variants, which the matcher then refuses.
+fn name_bounds(query: &Query) -> Option<(Vec<u8>, Option<Vec<u8>>, bool)> {
+    let value;
+    let folded = match constraint(query, tags::PATIENT_NAME)? {
+        Constraint::Equals { value: exact, .. } => {
+            value = fold_person_name(exact).into_owned();
+            Constraint::Equals {
+                value: &value,
+                case_insensitive: false,
+            }
+        }
+        Constraint::Prefix { literal, .. } => Constraint::Prefix {
+            literal: fold_person_name(&literal).into_owned(),
+            case_insensitive: false,
+        },
+        _ => return None,
+    };
+    secondary_bounds(Some(folded))
+}
+
 /// The smallest key above every key starting with `prefix` (`None`: no
 /// bound, the prefix is all 0xFF).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -443,9 +467,7 @@ fn plan_studies(query: &Query) -> StudyScan {
         (None, None) => {}
     }
     let date = constraint(query, tags::STUDY_DATE);
-    // A case-insensitive name constraint cannot use the table, whose keys
-    // are the names as stored.
-    if let Some((low, high, exact)) = secondary_bounds(constraint(query, tags::PATIENT_NAME)) {
+    if let Some((low, high, exact)) = name_bounds(query) {
         let literal_chars = std::str::from_utf8(&low).map_or(0, |low| low.chars().count());
         if exact || date.is_none() || literal_chars >= NAME_PREFIX_PREFERRED_MIN {
             return StudyScan::Secondary {
@@ -675,7 +697,7 @@ impl ReadTxn<'_> {
         let record = access::<ArchivedStudyRecord>("studies", bytes)?;
         let first = patient_name_values(&record.attributes.patient_name)
             .into_iter()
-            .map(|value| secondary_key(value, study))
+            .map(|value| secondary_key(&value, study))
             .filter(|candidate| {
                 candidate.as_slice() >= low && high.is_none_or(|high| candidate.as_slice() < high)
             })
@@ -962,6 +984,11 @@ impl ReadTxn<'_> {
         let query = page.query;
         let tables = self.shared().tables;
         let bounds = secondary_bounds(constraint(query, tags::PATIENT_ID));
+        if bounds.is_none() {
+            if let Some((low, high, _)) = name_bounds(query) {
+                return self.find_patients_by_name(page, resume, (&low, high.as_deref()));
+            }
+        }
         let (low, high) = match &bounds {
             Some((low, high, _)) => (low.clone(), high.clone()),
             None => (Vec::new(), None),
@@ -1048,6 +1075,116 @@ impl ReadTxn<'_> {
         }
         page.out.resume = None;
         Ok(())
+    }
+}
+
+impl ReadTxn<'_> {
+    /// PATIENT level by Patient's Name, without a Patient ID to narrow by:
+    /// the range `[low, high)` of `study_by_patient_name`. A patient is
+    /// what `find_patients` summarises (its studies under one Patient ID,
+    /// the first of them holding its attributes), so it is answered once,
+    /// at the entry of its first study that is that study's lowest name key
+    /// in the range; the entries of its other studies and names are passed
+    /// over (and counted as looked at, so a page stays bounded).
+    fn find_patients_by_name(
+        &self,
+        page: &mut Page<'_>,
+        resume: Option<&FindResume>,
+        (low, high): (&[u8], Option<&[u8]>),
+    ) -> Result<(), IndexError> {
+        let query = page.query;
+        let start = match resume {
+            Some(resume) => Bound::Excluded(resume.outer.as_slice()),
+            None => included_unless_empty(low),
+        };
+        let end = high.map_or(Bound::Unbounded, Bound::Excluded);
+        let iter = self
+            .shared()
+            .tables
+            .study_by_patient_name
+            .range(self.raw_txn(), &(start, end))
+            .map_err(self.lmdb_error("scan patients by name"))?;
+        for entry in iter {
+            let (key, _) = entry.map_err(self.lmdb_error("scan patients by name"))?;
+            let study = study_of_secondary_key(key)
+                .ok_or_else(|| corrupt("study_by_patient_name", "bad key"))?;
+            page.out.scanned += 1;
+            if self.first_name_key_in(key, study, (low, high))? {
+                if let Some(patient) = self.patient_first_studied_in(study)? {
+                    let candidate = FindMatch {
+                        level: Level::Patient,
+                        patient: Some(patient),
+                        study: None,
+                        series: None,
+                        instance: None,
+                    };
+                    if query.matches_level(Level::Patient, &candidate) {
+                        page.out.matches.push(candidate);
+                    }
+                }
+            }
+            if page.full() {
+                page.out.resume = Some(FindResume {
+                    outer: key.to_vec(),
+                    series: None,
+                    sop: None,
+                    outer_done: true,
+                });
+                return Ok(());
+            }
+        }
+        page.out.resume = None;
+        Ok(())
+    }
+
+    /// The patient whose first study (in `study_by_patient_id`) is `study`,
+    /// summarised; `None` when `study` is gone, has no Patient ID (no
+    /// patient entity: `find_patients` lists Patient IDs) or is not its
+    /// patient's first study.
+    fn patient_first_studied_in(&self, study: &str) -> Result<Option<PatientSummary>, IndexError> {
+        let Some(record) = self.study(study)? else {
+            return Ok(None);
+        };
+        let patient_id = record.attributes.patient_id.clone();
+        if patient_id.is_empty() {
+            return Ok(None);
+        }
+        let prefix = secondary_key(&patient_id, "");
+        let mut summary: Option<PatientSummary> = None;
+        for entry in self
+            .shared()
+            .tables
+            .study_by_patient_id
+            .prefix_iter(self.raw_txn(), &prefix)
+            .map_err(self.lmdb_error("scan a patient's studies"))?
+        {
+            let (key, _) = entry.map_err(self.lmdb_error("scan a patient's studies"))?;
+            let other = key
+                .get(prefix.len()..)
+                .and_then(|uid| std::str::from_utf8(uid).ok())
+                .ok_or_else(|| corrupt("study_by_patient_id", "bad key"))?;
+            match &mut summary {
+                None if other != study => return Ok(None),
+                None => {
+                    summary = Some(PatientSummary {
+                        patient_id: patient_id.clone(),
+                        studies: 1,
+                        series: u64::from(record.number_of_series),
+                        instances: u64::from(record.number_of_instances),
+                        first_study: record.clone(),
+                    });
+                }
+                Some(patient) => {
+                    let Some(other) = self.study(other)? else {
+                        continue;
+                    };
+                    patient.studies += 1;
+                    patient.series += u64::from(other.number_of_series);
+                    patient.instances += u64::from(other.number_of_instances);
+                }
+            }
+        }
+        Ok(summary)
     }
 }
 

@@ -127,13 +127,16 @@ pub(crate) fn secondary_key(value: &str, study: &str) -> Vec<u8> {
 }
 
 /// The values a study's Patient's Name is indexed under in
-/// `study_by_patient_name`: its distinct non-empty component groups, as
-/// stored (a PN key without `=` matches when one of them does), each cut to
-/// the indexed length as [`secondary_key`] cuts it.
-pub(crate) fn patient_name_values(name: &str) -> Vec<&str> {
-    let mut values: Vec<&str> = sluice_net::query::person_name_groups(name)
+/// `study_by_patient_name`: its distinct non-empty component groups (a PN
+/// key without `=` matches when one of them does), case-folded
+/// (`sluice_net::query::fold_person_name`: one table serves exact and
+/// case-insensitive name queries, the exact comparison being the matcher's),
+/// each cut to the indexed length as [`secondary_key`] cuts it.
+pub(crate) fn patient_name_values(name: &str) -> Vec<String> {
+    let folded = sluice_net::query::fold_person_name(name);
+    let mut values: Vec<String> = sluice_net::query::person_name_groups(&folded)
         .filter(|group| !group.is_empty())
-        .map(|group| truncate_to_char_boundary(group, INDEXED_VALUE_BYTES_MAX))
+        .map(|group| truncate_to_char_boundary(group, INDEXED_VALUE_BYTES_MAX).to_owned())
         .collect();
     values.sort_unstable();
     values.dedup();

@@ -3,12 +3,13 @@
 //! index the next open upgrades from there):
 //!
 //! - 2, 3 or 4 to 5 ([`upgrade`]), below;
-//! - 5 or 6 to 7 ([`add_patient_name_keys`]): the tables 6 added
-//!   (`locations`, `segments`) are created empty by the caller (every
-//!   instance of 5 is a file), and `study_by_patient_name` is filled from
-//!   `studies` (one read of every study record: 34 ms for 10,000 studies);
-//! - 7 to 8 ([`record_version`]): `segment_objects` is created empty by the
-//!   caller (nothing was uploaded before 8); only the version is written.
+//! - 5, 6, 7 or 8 to 9 ([`fill_patient_name_keys`]): the tables 6 added
+//!   (`locations`, `segments`) and 8 added (`segment_objects`) are created
+//!   empty by the caller (every instance of 5 is a file; nothing was
+//!   uploaded before 8), and `study_by_patient_name` is emptied and filled
+//!   from `studies` with the case-folded name groups of schema 9 (7 and 8
+//!   kept them as stored): one read of every study record, 34 ms for 10,000
+//!   studies when it was first written for 7.
 //!
 //! Schema 2, 3 or 4 to 5:
 //!
@@ -55,9 +56,6 @@ use crate::tables::{
 
 /// The schema [`upgrade`] reaches: series ids.
 pub(crate) const SERIES_ID_SCHEMA: u32 = 5;
-
-/// The schema [`add_patient_name_keys`] reaches: studies by patient name.
-pub(crate) const PATIENT_NAME_SCHEMA: u32 = 7;
 
 /// The value of schema 3's `instances` table (field order is its layout).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -223,11 +221,12 @@ pub(crate) fn upgrade(
     Ok(())
 }
 
-/// Upgrades the index in `env` (of schema `from`, 2 to 6, its instances
-/// already keyed by series id) to [`PATIENT_NAME_SCHEMA`]: every study's Patient's
-/// Name groups into `study_by_patient_name` (created by the caller), in
-/// one transaction, flushed before it returns.
-pub(crate) fn add_patient_name_keys(
+/// Upgrades the index in `env` (of schema `from`, 2 to 8, its instances
+/// already keyed by series id) to [`SCHEMA_VERSION`]: every study's Patient's
+/// Name groups, folded (`keys::patient_name_values`), into
+/// `study_by_patient_name` (created by the caller; emptied first), in one
+/// transaction, flushed before it returns.
+pub(crate) fn fill_patient_name_keys(
     env: &Env<WithoutTls>,
     tables: &Tables,
     from: u32,
@@ -237,8 +236,9 @@ pub(crate) fn add_patient_name_keys(
     let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
     let started = Instant::now();
     let mut wtxn = env.write_txn().map_err(lmdb("upgrade: begin"))?;
-    // Empty in any index of 5 or 6 (they had no such table); cleared all
-    // the same, so the step is whole whatever it finds.
+    // Empty in any index of 5 or 6 (they had no such table), keyed by the
+    // names as stored in 7 and 8: cleared, so the step is whole whatever it
+    // finds.
     tables
         .study_by_patient_name
         .clear(&mut wtxn)
@@ -257,7 +257,7 @@ pub(crate) fn add_patient_name_keys(
         })?;
         let record = access::<ArchivedStudyRecord>("studies", bytes)?;
         for value in patient_name_values(&record.attributes.patient_name) {
-            keys.push(secondary_key(value, study));
+            keys.push(secondary_key(&value, study));
         }
         studies += 1;
     }
@@ -269,38 +269,15 @@ pub(crate) fn add_patient_name_keys(
             .put_with_flags(&mut wtxn, PutFlags::APPEND, key, &[])
             .map_err(lmdb("upgrade: put patient name key"))?;
     }
-    commit_version(env, tables, wtxn, PATIENT_NAME_SCHEMA, limits)?;
-    tracing::info!(
-        path = %path.display(),
-        from,
-        to = PATIENT_NAME_SCHEMA,
-        studies,
-        name_keys = keys.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "index upgraded in place: studies by patient name"
-    );
-    Ok(())
-}
-
-/// Records [`SCHEMA_VERSION`] in an index of schema `from` (7, or an older
-/// one the steps above just brought to 7) whose newer tables the caller
-/// created empty: the upgrades from 7 on only add tables.
-pub(crate) fn record_version(
-    env: &Env<WithoutTls>,
-    tables: &Tables,
-    from: u32,
-    path: &std::path::Path,
-    limits: EnvLimits,
-) -> Result<(), IndexError> {
-    let wtxn = env
-        .write_txn()
-        .map_err(|error| IndexError::from_heed("upgrade: begin", error, limits))?;
     commit_version(env, tables, wtxn, SCHEMA_VERSION, limits)?;
     tracing::info!(
         path = %path.display(),
         from,
         to = SCHEMA_VERSION,
-        "index upgraded in place: segment objects"
+        studies,
+        name_keys = keys.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index upgraded in place: studies by case-folded patient name"
     );
     Ok(())
 }

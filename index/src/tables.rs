@@ -33,15 +33,18 @@ use crate::error::{EnvLimits, IndexError};
 /// 7. the `study_by_patient_name` table: studies by the component groups of
 ///    their Patient's Name, for C-FIND by name (docs/design/query-retrieve.md);
 /// 8. the `segment_objects` table: sealed segments uploaded to the object
-///    store, and whether the local file was evicted (docs/design/scale-out.md).
+///    store, and whether the local file was evicted (docs/design/scale-out.md);
+/// 9. `study_by_patient_name` keys are case-folded name groups
+///    (`sluice_net::query::fold_person_name`), so case-insensitive name
+///    queries use the table too (docs/design/query.md).
 ///
-/// An index of version 2 to 7 is upgraded in place at open (`migrate`;
+/// An index of version 2 to 8 is upgraded in place at open (`migrate`;
 /// the tables an older version lacks are created empty, as it had them, and
-/// `study_by_patient_name` is filled from the study records).
-pub const SCHEMA_VERSION: u32 = 8;
+/// `study_by_patient_name` is filled, folded, from the study records).
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The older versions [`open_tables`] upgrades.
-const SCHEMA_VERSIONS_UPGRADABLE: [u32; 6] = [2, 3, 4, 5, 6, 7];
+const SCHEMA_VERSIONS_UPGRADABLE: [u32; 7] = [2, 3, 4, 5, 6, 7, 8];
 
 /// The last version whose tables and records [`crate::migrate::upgrade`]
 /// rewrites; from it on, an upgrade only adds tables (and fills the name
@@ -340,19 +343,14 @@ pub(crate) fn open_tables(
 
     // 3. An older schema is upgraded, step by step, each step in one
     //    transaction of its own that also records the version it reached:
-    //    2 to 4 are rewritten (to 5), then the name table is filled (to 7;
-    //    6's tables were created empty above, as 5 had none of them), then
-    //    8 (its table created empty above) is recorded.
+    //    2 to 4 are rewritten (to 5), then the name table is (re)filled,
+    //    folded, from the studies (to 9; the tables 6 and 8 added were
+    //    created empty above, as no older index had anything in them).
     if let Some(from) = upgrading_from {
         if let Some(series_instances) = legacy {
             crate::migrate::upgrade(env, &tables, series_instances, from, path, limits)?;
         }
-        if from < crate::migrate::PATIENT_NAME_SCHEMA {
-            crate::migrate::add_patient_name_keys(env, &tables, from, path, limits)?;
-        }
-        // 8 added `segment_objects`, created empty above (no older index
-        // uploaded anything): only the version is left to record.
-        crate::migrate::record_version(env, &tables, from, path, limits)?;
+        crate::migrate::fill_patient_name_keys(env, &tables, from, path, limits)?;
     }
     Ok(tables)
 }

@@ -67,10 +67,7 @@ impl IndexedValues {
                 patient_id: record.attributes.patient_id.clone(),
                 study_date: record.attributes.study_date.clone(),
                 accession_number: record.attributes.accession_number.clone(),
-                patient_names: patient_name_values(&record.attributes.patient_name)
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                patient_names: patient_name_values(&record.attributes.patient_name),
             },
         }
     }

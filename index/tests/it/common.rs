@@ -151,6 +151,17 @@ pub fn schema_version(dir: &std::path::Path) -> u32 {
     u32::from_be_bytes(bytes.try_into().expect("4 bytes"))
 }
 
+/// Every key of the table `name` of the (closed) index in `dir`, in order.
+pub fn table_keys(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
+    let (env, table) = raw_table(dir, name);
+    let rtxn = env.read_txn().expect("txn");
+    table
+        .iter(&rtxn)
+        .expect("iter")
+        .map(|entry| entry.expect("entry").0.to_vec())
+        .collect()
+}
+
 /// Empties the table `name` of the (closed) index in `dir`.
 pub fn clear_table(dir: &std::path::Path, name: &str) {
     let (env, table) = raw_table(dir, name);

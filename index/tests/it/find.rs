@@ -347,8 +347,10 @@ fn patient_name_table_narrows_and_answers_each_study_once() {
                 },
             )
             .expect("find");
+        // `abc`, `abd` (8.1), `abe` (8.2) and `abx` (8.4: the table's keys
+        // are folded, the exact comparison is the matcher's).
         assert_eq!(
-            page.scanned, 2,
+            page.scanned, 3,
             "the name table narrowed the scan (of {total_studies} studies)"
         );
     }
@@ -369,6 +371,200 @@ fn patient_name_table_narrows_and_answers_each_study_once() {
         run(&read, &by_name("Ab*")),
         ["8.1".to_string()].into_iter().collect()
     );
+    drop(read);
+    crate::common::assert_consistent(&index);
+}
+
+/// Stores one instance of `study` for patient `patient_id` named `name`.
+fn store_patient(
+    study: &str,
+    name: &str,
+    patient_id: &str,
+    file_id: u128,
+) -> sluice_index::WriteOp {
+    let mut new = crate::common::instance(
+        study,
+        &format!("{study}.1"),
+        &format!("{study}.1.1"),
+        file_id,
+        1,
+    );
+    new.study.patient_name = name.to_owned();
+    new.study.patient_id = patient_id.to_owned();
+    sluice_index::WriteOp::Store(sluice_index::StoreRequest::new(new))
+}
+
+/// A query at `level` (Patient Root at PATIENT level, Study Root else) by a
+/// Patient's Name encoded in `character_set`, optionally with a Patient ID
+/// key, exact or case-insensitive.
+fn name_query(
+    level: Level,
+    (character_set, name): (&str, Vec<u8>),
+    patient_id: Option<&str>,
+    case_insensitive: bool,
+) -> Query {
+    let model = match level {
+        Level::Patient => InformationModel::PatientRoot,
+        _ => InformationModel::StudyRoot,
+    };
+    let mut context = QueryContext::new(model, Operation::Find);
+    context.options.person_name_case_insensitive = case_insensitive;
+    let mut builder = IdentifierBuilder::new(level)
+        .character_set(character_set)
+        .key_bytes(tags::PATIENT_NAME, name);
+    if let Some(patient_id) = patient_id {
+        builder = builder.key(tags::PATIENT_ID, patient_id);
+    }
+    let bytes = builder
+        .encode(SmallDatasetEncoding::ExplicitVrLittleEndian)
+        .expect("encode");
+    Query::decode(
+        &bytes,
+        SmallDatasetEncoding::ExplicitVrLittleEndian,
+        &context,
+    )
+    .expect("decode")
+}
+
+fn utf8(name: &str) -> (&'static str, Vec<u8>) {
+    ("ISO_IR 192", name.as_bytes().to_vec())
+}
+
+/// ISO 8859-1 (`ISO_IR 100`) bytes of a Latin-1 name.
+fn latin1(name: &str) -> (&'static str, Vec<u8>) {
+    let bytes = name
+        .chars()
+        .map(|character| u8::try_from(u32::from(character)).expect("Latin-1"))
+        .collect();
+    ("ISO_IR 100", bytes)
+}
+
+/// Case-insensitive name queries use the (folded) name table at STUDY and
+/// PATIENT level, exact ones still compare exactly, and both agree with
+/// the same query answered without the table: names in UTF-8, ISO 8859-1
+/// and ISO 2022 IR 87 (JIS X 0208), Greek with its final sigma.
+#[test]
+fn case_insensitive_names_use_the_name_table_at_study_and_patient_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let named = [
+        ("9.1", "MÜLLER^JÜRGEN", "PIDM"),
+        ("9.2", "Müller^Jürgen", "PIDM"),
+        ("9.3", "müller^anna", "PIDA"),
+        ("9.4", "Yamada^Tarou=山田^太郎=やまだ^たろう", "PIDY"),
+        ("9.5", "ΟΔΥΣΣΕΥΣ^ΝΙΚΟΣ", "PIDG"),
+        ("9.6", "Mueller^Hans", "PIDH"),
+    ];
+    let mut ops: Vec<_> = named
+        .iter()
+        .enumerate()
+        .map(|(n, (study, name, pid))| store_patient(study, name, pid, n as u128 + 1))
+        .collect();
+    ops.extend((0..40).map(|n| {
+        store_patient(
+            &format!("9.9.{n}"),
+            "Other^Name",
+            &format!("PIDO{n}"),
+            100 + n,
+        )
+    }));
+    index.writer().execute(ops).expect("store");
+    let read = index.read().expect("read");
+    let set = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<BTreeSet<_>>();
+    let scanned = |query: &Query| {
+        read.find(
+            query,
+            None,
+            FindBudget {
+                matches_max: 1000,
+                scanned_max: 1000,
+            },
+        )
+        .expect("find")
+        .scanned
+    };
+    // ISO 2022 IR 87: `山田` in JIS X 0208 between ESC $ B and ESC ( B.
+    let jis = |tail: &[u8]| {
+        let mut bytes = b"\x1b$B\x3b\x33\x45\x44\x1b(B".to_vec();
+        bytes.extend_from_slice(tail);
+        ("\\ISO 2022 IR 87", bytes)
+    };
+    #[rustfmt::skip]
+    let study_rows: Vec<((&str, Vec<u8>), bool, BTreeSet<String>)> = vec![
+        (latin1("Müller*"), false, set(&["9.2"])),
+        (latin1("Müller*"), true, set(&["9.1", "9.2", "9.3"])),
+        (latin1("MÜLLER^JÜRGEN"), false, set(&["9.1"])),
+        (latin1("müller^jürgen"), true, set(&["9.1", "9.2"])),
+        (utf8("m?ller^j*"), true, set(&["9.1", "9.2"])),
+        (utf8("m?ller^j*"), false, set(&[])),
+        (utf8("MU*"), true, set(&["9.6"])),
+        (utf8("YAMADA*"), true, set(&["9.4"])),
+        (utf8("YAMADA*"), false, set(&[])),
+        (jis(b"*"), true, set(&["9.4"])),
+        (jis(b"^*"), false, set(&["9.4"])),
+        (utf8("やまだ^たろう"), true, set(&["9.4"])),
+        (utf8("οδυσσευς*"), true, set(&["9.5"])),
+        (utf8("Οδυσσευς^Νικος"), true, set(&["9.5"])),
+        (utf8("οδυσσευς*"), false, set(&[])),
+    ];
+    for (name, case_insensitive, expected) in &study_rows {
+        let query = name_query(Level::Study, name.clone(), None, *case_insensitive);
+        assert_eq!(&run(&read, &query), expected, "{name:?} {case_insensitive}");
+        // The table narrowed the scan: no more studies looked at than
+        // names start with the key's first letter (of 46).
+        assert!(scanned(&query) <= 4, "{name:?} {case_insensitive}");
+        // The same query where Patient ID plans the scan (the name is then
+        // only matched): the same studies.
+        let unplanned = name_query(Level::Study, name.clone(), Some("PID*"), *case_insensitive);
+        assert_eq!(
+            &run(&read, &unplanned),
+            expected,
+            "{name:?} {case_insensitive}"
+        );
+    }
+    #[rustfmt::skip]
+    let patient_rows: Vec<((&str, Vec<u8>), bool, BTreeSet<String>)> = vec![
+        // PIDM's attributes are its first study's (9.1, `MÜLLER^JÜRGEN`).
+        (latin1("Müller*"), true, set(&["PIDM", "PIDA"])),
+        (latin1("MÜLLER*"), false, set(&["PIDM"])),
+        (latin1("Müller*"), false, set(&[])),
+        (utf8("m?ller^j*"), true, set(&["PIDM"])),
+        (jis(b"*"), true, set(&["PIDY"])),
+        (utf8("yamada^tarou"), true, set(&["PIDY"])),
+        (utf8("οδυσσευσ*"), true, set(&["PIDG"])),
+    ];
+    for (name, case_insensitive, expected) in &patient_rows {
+        let query = name_query(Level::Patient, name.clone(), None, *case_insensitive);
+        assert_eq!(&run(&read, &query), expected, "{name:?} {case_insensitive}");
+        assert!(scanned(&query) <= 4, "{name:?} {case_insensitive}");
+        let unplanned = name_query(
+            Level::Patient,
+            name.clone(),
+            Some("PID*"),
+            *case_insensitive,
+        );
+        assert_eq!(
+            &run(&read, &unplanned),
+            expected,
+            "{name:?} {case_insensitive}"
+        );
+    }
+    // The patient is summarised over both its studies, whichever name found it.
+    let page = read
+        .find(
+            &name_query(Level::Patient, utf8("müller^jürgen"), None, true),
+            None,
+            FindBudget {
+                matches_max: 10,
+                scanned_max: 10,
+            },
+        )
+        .expect("find");
+    let [found] = page.matches.as_slice() else {
+        panic!("one patient: {:?}", page.matches);
+    };
+    let patient = found.patient.as_ref().expect("patient");
+    assert_eq!((patient.patient_id.as_str(), patient.studies), ("PIDM", 2));
     drop(read);
     crate::common::assert_consistent(&index);
 }

@@ -345,5 +345,48 @@ fn schema_version_7_is_upgraded_in_place() {
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     index.close();
     assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
-    assert_eq!(sluice_index::SCHEMA_VERSION, 8);
+    assert_eq!(sluice_index::SCHEMA_VERSION, 9);
+}
+
+/// Schema 8 keyed `study_by_patient_name` by the names as stored: the
+/// upgrade to 9 rewrites it with the folded names, and a case-insensitive
+/// query finds the study through it.
+#[test]
+fn schema_version_8_name_keys_are_folded_in_place() {
+    let dir = fixture_copy("schema-v3");
+    let index = open(dir.path());
+    let mut new = instance("1.2.3.9", "1.2.3.9.1", "1.2.3.9.1.1", 91, 1);
+    new.study.patient_name = "MÜLLER^Jürgen=山田^太郎".into();
+    index
+        .writer()
+        .execute(vec![WriteOp::Store(StoreRequest::new(new))])
+        .expect("store");
+    // What 8 wrote: every study's groups as stored.
+    let stored: Vec<(&str, String)> = {
+        let read = index.read().expect("read");
+        ["1.2.3.1", "1.2.3.2", "1.2.3.9"]
+            .into_iter()
+            .map(|study| {
+                let record = read.study(study).expect("study").expect("present");
+                (study, record.attributes.patient_name)
+            })
+            .collect()
+    };
+    index.close();
+    clear_table(dir.path(), "study_by_patient_name");
+    let key = |value: &str, study: &str| [value.as_bytes(), b"\0", study.as_bytes()].concat();
+    for (study, name) in &stored {
+        for group in name.split('=') {
+            put_raw(dir.path(), "study_by_patient_name", &key(group, study), b"");
+        }
+    }
+    set_schema_version(dir.path(), 8);
+    let index = open(dir.path());
+    crate::common::assert_consistent(&index);
+    index.close();
+    let keys = crate::common::table_keys(dir.path(), "study_by_patient_name");
+    assert!(keys.contains(&key("müller^jürgen", "1.2.3.9")), "{keys:?}");
+    assert!(keys.contains(&key("山田^太郎", "1.2.3.9")));
+    assert!(!keys.contains(&key("MÜLLER^Jürgen", "1.2.3.9")));
+    assert_eq!(schema_version(dir.path()), sluice_index::SCHEMA_VERSION);
 }

@@ -36,6 +36,8 @@
 //! it can pick a table to scan; every candidate is still checked with
 //! [`ValueMatcher::matches`].
 
+use std::borrow::Cow;
+
 use super::candidate::Attribute;
 use super::datetime::{self, Interval, MICROS_PER_DAY};
 use crate::dimse::dataset::Vr;
@@ -253,12 +255,52 @@ pub fn person_name_groups(value: &str) -> impl Iterator<Item = &str> {
         .map(|group| group.trim_end_matches(['^', ' ']).trim_start_matches(' '))
 }
 
+/// The case folding of case-insensitive person-name matching, and of the
+/// index's name keys: each character on its own is replaced by its Unicode
+/// lowercase mapping when that mapping is one character (ASCII, the Latin
+/// letters of ISO_IR 100 to 148 and Latin Extended, Greek, Cyrillic,
+/// full-width Latin), and the Greek final sigma `ς` by `σ`. Nothing else
+/// changes: characters without case (kanji, kana, hangul: the ideographic
+/// and phonetic groups of Japanese, Korean and Chinese names), the
+/// delimiters `^` `=` and the wild cards `*` `?`, and the few characters
+/// whose lowercase is two (`İ`), which stay as they are so that `?` still
+/// stands for one character. No accents are removed (`É` is `é`, not `e`).
+///
+/// One character at a time, without context (unlike `str::to_lowercase`,
+/// whose final-sigma rule depends on the next character), so
+/// `fold(a + b) == fold(a) + fold(b)`: the folded literal head of a key is
+/// a prefix of every folded name it matches, which is what lets the index
+/// narrow a case-insensitive name query to one range of its name table.
+pub fn fold_person_name(value: &str) -> Cow<'_, str> {
+    if !value
+        .chars()
+        .any(|character| fold_character(character) != character)
+    {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(value.chars().map(fold_character).collect())
+}
+
+fn fold_character(character: char) -> char {
+    if character.is_ascii() {
+        return character.to_ascii_lowercase();
+    }
+    if character == 'ς' {
+        return 'σ';
+    }
+    let mut lower = character.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(single), None) => single,
+        _ => character,
+    }
+}
+
 impl PersonNamePattern {
     fn parse(value: &str, case_insensitive: bool) -> Option<Self> {
         let folded;
         let value = if case_insensitive {
-            folded = value.to_lowercase();
-            folded.as_str()
+            folded = fold_person_name(value);
+            folded.as_ref()
         } else {
             value
         };
@@ -281,8 +323,8 @@ impl PersonNamePattern {
     fn matches(&self, stored: &str) -> bool {
         let folded;
         let stored = if self.case_insensitive {
-            folded = stored.to_lowercase();
-            folded.as_str()
+            folded = fold_person_name(stored);
+            folded.as_ref()
         } else {
             stored
         };
@@ -886,6 +928,26 @@ mod tests {
         );
         assert_eq!(matcher(Vr::PN, "Doe*=山田").constraint(), None);
         assert_eq!(matcher(Vr::LO, "").constraint(), None);
+    }
+
+    #[test]
+    fn the_person_name_fold_is_per_character_and_idempotent() {
+        for code in 0..=u32::from(char::MAX) {
+            let Some(character) = char::from_u32(code) else {
+                continue;
+            };
+            let once = fold_character(character);
+            assert_eq!(fold_character(once), once, "{character:?}");
+        }
+        assert_eq!(fold_person_name("DOE^John"), "doe^john");
+        assert_eq!(fold_person_name("ΟΔΥΣ"), "οδυσ");
+        assert_eq!(fold_person_name("Οδυσσεας"), "οδυσσεασ");
+        assert_eq!(fold_person_name("İstanbul"), "İstanbul");
+        assert_eq!(
+            fold_person_name("ＹＡＭＡＤＡ=山田=やまだ"),
+            "ｙａｍａｄａ=山田=やまだ"
+        );
+        assert!(matches!(fold_person_name("山田^太郎"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub use identifier::{
     IdentifierError, Ignored, Query, QueryContext, QueryKey, UniqueKeys, SEQUENCE_DEPTH_MAX,
 };
 pub use matching::{
-    person_name_groups, Constraint, MatchOptions, PersonNamePattern, ValueError, ValueMatcher,
+    fold_person_name, person_name_groups, Constraint, MatchOptions, PersonNamePattern, ValueError,
+    ValueMatcher,
 };
 pub use model::{InformationModel, KeyDefinition, KeyType, Level, Operation};
 pub use negotiation::{FindNegotiation, RetrieveNegotiation};

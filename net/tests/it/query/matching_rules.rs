@@ -136,6 +136,34 @@ fn person_names_case_insensitive_when_chosen() {
     assert!(matches(Vr::PN, "doe^john", "DOE^JOHN", &insensitive));
     assert!(matches(Vr::PN, "DOE*", "Doe^John", &insensitive));
     assert!(matches(Vr::PN, "bürger*", "BÜRGER^RENÉ", &insensitive));
+    // Wild cards over the folded name: `?` is still one character.
+    #[rustfmt::skip]
+    let rows: &[(&str, &str, bool)] = &[
+        ("m?ller^j*", "MÜLLER^JÜRGEN", true),
+        ("m??ller^j*", "MÜLLER^JÜRGEN", false),
+        ("*ÜRG*", "müller^jürgen", true),
+        // Accents are not folded away.
+        ("muller*", "MÜLLER^JÜRGEN", false),
+        // Greek: the final sigma folds as sigma, whatever follows it.
+        ("οδυσσευς*", "ΟΔΥΣΣΕΥΣ^ΝΙΚΟΣ", true),
+        ("ΟΔΥΣ*", "Οδυσσευς", true),
+        // Cyrillic (ISO_IR 144).
+        ("иванов^*", "ИВАНОВ^ИВАН", true),
+        // `İ` lowercases to two characters: it stays as it is.
+        ("?stanbul", "İSTANBUL", true),
+        ("istanbul", "İSTANBUL", false),
+        // Ideographic and phonetic groups have no case; full-width Latin does.
+        ("yamada*=山田*", "YAMADA^TAROU=山田^太郎=やまだ^たろう", true),
+        ("==やまだ^*", "YAMADA^TAROU=山田^太郎=やまだ^たろう", true),
+        ("ｙａｍａｄａ*", "ＹＡＭＡＤＡ^ＴＡＲＯＵ", true),
+    ];
+    for (key, stored, expected) in rows {
+        assert_eq!(
+            matches(Vr::PN, key, stored, &insensitive),
+            *expected,
+            "{key:?} against {stored:?}"
+        );
+    }
     // Only person names: other VRs stay case-sensitive.
     assert!(!matches(Vr::LO, "pid", "PID", &insensitive));
 }
