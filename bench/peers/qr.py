@@ -22,13 +22,18 @@ order) so drift on a shared machine spreads evenly:
    Sluice alone is also measured on larger archives whose index qr_load
    writes directly (`--index-instances`; every entry a hard link to one
    file, see qr_load.rs), because C-STORE cannot load 10 M instances into
-   each peer within a session.
+   each peer within a session; there by two servers over the same index,
+   one with exact person-name matching and one case-insensitive (the name
+   queries only, and PATIENT level by name too, NAME_KINDS).
 2. C-MOVE and C-GET throughput: a study of 512 KB CT instances and one of
    40 KB instances, stored into Sluice and Orthanc, moved to DCMTK storescp
    and to a second Sluice, and fetched with C-GET by qr_client (which only
-   counts the bytes); beside them the sender's speed of light: the same
-   files read and written to a loopback socket that discards them
-   (qr_client read-send / sink).
+   counts the bytes); beside them the sender's speed of light: the files
+   Sluice stored read and written to a loopback socket that drains them
+   (qr_client read-send / sink). `--drop-caches` (root) drops the page
+   cache before each of them, so every one reads from the disk: with a
+   set of a few hundred MB (`--retrieve-ct`, `--retrieve-small`) that is
+   the ceiling the retrievals are compared with, timed in seconds.
 3. Ingest beside retrieval: sluice-loadgen storing 512 KB CT instances
    into Sluice alone, then while qr_client fetches the 512 KB study with
    C-GET in a loop from the same Sluice; the ingest rate with retrieval
@@ -50,6 +55,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import REPO, free_port, machine, tool, tree_cpu_seconds  # noqa: E402
+
+# Name queries on the indexes qr_load writes: (kind, label, model, Sluice's
+# person-name matching). The capitals only case-insensitive matching finds.
+NAME_KINDS = [
+    ("patient-name", "PATIENT by name wildcard (Surname*)", "patient", "exact"),
+    ("study-name-upper", "STUDY by name wildcard in capitals (SURNAME*)", "study",
+     "case-insensitive"),
+    ("patient-name-upper", "PATIENT by name wildcard in capitals (SURNAME*)", "patient",
+     "case-insensitive"),
+]
 
 QUERY_KINDS = [
     ("study-pid", "STUDY by Patient ID", False),
@@ -173,15 +188,26 @@ def queries_file(binaries, work_dir, instances, kind, count):
     return path
 
 
-def find_latency(binaries, peer, queries, count, relational):
-    command = [binaries["qr_client"], "find", str(peer.port), peer.ae, "study", queries,
+def find_latency(binaries, peer, queries, count, relational, model="study"):
+    command = [binaries["qr_client"], "find", str(peer.port), peer.ae, model, queries,
                str(count)]
     if relational:
         command.append("--relational")
+    load_before = os.getloadavg()[0]
     try:
-        return run_json(command, timeout=3600)
+        result = run_json(command, timeout=3600)
     except RuntimeError as error:
-        return {"error": str(error)[-300:]}
+        result = {"error": str(error)[-300:]}
+    result["load_average_1m"] = [load_before, os.getloadavg()[0]]
+    return result
+
+
+def drop_caches():
+    """Writes dirty pages back and drops the page cache (root only: the
+    retrieval part's `--drop-caches`), so the next read comes from the disk."""
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as file:
+        file.write("3\n")
 
 
 def retrieve(binaries, peer, operation, study_uid, destination=None):
@@ -259,21 +285,33 @@ def find_part(args, binaries, work_dir):
             with open(marker) as file:
                 load = json.load(file)
         loads[f"sluice-index-{instances}"] = load
-        started = time.time()
-        peer = Peer("sluice", work_dir, binaries, data_dir=data_dir, keep=True)
-        start_s = time.time() - started
-        try:
-            for repetition in range(args.repeat):
-                for query_kind, _, relational in QUERY_KINDS:
-                    path = queries_file(binaries, work_dir, instances, query_kind, args.queries)
-                    result = find_latency(binaries, peer, path, args.queries, relational)
-                    result.update(peer="sluice", query=query_kind, instances=instances,
-                                  repetition=repetition, loaded="index written directly",
-                                  start_s=start_s)
-                    print(json.dumps(result), flush=True)
-                    results.append(result)
-        finally:
-            peer.stop()
+        # Exact person-name matching (the default) and case-insensitive, one
+        # server each over the same index, alternating every repetition.
+        modes = {"exact": [], "case-insensitive": ["--query-person-name-matching",
+                                                   "case-insensitive"]}
+        for repetition in range(args.repeat):
+            for mode in (list(modes) if repetition % 2 == 0 else list(modes)[::-1]):
+                started = time.time()
+                peer = Peer("sluice", work_dir, binaries, data_dir=data_dir, keep=True,
+                            extra=modes[mode])
+                start_s = time.time() - started
+                kinds = [(kind, relational, "study") for kind, _, relational in QUERY_KINDS
+                         if mode == "exact" or kind == "study-name"]
+                kinds += [(kind, False, model) for kind, _, model, kind_mode in NAME_KINDS
+                          if mode == "exact" and kind_mode == "exact" or mode != "exact"]
+                try:
+                    for query_kind, relational, model in kinds:
+                        path = queries_file(binaries, work_dir, instances, query_kind,
+                                            args.queries)
+                        result = find_latency(binaries, peer, path, args.queries, relational,
+                                              model)
+                        result.update(peer="sluice", query=query_kind, instances=instances,
+                                      repetition=repetition, loaded="index written directly",
+                                      start_s=start_s, person_name_matching=mode)
+                        print(json.dumps(result), flush=True)
+                        results.append(result)
+                finally:
+                    peer.stop()
     return results, loads
 
 
@@ -299,9 +337,15 @@ def retrieve_part(args, binaries, work_dir):
                    for kind in args.retrieve_peers}
         for source in sources.values():
             store_files(source, files_dir)
+        # The sender's ceiling reads what Sluice stored (its objects), which
+        # is what its C-GET and C-MOVE read.
+        stored = sorted(os.path.join(root, file_name)
+                        for root, _, names in os.walk(os.path.join(sources["sluice"].dir,
+                                                                   "objects"))
+                        for file_name in names) if "sluice" in sources else files
         list_path = os.path.join(work_dir, f"files-{name}.txt")
         with open(list_path, "w") as file:
-            file.write("\n".join(files))
+            file.write("\n".join(stored))
         sink_port = free_port()
         sink = subprocess.Popen([binaries["qr_client"], "sink", str(sink_port)],
                                 stdout=subprocess.PIPE, text=True)
@@ -310,14 +354,29 @@ def retrieve_part(args, binaries, work_dir):
             for repetition in range(args.repeat):
                 order = list(sources)
                 order = order[repetition % len(order):] + order[:repetition % len(order)]
+                if args.drop_caches:
+                    drop_caches()
+                load_before = os.getloadavg()[0]
                 speed = run_json([binaries["qr_client"], "read-send", str(sink_port), list_path])
-                speed.update(set=name, kind="speed-of-light", repetition=repetition)
+                speed.update(set=name, kind="speed-of-light", repetition=repetition,
+                             page_cache="dropped" if args.drop_caches else "as left",
+                             load_average_1m=[load_before, os.getloadavg()[0]])
                 results.append(speed)
                 print(json.dumps(speed), flush=True)
                 for kind in order:
                     for operation, target in [("move", "STORESCP"), ("move", "SECOND"),
                                               ("get", None)]:
+                        if args.drop_caches:
+                            drop_caches()
+                        load_before = os.getloadavg()[0]
                         outcome = retrieve(binaries, sources[kind], operation, uid, target)
+                        outcome["load_average_1m"] = [load_before, os.getloadavg()[0]]
+                        if target == "STORESCP":
+                            # What storescp wrote, so a large set fits the
+                            # disk over repetitions (the second Sluice keeps
+                            # one copy: the next move's are duplicates).
+                            for entry in os.listdir(destination.dir):
+                                os.remove(os.path.join(destination.dir, entry))
                         seconds = max(outcome["seconds"], 1e-9)
                         outcome.update(set=name, peer=kind, operation=operation,
                                        destination=target or "qr_client", repetition=repetition,
@@ -399,29 +458,38 @@ def markdown(results):
              "hard link to one file; see bench/src/bin/qr_load.rs).", ""]
     finds = results["find"]
     lines += ["### C-FIND latency (ms, one association, queries one after the other)", "",
-              "| instances | loaded | query | peer | p50 | p99 | matches/query |",
-              "| ---: | --- | --- | --- | ---: | ---: | ---: |"]
-    keys = sorted({(r["instances"], r["loaded"], r["query"], r["peer"]) for r in finds},
-                  key=lambda key: (key[0], key[1], [k for k, _, _ in QUERY_KINDS].index(key[2]),
-                                   key[3]))
+              "| instances | loaded | query | peer | p50 | p99 | matches/query | "
+              "load average (1 min) |",
+              "| ---: | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    order = [k for k, _, _ in QUERY_KINDS] + [k for k, _, _, _ in NAME_KINDS]
     titles = {kind: title for kind, title, _ in QUERY_KINDS}
+    titles.update({kind: title for kind, title, _, _ in NAME_KINDS})
+
+    def peer_of(r):
+        mode = r.get("person_name_matching")
+        return r["peer"] + (", case-insensitive names" if mode == "case-insensitive" else "")
+
+    keys = sorted({(r["instances"], r["loaded"], r["query"], peer_of(r)) for r in finds},
+                  key=lambda key: (key[0], key[1], order.index(key[2]), key[3]))
     for instances, loaded, query, peer in keys:
-        runs = [r for r in finds if (r["instances"], r["loaded"], r["query"], r["peer"])
+        runs = [r for r in finds if (r["instances"], r["loaded"], r["query"], peer_of(r))
                 == (instances, loaded, query, peer)]
         errors = [r for r in runs if "error" in r]
         refused = [r for r in runs if "error" not in r and r.get("failures", 0) >= r["queries"]]
         if refused:
             lines.append(f"| {instances:,} | {loaded} | {titles[query]} | {peer} | refused "
-                         f"({refused[0].get('last_failure', '')}) | | |")
+                         f"({refused[0].get('last_failure', '')}) | | | |")
             continue
         if errors:
             lines.append(f"| {instances:,} | {loaded} | {titles[query]} | {peer} | refused | "
-                         f"| {errors[0]['error'][-60:].replace('|', '/')} |")
+                         f"| {errors[0]['error'][-60:].replace('|', '/')} | |")
             continue
+        loads = [value for r in runs for value in r.get("load_average_1m", [])]
+        load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else ""
         lines.append(f"| {instances:,} | {loaded} | {titles[query]} | {peer} | "
                      f"{median([r['p50_ms'] for r in runs]):.2f} | "
                      f"{median([r['p99_ms'] for r in runs]):.2f} | "
-                     f"{median([r['matches_per_query'] for r in runs]):.1f} |")
+                     f"{median([r['matches_per_query'] for r in runs]):.1f} | {load} |")
     lines += ["", "Loading: " + "; ".join(
         f"{name}: {load.get('instances', '?'):,} instances in {load.get('seconds', 0):.0f} s"
         for name, load in results["loads"].items()), ""]
@@ -435,14 +503,18 @@ def markdown(results):
         for combo in combos:
             runs = [r for r in retrieves if "peer" in r and (r["set"], r["peer"], r["operation"],
                                                              r["destination"]) == combo]
-            lines.append(f"| {combo[0]} | {combo[1]} | C-{combo[2].upper()} | {combo[3]} | "
+            loads = [value for r in runs for value in r.get("load_average_1m", [])]
+            load = f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else ""
+            lines.append(f"| {combo[0]} | {combo[1]} | C-{combo[2].upper()} | {combo[3]}{load} | "
                          f"{median([r['mb_s'] for r in runs]):.1f} | "
                          f"{median([r['instances_s'] for r in runs]):.0f} |")
         for name in sorted({r["set"] for r in retrieves}):
             speed = [r for r in retrieves if r["set"] == name and r.get("kind") == "speed-of-light"]
             if speed:
-                lines.append(f"| {name} | speed of light (file read + loopback socket write, "
-                             f"no DICOM) | | | {median([r['mb_s'] for r in speed]):.1f} | "
+                cache = speed[0].get("page_cache", "as left")
+                lines.append(f"| {name} | speed of light (stored files read, page cache "
+                             f"{cache}, + loopback socket write, no DICOM) | | | "
+                             f"{median([r['mb_s'] for r in speed]):.1f} | "
                              f"{median([r['instances_s'] for r in speed]):.0f} |")
         lines.append("")
     ingest = results["ingest"]
@@ -487,6 +559,9 @@ def main():
                         help="query.retrieve_share_under_ingest values to run ingest beside "
                              "retrieval with (100: no share, the baseline)")
     parser.add_argument("--parts", default="find,retrieve,ingest")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="drop the page cache (root) before every retrieval and every "
+                             "sender speed-of-light read, so each reads from the disk")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "target", "bench-qr"))
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--profile", default="release")
@@ -522,7 +597,7 @@ def main():
     with open(os.path.join(out_dir, "qr-results.json"), "w") as file:
         json.dump(results, file, indent=1)
     section = markdown(results)
-    target = (os.path.join(out_dir, "benchmarks.md") if args.short
+    target = (os.path.join(out_dir, "benchmarks.md") if args.short or args.out_dir
               else os.path.join(REPO, "docs", "benchmarks.md"))
     text = open(target).read() if os.path.exists(target) else ""
     if "<!-- qr:begin -->" in text:

@@ -26,7 +26,10 @@
 //!
 //! `queries` kinds: `study-pid`, `study-name`, `study-date` (one week),
 //! `series-pid`, `image-pid` (relational: a Patient ID and the level's
-//! keys), `series-study` (hierarchical: a Study Instance UID).
+//! keys), `series-study` (hierarchical: a Study Instance UID),
+//! `patient-name` (PATIENT level, Patient Root), and `study-name-upper`,
+//! `patient-name-upper`: the name wildcards in capitals, which only
+//! case-insensitive person-name matching finds.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -393,6 +396,19 @@ fn queries(instances: u64, kind: &str, count: u64) {
             "study-name" => {
                 let name = surname(patient);
                 format!("QueryRetrieveLevel=STUDY;PatientName={name}*;PatientID=;StudyInstanceUID=;StudyDate=")
+            }
+            // In capitals: only case-insensitive matching finds the names.
+            "study-name-upper" => {
+                let name = surname(patient).to_uppercase();
+                format!("QueryRetrieveLevel=STUDY;PatientName={name}*;PatientID=;StudyInstanceUID=;StudyDate=")
+            }
+            "patient-name" => {
+                let name = surname(patient);
+                format!("QueryRetrieveLevel=PATIENT;PatientName={name}*;PatientID=;PatientBirthDate=;NumberOfPatientRelatedStudies=")
+            }
+            "patient-name-upper" => {
+                let name = surname(patient).to_uppercase();
+                format!("QueryRetrieveLevel=PATIENT;PatientName={name}*;PatientID=;PatientBirthDate=;NumberOfPatientRelatedStudies=")
             }
             "study-date" => {
                 let date = study_date(mix(round) % studies);
