@@ -18,84 +18,9 @@ use sluice_tests::{
 
 use crate::serve::Served;
 
-const AE: &str = "SLUICE";
-const PEER_TIMEOUT: Duration = Duration::from_secs(180);
+use crate::qr_corpus::{AE, PEER_TIMEOUT};
 
-/// One instance of the corpus.
-#[derive(Debug, Clone)]
-pub(crate) struct Instance {
-    pub(crate) sop: String,
-    pub(crate) study: String,
-    pub(crate) series: String,
-    pub(crate) patient_id: String,
-    pub(crate) modality: String,
-    pub(crate) syntax: String,
-    pub(crate) file: PathBuf,
-}
-
-/// Writes the corpus (with `bulk` more instances of one study) into `dir`.
-pub(crate) fn corpus(dir: &Path, bulk: usize) -> Vec<Instance> {
-    corpus_with(dir, bulk, None)
-}
-
-/// The corpus with `bulk` more instances of `bulk_bytes` each (the
-/// script's default size when `None`).
-pub(crate) fn corpus_with(dir: &Path, bulk: usize, bulk_bytes: Option<usize>) -> Vec<Instance> {
-    let mut command = Command::new(python());
-    command
-        .arg(scripts_dir().join("qr_corpus.py"))
-        .arg(dir)
-        .args(["--bulk", &bulk.to_string(), "--lines"]);
-    if let Some(bytes) = bulk_bytes {
-        command.args(["--bulk-bytes", &bytes.to_string()]);
-    }
-    let output = run(&mut command, PEER_TIMEOUT);
-    assert!(
-        output.status.success(),
-        "qr_corpus.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            assert_eq!(fields.len(), 7, "corpus line {line:?}");
-            Instance {
-                sop: fields[0].into(),
-                study: fields[1].into(),
-                series: fields[2].into(),
-                patient_id: fields[3].into(),
-                modality: fields[4].into(),
-                syntax: fields[5].into(),
-                file: fields[6].into(),
-            }
-        })
-        .collect()
-}
-
-/// Stores `instances` into the server on `port`, each in the transfer
-/// syntax it is written in (pynetdicom sends files as they are), and
-/// checks every one was answered success.
-pub(crate) fn store_instances(port: u16, instances: &[Instance]) {
-    for batch in instances.chunks(200) {
-        let mut args = vec![port.to_string(), AE.into(), "LOADER".into(), "store".into()];
-        args.extend(batch.iter().map(|i| i.file.to_string_lossy().into_owned()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = python_peer("pynetdicom_scu.py", &args, PEER_TIMEOUT);
-        let statuses: Vec<String> = output
-            .0
-            .split_once("\"statuses\": [")
-            .and_then(|(_, rest)| rest.split_once(']'))
-            .map(|(list, _)| list.split(", ").map(str::to_owned).collect())
-            .unwrap_or_default();
-        assert!(
-            output.has("\"associated\": true")
-                && statuses.len() == batch.len()
-                && statuses.iter().all(|status| status == "0"),
-            "every instance stored: {output:?}"
-        );
-    }
-}
+pub(crate) use crate::qr_corpus::{corpus, corpus_with, store_instances, Instance};
 
 /// A server with the corpus stored; `extra` flags for `sluice serve`.
 fn served_with_corpus(bulk: usize, extra: &[&str]) -> (Served, Vec<Instance>, tempfile::TempDir) {
