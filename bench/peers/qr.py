@@ -141,7 +141,9 @@ class Peer:
         self.log = open(log_path, "a")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env)
-        deadline = time.time() + 600
+        # Start-up recovery checks every indexed file: more than 10 minutes
+        # at 8 M instances on a loaded machine.
+        deadline = time.time() + 3600
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{kind} exited at start (log: {log_path})")
