@@ -393,22 +393,15 @@ fn queries(instances: u64, kind: &str, count: u64) {
         let pid = format!("PID{patient:07}");
         let line = match kind {
             "study-pid" => format!("QueryRetrieveLevel=STUDY;PatientID={pid};StudyInstanceUID=;PatientName=;StudyDate=;ModalitiesInStudy=;NumberOfStudyRelatedInstances="),
-            "study-name" => {
+            // `-upper`: in capitals, which only case-insensitive matching finds.
+            "study-name" | "study-name-upper" | "patient-name" | "patient-name-upper" => {
                 let name = surname(patient);
-                format!("QueryRetrieveLevel=STUDY;PatientName={name}*;PatientID=;StudyInstanceUID=;StudyDate=")
-            }
-            // In capitals: only case-insensitive matching finds the names.
-            "study-name-upper" => {
-                let name = surname(patient).to_uppercase();
-                format!("QueryRetrieveLevel=STUDY;PatientName={name}*;PatientID=;StudyInstanceUID=;StudyDate=")
-            }
-            "patient-name" => {
-                let name = surname(patient);
-                format!("QueryRetrieveLevel=PATIENT;PatientName={name}*;PatientID=;PatientBirthDate=;NumberOfPatientRelatedStudies=")
-            }
-            "patient-name-upper" => {
-                let name = surname(patient).to_uppercase();
-                format!("QueryRetrieveLevel=PATIENT;PatientName={name}*;PatientID=;PatientBirthDate=;NumberOfPatientRelatedStudies=")
+                let name = if kind.ends_with("-upper") { name.to_uppercase() } else { name };
+                if kind.starts_with("patient") {
+                    format!("QueryRetrieveLevel=PATIENT;PatientName={name}*;PatientID=;PatientBirthDate=;NumberOfPatientRelatedStudies=")
+                } else {
+                    format!("QueryRetrieveLevel=STUDY;PatientName={name}*;PatientID=;StudyInstanceUID=;StudyDate=")
+                }
             }
             "study-date" => {
                 let date = study_date(mix(round) % studies);

@@ -98,4 +98,3 @@ pub(crate) fn store_instances(port: u16, instances: &[Instance]) {
         );
     }
 }
-

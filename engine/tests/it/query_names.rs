@@ -49,20 +49,41 @@ fn findscu_by_name(port: u16, level: &str, name: &str) -> Vec<String> {
             "PatientID",
         ],
     );
-    assert!(log.contains("Received Final Find Response (Success)"), "{log}");
+    assert!(
+        log.contains("Received Final Find Response (Success)"),
+        "{log}"
+    );
     patient_ids(answers.iter().map(String::as_str))
 }
 
 /// pynetdicom at `level` by a name pydicom encodes in `charset`.
-fn pynetdicom_by_name(port: u16, level: &str, name: &str, charset: &str) -> (Vec<String>, PeerOutput) {
-    let model = if level == "PATIENT" { "patient" } else { "study" };
+fn pynetdicom_by_name(
+    port: u16,
+    level: &str,
+    name: &str,
+    charset: &str,
+) -> (Vec<String>, PeerOutput) {
+    let model = if level == "PATIENT" {
+        "patient"
+    } else {
+        "study"
+    };
     let keys = format!(
         r#"{{"QueryRetrieveLevel": "{level}", "PatientName": "{name}", "PatientID": null}}"#
     );
     let port = port.to_string();
     let result = python_peer(
         "qr_scu.py",
-        &["find", &port, AE, "PYFIND", model, &keys, "--charset", charset],
+        &[
+            "find",
+            &port,
+            AE,
+            "PYFIND",
+            model,
+            &keys,
+            "--charset",
+            charset,
+        ],
         PEER_TIMEOUT,
     );
     assert_eq!(
@@ -117,10 +138,7 @@ fn exact_and_case_insensitive_names_at_study_and_patient_level() {
         findscu_by_name(port, "STUDY", "yamada^tarou"),
         ids(&["QR-PAT-J"])
     );
-    assert_eq!(
-        findscu_by_name(port, "PATIENT", "DOE*"),
-        ids(&["QR-PAT-A"])
-    );
+    assert_eq!(findscu_by_name(port, "PATIENT", "DOE*"), ids(&["QR-PAT-A"]));
     let (found, _) = pynetdicom_by_name(port, "STUDY", "m?ller*", "ISO_IR 100");
     assert_eq!(found, ids(&["QR-PAT-L", "QR-PAT-L", "QR-PAT-M"]));
     // The answers carry the names as stored (ISO 8859-1, decoded).
