@@ -61,7 +61,7 @@ fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<Pa
 
 /// Every stored instance exported by `sluice export-instance`, by SOP
 /// Instance UID.
-fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
     let out = tempfile::tempdir().unwrap();
     files
         .iter()
@@ -81,7 +81,7 @@ fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Regular files under `dir`, recursively.
-fn files_under(dir: &Path) -> usize {
+pub(crate) fn files_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -98,7 +98,7 @@ fn files_under(dir: &Path) -> usize {
 }
 
 /// Each instance's index location, and the live records the segments count.
-fn locations(data: &Path, files: &[PathBuf]) -> (Vec<Location>, u64) {
+pub(crate) fn locations(data: &Path, files: &[PathBuf]) -> (Vec<Location>, u64) {
     let index =
         sluice_index::Index::open(data.join("index"), sluice_index::IndexOptions::default())
             .unwrap();
