@@ -206,7 +206,7 @@ fn run_command(
 
 /// One round of `plan.scenario` (migrate or compact) in `work`.
 pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessError> {
-    let mut rng = XorShiftRng::seed_from_u64(plan.seed ^ 0x6f66_666c_696e_65);
+    let mut rng = XorShiftRng::seed_from_u64(plan.seed ^ 0x006f_6666_6c69_6e65);
     let cut_after_mutations = rng.random_range(CUT_MIN..=CUT_MAX);
     let to_segments = rng.random_bool(0.5);
     let (serve_layout, after_layout, args): (Layout, Layout, &[&str]) = match plan.scenario {
