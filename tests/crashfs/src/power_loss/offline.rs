@@ -37,7 +37,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// a command that ends first is cut after it (still a valid round: what it
 /// synced must hold).
 const CUT_MIN: u64 = 5;
-const CUT_MAX: u64 = 1_500;
+const CUT_MAX: u64 = 800;
 
 /// Which offline command a round cuts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,17 +213,17 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
         Scenario::Migrate if to_segments => (
             Layout::Files,
             Layout::Segments,
-            &["migrate", "--to", "segments", "--batch", "16"],
+            &["migrate", "--to", "segments", "--batch", "8"],
         ),
         Scenario::Migrate => (
             Layout::Segments,
             Layout::Files,
-            &["migrate", "--to", "files", "--batch", "16"],
+            &["migrate", "--to", "files", "--batch", "8"],
         ),
         Scenario::Compact => (
             Layout::Segments,
             Layout::Segments,
-            &["compact", "--batch", "16"],
+            &["compact", "--batch", "8"],
         ),
         Scenario::Serve => unreachable!("serve rounds run in power_loss::run"),
     };
