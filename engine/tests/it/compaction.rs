@@ -9,13 +9,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use sluice_index::Location;
-use sluice_tests::{dcmtk, part10_dataset, run};
+use sluice_tests::part10_dataset;
 
 use crate::ingest::generated_files;
-use crate::migrate::{exports, files_under, locations};
+use crate::migrate::{c_get_study, exports, files_under, locations};
 use crate::operator::{sluice_binary, sluice_ok};
 use crate::segment_ingest::{data_dir, serve_on, sop_of, storescu, terminate, SEGMENTS};
 
@@ -165,24 +164,7 @@ fn compaction_reclaims_dead_records_and_keeps_every_instance_byte_exact() {
             .triplet
             .study_instance_uid
     };
-    let served = serve_on(&data, &SEGMENTS);
-    let got = tempfile::tempdir().unwrap();
-    let output = run(
-        Command::new(dcmtk("getscu"))
-            .args(["-S", "-aec", "SLUICE", "-aet", "CMPGET", "-od"])
-            .arg(got.path())
-            .args(["-k", "0008,0052=STUDY", "-k"])
-            .arg(format!("0020,000D={study}"))
-            .args(["127.0.0.1", &served.port.to_string()]),
-        Duration::from_secs(120),
-    );
-    assert!(output.status.success(), "getscu: {output:?}");
-    let log = terminate(served);
-    assert!(!log.contains("ERROR"), "{log}");
-    let received: Vec<Vec<u8>> = std::fs::read_dir(got.path())
-        .unwrap()
-        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-        .collect();
+    let received = c_get_study(&data, &study, "CMPGET");
     assert!(!received.is_empty(), "C-GET received nothing");
     for bytes in &received {
         let sop = sluice_tests::part10_meta_value(bytes, 0x0002, 0x0003);
