@@ -33,11 +33,13 @@ use crate::mount::{Mounted, CAPACITY_BYTES_DEFAULT};
 
 /// How long the command may take (debug build, crash file system).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
-/// The cut comes before a mutation in this range after the command starts;
-/// a command that ends first is cut after it (still a valid round: what it
-/// synced must hold).
+/// The cut comes before a mutation between `CUT_MIN` and
+/// `CUT_PER_INSTANCE` times the instances the store holds after the command
+/// starts (a debug run makes about 4 to 5 per instance, so most cuts fall
+/// inside it); a command that ends first is cut after it (still a valid
+/// round: what it synced must hold; the outcome says so).
 const CUT_MIN: u64 = 5;
-const CUT_MAX: u64 = 800;
+const CUT_PER_INSTANCE: u64 = 4;
 
 /// Which offline command a round cuts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +209,7 @@ fn run_command(
 /// One round of `plan.scenario` (migrate or compact) in `work`.
 pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessError> {
     let mut rng = XorShiftRng::seed_from_u64(plan.seed ^ 0x006f_6666_6c69_6e65);
-    let cut_after_mutations = rng.random_range(CUT_MIN..=CUT_MAX);
+    let cut_fraction: f64 = rng.random();
     let to_segments = rng.random_bool(0.5);
     let (serve_layout, after_layout, args): (Layout, Layout, &[&str]) = match plan.scenario {
         Scenario::Migrate if to_segments => (
@@ -283,6 +285,8 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
     }
     fs.sync_all();
     // 2. The command, and the power cut in it.
+    let cut_after_mutations = CUT_MIN
+        + (cut_fraction * (CUT_PER_INSTANCE * instances_acknowledged) as f64) as u64;
     let armed_at = fs.stats().mutations;
     fs.arm_cut(armed_at + cut_after_mutations, plan.loss);
     let started = Instant::now();
