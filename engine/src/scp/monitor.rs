@@ -563,6 +563,11 @@ impl Collector for Scrape {
                     "records of evicted segments fetched from the object store",
                     load(&counters.fetched_records),
                 ),
+                (
+                    "sluice_objects_failed_fetches",
+                    "fetches of records of evicted segments that failed",
+                    load(&counters.failed_fetches),
+                ),
             ] {
                 counter(&mut encoder, name, help, value)?;
             }
