@@ -194,6 +194,18 @@ impl Objects {
         }))
     }
 
+    /// Why uploads are not happening, while the store fails (for
+    /// `/readyz`: the node still takes stores, sealed segments stay local).
+    pub(crate) fn failing_because(&self) -> Option<String> {
+        if self.counters.reachable.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(format!(
+            "object store unreachable: uploads fail, {} sealed segments wait locally",
+            self.counters.backlog_segments.load(Ordering::Relaxed)
+        ))
+    }
+
     /// The object key of a segment: the configured prefix, the node, the
     /// segment id (never peer data).
     pub(crate) fn key_of(&self, segment: u64) -> String {

@@ -1002,6 +1002,127 @@ fn assert_read_back(config: &Path, data: &Path, files: &[PathBuf]) {
     );
 }
 
+/// The object store unreachable while `sluice serve` ingests (a proxy in
+/// front of Garage closing every connection): every C-STORE is answered
+/// success from the local store, the log says the uploads fail, `/readyz`
+/// stays 200 and says so, the metrics show it (store unreachable, a
+/// backlog, failed rounds, nothing uploaded); once the store answers again
+/// the uploads resume by themselves, the backlog drains, and afterwards
+/// every instance reads back byte-exact (the evicted ones from Garage).
+#[test]
+fn an_object_store_outage_keeps_ingest_local_and_uploads_resume() {
+    let garage = Garage::start();
+    let proxy = Proxy::start(garage.nodes[0].s3_port);
+    proxy.down.store(true, Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("objects.toml");
+    let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
+    let text = garage.objects_toml("after-upload");
+    assert!(text.contains(&direct), "{text}");
+    std::fs::write(
+        &config,
+        text.replace(&direct, &format!("127.0.0.1:{}", proxy.port)),
+    )
+    .unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    // As above: 600 small instances fill two 1 MiB segments.
+    let files = crate::ingest::generated_files(sent.path(), 600);
+    let data = work.path().join("data");
+    let metrics_port = free_port().to_string();
+    let served = crate::serve::Served::start_in(
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        "uring",
+        &[
+            "--metrics-port",
+            &metrics_port,
+            "--config",
+            config.to_str().unwrap(),
+            "--storage-layout",
+            "segments",
+            "--segment-size-mib",
+            "1",
+            "--cores",
+            "1",
+        ],
+    );
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
+            .args(&files),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "storescu: {output:?}");
+    // Sealed segments wait locally, and every way of looking says so.
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    let metrics = loop {
+        let metrics = metrics_text(&metrics_port);
+        if metric(&metrics, "sluice_objects_backlog_segments") >= 1
+            && metric(&metrics, "sluice_objects_store_reachable") == 0
+        {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no backlog seen:\n{metrics}\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metric(&metrics, "sluice_objects_failed_rounds_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "sluice_objects_uploaded_segments_total"),
+        0,
+        "{metrics}"
+    );
+    let ready = http_get(&metrics_port, "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 200")
+            && ready.contains("object store unreachable: uploads fail"),
+        "{ready}"
+    );
+    let log = served.log();
+    assert_eq!(
+        log.matches("the object store round failed").count(),
+        1,
+        "one error line per outage:\n{log}"
+    );
+
+    // The store answers again: the backlog goes up by itself.
+    proxy.down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    let metrics = loop {
+        let metrics = metrics_text(&metrics_port);
+        if metric(&metrics, "sluice_objects_backlog_segments") == 0
+            && metric(&metrics, "sluice_objects_evicted_segments_total") >= 1
+        {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog did not drain:\n{metrics}\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        metric(&metrics, "sluice_objects_store_reachable"),
+        1,
+        "{metrics}"
+    );
+    let ready = http_get(&metrics_port, "/readyz");
+    assert!(ready.ends_with("\r\n\r\nready\n"), "{ready}");
+    let log = served.stop();
+    assert!(
+        log.contains("the object store works again; uploads go on"),
+        "{log}"
+    );
+    assert_read_back(&config, &data, &files);
+}
+
 /// The metrics endpoint's text.
 fn metrics_text(port: &str) -> String {
     http_get(port, "/metrics")
