@@ -1123,6 +1123,150 @@ fn an_object_store_outage_keeps_ingest_local_and_uploads_resume() {
     assert_read_back(&config, &data, &files);
 }
 
+/// Bytes in use on the file system of `path`.
+fn used_bytes(path: &Path) -> u64 {
+    let output = run(
+        Command::new("df").args(["--output=used", "-B1"]).arg(path),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df: {output:?}"))
+}
+
+/// `evict = "when-disk-above"` with the disk filling (a small tmpfs, shrunk
+/// under the running server until it is 70% full, the threshold 50%): while
+/// the object store is unreachable no segment is evicted (none is
+/// uploaded) and every sealed segment's file stays; once the store answers,
+/// uploaded segments are evicted, oldest first, until the fill is under the
+/// threshold, never one that is not uploaded, never the open one; every
+/// instance reads back byte-exact.
+#[test]
+fn when_disk_above_evicts_only_uploaded_segments_as_the_disk_fills() {
+    let garage = Garage::start();
+    let proxy = Proxy::start(garage.nodes[0].s3_port);
+    proxy.down.store(true, Ordering::SeqCst);
+    let filesystem = crate::serve::SmallFilesystem::mount(64);
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("objects.toml");
+    let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
+    let text = garage.objects_toml("when-disk-above");
+    assert!(text.contains(&direct), "{text}");
+    let text = text.replace(&direct, &format!("127.0.0.1:{}", proxy.port))
+        + "evict_disk_above_percent = 50\n";
+    std::fs::write(&config, text).unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    // 600 small instances fill two 1 MiB segments (and start a third).
+    let files = crate::ingest::generated_files(sent.path(), 600);
+    let data = filesystem.path().join("data");
+    let served = crate::serve::Served::start_in(
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        "uring",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--storage-layout",
+            "segments",
+            "--segment-size-mib",
+            "1",
+            "--cores",
+            "1",
+        ],
+    );
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
+            .args(&files),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "storescu: {output:?}");
+    let segments = || -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(data.join("segments"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let before = segments();
+    assert!(before.len() >= 3, "{before:?}");
+    // The disk fills: 70% in use.
+    let used = used_bytes(filesystem.path());
+    let size_mib = (used * 10 / 7).div_ceil(1 << 20);
+    crate::disk_full::resize(filesystem.path(), size_mib);
+    // The store unreachable: rounds fail, nothing is evicted.
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    while served
+        .log()
+        .matches("the object store round failed")
+        .count()
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no round failed:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(segments(), before, "a segment left while none was uploaded");
+    assert!(
+        !served.log().contains("segment evicted"),
+        "{}",
+        served.log()
+    );
+
+    // The store answers: uploaded segments go until the fill is under 50%.
+    proxy.down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    while !served.log().contains("segment evicted") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing evicted:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let log = served.stop();
+    let size = size_mib << 20;
+    let used = used_bytes(filesystem.path());
+    let after = segments();
+    assert!(after.len() < before.len(), "{after:?}");
+    assert!(
+        used * 100 <= size * 50 || after.len() == 1,
+        "{used} of {size} bytes in use, segments left: {after:?}\n{log}"
+    );
+    // The newest (open) segment stays; the evicted ones are the oldest.
+    assert_eq!(after.last(), before.last());
+    assert_eq!(after[..], before[before.len() - after.len()..]);
+
+    let mut config_all = Config::from_file(&config).unwrap();
+    config_all.server.data_directory = data.clone();
+    let store = Store::open(config_all).unwrap();
+    let read = store.index().read().unwrap();
+    let objects = read.segment_objects().unwrap();
+    let states = read.segments().unwrap();
+    for (id, state) in &states {
+        let object = objects.iter().find(|(object_id, _)| object_id == id);
+        match object {
+            Some((_, object)) if object.evicted => {
+                assert!(state.sealed, "segment {id:016x} evicted unsealed");
+                assert!(!store.layout().segment_path(*id).exists());
+            }
+            // Not evicted: its file is there.
+            _ => assert!(store.layout().segment_path(*id).exists(), "{id:016x}"),
+        }
+    }
+    drop(read);
+    drop(store);
+    assert_read_back(&config, &data, &files);
+}
+
 /// The metrics endpoint's text.
 fn metrics_text(port: &str) -> String {
     http_get(port, "/metrics")
