@@ -612,16 +612,23 @@ fn received(out: &Path, stored: &[Stored]) -> Vec<String> {
     arrived
 }
 
+/// [`record_store`] (evicting after upload) with its sealed segment
+/// uploaded and evicted.
+fn evicted_record_store(garage: &Garage) -> (StoreFixture, Vec<Stored>, PathBuf) {
+    let (fixture, stored, config) = record_store(garage, "after-upload");
+    let store = open_store(&config);
+    let round = upload(&store);
+    assert_eq!((round.uploaded, round.evicted), (1, 1), "{round:?}");
+    drop(store);
+    (fixture, stored, config)
+}
+
 /// A C-GET (DCMTK getscu) through `sluice serve` retrieves instances whose
 /// segment was evicted, byte-exact, fetched from Garage by ranged GETs.
 #[test]
 fn getscu_retrieves_evicted_instances_through_sluice_serve() {
     let garage = Garage::start();
-    let (fixture, stored, config) = record_store(&garage, "after-upload");
-    let store = open_store(&config);
-    let round = upload(&store);
-    assert_eq!((round.uploaded, round.evicted), (1, 1), "{round:?}");
-    drop(store);
+    let (fixture, stored, config) = evicted_record_store(&garage);
     assert!(!fixture.layout.segment_path(SEALED).exists());
 
     let (guard, port, log_path) = serve_one_core(&config, fixture.data_dir());
@@ -705,6 +712,17 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// `garage`'s `[objects]` section (evicting by `evict`), through this
+    /// proxy.
+    fn objects_toml(&self, garage: &Garage, evict: &str) -> String {
+        let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
+        let text = garage.objects_toml(evict);
+        assert!(text.contains(&direct), "{text}");
+        text.replace(&direct, &format!("127.0.0.1:{}", self.port))
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.down.store(true, Ordering::SeqCst);
@@ -753,20 +771,14 @@ fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, down: &Atomi
 #[test]
 fn a_slow_or_stopped_object_store_holds_no_io_core() {
     let garage = Garage::start();
-    let (fixture, stored, config) = record_store(&garage, "after-upload");
-    let store = open_store(&config);
-    let round = upload(&store);
-    assert_eq!((round.uploaded, round.evicted), (1, 1), "{round:?}");
-    drop(store);
+    let (fixture, stored, config) = evicted_record_store(&garage);
     let proxy = Proxy::start(garage.nodes[0].s3_port);
-    let text = std::fs::read_to_string(&config).unwrap();
-    let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
-    assert!(text.contains(&direct), "{text}");
     // Through the proxy; the segment the server seals at start (the open
     // one) stays local.
-    let text = text.replace(&direct, &format!("127.0.0.1:{}", proxy.port));
-    let text = text.replace("evict = \"after-upload\"", "evict = \"never\"");
-    assert!(text.contains("evict = \"never\""), "{text}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let objects = garage.objects_toml("after-upload");
+    assert!(text.ends_with(&objects), "{text}");
+    let text = text.replace(&objects, &proxy.objects_toml(&garage, "never"));
     std::fs::write(&config, text).unwrap();
 
     let (guard, port, log_path) = serve_one_core(&config, fixture.data_dir());
@@ -902,30 +914,7 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
     );
     let data = work.path().join("data");
     let metrics_port = free_port().to_string();
-    let served = crate::serve::Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &[
-            "--metrics-port",
-            &metrics_port,
-            "--config",
-            config.to_str().unwrap(),
-            "--storage-layout",
-            "segments",
-            "--segment-size-mib",
-            "1",
-            "--cores",
-            "1",
-        ],
-    );
-    let output = run(
-        Command::new(dcmtk("storescu"))
-            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
-            .args(&files),
-        Duration::from_secs(120),
-    );
-    assert!(output.status.success(), "storescu: {output:?}");
+    let served = serve_segments_and_send(&config, &data, &metrics_port, &files);
     // The uploader works beside ingest: wait for its evictions.
     let deadline = Instant::now() + GARAGE_TIMEOUT;
     while !served.log().contains("segment evicted") {
@@ -954,6 +943,34 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
     let log = served.stop();
     assert!(!log.contains("ERROR"), "{log}");
     assert_read_back(&config, &data, &files);
+}
+
+/// `sluice serve` on the segments layout (1 MiB segments, one core) with
+/// `config` and its metrics on `metrics_port`, storing into `data`, and
+/// every file of `files` sent to it by DCMTK storescu (all stored).
+fn serve_segments_and_send(
+    config: &Path,
+    data: &Path,
+    metrics_port: &str,
+    files: &[PathBuf],
+) -> crate::serve::Served {
+    let mut args = vec!["--metrics-port", metrics_port, "--config"];
+    args.push(config.to_str().unwrap());
+    args.extend(crate::segment_ingest::SEGMENTS);
+    let served = crate::serve::Served::start_in(
+        tempfile::tempdir().unwrap(),
+        data.to_owned(),
+        "uring",
+        &args,
+    );
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
+            .args(files),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "storescu: {output:?}");
+    served
 }
 
 /// Every instance of `files` reads back byte-exact from the store in
@@ -1016,59 +1033,18 @@ fn an_object_store_outage_keeps_ingest_local_and_uploads_resume() {
     proxy.down.store(true, Ordering::SeqCst);
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("objects.toml");
-    let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
-    let text = garage.objects_toml("after-upload");
-    assert!(text.contains(&direct), "{text}");
-    std::fs::write(
-        &config,
-        text.replace(&direct, &format!("127.0.0.1:{}", proxy.port)),
-    )
-    .unwrap();
+    std::fs::write(&config, proxy.objects_toml(&garage, "after-upload")).unwrap();
     let sent = tempfile::tempdir().unwrap();
     // As above: 600 small instances fill two 1 MiB segments.
     let files = crate::ingest::generated_files(sent.path(), 600);
     let data = work.path().join("data");
     let metrics_port = free_port().to_string();
-    let served = crate::serve::Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &[
-            "--metrics-port",
-            &metrics_port,
-            "--config",
-            config.to_str().unwrap(),
-            "--storage-layout",
-            "segments",
-            "--segment-size-mib",
-            "1",
-            "--cores",
-            "1",
-        ],
-    );
-    let output = run(
-        Command::new(dcmtk("storescu"))
-            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
-            .args(&files),
-        Duration::from_secs(120),
-    );
-    assert!(output.status.success(), "storescu: {output:?}");
+    let served = serve_segments_and_send(&config, &data, &metrics_port, &files);
     // Sealed segments wait locally, and every way of looking says so.
-    let deadline = Instant::now() + GARAGE_TIMEOUT;
-    let metrics = loop {
-        let metrics = metrics_text(&metrics_port);
-        if metric(&metrics, "sluice_objects_backlog_segments") >= 1
-            && metric(&metrics, "sluice_objects_store_reachable") == 0
-        {
-            break metrics;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no backlog seen:\n{metrics}\n{}",
-            served.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let metrics = wait_for_metrics(&served, &metrics_port, "a backlog", |metrics| {
+        metric(metrics, "sluice_objects_backlog_segments") >= 1
+            && metric(metrics, "sluice_objects_store_reachable") == 0
+    });
     assert!(
         metric(&metrics, "sluice_objects_failed_rounds_total") >= 1,
         "{metrics}"
@@ -1093,21 +1069,10 @@ fn an_object_store_outage_keeps_ingest_local_and_uploads_resume() {
 
     // The store answers again: the backlog goes up by itself.
     proxy.down.store(false, Ordering::SeqCst);
-    let deadline = Instant::now() + GARAGE_TIMEOUT;
-    let metrics = loop {
-        let metrics = metrics_text(&metrics_port);
-        if metric(&metrics, "sluice_objects_backlog_segments") == 0
-            && metric(&metrics, "sluice_objects_evicted_segments_total") >= 1
-        {
-            break metrics;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the backlog did not drain:\n{metrics}\n{}",
-            served.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let metrics = wait_for_metrics(&served, &metrics_port, "the backlog drained", |metrics| {
+        metric(metrics, "sluice_objects_backlog_segments") == 0
+            && metric(metrics, "sluice_objects_evicted_segments_total") >= 1
+    });
     assert_eq!(
         metric(&metrics, "sluice_objects_store_reachable"),
         1,
@@ -1121,6 +1086,29 @@ fn an_object_store_outage_keeps_ingest_local_and_uploads_resume() {
         "{log}"
     );
     assert_read_back(&config, &data, &files);
+}
+
+/// The metrics of `served` (on `port`) once `seen` holds of them (`what`
+/// names it in the failure).
+fn wait_for_metrics(
+    served: &crate::serve::Served,
+    port: &str,
+    what: &str,
+    seen: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    loop {
+        let metrics = metrics_text(port);
+        if seen(&metrics) {
+            return metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {what}:\n{metrics}\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Bytes in use on the file system of `path`.
@@ -1151,38 +1139,13 @@ fn when_disk_above_evicts_only_uploaded_segments_as_the_disk_fills() {
     let filesystem = crate::serve::SmallFilesystem::mount(64);
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("objects.toml");
-    let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
-    let text = garage.objects_toml("when-disk-above");
-    assert!(text.contains(&direct), "{text}");
-    let text = text.replace(&direct, &format!("127.0.0.1:{}", proxy.port))
-        + "evict_disk_above_percent = 50\n";
+    let text = proxy.objects_toml(&garage, "when-disk-above") + "evict_disk_above_percent = 50\n";
     std::fs::write(&config, text).unwrap();
     let sent = tempfile::tempdir().unwrap();
     // 600 small instances fill two 1 MiB segments (and start a third).
     let files = crate::ingest::generated_files(sent.path(), 600);
     let data = filesystem.path().join("data");
-    let served = crate::serve::Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--storage-layout",
-            "segments",
-            "--segment-size-mib",
-            "1",
-            "--cores",
-            "1",
-        ],
-    );
-    let output = run(
-        Command::new(dcmtk("storescu"))
-            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
-            .args(&files),
-        Duration::from_secs(120),
-    );
-    assert!(output.status.success(), "storescu: {output:?}");
+    let served = serve_segments_and_send(&config, &data, &free_port().to_string(), &files);
     let segments = || -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(data.join("segments"))
             .unwrap()
