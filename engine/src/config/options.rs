@@ -866,5 +866,11 @@ config_options! {
         /// (`<data>/cache/`): past this size its oldest files are deleted.
         cache_size_mib: u32 = 1024,
             kind IntKind::<u32>::new(1, 1 << 24), flag "objects-cache-size-mib";
+
+        /// The threads that fetch records of evicted segments for C-MOVE
+        /// and C-GET (the io cores never wait for the store): the most
+        /// ranged GETs under way at once for them.
+        fetch_threads: u32 = 2,
+            kind IntKind::<u32>::new(1, 64), flag "objects-fetch-threads";
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
+mod places;
 mod publish;
 mod services;
 
