@@ -38,7 +38,7 @@ use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome}
 
 pub use catalogue::{status, CatalogueError, NodeStatus};
 pub(crate) use find::{FindStream, Polled};
-pub(crate) use forward::{Forward, Forwarded, StagingDir};
+pub(crate) use forward::{Counts, Event, Forward, Forwarded, StagingDir, STREAM_WINDOW};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};

@@ -51,6 +51,17 @@ pub(super) struct RetrieveOp {
     pub(super) staging: Option<crate::cluster::StagingDir>,
 }
 
+impl RetrieveOp {
+    /// C-CANCEL: nothing more is started here, nor by the other nodes.
+    pub(super) fn cancel(&mut self, serial: u64) {
+        self.retrieve.cancel();
+        if let Some(forward) = &self.forward {
+            forward.cancel();
+        }
+        tracing::debug!(serial, "retrieve cancelled");
+    }
+}
+
 /// An association carrying a retrieve's C-STOREs.
 #[derive(Debug)]
 pub(super) struct Lane {

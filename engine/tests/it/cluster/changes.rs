@@ -71,14 +71,32 @@ fn store(node: &Node, file: &Path) -> bool {
     output.status.success()
 }
 
-/// The Patient's Name node `node` answers for the study (`None`: no
-/// answer), from a STUDY-level C-FIND.
+/// What node `node` answers for the study: `None` when the C-FIND failed,
+/// else the Patient's Name and the number of instances of each answer.
+fn answer(node: &Node) -> Option<Vec<(Option<String>, Option<String>)>> {
+    answer_of(node, STUDY)
+}
+
+/// The Patient's Name node `node` answers for the study.
 fn patient_name(node: &Node) -> Option<String> {
     patient_name_of(node, STUDY)
 }
 
-/// The Patient's Name node `node` answers for study `study`.
+/// The Patient's Name node `node` answers for study `study` (`None`: no
+/// answer), from a STUDY-level C-FIND that must succeed with at most one
+/// answer of one instance.
 fn patient_name_of(node: &Node, study: &str) -> Option<String> {
+    let answers = answer_of(node, study).expect("findscu succeeds");
+    assert!(answers.len() <= 1, "one study: {answers:?}");
+    let (name, count) = answers.into_iter().next()?;
+    assert_eq!(count.as_deref(), Some("1"), "one instance");
+    name
+}
+
+/// The Patient's Name and Number of Study Related Instances of each
+/// answer of a STUDY-level C-FIND of `study` on `node`; `None` when
+/// `findscu` fails.
+fn answer_of(node: &Node, study: &str) -> Option<Vec<(Option<String>, Option<String>)>> {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(dcmtk("findscu"))
         .current_dir(out.path())
@@ -89,40 +107,43 @@ fn patient_name_of(node: &Node, study: &str) -> Option<String> {
         .args(["127.0.0.1", &node.port.to_string()])
         .output()
         .unwrap();
-    assert!(output.status.success(), "findscu: {output:?}");
-    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+    if !output.status.success() {
+        eprintln!("findscu on {}: {output:?}", node.name);
+        return None;
+    }
+    let answers = std::fs::read_dir(out.path())
         .unwrap()
-        .map(|entry| entry.unwrap().path())
+        .map(|entry| {
+            let file = entry.unwrap().path();
+            let dumped = Command::new(dcmtk("dcmdump")).arg(&file).output().unwrap();
+            let text = String::from_utf8_lossy(&dumped.stdout).into_owned();
+            let value = |tag: &str| {
+                text.lines()
+                    .find(|line| line.starts_with(tag))
+                    .and_then(|line| line.split_once('[')?.1.split_once(']'))
+                    .map(|(value, _)| value.to_owned())
+            };
+            (value("(0010,0010)"), value("(0020,1208)"))
+        })
         .collect();
-    assert!(files.len() <= 1, "one study: {files:?}");
-    let file = files.first()?;
-    let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
-    let text = String::from_utf8_lossy(&dumped.stdout).into_owned();
-    let value = |tag: &str| {
-        text.lines()
-            .find(|line| line.starts_with(tag))
-            .and_then(|line| line.split_once('[')?.1.split_once(']'))
-            .map(|(value, _)| value.to_owned())
-    };
-    assert_eq!(
-        value("(0020,1208)").as_deref(),
-        Some("1"),
-        "one instance: {text}"
-    );
-    value("(0010,0010)")
+    Some(answers)
 }
 
-/// Waits until `node` answers `name`.
+/// Waits until `node` answers one study of one instance named `name`. A
+/// C-FIND that fails or answers otherwise meanwhile (the catalogue caught
+/// mid-change, the node busy under load) is asked again; the last answer
+/// and the nodes' logs are in the failure.
 fn wait_name(node: &Node, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
     loop {
-        let answered = patient_name(node);
-        if answered.as_deref() == Some(name) {
+        let answered = answer(node);
+        let expected = vec![(Some(name.to_owned()), Some("1".to_owned()))];
+        if answered.as_ref() == Some(&expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{} answers {answered:?}, not {name}:\n{}",
+            "{} answers {answered:?}, not {expected:?}:\n{}",
             node.name,
             node.log()
         );

@@ -311,66 +311,6 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
     }
 }
 
-/// The data set of a Part 10 file (after the file meta group).
-fn dataset(bytes: &[u8]) -> &[u8] {
-    assert_eq!(bytes.get(128..132), Some(&b"DICM"[..]), "not Part 10");
-    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
-    &bytes[144 + group_length..]
-}
-
-/// The Part 10 files under `dir` by SOP Instance UID (`storescp` names
-/// them `MODALITY.SOP-INSTANCE-UID`).
-fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter_map(|path| {
-            let name = path.file_name()?.to_string_lossy().into_owned();
-            let (_, sop) = name.split_once('.')?;
-            Some((sop.to_owned(), std::fs::read(&path).ok()?))
-        })
-        .collect()
-}
-
-fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = received(dir);
-        if found.len() >= count || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// DCMTK `getscu` of `studies` through `port`, the instances stored under
-/// `dir`; its log.
-fn getscu(port: u16, studies: &[&String], dir: &Path) -> String {
-    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
-    let output = Command::new(dcmtk("getscu"))
-        .args(["-v", "-S", "-aec", AE, "-od"])
-        .arg(dir)
-        .args(["-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
-        .args(["127.0.0.1", &port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
-}
-
-/// DCMTK `movescu` of `studies` through `port` to `STORESCP`; its log.
-fn movescu(port: u16, studies: &[&String]) -> String {
-    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
-    let output = Command::new(dcmtk("movescu"))
-        .args(["-v", "-S", "-aec", AE, "-aem", "STORESCP"])
-        .args(["-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
-        .args(["127.0.0.1", &port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
-}
-
 #[test]
 fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
     let destination = tempfile::tempdir().unwrap();
