@@ -1,12 +1,13 @@
 //! Cluster mode end to end, on one machine with real components: a
 //! PostgreSQL server (Debian's, initdb'd into a temporary directory on a
-//! free loopback port), several `sluice serve` nodes publishing to it, and
-//! HAProxy in TCP mode (leastconn, health from each node's `/readyz`) in
-//! front. Loopback ports, not network namespaces: every component binds
-//! 127.0.0.1 on its own port, which is what the catalogue and the balancer
-//! see of a multi-host cluster (docs/design/scale-out.md, "Tests").
-//! `scripts/test` installs PostgreSQL and HAProxy when missing; a missing
-//! one fails these tests.
+//! free port), several `sluice serve` nodes publishing to it, and HAProxy
+//! in TCP mode (leastconn, health from each node's `/readyz`) in front.
+//! The test of publishing through HAProxy across a kill -9 gives each node
+//! a network namespace of its own on a private bridge (`netns`: no address
+//! outside the machine, and no node reaches another's or the test's
+//! loopback); the others bind 127.0.0.1, each component on its own port
+//! (docs/design/scale-out.md, "Tests"). `scripts/test` installs
+//! PostgreSQL and HAProxy when missing; a missing one fails these tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
+mod netns;
 mod publish;
 mod retrieve;
 mod services;
@@ -53,10 +55,19 @@ struct Postgres {
     data: PathBuf,
     log: PathBuf,
     port: u16,
+    /// The address the nodes reach it at: loopback, or the bridge of a
+    /// [`netns::Network`].
+    host: String,
 }
 
 impl Postgres {
     fn start() -> Postgres {
+        Postgres::start_for(None)
+    }
+
+    /// Listening on loopback and, with a network, on its bridge's address
+    /// too, trusting the network's addresses.
+    fn start_for(network: Option<&netns::Network>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("pg");
         std::fs::create_dir(&data).unwrap();
@@ -88,11 +99,19 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        if let Some(network) = network {
+            let mut hba = File::options()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .unwrap();
+            writeln!(hba, "host all all {} trust", network.cidr()).unwrap();
+        }
         let postgres = Postgres {
             _dir: dir,
             data,
             log,
             port: free_port(),
+            host: network.map_or_else(|| "127.0.0.1".to_owned(), netns::Network::gateway),
         };
         postgres.up();
         postgres
@@ -100,7 +119,8 @@ impl Postgres {
 
     fn up(&self) {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
+            "-c listen_addresses=127.0.0.1,{} -c port={} -c unix_socket_directories={} -c fsync=off",
+            self.host,
             self.port,
             self.data.display()
         );
@@ -138,6 +158,14 @@ impl Postgres {
         format!(
             "host=127.0.0.1 port={} user=sluice dbname=postgres",
             self.port
+        )
+    }
+
+    /// The connection string the nodes use.
+    fn conninfo_for_nodes(&self) -> String {
+        format!(
+            "host={} port={} user=sluice dbname=postgres",
+            self.host, self.port
         )
     }
 
@@ -188,6 +216,10 @@ struct Node {
     extra: Vec<String>,
     /// Its environment besides the test's (`RUST_LOG`).
     env: Vec<(String, String)>,
+    /// Its address (DICOM and metrics ports), and the network namespace it
+    /// runs in (`None`: the test's, on loopback).
+    host: String,
+    netns: Option<String>,
 }
 
 impl Node {
@@ -203,7 +235,15 @@ impl Node {
             publish,
             extra: Vec::new(),
             env: Vec::new(),
+            host: "127.0.0.1".to_owned(),
+            netns: None,
         }
+    }
+
+    /// The node runs in `host`'s network namespace, at its address.
+    fn place(&mut self, host: &netns::Host) {
+        self.host = host.address.clone();
+        self.netns = Some(host.namespace.clone());
     }
 
     fn start(&mut self) {
@@ -212,12 +252,23 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // `ip netns exec` execs the program in the namespace: the child's
+        // PID is the node's, for kill -9.
+        let mut command = match &self.netns {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace, env!("CARGO_BIN_EXE_sluice")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--bind", &self.host])
             .args(["--metrics-port", &self.metrics_port.to_string()])
+            .args(["--metrics-bind", &self.host])
             .args(["--cores", "1", "--free-space-floor", "0"])
             .args(["--cluster-catalogue", &self.catalogue])
             .args(["--cluster-node", &self.name])
@@ -232,7 +283,7 @@ impl Node {
             .expect("start sluice serve");
         let mut guard = ChildGuard::new(child);
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             if let Some(status) = guard.child_mut().try_wait().unwrap() {
                 panic!("{} exited at start ({status}):\n{}", self.name, self.log());
             }
@@ -272,7 +323,7 @@ impl Node {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.metrics_port, path)
+        http_get(&self.host, self.metrics_port, path)
     }
 
     /// A metric's value from `/metrics` (0 when absent).
@@ -288,8 +339,8 @@ impl Node {
     }
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+fn http_get(host: &str, port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect((host, port)).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
@@ -325,8 +376,8 @@ impl Haproxy {
         );
         for node in nodes {
             config.push_str(&format!(
-                "    server {} 127.0.0.1:{} check port {}\n",
-                node.name, node.port, node.metrics_port
+                "    server {} {}:{} check port {}\n",
+                node.name, node.host, node.port, node.metrics_port
             ));
         }
         let path = work.join("haproxy.cfg");
