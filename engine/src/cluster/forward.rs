@@ -48,7 +48,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use postgres::NoTls;
 use sluice_net::query::{InformationModel, Level, Query};
 
 use super::find::{connect as find_connect, run as find_run, Message};
@@ -326,12 +325,13 @@ fn remote_instances(
             Message::Failed(error) => return Err(error),
         }
     }
-    let mut config: postgres::Config = settings.address.parse().map_err(|e| format!("{e}"))?;
-    config
-        .connect_timeout(settings.timeout)
-        .tcp_user_timeout(settings.timeout)
-        .application_name("sluice move");
-    let mut client = config.connect(NoTls).map_err(|e| e.to_string())?;
+    let mut client = super::tls::connect(&settings.address, |config| {
+        config
+            .connect_timeout(settings.timeout)
+            .tcp_user_timeout(settings.timeout)
+            .application_name("sluice move");
+    })
+    .map_err(|e| e.to_string())?;
     let rows = client
         .query(
             "SELECT i.sop_instance_uid, i.study_instance_uid, i.series_instance_uid, i.node,

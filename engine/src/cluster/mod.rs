@@ -27,6 +27,7 @@ mod forward;
 mod outbox;
 mod publisher;
 mod reconcile;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -305,16 +306,12 @@ impl Cluster {
             .unwrap_or_else(|poison| poison.into_inner());
         if lookup.is_none() {
             let settings = &self.inner.settings;
-            let connected = settings
-                .address
-                .parse::<postgres::Config>()
-                .and_then(|mut config| {
-                    config
-                        .connect_timeout(settings.timeout)
-                        .tcp_user_timeout(settings.timeout)
-                        .application_name("sluice commitment")
-                        .connect(postgres::NoTls)
-                });
+            let connected = tls::connect(&settings.address, |config| {
+                config
+                    .connect_timeout(settings.timeout)
+                    .tcp_user_timeout(settings.timeout)
+                    .application_name("sluice commitment");
+            });
             match connected {
                 Ok(client) => *lookup = Some(client),
                 Err(error) => {

@@ -14,7 +14,7 @@ fn version(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// An instance of `uids` (study, series, SOP), its Patient's Name `name`.
-fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
+pub(super) fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
     let path = dir.join(format!("{name}.dcm"));
     let script = "
 import sys
@@ -56,7 +56,7 @@ ds.save_as(path, enforce_file_format=True)
 }
 
 /// Stores `file` on `node`; whether the C-STORE succeeded.
-fn store(node: &Node, file: &Path) -> bool {
+pub(super) fn store(node: &Node, file: &Path) -> bool {
     let output = Command::new(dcmtk("storescu"))
         .args(["-v", "-aec", AE, "127.0.0.1", &node.port.to_string()])
         .arg(file)

@@ -24,6 +24,7 @@ mod netns;
 mod publish;
 mod retrieve;
 mod services;
+mod tls;
 
 const AE: &str = "SLUICE";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,16 +59,30 @@ struct Postgres {
     /// The address the nodes reach it at: loopback, or the bridge of a
     /// [`netns::Network`].
     host: String,
+    /// TCP connections must be TLS (the test's own client uses the Unix
+    /// socket).
+    tls: bool,
 }
 
 impl Postgres {
     fn start() -> Postgres {
-        Postgres::start_for(None)
+        Postgres::start_with(None, None)
     }
 
     /// Listening on loopback and, with a network, on its bridge's address
     /// too, trusting the network's addresses.
     fn start_for(network: Option<&netns::Network>) -> Postgres {
+        Postgres::start_with(network, None)
+    }
+
+    /// Accepting TCP connections over TLS only (`hostssl`), its certificate
+    /// `server.pem` and key `server.key` of `certificates`
+    /// (tests/fixtures/make_tls_certs.py).
+    fn start_tls(certificates: &Path) -> Postgres {
+        Postgres::start_with(None, Some(certificates))
+    }
+
+    fn start_with(network: Option<&netns::Network>, certificates: Option<&Path>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("pg");
         std::fs::create_dir(&data).unwrap();
@@ -106,12 +121,42 @@ impl Postgres {
                 .unwrap();
             writeln!(hba, "host all all {} trust", network.cidr()).unwrap();
         }
+        if let Some(certificates) = certificates {
+            for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
+                std::fs::copy(certificates.join(from), data.join(to)).unwrap();
+            }
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            if rustix::process::geteuid().is_root() {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "chown the certificate and key");
+            }
+            let mut conf = File::options()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            writeln!(conf, "ssl = on").unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         let postgres = Postgres {
             _dir: dir,
             data,
             log,
             port: free_port(),
             host: network.map_or_else(|| "127.0.0.1".to_owned(), netns::Network::gateway),
+            tls: certificates.is_some(),
         };
         postgres.up();
         postgres
@@ -170,7 +215,16 @@ impl Postgres {
     }
 
     fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.conninfo(), postgres::NoTls).unwrap()
+        let conninfo = if self.tls {
+            format!(
+                "host={} port={} user=sluice dbname=postgres",
+                self.data.display(),
+                self.port
+            )
+        } else {
+            self.conninfo()
+        };
+        postgres::Client::connect(&conninfo, postgres::NoTls).unwrap()
     }
 
     /// SOP Instance UID -> node, for every catalogue row.
