@@ -15,44 +15,17 @@ fn version(dir: &Path, name: &str) -> PathBuf {
 
 /// An instance of `uids` (study, series, SOP), its Patient's Name `name`.
 pub(super) fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
-    let path = dir.join(format!("{name}.dcm"));
-    let script = "
-import sys
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
-path, study, series, sop, name = sys.argv[1:6]
-meta = FileMetaDataset()
-meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
-meta.MediaStorageSOPInstanceUID = sop
-meta.TransferSyntaxUID = ExplicitVRLittleEndian
-ds = Dataset()
-ds.file_meta = meta
-ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
-ds.SOPInstanceUID = sop
-ds.StudyInstanceUID = study
-ds.SeriesInstanceUID = series
-ds.PatientName = name
-ds.PatientID = 'CHANGES'
-ds.Modality = 'CT'
-ds.Rows = 2
-ds.Columns = 2
-ds.SamplesPerPixel = 1
-ds.PhotometricInterpretation = 'MONOCHROME2'
-ds.BitsAllocated = 16
-ds.BitsStored = 12
-ds.HighBit = 11
-ds.PixelRepresentation = 0
-ds.PixelData = bytes(8)
-ds.save_as(path, enforce_file_format=True)
-";
-    let output = Command::new(python())
-        .args(["-c", script])
-        .arg(&path)
-        .args([uids.0, uids.1, uids.2, name])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    path
+    let mut written = write_ct(
+        dir,
+        &[Ct {
+            name: name.to_owned(),
+            uids,
+            patient_name: name,
+            size: 2,
+            seed: 0,
+        }],
+    );
+    written.remove(0)
 }
 
 /// Stores `file` on `node`; whether the C-STORE succeeded.

@@ -2,11 +2,11 @@
 //! PostgreSQL server (Debian's, initdb'd into a temporary directory on a
 //! free port), several `sluice serve` nodes publishing to it, and HAProxy
 //! in TCP mode (leastconn, health from each node's `/readyz`) in front.
-//! The test of publishing through HAProxy across a kill -9 gives each node
-//! a network namespace of its own on a private bridge (`netns`: no address
-//! outside the machine, and no node reaches another's or the test's
-//! loopback); the others bind 127.0.0.1, each component on its own port
-//! (docs/design/scale-out.md, "Tests"). `scripts/test` installs
+//! The test of publishing through HAProxy across a kill -9 and the
+//! services' tests give each node a network namespace of its own on a
+//! private bridge (`netns`: no address outside the machine, and no node
+//! reaches another's or the test's loopback); the others bind 127.0.0.1,
+//! each component on its own port (docs/design/scale-out.md, "Tests"). `scripts/test` installs
 //! PostgreSQL and HAProxy when missing; a missing one fails these tests.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -254,6 +254,68 @@ impl Drop for Postgres {
             .args(["-m", "immediate", "stop"])
             .output();
     }
+}
+
+/// A CT instance the cluster tests write ([`write_ct`]).
+struct Ct<'a> {
+    /// Its file: `<name>.dcm`.
+    name: String,
+    /// Study, series and SOP Instance UIDs.
+    uids: (&'a str, &'a str, &'a str),
+    patient_name: &'a str,
+    /// Rows and columns (16-bit pixels, a pattern of `seed`).
+    size: u16,
+    seed: usize,
+}
+
+/// Writes `instances` into `dir` (one pydicom run); their files, in order.
+fn write_ct(dir: &Path, instances: &[Ct]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = "
+import sys
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+out, rest = sys.argv[1], sys.argv[2:]
+for at in range(0, len(rest), 7):
+    name, study, series, sop, patient, size, seed = rest[at:at + 7]
+    size, seed = int(size), int(seed)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.PatientName = patient
+    ds.PatientID = 'CLUSTER'
+    ds.Modality = 'CT'
+    ds.Rows = size
+    ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = 'MONOCHROME2'
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes((seed * 7 + i) % 251 for i in range(size * size * 2))
+    ds.save_as(f'{out}/{name}.dcm', enforce_file_format=True)
+";
+    let mut command = Command::new(python());
+    command.args(["-c", script]).arg(dir);
+    for instance in instances {
+        let (study, series, sop) = instance.uids;
+        command.args([&instance.name, study, series, sop, instance.patient_name]);
+        command.args([instance.size.to_string(), instance.seed.to_string()]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    instances
+        .iter()
+        .map(|instance| dir.join(format!("{}.dcm", instance.name)))
+        .collect()
 }
 
 /// One `sluice serve` node on a data directory that outlives it.
@@ -607,29 +669,29 @@ fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
     }
 }
 
-/// DCMTK `getscu` of `studies` through `port`, the instances stored under
+/// DCMTK `getscu` of `studies` from `node`, the instances stored under
 /// `dir`; its log.
-fn getscu(port: u16, studies: &[&String], dir: &Path) -> String {
+fn getscu(node: &Node, studies: &[&String], dir: &Path) -> String {
     let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
     let output = Command::new(dcmtk("getscu"))
         .args(["-v", "-S", "-aec", AE, "-od"])
         .arg(dir)
         .args(["-k", "QueryRetrieveLevel=STUDY"])
         .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
-        .args(["127.0.0.1", &port.to_string()])
+        .args([node.host.as_str(), &node.port.to_string()])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
 }
 
-/// DCMTK `movescu` of `studies` through `port` to `STORESCP`; its log.
-fn movescu(port: u16, studies: &[&String]) -> String {
+/// DCMTK `movescu` of `studies` from `node` to `STORESCP`; its log.
+fn movescu(node: &Node, studies: &[&String]) -> String {
     let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
     let output = Command::new(dcmtk("movescu"))
         .args(["-v", "-S", "-aec", AE, "-aem", "STORESCP"])
         .args(["-k", "QueryRetrieveLevel=STUDY"])
         .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
-        .args(["127.0.0.1", &port.to_string()])
+        .args([node.host.as_str(), &node.port.to_string()])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)

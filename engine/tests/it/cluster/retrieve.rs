@@ -25,46 +25,21 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Writes instances `first..first + count` of the study (8 KB of pixel
 /// data each, different in each) into `dir`, named `<SOP Instance UID>.dcm`.
 fn write_instances(dir: &Path, first: usize, count: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = "
-import sys
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-out, study, series, first, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-for n in range(first, first + count):
-    sop = f'{series}.{n + 1}'
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.PatientName = 'SPLIT^STUDY'
-    ds.PatientID = 'SPLIT'
-    ds.Modality = 'CT'
-    ds.InstanceNumber = n + 1
-    ds.Rows = 64
-    ds.Columns = 64
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = 'MONOCHROME2'
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes((n * 7 + i) % 251 for i in range(64 * 64 * 2))
-    ds.save_as(f'{out}/{sop}.dcm', enforce_file_format=True)
-";
-    let output = Command::new(python())
-        .args(["-c", script])
-        .arg(dir)
-        .args([STUDY, SERIES, &first.to_string(), &count.to_string()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let sops: Vec<String> = (first..first + count)
+        .map(|n| format!("{SERIES}.{}", n + 1))
+        .collect();
+    let instances: Vec<Ct> = sops
+        .iter()
+        .zip(first..)
+        .map(|(sop, n)| Ct {
+            name: sop.clone(),
+            uids: (STUDY, SERIES, sop),
+            patient_name: "SPLIT^STUDY",
+            size: 64,
+            seed: n,
+        })
+        .collect();
+    write_ct(dir, &instances);
 }
 
 /// Two nodes, the study split over them: [`ON_ONE`] instances stored on
@@ -228,7 +203,7 @@ fn a_cross_node_c_get_streams_the_holders_instances_byte_exact_and_counts_the_wh
     let split = Split::start(&[]);
     let one = &split.nodes[0];
     let got = tempfile::tempdir().unwrap();
-    let log = getscu(one.port, &[&STUDY.to_owned()], got.path());
+    let log = getscu(one, &[&STUDY.to_owned()], got.path());
     assert!(
         log.contains("Received C-GET Response (Success)"),
         "{log}\n{}",
