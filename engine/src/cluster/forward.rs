@@ -24,10 +24,10 @@
 //! a staging directory as it arrives and handed to the core at once, which
 //! sends it like its own and deletes it once its sub-operation is
 //! answered. At most [`STREAM_WINDOW`] fetched instances wait in the
-//! channel to the core (and as many in its queue): when they are all
-//! unsent, the holder's next sub-operation waits for the answer to this
-//! one, so a slow requester holds the holder back instead of filling the
-//! disk.
+//! channel to the core (and as many taken by it and unanswered): when
+//! they are all unsent, the holder's next sub-operation waits for the
+//! answer to this one, so a slow requester holds the holder back instead
+//! of filling the disk.
 //!
 //! C-CANCEL: the core sets the forward's cancel flag ([`Forward::cancel`],
 //! also when it drops the forward); the thread starts no other holder and
@@ -59,12 +59,12 @@ use crate::store::{DatasetLocation, StoredDataset};
 pub(crate) const STAGING_DIR: &str = "staging";
 
 /// Fetched instances that may wait in the channel to the Q/R core; the
-/// core takes more only while fewer than as many wait in its own queue, so
-/// at most about twice this many staged files exist per C-GET (plus the
-/// one being written and the two its association sends). Four keeps the
-/// requester's association busy across the core's 20 ms poll at the
-/// rate one holder's C-GET delivers, and bounds the disk one C-GET holds to
-/// a handful of instances whatever the study's size.
+/// core takes more only while fewer than as many it took are unanswered,
+/// so at most twice this many staged files exist per C-GET, plus the one
+/// being written. Four keeps the requester's association busy across the
+/// core's 20 ms poll at the rate one holder's C-GET delivers, and bounds
+/// the disk one C-GET holds to a handful of instances whatever the
+/// study's size.
 pub(crate) const STREAM_WINDOW: usize = 4;
 
 /// Sub-operation counts of the holders, summed over them.

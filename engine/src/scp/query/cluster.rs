@@ -72,17 +72,17 @@ struct Pulled {
 
 impl QueryRetrieve {
     /// Takes a forwarded retrieve's reports (see `crate::cluster::forward`):
-    /// all of them, except fetched instances beyond the window while this
-    /// node's queue holds [`STREAM_WINDOW`] (the thread, and the holder,
-    /// wait for those), and all after a C-CANCEL (so the thread never
-    /// waits for a core that waits for it).
+    /// all of them while fewer than [`STREAM_WINDOW`] fetched instances
+    /// taken are unanswered (beyond that the thread, and the holder, wait;
+    /// this node's own instances do not count), and all after a C-CANCEL
+    /// (so the thread never waits for a core that waits for it).
     fn forward_pull(&mut self, serial: u64) -> Pulled {
         let mut pulled = Pulled::default();
         let Some(Operation::Retrieve(op)) = self.operations.get_mut(&serial) else {
             return pulled;
         };
         while let Some(forward) = &mut op.forward {
-            let room = op.retrieve.is_cancelled() || op.retrieve.queued() < STREAM_WINDOW;
+            let room = op.retrieve.is_cancelled() || op.staged_unsent < STREAM_WINDOW;
             if !room {
                 break;
             }
@@ -99,6 +99,7 @@ impl QueryRetrieve {
                     pulled.counts = true;
                 }
                 Event::Staged(dataset) => {
+                    op.staged_unsent += 1;
                     op.retrieve.remote_staged(dataset);
                     pulled.staged = true;
                 }
@@ -187,6 +188,7 @@ impl QueryRetrieve {
             .or(op.staging.as_ref())
             .and_then(|staging| staging.holds(&transfer.dataset));
         if let Some(path) = staged {
+            op.staged_unsent = op.staged_unsent.saturating_sub(1);
             tracing::debug!(sop_instance_uid = %sop, "a remote instance sent on the C-GET association");
             if let Err(error) = std::fs::remove_file(path) {
                 tracing::warn!(%error, path = %path.display(), "cannot remove a C-GET staging file; it goes with its directory");

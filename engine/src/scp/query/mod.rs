@@ -442,6 +442,7 @@ impl QueryRetrieve {
             bytes_sent: 0,
             forward: None,
             staging: None,
+            staged_unsent: 0,
         };
         if let Some(forward) = forward {
             op.retrieve.expect_remote();

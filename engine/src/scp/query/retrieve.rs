@@ -134,11 +134,6 @@ impl Retrieve {
             .saturating_sub(self.remote_staged + self.remote.total())
     }
 
-    /// Instances waiting here to be handed out.
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
     /// Whether it was cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled
@@ -350,7 +345,6 @@ mod tests {
         op.remote_staged(dataset(100));
         op.remote_staged(dataset(101));
         assert_eq!(op.pending_counts().unwrap().remaining, Some(7));
-        assert_eq!(op.queued(), 3);
         op.cancel();
         assert!(!op.is_finished(), "the other nodes have not answered");
         op.remote_done(Forwarded {

@@ -49,6 +49,9 @@ pub(super) struct RetrieveOp {
     /// C-GET: where the fetched instances wait to be sent (removed with
     /// the operation).
     pub(super) staging: Option<crate::cluster::StagingDir>,
+    /// C-GET: instances fetched from other nodes, taken from the forward
+    /// and not yet answered by the requester (the window's count).
+    pub(super) staged_unsent: usize,
 }
 
 impl RetrieveOp {

@@ -13,9 +13,9 @@ const STUDY: &str = "1.2.826.0.1.3680043.8.498.78.1";
 const SERIES: &str = "1.2.826.0.1.3680043.8.498.78.1.1";
 /// Instances stored on node-1 (the node asked).
 const ON_ONE: usize = 4;
-/// Instances stored on node-2 (the holder): several times what a C-GET
-/// keeps in flight (the engine's `STREAM_WINDOW`, 4, twice, plus the few
-/// being written and sent).
+/// Instances stored on node-2 (the holder): three times what a C-GET
+/// fetches ahead of what it sent (the engine's `STREAM_WINDOW`, 4, twice,
+/// plus the one being written).
 const ON_TWO: usize = 28;
 const TOTAL: usize = ON_ONE + ON_TWO;
 /// The nodes log their forwarded retrieves' steps at debug.
