@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::outbox::Entry;
 
@@ -136,8 +136,24 @@ WHERE i.sop_instance_uid = u.sop AND i.location = u.location AND i.node = $3";
 #[non_exhaustive]
 pub enum CatalogueError {
     /// PostgreSQL refused or dropped the connection, or a statement failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_causes(.0))]
     Postgres(#[from] postgres::Error),
+    /// The connection string's TLS settings cannot be used.
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(#[from] super::tls::TlsError),
+}
+
+/// A client error with its causes ("error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer"): the client's own text names
+/// the step only.
+fn with_causes(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
 }
 
 /// Who already holds a SOP Instance UID this node tried to publish.
@@ -178,14 +194,14 @@ impl Catalogue {
         (node, dicom_address, ae_title): (&str, Option<&str>, &str),
         timeout: Duration,
     ) -> Result<Catalogue, CatalogueError> {
-        let mut config: postgres::Config = address.parse()?;
-        config
-            .connect_timeout(timeout)
-            .tcp_user_timeout(timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .application_name("sluice");
-        let mut client = config.connect(NoTls)?;
+        let mut client = super::tls::connect(address, |config| {
+            config
+                .connect_timeout(timeout)
+                .tcp_user_timeout(timeout)
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(10))
+                .application_name("sluice");
+        })?;
         let mut transaction = client.transaction()?;
         transaction.batch_execute(SCHEMA)?;
         transaction.execute(
@@ -446,12 +462,12 @@ pub struct NodeStatus {
 
 /// The catalogue's view of the cluster, for `sluice cluster status`.
 pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, CatalogueError> {
-    let mut config: postgres::Config = address.parse()?;
-    config
-        .connect_timeout(timeout)
-        .tcp_user_timeout(timeout)
-        .application_name("sluice cluster status");
-    let mut client = config.connect(NoTls)?;
+    let mut client = super::tls::connect(address, |config| {
+        config
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .application_name("sluice cluster status");
+    })?;
     let exists: bool = client
         .query_one("SELECT to_regclass('sluice_nodes') IS NOT NULL", &[])?
         .get(0);

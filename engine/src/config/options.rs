@@ -703,7 +703,10 @@ config_options! {
     [cluster] ClusterConfig "Cluster" {
         /// The shared catalogue: a PostgreSQL connection string (URL or
         /// `key=value` pairs). Unset (the default): cluster mode is off.
-        /// The tables are created at start if missing.
+        /// The tables are created at start if missing. TLS as libpq's
+        /// `sslmode` (`disable`, `prefer`, `require`, `verify-full`) and
+        /// `sslrootcert` (the CA file) in it say (docs/design/scale-out.md,
+        /// "TLS to PostgreSQL").
         catalogue: Option<CatalogueAddress> = None,
             kind OptionalKind(TextKind::<CatalogueAddress>::new(
                 "PostgreSQL connection string (string)",

@@ -434,6 +434,7 @@ impl QueryRetrieve {
             bytes_sent: 0,
             forward: None,
             staging: None,
+            staged_unsent: 0,
         };
         if let Some(forward) = forward {
             op.retrieve.expect_remote();
@@ -502,8 +503,7 @@ impl QueryRetrieve {
                 tracing::debug!(serial, "C-FIND cancelled");
             }
             Some(Operation::Retrieve(op)) if op.message_id == message_id => {
-                op.retrieve.cancel();
-                tracing::debug!(serial, "retrieve cancelled");
+                op.cancel(serial);
                 let lanes = op.lanes.clone();
                 for lane in lanes {
                     if let Some(lane) = self.lanes.get_mut(&lane) {
@@ -1025,11 +1025,7 @@ impl QueryRetrieve {
                 &transfer.dataset,
             );
         }
-        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
-            op.bytes_sent += transfer.bytes_sent;
-            op.retrieve
-                .done(&transfer.dataset.triplet.sop_instance_uid, outcome);
-        }
+        self.sub_operation_done(origin, (&transfer, outcome));
         self.send_pending(core, conns, origin);
         self.lane_next(core, conns, serial);
         // The pending answer went out with the next C-STORE-RQ (C-GET), or
@@ -1045,10 +1041,10 @@ impl QueryRetrieve {
         let Some(Operation::Retrieve(op)) = self.operations.get(&origin) else {
             return;
         };
-        if op.retrieve.is_finished() {
-            // The final answer follows instead.
+        // None: the final answer follows instead, or the count is not known.
+        let Some(counts) = op.retrieve.pending_counts() else {
             return;
-        }
+        };
         let Some(conn) = conns.get_mut(origin).filter(|conn| conn.may_send_pdata()) else {
             return;
         };
@@ -1061,7 +1057,7 @@ impl QueryRetrieve {
             conn,
             (op.context_id, operation),
             (op.message_id, &op.sop_class_uid),
-            (Status::PENDING, op.retrieve.pending_counts(), &[], None),
+            (Status::PENDING, counts, &[], None),
             None,
             false,
         );
