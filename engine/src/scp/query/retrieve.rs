@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 
-use sluice_net::dimse::{Status, SubOperationCounts};
+use sluice_net::dimse::{CStoreRsp, Status, StatusCategory, SubOperationCounts};
 
 use crate::cluster::{Counts, Forwarded};
 use crate::store::StoredDataset;
@@ -38,6 +38,23 @@ pub(crate) enum SubOutcome {
     Warning,
     /// It failed: never sent, not acknowledged, or refused (the reason).
     Failed(String),
+}
+
+/// The outcome of a C-STORE-RSP's status.
+pub(super) fn sub_outcome(rsp: &CStoreRsp) -> SubOutcome {
+    match rsp.status.category() {
+        StatusCategory::Success => SubOutcome::Completed,
+        StatusCategory::Warning => SubOutcome::Warning,
+        _ => SubOutcome::Failed(format!(
+            "the destination answered {:04X}{}",
+            rsp.status.0,
+            rsp.detail
+                .error_comment
+                .as_deref()
+                .map(|comment| format!(": {comment}"))
+                .unwrap_or_default()
+        )),
+    }
 }
 
 /// The bookkeeping of one retrieve (see the module documentation).

@@ -21,6 +21,7 @@ use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
 mod netns;
+mod places;
 mod publish;
 mod retrieve;
 mod services;
