@@ -485,6 +485,50 @@ fn place(segment: u64, offset: u64, length: u64) -> RecordPlace {
 mod tests {
     use super::*;
 
+    fn segments() -> Segments {
+        let ids = Arc::new(SegmentIds {
+            next: AtomicU64::new(1),
+            epoch: 1,
+        });
+        Segments::new(ids, Layout::new("/nonexistent"), 1)
+    }
+
+    /// A written record's buffer serves the next instance once its write let
+    /// go of it (not while it is shared), and the record encoded in it over
+    /// the stale bytes of the last one is the record of its own bytes.
+    #[test]
+    fn a_written_buffer_is_reused_and_its_stale_bytes_never_written() {
+        let mut segments = segments();
+        let first: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut buf = segments.record_buf(&first[..300], first.len());
+        buf.push(&first[300..]);
+        let checksum = crate::store::layout::dataset_checksum(&first[300..]);
+        let written = Rc::new(buf.encode(1, &uids(), 300, checksum).unwrap());
+        let address = written.as_slice().as_ptr();
+        // Still shared with its write: dropped, not kept.
+        let held = Rc::clone(&written);
+        segments.recycle(Some(Rc::clone(&written)));
+        assert!(segments.spare.is_empty());
+        drop(held);
+        segments.recycle(Some(written));
+        assert_eq!(segments.spare.len(), 1);
+        let second = vec![5u8; 1000];
+        let mut buf = segments.record_buf(&second[..100], 1000);
+        assert!(segments.spare.is_empty(), "taken");
+        buf.push(&second[100..]);
+        let checksum = crate::store::layout::dataset_checksum(&second[100..]);
+        let record = buf.encode(1, &uids(), 100, checksum).unwrap();
+        assert_eq!(record.as_slice().as_ptr(), address, "the same buffer");
+        let expected = segment::encode_record(1, &uids(), &second).unwrap();
+        assert_eq!(record.len(), expected.len());
+        // Equal but for the checksum's split and so the checksums.
+        assert_eq!(&record.as_slice()[64..], &expected.as_slice()[64..]);
+        assert_eq!(
+            segment::decode_head(record.as_slice()).unwrap().payload_checksum,
+            segment::payload_checksum(&second, 100)
+        );
+    }
+
     fn uids() -> segment::RecordUids {
         segment::RecordUids {
             study: "1.2.3".into(),
