@@ -337,8 +337,7 @@ fn receive_segments(
             series: format!("1.2.3.{connection}"),
             sop: format!("1.2.3.{connection}.{frame}"),
         };
-        encode_in_place(&mut record, length, 1, &uids, 0, body)
-            .map_err(std::io::Error::other)?;
+        encode_in_place(&mut record, length, 1, &uids, 0, body).map_err(std::io::Error::other)?;
         let (file, offset) = segments.reserve(record.as_slice().len() as u64)?;
         file.write_all_at(record.as_slice(), offset)?;
         segments.wait_durable(&file)?;

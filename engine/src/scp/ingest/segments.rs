@@ -524,7 +524,9 @@ mod tests {
         // Equal but for the checksum's split and so the checksums.
         assert_eq!(&record.as_slice()[64..], &expected.as_slice()[64..]);
         assert_eq!(
-            segment::decode_head(record.as_slice()).unwrap().payload_checksum,
+            segment::decode_head(record.as_slice())
+                .unwrap()
+                .payload_checksum,
             segment::payload_checksum(&second, 100)
         );
     }
