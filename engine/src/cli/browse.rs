@@ -7,13 +7,11 @@ use std::process::ExitCode;
 
 use sluice_index::{FileId, InstanceRecord, Location, StudyQuery, Triplet};
 
-use xxhash_rust::xxh3::Xxh3;
-
 use super::format::{bytes, hex, number_or_dash, or_dash, rfc3339_utc, Table};
 use super::{CliError, OpenStore};
 use crate::escape::Escaped;
 use crate::store::layout::{Area, Layout};
-use crate::store::segment::{RecordError, RecordHead};
+use crate::store::segment::{self, RecordError, RecordHead};
 use crate::store::walk::disk_usage;
 use crate::store::DatasetLocation;
 
@@ -284,7 +282,8 @@ pub(crate) fn stats(store: &OpenStore, output: &mut dyn Write) -> Result<ExitCod
 /// are what no entry names: below the indexed end of an open segment (its
 /// tail is still being appended to), anywhere in a sealed one (replaced,
 /// purged or never-indexed records, a failed write's place, the unused
-/// end), which compaction (not built) is to reclaim. A sealed segment in
+/// end), which compaction (`sluice compact`) reclaims; a sealed segment
+/// with nothing live and no file is `deleted` (its row stays). A sealed segment in
 /// the object store (`[objects]`) is `uploaded` (its file still here) or
 /// `evicted` (its size the object's); `sealed` is one still to upload.
 fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliError> {
@@ -320,13 +319,19 @@ fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliErr
                 .map(|object| object.size_bytes),
             Err(error) => return Err(CliError::io("read", &path)(error)),
         };
+        let deleted = state.sealed && size.is_none() && state.live_records == 0;
         let state_name = match (state.sealed, object) {
+            _ if deleted => "deleted",
             (false, _) => "open",
             (true, None) => "sealed",
             (true, Some(object)) if object.evicted => "evicted",
             (true, Some(_)) => "uploaded",
         };
-        let used = if state.sealed {
+        let used = if deleted {
+            // Compacted or migrated away: its row stays so ids are never
+            // reused; nothing of it is on disk.
+            0
+        } else if state.sealed {
             size.unwrap_or(state.indexed_end)
         } else {
             state.indexed_end
@@ -334,7 +339,11 @@ fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliErr
         table.push(vec![
             format!("{segment:016x}"),
             state_name.to_owned(),
-            size.map_or_else(|| "missing".to_owned(), |size| size.to_string()),
+            match size {
+                Some(size) => size.to_string(),
+                None if deleted => "-".to_owned(),
+                None => "missing".to_owned(),
+            },
             state.live_bytes.to_string(),
             state.live_records.to_string(),
             used.saturating_sub(state.live_bytes).to_string(),
@@ -344,11 +353,11 @@ fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliErr
     Ok(())
 }
 
-/// A writer that hashes what goes through it (XXH3-64, the record
-/// payload's checksum).
+/// A writer that hashes what goes through it (the record payload's
+/// checksum, `segment::PayloadHasher`).
 struct HashingWriter<'a, W: Write> {
     inner: &'a mut W,
-    hasher: Xxh3,
+    hasher: segment::PayloadHasher,
 }
 
 impl<W: Write> Write for HashingWriter<'_, W> {
@@ -459,7 +468,11 @@ pub(crate) fn export_instance(
     };
     let mut hashing = HashingWriter {
         inner: &mut destination_file,
-        hasher: Xxh3::new(),
+        hasher: segment::PayloadHasher::new(
+            record_check
+                .as_ref()
+                .map_or(0, |(_, _, head)| head.payload_split),
+        ),
     };
     // A file is copied to its end (a size other than the index's is refused
     // below); a record's bytes end at its payload's length.

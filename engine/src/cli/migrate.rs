@@ -26,14 +26,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sluice_index::{FileId, IndexError, Location, RecordPlace, WriteOp, WriteOutcome};
+use sluice_index::Location;
 
 use super::quarantine::sync_dir;
+use super::relocation::{
+    delete_empty_segments, matches_index, parent, read_checked_record, record_uids, relocate,
+    report_damaged, settle, RecordSink, Stop,
+};
 use super::{CliError, OpenStore};
-use crate::escape::Escaped;
-use crate::store::layout::{dataset_checksum, Area, Layout};
-use crate::store::segment::{self, RecordUids, SegmentWriter, RECORD_ALIGN};
+use crate::store::layout::{Area, Layout};
 use crate::store::walk::{for_each_indexed_file, IndexedFile};
+
+/// How a damaged instance's report ends.
+const NOT_DONE: &str = "not migrated";
 
 /// Instances switched in the index per transaction unless `--batch` says
 /// otherwise.
@@ -81,46 +86,21 @@ struct Tally {
     segments_deleted: u64,
 }
 
-/// A migration step that failed: the index's error, or a file's.
-enum Stop {
-    Index(IndexError),
-    Cli(CliError),
-}
-
-impl From<IndexError> for Stop {
-    fn from(error: IndexError) -> Self {
-        Stop::Index(error)
-    }
-}
-
-impl From<CliError> for Stop {
-    fn from(error: CliError) -> Self {
-        Stop::Cli(error)
-    }
-}
-
 pub(crate) fn migrate(
     store: &OpenStore,
     settings: Settings,
     output: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
-    let index_error = store.index_error();
-    check_recovered(store)?;
+    settle(store, "sluice migrate", output)?;
     let mut tally = Tally::default();
-    let items = collect(store, settings.target, &mut tally).map_err(|stop| match stop {
-        Stop::Index(error) => index_error(error),
-        Stop::Cli(error) => error,
-    })?;
+    let items = collect(store, settings.target, &mut tally).map_err(|stop| stop.into_cli(store))?;
     tally.total = items.len() as u64;
     let started = Instant::now();
     let ran = match settings.target {
         Target::Segments => to_segments(store, settings, &items, &mut tally, started),
         Target::Files => to_files(store, settings, &items, &mut tally, started),
     };
-    ran.map_err(|stop| match stop {
-        Stop::Index(error) => index_error(error),
-        Stop::Cli(error) => error,
-    })?;
+    ran.map_err(|stop| stop.into_cli(store))?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     let layout = match settings.target {
         Target::Segments => "segments",
@@ -182,60 +162,6 @@ pub(crate) fn migrate(
     }
 }
 
-/// Refuses a store that start-up recovery has not settled: entries in
-/// doubt, or segments not sealed (whose tails recovery scans). Recovery at
-/// the next `sluice serve` is what settles them; migrating first could move
-/// an entry recovery would remove, or leave a record recovery would index.
-fn check_recovered(store: &OpenStore) -> Result<(), CliError> {
-    let read = store.index.read().map_err(store.index_error())?;
-    let in_doubt = read.in_doubt().map_err(store.index_error())?.len();
-    let indexed = read.segments().map_err(store.index_error())?;
-    drop(read);
-    let sealed: BTreeSet<u64> = indexed
-        .iter()
-        .filter(|(_, state)| state.sealed)
-        .map(|(id, _)| *id)
-        .collect();
-    let open = segment_files(&store.layout)?
-        .into_iter()
-        .filter(|id| !sealed.contains(id))
-        .count()
-        + indexed.iter().filter(|(_, state)| !state.sealed).count();
-    if in_doubt > 0 || open > 0 {
-        return Err(CliError::BadArgument(format!(
-            "{} was not recovered ({in_doubt} entries in doubt, {open} segments not sealed): \
-             start `sluice serve` once (its start-up recovery settles them), stop it, then \
-             migrate; nothing was changed",
-            store.data_dir().display()
-        )));
-    }
-    Ok(())
-}
-
-/// The ids of the `segments/<16 hex digits>.seg` files.
-fn segment_files(layout: &Layout) -> Result<Vec<u64>, CliError> {
-    let dir = layout.segments_dir();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(CliError::io("list", &dir)(error)),
-    };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(CliError::io("list", &dir))?;
-        let name = entry.file_name();
-        let id = name
-            .to_str()
-            .and_then(|name| name.strip_suffix(".seg"))
-            .filter(|hex| hex.len() == 16)
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
-        if let Some(id) = id {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
-}
-
 /// Every entry not in the target layout yet; entries already there are
 /// counted, and an old copy a crashed run left (a file of an entry now a
 /// record) is removed.
@@ -272,10 +198,6 @@ fn collect(store: &OpenStore, target: Target, tally: &mut Tally) -> Result<Vec<I
     Ok(items)
 }
 
-fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
-}
-
 /// Progress on stderr, once per batch.
 fn progress(tally: &Tally, started: Instant) {
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
@@ -288,71 +210,6 @@ fn progress(tally: &Tally, started: Instant) {
     );
 }
 
-/// Reports an instance left where it is.
-fn report_damaged(file: &IndexedFile, place: &str, why: &str) {
-    let line = format!(
-        "DAMAGED     {place} (SOP Instance UID {}): {why}; left as it is, not migrated",
-        file.triplet.sop_instance_uid
-    );
-    eprintln!("{}", Escaped(line));
-}
-
-/// Whether `part10` is the instance the index records (size, then the data
-/// set's XXH3-128, as `verify` checks).
-fn matches_index(file: &IndexedFile, part10: &[u8]) -> Result<(), String> {
-    let record = &file.record;
-    if part10.len() as u64 != record.file_size_bytes {
-        return Err(format!(
-            "{} bytes, the index records {}",
-            part10.len(),
-            record.file_size_bytes
-        ));
-    }
-    let dataset = usize::try_from(record.dataset_offset_bytes)
-        .ok()
-        .and_then(|at| part10.get(at..))
-        .ok_or_else(|| "data set offset past the end".to_owned())?;
-    if dataset_checksum(dataset) != record.checksum {
-        return Err("data set checksum differs from the index's".to_owned());
-    }
-    Ok(())
-}
-
-/// Submits one batch of relocations in one transaction; the ones applied.
-fn relocate(
-    store: &OpenStore,
-    moves: &[(FileId, Location, Location)],
-    tally: &mut Tally,
-) -> Result<Vec<bool>, Stop> {
-    if moves.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ops = moves
-        .iter()
-        .map(|&(file_id, from, to)| WriteOp::Relocate { file_id, from, to })
-        .collect();
-    let results = store.index.writer().execute(ops)?;
-    debug_assert_eq!(results.len(), moves.len(), "one result per operation");
-    Ok(results
-        .into_iter()
-        .zip(moves)
-        .map(|(result, (file_id, _, _))| match result {
-            Ok(WriteOutcome::Relocated(_)) => true,
-            other => {
-                tally.refused += 1;
-                eprintln!("REFUSED     file id {:#x}: {other:?}", file_id.0);
-                false
-            }
-        })
-        .collect())
-}
-
-/// The segment being written: its id, its writer.
-struct OpenSegment {
-    id: u64,
-    writer: SegmentWriter,
-}
-
 fn to_segments(
     store: &OpenStore,
     settings: Settings,
@@ -361,106 +218,45 @@ fn to_segments(
     started: Instant,
 ) -> Result<(), Stop> {
     let layout = &store.layout;
-    let segments_dir = layout.segments_dir();
-    std::fs::create_dir_all(&segments_dir).map_err(CliError::io("create", &segments_dir))?;
-    // Past every id the index and the directory know, as ingest allocates.
-    let mut next_id = {
-        let indexed = store.index.read()?.segments()?;
-        let on_disk = segment_files(layout)?;
-        indexed
-            .iter()
-            .map(|(id, _)| *id)
-            .chain(on_disk)
-            .max()
-            .unwrap_or(0)
-            + 1
-    };
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |since| since.as_nanos() as u64);
-    let mut open: Option<OpenSegment> = None;
+    let mut sink = RecordSink::new(store, settings.segment_bytes)?;
     for batch in items.chunks(settings.batch) {
         let mut moves = Vec::with_capacity(batch.len());
         let mut olds = Vec::with_capacity(batch.len());
         for item in batch {
             let file = &item.file;
             let path = file.path(layout);
-            let record_bytes = segment::padded(
-                file.record
-                    .file_size_bytes
-                    .saturating_add(segment::HEADER_BYTES_MAX as u64),
-            );
             if file.record.file_size_bytes > settings.record_max
-                || record_bytes > settings.segment_bytes
+                || !sink.holds(file.record.file_size_bytes)
             {
                 tally.too_large += 1;
                 continue;
             }
-            let part10 = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    report_damaged(file, &path.display().to_string(), &error.to_string());
+            let checked = std::fs::read(&path)
+                .map_err(|error| error.to_string())
+                .and_then(|part10| matches_index(file, &part10).map(|()| part10));
+            let placed = match checked {
+                Ok(part10) => sink.append(&record_uids(file), &part10)?,
+                Err(why) => Err(why),
+            };
+            let place = match placed {
+                Ok(place) => place,
+                Err(why) => {
+                    report_damaged(file, &path.display().to_string(), &why, NOT_DONE);
                     tally.damaged += 1;
                     continue;
                 }
             };
-            if let Err(why) = matches_index(file, &part10) {
-                report_damaged(file, &path.display().to_string(), &why);
-                tally.damaged += 1;
-                continue;
-            }
-            let uids = RecordUids {
-                study: file.triplet.study_instance_uid.clone(),
-                series: file.triplet.series_instance_uid.clone(),
-                sop: file.triplet.sop_instance_uid.clone(),
-            };
-            let record = match segment::encode_record(epoch, &uids, &part10) {
-                Ok(record) => record,
-                Err(error) => {
-                    report_damaged(file, &path.display().to_string(), &error.to_string());
-                    tally.damaged += 1;
-                    continue;
-                }
-            };
-            let length = record.as_slice().len() as u64;
-            if !open.as_ref().is_some_and(|open| open.writer.fits(length)) {
-                if let Some(full) = open.take() {
-                    finish_segment(full, true)?;
-                }
-                open = Some(new_segment(store, next_id, settings.segment_bytes)?);
-                next_id += 1;
-                tally.segments_created += 1;
-            }
-            let Some(current) = open.as_mut() else {
-                unreachable!("a segment was opened above");
-            };
-            let offset = current
-                .writer
-                .append(&record)
-                .map_err(CliError::io("write", current.writer.path()))?;
-            moves.push((
-                file.record.file_id,
-                item.from,
-                Location::Record(RecordPlace {
-                    segment: current.id,
-                    offset,
-                    length,
-                }),
-            ));
+            moves.push((file.record.file_id, item.from, Location::Record(place)));
             olds.push(path);
             tally.bytes += file.record.file_size_bytes;
         }
         // The records durable before any entry names them.
-        if let Some(current) = &open {
-            current
-                .writer
-                .sync()
-                .map_err(CliError::io("flush", current.writer.path()))?;
-        }
-        let applied = relocate(store, &moves, tally)?;
+        sink.flush()?;
+        let applied = relocate(store, &moves)?;
         let mut dirs = BTreeSet::new();
         for (old, applied) in olds.iter().zip(applied) {
             if !applied {
+                tally.refused += 1;
                 continue;
             }
             tally.migrated += 1;
@@ -472,57 +268,8 @@ fn to_segments(
         }
         progress(tally, started);
     }
-    if let Some(last) = open.take() {
-        finish_segment(last, false)?;
-    }
-    Ok(())
-}
-
-/// A new segment `id`: sealed in the index first (recovery never scans it,
-/// so a record a crash leaves unnamed is never indexed; nothing appends to
-/// it after this run), then created (`fallocate`) and its name made durable.
-fn new_segment(store: &OpenStore, id: u64, size: u64) -> Result<OpenSegment, Stop> {
-    store
-        .index
-        .writer()
-        .execute(vec![WriteOp::SealSegment(id)])?
-        .into_iter()
-        .next()
-        .transpose()
-        .map_err(|reason| {
-            Stop::Cli(CliError::IndexRefused {
-                operation: "sealing a new segment",
-                reason: reason.to_string(),
-            })
-        })?;
-    let path = store.layout.segment_path(id);
-    let writer = SegmentWriter::create(&path, size).map_err(CliError::io("create", &path))?;
-    sync_dir(&store.layout.segments_dir())?;
-    Ok(OpenSegment { id, writer })
-}
-
-/// Done with a segment (flushed by its last batch): the last one of a run
-/// is cut to its records (the unused preallocation freed).
-fn finish_segment(segment: OpenSegment, full: bool) -> Result<(), Stop> {
-    let path = segment.writer.path().to_owned();
-    segment
-        .writer
-        .sync()
-        .map_err(CliError::io("flush", &path))?;
-    if full {
-        return Ok(());
-    }
-    let end = segment.writer.append_position();
-    debug_assert_eq!(end % RECORD_ALIGN, 0, "records are aligned");
-    drop(segment);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(CliError::io("open", &path))?;
-    file.set_len(end)
-        .and_then(|()| file.sync_all())
-        .map_err(CliError::io("truncate", &path))?;
-    Ok(())
+    tally.segments_created = sink.created;
+    sink.finish()
 }
 
 fn to_files(
@@ -568,7 +315,7 @@ fn to_files(
             let part10 = match read_record(&path, local_offset, file) {
                 Ok(bytes) => bytes,
                 Err(why) => {
-                    report_damaged(file, &where_, &why);
+                    report_damaged(file, &where_, &why, NOT_DONE);
                     tally.damaged += 1;
                     continue;
                 }
@@ -583,36 +330,27 @@ fn to_files(
         for dir in &dirs {
             sync_dir(dir)?;
         }
-        let applied = relocate(store, &moves, tally)?;
+        let applied = relocate(store, &moves)?;
         for (target, applied) in written.iter().zip(applied) {
             if applied {
                 tally.migrated += 1;
             } else {
+                tally.refused += 1;
                 // The entry changed: the file names nothing.
                 std::fs::remove_file(target).map_err(CliError::io("remove", target))?;
             }
         }
         progress(tally, started);
     }
-    delete_empty_segments(store, tally)
+    tally.segments_deleted = delete_empty_segments(store, None)?;
+    Ok(())
 }
 
-/// The Part 10 bytes of the record at `offset` of `path`, checked (header,
-/// payload checksum, the instance it names, size and data set checksum).
+/// The checked Part 10 bytes of the record at `offset` of `path`.
 fn read_record(path: &Path, offset: u64, file: &IndexedFile) -> Result<Vec<u8>, String> {
     let segment = File::open(path).map_err(|error| error.to_string())?;
     let size = segment.metadata().map_err(|error| error.to_string())?.len();
-    let (head, part10) =
-        segment::read_record(&segment, offset, size).map_err(|error| error.to_string())?;
-    let triplet = &file.triplet;
-    if head.uids.study != triplet.study_instance_uid
-        || head.uids.series != triplet.series_instance_uid
-        || head.uids.sop != triplet.sop_instance_uid
-    {
-        return Err("the record names another instance than the index entry".to_owned());
-    }
-    matches_index(file, &part10)?;
-    Ok(part10)
+    read_checked_record(&segment, offset, size, file)
 }
 
 /// Writes `part10` as the files layout does: a temporary file, its data
@@ -639,38 +377,5 @@ fn write_file(
     drop(out);
     std::fs::rename(&tmp, target).map_err(CliError::io("move", &tmp))?;
     dirs.insert(dir);
-    Ok(())
-}
-
-/// Deletes every sealed segment no entry names any more (and not recorded
-/// in the object store): its records are now files, or dead.
-fn delete_empty_segments(store: &OpenStore, tally: &mut Tally) -> Result<(), Stop> {
-    let (segments, uploaded) = {
-        let read = store.index.read()?;
-        let uploaded: BTreeSet<u64> = read
-            .segment_objects()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        (read.segments()?, uploaded)
-    };
-    let mut deleted = false;
-    for (id, state) in segments {
-        if !state.sealed || state.live_records > 0 || uploaded.contains(&id) {
-            continue;
-        }
-        let path = store.layout.segment_path(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                tally.segments_deleted += 1;
-                deleted = true;
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(CliError::io("remove", &path)(error).into()),
-        }
-    }
-    if deleted {
-        sync_dir(&store.layout.segments_dir())?;
-    }
     Ok(())
 }

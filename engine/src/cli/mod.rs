@@ -1,6 +1,7 @@
 //! The operator commands of the `sluice` binary: `ls`, `show`, `quarantine`,
 //! `flagged`, `commitments`, `verify`, `stats`, `export-instance`,
-//! `migrate` (between the storage layouts, offline), and `media export` /
+//! `migrate` (between the storage layouts, offline), `compact` (segments'
+//! dead bytes, offline), and `media export` /
 //! `media import` (`media`).
 //!
 //! What this module owns: the clap declaration of those commands
@@ -12,7 +13,7 @@
 //! Running beside a server: LMDB lets several processes read one index at
 //! once, so every reading command works while `sluice serve` runs on the
 //! same data directory and sees the last committed state. The writing
-//! commands (`quarantine release`, `quarantine purge`, `migrate`) take the data
+//! commands (`quarantine release`, `quarantine purge`, `migrate`, `compact`) take the data
 //! directory's lock (`crate::lock`), as `sluice serve` does: while a server
 //! runs they are refused with its process id, and a server does not start
 //! while one of them runs. (They move files the server's ingest and
@@ -29,12 +30,14 @@
 mod browse;
 mod cluster;
 mod commitments;
+mod compact;
 mod flagged;
 mod format;
 mod media;
 mod migrate;
 pub mod qr;
 mod quarantine;
+mod relocation;
 mod verify;
 
 use std::io::Write;
@@ -186,6 +189,33 @@ pub enum OperatorCommand {
         #[arg(long, default_value_t = migrate::BATCH_DEFAULT,
               value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Reclaim the dead bytes of sealed segments, offline.
+    ///
+    /// Takes the data directory's lock (refused while `sluice serve`
+    /// runs). A sealed segment at least `storage.compaction_dead_percent`
+    /// dead (and `storage.compaction_dead_min` bytes), or with no live
+    /// record, has its live records copied and checked into new segments,
+    /// flushed, then the index switched batch by batch, then the old
+    /// segment deleted. Segments uploaded to the object store are left.
+    /// Interrupted, it is run again. Exits 0 when every live record of
+    /// every candidate moved.
+    Compact {
+        /// List the candidates and the bytes they would free; change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Records switched in the index per transaction (at least 1).
+        #[arg(long, default_value_t = compact::BATCH_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Copy at most this many MiB of records per second (0: as fast as
+        /// the disk goes).
+        #[arg(long, default_value_t = 0)]
+        rate_mib_s: u64,
         /// Where the store is.
         #[command(flatten)]
         store: StoreArgs,
@@ -502,6 +532,31 @@ pub fn run(command: OperatorCommand, output: &mut dyn Write) -> Result<ExitCode,
                 record_max: config.storage.segment_record_max,
             };
             migrate::migrate(&store.open_for_writing("sluice migrate")?, settings, output)
+        }
+        OperatorCommand::Compact {
+            dry_run,
+            batch,
+            rate_mib_s,
+            store,
+        } => {
+            let config = match &store.config_file {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            let settings = compact::Settings {
+                dead_percent: config.storage.compaction_dead_percent,
+                dead_min: config.storage.compaction_dead_min,
+                batch: listing_limit(batch),
+                segment_bytes: u64::from(config.storage.segment_size_mib) << 20,
+                rate_bytes_per_second: rate_mib_s.saturating_mul(1 << 20),
+                dry_run,
+            };
+            let store = if dry_run {
+                store.open()?
+            } else {
+                store.open_for_writing("sluice compact")?
+            };
+            compact::compact(&store, settings, output)
         }
     }
 }

@@ -342,6 +342,20 @@ config_options! {
         segment_record_max: u64 = 64 * MIB,
             kind ByteSizeKind::<u64>::new(0, TIB), flag "segment-record-max";
 
+        /// Compaction (layout `"segments"`, `sluice compact`): a sealed
+        /// segment is compacted (its live records copied into new
+        /// segments, its file then deleted) when at least this percentage
+        /// of its bytes is dead (records replaced, purged or moved out) and
+        /// at least `compaction_dead_min` bytes are.
+        compaction_dead_percent: u32 = 50,
+            kind IntKind::<u32>::new(1, 100), flag "compaction-dead-percent";
+
+        /// The fewest dead bytes that make a sealed segment worth
+        /// compacting (see `compaction_dead_percent`); a segment with no
+        /// live record at all is deleted whatever its size.
+        compaction_dead_min: u64 = 16 * MIB,
+            kind ByteSizeKind::<u64>::new(0, TIB), flag "compaction-dead-min";
+
         /// What to do with an instance whose Study, Series and SOP Instance
         /// UIDs are all already stored.
         duplicate_policy: DuplicatePolicy = DuplicatePolicy::Quarantine,
@@ -689,7 +703,10 @@ config_options! {
     [cluster] ClusterConfig "Cluster" {
         /// The shared catalogue: a PostgreSQL connection string (URL or
         /// `key=value` pairs). Unset (the default): cluster mode is off.
-        /// The tables are created at start if missing.
+        /// The tables are created at start if missing. TLS as libpq's
+        /// `sslmode` (`disable`, `prefer`, `require`, `verify-full`) and
+        /// `sslrootcert` (the CA file) in it say (docs/design/scale-out.md,
+        /// "TLS to PostgreSQL").
         catalogue: Option<CatalogueAddress> = None,
             kind OptionalKind(TextKind::<CatalogueAddress>::new(
                 "PostgreSQL connection string (string)",
@@ -852,5 +869,11 @@ config_options! {
         /// (`<data>/cache/`): past this size its oldest files are deleted.
         cache_size_mib: u32 = 1024,
             kind IntKind::<u32>::new(1, 1 << 24), flag "objects-cache-size-mib";
+
+        /// The threads that fetch records of evicted segments for C-MOVE
+        /// and C-GET (the io cores never wait for the store): the most
+        /// ranged GETs under way at once for them.
+        fetch_threads: u32 = 2,
+            kind IntKind::<u32>::new(1, 64), flag "objects-fetch-threads";
     }
 }

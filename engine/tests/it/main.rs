@@ -7,6 +7,7 @@ mod audit;
 mod cluster;
 mod commitment;
 mod commitment_memory;
+mod compaction;
 mod config;
 mod crash;
 mod disk_full;

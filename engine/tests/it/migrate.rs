@@ -61,7 +61,7 @@ fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<Pa
 
 /// Every stored instance exported by `sluice export-instance`, by SOP
 /// Instance UID.
-fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
     let out = tempfile::tempdir().unwrap();
     files
         .iter()
@@ -81,7 +81,7 @@ fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Regular files under `dir`, recursively.
-fn files_under(dir: &Path) -> usize {
+pub(crate) fn files_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -98,7 +98,7 @@ fn files_under(dir: &Path) -> usize {
 }
 
 /// Each instance's index location, and the live records the segments count.
-fn locations(data: &Path, files: &[PathBuf]) -> (Vec<Location>, u64) {
+pub(crate) fn locations(data: &Path, files: &[PathBuf]) -> (Vec<Location>, u64) {
     let index =
         sluice_index::Index::open(data.join("index"), sluice_index::IndexOptions::default())
             .unwrap();
@@ -117,6 +117,30 @@ fn locations(data: &Path, files: &[PathBuf]) -> (Vec<Location>, u64) {
         .map(|(_, state)| state.live_records)
         .sum();
     (places, live)
+}
+
+/// Every instance of `study` retrieved with C-GET (DCMTK getscu, as
+/// `aet`) from a `sluice serve` started on `data` in the segments layout,
+/// and stopped after.
+pub(crate) fn c_get_study(data: &Path, study: &str, aet: &str) -> Vec<Vec<u8>> {
+    let served = serve_on(data, &SEGMENTS);
+    let got = tempfile::tempdir().unwrap();
+    let output = run(
+        Command::new(dcmtk("getscu"))
+            .args(["-S", "-aec", "SLUICE", "-aet", aet, "-od"])
+            .arg(got.path())
+            .args(["-k", "0008,0052=STUDY", "-k"])
+            .arg(format!("0020,000D={study}"))
+            .args(["127.0.0.1", &served.port.to_string()]),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "getscu: {output:?}");
+    let log = terminate(served);
+    assert!(!log.contains("ERROR"), "{log}");
+    std::fs::read_dir(got.path())
+        .unwrap()
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .collect()
 }
 
 fn verify_clean(data: &Path, count: usize) {
@@ -194,24 +218,7 @@ fn a_store_migrates_to_segments_and_back_byte_exact() {
         assert!(!bytes.is_empty());
         entry.triplet.study_instance_uid
     };
-    let served = serve_on(&data, &SEGMENTS);
-    let got = tempfile::tempdir().unwrap();
-    let output = run(
-        Command::new(dcmtk("getscu"))
-            .args(["-S", "-aec", "SLUICE", "-aet", "MIGGET", "-od"])
-            .arg(got.path())
-            .args(["-k", "0008,0052=STUDY", "-k"])
-            .arg(format!("0020,000D={study}"))
-            .args(["127.0.0.1", &served.port.to_string()]),
-        Duration::from_secs(120),
-    );
-    assert!(output.status.success(), "getscu: {output:?}");
-    let log = terminate(served);
-    assert!(!log.contains("ERROR"), "{log}");
-    let received: Vec<_> = std::fs::read_dir(got.path())
-        .unwrap()
-        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-        .collect();
+    let received = c_get_study(&data, &study, "MIGGET");
     assert!(!received.is_empty(), "C-GET received nothing");
     for bytes in &received {
         let sop = sluice_tests::part10_meta_value(bytes, 0x0002, 0x0003);

@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_xorshift::XorShiftRng;
 
+mod offline;
+
+pub use offline::Scenario;
+
 use crate::model::{CutSummary, PowerLoss};
 use crate::mount::{MountError, Mounted, CAPACITY_BYTES_DEFAULT};
 
@@ -93,6 +97,9 @@ pub struct Plan {
     /// The storage layout `sluice serve` writes (`storage.layout` in its
     /// configuration file).
     pub layout: Layout,
+    /// What the cut interrupts: `sluice serve` under load, or an offline
+    /// command moving records (`offline`; its layouts are its own).
+    pub scenario: Scenario,
 }
 
 /// The storage layout of a round (`storage.layout`).
@@ -210,6 +217,7 @@ impl Plan {
             // Not drawn from the seed: a seed replays the same cut on
             // either layout.
             layout: Layout::Files,
+            scenario: Scenario::Serve,
         }
     }
 }
@@ -432,11 +440,25 @@ impl Server {
         data: &Path,
         log: PathBuf,
     ) -> Result<Result<Server, String>, HarnessError> {
+        Server::start_with(tools, plan, data, log, None)
+    }
+
+    /// [`Server::start`] with the configuration file `config` (else the
+    /// plan's layout's).
+    fn start_with(
+        tools: &Tools,
+        plan: &Plan,
+        data: &Path,
+        log: PathBuf,
+        config: Option<&Path>,
+    ) -> Result<Result<Server, String>, HarnessError> {
         let port = sluice_tests::free_port();
         let log_file = File::create(&log).map_err(io_error("create the server log"))?;
         let mut command = Command::new(&tools.sluice);
         command.arg("serve");
-        if let Some(toml) = plan.layout.config_toml() {
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        } else if let Some(toml) = plan.layout.config_toml() {
             // Beside the log, off the crash file system: the configuration
             // is not what the round tests.
             let config = log.with_file_name("sluice.toml");
@@ -716,6 +738,9 @@ fn acknowledged_instances(history: &Path) -> u64 {
 
 /// Runs one round in `work` (an empty directory that outlives the round).
 pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessError> {
+    if plan.scenario != Scenario::Serve {
+        return offline::run(plan, tools, work);
+    }
     let mountpoint = work.join("mnt");
     std::fs::create_dir_all(&mountpoint).map_err(io_error("create the mount point"))?;
     let data = mountpoint.join("data");

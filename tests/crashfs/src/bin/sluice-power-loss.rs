@@ -6,6 +6,8 @@
 //! target/debug/sluice-power-loss --seeds 1000 [--first-seed 1] [--stop-on-violation]
 //! target/debug/sluice-power-loss --seed 1234      # replay one
 //! target/debug/sluice-power-loss --layout segments --seeds 10
+//! target/debug/sluice-power-loss --scenario migrate --seeds 5
+//! target/debug/sluice-power-loss --scenario compact --seeds 5
 //! ```
 //!
 //! One line per round; a round that breaks a promise keeps its directory
@@ -15,7 +17,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_crashfs::power_loss::{self, Layout, Plan, Start, Tools};
+use sluice_crashfs::power_loss::{self, Layout, Plan, Scenario, Start, Tools};
 
 #[derive(Debug, Parser)]
 #[command(about = "Seeded power-loss rounds of sluice serve on the crash file system")]
@@ -41,6 +43,12 @@ struct Args {
     /// configuration file the round writes): files or segments.
     #[arg(long, default_value = "files")]
     layout: Layout,
+    /// What the cut interrupts: serve (sluice serve under load), migrate
+    /// (`sluice migrate` of a store serve wrote, direction from the seed)
+    /// or compact (`sluice compact` of a segments store with replaced
+    /// records); the offline ones are run again after the cut.
+    #[arg(long, default_value = "serve")]
+    scenario: Scenario,
     /// Keep every round's directory (logs, history), not only failed ones.
     #[arg(long)]
     keep: bool,
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
         let plan = Plan {
             start: args.start,
             layout: args.layout,
+            scenario: args.scenario,
             ..Plan::from_seed(seed)
         };
         match power_loss::run_in_temp_dir(&plan, &tools, args.keep) {
