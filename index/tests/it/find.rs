@@ -426,6 +426,10 @@ fn name_query(
     .expect("decode")
 }
 
+/// A name query row: the key in its character set, case-insensitive or not,
+/// and what it finds.
+type NameRow = ((&'static str, Vec<u8>), bool, BTreeSet<String>);
+
 fn utf8(name: &str) -> (&'static str, Vec<u8>) {
     ("ISO_IR 192", name.as_bytes().to_vec())
 }
@@ -490,7 +494,7 @@ fn case_insensitive_names_use_the_name_table_at_study_and_patient_level() {
         ("\\ISO 2022 IR 87", bytes)
     };
     #[rustfmt::skip]
-    let study_rows: Vec<((&str, Vec<u8>), bool, BTreeSet<String>)> = vec![
+    let study_rows: Vec<NameRow> = vec![
         (latin1("Müller*"), false, set(&["9.2"])),
         (latin1("Müller*"), true, set(&["9.1", "9.2", "9.3"])),
         (latin1("MÜLLER^JÜRGEN"), false, set(&["9.1"])),
@@ -523,7 +527,7 @@ fn case_insensitive_names_use_the_name_table_at_study_and_patient_level() {
         );
     }
     #[rustfmt::skip]
-    let patient_rows: Vec<((&str, Vec<u8>), bool, BTreeSet<String>)> = vec![
+    let patient_rows: Vec<NameRow> = vec![
         // PIDM's attributes are its first study's (9.1, `MÜLLER^JÜRGEN`).
         (latin1("Müller*"), true, set(&["PIDM", "PIDA"])),
         (latin1("MÜLLER*"), false, set(&["PIDM"])),
