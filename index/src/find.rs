@@ -518,6 +518,20 @@ struct Page<'q> {
 }
 
 impl Page<'_> {
+    /// Keeps `patient` when it matches the query's PATIENT keys.
+    fn offer_patient(&mut self, patient: PatientSummary) {
+        let candidate = FindMatch {
+            level: Level::Patient,
+            patient: Some(patient),
+            study: None,
+            series: None,
+            instance: None,
+        };
+        if self.query.matches_level(Level::Patient, &candidate) {
+            self.out.matches.push(candidate);
+        }
+    }
+
     fn full(&self) -> bool {
         self.out.matches.len() >= self.budget.matches_max
             || self.out.scanned >= self.budget.scanned_max
@@ -1005,16 +1019,7 @@ impl ReadTxn<'_> {
         let mut current: Option<PatientSummary> = None;
         let flush = |patient: PatientSummary, page: &mut Page<'_>| -> Flow {
             page.out.scanned += 1;
-            let candidate = FindMatch {
-                level: Level::Patient,
-                patient: Some(patient),
-                study: None,
-                series: None,
-                instance: None,
-            };
-            if query.matches_level(Level::Patient, &candidate) {
-                page.out.matches.push(candidate);
-            }
+            page.offer_patient(patient);
             if page.full() {
                 Flow::Stop
             } else {
@@ -1092,7 +1097,6 @@ impl ReadTxn<'_> {
         resume: Option<&FindResume>,
         (low, high): (&[u8], Option<&[u8]>),
     ) -> Result<(), IndexError> {
-        let query = page.query;
         let start = match resume {
             Some(resume) => Bound::Excluded(resume.outer.as_slice()),
             None => included_unless_empty(low),
@@ -1111,16 +1115,7 @@ impl ReadTxn<'_> {
             page.out.scanned += 1;
             if self.first_name_key_in(key, study, (low, high))? {
                 if let Some(patient) = self.patient_first_studied_in(study)? {
-                    let candidate = FindMatch {
-                        level: Level::Patient,
-                        patient: Some(patient),
-                        study: None,
-                        series: None,
-                        instance: None,
-                    };
-                    if query.matches_level(Level::Patient, &candidate) {
-                        page.out.matches.push(candidate);
-                    }
+                    page.offer_patient(patient);
                 }
             }
             if page.full() {
