@@ -55,7 +55,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigEr
 /// exchange, which neither BCP 195 nor DICOM's profiles ask for; the
 /// provider that has it (aws-lc-rs) needs cmake to build.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::outbox::Entry;
 
@@ -56,6 +56,12 @@ ALTER TABLE sluice_nodes ADD COLUMN IF NOT EXISTS dicom_address text;
 ALTER TABLE sluice_nodes ADD COLUMN IF NOT EXISTS ae_title text;
 CREATE INDEX IF NOT EXISTS sluice_instances_series ON sluice_instances (series_instance_uid);
 CREATE INDEX IF NOT EXISTS sluice_instances_accession ON sluice_instances (accession_number);
+ALTER TABLE sluice_instances ADD COLUMN IF NOT EXISTS segment bigint;
+ALTER TABLE sluice_instances ADD COLUMN IF NOT EXISTS record_offset bigint;
+ALTER TABLE sluice_instances ADD COLUMN IF NOT EXISTS record_length bigint;
+ALTER TABLE sluice_instances ADD COLUMN IF NOT EXISTS object_key text;
+CREATE INDEX IF NOT EXISTS sluice_instances_segment ON sluice_instances (node, segment)
+    WHERE segment IS NOT NULL;
 ";
 
 /// The insert of a batch: one statement, one array per column.
@@ -65,20 +71,22 @@ INSERT INTO sluice_instances (
     transfer_syntax_uid, instance_number, checksum, file_size_bytes, dataset_offset_bytes,
     received_at_unix_ns, calling_ae_title, patient_name, patient_id, patient_birth_date,
     patient_sex, study_date, study_time, accession_number, study_id, study_description,
-    referring_physician_name, modality, series_number, series_description, node, location)
+    referring_physician_name, modality, series_number, series_description, node, location,
+    segment, record_offset, record_length, object_key)
 SELECT sop, study, series, class, syntax, number, checksum, size, offset_bytes, received,
     calling, patient_name, patient_id, birth, sex, study_date, study_time, accession, study_id,
     study_description, referring, modality, series_number, series_description, $25::text,
-    location
+    location, segment, record_offset, record_length, object_key
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[],
     $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::text[], $14::text[],
     $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-    $22::text[], $23::int4[], $24::text[], $26::text[]
+    $22::text[], $23::int4[], $24::text[], $26::text[], $27::int8[], $28::int8[], $29::int8[],
+    $30::text[]
 ) AS u(sop, study, series, class, syntax, number, checksum, size, offset_bytes, received,
        calling, patient_name, patient_id, birth, sex, study_date, study_time, accession,
        study_id, study_description, referring, modality, series_number, series_description,
-       location)
+       location, segment, record_offset, record_length, object_key)
 ON CONFLICT (sop_instance_uid) DO UPDATE SET
     study_instance_uid = EXCLUDED.study_instance_uid,
     series_instance_uid = EXCLUDED.series_instance_uid,
@@ -104,6 +112,10 @@ ON CONFLICT (sop_instance_uid) DO UPDATE SET
     series_number = EXCLUDED.series_number,
     series_description = EXCLUDED.series_description,
     location = EXCLUDED.location,
+    segment = EXCLUDED.segment,
+    record_offset = EXCLUDED.record_offset,
+    record_length = EXCLUDED.record_length,
+    object_key = EXCLUDED.object_key,
     published_at = now()
   -- Only this node's own row takes the new version (a replacement here, or
   -- a new file of the same instance); another node's row is never touched.
@@ -124,8 +136,24 @@ WHERE i.sop_instance_uid = u.sop AND i.location = u.location AND i.node = $3";
 #[non_exhaustive]
 pub enum CatalogueError {
     /// PostgreSQL refused or dropped the connection, or a statement failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_causes(.0))]
     Postgres(#[from] postgres::Error),
+    /// The connection string's TLS settings cannot be used.
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(#[from] super::tls::TlsError),
+}
+
+/// A client error with its causes ("error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer"): the client's own text names
+/// the step only.
+fn with_causes(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
 }
 
 /// Who already holds a SOP Instance UID this node tried to publish.
@@ -166,14 +194,14 @@ impl Catalogue {
         (node, dicom_address, ae_title): (&str, Option<&str>, &str),
         timeout: Duration,
     ) -> Result<Catalogue, CatalogueError> {
-        let mut config: postgres::Config = address.parse()?;
-        config
-            .connect_timeout(timeout)
-            .tcp_user_timeout(timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .application_name("sluice");
-        let mut client = config.connect(NoTls)?;
+        let mut client = super::tls::connect(address, |config| {
+            config
+                .connect_timeout(timeout)
+                .tcp_user_timeout(timeout)
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(10))
+                .application_name("sluice");
+        })?;
         let mut transaction = client.transaction()?;
         transaction.batch_execute(SCHEMA)?;
         transaction.execute(
@@ -205,6 +233,12 @@ impl Catalogue {
         let column = |get: fn(&Entry) -> String| entries.iter().map(|e| get(e)).collect::<Vec<_>>();
         let sops = column(|e| e.sop_instance_uid.clone());
         let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        let place = |get: fn(&sluice_index::RecordPlace) -> u64| {
+            entries
+                .iter()
+                .map(|e| e.record.as_ref().map(|(place, _)| to_i64(get(place))))
+                .collect::<Vec<_>>()
+        };
         let mut transaction = self.client.transaction()?;
         // Removals first: a removal names the file it removes, so its order
         // against a store of the same instance (a new file) does not matter.
@@ -266,6 +300,13 @@ impl Catalogue {
                     &column(|e| e.series_description.clone()),
                     &self.node,
                     &column(|e| e.file_id.clone()),
+                    &place(|p| p.segment),
+                    &place(|p| p.offset),
+                    &place(|p| p.length),
+                    &entries
+                        .iter()
+                        .map(|e| e.record.as_ref().and_then(|(_, key)| key.clone()))
+                        .collect::<Vec<_>>(),
                 ],
             )?
             .iter()
@@ -308,6 +349,29 @@ impl Catalogue {
         )?;
         transaction.commit()?;
         Ok(published)
+    }
+
+    /// Records each segment of `uploaded` (id, object key) as uploaded:
+    /// this node's rows of its records name the object key. One UPDATE per
+    /// segment, in one transaction.
+    pub(crate) fn segments_uploaded(
+        &mut self,
+        uploaded: &[(u64, String)],
+    ) -> Result<(), CatalogueError> {
+        let mut transaction = self.client.transaction()?;
+        for (segment, key) in uploaded {
+            transaction.execute(
+                "UPDATE sluice_instances SET object_key = $3
+                 WHERE node = $1 AND segment = $2 AND object_key IS DISTINCT FROM $3",
+                &[
+                    &self.node,
+                    &i64::try_from(*segment).unwrap_or(i64::MAX),
+                    key,
+                ],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(())
     }
 
     /// This node's name.
@@ -398,12 +462,12 @@ pub struct NodeStatus {
 
 /// The catalogue's view of the cluster, for `sluice cluster status`.
 pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, CatalogueError> {
-    let mut config: postgres::Config = address.parse()?;
-    config
-        .connect_timeout(timeout)
-        .tcp_user_timeout(timeout)
-        .application_name("sluice cluster status");
-    let mut client = config.connect(NoTls)?;
+    let mut client = super::tls::connect(address, |config| {
+        config
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .application_name("sluice cluster status");
+    })?;
     let exists: bool = client
         .query_one("SELECT to_regclass('sluice_nodes') IS NOT NULL", &[])?
         .get(0);

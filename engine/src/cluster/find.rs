@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use sluice_index::{
     Checksum, FileId, FindMatch, InstanceEntry, InstanceRecord, PatientSummary, SeriesAttributes,
     SeriesRecord, StudyAttributes, StudyRecord, Triplet,
@@ -258,12 +258,12 @@ impl From<postgres::Error> for FindError {
 
 /// A new connection for C-FIND.
 pub(super) fn connect(address: &str, timeout: Duration) -> Result<Client, FindError> {
-    let mut config: postgres::Config = address.parse()?;
-    config
-        .connect_timeout(timeout)
-        .tcp_user_timeout(timeout)
-        .application_name("sluice find");
-    Ok(config.connect(NoTls)?)
+    Ok(super::tls::connect(address, |config| {
+        config
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .application_name("sluice find");
+    })?)
 }
 
 /// The thread's work: `Ok` also when the core stopped listening.

@@ -1,23 +1,39 @@
-//! Cluster-wide C-MOVE: the instances a C-MOVE names that other nodes hold
-//! are moved by those nodes, to the same destination (docs/design/
-//! scale-out.md, "Cluster-wide C-MOVE").
+//! Cluster-wide C-MOVE and C-GET: the instances a retrieve names that
+//! other nodes hold are moved by those nodes, to the same destination, or
+//! fetched from them and sent on the requester's association (docs/design/
+//! scale-out.md, "Cluster-wide C-MOVE and C-GET").
 //!
 //! The node asked sends what it holds itself (the Q/R SCP's lanes, as on
 //! one node) and starts one thread ([`Cluster::forward`]) that asks the
-//! catalogue which instances the C-MOVE names (the cluster C-FIND of its
+//! catalogue which instances the retrieve names (the cluster C-FIND of its
 //! identifier, each entity expanded into its rows), keeps those held by
-//! other nodes and not here, and sends each holder one C-MOVE per series
-//! (IMAGE level, its SOP Instance UIDs) with the same Move Destination,
-//! through the Q/R SCU ([`crate::qr::move_to`]). The holders' counts and
-//! Failed SOP Instance UID Lists are added to the node's own in the final
-//! response. A holder that cannot be reached (no DICOM address published,
-//! refused, killed) fails its instances, named in the list.
+//! other nodes and not here, and asks each holder in turn, one retrieve
+//! per series (IMAGE level, its SOP Instance UIDs), through the Q/R SCU.
+//! The thread reports to the Q/R core as it goes ([`Event`]): how many
+//! instances the holders have (they count in every pending response's
+//! remaining), the holders' counts so far (from their pending responses),
+//! each fetched instance (C-GET), and the end (their final counts and
+//! Failed SOP Instance UID List). A holder that cannot be reached (no DICOM
+//! address published, refused, killed) fails its instances, named in the
+//! list.
 //!
-//! C-GET's instances must come back on the requester's association: the
-//! thread fetches the other nodes' instances from their holders (C-GET
-//! through the Q/R SCU, each data set written to a file of a staging
-//! directory as it arrives), and the node sends them from there like its
-//! own; the directory goes when the retrieve ends.
+//! C-MOVE: each holder moves its instances with the same Move Destination.
+//!
+//! C-GET: the instances must come back on the requester's association.
+//! Each holder is asked for a C-GET; each data set is written to a file of
+//! a staging directory as it arrives and handed to the core at once, which
+//! sends it like its own and deletes it once its sub-operation is
+//! answered. At most [`STREAM_WINDOW`] fetched instances wait in the
+//! channel to the core (and as many taken by it and unanswered): when
+//! they are all unsent, the holder's next sub-operation waits for the
+//! answer to this one, so a slow requester holds the holder back instead
+//! of filling the disk.
+//!
+//! C-CANCEL: the core sets the forward's cancel flag ([`Forward::cancel`],
+//! also when it drops the forward); the thread starts no other holder and
+//! sends the holder at work a C-CANCEL-RQ before it next waits for it
+//! ([`qr::cancel_once`]); the holders' instances not done count remaining
+//! in the FE00 answer.
 //!
 //! Each node publishes its DICOM address (`cluster.dicom_address`) in
 //! `sluice_nodes`; the Move Destination must be known on every node (the
@@ -26,12 +42,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::ToSocketAddrs;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TryRecvError};
-use postgres::NoTls;
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use sluice_net::query::{InformationModel, Level, Query};
 
 use super::find::{connect as find_connect, run as find_run, Message};
@@ -42,24 +58,66 @@ use crate::store::{DatasetLocation, StoredDataset};
 /// Under the cluster directory: C-GET's staging directories.
 pub(crate) const STAGING_DIR: &str = "staging";
 
-/// What the holders did.
+/// Fetched instances that may wait in the channel to the Q/R core; the
+/// core takes more only while fewer than as many it took are unanswered,
+/// so at most twice this many staged files exist per C-GET, plus the one
+/// being written. Four keeps the requester's association busy across the
+/// core's 20 ms poll at the rate one holder's C-GET delivers, and bounds
+/// the disk one C-GET holds to a handful of instances whatever the
+/// study's size.
+pub(crate) const STREAM_WINDOW: usize = 4;
+
+/// Sub-operation counts of the holders, summed over them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Completed.
+    pub(crate) completed: usize,
+    /// Completed with a warning.
+    pub(crate) warning: usize,
+    /// Failed (at a holder, or the holder unreachable).
+    pub(crate) failed: usize,
+}
+
+impl Counts {
+    /// Every sub-operation these count.
+    pub(crate) fn total(&self) -> usize {
+        self.completed + self.warning + self.failed
+    }
+
+    /// These plus one holder's counts so far.
+    fn plus(self, progress: qr::Progress) -> Counts {
+        Counts {
+            completed: self.completed + usize::from(progress.completed),
+            warning: self.warning + usize::from(progress.warning),
+            failed: self.failed + usize::from(progress.failed),
+        }
+    }
+}
+
+/// What the holders did, at the end.
 #[derive(Debug, Default)]
 pub(crate) struct Forwarded {
-    /// Sub-operations the holders completed.
-    pub(crate) completed: usize,
-    /// Sub-operations that completed with a warning.
-    pub(crate) warning: usize,
-    /// Sub-operations that failed (at a holder, or the holder unreachable).
-    pub(crate) failed: usize,
+    /// Their sub-operations (C-GET: those that failed before reaching this
+    /// node; the fetched ones are counted where this node sends them).
+    pub(crate) counts: Counts,
     /// The failed instances known by UID.
     pub(crate) failed_uids: Vec<String>,
     /// The first failure's reason.
     pub(crate) reason: Option<String>,
-    /// C-GET: the instances fetched from their holders, to send on the
-    /// requester's association (files under `staging`).
-    pub(crate) staged: Vec<StoredDataset>,
-    /// The directory of `staged`, removed when dropped.
-    pub(crate) staging: Option<StagingDir>,
+}
+
+/// What the forwarding thread tells the Q/R core, in order.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The other nodes hold this many of the retrieve's instances (sent
+    /// once, first).
+    Found(usize),
+    /// The holders' counts so far (cumulative; a later one replaces it).
+    Counts(Counts),
+    /// C-GET: an instance fetched, to send from here (a staging file).
+    Staged(StoredDataset),
+    /// The end.
+    Done(Forwarded),
 }
 
 /// A staging directory, removed with what it holds when dropped (the
@@ -67,30 +125,92 @@ pub(crate) struct Forwarded {
 #[derive(Debug)]
 pub(crate) struct StagingDir(PathBuf);
 
-impl Drop for StagingDir {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(%error, path = %self.0.display(), "cannot remove a C-GET staging directory; the next start does");
+impl StagingDir {
+    /// Whether `dataset` is one of its files.
+    pub(crate) fn holds<'d>(&self, dataset: &'d StoredDataset) -> Option<&'d Path> {
+        match &dataset.location {
+            DatasetLocation::File { path, .. } if path.starts_with(&self.0) => Some(path),
+            _ => None,
         }
     }
 }
 
-/// The core's end of a forwarded C-MOVE.
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        match std::fs::remove_dir_all(&self.0) {
+            Ok(()) => {}
+            // Nothing was fetched (or the thread could not make it).
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(%error, path = %self.0.display(), "cannot remove a C-GET staging directory; the next start does");
+            }
+        }
+    }
+}
+
+/// The core's end of a forwarded retrieve.
 #[derive(Debug)]
 pub(crate) struct Forward {
-    receiver: Receiver<Forwarded>,
+    receiver: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    /// C-GET: where the thread stages what it fetches.
+    staging: Option<StagingDir>,
 }
 
 impl Forward {
-    /// The holders' outcome once every one answered.
-    pub(crate) fn poll(&self) -> Option<Forwarded> {
+    /// The thread's next report, if there is one.
+    pub(crate) fn next(&self) -> Option<Event> {
         match self.receiver.try_recv() {
-            Ok(done) => Some(done),
+            Ok(event) => Some(event),
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Forwarded {
+            Err(TryRecvError::Disconnected) => Some(Event::Done(Forwarded {
                 reason: Some("the forwarding thread ended without an answer".into()),
                 ..Forwarded::default()
-            }),
+            })),
+        }
+    }
+
+    /// C-CANCEL: the holders are asked to stop.
+    pub(crate) fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+
+    /// The staging directory (C-GET).
+    pub(crate) fn staging(&self) -> Option<&StagingDir> {
+        self.staging.as_ref()
+    }
+
+    /// The staging directory, for the files still to send once the thread
+    /// is done.
+    pub(crate) fn take_staging(&mut self) -> Option<StagingDir> {
+        self.staging.take()
+    }
+}
+
+impl Drop for Forward {
+    /// The retrieve ended (answered, or its association gone): the thread
+    /// stops at its next step.
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The thread's end of a forward.
+struct Reports {
+    sender: Sender<Event>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Reports {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// The counts so far; dropped when the channel is full (a later report
+    /// or the end carries them).
+    fn counts(&self, counts: Counts) {
+        match self.sender.try_send(Event::Counts(counts)) {
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
         }
     }
 }
@@ -111,40 +231,66 @@ struct Remote {
 
 impl Cluster {
     /// Starts moving the instances `query` names that other nodes hold and
-    /// this node does not (`local`) to `destination` (see the module
-    /// documentation). Without a destination (C-GET: the instances must
-    /// come on the requester's association, which is not built across
-    /// nodes) they are counted failed, named, with the reason.
+    /// this node does not (`local`) to `destination`, or (C-GET, no
+    /// destination) fetching them to send from here (see the module
+    /// documentation).
     pub(crate) fn forward(
         &self,
         query: Query,
         local: HashSet<String>,
         destination: Option<String>,
     ) -> Forward {
-        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let (sender, receiver) = crossbeam_channel::bounded(STREAM_WINDOW);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let reports = Reports {
+            sender,
+            cancel: Arc::clone(&cancel),
+        };
         let settings = self.inner.settings.clone();
-        let staging = self.inner.staging.clone();
+        let staging = destination.is_none().then(|| {
+            StagingDir(self.inner.staging.join(format!(
+                "{}-{}",
+                std::process::id(),
+                STAGED.fetch_add(1, Ordering::Relaxed)
+            )))
+        });
+        let directory = staging.as_ref().map(|staging| staging.0.clone());
         let spawned = std::thread::Builder::new()
             .name("cluster-move".to_owned())
             .spawn(move || {
                 let outcome = match remote_instances(&settings, &query, &local) {
-                    Ok(remote) => match &destination {
-                        Some(destination) => move_from_holders(&settings, remote, destination),
-                        None => fetch_from_holders(&settings, remote, &staging),
-                    },
+                    Ok(remote) => {
+                        // The core may be gone already: then nobody waits.
+                        if reports.sender.send(Event::Found(remote.len())).is_err() {
+                            return;
+                        }
+                        match (&destination, &directory) {
+                            (Some(destination), _) => {
+                                move_from_holders(&settings, remote, destination, &reports)
+                            }
+                            (None, Some(directory)) => {
+                                fetch_from_holders(&settings, remote, directory, &reports)
+                            }
+                            (None, None) => unreachable!("a C-GET forward has a staging directory"),
+                        }
+                    }
                     Err(error) => {
-                        // Nothing is known of other nodes: the C-MOVE is
+                        // Nothing is known of other nodes: the retrieve is
                         // answered for this node's instances.
-                        tracing::warn!(%error, "the cluster catalogue cannot say which nodes hold a C-MOVE's instances: this node moves its own only");
+                        tracing::warn!(%error, "the cluster catalogue cannot say which nodes hold a retrieve's instances: this node sends its own only");
                         Forwarded::default()
                     }
                 };
-                let _ = sender.send(outcome);
+                let _ = reports.sender.send(Event::Done(outcome));
             });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start a cluster C-MOVE thread: this node moves its own only");
         }
-        Forward { receiver }
+        Forward {
+            receiver,
+            cancel,
+            staging,
+        }
     }
 }
 
@@ -179,12 +325,13 @@ fn remote_instances(
             Message::Failed(error) => return Err(error),
         }
     }
-    let mut config: postgres::Config = settings.address.parse().map_err(|e| format!("{e}"))?;
-    config
-        .connect_timeout(settings.timeout)
-        .tcp_user_timeout(settings.timeout)
-        .application_name("sluice move");
-    let mut client = config.connect(NoTls).map_err(|e| e.to_string())?;
+    let mut client = super::tls::connect(&settings.address, |config| {
+        config
+            .connect_timeout(settings.timeout)
+            .tcp_user_timeout(settings.timeout)
+            .application_name("sluice move");
+    })
+    .map_err(|e| e.to_string())?;
     let rows = client
         .query(
             "SELECT i.sop_instance_uid, i.study_instance_uid, i.series_instance_uid, i.node,
@@ -253,30 +400,26 @@ impl Forwarded {
     /// `sops` failed for `reason` (logged).
     fn fail(&mut self, node: &str, sops: Vec<String>, reason: String) {
         tracing::warn!(node = %node, instances = sops.len(), reason = %reason, "instances held by another node cannot be retrieved");
-        self.failed += sops.len();
+        self.counts.failed += sops.len();
         self.failed_uids.extend(sops);
         self.reason.get_or_insert(reason);
     }
 }
 
 /// C-GET: the instances other nodes hold fetched from them (C-GET, one per
-/// holder and series) into a staging directory, to be sent on the
-/// requester's association like local ones; those that cannot be fail.
+/// holder and series) into files of `directory`, each handed to the core
+/// as it arrives; those that cannot be fail.
 fn fetch_from_holders(
     settings: &super::Settings,
     remote: Vec<Remote>,
-    staging: &std::path::Path,
+    directory: &Path,
+    reports: &Reports,
 ) -> Forwarded {
     let mut done = Forwarded::default();
     if remote.is_empty() {
         return done;
     }
-    let directory = staging.join(format!(
-        "{}-{}",
-        std::process::id(),
-        STAGED.fetch_add(1, Ordering::Relaxed)
-    ));
-    if let Err(error) = std::fs::create_dir_all(&directory) {
+    if let Err(error) = std::fs::create_dir_all(directory) {
         let sops = remote.into_iter().map(|instance| instance.sop).collect();
         done.fail(
             "-",
@@ -285,48 +428,58 @@ fn fetch_from_holders(
         );
         return done;
     }
-    done.staging = Some(StagingDir(directory.clone()));
     for ((node, study, series), (address, ae_title, sops)) in groups_of(remote) {
+        if reports.cancelled() {
+            // The rest count remaining.
+            break;
+        }
         let remote = match holder(settings, &node, address, ae_title) {
             Ok(remote) => remote,
             Err(reason) => {
                 done.fail(&node, sops, reason);
+                reports.counts(done.counts);
                 continue;
             }
         };
         let request = RetrieveRequest::instances(&study, &series, sops.clone());
-        match qr::get_staged(&remote, &request, &directory) {
-            Ok((_, staged)) => {
-                let arrived: HashSet<&str> = staged
-                    .iter()
-                    .map(|staged| staged.sop_instance_uid.as_str())
-                    .collect();
-                let missing: Vec<String> = sops
-                    .iter()
-                    .filter(|sop| !arrived.contains(sop.as_str()))
-                    .cloned()
-                    .collect();
-                if !missing.is_empty() {
-                    done.fail(&node, missing, format!("node {node} did not send them"));
-                }
-                done.staged
-                    .extend(staged.into_iter().map(|staged| StoredDataset {
-                        triplet: sluice_index::Triplet::new(
-                            &study,
-                            &series,
-                            &staged.sop_instance_uid,
-                        ),
-                        sop_class_uid: staged.sop_class_uid,
-                        transfer_syntax_uid: staged.transfer_syntax_uid,
-                        location: DatasetLocation::File {
-                            path: staged.path,
-                            offset: 0,
-                            length: staged.length,
-                        },
-                    }));
-            }
-            Err(error) => done.fail(&node, sops, format!("node {node}: {error}")),
+        let mut arrived: HashSet<String> = HashSet::new();
+        let result = qr::get_streamed(
+            &remote,
+            &request,
+            directory,
+            &reports.cancel,
+            &mut |staged| {
+                tracing::debug!(node = %node, sop_instance_uid = %staged.sop_instance_uid, "a remote instance fetched for a C-GET");
+                arrived.insert(staged.sop_instance_uid.clone());
+                let dataset = StoredDataset {
+                    triplet: sluice_index::Triplet::new(&study, &series, &staged.sop_instance_uid),
+                    sop_class_uid: staged.sop_class_uid,
+                    transfer_syntax_uid: staged.transfer_syntax_uid,
+                    location: DatasetLocation::File {
+                        path: staged.path,
+                        offset: 0,
+                        length: staged.length,
+                    },
+                };
+                // Waits while the window is full: the holder waits too.
+                reports
+                    .sender
+                    .send(Event::Staged(dataset))
+                    .map_err(|_| "the C-GET it was fetched for ended".to_owned())
+            },
+        );
+        let missing: Vec<String> = sops
+            .into_iter()
+            .filter(|sop| !arrived.contains(sop))
+            .collect();
+        match result {
+            // Cancelled: what did not come counts remaining, not failed.
+            _ if reports.cancelled() => break,
+            Ok(_) if missing.is_empty() => {}
+            Ok(_) => done.fail(&node, missing, format!("node {node} did not send them")),
+            Err(error) => done.fail(&node, missing, format!("node {node}: {error}")),
         }
+        reports.counts(done.counts);
     }
     done
 }
@@ -336,23 +489,41 @@ fn move_from_holders(
     settings: &super::Settings,
     remote: Vec<Remote>,
     destination: &str,
+    reports: &Reports,
 ) -> Forwarded {
     let mut done = Forwarded::default();
     for ((node, study, series), (address, ae_title, sops)) in groups_of(remote) {
+        if reports.cancelled() {
+            // The rest count remaining.
+            break;
+        }
         let remote = match holder(settings, &node, address, ae_title) {
             Ok(remote) => remote,
             Err(reason) => {
                 done.fail(&node, sops, reason);
+                reports.counts(done.counts);
                 continue;
             }
         };
         let mut request = RetrieveRequest::instances(&study, &series, sops.clone());
         request.model = InformationModel::StudyRoot;
-        match qr::move_to(&remote, destination, &request, &mut |_| {}) {
+        let before = done.counts;
+        let mut so_far = before;
+        let result = qr::move_cancellable(
+            &remote,
+            destination,
+            &request,
+            &mut |progress| {
+                so_far = before.plus(progress);
+                reports.counts(so_far);
+            },
+            &reports.cancel,
+        );
+        match result {
             Ok(outcome) => {
-                done.completed += outcome.completed as usize;
-                done.warning += outcome.warning as usize;
-                done.failed += outcome.failed as usize;
+                done.counts.completed += outcome.completed as usize;
+                done.counts.warning += outcome.warning as usize;
+                done.counts.failed += outcome.failed as usize;
                 done.failed_uids.extend(outcome.failed_sop_instance_uids);
                 if outcome.failed > 0 {
                     done.reason.get_or_insert_with(|| {
@@ -365,8 +536,15 @@ fn move_from_holders(
                     });
                 }
             }
+            // Cancelled: what the holder did not report counts remaining.
+            Err(error) if reports.cancelled() => {
+                tracing::info!(node = %node, %error, "a cancelled holder's C-MOVE ended");
+                done.counts = so_far;
+                break;
+            }
             Err(error) => done.fail(&node, sops, format!("node {node}: {error}")),
         }
+        reports.counts(done.counts);
     }
     done
 }

@@ -27,6 +27,7 @@ mod forward;
 mod outbox;
 mod publisher;
 mod reconcile;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome}
 
 pub use catalogue::{status, CatalogueError, NodeStatus};
 pub(crate) use find::{FindStream, Polled};
-pub(crate) use forward::{Forward, Forwarded, StagingDir};
+pub(crate) use forward::{Counts, Event, Forward, Forwarded, StagingDir, STREAM_WINDOW};
 use outbox::{Entry, Outbox};
 
 use crate::config::{Config, ConfigEnum, PublishMode};
@@ -305,16 +306,12 @@ impl Cluster {
             .unwrap_or_else(|poison| poison.into_inner());
         if lookup.is_none() {
             let settings = &self.inner.settings;
-            let connected = settings
-                .address
-                .parse::<postgres::Config>()
-                .and_then(|mut config| {
-                    config
-                        .connect_timeout(settings.timeout)
-                        .tcp_user_timeout(settings.timeout)
-                        .application_name("sluice commitment")
-                        .connect(postgres::NoTls)
-                });
+            let connected = tls::connect(&settings.address, |config| {
+                config
+                    .connect_timeout(settings.timeout)
+                    .tcp_user_timeout(settings.timeout)
+                    .application_name("sluice commitment");
+            });
             match connected {
                 Ok(client) => *lookup = Some(client),
                 Err(error) => {

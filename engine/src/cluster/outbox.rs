@@ -70,6 +70,12 @@ pub(crate) struct Entry {
     /// stored entries (and in outboxes written before removals existed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) removed: bool,
+    /// Where the record lives (segments layout) and its segment's object
+    /// key once uploaded: read from the local index when the entry is
+    /// published (`publisher`), never written to the outbox (a segment is
+    /// uploaded long after its entries are appended).
+    #[serde(skip)]
+    pub(crate) record: Option<(sluice_index::RecordPlace, Option<String>)>,
 }
 
 impl Entry {
@@ -102,6 +108,7 @@ impl Entry {
             series_number: instance.series.series_number,
             series_description: instance.series.series_description.clone(),
             removed: false,
+            record: None,
         }
     }
 
@@ -383,6 +390,7 @@ mod tests {
             series_number: None,
             series_description: String::new(),
             removed: false,
+            record: None,
         }
     }
 

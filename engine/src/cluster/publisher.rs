@@ -57,6 +57,9 @@ impl Publisher {
         let mut demoted: HashMap<FileId, WriteOutcome> = HashMap::new();
         let mut stopping = false;
         let mut ever_connected = false;
+        // The segments whose upload the catalogue has (and the uploader's
+        // count when last checked).
+        let mut uploads: (Option<u64>, HashSet<u64>) = (None, HashSet::new());
         // The first round runs at once: the backlog a restart left.
         let mut first = true;
         loop {
@@ -126,7 +129,13 @@ impl Publisher {
                     .iter()
                     .flat_map(|batch| batch.items.iter().map(|(_, file_id)| *file_id))
                     .collect();
-                match self.publish_backlog(connected, &mut cursor, &covered, &mut demoted) {
+                let published = self
+                    .publish_backlog(connected, &mut cursor, &covered, &mut demoted)
+                    .and_then(|()| {
+                        self.publish_uploads(connected, &mut uploads)
+                            .map_err(Stopped::Catalogue)
+                    });
+                match published {
                     Ok(()) => {}
                     Err(Stopped::Catalogue(error)) => {
                         self.unreachable(&error);
@@ -308,6 +317,7 @@ impl Publisher {
                 .map(|(entry, _)| entry.clone())
                 .collect();
             to_publish.reverse();
+            self.locate_records(&mut to_publish);
             if !to_publish.is_empty() {
                 let published = catalogue.publish(&to_publish).map_err(Stopped::Catalogue)?;
                 self.state
@@ -328,6 +338,71 @@ impl Publisher {
             *cursor = read.end_offset;
             outbox.advance(*cursor).map_err(Stopped::Outbox)?;
         }
+    }
+
+    /// Fills each stored entry's record place and its segment's object key
+    /// (once uploaded) from the local index: where the record lives, for
+    /// the catalogue. A file of the files layout has none.
+    fn locate_records(&self, entries: &mut [Entry]) {
+        let read = match self.store.index().read() {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the index for the places of the entries published");
+                return;
+            }
+        };
+        for entry in entries.iter_mut().filter(|entry| !entry.removed) {
+            let Some(file_id) = entry.file_id() else {
+                continue;
+            };
+            if let Ok(sluice_index::Location::Record(place)) = read.location(file_id) {
+                let key = read
+                    .segment_object(place.segment)
+                    .ok()
+                    .flatten()
+                    .map(|object| object.key);
+                entry.record = Some((place, key));
+            }
+        }
+    }
+
+    /// Records the segments uploaded since the last call in the catalogue
+    /// (their rows name the object key): one UPDATE per segment. Checked
+    /// only when the uploader's count moved (and at the first round, for
+    /// the uploads of an earlier run).
+    fn publish_uploads(
+        &self,
+        catalogue: &mut Catalogue,
+        published: &mut (Option<u64>, HashSet<u64>),
+    ) -> Result<(), CatalogueError> {
+        let Some(objects) = self.store.objects() else {
+            return Ok(());
+        };
+        let count = objects.counters.uploaded_segments.load(Ordering::Relaxed);
+        if published.0 == Some(count) {
+            return Ok(());
+        }
+        let found = self
+            .store
+            .index()
+            .read()
+            .and_then(|read| read.segment_objects());
+        let uploaded = match found {
+            Ok(uploaded) => uploaded,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the index for the segments uploaded");
+                return Ok(());
+            }
+        };
+        let new: Vec<(u64, String)> = uploaded
+            .into_iter()
+            .filter(|(id, _)| !published.1.contains(id))
+            .map(|(id, object)| (id, object.key))
+            .collect();
+        catalogue.segments_uploaded(&new)?;
+        published.1.extend(new.iter().map(|(id, _)| *id));
+        published.0 = Some(count);
+        Ok(())
     }
 
     /// For each entry, whether the local index still holds it (stored

@@ -703,7 +703,10 @@ config_options! {
     [cluster] ClusterConfig "Cluster" {
         /// The shared catalogue: a PostgreSQL connection string (URL or
         /// `key=value` pairs). Unset (the default): cluster mode is off.
-        /// The tables are created at start if missing.
+        /// The tables are created at start if missing. TLS as libpq's
+        /// `sslmode` (`disable`, `prefer`, `require`, `verify-full`) and
+        /// `sslrootcert` (the CA file) in it say (docs/design/scale-out.md,
+        /// "TLS to PostgreSQL").
         catalogue: Option<CatalogueAddress> = None,
             kind OptionalKind(TextKind::<CatalogueAddress>::new(
                 "PostgreSQL connection string (string)",
@@ -866,5 +869,11 @@ config_options! {
         /// (`<data>/cache/`): past this size its oldest files are deleted.
         cache_size_mib: u32 = 1024,
             kind IntKind::<u32>::new(1, 1 << 24), flag "objects-cache-size-mib";
+
+        /// The threads that fetch records of evicted segments for C-MOVE
+        /// and C-GET (the io cores never wait for the store): the most
+        /// ranged GETs under way at once for them.
+        fetch_threads: u32 = 2,
+            kind IntKind::<u32>::new(1, 64), flag "objects-fetch-threads";
     }
 }

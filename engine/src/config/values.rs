@@ -1044,7 +1044,8 @@ impl FromStr for CatalogueAddress {
     type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, ValueError> {
-        match text.parse::<postgres::Config>() {
+        // The TLS keys (`sslmode`, `sslrootcert`) as libpq takes them.
+        match crate::cluster::tls::parse(text) {
             Ok(_) => Ok(CatalogueAddress(text.to_owned())),
             Err(error) => Err(ValueError(format!(
                 "{text:?} is not a PostgreSQL connection string: {error}"

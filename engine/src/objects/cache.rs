@@ -33,7 +33,8 @@ pub(crate) fn cache_dir(layout: &Layout) -> PathBuf {
     layout.root().join("cache")
 }
 
-fn cache_path(layout: &Layout, place: &RecordPlace) -> PathBuf {
+/// Where the record at `place` is kept in the cache.
+pub(crate) fn cache_path(layout: &Layout, place: &RecordPlace) -> PathBuf {
     cache_dir(layout)
         .join(format!("{:016x}", place.segment))
         .join(format!("{:016x}.rec", place.offset))

@@ -18,7 +18,11 @@
 //!   fetched with one ranged GET, checked against its header (the instance
 //!   it names, the payload's XXH3-64), and kept as a file of its own under
 //!   `<data>/cache/`, which every reader then reads by path and range like
-//!   a segment (`store::source`).
+//!   a segment (`store::source`);
+//! - the fetcher (`fetch`): at most `objects.fetch_threads` threads that
+//!   fetch records into the cache for the io cores (a C-MOVE or C-GET
+//!   sender), so a slow store never holds a core; concurrent requests for
+//!   one record share its fetch.
 //!
 //! Architecture invariant: object keys come from the configuration and the
 //! segment id, never from peer data; a segment is evicted only once the
@@ -26,12 +30,14 @@
 
 mod cache;
 mod client;
+mod fetch;
 mod uploader;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use cache::cached_record;
+pub(crate) use cache::{cache_path, cached_record};
+pub use fetch::EvictedRecord;
 pub use uploader::{Round, Uploader, UploaderThread};
 
 use crate::config::{Config, EvictPolicy};
@@ -132,6 +138,8 @@ pub(crate) struct Objects {
     cache_scanned: std::sync::Once,
     /// What the uploader and the cache did, for the metrics endpoint.
     pub(crate) counters: Counters,
+    /// Fetches records for the io cores (`objects.fetch_threads`).
+    fetcher: fetch::Fetcher,
 }
 
 /// The object store's counters (`/metrics`: `sluice_objects_*`).
@@ -145,6 +153,9 @@ pub(crate) struct Counters {
     pub(crate) backlog_segments: AtomicU64,
     /// Records fetched from evicted segments into the cache.
     pub(crate) fetched_records: AtomicU64,
+    /// Fetches of such records that failed (the store unreachable, or the
+    /// bytes not the record the index names).
+    pub(crate) failed_fetches: AtomicU64,
     /// 1 while the last round succeeded (0 during an outage).
     pub(crate) reachable: std::sync::atomic::AtomicBool,
 }
@@ -179,7 +190,20 @@ impl Objects {
                 reachable: std::sync::atomic::AtomicBool::new(true),
                 ..Counters::default()
             },
+            fetcher: fetch::Fetcher::new(objects.fetch_threads as usize),
         }))
+    }
+
+    /// Why uploads are not happening, while the store fails (for
+    /// `/readyz`: the node still takes stores, sealed segments stay local).
+    pub(crate) fn failing_because(&self) -> Option<String> {
+        if self.counters.reachable.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(format!(
+            "object store unreachable: uploads fail, {} sealed segments wait locally",
+            self.counters.backlog_segments.load(Ordering::Relaxed)
+        ))
     }
 
     /// The object key of a segment: the configured prefix, the node, the

@@ -15,6 +15,7 @@
 //! passes with one receive chunk held, never the instance.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 
 use sluice_net::assoc::ProposedPresentationContext;
 use sluice_net::client::{Client, Received};
@@ -27,8 +28,8 @@ use sluice_net::query::{Level, Operation};
 use sluice_net::uid::{self, ts};
 
 use super::{
-    accepted_context, associate_rq, finish, qr_context, retrieve_response, send_request, Progress,
-    QrError, QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest,
+    accepted_context, associate_rq, cancel_once, finish, qr_context, retrieve_response,
+    send_request, Progress, QrError, QueryRequest, RemoteArchive, RetrieveOutcome, RetrieveRequest,
 };
 
 /// Most presentation contexts of one association (PS3.8: odd IDs 1-255).
@@ -225,13 +226,14 @@ pub fn get(
         pairs: Vec::new(),
         client: None,
     };
-    let result = get_into(remote, request, &mut relay, progress);
+    let never = AtomicBool::new(false);
+    let result = get_into(remote, request, &mut relay, progress, &never);
     relay.close();
     result
 }
 
 /// An instance a C-GET staged as a file of its data set alone
-/// ([`get_staged`]).
+/// ([`get_streamed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Staged {
     pub(crate) sop_instance_uid: String,
@@ -243,20 +245,25 @@ pub(crate) struct Staged {
 }
 
 /// C-GET of `request` from `remote`, each instance's data set written as
-/// it arrives to a file of its own under `directory` (cluster mode: a
-/// C-GET on one node of instances another node holds; the files are sent
-/// on and deleted by the caller). What was staged, with the outcome.
-pub(crate) fn get_staged(
+/// it arrives to a file of its own under `directory` and handed to
+/// `staged` before the remote's sub-operation is answered (cluster mode: a
+/// C-GET on one node of instances another node holds; the caller sends
+/// each file on and deletes it). `staged` may wait, which holds the remote
+/// back (its next sub-operation waits for this one's answer); its `Err`
+/// (the reason) ends the C-GET. Cancelled (C-CANCEL-RQ) once `cancel` is
+/// set.
+pub(crate) fn get_streamed(
     remote: &RemoteArchive,
     request: &RetrieveRequest,
     directory: &std::path::Path,
-) -> Result<(RetrieveOutcome, Vec<Staged>), QrError> {
+    cancel: &AtomicBool,
+    staged: &mut dyn FnMut(Staged) -> Result<(), String>,
+) -> Result<RetrieveOutcome, QrError> {
     let mut sink = Stage {
         directory: directory.to_owned(),
-        staged: Vec::new(),
+        staged,
     };
-    let outcome = get_into(remote, request, &mut sink, &mut |_| {})?;
-    Ok((outcome, sink.staged))
+    get_into(remote, request, &mut sink, &mut |_| {}, cancel)
 }
 
 /// Where a C-GET's sub-operations go.
@@ -283,13 +290,13 @@ impl Sink for Relay {
     }
 }
 
-/// The staging sink of [`get_staged`].
-struct Stage {
+/// The staging sink of [`get_streamed`].
+struct Stage<'a> {
     directory: std::path::PathBuf,
-    staged: Vec<Staged>,
+    staged: &'a mut dyn FnMut(Staged) -> Result<(), String>,
 }
 
-impl Sink for Stage {
+impl Sink for Stage<'_> {
     fn store(
         &mut self,
         sop_class: &str,
@@ -328,13 +335,15 @@ impl Sink for Stage {
             },
         }
         file.flush().map_err(local)?;
-        self.staged.push(Staged {
+        drop(file);
+        (self.staged)(Staged {
             sop_instance_uid: sop_instance.to_owned(),
             sop_class_uid: sop_class.to_owned(),
             transfer_syntax_uid: transfer_syntax.to_owned(),
             path: path.clone(),
             length,
-        });
+        })
+        .map_err(QrError::Local)?;
         Ok((Status::SUCCESS, StatusDetail::default()))
     }
 }
@@ -346,6 +355,7 @@ fn get_into(
     request: &RetrieveRequest,
     sink: &mut dyn Sink,
     progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
 ) -> Result<RetrieveOutcome, QrError> {
     // The classes to offer: what an IMAGE-level C-FIND names, then common ones.
     let mut classes: Vec<String> = Vec::new();
@@ -403,9 +413,9 @@ fn get_into(
         sink,
         remote,
         request,
-        context,
-        encoding,
+        (context, encoding),
         progress,
+        cancel,
     );
     finish(client, remote, result)
 }
@@ -496,9 +506,9 @@ fn get_on(
     relay: &mut dyn Sink,
     remote: &RemoteArchive,
     request: &RetrieveRequest,
-    context: u8,
-    encoding: sluice_net::dimse::dataset::SmallDatasetEncoding,
+    (context, encoding): (u8, sluice_net::dimse::dataset::SmallDatasetEncoding),
     progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
 ) -> Result<RetrieveOutcome, QrError> {
     let message_id = send_request(
         client,
@@ -518,7 +528,15 @@ fn get_on(
         .set_receive_timeout(remote.retrieve_timeout)
         .map_err(|source| remote.error(source))?;
     let mut local_failures: Vec<String> = Vec::new();
+    let mut cancelled = false;
     loop {
+        cancel_once(
+            client,
+            remote,
+            (context, message_id),
+            cancel,
+            &mut cancelled,
+        )?;
         match client.receive().map_err(|source| remote.error(source))? {
             Received::Command {
                 command: Command::CGetRsp(rsp),

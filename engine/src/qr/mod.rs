@@ -44,14 +44,15 @@ mod get;
 mod prefetch;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_net::assoc::{AssociationProposal, NegotiatedAssociation, ProposedPresentationContext};
 use sluice_net::client::{Client, ClientError, Received};
 use sluice_net::dimse::dataset::{DatasetLimits, SmallDataset, SmallDatasetEncoding, Vr};
 use sluice_net::dimse::{
-    CFindRq, CMoveRq, Command, Priority, Status, StatusCategory, StatusDetail, SubOperationCounts,
-    Tag,
+    CCancelRq, CFindRq, CMoveRq, Command, Priority, Status, StatusCategory, StatusDetail,
+    SubOperationCounts, Tag,
 };
 use sluice_net::endpoint::{DataSet, EndpointConfig};
 use sluice_net::query::model::{self, tags};
@@ -61,7 +62,7 @@ use sluice_net::uid::ts;
 use crate::config::Config;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
-pub(crate) use get::get_staged;
+pub(crate) use get::get_streamed;
 pub use get::{get, GetTarget};
 pub use prefetch::{
     prefetch, Fetch, PrefetchFilter, PrefetchOutcome, PrefetchStudy, PrefetchVerdict,
@@ -784,6 +785,24 @@ pub fn move_to(
     request: &RetrieveRequest,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RetrieveOutcome, QrError> {
+    move_cancellable(
+        remote,
+        destination,
+        request,
+        progress,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`move_to`], cancelled (C-CANCEL-RQ, [`cancel_once`]) once `cancel` is
+/// set: the outcome is then the SCP's FE00 answer with its counts so far.
+pub(crate) fn move_cancellable(
+    remote: &RemoteArchive,
+    destination: &str,
+    request: &RetrieveRequest,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RetrieveOutcome, QrError> {
     let (mut client, negotiated) =
         remote.connect(vec![qr_context(request.model, Operation::Move)])?;
     let (context, encoding) =
@@ -813,7 +832,15 @@ pub fn move_to(
         client
             .set_receive_timeout(remote.retrieve_timeout)
             .map_err(|source| remote.error(source))?;
+        let mut cancelled = false;
         loop {
+            cancel_once(
+                &mut client,
+                remote,
+                (context, message_id),
+                cancel,
+                &mut cancelled,
+            )?;
             match client.receive().map_err(|source| remote.error(source))? {
                 Received::Command {
                     command: Command::CMoveRsp(rsp),
@@ -833,6 +860,30 @@ pub fn move_to(
         }
     })();
     finish(client, remote, result)
+}
+
+/// Sends the C-CANCEL-RQ of the operation `message_id` on `context` once
+/// `cancel` is set (`sent` remembers it went). Called before each wait for
+/// the SCP, so a cancel goes out within one of its responses (a pending
+/// one follows every sub-operation of an SCP that sends them).
+pub(crate) fn cancel_once(
+    client: &mut Client,
+    remote: &RemoteArchive,
+    (context, message_id): (u8, u16),
+    cancel: &AtomicBool,
+    sent: &mut bool,
+) -> Result<(), QrError> {
+    if *sent || !cancel.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    *sent = true;
+    tracing::debug!(remote = %remote.ae_title, message_id, "C-CANCEL-RQ sent");
+    let command = Command::CCancelRq(CCancelRq {
+        message_id_being_responded_to: message_id,
+    });
+    client
+        .send(context, &command, None)
+        .map_err(|source| remote.error(source))
 }
 
 /// A C-MOVE-RSP or C-GET-RSP: `None` while pending (progress reported),

@@ -41,7 +41,7 @@ use super::failure::Failure;
 use super::ingest::dir_sync::RoundId;
 use super::ingest::replies::ReplyQueue;
 use super::ingest::{Ingest, JobKey};
-use super::query::QueryRetrieve;
+use super::query::{FetchedQueue, QueryRetrieve};
 use super::shared::{DrainReport, ServerShared};
 use super::storage;
 use super::tag::{split, tag, TagKind};
@@ -57,6 +57,9 @@ pub(crate) enum CoreMessage {
     /// The index writer answered batches of this core: they wait in its
     /// reply queue (`ingest::replies`), drained before every message.
     IndexAnswers,
+    /// Fetches of records of evicted segments ended: they wait in the
+    /// query's queue (`query::fetched`), drained before every message.
+    RecordsFetched,
     /// The commitment tracker asks for something.
     Commitment(ToCore),
     /// The server is stopping: drain until `deadline` (see `Server::drain`).
@@ -120,13 +123,17 @@ impl CoreHandler {
         // Never waits: a full mailbox already holds messages, before each
         // of which the core drains its reply queue; a stopped core takes
         // nothing more.
+        let fetched_sender = sender.clone();
+        let fetched = FetchedQueue::new(&shared.store, move || {
+            let _ = fetched_sender.try_send(CoreMessage::RecordsFetched);
+        });
         let reply = Arc::new(ReplyQueue::new(move || {
             let _ = sender.try_send(CoreMessage::IndexAnswers);
         }));
         CoreHandler {
             ingest: Ingest::new(shared.clone(), core_index, reply),
             commitment: Commitment::new(shared.clone(), core_index),
-            query: QueryRetrieve::new(shared.clone(), timeouts),
+            query: QueryRetrieve::new(shared.clone(), timeouts, fetched),
             shared,
             core_index,
             timeouts,
@@ -689,6 +696,8 @@ impl CoreHandler {
             (Some(TagKind::Open), key) => self.ingest.opened(core, JobKey(key), result),
             (Some(TagKind::DirOpen), round) => self.ingest.dir_opened(core, RoundId(round), result),
             (Some(TagKind::RetrieveOpen), lane) => {
+                let result =
+                    result.map_err(|error| format!("cannot open the stored file: {error}"));
                 self.query.opened(core, &mut self.conns, lane, result);
             }
             (kind, value) => panic!("an open of kind {kind:?} ({value}) that no core submits"),
@@ -837,8 +846,9 @@ impl Handler for CoreHandler {
         // Whatever the message, the index's answers first: their wake-up
         // may not have fit in a full mailbox.
         self.ingest.index_answers(core);
+        self.query.records_fetched(core, &mut self.conns);
         match message {
-            CoreMessage::IndexAnswers => {}
+            CoreMessage::IndexAnswers | CoreMessage::RecordsFetched => {}
             CoreMessage::Commitment(ToCore::Answer {
                 serial,
                 context_id,

@@ -186,16 +186,24 @@ fn answer(mut stream: TcpStream, shared: &Arc<ServerShared>) -> std::io::Result<
         },
         Route::Health => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_owned()),
         Route::Ready => match not_ready_because(shared) {
-            // Cluster mode without its catalogue still takes stores (into
-            // the local store): ready, and saying so.
-            None => match shared.cluster.as_ref().and_then(|c| c.local_only_because()) {
-                None => ("200 OK", "text/plain; charset=utf-8", "ready\n".to_owned()),
-                Some(note) => (
-                    "200 OK",
-                    "text/plain; charset=utf-8",
-                    format!("ready ({note})\n"),
-                ),
-            },
+            // Cluster mode without its catalogue, or an object store that
+            // does not answer, still takes stores (into the local store):
+            // ready, and saying so.
+            None => {
+                let notes: Vec<String> = [
+                    shared.cluster.as_ref().and_then(|c| c.local_only_because()),
+                    shared.store.objects().and_then(|o| o.failing_because()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let body = if notes.is_empty() {
+                    "ready\n".to_owned()
+                } else {
+                    format!("ready ({})\n", notes.join("; "))
+                };
+                ("200 OK", "text/plain; charset=utf-8", body)
+            }
             Some(reason) => (
                 "503 Service Unavailable",
                 "text/plain; charset=utf-8",
@@ -562,6 +570,11 @@ impl Collector for Scrape {
                     "sluice_objects_fetched_records",
                     "records of evicted segments fetched from the object store",
                     load(&counters.fetched_records),
+                ),
+                (
+                    "sluice_objects_failed_fetches",
+                    "fetches of records of evicted segments that failed",
+                    load(&counters.failed_fetches),
                 ),
             ] {
                 counter(&mut encoder, name, help, value)?;

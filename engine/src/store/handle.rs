@@ -320,6 +320,11 @@ impl Store {
         &self.shared.layout
     }
 
+    /// The object store (`[objects]`), when configured.
+    pub(crate) fn objects(&self) -> Option<&Arc<crate::objects::Objects>> {
+        self.shared.objects.as_ref()
+    }
+
     /// The index (readers, stats; writes go through its single writer).
     pub fn index(&self) -> &Index {
         &self.shared.index

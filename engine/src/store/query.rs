@@ -12,7 +12,7 @@ use sluice_net::query::{build_response, Level, Query, Response, ResponseContext}
 use thiserror::Error;
 
 use super::handle::Store;
-use super::source::StoredDataset;
+use super::source::{Fetch, StoredDataset};
 
 /// Entities looked at per index page.
 const PAGE_SCANNED: usize = 65_536;
@@ -94,13 +94,33 @@ impl Store {
         query: &Query,
         limit: usize,
     ) -> Result<Vec<StoredDataset>, QueryError> {
+        self.datasets_fetched(query, limit, Fetch::Now)
+    }
+
+    /// [`Store::datasets_matching`] for an io core: records of evicted
+    /// segments are not fetched, their locations name the record to fetch
+    /// (the C-MOVE and C-GET sender has the fetcher threads do it).
+    pub(crate) fn datasets_to_send(
+        &self,
+        query: &Query,
+        limit: usize,
+    ) -> Result<Vec<StoredDataset>, QueryError> {
+        self.datasets_fetched(query, limit, Fetch::Later)
+    }
+
+    fn datasets_fetched(
+        &self,
+        query: &Query,
+        limit: usize,
+        fetch: Fetch,
+    ) -> Result<Vec<StoredDataset>, QueryError> {
         let read = self.index().read()?;
         let mut datasets = Vec::new();
         let mut push = |entry: &sluice_index::InstanceEntry| -> Result<(), QueryError> {
             if datasets.len() >= limit {
                 return Err(QueryError::TooManyInstances { limit });
             }
-            datasets.push(self.dataset_in(&read, entry)?);
+            datasets.push(self.dataset_fetched(&read, entry, fetch)?);
             Ok(())
         };
         let mut resume: Option<FindResume> = None;

@@ -21,9 +21,13 @@
 //! (`crate::objects`, checked against its header) and names that file,
 //! whose record starts at offset 0. The C-MOVE/C-GET sender, export,
 //! verify, the embedding API and C-FIND's file heads therefore read
-//! evicted records unchanged. The fetch blocks the caller: on an io core
-//! (a retrieve's list, a C-FIND file head) that is the core's time, a
-//! cost paid once per record while it stays cached.
+//! evicted records unchanged; the fetch blocks the caller. A C-MOVE or
+//! C-GET list is made on an io core, so it fetches nothing: its records of
+//! evicted segments name their place in the cache and the record to fetch
+//! ([`DatasetLocation::Record`]'s `evicted`), and the sender has the
+//! fetcher threads fetch those not cached before it opens them
+//! ([`Store::datasets_to_send`], `crate::objects` "fetch"). A C-FIND file
+//! head of an evicted record is still fetched on the core.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -66,6 +70,10 @@ pub enum DatasetLocation {
         offset: u64,
         /// How long it is.
         length: u64,
+        /// For a record of an evicted segment listed without fetching it
+        /// ([`Store::datasets_to_send`]): the record to fetch into the
+        /// read-through cache, where `path` names it, before it is opened.
+        evicted: Option<Box<crate::objects::EvictedRecord>>,
     },
 }
 
@@ -156,6 +164,7 @@ pub(crate) fn locate(
         part10_offset: offset + header,
         offset: offset + header + record.dataset_offset_bytes,
         length: record.dataset_size_bytes(),
+        evicted: None,
     })
 }
 
@@ -184,6 +193,17 @@ pub(crate) fn record_file(
     }
 }
 
+/// When a record of an evicted segment is fetched into the read-through
+/// cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetch {
+    /// Now, on the caller's thread.
+    Now,
+    /// By whoever opens it (the C-MOVE and C-GET sender, through the
+    /// fetcher): the location names its cache file and the record.
+    Later,
+}
+
 /// [`locate`], then for a record of an evicted segment, its copy in the
 /// read-through cache (fetched now if missing): a location every reader
 /// can open.
@@ -194,12 +214,43 @@ pub(crate) fn readable(
     area: Area,
     entry: &InstanceEntry,
 ) -> Result<DatasetLocation, StoreError> {
+    readable_fetched(layout, objects, read, (area, Fetch::Now), entry)
+}
+
+/// [`readable`], a record of an evicted segment fetched now or by its
+/// reader (`fetch`).
+fn readable_fetched(
+    layout: &Layout,
+    objects: Option<&Arc<crate::objects::Objects>>,
+    read: &ReadTxn<'_>,
+    (area, fetch): (Area, Fetch),
+    entry: &InstanceEntry,
+) -> Result<DatasetLocation, StoreError> {
     let location = read.location(entry.record.file_id)?;
     let located = locate(layout, area, &entry.triplet, &entry.record, location)?;
     let Location::Record(place) = location else {
         return Ok(located);
     };
-    let (path, record_offset) = record_file(layout, objects, read, &place, &entry.triplet)?;
+    let (path, record_offset, evicted) = match fetch {
+        Fetch::Now => {
+            let (path, offset) = record_file(layout, objects, read, &place, &entry.triplet)?;
+            (path, offset, None)
+        }
+        Fetch::Later => match read.segment_object(place.segment)? {
+            Some(object) if object.evicted => {
+                if objects.is_none() {
+                    return Err(StoreError::Evicted {
+                        segment: place.segment,
+                        key: object.key,
+                    });
+                }
+                let path = crate::objects::cache_path(layout, &place);
+                let record = crate::objects::EvictedRecord { object, place };
+                (path, 0, Some(Box::new(record)))
+            }
+            _ => (layout.segment_path(place.segment), place.offset, None),
+        },
+    };
     Ok(match located {
         DatasetLocation::Record {
             segment,
@@ -216,6 +267,7 @@ pub(crate) fn readable(
             part10_offset: part10_offset - old + record_offset,
             offset: offset - old + record_offset,
             length,
+            evicted,
         },
         file @ DatasetLocation::File { .. } => {
             unreachable!("a record place located as a file: {file:?}")
@@ -257,15 +309,26 @@ impl Store {
         read: &ReadTxn<'_>,
         entry: &InstanceEntry,
     ) -> Result<StoredDataset, StoreError> {
+        self.dataset_fetched(read, entry, Fetch::Now)
+    }
+
+    /// [`Store::dataset_in`], a record of an evicted segment fetched into
+    /// the read-through cache now or by its reader (`fetch`).
+    pub(crate) fn dataset_fetched(
+        &self,
+        read: &ReadTxn<'_>,
+        entry: &InstanceEntry,
+        fetch: Fetch,
+    ) -> Result<StoredDataset, StoreError> {
         Ok(StoredDataset {
             triplet: entry.triplet.clone(),
             sop_class_uid: entry.record.sop_class_uid.clone(),
             transfer_syntax_uid: entry.record.transfer_syntax_uid.clone(),
-            location: readable(
+            location: readable_fetched(
                 self.layout(),
                 self.shared.objects.as_ref(),
                 read,
-                Area::Objects,
+                (Area::Objects, fetch),
                 entry,
             )?,
         })
@@ -362,6 +425,7 @@ mod tests {
                 part10_offset: 8192 + header,
                 offset: 8192 + header + 300,
                 length: 700,
+                evicted: None,
             }
         );
         assert_eq!(

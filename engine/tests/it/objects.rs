@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_engine::config::Config;
@@ -531,26 +533,18 @@ fn files_under(dir: &Path) -> usize {
     count
 }
 
-/// A C-GET (DCMTK getscu) through `sluice serve` retrieves instances whose
-/// segment was evicted, byte-exact, fetched from Garage by ranged GETs.
-#[test]
-fn getscu_retrieves_evicted_instances_through_sluice_serve() {
-    let garage = Garage::start();
-    let (fixture, stored, config) = record_store(&garage, "after-upload");
-    let store = open_store(&config);
-    let round = upload(&store);
-    assert_eq!((round.uploaded, round.evicted), (1, 1), "{round:?}");
-    drop(store);
-    assert!(!fixture.layout.segment_path(SEALED).exists());
-
+/// `sluice serve --cores 1` on the store of `config`: the server, its
+/// DICOM port, its log file.
+fn serve_one_core(config: &Path, data_dir: &Path) -> (ChildGuard, u16, PathBuf) {
     let port = free_port();
-    let log_path = fixture.data_dir().parent().unwrap().join("serve.log");
+    let log_path = data_dir.parent().unwrap().join("serve.log");
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("serve")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cores", "1", "--free-space-floor", "0"])
+        .env("RUST_LOG", "sluice=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
@@ -568,25 +562,38 @@ fn getscu_retrieves_evicted_instances_through_sluice_serve() {
         assert!(Instant::now() < deadline, "sluice serve did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = tempfile::tempdir().unwrap();
-    let output = run(
-        Command::new(dcmtk("getscu"))
-            .args(["-v", "-S", "-aec", "SLUICE", "-od"])
-            .arg(out.path())
-            .args(["-k", "QueryRetrieveLevel=SERIES"])
-            .args(["-k", "StudyInstanceUID=1.7"])
-            .args(["-k", "SeriesInstanceUID=1.7.1"])
-            .args(["127.0.0.1", &port.to_string()]),
-        Duration::from_secs(120),
-    );
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        log.contains("Number of Completed Suboperations : 2"),
-        "{log}\n{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
-    let mut arrived = 0;
-    for entry in std::fs::read_dir(out.path()).unwrap() {
+    (guard, port, log_path)
+}
+
+/// DCMTK getscu of `keys` (study root) from `port` into `out`, started.
+fn getscu(port: u16, keys: &[&str], out: &Path) -> ChildGuard {
+    let mut command = Command::new(dcmtk("getscu"));
+    command.args(["-v", "-S", "-aec", "SLUICE", "-od"]).arg(out);
+    for key in keys {
+        command.args(["-k", key]);
+    }
+    command
+        .args(["127.0.0.1", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    ChildGuard::new(command.spawn().expect("start getscu"))
+}
+
+/// The keys of a C-GET of series `series` of study 1.7.
+fn series_keys(series: &str) -> Vec<String> {
+    vec![
+        "QueryRetrieveLevel=SERIES".to_owned(),
+        "StudyInstanceUID=1.7".to_owned(),
+        format!("SeriesInstanceUID={series}"),
+    ]
+}
+
+/// The files getscu wrote to `out`, each matched byte-exact to a stored
+/// data set: their SOP Instance UIDs.
+fn received(out: &Path, stored: &[Stored]) -> Vec<String> {
+    let mut arrived = Vec::new();
+    for entry in std::fs::read_dir(out).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         let instance = stored
             .iter()
@@ -599,10 +606,286 @@ fn getscu_retrieves_evicted_instances_through_sluice_serve() {
                     stored.iter().map(|i| &i.dataset[..i.dataset.len().min(200)]).collect::<Vec<_>>()
                 )
             });
-        assert_eq!(instance.triplet.series_instance_uid, "1.7.1");
-        arrived += 1;
+        arrived.push(instance.triplet.sop_instance_uid.clone());
     }
-    assert_eq!(arrived, 2);
+    arrived.sort();
+    arrived
+}
+
+/// [`record_store`] (evicting after upload) with its sealed segment
+/// uploaded and evicted.
+fn evicted_record_store(garage: &Garage) -> (StoreFixture, Vec<Stored>, PathBuf) {
+    let (fixture, stored, config) = record_store(garage, "after-upload");
+    let store = open_store(&config);
+    let round = upload(&store);
+    assert_eq!((round.uploaded, round.evicted), (1, 1), "{round:?}");
+    drop(store);
+    (fixture, stored, config)
+}
+
+/// A C-GET (DCMTK getscu) through `sluice serve` retrieves instances whose
+/// segment was evicted, byte-exact, fetched from Garage by ranged GETs.
+#[test]
+fn getscu_retrieves_evicted_instances_through_sluice_serve() {
+    let garage = Garage::start();
+    let (fixture, stored, config) = evicted_record_store(&garage);
+    assert!(!fixture.layout.segment_path(SEALED).exists());
+
+    let (guard, port, log_path) = serve_one_core(&config, fixture.data_dir());
+    let out = tempfile::tempdir().unwrap();
+    let keys = series_keys("1.7.1");
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let output = getscu(port, &keys, out.path()).wait_with_output(Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        log.contains("Number of Completed Suboperations : 2"),
+        "{log}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    assert_eq!(received(out.path(), &stored), ["1.7.1.1", "1.7.1.2"]);
+    drop(guard);
+}
+
+/// A TCP proxy in front of Garage's S3 port, so a test can make the store
+/// slow or stop it under a running server: while `hold` is set, each
+/// connection it accepts waits before anything is forwarded (a store that
+/// answers late); while `down` is set, it closes what it accepts and every
+/// connection it forwards (a store stopped). Stopped when dropped.
+struct Proxy {
+    port: u16,
+    hold: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = Proxy {
+            port: listener.local_addr().unwrap().port(),
+            hold: Arc::new(AtomicBool::new(false)),
+            down: Arc::new(AtomicBool::new(false)),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (hold, down, accepted, stop) = (
+            proxy.hold.clone(),
+            proxy.down.clone(),
+            proxy.accepted.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(error) => panic!("the proxy cannot accept: {error}"),
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (hold, down) = (hold.clone(), down.clone());
+                std::thread::spawn(move || {
+                    client.set_nonblocking(false).unwrap();
+                    while hold.load(Ordering::SeqCst) && !down.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if down.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let (client2, upstream2) =
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    let down2 = down.clone();
+                    std::thread::spawn(move || pipe(client2, upstream2, &down2));
+                    pipe(upstream, client, &down);
+                });
+            }
+        });
+        proxy
+    }
+}
+
+impl Proxy {
+    /// `garage`'s `[objects]` section (evicting by `evict`), through this
+    /// proxy.
+    fn objects_toml(&self, garage: &Garage, evict: &str) -> String {
+        let direct = format!("127.0.0.1:{}", garage.nodes[0].s3_port);
+        let text = garage.objects_toml(evict);
+        assert!(text.contains(&direct), "{text}");
+        text.replace(&direct, &format!("127.0.0.1:{}", self.port))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either ends, or `down` is set (then both
+/// are cut).
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, down: &AtomicBool) {
+    use std::io::{Read, Write};
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if down.load(Ordering::SeqCst) {
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Reads of evicted records happen off the io core: with the store
+/// answering late (a proxy holding the S3 connection), a C-GET of evicted
+/// instances waits while another association's C-FIND on the same core
+/// (`--cores 1`) is answered; two C-GETs of the same records share one
+/// fetch; once the store answers, both deliver byte-exact. With the store
+/// stopped, the evicted instance of a C-GET fails (counted, named, the log
+/// naming its object key) and the local one is sent.
+#[test]
+fn a_slow_or_stopped_object_store_holds_no_io_core() {
+    let garage = Garage::start();
+    let (fixture, stored, config) = evicted_record_store(&garage);
+    let proxy = Proxy::start(garage.nodes[0].s3_port);
+    // Through the proxy; the segment the server seals at start (the open
+    // one) stays local.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let objects = garage.objects_toml("after-upload");
+    assert!(text.ends_with(&objects), "{text}");
+    let text = text.replace(&objects, &proxy.objects_toml(&garage, "never"));
+    std::fs::write(&config, text).unwrap();
+
+    let (guard, port, log_path) = serve_one_core(&config, fixture.data_dir());
+    let server_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    proxy.hold.store(true, Ordering::SeqCst);
+    let keys = series_keys("1.7.1");
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let (out_a, out_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut get_a = getscu(port, &keys, out_a.path());
+    let mut get_b = getscu(port, &keys, out_b.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Both retrieves listed their instances (a core that fetched while
+    // listing would wait for the store here) and their first record's fetch
+    // reached the store.
+    while server_log().matches("retrieve started").count() < 2
+        || proxy.accepted.load(Ordering::SeqCst) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the C-GETs did not start:\n{}",
+            server_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The core answers another association's C-FIND meanwhile.
+    let find = run(
+        Command::new(dcmtk("findscu"))
+            .args(["-v", "-S", "-aec", "SLUICE"])
+            .args([
+                "-k",
+                "QueryRetrieveLevel=SERIES",
+                "-k",
+                "StudyInstanceUID=1.7",
+            ])
+            .args(["-k", "SeriesInstanceUID"])
+            .args(["127.0.0.1", &port.to_string()]),
+        Duration::from_secs(30),
+    );
+    let find_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&find.stdout),
+        String::from_utf8_lossy(&find.stderr)
+    );
+    assert!(find.status.success(), "{find_log}\n{}", server_log());
+    assert!(
+        find_log.contains("1.7.1") && find_log.contains("1.7.2"),
+        "{find_log}"
+    );
+    // Answered while the fetch was held: no retrieve has ended (a core
+    // waiting for the store would have answered the C-FIND only after the
+    // fetch failed at its timeout, and the C-GETs with it).
+    assert!(
+        !server_log().contains("retrieve answered"),
+        "{}",
+        server_log()
+    );
+    for get in [&mut get_a, &mut get_b] {
+        assert!(
+            get.child_mut().try_wait().unwrap().is_none(),
+            "a C-GET ended while its record's fetch was held:\n{}",
+            server_log()
+        );
+    }
+
+    proxy.hold.store(false, Ordering::SeqCst);
+    for (get, out) in [(get_a, &out_a), (get_b, &out_b)] {
+        let output = get.wait_with_output(Duration::from_secs(120));
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            log.contains("Number of Completed Suboperations : 2"),
+            "{log}\n{}",
+            server_log()
+        );
+        assert_eq!(received(out.path(), &stored), ["1.7.1.1", "1.7.1.2"]);
+    }
+    // Both C-GETs' lanes asked for the first record while its fetch was
+    // held: they shared it. One fetch per record.
+    let fetches = server_log()
+        .lines()
+        .filter(|line| line.contains("record fetch ended"))
+        .count();
+    assert_eq!(fetches, 2, "{}", server_log());
+
+    // The store stopped: series 1.7.2 has one evicted instance (fails) and
+    // one in the open segment (sent).
+    proxy.down.store(true, Ordering::SeqCst);
+    let out = tempfile::tempdir().unwrap();
+    let keys = series_keys("1.7.2");
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let output = getscu(port, &keys, out.path()).wait_with_output(Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        log.contains("Number of Completed Suboperations : 1")
+            && log.contains("Number of Failed Suboperations    : 1"),
+        "{log}\n{}",
+        server_log()
+    );
+    assert_eq!(received(out.path(), &stored), ["1.7.2.2"]);
+    let server = server_log();
+    let failure = server
+        .lines()
+        .find(|line| line.contains("cannot fetch a record of an evicted segment"))
+        .unwrap_or_else(|| panic!("no fetch failure logged:\n{server}"));
+    assert!(
+        failure.contains(&format!("{SEALED:016x}.seg")) && failure.contains("1.7.2.1"),
+        "{failure}"
+    );
     drop(guard);
 }
 
@@ -631,30 +914,7 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
     );
     let data = work.path().join("data");
     let metrics_port = free_port().to_string();
-    let served = crate::serve::Served::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        "uring",
-        &[
-            "--metrics-port",
-            &metrics_port,
-            "--config",
-            config.to_str().unwrap(),
-            "--storage-layout",
-            "segments",
-            "--segment-size-mib",
-            "1",
-            "--cores",
-            "1",
-        ],
-    );
-    let output = run(
-        Command::new(dcmtk("storescu"))
-            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
-            .args(&files),
-        Duration::from_secs(120),
-    );
-    assert!(output.status.success(), "storescu: {output:?}");
+    let served = serve_segments_and_send(&config, &data, &metrics_port, &files);
     // The uploader works beside ingest: wait for its evictions.
     let deadline = Instant::now() + GARAGE_TIMEOUT;
     while !served.log().contains("segment evicted") {
@@ -666,15 +926,7 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let metrics = metrics_text(&metrics_port);
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert!(
         value("sluice_objects_uploaded_segments_total") >= 1,
         "{metrics}"
@@ -690,9 +942,43 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
     assert_eq!(value("sluice_objects_store_reachable"), 1, "{metrics}");
     let log = served.stop();
     assert!(!log.contains("ERROR"), "{log}");
+    assert_read_back(&config, &data, &files);
+}
 
-    let mut config_all = Config::from_file(&config).unwrap();
-    config_all.server.data_directory = data.clone();
+/// `sluice serve` on the segments layout (1 MiB segments, one core) with
+/// `config` and its metrics on `metrics_port`, storing into `data`, and
+/// every file of `files` sent to it by DCMTK storescu (all stored).
+fn serve_segments_and_send(
+    config: &Path,
+    data: &Path,
+    metrics_port: &str,
+    files: &[PathBuf],
+) -> crate::serve::Served {
+    let mut args = vec!["--metrics-port", metrics_port, "--config"];
+    args.push(config.to_str().unwrap());
+    args.extend(crate::segment_ingest::SEGMENTS);
+    let served = crate::serve::Served::start_in(
+        tempfile::tempdir().unwrap(),
+        data.to_owned(),
+        "uring",
+        &args,
+    );
+    let output = run(
+        Command::new(dcmtk("storescu"))
+            .args(["-aec", "SLUICE", "127.0.0.1", &served.port.to_string()])
+            .args(files),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "storescu: {output:?}");
+    served
+}
+
+/// Every instance of `files` reads back byte-exact from the store in
+/// `data` (the evicted ones from the object store), at least one segment
+/// was evicted, and `verify` finds every record intact.
+fn assert_read_back(config: &Path, data: &Path, files: &[PathBuf]) {
+    let mut config_all = Config::from_file(config).unwrap();
+    config_all.server.data_directory = data.to_owned();
     let store = Store::open(config_all).unwrap();
     let evicted: Vec<u64> = store
         .index()
@@ -708,7 +994,7 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
     for segment in &evicted {
         assert!(!store.layout().segment_path(*segment).exists());
     }
-    for file in &files {
+    for file in files {
         let original = std::fs::read(file).unwrap();
         let sop = sluice_tests::part10_meta_value(&original, 0x0002, 0x0003);
         let stored = store.read_instance(&sop).unwrap().expect("stored");
@@ -727,21 +1013,250 @@ fn sluice_serve_uploads_and_evicts_the_segments_it_seals() {
         data.to_str().unwrap(),
     ]);
     assert!(
-        output.contains("verified 600 files") && output.contains("0 damaged records"),
+        output.contains(&format!("verified {} files", files.len()))
+            && output.contains("0 damaged records"),
         "{output}"
     );
 }
 
+/// The object store unreachable while `sluice serve` ingests (a proxy in
+/// front of Garage closing every connection): every C-STORE is answered
+/// success from the local store, the log says the uploads fail, `/readyz`
+/// stays 200 and says so, the metrics show it (store unreachable, a
+/// backlog, failed rounds, nothing uploaded); once the store answers again
+/// the uploads resume by themselves, the backlog drains, and afterwards
+/// every instance reads back byte-exact (the evicted ones from Garage).
+#[test]
+fn an_object_store_outage_keeps_ingest_local_and_uploads_resume() {
+    let garage = Garage::start();
+    let proxy = Proxy::start(garage.nodes[0].s3_port);
+    proxy.down.store(true, Ordering::SeqCst);
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("objects.toml");
+    std::fs::write(&config, proxy.objects_toml(&garage, "after-upload")).unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    // As above: 600 small instances fill two 1 MiB segments.
+    let files = crate::ingest::generated_files(sent.path(), 600);
+    let data = work.path().join("data");
+    let metrics_port = free_port().to_string();
+    let served = serve_segments_and_send(&config, &data, &metrics_port, &files);
+    // Sealed segments wait locally, and every way of looking says so.
+    let metrics = wait_for_metrics(&served, &metrics_port, "a backlog", |metrics| {
+        metric(metrics, "sluice_objects_backlog_segments") >= 1
+            && metric(metrics, "sluice_objects_store_reachable") == 0
+    });
+    assert!(
+        metric(&metrics, "sluice_objects_failed_rounds_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "sluice_objects_uploaded_segments_total"),
+        0,
+        "{metrics}"
+    );
+    let ready = http_get(&metrics_port, "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 200")
+            && ready.contains("object store unreachable: uploads fail"),
+        "{ready}"
+    );
+    let log = served.log();
+    assert_eq!(
+        log.matches("the object store round failed").count(),
+        1,
+        "one error line per outage:\n{log}"
+    );
+
+    // The store answers again: the backlog goes up by itself.
+    proxy.down.store(false, Ordering::SeqCst);
+    let metrics = wait_for_metrics(&served, &metrics_port, "the backlog drained", |metrics| {
+        metric(metrics, "sluice_objects_backlog_segments") == 0
+            && metric(metrics, "sluice_objects_evicted_segments_total") >= 1
+    });
+    assert_eq!(
+        metric(&metrics, "sluice_objects_store_reachable"),
+        1,
+        "{metrics}"
+    );
+    let ready = http_get(&metrics_port, "/readyz");
+    assert!(ready.ends_with("\r\n\r\nready\n"), "{ready}");
+    let log = served.stop();
+    assert!(
+        log.contains("the object store works again; uploads go on"),
+        "{log}"
+    );
+    assert_read_back(&config, &data, &files);
+}
+
+/// The metrics of `served` (on `port`) once `seen` holds of them (`what`
+/// names it in the failure).
+fn wait_for_metrics(
+    served: &crate::serve::Served,
+    port: &str,
+    what: &str,
+    seen: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    loop {
+        let metrics = metrics_text(port);
+        if seen(&metrics) {
+            return metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {what}:\n{metrics}\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bytes in use on the file system of `path`.
+fn used_bytes(path: &Path) -> u64 {
+    let output = run(
+        Command::new("df").args(["--output=used", "-B1"]).arg(path),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df: {output:?}"))
+}
+
+/// `evict = "when-disk-above"` with the disk filling (a small tmpfs, shrunk
+/// under the running server until it is 70% full, the threshold 50%): while
+/// the object store is unreachable no segment is evicted (none is
+/// uploaded) and every sealed segment's file stays; once the store answers,
+/// uploaded segments are evicted, oldest first, until the fill is under the
+/// threshold, never one that is not uploaded, never the open one; every
+/// instance reads back byte-exact.
+#[test]
+fn when_disk_above_evicts_only_uploaded_segments_as_the_disk_fills() {
+    let garage = Garage::start();
+    let proxy = Proxy::start(garage.nodes[0].s3_port);
+    proxy.down.store(true, Ordering::SeqCst);
+    let filesystem = crate::serve::SmallFilesystem::mount(64);
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("objects.toml");
+    let text = proxy.objects_toml(&garage, "when-disk-above") + "evict_disk_above_percent = 50\n";
+    std::fs::write(&config, text).unwrap();
+    let sent = tempfile::tempdir().unwrap();
+    // 600 small instances fill two 1 MiB segments (and start a third).
+    let files = crate::ingest::generated_files(sent.path(), 600);
+    let data = filesystem.path().join("data");
+    let served = serve_segments_and_send(&config, &data, &free_port().to_string(), &files);
+    let segments = || -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(data.join("segments"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let before = segments();
+    assert!(before.len() >= 3, "{before:?}");
+    // The disk fills: 70% in use.
+    let used = used_bytes(filesystem.path());
+    let size_mib = (used * 10 / 7).div_ceil(1 << 20);
+    crate::disk_full::resize(filesystem.path(), size_mib);
+    // The store unreachable: rounds fail, nothing is evicted.
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    while served
+        .log()
+        .matches("the object store round failed")
+        .count()
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no round failed:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(segments(), before, "a segment left while none was uploaded");
+    assert!(
+        !served.log().contains("segment evicted"),
+        "{}",
+        served.log()
+    );
+
+    // The store answers: uploaded segments go until the fill is under 50%.
+    proxy.down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + GARAGE_TIMEOUT;
+    while !served.log().contains("segment evicted") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing evicted:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let log = served.stop();
+    let size = size_mib << 20;
+    let used = used_bytes(filesystem.path());
+    let after = segments();
+    assert!(after.len() < before.len(), "{after:?}");
+    assert!(
+        used * 100 <= size * 50 || after.len() == 1,
+        "{used} of {size} bytes in use, segments left: {after:?}\n{log}"
+    );
+    // The newest (open) segment stays; the evicted ones are the oldest.
+    assert_eq!(after.last(), before.last());
+    assert_eq!(after[..], before[before.len() - after.len()..]);
+
+    let mut config_all = Config::from_file(&config).unwrap();
+    config_all.server.data_directory = data.clone();
+    let store = Store::open(config_all).unwrap();
+    let read = store.index().read().unwrap();
+    let objects = read.segment_objects().unwrap();
+    let states = read.segments().unwrap();
+    for (id, state) in &states {
+        let object = objects.iter().find(|(object_id, _)| object_id == id);
+        match object {
+            Some((_, object)) if object.evicted => {
+                assert!(state.sealed, "segment {id:016x} evicted unsealed");
+                assert!(!store.layout().segment_path(*id).exists());
+            }
+            // Not evicted: its file is there.
+            _ => assert!(store.layout().segment_path(*id).exists(), "{id:016x}"),
+        }
+    }
+    drop(read);
+    drop(store);
+    assert_read_back(&config, &data, &files);
+}
+
 /// The metrics endpoint's text.
 fn metrics_text(port: &str) -> String {
+    http_get(port, "/metrics")
+}
+
+/// The answer (status line, headers, body) of the metrics endpoint to a
+/// GET of `path`.
+fn http_get(port: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text
+}
+
+/// The value of the metric `name` in `metrics`.
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

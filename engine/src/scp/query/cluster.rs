@@ -14,9 +14,11 @@ use sluice_net::query::Query;
 use super::super::conn::Connections;
 use super::super::shared::ServerShared;
 use super::super::tag::{tag, TagKind};
+use super::retrieve::SubOutcome;
 use super::state::{Operation, RetrieveKind};
+use super::transfer::Transfer;
 use super::QueryRetrieve;
-use crate::cluster::Forward;
+use crate::cluster::{Event, Forward, STREAM_WINDOW};
 use crate::store::StoredDataset;
 
 /// How often the service looks for the catalogue's next C-FIND page.
@@ -57,45 +59,144 @@ pub(super) fn find_wait(core: &mut Core, serial: u64, waiting_for_sends: &mut bo
     }
 }
 
+/// What one look at a forward brought.
+#[derive(Debug, Default)]
+struct Pulled {
+    /// Instances were queued (C-GET).
+    staged: bool,
+    /// The counts changed.
+    counts: bool,
+    /// The holders are done.
+    done: bool,
+}
+
 impl QueryRetrieve {
-    /// A forwarded C-MOVE: its holders' outcome added once it is there
-    /// (then the final answer may go out), else looked for again shortly.
-    pub(super) fn forward_poll(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+    /// Takes a forwarded retrieve's reports (see `crate::cluster::forward`):
+    /// all of them while fewer than [`STREAM_WINDOW`] fetched instances
+    /// taken are unanswered (beyond that the thread, and the holder, wait;
+    /// this node's own instances do not count), and all after a C-CANCEL
+    /// (so the thread never waits for a core that waits for it).
+    fn forward_pull(&mut self, serial: u64) -> Pulled {
+        let mut pulled = Pulled::default();
         let Some(Operation::Retrieve(op)) = self.operations.get_mut(&serial) else {
-            return;
+            return pulled;
         };
-        let Some(forward) = &op.forward else {
-            return;
-        };
-        match forward.poll() {
-            Some(mut done) => {
-                op.forward = None;
-                op.staging = done.staging.take();
-                op.retrieve.remote_done(done);
-                // A C-GET's association idle while the others' instances
-                // were fetched sends them now.
-                let idle = self
-                    .lanes
-                    .get(&serial)
-                    .is_some_and(|lane| lane.transfer.is_none() && lane.next.is_none());
-                if idle {
-                    self.lane_next(core, conns, serial);
-                } else {
-                    self.maybe_finish(core, conns, serial);
-                }
+        while let Some(forward) = &mut op.forward {
+            let room = op.retrieve.is_cancelled() || op.staged_unsent < STREAM_WINDOW;
+            if !room {
+                break;
             }
-            None => {
-                if let Err(error) = core.timer(FORWARD_POLL, tag(TagKind::FindStep, serial)) {
-                    // Nothing else wakes it: the holders' outcome is lost.
-                    tracing::error!(%error, "cannot arm the poll of a forwarded C-MOVE; its other nodes' instances count as failed");
+            let Some(event) = forward.next() else {
+                break;
+            };
+            match event {
+                Event::Found(count) => {
+                    op.retrieve.remote_found(count);
+                    pulled.counts = true;
+                }
+                Event::Counts(counts) => {
+                    op.retrieve.remote_counts(counts);
+                    pulled.counts = true;
+                }
+                Event::Staged(dataset) => {
+                    op.staged_unsent += 1;
+                    op.retrieve.remote_staged(dataset);
+                    pulled.staged = true;
+                }
+                Event::Done(done) => {
+                    op.staging = forward.take_staging();
                     op.forward = None;
-                    op.retrieve.remote_done(crate::cluster::Forwarded {
-                        reason: Some(format!("cannot wait for the other nodes: {error}")),
-                        ..crate::cluster::Forwarded::default()
-                    });
-                    self.maybe_finish(core, conns, serial);
+                    op.retrieve.remote_done(done);
+                    pulled.done = true;
                 }
             }
         }
+        pulled
+    }
+
+    /// A forwarded retrieve's reports taken (C-GET: its association idle
+    /// while the others' instances were fetched sends them now; counts
+    /// changed: a pending response), then looked for again shortly.
+    pub(super) fn forward_poll(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let pulled = self.forward_pull(serial);
+        self.forward_pulled(core, conns, serial, &pulled);
+        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&serial) else {
+            return;
+        };
+        if op.forward.is_none() {
+            return;
+        }
+        if let Err(error) = core.timer(FORWARD_POLL, tag(TagKind::FindStep, serial)) {
+            // Nothing else wakes it: the holders' outcome is lost.
+            tracing::error!(%error, "cannot arm the poll of a forwarded retrieve; its other nodes' instances count as failed");
+            // Its fetched instances queued still go (their directory with
+            // the operation); the thread stops (the forward dropped).
+            op.staging = op
+                .forward
+                .take()
+                .and_then(|mut forward| forward.take_staging());
+            op.retrieve.remote_done(crate::cluster::Forwarded {
+                reason: Some(format!("cannot wait for the other nodes: {error}")),
+                ..crate::cluster::Forwarded::default()
+            });
+            self.maybe_finish(core, conns, serial);
+        }
+    }
+
+    /// Acts on what [`Self::forward_pull`] brought.
+    fn forward_pulled(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        pulled: &Pulled,
+    ) {
+        if pulled.counts {
+            self.send_pending(core, conns, serial);
+            if let Some(conn) = conns.get_mut(serial) {
+                conn.flush_sends(core);
+            }
+        }
+        let idle = self
+            .lanes
+            .get(&serial)
+            .is_some_and(|lane| lane.transfer.is_none() && lane.next.is_none());
+        if pulled.staged && idle {
+            self.lane_next(core, conns, serial);
+        } else if pulled.done {
+            self.maybe_finish(core, conns, serial);
+        }
+    }
+
+    /// A sub-operation of the retrieve of association `origin` ended: its
+    /// counts, its staging file deleted (an instance fetched from another
+    /// node), and the next fetched instances taken.
+    pub(super) fn sub_operation_done(
+        &mut self,
+        origin: u64,
+        (transfer, outcome): (&Transfer, SubOutcome),
+    ) {
+        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) else {
+            return;
+        };
+        op.bytes_sent += transfer.bytes_sent;
+        let sop = &transfer.dataset.triplet.sop_instance_uid;
+        let staged = op
+            .forward
+            .as_ref()
+            .and_then(|forward| forward.staging())
+            .or(op.staging.as_ref())
+            .and_then(|staging| staging.holds(&transfer.dataset));
+        if let Some(path) = staged {
+            op.staged_unsent = op.staged_unsent.saturating_sub(1);
+            tracing::debug!(sop_instance_uid = %sop, "a remote instance sent on the C-GET association");
+            if let Err(error) = std::fs::remove_file(path) {
+                tracing::warn!(%error, path = %path.display(), "cannot remove a C-GET staging file; it goes with its directory");
+            }
+        }
+        op.retrieve.done(sop, outcome);
+        // The caller sends the pending response and the lane's next
+        // instance, and finishes the retrieve when it is done.
+        self.forward_pull(origin);
     }
 }

@@ -28,6 +28,7 @@ mod access;
 mod answers;
 mod cluster;
 mod contexts;
+mod fetched;
 mod find;
 mod head;
 mod resolve;
@@ -46,7 +47,7 @@ use sluice_net::assoc::{AssociationProposal, ProposedPresentationContext};
 use sluice_net::dimse::dataset::SmallDatasetEncoding;
 use sluice_net::dimse::{
     CFindRq, CGetRq, CMoveRq, CStoreRq, CStoreRsp, Command, MoveOriginator, Priority, Status,
-    StatusCategory, SubOperationCounts,
+    SubOperationCounts,
 };
 use sluice_net::endpoint::DataSet;
 use sluice_net::query::{
@@ -63,8 +64,9 @@ use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 pub(crate) use access::apply as narrow_association;
 use answers::{decode, refuse_find, send_retrieve_rsp};
 use contexts::{choose_context, move_proposal};
+pub(crate) use fetched::FetchedQueue;
 use find::{FindOp, Progress};
-use retrieve::{Retrieve, SubOutcome};
+use retrieve::{sub_outcome, Retrieve, SubOutcome};
 use share::{Sending, Share};
 use state::{Lane, Operation, RetrieveKind, RetrieveOp};
 use transfer::{pdu_length_for, Phase, Pump, Transfer};
@@ -99,6 +101,8 @@ pub(crate) struct QueryRetrieve {
     share: Share,
     operations: HashMap<u64, Operation>,
     lanes: HashMap<u64, Lane>,
+    /// Records of evicted segments fetched for this core's lanes.
+    fetched: Arc<FetchedQueue>,
     /// Lanes waiting for a chunk or for sends, in the order they asked.
     waiting: VecDeque<u64>,
     /// The server is stopping: new requests are refused (those running
@@ -122,25 +126,12 @@ fn context_encoding(conn: &Connection, context_id: u8) -> Option<(String, SmallD
     Some((context.abstract_syntax.clone(), encoding))
 }
 
-/// The outcome of a C-STORE-RSP's status.
-fn sub_outcome(rsp: &CStoreRsp) -> SubOutcome {
-    match rsp.status.category() {
-        StatusCategory::Success => SubOutcome::Completed,
-        StatusCategory::Warning => SubOutcome::Warning,
-        _ => SubOutcome::Failed(format!(
-            "the destination answered {:04X}{}",
-            rsp.status.0,
-            rsp.detail
-                .error_comment
-                .as_deref()
-                .map(|comment| format!(": {comment}"))
-                .unwrap_or_default()
-        )),
-    }
-}
-
 impl QueryRetrieve {
-    pub(crate) fn new(shared: Arc<ServerShared>, timeouts: Timeouts) -> QueryRetrieve {
+    pub(crate) fn new(
+        shared: Arc<ServerShared>,
+        timeouts: Timeouts,
+        fetched: FetchedQueue,
+    ) -> QueryRetrieve {
         let budget = usize::try_from(shared.store.config().query.retrieve_buffer_per_core)
             .unwrap_or(usize::MAX);
         let chunk_count = (budget / CHUNK_SIZE).max(2);
@@ -153,6 +144,7 @@ impl QueryRetrieve {
             ),
             operations: HashMap::new(),
             lanes: HashMap::new(),
+            fetched: Arc::new(fetched),
             waiting: VecDeque::new(),
             draining: false,
             shared,
@@ -442,6 +434,7 @@ impl QueryRetrieve {
             bytes_sent: 0,
             forward: None,
             staging: None,
+            staged_unsent: 0,
         };
         if let Some(forward) = forward {
             op.retrieve.expect_remote();
@@ -510,8 +503,7 @@ impl QueryRetrieve {
                 tracing::debug!(serial, "C-FIND cancelled");
             }
             Some(Operation::Retrieve(op)) if op.message_id == message_id => {
-                op.retrieve.cancel();
-                tracing::debug!(serial, "retrieve cancelled");
+                op.cancel(serial);
                 let lanes = op.lanes.clone();
                 for lane in lanes {
                     if let Some(lane) = self.lanes.get_mut(&lane) {
@@ -618,7 +610,7 @@ impl QueryRetrieve {
         op: &mut RetrieveOp,
         conn: &mut Connection,
         core: &mut Core,
-        lane: u64,
+        (lane, fetched): (u64, &Arc<FetchedQueue>),
     ) -> Option<Transfer> {
         let get = op.kind == RetrieveKind::Get;
         let contexts = conn
@@ -657,7 +649,7 @@ impl QueryRetrieve {
                 (command, message_id),
                 pdu_length,
             );
-            match transfer.start(core, lane) {
+            match transfer.start(core, lane, fetched) {
                 Ok(()) => return Some(transfer),
                 Err(reason) => op.retrieve.done(&sop, SubOutcome::Failed(reason)),
             }
@@ -692,7 +684,7 @@ impl QueryRetrieve {
         } else {
             match lane.next.take() {
                 Some(next) => Some(next),
-                None => Self::next_transfer(op, conn, core, serial),
+                None => Self::next_transfer(op, conn, core, (serial, &self.fetched)),
             }
         };
         let ready = lane
@@ -727,7 +719,7 @@ impl QueryRetrieve {
         else {
             return;
         };
-        lane.next = Self::next_transfer(op, conn, core, serial);
+        lane.next = Self::next_transfer(op, conn, core, (serial, &self.fetched));
     }
 
     /// The lane's current transfer's file is open: its command goes out.
@@ -753,7 +745,7 @@ impl QueryRetrieve {
         core: &mut Core,
         conns: &mut Connections,
         serial: u64,
-        result: Result<FileHandle, IoError>,
+        result: Result<FileHandle, String>,
     ) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             // The lane ended while the open was in flight.
@@ -803,8 +795,7 @@ impl QueryRetrieve {
                     self.begin(core, conns, serial);
                 }
             }
-            Err(error) => {
-                let reason = format!("cannot open the stored file: {error}");
+            Err(reason) => {
                 if is_next {
                     // Fails now; the lane goes on with the current one.
                     if let Some(next) = lane.next.take() {
@@ -1034,11 +1025,7 @@ impl QueryRetrieve {
                 &transfer.dataset,
             );
         }
-        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
-            op.bytes_sent += transfer.bytes_sent;
-            op.retrieve
-                .done(&transfer.dataset.triplet.sop_instance_uid, outcome);
-        }
+        self.sub_operation_done(origin, (&transfer, outcome));
         self.send_pending(core, conns, origin);
         self.lane_next(core, conns, serial);
         // The pending answer went out with the next C-STORE-RQ (C-GET), or
@@ -1054,10 +1041,10 @@ impl QueryRetrieve {
         let Some(Operation::Retrieve(op)) = self.operations.get(&origin) else {
             return;
         };
-        if op.retrieve.is_finished() {
-            // The final answer follows instead.
+        // None: the final answer follows instead, or the count is not known.
+        let Some(counts) = op.retrieve.pending_counts() else {
             return;
-        }
+        };
         let Some(conn) = conns.get_mut(origin).filter(|conn| conn.may_send_pdata()) else {
             return;
         };
@@ -1070,7 +1057,7 @@ impl QueryRetrieve {
             conn,
             (op.context_id, operation),
             (op.message_id, &op.sop_class_uid),
-            (Status::PENDING, op.retrieve.pending_counts(), &[], None),
+            (Status::PENDING, counts, &[], None),
             None,
             false,
         );

@@ -1,4 +1,4 @@
-//! The instances a C-MOVE or C-GET names ([`Store::datasets_matching`]:
+//! The instances a C-MOVE or C-GET names ([`Store::datasets_to_send`]:
 //! the entities its identifier matches at its level, each expanded into its
 //! instances), and the status a failure to list them is answered with.
 //! Bounded by [`RETRIEVE_INSTANCES_MAX`]: the list is held while the
@@ -20,7 +20,7 @@ pub(super) fn resolve(
     query: &Query,
 ) -> Result<Vec<StoredDataset>, (Status, String)> {
     store
-        .datasets_matching(query, RETRIEVE_INSTANCES_MAX)
+        .datasets_to_send(query, RETRIEVE_INSTANCES_MAX)
         .map_err(|error| match error {
             QueryError::TooManyInstances { .. } => (
                 Status::OUT_OF_RESOURCES_SUB_OPERATIONS,

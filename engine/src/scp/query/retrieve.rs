@@ -12,6 +12,11 @@
 //! | no sub-operation completed, some failed | A702 (unable to perform sub-operations) |
 //! | otherwise (some failed or warned) | B000 |
 //!
+//! In cluster mode other nodes do part of it (`crate::cluster::forward`):
+//! the instances they hold count remaining until their counts come
+//! ([`Retrieve::remote_counts`]) or, for C-GET, until they arrive here to
+//! be sent ([`Retrieve::remote_staged`]); every count sums both parts.
+//!
 //! Failed, warning and cancel answers carry the Failed SOP Instance UID List
 //! (0008,0058) of the instances that failed. The first failure's reason
 //! goes in the Error Comment, so "the destination accepts no transfer syntax
@@ -19,8 +24,9 @@
 
 use std::collections::VecDeque;
 
-use sluice_net::dimse::{Status, SubOperationCounts};
+use sluice_net::dimse::{CStoreRsp, Status, StatusCategory, SubOperationCounts};
 
+use crate::cluster::{Counts, Forwarded};
 use crate::store::StoredDataset;
 
 /// How one sub-operation ended.
@@ -32,6 +38,23 @@ pub(crate) enum SubOutcome {
     Warning,
     /// It failed: never sent, not acknowledged, or refused (the reason).
     Failed(String),
+}
+
+/// The outcome of a C-STORE-RSP's status.
+pub(super) fn sub_outcome(rsp: &CStoreRsp) -> SubOutcome {
+    match rsp.status.category() {
+        StatusCategory::Success => SubOutcome::Completed,
+        StatusCategory::Warning => SubOutcome::Warning,
+        _ => SubOutcome::Failed(format!(
+            "the destination answered {:04X}{}",
+            rsp.status.0,
+            rsp.detail
+                .error_comment
+                .as_deref()
+                .map(|comment| format!(": {comment}"))
+                .unwrap_or_default()
+        )),
+    }
 }
 
 /// The bookkeeping of one retrieve (see the module documentation).
@@ -48,6 +71,12 @@ pub(crate) struct Retrieve {
     /// Other nodes of the cluster move part of it: the final answer waits
     /// for their outcome ([`Retrieve::remote_done`]).
     remote_waiting: bool,
+    /// The instances the other nodes hold, once known.
+    remote_found: Option<usize>,
+    /// Of those, fetched to be sent from here (C-GET).
+    remote_staged: usize,
+    /// The other nodes' counts so far.
+    remote: Counts,
 }
 
 /// Counts above u16 are sent as u16::MAX (the command's field is a US).
@@ -68,6 +97,9 @@ impl Retrieve {
             cancelled: false,
             first_failure: None,
             remote_waiting: false,
+            remote_found: None,
+            remote_staged: 0,
+            remote: Counts::default(),
         }
     }
 
@@ -77,19 +109,51 @@ impl Retrieve {
         self.remote_waiting = true;
     }
 
-    /// The other nodes' outcome, added to this node's counts; the
-    /// instances they staged (C-GET) are queued to be sent from here.
-    pub(crate) fn remote_done(&mut self, remote: crate::cluster::Forwarded) {
+    /// The other nodes hold `count` instances of it (remaining until
+    /// counted).
+    pub(crate) fn remote_found(&mut self, count: usize) {
+        assert!(self.remote_waiting, "remote instances nobody waited for");
+        assert!(self.remote_found.is_none(), "remote instances found twice");
+        self.remote_found = Some(count);
+    }
+
+    /// The other nodes' counts so far (they replace the last ones).
+    pub(crate) fn remote_counts(&mut self, counts: Counts) {
+        debug_assert!(
+            counts.total() >= self.remote.total(),
+            "the other nodes' counts went back"
+        );
+        self.remote = counts;
+    }
+
+    /// C-GET: an instance another node holds arrived, to be sent from here.
+    pub(crate) fn remote_staged(&mut self, dataset: StoredDataset) {
+        self.remote_staged += 1;
+        self.queue.push_back(dataset);
+    }
+
+    /// The other nodes' outcome: their final counts, failed list and
+    /// first failure's reason.
+    pub(crate) fn remote_done(&mut self, remote: Forwarded) {
         assert!(self.remote_waiting, "a remote outcome nobody waited for");
         self.remote_waiting = false;
-        self.queue.extend(remote.staged);
-        self.completed += remote.completed;
-        self.warning += remote.warning;
-        self.failed += remote.failed;
+        self.remote_counts(remote.counts);
         self.failed_uids.extend(remote.failed_uids);
         if let Some(reason) = remote.reason {
             self.first_failure.get_or_insert(reason);
         }
+    }
+
+    /// The other nodes' instances neither counted nor arrived here.
+    fn remote_outstanding(&self) -> usize {
+        self.remote_found
+            .unwrap_or(0)
+            .saturating_sub(self.remote_staged + self.remote.total())
+    }
+
+    /// Whether it was cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled
     }
 
     /// The next instance to send, unless cancelled or none is left.
@@ -159,42 +223,56 @@ impl Retrieve {
         self.in_flight == 0 && !self.has_queued() && !self.remote_waiting
     }
 
-    /// The counts of a pending response.
-    pub(crate) fn pending_counts(&self) -> SubOperationCounts {
-        SubOperationCounts {
-            remaining: Some(count(self.queue.len() + self.in_flight)),
-            completed: Some(count(self.completed)),
-            failed: Some(count(self.failed)),
-            warning: Some(count(self.warning)),
+    /// The counts of a pending response: the other nodes' instances not
+    /// done count remaining. `None` when no pending response is due: the
+    /// final one is, or the other nodes' part is not known yet (a count
+    /// without it would show a smaller retrieve than the requester asked).
+    pub(crate) fn pending_counts(&self) -> Option<SubOperationCounts> {
+        if self.is_finished() || (self.remote_waiting && self.remote_found.is_none()) {
+            return None;
         }
+        let (completed, failed, warning) = self.totals();
+        Some(SubOperationCounts {
+            remaining: Some(count(
+                self.queue.len() + self.in_flight + self.remote_outstanding(),
+            )),
+            completed: Some(count(completed)),
+            failed: Some(count(failed)),
+            warning: Some(count(warning)),
+        })
     }
 
-    /// Completed, failed and warning counts.
+    /// Completed, failed and warning counts, this node's and the others'.
     pub(crate) fn totals(&self) -> (usize, usize, usize) {
-        (self.completed, self.failed, self.warning)
+        (
+            self.completed + self.remote.completed,
+            self.failed + self.remote.failed,
+            self.warning + self.remote.warning,
+        )
     }
 
     /// The final status, its counts, the Failed SOP Instance UID List (when
     /// the status carries one) and the Error Comment.
     pub(crate) fn final_answer(&self) -> (Status, SubOperationCounts, Vec<String>, Option<String>) {
         debug_assert!(self.is_finished(), "final answer before the end");
+        let (completed, failed, warning) = self.totals();
         let status = if self.cancelled {
             Status::CANCEL
-        } else if self.failed == 0 && self.warning == 0 {
+        } else if failed == 0 && warning == 0 {
             Status::SUCCESS
-        } else if self.completed == 0 && self.warning == 0 {
+        } else if completed == 0 && warning == 0 {
             Status::OUT_OF_RESOURCES_SUB_OPERATIONS
         } else {
             Status::SUB_OPERATIONS_COMPLETE_WITH_FAILURES
         };
         let mut counts = SubOperationCounts {
             remaining: None,
-            completed: Some(count(self.completed)),
-            failed: Some(count(self.failed)),
-            warning: Some(count(self.warning)),
+            completed: Some(count(completed)),
+            failed: Some(count(failed)),
+            warning: Some(count(warning)),
         };
         if self.cancelled {
-            counts.remaining = Some(count(self.queue.len()));
+            counts.remaining = Some(count(self.queue.len() + self.remote_outstanding()));
         }
         let failed_uids = if status == Status::SUCCESS {
             Vec::new()
@@ -239,13 +317,15 @@ mod tests {
         let a = op.next().unwrap();
         op.done(&a.triplet.sop_instance_uid, SubOutcome::Completed);
         assert!(!op.is_finished(), "the other nodes have not answered");
-        op.remote_done(crate::cluster::Forwarded {
-            completed: 3,
-            warning: 0,
-            failed: 2,
+        op.remote_found(5);
+        op.remote_done(Forwarded {
+            counts: Counts {
+                completed: 3,
+                warning: 0,
+                failed: 2,
+            },
             failed_uids: vec!["9.1".into(), "9.2".into()],
             reason: Some("node-3: connection refused".into()),
-            ..crate::cluster::Forwarded::default()
         });
         assert!(op.is_finished());
         let (status, counts, failed, comment) = op.final_answer();
@@ -256,12 +336,59 @@ mod tests {
     }
 
     #[test]
+    fn the_other_nodes_instances_count_remaining_until_counted_or_staged_and_after_a_cancel() {
+        let mut op = retrieve(2);
+        op.expect_remote();
+        assert!(
+            op.pending_counts().is_none(),
+            "the other nodes' part unknown"
+        );
+        op.remote_found(10);
+        let a = op.next().unwrap();
+        assert_eq!(op.pending_counts().unwrap().remaining, Some(12));
+        op.done(&a.triplet.sop_instance_uid, SubOutcome::Completed);
+        // A holder's pending response: 3 completed, 1 failed.
+        op.remote_counts(Counts {
+            completed: 3,
+            warning: 0,
+            failed: 1,
+        });
+        let counts = op.pending_counts().unwrap();
+        assert_eq!(
+            (counts.remaining, counts.completed, counts.failed),
+            (Some(7), Some(4), Some(1))
+        );
+        // C-GET: two fetched instances queued here; still remaining until sent.
+        op.remote_staged(dataset(100));
+        op.remote_staged(dataset(101));
+        assert_eq!(op.pending_counts().unwrap().remaining, Some(7));
+        op.cancel();
+        assert!(!op.is_finished(), "the other nodes have not answered");
+        op.remote_done(Forwarded {
+            counts: Counts {
+                completed: 4,
+                warning: 0,
+                failed: 1,
+            },
+            ..Forwarded::default()
+        });
+        assert!(op.is_finished());
+        let (status, counts, _, _) = op.final_answer();
+        assert_eq!(status, Status::CANCEL);
+        // Queued here: 1 local + 2 fetched; not done at the holders: 3.
+        assert_eq!(
+            (counts.remaining, counts.completed, counts.failed),
+            (Some(6), Some(5), Some(1))
+        );
+    }
+
+    #[test]
     fn all_completed_is_success_without_a_list() {
         let mut op = retrieve(2);
         let a = op.next().unwrap();
         let b = op.next().unwrap();
         assert!(op.next().is_none());
-        assert_eq!(op.pending_counts().remaining, Some(2));
+        assert_eq!(op.pending_counts().unwrap().remaining, Some(2));
         op.done(&a.triplet.sop_instance_uid, SubOutcome::Completed);
         assert!(!op.is_finished());
         op.done(&b.triplet.sop_instance_uid, SubOutcome::Completed);
@@ -343,7 +470,7 @@ mod tests {
         let a = op.next().unwrap();
         let b = op.next().unwrap();
         op.give_back(b.clone());
-        assert_eq!(op.pending_counts().remaining, Some(2));
+        assert_eq!(op.pending_counts().unwrap().remaining, Some(2));
         op.done(&a.triplet.sop_instance_uid, SubOutcome::Completed);
         let again = op.next().unwrap();
         assert_eq!(again.triplet, b.triplet);

@@ -49,6 +49,20 @@ pub(super) struct RetrieveOp {
     /// C-GET: where the fetched instances wait to be sent (removed with
     /// the operation).
     pub(super) staging: Option<crate::cluster::StagingDir>,
+    /// C-GET: instances fetched from other nodes, taken from the forward
+    /// and not yet answered by the requester (the window's count).
+    pub(super) staged_unsent: usize,
+}
+
+impl RetrieveOp {
+    /// C-CANCEL: nothing more is started here, nor by the other nodes.
+    pub(super) fn cancel(&mut self, serial: u64) {
+        self.retrieve.cancel();
+        if let Some(forward) = &self.forward {
+            forward.cancel();
+        }
+        tracing::debug!(serial, "retrieve cancelled");
+    }
 }
 
 /// An association carrying a retrieve's C-STOREs.

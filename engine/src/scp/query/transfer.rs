@@ -28,6 +28,7 @@
 //! it waits (the service wakes it when a send completes).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use sluice_io::{At, Chunk, Core, FileHandle, IoError, OpenOptions};
 use sluice_media::transcode::Transcoder;
@@ -39,8 +40,9 @@ use sluice_net::scan::DatasetEncoding;
 
 use super::super::conn::Connection;
 use super::super::tag::{tag, TagKind};
+use super::fetched::FetchedQueue;
 use super::share::{NoChunk, Sending};
-use crate::store::StoredDataset;
+use crate::store::{DatasetLocation, StoredDataset};
 
 /// Sends in flight on one lane before its transfer waits (a chunk each,
 /// so at most this many chunks per lane are on their way to the kernel).
@@ -266,8 +268,28 @@ impl Transfer {
         }
     }
 
-    /// Opens the file (ends in the io's `Opened` with `lane`'s tag).
-    pub(crate) fn start(&mut self, core: &mut Core, lane: u64) -> Result<(), String> {
+    /// Opens the file (ends in the io's `Opened` with `lane`'s tag). A record of an evicted segment not in the read-through cache is
+    /// fetched first, off the core (`fetched`): the open follows when the
+    /// fetch ends.
+    pub(crate) fn start(
+        &mut self,
+        core: &mut Core,
+        lane: u64,
+        fetched: &Arc<FetchedQueue>,
+    ) -> Result<(), String> {
+        if let DatasetLocation::Record {
+            path,
+            evicted: Some(record),
+            ..
+        } = &self.dataset.location
+        {
+            // A cached record is whole (renamed into place once checked).
+            let cached =
+                std::fs::metadata(path).is_ok_and(|meta| meta.len() == record.place.length);
+            if !cached {
+                return fetched.fetch(lane, (path, record, &self.dataset.triplet));
+            }
+        }
         let (path, _, _) = self.dataset.location.file_range();
         core.open(
             At::Cwd,

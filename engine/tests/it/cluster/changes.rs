@@ -14,49 +14,22 @@ fn version(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// An instance of `uids` (study, series, SOP), its Patient's Name `name`.
-fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
-    let path = dir.join(format!("{name}.dcm"));
-    let script = "
-import sys
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
-path, study, series, sop, name = sys.argv[1:6]
-meta = FileMetaDataset()
-meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
-meta.MediaStorageSOPInstanceUID = sop
-meta.TransferSyntaxUID = ExplicitVRLittleEndian
-ds = Dataset()
-ds.file_meta = meta
-ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
-ds.SOPInstanceUID = sop
-ds.StudyInstanceUID = study
-ds.SeriesInstanceUID = series
-ds.PatientName = name
-ds.PatientID = 'CHANGES'
-ds.Modality = 'CT'
-ds.Rows = 2
-ds.Columns = 2
-ds.SamplesPerPixel = 1
-ds.PhotometricInterpretation = 'MONOCHROME2'
-ds.BitsAllocated = 16
-ds.BitsStored = 12
-ds.HighBit = 11
-ds.PixelRepresentation = 0
-ds.PixelData = bytes(8)
-ds.save_as(path, enforce_file_format=True)
-";
-    let output = Command::new(python())
-        .args(["-c", script])
-        .arg(&path)
-        .args([uids.0, uids.1, uids.2, name])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    path
+pub(super) fn instance(dir: &Path, name: &str, uids: (&str, &str, &str)) -> PathBuf {
+    let mut written = write_ct(
+        dir,
+        &[Ct {
+            name: name.to_owned(),
+            uids,
+            patient_name: name,
+            size: 2,
+            seed: 0,
+        }],
+    );
+    written.remove(0)
 }
 
 /// Stores `file` on `node`; whether the C-STORE succeeded.
-fn store(node: &Node, file: &Path) -> bool {
+pub(super) fn store(node: &Node, file: &Path) -> bool {
     let output = Command::new(dcmtk("storescu"))
         .args(["-v", "-aec", AE, "127.0.0.1", &node.port.to_string()])
         .arg(file)
@@ -71,14 +44,32 @@ fn store(node: &Node, file: &Path) -> bool {
     output.status.success()
 }
 
-/// The Patient's Name node `node` answers for the study (`None`: no
-/// answer), from a STUDY-level C-FIND.
+/// What node `node` answers for the study: `None` when the C-FIND failed,
+/// else the Patient's Name and the number of instances of each answer.
+fn answer(node: &Node) -> Option<Vec<(Option<String>, Option<String>)>> {
+    answer_of(node, STUDY)
+}
+
+/// The Patient's Name node `node` answers for the study.
 fn patient_name(node: &Node) -> Option<String> {
     patient_name_of(node, STUDY)
 }
 
-/// The Patient's Name node `node` answers for study `study`.
+/// The Patient's Name node `node` answers for study `study` (`None`: no
+/// answer), from a STUDY-level C-FIND that must succeed with at most one
+/// answer of one instance.
 fn patient_name_of(node: &Node, study: &str) -> Option<String> {
+    let answers = answer_of(node, study).expect("findscu succeeds");
+    assert!(answers.len() <= 1, "one study: {answers:?}");
+    let (name, count) = answers.into_iter().next()?;
+    assert_eq!(count.as_deref(), Some("1"), "one instance");
+    name
+}
+
+/// The Patient's Name and Number of Study Related Instances of each
+/// answer of a STUDY-level C-FIND of `study` on `node`; `None` when
+/// `findscu` fails.
+fn answer_of(node: &Node, study: &str) -> Option<Vec<(Option<String>, Option<String>)>> {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(dcmtk("findscu"))
         .current_dir(out.path())
@@ -89,40 +80,43 @@ fn patient_name_of(node: &Node, study: &str) -> Option<String> {
         .args(["127.0.0.1", &node.port.to_string()])
         .output()
         .unwrap();
-    assert!(output.status.success(), "findscu: {output:?}");
-    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+    if !output.status.success() {
+        eprintln!("findscu on {}: {output:?}", node.name);
+        return None;
+    }
+    let answers = std::fs::read_dir(out.path())
         .unwrap()
-        .map(|entry| entry.unwrap().path())
+        .map(|entry| {
+            let file = entry.unwrap().path();
+            let dumped = Command::new(dcmtk("dcmdump")).arg(&file).output().unwrap();
+            let text = String::from_utf8_lossy(&dumped.stdout).into_owned();
+            let value = |tag: &str| {
+                text.lines()
+                    .find(|line| line.starts_with(tag))
+                    .and_then(|line| line.split_once('[')?.1.split_once(']'))
+                    .map(|(value, _)| value.to_owned())
+            };
+            (value("(0010,0010)"), value("(0020,1208)"))
+        })
         .collect();
-    assert!(files.len() <= 1, "one study: {files:?}");
-    let file = files.first()?;
-    let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
-    let text = String::from_utf8_lossy(&dumped.stdout).into_owned();
-    let value = |tag: &str| {
-        text.lines()
-            .find(|line| line.starts_with(tag))
-            .and_then(|line| line.split_once('[')?.1.split_once(']'))
-            .map(|(value, _)| value.to_owned())
-    };
-    assert_eq!(
-        value("(0020,1208)").as_deref(),
-        Some("1"),
-        "one instance: {text}"
-    );
-    value("(0010,0010)")
+    Some(answers)
 }
 
-/// Waits until `node` answers `name`.
+/// Waits until `node` answers one study of one instance named `name`. A
+/// C-FIND that fails or answers otherwise meanwhile (the catalogue caught
+/// mid-change, the node busy under load) is asked again; the last answer
+/// and the nodes' logs are in the failure.
 fn wait_name(node: &Node, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
     loop {
-        let answered = patient_name(node);
-        if answered.as_deref() == Some(name) {
+        let answered = answer(node);
+        let expected = vec![(Some(name.to_owned()), Some("1".to_owned()))];
+        if answered.as_ref() == Some(&expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{} answers {answered:?}, not {name}:\n{}",
+            "{} answers {answered:?}, not {expected:?}:\n{}",
             node.name,
             node.log()
         );

@@ -1,12 +1,13 @@
 //! Cluster mode end to end, on one machine with real components: a
 //! PostgreSQL server (Debian's, initdb'd into a temporary directory on a
-//! free loopback port), several `sluice serve` nodes publishing to it, and
-//! HAProxy in TCP mode (leastconn, health from each node's `/readyz`) in
-//! front. Loopback ports, not network namespaces: every component binds
-//! 127.0.0.1 on its own port, which is what the catalogue and the balancer
-//! see of a multi-host cluster (docs/design/scale-out.md, "Tests").
-//! `scripts/test` installs PostgreSQL and HAProxy when missing; a missing
-//! one fails these tests.
+//! free port), several `sluice serve` nodes publishing to it, and HAProxy
+//! in TCP mode (leastconn, health from each node's `/readyz`) in front.
+//! The test of publishing through HAProxy across a kill -9 and the
+//! services' tests give each node a network namespace of its own on a
+//! private bridge (`netns`: no address outside the machine, and no node
+//! reaches another's or the test's loopback); the others bind 127.0.0.1,
+//! each component on its own port (docs/design/scale-out.md, "Tests"). `scripts/test` installs
+//! PostgreSQL and HAProxy when missing; a missing one fails these tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -19,8 +20,12 @@ use std::time::{Duration, Instant};
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
+mod netns;
+mod places;
 mod publish;
+mod retrieve;
 mod services;
+mod tls;
 
 const AE: &str = "SLUICE";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,10 +57,33 @@ struct Postgres {
     data: PathBuf,
     log: PathBuf,
     port: u16,
+    /// The address the nodes reach it at: loopback, or the bridge of a
+    /// [`netns::Network`].
+    host: String,
+    /// TCP connections must be TLS (the test's own client uses the Unix
+    /// socket).
+    tls: bool,
 }
 
 impl Postgres {
     fn start() -> Postgres {
+        Postgres::start_with(None, None)
+    }
+
+    /// Listening on loopback and, with a network, on its bridge's address
+    /// too, trusting the network's addresses.
+    fn start_for(network: Option<&netns::Network>) -> Postgres {
+        Postgres::start_with(network, None)
+    }
+
+    /// Accepting TCP connections over TLS only (`hostssl`), its certificate
+    /// `server.pem` and key `server.key` of `certificates`
+    /// (tests/fixtures/make_tls_certs.py).
+    fn start_tls(certificates: &Path) -> Postgres {
+        Postgres::start_with(None, Some(certificates))
+    }
+
+    fn start_with(network: Option<&netns::Network>, certificates: Option<&Path>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("pg");
         std::fs::create_dir(&data).unwrap();
@@ -87,11 +115,49 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        if let Some(network) = network {
+            let mut hba = File::options()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .unwrap();
+            writeln!(hba, "host all all {} trust", network.cidr()).unwrap();
+        }
+        if let Some(certificates) = certificates {
+            for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
+                std::fs::copy(certificates.join(from), data.join(to)).unwrap();
+            }
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            if rustix::process::geteuid().is_root() {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "chown the certificate and key");
+            }
+            let mut conf = File::options()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            writeln!(conf, "ssl = on").unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         let postgres = Postgres {
             _dir: dir,
             data,
             log,
             port: free_port(),
+            host: network.map_or_else(|| "127.0.0.1".to_owned(), netns::Network::gateway),
+            tls: certificates.is_some(),
         };
         postgres.up();
         postgres
@@ -99,7 +165,8 @@ impl Postgres {
 
     fn up(&self) {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
+            "-c listen_addresses=127.0.0.1,{} -c port={} -c unix_socket_directories={} -c fsync=off",
+            self.host,
             self.port,
             self.data.display()
         );
@@ -140,8 +207,25 @@ impl Postgres {
         )
     }
 
+    /// The connection string the nodes use.
+    fn conninfo_for_nodes(&self) -> String {
+        format!(
+            "host={} port={} user=sluice dbname=postgres",
+            self.host, self.port
+        )
+    }
+
     fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.conninfo(), postgres::NoTls).unwrap()
+        let conninfo = if self.tls {
+            format!(
+                "host={} port={} user=sluice dbname=postgres",
+                self.data.display(),
+                self.port
+            )
+        } else {
+            self.conninfo()
+        };
+        postgres::Client::connect(&conninfo, postgres::NoTls).unwrap()
     }
 
     /// SOP Instance UID -> node, for every catalogue row.
@@ -173,6 +257,68 @@ impl Drop for Postgres {
     }
 }
 
+/// A CT instance the cluster tests write ([`write_ct`]).
+struct Ct<'a> {
+    /// Its file: `<name>.dcm`.
+    name: String,
+    /// Study, series and SOP Instance UIDs.
+    uids: (&'a str, &'a str, &'a str),
+    patient_name: &'a str,
+    /// Rows and columns (16-bit pixels, a pattern of `seed`).
+    size: u16,
+    seed: usize,
+}
+
+/// Writes `instances` into `dir` (one pydicom run); their files, in order.
+fn write_ct(dir: &Path, instances: &[Ct]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = "
+import sys
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+out, rest = sys.argv[1], sys.argv[2:]
+for at in range(0, len(rest), 7):
+    name, study, series, sop, patient, size, seed = rest[at:at + 7]
+    size, seed = int(size), int(seed)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.PatientName = patient
+    ds.PatientID = 'CLUSTER'
+    ds.Modality = 'CT'
+    ds.Rows = size
+    ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = 'MONOCHROME2'
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes((seed * 7 + i) % 251 for i in range(size * size * 2))
+    ds.save_as(f'{out}/{name}.dcm', enforce_file_format=True)
+";
+    let mut command = Command::new(python());
+    command.args(["-c", script]).arg(dir);
+    for instance in instances {
+        let (study, series, sop) = instance.uids;
+        command.args([&instance.name, study, series, sop, instance.patient_name]);
+        command.args([instance.size.to_string(), instance.seed.to_string()]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    instances
+        .iter()
+        .map(|instance| dir.join(format!("{}.dcm", instance.name)))
+        .collect()
+}
+
 /// One `sluice serve` node on a data directory that outlives it.
 struct Node {
     name: String,
@@ -185,6 +331,12 @@ struct Node {
     publish: &'static str,
     /// More `sluice serve` flags.
     extra: Vec<String>,
+    /// Its environment besides the test's (`RUST_LOG`).
+    env: Vec<(String, String)>,
+    /// Its address (DICOM and metrics ports), and the network namespace it
+    /// runs in (`None`: the test's, on loopback).
+    host: String,
+    netns: Option<String>,
 }
 
 impl Node {
@@ -199,7 +351,16 @@ impl Node {
             catalogue,
             publish,
             extra: Vec::new(),
+            env: Vec::new(),
+            host: "127.0.0.1".to_owned(),
+            netns: None,
         }
+    }
+
+    /// The node runs in `host`'s network namespace, at its address.
+    fn place(&mut self, host: &netns::Host) {
+        self.host = host.address.clone();
+        self.netns = Some(host.namespace.clone());
     }
 
     fn start(&mut self) {
@@ -208,18 +369,30 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // `ip netns exec` execs the program in the namespace: the child's
+        // PID is the node's, for kill -9.
+        let mut command = match &self.netns {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace, env!("CARGO_BIN_EXE_sluice")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--bind", &self.host])
             .args(["--metrics-port", &self.metrics_port.to_string()])
+            .args(["--metrics-bind", &self.host])
             .args(["--cores", "1", "--free-space-floor", "0"])
             .args(["--cluster-catalogue", &self.catalogue])
             .args(["--cluster-node", &self.name])
             .args(["--cluster-publish", self.publish])
             .args(["--cluster-retry-interval", "200"])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -227,7 +400,7 @@ impl Node {
             .expect("start sluice serve");
         let mut guard = ChildGuard::new(child);
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             if let Some(status) = guard.child_mut().try_wait().unwrap() {
                 panic!("{} exited at start ({status}):\n{}", self.name, self.log());
             }
@@ -267,7 +440,7 @@ impl Node {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.metrics_port, path)
+        http_get(&self.host, self.metrics_port, path)
     }
 
     /// A metric's value from `/metrics` (0 when absent).
@@ -283,8 +456,8 @@ impl Node {
     }
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+fn http_get(host: &str, port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect((host, port)).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
@@ -320,8 +493,8 @@ impl Haproxy {
         );
         for node in nodes {
             config.push_str(&format!(
-                "    server {} 127.0.0.1:{} check port {}\n",
-                node.name, node.port, node.metrics_port
+                "    server {} {}:{} check port {}\n",
+                node.name, node.host, node.port, node.metrics_port
             ));
         }
         let path = work.join("haproxy.cfg");
@@ -463,4 +636,64 @@ fn walk(dir: &Path) -> usize {
             }
         })
         .sum()
+}
+
+/// The data set of a Part 10 file (after the file meta group).
+fn dataset(bytes: &[u8]) -> &[u8] {
+    assert_eq!(bytes.get(128..132), Some(&b"DICM"[..]), "not Part 10");
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    &bytes[144 + group_length..]
+}
+
+/// The Part 10 files under `dir` by SOP Instance UID (`storescp` names
+/// them `MODALITY.SOP-INSTANCE-UID`).
+fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let (_, sop) = name.split_once('.')?;
+            Some((sop.to_owned(), std::fs::read(&path).ok()?))
+        })
+        .collect()
+}
+
+fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = received(dir);
+        if found.len() >= count || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// DCMTK `getscu` of `studies` from `node`, the instances stored under
+/// `dir`; its log.
+fn getscu(node: &Node, studies: &[&String], dir: &Path) -> String {
+    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
+    let output = Command::new(dcmtk("getscu"))
+        .args(["-v", "-S", "-aec", AE, "-od"])
+        .arg(dir)
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
+        .args([node.host.as_str(), &node.port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+/// DCMTK `movescu` of `studies` from `node` to `STORESCP`; its log.
+fn movescu(node: &Node, studies: &[&String]) -> String {
+    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
+    let output = Command::new(dcmtk("movescu"))
+        .args(["-v", "-S", "-aec", AE, "-aem", "STORESCP"])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
+        .args([node.host.as_str(), &node.port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
 }

@@ -6,11 +6,23 @@ use super::*;
 
 #[test]
 fn through_haproxy_every_acknowledged_instance_is_published_once_even_across_a_kill() {
-    let postgres = Postgres::start();
+    // Each node in a network namespace of its own; PostgreSQL and HAProxy
+    // reach them, and they reach PostgreSQL, over a private bridge.
+    let mut network = netns::Network::new();
+    let postgres = Postgres::start_for(Some(&network));
     let work = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
         .iter()
-        .map(|name| Node::new(work.path(), name, postgres.conninfo(), "after-answer"))
+        .map(|name| {
+            let mut node = Node::new(
+                work.path(),
+                name,
+                postgres.conninfo_for_nodes(),
+                "after-answer",
+            );
+            node.place(&network.host());
+            node
+        })
         .collect();
     for node in &mut nodes {
         node.start();

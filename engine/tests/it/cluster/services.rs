@@ -1,6 +1,7 @@
 //! Cluster-wide services: any node answers for the whole cluster. Instances
-//! sent through HAProxy land on several nodes; then each node is asked
-//! directly by DCMTK.
+//! sent through HAProxy land on several nodes, each in a network namespace
+//! of its own (`netns`); then each node is asked directly, at its address
+//! on the private bridge, by DCMTK.
 
 use super::*;
 
@@ -13,7 +14,8 @@ struct Placed {
     node: String,
 }
 
-/// Three nodes behind HAProxy with instances spread over them.
+/// Three nodes behind HAProxy with instances spread over them, each in a
+/// network namespace of its own.
 struct Spread {
     postgres: Postgres,
     _work: tempfile::TempDir,
@@ -21,19 +23,32 @@ struct Spread {
     _haproxy: Haproxy,
     rows: Vec<Placed>,
     sent: PathBuf,
+    /// Last: dropped after the nodes that run in it.
+    _network: netns::Network,
 }
 
 impl Spread {
-    /// The nodes started with `extra` flags.
-    fn start_with(extra: &[String]) -> Spread {
-        let postgres = Postgres::start();
+    /// The nodes started with the flags `extra` gives for their network
+    /// (the test's namespace is its gateway).
+    fn start_with(extra: &dyn Fn(&netns::Network) -> Vec<String>) -> Spread {
+        let mut network = netns::Network::new();
+        let postgres = Postgres::start_for(Some(&network));
         let work = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
             .iter()
-            .map(|name| Node::new(work.path(), name, postgres.conninfo(), "after-answer"))
+            .map(|name| {
+                let mut node = Node::new(
+                    work.path(),
+                    name,
+                    postgres.conninfo_for_nodes(),
+                    "after-answer",
+                );
+                node.place(&network.host());
+                node
+            })
             .collect();
         for node in &mut nodes {
-            node.extra = extra.to_vec();
+            node.extra = extra(&network);
             node.start();
         }
         let haproxy = Haproxy::start(work.path(), &nodes);
@@ -71,11 +86,12 @@ impl Spread {
             _haproxy: haproxy,
             rows,
             sent,
+            _network: network,
         }
     }
 
     fn start() -> Spread {
-        Spread::start_with(&[])
+        Spread::start_with(&|_| Vec::new())
     }
 
     fn studies(&self) -> BTreeMap<String, usize> {
@@ -97,15 +113,15 @@ impl Spread {
 /// One answer: tag (`gggg,eeee`, lower case) -> value.
 type Answer = BTreeMap<String, String>;
 
-/// The answers of a DCMTK `findscu` run against `port` (each response
+/// The answers of a DCMTK `findscu` run against `node` (each response
 /// identifier extracted with `-X` and read back with `dcmdump`), and its log.
-fn findscu(port: u16, args: &[&str]) -> (Vec<Answer>, String) {
+fn findscu(node: &Node, args: &[&str]) -> (Vec<Answer>, String) {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(dcmtk("findscu"))
         .current_dir(out.path())
         .args(["-v", "-aec", AE, "-X"])
         .args(args)
-        .args(["127.0.0.1", &port.to_string()])
+        .args([node.host.as_str(), &node.port.to_string()])
         .output()
         .unwrap();
     let log = format!(
@@ -165,7 +181,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         // PATIENT (Patient Root): the sender's one patient, counted over
         // every node.
         let (answers, log) = findscu(
-            node.port,
+            node,
             &[
                 "-P",
                 "-k",
@@ -195,7 +211,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         );
         // STUDY (Study Root): every study, its instances counted.
         let (answers, log) = findscu(
-            node.port,
+            node,
             &[
                 "-S",
                 "-k",
@@ -219,7 +235,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         let mut found = BTreeMap::new();
         for study in &study_list {
             let (answers, log) = findscu(
-                node.port,
+                node,
                 &[
                     "-S",
                     "-k",
@@ -245,7 +261,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         // IMAGE: each series' instances, whichever node holds them.
         for (study, series_uid) in series.keys() {
             let (answers, log) = findscu(
-                node.port,
+                node,
                 &[
                     "-S",
                     "-k",
@@ -280,7 +296,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (answers, log) = findscu(
-        node.port,
+        node,
         &[
             "-S",
             "-k",
@@ -311,66 +327,6 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
     }
 }
 
-/// The data set of a Part 10 file (after the file meta group).
-fn dataset(bytes: &[u8]) -> &[u8] {
-    assert_eq!(bytes.get(128..132), Some(&b"DICM"[..]), "not Part 10");
-    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
-    &bytes[144 + group_length..]
-}
-
-/// The Part 10 files under `dir` by SOP Instance UID (`storescp` names
-/// them `MODALITY.SOP-INSTANCE-UID`).
-fn received(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter_map(|path| {
-            let name = path.file_name()?.to_string_lossy().into_owned();
-            let (_, sop) = name.split_once('.')?;
-            Some((sop.to_owned(), std::fs::read(&path).ok()?))
-        })
-        .collect()
-}
-
-fn wait_received(dir: &Path, count: usize) -> BTreeMap<String, Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = received(dir);
-        if found.len() >= count || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// DCMTK `getscu` of `studies` through `port`, the instances stored under
-/// `dir`; its log.
-fn getscu(port: u16, studies: &[&String], dir: &Path) -> String {
-    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
-    let output = Command::new(dcmtk("getscu"))
-        .args(["-v", "-S", "-aec", AE, "-od"])
-        .arg(dir)
-        .args(["-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
-        .args(["127.0.0.1", &port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
-}
-
-/// DCMTK `movescu` of `studies` through `port` to `STORESCP`; its log.
-fn movescu(port: u16, studies: &[&String]) -> String {
-    let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
-    let output = Command::new(dcmtk("movescu"))
-        .args(["-v", "-S", "-aec", AE, "-aem", "STORESCP"])
-        .args(["-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={}", list.join("\\"))])
-        .args(["127.0.0.1", &port.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
-}
-
 #[test]
 fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
     let destination = tempfile::tempdir().unwrap();
@@ -385,10 +341,14 @@ fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a
             .spawn()
             .expect("start storescp"),
     );
-    let mut spread = Spread::start_with(&[
-        "--remote-ae".to_owned(),
-        format!("STORESCP=127.0.0.1:{storescp_port}"),
-    ]);
+    // storescp listens on every address of the test's namespace: the nodes
+    // reach it at the bridge's.
+    let mut spread = Spread::start_with(&|network| {
+        vec![
+            "--remote-ae".to_owned(),
+            format!("STORESCP={}:{storescp_port}", network.gateway()),
+        ]
+    });
     let studies = spread.studies();
     let study_list: Vec<&String> = studies.keys().collect();
     let sent = |sop: &str| std::fs::read(spread.sent.join(format!("{sop}.dcm"))).unwrap();
@@ -396,7 +356,7 @@ fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a
         for file in std::fs::read_dir(destination.path()).unwrap() {
             std::fs::remove_file(file.unwrap().path()).unwrap();
         }
-        let log = movescu(node.port, &study_list);
+        let log = movescu(node, &study_list);
         assert!(
             log.contains("Final Move Response (Success)"),
             "{}: {log}\n{}",
@@ -420,7 +380,7 @@ fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a
     // association, byte-exact, whichever node holds it.
     for node in &spread.nodes {
         let got = tempfile::tempdir().unwrap();
-        let log = getscu(node.port, &study_list, got.path());
+        let log = getscu(node, &study_list, got.path());
         assert!(
             log.contains("Received C-GET Response (Success)"),
             "{}: {log}\n{}",
@@ -460,7 +420,7 @@ fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a
     for file in std::fs::read_dir(destination.path()).unwrap() {
         std::fs::remove_file(file.unwrap().path()).unwrap();
     }
-    let log = movescu(spread.nodes[0].port, &study_list);
+    let log = movescu(&spread.nodes[0], &study_list);
     assert!(
         log.contains("Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)"),
         "{log}"
@@ -487,7 +447,7 @@ fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a
     assert_eq!(arrived.keys().cloned().collect::<BTreeSet<_>>(), expected);
     // The same with C-GET.
     let got = tempfile::tempdir().unwrap();
-    let log = getscu(spread.nodes[0].port, &study_list, got.path());
+    let log = getscu(&spread.nodes[0], &study_list, got.path());
     assert!(
         log.contains("SubOperationsCompleteOneOrMoreFailures"),
         "{log}"
@@ -536,6 +496,8 @@ fn commitment_on_one_node_commits_instances_received_by_the_others() {
         port.as_str(),
         AE,
         "COMMITSCU",
+        "--host",
+        &node.host,
         "--refs-from",
         &refs_arg,
         "--wait-report",

@@ -1,0 +1,89 @@
+//! TLS to the catalogue: a PostgreSQL that takes TCP connections over TLS
+//! only, its certificate issued by a CA made for the test
+//! (tests/fixtures/make_tls_certs.py). A node whose connection string says
+//! `sslmode=verify-full sslrootcert=<the CA>` publishes over TLS; a string
+//! without TLS, or trusting another CA, is refused.
+
+use super::changes::{instance, store};
+use super::*;
+
+/// `sluice cluster status` against `catalogue`.
+fn status(catalogue: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "status", "--catalogue", catalogue])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_refused() {
+    let certificates = tempfile::tempdir().unwrap();
+    let made = Command::new(python())
+        .arg(scripts_dir().join("make_tls_certs.py"))
+        .arg(certificates.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "make_tls_certs.py: {made:?}");
+    let postgres = Postgres::start_tls(certificates.path());
+    let with = |tls: &str| format!("{} {tls}", postgres.conninfo());
+    let ca = certificates.path().join("ca.pem");
+    let stranger_ca = certificates.path().join("stranger_ca.pem");
+    let verified = with(&format!("sslmode=verify-full sslrootcert={}", ca.display()));
+
+    // The server takes no plain TCP connection; verify-full against a CA
+    // that did not issue its certificate fails the handshake.
+    let plain = status(&with("sslmode=disable"));
+    assert!(!plain.status.success(), "{plain:?}");
+    let stranger = status(&with(&format!(
+        "sslmode=verify-full sslrootcert={}",
+        stranger_ca.display()
+    )));
+    assert!(!stranger.status.success(), "{stranger:?}");
+    // The cause is named, not only the step.
+    assert!(
+        String::from_utf8_lossy(&stranger.stdout)
+            .contains("TLS handshake: invalid peer certificate"),
+        "{stranger:?}"
+    );
+    // `require` without a CA: encrypted, not authenticated (libpq's).
+    let required = status(&with("sslmode=require"));
+    assert!(required.status.success(), "{required:?}");
+    // verify-full with the CA that issued it.
+    let listed = status(&verified);
+    assert!(listed.status.success(), "{listed:?}");
+
+    // A node on verify-full publishes what it stores, over TLS.
+    let work = tempfile::tempdir().unwrap();
+    let mut node = Node::new(work.path(), "node-1", verified, "after-answer");
+    node.start();
+    let sop = "1.2.826.0.1.3680043.8.498.79.1.1.1";
+    let file = instance(
+        work.path(),
+        "TLS",
+        (
+            "1.2.826.0.1.3680043.8.498.79.1",
+            "1.2.826.0.1.3680043.8.498.79.1.1",
+            sop,
+        ),
+    );
+    assert!(store(&node, &file));
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while postgres.rows().get(sop).map(String::as_str) != Some("node-1") {
+        assert!(
+            Instant::now() < deadline,
+            "the instance never reached the catalogue:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let encrypted: i64 = postgres
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'sluice' AND s.ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(encrypted, 1, "the publisher's connection is not TLS");
+}
