@@ -19,10 +19,12 @@ from html import escape
 
 SLUICE = "sluice-uring"
 ORDER = ["sluice-uring", "sluice-segments", "sluice-baseline", "sluice-portable", "sluice-metrics",
-         "sluice-audit", "orthanc", "storescp", "dicom-rs", "speed-of-light"]
+         "sluice-audit", "orthanc", "storescp", "dicom-rs", "speed-of-light",
+         "speed-of-light-segments"]
 COLORS = {"sluice-uring": "#1f6feb", "sluice-portable": "#6ea8fe",
           "sluice-baseline": "#0a3069", "orthanc": "#d9822b",
-          "storescp": "#3fa34d", "dicom-rs": "#a371f7", "speed-of-light": "#8b949e"}
+          "storescp": "#3fa34d", "dicom-rs": "#a371f7", "speed-of-light": "#8b949e",
+          "speed-of-light-segments": "#57606a"}
 
 
 def groups(results):

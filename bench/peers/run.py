@@ -47,6 +47,7 @@ DURABLE = {
     "storescp": "no fsync",
     "dicom-rs": "no fsync",
     "speed-of-light": "yes: file and directory fsynced, no index",
+    "speed-of-light-segments": "yes: record written O_DIRECT, segment fdatasynced (one per batch), no index",
     "sluice-baseline": "yes: as sluice-uring (another build, for before/after runs)",
     "sluice-metrics": "yes: as sluice-uring, with [metrics] on and /metrics scraped every second",
     "sluice-audit": "yes: as sluice-uring, with [audit] writing its JSON-lines file",
@@ -62,6 +63,10 @@ def tool(name):
     if not os.path.isfile(path):
         sys.exit(f"DCMTK {name} not found at {path} (apt-get install dcmtk)")
     return path
+
+
+# The storage layout of the sluice-baseline receiver (--baseline-layout).
+baseline_layout = "files"
 
 
 def free_port():
@@ -157,6 +162,29 @@ def count_files(directory, skip=()):
                for name in files if name not in skip)
 
 
+def segment_records(directory):
+    """The records of the segment speed-of-light receiver's segments, walked
+    as `segment::scan` walks them (docs/on-disk-format.md, "Segments"):
+    magic, header and payload lengths, padded to 4096; the checksums are
+    not checked here."""
+    count = 0
+    for name in os.listdir(directory):
+        if not name.endswith(".seg"):
+            continue
+        with open(os.path.join(directory, name), "rb") as file:
+            offset = 0
+            while True:
+                file.seek(offset)
+                head = file.read(64)
+                if len(head) < 64 or head[:8] != b"SLUICERC":
+                    break
+                header = int.from_bytes(head[10:12], "little")
+                payload = int.from_bytes(head[24:32], "little")
+                count += 1
+                offset += (header + payload + 4095) // 4096 * 4096
+    return count
+
+
 def indexed_instances(binary, data_dir):
     """The stored instances of a Sluice data directory, from its index
     (`sluice stats`: the instances table's entries): records are not files."""
@@ -197,7 +225,8 @@ class Receiver:
                                else (binaries["sluice"], "uring")
                                if name in ("sluice-metrics", "sluice-audit", "sluice-segments")
                                else (binaries["sluice"], name.split("-", 1)[1]))
-            if name == "sluice-segments":
+            if name == "sluice-segments" or (name == "sluice-baseline"
+                                             and baseline_layout == "segments"):
                 extra = list(extra) + ["--storage-layout", "segments"]
             self.binary = binary
             if name == "sluice-audit":
@@ -317,8 +346,11 @@ class Receiver:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        if self.name == "sluice-segments":
+        if self.name == "sluice-segments" or (self.name == "sluice-baseline"
+                                              and baseline_layout == "segments"):
             stored = indexed_instances(self.binary, self.dir)
+        elif self.name == "speed-of-light-segments":
+            stored = segment_records(self.dir)
         else:
             stored = count_files(self.stored_dir, self.skip)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -327,19 +359,23 @@ class Receiver:
 
 
 class SpeedOfLight(Receiver):
-    """The speed-of-light receiver: raw frames into files, same durability."""
+    """The speed-of-light receivers: raw frames into files (`serve`), or as
+    records into a segment (`serve-segments`, 1 GiB), same durability."""
 
-    def __init__(self, binaries, storage_root, log_dir):
-        self.name = "speed-of-light"
+    def __init__(self, binaries, storage_root, log_dir, segments=False):
+        self.name = "speed-of-light-segments" if segments else "speed-of-light"
         self.port = free_port()
-        self.dir = os.path.join(storage_root, "store-speed-of-light")
+        self.dir = os.path.join(storage_root, f"store-{self.name}")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.forks = False
         self.stored_dir, self.skip = self.dir, ()
-        self.log_path = os.path.join(log_dir, "speed-of-light.log")
+        self.log_path = os.path.join(log_dir, f"{self.name}.log")
         self.log = open(self.log_path, "a")
+        os.makedirs(self.dir, exist_ok=True)
+        command = ([binaries["speed_of_light"], "serve-segments", self.dir, str(self.port), "1024"]
+                   if segments else [binaries["speed_of_light"], "serve", self.dir, str(self.port)])
         self.process = subprocess.Popen(
-            [binaries["speed_of_light"], "serve", self.dir, str(self.port)],
+            command,
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.time() + 30
         while True:
@@ -563,13 +599,14 @@ def one_run(workload, receiver_name, binaries, args, files, log_dir):
 
 
 def measured_run(workload, receiver_name, binaries, args, files, log_dir, storage_root):
-    if receiver_name == "speed-of-light":
-        receiver = SpeedOfLight(binaries, storage_root, log_dir)
+    if receiver_name.startswith("speed-of-light"):
+        receiver = SpeedOfLight(binaries, storage_root, log_dir,
+                                segments=receiver_name == "speed-of-light-segments")
     else:
         receiver = Receiver(receiver_name, binaries, storage_root, log_dir)
     receiver.start_scraping()
     try:
-        if receiver_name == "speed-of-light":
+        if receiver_name.startswith("speed-of-light"):
             connections, size = workload["sol"]
             rate_guess = {40_960: 400, 524_288: 150, 10_000_000: 8}[size]
             count = max(connections * 4, int(rate_guess * args.seconds))
@@ -684,9 +721,13 @@ def main():
                         help="another `sluice` binary (say, a build of the previous commit) run "
                              "as receiver sluice-baseline beside this build, interleaved, for "
                              "before/after figures from one run")
+    parser.add_argument("--baseline-layout", default="files", choices=["files", "segments"],
+                        help="the storage layout sluice-baseline serves")
     parser.add_argument("--dicom-rs", default=os.path.join(
         REPO, "target", "bench-tools", "bin", "dicom-storescp"))
     args = parser.parse_args()
+    global baseline_layout
+    baseline_layout = args.baseline_layout
     if args.short:
         args.repeat, args.seconds, args.storescu_files = 1, min(args.seconds, 2.0), 60
     out_dir = args.out_dir or (os.path.join(args.work_dir, "out") if args.short
@@ -739,7 +780,7 @@ def main():
         for workload in plan:
             names = list(receivers)
             if "sol" in workload:
-                names.append("speed-of-light")
+                names += ["speed-of-light", "speed-of-light-segments"]
             # Rotate the order each repetition: the first run after a
             # workload switch follows the previous workload's large deletes
             # (this VM's disk then flushes slowly for seconds: an open-loop

@@ -67,6 +67,18 @@ impl AlignedBuf {
         self.len = self.len.min(len);
     }
 
+    /// The length it was made with ([`Self::restore_length`] gives it back).
+    pub fn capacity(&self) -> usize {
+        self.storage.len() - DIRECT_IO_ALIGN
+    }
+
+    /// Undoes [`Self::truncate`]: the buffer at the length it was made
+    /// with, its bytes as they were left (a buffer reused for the next
+    /// record is not zeroed again; its user overwrites what it writes).
+    pub fn restore_length(&mut self) {
+        self.len = self.capacity();
+    }
+
     /// Whether empty (made with length 0).
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -96,6 +108,9 @@ mod tests {
                 (len / 2).div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN
             );
             assert_eq!(moved.as_slice().as_ptr(), address);
+            moved.restore_length();
+            assert_eq!(moved.len(), len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN);
+            assert!(moved.as_slice().iter().all(|&byte| byte == 7), "kept");
         }
     }
 }

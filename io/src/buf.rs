@@ -455,6 +455,14 @@ impl From<crate::aligned::AlignedBuf> for IoBuf {
     }
 }
 
+/// A shared aligned buffer: the writer keeps a reference to take the buffer
+/// back (`Rc::try_unwrap`) once the write is done with it.
+impl From<Rc<crate::aligned::AlignedBuf>> for IoBuf {
+    fn from(buf: Rc<crate::aligned::AlignedBuf>) -> IoBuf {
+        IoBuf::Aligned(buf)
+    }
+}
+
 impl From<RecvBuf> for IoBuf {
     fn from(buf: RecvBuf) -> IoBuf {
         IoBuf::Recv(buf)

@@ -12,8 +12,11 @@
 //!
 //! `serve-segments`: the same frames and acknowledgement, with the segment
 //! store's durability instead (docs/design/segments.md): each frame is
-//! copied into an aligned buffer as a segment record (Sluice's own record
-//! format and writer, `sluice_engine::store::segment`), written with
+//! received straight into its place in the connection's aligned record
+//! buffer (reused frame after frame: no user-space copy, the receive
+//! Sluice's ingest would have with zero-copy receive), hashed once and
+//! encoded as a segment record (Sluice's own record format and writer,
+//! `sluice_engine::store::segment`), written with
 //! `O_DIRECT` at its reserved place in a preallocated segment, and
 //! acknowledged after the next `fdatasync` of the segment that began after
 //! its write completed: one flush shared by every frame written meanwhile,
@@ -39,7 +42,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use sluice_engine::store::segment::{encode_record, RecordUids, SegmentWriter};
+use sluice_engine::store::layout::dataset_checksum;
+use sluice_engine::store::segment::{
+    encode_in_place, AlignedBuf, RecordUids, SegmentWriter, PAYLOAD_ROOM,
+};
 use std::time::{Duration, Instant};
 
 /// Largest frame accepted (a CR/MG-sized instance is tens of MB).
@@ -308,21 +314,30 @@ fn receive_segments(
     connection: usize,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut frame_bytes = Vec::new();
+    // One aligned buffer per connection, reused: each frame is received
+    // straight into its place in the record (no user-space copy: what
+    // zero-copy receive would give Sluice), hashed once (the XXH3-128 of
+    // the payload, split at 0), and written from there.
+    let mut record = AlignedBuf::zeroed(PAYLOAD_ROOM);
     for frame in 0u64.. {
         let Some(length) = read_frame_length(&mut stream)? else {
             return Ok(());
         };
-        frame_bytes.resize(length as usize, 0);
-        stream.read_exact(&mut frame_bytes)?;
-        // The copy into an aligned buffer a record needs (Sluice's ingest
-        // would make the same one from its receive buffers).
+        // At most FRAME_BYTES_MAX.
+        let length = length as usize;
+        if record.capacity() < PAYLOAD_ROOM + length {
+            record = AlignedBuf::zeroed(PAYLOAD_ROOM + length);
+        }
+        record.restore_length();
+        let payload = &mut record.as_mut_slice()[PAYLOAD_ROOM..PAYLOAD_ROOM + length];
+        stream.read_exact(payload)?;
+        let body = dataset_checksum(payload);
         let uids = RecordUids {
             study: "1.2.3".into(),
             series: format!("1.2.3.{connection}"),
             sop: format!("1.2.3.{connection}.{frame}"),
         };
-        let record = encode_record(1, &uids, &frame_bytes).map_err(std::io::Error::other)?;
+        encode_in_place(&mut record, length, 1, &uids, 0, body).map_err(std::io::Error::other)?;
         let (file, offset) = segments.reserve(record.as_slice().len() as u64)?;
         file.write_all_at(record.as_slice(), offset)?;
         segments.wait_durable(&file)?;

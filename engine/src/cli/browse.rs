@@ -7,13 +7,11 @@ use std::process::ExitCode;
 
 use sluice_index::{FileId, InstanceRecord, Location, StudyQuery, Triplet};
 
-use xxhash_rust::xxh3::Xxh3;
-
 use super::format::{bytes, hex, number_or_dash, or_dash, rfc3339_utc, Table};
 use super::{CliError, OpenStore};
 use crate::escape::Escaped;
 use crate::store::layout::{Area, Layout};
-use crate::store::segment::{RecordError, RecordHead};
+use crate::store::segment::{self, RecordError, RecordHead};
 use crate::store::walk::disk_usage;
 use crate::store::DatasetLocation;
 
@@ -355,11 +353,11 @@ fn segment_stats(store: &OpenStore, output: &mut dyn Write) -> Result<(), CliErr
     Ok(())
 }
 
-/// A writer that hashes what goes through it (XXH3-64, the record
-/// payload's checksum).
+/// A writer that hashes what goes through it (the record payload's
+/// checksum, `segment::PayloadHasher`).
 struct HashingWriter<'a, W: Write> {
     inner: &'a mut W,
-    hasher: Xxh3,
+    hasher: segment::PayloadHasher,
 }
 
 impl<W: Write> Write for HashingWriter<'_, W> {
@@ -470,7 +468,11 @@ pub(crate) fn export_instance(
     };
     let mut hashing = HashingWriter {
         inner: &mut destination_file,
-        hasher: Xxh3::new(),
+        hasher: segment::PayloadHasher::new(
+            record_check
+                .as_ref()
+                .map_or(0, |(_, _, head)| head.payload_split),
+        ),
     };
     // A file is copied to its end (a size other than the index's is refused
     // below); a record's bytes end at its payload's length.

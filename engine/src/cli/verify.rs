@@ -6,7 +6,7 @@
 //! (from the recorded offset to the end) must hash to the recorded XXH3-128
 //! checksum. An instance the index places in a segment record is checked in
 //! its record: the header (its checksum, the instance it names), the
-//! payload's length and XXH3-64, then the data set's XXH3-128; a damaged
+//! payload's length and checksum, then the data set's XXH3-128; a damaged
 //! record is reported by segment and offset. Files are read in bounded chunks, one at a time; problems are
 //! printed as they are found, so memory does not grow with the store.
 

@@ -6,7 +6,7 @@
 //!
 //! A record is fetched with one ranged GET of its place, checked (a valid
 //! header naming the instance the index entry names, a payload that fits
-//! the place and matches the header's XXH3-64), written to a temporary
+//! the place and matches the header's payload checksum), written to a temporary
 //! file, flushed and renamed into place: a cache file that exists is a
 //! whole, checked record. Two readers fetching the same record both write
 //! and rename; the second rename replaces an identical file. The cache is
@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_index::{RecordPlace, SegmentObject, Triplet};
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::{Objects, ObjectsError};
 use crate::store::layout::Layout;
@@ -116,7 +115,7 @@ pub(crate) fn cached_record(
 }
 
 /// Checks fetched record bytes: a valid header naming `triplet`, a payload
-/// inside the bytes with the header's XXH3-64.
+/// inside the bytes with the header's payload checksum.
 fn check_record(bytes: &[u8], triplet: &Triplet) -> Result<(), String> {
     let head = segment::decode_head(bytes).map_err(|error| error.to_string())?;
     if head.uids.study != triplet.study_instance_uid
@@ -137,7 +136,7 @@ fn check_record(bytes: &[u8], triplet: &Triplet) -> Result<(), String> {
                 bytes.len()
             )
         })?;
-    if xxh3_64(payload) != head.payload_checksum {
+    if segment::payload_checksum(payload, head.payload_split) != head.payload_checksum {
         return Err("payload checksum mismatch".to_owned());
     }
     Ok(())
@@ -214,7 +213,7 @@ mod tests {
         assert!(check_record(&record, &other).is_err());
         // A payload byte flipped.
         let mut damaged = record.clone();
-        damaged[200] ^= 1;
+        damaged[2000] ^= 1;
         assert_eq!(
             check_record(&damaged, &triplet),
             Err("payload checksum mismatch".to_owned())

@@ -16,7 +16,7 @@
 //!   resumes after a restart, and nothing on the ingest path waits for it;
 //! - the read-through cache (`cache`): a record of an evicted segment is
 //!   fetched with one ranged GET, checked against its header (the instance
-//!   it names, the payload's XXH3-64), and kept as a file of its own under
+//!   it names, the payload's checksum), and kept as a file of its own under
 //!   `<data>/cache/`, which every reader then reads by path and range like
 //!   a segment (`store::source`);
 //! - the fetcher (`fetch`): at most `objects.fetch_threads` threads that

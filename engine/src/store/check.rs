@@ -9,7 +9,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use sluice_index::{Checksum, InstanceRecord, Triplet};
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::store::layout::DatasetHasher;
 use crate::store::segment::{self, RecordError};
@@ -78,7 +77,7 @@ pub(crate) fn check_file(
 
 /// Checks the record at `offset` of the segment at `path` against its
 /// instance's index entry: its header (checksum, and the instance it names),
-/// its Part 10 bytes' length (the index's file size), the payload's XXH3-64
+/// its Part 10 bytes' length (the index's file size), the payload's checksum
 /// and the data set's XXH3-128, reading the payload in `buffer`-sized
 /// pieces. `None` when it matches.
 pub(crate) fn check_record(
@@ -112,7 +111,7 @@ pub(crate) fn check_record(
     }
     // read_head checked that the record fits the segment.
     let start = offset + head.header_bytes;
-    let mut payload = Xxh3::new();
+    let mut payload = segment::PayloadHasher::new(head.payload_split);
     let mut dataset = DatasetHasher::new();
     let mut done = 0u64;
     while done < head.payload_bytes {

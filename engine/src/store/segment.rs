@@ -21,7 +21,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FallocateFlags, Mode, OFlags};
-use xxhash_rust::xxh3::xxh3_64;
+use sluice_index::Checksum;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::store::layout::{dataset_checksum, DatasetHasher};
 
 /// Every record starts at a multiple of this and its length is padded to
 /// it. 4096 is a multiple of every logical block size in use (512 and 4096
@@ -34,7 +37,11 @@ pub const RECORD_ALIGN: u64 = 4096;
 pub const RECORD_MAGIC: [u8; 8] = *b"SLUICERC";
 
 /// The record format's version (docs/on-disk-format.md, "Segments").
-pub const RECORD_FORMAT_VERSION: u16 = 1;
+/// Version 2 gives every header the same length ([`RECORD_HEADER_BYTES`]),
+/// so the ingest path receives the Part 10 bytes at their final place and
+/// never moves them; version 1 (headers as long as their UIDs) was never
+/// written outside this repository's tests and is not read.
+pub const RECORD_FORMAT_VERSION: u16 = 2;
 
 /// The header's fixed part; the three UIDs follow it.
 const HEADER_FIXED_BYTES: usize = 64;
@@ -42,10 +49,16 @@ const HEADER_FIXED_BYTES: usize = 64;
 /// The longest UID (PS3.5 9.1).
 const UID_BYTES_MAX: usize = 64;
 
-/// The longest header: the fixed part and three UIDs.
-pub const HEADER_BYTES_MAX: usize = HEADER_FIXED_BYTES + 3 * UID_BYTES_MAX;
+/// Every record's header length: the fixed part, three UIDs of at most 64
+/// bytes and zeros after them. One length for all, so the Part 10 bytes
+/// start at the same place in every record and can be received there
+/// before the UIDs are known.
+pub const RECORD_HEADER_BYTES: usize = HEADER_FIXED_BYTES + 3 * UID_BYTES_MAX;
 
-const _: () = assert!(HEADER_BYTES_MAX as u64 <= RECORD_ALIGN);
+/// The longest header (every header, since format 2).
+pub const HEADER_BYTES_MAX: usize = RECORD_HEADER_BYTES;
+
+const _: () = assert!(RECORD_HEADER_BYTES as u64 <= RECORD_ALIGN);
 
 /// The smallest segment size accepted (one record of a small instance
 /// needs a few blocks; a segment of fewer would seal at once).
@@ -112,7 +125,10 @@ pub struct RecordHead {
     pub header_bytes: u64,
     /// The Part 10 file's length.
     pub payload_bytes: u64,
-    /// XXH3-64 of the Part 10 bytes.
+    /// Where the payload's checksum splits it (at most `payload_bytes`):
+    /// see [`PayloadHasher`].
+    pub payload_split: u64,
+    /// The payload's checksum ([`PayloadHasher`]).
     pub payload_checksum: u64,
     /// The writing run's epoch (its start, ns since the Unix epoch).
     pub epoch: u64,
@@ -142,8 +158,9 @@ pub use sluice_io::AlignedBuf;
 const _: () = assert!(sluice_io::DIRECT_IO_ALIGN as u64 == RECORD_ALIGN);
 
 /// Encodes a record (header, `payload`, zero padding) into an aligned
-/// buffer ready for an `O_DIRECT` write. Fails only for UIDs over 64 bytes
-/// (the ingest path refuses those with A900 before a record is made).
+/// buffer ready for an `O_DIRECT` write, its checksum split at 0 (the
+/// XXH3-128 of the whole payload: one pass). Fails only for UIDs over 64
+/// bytes (the ingest path refuses those with A900 before a record is made).
 pub fn encode_record(
     epoch: u64,
     uids: &RecordUids,
@@ -153,25 +170,98 @@ pub fn encode_record(
     let mut buf = AlignedBuf::zeroed(header_bytes + payload.len());
     let out = buf.as_mut_slice();
     out[header_bytes..header_bytes + payload.len()].copy_from_slice(payload);
-    write_header(out, header_bytes, epoch, uids, payload.len());
+    let checksum = payload_checksum_of(&[], dataset_checksum(payload));
+    write_header(out, epoch, uids, payload.len(), 0, checksum);
     Ok(buf)
 }
 
+/// The payload checksum of format 2, kept by [`PayloadHasher`]: XXH3-64 of
+/// the payload's first `split` bytes followed by the XXH3-128 of the rest
+/// (the 16 bytes of [`Checksum`], as the index stores a data set's). Every
+/// payload byte is covered; the ingest path splits a Part 10 file where
+/// its data set starts, whose XXH3-128 it has already computed for the
+/// seal while the bytes arrived, so the record costs no second pass over
+/// the data set.
+#[derive(Clone, Default)]
+pub struct PayloadHasher {
+    split: u64,
+    fed: u64,
+    head: Xxh3,
+    body: DatasetHasher,
+}
+
+impl std::fmt::Debug for PayloadHasher {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PayloadHasher")
+            .field("split", &self.split)
+            .field("fed", &self.fed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PayloadHasher {
+    /// A hasher for a payload split at `split` ([`RecordHead::payload_split`]).
+    pub fn new(split: u64) -> PayloadHasher {
+        PayloadHasher {
+            split,
+            ..PayloadHasher::default()
+        }
+    }
+
+    /// Feeds the payload's next bytes, in order.
+    pub fn update(&mut self, bytes: &[u8]) {
+        let in_head = usize::try_from(self.split.saturating_sub(self.fed))
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let (head, body) = bytes.split_at(in_head);
+        self.head.update(head);
+        self.body.update(body);
+        self.fed += bytes.len() as u64;
+    }
+
+    /// The checksum of everything fed.
+    pub fn digest(&self) -> u64 {
+        let mut head = self.head.clone();
+        head.update(&self.body.finish().0);
+        head.digest()
+    }
+}
+
+/// The payload checksum of a payload whose bytes before the split are
+/// `head` and whose bytes after it have the XXH3-128 `body`.
+fn payload_checksum_of(head: &[u8], body: Checksum) -> u64 {
+    let mut hasher = Xxh3::new();
+    hasher.update(head);
+    hasher.update(&body.0);
+    hasher.digest()
+}
+
+/// The checksum of a whole payload split at `split` (at most its length).
+pub fn payload_checksum(payload: &[u8], split: u64) -> u64 {
+    let mut hasher = PayloadHasher::new(split);
+    hasher.update(payload);
+    hasher.digest()
+}
+
 /// Where the ingest path puts an instance's Part 10 bytes in its buffer
-/// while they arrive: the header's room before them, as long as the
-/// longest header ([`encode_in_place`] moves them to their place).
-pub const PAYLOAD_ROOM: usize = HEADER_BYTES_MAX;
+/// while they arrive: their place in the record, after the header.
+pub const PAYLOAD_ROOM: usize = RECORD_HEADER_BYTES;
 
 /// Encodes a record in the buffer that holds its `payload_bytes` Part 10
-/// bytes at [`PAYLOAD_ROOM`]: they move to just after the header (one
-/// `memmove` within the buffer), the header is written before them, the
-/// padding zeroed, and the buffer shortened to the record's padded length.
-/// Fails only for UIDs over 64 bytes.
+/// bytes at [`PAYLOAD_ROOM`], their place in the record: the header is
+/// written before them, the padding zeroed, and the buffer shortened to the
+/// record's padded length. Nothing moves, and the payload is not read
+/// again past `split`: `body` is the XXH3-128 of its bytes from `split` on
+/// (the data set's checksum, computed as they arrived; checked against the
+/// bytes in debug builds). Fails only for UIDs over 64 bytes.
 pub fn encode_in_place(
     buf: &mut AlignedBuf,
     payload_bytes: usize,
     epoch: u64,
     uids: &RecordUids,
+    split: usize,
+    body: Checksum,
 ) -> Result<u64, RecordError> {
     let header_bytes = checked_header_bytes(uids)?;
     let record_bytes = padded((header_bytes + payload_bytes) as u64);
@@ -179,12 +269,21 @@ pub fn encode_in_place(
         PAYLOAD_ROOM + payload_bytes <= buf.len(),
         "the payload lies within the buffer"
     );
+    debug_assert_eq!(header_bytes, PAYLOAD_ROOM, "one header length");
+    assert!(split <= payload_bytes, "the split lies within the payload");
+    let split_field =
+        u32::try_from(split).map_err(|_| RecordError::Length("checksum split past 4 GiB"))?;
     let out = buf.as_mut_slice();
-    out.copy_within(PAYLOAD_ROOM..PAYLOAD_ROOM + payload_bytes, header_bytes);
-    // Within the buffer: header_bytes <= PAYLOAD_ROOM.
     let end = (record_bytes as usize).min(out.len());
     out[header_bytes + payload_bytes..end].fill(0);
-    write_header(out, header_bytes, epoch, uids, payload_bytes);
+    let payload = &out[header_bytes..header_bytes + payload_bytes];
+    debug_assert_eq!(
+        dataset_checksum(&payload[split..]),
+        body,
+        "the given checksum is the payload's past the split"
+    );
+    let checksum = payload_checksum_of(&payload[..split], body);
+    write_header(out, epoch, uids, payload_bytes, split_field, checksum);
     buf.truncate(record_bytes as usize);
     Ok(record_bytes)
 }
@@ -197,25 +296,27 @@ fn checked_header_bytes(uids: &RecordUids) -> Result<usize, RecordError> {
     {
         return Err(RecordError::Length("UID over 64 bytes"));
     }
-    // At most HEADER_BYTES_MAX (the UIDs' lengths were checked above).
-    Ok(header_bytes_of(&uids.study, &uids.series, &uids.sop) as usize)
+    Ok(RECORD_HEADER_BYTES)
 }
 
 /// Writes the header of the record whose `payload_bytes` Part 10 bytes
-/// follow it in `out` (UIDs checked by [`checked_header_bytes`]).
+/// follow it in `out`, with their checksum split at `split` (UIDs checked
+/// by [`checked_header_bytes`]).
 fn write_header(
     out: &mut [u8],
-    header_bytes: usize,
     epoch: u64,
     uids: &RecordUids,
     payload_bytes: usize,
+    split: u32,
+    payload_checksum: u64,
 ) {
-    let payload_checksum = xxh3_64(&out[header_bytes..header_bytes + payload_bytes]);
-    out[..HEADER_FIXED_BYTES].fill(0);
+    let header_bytes = RECORD_HEADER_BYTES;
+    out[..header_bytes].fill(0);
     out[0..8].copy_from_slice(&RECORD_MAGIC);
     out[8..10].copy_from_slice(&RECORD_FORMAT_VERSION.to_le_bytes());
-    // Bounded by HEADER_BYTES_MAX (256).
+    // 256.
     out[10..12].copy_from_slice(&(header_bytes as u16).to_le_bytes());
+    out[12..16].copy_from_slice(&split.to_le_bytes());
     out[16..24].copy_from_slice(&epoch.to_le_bytes());
     out[24..32].copy_from_slice(&(payload_bytes as u64).to_le_bytes());
     out[32..40].copy_from_slice(&payload_checksum.to_le_bytes());
@@ -236,9 +337,11 @@ fn write_header(
 /// The length of the header of a record holding these UIDs: where the
 /// Part 10 bytes start in the record (readers that know the instance's
 /// triplet and the record's place find its data set without reading the
-/// header).
-pub fn header_bytes_of(study: &str, series: &str, sop: &str) -> u64 {
-    (HEADER_FIXED_BYTES + study.len() + series.len() + sop.len()) as u64
+/// header). The same for every record since format 2
+/// ([`RECORD_HEADER_BYTES`]); the UIDs are taken so that callers need not
+/// know it.
+pub fn header_bytes_of(_study: &str, _series: &str, _sop: &str) -> u64 {
+    RECORD_HEADER_BYTES as u64
 }
 
 /// XXH3-64 of a header with its checksum field (bytes 56..64) taken as
@@ -257,6 +360,14 @@ fn le_u64(bytes: &[u8], at: usize) -> u64 {
         word.copy_from_slice(slice);
     }
     u64::from_le_bytes(word)
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    if let Some(slice) = bytes.get(at..at + 4) {
+        word.copy_from_slice(slice);
+    }
+    u32::from_le_bytes(word)
 }
 
 fn le_u16(bytes: &[u8], at: usize) -> u16 {
@@ -282,16 +393,22 @@ pub fn decode_head(bytes: &[u8]) -> Result<RecordHead, RecordError> {
     }
     let header_bytes = usize::from(le_u16(bytes, 10));
     let uid_lengths = [bytes[40], bytes[41], bytes[42]].map(usize::from);
-    if uid_lengths.iter().any(|&len| len > UID_BYTES_MAX)
-        || header_bytes != HEADER_FIXED_BYTES + uid_lengths.iter().sum::<usize>()
-    {
-        return Err(RecordError::Length("header and UID lengths disagree"));
+    if header_bytes != RECORD_HEADER_BYTES {
+        return Err(RecordError::Length("header length is not the format's"));
+    }
+    if uid_lengths.iter().any(|&len| len > UID_BYTES_MAX) {
+        return Err(RecordError::Length("UID over 64 bytes"));
     }
     let header = bytes
         .get(..header_bytes)
         .ok_or(RecordError::Length("header cut short"))?;
     if header_checksum(header) != le_u64(header, 56) {
         return Err(RecordError::HeaderChecksum);
+    }
+    let payload_bytes = le_u64(header, 24);
+    let payload_split = u64::from(le_u32(header, 12));
+    if payload_split > payload_bytes {
+        return Err(RecordError::Length("checksum split past the payload"));
     }
     let mut at = HEADER_FIXED_BYTES;
     let mut uid = |len: usize| {
@@ -306,7 +423,8 @@ pub fn decode_head(bytes: &[u8]) -> Result<RecordHead, RecordError> {
     };
     Ok(RecordHead {
         header_bytes: header_bytes as u64,
-        payload_bytes: le_u64(header, 24),
+        payload_bytes,
+        payload_split,
         payload_checksum: le_u64(header, 32),
         epoch: le_u64(header, 16),
         uids,
@@ -318,7 +436,7 @@ pub fn decode_head(bytes: &[u8]) -> Result<RecordHead, RecordError> {
 pub fn read_record(file: &File, offset: u64, size: u64) -> io::Result<(RecordHead, Vec<u8>)> {
     let head = read_head(file, offset, size)?.map_err(invalid)?;
     let payload = read_payload(file, offset, &head)?;
-    if xxh3_64(&payload) != head.payload_checksum {
+    if payload_checksum(&payload, head.payload_split) != head.payload_checksum {
         return Err(invalid(RecordError::PayloadChecksum));
     }
     Ok((head, payload))
@@ -432,7 +550,7 @@ pub fn scan(file: &File, from: u64, size: u64, epoch_before: u64) -> io::Result<
             });
         }
         let payload = read_payload(file, offset, &head)?;
-        if xxh3_64(&payload) != head.payload_checksum {
+        if payload_checksum(&payload, head.payload_split) != head.payload_checksum {
             break Some(RecordError::PayloadChecksum);
         }
         previous = head.epoch;

@@ -91,6 +91,9 @@ pub(super) struct Instance {
     /// Record mode: the Part 10 bytes so far (until the record is
     /// written, or spilled to a file).
     pub(super) record_buf: Option<super::segments::RecordBuf>,
+    /// Record mode: the record as written (shared with its write), taken
+    /// back for the next instance once the job is done.
+    pub(super) written: Option<std::rc::Rc<sluice_io::AlignedBuf>>,
     /// Record mode: the record's place, once reserved.
     pub(super) place: Option<sluice_index::RecordPlace>,
     /// Its claim on the free space (the floor's accounting).

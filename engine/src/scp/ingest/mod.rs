@@ -49,7 +49,7 @@ pub(crate) use self::index::Reply;
 use self::instance::Instance;
 pub(crate) use self::instance::{Answered, StoreAnswer};
 use self::job::{Answer, CommitOrder, Job, JobInput, Step, Verdict};
-use self::segments::{RecordBuf, Segments};
+use self::segments::Segments;
 use self::space::FreeSpace;
 use super::failure::Failure;
 use super::shared::ServerShared;
@@ -288,17 +288,19 @@ impl Ingest {
         let header_bytes = header.len() as u64;
         self.space
             .wrote(&self.shared.space, &mut reservation, header_bytes);
-        let (job, record_buf) = if record {
-            let buf = RecordBuf::new(&header, self.record_hint);
-            (Job::new_record(header_bytes, commit), Some(buf))
-        } else {
-            (Job::new(header, commit), None)
+        let (job, record_buf) = match self.segments.as_mut().filter(|_| record) {
+            Some(segments) => {
+                let buf = segments.record_buf(&header, self.record_hint);
+                (Job::new_record(header_bytes, commit), Some(buf))
+            }
+            None => (Job::new(header, commit), None),
         };
         self.jobs.insert(
             key,
             Instance {
                 job,
                 record_buf,
+                written: None,
                 place: None,
                 serial: start.serial,
                 context_id: start.context_id,
@@ -729,8 +731,9 @@ impl Ingest {
             .get(&key)
             .is_some_and(|record| record.job.is_done())
         {
-            if let Some(record) = self.jobs.remove(&key) {
+            if let Some(mut record) = self.jobs.remove(&key) {
                 if let (Some(place), Some(segments)) = (record.place, self.segments.as_mut()) {
+                    segments.recycle(record.written.take());
                     if let Some(sealed) = segments.job_finished(core, place.segment) {
                         self.index.submit_seal(sealed);
                     }
@@ -917,10 +920,17 @@ impl Ingest {
             sop: triplet.sop_instance_uid.clone(),
         };
         let encoded = buf
-            .encode(segments.epoch(), &uids)
+            .encode(
+                segments.epoch(),
+                &uids,
+                record.header_bytes as usize,
+                instance.record.checksum,
+            )
             .map_err(|error| Failure::Segment(Arc::new(std::io::Error::other(error))))?;
         debug_assert_eq!(encoded.len() as u64, place.length, "the reserved length");
         let handle = segments.handle(place.segment);
+        let encoded = std::rc::Rc::new(encoded);
+        record.written = Some(std::rc::Rc::clone(&encoded));
         core.write_at(
             handle,
             place.offset,

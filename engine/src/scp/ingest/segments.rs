@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -42,6 +43,11 @@ const RECORD_BUF_START: usize = 128 * 1024;
 /// The largest first capacity taken from the core's last record (a large
 /// one is not worth reserving for every instance after it).
 const RECORD_BUF_HINT_MAX: usize = 16 << 20;
+
+/// How many written record buffers a core keeps for the next instances,
+/// and how many bytes of them at most.
+const SPARE_BUFFERS_MAX: usize = 64;
+const SPARE_BYTES_MAX: usize = 128 << 20;
 
 /// Segment ids for every core of a run, and the run's epoch (written in
 /// each record's header).
@@ -112,13 +118,21 @@ impl RecordBuf {
     /// A buffer holding the Part 10 header, with room for `expected` Part
     /// 10 bytes (the core's last record: a run of like instances then
     /// never grows its buffer, each growth being a copy of what it holds).
+    #[cfg(test)]
     pub(super) fn new(header: &[u8], expected: usize) -> RecordBuf {
-        let mut record = RecordBuf {
-            buf: AlignedBuf::zeroed(
-                PAYLOAD_ROOM + expected.clamp(RECORD_BUF_START, RECORD_BUF_HINT_MAX),
-            ),
-            filled: 0,
-        };
+        RecordBuf::in_buffer(AlignedBuf::zeroed(Self::room(expected)), header)
+    }
+
+    /// The first capacity for `expected` Part 10 bytes.
+    fn room(expected: usize) -> usize {
+        PAYLOAD_ROOM + expected.clamp(RECORD_BUF_START, RECORD_BUF_HINT_MAX)
+    }
+
+    /// `header` at the start of the Part 10 bytes of `buf` (a new buffer or
+    /// a written one: what it held past the bytes pushed is never written,
+    /// `segment::encode_in_place` overwrites the header and the padding).
+    fn in_buffer(buf: AlignedBuf, header: &[u8]) -> RecordBuf {
+        let mut record = RecordBuf { buf, filled: 0 };
         record.push(header);
         record
     }
@@ -162,13 +176,25 @@ impl RecordBuf {
         )
     }
 
-    /// The record, encoded in place, ready for its `O_DIRECT` write.
+    /// The record, encoded in place, ready for its `O_DIRECT` write: its
+    /// payload checksum split where the data set starts (`dataset_offset`,
+    /// the Part 10 header's length), from `dataset_checksum` (the data
+    /// set's XXH3-128, the seal's), so the data set is not read again.
     pub(super) fn encode(
         mut self,
         epoch: u64,
         uids: &segment::RecordUids,
+        dataset_offset: usize,
+        dataset_checksum: sluice_index::Checksum,
     ) -> Result<AlignedBuf, segment::RecordError> {
-        segment::encode_in_place(&mut self.buf, self.filled, epoch, uids)?;
+        segment::encode_in_place(
+            &mut self.buf,
+            self.filled,
+            epoch,
+            uids,
+            dataset_offset,
+            dataset_checksum,
+        )?;
         Ok(self.buf)
     }
 }
@@ -198,6 +224,13 @@ pub(super) struct Segments {
     open: HashMap<u64, OpenSegment>,
     rounds: SyncRounds<u64>,
     dir_ready: bool,
+    /// Buffers of written records, reused for the next instances: a new
+    /// one costs a zeroing pass and, from the allocator's `mmap`, a page
+    /// fault per 4 KiB touched and an `munmap` when freed (a fifth of the
+    /// server's CPU at 512 KB before they were kept: docs/design/segments.md,
+    /// "Ingest speed").
+    spare: Vec<AlignedBuf>,
+    spare_bytes: usize,
 }
 
 impl Segments {
@@ -210,6 +243,43 @@ impl Segments {
             open: HashMap::new(),
             rounds: SyncRounds::default(),
             dir_ready: false,
+            spare: Vec::new(),
+            spare_bytes: 0,
+        }
+    }
+
+    /// A record buffer holding `header`, with room for `expected` Part 10
+    /// bytes: the most recently written spare buffer that large, else a new
+    /// one.
+    pub(super) fn record_buf(&mut self, header: &[u8], expected: usize) -> RecordBuf {
+        let room = RecordBuf::room(expected);
+        let reused = self
+            .spare
+            .iter()
+            .rposition(|buf| buf.capacity() >= room)
+            .map(|at| self.spare.swap_remove(at));
+        let buf = match reused {
+            Some(mut buf) => {
+                self.spare_bytes -= buf.capacity();
+                buf.restore_length();
+                buf
+            }
+            None => AlignedBuf::zeroed(room),
+        };
+        RecordBuf::in_buffer(buf, header)
+    }
+
+    /// A written record's buffer back, once its write let go of it (kept
+    /// while the spare buffers stay within their bounds).
+    pub(super) fn recycle(&mut self, written: Option<Rc<AlignedBuf>>) {
+        let Some(buf) = written.and_then(|written| Rc::try_unwrap(written).ok()) else {
+            return;
+        };
+        if self.spare.len() < SPARE_BUFFERS_MAX
+            && self.spare_bytes + buf.capacity() <= SPARE_BYTES_MAX
+        {
+            self.spare_bytes += buf.capacity();
+            self.spare.push(buf);
         }
     }
 
@@ -415,6 +485,52 @@ fn place(segment: u64, offset: u64, length: u64) -> RecordPlace {
 mod tests {
     use super::*;
 
+    fn segments() -> Segments {
+        let ids = Arc::new(SegmentIds {
+            next: AtomicU64::new(1),
+            epoch: 1,
+        });
+        Segments::new(ids, Layout::new("/nonexistent"), 1)
+    }
+
+    /// A written record's buffer serves the next instance once its write let
+    /// go of it (not while it is shared), and the record encoded in it over
+    /// the stale bytes of the last one is the record of its own bytes.
+    #[test]
+    fn a_written_buffer_is_reused_and_its_stale_bytes_never_written() {
+        let mut segments = segments();
+        let first: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut buf = segments.record_buf(&first[..300], first.len());
+        buf.push(&first[300..]);
+        let checksum = crate::store::layout::dataset_checksum(&first[300..]);
+        let written = Rc::new(buf.encode(1, &uids(), 300, checksum).unwrap());
+        let address = written.as_slice().as_ptr();
+        // Still shared with its write: dropped, not kept.
+        let held = Rc::clone(&written);
+        segments.recycle(Some(Rc::clone(&written)));
+        assert!(segments.spare.is_empty());
+        drop(held);
+        segments.recycle(Some(written));
+        assert_eq!(segments.spare.len(), 1);
+        let second = vec![5u8; 1000];
+        let mut buf = segments.record_buf(&second[..100], 1000);
+        assert!(segments.spare.is_empty(), "taken");
+        buf.push(&second[100..]);
+        let checksum = crate::store::layout::dataset_checksum(&second[100..]);
+        let record = buf.encode(1, &uids(), 100, checksum).unwrap();
+        assert_eq!(record.as_slice().as_ptr(), address, "the same buffer");
+        let expected = segment::encode_record(1, &uids(), &second).unwrap();
+        assert_eq!(record.len(), expected.len());
+        // Equal but for the checksum's split and so the checksums.
+        assert_eq!(&record.as_slice()[64..], &expected.as_slice()[64..]);
+        assert_eq!(
+            segment::decode_head(record.as_slice())
+                .unwrap()
+                .payload_checksum,
+            segment::payload_checksum(&second, 100)
+        );
+    }
+
     fn uids() -> segment::RecordUids {
         segment::RecordUids {
             study: "1.2.3".into(),
@@ -443,8 +559,17 @@ mod tests {
             assert_eq!(buf.to_vec(), part10);
             let expected_record = segment::encode_record(7, &uids(), &part10).unwrap();
             assert_eq!(buf.record_bytes(&uids()), expected_record.len() as u64);
-            let record = buf.encode(7, &uids()).unwrap();
-            assert_eq!(record.as_slice(), expected_record.as_slice());
+            let checksum = crate::store::layout::dataset_checksum(&part10[300..]);
+            let record = buf.encode(7, &uids(), 300, checksum).unwrap();
+            // The same record but for the checksum's split (bytes 12..16)
+            // and so the checksums (32..40, 56..64): both valid.
+            let head = segment::decode_head(record.as_slice()).unwrap();
+            assert_eq!(head.payload_split, 300);
+            assert_eq!(
+                head.payload_checksum,
+                segment::payload_checksum(&part10, 300)
+            );
+            assert_eq!(&record.as_slice()[64..], &expected_record.as_slice()[64..]);
         }
     }
 }

@@ -164,9 +164,14 @@ impl Postgres {
     }
 
     fn up(&self) {
+        // Loopback for the test's own client, and the nodes' address.
+        let listen = if self.host == "127.0.0.1" {
+            self.host.clone()
+        } else {
+            format!("127.0.0.1,{}", self.host)
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1,{} -c port={} -c unix_socket_directories={} -c fsync=off",
-            self.host,
+            "-c listen_addresses={listen} -c port={} -c unix_socket_directories={} -c fsync=off",
             self.port,
             self.data.display()
         );
