@@ -30,11 +30,11 @@ use sluice_index::Location;
 
 use super::quarantine::sync_dir;
 use super::relocation::{
-    delete_empty_segments, matches_index, parent, read_checked_record, record_uids, relocate,
-    report_damaged, settle, RecordSink, Stop,
+    create_dir_durably, delete_empty_segments, matches_index, parent, read_checked_record,
+    record_uids, relocate, report_damaged, settle, RecordSink, Stop,
 };
 use super::{CliError, OpenStore};
-use crate::store::layout::{Area, Layout};
+use crate::store::layout::Area;
 use crate::store::walk::{for_each_indexed_file, IndexedFile};
 
 /// How a damaged instance's report ends.
@@ -321,7 +321,7 @@ fn to_files(
                 }
             };
             let target = layout.area_path(file.area, file.record.file_id);
-            write_file(layout, &tmp_dir, file, &part10, &target, &mut dirs)?;
+            write_file(&tmp_dir, file, &part10, &target, &mut dirs)?;
             moves.push((file.record.file_id, item.from, Location::File));
             written.push(target);
             tally.bytes += file.record.file_size_bytes;
@@ -356,7 +356,6 @@ fn read_record(path: &Path, offset: u64, file: &IndexedFile) -> Result<Vec<u8>, 
 /// Writes `part10` as the files layout does: a temporary file, its data
 /// flushed, renamed into place; the directories to sync go in `dirs`.
 fn write_file(
-    layout: &Layout,
     tmp_dir: &Path,
     file: &IndexedFile,
     part10: &[u8],
@@ -365,11 +364,9 @@ fn write_file(
 ) -> Result<(), CliError> {
     let tmp = tmp_dir.join(crate::store::layout::file_name(file.record.file_id));
     let dir = parent(target).to_owned();
-    if !dir.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(CliError::io("create", &dir))?;
-        // The fan-out directory's own name, in its area.
-        dirs.insert(layout.area_dir(file.area));
-    }
+    // The fan-out directory (and its area, when missing) with durable
+    // names.
+    create_dir_durably(&dir)?;
     let mut out = File::create(&tmp).map_err(CliError::io("create", &tmp))?;
     out.write_all(part10)
         .and_then(|()| out.sync_data())

@@ -131,6 +131,31 @@ pub(super) fn segment_files(layout: &Layout) -> Result<Vec<u64>, CliError> {
     Ok(ids)
 }
 
+/// Creates `dir` and any missing ancestors, each new name made durable
+/// (its parent synced): a directory whose own entry a power cut can take
+/// would take every file in it, however well those were synced (found by
+/// `sluice-power-loss --scenario migrate`: a files store migrated to
+/// segments lost `segments/` and every record in it).
+pub(super) fn create_dir_durably(dir: &Path) -> Result<(), CliError> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        missing.push(at.to_owned());
+        match at.parent() {
+            Some(up) => at = up,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(CliError::io("create", dir))?;
+    for created in missing.iter().rev() {
+        sync_dir(parent(created))?;
+    }
+    Ok(())
+}
+
 pub(super) fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
@@ -246,7 +271,7 @@ struct OpenSegment {
 impl<'a> RecordSink<'a> {
     pub(super) fn new(store: &'a OpenStore, segment_bytes: u64) -> Result<RecordSink<'a>, Stop> {
         let segments_dir = store.layout.segments_dir();
-        std::fs::create_dir_all(&segments_dir).map_err(CliError::io("create", &segments_dir))?;
+        create_dir_durably(&segments_dir)?;
         let next_id = {
             let indexed = store.index.read()?.segments()?;
             let on_disk = segment_files(&store.layout)?;

@@ -285,8 +285,8 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
     }
     fs.sync_all();
     // 2. The command, and the power cut in it.
-    let cut_after_mutations = CUT_MIN
-        + (cut_fraction * (CUT_PER_INSTANCE * instances_acknowledged) as f64) as u64;
+    let cut_after_mutations =
+        CUT_MIN + (cut_fraction * (CUT_PER_INSTANCE * instances_acknowledged) as f64) as u64;
     let armed_at = fs.stats().mutations;
     fs.arm_cut(armed_at + cut_after_mutations, plan.loss);
     let started = Instant::now();
