@@ -399,8 +399,8 @@ mod tests {
     fn a_record_place_is_resolved_to_its_ranges_and_a_short_one_refused() {
         let layout = Layout::new("/data");
         let triplet = Triplet::new("1.2", "1.2.3", "1.2.3.4");
-        // 64 bytes of header and the three UIDs' 3 + 5 + 7.
-        let header = 64 + 15;
+        // Every record header has one length since record format 2.
+        let header = crate::store::segment::RECORD_HEADER_BYTES as u64;
         let place = |offset, length| {
             Location::Record(RecordPlace {
                 segment: 9,
