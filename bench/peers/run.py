@@ -225,9 +225,11 @@ class Receiver:
                                else (binaries["sluice"], "uring")
                                if name in ("sluice-metrics", "sluice-audit", "sluice-segments")
                                else (binaries["sluice"], name.split("-", 1)[1]))
-            if name == "sluice-segments" or (name == "sluice-baseline"
-                                             and baseline_layout == "segments"):
-                extra = list(extra) + ["--storage-layout", "segments"]
+            # Every Sluice receiver names its layout (the default is
+            # segments): the others serve files, as they were measured.
+            layout = ("segments" if name == "sluice-segments" else
+                      baseline_layout if name == "sluice-baseline" else "files")
+            extra = list(extra) + ["--storage-layout", layout]
             self.binary = binary
             if name == "sluice-audit":
                 extra = list(extra) + ["--audit-file", os.path.join(log_dir, "audit.jsonl")]

@@ -92,6 +92,8 @@ def main():
                 server = subprocess.Popen(
                     [args.sluice, "serve", "--data-dir", data, "--port", str(port),
                      "--bind", "127.0.0.1", "--free-space-floor", "0",
+                     # Files: what was stored is counted in objects/.
+                     "--storage-layout", "files",
                      "--tls-port", str(tls_port),
                      "--tls-certificate", certs / "server.pem",
                      "--tls-private-key", certs / "server.key",

@@ -316,14 +316,18 @@ config_options! {
         free_space_floor: u64 = GIB,
             kind ByteSizeKind::<u64>::new(0, 1024 * TIB), flag "free-space-floor";
 
-        /// How instances are laid out on disk: `"files"`, one Part 10 file
-        /// per instance, or `"segments"`, records appended to per-core
-        /// preallocated segment files (fewer files, one flush per batch).
-        /// A data directory keeps the layout it was written in. On
+        /// How instances are laid out on disk: `"segments"`, records
+        /// appended to per-core preallocated segment files (fewer files, one
+        /// flush per batch; each core allocates `segment_size_mib` on disk
+        /// when its first instance arrives), or `"files"`, one Part 10 file
+        /// per instance. The layout is what is written from now on: a store
+        /// written as files (the default before segments) that is served on
+        /// `"segments"` keeps its files and gets new instances as records
+        /// (both read through the index; `sluice migrate` converts it). On
         /// `"segments"`, duplicates held in quarantine and instances above
         /// `segment_record_max` are still stored as files
         /// (docs/design/segments.md).
-        layout: StorageLayout = StorageLayout::Files,
+        layout: StorageLayout = StorageLayout::Segments,
             kind EnumKind::<StorageLayout>::new(), flag "storage-layout";
 
         /// The size of each segment file (layout `"segments"`), in MiB,

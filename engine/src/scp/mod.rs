@@ -87,6 +87,31 @@ pub enum ServeError {
     Locked(#[from] LockError),
 }
 
+/// Refuses to serve segments no part of the data directory's file system
+/// can hold: each would fail its allocation, so every instance would be
+/// refused A711 however much space is freed (a transient lack of space is
+/// the ingest path's to answer, not this).
+fn refuse_segments_larger_than_the_file_system(
+    config: &crate::config::Config,
+    root: &std::path::Path,
+) -> Result<(), ServeError> {
+    let segment_bytes = u64::from(config.storage.segment_size_mib) << 20;
+    let stats = rustix::fs::statvfs(root)
+        .map_err(|error| ServeError::Config(format!("statvfs {}: {error}", root.display())))?;
+    let total_bytes = stats.f_blocks.saturating_mul(stats.f_frsize);
+    if segment_bytes > total_bytes {
+        return Err(ServeError::Config(format!(
+            "storage.segment_size_mib = {} is larger than the file system of {} ({} MiB in all): \
+             no segment can be allocated there; set a smaller storage.segment_size_mib, or \
+             storage.layout = \"files\"",
+            config.storage.segment_size_mib,
+            root.display(),
+            total_bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// A hook that adjusts the I/O runtime's configuration before start.
 pub type RuntimeAdjustment = Box<dyn FnOnce(&mut RuntimeConfig) + Send>;
 
@@ -287,6 +312,7 @@ impl Server {
         // After start-up recovery (which sealed the previous run's open
         // segments): every run starts new segments, past every id known.
         let segment_ids = if config.storage.layout == crate::config::StorageLayout::Segments {
+            refuse_segments_larger_than_the_file_system(config, store.layout().root())?;
             let ids = ingest::segments::SegmentIds::at_start(store)
                 .map_err(|error| ServeError::Config(format!("segments: {error}")))?;
             Some(Arc::new(ids))

@@ -11,7 +11,13 @@
 //!   a byte-identical duplicate (answered 0000, dropped, and the stale
 //!   entry removed by the next start's recovery);
 //! - with a floor, the instances in flight count against it: four senders
-//!   must not drive the free space far below the floor.
+//!   must not drive the free space far below the floor;
+//! - on the default layout, segments larger than the whole file system are
+//!   refused at start, with the way out.
+//!
+//! The fills run on the files layout (`spawn_serve` names it): their
+//! subject is the files layout's full disk, and a 1 GiB segment does not
+//! fit these file systems at all.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -293,6 +299,43 @@ fn the_free_space_floor_counts_the_instances_in_flight() {
         lowest as f64 / MIB as f64,
         floor / MIB
     );
+}
+
+/// `sluice serve` on its default layout (segments, 1 GiB each) on a 32 MiB
+/// file system: refused at start, saying why and what to set; with
+/// segments that fit, it listens.
+#[test]
+fn segments_larger_than_the_file_system_are_refused_at_start() {
+    let filesystem = SmallFilesystem::mount(32);
+    let dir = tempfile::tempdir().unwrap();
+    let data = filesystem.path().join("data");
+    let port = sluice_tests::free_port();
+    let refused = run(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cores", "2", "--free-space-floor", "0"]),
+        TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("storage.segment_size_mib = 1024 is larger than the file system")
+            && stderr.contains("storage.layout = \"files\""),
+        "{stderr}"
+    );
+    let _server = spawn_serve(
+        &data,
+        port,
+        "auto",
+        &["--storage-layout", "segments", "--segment-size-mib", "4"],
+        &dir.path().join("server.log"),
+    );
+    let history = dir.path().join("history.jsonl");
+    send_mix(port, 2, 4, &history, "ct=1", 2);
+    assert_eq!(statuses(&history).get("0000").copied(), Some(4));
 }
 
 /// Free bytes of the file system at `path` (what `statvfs` says).

@@ -15,22 +15,33 @@ use sluice_tests::{dcmtk, free_port, part10_dataset, part10_meta_value, python, 
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn config(data: &std::path::Path, port: u16, backend: &str) -> Config {
-    Config::from_args([
-        "sluice",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--cores",
-        "1",
-        "--io-backend",
-        backend,
-        "--free-space-floor",
-        "0",
-    ])
+/// Pinned to files where the test's subject is the files layout's fsyncs,
+/// directories and seals.
+const FILES: Option<&str> = Some("files");
+
+/// The embedding API's configuration: the default layout unless `layout`
+/// names one.
+fn config(data: &std::path::Path, port: u16, backend: &str, layout: Option<&str>) -> Config {
+    let layout = layout.map_or(vec![], |layout| vec!["--storage-layout", layout]);
+    Config::from_args(
+        [
+            "sluice",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cores",
+            "1",
+            "--io-backend",
+            backend,
+            "--free-space-floor",
+            "0",
+        ]
+        .into_iter()
+        .chain(layout),
+    )
     .unwrap()
 }
 
@@ -67,7 +78,7 @@ fn sop_of(path: &std::path::Path) -> String {
 fn embedded_store_events_lookup_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let store = Store::open(config(&dir.path().join("data"), port, "auto")).unwrap();
+    let store = Store::open(config(&dir.path().join("data"), port, "auto", None)).unwrap();
     let events = store.subscribe(16).unwrap();
     let server = Server::start(&store).unwrap();
     assert_eq!(server.local_addr().map(|addr| addr.port()), Some(port));
@@ -122,7 +133,7 @@ fn eio_on_fsync(backend: &str, nth: u64) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("data");
-    let store = Store::open(config(&data, port, backend)).unwrap();
+    let store = Store::open(config(&data, port, backend, FILES)).unwrap();
     let events = store.subscribe(16).unwrap();
     let plan = FaultPlan::new().fail_nth(OpKind::Sync, nth, Fault::Errno(libc_eio()));
     let observed_plan = plan.clone();
@@ -226,7 +237,7 @@ fn concurrent_instances_share_directory_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("data");
-    let store = Store::open(config(&data, port, "uring")).unwrap();
+    let store = Store::open(config(&data, port, "uring", FILES)).unwrap();
     let plan = FaultPlan::new();
     let observed_plan = plan.clone();
     let server = Server::start_with(
@@ -301,7 +312,7 @@ fn answered_instances_whose_commit_was_lost_are_indexed_again_from_their_seals()
     let snapshot = dir.path().join("index-before");
     for (round, batch) in files.chunks(3).enumerate() {
         let port = free_port();
-        let store = Store::open(config(&data, port, "auto")).unwrap();
+        let store = Store::open(config(&data, port, "auto", FILES)).unwrap();
         let server = Server::start(&store).unwrap();
         store_all(port, batch);
         server.shutdown(Duration::from_secs(10)).unwrap();
@@ -319,14 +330,14 @@ fn answered_instances_whose_commit_was_lost_are_indexed_again_from_their_seals()
     }
     let lost: Vec<String> = files[3..].iter().map(|file| sop_of(file)).collect();
     {
-        let store = Store::open(config(&data, free_port(), "auto")).unwrap();
+        let store = Store::open(config(&data, free_port(), "auto", FILES)).unwrap();
         for sop in &lost {
             assert!(store.instance_by_sop(sop).unwrap().is_none(), "{sop}");
         }
     }
 
     let port = free_port();
-    let store = Store::open(config(&data, port, "auto")).unwrap();
+    let store = Store::open(config(&data, port, "auto", FILES)).unwrap();
     let server = Server::start(&store).unwrap();
     for file in &files {
         let sop = sop_of(file);

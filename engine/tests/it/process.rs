@@ -25,8 +25,14 @@ fn descriptor_limits(pid: u32) -> (u64, u64) {
 }
 
 /// Starts `sluice serve` through `sh`, with `shell` run first (a `ulimit`),
-/// and waits until it listens.
-fn spawn_serve_after(shell: &str, data: &Path, port: u16, log: &Path) -> ChildGuard {
+/// and `extra` arguments, and waits until it listens.
+fn spawn_serve_after(
+    shell: &str,
+    data: &Path,
+    port: u16,
+    log: &Path,
+    extra: &[&str],
+) -> ChildGuard {
     let script = format!("{shell} && exec \"$0\" \"$@\"");
     let child = Command::new("sh")
         .arg("-c")
@@ -37,6 +43,7 @@ fn spawn_serve_after(shell: &str, data: &Path, port: u16, log: &Path) -> ChildGu
         .arg(data)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cores", "2", "--free-space-floor", "0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(log).unwrap())
@@ -66,6 +73,7 @@ fn serve_raises_its_soft_descriptor_limit_to_the_hard_one() {
         &dir.path().join("data"),
         free_port(),
         &log,
+        &[],
     );
     let (soft, server_hard) = descriptor_limits(server.id());
     assert_eq!((soft, server_hard), (hard, hard));
@@ -112,7 +120,8 @@ fn sigterm_under_load_answers_in_flight_stores_and_leaves_a_verified_store() {
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
     let port = free_port();
-    let mut server = spawn_serve_after("true", &data, port, &log);
+    // Files: the load is watched and checked in objects/.
+    let mut server = spawn_serve_after("true", &data, port, &log, &["--storage-layout", "files"]);
     let loadgen = sluice_tests::binaries::workspace_binary("sluice-loadgen", "sluice-loadgen");
     let history = dir.path().join("history.jsonl");
     let result = dir.path().join("loadgen.json");

@@ -434,6 +434,10 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     let archive = orthanc(dir.path(), free_port());
     load(&archive, &instances);
     let config = config_file(dir.path(), &[&archive]);
+    // Files: what landed is compared file by file in objects/.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[storage]\nlayout = \"files\"\n");
+    std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
     let study = studies_of(&instances, "QR-PAT-A")[1].clone();
     let count = instances.iter().filter(|i| i.study == study).count();

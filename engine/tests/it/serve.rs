@@ -18,9 +18,9 @@ use sluice_tests::{
 const AE: &str = "SLUICE";
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Starts `sluice serve` on `data` and `port` (127.0.0.1, two cores and
-/// no free-space floor unless `extra` says otherwise), its log in
-/// `log_path`, and waits until it listens.
+/// Starts `sluice serve` on `data` and `port` (127.0.0.1, two cores, no
+/// free-space floor and the files layout unless `extra` says otherwise),
+/// its log in `log_path`, and waits until it listens.
 pub fn spawn_serve(
     data: &Path,
     port: u16,
@@ -44,6 +44,13 @@ pub fn spawn_serve(
             &[][..]
         } else {
             &["--free-space-floor", "0"][..]
+        })
+        // Pinned to files: the tests built on this read the files layout's
+        // objects/, tmp/ and quarantine/ (segments tests name their layout).
+        .args(if extra.contains(&"--storage-layout") {
+            &[][..]
+        } else {
+            &["--storage-layout", "files"][..]
         })
         .args(extra)
         .stdin(Stdio::null())

@@ -59,6 +59,8 @@ pub fn sluice_with(dir: &Path, extra: &[&str]) -> Peer {
         .arg(&store)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cores", "2", "--free-space-floor", "0"])
+        // Files: the tests check what was stored in objects/.
+        .args(["--storage-layout", "files"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -105,9 +105,10 @@ pub struct Plan {
 /// The storage layout of a round (`storage.layout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// One Part 10 file per instance (the default).
+    /// One Part 10 file per instance.
     Files,
-    /// Records in per-core segment files (docs/design/segments.md): the
+    /// Records in per-core segment files (docs/design/segments.md; the
+    /// default of `sluice serve` and of `sluice-power-loss`): the
     /// acknowledged instances are then checked through the index, each
     /// exported with `sluice export-instance`, not read from `objects/`.
     Segments,
@@ -122,16 +123,16 @@ impl Layout {
         }
     }
 
-    /// The configuration file `sluice serve` runs with: `None` for the
-    /// default layout; for segments, the layout and a segment size the
-    /// crash file system's memory holds (two cores, a few segments a round).
-    pub fn config_toml(self) -> Option<String> {
+    /// The configuration file `sluice serve` runs with: the layout, and on
+    /// segments a segment size the crash file system's memory holds (two
+    /// cores, a few segments a round).
+    pub fn config_toml(self) -> String {
         match self {
-            Layout::Files => None,
-            Layout::Segments => Some(format!(
+            Layout::Files => format!("[storage]\nlayout = \"{}\"\n", self.name()),
+            Layout::Segments => format!(
                 "[storage]\nlayout = \"{}\"\nsegment_size_mib = {SEGMENT_SIZE_MIB}\n",
                 self.name()
-            )),
+            ),
         }
     }
 }
@@ -458,11 +459,12 @@ impl Server {
         command.arg("serve");
         if let Some(config) = config {
             command.arg("--config").arg(config);
-        } else if let Some(toml) = plan.layout.config_toml() {
+        } else {
             // Beside the log, off the crash file system: the configuration
             // is not what the round tests.
             let config = log.with_file_name("sluice.toml");
-            std::fs::write(&config, toml).map_err(io_error("write the server configuration"))?;
+            std::fs::write(&config, plan.layout.config_toml())
+                .map_err(io_error("write the server configuration"))?;
             command.arg("--config").arg(config);
         }
         let mut process = Process::spawn(

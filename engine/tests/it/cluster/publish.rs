@@ -129,6 +129,8 @@ fn one_sop_instance_uid_sent_to_two_nodes_at_once_ends_stored_once_and_quarantin
         .map(|name| Node::new(work.path(), name, postgres.conninfo(), "before-answer"))
         .collect();
     for node in &mut nodes {
+        // Files: the loser's copy is looked for in its quarantine/ area.
+        node.extra = vec!["--storage-layout".into(), "files".into()];
         node.start();
     }
     // Instances to send: a few from the sender, against node-a, then the

@@ -5,7 +5,7 @@
 //! cargo build -p sluice-engine -p sluice-loadgen -p sluice-crashfs
 //! target/debug/sluice-power-loss --seeds 1000 [--first-seed 1] [--stop-on-violation]
 //! target/debug/sluice-power-loss --seed 1234      # replay one
-//! target/debug/sluice-power-loss --layout segments --seeds 10
+//! target/debug/sluice-power-loss --layout files --seeds 10
 //! target/debug/sluice-power-loss --scenario migrate --seeds 5
 //! target/debug/sluice-power-loss --scenario compact --seeds 5
 //! ```
@@ -40,8 +40,9 @@ struct Args {
     #[arg(long, default_value = "settled")]
     start: Start,
     /// The storage layout of `sluice serve` (`storage.layout` in the
-    /// configuration file the round writes): files or segments.
-    #[arg(long, default_value = "files")]
+    /// configuration file the round writes): segments (the default of
+    /// `sluice serve`) or files.
+    #[arg(long, default_value = "segments")]
     layout: Layout,
     /// What the cut interrupts: serve (sluice serve under load), migrate
     /// (`sluice migrate` of a store serve wrote, direction from the seed)

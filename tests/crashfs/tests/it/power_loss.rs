@@ -106,10 +106,10 @@ fn power_loss_on_segments_keeps_every_promise() {
     );
 }
 
-/// `--layout segments` gives `sluice serve` a configuration file that the
-/// engine reads as the segments layout with the harness's segment size;
-/// the files layout runs with no file, as before; a seed's plan does not
-/// depend on the layout.
+/// Each layout gives `sluice serve` a configuration file that the engine
+/// reads as that layout (segments with the harness's segment size), not
+/// the engine's default, whichever it is; a seed's plan does not depend
+/// on the layout.
 #[test]
 fn the_segments_layout_option_configures_the_server() {
     use sluice_engine::config::{Config, StorageLayout};
@@ -117,9 +117,10 @@ fn the_segments_layout_option_configures_the_server() {
     assert_eq!("files".parse::<Layout>(), Ok(Layout::Files));
     assert!("file".parse::<Layout>().is_err());
     assert_eq!(Plan::from_seed(7).layout, Layout::Files);
-    assert_eq!(Layout::Files.config_toml(), None);
-    let toml = Layout::Segments.config_toml().unwrap();
-    let config = Config::from_toml_str(&toml, std::path::Path::new("sluice.toml")).unwrap();
+    let path = std::path::Path::new("sluice.toml");
+    let files = Config::from_toml_str(&Layout::Files.config_toml(), path).unwrap();
+    assert_eq!(files.storage.layout, StorageLayout::Files);
+    let config = Config::from_toml_str(&Layout::Segments.config_toml(), path).unwrap();
     assert_eq!(config.storage.layout, StorageLayout::Segments);
     assert_eq!(
         u64::from(config.storage.segment_size_mib),

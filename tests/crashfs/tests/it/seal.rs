@@ -68,6 +68,9 @@ fn every_acknowledged_file_carries_its_seal() {
                 "--free-space-floor",
                 "0",
             ])
+            // Files: the subject is the files layout's seal write, read
+            // back from objects/.
+            .args(["--storage-layout", "files"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
