@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::migrate::files_under as walk;
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
@@ -624,23 +625,6 @@ fn cluster_status(postgres: &Postgres) -> std::process::Output {
         .args(["cluster", "status", "--catalogue", &postgres.conninfo()])
         .output()
         .unwrap()
-}
-
-/// Files under `dir`, recursively.
-fn walk(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path)
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 /// The data set of a Part 10 file (after the file meta group).
