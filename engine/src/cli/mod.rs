@@ -33,7 +33,7 @@ mod commitments;
 mod compact;
 mod flagged;
 mod format;
-mod media;
+pub(crate) mod media;
 mod migrate;
 pub mod qr;
 mod quarantine;

@@ -767,6 +767,13 @@ config_options! {
         find_connections: u32 = 4,
             kind IntKind::<u32>::new(1, 1_000), flag "cluster-find-connections";
 
+        /// How many holders a C-MOVE or C-GET of instances held by other
+        /// nodes asks at once (each holder's series one after another; 1
+        /// asks them one after another). A retrieve spanning several nodes
+        /// then takes about as long as its largest holder's part.
+        retrieve_holders_parallel: u32 = 4,
+            kind IntKind::<u32>::new(1, 64), flag "cluster-retrieve-holders-parallel";
+
         /// Where the other nodes reach this node's DICOM port, published in
         /// the catalogue: a C-MOVE on another node asks this node to move
         /// the instances it holds. Unset: `network.bind_address` and

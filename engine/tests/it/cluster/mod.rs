@@ -21,6 +21,7 @@ use crate::migrate::files_under as walk;
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
+mod down;
 mod netns;
 mod places;
 mod publish;
