@@ -41,41 +41,19 @@ fn a_down_holders_uploaded_instances_are_retrieved_from_the_object_store() {
     let objects = work.path().join("objects.toml");
     std::fs::write(&objects, garage.objects_toml("after-upload")).unwrap();
     let destination = tempfile::tempdir().unwrap();
-    let storescp_port = free_port();
-    let _storescp = ChildGuard::new(
-        Command::new(dcmtk("storescp"))
-            .args(["-aet", "STORESCP", "-od"])
-            .arg(destination.path())
-            .arg(storescp_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start storescp"),
-    );
-    let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
-        .iter()
-        .map(|name| {
-            let mut node = Node::new(
-                work.path(),
-                name,
-                postgres.conninfo_for_nodes(),
-                "after-answer",
-            );
-            node.place(&network.host());
-            node.extra = vec![
-                "--config".to_owned(),
-                objects.to_str().unwrap().to_owned(),
-                "--storage-layout".to_owned(),
-                "segments".to_owned(),
-                "--segment-size-mib".to_owned(),
-                "1".to_owned(),
-                "--remote-ae".to_owned(),
-                format!("STORESCP={}:{storescp_port}", network.gateway()),
-            ];
-            node
-        })
-        .collect();
+    let (_storescp, storescp_port) = storescp(destination.path());
+    let mut nodes = three_placed(work.path(), &postgres, &mut network);
     for node in &mut nodes {
+        node.extra = vec![
+            "--config".to_owned(),
+            objects.to_str().unwrap().to_owned(),
+            "--storage-layout".to_owned(),
+            "segments".to_owned(),
+            "--segment-size-mib".to_owned(),
+            "1".to_owned(),
+            "--remote-ae".to_owned(),
+            format!("STORESCP={}:{storescp_port}", network.gateway()),
+        ];
         node.start();
     }
     let sent = tempfile::tempdir().unwrap();
@@ -90,28 +68,9 @@ fn a_down_holders_uploaded_instances_are_retrieved_from_the_object_store() {
     let mut client = postgres.client();
     // Every row published with its place, the sealed segments uploaded
     // (their key published) and evicted on node-1.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let row = client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE segment IS NOT NULL),
-                        count(DISTINCT segment) FILTER (WHERE object_key IS NOT NULL)
-                 FROM sluice_instances WHERE node = 'node-1'",
-                &[],
-            )
-            .unwrap();
-        let (placed, uploaded): (i64, i64) = (row.get(0), row.get(1));
-        if placed == 600 && uploaded >= 2 && nodes[0].metric("sluice_objects_evicted_segments") >= 2
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{placed} rows placed, {uploaded} segments with a key:\n{}",
-            nodes[0].log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_placed(&mut client, &nodes[0], 600, 2, &|| {
+        nodes[0].metric("sluice_objects_evicted_segments") >= 2
+    });
     let rows = client
         .query(
             "SELECT sop_instance_uid, study_instance_uid, object_key IS NOT NULL
