@@ -15,8 +15,9 @@ fn status(catalogue: &str) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_refused() {
+/// Certificates from a CA made for the test, and a PostgreSQL taking TCP
+/// over TLS only with the server's.
+fn tls_catalogue() -> (tempfile::TempDir, Postgres) {
     let certificates = tempfile::tempdir().unwrap();
     let made = Command::new(python())
         .arg(scripts_dir().join("make_tls_certs.py"))
@@ -25,6 +26,12 @@ fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_
         .unwrap();
     assert!(made.status.success(), "make_tls_certs.py: {made:?}");
     let postgres = Postgres::start_tls(certificates.path());
+    (certificates, postgres)
+}
+
+#[test]
+fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_refused() {
+    let (certificates, postgres) = tls_catalogue();
     let with = |tls: &str| format!("{} {tls}", postgres.conninfo());
     let ca = certificates.path().join("ca.pem");
     let stranger_ca = certificates.path().join("stranger_ca.pem");
@@ -93,14 +100,7 @@ fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_
 /// CA's, taken with `sslcert`/`sslkey` of the test CA's client.
 #[test]
 fn a_catalogue_asking_for_client_certificates_takes_sslcert_and_sslkey() {
-    let certificates = tempfile::tempdir().unwrap();
-    let made = Command::new(python())
-        .arg(scripts_dir().join("make_tls_certs.py"))
-        .arg(certificates.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "make_tls_certs.py: {made:?}");
-    let postgres = Postgres::start_tls(certificates.path());
+    let (certificates, postgres) = tls_catalogue();
     // Client certificates from the test CA, asked of every TCP client.
     std::fs::copy(
         certificates.path().join("ca.pem"),
