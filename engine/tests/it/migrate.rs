@@ -18,7 +18,7 @@ use crate::segment_ingest::{
     data_dir, pynetdicom_store, serve_on, sop_of, storescu, terminate, SEGMENTS,
 };
 
-const FILES: [&str; 2] = ["--cores", "1"];
+const FILES: [&str; 4] = ["--storage-layout", "files", "--cores", "1"];
 
 /// A configuration file with 1 MiB segments (so a migration fills and
 /// seals several), beside the data directory.

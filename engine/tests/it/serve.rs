@@ -648,11 +648,14 @@ fn c_store_beyond_the_in_flight_limit_is_refused_a710() {
     assert!(served.files("tmp").is_empty());
 }
 
-/// A size-limited file system (tmpfs with `size=`) mounted on a temporary
-/// directory for one test, unmounted when dropped. Needs root (CI runs as
-/// root; a test run without the right to mount fails here, saying so).
+/// A size-limited file system (tmpfs with `size=`, or ext4 in an image
+/// file on a loop device) mounted on a temporary directory for one test,
+/// unmounted when dropped. Needs root (CI runs as root; a test run without
+/// the right to mount fails here, saying so).
 pub struct SmallFilesystem {
     mount_point: tempfile::TempDir,
+    /// The ext4 image's directory (removed after the unmount).
+    _image: Option<tempfile::TempDir>,
 }
 
 impl SmallFilesystem {
@@ -675,7 +678,46 @@ impl SmallFilesystem {
             "mounting a {size_mib} MiB tmpfs needs root (CI runs as root): {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        SmallFilesystem { mount_point }
+        SmallFilesystem {
+            mount_point,
+            _image: None,
+        }
+    }
+
+    /// An ext4 file system of `size_mib` (no blocks reserved for root: the
+    /// server runs as root here), where a failed `fallocate` keeps the
+    /// blocks it got, unlike tmpfs.
+    pub fn mount_ext4(size_mib: u64) -> SmallFilesystem {
+        let image_dir = tempfile::tempdir().unwrap();
+        let image = image_dir.path().join("ext4.img");
+        File::create(&image)
+            .unwrap()
+            .set_len(size_mib << 20)
+            .unwrap();
+        let made = run(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-m", "0"])
+                .arg(&image),
+            PEER_TIMEOUT,
+        );
+        assert!(made.status.success(), "mkfs.ext4: {made:?}");
+        let mount_point = tempfile::tempdir().unwrap();
+        let output = run(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(mount_point.path()),
+            PEER_TIMEOUT,
+        );
+        assert!(
+            output.status.success(),
+            "mounting a {size_mib} MiB ext4 image needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SmallFilesystem {
+            mount_point,
+            _image: Some(image_dir),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -704,7 +746,7 @@ impl Drop for SmallFilesystem {
 }
 
 /// Sends `files` on one pynetdicom association; the statuses, in order.
-fn store_statuses(port: u16, files: &[PathBuf]) -> String {
+pub(crate) fn store_statuses(port: u16, files: &[PathBuf]) -> String {
     let output = run(
         Command::new(python())
             .arg(scripts_dir().join("pynetdicom_scu.py"))
