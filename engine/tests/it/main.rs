@@ -36,3 +36,4 @@ mod segment_recovery;
 mod segment_space;
 mod serve;
 mod tls;
+mod upgrade;

@@ -29,7 +29,7 @@ fn config_file(data: &Path) -> PathBuf {
 }
 
 /// `sluice migrate --to <to>` on `data`: exit code, stdout, stderr.
-fn migrate(data: &Path, to: &str, batch: &str) -> (Option<i32>, String, String) {
+pub(crate) fn migrate(data: &Path, to: &str, batch: &str) -> (Option<i32>, String, String) {
     let config = config_file(data);
     sluice_binary(&[
         "migrate",
@@ -46,7 +46,7 @@ fn migrate(data: &Path, to: &str, batch: &str) -> (Option<i32>, String, String) 
 
 /// A files-layout store written by `sluice serve`: `count` instances by
 /// storescu and the first one again by pynetdicom (held in quarantine).
-fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
+pub(crate) fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     let files = generated_files(sent, count);
     let (shared, data) = data_dir();
     let served = serve_on(&data, &FILES);
@@ -143,7 +143,7 @@ pub(crate) fn c_get_study(data: &Path, study: &str, aet: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn verify_clean(data: &Path, count: usize) {
+pub(crate) fn verify_clean(data: &Path, count: usize) {
     let output = sluice_ok(&["verify", "--data-dir", data.to_str().unwrap()]);
     assert!(
         output.contains(&format!(

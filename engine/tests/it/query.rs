@@ -1186,7 +1186,7 @@ fn sigterm_during_a_move_answers_it_before_the_server_stops() {
 
 /// One DCMTK getscu of every instance of patient `PEER1` (Patient Root),
 /// into `out`: the number of completed sub-operations it reports.
-fn getscu_patient(port: u16, out: &Path) -> usize {
+pub(crate) fn getscu_patient(port: u16, out: &Path) -> usize {
     std::fs::create_dir_all(out).unwrap();
     let output = run(
         Command::new(dcmtk("getscu"))
