@@ -63,20 +63,9 @@ pub(crate) fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, Path
 /// Instance UID.
 pub(crate) fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
     let out = tempfile::tempdir().unwrap();
-    files
-        .iter()
-        .map(|file| {
-            let sop = sop_of(file);
-            let path = out.path().join(&sop);
-            sluice_ok(&[
-                "export-instance",
-                &sop,
-                path.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ]);
-            (sop, std::fs::read(&path).unwrap())
-        })
+    crate::serve::export_instances(data, files.iter().map(|file| sop_of(file)), out.path())
+        .into_iter()
+        .map(|(sop, path)| (sop, std::fs::read(path).unwrap()))
         .collect()
 }
 

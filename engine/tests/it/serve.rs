@@ -229,8 +229,18 @@ pub fn stored_instances(data: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Every instance stored in `data` exported into `out` by `sluice
 /// export-instance`, by SOP Instance UID: the files' paths.
 pub fn export_stored(data: &Path, out: &Path) -> BTreeMap<String, PathBuf> {
-    stored_sops(data)
-        .into_iter()
+    export_instances(data, stored_sops(data), out)
+}
+
+/// The instances `sops` of `data` exported into `out` by `sluice
+/// export-instance` (each must succeed), by SOP Instance UID: the files'
+/// paths.
+pub fn export_instances(
+    data: &Path,
+    sops: impl IntoIterator<Item = String>,
+    out: &Path,
+) -> BTreeMap<String, PathBuf> {
+    sops.into_iter()
         .enumerate()
         .map(|(n, sop)| {
             let path = out.join(format!("{n}.dcm"));
