@@ -9,7 +9,9 @@
 //!   and by the operator commands that write (`quarantine release`,
 //!   `quarantine purge`), never by the reading ones, which LMDB lets run
 //!   beside the server. The file holds the holder's process id and what it
-//!   is, so a refused process can name it. The kernel drops the lock when
+//!   is, so a refused process can name it. Taking it consumes the
+//!   clean-stop record (`recovery::clean_stop`), durably, before the holder
+//!   can write anything. The kernel drops the lock when
 //!   the holder exits, however it exits (`kill -9` included): a stale file
 //!   never blocks anyone.
 //! - [`PortLock`]: an abstract Unix socket named after the TCP port
@@ -35,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 use thiserror::Error;
+
+use crate::recovery::clean_stop::{self, LastStop};
 
 /// The lock file's name in the data directory.
 pub const LOCK_FILE_NAME: &str = "sluice.lock";
@@ -104,6 +108,9 @@ impl std::fmt::Display for Holder {
 pub struct DataDirectoryLock {
     /// The open lock file: the `flock` lives as long as it is open.
     _file: File,
+    /// What the last holder's stop left (`recovery::clean_stop`), taken
+    /// (and durably removed) as the lock was.
+    last_stop: LastStop,
 }
 
 impl DataDirectoryLock {
@@ -142,7 +149,25 @@ impl DataDirectoryLock {
             // The lock holds all the same; only the name is missing.
             tracing::warn!(path = %path.display(), %error, "cannot write the lock holder's name");
         }
-        Ok(DataDirectoryLock { _file: file })
+        // Before anyone holding the lock can write: the clean-stop record
+        // is consumed, its removal durable, so that a crash of this holder
+        // leaves none behind.
+        let last_stop = clean_stop::take(root).map_err(|source| LockError::Io {
+            what: root
+                .join(clean_stop::CLEAN_STOP_FILE_NAME)
+                .display()
+                .to_string(),
+            source,
+        })?;
+        Ok(DataDirectoryLock {
+            _file: file,
+            last_stop,
+        })
+    }
+
+    /// What the previous holder's stop left: a clean-stop record or not.
+    pub fn last_stop(&self) -> LastStop {
+        self.last_stop.clone()
     }
 }
 
