@@ -265,6 +265,30 @@ mod tests {
     }
 
     #[test]
+    fn whoever_takes_the_lock_consumes_the_clean_stop_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = clean_stop::CleanStop {
+            index_fingerprint: "instances:1".to_owned(),
+            stopped_at_unix_ms: 1,
+        };
+        clean_stop::write(dir.path(), &record).unwrap();
+        // A refused process consumes nothing.
+        let holder = DataDirectoryLock::acquire(dir.path(), "sluice serve").unwrap();
+        assert_eq!(holder.last_stop(), LastStop::Clean(record.clone()));
+        clean_stop::write(dir.path(), &record).unwrap();
+        DataDirectoryLock::acquire(dir.path(), "sluice migrate").unwrap_err();
+        assert!(dir.path().join(clean_stop::CLEAN_STOP_FILE_NAME).is_file());
+        drop(holder);
+        // A writing command takes it: the next start gets the full check.
+        let command = DataDirectoryLock::acquire(dir.path(), "sluice migrate").unwrap();
+        assert_eq!(command.last_stop(), LastStop::Clean(record));
+        assert!(!dir.path().join(clean_stop::CLEAN_STOP_FILE_NAME).exists());
+        drop(command);
+        let next = DataDirectoryLock::acquire(dir.path(), "sluice serve").unwrap();
+        assert_eq!(next.last_stop(), LastStop::NotRecorded);
+    }
+
+    #[test]
     fn holders_read_from_lock_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");

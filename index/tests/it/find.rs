@@ -293,6 +293,22 @@ fn store_named(study: &str, sop_suffix: u32, name: &str, file_id: u128) -> sluic
     sluice_index::WriteOp::Store(sluice_index::StoreRequest::new(new))
 }
 
+/// Stores one study per `(study, name)`, then `count` filler studies
+/// `<prefix>.<n>` named `filler` (file ids from 100).
+fn store_names(
+    index: &sluice_index::Index,
+    names: &[(&str, &str)],
+    (prefix, filler, count): (&str, &str, u128),
+) {
+    let mut ops: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(n, (study, name))| store_named(study, 1, name, n as u128 + 1))
+        .collect();
+    ops.extend((0..count).map(|n| store_named(&format!("{prefix}.{n}"), 1, filler, 100 + n)));
+    index.writer().execute(ops).expect("store");
+}
+
 fn by_name(pattern: &str) -> Query {
     query(
         InformationModel::StudyRoot,
@@ -319,14 +335,8 @@ fn patient_name_table_narrows_and_answers_each_study_once() {
         ("8.5", "Zed^Abc"),
         ("8.6", ""),
     ];
-    let mut ops: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(n, (study, name))| store_named(study, 1, name, n as u128 + 1))
-        .collect();
     // Filler studies no name query here matches.
-    ops.extend((0..40).map(|n| store_named(&format!("8.9.{n}"), 1, "Other^Name", 100 + n)));
-    index.writer().execute(ops).expect("store");
+    store_names(&index, &names, ("8.9", "Other^Name", 40));
     let total_studies = names.len() + 40;
     {
         let read = index.read().expect("read");
@@ -587,13 +597,7 @@ fn study_query_uses_the_c_find_planner() {
         ("9.3", "MOM^Middle"),
         ("9.4", "Other^Name"),
     ];
-    let mut ops: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(n, (study, name))| store_named(study, 1, name, n as u128 + 1))
-        .collect();
-    ops.extend((0..20).map(|n| store_named(&format!("9.9.{n}"), 1, "Filler^Name", 100 + n)));
-    index.writer().execute(ops).expect("store");
+    store_names(&index, &names, ("9.9", "Filler^Name", 20));
     let read = index.read().expect("read");
     let study_query = |pattern: &str| -> Vec<String> {
         read.query_studies(
