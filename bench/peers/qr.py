@@ -338,7 +338,10 @@ def retrieve_part(args, binaries, work_dir):
         destination = Peer("storescp", work_dir, binaries, ae="STORESCP")
         second = Peer("sluice", work_dir, binaries, ae="SECOND")
         remote = {"STORESCP": destination.port, "SECOND": second.port, "QRBENCH": free_port()}
-        sources = {kind: Peer(kind, work_dir, binaries, remote_aes=remote)
+        # Sluice on the files layout: the ceiling below reads its objects/
+        # (the segments layout's is bench/peers/speed-of-light-segments).
+        sources = {kind: Peer(kind, work_dir, binaries, remote_aes=remote,
+                              extra=["--storage-layout", "files"] if kind == "sluice" else [])
                    for kind in args.retrieve_peers}
         for source in sources.values():
             store_files(source, files_dir)
