@@ -347,7 +347,7 @@ impl Transfer {
         // Never fetched here: the core does not block on the object store.
         match store.relocated(&self.dataset, Fetch::Later) {
             Ok(Some(now)) => {
-                tracing::debug!(sop_instance_uid = %self.dataset.triplet.sop_instance_uid,
+                tracing::info!(sop_instance_uid = %self.dataset.triplet.sop_instance_uid,
                     from = ?self.dataset.location, to = ?now.location,
                     "a record compaction moved is sent from its new place");
                 self.dataset = now;
