@@ -60,9 +60,11 @@ pub(crate) struct Counters {
     pub(crate) relocated_records: AtomicU64,
     pub(crate) deleted_segments: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
-    /// Passes that stopped on an error, plus records left damaged or
-    /// refused by the index.
+    /// Passes that stopped on an error, plus records left damaged.
     pub(crate) errors: AtomicU64,
+    /// Switches the index refused (the entry replaced or purged since the
+    /// copy was read: ingest under `replace` does that meanwhile).
+    pub(crate) refused: AtomicU64,
     /// When the last pass ended, in seconds since the Unix epoch (0: none
     /// yet).
     pub(crate) last_pass_unix_s: AtomicU64,
@@ -78,11 +80,8 @@ impl Counters {
         add(&self.relocated_records, now.moved, counted.moved);
         add(&self.deleted_segments, now.deleted, counted.deleted);
         add(&self.freed_bytes, now.freed_bytes, counted.freed_bytes);
-        add(
-            &self.errors,
-            now.damaged + now.refused,
-            counted.damaged + counted.refused,
-        );
+        add(&self.errors, now.damaged, counted.damaged);
+        add(&self.refused, now.refused, counted.refused);
         *counted = *now;
     }
 }
@@ -252,6 +251,10 @@ impl Hooks for Logged<'_> {
 
     fn problem(&mut self, line: String) {
         tracing::warn!("online compaction: {line}");
+    }
+
+    fn refused(&mut self, line: String) {
+        tracing::debug!("online compaction: {line} (changed since it was read)");
     }
 
     fn wait(&mut self, ahead: Duration, tally: &Tally) -> bool {

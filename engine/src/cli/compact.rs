@@ -124,8 +124,12 @@ pub(crate) struct Tally {
 pub(crate) trait Hooks {
     /// A progress line (a batch switched, a segment deleted).
     fn progress(&mut self, line: String);
-    /// A record left where it is (damaged) or a switch the index refused.
+    /// A record left where it is (damaged).
     fn problem(&mut self, line: String);
+    /// A switch the index refused: the entry was replaced, purged or moved
+    /// since it was read (its copy is a dead record). Online, where ingest
+    /// replaces entries meanwhile, that is an ordinary event.
+    fn refused(&mut self, line: String);
     /// Waits `ahead` before the next record is copied (the copy ran ahead
     /// of its rate; zero otherwise, and after each batch), `tally` the
     /// counts so far; true when the pass is to stop now (the records
@@ -142,6 +146,9 @@ impl Hooks for Stderr {
         eprintln!("{line}");
     }
     fn problem(&mut self, line: String) {
+        eprintln!("{line}");
+    }
+    fn refused(&mut self, line: String) {
         eprintln!("{line}");
     }
     fn wait(&mut self, ahead: Duration, _: &Tally) -> bool {
@@ -376,7 +383,7 @@ pub(crate) fn pass(
             match applied {
                 Ok(()) => tally.moved += 1,
                 Err(refused) => {
-                    hooks.problem(refused);
+                    hooks.refused(refused);
                     tally.refused += 1;
                 }
             }

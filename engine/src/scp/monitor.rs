@@ -609,8 +609,13 @@ impl Collector for Scrape {
             ),
             (
                 "sluice_compaction_errors",
-                "online compaction passes that failed, and records it left (damaged, refused)",
+                "online compaction passes that failed, and damaged records it left",
                 &compaction.errors,
+            ),
+            (
+                "sluice_compaction_refused_records",
+                "records online compaction copied whose entry changed before the switch",
+                &compaction.refused,
             ),
         ] {
             counter(&mut encoder, name, help, counted.load(Ordering::Relaxed))?;

@@ -10,16 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_tests::{
-    free_port, part10_dataset, part10_meta_value, python, python_peer, run, scripts_dir,
-};
+use sluice_tests::{free_port, part10_dataset, part10_meta_value, python_peer};
 
+use crate::compaction::{dead_bytes, verify_clean};
+use crate::ingest::generated_files_of;
 use crate::migrate::{exports, files_under};
 use crate::monitoring::{scrape, value};
-use crate::operator::sluice_ok;
 use crate::process::signal;
 use crate::segment_ingest::{data_dir, serve_on, sop_of, storescu, terminate, SEGMENTS};
 use crate::serve::Served;
@@ -29,19 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// `count` generated CT files of 256 x 256 pixels (about 128 KiB each:
 /// seven or so to a 1 MiB segment), all of patient `PEER1`.
 fn ct_files(dir: &Path, count: usize) -> Vec<PathBuf> {
-    let output = run(
-        Command::new(python())
-            .arg(scripts_dir().join("sluice_peer.py"))
-            .args(["write", dir.to_str().unwrap(), &count.to_string(), "256"]),
-        TIMEOUT,
-    );
-    assert!(output.status.success(), "{output:?}");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    files
+    generated_files_of(dir, count, 256)
 }
 
 /// The segments layout with 1 MiB segments, `replace`, any segment a
@@ -63,28 +49,6 @@ fn serve_compacting(data: &Path, rate: &str, metrics_port: u16) -> Served {
         &metrics_port,
     ]);
     serve_on(data, &args)
-}
-
-/// `sluice stats`' total dead bytes and the segments listed with a file.
-fn dead_bytes(data: &Path) -> (u64, usize) {
-    let out = sluice_ok(&["stats", "--data-dir", data.to_str().unwrap()]);
-    let table = out
-        .split("SEGMENT")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no segment table: {out}"));
-    let mut dead = 0;
-    let mut present = 0;
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() != 6 {
-            continue;
-        }
-        dead += fields[5].parse::<u64>().unwrap();
-        if fields[1] != "deleted" {
-            present += 1;
-        }
-    }
-    (dead, present)
 }
 
 /// The `sluice_compaction_*` counter `name` (without `_total`).
@@ -119,14 +83,13 @@ fn data_sets(paths: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn verify_clean(data: &Path, count: usize) {
-    let output = sluice_ok(&["verify", "--data-dir", data.to_str().unwrap()]);
-    assert!(
-        output.contains(&format!(
-            "verified {count} files ({count} stored, 0 quarantined)"
-        )),
-        "{output}"
-    );
+/// Every instance of `files` exported byte-exact (its data set).
+fn exports_match(data: &Path, files: &[PathBuf]) {
+    for (sop, bytes) in exports(data, files) {
+        let original = files.iter().find(|file| sop_of(file) == sop).unwrap();
+        let original = std::fs::read(original).unwrap();
+        assert_eq!(part10_dataset(&bytes), part10_dataset(&original), "{sop}");
+    }
 }
 
 #[test]
@@ -200,7 +163,12 @@ fn online_compaction_reclaims_dead_bytes_while_a_c_get_and_ingest_run() {
     let samples = scrape(metrics_port);
     assert!(value(&samples, "sluice_compaction_relocated_records_total", &[]) >= 1.0);
     assert!(value(&samples, "sluice_compaction_copied_bytes_total", &[]) > 0.0);
-    assert_eq!(value(&samples, "sluice_compaction_errors_total", &[]), 0.0);
+    assert_eq!(
+        value(&samples, "sluice_compaction_errors_total", &[]),
+        0.0,
+        "{}",
+        served.log()
+    );
     assert!(value(&samples, "sluice_compaction_last_pass_unix_seconds", &[]) > 0.0);
     let log = terminate(served);
     assert!(log.contains("online compaction pass"), "{log}");
@@ -216,14 +184,7 @@ fn online_compaction_reclaims_dead_bytes_while_a_c_get_and_ingest_run() {
     let mut all = files.clone();
     all.extend(later_files);
     verify_clean(&data, all.len());
-    for (sop, bytes) in exports(&data, &all) {
-        let original = all.iter().find(|file| sop_of(file) == sop).unwrap();
-        assert_eq!(
-            part10_dataset(&bytes),
-            part10_dataset(&std::fs::read(original).unwrap()),
-            "{sop}"
-        );
-    }
+    exports_match(&data, &all);
     let (dead, present) = dead_bytes(&data);
     assert_eq!(
         files_under(&data.join("segments")),
@@ -284,14 +245,7 @@ fn a_server_killed_mid_pass_loses_nothing_and_the_next_finishes() {
     let log = terminate(served);
     assert!(!log.contains("ERROR"), "{log}");
     verify_clean(&data, files.len());
-    for (sop, bytes) in exports(&data, &files) {
-        let original = files.iter().find(|file| sop_of(file) == sop).unwrap();
-        assert_eq!(
-            part10_dataset(&bytes),
-            part10_dataset(&std::fs::read(original).unwrap()),
-            "{sop}"
-        );
-    }
+    exports_match(&data, &files);
     let (dead, present) = dead_bytes(&data);
     assert!(
         dead < present as u64 * (1 << 20) / 4 + (1 << 20),

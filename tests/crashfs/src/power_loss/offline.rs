@@ -34,7 +34,6 @@ use super::{
     check_promises, io_error, HarnessError, Layout, Outcome, Plan, Process, Server, Tools,
     Violation, STOP_TIMEOUT,
 };
-use crate::model::PowerLoss;
 
 mod online;
 use crate::mount::{Mounted, CAPACITY_BYTES_DEFAULT};
@@ -391,24 +390,12 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
         &mut violations,
     )?;
     // Another cut, clean: what the rerun did must have been durable.
-    fs.cut_now(PowerLoss {
-        seed: plan.loss.seed,
-        tear: false,
-    });
-    let (image, _) = fs
-        .unmount()?
-        .ok_or_else(|| HarnessError::Step("no image after the second cut".to_owned()))?;
-    let fs = Mounted::mount(image, &mountpoint, CAPACITY_BYTES_DEFAULT)?;
-    check_promises(
-        tools,
-        after_layout,
-        &data,
-        &history,
-        &[],
+    super::cut_clean_and_check(
+        (fs, &mountpoint, plan),
+        (tools, after_layout, &data, &history, &[]),
         "after a second cut following the rerun",
         &mut violations,
     )?;
-    fs.unmount()?;
     Ok(Outcome {
         plan: *plan,
         cut,

@@ -9,7 +9,6 @@ use super::super::{
     STOP_TIMEOUT,
 };
 use super::{CUT_MIN, CUT_PER_INSTANCE};
-use crate::model::PowerLoss;
 use crate::mount::{Mounted, CAPACITY_BYTES_DEFAULT};
 
 /// How long the compactor has to reach the cut before the harness cuts
@@ -103,24 +102,12 @@ pub(super) fn cut_the_compactor(
         &mut violations,
     )?;
     // Another cut, clean: what the second run did must have been durable.
-    fs.cut_now(PowerLoss {
-        seed: plan.loss.seed,
-        tear: false,
-    });
-    let (image, _) = fs
-        .unmount()?
-        .ok_or_else(|| HarnessError::Step("no image after the second cut".to_owned()))?;
-    let fs = Mounted::mount(image, &mountpoint_of(data)?, CAPACITY_BYTES_DEFAULT)?;
-    check_promises(
-        tools,
-        Layout::Segments,
-        data,
-        history,
-        &[],
+    super::super::cut_clean_and_check(
+        (fs, &mountpoint_of(data)?, plan),
+        (tools, Layout::Segments, data, history, &[]),
         "after a second cut following the restart",
         &mut violations,
     )?;
-    fs.unmount()?;
     let when = if cut_during_compaction {
         format!("cut after {compactor_mutations} of the compactor's mutations")
     } else {
