@@ -5,9 +5,9 @@
 # any segment a quarter dead a candidate; one served with
 # `storage.compaction_rate_mib_s = $RATE`, the other with 0. Each round
 # serves one, then the other, with the same load: two sluice-loadgen runs
-# at once, one with a fixed seed (the same UIDs every round: each replaces
-# the previous round's records, which become dead) and one with a new
-# seed (new instances, fewer associations, so segments end up mostly
+# at once, one sending a directory of 1,500 files of 128 KiB (the same
+# UIDs every round: each replaces the previous round's records, which
+# become dead) and one synthetic with a new seed (new instances, fewer associations, so segments end up mostly
 # dead, part live, and the
 # compactor has live records to copy). Prints one line per round and side:
 # instances/s of both loads, and for the compacting side what its metrics
@@ -68,15 +68,16 @@ round() {
     copied0=$(metric "$metrics" sluice_compaction_copied_bytes_total)
     deleted0=$(metric "$metrics" sluice_compaction_deleted_segments_total)
     local load1 load2
-    "$BIN/sluice-loadgen" run --target "127.0.0.1:$port" --quiet --mix "$MIX" --study-size 10 \
-        --associations "$SAME" --duration "$SECONDS_PER" --seed 7 \
+    "$BIN/sluice-loadgen" run --target "127.0.0.1:$port" --quiet --dir "$work/files" \
+        --associations "$SAME" --duration "$SECONDS_PER" \
         --out "$work/$side-$n-same.json" >/dev/null 2>&1 &
     load1=$!
     "$BIN/sluice-loadgen" run --target "127.0.0.1:$port" --quiet --mix "$MIX" --study-size 10 \
         --associations "$NEW" --duration "$SECONDS_PER" --seed "$((1000 + n))" \
         --out "$work/$side-$n-new.json" >/dev/null 2>&1 &
     load2=$!
-    wait "$load1" "$load2"
+    wait "$load1" || echo "$side round $n: the replacing load failed" >&2
+    wait "$load2" || echo "$side round $n: the new load failed" >&2
     local copied deleted
     copied=$(metric "$metrics" sluice_compaction_copied_bytes_total)
     deleted=$(metric "$metrics" sluice_compaction_deleted_segments_total)
@@ -88,6 +89,10 @@ round() {
         "$(echo "(${copied%.*} - ${copied0%.*}) / 1048576 / $SECONDS_PER" | bc -l)" \
         "$(( ${deleted%.*} - ${deleted0%.*} ))" "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+# The replacing load's instances: the same files (same UIDs) every round.
+mkdir "$work/files"
+python3 tests/fixtures/sluice_peer.py write "$work/files" "${FILES:-1500}" 256 >/dev/null
 
 # Round 0 fills both (not a figure); then on and off alternate, the side
 # that goes first alternating too.
