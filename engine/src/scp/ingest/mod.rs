@@ -256,9 +256,12 @@ impl Ingest {
             .map_err(|error| Failure::TemporaryDirectory(Arc::new(error)))?;
         // Last, so that a refusal above reserves nothing.
         let files = &self.files;
+        let allocation = self.segments.as_ref().map_or(0, |segments| {
+            segments.allocation_ahead(self.space.expected_bytes())
+        });
         let Some(mut reservation) = self
             .space
-            .admit(&self.shared.space, || files.read_free_bytes())
+            .admit(&self.shared.space, allocation, || files.read_free_bytes())
         else {
             return Err(Failure::BelowFreeSpaceFloor { floor });
         };
@@ -443,11 +446,11 @@ impl Ingest {
         let Some(segments) = self.segments.as_mut() else {
             panic!("a record job on the files layout");
         };
-        let (place, retired) = segments.reserve(core, record_bytes)?;
-        record.place = Some(place);
+        let (place, retired) = segments.reserve(core, record_bytes);
         for id in retired {
             self.index.submit_seal(id);
         }
+        record.place = Some(place?);
         Ok(())
     }
 
@@ -524,13 +527,19 @@ impl Ingest {
 
     /// A job's write completed.
     pub(crate) fn written(&mut self, core: &mut Core, key: JobKey, result: Result<u64, IoError>) {
-        let Some(record) = self.jobs.get(&key) else {
+        let Some(record) = self.jobs.get_mut(&key) else {
             panic!("a write of job {key:?}, which is gone (a job waits for its writes)");
         };
         let had_failed = record.job.has_failed();
         let record_place = record.place.filter(|_| record.job.is_record());
         let result = match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if record_place.is_some() {
+                    // A record's one write puts it at its place.
+                    record.timing.renamed = Some(Instant::now());
+                }
+                Ok(())
+            }
             Err(error) => {
                 let failure = Failure::Write(error);
                 if !had_failed {
