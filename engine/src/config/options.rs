@@ -360,6 +360,16 @@ config_options! {
         compaction_dead_min: u64 = 16 * MIB,
             kind ByteSizeKind::<u64>::new(0, TIB), flag "compaction-dead-min";
 
+        /// Online compaction (layout `"segments"`): `sluice serve` surveys
+        /// its sealed segments every two seconds and compacts the
+        /// candidates (see `compaction_dead_percent`) in the background,
+        /// copying at most this many MiB of live records per second (the
+        /// copy reads and writes that much; the index switches go through
+        /// ingest's writer, one short batch per commit). 0: off (`sluice
+        /// compact` offline only). Off too with `[objects]` configured.
+        compaction_rate_mib_s: u32 = 16,
+            kind IntKind::<u32>::new(0, 1 << 20), flag "compaction-rate-mib-s";
+
         /// What to do with an instance whose Study, Series and SOP Instance
         /// UIDs are all already stored.
         duplicate_policy: DuplicatePolicy = DuplicatePolicy::Quarantine,

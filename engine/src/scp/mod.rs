@@ -55,6 +55,7 @@ use crate::config::IoBackend;
 use crate::lock::{probe_port, DataDirectoryLock, LockError, PortLock};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
+pub(crate) use ingest::segments::SegmentIds;
 use ingest::space::SpaceAccount;
 
 pub use crate::tls::TlsConfigError;
@@ -204,6 +205,8 @@ pub struct Server {
     audit_thread: Option<crate::audit::AuditThread>,
     /// The object store's uploader (`[objects]`), stopped after the cores.
     uploader: Option<crate::objects::UploaderThread>,
+    /// Online compaction (`storage.compaction_rate_mib_s`), stopped first.
+    compactor: Option<crate::compactor::CompactorThread>,
     /// The data directory's and the ports' locks, held until the server is
     /// dropped (after its cores stopped).
     _locks: (DataDirectoryLock, Vec<PortLock>),
@@ -358,6 +361,7 @@ impl Server {
             tls_client,
             leniency: policy::leniency(config),
             segment_ids,
+            compaction: Arc::default(),
             tracker: TrackerHandle::new(
                 usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
             ),
@@ -434,6 +438,12 @@ impl Server {
         let uploader = crate::objects::Uploader::start(store).map_err(|error| {
             ServeError::Config(format!("cannot start the object store uploader: {error}"))
         })?;
+        let compactor = crate::compactor::start(
+            store,
+            shared.segment_ids.clone(),
+            shared.compaction.clone(),
+        )
+        .map_err(|error| ServeError::Config(format!("cannot start the compactor: {error}")))?;
         // Application Start before the listeners open, so it comes before
         // any association's messages.
         shared.audit.application(true);
@@ -488,6 +498,7 @@ impl Server {
             monitor,
             audit_thread,
             uploader,
+            compactor,
             _locks: (data_lock, port_locks),
         })
     }
@@ -606,6 +617,10 @@ impl Server {
     /// record last (`recovery::clean_stop`), so the next start skips the
     /// walk of the archive.
     fn stop(self, wait_max: Duration, drained: bool) -> Result<(), ServeError> {
+        // Its batch in hand switched and its emptied segments deleted.
+        if let Some(compactor) = self.compactor {
+            compactor.stop();
+        }
         let result = self.runtime.shutdown_and_join(wait_max);
         // The cores submitted their last in-doubt clears as they stopped:
         // an empty batch behind them returns once they are committed and
