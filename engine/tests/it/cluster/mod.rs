@@ -394,6 +394,16 @@ impl Node {
             .args(["--metrics-port", &self.metrics_port.to_string()])
             .args(["--metrics-bind", &self.host])
             .args(["--cores", "1", "--free-space-floor", "0"])
+            // 64 MiB segments unless the test names a size, as `spawn_serve`
+            // does: three nodes allocating 1 GiB each per run fill a test
+            // machine's disk for nothing.
+            .args(
+                if self.extra.iter().any(|arg| arg == "--segment-size-mib") {
+                    &[][..]
+                } else {
+                    &["--segment-size-mib", "64"][..]
+                },
+            )
             .args(["--cluster-catalogue", &self.catalogue])
             .args(["--cluster-node", &self.name])
             .args(["--cluster-publish", self.publish])
