@@ -524,13 +524,20 @@ impl Ingest {
 
     /// A job's write completed.
     pub(crate) fn written(&mut self, core: &mut Core, key: JobKey, result: Result<u64, IoError>) {
-        let Some(record) = self.jobs.get(&key) else {
+        let Some(record) = self.jobs.get_mut(&key) else {
             panic!("a write of job {key:?}, which is gone (a job waits for its writes)");
         };
         let had_failed = record.job.has_failed();
         let record_place = record.place.filter(|_| record.job.is_record());
         let result = match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if record_place.is_some() {
+                    // A record is placed by its one write: its flush is
+                    // timed from here, as a file's from its rename.
+                    record.timing.renamed = Some(Instant::now());
+                }
+                Ok(())
+            }
             Err(error) => {
                 let failure = Failure::Write(error);
                 if !had_failed {
