@@ -54,10 +54,54 @@ pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// A loopback port that was free a moment ago (the OS picks it).
+/// A loopback port that is free now, for a server a test starts and may
+/// stop and start again on it (PostgreSQL, a node, a peer).
+///
+/// Picked below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), at random, never twice in one test
+/// process: a port the kernel picked for a `bind(:0)` is free for the
+/// kernel to give the next `bind(:0)` of any process the moment it is
+/// released, so between this call and the server's bind (or while a
+/// stopped server is down) another test could take it; below the range
+/// only a test that names it can.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    listener.local_addr().expect("local address").port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > LOWEST + 1_000)
+        .expect("an ephemeral port range above 11000 (net.ipv4.ip_local_port_range)");
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..10_000 {
+        // A random number: std's hasher keys are random per process and
+        // differ per `RandomState`.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos()),
+        );
+        let port = LOWEST + (hasher.finish() % u64::from(ephemeral_low - LOWEST)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        // Free on loopback and on every address (a server may bind either).
+        // (One at a time: each listener is dropped at its statement's end.)
+        let loopback = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let any = loopback && TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if any {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOWEST}..{ephemeral_low}");
 }
 
 /// A child process that is killed (by its PID, through `Child::kill`) and
@@ -276,4 +320,21 @@ pub fn storescu_profile(path: &Path, transfer_syntax_uid: &str) -> String {
          [[PresentationContexts]]\n[Contexts]\nPresentationContext1 = {sop_class_uid}\\Only\n\n\
          [[Profiles]]\n[Default]\nPresentationContexts = Contexts\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// Ports below the ephemeral range, each free, none given twice.
+    #[test]
+    fn free_ports_are_outside_the_ephemeral_range_and_never_given_twice() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        let ports: Vec<u16> = (0..200).map(|_| super::free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        for port in ports {
+            assert!((10_000..low).contains(&port), "{port}");
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+    }
 }

@@ -448,7 +448,7 @@ impl Collector for Scrape {
             ),
             (
                 "sluice_store_file_sync_seconds",
-                "Stored instances: from the file's rename (a record's write) to its fdatasync's (its segment flush's) completion",
+                "Stored instances: from the file's rename (a record's write) to its fdatasync's (its segment's flush's) completion",
                 |latency| &latency.file_sync,
             ),
             (

@@ -584,7 +584,11 @@ impl SegmentWriter {
     /// at least [`SEGMENT_BYTES_MIN`]), its blocks allocated (`fallocate`),
     /// opened for `O_DIRECT` writes where the file system takes them. The
     /// caller makes its name durable (fsyncs the directory) before the
-    /// first record in it is promised.
+    /// first record in it is promised. When the allocation (or its sync)
+    /// fails the file is removed again: a failed `fallocate` may keep the
+    /// blocks it did get (ext4 keeps them all: a disk that was nearly full
+    /// is then full, and stays full after space is freed, each new attempt
+    /// taking what was freed).
     pub fn create(path: &Path, size: u64) -> io::Result<SegmentWriter> {
         assert!(
             size >= SEGMENT_BYTES_MIN && size % RECORD_ALIGN == 0,
@@ -592,8 +596,17 @@ impl SegmentWriter {
         );
         let (fd, direct) = open_direct(path, OFlags::CREATE | OFlags::EXCL)?;
         let file = File::from(fd);
-        rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, size)?;
-        file.sync_all()?;
+        let allocated = rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, size)
+            .map_err(io::Error::from)
+            .and_then(|()| file.sync_all());
+        if let Err(error) = allocated {
+            drop(file);
+            // Created above (O_EXCL): nothing else names it. The error
+            // returned is the allocation's; a failed removal leaves an
+            // unindexed segment that start-up recovery scans and seals.
+            let _ = std::fs::remove_file(path);
+            return Err(error);
+        }
         Ok(SegmentWriter {
             path: path.to_owned(),
             file,

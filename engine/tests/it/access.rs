@@ -118,7 +118,7 @@ fn access_rules_admit_refuse_and_log_with_dcmtk_and_pynetdicom() {
         PEER_TIMEOUT,
     );
     assert!(output.has("\"statuses\": [292]"), "{output:?}");
-    assert!(served.files("objects").is_empty(), "nothing stored");
+    assert!(served.stored_sops().is_empty(), "nothing stored");
     let output = findscu(port, "VIEWER");
     assert!(output.status.success(), "{}", text(&output));
     assert!(!text(&output).contains("0x124"), "{}", text(&output));
@@ -126,7 +126,7 @@ fn access_rules_admit_refuse_and_log_with_dcmtk_and_pynetdicom() {
     // MODALITY may store (from 127.0.0.0/8), not query: 0124 on C-FIND.
     let output = storescu(port, "MODALITY", &fixture.path);
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(served.files("objects").len(), 1, "stored by MODALITY");
+    assert_eq!(served.stored_sops().len(), 1, "stored by MODALITY");
     let output = findscu(port, "MODALITY");
     assert!(
         text(&output).contains("0x124"),

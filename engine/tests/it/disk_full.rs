@@ -15,9 +15,8 @@
 //! - on the default layout, segments larger than the whole file system are
 //!   refused at start, with the way out.
 //!
-//! The fills run on the files layout (`spawn_serve` names it): their
-//! subject is the files layout's full disk, and a 1 GiB segment does not
-//! fit these file systems at all.
+//! The fills above name the files layout: their subject is the files
+//! layout's full disk (the loadgen check reads `objects/`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -163,7 +162,7 @@ fn full_then_freed_then_retried_once(policy: &str, attempt: u32) -> bool {
     let data = filesystem.path().join("data");
     let port = sluice_tests::free_port();
     let log = dir.path().join("server.log");
-    let extra = ["--duplicate-policy", policy];
+    let extra = ["--duplicate-policy", policy, "--storage-layout", "files"];
     let server = spawn_serve(&data, port, "auto", &extra, &log);
     let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
@@ -260,7 +259,12 @@ fn the_free_space_floor_counts_the_instances_in_flight() {
         &data,
         port,
         "auto",
-        &["--free-space-floor", &floor.to_string()],
+        &[
+            "--free-space-floor",
+            &floor.to_string(),
+            "--storage-layout",
+            "files",
+        ],
         &dir.path().join("server.log"),
     );
     let lowest = Arc::new(AtomicU64::new(u64::MAX));

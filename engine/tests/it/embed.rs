@@ -38,6 +38,8 @@ fn config(data: &std::path::Path, port: u16, backend: &str, layout: Option<&str>
             backend,
             "--free-space-floor",
             "0",
+            "--segment-size-mib",
+            crate::serve::TEST_SEGMENT_MIB,
         ]
         .into_iter()
         .chain(layout),

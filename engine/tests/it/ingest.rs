@@ -96,7 +96,7 @@ const REFUSALS: usize = 400;
 /// completed: the answer used to finish the job without waiting for the
 /// open, whose descriptor and file were then left behind (365 descriptors
 /// and 371 files in tmp/ after 400 refusals).
-fn refusals_leave_nothing_behind(backend: &str) {
+fn refusals_leave_nothing_behind(backend: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = sluice_tests::free_port();
@@ -104,7 +104,7 @@ fn refusals_leave_nothing_behind(backend: &str) {
         &data,
         port,
         backend,
-        &["--cores", "1"],
+        &[&["--cores", "1"][..], extra].concat(),
         &dir.path().join("server.log"),
     );
     let pid = server.id();
@@ -134,12 +134,19 @@ fn refusals_leave_nothing_behind(backend: &str) {
 
 #[test]
 fn uring_refusals_leave_no_descriptor_and_no_temporary_file() {
-    refusals_leave_nothing_behind("uring");
+    refusals_leave_nothing_behind("uring", &[]);
 }
 
 #[test]
 fn portable_refusals_leave_no_descriptor_and_no_temporary_file() {
-    refusals_leave_nothing_behind("portable");
+    refusals_leave_nothing_behind("portable", &[]);
+}
+
+/// The files layout opens a temporary file for every C-STORE (where the
+/// leak was).
+#[test]
+fn files_refusals_leave_no_descriptor_and_no_temporary_file() {
+    refusals_leave_nothing_behind("uring", &["--storage-layout", "files"]);
 }
 
 /// Under a 256-descriptor limit (soft and hard, set on the running

@@ -33,5 +33,7 @@ mod segment_ingest;
 mod segment_operator;
 mod segment_reads;
 mod segment_recovery;
+mod segment_space;
 mod serve;
 mod tls;
+mod upgrade;

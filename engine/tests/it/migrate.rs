@@ -18,7 +18,7 @@ use crate::segment_ingest::{
     data_dir, pynetdicom_store, serve_on, sop_of, storescu, terminate, SEGMENTS,
 };
 
-const FILES: [&str; 2] = ["--cores", "1"];
+const FILES: [&str; 4] = ["--storage-layout", "files", "--cores", "1"];
 
 /// A configuration file with 1 MiB segments (so a migration fills and
 /// seals several), beside the data directory.
@@ -29,7 +29,7 @@ fn config_file(data: &Path) -> PathBuf {
 }
 
 /// `sluice migrate --to <to>` on `data`: exit code, stdout, stderr.
-fn migrate(data: &Path, to: &str, batch: &str) -> (Option<i32>, String, String) {
+pub(crate) fn migrate(data: &Path, to: &str, batch: &str) -> (Option<i32>, String, String) {
     let config = config_file(data);
     sluice_binary(&[
         "migrate",
@@ -46,7 +46,7 @@ fn migrate(data: &Path, to: &str, batch: &str) -> (Option<i32>, String, String) 
 
 /// A files-layout store written by `sluice serve`: `count` instances by
 /// storescu and the first one again by pynetdicom (held in quarantine).
-fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
+pub(crate) fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     let files = generated_files(sent, count);
     let (shared, data) = data_dir();
     let served = serve_on(&data, &FILES);
@@ -63,20 +63,9 @@ fn files_store(sent: &Path, count: usize) -> (tempfile::TempDir, PathBuf, Vec<Pa
 /// Instance UID.
 pub(crate) fn exports(data: &Path, files: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
     let out = tempfile::tempdir().unwrap();
-    files
-        .iter()
-        .map(|file| {
-            let sop = sop_of(file);
-            let path = out.path().join(&sop);
-            sluice_ok(&[
-                "export-instance",
-                &sop,
-                path.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ]);
-            (sop, std::fs::read(&path).unwrap())
-        })
+    crate::serve::export_instances(data, files.iter().map(|file| sop_of(file)), out.path())
+        .into_iter()
+        .map(|(sop, path)| (sop, std::fs::read(path).unwrap()))
         .collect()
 }
 
@@ -143,7 +132,7 @@ pub(crate) fn c_get_study(data: &Path, study: &str, aet: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn verify_clean(data: &Path, count: usize) {
+pub(crate) fn verify_clean(data: &Path, count: usize) {
     let output = sluice_ok(&["verify", "--data-dir", data.to_str().unwrap()]);
     assert!(
         output.contains(&format!(

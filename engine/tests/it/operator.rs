@@ -243,7 +243,7 @@ pub(crate) fn sluice_ok(args: &[&str]) -> String {
 }
 
 /// The row of a table whose first cell is `first`, split into cells.
-fn row<'a>(output: &'a str, first: &str) -> Vec<&'a str> {
+pub(crate) fn row<'a>(output: &'a str, first: &str) -> Vec<&'a str> {
     output
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())

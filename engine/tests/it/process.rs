@@ -43,6 +43,7 @@ fn spawn_serve_after(
         .arg(data)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cores", "2", "--free-space-floor", "0"])
+        .args(["--segment-size-mib", crate::serve::TEST_SEGMENT_MIB])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -85,22 +86,6 @@ fn serve_raises_its_soft_descriptor_limit_to_the_hard_one() {
     );
 }
 
-/// How many files are under `dir`, at any depth.
-fn files_under(dir: &Path) -> usize {
-    let mut count = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                stack.push(entry.path());
-            } else {
-                count += 1;
-            }
-        }
-    }
-    count
-}
-
 /// Sends `signal` to `pid` (by PID, through kill(1)).
 pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -120,8 +105,7 @@ fn sigterm_under_load_answers_in_flight_stores_and_leaves_a_verified_store() {
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
     let port = free_port();
-    // Files: the load is watched and checked in objects/.
-    let mut server = spawn_serve_after("true", &data, port, &log, &["--storage-layout", "files"]);
+    let mut server = spawn_serve_after("true", &data, port, &log, &[]);
     let loadgen = sluice_tests::binaries::workspace_binary("sluice-loadgen", "sluice-loadgen");
     let history = dir.path().join("history.jsonl");
     let result = dir.path().join("loadgen.json");
@@ -141,11 +125,11 @@ fn sigterm_under_load_answers_in_flight_stores_and_leaves_a_verified_store() {
             .unwrap(),
     );
     // Stop the server in the middle of the load (the history is written
-    // at the end: count the server's files).
+    // at the end: count what the server's index holds).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while files_under(&data.join("objects")) < 100 {
+    while crate::serve::stored_sops(&data).len() < 100 {
         assert!(Instant::now() < deadline, "no load reached the server");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let stopping = Instant::now();
     signal(server.id(), "TERM");
@@ -183,12 +167,15 @@ fn sigterm_under_load_answers_in_flight_stores_and_leaves_a_verified_store() {
         .matches("\"outcome\":\"stored\"")
         .count();
 
+    // The check reads a directory of Part 10 files: what export writes.
+    let exported = tempfile::tempdir().unwrap();
+    crate::serve::export_stored(&data, exported.path());
     let check = sluice_tests::run(
         Command::new(&loadgen)
             .args(["check", "--hashes", "--history"])
             .arg(&history)
             .arg("--dir")
-            .arg(data.join("objects")),
+            .arg(exported.path()),
         Duration::from_secs(120),
     );
     assert!(

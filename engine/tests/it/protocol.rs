@@ -125,16 +125,10 @@ fn the_implementation_class_uid_and_the_seal_creator_are_real_uids() {
         }]}),
     );
     assert_eq!(out["implementation_class_uid"], json!(format!("{ROOT}.1")));
-    let stored = served.files("objects");
-    let file = std::fs::read(&stored[sop]).unwrap();
-    assert_eq!(
-        part10_meta_value(&file, 0x0002, 0x0012),
-        format!("{ROOT}.1")
-    );
-    assert_eq!(
-        part10_meta_value(&file, 0x0002, 0x0100),
-        format!("{ROOT}.2")
-    );
+    let stored = served.stored();
+    let file = &stored[sop];
+    assert_eq!(part10_meta_value(file, 0x0002, 0x0012), format!("{ROOT}.1"));
+    assert_eq!(part10_meta_value(file, 0x0002, 0x0100), format!("{ROOT}.2"));
 }
 
 #[test]

@@ -17,7 +17,7 @@ use sluice_tests::{dcmtk, free_port, part10_dataset, run, ChildGuard};
 
 use crate::ingest::files_under;
 use crate::query::Instance;
-use crate::serve::Served;
+use crate::serve::{stored_instances, Served};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -197,12 +197,12 @@ fn studies_of(instances: &[Instance], patient: &str) -> Vec<String> {
     studies
 }
 
-/// Every instance of `study` is in `landed` (a data directory's objects)
-/// with the data set and transfer syntax of the file `archive` holds, byte
+/// Every instance of `study` is in `landed` (a data directory's stored
+/// instances, as `serve::stored_instances` exports them) with the data set and transfer syntax of the file `archive` holds, byte
 /// for byte (storescu may have converted a corpus file to the transfer
 /// syntax the archive chose when it was loaded), and nothing else is.
 fn assert_landed(
-    landed: &BTreeMap<String, PathBuf>,
+    landed: &BTreeMap<String, Vec<u8>>,
     archive: &Archive,
     instances: &[Instance],
     study: &str,
@@ -211,20 +211,19 @@ fn assert_landed(
     let wanted: Vec<&Instance> = instances.iter().filter(|i| i.study == study).collect();
     assert!(!wanted.is_empty());
     for instance in wanted {
-        let path = landed
+        let here = landed
             .get(&instance.sop)
             .unwrap_or_else(|| panic!("{} not stored", instance.sop));
-        let here = std::fs::read(path).unwrap();
         let remote = std::fs::read(&held[&instance.sop]).unwrap();
         assert!(
-            part10_dataset(&here) == part10_dataset(&remote),
+            part10_dataset(here) == part10_dataset(&remote),
             "{} differs from {}'s file",
             instance.sop,
             archive.ae
         );
         assert_eq!(
             sluice_tests::part10_transfer_syntax(&remote),
-            sluice_tests::part10_transfer_syntax(&here)
+            sluice_tests::part10_transfer_syntax(here)
         );
     }
 }
@@ -244,11 +243,6 @@ fn part10_files(root: &Path) -> BTreeMap<String, PathBuf> {
             })
         })
         .collect()
-}
-
-/// The objects area of a data directory, by SOP Instance UID.
-fn objects(data: &Path) -> BTreeMap<String, PathBuf> {
-    part10_files(&data.join("objects"))
 }
 
 /// Little Endian instances only: what every archive here keeps as sent.
@@ -384,7 +378,7 @@ fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
         stderr(&output).contains("completed"),
         "progress: {output:?}"
     );
-    let landed = served.files("objects");
+    let landed = served.stored();
     assert_landed(&landed, &archive, &instances, &study);
     assert_eq!(landed.len(), count, "only the study landed");
 
@@ -397,7 +391,7 @@ fn retrieve_moves_from_dcmqrscp_into_sluice_serve_byte_exact() {
     );
     assert!(output.status.success(), "{output:?}");
     assert_eq!(served.all_files("quarantine").len(), count);
-    assert_eq!(served.files("objects"), landed);
+    assert!(served.stored() == landed);
     let listed = sluice(&["quarantine", "list"], &config, &served.data());
     assert!(stdout(&listed).contains("identical"), "{listed:?}");
 
@@ -434,9 +428,12 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
     let archive = orthanc(dir.path(), free_port());
     load(&archive, &instances);
     let config = config_file(dir.path(), &[&archive]);
-    // Files: what landed is compared file by file in objects/.
+    // The default layout, with segments no larger than the tests' servers.
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[storage]\nlayout = \"files\"\n");
+    text.push_str(&format!(
+        "[storage]\nsegment_size_mib = {}\n",
+        crate::serve::TEST_SEGMENT_MIB
+    ));
     std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
     let study = studies_of(&instances, "QR-PAT-A")[1].clone();
@@ -452,7 +449,7 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
         stdout(&output).contains(&format!("{count} completed, 0 failed")),
         "{output:?}"
     );
-    assert_landed(&objects(&data), &archive, &instances, &study);
+    assert_landed(&stored_instances(&data), &archive, &instances, &study);
     // The catalogue has them: `sluice ls` lists the study.
     let listed = sluice(&["ls"], &config, &data);
     assert!(stdout(&listed).contains(&study), "{listed:?}");
@@ -467,7 +464,12 @@ fn retrieve_gets_from_orthanc_through_the_embedded_engine() {
         stdout(&output).contains("1 completed, 0 failed"),
         "{output:?}"
     );
-    assert_landed(&objects(&data), &archive, &instances, &bulk[0].study);
+    assert_landed(
+        &stored_instances(&data),
+        &archive,
+        &instances,
+        &bulk[0].study,
+    );
 }
 
 #[test]
@@ -566,7 +568,7 @@ fn prefetches(dir: &Path, archive: &Archive, served: &Served) {
         stdout(&output).contains("2 studies: 0 fetched, 2 skipped, 0 failed"),
         "{output:?}"
     );
-    let files = served.files("objects");
+    let files = served.stored();
     assert_landed(&files, archive, &instances, &studies[0]);
     assert_landed(&files, archive, &instances, &studies[1]);
     // Nothing of the other patients came.

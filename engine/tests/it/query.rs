@@ -472,7 +472,8 @@ fn movescu_to_storescp_and_to_a_second_sluice_byte_for_byte() {
     );
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(log.contains("Final Move Response (Success)"), "{log}");
-    let arrived = wait_received(&second.data().join("objects"), patient_a.len());
+    // Every C-STORE was answered (and so stored) before the final response.
+    let arrived = second.stored();
     assert_eq!(arrived.len(), patient_a.len());
     assert_same_data_sets(&patient_a, &arrived);
     let server_log = served.stop();
@@ -1185,7 +1186,7 @@ fn sigterm_during_a_move_answers_it_before_the_server_stops() {
 
 /// One DCMTK getscu of every instance of patient `PEER1` (Patient Root),
 /// into `out`: the number of completed sub-operations it reports.
-fn getscu_patient(port: u16, out: &Path) -> usize {
+pub(crate) fn getscu_patient(port: u16, out: &Path) -> usize {
     std::fs::create_dir_all(out).unwrap();
     let output = run(
         Command::new(dcmtk("getscu"))
@@ -1272,57 +1273,61 @@ fn retrieval_keeps_to_its_share_while_ingest_waits() {
     );
     assert_eq!(deferred(), 0.0, "a retrieve alone was held back");
 
-    // Beside ingest.
+    // Beside ingest: loadgen sends until the C-GETs below are done (a
+    // fixed duration was a race: on a loaded machine a C-GET held to its
+    // share takes long enough that ingest ended before two ran beside it).
     let port = served.port;
     let loadgen = sluice_tests::binaries::workspace_binary("sluice-loadgen", "sluice-loadgen");
-    let loadgen = std::thread::spawn(move || {
-        run(
-            Command::new(loadgen)
-                .args(["run", "--target", &format!("127.0.0.1:{port}"), "--quiet"])
-                .args([
-                    "--calling-ae",
-                    "INGEST",
-                    "--associations",
-                    "4",
-                    "--cores",
-                    "1",
-                ])
-                .args(["--mix", "ct", "--duration", "20"]),
-            PEER_TIMEOUT,
-        )
-    });
+    let mut loadgen = ChildGuard::new(
+        Command::new(loadgen)
+            .args(["run", "--target", &format!("127.0.0.1:{port}"), "--quiet"])
+            .args([
+                "--calling-ae",
+                "INGEST",
+                "--associations",
+                "4",
+                "--cores",
+                "1",
+            ])
+            .args(["--mix", "ct", "--duration", "3600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(files.path().join("loadgen.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let sending = |loadgen: &mut ChildGuard| {
+        let exited = loadgen.child_mut().try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "loadgen stopped ({exited:?}): {}",
+            std::fs::read_to_string(files.path().join("loadgen.log")).unwrap_or_default()
+        );
+    };
     let started = Instant::now();
     while answered() <= RETRIEVED as f64 {
+        sending(&mut loadgen);
         assert!(
-            started.elapsed() < PEER_TIMEOUT && !loadgen.is_finished(),
+            started.elapsed() < PEER_TIMEOUT,
             "ingest never got going:\n{}",
             served.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // C-GETs until two ran whole while ingest went on (C-STOREs answered
-    // during each, loadgen still sending after it).
+    // Two C-GETs run whole while ingest goes on (C-STOREs answered during
+    // each, loadgen still sending after it).
     let mut retrieves = 0;
-    let mut beside = 0;
-    while beside < 2 {
-        assert!(
-            !loadgen.is_finished(),
-            "ingest ended before two C-GETs ran beside it"
-        );
+    while retrieves < 2 {
         let before = answered();
         let out = files.path().join(format!("beside-{retrieves}"));
         assert_eq!(getscu_patient(served.port, &out), RETRIEVED);
         let after = answered();
-        if !loadgen.is_finished() {
-            assert!(after > before, "no C-STORE answered during a C-GET");
-            beside += 1;
-        }
+        sending(&mut loadgen);
+        assert!(after > before, "no C-STORE answered during a C-GET");
         std::fs::remove_dir_all(&out).unwrap();
         retrieves += 1;
     }
-    let loadgen = loadgen.join().unwrap();
-    assert!(loadgen.status.success(), "loadgen: {loadgen:?}");
-    assert!(retrieves > 0);
+    drop(loadgen);
     assert!(
         deferred() > 0.0,
         "ingest was waiting, yet no retrieve chunk was held back:\n{}",

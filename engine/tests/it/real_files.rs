@@ -22,7 +22,7 @@ use crate::serve::Served;
 /// What becomes of one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expected {
-    /// Stored (in objects/, or in quarantine/ when an earlier file had the
+    /// Stored (exported, or in quarantine/ when an earlier file had the
     /// same UIDs), its data set byte for byte as sent.
     Stored,
     /// Stored byte for byte, and flagged with this finding.
@@ -179,12 +179,11 @@ fn pydicom_test_files_are_stored_flagged_or_refused_as_decided() {
     assert_eq!(results.len(), EXPECTED.len());
     // What is stored, by SOP Instance UID: every data set kept under it.
     let mut stored: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    for path in served
-        .all_files("objects")
+    let quarantined = served
+        .all_files("quarantine")
         .into_iter()
-        .chain(served.all_files("quarantine"))
-    {
-        let bytes = std::fs::read(&path).unwrap();
+        .map(|path| std::fs::read(path).unwrap());
+    for bytes in served.stored().into_values().chain(quarantined) {
         let sop = part10_meta_value(&bytes, 0x0002, 0x0003);
         stored
             .entry(sop)

@@ -526,36 +526,3 @@ fn every_duplicate_policy_on_records() {
         sluice_ok(&["verify", "--data-dir", data.to_str().unwrap()]);
     }
 }
-
-/// On records, the file-sync latency histogram times each record from its
-/// write to its segment's flush: one observation per stored instance, as a
-/// file's from its rename to its fdatasync.
-#[test]
-fn the_file_sync_histogram_times_every_record_flush() {
-    const COUNT: usize = 12;
-    let sent = tempfile::tempdir().unwrap();
-    let files = generated_files(sent.path(), COUNT);
-    let (_shared, data) = data_dir();
-    let metrics_port = sluice_tests::free_port();
-    let mut args = SEGMENTS.to_vec();
-    let port_arg = metrics_port.to_string();
-    args.extend(["--metrics-port", &port_arg]);
-    let served = serve_on(&data, &args);
-    storescu(served.port, &files);
-    let samples = crate::monitoring::scrape(metrics_port);
-    for histogram in [
-        "sluice_store_latency_seconds",
-        "sluice_store_file_sync_seconds",
-    ] {
-        assert_eq!(
-            crate::monitoring::value(&samples, &format!("{histogram}_count"), &[]),
-            COUNT as f64,
-            "{histogram}"
-        );
-    }
-    assert!(
-        served.all_files("objects").is_empty(),
-        "all stored as records"
-    );
-    terminate(served);
-}

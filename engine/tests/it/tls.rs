@@ -211,7 +211,7 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
         &["store", implicit.to_str().unwrap()],
     );
     assert!(output.has("\"statuses\": [0]"), "{output:?}");
-    assert_eq!(served.files("objects").len(), 2, "both stored over TLS");
+    assert_eq!(served.stored_sops().len(), 2, "both stored over TLS");
     // The plain listener serves beside it.
     let output = run(
         Command::new(dcmtk("echoscu")).args(["-aec", AE, "127.0.0.1", &served.port.to_string()]),
@@ -242,7 +242,7 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
         PEER_TIMEOUT,
     );
     assert!(!output.status.success(), "{}", text(&output));
-    assert_eq!(served.files("objects").len(), 2, "nothing more stored");
+    assert_eq!(served.stored_sops().len(), 2, "nothing more stored");
 
     let log = served.stop();
     let refusals: Vec<&str> = log

@@ -256,9 +256,12 @@ impl Ingest {
             .map_err(|error| Failure::TemporaryDirectory(Arc::new(error)))?;
         // Last, so that a refusal above reserves nothing.
         let files = &self.files;
+        let allocation = self.segments.as_ref().map_or(0, |segments| {
+            segments.allocation_ahead(self.space.expected_bytes())
+        });
         let Some(mut reservation) = self
             .space
-            .admit(&self.shared.space, || files.read_free_bytes())
+            .admit(&self.shared.space, allocation, || files.read_free_bytes())
         else {
             return Err(Failure::BelowFreeSpaceFloor { floor });
         };
@@ -443,11 +446,11 @@ impl Ingest {
         let Some(segments) = self.segments.as_mut() else {
             panic!("a record job on the files layout");
         };
-        let (place, retired) = segments.reserve(core, record_bytes)?;
-        record.place = Some(place);
+        let (place, retired) = segments.reserve(core, record_bytes);
         for id in retired {
             self.index.submit_seal(id);
         }
+        record.place = Some(place?);
         Ok(())
     }
 
@@ -532,8 +535,7 @@ impl Ingest {
         let result = match result {
             Ok(_) => {
                 if record_place.is_some() {
-                    // A record is placed by its one write: its flush is
-                    // timed from here, as a file's from its rename.
+                    // A record's one write puts it at its place.
                     record.timing.renamed = Some(Instant::now());
                 }
                 Ok(())

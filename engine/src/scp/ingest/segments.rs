@@ -26,6 +26,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sluice_index::RecordPlace;
 use sluice_io::{Core, FileHandle};
@@ -48,6 +49,12 @@ const RECORD_BUF_HINT_MAX: usize = 16 << 20;
 /// and how many bytes of them at most.
 const SPARE_BUFFERS_MAX: usize = 64;
 const SPARE_BYTES_MAX: usize = 128 << 20;
+
+/// How long a core answers with its last failure before it tries again to
+/// create a segment, after one could not be created (a full disk): not one
+/// attempt per instance while the disk stays full, and stored again by
+/// itself within this long once space is freed.
+const CREATE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Segment ids for every core of a run, and the run's epoch (written in
 /// each record's header).
@@ -231,6 +238,9 @@ pub(super) struct Segments {
     /// "Ingest speed").
     spare: Vec<AlignedBuf>,
     spare_bytes: usize,
+    /// The last failure to create a segment, and when: answered until
+    /// [`CREATE_RETRY_AFTER`] has passed.
+    create_failed: Option<(Instant, Failure)>,
 }
 
 impl Segments {
@@ -245,6 +255,7 @@ impl Segments {
             dir_ready: false,
             spare: Vec::new(),
             spare_bytes: 0,
+            create_failed: None,
         }
     }
 
@@ -293,23 +304,40 @@ impl Segments {
         self.segment_bytes - RECORD_ALIGN
     }
 
+    /// The bytes this core must allocate before a record of about
+    /// `record_bytes` has a place: none while its current segment has room
+    /// for it, else a whole segment (for the free-space floor: the
+    /// allocation, not the record's write, takes the disk's space).
+    pub(super) fn allocation_ahead(&self, record_bytes: u64) -> u64 {
+        let room = self
+            .current
+            .and_then(|id| self.open.get(&id))
+            .is_some_and(|segment| segment.writer.fits(segment::padded(record_bytes)));
+        if room {
+            0
+        } else {
+            self.segment_bytes
+        }
+    }
+
     /// Reserves a place for a record of `record_bytes` (padded, at most
     /// [`Self::record_bytes_max`]) in the current segment, or, when it
     /// does not fit (or the current one is sealed), in a new one (the full
-    /// one sealed). Returns the segments that may now be closed and sealed
-    /// in the index beside the place.
+    /// one sealed). Returns the place (or why there is none: a new segment
+    /// could not be created, or was not tried again yet), and the segments
+    /// that may now be closed and sealed in the index (either way).
     pub(super) fn reserve(
         &mut self,
         core: &mut Core,
         record_bytes: u64,
-    ) -> Result<(RecordPlace, Vec<u64>), Failure> {
+    ) -> (Result<RecordPlace, Failure>, Vec<u64>) {
         debug_assert!(record_bytes <= self.record_bytes_max());
         let mut retired = Vec::new();
         if let Some(id) = self.current {
             let segment = self.open.get_mut(&id).expect("the current segment is open");
             if let Some(offset) = segment.writer.reserve(record_bytes) {
                 segment.jobs += 1;
-                return Ok((place(id, offset, record_bytes), retired));
+                return (Ok(place(id, offset, record_bytes)), retired);
             }
             // Full (or sealed after a failure): the next record goes to a
             // new one.
@@ -317,13 +345,27 @@ impl Segments {
             self.current = None;
             retired.extend(self.retire_if_idle(core, id));
         }
-        let id = self.create(core)?;
+        if let Some((at, failure)) = &self.create_failed {
+            if at.elapsed() < CREATE_RETRY_AFTER {
+                return (Err(failure.clone()), retired);
+            }
+        }
+        let id = match self.create(core) {
+            Ok(id) => {
+                self.create_failed = None;
+                id
+            }
+            Err(failure) => {
+                self.create_failed = Some((Instant::now(), failure.clone()));
+                return (Err(failure), retired);
+            }
+        };
         let segment = self.open.get_mut(&id).expect("just created");
         let Some(offset) = segment.writer.reserve(record_bytes) else {
             panic!("a record of {record_bytes} bytes does not fit a new segment");
         };
         segment.jobs += 1;
-        Ok((place(id, offset, record_bytes), retired))
+        (Ok(place(id, offset, record_bytes)), retired)
     }
 
     /// Creates the core's next segment (blocking, once per segment: the

@@ -2,7 +2,10 @@
 //! counted: a C-STORE is admitted only if the data directory's free space,
 //! less what every core wrote since its last reading and less the bytes
 //! still expected of the instances already admitted, leaves the floor plus
-//! the new instance's expected size.
+//! the new instance's expected size, and the segment its core must
+//! allocate first (layout `"segments"`: a core whose segment has no room
+//! for the instance allocates a whole new one, and that allocation, not the
+//! record's write, takes the disk's space).
 //!
 //! Why: a `statvfs` reading is cached 100 ms per core (one system call per
 //! C-STORE would cost more than the check is worth), and a C-STORE does not
@@ -85,12 +88,15 @@ impl FreeSpace {
 
     /// Admits an instance if the free space (read with `read_free_bytes`
     /// when the last reading is stale) leaves the floor after what is in
-    /// flight and its own expected size: its reservation, or `None`
-    /// (refused). Always admitted when the floor is 0, or when the free
-    /// space cannot be read (the disk's own ENOSPC answers then).
+    /// flight, its own expected size and `allocation_bytes` (what its core
+    /// must allocate before it has a place: a segment, or nothing): its
+    /// reservation, or `None` (refused). Always admitted when the floor is
+    /// 0, or when the free space cannot be read (the disk's own ENOSPC
+    /// answers then).
     pub(crate) fn admit(
         &mut self,
         account: &SpaceAccount,
+        allocation_bytes: u64,
         read_free_bytes: impl FnOnce() -> Option<u64>,
     ) -> Option<Reservation> {
         if self.floor_bytes == 0 {
@@ -121,7 +127,11 @@ impl FreeSpace {
             .free_bytes
             .saturating_sub(written_since)
             .saturating_sub(account.reserved_bytes.load(Ordering::Relaxed));
-        if free < self.floor_bytes.saturating_add(self.expected_bytes) {
+        let needed = self
+            .floor_bytes
+            .saturating_add(self.expected_bytes)
+            .saturating_add(allocation_bytes);
+        if free < needed {
             return None;
         }
         account.reserve(self.expected_bytes);
@@ -163,8 +173,7 @@ impl FreeSpace {
     }
 
     /// The expected size of the next instance.
-    #[cfg(test)]
-    fn expected_bytes(&self) -> u64 {
+    pub(crate) fn expected_bytes(&self) -> u64 {
         self.expected_bytes
     }
 }
@@ -183,10 +192,10 @@ mod tests {
         let free = 10 * MIB + 4 * EXPECTED_BYTES_INITIAL;
         let mut admitted = Vec::new();
         for _ in 0..4 {
-            admitted.push(core.admit(&account, || Some(free)).expect("room"));
+            admitted.push(core.admit(&account, 0, || Some(free)).expect("room"));
         }
         assert!(
-            core.admit(&account, || Some(free)).is_none(),
+            core.admit(&account, 0, || Some(free)).is_none(),
             "the fifth would go under the floor"
         );
         // One instance arrives whole: its bytes are written (still counted,
@@ -194,16 +203,32 @@ mod tests {
         let mut first = admitted.remove(0);
         core.wrote(&account, &mut first, EXPECTED_BYTES_INITIAL);
         core.finished(&account, first, true);
-        assert!(core.admit(&account, || Some(free)).is_none());
+        assert!(core.admit(&account, 0, || Some(free)).is_none());
         // A new reading sees the written bytes gone from the disk's free
         // space, and the finished instance's reservation is released.
         core.reading = None;
         let free_now = free - EXPECTED_BYTES_INITIAL;
-        assert!(core.admit(&account, || Some(free_now)).is_none());
+        assert!(core.admit(&account, 0, || Some(free_now)).is_none());
         // An instance refused before it wrote anything releases all of it.
         let refused = admitted.remove(0);
         core.finished(&account, refused, false);
-        assert!(core.admit(&account, || Some(free_now)).is_some());
+        assert!(core.admit(&account, 0, || Some(free_now)).is_some());
+    }
+
+    #[test]
+    fn the_next_allocation_counts_against_the_floor() {
+        let account = SpaceAccount::default();
+        let mut core = FreeSpace::new(10 * MIB);
+        let free = 10 * MIB + 4 * EXPECTED_BYTES_INITIAL;
+        // Room for the instance, not for the segment its core needs first.
+        assert!(core.admit(&account, 8 * MIB, || Some(free)).is_none());
+        let admitted = core.admit(&account, 0, || Some(free)).expect("room");
+        core.finished(&account, admitted, false);
+        // A segment's more free (a new reading).
+        core.reading = None;
+        assert!(core
+            .admit(&account, 8 * MIB, || Some(free + 8 * MIB))
+            .is_some());
     }
 
     #[test]
@@ -211,7 +236,7 @@ mod tests {
         let account = SpaceAccount::default();
         let mut core = FreeSpace::new(MIB);
         for _ in 0..64 {
-            let mut reservation = core.admit(&account, || Some(u64::MAX)).unwrap();
+            let mut reservation = core.admit(&account, 0, || Some(u64::MAX)).unwrap();
             core.wrote(&account, &mut reservation, 4 * MIB);
             core.finished(&account, reservation, true);
         }
@@ -223,7 +248,7 @@ mod tests {
     fn no_floor_no_accounting() {
         let account = SpaceAccount::default();
         let mut core = FreeSpace::new(0);
-        let mut reservation = core.admit(&account, || Some(0)).expect("no floor");
+        let mut reservation = core.admit(&account, 0, || Some(0)).expect("no floor");
         core.wrote(&account, &mut reservation, MIB);
         core.finished(&account, reservation, true);
         assert_eq!(account.written_bytes.load(Ordering::Relaxed), 0);

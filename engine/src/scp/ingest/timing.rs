@@ -16,8 +16,8 @@ pub(crate) struct JobTiming {
     /// The C-STORE-RQ's arrival.
     pub(super) received: Option<Instant>,
     pub(super) complete: Option<Instant>,
-    /// The file's rename, or a record's write (its place is then durable
-    /// once the segment's flush is).
+    /// The file renamed into its area, or the record written at its place
+    /// in its segment.
     pub(super) renamed: Option<Instant>,
     pub(super) file_synced: Option<Instant>,
     pub(super) dir_synced: Option<Instant>,
