@@ -233,6 +233,36 @@ impl ShutdownHandle {
     }
 }
 
+/// Writes the clean-stop record of `store`'s data directory, naming the
+/// index's content (`recovery::clean_stop`); a failure is logged
+/// and costs the next start its full check, nothing else.
+fn write_clean_stop(store: &Store) {
+    let written = store
+        .index()
+        .stats()
+        .map_err(|error| std::io::Error::other(error.to_string()))
+        .and_then(|stats| {
+            let stopped_at_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64);
+            crate::recovery::clean_stop::write(
+                store.layout().root(),
+                &crate::recovery::clean_stop::CleanStop {
+                    index_fingerprint: crate::recovery::clean_stop::index_fingerprint(&stats),
+                    stopped_at_unix_ms,
+                },
+            )
+        });
+    match written {
+        Ok(()) => {
+            tracing::info!("clean stop recorded: the next start skips the walk of the archive")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot record the clean stop: the next start checks the whole archive")
+        }
+    }
+}
+
 /// How long [`Server::drain`] waits past the deadline for instances whose
 /// data sets were whole to finish their fsyncs and index commit.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -392,7 +422,7 @@ impl Server {
         };
         // Start-up recovery before accepting anything: it logs its own
         // one-line summary.
-        crate::recovery::recover(store.layout(), store.index())
+        crate::recovery::recover_after(store.layout(), store.index(), data_lock.last_stop())
             .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
         if let Some(cluster) = &shared.cluster {
             cluster
@@ -504,8 +534,8 @@ impl Server {
     /// instances cleared), and stops the commitment tracker. What it leaves
     /// passes `sluice verify` without a restart.
     pub fn shutdown(self, wait_max: Duration) -> Result<(), ServeError> {
-        self.drain();
-        self.stop(wait_max)
+        let drained = self.drain();
+        self.stop(wait_max, drained)
     }
 
     /// The graceful part of a stop, within `server.shutdown_drain_ms`: new
@@ -514,8 +544,9 @@ impl Server {
     /// as everything it asked is answered; at the deadline the rest are
     /// aborted. Returns once every core has no association and no instance
     /// left, or the deadline and a grace for the instances already whole
-    /// passed.
-    pub fn drain(&self) {
+    /// passed; true in the first case with no request cut short (what a
+    /// clean-stop record requires: `recovery::clean_stop`).
+    pub fn drain(&self) -> bool {
         let drain_max = self.shared.store.config().server.shutdown_drain_ms;
         self.shared.metrics.set_phase(Phase::Draining);
         let started = Instant::now();
@@ -557,6 +588,7 @@ impl Server {
                 took_ms,
                 "drained: every request answered, every association ended"
             );
+            true
         } else {
             tracing::warn!(
                 took_ms,
@@ -565,18 +597,26 @@ impl Server {
                 associations_aborted_with_requests_in_flight = aborted_busy,
                 "drain time over: associations with requests in flight were aborted (their senders retry; nothing unanswered was kept as stored)"
             );
+            false
         }
     }
 
-    /// Stops the cores, settles the index, stops the tracker.
-    fn stop(self, wait_max: Duration) -> Result<(), ServeError> {
+    /// Stops the cores, settles the index, stops the tracker; after a
+    /// clean drain (`drained`) with every step done, writes the clean-stop
+    /// record last (`recovery::clean_stop`), so the next start skips the
+    /// walk of the archive.
+    fn stop(self, wait_max: Duration, drained: bool) -> Result<(), ServeError> {
         let result = self.runtime.shutdown_and_join(wait_max);
         // The cores submitted their last in-doubt clears as they stopped:
         // an empty batch behind them returns once they are committed and
         // flushed (the writer keeps order).
-        if let Err(error) = self.shared.store.index().writer().execute(Vec::new()) {
-            tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
-        }
+        let settled = match self.shared.store.index().writer().execute(Vec::new()) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
+                false
+            }
+        };
         self.shared.tracker.stop();
         if let Some(cluster) = &self.shared.cluster {
             cluster.stop();
@@ -587,6 +627,17 @@ impl Server {
         self.shared.audit.application(false);
         if let Some(audit_thread) = self.audit_thread {
             audit_thread.stop();
+        }
+        let clean = drained && settled && result.is_ok();
+        if clean {
+            write_clean_stop(&self.shared.store);
+        } else {
+            tracing::info!(
+                drained,
+                settled,
+                cores_joined = result.is_ok(),
+                "no clean-stop record: the next start checks the whole archive"
+            );
         }
         Ok(result?)
     }
@@ -607,10 +658,10 @@ impl Server {
         while !self.stop_requested.load(Ordering::SeqCst) && !handle.is_shutdown_requested() {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if !handle.is_shutdown_requested() {
-            self.drain();
-        }
-        self.stop(wait_max)
+        // A stop without a drain (shutdown_now, a failed core) may leave
+        // instances in flight: no clean-stop record.
+        let drained = !handle.is_shutdown_requested() && self.drain();
+        self.stop(wait_max, drained)
     }
 }
 
