@@ -267,7 +267,8 @@ impl SubOperation {
 pub(crate) struct StoreLatency {
     /// From the C-STORE-RQ's arrival to its answer (stored instances).
     pub(crate) answered: Histogram,
-    /// The file's rename to its fdatasync's completion.
+    /// The file's rename (a record's write) to its fdatasync's (its
+    /// segment's flush's) completion.
     pub(crate) file_sync: Histogram,
     /// The file's rename to its directory fsync's completion (the round it
     /// joined).

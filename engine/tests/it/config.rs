@@ -99,7 +99,7 @@ fn no_arguments_give_the_documented_embedded_default() {
     assert_eq!(network.bind_address, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     assert_eq!(network.commitment_ae_title, None);
     assert_eq!(network.commitment_port, None);
-    assert_eq!(network.max_pdu_length, 16384);
+    assert_eq!(network.max_pdu_length, 262_144);
     assert_eq!(network.max_associations, 4096);
     assert_eq!(network.max_associations_per_calling_ae, 1024);
     assert_eq!(network.artim_timeout_ms, Duration::from_secs(30));
@@ -153,7 +153,7 @@ fn the_reference_states_the_embedded_default() {
         "| [`network.ae_title`](#networkae_title) | `--ae-title` | `\"SLUICE\"` |",
         "| [`network.port`](#networkport) | `--port` | `11112` |",
         "| [`network.bind_address`](#networkbind_address) | `--bind` | `\"0.0.0.0\"` |",
-        "| [`network.max_pdu_length`](#networkmax_pdu_length) | `--max-pdu-length` | `16384` |",
+        "| [`network.max_pdu_length`](#networkmax_pdu_length) | `--max-pdu-length` | `262144` |",
         "| [`accept.sop_classes`](#acceptsop_classes) | `--sop-classes` | `\"seed\"` |",
         "| [`storage.duplicate_policy`](#storageduplicate_policy) | `--duplicate-policy` | `\"quarantine\"` |",
     ] {
@@ -762,7 +762,7 @@ fn help_lists_every_flag_with_its_file_key_and_default() {
     assert!(help.contains("--config <FILE>"), "{help}");
     assert!(help.contains("--max-pdu-length <SIZE>"), "{help}");
     assert!(
-        help.contains("[file: network.max_pdu_length] [default: 16384]"),
+        help.contains("[file: network.max_pdu_length] [default: 262144]"),
         "{help}"
     );
     assert!(help.contains("Storage Commitment:"), "{help}");
