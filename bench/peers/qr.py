@@ -141,8 +141,9 @@ class Peer:
         self.log = open(log_path, "a")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env)
-        # Start-up recovery checks every indexed file: more than 10 minutes
-        # at 8 M instances on a loaded machine.
+        # Start-up recovery checks every indexed file unless the last stop
+        # was clean (recovery/clean_stop.rs): more than 10 minutes at 8 M
+        # instances on a loaded machine the first time.
         deadline = time.time() + 3600
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -289,8 +290,10 @@ def find_part(args, binaries, work_dir):
         loads[f"sluice-index-{instances}"] = load
         # Exact person-name matching (the default) and case-insensitive, one
         # server each over the same index, alternating every repetition.
-        modes = {"exact": [], "case-insensitive": ["--query-person-name-matching",
-                                                   "case-insensitive"]}
+        # qr_load writes the files layout (objects/).
+        modes = {"exact": ["--storage-layout", "files"],
+                 "case-insensitive": ["--storage-layout", "files",
+                                      "--query-person-name-matching", "case-insensitive"]}
         for repetition in range(args.repeat):
             for mode in (list(modes) if repetition % 2 == 0 else list(modes)[::-1]):
                 started = time.time()
@@ -335,7 +338,10 @@ def retrieve_part(args, binaries, work_dir):
         destination = Peer("storescp", work_dir, binaries, ae="STORESCP")
         second = Peer("sluice", work_dir, binaries, ae="SECOND")
         remote = {"STORESCP": destination.port, "SECOND": second.port, "QRBENCH": free_port()}
-        sources = {kind: Peer(kind, work_dir, binaries, remote_aes=remote)
+        # Sluice on the files layout: the ceiling below reads its objects/
+        # (the segments layout's is bench/peers/speed-of-light-segments).
+        sources = {kind: Peer(kind, work_dir, binaries, remote_aes=remote,
+                              extra=["--storage-layout", "files"] if kind == "sluice" else [])
                    for kind in args.retrieve_peers}
         for source in sources.values():
             store_files(source, files_dir)

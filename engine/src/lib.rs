@@ -35,6 +35,7 @@ pub mod cli;
 mod clock;
 pub mod cluster;
 pub mod commit;
+mod compactor;
 pub mod config;
 pub mod escape;
 pub mod flags;

@@ -9,7 +9,9 @@
 //!   and by the operator commands that write (`quarantine release`,
 //!   `quarantine purge`), never by the reading ones, which LMDB lets run
 //!   beside the server. The file holds the holder's process id and what it
-//!   is, so a refused process can name it. The kernel drops the lock when
+//!   is, so a refused process can name it. Taking it consumes the
+//!   clean-stop record (`recovery::clean_stop`), durably, before the holder
+//!   can write anything. The kernel drops the lock when
 //!   the holder exits, however it exits (`kill -9` included): a stale file
 //!   never blocks anyone.
 //! - [`PortLock`]: an abstract Unix socket named after the TCP port
@@ -35,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 use thiserror::Error;
+
+use crate::recovery::clean_stop::{self, LastStop};
 
 /// The lock file's name in the data directory.
 pub const LOCK_FILE_NAME: &str = "sluice.lock";
@@ -104,6 +108,9 @@ impl std::fmt::Display for Holder {
 pub struct DataDirectoryLock {
     /// The open lock file: the `flock` lives as long as it is open.
     _file: File,
+    /// What the last holder's stop left (`recovery::clean_stop`), taken
+    /// (and durably removed) as the lock was.
+    last_stop: LastStop,
 }
 
 impl DataDirectoryLock {
@@ -142,7 +149,25 @@ impl DataDirectoryLock {
             // The lock holds all the same; only the name is missing.
             tracing::warn!(path = %path.display(), %error, "cannot write the lock holder's name");
         }
-        Ok(DataDirectoryLock { _file: file })
+        // Before anyone holding the lock can write: the clean-stop record
+        // is consumed, its removal durable, so that a crash of this holder
+        // leaves none behind.
+        let last_stop = clean_stop::take(root).map_err(|source| LockError::Io {
+            what: root
+                .join(clean_stop::CLEAN_STOP_FILE_NAME)
+                .display()
+                .to_string(),
+            source,
+        })?;
+        Ok(DataDirectoryLock {
+            _file: file,
+            last_stop,
+        })
+    }
+
+    /// What the previous holder's stop left: a clean-stop record or not.
+    pub fn last_stop(&self) -> LastStop {
+        self.last_stop.clone()
     }
 }
 
@@ -237,6 +262,30 @@ mod tests {
         drop(first);
         // Released: the next one takes it.
         let _second = DataDirectoryLock::acquire(dir.path(), "sluice quarantine purge").unwrap();
+    }
+
+    #[test]
+    fn whoever_takes_the_lock_consumes_the_clean_stop_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = clean_stop::CleanStop {
+            index_fingerprint: "instances:1".to_owned(),
+            stopped_at_unix_ms: 1,
+        };
+        clean_stop::write(dir.path(), &record).unwrap();
+        // A refused process consumes nothing.
+        let holder = DataDirectoryLock::acquire(dir.path(), "sluice serve").unwrap();
+        assert_eq!(holder.last_stop(), LastStop::Clean(record.clone()));
+        clean_stop::write(dir.path(), &record).unwrap();
+        DataDirectoryLock::acquire(dir.path(), "sluice migrate").unwrap_err();
+        assert!(dir.path().join(clean_stop::CLEAN_STOP_FILE_NAME).is_file());
+        drop(holder);
+        // A writing command takes it: the next start gets the full check.
+        let command = DataDirectoryLock::acquire(dir.path(), "sluice migrate").unwrap();
+        assert_eq!(command.last_stop(), LastStop::Clean(record));
+        assert!(!dir.path().join(clean_stop::CLEAN_STOP_FILE_NAME).exists());
+        drop(command);
+        let next = DataDirectoryLock::acquire(dir.path(), "sluice serve").unwrap();
+        assert_eq!(next.last_stop(), LastStop::NotRecorded);
     }
 
     #[test]

@@ -31,6 +31,15 @@
 //! the last commits and the instances in flight), then every index entry's
 //! file is `stat`ed once. Nothing is held in memory per indexed file.
 //!
+//! The walk and the per-entry check cost what is archived (minutes at 10 M
+//! instances) and look only for what a crash leaves, so [`recover_after`]
+//! skips them after a clean stop ([`clean_stop`]: a record a drained
+//! `sluice serve` writes last, and the next holder of the data directory's
+//! lock consumes durably before it can write), unless the index no longer
+//! has the entries the record names or the steps that always run (entries
+//! in doubt, `tmp/`, open segments) find a sign of a crash. The full check
+//! logs its progress every few seconds.
+//!
 //! Invariant: recovery never deletes a file whose file id the index
 //! references, nor moves one anywhere but to the exact path the index names
 //! for it (an interrupted quarantine release may leave a referenced file
@@ -48,8 +57,11 @@ use sluice_index::{
     StoreRequest, Triplet, WriteOp, WriteOutcome,
 };
 
+pub mod clean_stop;
 mod reindex;
 mod segments;
+
+pub use clean_stop::LastStop;
 
 use crate::escape::Escaped;
 use crate::store::check::{check_file, check_record, READ_CHUNK_BYTES};
@@ -125,6 +137,11 @@ pub struct RecoveryReport {
     /// Open segments whose records ended at one that is not whole and valid
     /// (a torn write, or stale bytes of an earlier run), cut there.
     pub segment_torn_tails: u64,
+    /// True when a clean stop let recovery skip the archive-wide steps
+    /// (`objects/` and `quarantine/` walked, every entry's file checked;
+    /// `entries_checked` is then 0); the log says why they ran otherwise
+    /// ([`FullCheckReason`]).
+    pub archive_check_skipped: bool,
     /// How long recovery took.
     pub elapsed: Duration,
 }
@@ -161,9 +178,14 @@ impl fmt::Display for RecoveryReport {
                 many
             }
         };
+        let scope = if self.archive_check_skipped {
+            " (clean stop recorded: archive walk and entry check skipped)"
+        } else {
+            ""
+        };
         write!(
             formatter,
-            "recovery: {} temporary {} removed, {} unindexed {} moved to orphans/, \
+            "recovery{scope}: {} temporary {} removed, {} unindexed {} moved to orphans/, \
              {} index {} checked: {} {} missing, {} of the wrong size",
             self.temp_files_removed,
             plural(self.temp_files_removed, "file", "files"),
@@ -214,6 +236,65 @@ impl fmt::Display for RecoveryReport {
             )?;
         }
         write!(formatter, " ({:.3} s)", self.elapsed.as_secs_f64())
+    }
+}
+
+/// Why start-up recovery checked the whole archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullCheckReason {
+    /// No clean-stop record: the last run crashed, was killed or did not
+    /// drain, a writing command ran since, or this is the first start.
+    NoCleanStop,
+    /// A clean-stop record that is not one Sluice writes.
+    UnreadableRecord,
+    /// A clean-stop record, but the index changed since (restored from a
+    /// copy, or written by a process that ignored the lock).
+    IndexChanged,
+    /// A clean-stop record, but entries in doubt, files in `tmp/` or
+    /// records past a segment's indexed end were found.
+    InFlightFound,
+}
+
+impl FullCheckReason {
+    /// The reason in the log's words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FullCheckReason::NoCleanStop => "the last stop was not clean (no clean-stop record)",
+            FullCheckReason::UnreadableRecord => "the clean-stop record is unreadable",
+            FullCheckReason::IndexChanged => "the index changed since the clean stop it records",
+            FullCheckReason::InFlightFound => "work in flight found despite a clean-stop record",
+        }
+    }
+}
+
+/// Seconds between two progress lines of the full check.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Says how far the full check is, at most once per [`PROGRESS_INTERVAL`].
+struct Progress {
+    next: Instant,
+    calls: u32,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            next: Instant::now() + PROGRESS_INTERVAL,
+            calls: 0,
+        }
+    }
+
+    /// Calls `log` when the interval passed (the clock read once per 1,024 calls).
+    fn tick(&mut self, log: impl FnOnce()) {
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % 1024 != 0 {
+            return;
+        }
+        let now = Instant::now();
+        if now >= self.next {
+            self.next = now + PROGRESS_INTERVAL;
+            log();
+        }
     }
 }
 
@@ -621,8 +702,29 @@ fn index_again(
 /// the data directory meanwhile). Logs one warning per damaged index entry
 /// and one info line with the report's summary.
 pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, RecoveryError> {
+    recover_after(layout, index, LastStop::NotRecorded)
+}
+
+/// [`recover`] after a stop that left `last_stop` (what the data
+/// directory's lock took: [`clean_stop`]): after a clean stop whose record
+/// still fits the index, the archive-wide steps (the walk of `objects/`
+/// and `quarantine/`, the check of every entry's file) are skipped, unless
+/// the steps that always run find a sign of a crash.
+pub fn recover_after(
+    layout: &Layout,
+    index: &Index,
+    last_stop: LastStop,
+) -> Result<RecoveryReport, RecoveryError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
+    // Read before recovery writes anything to the index.
+    let fingerprint = clean_stop::index_fingerprint(&index.stats()?);
+    let mut full_check = match &last_stop {
+        LastStop::Clean(record) if record.index_fingerprint == fingerprint => None,
+        LastStop::Clean(_) => Some(FullCheckReason::IndexChanged),
+        LastStop::Unreadable => Some(FullCheckReason::UnreadableRecord),
+        LastStop::NotRecorded => Some(FullCheckReason::NoCleanStop),
+    };
 
     // 0. Entries committed in doubt: settled first, while their files may
     //    still be in tmp/.
@@ -646,6 +748,42 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
         report.temp_files_removed += 1;
     }
 
+    // After a clean stop nothing was in flight: any of it says otherwise.
+    if full_check.is_none()
+        && report.in_doubt_kept
+            + report.in_doubt_removed
+            + report.temp_files_removed
+            + report.segment_records_reindexed
+            > 0
+    {
+        full_check = Some(FullCheckReason::InFlightFound);
+    }
+    match full_check {
+        None => {
+            report.archive_check_skipped = true;
+            report.elapsed = started.elapsed();
+            tracing::info!("{report}");
+            return Ok(report);
+        }
+        Some(reason) => tracing::info!(
+            reason = reason.as_str(),
+            index = fingerprint,
+            recorded_index = match &last_stop {
+                LastStop::Clean(record) => record.index_fingerprint.as_str(),
+                _ => "",
+            },
+            "recovery: checking the whole archive (objects/ and quarantine/ walked, every index entry's file checked)"
+        ),
+    }
+    let entries_total = index
+        .stats()?
+        .tables
+        .iter()
+        .filter(|table| table.name == "instances" || table.name == "quarantine")
+        .map(|table| table.entries)
+        .sum::<u64>();
+    let mut progress = Progress::new();
+
     // 2. Files in objects/ and quarantine/ that no index entry references:
     //    sealed and complete ones are indexed again, the rest go to orphans/.
     let orphans_dir = layout.orphans_dir();
@@ -658,7 +796,17 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
         {
             let txn = index.read()?;
             let mut lookup_error = None;
+            let mut files_seen = 0u64;
             walk_files(&area_dir, |path, _| {
+                files_seen += 1;
+                progress.tick(|| {
+                    tracing::info!(
+                        area = area.dir_name(),
+                        files_seen,
+                        index_entries = entries_total,
+                        "recovery: walking the archive for files without an entry"
+                    );
+                });
                 let referenced = match layout.parse_area_path(path) {
                     // A file id's name in a directory the layout would not
                     // put it in (an older fan-out, an operator's move): if
@@ -779,6 +927,13 @@ pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, Recover
     let mut stat_error = None;
     for_each_indexed_file(index, |file| {
         report.entries_checked += 1;
+        progress.tick(|| {
+            tracing::info!(
+                checked = report.entries_checked,
+                total = entries_total,
+                "recovery: checking every index entry's file"
+            );
+        });
         let location = if has_segments {
             index.read()?.location(file.record.file_id)?
         } else {
@@ -915,6 +1070,16 @@ mod tests {
             report.to_string(),
             "recovery: 1 temporary file removed, 2 unindexed files moved to orphans/, \
              1 index entry checked: 1 file missing, 0 of the wrong size (0.000 s)"
+        );
+        assert_eq!(
+            RecoveryReport {
+                archive_check_skipped: true,
+                ..RecoveryReport::default()
+            }
+            .to_string(),
+            "recovery (clean stop recorded: archive walk and entry check skipped): \
+             0 temporary files removed, 0 unindexed files moved to orphans/, \
+             0 index entries checked: 0 files missing, 0 of the wrong size (0.000 s)"
         );
     }
 }

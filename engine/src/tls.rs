@@ -99,6 +99,16 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsConfigError> {
     Ok(roots)
 }
 
+/// A certificate chain and its private key, from PEM files.
+pub(crate) fn identity(
+    certificate: &Path,
+    private_key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsConfigError> {
+    let key = PrivateKeyDer::from_pem_file(private_key)
+        .map_err(|error| file_error(private_key, error))?;
+    Ok((certificates(certificate)?, key))
+}
+
 /// The client side's configuration (associations Sluice opens to remote
 /// AEs of `network.remote_aes` written `tls://`), built at start: the
 /// remote's certificate verified against `remote_ca` and its host name,
@@ -113,10 +123,9 @@ pub(crate) fn client_config(
         .with_root_certificates(roots(remote_ca)?);
     let config = match identity {
         Some((certificate, private_key)) => {
-            let key = PrivateKeyDer::from_pem_file(private_key)
-                .map_err(|error| file_error(private_key, error))?;
+            let (chain, key) = self::identity(certificate, private_key)?;
             builder
-                .with_client_auth_cert(certificates(certificate)?, key)
+                .with_client_auth_cert(chain, key)
                 .map_err(|error| TlsConfigError::Rustls(format!("certificate and key: {error}")))?
         }
         None => builder.with_no_client_auth(),

@@ -2,8 +2,12 @@
 //!
 //! Pure code (no LMDB): [`StudyQuery`] holds the key values as they arrive in
 //! a query identifier, [`StudyQuery::compile`] checks and parses them, and the
-//! compiled form matches an archived study record in place. The reader in
-//! `read.rs` picks a table to scan with [`CompiledStudyQuery::plan`].
+//! compiled form matches an archived study record in place.
+//! [`StudyQuery::identifier`] makes the same keys a STUDY-level C-FIND
+//! identifier, which `ReadTxn::query_studies` answers with the planner and
+//! walk the C-FIND SCP uses (`find.rs`: the most selective of the study
+//! tables, `study_by_patient_name` for a name wildcard included), so the
+//! embedding API and the SCP never plan differently.
 //!
 //! The matching rules are sluice-net's (`sluice_net::query::matching`, PS3.4
 //! C.2.2.2), one implementation for the index and the Q/R SCP: an absent key
@@ -17,10 +21,14 @@
 //! matches any of the study's modalities.
 
 use sluice_net::dimse::dataset::Vr;
-use sluice_net::query::{Constraint, MatchOptions, ValueMatcher};
+use sluice_net::dimse::Tag;
+use sluice_net::query::model::tags;
+use sluice_net::query::{
+    IdentifierBuilder, InformationModel, Level, MatchOptions, Operation, Query, QueryContext,
+    ValueMatcher,
+};
 
 use crate::error::QueryError;
-use crate::keys::INDEXED_VALUE_BYTES_MAX;
 use crate::records::ArchivedStudyRecord;
 
 /// A study-level query. `None` means the key is absent (no constraint);
@@ -70,31 +78,67 @@ pub struct CompiledStudyQuery {
     modalities_in_study: ValueMatcher,
 }
 
-/// Which table a query reads: the most selective index its keys allow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum QueryPlan {
-    /// Point lookups in `studies`.
-    StudyUids(Vec<String>),
-    /// A prefix scan of `study_by_patient_id`.
-    PatientIdPrefix(Vec<u8>),
-    /// A prefix scan of `study_by_accession`.
-    AccessionPrefix(Vec<u8>),
-    /// A range scan of `study_by_date` (inclusive bounds, YYYYMMDD).
-    StudyDateRange {
-        low: Option<String>,
-        high: Option<String>,
-    },
-    /// Every study.
-    FullScan,
-}
+/// How this API matches: person names case-insensitively, the rest as the
+/// C-FIND SCP's defaults.
+const OPTIONS: MatchOptions = MatchOptions {
+    person_name_case_insensitive: true,
+    empty_value_matching: false,
+    multiple_value_matching: false,
+};
 
 impl StudyQuery {
+    /// Each key's attribute and value, absent keys left out.
+    fn keys(&self) -> [(Tag, &Option<String>); 12] {
+        [
+            (tags::PATIENT_NAME, &self.patient_name),
+            (tags::PATIENT_ID, &self.patient_id),
+            (tags::PATIENT_BIRTH_DATE, &self.patient_birth_date),
+            (tags::PATIENT_SEX, &self.patient_sex),
+            (tags::STUDY_DATE, &self.study_date),
+            (tags::STUDY_TIME, &self.study_time),
+            (tags::ACCESSION_NUMBER, &self.accession_number),
+            (tags::STUDY_ID, &self.study_id),
+            (tags::STUDY_INSTANCE_UID, &self.study_instance_uid),
+            (tags::STUDY_DESCRIPTION, &self.study_description),
+            (
+                tags::REFERRING_PHYSICIAN_NAME,
+                &self.referring_physician_name,
+            ),
+            (tags::MODALITIES_IN_STUDY, &self.modalities_in_study),
+        ]
+    }
+
+    /// The query as a STUDY-level C-FIND identifier (Study Root, UTF-8,
+    /// person names case-insensitive), checked key by key first
+    /// ([`StudyQuery::compile`]'s errors).
+    pub fn identifier(&self) -> Result<Query, QueryError> {
+        self.compile()?;
+        let mut builder = IdentifierBuilder::new(Level::Study).character_set("ISO_IR 192");
+        for (tag, value) in self.keys() {
+            let Some(value) = value else { continue };
+            let mut bytes = value.as_bytes().to_vec();
+            // Even lengths (PS3.5 7.1.1); the padding is not part of the value.
+            if bytes.len() % 2 == 1 {
+                bytes.push(if tag == tags::STUDY_INSTANCE_UID {
+                    0
+                } else {
+                    b' '
+                });
+            }
+            builder = builder.key_bytes(tag, bytes);
+        }
+        let mut context = QueryContext::new(InformationModel::StudyRoot, Operation::Find);
+        context.options = OPTIONS;
+        Query::read(builder.dataset(), false, &context).map_err(|error| QueryError {
+            key: "identifier",
+            value: error.to_string(),
+            reason: "the keys do not make a valid C-FIND identifier",
+        })
+    }
+
     /// Checks and parses every key.
     pub fn compile(&self) -> Result<CompiledStudyQuery, QueryError> {
-        let options = MatchOptions {
-            person_name_case_insensitive: true,
-            ..MatchOptions::default()
-        };
+        let options = OPTIONS;
         let key = |name: &'static str, vr: Vr, value: &Option<String>| match value {
             None => Ok(ValueMatcher::universal(vr)),
             Some(raw) => ValueMatcher::parse(vr, raw, &options).map_err(|error| QueryError {
@@ -121,29 +165,6 @@ impl StudyQuery {
             )?,
             modalities_in_study: key("ModalitiesInStudy", Vr::CS, &self.modalities_in_study)?,
         })
-    }
-}
-
-/// The index key prefix a text constraint allows, if the index may be used:
-/// an exact value gets the separator, a wildcard's literal head does not.
-fn index_prefix(constraint: Option<Constraint<'_>>) -> Option<(Vec<u8>, bool)> {
-    match constraint? {
-        Constraint::Equals {
-            value,
-            case_insensitive: false,
-        } if value.len() <= INDEXED_VALUE_BYTES_MAX => {
-            let mut prefix = value.as_bytes().to_vec();
-            prefix.push(crate::keys::SEPARATOR);
-            Some((prefix, true))
-        }
-        Constraint::Prefix {
-            literal,
-            case_insensitive: false,
-        } => {
-            let literal = crate::keys::truncate_to_char_boundary(&literal, INDEXED_VALUE_BYTES_MAX);
-            (!literal.is_empty()).then(|| (literal.as_bytes().to_vec(), false))
-        }
-        _ => None,
     }
 }
 
@@ -179,39 +200,6 @@ impl CompiledStudyQuery {
                     .modalities_in_study
                     .iter()
                     .any(|modality| self.modalities_in_study.matches_text(modality.as_str())))
-    }
-
-    /// The most selective way to find candidates; every candidate is still
-    /// checked with [`CompiledStudyQuery::matches`].
-    pub(crate) fn plan(&self) -> QueryPlan {
-        match self.study_instance_uids.constraint() {
-            Some(Constraint::Equals { value, .. }) => {
-                return QueryPlan::StudyUids(vec![value.to_owned()])
-            }
-            Some(Constraint::OneOf(uids)) => {
-                return QueryPlan::StudyUids(uids.into_iter().map(str::to_owned).collect())
-            }
-            _ => {}
-        }
-        let patient_id = index_prefix(self.patient_id.constraint());
-        let accession = index_prefix(self.accession_number.constraint());
-        // Exact values first, then literal prefixes of wildcards, then dates.
-        if let Some((prefix, true)) = &patient_id {
-            return QueryPlan::PatientIdPrefix(prefix.clone());
-        }
-        if let Some((prefix, true)) = &accession {
-            return QueryPlan::AccessionPrefix(prefix.clone());
-        }
-        if let Some((prefix, _)) = patient_id {
-            return QueryPlan::PatientIdPrefix(prefix);
-        }
-        if let Some((prefix, _)) = accession {
-            return QueryPlan::AccessionPrefix(prefix);
-        }
-        match self.study_date.constraint() {
-            Some(Constraint::Range { low, high }) => QueryPlan::StudyDateRange { low, high },
-            _ => QueryPlan::FullScan,
-        }
     }
 }
 
@@ -460,49 +448,38 @@ mod tests {
     }
 
     #[test]
-    fn plans_pick_the_most_selective_index() {
-        let plan = |query: StudyQuery| query.compile().expect("compile").plan();
+    fn the_identifier_carries_every_key_as_given() {
+        let query = StudyQuery {
+            patient_name: Some("doe*".into()),
+            patient_id: Some("PID-1".into()),
+            study_date: Some("20240101-20240131".into()),
+            study_instance_uid: Some("1.2.3\\1.2.45".into()),
+            modalities_in_study: Some("CT".into()),
+            ..Default::default()
+        };
+        let identifier = query.identifier().expect("identifier");
+        assert_eq!(identifier.level(), Level::Study);
+        let value = |tag| identifier.key(tag).map(|key| key.value.as_str());
+        assert_eq!(value(tags::PATIENT_NAME), Some("doe*"));
         assert_eq!(
-            plan(StudyQuery {
-                study_instance_uid: Some("1\\2".into()),
-                patient_id: Some("P".into()),
-                ..Default::default()
-            }),
-            QueryPlan::StudyUids(vec!["1".into(), "2".into()])
+            value(tags::PATIENT_ID),
+            Some("PID-1"),
+            "odd length padded, then trimmed"
         );
+        assert_eq!(value(tags::STUDY_DATE), Some("20240101-20240131"));
+        assert_eq!(value(tags::STUDY_INSTANCE_UID), Some("1.2.3\\1.2.45"));
+        assert_eq!(value(tags::MODALITIES_IN_STUDY), Some("CT"));
         assert_eq!(
-            plan(StudyQuery {
-                patient_id: Some("P".into()),
-                study_date: Some("20240101".into()),
-                ..Default::default()
-            }),
-            QueryPlan::PatientIdPrefix(b"P\0".to_vec())
+            value(tags::ACCESSION_NUMBER),
+            None,
+            "absent keys stay absent"
         );
-        assert_eq!(
-            plan(StudyQuery {
-                patient_id: Some("P*".into()),
-                accession_number: Some("A".into()),
-                ..Default::default()
-            }),
-            QueryPlan::AccessionPrefix(b"A\0".to_vec())
-        );
-        assert_eq!(
-            plan(StudyQuery {
-                patient_id: Some("*P".into()),
-                study_date: Some("-20240101".into()),
-                ..Default::default()
-            }),
-            QueryPlan::StudyDateRange {
-                low: None,
-                high: Some("20240101".into())
-            }
-        );
-        assert_eq!(
-            plan(StudyQuery {
-                patient_name: Some("D*".into()),
-                ..Default::default()
-            }),
-            QueryPlan::FullScan
-        );
+        let error = StudyQuery {
+            study_date: Some("2024-01".into()),
+            ..Default::default()
+        }
+        .identifier()
+        .expect_err("a bad date is refused");
+        assert_eq!(error.key, "StudyDate");
     }
 }

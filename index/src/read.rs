@@ -17,15 +17,18 @@ use std::ops::Bound;
 use heed::{RoTxn, WithoutTls};
 
 use crate::error::IndexError;
+
+/// Studies looked at per page of [`ReadTxn::query_studies`].
+const QUERY_STUDIES_PAGE_SCANNED: usize = 65_536;
+use crate::find::FindBudget;
 use crate::index::Shared;
 use crate::keys::{
     check_uid, file_id_key, instance_key, prefix_of, quarantine_key, read_u64, series_id_key,
-    series_key, split_instance_key, split_key, study_of_secondary_key, IN_DOUBT_INSTANCE,
-    IN_DOUBT_QUARANTINE, SEPARATOR,
+    series_key, split_instance_key, split_key, IN_DOUBT_INSTANCE, IN_DOUBT_QUARANTINE, SEPARATOR,
 };
 use crate::location::{segment_key, Location, RecordPlace, SegmentObject, SegmentState};
 use crate::ops::{FileRole, SopPresence};
-use crate::query::{QueryPlan, StudyQuery};
+use crate::query::StudyQuery;
 use crate::records::{
     access, decode, ArchivedRecordDefaults, ArchivedSeriesIdentity, ArchivedSeriesRecord,
     ArchivedStoredRecord, ArchivedStoredSeries, ArchivedStudyRecord, CommitmentRecord, FileId,
@@ -145,10 +148,6 @@ impl Found<'_> {
         self.record.expand(self.defaults)
     }
 }
-
-/// Checks one study candidate for a query; false once the limit is passed.
-type Consider<'c> =
-    dyn FnMut(&str, &[u8], &mut Listing<StudyMatch>) -> Result<bool, IndexError> + 'c;
 
 /// A read transaction over the index.
 pub struct ReadTxn<'a> {
@@ -533,134 +532,62 @@ impl<'a> ReadTxn<'a> {
         Ok(entries)
     }
 
-    /// Studies matching a query, at most `limit`. The order is the order of
-    /// the table the plan scans (study UID, patient ID, accession or date).
+    /// Studies matching a query, at most `limit`, found as the C-FIND SCP
+    /// finds them: [`StudyQuery::identifier`] through [`ReadTxn::find`]
+    /// (one planner: Study Instance UIDs, then Patient ID, Accession Number,
+    /// Patient's Name or Study Date, whichever table is most selective). The
+    /// order is that table's.
     pub fn query_studies(
         &self,
         query: &StudyQuery,
         limit: usize,
     ) -> Result<Listing<StudyMatch>, IndexError> {
+        let identifier = query.identifier()?;
         let compiled = query.compile()?;
         let mut listing = Listing::default();
-        let tables = &self.shared.tables;
-        // Checks one candidate; returns false once the limit is passed.
-        let mut consider = |study: &str,
-                            bytes: &[u8],
-                            listing: &mut Listing<StudyMatch>|
-         -> Result<bool, IndexError> {
-            let archived = access::<ArchivedStudyRecord>("studies", bytes)?;
-            if !compiled.matches(study, archived) {
-                return Ok(true);
-            }
-            if listing.items.len() == limit {
-                listing.truncated = true;
-                return Ok(false);
-            }
-            let record = rkyv::deserialize::<StudyRecord, rkyv::rancor::Error>(archived).map_err(
-                |error| IndexError::Corrupt {
-                    table: "studies",
-                    detail: error.to_string(),
+        let mut resume = None;
+        loop {
+            let page = self.find(
+                &identifier,
+                resume.as_ref(),
+                FindBudget {
+                    matches_max: limit.saturating_sub(listing.items.len()).saturating_add(1),
+                    scanned_max: QUERY_STUDIES_PAGE_SCANNED,
                 },
             )?;
-            listing.items.push(StudyMatch {
-                study_instance_uid: study.to_owned(),
-                record,
-            });
-            Ok(true)
-        };
-        let secondary = |table: Table,
-                         prefix: &[u8],
-                         listing: &mut Listing<StudyMatch>,
-                         consider: &mut Consider<'_>|
-         -> Result<(), IndexError> {
-            let iter = table
-                .prefix_iter(&self.txn, prefix)
-                .map_err(self.lmdb("scan study index"))?;
-            for entry in iter {
-                let (key, _) = entry.map_err(self.lmdb("scan study index"))?;
-                let study = study_of_secondary_key(key).ok_or_else(|| IndexError::Corrupt {
-                    table: "study index",
-                    detail: "bad key".into(),
-                })?;
-                if let Some(bytes) = self.get(tables.studies, study.as_bytes(), "get study")? {
-                    if !consider(study, bytes, listing)? {
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        };
-        match compiled.plan() {
-            QueryPlan::StudyUids(uids) => {
-                for uid in uids {
-                    if let Some(bytes) = self.get(tables.studies, uid.as_bytes(), "get study")? {
-                        if !consider(&uid, bytes, &mut listing)? {
-                            break;
-                        }
-                    }
-                }
-            }
-            QueryPlan::PatientIdPrefix(prefix) => secondary(
-                tables.study_by_patient_id,
-                &prefix,
-                &mut listing,
-                &mut consider,
-            )?,
-            QueryPlan::AccessionPrefix(prefix) => secondary(
-                tables.study_by_accession,
-                &prefix,
-                &mut listing,
-                &mut consider,
-            )?,
-            QueryPlan::StudyDateRange { low, high } => {
-                let low_key = low.map(String::into_bytes);
-                // Keys are `date\0study`: everything of date `high` sorts below `high\x01`.
-                let high_key = high.map(|high| {
-                    let mut key = high.into_bytes();
-                    key.push(0x01);
-                    key
-                });
-                let range: (Bound<&[u8]>, Bound<&[u8]>) = (
-                    low_key.as_deref().map_or(Bound::Unbounded, Bound::Included),
-                    high_key
-                        .as_deref()
-                        .map_or(Bound::Unbounded, Bound::Excluded),
-                );
-                let iter = tables
-                    .study_by_date
-                    .range(&self.txn, &range)
-                    .map_err(self.lmdb("scan study dates"))?;
-                for entry in iter {
-                    let (key, _) = entry.map_err(self.lmdb("scan study dates"))?;
-                    let study = study_of_secondary_key(key).ok_or_else(|| IndexError::Corrupt {
-                        table: "study_by_date",
-                        detail: "bad key".into(),
-                    })?;
-                    if let Some(bytes) = self.get(tables.studies, study.as_bytes(), "get study")? {
-                        if !consider(study, bytes, &mut listing)? {
-                            break;
-                        }
-                    }
-                }
-            }
-            QueryPlan::FullScan => {
-                let iter = tables
-                    .studies
-                    .iter(&self.txn)
-                    .map_err(self.lmdb("scan studies"))?;
-                for entry in iter {
-                    let (key, bytes) = entry.map_err(self.lmdb("scan studies"))?;
-                    let study = std::str::from_utf8(key).map_err(|_| IndexError::Corrupt {
+            for found in page.matches {
+                let Some((study_instance_uid, record)) = found.study else {
+                    return Err(IndexError::Corrupt {
                         table: "studies",
-                        detail: "key is not UTF-8".into(),
-                    })?;
-                    if !consider(study, bytes, &mut listing)? {
-                        break;
-                    }
+                        detail: "a STUDY-level match without its study".into(),
+                    });
+                };
+                debug_assert!(
+                    self.get(
+                        self.shared.tables.studies,
+                        study_instance_uid.as_bytes(),
+                        "get study"
+                    )
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| access::<ArchivedStudyRecord>("studies", bytes).ok())
+                    .is_some_and(|archived| compiled.matches(&study_instance_uid, archived)),
+                    "find and the study query disagree on {study_instance_uid}"
+                );
+                if listing.items.len() == limit {
+                    listing.truncated = true;
+                    return Ok(listing);
                 }
+                listing.items.push(StudyMatch {
+                    study_instance_uid,
+                    record,
+                });
+            }
+            match page.resume {
+                Some(next) => resume = Some(next),
+                None => return Ok(listing),
             }
         }
-        Ok(listing)
     }
 
     /// Quarantine entries with ids above `after` (all if `None`), oldest first, at most `limit`.

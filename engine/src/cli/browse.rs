@@ -387,14 +387,13 @@ fn damaged_record(path: &Path, segment: u64, offset: u64, error: RecordError) ->
 /// The checked header of the record at `offset` of a segment, whose Part 10
 /// bytes the index says are `part10_bytes` long.
 fn record_head(
+    file: &std::fs::File,
     path: &Path,
-    segment: u64,
-    offset: u64,
+    (segment, offset): (u64, u64),
     part10_bytes: u64,
 ) -> Result<RecordHead, CliError> {
-    let file = std::fs::File::open(path).map_err(CliError::io("open", path))?;
     let size = file.metadata().map_err(CliError::io("read", path))?.len();
-    let head = crate::store::segment::read_head(&file, offset, size)
+    let head = crate::store::segment::read_head(file, offset, size)
         .map_err(CliError::io("read", path))?
         .map_err(|error| damaged_record(path, segment, offset, error))?;
     if head.payload_bytes != part10_bytes {
@@ -418,14 +417,12 @@ pub(crate) fn export_instance(
 ) -> Result<ExitCode, CliError> {
     let found = {
         let txn = store.index.read().map_err(store.index_error())?;
-        match txn.instance_by_sop(sop).map_err(store.index_error())? {
-            None => None,
-            Some(entry) => Some((store.locate(&txn, Area::Objects, &entry)?, entry)),
-        }
+        txn.instance_by_sop(sop).map_err(store.index_error())?
     };
-    let Some((dataset, entry)) = found else {
+    let Some(entry) = found else {
         return Err(store.not_found(format!("no instance with SOP Instance UID {sop}")));
     };
+    let (dataset, mut source) = store.open_located(Area::Objects, &entry)?;
     let (source_path, start, length) = dataset.part10_range();
     // A record's header says how long its Part 10 bytes are and what they
     // hash to: checked against the index and against the bytes copied, so a
@@ -440,10 +437,9 @@ pub(crate) fn export_instance(
         } => Some((
             *segment,
             *record_offset,
-            record_head(source_path, *segment, *record_offset, length)?,
+            record_head(&source, source_path, (*segment, *record_offset), length)?,
         )),
     };
-    let mut source = std::fs::File::open(source_path).map_err(CliError::io("open", source_path))?;
     source
         .seek(SeekFrom::Start(start))
         .map_err(CliError::io("read", source_path))?;

@@ -16,12 +16,22 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// (it reports every `cluster.publish_interval_ms` while it can).
 const SILENT_AFTER_SECONDS: f64 = 30.0;
 
+/// How long a node's DICOM port may take to accept a connection before
+/// the node is named down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The UIDs of a down node's unavailable instances listed (the count is
+/// whole).
+const UNAVAILABLE_LISTED: u32 = 100;
+
 /// Cluster mode's commands.
 #[derive(Debug, Clone, clap::Subcommand)]
 #[non_exhaustive]
 pub enum ClusterCommand {
     /// The nodes, their instances in the catalogue, their publishing
-    /// backlog and lag, and whether PostgreSQL answers.
+    /// backlog and lag, whether PostgreSQL answers, and for each node that
+    /// is down (its DICOM port refuses, or it went silent) the instances
+    /// unavailable meanwhile (not in the object store).
     ///
     /// Exits 1 when the catalogue cannot be reached.
     Status {
@@ -65,13 +75,19 @@ pub(crate) fn run(command: ClusterCommand, output: &mut dyn Write) -> Result<Exi
         "{:<24} {:>12} {:>14} {:>10} {:>12}  state",
         "node", "instances", "backlog_bytes", "lag_s", "last_word_s"
     )?;
+    let mut down = Vec::new();
     for node in &nodes {
-        let state = if node.seen_seconds_ago > SILENT_AFTER_SECONDS {
-            "silent (down, or cut off from the catalogue)"
-        } else if node.backlog_bytes > 0 {
-            "publishing"
-        } else {
-            "up to date"
+        let state = match dicom_port_answers(node.dicom_address.as_deref()) {
+            Some(false) => {
+                down.push(node);
+                "down (its DICOM port does not answer)"
+            }
+            _ if node.seen_seconds_ago > SILENT_AFTER_SECONDS => {
+                down.push(node);
+                "silent (down, or cut off from the catalogue)"
+            }
+            _ if node.backlog_bytes > 0 => "publishing",
+            _ => "up to date",
         };
         writeln!(
             output,
@@ -79,5 +95,40 @@ pub(crate) fn run(command: ClusterCommand, output: &mut dyn Write) -> Result<Exi
             node.node, node.instances, node.backlog_bytes, node.lag_seconds, node.seen_seconds_ago
         )?;
     }
+    // What a retrieve cannot have meanwhile: the down nodes' instances not
+    // in the object store (the uploaded ones are read from there).
+    for node in down {
+        writeln!(
+            output,
+            "unavailable while {} is down: {} instances not in the object store{}",
+            node.node,
+            node.not_uploaded,
+            if node.not_uploaded > 0 { ":" } else { "" }
+        )?;
+        if node.not_uploaded == 0 {
+            continue;
+        }
+        match crate::cluster::not_uploaded(&address, STATUS_TIMEOUT, &node.node, UNAVAILABLE_LISTED)
+        {
+            Ok(uids) => {
+                for uid in &uids {
+                    writeln!(output, "  {}", crate::escape::Escaped(uid))?;
+                }
+                let listed = uids.len() as u64;
+                if node.not_uploaded > listed {
+                    writeln!(output, "  ... and {} more", node.not_uploaded - listed)?;
+                }
+            }
+            Err(error) => writeln!(output, "  (cannot list them: {error})")?,
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a node's DICOM port takes a connection (`None`: no address
+/// published, or it does not resolve).
+fn dicom_port_answers(address: Option<&str>) -> Option<bool> {
+    use std::net::ToSocketAddrs;
+    let address = address?.to_socket_addrs().ok()?.next()?;
+    Some(std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok())
 }

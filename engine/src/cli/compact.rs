@@ -31,8 +31,8 @@ use sluice_index::{Location, RecordPlace};
 
 use super::format::Table;
 use super::relocation::{
-    delete_empty_segments, read_checked_record, record_uids, relocate, report_damaged, settle,
-    RecordSink, Stop,
+    damaged_line, delete_empty_segments, read_checked_record, record_uids, relocate_batch, settle,
+    Parts, RecordSink, Stop,
 };
 use super::{CliError, OpenStore};
 use crate::store::walk::{for_each_indexed_file, IndexedFile};
@@ -63,7 +63,7 @@ pub(crate) struct Settings {
 
 /// A sealed segment and what the index counts live in it.
 #[derive(Debug, Clone, Copy)]
-struct Segment {
+pub(crate) struct Segment {
     id: u64,
     size: u64,
     live_bytes: u64,
@@ -71,7 +71,7 @@ struct Segment {
 }
 
 impl Segment {
-    fn dead(&self) -> u64 {
+    pub(crate) fn dead(&self) -> u64 {
         self.size.saturating_sub(self.live_bytes)
     }
 
@@ -86,8 +86,8 @@ impl Segment {
 
 /// The sealed segments of a store, sorted out.
 #[derive(Debug, Default)]
-struct Survey {
-    candidates: Vec<Segment>,
+pub(crate) struct Survey {
+    pub(crate) candidates: Vec<Segment>,
     /// Sealed segments with a file, not candidates.
     kept: u64,
     /// Uploaded to the object store: left (with their dead bytes).
@@ -102,14 +102,61 @@ struct Item {
 }
 
 /// Counts of a run.
-#[derive(Debug, Default)]
-struct Tally {
-    moved: u64,
-    copied_bytes: u64,
-    damaged: u64,
-    refused: u64,
-    deleted: u64,
-    freed_bytes: u64,
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    /// Live records switched to their copies.
+    pub(crate) moved: u64,
+    /// Bytes of records copied (switched or not).
+    pub(crate) copied_bytes: u64,
+    /// Records left where they are: damaged.
+    pub(crate) damaged: u64,
+    /// Switches the index refused (the entry changed meanwhile).
+    pub(crate) refused: u64,
+    /// Old segments deleted.
+    pub(crate) deleted: u64,
+    /// Their bytes.
+    pub(crate) freed_bytes: u64,
+}
+
+/// What a compaction pass tells whoever runs it, and asks it: the command
+/// prints to stderr and sleeps; `sluice serve`'s compactor logs and waits
+/// on its stop signal.
+pub(crate) trait Hooks {
+    /// A progress line (a batch switched, a segment deleted).
+    fn progress(&mut self, line: String);
+    /// A record left where it is (damaged).
+    fn problem(&mut self, line: String);
+    /// A switch the index refused: the entry was replaced, purged or moved
+    /// since it was read (its copy is a dead record). Online, where ingest
+    /// replaces entries meanwhile, that is an ordinary event.
+    fn refused(&mut self, line: String);
+    /// Waits `ahead` before the next record is copied (the copy ran ahead
+    /// of its rate; zero otherwise, and after each batch), `tally` the
+    /// counts so far; true when the pass is to stop now (the records
+    /// copied so far are flushed and switched, the rest is left for the
+    /// next pass).
+    fn wait(&mut self, ahead: Duration, tally: &Tally) -> bool;
+}
+
+/// The command's hooks: lines on stderr, pacing by sleeping.
+struct Stderr;
+
+impl Hooks for Stderr {
+    fn progress(&mut self, line: String) {
+        eprintln!("{line}");
+    }
+    fn problem(&mut self, line: String) {
+        eprintln!("{line}");
+    }
+    fn refused(&mut self, line: String) {
+        eprintln!("{line}");
+    }
+    fn wait(&mut self, ahead: Duration, _: &Tally) -> bool {
+        if !ahead.is_zero() {
+            std::thread::sleep(ahead);
+        }
+        false
+    }
 }
 
 pub(crate) fn compact(
@@ -120,7 +167,7 @@ pub(crate) fn compact(
     if !settings.dry_run {
         settle(store, "sluice compact", output)?;
     }
-    let survey = survey(store, &settings)?;
+    let survey = survey(store.parts(), &settings).map_err(|stop| stop.into_cli(store))?;
     let reclaimable: u64 = survey.candidates.iter().map(Segment::dead).sum();
     let mut table = Table::new(&[
         "SEGMENT",
@@ -163,8 +210,13 @@ pub(crate) fn compact(
     }
     let mut tally = Tally::default();
     let started = Instant::now();
-    run(store, &settings, &survey.candidates, &mut tally, started)
-        .map_err(|stop| stop.into_cli(store))?;
+    pass(
+        store.parts(),
+        &settings,
+        &survey.candidates,
+        (&mut tally, &mut Stderr),
+    )
+    .map_err(|stop| stop.into_cli(store))?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     writeln!(
         output,
@@ -192,29 +244,30 @@ pub(crate) fn compact(
 }
 
 /// Every sealed segment with its file here, sorted into candidates and the
-/// rest.
-fn survey(store: &OpenStore, settings: &Settings) -> Result<Survey, CliError> {
+/// rest. Sealed in the index means no core appends to it and no job holds
+/// a record in it (a core submits the seal once none does), so a server's
+/// compactor surveys the same way.
+pub(crate) fn survey(parts: Parts<'_>, settings: &Settings) -> Result<Survey, Stop> {
     let (segments, objects) = {
-        let read = store.index.read().map_err(store.index_error())?;
+        let read = parts.index.read()?;
         let objects: BTreeSet<u64> = read
-            .segment_objects()
-            .map_err(store.index_error())?
+            .segment_objects()?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        (read.segments().map_err(store.index_error())?, objects)
+        (read.segments()?, objects)
     };
     let mut survey = Survey::default();
     for (id, state) in segments {
         if !state.sealed {
             continue;
         }
-        let path = store.layout.segment_path(id);
+        let path = parts.layout.segment_path(id);
         let size = match std::fs::metadata(&path) {
             Ok(metadata) => metadata.len(),
             // Deleted (by compaction, migrate or eviction): nothing here.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(CliError::io("read", &path)(error)),
+            Err(error) => return Err(CliError::io("read", &path)(error).into()),
         };
         let segment = Segment {
             id,
@@ -234,23 +287,30 @@ fn survey(store: &OpenStore, settings: &Settings) -> Result<Survey, CliError> {
     Ok(survey)
 }
 
-fn run(
-    store: &OpenStore,
+/// Compacts `candidates`: segments with nothing live deleted first, then
+/// every live record copied (paced at `settings.rate_bytes_per_second`),
+/// flushed, switched batch by batch, and each old segment deleted once
+/// nothing names a record in it (docs/design/segments.md, "Compaction").
+/// What `sluice compact` runs once and `sluice serve`'s compactor runs
+/// whenever its survey finds candidates (`crate::compactor`).
+pub(crate) fn pass(
+    parts: Parts<'_>,
     settings: &Settings,
     candidates: &[Segment],
-    tally: &mut Tally,
-    started: Instant,
+    (tally, hooks): (&mut Tally, &mut dyn Hooks),
 ) -> Result<(), Stop> {
+    let started = Instant::now();
+    let copied_before = tally.copied_bytes;
     let sizes: BTreeMap<u64, u64> = candidates
         .iter()
         .map(|segment| (segment.id, segment.size))
         .collect();
     let ids: BTreeSet<u64> = sizes.keys().copied().collect();
     // Segments with nothing live first: space before copies.
-    delete(store, &ids, &sizes, tally)?;
+    delete(parts, &ids, &sizes, (tally, hooks))?;
     let mut items = Vec::new();
-    for_each_indexed_file(&store.index, |file: IndexedFile| -> Result<(), Stop> {
-        if let Location::Record(place) = store.index.read()?.location(file.record.file_id)? {
+    for_each_indexed_file(parts.index, |file: IndexedFile| -> Result<(), Stop> {
+        if let Location::Record(place) = parts.index.read()?.location(file.record.file_id)? {
             if ids.contains(&place.segment) {
                 items.push(Item { file, place });
             }
@@ -258,18 +318,29 @@ fn run(
         Ok(())
     })?;
     items.sort_by_key(|item| (item.place.segment, item.place.offset));
-    let mut sink = RecordSink::new(store, settings.segment_bytes)?;
+    let mut sink = RecordSink::new(parts, settings.segment_bytes)?;
     let mut reading: Option<(u64, File, u64)> = None;
+    let mut stopping = false;
     for batch in items.chunks(settings.batch) {
         let mut moves = Vec::with_capacity(batch.len());
         let mut touched = BTreeSet::new();
         for item in batch {
+            // Paced record by record: a batch of large records is no burst.
+            let ahead = ahead_of(
+                settings.rate_bytes_per_second,
+                tally.copied_bytes - copied_before,
+                started,
+            );
+            if hooks.wait(ahead, tally) {
+                stopping = true;
+                break;
+            }
             let Item { file, place } = item;
             if reading
                 .as_ref()
                 .is_none_or(|(id, _, _)| *id != place.segment)
             {
-                let path = store.layout.segment_path(place.segment);
+                let path = parts.layout.segment_path(place.segment);
                 let segment = File::open(&path).map_err(CliError::io("open", &path))?;
                 let size = segment
                     .metadata()
@@ -297,46 +368,50 @@ fn run(
                 Err(why) => {
                     let at = format!(
                         "{} (segment {:016x}, record at offset {})",
-                        store.layout.segment_path(place.segment).display(),
+                        parts.layout.segment_path(place.segment).display(),
                         place.segment,
                         place.offset
                     );
-                    report_damaged(file, &at, &why, NOT_DONE);
+                    hooks.problem(damaged_line(file, &at, &why, NOT_DONE));
                     tally.damaged += 1;
                 }
             }
         }
         // The copies durable before any entry names them.
         sink.flush()?;
-        for applied in relocate(store, &moves)? {
-            if applied {
-                tally.moved += 1;
-            } else {
-                tally.refused += 1;
+        for applied in relocate_batch(parts.index, &moves)? {
+            match applied {
+                Ok(()) => tally.moved += 1,
+                Err(refused) => {
+                    hooks.refused(refused);
+                    tally.refused += 1;
+                }
             }
         }
         // The old segments whose last live record this batch moved.
-        delete(store, &touched, &sizes, tally)?;
-        eprintln!(
+        delete(parts, &touched, &sizes, (tally, hooks))?;
+        hooks.progress(format!(
             "compact: {} of {} records moved ({} damaged, {} refused), {} segments deleted",
             tally.moved,
             items.len(),
             tally.damaged,
             tally.refused,
             tally.deleted
-        );
-        pace(settings.rate_bytes_per_second, tally.copied_bytes, started);
+        ));
+        if stopping || hooks.wait(Duration::ZERO, tally) {
+            break;
+        }
     }
     sink.finish()?;
-    delete(store, &ids, &sizes, tally)
+    delete(parts, &ids, &sizes, (tally, hooks))
 }
 
 /// Deletes the segments of `ids` with no live record left, logging each.
 fn delete(
-    store: &OpenStore,
+    parts: Parts<'_>,
     ids: &BTreeSet<u64>,
     sizes: &BTreeMap<u64, u64>,
-    tally: &mut Tally,
+    (tally, hooks): (&mut Tally, &mut dyn Hooks),
 ) -> Result<(), Stop> {
     if ids.is_empty() {
         return Ok(());
@@ -344,31 +419,31 @@ fn delete(
     let present: BTreeSet<u64> = ids
         .iter()
         .copied()
-        .filter(|id| store.layout.segment_path(*id).exists())
+        .filter(|id| parts.layout.segment_path(*id).exists())
         .collect();
-    let deleted = delete_empty_segments(store, Some(&present))?;
+    let deleted = delete_empty_segments(parts, Some(&present))?;
     if deleted == 0 {
         return Ok(());
     }
     for id in present {
-        if !store.layout.segment_path(id).exists() {
+        if !parts.layout.segment_path(id).exists() {
             let size = sizes.get(&id).copied().unwrap_or(0);
             tally.deleted += 1;
             tally.freed_bytes += size;
-            eprintln!("compact: segment {id:016x} deleted ({size} bytes freed)");
+            hooks.progress(format!(
+                "compact: segment {id:016x} deleted ({size} bytes freed)"
+            ));
         }
     }
     Ok(())
 }
 
-/// Sleeps as long as copying `copied` bytes since `started` ran ahead of
-/// `rate` bytes per second (0: no bound).
-fn pace(rate: u64, copied: u64, started: Instant) {
+/// How far copying `copied` bytes since `started` ran ahead of `rate`
+/// bytes per second (0: no bound, never ahead).
+fn ahead_of(rate: u64, copied: u64, started: Instant) -> Duration {
     if rate == 0 {
-        return;
+        return Duration::ZERO;
     }
     let due = Duration::from_secs_f64(copied as f64 / rate as f64);
-    if let Some(ahead) = due.checked_sub(started.elapsed()) {
-        std::thread::sleep(ahead);
-    }
+    due.checked_sub(started.elapsed()).unwrap_or(Duration::ZERO)
 }

@@ -218,7 +218,7 @@ fn to_segments(
     started: Instant,
 ) -> Result<(), Stop> {
     let layout = &store.layout;
-    let mut sink = RecordSink::new(store, settings.segment_bytes)?;
+    let mut sink = RecordSink::new(store.parts(), settings.segment_bytes)?;
     for batch in items.chunks(settings.batch) {
         let mut moves = Vec::with_capacity(batch.len());
         let mut olds = Vec::with_capacity(batch.len());
@@ -342,7 +342,7 @@ fn to_files(
         }
         progress(tally, started);
     }
-    tally.segments_deleted = delete_empty_segments(store, None)?;
+    tally.segments_deleted = delete_empty_segments(store.parts(), None)?;
     Ok(())
 }
 

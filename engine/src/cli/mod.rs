@@ -30,14 +30,14 @@
 mod browse;
 mod cluster;
 mod commitments;
-mod compact;
+pub(crate) mod compact;
 mod flagged;
 mod format;
-mod media;
+pub(crate) mod media;
 mod migrate;
 pub mod qr;
 mod quarantine;
-mod relocation;
+pub(crate) mod relocation;
 mod verify;
 
 use std::io::Write;
@@ -403,6 +403,38 @@ impl OpenStore {
                 source: std::io::Error::other(error.to_string()),
             },
         )
+    }
+
+    /// The bytes of an instance's entry in `area`: its place read in a read
+    /// transaction of its own and its file opened; a record that `sluice
+    /// serve`'s online compaction moved (and whose old segment it deleted)
+    /// in between is opened at its new place (`store::open_relocating`).
+    pub(crate) fn open_located(
+        &self,
+        area: crate::store::layout::Area,
+        entry: &sluice_index::InstanceEntry,
+    ) -> Result<(crate::store::DatasetLocation, std::fs::File), CliError> {
+        let first = {
+            let txn = self.index.read().map_err(self.index_error())?;
+            self.locate(&txn, area, entry)?
+        };
+        crate::store::open_relocating(first, |old| {
+            let txn = self.index.read()?;
+            let now =
+                crate::store::readable(&self.layout, self.objects.as_ref(), &txn, area, entry)?;
+            let moved = matches!(now, crate::store::DatasetLocation::Record { .. }) && now != *old;
+            Ok(moved.then_some(now))
+        })
+        .map_err(|error| match error {
+            crate::store::StoreError::ReadFile { path, source } => {
+                CliError::io("open", &path)(source)
+            }
+            other => CliError::Io {
+                operation: "open an instance in",
+                path: self.data_dir().to_owned(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })
     }
 
     pub(crate) fn not_found(&self, what: String) -> CliError {

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
 
-use sluice_index::{FileId, IndexError, Location, RecordPlace, WriteOp, WriteOutcome};
+use sluice_index::{FileId, Index, IndexError, Location, RecordPlace, WriteOp, WriteOutcome};
 
 use super::quarantine::sync_dir;
 use super::{CliError, OpenStore};
@@ -27,8 +27,32 @@ use crate::store::layout::{dataset_checksum, Layout};
 use crate::store::segment::{self, RecordUids, SegmentWriter, RECORD_ALIGN};
 use crate::store::walk::IndexedFile;
 
+/// What relocating records works on: a store's directories and index, and
+/// where new segments' ids come from.
+#[derive(Clone, Copy)]
+pub(crate) struct Parts<'a> {
+    pub(crate) layout: &'a Layout,
+    pub(crate) index: &'a Index,
+    /// The ids a running server's ingest cores take theirs from (online
+    /// compaction); `None` for a command holding the data directory's lock
+    /// (ids past every one the index and `segments/` know).
+    pub(crate) ids: Option<&'a crate::scp::SegmentIds>,
+}
+
+impl OpenStore {
+    /// The parts relocation works on, for a command holding the lock.
+    pub(super) fn parts(&self) -> Parts<'_> {
+        Parts {
+            layout: &self.layout,
+            index: &self.index,
+            ids: None,
+        }
+    }
+}
+
 /// A relocation step that failed: the index's error, or a file's.
-pub(super) enum Stop {
+#[derive(Debug)]
+pub(crate) enum Stop {
     Index(IndexError),
     Cli(CliError),
 }
@@ -42,6 +66,15 @@ impl From<IndexError> for Stop {
 impl From<CliError> for Stop {
     fn from(error: CliError) -> Self {
         Stop::Cli(error)
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Index(error) => write!(f, "index: {error}"),
+            Stop::Cli(error) => write!(f, "{error}"),
+        }
     }
 }
 
@@ -162,11 +195,16 @@ pub(super) fn parent(path: &Path) -> &Path {
 
 /// Reports an instance left where it is (`not_done`: "not migrated").
 pub(super) fn report_damaged(file: &IndexedFile, place: &str, why: &str, not_done: &str) {
+    eprintln!("{}", damaged_line(file, place, why, not_done));
+}
+
+/// The line reporting an instance left where it is, escaped.
+pub(crate) fn damaged_line(file: &IndexedFile, place: &str, why: &str, not_done: &str) -> String {
     let line = format!(
         "DAMAGED     {place} (SOP Instance UID {}): {why}; left as it is, {not_done}",
         file.triplet.sop_instance_uid
     );
-    eprintln!("{}", Escaped(line));
+    Escaped(line).to_string()
 }
 
 /// Whether `part10` is the instance the index records (size, then the data
@@ -193,7 +231,7 @@ pub(super) fn matches_index(file: &IndexedFile, part10: &[u8]) -> Result<(), Str
 /// The Part 10 bytes of the record at `offset` of `segment` (whose size is
 /// `size`), checked: header, payload checksum, the instance it names, size
 /// and data set checksum.
-pub(super) fn read_checked_record(
+pub(crate) fn read_checked_record(
     segment: &File,
     offset: u64,
     size: u64,
@@ -213,7 +251,7 @@ pub(super) fn read_checked_record(
 }
 
 /// The record UIDs of an indexed instance.
-pub(super) fn record_uids(file: &IndexedFile) -> RecordUids {
+pub(crate) fn record_uids(file: &IndexedFile) -> RecordUids {
     RecordUids {
         study: file.triplet.study_instance_uid.clone(),
         series: file.triplet.series_instance_uid.clone(),
@@ -222,11 +260,14 @@ pub(super) fn record_uids(file: &IndexedFile) -> RecordUids {
 }
 
 /// Submits one batch of relocations `(file id, from, to)` in one
-/// transaction; which were applied. A refused one is printed (`REFUSED`).
-pub(super) fn relocate(
-    store: &OpenStore,
+/// transaction (through the index's one writer thread, which a running
+/// server's ingest shares: the batch is one more group in one commit);
+/// which were applied, and why each other was refused
+/// (`REFUSED     file id ...`).
+pub(crate) fn relocate_batch(
+    index: &Index,
     moves: &[(FileId, Location, Location)],
-) -> Result<Vec<bool>, Stop> {
+) -> Result<Vec<Result<(), String>>, Stop> {
     if moves.is_empty() {
         return Ok(Vec::new());
     }
@@ -234,32 +275,40 @@ pub(super) fn relocate(
         .iter()
         .map(|&(file_id, from, to)| WriteOp::Relocate { file_id, from, to })
         .collect();
-    let results = store.index.writer().execute(ops)?;
+    let results = index.writer().execute(ops)?;
     debug_assert_eq!(results.len(), moves.len(), "one result per operation");
     Ok(results
         .into_iter()
         .zip(moves)
         .map(|(result, (file_id, _, _))| match result {
-            Ok(WriteOutcome::Relocated(_)) => true,
-            other => {
-                eprintln!("REFUSED     file id {:#x}: {other:?}", file_id.0);
-                false
-            }
+            Ok(WriteOutcome::Relocated(_)) => Ok(()),
+            other => Err(format!("REFUSED     file id {:#x}: {other:?}", file_id.0)),
         })
+        .collect())
+}
+
+/// [`relocate_batch`] for a command: a refused one is printed.
+pub(super) fn relocate(
+    store: &OpenStore,
+    moves: &[(FileId, Location, Location)],
+) -> Result<Vec<bool>, Stop> {
+    Ok(relocate_batch(&store.index, moves)?
+        .into_iter()
+        .map(|result| result.inspect_err(|refused| eprintln!("{refused}")).is_ok())
         .collect())
 }
 
 /// New segments a run appends records to, one at a time: each sealed in
 /// the index before its file is created, its ids past every id the index
 /// and `segments/` know (as ingest allocates them).
-pub(super) struct RecordSink<'a> {
-    store: &'a OpenStore,
+pub(crate) struct RecordSink<'a> {
+    parts: Parts<'a>,
     segment_bytes: u64,
     next_id: u64,
     epoch: u64,
     open: Option<OpenSegment>,
     /// Segments created so far.
-    pub(super) created: u64,
+    pub(crate) created: u64,
 }
 
 /// The segment being written: its id, its writer.
@@ -269,12 +318,12 @@ struct OpenSegment {
 }
 
 impl<'a> RecordSink<'a> {
-    pub(super) fn new(store: &'a OpenStore, segment_bytes: u64) -> Result<RecordSink<'a>, Stop> {
-        let segments_dir = store.layout.segments_dir();
+    pub(crate) fn new(parts: Parts<'a>, segment_bytes: u64) -> Result<RecordSink<'a>, Stop> {
+        let segments_dir = parts.layout.segments_dir();
         create_dir_durably(&segments_dir)?;
         let next_id = {
-            let indexed = store.index.read()?.segments()?;
-            let on_disk = segment_files(&store.layout)?;
+            let indexed = parts.index.read()?.segments()?;
+            let on_disk = segment_files(parts.layout)?;
             indexed
                 .iter()
                 .map(|(id, _)| *id)
@@ -287,7 +336,7 @@ impl<'a> RecordSink<'a> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |since| since.as_nanos() as u64);
         Ok(RecordSink {
-            store,
+            parts,
             segment_bytes,
             next_id,
             epoch,
@@ -297,14 +346,14 @@ impl<'a> RecordSink<'a> {
     }
 
     /// Whether a Part 10 file of `part10_bytes` fits a segment as a record.
-    pub(super) fn holds(&self, part10_bytes: u64) -> bool {
+    pub(crate) fn holds(&self, part10_bytes: u64) -> bool {
         segment::padded(part10_bytes.saturating_add(segment::HEADER_BYTES_MAX as u64))
             <= self.segment_bytes
     }
 
     /// Appends `part10` as a record of `uids` (not flushed); its place, or
     /// why it cannot be encoded.
-    pub(super) fn append(
+    pub(crate) fn append(
         &mut self,
         uids: &RecordUids,
         part10: &[u8],
@@ -322,8 +371,14 @@ impl<'a> RecordSink<'a> {
             if let Some(full) = self.open.take() {
                 finish_segment(full, true)?;
             }
-            self.open = Some(new_segment(self.store, self.next_id, self.segment_bytes)?);
-            self.next_id += 1;
+            let id = match self.parts.ids {
+                Some(ids) => ids.take(),
+                None => {
+                    self.next_id += 1;
+                    self.next_id - 1
+                }
+            };
+            self.open = Some(new_segment(self.parts, id, self.segment_bytes)?);
             self.created += 1;
         }
         let Some(current) = self.open.as_mut() else {
@@ -342,7 +397,7 @@ impl<'a> RecordSink<'a> {
 
     /// Makes every record appended so far durable (before any entry names
     /// one of them).
-    pub(super) fn flush(&self) -> Result<(), Stop> {
+    pub(crate) fn flush(&self) -> Result<(), Stop> {
         if let Some(current) = &self.open {
             current
                 .writer
@@ -354,7 +409,7 @@ impl<'a> RecordSink<'a> {
 
     /// Done: the last segment is flushed and cut to its records (the unused
     /// preallocation freed).
-    pub(super) fn finish(mut self) -> Result<(), Stop> {
+    pub(crate) fn finish(mut self) -> Result<(), Stop> {
         match self.open.take() {
             Some(last) => finish_segment(last, false),
             None => Ok(()),
@@ -365,8 +420,8 @@ impl<'a> RecordSink<'a> {
 /// A new segment `id`: sealed in the index first (recovery never scans it,
 /// so a record a crash leaves unnamed is never indexed; nothing appends to
 /// it after this run), then created (`fallocate`) and its name made durable.
-fn new_segment(store: &OpenStore, id: u64, size: u64) -> Result<OpenSegment, Stop> {
-    store
+fn new_segment(parts: Parts<'_>, id: u64, size: u64) -> Result<OpenSegment, Stop> {
+    parts
         .index
         .writer()
         .execute(vec![WriteOp::SealSegment(id)])?
@@ -379,9 +434,9 @@ fn new_segment(store: &OpenStore, id: u64, size: u64) -> Result<OpenSegment, Sto
                 reason: reason.to_string(),
             })
         })?;
-    let path = store.layout.segment_path(id);
+    let path = parts.layout.segment_path(id);
     let writer = SegmentWriter::create(&path, size).map_err(CliError::io("create", &path))?;
-    sync_dir(&store.layout.segments_dir())?;
+    sync_dir(&parts.layout.segments_dir())?;
     Ok(OpenSegment { id, writer })
 }
 
@@ -414,12 +469,12 @@ fn finish_segment(segment: OpenSegment, full: bool) -> Result<(), Stop> {
 /// from: compaction leaves those, docs/design/segments.md). Its index row
 /// stays, sealed with nothing live: ids are never reused and recovery does
 /// not scan it. Returns how many were deleted; `segments/` is synced after.
-pub(super) fn delete_empty_segments(
-    store: &OpenStore,
+pub(crate) fn delete_empty_segments(
+    parts: Parts<'_>,
     only: Option<&BTreeSet<u64>>,
 ) -> Result<u64, Stop> {
     let (segments, uploaded) = {
-        let read = store.index.read()?;
+        let read = parts.index.read()?;
         let uploaded: BTreeSet<u64> = read
             .segment_objects()?
             .into_iter()
@@ -436,7 +491,7 @@ pub(super) fn delete_empty_segments(
         {
             continue;
         }
-        let path = store.layout.segment_path(id);
+        let path = parts.layout.segment_path(id);
         match std::fs::remove_file(&path) {
             Ok(()) => deleted += 1,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -444,7 +499,7 @@ pub(super) fn delete_empty_segments(
         }
     }
     if deleted > 0 {
-        sync_dir(&store.layout.segments_dir())?;
+        sync_dir(&parts.layout.segments_dir())?;
     }
     Ok(deleted)
 }

@@ -458,16 +458,26 @@ pub struct NodeStatus {
     pub lag_seconds: f64,
     /// Seconds since its last word (its publisher reports each round).
     pub seen_seconds_ago: f64,
+    /// Its rows whose record is not in the object store (a file, or a
+    /// segment not uploaded yet): unavailable while the node is down.
+    pub not_uploaded: u64,
+    /// Its DICOM address as it published it (`host:port`).
+    pub dicom_address: Option<String>,
 }
 
-/// The catalogue's view of the cluster, for `sluice cluster status`.
-pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, CatalogueError> {
-    let mut client = super::tls::connect(address, |config| {
+/// A connection for `sluice cluster status`.
+fn status_client(address: &str, timeout: Duration) -> Result<postgres::Client, CatalogueError> {
+    super::tls::connect(address, |config| {
         config
             .connect_timeout(timeout)
             .tcp_user_timeout(timeout)
             .application_name("sluice cluster status");
-    })?;
+    })
+}
+
+/// The catalogue's view of the cluster, for `sluice cluster status`.
+pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, CatalogueError> {
+    let mut client = status_client(address, timeout)?;
     let exists: bool = client
         .query_one("SELECT to_regclass('sluice_nodes') IS NOT NULL", &[])?
         .get(0);
@@ -478,7 +488,10 @@ pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, Catal
         "SELECT n.node,
                 (SELECT count(*) FROM sluice_instances i WHERE i.node = n.node),
                 n.backlog_bytes, n.lag_seconds,
-                extract(epoch FROM now() - n.seen_at)::float8
+                extract(epoch FROM now() - n.seen_at)::float8,
+                (SELECT count(*) FROM sluice_instances i
+                 WHERE i.node = n.node AND i.object_key IS NULL),
+                n.dicom_address
          FROM sluice_nodes n ORDER BY n.node",
         &[],
     )?;
@@ -490,6 +503,27 @@ pub fn status(address: &str, timeout: Duration) -> Result<Vec<NodeStatus>, Catal
             backlog_bytes: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
             lag_seconds: row.get(3),
             seen_seconds_ago: row.get(4),
+            not_uploaded: u64::try_from(row.get::<_, i64>(5)).unwrap_or(0),
+            dicom_address: row.get(6),
         })
         .collect())
+}
+
+/// At most `limit` SOP Instance UIDs of `node`'s rows whose record is not
+/// in the object store (in UID order): what cannot be retrieved while the
+/// node is down.
+pub fn not_uploaded(
+    address: &str,
+    timeout: Duration,
+    node: &str,
+    limit: u32,
+) -> Result<Vec<String>, CatalogueError> {
+    let mut client = status_client(address, timeout)?;
+    let rows = client.query(
+        "SELECT sop_instance_uid FROM sluice_instances
+         WHERE node = $1 AND object_key IS NULL
+         ORDER BY sop_instance_uid COLLATE \"C\" LIMIT $2",
+        &[&node, &i64::from(limit)],
+    )?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }

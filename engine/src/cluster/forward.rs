@@ -44,14 +44,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use sluice_net::query::{InformationModel, Level, Query};
 
 use super::find::{connect as find_connect, run as find_run, Message};
+use super::stored::{Destination, Fallback, Uploaded};
 use super::Cluster;
+use crate::objects::Objects;
 use crate::qr::{self, RemoteArchive, RetrieveRequest};
 use crate::store::{DatasetLocation, StoredDataset};
 
@@ -82,6 +84,14 @@ impl Counts {
     /// Every sub-operation these count.
     pub(crate) fn total(&self) -> usize {
         self.completed + self.warning + self.failed
+    }
+
+    /// These with `failed` more failed.
+    pub(crate) fn plus_failed(self, failed: usize) -> Counts {
+        Counts {
+            failed: self.failed + failed,
+            ..self
+        }
     }
 
     /// These plus one holder's counts so far.
@@ -195,21 +205,48 @@ impl Drop for Forward {
     }
 }
 
-/// The thread's end of a forward.
-struct Reports {
-    sender: Sender<Event>,
+/// The thread's end of a forward (one per holder asked: they are asked
+/// in parallel, and each report sums them).
+pub(super) struct Reports {
+    pub(super) sender: Sender<Event>,
     cancel: Arc<AtomicBool>,
+    /// Each holder's counts so far.
+    holders: Arc<Mutex<BTreeMap<String, Counts>>>,
+    /// The holder these reports are of.
+    holder: String,
 }
 
 impl Reports {
-    fn cancelled(&self) -> bool {
+    pub(super) fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Acquire)
     }
 
-    /// The counts so far; dropped when the channel is full (a later report
-    /// or the end carries them).
-    fn counts(&self, counts: Counts) {
-        match self.sender.try_send(Event::Counts(counts)) {
+    /// The reports of one holder.
+    fn of_holder(&self, node: &str) -> Reports {
+        Reports {
+            sender: self.sender.clone(),
+            cancel: Arc::clone(&self.cancel),
+            holders: Arc::clone(&self.holders),
+            holder: node.to_owned(),
+        }
+    }
+
+    /// This holder's counts so far, reported summed with the others'
+    /// (dropped when the channel is full: a later report or the end
+    /// carries them).
+    pub(super) fn counts(&self, counts: Counts) {
+        let total = {
+            let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+            holders.insert(self.holder.clone(), counts);
+            holders
+                .values()
+                .fold(Counts::default(), |sum, counts| Counts {
+                    completed: sum.completed + counts.completed,
+                    warning: sum.warning + counts.warning,
+                    failed: sum.failed + counts.failed,
+                })
+        };
+        match self.sender.try_send(Event::Counts(total)) {
             Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -227,6 +264,8 @@ struct Remote {
     node: String,
     address: Option<String>,
     ae_title: Option<String>,
+    /// Its record's place and object, once its segment was uploaded.
+    uploaded: Option<Uploaded>,
 }
 
 impl Cluster {
@@ -238,13 +277,16 @@ impl Cluster {
         &self,
         query: Query,
         local: HashSet<String>,
-        destination: Option<String>,
+        destination: Option<Destination>,
+        objects: Option<Arc<Objects>>,
     ) -> Forward {
         let (sender, receiver) = crossbeam_channel::bounded(STREAM_WINDOW);
         let cancel = Arc::new(AtomicBool::new(false));
         let reports = Reports {
             sender,
             cancel: Arc::clone(&cancel),
+            holders: Arc::default(),
+            holder: String::new(),
         };
         let settings = self.inner.settings.clone();
         let staging = destination.is_none().then(|| {
@@ -259,17 +301,52 @@ impl Cluster {
             .name("cluster-move".to_owned())
             .spawn(move || {
                 let outcome = match remote_instances(&settings, &query, &local) {
-                    Ok(remote) => {
+                    Ok(mut remote) => {
                         // The core may be gone already: then nobody waits.
                         if reports.sender.send(Event::Found(remote.len())).is_err() {
                             return;
                         }
+                        let uploads = remote
+                            .iter_mut()
+                            .filter_map(|instance| {
+                                Some((instance.sop.clone(), instance.uploaded.take()?))
+                            })
+                            .collect();
+                        let fallback = Fallback::new(
+                            objects,
+                            uploads,
+                            settings.ae_title.clone(),
+                            settings.timeout.max(Duration::from_secs(5)),
+                        );
                         match (&destination, &directory) {
                             (Some(destination), _) => {
-                                move_from_holders(&settings, remote, destination, &reports)
+                                per_holder(&settings, remote, &reports, &|groups, reports| {
+                                    move_from_holder(
+                                        &settings,
+                                        groups,
+                                        destination,
+                                        reports,
+                                        &fallback,
+                                    )
+                                })
                             }
                             (None, Some(directory)) => {
-                                fetch_from_holders(&settings, remote, directory, &reports)
+                                if let Err(error) = std::fs::create_dir_all(directory) {
+                                    let mut done = Forwarded::default();
+                                    let sops = remote.into_iter().map(|one| one.sop).collect();
+                                    done.fail(
+                                        "-",
+                                        sops,
+                                        format!("cannot make a staging directory: {error}"),
+                                    );
+                                    done
+                                } else {
+                                    per_holder(&settings, remote, &reports, &|groups, reports| {
+                                        fetch_from_holder(
+                                            &settings, groups, directory, reports, &fallback,
+                                        )
+                                    })
+                                }
                             }
                             (None, None) => unreachable!("a C-GET forward has a staging directory"),
                         }
@@ -335,7 +412,10 @@ fn remote_instances(
     let rows = client
         .query(
             "SELECT i.sop_instance_uid, i.study_instance_uid, i.series_instance_uid, i.node,
-                    n.dicom_address, n.ae_title
+                    n.dicom_address, n.ae_title,
+                    i.segment, i.record_offset, i.record_length, i.object_key,
+                    i.file_size_bytes, i.dataset_offset_bytes, i.checksum,
+                    i.sop_class_uid, i.transfer_syntax_uid
              FROM sluice_instances i LEFT JOIN sluice_nodes n ON n.node = i.node
              WHERE (i.study_instance_uid = ANY($1) OR i.series_instance_uid = ANY($2)
                     OR i.sop_instance_uid = ANY($3))
@@ -352,9 +432,32 @@ fn remote_instances(
             node: row.get(3),
             address: row.get(4),
             ae_title: row.get(5),
+            uploaded: uploaded_of(row),
         })
         .filter(|remote| !local.contains(&remote.sop))
         .collect())
+}
+
+/// What `row` (of [`remote_instances`]' statement) says of its record
+/// once its segment was uploaded; `None` before, or for a file.
+fn uploaded_of(row: &postgres::Row) -> Option<Uploaded> {
+    let at = |column| {
+        row.get::<_, Option<i64>>(column)
+            .and_then(|value| u64::try_from(value).ok())
+    };
+    Some(Uploaded {
+        place: sluice_index::RecordPlace {
+            segment: at(6)?,
+            offset: at(7)?,
+            length: at(8)?,
+        },
+        object_key: row.get::<_, Option<String>>(9)?,
+        file_size: at(10)?,
+        dataset_offset: at(11)?,
+        checksum: row.get(12),
+        sop_class_uid: row.get(13),
+        transfer_syntax_uid: row.get(14),
+    })
 }
 
 /// Staging directories made by this process.
@@ -370,6 +473,54 @@ fn groups_of(remote: Vec<Remote>) -> Groups {
         group.2.push(instance.sop);
     }
     groups
+}
+
+/// Asks each holder of `remote` for its instances with `ask` (its groups,
+/// its reports: what it did), at most `cluster.retrieve_holders_parallel`
+/// holders at once, one on this thread; their outcomes summed. A holder
+/// not started before a C-CANCEL is not asked (its instances count
+/// remaining).
+fn per_holder(
+    settings: &super::Settings,
+    remote: Vec<Remote>,
+    reports: &Reports,
+    ask: &(dyn Fn(Groups, &Reports) -> Forwarded + Sync),
+) -> Forwarded {
+    let mut holders: BTreeMap<String, Groups> = BTreeMap::new();
+    for (key, group) in groups_of(remote) {
+        holders.entry(key.0.clone()).or_default().insert(key, group);
+    }
+    let workers = settings.holders_parallel.clamp(1, holders.len().max(1));
+    let queue = Mutex::new(holders.into_iter());
+    let total = Mutex::new(Forwarded::default());
+    let work = || loop {
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+        let Some((node, groups)) = next else {
+            break;
+        };
+        if reports.cancelled() {
+            break;
+        }
+        let done = ask(groups, &reports.of_holder(&node));
+        total
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(done);
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            let spawned = std::thread::Builder::new()
+                .name("cluster-holder".to_owned())
+                .spawn_scoped(scope, work);
+            if let Err(error) = spawned {
+                // Fewer holders at once: the others take the rest.
+                tracing::warn!(%error, "cannot start a thread to ask a holder");
+                break;
+            }
+        }
+        work();
+    });
+    total.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A holder's address and how to call it; `Err` is why it cannot be.
@@ -397,8 +548,19 @@ fn holder(
 }
 
 impl Forwarded {
+    /// Adds another holder's outcome.
+    fn merge(&mut self, other: Forwarded) {
+        self.counts.completed += other.counts.completed;
+        self.counts.warning += other.counts.warning;
+        self.counts.failed += other.counts.failed;
+        self.failed_uids.extend(other.failed_uids);
+        if let Some(reason) = other.reason {
+            self.reason.get_or_insert(reason);
+        }
+    }
+
     /// `sops` failed for `reason` (logged).
-    fn fail(&mut self, node: &str, sops: Vec<String>, reason: String) {
+    pub(super) fn fail(&mut self, node: &str, sops: Vec<String>, reason: String) {
         tracing::warn!(node = %node, instances = sops.len(), reason = %reason, "instances held by another node cannot be retrieved");
         self.counts.failed += sops.len();
         self.failed_uids.extend(sops);
@@ -406,38 +568,32 @@ impl Forwarded {
     }
 }
 
-/// C-GET: the instances other nodes hold fetched from them (C-GET, one per
-/// holder and series) into files of `directory`, each handed to the core
-/// as it arrives; those that cannot be fail.
-fn fetch_from_holders(
+/// C-GET: the instances one holder holds (`groups`) fetched from it
+/// (C-GET, one per series) into files of `directory` (made), each handed
+/// to the core as it arrives; those that cannot be fail.
+fn fetch_from_holder(
     settings: &super::Settings,
-    remote: Vec<Remote>,
+    groups: Groups,
     directory: &Path,
     reports: &Reports,
+    fallback: &Fallback,
 ) -> Forwarded {
     let mut done = Forwarded::default();
-    if remote.is_empty() {
-        return done;
-    }
-    if let Err(error) = std::fs::create_dir_all(directory) {
-        let sops = remote.into_iter().map(|instance| instance.sop).collect();
-        done.fail(
-            "-",
-            sops,
-            format!("cannot make a staging directory: {error}"),
-        );
-        return done;
-    }
-    for ((node, study, series), (address, ae_title, sops)) in groups_of(remote) {
+    for ((node, study, series), (address, ae_title, sops)) in groups {
         if reports.cancelled() {
             // The rest count remaining.
             break;
         }
+        let group = (node.as_str(), study.as_str(), series.as_str());
         let remote = match holder(settings, &node, address, ae_title) {
-            Ok(remote) => remote,
+            Ok(remote) if !fallback.is_down(&node) => remote,
+            Ok(_) => {
+                fallback.get(group, sops, directory, &mut done, reports);
+                continue;
+            }
             Err(reason) => {
-                done.fail(&node, sops, reason);
-                reports.counts(done.counts);
+                fallback.mark_down(&node, &reason);
+                fallback.get(group, sops, directory, &mut done, reports);
                 continue;
             }
         };
@@ -477,6 +633,12 @@ fn fetch_from_holders(
             _ if reports.cancelled() => break,
             Ok(_) if missing.is_empty() => {}
             Ok(_) => done.fail(&node, missing, format!("node {node} did not send them")),
+            // The holder refused the association or broke it: what it did
+            // not send is read from the object store.
+            Err(error @ qr::QrError::Association { .. }) => {
+                fallback.mark_down(&node, &error.to_string());
+                fallback.get(group, missing, directory, &mut done, reports);
+            }
             Err(error) => done.fail(&node, missing, format!("node {node}: {error}")),
         }
         reports.counts(done.counts);
@@ -484,24 +646,30 @@ fn fetch_from_holders(
     done
 }
 
-/// One C-MOVE per holder and series; the holders' outcome.
-fn move_from_holders(
+/// One C-MOVE per series of one holder (`groups`); its outcome.
+fn move_from_holder(
     settings: &super::Settings,
-    remote: Vec<Remote>,
-    destination: &str,
+    groups: Groups,
+    destination: &Destination,
     reports: &Reports,
+    fallback: &Fallback,
 ) -> Forwarded {
     let mut done = Forwarded::default();
-    for ((node, study, series), (address, ae_title, sops)) in groups_of(remote) {
+    for ((node, study, series), (address, ae_title, sops)) in groups {
         if reports.cancelled() {
             // The rest count remaining.
             break;
         }
+        let group = (node.as_str(), study.as_str(), series.as_str());
         let remote = match holder(settings, &node, address, ae_title) {
-            Ok(remote) => remote,
+            Ok(remote) if !fallback.is_down(&node) => remote,
+            Ok(_) => {
+                fallback.send(group, sops, destination, &mut done, reports);
+                continue;
+            }
             Err(reason) => {
-                done.fail(&node, sops, reason);
-                reports.counts(done.counts);
+                fallback.mark_down(&node, &reason);
+                fallback.send(group, sops, destination, &mut done, reports);
                 continue;
             }
         };
@@ -511,7 +679,7 @@ fn move_from_holders(
         let mut so_far = before;
         let result = qr::move_cancellable(
             &remote,
-            destination,
+            &destination.0,
             &request,
             &mut |progress| {
                 so_far = before.plus(progress);
@@ -541,6 +709,14 @@ fn move_from_holders(
                 tracing::info!(node = %node, %error, "a cancelled holder's C-MOVE ended");
                 done.counts = so_far;
                 break;
+            }
+            // The holder refused the association, or broke it before it
+            // reported anything: its instances are read from the object
+            // store. (Once it reported progress some may have been sent:
+            // those fail rather than go twice.)
+            Err(error @ qr::QrError::Association { .. }) if so_far == before => {
+                fallback.mark_down(&node, &error.to_string());
+                fallback.send(group, sops, destination, &mut done, reports);
             }
             Err(error) => done.fail(&node, sops, format!("node {node}: {error}")),
         }

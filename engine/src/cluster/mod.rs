@@ -27,6 +27,7 @@ mod forward;
 mod outbox;
 mod publisher;
 mod reconcile;
+mod stored;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use sluice_index::{BatchResult, Disposition, NewInstance, WriteOp, WriteOutcome};
 
-pub use catalogue::{status, CatalogueError, NodeStatus};
+pub use catalogue::{not_uploaded, status, CatalogueError, NodeStatus};
 pub(crate) use find::{FindStream, Polled};
 pub(crate) use forward::{Counts, Event, Forward, Forwarded, StagingDir, STREAM_WINDOW};
 use outbox::{Entry, Outbox};
@@ -129,6 +130,8 @@ pub(crate) struct Settings {
     pub(crate) find: crate::config::FindScope,
     /// `cluster.find_connections`.
     pub(crate) find_connections: usize,
+    /// `cluster.retrieve_holders_parallel`.
+    pub(crate) holders_parallel: usize,
     /// This node's AE title (`network.ae_title`).
     pub(crate) ae_title: String,
     /// This node's DICOM address as the others reach it (`host:port`).
@@ -196,6 +199,8 @@ impl Cluster {
                     retry: cluster.retry_interval_ms,
                     find: cluster.find,
                     find_connections: usize::try_from(cluster.find_connections).unwrap_or(1),
+                    holders_parallel: usize::try_from(cluster.retrieve_holders_parallel)
+                        .unwrap_or(1),
                     ae_title: config.network.ae_title.as_str().to_owned(),
                     dicom_address: cluster
                         .dicom_address

@@ -1,5 +1,6 @@
 //! TLS to the catalogue (docs/design/scale-out.md, "TLS to PostgreSQL"):
-//! the connection string's libpq `sslmode` and `sslrootcert` decide it.
+//! the connection string's libpq `sslmode`, `sslrootcert`, `sslcert` and
+//! `sslkey` decide it.
 //!
 //! The `postgres` client parses `sslmode` `disable`, `prefer` and `require`
 //! only, and no `sslrootcert`; Sluice takes both out of the string first
@@ -17,6 +18,11 @@
 //! naming `verify-full`: rustls's verifier checks both, and a catalogue
 //! reached by a name its certificate does not carry is a configuration to
 //! fix, not to accept.
+//!
+//! A client certificate (libpq's `sslcert` and `sslkey`, both or neither:
+//! PEM files) is presented when the server asks for one (PostgreSQL's
+//! `clientcert=verify-ca`/`verify-full`, or `cert` authentication), in
+//! every mode but `disable`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +47,9 @@ pub enum TlsError {
     /// `sslmode` names a mode Sluice does not support.
     #[error("sslmode={0} is not supported (disable, prefer, require, verify-full)")]
     Mode(String),
+    /// `sslcert` without `sslkey`, or the other way round.
+    #[error("sslcert and sslkey go together (the client certificate and its private key)")]
+    HalfIdentity,
     /// `verify-full` without `sslrootcert`.
     #[error(
         "sslmode=verify-full needs sslrootcert (the CA file the server's certificate chains to)"
@@ -66,12 +75,38 @@ pub(crate) struct Address {
     pub(crate) config: postgres::Config,
     mode: Mode,
     root_certificate: Option<PathBuf>,
+    /// The client certificate and its key (`sslcert`, `sslkey`).
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The TLS keys of a connection string, taken out of it.
+#[derive(Debug, Default)]
+struct TlsKeys {
+    mode: Option<String>,
+    root: Option<String>,
+    certificate: Option<String>,
+    key: Option<String>,
+}
+
+impl TlsKeys {
+    /// Takes `key`'s `value` when it is one of the TLS keys.
+    fn take(&mut self, key: &str, value: String) -> Option<String> {
+        let slot = match key {
+            "sslmode" => &mut self.mode,
+            "sslrootcert" => &mut self.root,
+            "sslcert" => &mut self.certificate,
+            "sslkey" => &mut self.key,
+            _ => return Some(value),
+        };
+        *slot = Some(value);
+        None
+    }
 }
 
 /// Splits `text` (key/value or URL form) into the pairs the client parses
-/// and the `sslmode` and `sslrootcert` values.
-fn split(text: &str) -> Result<(String, Option<String>, Option<String>), TlsError> {
-    let (mut mode, mut root) = (None, None);
+/// and the TLS keys' values.
+fn split(text: &str) -> Result<(String, TlsKeys), TlsError> {
+    let mut keys = TlsKeys::default();
     let trimmed = text.trim_start();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
         let (base, query) = match trimmed.split_once('?') {
@@ -81,8 +116,7 @@ fn split(text: &str) -> Result<(String, Option<String>, Option<String>), TlsErro
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             match pair.split_once('=') {
-                Some(("sslmode", value)) => mode = Some(percent_decoded(value)),
-                Some(("sslrootcert", value)) => root = Some(percent_decoded(value)),
+                Some((key, value)) if keys.take(key, percent_decoded(value)).is_none() => {}
                 _ => kept.push(pair),
             }
         }
@@ -91,20 +125,18 @@ fn split(text: &str) -> Result<(String, Option<String>, Option<String>), TlsErro
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        return Ok((rebuilt, mode, root));
+        return Ok((rebuilt, keys));
     }
     let mut kept = Vec::new();
     for (key, value) in pairs(text)? {
-        match key.as_str() {
-            "sslmode" => mode = Some(value),
-            "sslrootcert" => root = Some(value),
-            _ => kept.push(format!(
+        if let Some(value) = keys.take(&key, value) {
+            kept.push(format!(
                 "{key}='{}'",
                 value.replace('\\', "\\\\").replace('\'', "\\'")
-            )),
+            ));
         }
     }
-    Ok((kept.join(" "), mode, root))
+    Ok((kept.join(" "), keys))
 }
 
 /// libpq's key/value form: `key = value` pairs separated by white space, a
@@ -176,8 +208,14 @@ fn percent_decoded(value: &str) -> String {
 
 /// Parses a catalogue connection string (see the module documentation).
 pub(crate) fn parse(text: &str) -> Result<Address, TlsError> {
-    let (rest, mode, root) = split(text)?;
-    let mode = match mode.as_deref() {
+    let (rest, keys) = split(text)?;
+    let root = keys.root;
+    let identity = match (keys.certificate, keys.key) {
+        (Some(certificate), Some(key)) => Some((PathBuf::from(certificate), PathBuf::from(key))),
+        (None, None) => None,
+        _ => return Err(TlsError::HalfIdentity),
+    };
+    let mode = match keys.mode.as_deref() {
         None | Some("prefer") => Mode::Prefer,
         Some("disable") => Mode::Disable,
         Some("require") => Mode::Require,
@@ -199,6 +237,7 @@ pub(crate) fn parse(text: &str) -> Result<Address, TlsError> {
         config,
         mode,
         root_certificate: root.map(PathBuf::from),
+        identity,
     })
 }
 
@@ -208,7 +247,11 @@ impl Address {
         if self.mode == Mode::Disable {
             return Ok(self.config.connect(postgres::NoTls)?);
         }
-        let config = client_config(self.root_certificate.as_deref())?;
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|(certificate, key)| (certificate.as_path(), key.as_path()));
+        let config = client_config(self.root_certificate.as_deref(), identity)?;
         Ok(self
             .config
             .connect(MakeRustlsConnect::new(Arc::unwrap_or_clone(config)))?)
@@ -227,18 +270,30 @@ pub(crate) fn connect(
 }
 
 /// rustls's configuration: verified against `root` when given, else not
-/// verified (see the module documentation).
-fn client_config(root: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+/// verified (see the module documentation); `identity` (certificate and
+/// key files) presented when the server asks.
+fn client_config(
+    root: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(root) = root {
-        return Ok(crate::tls::client_config(root, None)?);
+        return Ok(crate::tls::client_config(root, identity)?);
     }
     let provider = crate::tls::provider();
-    let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|error| crate::tls::TlsConfigError::Rustls(error.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unauthenticated(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(Unauthenticated(provider)));
+    let config = match identity {
+        Some((certificate, key)) => {
+            let (chain, key) = crate::tls::identity(certificate, key)?;
+            builder.with_client_auth_cert(chain, key).map_err(|error| {
+                crate::tls::TlsConfigError::Rustls(format!("certificate and key: {error}"))
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
@@ -330,8 +385,24 @@ mod tests {
 
         let address = parse("host=db.example user=sluice").unwrap();
         assert_eq!(
-            (address.mode, address.root_certificate),
-            (Mode::Prefer, None)
+            (address.mode, address.root_certificate, address.identity),
+            (Mode::Prefer, None, None)
+        );
+
+        let address = parse(
+            "host=db sslmode=verify-full sslrootcert=/ca.pem sslcert='/etc/my client.pem' sslkey=/k.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            address.identity,
+            Some((PathBuf::from("/etc/my client.pem"), PathBuf::from("/k.pem")))
+        );
+        let address =
+            parse("postgresql://db/sluice?sslcert=%2Fc.pem&sslkey=%2Fk.pem&sslmode=require")
+                .unwrap();
+        assert_eq!(
+            address.identity,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
         );
     }
 
@@ -346,6 +417,10 @@ mod tests {
             Err(TlsError::NoRootCertificate)
         ));
         assert!(matches!(parse("host=db user"), Err(TlsError::Syntax(_))));
+        assert!(matches!(
+            parse("host=db sslcert=/c.pem"),
+            Err(TlsError::HalfIdentity)
+        ));
         assert!(matches!(parse("host='db"), Err(TlsError::Syntax(_))));
     }
 }

@@ -360,6 +360,16 @@ config_options! {
         compaction_dead_min: u64 = 16 * MIB,
             kind ByteSizeKind::<u64>::new(0, TIB), flag "compaction-dead-min";
 
+        /// Online compaction (layout `"segments"`): `sluice serve` surveys
+        /// its sealed segments every two seconds and compacts the
+        /// candidates (see `compaction_dead_percent`) in the background,
+        /// copying at most this many MiB of live records per second (the
+        /// copy reads and writes that much; the index switches go through
+        /// ingest's writer, one short batch per commit). 0: off (`sluice
+        /// compact` offline only). Off too with `[objects]` configured.
+        compaction_rate_mib_s: u32 = 16,
+            kind IntKind::<u32>::new(0, 1 << 20), flag "compaction-rate-mib-s";
+
         /// What to do with an instance whose Study, Series and SOP Instance
         /// UIDs are all already stored.
         duplicate_policy: DuplicatePolicy = DuplicatePolicy::Quarantine,
@@ -766,6 +776,13 @@ config_options! {
         /// index, as when the catalogue is unreachable.
         find_connections: u32 = 4,
             kind IntKind::<u32>::new(1, 1_000), flag "cluster-find-connections";
+
+        /// How many holders a C-MOVE or C-GET of instances held by other
+        /// nodes asks at once (each holder's series one after another; 1
+        /// asks them one after another). A retrieve spanning several nodes
+        /// then takes about as long as its largest holder's part.
+        retrieve_holders_parallel: u32 = 4,
+            kind IntKind::<u32>::new(1, 64), flag "cluster-retrieve-holders-parallel";
 
         /// Where the other nodes reach this node's DICOM port, published in
         /// the catalogue: a C-MOVE on another node asks this node to move

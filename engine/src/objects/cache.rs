@@ -62,13 +62,7 @@ pub(crate) fn cached_record(
             ),
         });
     }
-    let bytes = objects
-        .client
-        .get_range(&object.key, place.offset, place.length)?;
-    check_record(&bytes, triplet).map_err(|detail| ObjectsError::Verify {
-        key: object.key.clone(),
-        detail: format!("the record at offset {}: {detail}", place.offset),
-    })?;
+    let (bytes, _) = fetch_checked(objects, &object.key, place, triplet)?;
     let io = |operation, path: &Path| {
         let path = path.to_owned();
         move |source| ObjectsError::Io {
@@ -114,9 +108,25 @@ pub(crate) fn cached_record(
     Ok(path)
 }
 
+/// The record at `place` of the object `key`, fetched with one ranged GET
+/// and checked ([`check_record`]), with its header. Nothing is cached.
+pub(super) fn fetch_checked(
+    objects: &Objects,
+    key: &str,
+    place: &RecordPlace,
+    triplet: &Triplet,
+) -> Result<(Vec<u8>, segment::RecordHead), ObjectsError> {
+    let bytes = objects.client.get_range(key, place.offset, place.length)?;
+    let head = check_record(&bytes, triplet).map_err(|detail| ObjectsError::Verify {
+        key: key.to_owned(),
+        detail: format!("the record at offset {}: {detail}", place.offset),
+    })?;
+    Ok((bytes, head))
+}
+
 /// Checks fetched record bytes: a valid header naming `triplet`, a payload
-/// inside the bytes with the header's payload checksum.
-fn check_record(bytes: &[u8], triplet: &Triplet) -> Result<(), String> {
+/// inside the bytes with the header's payload checksum. The header.
+pub(super) fn check_record(bytes: &[u8], triplet: &Triplet) -> Result<segment::RecordHead, String> {
     let head = segment::decode_head(bytes).map_err(|error| error.to_string())?;
     if head.uids.study != triplet.study_instance_uid
         || head.uids.series != triplet.series_instance_uid
@@ -139,7 +149,7 @@ fn check_record(bytes: &[u8], triplet: &Triplet) -> Result<(), String> {
     if segment::payload_checksum(payload, head.payload_split) != head.payload_checksum {
         return Err("payload checksum mismatch".to_owned());
     }
-    Ok(())
+    Ok(head)
 }
 
 /// Every cached file with its size and modification time.
@@ -207,7 +217,10 @@ mod tests {
             .unwrap()
             .as_slice()
             .to_vec();
-        assert_eq!(check_record(&record, &triplet), Ok(()));
+        assert_eq!(
+            check_record(&record, &triplet).map(|head| head.payload_bytes),
+            Ok(3000)
+        );
         // Another instance's record.
         let other = Triplet::new("1.2", "1.2.3", "1.2.3.5");
         assert!(check_record(&record, &other).is_err());
@@ -215,8 +228,8 @@ mod tests {
         let mut damaged = record.clone();
         damaged[2000] ^= 1;
         assert_eq!(
-            check_record(&damaged, &triplet),
-            Err("payload checksum mismatch".to_owned())
+            check_record(&damaged, &triplet).err(),
+            Some("payload checksum mismatch".to_owned())
         );
         // Cut short, and nothing at all.
         assert!(check_record(&record[..1000], &triplet).is_err());

@@ -124,8 +124,11 @@ impl ObjectsError {
 #[derive(Debug)]
 pub(crate) struct Objects {
     pub(crate) client: client::Client,
-    /// `<key_prefix>/<node>/`: every object key starts with it.
+    /// `<key_prefix>/<node>/`: every object key of this node starts with it.
     key_start: String,
+    /// `<key_prefix>` without its trailing `/`: the other nodes' keys
+    /// start with it and their node name.
+    key_prefix: String,
     pub(crate) evict: EvictPolicy,
     pub(crate) evict_disk_above_percent: u32,
     pub(crate) evict_grace: std::time::Duration,
@@ -178,6 +181,7 @@ impl Objects {
                 "{}/{node}/",
                 objects.key_prefix.as_str().trim_end_matches('/')
             ),
+            key_prefix: objects.key_prefix.as_str().trim_end_matches('/').to_owned(),
             evict: objects.evict,
             evict_disk_above_percent: objects.evict_disk_above_percent,
             evict_grace: objects.evict_grace_ms,
@@ -210,6 +214,42 @@ impl Objects {
     /// segment id (never peer data).
     pub(crate) fn key_of(&self, segment: u64) -> String {
         format!("{}{segment:016x}.seg", self.key_start)
+    }
+
+    /// The object key of another node's segment (cluster mode: the nodes
+    /// share the bucket and the prefix; docs/design/scale-out.md, "A holder
+    /// down").
+    pub(crate) fn key_of_node(&self, node: &str, segment: u64) -> String {
+        format!("{}/{node}/{segment:016x}.seg", self.key_prefix)
+    }
+
+    /// The record at `place` of another node's uploaded segment, read
+    /// straight from its object (one ranged GET) and checked: a valid
+    /// header naming `triplet`, the payload's checksum. Its Part 10 bytes
+    /// (the payload). The key is made from the configuration, `node` and
+    /// the segment id, never taken from the caller.
+    pub(crate) fn read_part10(
+        &self,
+        node: &str,
+        place: &sluice_index::RecordPlace,
+        triplet: &sluice_index::Triplet,
+    ) -> Result<Vec<u8>, ObjectsError> {
+        let key = self.key_of_node(node, place.segment);
+        let (mut bytes, head) = cache::fetch_checked(self, &key, place, triplet)?;
+        // Checked by `fetch_checked`: the payload lies inside the bytes.
+        let start = usize::try_from(head.header_bytes).unwrap_or(usize::MAX);
+        let end = usize::try_from(head.header_bytes.saturating_add(head.payload_bytes))
+            .unwrap_or(usize::MAX);
+        assert!(
+            start <= end && end <= bytes.len(),
+            "a checked record's payload lies outside it"
+        );
+        bytes.truncate(end);
+        bytes.drain(..start);
+        self.counters
+            .fetched_records
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     fn cache_bytes(&self) -> &AtomicU64 {

@@ -696,8 +696,7 @@ impl CoreHandler {
             (Some(TagKind::Open), key) => self.ingest.opened(core, JobKey(key), result),
             (Some(TagKind::DirOpen), round) => self.ingest.dir_opened(core, RoundId(round), result),
             (Some(TagKind::RetrieveOpen), lane) => {
-                let result =
-                    result.map_err(|error| format!("cannot open the stored file: {error}"));
+                let result = result.map_err(crate::scp::query::OpenError::Io);
                 self.query.opened(core, &mut self.conns, lane, result);
             }
             (kind, value) => panic!("an open of kind {kind:?} ({value}) that no core submits"),

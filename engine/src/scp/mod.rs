@@ -55,6 +55,7 @@ use crate::config::IoBackend;
 use crate::lock::{probe_port, DataDirectoryLock, LockError, PortLock};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
+pub(crate) use ingest::segments::SegmentIds;
 use ingest::space::SpaceAccount;
 
 pub use crate::tls::TlsConfigError;
@@ -204,6 +205,8 @@ pub struct Server {
     audit_thread: Option<crate::audit::AuditThread>,
     /// The object store's uploader (`[objects]`), stopped after the cores.
     uploader: Option<crate::objects::UploaderThread>,
+    /// Online compaction (`storage.compaction_rate_mib_s`), stopped first.
+    compactor: Option<crate::compactor::CompactorThread>,
     /// The data directory's and the ports' locks, held until the server is
     /// dropped (after its cores stopped).
     _locks: (DataDirectoryLock, Vec<PortLock>),
@@ -230,6 +233,36 @@ impl ShutdownHandle {
     pub fn shutdown_now(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
         self.runtime.shutdown();
+    }
+}
+
+/// Writes the clean-stop record of `store`'s data directory, naming the
+/// index's content (`recovery::clean_stop`); a failure is logged
+/// and costs the next start its full check, nothing else.
+fn write_clean_stop(store: &Store) {
+    let written = store
+        .index()
+        .stats()
+        .map_err(|error| std::io::Error::other(error.to_string()))
+        .and_then(|stats| {
+            let stopped_at_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64);
+            crate::recovery::clean_stop::write(
+                store.layout().root(),
+                &crate::recovery::clean_stop::CleanStop {
+                    index_fingerprint: crate::recovery::clean_stop::index_fingerprint(&stats),
+                    stopped_at_unix_ms,
+                },
+            )
+        });
+    match written {
+        Ok(()) => {
+            tracing::info!("clean stop recorded: the next start skips the walk of the archive")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot record the clean stop: the next start checks the whole archive")
+        }
     }
 }
 
@@ -328,6 +361,7 @@ impl Server {
             tls_client,
             leniency: policy::leniency(config),
             segment_ids,
+            compaction: Arc::default(),
             tracker: TrackerHandle::new(
                 usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
             ),
@@ -392,7 +426,7 @@ impl Server {
         };
         // Start-up recovery before accepting anything: it logs its own
         // one-line summary.
-        crate::recovery::recover(store.layout(), store.index())
+        crate::recovery::recover_after(store.layout(), store.index(), data_lock.last_stop())
             .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
         if let Some(cluster) = &shared.cluster {
             cluster
@@ -404,6 +438,12 @@ impl Server {
         let uploader = crate::objects::Uploader::start(store).map_err(|error| {
             ServeError::Config(format!("cannot start the object store uploader: {error}"))
         })?;
+        let compactor = crate::compactor::start(
+            store,
+            shared.segment_ids.clone(),
+            shared.compaction.clone(),
+        )
+        .map_err(|error| ServeError::Config(format!("cannot start the compactor: {error}")))?;
         // Application Start before the listeners open, so it comes before
         // any association's messages.
         shared.audit.application(true);
@@ -458,6 +498,7 @@ impl Server {
             monitor,
             audit_thread,
             uploader,
+            compactor,
             _locks: (data_lock, port_locks),
         })
     }
@@ -504,8 +545,8 @@ impl Server {
     /// instances cleared), and stops the commitment tracker. What it leaves
     /// passes `sluice verify` without a restart.
     pub fn shutdown(self, wait_max: Duration) -> Result<(), ServeError> {
-        self.drain();
-        self.stop(wait_max)
+        let drained = self.drain();
+        self.stop(wait_max, drained)
     }
 
     /// The graceful part of a stop, within `server.shutdown_drain_ms`: new
@@ -514,8 +555,9 @@ impl Server {
     /// as everything it asked is answered; at the deadline the rest are
     /// aborted. Returns once every core has no association and no instance
     /// left, or the deadline and a grace for the instances already whole
-    /// passed.
-    pub fn drain(&self) {
+    /// passed; true in the first case with no request cut short (what a
+    /// clean-stop record requires: `recovery::clean_stop`).
+    pub fn drain(&self) -> bool {
         let drain_max = self.shared.store.config().server.shutdown_drain_ms;
         self.shared.metrics.set_phase(Phase::Draining);
         let started = Instant::now();
@@ -557,6 +599,7 @@ impl Server {
                 took_ms,
                 "drained: every request answered, every association ended"
             );
+            true
         } else {
             tracing::warn!(
                 took_ms,
@@ -565,18 +608,30 @@ impl Server {
                 associations_aborted_with_requests_in_flight = aborted_busy,
                 "drain time over: associations with requests in flight were aborted (their senders retry; nothing unanswered was kept as stored)"
             );
+            false
         }
     }
 
-    /// Stops the cores, settles the index, stops the tracker.
-    fn stop(self, wait_max: Duration) -> Result<(), ServeError> {
+    /// Stops the cores, settles the index, stops the tracker; after a
+    /// clean drain (`drained`) with every step done, writes the clean-stop
+    /// record last (`recovery::clean_stop`), so the next start skips the
+    /// walk of the archive.
+    fn stop(self, wait_max: Duration, drained: bool) -> Result<(), ServeError> {
+        // Its batch in hand switched and its emptied segments deleted.
+        if let Some(compactor) = self.compactor {
+            compactor.stop();
+        }
         let result = self.runtime.shutdown_and_join(wait_max);
         // The cores submitted their last in-doubt clears as they stopped:
         // an empty batch behind them returns once they are committed and
         // flushed (the writer keeps order).
-        if let Err(error) = self.shared.store.index().writer().execute(Vec::new()) {
-            tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
-        }
+        let settled = match self.shared.store.index().writer().execute(Vec::new()) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the index did not settle at shutdown; start-up recovery will check the instances in doubt");
+                false
+            }
+        };
         self.shared.tracker.stop();
         if let Some(cluster) = &self.shared.cluster {
             cluster.stop();
@@ -587,6 +642,17 @@ impl Server {
         self.shared.audit.application(false);
         if let Some(audit_thread) = self.audit_thread {
             audit_thread.stop();
+        }
+        let clean = drained && settled && result.is_ok();
+        if clean {
+            write_clean_stop(&self.shared.store);
+        } else {
+            tracing::info!(
+                drained,
+                settled,
+                cores_joined = result.is_ok(),
+                "no clean-stop record: the next start checks the whole archive"
+            );
         }
         Ok(result?)
     }
@@ -607,10 +673,10 @@ impl Server {
         while !self.stop_requested.load(Ordering::SeqCst) && !handle.is_shutdown_requested() {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if !handle.is_shutdown_requested() {
-            self.drain();
-        }
-        self.stop(wait_max)
+        // A stop without a drain (shutdown_now, a failed core) may leave
+        // instances in flight: no clean-stop record.
+        let drained = !handle.is_shutdown_requested() && self.drain();
+        self.stop(wait_max, drained)
     }
 }
 

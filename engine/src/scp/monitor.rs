@@ -580,6 +580,52 @@ impl Collector for Scrape {
                 counter(&mut encoder, name, help, value)?;
             }
         }
+        let compaction = &source.compaction;
+        for (name, help, counted) in [
+            (
+                "sluice_compaction_passes",
+                "online compaction passes run (surveys that found candidates)",
+                &compaction.passes,
+            ),
+            (
+                "sluice_compaction_copied_bytes",
+                "bytes of live records online compaction copied into new segments",
+                &compaction.copied_bytes,
+            ),
+            (
+                "sluice_compaction_relocated_records",
+                "live records online compaction switched to their copies",
+                &compaction.relocated_records,
+            ),
+            (
+                "sluice_compaction_deleted_segments",
+                "segments online compaction deleted (nothing live left in them)",
+                &compaction.deleted_segments,
+            ),
+            (
+                "sluice_compaction_freed_bytes",
+                "bytes of the segments online compaction deleted",
+                &compaction.freed_bytes,
+            ),
+            (
+                "sluice_compaction_errors",
+                "online compaction passes that failed, and damaged records it left",
+                &compaction.errors,
+            ),
+            (
+                "sluice_compaction_refused_records",
+                "records online compaction copied whose entry changed before the switch",
+                &compaction.refused,
+            ),
+        ] {
+            counter(&mut encoder, name, help, counted.load(Ordering::Relaxed))?;
+        }
+        gauge(
+            &mut encoder,
+            "sluice_compaction_last_pass_unix_seconds",
+            "when the last online compaction pass ended (0: none yet)",
+            i64::try_from(compaction.last_pass_unix_s.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        )?;
         gauge(
             &mut encoder,
             "sluice_store_refusing",

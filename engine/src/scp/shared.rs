@@ -59,6 +59,8 @@ pub(crate) struct ServerShared {
     /// The segments layout's segment ids and epoch, shared by the cores
     /// (`None` on the files layout).
     pub(crate) segment_ids: Option<std::sync::Arc<super::ingest::segments::SegmentIds>>,
+    /// What online compaction did (`crate::compactor`; zero when off).
+    pub(crate) compaction: std::sync::Arc<crate::compactor::Counters>,
     /// Where each core says it has drained, at shutdown (`Server::drain`).
     pub(crate) drained: crossbeam_channel::Sender<DrainReport>,
 }

@@ -405,7 +405,10 @@ impl Store {
             return Ok(None);
         };
         let dataset = self.dataset_of(&entry)?;
+        let (dataset, mut file) = crate::store::open_relocating(dataset, |old| {
+            self.relocated(old, crate::store::source::Fetch::Now)
+        })?;
         let (path, offset, length) = dataset.location.part10_range();
-        crate::store::read_range(path, offset, length).map(Some)
+        crate::store::source::read_range_of(&mut file, path, offset, length).map(Some)
     }
 }

@@ -27,5 +27,5 @@ pub use handle::{
     SUBSCRIPTION_CAPACITY_MAX,
 };
 pub use query::{FindAnswers, QueryError};
-pub(crate) use source::{read_range, readable, record_file};
+pub(crate) use source::{is_gone, open_relocating, readable, record_file, Fetch, RELOCATIONS_MAX};
 pub use source::{DatasetLocation, StoredDataset};

@@ -337,14 +337,54 @@ impl Store {
     /// Reads at most `length_max` bytes of a stored data set from its start
     /// (blocking: for callers off the io cores, such as the embedding API,
     /// or a bounded file head). Fewer bytes come back only when the data
-    /// set is shorter.
+    /// set is shorter. A record compaction moved since `dataset` was
+    /// resolved is read from its new place ([`open_relocating`]).
     pub fn read_dataset_head(
         &self,
         dataset: &StoredDataset,
         length_max: u64,
     ) -> Result<Vec<u8>, StoreError> {
+        let (dataset, mut file) =
+            open_relocating(dataset.clone(), |old| self.relocated(old, Fetch::Now))?;
         let (path, offset, length) = dataset.location.file_range();
-        read_range(path, offset, length.min(length_max))
+        read_range_of(&mut file, path, offset, length.min(length_max))
+    }
+
+    /// Where the record of `old` is now, when compaction moved it since
+    /// `old` was resolved: the entry's place in a fresh read transaction
+    /// (the switch commits before the old segment is deleted), if the entry
+    /// is still a record of the same SOP class and transfer syntax at
+    /// another place; else `None` (a file, or the entry gone or changed:
+    /// the caller reports its first error). A record of an evicted segment
+    /// is named in the read-through cache, fetched as `fetch` says.
+    pub(crate) fn relocated(
+        &self,
+        old: &StoredDataset,
+        fetch: Fetch,
+    ) -> Result<Option<StoredDataset>, StoreError> {
+        if !matches!(old.location, DatasetLocation::Record { .. }) {
+            return Ok(None);
+        }
+        let read = self.index().read()?;
+        let triplet = &old.triplet;
+        let Some(record) = read.instance(
+            &triplet.study_instance_uid,
+            &triplet.series_instance_uid,
+            &triplet.sop_instance_uid,
+        )?
+        else {
+            return Ok(None);
+        };
+        let entry = InstanceEntry {
+            triplet: triplet.clone(),
+            record,
+        };
+        let now = self.dataset_fetched(&read, &entry, fetch)?;
+        let moved = matches!(now.location, DatasetLocation::Record { .. })
+            && now.location != old.location
+            && now.sop_class_uid == old.sop_class_uid
+            && now.transfer_syntax_uid == old.transfer_syntax_uid;
+        Ok(moved.then_some(now))
     }
 
     /// The whole data set of the instance with this SOP Instance UID (the
@@ -359,11 +399,83 @@ impl Store {
     }
 }
 
-/// Reads `length` bytes of `path` from `offset` (fewer only where the file
-/// ends first), blocking.
-pub(crate) fn read_range(path: &Path, offset: u64, length: u64) -> Result<Vec<u8>, StoreError> {
-    let read = || -> std::io::Result<Vec<u8>> {
-        let mut file = std::fs::File::open(path)?;
+/// What [`open_relocating`] opens: a place, or a data set with its place.
+pub(crate) trait Placed {
+    /// Where the bytes are.
+    fn location(&self) -> &DatasetLocation;
+}
+
+impl Placed for DatasetLocation {
+    fn location(&self) -> &DatasetLocation {
+        self
+    }
+}
+
+impl Placed for StoredDataset {
+    fn location(&self) -> &DatasetLocation {
+        &self.location
+    }
+}
+
+/// Times a reader re-resolves a record whose segment is gone before it
+/// reports the open's error. Each retry needs a compaction to have moved
+/// the record again between the re-resolution and the open, so more than
+/// one is already rare; the bound keeps a reader from chasing a record
+/// forever, never from reading one that stays put.
+pub(crate) const RELOCATIONS_MAX: u32 = 3;
+
+/// Whether an open's error says the file is gone (its segment deleted by
+/// compaction after the place was resolved).
+pub(crate) fn is_gone(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::NotFound
+}
+
+/// Opens the file of `placed`; when it is a record whose segment is gone,
+/// asks `relocate` where the record is now and opens that, at most
+/// [`RELOCATIONS_MAX`] times (docs/design/segments.md, "Compaction":
+/// compaction switches the entry in the index **before** it deletes the
+/// old segment, so a fresh read transaction names a place that exists, or
+/// a newer one). The open's first error comes back when `relocate` finds
+/// no other place (a file, an entry gone or changed) or fails. Once open,
+/// the descriptor keeps the bytes whatever compaction does next.
+pub(crate) fn open_relocating<T: Placed>(
+    placed: T,
+    mut relocate: impl FnMut(&T) -> Result<Option<T>, StoreError>,
+) -> Result<(T, std::fs::File), StoreError> {
+    let mut placed = placed;
+    let mut first: Option<StoreError> = None;
+    for relocations in 0..=RELOCATIONS_MAX {
+        let path = placed.location().file_range().0;
+        let source = match std::fs::File::open(path) {
+            Ok(file) => return Ok((placed, file)),
+            Err(source) => source,
+        };
+        let gone = is_gone(&source) && matches!(placed.location(), DatasetLocation::Record { .. });
+        let error = StoreError::ReadFile {
+            path: path.to_owned(),
+            source,
+        };
+        first.get_or_insert(error);
+        if !gone || relocations == RELOCATIONS_MAX {
+            break;
+        }
+        match relocate(&placed) {
+            Ok(Some(now)) => placed = now,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Err(first.unwrap_or_else(|| unreachable!("the loop runs at least once")))
+}
+
+/// Reads `length` bytes of `file` (opened from `path`, named in an error)
+/// from `offset` (fewer only where the file ends first), blocking.
+pub(crate) fn read_range_of(
+    file: &mut std::fs::File,
+    path: &Path,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let mut read = || -> std::io::Result<Vec<u8>> {
         file.seek(SeekFrom::Start(offset))?;
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         file.take(length).read_to_end(&mut bytes)?;
@@ -457,5 +569,77 @@ mod tests {
                 Err(StoreError::BadRecordPlace { segment: 9, .. })
             ));
         }
+    }
+
+    /// A record's place in `dir`'s segment `id`, the data set at 100.
+    fn record_at(dir: &Path, id: u64) -> DatasetLocation {
+        DatasetLocation::Record {
+            path: dir.join(format!("{id:016x}.seg")),
+            segment: id,
+            record_offset: 0,
+            part10_offset: 10,
+            offset: 100,
+            length: 5,
+            evicted: None,
+        }
+    }
+
+    #[test]
+    fn a_record_whose_segment_is_gone_is_opened_where_it_moved_a_bounded_number_of_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let moved = record_at(dir.path(), 2);
+        let mut bytes = vec![0u8; 105];
+        bytes[100..].copy_from_slice(b"hello");
+        std::fs::write(moved.file_range().0, &bytes).unwrap();
+
+        // Segment 1 is gone; the record is in segment 2 now.
+        let mut asked = 0;
+        let (at, mut file) = open_relocating(record_at(dir.path(), 1), |old| {
+            asked += 1;
+            assert_eq!(*old, record_at(dir.path(), 1));
+            Ok(Some(record_at(dir.path(), 2)))
+        })
+        .unwrap();
+        assert_eq!((asked, &at), (1, &moved));
+        let (path, offset, length) = at.file_range();
+        assert_eq!(
+            read_range_of(&mut file, path, offset, length).unwrap(),
+            b"hello"
+        );
+
+        // The entry gone (no other place): the first open's error.
+        let gone = open_relocating(record_at(dir.path(), 1), |_| Ok(None));
+        assert!(matches!(
+            gone,
+            Err(StoreError::ReadFile { path, source })
+                if path == dir.path().join("0000000000000001.seg") && is_gone(&source)
+        ));
+
+        // Moved again and again, never to a place that exists: given up
+        // after RELOCATIONS_MAX lookups, with the first error.
+        let mut asked = 0;
+        let chased = open_relocating(record_at(dir.path(), 10), |old| {
+            asked += 1;
+            let DatasetLocation::Record { segment, .. } = old else {
+                unreachable!()
+            };
+            Ok(Some(record_at(dir.path(), segment + 1)))
+        });
+        assert_eq!(asked, RELOCATIONS_MAX);
+        assert!(matches!(
+            chased,
+            Err(StoreError::ReadFile { path, .. }) if path == dir.path().join("000000000000000a.seg")
+        ));
+
+        // A file of the files layout is never looked up again.
+        let file = DatasetLocation::File {
+            path: dir.path().join("missing.dcm"),
+            offset: 0,
+            length: 1,
+        };
+        let refused = open_relocating(file, |_| -> Result<Option<DatasetLocation>, StoreError> {
+            unreachable!("a file is not relocated")
+        });
+        assert!(matches!(refused, Err(StoreError::ReadFile { .. })));
     }
 }

@@ -66,7 +66,7 @@ fn store_with_dead_records(
 
 /// `sluice stats`' total dead bytes and the number of segments listed
 /// with a file (not `deleted`).
-fn dead_bytes(data: &Path) -> (u64, usize) {
+pub(crate) fn dead_bytes(data: &Path) -> (u64, usize) {
     let out = sluice_ok(&["stats", "--data-dir", data.to_str().unwrap()]);
     let table = out
         .split("SEGMENT")
@@ -87,7 +87,7 @@ fn dead_bytes(data: &Path) -> (u64, usize) {
     (dead, present)
 }
 
-fn verify_clean(data: &Path, count: usize) {
+pub(crate) fn verify_clean(data: &Path, count: usize) {
     let output = sluice_ok(&["verify", "--data-dir", data.to_str().unwrap()]);
     assert!(
         output.contains(&format!(

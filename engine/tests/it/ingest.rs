@@ -62,10 +62,20 @@ fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
 
 /// `count` generated CT files in `dir`.
 pub(crate) fn generated_files(dir: &Path, count: usize) -> Vec<PathBuf> {
+    generated_files_of(dir, count, 16)
+}
+
+/// [`generated_files`] of `rows` x `rows` pixels (16-bit).
+pub(crate) fn generated_files_of(dir: &Path, count: usize, rows: u32) -> Vec<PathBuf> {
     let output = run(
         Command::new(python())
             .arg(scripts_dir().join("sluice_peer.py"))
-            .args(["write", dir.to_str().unwrap(), &count.to_string()]),
+            .args([
+                "write",
+                dir.to_str().unwrap(),
+                &count.to_string(),
+                &rows.to_string(),
+            ]),
         PEER_TIMEOUT,
     );
     assert!(output.status.success());

@@ -8,6 +8,7 @@ mod cluster;
 mod commitment;
 mod commitment_memory;
 mod compaction;
+mod compaction_online;
 mod config;
 mod crash;
 mod disk_full;

@@ -107,6 +107,8 @@ impl GarageNode {
 /// it is dropped (`ChildGuard`).
 pub(crate) struct Garage {
     _dir: tempfile::TempDir,
+    /// Where the S3 API listens (and the nodes reach it).
+    s3_host: String,
     pub(crate) nodes: Vec<GarageNode>,
     key_id: String,
     secret_file: PathBuf,
@@ -114,6 +116,12 @@ pub(crate) struct Garage {
 
 impl Garage {
     pub(crate) fn start() -> Garage {
+        Garage::start_at("127.0.0.1")
+    }
+
+    /// The S3 API listening on `s3_host` (an address of the test's
+    /// namespace: the cluster tests' nodes reach it on the bridge).
+    pub(crate) fn start_at(s3_host: &str) -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let rpc_secret = random_hex(32);
         let mut nodes = Vec::new();
@@ -134,7 +142,7 @@ impl Garage {
                      rpc_secret = \"{rpc_secret}\"\n\
                      [s3_api]\n\
                      s3_region = \"garage\"\n\
-                     api_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+                     api_bind_addr = \"{s3_host}:{s3_port}\"\n\
                      root_domain = \".s3.garage.localhost\"\n",
                     root = root.display()
                 ),
@@ -205,6 +213,7 @@ impl Garage {
         std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
         Garage {
             _dir: dir,
+            s3_host: s3_host.to_owned(),
             nodes,
             key_id,
             secret_file,
@@ -216,7 +225,7 @@ impl Garage {
     pub(crate) fn objects_toml(&self, evict: &str) -> String {
         format!(
             "[objects]\n\
-             endpoint = \"http://127.0.0.1:{port}\"\n\
+             endpoint = \"http://{host}:{port}\"\n\
              region = \"garage\"\n\
              bucket = \"{BUCKET}\"\n\
              key_id = \"{key_id}\"\n\
@@ -227,6 +236,7 @@ impl Garage {
              upload_interval_ms = 100\n\
              upload_retry_interval_ms = 200\n\
              request_timeout_ms = 20000\n",
+            host = self.s3_host,
             port = self.nodes[0].s3_port,
             key_id = self.key_id,
             secret = self.secret_file.display(),

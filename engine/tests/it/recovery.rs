@@ -317,3 +317,92 @@ fn recovery_settles_entries_committed_in_doubt() {
         "{report}"
     );
 }
+
+/// A clean stop (SIGTERM: drained, settled) is recorded, and the start
+/// after it skips the walk of the archive (a stray file in `objects/` is
+/// not even seen); a SIGKILL leaves no record, and the start after it
+/// checks the whole archive: the stray file goes to `orphans/` and a
+/// sealed file whose entry is gone (as a lost commit leaves it) is indexed
+/// again. The record also survives the index being opened and recovered
+/// (the next clean stop's start skips the walk again).
+#[test]
+fn a_clean_restart_skips_the_archive_walk_and_a_killed_one_does_not() {
+    use crate::ingest::generated_files;
+    use crate::segment_ingest::{data_dir, serve_on, storescu, terminate};
+    const SKIPPED: &str = "recovery (clean stop recorded: archive walk and entry check skipped): \
+                           0 temporary files removed, 0 unindexed files moved to orphans/, \
+                           0 index entries checked";
+
+    let (_shared, data) = data_dir();
+    let files_dir = tempfile::tempdir().unwrap();
+    let files = generated_files(files_dir.path(), 3);
+    let layout = ["--storage-layout", "files"];
+    let served = serve_on(&data, &layout);
+    storescu(served.port, &files);
+    let stored = served.files("objects");
+    assert_eq!(stored.len(), 3);
+    let log = terminate(served);
+    assert!(log.contains("clean stop recorded"), "{log}");
+    assert!(data.join("clean-stop").is_file());
+
+    // Only the full check would see it.
+    let stray = data.join("objects").join("stray.dcm");
+    std::fs::write(&stray, b"not ours").unwrap();
+    let served = serve_on(&data, &layout);
+    let log = served.log();
+    assert!(log.contains(SKIPPED), "{log}");
+    assert!(stray.is_file(), "the walk was skipped");
+    assert!(
+        !data.join("clean-stop").exists(),
+        "the record is consumed at start"
+    );
+    served.stop(); // SIGKILL: no record
+
+    // The commit of one stored instance lost, its sealed file kept.
+    let (lost_sop, lost_path) = stored.iter().next().unwrap();
+    {
+        let config = sluice_engine::config::Config::from_args([
+            "sluice",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--storage-layout",
+            "files",
+        ])
+        .unwrap();
+        let store = sluice_engine::store::Store::open(config).unwrap();
+        let entry = store.instance_by_sop(lost_sop).unwrap().unwrap();
+        store
+            .index()
+            .writer()
+            .execute(vec![sluice_index::WriteOp::Remove(entry.triplet)])
+            .unwrap();
+        assert!(store.instance_by_sop(lost_sop).unwrap().is_none());
+    }
+    assert!(lost_path.is_file());
+    let served = serve_on(&data, &layout);
+    let log = served.log();
+    assert!(
+        log.contains("the last stop was not clean (no clean-stop record)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "recovery: 0 temporary files removed, 1 unindexed file moved to orphans/, \
+             3 index entries checked: 0 files missing, 0 of the wrong size, \
+             1 sealed file without an entry indexed again"
+        ),
+        "{log}"
+    );
+    assert!(!stray.exists());
+    assert_eq!(
+        std::fs::read(data.join("orphans").join("stray.dcm")).unwrap(),
+        b"not ours"
+    );
+    assert_eq!(served.files("objects"), stored, "indexed again in place");
+    terminate(served);
+
+    let served = serve_on(&data, &layout);
+    let log = served.log();
+    assert!(log.contains(SKIPPED), "{log}");
+    served.stop();
+}

@@ -293,6 +293,22 @@ fn store_named(study: &str, sop_suffix: u32, name: &str, file_id: u128) -> sluic
     sluice_index::WriteOp::Store(sluice_index::StoreRequest::new(new))
 }
 
+/// Stores one study per `(study, name)`, then `count` filler studies
+/// `<prefix>.<n>` named `filler` (file ids from 100).
+fn store_names(
+    index: &sluice_index::Index,
+    names: &[(&str, &str)],
+    (prefix, filler, count): (&str, &str, u128),
+) {
+    let mut ops: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(n, (study, name))| store_named(study, 1, name, n as u128 + 1))
+        .collect();
+    ops.extend((0..count).map(|n| store_named(&format!("{prefix}.{n}"), 1, filler, 100 + n)));
+    index.writer().execute(ops).expect("store");
+}
+
 fn by_name(pattern: &str) -> Query {
     query(
         InformationModel::StudyRoot,
@@ -319,14 +335,8 @@ fn patient_name_table_narrows_and_answers_each_study_once() {
         ("8.5", "Zed^Abc"),
         ("8.6", ""),
     ];
-    let mut ops: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(n, (study, name))| store_named(study, 1, name, n as u128 + 1))
-        .collect();
     // Filler studies no name query here matches.
-    ops.extend((0..40).map(|n| store_named(&format!("8.9.{n}"), 1, "Other^Name", 100 + n)));
-    index.writer().execute(ops).expect("store");
+    store_names(&index, &names, ("8.9", "Other^Name", 40));
     let total_studies = names.len() + 40;
     {
         let read = index.read().expect("read");
@@ -571,4 +581,81 @@ fn case_insensitive_names_use_the_name_table_at_study_and_patient_level() {
     assert_eq!((patient.patient_id.as_str(), patient.studies), ("PIDM", 2));
     drop(read);
     crate::common::assert_consistent(&index);
+}
+
+/// The embedding API's `StudyQuery` plans as C-FIND does: a name wildcard
+/// goes through `study_by_patient_name` (answers in the folded names'
+/// order, not the Study Instance UIDs'), with the answers of a
+/// case-insensitive C-FIND, and of an exact one where the case is right.
+#[test]
+fn study_query_uses_the_c_find_planner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let names = [
+        ("9.1", "Moz^Last"),
+        ("9.2", "Moa^First"),
+        ("9.3", "MOM^Middle"),
+        ("9.4", "Other^Name"),
+    ];
+    store_names(&index, &names, ("9.9", "Filler^Name", 20));
+    let read = index.read().expect("read");
+    let study_query = |pattern: &str| -> Vec<String> {
+        read.query_studies(
+            &sluice_index::StudyQuery {
+                patient_name: Some(pattern.to_owned()),
+                ..Default::default()
+            },
+            100,
+        )
+        .expect("query studies")
+        .items
+        .into_iter()
+        .map(|study| study.study_instance_uid)
+        .collect()
+    };
+    let c_find = |pattern: &str, case_insensitive: bool| -> Vec<String> {
+        let mut context = QueryContext::new(InformationModel::StudyRoot, Operation::Find);
+        context.options.person_name_case_insensitive = case_insensitive;
+        let bytes = IdentifierBuilder::new(Level::Study)
+            .character_set("ISO_IR 192")
+            .key(tags::PATIENT_NAME, pattern)
+            .encode(SmallDatasetEncoding::ExplicitVrLittleEndian)
+            .expect("encode");
+        let query = Query::decode(
+            &bytes,
+            SmallDatasetEncoding::ExplicitVrLittleEndian,
+            &context,
+        )
+        .expect("decode");
+        all_pages(
+            &read,
+            &query,
+            FindBudget {
+                matches_max: 1000,
+                scanned_max: 1000,
+            },
+        )
+    };
+    // moa, mom, moz: the name table's order.
+    let folded_order = ["9.2", "9.3", "9.1"].map(String::from).to_vec();
+    assert_eq!(study_query("mo*"), folded_order);
+    assert_eq!(study_query("MO*"), folded_order);
+    assert_eq!(study_query("mo*"), c_find("mo*", true));
+    assert_eq!(
+        c_find("Mo*", false),
+        ["9.2", "9.1"].map(String::from).to_vec()
+    );
+    assert_eq!(study_query("Moz^Last"), c_find("Moz^Last", false));
+    assert_eq!(study_query("moz^last"), ["9.1".to_string()].to_vec());
+    // Without a name key the walk is the Study Instance UIDs' (all 24).
+    let all = read
+        .query_studies(&sluice_index::StudyQuery::default(), 100)
+        .expect("all");
+    assert_eq!(all.items.len(), 24);
+    assert!(!all.truncated);
+    let limited = read
+        .query_studies(&sluice_index::StudyQuery::default(), 5)
+        .expect("limited");
+    assert_eq!(limited.items.len(), 5);
+    assert!(limited.truncated);
 }

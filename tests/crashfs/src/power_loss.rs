@@ -698,6 +698,28 @@ fn check_promises(
 }
 
 /// Copies the directory tree `from` (if it exists) to `to`.
+/// Cuts the power once more, cleanly (unsynced writes dropped, nothing
+/// torn), mounts what survived and checks the promises again (`stage`):
+/// what the round's last step did must have been durable. Unmounts.
+fn cut_clean_and_check(
+    (fs, mountpoint, plan): (Mounted, &Path, &Plan),
+    (tools, layout, data, history, commitments): (&Tools, Layout, &Path, &Path, &[String]),
+    stage: &'static str,
+    violations: &mut Vec<Violation>,
+) -> Result<(), HarnessError> {
+    fs.cut_now(PowerLoss {
+        seed: plan.loss.seed,
+        tear: false,
+    });
+    let (image, _) = fs
+        .unmount()?
+        .ok_or_else(|| HarnessError::Step("no image after the second cut".to_owned()))?;
+    let fs = Mounted::mount(image, mountpoint, CAPACITY_BYTES_DEFAULT)?;
+    check_promises(tools, layout, data, history, commitments, stage, violations)?;
+    fs.unmount()?;
+    Ok(())
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<(), HarnessError> {
     if !from.exists() {
         return Ok(());
@@ -877,24 +899,12 @@ pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessEr
     )?;
 
     // 4. Another cut, clean: what recovery repaired must have been durable.
-    fs.cut_now(PowerLoss {
-        seed: plan.loss.seed,
-        tear: false,
-    });
-    let (image, _) = fs
-        .unmount()?
-        .ok_or_else(|| HarnessError::Step("no image after the second cut".to_owned()))?;
-    let fs = Mounted::mount(image, &mountpoint, CAPACITY_BYTES_DEFAULT)?;
-    check_promises(
-        tools,
-        plan.layout,
-        &data,
-        &history,
-        &commitments,
+    cut_clean_and_check(
+        (fs, &mountpoint, plan),
+        (tools, plan.layout, &data, &history, &commitments),
         "after a second cut following recovery",
         &mut violations,
     )?;
-    fs.unmount()?;
 
     Ok(Outcome {
         plan: *plan,

@@ -349,13 +349,9 @@ fn export_one(
         }
     };
     // Its file, or its segment record: the data set is a range either way.
-    let dataset = {
-        let txn = store.index.read().map_err(store.index_error())?;
-        store.locate(&txn, Area::Objects, entry)?
-    };
+    let (dataset, mut file) = store.open_located(Area::Objects, entry)?;
     let (path, dataset_offset, dataset_length) = dataset.file_range();
     let path = path.to_owned();
-    let mut file = File::open(&path).map_err(CliError::io("open", &path))?;
     let keys = match super::read_keys_at(&mut file, dataset_offset, dataset_length, encoding)
         .map_err(CliError::io("read", &path))?
     {

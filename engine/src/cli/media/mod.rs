@@ -7,7 +7,7 @@
 
 mod export;
 mod import;
-mod send;
+pub(crate) mod send;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

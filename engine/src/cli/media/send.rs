@@ -2,7 +2,8 @@
 //! blocking [`Client`]) to the Storage SCP the import embeds, so every
 //! instance takes the durable ingest path (and its duplicate decision)
 //! that network stores take. One C-STORE in flight, the data set streamed
-//! from its file.
+//! from its file. Cluster mode's C-MOVE of instances read from the object
+//! store sends them with it too (`crate::cluster::stored`).
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -21,14 +22,14 @@ pub(crate) const CONTEXTS_PER_ASSOCIATION_MAX: usize = 127;
 /// Why the association failed (not one instance: the whole rest of the run).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
-    #[error("association with the embedded Storage SCP: {0}")]
+    #[error("association with the Storage SCP: {0}")]
     Client(#[from] ClientError),
     #[error("reading {}: {source}", path.display())]
     File {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("association with the embedded Storage SCP: {0}")]
+    #[error("association with the Storage SCP: {0}")]
     Unexpected(String),
 }
 
@@ -97,6 +98,19 @@ impl Association {
         };
         let mut file = File::open(path).map_err(file_error)?;
         file.seek(SeekFrom::Start(offset)).map_err(file_error)?;
+        self.store_from(context_id, sop_class, sop_instance, &mut file, length)
+    }
+
+    /// One C-STORE of the `length` bytes of data set `source` gives, and
+    /// its answer (a source that ends early aborts the association).
+    pub(crate) fn store_from(
+        &mut self,
+        context_id: u8,
+        sop_class: &str,
+        sop_instance: &str,
+        source: &mut dyn std::io::Read,
+        length: u64,
+    ) -> Result<CStoreRsp, SendError> {
         let message_id = self.client.endpoint().next_message_id();
         let command = Command::CStoreRq(CStoreRq {
             message_id,
@@ -106,7 +120,7 @@ impl Association {
             move_originator: None,
         });
         self.client
-            .send_streamed(context_id, &command, length, &mut file)?;
+            .send_streamed(context_id, &command, length, source)?;
         match self.client.receive()? {
             Received::Command {
                 command: Command::CStoreRsp(rsp),

@@ -84,7 +84,7 @@ impl SegmentIds {
         })
     }
 
-    fn take(&self) -> u64 {
+    pub(crate) fn take(&self) -> u64 {
         self.next.fetch_add(1, Ordering::SeqCst)
     }
 }

@@ -31,7 +31,8 @@ const FORWARD_POLL: Duration = Duration::from_millis(20);
 /// Cluster mode: the instances of `query` other nodes hold (and this one
 /// does not, `local`) are moved by them to the same destination (C-MOVE),
 /// or fetched from them to be sent from here on the requester's
-/// association (C-GET). `None` without cluster mode.
+/// association (C-GET); those of a holder that is down are read from the
+/// object store. `None` without cluster mode.
 pub(super) fn forward(
     shared: &ServerShared,
     kind: &RetrieveKind,
@@ -39,15 +40,21 @@ pub(super) fn forward(
     local: &[StoredDataset],
 ) -> Option<Forward> {
     let cluster = shared.cluster.as_ref()?;
+    // Its address, for the instances of a holder that is down, read from
+    // the object store and sent from here.
     let destination = match kind {
-        RetrieveKind::Move { destination } => Some(destination.clone()),
+        RetrieveKind::Move { destination } => Some((
+            destination.clone(),
+            shared.move_destinations.get(destination).copied().flatten(),
+        )),
         RetrieveKind::Get => None,
     };
     let local: HashSet<String> = local
         .iter()
         .map(|dataset| dataset.triplet.sop_instance_uid.clone())
         .collect();
-    Some(cluster.forward(query, local, destination))
+    let objects = shared.store.objects().cloned();
+    Some(cluster.forward(query, local, destination, objects))
 }
 
 /// A cluster C-FIND whose next page is not there yet: its step again

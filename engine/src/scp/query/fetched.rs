@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sluice_index::Triplet;
 use sluice_io::{At, Core, OpenOptions};
 
-use super::transfer::Phase;
+use super::transfer::{OpenError, Phase};
 use super::QueryRetrieve;
 use crate::objects::{EvictedRecord, Objects};
 use crate::scp::conn::Connections;
@@ -142,7 +142,7 @@ impl QueryRetrieve {
                 .map_err(|error| format!("cannot open the fetched record: {error}"))
             });
             if let Err(reason) = opened {
-                self.opened(core, conns, lane, Err(reason));
+                self.opened(core, conns, lane, Err(OpenError::Other(reason)));
             }
         }
     }

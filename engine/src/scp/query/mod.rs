@@ -69,6 +69,7 @@ use find::{FindOp, Progress};
 use retrieve::{sub_outcome, Retrieve, SubOutcome};
 use share::{Sending, Share};
 use state::{Lane, Operation, RetrieveKind, RetrieveOp};
+pub(crate) use transfer::OpenError;
 use transfer::{pdu_length_for, Phase, Pump, Transfer};
 
 /// Error Comment (LO) is at most 64 characters.
@@ -745,7 +746,7 @@ impl QueryRetrieve {
         core: &mut Core,
         conns: &mut Connections,
         serial: u64,
-        result: Result<FileHandle, String>,
+        result: Result<FileHandle, OpenError>,
     ) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             // The lane ended while the open was in flight.
@@ -795,7 +796,11 @@ impl QueryRetrieve {
                     self.begin(core, conns, serial);
                 }
             }
-            Err(reason) => {
+            Err(error) => {
+                if transfer.reopen(core, serial, &error, (&self.shared.store, &self.fetched)) {
+                    return;
+                }
+                let reason = error.to_string();
                 if is_next {
                     // Fails now; the lane goes on with the current one.
                     if let Some(next) = lane.next.take() {

@@ -42,7 +42,7 @@ use super::super::conn::Connection;
 use super::super::tag::{tag, TagKind};
 use super::fetched::FetchedQueue;
 use super::share::{NoChunk, Sending};
-use crate::store::{DatasetLocation, StoredDataset};
+use crate::store::{is_gone, DatasetLocation, Fetch, Store, StoredDataset, RELOCATIONS_MAX};
 
 /// Sends in flight on one lane before its transfer waits (a chunk each,
 /// so at most this many chunks per lane are on their way to the kernel).
@@ -68,6 +68,25 @@ pub(crate) enum Mode {
         /// The encoding the destination takes.
         to: DatasetEncoding,
     },
+}
+
+/// Why a transfer's file could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The open completed with an error.
+    Io(IoError),
+    /// A record of an evicted segment could not be fetched, or its open
+    /// submitted: the reason.
+    Other(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Io(error) => write!(f, "cannot open the stored file: {error}"),
+            OpenError::Other(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// Where a transfer stands.
@@ -239,6 +258,9 @@ pub(crate) struct Transfer {
     /// The command is queued on the connection, to go out with the first
     /// chunk.
     prefix_pending: bool,
+    /// Times the open found the record's segment gone and the record was
+    /// looked up again ([`Transfer::reopen`]).
+    relocations: u32,
 }
 
 impl Transfer {
@@ -265,6 +287,7 @@ impl Transfer {
             pdu_length,
             bytes_sent: 0,
             prefix_pending: false,
+            relocations: 0,
         }
     }
 
@@ -298,6 +321,45 @@ impl Transfer {
             tag(TagKind::RetrieveOpen, lane),
         )
         .map_err(|error| format!("cannot open the stored file: {error}"))
+    }
+
+    /// The open failed with `error`: when the record's segment is gone
+    /// (compaction moved the record after the list was made and deleted
+    /// the segment: the switch commits first, docs/design/segments.md
+    /// "Compaction"), the record is looked up again in a fresh read
+    /// transaction and opened at its new place, at most
+    /// [`RELOCATIONS_MAX`] times. True when a new open (or fetch) is in
+    /// flight; false when the caller reports `error` (a file, an entry gone
+    /// or changed, a place unchanged).
+    pub(crate) fn reopen(
+        &mut self,
+        core: &mut Core,
+        lane: u64,
+        error: &OpenError,
+        (store, fetched): (&Store, &Arc<FetchedQueue>),
+    ) -> bool {
+        debug_assert_eq!(self.phase, Phase::Opening);
+        let gone = matches!(error, OpenError::Io(error) if is_gone(&error.to_io_error()));
+        if self.relocations >= RELOCATIONS_MAX || !gone {
+            return false;
+        }
+        self.relocations += 1;
+        // Never fetched here: the core does not block on the object store.
+        match store.relocated(&self.dataset, Fetch::Later) {
+            Ok(Some(now)) => {
+                tracing::info!(sop_instance_uid = %self.dataset.triplet.sop_instance_uid,
+                    from = ?self.dataset.location, to = ?now.location,
+                    "a record compaction moved is sent from its new place");
+                self.dataset = now;
+                self.start(core, lane, fetched).is_ok()
+            }
+            Ok(None) => false,
+            Err(relocating) => {
+                tracing::warn!(error = %relocating, sop_instance_uid = %self.dataset.triplet.sop_instance_uid,
+                    "cannot look up again a record whose segment is gone");
+                false
+            }
+        }
     }
 
     /// The file is open; [`Transfer::begin`] starts sending.

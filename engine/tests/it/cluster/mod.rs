@@ -21,6 +21,7 @@ use crate::migrate::files_under as walk;
 use sluice_tests::{dcmtk, free_port, python, scripts_dir, ChildGuard};
 
 mod changes;
+mod down;
 mod netns;
 mod places;
 mod publish;
@@ -584,6 +585,66 @@ impl Sender {
         self.guard.child_mut().kill().unwrap();
         self.guard.child_mut().wait().unwrap();
         (self.acknowledged(), self.sent.clone())
+    }
+}
+
+/// Three nodes (not started), each in a namespace of its own on `network`,
+/// publishing after the answer.
+fn three_placed(work: &Path, postgres: &Postgres, network: &mut netns::Network) -> Vec<Node> {
+    ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|name| {
+            let mut node = Node::new(work, name, postgres.conninfo_for_nodes(), "after-answer");
+            node.place(&network.host());
+            node
+        })
+        .collect()
+}
+
+/// DCMTK `storescp` as `STORESCP` on a free port (every address of the
+/// test's namespace), storing into `dir`; the process and its port.
+fn storescp(dir: &Path) -> (ChildGuard, u16) {
+    let port = free_port();
+    let child = Command::new(dcmtk("storescp"))
+        .args(["-aet", "STORESCP", "-od"])
+        .arg(dir)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start storescp");
+    (ChildGuard::new(child), port)
+}
+
+/// Waits until `node`'s `count` catalogue rows name their segment and at
+/// least `segments` segments have an object key, and `also` holds.
+fn wait_placed(
+    client: &mut postgres::Client,
+    node: &Node,
+    count: i64,
+    segments: i64,
+    also: &dyn Fn() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE segment IS NOT NULL),
+                        count(DISTINCT segment) FILTER (WHERE object_key IS NOT NULL)
+                 FROM sluice_instances WHERE node = $1",
+                &[&node.name],
+            )
+            .unwrap();
+        let (placed, uploaded): (i64, i64) = (row.get(0), row.get(1));
+        if placed == count && uploaded >= segments && also() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{placed} rows placed, {uploaded} segments with a key:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

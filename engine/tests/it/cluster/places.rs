@@ -41,27 +41,7 @@ fn the_catalogue_names_each_records_segment_place_and_object_key() {
         .unwrap();
     assert!(output.status.success(), "storescu: {output:?}");
     let mut client = postgres.client();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let row = client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE segment IS NOT NULL),
-                        count(DISTINCT segment) FILTER (WHERE object_key IS NOT NULL)
-                 FROM sluice_instances WHERE node = 'node-1'",
-                &[],
-            )
-            .unwrap();
-        let (placed, uploaded): (i64, i64) = (row.get(0), row.get(1));
-        if placed == 600 && uploaded >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{placed} rows placed, {uploaded} segments with a key:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_placed(&mut client, &node, 600, 2, &|| true);
     node.stop();
     let rows = client
         .query(

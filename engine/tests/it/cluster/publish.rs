@@ -11,19 +11,7 @@ fn through_haproxy_every_acknowledged_instance_is_published_once_even_across_a_k
     let mut network = netns::Network::new();
     let postgres = Postgres::start_for(Some(&network));
     let work = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
-        .iter()
-        .map(|name| {
-            let mut node = Node::new(
-                work.path(),
-                name,
-                postgres.conninfo_for_nodes(),
-                "after-answer",
-            );
-            node.place(&network.host());
-            node
-        })
-        .collect();
+    let mut nodes = three_placed(work.path(), &postgres, &mut network);
     for node in &mut nodes {
         node.start();
     }

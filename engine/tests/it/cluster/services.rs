@@ -34,19 +34,7 @@ impl Spread {
         let mut network = netns::Network::new();
         let postgres = Postgres::start_for(Some(&network));
         let work = tempfile::tempdir().unwrap();
-        let mut nodes: Vec<Node> = ["node-1", "node-2", "node-3"]
-            .iter()
-            .map(|name| {
-                let mut node = Node::new(
-                    work.path(),
-                    name,
-                    postgres.conninfo_for_nodes(),
-                    "after-answer",
-                );
-                node.place(&network.host());
-                node
-            })
-            .collect();
+        let mut nodes = three_placed(work.path(), &postgres, &mut network);
         for node in &mut nodes {
             node.extra = extra(&network);
             node.start();
@@ -330,17 +318,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
 #[test]
 fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a_dead_holder() {
     let destination = tempfile::tempdir().unwrap();
-    let storescp_port = free_port();
-    let _storescp = ChildGuard::new(
-        Command::new(dcmtk("storescp"))
-            .args(["-aet", "STORESCP", "-od"])
-            .arg(destination.path())
-            .arg(storescp_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start storescp"),
-    );
+    let (_storescp, storescp_port) = storescp(destination.path());
     // storescp listens on every address of the test's namespace: the nodes
     // reach it at the bridge's.
     let mut spread = Spread::start_with(&|network| {

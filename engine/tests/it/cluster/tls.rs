@@ -15,8 +15,9 @@ fn status(catalogue: &str) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_refused() {
+/// Certificates from a CA made for the test, and a PostgreSQL taking TCP
+/// over TLS only with the server's.
+fn tls_catalogue() -> (tempfile::TempDir, Postgres) {
     let certificates = tempfile::tempdir().unwrap();
     let made = Command::new(python())
         .arg(scripts_dir().join("make_tls_certs.py"))
@@ -25,6 +26,12 @@ fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_
         .unwrap();
     assert!(made.status.success(), "make_tls_certs.py: {made:?}");
     let postgres = Postgres::start_tls(certificates.path());
+    (certificates, postgres)
+}
+
+#[test]
+fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_refused() {
+    let (certificates, postgres) = tls_catalogue();
     let with = |tls: &str| format!("{} {tls}", postgres.conninfo());
     let ca = certificates.path().join("ca.pem");
     let stranger_ca = certificates.path().join("stranger_ca.pem");
@@ -86,4 +93,86 @@ fn a_node_publishes_to_a_tls_only_catalogue_with_verify_full_and_other_trust_is_
         .unwrap()
         .get(0);
     assert_eq!(encrypted, 1, "the publisher's connection is not TLS");
+}
+
+/// A catalogue that asks every TCP client for a certificate issued by the
+/// test CA (`clientcert=verify-ca`): refused without one or with another
+/// CA's, taken with `sslcert`/`sslkey` of the test CA's client.
+#[test]
+fn a_catalogue_asking_for_client_certificates_takes_sslcert_and_sslkey() {
+    let (certificates, postgres) = tls_catalogue();
+    // Client certificates from the test CA, asked of every TCP client.
+    std::fs::copy(
+        certificates.path().join("ca.pem"),
+        postgres.data.join("client_ca.crt"),
+    )
+    .unwrap();
+    if rustix::process::geteuid().is_root() {
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(postgres.data.join("client_ca.crt"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown the client CA");
+    }
+    let mut conf = File::options()
+        .append(true)
+        .open(postgres.data.join("postgresql.conf"))
+        .unwrap();
+    writeln!(conf, "ssl_ca_file = 'client_ca.crt'").unwrap();
+    std::fs::write(
+        postgres.data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n",
+    )
+    .unwrap();
+    let reloaded = pg_command("pg_ctl")
+        .arg("-D")
+        .arg(&postgres.data)
+        .args(["-w", "reload"])
+        .output()
+        .unwrap();
+    assert!(reloaded.status.success(), "pg_ctl reload: {reloaded:?}");
+    // The reload is a signal: wait until a client without a certificate
+    // is refused.
+    let ca = certificates.path().join("ca.pem");
+    let with = |tls: &str| {
+        format!(
+            "{} sslmode=verify-full sslrootcert={} {tls}",
+            postgres.conninfo(),
+            ca.display()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let without = loop {
+        let without = status(&with(""));
+        if !without.status.success() || Instant::now() > deadline {
+            break without;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!without.status.success(), "{without:?}");
+    let identity = |stem: &str| {
+        format!(
+            "sslcert={} sslkey={}",
+            certificates.path().join(format!("{stem}.pem")).display(),
+            certificates.path().join(format!("{stem}.key")).display()
+        )
+    };
+    let stranger = status(&with(&identity("stranger")));
+    assert!(!stranger.status.success(), "{stranger:?}");
+    let client = status(&with(&identity("client")));
+    assert!(client.status.success(), "{client:?}");
+    assert!(
+        String::from_utf8_lossy(&client.stdout).contains("catalogue: reachable"),
+        "{client:?}"
+    );
+    // Half an identity is refused before connecting.
+    let half = status(&with(&format!(
+        "sslcert={}",
+        certificates.path().join("client.pem").display()
+    )));
+    assert!(
+        String::from_utf8_lossy(&half.stdout).contains("sslcert and sslkey go together"),
+        "{half:?}"
+    );
 }

@@ -8,6 +8,7 @@
 //! target/debug/sluice-power-loss --layout files --seeds 10
 //! target/debug/sluice-power-loss --scenario migrate --seeds 5
 //! target/debug/sluice-power-loss --scenario compact --seeds 5
+//! target/debug/sluice-power-loss --scenario online-compact --seeds 5
 //! ```
 //!
 //! One line per round; a round that breaks a promise keeps its directory
@@ -45,9 +46,11 @@ struct Args {
     #[arg(long, default_value = "segments")]
     layout: Layout,
     /// What the cut interrupts: serve (sluice serve under load), migrate
-    /// (`sluice migrate` of a store serve wrote, direction from the seed)
-    /// or compact (`sluice compact` of a segments store with replaced
-    /// records); the offline ones are run again after the cut.
+    /// (`sluice migrate` of a store serve wrote, direction from the seed),
+    /// compact (`sluice compact` of a segments store with replaced
+    /// records; the offline ones are run again after the cut) or
+    /// online-compact (`sluice serve`'s compactor on such a store, the
+    /// server run again after the cut).
     #[arg(long, default_value = "serve")]
     scenario: Scenario,
     /// Keep every round's directory (logs, history), not only failed ones.

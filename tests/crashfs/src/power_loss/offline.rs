@@ -15,6 +15,12 @@
 //!   load sends the same instances again, so the first records of those
 //!   are dead; one resent under another study is refused,
 //!   `uid_conflict_policy = "reject"`), segments of 1 MiB and any dead byte a reason to compact.
+//! - **online-compact**: the same store, written by a server whose online
+//!   compaction (`storage.compaction_rate_mib_s`) runs while the second
+//!   load replaces records; the cut is armed once both loads ended and
+//!   falls in what the server's compactor does next (the server is killed
+//!   with it); power back, the server runs again (recovery, then its
+//!   compactor) until its compactor has surveyed three times, and stops.
 
 use std::fs::File;
 use std::path::Path;
@@ -28,7 +34,8 @@ use super::{
     check_promises, io_error, HarnessError, Layout, Outcome, Plan, Process, Server, Tools,
     Violation, STOP_TIMEOUT,
 };
-use crate::model::PowerLoss;
+
+mod online;
 use crate::mount::{Mounted, CAPACITY_BYTES_DEFAULT};
 
 /// How long the command may take (debug build, crash file system).
@@ -50,6 +57,9 @@ pub enum Scenario {
     Migrate,
     /// `sluice compact` on a store with replaced records.
     Compact,
+    /// `sluice serve`'s online compaction on a store with replaced
+    /// records.
+    OnlineCompact,
 }
 
 impl Scenario {
@@ -59,6 +69,7 @@ impl Scenario {
             Scenario::Serve => "serve",
             Scenario::Migrate => "migrate",
             Scenario::Compact => "compact",
+            Scenario::OnlineCompact => "online-compact",
         }
     }
 }
@@ -67,10 +78,15 @@ impl std::str::FromStr for Scenario {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Scenario, String> {
-        [Scenario::Serve, Scenario::Migrate, Scenario::Compact]
-            .into_iter()
-            .find(|scenario| scenario.name() == text)
-            .ok_or_else(|| format!("{text:?}: expected serve, migrate or compact"))
+        [
+            Scenario::Serve,
+            Scenario::Migrate,
+            Scenario::Compact,
+            Scenario::OnlineCompact,
+        ]
+        .into_iter()
+        .find(|scenario| scenario.name() == text)
+        .ok_or_else(|| format!("{text:?}: expected serve, migrate, compact or online-compact"))
     }
 }
 
@@ -83,12 +99,20 @@ fn config(layout: Layout, scenario: Scenario) -> String {
          compaction_dead_percent = 1\ncompaction_dead_min = 0\n",
         layout.name()
     );
-    if scenario == Scenario::Compact {
+    if matches!(scenario, Scenario::Compact | Scenario::OnlineCompact) {
         // A second load with the same seed resends some SOP Instance UIDs
         // under other studies: refused, so what is stored stays the
         // first version (the check's expectation).
         text.push_str("duplicate_policy = \"replace\"\nuid_conflict_policy = \"reject\"\n");
     }
+    // Online compaction only where it is the subject: the offline
+    // command's rounds get the dead records whole.
+    let rate = if scenario == Scenario::OnlineCompact {
+        64
+    } else {
+        0
+    };
+    text.push_str(&format!("compaction_rate_mib_s = {rate}\n"));
     text
 }
 
@@ -227,6 +251,7 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
             Layout::Segments,
             &["compact", "--batch", "8"],
         ),
+        Scenario::OnlineCompact => (Layout::Segments, Layout::Segments, &[]),
         Scenario::Serve => unreachable!("serve rounds run in power_loss::run"),
     };
     let mountpoint = work.join("mnt");
@@ -261,7 +286,7 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
         &work.join("loadgen.log"),
     )?;
     let mut instances_acknowledged = super::acknowledged_instances(&history);
-    if plan.scenario == Scenario::Compact {
+    if plan.scenario != Scenario::Migrate {
         // The same UIDs again (other bytes), shorter: the first ones
         // replaced. What must be there is the last acknowledged version.
         let again = work.join("history-again.jsonl");
@@ -275,6 +300,14 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
         )?;
         instances_acknowledged += super::acknowledged_instances(&again);
         latest_versions(&history, &again)?;
+    }
+    if plan.scenario == Scenario::OnlineCompact {
+        return online::cut_the_compactor(
+            (plan, tools, work),
+            (fs, server),
+            (&data, &config_path, &history),
+            (instances_acknowledged, cut_fraction),
+        );
     }
     let status = server.process.terminate(STOP_TIMEOUT)?;
     if !status.success() {
@@ -357,24 +390,12 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
         &mut violations,
     )?;
     // Another cut, clean: what the rerun did must have been durable.
-    fs.cut_now(PowerLoss {
-        seed: plan.loss.seed,
-        tear: false,
-    });
-    let (image, _) = fs
-        .unmount()?
-        .ok_or_else(|| HarnessError::Step("no image after the second cut".to_owned()))?;
-    let fs = Mounted::mount(image, &mountpoint, CAPACITY_BYTES_DEFAULT)?;
-    check_promises(
-        tools,
-        after_layout,
-        &data,
-        &history,
-        &[],
+    super::cut_clean_and_check(
+        (fs, &mountpoint, plan),
+        (tools, after_layout, &data, &history, &[]),
         "after a second cut following the rerun",
         &mut violations,
     )?;
-    fs.unmount()?;
     Ok(Outcome {
         plan: *plan,
         cut,
