@@ -387,20 +387,10 @@ const A711: &str = "42769";
 /// byte, before and after a restart.
 #[test]
 fn a_full_disk_under_the_sop_index_is_a711_and_recovers_without_a_restart() {
+    use crate::segment_space::serve_on;
     use crate::serve::{Served, SmallFilesystem};
     let filesystem = SmallFilesystem::mount(48);
-    let args = [
-        "--storage-layout",
-        "segments",
-        "--segment-size-mib",
-        "8",
-        "--cores",
-        "1",
-        "--free-space-floor",
-        "0",
-    ];
-    let data = filesystem.path().join("data");
-    let served = Served::start_in(tempfile::tempdir().unwrap(), data.clone(), "auto", &args);
+    let served = serve_on(&filesystem, &["--free-space-floor", "0"]);
     let sent_dir = tempfile::tempdir().unwrap();
     let files = crate::ingest::generated_files(sent_dir.path(), 200);
     let mut stored: Vec<PathBuf> = Vec::new();
@@ -480,7 +470,7 @@ fn a_full_disk_under_the_sop_index_is_a711_and_recovers_without_a_restart() {
         log.contains("the SOP Instance UID index refused a write") && log.contains("reopened=true"),
         "{log}"
     );
-    let restarted = Served::start_in(tempfile::tempdir().unwrap(), data, "auto", &args);
+    let restarted = serve_on(&filesystem, &["--free-space-floor", "0"]);
     assert_stored(&restarted);
     drop(restarted);
 }
