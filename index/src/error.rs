@@ -154,6 +154,19 @@ impl IndexError {
     }
 }
 
+/// Below this many free bytes on the index's file system, a failure whose
+/// cause is not reported (LMDB's short write, fjall's `Poisoned`) is taken
+/// for a full disk.
+pub(crate) const NEARLY_FULL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Whether the file system of `path` has less than [`NEARLY_FULL_BYTES`]
+/// free (false if it cannot be asked).
+pub(crate) fn is_nearly_full(path: &std::path::Path) -> bool {
+    rustix::fs::statvfs(path)
+        .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize) < NEARLY_FULL_BYTES)
+        .unwrap_or(false)
+}
+
 /// Whether an I/O error means "no space": ENOSPC or EDQUOT.
 pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
     matches!(

@@ -53,13 +53,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use heed::{Env, RoTxn, WithoutTls};
 use siphasher::sip::SipHasher13;
 
-use crate::error::{EnvLimits, IndexError};
+use crate::error::{is_nearly_full, EnvLimits, IndexError, NEARLY_FULL_BYTES};
 use crate::keys::{group_key, read_u64, split_instance_key, SERIES_ID_BYTES};
 use crate::tables::{Table, Tables, META_NEXT_SOP_GROUP, META_SOP_HASH_KEY};
 
@@ -119,6 +119,9 @@ struct Tree {
     written: AtomicU64,
     /// The last batch known durable: written before a flush that returned.
     durable: AtomicU64,
+    /// A write or flush failed: fjall refuses every later write to this
+    /// keyspace, until it is reopened ([`SopIndex::release_if_poisoned`]).
+    poisoned: AtomicBool,
 }
 
 /// The SOP index of one open index: the hash, and the tree if this process
@@ -129,7 +132,9 @@ pub(crate) struct SopIndex {
     dir: PathBuf,
     lock_path: PathBuf,
     options: SopIndexOptions,
-    tree: OnceLock<Tree>,
+    /// Set and replaced only by the thread that runs write transactions;
+    /// others hold a clone of the `Arc` for as long as they use the tree.
+    tree: RwLock<Option<Arc<Tree>>>,
 }
 
 impl std::fmt::Debug for SopIndex {
@@ -275,6 +280,7 @@ impl Tree {
             sop,
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
         };
         if let Some((db, sop)) = opened {
             let stored_key = sop
@@ -297,6 +303,31 @@ impl Tree {
         Ok((tree(opened), true))
     }
 
+    /// Maps a failed write or flush of the tree in `dir`. fjall poisons the
+    /// keyspace when a journal write or flush fails and reports only
+    /// `Poisoned` (the I/O error goes to its log): the failure is recorded
+    /// (the writer reopens the tree) and, if the file system is nearly
+    /// full, is [`IndexError::DiskFull`].
+    fn write_failed(&self, dir: &Path, operation: &'static str, error: fjall::Error) -> IndexError {
+        if !matches!(error, fjall::Error::Poisoned) {
+            return fjall_error(operation)(error);
+        }
+        self.poisoned.store(true, Ordering::Release);
+        if is_nearly_full(dir) {
+            IndexError::DiskFull {
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "the SOP Instance UID index failed to {operation} with less than \
+                         {NEARLY_FULL_BYTES} bytes free (it is reopened once space returns)"
+                    ),
+                )),
+            }
+        } else {
+            fjall_error(operation)(error)
+        }
+    }
+
     fn candidates(&self, hash: SopHash) -> Result<Vec<u64>, IndexError> {
         match self
             .sop
@@ -310,7 +341,7 @@ impl Tree {
 
     /// Writes complete candidate lists in one atomic batch (into the OS's
     /// buffers); returns the batch's number.
-    fn write(&self, lists: &HashMap<SopHash, Vec<u64>>) -> Result<u64, IndexError> {
+    fn write(&self, dir: &Path, lists: &HashMap<SopHash, Vec<u64>>) -> Result<u64, IndexError> {
         let mut batch = self.db.batch();
         for (hash, candidates) in lists {
             debug_assert!(!candidates.is_empty() && candidates.len() <= CANDIDATES_MAX);
@@ -320,12 +351,18 @@ impl Tree {
         // reads a number no larger than this batch's, and so never claims
         // it before it is written.
         let number = self.written.fetch_add(1, Ordering::AcqRel) + 1;
-        batch.commit().map_err(fjall_error("write SOP index"))?;
+        batch
+            .commit()
+            .map_err(|error| self.write_failed(dir, "write", error))?;
         Ok(number)
     }
 
     /// Adds `additions` (merged with what the tree holds), in batches.
-    fn add(&self, additions: impl IntoIterator<Item = (SopHash, u64)>) -> Result<u64, IndexError> {
+    fn add(
+        &self,
+        dir: &Path,
+        additions: impl IntoIterator<Item = (SopHash, u64)>,
+    ) -> Result<u64, IndexError> {
         let mut pending: HashMap<SopHash, Vec<u64>> = HashMap::new();
         let mut added = 0u64;
         for (hash, series_id) in additions {
@@ -345,20 +382,20 @@ impl Tree {
                 added += 1;
             }
             if pending.len() >= REBUILD_BATCH_ENTRIES {
-                self.write(&std::mem::take(&mut pending))?;
+                self.write(dir, &std::mem::take(&mut pending))?;
             }
         }
         if !pending.is_empty() {
-            self.write(&pending)?;
+            self.write(dir, &pending)?;
         }
         Ok(added)
     }
 
-    fn persist(&self) -> Result<(), IndexError> {
+    fn persist(&self, dir: &Path) -> Result<(), IndexError> {
         let written = self.written.load(Ordering::Acquire);
         self.db
             .persist(fjall::PersistMode::SyncAll)
-            .map_err(fjall_error("flush SOP index"))?;
+            .map_err(|error| self.write_failed(dir, "flush its journal", error))?;
         self.durable.fetch_max(written, Ordering::AcqRel);
         Ok(())
     }
@@ -436,7 +473,7 @@ impl SopIndex {
             dir: index_dir.join(SOP_INDEX_DIR),
             lock_path: index_dir.join(SOP_INDEX_LOCK),
             options,
-            tree: OnceLock::new(),
+            tree: RwLock::new(None),
         }
     }
 
@@ -445,19 +482,49 @@ impl SopIndex {
         self.hasher.hash(sop.as_bytes())
     }
 
+    /// The tree, if this process owns it.
+    fn tree(&self) -> Option<Arc<Tree>> {
+        self.tree
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether this process owns the tree.
     pub(crate) fn is_owned(&self) -> bool {
-        self.tree.get().is_some()
+        self.tree().is_some()
+    }
+
+    /// Lets go of the tree if a write or flush poisoned it (see
+    /// docs/design/index-format.md, "A full disk"): the process then works
+    /// as one that does not own it (exact scans, candidates logged in
+    /// `sop_pending`) until [`SopIndex::acquire`] reopens it from its
+    /// journal and adds `sop_pending` again. The lock goes with the last
+    /// `Arc` of the tree (a flush in progress on the syncer thread may hold
+    /// one a moment longer: `acquire` then finds the lock taken and is
+    /// tried again). Returns whether it let go. Call on the thread that
+    /// runs write transactions.
+    pub(crate) fn release_if_poisoned(&self) -> bool {
+        let mut tree = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tree
+            .as_ref()
+            .is_some_and(|tree| tree.poisoned.load(Ordering::Acquire))
+        {
+            *tree = None;
+            true
+        } else {
+            false
+        }
     }
 
     /// The series ids a SOP Instance UID's hash names (empty: none), or
     /// `None` when another process owns the tree (the caller then scans:
     /// [`scan_candidates`]).
     pub(crate) fn candidates(&self, hash: SopHash) -> Result<Option<Vec<u64>>, IndexError> {
-        self.tree
-            .get()
-            .map(|tree| tree.candidates(hash))
-            .transpose()
+        self.tree().map(|tree| tree.candidates(hash)).transpose()
     }
 
     /// Writes the complete candidate lists `lists` in one atomic batch (into
@@ -467,41 +534,45 @@ impl SopIndex {
         &self,
         lists: &HashMap<SopHash, Vec<u64>>,
     ) -> Result<Option<u64>, IndexError> {
-        self.tree.get().map(|tree| tree.write(lists)).transpose()
+        self.tree()
+            .map(|tree| tree.write(&self.dir, lists))
+            .transpose()
     }
 
     /// Flushes the journal: every batch written before the call is durable
-    /// when it returns ([`SopIndex::durable_batch`] says so). A failure is
-    /// final (fjall refuses later writes). Nothing without the tree.
+    /// when it returns ([`SopIndex::durable_batch`] says so). A failure
+    /// poisons the tree (fjall refuses later writes until the writer reopens
+    /// it). Nothing without the tree, or with a poisoned one.
     pub(crate) fn persist(&self) -> Result<(), IndexError> {
-        self.tree.get().map_or(Ok(()), Tree::persist)
+        match self.tree() {
+            Some(tree) if !tree.poisoned.load(Ordering::Acquire) => tree.persist(&self.dir),
+            _ => Ok(()),
+        }
     }
 
     /// The number of the last batch written (0: none, or no tree).
     pub(crate) fn written_batch(&self) -> u64 {
-        self.tree
-            .get()
+        self.tree()
             .map_or(0, |tree| tree.written.load(Ordering::Acquire))
     }
 
     /// The number of the last batch known durable (0: none, or no tree).
     pub(crate) fn durable_batch(&self) -> u64 {
-        self.tree
-            .get()
+        self.tree()
             .map_or(0, |tree| tree.durable.load(Ordering::Acquire))
     }
 
     /// Entries (approximate: an LSM tree counts exactly only by reading
     /// everything) and bytes on disk; zeros without the tree.
     pub(crate) fn size(&self) -> (u64, u64) {
-        self.tree.get().map_or((0, 0), |tree| {
+        self.tree().map_or((0, 0), |tree| {
             (tree.sop.approximate_len() as u64, tree.db.disk_space())
         })
     }
 
     /// Tables (segments) of the tree.
     pub(crate) fn table_count(&self) -> usize {
-        self.tree.get().map_or(0, |tree| tree.sop.segment_count())
+        self.tree().map_or(0, |tree| tree.sop.segment_count())
     }
 
     /// Adds the groups `from..to` another process logged in `sop_pending`
@@ -514,7 +585,7 @@ impl SopIndex {
         groups: std::ops::Range<u64>,
         limits: EnvLimits,
     ) -> Result<Vec<u64>, IndexError> {
-        let Some(tree) = self.tree.get() else {
+        let Some(tree) = self.tree() else {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
@@ -525,7 +596,7 @@ impl SopIndex {
                 additions.extend(logged);
             }
         }
-        tree.add(additions)?;
+        tree.add(&self.dir, additions)?;
         Ok(found)
     }
 
@@ -582,7 +653,7 @@ impl SopIndex {
                         None
                     }
                 });
-            let added = tree.add(additions)?;
+            let added = tree.add(&self.dir, additions)?;
             if let Some(error) = bad_key {
                 return Err(error);
             }
@@ -597,7 +668,7 @@ impl SopIndex {
                 let (_, value) = entry.map_err(lmdb("scan sop_pending"))?;
                 additions.extend(decode_pending(value)?);
             }
-            tree.add(additions)?
+            tree.add(&self.dir, additions)?
         };
         if rebuild {
             // The tree is complete: only now is it marked as this index's.
@@ -605,16 +676,22 @@ impl SopIndex {
                 .insert(META_HASH_KEY, self.key)
                 .map_err(fjall_error("write SOP index meta"))?;
         }
-        tree.persist()?;
+        tree.persist(&self.dir)?;
         tables
             .sop_pending
             .clear(&mut wtxn)
             .map_err(lmdb("clear sop_pending"))?;
         wtxn.commit().map_err(lmdb("commit"))?;
         env.force_sync().map_err(lmdb("flush"))?;
-        if self.tree.set(tree).is_err() {
-            unreachable!("only the thread that runs write transactions acquires the tree");
-        }
+        let mut owned = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(
+            owned.is_none(),
+            "only the thread that runs write transactions acquires the tree"
+        );
+        *owned = Some(Arc::new(tree));
         Ok(Some(CatchUp {
             rebuilt: rebuild,
             added,

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::apply::{Apply, SopChanges};
-use crate::error::IndexError;
+use crate::error::{is_nearly_full, IndexError, NEARLY_FULL_BYTES};
 use crate::index::Shared;
 use crate::keys::group_key;
 use crate::ops::{BatchResult, ItemResult, WriteOp};
@@ -317,6 +317,10 @@ struct GroupState {
     /// The writer's own flushes of the SOP index (only without a syncer
     /// thread).
     fallback_flushes: SopIndexFlushes,
+    /// When this writer let go of a poisoned tree that it has not reopened
+    /// yet, and when it last tried: it tries again at most once per
+    /// [`SOP_INDEX_FLUSH_INTERVAL`], busy or idle.
+    reopening: Option<Instant>,
 }
 
 /// A failed transaction, and whether the failure came before the commit
@@ -335,6 +339,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
         seen_logged: 0,
         pending: VecDeque::new(),
         fallback_flushes: SopIndexFlushes::new(),
+        reopening: None,
     };
     if let Err(error) = groups.catch_up_with(&shared) {
         tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
@@ -406,21 +411,9 @@ impl GroupState {
 /// groups a flush covered (one empty transaction does both).
 fn maintain_sop_index(shared: &Shared, syncer: &Syncer, groups: &mut GroupState) {
     let sop_index = &shared.sop_index;
+    release_if_poisoned(shared, groups);
     if !sop_index.is_owned() {
-        match sop_index.acquire(&shared.env, &shared.tables, shared.limits) {
-            Ok(Some(catch_up)) => {
-                tracing::info!(
-                    added = catch_up.added,
-                    rebuilt = catch_up.rebuilt,
-                    "this process now owns the SOP Instance UID index"
-                );
-                if let Err(error) = groups.catch_up_with(shared) {
-                    tracing::warn!(%error, "cannot read the SOP index group counter");
-                }
-            }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "cannot take the SOP Instance UID index"),
-        }
+        take_sop_index(shared, groups);
         return;
     }
     let foreign = shared
@@ -436,6 +429,63 @@ fn maintain_sop_index(shared: &Shared, syncer: &Syncer, groups: &mut GroupState)
         .is_some_and(|(_, batch)| *batch <= durable);
     if foreign || deletable {
         commit_group(shared, Vec::new(), syncer, groups);
+    }
+}
+
+/// Lets go of the SOP index's tree if a failed write or flush poisoned it
+/// (fjall refuses every later write to it): until [`take_sop_index`]
+/// reopens it, this writer works as one without the tree (exact scans of
+/// `instances`, its candidates logged in `sop_pending`), and that reopening
+/// is crash recovery: fjall's journal keeps every batch a flush made
+/// durable, and `sop_pending` every group no flush covered.
+fn release_if_poisoned(shared: &Shared, groups: &mut GroupState) {
+    if shared.sop_index.release_if_poisoned() {
+        tracing::warn!(
+            "the SOP Instance UID index refused a write after a failed write or flush (a full \
+             disk, if its file system is nearly full); it is reopened from its journal as soon \
+             as that succeeds, without a restart"
+        );
+        groups.reopening = Some(Instant::now());
+    }
+}
+
+/// Takes the SOP index's tree (another process let it go, or this writer
+/// let go of a poisoned one) and brings it up to date.
+fn take_sop_index(shared: &Shared, groups: &mut GroupState) {
+    if groups.reopening.is_some() {
+        groups.reopening = Some(Instant::now());
+    }
+    match shared
+        .sop_index
+        .acquire(&shared.env, &shared.tables, shared.limits)
+    {
+        Ok(Some(catch_up)) => {
+            tracing::info!(
+                added = catch_up.added,
+                rebuilt = catch_up.rebuilt,
+                reopened = groups.reopening.is_some(),
+                "this process now owns the SOP Instance UID index"
+            );
+            groups.reopening = None;
+            if let Err(error) = groups.catch_up_with(shared) {
+                tracing::warn!(%error, "cannot read the SOP index group counter");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot take the SOP Instance UID index"),
+    }
+}
+
+/// Before a transaction: lets go of a poisoned tree, and tries to reopen
+/// one let go of (at most once per [`SOP_INDEX_FLUSH_INTERVAL`]: a writer
+/// kept busy never reaches [`maintain_sop_index`]).
+fn keep_sop_index(shared: &Shared, groups: &mut GroupState) {
+    release_if_poisoned(shared, groups);
+    if groups
+        .reopening
+        .is_some_and(|tried| tried.elapsed() >= SOP_INDEX_FLUSH_INTERVAL)
+    {
+        take_sop_index(shared, groups);
     }
 }
 
@@ -461,20 +511,16 @@ fn flush(shared: &Shared) -> Result<(), IndexError> {
     })
 }
 
-/// When the SOP index's journal was last flushed, and whether a flush
-/// failed (then it is never tried again: the LSM tree refuses every later
-/// write, which fails the writer's transactions with the error).
+/// When the SOP index's journal was last flushed.
 #[derive(Debug)]
 struct SopIndexFlushes {
     last: Instant,
-    failed: bool,
 }
 
 impl SopIndexFlushes {
     fn new() -> SopIndexFlushes {
         SopIndexFlushes {
             last: Instant::now(),
-            failed: false,
         }
     }
 
@@ -483,13 +529,14 @@ impl SopIndexFlushes {
     fn flush_if_due(&mut self, shared: &Shared, force: bool) {
         let index = &shared.sop_index;
         let due = force || self.last.elapsed() >= SOP_INDEX_FLUSH_INTERVAL;
-        if self.failed || !due || index.written_batch() <= index.durable_batch() {
+        if !due || index.written_batch() <= index.durable_batch() {
             return;
         }
         self.last = Instant::now();
+        // A failure poisons the tree (not flushed again: the writer reopens
+        // it, see `release_if_poisoned`).
         if let Err(error) = index.persist() {
-            self.failed = true;
-            tracing::error!(%error, "SOP index flush failed; the index refuses writes until reopened");
+            tracing::error!(%error, "SOP index flush failed; the writer reopens the index");
         }
     }
 }
@@ -583,6 +630,7 @@ fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committe
 }
 
 fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mut GroupState) {
+    keep_sop_index(shared, groups);
     let results = run_transaction(shared, &group, groups);
     let mut durable = Vec::new();
     match results {
@@ -749,10 +797,6 @@ fn run_transaction(
     Ok(results)
 }
 
-/// Below this many free bytes on the index's file system, a commit's EIO
-/// is taken for a full disk.
-const NEARLY_FULL_BYTES: u64 = 8 * 1024 * 1024;
-
 /// LMDB reports a short write of its pages as EIO (`mdb_page_flush`: a
 /// `pwrite` that wrote less than asked gives `EIO`), and a short write is
 /// how ENOSPC shows when the file system fills in the middle of one. A
@@ -772,10 +816,7 @@ fn short_write_on_a_full_disk(error: IndexError, path: &std::path::Path) -> Inde
     if io.raw_os_error() != Some(5) {
         return error;
     }
-    let nearly_full = rustix::fs::statvfs(path)
-        .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize) < NEARLY_FULL_BYTES)
-        .unwrap_or(false);
-    if !nearly_full {
+    if !is_nearly_full(path) {
         return error;
     }
     IndexError::DiskFull {

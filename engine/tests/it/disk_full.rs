@@ -13,7 +13,10 @@
 //! - with a floor, the instances in flight count against it: four senders
 //!   must not drive the free space far below the floor;
 //! - on the default layout, segments larger than the whole file system are
-//!   refused at start, with the way out.
+//!   refused at start, with the way out;
+//! - the disk full to the last byte under the SOP Instance UID index (its
+//!   journal poisoned): A711, and stored again once space returns, without
+//!   a restart.
 //!
 //! The fills above name the files layout: their subject is the files
 //! layout's full disk (the loadgen check reads `objects/`).
@@ -346,4 +349,128 @@ fn segments_larger_than_the_file_system_are_refused_at_start() {
 fn rustix_free_bytes(path: &Path) -> u64 {
     let stats = rustix::fs::statvfs(path).expect("statvfs");
     stats.f_bavail.saturating_mul(stats.f_frsize)
+}
+
+/// Writes `path` until the file system holding it is full, to the last
+/// byte.
+fn fill_to_the_last_byte(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while file.write(&chunk).is_ok_and(|written| written > 0) {}
+    while file.write(&[0]).is_ok_and(|written| written == 1) {}
+}
+
+/// The statuses of `files`, each sent on an association of its own.
+fn statuses_of(port: u16, files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|file| {
+            crate::serve::store_statuses(port, std::slice::from_ref(file))
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_owned()
+        })
+        .collect()
+}
+
+/// 0xA711 as pynetdicom prints it.
+const A711: &str = "42769";
+
+/// The disk full to the last byte under the segments layout, whose core
+/// writes into a segment allocated beforehand: the instance's record fits,
+/// the index does not. The SOP Instance UID index's journal then fails its
+/// flush, and fjall refuses every later write to it (it is "poisoned"):
+/// before the fix every store after that was A700 until a restart (the
+/// "FjallError: Poisoned" of a flaky run of the fills above). Now the
+/// stores are A711 while the disk is full, stored again without a restart
+/// once space returns, and every instance answered 0000 is there byte for
+/// byte, before and after a restart.
+#[test]
+fn a_full_disk_under_the_sop_index_is_a711_and_recovers_without_a_restart() {
+    use crate::segment_space::serve_on;
+    use crate::serve::{Served, SmallFilesystem};
+    let filesystem = SmallFilesystem::mount(48);
+    let served = serve_on(&filesystem, &["--free-space-floor", "0"]);
+    let sent_dir = tempfile::tempdir().unwrap();
+    let files = crate::ingest::generated_files(sent_dir.path(), 200);
+    let mut stored: Vec<PathBuf> = Vec::new();
+    // Acknowledged before the disk fills (the first allocates the segment).
+    for (file, status) in files[..4].iter().zip(statuses_of(served.port, &files[..4])) {
+        assert_eq!(status, "0");
+        stored.push(file.clone());
+    }
+    let filler = filesystem.path().join("filler");
+    fill_to_the_last_byte(&filler);
+    // Full: the records fit the segment, the SOP index's journal outgrows
+    // its last page (a few tens of bytes per instance) and its flush (once
+    // a second) fails; then more. Nothing but 0000 or A711 (before the
+    // fix: A700 from then on).
+    let answered = |statuses: String, sent: &[PathBuf], stored: &mut Vec<PathBuf>| {
+        let statuses: Vec<&str> = statuses
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(", ")
+            .collect();
+        assert_eq!(statuses.len(), sent.len(), "{statuses:?}");
+        for (file, status) in sent.iter().zip(&statuses) {
+            match *status {
+                "0" => stored.push(file.clone()),
+                A711 => {}
+                other => panic!("a full disk is A711, not {other}:\n{}", served.log()),
+            }
+        }
+    };
+    answered(
+        crate::serve::store_statuses(served.port, &files[4..164]),
+        &files[4..164],
+        &mut stored,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    answered(
+        crate::serve::store_statuses(served.port, &files[164..180]),
+        &files[164..180],
+        &mut stored,
+    );
+    // Space returns: stored again within a few seconds, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for file in &files[180..] {
+        loop {
+            let status = statuses_of(served.port, std::slice::from_ref(file)).remove(0);
+            if status == "0" {
+                stored.push(file.clone());
+                break;
+            }
+            assert!(
+                status == A711 && std::time::Instant::now() < deadline,
+                "still refused ({status}) after space returned:\n{}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let assert_stored = |served: &Served| {
+        let exported = served.stored();
+        assert_eq!(exported.len(), stored.len(), "{:?}", exported.keys());
+        for file in &stored {
+            let sop = crate::segment_ingest::sop_of(file);
+            let bytes = exported
+                .get(&sop)
+                .unwrap_or_else(|| panic!("{sop} not stored"));
+            assert!(
+                sluice_tests::part10_dataset(bytes)
+                    == sluice_tests::part10_dataset(&std::fs::read(file).unwrap())
+            );
+        }
+    };
+    assert_stored(&served);
+    let log = crate::segment_ingest::terminate(served);
+    // The path this test is about was taken: the tree was let go and
+    // reopened.
+    assert!(
+        log.contains("the SOP Instance UID index refused a write") && log.contains("reopened=true"),
+        "{log}"
+    );
+    let restarted = serve_on(&filesystem, &["--free-space-floor", "0"]);
+    assert_stored(&restarted);
+    drop(restarted);
 }

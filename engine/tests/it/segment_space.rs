@@ -26,7 +26,7 @@ const A711: &str = "42769";
 
 /// `sluice serve` on the segments layout, one core, 8 MiB segments, on
 /// `filesystem`, with `extra`.
-fn serve_on(filesystem: &SmallFilesystem, extra: &[&str]) -> Served {
+pub(crate) fn serve_on(filesystem: &SmallFilesystem, extra: &[&str]) -> Served {
     let args = [
         &[
             "--storage-layout",

@@ -4,6 +4,7 @@ mod basic;
 mod capacity;
 mod common;
 mod crash;
+mod disk_full;
 mod find;
 mod locations;
 mod model;
