@@ -36,9 +36,11 @@
 //! skips them after a clean stop ([`clean_stop`]: a record a drained
 //! `sluice serve` writes last, and the next holder of the data directory's
 //! lock consumes durably before it can write), unless the index no longer
-//! has the entries the record names or the steps that always run (entries
-//! in doubt, `tmp/`, open segments) find a sign of a crash. The full check
-//! logs its progress every few seconds.
+//! has the entries the record names, the operator asked for the full check
+//! at this start (`sluice serve --full-recovery`: a disk they suspect), or
+//! the steps that always run (entries in doubt, `tmp/`, open segments) find
+//! a sign of a crash. The full check logs why it runs, and its progress
+//! every few seconds.
 //!
 //! Invariant: recovery never deletes a file whose file id the index
 //! references, nor moves one anywhere but to the exact path the index names
@@ -253,6 +255,9 @@ pub enum FullCheckReason {
     /// A clean-stop record, but entries in doubt, files in `tmp/` or
     /// records past a segment's indexed end were found.
     InFlightFound,
+    /// A clean-stop record that fits the index, but the operator asked for
+    /// the full check at this start (`sluice serve --full-recovery`).
+    Requested,
 }
 
 impl FullCheckReason {
@@ -263,6 +268,7 @@ impl FullCheckReason {
             FullCheckReason::UnreadableRecord => "the clean-stop record is unreadable",
             FullCheckReason::IndexChanged => "the index changed since the clean stop it records",
             FullCheckReason::InFlightFound => "work in flight found despite a clean-stop record",
+            FullCheckReason::Requested => "asked for at this start (sluice serve --full-recovery)",
         }
     }
 }
@@ -702,25 +708,31 @@ fn index_again(
 /// the data directory meanwhile). Logs one warning per damaged index entry
 /// and one info line with the report's summary.
 pub fn recover(layout: &Layout, index: &Index) -> Result<RecoveryReport, RecoveryError> {
-    recover_after(layout, index, LastStop::NotRecorded)
+    recover_after(layout, index, LastStop::NotRecorded, false)
 }
 
 /// [`recover`] after a stop that left `last_stop` (what the data
 /// directory's lock took: [`clean_stop`]): after a clean stop whose record
 /// still fits the index, the archive-wide steps (the walk of `objects/`
 /// and `quarantine/`, the check of every entry's file) are skipped, unless
-/// the steps that always run find a sign of a crash.
+/// `full_check_requested` (the operator's `sluice serve --full-recovery`)
+/// or the steps that always run find a sign of a crash. The log names the
+/// reason for a full check: the record's own when it asks for one
+/// ([`FullCheckReason`]), else the request.
 pub fn recover_after(
     layout: &Layout,
     index: &Index,
     last_stop: LastStop,
+    full_check_requested: bool,
 ) -> Result<RecoveryReport, RecoveryError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     // Read before recovery writes anything to the index.
     let fingerprint = clean_stop::index_fingerprint(&index.stats()?);
     let mut full_check = match &last_stop {
-        LastStop::Clean(record) if record.index_fingerprint == fingerprint => None,
+        LastStop::Clean(record) if record.index_fingerprint == fingerprint => {
+            full_check_requested.then_some(FullCheckReason::Requested)
+        }
         LastStop::Clean(_) => Some(FullCheckReason::IndexChanged),
         LastStop::Unreadable => Some(FullCheckReason::UnreadableRecord),
         LastStop::NotRecorded => Some(FullCheckReason::NoCleanStop),

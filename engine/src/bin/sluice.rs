@@ -21,7 +21,7 @@ use sd_notify::NotifyState;
 use sluice_engine::cli::qr::QrCommand;
 use sluice_engine::cli::OperatorCommand;
 use sluice_engine::config::{Config, ConfigArgs, LogFormat, LogLevel};
-use sluice_engine::scp::Server;
+use sluice_engine::scp::{ServeOptions, Server};
 use sluice_engine::store::Store;
 
 /// How long shutdown waits for the cores to stop once drained.
@@ -46,6 +46,11 @@ enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Check the whole archive at this start (walk objects/ and
+        /// quarantine/, check every index entry's file), even after a
+        /// clean stop, which otherwise skips it: for a disk you suspect.
+        #[arg(long)]
+        full_recovery: bool,
     },
     #[command(flatten)]
     Operator(OperatorCommand),
@@ -64,8 +69,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => match config.resolve() {
-            Ok(config) => serve(config),
+        Command::Serve {
+            config,
+            full_recovery,
+        } => match config.resolve() {
+            Ok(config) => serve(
+                config,
+                ServeOptions {
+                    full_recovery,
+                    ..ServeOptions::default()
+                },
+            ),
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)
@@ -185,7 +199,7 @@ fn raise_descriptor_limit(config: &Config) {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, options: ServeOptions) -> ExitCode {
     init_logging(config.server.log_format, config.server.log_level);
     // The signal handler goes in before anything starts, so a SIGINT/SIGTERM
     // that arrives while the store opens or the cores come up is kept and
@@ -210,7 +224,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = match Server::start(&store) {
+    let server = match Server::start_with(&store, options) {
         Ok(server) => server,
         Err(error) => {
             tracing::error!(%error, "cannot start the storage SCP");

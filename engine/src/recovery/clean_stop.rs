@@ -35,8 +35,9 @@
 //!   index restored from a copy, or written by a process that ignored the
 //!   lock, gets the full check).
 //!
-//! The full check on request: `sluice verify` (offline), or remove
-//! `clean-stop` before the start.
+//! The full check on request: `sluice serve --full-recovery` (this start
+//! checks the whole archive whatever the record says; the record is
+//! consumed all the same), or `sluice verify` (offline, reads every file).
 
 use std::io::Write;
 use std::path::Path;

@@ -116,10 +116,14 @@ fn refuse_segments_larger_than_the_file_system(
 /// A hook that adjusts the I/O runtime's configuration before start.
 pub type RuntimeAdjustment = Box<dyn FnOnce(&mut RuntimeConfig) + Send>;
 
-/// Settings of a server start beyond the configuration: a hook to adjust
+/// Settings of a server start beyond the configuration: what holds for
+/// this start only (`sluice serve --full-recovery`), and a hook to adjust
 /// the I/O runtime's configuration (tests use it to install a fault plan).
 #[derive(Default)]
 pub struct ServeOptions {
+    /// Start-up recovery checks the whole archive even after a clean stop
+    /// (`recovery::recover_after`).
+    pub full_recovery: bool,
     /// Called with the runtime configuration just before start.
     pub adjust_runtime: Option<RuntimeAdjustment>,
 }
@@ -127,6 +131,7 @@ pub struct ServeOptions {
 impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeOptions")
+            .field("full_recovery", &self.full_recovery)
             .field("adjust_runtime", &self.adjust_runtime.is_some())
             .finish()
     }
@@ -426,8 +431,13 @@ impl Server {
         };
         // Start-up recovery before accepting anything: it logs its own
         // one-line summary.
-        crate::recovery::recover_after(store.layout(), store.index(), data_lock.last_stop())
-            .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        crate::recovery::recover_after(
+            store.layout(),
+            store.index(),
+            data_lock.last_stop(),
+            options.full_recovery,
+        )
+        .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
         if let Some(cluster) = &shared.cluster {
             cluster
                 .start(store.clone(), shared.in_doubt.clone())

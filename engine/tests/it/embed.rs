@@ -143,6 +143,7 @@ fn eio_on_fsync(backend: &str, nth: u64) {
         &store,
         ServeOptions {
             adjust_runtime: Some(Box::new(move |runtime| runtime.fault_plan = Some(plan))),
+            ..ServeOptions::default()
         },
     )
     .unwrap();
@@ -246,6 +247,7 @@ fn concurrent_instances_share_directory_fsyncs() {
         &store,
         ServeOptions {
             adjust_runtime: Some(Box::new(move |runtime| runtime.fault_plan = Some(plan))),
+            ..ServeOptions::default()
         },
     )
     .unwrap();

@@ -318,6 +318,38 @@ fn recovery_settles_entries_committed_in_doubt() {
     );
 }
 
+/// The files layout, as the clean-stop tests serve it.
+const FILES_LAYOUT: [&str; 2] = ["--storage-layout", "files"];
+
+/// A data directory (with the temporary directory holding it) of the files
+/// layout whose server stored three instances and stopped cleanly (SIGTERM:
+/// the clean-stop record written), with a stray file in `objects/` that only
+/// the full check sees; its stored files by SOP Instance UID, and the stray
+/// file's path.
+fn cleanly_stopped_with_a_stray_file() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::collections::BTreeMap<String, std::path::PathBuf>,
+    std::path::PathBuf,
+) {
+    use crate::ingest::generated_files;
+    use crate::segment_ingest::{data_dir, serve_on, storescu, terminate};
+
+    let (shared, data) = data_dir();
+    let files_dir = tempfile::tempdir().unwrap();
+    let files = generated_files(files_dir.path(), 3);
+    let served = serve_on(&data, &FILES_LAYOUT);
+    storescu(served.port, &files);
+    let stored = served.files("objects");
+    assert_eq!(stored.len(), 3);
+    let log = terminate(served);
+    assert!(log.contains("clean stop recorded"), "{log}");
+    assert!(data.join("clean-stop").is_file());
+    let stray = data.join("objects").join("stray.dcm");
+    std::fs::write(&stray, b"not ours").unwrap();
+    (shared, data, stored, stray)
+}
+
 /// A clean stop (SIGTERM: drained, settled) is recorded, and the start
 /// after it skips the walk of the archive (a stray file in `objects/` is
 /// not even seen); a SIGKILL leaves no record, and the start after it
@@ -327,27 +359,13 @@ fn recovery_settles_entries_committed_in_doubt() {
 /// (the next clean stop's start skips the walk again).
 #[test]
 fn a_clean_restart_skips_the_archive_walk_and_a_killed_one_does_not() {
-    use crate::ingest::generated_files;
-    use crate::segment_ingest::{data_dir, serve_on, storescu, terminate};
+    use crate::segment_ingest::{serve_on, terminate};
     const SKIPPED: &str = "recovery (clean stop recorded: archive walk and entry check skipped): \
                            0 temporary files removed, 0 unindexed files moved to orphans/, \
                            0 index entries checked";
 
-    let (_shared, data) = data_dir();
-    let files_dir = tempfile::tempdir().unwrap();
-    let files = generated_files(files_dir.path(), 3);
-    let layout = ["--storage-layout", "files"];
-    let served = serve_on(&data, &layout);
-    storescu(served.port, &files);
-    let stored = served.files("objects");
-    assert_eq!(stored.len(), 3);
-    let log = terminate(served);
-    assert!(log.contains("clean stop recorded"), "{log}");
-    assert!(data.join("clean-stop").is_file());
-
-    // Only the full check would see it.
-    let stray = data.join("objects").join("stray.dcm");
-    std::fs::write(&stray, b"not ours").unwrap();
+    let (_shared, data, stored, stray) = cleanly_stopped_with_a_stray_file();
+    let layout = FILES_LAYOUT;
     let served = serve_on(&data, &layout);
     let log = served.log();
     assert!(log.contains(SKIPPED), "{log}");
@@ -404,5 +422,48 @@ fn a_clean_restart_skips_the_archive_walk_and_a_killed_one_does_not() {
     let served = serve_on(&data, &layout);
     let log = served.log();
     assert!(log.contains(SKIPPED), "{log}");
+    served.stop();
+}
+
+/// `sluice serve --full-recovery` checks the whole archive even with a
+/// valid clean-stop record, and says why: the stray file only the walk
+/// sees goes to `orphans/`, every entry's file is checked. The record is
+/// consumed all the same, and the flag holds for that start only.
+#[test]
+fn full_recovery_checks_the_whole_archive_after_a_clean_stop() {
+    use crate::segment_ingest::{serve_on, terminate};
+
+    let (_shared, data, stored, stray) = cleanly_stopped_with_a_stray_file();
+    let mut args = FILES_LAYOUT.to_vec();
+    args.push("--full-recovery");
+    let served = serve_on(&data, &args);
+    let log = served.log();
+    assert!(
+        log.contains("reason=\"asked for at this start (sluice serve --full-recovery)\""),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "recovery: 0 temporary files removed, 1 unindexed file moved to orphans/, \
+             3 index entries checked: 0 files missing, 0 of the wrong size ("
+        ),
+        "{log}"
+    );
+    assert!(!stray.exists());
+    assert_eq!(
+        std::fs::read(data.join("orphans").join("stray.dcm")).unwrap(),
+        b"not ours"
+    );
+    assert!(!data.join("clean-stop").exists(), "consumed at start");
+    assert_eq!(served.files("objects"), stored);
+    terminate(served);
+
+    // Without the flag, the next clean restart skips the walk again.
+    let served = serve_on(&data, &FILES_LAYOUT);
+    let log = served.log();
+    assert!(
+        log.contains("recovery (clean stop recorded: archive walk and entry check skipped)"),
+        "{log}"
+    );
     served.stop();
 }

@@ -292,6 +292,7 @@ fn eio_fails_the_record_and_seals_its_segment(backend: &str, kind: sluice_io::Op
         &store,
         ServeOptions {
             adjust_runtime: Some(Box::new(move |runtime| runtime.fault_plan = Some(plan))),
+            ..ServeOptions::default()
         },
     )
     .unwrap();

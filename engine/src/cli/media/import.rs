@@ -169,6 +169,7 @@ pub(crate) fn import(
             adjust_runtime: Some(Box::new(|runtime| {
                 runtime.listen_addrs = vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0)];
             })),
+            ..ServeOptions::default()
         },
     )
     .map_err(|error| match error {
