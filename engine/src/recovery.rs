@@ -750,8 +750,8 @@ pub fn recover_after(
     //    acknowledged: remove them (the per-core directories stay).
     let tmp_dir = layout.tmp_dir();
     let mut temp_files = Vec::new();
-    walk_files(&tmp_dir, |path, _| {
-        temp_files.push(path.to_owned());
+    walk_files(&tmp_dir, |entry| {
+        temp_files.push(entry.path());
         Ok(())
     })
     .map_err(io_error("read", &tmp_dir))?;
@@ -809,7 +809,10 @@ pub fn recover_after(
             let txn = index.read()?;
             let mut lookup_error = None;
             let mut files_seen = 0u64;
-            walk_files(&area_dir, |path, _| {
+            // No `stat` per file here: step 3 stats each indexed file, and
+            // an unindexed one is read whole (`reindex`) or moved.
+            walk_files(&area_dir, |entry| {
+                let path = &entry.path();
                 files_seen += 1;
                 progress.tick(|| {
                     tracing::info!(
