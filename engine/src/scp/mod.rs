@@ -347,8 +347,12 @@ impl Server {
         let (audit, audit_thread) = crate::audit::Audit::start(config, store)
             .map_err(|error| ServeError::Config(format!("audit trail: {error}")))?;
         let (drained_sender, drained) = crossbeam_channel::bounded(core_count_of(config));
-        // After start-up recovery (which sealed the previous run's open
-        // segments): every run starts new segments, past every id known.
+        // Every run starts new segments, past every id known (the index's
+        // segments and the files in segments/). Read before start-up
+        // recovery, which changes neither largest id: it scans, cuts and
+        // seals the segments it finds, and its entries name records in
+        // them (their own ids); it creates, removes and renumbers none, and
+        // writes no record (so this run's epoch is past theirs either way).
         let segment_ids = if config.storage.layout == crate::config::StorageLayout::Segments {
             refuse_segments_larger_than_the_file_system(config, store.layout().root())?;
             let ids = ingest::segments::SegmentIds::at_start(store)
