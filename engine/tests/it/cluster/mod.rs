@@ -2,9 +2,9 @@
 //! PostgreSQL server (Debian's, initdb'd into a temporary directory on a
 //! free port), several `sluice serve` nodes publishing to it, and HAProxy
 //! in TCP mode (leastconn, health from each node's `/readyz`) in front.
-//! The test of publishing through HAProxy across a kill -9 and the
-//! services' tests give each node a network namespace of its own on a
-//! private bridge (`netns`: no address outside the machine, and no node
+//! The tests through HAProxy across a kill -9 (publishing, and the issue's
+//! end-to-end scenario), of a holder down and of the services give each
+//! node a network namespace of its own on a private bridge (`netns`: no address outside the machine, and no node
 //! reaches another's or the test's loopback); the others bind 127.0.0.1,
 //! each component on its own port (docs/design/scale-out.md, "Tests"). `scripts/test` installs
 //! PostgreSQL and HAProxy when missing; a missing one fails these tests.
@@ -26,6 +26,7 @@ mod netns;
 mod places;
 mod publish;
 mod retrieve;
+mod scenario;
 mod services;
 mod tls;
 
