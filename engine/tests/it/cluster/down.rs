@@ -38,22 +38,15 @@ fn a_down_holders_uploaded_instances_are_retrieved_from_the_object_store() {
     let postgres = Postgres::start_for(Some(&network));
     let garage = Garage::start_at(&network.gateway());
     let work = tempfile::tempdir().unwrap();
-    let objects = work.path().join("objects.toml");
-    std::fs::write(&objects, garage.objects_toml("after-upload")).unwrap();
     let destination = tempfile::tempdir().unwrap();
     let (_storescp, storescp_port) = storescp(destination.path());
     let mut nodes = three_placed(work.path(), &postgres, &mut network);
     for node in &mut nodes {
-        node.extra = vec![
-            "--config".to_owned(),
-            objects.to_str().unwrap().to_owned(),
-            "--storage-layout".to_owned(),
-            "segments".to_owned(),
-            "--segment-size-mib".to_owned(),
-            "1".to_owned(),
+        node.extra = uploading_flags(work.path(), &garage);
+        node.extra.extend([
             "--remote-ae".to_owned(),
             format!("STORESCP={}:{storescp_port}", network.gateway()),
-        ];
+        ]);
         node.start();
     }
     let sent = tempfile::tempdir().unwrap();

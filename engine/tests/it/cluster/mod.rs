@@ -2,9 +2,9 @@
 //! PostgreSQL server (Debian's, initdb'd into a temporary directory on a
 //! free port), several `sluice serve` nodes publishing to it, and HAProxy
 //! in TCP mode (leastconn, health from each node's `/readyz`) in front.
-//! The test of publishing through HAProxy across a kill -9 and the
-//! services' tests give each node a network namespace of its own on a
-//! private bridge (`netns`: no address outside the machine, and no node
+//! The tests through HAProxy across a kill -9 (publishing, and the issue's
+//! end-to-end scenario), of a holder down and of the services give each
+//! node a network namespace of its own on a private bridge (`netns`: no address outside the machine, and no node
 //! reaches another's or the test's loopback); the others bind 127.0.0.1,
 //! each component on its own port (docs/design/scale-out.md, "Tests"). `scripts/test` installs
 //! PostgreSQL and HAProxy when missing; a missing one fails these tests.
@@ -26,6 +26,7 @@ mod netns;
 mod places;
 mod publish;
 mod retrieve;
+mod scenario;
 mod services;
 mod tls;
 
@@ -745,6 +746,20 @@ fn getscu(node: &Node, studies: &[&String], dir: &Path) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
 }
 
+/// DCMTK `getscu` of `studies` from `node`, which must answer Success;
+/// the directory the instances were stored in.
+fn get_all(node: &Node, studies: &[&String]) -> tempfile::TempDir {
+    let got = tempfile::tempdir().unwrap();
+    let log = getscu(node, studies, got.path());
+    assert!(
+        log.contains("Received C-GET Response (Success)"),
+        "{}: {log}\n{}",
+        node.name,
+        node.log()
+    );
+    got
+}
+
 /// DCMTK `movescu` of `studies` from `node` to `STORESCP`; its log.
 fn movescu(node: &Node, studies: &[&String]) -> String {
     let list: Vec<&str> = studies.iter().map(|study| study.as_str()).collect();
@@ -756,4 +771,90 @@ fn movescu(node: &Node, studies: &[&String]) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+/// One answer: tag (`gggg,eeee`, lower case) -> value.
+type Answer = BTreeMap<String, String>;
+
+/// The answers of a DCMTK `findscu` run against `node` (each response
+/// identifier extracted with `-X` and read back with `dcmdump`), and its log.
+fn findscu(node: &Node, args: &[&str]) -> (Vec<Answer>, String) {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(dcmtk("findscu"))
+        .current_dir(out.path())
+        .args(["-v", "-aec", AE, "-X"])
+        .args(args)
+        .args([node.host.as_str(), &node.port.to_string()])
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let answers = files
+        .iter()
+        .map(|file| {
+            let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
+            assert!(dumped.status.success(), "dcmdump {}", file.display());
+            String::from_utf8_lossy(&dumped.stdout)
+                .lines()
+                .filter_map(|line| {
+                    let tag = line.get(1..10)?.to_owned();
+                    let value = line
+                        .split_once('[')
+                        .and_then(|(_, rest)| rest.split_once(']'))
+                        .map_or("", |(value, _)| value);
+                    Some((tag, value.to_owned()))
+                })
+                .collect()
+        })
+        .collect();
+    (answers, log)
+}
+
+/// The SOP Instance UIDs an IMAGE-level C-FIND (Study Root) of one series
+/// finds on `node`, and the `findscu` log.
+fn find_images(node: &Node, study: &str, series: &str) -> (BTreeSet<String>, String) {
+    let (answers, log) = findscu(
+        node,
+        &[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "-k",
+            &format!("SeriesInstanceUID={series}"),
+            "-k",
+            "SOPInstanceUID",
+        ],
+    );
+    let found = answers
+        .iter()
+        .filter_map(|answer| answer.get("0008,0018").cloned())
+        .collect();
+    (found, log)
+}
+
+/// The `sluice serve` flags of a node on the segments layout with 1 MiB
+/// segments (they seal, and so upload, after a few instances), uploading to
+/// `garage` and evicting after upload; its configuration file is written
+/// into `work`.
+fn uploading_flags(work: &Path, garage: &crate::objects::Garage) -> Vec<String> {
+    let objects = work.join("objects.toml");
+    std::fs::write(&objects, garage.objects_toml("after-upload")).unwrap();
+    vec![
+        "--config".to_owned(),
+        objects.to_str().unwrap().to_owned(),
+        "--storage-layout".to_owned(),
+        "segments".to_owned(),
+        "--segment-size-mib".to_owned(),
+        "1".to_owned(),
+    ]
 }

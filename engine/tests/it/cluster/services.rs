@@ -98,51 +98,6 @@ impl Spread {
     }
 }
 
-/// One answer: tag (`gggg,eeee`, lower case) -> value.
-type Answer = BTreeMap<String, String>;
-
-/// The answers of a DCMTK `findscu` run against `node` (each response
-/// identifier extracted with `-X` and read back with `dcmdump`), and its log.
-fn findscu(node: &Node, args: &[&str]) -> (Vec<Answer>, String) {
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(dcmtk("findscu"))
-        .current_dir(out.path())
-        .args(["-v", "-aec", AE, "-X"])
-        .args(args)
-        .args([node.host.as_str(), &node.port.to_string()])
-        .output()
-        .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    let answers = files
-        .iter()
-        .map(|file| {
-            let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
-            assert!(dumped.status.success(), "dcmdump {}", file.display());
-            String::from_utf8_lossy(&dumped.stdout)
-                .lines()
-                .filter_map(|line| {
-                    let tag = line.get(1..10)?.to_owned();
-                    let value = line
-                        .split_once('[')
-                        .and_then(|(_, rest)| rest.split_once(']'))
-                        .map_or("", |(value, _)| value);
-                    Some((tag, value.to_owned()))
-                })
-                .collect()
-        })
-        .collect();
-    (answers, log)
-}
-
 fn values(answers: &[Answer], tag: &str) -> BTreeMap<String, String> {
     answers
         .iter()
@@ -248,24 +203,7 @@ fn every_node_finds_every_instance_of_the_cluster_at_every_level() {
         assert_eq!(found, expected, "{}", node.name);
         // IMAGE: each series' instances, whichever node holds them.
         for (study, series_uid) in series.keys() {
-            let (answers, log) = findscu(
-                node,
-                &[
-                    "-S",
-                    "-k",
-                    "QueryRetrieveLevel=IMAGE",
-                    "-k",
-                    &format!("StudyInstanceUID={study}"),
-                    "-k",
-                    &format!("SeriesInstanceUID={series_uid}"),
-                    "-k",
-                    "SOPInstanceUID",
-                ],
-            );
-            let found: BTreeSet<String> = answers
-                .iter()
-                .filter_map(|answer| answer.get("0008,0018").cloned())
-                .collect();
+            let (found, log) = find_images(node, study, series_uid);
             let expected: BTreeSet<String> = spread
                 .rows
                 .iter()
@@ -357,16 +295,15 @@ fn every_node_moves_and_gets_every_instance_whichever_node_holds_it_and_counts_a
     // C-GET on every node: every instance comes back on the requester's
     // association, byte-exact, whichever node holds it.
     for node in &spread.nodes {
-        let got = tempfile::tempdir().unwrap();
-        let log = getscu(node, &study_list, got.path());
-        assert!(
-            log.contains("Received C-GET Response (Success)"),
-            "{}: {log}\n{}",
+        let got = get_all(node, &study_list);
+        let arrived = received(got.path());
+        assert_eq!(
+            arrived.len(),
+            spread.rows.len(),
+            "{}: {}",
             node.name,
             node.log()
         );
-        let arrived = received(got.path());
-        assert_eq!(arrived.len(), spread.rows.len(), "{}: {log}", node.name);
         for row in &spread.rows {
             let bytes = arrived
                 .get(&row.sop)
