@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_xorshift::XorShiftRng;
 
+mod clean_stop;
 mod offline;
 
 pub use offline::Scenario;
 
-use crate::model::{CutSummary, PowerLoss};
+use crate::model::{CutSummary, Image, PowerLoss};
 use crate::mount::{MountError, Mounted, CAPACITY_BYTES_DEFAULT};
 
 /// How long `sluice serve` may take to listen (recovery included).
@@ -391,12 +392,7 @@ impl Process {
     fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, HarnessError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let child = self.child();
-            if let Some(status) = child
-                .try_wait()
-                .map_err(io_error(format!("wait for {}", self.name)))?
-            {
-                self.child = None;
+            if let Some(status) = self.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
@@ -410,11 +406,28 @@ impl Process {
         }
     }
 
-    fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, HarnessError> {
+    /// Sends it SIGTERM (a graceful stop), by PID.
+    fn signal_term(&mut self) {
         let pid = self.child().id();
         if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
+    }
+
+    /// Its exit status if it has exited (reaped then).
+    fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>, HarnessError> {
+        let status = self
+            .child()
+            .try_wait()
+            .map_err(io_error(format!("wait for {}", self.name)))?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
+    fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, HarnessError> {
+        self.signal_term();
         self.wait(timeout)
     }
 }
@@ -697,7 +710,49 @@ fn check_promises(
     Ok(())
 }
 
-/// Copies the directory tree `from` (if it exists) to `to`.
+/// Checks the promises now (`stages[0]`), then cuts the power once more,
+/// cleanly, and checks them again (`stages[1]`): [`check_promises`], then
+/// [`cut_clean_and_check`]. Unmounts.
+fn check_now_and_after_a_cut(
+    (fs, mountpoint, plan): (Mounted, &Path, &Plan),
+    (tools, layout, data, history, commitments): (&Tools, Layout, &Path, &Path, &[String]),
+    stages: [&'static str; 2],
+    violations: &mut Vec<Violation>,
+) -> Result<(), HarnessError> {
+    check_promises(
+        tools,
+        layout,
+        data,
+        history,
+        commitments,
+        stages[0],
+        violations,
+    )?;
+    cut_clean_and_check(
+        (fs, mountpoint, plan),
+        (tools, layout, data, history, commitments),
+        stages[1],
+        violations,
+    )
+}
+
+/// Power back after a cut: mounts what survived (`image`) on `mountpoint`,
+/// keeps a copy of the data directory `data` as it was in `work/copy`
+/// (a failing round is looked at from there), and restarts `sluice serve`
+/// on it (its log in `work/log`; recovery runs) and stops it
+/// ([`restart_and_stop`]): the file system and the recovery line.
+fn power_back(
+    (image, mountpoint): (Image, &Path),
+    (tools, plan, data): (&Tools, &Plan, &Path),
+    (work, copy, log): (&Path, &str, &str),
+    violations: &mut Vec<Violation>,
+) -> Result<(Mounted, String), HarnessError> {
+    let fs = Mounted::mount(image, mountpoint, CAPACITY_BYTES_DEFAULT)?;
+    copy_tree(data, &work.join(copy))?;
+    let recovery = restart_and_stop(tools, plan, data, &work.join(log), violations)?;
+    Ok((fs, recovery))
+}
+
 /// Cuts the power once more, cleanly (unsynced writes dropped, nothing
 /// torn), mounts what survived and checks the promises again (`stage`):
 /// what the round's last step did must have been durable. Unmounts.
@@ -720,6 +775,7 @@ fn cut_clean_and_check(
     Ok(())
 }
 
+/// Copies the directory tree `from` (if it exists) to `to`.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), HarnessError> {
     if !from.exists() {
         return Ok(());
@@ -760,63 +816,61 @@ fn acknowledged_instances(history: &Path) -> u64 {
         .count() as u64
 }
 
-/// Runs one round in `work` (an empty directory that outlives the round).
-pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessError> {
-    if plan.scenario != Scenario::Serve {
-        return offline::run(plan, tools, work);
-    }
-    let mountpoint = work.join("mnt");
-    std::fs::create_dir_all(&mountpoint).map_err(io_error("create the mount point"))?;
-    let data = mountpoint.join("data");
-    let history = work.join("history.jsonl");
-    let commit_acks = work.join("commitments.txt");
-    let mut violations = Vec::new();
-
-    // 1. Serve on an empty crash file system, arm the cut, load it.
-    let fs = Mounted::mount_empty(&mountpoint)?;
-    if plan.start == Start::FreshDataDir {
-        std::fs::create_dir(&data).map_err(io_error("create the data directory"))?;
-        fs.sync_all();
-    }
-    let mut server = Server::start(tools, plan, &data, work.join("serve-1.log"))?
-        .map_err(|log| HarnessError::Step(format!("first start failed: {log}")))?;
-    if plan.start == Start::Settled {
-        fs.sync_all();
-    }
-    let target = format!("127.0.0.1:{}", server.port);
-    // The commitment requester first, and the cut armed once it has been
-    // answered, so every round has commitments to check (pynetdicom takes
-    // a moment to start).
+/// Starts the commitment requester on `port` (transaction UIDs from
+/// `seed`; its acknowledgements in `commitments{tag}.txt`, its log in
+/// `commit_sender{tag}.log` of `work`) and waits until it has been answered
+/// once, or until the power of `fs` is off.
+fn start_committer(
+    tools: &Tools,
+    port: u16,
+    seed: u64,
+    work: &Path,
+    tag: &str,
+    fs: Option<&Mounted>,
+) -> Result<Process, HarnessError> {
+    let acks = work.join(format!("commitments{tag}.txt"));
+    let log = work.join(format!("commit_sender{tag}.log"));
     let mut committer = Process::spawn(
         "commit_sender.py",
         Command::new(&tools.python)
             .arg(&tools.commit_sender)
-            .arg(server.port.to_string())
+            .arg(port.to_string())
             .arg("SLUICE")
-            .arg(&commit_acks)
-            .arg(plan.seed.to_string())
+            .arg(&acks)
+            .arg(seed.to_string())
             .stdout(Stdio::null())
-            .stderr(
-                File::create(work.join("commit_sender.log"))
-                    .map_err(io_error("create the committer log"))?,
-            ),
+            .stderr(File::create(&log).map_err(io_error("create the committer log"))?),
     )?;
     let deadline = Instant::now() + START_TIMEOUT;
-    while whole_lines(&commit_acks).is_empty() {
+    while whole_lines(&acks).is_empty() && !fs.is_some_and(Mounted::is_cut) {
         if Instant::now() >= deadline || committer.child().try_wait().ok().flatten().is_some() {
             return Err(HarnessError::Step(format!(
                 "the commitment requester got no answer: {}",
-                std::fs::read_to_string(work.join("commit_sender.log")).unwrap_or_default()
+                std::fs::read_to_string(&log).unwrap_or_default()
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    fs.arm_cut(fs.stats().mutations + plan.cut_after_mutations, plan.loss);
-    let load_started = Instant::now();
-    let mut loadgen = Process::spawn(
+    Ok(committer)
+}
+
+/// Starts the load generator (C-STOREs and Storage Commitment, UIDs from
+/// `seed`) on `port` for the plan's load; its history in `history`, its
+/// log and summary `loadgen{tag}.log` and `.json` in `work`.
+fn start_load(
+    tools: &Tools,
+    plan: &Plan,
+    port: u16,
+    seed: u64,
+    history: &Path,
+    work: &Path,
+    tag: &str,
+) -> Result<Process, HarnessError> {
+    Process::spawn(
         "sluice-loadgen run",
         Command::new(&tools.loadgen)
-            .args(["run", "--target", &target, "--quiet", "--commitment"])
+            .args(["run", "--target", &format!("127.0.0.1:{port}")])
+            .args(["--quiet", "--commitment"])
             .args(["--associations", &plan.associations.to_string()])
             .args(["--duration", &plan.load_seconds.to_string()])
             .args([
@@ -828,44 +882,48 @@ pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessEr
                 "1",
             ])
             .args(["--response-timeout", "10", "--commit-timeout", "2"])
-            .args(["--seed", &plan.seed.to_string()])
+            .args(["--seed", &seed.to_string()])
             .arg("--history")
-            .arg(&history)
+            .arg(history)
             .arg("--out")
-            .arg(work.join("loadgen.json"))
+            .arg(work.join(format!("loadgen{tag}.json")))
             .stdout(Stdio::null())
             .stderr(
-                File::create(work.join("loadgen.log"))
+                File::create(work.join(format!("loadgen{tag}.log")))
                     .map_err(io_error("create the loadgen log"))?,
             ),
-    )?;
+    )
+}
 
-    // 2. The power cut, and the server dies with it.
-    let cut_during_load =
-        fs.wait_for_cut(Duration::from_secs(plan.load_seconds) + Duration::from_secs(2));
-    fs.cut_now(plan.loss);
-    let cut_after = load_started.elapsed();
-    server.process.kill();
-    committer.kill();
-    let load_status = loadgen.wait(Duration::from_secs(plan.load_seconds) + LOAD_END_SLACK)?;
-    if !load_status.success() {
+/// Waits for the load generator started by [`start_load`] with `tag` to end;
+/// fails the round if it failed.
+fn wait_for_load(
+    mut loadgen: Process,
+    plan: &Plan,
+    work: &Path,
+    tag: &str,
+) -> Result<(), HarnessError> {
+    let status = loadgen.wait(Duration::from_secs(plan.load_seconds) + LOAD_END_SLACK)?;
+    if !status.success() {
         return Err(HarnessError::Step(format!(
-            "sluice-loadgen run failed ({load_status}): {}",
-            std::fs::read_to_string(work.join("loadgen.log")).unwrap_or_default()
+            "sluice-loadgen run failed ({status}): {}",
+            std::fs::read_to_string(work.join(format!("loadgen{tag}.log"))).unwrap_or_default()
         )));
     }
-    let (image, cut) = fs
-        .unmount()?
-        .ok_or_else(|| HarnessError::Step("the power was cut but no image was kept".to_owned()))?;
-    let commitments = whole_lines(&commit_acks);
-    let instances_acknowledged = acknowledged_instances(&history);
+    Ok(())
+}
 
-    // 3. Power back: mount what survived, keep a copy of it as it was
-    // (a failing round is looked at from there), restart (recovery runs),
-    // stop.
-    let fs = Mounted::mount(image, &mountpoint, CAPACITY_BYTES_DEFAULT)?;
-    copy_tree(&data, &work.join("data-at-cut"))?;
-    let recovery = match Server::start(tools, plan, &data, work.join("serve-2.log"))? {
+/// Power back: starts `sluice serve` on `data` (its start-up recovery
+/// runs; its log in `log`) and stops it (SIGTERM); its recovery line. A
+/// start that fails, or a stop that is not clean, is a violation.
+fn restart_and_stop(
+    tools: &Tools,
+    plan: &Plan,
+    data: &Path,
+    log: &Path,
+    violations: &mut Vec<Violation>,
+) -> Result<String, HarnessError> {
+    Ok(match Server::start(tools, plan, data, log.to_owned())? {
         Ok(mut server) => {
             let log = server.log();
             let status = server.process.terminate(STOP_TIMEOUT)?;
@@ -887,22 +945,71 @@ pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessEr
             });
             recovery_line(&log)
         }
-    };
-    check_promises(
-        tools,
-        plan.layout,
-        &data,
-        &history,
-        &commitments,
-        "after recovery",
+    })
+}
+
+/// Runs one round in `work` (an empty directory that outlives the round).
+pub fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, HarnessError> {
+    match plan.scenario {
+        Scenario::Serve => {}
+        Scenario::CleanStop => return clean_stop::run(plan, tools, work),
+        _ => return offline::run(plan, tools, work),
+    }
+    let mountpoint = work.join("mnt");
+    std::fs::create_dir_all(&mountpoint).map_err(io_error("create the mount point"))?;
+    let data = mountpoint.join("data");
+    let history = work.join("history.jsonl");
+    let commit_acks = work.join("commitments.txt");
+    let mut violations = Vec::new();
+
+    // 1. Serve on an empty crash file system, arm the cut, load it.
+    let fs = Mounted::mount_empty(&mountpoint)?;
+    if plan.start == Start::FreshDataDir {
+        std::fs::create_dir(&data).map_err(io_error("create the data directory"))?;
+        fs.sync_all();
+    }
+    let mut server = Server::start(tools, plan, &data, work.join("serve-1.log"))?
+        .map_err(|log| HarnessError::Step(format!("first start failed: {log}")))?;
+    if plan.start == Start::Settled {
+        fs.sync_all();
+    }
+    // The commitment requester first, and the cut armed once it has been
+    // answered, so every round has commitments to check (pynetdicom takes
+    // a moment to start).
+    let mut committer = start_committer(tools, server.port, plan.seed, work, "", None)?;
+    fs.arm_cut(fs.stats().mutations + plan.cut_after_mutations, plan.loss);
+    let load_started = Instant::now();
+    let loadgen = start_load(tools, plan, server.port, plan.seed, &history, work, "")?;
+
+    // 2. The power cut, and the server dies with it.
+    let cut_during_load =
+        fs.wait_for_cut(Duration::from_secs(plan.load_seconds) + Duration::from_secs(2));
+    fs.cut_now(plan.loss);
+    let cut_after = load_started.elapsed();
+    server.process.kill();
+    committer.kill();
+    wait_for_load(loadgen, plan, work, "")?;
+    let (image, cut) = fs
+        .unmount()?
+        .ok_or_else(|| HarnessError::Step("the power was cut but no image was kept".to_owned()))?;
+    let commitments = whole_lines(&commit_acks);
+    let instances_acknowledged = acknowledged_instances(&history);
+
+    // 3. Power back: mount what survived, keep a copy of it as it was
+    // (a failing round is looked at from there), restart (recovery runs),
+    // stop.
+    let (fs, recovery) = power_back(
+        (image, &mountpoint),
+        (tools, plan, &data),
+        (work, "data-at-cut", "serve-2.log"),
         &mut violations,
     )?;
-
-    // 4. Another cut, clean: what recovery repaired must have been durable.
-    cut_clean_and_check(
+    // 4. The checks, and another cut, clean: what recovery repaired must
+    // have been durable.
+    check_now_and_after_a_cut(
         (fs, &mountpoint, plan),
         (tools, plan.layout, &data, &history, &commitments),
-        "after a second cut following recovery",
+        ["after recovery", "after a second cut following recovery"],
         &mut violations,
     )?;
 

@@ -9,6 +9,7 @@
 //! target/debug/sluice-power-loss --scenario migrate --seeds 5
 //! target/debug/sluice-power-loss --scenario compact --seeds 5
 //! target/debug/sluice-power-loss --scenario online-compact --seeds 5
+//! target/debug/sluice-power-loss --scenario clean-stop --seeds 5
 //! ```
 //!
 //! One line per round; a round that breaks a promise keeps its directory
@@ -50,7 +51,8 @@ struct Args {
     /// compact (`sluice compact` of a segments store with replaced
     /// records; the offline ones are run again after the cut) or
     /// online-compact (`sluice serve`'s compactor on such a store, the
-    /// server run again after the cut).
+    /// server run again after the cut) or clean-stop (a cut in a clean
+    /// stop, then one soon after the next start, which takes its record).
     #[arg(long, default_value = "serve")]
     scenario: Scenario,
     /// Keep every round's directory (logs, history), not only failed ones.

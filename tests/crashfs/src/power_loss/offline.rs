@@ -60,6 +60,9 @@ pub enum Scenario {
     /// `sluice serve`'s online compaction on a store with replaced
     /// records.
     OnlineCompact,
+    /// `sluice serve`'s clean stop (SIGTERM) and the next start, which
+    /// consumes its record (`power_loss/clean_stop.rs`).
+    CleanStop,
 }
 
 impl Scenario {
@@ -70,6 +73,7 @@ impl Scenario {
             Scenario::Migrate => "migrate",
             Scenario::Compact => "compact",
             Scenario::OnlineCompact => "online-compact",
+            Scenario::CleanStop => "clean-stop",
         }
     }
 }
@@ -83,10 +87,13 @@ impl std::str::FromStr for Scenario {
             Scenario::Migrate,
             Scenario::Compact,
             Scenario::OnlineCompact,
+            Scenario::CleanStop,
         ]
         .into_iter()
         .find(|scenario| scenario.name() == text)
-        .ok_or_else(|| format!("{text:?}: expected serve, migrate, compact or online-compact"))
+        .ok_or_else(|| {
+            format!("{text:?}: expected serve, migrate, compact, online-compact or clean-stop")
+        })
     }
 }
 
@@ -252,7 +259,9 @@ pub(super) fn run(plan: &Plan, tools: &Tools, work: &Path) -> Result<Outcome, Ha
             &["compact", "--batch", "8"],
         ),
         Scenario::OnlineCompact => (Layout::Segments, Layout::Segments, &[]),
-        Scenario::Serve => unreachable!("serve rounds run in power_loss::run"),
+        Scenario::Serve | Scenario::CleanStop => {
+            unreachable!("serve and clean-stop rounds run in power_loss::run")
+        }
     };
     let mountpoint = work.join("mnt");
     std::fs::create_dir_all(&mountpoint).map_err(io_error("create the mount point"))?;
