@@ -23,24 +23,20 @@ fn the_catalogue_names_each_records_segment_place_and_object_key() {
     let work = tempfile::tempdir().unwrap();
     let objects = work.path().join("objects.toml");
     std::fs::write(&objects, garage.objects_toml("after-upload")).unwrap();
-    let mut node = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
-    node.extra = [
-        "--config",
-        objects.to_str().unwrap(),
-        "--storage-layout",
-        "segments",
-        "--segment-size-mib",
-        "1",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    node.start();
-    let sent = tempfile::tempdir().unwrap();
     // 600 small instances fill two 1 MiB segments.
-    let files = crate::ingest::generated_files(sent.path(), 600);
-    storescu(&node, &files);
-    let mut client = postgres.client();
-    wait_placed(&mut client, &node, 600, 2, &|| true);
+    let (mut node, mut client, _) = node_with_600(
+        work.path(),
+        &postgres,
+        &[
+            "--config",
+            objects.to_str().unwrap(),
+            "--storage-layout",
+            "segments",
+            "--segment-size-mib",
+            "1",
+        ],
+        2,
+    );
     node.stop();
     assert_eq!(catalogue_places(&mut client, &node).len(), 600);
     assert_rows_as_indexed(&mut client, &node, &objects);
@@ -64,13 +60,68 @@ fn a_relocation_the_outbox_lost_is_found_by_the_reconciliation() {
     relocated_rows_follow(true);
 }
 
+/// The online compactor of a cluster node (no object store) moves the
+/// live records of the segments replacements emptied while the node runs:
+/// after a clean stop every row names the place the index holds.
+#[test]
+fn the_online_compactor_s_moves_reach_the_catalogue() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("storage.toml");
+    std::fs::write(&config, "[storage]\nsegment_size_mib = 1\n").unwrap();
+    let (mut node, mut client, files) = node_with_600(
+        work.path(),
+        &postgres,
+        &[
+            "--segment-size-mib",
+            "1",
+            "--duplicate-policy",
+            "replace",
+            "--compaction-rate-mib-s",
+            "64",
+            "--compaction-dead-percent",
+            "25",
+            "--compaction-dead-min",
+            "0",
+        ],
+        0,
+    );
+    let before = catalogue_places(&mut client, &node);
+    storescu(&node, &files[..200]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.metric("sluice_compaction_relocated_records") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing compacted:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Let a pass in hand finish; a clean stop publishes the backlog.
+    std::thread::sleep(Duration::from_secs(3));
+    node.stop();
+    let rows = assert_rows_as_indexed(&mut client, &node, &config);
+    let replaced: BTreeSet<String> = files[..200]
+        .iter()
+        .map(|file| crate::segment_ingest::sop_of(file))
+        .collect();
+    let moved = rows
+        .iter()
+        .filter(|(sop, place)| !replaced.contains(*sop) && before.get(*sop) != Some(place))
+        .count();
+    assert!(
+        moved > 0,
+        "no record kept its file and moved:\n{}",
+        node.log()
+    );
+}
+
 fn relocated_rows_follow(lose_the_outbox_lines: bool) {
     let postgres = Postgres::start();
     let garage = Garage::start();
     let work = tempfile::tempdir().unwrap();
     let objects = work.path().join("objects.toml");
     std::fs::write(&objects, garage.objects_toml("after-upload")).unwrap();
-    let mut node = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
     let flags = [
         "--storage-layout",
         "segments",
@@ -81,16 +132,9 @@ fn relocated_rows_follow(lose_the_outbox_lines: bool) {
         // No online compaction: `sluice compact` moves the records.
         "--compaction-rate-mib-s",
         "0",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    node.extra = flags.clone();
-    node.start();
-    let sent = tempfile::tempdir().unwrap();
-    let files = crate::ingest::generated_files(sent.path(), 600);
-    storescu(&node, &files);
+    ];
+    let (mut node, mut client, files) = node_with_600(work.path(), &postgres, &flags, 0);
     storescu(&node, &files[..200]);
-    let mut client = postgres.client();
     wait_placed(&mut client, &node, 600, 0, &|| true);
     // A clean stop publishes the backlog (the replacements) first.
     node.stop();
@@ -141,7 +185,7 @@ fn relocated_rows_follow(lose_the_outbox_lines: bool) {
         std::fs::remove_file(cluster.join("clean-stop")).unwrap();
     }
 
-    node.extra = flags;
+    node.extra = flags.map(str::to_owned).to_vec();
     node.extra
         .extend(["--config".to_owned(), objects.to_str().unwrap().to_owned()]);
     node.start();
@@ -179,6 +223,27 @@ fn relocated_rows_follow(lose_the_outbox_lines: bool) {
     for sop in moved {
         assert_ne!(rows.get(sop.as_str()), before.get(sop), "{sop}");
     }
+}
+
+/// node-1 started with `flags` (and `postgres`'s catalogue), given 600
+/// generated instances, once their rows name their segment and at least
+/// `uploaded` segments have an object key; a catalogue client, the files.
+fn node_with_600(
+    work: &Path,
+    postgres: &Postgres,
+    flags: &[&str],
+    uploaded: i64,
+) -> (Node, postgres::Client, Vec<PathBuf>) {
+    let mut node = Node::new(work, "node-1", postgres.conninfo(), "after-answer");
+    node.extra = flags.iter().map(|flag| (*flag).to_owned()).collect();
+    node.start();
+    let sent = work.join("sent");
+    std::fs::create_dir_all(&sent).unwrap();
+    let files = crate::ingest::generated_files(&sent, 600);
+    storescu(&node, &files);
+    let mut client = postgres.client();
+    wait_placed(&mut client, &node, 600, uploaded, &|| true);
+    (node, client, files)
 }
 
 /// storescu of `files` to `node`, which must succeed.
