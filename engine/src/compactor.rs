@@ -38,6 +38,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::cli::compact::{self, Hooks, Settings, Tally};
 use crate::cli::relocation::Parts;
+use crate::cluster::{Cluster, Places};
 use crate::scp::SegmentIds;
 use crate::store::Store;
 
@@ -111,6 +112,7 @@ pub(crate) fn start(
     store: &Store,
     ids: Option<Arc<SegmentIds>>,
     counters: Arc<Counters>,
+    cluster: Option<Cluster>,
 ) -> std::io::Result<Option<CompactorThread>> {
     let storage = &store.config().storage;
     let rate_mib_s = storage.compaction_rate_mib_s;
@@ -141,7 +143,16 @@ pub(crate) fn start(
     let store = store.clone();
     let thread = std::thread::Builder::new()
         .name("sluice-compactor".into())
-        .spawn(move || run(&store, &ids, settings, &counters, &stopped))?;
+        .spawn(move || {
+            let places = cluster.map(Places::Serving);
+            run(
+                &store,
+                (&ids, places.as_ref()),
+                settings,
+                &counters,
+                &stopped,
+            );
+        })?;
     tracing::info!(
         rate_mib_s,
         dead_percent = settings.dead_percent,
@@ -155,7 +166,7 @@ pub(crate) fn start(
 /// candidates, until the stop signal.
 fn run(
     store: &Store,
-    ids: &SegmentIds,
+    (ids, places): (&SegmentIds, Option<&Places>),
     settings: Settings,
     counters: &Counters,
     stopped: &Receiver<()>,
@@ -164,6 +175,7 @@ fn run(
         layout: store.layout(),
         index: store.index(),
         ids: Some(ids),
+        places,
     };
     loop {
         if wait(stopped, SURVEY_INTERVAL) {

@@ -31,8 +31,8 @@ use sluice_index::{Location, RecordPlace};
 
 use super::format::Table;
 use super::relocation::{
-    damaged_line, delete_empty_segments, read_checked_record, record_uids, relocate_batch, settle,
-    Parts, RecordSink, Stop,
+    damaged_line, delete_empty_segments, finish_places, read_checked_record, record_uids,
+    relocate_batch, settle, Parts, RecordSink, Stop,
 };
 use super::{CliError, OpenStore};
 use crate::store::walk::{for_each_indexed_file, IndexedFile};
@@ -210,13 +210,19 @@ pub(crate) fn compact(
     }
     let mut tally = Tally::default();
     let started = Instant::now();
+    let places = store.places()?;
+    let parts = Parts {
+        places: places.as_ref(),
+        ..store.parts()
+    };
     pass(
-        store.parts(),
+        parts,
         &settings,
         &survey.candidates,
         (&mut tally, &mut Stderr),
     )
     .map_err(|stop| stop.into_cli(store))?;
+    finish_places(store, places)?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     writeln!(
         output,
@@ -357,11 +363,7 @@ pub(crate) fn pass(
             };
             match placed {
                 Ok(to) => {
-                    moves.push((
-                        file.record.file_id,
-                        Location::Record(*place),
-                        Location::Record(to),
-                    ));
+                    moves.push((file, Location::Record(*place), Location::Record(to)));
                     touched.insert(place.segment);
                     tally.copied_bytes += to.length;
                 }
@@ -379,7 +381,7 @@ pub(crate) fn pass(
         }
         // The copies durable before any entry names them.
         sink.flush()?;
-        for applied in relocate_batch(parts.index, &moves)? {
+        for applied in relocate_batch(parts, &moves)? {
             match applied {
                 Ok(()) => tally.moved += 1,
                 Err(refused) => {

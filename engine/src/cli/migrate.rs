@@ -30,8 +30,8 @@ use sluice_index::Location;
 
 use super::quarantine::sync_dir;
 use super::relocation::{
-    create_dir_durably, delete_empty_segments, matches_index, parent, read_checked_record,
-    record_uids, relocate, report_damaged, settle, RecordSink, Stop,
+    create_dir_durably, delete_empty_segments, finish_places, matches_index, parent,
+    read_checked_record, record_uids, relocate, report_damaged, settle, Parts, RecordSink, Stop,
 };
 use super::{CliError, OpenStore};
 use crate::store::layout::Area;
@@ -96,11 +96,17 @@ pub(crate) fn migrate(
     let items = collect(store, settings.target, &mut tally).map_err(|stop| stop.into_cli(store))?;
     tally.total = items.len() as u64;
     let started = Instant::now();
+    let places = store.places()?;
+    let parts = Parts {
+        places: places.as_ref(),
+        ..store.parts()
+    };
     let ran = match settings.target {
-        Target::Segments => to_segments(store, settings, &items, &mut tally, started),
-        Target::Files => to_files(store, settings, &items, &mut tally, started),
+        Target::Segments => to_segments((store, parts), settings, &items, &mut tally, started),
+        Target::Files => to_files((store, parts), settings, &items, &mut tally, started),
     };
     ran.map_err(|stop| stop.into_cli(store))?;
+    finish_places(store, places)?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     let layout = match settings.target {
         Target::Segments => "segments",
@@ -211,14 +217,14 @@ fn progress(tally: &Tally, started: Instant) {
 }
 
 fn to_segments(
-    store: &OpenStore,
+    (store, parts): (&OpenStore, Parts<'_>),
     settings: Settings,
     items: &[Item],
     tally: &mut Tally,
     started: Instant,
 ) -> Result<(), Stop> {
     let layout = &store.layout;
-    let mut sink = RecordSink::new(store.parts(), settings.segment_bytes)?;
+    let mut sink = RecordSink::new(parts, settings.segment_bytes)?;
     for batch in items.chunks(settings.batch) {
         let mut moves = Vec::with_capacity(batch.len());
         let mut olds = Vec::with_capacity(batch.len());
@@ -246,13 +252,13 @@ fn to_segments(
                     continue;
                 }
             };
-            moves.push((file.record.file_id, item.from, Location::Record(place)));
+            moves.push((file, item.from, Location::Record(place)));
             olds.push(path);
             tally.bytes += file.record.file_size_bytes;
         }
         // The records durable before any entry names them.
         sink.flush()?;
-        let applied = relocate(store, &moves)?;
+        let applied = relocate(parts, &moves)?;
         let mut dirs = BTreeSet::new();
         for (old, applied) in olds.iter().zip(applied) {
             if !applied {
@@ -273,7 +279,7 @@ fn to_segments(
 }
 
 fn to_files(
-    store: &OpenStore,
+    (store, parts): (&OpenStore, Parts<'_>),
     settings: Settings,
     items: &[Item],
     tally: &mut Tally,
@@ -322,7 +328,7 @@ fn to_files(
             };
             let target = layout.area_path(file.area, file.record.file_id);
             write_file(&tmp_dir, file, &part10, &target, &mut dirs)?;
-            moves.push((file.record.file_id, item.from, Location::File));
+            moves.push((file, item.from, Location::File));
             written.push(target);
             tally.bytes += file.record.file_size_bytes;
         }
@@ -330,7 +336,7 @@ fn to_files(
         for dir in &dirs {
             sync_dir(dir)?;
         }
-        let applied = relocate(store, &moves)?;
+        let applied = relocate(parts, &moves)?;
         for (target, applied) in written.iter().zip(applied) {
             if applied {
                 tally.migrated += 1;
@@ -342,7 +348,7 @@ fn to_files(
         }
         progress(tally, started);
     }
-    tally.segments_deleted = delete_empty_segments(store.parts(), None)?;
+    tally.segments_deleted = delete_empty_segments(parts, None)?;
     Ok(())
 }
 

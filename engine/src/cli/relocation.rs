@@ -23,7 +23,7 @@ use sluice_index::{FileId, Index, IndexError, Location, RecordPlace, WriteOp, Wr
 use super::quarantine::sync_dir;
 use super::{CliError, OpenStore};
 use crate::escape::Escaped;
-use crate::store::layout::{dataset_checksum, Layout};
+use crate::store::layout::{dataset_checksum, Area, Layout};
 use crate::store::segment::{self, RecordUids, SegmentWriter, RECORD_ALIGN};
 use crate::store::walk::IndexedFile;
 
@@ -37,6 +37,9 @@ pub(crate) struct Parts<'a> {
     /// compaction); `None` for a command holding the data directory's lock
     /// (ids past every one the index and `segments/` know).
     pub(crate) ids: Option<&'a crate::scp::SegmentIds>,
+    /// Cluster mode: where the relocated instances are told to the
+    /// catalogue (their rows' record places follow them).
+    pub(crate) places: Option<&'a crate::cluster::Places>,
 }
 
 impl OpenStore {
@@ -46,8 +49,31 @@ impl OpenStore {
             layout: &self.layout,
             index: &self.index,
             ids: None,
+            places: None,
         }
     }
+
+    /// The catalogue's side of a command's relocations, when the data
+    /// directory is a cluster node's (`Parts::places`); to finish with
+    /// [`finish_places`] once the relocations are done.
+    pub(super) fn places(&self) -> Result<Option<crate::cluster::Places>, CliError> {
+        let cluster = self.data_dir().join(crate::cluster::CLUSTER_DIR);
+        crate::cluster::Offline::open(self.data_dir())
+            .map(|offline| offline.map(crate::cluster::Places::Offline))
+            .map_err(CliError::io("open the cluster outbox in", &cluster))
+    }
+}
+
+/// A command's relocations all told to the catalogue: its outbox flushed
+/// (`crate::cluster::Offline::finish`).
+pub(super) fn finish_places(
+    store: &OpenStore,
+    places: Option<crate::cluster::Places>,
+) -> Result<(), CliError> {
+    let cluster = store.data_dir().join(crate::cluster::CLUSTER_DIR);
+    places
+        .map_or(Ok(()), crate::cluster::Places::finish)
+        .map_err(CliError::io("flush the cluster outbox in", &cluster))
 }
 
 /// A relocation step that failed: the index's error, or a file's.
@@ -259,40 +285,61 @@ pub(crate) fn record_uids(file: &IndexedFile) -> RecordUids {
     }
 }
 
-/// Submits one batch of relocations `(file id, from, to)` in one
+/// Submits one batch of relocations `(instance, from, to)` in one
 /// transaction (through the index's one writer thread, which a running
 /// server's ingest shares: the batch is one more group in one commit);
 /// which were applied, and why each other was refused
-/// (`REFUSED     file id ...`).
+/// (`REFUSED     file id ...`). In cluster mode the applied ones are then
+/// told to the catalogue (`Parts::places`: after the commit, so a place
+/// change names a place the index holds; a crash in between is the next
+/// start's reconciliation's).
 pub(crate) fn relocate_batch(
-    index: &Index,
-    moves: &[(FileId, Location, Location)],
+    parts: Parts<'_>,
+    moves: &[(&IndexedFile, Location, Location)],
 ) -> Result<Vec<Result<(), String>>, Stop> {
     if moves.is_empty() {
         return Ok(Vec::new());
     }
     let ops = moves
         .iter()
-        .map(|&(file_id, from, to)| WriteOp::Relocate { file_id, from, to })
+        .map(|&(file, from, to)| WriteOp::Relocate {
+            file_id: file.record.file_id,
+            from,
+            to,
+        })
         .collect();
-    let results = index.writer().execute(ops)?;
+    let results = parts.index.writer().execute(ops)?;
     debug_assert_eq!(results.len(), moves.len(), "one result per operation");
-    Ok(results
+    let applied: Vec<Result<(), String>> = results
         .into_iter()
         .zip(moves)
-        .map(|(result, (file_id, _, _))| match result {
+        .map(|(result, (file, _, _))| match result {
             Ok(WriteOutcome::Relocated(_)) => Ok(()),
-            other => Err(format!("REFUSED     file id {:#x}: {other:?}", file_id.0)),
+            other => Err(format!(
+                "REFUSED     file id {:#x}: {other:?}",
+                file.record.file_id.0
+            )),
         })
-        .collect())
+        .collect();
+    if let Some(places) = parts.places {
+        // Stored instances only: quarantine is not in the catalogue.
+        let moved: Vec<(&str, FileId)> = moves
+            .iter()
+            .zip(&applied)
+            .filter(|((file, _, _), applied)| applied.is_ok() && file.area == Area::Objects)
+            .map(|((file, _, _), _)| (file.triplet.sop_instance_uid.as_str(), file.record.file_id))
+            .collect();
+        places.relocated(&moved);
+    }
+    Ok(applied)
 }
 
 /// [`relocate_batch`] for a command: a refused one is printed.
 pub(super) fn relocate(
-    store: &OpenStore,
-    moves: &[(FileId, Location, Location)],
+    parts: Parts<'_>,
+    moves: &[(&IndexedFile, Location, Location)],
 ) -> Result<Vec<bool>, Stop> {
-    Ok(relocate_batch(&store.index, moves)?
+    Ok(relocate_batch(parts, moves)?
         .into_iter()
         .map(|result| result.inspect_err(|refused| eprintln!("{refused}")).is_ok())
         .collect())

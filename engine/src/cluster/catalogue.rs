@@ -131,6 +131,17 @@ DELETE FROM sluice_instances AS i
 USING unnest($1::text[], $2::text[]) AS u(sop, location)
 WHERE i.sop_instance_uid = u.sop AND i.location = u.location AND i.node = $3";
 
+/// The place changes of a batch: this node's rows that still name the
+/// relocated files take the record place and object key read from the
+/// index as the batch is published (NULL: a file now). Another node's row,
+/// or one naming another file, stays.
+const RELOCATE: &str = "
+UPDATE sluice_instances AS i SET segment = u.segment, record_offset = u.record_offset,
+    record_length = u.record_length, object_key = u.object_key
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[])
+    AS u(sop, location, segment, record_offset, record_length, object_key)
+WHERE i.sop_instance_uid = u.sop AND i.location = u.location AND i.node = $7";
+
 /// Errors talking to the catalogue (all of them mean: not published now).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -169,6 +180,16 @@ pub(crate) struct Holder {
 /// What became of a published batch: for each entry (in order) `None`
 /// when it is this node's in the catalogue, or the other node holding it.
 pub(crate) type Published = Vec<Option<Holder>>;
+
+/// Where a catalogue row says an instance lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) node: String,
+    /// The file id (32 hex digits).
+    pub(crate) location: String,
+    /// The record's place (NULL: a file, or not published with one).
+    pub(crate) record: Option<sluice_index::RecordPlace>,
+}
 
 /// A connection to the catalogue.
 pub(crate) struct Catalogue {
@@ -223,20 +244,30 @@ impl Catalogue {
     /// another node is answered with that node.
     ///
     /// Removals (`Entry::removed`) delete this node's row if it still names
-    /// the removed file; their answer is `None`. Each SOP Instance UID is
+    /// the removed file; place changes (`Entry::relocated`) update its
+    /// record place and object key (`Entry::record`) if it still names the
+    /// file; the answer to both is `None`. Each SOP Instance UID is
     /// expected once among the stored entries (`ON CONFLICT DO UPDATE`
     /// refuses to touch a row twice in one statement): the caller keeps
     /// the last of each.
     pub(crate) fn publish(&mut self, all: &[Entry]) -> Result<Published, CatalogueError> {
-        let entries: Vec<&Entry> = all.iter().filter(|entry| !entry.removed).collect();
+        let entries: Vec<&Entry> = all
+            .iter()
+            .filter(|entry| !entry.removed && !entry.relocated)
+            .collect();
         let removals: Vec<&Entry> = all.iter().filter(|entry| entry.removed).collect();
+        let relocations: Vec<&Entry> = all.iter().filter(|entry| entry.relocated).collect();
         let column = |get: fn(&Entry) -> String| entries.iter().map(|e| get(e)).collect::<Vec<_>>();
         let sops = column(|e| e.sop_instance_uid.clone());
         let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        let place = |get: fn(&sluice_index::RecordPlace) -> u64| {
-            entries
-                .iter()
+        let place = |of: &[&Entry], get: fn(&sluice_index::RecordPlace) -> u64| {
+            of.iter()
                 .map(|e| e.record.as_ref().map(|(place, _)| to_i64(get(place))))
+                .collect::<Vec<_>>()
+        };
+        let object_keys = |of: &[&Entry]| {
+            of.iter()
+                .map(|e| e.record.as_ref().and_then(|(_, key)| key.clone()))
                 .collect::<Vec<_>>()
         };
         let mut transaction = self.client.transaction()?;
@@ -300,21 +331,40 @@ impl Catalogue {
                     &column(|e| e.series_description.clone()),
                     &self.node,
                     &column(|e| e.file_id.clone()),
-                    &place(|p| p.segment),
-                    &place(|p| p.offset),
-                    &place(|p| p.length),
-                    &entries
-                        .iter()
-                        .map(|e| e.record.as_ref().and_then(|(_, key)| key.clone()))
-                        .collect::<Vec<_>>(),
+                    &place(&entries, |p| p.segment),
+                    &place(&entries, |p| p.offset),
+                    &place(&entries, |p| p.length),
+                    &object_keys(&entries),
                 ],
             )?
             .iter()
             .map(|row| row.get::<_, String>(0))
             .collect();
+        // Place changes after the stores: a row this batch inserts takes
+        // the same place (read from the index once for the whole batch).
+        if !relocations.is_empty() {
+            transaction.execute(
+                RELOCATE,
+                &[
+                    &relocations
+                        .iter()
+                        .map(|e| e.sop_instance_uid.clone())
+                        .collect::<Vec<_>>(),
+                    &relocations
+                        .iter()
+                        .map(|e| e.file_id.clone())
+                        .collect::<Vec<_>>(),
+                    &place(&relocations, |p| p.segment),
+                    &place(&relocations, |p| p.offset),
+                    &place(&relocations, |p| p.length),
+                    &object_keys(&relocations),
+                    &self.node,
+                ],
+            )?;
+        }
         let mut published = Vec::with_capacity(all.len());
         for entry in all {
-            if entry.removed || inserted.contains(&entry.sop_instance_uid) {
+            if entry.removed || entry.relocated || inserted.contains(&entry.sop_instance_uid) {
                 published.push(None);
                 continue;
             }
@@ -379,24 +429,44 @@ impl Catalogue {
         &self.node
     }
 
-    /// Node and location of each SOP Instance UID of `sops` the catalogue
-    /// holds.
+    /// Where the catalogue says each SOP Instance UID of `sops` it holds
+    /// lives.
     pub(crate) fn locations(
         &mut self,
         sops: &[String],
-    ) -> Result<std::collections::HashMap<String, (String, String)>, CatalogueError> {
+    ) -> Result<std::collections::HashMap<String, Row>, CatalogueError> {
         if sops.is_empty() {
             return Ok(std::collections::HashMap::new());
         }
+        let place = |value: Option<i64>| value.and_then(|value| u64::try_from(value).ok());
         Ok(self
             .client
             .query(
-                "SELECT sop_instance_uid, node, location FROM sluice_instances
-                 WHERE sop_instance_uid = ANY($1)",
+                "SELECT sop_instance_uid, node, location, segment, record_offset, record_length
+                 FROM sluice_instances WHERE sop_instance_uid = ANY($1)",
                 &[&sops],
             )?
             .iter()
-            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .map(|row| {
+                let record = match (place(row.get(3)), place(row.get(4)), place(row.get(5))) {
+                    (Some(segment), Some(offset), Some(length)) => {
+                        Some(sluice_index::RecordPlace {
+                            segment,
+                            offset,
+                            length,
+                        })
+                    }
+                    _ => None,
+                };
+                (
+                    row.get(0),
+                    Row {
+                        node: row.get(1),
+                        location: row.get(2),
+                        record,
+                    },
+                )
+            })
             .collect())
     }
 

@@ -141,6 +141,9 @@ pub(crate) struct Settings {
 struct Inner {
     settings: Settings,
     outbox: Outbox,
+    /// An append failed (entries the outbox lacks): the stop is not marked
+    /// clean, so the next start reconciles.
+    outbox_failed: AtomicBool,
     /// The last run did not stop cleanly: reconcile before publishing.
     reconcile: bool,
     state: Arc<State>,
@@ -214,6 +217,7 @@ impl Cluster {
                         }),
                 },
                 outbox,
+                outbox_failed: AtomicBool::new(false),
                 reconcile: !clean,
                 state: Arc::default(),
                 wake,
@@ -274,6 +278,10 @@ impl Cluster {
             let _ = stop.send(());
             if handle.join().is_err() {
                 tracing::error!("the cluster publisher panicked");
+                return;
+            }
+            if self.inner.outbox_failed.load(Ordering::Relaxed) {
+                tracing::warn!("entries were lost from the cluster outbox during this run; the next start reconciles the index with the catalogue");
                 return;
             }
             // Everything appended is flushed: the next start needs no
@@ -396,10 +404,11 @@ impl Cluster {
         let end_offset = match self.inner.outbox.append(&entries) {
             Ok(end_offset) => end_offset,
             Err(error) => {
-                // Not in the outbox: these entries reach the catalogue only
-                // by a republish. Ingest is not failed for it (the local
-                // store has them).
-                tracing::error!(%error, entries = entries.len(), "cannot append to the cluster outbox; these entries are not published");
+                // Not in the outbox: these entries reach the catalogue by
+                // the next start's reconciliation. Ingest is not failed for
+                // it (the local store has them).
+                self.inner.outbox_failed.store(true, Ordering::Relaxed);
+                tracing::error!(%error, entries = entries.len(), "cannot append to the cluster outbox; these entries are published after the reconciliation at the next start");
                 return post(result);
             }
         };
@@ -430,26 +439,112 @@ impl Cluster {
 /// A writing command's change to the stored instances of `data_dir`
 /// (`sluice quarantine release`: `instance` is now stored), for the
 /// catalogue: appended to the outbox and flushed, when the data directory
-/// has one (cluster mode), and published by the server's next start. A
-/// writing command runs while no server holds the data directory, so the
-/// append races with no publisher. `Ok(false)`: not in cluster mode.
+/// has one (cluster mode), and published by the server's next start.
+/// `Ok(false)`: not in cluster mode.
 pub(crate) fn record_offline(
     data_dir: &std::path::Path,
     instance: &NewInstance,
 ) -> std::io::Result<bool> {
-    let directory = data_dir.join(CLUSTER_DIR);
-    if !directory.is_dir() {
+    let Some(offline) = Offline::open(data_dir)? else {
         return Ok(false);
+    };
+    offline.outbox.append(&[Entry::of(instance)])?;
+    offline.finish()?;
+    Ok(true)
+}
+
+/// A writing command's outbox (the data directory's, when it has one:
+/// cluster mode). The command holds the data directory's lock, so no
+/// server's publisher reads it meanwhile. Opening it takes the clean-stop
+/// marker (durably): until [`Offline::finish`] has flushed every append
+/// and put the marker back, a crash (or a failed append) leaves none, and
+/// the server's next start reconciles the index with the catalogue
+/// (`reconcile`), which finds what the outbox missed.
+#[derive(Debug)]
+pub(crate) struct Offline {
+    outbox: Outbox,
+    /// The marker was there: the last server stopped cleanly.
+    was_clean: bool,
+    /// An append failed: the marker stays away.
+    failed: AtomicBool,
+}
+
+impl Offline {
+    /// The outbox of `data_dir`; `None` when it has none (not a cluster
+    /// node).
+    pub(crate) fn open(data_dir: &std::path::Path) -> std::io::Result<Option<Offline>> {
+        let directory = data_dir.join(CLUSTER_DIR);
+        if !directory.is_dir() {
+            return Ok(None);
+        }
+        let outbox = Outbox::open(&directory)?;
+        let was_clean = outbox.take_clean_stop()?;
+        Ok(Some(Offline {
+            outbox,
+            was_clean,
+            failed: AtomicBool::new(false),
+        }))
     }
-    let outbox = Outbox::open(&directory)?;
-    let appended = outbox
-        .append(&[Entry::of(instance)])
-        .and_then(|_| outbox.flush());
-    if appended.is_err() {
-        // The next start reconciles the index with the catalogue instead.
-        let _ = outbox.take_clean_stop();
+
+    /// Everything appended flushed, then the marker put back if the last
+    /// server left it and no append failed.
+    pub(crate) fn finish(self) -> std::io::Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self.was_clean {
+            self.outbox.mark_clean_stop()
+        } else {
+            self.outbox.flush()
+        }
     }
-    appended.map(|()| true)
+}
+
+/// Where relocations (`WriteOp::Relocate`: compaction, migration) are
+/// told to the catalogue: one place change entry per relocated instance,
+/// appended to the outbox once the relocation committed; the publisher
+/// reads the record's new place from the index and updates the row
+/// (docs/design/scale-out.md, "Relocated records").
+#[derive(Debug)]
+pub(crate) enum Places {
+    /// `sluice serve`'s outbox (the online compactor).
+    Serving(Cluster),
+    /// A command's, holding the data directory's lock (`sluice compact`,
+    /// `sluice migrate`).
+    Offline(Offline),
+}
+
+impl Places {
+    /// Records that the instances `moved` (SOP Instance UID, file id) were
+    /// relocated. A failed append is logged here and leaves the stale
+    /// places to the next start's reconciliation (see [`Offline`]; a
+    /// server does not mark its stop clean after one).
+    pub(crate) fn relocated(&self, moved: &[(&str, sluice_index::FileId)]) {
+        if moved.is_empty() {
+            return;
+        }
+        let entries: Vec<Entry> = moved
+            .iter()
+            .map(|(sop, file_id)| Entry::relocation(sop, *file_id))
+            .collect();
+        let (outbox, failed) = match self {
+            Places::Serving(cluster) => (&cluster.inner.outbox, &cluster.inner.outbox_failed),
+            Places::Offline(offline) => (&offline.outbox, &offline.failed),
+        };
+        if let Err(error) = outbox.append(&entries) {
+            failed.store(true, Ordering::Relaxed);
+            tracing::error!(%error, entries = entries.len(), "cannot append relocated records to the cluster outbox; their catalogue places are repaired by the reconciliation at the server's next start");
+        }
+    }
+
+    /// Done: a command's outbox flushed and its marker put back
+    /// ([`Offline::finish`]).
+    pub(crate) fn finish(self) -> std::io::Result<()> {
+        match self {
+            Places::Serving(_) => Ok(()),
+            Places::Offline(offline) => offline.finish(),
+        }
+    }
 }
 
 /// The one call of the ingest path (the index batch of store operations

@@ -70,6 +70,13 @@ pub(crate) struct Entry {
     /// stored entries (and in outboxes written before removals existed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) removed: bool,
+    /// A place change: this node's instance stored under `file_id` was
+    /// relocated (`WriteOp::Relocate`: compaction, migration); its row's
+    /// record place and object key are read again from the index and
+    /// updated. Only the SOP Instance UID and the file id are meaningful.
+    /// Absent in other lines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) relocated: bool,
     /// Where the record lives (segments layout) and its segment's object
     /// key once uploaded: read from the local index when the entry is
     /// published (`publisher`), never written to the outbox (a segment is
@@ -108,6 +115,7 @@ impl Entry {
             series_number: instance.series.series_number,
             series_description: instance.series.series_description.clone(),
             removed: false,
+            relocated: false,
             record: None,
         }
     }
@@ -119,6 +127,17 @@ impl Entry {
             sop_instance_uid: sop.to_owned(),
             file_id: file_id.to_owned(),
             removed: true,
+            ..Entry::default()
+        }
+    }
+
+    /// The place change of SOP Instance UID `sop`, stored under `file_id`
+    /// on this node: its record moved.
+    pub(crate) fn relocation(sop: &str, file_id: sluice_index::FileId) -> Entry {
+        Entry {
+            sop_instance_uid: sop.to_owned(),
+            file_id: format!("{:032x}", file_id.0),
+            relocated: true,
             ..Entry::default()
         }
     }
@@ -390,6 +409,7 @@ mod tests {
             series_number: None,
             series_description: String::new(),
             removed: false,
+            relocated: false,
             record: None,
         }
     }

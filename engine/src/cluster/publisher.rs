@@ -195,6 +195,7 @@ impl Publisher {
                 tracing::info!(
                     scanned = done.scanned,
                     appended = done.appended,
+                    relocated = done.relocated,
                     catalogued = done.catalogued,
                     removed = done.removed,
                     duration_ms = started.elapsed().as_millis() as u64,
@@ -304,15 +305,17 @@ impl Publisher {
             let held = self.held_locally(entries);
             // A store the index still holds (the last line of each SOP
             // Instance UID: a republish after reconciliation may repeat
-            // one), and every removal (the catalogue keeps a row that
-            // names another file).
+            // one), a place change of a file it still holds, and every
+            // removal (the catalogue keeps a row that names another file).
             let mut seen = HashSet::new();
             let mut to_publish: Vec<Entry> = entries
                 .iter()
                 .zip(&held)
                 .rev()
                 .filter(|(entry, held)| {
-                    entry.removed || (**held && seen.insert(entry.sop_instance_uid.as_str()))
+                    entry.removed
+                        || (**held
+                            && (entry.relocated || seen.insert(entry.sop_instance_uid.as_str())))
                 })
                 .map(|(entry, _)| entry.clone())
                 .collect();
@@ -340,9 +343,10 @@ impl Publisher {
         }
     }
 
-    /// Fills each stored entry's record place and its segment's object key
-    /// (once uploaded) from the local index: where the record lives, for
-    /// the catalogue. A file of the files layout has none.
+    /// Fills each stored or relocated entry's record place and its
+    /// segment's object key (once uploaded) from the local index: where the
+    /// record lives now, for the catalogue. A file of the files layout has
+    /// none.
     fn locate_records(&self, entries: &mut [Entry]) {
         let read = match self.store.index().read() {
             Ok(read) => read,

@@ -10,12 +10,18 @@
 //! without the marker (a power loss, a kill, a crash) runs this pass once,
 //! in the publisher thread, before its first round.
 //!
+//! A row of this node naming the same file but another record place than
+//! the index (a relocation whose outbox line was lost: a crash between the
+//! `Relocate` commit and the append, or a power loss after it) gets a place
+//! change entry.
+//!
 //! The other way round, this node's catalogue rows that the local index no
 //! longer holds under their file get a removal entry (a change the outbox
 //! lost: a replacement or removal as well as an entry).
 //!
 //! Cost: one walk of the local index (pages of [`PAGE`] instances, one read
-//! transaction each) and one primary-key lookup per page in the catalogue;
+//! transaction each, with a location lookup per instance) and one
+//! primary-key lookup per page in the catalogue;
 //! then one walk of this node's catalogue rows (a primary-key range per
 //! page, filtered by node) with one local lookup per row.
 //! Entries appended again are published as usual (the publisher's checks
@@ -23,14 +29,14 @@
 
 use std::collections::HashMap;
 
-use sluice_index::{FindBudget, FindMatch, IndexError, NewInstance};
+use sluice_index::{FindBudget, FindMatch, IndexError, Location, NewInstance};
 use sluice_net::dimse::dataset::SmallDatasetEncoding;
 use sluice_net::query::model::tags;
 use sluice_net::query::{
     FindNegotiation, IdentifierBuilder, InformationModel, Level, Operation, Query, QueryContext,
 };
 
-use super::catalogue::{Catalogue, CatalogueError};
+use super::catalogue::{Catalogue, CatalogueError, Row};
 use super::outbox::{Entry, Outbox};
 use crate::store::Store;
 
@@ -58,6 +64,9 @@ pub(super) struct Reconciled {
     pub(super) scanned: u64,
     /// Of them, appended to the outbox again (the catalogue lacked them).
     pub(super) appended: u64,
+    /// Of them, a place change appended (the catalogue names another
+    /// record place for the same file).
+    pub(super) relocated: u64,
     /// This node's catalogue rows looked at.
     pub(super) catalogued: u64,
     /// Of them, removals appended (the local index does not hold them).
@@ -117,20 +126,35 @@ pub(super) fn run(
             .iter()
             .map(|entry| entry.sop_instance_uid.clone())
             .collect();
-        let known: HashMap<String, (String, String)> = catalogue.locations(&sops)?;
-        let missing: Vec<Entry> = local
-            .into_iter()
-            .filter(|entry| {
-                known
-                    .get(&entry.sop_instance_uid)
-                    .is_none_or(|(node, location)| {
-                        node != catalogue.node() || location != &entry.file_id
-                    })
-            })
-            .collect();
+        let known: HashMap<String, Row> = catalogue.locations(&sops)?;
+        let read = store.index().read()?;
+        let mut missing = Vec::new();
+        let mut moved = Vec::new();
+        for entry in local {
+            let Some(file_id) = entry.file_id() else {
+                continue;
+            };
+            match known.get(&entry.sop_instance_uid) {
+                Some(row) if row.node == catalogue.node() && row.location == entry.file_id => {
+                    let place = match read.location(file_id)? {
+                        Location::Record(place) => Some(place),
+                        Location::File => None,
+                    };
+                    if row.record != place {
+                        moved.push(Entry::relocation(&entry.sop_instance_uid, file_id));
+                    }
+                }
+                _ => missing.push(entry),
+            }
+        }
+        drop(read);
         if !missing.is_empty() {
             outbox.append(&missing)?;
             done.appended += missing.len() as u64;
+        }
+        if !moved.is_empty() {
+            outbox.append(&moved)?;
+            done.relocated += moved.len() as u64;
         }
         match page.resume {
             Some(next) => resume = Some(next),

@@ -456,6 +456,7 @@ impl Server {
             store,
             shared.segment_ids.clone(),
             shared.compaction.clone(),
+            shared.cluster.clone(),
         )
         .map_err(|error| ServeError::Config(format!("cannot start the compactor: {error}")))?;
         // Application Start before the listeners open, so it comes before

@@ -71,7 +71,7 @@ fn a_down_holders_uploaded_instances_are_retrieved_from_the_object_store() {
             &[],
         )
         .unwrap();
-    // A stale place (what a relocation not republished would leave): one
+    // A stale place (what a relocation not yet published leaves): one
     // uploaded row made to name the place of another record of its
     // segment. The reader checks the record's header: that instance fails,
     // no other instance's bytes are sent in its name.
