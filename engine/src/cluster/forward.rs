@@ -38,7 +38,7 @@
 //! Each node publishes its DICOM address (`cluster.dicom_address`) in
 //! `sluice_nodes`; the Move Destination must be known on every node (the
 //! same `network.remote_aes` everywhere), and each node must accept C-MOVE
-//! and C-GET from the others' AE title (README, "Run a (partial) cluster").
+//! and C-GET from the others' AE title (README, "Run a cluster").
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::ToSocketAddrs;
