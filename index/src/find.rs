@@ -976,12 +976,7 @@ impl ReadTxn<'_> {
                 }
             }
             if page.full() {
-                page.out.resume = Some(FindResume {
-                    outer: (index as u32).to_be_bytes().to_vec(),
-                    series: None,
-                    sop: None,
-                    outer_done: true,
-                });
+                stop_at(page, (index as u32).to_be_bytes().to_vec(), None, None);
                 return Ok(());
             }
         }
@@ -1119,12 +1114,7 @@ impl ReadTxn<'_> {
                 }
             }
             if page.full() {
-                page.out.resume = Some(FindResume {
-                    outer: key.to_vec(),
-                    series: None,
-                    sop: None,
-                    outer_done: true,
-                });
+                stop_at(page, key.to_vec(), None, None);
                 return Ok(());
             }
         }
