@@ -84,19 +84,12 @@ fn answer_of(node: &Node, study: &str) -> Option<Vec<(Option<String>, Option<Str
         eprintln!("findscu on {}: {output:?}", node.name);
         return None;
     }
-    let answers = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|entry| {
-            let file = entry.unwrap().path();
-            let dumped = Command::new(dcmtk("dcmdump")).arg(&file).output().unwrap();
-            let text = String::from_utf8_lossy(&dumped.stdout).into_owned();
-            let value = |tag: &str| {
-                text.lines()
-                    .find(|line| line.starts_with(tag))
-                    .and_then(|line| line.split_once('[')?.1.split_once(']'))
-                    .map(|(value, _)| value.to_owned())
-            };
-            (value("(0010,0010)"), value("(0020,1208)"))
+    let answers = dumped_answers(out.path())
+        .into_iter()
+        .map(|answer| {
+            // dcmdump shows an empty value without brackets: absent here.
+            let value = |tag: &str| answer.get(tag).filter(|value| !value.is_empty()).cloned();
+            (value("0010,0010"), value("0020,1208"))
         })
         .collect();
     Some(answers)

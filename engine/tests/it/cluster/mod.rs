@@ -792,30 +792,45 @@ fn findscu(node: &Node, args: &[&str]) -> (Vec<Answer>, String) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+    (dumped_answers(out.path()), log)
+}
+
+/// Every response identifier `findscu -X` wrote into `dir`, in file name
+/// order, read back with one `dcmdump +F` run (one process for all of them,
+/// not one per answer).
+fn dumped_answers(dir: &Path) -> Vec<Answer> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .collect();
+    if files.is_empty() {
+        return Vec::new();
+    }
     files.sort();
-    let answers = files
-        .iter()
-        .map(|file| {
-            let dumped = Command::new(dcmtk("dcmdump")).arg(file).output().unwrap();
-            assert!(dumped.status.success(), "dcmdump {}", file.display());
-            String::from_utf8_lossy(&dumped.stdout)
-                .lines()
-                .filter_map(|line| {
-                    let tag = line.get(1..10)?.to_owned();
-                    let value = line
-                        .split_once('[')
-                        .and_then(|(_, rest)| rest.split_once(']'))
-                        .map_or("", |(value, _)| value);
-                    Some((tag, value.to_owned()))
-                })
-                .collect()
-        })
-        .collect();
-    (answers, log)
+    let dumped = Command::new(dcmtk("dcmdump"))
+        .arg("+F")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(dumped.status.success(), "dcmdump {files:?}");
+    let mut answers: Vec<Answer> = Vec::new();
+    for line in String::from_utf8_lossy(&dumped.stdout).lines() {
+        // `+F` heads each file's dump with `# dcmdump (k/n): <file>`.
+        if line.starts_with("# dcmdump (") {
+            answers.push(Answer::new());
+            continue;
+        }
+        let (Some(answer), Some(tag)) = (answers.last_mut(), line.get(1..10)) else {
+            continue;
+        };
+        let value = line
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map_or("", |(value, _)| value);
+        answer.insert(tag.to_owned(), value.to_owned());
+    }
+    assert_eq!(answers.len(), files.len(), "one dump per answer file");
+    answers
 }
 
 /// The SOP Instance UIDs an IMAGE-level C-FIND (Study Root) of one series
