@@ -28,12 +28,18 @@ order) so drift on a shared machine spreads evenly:
 2. C-MOVE and C-GET throughput: a study of 512 KB CT instances and one of
    40 KB instances, stored into Sluice and Orthanc, moved to DCMTK storescp
    and to a second Sluice, and fetched with C-GET by qr_client (which only
-   counts the bytes); beside them the sender's speed of light: the files
-   Sluice stored read and written to a loopback socket that drains them
-   (qr_client read-send / sink). `--drop-caches` (root) drops the page
-   cache before each of them, so every one reads from the disk: with a
-   set of a few hundred MB (`--retrieve-ct`, `--retrieve-small`) that is
-   the ceiling the retrievals are compared with, timed in seconds.
+   counts the bytes); beside them the sender's speed of light: what
+   Sluice stored (on the segments layout, the default of
+   `--retrieve-layout`, the used part of each segment; on files, its
+   objects/) read and written to a loopback socket that drains them
+   (qr_client read-send / sink), and the destination's own receive
+   ceiling (DCMTK storescu of the same files into storescp).
+   `--drop-caches` (root) drops the page cache before each of them, so
+   every one reads from the disk: with a set of a few hundred MB
+   (`--retrieve-ct`, `--retrieve-small`) that is the ceiling the
+   retrievals are compared with, timed in seconds. `--baseline-sluice
+   PATH` with `baseline` among `--retrieve-peers` runs another build as
+   one more source, interleaved with the others (before/after in one run).
 3. Ingest beside retrieval: sluice-loadgen storing 512 KB CT instances
    into Sluice alone, then while qr_client fetches the 512 KB study with
    C-GET in a loop from the same Sluice; the ingest rate with retrieval
@@ -88,7 +94,7 @@ class Peer:
     """One Q/R SCP (or destination) process on loopback."""
 
     def __init__(self, kind, work_dir, binaries, ae=None, remote_aes=None, data_dir=None,
-                 keep=False, extra=()):
+                 keep=False, extra=(), binary=None):
         self.kind = kind
         self.ae = ae or {"orthanc": "ORTHANC", "dcmqrscp": "QRSCP", "storescp": "STORESCP"}.get(
             kind, "SLUICE")
@@ -101,7 +107,7 @@ class Peer:
         env = dict(os.environ, TCP_NODELAY="1")
         log_path = os.path.join(work_dir, f"{kind}-{self.ae}.log")
         if kind == "sluice":
-            command = [binaries["sluice"], "serve", "--data-dir", self.dir, "--port",
+            command = [binary or binaries["sluice"], "serve", "--data-dir", self.dir, "--port",
                        str(self.port), "--bind", "127.0.0.1", "--free-space-floor", "0",
                        "--ae-title", self.ae, "--index-map-size", "256GiB",
                        "--query-find-results-max", "10000000",
@@ -230,6 +236,33 @@ def study_uid(files_dir):
     return output.split("[", 1)[1].split("]", 1)[0]
 
 
+def stored_ranges(binaries, peer):
+    """What a Sluice peer stored, as read-send list lines: every file of
+    its objects/ (files layout), or the used part of each of its segments
+    (`path<TAB>0<TAB>bytes`, from `sluice stats`: live plus dead bytes,
+    the records as written, without the preallocated tail)."""
+    objects = sorted(os.path.join(root, file_name)
+                     for root, _, names in os.walk(os.path.join(peer.dir, "objects"))
+                     for file_name in names)
+    if objects:
+        return objects
+    output = subprocess.run([binaries["sluice"], "stats", "--data-dir", peer.dir],
+                            stdout=subprocess.PIPE, text=True, check=True).stdout
+    lines, in_segments = [], False
+    for line in output.splitlines():
+        fields = line.split()
+        if line.startswith("segments "):
+            in_segments = True
+        elif in_segments and len(fields) == 6 and fields[0] != "SEGMENT" and \
+                fields[2].isdigit():
+            used = int(fields[3]) + int(fields[5])
+            if used:
+                lines.append(f"{os.path.join(peer.dir, 'segments', fields[0] + '.seg')}\t0\t{used}")
+    if not lines:
+        raise RuntimeError(f"no stored files or segments under {peer.dir}")
+    return lines
+
+
 def median(values):
     values = [value for value in values if value is not None]
     return statistics.median(values) if values else None
@@ -338,19 +371,25 @@ def retrieve_part(args, binaries, work_dir):
         destination = Peer("storescp", work_dir, binaries, ae="STORESCP")
         second = Peer("sluice", work_dir, binaries, ae="SECOND")
         remote = {"STORESCP": destination.port, "SECOND": second.port, "QRBENCH": free_port()}
-        # Sluice on the files layout: the ceiling below reads its objects/
-        # (the segments layout's is bench/peers/speed-of-light-segments).
-        sources = {kind: Peer(kind, work_dir, binaries, remote_aes=remote,
-                              extra=["--storage-layout", "files"] if kind == "sluice" else [])
-                   for kind in args.retrieve_peers}
+        # Sluice on `--retrieve-layout` (segments, the default, unless
+        # told); `baseline` is the same with the --baseline-sluice binary.
+        layout = ["--storage-layout", args.retrieve_layout]
+        sources = {}
+        for kind in args.retrieve_peers:
+            if kind == "baseline":
+                sources[kind] = Peer("sluice", work_dir, binaries, ae="BASELINE",
+                                     remote_aes=remote, extra=layout,
+                                     binary=args.baseline_sluice)
+            else:
+                sources[kind] = Peer(kind, work_dir, binaries, remote_aes=remote,
+                                     extra=layout if kind == "sluice" else [])
         for source in sources.values():
             store_files(source, files_dir)
-        # The sender's ceiling reads what Sluice stored (its objects), which
-        # is what its C-GET and C-MOVE read.
-        stored = sorted(os.path.join(root, file_name)
-                        for root, _, names in os.walk(os.path.join(sources["sluice"].dir,
-                                                                   "objects"))
-                        for file_name in names) if "sluice" in sources else files
+        # The sender's ceiling reads what Sluice stored, as its C-GET and
+        # C-MOVE read it: the files of objects/, or the used part of each
+        # segment (records in the order they were written, which is the
+        # order this branch sends them in).
+        stored = stored_ranges(binaries, sources["sluice"]) if "sluice" in sources else files
         list_path = os.path.join(work_dir, f"files-{name}.txt")
         with open(list_path, "w") as file:
             file.write("\n".join(stored))
@@ -368,9 +407,28 @@ def retrieve_part(args, binaries, work_dir):
                 speed = run_json([binaries["qr_client"], "read-send", str(sink_port), list_path])
                 speed.update(set=name, kind="speed-of-light", repetition=repetition,
                              page_cache="dropped" if args.drop_caches else "as left",
+                             layout=args.retrieve_layout, read_units=speed.get("files"),
+                             instances=count,
+                             instances_s=count / max(speed["seconds"], 1e-9),
                              load_average_1m=[load_before, os.getloadavg()[0]])
                 results.append(speed)
                 print(json.dumps(speed), flush=True)
+                # The destination's own receive ceiling: DCMTK storescu of
+                # the same files straight into storescp (it bounds C-MOVE
+                # into storescp when it is slower than the sender).
+                if args.drop_caches:
+                    drop_caches()
+                load_before = os.getloadavg()[0]
+                seconds = store_files(destination, files_dir)
+                for entry in os.listdir(destination.dir):
+                    os.remove(os.path.join(destination.dir, entry))
+                receive = {"set": name, "kind": "storescp-receive", "repetition": repetition,
+                           "seconds": seconds, "bytes": total_bytes, "instances": count,
+                           "mb_s": total_bytes / seconds / 1e6, "instances_s": count / seconds,
+                           "page_cache": "dropped" if args.drop_caches else "as left",
+                           "load_average_1m": [load_before, os.getloadavg()[0]]}
+                results.append(receive)
+                print(json.dumps(receive), flush=True)
                 for kind in order:
                     for operation, target in [("move", "STORESCP"), ("move", "SECOND"),
                                               ("get", None)]:
@@ -520,10 +578,19 @@ def markdown(results):
             speed = [r for r in retrieves if r["set"] == name and r.get("kind") == "speed-of-light"]
             if speed:
                 cache = speed[0].get("page_cache", "as left")
-                lines.append(f"| {name} | speed of light (stored files read, page cache "
+                what = "segments' used bytes" if speed[0].get("layout") == "segments" \
+                    else "stored files"
+                lines.append(f"| {name} | speed of light ({what} read, page cache "
                              f"{cache}, + loopback socket write, no DICOM) | | | "
                              f"{median([r['mb_s'] for r in speed]):.1f} | "
                              f"{median([r['instances_s'] for r in speed]):.0f} |")
+            receive = [r for r in retrieves
+                       if r["set"] == name and r.get("kind") == "storescp-receive"]
+            if receive:
+                lines.append(f"| {name} | storescu into storescp (the destination's receive "
+                             f"ceiling, page cache {receive[0].get('page_cache', 'as left')}) "
+                             f"| | | {median([r['mb_s'] for r in receive]):.1f} | "
+                             f"{median([r['instances_s'] for r in receive]):.0f} |")
         lines.append("")
     ingest = results["ingest"]
     if ingest:
@@ -562,6 +629,11 @@ def main():
     parser.add_argument("--retrieve-peers", default="sluice,orthanc")
     parser.add_argument("--retrieve-ct", type=int, default=100)
     parser.add_argument("--retrieve-small", type=int, default=1000)
+    parser.add_argument("--retrieve-layout", default="segments", choices=["segments", "files"],
+                        help="the storage layout of the Sluice retrieve sources")
+    parser.add_argument("--baseline-sluice", default=None,
+                        help="another sluice binary, run as the retrieve peer `baseline` "
+                             "(add it to --retrieve-peers) for a before/after in one run")
     parser.add_argument("--ingest-seconds", type=float, default=10.0)
     parser.add_argument("--ingest-shares", default="100,25",
                         help="query.retrieve_share_under_ingest values to run ingest beside "
@@ -579,6 +651,8 @@ def main():
         args.queries, args.retrieve_ct, args.retrieve_small, args.ingest_seconds = 20, 20, 100, 2.0
     args.peers = [peer for peer in args.peers.split(",") if peer]
     args.retrieve_peers = [peer for peer in args.retrieve_peers.split(",") if peer]
+    if "baseline" in args.retrieve_peers and not args.baseline_sluice:
+        sys.exit("the retrieve peer `baseline` needs --baseline-sluice PATH")
     args.index_instances = [int(n) for n in str(args.index_instances).split(",") if n]
     args.ingest_shares = [int(n) for n in str(args.ingest_shares).split(",") if n]
     parts = set(args.parts.split(","))

@@ -18,11 +18,12 @@
 //! read) and the matches per query as one JSON line. `move` and `get` time
 //! one retrieve (request to final response) and print the counts, and for
 //! `get` the bytes received. `sink` and `read-send` are the sender's speed
-//! of light: `read-send` reads each listed file whole and writes it to a
-//! loopback socket that `sink` drains,
+//! of light: `read-send` reads each listed file (a line `path`: the whole
+//! file; `path<TAB>offset<TAB>length`: that range of it, as a segment's
+//! records are read) and writes it to a loopback socket that `sink` drains,
 //! printing MB/s: the file read + socket write ceiling of this machine.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -427,14 +428,30 @@ fn sink(port: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads every listed file and writes it to the sink, on one connection:
-/// the sender's ceiling (no framing, no index, no per-instance round trip).
+/// Reads every listed file (or range of one) and writes it to the sink, on
+/// one connection: the sender's ceiling (no framing, no index, no
+/// per-instance round trip).
 fn read_send(port: &str, list: &str) -> Result<(), String> {
-    let files: Vec<String> = std::fs::read_to_string(list)
+    let entries: Vec<(String, u64, Option<u64>)> = std::fs::read_to_string(list)
         .map_err(|e| format!("{list}: {e}"))?
         .lines()
-        .map(str::to_owned)
-        .collect();
+        .filter(|line| !line.is_empty())
+        .map(|line| -> Result<(String, u64, Option<u64>), String> {
+            let mut fields = line.split('\t');
+            let path = fields.next().unwrap_or_default().to_owned();
+            let mut number = |name: &str| {
+                fields
+                    .next()
+                    .map(|field| {
+                        field
+                            .parse::<u64>()
+                            .map_err(|_| format!("{list}: bad {name} in {line:?}"))
+                    })
+                    .transpose()
+            };
+            Ok((path, number("offset")?.unwrap_or(0), number("length")?))
+        })
+        .collect::<Result<_, String>>()?;
     let mut stream =
         TcpStream::connect(("127.0.0.1", port.parse::<u16>().map_err(|_| "bad port")?))
             .map_err(|e| e.to_string())?;
@@ -442,10 +459,16 @@ fn read_send(port: &str, list: &str) -> Result<(), String> {
     let mut buffer = vec![0u8; 256 * 1024];
     let started = Instant::now();
     let mut bytes = 0u64;
-    for path in &files {
+    for (path, offset, length) in &entries {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-        loop {
-            let read = file.read(&mut buffer).map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(*offset))
+            .map_err(|e| format!("{path}: {e}"))?;
+        let mut left = length.unwrap_or(u64::MAX);
+        while left > 0 {
+            let want = buffer
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let read = file.read(&mut buffer[..want]).map_err(|e| e.to_string())?;
             if read == 0 {
                 break;
             }
@@ -453,14 +476,16 @@ fn read_send(port: &str, list: &str) -> Result<(), String> {
                 .write_all(&buffer[..read])
                 .map_err(|e| e.to_string())?;
             bytes += read as u64;
+            left -= read as u64;
         }
     }
+    let files = entries.len();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{{\"files\": {}, \"bytes\": {bytes}, \"seconds\": {seconds:.4}, \"mb_s\": {:.1}, \"instances_s\": {:.1}}}",
-        files.len(),
+        files,
         bytes as f64 / seconds / 1e6,
-        files.len() as f64 / seconds
+        files as f64 / seconds
     );
     Ok(())
 }

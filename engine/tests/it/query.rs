@@ -521,16 +521,25 @@ fn getscu_and_pynetdicom_get_receive_on_the_same_association() {
         r#"{{"QueryRetrieveLevel": "SERIES", "SeriesInstanceUID": "{}"}}"#,
         mr[0].series
     );
-    let result = qr_scu(&[
-        "get",
-        &served.port.to_string(),
-        AE,
-        "PYGET",
-        "study",
-        &keys,
-        out.to_str().unwrap(),
-        "--relational",
-    ]);
+    pynetdicom_get(served.port, &keys, &out, &["--relational"], 2);
+    assert_eq!(received(&out).len(), 2);
+}
+
+/// A pynetdicom C-GET (Study Root, calling AE PYGET) of `keys` into
+/// `out`, with `extra` flags, answered 0000 with `completed` sub-operations
+/// completed; its output.
+fn pynetdicom_get(
+    port: u16,
+    keys: &str,
+    out: &Path,
+    extra: &[&str],
+    completed: usize,
+) -> PeerOutput {
+    let port = port.to_string();
+    let out = out.to_str().unwrap();
+    let mut args = vec!["get", port.as_str(), AE, "PYGET", "study", keys, out];
+    args.extend_from_slice(extra);
+    let result = qr_scu(&args);
     assert_eq!(
         result.string("status_hex").as_deref(),
         Some("0000"),
@@ -538,10 +547,53 @@ fn getscu_and_pynetdicom_get_receive_on_the_same_association() {
     );
     assert_eq!(
         result.string("final_counts").as_deref(),
-        Some("-/2/0/0"),
+        Some(format!("-/{completed}/0/0").as_str()),
         "{result:?}"
     );
-    assert_eq!(received(&out).len(), 2);
+    result
+}
+
+/// On the segments layout a retrieve sends its records in the order they
+/// lie on disk (segment, then offset: here the order they were stored in),
+/// not in the index's listing order (series, then SOP Instance UID), so a
+/// retrieve from a cold page cache reads its segments front to back
+/// (`scp/query/resolve.rs`, `in_read_order`). The instances are stored in
+/// descending SOP Instance UID order, which the index never lists them in.
+#[test]
+fn a_retrieve_sends_records_in_the_order_they_lie_in_their_segment() {
+    const BULK: usize = 24;
+    let files = tempfile::tempdir().unwrap();
+    let mut bulk: Vec<Instance> = corpus(&files.path().join("corpus"), BULK)
+        .into_iter()
+        .filter(|instance| instance.patient_id == "QR-PAT-BULK")
+        .collect();
+    assert_eq!(bulk.len(), BULK);
+    bulk.sort_by(|a, b| b.sop.cmp(&a.sop));
+    let served = Served::start("uring", &["--storage-layout", "segments"]);
+    // One association (fewer than a batch): one core, one segment, the
+    // records appended in this order.
+    store_instances(served.port, &bulk);
+    let out = files.path().join("get");
+    let keys = format!(
+        r#"{{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "{}"}}"#,
+        bulk[0].study
+    );
+    let result = pynetdicom_get(served.port, &keys, &out, &[], BULK);
+    // qr_scu lists the files it wrote in the order their C-STOREs came.
+    let arrival: Vec<usize> = bulk
+        .iter()
+        .map(|instance| {
+            result
+                .0
+                .find(&format!("/{}.dcm", instance.sop))
+                .unwrap_or_else(|| panic!("{} not received: {result:?}", instance.sop))
+        })
+        .collect();
+    assert!(
+        arrival.windows(2).all(|pair| pair[0] < pair[1]),
+        "the records were not sent in the order they were stored: {result:?}"
+    );
+    served.stop();
 }
 
 #[test]

@@ -411,6 +411,7 @@ impl QueryRetrieve {
             Ok(query) => query,
             Err((status, reason)) => return answer(core, conn, status, &reason),
         };
+        let resolving = Instant::now();
         let datasets = match resolve::resolve(&self.shared.store, &query) {
             Ok(datasets) => datasets,
             Err((status, reason)) => return answer(core, conn, status, &reason),
@@ -432,6 +433,7 @@ impl QueryRetrieve {
             lanes: Vec::new(),
             originator_ae_title,
             started: Instant::now(),
+            resolved_in: resolving.elapsed(),
             bytes_sent: 0,
             forward: None,
             staging: None,
@@ -1115,6 +1117,7 @@ impl QueryRetrieve {
                 status = %format!("{:04X}", status.0),
                 bytes = op.bytes_sent,
                 duration_ms = elapsed.as_millis() as u64,
+                resolve_ms = op.resolved_in.as_millis() as u64,
                 reason = %comment.unwrap_or_default(),
                 "retrieve answered"
             );

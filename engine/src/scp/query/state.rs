@@ -41,7 +41,10 @@ pub(super) struct RetrieveOp {
     pub(super) lanes: Vec<u64>,
     /// The requester's AE title (Move Originator).
     pub(super) originator_ae_title: String,
+    /// When its sub-operations started (its instances resolved).
     pub(super) started: Instant,
+    /// How long resolving its instances took (before `started`).
+    pub(super) resolved_in: std::time::Duration,
     pub(super) bytes_sent: u64,
     /// Cluster mode: the instances other nodes hold, moved by them
     /// (C-MOVE) or fetched from them (C-GET).
