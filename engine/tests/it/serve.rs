@@ -918,14 +918,7 @@ fn racing_senders_same_triplet_one_stored_rest_quarantined_then_sigterm() {
             })
         })
         .collect();
-    for sender in senders {
-        let output = sender.join().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    all_succeed(senders);
     let stored = served.stored_sops();
     assert_eq!(stored.len(), 1);
     // Counted in the index: racing senders' copies may each have been
@@ -950,6 +943,19 @@ fn racing_senders_same_triplet_one_stored_rest_quarantined_then_sigterm() {
     };
     assert!(status.success(), "{status:?}\n{}", served.log());
     assert!(served.log().contains("stopped"), "{}", served.log());
+}
+
+/// Waits for the peers run by `senders` (threads running [`run`]); each
+/// must have succeeded.
+pub(crate) fn all_succeed(senders: Vec<std::thread::JoinHandle<std::process::Output>>) {
+    for sender in senders {
+        let output = sender.join().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 fn served_first_dcm(dir: &Path) -> PathBuf {
@@ -1037,31 +1043,22 @@ fn concurrent_large_instances_keep_to_the_record_memory_budget() {
         .collect();
     assert_eq!(sent.len(), SENDERS, "one SOP Instance UID each");
     let port = served.port.to_string();
-    std::thread::scope(|scope| {
-        let senders: Vec<_> = sent
-            .values()
-            .map(|path| {
-                let port: &str = &port;
-                scope.spawn(move || {
-                    run(
-                        Command::new(dcmtk("storescu"))
-                            .args(["-aec", AE, "127.0.0.1", port])
-                            .arg(path)
-                            .env("TCP_NODELAY", "1"),
-                        PEER_TIMEOUT,
-                    )
-                })
+    let senders = sent
+        .values()
+        .map(|path| {
+            let (path, port) = (path.clone(), port.clone());
+            std::thread::spawn(move || {
+                run(
+                    Command::new(dcmtk("storescu"))
+                        .args(["-aec", AE, "127.0.0.1", &port])
+                        .arg(&path)
+                        .env("TCP_NODELAY", "1"),
+                    PEER_TIMEOUT,
+                )
             })
-            .collect();
-        for sender in senders {
-            let output = sender.join().unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    });
+        })
+        .collect();
+    all_succeed(senders);
     let peak = crate::large::resident_peak_bytes(served.pid());
     let bound = 2 * BUDGET_MIB * MIB + SERVER_BYTES;
     eprintln!(
