@@ -262,6 +262,35 @@ impl SubOperation {
     }
 }
 
+/// Why an instance arriving on the segments layout left its record buffer
+/// for a file (docs/design/segments.md, "Large instances").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpillReason {
+    /// Its Part 10 bytes passed `storage.segment_record_max`.
+    RecordMax,
+    /// Its buffer would have grown past the core's
+    /// `storage.record_memory_per_core`.
+    Memory,
+    /// A duplicate bound for quarantine (which stays files).
+    Quarantine,
+}
+
+impl SpillReason {
+    pub(crate) const ALL: [SpillReason; 3] = [
+        SpillReason::RecordMax,
+        SpillReason::Memory,
+        SpillReason::Quarantine,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SpillReason::RecordMax => "record_max",
+            SpillReason::Memory => "memory",
+            SpillReason::Quarantine => "quarantine",
+        }
+    }
+}
+
 /// The latency histograms of the store path.
 #[derive(Debug, Default)]
 pub(crate) struct StoreLatency {
@@ -299,6 +328,9 @@ pub(crate) struct CoreMetrics {
     loop_turns: AtomicU64,
     /// Retrieve chunks held back for ingest (`scp::query::share`).
     retrieve_chunks_deferred: AtomicU64,
+    /// Instances spilled from their record buffer to a file, by
+    /// [`SpillReason::ALL`]'s order.
+    spills: [AtomicU64; SpillReason::ALL.len()],
 }
 
 impl CoreMetrics {
@@ -326,6 +358,18 @@ impl CoreMetrics {
         if let Some(counter) = self.sub_operations.get(outcome as usize) {
             add_single_writer(counter, count);
         }
+    }
+
+    pub(crate) fn spilled(&self, reason: SpillReason) {
+        if let Some(counter) = self.spills.get(reason as usize) {
+            add_single_writer(counter, 1);
+        }
+    }
+
+    pub(crate) fn spills(&self, reason: SpillReason) -> u64 {
+        self.spills
+            .get(reason as usize)
+            .map_or(0, |counter| counter.load(Ordering::Relaxed))
     }
 
     pub(crate) fn retrieve_chunk_deferred(&self) {

@@ -9,6 +9,9 @@
 //! (the `Vec` is never grown), so the address a write was given stays
 //! aligned and valid however the buffer itself is moved.
 
+use std::ops::Range;
+use std::rc::Rc;
+
 /// The alignment of an [`AlignedBuf`]: a multiple of every logical block
 /// size in use (512 and 4096 bytes).
 pub const DIRECT_IO_ALIGN: usize = 4096;
@@ -85,6 +88,41 @@ impl AlignedBuf {
     }
 }
 
+/// A range of an [`AlignedBuf`], shared with whoever else holds the
+/// buffer: written without a copy by a buffered (not `O_DIRECT`) write, as
+/// [`IoBuf::AlignedPart`](crate::IoBuf::AlignedPart). Its bytes need not
+/// start at an aligned address. The buffer is freed when its last holder
+/// (the write, once it completed) lets go of it.
+#[derive(Debug, Clone)]
+pub struct AlignedPart {
+    buf: Rc<AlignedBuf>,
+    start: usize,
+    end: usize,
+}
+
+impl AlignedPart {
+    /// The bytes `range` of `buf`; `None` when the range is not within it.
+    pub fn new(buf: Rc<AlignedBuf>, range: Range<usize>) -> Option<AlignedPart> {
+        (range.start <= range.end && range.end <= buf.len()).then_some(AlignedPart {
+            buf,
+            start: range.start,
+            end: range.end,
+        })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // Within: checked at `new`, and a shared buffer's length cannot
+        // change (`truncate` needs it unshared).
+        &self.buf.as_slice()[self.start..self.end]
+    }
+
+    /// The buffer the bytes are part of.
+    pub fn buffer(&self) -> &Rc<AlignedBuf> {
+        &self.buf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +150,32 @@ mod tests {
             assert_eq!(moved.len(), len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN);
             assert!(moved.as_slice().iter().all(|&byte| byte == 7), "kept");
         }
+    }
+
+    #[test]
+    fn a_part_is_the_range_of_its_buffer_and_never_past_it() {
+        let mut buf = AlignedBuf::zeroed(8192);
+        for (at, byte) in buf.as_mut_slice().iter_mut().enumerate() {
+            *byte = (at % 251) as u8;
+        }
+        let buf = Rc::new(buf);
+        let part = AlignedPart::new(Rc::clone(&buf), 100..5000).unwrap();
+        assert_eq!(part.as_slice(), &buf.as_slice()[100..5000]);
+        assert_eq!(
+            part.as_slice().as_ptr(),
+            buf.as_slice()[100..].as_ptr(),
+            "not copied"
+        );
+        assert!(AlignedPart::new(Rc::clone(&buf), 0..8193).is_none());
+        let (start, end) = (10, 9);
+        assert!(AlignedPart::new(Rc::clone(&buf), start..end).is_none());
+        assert_eq!(
+            AlignedPart::new(Rc::clone(&buf), 8192..8192)
+                .unwrap()
+                .as_slice(),
+            b""
+        );
+        drop(part);
+        assert_eq!(Rc::strong_count(&buf), 1, "the part let go of the buffer");
     }
 }

@@ -391,6 +391,9 @@ pub enum IoBuf {
     /// Bytes at an aligned address, a multiple of the alignment long: what
     /// an `O_DIRECT` write needs (shared by clones, never copied).
     Aligned(Rc<crate::aligned::AlignedBuf>),
+    /// A range of an aligned buffer, not aligned itself: for a buffered
+    /// write of part of the buffer (shared by clones, never copied).
+    AlignedPart(crate::aligned::AlignedPart),
 }
 
 impl IoBuf {
@@ -403,6 +406,7 @@ impl IoBuf {
             IoBuf::Recv(buf) => buf,
             IoBuf::Chunk(chunk) => chunk.as_slice(),
             IoBuf::Aligned(buf) => buf.as_slice(),
+            IoBuf::AlignedPart(part) => part.as_slice(),
         }
     }
 
@@ -460,6 +464,12 @@ impl From<crate::aligned::AlignedBuf> for IoBuf {
 impl From<Rc<crate::aligned::AlignedBuf>> for IoBuf {
     fn from(buf: Rc<crate::aligned::AlignedBuf>) -> IoBuf {
         IoBuf::Aligned(buf)
+    }
+}
+
+impl From<crate::aligned::AlignedPart> for IoBuf {
+    fn from(part: crate::aligned::AlignedPart) -> IoBuf {
+        IoBuf::AlignedPart(part)
     }
 }
 

@@ -97,7 +97,7 @@ mod socket;
 mod sys;
 mod wake;
 
-pub use crate::aligned::{AlignedBuf, DIRECT_IO_ALIGN};
+pub use crate::aligned::{AlignedBuf, AlignedPart, DIRECT_IO_ALIGN};
 pub use crate::buf::{IoBuf, RecvBuf};
 pub use crate::chunk::{Chunk, ChunkPool};
 pub use crate::config::{

@@ -18,7 +18,11 @@
 //! quarantine name is removed and the replaced file moved. A crash at any
 //! point leaves an extra name or a file in `orphans/`, never an index entry
 //! without its file, and recovery never moves a file whose id the index
-//! references.
+//! references. In cluster mode the outbox's clean-stop marker is taken
+//! before anything else (as `sluice compact` and `sluice migrate` do) and
+//! put back only once the release's outbox line is flushed: a crash between
+//! the commit and that line leaves no marker, so the server's next start
+//! reconciles the catalogue with the index, which finds the release.
 
 use std::io::Write;
 use std::path::Path;
@@ -347,6 +351,17 @@ fn check_record_for_release(
 }
 
 fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode, CliError> {
+    release_then(store, id, output, || {})
+}
+
+/// [`release`], `committed` called as soon as the index committed it (a
+/// test's kill point).
+fn release_then(
+    store: &OpenStore,
+    id: u64,
+    output: &mut dyn Write,
+    committed: impl FnOnce(),
+) -> Result<ExitCode, CliError> {
     let entry = entry(store, id)?;
     let layout = &store.layout;
     let file_id = entry.instance.record.file_id;
@@ -367,17 +382,34 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
         };
         (location, stored)
     };
-    let linked_now = match location {
-        Location::File => link_for_release(store, &entry)?,
-        Location::Record(place) => {
-            check_record_for_release(store, &entry, place)?;
-            false
+    // Cluster mode: the outbox's clean-stop marker is taken before the
+    // release commits, so no crash after the commit leaves the marker
+    // without the release's outbox line (see the module documentation).
+    let cluster = store.data_dir().join(crate::cluster::CLUSTER_DIR);
+    let offline = crate::cluster::Offline::open(store.data_dir())
+        .map_err(CliError::io("open the cluster outbox in", &cluster))?;
+    // Nothing committed: the marker goes back as it was.
+    let untouched = |offline: Option<crate::cluster::Offline>| {
+        if let Some(Err(error)) = offline.map(crate::cluster::Offline::finish) {
+            tracing::warn!(%error, "cannot put the cluster outbox's clean-stop marker back; the next start reconciles the catalogue");
+        }
+    };
+    let linked = match location {
+        Location::File => link_for_release(store, &entry),
+        Location::Record(place) => check_record_for_release(store, &entry, place).map(|()| false),
+    };
+    let linked_now = match linked {
+        Ok(linked_now) => linked_now,
+        Err(error) => {
+            untouched(offline);
+            return Err(error);
         }
     };
     let outcome = single_outcome(store, "the release", WriteOp::ReleaseQuarantine(id));
     let released: Released = match outcome {
         Ok(WriteOutcome::Released(Some(released))) => released,
         other => {
+            untouched(offline);
             if linked_now {
                 // Nothing references the new name: take it back.
                 let _ = std::fs::remove_file(&object_path);
@@ -394,17 +426,23 @@ fn release(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCod
             };
         }
     };
+    committed();
     // Cluster mode: the catalogue learns of it at the server's next start
     // (its row, or this node's row of the instance it replaces, takes the
     // released version; another node's row decides as for any store).
     // The release stands either way (the index committed it).
-    if let Err(error) = crate::cluster::record_offline(store.data_dir(), &released.instance) {
-        writeln!(
-            output,
-            "warning: cannot append the release to the cluster outbox in {} ({error}); \
-             the catalogue learns of it at the next reconciliation",
-            store.data_dir().join(crate::cluster::CLUSTER_DIR).display()
-        )?;
+    if let Some(offline) = offline {
+        let told = offline
+            .stored(&released.instance)
+            .and_then(|()| offline.finish());
+        if let Err(error) = told {
+            writeln!(
+                output,
+                "warning: cannot append the release to the cluster outbox in {} ({error}); \
+                 the catalogue learns of it at the next reconciliation",
+                cluster.display()
+            )?;
+        }
     }
     if location == Location::File {
         std::fs::remove_file(&quarantine_path).map_err(CliError::io("remove", &quarantine_path))?;
@@ -512,4 +550,150 @@ fn purge(store: &OpenStore, id: u64, output: &mut dyn Write) -> Result<ExitCode,
         Escaped(or_dash(&purged.instance.record.calling_ae_title)),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::layout::Layout;
+    use sluice_index::{
+        Checksum, Index, IndexOptions, InstanceRecord, NewInstance, StoreOutcome, StoreRequest,
+        Triplet,
+    };
+
+    const SOP: &str = "1.2.3.4.5";
+
+    /// A cluster node's data directory (its `cluster/` with the marker a
+    /// clean stop leaves) whose instance `SOP` has a quarantined duplicate
+    /// file of `quarantined_bytes` bytes (the index says 100): the
+    /// directory and the quarantine id.
+    fn node_with_a_duplicate(quarantined_bytes: usize) -> (tempfile::TempDir, Layout, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("data"));
+        layout.create_dirs().unwrap();
+        let cluster = layout.root().join(crate::cluster::CLUSTER_DIR);
+        std::fs::create_dir_all(&cluster).unwrap();
+        std::fs::write(cluster.join("clean-stop"), b"").unwrap();
+        let index = Index::open(
+            layout.index_dir(),
+            IndexOptions {
+                map_size_bytes: 64 << 20,
+                ..IndexOptions::default()
+            },
+        )
+        .unwrap();
+        let version = |file_id: u128, checksum: u8| NewInstance {
+            triplet: Triplet::new("1.2.3", "1.2.3.4", SOP),
+            record: InstanceRecord {
+                file_id: FileId(file_id),
+                file_size_bytes: 100,
+                dataset_offset_bytes: 10,
+                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                checksum: Checksum([checksum; 16]),
+                received_at_unix_ns: 1,
+                calling_ae_title: "MODALITY".into(),
+                instance_number: None,
+            },
+            study: Default::default(),
+            series: Default::default(),
+        };
+        let mut outcomes = Vec::new();
+        for (file_id, checksum) in [(1, 1), (2, 2)] {
+            let results = index
+                .writer()
+                .execute(vec![WriteOp::Store(StoreRequest::new(version(
+                    file_id, checksum,
+                )))])
+                .unwrap();
+            outcomes.extend(results.into_iter().map(Result::unwrap));
+        }
+        index.close();
+        let id = match &outcomes[..] {
+            [WriteOutcome::Store(StoreOutcome::Stored), WriteOutcome::Store(StoreOutcome::Duplicate(
+                sluice_index::Disposition::Quarantined { quarantine_id },
+            ))] => *quarantine_id,
+            other => panic!("not a stored instance and its duplicate: {other:?}"),
+        };
+        let object = layout.object_path(FileId(1));
+        std::fs::create_dir_all(parent(&object)).unwrap();
+        std::fs::write(&object, [1; 100]).unwrap();
+        let quarantined = layout.quarantine_path(FileId(2));
+        std::fs::create_dir_all(parent(&quarantined)).unwrap();
+        std::fs::write(&quarantined, vec![2; quarantined_bytes]).unwrap();
+        (dir, layout, id)
+    }
+
+    fn open(layout: &Layout) -> OpenStore {
+        StoreArgs {
+            config_file: None,
+            data_dir: Some(layout.root().to_owned()),
+        }
+        .open_for_writing("sluice quarantine release")
+        .unwrap()
+    }
+
+    fn outbox(layout: &Layout) -> String {
+        let path = layout
+            .root()
+            .join(crate::cluster::CLUSTER_DIR)
+            .join("outbox.jsonl");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn marked_clean(layout: &Layout) -> bool {
+        layout
+            .root()
+            .join(crate::cluster::CLUSTER_DIR)
+            .join("clean-stop")
+            .exists()
+    }
+
+    /// A kill right after the release committed, before its outbox line:
+    /// the cluster's clean-stop marker is already gone then, so the
+    /// server's next start reconciles the catalogue with the index (which
+    /// holds the released instance) instead of trusting an outbox without
+    /// it. A release that runs to its end leaves the line, flushed, and the
+    /// marker back.
+    #[test]
+    fn a_release_killed_after_its_commit_leaves_no_clean_stop_marker() {
+        let (_dir, layout, id) = node_with_a_duplicate(100);
+        let store = open(&layout);
+        let mut seen_at_the_commit = None;
+        let mut output = Vec::new();
+        release_then(&store, id, &mut output, || {
+            // What a kill here leaves on disk.
+            let stored = store.index.read().unwrap().file_id_of_sop(SOP).unwrap();
+            seen_at_the_commit = Some((stored, marked_clean(&layout), outbox(&layout)));
+        })
+        .unwrap();
+        let (stored, marked, lines) = seen_at_the_commit.expect("the release committed");
+        assert_eq!(stored, Some(FileId(2)), "the release is committed");
+        assert!(!marked, "the marker outlived the commit");
+        assert!(!lines.contains(SOP), "{lines}");
+        // Done: the line (the released file) and the marker.
+        let lines = outbox(&layout);
+        assert_eq!(lines.lines().count(), 1, "{lines}");
+        assert!(
+            lines.contains(&format!("\"file_id\":\"{:032x}\"", 2)),
+            "{lines}"
+        );
+        assert!(marked_clean(&layout));
+    }
+
+    /// A release refused before its commit (a damaged quarantined file)
+    /// changes nothing the catalogue sees: no line, the marker back.
+    #[test]
+    fn a_release_refused_before_its_commit_puts_the_marker_back() {
+        let (_dir, layout, id) = node_with_a_duplicate(99);
+        let store = open(&layout);
+        let error = release(&store, id, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("not releasing"), "{error}");
+        assert_eq!(
+            store.index.read().unwrap().file_id_of_sop(SOP).unwrap(),
+            Some(FileId(1))
+        );
+        assert!(marked_clean(&layout));
+        assert!(!outbox(&layout).contains(SOP));
+    }
 }

@@ -436,23 +436,6 @@ impl Cluster {
     }
 }
 
-/// A writing command's change to the stored instances of `data_dir`
-/// (`sluice quarantine release`: `instance` is now stored), for the
-/// catalogue: appended to the outbox and flushed, when the data directory
-/// has one (cluster mode), and published by the server's next start.
-/// `Ok(false)`: not in cluster mode.
-pub(crate) fn record_offline(
-    data_dir: &std::path::Path,
-    instance: &NewInstance,
-) -> std::io::Result<bool> {
-    let Some(offline) = Offline::open(data_dir)? else {
-        return Ok(false);
-    };
-    offline.outbox.append(&[Entry::of(instance)])?;
-    offline.finish()?;
-    Ok(true)
-}
-
 /// A writing command's outbox (the data directory's, when it has one:
 /// cluster mode). The command holds the data directory's lock, so no
 /// server's publisher reads it meanwhile. Opening it takes the clean-stop
@@ -484,6 +467,19 @@ impl Offline {
             was_clean,
             failed: AtomicBool::new(false),
         }))
+    }
+
+    /// A writing command's change to the stored instances (`sluice
+    /// quarantine release`: `instance` is now stored), appended for the
+    /// catalogue, published by the server's next start. A failed append
+    /// keeps the marker away ([`Offline::finish`]), so that start
+    /// reconciles.
+    pub(crate) fn stored(&self, instance: &NewInstance) -> std::io::Result<()> {
+        let appended = self.outbox.append(&[Entry::of(instance)]).map(|_| ());
+        if appended.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        appended
     }
 
     /// Everything appended flushed, then the marker put back if the last

@@ -344,10 +344,22 @@ config_options! {
         /// an instance is held in memory until it is whole, then written
         /// in one write; one whose Part 10 bytes pass this bound while
         /// arriving is written to a file instead (what it held so far
-        /// first), so memory stays bounded by the instances in flight times
-        /// this bound. Never more than a segment holds.
+        /// first); `record_memory_per_core` bounds what the instances in
+        /// flight hold together. Never more than a segment holds.
         segment_record_max: u64 = 64 * MIB,
             kind ByteSizeKind::<u64>::new(0, TIB), flag "segment-record-max";
+
+        /// The most memory one core's record buffers take (layout
+        /// `"segments"`): the instances arriving there, those written and
+        /// not yet durable, and the buffers kept for the next ones. An
+        /// instance whose buffer would grow past it is written to a file
+        /// from then on (what it held first), as one past
+        /// `segment_record_max` is, so a burst of large instances on many
+        /// associations cannot take more than this per core; small
+        /// instances keep the record path. The default holds four records
+        /// of the default `segment_record_max`.
+        record_memory_per_core: u64 = 256 * MIB,
+            kind ByteSizeKind::<u64>::new(0, TIB), flag "record-memory-per-core";
 
         /// Compaction (layout `"segments"`, `sluice compact`): a sealed
         /// segment is compacted (its live records copied into new

@@ -37,7 +37,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::shared::ServerShared;
-use crate::metrics::{Phase, RejectedBecause, Request, SubOperation, LATENCY_BUCKETS_US};
+use crate::metrics::{
+    Phase, RejectedBecause, Request, SpillReason, SubOperation, LATENCY_BUCKETS_US,
+};
 
 /// The most bytes of a request head read (request line and headers).
 pub(crate) const REQUEST_HEAD_MAX: usize = 8 * 1024;
@@ -706,6 +708,22 @@ impl Collector for Scrape {
                 }),
             )?;
         }
+
+        family(
+            &mut encoder,
+            (
+                "sluice_store_spills",
+                "Instances arriving on the segments layout written to a file instead of a record, per reason (record_max: past storage.segment_record_max; memory: past storage.record_memory_per_core; quarantine)",
+                MetricType::Counter,
+            ),
+            "reason",
+            SpillReason::ALL.map(|reason| {
+                (
+                    reason.label(),
+                    cores.iter().map(|core| core.spills(reason)).sum(),
+                )
+            }),
+        )?;
 
         counter(
             &mut encoder,

@@ -502,14 +502,7 @@ fn ten_thousand_references_are_checked_at_once() {
             })
         })
         .collect();
-    for sender in senders {
-        let output = sender.join().unwrap();
-        assert!(
-            output.status.success(),
-            "storescu: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    crate::serve::all_succeed(senders);
     let out = server.scu(&[
         "--refs-from",
         files.to_str().unwrap(),

@@ -194,7 +194,8 @@ fn part10_dataset_offset(path: &Path) -> u64 {
     144 + u64::from(u32::from_le_bytes(head[140..144].try_into().unwrap()))
 }
 
-fn resident_peak_bytes(pid: u32) -> u64 {
+/// A process's peak resident memory (`VmHWM`), in bytes.
+pub(crate) fn resident_peak_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()

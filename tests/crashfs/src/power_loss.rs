@@ -126,12 +126,15 @@ impl Layout {
 
     /// The configuration file `sluice serve` runs with: the layout, and on
     /// segments a segment size the crash file system's memory holds (two
-    /// cores, a few segments a round).
+    /// cores, a few segments a round) and a record memory budget small
+    /// enough that the larger instances (CT) spill to files while the
+    /// others are records: the spill is on the durability path too.
     pub fn config_toml(self) -> String {
         match self {
             Layout::Files => format!("[storage]\nlayout = \"{}\"\n", self.name()),
             Layout::Segments => format!(
-                "[storage]\nlayout = \"{}\"\nsegment_size_mib = {SEGMENT_SIZE_MIB}\n",
+                "[storage]\nlayout = \"{}\"\nsegment_size_mib = {SEGMENT_SIZE_MIB}\n\
+                 record_memory_per_core = \"{RECORD_MEMORY_PER_CORE}\"\n",
                 self.name()
             ),
         }
@@ -140,6 +143,12 @@ impl Layout {
 
 /// `storage.segment_size_mib` of a round on segments.
 pub const SEGMENT_SIZE_MIB: u64 = 16;
+
+/// `storage.record_memory_per_core` of a round on segments: a 512 KB CT
+/// instance's buffer cannot grow to 1 MiB within it (the old and the new
+/// buffer both count), so it spills; a small MR or SR instance stays a
+/// record.
+pub const RECORD_MEMORY_PER_CORE: &str = "1MiB";
 
 impl std::str::FromStr for Layout {
     type Err = String;

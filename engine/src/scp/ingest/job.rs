@@ -103,10 +103,12 @@
 //! - *Receiving*: the service copies each data fragment into the instance's
 //!   aligned buffer; the job takes no [`JobInput::Data`], issues no write
 //!   and holds no receive buffer. When the buffer would pass
-//!   `storage.segment_record_max`, or when the instance is bound for
+//!   `storage.segment_record_max`, or grow past the core's
+//!   `storage.record_memory_per_core`, or when the instance is bound for
 //!   quarantine (which stays files), the service writes what the buffer
-//!   holds to a temporary file ([`JobInput::Spill`]) and the job goes on as
-//!   a files-layout job from there.
+//!   holds to a temporary file ([`JobInput::Spill`], the buffer itself
+//!   lent to the write) and the job goes on as a files-layout job from
+//!   there.
 //! - *Whole and accepted*: one [`Step::WriteRecord`] (the seal applied in
 //!   the buffer, the record encoded and written with one `O_DIRECT` write
 //!   at the place the service reserved), and the entry queued beside it as

@@ -56,6 +56,7 @@ use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
 use crate::config::DuplicatePolicy as ConfigDuplicatePolicy;
 use crate::escape::Escaped;
+use crate::metrics::SpillReason;
 use crate::store::layout::{Area, DatasetHasher, FileIdGenerator};
 use crate::store::part10::{file_header, FileMeta};
 use crate::store::{Counted, StoreEvent};
@@ -147,10 +148,14 @@ impl Ingest {
         let files = Files::new(shared.store.layout().clone());
         let space = FreeSpace::new(shared.store.config().storage.free_space_floor);
         let storage = &shared.store.config().storage;
-        let segments = shared
-            .segment_ids
-            .clone()
-            .map(|ids| Segments::new(ids, shared.store.layout().clone(), storage.segment_size_mib));
+        let segments = shared.segment_ids.clone().map(|ids| {
+            Segments::new(
+                ids,
+                shared.store.layout().clone(),
+                storage.segment_size_mib,
+                storage.record_memory_per_core,
+            )
+        });
         // Bounded by what a segment holds (a record carries its header too).
         let record_max = segments.as_ref().map_or(0, |segments| {
             storage
@@ -293,7 +298,8 @@ impl Ingest {
             .wrote(&self.shared.space, &mut reservation, header_bytes);
         let (job, record_buf) = match self.segments.as_mut().filter(|_| record) {
             Some(segments) => {
-                let buf = segments.record_buf(&header, self.record_hint);
+                let jobs = &self.jobs;
+                let buf = segments.record_buf(&header, self.record_hint, || jobs_buffers(jobs));
                 (Job::new_record(header_bytes, commit), Some(buf))
             }
             None => (Job::new(header, commit), None),
@@ -358,14 +364,38 @@ impl Ingest {
             &mut record.reservation,
             bytes.len() as u64,
         );
-        if let Some(buf) = record.record_buf.as_mut() {
-            if (buf.len() + bytes.len()) as u64 <= self.record_max {
-                // Copied: the receive buffer is not held.
-                buf.push(bytes);
-                return;
+        if let Some(buf) = record.record_buf.as_ref() {
+            let spill = if (buf.len() + bytes.len()) as u64 > self.record_max {
+                Some(SpillReason::RecordMax)
+            } else {
+                // A buffer that must grow holds its old and its new bytes
+                // for a moment: both must fit the core's budget.
+                let fits = match buf.growth(bytes.len()) {
+                    None => true,
+                    Some(grown) => {
+                        let jobs = jobs_buffers(&self.jobs);
+                        self.segments
+                            .as_mut()
+                            .is_none_or(|segments| segments.room_for(grown, jobs))
+                    }
+                };
+                (!fits).then_some(SpillReason::Memory)
+            };
+            match spill {
+                None => {
+                    if let Some(buf) = self
+                        .jobs
+                        .get_mut(&key)
+                        .and_then(|record| record.record_buf.as_mut())
+                    {
+                        // Copied: the receive buffer is not held.
+                        buf.push(bytes);
+                    }
+                    return;
+                }
+                // A file from here on, what it held first.
+                Some(reason) => self.spill(core, key, reason),
             }
-            // Past the bound: a file from here on, what it held first.
-            self.spill(core, key);
         }
         let Some(record) = self.jobs.get_mut(&key) else {
             panic!("job {key:?} gone while receiving");
@@ -430,7 +460,7 @@ impl Ingest {
             replacing,
         );
         if area == Area::Quarantine {
-            self.spill(core, key);
+            self.spill(core, key, SpillReason::Quarantine);
             return Ok(());
         }
         let triplet = &instance.triplet;
@@ -455,23 +485,39 @@ impl Ingest {
     }
 
     /// A record job goes on as a files-layout job: its temporary file is
-    /// opened and what its buffer holds becomes the file's first write.
-    fn spill(&mut self, core: &mut Core, key: JobKey) {
+    /// opened and what its buffer holds becomes the file's first write,
+    /// from the buffer itself (not copied; freed once written, counted in
+    /// the core's budget until then).
+    fn spill(&mut self, core: &mut Core, key: JobKey, reason: SpillReason) {
         let Some(record) = self.jobs.get_mut(&key) else {
             panic!("job {key:?} gone while spilling");
         };
         let Some(buf) = record.record_buf.take() else {
             panic!("a spill of job {key:?}, which holds no record");
         };
-        let bytes = buf.to_vec();
-        drop(buf);
+        let (held, capacity) = (buf.len(), buf.capacity());
+        tracing::debug!(
+            job = key.0,
+            reason = reason.label(),
+            held_bytes = held,
+            "instance spilled from its record buffer to a file"
+        );
+        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+            metrics.spilled(reason);
+        }
         let input = match core.open(
             At::Cwd,
             &record.tmp_path,
             OpenOptions::create_new_write(),
             tag(TagKind::Open, key.0),
         ) {
-            Ok(()) => JobInput::Spill(IoBuf::from(bytes)),
+            Ok(()) => {
+                let (bytes, weak) = buf.into_part10();
+                if let Some(segments) = self.segments.as_mut() {
+                    segments.spilled(weak, capacity);
+                }
+                JobInput::Spill(bytes)
+            }
             // Still a record job, failed: nothing was written.
             Err(error) => JobInput::Failed(Failure::OpenSubmit(error)),
         };
@@ -1264,6 +1310,18 @@ impl Ingest {
             );
         }
     }
+}
+
+/// The bytes of record buffers the jobs hold: arriving, or written and not
+/// yet taken back (the core's budget counts them beside the spare ones and
+/// the spills in flight: [`Segments::room_for`]).
+fn jobs_buffers(jobs: &HashMap<JobKey, Instance>) -> usize {
+    jobs.values()
+        .map(|record| {
+            record.record_buf.as_ref().map_or(0, |buf| buf.capacity())
+                + record.written.as_ref().map_or(0, |buf| buf.capacity())
+        })
+        .sum()
 }
 
 /// The record place of a job, if it has one.

@@ -23,13 +23,13 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_index::RecordPlace;
-use sluice_io::{Core, FileHandle};
+use sluice_io::{AlignedPart, Core, FileHandle, IoBuf, DIRECT_IO_ALIGN};
 
 use super::dir_sync::{RoundEnd, RoundId, RoundStart, SyncRounds};
 use super::job::JobKey;
@@ -149,12 +149,25 @@ impl RecordBuf {
         self.filled
     }
 
+    /// The bytes the buffer takes in memory.
+    pub(super) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// The capacity [`Self::push`] grows the buffer to for `more` bytes
+    /// (`None`: they fit as it is). The old buffer lives until the new one
+    /// holds its bytes: both for a moment.
+    pub(super) fn growth(&self, more: usize) -> Option<usize> {
+        let end = PAYLOAD_ROOM + self.filled + more;
+        (end > self.buf.len()).then(|| aligned_len(end.max(self.buf.len() * 2)))
+    }
+
     /// Appends bytes (the buffer doubles when they do not fit: one copy of
     /// what it holds, amortised).
     pub(super) fn push(&mut self, bytes: &[u8]) {
         let end = PAYLOAD_ROOM + self.filled + bytes.len();
-        if end > self.buf.len() {
-            let mut grown = AlignedBuf::zeroed(end.max(self.buf.len() * 2));
+        if let Some(capacity) = self.growth(bytes.len()) {
+            let mut grown = AlignedBuf::zeroed(capacity);
             grown.as_mut_slice()[..PAYLOAD_ROOM + self.filled]
                 .copy_from_slice(&self.buf.as_slice()[..PAYLOAD_ROOM + self.filled]);
             self.buf = grown;
@@ -170,9 +183,23 @@ impl RecordBuf {
         self.buf.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes);
     }
 
-    /// The Part 10 bytes, copied (a spill to a file: rare, bounded).
+    /// The Part 10 bytes, copied.
+    #[cfg(test)]
     pub(super) fn to_vec(&self) -> Vec<u8> {
         self.buf.as_slice()[PAYLOAD_ROOM..PAYLOAD_ROOM + self.filled].to_vec()
+    }
+
+    /// The Part 10 bytes for a spill's first write, not copied: the buffer
+    /// itself, held by the write and freed once it completed (`weak` lets
+    /// the core count it until then).
+    pub(super) fn into_part10(self) -> (IoBuf, Weak<AlignedBuf>) {
+        let buf = Rc::new(self.buf);
+        let weak = Rc::downgrade(&buf);
+        let range = PAYLOAD_ROOM..PAYLOAD_ROOM + self.filled;
+        let Some(part) = AlignedPart::new(buf, range) else {
+            panic!("a record buffer's bytes past its end");
+        };
+        (IoBuf::from(part), weak)
     }
 
     /// The record's padded length for these UIDs.
@@ -238,14 +265,28 @@ pub(super) struct Segments {
     /// "Ingest speed").
     spare: Vec<AlignedBuf>,
     spare_bytes: usize,
+    /// The most bytes of record buffers the core holds at once
+    /// (`storage.record_memory_per_core`): its jobs', its spare ones and
+    /// its spills' in flight.
+    memory_max: usize,
+    /// The buffers of spills whose write holds them (gone once it
+    /// completed), with their capacities.
+    spilling: Vec<(Weak<AlignedBuf>, usize)>,
     /// The last failure to create a segment, and when: answered until
     /// [`CREATE_RETRY_AFTER`] has passed.
     create_failed: Option<(Instant, Failure)>,
 }
 
 impl Segments {
-    pub(super) fn new(ids: Arc<SegmentIds>, layout: Layout, segment_size_mib: u32) -> Segments {
+    pub(super) fn new(
+        ids: Arc<SegmentIds>,
+        layout: Layout,
+        segment_size_mib: u32,
+        memory_max: u64,
+    ) -> Segments {
         Segments {
+            memory_max: usize::try_from(memory_max).unwrap_or(usize::MAX),
+            spilling: Vec::new(),
             ids,
             layout,
             segment_bytes: u64::from(segment_size_mib) << 20,
@@ -261,8 +302,15 @@ impl Segments {
 
     /// A record buffer holding `header`, with room for `expected` Part 10
     /// bytes: the most recently written spare buffer that large, else a new
-    /// one.
-    pub(super) fn record_buf(&mut self, header: &[u8], expected: usize) -> RecordBuf {
+    /// one within the core's budget beside the `jobs()` bytes its jobs hold
+    /// (the smallest one when even that one is past it: a small instance
+    /// keeps the record path, and spills if it must grow).
+    pub(super) fn record_buf(
+        &mut self,
+        header: &[u8],
+        expected: usize,
+        jobs: impl FnOnce() -> usize,
+    ) -> RecordBuf {
         let room = RecordBuf::room(expected);
         let reused = self
             .spare
@@ -275,9 +323,41 @@ impl Segments {
                 buf.restore_length();
                 buf
             }
-            None => AlignedBuf::zeroed(room),
+            None if self.room_for(aligned_len(room), jobs()) => AlignedBuf::zeroed(room),
+            None => AlignedBuf::zeroed(RecordBuf::room(0)),
         };
         RecordBuf::in_buffer(buf, header)
+    }
+
+    /// The bytes of record buffers the core holds beside its jobs' own:
+    /// its spare buffers, and those of spills whose write still holds them
+    /// (the others are forgotten here).
+    pub(super) fn buffers_held(&mut self) -> usize {
+        self.spilling.retain(|(buf, _)| buf.strong_count() > 0);
+        self.spare_bytes + self.spilling.iter().map(|(_, bytes)| bytes).sum::<usize>()
+    }
+
+    /// Whether `more` bytes of record buffers fit the core's budget
+    /// (`storage.record_memory_per_core`) beside the `jobs` bytes its jobs
+    /// hold; spare buffers are let go (oldest first) to make them fit.
+    pub(super) fn room_for(&mut self, more: usize, jobs: usize) -> bool {
+        loop {
+            let held = jobs.saturating_add(self.buffers_held());
+            if held.saturating_add(more) <= self.memory_max {
+                return true;
+            }
+            if self.spare.is_empty() {
+                return false;
+            }
+            let spare = self.spare.remove(0);
+            self.spare_bytes -= spare.capacity();
+        }
+    }
+
+    /// A spill's buffer, of `bytes`, went to its write: counted until the
+    /// write lets go of it.
+    pub(super) fn spilled(&mut self, buf: Weak<AlignedBuf>, bytes: usize) {
+        self.spilling.push((buf, bytes));
     }
 
     /// A written record's buffer back, once its write let go of it (kept
@@ -515,6 +595,11 @@ impl Segments {
     }
 }
 
+/// The length [`AlignedBuf::zeroed`] gives a buffer asked for `len` bytes.
+fn aligned_len(len: usize) -> usize {
+    len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN
+}
+
 fn place(segment: u64, offset: u64, length: u64) -> RecordPlace {
     RecordPlace {
         segment,
@@ -532,7 +617,7 @@ mod tests {
             next: AtomicU64::new(1),
             epoch: 1,
         });
-        Segments::new(ids, Layout::new("/nonexistent"), 1)
+        Segments::new(ids, Layout::new("/nonexistent"), 1, 256 << 20)
     }
 
     /// A written record's buffer serves the next instance once its write let
@@ -542,7 +627,7 @@ mod tests {
     fn a_written_buffer_is_reused_and_its_stale_bytes_never_written() {
         let mut segments = segments();
         let first: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
-        let mut buf = segments.record_buf(&first[..300], first.len());
+        let mut buf = segments.record_buf(&first[..300], first.len(), || 0);
         buf.push(&first[300..]);
         let checksum = crate::store::layout::dataset_checksum(&first[300..]);
         let written = Rc::new(buf.encode(1, &uids(), 300, checksum).unwrap());
@@ -555,7 +640,7 @@ mod tests {
         segments.recycle(Some(written));
         assert_eq!(segments.spare.len(), 1);
         let second = vec![5u8; 1000];
-        let mut buf = segments.record_buf(&second[..100], 1000);
+        let mut buf = segments.record_buf(&second[..100], 1000, || 0);
         assert!(segments.spare.is_empty(), "taken");
         buf.push(&second[100..]);
         let checksum = crate::store::layout::dataset_checksum(&second[100..]);
@@ -571,6 +656,53 @@ mod tests {
                 .payload_checksum,
             segment::payload_checksum(&second, 100)
         );
+    }
+
+    /// The core's budget of record buffers: a new buffer within it, the
+    /// smallest one past it; spare buffers let go before anything is
+    /// refused; a spill's buffer counted until its write lets go of it.
+    #[test]
+    fn record_buffers_keep_to_the_core_s_budget() {
+        const KIB: usize = 1024;
+        let mut segments = segments();
+        segments.memory_max = 1024 * KIB;
+        let smallest = aligned_len(RecordBuf::room(0));
+        // Within the budget: the room asked for.
+        let buf = segments.record_buf(b"header", 512 * KIB, || 0);
+        assert_eq!(buf.capacity(), aligned_len(RecordBuf::room(512 * KIB)));
+        // Past it (the jobs hold 900 KiB): the smallest buffer.
+        let buf = segments.record_buf(b"header", 512 * KIB, || 900 * KIB);
+        assert_eq!(buf.capacity(), smallest);
+        // A spare buffer is let go to make room.
+        segments.recycle(Some(Rc::new(AlignedBuf::zeroed(600 * KIB))));
+        assert_eq!(segments.buffers_held(), 600 * KIB);
+        assert!(segments.room_for(512 * KIB, 0));
+        assert_eq!(segments.buffers_held(), 0, "the spare was let go");
+        assert!(!segments.room_for(512 * KIB, 600 * KIB));
+        // A spill's buffer is held by its write, then freed.
+        let mut buf = segments.record_buf(b"header", 0, || 0);
+        buf.push(&[7; 1000]);
+        let capacity = buf.capacity();
+        let (write, weak) = buf.into_part10();
+        assert_eq!(write.len(), 1006);
+        assert_eq!(&write.as_slice()[..6], b"header");
+        segments.spilled(weak, capacity);
+        assert_eq!(segments.buffers_held(), capacity);
+        assert!(!segments.room_for(1024 * KIB - capacity + 1, 0));
+        drop(write);
+        assert_eq!(segments.buffers_held(), 0, "freed once written");
+        assert!(segments.room_for(1024 * KIB, 0));
+    }
+
+    /// The growth a push makes is the capacity the buffer then has.
+    #[test]
+    fn a_record_buffer_s_growth_is_its_next_capacity() {
+        let mut buf = RecordBuf::new(b"header", 0);
+        let fits = buf.capacity() - PAYLOAD_ROOM - buf.len();
+        assert_eq!(buf.growth(fits), None);
+        let grown = buf.growth(fits + 1).unwrap();
+        buf.push(&vec![1; fits + 1]);
+        assert_eq!(buf.capacity(), grown);
     }
 
     fn uids() -> segment::RecordUids {

@@ -95,6 +95,16 @@ fn answer_of(node: &Node, study: &str) -> Option<Vec<(Option<String>, Option<Str
     Some(answers)
 }
 
+/// The id of the instance's quarantine entry in data directory `data`.
+fn quarantine_id(data: &str) -> String {
+    let list = crate::operator::sluice_ok(&["quarantine", "list", "--data-dir", data]);
+    list.lines()
+        .find(|line| line.contains(SOP))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a quarantine entry: {list}"))
+        .to_owned()
+}
+
 /// Waits until `node` answers one study of one instance named `name`. A
 /// C-FIND that fails or answers otherwise meanwhile (the catalogue caught
 /// mid-change, the node busy under load) is asked again; the last answer
@@ -136,13 +146,7 @@ fn a_replacement_and_a_quarantine_release_reach_every_nodes_c_find() {
     store(&one, &version(work.path(), "BRAVO"));
     one.stop();
     let data = one.data.to_str().unwrap().to_owned();
-    let list = crate::operator::sluice_ok(&["quarantine", "list", "--data-dir", &data]);
-    let id = list
-        .lines()
-        .find(|line| line.contains(SOP))
-        .and_then(|line| line.split_whitespace().next())
-        .unwrap_or_else(|| panic!("a quarantine entry: {list}"))
-        .to_owned();
+    let id = quarantine_id(&data);
     crate::operator::sluice_ok(&["quarantine", "release", &id, "--data-dir", &data]);
     one.start();
     wait_name(&two, "BRAVO");
@@ -157,6 +161,85 @@ fn a_replacement_and_a_quarantine_release_reach_every_nodes_c_find() {
     let rows = postgres.rows();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows.get(SOP).map(String::as_str), Some("node-1"));
+}
+
+/// The file id (32 hex digits) the instance's catalogue row names
+/// (`None`: no row).
+fn catalogue_location(postgres: &Postgres) -> Option<String> {
+    postgres
+        .client()
+        .query_opt(
+            "SELECT location FROM sluice_instances WHERE sop_instance_uid = $1",
+            &[&SOP],
+        )
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// The file id (32 hex digits) under which the index of data directory
+/// `data` stores the instance.
+fn indexed_location(data: &Path) -> String {
+    let index =
+        sluice_index::Index::open(data.join("index"), sluice_index::IndexOptions::default())
+            .unwrap();
+    let file_id = index.read().unwrap().file_id_of_sop(SOP).unwrap();
+    index.close();
+    format!("{:032x}", file_id.expect("the instance is stored").0)
+}
+
+/// A quarantine release whose outbox line a kill took (between the
+/// release's commit and its append: the command takes the outbox's
+/// clean-stop marker before its commit, so none is left; the unit tests of
+/// `cli/quarantine.rs` see it gone at that point) reaches the catalogue
+/// through the reconciliation of the node's next start.
+#[test]
+fn a_release_whose_outbox_line_a_kill_took_reaches_the_catalogue() {
+    let postgres = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut one = Node::new(work.path(), "node-1", postgres.conninfo(), "after-answer");
+    one.start();
+    assert!(store(&one, &version(work.path(), "ALPHA")));
+    // Answered with a warning (quarantined): not asserted on.
+    store(&one, &version(work.path(), "BRAVO"));
+    // A clean stop publishes the backlog first.
+    one.stop();
+    let published = catalogue_location(&postgres);
+    assert_eq!(published, Some(indexed_location(&one.data)));
+    let data = one.data.to_str().unwrap().to_owned();
+    let id = quarantine_id(&data);
+    let cluster = one.data.join("cluster");
+    let outbox = cluster.join("outbox.jsonl");
+    let before = std::fs::read(&outbox).unwrap();
+    crate::operator::sluice_ok(&["quarantine", "release", &id, "--data-dir", &data]);
+    let released = indexed_location(&one.data);
+    assert_ne!(Some(&released), published.as_ref());
+    assert!(cluster.join("clean-stop").exists());
+    assert_ne!(
+        std::fs::read(&outbox).unwrap(),
+        before,
+        "the release's line"
+    );
+    // What the kill leaves: the outbox without the line, and no marker.
+    std::fs::write(&outbox, &before).unwrap();
+    std::fs::remove_file(cluster.join("clean-stop")).unwrap();
+    let earlier = one.log().len();
+    one.start();
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while catalogue_location(&postgres).as_ref() != Some(&released) {
+        assert!(
+            Instant::now() < deadline,
+            "the catalogue names {:?}, not the released {released}:\n{}",
+            catalogue_location(&postgres),
+            one.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    one.stop();
+    let log = one.log();
+    assert!(
+        log[earlier..].contains("the local index was reconciled"),
+        "{log}"
+    );
 }
 
 #[test]
