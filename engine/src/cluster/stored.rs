@@ -136,7 +136,7 @@ impl Fallback {
                 .filter(|offset| *offset <= part10.len())
                 .ok_or_else(|| format!("object {key}: the data set offset lies past the record"))?;
             part10.drain(..offset);
-            let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&part10));
+            let checksum = format!("{:032x}", crate::store::xxh3::xxh3_128(&part10));
             if !checksum.eq_ignore_ascii_case(&uploaded.checksum) {
                 return Err(format!(
                     "object {key}: the data set's checksum is not the one the catalogue holds"

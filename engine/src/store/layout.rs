@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_index::{Checksum, FileId};
 
+use crate::store::xxh3::Xxh3_128;
+
 /// Directory name of stored instances, under the data directory.
 pub const OBJECTS_DIR: &str = "objects";
 /// Directory name of quarantined duplicates.
@@ -298,13 +300,14 @@ impl FileIdGenerator {
 /// 128-bit collision is negligible, and a crafted one can only make the archive
 /// drop the attacker's own newcomer as a duplicate; the stored instance is
 /// never touched, so no stored image is lost through it. XXH3 runs at well
-/// over 10 GB/s per core with SSE2/AVX2, so the checksum stays out of the
-/// ingest CPU budget (BLAKE3 cost about 1.2 s of CPU per GB received). It
-/// hashes incrementally, so the engine feeds it the receive-buffer slices as
-/// they arrive with no copy and no second read of the file.
+/// over 10 GB/s per core with SSE2/AVX2 (picked at run time, `store::xxh3`),
+/// so the checksum stays out of the ingest CPU budget (BLAKE3 cost about
+/// 1.2 s of CPU per GB received). It hashes incrementally, so the engine
+/// feeds it the receive-buffer slices as they arrive with no copy and no
+/// second read of the file.
 #[derive(Clone, Default)]
 pub struct DatasetHasher {
-    hasher: xxhash_rust::xxh3::Xxh3Default,
+    hasher: Xxh3_128,
 }
 
 impl fmt::Debug for DatasetHasher {
@@ -330,7 +333,7 @@ impl DatasetHasher {
 
     /// The checksum of everything fed.
     pub fn finish(&self) -> Checksum {
-        Checksum(self.hasher.digest128().to_be_bytes())
+        Checksum(self.hasher.digest().to_be_bytes())
     }
 }
 

@@ -6,7 +6,8 @@
 //! committed in doubt that are not yet durable (`in_doubt`), shared by the
 //! ingest path and the commitment tracker; and the read API by instance
 //! (`source`: where a data set's bytes are, for every reader) and the
-//! query functions the Q/R SCP and embedders share (`query`).
+//! query functions the Q/R SCP and embedders share (`query`). The hash of
+//! the stored bytes, XXH3, is `xxh3`'s.
 
 pub(crate) mod check;
 mod handle;
@@ -18,6 +19,7 @@ mod query;
 pub mod segment;
 mod source;
 pub(crate) mod walk;
+pub(crate) mod xxh3;
 
 pub(crate) use instance::instance_from_head;
 

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FallocateFlags, Mode, OFlags};
 use sluice_index::Checksum;
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::store::layout::{dataset_checksum, DatasetHasher};
+use crate::store::xxh3::Xxh3_64;
 
 /// Every record starts at a multiple of this and its length is padded to
 /// it. 4096 is a multiple of every logical block size in use (512 and 4096
@@ -186,7 +186,7 @@ pub fn encode_record(
 pub struct PayloadHasher {
     split: u64,
     fed: u64,
-    head: Xxh3,
+    head: Xxh3_64,
     body: DatasetHasher,
 }
 
@@ -231,7 +231,7 @@ impl PayloadHasher {
 /// The payload checksum of a payload whose bytes before the split are
 /// `head` and whose bytes after it have the XXH3-128 `body`.
 fn payload_checksum_of(head: &[u8], body: Checksum) -> u64 {
-    let mut hasher = Xxh3::new();
+    let mut hasher = Xxh3_64::new();
     hasher.update(head);
     hasher.update(&body.0);
     hasher.digest()
@@ -347,7 +347,7 @@ pub fn header_bytes_of(_study: &str, _series: &str, _sop: &str) -> u64 {
 /// XXH3-64 of a header with its checksum field (bytes 56..64) taken as
 /// zero.
 fn header_checksum(header: &[u8]) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut hasher = Xxh3_64::new();
     hasher.update(header.get(..56).unwrap_or(header));
     hasher.update(&[0u8; 8]);
     hasher.update(header.get(HEADER_FIXED_BYTES..).unwrap_or(&[]));
