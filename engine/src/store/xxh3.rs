@@ -81,25 +81,22 @@ pub(crate) fn xxh3_128(bytes: &[u8]) -> u128 {
 mod tests {
     use super::*;
 
-    /// SplitMix64: random contents and cuts that a seed replays.
-    struct Rng(u64);
+    use proptest::prelude::Rng as _;
+    use proptest::test_runner::{RngAlgorithm, TestRng};
 
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
+    /// Random contents and cuts that a seed replays.
+    fn rng(seed: u8) -> TestRng {
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32])
+    }
 
-        fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
+    fn below(rng: &mut TestRng, n: usize) -> usize {
+        (rng.next_u64() % n as u64) as usize
+    }
 
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next_u64() as u8).collect()
-        }
+    fn random_bytes(rng: &mut TestRng, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        rng.fill_bytes(&mut bytes);
+        bytes
     }
 
     fn streamed_128(bytes: &[u8], cuts: &[usize]) -> u128 {
@@ -124,9 +121,9 @@ mod tests {
 
     /// Up to `most` places to cut `len` bytes, in order (repeats give
     /// empty pieces, which the ingest path can also hand over).
-    fn cuts(rng: &mut Rng, len: usize, most: usize) -> Vec<usize> {
-        let mut cuts: Vec<usize> = (0..rng.below(most + 1))
-            .map(|_| rng.below(len + 1))
+    fn cuts(rng: &mut TestRng, len: usize, most: usize) -> Vec<usize> {
+        let mut cuts: Vec<usize> = (0..below(rng, most + 1))
+            .map(|_| below(rng, len + 1))
             .collect();
         cuts.sort_unstable();
         cuts
@@ -135,7 +132,7 @@ mod tests {
     /// Both digests of `bytes` whole, streamed in random pieces and in
     /// pieces of the sizes the ingest path and `verify` feed, against
     /// `xxhash-rust`, which wrote every store so far.
-    fn check_against_xxhash_rust(rng: &mut Rng, bytes: &[u8]) {
+    fn check_against_xxhash_rust(rng: &mut TestRng, bytes: &[u8]) {
         let len = bytes.len();
         let want_128 = xxhash_rust::xxh3::xxh3_128(bytes);
         let want_64 = xxhash_rust::xxh3::xxh3_64(bytes);
@@ -173,25 +170,25 @@ mod tests {
 
     #[test]
     fn digests_are_xxhash_rusts_for_short_inputs() {
-        let mut rng = Rng(0x5EA1_0F17);
+        let mut rng = rng(1);
         for len in 0..=300 {
-            let bytes = rng.bytes(len);
+            let bytes = random_bytes(&mut rng, len);
             check_against_xxhash_rust(&mut rng, &bytes);
         }
     }
 
     #[test]
     fn digests_are_xxhash_rusts_from_1_kib_to_1_mib() {
-        let mut rng = Rng(0xD1CE_5EED);
+        let mut rng = rng(2);
         // Every power of two and its neighbours (block and stripe edges),
         // then random lengths.
         let mut lens: Vec<usize> = (10..=20)
             .flat_map(|shift| [(1 << shift) - 1, 1 << shift, (1 << shift) + 1])
             .filter(|len| (1024..=1 << 20).contains(len))
             .collect();
-        lens.extend((0..24).map(|_| 1024 + rng.below((1 << 20) - 1024 + 1)));
+        lens.extend((0..24).map(|_| 1024 + below(&mut rng, (1 << 20) - 1024 + 1)));
         for len in lens {
-            let bytes = rng.bytes(len);
+            let bytes = random_bytes(&mut rng, len);
             check_against_xxhash_rust(&mut rng, &bytes);
         }
     }
