@@ -46,7 +46,7 @@ impl Core {
         }
         self.cancel_multishot(conn.0);
         if let Some(direct) = waiting {
-            self.hand_back(conn.0, direct, 0);
+            self.hand_back(conn.0, *direct, 0);
         }
         Ok(())
     }
@@ -159,7 +159,7 @@ impl Core {
                 // The table is full: nothing received, the pooled receive
                 // goes on.
                 if let OpBody::RecvInto { direct, .. } = body {
-                    self.hand_back(conn, direct, 0);
+                    self.hand_back(conn, *direct, 0);
                 }
                 self.arm_recv(conn);
             }
@@ -167,8 +167,8 @@ impl Core {
     }
 
     /// The handler's buffer back, with `bytes` received into it.
-    fn hand_back(&mut self, conn: Key, direct: Box<DirectRecv>, bytes: usize) {
-        let DirectRecv { buf, range, tag } = *direct;
+    fn hand_back(&mut self, conn: Key, direct: DirectRecv, bytes: usize) {
+        let DirectRecv { buf, range, tag } = direct;
         self.push_event(Event::ReceivedInto {
             conn: ConnId(conn),
             tag,
@@ -194,7 +194,7 @@ impl Core {
             // or the receive was cancelled: the multishot receive, armed
             // again, tells which.
             let bytes = usize::try_from(result).unwrap_or(0);
-            self.hand_back(conn, direct, bytes);
+            self.hand_back(conn, *direct, bytes);
             match result {
                 0 => self.end_recv(conn, Ok(())),
                 result if result < 0 && result != -libc::ECANCELED => {
@@ -299,7 +299,7 @@ impl Core {
                     && completion.result != -libc::ENOBUFS);
             if ends {
                 if let Some(direct) = slot.direct_waiting.take() {
-                    self.hand_back(conn, direct, 0);
+                    self.hand_back(conn, *direct, 0);
                 }
             } else {
                 self.issue_direct(conn);
@@ -337,7 +337,7 @@ impl Core {
         if let Some(direct) = preempted {
             // Bytes the multishot receive took before it stopped come
             // first: the handler's buffer goes back unused, ahead of them.
-            self.hand_back(conn, direct, 0);
+            self.hand_back(conn, *direct, 0);
         }
         let Some(slot) = self.conns.get_mut(conn) else {
             return;
