@@ -130,6 +130,11 @@ pub(crate) struct Connection {
     /// of a data PDV straight into it (`Core::recv_into`): the job's, and
     /// where the bytes land.
     pub(crate) lent: Option<(JobKey, Landing)>,
+    /// The instance whose lent buffer came back unused (the pooled
+    /// receive had taken the bytes first): not lent again, so a sender
+    /// ahead of the core costs one stop of the pooled receive an
+    /// instance, not one per buffer.
+    pub(crate) lend_preempted: Option<JobKey>,
     /// How it ended, for the log line.
     pub(crate) outcome: Option<String>,
     /// Its counters.
@@ -174,6 +179,7 @@ impl Connection {
             extended_negotiation: Vec::new(),
             receiving: None,
             lent: None,
+            lend_preempted: None,
             outcome: None,
             counters: Counters {
                 contexts_accepted: 0,

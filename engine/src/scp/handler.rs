@@ -243,6 +243,9 @@ impl CoreHandler {
         let Some(Receiving::Store(key)) = conn.receiving else {
             return;
         };
+        if conn.lend_preempted == Some(key) {
+            return;
+        }
         let len = match conn.pending_data_bytes() {
             Some(pending) if pending >= RECEIVE_INTO_RECORD_MIN => pending as usize,
             Some(_) => return,
@@ -285,6 +288,9 @@ impl CoreHandler {
             panic!("a receive into a record buffer connection {serial} did not lend");
         };
         conn.counters.bytes_received += bytes as u64;
+        if bytes == 0 {
+            conn.lend_preempted = Some(key);
+        }
         let received = buf
             .as_slice()
             .get(landing.range())
