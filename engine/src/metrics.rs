@@ -331,6 +331,9 @@ pub(crate) struct CoreMetrics {
     /// Instances spilled from their record buffer to a file, by
     /// [`SpillReason::ALL`]'s order.
     spills: [AtomicU64; SpillReason::ALL.len()],
+    /// Receives straight into a record buffer, and the bytes they took.
+    receives_into_record: AtomicU64,
+    bytes_received_into_record: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -417,6 +420,19 @@ impl CoreMetrics {
 
     pub(crate) fn loop_turns(&self) -> u64 {
         self.loop_turns.load(Ordering::Relaxed)
+    }
+
+    /// A receive straight into a record buffer took `bytes`.
+    pub(crate) fn received_into_record(&self, bytes: u64) {
+        add_single_writer(&self.receives_into_record, 1);
+        add_single_writer(&self.bytes_received_into_record, bytes);
+    }
+
+    pub(crate) fn receives_into_record(&self) -> (u64, u64) {
+        (
+            self.receives_into_record.load(Ordering::Relaxed),
+            self.bytes_received_into_record.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn retrieve_chunks_deferred(&self) -> u64 {

@@ -174,6 +174,16 @@ pub enum SubmitError {
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,
+    /// A receive into the caller's buffer (`Core::recv_into`) asked of a
+    /// connection whose receive cannot be taken over now: paused, ended,
+    /// data or an end held for the handler, or such a receive already
+    /// pending.
+    #[error("the connection's receive cannot be taken over now")]
+    ReceiveBusy,
+    /// The backend cannot do this (the portable backend has no receive
+    /// into the caller's buffer).
+    #[error("not supported by this backend")]
+    Unsupported,
     /// A socket could not be created for `connect`.
     #[error("socket creation failed: {0}")]
     Socket(String),

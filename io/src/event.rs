@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use crate::aligned::AlignedBuf;
 use crate::buf::RecvBuf;
 use crate::error::IoError;
 use crate::slab::Key;
@@ -227,6 +228,24 @@ pub enum Event {
         conn: ConnId,
         /// The bytes (never empty).
         data: RecvBuf,
+    },
+    /// A receive into the handler's buffer ([`Core::recv_into`](crate::Core::recv_into))
+    /// ended: the buffer comes back with `bytes` bytes of the stream at the
+    /// start of the range it was lent for (all of it, or fewer when the
+    /// stream ended, failed or the receive was cancelled; 0 when bytes the
+    /// connection's pooled receive had already taken had to be delivered
+    /// first: they follow as [`Event::Received`]). An end of stream or an
+    /// error follows as [`Event::RecvEnded`]; otherwise the pooled receive
+    /// goes on.
+    ReceivedInto {
+        /// The connection.
+        conn: ConnId,
+        /// The caller's tag.
+        tag: u64,
+        /// The buffer lent.
+        buf: AlignedBuf,
+        /// Bytes received into it.
+        bytes: usize,
     },
     /// No more bytes will arrive: `Ok` on an orderly end of stream, `Err` on
     /// a receive error. The handler closes the connection when done sending.

@@ -67,6 +67,18 @@ pub struct PdvFragment<'a> {
     pub pdv_complete: bool,
 }
 
+/// The rest of a PDV value the decoder is inside
+/// ([`StreamDecoder::pending_value`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingValue {
+    /// Presentation-context-ID of the PDV.
+    pub presentation_context_id: u8,
+    /// Message control header bit 0 of the PDV.
+    pub is_command: bool,
+    /// Value bytes still to come.
+    pub remaining: u32,
+}
+
 /// What the stream decoder found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamEvent<'a> {
@@ -179,6 +191,41 @@ impl StreamDecoder {
     /// loses nothing.
     pub fn is_at_pdu_boundary(&self) -> bool {
         self.state == StreamState::PduHeader && self.header_filled == 0
+    }
+
+    /// The PDV whose value is being handed out, when the decoder is inside
+    /// one with bytes still to come: its context, whether it is a command,
+    /// and how many value bytes remain. The next that many bytes of the
+    /// stream are that value's, whatever they hold, so a caller may receive
+    /// them wherever it wants them and feed them here after (they come out
+    /// as one fragment when fed in one slice).
+    pub fn pending_value(&self) -> Option<PendingValue> {
+        match self.state {
+            StreamState::PdvValue {
+                presentation_context_id,
+                is_command,
+                value_remaining,
+                ..
+            } if value_remaining > 0 => Some(PendingValue {
+                presentation_context_id,
+                is_command,
+                remaining: value_remaining,
+            }),
+            _ => None,
+        }
+    }
+
+    /// When the decoder is at, or inside, a PDU header or a PDV item
+    /// header: how many bytes complete it. The next that many bytes of the
+    /// stream are that header's, so a caller that receives exactly those
+    /// takes nothing past it.
+    pub fn header_bytes_ahead(&self) -> Option<usize> {
+        match self.state {
+            StreamState::PduHeader | StreamState::PdvHeader { .. } => {
+                Some(PDU_HEADER_LENGTH.saturating_sub(self.header_filled))
+            }
+            _ => None,
+        }
     }
 
     /// After an error: the type of the PDU it was found in, when the header

@@ -29,6 +29,7 @@ use sluice_net::dimse::Command;
 use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming, SendError, Timer};
 use sluice_net::pdu::AssociateRq;
 
+use super::ingest::segments::Landing;
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
 use super::tls::TlsSession;
@@ -125,6 +126,15 @@ pub(crate) struct Connection {
     pub(crate) extended_negotiation: Vec<(String, Vec<u8>)>,
     /// What its data-set fragments go to.
     pub(crate) receiving: Option<Receiving>,
+    /// The record buffer of its data set, lent to a receive of the rest
+    /// of a data PDV straight into it (`Core::recv_into`): the job's, and
+    /// where the bytes land.
+    pub(crate) lent: Option<(JobKey, Landing)>,
+    /// The instance whose lent buffer came back unused (the pooled
+    /// receive had taken the bytes first): not lent again, so a sender
+    /// ahead of the core costs one stop of the pooled receive an
+    /// instance, not one per buffer.
+    pub(crate) lend_preempted: Option<JobKey>,
     /// How it ended, for the log line.
     pub(crate) outcome: Option<String>,
     /// Its counters.
@@ -168,6 +178,8 @@ impl Connection {
             purpose: Purpose::Inbound,
             extended_negotiation: Vec::new(),
             receiving: None,
+            lent: None,
+            lend_preempted: None,
             outcome: None,
             counters: Counters {
                 contexts_accepted: 0,
@@ -292,6 +304,28 @@ impl Connection {
         let incoming = self.endpoint.receive(data, offset, Instant::now());
         self.flush(core);
         incoming
+    }
+
+    /// Data-set bytes of a streamed data set the stream will carry next
+    /// with nothing between them (the rest of a data PDV), when a receive
+    /// straight into the instance's buffer may take them: a plain
+    /// association (TLS decrypts in user space), open, with no such
+    /// receive pending.
+    pub(crate) fn pending_data_bytes(&self) -> Option<u32> {
+        if self.tls.is_some() || self.lent.is_some() || self.is_closing() {
+            return None;
+        }
+        self.endpoint.pending_data_bytes()
+    }
+
+    /// Bytes that complete the PDU or PDV header the stream is at while a
+    /// streamed data set arrives, under the same conditions as
+    /// [`Connection::pending_data_bytes`].
+    pub(crate) fn pending_header_bytes(&self) -> Option<usize> {
+        if self.tls.is_some() || self.lent.is_some() || self.is_closing() {
+            return None;
+        }
+        self.endpoint.pending_header_bytes()
     }
 
     /// The next event raised outside the receive path (by a timeout, the

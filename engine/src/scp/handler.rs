@@ -51,6 +51,11 @@ use crate::config::AccessService;
 use crate::escape::Escaped;
 use crate::metrics::{RejectedBecause, Request};
 
+/// The smallest rest of a data PDV received straight into its record
+/// buffer: below it the pooled receive's copy costs less than stopping and
+/// re-arming that receive (docs/design/segments.md, "Zero-copy receive").
+const RECEIVE_INTO_RECORD_MIN: u32 = 64 * 1024;
+
 /// Messages from other threads to a core.
 #[derive(Debug)]
 pub(crate) enum CoreMessage {
@@ -178,6 +183,9 @@ impl CoreHandler {
         );
         let audit = &self.shared.audit;
         let decrypted = self.conns.get_mut(serial).and_then(|conn| {
+            // The runtime delivers nothing while a receive into a record
+            // buffer is pending.
+            debug_assert!(conn.lent.is_none(), "bytes while a buffer is lent");
             conn.counters.bytes_received += data.len() as u64;
             conn.decrypt(core, data, audit)
         });
@@ -212,6 +220,112 @@ impl CoreHandler {
                 self.ingest.flush(core, key);
                 self.answer_stores(core);
             }
+        }
+        if matches!(data, Received::Pooled(_)) {
+            self.receive_into_record(core, serial, false);
+        }
+    }
+
+    /// When the stream stopped inside a large data PDV of an instance
+    /// arriving into a record buffer, the PDV's rest is received straight
+    /// into its place in that buffer: one receive, no copy
+    /// (docs/design/segments.md, "Zero-copy receive"). Right after such a
+    /// receive (`after_direct`: the pooled receive is not armed again yet)
+    /// the next PDU and PDV headers of the data set are received the same
+    /// way, exactly their bytes, into the buffer past its Part 10 bytes
+    /// (the data overwrites them), so the pooled receive never takes the
+    /// next PDV's value. Anything else, or a receive the runtime cannot
+    /// take over now, stays on the pooled receive and the copy.
+    fn receive_into_record(&mut self, core: &mut Core, serial: u64, after_direct: bool) {
+        let Some(conn) = self.conns.get_mut(serial) else {
+            return;
+        };
+        let Some(Receiving::Store(key)) = conn.receiving else {
+            return;
+        };
+        if conn.lend_preempted == Some(key) {
+            return;
+        }
+        let len = match conn.pending_data_bytes() {
+            Some(pending) if pending >= RECEIVE_INTO_RECORD_MIN => pending as usize,
+            Some(_) => return,
+            None if after_direct => match conn.pending_header_bytes() {
+                Some(header) => header,
+                None => return,
+            },
+            None => return,
+        };
+        let Some((buf, landing)) = self.ingest.lend_record(key, len) else {
+            return;
+        };
+        let tag = tag(TagKind::RecvIntoRecord, serial);
+        match core.recv_into(conn.id, buf, landing.range(), tag) {
+            Ok(()) => conn.lent = Some((key, landing)),
+            Err((error, buf)) => {
+                tracing::trace!(serial, %error, "no receive into the record buffer");
+                self.ingest.landed(key, buf, landing, 0);
+            }
+        }
+    }
+
+    /// A receive into a record buffer ended with `bytes` of the stream in
+    /// place. The endpoint reads them there: the rest of the PDV it was
+    /// inside comes out as one data range, which the job takes as a
+    /// fragment's bytes without a copy; headers move its decoder on and
+    /// are left for the data to overwrite. The next headers or value go
+    /// the same way when they can, else the pooled receive takes over.
+    fn received_into_record(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        buf: sluice_io::AlignedBuf,
+        bytes: usize,
+    ) {
+        let Some(conn) = self.conns.get_mut(serial) else {
+            panic!("a receive into a record buffer for connection {serial}, which is gone");
+        };
+        let Some((key, landing)) = conn.lent.take() else {
+            panic!("a receive into a record buffer connection {serial} did not lend");
+        };
+        conn.counters.bytes_received += bytes as u64;
+        if bytes == 0 {
+            conn.lend_preempted = Some(key);
+        }
+        let received = buf
+            .as_slice()
+            .get(landing.range())
+            .and_then(|range| range.get(..bytes))
+            .unwrap_or_default();
+        let mut offset = 0usize;
+        let mut taken = None;
+        while let Some(conn) = self.conns.get_mut(serial) {
+            let Some(incoming) = conn.next_incoming(core, received, &mut offset) else {
+                break;
+            };
+            match incoming {
+                Incoming::Data { range, last, .. } => {
+                    debug_assert!(
+                        taken.is_none() && range == (0..received.len()),
+                        "the rest of a data PDV came out as {range:?} of {}",
+                        received.len()
+                    );
+                    taken = Some((range.len(), last));
+                }
+                // Nothing else is in the bytes of a data PDV's value (events
+                // raised before them come out first).
+                other => self.incoming(core, serial, other, None),
+            }
+        }
+        // None when the endpoint read nothing more (it aborted meanwhile):
+        // the bytes are dropped, as they would have been unread.
+        let (taken, last) = taken.unwrap_or((0, false));
+        self.ingest.landed(key, buf, landing, taken);
+        self.query.ingest_received(taken);
+        if let Some(conn) = self.conns.get_mut(serial) {
+            storage::landed(core, conn, &mut self.ingest, taken, last);
+        }
+        if bytes > 0 {
+            self.receive_into_record(core, serial, true);
         }
     }
 
@@ -764,6 +878,14 @@ impl Handler for CoreHandler {
                     panic!("bytes for {conn:?}, which is not in the table");
                 };
                 self.received(core, serial, &data);
+            }
+            Event::ReceivedInto {
+                conn, buf, bytes, ..
+            } => {
+                let Some(serial) = self.conns.serial_of(conn) else {
+                    panic!("a receive into a buffer of {conn:?}, which is not in the table");
+                };
+                self.received_into_record(core, serial, buf, bytes);
             }
             Event::RecvEnded { conn, result } => {
                 let Some(serial) = self.conns.serial_of(conn) else {

@@ -735,6 +735,25 @@ impl Collector for Scrape {
                 .sum::<u64>(),
         )?;
 
+        let (receives, bytes) = cores
+            .iter()
+            .map(|core| core.receives_into_record())
+            .fold((0, 0), |(receives, bytes), (more, more_bytes)| {
+                (receives + more, bytes + more_bytes)
+            });
+        counter(
+            &mut encoder,
+            "sluice_receives_into_record",
+            "Receives of a data-set PDV's rest straight into its record buffer (segments layout, no copy)",
+            receives,
+        )?;
+        counter(
+            &mut encoder,
+            "sluice_bytes_received_into_record",
+            "Data-set bytes received straight into record buffers (the rest arrive in the receive pool and are copied)",
+            bytes,
+        )?;
+
         // ----- queues -----
         {
             family(

@@ -115,6 +115,29 @@ pub(crate) fn fragment(
     }
 }
 
+/// `bytes` of the C-STORE data set the connection is receiving that landed
+/// straight in the instance's record buffer (`Ingest::landed` took them):
+/// counted as a fragment's, and the data set completed when they end it.
+pub(crate) fn landed(
+    core: &mut Core,
+    conn: &mut Connection,
+    ingest: &mut Ingest,
+    bytes: usize,
+    last: bool,
+) {
+    if let Some(ae_metrics) = &conn.ae_metrics {
+        ae_metrics.bytes(bytes as u64);
+    }
+    if let Some(Receiving::Store(key)) = conn.receiving {
+        if last {
+            conn.receiving = None;
+            ingest.complete(core, key);
+        } else {
+            ingest.flush(core, key);
+        }
+    }
+}
+
 /// Sends the answers of the ingest service on their associations.
 pub(crate) fn answer(
     core: &mut Core,

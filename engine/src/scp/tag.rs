@@ -44,6 +44,9 @@ pub(crate) enum TagKind {
     RetrieveShare = 18,
     /// A segment's flush round (value: the round).
     SegmentSync = 19,
+    /// A data-set PDV's rest received straight into its record buffer
+    /// (value: the association's serial).
+    RecvIntoRecord = 20,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -51,7 +54,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 19] = [
+const KINDS: [TagKind; 20] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -71,6 +74,7 @@ const KINDS: [TagKind; 19] = [
     TagKind::RetrieveConnect,
     TagKind::RetrieveShare,
     TagKind::SegmentSync,
+    TagKind::RecvIntoRecord,
 ];
 
 /// The tag of an operation of `kind` for `value`.

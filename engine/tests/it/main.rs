@@ -38,3 +38,4 @@ mod segment_space;
 mod serve;
 mod tls;
 mod upgrade;
+mod zero_copy;

@@ -97,6 +97,14 @@ pub(crate) enum Prim {
     RecvMulti {
         fd: RawFd,
     },
+    /// One receive of exactly `length` bytes into `pointer` (io_uring:
+    /// `MSG_WAITALL`, so fewer only when the stream ends, fails or the
+    /// receive is cancelled).
+    Recv {
+        fd: RawFd,
+        pointer: *mut u8,
+        length: u32,
+    },
     Send {
         fd: RawFd,
         pointer: *const u8,

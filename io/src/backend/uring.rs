@@ -165,6 +165,17 @@ impl UringBackend {
                     .user_data(user_data),
                 None,
             ),
+            Prim::Recv {
+                fd,
+                pointer,
+                length,
+            } => (
+                opcode::Recv::new(Fd(fd), pointer, length)
+                    .flags(libc::MSG_WAITALL)
+                    .build()
+                    .user_data(user_data),
+                None,
+            ),
             Prim::Send {
                 fd,
                 pointer,

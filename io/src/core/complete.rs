@@ -57,6 +57,7 @@ impl Core {
         /// Which completion logic applies once every part is in.
         enum Next {
             Send,
+            RecvInto,
             Connect,
             Write,
             Read,
@@ -72,6 +73,7 @@ impl Core {
             }
             OpBody::Read(_) => Next::Read,
             OpBody::Send { .. } => Next::Send,
+            OpBody::RecvInto { .. } => Next::RecvInto,
             OpBody::Connect { .. } => Next::Connect,
             OpBody::Timer { .. } => Next::Timer,
             _ => Next::File,
@@ -84,6 +86,7 @@ impl Core {
         }
         match next {
             Next::Send => self.on_send(key, completion.result),
+            Next::RecvInto => self.on_recv_into(key, completion.result),
             Next::Connect => self.on_connect(key, completion.result),
             Next::Write => self.on_write(key),
             Next::Read => self.on_read(key, completion.result),

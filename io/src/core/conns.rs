@@ -2,7 +2,8 @@
 //! connecting or closing), and the queue of connections whose receive
 //! stopped for lack of pool buffers.
 //!
-//! What a slot guarantees: at most one receive and one send in flight;
+//! What a slot guarantees: at most one receive (the pooled multishot one,
+//! or one into the handler's buffer, never both) and one send in flight;
 //! `ops` counts every operation that references the slot (receive, send,
 //! connect), and the slot (with its descriptor) goes away only when it is
 //! closing and `ops` is zero, so no operation ever names a closed or reused
@@ -11,6 +12,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
+use super::ops::DirectRecv;
 use crate::buf::{IoBuf, RecvBuf};
 use crate::error::{IoError, SubmitError};
 use crate::slab::{Key, Slab};
@@ -44,6 +46,11 @@ pub(super) struct ConnSlot {
     /// Sends waiting for the one in flight (or for the connect).
     pub send_queue: VecDeque<(IoBuf, u64)>,
     pub send_op: Option<Key>,
+    /// A receive into the handler's buffer, waiting for the multishot
+    /// receive to stop (bytes it took first preempt it).
+    pub direct_waiting: Option<Box<DirectRecv>>,
+    /// The receive into the handler's buffer in flight.
+    pub direct_op: Option<Key>,
     /// Operations referencing this connection (receive, send, connect).
     ops: u32,
 }
@@ -62,6 +69,8 @@ impl ConnSlot {
             pending_end: None,
             send_queue: VecDeque::new(),
             send_op: None,
+            direct_waiting: None,
+            direct_op: None,
             ops: 0,
         }
     }
@@ -125,9 +134,16 @@ impl ConnSlot {
         !self.delivers_now() || self.pending_end.is_some()
     }
 
+    /// A receive into the handler's buffer is waiting or in flight: the
+    /// multishot receive is not armed meanwhile.
+    pub fn receives_direct(&self) -> bool {
+        self.direct_waiting.is_some() || self.direct_op.is_some()
+    }
+
     /// Whether a receive should be armed now.
     pub fn wants_recv(&self) -> bool {
         self.recv_op.is_none()
+            && !self.receives_direct()
             && self.state == ConnState::Open
             && self.recv_wanted
             && !self.recv_ended
@@ -141,6 +157,8 @@ impl ConnSlot {
         self.send_queue.clear();
         self.backlog.clear();
         self.pending_end = None;
+        // Never issued: its buffer goes with it, silently.
+        self.direct_waiting = None;
         self.ops > 0
     }
 
@@ -248,6 +266,7 @@ impl ConnTable {
                 slot.state = ConnState::Closing;
                 slot.send_queue.clear();
                 slot.backlog.clear();
+                slot.direct_waiting = None;
             }
         }
     }

@@ -131,6 +131,22 @@ fn issue_body(
             },
             None => return fail(out, libc::ECANCELED),
         },
+        OpBody::RecvInto { conn, direct } => {
+            let Some(conn) = conns.get(*conn) else {
+                return fail(out, libc::ECANCELED);
+            };
+            let length = direct.range.len();
+            // In bounds (checked by `Core::recv_into`); nothing else
+            // touches the buffer until the final completion.
+            let Some(target) = direct.buf.as_mut_slice().get_mut(direct.range.clone()) else {
+                return fail(out, libc::EINVAL);
+            };
+            Prim::Recv {
+                fd: conn.fd.as_raw_fd(),
+                pointer: target.as_mut_ptr(),
+                length: u32::try_from(length).unwrap_or(u32::MAX),
+            }
+        }
         OpBody::Send {
             conn, buf, sent, ..
         } => {

@@ -112,6 +112,10 @@ pub struct Core {
     internal: Receiver<Internal>,
     faults: FaultInjector,
     shutting_down: bool,
+    /// Connections whose receive into the handler's buffer ended: their
+    /// multishot receive is armed again once the handler has seen that
+    /// (unless it asked for another such receive meanwhile).
+    rearm_after_delivery: Vec<crate::slab::Key>,
 }
 
 /// Takes ownership of a descriptor a completion returned.
@@ -168,6 +172,7 @@ impl Core {
             internal,
             faults,
             shutting_down: false,
+            rearm_after_delivery: Vec::new(),
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! The invariant that makes the backends' `unsafe` sound lives here: every
 //! pointer in a [`Prim`](crate::backend::op::Prim) points into heap memory an
-//! [`OpBody`] owns (a `Box`, `Vec`, `CString`, an [`IoBuf`] or a read's
-//! [`Chunk`]), never into the
+//! [`OpBody`] owns (a `Box`, `Vec`, `CString`, an [`IoBuf`], a read's
+//! [`Chunk`] or a receive's [`AlignedBuf`]), never into the
 //! entry itself (the slab's `Vec` may move), and an entry leaves the table
 //! only once every completion it expects (`parts`) is in. A cancelled
 //! operation therefore keeps its buffers until the kernel is done with them.
@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use io_uring::types::Timespec;
 
+use crate::aligned::AlignedBuf;
 use crate::backend::op;
 use crate::buf::IoBuf;
 use crate::chunk::Chunk;
@@ -106,6 +107,16 @@ impl ReadOp {
     }
 }
 
+/// A receive into the handler's buffer (`Core::recv_into`): the kernel
+/// writes the connection's next bytes into `range` of `buf`. Boxed, so a
+/// connection waiting to issue it holds one pointer; the buffer's heap
+/// bytes do not move with the box.
+pub(super) struct DirectRecv {
+    pub buf: AlignedBuf,
+    pub range: std::ops::Range<usize>,
+    pub tag: u64,
+}
+
 /// Moves `iovecs` (from `first` on) past `bytes` transferred bytes: whole
 /// iovecs are skipped, a partly transferred one is shortened from its start.
 fn advance_iovecs(iovecs: &mut [libc::iovec], first: &mut usize, mut bytes: u64) {
@@ -136,6 +147,11 @@ pub(super) enum OpBody {
     },
     Recv {
         conn: Key,
+    },
+    /// Owns the buffer the kernel writes into until the final completion.
+    RecvInto {
+        conn: Key,
+        direct: Box<DirectRecv>,
     },
     Send {
         conn: Key,
@@ -230,7 +246,10 @@ impl OpBody {
             OpBody::MkDir { .. } => (Some(OpKind::MkDir), false),
             OpBody::Unlink { .. } => (Some(OpKind::Unlink), false),
             OpBody::Close { .. } => (Some(OpKind::Close), false),
-            OpBody::Accept { .. } | OpBody::Recv { .. } | OpBody::Timer { .. } => (None, false),
+            OpBody::Accept { .. }
+            | OpBody::Recv { .. }
+            | OpBody::RecvInto { .. }
+            | OpBody::Timer { .. } => (None, false),
         }
     }
 

@@ -95,6 +95,7 @@ impl Core {
                 handler.on_event(self, event);
             }
         }
+        self.rearm_after_delivery();
     }
 
     /// Events were queued in order, but the handler may have paused or
@@ -105,6 +106,7 @@ impl Core {
     fn still_deliverable(&mut self, event: Event) -> Option<Event> {
         let conn = match &event {
             Event::Received { conn, .. }
+            | Event::ReceivedInto { conn, .. }
             | Event::RecvEnded { conn, .. }
             | Event::Sent { conn, .. }
             | Event::Accepted { conn, .. } => *conn,

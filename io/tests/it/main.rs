@@ -9,5 +9,6 @@ mod echo;
 mod faults;
 mod files;
 mod probe;
+mod recv_into;
 mod safety_doc;
 mod shutdown;

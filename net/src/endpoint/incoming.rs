@@ -201,6 +201,18 @@ impl Reassembly {
         self.command_bytes.clear();
     }
 
+    /// Whether a data-set fragment on `context_id` would be handed out now
+    /// as [`Incoming::Data`] (a streamed data set on that context).
+    pub fn streams_on(&self, context_id: u8) -> bool {
+        matches!(self.assembly, Assembly::Streaming { context_id: streaming, .. } if streaming == context_id)
+    }
+
+    /// Whether a streamed data set is being handed out (its last fragment
+    /// not yet seen).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.assembly, Assembly::Streaming { .. })
+    }
+
     /// Takes one fragment. `accepted` tells whether a context ID was
     /// accepted. `Ok(None)`: nothing to hand out yet.
     pub fn fragment(

@@ -512,6 +512,37 @@ impl Endpoint {
         }
     }
 
+    /// When the stream is inside a PDV of a streamed data set
+    /// ([`DataSet::Streamed`]) whose value bytes will be handed out as
+    /// [`Incoming::Data`]: how many value bytes of it remain. The next that
+    /// many bytes of the stream are data-set bytes whatever they hold: a
+    /// caller may receive them straight into their place and then pass
+    /// them to [`Endpoint::receive`] in one slice, which yields them as one
+    /// [`Incoming::Data`] range covering the slice (nothing else is checked
+    /// in them). `None` anywhere else (between PDVs, in a command, a
+    /// collected data set, a PDU not delivered, after an abort).
+    pub fn pending_data_bytes(&self) -> Option<u32> {
+        if !self.reading || !self.deliver_pdata || !self.events.is_empty() {
+            return None;
+        }
+        let pending = self.decoder.pending_value()?;
+        let streaming =
+            !pending.is_command && self.reassembly.streams_on(pending.presentation_context_id);
+        streaming.then_some(pending.remaining)
+    }
+
+    /// While a streamed data set is arriving, at (or inside) a PDU header
+    /// or a PDV item header: how many bytes complete that header. A caller
+    /// that receives exactly those (and passes them to
+    /// [`Endpoint::receive`]) takes nothing of what follows, so it can then
+    /// ask [`Endpoint::pending_data_bytes`] where the next value goes.
+    pub fn pending_header_bytes(&self) -> Option<usize> {
+        if !self.reading || !self.events.is_empty() || !self.reassembly.is_streaming() {
+            return None;
+        }
+        self.decoder.header_bytes_ahead()
+    }
+
     /// The next event raised outside [`Endpoint::receive`] (by a timeout, a
     /// transport close or a local request), if any.
     pub fn poll_event(&mut self) -> Option<Incoming> {

@@ -413,6 +413,75 @@ impl Ingest {
         self.feed(core, key, input);
     }
 
+    /// Lends job `key`'s record buffer for the next `len` bytes of its data
+    /// set to be received straight into their place (the rest of a large
+    /// data PDV: docs/design/segments.md, "Zero-copy receive"). `None`
+    /// unless it is a record job that has not failed and the bytes keep it
+    /// within `storage.segment_record_max` and, if the buffer must grow,
+    /// the core's record memory budget (else they come as fragments,
+    /// copied or spilled).
+    pub(crate) fn lend_record(
+        &mut self,
+        key: JobKey,
+        len: usize,
+    ) -> Option<(sluice_io::AlignedBuf, segments::Landing)> {
+        let record = self.jobs.get(&key)?;
+        let buf = record.record_buf.as_ref()?;
+        if record.job.has_failed() || (buf.len() + len) as u64 > self.record_max {
+            return None;
+        }
+        // Growing to lend must fit the core's budget as a fragment's growth
+        // must ([`Ingest::fragment`]); if not, the bytes come as fragments,
+        // which spill.
+        if let Some(grown) = buf.growth(len) {
+            let jobs = jobs_buffers(&self.jobs);
+            if !self
+                .segments
+                .as_mut()
+                .is_none_or(|segments| segments.room_for(grown, jobs))
+            {
+                return None;
+            }
+        }
+        let record = self.jobs.get_mut(&key)?;
+        record.record_buf.take().map(|buf| buf.lend(len))
+    }
+
+    /// A record buffer lent by [`Ingest::lend_record`] back, with `bytes`
+    /// of the data set received into its landing: the data set's next
+    /// bytes, taken as a fragment's are (the head scanner, the checksum,
+    /// the space accounting) but never copied.
+    pub(crate) fn landed(
+        &mut self,
+        key: JobKey,
+        buf: sluice_io::AlignedBuf,
+        landing: segments::Landing,
+        bytes: usize,
+    ) {
+        let Some(record) = self.jobs.get_mut(&key) else {
+            // A job goes only once its association ended, and a closed
+            // connection's buffer never comes back.
+            debug_assert!(false, "job {key:?} gone while its buffer was lent");
+            return;
+        };
+        let received = buf
+            .as_slice()
+            .get(landing.range())
+            .and_then(|range| range.get(..bytes))
+            .filter(|received| !received.is_empty() && !record.job.has_failed());
+        let Some(received) = received else {
+            record.record_buf = Some(segments::RecordBuf::landed(buf, landing, 0));
+            return;
+        };
+        record.feed(received);
+        self.space
+            .wrote(&self.shared.space, &mut record.reservation, bytes as u64);
+        record.record_buf = Some(segments::RecordBuf::landed(buf, landing, bytes));
+        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+            metrics.received_into_record(bytes as u64);
+        }
+    }
+
     /// The receive buffer is consumed: the job's pending bytes are written.
     pub(crate) fn flush(&mut self, core: &mut Core, key: JobKey) {
         self.feed(core, key, JobInput::Flush);

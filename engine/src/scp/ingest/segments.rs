@@ -112,6 +112,23 @@ fn largest_segment_file(dir: &Path) -> std::io::Result<u64> {
     Ok(largest)
 }
 
+/// Where the bytes received into a lent record buffer go
+/// ([`RecordBuf::lend`]): right after the Part 10 bytes it held, at most
+/// `len` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Landing {
+    filled: usize,
+    len: usize,
+}
+
+impl Landing {
+    /// The range of the lent buffer the bytes land in.
+    pub(crate) fn range(&self) -> std::ops::Range<usize> {
+        let start = PAYLOAD_ROOM + self.filled;
+        start..start + self.len
+    }
+}
+
 /// An instance's Part 10 bytes while they arrive, at [`PAYLOAD_ROOM`] of an
 /// aligned buffer (the room before them takes the record's header once
 /// the record is encoded in place).
@@ -165,15 +182,43 @@ impl RecordBuf {
     /// Appends bytes (the buffer doubles when they do not fit: one copy of
     /// what it holds, amortised).
     pub(super) fn push(&mut self, bytes: &[u8]) {
-        let end = PAYLOAD_ROOM + self.filled + bytes.len();
-        if let Some(capacity) = self.growth(bytes.len()) {
+        let end = self.reserve(bytes.len());
+        self.buf.as_mut_slice()[PAYLOAD_ROOM + self.filled..end].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    /// Makes room for `len` more Part 10 bytes (doubling the buffer when
+    /// they do not fit); returns where they end in the buffer.
+    fn reserve(&mut self, len: usize) -> usize {
+        let end = PAYLOAD_ROOM + self.filled + len;
+        if let Some(capacity) = self.growth(len) {
             let mut grown = AlignedBuf::zeroed(capacity);
             grown.as_mut_slice()[..PAYLOAD_ROOM + self.filled]
                 .copy_from_slice(&self.buf.as_slice()[..PAYLOAD_ROOM + self.filled]);
             self.buf = grown;
         }
-        self.buf.as_mut_slice()[PAYLOAD_ROOM + self.filled..end].copy_from_slice(bytes);
-        self.filled += bytes.len();
+        end
+    }
+
+    /// Lends the buffer for the next `len` Part 10 bytes to be received
+    /// straight into their place ([`Landing::range`]): grown first when
+    /// they would not fit, so it never grows (or moves) while lent.
+    pub(super) fn lend(mut self, len: usize) -> (AlignedBuf, Landing) {
+        self.reserve(len);
+        let landing = Landing {
+            filled: self.filled,
+            len,
+        };
+        (self.buf, landing)
+    }
+
+    /// A lent buffer back, `bytes` of its landing's range received: they
+    /// follow the Part 10 bytes it held.
+    pub(super) fn landed(buf: AlignedBuf, landing: Landing, bytes: usize) -> RecordBuf {
+        RecordBuf {
+            buf,
+            filled: landing.filled + bytes.min(landing.len),
+        }
     }
 
     /// Writes `bytes` over the Part 10 bytes at `offset` (the seal).
@@ -711,6 +756,43 @@ mod tests {
             series: "1.2.3.4".into(),
             sop: "1.2.3.4.5".into(),
         }
+    }
+
+    /// Bytes received into a lent buffer (written at its landing's range,
+    /// as the kernel does) join the Part 10 bytes between pushed ones, a
+    /// lend past the buffer's room grows it before it goes, and a short
+    /// receive keeps only what landed.
+    #[test]
+    fn bytes_landed_in_a_lent_buffer_join_the_pushed_ones_in_order() {
+        let header = vec![3u8; 300];
+        let mut buf = RecordBuf::new(&header, 0);
+        let mut part10 = header.clone();
+        let pattern = |n: usize, len: usize| -> Vec<u8> {
+            (0..len).map(|i| (i * 7 + n * 13) as u8).collect()
+        };
+        for (n, (pushed, lent, landed)) in [
+            (1000, 200_000, 200_000),
+            (10, 70_000, 33_000),
+            (0, 1_000_000, 1_000_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let fragment = pattern(n, pushed);
+            buf.push(&fragment);
+            part10.extend_from_slice(&fragment);
+            let (mut aligned, landing) = buf.lend(lent);
+            assert_eq!(landing.range().len(), lent);
+            assert!(landing.range().end <= aligned.len(), "room before lending");
+            let received = pattern(n + 100, landed);
+            aligned.as_mut_slice()[landing.range().start..][..landed].copy_from_slice(&received);
+            buf = RecordBuf::landed(aligned, landing, landed);
+            part10.extend_from_slice(&received);
+            assert_eq!(buf.len(), part10.len());
+        }
+        buf.push(b"end");
+        part10.extend_from_slice(b"end");
+        assert_eq!(buf.to_vec(), part10);
     }
 
     /// Bytes pushed across the buffer's growth (from a small hint and from

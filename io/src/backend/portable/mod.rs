@@ -150,6 +150,11 @@ impl PortableBackend {
                     self.ready_again.push(fd);
                 }
             }
+            Prim::Recv { .. } => {
+                // `Core::recv_into` refuses this backend before issuing.
+                self.local
+                    .push(Completion::new(user_data, -libc::EOPNOTSUPP, 0));
+            }
             Prim::Send {
                 fd,
                 pointer,

@@ -188,6 +188,94 @@ fn store_data_set_streams_as_ranges_of_the_input() {
     ));
 }
 
+/// Inside a streamed data set's PDV the endpoint says how many value bytes
+/// are still to come; fed from another buffer (where a caller received
+/// them in place), they come out as one range covering that buffer, and
+/// the stream goes on after them. Nowhere else is anything pending.
+#[test]
+fn the_rest_of_a_data_pdv_fed_from_another_buffer_is_one_range() {
+    let mut pair = Pair::established(16384, 65536);
+    let data = data_set(150_000);
+    let fragmenter = pair
+        .scu
+        .send_command_for_data_set(CT_CONTEXT, &store_rq(1), data.len() as u64)
+        .unwrap();
+    let mut wire = pair.scu.poll_transmit().unwrap();
+    let mut first_pdv = None;
+    for fragment in fragmenter {
+        let value = fragment.value_range().unwrap();
+        first_pdv.get_or_insert((wire.len() + fragment.headers.len(), value.len()));
+        wire.extend_from_slice(&fragment.headers);
+        wire.extend_from_slice(&data[value]);
+    }
+    let (value_start, value_length) = first_pdv.unwrap();
+    assert!(value_length > 60_000, "a large first PDV: {value_length}");
+    let now = pair.now;
+    assert_eq!(pair.scp.pending_data_bytes(), None, "between messages");
+    assert_eq!(
+        pair.scp.pending_header_bytes(),
+        None,
+        "no data set arriving"
+    );
+
+    // The command and 1,000 bytes of the first PDV's value.
+    let head = &wire[..value_start + 1000];
+    let mut cursor = 0;
+    let mut received = Vec::new();
+    while let Some(incoming) = pair.scp.receive(head, &mut cursor, now) {
+        if let Incoming::Data { range, .. } = incoming {
+            received.extend_from_slice(&head[range]);
+        }
+    }
+    assert_eq!(received.len(), 1000);
+    let rest = value_length - 1000;
+    assert_eq!(pair.scp.pending_data_bytes(), Some(rest as u32));
+
+    // The rest of the PDV, from a buffer of its own.
+    let elsewhere = wire[value_start + 1000..][..rest].to_vec();
+    let mut cursor = 0;
+    let Some(Incoming::Data { range, last, .. }) = pair.scp.receive(&elsewhere, &mut cursor, now)
+    else {
+        panic!("the rest as data");
+    };
+    assert_eq!((range.clone(), last), (0..rest, false));
+    assert_eq!(pair.scp.receive(&elsewhere, &mut cursor, now), None);
+    received.extend_from_slice(&elsewhere[range]);
+    assert_eq!(pair.scp.pending_data_bytes(), None, "at the next PDU");
+    assert_eq!(
+        pair.scp.pending_header_bytes(),
+        Some(6),
+        "a PDU header next"
+    );
+
+    // Two bytes of the next header: four complete it.
+    let tail = &wire[value_start + value_length..];
+    let mut cursor = 0;
+    assert_eq!(pair.scp.receive(&tail[..2], &mut cursor, now), None);
+    assert_eq!(pair.scp.pending_header_bytes(), Some(4));
+
+    // The rest of the stream as usual.
+    let tail = &tail[2..];
+    let mut cursor = 0;
+    let mut lasts = 0;
+    while let Some(incoming) = pair.scp.receive(tail, &mut cursor, now) {
+        let Incoming::Data { range, last, .. } = incoming else {
+            panic!("only data follows, got {incoming:?}")
+        };
+        received.extend_from_slice(&tail[range]);
+        lasts += usize::from(last);
+    }
+    assert_eq!(received, data);
+    assert_eq!(lasts, 1);
+    assert_eq!(pair.scp.pending_header_bytes(), None, "the data set ended");
+
+    // A command's PDV is never pending data.
+    let command = command_pdus(VERIFICATION_CONTEXT, &echo_rq(2));
+    let mut cursor = 0;
+    assert_eq!(pair.scp.receive(&command[..14], &mut cursor, now), None);
+    assert_eq!(pair.scp.pending_data_bytes(), None, "inside a command PDV");
+}
+
 #[test]
 fn action_information_is_collected_with_its_command() {
     let mut pair = Pair::established(16384, 16384);

@@ -1,0 +1,373 @@
+//! Zero-copy receive on the segments layout (docs/design/segments.md,
+//! "Zero-copy receive"): the rest of a large data PDV is received straight
+//! into the instance's record buffer. A peer written here with the
+//! endpoint of `sluice-net` puts exactly the PDUs and PDVs and the TCP
+//! cuts each case needs on the wire (large PDVs, PDVs split over many
+//! writes, stalls mid-PDV, small PDUs, a peer that goes away mid-PDV);
+//! what `sluice serve` stored is exported and compared byte for byte, and
+//! its metrics count the receives into record buffers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sluice_net::assoc::{AssociationProposal, Indication, ProposedPresentationContext, Role};
+use sluice_net::dimse::{CStoreRq, Command, Priority, Status};
+use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming};
+use sluice_tests::{free_port, part10_dataset, part10_meta_value, part10_transfer_syntax};
+
+use crate::ingest::generated_files_of;
+use crate::monitoring::{scrape, value};
+use crate::segment_ingest::{data_dir, serve_on, terminate};
+use crate::serve::stored_instances;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One instance to send: its UIDs, transfer syntax and data set.
+struct Instance {
+    sop_class: String,
+    sop_instance: String,
+    transfer_syntax: String,
+    data_set: Vec<u8>,
+}
+
+impl Instance {
+    fn of(file: &Path) -> Instance {
+        let bytes = std::fs::read(file).unwrap();
+        Instance {
+            sop_class: part10_meta_value(&bytes, 0x0002, 0x0002),
+            sop_instance: part10_meta_value(&bytes, 0x0002, 0x0003),
+            transfer_syntax: part10_transfer_syntax(&bytes),
+            data_set: part10_dataset(&bytes).to_vec(),
+        }
+    }
+}
+
+/// How a data set goes on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Bytes of data set per PDV (one PDV per P-DATA-TF PDU).
+    pdv: usize,
+    /// The TCP writes: cut sizes, cycled.
+    cuts: &'static [usize],
+    /// A pause after each write of a PDV's header and first bytes (the
+    /// server reads them and receives the rest into its buffer).
+    stall: Duration,
+}
+
+/// An association of the peer.
+struct Peer {
+    stream: TcpStream,
+    endpoint: Endpoint,
+    context_id: u8,
+    pdu_max: usize,
+}
+
+impl Peer {
+    /// Associates with one presentation context for `instance`'s class
+    /// and transfer syntax.
+    fn associate(port: u16, instance: &Instance) -> Peer {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut peer = Peer {
+            stream,
+            endpoint: Endpoint::new(Role::Requestor, EndpointConfig::default()),
+            context_id: 0,
+            pdu_max: 0,
+        };
+        let proposal = AssociationProposal {
+            calling_ae_title: "ZEROCOPY".into(),
+            called_ae_title: "SLUICE".into(),
+            presentation_contexts: vec![ProposedPresentationContext {
+                abstract_syntax: instance.sop_class.clone(),
+                transfer_syntaxes: vec![instance.transfer_syntax.clone()],
+                roles: None,
+            }],
+            pdu_length_max_receive: 16384,
+            implementation_class_uid: "1.2.826.0.1.3680043.10.1234.79.9".into(),
+            implementation_version_name: None,
+            asynchronous_operations_window: None,
+            user_identity: None,
+        };
+        let now = Instant::now();
+        peer.endpoint
+            .request_association(Box::new(proposal.to_associate_rq().unwrap()), now)
+            .unwrap();
+        peer.endpoint.transport_connected(now).unwrap();
+        peer.transmit();
+        match peer.next() {
+            Incoming::Indication(Indication::AssociateAccepted(negotiated)) => {
+                peer.context_id = negotiated.presentation_contexts[0].id;
+                peer.pdu_max = negotiated.pdu_length_max_peer as usize;
+            }
+            other => panic!("not accepted: {other:?}"),
+        }
+        peer
+    }
+
+    fn transmit(&mut self) {
+        if let Some(bytes) = self.endpoint.poll_transmit() {
+            self.stream.write_all(&bytes).unwrap();
+        }
+    }
+
+    /// The next thing the server sent.
+    fn next(&mut self) -> Incoming {
+        let mut buffer = vec![0u8; 65536];
+        loop {
+            let read = self.stream.read(&mut buffer).unwrap();
+            assert!(read > 0, "the server closed the association");
+            let mut offset = 0;
+            if let Some(incoming) =
+                self.endpoint
+                    .receive(&buffer[..read], &mut offset, Instant::now())
+            {
+                assert_eq!(offset, read, "one answer at a time");
+                return incoming;
+            }
+        }
+    }
+
+    /// Sends the C-STORE's command, then its data set as `plan` frames and
+    /// cuts it, stopping after `stop_after` bytes of the wire when given.
+    fn send_store(&mut self, instance: &Instance, plan: Plan, stop_after: Option<usize>) {
+        let message_id = self.endpoint.next_message_id();
+        let command = Command::CStoreRq(CStoreRq {
+            message_id,
+            priority: Priority::Medium,
+            affected_sop_class_uid: instance.sop_class.clone(),
+            affected_sop_instance_uid: instance.sop_instance.clone(),
+            move_originator: None,
+        });
+        // Framed here, not by the endpoint's fragmenter: the plan's PDVs.
+        let _fragmenter = self
+            .endpoint
+            .send_command_for_data_set(self.context_id, &command, instance.data_set.len() as u64)
+            .unwrap();
+        self.transmit();
+        assert!(
+            plan.pdv + 6 <= self.pdu_max,
+            "{plan:?} past {}",
+            self.pdu_max
+        );
+        let chunks: Vec<&[u8]> = instance.data_set.chunks(plan.pdv).collect();
+        let mut sent = 0usize;
+        let mut cuts = plan.cuts.iter().cycle();
+        for (n, chunk) in chunks.iter().enumerate() {
+            let control = if n + 1 == chunks.len() { 0x02 } else { 0x00 };
+            let mut pdu = Vec::with_capacity(chunk.len() + 12);
+            pdu.push(0x04);
+            pdu.push(0);
+            pdu.extend_from_slice(&(chunk.len() as u32 + 6).to_be_bytes());
+            pdu.extend_from_slice(&(chunk.len() as u32 + 2).to_be_bytes());
+            pdu.push(self.context_id);
+            pdu.push(control);
+            pdu.extend_from_slice(chunk);
+            // The header and a little of the value, then a pause.
+            let head = 12 + chunk.len().min(1000);
+            self.stream.write_all(&pdu[..head]).unwrap();
+            sent += head;
+            std::thread::sleep(plan.stall);
+            let mut at = head;
+            while at < pdu.len() {
+                let end = (at + cuts.next().unwrap()).min(pdu.len());
+                if let Some(stop) = stop_after.filter(|&stop| sent + (end - at) >= stop) {
+                    let end = at + stop.saturating_sub(sent);
+                    self.stream.write_all(&pdu[at..end]).unwrap();
+                    return;
+                }
+                self.stream.write_all(&pdu[at..end]).unwrap();
+                sent += end - at;
+                at = end;
+            }
+        }
+    }
+
+    /// The C-STORE-RSP's status.
+    fn status(&mut self) -> Status {
+        match self.next() {
+            Incoming::Command {
+                command: Command::CStoreRsp(rsp),
+                ..
+            } => rsp.status,
+            other => panic!("not a C-STORE-RSP: {other:?}"),
+        }
+    }
+
+    fn store(&mut self, instance: &Instance, plan: Plan) -> Status {
+        self.send_store(instance, plan, None);
+        self.status()
+    }
+
+    fn release(mut self) {
+        self.endpoint.release(Instant::now()).unwrap();
+        self.transmit();
+        let _ = self.next();
+    }
+}
+
+fn serve(data: &Path, metrics_port: u16) -> crate::serve::Served {
+    let metrics_port = metrics_port.to_string();
+    serve_on(
+        data,
+        &[
+            "--storage-layout",
+            "segments",
+            "--cores",
+            "1",
+            "--metrics-port",
+            metrics_port.as_str(),
+        ],
+    )
+}
+
+fn instances(dir: &Path, count: usize) -> Vec<Instance> {
+    // 512 x 512 16-bit pixels: a 512 KiB CT.
+    let files: Vec<PathBuf> = generated_files_of(dir, count, 512);
+    files
+        .iter()
+        .map(|file| Instance::of(file.as_path()))
+        .collect()
+}
+
+fn received_into_record(metrics_port: u16) -> (f64, f64) {
+    let samples = scrape(metrics_port);
+    (
+        value(&samples, "sluice_receives_into_record_total", &[]),
+        value(&samples, "sluice_bytes_received_into_record_total", &[]),
+    )
+}
+
+/// 512 KiB instances in 256 KiB PDVs (the default Maximum Length): each
+/// PDV's rest after its first bytes is received straight into the record
+/// buffer (counted), with PDVs cut into odd TCP writes and stalls, and
+/// small PDVs (16 KiB, as DCMTK sends) take the copy as before; every
+/// instance is stored byte-exact.
+#[test]
+fn large_pdvs_are_received_into_the_record_buffer_byte_exact() {
+    let sent = tempfile::tempdir().unwrap();
+    let instances = instances(sent.path(), 4);
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+    let mut peer = Peer::associate(served.port, &instances[0]);
+    let max = peer.pdu_max - 6;
+    assert!(
+        max >= 256 * 1024 - 6,
+        "the default Maximum Length is 256 KiB"
+    );
+
+    // One 512 KiB instance, in three PDVs of the largest size.
+    let whole = Plan {
+        pdv: max,
+        cuts: &[1 << 20],
+        stall: Duration::from_millis(100),
+    };
+    assert_eq!(peer.store(&instances[0], whole), Status::SUCCESS);
+    let (receives, bytes) = received_into_record(metrics_port);
+    assert!(
+        receives >= 2.0,
+        "{receives} receives into the record buffer"
+    );
+    assert!(
+        bytes >= 400_000.0,
+        "{bytes} bytes received into the record buffer"
+    );
+
+    // PDVs cut into odd writes, the server catching up between them.
+    let odd = Plan {
+        pdv: 100_003,
+        cuts: &[1, 13, 4096, 70_001, 5, 9_999],
+        stall: Duration::from_millis(30),
+    };
+    assert_eq!(peer.store(&instances[1], odd), Status::SUCCESS);
+
+    // No pause: whatever the pooled receive took first is copied, the
+    // rest lands in place.
+    let fast = Plan {
+        pdv: max,
+        cuts: &[65_536],
+        stall: Duration::ZERO,
+    };
+    assert_eq!(peer.store(&instances[2], fast), Status::SUCCESS);
+
+    // Small PDVs: below the threshold, copied as before.
+    let (before, _) = received_into_record(metrics_port);
+    let small = Plan {
+        pdv: 16_372,
+        cuts: &[16_384],
+        stall: Duration::from_millis(1),
+    };
+    assert_eq!(peer.store(&instances[3], small), Status::SUCCESS);
+    let (after, _) = received_into_record(metrics_port);
+    assert_eq!(before, after, "16 KiB PDVs received into the record buffer");
+    peer.release();
+
+    terminate(served);
+    let stored = stored_instances(&data);
+    assert_eq!(stored.len(), instances.len());
+    for instance in &instances {
+        let part10 = &stored[&instance.sop_instance];
+        assert!(
+            part10_dataset(part10) == instance.data_set,
+            "{} not byte-exact",
+            instance.sop_instance
+        );
+    }
+}
+
+/// A peer that stops mid-PDV for longer than a receive takes and then goes
+/// on is stored byte-exact; a peer that goes away mid-PDV (its receive
+/// into the record buffer in flight) leaves nothing stored and the core
+/// serving the next association.
+#[test]
+fn a_peer_stalled_or_gone_mid_pdv_is_stored_or_dropped_cleanly() {
+    let sent = tempfile::tempdir().unwrap();
+    let instances = instances(sent.path(), 3);
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+
+    let mut peer = Peer::associate(served.port, &instances[0]);
+    let stalled = Plan {
+        pdv: peer.pdu_max - 6,
+        cuts: &[30_000],
+        stall: Duration::from_millis(1500),
+    };
+    assert_eq!(peer.store(&instances[0], stalled), Status::SUCCESS);
+    peer.release();
+
+    // Gone after 300,000 bytes: inside the second PDV, whose rest the
+    // server is receiving into the record buffer.
+    let mut gone = Peer::associate(served.port, &instances[1]);
+    let plan = Plan {
+        pdv: gone.pdu_max - 6,
+        cuts: &[20_000],
+        stall: Duration::from_millis(100),
+    };
+    gone.send_store(&instances[1], plan, Some(300_000));
+    std::thread::sleep(Duration::from_millis(200));
+    drop(gone);
+
+    let mut next = Peer::associate(served.port, &instances[2]);
+    let plan = Plan {
+        pdv: next.pdu_max - 6,
+        cuts: &[1 << 20],
+        stall: Duration::from_millis(50),
+    };
+    assert_eq!(next.store(&instances[2], plan), Status::SUCCESS);
+    next.release();
+    let (receives, _) = received_into_record(metrics_port);
+    assert!(receives >= 3.0, "{receives} receives into record buffers");
+
+    let log = terminate(served);
+    assert!(log.contains("ZEROCOPY"), "{log}");
+    let stored = stored_instances(&data);
+    assert_eq!(stored.len(), 2, "{:?}", stored.keys());
+    for instance in [&instances[0], &instances[2]] {
+        assert!(part10_dataset(&stored[&instance.sop_instance]) == instance.data_set);
+    }
+    assert!(!stored.contains_key(&instances[1].sop_instance));
+}
