@@ -94,6 +94,10 @@ pub(super) struct Instance {
     /// Record mode: the record as written (shared with its write), taken
     /// back for the next instance once the job is done.
     pub(super) written: Option<std::rc::Rc<sluice_io::AlignedBuf>>,
+    /// Record mode: the bytes of its record buffer while it is lent to a
+    /// receive (`record_buf` is empty then; the core's budget still
+    /// counts them).
+    pub(super) lent: usize,
     /// Record mode: the record's place, once reserved.
     pub(super) place: Option<sluice_index::RecordPlace>,
     /// Its claim on the free space (the floor's accounting).

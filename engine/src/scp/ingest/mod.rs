@@ -312,6 +312,7 @@ impl Ingest {
                 job,
                 record_buf,
                 written: None,
+                lent: 0,
                 place: None,
                 serial: start.serial,
                 context_id: start.context_id,

@@ -56,7 +56,9 @@ impl Ingest {
             }
         }
         let record = self.jobs.get_mut(&key)?;
-        record.record_buf.take().map(|buf| buf.lend(len))
+        let (buf, landing) = record.record_buf.take()?.lend(len);
+        record.lent = buf.len();
+        Some((buf, landing))
     }
 
     /// A record buffer lent by [`Ingest::lend_record`] back, with `bytes`
@@ -76,6 +78,7 @@ impl Ingest {
             debug_assert!(false, "job {key:?} gone while its buffer was lent");
             return;
         };
+        record.lent = 0;
         let received = buf
             .as_slice()
             .get(landing.range())
@@ -297,14 +300,15 @@ impl Ingest {
     }
 }
 
-/// The bytes of record buffers the jobs hold: arriving, or written and not
-/// yet taken back (the core's budget counts them beside the spare ones and
+/// The bytes of record buffers the jobs hold: arriving (lent to a receive
+/// or not), or written and not yet taken back (the core's budget counts them beside the spare ones and
 /// the spills in flight: [`Segments::room_for`]).
 pub(super) fn jobs_buffers(jobs: &HashMap<JobKey, Instance>) -> usize {
     jobs.values()
         .map(|record| {
             record.record_buf.as_ref().map_or(0, |buf| buf.capacity())
                 + record.written.as_ref().map_or(0, |buf| buf.capacity())
+                + record.lent
         })
         .sum()
 }
