@@ -8,6 +8,7 @@ this):
     python3 bench/peers/qr.py [--short] [--repeat 3] [--find-instances 100000]
         [--index-instances 1000000,10000000] [--queries 200]
         [--peers sluice,orthanc,dcmqrscp] [--work-dir DIR] [--out-dir docs/benchmarks]
+        [--orthanc-index-instances 1000000] [--check-orthanc-index 2000]
 
 Three parts, each interleaved (every peer once per repetition, in rotating
 order) so drift on a shared machine spreads evenly:
@@ -24,7 +25,13 @@ order) so drift on a shared machine spreads evenly:
    file, see qr_load.rs), because C-STORE cannot load 10 M instances into
    each peer within a session; there by two servers over the same index,
    one with exact person-name matching and one case-insensitive (the name
-   queries only, and PATIENT level by name too, NAME_KINDS).
+   queries only, and PATIENT level by name too, NAME_KINDS), and with
+   `--orthanc-index-instances` Orthanc too, its SQLite index written
+   directly by orthanc_index.py from the same generator, all in one
+   rotating order per repetition. `--check-orthanc-index N` first checks
+   that writer against Orthanc itself (N instances by C-STORE into one
+   Orthanc, written for another: equal answers, statistics and index rows,
+   or the run fails). `--find-instances 0` skips the C-STORE loads.
 2. C-MOVE and C-GET throughput: a study of 512 KB CT instances and one of
    40 KB instances, stored into Sluice and Orthanc, moved to DCMTK storescp
    and to a second Sluice, and fetched with C-GET by qr_client (which only
@@ -892,6 +899,9 @@ def main():
     if args.short:
         args.repeat, args.find_instances, args.index_instances = 1, 1000, ""
         args.queries, args.retrieve_ct, args.retrieve_small, args.ingest_seconds = 20, 20, 100, 2.0
+        # The Orthanc index writer checked against Orthanc on every smoke run.
+        args.check_orthanc_index = args.check_orthanc_index or 1000
+        args.check_queries = 5
     args.peers = [peer for peer in args.peers.split(",") if peer]
     args.retrieve_peers = [peer for peer in args.retrieve_peers.split(",") if peer]
     if "baseline" in args.retrieve_peers and not args.baseline_sluice:
