@@ -22,7 +22,8 @@ Orthanc loaded by C-STORE, qr.py `--check-orthanc-index`):
 - resources created as one C-STORE creates them: the instance, then its
   series, study and patient when new (internal ids in that order), one
   change each; PatientRecyclingOrder and the size totals (GlobalIntegers)
-  by Orthanc's own triggers;
+  by Orthanc's own triggers; IndexInSeries the Instance Number (what an
+  Orthanc given the files in name order holds);
 - the attachment's size: the Part 10 length `qr_load files` writes less
   what Orthanc's rewritten meta header saves on the template (constant:
   Orthanc keeps the data set as received); the pixel data offset moves by
