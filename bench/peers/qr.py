@@ -8,6 +8,7 @@ this):
     python3 bench/peers/qr.py [--short] [--repeat 3] [--find-instances 100000]
         [--index-instances 1000000,10000000] [--queries 200]
         [--peers sluice,orthanc,dcmqrscp] [--work-dir DIR] [--out-dir docs/benchmarks]
+        [--orthanc-index-instances 1000000] [--check-orthanc-index 2000]
 
 Three parts, each interleaved (every peer once per repetition, in rotating
 order) so drift on a shared machine spreads evenly:
@@ -24,7 +25,13 @@ order) so drift on a shared machine spreads evenly:
    file, see qr_load.rs), because C-STORE cannot load 10 M instances into
    each peer within a session; there by two servers over the same index,
    one with exact person-name matching and one case-insensitive (the name
-   queries only, and PATIENT level by name too, NAME_KINDS).
+   queries only, and PATIENT level by name too, NAME_KINDS), and with
+   `--orthanc-index-instances` Orthanc too, its SQLite index written
+   directly by orthanc_index.py from the same generator, all in one
+   rotating order per repetition. `--check-orthanc-index N` first checks
+   that writer against Orthanc itself (N instances by C-STORE into one
+   Orthanc, written for another: equal answers, statistics and index rows,
+   or the run fails). `--find-instances 0` skips the C-STORE loads.
 2. C-MOVE and C-GET throughput: a study of 512 KB CT instances and one of
    40 KB instances, stored into Sluice and Orthanc, moved to DCMTK storescp
    and to a second Sluice, and fetched with C-GET by qr_client (which only
@@ -61,6 +68,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import REPO, free_port, machine, tool, tree_cpu_seconds  # noqa: E402
+import orthanc_index  # noqa: E402
 
 # Name queries on the indexes qr_load writes: (kind, label, model, Sluice's
 # person-name matching). The capitals only case-insensitive matching finds.
@@ -94,18 +102,23 @@ class Peer:
     """One Q/R SCP (or destination) process on loopback."""
 
     def __init__(self, kind, work_dir, binaries, ae=None, remote_aes=None, data_dir=None,
-                 keep=False, extra=(), binary=None):
+                 keep=False, extra=(), binary=None, label=None):
         self.kind = kind
         self.ae = ae or {"orthanc": "ORTHANC", "dcmqrscp": "QRSCP", "storescp": "STORESCP"}.get(
             kind, "SLUICE")
+        # `label` names the config and log files (default: the AE title),
+        # for peers of one kind and AE title side by side.
+        label = label or self.ae
         self.port = free_port()
-        self.dir = data_dir or os.path.join(work_dir, f"peer-{kind}-{self.ae}")
+        self.http_port = free_port()
+        self.dir = data_dir or os.path.join(work_dir, f"peer-{kind}-{label}")
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir, exist_ok=True)
         remote_aes = remote_aes or {}
         env = dict(os.environ, TCP_NODELAY="1")
-        log_path = os.path.join(work_dir, f"{kind}-{self.ae}.log")
+        log_path = os.path.join(work_dir, f"{kind}-{label}.log")
+        self.log_path = log_path
         if kind == "sluice":
             command = [binary or binaries["sluice"], "serve", "--data-dir", self.dir, "--port",
                        str(self.port), "--bind", "127.0.0.1", "--free-space-floor", "0",
@@ -116,12 +129,12 @@ class Peer:
                 command += ["--remote-ae", f"{name}=127.0.0.1:{port}"]
             command += list(extra)
         elif kind == "orthanc":
-            config = os.path.join(work_dir, f"orthanc-{self.ae}.json")
+            config = os.path.join(work_dir, f"orthanc-{label}.json")
             with open(config, "w") as file:
                 json.dump({
                     "Name": "qr-bench", "StorageDirectory": self.dir, "IndexDirectory": self.dir,
                     "StorageCompression": False, "HttpServerEnabled": True,
-                    "HttpPort": free_port(), "RemoteAccessAllowed": False,
+                    "HttpPort": self.http_port, "RemoteAccessAllowed": False,
                     "DicomServerEnabled": True, "DicomAet": self.ae, "DicomPort": self.port,
                     "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
                     "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True,
@@ -268,10 +281,204 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+# ----- Orthanc's index written directly (orthanc_index.py) -----
+
+def orthanc_written(binaries, work_dir, instances, data_dir):
+    """Orthanc's index of the archive's `instances` written directly into
+    `data_dir` (once: a marker keeps it), after an Orthanc made the empty
+    index there and another stored the archive's instance 0 by C-STORE as
+    the template. Returns the load's figures."""
+    marker = os.path.join(data_dir, "qr-loaded")
+    if os.path.exists(marker):
+        with open(marker) as file:
+            return json.load(file)
+    files = os.path.join(work_dir, "orthanc-template-files")
+    shutil.rmtree(files, ignore_errors=True)
+    subprocess.run([binaries["qr_load"], "files", files, "1", "128"], check=True,
+                   stdout=subprocess.DEVNULL)
+    template = Peer("orthanc", work_dir, binaries, label="TEMPLATE",
+                    data_dir=os.path.join(work_dir, "orthanc-template"))
+    try:
+        store_files(template, files)
+    finally:
+        template.stop()
+    links = data_dir + "-links"
+    shutil.rmtree(links, ignore_errors=True)
+    Peer("orthanc", work_dir, binaries, data_dir=data_dir,
+         label=os.path.basename(data_dir)).stop()
+    load = orthanc_index.write(data_dir, template.dir, binaries["qr_load"], instances, 128, links)
+    print(json.dumps({"load": f"orthanc-index-{instances}", **load}), flush=True)
+    with open(marker, "w") as file:
+        json.dump(load, file)
+    return load
+
+
+def warm(paths):
+    """Reads every file under `paths` once (into the page cache)."""
+    for path in paths:
+        names = [path] if os.path.isfile(path) else [
+            os.path.join(root, name) for root, _, files in os.walk(path) for name in files]
+        for name in names:
+            with open(name, "rb") as file:
+                while file.read(1 << 22):
+                    pass
+
+
+def check_matches(results, instances):
+    """Orthanc's matches per query against Sluice's on the same archive
+    (the same queries): the capitals kinds against Sluice's
+    case-insensitive server, the others against the exact one. Raises on a
+    difference."""
+    expected = {}
+    for r in results:
+        if r["instances"] == instances and r["peer"] == "sluice" and "error" not in r:
+            expected.setdefault((r["query"], r["person_name_matching"]), r["matches_per_query"])
+    for r in results:
+        if r["instances"] != instances or r["peer"] != "orthanc":
+            continue
+        mode = "case-insensitive" if r["query"].endswith("-upper") else "exact"
+        want = expected.get((r["query"], mode))
+        if "error" in r or want is None or r["matches_per_query"] != want:
+            raise RuntimeError(f"Orthanc at {instances:,}: {r['query']} gave "
+                               f"{r.get('matches_per_query', r.get('error'))} matches per "
+                               f"query, Sluice {want}")
+
+
+def find_answers(peer, model, queries_path, relational):
+    """Every answer of every query of `queries_path` from `peer` (pynetdicom,
+    one association), each answer as the sorted (tag, value) pairs it holds."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+    sop_class = {"study": "1.2.840.10008.5.1.4.1.2.2.1",
+                 "patient": "1.2.840.10008.5.1.4.1.2.1.1"}[model]
+    ae = AE(ae_title="QRCHECK")
+    ae.add_requested_context(sop_class, "1.2.840.10008.1.2.1")
+    negotiation = []
+    if relational:
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid = sop_class
+        item.service_class_application_information = b"\x01"
+        negotiation.append(item)
+    association = ae.associate("127.0.0.1", peer.port, ae_title=peer.ae, ext_neg=negotiation)
+    if not association.is_established:
+        raise RuntimeError(f"no association with {peer.ae}")
+    answers = []
+    try:
+        for line in open(queries_path).read().splitlines():
+            identifier = Dataset()
+            for part in line.split(";"):
+                keyword, value = part.split("=", 1)
+                setattr(identifier, keyword, value)
+            matches = []
+            for status, answer in association.send_c_find(identifier, sop_class):
+                if status is None:
+                    raise RuntimeError(f"{peer.ae}: no C-FIND response")
+                if status.Status in (0xFF00, 0xFF01):
+                    matches.append(sorted((str(e.tag), str(e.value)) for e in answer))
+                elif status.Status != 0:
+                    raise RuntimeError(f"{peer.ae}: C-FIND status {status.Status:04X}")
+            answers.append(sorted(matches))
+    finally:
+        association.release()
+    return answers
+
+
+def check_orthanc_index(binaries, work_dir, instances, queries):
+    """The writer against Orthanc itself: the archive's `instances` stored
+    by C-STORE into one Orthanc and written directly for another; their
+    REST statistics and resource lists, every query kind's C-FIND answers
+    (all keys), and their indexes row by row (orthanc_index.compare_databases)
+    must be equal, the written one's log free of errors, and no stored file
+    opened by a C-FIND (strace, when there). Raises with the differences."""
+    import logging
+    import urllib.request
+    logging.getLogger("pynetdicom").setLevel(logging.ERROR)
+    files_dir = os.path.join(work_dir, f"find-files-{instances}")
+    if not os.path.isdir(files_dir) or len(os.listdir(files_dir)) != instances:
+        shutil.rmtree(files_dir, ignore_errors=True)
+        subprocess.run([binaries["qr_load"], "files", files_dir, str(instances), "128"],
+                       check=True, stdout=subprocess.DEVNULL)
+    written_dir = os.path.join(work_dir, f"orthanc-check-written-{instances}")
+    shutil.rmtree(written_dir, ignore_errors=True)
+    load = orthanc_written(binaries, work_dir, instances, written_dir)
+    stored = Peer("orthanc", work_dir, binaries, label="CHECK-STORED")
+    written = None
+    problems, report = [], {"instances": instances, "written": load}
+    try:
+        # In file-name order (storescu +sd sends in directory order): the
+        # order the writer creates resources in, and the archive gives a
+        # study's series different Study Descriptions, of which Orthanc
+        # keeps the first one received.
+        started = time.time()
+        names = sorted(os.listdir(files_dir))
+        subprocess.run([tool("storescu"), "-aec", stored.ae, "127.0.0.1", str(stored.port)]
+                       + [os.path.join(files_dir, name) for name in names], check=True,
+                       stdout=subprocess.DEVNULL, env=dict(os.environ, TCP_NODELAY="1"))
+        report["stored_s"] = time.time() - started
+        written = Peer("orthanc", work_dir, binaries, data_dir=written_dir, keep=True,
+                       label="CHECK-WRITTEN")
+
+        def rest(peer, path):
+            with urllib.request.urlopen(f"http://127.0.0.1:{peer.http_port}{path}") as answer:
+                value = json.load(answer)
+            return sorted(value) if isinstance(value, list) else value
+        for path in ["/statistics", "/patients", "/studies", "/series", "/instances"]:
+            if rest(stored, path) != rest(written, path):
+                problems.append(f"REST {path} differs")
+        report["statistics"] = rest(written, "/statistics")
+        strace = None
+        trace_path = os.path.join(work_dir, "orthanc-check-strace.txt")
+        if shutil.which("strace"):
+            strace = subprocess.Popen(["strace", "-f", "-e", "trace=open,openat", "-o",
+                                       trace_path, "-p", str(written.process.pid)],
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(1)
+        kinds = [(kind, "study", relational) for kind, _, relational in QUERY_KINDS]
+        kinds += [(kind, model, False) for kind, _, model, _ in NAME_KINDS]
+        report["matches"] = {}
+        for kind, model, relational in kinds:
+            path = queries_file(binaries, work_dir, instances, kind, queries)
+            by_store = find_answers(stored, model, path, relational)
+            by_writer = find_answers(written, model, path, relational)
+            matches = sum(len(answers) for answers in by_writer)
+            report["matches"][kind] = matches
+            if by_store != by_writer:
+                first = next(i for i, (a, b) in enumerate(zip(by_store, by_writer)) if a != b)
+                problems.append(f"C-FIND {kind}: answers differ, first at query {first}: "
+                                f"{by_store[first][:2]} against {by_writer[first][:2]}")
+            if matches == 0:
+                problems.append(f"C-FIND {kind}: no match at all")
+        if strace:
+            strace.send_signal(signal.SIGINT)
+            strace.wait()
+            storage = [line for line in open(trace_path) if written_dir + "/" in line
+                       and written_dir + "/index" not in line]
+            report["storage_files_opened_by_find"] = len(storage)
+            if storage:
+                problems.append(f"Orthanc opened {len(storage)} stored files during C-FIND, "
+                                f"e.g. {storage[0].strip()}")
+    finally:
+        stored.stop()
+        if written:
+            written.stop()
+    problems += orthanc_index.compare_databases(os.path.join(stored.dir, "index"),
+                                                os.path.join(written_dir, "index"))
+    errors = [line.strip() for line in open(written.log_path) if line.startswith("E")]
+    if errors:
+        problems.append(f"the written index's Orthanc logged errors: {errors[:3]}")
+    report["problems"] = problems
+    print(json.dumps({"check_orthanc_index": report}), flush=True)
+    if problems:
+        raise RuntimeError("Orthanc's written index differs from C-STORE's:\n" +
+                           "\n".join(problems))
+    return report
+
+
 # ----- part 1: C-FIND latency -----
 
-def find_part(args, binaries, work_dir):
-    results = []
+def find_stored(args, binaries, work_dir):
+    """C-FIND latency on `--find-instances` stored into every peer by C-STORE."""
     files_dir = os.path.join(work_dir, f"find-files-{args.find_instances}")
     if not os.path.isdir(files_dir) or len(os.listdir(files_dir)) != args.find_instances:
         shutil.rmtree(files_dir, ignore_errors=True)
@@ -281,6 +488,7 @@ def find_part(args, binaries, work_dir):
                for kind, _, _ in QUERY_KINDS}
     peers = {}
     loads = {}
+    results = []
     for kind in args.peers:
         peer = Peer(kind, work_dir, binaries)
         seconds = store_files(peer, files_dir)
@@ -303,6 +511,14 @@ def find_part(args, binaries, work_dir):
     finally:
         for peer in peers.values():
             peer.stop()
+    return results, loads
+
+
+def find_part(args, binaries, work_dir):
+    results = []
+    loads = {}
+    if args.find_instances:
+        results, loads = find_stored(args, binaries, work_dir)
     for instances in args.index_instances:
         data_dir = os.path.join(work_dir, f"sluice-index-{instances}")
         template = os.path.join(work_dir, "template.dcm")
@@ -321,35 +537,60 @@ def find_part(args, binaries, work_dir):
             with open(marker) as file:
                 load = json.load(file)
         loads[f"sluice-index-{instances}"] = load
+        # Orthanc's index written directly too (`--orthanc-index-instances`),
+        # same archive (orthanc_index.py).
+        orthanc_dir = None
+        if instances in args.orthanc_index_instances:
+            orthanc_dir = os.path.join(work_dir, f"orthanc-index-{instances}")
+            loads[f"orthanc-index-{instances}"] = orthanc_written(binaries, work_dir, instances,
+                                                                  orthanc_dir)
+        # The same warm-up for every server: each one's index files read
+        # once into the page cache before the first repetition.
+        warm([os.path.join(data_dir, "index")] + ([os.path.join(orthanc_dir, "index")]
+                                                  if orthanc_dir else []))
         # Exact person-name matching (the default) and case-insensitive, one
-        # server each over the same index, alternating every repetition.
-        # qr_load writes the files layout (objects/).
+        # server each over the same index, and Orthanc over its own, in an
+        # order that rotates every repetition; each server started afresh
+        # every repetition. qr_load writes the files layout (objects/).
         modes = {"exact": ["--storage-layout", "files"],
                  "case-insensitive": ["--storage-layout", "files",
                                       "--query-person-name-matching", "case-insensitive"]}
+        servers = list(modes) + (["orthanc"] if orthanc_dir else [])
         for repetition in range(args.repeat):
-            for mode in (list(modes) if repetition % 2 == 0 else list(modes)[::-1]):
+            shift = repetition % len(servers)
+            for mode in servers[shift:] + servers[:shift]:
                 started = time.time()
-                peer = Peer("sluice", work_dir, binaries, data_dir=data_dir, keep=True,
-                            extra=modes[mode])
+                if mode == "orthanc":
+                    peer = Peer("orthanc", work_dir, binaries, data_dir=orthanc_dir, keep=True,
+                                label=f"INDEX{instances}")
+                    # Orthanc matches person names case-insensitively: every kind.
+                    kinds = [(kind, relational, "study") for kind, _, relational in QUERY_KINDS]
+                    kinds += [(kind, False, model) for kind, _, model, _ in NAME_KINDS]
+                else:
+                    peer = Peer("sluice", work_dir, binaries, data_dir=data_dir, keep=True,
+                                extra=modes[mode])
+                    kinds = [(kind, relational, "study") for kind, _, relational in QUERY_KINDS
+                             if mode == "exact" or kind == "study-name"]
+                    kinds += [(kind, False, model) for kind, _, model, kind_mode in NAME_KINDS
+                              if mode == "exact" and kind_mode == "exact" or mode != "exact"]
                 start_s = time.time() - started
-                kinds = [(kind, relational, "study") for kind, _, relational in QUERY_KINDS
-                         if mode == "exact" or kind == "study-name"]
-                kinds += [(kind, False, model) for kind, _, model, kind_mode in NAME_KINDS
-                          if mode == "exact" and kind_mode == "exact" or mode != "exact"]
                 try:
                     for query_kind, relational, model in kinds:
                         path = queries_file(binaries, work_dir, instances, query_kind,
                                             args.queries)
                         result = find_latency(binaries, peer, path, args.queries, relational,
                                               model)
-                        result.update(peer="sluice", query=query_kind, instances=instances,
+                        result.update(peer=peer.kind, query=query_kind, instances=instances,
                                       repetition=repetition, loaded="index written directly",
-                                      start_s=start_s, person_name_matching=mode)
+                                      start_s=start_s)
+                        if mode != "orthanc":
+                            result["person_name_matching"] = mode
                         print(json.dumps(result), flush=True)
                         results.append(result)
                 finally:
                     peer.stop()
+        if orthanc_dir:
+            check_matches(results, instances)
     return results, loads
 
 
@@ -625,6 +866,15 @@ def main():
     parser.add_argument("--find-instances", type=int, default=100_000)
     parser.add_argument("--index-instances", default="1000000,10000000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--orthanc-index-instances", default="",
+                        help="of the --index-instances sizes, those Orthanc is measured at "
+                             "too, its index written directly (orthanc_index.py)")
+    parser.add_argument("--check-orthanc-index", type=int, default=0, metavar="INSTANCES",
+                        help="first check orthanc_index.py against Orthanc itself on this many "
+                             "instances (C-STORE into one Orthanc, written for another: equal "
+                             "answers, statistics and index rows, or it fails)")
+    parser.add_argument("--check-queries", type=int, default=20,
+                        help="queries of each kind --check-orthanc-index compares")
     parser.add_argument("--peers", default="sluice,orthanc,dcmqrscp")
     parser.add_argument("--retrieve-peers", default="sluice,orthanc")
     parser.add_argument("--retrieve-ct", type=int, default=100)
@@ -649,11 +899,15 @@ def main():
     if args.short:
         args.repeat, args.find_instances, args.index_instances = 1, 1000, ""
         args.queries, args.retrieve_ct, args.retrieve_small, args.ingest_seconds = 20, 20, 100, 2.0
+        # The Orthanc index writer checked against Orthanc on every smoke run.
+        args.check_orthanc_index = args.check_orthanc_index or 1000
+        args.check_queries = 5
     args.peers = [peer for peer in args.peers.split(",") if peer]
     args.retrieve_peers = [peer for peer in args.retrieve_peers.split(",") if peer]
     if "baseline" in args.retrieve_peers and not args.baseline_sluice:
         sys.exit("the retrieve peer `baseline` needs --baseline-sluice PATH")
     args.index_instances = [int(n) for n in str(args.index_instances).split(",") if n]
+    args.orthanc_index_instances = [int(n) for n in args.orthanc_index_instances.split(",") if n]
     args.ingest_shares = [int(n) for n in str(args.ingest_shares).split(",") if n]
     parts = set(args.parts.split(","))
     out_dir = args.out_dir or (os.path.join(args.work_dir, "out") if args.short
@@ -670,12 +924,17 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     started = time.time()
     print(f"# {machine()}; work dir {args.work_dir}", flush=True)
+    check = None
+    if args.check_orthanc_index:
+        check = check_orthanc_index(binaries, args.work_dir, args.check_orthanc_index,
+                                    args.check_queries)
     finds, loads = find_part(args, binaries, args.work_dir) if "find" in parts else ([], {})
     retrieves = retrieve_part(args, binaries, args.work_dir) if "retrieve" in parts else []
     ingest = ingest_part(args, binaries, args.work_dir) if "ingest" in parts else []
     results = {"machine": machine(), "started_unix_s": int(started),
                "elapsed_s": time.time() - started, "repeat": args.repeat, "find": finds,
-               "loads": loads, "retrieve": retrieves, "ingest": ingest}
+               "loads": loads, "retrieve": retrieves, "ingest": ingest,
+               "check_orthanc_index": check}
     with open(os.path.join(out_dir, "qr-results.json"), "w") as file:
         json.dump(results, file, indent=1)
     section = markdown(results)

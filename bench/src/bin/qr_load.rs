@@ -5,6 +5,7 @@
 //! qr_load files   <out dir> <instances> [pixel bytes] [per study]  Part 10 files, for C-STORE
 //! qr_load index   <data dir> <instances> <template.dcm> Sluice's index written directly
 //! qr_load queries <instances> <kind> <count>             C-FIND identifiers (qr_client's format)
+//! qr_load attributes <instances> <pixel bytes>           every instance's attributes, one TSV line
 //! ```
 //!
 //! The archive: 100 instances per study (4 series of 25: CT, MR, CR, US;
@@ -23,6 +24,13 @@
 //! has its size). The entries' attributes are the generated ones; the files
 //! all hold the template's bytes, so this data serves C-FIND, not
 //! retrieval.
+//!
+//! `attributes` is what `files` would write, as text: one line per
+//! instance, tab-separated, in the order of [`ATTRIBUTE_COLUMNS`] (the
+//! first line names them), ending with the length of the Part 10 file
+//! `files` writes for it with that many pixel bytes. `bench/peers/orthanc_index.py`
+//! writes Orthanc's index from it, so Orthanc and Sluice hold the same
+//! archive from this one definition.
 //!
 //! `queries` kinds: `study-pid`, `study-name`, `study-date` (one week),
 //! `series-pid`, `image-pid` (relational: a Patient ID and the level's
@@ -148,6 +156,9 @@ fn main() -> ExitCode {
         }),
         Some("index") if args.len() == 4 => {
             number(2).and_then(|count| index(Path::new(&args[1]), count, Path::new(&args[3])))
+        }
+        Some("attributes") if args.len() == 3 => {
+            number(1).and_then(|count| number(2).and_then(|pixels| attributes(count, pixels)))
         }
         Some("queries") if args.len() == 4 => {
             number(1).and_then(|count| number(3).map(|n| queries(count, &args[2], n)))
@@ -382,6 +393,69 @@ fn index(data: &Path, count: u64, template: &Path) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The columns `attributes` prints, in order.
+const ATTRIBUTE_COLUMNS: [&str; 19] = [
+    "number",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SOPInstanceUID",
+    "InstanceNumber",
+    "Part10Bytes",
+];
+
+/// One line per instance of an archive of `count`: its attributes as
+/// `files` writes them (100 per study) and its Part 10 file's length.
+fn attributes(count: u64, pixel_bytes: u64) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let write = |out: &mut std::io::BufWriter<_>, line: String| {
+        out.write_all(line.as_bytes())
+            .map_err(|error| format!("stdout: {error}"))
+    };
+    write(&mut out, ATTRIBUTE_COLUMNS.join("\t") + "\n")?;
+    for number in 0..count {
+        let generated = generate(number, INSTANCES_PER_STUDY);
+        let bytes = part10(number, pixel_bytes, INSTANCES_PER_STUDY)?.len();
+        let (study, series, triplet) = (&generated.study, &generated.series, &generated.triplet);
+        let fields = [
+            number.to_string(),
+            study.patient_id.clone(),
+            study.patient_name.clone(),
+            study.patient_birth_date.clone(),
+            study.patient_sex.clone(),
+            triplet.study_instance_uid.clone(),
+            study.study_date.clone(),
+            study.study_time.clone(),
+            study.accession_number.clone(),
+            study.study_id.clone(),
+            study.study_description.clone(),
+            study.referring_physician_name.clone(),
+            triplet.series_instance_uid.clone(),
+            series.modality.clone(),
+            series.series_number.unwrap_or(1).to_string(),
+            series.series_description.clone(),
+            triplet.sop_instance_uid.clone(),
+            generated.instance_number.to_string(),
+            bytes.to_string(),
+        ];
+        write(&mut out, fields.join("\t") + "\n")?;
+    }
+    out.flush().map_err(|error| format!("stdout: {error}"))
 }
 
 /// `count` identifiers of `kind` over an archive of `instances`.
