@@ -74,6 +74,7 @@ impl ChunkPool {
         free.lent += 1;
         Some(Chunk {
             bytes: Some(bytes),
+            start: 0,
             length: 0,
             home: Rc::clone(&self.free),
         })
@@ -96,12 +97,16 @@ impl ChunkPool {
     }
 }
 
-/// One chunk of a [`ChunkPool`]: a fixed-capacity buffer and the length of
-/// its valid bytes (what a send sends). Goes back to its pool when dropped.
+/// One chunk of a [`ChunkPool`]: a fixed-capacity buffer and the range of
+/// its valid bytes, `start..len` (what a send sends; `start` is 0 unless
+/// set: a sender that read into the chunk before it knew what goes in
+/// front leaves room and starts the send where that ends). Goes back to
+/// its pool when dropped.
 #[derive(Debug)]
 pub struct Chunk {
     /// Always `Some` until drop takes it back.
     bytes: Option<Box<[u8]>>,
+    start: usize,
     length: usize,
     home: Rc<RefCell<Free>>,
 }
@@ -121,24 +126,34 @@ impl Chunk {
         self.storage().len()
     }
 
-    /// The valid bytes (`..len`).
+    /// The valid bytes (`start..len`).
     pub fn as_slice(&self) -> &[u8] {
-        self.storage().get(..self.length).unwrap_or_default()
+        self.storage()
+            .get(self.start..self.length)
+            .unwrap_or_default()
     }
 
     /// The number of valid bytes.
     pub fn len(&self) -> usize {
-        self.length
+        self.length - self.start
     }
 
     /// Whether no byte is valid.
     pub fn is_empty(&self) -> bool {
-        self.length == 0
+        self.len() == 0
     }
 
-    /// Sets how many bytes are valid (clamped to the capacity).
+    /// Sets where the valid bytes end, counted from the buffer's start
+    /// (clamped to the capacity; `start` follows when it was past it).
     pub fn set_len(&mut self, length: usize) {
         self.length = length.min(self.capacity());
+        self.start = self.start.min(self.length);
+    }
+
+    /// Sets where the valid bytes start (clamped to their end): the bytes
+    /// before it are not sent.
+    pub fn set_start(&mut self, start: usize) {
+        self.start = start.min(self.length);
     }
 
     /// Whether `ranges` are in bounds, non-empty and in increasing,
@@ -159,7 +174,7 @@ impl Chunk {
 
     /// The valid bytes' first byte, for a send.
     pub(crate) fn as_ptr(&self) -> *const u8 {
-        self.storage().as_ptr()
+        self.as_slice().as_ptr()
     }
 }
 
@@ -193,8 +208,19 @@ mod tests {
         assert_eq!(first.len(), 64, "clamped to the capacity");
         drop(first);
         assert_eq!(pool.lent(), 1);
-        let again = pool.take().unwrap();
+        let mut again = pool.take().unwrap();
         assert_eq!(again.len(), 0, "a reused chunk starts empty");
+        again.storage_mut()[..5].copy_from_slice(b"xxabc");
+        again.set_len(5);
+        again.set_start(2);
+        assert_eq!(again.as_slice(), b"abc", "the valid bytes start where set");
+        assert_eq!(again.len(), 3);
+        again.set_start(9);
+        assert!(again.is_empty(), "a start past the end is the end");
+        drop(again);
+        let fresh = pool.take().unwrap();
+        assert_eq!(fresh.as_slice(), b"", "a reused chunk starts at 0 again");
+        let again = fresh;
         drop((again, second));
         assert_eq!(pool.lent(), 0);
     }

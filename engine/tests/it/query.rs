@@ -525,6 +525,48 @@ fn getscu_and_pynetdicom_get_receive_on_the_same_association() {
     assert_eq!(received(&out).len(), 2);
 }
 
+/// C-GETs of instances larger than a send chunk (256 KiB: several chunks
+/// each, the first read ahead while the previous instance's C-STORE-RSP is
+/// awaited, `transfer.rs`'s `Transfer::prime`) arrive byte for byte at
+/// every maximum PDU length DCMTK getscu can ask for, on both layouts.
+#[test]
+fn a_get_arrives_byte_for_byte_at_every_pdu_length_the_peer_asks() {
+    let files = tempfile::tempdir().unwrap();
+    let bulk: Vec<Instance> = corpus_with(&files.path().join("corpus"), 6, Some(600_000))
+        .into_iter()
+        .filter(|instance| instance.patient_id == "QR-PAT-BULK")
+        .collect();
+    assert_eq!(bulk.len(), 6);
+    let bulk_refs: Vec<&Instance> = bulk.iter().collect();
+    for layout in ["segments", "files"] {
+        let served = Served::start("uring", &["--storage-layout", layout]);
+        store_instances(served.port, &bulk);
+        for pdu in ["4096", "16384", "131072"] {
+            let out = files.path().join(format!("get-{layout}-{pdu}"));
+            std::fs::create_dir_all(&out).unwrap();
+            let output = run(
+                Command::new(dcmtk("getscu"))
+                    .env("TCP_NODELAY", "1")
+                    .args(["-v", "-S", "-aec", AE, "--max-pdu", pdu, "-od"])
+                    .arg(&out)
+                    .args(["-k", "QueryRetrieveLevel=STUDY"])
+                    .args(["-k", &format!("StudyInstanceUID={}", bulk[0].study)])
+                    .args(["127.0.0.1", &served.port.to_string()]),
+                PEER_TIMEOUT,
+            );
+            let log = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(
+                log.contains("Number of Completed Suboperations : 6"),
+                "{layout}, max PDU {pdu}: {log}"
+            );
+            let arrived = received(&out);
+            assert_eq!(arrived.len(), 6, "{layout}, max PDU {pdu}");
+            assert_same_data_sets(&bulk_refs, &arrived);
+        }
+        served.stop();
+    }
+}
+
 /// A pynetdicom C-GET (Study Root, calling AE PYGET) of `keys` into
 /// `out`, with `extra` flags, answered 0000 with `completed` sub-operations
 /// completed; its output.

@@ -107,6 +107,19 @@ impl Core {
         socket::set_quickack(&slot.fd).map_err(|errno| IoError::new(OpKind::Recv, errno))
     }
 
+    /// Whether `TCP_QUICKACK` is re-armed after this connection's receives
+    /// (on by default when the runtime's `quickack_after_recv` is). A
+    /// connection that sends data and only receives short answers to it
+    /// (a retrieve's C-STOREs and their responses) turns it off: each
+    /// re-arm is a system call and an acknowledgement of its own, where
+    /// the data going out next carries the acknowledgement anyway.
+    /// Unknown ids are ignored.
+    pub fn set_quickack_after_recv(&mut self, conn: ConnId, on: bool) {
+        if let Some(slot) = self.conns.get_mut(conn.0) {
+            slot.quickack = on;
+        }
+    }
+
     /// The peer address of a connection.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         let slot = self.conns.get(conn.0)?;

@@ -51,6 +51,10 @@ pub(super) struct ConnSlot {
     pub direct_waiting: Option<Box<DirectRecv>>,
     /// The receive into the handler's buffer in flight.
     pub direct_op: Option<Key>,
+    /// `TCP_QUICKACK` is re-armed after its receives when the runtime's
+    /// `quickack_after_recv` says so (the handler may turn it off for a
+    /// connection whose peer only answers: `Core::set_quickack_after_recv`).
+    pub quickack: bool,
     /// Operations referencing this connection (receive, send, connect).
     ops: u32,
 }
@@ -68,6 +72,7 @@ impl ConnSlot {
             backlog: VecDeque::new(),
             pending_end: None,
             send_queue: VecDeque::new(),
+            quickack: true,
             send_op: None,
             direct_waiting: None,
             direct_op: None,

@@ -343,7 +343,7 @@ impl Core {
             return;
         };
         if slot.delivers_now() {
-            if quickack {
+            if quickack && slot.quickack {
                 let _ = socket::set_quickack(&slot.fd);
             }
             self.push_event(Event::Received {

@@ -465,6 +465,12 @@ impl QueryRetrieve {
                 if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&serial) {
                     op.lanes.push(serial);
                 }
+                // While it carries C-STOREs, what it receives are their
+                // answers: no immediate acknowledgement (the next data set
+                // carries it); back on when the C-GET ends.
+                if let Some(conn) = conns.get_mut(serial) {
+                    core.set_quickack_after_recv(conn.id, false);
+                }
                 self.lane_next(core, conns, serial);
             }
         }
@@ -561,6 +567,9 @@ impl QueryRetrieve {
             (Purpose::MoveSubOperations, self.timeouts),
         );
         conn.tls = tls;
+        // It sends C-STOREs and receives only their answers (see the C-GET
+        // lane's in `retrieve_requested`).
+        core.set_quickack_after_recv(id, false);
         conns.insert(conn);
         self.lanes.insert(serial, Lane::new(origin, false));
         if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
@@ -794,7 +803,9 @@ impl QueryRetrieve {
         match result {
             Ok(file) => {
                 transfer.opened(file);
-                if !is_next {
+                if is_next {
+                    self.prime_next(core, serial);
+                } else {
                     self.begin(core, conns, serial);
                 }
             }
@@ -821,22 +832,40 @@ impl QueryRetrieve {
         }
     }
 
+    /// The lane's next instance, opened while the current one's response is
+    /// awaited, reads its first chunk ahead (`Transfer::prime`).
+    fn prime_next(&mut self, core: &mut Core, serial: u64) {
+        let Some(next) = self
+            .lanes
+            .get_mut(&serial)
+            .and_then(|lane| lane.next.as_mut())
+        else {
+            return;
+        };
+        let mut sending = Sending {
+            pool: &self.chunks,
+            share: &mut self.share,
+        };
+        next.prime(core, &mut sending, serial);
+    }
+
     /// The lane's prefetched next instance, not started, goes back to its
     /// retrieve's queue (its file closed): the lane cannot carry it. One
-    /// whose open is in flight on a lane that stays (`removed` false) is
-    /// only marked abandoned: [`QueryRetrieve::opened`] gives it back, so
-    /// that the open's completion is not taken for a later transfer's.
+    /// whose open or first read is in flight on a lane that stays
+    /// (`removed` false) is only marked abandoned: [`QueryRetrieve::opened`]
+    /// or [`QueryRetrieve::read`] gives it back, so that the completion is
+    /// not taken for a later transfer's.
     fn give_back_next(
         lane: &mut Lane,
         operations: &mut HashMap<u64, Operation>,
         core: &mut Core,
         removed: bool,
     ) {
-        let opening = lane
+        let in_flight = lane
             .next
             .as_ref()
-            .is_some_and(|next| next.phase == Phase::Opening);
-        if opening && !removed {
+            .is_some_and(|next| next.phase == Phase::Opening || next.reading());
+        if in_flight && !removed {
             lane.next_abandoned = true;
             return;
         }
@@ -854,7 +883,8 @@ impl QueryRetrieve {
         }
     }
 
-    /// A lane's read completed.
+    /// A lane's read completed: its current transfer's, or the first chunk
+    /// its next one read ahead.
     pub(crate) fn read(
         &mut self,
         core: &mut Core,
@@ -863,20 +893,74 @@ impl QueryRetrieve {
         chunk: Chunk,
         result: Result<u64, IoError>,
     ) {
-        let transfer = self
-            .lanes
-            .get_mut(&serial)
-            .and_then(|lane| lane.transfer.as_mut())
-            .filter(|transfer| transfer.reading());
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            // Its lane ended while the read was in flight: the chunk goes
+            // back to the pool.
+            return;
+        };
+        let current = lane
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.reading());
+        if !current && lane.next.as_ref().is_some_and(|next| next.reading()) {
+            return self.next_read(core, conns, serial, chunk, result);
+        }
+        let transfer = lane.transfer.as_mut().filter(|transfer| transfer.reading());
         let (Some(transfer), Some(conn)) = (transfer, conns.get_mut(serial)) else {
-            // Its lane or transfer ended while the read was in flight: the
-            // chunk goes back to the pool.
+            // Its transfer ended while the read was in flight: the chunk
+            // goes back to the pool.
             return;
         };
         match transfer.read_done(core, conn, chunk, result) {
             Ok(()) => self.pump_lane(core, conns, serial),
             Err(reason) => self.transfer_failed(core, conns, serial, &reason),
         }
+    }
+
+    /// The first chunk a lane's next transfer read ahead: it waits for the
+    /// lane to be free; a failed read fails that instance (its command not
+    /// sent); an abandoned next goes back to its retrieve's queue.
+    fn next_read(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        chunk: Chunk,
+        result: Result<u64, IoError>,
+    ) {
+        let (Some(lane), Some(conn)) = (self.lanes.get_mut(&serial), conns.get_mut(serial)) else {
+            return;
+        };
+        let origin = lane.origin;
+        let failed = if lane.next_abandoned {
+            None
+        } else {
+            let Some(next) = lane.next.as_mut() else {
+                return;
+            };
+            match next.read_done(core, conn, chunk, result) {
+                Ok(()) => return,
+                Err(reason) => Some(reason),
+            }
+        };
+        lane.next_abandoned = false;
+        let Some(mut next) = lane.next.take() else {
+            return;
+        };
+        next.close(core);
+        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+            match failed {
+                Some(reason) => {
+                    tracing::warn!(sop_instance_uid = %next.dataset.triplet.sop_instance_uid, reason = %reason, "a retrieve sub-operation failed");
+                    op.retrieve.done(
+                        &next.dataset.triplet.sop_instance_uid,
+                        SubOutcome::Failed(reason),
+                    );
+                }
+                None => op.retrieve.give_back(next.dataset),
+            }
+        }
+        self.maybe_finish(core, conns, origin);
     }
 
     /// Moves a lane's transfer on as far as it goes now.
@@ -1126,6 +1210,9 @@ impl QueryRetrieve {
             if lane_serial == origin {
                 // A C-GET's own association: it goes on serving.
                 self.lanes.remove(&lane_serial);
+                if let Some(conn) = conns.get_mut(lane_serial) {
+                    core.set_quickack_after_recv(conn.id, true);
+                }
                 continue;
             }
             let (Some(lane), Some(conn)) =

@@ -13,6 +13,24 @@
 //! in one send; the Part 10 header is never read (reads start at the data
 //! set's offset). The next read overlaps the previous chunk's send.
 //!
+//! **The first chunk read ahead**: a lane opens its next instance while the
+//! current one's C-STORE-RSP is awaited (`QueryRetrieve::prefetch`), and
+//! once the file is open [`Transfer::prime`] reads its first chunk too,
+//! with its PDUs placed after [`PRIME_RESERVE`] bytes of room. When the
+//! response comes, the C-STORE-RQ (and the pending C-GET-RSP queued before
+//! it) is copied into the end of that room and the chunk goes out from
+//! there: the gap between a response and the next data set is no longer a
+//! file read but only the send (for 40 KiB instances the whole instance is
+//! in that chunk). Nothing goes out before the response (PS3.7: one
+//! sub-operation outstanding without an Asynchronous Operations Window).
+//!
+//! Not built: `splice` (file -> pipe -> socket, no user-space copy). The
+//! two copies here (page cache -> chunk, chunk -> socket buffers) are about
+//! a third of the sender's CPU for 512 KiB instances, and the ceiling's
+//! `sendfile` moves the same bytes at less than half the CPU per GB; but
+//! the measured C-GET was not bound by the sender's CPU
+//! (docs/benchmarks.md, "The sender against a ceiling that is one").
+//!
 //! **Transcoded** (a native data set the destination takes only in the
 //! other Little Endian syntax): PS3.8 wants the length of each PDU before
 //! its bytes but not the message's, while net's fragmenter numbers PDUs
@@ -52,6 +70,11 @@ pub(crate) const LANE_SENDS_MAX: u32 = 4;
 /// C-GET-RSP) copied in front of a transfer's first chunk; more are sent
 /// on their own.
 const CHUNK_PREFIX_BYTES_MAX: usize = 16 * 1024;
+
+/// Room left at the start of a first chunk read ahead ([`Transfer::prime`])
+/// for what goes in front of its PDUs once the lane is free: the C-STORE-RQ
+/// and a pending C-GET-RSP (a few hundred bytes; more go on their own).
+const PRIME_RESERVE: usize = 2048;
 
 /// Transcoded output sent at a time (the second pass's send size).
 const TRANSCODED_SEND_BYTES: usize = 256 * 1024;
@@ -193,15 +216,16 @@ impl ChunkLayout {
 }
 
 /// The PDU length used towards a peer: its maximum (or, unlimited, net's
-/// default), capped so one PDU and its headers fit a chunk.
+/// default), capped so one PDU and its headers fit a chunk after the room
+/// a first chunk read ahead keeps for the command ([`PRIME_RESERVE`]).
 pub(crate) fn pdu_length_for(pdu_length_max_peer: u32, chunk_size: usize) -> u32 {
     let peer = if pdu_length_max_peer == 0 {
         PDATA_LENGTH_WHEN_PEER_UNLIMITED
     } else {
         pdu_length_max_peer
     };
-    let cap =
-        u32::try_from(chunk_size.saturating_sub(PDATA_HEADERS_LENGTH - 6)).unwrap_or(u32::MAX);
+    let cap = u32::try_from(chunk_size.saturating_sub(PDATA_HEADERS_LENGTH - 6 + PRIME_RESERVE))
+        .unwrap_or(u32::MAX);
     peer.min(cap)
 }
 
@@ -210,6 +234,9 @@ pub(crate) fn pdu_length_for(pdu_length_max_peer: u32, chunk_size: usize) -> u32
 struct InFlightRead {
     fill: usize,
     expected: u64,
+    /// The first chunk, read ahead before the command went out
+    /// ([`Transfer::prime`]): its PDUs start at [`PRIME_RESERVE`].
+    primes: bool,
 }
 
 /// The transcoder's state across both passes.
@@ -251,6 +278,9 @@ pub(crate) struct Transfer {
     fragmenter: Option<PDataFragmenter>,
     carried: Option<PDataFragment>,
     read: Option<InFlightRead>,
+    /// The first chunk read ahead ([`Transfer::prime`]) and its value
+    /// bytes, waiting for the command to go out in front of it.
+    primed: Option<(Chunk, u64)>,
     transcoding: Option<Box<Transcoding>>,
     pdu_length: u32,
     /// Data set bytes queued for sending.
@@ -283,6 +313,7 @@ impl Transfer {
             fragmenter: None,
             carried: None,
             read: None,
+            primed: None,
             transcoding: None,
             pdu_length,
             bytes_sent: 0,
@@ -381,6 +412,11 @@ impl Transfer {
             Mode::AsStored => {
                 let length = self.dataset.length();
                 self.send_command(core, conn, length, true)?;
+                // Its first chunk read ahead goes now, the command in front;
+                // one still being read goes when the read completes.
+                if let Some((chunk, value_bytes)) = self.primed.take() {
+                    self.send_primed(core, conn, chunk, value_bytes);
+                }
             }
             Mode::Transcode { from, to } => {
                 let transcoder = Transcoder::new(from, to)
@@ -416,17 +452,112 @@ impl Transfer {
             conn.send_command_for_data_set(core, self.context_id, &self.command, length)
         };
         sent.map_err(|error| format!("cannot send the C-STORE-RQ: {error}"))?;
-        self.fragmenter = Some(
-            PDataFragmenter::new(self.context_id, false, length, self.pdu_length)
-                .map_err(|error| format!("cannot frame the data set: {error}"))?,
-        );
+        if self.fragmenter.is_none() {
+            // (A transfer primed made its own, for the same length.)
+            self.fragmenter = Some(
+                PDataFragmenter::new(self.context_id, false, length, self.pdu_length)
+                    .map_err(|error| format!("cannot frame the data set: {error}"))?,
+            );
+        }
         self.phase = Phase::Sending;
         conn.counters.instances_sent += 1;
         Ok(())
     }
 
-    /// A read completed: as stored, the chunk goes out; transcoded, its
-    /// bytes are fed to the transcoder.
+    /// Reads the first chunk of an as-stored data set ahead, while the lane
+    /// still waits for the previous sub-operation's C-STORE-RSP (the file
+    /// is open, the command not sent): its PDUs are placed from
+    /// [`PRIME_RESERVE`] on, so that when the lane is free
+    /// ([`Transfer::begin`]) the command goes into the room before them and
+    /// both leave in one send, with no file read between the response and
+    /// the next data set (PS3.7 allows one sub-operation outstanding
+    /// without an Asynchronous Operations Window: nothing is sent early,
+    /// it is only ready). Nothing happens when no chunk is free, the data
+    /// set is empty or transcoded, or its first PDU does not fit after the
+    /// room; the transfer then reads at `begin` as before.
+    pub(crate) fn prime(&mut self, core: &mut Core, chunks: &mut Sending<'_>, lane: u64) {
+        let length = self.dataset.length();
+        if self.phase != Phase::Ready
+            || self.mode != Mode::AsStored
+            || length == 0
+            || self.read.is_some()
+            || self.fragmenter.is_some()
+        {
+            return;
+        }
+        let (Some(file), Ok(mut fragmenter)) = (
+            self.file,
+            PDataFragmenter::new(self.context_id, false, length, self.pdu_length),
+        ) else {
+            return;
+        };
+        let Ok(mut chunk) = chunks.take() else {
+            return;
+        };
+        let mut carried = None;
+        let layout = ChunkLayout::place(
+            chunk.storage_mut(),
+            PRIME_RESERVE,
+            &mut carried,
+            &mut fragmenter,
+        );
+        let Some(layout) = layout.filter(|layout| !layout.ranges.is_empty()) else {
+            return;
+        };
+        let (_, offset, _) = self.dataset.location.file_range();
+        if core
+            .read_at(
+                file,
+                offset + layout.first_value_offset,
+                chunk,
+                &layout.ranges,
+                tag(TagKind::RetrieveRead, lane),
+            )
+            .is_err()
+        {
+            return;
+        }
+        self.fragmenter = Some(fragmenter);
+        self.carried = carried;
+        self.read = Some(InFlightRead {
+            fill: layout.fill,
+            expected: layout.value_bytes,
+            primes: true,
+        });
+    }
+
+    /// Sends the first chunk read ahead, with the queued command (and what
+    /// the association queued before it) in the room before its PDUs.
+    fn send_primed(
+        &mut self,
+        core: &mut Core,
+        conn: &mut Connection,
+        mut chunk: Chunk,
+        value_bytes: u64,
+    ) {
+        let mut start = PRIME_RESERVE;
+        if std::mem::take(&mut self.prefix_pending) {
+            if let Some(prefix) = conn.take_transmit() {
+                let room = PRIME_RESERVE
+                    .checked_sub(prefix.len())
+                    .and_then(|at| Some((at, chunk.storage_mut().get_mut(at..PRIME_RESERVE)?)));
+                match room {
+                    Some((at, room)) => {
+                        room.copy_from_slice(&prefix);
+                        start = at;
+                    }
+                    None => conn.send_bytes(core, prefix.into()),
+                }
+            }
+        }
+        chunk.set_start(start);
+        self.bytes_sent += value_bytes;
+        conn.send_bytes(core, chunk.into());
+    }
+
+    /// A read completed: as stored, the chunk goes out (a first chunk read
+    /// ahead waits for the command if it has not gone out yet);
+    /// transcoded, its bytes are fed to the transcoder.
     pub(crate) fn read_done(
         &mut self,
         core: &mut Core,
@@ -446,6 +577,14 @@ impl Transfer {
             ));
         }
         match self.transcoding.as_deref_mut() {
+            None if read.primes => {
+                chunk.set_len(read.fill);
+                if self.phase == Phase::Sending {
+                    self.send_primed(core, conn, chunk, bytes);
+                } else {
+                    self.primed = Some((chunk, bytes));
+                }
+            }
             None => {
                 chunk.set_len(read.fill);
                 self.bytes_sent += bytes;
@@ -563,6 +702,7 @@ impl Transfer {
             self.read = Some(InFlightRead {
                 fill: layout.fill,
                 expected: layout.value_bytes,
+                primes: false,
             });
             return Ok(Pump::Reading);
         }
@@ -674,6 +814,7 @@ impl Transfer {
             self.read = Some(InFlightRead {
                 fill,
                 expected: wanted,
+                primes: false,
             });
             return Ok(Pump::Reading);
         }
@@ -807,12 +948,46 @@ mod tests {
         }
     }
 
+    /// A first chunk read ahead: whatever PDU length a peer asks, its
+    /// first PDU fits after the room kept for the command, and with the
+    /// command copied into the end of that room the chunk's bytes from the
+    /// command on are the command then whole PDUs.
+    #[test]
+    fn a_first_chunk_read_ahead_keeps_room_for_the_command() {
+        let chunk = 256 * 1024;
+        for peer in [0u32, 4_096, 16_384, 65_536, 1 << 20, u32::MAX] {
+            let pdu = pdu_length_for(peer, chunk);
+            for length in [1u64, 40_960, 524_288] {
+                let mut fragments = PDataFragmenter::new(1, false, length, pdu).unwrap();
+                let mut carried = None;
+                let mut storage = vec![0u8; chunk];
+                let layout =
+                    ChunkLayout::place(&mut storage, PRIME_RESERVE, &mut carried, &mut fragments)
+                        .unwrap();
+                assert!(!layout.ranges.is_empty(), "peer {peer}: no PDU fits");
+                assert_eq!(layout.first_value_offset, 0);
+                let command = [0xC0u8; 300];
+                let at = PRIME_RESERVE - command.len();
+                storage[at..PRIME_RESERVE].copy_from_slice(&command);
+                let mut position = PRIME_RESERVE;
+                for range in &layout.ranges {
+                    assert_eq!(storage[position], 0x04, "a P-DATA-TF header");
+                    assert_eq!(range.start, position + PDATA_HEADERS_LENGTH);
+                    position = range.end;
+                }
+                assert_eq!(position, layout.fill);
+                assert!(storage[at..PRIME_RESERVE].iter().all(|byte| *byte == 0xC0));
+            }
+        }
+    }
+
     #[test]
     fn pdu_length_fits_a_chunk() {
         assert_eq!(pdu_length_for(16_384, 262_144), 16_384);
-        assert_eq!(pdu_length_for(0, 262_144), 262_138);
+        assert_eq!(pdu_length_for(0, 262_144), 262_138 - PRIME_RESERVE as u32);
         let pdu = pdu_length_for(0, 65_536);
-        // PDU-length counts the PDV header (6), the PDU header (6) is outside it.
-        assert_eq!(pdu as usize + 6, 65_536);
+        // PDU-length counts the PDV header (6), the PDU header (6) is outside
+        // it; a first chunk read ahead keeps PRIME_RESERVE in front.
+        assert_eq!(pdu as usize + 6 + PRIME_RESERVE, 65_536);
     }
 }
