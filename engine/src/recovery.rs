@@ -139,6 +139,9 @@ pub struct RecoveryReport {
     /// Open segments whose records ended at one that is not whole and valid
     /// (a torn write, or stale bytes of an earlier run), cut there.
     pub segment_torn_tails: u64,
+    /// Segment files with no index row and no record (prepared for a core
+    /// and never used, or created just before a crash), removed.
+    pub empty_segments_removed: u64,
     /// True when a clean stop let recovery skip the archive-wide steps
     /// (`objects/` and `quarantine/` walked, every entry's file checked;
     /// `entries_checked` is then 0); the log says why they ran otherwise
@@ -235,6 +238,14 @@ impl fmt::Display for RecoveryReport {
                 self.segment_torn_tails,
                 plural(self.segment_torn_tails, "tail", "tails"),
                 self.segment_bytes_cut,
+            )?;
+        }
+        if self.empty_segments_removed > 0 {
+            write!(
+                formatter,
+                ", {} unused {} removed",
+                self.empty_segments_removed,
+                plural(self.empty_segments_removed, "segment", "segments"),
             )?;
         }
         write!(formatter, " ({:.3} s)", self.elapsed.as_secs_f64())

@@ -38,6 +38,14 @@ pub struct IndexOptions {
     /// besides. A lookup of a stored UID whose block is cached takes ~3 µs,
     /// one that reads its block ~8 µs.
     pub sop_index_cache_bytes: u64,
+    /// Zeros the writer keeps written ahead of the data file's last page,
+    /// written a chunk of this many bytes at a time (0: none, the file
+    /// grows as LMDB appends pages). With them the pages a commit adds
+    /// overwrite written blocks, so its flush changes no file size and
+    /// commits no journal (docs/design/segments.md, "Written blocks"); the
+    /// file is up to this much longer than LMDB's last page (`sluice
+    /// stats`' file size against its used bytes).
+    pub zero_ahead_bytes: usize,
 }
 
 /// 64 GiB of address space on 64-bit targets, 1 GiB elsewhere.
@@ -63,6 +71,7 @@ impl Default for IndexOptions {
             batch_ops_max: 10_000,
             group_ops_max: 20_000,
             sop_index_cache_bytes: 256 << 20,
+            zero_ahead_bytes: 0,
         }
     }
 }
@@ -208,6 +217,7 @@ impl Index {
         let (sender, receiver) = crossbeam_channel::bounded(options.writer_queue_batches);
         let writer_limits = WriterLimits {
             group_ops_max: options.group_ops_max,
+            zero_ahead_bytes: options.zero_ahead_bytes,
         };
         let thread_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()

@@ -299,6 +299,78 @@ impl IndexWriter {
 pub(crate) struct WriterLimits {
     /// Stop coalescing once a transaction holds this many operations.
     pub(crate) group_ops_max: usize,
+    /// Zeros written ahead of the data file's end at a time (0: none; see
+    /// [`keep_zeros_ahead`]).
+    pub(crate) zero_ahead_bytes: usize,
+}
+
+/// Written zeros kept ahead of the data file's last page
+/// ([`IndexOptions::zero_ahead_bytes`](crate::IndexOptions)): after a
+/// commit, between commits (the writer is the only writer of this
+/// process, and it holds LMDB's write lock for the write), when less than
+/// half a chunk of slack is left, one chunk of zeros is written past the
+/// file's end, so the pages the next commits add overwrite written blocks
+/// and their flushes do not change the file's size (no journal commit:
+/// docs/design/segments.md, "Written blocks"). A chunk is small (a few
+/// MiB written into the page cache) so no commit waits long behind it;
+/// the syncer's next flush makes it durable with the commit it covers.
+#[derive(Debug)]
+struct ZeroAhead {
+    chunk: usize,
+    page_bytes: u64,
+    /// The file's size when last read (it only grows while open).
+    known_size: u64,
+    failed: bool,
+}
+
+impl ZeroAhead {
+    fn new(shared: &Shared, chunk: usize) -> ZeroAhead {
+        ZeroAhead {
+            chunk,
+            page_bytes: u64::from(shared.env.unnamed_database_stat().page_size),
+            known_size: 0,
+            failed: false,
+        }
+    }
+
+    /// Writes a chunk of zeros past the data file's end when the slack past
+    /// LMDB's last page is under half a chunk (see the type).
+    fn keep(&mut self, shared: &Shared) {
+        if self.chunk == 0 || self.failed {
+            return;
+        }
+        let used = |shared: &Shared| {
+            (shared.env.info().last_page_number as u64 + 1).saturating_mul(self.page_bytes)
+        };
+        let slack_min = (self.chunk / 2) as u64;
+        if self.known_size.saturating_sub(used(shared)) >= slack_min {
+            return;
+        }
+        let result = shared
+            .env
+            .write_txn()
+            .map_err(std::io::Error::other)
+            .and_then(|txn| {
+                let written = sluice_io::lmdb::keep_zeros_ahead(
+                    &shared.env,
+                    &txn,
+                    used(shared),
+                    slack_min,
+                    self.chunk,
+                );
+                txn.abort();
+                written
+            })
+            .and_then(|_| shared.env.real_disk_size().map_err(std::io::Error::other));
+        match result {
+            Ok(size) => self.known_size = size,
+            Err(error) => {
+                // Only the flushes' speed is at stake: stop trying.
+                tracing::warn!(%error, "cannot write zeros ahead of the index's data file; its flushes will commit the journal as the file grows");
+                self.failed = true;
+            }
+        }
+    }
 }
 
 /// The writer's progress through SOP index groups.
@@ -344,6 +416,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
     if let Err(error) = groups.catch_up_with(&shared) {
         tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
     }
+    let mut zero_ahead = ZeroAhead::new(&shared, limits.zero_ahead_bytes);
     let mut stopping = false;
     while !stopping {
         let first = match receiver.recv_timeout(SOP_INDEX_FLUSH_INTERVAL) {
@@ -374,6 +447,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
             }
         }
         commit_group(&shared, group, &syncer, &mut groups);
+        zero_ahead.keep(&shared);
         if stopping {
             // Finish everything already queued before stopping.
             let mut rest = Vec::new();

@@ -141,6 +141,44 @@ pub fn open_lmdb_env(
     Ok(env)
 }
 
+/// Keeps written zeros ahead of the end of the environment's data file
+/// (`data.mdb`), so that the pages LMDB adds land on blocks already written
+/// and its flushes change neither the file's size nor its extents (no
+/// journal commit: docs/design/segments.md, "Written blocks"): when fewer
+/// than `slack_min` bytes lie past `used_bytes` (the end of LMDB's last
+/// page), `chunk` bytes of zeros are written past the file's end (through
+/// the page cache; the next flush of the data file makes them durable).
+/// Returns the bytes written (0: enough slack).
+///
+/// Why this is the one write outside LMDB that the data file may take:
+/// `writer` is a write transaction the caller holds and aborts unchanged,
+/// so LMDB's writer lock is held and no process commits meanwhile; the
+/// zeros go past the file's end, so past every page any transaction wrote
+/// or reads (a reader's pages are at most its snapshot's last page, and
+/// LMDB writes pages only at commit); LMDB sizes the database by its meta
+/// pages, never by the file, so a longer file opens, reads, copies and
+/// grows as before (its next pages overwrite the zeros).
+pub fn keep_zeros_ahead(
+    env: &heed::Env<heed::WithoutTls>,
+    writer: &heed::RwTxn<'_>,
+    used_bytes: u64,
+    slack_min: u64,
+    chunk: usize,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    // Held, not used: the writer lock is what makes the write safe.
+    let _ = writer;
+    let data = env.path().join("data.mdb");
+    let file = std::fs::OpenOptions::new().write(true).open(&data)?;
+    let size = file.metadata()?.len();
+    if size.saturating_sub(used_bytes) >= slack_min {
+        return Ok(0);
+    }
+    let zeros = vec![0u8; chunk];
+    file.write_all_at(&zeros, size)?;
+    Ok(chunk as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,8 +17,20 @@
 //! MB/s and the round's latency (first write submitted to the group
 //! durable) p50/p99.
 //!
+//!
+//! With `--prepared` the two modes are instead the segment's preparation
+//! (docs/design/segments.md, "Written blocks"), both `fdatasync` per
+//! round, each round on blocks not written since the segment was made
+//! (the segments hold every round: no wrapping):
+//!
+//! - `fallocated`: a segment made by `SegmentWriter::create` (ext4 leaves
+//!   its extents unwritten: each flush also commits the journal, for the
+//!   extents the round's writes converted);
+//! - `prepared`: one made by `SegmentWriter::create_zeroed` (every block
+//!   written with zeros and flushed first: the flush has no metadata).
+//!
 //! ```text
-//! flush_modes <dir> <record KiB> <group> <rounds per mode>
+//! flush_modes <dir> <record KiB> <group> <rounds per mode> [--prepared]
 //! ```
 
 use std::fs::File;
@@ -34,11 +46,26 @@ use sluice_engine::store::segment::{AlignedBuf, SegmentWriter};
 enum Mode {
     Fdatasync,
     Dsync,
+    Fallocated,
+    Prepared,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Fdatasync => "write+fdatasync",
+            Mode::Dsync => "RWF_DSYNC",
+            Mode::Fallocated => "fallocated+fdatasync",
+            Mode::Prepared => "prepared+fdatasync",
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let parsed = match args.as_slice() {
+    let prepared = args.get(5).is_some_and(|flag| flag == "--prepared");
+    let args = &args[..args.len().min(5)];
+    let parsed = match args {
         [_, dir, kib, group, rounds] => {
             match (
                 kib.parse::<usize>(),
@@ -51,9 +78,17 @@ fn main() -> ExitCode {
                 _ => Err("record KiB, group and rounds must be positive numbers".to_owned()),
             }
         }
-        _ => Err("usage: flush_modes <dir> <record KiB> <group> <rounds per mode>".to_owned()),
+        _ => Err(
+            "usage: flush_modes <dir> <record KiB> <group> <rounds per mode> [--prepared]"
+                .to_owned(),
+        ),
     };
-    match parsed.and_then(|(dir, bytes, group, rounds)| run(dir, bytes, group, rounds)) {
+    let modes = if prepared {
+        [Mode::Fallocated, Mode::Prepared]
+    } else {
+        [Mode::Fdatasync, Mode::Dsync]
+    };
+    match parsed.and_then(|(dir, bytes, group, rounds)| run(dir, bytes, group, rounds, modes)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flush_modes: {error}");
@@ -62,39 +97,58 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &Path, record_bytes: usize, group: usize, rounds: usize) -> Result<(), String> {
+fn run(
+    dir: &Path,
+    record_bytes: usize,
+    group: usize,
+    rounds: usize,
+    modes: [Mode; 2],
+) -> Result<(), String> {
     let record_bytes = record_bytes.next_multiple_of(4096);
     let round_bytes = (record_bytes * group) as u64;
-    // Room for 64 rounds; offsets wrap (the blocks stay allocated).
-    let segment_bytes = (round_bytes * 64).max(1 << 20);
-    let path = dir.join("flush-modes.seg");
-    let _ = std::fs::remove_file(&path);
-    let writer = SegmentWriter::create(&path, segment_bytes)
+    // Fresh blocks every round (the preparation modes: every round in
+    // the segment), else room for 64 rounds, offsets wrapping (the blocks
+    // stay allocated).
+    let fresh = modes.contains(&Mode::Prepared);
+    let wrap = if fresh { rounds as u64 } else { 64 };
+    let segment_bytes = (round_bytes * wrap).max(1 << 20);
+    let mut paths = Vec::new();
+    let mut files = Vec::new();
+    for mode in modes {
+        let path = dir.join(format!("flush-modes-{:?}.seg", mode).to_lowercase());
+        let _ = std::fs::remove_file(&path);
+        let writer = if mode == Mode::Prepared {
+            SegmentWriter::create_zeroed(&path, segment_bytes, &|| false)
+        } else {
+            SegmentWriter::create(&path, segment_bytes)
+        }
         .map_err(|error| format!("{}: {error}", path.display()))?;
-    if !writer.is_direct() {
-        return Err(format!(
-            "{}: the file system refuses O_DIRECT",
-            dir.display()
+        if !writer.is_direct() {
+            return Err(format!(
+                "{}: the file system refuses O_DIRECT",
+                dir.display()
+            ));
+        }
+        files.push(Arc::new(
+            writer.try_clone_file().map_err(|error| error.to_string())?,
         ));
+        paths.push(path);
+        if !fresh {
+            // One segment for both modes, as before.
+            files.push(Arc::clone(&files[0]));
+            break;
+        }
     }
-    let file = Arc::new(writer.try_clone_file().map_err(|error| error.to_string())?);
+    let files = Arc::new(files);
     // Every thread waits here before a round and after its writes.
     let start = Arc::new(Barrier::new(group + 1));
     let written = Arc::new(Barrier::new(group + 1));
-    let plan: Vec<Mode> = (0..rounds * 2)
-        .map(|round| {
-            if round % 2 == 0 {
-                Mode::Fdatasync
-            } else {
-                Mode::Dsync
-            }
-        })
-        .collect();
+    let plan: Vec<Mode> = (0..rounds * 2).map(|round| modes[round % 2]).collect();
     let plan = Arc::new(plan);
     let workers: Vec<_> = (0..group)
         .map(|index| {
-            let (file, start, written, plan) = (
-                Arc::clone(&file),
+            let (files, start, written, plan) = (
+                Arc::clone(&files),
                 Arc::clone(&start),
                 Arc::clone(&written),
                 Arc::clone(&plan),
@@ -104,8 +158,10 @@ fn run(dir: &Path, record_bytes: usize, group: usize, rounds: usize) -> Result<(
                 record.as_mut_slice().fill(index as u8 | 0x80);
                 for (round, mode) in plan.iter().enumerate() {
                     start.wait();
-                    let offset = (round as u64 % 64) * round_bytes + (index * record_bytes) as u64;
-                    let result = write(&file, *mode, &record, offset);
+                    let slot = round / 2;
+                    let offset = (slot as u64 % wrap) * round_bytes + (index * record_bytes) as u64;
+                    let file = &files[round % 2];
+                    let result = write(file, *mode, &record, offset);
                     written.wait();
                     result?;
                 }
@@ -114,23 +170,26 @@ fn run(dir: &Path, record_bytes: usize, group: usize, rounds: usize) -> Result<(
         })
         .collect();
     let mut latencies = [Vec::new(), Vec::new()];
-    for mode in plan.iter() {
+    for (round, mode) in plan.iter().enumerate() {
         let began = Instant::now();
         start.wait();
         written.wait();
-        if *mode == Mode::Fdatasync {
-            file.sync_data()
+        if *mode != Mode::Dsync {
+            files[round % 2]
+                .sync_data()
                 .map_err(|error| format!("fdatasync: {error}"))?;
         }
-        latencies[usize::from(*mode == Mode::Dsync)].push(began.elapsed());
+        latencies[round % 2].push(began.elapsed());
     }
     for worker in workers {
         worker
             .join()
             .map_err(|_| "a writer thread panicked".to_owned())??;
     }
-    let _ = std::fs::remove_file(&path);
-    for (mode, mut latencies) in [Mode::Fdatasync, Mode::Dsync].into_iter().zip(latencies) {
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    for (mode, mut latencies) in modes.into_iter().zip(latencies) {
         let seconds: f64 = latencies.iter().map(Duration::as_secs_f64).sum();
         latencies.sort();
         let percentile = |fraction: f64| {
@@ -144,10 +203,7 @@ fn run(dir: &Path, record_bytes: usize, group: usize, rounds: usize) -> Result<(
             "{{\"mode\": \"{}\", \"record_bytes\": {record_bytes}, \"group\": {group}, \
              \"rounds\": {}, \"records_per_s\": {:.0}, \"mb_per_s\": {:.1}, \
              \"round_ms_p50\": {:.2}, \"round_ms_p99\": {:.2}}}",
-            match mode {
-                Mode::Fdatasync => "write+fdatasync",
-                Mode::Dsync => "RWF_DSYNC",
-            },
+            mode.name(),
             latencies.len(),
             records / seconds,
             records * record_bytes as f64 / seconds / 1e6,
@@ -160,7 +216,7 @@ fn run(dir: &Path, record_bytes: usize, group: usize, rounds: usize) -> Result<(
 
 fn write(file: &File, mode: Mode, record: &AlignedBuf, offset: u64) -> Result<(), String> {
     match mode {
-        Mode::Fdatasync => file
+        Mode::Fdatasync | Mode::Fallocated | Mode::Prepared => file
             .write_all_at(record.as_slice(), offset)
             .map_err(|error| format!("write: {error}")),
         Mode::Dsync => {

@@ -21,7 +21,14 @@
 //! acknowledged after the next `fdatasync` of the segment that began after
 //! its write completed: one flush shared by every frame written meanwhile,
 //! across all connections (group commit). No file creation, rename or
-//! directory fsync per frame.
+//! directory fsync per frame. Segments are prepared as `sluice serve`
+//! prepares them (`storage.segment_zero_fill`, docs/design/segments.md,
+//! "Written blocks"): the first one written with zeros and flushed before
+//! the listener opens, each next one by a background thread while the
+//! current one fills (`SegmentWriter::create_zeroed`), a full segment
+//! replaced by a fallocated one only when none is ready (counted on
+//! stderr); `fallocate` as the last argument allocates them only, as
+//! before.
 //!
 //! `send`: `connections` threads, each on its own connection, sending
 //! frames of `size` bytes one after the other until `count` frames are
@@ -30,7 +37,7 @@
 //!
 //! ```text
 //! speed_of_light serve <dir> <port>
-//! speed_of_light serve-segments <dir> <port> <segment MiB>
+//! speed_of_light serve-segments <dir> <port> <segment MiB> [zero-fill|fallocate]
 //! speed_of_light send <port> <connections> <size bytes> <count>
 //! ```
 
@@ -58,16 +65,24 @@ fn main() -> ExitCode {
             Ok(port) => serve(Path::new(&args[2]), port),
             Err(_) => Err(format!("bad port {:?}", args[3])),
         },
-        Some("serve-segments") if args.len() == 5 => {
-            match (args[3].parse(), args[4].parse::<u64>()) {
-                (Ok(port), Ok(mib)) if mib > 0 => serve_segments(Path::new(&args[2]), port, mib << 20),
+        Some("serve-segments") if args.len() == 5 || args.len() == 6 => {
+            let zero_fill = match args.get(5).map(String::as_str) {
+                None | Some("zero-fill") => Ok(true),
+                Some("fallocate") => Ok(false),
+                Some(other) => Err(format!("bad segment preparation {other:?}")),
+            };
+            match (args[3].parse(), args[4].parse::<u64>(), zero_fill) {
+                (Ok(port), Ok(mib), Ok(zero_fill)) if mib > 0 => {
+                    serve_segments(Path::new(&args[2]), port, mib << 20, zero_fill)
+                }
+                (_, _, Err(error)) => Err(error),
                 _ => Err(format!("bad port {:?} or segment MiB {:?}", args[3], args[4])),
             }
         }
         Some("send") if args.len() == 6 => parse_send(&args[2..])
             .and_then(|(port, connections, size, count)| send(port, connections, size, count)),
         _ => Err(
-            "usage: speed_of_light serve <dir> <port> | serve-segments <dir> <port> <segment MiB> | send <port> <connections> <size> <count>"
+            "usage: speed_of_light serve <dir> <port> | serve-segments <dir> <port> <segment MiB> [zero-fill|fallocate] | send <port> <connections> <size> <count>"
                 .to_owned(),
         ),
     };
@@ -168,13 +183,24 @@ struct Segments {
     segment_bytes: u64,
     state: Mutex<SegmentState>,
     changed: Condvar,
+    /// The next segment, written with zeros by [`Segments::prepare_forever`]
+    /// (`None` when not zero-filling).
+    prepared: Option<Arc<Prepared>>,
+    next_name: AtomicU64,
+}
+
+/// A segment prepared ahead, and the preparer's wake-up.
+#[derive(Default)]
+struct Prepared {
+    ready: Mutex<Option<SegmentWriter>>,
+    taken: Condvar,
+    fallocated: AtomicU64,
 }
 
 struct SegmentState {
     writer: SegmentWriter,
     /// The open segment's file, for writes outside the lock.
     file: Arc<std::fs::File>,
-    next_segment: u64,
     /// Segments with writes since the last flush began (an old one too,
     /// when a write to it completes after the switch).
     dirty: Vec<Arc<std::fs::File>>,
@@ -186,11 +212,20 @@ struct SegmentState {
 }
 
 impl Segments {
-    fn create(dir: &Path, segment_bytes: u64) -> std::io::Result<Segments> {
+    fn create(dir: &Path, segment_bytes: u64, zero_fill: bool) -> std::io::Result<Segments> {
         std::fs::create_dir_all(dir)?;
-        let writer = SegmentWriter::create(&dir.join("0.seg"), segment_bytes)?;
+        let started = Instant::now();
+        let writer = if zero_fill {
+            SegmentWriter::create_zeroed(&dir.join("0.seg"), segment_bytes, &|| false)?
+        } else {
+            SegmentWriter::create(&dir.join("0.seg"), segment_bytes)?
+        };
         std::fs::File::open(dir)?.sync_all()?;
-        eprintln!("speed_of_light: segments O_DIRECT: {}", writer.is_direct());
+        eprintln!(
+            "speed_of_light: segments O_DIRECT: {}, zero-filled: {zero_fill}, first one in {} ms",
+            writer.is_direct(),
+            started.elapsed().as_millis()
+        );
         let file = Arc::new(writer.try_clone_file()?);
         Ok(Segments {
             dir: dir.to_owned(),
@@ -198,14 +233,76 @@ impl Segments {
             state: Mutex::new(SegmentState {
                 writer,
                 file,
-                next_segment: 1,
                 dirty: Vec::new(),
                 flushes_begun: 0,
                 flushed: 0,
                 failed: false,
             }),
             changed: Condvar::new(),
+            prepared: zero_fill.then(Arc::default),
+            next_name: AtomicU64::new(1),
         })
+    }
+
+    /// The preparer: keeps the next segment written with zeros and flushed,
+    /// its name durable, while the current one fills.
+    fn prepare_forever(&self) {
+        let Some(prepared) = &self.prepared else {
+            return;
+        };
+        loop {
+            let Ok(mut ready) = prepared.ready.lock() else {
+                return;
+            };
+            while ready.is_some() {
+                let Ok(waited) = prepared.taken.wait(ready) else {
+                    return;
+                };
+                ready = waited;
+            }
+            drop(ready);
+            let name = format!("{}.seg", self.next_name.fetch_add(1, Ordering::SeqCst));
+            let writer =
+                SegmentWriter::create_zeroed(&self.dir.join(&name), self.segment_bytes, &|| false)
+                    .and_then(|writer| {
+                        std::fs::File::open(&self.dir)?.sync_all()?;
+                        Ok(writer)
+                    });
+            match writer {
+                Ok(writer) => {
+                    if let Ok(mut ready) = prepared.ready.lock() {
+                        *ready = Some(writer);
+                    }
+                }
+                Err(error) => {
+                    eprintln!("speed_of_light: preparing {name}: {error}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// The next segment: the prepared one if ready, else one allocated now.
+    fn next_writer(&self) -> std::io::Result<SegmentWriter> {
+        if let Some(prepared) = &self.prepared {
+            let taken = prepared
+                .ready
+                .lock()
+                .ok()
+                .and_then(|mut ready| ready.take());
+            if let Some(writer) = taken {
+                prepared.taken.notify_all();
+                return Ok(writer);
+            }
+            let fallocated = prepared.fallocated.fetch_add(1, Ordering::Relaxed) + 1;
+            eprintln!(
+                "speed_of_light: no prepared segment ready ({fallocated} so far): fallocated"
+            );
+        }
+        let name = format!("{}.seg", self.next_name.fetch_add(1, Ordering::SeqCst));
+        let writer = SegmentWriter::create(&self.dir.join(name), self.segment_bytes)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(writer)
     }
 
     /// A place for `bytes` and the file to write it in; a full segment is
@@ -219,10 +316,7 @@ impl Segments {
         if let Some(offset) = state.writer.reserve(bytes) {
             return Ok((Arc::clone(&state.file), offset));
         }
-        let name = format!("{}.seg", state.next_segment);
-        state.next_segment += 1;
-        let writer = SegmentWriter::create(&self.dir.join(name), self.segment_bytes)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        let writer = self.next_writer()?;
         state.file = Arc::new(writer.try_clone_file()?);
         state.writer = writer;
         let offset = state
@@ -287,11 +381,18 @@ impl Segments {
     }
 }
 
-fn serve_segments(dir: &Path, port: u16, segment_bytes: u64) -> Result<(), String> {
+fn serve_segments(
+    dir: &Path,
+    port: u16,
+    segment_bytes: u64,
+    zero_fill: bool,
+) -> Result<(), String> {
     let segments = Arc::new(
-        Segments::create(dir, segment_bytes)
+        Segments::create(dir, segment_bytes, zero_fill)
             .map_err(|error| format!("{}: {error}", dir.display()))?,
     );
+    let preparer = Arc::clone(&segments);
+    std::thread::spawn(move || preparer.prepare_forever());
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|error| format!("bind 127.0.0.1:{port}: {error}"))?;
     let flusher = Arc::clone(&segments);

@@ -44,7 +44,7 @@ pub use values::{
     ConfigEnum, Cores, DuplicatePolicy, EvictPolicy, FileKeysOnFind, FindScope, IoBackend,
     LogFormat, LogLevel, NodeName, ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener,
     PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
-    SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
+    SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError, ZeroFill,
     AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 

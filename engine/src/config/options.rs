@@ -18,6 +18,7 @@ use super::kinds::{
     Kind, ListKind, MapKind, OptionalKind, PathKind, SpannedError, TextKind, TimeUnit, TomlValue,
     TransferSyntaxKind,
 };
+use super::values::ZeroFill;
 use super::values::{
     AccessRule, AeSelection, AeTitle, CatalogueAddress, CheckMode, Cores, DuplicatePolicy,
     EvictPolicy, FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel, NodeName,
@@ -339,6 +340,20 @@ config_options! {
         /// never written again.
         segment_size_mib: u32 = 1024,
             kind IntKind::<u32>::new(1, 1 << 20), flag "segment-size-mib";
+
+        /// Whether segments get their blocks written before records go in
+        /// (layout `"segments"`): `"on"`, a background thread keeps one segment per
+        /// core allocated, written with zeros and flushed, so a flush of
+        /// records has no extent to convert and commits no file-system
+        /// journal, only the device's cache (on ext4 and XFS, whose
+        /// `fallocate` leaves unwritten extents). Costs one segment's
+        /// writes per core before the server starts listening, the same
+        /// again in the background for each segment filled, and each core
+        /// holds up to two segments' space. Copy-on-write file systems
+        /// (btrfs, ZFS) gain nothing from it (every write allocates anew):
+        /// set `"off"` there (segments are then allocated only).
+        segment_zero_fill: ZeroFill = ZeroFill::On,
+            kind EnumKind::<ZeroFill>::new(), flag "segment-zero-fill";
 
         /// The largest instance stored as a record (layout `"segments"`):
         /// an instance is held in memory until it is whole, then written

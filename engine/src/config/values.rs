@@ -512,6 +512,19 @@ config_enum! {
 }
 
 config_enum! {
+    /// Whether segments get their blocks written with zeros before records
+    /// go in (`storage.segment_zero_fill`; docs/design/segments.md,
+    /// "Written blocks").
+    pub enum ZeroFill {
+        /// A background thread keeps one written, flushed segment per core
+        /// ready.
+        On = "on",
+        /// Segments are allocated (`fallocate`) only.
+        Off = "off",
+    }
+}
+
+config_enum! {
     /// What happens when an instance arrives whose Study, Series and SOP
     /// Instance UIDs are all already stored.
     pub enum DuplicatePolicy {

@@ -26,6 +26,9 @@
 //!    last valid record and flushed;
 //! 4. seals it (`WriteOp::SealSegment`).
 //!
+//! A segment with no index row and no valid record is removed instead
+//! (see [`recover_one`]): a segment prepared for a core and never taken.
+//!
 //! Each step repeats harmlessly if a crash interrupts recovery: the
 //! re-indexed records moved the indexed end past themselves, a truncated
 //! file scans to its end, and sealing is idempotent.
@@ -82,6 +85,10 @@ pub(super) struct SegmentRecovered {
     /// torn write, or stale bytes of an earlier run), not at the end of the
     /// records written.
     pub(super) torn: bool,
+    /// The segment had no index row and no valid record (a segment
+    /// prepared for a core and never taken, or created and stopped before
+    /// its first record was whole): its file was removed, not sealed.
+    pub(super) removed: bool,
 }
 
 /// Recovers every open segment of the data directory (see the module's
@@ -110,7 +117,16 @@ pub(super) fn recover_segments(
         if state.is_some_and(|state| state.sealed) {
             continue;
         }
-        let recovered = recover_one(index, &path, segment, state.unwrap_or_default(), &ids)?;
+        let recovered = recover_one(index, &path, segment, state, &ids)?;
+        if recovered.removed {
+            tracing::info!(
+                segment = %format!("{segment:016x}"),
+                path = %path.display(),
+                "recovery: a segment with no record and no index row (prepared or just created, never used) removed"
+            );
+            report.empty_segments_removed += 1;
+            continue;
+        }
         tracing::info!(
             segment = %format!("{segment:016x}"),
             path = %path.display(),
@@ -164,14 +180,24 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Recovers the open segment `segment` at `path`, whose index state is
-/// `state` (the default without a row).
+/// `state` (`None`: no row).
+///
+/// A segment with no row and no valid record is removed rather than cut to
+/// nothing and sealed: no entry names it (an entry naming a record creates
+/// the row in its own transaction), and what it holds is nothing or a torn
+/// record, never acknowledged, which the cut would drop just the same. So
+/// the segments a server prepared for its cores and never used
+/// (`scp::ingest::prepare`, left by a crash) do not pile up as empty sealed
+/// segments.
 fn recover_one(
     index: &Index,
     path: &Path,
     segment: u64,
-    state: SegmentState,
+    state: Option<SegmentState>,
     ids: &FileIdGenerator,
 ) -> Result<SegmentRecovered, RecoveryError> {
+    let indexed = state.is_some();
+    let state = state.unwrap_or_default();
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -209,6 +235,15 @@ fn recover_one(
         scanned: scan.records.len() as u64,
         ..SegmentRecovered::default()
     };
+    if !indexed && scan.records.is_empty() {
+        drop(file);
+        std::fs::remove_file(path).map_err(io_error("remove", path))?;
+        if let Some(dir) = path.parent() {
+            sluice_io::durable::sync_dir(dir).map_err(io_error("flush", dir))?;
+        }
+        recovered.removed = true;
+        return Ok(recovered);
+    }
     if !scan.records.is_empty() {
         // Records written before a process crash may be only in the page
         // cache: durable before an entry names them.

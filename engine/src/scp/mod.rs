@@ -113,6 +113,44 @@ fn refuse_segments_larger_than_the_file_system(
     Ok(())
 }
 
+/// Starts the preparer of written segments (layout `"segments"` with
+/// `storage.segment_zero_fill`: docs/design/segments.md, "Written blocks")
+/// after start-up recovery (which deletes the unused prepared segments a
+/// crash left) and waits for each core's first one, so the first instances
+/// go to written blocks too: one segment's writes per core before the
+/// listeners open.
+fn start_segment_preparer(
+    config: &crate::config::Config,
+    shared: &ServerShared,
+    core_count: usize,
+) -> Result<(), ServeError> {
+    let Some(ids) = &shared.segment_ids else {
+        return Ok(());
+    };
+    if config.storage.segment_zero_fill == crate::config::ZeroFill::Off {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let preparer = ingest::prepare::SegmentPreparer::start(
+        shared.store.layout().clone(),
+        ids.clone(),
+        u64::from(config.storage.segment_size_mib) << 20,
+        config.storage.free_space_floor,
+        core_count,
+    )
+    .map_err(|error| ServeError::Config(format!("cannot start the segment preparer: {error}")))?;
+    let ready = preparer.wait_first();
+    tracing::info!(
+        ready,
+        cores = core_count,
+        segment_mib = config.storage.segment_size_mib,
+        ms = started.elapsed().as_millis() as u64,
+        "first segments prepared (blocks written with zeros and flushed)"
+    );
+    let _ = shared.segment_preparer.set(Arc::new(preparer));
+    Ok(())
+}
+
 /// A hook that adjusts the I/O runtime's configuration before start.
 pub type RuntimeAdjustment = Box<dyn FnOnce(&mut RuntimeConfig) + Send>;
 
@@ -351,8 +389,10 @@ impl Server {
         // segments and the files in segments/). Read before start-up
         // recovery, which changes neither largest id: it scans, cuts and
         // seals the segments it finds, and its entries name records in
-        // them (their own ids); it creates, removes and renumbers none, and
-        // writes no record (so this run's epoch is past theirs either way).
+        // them (their own ids); it creates and renumbers none and removes
+        // only segments no entry names (so ids read before it stay past
+        // every id), and writes no record (so this run's epoch is past
+        // theirs either way).
         let segment_ids = if config.storage.layout == crate::config::StorageLayout::Segments {
             refuse_segments_larger_than_the_file_system(config, store.layout().root())?;
             let ids = ingest::segments::SegmentIds::at_start(store)
@@ -370,6 +410,7 @@ impl Server {
             tls_client,
             leniency: policy::leniency(config),
             segment_ids,
+            segment_preparer: std::sync::OnceLock::new(),
             compaction: Arc::default(),
             tracker: TrackerHandle::new(
                 usize::try_from(config.commitment.memory_budget).unwrap_or(usize::MAX),
@@ -442,6 +483,7 @@ impl Server {
             options.full_recovery,
         )
         .map_err(|error| ServeError::Config(format!("start-up recovery failed: {error}")))?;
+        start_segment_preparer(config, &shared, core_count)?;
         if let Some(cluster) = &shared.cluster {
             cluster
                 .start(store.clone(), shared.in_doubt.clone())
@@ -637,6 +679,10 @@ impl Server {
             compactor.stop();
         }
         let result = self.runtime.shutdown_and_join(wait_max);
+        // The cores are gone: the segments prepared for them are unused.
+        if let Some(preparer) = self.shared.segment_preparer.get() {
+            preparer.stop();
+        }
         // The cores submitted their last in-doubt clears as they stopped:
         // an empty batch behind them returns once they are committed and
         // flushed (the writer keeps order).

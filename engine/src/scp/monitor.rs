@@ -582,6 +582,20 @@ impl Collector for Scrape {
                 counter(&mut encoder, name, help, value)?;
             }
         }
+        let (prepared, fallocated) = source
+            .segment_preparer
+            .get()
+            .map_or((0, 0), |preparer| preparer.counts());
+        family(
+            &mut encoder,
+            (
+                "sluice_segments_created",
+                "Segments the cores opened with storage.segment_zero_fill on: prepared (blocks written with zeros beforehand), or fallocated because none was ready",
+                MetricType::Counter,
+            ),
+            "kind",
+            [("prepared", prepared), ("fallocated", fallocated)],
+        )?;
         let compaction = &source.compaction;
         for (name, help, counted) in [
             (

@@ -59,6 +59,11 @@ pub(crate) struct ServerShared {
     /// The segments layout's segment ids and epoch, shared by the cores
     /// (`None` on the files layout).
     pub(crate) segment_ids: Option<std::sync::Arc<super::ingest::segments::SegmentIds>>,
+    /// The segments layout's preparer of written segments
+    /// (`storage.segment_zero_fill`), started after start-up recovery and
+    /// before the cores: unset on the files layout and when off.
+    pub(crate) segment_preparer:
+        std::sync::OnceLock<std::sync::Arc<super::ingest::prepare::SegmentPreparer>>,
     /// What online compaction did (`crate::compactor`; zero when off).
     pub(crate) compaction: std::sync::Arc<crate::compactor::Counters>,
     /// Where each core says it has drained, at shutdown (`Server::drain`).

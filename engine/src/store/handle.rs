@@ -11,6 +11,12 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::store::layout::{Area, Layout};
 
+/// The zeros the index writer keeps ahead of `data.mdb`'s last page, a
+/// chunk at a time (`IndexOptions::zero_ahead_bytes`): 2 MiB, a few
+/// milliseconds of the writer's time into the page cache, about a second
+/// of index growth under 40 KB instances at a few thousand a second.
+const INDEX_ZERO_AHEAD_BYTES: usize = 2 << 20;
+
 /// Most subscribers at once (each costs a bounded channel).
 pub const SUBSCRIBERS_MAX: usize = 64;
 /// Most events one subscriber's channel holds before newer ones are lost.
@@ -293,6 +299,12 @@ impl Store {
             })?;
         let options = IndexOptions {
             map_size_bytes: usize::try_from(config.storage.index_map_size).unwrap_or(usize::MAX),
+            // Written zeros ahead of the index file's end, as segments get
+            // theirs (`storage.segment_zero_fill`).
+            zero_ahead_bytes: match config.storage.segment_zero_fill {
+                crate::config::ZeroFill::On => INDEX_ZERO_AHEAD_BYTES,
+                crate::config::ZeroFill::Off => 0,
+            },
             ..IndexOptions::default()
         };
         let index = Index::open(layout.index_dir(), options)?;

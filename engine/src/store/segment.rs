@@ -617,6 +617,33 @@ impl SegmentWriter {
         })
     }
 
+    /// [`Self::create`], then every block written with zeros (large
+    /// `O_DIRECT` writes of [`ZERO_FILL_CHUNK`]) and flushed, before any
+    /// record goes in: `fallocate` leaves ext4 *unwritten* extents, whose
+    /// first write must convert them, so each group `fdatasync` after
+    /// writes into fresh blocks commits the file system's journal on top
+    /// of the device flush; over blocks already written and synced the
+    /// flush has no metadata to write (docs/design/segments.md, "Written
+    /// blocks"). A segment reads the same either way (zeros past the last
+    /// record). Takes as long as writing the segment once: callers run it
+    /// off the cores' threads (`scp::ingest::prepare`). Removed again when
+    /// a write or the flush fails (as a failed allocation is), and when
+    /// `abandon` says so between two writes (`Interrupted`: a server
+    /// stopping).
+    pub fn create_zeroed(
+        path: &Path,
+        size: u64,
+        abandon: &dyn Fn() -> bool,
+    ) -> io::Result<SegmentWriter> {
+        let writer = SegmentWriter::create(path, size)?;
+        if let Err(error) = zero_fill(&writer.file, size, abandon) {
+            drop(writer);
+            let _ = std::fs::remove_file(path);
+            return Err(error);
+        }
+        Ok(writer)
+    }
+
     /// Opens an existing segment to append at `append` (what recovery's
     /// [`scan`] found).
     pub fn open(path: &Path, append: u64) -> io::Result<SegmentWriter> {
@@ -737,10 +764,39 @@ impl SegmentWriter {
     }
 
     /// Makes every record appended so far durable (`fdatasync`: the blocks
-    /// were allocated at creation, so no metadata needs a journal commit).
+    /// were allocated at creation, so no new extent needs a journal commit;
+    /// on a segment made by [`Self::create`] the first write into each
+    /// unwritten extent still converts it, which one does:
+    /// [`Self::create_zeroed`]).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+}
+
+/// The length of each zero write of [`SegmentWriter::create_zeroed`]: large
+/// enough that the device sees long sequential writes, small enough that
+/// the buffer (written again and again) stays cheap.
+pub const ZERO_FILL_CHUNK: usize = 8 << 20;
+
+/// Writes zeros over the first `size` bytes of `file` (a multiple of
+/// [`RECORD_ALIGN`]), then `fdatasync`s it: the writes convert the
+/// allocation's unwritten extents, and the flush makes the conversion
+/// durable, so no later flush of the file has metadata to commit.
+fn zero_fill(file: &File, size: u64, abandon: &dyn Fn() -> bool) -> io::Result<()> {
+    let chunk = AlignedBuf::zeroed(ZERO_FILL_CHUNK);
+    let mut offset = 0;
+    while offset < size {
+        if abandon() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "segment preparation abandoned",
+            ));
+        }
+        let len = (size - offset).min(ZERO_FILL_CHUNK as u64) as usize;
+        file.write_all_at(&chunk.as_slice()[..len], offset)?;
+        offset += len as u64;
+    }
+    file.sync_data()
 }
 
 /// Opens `path` read-write with `O_DIRECT`, or without it (logged once per
@@ -761,6 +817,28 @@ fn open_direct(path: &Path, extra: OFlags) -> io::Result<(std::os::fd::OwnedFd, 
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Whether `filefrag -v` (e2fsprogs) lists an unwritten extent of the file
+/// at `path`: blocks allocated and never written (ext4, XFS).
+#[cfg(test)]
+pub(crate) fn has_unwritten_extents(path: &Path) -> io::Result<bool> {
+    let output = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()?;
+    if !output.status.success() {
+        return Err(io::Error::other(format!(
+            "filefrag: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listing.contains("ext:"),
+        "filefrag lists extents: {listing}"
+    );
+    Ok(listing.contains("unwritten"))
 }
 
 #[cfg(test)]

@@ -205,6 +205,127 @@ fn instances_are_stored_as_records_byte_exact_across_restarts() {
     assert!(output.contains("60"), "{output}");
 }
 
+/// The segment files in `data`, with whether the index has a row for
+/// each.
+fn segment_files(data: &Path) -> Vec<(PathBuf, bool)> {
+    let store = store_of(data);
+    let rows: Vec<u64> = store
+        .index()
+        .read()
+        .unwrap()
+        .segments()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut files: Vec<(PathBuf, bool)> = std::fs::read_dir(data.join("segments"))
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let id = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .unwrap();
+            (path, rows.contains(&id))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether `filefrag -v` lists an unwritten extent of `path` (blocks
+/// allocated by `fallocate` and never written).
+fn has_unwritten_extents(path: &Path) -> bool {
+    let output = run(Command::new("filefrag").arg("-v").arg(path), TIMEOUT);
+    assert!(output.status.success(), "filefrag: {output:?}");
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(listing.contains("ext:"), "{listing}");
+    listing.contains("unwritten")
+}
+
+/// `storage.segment_zero_fill` (on by default): the first segment is
+/// prepared before the server listens, the records go to segments whose
+/// blocks are all written (no unwritten extent), the prepared segment no
+/// core took is deleted at a clean stop, and after a SIGKILL the next
+/// start's recovery removes it (never sealed as an empty segment); the
+/// records stay byte-exact throughout. With the key off, segments are
+/// fallocated only, as before.
+#[test]
+fn segments_are_written_before_records_and_unused_ones_do_not_pile_up() {
+    let sent = tempfile::tempdir().unwrap();
+    let files = generated_files(sent.path(), 30);
+    let (first, second) = files.split_at(20);
+    // Data on ext4 (the crate's directory), where fallocate leaves
+    // unwritten extents; /tmp may be tmpfs.
+    let ext4 = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let data = ext4.path().join("data");
+    let served = serve_on(&data, &SEGMENTS);
+    storescu(served.port, first);
+    let log = terminate(served);
+    assert!(log.contains("first segments prepared"), "{log}");
+    let fallocated = log.matches("no prepared segment ready").count();
+    let files_after_stop = segment_files(&data);
+    let store = store_of(&data);
+    let used = assert_records(&store, first);
+    drop(store);
+    // Every file left is one a record went to: the unused prepared one
+    // was deleted at the stop.
+    assert_eq!(
+        files_after_stop.len(),
+        used.len(),
+        "{files_after_stop:?} {used:?}"
+    );
+    let unwritten = files_after_stop
+        .iter()
+        .filter(|(path, _)| has_unwritten_extents(path))
+        .count();
+    assert!(
+        unwritten <= fallocated,
+        "{unwritten} segments with unwritten extents, {fallocated} fallocated"
+    );
+
+    // SIGKILL right after start: the core's prepared segment is left.
+    let served = serve_on(&data, &SEGMENTS);
+    let while_serving = std::fs::read_dir(data.join("segments")).unwrap().count();
+    drop(served.stop());
+    assert_eq!(
+        while_serving,
+        used.len() + 1,
+        "the core's prepared segment beside the used ones"
+    );
+    let served = serve_on(&data, &SEGMENTS);
+    storescu(served.port, second);
+    let log = terminate(served);
+    assert!(log.contains("unused segment"), "{log}");
+    let store = store_of(&data);
+    assert_records(&store, first);
+    let second_segments = assert_records(&store, second);
+    let states = store.index().read().unwrap().segments().unwrap();
+    drop(store);
+    // No empty sealed segment: every sealed row names records, every file
+    // is a row's.
+    assert!(
+        states
+            .iter()
+            .all(|(id, state)| state.live_records > 0 || second_segments.contains(id)),
+        "{states:?}"
+    );
+    assert!(segment_files(&data).iter().all(|(_, row)| *row));
+
+    // Off: allocated only (unwritten extents), nothing prepared.
+    let off = ext4.path().join("off");
+    let mut args = SEGMENTS.to_vec();
+    args.extend(["--segment-zero-fill", "off"]);
+    let served = serve_on(&off, &args);
+    storescu(served.port, &first[..2]);
+    let log = terminate(served);
+    assert!(!log.contains("first segments prepared"), "{log}");
+    let off_files = segment_files(&off);
+    assert_eq!(off_files.len(), 1, "{off_files:?}");
+    assert!(has_unwritten_extents(&off_files[0].0));
+}
+
 /// A duplicate held in quarantine is a file in `quarantine/` (quarantine
 /// stays files), the original a record.
 #[test]

@@ -337,6 +337,65 @@ fn a_segment_without_an_index_row_is_recovered() {
     );
 }
 
+/// Segments whose blocks were written with zeros before records went in
+/// (`SegmentWriter::create_zeroed`, `storage.segment_zero_fill`): recovery
+/// reads the zeros past the last record as the end of the records, as it
+/// reads a fallocated segment's, indexes the records without entry and cuts
+/// the zeros off. A segment prepared for a core and never used (no index
+/// row, no record) is removed, not sealed empty; one with a row and no
+/// record is sealed as before.
+#[test]
+fn a_zero_filled_tail_ends_the_records_and_an_unused_prepared_segment_is_removed() {
+    let mut fixture = StoreFixture::new();
+    std::fs::create_dir_all(fixture.layout.segments_dir()).unwrap();
+    let path = fixture.layout.segment_path(SEGMENT);
+    let mut writer = SegmentWriter::create_zeroed(&path, SEGMENT_BYTES, &|| false).unwrap();
+    let one = instance(&mut fixture, "1.7.1", "1.7.1.1", "one;");
+    let two = instance(&mut fixture, "1.7.1", "1.7.1.2", "two;");
+    let one_place = append(&mut writer, SEGMENT, EPOCH, &one);
+    let two_place = append(&mut writer, SEGMENT, EPOCH, &two);
+    writer.sync().unwrap();
+    drop(writer);
+    index_record(&fixture, &one, one_place, false);
+    let unused = fixture.layout.segment_path(SEGMENT + 1);
+    drop(SegmentWriter::create_zeroed(&unused, SEGMENT_BYTES, &|| false).unwrap());
+    // Its only record was torn: no row, nothing valid (never acknowledged).
+    let torn_path = fixture.layout.segment_path(SEGMENT + 2);
+    let mut torn = SegmentWriter::create_zeroed(&torn_path, SEGMENT_BYTES, &|| false).unwrap();
+    let torn_place = append(&mut torn, SEGMENT + 2, EPOCH, &two);
+    drop(torn);
+    zero(&torn_path, torn_place.offset + 512, 512);
+
+    let report = recover(&fixture.layout, fixture.index()).unwrap();
+    assert_eq!(report.segments_recovered, 1, "{report}");
+    assert_eq!(report.segment_records_reindexed, 1, "{report}");
+    assert_eq!(report.segment_torn_tails, 0, "the records end at the zeros");
+    assert_eq!(report.empty_segments_removed, 2, "{report}");
+    assert!(
+        report.to_string().contains("2 unused segments removed"),
+        "{report}"
+    );
+    assert!(report.index_is_whole(), "{report:?}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), two_place.end());
+    assert!(!unused.exists() && !torn_path.exists());
+    assert_eq!(
+        segment_state(&fixture, SEGMENT + 1),
+        None,
+        "not sealed empty"
+    );
+    assert_eq!(segment_state(&fixture, SEGMENT + 2), None);
+    assert!(segment_state(&fixture, SEGMENT).unwrap().sealed);
+    assert_eq!(
+        location_of(&fixture, "1.7.1.2"),
+        Some(Location::Record(two_place))
+    );
+    let again = recover(&fixture.layout, fixture.index()).unwrap();
+    assert_eq!(
+        (again.segments_recovered, again.empty_segments_removed),
+        (0, 0)
+    );
+}
+
 /// Stale bytes past a cut: a whole record of an earlier run after the
 /// furthest indexed record is not taken for a new one; the file is cut at
 /// the indexed end.

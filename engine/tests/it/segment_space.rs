@@ -75,16 +75,27 @@ fn assert_stored(served: &Served, sent: &[PathBuf]) {
 /// `fallocate` keeps what it allocated: the failed segment's file held
 /// the disk's last free blocks, and every new attempt took what was freed
 /// (A711 for good, before the fix).
+///
+/// Both with segments prepared ahead (`storage.segment_zero_fill`, the
+/// default: the preparation fails at start as the core's allocation does,
+/// and the core answers A711 the same) and without.
 #[test]
 fn a_segment_that_cannot_be_allocated_is_allocated_once_space_returns() {
+    for zero_fill in ["on", "off"] {
+        a_segment_that_cannot_be_allocated_is_allocated_once_space_returns_with(zero_fill);
+    }
+}
+
+fn a_segment_that_cannot_be_allocated_is_allocated_once_space_returns_with(zero_fill: &str) {
     let filesystem = SmallFilesystem::mount_ext4(40);
-    let served = serve_on(&filesystem, &[]);
     let sent_dir = tempfile::tempdir().unwrap();
     let files = generated_files(sent_dir.path(), 4);
-    // Less than a segment free: the core's first segment cannot be had.
+    // Less than a segment free: the core's first segment cannot be had
+    // (nor prepared at start).
     fill_until(&filesystem, &filesystem.path().join("filler"), 10 * MIB);
     let small = filesystem.path().join("small");
     std::fs::write(&small, vec![0u8; 6 * MIB as usize]).unwrap();
+    let served = serve_on(&filesystem, &["--segment-zero-fill", zero_fill]);
     assert_eq!(
         store_statuses(served.port, &files[..1]),
         format!("[{A711}]")
@@ -127,7 +138,7 @@ fn a_segment_that_cannot_be_allocated_is_allocated_once_space_returns() {
     let log = crate::segment_ingest::terminate(served);
     assert!(!log.contains("ERROR"), "{log}");
     assert_eq!(data, filesystem.path().join("data"));
-    let restarted = serve_on(&filesystem, &[]);
+    let restarted = serve_on(&filesystem, &["--segment-zero-fill", zero_fill]);
     assert_stored(&restarted, &stored);
     let log = crate::segment_ingest::terminate(restarted);
     assert!(!log.contains("ERROR"), "{log}");
@@ -138,12 +149,23 @@ fn a_segment_that_cannot_be_allocated_is_allocated_once_space_returns() {
 /// A 16 MiB floor, 8 MiB segments: with 20 MiB free and the core's
 /// segment filling, the next segment would take the disk to 12 MiB, under
 /// the floor: the instance that needs it is refused A711 before the
-/// allocation, and the free space never goes under the floor.
+/// allocation, and the free space never goes under the floor. Segments
+/// allocated as the core needs them (`storage.segment_zero_fill` off): with
+/// it on, the core's next segment is allocated ahead (and the preparer
+/// keeps to the floor itself: `scp::ingest::prepare`'s tests).
 #[test]
 fn the_free_space_floor_counts_the_next_segment() {
     let filesystem = SmallFilesystem::mount(48);
     let floor = 16 * MIB;
-    let served = serve_on(&filesystem, &["--free-space-floor", &floor.to_string()]);
+    let served = serve_on(
+        &filesystem,
+        &[
+            "--free-space-floor",
+            &floor.to_string(),
+            "--segment-zero-fill",
+            "off",
+        ],
+    );
     let sent_dir = tempfile::tempdir().unwrap();
     // 128 KiB of pixel data each: about 70 fill a segment.
     let output = sluice_tests::run(

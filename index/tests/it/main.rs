@@ -12,3 +12,4 @@ mod race;
 mod split_stores;
 mod two_processes;
 mod upgrade;
+mod zero_ahead;

@@ -22,6 +22,7 @@ mod files;
 mod index;
 mod instance;
 pub(crate) mod job;
+pub(crate) mod prepare;
 mod records;
 pub(crate) mod replies;
 pub(crate) mod segments;
@@ -156,6 +157,8 @@ impl Ingest {
                 shared.store.layout().clone(),
                 storage.segment_size_mib,
                 storage.record_memory_per_core,
+                shared.segment_preparer.get().cloned(),
+                core_index,
             )
         });
         // Bounded by what a segment holds (a record carries its header too).

@@ -33,6 +33,7 @@ use sluice_io::{AlignedPart, Core, FileHandle, IoBuf, DIRECT_IO_ALIGN};
 
 use super::dir_sync::{RoundEnd, RoundId, RoundStart, SyncRounds};
 use super::job::JobKey;
+use super::prepare::SegmentPreparer;
 use crate::scp::failure::Failure;
 use crate::store::layout::Layout;
 use crate::store::segment::{self, AlignedBuf, SegmentWriter, PAYLOAD_ROOM, RECORD_ALIGN};
@@ -82,6 +83,15 @@ impl SegmentIds {
             next: AtomicU64::new(indexed.max(on_disk) + 1),
             epoch: crate::clock::unix_now_ns(),
         })
+    }
+
+    /// Ids from `next`, records of `epoch` (tests).
+    #[cfg(test)]
+    pub(crate) fn starting_at(next: u64, epoch: u64) -> SegmentIds {
+        SegmentIds {
+            next: AtomicU64::new(next),
+            epoch,
+        }
     }
 
     pub(crate) fn take(&self) -> u64 {
@@ -296,6 +306,10 @@ struct OpenSegment {
 #[derive(Debug)]
 pub(super) struct Segments {
     ids: Arc<SegmentIds>,
+    /// The segments prepared for this core (`storage.segment_zero_fill`:
+    /// blocks written before records go in), and the core's number there.
+    preparer: Option<Arc<SegmentPreparer>>,
+    core_index: usize,
     layout: Layout,
     segment_bytes: u64,
     /// The current segment (records are reserved here).
@@ -328,8 +342,12 @@ impl Segments {
         layout: Layout,
         segment_size_mib: u32,
         memory_max: u64,
+        preparer: Option<Arc<SegmentPreparer>>,
+        core_index: usize,
     ) -> Segments {
         Segments {
+            preparer,
+            core_index,
             memory_max: usize::try_from(memory_max).unwrap_or(usize::MAX),
             spilling: Vec::new(),
             ids,
@@ -438,7 +456,13 @@ impl Segments {
             .current
             .and_then(|id| self.open.get(&id))
             .is_some_and(|segment| segment.writer.fits(segment::padded(record_bytes)));
-        if room {
+        // A prepared segment's allocation is taken already.
+        let prepared = || {
+            self.preparer
+                .as_ref()
+                .is_some_and(|preparer| preparer.is_ready(self.core_index))
+        };
+        if room || prepared() {
             0
         } else {
             self.segment_bytes
@@ -493,35 +517,66 @@ impl Segments {
         (Ok(place(id, offset, record_bytes)), retired)
     }
 
-    /// Creates the core's next segment (blocking, once per segment: the
-    /// file's creation and allocation, its sync and its directory's), so its
-    /// name is durable before any record in it is promised.
+    /// The core's next segment: the one prepared for it (blocks written,
+    /// name durable: nothing to wait for), else one created here (blocking,
+    /// once per segment: the file's creation and allocation, its sync and
+    /// its directory's), so its name is durable before any record in it is
+    /// promised.
     fn create(&mut self, core: &mut Core) -> Result<u64, Failure> {
-        let dir = self.layout.segments_dir();
         let failure = |error: std::io::Error| Failure::Segment(Arc::new(error));
-        if !self.dir_ready {
-            sluice_io::durable::create_dir_all(&dir).map_err(failure)?;
-            self.dir_ready = true;
-        }
-        let id = self.ids.take();
-        let path = self.layout.segment_path(id);
-        let writer = SegmentWriter::create(&path, self.segment_bytes).map_err(failure)?;
-        let created = sluice_io::durable::sync_dir(&dir)
-            .and_then(|()| writer.try_clone_file())
-            .map_err(failure)
-            .and_then(|file| {
-                core.adopt_file(OwnedFd::from(file))
-                    .map_err(Failure::WriteSubmit)
-            });
-        let handle = match created {
+        let prepared = self
+            .preparer
+            .as_ref()
+            .and_then(|preparer| preparer.take(self.core_index));
+        let was_prepared = prepared.is_some();
+        let (id, writer) = match prepared {
+            Some(prepared) => (prepared.id, prepared.writer),
+            None => {
+                let dir = self.layout.segments_dir();
+                if !self.dir_ready {
+                    sluice_io::durable::create_dir_all(&dir).map_err(failure)?;
+                    self.dir_ready = true;
+                }
+                let id = self.ids.take();
+                let path = self.layout.segment_path(id);
+                let writer = SegmentWriter::create(&path, self.segment_bytes).map_err(failure)?;
+                if let Err(error) = sluice_io::durable::sync_dir(&dir) {
+                    drop(writer);
+                    // Empty: nothing names it; recovery finds no record in it.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(failure(error));
+                }
+                if self.preparer.is_some() {
+                    tracing::info!(
+                        segment = id,
+                        core = self.core_index,
+                        "no prepared segment ready: a fallocated one created (its first flushes commit the journal)"
+                    );
+                }
+                (id, writer)
+            }
+        };
+        let adopted = writer.try_clone_file().map_err(failure).and_then(|file| {
+            core.adopt_file(OwnedFd::from(file))
+                .map_err(Failure::WriteSubmit)
+        });
+        let handle = match adopted {
             Ok(handle) => handle,
             Err(failure) => {
                 // Empty: nothing names it; recovery finds no record in it.
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(writer.path());
                 return Err(failure);
             }
         };
-        tracing::debug!(segment = id, direct = writer.is_direct(), "segment created");
+        if let Some(preparer) = &self.preparer {
+            preparer.count(was_prepared);
+        }
+        tracing::debug!(
+            segment = id,
+            direct = writer.is_direct(),
+            prepared = was_prepared,
+            "segment opened"
+        );
         self.open.insert(
             id,
             OpenSegment {
@@ -662,7 +717,7 @@ mod tests {
             next: AtomicU64::new(1),
             epoch: 1,
         });
-        Segments::new(ids, Layout::new("/nonexistent"), 1, 256 << 20)
+        Segments::new(ids, Layout::new("/nonexistent"), 1, 256 << 20, None, 0)
     }
 
     /// A written record's buffer serves the next instance once its write let

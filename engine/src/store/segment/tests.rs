@@ -361,3 +361,42 @@ fn a_split_checksum_covers_both_sides_of_the_split() {
         assert_eq!(bytes, payload);
     }
 }
+
+/// `create_zeroed` leaves no unwritten extent (`create` does: the reason
+/// for it), reads as zeros, scans as an empty segment, and records written
+/// into it scan back with zeros after them (docs/design/segments.md,
+/// "Written blocks").
+#[test]
+fn a_zeroed_segment_has_its_blocks_written_and_reads_as_a_fresh_one() {
+    // On ext4 (the crate's own directory): tmpfs has no unwritten extents.
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let fallocated = SegmentWriter::create(&dir.path().join("1.seg"), SIZE).unwrap();
+    assert!(has_unwritten_extents(fallocated.path()).unwrap());
+    let mut zeroed =
+        SegmentWriter::create_zeroed(&dir.path().join("0.seg"), SIZE, &|| false).unwrap();
+    assert!(!has_unwritten_extents(zeroed.path()).unwrap());
+    assert_eq!(std::fs::metadata(zeroed.path()).unwrap().len(), SIZE);
+    let empty = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
+    assert_eq!(empty.records, Vec::new());
+    assert_eq!(empty.stopped, Some(RecordError::NoRecord));
+    let first = append(&mut zeroed, 3, 1, 40_000);
+    let second = append(&mut zeroed, 3, 2, 5);
+    zeroed.sync().unwrap();
+    let found = scan(&reader(dir.path()), 0, SIZE, 0).unwrap();
+    let offsets: Vec<u64> = found.records.iter().map(|record| record.offset).collect();
+    assert_eq!(offsets, vec![first, second]);
+    assert_eq!(found.stopped, Some(RecordError::NoRecord));
+    let mut tail = vec![1u8; (SIZE - found.end) as usize];
+    read_full(&reader(dir.path()), &mut tail, found.end).unwrap();
+    assert!(tail.iter().all(|&byte| byte == 0));
+}
+
+/// An abandoned zero fill removes its file.
+#[test]
+fn an_abandoned_zero_fill_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0.seg");
+    let error = SegmentWriter::create_zeroed(&path, SIZE, &|| true).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::Interrupted);
+    assert!(!path.exists());
+}
