@@ -116,12 +116,18 @@ impl Exact {
                     ITEM_HEADER
                 };
                 let large = remaining >= RECEIVE_INTO_RECORD_MIN;
+                // With the pooled receive armed, only a large rest is worth
+                // stopping it, once an instance; after a receive into a
+                // buffer, the data set's last PDV too when exact.
+                let into_record = if direct {
+                    large || (exact && last)
+                } else {
+                    large && !lend_preempted
+                };
                 let remaining = remaining as usize;
                 if exact && remaining + after <= BUF_LEN {
                     Next::Buffer(remaining + after)
-                } else if streamed && direct && (large || (exact && last)) {
-                    Next::Record(remaining)
-                } else if streamed && !direct && large && !lend_preempted {
+                } else if streamed && into_record {
                     Next::Record(remaining)
                 } else {
                     Next::Pooled

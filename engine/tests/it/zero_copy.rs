@@ -136,7 +136,9 @@ impl Peer {
 
     /// Sends the C-STORE's command, then its data set as `plan` frames and
     /// cuts it, stopping after `stop_after` bytes of the wire when given.
-    fn send_store(&mut self, instance: &Instance, plan: Plan, stop_after: Option<usize>) {
+    /// Queues the C-STORE-RQ of `instance` in the endpoint; its data set
+    /// is framed by the caller, not by the endpoint's fragmenter.
+    fn queue_store_rq(&mut self, instance: &Instance) {
         let message_id = self.endpoint.next_message_id();
         let command = Command::CStoreRq(CStoreRq {
             message_id,
@@ -145,11 +147,28 @@ impl Peer {
             affected_sop_instance_uid: instance.sop_instance.clone(),
             move_originator: None,
         });
-        // Framed here, not by the endpoint's fragmenter: the plan's PDVs.
         let _fragmenter = self
             .endpoint
             .send_command_for_data_set(self.context_id, &command, instance.data_set.len() as u64)
             .unwrap();
+    }
+
+    /// One P-DATA-TF PDU holding one PDV of `chunk`, the data set's last
+    /// fragment when `last`.
+    fn data_pdu(&self, chunk: &[u8], last: bool) -> Vec<u8> {
+        let mut pdu = Vec::with_capacity(chunk.len() + 12);
+        pdu.push(0x04);
+        pdu.push(0);
+        pdu.extend_from_slice(&(chunk.len() as u32 + 6).to_be_bytes());
+        pdu.extend_from_slice(&(chunk.len() as u32 + 2).to_be_bytes());
+        pdu.push(self.context_id);
+        pdu.push(if last { 0x02 } else { 0x00 });
+        pdu.extend_from_slice(chunk);
+        pdu
+    }
+
+    fn send_store(&mut self, instance: &Instance, plan: Plan, stop_after: Option<usize>) {
+        self.queue_store_rq(instance);
         self.transmit();
         assert!(
             plan.pdv + 6 <= self.pdu_max,
@@ -160,15 +179,7 @@ impl Peer {
         let mut sent = 0usize;
         let mut cuts = plan.cuts.iter().cycle();
         for (n, chunk) in chunks.iter().enumerate() {
-            let control = if n + 1 == chunks.len() { 0x02 } else { 0x00 };
-            let mut pdu = Vec::with_capacity(chunk.len() + 12);
-            pdu.push(0x04);
-            pdu.push(0);
-            pdu.extend_from_slice(&(chunk.len() as u32 + 6).to_be_bytes());
-            pdu.extend_from_slice(&(chunk.len() as u32 + 2).to_be_bytes());
-            pdu.push(self.context_id);
-            pdu.push(control);
-            pdu.extend_from_slice(chunk);
+            let pdu = self.data_pdu(chunk, n + 1 == chunks.len());
             // The header and a little of the value, then a pause.
             let head = 12 + chunk.len().min(1000);
             self.stream.write_all(&pdu[..head]).unwrap();
@@ -209,29 +220,11 @@ impl Peer {
     /// bytes (one a PDU) in one write, as a sender far ahead of the server
     /// does, and returns the answer's status.
     fn store_at_once(&mut self, instance: &Instance, pdv: usize) -> Status {
-        let message_id = self.endpoint.next_message_id();
-        let command = Command::CStoreRq(CStoreRq {
-            message_id,
-            priority: Priority::Medium,
-            affected_sop_class_uid: instance.sop_class.clone(),
-            affected_sop_instance_uid: instance.sop_instance.clone(),
-            move_originator: None,
-        });
-        let _fragmenter = self
-            .endpoint
-            .send_command_for_data_set(self.context_id, &command, instance.data_set.len() as u64)
-            .unwrap();
+        self.queue_store_rq(instance);
         let mut wire = self.endpoint.poll_transmit().unwrap();
         let chunks: Vec<&[u8]> = instance.data_set.chunks(pdv).collect();
         for (n, chunk) in chunks.iter().enumerate() {
-            let control = if n + 1 == chunks.len() { 0x02 } else { 0x00 };
-            wire.push(0x04);
-            wire.push(0);
-            wire.extend_from_slice(&(chunk.len() as u32 + 6).to_be_bytes());
-            wire.extend_from_slice(&(chunk.len() as u32 + 2).to_be_bytes());
-            wire.push(self.context_id);
-            wire.push(control);
-            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(&self.data_pdu(chunk, n + 1 == chunks.len()));
         }
         self.stream.write_all(&wire).unwrap();
         self.status()
@@ -351,16 +344,7 @@ fn large_pdvs_are_received_into_the_record_buffer_byte_exact() {
     peer.release();
 
     terminate(served);
-    let stored = stored_instances(&data);
-    assert_eq!(stored.len(), instances.len());
-    for instance in &instances {
-        let part10 = &stored[&instance.sop_instance];
-        assert!(
-            part10_dataset(part10) == instance.data_set,
-            "{} not byte-exact",
-            instance.sop_instance
-        );
-    }
+    assert_stored_byte_exact(&data, &instances);
 }
 
 /// A peer that stops mid-PDV for longer than a receive takes and then goes
