@@ -75,8 +75,14 @@ pub struct PendingValue {
     pub presentation_context_id: u8,
     /// Message control header bit 0 of the PDV.
     pub is_command: bool,
+    /// Message control header bit 1 of the PDV: it ends its command or
+    /// data set.
+    pub is_last: bool,
     /// Value bytes still to come.
     pub remaining: u32,
+    /// Bytes of its PDU after the value: 0 when a PDU header follows it,
+    /// else a PDV item header does.
+    pub pdu_remaining: u32,
 }
 
 /// What the stream decoder found.
@@ -160,6 +166,9 @@ pub struct StreamDecoder {
     current_pdu_type: Option<PduType>,
     /// Type of the PDU the returned error was found in, when known.
     failed_pdu_type: Option<PduType>,
+    /// The largest data-set (not command) PDV value whose header was read
+    /// since [`StreamDecoder::take_data_value_max`] last took it.
+    data_value_max: u32,
 }
 
 impl StreamDecoder {
@@ -173,6 +182,7 @@ impl StreamDecoder {
             control: Vec::new(),
             current_pdu_type: None,
             failed_pdu_type: None,
+            data_value_max: 0,
         }
     }
 
@@ -202,17 +212,35 @@ impl StreamDecoder {
     pub fn pending_value(&self) -> Option<PendingValue> {
         match self.state {
             StreamState::PdvValue {
+                pdu_remaining,
                 presentation_context_id,
                 is_command,
+                is_last,
                 value_remaining,
                 ..
             } if value_remaining > 0 => Some(PendingValue {
                 presentation_context_id,
                 is_command,
+                is_last,
                 remaining: value_remaining,
+                pdu_remaining,
             }),
             _ => None,
         }
+    }
+
+    /// Whether [`StreamDecoder::header_bytes_ahead`] counts the bytes of a
+    /// PDU header (else of a PDV item header, or none).
+    pub fn at_pdu_header(&self) -> bool {
+        self.state == StreamState::PduHeader
+    }
+
+    /// The largest value length of the data-set PDVs (message control
+    /// header bit 0 clear) whose item headers were read since the last
+    /// call, and starts counting again: how large the PDVs a peer sends
+    /// are, for a caller that receives large ones differently.
+    pub fn take_data_value_max(&mut self) -> u32 {
+        std::mem::take(&mut self.data_value_max)
     }
 
     /// When the decoder is at, or inside, a PDU header or a PDV item
@@ -315,6 +343,9 @@ impl StreamDecoder {
                     }
                     self.header_filled = 0;
                     let item = parse_pdv_header(self.header, pdu_remaining)?;
+                    if !item.is_command {
+                        self.data_value_max = self.data_value_max.max(item.value_length);
+                    }
                     self.state = StreamState::PdvValue {
                         pdu_remaining: item.pdu_remaining_after_value,
                         presentation_context_id: item.presentation_context_id,

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use sluice_io::{ConnId, Core, IoBuf, TimerId};
 use sluice_net::assoc::{AssociateResponse, NegotiatedAssociation, Role};
 use sluice_net::dimse::Command;
-use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming, SendError, Timer};
+use sluice_net::endpoint::{Ahead, Endpoint, EndpointConfig, Incoming, SendError, Timer};
 use sluice_net::pdu::AssociateRq;
 
+use super::exact::Exact;
 use super::ingest::segments::Landing;
 use super::ingest::{JobKey, Refused};
 use super::tag::{tag, TagKind};
@@ -135,6 +136,9 @@ pub(crate) struct Connection {
     /// ahead of the core costs one stop of the pooled receive an
     /// instance, not one per buffer.
     pub(crate) lend_preempted: Option<JobKey>,
+    /// Its exact receive of headers, commands and small values, on an
+    /// association that sends large data PDVs.
+    pub(crate) exact: Exact,
     /// How it ended, for the log line.
     pub(crate) outcome: Option<String>,
     /// Its counters.
@@ -180,6 +184,7 @@ impl Connection {
             receiving: None,
             lent: None,
             lend_preempted: None,
+            exact: Exact::default(),
             outcome: None,
             counters: Counters {
                 contexts_accepted: 0,
@@ -306,26 +311,19 @@ impl Connection {
         incoming
     }
 
-    /// Data-set bytes of a streamed data set the stream will carry next
-    /// with nothing between them (the rest of a data PDV), when a receive
-    /// straight into the instance's buffer may take them: a plain
-    /// association (TLS decrypts in user space), open, with no such
-    /// receive pending.
-    pub(crate) fn pending_data_bytes(&self) -> Option<u32> {
-        if self.tls.is_some() || self.lent.is_some() || self.is_closing() {
+    /// Where the stream is, when the next receive may go into a buffer
+    /// (`Core::recv_into`, `Core::recv_some_into`): a plain association
+    /// (TLS decrypts in user space), open, with no such receive pending.
+    pub(crate) fn ahead(&self) -> Option<Ahead> {
+        if self.tls.is_some() || self.lent.is_some() || self.exact.is_lent() || self.is_closing() {
             return None;
         }
-        self.endpoint.pending_data_bytes()
+        self.endpoint.ahead()
     }
 
-    /// Bytes that complete the PDU or PDV header the stream is at while a
-    /// streamed data set arrives, under the same conditions as
-    /// [`Connection::pending_data_bytes`].
-    pub(crate) fn pending_header_bytes(&self) -> Option<usize> {
-        if self.tls.is_some() || self.lent.is_some() || self.is_closing() {
-            return None;
-        }
-        self.endpoint.pending_header_bytes()
+    /// The largest data PDV value the peer sent since the last call.
+    pub(crate) fn take_data_pdv_max(&mut self) -> u32 {
+        self.endpoint.take_data_pdv_max()
     }
 
     /// The next event raised outside the receive path (by a timeout, the

@@ -37,6 +37,7 @@ use super::access;
 use super::admission;
 use super::commitment::Commitment;
 use super::conn::{Connection, Connections, Purpose, Receiving, Timeouts};
+use super::exact::Next;
 use super::failure::Failure;
 use super::ingest::dir_sync::RoundId;
 use super::ingest::replies::ReplyQueue;
@@ -50,11 +51,6 @@ use crate::commit::messages::ToCore;
 use crate::config::AccessService;
 use crate::escape::Escaped;
 use crate::metrics::{RejectedBecause, Request};
-
-/// The smallest rest of a data PDV received straight into its record
-/// buffer: below it the pooled receive's copy costs less than stopping and
-/// re-arming that receive (docs/design/segments.md, "Zero-copy receive").
-const RECEIVE_INTO_RECORD_MIN: u32 = 64 * 1024;
 
 /// Messages from other threads to a core.
 #[derive(Debug)]
@@ -183,17 +179,23 @@ impl CoreHandler {
         );
         let audit = &self.shared.audit;
         let decrypted = self.conns.get_mut(serial).and_then(|conn| {
-            // The runtime delivers nothing while a receive into a record
-            // buffer is pending.
-            debug_assert!(conn.lent.is_none(), "bytes while a buffer is lent");
+            // The runtime delivers nothing while a receive into a buffer
+            // is pending.
+            debug_assert!(
+                conn.lent.is_none() && !conn.exact.is_lent(),
+                "bytes while a buffer is lent"
+            );
             conn.counters.bytes_received += data.len() as u64;
             conn.decrypt(core, data, audit)
         });
         match decrypted {
-            None => self.received_plaintext(core, serial, Received::Pooled(data)),
+            None => {
+                self.received_plaintext(core, serial, Received::Pooled(data));
+                self.next_receive(core, serial, false);
+            }
             Some(plaintext) => {
                 if !plaintext.is_empty() {
-                    self.received_plaintext(core, serial, Received::Decrypted(&plaintext));
+                    self.received_plaintext(core, serial, Received::Copied(&plaintext));
                 }
                 // A TLS failure ended the transport.
                 self.events(core, serial);
@@ -221,59 +223,103 @@ impl CoreHandler {
                 self.answer_stores(core);
             }
         }
-        if matches!(data, Received::Pooled(_)) {
-            self.receive_into_record(core, serial, false);
-        }
     }
 
-    /// When the stream stopped inside a large data PDV of an instance
-    /// arriving into a record buffer, the PDV's rest is received straight
-    /// into its place in that buffer: one receive, no copy
-    /// (docs/design/segments.md, "Zero-copy receive"). Right after such a
-    /// receive (`after_direct`: the pooled receive is not armed again yet)
-    /// the next PDU and PDV headers of the data set are received the same
-    /// way, exactly their bytes, into the buffer past its Part 10 bytes
-    /// (the data overwrites them), so the pooled receive never takes the
-    /// next PDV's value. Anything else, or a receive the runtime cannot
-    /// take over now, stays on the pooled receive and the copy.
-    fn receive_into_record(&mut self, core: &mut Core, serial: u64, after_direct: bool) {
+    /// Asks for the connection's next receive where it pays
+    /// (docs/design/segments.md, "Zero-copy receive" and "Receiving
+    /// exactly"; the decision is [`super::exact::Exact::next`]): the rest
+    /// of a large data PDV straight into its place in the record buffer,
+    /// or headers, a command or a small value exactly into the
+    /// connection's buffer, so the pooled receive does not take what
+    /// follows; else nothing, and the pooled receive goes on (or is armed
+    /// again). `direct`: the last receive went into a buffer.
+    fn next_receive(&mut self, core: &mut Core, serial: u64, direct: bool) {
         let Some(conn) = self.conns.get_mut(serial) else {
             return;
         };
-        let Some(Receiving::Store(key)) = conn.receiving else {
-            return;
+        let key = match conn.receiving {
+            Some(Receiving::Store(key)) => Some(key),
+            _ => None,
         };
-        if conn.lend_preempted == Some(key) {
-            return;
-        }
-        let len = match conn.pending_data_bytes() {
-            Some(pending) if pending >= RECEIVE_INTO_RECORD_MIN => pending as usize,
-            Some(_) => return,
-            None if after_direct => match conn.pending_header_bytes() {
-                Some(header) => header,
-                None => return,
-            },
-            None => return,
-        };
-        let Some((buf, landing)) = self.ingest.lend_record(key, len) else {
-            return;
-        };
-        let tag = tag(TagKind::RecvIntoRecord, serial);
-        match core.recv_into(conn.id, buf, landing.range(), tag) {
-            Ok(()) => conn.lent = Some((key, landing)),
-            Err((error, buf)) => {
-                tracing::trace!(serial, %error, "no receive into the record buffer");
-                self.ingest.landed(key, buf, landing, 0);
+        let lend_preempted = key.is_some() && conn.lend_preempted == key;
+        let streaming = conn.receiving.is_some();
+        let ahead = conn.ahead();
+        match conn.exact.next(ahead, direct, streaming, lend_preempted) {
+            Next::Pooled => {}
+            Next::Record(len) => {
+                let Some(key) = key else {
+                    return;
+                };
+                let Some((buf, landing)) = self.ingest.lend_record(key, len) else {
+                    return;
+                };
+                let tag = tag(TagKind::RecvIntoRecord, serial);
+                match core.recv_into(conn.id, buf, landing.range(), tag) {
+                    Ok(()) => conn.lent = Some((key, landing)),
+                    Err((error, buf)) => {
+                        tracing::trace!(serial, %error, "no receive into the record buffer");
+                        conn.exact.refused(Some(&error));
+                        self.ingest.landed(key, buf, landing, 0);
+                    }
+                }
             }
+            Next::Buffer(len) => {
+                let buf = conn.exact.lend(len);
+                let tag = tag(TagKind::RecvExact, serial);
+                if let Err((error, buf)) = core.recv_some_into(conn.id, buf, 0..len, tag) {
+                    tracing::trace!(serial, %error, "no exact receive");
+                    conn.exact.returned(buf, Some(&error));
+                }
+            }
+        }
+    }
+
+    /// A receive into the connection's buffer ended with `bytes` of the
+    /// stream (headers, a command, a small value): the endpoint reads them
+    /// as any received bytes (data-set bytes among them are copied, as a
+    /// TLS association's are), then the next receive is decided. 0 bytes:
+    /// the pooled receive took the bytes first (they follow), or the
+    /// stream ended.
+    fn received_exact(
+        &mut self,
+        core: &mut Core,
+        serial: u64,
+        buf: sluice_io::AlignedBuf,
+        bytes: usize,
+    ) {
+        let Some(conn) = self.conns.get_mut(serial) else {
+            panic!("an exact receive for connection {serial}, which is gone");
+        };
+        conn.counters.bytes_received += bytes as u64;
+        let received = buf.as_slice().get(..bytes).unwrap_or_default();
+        if !received.is_empty() {
+            self.received_plaintext(core, serial, Received::Copied(received));
+        }
+        if let Some(conn) = self.conns.get_mut(serial) {
+            conn.exact.returned(buf, None);
+        }
+        if bytes > 0 {
+            self.next_receive(core, serial, true);
+        }
+    }
+
+    /// A data set ended on the connection: whether the association sends
+    /// large data PDVs decides whether the next one is received exactly.
+    fn data_set_ended(&mut self, serial: u64) {
+        let records = self.ingest.is_segments();
+        if let Some(conn) = self.conns.get_mut(serial) {
+            let pdv_max = conn.take_data_pdv_max();
+            let eligible = records && conn.tls.is_none();
+            conn.exact.data_set_ended(pdv_max, eligible);
         }
     }
 
     /// A receive into a record buffer ended with `bytes` of the stream in
     /// place. The endpoint reads them there: the rest of the PDV it was
     /// inside comes out as one data range, which the job takes as a
-    /// fragment's bytes without a copy; headers move its decoder on and
-    /// are left for the data to overwrite. The next headers or value go
-    /// the same way when they can, else the pooled receive takes over.
+    /// fragment's bytes without a copy. The next headers or value are
+    /// received exactly when they can ([`CoreHandler::next_receive`]),
+    /// else the pooled receive takes over.
     fn received_into_record(
         &mut self,
         core: &mut Core,
@@ -324,8 +370,11 @@ impl CoreHandler {
         if let Some(conn) = self.conns.get_mut(serial) {
             storage::landed(core, conn, &mut self.ingest, taken, last);
         }
+        if last {
+            self.data_set_ended(serial);
+        }
         if bytes > 0 {
-            self.receive_into_record(core, serial, true);
+            self.next_receive(core, serial, true);
         }
     }
 
@@ -364,6 +413,9 @@ impl CoreHandler {
                 let bytes = data.bytes().get(range.clone()).unwrap_or_default();
                 let lent = data.lend(range);
                 self.data_fragment(core, serial, bytes, lent, last);
+                if last {
+                    self.data_set_ended(serial);
+                }
             }
             Incoming::Violation(violation) => {
                 let Some(conn) = self.conns.get_mut(serial) else {
@@ -825,15 +877,16 @@ enum Received<'a> {
     /// A plain association's receive buffer: its ranges are lent to the
     /// file writes without a copy.
     Pooled(&'a RecvBuf),
-    /// A TLS association's decrypted bytes: a range is copied to be lent.
-    Decrypted(&'a [u8]),
+    /// A TLS association's decrypted bytes, or bytes received exactly into
+    /// the connection's buffer: a range is copied to be lent.
+    Copied(&'a [u8]),
 }
 
 impl Received<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             Received::Pooled(buffer) => buffer,
-            Received::Decrypted(bytes) => bytes,
+            Received::Copied(bytes) => bytes,
         }
     }
 
@@ -841,7 +894,7 @@ impl Received<'_> {
     fn lend(&self, range: std::ops::Range<usize>) -> Option<IoBuf> {
         match self {
             Received::Pooled(buffer) => buffer.slice(range).map(IoBuf::from),
-            Received::Decrypted(bytes) => bytes.get(range).map(|bytes| IoBuf::from(bytes.to_vec())),
+            Received::Copied(bytes) => bytes.get(range).map(|bytes| IoBuf::from(bytes.to_vec())),
         }
     }
 }
@@ -880,12 +933,18 @@ impl Handler for CoreHandler {
                 self.received(core, serial, &data);
             }
             Event::ReceivedInto {
-                conn, buf, bytes, ..
+                conn,
+                buf,
+                bytes,
+                tag,
             } => {
                 let Some(serial) = self.conns.serial_of(conn) else {
                     panic!("a receive into a buffer of {conn:?}, which is not in the table");
                 };
-                self.received_into_record(core, serial, buf, bytes);
+                match split(tag).0 {
+                    Some(TagKind::RecvExact) => self.received_exact(core, serial, buf, bytes),
+                    _ => self.received_into_record(core, serial, buf, bytes),
+                }
             }
             Event::RecvEnded { conn, result } => {
                 let Some(serial) = self.conns.serial_of(conn) else {

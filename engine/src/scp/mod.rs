@@ -28,6 +28,7 @@ mod access;
 mod admission;
 mod commitment;
 mod conn;
+mod exact;
 mod failure;
 mod handler;
 mod ingest;

@@ -47,6 +47,9 @@ pub(crate) enum TagKind {
     /// A data-set PDV's rest received straight into its record buffer
     /// (value: the association's serial).
     RecvIntoRecord = 20,
+    /// Headers, a command or a small value received exactly into the
+    /// connection's buffer (value: the association's serial).
+    RecvExact = 21,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -54,7 +57,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 20] = [
+const KINDS: [TagKind; 21] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -75,6 +78,7 @@ const KINDS: [TagKind; 20] = [
     TagKind::RetrieveShare,
     TagKind::SegmentSync,
     TagKind::RecvIntoRecord,
+    TagKind::RecvExact,
 ];
 
 /// The tag of an operation of `kind` for `value`.

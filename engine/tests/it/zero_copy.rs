@@ -5,7 +5,11 @@
 //! cuts each case needs on the wire (large PDVs, PDVs split over many
 //! writes, stalls mid-PDV, small PDUs, a peer that goes away mid-PDV);
 //! what `sluice serve` stored is exported and compared byte for byte, and
-//! its metrics count the receives into record buffers.
+//! its metrics count the receives into record buffers. Since "Receiving
+//! exactly" the same peer also writes whole instances at once (as
+//! `sluice-loadgen` does), switches between large and small instances,
+//! goes away or aborts while the server receives a header exactly, and
+//! sends malformed PDUs there.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -132,7 +136,9 @@ impl Peer {
 
     /// Sends the C-STORE's command, then its data set as `plan` frames and
     /// cuts it, stopping after `stop_after` bytes of the wire when given.
-    fn send_store(&mut self, instance: &Instance, plan: Plan, stop_after: Option<usize>) {
+    /// Queues the C-STORE-RQ of `instance` in the endpoint; its data set
+    /// is framed by the caller, not by the endpoint's fragmenter.
+    fn queue_store_rq(&mut self, instance: &Instance) {
         let message_id = self.endpoint.next_message_id();
         let command = Command::CStoreRq(CStoreRq {
             message_id,
@@ -141,11 +147,28 @@ impl Peer {
             affected_sop_instance_uid: instance.sop_instance.clone(),
             move_originator: None,
         });
-        // Framed here, not by the endpoint's fragmenter: the plan's PDVs.
         let _fragmenter = self
             .endpoint
             .send_command_for_data_set(self.context_id, &command, instance.data_set.len() as u64)
             .unwrap();
+    }
+
+    /// One P-DATA-TF PDU holding one PDV of `chunk`, the data set's last
+    /// fragment when `last`.
+    fn data_pdu(&self, chunk: &[u8], last: bool) -> Vec<u8> {
+        let mut pdu = Vec::with_capacity(chunk.len() + 12);
+        pdu.push(0x04);
+        pdu.push(0);
+        pdu.extend_from_slice(&(chunk.len() as u32 + 6).to_be_bytes());
+        pdu.extend_from_slice(&(chunk.len() as u32 + 2).to_be_bytes());
+        pdu.push(self.context_id);
+        pdu.push(if last { 0x02 } else { 0x00 });
+        pdu.extend_from_slice(chunk);
+        pdu
+    }
+
+    fn send_store(&mut self, instance: &Instance, plan: Plan, stop_after: Option<usize>) {
+        self.queue_store_rq(instance);
         self.transmit();
         assert!(
             plan.pdv + 6 <= self.pdu_max,
@@ -156,15 +179,7 @@ impl Peer {
         let mut sent = 0usize;
         let mut cuts = plan.cuts.iter().cycle();
         for (n, chunk) in chunks.iter().enumerate() {
-            let control = if n + 1 == chunks.len() { 0x02 } else { 0x00 };
-            let mut pdu = Vec::with_capacity(chunk.len() + 12);
-            pdu.push(0x04);
-            pdu.push(0);
-            pdu.extend_from_slice(&(chunk.len() as u32 + 6).to_be_bytes());
-            pdu.extend_from_slice(&(chunk.len() as u32 + 2).to_be_bytes());
-            pdu.push(self.context_id);
-            pdu.push(control);
-            pdu.extend_from_slice(chunk);
+            let pdu = self.data_pdu(chunk, n + 1 == chunks.len());
             // The header and a little of the value, then a pause.
             let head = 12 + chunk.len().min(1000);
             self.stream.write_all(&pdu[..head]).unwrap();
@@ -199,6 +214,29 @@ impl Peer {
     fn store(&mut self, instance: &Instance, plan: Plan) -> Status {
         self.send_store(instance, plan, None);
         self.status()
+    }
+
+    /// Sends the C-STORE's command and its data set in PDVs of `pdv`
+    /// bytes (one a PDU) in one write, as a sender far ahead of the server
+    /// does, and returns the answer's status.
+    fn store_at_once(&mut self, instance: &Instance, pdv: usize) -> Status {
+        self.queue_store_rq(instance);
+        let mut wire = self.endpoint.poll_transmit().unwrap();
+        let chunks: Vec<&[u8]> = instance.data_set.chunks(pdv).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            wire.extend_from_slice(&self.data_pdu(chunk, n + 1 == chunks.len()));
+        }
+        self.stream.write_all(&wire).unwrap();
+        self.status()
+    }
+
+    /// Writes `bytes` as they are, then reads what the server sends until
+    /// it closes.
+    fn raw(mut self, bytes: &[u8]) -> Vec<u8> {
+        self.stream.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        self.stream.read_to_end(&mut answer).unwrap();
+        answer
     }
 
     fn release(mut self) {
@@ -306,16 +344,7 @@ fn large_pdvs_are_received_into_the_record_buffer_byte_exact() {
     peer.release();
 
     terminate(served);
-    let stored = stored_instances(&data);
-    assert_eq!(stored.len(), instances.len());
-    for instance in &instances {
-        let part10 = &stored[&instance.sop_instance];
-        assert!(
-            part10_dataset(part10) == instance.data_set,
-            "{} not byte-exact",
-            instance.sop_instance
-        );
-    }
+    assert_stored_byte_exact(&data, &instances);
 }
 
 /// A peer that stops mid-PDV for longer than a receive takes and then goes
@@ -370,4 +399,202 @@ fn a_peer_stalled_or_gone_mid_pdv_is_stored_or_dropped_cleanly() {
         assert!(part10_dataset(&stored[&instance.sop_instance]) == instance.data_set);
     }
     assert!(!stored.contains_key(&instances[1].sop_instance));
+}
+
+/// The data-set bytes of `instances`.
+fn data_set_bytes(instances: &[Instance]) -> f64 {
+    instances
+        .iter()
+        .map(|instance| instance.data_set.len() as f64)
+        .sum()
+}
+
+fn assert_stored_byte_exact(data: &Path, instances: &[Instance]) {
+    let stored = stored_instances(data);
+    assert_eq!(stored.len(), instances.len(), "{:?}", stored.keys());
+    for instance in instances {
+        assert!(
+            part10_dataset(&stored[&instance.sop_instance]) == instance.data_set,
+            "{} not byte-exact",
+            instance.sop_instance
+        );
+    }
+}
+
+/// A peer that writes each 512 KiB instance whole at once, in 256 KiB
+/// PDVs, as `sluice-loadgen` does: the first instance arrives through the
+/// pooled receive (and shows the association sends large PDVs), and from
+/// the second on the server receives the headers and the command exactly,
+/// so nearly every data-set byte lands straight in the record buffer
+/// (before "Receiving exactly" the pooled receive took whole instances
+/// first and none did); every instance byte-exact.
+#[test]
+fn instances_written_whole_at_once_land_in_the_record_buffer() {
+    let sent = tempfile::tempdir().unwrap();
+    let instances = instances(sent.path(), 6);
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+    let mut peer = Peer::associate(served.port, &instances[0]);
+    let pdv = peer.pdu_max - 6;
+    assert_eq!(peer.store_at_once(&instances[0], pdv), Status::SUCCESS);
+    let (receives_first, bytes_first) = received_into_record(metrics_port);
+    for instance in &instances[1..] {
+        assert_eq!(peer.store_at_once(instance, pdv), Status::SUCCESS);
+    }
+    let (receives, bytes) = received_into_record(metrics_port);
+    peer.release();
+    let later = data_set_bytes(&instances[1..]);
+    assert!(
+        bytes - bytes_first >= 0.95 * later,
+        "{} of {later} data-set bytes received into the record buffer",
+        bytes - bytes_first
+    );
+    // Two large PDVs an instance, each one receive.
+    assert!(receives - receives_first >= 10.0, "{receives} receives");
+    terminate(served);
+    assert_stored_byte_exact(&data, &instances);
+}
+
+/// One association switching between 512 KiB instances in 256 KiB PDVs
+/// and 40 KB instances in one PDV (and 16 KiB PDVs): a small instance
+/// right after a large one is received exactly (its one PDV, the data
+/// set's last, into the record buffer), and then the association sends no
+/// large PDV, so the next small one goes through the pooled receive with
+/// nothing received into a record; the large ones land in place again
+/// from the second after the switch; all byte-exact.
+#[test]
+fn an_association_switching_between_large_and_small_instances() {
+    let sent = tempfile::tempdir().unwrap();
+    let (large_dir, small_dir) = (sent.path().join("large"), sent.path().join("small"));
+    std::fs::create_dir_all(&large_dir).unwrap();
+    std::fs::create_dir_all(&small_dir).unwrap();
+    let large = instances(&large_dir, 4);
+    let small_files = generated_files_of(&small_dir, 3, 140);
+    let small: Vec<Instance> = small_files
+        .iter()
+        .map(|file| Instance::of(file.as_path()))
+        .collect();
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+    let mut peer = Peer::associate(served.port, &large[0]);
+    let pdv = peer.pdu_max - 6;
+    let counted = || received_into_record(metrics_port).1;
+
+    assert_eq!(peer.store_at_once(&large[0], pdv), Status::SUCCESS);
+    assert_eq!(peer.store_at_once(&large[1], pdv), Status::SUCCESS);
+    let before = counted();
+    assert_eq!(peer.store_at_once(&small[0], pdv), Status::SUCCESS);
+    let after_first_small = counted();
+    assert_eq!(
+        after_first_small - before,
+        small[0].data_set.len() as f64,
+        "the small instance after a large one, in place"
+    );
+    assert_eq!(peer.store_at_once(&small[1], pdv), Status::SUCCESS);
+    assert_eq!(
+        counted(),
+        after_first_small,
+        "a small instance after a small one"
+    );
+    let small_pdvs = Plan {
+        pdv: 16_372,
+        cuts: &[16_384],
+        stall: Duration::ZERO,
+    };
+    assert_eq!(peer.store(&small[2], small_pdvs), Status::SUCCESS);
+    assert_eq!(counted(), after_first_small, "16 KiB PDVs");
+    assert_eq!(peer.store_at_once(&large[2], pdv), Status::SUCCESS);
+    let before = counted();
+    assert_eq!(peer.store_at_once(&large[3], pdv), Status::SUCCESS);
+    assert!(
+        counted() - before >= 0.95 * large[3].data_set.len() as f64,
+        "the large instance after the switch back"
+    );
+    peer.release();
+    terminate(served);
+    let mut all = large;
+    all.extend(small);
+    assert_stored_byte_exact(&data, &all);
+}
+
+/// While the server waits for the next PDU's header exactly (after a large
+/// instance), a peer that sends an A-ABORT ends its association as an
+/// abort, and one that sends three bytes of a header and goes away ends
+/// its association with nothing stored for it; the core serves the next
+/// association.
+#[test]
+fn a_peer_that_aborts_or_goes_away_during_an_exact_header_receive() {
+    let sent = tempfile::tempdir().unwrap();
+    let instances = instances(sent.path(), 3);
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+    let mut aborting = Peer::associate(served.port, &instances[0]);
+    let pdv = aborting.pdu_max - 6;
+    assert_eq!(aborting.store_at_once(&instances[0], pdv), Status::SUCCESS);
+    std::thread::sleep(Duration::from_millis(100));
+    // A-ABORT, service user, no reason: the server closes, sending nothing.
+    let answer = aborting.raw(&[0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+    assert!(answer.is_empty(), "{answer:?}");
+
+    let mut gone = Peer::associate(served.port, &instances[1]);
+    assert_eq!(gone.store_at_once(&instances[1], pdv), Status::SUCCESS);
+    std::thread::sleep(Duration::from_millis(100));
+    gone.stream.write_all(&[0x04, 0, 0]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(gone);
+
+    let mut next = Peer::associate(served.port, &instances[2]);
+    assert_eq!(next.store_at_once(&instances[2], pdv), Status::SUCCESS);
+    next.release();
+    let log = terminate(served);
+    let ended: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("association ended") && line.contains("ZEROCOPY"))
+        .collect();
+    assert_eq!(ended.len(), 3, "{log}");
+    assert!(ended[0].contains("aborted: PeerServiceUser"), "{log}");
+    assert!(ended[1].contains("aborted: TransportClosed"), "{log}");
+    assert!(ended[2].contains("released"), "{log}");
+    assert_stored_byte_exact(&data, &instances);
+}
+
+/// Malformed PDUs received exactly (after a large instance, the server
+/// waiting for the next PDU's header and PDV item header) get the same
+/// answer, byte for byte, as on an association that never left the
+/// pooled receive: one A-ABORT, then the close.
+#[test]
+fn a_malformed_pdu_received_exactly_is_aborted_as_before() {
+    let sent = tempfile::tempdir().unwrap();
+    let instances = instances(sent.path(), 2);
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+    let malformed: [&[u8]; 3] = [
+        // An unknown PDU type.
+        &[0x55, 0, 0, 0, 0, 4, 1, 2, 3, 4],
+        // A P-DATA-TF whose PDV item runs past the PDU.
+        &[0x04, 0, 0, 0, 0, 10, 0, 0, 0, 50, 1, 0, 9, 9, 9, 9],
+        // A P-DATA-TF longer than the Maximum Length.
+        &[0x04, 0, 0x7f, 0, 0, 0, 0, 0, 0, 8, 1, 0],
+    ];
+    for (case, bytes) in malformed.iter().enumerate() {
+        let mut exact = Peer::associate(served.port, &instances[0]);
+        let pdv = exact.pdu_max - 6;
+        assert_eq!(exact.store_at_once(&instances[0], pdv), Status::SUCCESS);
+        std::thread::sleep(Duration::from_millis(100));
+        let answer_exact = exact.raw(bytes);
+        let pooled = Peer::associate(served.port, &instances[1]);
+        let answer_pooled = pooled.raw(bytes);
+        assert_eq!(
+            answer_exact.first(),
+            Some(&0x07),
+            "case {case}: {answer_exact:?}"
+        );
+        assert_eq!(answer_exact.len(), 10, "case {case}: {answer_exact:?}");
+        assert_eq!(answer_exact, answer_pooled, "case {case}");
+    }
+    terminate(served);
 }

@@ -97,13 +97,15 @@ pub(crate) enum Prim {
     RecvMulti {
         fd: RawFd,
     },
-    /// One receive of exactly `length` bytes into `pointer` (io_uring:
-    /// `MSG_WAITALL`, so fewer only when the stream ends, fails or the
-    /// receive is cancelled).
+    /// One receive of at most `length` bytes into `pointer`: with `whole`,
+    /// exactly `length` (io_uring: `MSG_WAITALL`, so fewer only when the
+    /// stream ends, fails or the receive is cancelled), else whatever has
+    /// arrived, at least one byte.
     Recv {
         fd: RawFd,
         pointer: *mut u8,
         length: u32,
+        whole: bool,
     },
     Send {
         fd: RawFd,

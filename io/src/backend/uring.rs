@@ -169,9 +169,10 @@ impl UringBackend {
                 fd,
                 pointer,
                 length,
+                whole,
             } => (
                 opcode::Recv::new(Fd(fd), pointer, length)
-                    .flags(libc::MSG_WAITALL)
+                    .flags(if whole { libc::MSG_WAITALL } else { 0 })
                     .build()
                     .user_data(user_data),
                 None,

@@ -145,6 +145,7 @@ fn issue_body(
                 fd: conn.fd.as_raw_fd(),
                 pointer: target.as_mut_ptr(),
                 length: u32::try_from(length).unwrap_or(u32::MAX),
+                whole: direct.whole,
             }
         }
         OpBody::Send {

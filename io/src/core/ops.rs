@@ -115,6 +115,9 @@ pub(super) struct DirectRecv {
     pub buf: AlignedBuf,
     pub range: std::ops::Range<usize>,
     pub tag: u64,
+    /// Every byte of the range (`MSG_WAITALL`), else whatever has arrived
+    /// (at least one byte).
+    pub whole: bool,
 }
 
 /// Moves `iovecs` (from `first` on) past `bytes` transferred bytes: whole

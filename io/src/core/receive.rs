@@ -3,7 +3,9 @@
 //! backlog), backpressure (a receive the empty pool ended is re-armed
 //! once enough buffers are back), and receives into the handler's own
 //! buffer (`recv_into`: the multishot receive stopped, one plain receive
-//! of a known length, the multishot receive armed again).
+//! of a known length, the multishot receive armed again; `recv_some_into`:
+//! the same, ending with whatever has arrived, for a handler that reads a
+//! stream's headers exactly and must not wait for bytes that may not come).
 //!
 //! Order is what a receive into the handler's buffer must keep: its bytes
 //! are the stream's next ones only if nothing the multishot receive took
@@ -98,14 +100,55 @@ impl Core {
         range: Range<usize>,
         tag: u64,
     ) -> Result<(), (SubmitError, AlignedBuf)> {
+        self.receive_direct(
+            conn,
+            DirectRecv {
+                buf,
+                range,
+                tag,
+                whole: true,
+            },
+        )
+    }
+
+    /// Like [`Core::recv_into`], but the receive ends with whatever the
+    /// stream has, at least one byte and at most `range.len()` (no
+    /// `MSG_WAITALL`): for a caller that wants the next headers exactly
+    /// and must not wait for bytes that may never come (a PDU shorter than
+    /// the room, a peer waiting for an answer). The bytes are the start of
+    /// the range; same order, ownership and refusals as `recv_into`.
+    pub fn recv_some_into(
+        &mut self,
+        conn: ConnId,
+        buf: AlignedBuf,
+        range: Range<usize>,
+        tag: u64,
+    ) -> Result<(), (SubmitError, AlignedBuf)> {
+        self.receive_direct(
+            conn,
+            DirectRecv {
+                buf,
+                range,
+                tag,
+                whole: false,
+            },
+        )
+    }
+
+    fn receive_direct(
+        &mut self,
+        conn: ConnId,
+        direct: DirectRecv,
+    ) -> Result<(), (SubmitError, AlignedBuf)> {
         if self.backend.kind() != BackendKind::Uring {
-            return Err((SubmitError::Unsupported, buf));
+            return Err((SubmitError::Unsupported, direct.buf));
         }
         if let Err(error) = self.check_submit() {
-            return Err((error, buf));
+            return Err((error, direct.buf));
         }
-        if range.is_empty() || range.end > buf.len() || u32::try_from(range.len()).is_err() {
-            return Err((SubmitError::InvalidRanges, buf));
+        let range = &direct.range;
+        if range.is_empty() || range.end > direct.buf.len() || u32::try_from(range.len()).is_err() {
+            return Err((SubmitError::InvalidRanges, direct.buf));
         }
         // Bytes already queued for the handler come before this receive's.
         let queued = self.events.iter().any(|event| match event {
@@ -116,7 +159,7 @@ impl Core {
         });
         let slot = match self.conns.usable_mut(conn.0) {
             Ok(slot) => slot,
-            Err(error) => return Err((error, buf)),
+            Err(error) => return Err((error, direct.buf)),
         };
         let free = slot.state == ConnState::Open
             && slot.recv_wanted
@@ -126,9 +169,9 @@ impl Core {
             && !slot.receives_direct()
             && !queued;
         if !free {
-            return Err((SubmitError::ReceiveBusy, buf));
+            return Err((SubmitError::ReceiveBusy, direct.buf));
         }
-        slot.direct_waiting = Some(Box::new(DirectRecv { buf, range, tag }));
+        slot.direct_waiting = Some(Box::new(direct));
         if slot.recv_op.is_some() {
             // Issued at the multishot receive's final completion.
             self.cancel_multishot(conn.0);
@@ -168,7 +211,9 @@ impl Core {
 
     /// The handler's buffer back, with `bytes` received into it.
     fn hand_back(&mut self, conn: Key, direct: DirectRecv, bytes: usize) {
-        let DirectRecv { buf, range, tag } = direct;
+        let DirectRecv {
+            buf, range, tag, ..
+        } = direct;
         self.push_event(Event::ReceivedInto {
             conn: ConnId(conn),
             tag,
@@ -191,8 +236,9 @@ impl Core {
         slot.op_finished();
         if slot.state == ConnState::Open && !shutting_down {
             // With MSG_WAITALL a short count means the stream ended, failed
-            // or the receive was cancelled: the multishot receive, armed
-            // again, tells which.
+            // or the receive was cancelled (without it, a short count is
+            // what had arrived): the multishot receive, armed again, tells
+            // which.
             let bytes = usize::try_from(result).unwrap_or(0);
             self.hand_back(conn, *direct, bytes);
             match result {

@@ -1,7 +1,10 @@
 //! Receives into the handler's own buffer (`Core::recv_into`): a stream of
 //! length-prefixed messages, each message's payload received in place once
 //! its header is read, checked byte for byte against what a real socket
-//! sent in odd cuts, with stalls, and cut off mid-payload.
+//! sent in odd cuts, with stalls, and cut off mid-payload; and with every
+//! header received exactly too (`Core::recv_some_into`), so the pooled
+//! receive never runs ahead and a sender that writes everything at once
+//! has every payload land in place.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -30,6 +33,8 @@ struct Report {
     in_place_bytes: usize,
     /// Receives into the buffer given back with nothing (preempted).
     preempted: usize,
+    /// Exact receives of headers (`recv_some_into`): the bytes of each.
+    exact: Vec<usize>,
     /// Bytes that came through the pool.
     pooled_bytes: usize,
     /// A partial payload when the stream ended.
@@ -45,6 +50,7 @@ impl std::fmt::Debug for Report {
             .field("in_place", &self.in_place)
             .field("in_place_bytes", &self.in_place_bytes)
             .field("preempted", &self.preempted)
+            .field("exact", &self.exact)
             .field("pooled_bytes", &self.pooled_bytes)
             .field("partial", &self.partial.as_ref().map(Vec::len))
             .field("refusals", &self.refusals)
@@ -61,20 +67,27 @@ struct Payload {
 }
 
 /// The server: reads 4-byte big-endian lengths from the pooled receive and
-/// takes each payload's rest in place when it is long enough.
+/// takes each payload's rest in place when it is long enough. With a
+/// header buffer, it receives every header exactly into it and every
+/// payload in place, whatever its length, from the first bytes on.
 struct Server {
     conn: Option<ConnId>,
     header: Vec<u8>,
     payload: Option<Payload>,
+    /// The buffer headers are received into exactly (out while lent).
+    header_buf: Option<AlignedBuf>,
+    exact: bool,
     report: Report,
 }
 
 impl Server {
-    fn new() -> Server {
+    fn new(exact: bool) -> Server {
         Server {
             conn: None,
             header: Vec::new(),
             payload: None,
+            header_buf: exact.then(|| AlignedBuf::zeroed(64)),
+            exact,
             report: Report::default(),
         }
     }
@@ -124,9 +137,18 @@ impl Server {
 
     fn maybe_lend(&mut self, core: &mut Core) {
         let Some(payload) = self.payload.as_mut() else {
+            if let Some(buf) = self.header_buf.take() {
+                let conn = self.conn.unwrap();
+                let want = 4 - self.header.len();
+                if let Err((error, buf)) = core.recv_some_into(conn, buf, 0..want, 8) {
+                    self.report.refusals.push(error.to_string());
+                    self.header_buf = Some(buf);
+                }
+            }
             return;
         };
-        if payload.len - payload.filled < IN_PLACE_MIN || payload.buf.is_none() {
+        let min = if self.exact { 1 } else { IN_PLACE_MIN };
+        if payload.len - payload.filled < min || payload.buf.is_none() {
             return;
         }
         let buf = payload.buf.take().unwrap();
@@ -139,17 +161,36 @@ impl Server {
 
     fn step(&mut self, core: &mut Core, event: Option<Event>) -> Step<Report> {
         match event {
-            Some(Event::Accepted { conn, .. }) => self.conn = Some(conn),
+            Some(Event::Accepted { conn, .. }) => {
+                self.conn = Some(conn);
+                if self.exact {
+                    self.maybe_lend(core);
+                }
+            }
             Some(Event::Received { data, .. }) => {
                 assert!(
                     self.payload
                         .as_ref()
-                        .is_none_or(|payload| payload.buf.is_some()),
+                        .is_none_or(|payload| payload.buf.is_some())
+                        && self.header_buf.is_some() == self.exact,
                     "bytes delivered while a receive into the buffer is pending"
                 );
                 self.report.pooled_bytes += data.len();
                 self.bytes(&data);
                 self.maybe_lend(core);
+            }
+            Some(Event::ReceivedInto {
+                buf, bytes, tag: 8, ..
+            }) => {
+                assert!(self.header_buf.is_none() && self.payload.is_none());
+                assert!(bytes <= 4 - self.header.len(), "past the header");
+                let received = buf.as_slice()[..bytes].to_vec();
+                self.header_buf = Some(buf);
+                self.report.exact.push(bytes);
+                if bytes > 0 {
+                    self.bytes(&received);
+                    self.maybe_lend(core);
+                }
             }
             Some(Event::ReceivedInto {
                 buf, bytes, tag, ..
@@ -165,8 +206,12 @@ impl Server {
                     self.report.in_place += 1;
                     self.report.in_place_bytes += bytes;
                 }
-                // The next pooled receive lends it again if need be.
+                // The next pooled receive lends it again if need be (the
+                // next receive, when headers are received exactly).
                 self.complete_payload();
+                if self.exact && bytes > 0 {
+                    self.maybe_lend(core);
+                }
             }
             Some(Event::RecvEnded { conn, result }) => {
                 if let Some(payload) = self.payload.take() {
@@ -212,16 +257,27 @@ fn framed(lengths: &[usize]) -> Vec<u8> {
 }
 
 fn serve(backend: BackendChoice, bytes: Vec<u8>, cuts: &[usize], stall: Duration) -> Report {
+    let cuts = cuts.to_vec();
+    serve_with(backend, false, move |address| {
+        send(address, &bytes, &cuts, stall)
+    })
+}
+
+/// A server (`exact`: receiving headers exactly) and a client thread.
+fn serve_with(
+    backend: BackendChoice,
+    exact: bool,
+    client: impl FnOnce(SocketAddr) + Send + 'static,
+) -> Report {
     let _lock = shared_lock();
     let mut config = config(backend, 1);
     config.listen_addrs = vec!["127.0.0.1:0".parse().unwrap()];
-    let (runtime, outcome) = start_script_with(config, || {
-        let mut server = Server::new();
+    let (runtime, outcome) = start_script_with(config, move || {
+        let mut server = Server::new(exact);
         move |core: &mut Core, event: Option<Event>| server.step(core, event)
     });
     let address = runtime.listen_addrs()[0];
-    let cuts = cuts.to_vec();
-    let client = std::thread::spawn(move || send(address, &bytes, &cuts, stall));
+    let client = std::thread::spawn(move || client(address));
     let report = outcome.recv_timeout(OUTCOME_WAIT).expect("the server ends");
     client.join().expect("the client ends");
     runtime.shutdown_and_join(JOIN_WAIT).expect("runtime joins");
@@ -317,4 +373,40 @@ fn the_portable_backend_refuses_and_the_pool_carries_the_bytes() {
         .refusals
         .iter()
         .all(|refusal| *refusal == SubmitError::Unsupported.to_string()));
+}
+
+/// Headers received exactly (`recv_some_into`, no `MSG_WAITALL`) and
+/// payloads in place: a sender that writes the whole stream at once (as
+/// a DICOM sender writes an instance) has every payload byte land in
+/// place and nothing go through the pool; an exact receive ends with what
+/// has arrived (one byte of a header, then a pause) rather than waiting
+/// for all it may take; every message byte-exact; and the end of the
+/// stream ends the header receive waiting for the next message.
+#[test]
+fn headers_received_exactly_keep_the_pool_from_running_ahead() {
+    let bytes = framed(&LENGTHS);
+    let sent = bytes.clone();
+    let report = serve_with(BackendChoice::Uring, true, move |address| {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        // The server's first exact receive is out before any byte comes.
+        std::thread::sleep(Duration::from_millis(300));
+        stream.write_all(&sent[..1]).expect("write");
+        std::thread::sleep(Duration::from_millis(200));
+        stream.write_all(&sent[1..]).expect("write");
+    });
+    assert_eq!(report.end, Some(Ok(())), "{report:?}");
+    assert!(report.refusals.is_empty(), "{:?}", report.refusals);
+    assert_eq!(report.messages.len(), LENGTHS.len(), "{report:?}");
+    for (message, (got, &len)) in report.messages.iter().zip(&LENGTHS).enumerate() {
+        assert!(*got == payload(message, len), "message {message} differs");
+    }
+    assert_eq!(report.pooled_bytes, 0, "{report:?}");
+    assert_eq!(report.preempted, 0, "{report:?}");
+    assert_eq!(report.in_place_bytes, LENGTHS.iter().sum::<usize>());
+    // The first header's first byte alone, then its other three.
+    assert_eq!(report.exact[..2], [1, 3], "{report:?}");
+    assert_eq!(report.exact.iter().sum::<usize>(), 4 * LENGTHS.len());
+    // The last exact receive, waiting for a header, ended with the stream.
+    assert_eq!(report.exact.last(), Some(&0), "{report:?}");
 }

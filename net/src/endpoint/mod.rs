@@ -215,6 +215,33 @@ pub enum Timer {
     Idle,
 }
 
+/// What the stream carries next ([`Endpoint::ahead`]), for a caller that
+/// receives exactly the bytes it wants rather than whatever has arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ahead {
+    /// The next `bytes` complete a PDU header (`pdu`) or a PDV item header.
+    Header {
+        /// Bytes that complete the header.
+        bytes: usize,
+        /// It is a PDU header (its PDV item header, if it is a P-DATA-TF,
+        /// follows it).
+        pdu: bool,
+    },
+    /// The next `remaining` bytes are the rest of a PDV's value.
+    Value {
+        /// Value bytes still to come.
+        remaining: u32,
+        /// They are bytes of a streamed data set, handed out as
+        /// [`Incoming::Data`] ranges ([`Endpoint::pending_data_bytes`]);
+        /// else of a command or a data set collected whole.
+        streamed: bool,
+        /// The PDV ends its command or data set.
+        last: bool,
+        /// The header after it is a PDU header (else a PDV item header).
+        pdu_ends: bool,
+    },
+}
+
 /// One association, either role. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Endpoint {
@@ -541,6 +568,44 @@ impl Endpoint {
             return None;
         }
         self.decoder.header_bytes_ahead()
+    }
+
+    /// Where the stream is, for a caller that receives exactly: at (or
+    /// inside) a PDU or PDV item header, or inside a PDV's value, with how
+    /// many bytes complete it. The next that many bytes of the stream are
+    /// that header's or value's whatever they hold; passed to
+    /// [`Endpoint::receive`] they come out as from any other cut (a
+    /// streamed value's as one [`Incoming::Data`] range). `None` elsewhere
+    /// (a control PDU's body, a PDV of a PDU not delivered, an empty
+    /// value), with events waiting, or once nothing more is read.
+    pub fn ahead(&self) -> Option<Ahead> {
+        if !self.reading || self.is_closed() || !self.events.is_empty() {
+            return None;
+        }
+        if let Some(bytes) = self.decoder.header_bytes_ahead() {
+            return Some(Ahead::Header {
+                bytes,
+                pdu: self.decoder.at_pdu_header(),
+            });
+        }
+        if !self.deliver_pdata {
+            return None;
+        }
+        let pending = self.decoder.pending_value()?;
+        Some(Ahead::Value {
+            remaining: pending.remaining,
+            streamed: !pending.is_command
+                && self.reassembly.streams_on(pending.presentation_context_id),
+            last: pending.is_last,
+            pdu_ends: pending.pdu_remaining == 0,
+        })
+    }
+
+    /// The largest value of the data-set PDVs read since the last call
+    /// (their item headers), and counting starts again: how large the PDVs
+    /// the peer sends are.
+    pub fn take_data_pdv_max(&mut self) -> u32 {
+        self.decoder.take_data_value_max()
     }
 
     /// The next event raised outside [`Endpoint::receive`] (by a timeout, a

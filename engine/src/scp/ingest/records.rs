@@ -25,6 +25,12 @@ use crate::scp::tag::{tag, TagKind};
 use crate::store::layout::Area;
 
 impl Ingest {
+    /// The layout is segments: instances arrive into record buffers that
+    /// [`Ingest::lend_record`] may lend.
+    pub(crate) fn is_segments(&self) -> bool {
+        self.segments.is_some()
+    }
+
     /// Lends job `key`'s record buffer for the next `len` bytes of its data
     /// set to be received straight into their place (the rest of a large
     /// data PDV: docs/design/segments.md, "Zero-copy receive"). `None`

@@ -7,7 +7,7 @@ use super::*;
 use sluice_net::assoc::{AbortCause, AssocError, InvalidPdu};
 use sluice_net::dimse::commitment::ACTION_TYPE_REQUEST_STORAGE_COMMITMENT;
 use sluice_net::dimse::{CCancelRq, CEchoRq, CEchoRsp, CommandField, DimseError, NActionRq};
-use sluice_net::endpoint::{SendError, Timer};
+use sluice_net::endpoint::{Ahead, SendError, Timer};
 use sluice_net::pdata::{encode_message, encode_pdata_tf, Pdv};
 use sluice_net::pdu::{AbortReason, DecodeError, PduType};
 
@@ -274,6 +274,88 @@ fn the_rest_of_a_data_pdv_fed_from_another_buffer_is_one_range() {
     let mut cursor = 0;
     assert_eq!(pair.scp.receive(&command[..14], &mut cursor, now), None);
     assert_eq!(pair.scp.pending_data_bytes(), None, "inside a command PDV");
+}
+
+/// Fed exactly what `ahead` says comes next, header by header and value
+/// by value (as a caller that receives exactly does), a C-STORE goes
+/// through as from any other cut: the command, then the data set whole;
+/// the command's value is not streamed, the data PDVs' are; at the end
+/// the stream is at the next PDU's header, and `take_data_pdv_max` gives
+/// the largest data PDV value once.
+#[test]
+fn fed_exactly_what_ahead_says_a_store_goes_through_piece_by_piece() {
+    let mut pair = Pair::established(16384, 65536);
+    let data = data_set(150_000);
+    let fragmenter = pair
+        .scu
+        .send_command_for_data_set(CT_CONTEXT, &store_rq(1), data.len() as u64)
+        .unwrap();
+    let mut wire = pair.scu.poll_transmit().unwrap();
+    let mut largest = 0;
+    for fragment in fragmenter {
+        let value = fragment.value_range().unwrap();
+        largest = largest.max(value.len());
+        wire.extend_from_slice(&fragment.headers);
+        wire.extend_from_slice(&data[value]);
+    }
+    let now = pair.now;
+    assert_eq!(
+        pair.scp.ahead(),
+        Some(Ahead::Header {
+            bytes: 6,
+            pdu: true
+        })
+    );
+    let (mut at, mut received, mut commands) = (0, Vec::new(), 0);
+    let (mut streamed_values, mut other_values, mut lasts) = (0, 0, 0);
+    while at < wire.len() {
+        let want = match pair.scp.ahead() {
+            Some(Ahead::Header { bytes, .. }) => bytes,
+            Some(Ahead::Value {
+                remaining,
+                streamed,
+                last,
+                ..
+            }) => {
+                if streamed {
+                    streamed_values += 1;
+                    lasts += usize::from(last);
+                } else {
+                    other_values += 1;
+                }
+                remaining as usize
+            }
+            None => panic!("nothing ahead at {at} of {}", wire.len()),
+        };
+        let piece = &wire[at..at + want];
+        at += want;
+        let mut cursor = 0;
+        while let Some(incoming) = pair.scp.receive(piece, &mut cursor, now) {
+            match incoming {
+                Incoming::Command { .. } => commands += 1,
+                Incoming::Data { range, .. } => {
+                    assert_eq!(range, 0..piece.len(), "a value in one range");
+                    received.extend_from_slice(&piece[range]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(cursor, piece.len());
+    }
+    assert_eq!(commands, 1);
+    assert!(received == data, "the data set, whole");
+    assert_eq!(other_values, 1, "the command's value");
+    assert!(streamed_values >= 3, "{streamed_values} data PDVs");
+    assert_eq!(lasts, 1);
+    assert_eq!(
+        pair.scp.ahead(),
+        Some(Ahead::Header {
+            bytes: 6,
+            pdu: true
+        })
+    );
+    assert_eq!(pair.scp.take_data_pdv_max(), largest as u32);
+    assert_eq!(pair.scp.take_data_pdv_max(), 0, "taken");
 }
 
 #[test]
