@@ -34,6 +34,8 @@ order) so drift on a shared machine spreads evenly:
    or the run fails). `--find-instances 0` skips the C-STORE loads.
 2. C-MOVE and C-GET throughput: a study of 512 KB CT instances and one of
    40 KB instances, stored into Sluice and Orthanc, moved to DCMTK storescp
+   (one association at a time, and with `--fork`: a process per
+   association, so a move's parallel associations are taken at once)
    and to a second Sluice, and fetched with C-GET by qr_client (which only
    counts the bytes); beside them the sender's speed of light: what
    Sluice stored (on the segments layout, the default of
@@ -161,7 +163,8 @@ class Peer:
                            f"{self.ae} {self.dir} RW (100000, 1000000mb) ANY\nAETable END\n")
             command = [tool("dcmqrscp"), "-c", config, "--disable-host-lookup"]
         elif kind == "storescp":
-            command = [tool("storescp"), "-aet", self.ae, "-od", self.dir, str(self.port)]
+            command = [tool("storescp"), "-aet", self.ae, "-od", self.dir, *extra,
+                       str(self.port)]
         else:
             raise ValueError(kind)
         self.log = open(log_path, "a")
@@ -617,8 +620,14 @@ def retrieve_part(args, binaries, work_dir):
         total_bytes = sum(os.path.getsize(path) for path in files)
         uid = study_uid(files_dir)
         destination = Peer("storescp", work_dir, binaries, ae="STORESCP")
+        # storescp as sites run it behind a router: `--fork`, a process per
+        # association, so a C-MOVE's parallel sub-operation associations
+        # (Sluice: query.move_associations_max; Orthanc 1.10: one) are taken
+        # at once instead of one after another.
+        forking = Peer("storescp", work_dir, binaries, ae="STORESCPF", extra=["--fork"])
         second = Peer("sluice", work_dir, binaries, ae="SECOND")
-        remote = {"STORESCP": destination.port, "SECOND": second.port, "QRBENCH": free_port()}
+        remote = {"STORESCP": destination.port, "STORESCPF": forking.port,
+                  "SECOND": second.port, "QRBENCH": free_port()}
         # Sluice on `--retrieve-layout` (segments, the default, unless
         # told); `baseline` is the same with the --baseline-sluice binary.
         layout = ["--storage-layout", args.retrieve_layout]
@@ -696,19 +705,20 @@ def retrieve_part(args, binaries, work_dir):
                 results.append(receive)
                 print(json.dumps(receive), flush=True)
                 for kind in order:
-                    for operation, target in [("move", "STORESCP"), ("move", "SECOND"),
-                                              ("get", None)]:
+                    for operation, target in [("move", "STORESCP"), ("move", "STORESCPF"),
+                                              ("move", "SECOND"), ("get", None)]:
                         if args.drop_caches:
                             drop_caches()
                         load_before = os.getloadavg()[0]
                         outcome = retrieve(binaries, sources[kind], operation, uid, target)
                         outcome["load_average_1m"] = [load_before, os.getloadavg()[0]]
-                        if target == "STORESCP":
+                        if target in ("STORESCP", "STORESCPF"):
                             # What storescp wrote, so a large set fits the
                             # disk over repetitions (the second Sluice keeps
                             # one copy: the next move's are duplicates).
-                            for entry in os.listdir(destination.dir):
-                                os.remove(os.path.join(destination.dir, entry))
+                            emptied = destination if target == "STORESCP" else forking
+                            for entry in os.listdir(emptied.dir):
+                                os.remove(os.path.join(emptied.dir, entry))
                         seconds = max(outcome["seconds"], 1e-9)
                         outcome.update(set=name, peer=kind, operation=operation,
                                        destination=target or "qr_client", repetition=repetition,
@@ -720,7 +730,7 @@ def retrieve_part(args, binaries, work_dir):
         finally:
             sink.kill()
             sink.wait()
-            for peer in [destination, second, *sources.values()]:
+            for peer in [destination, forking, second, *sources.values()]:
                 peer.stop()
     return results
 
