@@ -254,6 +254,26 @@ mod tests {
         );
     }
 
+    /// The window answered: one operation the requester invokes, up to
+    /// `query.get_operations_outstanding_max` it performs (a C-GET's
+    /// C-STOREs); none at 1.
+    #[test]
+    fn the_get_window_is_one_invoked_and_the_configured_performed() {
+        let policy = acceptor_policy(&Config::from_args(["sluice"]).unwrap());
+        assert_eq!(
+            policy.asynchronous_operations_window,
+            Some(AsynchronousOperationsWindow {
+                operations_invoked_max: 1,
+                operations_performed_max: 16,
+            })
+        );
+        let config = Config::from_args(["sluice", "--query-get-outstanding-max", "1"]).unwrap();
+        assert_eq!(
+            acceptor_policy(&config).asynchronous_operations_window,
+            None
+        );
+    }
+
     #[test]
     fn every_relaxable_check_has_its_option() {
         let mut args = vec!["sluice".to_owned()];

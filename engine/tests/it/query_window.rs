@@ -41,6 +41,27 @@ fn pynetdicom_get(port: u16, study: &str, out: &Path, extra: &[&str]) -> PeerOut
     python_peer("qr_scu.py", &args, PEER_TIMEOUT)
 }
 
+/// Asserts that a C-GET of the bulk study completed every sub-operation
+/// (0000, `-/BULK/0/0`) with the window `answered` ("invoked/performed").
+fn assert_whole(result: &PeerOutput, answered: &str) {
+    assert_eq!(
+        result.string("status_hex").as_deref(),
+        Some("0000"),
+        "{result:?}"
+    );
+    let total = format!("-/{BULK}/0/0");
+    assert_eq!(
+        result.string("final_counts").as_deref(),
+        Some(total.as_str()),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.string("window_answered").as_deref(),
+        Some(answered),
+        "{result:?}"
+    );
+}
+
 /// The `key=value` of the server's last "retrieve answered" line.
 fn last_answer_field(log: &str, key: &str) -> Option<String> {
     let line = log
@@ -57,7 +78,6 @@ fn a_get_with_a_window_keeps_several_sub_operations_outstanding_and_arrives_byte
     let (served, bulk) = served_with_bulk(&files.path().join("corpus"));
     let refs: Vec<&Instance> = bulk.iter().collect();
     let study = bulk[0].study.clone();
-    let total = format!("-/{BULK}/0/0");
 
     // A window of 4: Sluice answers 1 invoked / 4 performed, and has the
     // requester's window full while it waits in each sub-operation.
@@ -69,16 +89,7 @@ fn a_get_with_a_window_keeps_several_sub_operations_outstanding_and_arrives_byte
         &["--window", "4", "--store-delay", "0.1"],
     );
     let log = served.log();
-    assert_eq!(
-        result.string("status_hex").as_deref(),
-        Some("0000"),
-        "{result:?}\n{log}"
-    );
-    assert_eq!(
-        result.string("final_counts").as_deref(),
-        Some(total.as_str())
-    );
-    assert_eq!(result.string("window_answered").as_deref(), Some("1/4"));
+    assert_whole(&result, "1/4");
     let queued: usize = result.string("stores_queued_max").unwrap().parse().unwrap();
     assert!(
         queued >= 2,
@@ -96,31 +107,13 @@ fn a_get_with_a_window_keeps_several_sub_operations_outstanding_and_arrives_byte
     // proposed: 16 answered; nothing delayed, every byte still right.
     let out = files.path().join("wide");
     let result = pynetdicom_get(served.port, &study, &out, &["--window", "100"]);
-    assert_eq!(
-        result.string("status_hex").as_deref(),
-        Some("0000"),
-        "{result:?}"
-    );
-    assert_eq!(
-        result.string("final_counts").as_deref(),
-        Some(total.as_str())
-    );
-    assert_eq!(result.string("window_answered").as_deref(), Some("1/16"));
+    assert_whole(&result, "1/16");
     assert_same_data_sets(&refs, &received(&out));
 
     // No window proposed: none answered, one sub-operation at a time.
     let out = files.path().join("synchronous");
     let result = pynetdicom_get(served.port, &study, &out, &["--store-delay", "0.05"]);
-    assert_eq!(
-        result.string("status_hex").as_deref(),
-        Some("0000"),
-        "{result:?}"
-    );
-    assert_eq!(
-        result.string("final_counts").as_deref(),
-        Some(total.as_str())
-    );
-    assert_eq!(result.string("window_answered").as_deref(), Some("1/1"));
+    assert_whole(&result, "1/1");
     assert_eq!(
         result.string("stores_queued_max").as_deref(),
         Some("0"),
@@ -221,44 +214,45 @@ fn a_get_with_a_window_can_be_cancelled() {
     // The server goes on: the whole study again.
     let again = files.path().join("again");
     let result = pynetdicom_get(served.port, &bulk[0].study, &again, &["--window", "4"]);
-    assert_eq!(
-        result.string("status_hex").as_deref(),
-        Some("0000"),
-        "{result:?}"
-    );
+    assert_whole(&result, "1/4");
     served.stop();
 }
 
-/// A requester that answers a Message ID Sluice never sent is aborted, and
-/// said so; the server goes on.
+/// A requester that answers a Message ID Sluice never sent, or answers a
+/// sub-operation twice, is aborted, and said so; the server goes on.
 #[test]
-fn a_requester_answering_an_unknown_message_id_is_aborted() {
+fn a_requester_answering_an_unknown_message_id_or_twice_is_aborted() {
     let files = tempfile::tempdir().unwrap();
     let (served, bulk) = served_with_bulk(&files.path().join("corpus"));
-    let out = files.path().join("broken");
-    let result = pynetdicom_get(
-        served.port,
-        &bulk[0].study,
-        &out,
-        &["--window", "4", "--answer-unknown-id"],
-    );
-    assert_eq!(
-        result.string("status_hex").as_deref(),
-        Some("none"),
-        "{result:?}"
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !served.log().contains("which has no C-STORE outstanding") {
-        assert!(std::time::Instant::now() < deadline, "{}", served.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    for (n, flag) in ["--answer-unknown-id", "--answer-twice"]
+        .into_iter()
+        .enumerate()
+    {
+        let out = files.path().join(format!("broken-{n}"));
+        let result = pynetdicom_get(served.port, &bulk[0].study, &out, &["--window", "4", flag]);
+        assert_eq!(
+            result.string("status_hex").as_deref(),
+            Some("none"),
+            "{flag}: {result:?}"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while served
+            .log()
+            .matches("which has no C-STORE outstanding")
+            .count()
+            <= n
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{flag}: {}",
+                served.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     let out = files.path().join("after");
     let result = pynetdicom_get(served.port, &bulk[0].study, &out, &["--window", "4"]);
-    assert_eq!(
-        result.string("status_hex").as_deref(),
-        Some("0000"),
-        "{result:?}"
-    );
+    assert_whole(&result, "1/4");
     assert_eq!(received(&out).len(), BULK);
     served.stop();
 }
