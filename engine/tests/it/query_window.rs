@@ -6,12 +6,11 @@
 //! message queue: more than none only when Sluice had several outstanding.
 
 use std::path::Path;
-use std::process::Command;
 
-use sluice_tests::{dcmtk, python_peer, run, PeerOutput};
+use sluice_tests::{python_peer, PeerOutput};
 
 use crate::qr_corpus::{corpus_with, store_instances, Instance, AE, PEER_TIMEOUT};
-use crate::query::{assert_same_data_sets, received};
+use crate::query::{assert_same_data_sets, getscu_study_root, received};
 use crate::serve::Served;
 
 /// Instances of 300 KB: more than a send chunk (256 KiB) each, so an
@@ -129,18 +128,14 @@ fn a_get_with_a_window_keeps_several_sub_operations_outstanding_and_arrives_byte
 
     // DCMTK getscu proposes no window: as before.
     let out = files.path().join("getscu");
-    std::fs::create_dir_all(&out).unwrap();
-    let output = run(
-        Command::new(dcmtk("getscu"))
-            .env("TCP_NODELAY", "1")
-            .args(["-v", "-S", "-aec", AE, "-od"])
-            .arg(&out)
-            .args(["-k", "QueryRetrieveLevel=STUDY"])
-            .args(["-k", &format!("StudyInstanceUID={study}")])
-            .args(["127.0.0.1", &served.port.to_string()]),
-        PEER_TIMEOUT,
+    let getscu_log = getscu_study_root(
+        served.port,
+        &out,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={study}"),
+        ],
     );
-    let getscu_log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         getscu_log.contains(&format!("Number of Completed Suboperations : {BULK}")),
         "{getscu_log}"
