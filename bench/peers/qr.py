@@ -242,11 +242,16 @@ def drop_caches():
         file.write("3\n")
 
 
-def retrieve(binaries, peer, operation, study_uid, destination=None):
+def retrieve(binaries, peer, operation, study_uid, destination=None, window=1):
+    """One C-MOVE or C-GET by qr_client; a C-GET with `window` > 1 proposes
+    an Asynchronous Operations Window of that many sub-operations (the
+    outcome's "window" is what the SCP answered: 1 when none)."""
     keys = f"QueryRetrieveLevel=STUDY;StudyInstanceUID={study_uid}"
     command = [binaries["qr_client"], operation, str(peer.port), peer.ae, "study", keys]
     if destination:
         command.append(destination)
+    if window > 1:
+        command += ["--window", str(window)]
     return run_json(command, timeout=3600)
 
 
@@ -705,13 +710,26 @@ def retrieve_part(args, binaries, work_dir):
                 results.append(receive)
                 print(json.dumps(receive), flush=True)
                 for kind in order:
-                    for operation, target in [("move", "STORESCP"), ("move", "STORESCPF"),
-                                              ("move", "SECOND"), ("get", None)]:
+                    # C-GET one sub-operation at a time (no window proposed),
+                    # then proposing --get-window: Sluice answers it, a
+                    # peer that answers none (Orthanc) goes on one at a time
+                    # (the row says what was answered).
+                    windows = [1] + ([args.get_window] if args.get_window > 1 else [])
+                    runs = [("move", "STORESCP", 1), ("move", "STORESCPF", 1),
+                            ("move", "SECOND", 1)] + [("get", None, w) for w in windows]
+                    for operation, target, window in runs:
                         if args.drop_caches:
                             drop_caches()
                         load_before = os.getloadavg()[0]
-                        outcome = retrieve(binaries, sources[kind], operation, uid, target)
+                        cpu_before = sum(tree_cpu_seconds(sources[kind].process.pid))
+                        outcome = retrieve(binaries, sources[kind], operation, uid, target,
+                                           window)
+                        cpu = sum(tree_cpu_seconds(sources[kind].process.pid)) - cpu_before
                         outcome["load_average_1m"] = [load_before, os.getloadavg()[0]]
+                        outcome["server_cpu_s_per_gb"] = cpu / (total_bytes / 1e9)
+                        if window > 1:
+                            target = (f"qr_client, window {window} proposed, "
+                                      f"{outcome.get('window', 1)} answered")
                         if target in ("STORESCP", "STORESCPF"):
                             # What storescp wrote, so a large set fits the
                             # disk over repetitions (the second Sluice keeps
@@ -838,8 +856,9 @@ def markdown(results):
     retrieves = results["retrieve"]
     if retrieves:
         lines += ["### C-MOVE and C-GET throughput (one study, request to final response)", "",
-                  "| set | source | operation | destination | MB/s | instances/s |",
-                  "| --- | --- | --- | --- | ---: | ---: |"]
+                  "| set | source | operation | destination | MB/s | instances/s | "
+                  "source CPU s/GB |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: |"]
         combos = sorted({(r["set"], r.get("peer", ""), r.get("operation", ""),
                           r.get("destination", "")) for r in retrieves if "peer" in r})
         for combo in combos:
@@ -847,9 +866,11 @@ def markdown(results):
                                                              r["destination"]) == combo]
             loads = [value for r in runs for value in r.get("load_average_1m", [])]
             load = f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else ""
+            cpu = [r["server_cpu_s_per_gb"] for r in runs if "server_cpu_s_per_gb" in r]
             lines.append(f"| {combo[0]} | {combo[1]} | C-{combo[2].upper()} | {combo[3]}{load} | "
                          f"{median([r['mb_s'] for r in runs]):.1f} | "
-                         f"{median([r['instances_s'] for r in runs]):.0f} |")
+                         f"{median([r['instances_s'] for r in runs]):.0f} | "
+                         f"{f'{median(cpu):.2f}' if cpu else ''} |")
         for name in sorted({r["set"] for r in retrieves}):
             speed = [r for r in retrieves if r["set"] == name and r.get("kind") == "speed-of-light"]
             if speed:
@@ -926,6 +947,9 @@ def main():
     parser.add_argument("--retrieve-peers", default="sluice,orthanc")
     parser.add_argument("--retrieve-ct", type=int, default=100)
     parser.add_argument("--retrieve-small", type=int, default=1000)
+    parser.add_argument("--get-window", type=int, default=16,
+                        help="C-GET is also run proposing an Asynchronous Operations Window "
+                             "of this many sub-operations (1: only without)")
     parser.add_argument("--retrieve-layout", default="segments", choices=["segments", "files"],
                         help="the storage layout of the Sluice retrieve sources")
     parser.add_argument("--baseline-sluice", default=None,

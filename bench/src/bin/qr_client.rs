@@ -6,7 +6,7 @@
 //! ```text
 //! qr_client find  <port> <called AE> <study|patient> <queries file> <count> [--relational]
 //! qr_client move  <port> <called AE> <study|patient> <keys> <destination AE>
-//! qr_client get   <port> <called AE> <study|patient> <keys>
+//! qr_client get   <port> <called AE> <study|patient> <keys> [--window N]
 //! qr_client sink  <port>
 //! qr_client read-send <port> <files list> [--via serial|threads|sendfile|splice]
 //! ```
@@ -17,7 +17,12 @@
 //! and prints the latency percentiles (request written to final response
 //! read) and the matches per query as one JSON line. `move` and `get` time
 //! one retrieve (request to final response) and print the counts, and for
-//! `get` the bytes received. `sink` and `read-send` are the sender's speed
+//! `get` the bytes received. `get --window N` (N > 1) proposes an
+//! Asynchronous Operations Window (PS3.7 D.3.3.3) in which it performs up to
+//! N C-STORE sub-operations outstanding (it answers each as its data set
+//! ends, whatever came after it), and prints the window the SCP answered
+//! (`window`: the sub-operations the SCP may have outstanding, 1 when it
+//! answered none, i.e. one at a time). `sink` and `read-send` are the sender's speed
 //! of light: `read-send` reads each listed file (a line `path`: the whole
 //! file; `path<TAB>offset<TAB>length`: that range of it, as a segment's
 //! records are read) and writes it to a loopback socket that `sink` drains,
@@ -40,7 +45,7 @@ use sluice_net::dimse::{
     CFindRq, CGetRq, CMoveRq, CStoreRsp, Command, Priority, Status, StatusDetail,
 };
 use sluice_net::endpoint::{DataSet, Endpoint, EndpointConfig, Incoming};
-use sluice_net::pdu::SopClassExtendedNegotiation;
+use sluice_net::pdu::{AsynchronousOperationsWindow, SopClassExtendedNegotiation};
 use sluice_net::query::{model, InformationModel, Operation};
 use sluice_net::uid;
 
@@ -48,11 +53,22 @@ const READ_BUFFER_BYTES: usize = 1 << 20;
 const PDU_LENGTH_MAX: u32 = 1 << 20;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut window = 1u16;
+    if let Some(at) = args.iter().position(|arg| arg == "--window") {
+        match args.get(at + 1).and_then(|value| value.parse::<u16>().ok()) {
+            Some(value) if value >= 1 => window = value,
+            _ => {
+                eprintln!("qr_client: --window takes a count of 1 or more");
+                return ExitCode::FAILURE;
+            }
+        }
+        args.drain(at..at + 2);
+    }
     let result = match args.first().map(String::as_str) {
         Some("find") if args.len() >= 6 => find(&args[1..]),
-        Some("move") if args.len() == 6 => retrieve(&args[1..], Operation::Move),
-        Some("get") if args.len() == 5 => retrieve(&args[1..], Operation::Get),
+        Some("move") if args.len() == 6 => retrieve(&args[1..], Operation::Move, 1),
+        Some("get") if args.len() == 5 => retrieve(&args[1..], Operation::Get, window),
         Some("sink") if args.len() == 2 => sink(&args[1]),
         Some("read-send") if args.len() == 3 => read_send(&args[1], &args[2], Via::Serial),
         Some("read-send") if args.len() == 5 && args[3] == "--via" => {
@@ -115,11 +131,14 @@ struct Association {
 }
 
 impl Association {
+    /// An association proposing `contexts`, `extended`, and (`window` > 1)
+    /// an Asynchronous Operations Window: one operation invoked, `window`
+    /// performed.
     fn open(
         port: u16,
         called: &str,
         contexts: Vec<ProposedPresentationContext>,
-        extended: Vec<SopClassExtendedNegotiation>,
+        (extended, window): (Vec<SopClassExtendedNegotiation>, u16),
     ) -> Result<Association, String> {
         let proposal = AssociationProposal {
             calling_ae_title: "QRBENCH".into(),
@@ -128,7 +147,10 @@ impl Association {
             pdu_length_max_receive: PDU_LENGTH_MAX,
             implementation_class_uid: "1.2.826.0.1.3680043.10.1234.99".into(),
             implementation_version_name: Some("QRBENCH".into()),
-            asynchronous_operations_window: None,
+            asynchronous_operations_window: (window > 1).then_some(AsynchronousOperationsWindow {
+                operations_invoked_max: 1,
+                operations_performed_max: window,
+            }),
             user_identity: None,
         };
         let mut rq = proposal.to_associate_rq().map_err(|e| e.to_string())?;
@@ -254,7 +276,7 @@ fn find(args: &[String]) -> Result<(), String> {
             transfer_syntaxes: vec![uid::ts::EXPLICIT_VR_LITTLE_ENDIAN.into()],
             roles: None,
         }],
-        extended,
+        (extended, 1),
     )?;
     let context_id = association.context_id(sop_class)?;
     let identifiers: Vec<Vec<u8>> = queries
@@ -313,7 +335,7 @@ fn find(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn retrieve(args: &[String], operation: Operation) -> Result<(), String> {
+fn retrieve(args: &[String], operation: Operation, window: u16) -> Result<(), String> {
     let port: u16 = args[0].parse().map_err(|_| "bad port")?;
     let called = &args[1];
     let model = model_of(&args[2])?;
@@ -336,8 +358,15 @@ fn retrieve(args: &[String], operation: Operation) -> Result<(), String> {
             });
         }
     }
-    let mut association = Association::open(port, called, contexts, Vec::new())?;
+    let mut association = Association::open(port, called, contexts, (Vec::new(), window))?;
     let context_id = association.context_id(sop_class)?;
+    // The sub-operations the SCP may invoke outstanding (the AC's
+    // operations performed by us; 0 is unlimited).
+    let window_answered = association.endpoint.negotiated().map_or(1, |negotiated| {
+        negotiated
+            .asynchronous_operations_window
+            .operations_performed_max
+    });
     let message_id = association.endpoint.next_message_id();
     let rq = match operation {
         Operation::Move => Command::CMoveRq(CMoveRq {
@@ -417,7 +446,7 @@ fn retrieve(args: &[String], operation: Operation) -> Result<(), String> {
     let seconds = started.elapsed().as_secs_f64();
     association.release();
     println!(
-        "{{\"status\": \"{:04X}\", \"completed\": {}, \"failed\": {}, \"warning\": {}, \"seconds\": {seconds:.4}, \"received_instances\": {stored}, \"received_bytes\": {bytes}}}",
+        "{{\"status\": \"{:04X}\", \"completed\": {}, \"failed\": {}, \"warning\": {}, \"seconds\": {seconds:.4}, \"received_instances\": {stored}, \"received_bytes\": {bytes}, \"window\": {window_answered}}}",
         final_status.0, counts.0, counts.1, counts.2
     );
     Ok(())

@@ -626,6 +626,19 @@ config_options! {
         move_associations_max: u32 = 4,
             kind IntKind::<u32>::new(1, 64), flag "query-move-associations";
 
+        /// The most C-STORE sub-operations of one C-GET that Sluice keeps
+        /// outstanding on the requester's association (sent, their answer
+        /// not yet come), when the requester proposes an Asynchronous
+        /// Operations Window (PS3.7 D.3.3.3): Sluice answers the window
+        /// with this many operations it may invoke (at most what the
+        /// requester said it performs) and one it performs (a second
+        /// request before the answer to the first is not allowed). A
+        /// requester that proposes no window (DCMTK getscu, Orthanc) gets
+        /// one at a time, as does every requester when this is 1 (no
+        /// window item is answered).
+        get_operations_outstanding_max: u32 = 16,
+            kind IntKind::<u32>::new(1, 1024), flag "query-get-outstanding-max";
+
         /// The memory one core lends to retrieval's file reads and sends at
         /// once (C-MOVE and C-GET sub-operations). Senders wait for a send
         /// to complete when it is in use, so retrieval never takes memory

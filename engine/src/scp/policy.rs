@@ -4,6 +4,7 @@
 //! commitment (the main AE, or a separate one: requirements §3).
 
 use sluice_net::assoc::{AcceptedAbstractSyntax, AcceptorPolicy, AeTitleFilter};
+use sluice_net::pdu::AsynchronousOperationsWindow;
 use sluice_net::scan::{Leniency, LenientCheck};
 use sluice_net::uid;
 
@@ -192,7 +193,23 @@ pub fn acceptor_policy(config: &Config) -> AcceptorPolicy {
         }
     }
     policy.abstract_syntaxes.extend(query_abstract_syntaxes());
+    policy.asynchronous_operations_window = get_window(config);
     policy
+}
+
+/// The Asynchronous Operations Window answered to a requester that proposes
+/// one (PS3.7 D.3.3.3; the AC's fields are what the requester may do): it
+/// may invoke one operation at a time (Sluice performs its requests one
+/// after the other), and perform up to `query.get_operations_outstanding_max`
+/// (the C-STORE sub-operations of a C-GET Sluice keeps outstanding);
+/// `net`'s negotiation takes the smaller of each and the requester's.
+/// `None` (synchronous, no item answered) when that key is 1.
+fn get_window(config: &Config) -> Option<AsynchronousOperationsWindow> {
+    let outstanding = config.query.get_operations_outstanding_max;
+    (outstanding > 1).then(|| AsynchronousOperationsWindow {
+        operations_invoked_max: 1,
+        operations_performed_max: u16::try_from(outstanding).unwrap_or(u16::MAX),
+    })
 }
 
 /// The acceptor policy of a separate Storage Commitment AE
@@ -234,6 +251,26 @@ mod tests {
         assert_eq!(
             storage_transfer_syntaxes(&config).len(),
             uid::SEED_TRANSFER_SYNTAXES.len()
+        );
+    }
+
+    /// The window answered: one operation the requester invokes, up to
+    /// `query.get_operations_outstanding_max` it performs (a C-GET's
+    /// C-STOREs); none at 1.
+    #[test]
+    fn the_get_window_is_one_invoked_and_the_configured_performed() {
+        let policy = acceptor_policy(&Config::from_args(["sluice"]).unwrap());
+        assert_eq!(
+            policy.asynchronous_operations_window,
+            Some(AsynchronousOperationsWindow {
+                operations_invoked_max: 1,
+                operations_performed_max: 16,
+            })
+        );
+        let config = Config::from_args(["sluice", "--query-get-outstanding-max", "1"]).unwrap();
+        assert_eq!(
+            acceptor_policy(&config).asynchronous_operations_window,
+            None
         );
     }
 

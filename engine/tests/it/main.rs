@@ -28,6 +28,7 @@ mod qr_corpus;
 mod qrscu;
 mod query;
 mod query_names;
+mod query_window;
 mod real_files;
 mod recovery;
 mod segment_ingest;

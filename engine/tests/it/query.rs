@@ -490,19 +490,15 @@ fn getscu_and_pynetdicom_get_receive_on_the_same_association() {
         .collect();
     assert_eq!(series.len(), 3);
     let out = files.path().join("getscu");
-    std::fs::create_dir_all(&out).unwrap();
-    let output = run(
-        Command::new(dcmtk("getscu"))
-            .env("TCP_NODELAY", "1")
-            .args(["-v", "-S", "-aec", AE, "-od"])
-            .arg(&out)
-            .args(["-k", "QueryRetrieveLevel=SERIES"])
-            .args(["-k", &format!("StudyInstanceUID={}", series[0].study)])
-            .args(["-k", &format!("SeriesInstanceUID={}", series[0].series)])
-            .args(["127.0.0.1", &served.port.to_string()]),
-        PEER_TIMEOUT,
+    let log = getscu_study_root(
+        served.port,
+        &out,
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &format!("StudyInstanceUID={}", series[0].study),
+            &format!("SeriesInstanceUID={}", series[0].series),
+        ],
     );
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         log.contains("Number of Completed Suboperations : 3"),
         "{log}"
@@ -523,6 +519,21 @@ fn getscu_and_pynetdicom_get_receive_on_the_same_association() {
     );
     pynetdicom_get(served.port, &keys, &out, &["--relational"], 2);
     assert_eq!(received(&out).len(), 2);
+}
+
+/// One DCMTK getscu (Study Root) of `keys` into `out` (made); its log.
+pub(crate) fn getscu_study_root(port: u16, out: &Path, keys: &[&str]) -> String {
+    std::fs::create_dir_all(out).unwrap();
+    let mut command = Command::new(dcmtk("getscu"));
+    command
+        .env("TCP_NODELAY", "1")
+        .args(["-v", "-S", "-aec", AE, "-od"])
+        .arg(out);
+    for key in keys {
+        command.args(["-k", key]);
+    }
+    let output = run(command.args(["127.0.0.1", &port.to_string()]), PEER_TIMEOUT);
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// C-GETs of instances larger than a send chunk (256 KiB: several chunks

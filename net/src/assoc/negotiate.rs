@@ -92,8 +92,14 @@ pub struct AcceptorPolicy {
     pub implementation_class_uid: String,
     /// Our Implementation Version Name (1-16 characters).
     pub implementation_version_name: Option<String>,
-    /// The asynchronous operations window we support; `None` answers no
-    /// window sub-item, i.e. synchronous operation (1/1).
+    /// The asynchronous operations window we support, in the AC's sense
+    /// (PS3.7 D.3.3.3): `operations_invoked_max` is how many outstanding
+    /// operations we let the requestor invoke (we perform them),
+    /// `operations_performed_max` how many we let it perform (we invoke
+    /// them; a C-GET's C-STOREs). Each is answered as the smaller of this
+    /// and the requestor's proposal (0 = unlimited), and only when the
+    /// requestor proposed a window. `None` answers no window sub-item, i.e.
+    /// synchronous operation (1/1).
     pub asynchronous_operations_window: Option<AsynchronousOperationsWindow>,
     /// Whose order picks the transfer syntax of a context when the requestor
     /// proposes several we accept.
@@ -214,7 +220,10 @@ pub struct NegotiatedAssociation {
     pub peer_implementation_class_uid: Option<String>,
     /// The peer's Implementation Version Name.
     pub peer_implementation_version_name: Option<String>,
-    /// The negotiated asynchronous operations window (1/1 unless both sides agreed otherwise).
+    /// The negotiated asynchronous operations window (1/1 unless both sides
+    /// agreed otherwise), as the AC carries it: the requestor may have
+    /// `operations_invoked_max` of its requests outstanding, the acceptor
+    /// `operations_performed_max` of its own (0 = unlimited).
     pub asynchronous_operations_window: AsynchronousOperationsWindow,
     /// The requestor's user identity sub-item, if any (not verified by net).
     pub user_identity: Option<UserIdentityRequest>,

@@ -63,13 +63,18 @@ impl QueryRetrieve {
     }
 
     /// Starts a lane's next sub-operation (the one already opened while the
-    /// previous response was awaited, if any), or releases a C-MOVE lane
-    /// with nothing left to send.
+    /// window was full, if any) when none is being sent and its window has
+    /// room, or releases a C-MOVE lane with nothing left to send and
+    /// nothing outstanding.
     pub(super) fn lane_next(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             return;
         };
-        debug_assert!(lane.transfer.is_none(), "a lane started two transfers");
+        if lane.transfer.is_some() || lane.outstanding.len() >= lane.window {
+            // Sending one, or the window is full: an answer or the end of
+            // that one's data set comes back here.
+            return;
+        }
         let origin = lane.origin;
         let Some(conn) = conns.get_mut(serial) else {
             return;
@@ -97,6 +102,7 @@ impl QueryRetrieve {
             .as_ref()
             .is_some_and(|transfer| transfer.phase == Phase::Ready);
         if lane.transfer.is_none()
+            && lane.outstanding.is_empty()
             && conn.is_outbound()
             && !op.retrieve.has_queued()
             && !lane.released
@@ -110,8 +116,46 @@ impl QueryRetrieve {
         self.maybe_finish(core, conns, origin);
     }
 
-    /// Opens the lane's next instance while the current one's response is
-    /// awaited, so its open is off the critical path.
+    /// The lane's transfer has every byte queued: it joins the sub-operations
+    /// awaiting their answer, a pending C-GET-RSP held back while its data
+    /// set went out goes now, and the next instance starts at once when the
+    /// window has room (with an Asynchronous Operations Window), else is
+    /// opened ahead (one at a time: its open is off the critical path).
+    pub(super) fn lane_sent(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        let Some(transfer) = lane.transfer.take() else {
+            return;
+        };
+        debug_assert_eq!(transfer.phase, Phase::AwaitingResponse);
+        lane.outstanding.push(transfer);
+        lane.outstanding_peak = lane.outstanding_peak.max(lane.outstanding.len());
+        let room = lane.outstanding.len() < lane.window;
+        let origin = lane.origin;
+        let deferred = matches!(
+            self.operations.get(&origin),
+            Some(Operation::Retrieve(op)) if op.pending_deferred
+        );
+        if deferred {
+            self.send_pending(core, conns, origin);
+        }
+        if room {
+            self.lane_next(core, conns, serial);
+        } else {
+            self.prefetch(core, conns, serial);
+        }
+        if deferred {
+            // It went with the next C-STORE-RQ, or goes now.
+            if let Some(conn) = conns.get_mut(origin) {
+                conn.flush_sends(core);
+            }
+        }
+    }
+
+    /// Opens the lane's next instance while the window is full (one at a
+    /// time: while the current one's response is awaited), so its open is
+    /// off the critical path.
     pub(super) fn prefetch(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             return;
@@ -373,7 +417,7 @@ impl QueryRetrieve {
         };
         match transfer.pump(core, conn, &mut sending, serial) {
             Pump::Reading => {}
-            Pump::Sent => self.prefetch(core, conns, serial),
+            Pump::Sent => self.lane_sent(core, conns, serial),
             wait @ (Pump::WaitSends | Pump::WaitChunk | Pump::WaitShare) => {
                 if !lane.waiting {
                     lane.waiting = true;

@@ -6,11 +6,15 @@
 //! - the operation of each association that asked for one (`state::Operation`:
 //!   a C-FIND, `find::FindOp`, or a C-MOVE/C-GET, `state::RetrieveOp` around the
 //!   sans-I/O bookkeeping of `retrieve::Retrieve`), at most one at a time
-//!   (Sluice grants no asynchronous operations window);
+//!   (the Asynchronous Operations Window Sluice answers lets a requester
+//!   invoke one operation at a time);
 //! - the *lanes*: associations that carry a retrieve's C-STORE
 //!   sub-operations (the C-MOVE's own associations to its destination, or
 //!   the C-GET's association itself), each sending one instance at a time
-//!   (`transfer::Transfer`);
+//!   (`transfer::Transfer`) and awaiting the answers of up to its window's
+//!   (`state::Lane::outstanding`: one, or for a C-GET whose requester
+//!   negotiated an Asynchronous Operations Window, up to
+//!   `query.get_operations_outstanding_max`, matched by Message ID);
 //! - the core's send chunks (a `ChunkPool` of `query.retrieve_buffer_per_core`)
 //!   and the lanes waiting for one;
 //! - retrieval's share of the core while ingest waits (`share`: chunks are
@@ -118,6 +122,24 @@ impl std::fmt::Debug for QueryRetrieve {
             .field("operations", &self.operations.len())
             .field("lanes", &self.lanes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// How many C-STORE sub-operations of a C-GET may be outstanding on its
+/// association: what the Asynchronous Operations Window answered lets
+/// Sluice, the acceptor, invoke (the AC's operations performed by the
+/// requester: 1 when no window was negotiated), at most `configured`
+/// (`query.get_operations_outstanding_max`; 0, unlimited, is that too).
+fn get_window(conn: &Connection, configured: u32) -> usize {
+    let configured = usize::try_from(configured).unwrap_or(1).max(1);
+    match conn.negotiated().map(|negotiated| {
+        negotiated
+            .asynchronous_operations_window
+            .operations_performed_max
+    }) {
+        Some(0) => configured,
+        Some(performed) => usize::from(performed).min(configured),
+        None => 1,
     }
 }
 
@@ -439,6 +461,7 @@ impl QueryRetrieve {
             forward: None,
             staging: None,
             staged_unsent: 0,
+            pending_deferred: false,
         };
         if let Some(forward) = forward {
             op.retrieve.expect_remote();
@@ -462,7 +485,25 @@ impl QueryRetrieve {
                 self.after_lanes_changed(core, conns, serial, "cannot connect to the destination");
             }
             _ => {
-                self.lanes.insert(serial, Lane::new(serial, true));
+                let mut lane = Lane::new(serial, true);
+                lane.window = conns.get_mut(serial).map_or(1, |conn| {
+                    get_window(
+                        conn,
+                        self.shared
+                            .store
+                            .config()
+                            .query
+                            .get_operations_outstanding_max,
+                    )
+                });
+                if lane.window > 1 {
+                    tracing::debug!(
+                        serial,
+                        window = lane.window,
+                        "C-GET sub-operations with an asynchronous operations window"
+                    );
+                }
+                self.lanes.insert(serial, lane);
                 if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&serial) {
                     op.lanes.push(serial);
                 }
@@ -616,7 +657,9 @@ impl QueryRetrieve {
         self.lane_next(core, conns, serial);
     }
 
-    /// A C-STORE-RSP on a lane: the sub-operation's outcome.
+    /// A C-STORE-RSP on a lane: the outcome of the outstanding
+    /// sub-operation whose Message ID it answers. One that answers none (a
+    /// second answer, a Message ID never sent) aborts the association.
     pub(crate) fn store_answered(
         &mut self,
         core: &mut Core,
@@ -624,34 +667,32 @@ impl QueryRetrieve {
         serial: u64,
         rsp: CStoreRsp,
     ) {
+        let message_id = rsp.message_id_being_responded_to;
         let Some(lane) = self.lanes.get_mut(&serial) else {
-            tracing::warn!(
-                serial,
-                "C-STORE-RSP on an association that sent no C-STORE; ignored"
-            );
+            if let Some(conn) = conns.get_mut(serial) {
+                conn.abort(
+                    core,
+                    &format!("a C-STORE-RSP (to Message ID {message_id}) on an association with no C-STORE outstanding"),
+                );
+            }
             return;
         };
-        let answers = lane
+        let early = lane
             .transfer
             .as_ref()
-            .is_some_and(|transfer| transfer.message_id == rsp.message_id_being_responded_to);
-        if !answers {
-            tracing::warn!(
-                serial,
-                message_id = rsp.message_id_being_responded_to,
-                "C-STORE-RSP to no C-STORE in flight; ignored"
-            );
-            return;
-        }
-        let Some(mut transfer) = lane.transfer.take() else {
-            return;
-        };
+            .is_some_and(|transfer| transfer.message_id == message_id && transfer.command_sent());
+        let position = lane
+            .outstanding
+            .iter()
+            .position(|transfer| transfer.message_id == message_id);
         let origin = lane.origin;
-        if transfer.phase != Phase::AwaitingResponse {
+        if early {
             // Answered before its data set was complete: the association
             // cannot go on with the rest of that message.
+            let Some(mut transfer) = lane.transfer.take() else {
+                return;
+            };
             transfer.close(core);
-            lane.transfer = None;
             Self::give_back_next(lane, &mut self.operations, core, false);
             if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
                 op.retrieve.done(
@@ -668,6 +709,25 @@ impl QueryRetrieve {
             self.maybe_finish(core, conns, origin);
             return;
         }
+        let Some(position) = position else {
+            // Its outstanding sub-operations fail when the association
+            // ends (`lane_ended`, `association_ended`).
+            let outstanding: Vec<u16> = lane
+                .outstanding
+                .iter()
+                .map(|transfer| transfer.message_id)
+                .collect();
+            if let Some(conn) = conns.get_mut(serial) {
+                conn.abort(
+                    core,
+                    &format!(
+                        "a C-STORE-RSP to Message ID {message_id}, which has no C-STORE outstanding (answered twice, or never sent; outstanding: {outstanding:?})"
+                    ),
+                );
+            }
+            return;
+        };
+        let transfer = lane.outstanding.remove(position);
         let outcome = sub_outcome(&rsp);
         if let SubOutcome::Failed(reason) = &outcome {
             tracing::warn!(sop_instance_uid = %transfer.dataset.triplet.sop_instance_uid, reason = %reason, "a retrieve sub-operation failed");
@@ -695,15 +755,26 @@ impl QueryRetrieve {
     }
 
     /// A pending C-MOVE-RSP/C-GET-RSP with the counts so far (queued: the
-    /// caller flushes).
+    /// caller flushes). A C-GET's waits while a C-STORE's data set is going
+    /// out on its association (`pending_deferred`: it goes when that data
+    /// set is sent, `lane_sent`).
     fn send_pending(&mut self, core: &mut Core, conns: &mut Connections, origin: u64) {
-        let Some(Operation::Retrieve(op)) = self.operations.get(&origin) else {
+        let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) else {
             return;
         };
         // None: the final answer follows instead, or the count is not known.
         let Some(counts) = op.retrieve.pending_counts() else {
             return;
         };
+        let mid_data_set = self
+            .lanes
+            .get(&origin)
+            .and_then(|lane| lane.transfer.as_ref())
+            .is_some_and(Transfer::command_sent);
+        op.pending_deferred = mid_data_set;
+        if mid_data_set {
+            return;
+        }
         let Some(conn) = conns.get_mut(origin).filter(|conn| conn.may_send_pdata()) else {
             return;
         };
@@ -747,6 +818,13 @@ impl QueryRetrieve {
             RetrieveKind::Get => QrOperation::Get,
         };
         let elapsed = op.started.elapsed();
+        let (window, outstanding_max) = op
+            .lanes
+            .iter()
+            .filter_map(|lane| self.lanes.get(lane))
+            .fold((0, 0), |(window, peak), lane| {
+                (window.max(lane.window), peak.max(lane.outstanding_peak))
+            });
         if let Some(conn) = conns.get_mut(origin).filter(|conn| conn.may_send_pdata()) {
             send_retrieve_rsp(
                 core,
@@ -770,6 +848,8 @@ impl QueryRetrieve {
                 bytes = op.bytes_sent,
                 duration_ms = elapsed.as_millis() as u64,
                 resolve_ms = op.resolved_in.as_millis() as u64,
+                window,
+                outstanding_max,
                 reason = %comment.unwrap_or_default(),
                 "retrieve answered"
             );
@@ -790,7 +870,7 @@ impl QueryRetrieve {
             };
             // Nothing is in flight once the retrieve is finished.
             debug_assert!(
-                lane.transfer.is_none() && lane.next.is_none(),
+                lane.transfer.is_none() && lane.next.is_none() && lane.outstanding.is_empty(),
                 "a lane busy after its retrieve ended"
             );
             // A lane still being accepted releases itself once it is
@@ -826,8 +906,9 @@ impl QueryRetrieve {
         self.maybe_finish(core, conns, origin);
     }
 
-    /// A lane's association ended: its sub-operation in flight fails, and
-    /// what is queued goes to the other lanes (or fails, when none is left).
+    /// A lane's association ended: its sub-operations in flight (being
+    /// sent, or awaiting their answer) fail, and what is queued goes to the
+    /// other lanes (or fails, when none is left).
     fn lane_ended(&mut self, core: &mut Core, conns: &mut Connections, serial: u64, why: &str) {
         let Some(mut lane) = self.lanes.remove(&serial) else {
             return;
@@ -835,8 +916,11 @@ impl QueryRetrieve {
         Self::give_back_next(&mut lane, &mut self.operations, core, true);
         let origin = lane.origin;
         let reason = format!("the association to the destination ended: {why}");
-        if let Some(mut transfer) = lane.transfer.take() {
+        let sending = lane.transfer.take().map(|mut transfer| {
             transfer.close(core);
+            transfer
+        });
+        for transfer in sending.into_iter().chain(lane.outstanding.drain(..)) {
             if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
                 op.retrieve.done(
                     &transfer.dataset.triplet.sop_instance_uid,

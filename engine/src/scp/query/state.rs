@@ -1,6 +1,7 @@
 //! What the Q/R service keeps per association: its operation (a C-FIND,
 //! or a C-MOVE/C-GET and its bookkeeping) and, per lane, the association
-//! carrying a retrieve's C-STOREs with the instance it sends and the next.
+//! carrying a retrieve's C-STOREs with the instance it sends, those sent
+//! and awaiting their answer, and the next.
 //! The service (`super::QueryRetrieve`) keeps them keyed by serial and
 //! drives them; these are the states, and how a lane starts.
 
@@ -55,6 +56,10 @@ pub(super) struct RetrieveOp {
     /// C-GET: instances fetched from other nodes, taken from the forward
     /// and not yet answered by the requester (the window's count).
     pub(super) staged_unsent: usize,
+    /// C-GET: a pending C-GET-RSP is due but a C-STORE's data set is going
+    /// out on the association (no other message may come between its
+    /// PDUs): it goes once that data set is sent.
+    pub(super) pending_deferred: bool,
 }
 
 impl RetrieveOp {
@@ -73,10 +78,19 @@ impl RetrieveOp {
 pub(super) struct Lane {
     /// The serial of the retrieve's association.
     pub(super) origin: u64,
-    /// The sub-operation in progress.
+    /// The sub-operation being sent (its file opened, its command and data
+    /// set going out); once every byte is queued it joins `outstanding`.
     pub(super) transfer: Option<Transfer>,
-    /// The next one, its file opened while the current one's response is
-    /// awaited.
+    /// Sub-operations sent whose C-STORE-RSP is awaited, in the order sent
+    /// (answers may come in any order: matched by Message ID).
+    pub(super) outstanding: Vec<Transfer>,
+    /// How many may be outstanding at once: 1 (one at a time, PS3.7's
+    /// default), or a C-GET's negotiated Asynchronous Operations Window.
+    pub(super) window: usize,
+    /// The most that were outstanding at once (logged with the answer).
+    pub(super) outstanding_peak: usize,
+    /// The next one, its file opened (and its first chunk read) while the
+    /// window is full, i.e. while the answers it waits for are awaited.
     pub(super) next: Option<Transfer>,
     /// `next` was given up while its open was in flight: the open's
     /// completion closes the file and gives the instance back (until then
@@ -97,6 +111,9 @@ impl Lane {
         Lane {
             origin,
             transfer: None,
+            outstanding: Vec::new(),
+            window: 1,
+            outstanding_peak: 0,
             next: None,
             next_abandoned: false,
             waiting: false,

@@ -22,7 +22,9 @@
 //! there: the gap between a response and the next data set is no longer a
 //! file read but only the send (for 40 KiB instances the whole instance is
 //! in that chunk). Nothing goes out before the response (PS3.7: one
-//! sub-operation outstanding without an Asynchronous Operations Window).
+//! sub-operation outstanding without an Asynchronous Operations Window;
+//! with one, a C-GET's next sub-operation starts as soon as the previous
+//! data set is sent, until its window is full: `QueryRetrieve::lane_sent`).
 //!
 //! Not built: `splice` (file -> pipe -> socket, no user-space copy). The
 //! two copies here (page cache -> chunk, chunk -> socket buffers) are about
