@@ -1,12 +1,16 @@
 //! Receiving exactly (docs/design/segments.md, "Receiving exactly"): on a
 //! plain association that sends large data PDVs, the pooled multishot
 //! receive is kept from running ahead of the handler. Headers, commands
-//! and small values are received exactly into a small buffer of the
-//! connection ([`Next::Buffer`], no `MSG_WAITALL`, so never more than they
-//! are and never waiting for bytes that may not come), and each large data
-//! PDV's value straight into its place in the record buffer
-//! ([`Next::Record`]); so the bytes of a data set land in place even when
-//! the peer writes whole instances at once. Anything else (a control PDU's
+//! and small values are received into a small buffer of the connection
+//! ([`Next::Buffer`], no `MSG_WAITALL`, so never waiting for bytes that may
+//! not come): a header inside a data set exactly, a message's start or a
+//! small value with whatever follows it up to the buffer's size (so a
+//! command, the data set's first small PDV and the next headers take one
+//! receive, not three: docs/design/segments.md, "Server CPU at 512 KB,
+//! session 10"); and each large data PDV's value (or its rest) straight
+//! into its place in the record buffer ([`Next::Record`]); so the bytes of
+//! a data set land in place even when the peer writes whole instances at
+//! once. Anything else (a control PDU's
 //! body, a value too large for the buffer that is not a record's, a PDV
 //! between the two sizes, a lend refused) goes back to the pooled receive,
 //! and an association whose data set had no large PDV leaves the mode at
@@ -43,8 +47,9 @@ pub(crate) enum Next {
     /// Exactly `len` bytes, the rest of a streamed data PDV's value,
     /// straight into their place in the record buffer (`MSG_WAITALL`).
     Record(usize),
-    /// At most `len` bytes into the connection's buffer: never past the
-    /// headers or value they are asked for (and the headers after it).
+    /// At most `len` bytes into the connection's buffer, whatever has
+    /// arrived (a header inside a data set: exactly its bytes, so the
+    /// value after it lands in the record buffer).
     Buffer(usize),
 }
 
@@ -98,7 +103,12 @@ impl Exact {
         let next = match ahead {
             None => Next::Pooled,
             Some(Ahead::Header { bytes, pdu }) => {
-                if exact || (direct && streaming) {
+                if exact && !streaming {
+                    // Between messages: whatever has arrived, up to the
+                    // buffer (the command, the data set's first PDV and
+                    // the first bytes of the next, in one receive).
+                    Next::Buffer(BUF_LEN)
+                } else if exact || (direct && streaming) {
                     Next::Buffer(bytes + if pdu { ITEM_HEADER } else { 0 })
                 } else {
                     Next::Pooled
@@ -126,7 +136,10 @@ impl Exact {
                 };
                 let remaining = remaining as usize;
                 if exact && remaining + after <= BUF_LEN {
-                    Next::Buffer(remaining + after)
+                    // A value that fits: with what follows it, up to the
+                    // buffer (a data PDV's first bytes after it are copied,
+                    // the rest lands in place; a receive is saved).
+                    Next::Buffer(BUF_LEN)
                 } else if streamed && into_record {
                     Next::Record(remaining)
                 } else {
@@ -238,23 +251,33 @@ mod tests {
             Next::Pooled
         );
         exact.data_set_ended(262_138, true);
-        // The switch off the pooled receive, once.
+        // The switch off the pooled receive, once: between messages,
+        // whatever has arrived up to the buffer.
         assert_eq!(
             exact.next(header(6, true), false, false, false),
-            Next::Buffer(12)
+            Next::Buffer(BUF_LEN)
         );
         assert_eq!(
             exact.next(header(6, true), false, false, false),
             Next::Pooled
         );
-        // Then everything exactly while receives go into buffers.
+        // Then into buffers: a command's value with what follows it, a
+        // header inside a data set exactly.
         assert_eq!(
             exact.next(value(180, false, true), true, false, false),
-            Next::Buffer(192)
+            Next::Buffer(BUF_LEN)
+        );
+        assert_eq!(
+            exact.next(header(6, true), true, false, false),
+            Next::Buffer(BUF_LEN)
         );
         assert_eq!(
             exact.next(header(2, false), true, true, false),
             Next::Buffer(2)
+        );
+        assert_eq!(
+            exact.next(header(6, true), true, true, false),
+            Next::Buffer(12)
         );
         assert_eq!(
             exact.next(value(262_138, true, false), true, true, false),
@@ -274,14 +297,28 @@ mod tests {
             exact.next(value(20_000, false, true), true, true, false),
             Next::Pooled
         );
-        // A value that fits takes the headers after it too.
-        let small = Some(Ahead::Value {
-            remaining: 100,
-            streamed: true,
-            last: false,
-            pdu_ends: false,
-        });
-        assert_eq!(exact.next(small, true, true, false), Next::Buffer(106));
+        // A value that fits takes what follows it too, up to the buffer;
+        // one that does not with its headers goes to the record.
+        let small = |remaining| {
+            Some(Ahead::Value {
+                remaining,
+                streamed: true,
+                last: true,
+                pdu_ends: false,
+            })
+        };
+        assert_eq!(
+            exact.next(small(100), true, true, false),
+            Next::Buffer(BUF_LEN)
+        );
+        assert_eq!(
+            exact.next(small(BUF_LEN as u32 - 6), true, true, false),
+            Next::Buffer(BUF_LEN)
+        );
+        assert_eq!(
+            exact.next(small(BUF_LEN as u32 - 5), true, true, false),
+            Next::Record(BUF_LEN - 5)
+        );
         // Nowhere to go exactly (a control PDU's body): the pooled receive.
         assert_eq!(exact.next(None, true, false, false), Next::Pooled);
         // A runtime that cannot: never again.

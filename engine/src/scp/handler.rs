@@ -411,8 +411,10 @@ impl CoreHandler {
                     panic!("a data-set range outside the receive path");
                 };
                 let bytes = data.bytes().get(range.clone()).unwrap_or_default();
-                let lent = data.lend(range);
-                self.data_fragment(core, serial, bytes, lent, last);
+                // Lent only if a write takes it: a record job copies the
+                // bytes into its buffer, and a copied range would be
+                // copied twice.
+                self.data_fragment(core, serial, bytes, || data.lend(range), last);
                 if last {
                     self.data_set_ended(serial);
                 }
@@ -742,7 +744,7 @@ impl CoreHandler {
         core: &mut Core,
         serial: u64,
         bytes: &[u8],
-        slice: Option<IoBuf>,
+        slice: impl FnOnce() -> Option<IoBuf>,
         last: bool,
     ) {
         let Some(conn) = self.conns.get_mut(serial) else {

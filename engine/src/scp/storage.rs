@@ -82,14 +82,15 @@ pub(crate) fn requested(
 }
 
 /// A fragment of the C-STORE data set the connection is receiving:
-/// `bytes`, lent as `slice` (the same range of the receive buffer).
+/// `bytes`, lent as `slice()` (the same range of the receive buffer,
+/// taken only if a write needs it).
 pub(crate) fn fragment(
     core: &mut Core,
     conn: &mut Connection,
     ingest: &mut Ingest,
     shared: &ServerShared,
     bytes: &[u8],
-    slice: Option<IoBuf>,
+    slice: impl FnOnce() -> Option<IoBuf>,
     last: bool,
 ) {
     if let Some(ae_metrics) = &conn.ae_metrics {

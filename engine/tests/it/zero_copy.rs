@@ -459,7 +459,8 @@ fn instances_written_whole_at_once_land_in_the_record_buffer() {
 /// One association switching between 512 KiB instances in 256 KiB PDVs
 /// and 40 KB instances in one PDV (and 16 KiB PDVs): a small instance
 /// right after a large one is received exactly (its one PDV, the data
-/// set's last, into the record buffer), and then the association sends no
+/// set's last, into the record buffer but for its first bytes, which come
+/// with the command), and then the association sends no
 /// large PDV, so the next small one goes through the pooled receive with
 /// nothing received into a record; the large ones land in place again
 /// from the second after the switch; all byte-exact.
@@ -487,10 +488,13 @@ fn an_association_switching_between_large_and_small_instances() {
     let before = counted();
     assert_eq!(peer.store_at_once(&small[0], pdv), Status::SUCCESS);
     let after_first_small = counted();
-    assert_eq!(
-        after_first_small - before,
-        small[0].data_set.len() as f64,
-        "the small instance after a large one, in place"
+    // Its command and first bytes arrive with it into the connection's
+    // 8 KiB buffer (copied), the rest in place.
+    let in_place = after_first_small - before;
+    assert!(
+        in_place >= small[0].data_set.len() as f64 - 8192.0 && in_place > 0.0,
+        "the small instance after a large one, in place: {in_place} of {}",
+        small[0].data_set.len()
     );
     assert_eq!(peer.store_at_once(&small[1], pdv), Status::SUCCESS);
     assert_eq!(

@@ -348,14 +348,16 @@ impl Ingest {
         Ok(key)
     }
 
-    /// A fragment of a job's data set: `bytes`, lent as `slice` (the same
-    /// range of the receive buffer) to the file write.
+    /// A fragment of a job's data set: `bytes`, lent as `slice()` (the same
+    /// range of the receive buffer) to the file write; a record job copies
+    /// them into its buffer and never calls it (a TLS or exactly received
+    /// range would otherwise be copied for nothing).
     pub(crate) fn fragment(
         &mut self,
         core: &mut Core,
         key: JobKey,
         bytes: &[u8],
-        slice: Option<IoBuf>,
+        slice: impl FnOnce() -> Option<IoBuf>,
     ) {
         let Some(record) = self.jobs.get_mut(&key) else {
             panic!("job {key:?} gone while receiving");
@@ -409,7 +411,7 @@ impl Ingest {
         if record.job.has_failed() {
             return;
         }
-        let input = match slice {
+        let input = match slice() {
             Some(slice) => JobInput::Data(slice),
             None => {
                 debug_assert!(false, "the decoder gave a range outside the receive buffer");
