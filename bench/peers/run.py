@@ -605,7 +605,11 @@ def measured_run(workload, receiver_name, binaries, args, files, log_dir, storag
         receiver = SpeedOfLight(binaries, storage_root, log_dir,
                                 segments=receiver_name == "speed-of-light-segments")
     else:
-        receiver = Receiver(receiver_name, binaries, storage_root, log_dir)
+        # --sluice-serve-arg: this build's Sluice receivers only (the
+        # baseline is another build, which may not know the flag; wrap it).
+        extra = (args.sluice_serve_arg if receiver_name.startswith("sluice-")
+                 and receiver_name != "sluice-baseline" else [])
+        receiver = Receiver(receiver_name, binaries, storage_root, log_dir, extra=extra)
     receiver.start_scraping()
     try:
         if receiver_name.startswith("speed-of-light"):
@@ -725,6 +729,10 @@ def main():
                              "before/after figures from one run")
     parser.add_argument("--baseline-layout", default="files", choices=["files", "segments"],
                         help="the storage layout sluice-baseline serves")
+    parser.add_argument("--sluice-serve-arg", action="append", default=[], metavar="ARG",
+                        help="one more `sluice serve` argument for this build's Sluice "
+                             "receivers, not sluice-baseline (repeat it: "
+                             "--sluice-serve-arg=--segment-zero-fill --sluice-serve-arg=off)")
     parser.add_argument("--dicom-rs", default=os.path.join(
         REPO, "target", "bench-tools", "bin", "dicom-storescp"))
     args = parser.parse_args()
