@@ -8,7 +8,7 @@
 //! timers and submits to the index writer ([`submit`]). It knows no
 //! connection; a batch's answer names the jobs it covered ([`IndexAnswer`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::job::JobKey;
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, StorageConfig, UidConflictPolicy};
@@ -44,6 +44,8 @@ pub(crate) struct IndexAnswer {
     pub(crate) owed: Vec<FileId>,
     /// The writer's answer.
     pub(crate) result: BatchResult,
+    /// When the writer answered (its transaction committed, or it failed).
+    pub(crate) answered_at: Instant,
 }
 
 /// Most entries owed a removal before the store refuses new C-STOREs

@@ -7,6 +7,7 @@
 //! covered.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_index::{
     Batch, FileId, IndexWriter, Location, NewInstance, SubmitError, WriteOp, WriteOutcome,
@@ -146,6 +147,7 @@ impl IndexSide {
                 kind,
                 owed,
                 result,
+                answered_at: Instant::now(),
             });
         });
         all.extend(ops);
@@ -334,6 +336,7 @@ fn answer_inputs(
         kind,
         owed,
         result,
+        answered_at: _,
     } = answer;
     let items = match result {
         // Nothing of the batch was committed.

@@ -87,6 +87,7 @@ mod tests {
             kind: BatchKind::Store,
             owed: Vec::new(),
             result: Ok(Vec::new()),
+            answered_at: std::time::Instant::now(),
         }
     }
 

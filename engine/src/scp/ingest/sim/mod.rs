@@ -954,6 +954,7 @@ impl World {
                 kind: batch.kind,
                 owed: batch.owed,
                 result,
+                answered_at: std::time::Instant::now(),
             });
         }
     }
