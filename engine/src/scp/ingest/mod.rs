@@ -1011,7 +1011,7 @@ impl Ingest {
         if !jobs.is_empty() {
             // A batch the writer does not take answers its jobs through the
             // mailbox (the writer unavailable), counted there, once.
-            self.index.submit_stores(jobs, ops);
+            self.index.submit_stores(core, jobs, ops);
         }
     }
 
