@@ -67,10 +67,6 @@ def tool(name):
 
 # The storage layout of the sluice-baseline receiver (--baseline-layout).
 baseline_layout = "files"
-# More `serve` arguments for this build's Sluice receivers, not the
-# baseline's (--sluice-serve-arg; say --segment-zero-fill off, with a
-# baseline wrapper that adds the same).
-sluice_serve_args = []
 
 
 def free_port():
@@ -234,8 +230,6 @@ class Receiver:
             layout = ("segments" if name == "sluice-segments" else
                       baseline_layout if name == "sluice-baseline" else "files")
             extra = list(extra) + ["--storage-layout", layout]
-            if name != "sluice-baseline":
-                extra += sluice_serve_args
             self.binary = binary
             if name == "sluice-audit":
                 extra = list(extra) + ["--audit-file", os.path.join(log_dir, "audit.jsonl")]
@@ -611,7 +605,11 @@ def measured_run(workload, receiver_name, binaries, args, files, log_dir, storag
         receiver = SpeedOfLight(binaries, storage_root, log_dir,
                                 segments=receiver_name == "speed-of-light-segments")
     else:
-        receiver = Receiver(receiver_name, binaries, storage_root, log_dir)
+        # --sluice-serve-arg: this build's Sluice receivers only (the
+        # baseline is another build, which may not know the flag; wrap it).
+        extra = (args.sluice_serve_arg if receiver_name.startswith("sluice-")
+                 and receiver_name != "sluice-baseline" else [])
+        receiver = Receiver(receiver_name, binaries, storage_root, log_dir, extra=extra)
     receiver.start_scraping()
     try:
         if receiver_name.startswith("speed-of-light"):
@@ -731,16 +729,15 @@ def main():
                              "before/after figures from one run")
     parser.add_argument("--baseline-layout", default="files", choices=["files", "segments"],
                         help="the storage layout sluice-baseline serves")
+    parser.add_argument("--sluice-serve-arg", action="append", default=[], metavar="ARG",
+                        help="one more `sluice serve` argument for this build's Sluice "
+                             "receivers, not sluice-baseline (repeat it: "
+                             "--sluice-serve-arg=--segment-zero-fill --sluice-serve-arg=off)")
     parser.add_argument("--dicom-rs", default=os.path.join(
         REPO, "target", "bench-tools", "bin", "dicom-storescp"))
-    parser.add_argument("--sluice-serve-arg", action="append", default=[], metavar="ARG",
-                        help="one more `sluice serve` argument for this build's Sluice receivers "
-                             "(not sluice-baseline), repeated for each: --sluice-serve-arg="
-                             "--segment-zero-fill --sluice-serve-arg=off")
     args = parser.parse_args()
-    global baseline_layout, sluice_serve_args
+    global baseline_layout
     baseline_layout = args.baseline_layout
-    sluice_serve_args = list(args.sluice_serve_arg)
     if args.short:
         args.repeat, args.seconds, args.storescu_files = 1, min(args.seconds, 2.0), 60
     out_dir = args.out_dir or (os.path.join(args.work_dir, "out") if args.short

@@ -393,6 +393,9 @@ struct GroupState {
     /// yet, and when it last tried: it tries again at most once per
     /// [`SOP_INDEX_FLUSH_INTERVAL`], busy or idle.
     reopening: Option<Instant>,
+    /// How long the last transaction's commit took (its pages written,
+    /// the data file's `fdatasync`, the meta page), for the timing log.
+    last_commit: Duration,
 }
 
 /// A failed transaction, and whether the failure came before the commit
@@ -412,6 +415,7 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
         pending: VecDeque::new(),
         fallback_flushes: SopIndexFlushes::new(),
         reopening: None,
+        last_commit: Duration::ZERO,
     };
     if let Err(error) = groups.catch_up_with(&shared) {
         tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
@@ -705,7 +709,32 @@ fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committe
 
 fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mut GroupState) {
     keep_sop_index(shared, groups);
+    let started = std::time::SystemTime::now();
+    let (batches, ops) = (
+        group.len(),
+        group.iter().map(|batch| batch.ops.len()).sum::<usize>(),
+    );
+    let stores = group
+        .iter()
+        .flat_map(|batch| &batch.ops)
+        .filter(|op| matches!(op, WriteOp::Store(_)))
+        .count();
     let results = run_transaction(shared, &group, groups);
+    // The transaction's size and time (docs/design/segments.md, "The 40 KB
+    // path, session 10"), with its start to line it up with the cores'.
+    tracing::debug!(
+        target: "sluice::index::timing",
+        batches,
+        ops,
+        stores,
+        started_at_us = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64,
+        txn_us = started.elapsed().unwrap_or_default().as_micros() as u64,
+        commit_us = groups.last_commit.as_micros() as u64,
+        "index transaction"
+    );
     let mut durable = Vec::new();
     match results {
         Ok(per_batch) => {
@@ -854,7 +883,10 @@ fn run_transaction(
         apply.take_sop_changes()
     };
     let work = write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
-    txn.commit().map_err(|error| TxnFailure {
+    let commit_started = Instant::now();
+    let committed = txn.commit();
+    groups.last_commit = commit_started.elapsed();
+    committed.map_err(|error| TxnFailure {
         error: short_write_on_a_full_disk(
             IndexError::from_heed("commit", error, shared.limits),
             shared.env.path(),

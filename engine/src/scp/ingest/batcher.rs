@@ -8,7 +8,7 @@
 //! timers and submits to the index writer ([`submit`]). It knows no
 //! connection; a batch's answer names the jobs it covered ([`IndexAnswer`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::job::JobKey;
 use crate::config::{DuplicatePolicy as ConfigDuplicatePolicy, StorageConfig, UidConflictPolicy};
@@ -42,8 +42,13 @@ pub(crate) struct IndexAnswer {
     pub(crate) kind: BatchKind,
     /// The files whose owed removals the batch carried, first.
     pub(crate) owed: Vec<FileId>,
+    /// A store batch carried the in-doubt clears due (one `ClearInDoubt`,
+    /// after the owed removals; no job waits for it).
+    pub(crate) clears: bool,
     /// The writer's answer.
     pub(crate) result: BatchResult,
+    /// When the writer answered (its transaction committed, or it failed).
+    pub(crate) answered_at: Instant,
 }
 
 /// Most entries owed a removal before the store refuses new C-STOREs
@@ -175,8 +180,9 @@ impl<Timer: Copy + std::fmt::Debug> Batcher<Timer> {
         self.clear_timer.is_none()
     }
 
-    /// The clears to submit now (as their own small batch, which the writer
-    /// coalesces with the next queued one), and the clear timer to cancel.
+    /// The clears to submit now (in the store batch submitted now, or as
+    /// their own small batch when the clear timer fired), and the clear
+    /// timer to cancel.
     pub(crate) fn take_clears(&mut self) -> (Option<WriteOp>, Option<Timer>) {
         let timer = self.clear_timer.take();
         if self.clears.is_empty() {

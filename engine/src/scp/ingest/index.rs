@@ -7,6 +7,7 @@
 //! covered.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_index::{
     Batch, FileId, IndexWriter, Location, NewInstance, SubmitError, WriteOp, WriteOutcome,
@@ -86,17 +87,11 @@ impl IndexSide {
         self.batcher.window_fired();
     }
 
-    /// The jobs whose entries are submitted now (the window cancelled; the
-    /// in-doubt clears due are submitted first, and the writer coalesces
-    /// queued batches into one transaction).
+    /// The jobs whose entries are submitted now (the window cancelled).
     pub(super) fn take_batch(&mut self, core: &mut Core) -> Vec<JobKey> {
         let (queued, timer) = self.batcher.take_ready();
         if let Some(timer) = timer {
             core.cancel_timer(timer);
-        }
-        if !queued.is_empty() {
-            // The owed removals ride in the store batch itself.
-            self.submit_clears(core, false);
         }
         queued
     }
@@ -131,10 +126,19 @@ impl IndexSide {
         }
     }
 
-    /// A batch of `ops` after the owed removals, answered to this core.
-    fn batch(&self, ops: Vec<WriteOp>, jobs: Vec<JobKey>, kind: BatchKind) -> Batch {
+    /// A batch of `ops` after the owed removals (and the in-doubt
+    /// `clears`, if any), answered to this core.
+    fn batch(
+        &self,
+        clears: Option<WriteOp>,
+        ops: Vec<WriteOp>,
+        jobs: Vec<JobKey>,
+        kind: BatchKind,
+    ) -> Batch {
         let owed = self.in_doubt.owed();
         let mut all = batcher::owed_ops(&owed);
+        let carries_clears = clears.is_some();
+        all.extend(clears);
         let reply = self.reply.clone();
         // Cluster mode: the committed entries go to the catalogue's outbox
         // before the answer (and, publishing before the answer, the answer
@@ -145,17 +149,30 @@ impl IndexSide {
                 jobs,
                 kind,
                 owed,
+                clears: carries_clears,
                 result,
+                answered_at: Instant::now(),
             });
         });
         all.extend(ops);
         Batch::with_callback(all, answer)
     }
 
-    /// Submits the entries of `jobs`. When the writer does not take the
-    /// batch, it answers its jobs anyway (the writer unavailable).
-    pub(super) fn submit_stores(&self, jobs: Vec<JobKey>, ops: Vec<WriteOp>) {
-        let batch = self.batch(ops, jobs, BatchKind::Store);
+    /// Submits the entries of `jobs`, with the in-doubt clears due and
+    /// the owed removals in front of them: one batch, so one transaction
+    /// (as a batch of their own the clears could be taken alone by a
+    /// writer that woke at their submission, and commit, a flush of the
+    /// index, ahead of the entries submitted a moment later). A store
+    /// batch that fails loses its clears, as a failed maintenance batch
+    /// does: those files are rechecked at the next start. When the writer
+    /// does not take the batch, it answers its jobs anyway (the writer
+    /// unavailable).
+    pub(super) fn submit_stores(&mut self, core: &mut Core, jobs: Vec<JobKey>, ops: Vec<WriteOp>) {
+        let (clears, timer) = self.batcher.take_clears();
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        let batch = self.batch(clears, ops, jobs, BatchKind::Store);
         let batch = if self.batcher.answered_at_commit() {
             batch.answered_at_commit()
         } else {
@@ -173,7 +190,7 @@ impl IndexSide {
     pub(super) fn submit_undo(&self, key: JobKey, file_id: FileId) {
         tracing::debug!(?file_id, "submitting an undo");
         let batch = self
-            .batch(Vec::new(), vec![key], BatchKind::Undo)
+            .batch(None, Vec::new(), vec![key], BatchKind::Undo)
             .answered_at_commit();
         if let Err(error) = batcher::submit(&self.writer, batch) {
             // The batch not taken answers (the writer unavailable): the
@@ -240,7 +257,7 @@ impl IndexSide {
             _ => Vec::new(),
         };
         let batch = self
-            .batch(op.into_iter().collect(), Vec::new(), BatchKind::Maintenance)
+            .batch(op, Vec::new(), Vec::new(), BatchKind::Maintenance)
             .answered_at_commit();
         match self.writer.try_submit(batch) {
             Ok(()) => {}
@@ -333,7 +350,9 @@ fn answer_inputs(
         jobs,
         kind,
         owed,
+        clears,
         result,
+        answered_at: _,
     } = answer;
     let items = match result {
         // Nothing of the batch was committed.
@@ -353,10 +372,12 @@ fn answer_inputs(
             return (Some(error), inputs);
         }
         Ok(mut items) => {
-            // The owed removals' answers first: nothing waits for them (an
-            // entry already gone is fine).
-            assert!(items.len() >= owed.len(), "an answer per owed removal");
-            items.drain(..owed.len());
+            // The owed removals' answers first, then the clears' (a
+            // maintenance batch's clears are its own operations): nothing
+            // waits for them (an entry already gone is fine).
+            let before = owed.len() + usize::from(clears);
+            assert!(items.len() >= before, "an answer per owed removal");
+            items.drain(..before);
             items
         }
     };
@@ -389,4 +410,53 @@ fn answer_inputs(
         }
     };
     (None, inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_index::StoreOutcome;
+
+    /// A store batch's answer: the owed removals' and the clears' items
+    /// come first and go to no job; each store's to its job, in order.
+    #[test]
+    fn a_store_batch_s_answer_skips_its_removals_and_clears() {
+        let answer = |clears: bool| IndexAnswer {
+            jobs: vec![JobKey(1), JobKey(2)],
+            kind: BatchKind::Store,
+            owed: vec![FileId(9)],
+            clears,
+            result: Ok([
+                vec![Ok(WriteOutcome::InDoubtRemoved { removed: false })],
+                if clears {
+                    vec![Ok(WriteOutcome::InDoubtCleared { cleared: 3 })]
+                } else {
+                    Vec::new()
+                },
+                vec![
+                    Ok(WriteOutcome::Store(StoreOutcome::Stored)),
+                    Ok(WriteOutcome::Store(StoreOutcome::Stored)),
+                ],
+            ]
+            .concat()),
+            answered_at: Instant::now(),
+        };
+        for clears in [false, true] {
+            let outcome = answer_outcome(answer(clears));
+            assert!(outcome.failed.is_none());
+            assert_eq!(outcome.owed, vec![FileId(9)]);
+            let jobs: Vec<JobKey> = outcome
+                .inputs
+                .iter()
+                .map(|(key, input)| {
+                    assert!(
+                        matches!(input, JobInput::Committed(Ok(StoreOutcome::Stored))),
+                        "{input:?}"
+                    );
+                    *key
+                })
+                .collect();
+            assert_eq!(jobs, vec![JobKey(1), JobKey(2)], "clears {clears}");
+        }
+    }
 }

@@ -128,6 +128,9 @@ pub(crate) struct Ingest {
     record_hint: usize,
     durability_failures: u32,
     answers: Vec<StoreAnswer>,
+    /// When each segment flush round in flight began (for the steps'
+    /// timing).
+    flushes_started: HashMap<RoundId, Instant>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -185,6 +188,7 @@ impl Ingest {
             space,
             durability_failures: 0,
             answers: Vec::new(),
+            flushes_started: HashMap::new(),
         }
     }
 
@@ -603,7 +607,7 @@ impl Ingest {
     /// The group-commit window ended.
     pub(crate) fn window_fired(&mut self, core: &mut Core) {
         self.index.window_fired();
-        self.submit_batch(core);
+        self.submit_batch_by(core, true);
     }
 
     /// The in-doubt clears' timer fired.
@@ -621,6 +625,7 @@ impl Ingest {
 
     /// The index writer answered a batch of this core.
     fn indexed(&mut self, core: &mut Core, answer: IndexAnswer) {
+        let answered_at = answer.answered_at;
         let outcome = index::answer_outcome(answer);
         if outcome.kind == BatchKind::Maintenance {
             if outcome.failed.is_none() {
@@ -646,6 +651,7 @@ impl Ingest {
         let now = Instant::now();
         for (key, input) in outcome.inputs {
             if let (JobInput::Committed(Ok(_)), Some(record)) = (&input, self.jobs.get_mut(&key)) {
+                record.timing.indexed = Some(answered_at);
                 record.timing.committed = Some(now);
             }
             self.inputs.push_back((key, input));
@@ -956,7 +962,19 @@ impl Ingest {
 
     /// Submits the queued entries as one batch.
     fn submit_batch(&mut self, core: &mut Core) {
+        self.submit_batch_by(core, false);
+    }
+
+    /// Submits the queued entries as one batch (`by_window`: the
+    /// group-commit window's timer fired).
+    fn submit_batch_by(&mut self, core: &mut Core, by_window: bool) {
         let queued = self.index.take_batch(core);
+        tracing::debug!(
+            target: "sluice::ingest::timing",
+            instances = queued.len(),
+            by_window,
+            "index batch submitted"
+        );
         let now = Instant::now();
         let mut jobs = Vec::with_capacity(queued.len());
         let mut ops = Vec::with_capacity(queued.len());
@@ -995,7 +1013,7 @@ impl Ingest {
         if !jobs.is_empty() {
             // A batch the writer does not take answers its jobs through the
             // mailbox (the writer unavailable), counted there, once.
-            self.index.submit_stores(jobs, ops);
+            self.index.submit_stores(core, jobs, ops);
         }
     }
 

@@ -244,6 +244,7 @@ impl Ingest {
             panic!("a flush round on the files layout");
         };
         let handle = segments.handle(start.target);
+        self.flushes_started.insert(start.round, Instant::now());
         if let Err(error) = core.sync(
             handle,
             SyncKind::Data,
@@ -275,14 +276,25 @@ impl Ingest {
             panic!("a flush round on the files layout");
         };
         let end = segments.round_ended(round, &result);
+        let started = self.flushes_started.remove(&round);
+        let now = Instant::now();
+        tracing::debug!(
+            target: "sluice::ingest::timing",
+            segment = end.target,
+            instances = end.jobs.len(),
+            next_round = end.next.is_some(),
+            started_at_us = super::timing::unix_micros(started),
+            flush_us = started.map_or(0, |started| now.saturating_duration_since(started).as_micros() as u64),
+            "segment flush round ended"
+        );
         if let Some(next) = end.next {
             self.start_flush(core, next);
         }
         match result {
             Ok(()) => {
-                let now = Instant::now();
                 for key in end.jobs {
                     if let Some(record) = self.jobs.get_mut(&key) {
+                        record.timing.flush_started = started;
                         record.timing.file_synced = Some(now);
                     }
                     self.inputs.push_back((key, JobInput::DataSynced(Ok(()))));

@@ -86,7 +86,9 @@ mod tests {
             jobs: vec![JobKey(job)],
             kind: BatchKind::Store,
             owed: Vec::new(),
+            clears: false,
             result: Ok(Vec::new()),
+            answered_at: std::time::Instant::now(),
         }
     }
 

@@ -21,8 +21,28 @@ pub(crate) struct JobTiming {
     pub(super) renamed: Option<Instant>,
     pub(super) file_synced: Option<Instant>,
     pub(super) dir_synced: Option<Instant>,
+    /// Records: the segment flush round that made it durable began.
+    pub(super) flush_started: Option<Instant>,
     pub(super) submitted: Option<Instant>,
+    /// The index writer committed the batch (its answer's callback, on the
+    /// writer thread).
+    pub(super) indexed: Option<Instant>,
+    /// The core took the index's answer.
     pub(super) committed: Option<Instant>,
+}
+
+/// `at` in microseconds since the Unix epoch (0 for `None`), to line the
+/// steps up with the index writer's transactions and the kernel's trace.
+pub(crate) fn unix_micros(at: Option<Instant>) -> u64 {
+    let Some(at) = at else {
+        return 0;
+    };
+    let (now, unix) = (Instant::now(), std::time::SystemTime::now());
+    let since = now.saturating_duration_since(at);
+    unix.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(since)
+        .as_micros() as u64
 }
 
 impl JobTiming {
@@ -72,6 +92,21 @@ impl JobTiming {
             ),
             index_us = Self::micros(self.submitted, self.committed.or(answered)),
             total_us = Self::micros(self.complete, answered),
+            // The way from the last byte to the answer (docs/design/segments.md,
+            // "The 40 KB path, session 10"), each from the step before:
+            // submitted from the last byte; the writer's commit from the
+            // submission, the core taking it from the commit (a thread
+            // hop); a record's flush round starting from its write's
+            // completion, ending from its start; the answer from the later
+            // of the flush and the index answer.
+            submit_us = Self::micros(self.complete, self.submitted),
+            commit_us = Self::micros(self.submitted, self.indexed),
+            hop_us = Self::micros(self.indexed, self.committed),
+            flush_wait_us = Self::micros(self.renamed, self.flush_started),
+            flush_us = Self::micros(self.flush_started, self.file_synced),
+            last_us = Self::micros(self.file_synced.max(self.committed), answered),
+            index_last = self.committed > self.file_synced,
+            complete_at_us = unix_micros(self.complete),
             "instance answered"
         );
     }

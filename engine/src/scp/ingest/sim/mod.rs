@@ -255,6 +255,7 @@ struct Submitted {
     jobs: Vec<JobKey>,
     kind: BatchKind,
     owed: Vec<FileId>,
+    clears: bool,
     ops: Vec<WriteOp>,
 }
 
@@ -763,7 +764,7 @@ impl World {
                 record.in_doubt = false;
                 let file_id = record.file_id;
                 self.in_doubt.owe(file_id);
-                self.submit(core, Vec::new(), vec![key], BatchKind::Undo);
+                self.submit(core, None, Vec::new(), vec![key], BatchKind::Undo);
             }
             Step::Close => {
                 let Some(handle) = self.record(core, key).handle.take() else {
@@ -867,9 +868,6 @@ impl World {
     fn submit_batch(&mut self, core: usize) {
         let (queued, timer) = self.cores[core].batcher.take_ready();
         self.cancel(core, timer);
-        if !queued.is_empty() {
-            self.submit_clears(core, false);
-        }
         let mut jobs = Vec::new();
         let mut ops = Vec::new();
         for key in queued {
@@ -898,19 +896,32 @@ impl World {
             }
         }
         if !jobs.is_empty() {
-            self.submit(core, ops, jobs, BatchKind::Store);
+            // The clears due ride in the store batch (`IndexSide::submit_stores`).
+            let (clears, timer) = self.cores[core].batcher.take_clears();
+            self.cancel(core, timer);
+            self.submit(core, clears, ops, jobs, BatchKind::Store);
         }
     }
 
-    fn submit(&mut self, core: usize, ops: Vec<WriteOp>, jobs: Vec<JobKey>, kind: BatchKind) {
+    fn submit(
+        &mut self,
+        core: usize,
+        clears: Option<WriteOp>,
+        ops: Vec<WriteOp>,
+        jobs: Vec<JobKey>,
+        kind: BatchKind,
+    ) {
         let owed = self.in_doubt.owed();
         let mut all = batcher::owed_ops(&owed);
+        let carries_clears = clears.is_some();
+        all.extend(clears);
         all.extend(ops);
         self.writer.push_back(Submitted {
             core,
             jobs,
             kind,
             owed,
+            clears: carries_clears,
             ops: all,
         });
     }
@@ -921,12 +932,7 @@ impl World {
         if op.is_none() && !(owed_alone && self.in_doubt.owed_count() > 0) {
             return;
         }
-        self.submit(
-            core,
-            op.into_iter().collect(),
-            Vec::new(),
-            BatchKind::Maintenance,
-        );
+        self.submit(core, op, Vec::new(), Vec::new(), BatchKind::Maintenance);
     }
 
     /// The writer's next transaction: the batches queued, coalesced (a
@@ -953,7 +959,9 @@ impl World {
                 jobs: batch.jobs,
                 kind: batch.kind,
                 owed: batch.owed,
+                clears: batch.clears,
                 result,
+                answered_at: std::time::Instant::now(),
             });
         }
     }
