@@ -27,7 +27,7 @@
 //! its one core): the first one written with zeros and flushed before the
 //! listener opens (up to 2 s), each next one allocated and zeroed in the
 //! background while the current one fills, paced to its fill rate, and
-//! with `auto` (the default) not zeroed while the flush rounds carry 2 MiB
+//! with `auto` (the default) not zeroed while the flush rounds carry 1 MiB
 //! or more; `on` always zeroes, `off` (or `fallocate`) allocates them only.
 //! Segments are `<dir>/segments/<id>.seg`.
 //!

@@ -349,7 +349,7 @@ config_options! {
         /// cache (on ext4 and XFS, whose `fallocate` leaves unwritten
         /// extents). `"on"`: always, paced to the core's fill rate (at
         /// full speed while the core is idle); `"auto"`: the same while the
-        /// core's flush rounds are small, none while they carry 2 MiB or
+        /// core's flush rounds are small, none while they carry 1 MiB or
         /// more (large instances: there the zeros cost the device more
         /// bandwidth than the journal commits they save); `"off"`:
         /// segments are allocated only, by the cores. The server waits up

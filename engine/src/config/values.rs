@@ -516,7 +516,7 @@ config_enum! {
     /// go in (`storage.segment_zero_fill`; docs/design/segments.md,
     /// "Written blocks" and "Paced and adaptive zero fill").
     pub enum ZeroFill {
-        /// As `on` while a core's flush rounds are small (under 2 MiB on
+        /// As `on` while a core's flush rounds are small (under 1 MiB on
         /// average); while they carry more, its next segment gets no
         /// zeros (it is allocated only).
         Auto = "auto",

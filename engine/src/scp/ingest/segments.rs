@@ -548,18 +548,7 @@ impl Segments {
             .and_then(|preparer| preparer.take(self.core_index));
         let was_prepared = prepared.is_some();
         let (id, writer) = match prepared {
-            Some(prepared) => {
-                if prepared.zeroed < prepared.writer.size() {
-                    tracing::info!(
-                        segment = prepared.id,
-                        core = self.core_index,
-                        zeroed = prepared.zeroed,
-                        size = prepared.writer.size(),
-                        "next segment taken partly written (the rest fallocated)"
-                    );
-                }
-                (prepared.id, prepared.writer)
-            }
+            Some(prepared) => (prepared.id, prepared.writer),
             None => {
                 let dir = self.layout.segments_dir();
                 if !self.dir_ready {
