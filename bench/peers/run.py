@@ -168,10 +168,10 @@ def segment_records(directory):
     magic, header and payload lengths, padded to 4096; the checksums are
     not checked here."""
     count = 0
-    for name in os.listdir(directory):
-        if not name.endswith(".seg"):
-            continue
-        with open(os.path.join(directory, name), "rb") as file:
+    paths = [os.path.join(root, name) for root, _dirs, names in os.walk(directory)
+             for name in names if name.endswith(".seg")]
+    for path in paths:
+        with open(path, "rb") as file:
             offset = 0
             while True:
                 file.seek(offset)
@@ -221,14 +221,14 @@ class Receiver:
             # a JSON-lines file beside the store, for its cost likewise.
             # sluice-segments: this build on io_uring storing records in
             # per-core segments (storage.layout = "segments").
-            binary, backend = ((binaries["sluice-baseline"], "uring") if name == "sluice-baseline"
+            binary, backend = ((binaries[name], "uring") if name.startswith("sluice-baseline")
                                else (binaries["sluice"], "uring")
                                if name in ("sluice-metrics", "sluice-audit", "sluice-segments")
                                else (binaries["sluice"], name.split("-", 1)[1]))
             # Every Sluice receiver names its layout (the default is
             # segments): the others serve files, as they were measured.
             layout = ("segments" if name == "sluice-segments" else
-                      baseline_layout if name == "sluice-baseline" else "files")
+                      baseline_layout if name.startswith("sluice-baseline") else "files")
             extra = list(extra) + ["--storage-layout", layout]
             self.binary = binary
             if name == "sluice-audit":
@@ -348,7 +348,7 @@ class Receiver:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        if self.name == "sluice-segments" or (self.name == "sluice-baseline"
+        if self.name == "sluice-segments" or (self.name.startswith("sluice-baseline")
                                               and baseline_layout == "segments"):
             stored = indexed_instances(self.binary, self.dir)
         elif self.name == "speed-of-light-segments":
@@ -360,11 +360,20 @@ class Receiver:
         return stored
 
 
+# The segment speed of light prepares its segments as `sluice serve` does
+# (`storage.segment_zero_fill`): "auto" (zeros paced, none for large
+# rounds) and "off" (allocated only). Each of its runs tries both, one
+# after the other, and reports the faster as the ceiling (its
+# "preparation"; the other's figures in "preparations").
+SOL_PREPARATIONS = ("auto", "off")
+
+
 class SpeedOfLight(Receiver):
     """The speed-of-light receivers: raw frames into files (`serve`), or as
-    records into a segment (`serve-segments`, 1 GiB), same durability."""
+    records into a segment (`serve-segments`, 1 GiB, its segments prepared
+    as `preparation` says), same durability."""
 
-    def __init__(self, binaries, storage_root, log_dir, segments=False):
+    def __init__(self, binaries, storage_root, log_dir, segments=False, preparation="auto"):
         self.name = "speed-of-light-segments" if segments else "speed-of-light"
         self.port = free_port()
         self.dir = os.path.join(storage_root, f"store-{self.name}")
@@ -374,7 +383,8 @@ class SpeedOfLight(Receiver):
         self.log_path = os.path.join(log_dir, f"{self.name}.log")
         self.log = open(self.log_path, "a")
         os.makedirs(self.dir, exist_ok=True)
-        command = ([binaries["speed_of_light"], "serve-segments", self.dir, str(self.port), "1024"]
+        command = ([binaries["speed_of_light"], "serve-segments", self.dir, str(self.port), "1024",
+                    preparation]
                    if segments else [binaries["speed_of_light"], "serve", self.dir, str(self.port)])
         self.process = subprocess.Popen(
             command,
@@ -601,9 +611,28 @@ def one_run(workload, receiver_name, binaries, args, files, log_dir):
 
 
 def measured_run(workload, receiver_name, binaries, args, files, log_dir, storage_root):
+    if receiver_name != "speed-of-light-segments":
+        return measured_once(workload, receiver_name, binaries, args, files, log_dir,
+                             storage_root)
+    tried = {preparation: measured_once(workload, receiver_name, binaries, args, files,
+                                        log_dir, storage_root, preparation)
+             for preparation in SOL_PREPARATIONS}
+    preparation, best = max(tried.items(), key=lambda item: item[1]["instances_per_s"])
+    best["preparation"] = preparation
+    best["preparations"] = {
+        name: {"instances_per_s": run["instances_per_s"], "latency_ms": run["latency_ms"],
+               "cpu_s_per_gb": run["cpu_s_per_gb"], "all_landed": run["all_landed"]}
+        for name, run in tried.items()}
+    best["all_landed"] = all(run["all_landed"] for run in tried.values())
+    return best
+
+
+def measured_once(workload, receiver_name, binaries, args, files, log_dir, storage_root,
+                  preparation="auto"):
     if receiver_name.startswith("speed-of-light"):
         receiver = SpeedOfLight(binaries, storage_root, log_dir,
-                                segments=receiver_name == "speed-of-light-segments")
+                                segments=receiver_name == "speed-of-light-segments",
+                                preparation=preparation)
     else:
         # --sluice-serve-arg: this build's Sluice receivers only (the
         # baseline is another build, which may not know the flag; wrap it).
@@ -723,10 +752,11 @@ def main():
                         help="the Markdown file to (re)generate (default: docs/benchmarks.md, "
                              "or <out dir>/benchmarks.md with --short)")
     parser.add_argument("--profile", default="release", help="cargo profile of the binaries")
-    parser.add_argument("--baseline-sluice", default=None, metavar="BIN",
+    parser.add_argument("--baseline-sluice", action="append", default=[], metavar="BIN",
                         help="another `sluice` binary (say, a build of the previous commit) run "
                              "as receiver sluice-baseline beside this build, interleaved, for "
-                             "before/after figures from one run")
+                             "before/after figures from one run; given again, the next ones run "
+                             "as sluice-baseline-2, -3, ...")
     parser.add_argument("--baseline-layout", default="files", choices=["files", "segments"],
                         help="the storage layout sluice-baseline serves")
     parser.add_argument("--sluice-serve-arg", action="append", default=[], metavar="ARG",
@@ -751,9 +781,10 @@ def main():
                 "speed_of_light": os.path.join(bin_dir, "speed_of_light"),
                 "dicom-rs": args.dicom_rs}
     receivers = [name for name in args.receivers.split(",") if name]
-    if args.baseline_sluice:
-        binaries["sluice-baseline"] = os.path.abspath(args.baseline_sluice)
-        receivers.append("sluice-baseline")
+    for number, baseline in enumerate(args.baseline_sluice, start=1):
+        name = "sluice-baseline" if number == 1 else f"sluice-baseline-{number}"
+        binaries[name] = os.path.abspath(baseline)
+        receivers.append(name)
     for name, path in binaries.items():
         if (name != "dicom-rs" or "dicom-rs" in receivers) and not os.path.isfile(path):
             sys.exit(f"{name} binary missing at {path} (bench/peers/run builds it)")

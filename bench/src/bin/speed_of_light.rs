@@ -21,14 +21,15 @@
 //! acknowledged after the next `fdatasync` of the segment that began after
 //! its write completed: one flush shared by every frame written meanwhile,
 //! across all connections (group commit). No file creation, rename or
-//! directory fsync per frame. Segments are prepared as `sluice serve`
-//! prepares them (`storage.segment_zero_fill`, docs/design/segments.md,
-//! "Written blocks"): the first one written with zeros and flushed before
-//! the listener opens, each next one by a background thread while the
-//! current one fills (`SegmentWriter::create_zeroed`), a full segment
-//! replaced by a fallocated one only when none is ready (counted on
-//! stderr); `fallocate` as the last argument allocates them only, as
-//! before.
+//! directory fsync per frame. Segments are prepared by `sluice serve`'s own
+//! preparer (`storage.segment_zero_fill`, docs/design/segments.md,
+//! "Written blocks" and "Paced and adaptive zero fill"; this receiver is
+//! its one core): the first one written with zeros and flushed before the
+//! listener opens (up to 2 s), each next one allocated and zeroed in the
+//! background while the current one fills, paced to its fill rate, and
+//! with `auto` (the default) not zeroed while the flush rounds carry 1 MiB
+//! or more; `on` always zeroes, `off` (or `fallocate`) allocates them only.
+//! Segments are `<dir>/segments/<id>.seg`.
 //!
 //! `send`: `connections` threads, each on its own connection, sending
 //! frames of `size` bytes one after the other until `count` frames are
@@ -37,7 +38,7 @@
 //!
 //! ```text
 //! speed_of_light serve <dir> <port>
-//! speed_of_light serve-segments <dir> <port> <segment MiB> [zero-fill|fallocate]
+//! speed_of_light serve-segments <dir> <port> <segment MiB> [auto|on|off]
 //! speed_of_light send <port> <connections> <size bytes> <count>
 //! ```
 
@@ -49,7 +50,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use sluice_engine::store::layout::dataset_checksum;
+use sluice_engine::config::ZeroFill;
+use sluice_engine::scp::{CoreLoad, SegmentIds, SegmentPreparer, START_WAIT_MAX};
+use sluice_engine::store::layout::{dataset_checksum, Layout};
 use sluice_engine::store::segment::{
     encode_in_place, AlignedBuf, RecordUids, SegmentWriter, PAYLOAD_ROOM,
 };
@@ -67,8 +70,9 @@ fn main() -> ExitCode {
         },
         Some("serve-segments") if args.len() == 5 || args.len() == 6 => {
             let zero_fill = match args.get(5).map(String::as_str) {
-                None | Some("zero-fill") => Ok(true),
-                Some("fallocate") => Ok(false),
+                None | Some("auto") => Ok(ZeroFill::Auto),
+                Some("on" | "zero-fill") => Ok(ZeroFill::On),
+                Some("off" | "fallocate") => Ok(ZeroFill::Off),
                 Some(other) => Err(format!("bad segment preparation {other:?}")),
             };
             match (args[3].parse(), args[4].parse::<u64>(), zero_fill) {
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
         Some("send") if args.len() == 6 => parse_send(&args[2..])
             .and_then(|(port, connections, size, count)| send(port, connections, size, count)),
         _ => Err(
-            "usage: speed_of_light serve <dir> <port> | serve-segments <dir> <port> <segment MiB> [zero-fill|fallocate] | send <port> <connections> <size> <count>"
+            "usage: speed_of_light serve <dir> <port> | serve-segments <dir> <port> <segment MiB> [auto|on|off] | send <port> <connections> <size> <count>"
                 .to_owned(),
         ),
     };
@@ -179,21 +183,15 @@ fn receive(mut stream: TcpStream, dir: &Path) -> std::io::Result<()> {
 
 /// The segments shared by every connection, and their group commit.
 struct Segments {
-    dir: PathBuf,
+    layout: Layout,
     segment_bytes: u64,
+    ids: Arc<SegmentIds>,
     state: Mutex<SegmentState>,
     changed: Condvar,
-    /// The next segment, written with zeros by [`Segments::prepare_forever`]
-    /// (`None` when not zero-filling).
-    prepared: Option<Arc<Prepared>>,
-    next_name: AtomicU64,
-}
-
-/// A segment prepared ahead, and the preparer's wake-up.
-#[derive(Default)]
-struct Prepared {
-    ready: Mutex<Option<SegmentWriter>>,
-    taken: Condvar,
+    /// The next segments, prepared as `sluice serve` prepares them (one
+    /// "core": this receiver's single open segment); `None` for
+    /// `fallocate`.
+    preparer: Option<(SegmentPreparer, Arc<CoreLoad>)>,
     fallocated: AtomicU64,
 }
 
@@ -212,97 +210,76 @@ struct SegmentState {
 }
 
 impl Segments {
-    fn create(dir: &Path, segment_bytes: u64, zero_fill: bool) -> std::io::Result<Segments> {
-        std::fs::create_dir_all(dir)?;
+    fn create(dir: &Path, segment_bytes: u64, zero_fill: ZeroFill) -> std::io::Result<Segments> {
+        let layout = Layout::new(dir);
+        std::fs::create_dir_all(layout.segments_dir())?;
+        let ids = Arc::new(SegmentIds::starting_at(1, 1));
         let started = Instant::now();
-        let writer = if zero_fill {
-            SegmentWriter::create_zeroed(&dir.join("0.seg"), segment_bytes, &|| false)?
-        } else {
-            SegmentWriter::create(&dir.join("0.seg"), segment_bytes)?
+        let preparer = match zero_fill {
+            ZeroFill::Off => None,
+            mode => {
+                let preparer = SegmentPreparer::start(
+                    layout.clone(),
+                    Arc::clone(&ids),
+                    mode,
+                    segment_bytes,
+                    0,
+                    1,
+                )?;
+                let load = preparer
+                    .load(0)
+                    .ok_or_else(|| std::io::Error::other("no core 0"))?;
+                Some((preparer, load))
+            }
         };
-        std::fs::File::open(dir)?.sync_all()?;
+        let (zeroed, first) = match &preparer {
+            Some((preparer, _)) => {
+                let (_, zeroed) = preparer.wait_first(START_WAIT_MAX);
+                (zeroed, preparer.take(0).map(|prepared| prepared.writer))
+            }
+            None => (0, None),
+        };
+        let writer = match first {
+            Some(writer) => writer,
+            None => fallocate(&layout, &ids, segment_bytes)?,
+        };
         eprintln!(
-            "speed_of_light: segments O_DIRECT: {}, zero-filled: {zero_fill}, first one in {} ms",
+            "speed_of_light: segments O_DIRECT: {}, zero fill: {}, first one in {} ms ({} MiB zeroed)",
             writer.is_direct(),
-            started.elapsed().as_millis()
+            zero_fill,
+            started.elapsed().as_millis(),
+            zeroed >> 20
         );
-        let file = Arc::new(writer.try_clone_file()?);
         Ok(Segments {
-            dir: dir.to_owned(),
-            segment_bytes,
             state: Mutex::new(SegmentState {
+                file: Arc::new(writer.try_clone_file()?),
                 writer,
-                file,
                 dirty: Vec::new(),
                 flushes_begun: 0,
                 flushed: 0,
                 failed: false,
             }),
+            layout,
+            segment_bytes,
+            ids,
             changed: Condvar::new(),
-            prepared: zero_fill.then(Arc::default),
-            next_name: AtomicU64::new(1),
+            preparer,
+            fallocated: AtomicU64::new(0),
         })
-    }
-
-    /// The preparer: keeps the next segment written with zeros and flushed,
-    /// its name durable, while the current one fills.
-    fn prepare_forever(&self) {
-        let Some(prepared) = &self.prepared else {
-            return;
-        };
-        loop {
-            let Ok(mut ready) = prepared.ready.lock() else {
-                return;
-            };
-            while ready.is_some() {
-                let Ok(waited) = prepared.taken.wait(ready) else {
-                    return;
-                };
-                ready = waited;
-            }
-            drop(ready);
-            let name = format!("{}.seg", self.next_name.fetch_add(1, Ordering::SeqCst));
-            let writer =
-                SegmentWriter::create_zeroed(&self.dir.join(&name), self.segment_bytes, &|| false)
-                    .and_then(|writer| {
-                        std::fs::File::open(&self.dir)?.sync_all()?;
-                        Ok(writer)
-                    });
-            match writer {
-                Ok(writer) => {
-                    if let Ok(mut ready) = prepared.ready.lock() {
-                        *ready = Some(writer);
-                    }
-                }
-                Err(error) => {
-                    eprintln!("speed_of_light: preparing {name}: {error}");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        }
     }
 
     /// The next segment: the prepared one if ready, else one allocated now.
     fn next_writer(&self) -> std::io::Result<SegmentWriter> {
-        if let Some(prepared) = &self.prepared {
-            let taken = prepared
-                .ready
-                .lock()
-                .ok()
-                .and_then(|mut ready| ready.take());
-            if let Some(writer) = taken {
-                prepared.taken.notify_all();
-                return Ok(writer);
+        if let Some((preparer, _)) = &self.preparer {
+            if let Some(prepared) = preparer.take(0) {
+                return Ok(prepared.writer);
             }
-            let fallocated = prepared.fallocated.fetch_add(1, Ordering::Relaxed) + 1;
+            let fallocated = self.fallocated.fetch_add(1, Ordering::Relaxed) + 1;
             eprintln!(
                 "speed_of_light: no prepared segment ready ({fallocated} so far): fallocated"
             );
         }
-        let name = format!("{}.seg", self.next_name.fetch_add(1, Ordering::SeqCst));
-        let writer = SegmentWriter::create(&self.dir.join(name), self.segment_bytes)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
-        Ok(writer)
+        fallocate(&self.layout, &self.ids, self.segment_bytes)
     }
 
     /// A place for `bytes` and the file to write it in; a full segment is
@@ -313,16 +290,21 @@ impl Segments {
             .state
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?;
-        if let Some(offset) = state.writer.reserve(bytes) {
-            return Ok((Arc::clone(&state.file), offset));
+        let offset = match state.writer.reserve(bytes) {
+            Some(offset) => offset,
+            None => {
+                let writer = self.next_writer()?;
+                state.file = Arc::new(writer.try_clone_file()?);
+                state.writer = writer;
+                state
+                    .writer
+                    .reserve(bytes)
+                    .ok_or_else(|| std::io::Error::other("frame larger than a segment"))?
+            }
+        };
+        if let Some((_, load)) = &self.preparer {
+            load.reserved(bytes, state.writer.size() - state.writer.append_position());
         }
-        let writer = self.next_writer()?;
-        state.file = Arc::new(writer.try_clone_file()?);
-        state.writer = writer;
-        let offset = state
-            .writer
-            .reserve(bytes)
-            .ok_or_else(|| std::io::Error::other("frame larger than a segment"))?;
         Ok((Arc::clone(&state.file), offset))
     }
 
@@ -367,6 +349,9 @@ impl Segments {
             state.flushes_begun += 1;
             let round = state.flushes_begun;
             drop(state);
+            if let Some((_, load)) = &self.preparer {
+                load.round_started();
+            }
             let result = dirty.iter().try_for_each(|file| file.sync_data());
             let Ok(mut state) = self.state.lock() else {
                 return;
@@ -381,18 +366,27 @@ impl Segments {
     }
 }
 
+/// A segment allocated (no zeros), its name durable.
+fn fallocate(
+    layout: &Layout,
+    ids: &SegmentIds,
+    segment_bytes: u64,
+) -> std::io::Result<SegmentWriter> {
+    let writer = SegmentWriter::create(&layout.segment_path(ids.take()), segment_bytes)?;
+    std::fs::File::open(layout.segments_dir())?.sync_all()?;
+    Ok(writer)
+}
+
 fn serve_segments(
     dir: &Path,
     port: u16,
     segment_bytes: u64,
-    zero_fill: bool,
+    zero_fill: ZeroFill,
 ) -> Result<(), String> {
     let segments = Arc::new(
         Segments::create(dir, segment_bytes, zero_fill)
             .map_err(|error| format!("{}: {error}", dir.display()))?,
     );
-    let preparer = Arc::clone(&segments);
-    std::thread::spawn(move || preparer.prepare_forever());
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|error| format!("bind 127.0.0.1:{port}: {error}"))?;
     let flusher = Arc::clone(&segments);

@@ -342,17 +342,22 @@ config_options! {
             kind IntKind::<u32>::new(1, 1 << 20), flag "segment-size-mib";
 
         /// Whether segments get their blocks written before records go in
-        /// (layout `"segments"`): `"on"`, a background thread keeps one segment per
-        /// core allocated, written with zeros and flushed, so a flush of
-        /// records has no extent to convert and commits no file-system
-        /// journal, only the device's cache (on ext4 and XFS, whose
-        /// `fallocate` leaves unwritten extents). Costs one segment's
-        /// writes per core before the server starts listening, the same
-        /// again in the background for each segment filled, and each core
-        /// holds up to two segments' space. Copy-on-write file systems
-        /// (btrfs, ZFS) gain nothing from it (every write allocates anew):
-        /// set `"off"` there (segments are then allocated only).
-        segment_zero_fill: ZeroFill = ZeroFill::On,
+        /// (layout `"segments"`): a background thread allocates each core's
+        /// next segment and writes zeros over it while the core fills its
+        /// current one, so a flush of records there has no extent to
+        /// convert and commits no file-system journal, only the device's
+        /// cache (on ext4 and XFS, whose `fallocate` leaves unwritten
+        /// extents). `"on"`: always, paced to the core's fill rate (at
+        /// full speed while the core is idle); `"auto"`: the same while the
+        /// core's flush rounds are small, none while they carry 1 MiB or
+        /// more (large instances: there the zeros cost the device more
+        /// bandwidth than the journal commits they save); `"off"`:
+        /// segments are allocated only, by the cores. The server waits up
+        /// to 2 s at start for the first segments' zeros. Each core holds
+        /// up to two segments' space. Copy-on-write file systems (btrfs,
+        /// ZFS) gain nothing from it (every write allocates anew): set
+        /// `"off"` there.
+        segment_zero_fill: ZeroFill = ZeroFill::Auto,
             kind EnumKind::<ZeroFill>::new(), flag "segment-zero-fill";
 
         /// The largest instance stored as a record (layout `"segments"`):

@@ -514,10 +514,15 @@ config_enum! {
 config_enum! {
     /// Whether segments get their blocks written with zeros before records
     /// go in (`storage.segment_zero_fill`; docs/design/segments.md,
-    /// "Written blocks").
+    /// "Written blocks" and "Paced and adaptive zero fill").
     pub enum ZeroFill {
-        /// A background thread keeps one written, flushed segment per core
-        /// ready.
+        /// As `on` while a core's flush rounds are small (under 1 MiB on
+        /// average); while they carry more, its next segment gets no
+        /// zeros (it is allocated only).
+        Auto = "auto",
+        /// A background thread writes zeros over each core's next segment
+        /// while the core fills its current one, paced to the core's fill
+        /// rate (at full speed while the core is idle).
         On = "on",
         /// Segments are allocated (`fallocate`) only.
         Off = "off",

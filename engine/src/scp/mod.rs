@@ -56,11 +56,15 @@ use crate::config::IoBackend;
 use crate::lock::{probe_port, DataDirectoryLock, LockError, PortLock};
 use crate::store::in_doubt::InDoubtSet;
 use crate::store::Store;
-pub(crate) use ingest::segments::SegmentIds;
+pub use ingest::segments::SegmentIds;
 use ingest::space::SpaceAccount;
 
 pub use crate::tls::TlsConfigError;
 pub use failure::status_of_index_error;
+/// The segment preparer (`storage.segment_zero_fill`), for the
+/// speed-of-light receiver (`bench`), which prepares its segments the same
+/// way.
+pub use ingest::prepare::{CoreLoad, Prepared, SegmentPreparer, START_WAIT_MAX};
 pub use ingest::{DURABILITY_FAILURES_BEFORE_REFUSING, STATUS_DUPLICATE_REJECTED};
 
 use crate::metrics::{Metrics, Phase};
@@ -135,18 +139,20 @@ fn start_segment_preparer(
     let preparer = ingest::prepare::SegmentPreparer::start(
         shared.store.layout().clone(),
         ids.clone(),
+        config.storage.segment_zero_fill,
         u64::from(config.storage.segment_size_mib) << 20,
         config.storage.free_space_floor,
         core_count,
     )
     .map_err(|error| ServeError::Config(format!("cannot start the segment preparer: {error}")))?;
-    let ready = preparer.wait_first();
+    let (ready, zeroed) = preparer.wait_first(ingest::prepare::START_WAIT_MAX);
     tracing::info!(
         ready,
         cores = core_count,
         segment_mib = config.storage.segment_size_mib,
+        zeroed_mib = zeroed >> 20,
         ms = started.elapsed().as_millis() as u64,
-        "first segments prepared (blocks written with zeros and flushed)"
+        "first segments prepared (blocks written with zeros and flushed, up to 2 s)"
     );
     let _ = shared.segment_preparer.set(Arc::new(preparer));
     Ok(())

@@ -590,7 +590,7 @@ impl Collector for Scrape {
             &mut encoder,
             (
                 "sluice_segments_created",
-                "Segments the cores opened with storage.segment_zero_fill on: prepared (blocks written with zeros beforehand), or fallocated because none was ready",
+                "Segments the cores opened with storage.segment_zero_fill auto or on: prepared (allocated ahead, written with zeros as far as the pacing reached), or fallocated by the core because none was ready",
                 MetricType::Counter,
             ),
             "kind",

@@ -302,7 +302,9 @@ impl Store {
             // Written zeros ahead of the index file's end, as segments get
             // theirs (`storage.segment_zero_fill`).
             zero_ahead_bytes: match config.storage.segment_zero_fill {
-                crate::config::ZeroFill::On => INDEX_ZERO_AHEAD_BYTES,
+                crate::config::ZeroFill::On | crate::config::ZeroFill::Auto => {
+                    INDEX_ZERO_AHEAD_BYTES
+                }
                 crate::config::ZeroFill::Off => 0,
             },
             ..IndexOptions::default()

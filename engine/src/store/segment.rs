@@ -792,11 +792,28 @@ fn zero_fill(file: &File, size: u64, abandon: &dyn Fn() -> bool) -> io::Result<(
                 "segment preparation abandoned",
             ));
         }
-        let len = (size - offset).min(ZERO_FILL_CHUNK as u64) as usize;
-        file.write_all_at(&chunk.as_slice()[..len], offset)?;
-        offset += len as u64;
+        let len = (size - offset).min(ZERO_FILL_CHUNK as u64);
+        write_zeros(file, offset, len, &chunk)?;
+        offset += len;
     }
     file.sync_data()
+}
+
+/// Writes zeros over `offset..offset + len` of `file` (multiples of
+/// [`RECORD_ALIGN`] for `O_DIRECT`), in writes of at most `zeros`' length
+/// (an aligned buffer of zeros, written again and again). Not flushed.
+/// The segment preparer's zero writes (`scp::ingest::prepare`): never
+/// called on a segment a writer appends records to.
+pub fn write_zeros(file: &File, offset: u64, len: u64, zeros: &AlignedBuf) -> io::Result<()> {
+    let zeros = zeros.as_slice();
+    assert!(!zeros.is_empty(), "a buffer of zeros");
+    let mut done = 0;
+    while done < len {
+        let piece = (len - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..piece], offset + done)?;
+        done += piece as u64;
+    }
+    Ok(())
 }
 
 /// Opens `path` read-write with `O_DIRECT`, or without it (logged once per

@@ -456,6 +456,32 @@ max_pdu_length = 1000
     assert_eq!(error.option(), Some("network.max_pdu_length"));
 }
 
+/// `storage.segment_zero_fill`: `"auto"` by default, each value parsed,
+/// and a bad one refused with the file, its line and the values taken.
+#[test]
+fn segment_zero_fill_takes_auto_on_and_off() {
+    use sluice_engine::config::ZeroFill;
+    let default = load("[server]\ndata_directory = \"/srv/sluice\"\n").unwrap();
+    assert_eq!(default.storage.segment_zero_fill, ZeroFill::Auto);
+    for (text, value) in [
+        ("auto", ZeroFill::Auto),
+        ("on", ZeroFill::On),
+        ("off", ZeroFill::Off),
+    ] {
+        let config = load(&format!("[storage]\nsegment_zero_fill = \"{text}\"\n")).unwrap();
+        assert_eq!(config.storage.segment_zero_fill, value, "{text}");
+    }
+    let error = load(
+        "[server]\ndata_directory = \"/srv/sluice\"\n\n[storage]\nsegment_zero_fill = \"paced\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "sluice.toml:5: option `storage.segment_zero_fill`: \"paced\" is not one of \"auto\", \"on\", \"off\""
+    );
+    assert_eq!(error.line(), Some(5));
+}
+
 #[test]
 fn each_kind_of_bad_value_is_reported_on_its_line() {
     let cases: &[(&str, &str)] = &[

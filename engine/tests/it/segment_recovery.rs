@@ -11,7 +11,7 @@ use std::path::Path;
 use sluice_engine::recovery::{recover, RecoveryReport};
 use sluice_engine::store::layout::dataset_checksum;
 use sluice_engine::store::part10::{file_header, seal, FileMeta, SEAL_BYTES};
-use sluice_engine::store::segment::{encode_record, RecordUids, SegmentWriter};
+use sluice_engine::store::segment::{encode_record, write_zeros, RecordUids, SegmentWriter};
 use sluice_index::{
     InstanceRecord, Location, RecordPlace, SegmentState, StoreOutcome, StoreRequest, Triplet,
 };
@@ -394,6 +394,59 @@ fn a_zero_filled_tail_ends_the_records_and_an_unused_prepared_segment_is_removed
         (again.segments_recovered, again.empty_segments_removed),
         (0, 0)
     );
+}
+
+/// Segments handed out partly written (`storage.segment_zero_fill`: the
+/// preparer's paced zeros had covered only their start): recovery reads the
+/// records, then the written zeros past them, then the unwritten rest, as
+/// the end of the records; and records that ran past the zeros into the
+/// unwritten part are all found. Both indexed and cut as a fallocated or
+/// a whole zero-filled segment is.
+#[test]
+fn a_partly_written_segment_recovers_as_a_whole_one() {
+    let mut fixture = StoreFixture::new();
+    std::fs::create_dir_all(fixture.layout.segments_dir()).unwrap();
+    let zeros = sluice_engine::store::segment::AlignedBuf::zeroed(64 << 10);
+    let mut ends = Vec::new();
+    let mut all = Vec::new();
+    // The first: records within its 64 KiB of zeros. The second: 4 KiB of
+    // zeros, its records past them.
+    for (n, zeroed) in [(0u64, 64u64 << 10), (1, 4 << 10)] {
+        let path = fixture.layout.segment_path(SEGMENT + n);
+        let mut writer = SegmentWriter::create(&path, SEGMENT_BYTES).unwrap();
+        let file = writer.try_clone_file().unwrap();
+        write_zeros(&file, 0, zeroed, &zeros).unwrap();
+        file.sync_data().unwrap();
+        let mut places = Vec::new();
+        for k in 0..3 {
+            let sop = format!("1.7.3.{n}.{k}");
+            let one = instance(&mut fixture, "1.7.3", &sop, "partly;");
+            places.push((append(&mut writer, SEGMENT + n, EPOCH, &one), one, sop));
+        }
+        writer.sync().unwrap();
+        drop(writer);
+        let last = places[2].0.end();
+        if n == 0 {
+            assert!(last < zeroed, "within the zeros");
+        } else {
+            assert!(places[1].0.offset >= zeroed, "past the zeros");
+        }
+        index_record(&fixture, &places[0].1, places[0].0, false);
+        ends.push((path, last));
+        all.extend(places);
+    }
+
+    let report = recover(&fixture.layout, fixture.index()).unwrap();
+    assert_eq!(report.segments_recovered, 2, "{report}");
+    assert_eq!(report.segment_records_reindexed, 4, "{report}");
+    assert_eq!(report.segment_torn_tails, 0, "the records end at zeros");
+    assert!(report.index_is_whole(), "{report:?}");
+    for (path, end) in &ends {
+        assert_eq!(std::fs::metadata(path).unwrap().len(), *end);
+    }
+    for (place, _, sop) in &all {
+        assert_eq!(location_of(&fixture, sop), Some(Location::Record(*place)));
+    }
 }
 
 /// Stale bytes past a cut: a whole record of an earlier run after the

@@ -33,7 +33,7 @@ use sluice_io::{AlignedPart, Core, FileHandle, IoBuf, DIRECT_IO_ALIGN};
 
 use super::dir_sync::{RoundEnd, RoundId, RoundStart, SyncRounds};
 use super::job::JobKey;
-use super::prepare::SegmentPreparer;
+use super::prepare::{CoreLoad, SegmentPreparer};
 use crate::scp::failure::Failure;
 use crate::store::layout::Layout;
 use crate::store::segment::{self, AlignedBuf, SegmentWriter, PAYLOAD_ROOM, RECORD_ALIGN};
@@ -60,7 +60,7 @@ const CREATE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Segment ids for every core of a run, and the run's epoch (written in
 /// each record's header).
 #[derive(Debug)]
-pub(crate) struct SegmentIds {
+pub struct SegmentIds {
     next: AtomicU64,
     epoch: u64,
 }
@@ -85,16 +85,17 @@ impl SegmentIds {
         })
     }
 
-    /// Ids from `next`, records of `epoch` (tests).
-    #[cfg(test)]
-    pub(crate) fn starting_at(next: u64, epoch: u64) -> SegmentIds {
+    /// Ids from `next`, records of `epoch` (tests, and the speed-of-light
+    /// receiver's preparer).
+    pub fn starting_at(next: u64, epoch: u64) -> SegmentIds {
         SegmentIds {
             next: AtomicU64::new(next),
             epoch,
         }
     }
 
-    pub(crate) fn take(&self) -> u64 {
+    /// The next id.
+    pub fn take(&self) -> u64 {
         self.next.fetch_add(1, Ordering::SeqCst)
     }
 }
@@ -310,6 +311,8 @@ pub(super) struct Segments {
     /// blocks written before records go in), and the core's number there.
     preparer: Option<Arc<SegmentPreparer>>,
     core_index: usize,
+    /// What the core tells the preparer of its load (its pacing).
+    load: Option<Arc<CoreLoad>>,
     layout: Layout,
     segment_bytes: u64,
     /// The current segment (records are reserved here).
@@ -346,6 +349,9 @@ impl Segments {
         core_index: usize,
     ) -> Segments {
         Segments {
+            load: preparer
+                .as_ref()
+                .and_then(|preparer| preparer.load(core_index)),
             preparer,
             core_index,
             memory_max: usize::try_from(memory_max).unwrap_or(usize::MAX),
@@ -486,6 +492,12 @@ impl Segments {
             let segment = self.open.get_mut(&id).expect("the current segment is open");
             if let Some(offset) = segment.writer.reserve(record_bytes) {
                 segment.jobs += 1;
+                if let Some(load) = &self.load {
+                    load.reserved(
+                        record_bytes,
+                        segment.writer.size() - segment.writer.append_position(),
+                    );
+                }
                 return (Ok(place(id, offset, record_bytes)), retired);
             }
             // Full (or sealed after a failure): the next record goes to a
@@ -514,6 +526,12 @@ impl Segments {
             panic!("a record of {record_bytes} bytes does not fit a new segment");
         };
         segment.jobs += 1;
+        if let Some(load) = &self.load {
+            load.reserved(
+                record_bytes,
+                segment.writer.size() - segment.writer.append_position(),
+            );
+        }
         (Ok(place(id, offset, record_bytes)), retired)
     }
 
@@ -647,7 +665,11 @@ impl Segments {
         {
             return Err(failure);
         }
-        Ok(self.rounds.join(id, job))
+        let start = self.rounds.join(id, job);
+        if let (Some(load), Some(_)) = (&self.load, &start) {
+            load.round_started();
+        }
+        Ok(start)
     }
 
     /// A flush round ended: on failure the segment is sealed and marked
@@ -658,6 +680,9 @@ impl Segments {
         result: &Result<(), Failure>,
     ) -> RoundEnd<u64> {
         let end = self.rounds.ended(round, result.is_ok());
+        if let (Some(load), Some(_)) = (&self.load, &end.next) {
+            load.round_started();
+        }
         if let Err(failure) = result {
             if let Some(segment) = self.open.get_mut(&end.target) {
                 segment.writer.seal();
