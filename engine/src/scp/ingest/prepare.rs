@@ -448,15 +448,36 @@ impl SegmentPreparer {
                     (load.bytes_per_round / 1024.0) as u64,
                 )
             });
-            tracing::info!(
-                segment = next.prepared.id,
-                core,
-                zeroed = next.prepared.zeroed,
-                size,
-                mb_per_s,
-                round_kib,
-                "next segment taken partly written (the rest fallocated)"
-            );
+            // `auto` holding the zeros for large rounds is the design doing
+            // its job, once a segment (every second or so per core at 512
+            // KB): logged at debug. Paced zeros that did not keep up are
+            // worth an operator's eye: info.
+            let held = self.inner.mode == ZeroFill::Auto
+                && core_state
+                    .sampler
+                    .load
+                    .is_some_and(|load| load.bytes_per_round >= LARGE_ROUND);
+            if held {
+                tracing::debug!(
+                    segment = next.prepared.id,
+                    core,
+                    zeroed = next.prepared.zeroed,
+                    size,
+                    mb_per_s,
+                    round_kib,
+                    "next segment taken partly written (zeros held: large flush rounds)"
+                );
+            } else {
+                tracing::info!(
+                    segment = next.prepared.id,
+                    core,
+                    zeroed = next.prepared.zeroed,
+                    size,
+                    mb_per_s,
+                    round_kib,
+                    "next segment taken partly written (the rest fallocated)"
+                );
+            }
         }
         core_state.sampler.took(Instant::now());
         self.inner.changed.notify_all();
