@@ -461,9 +461,6 @@ impl SegmentPreparer {
                 tracing::debug!(
                     segment = next.prepared.id,
                     core,
-                    zeroed = next.prepared.zeroed,
-                    size,
-                    mb_per_s,
                     round_kib,
                     "next segment taken partly written (zeros held: large flush rounds)"
                 );
