@@ -710,23 +710,19 @@ fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committe
 fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mut GroupState) {
     keep_sop_index(shared, groups);
     let started = std::time::SystemTime::now();
-    let (batches, ops) = (
-        group.len(),
-        group.iter().map(|batch| batch.ops.len()).sum::<usize>(),
-    );
-    let stores = group
-        .iter()
-        .flat_map(|batch| &batch.ops)
-        .filter(|op| matches!(op, WriteOp::Store(_)))
-        .count();
     let results = run_transaction(shared, &group, groups);
     // The transaction's size and time (docs/design/segments.md, "The 40 KB
     // path, session 10"), with its start to line it up with the cores'.
+    // The counts walk the group's operations only when the log is on.
     tracing::debug!(
         target: "sluice::index::timing",
-        batches,
-        ops,
-        stores,
+        batches = group.len(),
+        ops = group.iter().map(|batch| batch.ops.len()).sum::<usize>(),
+        stores = group
+            .iter()
+            .flat_map(|batch| &batch.ops)
+            .filter(|op| matches!(op, WriteOp::Store(_)))
+            .count(),
         started_at_us = started
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()

@@ -57,6 +57,14 @@ const SPARE_BYTES_MAX: usize = 128 << 20;
 /// itself within this long once space is freed.
 const CREATE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// A record of `record_bytes` reserved in `writer`'s segment: the core's
+/// load, for the preparer's pacing (none without a preparer).
+fn tell_load(load: Option<&CoreLoad>, record_bytes: u64, writer: &SegmentWriter) {
+    if let Some(load) = load {
+        load.reserved(record_bytes, writer.size() - writer.append_position());
+    }
+}
+
 /// Segment ids for every core of a run, and the run's epoch (written in
 /// each record's header).
 #[derive(Debug)]
@@ -492,12 +500,7 @@ impl Segments {
             let segment = self.open.get_mut(&id).expect("the current segment is open");
             if let Some(offset) = segment.writer.reserve(record_bytes) {
                 segment.jobs += 1;
-                if let Some(load) = &self.load {
-                    load.reserved(
-                        record_bytes,
-                        segment.writer.size() - segment.writer.append_position(),
-                    );
-                }
+                tell_load(self.load.as_deref(), record_bytes, &segment.writer);
                 return (Ok(place(id, offset, record_bytes)), retired);
             }
             // Full (or sealed after a failure): the next record goes to a
@@ -526,12 +529,7 @@ impl Segments {
             panic!("a record of {record_bytes} bytes does not fit a new segment");
         };
         segment.jobs += 1;
-        if let Some(load) = &self.load {
-            load.reserved(
-                record_bytes,
-                segment.writer.size() - segment.writer.append_position(),
-            );
-        }
+        tell_load(self.load.as_deref(), record_bytes, &segment.writer);
         (Ok(place(id, offset, record_bytes)), retired)
     }
 

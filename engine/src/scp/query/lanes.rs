@@ -181,10 +181,8 @@ impl QueryRetrieve {
         ) else {
             return;
         };
-        match transfer.begin(core, conn) {
-            Ok(()) => self.pump_lane(core, conns, serial),
-            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
-        }
+        let step = transfer.begin(core, conn);
+        self.pump_or_fail(core, conns, serial, step);
     }
 
     /// A lane's file opened: the current transfer's (it begins) or the
@@ -348,10 +346,8 @@ impl QueryRetrieve {
             // goes back to the pool.
             return;
         };
-        match transfer.read_done(core, conn, chunk, result) {
-            Ok(()) => self.pump_lane(core, conns, serial),
-            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
-        }
+        let step = transfer.read_done(core, conn, chunk, result);
+        self.pump_or_fail(core, conns, serial, step);
     }
 
     /// The first chunk a lane's next transfer read ahead: it waits for the
@@ -440,6 +436,21 @@ impl QueryRetrieve {
                 }
             }
             Pump::Failed(reason) => self.transfer_failed(core, conns, serial, &reason),
+        }
+    }
+
+    /// After a step of the lane's current transfer (its command queued, a
+    /// chunk read): the lane pumps on, or the transfer failed.
+    fn pump_or_fail(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        serial: u64,
+        step: Result<(), String>,
+    ) {
+        match step {
+            Ok(()) => self.pump_lane(core, conns, serial),
+            Err(reason) => self.transfer_failed(core, conns, serial, &reason),
         }
     }
 
