@@ -250,6 +250,14 @@ mod tests {
         }
     }
 
+    /// A window that measured a `flush` round and a `written` arrival.
+    fn measured(flush: Duration, written: Duration) -> FlushWindow<u32> {
+        let mut window = FlushWindow::<u32>::new(8 * MS);
+        window.flushed(flush);
+        window.written(written);
+        window
+    }
+
     fn arriving(received: Instant) -> Behind {
         Behind {
             received,
@@ -294,14 +302,10 @@ mod tests {
     #[test]
     fn an_arriving_record_is_waited_for_if_expected_within_the_window() {
         let now = Instant::now();
-        let mut window = FlushWindow::<u32>::new(8 * MS);
-        window.flushed(2 * MS);
-        window.written(MS);
+        let mut window = measured(2 * MS, MS);
         let deadline = now + window.window();
         assert!(window.expects(now, deadline, 7, [arriving(now)]));
-        let mut slow = FlushWindow::<u32>::new(8 * MS);
-        slow.flushed(2 * MS);
-        slow.written(12 * MS);
+        let mut slow = measured(2 * MS, 12 * MS);
         assert!(!slow.expects(now, now + slow.window(), 7, [arriving(now)]));
         // Arrived 20 ms ago, expected 1 ms after: overdue, a stalled sender.
         let later = now + 20 * MS;
@@ -313,9 +317,7 @@ mod tests {
     #[test]
     fn a_returning_association_is_expected_until_overdue() {
         let now = Instant::now();
-        let mut window = FlushWindow::<u32>::new(8 * MS);
-        window.flushed(2 * MS);
-        window.written(MS / 2);
+        let mut window = measured(2 * MS, MS / 2);
         window.answered(1, now - 10 * MS);
         window.request(1, now - 10 * MS + MS / 4);
         // Expected 3/4 ms after its answer.
@@ -337,9 +339,7 @@ mod tests {
     #[test]
     fn a_lone_association_is_never_held() {
         let now = Instant::now();
-        let mut window = FlushWindow::<u32>::new(8 * MS);
-        window.flushed(2 * MS);
-        window.written(MS / 2);
+        let mut window = measured(2 * MS, MS / 2);
         window.answered(1, now);
         window.request(1, now + MS / 10);
         let at = now + MS;

@@ -4,7 +4,8 @@
 //! What it owns: the jobs of the core (each a sans-I/O [`job::Job`] plus
 //! what the files layout needs of it: its file handle, paths and area), the
 //! head scanner and checksum of each data set on its way, the directory
-//! fsync rounds ([`dir_sync`]), the group commit ([`batcher`]), the core's
+//! fsync rounds ([`dir_sync`]), the segments' flush window
+//! ([`flush_window`]), the group commit ([`batcher`]), the core's
 //! count of consecutive durability failures, and the checks that refuse a
 //! C-STORE at its command (refusing state, in-flight limit, free-space
 //! floor). It turns the jobs' steps into `sluice-io` operations and index
