@@ -65,8 +65,14 @@ print()
 per_round = [int(r["instances"]) for r in rounds]
 fl = [int(r["flush_us"]) for r in rounds]
 print(f"flush rounds: {len(rounds)}, instances per round mean {sum(per_round)/max(1,len(per_round)):.2f}, distribution {sorted(collections.Counter(per_round).items())[:12]}")
+one = sum(1 for n in per_round if n == 1)
+print(f"one-instance rounds: {one} of {len(rounds)} ({100*one/max(1,len(rounds)):.0f}%); flush rounds per instance {len(rounds)/max(1,sum(per_round)):.3f}")
+held = [int(r["held_us"]) for r in rounds if int(r.get("held_us", 0)) > 0]
+print(f"rounds held by the flush window: {len(held)} of {len(rounds)}")
+print(row("held (µs)", held))
 print(row("flush round (µs)", fl))
 stores = [int(t["stores"]) for t in txns]
+print(f"index transactions per instance: {len(txns)/max(1,sum(int(t['stores']) for t in txns)):.3f}")
 print(f"index transactions: {len(txns)}, with stores {sum(1 for s in stores if s)}, without {sum(1 for s in stores if not s)}; stores per storing txn mean {sum(stores)/max(1,sum(1 for s in stores if s)):.2f}; batches per txn mean {sum(int(t['batches']) for t in txns)/max(1,len(txns)):.2f}")
 print(row("index txn (µs)", [int(t["txn_us"]) for t in txns]))
 print(row("index commit (µs)", [int(t["commit_us"]) for t in txns]))
@@ -134,4 +140,8 @@ if os.path.exists(trace):
     if per_pair:
         print(f"loop flushes issued while an index and a segment fdatasync overlapped: {sorted(collections.Counter(per_pair).items())}")
     total_fsyncs = sum(len(v) for v in ivs.values())
+    # Instances answered during the trace (its span, by their completion).
+    rate = len(inst) / max(1e-9, (max(int(d["complete_at_us"]) for d in inst) - min(int(d["complete_at_us"]) for d in inst)) / 1e6) if inst else 0
+    if rate:
+        print("fdatasyncs per instance (trace rate over the log's rate): " + ", ".join(f"{k} {len(v)/span/rate:.3f}" for k, v in ivs.items()) + f"; all {total_fsyncs/span/rate:.3f}; device flushes {len(flushes)/span/rate:.3f}")
     print(f"fdatasyncs {total_fsyncs}, loop device flushes {len(flushes)}: {len(flushes)/max(1,total_fsyncs):.2f} flushes per fdatasync")

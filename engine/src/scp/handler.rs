@@ -849,6 +849,7 @@ impl CoreHandler {
             }
             (Some(TagKind::RetrieveShare), _) => self.query.share_fired(core, &mut self.conns),
             (Some(TagKind::ClearTimer), _) => self.ingest.clear_fired(core),
+            (Some(TagKind::FlushWindow), _) => self.ingest.flush_window_fired(core),
             (Some(TagKind::DrainDeadline), _) => self.drain_deadline(core),
             (kind, value) => panic!("a timer of kind {kind:?} ({value}) that no core arms"),
         }

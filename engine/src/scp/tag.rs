@@ -50,6 +50,8 @@ pub(crate) enum TagKind {
     /// Headers, a command or a small value received exactly into the
     /// connection's buffer (value: the association's serial).
     RecvExact = 21,
+    /// The segments' flush window: held flush rounds are submitted.
+    FlushWindow = 22,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -57,7 +59,7 @@ const KIND_SHIFT: u32 = 56;
 /// Largest value a tag carries below its kind.
 pub(crate) const VALUE_MAX: u64 = (1 << KIND_SHIFT) - 1;
 
-const KINDS: [TagKind; 21] = [
+const KINDS: [TagKind; 22] = [
     TagKind::Send,
     TagKind::ConnTimer,
     TagKind::Open,
@@ -79,6 +81,7 @@ const KINDS: [TagKind; 21] = [
     TagKind::SegmentSync,
     TagKind::RecvIntoRecord,
     TagKind::RecvExact,
+    TagKind::FlushWindow,
 ];
 
 /// The tag of an operation of `kind` for `value`.

@@ -16,6 +16,12 @@
 //! earlier renames or writes reached the disk (a segment whose flush failed
 //! is also sealed by the service: nothing more is written to it).
 //!
+//! A round may be *held* before its sync is submitted ([`SyncRounds::hold`]:
+//! the segments' flush window, docs/design/segments.md "Fewer flushes per
+//! instance, session 11"): jobs that join meanwhile join it rather than
+//! wait for the next one, until [`SyncRounds::release`]. A held round
+//! covers only jobs that joined before its sync begins, as any round does.
+//!
 //! Sans-I/O: [`SyncRounds`] says which rounds to start and which jobs a
 //! round covered; the ingest service opens and syncs the targets. It
 //! knows no connection and no job's state.
@@ -56,6 +62,9 @@ pub(crate) struct RoundEnd<K = PathBuf> {
 #[derive(Debug, Default)]
 struct Group {
     round: Option<RoundId>,
+    /// The round is held: its sync is not submitted yet, so a job that
+    /// joins now is covered by it.
+    held: bool,
     /// Covered by the round in flight.
     in_flight: Vec<JobKey>,
     /// Renamed while it runs: the next round's.
@@ -90,7 +99,11 @@ impl<K: Clone + Eq + Hash + std::fmt::Debug> SyncRounds<K> {
     pub(crate) fn join(&mut self, dir: K, job: JobKey) -> Option<RoundStart<K>> {
         let group = self.groups.entry(dir.clone()).or_default();
         if group.round.is_some() {
-            group.waiting.push(job);
+            if group.held {
+                group.in_flight.push(job);
+            } else {
+                group.waiting.push(job);
+            }
             return None;
         }
         debug_assert!(group.in_flight.is_empty() && group.waiting.is_empty());
@@ -111,6 +124,42 @@ impl<K: Clone + Eq + Hash + std::fmt::Debug> SyncRounds<K> {
         RoundStart { round, target: dir }
     }
 
+    /// Holds round `round`, just returned by [`SyncRounds::join`] or as a
+    /// [`RoundEnd::next`]: its sync is not submitted until
+    /// [`SyncRounds::release`], and the jobs joining meanwhile join it.
+    pub(crate) fn hold(&mut self, round: RoundId) {
+        let group = self.group_of(round);
+        debug_assert!(!group.held, "round {round:?} held twice");
+        group.held = true;
+    }
+
+    /// Releases held round `round`: its sync is submitted now, and jobs
+    /// joining from here on wait for the next round. Returns how many jobs
+    /// it covers.
+    pub(crate) fn release(&mut self, round: RoundId) -> usize {
+        let group = self.group_of(round);
+        debug_assert!(group.held, "round {round:?} released but not held");
+        group.held = false;
+        group.in_flight.len()
+    }
+
+    /// How many jobs round `round` covers so far.
+    #[cfg(test)]
+    fn covered(&mut self, round: RoundId) -> usize {
+        self.group_of(round).in_flight.len()
+    }
+
+    fn group_of(&mut self, round: RoundId) -> &mut Group {
+        let Some(dir) = self.rounds.get(&round) else {
+            panic!("round {round:?} ended or never started");
+        };
+        let Some(group) = self.groups.get_mut(dir) else {
+            panic!("round {round:?} of a target without jobs");
+        };
+        assert_eq!(group.round, Some(round));
+        group
+    }
+
     /// Round `round` ended (its directory's open or its sync failed, or the
     /// sync succeeded).
     pub(crate) fn ended(&mut self, round: RoundId, succeeded: bool) -> RoundEnd<K> {
@@ -124,6 +173,7 @@ impl<K: Clone + Eq + Hash + std::fmt::Debug> SyncRounds<K> {
             panic!("round {round:?} of a directory without jobs");
         };
         assert_eq!(group.round, Some(round));
+        assert!(!group.held, "round {round:?} ended while held");
         group.round = None;
         let mut jobs = std::mem::take(&mut group.in_flight);
         if !succeeded {
@@ -225,6 +275,39 @@ mod tests {
         assert_eq!(failed.next, None);
         assert_eq!(rounds.ended(other.round, true).jobs, vec![JobKey(3)]);
         assert_eq!(rounds.rounds_in_flight(), 0);
+    }
+
+    /// A held round covers the jobs that join before it is released; after
+    /// that they wait for the next round, as for a round in flight.
+    #[test]
+    fn a_held_round_covers_the_jobs_joining_until_released() {
+        let mut rounds = SyncRounds::<u64>::default();
+        let first = rounds.join(7, JobKey(1)).expect("a flush is due");
+        rounds.hold(first.round);
+        assert_eq!(rounds.join(7, JobKey(2)), None);
+        assert_eq!(rounds.join(7, JobKey(3)), None);
+        assert_eq!(rounds.covered(first.round), 3);
+        assert_eq!(rounds.release(first.round), 3);
+        assert_eq!(rounds.join(7, JobKey(4)), None);
+        let end = rounds.ended(first.round, true);
+        assert_eq!(end.jobs, vec![JobKey(1), JobKey(2), JobKey(3)]);
+        // The next round, held in turn, takes job 5 beside job 4.
+        let next = end.next.expect("job 4's flush");
+        rounds.hold(next.round);
+        assert_eq!(rounds.join(7, JobKey(5)), None);
+        assert_eq!(rounds.release(next.round), 2);
+        let end = rounds.ended(next.round, false);
+        assert_eq!(end.jobs, vec![JobKey(4), JobKey(5)]);
+        assert_eq!(rounds.rounds_in_flight(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "ended while held")]
+    fn a_held_round_does_not_end() {
+        let mut rounds = SyncRounds::<u64>::default();
+        let first = rounds.join(7, JobKey(1)).expect("a flush is due");
+        rounds.hold(first.round);
+        rounds.ended(first.round, true);
     }
 
     #[test]

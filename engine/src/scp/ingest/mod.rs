@@ -4,7 +4,8 @@
 //! What it owns: the jobs of the core (each a sans-I/O [`job::Job`] plus
 //! what the files layout needs of it: its file handle, paths and area), the
 //! head scanner and checksum of each data set on its way, the directory
-//! fsync rounds ([`dir_sync`]), the group commit ([`batcher`]), the core's
+//! fsync rounds ([`dir_sync`]), the segments' flush window
+//! ([`flush_window`]), the group commit ([`batcher`]), the core's
 //! count of consecutive durability failures, and the checks that refuse a
 //! C-STORE at its command (refusing state, in-flight limit, free-space
 //! floor). It turns the jobs' steps into `sluice-io` operations and index
@@ -19,6 +20,7 @@
 pub(crate) mod batcher;
 pub(crate) mod dir_sync;
 mod files;
+mod flush_window;
 mod index;
 mod instance;
 pub(crate) mod job;
@@ -131,6 +133,10 @@ pub(crate) struct Ingest {
     /// When each segment flush round in flight began (for the steps'
     /// timing).
     flushes_started: HashMap<RoundId, Instant>,
+    /// When each flush round in flight that the flush window held was due.
+    flushes_held: HashMap<RoundId, Instant>,
+    /// The segments' flush window (`flush_window`).
+    flush_window: flush_window::FlushWindow<sluice_io::TimerId>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -189,6 +195,8 @@ impl Ingest {
             durability_failures: 0,
             answers: Vec::new(),
             flushes_started: HashMap::new(),
+            flushes_held: HashMap::new(),
+            flush_window: flush_window::FlushWindow::new(flush_window::FLUSH_WINDOW_MAX),
         }
     }
 
@@ -281,6 +289,10 @@ impl Ingest {
         };
         self.next_job += 1;
         let key = JobKey(self.next_job);
+        let now = Instant::now();
+        if self.segments.is_some() {
+            self.flush_window.request(start.serial, now);
+        }
         // The segments layout holds the bytes until the record is whole;
         // the files layout opens the temporary file now.
         let record = self.segments.is_some() && header.len() as u64 <= self.record_max;
@@ -341,7 +353,7 @@ impl Ingest {
                 in_doubt: false,
                 reservation,
                 timing: JobTiming {
-                    received: Some(Instant::now()),
+                    received: Some(now),
                     ..JobTiming::default()
                 },
             },
@@ -777,12 +789,18 @@ impl Ingest {
                 let Some(place) = record.place else {
                     panic!("a flush of job {key:?}, which has no record");
                 };
+                if let (Some(received), Some(written)) =
+                    (record.timing.received, record.timing.renamed)
+                {
+                    self.flush_window
+                        .written(written.saturating_duration_since(received));
+                }
                 let Some(segments) = self.segments.as_mut() else {
                     panic!("a record job on the files layout");
                 };
                 match segments.join(place.segment, key) {
-                    Ok(Some(start)) => self.start_flush(core, start),
-                    Ok(None) => {}
+                    Ok(Some(start)) => self.flush_due(core, start),
+                    Ok(None) => self.joined_held(core, place.segment),
                     // An earlier flush of the segment failed.
                     Err(failure) => self
                         .inputs
@@ -1027,6 +1045,10 @@ impl Ingest {
             panic!("settling job {key:?}, which is gone");
         };
         let file_id = record.file_id;
+        if record.place.is_some() {
+            // Its sender is expected back with its next instance.
+            self.flush_window.answered(record.serial, Instant::now());
+        }
         if record.in_doubt {
             // Durable now: commitment may count it, and the mark can go.
             self.shared.in_doubt.remove(file_id);

@@ -2,7 +2,9 @@
 //! the record buffers its jobs hold while their data sets arrive, lent to
 //! the core for the zero-copy receive and counted against the core's
 //! record memory budget, the spill of a record job to a file, the record's
-//! one write at its reserved place, and the segments' flush rounds. The
+//! one write at its reserved place, and the segments' flush rounds (held
+//! by the core's flush window, `super::flush_window`, while more records
+//! are a moment behind). The
 //! state is the jobs' `record_buf`/`written` and [`segments::Segments`]; the
 //! files layout's steps and the job machine's pump stay in `mod.rs`.
 
@@ -14,6 +16,7 @@ use sluice_io::{At, Core, IoBuf, IoError, OpenOptions, SyncKind};
 
 use super::dir_sync::{RoundId, RoundStart};
 use super::files::Files;
+use super::flush_window::Behind;
 use super::instance::Instance;
 use super::job::{CommitOrder, JobInput, JobKey};
 use super::segments;
@@ -238,8 +241,84 @@ impl Ingest {
         .map_err(Failure::WriteSubmit)
     }
 
+    /// A segment's flush round is due (the first record written while
+    /// none runs): held while the flush window expects more records of the
+    /// core within it (`super::flush_window`), else submitted now.
+    pub(super) fn flush_due(&mut self, core: &mut Core, start: RoundStart<u64>) {
+        let Some(segments) = self.segments.as_mut() else {
+            panic!("a flush round on the files layout");
+        };
+        segments.hold(start.round);
+        self.held_or_started(core, start);
+    }
+
+    /// A held round (held by [`Ingest::flush_due`], or as the next round
+    /// when one ended) stays held while the window expects more records
+    /// (its timer armed), or is released and submitted now.
+    fn held_or_started(&mut self, core: &mut Core, start: RoundStart<u64>) {
+        let now = Instant::now();
+        let window = self.flush_window.window();
+        let expected = !window.is_zero()
+            && self
+                .flush_window
+                .expects(now, now + window, start.target, behind(&self.jobs));
+        if !expected {
+            self.release_flush(core, start, None);
+            return;
+        }
+        if let Some(window) = self.flush_window.hold(start, now) {
+            match core.timer(window, tag(TagKind::FlushWindow, 0)) {
+                Ok(timer) => self.flush_window.timer_armed(timer),
+                // No timer: nothing is held.
+                Err(_) => self.flush_window_fired(core),
+            }
+        }
+    }
+
+    /// A record was written into segment `segment` while a round of it is
+    /// held or in flight: a held round is released once no other record is
+    /// expected before its deadline.
+    pub(super) fn joined_held(&mut self, core: &mut Core, segment: u64) {
+        let Some(deadline) = self.flush_window.held_in(segment) else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .flush_window
+            .expects(now, deadline, segment, behind(&self.jobs))
+        {
+            return;
+        }
+        let (held, timer) = self.flush_window.release(segment);
+        if let Some(timer) = timer {
+            core.cancel_timer(timer);
+        }
+        if let Some(held) = held {
+            self.release_flush(core, held.start, Some(held.due));
+        }
+    }
+
+    /// The flush window's timer fired: every held round is submitted.
+    pub(crate) fn flush_window_fired(&mut self, core: &mut Core) {
+        for held in self.flush_window.fired() {
+            self.release_flush(core, held.start, Some(held.due));
+        }
+    }
+
+    /// Submits a held round (held since `due`, if the window held it).
+    fn release_flush(&mut self, core: &mut Core, start: RoundStart<u64>, due: Option<Instant>) {
+        let Some(segments) = self.segments.as_mut() else {
+            panic!("a flush round on the files layout");
+        };
+        segments.release(start.round);
+        if let Some(due) = due {
+            self.flushes_held.insert(start.round, due);
+        }
+        self.start_flush(core, start);
+    }
+
     /// Starts a segment's flush round.
-    pub(super) fn start_flush(&mut self, core: &mut Core, start: RoundStart<u64>) {
+    fn start_flush(&mut self, core: &mut Core, start: RoundStart<u64>) {
         let Some(segments) = self.segments.as_ref() else {
             panic!("a flush round on the files layout");
         };
@@ -276,22 +355,33 @@ impl Ingest {
             panic!("a flush round on the files layout");
         };
         let end = segments.round_ended(round, &result);
+        // The next round is held until this one's instances were answered
+        // (their senders are then expected back: `super::flush_window`);
+        // records written meanwhile join it.
+        if let Some(next) = &end.next {
+            segments.hold(next.round);
+        }
         let started = self.flushes_started.remove(&round);
+        let held_since = self.flushes_held.remove(&round);
         let now = Instant::now();
+        let took = started.map(|started| now.saturating_duration_since(started));
         tracing::debug!(
             target: "sluice::ingest::timing",
             segment = end.target,
             instances = end.jobs.len(),
             next_round = end.next.is_some(),
             started_at_us = super::timing::unix_micros(started),
-            flush_us = started.map_or(0, |started| now.saturating_duration_since(started).as_micros() as u64),
+            flush_us = took.unwrap_or_default().as_micros() as u64,
+            held_us = held_since
+                .zip(started)
+                .map_or(0, |(due, started)| started.saturating_duration_since(due).as_micros() as u64),
             "segment flush round ended"
         );
-        if let Some(next) = end.next {
-            self.start_flush(core, next);
-        }
         match result {
             Ok(()) => {
+                if let Some(took) = took {
+                    self.flush_window.flushed(took);
+                }
                 for key in end.jobs {
                     if let Some(record) = self.jobs.get_mut(&key) {
                         record.timing.flush_started = started;
@@ -315,7 +405,26 @@ impl Ingest {
             }
         }
         self.pump(core);
+        if let Some(next) = end.next {
+            self.held_or_started(core, next);
+        }
     }
+}
+
+/// The core's record jobs not yet written (in no flush round), for the
+/// flush window.
+fn behind(jobs: &HashMap<JobKey, Instance>) -> impl Iterator<Item = Behind> + '_ {
+    jobs.values()
+        .filter(|record| {
+            record.job.is_record() && !record.job.has_failed() && record.timing.renamed.is_none()
+        })
+        .filter_map(|record| {
+            Some(Behind {
+                received: record.timing.received?,
+                writing: record.timing.complete.is_some(),
+                segment: record.place.map(|place| place.segment),
+            })
+        })
 }
 
 /// The bytes of record buffers the jobs hold: arriving (lent to a receive

@@ -670,6 +670,19 @@ impl Segments {
         Ok(start)
     }
 
+    /// Holds a flush round that is due (its `fdatasync` not submitted yet:
+    /// records written meanwhile join it), for the core's flush window
+    /// (`super::flush_window`).
+    pub(super) fn hold(&mut self, round: RoundId) {
+        self.rounds.hold(round);
+    }
+
+    /// Releases a held flush round, to be submitted now; how many records
+    /// it covers.
+    pub(super) fn release(&mut self, round: RoundId) -> usize {
+        self.rounds.release(round)
+    }
+
     /// A flush round ended: on failure the segment is sealed and marked
     /// failed (its jobs, this round's and the next's, fail).
     pub(super) fn round_ended(
