@@ -172,10 +172,11 @@ fn online_compaction_reclaims_dead_bytes_while_a_c_get_and_ingest_run() {
     assert!(value(&samples, "sluice_compaction_last_pass_unix_seconds", &[]) > 0.0);
     let log = terminate(served);
     assert!(log.contains("online compaction pass"), "{log}");
-    assert!(
-        log.contains("a record compaction moved is sent from its new place"),
-        "the sender found a listed segment gone and looked the record up again: {log}"
-    );
+    // A record whose segment was deleted while the C-GET sent was either
+    // read through the segment its lane held open (the same bytes: records
+    // are never rewritten in place) or looked up again at its new place
+    // ("a record compaction moved is sent from its new place"): both end
+    // in the byte-exact comparison above.
     assert!(!log.contains("ERROR"), "{log}");
 
     // Everything stored is there, byte-exact, `verify` clean; what stays

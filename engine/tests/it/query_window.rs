@@ -61,6 +61,51 @@ fn assert_whole(result: &PeerOutput, answered: &str) {
     );
 }
 
+/// How many segment files (`*.seg`) process `pid` has open.
+fn segment_fds(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.extension().is_some_and(|ext| ext == "seg"))
+        })
+        .count()
+}
+
+/// The server's open segment files once the count has held still for
+/// half a second (ingest's open segment, the preparer's next).
+fn settled_segment_fds(served: &Served) -> usize {
+    let mut last = segment_fds(served.pid());
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = segment_fds(served.pid());
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Waits (at most 10 s: a close completes after the answer) until the
+/// server has `expected` segment files open again: the lane closed the
+/// segments it held and every file its transfers read ahead.
+fn assert_segment_files_closed(served: &Served, expected: usize, when: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = segment_fds(served.pid());
+        if now == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{when}: {now} segment files open, {expected} before the C-GET"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The `key=value` of the server's last "retrieve answered" line.
 fn last_answer_field(log: &str, key: &str) -> Option<String> {
     let line = log
@@ -157,11 +202,13 @@ fn a_get_with_a_window_keeps_several_sub_operations_outstanding_and_arrives_byte
 
 /// C-CANCEL while sub-operations are outstanding: no new one starts, those
 /// outstanding are answered and counted, the final answer (FE00) comes
-/// after the last of them with the counts exact.
+/// after the last of them with the counts exact; the instances read ahead
+/// are given back, and no segment file stays open.
 #[test]
 fn a_get_with_a_window_can_be_cancelled() {
     let files = tempfile::tempdir().unwrap();
     let (served, bulk) = served_with_bulk(&files.path().join("corpus"));
+    let open_before = settled_segment_fds(&served);
     let out = files.path().join("cancelled");
     let result = pynetdicom_get(
         served.port,
@@ -206,10 +253,12 @@ fn a_get_with_a_window_can_be_cancelled() {
         .filter(|instance| arrived.contains_key(&instance.sop))
         .collect();
     assert_same_data_sets(&sent, &arrived);
+    assert_segment_files_closed(&served, open_before, "after the cancelled C-GET");
     // The server goes on: the whole study again.
     let again = files.path().join("again");
     let result = pynetdicom_get(served.port, &bulk[0].study, &again, &["--window", "4"]);
     assert_whole(&result, "1/4");
+    assert_segment_files_closed(&served, open_before, "after the whole C-GET");
     served.stop();
 }
 
@@ -219,6 +268,7 @@ fn a_get_with_a_window_can_be_cancelled() {
 fn a_requester_answering_an_unknown_message_id_or_twice_is_aborted() {
     let files = tempfile::tempdir().unwrap();
     let (served, bulk) = served_with_bulk(&files.path().join("corpus"));
+    let open_before = settled_segment_fds(&served);
     for (n, flag) in ["--answer-unknown-id", "--answer-twice"]
         .into_iter()
         .enumerate()
@@ -244,6 +294,9 @@ fn a_requester_answering_an_unknown_message_id_or_twice_is_aborted() {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        // Aborted with transfers read ahead: their files and the lane's
+        // segment closed.
+        assert_segment_files_closed(&served, open_before, flag);
     }
     let out = files.path().join("after");
     let result = pynetdicom_get(served.port, &bulk[0].study, &out, &["--window", "4"]);

@@ -167,7 +167,7 @@ impl QueryRetrieve {
         let idle = self
             .lanes
             .get(&serial)
-            .is_some_and(|lane| lane.transfer.is_none() && lane.next.is_none());
+            .is_some_and(|lane| lane.transfer.is_none() && lane.ahead.is_empty());
         if pulled.staged && idle {
             self.lane_next(core, conns, serial);
         } else if pulled.done {

@@ -12,8 +12,8 @@
 //! then opens the cached file as any other (the usual open completion
 //! follows), or fails the sub-operation with the fetch's reason.
 //!
-//! A completion whose lane ended, or whose lane now opens another record
-//! (the transfer was given up meanwhile), is dropped: the record stays
+//! A completion whose lane ended, or whose transfer was given up meanwhile
+//! (its identity is no longer on the lane), is dropped: the record stays
 //! cached for the next reader.
 
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sluice_index::Triplet;
 use sluice_io::{At, Core, OpenOptions};
 
+use super::state;
 use super::transfer::{OpenError, Phase};
 use super::QueryRetrieve;
 use crate::objects::{EvictedRecord, Objects};
@@ -29,9 +30,10 @@ use crate::scp::conn::Connections;
 use crate::scp::tag::{tag, TagKind};
 use crate::store::layout::Layout;
 
-/// A fetch that ended, for the lane that asked.
+/// A fetch that ended, for the transfer that asked.
 #[derive(Debug)]
 struct Fetched {
+    /// The transfer's io tag value (its lane and its identity on it).
     lane: u64,
     /// The record's cache file (which the lane's transfer names).
     path: PathBuf,
@@ -71,7 +73,8 @@ impl FetchedQueue {
     }
 
     /// Has the fetcher fetch `record` (the cache file `path` of the
-    /// instance `triplet`) for `lane`; the outcome comes back through
+    /// instance `triplet`) for the transfer whose io tag value is `lane`;
+    /// the outcome comes back through
     /// [`QueryRetrieve::records_fetched`].
     pub(super) fn fetch(
         self: &Arc<Self>,
@@ -118,16 +121,18 @@ impl QueryRetrieve {
     /// sub-operation with the reason.
     pub(crate) fn records_fetched(&mut self, core: &mut Core, conns: &mut Connections) {
         for Fetched { lane, path, result } in self.fetched.take() {
-            let Some(state) = self.lanes.get(&lane) else {
+            // `lane`: the io tag value of the transfer that asked.
+            let (serial, id) = state::split_io(lane);
+            let Some(state) = self.lanes.get(&serial) else {
                 continue;
             };
-            // The lane's one open in flight: its prefetched next, else its
-            // current transfer (as `QueryRetrieve::opened` decides).
-            let opening = [&state.next, &state.transfer]
-                .into_iter()
-                .flatten()
-                .find(|transfer| transfer.phase == Phase::Opening);
-            let waits = opening
+            // Its transfer, if it still waits (the lane's current one, or
+            // one read ahead).
+            let waits = state
+                .transfer
+                .iter()
+                .chain(state.ahead.iter())
+                .find(|transfer| transfer.id() == id && transfer.phase == Phase::Opening)
                 .is_some_and(|transfer| transfer.dataset.location.file_range().0 == path.as_path());
             if !waits {
                 continue;

@@ -1,37 +1,47 @@
 //! The transfers on a retrieve's lanes: which instance a lane carries
-//! next, its file opened and its first chunk read ahead while the previous
-//! C-STORE-RSP is awaited, its reads and sends pumped, and a failed
-//! transfer's instance given its outcome. The state is each [`Lane`]'s
-//! `transfer` and `next`; the retrieve's bookkeeping (answers, counts, the
-//! end of an operation) stays in the parent module.
+//! next, the next ones read ahead (their files opened and first chunks
+//! read while the current one is sent and the answers are awaited), their
+//! reads and sends pumped, and a failed transfer's instance given its
+//! outcome. The state is each [`Lane`]'s `transfer` and `ahead`; every
+//! open and read carries its transfer's identity in its io tag
+//! (`Lane::io_value`), so its completion finds that transfer, or none when
+//! it was given up meanwhile (its file closed, its chunk back in the
+//! pool). The retrieve's bookkeeping (answers, counts, the end of an
+//! operation) stays in the parent module.
 
+use super::state::split_io;
 use super::*;
+
+/// Chunks of the core's pool that reading ahead leaves free for the lanes'
+/// current transfers (their reads and sends), so a first chunk read ahead
+/// never holds up the instance being sent.
+const AHEAD_CHUNKS_LEFT: usize = transfer::LANE_SENDS_MAX as usize;
 
 impl QueryRetrieve {
     /// The next instance of the lane's retrieve that the lane can carry, as
-    /// a transfer whose file is being opened; the instances no accepted
-    /// context fits fail on the way (said so). `None` when none is left.
+    /// a transfer whose file is being opened (or already open: a record of
+    /// a segment the lane holds open); the instances no accepted context
+    /// fits fail on the way (said so). `None` when none is left.
     pub(super) fn next_transfer(
         op: &mut RetrieveOp,
         conn: &mut Connection,
         core: &mut Core,
-        (lane, fetched): (u64, &Arc<FetchedQueue>),
+        (lane, serial, fetched): (&mut Lane, u64, &Arc<FetchedQueue>),
     ) -> Option<Transfer> {
         let get = op.kind == RetrieveKind::Get;
-        let contexts = conn
-            .negotiated()
-            .map(|negotiated| negotiated.presentation_contexts.clone())
-            .unwrap_or_default();
         let pdu_length = pdu_length_for(conn.pdu_length_max_peer().unwrap_or(0), CHUNK_SIZE);
         while let Some(dataset) = op.retrieve.next() {
-            let sop = dataset.triplet.sop_instance_uid.clone();
-            let Some((context_id, mode)) = choose_context(&contexts, &dataset, get) else {
+            let chosen = conn.negotiated().and_then(|negotiated| {
+                choose_context(&negotiated.presentation_contexts, &dataset, get)
+            });
+            let Some((context_id, mode)) = chosen else {
+                let sop = &dataset.triplet.sop_instance_uid;
                 let reason = format!(
                     "the destination accepts no transfer syntax Sluice can send for SOP class {} stored as {}",
                     dataset.sop_class_uid, dataset.transfer_syntax_uid
                 );
                 tracing::warn!(peer = ?conn.peer, called_ae = %conn.called_ae_title, sop_instance_uid = %sop, "{reason}");
-                op.retrieve.done(&sop, SubOutcome::Failed(reason));
+                op.retrieve.done(sop, SubOutcome::Failed(reason));
                 continue;
             };
             let message_id = conn.message_id();
@@ -39,7 +49,7 @@ impl QueryRetrieve {
                 message_id,
                 priority: Priority::Medium,
                 affected_sop_class_uid: dataset.sop_class_uid.clone(),
-                affected_sop_instance_uid: sop.clone(),
+                affected_sop_instance_uid: dataset.triplet.sop_instance_uid.clone(),
                 move_originator: match op.kind {
                     RetrieveKind::Move { .. } => Some(MoveOriginator {
                         ae_title: op.originator_ae_title.clone(),
@@ -48,24 +58,33 @@ impl QueryRetrieve {
                     RetrieveKind::Get => None,
                 },
             });
+            let io = Lane::io_value(serial, lane.take_id());
             let mut transfer = Transfer::new(
                 dataset,
                 (context_id, mode),
                 (command, message_id),
-                pdu_length,
+                (pdu_length, io),
             );
-            match transfer.start(core, lane, fetched) {
+            if let Some(file) = transfer.segment_path().and_then(|path| lane.segment(path)) {
+                // Its segment is open on the lane: nothing to open.
+                transfer.opened(file, true);
+                return Some(transfer);
+            }
+            match transfer.start(core, fetched) {
                 Ok(()) => return Some(transfer),
-                Err(reason) => op.retrieve.done(&sop, SubOutcome::Failed(reason)),
+                Err(reason) => op.retrieve.done(
+                    &transfer.dataset.triplet.sop_instance_uid,
+                    SubOutcome::Failed(reason),
+                ),
             }
         }
         None
     }
 
-    /// Starts a lane's next sub-operation (the one already opened while the
-    /// window was full, if any) when none is being sent and its window has
-    /// room, or releases a C-MOVE lane with nothing left to send and
-    /// nothing outstanding.
+    /// Starts a lane's next sub-operation (the first of those read ahead,
+    /// if any) when none is being sent and its window has room, and reads
+    /// the following ones ahead; or releases a C-MOVE lane with nothing
+    /// left to send and nothing outstanding.
     pub(super) fn lane_next(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             return;
@@ -87,15 +106,9 @@ impl QueryRetrieve {
             }
             return;
         };
-        lane.transfer = if lane.next_abandoned {
-            // Cancelled or failing: no other open before the abandoned one
-            // completes.
-            None
-        } else {
-            match lane.next.take() {
-                Some(next) => Some(next),
-                None => Self::next_transfer(op, conn, core, (serial, &self.fetched)),
-            }
+        lane.transfer = match lane.ahead.pop_front() {
+            Some(next) => Some(next),
+            None => Self::next_transfer(op, conn, core, (&mut *lane, serial, &self.fetched)),
         };
         let ready = lane
             .transfer
@@ -113,14 +126,15 @@ impl QueryRetrieve {
         if ready {
             self.begin(core, conns, serial);
         }
+        self.read_ahead(core, conns, serial);
         self.maybe_finish(core, conns, origin);
     }
 
     /// The lane's transfer has every byte queued: it joins the sub-operations
     /// awaiting their answer, a pending C-GET-RSP held back while its data
     /// set went out goes now, and the next instance starts at once when the
-    /// window has room (with an Asynchronous Operations Window), else is
-    /// opened ahead (one at a time: its open is off the critical path).
+    /// window has room (with an Asynchronous Operations Window), else the
+    /// lane reads the next ones ahead while the answers are awaited.
     pub(super) fn lane_sent(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             return;
@@ -143,7 +157,7 @@ impl QueryRetrieve {
         if room {
             self.lane_next(core, conns, serial);
         } else {
-            self.prefetch(core, conns, serial);
+            self.read_ahead(core, conns, serial);
         }
         if deferred {
             // It went with the next C-STORE-RQ, or goes now.
@@ -153,14 +167,17 @@ impl QueryRetrieve {
         }
     }
 
-    /// Opens the lane's next instance while the window is full (one at a
-    /// time: while the current one's response is awaited), so its open is
-    /// off the critical path.
-    pub(super) fn prefetch(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
+    /// Reads the lane's next instances ahead, up to `Lane::ahead_max`: each
+    /// one's file opened (or its segment's, already open on the lane,
+    /// borrowed) and, while the core's pool has chunks to spare, its first
+    /// chunk read (`Transfer::prime`), so that when its turn comes its
+    /// command and first PDUs leave in one send with no open or read
+    /// between. They are sent in the order they were taken.
+    pub(super) fn read_ahead(&mut self, core: &mut Core, conns: &mut Connections, serial: u64) {
         let Some(lane) = self.lanes.get_mut(&serial) else {
             return;
         };
-        if lane.next.is_some() || lane.released {
+        if lane.released || !lane.accepted {
             return;
         }
         let (Some(conn), Some(Operation::Retrieve(op))) =
@@ -168,7 +185,24 @@ impl QueryRetrieve {
         else {
             return;
         };
-        lane.next = Self::next_transfer(op, conn, core, (serial, &self.fetched));
+        while lane.ahead.len() < lane.ahead_max() {
+            let Some(next) =
+                Self::next_transfer(op, conn, core, (&mut *lane, serial, &self.fetched))
+            else {
+                break;
+            };
+            lane.ahead.push_back(next);
+        }
+        let mut sending = Sending {
+            pool: &self.chunks,
+            share: &mut self.share,
+        };
+        for next in &mut lane.ahead {
+            if sending.pool.lent() + AHEAD_CHUNKS_LEFT >= self.chunk_count {
+                break;
+            }
+            next.prime(core, &mut sending);
+        }
     }
 
     /// The lane's current transfer's file is open: its command goes out.
@@ -185,95 +219,77 @@ impl QueryRetrieve {
         self.pump_or_fail(core, conns, serial, step);
     }
 
-    /// A lane's file opened: the current transfer's (it begins) or the
-    /// prefetched next one's (it waits).
+    /// A transfer's file opened (`value`: its io tag's, its lane and
+    /// identity): the lane's current transfer begins; one read ahead reads
+    /// its first chunk. A record's segment stays open on the lane for its
+    /// next records (`Lane::hold_segment`). One given up meanwhile has its
+    /// file closed.
     pub(crate) fn opened(
         &mut self,
         core: &mut Core,
         conns: &mut Connections,
-        serial: u64,
+        value: u64,
         result: Result<FileHandle, OpenError>,
     ) {
+        let (serial, id) = split_io(value);
+        let close = |core: &mut Core, result: Result<FileHandle, OpenError>| {
+            if let Ok(file) = result {
+                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+            }
+        };
         let Some(lane) = self.lanes.get_mut(&serial) else {
             // The lane ended while the open was in flight.
-            if let Ok(file) = result {
-                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
-            }
-            return;
+            return close(core, result);
         };
-        let opening = |transfer: &Option<Transfer>| {
-            transfer
-                .as_ref()
-                .is_some_and(|transfer| transfer.phase == Phase::Opening)
-        };
-        let is_next = opening(&lane.next);
-        if is_next && lane.next_abandoned {
-            if let Ok(file) = result {
-                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
-            }
-            let origin = lane.origin;
-            lane.next_abandoned = false;
-            if let Some(next) = lane.next.take() {
-                if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
-                    op.retrieve.give_back(next.dataset);
-                }
-            }
-            self.maybe_finish(core, conns, origin);
-            return;
-        }
-        let target = if is_next {
-            lane.next.as_mut()
-        } else if opening(&lane.transfer) {
-            lane.transfer.as_mut()
-        } else {
-            None
-        };
-        let Some(transfer) = target else {
+        let opening = |transfer: &Transfer| transfer.id() == id && transfer.phase == Phase::Opening;
+        let current = lane.transfer.as_ref().is_some_and(opening);
+        if !current && !lane.ahead.iter().any(opening) {
             // Its transfer was given up while the open was in flight.
-            if let Ok(file) = result {
-                let _ = core.close_file(file, tag(TagKind::Ignored, 0));
-            }
-            return;
-        };
+            return close(core, result);
+        }
         match result {
             Ok(file) => {
-                transfer.opened(file);
-                if is_next {
-                    self.prime_next(core, serial);
-                } else {
+                let path = lane_transfer(lane, current, id)
+                    .and_then(|transfer| transfer.segment_path())
+                    .map(std::path::Path::to_owned);
+                let borrowed = path.is_some_and(|path| lane.hold_segment(core, &path, file));
+                if let Some(transfer) = lane_transfer(lane, current, id) {
+                    transfer.opened(file, borrowed);
+                }
+                if current {
                     self.begin(core, conns, serial);
+                } else {
+                    self.prime_ahead(core, serial, id);
                 }
             }
             Err(error) => {
-                if transfer.reopen(core, serial, &error, (&self.shared.store, &self.fetched)) {
+                let Some(transfer) = lane_transfer(lane, current, id) else {
+                    return;
+                };
+                if transfer.reopen(core, &error, (&self.shared.store, &self.fetched)) {
                     return;
                 }
                 let reason = error.to_string();
-                if is_next {
-                    // Fails now; the lane goes on with the current one.
-                    if let Some(next) = lane.next.take() {
-                        let origin = lane.origin;
-                        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
-                            op.retrieve.done(
-                                &next.dataset.triplet.sop_instance_uid,
-                                SubOutcome::Failed(reason),
-                            );
-                        }
-                    }
-                } else {
+                if current {
                     self.transfer_failed(core, conns, serial, &reason);
+                } else {
+                    // Fails now; the lane goes on with the others.
+                    self.ahead_failed(core, conns, (serial, id), reason);
                 }
             }
         }
     }
 
-    /// The lane's next instance, opened while the current one's response is
-    /// awaited, reads its first chunk ahead (`Transfer::prime`).
-    pub(super) fn prime_next(&mut self, core: &mut Core, serial: u64) {
+    /// Transfer `id`, read ahead on lane `serial` and now open, reads its
+    /// first chunk (`Transfer::prime`) if the pool has chunks to spare.
+    fn prime_ahead(&mut self, core: &mut Core, serial: u64, id: u32) {
+        if self.chunks.lent() + AHEAD_CHUNKS_LEFT >= self.chunk_count {
+            return;
+        }
         let Some(next) = self
             .lanes
             .get_mut(&serial)
-            .and_then(|lane| lane.next.as_mut())
+            .and_then(|lane| lane.ahead.iter_mut().find(|transfer| transfer.id() == id))
         else {
             return;
         };
@@ -281,119 +297,94 @@ impl QueryRetrieve {
             pool: &self.chunks,
             share: &mut self.share,
         };
-        next.prime(core, &mut sending, serial);
+        next.prime(core, &mut sending);
     }
 
-    /// The lane's prefetched next instance, not started, goes back to its
-    /// retrieve's queue (its file closed): the lane cannot carry it. One
-    /// whose open or first read is in flight on a lane that stays
-    /// (`removed` false) is only marked abandoned: [`QueryRetrieve::opened`]
-    /// or [`QueryRetrieve::read`] gives it back, so that the completion is
-    /// not taken for a later transfer's.
-    pub(super) fn give_back_next(
+    /// Transfer `id` read ahead on lane `serial` cannot be sent (its open
+    /// or first read failed): its instance fails (its command never went
+    /// out), the lane goes on with the others.
+    fn ahead_failed(
+        &mut self,
+        core: &mut Core,
+        conns: &mut Connections,
+        (serial, id): (u64, u32),
+        reason: String,
+    ) {
+        let Some(lane) = self.lanes.get_mut(&serial) else {
+            return;
+        };
+        let Some(position) = lane.ahead.iter().position(|transfer| transfer.id() == id) else {
+            return;
+        };
+        let Some(mut next) = lane.ahead.remove(position) else {
+            return;
+        };
+        next.close(core);
+        let origin = lane.origin;
+        let sop = &next.dataset.triplet.sop_instance_uid;
+        tracing::warn!(sop_instance_uid = %sop, reason = %reason, "a retrieve sub-operation failed");
+        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
+            op.retrieve.done(sop, SubOutcome::Failed(reason));
+        }
+        self.maybe_finish(core, conns, origin);
+    }
+
+    /// The lane's transfers read ahead, not started, go back to the front
+    /// of their retrieve's queue, in order (their files closed): the lane
+    /// will not carry them. An open or read of theirs still in flight finds
+    /// no transfer when it completes (`opened`, `read`: the file is closed,
+    /// the chunk goes back to the pool).
+    pub(super) fn give_back_ahead(
         lane: &mut Lane,
         operations: &mut HashMap<u64, Operation>,
         core: &mut Core,
-        removed: bool,
     ) {
-        let in_flight = lane
-            .next
-            .as_ref()
-            .is_some_and(|next| next.phase == Phase::Opening || next.reading());
-        if in_flight && !removed {
-            lane.next_abandoned = true;
-            return;
-        }
-        lane.next_abandoned = false;
-        let Some(mut next) = lane.next.take() else {
-            return;
+        let mut op = match operations.get_mut(&lane.origin) {
+            Some(Operation::Retrieve(op)) => Some(op),
+            _ => None,
         };
-        debug_assert!(
-            !next.command_sent(),
-            "a prefetched transfer sent its command"
-        );
-        next.close(core);
-        if let Some(Operation::Retrieve(op)) = operations.get_mut(&lane.origin) {
-            op.retrieve.give_back(next.dataset);
+        while let Some(mut next) = lane.ahead.pop_back() {
+            debug_assert!(
+                !next.command_sent(),
+                "a transfer read ahead sent its command"
+            );
+            next.close(core);
+            if let Some(op) = op.as_deref_mut() {
+                op.retrieve.give_back(next.dataset);
+            }
         }
     }
 
-    /// A lane's read completed: its current transfer's, or the first chunk
-    /// its next one read ahead.
+    /// A read completed (`value`: its io tag's, its lane and transfer): the
+    /// lane's current transfer's, or the first chunk of one read ahead.
+    /// One whose transfer was given up meanwhile drops its chunk (back to
+    /// the pool).
     pub(crate) fn read(
         &mut self,
         core: &mut Core,
         conns: &mut Connections,
-        serial: u64,
+        value: u64,
         chunk: Chunk,
         result: Result<u64, IoError>,
     ) {
-        let Some(lane) = self.lanes.get_mut(&serial) else {
-            // Its lane ended while the read was in flight: the chunk goes
-            // back to the pool.
-            return;
-        };
-        let current = lane
-            .transfer
-            .as_ref()
-            .is_some_and(|transfer| transfer.reading());
-        if !current && lane.next.as_ref().is_some_and(|next| next.reading()) {
-            return self.next_read(core, conns, serial, chunk, result);
-        }
-        let transfer = lane.transfer.as_mut().filter(|transfer| transfer.reading());
-        let (Some(transfer), Some(conn)) = (transfer, conns.get_mut(serial)) else {
-            // Its transfer ended while the read was in flight: the chunk
-            // goes back to the pool.
-            return;
-        };
-        let step = transfer.read_done(core, conn, chunk, result);
-        self.pump_or_fail(core, conns, serial, step);
-    }
-
-    /// The first chunk a lane's next transfer read ahead: it waits for the
-    /// lane to be free; a failed read fails that instance (its command not
-    /// sent); an abandoned next goes back to its retrieve's queue.
-    pub(super) fn next_read(
-        &mut self,
-        core: &mut Core,
-        conns: &mut Connections,
-        serial: u64,
-        chunk: Chunk,
-        result: Result<u64, IoError>,
-    ) {
+        let (serial, id) = split_io(value);
         let (Some(lane), Some(conn)) = (self.lanes.get_mut(&serial), conns.get_mut(serial)) else {
+            // Its lane ended while the read was in flight.
             return;
         };
-        let origin = lane.origin;
-        let failed = if lane.next_abandoned {
-            None
-        } else {
-            let Some(next) = lane.next.as_mut() else {
-                return;
-            };
-            match next.read_done(core, conn, chunk, result) {
-                Ok(()) => return,
-                Err(reason) => Some(reason),
-            }
-        };
-        lane.next_abandoned = false;
-        let Some(mut next) = lane.next.take() else {
-            return;
-        };
-        next.close(core);
-        if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
-            match failed {
-                Some(reason) => {
-                    tracing::warn!(sop_instance_uid = %next.dataset.triplet.sop_instance_uid, reason = %reason, "a retrieve sub-operation failed");
-                    op.retrieve.done(
-                        &next.dataset.triplet.sop_instance_uid,
-                        SubOutcome::Failed(reason),
-                    );
-                }
-                None => op.retrieve.give_back(next.dataset),
-            }
+        let reading = |transfer: &&mut Transfer| transfer.id() == id && transfer.reading();
+        if let Some(transfer) = lane.transfer.as_mut().filter(reading) {
+            let step = transfer.read_done(core, conn, chunk, result);
+            return self.pump_or_fail(core, conns, serial, step);
         }
-        self.maybe_finish(core, conns, origin);
+        let Some(next) = lane.ahead.iter_mut().find(reading) else {
+            // Its transfer ended while the read was in flight.
+            return;
+        };
+        // A first chunk read ahead waits in its transfer for its turn.
+        if let Err(reason) = next.read_done(core, conn, chunk, result) {
+            self.ahead_failed(core, conns, (serial, id), reason);
+        }
     }
 
     /// Moves a lane's transfer on as far as it goes now.
@@ -411,7 +402,7 @@ impl QueryRetrieve {
             pool: &self.chunks,
             share: &mut self.share,
         };
-        match transfer.pump(core, conn, &mut sending, serial) {
+        match transfer.pump(core, conn, &mut sending) {
             Pump::Reading => {}
             Pump::Sent => self.lane_sent(core, conns, serial),
             wait @ (Pump::WaitSends | Pump::WaitChunk | Pump::WaitShare) => {
@@ -479,7 +470,7 @@ impl QueryRetrieve {
                 .done(&sop, SubOutcome::Failed(reason.to_owned()));
         }
         if transfer.command_sent() {
-            Self::give_back_next(lane, &mut self.operations, core, false);
+            Self::give_back_ahead(lane, &mut self.operations, core);
             if let Some(conn) = conns.get_mut(serial) {
                 conn.abort(
                     core,
@@ -494,5 +485,15 @@ impl QueryRetrieve {
                 conn.flush_sends(core);
             }
         }
+    }
+}
+
+/// The lane's `current` transfer, or the one read ahead whose identity is
+/// `id`.
+fn lane_transfer(lane: &mut Lane, current: bool, id: u32) -> Option<&mut Transfer> {
+    if current {
+        lane.transfer.as_mut()
+    } else {
+        lane.ahead.iter_mut().find(|transfer| transfer.id() == id)
     }
 }

@@ -104,6 +104,8 @@ pub(crate) struct QueryRetrieve {
     shared: Arc<ServerShared>,
     timeouts: Timeouts,
     chunks: ChunkPool,
+    /// The most chunks `chunks` lends at once.
+    chunk_count: usize,
     share: Share,
     operations: HashMap<u64, Operation>,
     lanes: HashMap<u64, Lane>,
@@ -162,6 +164,7 @@ impl QueryRetrieve {
         QueryRetrieve {
             timeouts,
             chunks: ChunkPool::new(CHUNK_SIZE, chunk_count),
+            chunk_count,
             share: Share::new(
                 shared.store.config().query.retrieve_share_under_ingest,
                 Instant::now(),
@@ -558,7 +561,7 @@ impl QueryRetrieve {
                 let lanes = op.lanes.clone();
                 for lane in lanes {
                     if let Some(lane) = self.lanes.get_mut(&lane) {
-                        Self::give_back_next(lane, &mut self.operations, core, false);
+                        Self::give_back_ahead(lane, &mut self.operations, core);
                     }
                 }
                 self.maybe_finish(core, conns, serial);
@@ -693,7 +696,7 @@ impl QueryRetrieve {
                 return;
             };
             transfer.close(core);
-            Self::give_back_next(lane, &mut self.operations, core, false);
+            Self::give_back_ahead(lane, &mut self.operations, core);
             if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
                 op.retrieve.done(
                     &transfer.dataset.triplet.sop_instance_uid,
@@ -857,7 +860,9 @@ impl QueryRetrieve {
         for lane_serial in op.lanes {
             if lane_serial == origin {
                 // A C-GET's own association: it goes on serving.
-                self.lanes.remove(&lane_serial);
+                if let Some(mut lane) = self.lanes.remove(&lane_serial) {
+                    lane.close_segments(core);
+                }
                 if let Some(conn) = conns.get_mut(lane_serial) {
                     core.set_quickack_after_recv(conn.id, true);
                 }
@@ -870,9 +875,10 @@ impl QueryRetrieve {
             };
             // Nothing is in flight once the retrieve is finished.
             debug_assert!(
-                lane.transfer.is_none() && lane.next.is_none() && lane.outstanding.is_empty(),
+                lane.transfer.is_none() && lane.ahead.is_empty() && lane.outstanding.is_empty(),
                 "a lane busy after its retrieve ended"
             );
+            lane.close_segments(core);
             // A lane still being accepted releases itself once it is
             // (`lane_next` finds its retrieve gone).
             if lane.accepted && !lane.released {
@@ -913,13 +919,14 @@ impl QueryRetrieve {
         let Some(mut lane) = self.lanes.remove(&serial) else {
             return;
         };
-        Self::give_back_next(&mut lane, &mut self.operations, core, true);
+        Self::give_back_ahead(&mut lane, &mut self.operations, core);
         let origin = lane.origin;
         let reason = format!("the association to the destination ended: {why}");
         let sending = lane.transfer.take().map(|mut transfer| {
             transfer.close(core);
             transfer
         });
+        lane.close_segments(core);
         for transfer in sending.into_iter().chain(lane.outstanding.drain(..)) {
             if let Some(Operation::Retrieve(op)) = self.operations.get_mut(&origin) {
                 op.retrieve.done(
@@ -995,11 +1002,12 @@ impl QueryRetrieve {
             self.lane_ended(core, conns, serial, &why);
             return;
         }
-        if let Some(lane) = self.lanes.remove(&serial) {
+        if let Some(mut lane) = self.lanes.remove(&serial) {
             // A C-GET's own association.
-            for mut transfer in [lane.transfer, lane.next].into_iter().flatten() {
+            for mut transfer in lane.transfer.take().into_iter().chain(lane.ahead.drain(..)) {
                 transfer.close(core);
             }
+            lane.close_segments(core);
         }
         match self.operations.remove(&serial) {
             Some(Operation::Retrieve(op)) => {

@@ -1,17 +1,30 @@
 //! What the Q/R service keeps per association: its operation (a C-FIND,
 //! or a C-MOVE/C-GET and its bookkeeping) and, per lane, the association
 //! carrying a retrieve's C-STOREs with the instance it sends, those sent
-//! and awaiting their answer, and the next.
+//! and awaiting their answer, the next ones read ahead, and the segment
+//! files it holds open for them.
 //! The service (`super::QueryRetrieve`) keeps them keyed by serial and
 //! drives them; these are the states, and how a lane starts.
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::Instant;
 
+use sluice_io::{Core, FileHandle};
 use sluice_net::dimse::dataset::SmallDatasetEncoding;
 
+use super::super::tag::{tag, TagKind};
 use super::find::FindOp;
 use super::retrieve::Retrieve;
 use super::transfer::Transfer;
+
+/// Segment files a lane holds open for its transfers' reads (the records
+/// of a retrieve lie in few segments: no open and close per instance).
+const SEGMENTS_HELD_MAX: usize = 4;
+
+/// The most transfers a lane reads ahead (opened, first chunk read) while
+/// it sends the current one: at most its window, and this many.
+pub(super) const AHEAD_MAX: usize = 8;
 
 /// The operation of one association.
 #[derive(Debug)]
@@ -89,14 +102,17 @@ pub(super) struct Lane {
     pub(super) window: usize,
     /// The most that were outstanding at once (logged with the answer).
     pub(super) outstanding_peak: usize,
-    /// The next one, its file opened (and its first chunk read) while the
-    /// window is full, i.e. while the answers it waits for are awaited.
-    pub(super) next: Option<Transfer>,
-    /// `next` was given up while its open was in flight: the open's
-    /// completion closes the file and gives the instance back (until then
-    /// the lane starts no other open, so a completion always finds its
-    /// transfer).
-    pub(super) next_abandoned: bool,
+    /// The next ones, in the order they will be sent: their files opened
+    /// and first chunks read ahead (`Transfer::prime`) while the current
+    /// one is sent or the window is full; at most [`Lane::ahead_max`].
+    pub(super) ahead: VecDeque<Transfer>,
+    /// The identity the next transfer of this lane gets (its io tags carry
+    /// it, so a completion finds its own transfer, or none if it was given
+    /// up meanwhile).
+    pub(super) next_id: u32,
+    /// Segment files held open for this lane's records (path, handle):
+    /// closed when the lane ends or its retrieve finishes.
+    pub(super) segments: Vec<(PathBuf, FileHandle)>,
     /// Waiting for a chunk or for its sends to drain.
     pub(super) waiting: bool,
     /// Its association is established (a C-MOVE lane's AC arrived; a
@@ -114,11 +130,92 @@ impl Lane {
             outstanding: Vec::new(),
             window: 1,
             outstanding_peak: 0,
-            next: None,
-            next_abandoned: false,
+            ahead: VecDeque::new(),
+            next_id: 0,
+            segments: Vec::new(),
             waiting: false,
             accepted,
             released: false,
         }
     }
+
+    /// How many transfers the lane reads ahead: one without a window (the
+    /// next, while the current one's answer is awaited), else up to its
+    /// window, at most [`AHEAD_MAX`].
+    pub(super) fn ahead_max(&self) -> usize {
+        self.window.clamp(1, AHEAD_MAX)
+    }
+
+    /// The io tag value of transfer `id` on lane `serial`: the lane in the
+    /// low 32 bits, the transfer above (see [`split_io`]).
+    pub(super) fn io_value(serial: u64, id: u32) -> u64 {
+        debug_assert!(serial <= u64::from(u32::MAX), "lane serial {serial}");
+        (serial & u64::from(u32::MAX)) | (u64::from(id & IO_ID_MASK) << 32)
+    }
+
+    /// A fresh identity for the lane's next transfer.
+    pub(super) fn take_id(&mut self) -> u32 {
+        let id = self.next_id & IO_ID_MASK;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    /// The segment file held open for `path`, if any.
+    pub(super) fn segment(&self, path: &std::path::Path) -> Option<FileHandle> {
+        self.segments
+            .iter()
+            .find(|(held, _)| held == path)
+            .map(|(_, file)| *file)
+    }
+
+    /// Keeps `file`, just opened for `path`, open for the lane's next
+    /// records of that segment: true when kept (the transfer borrows it). At
+    /// most [`SEGMENTS_HELD_MAX`]: a full table gives up a segment no
+    /// transfer of the lane reads from, else keeps nothing.
+    pub(super) fn hold_segment(
+        &mut self,
+        core: &mut Core,
+        path: &std::path::Path,
+        file: FileHandle,
+    ) -> bool {
+        if self.segment(path).is_some() {
+            return false;
+        }
+        if self.segments.len() >= SEGMENTS_HELD_MAX {
+            let in_use = |held: FileHandle| {
+                self.transfer
+                    .iter()
+                    .chain(self.ahead.iter())
+                    .any(|transfer| transfer.reads_from(held))
+            };
+            let Some(free) = self.segments.iter().position(|(_, held)| !in_use(*held)) else {
+                return false;
+            };
+            let (_, old) = self.segments.swap_remove(free);
+            // A read still in flight completes first (io's close waits).
+            let _ = core.close_file(old, tag(TagKind::Ignored, 0));
+        }
+        self.segments.push((path.to_owned(), file));
+        true
+    }
+
+    /// Closes the segment files the lane holds (its transfers are gone or
+    /// done with them).
+    pub(super) fn close_segments(&mut self, core: &mut Core) {
+        for (_, file) in self.segments.drain(..) {
+            let _ = core.close_file(file, tag(TagKind::Ignored, 0));
+        }
+    }
+}
+
+/// Bits of a transfer's identity in an io tag (above the lane's 32).
+const IO_ID_MASK: u32 = (1 << 24) - 1;
+
+/// The lane serial and transfer identity of an io tag's value
+/// ([`Lane::io_value`]).
+pub(super) fn split_io(value: u64) -> (u64, u32) {
+    (
+        value & u64::from(u32::MAX),
+        u32::try_from(value >> 32).unwrap_or(u32::MAX) & IO_ID_MASK,
+    )
 }

@@ -13,18 +13,31 @@
 //! in one send; the Part 10 header is never read (reads start at the data
 //! set's offset). The next read overlaps the previous chunk's send.
 //!
-//! **The first chunk read ahead**: a lane opens its next instance while the
-//! current one's C-STORE-RSP is awaited (`QueryRetrieve::prefetch`), and
-//! once the file is open [`Transfer::prime`] reads its first chunk too,
-//! with its PDUs placed after [`PRIME_RESERVE`] bytes of room. When the
-//! response comes, the C-STORE-RQ (and the pending C-GET-RSP queued before
+//! **The first chunk read ahead**: a lane opens its next instances while
+//! the current one is sent and the answers are awaited
+//! (`QueryRetrieve::read_ahead`: one without a window, several with one),
+//! and once a file is open [`Transfer::prime`] reads its first chunk too,
+//! with its PDUs placed after [`PRIME_RESERVE`] bytes of room. When its
+//! turn comes, the C-STORE-RQ (and the pending C-GET-RSP queued before
 //! it) is copied into the end of that room and the chunk goes out from
-//! there: the gap between a response and the next data set is no longer a
-//! file read but only the send (for 40 KiB instances the whole instance is
-//! in that chunk). Nothing goes out before the response (PS3.7: one
+//! there: the gap between a response and the next data set is no longer an
+//! open and a file read but only the send (for 40 KiB instances the whole
+//! instance is in that chunk). Nothing goes out before its turn (PS3.7: one
 //! sub-operation outstanding without an Asynchronous Operations Window;
 //! with one, a C-GET's next sub-operation starts as soon as the previous
 //! data set is sent, until its window is full: `QueryRetrieve::lane_sent`).
+//! Every open and read carries the transfer's io tag value ([`Transfer::io`]:
+//! its lane and its identity on the lane), so several transfers of a lane
+//! can have theirs in flight at once.
+//!
+//! **Segments held open**: a record's segment, once opened, stays open on
+//! its lane (`state::Lane::segments`) and the lane's next records of that
+//! segment borrow the handle ([`Transfer::opened`] with `borrowed`): no open
+//! and no close per instance. A segment that compaction empties and deletes
+//! while a lane holds it is still read through the held descriptor: the
+//! record's bytes there are the ones the retrieve's list named (records are
+//! never rewritten in place; the file's space returns when the lane closes
+//! it, at the end of its retrieve).
 //!
 //! Not built: `splice` (file -> pipe -> socket, no user-space copy). The
 //! two copies here (page cache -> chunk, chunk -> socket buffers) are about
@@ -293,16 +306,23 @@ pub(crate) struct Transfer {
     /// Times the open found the record's segment gone and the record was
     /// looked up again ([`Transfer::reopen`]).
     relocations: u32,
+    /// The value of its io tags: its lane and its identity on the lane
+    /// (`state::Lane::io_value`).
+    pub(crate) io: u64,
+    /// `file` is a segment its lane holds open (`state::Lane::segments`):
+    /// not closed with the transfer.
+    borrowed: bool,
 }
 
 impl Transfer {
     /// A transfer of `dataset` on `context_id` with `command` (a C-STORE-RQ
-    /// whose Message ID is `message_id`), in PDUs of at most `pdu_length`.
+    /// whose Message ID is `message_id`), in PDUs of at most `pdu_length`;
+    /// its io tags carry `io`.
     pub(crate) fn new(
         dataset: StoredDataset,
         (context_id, mode): (u8, Mode),
         (command, message_id): (Command, u16),
-        pdu_length: u32,
+        (pdu_length, io): (u32, u64),
     ) -> Transfer {
         Transfer {
             dataset,
@@ -321,16 +341,18 @@ impl Transfer {
             bytes_sent: 0,
             prefix_pending: false,
             relocations: 0,
+            io,
+            borrowed: false,
         }
     }
 
-    /// Opens the file (ends in the io's `Opened` with `lane`'s tag). A record of an evicted segment not in the read-through cache is
+    /// Opens the file (ends in the io's `Opened` with the transfer's tag).
+    /// A record of an evicted segment not in the read-through cache is
     /// fetched first, off the core (`fetched`): the open follows when the
     /// fetch ends.
     pub(crate) fn start(
         &mut self,
         core: &mut Core,
-        lane: u64,
         fetched: &Arc<FetchedQueue>,
     ) -> Result<(), String> {
         if let DatasetLocation::Record {
@@ -343,7 +365,7 @@ impl Transfer {
             let cached =
                 std::fs::metadata(path).is_ok_and(|meta| meta.len() == record.place.length);
             if !cached {
-                return fetched.fetch(lane, (path, record, &self.dataset.triplet));
+                return fetched.fetch(self.io, (path, record, &self.dataset.triplet));
             }
         }
         let (path, _, _) = self.dataset.location.file_range();
@@ -351,7 +373,7 @@ impl Transfer {
             At::Cwd,
             path,
             OpenOptions::new(),
-            tag(TagKind::RetrieveOpen, lane),
+            tag(TagKind::RetrieveOpen, self.io),
         )
         .map_err(|error| format!("cannot open the stored file: {error}"))
     }
@@ -367,7 +389,6 @@ impl Transfer {
     pub(crate) fn reopen(
         &mut self,
         core: &mut Core,
-        lane: u64,
         error: &OpenError,
         (store, fetched): (&Store, &Arc<FetchedQueue>),
     ) -> bool {
@@ -384,7 +405,7 @@ impl Transfer {
                     from = ?self.dataset.location, to = ?now.location,
                     "a record compaction moved is sent from its new place");
                 self.dataset = now;
-                self.start(core, lane, fetched).is_ok()
+                self.start(core, fetched).is_ok()
             }
             Ok(None) => false,
             Err(relocating) => {
@@ -395,11 +416,37 @@ impl Transfer {
         }
     }
 
-    /// The file is open; [`Transfer::begin`] starts sending.
-    pub(crate) fn opened(&mut self, file: FileHandle) {
+    /// The file is open (`borrowed`: a segment its lane holds open, not
+    /// closed with the transfer); [`Transfer::begin`] starts sending.
+    pub(crate) fn opened(&mut self, file: FileHandle, borrowed: bool) {
         debug_assert_eq!(self.phase, Phase::Opening);
         self.file = Some(file);
+        self.borrowed = borrowed;
         self.phase = Phase::Ready;
+    }
+
+    /// The segment file its record lies in, when its lane may hold that
+    /// file open for other records (a record of a local segment; not a
+    /// Part 10 file, nor a record fetched into the read-through cache).
+    pub(crate) fn segment_path(&self) -> Option<&std::path::Path> {
+        match &self.dataset.location {
+            DatasetLocation::Record {
+                path,
+                evicted: None,
+                ..
+            } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether it reads (or will read) from `file`.
+    pub(crate) fn reads_from(&self, file: FileHandle) -> bool {
+        self.file == Some(file)
+    }
+
+    /// Its identity on its lane (in its io tags).
+    pub(crate) fn id(&self) -> u32 {
+        super::state::split_io(self.io).1
     }
 
     /// The lane is free: as stored, the command goes out now; transcoded,
@@ -477,7 +524,7 @@ impl Transfer {
     /// it is only ready). Nothing happens when no chunk is free, the data
     /// set is empty or transcoded, or its first PDU does not fit after the
     /// room; the transfer then reads at `begin` as before.
-    pub(crate) fn prime(&mut self, core: &mut Core, chunks: &mut Sending<'_>, lane: u64) {
+    pub(crate) fn prime(&mut self, core: &mut Core, chunks: &mut Sending<'_>) {
         let length = self.dataset.length();
         if self.phase != Phase::Ready
             || self.mode != Mode::AsStored
@@ -513,7 +560,7 @@ impl Transfer {
                 offset + layout.first_value_offset,
                 chunk,
                 &layout.ranges,
-                tag(TagKind::RetrieveRead, lane),
+                tag(TagKind::RetrieveRead, self.io),
             )
             .is_err()
         {
@@ -619,9 +666,8 @@ impl Transfer {
         core: &mut Core,
         conn: &mut Connection,
         chunks: &mut Sending<'_>,
-        lane: u64,
     ) -> Pump {
-        match self.pump_inner(core, conn, chunks, lane) {
+        match self.pump_inner(core, conn, chunks) {
             Ok(pump) => pump,
             Err(reason) => Pump::Failed(reason),
         }
@@ -632,7 +678,6 @@ impl Transfer {
         core: &mut Core,
         conn: &mut Connection,
         chunks: &mut Sending<'_>,
-        lane: u64,
     ) -> Result<Pump, String> {
         loop {
             if self.read.is_some() || matches!(self.phase, Phase::Opening | Phase::Ready) {
@@ -642,7 +687,7 @@ impl Transfer {
                 return Ok(Pump::Sent);
             }
             if self.transcoding.is_some() {
-                return self.pump_transcoding(core, conn, chunks, lane);
+                return self.pump_transcoding(core, conn, chunks);
             }
             if self.fragments_done() {
                 // An empty data set: its command, queued to ride with the
@@ -698,7 +743,7 @@ impl Transfer {
                 offset + layout.first_value_offset,
                 chunk,
                 &layout.ranges,
-                tag(TagKind::RetrieveRead, lane),
+                tag(TagKind::RetrieveRead, self.io),
             )
             .map_err(|error| format!("cannot read the stored file: {error}"))?;
             self.read = Some(InFlightRead {
@@ -724,8 +769,12 @@ impl Transfer {
         self.phase = Phase::AwaitingResponse;
     }
 
-    /// Closes the file if open (the close waits for a read in flight).
+    /// Closes the file if open (the close waits for a read in flight); a
+    /// segment its lane holds open stays open.
     pub(crate) fn close(&mut self, core: &mut Core) {
+        if std::mem::take(&mut self.borrowed) {
+            self.file = None;
+        }
         if let Some(file) = self.file.take() {
             // Nobody waits for a close of a file only read.
             let _ = core.close_file(file, tag(TagKind::Ignored, 0));
@@ -748,7 +797,6 @@ impl Transfer {
         core: &mut Core,
         conn: &mut Connection,
         chunks: &mut Sending<'_>,
-        lane: u64,
     ) -> Result<Pump, String> {
         let length = self.dataset.length();
         loop {
@@ -810,7 +858,7 @@ impl Transfer {
                 offset + transcoding.input_done,
                 chunk,
                 std::slice::from_ref(&(0..fill)),
-                tag(TagKind::RetrieveRead, lane),
+                tag(TagKind::RetrieveRead, self.io),
             )
             .map_err(|error| format!("cannot read the stored file: {error}"))?;
             self.read = Some(InFlightRead {
