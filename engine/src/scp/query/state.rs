@@ -147,10 +147,14 @@ impl Lane {
     }
 
     /// The io tag value of transfer `id` on lane `serial`: the lane in the
-    /// low 32 bits, the transfer above (see [`split_io`]).
+    /// low [`IO_SERIAL_BITS`] bits, the transfer above (see [`split_io`]).
+    /// A core would need 2^40 connections (35 years at 1,000 a second)
+    /// before a serial no longer fits; a lane has at most its window plus
+    /// [`AHEAD_MAX`] transfers alive, so identities wrapping at 2^16 never
+    /// meet a live one.
     pub(super) fn io_value(serial: u64, id: u32) -> u64 {
-        debug_assert!(serial <= u64::from(u32::MAX), "lane serial {serial}");
-        (serial & u64::from(u32::MAX)) | (u64::from(id & IO_ID_MASK) << 32)
+        debug_assert!(serial <= IO_SERIAL_MASK, "lane serial {serial}");
+        (serial & IO_SERIAL_MASK) | (u64::from(id & IO_ID_MASK) << IO_SERIAL_BITS)
     }
 
     /// A fresh identity for the lane's next transfer.
@@ -208,14 +212,43 @@ impl Lane {
     }
 }
 
-/// Bits of a transfer's identity in an io tag (above the lane's 32).
-const IO_ID_MASK: u32 = (1 << 24) - 1;
+/// Bits of an io tag's value that carry the lane's connection serial.
+const IO_SERIAL_BITS: u32 = 40;
+const IO_SERIAL_MASK: u64 = (1 << IO_SERIAL_BITS) - 1;
+
+/// Bits of a transfer's identity in an io tag (above the lane's serial;
+/// 40 + 16 fill the tag's 56-bit value).
+const IO_ID_MASK: u32 = (1 << 16) - 1;
 
 /// The lane serial and transfer identity of an io tag's value
 /// ([`Lane::io_value`]).
 pub(super) fn split_io(value: u64) -> (u64, u32) {
     (
-        value & u64::from(u32::MAX),
-        u32::try_from(value >> 32).unwrap_or(u32::MAX) & IO_ID_MASK,
+        value & IO_SERIAL_MASK,
+        u32::try_from(value >> IO_SERIAL_BITS).unwrap_or(u32::MAX) & IO_ID_MASK,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lane's serial and a transfer's identity come back from the io tag
+    /// as they went in, up to the largest serial that fits, and the value
+    /// fits a tag.
+    #[test]
+    fn an_io_value_gives_back_its_lane_and_transfer() {
+        for serial in [1, u64::from(u32::MAX) + 7, IO_SERIAL_MASK] {
+            for id in [0, 1, u32::from(u16::MAX)] {
+                let value = Lane::io_value(serial, id);
+                assert!(value <= crate::scp::tag::VALUE_MAX, "{value:#x}");
+                assert_eq!(split_io(value), (serial, id));
+            }
+        }
+        // Identities wrap within their bits, never into the serial's.
+        let mut lane = Lane::new(3, true);
+        lane.next_id = u32::from(u16::MAX);
+        assert_eq!(lane.take_id(), u32::from(u16::MAX));
+        assert_eq!(split_io(Lane::io_value(3, lane.take_id())), (3, 0));
+    }
 }
