@@ -5,10 +5,11 @@
 //! Instance UID live elsewhere?) sees the effects of the operations before it,
 //! including those of other batches coalesced into the same transaction.
 //!
-//! Study and series records are cached for the transaction and written once at
-//! [`Apply::flush`]: a batch of a thousand instances of one series then
-//! rewrites its study and series records once, not a thousand times. Anything
-//! that scans the `series` table flushes the series cache first.
+//! Study and series records, and the segments' states, are cached for the
+//! transaction and written once at [`Apply::flush`]: a batch of a thousand
+//! instances of one series then rewrites its study and series records once,
+//! not a thousand times, and a segment's state once. Anything that scans the
+//! `series` table flushes the series cache first.
 //!
 //! An instance is stored under its series' id (`instances`); where a
 //! SOP Instance UID is stored is asked of the SOP index (`sop_index`), whose
@@ -88,6 +89,14 @@ struct CachedSeries {
     dirty: bool,
 }
 
+/// A segment's state as this transaction sees it (written at flush if
+/// `dirty`).
+#[derive(Debug)]
+struct CachedSegment {
+    state: crate::location::SegmentState,
+    dirty: bool,
+}
+
 /// A SOP hash's candidates as this transaction sees them.
 #[derive(Debug)]
 struct CachedCandidates {
@@ -135,6 +144,8 @@ pub(crate) struct Apply<'t, 'e> {
     series: HashMap<Vec<u8>, CachedSeries>,
     candidates: HashMap<SopHash, CachedCandidates>,
     additions: Vec<(SopHash, u64)>,
+    /// The segments whose state this transaction read or changed.
+    segments: HashMap<u64, CachedSegment>,
     next_quarantine_id: Counter,
     next_series_id: Counter,
     buffer: Vec<u8>,
@@ -199,6 +210,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             series: HashMap::new(),
             candidates: HashMap::new(),
             additions: Vec::new(),
+            segments: HashMap::new(),
             next_quarantine_id: Counter::new(META_NEXT_QUARANTINE_ID),
             next_series_id: Counter::new(META_NEXT_SERIES_ID),
             buffer: Vec::with_capacity(1024),
@@ -325,6 +337,7 @@ impl<'t, 'e> Apply<'t, 'e> {
 
     /// Writes every cached change; call before commit.
     pub(crate) fn flush(&mut self) -> Result<(), IndexError> {
+        self.flush_segments()?;
         self.flush_series()?;
         let studies = std::mem::take(&mut self.studies);
         for (study, cached) in studies {
