@@ -77,8 +77,22 @@ impl IndexedValues {
 #[derive(Debug)]
 struct CachedStudy {
     current: Option<StudyRecord>,
-    indexed: IndexedValues,
+    /// The secondary keys' values as LMDB holds them, taken before this
+    /// transaction first changed the study's attributes (`None`: it did
+    /// not, so its secondary keys stand as they are).
+    indexed: Option<IndexedValues>,
     dirty: bool,
+}
+
+impl CachedStudy {
+    /// Call before the study's attributes change (or the study is made or
+    /// goes): keeps the values its secondary keys have in LMDB, for
+    /// [`Apply::flush`] to move the keys that changed.
+    fn attributes_change(&mut self) {
+        if self.indexed.is_none() {
+            self.indexed = Some(IndexedValues::of(self.current.as_ref()));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -335,6 +349,51 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
     }
 
+    /// Moves a study's secondary keys from the values LMDB holds
+    /// (`old`) to those of its record (`current`), where they differ.
+    fn move_secondary_keys(
+        &mut self,
+        study: &str,
+        old: &IndexedValues,
+        current: Option<&StudyRecord>,
+    ) -> Result<(), IndexError> {
+        let new = IndexedValues::of(current);
+        if *old == new {
+            return Ok(());
+        }
+        let secondary = [
+            (
+                self.tables.study_by_patient_id,
+                &old.patient_id,
+                &new.patient_id,
+            ),
+            (self.tables.study_by_date, &old.study_date, &new.study_date),
+            (
+                self.tables.study_by_accession,
+                &old.accession_number,
+                &new.accession_number,
+            ),
+        ];
+        for (table, old, new) in secondary {
+            if old != new && !old.is_empty() {
+                self.delete(table, &secondary_key(old, study), "delete secondary key")?;
+            }
+            if old != new && !new.is_empty() {
+                self.put(table, &secondary_key(new, study), &[], "put secondary key")?;
+            }
+        }
+        let (old_names, new_names) = (&old.patient_names, &new.patient_names);
+        for old in old_names.iter().filter(|old| !new_names.contains(old)) {
+            let key = secondary_key(old, study);
+            self.delete(self.tables.study_by_patient_name, &key, "delete name key")?;
+        }
+        for new in new_names.iter().filter(|new| !old_names.contains(new)) {
+            let key = secondary_key(new, study);
+            self.put(self.tables.study_by_patient_name, &key, &[], "put name key")?;
+        }
+        Ok(())
+    }
+
     /// Writes every cached change; call before commit.
     pub(crate) fn flush(&mut self) -> Result<(), IndexError> {
         self.flush_segments()?;
@@ -344,41 +403,8 @@ impl<'t, 'e> Apply<'t, 'e> {
             if !cached.dirty {
                 continue;
             }
-            let new_indexed = IndexedValues::of(cached.current.as_ref());
-            let secondary = [
-                (
-                    self.tables.study_by_patient_id,
-                    &cached.indexed.patient_id,
-                    &new_indexed.patient_id,
-                ),
-                (
-                    self.tables.study_by_date,
-                    &cached.indexed.study_date,
-                    &new_indexed.study_date,
-                ),
-                (
-                    self.tables.study_by_accession,
-                    &cached.indexed.accession_number,
-                    &new_indexed.accession_number,
-                ),
-            ];
-            for (table, old, new) in secondary {
-                if old != new && !old.is_empty() {
-                    self.delete(table, &secondary_key(old, &study), "delete secondary key")?;
-                }
-                if old != new && !new.is_empty() {
-                    self.put(table, &secondary_key(new, &study), &[], "put secondary key")?;
-                }
-            }
-            let (old_names, new_names) =
-                (&cached.indexed.patient_names, &new_indexed.patient_names);
-            for old in old_names.iter().filter(|old| !new_names.contains(old)) {
-                let key = secondary_key(old, &study);
-                self.delete(self.tables.study_by_patient_name, &key, "delete name key")?;
-            }
-            for new in new_names.iter().filter(|new| !old_names.contains(new)) {
-                let key = secondary_key(new, &study);
-                self.put(self.tables.study_by_patient_name, &key, &[], "put name key")?;
+            if let Some(old_indexed) = &cached.indexed {
+                self.move_secondary_keys(&study, old_indexed, cached.current.as_ref())?;
             }
             match &cached.current {
                 Some(record) => {

@@ -70,7 +70,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         match own {
             Some(own_id) => {
                 self.add_candidate(sop, own_id)?;
-                self.count_in_series_and_study(instance, true)?;
+                self.count_in_series_and_study(instance, &own_key, true)?;
             }
             None => self.insert_new(instance, &record, true)?,
         }
@@ -244,7 +244,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             "put file id",
         )?;
         self.add_candidate(&triplet.sop_instance_uid, series_id)?;
-        self.count_in_series_and_study(instance, raw)
+        self.count_in_series_and_study(instance, &key, raw)
     }
 
     /// Removes a stored instance and uncounts it; `None` if it is not stored.
@@ -298,15 +298,18 @@ impl<'t, 'e> Apply<'t, 'e> {
         };
         let study_entry = self.study_entry(study)?;
         study_entry.dirty = true;
+        let mut study_gone = false;
         if let Some(study_record) = study_entry.current.as_mut() {
             study_record.number_of_instances = study_record.number_of_instances.saturating_sub(1);
             if let Some(modalities) = modalities {
                 study_record.number_of_series = study_record.number_of_series.saturating_sub(1);
                 study_record.modalities_in_study = modalities;
             }
-            if study_record.number_of_instances == 0 {
-                study_entry.current = None;
-            }
+            study_gone = study_record.number_of_instances == 0;
+        }
+        if study_gone {
+            study_entry.attributes_change();
+            study_entry.current = None;
         }
         Ok(Some(record))
     }
