@@ -25,6 +25,7 @@ mod quarantine;
 mod sop;
 mod store;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use heed::{PutFlags, RwTxn};
@@ -127,8 +128,15 @@ pub(crate) struct SopChanges {
     pub(crate) additions: Vec<(SopHash, u64)>,
 }
 
-/// The `series` key of a triplet and its series' id (`None`: no such series).
-type OwnSeries = (Vec<u8>, Option<u64>);
+/// The series a triplet is stored under.
+struct OwnSeries {
+    /// The `series` key.
+    key: Vec<u8>,
+    /// The series' id (`None`: no such series).
+    id: Option<u64>,
+    /// The hash of the triplet's SOP Instance UID.
+    sop_hash: SopHash,
+}
 
 /// A counter kept in `meta`, read once per transaction, written at flush.
 #[derive(Debug)]
@@ -183,26 +191,28 @@ fn validate(instance: &NewInstance) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// The record as stored (its AE title normalised).
-fn normalized_record(record: &InstanceRecord) -> InstanceRecord {
-    let mut record = record.clone();
+/// The record as stored (its AE title normalised; borrowed when it is
+/// already, as nearly every one is).
+fn normalized_record(record: &InstanceRecord) -> Cow<'_, InstanceRecord> {
     let title = &record.calling_ae_title;
     let clean = title.len() <= AE_TITLE_BYTES_MAX
         && !title.contains('\0')
         && title.trim_matches(' ') == title;
-    if !clean {
-        record.calling_ae_title =
-            crate::keys::truncate_to_char_boundary(&normalize_text(title), AE_TITLE_BYTES_MAX)
-                .to_owned();
+    if clean {
+        return Cow::Borrowed(record);
     }
-    record
+    let mut record = record.clone();
+    record.calling_ae_title =
+        crate::keys::truncate_to_char_boundary(&normalize_text(title), AE_TITLE_BYTES_MAX)
+            .to_owned();
+    Cow::Owned(record)
 }
 
 /// The whole instance as stored and as quarantine entries keep it.
 fn normalized_instance(instance: &NewInstance) -> NewInstance {
     NewInstance {
         triplet: instance.triplet.clone(),
-        record: normalized_record(&instance.record),
+        record: normalized_record(&instance.record).into_owned(),
         study: instance.study.normalized(),
         series: instance.series.normalized(),
     }

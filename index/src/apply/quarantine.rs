@@ -111,7 +111,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         let Some(entry) = self.quarantine_entry(id)? else {
             return Ok(Ok(WriteOutcome::Released(None)));
         };
-        let (own_key, own) = match self.own_series_if_room(&entry.instance.triplet)? {
+        let own = match self.own_series_if_room(&entry.instance.triplet)? {
             Ok(own) => own,
             Err(invalid) => return Ok(Err(invalid)),
         };
@@ -126,9 +126,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 self.insert_new(&instance, &instance.record, false)?;
                 None
             }
-            Some((series_id, _, previous)) if own == Some(series_id) => {
+            Some((series_id, _, previous)) if own.id == Some(series_id) => {
                 let stored =
-                    StoredRecord::compact(&instance.record, self.series_defaults(&own_key)?);
+                    StoredRecord::compact(&instance.record, self.series_defaults(&own.key)?);
                 self.put_record(
                     self.tables.instances,
                     "instances",
