@@ -136,12 +136,6 @@ impl<'t, 'e> Apply<'t, 'e> {
                     &stored,
                 )?;
                 self.forget_file(previous.file_id)?;
-                self.put(
-                    self.tables.file_ids,
-                    &file_id_key(instance.record.file_id),
-                    &[FILE_ROLE_INSTANCE],
-                    "put file id",
-                )?;
                 self.fill_series_and_study(&instance)?;
                 Some(previous)
             }
@@ -151,6 +145,13 @@ impl<'t, 'e> Apply<'t, 'e> {
                 previous
             }
         };
+        // The entry's file id, released with it, is an instance's now.
+        self.put(
+            self.tables.file_ids,
+            &file_id_key(instance.record.file_id),
+            &[FILE_ROLE_INSTANCE],
+            "put file id",
+        )?;
         self.replace_record(instance.record.file_id, record)?;
         Ok(Ok(WriteOutcome::Released(Some(Released {
             instance,

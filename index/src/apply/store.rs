@@ -179,7 +179,8 @@ impl<'t, 'e> Apply<'t, 'e> {
 
     /// Writes a new instance (`record` normalised; the instance's attributes
     /// normalised unless `raw`), under its series (created, with a new id,
-    /// if it has no instance), and counts it.
+    /// if it has no instance), and counts it. Its file id is the caller's
+    /// to record as an instance's (a store claimed it already).
     pub(super) fn insert_new(
         &mut self,
         instance: &NewInstance,
@@ -232,12 +233,6 @@ impl<'t, 'e> Apply<'t, 'e> {
             "instances",
             &instance_key(series_id, &triplet.sop_instance_uid),
             &stored,
-        )?;
-        self.put(
-            self.tables.file_ids,
-            &file_id_key(record.file_id),
-            &[FILE_ROLE_INSTANCE],
-            "put file id",
         )?;
         self.add_candidate(&triplet.sop_instance_uid, series_id)?;
         self.count_in_series_and_study(instance, &key, raw)
