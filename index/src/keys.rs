@@ -155,12 +155,55 @@ pub(crate) fn series_id_key(series_id: u64) -> [u8; SERIES_ID_BYTES] {
     series_id.to_be_bytes()
 }
 
+/// The most bytes [`ShortBytes`] holds without a heap allocation: an
+/// instance key of a UID the index accepts.
+const SHORT_BYTES_MAX: usize = SERIES_ID_BYTES + UID_BYTES_MAX;
+
+/// A key or value made of two parts, built on the stack when it fits in
+/// [`SHORT_BYTES_MAX`] (every instance key and in-doubt value of a valid
+/// UID: the writer makes one or two per instance it stores), on the heap
+/// otherwise.
+#[derive(Debug, Clone)]
+pub(crate) enum ShortBytes {
+    Inline {
+        bytes: [u8; SHORT_BYTES_MAX],
+        len: usize,
+    },
+    Heap(Vec<u8>),
+}
+
+impl ShortBytes {
+    /// `head ++ tail`.
+    pub(crate) fn joined(head: &[u8], tail: &[u8]) -> ShortBytes {
+        let len = head.len() + tail.len();
+        if len > SHORT_BYTES_MAX {
+            return ShortBytes::Heap([head, tail].concat());
+        }
+        let mut bytes = [0u8; SHORT_BYTES_MAX];
+        bytes[..head.len()].copy_from_slice(head);
+        bytes[head.len()..len].copy_from_slice(tail);
+        ShortBytes::Inline { bytes, len }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            ShortBytes::Inline { bytes, len } => bytes.get(..*len).unwrap_or(bytes),
+            ShortBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for ShortBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// `series id ++ sop`: the `instances` key.
-pub(crate) fn instance_key(series_id: u64, sop: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(SERIES_ID_BYTES + sop.len());
-    key.extend_from_slice(&series_id.to_be_bytes());
-    key.extend_from_slice(sop.as_bytes());
-    key
+pub(crate) fn instance_key(series_id: u64, sop: &str) -> ShortBytes {
+    ShortBytes::joined(&series_id.to_be_bytes(), sop.as_bytes())
 }
 
 /// The series id and SOP Instance UID of an `instances` key.
@@ -183,11 +226,8 @@ pub(crate) const IN_DOUBT_INSTANCE: u8 = b'I';
 pub(crate) const IN_DOUBT_QUARANTINE: u8 = b'Q';
 
 /// The `in_doubt` value naming the entry that references the file.
-pub(crate) fn in_doubt_value(tag: u8, subject: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(1 + subject.len());
-    value.push(tag);
-    value.extend_from_slice(subject);
-    value
+pub(crate) fn in_doubt_value(tag: u8, subject: &[u8]) -> ShortBytes {
+    ShortBytes::joined(&[tag], subject)
 }
 
 /// Big-endian quarantine id: the `quarantine` key.
@@ -264,11 +304,24 @@ mod tests {
     fn instance_keys_group_a_series_and_split_back() {
         let a = instance_key(1, "9.9");
         let b = instance_key(2, "1.1");
-        assert!(a < b, "series first");
+        assert!(*a < *b, "series first");
         assert!(a.starts_with(&series_id_key(1)));
         assert_eq!(split_instance_key(&b), Some((2, "1.1")));
         assert_eq!(split_instance_key(&series_id_key(2)), None);
         assert_eq!(split_instance_key(b"short"), None);
+    }
+
+    #[test]
+    fn short_bytes_are_the_parts_joined_on_the_stack_or_the_heap() {
+        let longest = "1".repeat(UID_BYTES_MAX);
+        let key = instance_key(7, &longest);
+        assert!(matches!(key, ShortBytes::Inline { .. }));
+        assert_eq!(split_instance_key(&key), Some((7, longest.as_str())));
+        let longer = "1".repeat(UID_BYTES_MAX + 1);
+        let key = instance_key(7, &longer);
+        assert!(matches!(key, ShortBytes::Heap(_)));
+        assert_eq!(split_instance_key(&key), Some((7, longer.as_str())));
+        assert_eq!(&*in_doubt_value(IN_DOUBT_INSTANCE, b"1.2"), b"I1.2");
     }
 
     #[test]

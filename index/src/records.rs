@@ -461,25 +461,24 @@ pub(crate) fn normalize_time(value: &str) -> String {
     normalize_text(value).replace(':', "")
 }
 
-impl StudyAttributes {
-    /// The attributes as stored and matched.
-    pub(crate) fn normalized(&self) -> StudyAttributes {
-        StudyAttributes {
-            patient_name: normalize_person_name(&self.patient_name),
-            patient_id: normalize_text(&self.patient_id),
-            patient_birth_date: normalize_date(&self.patient_birth_date),
-            patient_sex: normalize_text(&self.patient_sex),
-            study_date: normalize_date(&self.study_date),
-            study_time: normalize_time(&self.study_time),
-            accession_number: normalize_text(&self.accession_number),
-            study_id: normalize_text(&self.study_id),
-            study_description: normalize_text(&self.study_description),
-            referring_physician_name: normalize_person_name(&self.referring_physician_name),
-        }
-    }
+/// How each study attribute is normalised, in the order of
+/// [`StudyAttributes::values`].
+const STUDY_NORMALIZERS: [fn(&str) -> String; 10] = [
+    normalize_person_name,
+    normalize_text,
+    normalize_date,
+    normalize_text,
+    normalize_date,
+    normalize_time,
+    normalize_text,
+    normalize_text,
+    normalize_text,
+    normalize_person_name,
+];
 
-    /// Whether any attribute is empty (so a later instance may fill it).
-    pub(crate) fn has_empty(&self) -> bool {
+impl StudyAttributes {
+    /// Every attribute, in one fixed order.
+    fn values(&self) -> [&String; 10] {
         [
             &self.patient_name,
             &self.patient_id,
@@ -492,36 +491,76 @@ impl StudyAttributes {
             &self.study_description,
             &self.referring_physician_name,
         ]
-        .iter()
-        .any(|value| value.is_empty())
     }
 
-    /// Fills this record's empty attributes from `other`; true if any changed.
-    pub(crate) fn fill_empty_from(&mut self, other: &StudyAttributes) -> bool {
+    /// Every attribute, in [`StudyAttributes::values`]' order.
+    fn values_mut(&mut self) -> [&mut String; 10] {
+        [
+            &mut self.patient_name,
+            &mut self.patient_id,
+            &mut self.patient_birth_date,
+            &mut self.patient_sex,
+            &mut self.study_date,
+            &mut self.study_time,
+            &mut self.accession_number,
+            &mut self.study_id,
+            &mut self.study_description,
+            &mut self.referring_physician_name,
+        ]
+    }
+
+    /// The attributes as stored and matched.
+    pub(crate) fn normalized(&self) -> StudyAttributes {
+        let mut normalized = StudyAttributes::default();
+        for ((out, value), normalize) in normalized
+            .values_mut()
+            .into_iter()
+            .zip(self.values())
+            .zip(STUDY_NORMALIZERS)
+        {
+            *out = normalize(value);
+        }
+        normalized
+    }
+
+    /// Whether `other` has a value where this record has none: the only
+    /// case in which [`StudyAttributes::fill_empty_from`] may change it
+    /// (a value of spaces normalises to none, so it may still not).
+    pub(crate) fn may_fill_from(&self, other: &StudyAttributes) -> bool {
+        self.values()
+            .iter()
+            .zip(other.values())
+            .any(|(mine, theirs)| mine.is_empty() && !theirs.is_empty())
+    }
+
+    /// Fills this record's empty attributes from `other` (normalising each
+    /// value taken if `normalize`: only those, not the whole of `other`);
+    /// true if any changed.
+    pub(crate) fn fill_empty_from(&mut self, other: &StudyAttributes, normalize: bool) -> bool {
         let mut changed = false;
-        let pairs: [(&mut String, &String); 10] = [
-            (&mut self.patient_name, &other.patient_name),
-            (&mut self.patient_id, &other.patient_id),
-            (&mut self.patient_birth_date, &other.patient_birth_date),
-            (&mut self.patient_sex, &other.patient_sex),
-            (&mut self.study_date, &other.study_date),
-            (&mut self.study_time, &other.study_time),
-            (&mut self.accession_number, &other.accession_number),
-            (&mut self.study_id, &other.study_id),
-            (&mut self.study_description, &other.study_description),
-            (
-                &mut self.referring_physician_name,
-                &other.referring_physician_name,
-            ),
-        ];
-        for (mine, theirs) in pairs {
-            if mine.is_empty() && !theirs.is_empty() {
-                mine.clone_from(theirs);
-                changed = true;
-            }
+        for ((mine, theirs), normalizer) in self
+            .values_mut()
+            .into_iter()
+            .zip(other.values())
+            .zip(STUDY_NORMALIZERS)
+        {
+            changed |= fill_empty(mine, theirs, normalize.then_some(normalizer));
         }
         changed
     }
+}
+
+/// Fills `mine`, if empty, with `theirs`, if not (normalised by
+/// `normalizer` when there is one); true if `mine` changed.
+fn fill_empty(mine: &mut String, theirs: &str, normalizer: Option<fn(&str) -> String>) -> bool {
+    if !mine.is_empty() || theirs.is_empty() {
+        return false;
+    }
+    match normalizer {
+        Some(normalize) => *mine = normalize(theirs),
+        None => theirs.clone_into(mine),
+    }
+    !mine.is_empty()
 }
 
 impl SeriesAttributes {
@@ -541,20 +580,18 @@ impl SeriesAttributes {
             || self.series_description.is_empty()
     }
 
-    /// Fills this record's empty attributes from `other`; true if any changed.
-    pub(crate) fn fill_empty_from(&mut self, other: &SeriesAttributes) -> bool {
-        let mut changed = false;
-        if self.modality.is_empty() && !other.modality.is_empty() {
-            self.modality.clone_from(&other.modality);
-            changed = true;
-        }
+    /// Fills this record's empty attributes from `other` (normalising each
+    /// value taken if `normalize`); true if any changed.
+    pub(crate) fn fill_empty_from(&mut self, other: &SeriesAttributes, normalize: bool) -> bool {
+        let normalizer = normalize.then_some(normalize_text as fn(&str) -> String);
+        let mut changed = fill_empty(&mut self.modality, &other.modality, normalizer);
+        changed |= fill_empty(
+            &mut self.series_description,
+            &other.series_description,
+            normalizer,
+        );
         if self.series_number.is_none() && other.series_number.is_some() {
             self.series_number = other.series_number;
-            changed = true;
-        }
-        if self.series_description.is_empty() && !other.series_description.is_empty() {
-            self.series_description
-                .clone_from(&other.series_description);
             changed = true;
         }
         changed
@@ -701,9 +738,54 @@ mod tests {
             study_date: "20240101".into(),
             ..Default::default()
         };
-        assert!(first.fill_empty_from(&later));
+        assert!(first.fill_empty_from(&later, false));
         assert_eq!(first.patient_id, "A");
         assert_eq!(first.study_date, "20240101");
-        assert!(!first.fill_empty_from(&later));
+        assert!(!first.fill_empty_from(&later, false));
+    }
+
+    #[test]
+    fn filling_normalises_only_what_it_takes_as_normalizing_all_would() {
+        let raw = StudyAttributes {
+            patient_name: "Doe^John^^ ".into(),
+            patient_id: " B ".into(),
+            patient_birth_date: "1999.12.31".into(),
+            study_time: "12:30:00".into(),
+            accession_number: "   ".into(),
+            referring_physician_name: "Ref^^".into(),
+            ..Default::default()
+        };
+        let record = StudyAttributes {
+            patient_id: "A".into(),
+            study_description: "KEPT".into(),
+            ..Default::default()
+        };
+        let mut by_field = record.clone();
+        let mut whole = record.clone();
+        assert!(record.may_fill_from(&raw));
+        assert!(by_field.fill_empty_from(&raw, true));
+        assert!(whole.fill_empty_from(&raw.normalized(), false));
+        assert_eq!(by_field, whole);
+        assert_eq!(by_field.patient_name, "Doe^John");
+        assert_eq!(by_field.patient_id, "A");
+        assert_eq!(by_field.accession_number, "", "spaces are no value");
+        // Only spaces to offer: nothing changes, although it may have.
+        let spaces = StudyAttributes {
+            accession_number: "  ".into(),
+            ..Default::default()
+        };
+        assert!(by_field.may_fill_from(&spaces));
+        assert!(!by_field.fill_empty_from(&spaces, true));
+        assert!(!by_field.may_fill_from(&StudyAttributes::default()));
+
+        let mut series = SeriesAttributes::default();
+        let raw_series = SeriesAttributes {
+            modality: " CT ".into(),
+            series_number: Some(3),
+            series_description: "\0".into(),
+        };
+        assert!(series.fill_empty_from(&raw_series, true));
+        assert_eq!(series, raw_series.normalized());
+        assert!(!series.fill_empty_from(&raw_series, true));
     }
 }

@@ -50,12 +50,11 @@ impl<'t, 'e> Apply<'t, 'e> {
                 None => None,
                 Some(bytes) => Some(decode::<StudyRecord>("studies", bytes)?),
             };
-            let indexed = IndexedValues::of(current.as_ref());
             self.studies.insert(
                 study.to_owned(),
                 CachedStudy {
                     current,
-                    indexed,
+                    indexed: None,
                     dirty: false,
                 },
             );
@@ -120,25 +119,27 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(id)
     }
 
-    /// Counts a new instance in its series (which exists) and study.
-    /// Attributes are normalised only when they are used: for a new study,
-    /// or to fill an empty attribute.
+    /// Counts a new instance in its series (`key`, which exists) and study.
+    /// Attributes are normalised only when they are used: the whole study
+    /// for a new study, else only a value that fills an empty attribute.
     pub(super) fn count_in_series_and_study(
         &mut self,
         instance: &NewInstance,
+        key: &[u8],
         raw: bool,
     ) -> Result<(), IndexError> {
-        let triplet = &instance.triplet;
-        let study = &triplet.study_instance_uid;
-        let key = series_key(study, &triplet.series_instance_uid);
-        let normalize_series = |attributes: &crate::records::SeriesAttributes| {
-            if raw {
-                attributes.normalized()
-            } else {
-                attributes.clone()
-            }
+        let study = instance.triplet.study_instance_uid.as_str();
+        // Both records loaded, then changed side by side.
+        self.series_entry(key)?;
+        self.study_entry(study)?;
+        let (Some(series_entry), Some(study_entry)) =
+            (self.series.get_mut(key), self.studies.get_mut(study))
+        else {
+            return Err(IndexError::Corrupt {
+                table: "series",
+                detail: "an instance counted in a series or study not cached".into(),
+            });
         };
-        let series_entry = self.series_entry(&key)?;
         series_entry.dirty = true;
         let series_record = &mut series_entry
             .current
@@ -153,22 +154,25 @@ impl<'t, 'e> Apply<'t, 'e> {
         if !new_series && series_record.attributes.has_empty() {
             series_record
                 .attributes
-                .fill_empty_from(&normalize_series(&instance.series));
+                .fill_empty_from(&instance.series, raw);
         }
-        let modality = series_record.attributes.modality.clone();
+        let modality = &series_record.attributes.modality;
 
-        let normalize_study = |attributes: &crate::records::StudyAttributes| {
-            if raw {
-                attributes.normalized()
-            } else {
-                attributes.clone()
-            }
-        };
-        let study_entry = self.study_entry(study)?;
         study_entry.dirty = true;
         let new_study = study_entry.current.is_none();
+        let fills = study_entry
+            .current
+            .as_ref()
+            .is_some_and(|record| record.attributes.may_fill_from(&instance.study));
+        if new_study || fills {
+            study_entry.attributes_change();
+        }
         let study_record = study_entry.current.get_or_insert_with(|| StudyRecord {
-            attributes: normalize_study(&instance.study),
+            attributes: if raw {
+                instance.study.normalized()
+            } else {
+                instance.study.clone()
+            },
             modalities_in_study: Vec::new(),
             number_of_series: 0,
             number_of_instances: 0,
@@ -177,14 +181,16 @@ impl<'t, 'e> Apply<'t, 'e> {
         if new_series {
             study_record.number_of_series = study_record.number_of_series.saturating_add(1);
         }
-        if !new_study && study_record.attributes.has_empty() {
+        if fills {
             study_record
                 .attributes
-                .fill_empty_from(&normalize_study(&instance.study));
+                .fill_empty_from(&instance.study, raw);
         }
         if !modality.is_empty() {
-            if let Err(position) = study_record.modalities_in_study.binary_search(&modality) {
-                study_record.modalities_in_study.insert(position, modality);
+            if let Err(position) = study_record.modalities_in_study.binary_search(modality) {
+                study_record
+                    .modalities_in_study
+                    .insert(position, modality.clone());
             }
         }
         Ok(())
@@ -205,15 +211,18 @@ impl<'t, 'e> Apply<'t, 'e> {
                 series_entry.dirty |= series
                     .record
                     .attributes
-                    .fill_empty_from(&instance.series.normalized());
+                    .fill_empty_from(&instance.series, true);
             }
         }
         let study_entry = self.study_entry(&triplet.study_instance_uid)?;
-        if let Some(record) = study_entry.current.as_mut() {
-            if record.attributes.has_empty() {
-                study_entry.dirty |= record
-                    .attributes
-                    .fill_empty_from(&instance.study.normalized());
+        let fills = study_entry
+            .current
+            .as_ref()
+            .is_some_and(|record| record.attributes.may_fill_from(&instance.study));
+        if fills {
+            study_entry.attributes_change();
+            if let Some(record) = study_entry.current.as_mut() {
+                study_entry.dirty |= record.attributes.fill_empty_from(&instance.study, true);
             }
         }
         Ok(())
@@ -242,21 +251,26 @@ impl<'t, 'e> Apply<'t, 'e> {
         Ok(modalities)
     }
 
+    /// Writes the series records this transaction changed.
     pub(super) fn flush_series(&mut self) -> Result<(), IndexError> {
-        let dirty: Vec<(Vec<u8>, Option<StoredSeries>)> = self
-            .series
-            .iter_mut()
-            .filter(|(_, cached)| cached.dirty)
-            .map(|(key, cached)| {
-                cached.dirty = false;
-                (key.clone(), cached.current.clone())
-            })
-            .collect();
-        for (key, series) in dirty {
-            match series {
-                Some(series) => self.put_record(self.tables.series, "series", &key, &series)?,
+        let limits = self.limits;
+        let lmdb = |operation| move |error| IndexError::from_heed(operation, error, limits);
+        for (key, cached) in self.series.iter_mut() {
+            if !std::mem::take(&mut cached.dirty) {
+                continue;
+            }
+            match &cached.current {
+                Some(series) => {
+                    let buffer = encode_into("series", series, std::mem::take(&mut self.buffer))?;
+                    let put = self.tables.series.put(self.txn, key, &buffer);
+                    self.buffer = buffer;
+                    put.map_err(lmdb("put record"))?;
+                }
                 None => {
-                    self.delete(self.tables.series, &key, "delete series")?;
+                    self.tables
+                        .series
+                        .delete(self.txn, key)
+                        .map_err(lmdb("delete series"))?;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Record locations (schema 6): the place of a record an entry names, and
 //! the state of its segment (indexed end, live bytes), kept in the same
-//! transaction as the entry.
+//! transaction as the entry (each segment's state read at its first use in
+//! the transaction and written once, at flush).
 
 use super::*;
 use crate::location::{
@@ -8,25 +9,61 @@ use crate::location::{
 };
 
 impl<'t, 'e> Apply<'t, 'e> {
-    fn segment_state(&self, segment: u64) -> Result<SegmentState, IndexError> {
-        match self
-            .tables
-            .segments
-            .get(self.txn, &segment_key(segment))
-            .map_err(self.lmdb("get segment"))?
-        {
-            None => Ok(SegmentState::default()),
-            Some(bytes) => SegmentState::decode(bytes),
+    /// A segment's state as this transaction sees it: read once, kept in
+    /// [`Apply::segments`] and written back at [`Apply::flush`] (a
+    /// transaction of a hundred records in one segment reads and writes
+    /// its state once, not a hundred times).
+    fn segment_state(&mut self, segment: u64) -> Result<&mut CachedSegment, IndexError> {
+        if !self.segments.contains_key(&segment) {
+            let state = match self
+                .tables
+                .segments
+                .get(self.txn, &segment_key(segment))
+                .map_err(self.lmdb("get segment"))?
+            {
+                None => SegmentState::default(),
+                Some(bytes) => SegmentState::decode(bytes)?,
+            };
+            self.segments.insert(
+                segment,
+                CachedSegment {
+                    state,
+                    dirty: false,
+                },
+            );
         }
+        self.segments
+            .get_mut(&segment)
+            .ok_or_else(|| IndexError::Corrupt {
+                table: "segments",
+                detail: "segment cache".into(),
+            })
     }
 
-    fn put_segment_state(&mut self, segment: u64, state: &SegmentState) -> Result<(), IndexError> {
-        self.put(
-            self.tables.segments,
-            &segment_key(segment),
-            &state.encode(),
-            "put segment",
-        )
+    /// Changes a segment's state (written at [`Apply::flush`]).
+    fn change_segment(
+        &mut self,
+        segment: u64,
+        change: impl FnOnce(&mut SegmentState),
+    ) -> Result<(), IndexError> {
+        let cached = self.segment_state(segment)?;
+        change(&mut cached.state);
+        cached.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the segment states this transaction changed.
+    pub(super) fn flush_segments(&mut self) -> Result<(), IndexError> {
+        let limits = self.limits;
+        for (segment, cached) in self.segments.iter_mut() {
+            if std::mem::take(&mut cached.dirty) {
+                self.tables
+                    .segments
+                    .put(self.txn, &segment_key(*segment), &cached.state.encode())
+                    .map_err(|error| IndexError::from_heed("put segment", error, limits))?;
+            }
+        }
+        Ok(())
     }
 
     /// Records where the new instance's bytes are when the store made an
@@ -54,14 +91,14 @@ impl<'t, 'e> Apply<'t, 'e> {
             &place.encode(),
             "put location",
         )?;
-        let mut state = self.segment_state(place.segment)?;
-        if place.end() > state.indexed_end {
-            state.indexed_end = place.end();
-            state.indexed_last = place.offset;
-        }
-        state.live_bytes = state.live_bytes.saturating_add(place.length);
-        state.live_records += 1;
-        self.put_segment_state(place.segment, &state)
+        self.change_segment(place.segment, |state| {
+            if place.end() > state.indexed_end {
+                state.indexed_end = place.end();
+                state.indexed_last = place.offset;
+            }
+            state.live_bytes = state.live_bytes.saturating_add(place.length);
+            state.live_records += 1;
+        })
     }
 
     /// The record `file_id` names, if its bytes are one.
@@ -90,10 +127,10 @@ impl<'t, 'e> Apply<'t, 'e> {
             &place.encode(),
             "put location",
         )?;
-        let mut state = self.segment_state(place.segment)?;
-        state.live_bytes = state.live_bytes.saturating_add(place.length);
-        state.live_records += 1;
-        self.put_segment_state(place.segment, &state)
+        self.change_segment(place.segment, |state| {
+            state.live_bytes = state.live_bytes.saturating_add(place.length);
+            state.live_records += 1;
+        })
     }
 
     /// No entry names `file_id` any more: if its bytes are a record, the
@@ -107,11 +144,11 @@ impl<'t, 'e> Apply<'t, 'e> {
             &file_id_key(file_id),
             "delete location",
         )?;
-        let mut state = self.segment_state(place.segment)?;
-        debug_assert!(state.live_records > 0 && state.live_bytes >= place.length);
-        state.live_bytes = state.live_bytes.saturating_sub(place.length);
-        state.live_records = state.live_records.saturating_sub(1);
-        self.put_segment_state(place.segment, &state)
+        self.change_segment(place.segment, |state| {
+            debug_assert!(state.live_records > 0 && state.live_bytes >= place.length);
+            state.live_bytes = state.live_bytes.saturating_sub(place.length);
+            state.live_records = state.live_records.saturating_sub(1);
+        })
     }
 
     /// Moves the location of the bytes `file_id` names from `from` to `to`
@@ -168,7 +205,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                 limit_bytes: OBJECT_KEY_BYTES_MAX,
             }));
         }
-        if !self.segment_state(segment)?.sealed {
+        if !self.segment_state(segment)?.state.sealed {
             return Ok(Err(InvalidInput::SegmentNotSealed { segment }));
         }
         let recorded = match self.segment_object(segment)? {
@@ -208,9 +245,7 @@ impl<'t, 'e> Apply<'t, 'e> {
     }
 
     pub(super) fn seal_segment(&mut self, segment: u64) -> Result<(), IndexError> {
-        let mut state = self.segment_state(segment)?;
-        state.sealed = true;
-        self.put_segment_state(segment, &state)
+        self.change_segment(segment, |state| state.sealed = true)
     }
 }
 

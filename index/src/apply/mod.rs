@@ -5,10 +5,11 @@
 //! Instance UID live elsewhere?) sees the effects of the operations before it,
 //! including those of other batches coalesced into the same transaction.
 //!
-//! Study and series records are cached for the transaction and written once at
-//! [`Apply::flush`]: a batch of a thousand instances of one series then
-//! rewrites its study and series records once, not a thousand times. Anything
-//! that scans the `series` table flushes the series cache first.
+//! Study and series records, and the segments' states, are cached for the
+//! transaction and written once at [`Apply::flush`]: a batch of a thousand
+//! instances of one series then rewrites its study and series records once,
+//! not a thousand times, and a segment's state once. Anything that scans the
+//! `series` table flushes the series cache first.
 //!
 //! An instance is stored under its series' id (`instances`); where a
 //! SOP Instance UID is stored is asked of the SOP index (`sop_index`), whose
@@ -24,6 +25,7 @@ mod quarantine;
 mod sop;
 mod store;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use heed::{PutFlags, RwTxn};
@@ -76,8 +78,22 @@ impl IndexedValues {
 #[derive(Debug)]
 struct CachedStudy {
     current: Option<StudyRecord>,
-    indexed: IndexedValues,
+    /// The secondary keys' values as LMDB holds them, taken before this
+    /// transaction first changed the study's attributes (`None`: it did
+    /// not, so its secondary keys stand as they are).
+    indexed: Option<IndexedValues>,
     dirty: bool,
+}
+
+impl CachedStudy {
+    /// Call before the study's attributes change (or the study is made or
+    /// goes): keeps the values its secondary keys have in LMDB, for
+    /// [`Apply::flush`] to move the keys that changed.
+    fn attributes_change(&mut self) {
+        if self.indexed.is_none() {
+            self.indexed = Some(IndexedValues::of(self.current.as_ref()));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -85,6 +101,14 @@ struct CachedSeries {
     /// The series as stored, or as this transaction left it (`None`: it
     /// holds no instance).
     current: Option<StoredSeries>,
+    dirty: bool,
+}
+
+/// A segment's state as this transaction sees it (written at flush if
+/// `dirty`).
+#[derive(Debug)]
+struct CachedSegment {
+    state: crate::location::SegmentState,
     dirty: bool,
 }
 
@@ -104,8 +128,15 @@ pub(crate) struct SopChanges {
     pub(crate) additions: Vec<(SopHash, u64)>,
 }
 
-/// The `series` key of a triplet and its series' id (`None`: no such series).
-type OwnSeries = (Vec<u8>, Option<u64>);
+/// The series a triplet is stored under.
+struct OwnSeries {
+    /// The `series` key.
+    key: Vec<u8>,
+    /// The series' id (`None`: no such series).
+    id: Option<u64>,
+    /// The hash of the triplet's SOP Instance UID.
+    sop_hash: SopHash,
+}
 
 /// A counter kept in `meta`, read once per transaction, written at flush.
 #[derive(Debug)]
@@ -135,6 +166,8 @@ pub(crate) struct Apply<'t, 'e> {
     series: HashMap<Vec<u8>, CachedSeries>,
     candidates: HashMap<SopHash, CachedCandidates>,
     additions: Vec<(SopHash, u64)>,
+    /// The segments whose state this transaction read or changed.
+    segments: HashMap<u64, CachedSegment>,
     next_quarantine_id: Counter,
     next_series_id: Counter,
     buffer: Vec<u8>,
@@ -158,26 +191,28 @@ fn validate(instance: &NewInstance) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// The record as stored (its AE title normalised).
-fn normalized_record(record: &InstanceRecord) -> InstanceRecord {
-    let mut record = record.clone();
+/// The record as stored (its AE title normalised; borrowed when it is
+/// already, as nearly every one is).
+fn normalized_record(record: &InstanceRecord) -> Cow<'_, InstanceRecord> {
     let title = &record.calling_ae_title;
     let clean = title.len() <= AE_TITLE_BYTES_MAX
         && !title.contains('\0')
         && title.trim_matches(' ') == title;
-    if !clean {
-        record.calling_ae_title =
-            crate::keys::truncate_to_char_boundary(&normalize_text(title), AE_TITLE_BYTES_MAX)
-                .to_owned();
+    if clean {
+        return Cow::Borrowed(record);
     }
-    record
+    let mut record = record.clone();
+    record.calling_ae_title =
+        crate::keys::truncate_to_char_boundary(&normalize_text(title), AE_TITLE_BYTES_MAX)
+            .to_owned();
+    Cow::Owned(record)
 }
 
 /// The whole instance as stored and as quarantine entries keep it.
 fn normalized_instance(instance: &NewInstance) -> NewInstance {
     NewInstance {
         triplet: instance.triplet.clone(),
-        record: normalized_record(&instance.record),
+        record: normalized_record(&instance.record).into_owned(),
         study: instance.study.normalized(),
         series: instance.series.normalized(),
     }
@@ -199,6 +234,7 @@ impl<'t, 'e> Apply<'t, 'e> {
             series: HashMap::new(),
             candidates: HashMap::new(),
             additions: Vec::new(),
+            segments: HashMap::new(),
             next_quarantine_id: Counter::new(META_NEXT_QUARANTINE_ID),
             next_series_id: Counter::new(META_NEXT_SERIES_ID),
             buffer: Vec::with_capacity(1024),
@@ -323,49 +359,62 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
     }
 
+    /// Moves a study's secondary keys from the values LMDB holds
+    /// (`old`) to those of its record (`current`), where they differ.
+    fn move_secondary_keys(
+        &mut self,
+        study: &str,
+        old: &IndexedValues,
+        current: Option<&StudyRecord>,
+    ) -> Result<(), IndexError> {
+        let new = IndexedValues::of(current);
+        if *old == new {
+            return Ok(());
+        }
+        let secondary = [
+            (
+                self.tables.study_by_patient_id,
+                &old.patient_id,
+                &new.patient_id,
+            ),
+            (self.tables.study_by_date, &old.study_date, &new.study_date),
+            (
+                self.tables.study_by_accession,
+                &old.accession_number,
+                &new.accession_number,
+            ),
+        ];
+        for (table, old, new) in secondary {
+            if old != new && !old.is_empty() {
+                self.delete(table, &secondary_key(old, study), "delete secondary key")?;
+            }
+            if old != new && !new.is_empty() {
+                self.put(table, &secondary_key(new, study), &[], "put secondary key")?;
+            }
+        }
+        let (old_names, new_names) = (&old.patient_names, &new.patient_names);
+        for old in old_names.iter().filter(|old| !new_names.contains(old)) {
+            let key = secondary_key(old, study);
+            self.delete(self.tables.study_by_patient_name, &key, "delete name key")?;
+        }
+        for new in new_names.iter().filter(|new| !old_names.contains(new)) {
+            let key = secondary_key(new, study);
+            self.put(self.tables.study_by_patient_name, &key, &[], "put name key")?;
+        }
+        Ok(())
+    }
+
     /// Writes every cached change; call before commit.
     pub(crate) fn flush(&mut self) -> Result<(), IndexError> {
+        self.flush_segments()?;
         self.flush_series()?;
         let studies = std::mem::take(&mut self.studies);
         for (study, cached) in studies {
             if !cached.dirty {
                 continue;
             }
-            let new_indexed = IndexedValues::of(cached.current.as_ref());
-            let secondary = [
-                (
-                    self.tables.study_by_patient_id,
-                    &cached.indexed.patient_id,
-                    &new_indexed.patient_id,
-                ),
-                (
-                    self.tables.study_by_date,
-                    &cached.indexed.study_date,
-                    &new_indexed.study_date,
-                ),
-                (
-                    self.tables.study_by_accession,
-                    &cached.indexed.accession_number,
-                    &new_indexed.accession_number,
-                ),
-            ];
-            for (table, old, new) in secondary {
-                if old != new && !old.is_empty() {
-                    self.delete(table, &secondary_key(old, &study), "delete secondary key")?;
-                }
-                if old != new && !new.is_empty() {
-                    self.put(table, &secondary_key(new, &study), &[], "put secondary key")?;
-                }
-            }
-            let (old_names, new_names) =
-                (&cached.indexed.patient_names, &new_indexed.patient_names);
-            for old in old_names.iter().filter(|old| !new_names.contains(old)) {
-                let key = secondary_key(old, &study);
-                self.delete(self.tables.study_by_patient_name, &key, "delete name key")?;
-            }
-            for new in new_names.iter().filter(|new| !old_names.contains(new)) {
-                let key = secondary_key(new, &study);
-                self.put(self.tables.study_by_patient_name, &key, &[], "put name key")?;
+            if let Some(old_indexed) = &cached.indexed {
+                self.move_secondary_keys(&study, old_indexed, cached.current.as_ref())?;
             }
             match &cached.current {
                 Some(record) => {

@@ -111,7 +111,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         let Some(entry) = self.quarantine_entry(id)? else {
             return Ok(Ok(WriteOutcome::Released(None)));
         };
-        let (own_key, own) = match self.own_series_if_room(&entry.instance.triplet)? {
+        let own = match self.own_series_if_room(&entry.instance.triplet)? {
             Ok(own) => own,
             Err(invalid) => return Ok(Err(invalid)),
         };
@@ -126,9 +126,9 @@ impl<'t, 'e> Apply<'t, 'e> {
                 self.insert_new(&instance, &instance.record, false)?;
                 None
             }
-            Some((series_id, _, previous)) if own == Some(series_id) => {
+            Some((series_id, _, previous)) if own.id == Some(series_id) => {
                 let stored =
-                    StoredRecord::compact(&instance.record, self.series_defaults(&own_key)?);
+                    StoredRecord::compact(&instance.record, self.series_defaults(&own.key)?);
                 self.put_record(
                     self.tables.instances,
                     "instances",
@@ -136,12 +136,6 @@ impl<'t, 'e> Apply<'t, 'e> {
                     &stored,
                 )?;
                 self.forget_file(previous.file_id)?;
-                self.put(
-                    self.tables.file_ids,
-                    &file_id_key(instance.record.file_id),
-                    &[FILE_ROLE_INSTANCE],
-                    "put file id",
-                )?;
                 self.fill_series_and_study(&instance)?;
                 Some(previous)
             }
@@ -151,6 +145,13 @@ impl<'t, 'e> Apply<'t, 'e> {
                 previous
             }
         };
+        // The entry's file id, released with it, is an instance's now.
+        self.put(
+            self.tables.file_ids,
+            &file_id_key(instance.record.file_id),
+            &[FILE_ROLE_INSTANCE],
+            "put file id",
+        )?;
         self.replace_record(instance.record.file_id, record)?;
         Ok(Ok(WriteOutcome::Released(Some(Released {
             instance,

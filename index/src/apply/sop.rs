@@ -5,38 +5,75 @@
 use super::*;
 
 impl<'t, 'e> Apply<'t, 'e> {
+    /// The candidates of the SOP Instance UID `sop`, whose hash is `hash`,
+    /// as this transaction sees them (read at their first use in it).
+    fn candidates_at(
+        &mut self,
+        hash: SopHash,
+        sop: &str,
+    ) -> Result<&mut CachedCandidates, IndexError> {
+        if !self.candidates.contains_key(&hash) {
+            let series_ids = match self.sop_index.candidates(hash)? {
+                Some(series_ids) => series_ids,
+                None => scan_candidates(&*self.txn, self.tables.instances, sop, self.limits)?,
+            };
+            self.candidates.insert(
+                hash,
+                CachedCandidates {
+                    series_ids,
+                    changed: false,
+                },
+            );
+        }
+        self.candidates
+            .get_mut(&hash)
+            .ok_or_else(|| IndexError::Corrupt {
+                table: "sop_index",
+                detail: "candidate cache".into(),
+            })
+    }
+
     /// The candidates of a SOP Instance UID: the series ids it may be
     /// stored under, as this transaction sees them.
-    pub(super) fn candidates_of(&mut self, sop: &str) -> Result<(SopHash, Vec<u64>), IndexError> {
+    pub(super) fn candidates_of(&mut self, sop: &str) -> Result<Vec<u64>, IndexError> {
         let hash = self.sop_index.hash(sop);
-        if let Some(cached) = self.candidates.get(&hash) {
-            return Ok((hash, cached.series_ids.clone()));
+        Ok(self.candidates_at(hash, sop)?.series_ids.clone())
+    }
+
+    /// The candidates of `sop` (hashed to `hash`) other than `own`.
+    pub(super) fn other_candidates(
+        &mut self,
+        hash: SopHash,
+        sop: &str,
+        own: Option<u64>,
+    ) -> Result<Vec<u64>, IndexError> {
+        let cached = self.candidates_at(hash, sop)?;
+        if cached.series_ids.iter().all(|id| Some(*id) == own) {
+            // Nearly every store: no copy of the list.
+            return Ok(Vec::new());
         }
-        let series_ids = match self.sop_index.candidates(hash)? {
-            Some(series_ids) => series_ids,
-            None => scan_candidates(&*self.txn, self.tables.instances, sop, self.limits)?,
-        };
-        self.candidates.insert(
-            hash,
-            CachedCandidates {
-                series_ids: series_ids.clone(),
-                changed: false,
-            },
-        );
-        Ok((hash, series_ids))
+        Ok(cached
+            .series_ids
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != own)
+            .collect())
     }
 
     /// Records that `sop` is stored under `series_id` (a no-op if that is
     /// already a candidate). The caller checked the bound beforehand.
     pub(super) fn add_candidate(&mut self, sop: &str, series_id: u64) -> Result<(), IndexError> {
-        let (hash, _) = self.candidates_of(sop)?;
-        let cached = self
-            .candidates
-            .get_mut(&hash)
-            .ok_or_else(|| IndexError::Corrupt {
-                table: "sop_index",
-                detail: "candidate cache".into(),
-            })?;
+        self.add_candidate_at(self.sop_index.hash(sop), sop, series_id)
+    }
+
+    /// [`Apply::add_candidate`] of a SOP Instance UID already hashed.
+    pub(super) fn add_candidate_at(
+        &mut self,
+        hash: SopHash,
+        sop: &str,
+        series_id: u64,
+    ) -> Result<(), IndexError> {
+        let cached = self.candidates_at(hash, sop)?;
         if !cached.series_ids.contains(&series_id) {
             assert!(
                 cached.series_ids.len() < CANDIDATES_MAX,
@@ -50,21 +87,24 @@ impl<'t, 'e> Apply<'t, 'e> {
     }
 
     /// The series key and id (`None`: no such series yet) a triplet would
-    /// be stored under, or the refusal if storing it there would need a SOP
-    /// index candidate past the bound. Checked before anything is written.
+    /// be stored under, with its SOP Instance UID's hash, or the refusal if
+    /// storing it there would need a SOP index candidate past the bound.
+    /// Checked before anything is written.
     pub(super) fn own_series_if_room(
         &mut self,
         triplet: &Triplet,
     ) -> Result<Result<OwnSeries, InvalidInput>, IndexError> {
         let key = series_key(&triplet.study_instance_uid, &triplet.series_instance_uid);
-        let own = self.series_id_of(&key)?;
-        let (_, candidates) = self.candidates_of(&triplet.sop_instance_uid)?;
-        if candidates.len() >= CANDIDATES_MAX && !own.is_some_and(|id| candidates.contains(&id)) {
+        let id = self.series_id_of(&key)?;
+        let sop = &triplet.sop_instance_uid;
+        let sop_hash = self.sop_index.hash(sop);
+        let candidates = &self.candidates_at(sop_hash, sop)?.series_ids;
+        if candidates.len() >= CANDIDATES_MAX && !id.is_some_and(|id| candidates.contains(&id)) {
             return Ok(Err(InvalidInput::SopInstanceUidOverused {
                 limit: CANDIDATES_MAX,
             }));
         }
-        Ok(Ok((key, own)))
+        Ok(Ok(OwnSeries { key, id, sop_hash }))
     }
 
     /// The SOP index changes of this transaction (call after the last
@@ -115,8 +155,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         &mut self,
         sop: &str,
     ) -> Result<Option<(u64, Triplet, InstanceRecord)>, IndexError> {
-        let (_, candidates) = self.candidates_of(sop)?;
-        for series_id in candidates {
+        for series_id in self.candidates_of(sop)? {
             if let Some(record) = self.stored_record(series_id, sop)? {
                 let identity = self.identity(series_id)?;
                 let triplet = Triplet::new(

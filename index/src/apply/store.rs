@@ -13,7 +13,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         let record = normalized_record(&instance.record);
         let triplet = &instance.triplet;
         let sop = &triplet.sop_instance_uid;
-        let (own_key, own) = match self.own_series_if_room(triplet)? {
+        let own = match self.own_series_if_room(triplet)? {
             Ok(own) => own,
             Err(invalid) => return Ok(Err(invalid)),
         };
@@ -23,9 +23,9 @@ impl<'t, 'e> Apply<'t, 'e> {
         }
         // In a series that exists, one descent writes the instance, or finds
         // the triplet stored: a duplicate.
-        let inserted = match own {
+        let inserted = match own.id {
             Some(own_id) => {
-                let stored = StoredRecord::compact(&record, self.series_defaults(&own_key)?);
+                let stored = StoredRecord::compact(&record, self.series_defaults(&own.key)?);
                 let encoded = encode_into("instances", &stored, std::mem::take(&mut self.buffer))?;
                 let key = instance_key(own_id, sop);
                 let existing = self
@@ -36,11 +36,11 @@ impl<'t, 'e> Apply<'t, 'e> {
                     .map(<[u8]>::to_vec);
                 self.buffer = encoded;
                 if let Some(existing) = existing {
-                    let defaults = self.series_defaults(&own_key)?.clone();
+                    let defaults = self.series_defaults(&own.key)?.clone();
                     let previous =
                         decode::<StoredRecord>("instances", &existing)?.expand(&defaults);
                     return self
-                        .duplicate(request, record, own_id, &defaults, previous)
+                        .duplicate(request, &record, own_id, &defaults, previous)
                         .map(Ok);
                 }
                 Some(key)
@@ -49,11 +49,7 @@ impl<'t, 'e> Apply<'t, 'e> {
         };
         // The SOP Instance UID stored under another series: a conflict (the
         // instance just written, if any, is taken back).
-        let (_, candidates) = self.candidates_of(sop)?;
-        for candidate in candidates {
-            if own == Some(candidate) {
-                continue;
-            }
+        for candidate in self.other_candidates(own.sop_hash, sop, own.id)? {
             if self.is_stored(candidate, sop)? {
                 if let Some(key) = &inserted {
                     self.delete(self.tables.instances, key, "take back instance")?;
@@ -67,10 +63,10 @@ impl<'t, 'e> Apply<'t, 'e> {
                 return self.conflict(request, stored).map(Ok);
             }
         }
-        match own {
+        match own.id {
             Some(own_id) => {
-                self.add_candidate(sop, own_id)?;
-                self.count_in_series_and_study(instance, true)?;
+                self.add_candidate_at(own.sop_hash, sop, own_id)?;
+                self.count_in_series_and_study(instance, &own.key, true)?;
             }
             None => self.insert_new(instance, &record, true)?,
         }
@@ -81,7 +77,7 @@ impl<'t, 'e> Apply<'t, 'e> {
     pub(super) fn duplicate(
         &mut self,
         request: &StoreRequest,
-        record: InstanceRecord,
+        record: &InstanceRecord,
         series_id: u64,
         defaults: &RecordDefaults,
         previous: InstanceRecord,
@@ -121,7 +117,7 @@ impl<'t, 'e> Apply<'t, 'e> {
                     self.tables.instances,
                     "instances",
                     &key,
-                    &StoredRecord::compact(&record, defaults),
+                    &StoredRecord::compact(record, defaults),
                 )?;
                 self.forget_file(previous.file_id)?;
                 self.fill_series_and_study(instance)?;
@@ -183,7 +179,8 @@ impl<'t, 'e> Apply<'t, 'e> {
 
     /// Writes a new instance (`record` normalised; the instance's attributes
     /// normalised unless `raw`), under its series (created, with a new id,
-    /// if it has no instance), and counts it.
+    /// if it has no instance), and counts it. Its file id is the caller's
+    /// to record as an instance's (a store claimed it already).
     pub(super) fn insert_new(
         &mut self,
         instance: &NewInstance,
@@ -237,14 +234,8 @@ impl<'t, 'e> Apply<'t, 'e> {
             &instance_key(series_id, &triplet.sop_instance_uid),
             &stored,
         )?;
-        self.put(
-            self.tables.file_ids,
-            &file_id_key(record.file_id),
-            &[FILE_ROLE_INSTANCE],
-            "put file id",
-        )?;
         self.add_candidate(&triplet.sop_instance_uid, series_id)?;
-        self.count_in_series_and_study(instance, raw)
+        self.count_in_series_and_study(instance, &key, raw)
     }
 
     /// Removes a stored instance and uncounts it; `None` if it is not stored.
@@ -298,15 +289,18 @@ impl<'t, 'e> Apply<'t, 'e> {
         };
         let study_entry = self.study_entry(study)?;
         study_entry.dirty = true;
+        let mut study_gone = false;
         if let Some(study_record) = study_entry.current.as_mut() {
             study_record.number_of_instances = study_record.number_of_instances.saturating_sub(1);
             if let Some(modalities) = modalities {
                 study_record.number_of_series = study_record.number_of_series.saturating_sub(1);
                 study_record.modalities_in_study = modalities;
             }
-            if study_record.number_of_instances == 0 {
-                study_entry.current = None;
-            }
+            study_gone = study_record.number_of_instances == 0;
+        }
+        if study_gone {
+            study_entry.attributes_change();
+            study_entry.current = None;
         }
         Ok(Some(record))
     }

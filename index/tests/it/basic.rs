@@ -1207,3 +1207,101 @@ fn demote_moves_a_stored_instance_into_quarantine_or_removes_it() {
     );
     assert_eq!(read.file_role(FileId(72)).expect("role"), None);
 }
+
+#[test]
+fn empty_study_attributes_are_filled_by_later_instances_and_their_keys_follow() {
+    // The writer normalises an instance's attributes only where they fill
+    // an empty one, and touches a study's secondary keys only when its
+    // attributes changed: a study stored without a patient ID, name or
+    // accession number gets them (normalised) from a later instance, in the
+    // same transaction or the next, its keys with them, and the first
+    // values stay.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    let writer = index.writer();
+    let with = |sop: &str, file_id: u128, study: sluice_index::StudyAttributes| {
+        let mut instance = instance("7.1", "7.1.1", sop, file_id, file_id as u8);
+        instance.study = study;
+        WriteOp::Store(StoreRequest::new(instance))
+    };
+    let bare = sluice_index::StudyAttributes {
+        study_date: "20240105".into(),
+        ..Default::default()
+    };
+    let query = |read: &sluice_index::ReadTxn<'_>, query: StudyQuery| {
+        read.query_studies(&query, 10).expect("query").items.len()
+    };
+    let by_id = |id: &str| StudyQuery {
+        patient_id: Some(id.into()),
+        ..Default::default()
+    };
+    writer
+        .execute(vec![
+            with("7.1.1.1", 1, bare.clone()),
+            with("7.1.1.2", 2, bare.clone()),
+        ])
+        .expect("bare");
+    {
+        let read = index.read().expect("read");
+        assert!(read.check_consistency(10).expect("check").is_consistent());
+        let study = read.study("7.1").expect("study").expect("present");
+        assert_eq!(study.attributes, bare);
+        assert_eq!(study.number_of_instances, 2);
+    }
+    let filling = sluice_index::StudyAttributes {
+        patient_id: " P7 ".into(),
+        patient_name: "Doe^Jane^^".into(),
+        study_date: "20991231".into(),
+        ..Default::default()
+    };
+    let later = sluice_index::StudyAttributes {
+        patient_id: "OTHER".into(),
+        accession_number: "A7".into(),
+        ..Default::default()
+    };
+    writer
+        .execute(vec![
+            with("7.1.1.3", 3, bare.clone()),
+            with("7.1.1.4", 4, filling),
+            with("7.1.1.5", 5, later),
+        ])
+        .expect("filling");
+    let read = index.read().expect("read");
+    let report = read.check_consistency(10).expect("check");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    let study = read.study("7.1").expect("study").expect("present");
+    assert_eq!(
+        study.attributes,
+        sluice_index::StudyAttributes {
+            patient_id: "P7".into(),
+            patient_name: "Doe^Jane".into(),
+            study_date: "20240105".into(),
+            accession_number: "A7".into(),
+            ..Default::default()
+        }
+    );
+    assert_eq!(study.number_of_instances, 5);
+    assert_eq!(query(&read, by_id("P7")), 1);
+    assert_eq!(query(&read, by_id("OTHER")), 0);
+    let by_name = StudyQuery {
+        patient_name: Some("Doe^Jane".into()),
+        ..Default::default()
+    };
+    assert_eq!(query(&read, by_name), 1);
+    let by_accession = StudyQuery {
+        accession_number: Some("A7".into()),
+        ..Default::default()
+    };
+    assert_eq!(query(&read, by_accession), 1);
+    drop(read);
+    // The study goes: so do its keys.
+    let removals = (1..=5)
+        .map(|n| WriteOp::Remove(Triplet::new("7.1", "7.1.1", format!("7.1.1.{n}"))))
+        .collect();
+    writer.execute(removals).expect("remove");
+    let read = index.read().expect("read");
+    assert!(read.study("7.1").expect("study").is_none());
+    assert_eq!(query(&read, by_id("P7")), 0);
+    let report = read.check_consistency(10).expect("check");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}

@@ -147,6 +147,40 @@ fn removal_replacement_and_rejection_leave_dead_records() {
 }
 
 #[test]
+fn one_transaction_s_records_in_two_segments_are_counted_in_each() {
+    // The writer keeps each segment's state for the transaction and writes
+    // it once, at the end: every write of the transaction must show in it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(dir.path());
+    run(
+        &index,
+        vec![
+            WriteOp::Store(store_record("1.2.3.4.1", 1, 1, place(5, 0))),
+            WriteOp::Store(store_record("1.2.3.4.2", 2, 2, place(6, 0))),
+            WriteOp::Store(store_record("1.2.3.4.3", 3, 3, place(5, 2))),
+            WriteOp::Remove(Triplet::new("1.2.3", "1.2.3.4", "1.2.3.4.1")),
+            WriteOp::Store(store_record("1.2.3.4.4", 4, 4, place(5, 1))),
+            WriteOp::SealSegment(6),
+        ],
+    );
+    assert_eq!(segment(&index, 5), live(3, 2));
+    assert_eq!(
+        segment(&index, 6),
+        SegmentState {
+            sealed: true,
+            ..live(1, 1)
+        }
+    );
+    // The next transaction starts from what the last one wrote.
+    run(
+        &index,
+        vec![WriteOp::Store(store_record("1.2.3.4.5", 5, 5, place(5, 3)))],
+    );
+    assert_eq!(segment(&index, 5), live(4, 3));
+    index.close();
+}
+
+#[test]
 fn a_quarantined_record_keeps_its_place_through_release_and_loses_it_at_purge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let index = open(dir.path());
