@@ -767,6 +767,24 @@ impl Collector for Scrape {
             "Data-set bytes received straight into record buffers (the rest arrive in the receive pool and are copied)",
             bytes,
         )?;
+        let (registered, plain) = cores
+            .iter()
+            .map(|core| core.record_writes())
+            .fold((0, 0), |(registered, plain), (more, more_plain)| {
+                (registered + more, plain + more_plain)
+            });
+        counter(
+            &mut encoder,
+            "sluice_record_writes_registered",
+            "Record writes (segments layout) from buffers registered with the core's io_uring: their pages are not pinned per write",
+            registered,
+        )?;
+        counter(
+            &mut encoder,
+            "sluice_record_writes_plain",
+            "Record writes (segments layout) from buffers not registered (the portable backend, RLIMIT_MEMLOCK reached, a buffer over 16 MiB): their pages are pinned per write",
+            plain,
+        )?;
 
         // ----- queues -----
         {
