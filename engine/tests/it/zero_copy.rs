@@ -271,11 +271,17 @@ fn instances(dir: &Path, count: usize) -> Vec<Instance> {
 }
 
 fn received_into_record(metrics_port: u16) -> (f64, f64) {
-    let samples = scrape(metrics_port);
-    (
-        value(&samples, "sluice_receives_into_record_total", &[]),
-        value(&samples, "sluice_bytes_received_into_record_total", &[]),
+    two_counters(
+        metrics_port,
+        "sluice_receives_into_record_total",
+        "sluice_bytes_received_into_record_total",
     )
+}
+
+/// Two counters of the server's metrics.
+fn two_counters(metrics_port: u16, first: &str, second: &str) -> (f64, f64) {
+    let samples = scrape(metrics_port);
+    (value(&samples, first, &[]), value(&samples, second, &[]))
 }
 
 /// 512 KiB instances in 256 KiB PDVs (the default Maximum Length): each
@@ -462,10 +468,10 @@ fn instances_written_whole_at_once_land_in_the_record_buffer() {
 
 /// Record writes from registered buffers, and plain ones.
 fn record_writes(metrics_port: u16) -> (f64, f64) {
-    let samples = scrape(metrics_port);
-    (
-        value(&samples, "sluice_record_writes_registered_total", &[]),
-        value(&samples, "sluice_record_writes_plain_total", &[]),
+    two_counters(
+        metrics_port,
+        "sluice_record_writes_registered_total",
+        "sluice_record_writes_plain_total",
     )
 }
 
