@@ -334,6 +334,10 @@ pub(crate) struct CoreMetrics {
     /// Receives straight into a record buffer, and the bytes they took.
     receives_into_record: AtomicU64,
     bytes_received_into_record: AtomicU64,
+    /// Record writes from buffers registered with the core's io_uring, and
+    /// the others (plain: their pages pinned per write).
+    record_writes_registered: AtomicU64,
+    record_writes_plain: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -432,6 +436,24 @@ impl CoreMetrics {
         (
             self.receives_into_record.load(Ordering::Relaxed),
             self.bytes_received_into_record.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A record's write was submitted, from a registered buffer or not.
+    pub(crate) fn record_written(&self, registered: bool) {
+        let counter = if registered {
+            &self.record_writes_registered
+        } else {
+            &self.record_writes_plain
+        };
+        add_single_writer(counter, 1);
+    }
+
+    /// Record writes from registered buffers, and plain ones.
+    pub(crate) fn record_writes(&self) -> (u64, u64) {
+        (
+            self.record_writes_registered.load(Ordering::Relaxed),
+            self.record_writes_plain.load(Ordering::Relaxed),
         )
     }
 

@@ -8,9 +8,16 @@
 //! first aligned byte. Its heap bytes never move while the buffer lives
 //! (the `Vec` is never grown), so the address a write was given stays
 //! aligned and valid however the buffer itself is moved.
+//!
+//! A buffer may be registered with a core's io_uring
+//! ([`Core::register_buffer`](crate::Core::register_buffer)): it then
+//! carries its slot, and its memory, when it is dropped, goes to the slot's
+//! table to be freed only after the slot is cleared (`fixed`).
 
 use std::ops::Range;
 use std::rc::Rc;
+
+use crate::fixed::FixedSlot;
 
 /// The alignment of an [`AlignedBuf`]: a multiple of every logical block
 /// size in use (512 and 4096 bytes).
@@ -23,13 +30,26 @@ pub struct AlignedBuf {
     storage: Vec<u8>,
     start: usize,
     len: usize,
+    /// Its slot in a core's table of registered buffers, if registered.
+    fixed: Option<FixedSlot>,
 }
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlignedBuf")
             .field("len", &self.len)
+            .field("registered", &self.fixed.is_some())
             .finish()
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // A registered buffer's memory is freed only once its slot is
+        // cleared in the kernel: the table takes it.
+        if let Some(slot) = self.fixed.take() {
+            slot.release(std::mem::take(&mut self.storage));
+        }
     }
 }
 
@@ -44,7 +64,38 @@ impl AlignedBuf {
             storage,
             start,
             len,
+            fixed: None,
         }
+    }
+
+    /// Whether the buffer is registered with a core's io_uring (its writes
+    /// there skip pinning its pages).
+    pub fn is_registered(&self) -> bool {
+        self.fixed.is_some()
+    }
+
+    /// Its slot in its core's table of registered buffers, if registered
+    /// (for tests and logs: a slot names a buffer only in its own ring).
+    pub fn registered_slot(&self) -> Option<u16> {
+        self.fixed.as_ref().map(FixedSlot::index)
+    }
+
+    /// Its slot, if registered.
+    pub(crate) fn fixed(&self) -> Option<&FixedSlot> {
+        self.fixed.as_ref()
+    }
+
+    /// The bytes a registration covers (the aligned bytes at the length
+    /// the buffer was made with), to register them.
+    pub(crate) fn registration_region(&mut self) -> &mut [u8] {
+        let end = self.start + self.capacity();
+        &mut self.storage[self.start..end]
+    }
+
+    /// The buffer was registered in `slot`.
+    pub(crate) fn set_fixed(&mut self, slot: FixedSlot) {
+        debug_assert!(self.fixed.is_none(), "a buffer registered twice");
+        self.fixed = Some(slot);
     }
 
     /// The aligned bytes.

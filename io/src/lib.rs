@@ -88,6 +88,7 @@ pub mod durable;
 pub mod error;
 pub mod event;
 pub mod fault;
+mod fixed;
 #[cfg(feature = "lmdb")]
 pub mod lmdb;
 pub mod map;

@@ -289,3 +289,18 @@ pub(crate) fn pin_current_thread(cpu: usize) -> SysResult<()> {
     // SAFETY: the kernel reads the live local set.
     check(unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) }).map(drop)
 }
+
+/// The locked-memory limit (`RLIMIT_MEMLOCK`), soft and hard, in bytes
+/// (`None`: unlimited, or unknown).
+pub(crate) fn memlock_limit() -> (Option<u64>, Option<u64>) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return (None, None);
+    }
+    let bytes = |value: libc::rlim_t| (value != libc::RLIM_INFINITY).then_some(value);
+    (bytes(limit.rlim_cur), bytes(limit.rlim_max))
+}

@@ -38,7 +38,7 @@ use prometheus_client::registry::Registry;
 
 use super::shared::ServerShared;
 use crate::metrics::{
-    Phase, RejectedBecause, Request, SpillReason, SubOperation, LATENCY_BUCKETS_US,
+    CoreMetrics, Phase, RejectedBecause, Request, SpillReason, SubOperation, LATENCY_BUCKETS_US,
 };
 
 /// The most bytes of a request head read (request line and headers).
@@ -331,6 +331,16 @@ type LatencyOf = fn(&crate::metrics::StoreLatency) -> &crate::metrics::Histogram
 /// The scrape: the collector reads what the cores share.
 #[derive(Debug)]
 struct Scrape(Arc<ServerShared>);
+
+/// Two counters of every core, each summed over the cores.
+fn summed_pairs(cores: &[CoreMetrics], pair: impl Fn(&CoreMetrics) -> (u64, u64)) -> (u64, u64) {
+    cores
+        .iter()
+        .map(pair)
+        .fold((0, 0), |(first, second), (more, more_second)| {
+            (first + more, second + more_second)
+        })
+}
 
 fn counter(
     encoder: &mut DescriptorEncoder,
@@ -749,12 +759,7 @@ impl Collector for Scrape {
                 .sum::<u64>(),
         )?;
 
-        let (receives, bytes) = cores
-            .iter()
-            .map(|core| core.receives_into_record())
-            .fold((0, 0), |(receives, bytes), (more, more_bytes)| {
-                (receives + more, bytes + more_bytes)
-            });
+        let (receives, bytes) = summed_pairs(cores, CoreMetrics::receives_into_record);
         counter(
             &mut encoder,
             "sluice_receives_into_record",
@@ -766,6 +771,19 @@ impl Collector for Scrape {
             "sluice_bytes_received_into_record",
             "Data-set bytes received straight into record buffers (the rest arrive in the receive pool and are copied)",
             bytes,
+        )?;
+        let (registered, plain) = summed_pairs(cores, CoreMetrics::record_writes);
+        counter(
+            &mut encoder,
+            "sluice_record_writes_registered",
+            "Record writes (segments layout) from buffers registered with the core's io_uring: their pages are not pinned per write",
+            registered,
+        )?;
+        counter(
+            &mut encoder,
+            "sluice_record_writes_plain",
+            "Record writes (segments layout) from buffers not registered (the portable backend, RLIMIT_MEMLOCK reached, a buffer over 16 MiB): their pages are pinned per write",
+            plain,
         )?;
 
         // ----- queues -----

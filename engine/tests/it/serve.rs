@@ -32,8 +32,31 @@ pub fn spawn_serve(
     extra: &[&str],
     log_path: &Path,
 ) -> ChildGuard {
+    spawn_serve_under(&[], data, port, backend, extra, log_path)
+}
+
+/// Like [`spawn_serve`], run by `wrapper` (a command that execs the rest
+/// of its arguments, such as `prlimit --memlock=...`: the server keeps
+/// its process id); none when empty.
+pub fn spawn_serve_under(
+    wrapper: &[&str],
+    data: &Path,
+    port: u16,
+    backend: &str,
+    extra: &[&str],
+    log_path: &Path,
+) -> ChildGuard {
     let log = File::create(log_path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let sluice = env!("CARGO_BIN_EXE_sluice");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(sluice);
+            command
+        }
+        None => Command::new(sluice),
+    };
+    let child = command
         .arg("serve")
         .arg("--data-dir")
         .arg(data)
@@ -99,8 +122,27 @@ impl Served {
         backend: &str,
         extra: &[&str],
     ) -> Served {
+        Self::start_under(&[], dir, data, backend, extra)
+    }
+
+    /// Like [`Served::start_in`], the server run by `wrapper`
+    /// ([`spawn_serve_under`]).
+    pub fn start_under(
+        wrapper: &[&str],
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        backend: &str,
+        extra: &[&str],
+    ) -> Served {
         let port = free_port();
-        let guard = spawn_serve(&data, port, backend, extra, &dir.path().join("server.log"));
+        let guard = spawn_serve_under(
+            wrapper,
+            &data,
+            port,
+            backend,
+            extra,
+            &dir.path().join("server.log"),
+        );
         Served {
             guard: Some(guard),
             port,

@@ -271,11 +271,17 @@ fn instances(dir: &Path, count: usize) -> Vec<Instance> {
 }
 
 fn received_into_record(metrics_port: u16) -> (f64, f64) {
-    let samples = scrape(metrics_port);
-    (
-        value(&samples, "sluice_receives_into_record_total", &[]),
-        value(&samples, "sluice_bytes_received_into_record_total", &[]),
+    two_counters(
+        metrics_port,
+        "sluice_receives_into_record_total",
+        "sluice_bytes_received_into_record_total",
     )
+}
+
+/// Two counters of the server's metrics.
+fn two_counters(metrics_port: u16, first: &str, second: &str) -> (f64, f64) {
+    let samples = scrape(metrics_port);
+    (value(&samples, first, &[]), value(&samples, second, &[]))
 }
 
 /// 512 KiB instances in 256 KiB PDVs (the default Maximum Length): each
@@ -452,7 +458,92 @@ fn instances_written_whole_at_once_land_in_the_record_buffer() {
     );
     // Two large PDVs an instance, each one receive.
     assert!(receives - receives_first >= 10.0, "{receives} receives");
+    // Every record written from a buffer registered with the core's ring
+    // (`IORING_OP_WRITE_FIXED`), the buffers reused.
+    let (registered, plain) = record_writes(metrics_port);
+    assert_eq!((registered, plain), (instances.len() as f64, 0.0));
     terminate(served);
+    assert_stored_byte_exact(&data, &instances);
+}
+
+/// Record writes from registered buffers, and plain ones.
+fn record_writes(metrics_port: u16) -> (f64, f64) {
+    two_counters(
+        metrics_port,
+        "sluice_record_writes_registered_total",
+        "sluice_record_writes_plain_total",
+    )
+}
+
+/// Whether this process has `CAP_IPC_LOCK` (bit 14) in its effective set
+/// (`CapEff` of /proc/self/status).
+fn has_ipc_lock() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    effective & (1 << 14) != 0
+}
+
+/// Under a locked-memory limit too small for a record buffer, and without
+/// `CAP_IPC_LOCK` (which exempts root from it), the kernel refuses to
+/// register the record buffers: the server says so once at info (the
+/// limit and how to raise it), writes every record plain, and stores every
+/// instance byte-exact, as before registered buffers.
+#[test]
+fn record_buffers_refused_by_the_memlock_limit_are_written_plain() {
+    let sent = tempfile::tempdir().unwrap();
+    let instances = instances(sent.path(), 4);
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let metrics = metrics_port.to_string();
+    // 512 KiB: the rings and the receive pool's buffer ring fit (the
+    // backend stays io_uring), a 640 KiB record buffer does not.
+    // Dropping the capability takes CAP_SETPCAP: only where the tests run
+    // with CAP_IPC_LOCK (root) is there one to drop.
+    let drop_ipc_lock: &[&str] = if has_ipc_lock() {
+        &[
+            "setpriv",
+            "--bounding-set=-ipc_lock",
+            "--inh-caps=-ipc_lock",
+            "--",
+        ]
+    } else {
+        &[]
+    };
+    let wrapper = [drop_ipc_lock, &["prlimit", "--memlock=524288:524288", "--"]].concat();
+    let served = crate::serve::Served::start_under(
+        &wrapper,
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        "uring",
+        &[
+            "--storage-layout",
+            "segments",
+            "--cores",
+            "1",
+            "--metrics-port",
+            metrics.as_str(),
+        ],
+    );
+    let mut peer = Peer::associate(served.port, &instances[0]);
+    let pdv = peer.pdu_max - 6;
+    for instance in &instances {
+        assert_eq!(peer.store_at_once(instance, pdv), Status::SUCCESS);
+    }
+    peer.release();
+    let (registered, plain) = record_writes(metrics_port);
+    assert_eq!((registered, plain), (0.0, instances.len() as f64));
+    let log = terminate(served);
+    assert!(log.contains("backend=io_uring"), "{log}");
+    assert_eq!(
+        log.matches("cannot register a record buffer").count(),
+        1,
+        "said once: {log}"
+    );
+    assert!(log.contains("memlock_soft_bytes=524288"), "{log}");
     assert_stored_byte_exact(&data, &instances);
 }
 

@@ -108,6 +108,35 @@ impl Backend {
         }
     }
 
+    /// Registers `buf` with the ring (io_uring only): see
+    /// `UringBackend::register_buffer`. The portable backend has no
+    /// registered buffers: `Ok(false)`.
+    pub fn register_buffer(
+        &mut self,
+        buf: &mut crate::aligned::AlignedBuf,
+    ) -> std::io::Result<bool> {
+        match self {
+            Backend::Uring(backend) => backend.register_buffer(buf),
+            Backend::Portable(_) => Ok(false),
+        }
+    }
+
+    /// The slot of `buf` in this ring's table of registered buffers.
+    pub fn fixed_index(&self, buf: &crate::aligned::AlignedBuf) -> Option<u16> {
+        match self {
+            Backend::Uring(backend) => backend.fixed_index(buf),
+            Backend::Portable(_) => None,
+        }
+    }
+
+    /// Buffers registered with this core's ring.
+    pub fn registered_buffers(&self) -> usize {
+        match self {
+            Backend::Uring(backend) => backend.registered_buffers(),
+            Backend::Portable(_) => 0,
+        }
+    }
+
     /// The core is about to close socket `fd` (its operations are done).
     pub fn forget_socket(&mut self, fd: RawFd) {
         if let Backend::Portable(backend) = self {

@@ -84,6 +84,15 @@ pub(crate) const WAKE_USER_DATA: u64 = (u32::MAX as u64) << 32 | 1;
 /// Cancel requests: their own completions are ignored.
 pub(crate) const CANCEL_USER_DATA: u64 = (u32::MAX as u64) << 32 | 2;
 
+/// The one range a write takes from a registered buffer: `length` bytes
+/// at `pointer`, inside the buffer registered in slot `index`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FixedWrite {
+    pub index: u16,
+    pub pointer: *const u8,
+    pub length: u32,
+}
+
 /// A primitive operation. Pointers point into heap memory owned by the
 /// operation's table entry, which lives until the operation's last
 /// completion (see `core/ops.rs`).
@@ -124,13 +133,17 @@ pub(crate) enum Prim {
         mode: u32,
     },
     /// A vectored write; with `linked_sync`, a sync linked after it whose
-    /// completion carries part 1 (`user_data + 1`).
+    /// completion carries part 1 (`user_data + 1`). With `fixed`, io_uring
+    /// writes that one range of a registered buffer instead
+    /// (`IORING_OP_WRITE_FIXED`: the same bytes as the iovecs); the
+    /// portable backend writes the iovecs.
     Write {
         fd: RawFd,
         iovecs: *const libc::iovec,
         count: u32,
         offset: u64,
         linked_sync: Option<SyncKind>,
+        fixed: Option<FixedWrite>,
     },
     Sync {
         fd: RawFd,

@@ -16,11 +16,13 @@ use std::time::Duration;
 use io_uring::types::{CancelBuilder, Fd, FsyncFlags, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring};
 
+use crate::aligned::AlignedBuf;
 use crate::buf::Pool;
 use crate::event::SyncKind;
+use crate::fixed::{self, FixedSlot, FixedTable, FIXED_SLOTS};
 use crate::wake::WakeSignal;
 
-use super::op::{Completion, Prim, CANCEL_USER_DATA, WAKE_USER_DATA};
+use super::op::{Completion, FixedWrite, Prim, CANCEL_USER_DATA, WAKE_USER_DATA};
 
 /// Buffer group id of the provided-buffer ring (one group per ring).
 const BUFFER_GROUP: u16 = 0;
@@ -40,6 +42,9 @@ pub(crate) struct UringBackend {
     draining: bool,
     /// Entries that did not fit the submission queue, in order.
     backlog: VecDeque<EntryGroup>,
+    /// The ring's sparse table of registered buffers (`None`: the kernel
+    /// refused the table; every write is plain).
+    fixed: Option<Arc<FixedTable>>,
     /// Which setup flags the kernel accepted (for the debug log).
     pub setup_description: &'static str,
 }
@@ -119,6 +124,15 @@ impl UringBackend {
                 0,
             )?
         };
+        // An empty table (no memory registered, nothing counted against
+        // RLIMIT_MEMLOCK until a buffer takes a slot); Linux 5.19.
+        let fixed = match ring.submitter().register_buffers_sparse(FIXED_SLOTS) {
+            Ok(()) => Some(Arc::new(FixedTable::new(FIXED_SLOTS))),
+            Err(error) => {
+                tracing::info!(%error, "io_uring: no table of registered buffers; record writes pin their pages each time");
+                None
+            }
+        };
         let mut backend = UringBackend {
             ring,
             _pool: Rc::clone(&pool),
@@ -127,6 +141,7 @@ impl UringBackend {
             wake_armed: false,
             draining: false,
             backlog: VecDeque::new(),
+            fixed,
             setup_description,
         };
         backend.arm_wake();
@@ -143,6 +158,89 @@ impl UringBackend {
         .user_data(WAKE_USER_DATA);
         self.push((entry, None));
         self.wake_armed = true;
+    }
+
+    /// Registers `buf` in a free slot of the ring's table; its writes then
+    /// go as `IORING_OP_WRITE_FIXED`. `Err` with the kernel's refusal
+    /// (`RLIMIT_MEMLOCK`), `Ok(false)` when there is no table or no free
+    /// slot, or the buffer is empty or registered already.
+    pub fn register_buffer(&mut self, buf: &mut AlignedBuf) -> std::io::Result<bool> {
+        self.release_buffers();
+        let Some(table) = &self.fixed else {
+            return Ok(false);
+        };
+        if buf.fixed().is_some() || buf.capacity() == 0 {
+            return Ok(false);
+        }
+        let Some(index) = table.take_free() else {
+            return Ok(false);
+        };
+        let region = [fixed::region(buf.registration_region())];
+        // SAFETY: the region is the buffer's heap bytes, which never move
+        // while it lives (its `Vec` is never grown) and are freed only
+        // after this slot is cleared (`AlignedBuf`'s drop hands them to the
+        // table; `release_buffers` clears the slot, then frees them) or
+        // once the ring is closed (`Drop for UringBackend`), so they stay
+        // valid for as long as the kernel holds the registration.
+        let registered = unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(u32::from(index), &region, None)
+        };
+        match registered {
+            Ok(()) => {
+                table.registered();
+                buf.set_fixed(FixedSlot::new(Arc::clone(table), index));
+                Ok(true)
+            }
+            Err(error) => {
+                table.put_free(index);
+                Err(error)
+            }
+        }
+    }
+
+    /// The slot of `buf` in this ring's table, if it is registered here.
+    pub fn fixed_index(&self, buf: &AlignedBuf) -> Option<u16> {
+        let table = self.fixed.as_ref()?;
+        buf.fixed()?.index_in(table)
+    }
+
+    /// Buffers registered in the ring's table.
+    pub fn registered_buffers(&self) -> usize {
+        self.fixed
+            .as_ref()
+            .map_or(0, |table| table.registered_count())
+    }
+
+    /// Clears the slots of registered buffers dropped since the last call,
+    /// then frees their memory and makes the slots free.
+    fn release_buffers(&mut self) {
+        let Some(table) = &self.fixed else {
+            return;
+        };
+        for (index, memory) in table.take_released() {
+            let empty = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }];
+            // SAFETY: a null, empty vector registers no memory: it clears
+            // the slot (the kernel's sparse-table update).
+            let cleared = unsafe {
+                self.ring
+                    .submitter()
+                    .register_buffers_update(u32::from(index), &empty, None)
+            };
+            match cleared {
+                Ok(()) => table.put_free(index),
+                // The slot keeps the old pages pinned: it is never handed
+                // out again, so no write can name them.
+                Err(error) => {
+                    tracing::warn!(%error, slot = index, "io_uring: a registered buffer's slot could not be cleared; the slot is retired");
+                }
+            }
+            drop(memory);
+        }
     }
 
     /// Stops re-arming the wake read (shutdown drains everything).
@@ -217,11 +315,23 @@ impl UringBackend {
                 count,
                 offset,
                 linked_sync,
+                fixed,
             } => {
-                let write = opcode::Writev::new(Fd(fd), iovecs, count)
-                    .offset(offset)
-                    .build()
-                    .user_data(user_data);
+                let write = match fixed {
+                    // One buffer, registered in slot `index`: the kernel
+                    // takes its pages from the registration.
+                    Some(FixedWrite {
+                        index,
+                        pointer,
+                        length,
+                    }) => opcode::WriteFixed::new(Fd(fd), pointer, length, index)
+                        .offset(offset)
+                        .build(),
+                    None => opcode::Writev::new(Fd(fd), iovecs, count)
+                        .offset(offset)
+                        .build(),
+                }
+                .user_data(user_data);
                 match linked_sync {
                     None => (write, None),
                     Some(kind) => (
@@ -366,6 +476,7 @@ impl UringBackend {
         block: bool,
         timeout: Option<Duration>,
     ) -> std::io::Result<bool> {
+        self.release_buffers();
         self.flush_backlog();
         let submitted = if block {
             match timeout {
@@ -413,6 +524,11 @@ impl UringBackend {
 
 impl Drop for UringBackend {
     fn drop(&mut self) {
+        // The registrations go with the ring: a registered buffer dropped
+        // from now on frees its memory itself.
+        if let Some(table) = &self.fixed {
+            table.close();
+        }
         if self.wake_armed {
             // The read never completed (drain timed out): the kernel may
             // still write into the buffer, so it is leaked, never freed.

@@ -9,7 +9,7 @@ use super::conns::ConnTable;
 use super::listeners::Listener;
 use super::ops::{OpBody, WriteOp};
 use super::Core;
-use crate::backend::op::{self, Completion, Prim};
+use crate::backend::op::{self, Completion, FixedWrite, Prim};
 use crate::backend::Backend;
 use crate::error::OpKind;
 use crate::event::SyncKind;
@@ -306,6 +306,7 @@ fn issue_write(
                 count,
                 offset,
                 linked_sync: None,
+                fixed: fixed_write(write.fixed, &write.fault_iovecs),
             };
             out.prim(0, prim);
             if write.sync.is_some() {
@@ -323,6 +324,7 @@ fn issue_write(
                 count,
                 offset,
                 linked_sync,
+                fixed: fixed_write(write.fixed, remaining),
             };
             out.prim(0, prim);
             if let Some(Fault::Errno(errno)) = sync_fault {
@@ -331,4 +333,18 @@ fn issue_write(
         }
     }
     parts
+}
+
+/// The registered range of a write of one registered buffer: its one
+/// remaining iovec (after a short write, the rest of the same buffer), in
+/// slot `index`. `None` for a plain write.
+fn fixed_write(index: Option<u16>, remaining: &[libc::iovec]) -> Option<FixedWrite> {
+    match (index, remaining) {
+        (Some(index), [iovec]) => Some(FixedWrite {
+            index,
+            pointer: iovec.iov_base.cast_const().cast(),
+            length: u32::try_from(iovec.iov_len).ok()?,
+        }),
+        _ => None,
+    }
 }

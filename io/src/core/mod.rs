@@ -88,6 +88,9 @@ pub struct CoreStats {
     pub connections_starved: usize,
     /// Open files.
     pub files: usize,
+    /// Buffers registered with the core's io_uring
+    /// ([`Core::register_buffer`]).
+    pub registered_buffers: usize,
 }
 
 /// A core as its handler sees it: submit operations here; they complete as
@@ -200,6 +203,7 @@ impl Core {
             recv_buffers_total: self.pool.count(),
             connections_starved: self.conns.starved_count(),
             files: self.files.len(),
+            registered_buffers: self.backend.registered_buffers(),
         }
     }
 

@@ -49,6 +49,9 @@ pub(super) struct WriteOp {
     pub written: u64,
     pub total: u64,
     pub sync: Option<SyncKind>,
+    /// The slot of the one buffer written, registered with the core's
+    /// ring (`IORING_OP_WRITE_FIXED`); `None`: a plain vectored write.
+    pub fixed: Option<u16>,
     pub tag: u64,
     /// The results of the write (part 0) and its linked sync (part 1) of
     /// the submission in flight.

@@ -12,6 +12,7 @@ use io_uring::types::Timespec;
 
 use super::ops::{OpBody, ReadOp, TimerPurpose, WriteOp};
 use super::Core;
+use crate::aligned::AlignedBuf;
 use crate::backend::op::{self, Prim, CANCEL_USER_DATA};
 use crate::buf::IoBuf;
 use crate::chunk::Chunk;
@@ -101,6 +102,30 @@ impl Core {
         self.files.insert(fd).map_err(|_| self.too_many_ops())
     }
 
+    /// Registers `buf` with this core's io_uring, once: a later
+    /// [`Core::write_at`] of it alone (as [`IoBuf::Aligned`]) on this core
+    /// then goes as `IORING_OP_WRITE_FIXED`, which takes its pages from the
+    /// registration instead of pinning them on every write (an `O_DIRECT`
+    /// write's cost). The buffer carries its slot; when it is dropped its
+    /// memory is freed only after the slot is cleared, at the core's next
+    /// turn. Returns whether it is registered now (or was, with this
+    /// core). `false`: the portable backend, no free slot, or the kernel
+    /// refused, which counts registered memory against `RLIMIT_MEMLOCK`
+    /// (logged once at info, with the limit and how to raise it); its
+    /// writes are then plain, as before.
+    pub fn register_buffer(&mut self, buf: &mut AlignedBuf) -> bool {
+        if self.backend.fixed_index(buf).is_some() {
+            return true;
+        }
+        match self.backend.register_buffer(buf) {
+            Ok(registered) => registered,
+            Err(error) => {
+                crate::fixed::log_refusal(&error, buf.capacity());
+                false
+            }
+        }
+    }
+
     /// Writes `bufs` at `offset`, straight from their memory (receive
     /// buffers included: no copy). Ends in [`Event::Written`] once every byte
     /// is written; a short write is resubmitted, never reported as success.
@@ -157,6 +182,12 @@ impl Core {
         if total == 0 {
             return Err(SubmitError::EmptyBuffer);
         }
+        // One aligned buffer registered with this ring: written from its
+        // registration, its pages not pinned again.
+        let fixed = match bufs.as_slice() {
+            [IoBuf::Aligned(buf)] => self.backend.fixed_index(buf),
+            _ => None,
+        };
         let write = WriteOp {
             file: file.0,
             fd,
@@ -168,6 +199,7 @@ impl Core {
             written: 0,
             total,
             sync,
+            fixed,
             tag,
             results: [None, None],
         };

@@ -8,6 +8,7 @@ mod backpressure;
 mod echo;
 mod faults;
 mod files;
+mod fixed;
 mod probe;
 mod recv_into;
 mod safety_doc;

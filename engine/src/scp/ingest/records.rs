@@ -220,7 +220,7 @@ impl Ingest {
             series: triplet.series_instance_uid.clone(),
             sop: triplet.sop_instance_uid.clone(),
         };
-        let encoded = buf
+        let mut encoded = buf
             .encode(
                 segments.epoch(),
                 &uids,
@@ -229,6 +229,15 @@ impl Ingest {
             )
             .map_err(|error| Failure::Segment(Arc::new(std::io::Error::other(error))))?;
         debug_assert_eq!(encoded.len() as u64, place.length, "the reserved length");
+        // Registered with the core's ring at its first write (a reused
+        // buffer stays registered): the write then takes its pages from the
+        // registration instead of pinning them (docs/design/segments.md,
+        // "Registered buffers, session 11"); refused, it is written plain.
+        let registered = super::segments::worth_registering(encoded.capacity())
+            && core.register_buffer(&mut encoded);
+        if let Some(metrics) = self.shared.metrics.core(self.core_index) {
+            metrics.record_written(registered);
+        }
         let handle = segments.handle(place.segment);
         let encoded = std::rc::Rc::new(encoded);
         record.written = Some(std::rc::Rc::clone(&encoded));

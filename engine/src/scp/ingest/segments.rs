@@ -731,6 +731,14 @@ impl Segments {
     }
 }
 
+/// Whether a record buffer of `capacity` bytes is registered with the
+/// core's ring for its write: one the core may keep for the next instances
+/// (a larger one is written once and freed, so registering it would cost
+/// the pinning it saves, and locked memory besides).
+pub(super) fn worth_registering(capacity: usize) -> bool {
+    capacity <= RECORD_BUF_HINT_MAX
+}
+
 /// The length [`AlignedBuf::zeroed`] gives a buffer asked for `len` bytes.
 fn aligned_len(len: usize) -> usize {
     len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN

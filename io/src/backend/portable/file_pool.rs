@@ -160,6 +160,7 @@ fn execute_file_job(user_data: u64, prim: &Prim) -> [Option<Completion>; 2] {
             count,
             offset,
             linked_sync,
+            fixed: _,
         } => {
             // SAFETY: `iovecs` points at `count` iovecs in the write's table
             // entry, each naming a buffer the entry holds.
