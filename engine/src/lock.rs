@@ -22,7 +22,14 @@
 //!   leaves between two servers starting at once (both probe, then both
 //!   join the SO_REUSEPORT group). [`probe_port`] catches every other kind
 //!   of holder: a plain bind without SO_REUSEPORT fails while anyone
-//!   listens there, SO_REUSEPORT or not.
+//!   listens there, SO_REUSEPORT or not. A refused probe is tried again
+//!   for up to [`PORT_RELEASE_WAIT`]: the listeners of a server that has
+//!   just died (`kill -9`, a crash restarted at once by systemd) leave
+//!   their port bound for a moment after the process is gone, because
+//!   the kernel tears an io_uring down after its process exits (measured
+//!   here: 3 to 10 ms after `waitpid` returned on an idle machine, longer
+//!   under load), and the port lock, taken first, has already shown that
+//!   no live Sluice serves the port.
 //!
 //! The port lock is keyed by the port alone, not the address: listeners on
 //! `0.0.0.0:P` and `127.0.0.1:P` that both set SO_REUSEPORT share
@@ -34,6 +41,7 @@ use std::net::SocketAddr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{flock, FlockOperation};
 use thiserror::Error;
@@ -227,20 +235,54 @@ impl PortLock {
     }
 }
 
+/// How long [`probe_port`] waits for a bound port to be released before it
+/// gives up: long enough for a dead server's io_uring teardown on a loaded
+/// machine, short enough that a port another program really holds is
+/// reported within seconds.
+pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a refused probe is tried again within [`PORT_RELEASE_WAIT`].
+const PORT_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Fails when anyone listens on `address`: a bind without SO_REUSEPORT
 /// (std sets SO_REUSEADDR, so connections in TIME_WAIT do not count) is
 /// refused while any socket, SO_REUSEPORT or not, is bound there. The probe
-/// is closed at once.
+/// is closed at once. A refused probe is tried again until
+/// [`PORT_RELEASE_WAIT`] has passed (logged once, at the first refusal),
+/// so a server started right after another died on the port comes up.
 pub fn probe_port(address: SocketAddr) -> Result<(), LockError> {
-    match std::net::TcpListener::bind(address) {
-        Ok(_probe) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(LockError::AddressInUse { address })
+    probe_port_within(address, PORT_RELEASE_WAIT)
+}
+
+fn probe_port_within(address: SocketAddr, wait: Duration) -> Result<(), LockError> {
+    let started = Instant::now();
+    let mut refused = false;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(_probe) => {
+                if refused {
+                    let waited_ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(%address, waited_ms, "the port was released");
+                }
+                return Ok(());
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                if started.elapsed() >= wait {
+                    return Err(LockError::AddressInUse { address });
+                }
+                if !refused {
+                    refused = true;
+                    tracing::warn!(%address, wait_s = wait.as_secs_f64(), "the port is still bound, though no Sluice serves it (a server that stopped a moment ago keeps its listeners until the kernel has torn down its io_uring; or another program listens there); trying again");
+                }
+                std::thread::sleep(PORT_PROBE_INTERVAL);
+            }
+            Err(source) => {
+                return Err(LockError::Io {
+                    what: format!("{address} (probe bind)"),
+                    source,
+                })
+            }
         }
-        Err(source) => Err(LockError::Io {
-            what: format!("{address} (probe bind)"),
-            source,
-        }),
     }
 }
 
@@ -289,6 +331,38 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_waits_for_a_port_released_within_the_wait() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = holder.local_addr().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(holder);
+        });
+        let started = Instant::now();
+        probe_port_within(address, Duration::from_secs(30)).unwrap();
+        // It did wait for the release, and did not sleep out the wait.
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(waited < Duration::from_secs(30), "{waited:?}");
+        release.join().unwrap();
+    }
+
+    #[test]
+    fn a_probe_of_a_port_held_past_the_wait_names_it() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = holder.local_addr().unwrap();
+        let error = probe_port_within(address, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(error, LockError::AddressInUse { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{address}: another process listens there")),
+            "{message}"
+        );
+        drop(holder);
+        probe_port_within(address, Duration::ZERO).unwrap();
+    }
+
+    #[test]
     fn holders_read_from_lock_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
@@ -309,7 +383,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         assert!(matches!(
-            probe_port(address),
+            probe_port_within(address, PORT_PROBE_INTERVAL),
             Err(LockError::AddressInUse { .. })
         ));
         drop(listener);
@@ -322,7 +396,7 @@ mod tests {
         sockopt::set_socket_reuseport(&reuseport, true).unwrap();
         rustix::net::bind(&reuseport, &address).unwrap();
         rustix::net::listen(&reuseport, 8).unwrap();
-        let error = probe_port(address).unwrap_err();
+        let error = probe_port_within(address, PORT_PROBE_INTERVAL).unwrap_err();
         assert!(
             error.to_string().contains("another process listens there"),
             "{error}"

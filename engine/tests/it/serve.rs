@@ -46,6 +46,14 @@ pub fn spawn_serve_under(
     extra: &[&str],
     log_path: &Path,
 ) -> ChildGuard {
+    // A server killed a moment ago on this port may still hold it (the
+    // kernel tears its io_uring listeners down after the process is gone,
+    // and they take connections meanwhile): wait for the port, so the
+    // connect below reaches this server, not the last one's leftover.
+    let free_by = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() && Instant::now() < free_by {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let log = File::create(log_path).unwrap();
     let sluice = env!("CARGO_BIN_EXE_sluice");
     let mut command = match wrapper.split_first() {
@@ -86,9 +94,16 @@ pub fn spawn_serve_under(
         .stderr(log)
         .spawn()
         .expect("start sluice serve");
-    let guard = ChildGuard::new(child);
+    let mut guard = ChildGuard::new(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // A server that refused to start says why at once, not in 20 s.
+        if let Ok(Some(status)) = guard.child_mut().try_wait() {
+            panic!(
+                "sluice serve exited ({status}) before it listened:\n{}",
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "sluice serve did not listen within 20 s:\n{}",
