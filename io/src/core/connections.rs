@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::conns::ConnState;
+use super::conns::{ConnState, Outgoing};
 use super::ops::OpBody;
 use super::Core;
 use crate::backend::op::Prim;
@@ -42,22 +42,25 @@ impl Core {
             });
         }
         if slot.send_op.is_some() || slot.state == ConnState::Connecting {
-            slot.send_queue.push_back((data, tag));
+            slot.send_queue.push_back((Outgoing::Bytes(data), tag));
             return Ok(());
         }
         if at_op_limit {
             return Err(too_many_ops);
         }
-        self.start_send(conn.0, data, tag);
+        self.start_send(conn.0, Outgoing::Bytes(data), tag);
         Ok(())
     }
 
-    fn start_send(&mut self, conn: Key, buf: IoBuf, tag: u64) {
-        let body = OpBody::Send {
-            conn,
-            buf,
-            sent: 0,
-            tag,
+    pub(super) fn start_send(&mut self, conn: Key, outgoing: Outgoing, tag: u64) {
+        let body = match outgoing {
+            Outgoing::Bytes(buf) => OpBody::Send {
+                conn,
+                buf,
+                sent: 0,
+                tag,
+            },
+            Outgoing::File(op) => OpBody::Splice(op),
         };
         match self.start(body, true) {
             Ok(key) => {
@@ -68,13 +71,19 @@ impl Core {
             Err(body) => {
                 // Slots are reserved for every connection's send, so this is
                 // unreachable in practice; report rather than lose the tag.
-                if let OpBody::Send { tag, .. } = body {
-                    self.push_event(Event::Sent {
-                        conn: ConnId(conn),
-                        tag,
-                        result: Err(IoError::new(OpKind::Send, libc::EAGAIN)),
-                    });
-                }
+                let tag = match body {
+                    OpBody::Send { tag, .. } => tag,
+                    OpBody::Splice(op) => {
+                        self.release_file_ref(op.file);
+                        op.tag
+                    }
+                    _ => return,
+                };
+                self.push_event(Event::Sent {
+                    conn: ConnId(conn),
+                    tag,
+                    result: Err(IoError::new(OpKind::Send, libc::EAGAIN)),
+                });
             }
         }
     }
@@ -90,7 +99,15 @@ impl Core {
         if slot.state == ConnState::Closing {
             return;
         }
-        if slot.begin_close() {
+        let files = slot.take_queued_files();
+        let must_cancel = slot.begin_close();
+        for file in files {
+            self.release_file_ref(file);
+        }
+        let Some(slot) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        if must_cancel {
             let fd = slot.fd.as_raw_fd();
             self.backend.issue(CANCEL_USER_DATA, Prim::CancelFd { fd });
         }
@@ -216,13 +233,20 @@ impl Core {
         } else {
             Ok(())
         };
+        self.send_done(conn, tag, outcome);
+    }
+
+    /// The connection's send in flight (bytes or from a file) ended with
+    /// `outcome`: its event, the queue's failures after a failed one, or
+    /// the next queued send started.
+    pub(super) fn send_done(&mut self, conn: Key, tag: u64, outcome: Result<(), IoError>) {
         let Some(slot) = self.conns.get_mut(conn) else {
             return;
         };
         slot.send_finished();
         if slot.state == ConnState::Open {
-            let failed: Vec<u64> = match outcome {
-                Err(_) => slot.send_queue.drain(..).map(|(_, tag)| tag).collect(),
+            let failed: Vec<(Outgoing, u64)> = match outcome {
+                Err(_) => slot.send_queue.drain(..).collect(),
                 Ok(()) => Vec::new(),
             };
             let next = if outcome.is_ok() {
@@ -235,15 +259,18 @@ impl Core {
                 tag,
                 result: outcome,
             });
-            for tag in failed {
+            for (outgoing, tag) in failed {
+                if let Outgoing::File(op) = outgoing {
+                    self.release_file_ref(op.file);
+                }
                 self.push_event(Event::Sent {
                     conn: ConnId(conn),
                     tag,
                     result: outcome,
                 });
             }
-            if let Some((buf, tag)) = next {
-                self.start_send(conn, buf, tag);
+            if let Some((outgoing, tag)) = next {
+                self.start_send(conn, outgoing, tag);
             }
         }
         self.maybe_finish_close(conn);
@@ -269,8 +296,8 @@ impl Core {
                 tag,
                 result: Ok(()),
             });
-            if let Some((buf, tag)) = next {
-                self.start_send(conn, buf, tag);
+            if let Some((outgoing, tag)) = next {
+                self.start_send(conn, outgoing, tag);
             }
         } else {
             self.remove_connection(conn);
