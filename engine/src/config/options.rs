@@ -662,14 +662,17 @@ config_options! {
         retrieve_share_under_ingest: u32 = 25,
             kind IntKind::<u32>::new(1, 100), flag "query-retrieve-share-under-ingest";
 
-        /// How retrieval sends stored data sets: `splice` moves them from
+        /// How retrieval sends stored data sets: `copy` (the default) reads
+        /// them into send buffers and sends those; `splice` moves them from
         /// the file to the socket without a copy in user space (io_uring
         /// splice through a pipe per association), falling back to `copy`
-        /// where it cannot (TLS, the portable backend, a kernel without
-        /// it, transcoded data sets; logged once at info). `copy` reads
-        /// them into send buffers first. The measurement:
-        /// docs/benchmarks.md, "Retrieval by splice".
-        retrieve_send: RetrieveSend = RetrieveSend::Splice,
+        /// where it cannot (TLS, the portable backend, a kernel without it,
+        /// transcoded data sets; logged once at info). On the 2-vCPU
+        /// benchmark machine `splice` was slower and cost the receiver more
+        /// CPU (the kernel runs each splice in an io_uring worker thread: a
+        /// hand-over and back per data set): docs/benchmarks.md, "Retrieval
+        /// by splice".
+        retrieve_send: RetrieveSend = RetrieveSend::Copy,
             kind EnumKind::<RetrieveSend>::new(), flag "query-retrieve-send";
     }
 

@@ -607,9 +607,10 @@ fn a_get_arrives_byte_for_byte_at_every_pdu_length_the_peer_asks() {
     }
 }
 
-/// A C-MOVE to a destination reached over TLS sends by copy (its bytes are
-/// encrypted in user space: no splice), one to a plain destination by
-/// splice; both arrive whole, from the same server.
+/// With `query.retrieve_send = "splice"`, a C-MOVE to a destination
+/// reached over TLS still sends by copy (its bytes are encrypted in user
+/// space: no splice), one to a plain destination by splice; both arrive
+/// whole, from the same server.
 #[test]
 fn a_move_over_tls_is_sent_by_copy_and_a_plain_one_by_splice() {
     use crate::monitoring::{scrape, value};
@@ -631,6 +632,8 @@ fn a_move_over_tls_is_sent_by_copy_and_a_plain_one_by_splice() {
     let metrics_port = free_port();
     let mut args = tls_flags(&certs, free_port());
     args.extend([
+        "--query-retrieve-send".to_owned(),
+        "splice".to_owned(),
         "--transfer-syntaxes".to_owned(),
         "all".to_owned(),
         "--metrics-port".to_owned(),

@@ -3,7 +3,7 @@
 //! as P-DATA-TF PDUs, then the wait for the C-STORE-RSP.
 //!
 //! **As stored, by copy** (the destination took the stored transfer
-//! syntax, and the data set does not go by splice: below): the C-STORE-RQ
+//! syntax; the default, `query.retrieve_send = "copy"`): the C-STORE-RQ
 //! goes out as soon as the file is open (the index knows the
 //! data set's length), then the data set in chunks of the core's
 //! [`ChunkPool`]. For each chunk, [`ChunkLayout`] places as many whole PDUs
@@ -41,8 +41,10 @@
 //! never rewritten in place; the file's space returns when the lane closes
 //! it, at the end of its retrieve).
 //!
-//! **By splice** (`query.retrieve_send = "splice"`, the default, on an
-//! association without TLS and a core whose ring has `IORING_OP_SPLICE`):
+//! **By splice** (`query.retrieve_send = "splice"`; not the default: on
+//! the 2-vCPU benchmark machine it was slower than the copy and cost the
+//! receiver more CPU, docs/benchmarks.md "Retrieval by splice"), on an
+//! association without TLS and a core whose ring has `IORING_OP_SPLICE`:
 //! no chunk and no read. When the lane is free, the C-STORE-RQ (and what
 //! the association queued before it) and every PDU of the data set go to
 //! the core as one `Core::send_file`: the command's bytes and each PDU's 12
@@ -52,16 +54,20 @@
 //! file's runs into it between them, then splices the pipe into the
 //! socket, in linked chains of at most a pipe-full (1 MiB): the data set
 //! goes from the page cache to the socket without passing through user
-//! space (the two copies of the copy path, about a fifth of the sending
-//! core's CPU at 40 KiB, are gone). The send is one of the association's
-//! sends, in order with the others; the file stays open until it ends
-//! (the io crate holds it), so the transfer closes its file at once as
-//! before. The share under ingest (`share.rs`) is asked for the whole data
-//! set at once. Where the core refuses (the portable backend, a kernel
-//! without the opcode, a pipe it cannot make), the transfer goes on by
-//! copy and says so once at info; TLS associations and transcoded data
-//! sets always go by copy. `sluice_retrieve_data_sets_spliced_total` and
-//! `_copied_total` count both ways.
+//! space. The send is one of the association's sends, in order with the
+//! others; the file stays open until it ends (the io crate holds it), so
+//! the transfer closes its file at once as before. The share under ingest
+//! (`share.rs`) is asked for the whole data set at once. Where the core
+//! refuses (the portable backend, a kernel without the opcode, a pipe it
+//! cannot make), the transfer goes on by copy and says so once at info;
+//! TLS associations and transcoded data sets always go by copy.
+//! `sluice_retrieve_data_sets_spliced_total` and `_copied_total` count both
+//! ways. Why it did not win here: the kernel runs every io_uring splice in
+//! an io-wq worker thread, so each data set costs a hand-over from the
+//! core's thread to a worker and back (context switches dominated the
+//! profile), which outweighs the two copies it saves; and the spliced
+//! pages reach the socket as many small fragments, which the receiver pays
+//! for.
 //!
 //! **Transcoded** (a native data set the destination takes only in the
 //! other Little Endian syntax): PS3.8 wants the length of each PDU before
