@@ -614,17 +614,13 @@ fn a_get_arrives_byte_for_byte_at_every_pdu_length_the_peer_asks() {
 #[test]
 fn a_move_over_tls_is_sent_by_copy_and_a_plain_one_by_splice() {
     use crate::monitoring::{scrape, value};
-    use crate::tls::{certificates, move_study, storescp_destination, study_uids, tls_flags};
+    use crate::tls::{
+        certificates, move_study, storescp_destination, storescp_tls_args, study_uids, tls_flags,
+    };
     let dir = tempfile::tempdir().unwrap();
     let certs = certificates(&dir.path().join("certs"));
     let instances = corpus(&dir.path().join("corpus"), 0);
-    let tls_args = [
-        "+tls".into(),
-        certs.join("server.key").into_os_string(),
-        certs.join("server.pem").into_os_string(),
-        "+cf".into(),
-        certs.join("ca.pem").into_os_string(),
-    ];
+    let tls_args = storescp_tls_args(&certs);
     let (_tls_destination, tls_port_destination) =
         storescp_destination(&dir.path().join("over-tls"), &tls_args);
     let (_plain_destination, plain_port_destination) =

@@ -32,23 +32,44 @@ impl Core {
         if data.is_empty() {
             return Err(SubmitError::EmptyBuffer);
         }
+        self.queue_or_start_send(conn.0, Outgoing::Bytes(data), tag)
+    }
+
+    /// Whether a send may go on the connection now: it is usable, its
+    /// queue has room, and an operation slot is free when the send would
+    /// start at once. `Ok(true)`: it waits behind another send (or the
+    /// connect).
+    pub(super) fn send_admitted(&mut self, conn: Key) -> Result<bool, SubmitError> {
         let sends_queued_max = self.limits.sends_queued_max;
         let at_op_limit = self.ops.handler_ops() >= self.limits.ops_in_flight_max;
         let too_many_ops = self.too_many_ops();
-        let slot = self.conns.usable_mut(conn.0)?;
+        let slot = self.conns.usable_mut(conn)?;
         if slot.send_queue.len() >= sends_queued_max {
             return Err(SubmitError::SendQueueFull {
                 maximum: sends_queued_max,
             });
         }
-        if slot.send_op.is_some() || slot.state == ConnState::Connecting {
-            slot.send_queue.push_back((Outgoing::Bytes(data), tag));
-            return Ok(());
-        }
-        if at_op_limit {
+        let busy = slot.send_op.is_some() || slot.state == ConnState::Connecting;
+        if !busy && at_op_limit {
             return Err(too_many_ops);
         }
-        self.start_send(conn.0, Outgoing::Bytes(data), tag);
+        Ok(busy)
+    }
+
+    /// Queues `outgoing` behind the connection's send in flight, or starts
+    /// it (after [`Core::send_admitted`]'s checks).
+    pub(super) fn queue_or_start_send(
+        &mut self,
+        conn: Key,
+        outgoing: Outgoing,
+        tag: u64,
+    ) -> Result<(), SubmitError> {
+        if self.send_admitted(conn)? {
+            let slot = self.conns.usable_mut(conn)?;
+            slot.send_queue.push_back((outgoing, tag));
+        } else {
+            self.start_send(conn, outgoing, tag);
+        }
         Ok(())
     }
 

@@ -54,19 +54,8 @@ impl Core {
             return Err(SubmitError::EmptyBuffer);
         }
         let file_fd = self.files.fd(file)?;
-        let sends_queued_max = self.limits.sends_queued_max;
-        let at_op_limit = self.ops.handler_ops() >= self.limits.ops_in_flight_max;
-        let too_many_ops = self.too_many_ops();
+        self.send_admitted(conn.0)?;
         let slot = self.conns.usable_mut(conn.0)?;
-        if slot.send_queue.len() >= sends_queued_max {
-            return Err(SubmitError::SendQueueFull {
-                maximum: sends_queued_max,
-            });
-        }
-        let busy = slot.send_op.is_some() || slot.state == ConnState::Connecting;
-        if !busy && at_op_limit {
-            return Err(too_many_ops);
-        }
         if slot.pipe.is_none() {
             let pipe = Pipe::new(PIPE_BYTES)
                 .map_err(|error| SubmitError::Socket(format!("cannot make a pipe: {error}")))?;
@@ -75,16 +64,11 @@ impl Core {
         let op = Box::new(SpliceOp::new((conn.0, file.0, file_fd), send, offset, tag));
         // Held from here to the send's end (or its drop from the queue).
         self.files.add_refs([Some(file.0), None]);
-        let Ok(slot) = self.conns.usable_mut(conn.0) else {
+        let queued = self.queue_or_start_send(conn.0, Outgoing::File(op), tag);
+        if queued.is_err() {
             self.release_file_ref(file.0);
-            return Err(SubmitError::UnknownConnection);
-        };
-        if busy {
-            slot.send_queue.push_back((Outgoing::File(op), tag));
-        } else {
-            self.start_send(conn.0, Outgoing::File(op), tag);
         }
-        Ok(())
+        queued
     }
 
     /// Releases a reference on `file` a send from it held, closing it if
