@@ -668,10 +668,10 @@ config_options! {
         /// splice through a pipe per association), falling back to `copy`
         /// where it cannot (TLS, the portable backend, a kernel without it,
         /// transcoded data sets; logged once at info). On the 2-vCPU
-        /// benchmark machine `splice` was slower and cost the receiver more
-        /// CPU (the kernel runs each splice in an io_uring worker thread: a
-        /// hand-over and back per data set): docs/benchmarks.md, "Retrieval
-        /// by splice".
+        /// benchmark machine `splice` gained no steady rate, saved no CPU
+        /// on the sender and cost the receiver more (the kernel runs each
+        /// splice in an io_uring worker thread: a hand-over and back per
+        /// data set): docs/benchmarks.md, "Retrieval by splice".
         retrieve_send: RetrieveSend = RetrieveSend::Copy,
             kind EnumKind::<RetrieveSend>::new(), flag "query-retrieve-send";
     }

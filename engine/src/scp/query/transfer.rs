@@ -42,8 +42,9 @@
 //! it, at the end of its retrieve).
 //!
 //! **By splice** (`query.retrieve_send = "splice"`; not the default: on
-//! the 2-vCPU benchmark machine it was slower than the copy and cost the
-//! receiver more CPU, docs/benchmarks.md "Retrieval by splice"), on an
+//! the 2-vCPU benchmark machine it gained no steady rate over the copy,
+//! saved the sender no CPU and cost the receiver more, docs/benchmarks.md
+//! "Retrieval by splice"), on an
 //! association without TLS and a core whose ring has `IORING_OP_SPLICE`:
 //! no chunk and no read. When the lane is free, the C-STORE-RQ (and what
 //! the association queued before it) and every PDU of the data set go to
@@ -65,9 +66,9 @@
 //! ways. Why it did not win here: the kernel runs every io_uring splice in
 //! an io-wq worker thread, so each data set costs a hand-over from the
 //! core's thread to a worker and back (context switches dominated the
-//! profile), which outweighs the two copies it saves; and the spliced
-//! pages reach the socket as many small fragments, which the receiver pays
-//! for.
+//! profile), which costs about what the two copies it saves do; and the
+//! spliced pages reach the socket as many small fragments, which the
+//! receiver pays for.
 //!
 //! **Transcoded** (a native data set the destination takes only in the
 //! other Little Endian syntax): PS3.8 wants the length of each PDU before
