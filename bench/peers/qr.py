@@ -63,6 +63,7 @@ between the markers `<!-- qr:begin -->` and `<!-- qr:end -->`.
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -72,7 +73,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import REPO, free_port, machine, tool, tree_cpu_seconds  # noqa: E402
+from run import CLOCK_TICKS, REPO, free_port, machine, tool, tree_cpu_seconds  # noqa: E402
 import orthanc_index  # noqa: E402
 
 # Name queries on the indexes qr_load writes: (kind, label, model, Sluice's
@@ -242,17 +243,35 @@ def drop_caches():
         file.write("3\n")
 
 
+def machine_busy_seconds():
+    """CPU seconds every CPU of the machine spent busy so far (/proc/stat:
+    everything but idle and iowait), so a sender's io-wq workers and the
+    requester count as well as the server's own threads."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 def retrieve(binaries, peer, operation, study_uid, destination=None, window=1):
     """One C-MOVE or C-GET by qr_client; a C-GET with `window` > 1 proposes
     an Asynchronous Operations Window of that many sub-operations (the
-    outcome's "window" is what the SCP answered: 1 when none)."""
+    outcome's "window" is what the SCP answered: 1 when none). The outcome
+    also has qr_client's CPU seconds and the whole machine's busy seconds
+    over the run."""
     keys = f"QueryRetrieveLevel=STUDY;StudyInstanceUID={study_uid}"
     command = [binaries["qr_client"], operation, str(peer.port), peer.ae, "study", keys]
     if destination:
         command.append(destination)
     if window > 1:
         command += ["--window", str(window)]
-    return run_json(command, timeout=3600)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = machine_busy_seconds()
+    outcome = run_json(command, timeout=3600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    outcome["client_cpu_s"] = (after.ru_utime + after.ru_stime
+                               - children.ru_utime - children.ru_stime)
+    outcome["machine_busy_s"] = machine_busy_seconds() - busy
+    return outcome
 
 
 def study_uid(files_dir):
@@ -727,6 +746,10 @@ def retrieve_part(args, binaries, work_dir):
                         cpu = sum(tree_cpu_seconds(sources[kind].process.pid)) - cpu_before
                         outcome["load_average_1m"] = [load_before, os.getloadavg()[0]]
                         outcome["server_cpu_s_per_gb"] = cpu / (total_bytes / 1e9)
+                        outcome["client_cpu_s_per_gb"] = outcome["client_cpu_s"] / (
+                            total_bytes / 1e9)
+                        outcome["machine_cpu_s_per_gb"] = outcome["machine_busy_s"] / (
+                            total_bytes / 1e9)
                         if window > 1:
                             target = (f"qr_client, window {window} proposed, "
                                       f"{outcome.get('window', 1)} answered")
@@ -857,8 +880,8 @@ def markdown(results):
     if retrieves:
         lines += ["### C-MOVE and C-GET throughput (one study, request to final response)", "",
                   "| set | source | operation | destination | MB/s | instances/s | "
-                  "source CPU s/GB |",
-                  "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+                  "source CPU s/GB | requester CPU s/GB | machine CPU s/GB |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         combos = sorted({(r["set"], r.get("peer", ""), r.get("operation", ""),
                           r.get("destination", "")) for r in retrieves if "peer" in r})
         for combo in combos:
@@ -866,11 +889,15 @@ def markdown(results):
                                                              r["destination"]) == combo]
             loads = [value for r in runs for value in r.get("load_average_1m", [])]
             load = f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else ""
-            cpu = [r["server_cpu_s_per_gb"] for r in runs if "server_cpu_s_per_gb" in r]
+            def median_of(key):
+                values = [r[key] for r in runs if key in r]
+                return f"{median(values):.2f}" if values else ""
             lines.append(f"| {combo[0]} | {combo[1]} | C-{combo[2].upper()} | {combo[3]}{load} | "
                          f"{median([r['mb_s'] for r in runs]):.1f} | "
                          f"{median([r['instances_s'] for r in runs]):.0f} | "
-                         f"{f'{median(cpu):.2f}' if cpu else ''} |")
+                         f"{median_of('server_cpu_s_per_gb')} | "
+                         f"{median_of('client_cpu_s_per_gb')} | "
+                         f"{median_of('machine_cpu_s_per_gb')} |")
         for name in sorted({r["set"] for r in retrieves}):
             speed = [r for r in retrieves if r["set"] == name and r.get("kind") == "speed-of-light"]
             if speed:

@@ -338,6 +338,10 @@ pub(crate) struct CoreMetrics {
     /// the others (plain: their pages pinned per write).
     record_writes_registered: AtomicU64,
     record_writes_plain: AtomicU64,
+    /// C-STOREs of C-MOVE/C-GET whose data set went from the file to the
+    /// socket by splice, and those read into send buffers (copied).
+    retrieve_data_sets_spliced: AtomicU64,
+    retrieve_data_sets_copied: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -454,6 +458,24 @@ impl CoreMetrics {
         (
             self.record_writes_registered.load(Ordering::Relaxed),
             self.record_writes_plain.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A retrieve's data set was handed to the socket, by splice or not.
+    pub(crate) fn retrieve_data_set_sent(&self, spliced: bool) {
+        let counter = if spliced {
+            &self.retrieve_data_sets_spliced
+        } else {
+            &self.retrieve_data_sets_copied
+        };
+        add_single_writer(counter, 1);
+    }
+
+    /// Retrieve data sets sent by splice, and by copy.
+    pub(crate) fn retrieve_data_sets(&self) -> (u64, u64) {
+        (
+            self.retrieve_data_sets_spliced.load(Ordering::Relaxed),
+            self.retrieve_data_sets_copied.load(Ordering::Relaxed),
         )
     }
 

@@ -95,6 +95,7 @@ pub mod map;
 mod runtime;
 mod slab;
 mod socket;
+pub mod splice;
 mod sys;
 mod wake;
 
@@ -112,4 +113,5 @@ pub use crate::fault::Fault;
 #[cfg(feature = "fault-injection")]
 pub use crate::fault::{FaultPlan, InjectedFault};
 pub use crate::runtime::{CoreSender, Runtime, RuntimeHandle};
+pub use crate::splice::FileSend;
 pub use crossbeam_channel::{SendTimeoutError, TrySendError};

@@ -43,9 +43,9 @@ pub use values::{
     AccessRule, AccessService, AccessServices, AeSelection, AeTitle, CatalogueAddress, CheckMode,
     ConfigEnum, Cores, DuplicatePolicy, EvictPolicy, FileKeysOnFind, FindScope, IoBackend,
     LogFormat, LogLevel, NodeName, ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener,
-    PublishMode, RemoteAddress, ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress,
-    SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError, ZeroFill,
-    AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
+    PublishMode, RemoteAddress, ReportDelivery, RetrieveSend, SopClassSelection, StorageLayout,
+    SyslogAddress, SyslogTransport, TransferSyntaxSelection, Uid, UidConflictPolicy, ValueError,
+    ZeroFill, AE_TITLE_LENGTH_MAX, CORES_MAX, UID_LENGTH_MAX,
 };
 
 use options::{check_each, option_infos, Layer, Origins};

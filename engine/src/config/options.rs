@@ -23,8 +23,8 @@ use super::values::{
     AccessRule, AeSelection, AeTitle, CatalogueAddress, CheckMode, Cores, DuplicatePolicy,
     EvictPolicy, FileKeysOnFind, FindScope, IoBackend, LogFormat, LogLevel, NodeName,
     ObjectEndpoint, ObjectName, PersonNameMatching, PlainListener, PublishMode, RemoteAddress,
-    ReportDelivery, SopClassSelection, StorageLayout, SyslogAddress, TransferSyntaxSelection, Uid,
-    UidConflictPolicy,
+    ReportDelivery, RetrieveSend, SopClassSelection, StorageLayout, SyslogAddress,
+    TransferSyntaxSelection, Uid, UidConflictPolicy,
 };
 use super::{OptionInfo, SectionInfo};
 
@@ -661,6 +661,19 @@ config_options! {
         /// ingest".
         retrieve_share_under_ingest: u32 = 25,
             kind IntKind::<u32>::new(1, 100), flag "query-retrieve-share-under-ingest";
+
+        /// How retrieval sends stored data sets: `copy` (the default) reads
+        /// them into send buffers and sends those; `splice` moves them from
+        /// the file to the socket without a copy in user space (io_uring
+        /// splice through a pipe per association), falling back to `copy`
+        /// where it cannot (TLS, the portable backend, a kernel without it,
+        /// transcoded data sets; logged once at info). On the 2-vCPU
+        /// benchmark machine `splice` gained no steady rate, saved no CPU
+        /// on the sender and cost the receiver more (the kernel runs each
+        /// splice in an io_uring worker thread: a hand-over and back per
+        /// data set): docs/benchmarks.md, "Retrieval by splice".
+        retrieve_send: RetrieveSend = RetrieveSend::Copy,
+            kind EnumKind::<RetrieveSend>::new(), flag "query-retrieve-send";
     }
 
     /// The monitoring endpoint: Prometheus metrics (`/metrics`) and health

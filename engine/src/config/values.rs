@@ -627,6 +627,19 @@ config_enum! {
 }
 
 config_enum! {
+    /// How a C-MOVE's or C-GET's C-STOREs send the stored bytes.
+    pub enum RetrieveSend {
+        /// Read from the file into send buffers, then sent from them.
+        Copy = "copy",
+        /// From the file to the socket through a pipe (io_uring's splice):
+        /// no copy of the data set in user space. Where it cannot (TLS,
+        /// the portable backend, a kernel without `IORING_OP_SPLICE`, a
+        /// transcoded data set), by copy, as `copy` does.
+        Splice = "splice",
+    }
+}
+
+config_enum! {
     /// Where C-FIND takes the requested keys that the index does not hold
     /// (Orthanc's `StorageAccessOnFind`).
     pub enum FileKeysOnFind {

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_io::{ConnId, Core, IoBuf, TimerId};
+use sluice_io::{ConnId, Core, FileHandle, FileSend, IoBuf, SubmitError, TimerId};
 use sluice_net::assoc::{AssociateResponse, NegotiatedAssociation, Role};
 use sluice_net::dimse::Command;
 use sluice_net::endpoint::{Ahead, Endpoint, EndpointConfig, Incoming, SendError, Timer};
@@ -474,6 +474,32 @@ impl Connection {
     pub(crate) fn send_bytes(&mut self, core: &mut Core, bytes: IoBuf) {
         self.flush(core);
         self.send(core, bytes);
+    }
+
+    /// Sends `send` (a data set's PDUs, their values read from `file` from
+    /// `offset`) after what the endpoint queued, from the file to the
+    /// socket without a copy in user space (`Core::send_file`). `Err` when
+    /// the core refuses it (nothing of it was sent: the caller sends the
+    /// same bytes by copy). Never on a TLS association (its bytes must be
+    /// encrypted): refused with `Unsupported`.
+    pub(crate) fn send_file(
+        &mut self,
+        core: &mut Core,
+        file: FileHandle,
+        offset: u64,
+        send: FileSend,
+    ) -> Result<(), SubmitError> {
+        if self.tls.is_some() {
+            return Err(SubmitError::Unsupported);
+        }
+        self.flush(core);
+        if self.closing == Closing::Closed {
+            // The transport is being closed: nothing reaches the peer.
+            return Ok(());
+        }
+        core.send_file(self.id, file, offset, send, tag(TagKind::Send, self.serial))?;
+        self.sends_in_flight += 1;
+        Ok(())
     }
 
     /// Sends in flight on the transport (each `send_bytes`, and each flush

@@ -785,6 +785,19 @@ impl Collector for Scrape {
             "Record writes (segments layout) from buffers not registered (the portable backend, RLIMIT_MEMLOCK reached, a buffer over 16 MiB): their pages are pinned per write",
             plain,
         )?;
+        let (spliced, copied) = summed_pairs(cores, CoreMetrics::retrieve_data_sets);
+        counter(
+            &mut encoder,
+            "sluice_retrieve_data_sets_spliced",
+            "C-MOVE/C-GET data sets sent from the file to the socket by splice (no copy in user space; query.retrieve_send)",
+            spliced,
+        )?;
+        counter(
+            &mut encoder,
+            "sluice_retrieve_data_sets_copied",
+            "C-MOVE/C-GET data sets read into send buffers and sent from them (query.retrieve_send = copy, TLS, the portable backend, transcoding, a splice refused)",
+            copied,
+        )?;
 
         // ----- queues -----
         {

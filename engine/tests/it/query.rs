@@ -539,9 +539,14 @@ pub(crate) fn getscu_study_root(port: u16, out: &Path, keys: &[&str]) -> String 
 /// C-GETs of instances larger than a send chunk (256 KiB: several chunks
 /// each, the first read ahead while the previous instance's C-STORE-RSP is
 /// awaited, `transfer.rs`'s `Transfer::prime`) arrive byte for byte at
-/// every maximum PDU length DCMTK getscu can ask for, on both layouts.
+/// every maximum PDU length DCMTK getscu can ask for, on both layouts, sent
+/// both ways (`query.retrieve_send`): by splice from the file to the socket
+/// (the PDUs' headers and the command written into the association's pipe
+/// between the file's runs) and by copy; the metrics say which way each
+/// data set went.
 #[test]
 fn a_get_arrives_byte_for_byte_at_every_pdu_length_the_peer_asks() {
+    use crate::monitoring::{scrape, value};
     let files = tempfile::tempdir().unwrap();
     let bulk: Vec<Instance> = corpus_with(&files.path().join("corpus"), 6, Some(600_000))
         .into_iter()
@@ -549,33 +554,122 @@ fn a_get_arrives_byte_for_byte_at_every_pdu_length_the_peer_asks() {
         .collect();
     assert_eq!(bulk.len(), 6);
     let bulk_refs: Vec<&Instance> = bulk.iter().collect();
+    let pdus = ["4096", "16384", "131072"];
     for layout in ["segments", "files"] {
-        let served = Served::start("uring", &["--storage-layout", layout]);
-        store_instances(served.port, &bulk);
-        for pdu in ["4096", "16384", "131072"] {
-            let out = files.path().join(format!("get-{layout}-{pdu}"));
-            std::fs::create_dir_all(&out).unwrap();
-            let output = run(
-                Command::new(dcmtk("getscu"))
-                    .env("TCP_NODELAY", "1")
-                    .args(["-v", "-S", "-aec", AE, "--max-pdu", pdu, "-od"])
-                    .arg(&out)
-                    .args(["-k", "QueryRetrieveLevel=STUDY"])
-                    .args(["-k", &format!("StudyInstanceUID={}", bulk[0].study)])
-                    .args(["127.0.0.1", &served.port.to_string()]),
-                PEER_TIMEOUT,
+        for send in ["splice", "copy"] {
+            let metrics_port = free_port().to_string();
+            let served = Served::start(
+                "uring",
+                &[
+                    "--storage-layout",
+                    layout,
+                    "--query-retrieve-send",
+                    send,
+                    "--metrics-port",
+                    &metrics_port,
+                ],
             );
-            let log = String::from_utf8_lossy(&output.stderr).into_owned();
-            assert!(
-                log.contains("Number of Completed Suboperations : 6"),
-                "{layout}, max PDU {pdu}: {log}"
+            store_instances(served.port, &bulk);
+            for pdu in pdus {
+                let out = files.path().join(format!("get-{layout}-{send}-{pdu}"));
+                std::fs::create_dir_all(&out).unwrap();
+                let output = run(
+                    Command::new(dcmtk("getscu"))
+                        .env("TCP_NODELAY", "1")
+                        .args(["-v", "-S", "-aec", AE, "--max-pdu", pdu, "-od"])
+                        .arg(&out)
+                        .args(["-k", "QueryRetrieveLevel=STUDY"])
+                        .args(["-k", &format!("StudyInstanceUID={}", bulk[0].study)])
+                        .args(["127.0.0.1", &served.port.to_string()]),
+                    PEER_TIMEOUT,
+                );
+                let log = String::from_utf8_lossy(&output.stderr).into_owned();
+                assert!(
+                    log.contains("Number of Completed Suboperations : 6"),
+                    "{layout}, {send}, max PDU {pdu}: {log}"
+                );
+                let arrived = received(&out);
+                assert_eq!(arrived.len(), 6, "{layout}, {send}, max PDU {pdu}");
+                assert_same_data_sets(&bulk_refs, &arrived);
+            }
+            let samples = scrape(metrics_port.parse().unwrap());
+            let sent = (6 * pdus.len()) as f64;
+            let (spliced, copied) = (
+                value(&samples, "sluice_retrieve_data_sets_spliced_total", &[]),
+                value(&samples, "sluice_retrieve_data_sets_copied_total", &[]),
             );
-            let arrived = received(&out);
-            assert_eq!(arrived.len(), 6, "{layout}, max PDU {pdu}");
-            assert_same_data_sets(&bulk_refs, &arrived);
+            match send {
+                "splice" => assert_eq!((spliced, copied), (sent, 0.0), "{layout}"),
+                _ => assert_eq!((spliced, copied), (0.0, sent), "{layout}"),
+            }
+            served.stop();
         }
-        served.stop();
     }
+}
+
+/// With `query.retrieve_send = "splice"`, a C-MOVE to a destination
+/// reached over TLS still sends by copy (its bytes are encrypted in user
+/// space: no splice), one to a plain destination by splice; both arrive
+/// whole, from the same server.
+#[test]
+fn a_move_over_tls_is_sent_by_copy_and_a_plain_one_by_splice() {
+    use crate::monitoring::{scrape, value};
+    use crate::tls::{
+        certificates, move_study, storescp_destination, storescp_tls_args, study_uids, tls_flags,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"));
+    let instances = corpus(&dir.path().join("corpus"), 0);
+    let tls_args = storescp_tls_args(&certs);
+    let (_tls_destination, tls_port_destination) =
+        storescp_destination(&dir.path().join("over-tls"), &tls_args);
+    let (_plain_destination, plain_port_destination) =
+        storescp_destination(&dir.path().join("plain"), &[]);
+    let metrics_port = free_port();
+    let mut args = tls_flags(&certs, free_port());
+    args.extend([
+        "--query-retrieve-send".to_owned(),
+        "splice".to_owned(),
+        "--transfer-syntaxes".to_owned(),
+        "all".to_owned(),
+        "--metrics-port".to_owned(),
+        metrics_port.to_string(),
+        "--remote-ae".to_owned(),
+        format!("DEST=tls://127.0.0.1:{tls_port_destination}"),
+        "--remote-ae".to_owned(),
+        format!("PLAIN=127.0.0.1:{plain_port_destination}"),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let served = Served::start("uring", &args);
+    store_instances(served.port, &instances);
+    let port = served.port.to_string();
+    let studies = study_uids(&port);
+    let count = |samples: &[crate::monitoring::Sample]| {
+        (
+            value(samples, "sluice_retrieve_data_sets_spliced_total", &[]),
+            value(samples, "sluice_retrieve_data_sets_copied_total", &[]),
+        )
+    };
+    let study = &studies[0];
+    let in_study = instances.iter().filter(|i| &i.study == study).count();
+    assert!(in_study > 0);
+    move_study(&port, study, "DEST");
+    let arrived = std::fs::read_dir(dir.path().join("over-tls"))
+        .unwrap()
+        .count();
+    assert_eq!(arrived, in_study, "moved over TLS");
+    let (spliced, copied) = count(&scrape(metrics_port));
+    assert_eq!(spliced, 0.0, "nothing spliced over TLS");
+    assert!(copied >= in_study as f64, "{copied}");
+    move_study(&port, study, "PLAIN");
+    let arrived = std::fs::read_dir(dir.path().join("plain")).unwrap().count();
+    assert_eq!(arrived, in_study, "moved in plain");
+    let (spliced_after, copied_after) = count(&scrape(metrics_port));
+    // Native data the destination takes only in another syntax is
+    // transcoded, which copies; storescp takes every stored syntax.
+    assert_eq!(spliced_after, in_study as f64, "the plain move spliced");
+    assert_eq!(copied_after, copied);
+    served.stop();
 }
 
 /// A pynetdicom C-GET (Study Root, calling AE PYGET) of `keys` into

@@ -119,6 +119,18 @@ pub(crate) fn certificates_and_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) 
     )
 }
 
+/// DCMTK storescp's TLS arguments: Sluice's test identity, the test CA
+/// trusted (and a certificate required of the peer, storescp's default).
+pub(crate) fn storescp_tls_args(certs: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "+tls".into(),
+        certs.join("server.key").into_os_string(),
+        certs.join("server.pem").into_os_string(),
+        "+cf".into(),
+        certs.join("ca.pem").into_os_string(),
+    ]
+}
+
 /// DCMTK storescp as the C-MOVE destination DEST on a free port (with
 /// `extra` arguments, such as its TLS ones), storing into `dir` (created).
 pub(crate) fn storescp_destination(dir: &Path, extra: &[std::ffi::OsString]) -> (ChildGuard, u16) {
@@ -180,13 +192,7 @@ fn dcmtk_and_pynetdicom_store_over_mutual_tls_and_bad_peers_are_refused() {
     // A C-MOVE destination reached over TLS: DCMTK storescp, requiring
     // Sluice's certificate (storescp's default, -rc).
     let destination_dir = dir.path().join("destination");
-    let tls_args = [
-        "+tls".into(),
-        certs.join("server.key").into_os_string(),
-        certs.join("server.pem").into_os_string(),
-        "+cf".into(),
-        certs.join("ca.pem").into_os_string(),
-    ];
+    let tls_args = storescp_tls_args(&certs);
     let (_destination, destination_port) = storescp_destination(&destination_dir, &tls_args);
     let tls_port = free_port();
     let mut args = tls_flags(&certs, tls_port);

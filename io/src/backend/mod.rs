@@ -137,6 +137,22 @@ impl Backend {
         }
     }
 
+    /// Whether the backend splices (io_uring with `IORING_OP_SPLICE`).
+    pub fn splice_supported(&self) -> bool {
+        match self {
+            Backend::Uring(backend) => backend.splice_supported(),
+            Backend::Portable(_) => false,
+        }
+    }
+
+    /// The most submissions one linked chain may have.
+    pub fn chain_max(&self) -> usize {
+        match self {
+            Backend::Uring(backend) => backend.chain_max(),
+            Backend::Portable(_) => 2,
+        }
+    }
+
     /// The core is about to close socket `fd` (its operations are done).
     pub fn forget_socket(&mut self, fd: RawFd) {
         if let Backend::Portable(backend) = self {

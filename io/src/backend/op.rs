@@ -93,6 +93,26 @@ pub(crate) struct FixedWrite {
     pub length: u32,
 }
 
+/// One submission of a linked chain ([`Prim::Chain`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChainStep {
+    /// Writes `length` bytes from `pointer` (into a pipe).
+    Write {
+        fd: RawFd,
+        pointer: *const u8,
+        length: u32,
+    },
+    /// Splices `length` bytes from `fd_in` (at `offset_in`, or from a pipe
+    /// with `None`) into `fd_out`.
+    Splice {
+        fd_in: RawFd,
+        offset_in: Option<u64>,
+        fd_out: RawFd,
+        length: u32,
+        flags: u32,
+    },
+}
+
 /// A primitive operation. Pointers point into heap memory owned by the
 /// operation's table entry, which lives until the operation's last
 /// completion (see `core/ops.rs`).
@@ -179,6 +199,12 @@ pub(crate) enum Prim {
     Timer {
         timespec: *const io_uring::types::Timespec,
         deadline: Instant,
+    },
+    /// Submissions linked one after the other (`IOSQE_IO_LINK`), part `i`
+    /// completing with `user_data + i`: a link that fails or comes short
+    /// cancels the rest (`ECANCELED`). io_uring only (`splice.rs`).
+    Chain {
+        steps: Vec<ChainStep>,
     },
     /// Cancels one operation; `fd` is the socket of a receive (portable
     /// needs it), `timer` says whether it is a timer.

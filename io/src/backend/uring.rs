@@ -22,13 +22,17 @@ use crate::event::SyncKind;
 use crate::fixed::{self, FixedSlot, FixedTable, FIXED_SLOTS};
 use crate::wake::WakeSignal;
 
-use super::op::{Completion, FixedWrite, Prim, CANCEL_USER_DATA, WAKE_USER_DATA};
+use super::op::{ChainStep, Completion, FixedWrite, Prim, CANCEL_USER_DATA, WAKE_USER_DATA};
 
 /// Buffer group id of the provided-buffer ring (one group per ring).
 const BUFFER_GROUP: u16 = 0;
 
-/// Submission entries, a write and its linked sync kept together.
-type EntryGroup = (squeue::Entry, Option<squeue::Entry>);
+/// Submission entries pushed together: one, a write and its linked sync,
+/// or a linked chain (contiguous in the queue, so the links hold).
+enum EntryGroup {
+    Pair(squeue::Entry, Option<squeue::Entry>),
+    Chain(Vec<squeue::Entry>),
+}
 
 pub(crate) struct UringBackend {
     // Field order matters: the ring (and with it the buffer registration)
@@ -47,6 +51,10 @@ pub(crate) struct UringBackend {
     fixed: Option<Arc<FixedTable>>,
     /// Which setup flags the kernel accepted (for the debug log).
     pub setup_description: &'static str,
+    /// The kernel has `IORING_OP_SPLICE` (probed at start).
+    splice: bool,
+    /// Submissions the queue holds (a chain must fit whole).
+    submission_entries: usize,
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -133,7 +141,18 @@ impl UringBackend {
                 None
             }
         };
+        let mut probe = io_uring::Probe::new();
+        let splice = match ring.submitter().register_probe(&mut probe) {
+            Ok(()) => probe.is_supported(opcode::Splice::CODE),
+            Err(error) => {
+                tracing::debug!(%error, "io_uring: cannot probe the opcodes; no splice");
+                false
+            }
+        };
+        let submission_entries = ring.params().sq_entries() as usize;
         let mut backend = UringBackend {
+            splice,
+            submission_entries,
             ring,
             _pool: Rc::clone(&pool),
             wake,
@@ -156,7 +175,7 @@ impl UringBackend {
         )
         .build()
         .user_data(WAKE_USER_DATA);
-        self.push((entry, None));
+        self.push(EntryGroup::Pair(entry, None));
         self.wake_armed = true;
     }
 
@@ -243,13 +262,39 @@ impl UringBackend {
         }
     }
 
+    /// Whether the ring has `IORING_OP_SPLICE`.
+    pub fn splice_supported(&self) -> bool {
+        self.splice
+    }
+
+    /// The longest chain it takes (half the submission queue).
+    pub fn chain_max(&self) -> usize {
+        (self.submission_entries / 2).max(2)
+    }
+
     /// Stops re-arming the wake read (shutdown drains everything).
     pub fn set_draining(&mut self) {
         self.draining = true;
     }
 
     pub fn issue(&mut self, user_data: u64, prim: Prim) {
-        let group = match prim {
+        if let Prim::Chain { steps } = prim {
+            let last = steps.len().saturating_sub(1);
+            let entries = steps
+                .iter()
+                .enumerate()
+                .map(|(part, step)| {
+                    let entry = chain_entry(step).user_data(user_data + part as u64);
+                    if part < last {
+                        entry.flags(squeue::Flags::IO_LINK)
+                    } else {
+                        entry
+                    }
+                })
+                .collect();
+            return self.push(EntryGroup::Chain(entries));
+        }
+        let (first, second) = match prim {
             Prim::AcceptMulti { fd } => (
                 opcode::AcceptMulti::new(Fd(fd))
                     .flags(libc::SOCK_CLOEXEC)
@@ -418,8 +463,9 @@ impl UringBackend {
                     .user_data(CANCEL_USER_DATA),
                 None,
             ),
+            Prim::Chain { .. } => return,
         };
-        self.push(group);
+        self.push(EntryGroup::Pair(first, second));
     }
 
     fn push(&mut self, group: EntryGroup) {
@@ -438,7 +484,11 @@ impl UringBackend {
 
     fn try_push(&mut self, group: &EntryGroup) -> bool {
         let mut queue = self.ring.submission();
-        let needed = if group.1.is_some() { 2 } else { 1 };
+        let needed = match group {
+            EntryGroup::Pair(_, None) => 1,
+            EntryGroup::Pair(_, Some(_)) => 2,
+            EntryGroup::Chain(entries) => entries.len(),
+        };
         if queue.capacity() - queue.len() < needed {
             return false;
         }
@@ -446,10 +496,15 @@ impl UringBackend {
         // the operation's table entry in `core/ops.rs` (or by this backend, for
         // the wake read), which stays allocated and unmoved until the
         // operation's final completion has been reaped; see docs/safety.md.
+        // A chain's descriptors (file, pipe, socket) stay open until then
+        // too (`core/splice.rs`).
         let pushed = unsafe {
-            match &group.1 {
-                None => queue.push(&group.0),
-                Some(second) => queue.push_multiple(&[group.0.clone(), second.clone()]),
+            match group {
+                EntryGroup::Pair(first, None) => queue.push(first),
+                EntryGroup::Pair(first, Some(second)) => {
+                    queue.push_multiple(&[first.clone(), second.clone()])
+                }
+                EntryGroup::Chain(entries) => queue.push_multiple(entries),
             }
         };
         pushed.is_ok()
@@ -534,6 +589,36 @@ impl Drop for UringBackend {
             // still write into the buffer, so it is leaked, never freed.
             std::mem::forget(std::mem::take(&mut self.wake_buffer));
         }
+    }
+}
+
+/// The submission of one link of a chain (its flags and user data set
+/// by the caller).
+fn chain_entry(step: &ChainStep) -> squeue::Entry {
+    match *step {
+        // Offset -1: the pipe has no position.
+        ChainStep::Write {
+            fd,
+            pointer,
+            length,
+        } => opcode::Write::new(Fd(fd), pointer, length)
+            .offset(u64::MAX)
+            .build(),
+        ChainStep::Splice {
+            fd_in,
+            offset_in,
+            fd_out,
+            length,
+            flags,
+        } => opcode::Splice::new(
+            Fd(fd_in),
+            offset_in.map_or(-1, |offset| i64::try_from(offset).unwrap_or(i64::MAX)),
+            Fd(fd_out),
+            -1,
+            length,
+        )
+        .flags(flags)
+        .build(),
     }
 }
 

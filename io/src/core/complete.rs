@@ -57,6 +57,7 @@ impl Core {
         /// Which completion logic applies once every part is in.
         enum Next {
             Send,
+            Splice,
             RecvInto,
             Connect,
             Write,
@@ -73,6 +74,10 @@ impl Core {
             }
             OpBody::Read(_) => Next::Read,
             OpBody::Send { .. } => Next::Send,
+            OpBody::Splice(op) => {
+                op.completed(part, completion.result);
+                Next::Splice
+            }
             OpBody::RecvInto { .. } => Next::RecvInto,
             OpBody::Connect { .. } => Next::Connect,
             OpBody::Timer { .. } => Next::Timer,
@@ -86,6 +91,7 @@ impl Core {
         }
         match next {
             Next::Send => self.on_send(key, completion.result),
+            Next::Splice => self.on_splice(key),
             Next::RecvInto => self.on_recv_into(key, completion.result),
             Next::Connect => self.on_connect(key, completion.result),
             Next::Write => self.on_write(key),

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::conns::ConnState;
+use super::conns::{ConnState, Outgoing};
 use super::ops::OpBody;
 use super::Core;
 use crate::backend::op::Prim;
@@ -32,32 +32,56 @@ impl Core {
         if data.is_empty() {
             return Err(SubmitError::EmptyBuffer);
         }
+        self.queue_or_start_send(conn.0, Outgoing::Bytes(data), tag)
+    }
+
+    /// Whether a send may go on the connection now: it is usable, its
+    /// queue has room, and an operation slot is free when the send would
+    /// start at once. `Ok(true)`: it waits behind another send (or the
+    /// connect).
+    pub(super) fn send_admitted(&mut self, conn: Key) -> Result<bool, SubmitError> {
         let sends_queued_max = self.limits.sends_queued_max;
         let at_op_limit = self.ops.handler_ops() >= self.limits.ops_in_flight_max;
         let too_many_ops = self.too_many_ops();
-        let slot = self.conns.usable_mut(conn.0)?;
+        let slot = self.conns.usable_mut(conn)?;
         if slot.send_queue.len() >= sends_queued_max {
             return Err(SubmitError::SendQueueFull {
                 maximum: sends_queued_max,
             });
         }
-        if slot.send_op.is_some() || slot.state == ConnState::Connecting {
-            slot.send_queue.push_back((data, tag));
-            return Ok(());
-        }
-        if at_op_limit {
+        let busy = slot.send_op.is_some() || slot.state == ConnState::Connecting;
+        if !busy && at_op_limit {
             return Err(too_many_ops);
         }
-        self.start_send(conn.0, data, tag);
+        Ok(busy)
+    }
+
+    /// Queues `outgoing` behind the connection's send in flight, or starts
+    /// it (after [`Core::send_admitted`]'s checks).
+    pub(super) fn queue_or_start_send(
+        &mut self,
+        conn: Key,
+        outgoing: Outgoing,
+        tag: u64,
+    ) -> Result<(), SubmitError> {
+        if self.send_admitted(conn)? {
+            let slot = self.conns.usable_mut(conn)?;
+            slot.send_queue.push_back((outgoing, tag));
+        } else {
+            self.start_send(conn, outgoing, tag);
+        }
         Ok(())
     }
 
-    fn start_send(&mut self, conn: Key, buf: IoBuf, tag: u64) {
-        let body = OpBody::Send {
-            conn,
-            buf,
-            sent: 0,
-            tag,
+    pub(super) fn start_send(&mut self, conn: Key, outgoing: Outgoing, tag: u64) {
+        let body = match outgoing {
+            Outgoing::Bytes(buf) => OpBody::Send {
+                conn,
+                buf,
+                sent: 0,
+                tag,
+            },
+            Outgoing::File(op) => OpBody::Splice(op),
         };
         match self.start(body, true) {
             Ok(key) => {
@@ -68,13 +92,19 @@ impl Core {
             Err(body) => {
                 // Slots are reserved for every connection's send, so this is
                 // unreachable in practice; report rather than lose the tag.
-                if let OpBody::Send { tag, .. } = body {
-                    self.push_event(Event::Sent {
-                        conn: ConnId(conn),
-                        tag,
-                        result: Err(IoError::new(OpKind::Send, libc::EAGAIN)),
-                    });
-                }
+                let tag = match body {
+                    OpBody::Send { tag, .. } => tag,
+                    OpBody::Splice(op) => {
+                        self.release_file_ref(op.file);
+                        op.tag
+                    }
+                    _ => return,
+                };
+                self.push_event(Event::Sent {
+                    conn: ConnId(conn),
+                    tag,
+                    result: Err(IoError::new(OpKind::Send, libc::EAGAIN)),
+                });
             }
         }
     }
@@ -90,7 +120,15 @@ impl Core {
         if slot.state == ConnState::Closing {
             return;
         }
-        if slot.begin_close() {
+        let files = slot.take_queued_files();
+        let must_cancel = slot.begin_close();
+        for file in files {
+            self.release_file_ref(file);
+        }
+        let Some(slot) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        if must_cancel {
             let fd = slot.fd.as_raw_fd();
             self.backend.issue(CANCEL_USER_DATA, Prim::CancelFd { fd });
         }
@@ -216,13 +254,20 @@ impl Core {
         } else {
             Ok(())
         };
+        self.send_done(conn, tag, outcome);
+    }
+
+    /// The connection's send in flight (bytes or from a file) ended with
+    /// `outcome`: its event, the queue's failures after a failed one, or
+    /// the next queued send started.
+    pub(super) fn send_done(&mut self, conn: Key, tag: u64, outcome: Result<(), IoError>) {
         let Some(slot) = self.conns.get_mut(conn) else {
             return;
         };
         slot.send_finished();
         if slot.state == ConnState::Open {
-            let failed: Vec<u64> = match outcome {
-                Err(_) => slot.send_queue.drain(..).map(|(_, tag)| tag).collect(),
+            let failed: Vec<(Outgoing, u64)> = match outcome {
+                Err(_) => slot.send_queue.drain(..).collect(),
                 Ok(()) => Vec::new(),
             };
             let next = if outcome.is_ok() {
@@ -235,15 +280,18 @@ impl Core {
                 tag,
                 result: outcome,
             });
-            for tag in failed {
+            for (outgoing, tag) in failed {
+                if let Outgoing::File(op) = outgoing {
+                    self.release_file_ref(op.file);
+                }
                 self.push_event(Event::Sent {
                     conn: ConnId(conn),
                     tag,
                     result: outcome,
                 });
             }
-            if let Some((buf, tag)) = next {
-                self.start_send(conn, buf, tag);
+            if let Some((outgoing, tag)) = next {
+                self.start_send(conn, outgoing, tag);
             }
         }
         self.maybe_finish_close(conn);
@@ -269,8 +317,8 @@ impl Core {
                 tag,
                 result: Ok(()),
             });
-            if let Some((buf, tag)) = next {
-                self.start_send(conn, buf, tag);
+            if let Some((outgoing, tag)) = next {
+                self.start_send(conn, outgoing, tag);
             }
         } else {
             self.remove_connection(conn);

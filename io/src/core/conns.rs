@@ -16,6 +16,7 @@ use super::ops::DirectRecv;
 use crate::buf::{IoBuf, RecvBuf};
 use crate::error::{IoError, SubmitError};
 use crate::slab::{Key, Slab};
+use crate::splice::{Pipe, SpliceOp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ConnState {
@@ -24,6 +25,15 @@ pub(super) enum ConnState {
     Open,
     /// `close_connection` (or shutdown): waiting for its operations to drain.
     Closing,
+}
+
+/// A send waiting in a connection's queue.
+pub(super) enum Outgoing {
+    /// Bytes from memory.
+    Bytes(IoBuf),
+    /// Bytes partly from a file, through the connection's pipe (it holds a
+    /// reference on its file from `Core::send_file` on).
+    File(Box<SpliceOp>),
 }
 
 /// One connection of a core.
@@ -44,8 +54,12 @@ pub(super) struct ConnSlot {
     /// The end of stream, held back behind the backlog.
     pub pending_end: Option<Result<(), IoError>>,
     /// Sends waiting for the one in flight (or for the connect).
-    pub send_queue: VecDeque<(IoBuf, u64)>,
+    pub send_queue: VecDeque<(Outgoing, u64)>,
     pub send_op: Option<Key>,
+    /// Its pipe for sends from files (`Core::send_file`), made at the
+    /// first; dropped after a failed one (what it holds is a broken
+    /// stream) and with the connection.
+    pub pipe: Option<Pipe>,
     /// A receive into the handler's buffer, waiting for the multishot
     /// receive to stop (bytes it took first preempt it).
     pub direct_waiting: Option<Box<DirectRecv>>,
@@ -72,6 +86,7 @@ impl ConnSlot {
             backlog: VecDeque::new(),
             pending_end: None,
             send_queue: VecDeque::new(),
+            pipe: None,
             quickack: true,
             send_op: None,
             direct_waiting: None,
@@ -155,8 +170,23 @@ impl ConnSlot {
             && !self.starved
     }
 
+    /// The files of the sends from files waiting in its queue, taken out
+    /// (their references are the caller's to release).
+    pub fn take_queued_files(&mut self) -> Vec<Key> {
+        let mut files = Vec::new();
+        self.send_queue.retain(|(outgoing, _)| match outgoing {
+            Outgoing::File(op) => {
+                files.push(op.file);
+                false
+            }
+            Outgoing::Bytes(_) => true,
+        });
+        files
+    }
+
     /// Marks the connection closing and drops what waits in it (queued
     /// sends, held data); returns whether operations must be cancelled.
+    /// (Queued sends from files: `take_queued_files` first.)
     pub fn begin_close(&mut self) -> bool {
         self.state = ConnState::Closing;
         self.send_queue.clear();

@@ -109,6 +109,18 @@ fn issue_body(
     }
     let prim = match body {
         OpBody::Write(write) => return issue_write(write, fault, sync_fault, out),
+        OpBody::Splice(op) => {
+            let steps_max = out.backend.chain_max();
+            let Some(prim) = super::splice::chain(op, conns, steps_max) else {
+                return fail(out, libc::ECANCELED);
+            };
+            let Prim::Chain { steps } = &prim else {
+                return fail(out, libc::EINVAL);
+            };
+            let parts = u8::try_from(steps.len()).unwrap_or(u8::MAX);
+            out.backend.issue(out.user_data, prim);
+            return parts;
+        }
         OpBody::Read(read) => {
             if let Some(errno) = errno_fault {
                 return fail(out, errno);

@@ -17,6 +17,7 @@
 //! - `complete`: dispatching completions; file, write and timer outcomes;
 //! - `connections`: the connection API, sends and connects;
 //! - `receive`: multishot receives, pausing, backpressure;
+//! - `splice`: sends from files through the connection's pipe;
 //! - `run`: the event loop, delivery to the handler, shutdown.
 //!
 //! Architecture invariant: the state files know nothing of `Core`; only
@@ -34,6 +35,7 @@ mod ops;
 mod receive;
 pub(crate) mod run;
 pub(crate) mod shared;
+mod splice;
 mod submit;
 
 use std::collections::VecDeque;

@@ -23,6 +23,7 @@ use crate::chunk::Chunk;
 use crate::error::OpKind;
 use crate::event::SyncKind;
 use crate::slab::{Key, Slab};
+use crate::splice::SpliceOp;
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +166,10 @@ pub(super) enum OpBody {
         sent: usize,
         tag: u64,
     },
+    /// A send from a file through the connection's pipe: linked chains
+    /// (`splice.rs`). Its file's reference is held by hand (taken when the
+    /// send was queued), not through `file_refs`.
+    Splice(Box<SpliceOp>),
     Connect {
         conn: Key,
         address: Box<socket2::SockAddr>,
@@ -255,6 +260,7 @@ impl OpBody {
             OpBody::Accept { .. }
             | OpBody::Recv { .. }
             | OpBody::RecvInto { .. }
+            | OpBody::Splice(_)
             | OpBody::Timer { .. } => (None, false),
         }
     }

@@ -352,7 +352,7 @@ impl Core {
     }
 
     /// Closes a file whose close was requested and whose operations are done.
-    fn begin_close(&mut self, file: Key) {
+    pub(super) fn begin_close(&mut self, file: Key) {
         let Some((fd, tag)) = self.files.take_for_close(file) else {
             return;
         };

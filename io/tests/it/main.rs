@@ -13,3 +13,4 @@ mod probe;
 mod recv_into;
 mod safety_doc;
 mod shutdown;
+mod splice;

@@ -30,6 +30,8 @@ impl QueryRetrieve {
     ) -> Option<Transfer> {
         let get = op.kind == RetrieveKind::Get;
         let pdu_length = pdu_length_for(conn.pdu_length_max_peer().unwrap_or(0), CHUNK_SIZE);
+        let splice =
+            op.send == RetrieveSend::Splice && conn.tls.is_none() && core.splice_supported();
         while let Some(dataset) = op.retrieve.next() {
             let chosen = conn.negotiated().and_then(|negotiated| {
                 choose_context(&negotiated.presentation_contexts, &dataset, get)
@@ -65,6 +67,7 @@ impl QueryRetrieve {
                 (command, message_id),
                 (pdu_length, io),
             );
+            transfer.send_by_splice(splice);
             if let Some(file) = transfer.segment_path().and_then(|path| lane.segment(path)) {
                 // Its segment is open on the lane: nothing to open.
                 transfer.opened(file, true);
@@ -404,7 +407,14 @@ impl QueryRetrieve {
         };
         match transfer.pump(core, conn, &mut sending) {
             Pump::Reading => {}
-            Pump::Sent => self.lane_sent(core, conns, serial),
+            Pump::Sent => {
+                if let Some(by) = transfer.sent_by.take() {
+                    if let Some(metrics) = self.shared.metrics.core(core.index()) {
+                        metrics.retrieve_data_set_sent(by == SentBy::Splice);
+                    }
+                }
+                self.lane_sent(core, conns, serial);
+            }
             wait @ (Pump::WaitSends | Pump::WaitChunk | Pump::WaitShare) => {
                 if !lane.waiting {
                     lane.waiting = true;

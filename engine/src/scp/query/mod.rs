@@ -62,7 +62,7 @@ use sluice_net::query::{
 use super::conn::{Connection, Connections, Purpose, Timeouts};
 use super::shared::ServerShared;
 use super::tag::{tag, TagKind};
-use crate::config::{AccessService, PersonNameMatching};
+use crate::config::{AccessService, PersonNameMatching, RetrieveSend};
 use crate::metrics::SubOperation;
 use crate::store::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -75,7 +75,7 @@ use retrieve::{sub_outcome, Retrieve, SubOutcome};
 use share::{Sending, Share};
 use state::{Lane, Operation, RetrieveKind, RetrieveOp};
 pub(crate) use transfer::OpenError;
-use transfer::{pdu_length_for, Phase, Pump, Transfer};
+use transfer::{pdu_length_for, Phase, Pump, SentBy, Transfer};
 
 /// Error Comment (LO) is at most 64 characters.
 const ERROR_COMMENT_CHARS_MAX: usize = 64;
@@ -465,6 +465,7 @@ impl QueryRetrieve {
             staging: None,
             staged_unsent: 0,
             pending_deferred: false,
+            send: self.shared.store.config().query.retrieve_send,
         };
         if let Some(forward) = forward {
             op.retrieve.expect_remote();

@@ -154,6 +154,23 @@ pub(crate) enum NoChunk {
 }
 
 impl Sending<'_> {
+    /// Whether `bytes` sent without a chunk (a data set spliced from its
+    /// file) may go now within the share; counted when so.
+    pub(crate) fn admit(&mut self, bytes: u64) -> Result<(), NoChunk> {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        if self.share.admit(bytes, Instant::now()) {
+            Ok(())
+        } else {
+            Err(NoChunk::Share)
+        }
+    }
+
+    /// Bytes admitted and not sent after all.
+    pub(crate) fn refund(&mut self, bytes: u64) {
+        self.share
+            .refund(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+
     /// A chunk, or why there is none now.
     pub(crate) fn take(&mut self) -> Result<Chunk, NoChunk> {
         let now = Instant::now();

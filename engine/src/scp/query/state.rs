@@ -73,6 +73,8 @@ pub(super) struct RetrieveOp {
     /// out on the association (no other message may come between its
     /// PDUs): it goes once that data set is sent.
     pub(super) pending_deferred: bool,
+    /// How its data sets go out (`query.retrieve_send`).
+    pub(super) send: crate::config::RetrieveSend,
 }
 
 impl RetrieveOp {

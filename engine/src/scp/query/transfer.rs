@@ -2,8 +2,9 @@
 //! or C-GET's C-STOREs): the stored data set read from its file and sent
 //! as P-DATA-TF PDUs, then the wait for the C-STORE-RSP.
 //!
-//! **As stored** (the destination took the stored transfer syntax): the
-//! C-STORE-RQ goes out as soon as the file is open (the index knows the
+//! **As stored, by copy** (the destination took the stored transfer
+//! syntax; the default, `query.retrieve_send = "copy"`): the C-STORE-RQ
+//! goes out as soon as the file is open (the index knows the
 //! data set's length), then the data set in chunks of the core's
 //! [`ChunkPool`]. For each chunk, [`ChunkLayout`] places as many whole PDUs
 //! as fit: the 12 header bytes of each (from net's `PDataFragmenter`) are
@@ -13,7 +14,8 @@
 //! in one send; the Part 10 header is never read (reads start at the data
 //! set's offset). The next read overlaps the previous chunk's send.
 //!
-//! **The first chunk read ahead**: a lane opens its next instances while
+//! **The first chunk read ahead** (by copy; a transfer by splice only
+//! opens ahead): a lane opens its next instances while
 //! the current one is sent and the answers are awaited
 //! (`QueryRetrieve::read_ahead`: one without a window, several with one),
 //! and once a file is open [`Transfer::prime`] reads its first chunk too,
@@ -39,12 +41,34 @@
 //! never rewritten in place; the file's space returns when the lane closes
 //! it, at the end of its retrieve).
 //!
-//! Not built: `splice` (file -> pipe -> socket, no user-space copy). The
-//! two copies here (page cache -> chunk, chunk -> socket buffers) are about
-//! a third of the sender's CPU for 512 KiB instances, and the ceiling's
-//! `sendfile` moves the same bytes at less than half the CPU per GB; but
-//! the measured C-GET was not bound by the sender's CPU
-//! (docs/benchmarks.md, "The sender against a ceiling that is one").
+//! **By splice** (`query.retrieve_send = "splice"`; not the default: on
+//! the 2-vCPU benchmark machine it gained no steady rate over the copy,
+//! saved the sender no CPU and cost the receiver more, docs/benchmarks.md
+//! "Retrieval by splice"), on an
+//! association without TLS and a core whose ring has `IORING_OP_SPLICE`:
+//! no chunk and no read. When the lane is free, the C-STORE-RQ (and what
+//! the association queued before it) and every PDU of the data set go to
+//! the core as one `Core::send_file`: the command's bytes and each PDU's 12
+//! header bytes as the send's own bytes, each PDU's value as the next run
+//! of the file from the data set's offset. The io crate (`io/src/splice.rs`)
+//! writes the header bytes into the association's pipe and splices the
+//! file's runs into it between them, then splices the pipe into the
+//! socket, in linked chains of at most a pipe-full (1 MiB): the data set
+//! goes from the page cache to the socket without passing through user
+//! space. The send is one of the association's sends, in order with the
+//! others; the file stays open until it ends (the io crate holds it), so
+//! the transfer closes its file at once as before. The share under ingest
+//! (`share.rs`) is asked for the whole data set at once. Where the core
+//! refuses (the portable backend, a kernel without the opcode, a pipe it
+//! cannot make), the transfer goes on by copy and says so once at info;
+//! TLS associations and transcoded data sets always go by copy.
+//! `sluice_retrieve_data_sets_spliced_total` and `_copied_total` count both
+//! ways. Why it did not win here: the kernel runs every io_uring splice in
+//! an io-wq worker thread, so each data set costs a hand-over from the
+//! core's thread to a worker and back (context switches dominated the
+//! profile), which costs about what the two copies it saves do; and the
+//! spliced pages reach the socket as many small fragments, which the
+//! receiver pays for.
 //!
 //! **Transcoded** (a native data set the destination takes only in the
 //! other Little Endian syntax): PS3.8 wants the length of each PDU before
@@ -63,7 +87,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use sluice_io::{At, Chunk, Core, FileHandle, IoError, OpenOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sluice_io::{At, Chunk, Core, FileHandle, FileSend, IoError, OpenOptions};
 use sluice_media::transcode::Transcoder;
 use sluice_net::dimse::Command;
 use sluice_net::pdata::{
@@ -93,6 +119,18 @@ const PRIME_RESERVE: usize = 2048;
 
 /// Transcoded output sent at a time (the second pass's send size).
 const TRANSCODED_SEND_BYTES: usize = 256 * 1024;
+
+/// A splice refused at its start has been logged (once per process).
+static SPLICE_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// How a data set was handed to the socket (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentBy {
+    /// From the file through a pipe (`Core::send_file`).
+    Splice,
+    /// Read into send buffers and sent from them.
+    Copy,
+}
 
 /// How the data set goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +350,12 @@ pub(crate) struct Transfer {
     /// `file` is a segment its lane holds open (`state::Lane::segments`):
     /// not closed with the transfer.
     borrowed: bool,
+    /// As stored, its data set goes from the file to the socket by splice
+    /// ([`Transfer::send_by_splice`]); cleared when the core refuses.
+    splice: bool,
+    /// How its data set was handed over, once it was (taken by the lane
+    /// for the metrics).
+    pub(crate) sent_by: Option<SentBy>,
 }
 
 impl Transfer {
@@ -343,7 +387,17 @@ impl Transfer {
             relocations: 0,
             io,
             borrowed: false,
+            splice: false,
+            sent_by: None,
         }
+    }
+
+    /// Sends its data set by splice when it goes out as stored (the
+    /// association is not TLS, the core's ring splices, and
+    /// `query.retrieve_send` says so): no first chunk read ahead then,
+    /// and the command and every PDU go in one `Core::send_file`.
+    pub(crate) fn send_by_splice(&mut self, on: bool) {
+        self.splice = on && self.mode == Mode::AsStored;
     }
 
     /// Opens the file (ends in the io's `Opened` with the transfer's tag).
@@ -527,6 +581,7 @@ impl Transfer {
     pub(crate) fn prime(&mut self, core: &mut Core, chunks: &mut Sending<'_>) {
         let length = self.dataset.length();
         if self.phase != Phase::Ready
+            || self.splice
             || self.mode != Mode::AsStored
             || length == 0
             || self.read.is_some()
@@ -701,6 +756,18 @@ impl Transfer {
             if conn.sends_in_flight() >= LANE_SENDS_MAX {
                 return Ok(Pump::WaitSends);
             }
+            if self.splice {
+                let length = self.dataset.length();
+                if let Err(none) = chunks.admit(length) {
+                    return Ok(Pump::waiting_for(none));
+                }
+                if self.send_spliced(core, conn)? {
+                    self.sent_by = Some(SentBy::Splice);
+                    self.sent_all(core);
+                    continue;
+                }
+                chunks.refund(length);
+            }
             let mut chunk = match chunks.take() {
                 Ok(chunk) => chunk,
                 Err(none) => return Ok(Pump::waiting_for(none)),
@@ -755,6 +822,57 @@ impl Transfer {
         }
     }
 
+    /// Hands the whole data set (the queued command in front) to the core
+    /// as one send from the file ([`Connection::send_file`]). False when
+    /// the core refuses (logged once, at info): the transfer then goes on
+    /// by copy, the command already sent on its own if it was taken.
+    fn send_spliced(&mut self, core: &mut Core, conn: &mut Connection) -> Result<bool, String> {
+        let file = self
+            .file
+            .ok_or_else(|| "no file while sending".to_owned())?;
+        // A copy: a refusal leaves the copy path its fragments.
+        let fragments = self
+            .carried
+            .into_iter()
+            .chain(self.fragmenter.clone().into_iter().flatten());
+        let mut send = FileSend::new();
+        let prefix = if std::mem::take(&mut self.prefix_pending) {
+            conn.take_transmit()
+        } else {
+            None
+        };
+        if let Some(prefix) = &prefix {
+            send.push_bytes(prefix);
+        }
+        let mut first_value_offset = None;
+        for fragment in fragments {
+            first_value_offset.get_or_insert(fragment.value_offset);
+            send.push_bytes(&fragment.headers);
+            send.push_file(fragment.value_length);
+        }
+        let value_bytes = send.file_bytes();
+        let (_, offset, _) = self.dataset.location.file_range();
+        let offset = offset + first_value_offset.unwrap_or(0);
+        match conn.send_file(core, file, offset, send) {
+            Ok(()) => {
+                self.carried = None;
+                self.fragmenter = None;
+                self.bytes_sent += value_bytes;
+                Ok(true)
+            }
+            Err(error) => {
+                if !SPLICE_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::info!(%error, "retrieval sends by copy: the core refused a splice from the file to the socket (logged once)");
+                }
+                self.splice = false;
+                if let Some(prefix) = prefix {
+                    conn.send_bytes(core, prefix.into());
+                }
+                Ok(false)
+            }
+        }
+    }
+
     fn fragments_done(&self) -> bool {
         self.carried.is_none()
             && self
@@ -763,8 +881,10 @@ impl Transfer {
                 .is_none_or(|fragmenter| fragmenter.clone().next().is_none())
     }
 
-    /// Every byte is queued: the file closes, the response is awaited.
+    /// Every byte is queued: the file closes (once a send from it is done:
+    /// the core holds it until then), the response is awaited.
     fn sent_all(&mut self, core: &mut Core) {
+        self.sent_by.get_or_insert(SentBy::Copy);
         self.close(core);
         self.phase = Phase::AwaitingResponse;
     }

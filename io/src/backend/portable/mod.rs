@@ -155,6 +155,13 @@ impl PortableBackend {
                 self.local
                     .push(Completion::new(user_data, -libc::EOPNOTSUPP, 0));
             }
+            Prim::Chain { steps } => {
+                // `Core::send_file` refuses this backend before issuing.
+                for part in 0..steps.len() as u64 {
+                    self.local
+                        .push(Completion::new(user_data + part, -libc::EOPNOTSUPP, 0));
+                }
+            }
             Prim::Send {
                 fd,
                 pointer,
