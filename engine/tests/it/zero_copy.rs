@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use sluice_net::assoc::{AssociationProposal, Indication, ProposedPresentationContext, Role};
 use sluice_net::dimse::{CStoreRq, Command, Priority, Status};
 use sluice_net::endpoint::{Endpoint, EndpointConfig, Incoming};
+use sluice_net::pdata::{encode_pdata_tf, Pdv};
 use sluice_tests::{free_port, part10_dataset, part10_meta_value, part10_transfer_syntax};
 
 use crate::ingest::generated_files_of;
 use crate::monitoring::{scrape, value};
 use crate::segment_ingest::{data_dir, serve_on, terminate};
-use crate::serve::stored_instances;
+use crate::serve::{stored_instances, Served};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -227,6 +228,74 @@ impl Peer {
             wire.extend_from_slice(&self.data_pdu(chunk, n + 1 == chunks.len()));
         }
         self.stream.write_all(&wire).unwrap();
+        self.status()
+    }
+
+    /// P-DATA-TF PDUs carrying `data_set` in PDVs of `sizes` bytes
+    /// (cycled; the last PDV takes what is left, flagged last), `per_pdu`
+    /// PDVs a PDU, each PDU within the server's Maximum Length.
+    fn framed(&self, data_set: &[u8], sizes: &[usize], per_pdu: usize) -> Vec<u8> {
+        let mut pdvs: Vec<&[u8]> = Vec::new();
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            let end = (at + size).min(data_set.len());
+            pdvs.push(&data_set[at..end]);
+            at = end;
+            if at == data_set.len() {
+                break;
+            }
+        }
+        let count = pdvs.len();
+        let mut wire = Vec::new();
+        for (n, group) in pdvs.chunks(per_pdu).enumerate() {
+            let items: Vec<Pdv<'_>> = group
+                .iter()
+                .enumerate()
+                .map(|(i, bytes)| Pdv {
+                    presentation_context_id: self.context_id,
+                    is_command: false,
+                    is_last: n * per_pdu + i + 1 == count,
+                    bytes,
+                })
+                .collect();
+            let start = wire.len();
+            encode_pdata_tf(&items, &mut wire).unwrap();
+            assert!(
+                wire.len() - start - 6 <= self.pdu_max,
+                "{sizes:?} x {per_pdu} past {}",
+                self.pdu_max
+            );
+        }
+        wire
+    }
+
+    /// Sends the C-STORE's command and then `wire` (its data set's PDUs)
+    /// in writes of `cuts` bytes (cycled; one write when empty), pausing
+    /// `stall` after each, and returns the answer's status.
+    fn store_framed(
+        &mut self,
+        instance: &Instance,
+        wire: &[u8],
+        cuts: &[usize],
+        stall: Duration,
+    ) -> Status {
+        self.queue_store_rq(instance);
+        let mut all = self.endpoint.poll_transmit().unwrap();
+        all.extend_from_slice(wire);
+        if cuts.is_empty() {
+            self.stream.write_all(&all).unwrap();
+        } else {
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                let end = (at + cut).min(all.len());
+                self.stream.write_all(&all[at..end]).unwrap();
+                at = end;
+                if at == all.len() {
+                    break;
+                }
+                std::thread::sleep(stall);
+            }
+        }
         self.status()
     }
 
@@ -692,4 +761,228 @@ fn a_malformed_pdu_received_exactly_is_aborted_as_before() {
         assert_eq!(answer_exact, answer_pooled, "case {case}");
     }
     terminate(served);
+}
+
+/// `sluice serve` on segments with `extra` flags on `backend`, its
+/// metrics on `metrics_port`.
+fn serve_with(data: &Path, backend: &str, metrics_port: u16, extra: &[&str]) -> Served {
+    let metrics_port = metrics_port.to_string();
+    let mut args = vec![
+        "--storage-layout",
+        "segments",
+        "--cores",
+        "1",
+        "--metrics-port",
+        metrics_port.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    Served::start_in(
+        tempfile::tempdir().unwrap(),
+        data.to_owned(),
+        backend,
+        &args,
+    )
+}
+
+/// PDVs that share PDUs (so an item header, not a PDU header, follows a
+/// value inside its PDU), PDVs around the 64 KiB threshold and the 8 KiB
+/// connection buffer, a 1-byte PDV between two large ones, and TCP writes
+/// cut through headers and values: the server receives each large value
+/// with the headers after it when the PDV does not end its data set
+/// (docs/design/ingest.md, "One receive a large PDV"), and every instance
+/// is stored byte-exact, on io_uring (most bytes in place) and on the
+/// portable backend (no receive into a buffer: copied).
+#[test]
+fn pdvs_sharing_pdus_and_cut_anywhere_are_stored_byte_exact() {
+    // (PDV sizes, PDVs a PDU, TCP write sizes: empty for one write)
+    let cases: [(&[usize], usize, &[usize]); 6] = [
+        (&[100_000], 2, &[]),
+        (&[120_000, 1, 120_000], 3, &[]),
+        (&[65_536, 8_186, 65_535, 8_192, 70_000], 1, &[]),
+        (&[262_138], 1, &[5, 1, 6, 70_001, 12, 11, 100_003, 2]),
+        (&[100_000, 50_000], 2, &[13, 3, 65_536, 7, 100_000]),
+        (&[90_000, 7, 90_000, 70_000], 2, &[]),
+    ];
+    for backend in ["uring", "portable"] {
+        let sent = tempfile::tempdir().unwrap();
+        let instances = instances(sent.path(), cases.len() + 1);
+        let (_shared, data) = data_dir();
+        let metrics_port = free_port();
+        let served = serve_with(&data, backend, metrics_port, &[]);
+        let mut peer = Peer::associate(served.port, &instances[0]);
+        let pdv = peer.pdu_max - 6;
+        // The first instance shows the server the association's large PDVs.
+        assert_eq!(peer.store_at_once(&instances[0], pdv), Status::SUCCESS);
+        let (_, before) = received_into_record(metrics_port);
+        for (n, (sizes, per_pdu, cuts)) in cases.iter().enumerate() {
+            let instance = &instances[n + 1];
+            let wire = peer.framed(&instance.data_set, sizes, *per_pdu);
+            let status = peer.store_framed(instance, &wire, cuts, Duration::from_millis(2));
+            assert_eq!(status, Status::SUCCESS, "{backend} case {n}");
+        }
+        let (_, after) = received_into_record(metrics_port);
+        let in_place = after - before;
+        let later = data_set_bytes(&instances[1..]);
+        if backend == "uring" {
+            assert!(
+                in_place >= 0.5 * later,
+                "{in_place} of {later} data-set bytes in place"
+            );
+        } else {
+            assert_eq!(
+                in_place, 0.0,
+                "the portable backend receives into no buffer"
+            );
+        }
+        peer.release();
+        terminate(served);
+        assert_stored_byte_exact(&data, &instances);
+    }
+}
+
+/// A peer that sends an A-ABORT right after a data PDV that does not end
+/// its data set (the server receiving that value and the 12 header bytes
+/// after it in one receive: the A-ABORT's 10 come first) and closes: the
+/// association ends as the peer's abort, nothing is stored for it, and
+/// the next association is served. A PDV item running past its PDU, or
+/// a PDU over the Maximum Length, in that place: the same A-ABORT as on
+/// the pooled receive.
+#[test]
+fn a_peer_that_aborts_or_errs_after_a_large_pdv_is_answered_as_before() {
+    let sent = tempfile::tempdir().unwrap();
+    let (stored_dir, partial_dir) = (sent.path().join("stored"), sent.path().join("partial"));
+    std::fs::create_dir_all(&stored_dir).unwrap();
+    std::fs::create_dir_all(&partial_dir).unwrap();
+    let stored = instances(&stored_dir, 4);
+    let partial = &instances(&partial_dir, 1)[0];
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve(&data, metrics_port);
+    let abort = [0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+
+    // The command and the first PDV (not the last) of `partial`'s data
+    // set, then `tail`, written after a pause (the server waiting for the
+    // headers after the value).
+    let first_pdv_then = |peer: &mut Peer, tail: &[u8]| {
+        let pdv = peer.pdu_max - 6;
+        peer.queue_store_rq(partial);
+        let mut wire = peer.endpoint.poll_transmit().unwrap();
+        wire.extend_from_slice(&peer.data_pdu(&partial.data_set[..pdv], false));
+        peer.stream.write_all(&wire).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        peer.stream.write_all(tail).unwrap();
+    };
+
+    let mut aborting = Peer::associate(served.port, &stored[0]);
+    let pdv = aborting.pdu_max - 6;
+    assert_eq!(aborting.store_at_once(&stored[0], pdv), Status::SUCCESS);
+    first_pdv_then(&mut aborting, &abort);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(aborting);
+
+    let malformed: [&[u8]; 2] = [
+        // A PDV item running past its PDU.
+        &[0x04, 0, 0, 0, 0, 10, 0, 0, 0, 50, 1, 0, 9, 9, 9, 9],
+        // A P-DATA-TF longer than the Maximum Length.
+        &[0x04, 0, 0x7f, 0, 0, 0, 0, 0, 0, 8, 1, 0],
+    ];
+    for (case, bytes) in malformed.iter().enumerate() {
+        let mut exact = Peer::associate(served.port, &stored[0]);
+        assert_eq!(exact.store_at_once(&stored[case + 1], pdv), Status::SUCCESS);
+        first_pdv_then(&mut exact, bytes);
+        let mut answer_exact = Vec::new();
+        exact.stream.read_to_end(&mut answer_exact).unwrap();
+        let mut pooled = Peer::associate(served.port, &stored[0]);
+        first_pdv_then(&mut pooled, bytes);
+        let mut answer_pooled = Vec::new();
+        pooled.stream.read_to_end(&mut answer_pooled).unwrap();
+        assert_eq!(answer_exact.first(), Some(&0x07), "case {case}");
+        assert_eq!(answer_exact.len(), 10, "case {case}: {answer_exact:?}");
+        assert_eq!(answer_exact, answer_pooled, "case {case}");
+    }
+
+    let mut next = Peer::associate(served.port, &stored[0]);
+    assert_eq!(next.store_at_once(&stored[3], pdv), Status::SUCCESS);
+    next.release();
+    let log = terminate(served);
+    let ended: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("association ended") && line.contains("ZEROCOPY"))
+        .collect();
+    assert_eq!(ended.len(), 6, "{log}");
+    assert!(ended[0].contains("aborted: PeerServiceUser"), "{log}");
+    assert!(ended[5].contains("released"), "{log}");
+    assert_stored_byte_exact(&data, &stored);
+}
+
+/// DCMTK storescu at several send PDU sizes (`--max-send-pdu` 4096, 16384
+/// and 131072, the largest it takes, and without: up to the server's 256
+/// KiB) and pynetdicom under a server Maximum Length of 16384 and 1 MiB
+/// (it sends PDVs of the receiver's maximum): every instance stored
+/// byte-exact; PDVs of 16 KiB and less never go into the record buffer,
+/// and from 128 KiB on most of the data set does.
+#[test]
+fn dcmtk_and_pynetdicom_at_several_pdu_sizes_are_stored_byte_exact() {
+    let sent = tempfile::tempdir().unwrap();
+    let (_shared, data) = data_dir();
+    let metrics_port = free_port();
+    let served = serve_with(&data, "uring", metrics_port, &[]);
+    let mut all = Vec::new();
+    for (n, max_send) in [Some("4096"), Some("16384"), Some("131072"), None]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = sent.path().join(format!("dcmtk-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = generated_files_of(&dir, 3, 512);
+        let (_, before) = received_into_record(metrics_port);
+        let mut command = std::process::Command::new(sluice_tests::dcmtk("storescu"));
+        command.args(["-aec", "SLUICE", "-aet", "ZEROCOPY"]);
+        if let Some(max_send) = max_send {
+            command.args(["--max-send-pdu", max_send]);
+        }
+        command.args(["127.0.0.1", &served.port.to_string()]);
+        command.args(&files);
+        let output = sluice_tests::run(&mut command, TIMEOUT);
+        assert!(output.status.success(), "storescu {max_send:?}: {output:?}");
+        let (_, after) = received_into_record(metrics_port);
+        let instances: Vec<Instance> = files.iter().map(|file| Instance::of(file)).collect();
+        let bytes = data_set_bytes(&instances);
+        match max_send {
+            Some("4096") | Some("16384") => {
+                assert_eq!(after, before, "storescu {max_send:?}: in place")
+            }
+            _ => assert!(
+                after - before >= 0.5 * bytes,
+                "storescu {max_send:?}: {} of {bytes} in place",
+                after - before
+            ),
+        }
+        all.extend(instances);
+    }
+    terminate(served);
+    assert_stored_byte_exact(&data, &all);
+
+    for max_pdu in ["16384", "1048576"] {
+        let (_shared, data) = data_dir();
+        let metrics_port = free_port();
+        let served = serve_with(&data, "uring", metrics_port, &["--max-pdu-length", max_pdu]);
+        let dir = sent.path().join(format!("pynetdicom-{max_pdu}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = generated_files_of(&dir, 3, 512);
+        let out = crate::segment_ingest::pynetdicom_store(served.port, &files);
+        assert!(out.contains("\"statuses\": [0, 0, 0]"), "{max_pdu}: {out}");
+        let (_, in_place) = received_into_record(metrics_port);
+        let instances: Vec<Instance> = files.iter().map(|file| Instance::of(file)).collect();
+        if max_pdu == "16384" {
+            assert_eq!(in_place, 0.0, "pynetdicom, 16 KiB PDUs: in place");
+        } else {
+            assert!(
+                in_place >= 0.5 * data_set_bytes(&instances),
+                "pynetdicom, 1 MiB PDUs: {in_place} in place"
+            );
+        }
+        terminate(served);
+        assert_stored_byte_exact(&data, &instances);
+    }
 }
