@@ -476,6 +476,15 @@ fn a_peer_stalled_or_gone_mid_pdv_is_stored_or_dropped_cleanly() {
     assert!(!stored.contains_key(&instances[1].sop_instance));
 }
 
+/// Directories `names` made in `dir`.
+fn dirs_in<const N: usize>(dir: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|name| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    })
+}
+
 /// The data-set bytes of `instances`.
 fn data_set_bytes(instances: &[Instance]) -> f64 {
     instances
@@ -494,6 +503,31 @@ fn assert_stored_byte_exact(data: &Path, instances: &[Instance]) {
             instance.sop_instance
         );
     }
+}
+
+/// A next association stores `instance` whole at once and releases;
+/// then the server is stopped: its log, and its `association ended`
+/// lines of this file's peer.
+fn next_served_then_ended(served: Served, instance: &Instance) -> (String, Vec<String>) {
+    let mut next = Peer::associate(served.port, instance);
+    let pdv = next.pdu_max - 6;
+    assert_eq!(next.store_at_once(instance, pdv), Status::SUCCESS);
+    next.release();
+    let log = terminate(served);
+    let ended = log
+        .lines()
+        .filter(|line| line.contains("association ended") && line.contains("ZEROCOPY"))
+        .map(str::to_owned)
+        .collect();
+    (log, ended)
+}
+
+/// What the server sent on the exact path is one A-ABORT, byte for byte
+/// what it sent on the pooled path.
+fn assert_one_same_abort(case: usize, exact: &[u8], pooled: &[u8]) {
+    assert_eq!(exact.first(), Some(&0x07), "case {case}: {exact:?}");
+    assert_eq!(exact.len(), 10, "case {case}: {exact:?}");
+    assert_eq!(exact, pooled, "case {case}");
 }
 
 /// A peer that writes each 512 KiB instance whole at once, in 256 KiB
@@ -627,9 +661,7 @@ fn record_buffers_refused_by_the_memlock_limit_are_written_plain() {
 #[test]
 fn an_association_switching_between_large_and_small_instances() {
     let sent = tempfile::tempdir().unwrap();
-    let (large_dir, small_dir) = (sent.path().join("large"), sent.path().join("small"));
-    std::fs::create_dir_all(&large_dir).unwrap();
-    std::fs::create_dir_all(&small_dir).unwrap();
+    let [large_dir, small_dir] = dirs_in(sent.path(), ["large", "small"]);
     let large = instances(&large_dir, 4);
     let small_files = generated_files_of(&small_dir, 3, 140);
     let small: Vec<Instance> = small_files
@@ -710,14 +742,7 @@ fn a_peer_that_aborts_or_goes_away_during_an_exact_header_receive() {
     std::thread::sleep(Duration::from_millis(100));
     drop(gone);
 
-    let mut next = Peer::associate(served.port, &instances[2]);
-    assert_eq!(next.store_at_once(&instances[2], pdv), Status::SUCCESS);
-    next.release();
-    let log = terminate(served);
-    let ended: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("association ended") && line.contains("ZEROCOPY"))
-        .collect();
+    let (log, ended) = next_served_then_ended(served, &instances[2]);
     assert_eq!(ended.len(), 3, "{log}");
     assert!(ended[0].contains("aborted: PeerServiceUser"), "{log}");
     assert!(ended[1].contains("aborted: TransportClosed"), "{log}");
@@ -751,14 +776,7 @@ fn a_malformed_pdu_received_exactly_is_aborted_as_before() {
         std::thread::sleep(Duration::from_millis(100));
         let answer_exact = exact.raw(bytes);
         let pooled = Peer::associate(served.port, &instances[1]);
-        let answer_pooled = pooled.raw(bytes);
-        assert_eq!(
-            answer_exact.first(),
-            Some(&0x07),
-            "case {case}: {answer_exact:?}"
-        );
-        assert_eq!(answer_exact.len(), 10, "case {case}: {answer_exact:?}");
-        assert_eq!(answer_exact, answer_pooled, "case {case}");
+        assert_one_same_abort(case, &answer_exact, &pooled.raw(bytes));
     }
     terminate(served);
 }
@@ -850,9 +868,7 @@ fn pdvs_sharing_pdus_and_cut_anywhere_are_stored_byte_exact() {
 #[test]
 fn a_peer_that_aborts_or_errs_after_a_large_pdv_is_answered_as_before() {
     let sent = tempfile::tempdir().unwrap();
-    let (stored_dir, partial_dir) = (sent.path().join("stored"), sent.path().join("partial"));
-    std::fs::create_dir_all(&stored_dir).unwrap();
-    std::fs::create_dir_all(&partial_dir).unwrap();
+    let [stored_dir, partial_dir] = dirs_in(sent.path(), ["stored", "partial"]);
     let stored = instances(&stored_dir, 4);
     let partial = &instances(&partial_dir, 1)[0];
     let (_shared, data) = data_dir();
@@ -863,20 +879,20 @@ fn a_peer_that_aborts_or_errs_after_a_large_pdv_is_answered_as_before() {
     // The command and the first PDV (not the last) of `partial`'s data
     // set, then `tail`, written after a pause (the server waiting for the
     // headers after the value).
-    let first_pdv_then = |peer: &mut Peer, tail: &[u8]| {
+    let first_pdv = |peer: &mut Peer| {
         let pdv = peer.pdu_max - 6;
         peer.queue_store_rq(partial);
         let mut wire = peer.endpoint.poll_transmit().unwrap();
         wire.extend_from_slice(&peer.data_pdu(&partial.data_set[..pdv], false));
         peer.stream.write_all(&wire).unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        peer.stream.write_all(tail).unwrap();
     };
 
     let mut aborting = Peer::associate(served.port, &stored[0]);
     let pdv = aborting.pdu_max - 6;
     assert_eq!(aborting.store_at_once(&stored[0], pdv), Status::SUCCESS);
-    first_pdv_then(&mut aborting, &abort);
+    first_pdv(&mut aborting);
+    aborting.stream.write_all(&abort).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(aborting);
 
@@ -889,26 +905,14 @@ fn a_peer_that_aborts_or_errs_after_a_large_pdv_is_answered_as_before() {
     for (case, bytes) in malformed.iter().enumerate() {
         let mut exact = Peer::associate(served.port, &stored[0]);
         assert_eq!(exact.store_at_once(&stored[case + 1], pdv), Status::SUCCESS);
-        first_pdv_then(&mut exact, bytes);
-        let mut answer_exact = Vec::new();
-        exact.stream.read_to_end(&mut answer_exact).unwrap();
+        first_pdv(&mut exact);
+        let answer_exact = exact.raw(bytes);
         let mut pooled = Peer::associate(served.port, &stored[0]);
-        first_pdv_then(&mut pooled, bytes);
-        let mut answer_pooled = Vec::new();
-        pooled.stream.read_to_end(&mut answer_pooled).unwrap();
-        assert_eq!(answer_exact.first(), Some(&0x07), "case {case}");
-        assert_eq!(answer_exact.len(), 10, "case {case}: {answer_exact:?}");
-        assert_eq!(answer_exact, answer_pooled, "case {case}");
+        first_pdv(&mut pooled);
+        assert_one_same_abort(case, &answer_exact, &pooled.raw(bytes));
     }
 
-    let mut next = Peer::associate(served.port, &stored[0]);
-    assert_eq!(next.store_at_once(&stored[3], pdv), Status::SUCCESS);
-    next.release();
-    let log = terminate(served);
-    let ended: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("association ended") && line.contains("ZEROCOPY"))
-        .collect();
+    let (log, ended) = next_served_then_ended(served, &stored[3]);
     assert_eq!(ended.len(), 6, "{log}");
     assert!(ended[0].contains("aborted: PeerServiceUser"), "{log}");
     assert!(ended[5].contains("released"), "{log}");
