@@ -254,6 +254,15 @@ impl Index {
     /// run again).
     pub fn read(&self) -> Result<ReadTxn<'_>, IndexError> {
         self.shared.visibility.wait();
+        self.read_committed()
+    }
+
+    /// A read transaction over what is committed now, without waiting for
+    /// the commits of batches answered when applied (see [`Index::read`]):
+    /// for a guess that the writer checks inside its own transaction (the
+    /// ingest path's choice of area for a complete file), on a thread that
+    /// must not wait for a commit.
+    pub fn read_committed(&self) -> Result<ReadTxn<'_>, IndexError> {
         let txn = self
             .shared
             .env
