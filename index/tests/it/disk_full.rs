@@ -373,11 +373,14 @@ fn an_early_answered_commit_that_fails_once_is_run_again() {
         if let Ok(results) = result {
             assert!(results.iter().all(Result::is_ok));
             answered.push(batch);
+            // A reader waits until the commit (or its re-run) settled.
+            drop(index.read().expect("read"));
+            assert!(!index.writer_halted(), "batch {batch}'s commit not run again");
             if answered.len() >= 3 {
                 break;
             }
         }
-        // Space back for the next.
+        // The disk full again for the next.
         fill(&filler);
     }
     let _ = std::fs::remove_file(&filler);

@@ -345,6 +345,42 @@ mod tests {
         assert!(batcher.clears_back(vec![FileId(1), FileId(2)]));
     }
 
+    /// Only a batch of segment records, outside cluster mode and
+    /// `replace`, is answered before its commit.
+    #[test]
+    fn only_segment_records_are_answered_when_applied() {
+        let instance = crate::scp::ingest::sim::new_instance("1.2.3", FileId(1), b"data");
+        let batcher = Batcher::<u32>::new(&storage(500, 8));
+        let store = |location| {
+            let mut op = batcher.store_op(instance.clone(), false, None);
+            if let WriteOp::Store(request) = &mut op {
+                request.location = location;
+            }
+            op
+        };
+        let record = || {
+            store(Location::Record(sluice_index::RecordPlace {
+                segment: 1,
+                offset: 0,
+                length: 4096,
+            }))
+        };
+        assert_eq!(
+            batcher.answer_at(&[record(), record()], false),
+            AnswerAt::Applied
+        );
+        assert_eq!(
+            batcher.answer_at(&[record(), store(Location::File)], false),
+            AnswerAt::Committed,
+            "a file in the batch"
+        );
+        assert_eq!(batcher.answer_at(&[record()], true), AnswerAt::Committed);
+        let mut replacing = storage(500, 8);
+        replacing.duplicate_policy = ConfigDuplicatePolicy::Replace;
+        let batcher = Batcher::<u32>::new(&replacing);
+        assert_eq!(batcher.answer_at(&[record()], false), AnswerAt::Flushed);
+    }
+
     #[test]
     fn every_configured_policy_maps_to_the_index_policy_of_the_same_name() {
         use crate::config::ConfigEnum;
