@@ -225,6 +225,20 @@ fn record_stores(batch: u32, count: u32, segment: u64, first: u64) -> Vec<WriteO
         .collect()
 }
 
+/// An index on a 24 MiB tmpfs whose every commit's new pages extend its
+/// file (no zeros written ahead), so a full disk fails the commit.
+fn growing_index_on_tmpfs() -> (Tmpfs, std::path::PathBuf, IndexOptions, Index) {
+    let fs = Tmpfs::mount(24);
+    let index_dir = fs.0.path().join("index");
+    let options = IndexOptions {
+        map_size_bytes: 16 << 20,
+        zero_ahead_bytes: 0,
+        ..crate::common::options()
+    };
+    let index = Index::open(&index_dir, options).expect("open");
+    (fs, index_dir, options, index)
+}
+
 /// Submits `ops` answered when applied; waits for the answer.
 fn execute_early(index: &Index, ops: Vec<WriteOp>) -> sluice_index::BatchResult {
     let (batch, answer) = sluice_index::Batch::with_channel(ops);
@@ -244,15 +258,7 @@ fn execute_early(index: &Index, ops: Vec<WriteOp>) -> sluice_index::BatchResult 
 /// reopen the index holds exactly what it held before the failed commit.
 #[test]
 fn a_failed_commit_after_an_early_answer_halts_the_writer() {
-    let fs = Tmpfs::mount(24);
-    let index_dir = fs.0.path().join("index");
-    let options = IndexOptions {
-        map_size_bytes: 16 << 20,
-        // Every commit's new pages extend the file: a full disk fails it.
-        zero_ahead_bytes: 0,
-        ..crate::common::options()
-    };
-    let index = Index::open(&index_dir, options).expect("open");
+    let (fs, index_dir, options, index) = growing_index_on_tmpfs();
     const SEGMENT: u64 = 5;
     let mut next_record = 0;
     // Answered early and committed before the disk fills.
@@ -354,14 +360,7 @@ fn a_failed_commit_after_an_early_answer_halts_the_writer() {
 /// writer does not halt, and the entries answered are there.
 #[test]
 fn an_early_answered_commit_that_fails_once_is_run_again() {
-    let fs = Tmpfs::mount(24);
-    let index_dir = fs.0.path().join("index");
-    let options = IndexOptions {
-        map_size_bytes: 16 << 20,
-        zero_ahead_bytes: 0,
-        ..crate::common::options()
-    };
-    let index = Index::open(&index_dir, options).expect("open");
+    let (fs, _, _, index) = growing_index_on_tmpfs();
     let filler = fs.0.path().join("filler");
     fill(&filler);
     let mut answered = Vec::new();
@@ -375,7 +374,10 @@ fn an_early_answered_commit_that_fails_once_is_run_again() {
             answered.push(batch);
             // A reader waits until the commit (or its re-run) settled.
             drop(index.read().expect("read"));
-            assert!(!index.writer_halted(), "batch {batch}'s commit not run again");
+            assert!(
+                !index.writer_halted(),
+                "batch {batch}'s commit not run again"
+            );
             if answered.len() >= 3 {
                 break;
             }
