@@ -105,9 +105,10 @@ pub enum IndexError {
     /// could not commit, nor could its re-runs. Those batches' records are
     /// durable but not indexed; a later transaction committing in their
     /// place could hide them from start-up recovery, so nothing more is
-    /// written until a restart, whose recovery indexes them again. The
-    /// engine answers A700 (out of resources).
-    #[error("the index writer stopped taking writes after a commit it had answered failed ({reason}); restart the server: start-up recovery indexes what it held")]
+    /// written until that transaction commits when tried again (once a
+    /// second) or a restart, whose recovery indexes them again. The engine
+    /// answers A700 (out of resources).
+    #[error("the index writer stopped taking writes after a commit it had answered failed ({reason}); it is tried again once a second, or restart the server: start-up recovery indexes what it held")]
     WriterHalted {
         /// Why the last commit and its re-runs failed.
         reason: Arc<str>,

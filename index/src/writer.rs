@@ -184,7 +184,8 @@ impl Batch {
     /// the same transaction (checking it decides what was answered); if no
     /// re-run commits, the writer stops taking writes
     /// ([`IndexError::WriterHalted`]) so that no later transaction hides
-    /// the answered records from that recovery. Readers ([`Index::read`](crate::Index::read))
+    /// the answered records from that recovery, until that transaction
+    /// commits when tried again (once a second) or a restart. Readers ([`Index::read`](crate::Index::read))
     /// begun after the answer wait for the commit.
     pub fn answered_when_applied(mut self) -> Batch {
         self.answer_at = AnswerAt::Applied;
@@ -424,6 +425,9 @@ const COMMIT_RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(1000),
 ];
 
+/// How often a halted writer tries its stalled transaction again.
+const STALLED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Makes an answer given before its commit visible to readers begun after
 /// it: [`Index::read`](crate::Index::read) waits for every transaction
 /// answered when applied to be settled (committed, or the writer halted)
@@ -524,6 +528,13 @@ struct GroupState {
     /// Set when a commit answered when applied failed for good: every
     /// later batch gets it ([`IndexError::WriterHalted`]).
     halted: Option<IndexError>,
+    /// The batches answered early of the transaction that halted the
+    /// writer (their replies spent), tried again at most once per
+    /// [`STALLED_RETRY_INTERVAL`]: if it commits (deciding what was
+    /// answered), the writer takes batches again without a restart.
+    stalled: Vec<Batch>,
+    /// When `stalled` was last tried.
+    stalled_tried: Instant,
 }
 
 /// A failed transaction, and whether the failure came before the commit
@@ -546,6 +557,8 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
         last_commit: Duration::ZERO,
         early_txn: 0,
         halted: None,
+        stalled: Vec::new(),
+        stalled_tried: Instant::now(),
     };
     if let Err(error) = groups.catch_up_with(&shared) {
         tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
@@ -619,6 +632,7 @@ impl GroupState {
 /// groups a flush covered (one empty transaction does both).
 fn maintain_sop_index(shared: &Shared, syncer: &Syncer, groups: &mut GroupState) {
     if groups.halted.is_some() {
+        resume_if_stalled_commits(shared, groups);
         return;
     }
     let sop_index = &shared.sop_index;
@@ -853,6 +867,7 @@ fn run_settled(
     batches: &mut [Batch],
     groups: &mut GroupState,
 ) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
+    resume_if_stalled_commits(shared, groups);
     if let Some(halted) = &groups.halted {
         return Err(TxnFailure {
             error: halted.clone(),
@@ -900,6 +915,17 @@ fn run_settled(
          and recovery indexes them again"
     );
     groups.halted = Some(halted.clone());
+    groups.stalled = batches
+        .iter()
+        .filter(|batch| batch.answered_early.is_some())
+        .map(|batch| Batch {
+            ops: batch.ops.clone(),
+            reply: Reply(None),
+            answer_at: AnswerAt::Applied,
+            answered_early: batch.answered_early.clone(),
+        })
+        .collect();
+    groups.stalled_tried = Instant::now();
     shared.visibility.halted.store(true, Ordering::Release);
     shared.visibility.settle(groups.early_txn);
     Err(TxnFailure {
@@ -1054,6 +1080,32 @@ fn add_foreign_groups(
     }
     groups.next = groups.next.max(logged);
     Ok(())
+}
+
+/// A halted writer tries its stalled transaction again (at most once per
+/// [`STALLED_RETRY_INTERVAL`]), alone, checked to decide what was
+/// answered; if it commits, the writer is no longer halted.
+fn resume_if_stalled_commits(shared: &Shared, groups: &mut GroupState) {
+    if groups.halted.is_none()
+        || groups.stalled.is_empty()
+        || groups.stalled_tried.elapsed() < STALLED_RETRY_INTERVAL
+    {
+        return;
+    }
+    groups.stalled_tried = Instant::now();
+    keep_sop_index(shared, groups);
+    let mut stalled = std::mem::take(&mut groups.stalled);
+    match run_transaction(shared, &mut stalled, groups, BeforeCommit::CheckAnswered) {
+        Ok(_) => {
+            tracing::warn!("the index commit that halted the writer went through when run again: the writer takes batches again");
+            groups.halted = None;
+            shared.visibility.halted.store(false, Ordering::Release);
+        }
+        Err(failure) => {
+            tracing::debug!(error = %failure.error, "the index commit that halted the writer failed again");
+            groups.stalled = stalled;
+        }
+    }
 }
 
 /// What [`run_transaction`] does between applying and committing.

@@ -251,13 +251,13 @@ fn execute_early(index: &Index, ops: Vec<WriteOp>) -> sluice_index::BatchResult 
 
 /// A batch answered when applied (before its commit) whose commit then
 /// fails on a full disk: the writer runs it again, and when no re-run
-/// commits it halts: every later batch is refused (`WriterHalted`, out of
-/// resources for the engine's status but a failure of the store), so no
-/// later transaction moves the segment's indexed end past the answered
-/// records, which start-up recovery of the engine indexes again. After a
-/// reopen the index holds exactly what it held before the failed commit.
+/// commits it halts: every later batch is refused (`WriterHalted`, A700
+/// for the engine), so no later transaction moves the segment's indexed
+/// end past the answered records (which start-up recovery of the engine
+/// would index again). Once space returns, the stalled transaction
+/// commits when tried again and the writer resumes without a restart.
 #[test]
-fn a_failed_commit_after_an_early_answer_halts_the_writer() {
+fn a_failed_commit_after_an_early_answer_halts_the_writer_until_it_commits() {
     let (fs, index_dir, options, index) = growing_index_on_tmpfs();
     const SEGMENT: u64 = 5;
     let mut next_record = 0;
@@ -318,15 +318,6 @@ fn a_failed_commit_after_an_early_answer_halts_the_writer() {
     let (batch, answered) =
         answered_then_halted.expect("no early-answered commit failed on the full disk");
     assert!(index.writer_halted());
-    // Halted for good, even with room again: nothing more is written.
-    std::fs::remove_file(&filler).expect("remove filler");
-    let later = index
-        .writer()
-        .execute(record_stores(batch + 2000, 1, SEGMENT, next_record + 10));
-    assert!(
-        matches!(later, Err(IndexError::WriterHalted { .. })),
-        "{later:?}"
-    );
     let state = |index: &Index| {
         index
             .read()
@@ -335,24 +326,52 @@ fn a_failed_commit_after_an_early_answer_halts_the_writer() {
             .expect("segment")
             .expect("known")
     };
-    // The answered records are past the indexed end: recovery's to find.
+    let answered_present = |index: &Index| {
+        index
+            .read()
+            .expect("read")
+            .instance_by_sop(&format!("1.2.840.99998.{batch}.1.1"))
+            .expect("by sop")
+            .is_some()
+    };
+    // Halted while the disk stays full: nothing more is written, and the
+    // answered records stay past the indexed end (recovery's to find).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let later = index
+        .writer()
+        .execute(record_stores(batch + 2000, 1, SEGMENT, next_record + 10));
+    assert!(
+        matches!(later, Err(IndexError::WriterHalted { .. })),
+        "{later:?}"
+    );
     assert!(state(&index).indexed_end <= answered * 8192);
-    assert!(index
-        .read()
-        .expect("read")
-        .instance_by_sop(&format!("1.2.840.99998.{batch}.1.1"))
-        .expect("by sop")
-        .is_none());
+    assert!(!answered_present(&index));
+    // Space returns: the stalled transaction commits when tried again (at
+    // most a second later, idle or not), deciding what was answered, and
+    // the writer takes batches again.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let started = std::time::Instant::now();
+    while index.writer_halted() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the stalled commit was not run again 10 s after space returned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(answered_present(&index));
+    assert_eq!(state(&index).indexed_end, (answered + 50) * 8192);
+    let results = execute_early(
+        &index,
+        record_stores(batch + 3000, 1, SEGMENT, answered + 50),
+    )
+    .expect("a store after the writer resumed");
+    assert!(results.iter().all(Result::is_ok));
+    crate::common::assert_consistent(&index);
     drop(index);
     let index = Index::open(&index_dir, options).expect("reopen");
-    assert!(!index.writer_halted());
-    assert!(state(&index).indexed_end <= answered * 8192);
+    assert!(answered_present(&index));
+    assert_eq!(state(&index).indexed_end, (answered + 51) * 8192);
     crate::common::assert_consistent(&index);
-    // And writes go on after the restart.
-    let results = execute_early(&index, record_stores(batch, 50, SEGMENT, answered))
-        .expect("the same records indexed again");
-    assert!(results.iter().all(Result::is_ok));
-    assert_eq!(state(&index).indexed_end, (answered + 50) * 8192);
 }
 
 /// A batch answered early whose commit meets a disk full a moment: space
