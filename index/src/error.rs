@@ -100,6 +100,19 @@ pub enum IndexError {
     /// closing, or it failed), or the batch was dropped before it ran.
     #[error("the index writer is not running; the batch was not executed")]
     WriterUnavailable,
+    /// The writer stopped taking writes: a transaction holding batches
+    /// answered before its commit returned (`Batch::answered_when_applied`)
+    /// could not commit, nor could its re-runs. Those batches' records are
+    /// durable but not indexed; a later transaction committing in their
+    /// place could hide them from start-up recovery, so nothing more is
+    /// written until that transaction commits when tried again (once a
+    /// second) or a restart, whose recovery indexes them again. The engine
+    /// answers A700 (out of resources).
+    #[error("the index writer stopped taking writes after a commit it had answered failed ({reason}); it is tried again once a second, or restart the server: start-up recovery indexes what it held")]
+    WriterHalted {
+        /// Why the last commit and its re-runs failed.
+        reason: Arc<str>,
+    },
     /// A batch with more operations than the writer accepts at once.
     #[error("a batch of {ops} operations exceeds the limit of {limit}")]
     InvalidBatch {

@@ -13,7 +13,7 @@ use crate::error::{EnvLimits, IndexError};
 use crate::read::ReadTxn;
 use crate::sop_index::{sop_hash_key, SopIndex, SopIndexOptions};
 use crate::tables::{open_tables, Tables, TABLE_COUNT};
-use crate::writer::{run_writer, IndexWriter, Message, WriterLimits};
+use crate::writer::{run_writer, IndexWriter, Message, Visibility, WriterLimits};
 
 /// Options of [`Index::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) tables: Tables,
     pub(crate) limits: EnvLimits,
     pub(crate) sop_index: SopIndex,
+    /// Answers given before their commit, for readers.
+    pub(crate) visibility: Visibility,
 }
 
 /// An open index: the LMDB environment, its writer thread, and readers.
@@ -213,6 +215,7 @@ impl Index {
             tables,
             limits,
             sop_index,
+            visibility: Visibility::default(),
         });
         let (sender, receiver) = crossbeam_channel::bounded(options.writer_queue_batches);
         let writer_limits = WriterLimits {
@@ -244,14 +247,36 @@ impl Index {
     }
 
     /// A read transaction: a consistent snapshot, usable from any thread.
-    /// Keep it short: an open reader pins the pages it sees.
+    /// Keep it short: an open reader pins the pages it sees. It sees every
+    /// batch answered before it began, including those answered when
+    /// applied (`Batch::answered_when_applied`), whose commit it waits for
+    /// (milliseconds; at most a few seconds if that commit fails and is
+    /// run again).
     pub fn read(&self) -> Result<ReadTxn<'_>, IndexError> {
+        self.shared.visibility.wait();
+        self.read_committed()
+    }
+
+    /// A read transaction over what is committed now, without waiting for
+    /// the commits of batches answered when applied (see [`Index::read`]):
+    /// for a guess that the writer checks inside its own transaction (the
+    /// ingest path's choice of area for a complete file), on a thread that
+    /// must not wait for a commit.
+    pub fn read_committed(&self) -> Result<ReadTxn<'_>, IndexError> {
         let txn = self
             .shared
             .env
             .read_txn()
             .map_err(|error| IndexError::from_heed("begin read", error, self.shared.limits))?;
         Ok(ReadTxn::new(txn, &self.shared))
+    }
+
+    /// Whether the writer stopped taking writes after a commit it had
+    /// answered failed ([`IndexError::WriterHalted`]): what it answered is
+    /// indexed again only by start-up recovery, so the data directory must
+    /// not be marked as cleanly stopped.
+    pub fn writer_halted(&self) -> bool {
+        self.shared.visibility.halted()
     }
 
     /// The index directory.

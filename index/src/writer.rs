@@ -43,7 +43,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -102,11 +103,26 @@ impl Drop for Reply {
     }
 }
 
+/// When a committed batch is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerAt {
+    /// After a flush made its commit durable (the default).
+    Flushed,
+    /// As soon as its transaction commits ([`Batch::answered_at_commit`]).
+    Committed,
+    /// Once its operations are applied in the write transaction, just
+    /// before the commit ([`Batch::answered_when_applied`]).
+    Applied,
+}
+
 /// Write operations committed together, with where their answer goes.
 pub struct Batch {
     ops: Vec<WriteOp>,
     reply: Reply,
-    at_commit: bool,
+    answer_at: AnswerAt,
+    /// What it was answered before its transaction committed: a re-run
+    /// after a failed commit must decide the same.
+    answered_early: Option<Vec<ItemResult>>,
 }
 
 impl fmt::Debug for Batch {
@@ -126,7 +142,8 @@ impl Batch {
             Batch {
                 ops,
                 reply: Reply(Some(ReplyTo::Channel(sender))),
-                at_commit: false,
+                answer_at: AnswerAt::Flushed,
+                answered_early: None,
             },
             receiver,
         )
@@ -142,7 +159,8 @@ impl Batch {
         Batch {
             ops,
             reply: Reply(Some(ReplyTo::Callback(Box::new(callback)))),
-            at_commit: false,
+            answer_at: AnswerAt::Flushed,
+            answered_early: None,
         }
     }
 
@@ -151,7 +169,26 @@ impl Batch {
     /// for a submitter that can rebuild, after a crash, what the last
     /// commit held: a crash may lose it although it was answered.
     pub fn answered_at_commit(mut self) -> Batch {
-        self.at_commit = true;
+        self.answer_at = AnswerAt::Committed;
+        self
+    }
+
+    /// Answer this batch once its operations are applied in the write
+    /// transaction (every decision made, in memory), before the commit
+    /// writes anything: the submitter's senders go on while the commit's
+    /// `fdatasync` runs. For a submitter that can rebuild what a crash
+    /// *or a failed commit* takes: every record the batch names is durable
+    /// in an open segment past the index's indexed end, and start-up
+    /// recovery indexes such records again (docs/design/index-format.md,
+    /// "Answered when applied"). If the commit fails, the writer re-runs
+    /// the same transaction (checking it decides what was answered); if no
+    /// re-run commits, the writer stops taking writes
+    /// ([`IndexError::WriterHalted`]) so that no later transaction hides
+    /// the answered records from that recovery, until that transaction
+    /// commits when tried again (once a second) or a restart. Readers ([`Index::read`](crate::Index::read))
+    /// begun after the answer wait for the commit.
+    pub fn answered_when_applied(mut self) -> Batch {
+        self.answer_at = AnswerAt::Applied;
         self
     }
 
@@ -373,6 +410,95 @@ impl ZeroAhead {
     }
 }
 
+/// How long a reader waits at most for a transaction whose batches were
+/// answered before their commit (a commit takes milliseconds; its re-runs
+/// after a failure up to [`COMMIT_RETRY_DELAYS`]). A reader waiting longer
+/// goes on and may not see those entries yet.
+const VISIBILITY_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// The pauses before each re-run of a failed commit whose batches were
+/// answered when applied: a full disk or a passing I/O error may clear in
+/// that time. Then the writer halts.
+const COMMIT_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(10),
+    Duration::from_millis(100),
+    Duration::from_millis(1000),
+];
+
+/// How often a halted writer tries its stalled transaction again.
+const STALLED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Makes an answer given before its commit visible to readers begun after
+/// it: [`Index::read`](crate::Index::read) waits for every transaction
+/// answered when applied to be settled (committed, or the writer halted)
+/// before it begins. Transactions are numbered by the writer; a reader
+/// with nothing answered early outstanding takes two atomic loads.
+#[derive(Debug, Default)]
+pub(crate) struct Visibility {
+    /// The last transaction with a batch answered when applied.
+    answered: AtomicU64,
+    /// The last such transaction settled (a copy of `settled_lock`'s value,
+    /// for the fast path).
+    settled: AtomicU64,
+    settled_lock: Mutex<u64>,
+    changed: Condvar,
+    /// The writer halted ([`IndexError::WriterHalted`]).
+    halted: AtomicBool,
+}
+
+impl Visibility {
+    /// Before a reader begins: waits until every transaction answered when
+    /// applied before now is settled (at most [`VISIBILITY_WAIT_MAX`]).
+    pub(crate) fn wait(&self) {
+        let answered = self.answered.load(Ordering::Acquire);
+        if self.settled.load(Ordering::Acquire) >= answered {
+            return;
+        }
+        let deadline = Instant::now() + VISIBILITY_WAIT_MAX;
+        let mut settled = self
+            .settled_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *settled < answered {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "an index reader waited {VISIBILITY_WAIT_MAX:?} for a commit already answered; it goes on without it"
+                );
+                return;
+            }
+            settled = self
+                .changed
+                .wait_timeout(settled, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Transaction `txn` answers batches before its commit.
+    fn answering(&self, txn: u64) {
+        self.answered.store(txn, Ordering::Release);
+    }
+
+    /// Every transaction up to `txn` is settled.
+    fn settle(&self, txn: u64) {
+        let mut settled = self
+            .settled_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *settled < txn {
+            *settled = txn;
+            self.settled.store(txn, Ordering::Release);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Whether the writer halted.
+    pub(crate) fn halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+}
+
 /// The writer's progress through SOP index groups.
 #[derive(Debug)]
 struct GroupState {
@@ -396,6 +522,19 @@ struct GroupState {
     /// How long the last transaction's commit took (its pages written,
     /// the data file's `fdatasync`, the meta page), for the timing log.
     last_commit: Duration,
+    /// The number of the last transaction that answered batches when
+    /// applied ([`Visibility`]).
+    early_txn: u64,
+    /// Set when a commit answered when applied failed for good: every
+    /// later batch gets it ([`IndexError::WriterHalted`]).
+    halted: Option<IndexError>,
+    /// The batches answered early of the transaction that halted the
+    /// writer (their replies spent), tried again at most once per
+    /// [`STALLED_RETRY_INTERVAL`]: if it commits (deciding what was
+    /// answered), the writer takes batches again without a restart.
+    stalled: Vec<Batch>,
+    /// When `stalled` was last tried.
+    stalled_tried: Instant,
 }
 
 /// A failed transaction, and whether the failure came before the commit
@@ -416,6 +555,10 @@ pub(crate) fn run_writer(shared: Arc<Shared>, receiver: Receiver<Message>, limit
         fallback_flushes: SopIndexFlushes::new(),
         reopening: None,
         last_commit: Duration::ZERO,
+        early_txn: 0,
+        halted: None,
+        stalled: Vec::new(),
+        stalled_tried: Instant::now(),
     };
     if let Err(error) = groups.catch_up_with(&shared) {
         tracing::warn!(%error, "cannot read the SOP index group counter; the first transaction will");
@@ -488,6 +631,10 @@ impl GroupState {
 /// it go; else add the groups another process logged, and delete the logged
 /// groups a flush covered (one empty transaction does both).
 fn maintain_sop_index(shared: &Shared, syncer: &Syncer, groups: &mut GroupState) {
+    if groups.halted.is_some() {
+        resume_if_stalled_commits(shared, groups);
+        return;
+    }
     let sop_index = &shared.sop_index;
     release_if_poisoned(shared, groups);
     if !sop_index.is_owned() {
@@ -698,19 +845,102 @@ impl Syncer {
     }
 }
 
-/// Answers a committed batch: at once if it asked to be, else after a flush.
+/// Answers a committed batch: at once if it asked to be, else after a flush
+/// (one answered when applied was answered already: its reply is spent).
 fn answer_committed(batch: Batch, items: Vec<ItemResult>, durable: &mut Committed) {
-    if batch.at_commit {
-        batch.reply.send(Ok(items));
-    } else {
+    if batch.answer_at == AnswerAt::Flushed {
         durable.push((batch.reply, items));
+    } else {
+        batch.reply.send(Ok(items));
     }
 }
 
+/// Runs `batches` in one transaction, answering those answered when applied
+/// just before its commit. If that commit fails after such an answer, the
+/// same transaction is run again, in order and alone, after each of
+/// [`COMMIT_RETRY_DELAYS`], each re-run checked to decide what was answered
+/// before it may commit; if none commits, the writer halts
+/// (`groups.halted`). Either way the transaction is settled for readers
+/// when this returns.
+fn run_settled(
+    shared: &Shared,
+    batches: &mut [Batch],
+    groups: &mut GroupState,
+) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
+    resume_if_stalled_commits(shared, groups);
+    if let Some(halted) = &groups.halted {
+        return Err(TxnFailure {
+            error: halted.clone(),
+            during_commit: false,
+        });
+    }
+    let first = run_transaction(shared, batches, groups, BeforeCommit::AnswerEarly);
+    let answered_early = batches.iter().any(|batch| batch.answered_early.is_some());
+    let failure = match first {
+        Err(failure) if answered_early => failure,
+        other => {
+            shared.visibility.settle(groups.early_txn);
+            return other;
+        }
+    };
+    debug_assert!(
+        failure.during_commit,
+        "answered early only just before the commit"
+    );
+    let mut last = failure.error;
+    for (attempt, delay) in COMMIT_RETRY_DELAYS.into_iter().enumerate() {
+        tracing::warn!(error = %last, attempt = attempt + 1, "an index commit failed after its batches were answered; running it again");
+        std::thread::sleep(delay);
+        keep_sop_index(shared, groups);
+        match run_transaction(shared, batches, groups, BeforeCommit::CheckAnswered) {
+            Ok(per_batch) => {
+                tracing::info!(
+                    attempt = attempt + 1,
+                    "the index commit answered before it failed went through when run again"
+                );
+                shared.visibility.settle(groups.early_txn);
+                return Ok(per_batch);
+            }
+            Err(failure) => last = failure.error,
+        }
+    }
+    let halted = IndexError::WriterHalted {
+        reason: Arc::from(last.to_string()),
+    };
+    tracing::error!(
+        error = %last,
+        "an index commit whose batches were already answered failed, and so did every re-run: the index writer \
+         stops taking writes (C-STOREs are answered A700) so that no later transaction hides those \
+         instances' records from start-up recovery; restart the server once the cause is fixed, \
+         and recovery indexes them again"
+    );
+    groups.halted = Some(halted.clone());
+    groups.stalled = batches
+        .iter()
+        .filter(|batch| batch.answered_early.is_some())
+        .map(|batch| Batch {
+            ops: batch.ops.clone(),
+            reply: Reply(None),
+            answer_at: AnswerAt::Applied,
+            answered_early: batch.answered_early.clone(),
+        })
+        .collect();
+    groups.stalled_tried = Instant::now();
+    shared.visibility.halted.store(true, Ordering::Release);
+    shared.visibility.settle(groups.early_txn);
+    Err(TxnFailure {
+        error: halted,
+        during_commit: true,
+    })
+}
+
 fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mut GroupState) {
-    keep_sop_index(shared, groups);
+    let mut group = group;
+    if groups.halted.is_none() {
+        keep_sop_index(shared, groups);
+    }
     let started = std::time::SystemTime::now();
-    let results = run_transaction(shared, &group, groups);
+    let results = run_settled(shared, &mut group, groups);
     // The transaction's size and time (docs/design/segments.md, "The 40 KB
     // path, session 10"), with its start to line it up with the cores'.
     // The counts walk the group's operations only when the log is on.
@@ -740,9 +970,9 @@ fn commit_group(shared: &Shared, group: Vec<Batch>, syncer: &Syncer, groups: &mu
         }
         Err(failure) if !failure.during_commit && group.len() > 1 => {
             tracing::debug!(error = %failure.error, batches = group.len(), "index group failed; re-running batches alone");
-            for batch in group {
-                let single = std::slice::from_ref(&batch);
-                match run_transaction(shared, single, groups) {
+            for mut batch in group {
+                let single = std::slice::from_mut(&mut batch);
+                match run_settled(shared, single, groups) {
                     Ok(mut per_batch) => {
                         let items = per_batch.pop().unwrap_or_default();
                         answer_committed(batch, items, &mut durable);
@@ -852,10 +1082,47 @@ fn add_foreign_groups(
     Ok(())
 }
 
+/// A halted writer tries its stalled transaction again (at most once per
+/// [`STALLED_RETRY_INTERVAL`]), alone, checked to decide what was
+/// answered; if it commits, the writer is no longer halted.
+fn resume_if_stalled_commits(shared: &Shared, groups: &mut GroupState) {
+    if groups.halted.is_none()
+        || groups.stalled.is_empty()
+        || groups.stalled_tried.elapsed() < STALLED_RETRY_INTERVAL
+    {
+        return;
+    }
+    groups.stalled_tried = Instant::now();
+    keep_sop_index(shared, groups);
+    let mut stalled = std::mem::take(&mut groups.stalled);
+    match run_transaction(shared, &mut stalled, groups, BeforeCommit::CheckAnswered) {
+        Ok(_) => {
+            tracing::warn!("the index commit that halted the writer went through when run again: the writer takes batches again");
+            groups.halted = None;
+            shared.visibility.halted.store(false, Ordering::Release);
+        }
+        Err(failure) => {
+            tracing::debug!(error = %failure.error, "the index commit that halted the writer failed again");
+            groups.stalled = stalled;
+        }
+    }
+}
+
+/// What [`run_transaction`] does between applying and committing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BeforeCommit {
+    /// Answers the batches answered when applied.
+    AnswerEarly,
+    /// A re-run after a failed commit: its batches answered early must be
+    /// decided as answered, else the transaction is not committed.
+    CheckAnswered,
+}
+
 fn run_transaction(
     shared: &Shared,
-    group: &[Batch],
+    group: &mut [Batch],
     groups: &mut GroupState,
+    before_commit_step: BeforeCommit,
 ) -> Result<Vec<Vec<ItemResult>>, TxnFailure> {
     let before_commit = |error| TxnFailure {
         error,
@@ -868,7 +1135,7 @@ fn run_transaction(
     let mut results = Vec::with_capacity(group.len());
     let changes = {
         let mut apply = Apply::new(&mut txn, shared.tables, shared.limits, &shared.sop_index);
-        for batch in group {
+        for batch in group.iter() {
             let mut items = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
                 items.push(apply.apply(op).map_err(before_commit)?);
@@ -879,6 +1146,12 @@ fn run_transaction(
         apply.take_sop_changes()
     };
     let work = write_sop_changes(shared, &mut txn, changes, groups).map_err(before_commit)?;
+    match before_commit_step {
+        BeforeCommit::AnswerEarly => answer_early(shared, group, &results, groups),
+        BeforeCommit::CheckAnswered => {
+            check_answered(group, &results).map_err(before_commit)?;
+        }
+    }
     let commit_started = Instant::now();
     let committed = txn.commit();
     groups.last_commit = commit_started.elapsed();
@@ -897,6 +1170,46 @@ fn run_transaction(
         }
     }
     Ok(results)
+}
+
+/// Answers the batches of `group` answered when applied with their
+/// `results`, the transaction numbered first for [`Visibility`].
+fn answer_early(
+    shared: &Shared,
+    group: &mut [Batch],
+    results: &[Vec<ItemResult>],
+    groups: &mut GroupState,
+) {
+    let mut numbered = false;
+    for (batch, items) in group.iter_mut().zip(results) {
+        if batch.answer_at != AnswerAt::Applied || batch.answered_early.is_some() {
+            continue;
+        }
+        if !numbered {
+            groups.early_txn += 1;
+            shared.visibility.answering(groups.early_txn);
+            numbered = true;
+        }
+        batch.answered_early = Some(items.clone());
+        Reply(batch.reply.0.take()).send(Ok(items.clone()));
+    }
+}
+
+/// A re-run's results against what its batches were answered: any
+/// difference stops the re-run before its commit.
+fn check_answered(group: &[Batch], results: &[Vec<ItemResult>]) -> Result<(), IndexError> {
+    for (batch, items) in group.iter().zip(results) {
+        if let Some(answered) = &batch.answered_early {
+            if answered != items {
+                return Err(IndexError::WriterHalted {
+                    reason: Arc::from(
+                        "a re-run of a failed commit decided otherwise than what was answered",
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// LMDB reports a short write of its pages as EIO (`mdb_page_flush`: a

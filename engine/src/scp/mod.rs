@@ -290,6 +290,12 @@ impl ShutdownHandle {
 /// index's content (`recovery::clean_stop`); a failure is logged
 /// and costs the next start its full check, nothing else.
 fn write_clean_stop(store: &Store) {
+    if store.index().writer_halted() {
+        // Instances it answered are indexed again only by the next start's
+        // full recovery (docs/design/index-format.md, "Answered when applied").
+        tracing::error!("not recording a clean stop: the index writer halted after a failed commit; the next start recovers the whole archive");
+        return;
+    }
     let written = store
         .index()
         .stats()

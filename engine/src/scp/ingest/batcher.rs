@@ -51,6 +51,29 @@ pub(crate) struct IndexAnswer {
     pub(crate) answered_at: Instant,
 }
 
+/// When the index writer answers a store batch ([`Batcher::answer_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerAt {
+    /// After the index's flush made the commit durable.
+    Flushed,
+    /// When the transaction commits (`Batch::answered_at_commit`).
+    Committed,
+    /// When its operations are applied, before the commit
+    /// (`Batch::answered_when_applied`).
+    Applied,
+}
+
+impl AnswerAt {
+    /// `batch` marked to be answered then.
+    pub(crate) fn mark(self, batch: sluice_index::Batch) -> sluice_index::Batch {
+        match self {
+            AnswerAt::Flushed => batch,
+            AnswerAt::Committed => batch.answered_at_commit(),
+            AnswerAt::Applied => batch.answered_when_applied(),
+        }
+    }
+}
+
 /// Most entries owed a removal before the store refuses new C-STOREs
 /// (A700): every batch carries all of them, and they are owed only while
 /// index transactions fail (a full disk), so this bounds a batch's extra
@@ -148,13 +171,42 @@ impl<Timer: Copy + std::fmt::Debug> Batcher<Timer> {
         })
     }
 
-    /// Whether a store batch is answered at commit, before the index's own
-    /// flush: every file its entries name is sealed and made durable before
-    /// its instance is answered, and start-up recovery indexes a sealed file
-    /// whose entry a crash took. Not under `replace`: the entry it removes
-    /// could not be rebuilt from the replaced file, which goes to orphans/.
-    pub(crate) fn answered_at_commit(&self) -> bool {
-        self.duplicate_policy != DuplicatePolicy::Replace
+    /// When a store batch of `ops` is answered by the index writer (the
+    /// instances' answers also wait for their records' or files' flushes):
+    ///
+    /// - after the index's own flush under `replace`: the entry it removes
+    ///   could not be rebuilt from the replaced file, which goes to
+    ///   orphans/;
+    /// - when applied, before the commit, when every entry names a record in
+    ///   a segment and no cluster catalogue is kept: each record is durable
+    ///   past its open segment's indexed end, start-up recovery indexes
+    ///   such records again if a crash takes the commit, and the writer
+    ///   stops taking writes if the commit fails at run time (so no later
+    ///   transaction moves the indexed end past them;
+    ///   docs/design/index-format.md, "Answered when applied");
+    /// - else at commit, before the index's flush: every file its entries
+    ///   name is sealed and made durable before its instance is answered,
+    ///   and start-up recovery indexes a sealed file whose entry a crash
+    ///   took. Cluster mode publishes the committed entries to the
+    ///   catalogue before the answer, so it keeps this too.
+    pub(crate) fn answer_at(&self, ops: &[WriteOp], cluster: bool) -> AnswerAt {
+        if self.duplicate_policy == DuplicatePolicy::Replace {
+            return AnswerAt::Flushed;
+        }
+        let all_records = ops.iter().all(|op| {
+            matches!(
+                op,
+                WriteOp::Store(StoreRequest {
+                    location: Location::Record(_),
+                    ..
+                })
+            )
+        });
+        if all_records && !ops.is_empty() && !cluster {
+            AnswerAt::Applied
+        } else {
+            AnswerAt::Committed
+        }
     }
 
     /// An answered instance's file is durable: its in-doubt mark can go.
@@ -291,6 +343,42 @@ mod tests {
         assert_eq!(timer, Some(4));
         // Not taken by the writer: kept, and the timer armed again.
         assert!(batcher.clears_back(vec![FileId(1), FileId(2)]));
+    }
+
+    /// Only a batch of segment records, outside cluster mode and
+    /// `replace`, is answered before its commit.
+    #[test]
+    fn only_segment_records_are_answered_when_applied() {
+        let instance = crate::scp::ingest::sim::new_instance("1.2.3", FileId(1), b"data");
+        let batcher = Batcher::<u32>::new(&storage(500, 8));
+        let store = |location| {
+            let mut op = batcher.store_op(instance.clone(), false, None);
+            if let WriteOp::Store(request) = &mut op {
+                request.location = location;
+            }
+            op
+        };
+        let record = || {
+            store(Location::Record(sluice_index::RecordPlace {
+                segment: 1,
+                offset: 0,
+                length: 4096,
+            }))
+        };
+        assert_eq!(
+            batcher.answer_at(&[record(), record()], false),
+            AnswerAt::Applied
+        );
+        assert_eq!(
+            batcher.answer_at(&[record(), store(Location::File)], false),
+            AnswerAt::Committed,
+            "a file in the batch"
+        );
+        assert_eq!(batcher.answer_at(&[record()], true), AnswerAt::Committed);
+        let mut replacing = storage(500, 8);
+        replacing.duplicate_policy = ConfigDuplicatePolicy::Replace;
+        let batcher = Batcher::<u32>::new(&replacing);
+        assert_eq!(batcher.answer_at(&[record()], false), AnswerAt::Flushed);
     }
 
     #[test]

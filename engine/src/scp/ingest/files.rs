@@ -70,9 +70,10 @@ impl Files {
         replacing: bool,
     ) -> Area {
         // The entry may already be this instance's own (committed early).
+        // A guess: no wait for commits answered early (a core's thread).
         let triplet_stored = !replacing
             && index
-                .read()
+                .read_committed()
                 .and_then(|read| {
                     read.stored_file_id(
                         &triplet.study_instance_uid,

@@ -172,12 +172,8 @@ impl IndexSide {
         if let Some(timer) = timer {
             core.cancel_timer(timer);
         }
-        let batch = self.batch(clears, ops, jobs, BatchKind::Store);
-        let batch = if self.batcher.answered_at_commit() {
-            batch.answered_at_commit()
-        } else {
-            batch
-        };
+        let answer_at = self.batcher.answer_at(&ops, self.cluster.is_some());
+        let batch = answer_at.mark(self.batch(clears, ops, jobs, BatchKind::Store));
         if let Err(error) = batcher::submit(&self.writer, batch) {
             tracing::error!(%error, "cannot submit an index batch; its instances fail");
         }
