@@ -90,6 +90,10 @@ pub(crate) struct Shared {
 ///
 /// Dropping it (or [`Index::close`]) finishes the batches already queued,
 /// stops the writer thread and closes the environment; [`IndexWriter`]
+/// What the index writer had answered at a moment ([`Index::answered_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnsweredMark(u64);
+
 /// handles still around then get `SubmitError::Closed`.
 pub struct Index {
     shared: Arc<Shared>,
@@ -269,6 +273,22 @@ impl Index {
             .read_txn()
             .map_err(|error| IndexError::from_heed("begin read", error, self.shared.limits))?;
         Ok(ReadTxn::new(txn, &self.shared))
+    }
+
+    /// What has been answered so far, for a thread that must not wait for a
+    /// commit (an io core serving a C-FIND): once
+    /// [`Index::answered_visible`] says the mark is visible,
+    /// [`Index::read_committed`] sees everything answered before the mark was
+    /// taken, as [`Index::read`] would, without blocking the thread; until
+    /// then the caller does other work and asks again.
+    pub fn answered_mark(&self) -> AnsweredMark {
+        AnsweredMark(self.shared.visibility.answered_mark())
+    }
+
+    /// Whether every batch answered before `mark` was taken is committed (or
+    /// the writer halted): see [`Index::answered_mark`].
+    pub fn answered_visible(&self, mark: AnsweredMark) -> bool {
+        self.shared.visibility.settled_through(mark.0)
     }
 
     /// Whether the writer stopped taking writes after a commit it had

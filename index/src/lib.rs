@@ -44,7 +44,7 @@ mod writer;
 pub use check::ConsistencyReport;
 pub use error::{IndexError, InvalidInput, QueryError};
 pub use find::{index_holds, FindBudget, FindMatch, FindPage, FindResume, PatientSummary};
-pub use index::{Index, IndexOptions, IndexStats, TableStats, SOP_INDEX_TABLE_NAME};
+pub use index::{AnsweredMark, Index, IndexOptions, IndexStats, TableStats, SOP_INDEX_TABLE_NAME};
 pub use keys::UID_BYTES_MAX;
 pub use location::{Location, RecordPlace, SegmentObject, SegmentState, OBJECT_KEY_BYTES_MAX};
 pub use ops::{

@@ -493,6 +493,17 @@ impl Visibility {
         }
     }
 
+    /// The last transaction answered when applied, now (see
+    /// [`Index::answered_mark`](crate::Index::answered_mark)).
+    pub(crate) fn answered_mark(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Whether every transaction up to `mark` is settled, without waiting.
+    pub(crate) fn settled_through(&self, mark: u64) -> bool {
+        self.settled.load(Ordering::Acquire) >= mark
+    }
+
     /// Whether the writer halted.
     pub(crate) fn halted(&self) -> bool {
         self.halted.load(Ordering::Acquire)
@@ -1251,6 +1262,23 @@ mod tests {
         map_size_bytes: 1 << 20,
         max_readers: 1,
     };
+
+    #[test]
+    fn a_mark_is_visible_once_its_transactions_are_settled_not_before() {
+        let visibility = Visibility::default();
+        // Nothing answered early: visible at once.
+        assert!(visibility.settled_through(visibility.answered_mark()));
+        visibility.answering(3);
+        let mark = visibility.answered_mark();
+        assert!(!visibility.settled_through(mark));
+        // A later transaction answered: the mark still waits only for 3.
+        visibility.answering(4);
+        visibility.settle(3);
+        assert!(visibility.settled_through(mark));
+        assert!(!visibility.settled_through(visibility.answered_mark()));
+        visibility.settle(4);
+        assert!(visibility.settled_through(visibility.answered_mark()));
+    }
 
     fn eio() -> IndexError {
         IndexError::from_heed(

@@ -1534,3 +1534,37 @@ fn retrieval_keeps_to_its_share_while_ingest_waits() {
     );
     served.stop();
 }
+
+/// Read-your-answers under ingest: a C-STORE answered when applied (its
+/// index commit still running) is found by a C-FIND sent on the same
+/// association as soon as the answer is in, 150 times, while 8 other
+/// associations store beside it (so commits are in flight all the time);
+/// the C-FIND waits for that commit without blocking its core.
+#[test]
+fn an_instance_is_found_as_soon_as_its_store_is_answered() {
+    let served = Served::start("uring", &[]);
+    let _load = sluice_tests::ChildGuard::new(
+        Command::new(sluice_tests::binaries::workspace_binary(
+            "sluice-loadgen",
+            "sluice-loadgen",
+        ))
+        .args(["run", "--target", &format!("127.0.0.1:{}", served.port)])
+        .args(["--quiet", "--associations", "8", "--cores", "1"])
+        .args(["--duration", "120", "--mix", "cr"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let port = served.port.to_string();
+    let out = python_peer(
+        "store_then_find.py",
+        &[&port, AE, "READER", "150"],
+        PEER_TIMEOUT,
+    );
+    assert!(out.has("\"stored\": 150"), "{}", out.0);
+    assert!(out.has("\"found\": 150"), "{}", out.0);
+    assert!(out.has("\"missed\": []"), "{}", out.0);
+}

@@ -13,9 +13,9 @@
 //! sent; the final answer is A700 (out of resources) with an Error Comment
 //! naming the limit, and a log line, instead of an endless stream.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use sluice_index::{FindBudget, FindMatch, FindResume};
+use sluice_index::{AnsweredMark, FindBudget, FindMatch, FindResume};
 use sluice_net::dimse::dataset::SmallDatasetEncoding;
 use sluice_net::dimse::{CFindRsp, Command, Status, StatusDetail};
 use sluice_net::query::{
@@ -36,6 +36,11 @@ const PAGE_MATCHES: usize = 64;
 const PAGE_MATCHES_WITH_FILES: usize = 8;
 /// Candidates looked at per step (matching or not).
 const PAGE_SCANNED: usize = 2048;
+
+/// How long a C-FIND waits for index commits answered before it came
+/// (`sluice_index::Index::answered_mark`) before it answers without them:
+/// as long as `Index::read` would block a thread.
+const ANSWERED_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Whether the C-FIND goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +91,12 @@ pub(crate) struct FindOp {
     /// Cluster mode answered from the local index (catalogue unreachable).
     local_only: bool,
     pub(crate) answered: u64,
+    /// What the index writer had answered when this C-FIND first read it,
+    /// and since when it waits for that to be committed.
+    answered_mark: Option<(AnsweredMark, Instant)>,
+    /// Everything answered before this C-FIND is visible to
+    /// `Index::read_committed`.
+    answers_visible: bool,
     pub(crate) cancelled: bool,
     /// Waiting for the association's sends to drain (not for a timer).
     pub(crate) waiting_for_sends: bool,
@@ -122,6 +133,8 @@ impl FindOp {
             source,
             local_only,
             answered: 0,
+            answered_mark: None,
+            answers_visible: false,
             cancelled: false,
             waiting_for_sends: false,
             started: Instant::now(),
@@ -152,12 +165,28 @@ impl FindOp {
             matches_max: matches_max.min(left),
             scanned_max: PAGE_SCANNED,
         };
+        if matches!(self.source, Source::Local { .. }) && !self.answers_visible {
+            // Read what was answered before this C-FIND came (a C-STORE
+            // answered when applied, its commit still running) without
+            // blocking the core: step again shortly until it is committed.
+            let index = shared.store.index();
+            let (mark, since) = *self
+                .answered_mark
+                .get_or_insert_with(|| (index.answered_mark(), Instant::now()));
+            if !index.answered_visible(mark) {
+                if since.elapsed() < ANSWERED_WAIT_MAX {
+                    return Progress::Wait;
+                }
+                tracing::warn!(peer = ?conn.peer, waited_ms = since.elapsed().as_millis() as u64, "C-FIND waited for an answered index commit that has not settled; it answers from what is committed");
+            }
+            self.answers_visible = true;
+        }
         let (matches, resume) = match &mut self.source {
             Source::Local { resume } => {
                 match shared
                     .store
                     .index()
-                    .read()
+                    .read_committed()
                     .and_then(|read| read.find(&self.query, resume.as_ref(), budget))
                 {
                     Ok(page) => (page.matches, page.resume.map(Some)),
