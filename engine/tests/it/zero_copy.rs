@@ -859,9 +859,11 @@ fn pdvs_sharing_pdus_and_cut_anywhere_are_stored_byte_exact() {
 }
 
 /// A peer that sends an A-ABORT right after a data PDV that does not end
-/// its data set (the server receiving that value and the 12 header bytes
-/// after it in one receive: the A-ABORT's 10 come first) and closes: the
-/// association ends as the peer's abort, nothing is stored for it, and
+/// its data set (received into the record buffer; a receive that also
+/// asked for the 12 header bytes after it would wait for more than the
+/// A-ABORT's 10: docs/design/ingest.md, "one receive a large PDV", not
+/// kept) and closes: the association ends as the peer's abort, nothing is
+/// stored for it, and
 /// the next association is served. A PDV item running past its PDU, or
 /// a PDU over the Maximum Length, in that place: the same A-ABORT as on
 /// the pooled receive.
