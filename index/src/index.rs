@@ -13,7 +13,8 @@ use crate::error::{EnvLimits, IndexError};
 use crate::read::ReadTxn;
 use crate::sop_index::{sop_hash_key, SopIndex, SopIndexOptions};
 use crate::tables::{open_tables, Tables, TABLE_COUNT};
-use crate::writer::{run_writer, IndexWriter, Message, Visibility, WriterLimits};
+use crate::visibility::Visibility;
+use crate::writer::{run_writer, IndexWriter, Message, WriterLimits};
 
 /// Options of [`Index::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

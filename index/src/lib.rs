@@ -39,6 +39,7 @@ mod read;
 mod records;
 mod sop_index;
 mod tables;
+mod visibility;
 mod writer;
 
 pub use check::ConsistencyReport;

@@ -43,8 +43,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -410,12 +409,6 @@ impl ZeroAhead {
     }
 }
 
-/// How long a reader waits at most for a transaction whose batches were
-/// answered before their commit (a commit takes milliseconds; its re-runs
-/// after a failure up to [`COMMIT_RETRY_DELAYS`]). A reader waiting longer
-/// goes on and may not see those entries yet.
-const VISIBILITY_WAIT_MAX: Duration = Duration::from_secs(5);
-
 /// The pauses before each re-run of a failed commit whose batches were
 /// answered when applied: a full disk or a passing I/O error may clear in
 /// that time. Then the writer halts.
@@ -427,88 +420,6 @@ const COMMIT_RETRY_DELAYS: [Duration; 3] = [
 
 /// How often a halted writer tries its stalled transaction again.
 const STALLED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Makes an answer given before its commit visible to readers begun after
-/// it: [`Index::read`](crate::Index::read) waits for every transaction
-/// answered when applied to be settled (committed, or the writer halted)
-/// before it begins. Transactions are numbered by the writer; a reader
-/// with nothing answered early outstanding takes two atomic loads.
-#[derive(Debug, Default)]
-pub(crate) struct Visibility {
-    /// The last transaction with a batch answered when applied.
-    answered: AtomicU64,
-    /// The last such transaction settled (a copy of `settled_lock`'s value,
-    /// for the fast path).
-    settled: AtomicU64,
-    settled_lock: Mutex<u64>,
-    changed: Condvar,
-    /// The writer halted ([`IndexError::WriterHalted`]).
-    halted: AtomicBool,
-}
-
-impl Visibility {
-    /// Before a reader begins: waits until every transaction answered when
-    /// applied before now is settled (at most [`VISIBILITY_WAIT_MAX`]).
-    pub(crate) fn wait(&self) {
-        let answered = self.answered.load(Ordering::Acquire);
-        if self.settled.load(Ordering::Acquire) >= answered {
-            return;
-        }
-        let deadline = Instant::now() + VISIBILITY_WAIT_MAX;
-        let mut settled = self
-            .settled_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *settled < answered {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                tracing::warn!(
-                    "an index reader waited {VISIBILITY_WAIT_MAX:?} for a commit already answered; it goes on without it"
-                );
-                return;
-            }
-            settled = self
-                .changed
-                .wait_timeout(settled, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Transaction `txn` answers batches before its commit.
-    fn answering(&self, txn: u64) {
-        self.answered.store(txn, Ordering::Release);
-    }
-
-    /// Every transaction up to `txn` is settled.
-    fn settle(&self, txn: u64) {
-        let mut settled = self
-            .settled_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *settled < txn {
-            *settled = txn;
-            self.settled.store(txn, Ordering::Release);
-            self.changed.notify_all();
-        }
-    }
-
-    /// The last transaction answered when applied, now (see
-    /// [`Index::answered_mark`](crate::Index::answered_mark)).
-    pub(crate) fn answered_mark(&self) -> u64 {
-        self.answered.load(Ordering::Acquire)
-    }
-
-    /// Whether every transaction up to `mark` is settled, without waiting.
-    pub(crate) fn settled_through(&self, mark: u64) -> bool {
-        self.settled.load(Ordering::Acquire) >= mark
-    }
-
-    /// Whether the writer halted.
-    pub(crate) fn halted(&self) -> bool {
-        self.halted.load(Ordering::Acquire)
-    }
-}
 
 /// The writer's progress through SOP index groups.
 #[derive(Debug)]
@@ -534,7 +445,7 @@ struct GroupState {
     /// the data file's `fdatasync`, the meta page), for the timing log.
     last_commit: Duration,
     /// The number of the last transaction that answered batches when
-    /// applied ([`Visibility`]).
+    /// applied ([`Visibility`](crate::visibility::Visibility)).
     early_txn: u64,
     /// Set when a commit answered when applied failed for good: every
     /// later batch gets it ([`IndexError::WriterHalted`]).
@@ -937,7 +848,7 @@ fn run_settled(
         })
         .collect();
     groups.stalled_tried = Instant::now();
-    shared.visibility.halted.store(true, Ordering::Release);
+    shared.visibility.set_halted(true);
     shared.visibility.settle(groups.early_txn);
     Err(TxnFailure {
         error: halted,
@@ -1110,7 +1021,7 @@ fn resume_if_stalled_commits(shared: &Shared, groups: &mut GroupState) {
         Ok(_) => {
             tracing::warn!("the index commit that halted the writer went through when run again: the writer takes batches again");
             groups.halted = None;
-            shared.visibility.halted.store(false, Ordering::Release);
+            shared.visibility.set_halted(false);
         }
         Err(failure) => {
             tracing::debug!(error = %failure.error, "the index commit that halted the writer failed again");
@@ -1184,7 +1095,7 @@ fn run_transaction(
 }
 
 /// Answers the batches of `group` answered when applied with their
-/// `results`, the transaction numbered first for [`Visibility`].
+/// `results`, the transaction numbered first for [`Visibility`](crate::visibility::Visibility).
 fn answer_early(
     shared: &Shared,
     group: &mut [Batch],
@@ -1262,23 +1173,6 @@ mod tests {
         map_size_bytes: 1 << 20,
         max_readers: 1,
     };
-
-    #[test]
-    fn a_mark_is_visible_once_its_transactions_are_settled_not_before() {
-        let visibility = Visibility::default();
-        // Nothing answered early: visible at once.
-        assert!(visibility.settled_through(visibility.answered_mark()));
-        visibility.answering(3);
-        let mark = visibility.answered_mark();
-        assert!(!visibility.settled_through(mark));
-        // A later transaction answered: the mark still waits only for 3.
-        visibility.answering(4);
-        visibility.settle(3);
-        assert!(visibility.settled_through(mark));
-        assert!(!visibility.settled_through(visibility.answered_mark()));
-        visibility.settle(4);
-        assert!(visibility.settled_through(visibility.answered_mark()));
-    }
 
     fn eio() -> IndexError {
         IndexError::from_heed(
