@@ -246,19 +246,7 @@ fn a_server_started_at_once_after_kill_9_under_load_comes_up() {
         if round == 3 {
             break;
         }
-        let mut load = ChildGuard::new(
-            Command::new(sluice_tests::binaries::workspace_binary(
-                "sluice-loadgen",
-                "sluice-loadgen",
-            ))
-            .args(["run", "--target", &format!("127.0.0.1:{port}"), "--quiet"])
-            .args(["--associations", "16", "--cores", "1", "--duration", "30"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        );
+        let mut load = crate::serve::background_load(port, 16, 30, None);
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
             load.child_mut().try_wait().unwrap().is_none(),

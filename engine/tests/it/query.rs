@@ -1543,20 +1543,7 @@ fn retrieval_keeps_to_its_share_while_ingest_waits() {
 #[test]
 fn an_instance_is_found_as_soon_as_its_store_is_answered() {
     let served = Served::start("uring", &[]);
-    let _load = sluice_tests::ChildGuard::new(
-        Command::new(sluice_tests::binaries::workspace_binary(
-            "sluice-loadgen",
-            "sluice-loadgen",
-        ))
-        .args(["run", "--target", &format!("127.0.0.1:{}", served.port)])
-        .args(["--quiet", "--associations", "8", "--cores", "1"])
-        .args(["--duration", "120", "--mix", "cr"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let _load = crate::serve::background_load(served.port, 8, 120, Some("cr"));
     std::thread::sleep(Duration::from_millis(500));
     let port = served.port.to_string();
     let out = python_peer(

@@ -114,6 +114,36 @@ pub fn spawn_serve_under(
     guard
 }
 
+/// `sluice-loadgen run` storing into `port` in the background for up to
+/// `seconds` on `associations` associations (its default mix unless `mix`
+/// names one), output discarded; ended (by PID) when the guard drops.
+pub fn background_load(
+    port: u16,
+    associations: u32,
+    seconds: u32,
+    mix: Option<&str>,
+) -> ChildGuard {
+    let mut command = Command::new(sluice_tests::binaries::workspace_binary(
+        "sluice-loadgen",
+        "sluice-loadgen",
+    ));
+    command
+        .args(["run", "--target", &format!("127.0.0.1:{port}"), "--quiet"])
+        .args(["--associations", &associations.to_string(), "--cores", "1"])
+        .args(["--duration", &seconds.to_string()]);
+    if let Some(mix) = mix {
+        command.args(["--mix", mix]);
+    }
+    ChildGuard::new(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sluice-loadgen"),
+    )
+}
+
 /// A running `sluice serve` with its own temporary data directory.
 pub struct Served {
     guard: Option<ChildGuard>,
